@@ -1,0 +1,491 @@
+"""The environment being judged: where it is, what is installed, what activation sets.
+
+Everything here is read statically: ``conda-meta/*.json`` for conda packages, the
+``*.dist-info`` folders of the env's site-packages for Python distributions (through
+``importlib.metadata`` on that path, never by importing them). The one thing that runs is
+activation: ``pixi shell-hook --json`` when a ``pixi`` binary is on PATH, otherwise the
+manifest's ``activation.env`` tables plus the env's ``etc/conda/activate.d`` scripts,
+sourced in a bash subprocess with a timeout so that their exports can be read back.
+
+The target env is not the pytest env: :meth:`PixiEnv.environ` gives the environment a
+subprocess of the target (its Python, its nvcc, cmake) must run with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from . import proc
+from .pixi import Manifest, ManifestError, find_manifest, load_manifest
+
+ACTIVATION_TIMEOUT = 30.0
+# Variables of an outer activation that must not leak into the judged env's environment.
+_OUTER_VARS = re.compile(r"^(CONDA_|PIXI_|_CE_|_CONDA|VIRTUAL_ENV$|PYTHONHOME$|PYTHONPATH$)")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class EnvError(Exception):
+    """The env cannot be located or is not an env; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class CondaPackage:
+    """One ``conda-meta/<name>-<version>-<build>.json`` record."""
+
+    name: str
+    version: str
+    build: str
+    channel: str
+    record: Path
+
+
+@dataclass(frozen=True)
+class PythonDist:
+    """One installed Python distribution, read from its ``.dist-info`` metadata."""
+
+    name: str
+    version: str
+    path: Path
+    requires: tuple[str, ...] = ()
+
+    @property
+    def location(self) -> Path:
+        """The site-packages folder it is installed in."""
+        return self.path.parent
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something in the env that could not be read; judged by ``env.*`` checks."""
+
+    path: Path
+    what: str
+
+
+@dataclass
+class PixiEnv:
+    """A located environment and the facts read from it."""
+
+    prefix: Path
+    name: str | None = None
+    manifest_path: Path | None = None
+    manifest_error: str = ""
+    conda_packages: dict[str, CondaPackage] = field(default_factory=dict)
+    python_dists: dict[str, PythonDist] = field(default_factory=dict)
+    site_packages: list[Path] = field(default_factory=list)
+    python: Path | None = None
+    python_version: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+    base_environ: dict[str, str] = field(default_factory=dict, repr=False)
+
+    # -- reading ---------------------------------------------------------------------------
+    @classmethod
+    def read(
+        cls,
+        prefix: Path,
+        *,
+        name: str | None = None,
+        manifest: Path | None = None,
+        base_environ: Mapping[str, str] | None = None,
+    ) -> PixiEnv:
+        """Read an env at ``prefix``; raise :class:`EnvError` if it is not one."""
+        prefix = _checked_prefix(prefix)
+        env = cls(prefix=prefix, name=name, manifest_path=manifest)
+        env.base_environ = dict(os.environ if base_environ is None else base_environ)
+        env._read_conda_meta()
+        env._read_python()
+        env._read_dists()
+        return env
+
+    def _read_conda_meta(self) -> None:
+        meta = self.prefix / "conda-meta"
+        if not meta.is_dir():
+            return
+        try:
+            records = sorted(meta.glob("*.json"))
+        except OSError as exc:
+            self.problems.append(Problem(meta, f"cannot list: {exc.strerror or exc}"))
+            return
+        for record in records:
+            try:
+                data = json.loads(record.read_text(encoding="utf-8"))
+                pkg = CondaPackage(
+                    name=str(data["name"]),
+                    version=str(data["version"]),
+                    build=str(data.get("build", "")),
+                    channel=str(data.get("channel", "")),
+                    record=record,
+                )
+            except OSError as exc:
+                self.problems.append(Problem(record, f"cannot read: {exc.strerror or exc}"))
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                what = "not JSON" if isinstance(exc, ValueError) else f"no {exc} field"
+                self.problems.append(Problem(record, f"conda-meta record is {what}"))
+                continue
+            self.conda_packages[pkg.name] = pkg
+
+    def _read_python(self) -> None:
+        for candidate in (self.prefix / "bin" / "python3", self.prefix / "bin" / "python"):
+            if _exists(candidate):
+                self.python = candidate
+                break
+        pkg = self.conda_packages.get("python")
+        if pkg:
+            self.python_version = pkg.version
+        for lib in _safe_glob(self.prefix / "lib", "python3*", self.problems):
+            sp = lib / "site-packages"
+            if _is_dir(sp):
+                self.site_packages.append(sp)
+                if not self.python_version:
+                    self.python_version = lib.name.removeprefix("python")
+        cfg = self.prefix / "pyvenv.cfg"
+        if not self.python_version and _exists(cfg):
+            match = re.search(r"^version(?:_info)?\s*=\s*([\d.]+)", _read_text(cfg), re.M)
+            self.python_version = match.group(1) if match else None
+
+    def _read_dists(self) -> None:
+        for sp in self.site_packages:
+            try:
+                dists = list(metadata.distributions(path=[str(sp)]))
+            except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder
+                self.problems.append(Problem(sp, f"cannot list distributions: {exc}"))
+                continue
+            for dist in dists:
+                try:
+                    name, version = dist.metadata["Name"], dist.version
+                    requires = tuple(dist.requires or ())
+                except (OSError, RuntimeError, KeyError, TypeError) as exc:
+                    where = getattr(dist, "_path", sp)
+                    self.problems.append(Problem(Path(where), f"unreadable metadata: {exc}"))
+                    continue
+                if not name:
+                    continue
+                key = canonicalize_name(name)
+                path = Path(getattr(dist, "_path", sp))
+                # The first site-packages wins, as on sys.path.
+                self.python_dists.setdefault(key, PythonDist(name, version or "", path, requires))
+
+    # -- questions -------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """A short id for test ids and headers: the env name, else the prefix."""
+        return self.name or str(self.prefix)
+
+    @property
+    def is_conda(self) -> bool:
+        return _is_dir(self.prefix / "conda-meta")
+
+    def dist(self, name: str) -> PythonDist | None:
+        return self.python_dists.get(canonicalize_name(name))
+
+    def conda(self, name: str) -> CondaPackage | None:
+        return self.conda_packages.get(name)
+
+    def version_of(self, name: str) -> str | None:
+        """A package's version, from Python metadata first, then conda-meta."""
+        dist = self.dist(name)
+        if dist:
+            return dist.version
+        pkg = self.conda(name)
+        return pkg.version if pkg else None
+
+    def package_file(self, dist_name: str, relpath: str) -> Path | None:
+        """A file of an installed distribution, e.g. ``("vllm", "vllm/model_executor/...")``."""
+        dist = self.dist(dist_name)
+        if not dist:
+            return None
+        candidate = dist.location / relpath
+        return candidate if _exists(candidate) else None
+
+    @cached_property
+    def manifest(self) -> Manifest | None:
+        if not self.manifest_path:
+            return None
+        try:
+            return load_manifest(self.manifest_path)
+        except ManifestError as exc:
+            self.manifest_error = str(exc)
+            return None
+
+    # -- activation ------------------------------------------------------------------------
+    @cached_property
+    def activation(self) -> Activation:
+        """What activating this env sets, computed once (it runs scripts)."""
+        return compute_activation(self)
+
+    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The whole environment a subprocess of the target env runs with."""
+        env = dict(self.activation.environ)
+        if extra:
+            env.update(extra)
+        return env
+
+    def which(self, program: str) -> Path | None:
+        """Where the activated env's PATH finds ``program``."""
+        return proc.which(program, self.environ().get("PATH"))
+
+
+@dataclass
+class Activation:
+    """The result of activating an env."""
+
+    environ: dict[str, str]
+    # variable -> where it was set: "[activation.env] in pixi.toml", "etc/conda/activate.d/x.sh"
+    sources: dict[str, str] = field(default_factory=dict)
+    method: str = "static"
+    problems: list[str] = field(default_factory=list)
+
+    def changed(self, base: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in self.environ.items() if base.get(k) != v}
+
+
+def compute_activation(env: PixiEnv) -> Activation:
+    """Activate ``env`` without touching it: pixi's own answer when possible, else ours."""
+    base = {k: v for k, v in env.base_environ.items() if not _OUTER_VARS.match(k)}
+    manifest = env.manifest
+    pixi = shutil.which("pixi", path=env.base_environ.get("PATH"))
+    if pixi and manifest and env.name:
+        result = proc.run(
+            [pixi, "shell-hook", "--json", "--manifest-path", manifest.path, "-e", env.name],
+            env=env.base_environ,
+            timeout=ACTIVATION_TIMEOUT,
+        )
+        if result.ok:
+            try:
+                variables = json.loads(result.stdout)["environment_variables"]
+                environ = {**base, **{str(k): str(v) for k, v in variables.items()}}
+                return Activation(environ, {k: "pixi shell-hook" for k in variables}, "pixi")
+            except (ValueError, KeyError, TypeError):
+                pass
+        fallback_note = f"pixi shell-hook failed, activated statically: {result.describe()}"
+    else:
+        fallback_note = ""
+
+    environ = dict(base)
+    sources: dict[str, str] = {}
+    problems = [fallback_note] if fallback_note else []
+    prefix = str(env.prefix)
+    old_path = environ.get("PATH", os.defpath)
+    environ["PATH"] = f"{prefix}/bin{os.pathsep}{old_path}" if old_path else f"{prefix}/bin"
+    environ["CONDA_PREFIX"] = prefix
+    environ["CONDA_DEFAULT_ENV"] = env.name or prefix
+    sources.update(PATH="activation", CONDA_PREFIX="activation")
+    if manifest and env.name:
+        environ["PIXI_PROJECT_ROOT"] = str(manifest.root)
+        environ["PIXI_PROJECT_MANIFEST"] = str(manifest.path)
+        environ["PIXI_PROJECT_NAME"] = manifest.workspace_name
+        environ["PIXI_ENVIRONMENT_NAME"] = env.name
+    # conda packages may ship variables as JSON (etc/conda/env_vars.d).
+    for record in _safe_glob(env.prefix / "etc" / "conda" / "env_vars.d", "*.json", []):
+        try:
+            for key, value in json.loads(_read_text(record)).items():
+                environ[str(key)] = str(value)
+                sources[str(key)] = str(record.relative_to(env.prefix))
+        except (ValueError, AttributeError):
+            problems.append(f"{record}: not a JSON object")
+    if manifest and env.name:
+        for key, raw, where in manifest.activation_env(env.name):
+            environ[key] = expand(raw, environ)
+            sources[key] = f"{where} in {manifest.path.name}"
+    elif env.manifest_error:
+        problems.append(env.manifest_error)
+    scripts = _safe_glob(env.prefix / "etc" / "conda" / "activate.d", "*.sh", [])
+    if manifest and env.name:
+        scripts += [s for s in manifest.activation_scripts(env.name) if s.suffix == ".sh"]
+    if scripts:
+        environ, script_sources, script_problems = _source_scripts(scripts, environ)
+        sources.update(script_sources)
+        problems.extend(script_problems)
+    return Activation(environ, sources, "static", problems)
+
+
+def _source_scripts(
+    scripts: list[Path], environ: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Source each script in its own bash, starting from what the previous one left.
+
+    One process per script so that a script that kills its shell (conda-forge's cuda-nvcc
+    script under ``set -u``: FACTS.md) is reported by name and the others still count.
+    """
+    bash = shutil.which("bash") or "/bin/bash"
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    current = dict(environ)
+    for script in scripts:
+        result = proc.run(
+            [bash, "--noprofile", "--norc", "-c", '. "$_VLLM_ENV_SCRIPT" >&2 && env -0'],
+            env={**current, "_VLLM_ENV_SCRIPT": str(script)},
+            timeout=ACTIVATION_TIMEOUT,
+        )
+        if not result.ok:
+            why = (
+                result.describe()
+                if result.timed_out
+                else (f"exited {result.returncode}: {result.stderr.strip()[-300:]}")
+            )
+            problems.append(f"{script} failed when sourced ({why})")
+            continue
+        after = dict(e.split("=", 1) for e in result.stdout.split("\0") if "=" in e)
+        for noise in ("_VLLM_ENV_SCRIPT", "_", "SHLVL", "PWD", "OLDPWD"):
+            if noise not in current:
+                after.pop(noise, None)
+        for key, value in after.items():
+            if current.get(key) != value:
+                sources[key] = str(script)
+        current = after
+    return current, sources, problems
+
+
+def expand(value: str, environ: Mapping[str, str]) -> str:
+    """Expand ``$VAR`` and ``${VAR}`` the way a POSIX shell does for an ``export`` line."""
+    return _VAR.sub(lambda m: environ.get(m.group(1) or m.group(2), ""), value)
+
+
+# -- locating ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvSpec:
+    """Where the env came from, for the report header and error messages."""
+
+    prefix: Path
+    name: str | None
+    manifest: Path | None
+    source: str
+
+
+def locate(
+    value: str | None,
+    *,
+    manifest: str | None,
+    rootdir: Path,
+    environ: Mapping[str, str],
+    default_prefix: str,
+) -> EnvSpec:
+    """Resolve ``--vllm-env`` (a prefix or a Pixi env name) to an env; raise EnvError."""
+    manifest_path: Path | None = None
+    if manifest:
+        manifest_path = Path(manifest).expanduser()
+        if manifest_path.is_dir():
+            for name in ("pixi.toml", "pyproject.toml"):
+                if (manifest_path / name).is_file():
+                    manifest_path = manifest_path / name
+                    break
+        if not manifest_path.is_file():
+            raise EnvError(f"--pixi-manifest {manifest}: no such file")
+    else:
+        manifest_path = find_manifest(rootdir)
+
+    if value:
+        looks_like_path = os.sep in value or value.startswith(".") or value.startswith("~")
+        candidate = Path(value).expanduser()
+        if looks_like_path or candidate.exists():
+            prefix = _abs(candidate)
+            owner = None if manifest else _workspace_manifest(prefix)
+            return EnvSpec(prefix, _env_name_of(prefix), owner or manifest_path, "--vllm-env")
+        if manifest_path is None:
+            raise EnvError(
+                f"--vllm-env {value}: not a directory, and no pixi.toml or pyproject.toml "
+                f"with [tool.pixi] was found above {rootdir} to resolve it as a Pixi env name; "
+                "pass --pixi-manifest PATH or a prefix"
+            )
+        try:
+            parsed = load_manifest(manifest_path)
+        except ManifestError as exc:
+            raise EnvError(f"--vllm-env {value}: {exc}") from None
+        envs = parsed.environments()
+        if value not in envs:
+            raise EnvError(
+                f"--vllm-env {value}: {manifest_path} defines no environment {value!r} "
+                f"(it has: {', '.join(sorted(envs))})"
+            )
+        return EnvSpec(parsed.env_prefix(value), value, manifest_path, f"{manifest_path}")
+    conda_prefix = environ.get("CONDA_PREFIX")
+    if conda_prefix:
+        prefix = _abs(Path(conda_prefix))
+        name = environ.get("PIXI_ENVIRONMENT_NAME") or _env_name_of(prefix)
+        owner = None if manifest else _workspace_manifest(prefix)
+        return EnvSpec(prefix, name, owner or manifest_path, "$CONDA_PREFIX")
+    return EnvSpec(_abs(Path(default_prefix)), None, None, "the interpreter running pytest")
+
+
+def _env_name_of(prefix: Path) -> str | None:
+    """``<ws>/.pixi/envs/NAME`` -> NAME."""
+    parts = prefix.expanduser().absolute().parts
+    if len(parts) >= 3 and parts[-3] == ".pixi" and parts[-2] == "envs":
+        return parts[-1]
+    return None
+
+
+def _workspace_manifest(prefix: Path) -> Path | None:
+    """The manifest of the workspace that owns ``<ws>/.pixi/envs/NAME``, if any."""
+    if _env_name_of(prefix) is None:
+        return None
+    return find_manifest(prefix.parents[2])
+
+
+def _abs(path: Path) -> Path:
+    return Path(os.path.abspath(path.expanduser()))
+
+
+def _checked_prefix(prefix: Path) -> Path:
+    try:
+        resolved = prefix.resolve(strict=True)
+    except RuntimeError:
+        raise EnvError(f"{prefix}: symlink loop while resolving the env prefix") from None
+    except FileNotFoundError:
+        raise EnvError(
+            f"{prefix}: no such directory. Create the env first (`pixi install` in the "
+            "workspace, or `pixi install -e NAME`) or pass the right --vllm-env"
+        ) from None
+    except OSError as exc:
+        raise EnvError(f"{prefix}: {exc.strerror or exc}") from None
+    if not resolved.is_dir():
+        raise EnvError(f"{prefix}: not a directory")
+    if not os.access(resolved, os.R_OK | os.X_OK):
+        raise EnvError(f"{prefix}: not readable by this user")
+    markers = ("conda-meta", "bin/python", "bin/python3", "pyvenv.cfg")
+    if not any(_exists(resolved / m) for m in markers):
+        raise EnvError(
+            f"{prefix}: not an environment (no conda-meta/, bin/python or pyvenv.cfg); point "
+            "--vllm-env at <workspace>/.pixi/envs/<name> or pass the env name"
+        )
+    return resolved
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _safe_glob(folder: Path, pattern: str, problems: list[Problem]) -> list[Path]:
+    try:
+        return sorted(p for p in folder.glob(pattern))
+    except OSError as exc:
+        problems.append(Problem(folder, f"cannot list: {exc.strerror or exc}"))
+        return []

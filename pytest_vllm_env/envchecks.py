@@ -1,0 +1,111 @@
+"""Judgements of the env itself: can we read it, and does activating it work?
+
+Every other area stands on these facts; a broken record or manifest is reported here once,
+with the path, instead of as odd verdicts everywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .env import PixiEnv
+from .findings import Finding, error, failed, passed, skipped
+
+
+def conda_meta_readable(env: PixiEnv) -> Finding:
+    """Every ``conda-meta/*.json`` record parses (an interrupted install leaves bad ones)."""
+    check = "env.conda-meta"
+    if not env.is_conda:
+        return skipped(check, f"{env.prefix} has no conda-meta/: not a conda or Pixi env")
+    bad = [p for p in env.problems if _in_conda_meta(p.path)]
+    if bad:
+        return error(
+            check,
+            f"{len(bad)} conda-meta record(s) unreadable: "
+            + "; ".join(f"{p.path}: {p.what}" for p in bad[:5]),
+            "the env was left half-written (an interrupted install?): recreate it with "
+            "`pixi clean && pixi install` (or `pixi install -e NAME`) in the workspace",
+            bad_records=[str(p.path) for p in bad],
+        )
+    return passed(check, f"{len(env.conda_packages)} conda packages read from conda-meta")
+
+
+def site_packages_readable(env: PixiEnv) -> Finding:
+    check = "env.site-packages"
+    if not env.site_packages:
+        return failed(
+            check,
+            f"no lib/python3.*/site-packages under {env.prefix}: the env has no Python",
+            'add `python = "3.12.*"` to [dependencies] in pixi.toml and run `pixi install`',
+        )
+    bad = [p for p in env.problems if not _in_conda_meta(p.path)]
+    if bad:
+        return error(
+            check,
+            "unreadable Python metadata: " + "; ".join(f"{p.path}: {p.what}" for p in bad[:5]),
+            "reinstall the named distribution(s) with `pixi install` (or remove a symlink loop "
+            "under site-packages)",
+            problems=[f"{p.path}: {p.what}" for p in bad],
+        )
+    return passed(
+        check,
+        f"{len(env.python_dists)} Python distributions read from "
+        + ", ".join(str(s) for s in env.site_packages),
+    )
+
+
+def python_found(env: PixiEnv) -> Finding:
+    check = "env.python"
+    if env.python is None:
+        return failed(
+            check,
+            f"no bin/python in {env.prefix}",
+            'add `python = "3.12.*"` to [dependencies] in pixi.toml and run `pixi install`',
+        )
+    return passed(check, f"{env.python} (Python {env.python_version or 'version unknown'})")
+
+
+def manifest_parses(env: PixiEnv) -> Finding:
+    check = "env.manifest"
+    if env.manifest_path is None:
+        return skipped(check, "no Pixi manifest found for this env (pass --pixi-manifest)")
+    manifest = env.manifest
+    if manifest is None:
+        return error(
+            check,
+            env.manifest_error,
+            f"fix the TOML syntax in {env.manifest_path} at the line the error names",
+            manifest=str(env.manifest_path),
+        )
+    envs = manifest.environments()
+    if env.name and env.name not in envs:
+        return failed(
+            check,
+            f"{env.manifest_path} defines no environment {env.name!r}",
+            f"add `{env.name} = [...]` under [{manifest.table_prefix()}environments]",
+            environments=sorted(envs),
+        )
+    return passed(check, f"{env.manifest_path} parses; environments: {', '.join(sorted(envs))}")
+
+
+def activation_runs(env: PixiEnv) -> Finding:
+    """Activation scripts source cleanly (conda-forge's cuda-nvcc one breaks under ``set -u``)."""
+    check = "env.activation"
+    act = env.activation
+    if act.problems:
+        return failed(
+            check,
+            "activation did not run cleanly: " + "; ".join(act.problems),
+            "run the named script by hand (`bash -c '. SCRIPT'`) to see why; if it is a package's "
+            "script, update or reinstall that package; if it is yours, fix it in the manifest's "
+            "activation.scripts",
+            method=act.method,
+        )
+    set_here = sorted(act.sources)
+    return passed(
+        check, f"activation ({act.method}) sets {len(set_here)} variables", variables=set_here
+    )
+
+
+def _in_conda_meta(path: Path) -> bool:
+    return "conda-meta" in (path.name, path.parent.name)

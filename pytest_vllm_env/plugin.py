@@ -1,0 +1,513 @@
+"""pytest-vllm-env: judge a Pixi/conda env for vLLM, CUDA, PyTorch and ModelOpt checkpoints.
+
+Point it at an environment and run the bundled conformance suite::
+
+    pytest --vllm-conformance -m toolchain --vllm-env .pixi/envs/default --cuda-arch 12.0
+
+Settings (each also an ini key with ``-`` spelled ``_``; the option wins over the ini key):
+
+``--vllm-env PREFIX|NAME`` (repeatable)
+    A prefix directory, or a Pixi environment name resolved through the manifest
+    (``<workspace>/.pixi/envs/NAME``). Default: ``$CONDA_PREFIX`` when set (as under
+    ``pixi run``), else the interpreter running pytest. Several values judge several envs
+    in one run, with the env name in each test id.
+``--pixi-manifest PATH``
+    Default: the first ``pixi.toml``, or ``pyproject.toml`` with ``[tool.pixi]`` tables,
+    found upward from the rootdir.
+``--cuda-arch ARCH`` (repeatable; ``12.0``, ``sm_120``, ``9.0a``)
+    The GPUs the env must serve. Default: ``TORCH_CUDA_ARCH_LIST`` after the env's
+    activation, else the visible GPUs (``nvidia-smi``), else none: arch checks then skip.
+``--vllm-wheel PATH`` (repeatable, globs), ``--modelopt-checkpoint PATH|REPO_ID``
+    (repeatable), ``--vllm-env-report PATH`` (JSON report).
+``--vllm-conformance``
+    Add the bundled conformance suite to the run (alone: run only it).
+
+Markers: ``toolchain`` (no GPU), ``gpu``, ``build`` (compiles or configures real things),
+``integration`` (downloads real wheels). Every conformance test hands its findings to the
+``verdict`` fixture; failed ones are listed with their fixes at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import archs as archs_mod
+from . import proc, settings
+from .cache import FactCache
+from .env import EnvError, EnvSpec, PixiEnv, locate
+from .findings import Finding, worst
+
+FINDING_KEY = "vllm_env.finding"
+CHECK_KEY = "vllm_env.check"
+MARKERS = {
+    "toolchain": "judges files and tools of the env; needs no GPU",
+    "gpu": "needs a visible NVIDIA GPU",
+    "build": "compiles or configures real things (nvcc, CMake); may take minutes",
+    "integration": "downloads real wheels or toolkits (opt-in)",
+    "vllm_check(id)": "the stable id of the conformance check a test implements",
+}
+# Area plugins: each adds its fixtures (and settings) for one part of the suite.
+pytest_plugins = [
+    "pytest_vllm_env.plugins.cuda",
+    "pytest_vllm_env.plugins.binaries",
+    "pytest_vllm_env.plugins.modelopt",
+    "pytest_vllm_env.plugins.gpu",
+]
+HEADER_PACKAGES = ("torch", "vllm", "xformers", "flash-attn", "nvidia-modelopt")
+TOOLKIT_PACKAGES = ("cuda-version", "cuda-nvcc", "cuda-toolkit", "cudatoolkit")
+env_state_key = pytest.StashKey["SessionState"]()
+
+
+# -- settings ------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add = settings.add_setting
+    add(
+        parser,
+        "--vllm-env",
+        "env prefix or Pixi env name to judge; default $CONDA_PREFIX, "
+        "else the interpreter running pytest",
+        multiple=True,
+        metavar="PREFIX|NAME",
+    )
+    add(
+        parser,
+        "--pixi-manifest",
+        "pixi.toml or pyproject.toml; default: searched upward from the rootdir",
+        metavar="PATH",
+    )
+    add(
+        parser,
+        "--cuda-arch",
+        "target GPU arch (12.0, sm_120); default TORCH_CUDA_ARCH_LIST "
+        "after activation, else the visible GPUs",
+        multiple=True,
+        metavar="ARCH",
+    )
+    add(
+        parser,
+        "--vllm-wheel",
+        "a built vLLM wheel to judge (globs allowed)",
+        multiple=True,
+        metavar="PATH",
+    )
+    add(
+        parser,
+        "--modelopt-checkpoint",
+        "a ModelOpt checkpoint dir or cached HF repo id",
+        multiple=True,
+        metavar="PATH|REPO_ID",
+    )
+    add(parser, "--vllm-env-report", "write the verdicts as JSON to this file", metavar="PATH")
+    parser.getgroup(settings.GROUP).addoption(
+        "--vllm-conformance",
+        action="store_true",
+        default=False,
+        help="add the bundled conformance suite to the run (with no paths: run only it)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    config.stash[env_state_key] = SessionState(config)
+    config.pluginmanager.register(FindingsReporter(config), "vllm-env-reporter")
+    if config.getoption("vllm_conformance"):
+        _add_bundled_suite(config)
+
+
+def _add_bundled_suite(config: pytest.Config) -> None:
+    import conformance
+
+    suite = str(Path(conformance.__file__).parent)
+    explicit = getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS
+    if explicit:
+        if suite not in config.args:
+            config.args.append(suite)
+    else:
+        config.args[:] = [suite]
+
+
+# -- the session's view of the env(s) -------------------------------------------------------
+class SessionState:
+    """Located envs and resolved targets, computed lazily and once per process."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._specs: list[EnvSpec] | None = None
+        self._envs: dict[Path, PixiEnv] = {}
+        self.findings: list[dict[str, Any]] = []
+
+    @property
+    def rootdir(self) -> Path:
+        return Path(str(self.config.rootpath))
+
+    def specs(self) -> list[EnvSpec]:
+        """The envs asked for; raise EnvError naming what is wrong."""
+        if self._specs is None:
+            values = settings.get_list(self.config, "vllm_env") or [None]
+            manifest = settings.get(self.config, "pixi_manifest")
+            if manifest and not os.path.isabs(manifest):
+                manifest = str(self._base_for("pixi_manifest") / manifest)
+            self._specs = [
+                locate(
+                    v
+                    if v is None or os.path.isabs(v) or not _looks_relative(v)
+                    else str(self._base_for("vllm_env") / v),
+                    manifest=manifest,
+                    rootdir=self.rootdir,
+                    environ=os.environ,
+                    default_prefix=sys.prefix,
+                )
+                for v in values
+            ]
+        return self._specs
+
+    def _base_for(self, ini: str) -> Path:
+        """Relative paths from the command line are relative to the invocation dir; from an
+        ini file, to the rootdir."""
+        if self.config.getoption(ini, default=None):
+            return Path(str(self.config.invocation_params.dir))
+        return self.rootdir
+
+    def env(self, spec: EnvSpec) -> PixiEnv:
+        if spec.prefix not in self._envs:
+            self._envs[spec.prefix] = PixiEnv.read(
+                spec.prefix, name=spec.name, manifest=spec.manifest
+            )
+        return self._envs[spec.prefix]
+
+    def fact_cache(self) -> FactCache:
+        cache = getattr(self.config, "cache", None)
+        directory = Path(str(cache.mkdir("vllm-env-facts"))) if cache is not None else None
+        return FactCache(directory)
+
+
+def _looks_relative(value: str) -> bool:
+    return value.startswith(".") or os.sep in value
+
+
+def state(config: pytest.Config) -> SessionState:
+    return config.stash[env_state_key]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "vllm_env" not in metafunc.fixturenames:
+        return
+    try:
+        specs = state(metafunc.config).specs()
+    except EnvError:
+        return  # reported once, as a usage error, after collection
+    if len(specs) > 1:
+        metafunc.parametrize(
+            "vllm_env",
+            specs,
+            indirect=True,
+            scope="session",
+            ids=[s.name or s.prefix.name for s in specs],
+        )
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if not any("vllm_env" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    st = state(config)
+    try:
+        for spec in st.specs():
+            st.env(spec)
+    except EnvError as exc:
+        # One clear line instead of an error in every test.
+        raise pytest.UsageError(f"pytest-vllm-env: {exc}") from None
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def vllm_env(request: pytest.FixtureRequest) -> PixiEnv:
+    """The environment being judged (a :class:`pytest_vllm_env.env.PixiEnv`).
+
+    Located from ``--vllm-env`` (prefix or Pixi env name), else ``$CONDA_PREFIX``, else the
+    interpreter running pytest. Holds the prefix, its Python, the conda packages
+    (``conda-meta``), the Python distributions of its site-packages (metadata only, nothing
+    imported) and, on first use of ``.activation``/``.environ()``, what activation sets.
+    With several ``--vllm-env`` values, tests using it run once per env.
+    """
+    st = state(request.config)
+    spec = getattr(request, "param", None) or st.specs()[0]
+    try:
+        return st.env(spec)
+    except EnvError as exc:
+        pytest.fail(f"pytest-vllm-env: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vllm_env_activation(vllm_env: PixiEnv) -> dict[str, str]:
+    """The environment variables a subprocess of the judged env runs with, after activation
+    (``pixi shell-hook --json`` when pixi is on PATH, else the manifest's ``activation.env``
+    tables and the env's ``etc/conda/activate.d`` scripts, run in a subprocess)."""
+    return vllm_env.environ()
+
+
+@pytest.fixture(scope="session")
+def cuda_archs(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> list[archs_mod.Arch]:
+    """The target GPU archs (:class:`pytest_vllm_env.archs.Arch`), from ``--cuda-arch``,
+    else ``TORCH_CUDA_ARCH_LIST`` after the env's activation, else the visible GPUs' compute
+    capabilities; empty when none is known (arch checks then skip and say why)."""
+    return resolve_archs(request.config, vllm_env)[0]
+
+
+@pytest.fixture(scope="session")
+def cuda_archs_source(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> str:
+    """Where ``cuda_archs`` came from: ``--cuda-arch``, ``TORCH_CUDA_ARCH_LIST``, ``nvidia-smi``
+    or ``none`` (for skip reasons and the report)."""
+    return resolve_archs(request.config, vllm_env)[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_wheels(request: pytest.FixtureRequest) -> list[Path]:
+    """Built vLLM wheels given with ``--vllm-wheel`` (globs expanded), as paths; a pattern
+    that matches nothing stays in the list so its check can say so."""
+    st = state(request.config)
+    patterns = settings.get_list(request.config, "vllm_wheel")
+    base = st._base_for("vllm_wheel")
+    return [Path(p) for p in settings.expand_globs(patterns, base)]
+
+
+@pytest.fixture(scope="session")
+def modelopt_checkpoint_specs(request: pytest.FixtureRequest) -> list[str]:
+    """The raw ``--modelopt-checkpoint`` values: local directories or Hugging Face repo ids."""
+    return settings.get_list(request.config, "modelopt_checkpoint")
+
+
+@pytest.fixture(scope="session")
+def vllm_fact_cache(request: pytest.FixtureRequest) -> FactCache:
+    """A cross-worker cache of JSON facts in pytest's cache dir, keyed by the paths a fact
+    depends on (size + mtime): ``vllm_fact_cache.get(name, compute, deps)``. Safe under
+    pytest-xdist: one worker computes under a file lock, the others read."""
+    return state(request.config).fact_cache()
+
+
+@pytest.fixture
+def verdict(request: pytest.FixtureRequest):
+    """Hand findings to pytest: ``verdict(finding, ...)`` (lists of findings too).
+
+    Records every finding for the terminal summary and ``--vllm-env-report``; then fails
+    the test (without a traceback, with each bad finding's summary, fix and evidence) if any
+    failed or errored, skips it if all were skipped, and passes otherwise.
+    """
+
+    def judge(*findings: Finding | Iterable[Finding]) -> list[Finding]:
+        flat = list(_flatten(findings))
+        if not flat:
+            raise ValueError("verdict() needs at least one finding")
+        for finding in flat:
+            request.node.user_properties.append((FINDING_KEY, finding.to_dict()))
+        outcome = worst(flat)
+        if outcome in ("failed", "error"):
+            text = "\n\n".join(f.render() for f in flat if f.bad)
+            pytest.fail(text, pytrace=False)
+        if outcome == "skipped":
+            pytest.skip("; ".join(f"[{f.id}] {f.summary}" for f in flat))
+        return flat
+
+    return judge
+
+
+def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
+    for item in items:
+        if isinstance(item, Finding):
+            yield item
+        else:
+            yield from _flatten(item)
+
+
+def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[archs_mod.Arch], str]:
+    values = settings.get_list(config, "cuda_arch")
+    if values:
+        try:
+            return archs_mod.parse_arch_list(" ".join(values)), "--cuda-arch"
+        except ValueError as exc:
+            raise pytest.UsageError(f"--cuda-arch: {exc}") from None
+    listed = env.environ().get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if listed:
+        try:
+            return archs_mod.parse_arch_list(listed), "TORCH_CUDA_ARCH_LIST"
+        except ValueError:
+            pass
+    gpus = visible_gpu_archs()
+    if gpus:
+        return gpus, "nvidia-smi"
+    return [], "none"
+
+
+def visible_gpu_archs() -> list[archs_mod.Arch]:
+    """Compute capabilities of the visible GPUs, from nvidia-smi; [] without one."""
+    smi = proc.which("nvidia-smi", os.environ.get("PATH"))
+    if not smi:
+        return []
+    result = proc.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], timeout=20)
+    if not result.ok:
+        return []
+    found: list[archs_mod.Arch] = []
+    for line in result.stdout.splitlines():
+        try:
+            arch = archs_mod.parse_arch(line.strip())
+        except ValueError:
+            continue
+        if arch not in found:
+            found.append(arch)
+    return found
+
+
+# -- reporting -----------------------------------------------------------------------------
+def pytest_report_collectionfinish(
+    config: pytest.Config, start_path: Path, items: list[pytest.Item]
+) -> list[str]:
+    if not any("vllm_env" in getattr(item, "fixturenames", ()) for item in items):
+        return []
+    if hasattr(config, "workerinput"):
+        return []
+    st = state(config)
+    lines: list[str] = []
+    try:
+        for spec in st.specs():
+            lines.extend(describe_env(st.env(spec), spec, config))
+    except EnvError:
+        return []
+    return lines
+
+
+def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str]:
+    """The header lines for one env."""
+    versions = [f"{n} {env.version_of(n)}" for n in HEADER_PACKAGES if env.version_of(n)]
+    toolkit = next((f"{p} {env.conda(p).version}" for p in TOOLKIT_PACKAGES if env.conda(p)), None)
+    lines = [
+        f"vllm-env: {env.prefix} ({spec.source}"
+        + (f", pixi env {env.name!r}" if env.name else "")
+        + ")",
+        f"vllm-env: python {env.python_version or 'not found'}; "
+        + (", ".join(versions) if versions else "no torch or vLLM installed")
+        + f"; CUDA toolkit: {toolkit or 'none in conda-meta'}",
+    ]
+    values = settings.get_list(config, "cuda_arch")
+    lines.append(
+        "vllm-env: target archs: "
+        + (", ".join(values) if values else "from TORCH_CUDA_ARCH_LIST or the visible GPU")
+    )
+    return lines
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Carried to the report (and the xdist controller) so a check skipped in a fixture
+    # still has its stable id in the JSON report.
+    mark = item.get_closest_marker("vllm_check")
+    if mark and mark.args:
+        item.user_properties.append((CHECK_KEY, str(mark.args[0])))
+
+
+class FindingsReporter:
+    """Collects findings from test reports (on the xdist controller too, where
+    ``user_properties`` arrive with each report), prints the fixes, writes the JSON."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entries = [value for key, value in report.user_properties if key == FINDING_KEY]
+        relevant = entries or any(m in report.keywords for m in ("toolchain", "gpu", "build"))
+        final = report.when == "call" or (report.when == "setup" and not report.passed)
+        if not relevant or not final:
+            return
+        findings = state(self.config).findings
+        if entries:
+            findings.extend({**entry, "test": report.nodeid} for entry in entries)
+            return
+        # A check that ended before it gave a verdict (skipped or broken in a fixture).
+        outcome = "error" if report.when == "setup" and report.failed else report.outcome
+        check_id = next((v for k, v in report.user_properties if k == CHECK_KEY), None)
+        findings.append(
+            {
+                "id": check_id or f"test.{report.nodeid.split('::')[-1]}",
+                "area": (check_id or "test").split(".")[0],
+                "outcome": outcome,
+                "summary": _longrepr_text(report),
+                "fix": "",
+                "evidence": {},
+                "test": report.nodeid,
+            }
+        )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        bad = [
+            f
+            for f in state(self.config).findings
+            if f["outcome"] in ("failed", "error") and f.get("fix")
+        ]
+        if not bad:
+            return
+        terminalreporter.section("vllm-env: what to change", sep="=", red=True)
+        for entry in bad:
+            terminalreporter.write_line(f"[{entry['id']}] {entry['summary']}")
+            terminalreporter.write_line(f"    fix: {entry['fix']}")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        target = settings.get(self.config, "vllm_env_report")
+        if target and not hasattr(self.config, "workerinput"):
+            path = Path(target)
+            if not path.is_absolute():
+                path = state(self.config)._base_for("vllm_env_report") / path
+            write_report(self.config, path)
+
+
+def _longrepr_text(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.failed and report.longreprtext:
+        return report.longreprtext.strip().splitlines()[-1][:500]
+    return ""
+
+
+def write_report(config: pytest.Config, path: Path) -> None:
+    """``{"schema": 1, "env": ..., "targets": ..., "checks": [...]}``: stable, parsed by tools."""
+    st = state(config)
+    envs: list[dict[str, Any]] = []
+    try:
+        for spec in st.specs():
+            env = st.env(spec)
+            envs.append(
+                {
+                    "prefix": str(env.prefix),
+                    "name": env.name,
+                    "source": spec.source,
+                    "manifest": str(env.manifest_path) if env.manifest_path else None,
+                    "python": str(env.python) if env.python else None,
+                    "python_version": env.python_version,
+                    "packages": {
+                        n: env.version_of(n)
+                        for n in HEADER_PACKAGES + TOOLKIT_PACKAGES
+                        if env.version_of(n)
+                    },
+                }
+            )
+    except EnvError as exc:
+        envs.append({"error": str(exc)})
+    report = {
+        "schema": 1,
+        "env": envs[0] if len(envs) == 1 else {"envs": envs},
+        "targets": {
+            "cuda_archs": settings.get_list(config, "cuda_arch"),
+            "vllm_wheels": settings.get_list(config, "vllm_wheel"),
+            "modelopt_checkpoints": settings.get_list(config, "modelopt_checkpoint"),
+        },
+        "checks": st.findings,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Fixtures and settings for the binaries area (placeholder until that area lands)."""

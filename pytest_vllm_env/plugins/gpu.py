@@ -1,0 +1,1 @@
+"""Fixtures and settings for the gpu area (placeholder until that area lands)."""

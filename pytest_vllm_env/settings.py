@@ -1,0 +1,77 @@
+"""Settings: each one an option and an ini key, resolved in one place.
+
+Precedence, highest first: the command-line option, the ini key (``[tool.pytest.ini_options]``
+or ``pytest.ini``), then the setting's default (which may come from the environment, such as
+``$CONDA_PREFIX`` or ``TORCH_CUDA_ARCH_LIST``; its help text says so).
+
+Area plugins add their settings with :func:`add_setting` so that every setting is spelled
+the same way: ``--vllm-wheel PATH`` on the command line, ``vllm_wheel = ...`` in ini files.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+GROUP = "vllm-env"
+
+
+@dataclass(frozen=True)
+class Setting:
+    option: str  # "--vllm-env"
+    ini: str  # "vllm_env"
+    multiple: bool
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {}
+
+
+def add_setting(
+    parser: pytest.Parser, option: str, help: str, *, multiple: bool = False, metavar: str = ""
+) -> None:
+    """Register ``--option`` and its ini key; ``multiple`` settings are repeatable lists."""
+    ini = option.lstrip("-").replace("-", "_")
+    SETTINGS[ini] = Setting(option, ini, multiple, help)
+    group = parser.getgroup(GROUP, "vLLM environment conformance (pytest-vllm-env)")
+    group.addoption(
+        option,
+        action="append" if multiple else "store",
+        dest=ini,
+        default=None,
+        metavar=metavar or ini.upper(),
+        help=f"{help} (ini: {ini})",
+    )
+    parser.addini(ini, help=help, type="linelist" if multiple else "string", default=None)
+
+
+def get(config: pytest.Config, ini: str) -> str | None:
+    """A single-valued setting: option, else ini, else None."""
+    value = config.getoption(ini, default=None)
+    if value:
+        return str(value)
+    ini_value = config.getini(ini)
+    return str(ini_value).strip() or None if ini_value else None
+
+
+def get_list(config: pytest.Config, ini: str) -> list[str]:
+    """A repeatable setting: all options given, else the ini lines. Commas also split."""
+    values = config.getoption(ini, default=None) or config.getini(ini) or []
+    result: list[str] = []
+    for value in values:
+        result.extend(v.strip() for v in str(value).split(",") if v.strip())
+    return result
+
+
+def expand_globs(patterns: Sequence[str], base: str | os.PathLike[str]) -> list[str]:
+    """Expand path globs relative to ``base``; a pattern matching nothing stays as given."""
+    result: list[str] = []
+    for pattern in patterns:
+        full = os.path.join(base, os.path.expanduser(pattern))
+        matches = sorted(glob.glob(full)) if glob.has_magic(pattern) else []
+        result.extend(matches or [full])
+    return result
