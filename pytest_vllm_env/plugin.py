@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.outcomes import Skipped
 
 from . import archs as archs_mod
 from . import proc, settings
@@ -118,6 +119,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[env_state_key] = SessionState(config)
     config.pluginmanager.register(FindingsReporter(config), "vllm-env-reporter")
+    try:  # a misspelled arch is a usage error now, not an error in every test later
+        archs_mod.parse_arch_list(" ".join(settings.get_list(config, "cuda_arch")))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--cuda-arch: {exc}") from None
     if config.getoption("vllm_conformance"):
         _add_bundled_suite(config)
 
@@ -314,7 +319,9 @@ def verdict(request: pytest.FixtureRequest):
             text = "\n\n".join(f.render() for f in flat if f.bad)
             pytest.fail(text, pytrace=False)
         if outcome == "skipped":
-            pytest.skip("; ".join(f"[{f.id}] {f.summary}" for f in flat))
+            # Reported at the test's location, not at this line.
+            reason = "; ".join(f"[{f.id}] {f.summary}" for f in flat)
+            raise Skipped(reason, _use_item_location=True)
         return flat
 
     return judge
@@ -330,11 +337,8 @@ def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
 
 def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[archs_mod.Arch], str]:
     values = settings.get_list(config, "cuda_arch")
-    if values:
-        try:
-            return archs_mod.parse_arch_list(" ".join(values)), "--cuda-arch"
-        except ValueError as exc:
-            raise pytest.UsageError(f"--cuda-arch: {exc}") from None
+    if values:  # validated in pytest_configure
+        return archs_mod.parse_arch_list(" ".join(values)), "--cuda-arch"
     listed = env.environ().get("TORCH_CUDA_ARCH_LIST", "").strip()
     if listed:
         try:

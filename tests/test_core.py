@@ -210,3 +210,207 @@ def test_fixtures_are_documented(pytester):
         result.stdout.fnmatch_lines([f"{name}*", "    *"])
     ours = [s for s in text.split("fixtures defined from ")[1:] if s.startswith("pytest_vllm_env")]
     assert ours and not any("no docstring available" in s for s in ours)
+
+
+def test_pyproject_manifest_features_and_targets(env_builder: EnvBuilder):
+    from pytest_vllm_env.env import PixiEnv
+
+    cuda = EnvBuilder(env_builder.workspace, "cuda")
+    cuda.python()
+    manifest = env_builder.manifest(
+        """
+        [tool.pixi.activation.env]
+        FROM_DEFAULT = "1"
+
+        [tool.pixi.feature.cu.activation.env]
+        NVTOOLSEXT_PATH = "$CONDA_PREFIX/targets/x86_64-linux"
+
+        [tool.pixi.feature.cu.target.linux-64.activation.env]
+        TORCH_CUDA_ARCH_LIST = "12.0"
+
+        [tool.pixi.environments]
+        cuda = { features = ["cu"], no-default-feature = true }
+        """,
+        kind="pyproject",
+    )
+    env = PixiEnv.read(cuda.prefix, name="cuda", manifest=manifest)
+    environ = env.environ()
+    assert environ["NVTOOLSEXT_PATH"] == f"{env.prefix}/targets/x86_64-linux"
+    assert environ["TORCH_CUDA_ARCH_LIST"] == "12.0"
+    assert "FROM_DEFAULT" not in environ  # no-default-feature
+    assert env.activation.sources["TORCH_CUDA_ARCH_LIST"] == (
+        "[tool.pixi.feature.cu.target.linux-64.activation.env] in pyproject.toml"
+    )
+    assert env.manifest.activation_table_for("cuda") == "[tool.pixi.feature.cu.activation.env]"
+
+
+def test_pixi_shell_hook_is_used_when_pixi_is_on_path(env_builder, tmp_path, monkeypatch):
+    from pytest_vllm_env.env import PixiEnv
+
+    env_builder.python()
+    manifest = env_builder.manifest('[activation.env]\nFROM_MANIFEST = "static"\n')
+    bindir = tmp_path / "pixibin"
+    bindir.mkdir()
+    fake = bindir / "pixi"
+    # A stand-in for the real binary's `shell-hook --json` output shape.
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo \'{"environment_variables": {"FROM_MANIFEST": "pixi", "CONDA_PREFIX": "/p"}}\'\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
+    assert env.activation.method == "pixi"
+    assert env.environ()["FROM_MANIFEST"] == "pixi"
+
+
+def test_broken_pixi_binary_falls_back_to_static_activation(env_builder, tmp_path, monkeypatch):
+    from pytest_vllm_env.env import PixiEnv
+
+    env_builder.python()
+    manifest = env_builder.manifest('[activation.env]\nFROM_MANIFEST = "static"\n')
+    bindir = tmp_path / "pixibin"
+    bindir.mkdir()
+    (bindir / "pixi").write_text("#!/bin/sh\necho 'error: lock file out of date' >&2\nexit 1\n")
+    (bindir / "pixi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
+    assert env.activation.method == "static"
+    assert env.environ()["FROM_MANIFEST"] == "static"
+    assert any("pixi shell-hook failed" in p for p in env.activation.problems)
+
+
+def test_hanging_activation_script_times_out(env_builder, monkeypatch):
+    from pytest_vllm_env import env as env_mod
+
+    env_builder.python()
+    env_builder.activate_script("hang.sh", "sleep 30\n")
+    monkeypatch.setattr(env_mod, "ACTIVATION_TIMEOUT", 0.5)
+    env = env_mod.PixiEnv.read(env_builder.prefix)
+    assert any(
+        "hang.sh failed when sourced" in p and "did not finish" in p
+        for p in env.activation.problems
+    )
+
+
+@pytest.mark.parametrize(
+    "make_bad",
+    [
+        pytest.param(lambda b: (b.prefix / "conda-meta" / "dir-1.0-0.json").mkdir(), id="dir"),
+        pytest.param(
+            lambda b: b.symlink("conda-meta/gone-1.0-0.json", "/nonexistent"), id="dangling-symlink"
+        ),
+        pytest.param(
+            lambda b: b.broken_record("nofields-1.0-0.json", '{"version": "1"}'), id="no-name-field"
+        ),
+        pytest.param(lambda b: b.broken_record("list-1.0-0.json", "[1, 2]"), id="not-object"),
+    ],
+)
+def test_unreadable_conda_meta_records(env_builder: EnvBuilder, make_bad):
+    from pytest_vllm_env import envchecks
+    from pytest_vllm_env.env import PixiEnv
+
+    env_builder.python()
+    make_bad(env_builder)
+    finding = envchecks.conda_meta_readable(PixiEnv.read(env_builder.prefix))
+    assert finding.outcome == "error"
+    assert "conda-meta" in finding.summary and finding.fix
+
+
+def test_symlink_loop_in_site_packages_is_a_verdict(pytester, env_builder: EnvBuilder):
+    env_builder.python()
+    env_builder.dist("torch", "2.11.0")
+    sp = env_builder.site_packages
+    (sp / "loop").symlink_to(sp / "loop2")
+    (sp / "loop2").symlink_to(sp / "loop")
+    result = run_suite(pytester, "--vllm-env", str(env_builder.prefix))
+    assert "Traceback" not in result.stdout.str()
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+
+
+def test_judging_never_writes_into_the_env(pytester, env_builder: EnvBuilder):
+    env_builder.python()
+    env_builder.dist("vllm", "0.26.0")
+    env_builder.activate_script("a.sh", "export A=1\n")
+    env_builder.manifest()
+
+    def snapshot():
+        return sorted(
+            (str(p), p.lstat().st_mtime_ns, p.lstat().st_size)
+            for p in env_builder.workspace.rglob("*")
+        )
+
+    before = snapshot()
+    result = pytester.runpytest("--vllm-conformance", "--vllm-env", str(env_builder.prefix))
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    assert snapshot() == before
+
+
+def test_verdict_outcomes_map_to_pytest(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_vllm_env.findings import passed, failed, skipped
+
+        def test_pass(verdict):
+            verdict(passed("x.ok", "fine"), skipped("x.na", "not here"))
+
+        def test_fail(verdict):
+            verdict([passed("x.ok", "fine"), failed("x.bad", "broken", "install y 2.0", where="a")])
+
+        def test_skip(verdict):
+            verdict(skipped("x.na", "vLLM is not installed in /p"))
+        """
+    )
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit("*[x.bad] FAILED: broken"),
+            "*  fix: install y 2.0",
+            "*  where: a",
+            "*vllm-env: what to change*",
+            lit("[x.bad] broken"),
+            "    fix: install y 2.0",
+            lit("SKIPPED [1] test_verdict_outcomes_map_to_pytest.py:*: [x.na] vLLM is not *"),
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_failed_finding_without_fix_is_refused():
+    from pytest_vllm_env.findings import Finding
+
+    with pytest.raises(ValueError, match="needs a fix hint"):
+        Finding("x.bad", "failed", "broken")
+
+
+def test_cuda_arch_spellings():
+    from pytest_vllm_env.archs import parse_arch, parse_arch_list
+
+    assert parse_arch("12.0").sm == "sm_120"
+    assert parse_arch("sm_120") == parse_arch("120") == parse_arch("compute_120")
+    assert parse_arch("9.0a").sm == "sm_90a"
+    assert [str(a) for a in parse_arch_list("8.0;8.6 9.0+PTX")] == ["8.0", "8.6", "9.0+PTX"]
+    with pytest.raises(ValueError, match="not a CUDA arch"):
+        parse_arch("blackwell")
+
+
+def test_bad_cuda_arch_is_a_usage_error(pytester, env_builder: EnvBuilder):
+    env_builder.python()
+    pytester.makepyfile("def test_a(cuda_archs): pass\n")
+    result = pytester.runpytest("--vllm-env", str(env_builder.prefix), "--cuda-arch", "rtx5090")
+    result.stderr.fnmatch_lines(["*--cuda-arch: 'rtx5090' is not a CUDA arch*"])
+
+
+def test_cuda_archs_from_activation(pytester, env_builder: EnvBuilder):
+    env_builder.python()
+    env_builder.manifest('[activation.env]\nTORCH_CUDA_ARCH_LIST = "8.9;12.0"\n')
+    pytester.makepyfile(
+        """
+        def test_a(cuda_archs, cuda_archs_source):
+            assert [a.sm for a in cuda_archs] == ["sm_89", "sm_120"]
+            assert cuda_archs_source == "TORCH_CUDA_ARCH_LIST"
+        """
+    )
+    pytester.runpytest("--vllm-env", str(env_builder.prefix)).assert_outcomes(passed=1)
