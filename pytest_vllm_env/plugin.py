@@ -503,11 +503,16 @@ def write_report(config: pytest.Config, path: Path) -> None:
             )
     except EnvError as exc:
         envs.append({"error": str(exc)})
+    archs, archs_source = [], "none"
+    if envs and "error" not in envs[0]:
+        resolved, archs_source = resolve_archs(config, st.env(st.specs()[0]))
+        archs = [str(a) for a in resolved]
     report = {
         "schema": 1,
         "env": envs[0] if len(envs) == 1 else {"envs": envs},
         "targets": {
-            "cuda_archs": settings.get_list(config, "cuda_arch"),
+            "cuda_archs": archs,
+            "cuda_archs_source": archs_source,
             "vllm_wheels": settings.get_list(config, "vllm_wheel"),
             "modelopt_checkpoints": settings.get_list(config, "modelopt_checkpoint"),
         },

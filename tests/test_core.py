@@ -141,10 +141,20 @@ def test_report_json_schema(pytester, env_builder: EnvBuilder):
     env_builder.python()
     env_builder.broken_record()
     report = pytester.path / "out" / "report.json"
-    run_suite(pytester, "--vllm-env", str(env_builder.prefix), "--vllm-env-report", str(report))
+    run_suite(
+        pytester,
+        "--vllm-env",
+        str(env_builder.prefix),
+        "--vllm-env-report",
+        str(report),
+        "--cuda-arch",
+        "sm_120",
+    )
     data = json.loads(report.read_text())
     assert data["schema"] == 1
     assert data["env"]["prefix"] == str(env_builder.prefix)
+    assert data["targets"]["cuda_archs"] == ["12.0"]
+    assert data["targets"]["cuda_archs_source"] == "--cuda-arch"
     ids = {c["id"]: c for c in data["checks"]}
     assert ids["env.conda-meta"]["outcome"] == "error"
     assert ids["env.conda-meta"]["fix"]
@@ -414,3 +424,30 @@ def test_cuda_archs_from_activation(pytester, env_builder: EnvBuilder):
         """
     )
     pytester.runpytest("--vllm-env", str(env_builder.prefix)).assert_outcomes(passed=1)
+
+
+def test_check_skipped_in_a_fixture_keeps_its_id_in_the_report(pytester, env_builder):
+    env_builder.python()
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def vllm_install(vllm_env):
+            pytest.skip(f"vLLM is not installed in {vllm_env.prefix}")
+
+        @pytest.mark.toolchain
+        @pytest.mark.vllm_check("abi.symbols-resolve")
+        def test_symbols(vllm_install, verdict):
+            pass
+        """
+    )
+    report = pytester.path / "r.json"
+    result = pytester.runpytest(
+        "--vllm-env", str(env_builder.prefix), "--vllm-env-report", str(report), "-n", "2"
+    )
+    result.assert_outcomes(skipped=1)
+    (check,) = json.loads(report.read_text())["checks"]
+    assert check["id"] == "abi.symbols-resolve" and check["area"] == "abi"
+    assert check["outcome"] == "skipped"
+    assert check["summary"] == f"vLLM is not installed in {env_builder.prefix}"
