@@ -264,7 +264,8 @@ def cmake_target(env: PixiEnv, t: ToolkitFacts, pred: Prediction | None, cmake: 
     """NVTX as CMake will see it, and what the env's torch then requires."""
     check = "nvtx.cmake-target"
     if pred is None:
-        return skipped(check, f"no cmake on the activated PATH ({cmake}): nothing to predict for")
+        where = "no cmake on the activated PATH" if cmake == "None" else f"{cmake} does not run"
+        return skipped(check, f"{where}: no CMake version to predict FindCUDAToolkit for")
     manifest = env.manifest_path.name if env.manifest_path else "pixi.toml"
     deps = f"[{env.manifest.table_prefix() if env.manifest else ''}dependencies] in {manifest}"
     mm = ".".join((pred.version or t.version or "12.8").split(".")[:2])
