@@ -238,3 +238,68 @@ def test_arch_table_matches_measured_ptxas():
     assert parse_arch("12.1") not in cuda.archs_of_toolkit("12.8")
     assert parse_arch("7.0") not in cuda.archs_of_toolkit("13.0")
     assert cuda.min_toolkit_for(parse_arch("sm_120")) == "12.8"
+
+
+def _env_with_nvcc(b: EnvBuilder, good: EnvBuilder, activation: str) -> None:
+    b.python()
+    (b.prefix / "bin" / "nvcc").symlink_to(good.prefix / "bin" / "nvcc")
+    b.conda("cuda-version", "12.8", "0")
+    b.manifest("[activation.env]\n" + activation)
+
+
+def test_activation_path_puts_another_nvcc_first(pytester, seeds_root, tmp_path, system_cuda):
+    b = EnvBuilder(tmp_path / "ws")
+    _env_with_nvcc(b, seed_env(seeds_root, "good-12.8"), f'PATH = "{system_cuda.parent}:$PATH"\n')
+    result = run(pytester, b.prefix, "-k", "nvcc_in_env")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                f"*[cuda.nvcc-in-env] FAILED: nvcc is in the env ({b.prefix}/bin/nvcc) but the "
+                f"activated PATH finds {system_cuda} first"
+            ),
+            lit("*fix: put */bin first on PATH: remove the PATH override from [activation.env]*"),
+        ]
+    )
+
+
+def test_ld_library_path_with_another_cuda_first(pytester, seeds_root, tmp_path):
+    other = tmp_path / "cuda-11" / "lib64"
+    other.mkdir(parents=True)
+    (other / "libcudart.so.11.0").write_bytes(b"")
+    b = EnvBuilder(tmp_path / "ws")
+    _env_with_nvcc(
+        b,
+        seed_env(seeds_root, "good-12.8"),
+        f'LD_LIBRARY_PATH = "{other}:${{CONDA_PREFIX}}/lib"\n',
+    )
+    result = run(pytester, b.prefix, "-k", "ld_library_path")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                f"*[cuda.ld-library-path] FAILED: LD_LIBRARY_PATH (set by [activation.env] in "
+                f"pixi.toml) puts {other}, another CUDA's libraries, before {b.prefix}/lib"
+            ),
+        ]
+    )
+
+
+def test_vllm_python_executable_elsewhere(pytester, seeds_root, tmp_path):
+    other = tmp_path / "other-env" / "bin" / "python3"  # e.g. the base env's Python
+    b = EnvBuilder(tmp_path / "ws")
+    _env_with_nvcc(b, seed_env(seeds_root, "good-12.8"), f'VLLM_PYTHON_EXECUTABLE = "{other}"\n')
+    result = run(pytester, b.prefix, "-k", "vllm_python")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                f"*[cuda.vllm-python] FAILED: VLLM_PYTHON_EXECUTABLE is {other}, not the "
+                f"env's {b.prefix}/bin/python3"
+            ),
+            lit(
+                '*fix: set `VLLM_PYTHON_EXECUTABLE = "${CONDA_PREFIX}/bin/python"` in '
+                "[activation.env] in pixi.toml"
+            ),
+        ]
+    )
