@@ -379,7 +379,7 @@ def cmake_components(env: PixiEnv, t: ToolkitFacts) -> Finding:
     """The libraries FindCUDAToolkit turns into CUDA::cudart, cuda_driver, nvrtc and
     nvToolsExt (torch's cmake and vLLM's link against them) exist as ``libX.so``."""
     check = "cuda.cmake-components"
-    if not t.nvcc_in_env and not t.include_dirs:
+    if not t.nvcc_in_env and not t.headers:
         return skipped(check, f"no CUDA toolkit in {t.prefix} (see cuda.nvcc-in-env)")
     missing: list[str] = []
     packages: list[str] = []
