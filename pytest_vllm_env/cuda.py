@@ -534,18 +534,22 @@ def arch_supported(
     return findings
 
 
-PROBE_PTX = (
-    ".version 7.8\n.target sm_75\n.address_size 64\n"
-    ".visible .entry vllm_env_probe()\n{\n  ret;\n}\n"
-)
+def probe_ptx(arch: Arch) -> str:
+    """A kernel that does nothing. PTX ISA 7.8 (CUDA 11.8) is read by every ptxas from 11.8
+    on; ``.target`` may not be above ``-arch``, so it is the arch itself below sm_75."""
+    target = f"sm_{min(arch.number, 75)}"
+    return (
+        f".version 7.8\n.target {target}\n.address_size 64\n"
+        ".visible .entry vllm_env_probe()\n{\n  ret;\n}\n"
+    )
 
 
 def ptxas_accepts(
     ptxas: Path, arch: Arch, workdir: Path, environ: Mapping[str, str]
 ) -> proc.ProcResult:
     """Assemble a tiny PTX for ``arch`` with the env's real ptxas."""
-    src = workdir / "probe.ptx"
-    src.write_text(PROBE_PTX)
+    src = workdir / f"probe_{arch.sm}.ptx"
+    src.write_text(probe_ptx(arch))
     return proc.run(
         [ptxas, f"-arch={arch.sm}", src, "-o", workdir / f"probe_{arch.sm}.cubin"],
         env=environ,

@@ -303,3 +303,42 @@ def test_vllm_python_executable_elsewhere(pytester, seeds_root, tmp_path):
             ),
         ]
     )
+
+
+@pytest.mark.build
+@pytest.mark.parametrize(
+    "requirement,path",
+    [
+        ("nvidia-cuda-nvcc-cu12==12.4.131", "nvidia/cuda_nvcc/bin/ptxas"),
+        ("nvidia-cuda-nvcc-cu12==12.8.93", "nvidia/cuda_nvcc/bin/ptxas"),
+        ("nvidia-cuda-nvcc==13.0.88", "nvidia/cu13/bin/ptxas"),
+    ],
+)
+def test_arch_table_agrees_with_real_ptxas(requirement, path, tmp_path):
+    """Principle 3: the ARCH_FIRST table (used where nvcc cannot list its archs) says what
+    the real ptxas of that release does."""
+    from fixtures import downloads
+
+    ptxas = downloads.unpacked(requirement) / path
+    version = requirement.split("==")[1]
+    table = set(cuda.archs_of_toolkit(version))
+    disagree = []
+    for cc in (
+        "7.0",
+        "7.5",
+        "8.0",
+        "8.9",
+        "9.0",
+        "9.0a",
+        "10.0",
+        "10.1",
+        "10.3",
+        "11.0",
+        "12.0",
+        "12.1",
+    ):
+        arch = parse_arch(cc)
+        real = cuda.ptxas_accepts(ptxas, arch, tmp_path, dict(os.environ)).ok
+        if real != (arch in table):
+            disagree.append(f"{cc}: ptxas {real}, table {arch in table}")
+    assert disagree == []
