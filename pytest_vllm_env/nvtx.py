@@ -70,11 +70,14 @@ def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    probe = re.search(r"find_path\(\s*nvtx3_dir\s+NAMES\s+nvtx3\s+PATHS\s+([^)]*)\)", text)
+    probes = re.findall(r"find_path\(\s*nvtx3_dir\s+NAMES\s+nvtx3\s+PATHS\s+([^)]*)\)", text)
+    if "if(USE_SYSTEM_NVTX)" in text and len(probes) > 1:
+        # torch's own build option; a consumer of the installed file never sets it, so the
+        # else() branch is the one that runs.
+        probes = probes[1:]
     paths = []
-    if probe:
-        raw = probe.group(1).replace("NO_DEFAULT_PATH", "")
-        paths = [p.strip('"') for p in raw.split()]
+    for raw in probes[:1]:
+        paths = [p.strip('"') for p in raw.replace("NO_DEFAULT_PATH", "").split()]
     return TorchCudaCmake(
         path=path,
         wants_nvtoolsext="CUDA::nvToolsExt" in text,

@@ -142,3 +142,26 @@ def test_torch_that_finds_nvtx3_in_the_toolkit_needs_no_nvtoolsext(seeds_root, t
         assert pred.torch_needs_nvtoolsext is False and not pred.torch_error
     finally:
         (t.prefix / "targets/x86_64-linux/include/nvtx3").rmdir()
+
+
+def test_reads_the_branch_a_consumer_runs(env_builder):
+    env_builder.python()
+    env_builder.dist(
+        "torch",
+        "2.11.0",
+        files={
+            "torch/share/cmake/Caffe2/public/cuda.cmake": (
+                "if(USE_SYSTEM_NVTX)\n"
+                "  find_path(nvtx3_dir NAMES nvtx3 PATHS ${CUDA_INCLUDE_DIRS})\n"
+                "else()\n"
+                '  find_path(nvtx3_dir NAMES nvtx3 PATHS "${PROJECT_SOURCE_DIR}/third_party/'
+                'NVTX/c/include" NO_DEFAULT_PATH)\n'
+                "endif()\n"
+                "set_property(TARGET torch::nvtoolsext PROPERTY INTERFACE_LINK_LIBRARIES "
+                "CUDA::nvToolsExt)\n"
+            )
+        },
+    )
+    torch = nvtx.read_torch_cmake(PixiEnv.read(env_builder.prefix))
+    assert torch is not None and torch.wants_nvtoolsext
+    assert torch.nvtx3_paths == ["${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include"]
