@@ -165,3 +165,20 @@ def test_reads_the_branch_a_consumer_runs(env_builder):
     torch = nvtx.read_torch_cmake(PixiEnv.read(env_builder.prefix))
     assert torch is not None and torch.wants_nvtoolsext
     assert torch.nvtx3_paths == ["${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include"]
+
+
+def test_same_verdicts_under_xdist(pytester, seeds_root):
+    import json
+
+    b = seed_env(seeds_root, "nvtx-site-packages")
+    args = ("-k", "test_cuda or test_nvtx", "--vllm-env", str(b.prefix), "--cuda-arch", "12.0")
+    serial, parallel = pytester.path / "s.json", pytester.path / "p.json"
+    pytester.runpytest_subprocess(*SUITE, *args, "--vllm-env-report", str(serial))
+    pytester.runpytest_subprocess(*SUITE, *args, "-n", "2", "--vllm-env-report", str(parallel))
+
+    def verdicts(path):
+        data = json.loads(path.read_text())["checks"]
+        return sorted((c["id"], c["outcome"], c["summary"]) for c in data)
+
+    assert verdicts(serial) == verdicts(parallel)
+    assert ("nvtx.cmake-target", "failed") in {v[:2] for v in verdicts(serial)}
