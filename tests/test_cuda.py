@@ -19,6 +19,18 @@ from pytest_vllm_env.env import PixiEnv
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def parts_cache():
+    """Pin the download cache before ``pytester`` points HOME at a temp dir (else every
+    test would download the CUDA wheels again into that HOME)."""
+    from fixtures import downloads
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTEST_VLLM_ENV_CACHE", str(downloads.cache_root()))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def seeds_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tree of seed envs per run, shared by xdist workers (file-locked builds)."""
@@ -342,3 +354,12 @@ def test_arch_table_agrees_with_real_ptxas(requirement, path, tmp_path):
         if real != (arch in table):
             disagree.append(f"{cc}: ptxas {real}, table {arch in table}")
     assert disagree == []
+
+
+def test_the_fix_works_cuda_home_at_prefix(pytester, tmp_path):
+    """Apply the verdict's fix to seed 004: CUDA_HOME = "${CONDA_PREFIX}" passes."""
+    b = seed_env(tmp_path, "cuda-home-targets")
+    text = (b.workspace / "pixi.toml").read_text()
+    (b.workspace / "pixi.toml").write_text(text.replace("}/targets/x86_64-linux", "}"))
+    result = run(pytester, b.prefix, "-k", "cuda_home")
+    result.assert_outcomes(passed=1)

@@ -18,6 +18,18 @@ SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 SYSTEM_CMAKE = shutil.which("cmake")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def parts_cache():
+    """Pin the download cache before ``pytester`` points HOME at a temp dir (else every
+    test would download the CUDA wheels again into that HOME)."""
+    from fixtures import downloads
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTEST_VLLM_ENV_CACHE", str(downloads.cache_root()))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def seeds_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.getbasetemp()
@@ -182,3 +194,13 @@ def test_same_verdicts_under_xdist(pytester, seeds_root):
 
     assert verdicts(serial) == verdicts(parallel)
     assert ("nvtx.cmake-target", "failed") in {v[:2] for v in verdicts(serial)}
+
+
+def test_the_fix_works_cuda_nvtx_dev(pytester, tmp_path):
+    """Apply the verdict's fix (cuda-nvtx-dev) to seed 001: prediction and CMake pass."""
+    from fixtures import cuda_envs
+
+    b = seed_env(tmp_path, "nvtx-site-packages")
+    cuda_envs._nvtx_dev(b)
+    result = run(pytester, b.prefix)
+    result.assert_outcomes(passed=2)
