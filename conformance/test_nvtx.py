@@ -8,8 +8,14 @@ from pytest_vllm_env import nvtx
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("nvtx.cmake-target")
-def test_nvtx_cmake_target(vllm_env, cuda_toolkit, nvtx_prediction, cmake_for_env, verdict):
-    verdict(nvtx.cmake_target(vllm_env, cuda_toolkit, nvtx_prediction, str(cmake_for_env)))
+def test_nvtx_cmake_target(
+    vllm_env, cuda_toolkit, nvtx_prediction, cmake_for_env, torch_cuda_cmake, verdict
+):
+    verdict(
+        nvtx.cmake_target(
+            vllm_env, cuda_toolkit, nvtx_prediction, str(cmake_for_env), torch_cuda_cmake
+        )
+    )
 
 
 @pytest.mark.build

@@ -31,7 +31,15 @@ What the prediction follows (read from upstream source, Linux, not cross-compili
   ``nvtx3`` dir with ``find_path(nvtx3_dir NAMES nvtx3 PATHS ...)``; in the wheels the path
   is ``${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include``, i.e. inside *your* project, so
   it is not found and torch falls back to ``torch::nvtoolsext`` -> ``CUDA::nvToolsExt``.
-  We read the env's own file rather than trust a version table.
+  We read the env's own file rather than trust a version table. torch 2.13/2.14's public
+  cuda.cmake (wheels measured) has no NVTX part at all: nothing to require there.
+- torch also ships its own ``share/cmake/Caffe2/FindCUDAToolkit.cmake`` (3.25-era; torch
+  2.14.1's looks for ``nvToolsExt.h`` and ``libnvToolsExt.so`` under ``$NVTOOLSEXT_PATH`` on
+  every platform). ``Caffe2Config.cmake`` appends its dir to ``CMAKE_MODULE_PATH`` around
+  ``public/cuda.cmake``; we model only that module's NVTOOLSEXT_PATH rule. The rest of
+  torch's own CUDA discovery (``find_package(CUDA)``, ``enable_language(CUDA)``, that module's
+  include-dir rule) is not predicted: the real probe (``nvtx.cmake-probe`` with
+  ``find_package(Torch)``) is the judge there.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from .findings import Finding, failed, passed, skipped
 SYSTEM_LIB_DIRS = ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib64", "/lib")
 TORCH_CUDA_CMAKE = "torch/share/cmake/Caffe2/public/cuda.cmake"
 TORCH_CONFIG = "torch/share/cmake/Torch/TorchConfig.cmake"
+TORCH_FIND_CUDATOOLKIT = "torch/share/cmake/Caffe2/FindCUDAToolkit.cmake"
 
 
 @dataclass
@@ -59,6 +68,10 @@ class TorchCudaCmake:
     fatal_without_nvtoolsext: bool  # older: FATAL_ERROR "Failed to find nvToolsExt"
     nvtx3_paths: list[str]  # where it looks for an nvtx3 dir first
     config: Path | None  # TorchConfig.cmake, for the real probe
+    # torch's own copy of FindCUDAToolkit.cmake (share/cmake/Caffe2), which Caffe2Config puts
+    # on CMAKE_MODULE_PATH; in torch 2.14.1 it looks for nvToolsExt.h and the library under
+    # $NVTOOLSEXT_PATH on every platform, unlike CMake's own module.
+    vendored_reads_nvtoolsext_path: bool = False
 
 
 def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
@@ -78,12 +91,20 @@ def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
     paths = []
     for raw in probes[:1]:
         paths = [p.strip('"') for p in raw.replace("NO_DEFAULT_PATH", "").split()]
+    vendored = env.package_file("torch", TORCH_FIND_CUDATOOLKIT)
+    try:
+        vendored_text = vendored.read_text(encoding="utf-8", errors="replace") if vendored else ""
+    except OSError:
+        vendored_text = ""
     return TorchCudaCmake(
         path=path,
         wants_nvtoolsext="CUDA::nvToolsExt" in text,
         fatal_without_nvtoolsext="Failed to find nvToolsExt" in text,
         nvtx3_paths=paths,
         config=env.package_file("torch", TORCH_CONFIG),
+        vendored_reads_nvtoolsext_path="find_path(CUDAToolkit_nvToolsExt_INCLUDE_DIR"
+        in vendored_text
+        and "ENV NVTOOLSEXT_PATH" in vendored_text,
     )
 
 
@@ -218,6 +239,23 @@ def _torch(pred: Prediction, torch: TorchCudaCmake | None, t: ToolkitFacts) -> P
             nvtx3_found = True
     needs = torch.wants_nvtoolsext and not nvtx3_found
     pred.torch_needs_nvtoolsext = needs
+    hint = t.environ.get("NVTOOLSEXT_PATH")
+    if (
+        needs
+        and "CUDA::nvToolsExt" not in pred.targets
+        and hint
+        and (torch.vendored_reads_nvtoolsext_path)
+    ):
+        # torch's bundled module: header under <hint>/include, then find_library with the
+        # hint (unversioned libnvToolsExt.so only, as everywhere).
+        header = any(
+            (Path(d) / "nvToolsExt.h").is_file()
+            for d in [*pred.include_dirs, f"{pred.root}/include", f"{hint}/include"]
+        )
+        lib = _find_lib("nvToolsExt", [f"{hint}/lib64", f"{hint}/lib", hint])
+        pred.searched["NVTOOLSEXT_PATH"] = [f"{hint}/include", f"{hint}/lib64", f"{hint}/lib"]
+        if header and lib:
+            pred.targets["CUDA::nvToolsExt"] = lib
     if needs and "CUDA::nvToolsExt" not in pred.targets:
         pred.torch_error = (
             "Failed to find nvToolsExt"
@@ -263,7 +301,13 @@ def _dedup(items: list[str]) -> list[str]:
 
 
 # -- judgement ------------------------------------------------------------------------------
-def cmake_target(env: PixiEnv, t: ToolkitFacts, pred: Prediction | None, cmake: str) -> Finding:
+def cmake_target(
+    env: PixiEnv,
+    t: ToolkitFacts,
+    pred: Prediction | None,
+    cmake: str,
+    torch_cmake: TorchCudaCmake | None = None,
+) -> Finding:
     """NVTX as CMake will see it, and what the env's torch then requires."""
     check = "nvtx.cmake-target"
     if pred is None:
@@ -298,12 +342,19 @@ def cmake_target(env: PixiEnv, t: ToolkitFacts, pred: Prediction | None, cmake: 
     if elsewhere:
         evidence["nvtx_outside_toolkit"] = elsewhere
     if pred.torch_error:
-        ignored = (
-            f" NVTOOLSEXT_PATH={t.environ['NVTOOLSEXT_PATH']} is ignored: FindCUDAToolkit reads"
-            " it only on Windows."
-            if t.environ.get("NVTOOLSEXT_PATH")
-            else ""
-        )
+        hint = t.environ.get("NVTOOLSEXT_PATH")
+        vendored = bool(torch_cmake and torch_cmake.vendored_reads_nvtoolsext_path)
+        ignored = ""
+        if hint and vendored:
+            ignored = (
+                f" NVTOOLSEXT_PATH={hint} is read by torch's bundled FindCUDAToolkit.cmake, "
+                "but it holds no unversioned libnvToolsExt.so (find_library needs it)."
+            )
+        elif hint:
+            ignored = (
+                f" NVTOOLSEXT_PATH={hint} is ignored: CMake's FindCUDAToolkit reads it only "
+                "on Windows."
+            )
         found_at = f" (NVTX found only at {', '.join(elsewhere)})" if elsewhere else ""
         return failed(
             check,

@@ -67,9 +67,9 @@ def test_nvtx_only_in_site_packages_breaks_torch(pytester, seeds_root):
                 "CMake 4.1.2 will not create: no libnvToolsExt.so in the searched dirs (NVTX "
                 f"found only at {sp}/nvidia/nvtx/include/nvToolsExt.h, "
                 f"{sp}/nvidia/nvtx/lib/libnvToolsExt.so.1). NVTOOLSEXT_PATH=*nvidia/nvtx is "
-                "ignored: FindCUDAToolkit reads it only on Windows. CMake will say: The link "
-                'interface of target "torch::nvtoolsext" contains: CUDA::nvToolsExt but the '
-                "target was not found"
+                "ignored: CMake's FindCUDAToolkit reads it only on Windows. CMake will say: "
+                'The link interface of target "torch::nvtoolsext" contains: CUDA::nvToolsExt '
+                "but the target was not found"
             ),
             lit('*fix: add `cuda-nvtx-dev = "12.8.*"` to [dependencies] in pixi.toml*'),
             f"*searched_libnvToolsExt.so: {b.prefix}/lib*",
@@ -204,3 +204,28 @@ def test_the_fix_works_cuda_nvtx_dev(pytester, tmp_path):
     cuda_envs._nvtx_dev(b)
     result = run(pytester, b.prefix)
     result.assert_outcomes(passed=2)
+
+
+def test_torch_bundled_findcudatoolkit_reads_nvtoolsext_path(seeds_root, tmp_path):
+    """torch's own FindCUDAToolkit.cmake (torch 2.14.1 ships one) reads NVTOOLSEXT_PATH on
+    Linux too; seed 001's site-packages NVTX still fails (only libnvToolsExt.so.1), and a
+    hint dir with the unversioned link passes."""
+    env, t = _read(seeds_root, "nvtx-site-packages")
+    torch = nvtx.read_torch_cmake(env)
+    assert torch is not None and not torch.vendored_reads_nvtoolsext_path
+    torch.vendored_reads_nvtoolsext_path = True
+    pred = nvtx.predict(t, "4.1.2", torch)
+    assert pred.torch_error and pred.searched["NVTOOLSEXT_PATH"]
+    finding = nvtx.cmake_target(env, t, pred, "cmake", torch)
+    assert "read by torch's bundled FindCUDAToolkit.cmake, but it holds no unversioned" in (
+        finding.summary
+    )
+    hint = tmp_path / "nvtx"
+    (hint / "include").mkdir(parents=True)
+    (hint / "include" / "nvToolsExt.h").write_text("")
+    (hint / "lib").mkdir()
+    (hint / "lib" / "libnvToolsExt.so").write_bytes(b"")
+    t.environ["NVTOOLSEXT_PATH"] = str(hint)
+    pred = nvtx.predict(t, "4.1.2", torch)
+    assert not pred.torch_error
+    assert pred.targets["CUDA::nvToolsExt"] == str(hint / "lib" / "libnvToolsExt.so")
