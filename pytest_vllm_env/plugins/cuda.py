@@ -1,1 +1,121 @@
-"""Fixtures and settings for the cuda area (placeholder until that area lands)."""
+"""Fixtures and settings for the cuda and nvtx areas.
+
+``cuda_toolkit`` reads the env's CUDA toolkit once per session (nvcc runs are cached per
+nvcc path in ``vllm_fact_cache``); ``cmake_for_env`` / ``nvtx_prediction`` give the static
+prediction of CMake's FindCUDAToolkit; ``cmake_probe`` runs the real CMake (``build`` tier).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_vllm_env import cmake_probe as probe_mod
+from pytest_vllm_env import cuda, nvtx, settings
+from pytest_vllm_env.cache import FactCache
+from pytest_vllm_env.env import PixiEnv
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_setting(
+        parser,
+        "--cuda-tool-timeout",
+        "seconds each nvcc/ptxas/cmake run may take before it is killed and judged; default 30",
+        metavar="SECONDS",
+    )
+    settings.add_setting(
+        parser,
+        "--cmake",
+        "the cmake to predict for and probe with; default: cmake on the env's activated PATH",
+        metavar="PATH",
+    )
+
+
+def _timeout(config: pytest.Config) -> float:
+    value = settings.get(config, "cuda_tool_timeout")
+    try:
+        return float(value) if value else cuda.NVCC_TIMEOUT
+    except ValueError:
+        raise pytest.UsageError(f"--cuda-tool-timeout: {value!r} is not a number") from None
+
+
+@pytest.fixture(scope="session")
+def cuda_toolkit(
+    request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_fact_cache: FactCache
+) -> cuda.ToolkitFacts:
+    """The env's CUDA toolkit (:class:`pytest_vllm_env.cuda.ToolkitFacts`): nvcc in the env
+    and on the activated PATH, its version, ``--list-gpu-arch`` and ``-v`` dirs (run once per
+    nvcc path and cached, killed after ``--cuda-tool-timeout``), the cuda-* conda-meta
+    versions, include/lib dirs (``include/``, ``targets/x86_64-linux/{include,lib}``,
+    ``lib/stubs``), key headers and libraries, dangling symlinks and ptxas."""
+    timeout = _timeout(request.config)
+    return cuda.read_toolkit(
+        vllm_env, lambda n, c, d: vllm_fact_cache.get(n, c, d, timeout), timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def cmake_for_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> Path | None:
+    """The cmake a build in the env would run: ``--cmake``, else the activated PATH's;
+    None when there is none (nvtx checks then skip and say so)."""
+    given = settings.get(request.config, "cmake")
+    if given:
+        return Path(given)
+    return vllm_env.which("cmake")
+
+
+@pytest.fixture(scope="session")
+def cmake_version_for_env(
+    cmake_for_env: Path | None, cuda_toolkit: cuda.ToolkitFacts, vllm_fact_cache: FactCache
+) -> str | None:
+    """``cmake --version`` of ``cmake_for_env`` (cached per cmake path), or None."""
+    if cmake_for_env is None:
+        return None
+    cm = cmake_for_env
+
+    def compute() -> str | None:
+        return probe_mod.cmake_version(cm, cuda_toolkit.environ)
+
+    return vllm_fact_cache.get(f"cmake-version-{cm}", compute, [str(cm)])
+
+
+@pytest.fixture(scope="session")
+def torch_cuda_cmake(vllm_env: PixiEnv) -> nvtx.TorchCudaCmake | None:
+    """What the env's torch ``share/cmake/Caffe2/public/cuda.cmake`` asks for NVTX; None
+    without torch."""
+    return nvtx.read_torch_cmake(vllm_env)
+
+
+@pytest.fixture(scope="session")
+def nvtx_prediction(
+    cuda_toolkit: cuda.ToolkitFacts,
+    cmake_version_for_env: str | None,
+    torch_cuda_cmake: nvtx.TorchCudaCmake | None,
+) -> nvtx.Prediction | None:
+    """The static prediction of FindCUDAToolkit (and torch's NVTX choice) for the env's
+    CMake version; None without a working cmake."""
+    if not cmake_version_for_env:
+        return None
+    return nvtx.predict(cuda_toolkit, cmake_version_for_env, torch_cuda_cmake)
+
+
+@pytest.fixture(scope="session")
+def cmake_probe(
+    request: pytest.FixtureRequest,
+    cuda_toolkit: cuda.ToolkitFacts,
+    cmake_for_env: Path | None,
+    torch_cuda_cmake: nvtx.TorchCudaCmake | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> probe_mod.ProbeResult:
+    """The real CMake run (:class:`pytest_vllm_env.cmake_probe.ProbeResult`) on a generated
+    project: ``find_package(CUDAToolkit)`` (and torch's CMake when the env has torch) with
+    the env's activation variables, in a temp dir (never in the env)."""
+    workdir = tmp_path_factory.mktemp("cmake-probe")
+    return probe_mod.run_probe(
+        cuda_toolkit,
+        cmake_for_env,
+        workdir,
+        torch_cuda_cmake,
+        timeout=max(_timeout(request.config), probe_mod.CMAKE_TIMEOUT),
+    )

@@ -1,0 +1,59 @@
+"""The CUDA toolkit in the env: nvcc, versions, CMake components, CUDA_HOME, target archs."""
+
+import pytest
+
+from pytest_vllm_env import cuda
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.nvcc-in-env")
+def test_nvcc_in_env(vllm_env, cuda_toolkit, verdict):
+    verdict(cuda.nvcc_in_env(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.nvcc-runs")
+def test_nvcc_runs(vllm_env, cuda_toolkit, verdict):
+    verdict(cuda.nvcc_runs(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.version-consistent")
+def test_version_consistent(vllm_env, cuda_toolkit, verdict):
+    verdict(cuda.version_consistent(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.cmake-components")
+def test_cmake_components(vllm_env, cuda_toolkit, verdict):
+    verdict(cuda.cmake_components(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.cuda-home")
+def test_cuda_home(vllm_env, cuda_toolkit, verdict):
+    verdict(cuda.cuda_home(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.ld-library-path")
+def test_ld_library_path(vllm_env, cuda_toolkit, verdict):
+    verdict(cuda.ld_library_path(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.arch-supported")
+def test_arch_supported(vllm_env, cuda_toolkit, cuda_archs, cuda_archs_source, verdict):
+    verdict(cuda.arch_supported(vllm_env, cuda_toolkit, cuda_archs, cuda_archs_source))
+
+
+@pytest.mark.build
+@pytest.mark.vllm_check("cuda.arch-ptxas")
+def test_arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, tmp_path, verdict):
+    verdict(cuda.arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, tmp_path))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.vllm-python")
+def test_vllm_python(vllm_env, cuda_toolkit, verdict):
+    verdict(cuda.vllm_python(vllm_env, cuda_toolkit))

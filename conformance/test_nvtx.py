@@ -1,0 +1,24 @@
+"""NVTX as CMake will see it: the static prediction, and the real CMake probe."""
+
+import pytest
+
+from pytest_vllm_env import cmake_probe as probe
+from pytest_vllm_env import nvtx
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("nvtx.cmake-target")
+def test_nvtx_cmake_target(
+    vllm_env, cuda_toolkit, nvtx_prediction, cmake_for_env, torch_cuda_cmake, verdict
+):
+    verdict(
+        nvtx.cmake_target(
+            vllm_env, cuda_toolkit, nvtx_prediction, str(cmake_for_env), torch_cuda_cmake
+        )
+    )
+
+
+@pytest.mark.build
+@pytest.mark.vllm_check("nvtx.cmake-probe")
+def test_nvtx_cmake_probe(vllm_env, cmake_probe, nvtx_prediction, verdict):
+    verdict(probe.probe_finding(vllm_env, cmake_probe, nvtx_prediction))

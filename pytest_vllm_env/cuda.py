@@ -1,0 +1,629 @@
+"""The CUDA toolkit inside an env: where nvcc, headers and libraries are, and whether a
+vLLM or torch-extension build will find them.
+
+Real failures these checks exist for (seeds 000/001/004): ``cudatoolkit-dev`` gave no nvcc,
+so builds silently used ``/usr/local/cuda``; ``cuda-nvcc`` alone lacked
+``CUDA::cuda_driver``, nvrtc and ``CUDA::nvToolsExt``; ``CUDA_HOME`` pointed at
+``targets/x86_64-linux`` (headers, but no ``bin/nvcc``); a CUDA 12.4 toolkit for an RTX 5090.
+
+:func:`read_toolkit` reads the facts (files, conda-meta, one ``nvcc --version``,
+``--list-gpu-arch`` and ``-v`` run per nvcc path, cached); the other functions judge them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .archs import Arch, parse_arch
+from .env import PixiEnv
+from .findings import Finding, error, failed, passed, skipped
+
+TARGETS = "targets/x86_64-linux"
+NVCC_TIMEOUT = 30.0
+# conda-forge packages whose versions must agree with nvcc (one CUDA major.minor).
+CUDA_PACKAGES = (
+    "cuda-version",
+    "cuda-nvcc",
+    "cuda-nvcc-tools",
+    "cuda-toolkit",
+    "cuda-cudart",
+    "cuda-cudart-dev",
+    "cuda-driver-dev",
+    "cuda-nvrtc",
+    "cuda-nvrtc-dev",
+    "cuda-nvtx",
+    "cuda-nvtx-dev",
+    "cuda-cccl",
+    "cuda-crt-dev",
+    "cudatoolkit",
+    "cudatoolkit-dev",
+)
+HEADERS = ("cuda.h", "cuda_runtime.h", "nvrtc.h", "nvToolsExt.h", "nvtx3/nvToolsExt.h")
+# What CMake's FindCUDAToolkit turns into CUDA::<target>, and the conda-forge package that
+# ships the unversioned link (find_library looks only for libX.so) or the stub.
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "cudart": ("libcudart.so", "cuda-cudart-dev"),
+    "cuda_driver": ("libcuda.so", "cuda-driver-dev"),
+    "nvrtc": ("libnvrtc.so", "cuda-nvrtc-dev"),
+    "nvToolsExt": ("libnvToolsExt.so", "cuda-nvtx-dev"),
+}
+
+# First CUDA release whose nvcc accepts each arch (NVIDIA's nvcc docs / release notes;
+# measured: 12.4.131 ptxas refuses sm_120, 12.8.93 accepts it and refuses sm_121, 13.0.88
+# lists compute_75..compute_121 and nothing older). ``None`` = still accepted.
+ARCH_FIRST: dict[str, str] = {
+    "5.0": "6.0", "5.2": "7.0", "5.3": "7.0", "6.0": "8.0", "6.1": "8.0", "6.2": "8.0",
+    "7.0": "9.0", "7.2": "10.0", "7.5": "10.0", "8.0": "11.0", "8.6": "11.1",
+    "8.7": "11.4", "8.9": "11.8", "9.0": "11.8", "9.0a": "12.0", "10.0": "12.8",
+    "10.0a": "12.8", "10.1": "12.8", "10.1a": "12.8", "10.3": "12.9", "10.3a": "12.9",
+    "11.0": "13.0", "11.0a": "13.0", "12.0": "12.8", "12.0a": "12.8", "12.1": "12.9",
+    "12.1a": "12.9",
+}  # fmt: skip
+# Last CUDA major that still accepts an arch (CUDA 13.0 dropped everything below 7.5 and
+# renamed 10.1 to 11.0).
+ARCH_LAST_MAJOR: dict[str, int] = {
+    **{cc: 12 for cc in ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "10.1")},
+    "10.1a": 12,
+}
+
+
+def _ver(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def archs_of_toolkit(major_minor: str) -> list[Arch]:
+    """The archs a CUDA ``major.minor`` nvcc accepts, from :data:`ARCH_FIRST`."""
+    have = _ver(major_minor)[:2]
+    result = []
+    for cc, first in ARCH_FIRST.items():
+        last = ARCH_LAST_MAJOR.get(cc)
+        if _ver(first)[:2] <= have and (last is None or have[0] <= last):
+            result.append(parse_arch(cc))
+    return sorted(result)
+
+
+def min_toolkit_for(arch: Arch) -> str | None:
+    return ARCH_FIRST.get(arch.cc) or ARCH_FIRST.get(f"{arch.major}.{arch.minor}")
+
+
+# -- facts ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NvccRun:
+    """What one nvcc said; JSON-able so it can be cached per nvcc path."""
+
+    path: str
+    ok: bool
+    version: str | None = None  # "12.8.93"
+    problem: str = ""  # how --version failed: not executable, timed out, no version line
+    gpu_archs: tuple[str, ...] = ()  # "compute_120" ... from --list-gpu-arch
+    top: str | None = None  # "#$ TOP=" from nvcc -v: what CMake takes as the toolkit root
+    includes: tuple[str, ...] = ()  # -I dirs from nvcc -v (nvcc.profile INCLUDES)
+    libraries: tuple[str, ...] = ()  # -L dirs from nvcc -v (nvcc.profile LIBRARIES)
+
+    @property
+    def major_minor(self) -> str | None:
+        return ".".join(self.version.split(".")[:2]) if self.version else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NvccRun:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass
+class ToolkitFacts:
+    """The CUDA toolkit as installed in (or missing from) one env."""
+
+    prefix: Path
+    nvcc_in_env: list[Path]  # bin/nvcc and targets/.../bin/nvcc that exist
+    nvcc_on_path: Path | None  # what the activated PATH finds
+    nvcc: NvccRun | None  # the run of nvcc_on_path if in the env, else of the env's own
+    packages: dict[str, str]  # cuda-* conda package -> version
+    broken_records: list[str]  # conda-meta records that did not parse
+    include_dirs: list[Path]
+    lib_dirs: list[Path]
+    headers: dict[str, Path]  # "cuda.h" -> first dir holding it
+    libraries: dict[str, list[Path]]  # "libcudart.so" -> every file of that name (or .so.N)
+    dangling: list[Path]  # symlinks in lib dirs pointing nowhere
+    ptxas: Path | None
+    environ: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def version(self) -> str | None:
+        return self.nvcc.version if self.nvcc and self.nvcc.ok else None
+
+    def unversioned(self, name: str) -> Path | None:
+        """The ``libX.so`` CMake can find (a symlink whose target exists counts)."""
+        for path in self.libraries.get(name, []):
+            if path.name == name and path.exists():
+                return path
+        return None
+
+
+def read_toolkit(
+    env: PixiEnv,
+    cached: Callable[[str, Callable[[], Any], Sequence[str]], Any] | None = None,
+    *,
+    timeout: float = NVCC_TIMEOUT,
+) -> ToolkitFacts:
+    """Read the env's toolkit; ``cached(name, compute, deps)`` is ``vllm_fact_cache.get``."""
+    prefix = env.prefix
+    environ = env.environ()
+    nvcc_in_env = [p for p in (prefix / "bin/nvcc", prefix / TARGETS / "bin/nvcc") if _lexists(p)]
+    on_path = proc.which("nvcc", environ.get("PATH"))
+    subject = on_path if on_path and _inside(on_path, prefix) else None
+    subject = subject or (nvcc_in_env[0] if nvcc_in_env else on_path)
+    nvcc = None
+    if subject is not None:
+
+        def compute() -> dict[str, Any]:
+            return run_nvcc(subject, environ, timeout).to_json()
+
+        key = f"nvcc-{subject}"
+        data = cached(key, compute, [str(subject)]) if cached else compute()
+        nvcc = NvccRun.from_json(data)
+    packages = {n: env.conda_packages[n].version for n in CUDA_PACKAGES if n in env.conda_packages}
+    broken = [str(p.path) for p in env.problems if p.path.parent.name == "conda-meta"]
+    include_dirs = [d for d in (prefix / "include", prefix / TARGETS / "include") if d.is_dir()]
+    lib_dirs = [
+        d
+        for d in (
+            prefix / "lib",
+            prefix / "lib64",
+            prefix / "lib/stubs",
+            prefix / TARGETS / "lib",
+            prefix / TARGETS / "lib/stubs",
+        )
+        if d.is_dir()
+    ]
+    headers: dict[str, Path] = {}
+    for name in HEADERS:
+        for d in include_dirs:
+            if (d / name).is_file():
+                headers.setdefault(name, d)
+    libraries: dict[str, list[Path]] = {}
+    dangling: list[Path] = []
+    for d in lib_dirs:
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink() and not entry.exists():
+                dangling.append(entry)
+            for lib, _pkg in COMPONENTS.values():
+                if entry.name == lib or entry.name.startswith(lib + "."):
+                    libraries.setdefault(lib, []).append(entry)
+    ptxas = next((p for p in (prefix / "bin/ptxas",) if p.exists()), None)
+    return ToolkitFacts(
+        prefix=prefix,
+        nvcc_in_env=nvcc_in_env,
+        nvcc_on_path=on_path,
+        nvcc=nvcc,
+        packages=packages,
+        broken_records=broken,
+        include_dirs=include_dirs,
+        lib_dirs=lib_dirs,
+        headers=headers,
+        libraries=libraries,
+        dangling=dangling,
+        ptxas=ptxas,
+        environ=environ,
+    )
+
+
+def run_nvcc(nvcc: Path, environ: Mapping[str, str], timeout: float = NVCC_TIMEOUT) -> NvccRun:
+    """``nvcc --version``, ``--list-gpu-arch`` and ``-v`` (what CMake runs), each bounded."""
+    result = proc.run([nvcc, "--version"], env=environ, timeout=timeout)
+    if not result.ok:
+        return NvccRun(str(nvcc), False, problem=result.describe())
+    match = re.search(r"release \S+ V(\d+\.\d+\.\d+)", result.stdout) or re.search(
+        r"\bV(\d+\.\d+\.\d+)", result.stdout
+    )
+    if not match:
+        return NvccRun(
+            str(nvcc), False, problem=f"no version in `nvcc --version`: {result.output[:200]}"
+        )
+    archs: tuple[str, ...] = ()
+    listed = proc.run([nvcc, "--list-gpu-arch"], env=environ, timeout=timeout)
+    if listed.ok:
+        archs = tuple(w for w in listed.stdout.split() if w.startswith("compute_"))
+    # CMake's FindCUDAToolkit runs exactly this to find the toolkit root (#$ TOP=) and, from
+    # CMake 3.28, the include and library dirs nvcc itself uses.
+    verbose = proc.run([nvcc, "-v", "__cmake_determine_cuda"], env=environ, timeout=timeout)
+    text = verbose.output
+    top = re.search(r"^#\$ TOP=(.*)$", text, re.M)
+    includes = re.search(r"^#\$ INCLUDES=(.*)$", text, re.M)
+    libraries = re.search(r"^#\$ LIBRARIES=(.*)$", text, re.M)
+    return NvccRun(
+        str(nvcc),
+        True,
+        match.group(1),
+        gpu_archs=archs,
+        top=os.path.normpath(top.group(1)) if top else None,
+        includes=tuple(_flag_dirs(includes.group(1), "-I")) if includes else (),
+        libraries=tuple(_flag_dirs(libraries.group(1), "-L")) if libraries else (),
+    )
+
+
+def _flag_dirs(text: str, flag: str) -> list[str]:
+    return [os.path.normpath(m) for m in re.findall(rf'"?{flag}([^"\s]+)"?', text)]
+
+
+# -- judgements -----------------------------------------------------------------------------
+def _manifest_hint(env: PixiEnv) -> str:
+    return f"{env.manifest_path.name}" if env.manifest_path else "pixi.toml"
+
+
+def _deps_table(env: PixiEnv) -> str:
+    manifest = env.manifest
+    return f"[{manifest.table_prefix()}dependencies]" if manifest else "[dependencies]"
+
+
+def _activation_table(env: PixiEnv) -> str:
+    manifest = env.manifest
+    if manifest and env.name:
+        return manifest.activation_table_for(env.name)
+    return "[activation.env]"
+
+
+def _wanted_mm(t: ToolkitFacts) -> str:
+    pinned = t.packages.get("cuda-version")
+    return ".".join(pinned.split(".")[:2]) if pinned else "12.8"
+
+
+def nvcc_in_env(env: PixiEnv, t: ToolkitFacts) -> Finding:
+    """nvcc is inside the env and the activated PATH finds that one first."""
+    check = "cuda.nvcc-in-env"
+    deps = f"{_deps_table(env)} in {_manifest_hint(env)}"
+    add = f'add `cuda-nvcc = "{_wanted_mm(t)}.*"` (and `cuda-version`) to {deps}'
+    if not t.nvcc_in_env:
+        legacy = [p for p in ("cudatoolkit-dev", "cudatoolkit") if p in t.packages]
+        why = (
+            f"; {', '.join(legacy)} is installed but gives no nvcc in the env "
+            "(cudatoolkit-dev downloads the toolkit outside conda's control)"
+            if legacy
+            else ""
+        )
+        outside = f"; the activated PATH finds {t.nvcc_on_path} instead" if t.nvcc_on_path else ""
+        fix = add + (f" and remove {', '.join(legacy)}" if legacy else "")
+        return failed(
+            check,
+            f"no nvcc in {t.prefix}/bin{why}{outside}",
+            fix,
+            searched=[str(t.prefix / "bin/nvcc"), str(t.prefix / TARGETS / "bin/nvcc")],
+            nvcc_on_path=str(t.nvcc_on_path) if t.nvcc_on_path else None,
+        )
+    if t.nvcc_on_path is None or not _inside(t.nvcc_on_path, t.prefix):
+        first = t.nvcc_on_path or "nothing"
+        return failed(
+            check,
+            f"nvcc is in the env ({t.nvcc_in_env[0]}) but the activated PATH finds {first} first",
+            f"put {t.prefix}/bin first on PATH: remove the PATH override from "
+            f"{_activation_table(env)} in {_manifest_hint(env)} (or the script that prepends "
+            f"another CUDA's bin)",
+            path=t.environ.get("PATH", ""),
+        )
+    return passed(check, f"nvcc at {t.nvcc_on_path}, first on the activated PATH")
+
+
+def nvcc_runs(env: PixiEnv, t: ToolkitFacts) -> Finding:
+    """The env's nvcc answers ``--version`` in time (a broken or hanging nvcc fails builds
+    late, after minutes of CMake)."""
+    check = "cuda.nvcc-runs"
+    if t.nvcc is None:
+        return skipped(check, f"no nvcc in {t.prefix} or on the activated PATH")
+    if not t.nvcc.ok:
+        return error(
+            check,
+            f"{t.nvcc.path} does not work: {t.nvcc.problem}",
+            f"reinstall it: `pixi reinstall cuda-nvcc` (or `pixi clean && pixi install`); "
+            f"check that {t.nvcc.path} is an executable nvcc",
+        )
+    return passed(check, f"{t.nvcc.path} is CUDA {t.nvcc.version}", archs=list(t.nvcc.gpu_archs))
+
+
+def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
+    """nvcc's version equals what conda-meta pins; all cuda-* packages share a major.minor."""
+    check = "cuda.version-consistent"
+    if t.broken_records:
+        return error(
+            check,
+            "conda-meta records that do not parse: " + ", ".join(t.broken_records),
+            "recreate the env: `pixi clean && pixi install`",
+        )
+    if not t.packages:
+        return skipped(check, f"no CUDA conda packages in {t.prefix}/conda-meta")
+    families: dict[str, list[str]] = {}
+    for name, version in t.packages.items():
+        if name in ("cudatoolkit-dev",):
+            continue
+        mm = ".".join(version.split(".")[:2])
+        families.setdefault(mm, []).append(f"{name} {version}")
+    nvcc_mm = t.nvcc.major_minor if t.nvcc and t.nvcc.ok else None
+    pinned = t.packages.get("cuda-version")
+    pinned_mm = ".".join(pinned.split(".")[:2]) if pinned else None
+    want = pinned_mm or nvcc_mm or max(families, key=lambda k: len(families[k]))
+    if nvcc_mm and want and nvcc_mm != want:
+        return failed(
+            check,
+            f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but cuda-version pins {pinned}",
+            f'pin one CUDA in {_deps_table(env)}: `cuda-version = "{want}.*"` with '
+            f'`cuda-nvcc = "{want}.*"`, then `pixi install`',
+            packages=[f"{k} {v}" for k, v in t.packages.items()],
+        )
+    if len(families) > 1:
+        others = {k: v for k, v in families.items() if k != want}
+        return failed(
+            check,
+            f"CUDA packages from {len(families)} releases: "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(families.items())),
+            f'pin `cuda-version = "{want}.*"` in {_deps_table(env)} so that '
+            + ", ".join(n.split()[0] for v in others.values() for n in v)
+            + f" follow CUDA {want}",
+        )
+    return passed(
+        check, f"nvcc {t.version or '-'} and {len(t.packages)} CUDA packages agree on {want}"
+    )
+
+
+def cmake_components(env: PixiEnv, t: ToolkitFacts) -> Finding:
+    """The libraries FindCUDAToolkit turns into CUDA::cudart, cuda_driver, nvrtc and
+    nvToolsExt (torch's cmake and vLLM's link against them) exist as ``libX.so``."""
+    check = "cuda.cmake-components"
+    if not t.nvcc_in_env and not t.headers:
+        return skipped(check, f"no CUDA toolkit in {t.prefix} (see cuda.nvcc-in-env)")
+    missing: list[str] = []
+    packages: list[str] = []
+    evidence: dict[str, Any] = {}
+    if "cuda_runtime.h" not in t.headers:
+        missing.append("cuda_runtime.h (CUDAToolkit_INCLUDE_DIR)")
+        packages.append("cuda-cudart-dev")
+    for target, (lib, package) in COMPONENTS.items():
+        found = t.unversioned(lib)
+        if found:
+            evidence[f"CUDA::{target}"] = str(found)
+            continue
+        versioned = [str(p) for p in t.libraries.get(lib, []) if p.exists()]
+        note = f" (only {', '.join(versioned)}: find_library needs {lib})" if versioned else ""
+        missing.append(f"CUDA::{target} ({lib}{note})")
+        packages.append(package)
+    if t.dangling:
+        evidence["dangling_symlinks"] = [f"{p} -> {os.readlink(p)}" for p in t.dangling]
+    if missing:
+        mm = t.version and ".".join(t.version.split(".")[:2])
+        return failed(
+            check,
+            "CMake's FindCUDAToolkit will not create: " + "; ".join(missing),
+            f"add {', '.join(sorted(set(packages)))} to {_deps_table(env)} in "
+            f"{_manifest_hint(env)}"
+            + (f' (e.g. `{packages[0]} = "{mm}.*"`)' if mm else "")
+            + ", or `cuda-toolkit` for all of them",
+            searched=[str(d) for d in t.lib_dirs],
+            **evidence,
+        )
+    if t.dangling:
+        return error(
+            check,
+            f"dangling symlinks in the toolkit's lib dirs: {', '.join(str(p) for p in t.dangling)}",
+            "reinstall the package that owns them (`pixi reinstall <pkg>`, or `pixi clean && "
+            "pixi install`)",
+            **evidence,
+        )
+    return passed(check, "cudart, cuda_driver (stub), nvrtc and nvToolsExt present", **evidence)
+
+
+def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
+    """CUDA_HOME/CUDA_PATH after activation hold bin/nvcc and include/cuda.h: what
+    torch.utils.cpp_extension and vLLM's setup.py take as the toolkit."""
+    check = "cuda.cuda-home"
+    table = f"{_activation_table(env)} in {_manifest_hint(env)}"
+    problems: list[str] = []
+    checked: dict[str, str] = {}
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        value = t.environ.get(var)
+        if not value:
+            continue
+        checked[var] = value
+        root = Path(value)
+        lacks = [rel for rel in ("bin/nvcc",) if not (root / rel).exists()]
+        # conda-forge keeps the headers in targets/x86_64-linux/include, where the env's
+        # nvcc.profile points nvcc; either place serves torch's and vLLM's builds.
+        if not any((root / d / "cuda.h").exists() for d in ("include", f"{TARGETS}/include")):
+            lacks.append("include/cuda.h")
+        if lacks:
+            where = env.activation.sources.get(var, "the outer environment")
+            problems.append(f"{var}={value} (set by {where}) has no {' or '.join(lacks)}")
+    if problems:
+        return failed(
+            check,
+            "; ".join(problems),
+            f'set `CUDA_HOME = "${{CONDA_PREFIX}}"` in {table} (nvcc is in bin/, and nvcc '
+            f"finds the targets/x86_64-linux headers itself)",
+            **checked,
+        )
+    if not checked:
+        if not t.nvcc_in_env:
+            return skipped(check, f"no CUDA_HOME/CUDA_PATH and no nvcc in {t.prefix}")
+        # torch falls back to `which nvcc`/..; correct only while PATH finds the env's nvcc.
+        if t.nvcc_on_path and _inside(t.nvcc_on_path, t.prefix):
+            return passed(check, "CUDA_HOME unset; torch falls back to the env's nvcc on PATH")
+        return failed(
+            check,
+            "CUDA_HOME and CUDA_PATH are unset and PATH does not find the env's nvcc",
+            f'set `CUDA_HOME = "${{CONDA_PREFIX}}"` in {table}',
+        )
+    return passed(check, ", ".join(f"{k}={v}" for k, v in checked.items()) + " hold a toolkit")
+
+
+def ld_library_path(env: PixiEnv, t: ToolkitFacts) -> Finding:
+    """LD_LIBRARY_PATH, when set, holds the env's lib dir before any other CUDA's."""
+    check = "cuda.ld-library-path"
+    value = t.environ.get("LD_LIBRARY_PATH", "")
+    own = {str(t.prefix / "lib"), str(t.prefix / TARGETS / "lib")}
+    entries = [e for e in value.split(os.pathsep) if e]
+    if not entries:
+        return passed(check, "LD_LIBRARY_PATH unset: the env's RPATHs find its libraries")
+    first_own = next((i for i, e in enumerate(entries) if os.path.normpath(e) in own), None)
+    foreign = [
+        (i, e)
+        for i, e in enumerate(entries)
+        if os.path.normpath(e) not in own
+        and (Path(e) / "libcudart.so").exists() | any(Path(e).glob("libcudart.so.*"))
+    ]
+    if foreign and (first_own is None or foreign[0][0] < first_own):
+        where = env.activation.sources.get("LD_LIBRARY_PATH", "the outer environment")
+        return failed(
+            check,
+            f"LD_LIBRARY_PATH (set by {where}) puts {foreign[0][1]}, another CUDA's libraries, "
+            f"before {t.prefix}/lib",
+            f'set `LD_LIBRARY_PATH = "${{CONDA_PREFIX}}/lib:${{LD_LIBRARY_PATH}}"` in '
+            f"{_activation_table(env)} in {_manifest_hint(env)}, or drop {foreign[0][1]}",
+            LD_LIBRARY_PATH=value,
+        )
+    return passed(check, f"LD_LIBRARY_PATH holds no other CUDA ahead of {t.prefix}/lib")
+
+
+def arch_supported(
+    env: PixiEnv, t: ToolkitFacts, archs: Sequence[Arch], source: str
+) -> list[Finding]:
+    """nvcc can generate code for each target arch (12.0 needs CUDA >= 12.8)."""
+    check = "cuda.arch-supported"
+    if not archs:
+        return [
+            skipped(
+                check, "no target arch: pass --cuda-arch (e.g. 12.0) or set TORCH_CUDA_ARCH_LIST"
+            )
+        ]
+    if t.nvcc is None or not t.nvcc.ok:
+        return [skipped(check, f"no working nvcc in {t.prefix} (see cuda.nvcc-in-env)")]
+    listed = {a.removeprefix("compute_") for a in t.nvcc.gpu_archs}
+    how = "`nvcc --list-gpu-arch`" if listed else "the arch table (nvcc has no --list-gpu-arch)"
+    known = listed or {f"{a.number}" for a in archs_of_toolkit(t.nvcc.major_minor or "0.0")}
+    findings = []
+    for arch in archs:
+        if str(arch.number) in known:
+            findings.append(passed(check, f"CUDA {t.version} can target {arch.sm} ({how})"))
+            continue
+        need = min_toolkit_for(arch)
+        fix = (
+            f'set `cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) in '
+            f"{_deps_table(env)} in {_manifest_hint(env)}"
+            if need and _ver(need) > _ver(t.version or "0")
+            else f"drop {arch.cc} from {source}: CUDA {t.version} no longer targets it; "
+            "use CUDA 12.x"
+        )
+        findings.append(
+            failed(
+                check,
+                f"CUDA {t.version} nvcc cannot generate code for {arch.sm} ({arch.cc}, from "
+                f"{source}); it needs CUDA >= {need or '?'}",
+                fix,
+                decided_by=how,
+                nvcc=t.nvcc.path,
+            )
+        )
+    return findings
+
+
+def probe_ptx(arch: Arch) -> str:
+    """A kernel that does nothing. PTX ISA 7.8 (CUDA 11.8) is read by every ptxas from 11.8
+    on; ``.target`` may not be above ``-arch``, so it is the arch itself below sm_75."""
+    target = f"sm_{min(arch.number, 75)}"
+    return (
+        f".version 7.8\n.target {target}\n.address_size 64\n"
+        ".visible .entry vllm_env_probe()\n{\n  ret;\n}\n"
+    )
+
+
+def ptxas_accepts(
+    ptxas: Path, arch: Arch, workdir: Path, environ: Mapping[str, str]
+) -> proc.ProcResult:
+    """Assemble a tiny PTX for ``arch`` with the env's real ptxas."""
+    src = workdir / f"probe_{arch.sm}.ptx"
+    src.write_text(probe_ptx(arch))
+    return proc.run(
+        [ptxas, f"-arch={arch.sm}", src, "-o", workdir / f"probe_{arch.sm}.cubin"],
+        env=environ,
+        timeout=NVCC_TIMEOUT,
+    )
+
+
+def arch_ptxas(
+    env: PixiEnv, t: ToolkitFacts, archs: Sequence[Arch], workdir: Path
+) -> list[Finding]:
+    """The real probe behind cuda.arch-supported: the env's ptxas assembles for each arch."""
+    check = "cuda.arch-ptxas"
+    if not archs:
+        return [skipped(check, "no target arch: pass --cuda-arch")]
+    if t.ptxas is None:
+        return [skipped(check, f"no ptxas in {t.prefix}/bin")]
+    findings = []
+    for arch in archs:
+        result = ptxas_accepts(t.ptxas, arch, workdir, t.environ)
+        if result.ok:
+            findings.append(passed(check, f"{t.ptxas} assembles for {arch.sm}"))
+        else:
+            need = min_toolkit_for(arch) or "a newer CUDA"
+            findings.append(
+                failed(
+                    check,
+                    f"{t.ptxas} refuses {arch.sm}: {result.describe()}",
+                    f'set `cuda-version = "{need}.*"` in {_deps_table(env)} in '
+                    f"{_manifest_hint(env)}",
+                )
+            )
+    return findings
+
+
+def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
+    """For a vLLM source build: VLLM_PYTHON_EXECUTABLE (vLLM's CMakeLists refuses to
+    configure without it; setup.py passes the Python running it) is the env's Python."""
+    check = "cuda.vllm-python"
+    if env.python is None:
+        return skipped(check, f"no Python in {env.prefix}")
+    explicit = t.environ.get("VLLM_PYTHON_EXECUTABLE")
+    chosen = Path(explicit) if explicit else proc.which("python", t.environ.get("PATH"))
+    what = "VLLM_PYTHON_EXECUTABLE" if explicit else "`python` on the activated PATH"
+    if chosen is None or not _same_python(chosen, env):
+        return failed(
+            check,
+            f"{what} is {chosen or 'not found'}, not the env's {env.python}",
+            f'set `VLLM_PYTHON_EXECUTABLE = "${{CONDA_PREFIX}}/bin/python"` in '
+            f"{_activation_table(env)} in {_manifest_hint(env)}",
+        )
+    return passed(check, f"{what} is the env's Python ({chosen})")
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _inside(path: Path, prefix: Path) -> bool:
+    try:
+        return Path(os.path.abspath(path)).is_relative_to(prefix) or Path(
+            os.path.realpath(path)
+        ).is_relative_to(os.path.realpath(prefix))
+    except OSError:
+        return False
+
+
+def _same_python(candidate: Path, env: PixiEnv) -> bool:
+    if _inside(candidate, env.prefix):
+        return True
+    try:
+        return env.python is not None and os.path.samefile(candidate, env.python)
+    except OSError:
+        return False
+
+
+def _lexists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except OSError:
+        return False
