@@ -169,6 +169,8 @@ def demangle(names: list[str]) -> list[str]:
 
 # -- judgements ------------------------------------------------------------------------------
 def _label(path: Path, env_prefix: Path | None = None) -> str:
+    if not path.is_absolute():  # a wheel member: already the readable name
+        return str(path)
     parts = path.parts
     for anchor in ("site-packages", "dist-packages"):
         if anchor in parts:
