@@ -81,8 +81,8 @@ def _walk(fh, start: int, end: int) -> Iterable[FatbinImage]:
         head = fh.read(16)
         magic, _version, header_size, body = struct.unpack("<IHHQ", head)
         if magic != MAGIC:
-            if magic == 0:  # alignment padding between containers
-                pos += 8
+            if magic == 0:  # zero padding between containers: find the next magic in chunks
+                pos = _skip_padding(fh, pos, end)
                 continue
             raise FatbinError(f"no fatbin magic at section offset {pos - start} (found {magic:#x})")
         entry, body_end = pos + header_size, pos + header_size + body
@@ -113,6 +113,23 @@ def _walk(fh, start: int, end: int) -> Iterable[FatbinImage]:
                 )
             entry += ehs + payload
         pos = body_end
+
+
+def _skip_padding(fh, pos: int, end: int) -> int:
+    """The offset of the next non-zero 8-byte word (or ``end``): padding is usually a few
+    bytes, a corrupt section may be megabytes of zeros, so read 64 B, then up to 64 KiB."""
+    step = 64
+    while pos < end:
+        fh.seek(pos)
+        chunk = fh.read(min(step, end - pos))
+        step = min(step * 8, 65536)
+        if not chunk:
+            return end
+        stripped = len(chunk) - len(chunk.lstrip(b"\0"))
+        if stripped < len(chunk):
+            return pos + stripped // 8 * 8
+        pos += len(chunk)
+    return end
 
 
 # -- coverage --------------------------------------------------------------------------------

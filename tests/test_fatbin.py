@@ -214,3 +214,26 @@ def test_no_target_arch_skips_with_reason(pytester, env_builder):
         "--vllm-conformance", "-k", "test_arch", "--vllm-env", str(env_builder.prefix), "-rs"
     )
     result.assert_outcomes(skipped=1)
+
+
+@needs_nvcc
+def test_section_of_zeros_lists_nothing_quickly(built, tmp_path):
+    data = bytearray(built["compressed"].read_bytes())
+    sec = read_elf(built["compressed"]).section(".nv_fatbin")
+    assert sec is not None
+    data[sec.offset : sec.offset + sec.size] = bytes(sec.size)
+    zeros = tmp_path / "zeros.so"
+    zeros.write_bytes(bytes(data))
+    assert fatbin.read_images(zeros) == []
+
+
+@needs_nvcc
+def test_garbage_instead_of_magic(built, tmp_path):
+    data = bytearray(built["compressed"].read_bytes())
+    sec = read_elf(built["compressed"]).section(".nv_fatbin")
+    assert sec is not None
+    data[sec.offset : sec.offset + 4] = b"JUNK"
+    bad = tmp_path / "junk.so"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ElfError, match="no fatbin magic"):
+        fatbin.read_images(bad)
