@@ -44,7 +44,10 @@ def test_cxx11(vllm_env, extensions, torch_facts, verdict):
 
 
 @pytest.mark.vllm_check("abi.source-torch")
-def test_source_build_torch_floor(vllm_env, verdict):
+def test_source_build_torch_floor(vllm_env, vllm_source, verdict):
+    if vllm_source is not None:
+        verdict(abi.source_tree_torch(vllm_source, vllm_env.version_of("torch")))
+        return
     vllm = vllm_env.version_of("vllm")
     if vllm is None:
         verdict(F.skipped("abi.source-torch", f"vLLM is not installed in {vllm_env.prefix}"))

@@ -384,3 +384,78 @@ def source_torch_floor(vllm_version: str, torch_version: str | None) -> Finding:
             "0.8.5 (the last release for torch 2.6)",
         )
     return F.passed(cid, f"torch {torch_version} >= 2.7, as vLLM {vllm_version} needs")
+
+
+@dataclass
+class SourceTree:
+    """The torch requirements a vLLM source tree builds against, with where each was read."""
+
+    root: Path
+    requirements: list[tuple[str, str]] = field(default_factory=list)  # (file:line, requirement)
+    error: str = ""
+
+
+def read_source_tree(root: Path) -> SourceTree:
+    """torch pins from ``pyproject.toml`` ``[build-system].requires`` and
+    ``requirements/cuda.txt`` (``requirements-cuda.txt`` in older trees); never raises."""
+    import tomllib
+
+    tree = SourceTree(root)
+    if not root.is_dir():
+        tree.error = f"{root} is not a directory"
+        return tree
+    pyproject = root / "pyproject.toml"
+    try:
+        data = tomllib.loads(pyproject.read_text(errors="replace")) if pyproject.is_file() else {}
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        tree.error = f"{pyproject}: {exc}"
+        return tree
+    for line in data.get("build-system", {}).get("requires", []) or []:
+        if isinstance(line, str) and re.match(r"^\s*torch\b(?![-_\w])", line):
+            tree.requirements.append(("pyproject.toml [build-system].requires", line))
+    for rel in ("requirements/cuda.txt", "requirements-cuda.txt"):
+        path = root / rel
+        if not path.is_file():
+            continue
+        for no, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if re.match(r"^\s*torch\s*[=<>~!]", line):
+                tree.requirements.append((f"{rel}:{no}", line.split("#")[0].strip()))
+    return tree
+
+
+def source_tree_torch(tree: SourceTree, torch_version: str | None) -> list[Finding]:
+    """``abi.source-torch`` for a source tree: its torch pins are met before the build starts
+    (a `pip install -e .` without build isolation otherwise fails deep in the CUDA build)."""
+    cid = "abi.source-torch"
+    if tree.error:
+        return [F.error(cid, tree.error, "point --vllm-source at a vLLM checkout")]
+    if not tree.requirements:
+        return [F.skipped(cid, f"{tree.root} names no torch requirement")]
+    out = []
+    for where, line in tree.requirements:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            out.append(F.error(cid, f"{where}: {line!r} is not a requirement", f"fix {where}"))
+            continue
+        if torch_version is None:
+            out.append(
+                F.failed(
+                    cid,
+                    f"{where} needs {req}; torch is not installed",
+                    f'add `torch = "{req.specifier}"` to pixi.toml before building',
+                )
+            )
+            continue
+        if req.specifier.contains(Version(torch_version), prereleases=True):
+            out.append(F.passed(cid, f"torch {torch_version} meets {where}: {req}"))
+        else:
+            out.append(
+                F.failed(
+                    cid,
+                    f"the source tree needs {req} ({where}) but the env has torch {torch_version}",
+                    f'set `torch = "{req.specifier}"` in pixi.toml [pypi-dependencies], or check '
+                    "out the vLLM tag made for the installed torch",
+                )
+            )
+    return out

@@ -130,3 +130,34 @@ def test_pins_accept_local_labels():
     assert ok.outcome == "passed"
     (bad,) = abi.pins(["torchvision==0.26.0"], {"torchvision": "0.25.0+cu128"})
     assert bad.outcome == "failed" and "torchvision" in bad.fix
+
+
+def test_source_tree_pin_the_env_cannot_meet(pytester, env_builder, tmp_path):
+    env_builder.python("3.12")
+    env_builder.dist("torch", "2.6.0+cu124")
+    tree = tmp_path / "vllm-src"
+    (tree / "requirements").mkdir(parents=True)
+    (tree / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["torch == 2.11.0", "wheel"]\n'
+    )
+    (tree / "requirements" / "cuda.txt").write_text("# comment\ntorch==2.11.0\nxformers\n")
+    result = pytester.runpytest(
+        "--vllm-conformance", "-k", "test_source_build", "--vllm-env", str(env_builder.prefix),
+        "--vllm-source", str(tree),
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*the source tree needs torch==2.11.0 (pyproject.toml*) but the env has torch 2.6.0*",
+            "*the source tree needs torch==2.11.0 (requirements/cuda.txt:2)*",
+        ]
+    )
+
+
+def test_source_tree_met(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = ["torch == 2.11.0"]\n')
+    tree = abi.read_source_tree(tmp_path)
+    assert [f.outcome for f in abi.source_tree_torch(tree, "2.11.0+cu130")] == ["passed"]
+    (tmp_path / "pyproject.toml").write_text("[build-system\n")
+    bad = abi.source_tree_torch(abi.read_source_tree(tmp_path), "2.11.0")
+    assert bad[0].outcome == "error"

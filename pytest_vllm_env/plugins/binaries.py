@@ -38,3 +38,24 @@ def vllm_torch_pin(vllm_env: PixiEnv) -> str | None:
     """The ``torch==X`` version the installed vLLM pins (the torch it was built for)."""
     dist = vllm_env.dist("vllm")
     return abi.torch_pin_of(dist.requires) if dist else None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    from pytest_vllm_env.settings import add_setting
+
+    add_setting(
+        parser,
+        "--vllm-source",
+        "a vLLM source tree (checkout of a tag) to judge before building it: its torch pins "
+        "(pyproject.toml, requirements/cuda.txt) against the env's torch",
+        metavar="DIR",
+    )
+
+
+@pytest.fixture(scope="session")
+def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
+    """The ``--vllm-source`` tree's torch requirements (:class:`abi.SourceTree`), or None."""
+    from pytest_vllm_env.settings import get
+
+    value = get(request.config, "vllm_source")
+    return abi.read_source_tree(Path(value).expanduser()) if value else None
