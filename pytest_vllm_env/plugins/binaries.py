@@ -1,1 +1,61 @@
-"""Fixtures and settings for the binaries area (placeholder until that area lands)."""
+"""Fixtures for the binaries area (``abi.*``, ``arch.*``): torch's facts and the extensions.
+
+All of it is read from files; nothing is imported from the target env.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_vllm_env import abi
+from pytest_vllm_env.env import PixiEnv
+
+
+@pytest.fixture(scope="session")
+def torch_facts(vllm_env: PixiEnv) -> abi.TorchFacts | None:
+    """torch as installed in the target env (:class:`pytest_vllm_env.abi.TorchFacts`):
+    version, CUDA from ``torch/version.py``, the symbols ``torch/lib/*.so`` export and its
+    C++11 ABI flag; ``None`` when torch is not installed."""
+    return abi.torch_facts(vllm_env)
+
+
+@pytest.fixture(scope="session")
+def extension_paths(vllm_env: PixiEnv) -> list[Path]:
+    """Compiled extension ``.so`` files of vLLM, xformers and flash-attn in the env."""
+    return abi.find_extensions(vllm_env)
+
+
+@pytest.fixture(scope="session")
+def extensions(extension_paths: list[Path]) -> list[abi.ExtensionFacts]:
+    """:class:`pytest_vllm_env.abi.ExtensionFacts` for each of ``extension_paths``."""
+    return [abi.extension_facts(p) for p in extension_paths]
+
+
+@pytest.fixture(scope="session")
+def vllm_torch_pin(vllm_env: PixiEnv) -> str | None:
+    """The ``torch==X`` version the installed vLLM pins (the torch it was built for)."""
+    dist = vllm_env.dist("vllm")
+    return abi.torch_pin_of(dist.requires) if dist else None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    from pytest_vllm_env.settings import add_setting
+
+    add_setting(
+        parser,
+        "--vllm-source",
+        "a vLLM source tree (checkout of a tag) to judge before building it: its torch pins "
+        "(pyproject.toml, requirements/cuda.txt) against the env's torch",
+        metavar="DIR",
+    )
+
+
+@pytest.fixture(scope="session")
+def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
+    """The ``--vllm-source`` tree's torch requirements (:class:`abi.SourceTree`), or None."""
+    from pytest_vllm_env.settings import get
+
+    value = get(request.config, "vllm_source")
+    return abi.read_source_tree(Path(value).expanduser()) if value else None

@@ -1,0 +1,55 @@
+"""Will vLLM's compiled extensions load against this torch? (read from files, no import)"""
+
+import pytest
+
+from pytest_vllm_env import abi
+from pytest_vllm_env import findings as F
+
+pytestmark = pytest.mark.toolchain
+
+
+def _none(cid, vllm_env, extensions):
+    if not extensions:
+        return F.skipped(cid, f"no vLLM/xformers/flash-attn extension .so in {vllm_env.prefix}")
+    return None
+
+
+@pytest.mark.vllm_check("abi.pins")
+def test_pins(vllm_env, verdict):
+    dist = vllm_env.dist("vllm")
+    if dist is None:
+        verdict(F.skipped("abi.pins", f"vLLM is not installed in {vllm_env.prefix}"))
+        return
+    installed = {name: vllm_env.version_of(name) for name in abi.PINNED}
+    verdict(abi.pins(dist.requires, installed))
+
+
+@pytest.mark.vllm_check("abi.cudart")
+def test_cudart(vllm_env, extensions, torch_facts, verdict):
+    toolkit = vllm_env.version_of("cuda-version")
+    none = _none("abi.cudart", vllm_env, extensions)
+    verdict(none or [abi.cudart(e, torch_facts, toolkit) for e in extensions])
+
+
+@pytest.mark.vllm_check("abi.symbols")
+def test_symbols(vllm_env, extensions, torch_facts, vllm_torch_pin, verdict):
+    none = _none("abi.symbols", vllm_env, extensions)
+    verdict(none or [abi.symbols(e, torch_facts, vllm_torch_pin) for e in extensions])
+
+
+@pytest.mark.vllm_check("abi.cxx11")
+def test_cxx11(vllm_env, extensions, torch_facts, verdict):
+    none = _none("abi.cxx11", vllm_env, extensions)
+    verdict(none or [abi.cxx11(e, torch_facts) for e in extensions])
+
+
+@pytest.mark.vllm_check("abi.source-torch")
+def test_source_build_torch_floor(vllm_env, vllm_source, verdict):
+    if vllm_source is not None:
+        verdict(abi.source_tree_torch(vllm_source, vllm_env.version_of("torch")))
+        return
+    vllm = vllm_env.version_of("vllm")
+    if vllm is None:
+        verdict(F.skipped("abi.source-torch", f"vLLM is not installed in {vllm_env.prefix}"))
+        return
+    verdict(abi.source_torch_floor(vllm, vllm_env.version_of("torch")))

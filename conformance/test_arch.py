@@ -1,0 +1,29 @@
+"""Do torch's and vLLM's binaries hold kernels for the target GPU archs?"""
+
+import pytest
+
+from pytest_vllm_env import abi, coverage_arch, fatbin
+from pytest_vllm_env import findings as F
+from pytest_vllm_env.elf import ElfError
+
+pytestmark = pytest.mark.toolchain
+
+
+@pytest.mark.vllm_check("arch.coverage")
+def test_arch_coverage(vllm_env, extension_paths, cuda_archs, cuda_archs_source, verdict):
+    root = abi.torch_root(vllm_env)
+    binaries = [root / "lib" / "libtorch_cuda.so"] if root else []
+    binaries = [b for b in binaries if b.is_file()] + list(extension_paths)
+    if not binaries:
+        verdict(
+            F.skipped("arch.coverage", f"no torch CUDA library or extension in {vllm_env.prefix}")
+        )
+        return
+    out = []
+    for path in binaries:
+        label = coverage_arch.label_of(path)
+        try:
+            out += coverage_arch.coverage(label, fatbin.read_images(path), cuda_archs)
+        except ElfError as exc:
+            out += coverage_arch.coverage(label, None, cuda_archs, error=str(exc))
+    verdict(out)

@@ -1,0 +1,216 @@
+"""A small ELF64 reader: sections, the dynamic section and the dynamic symbol table.
+
+Why not pyelftools or lief: we need four things from files of up to ~500 MB (torch's
+``libtorch_cuda.so``) and must not read the payloads. This reader seeks to the section
+headers at the end of the file and reads only ``.dynamic``, ``.dynsym``, ``.dynstr`` and the
+version tables, so the cost grows with the symbol count, never with the kernels' bytes.
+
+Bad input (a truncated file, a text file named ``.so``, sizes that point past the end)
+raises :class:`ElfError` with a sentence, never a struct error or an unbounded read.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+MAX_TABLE = 512 * 1024 * 1024  # a symbol table larger than this is not a real library
+
+DT_NEEDED, DT_RPATH, DT_SONAME, DT_RUNPATH = 1, 15, 14, 29
+SHN_UNDEF = 0
+STB_WEAK = 2
+
+
+class ElfError(Exception):
+    """The file is not a readable ELF64 little-endian object; the message says why."""
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    type: int
+    offset: int
+    size: int
+    link: int
+    entsize: int
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """One ``.dynsym`` entry: ``defined`` when it has a section, ``version`` from versym."""
+
+    name: str
+    defined: bool
+    weak: bool
+    version: str = ""
+
+
+@dataclass
+class ElfFile:
+    """What we read from one shared object."""
+
+    path: Path
+    sections: dict[str, Section] = field(default_factory=dict)
+    needed: list[str] = field(default_factory=list)
+    soname: str = ""
+    runpath: list[str] = field(default_factory=list)
+    rpath: list[str] = field(default_factory=list)
+    symbols: list[Symbol] = field(default_factory=list)
+
+    def section(self, name: str) -> Section | None:
+        return self.sections.get(name)
+
+    @property
+    def defined(self) -> set[str]:
+        return {s.name for s in self.symbols if s.defined}
+
+    @property
+    def undefined(self) -> list[Symbol]:
+        return [s for s in self.symbols if not s.defined and s.name]
+
+
+def _read(fh: BinaryIO, offset: int, size: int, file_size: int, what: str) -> bytes:
+    if offset < 0 or size < 0 or offset + size > file_size:
+        raise ElfError(
+            f"{what} at offset {offset} size {size} points past the end ({file_size} bytes)"
+        )
+    if size > MAX_TABLE:
+        raise ElfError(f"{what} claims {size} bytes, more than any real library holds")
+    fh.seek(offset)
+    data = fh.read(size)
+    if len(data) != size:
+        raise ElfError(f"{what} is truncated")
+    return data
+
+
+def _cstr(table: bytes, offset: int) -> str:
+    if offset >= len(table):
+        return ""
+    end = table.find(b"\0", offset)
+    return table[offset : end if end >= 0 else len(table)].decode("utf-8", "replace")
+
+
+def read_sections(fh: BinaryIO, file_size: int) -> dict[str, Section]:
+    head = fh.read(64)
+    if len(head) < 64 or head[:4] != b"\x7fELF":
+        raise ElfError(
+            "not an ELF file (no \\x7fELF magic)"
+            if head[:4] != b"\x7fELF"
+            else "truncated ELF header"
+        )
+    if head[4] != 2 or head[5] != 1:
+        raise ElfError(
+            "not a 64-bit little-endian ELF (only x86_64/aarch64 Linux objects are read)"
+        )
+    (shoff,) = struct.unpack_from("<Q", head, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+    if shnum == 0 or shentsize < 64:
+        raise ElfError("ELF has no section headers")
+    raw = _read(fh, shoff, shnum * shentsize, file_size, "section header table")
+    entries = [struct.unpack_from("<IIQQQQIIQQ", raw, i * shentsize) for i in range(shnum)]
+    if shstrndx >= shnum:
+        raise ElfError("section name table index is out of range")
+    names = entries[shstrndx]
+    strtab = _read(fh, names[4], names[5], file_size, "section name table")
+    sections: dict[str, Section] = {}
+    for name_off, typ, _flags, _addr, off, size, link, _info, _align, entsize in entries:
+        name = _cstr(strtab, name_off)
+        sections.setdefault(name, Section(name, typ, off, size if typ != 8 else 0, link, entsize))
+    return sections
+
+
+def read_elf(path: str | Path, *, symbols: bool = True) -> ElfFile:
+    """Read sections, NEEDED/RUNPATH/RPATH/SONAME and (optionally) the dynamic symbols."""
+    path = Path(path)
+    try:
+        file_size = path.stat().st_size
+        with path.open("rb") as fh:
+            return _read_elf(fh, path, file_size, symbols)
+    except OSError as exc:
+        raise ElfError(f"cannot read: {exc.strerror or exc}") from None
+    except struct.error as exc:
+        raise ElfError(f"malformed ELF: {exc}") from None
+
+
+def _read_elf(fh: BinaryIO, path: Path, file_size: int, want_symbols: bool) -> ElfFile:
+    elf = ElfFile(path, read_sections(fh, file_size))
+    dynstr_sec = elf.sections.get(".dynstr")
+    dynstr = (
+        _read(fh, dynstr_sec.offset, dynstr_sec.size, file_size, ".dynstr") if dynstr_sec else b""
+    )
+    dyn = elf.sections.get(".dynamic")
+    if dyn:
+        data = _read(fh, dyn.offset, dyn.size, file_size, ".dynamic")
+        for tag, val in struct.iter_unpack("<qQ", data[: len(data) // 16 * 16]):
+            if tag == 0:
+                break
+            if tag == DT_NEEDED:
+                elf.needed.append(_cstr(dynstr, val))
+            elif tag == DT_SONAME:
+                elf.soname = _cstr(dynstr, val)
+            elif tag == DT_RUNPATH:
+                elf.runpath = _cstr(dynstr, val).split(":")
+            elif tag == DT_RPATH:
+                elf.rpath = _cstr(dynstr, val).split(":")
+    sym = elf.sections.get(".dynsym")
+    if want_symbols and sym:
+        data = _read(fh, sym.offset, sym.size, file_size, ".dynsym")
+        versions = _version_names(fh, elf.sections, dynstr, file_size)
+        versym_sec = elf.sections.get(".gnu.version")
+        versym = (
+            _read(fh, versym_sec.offset, versym_sec.size, file_size, ".gnu.version")
+            if versym_sec
+            else b""
+        )
+        count = len(data) // 24
+        for i, (name_off, info, _other, shndx, _value, _size) in enumerate(
+            struct.iter_unpack("<IBBHQQ", data[: count * 24])
+        ):
+            if i == 0:
+                continue
+            ver = ""
+            if 2 * i + 2 <= len(versym):
+                ver = versions.get(struct.unpack_from("<H", versym, 2 * i)[0] & 0x7FFF, "")
+            elf.symbols.append(
+                Symbol(_cstr(dynstr, name_off), shndx != SHN_UNDEF, info >> 4 == STB_WEAK, ver)
+            )
+    return elf
+
+
+def _version_names(
+    fh: BinaryIO, sections: dict[str, Section], dynstr: bytes, file_size: int
+) -> dict[int, str]:
+    """Version index -> name, from ``.gnu.version_d`` (defined) and ``_r`` (needed)."""
+    names: dict[int, str] = {}
+    verdef = sections.get(".gnu.version_d")
+    if verdef:
+        data = _read(fh, verdef.offset, verdef.size, file_size, ".gnu.version_d")
+        pos, seen = 0, 0
+        while pos + 20 <= len(data) and seen < 65536:
+            _v, _flags, ndx, cnt, _hash, aux, nxt = struct.unpack_from("<HHHHIII", data, pos)
+            if cnt and pos + aux + 8 <= len(data):
+                names[ndx] = _cstr(dynstr, struct.unpack_from("<I", data, pos + aux)[0])
+            if not nxt:
+                break
+            pos, seen = pos + nxt, seen + 1
+    verneed = sections.get(".gnu.version_r")
+    if verneed:
+        data = _read(fh, verneed.offset, verneed.size, file_size, ".gnu.version_r")
+        pos, seen = 0, 0
+        while pos + 16 <= len(data) and seen < 65536:
+            _v, cnt, _file, aux, nxt = struct.unpack_from("<HHIII", data, pos)
+            apos = pos + aux
+            for _ in range(min(cnt, 4096)):
+                if apos + 16 > len(data):
+                    break
+                _h, _f, other, name, anext = struct.unpack_from("<IHHII", data, apos)
+                names[other] = _cstr(dynstr, name)
+                if not anext:
+                    break
+                apos += anext
+            if not nxt:
+                break
+            pos, seen = pos + nxt, seen + 1
+    return names

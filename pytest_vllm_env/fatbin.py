@@ -1,0 +1,184 @@
+"""List the GPU images inside a binary's ``.nv_fatbin`` section, headers only.
+
+Layout (little-endian), as described publicly (GrigoryEvko/nvopen-tools) and checked here
+against ``cuobjdump --list-elf/--list-ptx`` on nvcc 13.0 output:
+
+- containers back to back: u32 magic ``0xBA55ED50``, u16 version, u16 header size,
+  u64 size of the entries that follow (containers may be separated by zero padding);
+- entries: u16 kind (1 PTX, 2 ELF/SASS), u16, u32 entry header size, u64 payload size,
+  ..., u32 at +28 the arch number (80, 90, 120), u64 flags at +40.
+- Flags, measured: ``0x8000`` compressed, ``0x100000`` arch-specific (``sm_90a``),
+  ``0x200000`` family-specific (``sm_100f``; cuobjdump prints it as plain ``sm_100``).
+
+We seek from header to header and never read payloads, so listing torch's 456 MB
+``libtorch_cuda.so`` costs the same as listing a 1 MB test library with as many images.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .archs import Arch
+from .elf import ElfError, read_elf
+
+MAGIC = 0xBA55ED50
+FLAG_COMPRESSED = 0x8000
+FLAG_ARCH_SPECIFIC = 0x100000
+FLAG_FAMILY = 0x200000
+MAX_ENTRIES = 1_000_000
+
+
+class FatbinError(ElfError):
+    """The fatbin section is malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class FatbinImage:
+    """One embedded image: ``kind`` "sass" or "ptx", its ``arch``, ``compressed``."""
+
+    kind: Literal["sass", "ptx"]
+    arch: Arch
+    compressed: bool
+
+    @property
+    def name(self) -> str:
+        """``sm_90a`` for SASS, ``compute_120`` for PTX."""
+        return self.arch.sm if self.kind == "sass" else self.arch.compute
+
+
+def read_images(path: str | Path) -> list[FatbinImage]:
+    """Every image in ``path``'s ``.nv_fatbin``, in file order; ``[]`` when there is none.
+
+    Raises :class:`~pytest_vllm_env.elf.ElfError` (or :class:`FatbinError`) for a file
+    that is not ELF or a fatbin whose sizes point past its section.
+    """
+    path = Path(path)
+    elf = read_elf(path, symbols=False)
+    sec = elf.section(".nv_fatbin")
+    if sec is None or sec.size == 0:
+        return []
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            if sec.offset + sec.size > fh.tell():
+                raise FatbinError(
+                    f".nv_fatbin (offset {sec.offset}, {sec.size} "
+                    f"bytes) runs past the end of the file"
+                )
+            return list(_walk(fh, sec.offset, sec.offset + sec.size))
+    except OSError as exc:
+        raise ElfError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _walk(fh, start: int, end: int) -> Iterable[FatbinImage]:
+    pos, count = start, 0
+    while pos + 16 <= end:
+        fh.seek(pos)
+        head = fh.read(16)
+        magic, _version, header_size, body = struct.unpack("<IHHQ", head)
+        if magic != MAGIC:
+            if magic == 0:  # zero padding between containers: find the next magic in chunks
+                pos = _skip_padding(fh, pos, end)
+                continue
+            raise FatbinError(f"no fatbin magic at section offset {pos - start} (found {magic:#x})")
+        entry, body_end = pos + header_size, pos + header_size + body
+        if header_size < 16 or body_end > end:
+            raise FatbinError(
+                f"fatbin container at section offset {pos - start} "
+                f"claims {body} bytes, past the section"
+            )
+        while entry + 48 <= body_end:
+            fh.seek(entry)
+            raw = fh.read(48)
+            kind, _u, ehs, payload = struct.unpack_from("<HHIQ", raw)
+            (arch_no,) = struct.unpack_from("<I", raw, 28)
+            (flags,) = struct.unpack_from("<Q", raw, 40)
+            if ehs < 48 or entry + ehs + payload > body_end:
+                raise FatbinError(
+                    f"fatbin entry at section offset {entry - start} has "
+                    f"sizes ({ehs}+{payload}) past its container"
+                )
+            count += 1
+            if count > MAX_ENTRIES:
+                raise FatbinError("more than a million fatbin entries: not a real binary")
+            if kind in (1, 2, 0x10):
+                suffix = "a" if flags & FLAG_ARCH_SPECIFIC else "f" if flags & FLAG_FAMILY else ""
+                arch = Arch(arch_no // 10, arch_no % 10, suffix)
+                yield FatbinImage(
+                    "ptx" if kind == 1 else "sass", arch, bool(flags & FLAG_COMPRESSED)
+                )
+            entry += ehs + payload
+        pos = body_end
+
+
+def _skip_padding(fh, pos: int, end: int) -> int:
+    """The offset of the next non-zero 8-byte word (or ``end``): padding is usually a few
+    bytes, a corrupt section may be megabytes of zeros, so read 64 B, then up to 64 KiB."""
+    step = 64
+    while pos < end:
+        fh.seek(pos)
+        chunk = fh.read(min(step, end - pos))
+        step = min(step * 8, 65536)
+        if not chunk:
+            return end
+        stripped = len(chunk) - len(chunk.lstrip(b"\0"))
+        if stripped < len(chunk):
+            return pos + stripped // 8 * 8
+        pos += len(chunk)
+    return end
+
+
+# -- coverage --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Coverage:
+    """Whether a binary's images run on ``target``, and through which image."""
+
+    target: Arch
+    covered: bool
+    via: FatbinImage | None  # the SASS (preferred) or PTX image that serves the target
+    # True when only PTX covers it: the first launch JIT-compiles (slow; the driver must know it)
+    jit: bool
+
+
+def sass_runs_on(image_arch: Arch, target: Arch) -> bool:
+    """SASS runs on the same major with an equal or higher "
+    "minor; ``a`` images only on their arch."""
+    if image_arch.suffix == "a":
+        return image_arch.number == target.number
+    return image_arch.major == target.major and image_arch.minor <= target.minor
+
+
+def ptx_jits_to(image_arch: Arch, target: Arch) -> bool:
+    """PTX JIT-compiles forward; ``a`` PTX only to its arch, ``f`` PTX within its family."""
+    if image_arch.suffix == "a":
+        return image_arch.number == target.number
+    if image_arch.suffix == "f":
+        return image_arch.major == target.major and image_arch.minor <= target.minor
+    return image_arch.number <= target.number
+
+
+def arch_coverage(images: Iterable[FatbinImage], target: Arch) -> Coverage:
+    """Does SASS of a binary-compatible arch, or PTX that can JIT to ``target``, exist?"""
+    images = list(images)
+    sass = [i for i in images if i.kind == "sass" and sass_runs_on(i.arch, target)]
+    if sass:
+        best = max(sass, key=lambda i: (i.arch.number, i.arch.suffix == "a"))
+        return Coverage(target, True, best, False)
+    ptx = [i for i in images if i.kind == "ptx" and ptx_jits_to(i.arch, target)]
+    if ptx:
+        return Coverage(target, True, max(ptx, key=lambda i: i.arch.number), True)
+    return Coverage(target, False, None, False)
+
+
+def describe(images: Iterable[FatbinImage]) -> str:
+    """``SASS sm_75, sm_80, sm_90a; PTX none``: what a verdict says a binary holds."""
+    images = list(images)
+    sass = sorted({i.arch for i in images if i.kind == "sass"})
+    ptx = sorted({i.arch for i in images if i.kind == "ptx"})
+    sass_txt = ", ".join(a.sm for a in sass) or "none"
+    ptx_txt = ", ".join(a.compute for a in ptx) or "none"
+    return f"SASS {sass_txt}; PTX {ptx_txt}"

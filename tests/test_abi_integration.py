@@ -1,0 +1,84 @@
+"""Real wheels (opt-in, --run-integration): vLLM 0.26.0 against torch 2.11.0 (its pin, CUDA 13)
+passes; against torch 2.13.0 (PyPI's default, +cu130 here) the FA2 extension, built on torch's
+unstable C++ ABI, fails naming the missing symbols while ``_C_stable_libtorch`` (stable ABI)
+still resolves: verdicts per extension."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fixtures import downloads
+from fixtures.text import lit
+from fixtures.wheels import members
+
+pytestmark = pytest.mark.integration
+
+TORCH_PART = re.compile(
+    r"^torch/(version\.py|lib/lib(c10|c10_cuda|torch|torch_cpu|torch_cuda)\.so)$"
+)
+VLLM_PART = re.compile(
+    r"^vllm/(_C_stable_libtorch|_moe_C_stable_libtorch|vllm_flash_attn/_vllm_fa2_C)"
+)
+
+
+def torch_parts(version: str) -> Path:
+    return members(downloads.wheel(f"torch=={version}"), lambda n: bool(TORCH_PART.match(n)))
+
+
+# Session fixtures: extracted before pytester moves HOME (and with it the download cache).
+@pytest.fixture(scope="session")
+def torch_roots() -> dict[str, Path]:
+    return {v: torch_parts(v) for v in ("2.11.0", "2.13.0")}
+
+
+@pytest.fixture(scope="session")
+def vllm_parts() -> Path:
+    return members(
+        downloads.wheel("vllm==0.26.0"), lambda n: bool(VLLM_PART.match(n)) and n.endswith(".so")
+    )
+
+
+def make_env(env_builder, torch_root: Path, torch_version: str, vllm_root: Path) -> Path:
+    env_builder.python("3.12")
+    env_builder.dist("torch", torch_version)
+    env_builder.dist("vllm", "0.26.0", requires=["torch==2.11.0"])
+    sp = env_builder.site_packages
+    for root in (torch_root, vllm_root):
+        for f in root.rglob("*"):
+            if f.is_file():
+                dest = sp / f.relative_to(root)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.symlink_to(f)
+    return env_builder.prefix
+
+
+def run(pytester, prefix):
+    return pytester.runpytest(
+        "--vllm-conformance", "-k", "test_abi or test_arch", "--vllm-env", str(prefix),
+        "--cuda-arch", "12.0", "--cuda-arch", "9.0",
+    )  # fmt: skip
+
+
+def test_vllm_026_loads_against_torch_211(pytester, env_builder, vllm_parts, torch_roots):
+    result = run(pytester, make_env(env_builder, torch_roots["2.11.0"], "2.11.0", vllm_parts))
+    result.assert_outcomes(passed=6)
+
+
+def test_vllm_026_against_torch_213_names_missing_symbols(
+    pytester, env_builder, vllm_parts, torch_roots
+):
+    result = run(pytester, make_env(env_builder, torch_roots["2.13.0"], "2.13.0", vllm_parts))
+    result.assert_outcomes(failed=2, passed=4)  # pins and symbols
+    result.stdout.fnmatch_lines(
+        [
+            lit("*[abi.pins] FAILED: vllm requires torch==2.11.0 but the env has torch 2.13.0*"),
+            lit(
+                "*[abi.symbols] FAILED: vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so: resolved 81 of 83"
+                " torch symbols; 2 missing (likely cause: built for torch 2.11.0, env has 2.13.0)*"
+            ),
+            "*missing: c10::impl::cow::materialize_cow_storage(c10::StorageImpl&)*",
+        ]
+    )

@@ -1,0 +1,239 @@
+"""The fatbin walker against real nvcc output, cuobjdump, and bad input; arch coverage."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from fixtures import downloads
+from fixtures.elf import cuda_so, nvcc
+from fixtures.envs import EnvBuilder
+from fixtures.text import lit
+from pytest_vllm_env import fatbin
+from pytest_vllm_env.archs import parse_arch
+from pytest_vllm_env.elf import ElfError, read_elf
+
+needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc not found")
+
+# gencode set -> the distinct (kind, arch) images nvcc must embed, and whether compressed
+CASES = {
+    "sass-only": (["arch=compute_80,code=sm_80", "arch=compute_90,code=sm_90"], {"sm_80", "sm_90"}),
+    "ptx-only": (["arch=compute_80,code=compute_80"], {"compute_80"}),
+    "sm90a+ptx120": (
+        ["arch=compute_90a,code=sm_90a", "arch=compute_120,code=compute_120"],
+        {"sm_90a", "compute_120"},
+    ),
+    "family-100f": (
+        ["arch=compute_100f,code=sm_100f", "arch=compute_86,code=sm_86"],
+        {"sm_100f", "sm_86"},
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> dict[str, Path]:
+    """Each gencode set compiled once per session (plus compressed / uncompressed twins)."""
+    if nvcc() is None:
+        pytest.skip("nvcc not found")
+    root = tmp_path_factory.mktemp("cuda")
+    out = {name: cuda_so(root / f"{name}.so", gencodes) for name, (gencodes, _) in CASES.items()}
+    both = ["arch=compute_75,code=sm_75", "arch=compute_90,code=compute_90"]
+    out["compressed"] = cuda_so(root / "compressed.so", both, ["-Xfatbin", "-compress-all"])
+    out["uncompressed"] = cuda_so(root / "uncompressed.so", both, ["--no-compress"])
+    return out
+
+
+@needs_nvcc
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_reader_lists_exactly_the_gencode_set(built, case):
+    images = fatbin.read_images(built[case])
+    assert {i.name for i in images} == CASES[case][1]
+
+
+@needs_nvcc
+def test_compressed_flag(built):
+    assert all(i.compressed for i in fatbin.read_images(built["compressed"]))
+    assert not any(i.compressed for i in fatbin.read_images(built["uncompressed"]))
+
+
+@pytest.fixture(scope="session")
+def cuobjdump() -> Path:
+    try:
+        root = downloads.unpacked("nvidia-cuda-cuobjdump==13.5.37")
+    except Exception as exc:  # no network: say so instead of failing the suite
+        pytest.skip(f"cannot fetch nvidia-cuda-cuobjdump: {exc}")
+    found = next(root.rglob("bin/cuobjdump"), None)
+    if found is None:
+        pytest.skip("no cuobjdump in the wheel")
+    return found
+
+
+@needs_nvcc
+@pytest.mark.parametrize("case", [*sorted(CASES), "compressed"])
+def test_reader_agrees_with_cuobjdump(built, cuobjdump, case):
+    import subprocess
+
+    def listing(flag: str) -> list[str]:
+        out = subprocess.run(
+            [cuobjdump, flag, built[case]], capture_output=True, text=True, timeout=60
+        )
+        return re.findall(r"\.(sm_\d+[af]?)\.(?:cubin|ptx)", out.stdout)
+
+    images = fatbin.read_images(built[case])
+    # cuobjdump prints family (f) images under the plain name; PTX as sm_XX too.
+    ours_sass = sorted(i.arch.sm.rstrip("f") for i in images if i.kind == "sass")
+    ours_ptx = sorted(i.arch.sm.rstrip("f") for i in images if i.kind == "ptx")
+    assert ours_sass == sorted(listing("--list-elf"))
+    assert ours_ptx == sorted(listing("--list-ptx"))
+
+
+# -- coverage -------------------------------------------------------------------------------
+def img(kind: str, arch: str) -> fatbin.FatbinImage:
+    return fatbin.FatbinImage(kind, parse_arch(arch), False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "images, target, covered, jit",
+    [
+        ([img("sass", "sm_120")], "12.0", True, False),
+        ([img("sass", "sm_120")], "12.1", True, False),  # same major, higher minor
+        ([img("sass", "sm_90")], "12.0", False, False),  # torch cu124: no sm_120, no PTX
+        ([img("sass", "sm_90a")], "9.0", True, False),
+        ([img("ptx", "sm_90a")], "10.0", False, False),  # arch-specific PTX does not carry forward
+        ([img("sass", "sm_90a")], "10.0", False, False),
+        ([img("ptx", "sm_80")], "12.0", True, True),
+        ([img("sass", "sm_86")], "8.0", False, False),  # lower minor cannot run higher SASS
+        ([img("sass", "sm_100f")], "10.3", True, False),
+    ],
+)
+def test_arch_coverage_rules(images, target, covered, jit):
+    cov = fatbin.arch_coverage(images, parse_arch(target))
+    assert (cov.covered, cov.jit) == (covered, jit)
+
+
+# -- bad input ------------------------------------------------------------------------------
+def test_non_elf_and_truncated(tmp_path):
+    text = tmp_path / "text.so"
+    text.write_text("INPUT(-lfoo)\n")
+    with pytest.raises(ElfError, match="not an ELF file"):
+        fatbin.read_images(text)
+    trunc = tmp_path / "trunc.so"
+    trunc.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 20)
+    with pytest.raises(ElfError, match="truncated ELF header"):
+        read_elf(trunc)
+
+
+@needs_nvcc
+def test_truncated_real_library(built, tmp_path):
+    data = built["sass-only"].read_bytes()
+    cut = tmp_path / "cut.so"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ElfError, match="past the end"):
+        fatbin.read_images(cut)
+
+
+@needs_nvcc
+def test_entry_size_past_section(built, tmp_path):
+    data = bytearray(built["sass-only"].read_bytes())
+    sec = read_elf(built["sass-only"]).section(".nv_fatbin")
+    assert sec is not None
+    entry = sec.offset + 16
+    struct.pack_into("<Q", data, entry + 8, 1 << 40)  # payload size far past the section
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ElfError, match="past its container"):
+        fatbin.read_images(bad)
+
+
+def test_no_fatbin_section_is_empty():
+    assert fatbin.read_images(Path("/bin/ls").resolve()) == []
+
+
+# -- the conformance check -------------------------------------------------------------------
+def _env_with_torch_cuda(env_builder: EnvBuilder, lib: Path) -> None:
+    env_builder.python("3.12")
+    env_builder.dist(
+        "torch",
+        "2.5.1+cu124",
+        files={
+            "torch/version.py": "cuda = '12.4'\n",
+            "torch/lib/libtorch_cuda.so": lib.read_bytes(),
+        },
+    )
+
+
+@needs_nvcc
+def test_torch_without_sm120_fails_with_the_fix(pytester, env_builder, built):
+    _env_with_torch_cuda(env_builder, built["sass-only"])
+    result = pytester.runpytest(
+        "--vllm-conformance",
+        "-k",
+        "test_arch",
+        "--vllm-env",
+        str(env_builder.prefix),
+        "--cuda-arch",
+        "12.0",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[arch.coverage] FAILED: torch/lib/libtorch_cuda.so "
+                "has no kernels for sm_120 (12.0):"
+                " it holds SASS sm_80, sm_90; PTX none*"
+            ),
+            "*fix: install a torch built with sm_120 kernels*cu128/cu130*",
+        ]
+    )
+
+
+@needs_nvcc
+def test_ptx_covers_newer_arch(pytester, env_builder, built):
+    _env_with_torch_cuda(env_builder, built["ptx-only"])
+    result = pytester.runpytest(
+        "--vllm-conformance",
+        "-k",
+        "test_arch",
+        "--vllm-env",
+        str(env_builder.prefix),
+        "--cuda-arch",
+        "12.0",
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_no_target_arch_skips_with_reason(pytester, env_builder):
+    env_builder.python("3.12")
+    env_builder.dist(
+        "torch", "2.11.0", files={"torch/lib/libtorch_cuda.so": Path("/bin/ls").read_bytes()}
+    )
+    result = pytester.runpytest(
+        "--vllm-conformance", "-k", "test_arch", "--vllm-env", str(env_builder.prefix), "-rs"
+    )
+    result.assert_outcomes(skipped=1)
+
+
+@needs_nvcc
+def test_section_of_zeros_lists_nothing_quickly(built, tmp_path):
+    data = bytearray(built["compressed"].read_bytes())
+    sec = read_elf(built["compressed"]).section(".nv_fatbin")
+    assert sec is not None
+    data[sec.offset : sec.offset + sec.size] = bytes(sec.size)
+    zeros = tmp_path / "zeros.so"
+    zeros.write_bytes(bytes(data))
+    assert fatbin.read_images(zeros) == []
+
+
+@needs_nvcc
+def test_garbage_instead_of_magic(built, tmp_path):
+    data = bytearray(built["compressed"].read_bytes())
+    sec = read_elf(built["compressed"]).section(".nv_fatbin")
+    assert sec is not None
+    data[sec.offset : sec.offset + 4] = b"JUNK"
+    bad = tmp_path / "junk.so"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ElfError, match="no fatbin magic"):
+        fatbin.read_images(bad)
