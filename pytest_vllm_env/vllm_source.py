@@ -61,6 +61,12 @@ class ModelOptSource:
         for cls in self.classes:
             if any(s in algo for s in cls.claims_substring):
                 return cls
+        # Older vLLMs (0.8.x) have no override: the user's quantization= picks the class,
+        # named after the algorithm ("modelopt_nvfp4", "modelopt_fp4").
+        for cls in self.classes:
+            suffix = (cls.method or "").removeprefix("modelopt").lstrip("_")
+            if suffix and suffix.upper() in algo:
+                return cls
         return next((c for c in self.classes if c.method == "modelopt"), None)
 
     def to_json(self) -> dict[str, Any]:
@@ -243,7 +249,8 @@ def _returned_constant(func: ast.AST | None, kind: type) -> Any:
 
 
 def _claims(func: ast.AST | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Strings compared with the algorithm: ``algo == "FP8"`` and ``"FP4" in algo``."""
+    """Strings compared with the algorithm: ``algo == "FP8"`` and ``"FP4" in algo`` (only
+    where the other side holds the algorithm, not ``"quantization" in hf_quant_cfg``)."""
     if func is None:
         return (), ()
     exact: list[str] = []
@@ -254,16 +261,19 @@ def _claims(func: ast.AST | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
         left, op, right = node.left, node.ops[0], node.comparators[0]
         if isinstance(op, ast.Eq):
             for a, b in ((left, right), (right, left)):
-                if (
-                    isinstance(a, ast.Name)
-                    and isinstance(b, ast.Constant)
-                    and isinstance(b.value, str)
-                ):
+                if _holds_algo(a) and isinstance(b, ast.Constant) and isinstance(b.value, str):
                     exact.append(b.value.upper())
-        elif isinstance(op, ast.In) and isinstance(right, ast.Name):
+        elif isinstance(op, ast.In) and _holds_algo(right):
             if isinstance(left, ast.Constant) and isinstance(left.value, str):
                 substring.append(left.value.upper())
-    return tuple(exact), tuple(substring)
+    return tuple(dict.fromkeys(exact)), tuple(dict.fromkeys(substring))
+
+
+def _holds_algo(node: ast.expr) -> bool:
+    """``algo``, ``quant_algo``, ``quant_algo.upper()``."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        node = node.func.value
+    return isinstance(node, ast.Name) and "algo" in node.id.lower()
 
 
 # -- registry.py ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from fixtures import checkpoints as ckpts
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from fixtures.vllm_standin import install_vllm
+from pytest_vllm_env.vllm_source import parse_modelopt
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-m", "toolchain", "-k", "test_modelopt")
 CHECKS = 9
@@ -424,3 +425,28 @@ def test_repo_id_resolved_from_the_local_hub_cache_only(pytester, env, tmp_path,
         ]
     )
     result.assert_outcomes(passed=CHECKS - 1, failed=1, skipped=1 + CHECKS - 1)
+
+
+def test_reader_maps_algorithms_without_override_methods():
+    # vLLM 0.8.x: no override_quantization_method; the class is named after the algorithm.
+    text = """
+QUANT_ALGOS = ["FP8", "NVFP4"]
+class A:
+    def get_name(cls):
+        return "modelopt"
+    def get_min_capability(cls):
+        return 89
+class B:
+    def get_name(cls):
+        return "modelopt_nvfp4"
+    def get_min_capability(cls):
+        return 100
+    def override_quantization_method(cls, hf_quant_cfg, user_quant):
+        if "quantization" in hf_quant_cfg:
+            return None
+"""
+    facts = parse_modelopt(text)
+    assert facts.config_class_for("FP8").name == "A"
+    assert facts.config_class_for("NVFP4").name == "B"
+    assert facts.classes[1].claims_substring == ()  # "quantization" in cfg is no claim
+    assert facts.unsupported_message is None
