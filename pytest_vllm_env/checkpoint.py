@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .safetensors_header import SafetensorsError, TensorInfo, read_floats, read_header
+from .safetensors_header import SafetensorsError, TensorInfo, read_header, read_many_floats
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -60,6 +61,19 @@ class Checkpoint:
     def not_found(cls, spec: str, why: str) -> Checkpoint:
         """A spec that names nothing: one problem, and every other check skips."""
         return cls(spec=spec, path=Path(spec), problems=[Problem(Path(spec), why)], located=False)
+
+    @cached_property
+    def modules(self) -> dict[str, dict[str, TensorInfo]]:
+        """Tensors grouped by module: ``{"model.layers.0.mlp.up_proj": {"weight": ...,
+        "weight_scale": ..., "input_scale": ...}}``; computed once for every judgement."""
+        modules: dict[str, dict[str, TensorInfo]] = {}
+        for name, info in self.tensors.items():
+            prefix, _, leaf = name.rpartition(".")
+            parts = modules.get(prefix)
+            if parts is None:
+                parts = modules[prefix] = {}
+            parts[leaf] = info
+        return modules
 
     @property
     def label(self) -> str:
@@ -141,15 +155,12 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
         except SafetensorsError as exc:
             ckpt.problems.append(Problem(exc.path, exc.what))
             continue
-        for name, info in header.tensors.items():
-            if name in ckpt.tensors:
-                other = ckpt.tensors[name].file.name
-                ckpt.problems.append(
-                    Problem(
-                        shard, f"tensor {name!r} is also in {other}; which one loads is undefined"
-                    )
-                )
-            ckpt.tensors[name] = info
+        for name in sorted(ckpt.tensors.keys() & header.tensors.keys()):
+            other = ckpt.tensors[name].file.name
+            ckpt.problems.append(
+                Problem(shard, f"tensor {name!r} is also in {other}; which one loads is undefined")
+            )
+        ckpt.tensors.update(header.tensors)
     return ckpt
 
 
@@ -185,9 +196,7 @@ def _shards(path: Path, problems: list[Problem]) -> list[Path]:
     index = _read_json(index_path, problems) if _exists(index_path) else None
     if index is not None:
         weight_map = index.get("weight_map")
-        if not isinstance(weight_map, dict) or not all(
-            isinstance(v, str) for v in weight_map.values()
-        ):
+        if not isinstance(weight_map, dict) or not set(map(type, weight_map.values())) <= {str}:
             problems.append(Problem(index_path, "no weight_map object of tensor -> file"))
             return []
         shards: list[Path] = []
@@ -227,19 +236,25 @@ def scale_tensors(ckpt: Checkpoint) -> list[TensorInfo]:
     """The only tensors whose bytes we read: float per-tensor/per-channel scales. NVFP4's
     FP8 block scales are left out: an all-zero weight block legitimately has a zero scale."""
     return [
-        t
-        for n, t in sorted(ckpt.tensors.items())
-        if n.rsplit(".", 1)[-1] in SCALE_SUFFIXES and t.dtype in FLOAT_SCALE_DTYPES
+        info
+        for parts in ckpt.modules.values()
+        for leaf, info in parts.items()
+        if leaf in SCALE_SUFFIXES and info.dtype in FLOAT_SCALE_DTYPES
     ]
 
 
 def read_scales(ckpt: Checkpoint) -> tuple[dict[str, list[float]], dict[str, str]]:
     """(name -> values, name -> why it could not be read) for :func:`scale_tensors`."""
+    wanted = scale_tensors(ckpt)
+    try:
+        return read_many_floats(wanted), {}
+    except (SafetensorsError, ValueError):
+        pass  # find out which ones, one by one
     values: dict[str, list[float]] = {}
     unread: dict[str, str] = {}
-    for tensor in scale_tensors(ckpt):
+    for tensor in wanted:
         try:
-            values[tensor.name] = read_floats(tensor)
+            values.update(read_many_floats([tensor]))
         except (SafetensorsError, ValueError) as exc:
             unread[tensor.name] = str(exc)
     return values, unread

@@ -17,11 +17,11 @@ failures these exist for:
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from typing import Any
 
 from .archs import Arch
@@ -38,6 +38,7 @@ EMBEDDING_SUFFIXES = ("embed_tokens", "embed_positions", "wte", "wpe", "word_emb
 # vLLM 0.26.0 keeps these unquantized by name, for exports older than ModelOpt 0.39.
 VLLM_ALWAYS_UNQUANTIZED = ("vision_tower", "vision_model", "vit_large_projector")
 VISION_MARKERS = ("visual", "vision_tower", "vision_model")
+_VISION = re.compile("|".join(VISION_MARKERS))
 LIST_LIMIT = 8
 REEXPORT = (
     "re-export with NVIDIA ModelOpt: mtq.quantize(model, mtq.FP8_DEFAULT_CFG, forward_loop) "
@@ -150,18 +151,25 @@ def _str(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
+def excluder(exclude: Sequence[str]) -> Callable[[str], bool]:
+    """vLLM's ``ModelOptQuantConfigBase.is_layer_excluded`` rules, compiled once: a module
+    is excluded by an exact or substring match (kept by vLLM for pre-0.39 ModelOpt
+    exports; a substring also covers its ``language_model.``-stripped form), by an
+    fnmatch wildcard (``model.visual*``), or by the names vLLM always leaves
+    unquantized."""
+    literals = [p for p in exclude if not any(c in p for c in "*?[")]
+    wildcards = [p for p in exclude if p not in literals]
+    contains = re.compile("|".join(re.escape(p) for p in [*literals, *VLLM_ALWAYS_UNQUANTIZED]))
+    matches = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in wildcards) or "(?!)")
+
+    def excluded(prefix: str) -> bool:
+        return contains.search(prefix) is not None or matches.match(prefix) is not None
+
+    return excluded
+
+
 def is_excluded(prefix: str, exclude: Sequence[str]) -> bool:
-    """vLLM's ``ModelOptQuantConfigBase.is_layer_excluded`` rules on a checkpoint module
-    name: exact match, substring match (kept for pre-0.39 ModelOpt exports), fnmatch
-    wildcards (``model.visual*``), plus the names vLLM always leaves unquantized."""
-    for pattern in exclude:
-        if prefix == pattern or pattern in prefix or fnmatch(prefix, pattern):
-            return True
-        if prefix.startswith("language_model.") and pattern in prefix.removeprefix(
-            "language_model."
-        ):
-            return True
-    return any(marker in prefix for marker in VLLM_ALWAYS_UNQUANTIZED)
+    return excluder(exclude)(prefix)
 
 
 def _skip_unreadable(
@@ -311,19 +319,16 @@ def quant_algo_supported(
 
 
 # -- 3. tensors -------------------------------------------------------------------------------
-def linear_modules(tensors: Mapping[str, TensorInfo]) -> dict[str, dict[str, TensorInfo]]:
-    """Module name -> its tensors, for modules that are Linear layers: a 2-D ``weight``
-    (or any ``weight_scale``), embeddings excepted."""
-    modules: dict[str, dict[str, TensorInfo]] = defaultdict(dict)
-    for name, info in tensors.items():
-        prefix, _, leaf = name.rpartition(".")
-        if prefix:
-            modules[prefix][leaf] = info
+def linear_modules(
+    modules: Mapping[str, Mapping[str, TensorInfo]],
+) -> dict[str, Mapping[str, TensorInfo]]:
+    """The modules that are Linear layers: a 2-D ``weight`` (or any ``weight_scale``),
+    embeddings excepted."""
     return {
         prefix: parts
         for prefix, parts in modules.items()
-        if not prefix.endswith(EMBEDDING_SUFFIXES)
-        and (("weight" in parts and len(parts["weight"].shape) == 2) or "weight_scale" in parts)
+        if ("weight_scale" in parts or ("weight" in parts and len(parts["weight"].shape) == 2))
+        and not prefix.endswith(EMBEDDING_SUFFIXES)
     }
 
 
@@ -348,10 +353,11 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
     incomplete: list[str] = []
     wrong_dtype: list[str] = []
     quantized = 0
-    for prefix, parts in sorted(linear_modules(ckpt.tensors).items()):
+    excluded = excluder(eff.exclude)
+    for prefix, parts in sorted(linear_modules(ckpt.modules).items()):
         weight = parts.get("weight")
-        has_scale = any(s in parts for s in ("weight_scale", "input_scale", "weight_scale_2"))
-        if is_excluded(prefix, eff.exclude):
+        has_scale = "weight_scale" in parts or "input_scale" in parts or "weight_scale_2" in parts
+        if excluded(prefix):
             if has_scale or (weight and weight.dtype not in UNQUANTIZED_DTYPES):
                 excluded_but_quantized.append(
                     f"{prefix} ({weight.dtype if weight else 'no weight'})"
@@ -377,7 +383,7 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
                 wrong_dtype.append(
                     f"{prefix}.{scale} is {parts[scale].dtype}, expected {'/'.join(sorted(dtypes))}"
                 )
-    kv_missing = _kv_scales_missing(ckpt.tensors, eff) if eff.kv_cache_algo else []
+    kv_missing = _kv_scales_missing(ckpt.modules, excluded) if eff.kv_cache_algo else []
     lines: list[str] = []
     fixes: list[str] = []
     if excluded_but_quantized:
@@ -433,16 +439,19 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
     )
 
 
-def _kv_scales_missing(tensors: Mapping[str, TensorInfo], eff: QuantSettings) -> list[str]:
-    """Attention blocks (parents of a ``k_proj``) with no ``k_scale``/``v_scale`` below them;
-    ModelOpt writes them as ``self_attn.k_proj.k_scale`` and ``self_attn.v_proj.v_scale``."""
-    blocks = {name.rsplit(".k_proj.", 1)[0] for name in tensors if ".k_proj." in name}
+def _kv_scales_missing(
+    modules: Mapping[str, Mapping[str, TensorInfo]], excluded: Callable[[str], bool]
+) -> list[str]:
+    """Attention blocks (parents of a ``k_proj``) with no ``k_scale``/``v_scale`` on their
+    projections; ModelOpt writes ``self_attn.k_proj.k_scale`` and ``self_attn.v_proj.v_scale``."""
     missing = []
-    for block in sorted(blocks):
-        if is_excluded(block + ".k_proj", eff.exclude):
+    for prefix in sorted(modules):
+        block, _, leaf = prefix.rpartition(".")
+        if leaf != "k_proj" or excluded(prefix):
             continue
-        below = [n for n in tensors if n.startswith(block + ".")]
-        lacks = [s for s in ("k_scale", "v_scale") if not any(n.endswith("." + s) for n in below)]
+        leaves = set(modules[prefix]) | set(modules.get(f"{block}.v_proj", {}))
+        leaves |= set(modules.get(block, {}))
+        lacks = [s for s in ("k_scale", "v_scale") if s not in leaves]
         if lacks:
             missing.append(f"{block} (no {', '.join(lacks)})")
     return missing
@@ -478,9 +487,9 @@ def text_dims(config: Mapping[str, Any]) -> Dims | None:
     return Dims(hidden, heads, kv_heads, head_dim, inter, vocab)
 
 
-def expected_shape(leaf_module: str, d: Dims) -> tuple[int | None, int | None] | None:
-    """[out, in] of a Llama/Qwen-style Linear, by its name; None for names we do not know."""
-    table = {
+def expected_shapes(d: Dims) -> dict[str, tuple[int | None, int | None]]:
+    """[out, in] of Llama/Qwen-style Linears (and the embedding), by module name."""
+    return {
         "q_proj": (d.heads * d.head_dim, d.hidden),
         "k_proj": (d.kv_heads * d.head_dim, d.hidden),
         "v_proj": (d.kv_heads * d.head_dim, d.hidden),
@@ -491,7 +500,6 @@ def expected_shape(leaf_module: str, d: Dims) -> tuple[int | None, int | None] |
         "lm_head": (d.vocab, d.hidden),
         "embed_tokens": (d.vocab, d.hidden),
     }
-    return table.get(leaf_module)
 
 
 def shapes_match_config(ckpt: Checkpoint) -> Finding:
@@ -506,17 +514,13 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
     eff = effective_settings(ckpt)
     mismatches: list[str] = []
     checked = 0
-    for name, info in sorted(ckpt.tensors.items()):
-        if (
-            not name.endswith(".weight")
-            or len(info.shape) != 2
-            or any(m in name for m in VISION_MARKERS)
-        ):
+    table = expected_shapes(dims)
+    for prefix, parts in sorted(ckpt.modules.items()):
+        want = table.get(prefix.rpartition(".")[2])
+        info = parts.get("weight")
+        if want is None or info is None or len(info.shape) != 2 or _VISION.search(prefix):
             continue
-        prefix = name[: -len(".weight")]
-        want = expected_shape(prefix.rsplit(".", 1)[-1], dims)
-        if want is None:
-            continue
+        name = f"{prefix}.weight"
         out, inp = want
         # NVFP4 packs two values per byte: the stored in-dimension is half.
         if info.dtype == "U8" and eff is not None and eff.algo and "FP4" in eff.algo and inp:
@@ -561,7 +565,10 @@ def scales_sane(
     if not values:
         return skipped(check, f"{ckpt.label}: no float scale tensors (*_scale) in the checkpoint")
     bad: list[str] = []
-    for name, vals in values.items():
+    # One pass over every value first: ``not v > 0`` catches NaN, zero and negatives.
+    suspects = [n for n, vals in values.items() for v in vals if not 0 < v < math.inf]
+    for name in dict.fromkeys(suspects):
+        vals = values[name]
         wrong = [v for v in vals if not (math.isfinite(v) and v > 0)]
         if wrong:
             bad.append(
@@ -698,7 +705,13 @@ def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
     config = ckpt.config or {}
     archs = config.get("architectures") if isinstance(config.get("architectures"), list) else []
     arch = archs[0] if archs else None
-    vision = {n: t for n, t in ckpt.tensors.items() if any(m in n for m in VISION_MARKERS)}
+    # One search over all names at once: most checkpoints have no vision tower.
+    joined = "\n".join(ckpt.tensors)
+    vision = (
+        {n: t for n, t in ckpt.tensors.items() if _VISION.search(n)}
+        if _VISION.search(joined)
+        else {}
+    )
     multimodal = (
         bool(vision)
         or "vision_config" in config
@@ -716,7 +729,7 @@ def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
     )
     handover = "which attention backend runs it (xformers or flash-attn) is judged by the gpu tier"
     if quantized:
-        excluded = eff is not None and any(is_excluded(n, eff.exclude) for n in quantized)
+        excluded = eff is not None and any(map(excluder(eff.exclude), quantized))
         return passed(
             check,
             f"{ckpt.label}: the vision tower is quantized "

@@ -150,3 +150,15 @@ def test_unreadable_path_is_an_error_not_a_traceback(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(SafetensorsError, match="cannot read"):
         read_header(tmp_path / "loop")
+
+
+def test_fast_and_entry_by_entry_validation_agree(tmp_path):
+    from pytest_vllm_env import safetensors_header as sh
+
+    path = write_safetensors(tmp_path / "m.safetensors", TENSORS, {"format": "pt"})
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    size = len(raw)
+    fast = sh._validate(path, json.loads(raw[8 : 8 + length]), length, size)
+    slow = sh._validate_slowly(path, json.loads(raw[8 : 8 + length]), length, size)
+    assert fast == slow
