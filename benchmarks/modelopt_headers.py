@@ -1,15 +1,19 @@
 """Header-only means the cost does not grow with weight bytes.
 
 Builds a ~100 GB ModelOpt FP8 checkpoint (a 70B-class Llama with more layers: real
-headers, real scale values, holes for the weights, so it takes almost no disk), then
-times, in one run:
+headers, real scale values, holes for the weights, so it takes almost no disk) and the
+same layout (same tensor names, count and shards) at ~1/1000 of the bytes, then times,
+in one run:
 
 - ``parse``: just open each shard and ``json.loads`` its header (the floor any header
   reader pays);
-- ``judge``: the whole modelopt verdict: locate and read the checkpoint (headers
-  validated), read every scale tensor's bytes, run every header-level judgement.
+- ``judge``: the whole modelopt verdict: locate and read the checkpoint (index and
+  headers validated), read every scale tensor's bytes, run every judgement;
+- ``judge (small)``: the same on the small twin: equal to ``judge`` when the cost does
+  not grow with weight bytes.
 
-and prints both and their ratio (target: judge <= 2x parse). Usage::
+and prints the figures and ratios (targets: judge <= 2x parse; judge / judge (small) ~ 1).
+Usage::
 
     python benchmarks/modelopt_headers.py [--dir DIR] [--gb 100] [--repeat 5] [--json OUT]
 """
@@ -38,18 +42,22 @@ from pytest_vllm_env.vllm_source import parse_modelopt, parse_registry  # noqa: 
 SHARD_GB = 5  # what Hugging Face exports use
 
 
-def build(folder: Path, gb: float) -> Path:
-    # Llama-3-70B widths; layers chosen to reach ``gb`` (FP8: one byte per weight).
+def build(folder: Path, gb: float, scale: int = 1) -> Path:
+    """Llama-3-70B widths (divided by ``scale``); layers chosen to reach ``gb`` at scale 1
+    (FP8: one byte per weight)."""
     hidden, inter, heads, kv, vocab = 8192, 28672, 64, 8, 128256
     per_layer = 2 * hidden * hidden + 2 * kv * 128 * hidden + 3 * hidden * inter
     layers = max(1, round((gb * 1e9 - 2 * vocab * hidden * 2) / per_layer))
     dims = ckpts.Dims(
-        layers=layers, hidden=hidden, heads=heads, kv_heads=kv, intermediate=inter, vocab=vocab
+        layers=layers,
+        hidden=hidden // scale,
+        heads=heads,
+        kv_heads=kv,
+        intermediate=inter // scale,
+        vocab=vocab // scale,
     )
-    builder = ckpts.llama(dims=dims)
-    total = sum(os.path.getsize(p) for p in folder.glob("*.safetensors")) if folder.exists() else 0
-    builder.shards = max(1, round(gb / SHARD_GB))
-    if not (folder / "model.safetensors.index.json").exists() or total < gb * 0.9e9:
+    builder = ckpts.llama(dims=dims, shards=max(1, round(gb / SHARD_GB)))
+    if not (folder / "model.safetensors.index.json").exists():
         builder.write(folder)
     return folder
 
@@ -102,7 +110,9 @@ def main() -> int:
 
     start = time.perf_counter()
     folder = build(args.dir, args.gb)
+    small = build(args.dir.with_name(args.dir.name + "-small"), args.gb, scale=32)
     built = time.perf_counter() - start
+    small_bytes = sum(os.path.getsize(p) for p in small.glob("*.safetensors"))
     nominal = sum(os.path.getsize(p) for p in folder.glob("*.safetensors"))
     on_disk = sum(os.stat(p).st_blocks * 512 for p in folder.glob("*.safetensors"))
     source = parse_modelopt(modelopt_text(["FP8", "NVFP4"]))
@@ -110,6 +120,7 @@ def main() -> int:
 
     parse_s, tensors = best_of(args.repeat, parse_only, folder)
     judge_s, findings = best_of(args.repeat, judge, folder, source, registry)
+    small_s, _ = best_of(args.repeat, judge, small, source, registry)
     outcomes = {f.id: f.outcome for f in findings}
     bad = [f.render() for f in findings if f.bad]
     ratio = judge_s / parse_s
@@ -123,6 +134,9 @@ def main() -> int:
         "parse_headers_s": round(parse_s, 5),
         "judge_s": round(judge_s, 5),
         "ratio": round(ratio, 2),
+        "small_nominal_bytes": small_bytes,
+        "judge_small_s": round(small_s, 5),
+        "growth_ratio": round(judge_s / small_s, 2),
         "target_ratio": 2.0,
         "outcomes": outcomes,
         "python": platform.python_version(),
@@ -130,11 +144,16 @@ def main() -> int:
         "cpus": os.cpu_count(),
     }
     print(
-        f"checkpoint: {folder} ({nominal / 1e9:.1f} GB nominal, {on_disk / 1e6:.1f} MB on disk, {result['shards']} shards, {tensors} tensors)"
+        f"checkpoint: {folder} ({nominal / 1e9:.1f} GB nominal, {on_disk / 1e6:.1f} MB on "
+        f"disk, {result['shards']} shards, {tensors} tensors)"
     )
     print(f"parse headers' JSON only: {parse_s * 1000:.2f} ms (best of {args.repeat})")
     print(f"full modelopt verdict:    {judge_s * 1000:.2f} ms (best of {args.repeat})")
     print(f"ratio: {ratio:.2f}x (target <= 2x)")
+    print(
+        f"same layout at {small_bytes / 1e9:.2f} GB: {small_s * 1000:.2f} ms; "
+        f"100 GB / small = {judge_s / small_s:.2f}x (1.0 = no growth with weight bytes)"
+    )
     print("outcomes: " + ", ".join(f"{k}={v}" for k, v in outcomes.items()))
     for text in bad:
         print(text)
