@@ -149,12 +149,26 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
     ckpt.config = _read_json(path / "config.json", ckpt.problems, required=True)
     ckpt.hf_quant_config = _read_json(path / "hf_quant_config.json", ckpt.problems)
     ckpt.shards = _shards(path, ckpt.problems)
+    index = _weight_map(path) if len(ckpt.shards) > 1 or _exists(path / INDEX) else None
     for shard in ckpt.shards:
         try:
             header = read_header(shard)
         except SafetensorsError as exc:
             ckpt.problems.append(Problem(exc.path, exc.what))
             continue
+        if index is not None:
+            # An index from another export (or a shard from another download) names
+            # tensors this shard does not hold: they would silently not load.
+            claimed = {n for n, f in index.items() if f == shard.name}
+            absent = sorted(claimed - header.tensors.keys())
+            if absent:
+                ckpt.problems.append(
+                    Problem(
+                        path / INDEX,
+                        f"maps {len(absent)} tensor(s) to {shard.name} that it does not hold "
+                        f"(e.g. {absent[0]!r})",
+                    )
+                )
         for name in sorted(ckpt.tensors.keys() & header.tensors.keys()):
             other = ckpt.tensors[name].file.name
             ckpt.problems.append(
@@ -202,7 +216,7 @@ def _shards(path: Path, problems: list[Problem]) -> list[Path]:
         shards: list[Path] = []
         for name in sorted(set(weight_map.values())):
             shard = path / name
-            if os.sep in os.path.normpath(name) and ".." in Path(name).parts:
+            if Path(name).is_absolute() or ".." in Path(name).parts:
                 problems.append(
                     Problem(index_path, f"shard {name!r} points outside the checkpoint")
                 )
@@ -223,6 +237,12 @@ def _shards(path: Path, problems: list[Problem]) -> list[Path]:
     if not found:
         problems.append(Problem(path / SINGLE, f"missing: no {SINGLE}, {INDEX} or *.safetensors"))
     return found
+
+
+def _weight_map(path: Path) -> dict[str, str] | None:
+    index = _read_json(path / INDEX, [])
+    weight_map = index.get("weight_map") if index else None
+    return weight_map if isinstance(weight_map, dict) else None
 
 
 def _exists(path: Path) -> bool:

@@ -450,3 +450,17 @@ class B:
     assert facts.config_class_for("NVFP4").name == "B"
     assert facts.classes[1].claims_substring == ()  # "quantization" in cfg is no claim
     assert facts.unsupported_message is None
+
+
+def test_index_from_another_export(pytester, env, tmp_path):
+    folder = ckpts.llama(shards=2).write(tmp_path / "mixed")
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = "model-00001-of-00002.safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    result = run(pytester, env, folder)
+    assert result.parseoutcomes().get("failed") == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*mixed/model.safetensors.index.json: maps 1 tensor(s) to model-00001-of-00002.safetensors that it does not hold (e.g. 'model.layers.9.mlp.up_proj.weight')*"
+        ]
+    )
