@@ -292,7 +292,9 @@ def quant_algo_supported(
         return skipped(check, f"{ckpt.label}: no quant_algo to judge (see modelopt.quant-config)")
     if source.quant_algos is None:
         return skipped(
-            check, "; ".join(source.missing) + ": the accepted algorithms cannot be read statically"
+            check,
+            "; ".join(source.missing)
+            + (": the accepted algorithms cannot be read statically" if source.path else ""),
         )
     if eff.algo not in source.quant_algos:
         said = (
@@ -608,7 +610,9 @@ def architecture_registered(
         )
     if registry.missing:
         return skipped(
-            check, "; ".join(registry.missing) + ": the architectures cannot be read statically"
+            check,
+            "; ".join(registry.missing)
+            + (": the architectures cannot be read statically" if registry.path else ""),
         )
     arch = archs[0]
     if arch in registry.architectures:
