@@ -236,6 +236,10 @@ def quant_config(ckpt: Checkpoint) -> Finding:
             )
         if not from_block.algo:
             problems.append("config.json quantization_config has no quant_algo")
+        ignore = block.get("ignore", [])
+        if not isinstance(ignore, list):
+            # vLLM: "exclude_modules must be a list"
+            problems.append(f"config.json quantization_config.ignore is {ignore!r}, not a list")
     if hf is not None:
         from_hf = QuantSettings_from_hf(hf)
         settings.append(from_hf)
@@ -243,6 +247,8 @@ def quant_config(ckpt: Checkpoint) -> Finding:
             problems.append("hf_quant_config.json has no 'quantization' object")
         elif not from_hf.algo:
             problems.append("hf_quant_config.json quantization.quant_algo is missing")
+        elif not isinstance(hf["quantization"].get("exclude_modules", []), list):
+            problems.append("hf_quant_config.json quantization.exclude_modules is not a list")
     if len(settings) == 2 and not problems:
         a, b = settings
         if a.algo != b.algo:

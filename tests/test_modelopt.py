@@ -464,3 +464,12 @@ def test_index_from_another_export(pytester, env, tmp_path):
             "*mixed/model.safetensors.index.json: maps 1 tensor(s) to model-00001-of-00002.safetensors that it does not hold (e.g. 'model.layers.9.mlp.up_proj.weight')*"
         ]
     )
+
+
+def test_exclude_list_that_is_not_a_list(pytester, env, tmp_path):
+    builder = ckpts.llama()
+    builder.config["quantization_config"]["ignore"] = "lm_head"
+    result = run(pytester, env, builder.write(tmp_path / "str"))
+    result.stdout.fnmatch_lines(
+        ["*modelopt.quant-config?*config.json quantization_config.ignore is 'lm_head', not a list*"]
+    )

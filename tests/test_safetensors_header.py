@@ -162,3 +162,91 @@ def test_fast_and_entry_by_entry_validation_agree(tmp_path):
     fast = sh._validate(path, json.loads(raw[8 : 8 + length]), length, size)
     slow = sh._validate_slowly(path, json.loads(raw[8 : 8 + length]), length, size)
     assert fast == slow
+
+
+def test_random_corruption_never_escapes_as_a_traceback(tmp_path):
+    """Flip bytes anywhere in the header and the JSON files: every result is a verdict."""
+    import random
+
+    from fixtures import checkpoints as ckpts
+    from pytest_vllm_env import checkpoint, modelopt
+    from pytest_vllm_env.vllm_source import not_found
+
+    rng = random.Random(5)
+    good = ckpts.llama(kv_cache="FP8").write(tmp_path / "good")
+    originals = {p.name: p.read_bytes() for p in good.iterdir()}
+    for _ in range(150):
+        for name, data in originals.items():
+            (good / name).write_bytes(data)
+        name = rng.choice(sorted(originals))
+        data = bytearray(originals[name])
+        limit = len(data) if not name.endswith(".safetensors") else min(len(data), 4096)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(limit)] = rng.randrange(256)
+        (good / name).write_bytes(bytes(data))
+        ckpt = checkpoint.read_checkpoint("good", good)
+        values, unread = checkpoint.read_scales(ckpt)
+        findings = [
+            modelopt.files_readable(ckpt),
+            modelopt.quant_config(ckpt),
+            modelopt.quant_algo_supported(ckpt, not_found("none"), None),
+            modelopt.tensors_complete(ckpt),
+            modelopt.shapes_match_config(ckpt),
+            modelopt.scales_sane(ckpt, values, unread),
+            modelopt.vision_tower(ckpt, None),
+        ]
+        assert all(f.outcome in ("passed", "failed", "skipped", "error") for f in findings)
+
+
+@pytest.mark.parametrize(
+    "config, hf",
+    [
+        ({"quantization_config": "FP8"}, {"quantization": []}),
+        ({"architectures": "Llama", "num_attention_heads": 0, "hidden_size": "x"}, None),
+        ({"quantization_config": {"quant_method": "modelopt", "quant_algo": None}}, {}),
+        (
+            {
+                "quantization_config": {
+                    "quant_method": "modelopt",
+                    "quant_algo": "FP8",
+                    "ignore": "x",
+                }
+            },
+            None,
+        ),
+        (
+            {
+                "quantization_config": {
+                    "quant_method": "modelopt",
+                    "quant_algo": "FP8",
+                    "ignore": ["[", 1],
+                }
+            },
+            None,
+        ),
+    ],
+)
+def test_odd_json_values_give_verdicts(tmp_path, config, hf):
+    from fixtures import checkpoints as ckpts
+    from pytest_vllm_env import checkpoint, modelopt
+    from pytest_vllm_env.vllm_source import not_found
+
+    builder = ckpts.llama()
+    builder.config = {**{"architectures": ["LlamaForCausalLM"]}, **config}
+    builder.hf_quant_config = hf
+    ckpt = checkpoint.read_checkpoint("odd", builder.write(tmp_path / "odd"))
+    for finding in (
+        modelopt.quant_config(ckpt),
+        modelopt.quant_algo_supported(ckpt, not_found("none"), None),
+        modelopt.tensors_complete(ckpt),
+        modelopt.shapes_match_config(ckpt),
+        modelopt.architecture_registered(ckpt, checkpoint_registry(), "0.26.0"),
+        modelopt.vision_tower(ckpt, None),
+    ):
+        assert finding.outcome in ("passed", "failed", "skipped", "error")
+
+
+def checkpoint_registry():
+    from pytest_vllm_env.vllm_source import Registry
+
+    return Registry("r.py", frozenset({"LlamaForCausalLM"}))
