@@ -148,33 +148,32 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
     ckpt = Checkpoint(spec=spec, path=path)
     ckpt.config = _read_json(path / "config.json", ckpt.problems, required=True)
     ckpt.hf_quant_config = _read_json(path / "hf_quant_config.json", ckpt.problems)
-    ckpt.shards = _shards(path, ckpt.problems)
-    index = _weight_map(path) if len(ckpt.shards) > 1 or _exists(path / INDEX) else None
+    ckpt.shards, index = _shards(path, ckpt.problems)
     for shard in ckpt.shards:
         try:
             header = read_header(shard)
         except SafetensorsError as exc:
             ckpt.problems.append(Problem(exc.path, exc.what))
             continue
-        if index is not None:
-            # An index from another export (or a shard from another download) names
-            # tensors this shard does not hold: they would silently not load.
-            claimed = {n for n, f in index.items() if f == shard.name}
-            absent = sorted(claimed - header.tensors.keys())
-            if absent:
-                ckpt.problems.append(
-                    Problem(
-                        path / INDEX,
-                        f"maps {len(absent)} tensor(s) to {shard.name} that it does not hold "
-                        f"(e.g. {absent[0]!r})",
-                    )
-                )
         for name in sorted(ckpt.tensors.keys() & header.tensors.keys()):
             other = ckpt.tensors[name].file.name
             ckpt.problems.append(
                 Problem(shard, f"tensor {name!r} is also in {other}; which one loads is undefined")
             )
         ckpt.tensors.update(header.tensors)
+    if index is not None and len(ckpt.shards) == len(set(index.values())):
+        # An index from another export (or a shard from another download) names tensors
+        # no shard holds: they would silently not load.
+        absent = sorted(index.keys() - ckpt.tensors.keys())
+        if absent:
+            where = sorted({index[n] for n in absent})
+            ckpt.problems.append(
+                Problem(
+                    path / INDEX,
+                    f"maps {len(absent)} tensor(s) to {', '.join(where)} that no shard holds "
+                    f"(e.g. {absent[0]!r})",
+                )
+            )
     return ckpt
 
 
@@ -205,14 +204,15 @@ def _read_json(path: Path, problems: list[Problem], *, required: bool = False) -
     return data
 
 
-def _shards(path: Path, problems: list[Problem]) -> list[Path]:
+def _shards(path: Path, problems: list[Problem]) -> tuple[list[Path], dict[str, str] | None]:
+    """The safetensors files to read, and the index's weight_map when there is one."""
     index_path = path / INDEX
     index = _read_json(index_path, problems) if _exists(index_path) else None
     if index is not None:
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not set(map(type, weight_map.values())) <= {str}:
             problems.append(Problem(index_path, "no weight_map object of tensor -> file"))
-            return []
+            return [], None
         shards: list[Path] = []
         for name in sorted(set(weight_map.values())):
             shard = path / name
@@ -227,22 +227,16 @@ def _shards(path: Path, problems: list[Problem]) -> list[Path]:
                 )
             else:
                 shards.append(shard)
-        return shards
+        return shards, weight_map
     if _exists(index_path):
-        return []  # the index was unreadable: already a problem
+        return [], None  # the index was unreadable: already a problem
     single = path / SINGLE
     if _exists(single):
-        return [single]
+        return [single], None
     found = sorted(p for p in path.glob("*.safetensors"))
     if not found:
         problems.append(Problem(path / SINGLE, f"missing: no {SINGLE}, {INDEX} or *.safetensors"))
-    return found
-
-
-def _weight_map(path: Path) -> dict[str, str] | None:
-    index = _read_json(path / INDEX, [])
-    weight_map = index.get("weight_map") if index else None
-    return weight_map if isinstance(weight_map, dict) else None
+    return found, None
 
 
 def _exists(path: Path) -> bool:

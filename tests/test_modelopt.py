@@ -461,7 +461,7 @@ def test_index_from_another_export(pytester, env, tmp_path):
     assert result.parseoutcomes().get("failed") == 1
     result.stdout.fnmatch_lines(
         [
-            "*mixed/model.safetensors.index.json: maps 1 tensor(s) to model-00001-of-00002.safetensors that it does not hold (e.g. 'model.layers.9.mlp.up_proj.weight')*"
+            "*mixed/model.safetensors.index.json: maps 1 tensor(s) to model-00001-of-00002.safetensors that no shard holds (e.g. 'model.layers.9.mlp.up_proj.weight')*"
         ]
     )
 
