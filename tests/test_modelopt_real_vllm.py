@@ -107,3 +107,70 @@ def test_older_vllm_versions_read_statically(version):
     assert facts.config_class_for("NVFP4").name == "ModelOptNvFp4Config"
     assert facts.config_class_for("NVFP4").min_capability == fp4_min
     assert "LlamaForCausalLM" in parse_registry(registry).architectures
+
+
+def _real_is_layer_excluded(version: str):
+    """vLLM's own ``is_layer_excluded`` (and the ``is_layer_skipped`` it calls), taken out of
+    the wheel with ``ast`` and run alone: the real rules, without importing torch."""
+    import ast
+    import fnmatch
+    from collections.abc import Mapping
+    from types import MappingProxyType
+
+    with zipfile.ZipFile(wheel(f"vllm=={version}")) as zf:
+        modelopt = ast.parse(zf.read(MODELOPT_PY))
+        utils = ast.parse(zf.read("vllm/model_executor/layers/quantization/utils/quant_utils.py"))
+    base = next(
+        n
+        for n in modelopt.body
+        if isinstance(n, ast.ClassDef) and n.name == "ModelOptQuantConfigBase"
+    )
+    funcs = [
+        n for n in base.body if isinstance(n, ast.FunctionDef) and n.name == "is_layer_excluded"
+    ]
+    funcs += [
+        n for n in utils.body if isinstance(n, ast.FunctionDef) and n.name == "is_layer_skipped"
+    ]
+    namespace = {
+        "fnmatch": fnmatch.fnmatch,
+        "Mapping": Mapping,
+        "MappingProxyType": MappingProxyType,
+    }
+    module = ast.Module(body=funcs, type_ignores=[])
+    exec(compile(module, "vllm-extract", "exec"), namespace)  # noqa: S102
+    return namespace["is_layer_excluded"]
+
+
+def test_exclusion_rules_agree_with_vllms_own_function():
+    from types import SimpleNamespace
+
+    from pytest_vllm_env.modelopt import VLLM_ALWAYS_UNQUANTIZED, excluder
+
+    real = _real_is_layer_excluded("0.26.0")
+    names = sorted(
+        {n.rpartition(".")[0] for n in ckpts.llama().tensors}
+        | {n.rpartition(".")[0] for n in ckpts.qwen25_vl().tensors}
+        | {"language_model.model.layers.0.mlp.up_proj", "model.layers.10.mlp.up_proj"}
+    )
+    pattern_sets = [
+        ["lm_head", "model.embed_tokens"],
+        ["lm_head", "model.visual*"],
+        ["model.layers.0.mlp.down_proj"],
+        ["model.layers.1*"],
+        ["model.layers.1"],
+        ["*self_attn*"],
+        ["*.o_proj", "lm_head"],
+        ["model.language_model.layers.[01].mlp*"],
+        ["mlp"],
+        [],
+    ]
+    compared = 0
+    for patterns in pattern_sets:
+        ours = excluder(patterns)
+        this = SimpleNamespace(exclude_modules=list(patterns), packed_modules_mapping={})
+        for name in names:
+            if any(m in name for m in VLLM_ALWAYS_UNQUANTIZED):
+                continue  # vLLM checks those in get_quant_method, not here
+            assert ours(name) == real(this, name), (patterns, name)
+            compared += 1
+    assert compared > 400
