@@ -35,6 +35,9 @@ FLOAT_SCALE_DTYPES = frozenset({"F32", "BF16", "F16"})
 # Embeddings are never Linear layers in vLLM (VocabParallelEmbedding), whatever the
 # exclude list says; lm_head is (ParallelLMHead) and is quantized unless excluded.
 EMBEDDING_SUFFIXES = ("embed_tokens", "embed_positions", "wte", "wpe", "word_embeddings")
+# MoE routers: most vLLM models build them without a quant config, and exports leave them
+# BF16 whether or not the exclude list names them: not judged either way.
+ROUTER_SUFFIXES = (".gate", ".router", ".shared_expert_gate")
 # vLLM 0.26.0 keeps these unquantized by name, for exports older than ModelOpt 0.39.
 VLLM_ALWAYS_UNQUANTIZED = ("vision_tower", "vision_model", "vit_large_projector")
 VISION_MARKERS = ("visual", "vision_tower", "vision_model")
@@ -337,6 +340,7 @@ def linear_modules(
         for prefix, parts in modules.items()
         if ("weight_scale" in parts or ("weight" in parts and len(parts["weight"].shape) == 2))
         and not prefix.endswith(EMBEDDING_SUFFIXES)
+        and not prefix.endswith(ROUTER_SUFFIXES)
     }
 
 

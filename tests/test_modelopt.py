@@ -473,3 +473,10 @@ def test_exclude_list_that_is_not_a_list(pytester, env, tmp_path):
     result.stdout.fnmatch_lines(
         ["*modelopt.quant-config?*config.json quantization_config.ignore is 'lm_head', not a list*"]
     )
+
+
+def test_moe_router_left_bf16_is_not_a_failure(pytester, env, tmp_path):
+    builder = ckpts.llama()
+    builder.tensors["model.layers.0.mlp.gate.weight"] = ("BF16", [8, 64], None)
+    result = run(pytester, env, builder.write(tmp_path / "moe"))
+    result.assert_outcomes(passed=CHECKS - 1, skipped=1)
