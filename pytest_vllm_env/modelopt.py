@@ -94,7 +94,7 @@ class QuantSettings:
 
 def _from_config_block(block: Mapping[str, Any]) -> QuantSettings:
     if isinstance(block.get("quantization"), dict):  # the hf_quant_config layout, embedded
-        inner = QuantSettings_from_hf(block)
+        inner = settings_from_hf(block)
         return QuantSettings(
             inner.algo,
             inner.kv_cache_algo,
@@ -121,7 +121,8 @@ def _from_config_block(block: Mapping[str, Any]) -> QuantSettings:
     )
 
 
-def QuantSettings_from_hf(hf: Mapping[str, Any]) -> QuantSettings:  # noqa: N802
+def settings_from_hf(hf: Mapping[str, Any]) -> QuantSettings:
+    """The settings of an ``hf_quant_config.json`` (``{"quantization": {...}}``)."""
     inner = hf.get("quantization")
     inner = inner if isinstance(inner, dict) else {}
     exclude = inner.get("exclude_modules", [])
@@ -142,7 +143,7 @@ def effective_settings(ckpt: Checkpoint) -> QuantSettings | None:
     if block is not None:
         return _from_config_block(block)
     if ckpt.hf_quant_config is not None:
-        return QuantSettings_from_hf(ckpt.hf_quant_config)
+        return settings_from_hf(ckpt.hf_quant_config)
     return None
 
 
@@ -172,6 +173,7 @@ def excluder(exclude: Sequence[str]) -> Callable[[str], bool]:
 
 
 def is_excluded(prefix: str, exclude: Sequence[str]) -> bool:
+    """One-off form of :func:`excluder` (compile once when judging many names)."""
     return excluder(exclude)(prefix)
 
 
@@ -244,7 +246,7 @@ def quant_config(ckpt: Checkpoint) -> Finding:
             # vLLM: "exclude_modules must be a list"
             problems.append(f"config.json quantization_config.ignore is {ignore!r}, not a list")
     if hf is not None:
-        from_hf = QuantSettings_from_hf(hf)
+        from_hf = settings_from_hf(hf)
         settings.append(from_hf)
         if not isinstance(hf.get("quantization"), dict):
             problems.append("hf_quant_config.json has no 'quantization' object")
