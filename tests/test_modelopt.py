@@ -480,3 +480,20 @@ def test_moe_router_left_bf16_is_not_a_failure(pytester, env, tmp_path):
     builder.tensors["model.layers.0.mlp.gate.weight"] = ("BF16", [8, 64], None)
     result = run(pytester, env, builder.write(tmp_path / "moe"))
     result.assert_outcomes(passed=CHECKS - 1, skipped=1)
+
+
+def test_verdicts_identical_under_xdist(pytester, env, tmp_path):
+    folders = [
+        ckpts.llama().write(tmp_path / "good"),
+        ckpts.broken("nan-scale", tmp_path / "nan"),
+        ckpts.qwen25_vl().write(tmp_path / "vl"),
+    ]
+
+    def verdicts(*extra: str) -> list[tuple[str, str, str]]:
+        run(pytester, env, *folders, extra=extra)
+        checks = json.loads((pytester.path / "report.json").read_text())["checks"]
+        return sorted((c["test"], c["outcome"], c["summary"]) for c in checks)
+
+    serial = verdicts()
+    assert len(serial) == 3 * CHECKS
+    assert verdicts("-n", "2") == serial
