@@ -1,1 +1,136 @@
-"""Fixtures and settings for the modelopt area (placeholder until that area lands)."""
+"""Fixtures for the modelopt area: the checkpoints to judge and what the env's vLLM says.
+
+``--modelopt-checkpoint PATH|REPO_ID`` (repeatable; ini ``modelopt_checkpoint``, registered
+by the core plugin) names local directories or Hugging Face repo ids already in the local
+hub cache (never downloaded here). Every ``modelopt.*`` check runs once per checkpoint,
+with the directory name or repo id as the test id; with none given they skip saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .. import settings
+from ..checkpoint import (
+    Checkpoint,
+    CheckpointNotFound,
+    read_checkpoint,
+    read_scales,
+    resolve,
+    short_name,
+)
+from ..env import PixiEnv
+from ..vllm_source import (
+    MODELOPT_PY,
+    REGISTRY_PY,
+    ModelOptSource,
+    Registry,
+    not_found,
+    parse_modelopt,
+    parse_registry,
+)
+
+NO_CHECKPOINT = "no --modelopt-checkpoint given"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "modelopt_checkpoint" not in metafunc.fixturenames:
+        return
+    specs = settings.get_list(metafunc.config, "modelopt_checkpoint")
+    if specs:
+        metafunc.parametrize(
+            "modelopt_checkpoint",
+            specs,
+            indirect=True,
+            scope="session",
+            ids=[short_name(s) for s in specs],
+        )
+
+
+_read: dict[tuple[str, Path], Checkpoint] = {}
+
+
+@pytest.fixture(scope="session")
+def modelopt_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
+    """One ``--modelopt-checkpoint`` (a :class:`pytest_vllm_env.checkpoint.Checkpoint`):
+    config.json, hf_quant_config.json and every tensor's name, dtype, shape and byte range
+    from the safetensors headers; no weight bytes read. A spec that names nothing gives a
+    checkpoint whose only fact is the problem (``modelopt.files-readable`` reports it).
+    Skips with "no --modelopt-checkpoint given" when none was given."""
+    spec = getattr(request, "param", None)
+    if spec is None:
+        pytest.skip(NO_CHECKPOINT)
+    from ..plugin import state
+
+    base = state(request.config)._base_for("modelopt_checkpoint")
+    try:
+        path, _how = resolve(spec, base)
+    except CheckpointNotFound as exc:
+        return Checkpoint.not_found(spec, str(exc))
+    key = (spec, path)
+    if key not in _read:
+        _read[key] = read_checkpoint(spec, path)
+    return _read[key]
+
+
+@pytest.fixture(scope="session")
+def modelopt_scales(
+    modelopt_checkpoint: Checkpoint,
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """The checkpoint's float scale tensors (``*.weight_scale``, ``input_scale``,
+    ``weight_scale_2``, ``k_scale``, ``v_scale``): ``(values by name, unreadable by name)``.
+    The only tensor bytes the suite reads."""
+    if not modelopt_checkpoint.tensors_readable:
+        return {}, {}
+    return read_scales(modelopt_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def vllm_modelopt_source(vllm_env: PixiEnv, vllm_fact_cache) -> ModelOptSource:
+    """What the env's own ``vllm/model_executor/layers/quantization/modelopt.py`` accepts
+    (``QUANT_ALGOS``, the rejection message, each config class's minimum capability),
+    parsed with ``ast``, never imported. When vLLM or the file is missing, ``.missing``
+    says so and the checks that need it skip."""
+    if vllm_env.dist("vllm") is None:
+        return not_found(f"vLLM is not installed in {vllm_env.prefix}")
+    path = vllm_env.package_file("vllm", MODELOPT_PY)
+    if path is None:
+        return not_found(
+            f"vLLM {vllm_env.version_of('vllm')} in {vllm_env.prefix} has no {MODELOPT_PY} "
+            "(too old for ModelOpt checkpoints?)"
+        )
+    data = vllm_fact_cache.get(
+        "vllm-modelopt-source",
+        lambda: parse_modelopt(_text(path), str(path)).to_json(),
+        [path],
+    )
+    return ModelOptSource.from_json(data)
+
+
+@pytest.fixture(scope="session")
+def vllm_model_registry(vllm_env: PixiEnv, vllm_fact_cache) -> Registry:
+    """The architectures the env's vLLM registers (``vllm/model_executor/models/registry.py``
+    read with ``ast``); ``.missing`` says why when they cannot be read."""
+    if vllm_env.dist("vllm") is None:
+        return Registry("", missing=(f"vLLM is not installed in {vllm_env.prefix}",))
+    path = vllm_env.package_file("vllm", REGISTRY_PY)
+    if path is None:
+        return Registry(
+            "",
+            missing=(
+                f"vLLM {vllm_env.version_of('vllm')} in {vllm_env.prefix} has no {REGISTRY_PY}",
+            ),
+        )
+    data = vllm_fact_cache.get(
+        "vllm-model-registry", lambda: parse_registry(_text(path), str(path)).to_json(), [path]
+    )
+    return Registry.from_json(data)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"<unreadable: {exc}"  # parses as an error: a clear skip, not a traceback

@@ -1,0 +1,769 @@
+"""Judge a ModelOpt checkpoint the way the env's vLLM will, before anything loads.
+
+Each function takes facts (a :class:`~pytest_vllm_env.checkpoint.Checkpoint`, what the
+env's vLLM source says, the target archs) and returns a :class:`Finding`. The real
+failures these exist for:
+
+- a checkpoint whose ``hf_quant_config.json`` and config.json block disagree: vLLM reads
+  config.json's block when it exists, so the file the user edited is not the one used;
+- a ``quant_algo`` the installed vLLM does not know (``ModelOpt currently only supports:
+  [...]``), found after minutes of download and engine start-up;
+- a module quantized but listed as excluded, or left BF16 but not excluded: vLLM builds
+  the layer for the wrong dtype and the weight loader fails, or the checkpoint silently
+  loads different numbers than were calibrated;
+- a NaN or zero scale from a broken calibration run: loads fine, generates garbage;
+- FP8 on a GPU under compute capability 8.9: refused at engine start.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .archs import Arch
+from .checkpoint import Checkpoint
+from .findings import Finding, error, failed, passed, skipped
+from .safetensors_header import TensorInfo
+from .vllm_source import ModelOptSource, Registry
+
+UNQUANTIZED_DTYPES = frozenset({"BF16", "F16", "F32"})
+FLOAT_SCALE_DTYPES = frozenset({"F32", "BF16", "F16"})
+# Embeddings are never Linear layers in vLLM (VocabParallelEmbedding), whatever the
+# exclude list says; lm_head is (ParallelLMHead) and is quantized unless excluded.
+EMBEDDING_SUFFIXES = ("embed_tokens", "embed_positions", "wte", "wpe", "word_embeddings")
+# MoE routers: most vLLM models build them without a quant config, and exports leave them
+# BF16 whether or not the exclude list names them: not judged either way.
+ROUTER_SUFFIXES = (".gate", ".router", ".shared_expert_gate")
+# vLLM 0.26.0 keeps these unquantized by name, for exports older than ModelOpt 0.39.
+VLLM_ALWAYS_UNQUANTIZED = ("vision_tower", "vision_model", "vit_large_projector")
+VISION_MARKERS = ("visual", "vision_tower", "vision_model")
+_VISION = re.compile("|".join(VISION_MARKERS))
+LIST_LIMIT = 8
+REEXPORT = (
+    "re-export with NVIDIA ModelOpt: mtq.quantize(model, mtq.FP8_DEFAULT_CFG, forward_loop) "
+    "then export_hf_checkpoint(model, export_dir=...)"
+)
+
+
+@dataclass(frozen=True)
+class LinearRule:
+    """What a quantized Linear holds under one algorithm (vLLM's create_weights names)."""
+
+    weight_dtypes: frozenset[str]
+    required: tuple[str, ...]
+    scale_dtypes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+_FP8 = frozenset({"F8_E4M3"})
+RULES: dict[str, LinearRule] = {
+    "FP8": LinearRule(
+        _FP8,
+        ("weight_scale", "input_scale"),
+        {"weight_scale": FLOAT_SCALE_DTYPES, "input_scale": FLOAT_SCALE_DTYPES},
+    ),
+    "FP8_PER_CHANNEL_PER_TOKEN": LinearRule(_FP8, ("weight_scale",)),
+    "FP8_PB_WO": LinearRule(_FP8, ("weight_scale",)),
+    "MXFP8": LinearRule(_FP8, ("weight_scale",)),
+    # NVFP4 packs two 4-bit values per byte into a U8 weight; block scales are FP8.
+    "NVFP4": LinearRule(
+        frozenset({"U8"}),
+        ("weight_scale", "weight_scale_2", "input_scale"),
+        {"weight_scale": _FP8, "weight_scale_2": FLOAT_SCALE_DTYPES},
+    ),
+    "W4A16_NVFP4": LinearRule(
+        frozenset({"U8"}), ("weight_scale", "weight_scale_2"), {"weight_scale": _FP8}
+    ),
+}
+
+
+# -- the quantization settings vLLM will use ----------------------------------------------
+@dataclass(frozen=True)
+class QuantSettings:
+    """The effective ModelOpt settings, taken from where vLLM takes them."""
+
+    algo: str | None
+    kv_cache_algo: str | None
+    exclude: tuple[str, ...]
+    source: str  # "config.json" or "hf_quant_config.json"
+    quant_method: str | None = None
+
+
+def _from_config_block(block: Mapping[str, Any]) -> QuantSettings:
+    if isinstance(block.get("quantization"), dict):  # the hf_quant_config layout, embedded
+        inner = settings_from_hf(block)
+        return QuantSettings(
+            inner.algo,
+            inner.kv_cache_algo,
+            inner.exclude,
+            "config.json",
+            _str(block.get("quant_method")),
+        )
+    kv = block.get("kv_cache_quant_algo")
+    scheme = block.get("kv_cache_scheme")
+    if (
+        kv is None
+        and isinstance(scheme, dict)
+        and scheme.get("type") == "float"
+        and scheme.get("num_bits") == 8
+    ):
+        kv = "FP8"
+    exclude = block.get("ignore", block.get("exclude_modules", []))
+    return QuantSettings(
+        _upper(block.get("quant_algo")),
+        _upper(kv),
+        tuple(str(e) for e in exclude) if isinstance(exclude, list) else (),
+        "config.json",
+        _str(block.get("quant_method")),
+    )
+
+
+def settings_from_hf(hf: Mapping[str, Any]) -> QuantSettings:
+    """The settings of an ``hf_quant_config.json`` (``{"quantization": {...}}``)."""
+    inner = hf.get("quantization")
+    inner = inner if isinstance(inner, dict) else {}
+    exclude = inner.get("exclude_modules", [])
+    return QuantSettings(
+        _upper(inner.get("quant_algo")),
+        _upper(inner.get("kv_cache_quant_algo")),
+        tuple(str(e) for e in exclude) if isinstance(exclude, list) else (),
+        "hf_quant_config.json",
+        "modelopt",
+    )
+
+
+def effective_settings(ckpt: Checkpoint) -> QuantSettings | None:
+    """vLLM's ``get_quant_config`` uses config.json's ``quantization_config`` when present
+    and only falls back to ``hf_quant_config.json`` (FACTS.md: removing the block still
+    loads); so do we."""
+    block = ckpt.quantization_config
+    if block is not None:
+        return _from_config_block(block)
+    if ckpt.hf_quant_config is not None:
+        return settings_from_hf(ckpt.hf_quant_config)
+    return None
+
+
+def _upper(value: Any) -> str | None:
+    return str(value).upper() if value not in (None, "") else None
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def excluder(exclude: Sequence[str]) -> Callable[[str], bool]:
+    """vLLM's ``ModelOptQuantConfigBase.is_layer_excluded`` rules, compiled once: a module
+    is excluded by an exact or substring match (kept by vLLM for pre-0.39 ModelOpt
+    exports; a substring also covers its ``language_model.``-stripped form), by an
+    fnmatch wildcard (``model.visual*``), or by the names vLLM always leaves
+    unquantized."""
+    literals = [p for p in exclude if not any(c in p for c in "*?[")]
+    wildcards = [p for p in exclude if p not in literals]
+    contains = re.compile("|".join(re.escape(p) for p in [*literals, *VLLM_ALWAYS_UNQUANTIZED]))
+    matches = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in wildcards) or "(?!)")
+
+    def excluded(prefix: str) -> bool:
+        return contains.search(prefix) is not None or matches.match(prefix) is not None
+
+    return excluded
+
+
+def is_excluded(prefix: str, exclude: Sequence[str]) -> bool:
+    """One-off form of :func:`excluder` (compile once when judging many names)."""
+    return excluder(exclude)(prefix)
+
+
+def _skip_unreadable(
+    check: str, ckpt: Checkpoint, *, config: bool = False, tensors: bool = False
+) -> Finding | None:
+    if config and not ckpt.quant_files_readable:
+        return skipped(
+            check, f"{ckpt.label}: its JSON files cannot be read (see modelopt.files-readable)"
+        )
+    if tensors and not ckpt.tensors_readable:
+        return skipped(
+            check, f"{ckpt.label}: its safetensors cannot be read (see modelopt.files-readable)"
+        )
+    return None
+
+
+# -- 0. the files ---------------------------------------------------------------------------
+def files_readable(ckpt: Checkpoint) -> Finding:
+    """config.json, hf_quant_config.json, the index and every header parse and validate."""
+    check = "modelopt.files-readable"
+    if ckpt.problems:
+        names = sorted({str(p.path) for p in ckpt.problems})
+        return error(
+            check,
+            f"{ckpt.label}: {len(ckpt.problems)} file problem(s): {ckpt.problems[0]}",
+            "replace the named file(s) with complete copies (re-download: "
+            "`huggingface-cli download REPO`, or re-run the ModelOpt export): " + ", ".join(names),
+            problems=[str(p) for p in ckpt.problems],
+        )
+    return passed(
+        check,
+        f"{ckpt.label}: {len(ckpt.tensors)} tensors in {len(ckpt.shards)} safetensors file(s), "
+        "headers valid",
+        path=str(ckpt.path),
+        shards=[s.name for s in ckpt.shards],
+    )
+
+
+# -- 1. the quantization config -------------------------------------------------------------
+def quant_config(ckpt: Checkpoint) -> Finding:
+    """A ModelOpt quantization config exists, and config.json and hf_quant_config.json agree."""
+    check = "modelopt.quant-config"
+    if blocked := _skip_unreadable(check, ckpt, config=True):
+        return blocked
+    block, hf = ckpt.quantization_config, ckpt.hf_quant_config
+    if block is None and hf is None:
+        return failed(
+            check,
+            f"{ckpt.label}: no quantization config: config.json has no quantization_config and "
+            "there is no hf_quant_config.json, so vLLM loads it as an unquantized model",
+            f"{REEXPORT}; it writes hf_quant_config.json and config.json's quantization_config",
+            path=str(ckpt.path),
+        )
+    problems: list[str] = []
+    settings: list[QuantSettings] = []
+    if block is not None:
+        from_block = _from_config_block(block)
+        settings.append(from_block)
+        method = (from_block.quant_method or "").lower()
+        if not method.startswith("modelopt"):
+            problems.append(
+                f"config.json quantization_config.quant_method is {from_block.quant_method!r}, "
+                "not 'modelopt': vLLM will not read it as a ModelOpt checkpoint"
+            )
+        if not from_block.algo:
+            problems.append("config.json quantization_config has no quant_algo")
+        ignore = block.get("ignore", [])
+        if not isinstance(ignore, list):
+            # vLLM: "exclude_modules must be a list"
+            problems.append(f"config.json quantization_config.ignore is {ignore!r}, not a list")
+    if hf is not None:
+        from_hf = settings_from_hf(hf)
+        settings.append(from_hf)
+        if not isinstance(hf.get("quantization"), dict):
+            problems.append("hf_quant_config.json has no 'quantization' object")
+        elif not from_hf.algo:
+            problems.append("hf_quant_config.json quantization.quant_algo is missing")
+        elif not isinstance(hf["quantization"].get("exclude_modules", []), list):
+            problems.append("hf_quant_config.json quantization.exclude_modules is not a list")
+    if len(settings) == 2 and not problems:
+        a, b = settings
+        if a.algo != b.algo:
+            problems.append(
+                f"quant_algo: config.json says {a.algo!r}, hf_quant_config.json says {b.algo!r}"
+            )
+        if a.kv_cache_algo != b.kv_cache_algo:
+            problems.append(
+                f"kv_cache_quant_algo: config.json says {a.kv_cache_algo!r}, "
+                f"hf_quant_config.json says {b.kv_cache_algo!r}"
+            )
+        if set(a.exclude) != set(b.exclude):
+            problems.append(
+                f"excluded modules: config.json ignore={sorted(a.exclude)}, "
+                f"hf_quant_config.json exclude_modules={sorted(b.exclude)}"
+            )
+    if problems:
+        return failed(
+            check,
+            f"{ckpt.label}: "
+            + "; ".join(problems)
+            + (" (vLLM uses config.json's block when both exist)" if len(settings) == 2 else ""),
+            "make config.json's quantization_config (quant_algo, kv_cache_quant_algo, ignore) and "
+            "hf_quant_config.json's quantization (quant_algo, kv_cache_quant_algo, "
+            f"exclude_modules) say the same thing, or {REEXPORT}",
+            path=str(ckpt.path),
+        )
+    eff = effective_settings(ckpt)
+    assert eff is not None
+    return passed(
+        check,
+        f"{ckpt.label}: ModelOpt {eff.algo}, KV cache {eff.kv_cache_algo or 'not quantized'}, "
+        f"excluded {list(eff.exclude)} (vLLM reads {eff.source})",
+        sources=[s.source for s in settings],
+    )
+
+
+# -- 2. does the env's vLLM accept the algorithm ---------------------------------------------
+def quant_algo_supported(
+    ckpt: Checkpoint, source: ModelOptSource, vllm_version: str | None
+) -> Finding:
+    check = "modelopt.quant-algo-supported"
+    if blocked := _skip_unreadable(check, ckpt, config=True):
+        return blocked
+    eff = effective_settings(ckpt)
+    if eff is None or not eff.algo:
+        return skipped(check, f"{ckpt.label}: no quant_algo to judge (see modelopt.quant-config)")
+    if source.quant_algos is None:
+        return skipped(
+            check,
+            "; ".join(source.missing)
+            + (": the accepted algorithms cannot be read statically" if source.path else ""),
+        )
+    if eff.algo not in source.quant_algos:
+        said = (
+            source.unsupported_message
+            or f"quant_algo {eff.algo} is not in {list(source.quant_algos)}"
+        )
+        return failed(
+            check,
+            f"{ckpt.label}: vLLM {vllm_version} refuses quant_algo {eff.algo!r} "
+            f"(from {eff.source}); "
+            f"it would say: {said}",
+            f"re-export with one of {list(source.quant_algos)} (mtq.FP8_DEFAULT_CFG gives 'FP8'), "
+            f"or install a vLLM whose {source.path} lists {eff.algo!r}",
+            accepted=list(source.quant_algos),
+            vllm_source=source.path,
+        )
+    cls = source.config_class_for(eff.algo)
+    return passed(
+        check,
+        f"{ckpt.label}: vLLM {vllm_version} accepts quant_algo {eff.algo!r}"
+        + (f" ({cls.name}, quantization={cls.method!r})" if cls else ""),
+        accepted=list(source.quant_algos),
+    )
+
+
+# -- 3. tensors -------------------------------------------------------------------------------
+def linear_modules(
+    modules: Mapping[str, Mapping[str, TensorInfo]],
+) -> dict[str, Mapping[str, TensorInfo]]:
+    """The modules that are Linear layers: a 2-D ``weight`` (or any ``weight_scale``),
+    embeddings excepted."""
+    return {
+        prefix: parts
+        for prefix, parts in modules.items()
+        if ("weight_scale" in parts or ("weight" in parts and len(parts["weight"].shape) == 2))
+        and not prefix.endswith(EMBEDDING_SUFFIXES)
+        and not prefix.endswith(ROUTER_SUFFIXES)
+    }
+
+
+def tensors_complete(ckpt: Checkpoint) -> Finding:
+    """Every Linear is quantized as its algorithm requires, or excluded and unquantized;
+    KV-cache scales exist when the KV cache is quantized."""
+    check = "modelopt.tensors-complete"
+    if blocked := _skip_unreadable(check, ckpt, config=True, tensors=True):
+        return blocked
+    eff = effective_settings(ckpt)
+    if eff is None or not eff.algo:
+        return skipped(check, f"{ckpt.label}: no quant_algo (see modelopt.quant-config)")
+    rule = RULES.get(eff.algo)
+    if rule is None:
+        return skipped(
+            check,
+            f"{ckpt.label}: the per-tensor layout of {eff.algo} is not known to this suite "
+            f"(known: {', '.join(RULES)})",
+        )
+    excluded_but_quantized: list[str] = []
+    left_unquantized: list[str] = []
+    incomplete: list[str] = []
+    wrong_dtype: list[str] = []
+    quantized = 0
+    excluded = excluder(eff.exclude)
+    for prefix, parts in sorted(linear_modules(ckpt.modules).items()):
+        weight = parts.get("weight")
+        has_scale = "weight_scale" in parts or "input_scale" in parts or "weight_scale_2" in parts
+        if excluded(prefix):
+            if has_scale or (weight and weight.dtype not in UNQUANTIZED_DTYPES):
+                excluded_but_quantized.append(
+                    f"{prefix} ({weight.dtype if weight else 'no weight'})"
+                )
+            continue
+        if weight is None:
+            incomplete.append(f"{prefix}: no weight")
+            continue
+        if weight.dtype in UNQUANTIZED_DTYPES and not has_scale:
+            left_unquantized.append(f"{prefix} ({weight.dtype})")
+            continue
+        quantized += 1
+        if weight.dtype not in rule.weight_dtypes:
+            wrong_dtype.append(
+                f"{prefix}.weight is {weight.dtype}, "
+                f"{eff.algo} needs {'/'.join(sorted(rule.weight_dtypes))}"
+            )
+        missing = [r for r in rule.required if r not in parts]
+        if missing:
+            incomplete.append(f"{prefix}: no {', '.join(missing)}")
+        for scale, dtypes in rule.scale_dtypes.items():
+            if scale in parts and parts[scale].dtype not in dtypes:
+                wrong_dtype.append(
+                    f"{prefix}.{scale} is {parts[scale].dtype}, expected {'/'.join(sorted(dtypes))}"
+                )
+    kv_missing = _kv_scales_missing(ckpt.modules, excluded) if eff.kv_cache_algo else []
+    lines: list[str] = []
+    fixes: list[str] = []
+    if excluded_but_quantized:
+        lines.append(
+            f"{len(excluded_but_quantized)} excluded module(s) hold quantized tensors: "
+            f"{_few(excluded_but_quantized)}"
+        )
+        fixes.append(
+            f"remove them from {eff.source}'s exclude list (exclude_modules/ignore) if they were "
+            "meant to be quantized, or re-export with them excluded in the quant config"
+        )
+    if left_unquantized:
+        lines.append(
+            f"{len(left_unquantized)} Linear module(s) are not excluded but unquantized, so vLLM "
+            f"would build {eff.algo} layers for BF16 weights: {_few(left_unquantized)}"
+        )
+        fixes.append(
+            "add them to exclude_modules in hf_quant_config.json and ignore in config.json, "
+            f"or {REEXPORT}"
+        )
+    if incomplete:
+        lines.append(
+            f"{len(incomplete)} quantized module(s) lack tensors {eff.algo} needs: "
+            f"{_few(incomplete)}"
+        )
+        fixes.append(f"{REEXPORT} (a {eff.algo} Linear needs weight, {', '.join(rule.required)})")
+    if wrong_dtype:
+        lines.append(f"wrong dtypes: {_few(wrong_dtype)}")
+        fixes.append(REEXPORT)
+    if kv_missing:
+        lines.append(
+            f"kv_cache_quant_algo is {eff.kv_cache_algo} but {len(kv_missing)} attention block(s) "
+            f"have no k_scale/v_scale: {_few(kv_missing)}"
+        )
+        fixes.append(
+            "re-export with KV-cache calibration (e.g. FP8_KV_CFG), or set kv_cache_quant_algo "
+            "to null in both quant configs"
+        )
+    if lines:
+        return failed(
+            check,
+            f"{ckpt.label}: " + "; ".join(lines),
+            "; ".join(dict.fromkeys(fixes)),
+            excluded=list(eff.exclude),
+            quant_algo=eff.algo,
+        )
+    return passed(
+        check,
+        f"{ckpt.label}: {quantized} Linear module(s) hold {eff.algo} weights and scales; "
+        f"excluded modules stay unquantized"
+        + ("; KV-cache scales present" if eff.kv_cache_algo else ""),
+        quantized_modules=quantized,
+    )
+
+
+def _kv_scales_missing(
+    modules: Mapping[str, Mapping[str, TensorInfo]], excluded: Callable[[str], bool]
+) -> list[str]:
+    """Attention blocks (parents of a ``k_proj``) with no ``k_scale``/``v_scale`` on their
+    projections; ModelOpt writes ``self_attn.k_proj.k_scale`` and ``self_attn.v_proj.v_scale``."""
+    missing = []
+    for prefix in sorted(modules):
+        block, _, leaf = prefix.rpartition(".")
+        if leaf != "k_proj" or excluded(prefix):
+            continue
+        leaves = set(modules[prefix]) | set(modules.get(f"{block}.v_proj", {}))
+        leaves |= set(modules.get(block, {}))
+        lacks = [s for s in ("k_scale", "v_scale") if s not in leaves]
+        if lacks:
+            missing.append(f"{block} (no {', '.join(lacks)})")
+    return missing
+
+
+def _few(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:LIST_LIMIT])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > LIST_LIMIT else "")
+
+
+# -- 3b. shapes against config.json ----------------------------------------------------------
+@dataclass(frozen=True)
+class Dims:
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int | None
+    vocab: int | None
+
+
+def text_dims(config: Mapping[str, Any]) -> Dims | None:
+    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    try:
+        hidden = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+        inter = int(cfg["intermediate_size"]) if cfg.get("intermediate_size") else None
+        vocab = int(cfg["vocab_size"]) if cfg.get("vocab_size") else None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return Dims(hidden, heads, kv_heads, head_dim, inter, vocab)
+
+
+def expected_shapes(d: Dims) -> dict[str, tuple[int | None, int | None]]:
+    """[out, in] of Llama/Qwen-style Linears (and the embedding), by module name."""
+    return {
+        "q_proj": (d.heads * d.head_dim, d.hidden),
+        "k_proj": (d.kv_heads * d.head_dim, d.hidden),
+        "v_proj": (d.kv_heads * d.head_dim, d.hidden),
+        "o_proj": (d.hidden, d.heads * d.head_dim),
+        "gate_proj": (d.intermediate, d.hidden),
+        "up_proj": (d.intermediate, d.hidden),
+        "down_proj": (d.hidden, d.intermediate),
+        "lm_head": (d.vocab, d.hidden),
+        "embed_tokens": (d.vocab, d.hidden),
+    }
+
+
+def shapes_match_config(ckpt: Checkpoint) -> Finding:
+    """Linear weights have the shapes config.json's hidden size, heads and intermediate
+    size imply (a config from another model size, or a truncated export, loads nothing)."""
+    check = "modelopt.shapes-match-config"
+    if blocked := _skip_unreadable(check, ckpt, config=True, tensors=True):
+        return blocked
+    dims = text_dims(ckpt.config or {})
+    if dims is None:
+        return skipped(check, f"{ckpt.label}: config.json lacks hidden_size/num_attention_heads")
+    eff = effective_settings(ckpt)
+    mismatches: list[str] = []
+    checked = 0
+    table = expected_shapes(dims)
+    for prefix, parts in sorted(ckpt.modules.items()):
+        want = table.get(prefix.rpartition(".")[2])
+        info = parts.get("weight")
+        if want is None or info is None or len(info.shape) != 2 or _VISION.search(prefix):
+            continue
+        name = f"{prefix}.weight"
+        out, inp = want
+        # NVFP4 packs two values per byte: the stored in-dimension is half.
+        if info.dtype == "U8" and eff is not None and eff.algo and "FP4" in eff.algo and inp:
+            inp //= 2
+        checked += 1
+        if (out is not None and info.shape[0] != out) or (inp is not None and info.shape[1] != inp):
+            mismatches.append(f"{name} {list(info.shape)} (config.json implies [{out}, {inp}])")
+    if mismatches:
+        return failed(
+            check,
+            f"{ckpt.label}: {len(mismatches)} weight(s) disagree with config.json: "
+            f"{_few(mismatches)}",
+            "use the config.json that came with these weights (hidden_size, num_attention_heads, "
+            "num_key_value_heads, head_dim, intermediate_size), or re-export the checkpoint",
+            dims=vars(dims),
+        )
+    if not checked:
+        return skipped(check, f"{ckpt.label}: no Llama/Qwen-style projection names to compare")
+    return passed(
+        check, f"{ckpt.label}: {checked} weight shapes agree with config.json", dims=vars(dims)
+    )
+
+
+# -- 4. scales ---------------------------------------------------------------------------------
+def scales_sane(
+    ckpt: Checkpoint, values: Mapping[str, Sequence[float]], unread: Mapping[str, str]
+) -> Finding:
+    """Every scale finite and > 0: a NaN, inf, zero or negative scale comes from a broken
+    calibration run and turns every output of that layer into garbage."""
+    check = "modelopt.scales-sane"
+    if blocked := _skip_unreadable(check, ckpt, tensors=True):
+        return blocked
+    if unread:
+        first = next(iter(unread.items()))
+        return error(
+            check,
+            f"{ckpt.label}: {len(unread)} scale tensor(s) could not be read: "
+            f"{first[0]}: {first[1]}",
+            "replace the named safetensors file with a complete copy (re-download or re-export)",
+            unread=dict(unread),
+        )
+    if not values:
+        return skipped(check, f"{ckpt.label}: no float scale tensors (*_scale) in the checkpoint")
+    bad: list[str] = []
+    # One pass over every value first: ``not v > 0`` catches NaN, zero and negatives.
+    suspects = [n for n, vals in values.items() for v in vals if not 0 < v < math.inf]
+    for name in dict.fromkeys(suspects):
+        vals = values[name]
+        wrong = [v for v in vals if not (math.isfinite(v) and v > 0)]
+        if wrong:
+            bad.append(
+                f"{name}={_fmt(wrong[0])}"
+                + (f" ({len(wrong)} of {len(vals)})" if len(vals) > 1 else "")
+            )
+    if bad:
+        return failed(
+            check,
+            f"{ckpt.label}: {len(bad)} scale tensor(s) not finite and > 0: {_few(bad)}",
+            "re-run ModelOpt calibration with real data in forward_loop (a NaN/zero amax "
+            "means the quantizer saw no or broken activations), then re-export",
+            bad=bad[:50],
+        )
+    return passed(check, f"{ckpt.label}: {len(values)} scale tensor(s), all finite and > 0")
+
+
+def _fmt(value: float) -> str:
+    return repr(value) if math.isfinite(value) else str(value)
+
+
+# -- 5. architecture -----------------------------------------------------------------------------
+def architecture_registered(
+    ckpt: Checkpoint, registry: Registry, vllm_version: str | None
+) -> Finding:
+    check = "modelopt.architecture-registered"
+    if blocked := _skip_unreadable(check, ckpt, config=True):
+        return blocked
+    archs = (ckpt.config or {}).get("architectures")
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        return failed(
+            check,
+            f"{ckpt.label}: config.json has no architectures list, "
+            "so vLLM cannot pick a model class",
+            'add "architectures": ["<ModelClass>"] to config.json (the class the original '
+            "model's config.json names)",
+        )
+    if registry.missing:
+        return skipped(
+            check,
+            "; ".join(registry.missing)
+            + (": the architectures cannot be read statically" if registry.path else ""),
+        )
+    arch = archs[0]
+    if arch in registry.architectures:
+        return passed(check, f"{ckpt.label}: {arch} is registered in vLLM {vllm_version}")
+    if arch in registry.previously_supported:
+        last = registry.previously_supported[arch]
+        return failed(
+            check,
+            f"{ckpt.label}: vLLM {vllm_version} no longer supports {arch} (last in {last})",
+            f"pin vllm=={last} in pixi.toml, or use a model whose architecture vLLM still supports",
+        )
+    return failed(
+        check,
+        f"{ckpt.label}: {arch} is not registered in vLLM {vllm_version}; vLLM would fall back to "
+        "its Transformers backend at best, where ModelOpt quantization is not assured",
+        "use a vLLM version that registers it (see its docs' supported models list), or a "
+        "checkpoint of a supported architecture",
+        registered=len(registry.architectures),
+    )
+
+
+# -- 6. hardware ---------------------------------------------------------------------------------
+def min_capability(
+    ckpt: Checkpoint,
+    source: ModelOptSource,
+    vllm_version: str | None,
+    archs: Iterable[Arch],
+    archs_source: str,
+) -> Finding:
+    """The algorithm's minimum compute capability in this vLLM vs the target GPUs."""
+    check = "modelopt.min-capability"
+    if blocked := _skip_unreadable(check, ckpt, config=True):
+        return blocked
+    eff = effective_settings(ckpt)
+    if eff is None or not eff.algo:
+        return skipped(check, f"{ckpt.label}: no quant_algo (see modelopt.quant-config)")
+    if source.missing and not source.classes:
+        return skipped(check, "; ".join(source.missing))
+    cls = source.config_class_for(eff.algo)
+    if cls is None or cls.min_capability is None:
+        return skipped(
+            check,
+            f"vLLM {vllm_version}'s {source.path}: no get_min_capability() found for {eff.algo}",
+        )
+    targets = list(archs)
+    if not targets:
+        return skipped(
+            check,
+            f"no target GPU arch known (from {archs_source}): pass --cuda-arch (e.g. 8.9) to judge "
+            f"{eff.algo}'s minimum {_cc(cls.min_capability)}",
+        )
+    need = cls.min_capability
+    short = [a for a in targets if a.number < need]
+    if short:
+        fits = sorted(
+            {
+                a
+                for c in source.classes
+                if c.min_capability is not None and c.min_capability <= min(t.number for t in short)
+                for a in (source.quant_algos or ())
+                if source.config_class_for(a) is c
+            }
+        )
+        return failed(
+            check,
+            f"{ckpt.label}: {eff.algo} needs compute capability >= {_cc(need)} in vLLM "
+            f"{vllm_version} ({cls.name}), but the target {', '.join(a.cc for a in short)} "
+            "is lower; vLLM would say: "
+            f"The quantization method {cls.method} is not supported for the current GPU. "
+            f"Minimum capability: {need}. Current capability: {short[0].number}.",
+            f"run on a GPU of compute capability >= {_cc(need)}, or re-export with an algorithm "
+            f"this vLLM runs there: {fits or 'none'}",
+            min_capability=need,
+            targets=[a.cc for a in targets],
+        )
+    return passed(
+        check,
+        f"{ckpt.label}: {eff.algo} needs >= {_cc(need)} in vLLM {vllm_version}; targets "
+        f"{', '.join(a.cc for a in targets)} (from {archs_source}) meet it",
+    )
+
+
+def _cc(number: int) -> str:
+    return f"{number // 10}.{number % 10}"
+
+
+# -- 7. multimodal ---------------------------------------------------------------------------------
+def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
+    """Qwen2.5-VL-style checkpoints: is the vision tower excluded (stays BF16)? The question
+    of which attention backend runs it (xformers in vLLM 0.10.x) is the gpu tier's."""
+    check = "modelopt.vision-tower"
+    if blocked := _skip_unreadable(check, ckpt, config=True, tensors=True):
+        return blocked
+    config = ckpt.config or {}
+    archs = config.get("architectures") if isinstance(config.get("architectures"), list) else []
+    arch = archs[0] if archs else None
+    # One search over all names at once: most checkpoints have no vision tower.
+    joined = "\n".join(ckpt.tensors)
+    vision = (
+        {n: t for n, t in ckpt.tensors.items() if _VISION.search(n)}
+        if _VISION.search(joined)
+        else {}
+    )
+    multimodal = (
+        bool(vision)
+        or "vision_config" in config
+        or (registry is not None and arch in registry.multimodal)
+    )
+    if not multimodal:
+        return skipped(check, f"{ckpt.label}: not a multimodal checkpoint (no vision tower)")
+    if not vision:
+        return skipped(check, f"{ckpt.label}: {arch} is multimodal but holds no vision tensors")
+    eff = effective_settings(ckpt)
+    quantized = sorted(
+        n.rpartition(".")[0]
+        for n, t in vision.items()
+        if n.endswith(".weight") and t.dtype not in UNQUANTIZED_DTYPES
+    )
+    handover = "which attention backend runs it (xformers or flash-attn) is judged by the gpu tier"
+    if quantized:
+        excluded = eff is not None and any(map(excluder(eff.exclude), quantized))
+        return passed(
+            check,
+            f"{ckpt.label}: the vision tower is quantized "
+            f"({len(quantized)} Linear modules, e.g. {quantized[0]})"
+            + (
+                "; it is also listed as excluded (see modelopt.tensors-complete)"
+                if excluded
+                else ""
+            )
+            + f"; {handover}",
+            vision_quantized=True,
+        )
+    patterns = [p for p in (eff.exclude if eff else ()) if any(m in p for m in VISION_MARKERS)]
+    return passed(
+        check,
+        f"{ckpt.label}: the vision tower ({len(vision)} tensors) stays unquantized"
+        + (f", excluded by {patterns}" if patterns else "")
+        + f"; {handover}",
+        vision_quantized=False,
+        exclude_patterns=patterns,
+    )

@@ -1,0 +1,176 @@
+# ruff: noqa: E501  (the expected message is kept whole: it is what users read)
+"""The static reader against real vLLM wheels (integration tier: a 304 MB download, cached).
+
+The default tier runs on our stand-in text; these prove the reader gets what the real
+files say: FACTS.md's measured rejection message and list, FP8's minimum of 8.9, the
+registry's architectures, with nothing imported.
+"""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+
+from fixtures import checkpoints as ckpts
+from fixtures.downloads import wheel
+from fixtures.text import lit
+from fixtures.vllm_standin import install_vllm
+from pytest_vllm_env.vllm_source import MODELOPT_PY, REGISTRY_PY, parse_modelopt, parse_registry
+
+pytestmark = pytest.mark.integration
+
+# FACTS.md: what vLLM 0.26.0 said on an H100 for an unknown quant_algo.
+FACTS_MESSAGE = (
+    "ModelOpt currently only supports: ['FP8', 'FP8_PER_CHANNEL_PER_TOKEN', 'FP8_PB_WO', "
+    "'NVFP4', 'W4A16_NVFP4', 'MXFP8', 'MIXED_PRECISION'] quantizations in vLLM. Please "
+    "check the `hf_quant_config.json` file for your model's quant configuration."
+)
+
+
+def _texts(version: str) -> tuple[str, str]:
+    with zipfile.ZipFile(wheel(f"vllm=={version}")) as zf:
+        return zf.read(MODELOPT_PY).decode(), zf.read(REGISTRY_PY).decode()
+
+
+def test_vllm_0_26_0_modelopt_source_read_exactly():
+    modelopt, registry = _texts("0.26.0")
+    facts = parse_modelopt(modelopt)
+    assert facts.missing == ()
+    assert list(facts.quant_algos or ()) == [
+        "FP8",
+        "FP8_PER_CHANNEL_PER_TOKEN",
+        "FP8_PB_WO",
+        "NVFP4",
+        "W4A16_NVFP4",
+        "MXFP8",
+        "MIXED_PRECISION",
+    ]
+    assert facts.unsupported_message == FACTS_MESSAGE
+    fp8 = facts.config_class_for("FP8")
+    assert (fp8.name, fp8.method, fp8.min_capability) == ("ModelOptFp8Config", "modelopt", 89)
+    fp4 = facts.config_class_for("NVFP4")
+    # 0.26.0 runs NVFP4 down to Turing through Marlin: not "Blackwell only".
+    assert (fp4.name, fp4.method, fp4.min_capability) == ("ModelOptNvFp4Config", "modelopt_fp4", 75)
+    reg = parse_registry(registry)
+    assert reg.missing == ()
+    assert {"LlamaForCausalLM", "Qwen2_5_VLForConditionalGeneration"} <= reg.architectures
+    assert "Qwen2_5_VLForConditionalGeneration" in reg.multimodal
+
+
+def test_suite_on_real_vllm_files_quotes_vllm(pytester, env_builder, tmp_path):
+    modelopt, registry = _texts("0.26.0")
+    install_vllm(env_builder, "0.26.0", modelopt=modelopt, registry=registry)
+    folder = ckpts.broken("unknown-algo", tmp_path / "int4")
+    result = pytester.runpytest(
+        "--vllm-conformance",
+        "-m",
+        "toolchain",
+        "-k",
+        "test_modelopt",
+        "--vllm-env",
+        str(env_builder.prefix),
+        "--modelopt-checkpoint",
+        str(folder),
+        "--cuda-arch",
+        "9.0",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                f"*[modelopt.quant-algo-supported] FAILED: int4: vLLM 0.26.0 refuses quant_algo 'INT4_AWQ' (from config.json); it would say: {FACTS_MESSAGE}"
+            )
+        ]
+    )
+
+
+# Read from each wheel on 2026-11-22: what changes between versions, and why the verdict
+# must come from the env's own copy.
+VERSIONS = {
+    "0.8.5": (["FP8", "NVFP4"], 89, 100),
+    "0.10.1.1": (["FP8", "NVFP4"], 89, 80),
+    "0.12.0": (["FP8", "NVFP4"], 89, 80),
+}
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_older_vllm_versions_read_statically(version):
+    algos, fp8_min, fp4_min = VERSIONS[version]
+    modelopt, registry = _texts(version)
+    facts = parse_modelopt(modelopt)
+    assert list(facts.quant_algos or ()) == algos
+    assert facts.unsupported_message == (
+        f"ModelOpt currently only supports: {algos} quantizations in vLLM. Please check the "
+        "`hf_quant_config.json` file for your model's quant configuration."
+    )
+    assert facts.config_class_for("FP8").min_capability == fp8_min
+    assert facts.config_class_for("NVFP4").name == "ModelOptNvFp4Config"
+    assert facts.config_class_for("NVFP4").min_capability == fp4_min
+    assert "LlamaForCausalLM" in parse_registry(registry).architectures
+
+
+def _real_is_layer_excluded(version: str):
+    """vLLM's own ``is_layer_excluded`` (and the ``is_layer_skipped`` it calls), taken out of
+    the wheel with ``ast`` and run alone: the real rules, without importing torch."""
+    import ast
+    import fnmatch
+    from collections.abc import Mapping
+    from types import MappingProxyType
+
+    with zipfile.ZipFile(wheel(f"vllm=={version}")) as zf:
+        modelopt = ast.parse(zf.read(MODELOPT_PY))
+        utils = ast.parse(zf.read("vllm/model_executor/layers/quantization/utils/quant_utils.py"))
+    base = next(
+        n
+        for n in modelopt.body
+        if isinstance(n, ast.ClassDef) and n.name == "ModelOptQuantConfigBase"
+    )
+    funcs = [
+        n for n in base.body if isinstance(n, ast.FunctionDef) and n.name == "is_layer_excluded"
+    ]
+    funcs += [
+        n for n in utils.body if isinstance(n, ast.FunctionDef) and n.name == "is_layer_skipped"
+    ]
+    namespace = {
+        "fnmatch": fnmatch.fnmatch,
+        "Mapping": Mapping,
+        "MappingProxyType": MappingProxyType,
+    }
+    module = ast.Module(body=funcs, type_ignores=[])
+    exec(compile(module, "vllm-extract", "exec"), namespace)  # noqa: S102
+    return namespace["is_layer_excluded"]
+
+
+def test_exclusion_rules_agree_with_vllms_own_function():
+    from types import SimpleNamespace
+
+    from pytest_vllm_env.modelopt import VLLM_ALWAYS_UNQUANTIZED, excluder
+
+    real = _real_is_layer_excluded("0.26.0")
+    names = sorted(
+        {n.rpartition(".")[0] for n in ckpts.llama().tensors}
+        | {n.rpartition(".")[0] for n in ckpts.qwen25_vl().tensors}
+        | {"language_model.model.layers.0.mlp.up_proj", "model.layers.10.mlp.up_proj"}
+    )
+    pattern_sets = [
+        ["lm_head", "model.embed_tokens"],
+        ["lm_head", "model.visual*"],
+        ["model.layers.0.mlp.down_proj"],
+        ["model.layers.1*"],
+        ["model.layers.1"],
+        ["*self_attn*"],
+        ["*.o_proj", "lm_head"],
+        ["model.language_model.layers.[01].mlp*"],
+        ["mlp"],
+        [],
+    ]
+    compared = 0
+    for patterns in pattern_sets:
+        ours = excluder(patterns)
+        this = SimpleNamespace(exclude_modules=list(patterns), packed_modules_mapping={})
+        for name in names:
+            if any(m in name for m in VLLM_ALWAYS_UNQUANTIZED):
+                continue  # vLLM checks those in get_quant_method, not here
+            assert ours(name) == real(this, name), (patterns, name)
+            compared += 1
+    assert compared > 400
