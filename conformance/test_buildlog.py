@@ -1,0 +1,16 @@
+"""The buildlog tier: a failed vLLM build's log, judged to its cause and fix."""
+
+import pytest
+
+from pytest_vllm_env import buildlog
+from pytest_vllm_env.findings import skipped
+
+pytestmark = pytest.mark.toolchain
+
+
+@pytest.mark.vllm_check("buildlog.clean")
+def test_build_logs(vllm_build_logs, verdict):
+    if not vllm_build_logs:
+        verdict(skipped("buildlog.clean", "no --vllm-build-log given"))
+        return
+    verdict(*(buildlog.judge(buildlog.read_log(p)) for p in vllm_build_logs))

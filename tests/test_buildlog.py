@@ -1,0 +1,66 @@
+"""The build-log judge on realistic excerpts of each failure class, and a clean log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures.envs import EnvBuilder
+from fixtures.text import lit
+from pytest_vllm_env import buildlog
+
+LOGS = Path(__file__).parent.parent / "fixtures" / "buildlogs"
+
+
+@pytest.mark.parametrize(
+    ("name", "check", "fix_part"),
+    [
+        ("nvtx_target.log", "buildlog.nvtx-target", "cuda-nvtx-dev"),
+        ("vllm_python.log", "buildlog.vllm-python", "-DVLLM_PYTHON_EXECUTABLE"),
+        ("float8_e8m0.log", "buildlog.torch-too-old", "pin the torch version"),
+        ("nvcc_missing.log", "buildlog.nvcc-missing", "cuda-nvcc"),
+        ("oom_killed.log", "buildlog.oom", "MAX_JOBS=2"),
+        ("unknown_error.log", "buildlog.unknown-error", "first error line"),
+    ],
+)
+def test_each_failure_class_is_named_with_its_fix(name, check, fix_part):
+    findings = buildlog.judge(buildlog.read_log(LOGS / name))
+    assert [f.id for f in findings] == [check]
+    assert findings[0].outcome == "failed"
+    assert fix_part in findings[0].fix
+
+
+def test_clean_log_passes():
+    (f,) = buildlog.judge(buildlog.read_log(LOGS / "clean.log"))
+    assert (f.id, f.outcome) == ("buildlog.clean", "passed")
+
+
+def test_missing_and_binary_logs_are_verdicts(tmp_path):
+    (f,) = buildlog.judge(buildlog.read_log(tmp_path / "nope.log"))
+    assert (f.id, f.outcome) == ("buildlog.readable", "error")
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(b"\xff\x00\xfe" * 1000)
+    (f,) = buildlog.judge(buildlog.read_log(junk))
+    assert f.outcome == "passed"
+
+
+def test_conformance_names_line_and_fix(pytester, env_builder: EnvBuilder):
+    env_builder.python()
+    log = pytester.path / "build.log"
+    log.write_text((LOGS / "nvtx_target.log").read_text())
+    result = pytester.runpytest(
+        "--vllm-conformance",
+        "-p",
+        "no:randomly",
+        "-k",
+        "test_build_logs",
+        "--vllm-env",
+        str(env_builder.prefix),
+        "--vllm-build-log",
+        str(log),
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [lit("*[buildlog.nvtx-target] FAILED: *"), "*fix: add `cuda-nvtx-dev`*", "*build.log:5*"]
+    )
