@@ -52,7 +52,7 @@ def system_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return nvcc
 
 
-def run(pytester: pytest.Pytester, prefix: Path, *args: str, k: str = "test_cuda"):
+def run(pytester: pytest.Pytester, prefix: Path, *args: str, k: str = "test_cuda.py"):
     return pytester.runpytest(*SUITE, "-k", k, "--vllm-env", str(prefix), *args)
 
 
@@ -117,7 +117,9 @@ def test_cuda_home_at_targets_dir(pytester, seeds_root):
 
 def test_cuda_124_cannot_target_rtx_5090(pytester, seeds_root):
     env = seed_env(seeds_root, "cuda-12.4")
-    result = run(pytester, env.prefix, "-k", "arch", "--cuda-arch", "12.0", "--cuda-arch", "9.0")
+    result = run(
+        pytester, env.prefix, "--cuda-arch", "12.0", "--cuda-arch", "9.0", k="test_cuda.py and arch"
+    )
     # arch-supported (toolchain) and arch-ptxas (build, the real 12.4 ptxas) both fail
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(

@@ -171,7 +171,7 @@ def test_torch_without_sm120_fails_with_the_fix(pytester, env_builder, built):
     result = pytester.runpytest(
         "--vllm-conformance",
         "-k",
-        "test_arch",
+        "test_arch.py",
         "--vllm-env",
         str(env_builder.prefix),
         "--cuda-arch",
@@ -196,7 +196,7 @@ def test_ptx_covers_newer_arch(pytester, env_builder, built):
     result = pytester.runpytest(
         "--vllm-conformance",
         "-k",
-        "test_arch",
+        "test_arch.py",
         "--vllm-env",
         str(env_builder.prefix),
         "--cuda-arch",
@@ -211,7 +211,7 @@ def test_no_target_arch_skips_with_reason(pytester, env_builder):
         "torch", "2.11.0", files={"torch/lib/libtorch_cuda.so": Path("/bin/ls").read_bytes()}
     )
     result = pytester.runpytest(
-        "--vllm-conformance", "-k", "test_arch", "--vllm-env", str(env_builder.prefix), "-rs"
+        "--vllm-conformance", "-k", "test_arch.py", "--vllm-env", str(env_builder.prefix), "-rs"
     )
     result.assert_outcomes(skipped=1)
 
