@@ -56,8 +56,13 @@ def run(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     input: str | None = None,
+    merge_output: bool = False,
 ) -> ProcResult:
-    """Run ``argv`` with ``env`` (the whole environment, not additions) and a timeout."""
+    """Run ``argv`` with ``env`` (the whole environment, not additions) and a timeout.
+
+    ``merge_output`` sends stderr into the stdout pipe, so ``stdout`` keeps the order in which
+    lines were written (to tell a crash message printed before a result from one after it).
+    """
     args = tuple(str(a) for a in argv)
     start = time.monotonic()
     try:
@@ -67,7 +72,7 @@ def run(
             cwd=cwd,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
             text=True,
             errors="replace",
             start_new_session=True,
@@ -79,8 +84,8 @@ def run(
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         out, err = proc.communicate()
-        return ProcResult(args, None, out, err, time.monotonic() - start, timed_out=True)
-    return ProcResult(args, proc.returncode, out, err, time.monotonic() - start)
+        return ProcResult(args, None, out, err or "", time.monotonic() - start, timed_out=True)
+    return ProcResult(args, proc.returncode, out, err or "", time.monotonic() - start)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

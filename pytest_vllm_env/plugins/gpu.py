@@ -1,4 +1,10 @@
-"""Fixtures and settings for the gpu, build and buildlog tiers."""
+"""Fixtures and settings for the gpu, build and buildlog tiers.
+
+The gpu tier loads each ``--modelopt-checkpoint`` in vLLM twice (two fresh processes) and
+each ``--reference-checkpoint`` once; loads are cached per session and path, so the
+``gpu.vllm-generate`` and ``gpu.vllm-reference`` checks of one checkpoint share them (run
+the gpu tier without ``-n``: each xdist worker would load again).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vllm_env import gpu, settings
+from pytest_vllm_env import abi, fatbin, gpu, settings
+from pytest_vllm_env.archs import Arch
+from pytest_vllm_env.checkpoint import Checkpoint
+from pytest_vllm_env.coverage_arch import label_of
+from pytest_vllm_env.elf import ElfError
 from pytest_vllm_env.env import PixiEnv
 
 
@@ -14,7 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     settings.add_setting(
         parser,
         "--reference-checkpoint",
-        "checkpoint dir the gpu tier loads in vLLM and generates from",
+        "the BF16 original(s) of the --modelopt-checkpoint(s), for gpu.vllm-reference: one "
+        "for all, or one per checkpoint in the same order",
         multiple=True,
     )
     settings.add_setting(
@@ -22,6 +33,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     settings.add_setting(
         parser, "--vllm-probe-timeout", "seconds a gpu probe (one vLLM load) may take; 600"
+    )
+    settings.add_setting(
+        parser,
+        "--vllm-logprob-tolerance",
+        "nats the first-token logprob of a checkpoint may differ from its "
+        f"--reference-checkpoint's; {gpu.LOGPROB_TOL}",
     )
 
 
@@ -34,7 +51,8 @@ def _probe_timeout(config: pytest.Config) -> float:
 
 @pytest.fixture(scope="session")
 def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> gpu.ProbeResult:
-    """The target env's torch probed in a subprocess (version, CUDA, devices, a matmul)."""
+    """The target env's torch probed in a subprocess (version, CUDA, devices, a matmul, and
+    an FP8 ``torch._scaled_mm`` on GPUs of compute capability >= 8.9)."""
     return gpu.run_probe(
         vllm_env.python,
         "torch_check.py",
@@ -44,10 +62,46 @@ def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> gpu.Pr
 
 
 @pytest.fixture(scope="session")
+def visible_gpus(gpu_torch_probe: gpu.ProbeResult) -> list[tuple[str, Arch]]:
+    """``(name, compute capability)`` of each visible GPU: from the torch probe, else from
+    ``nvidia-smi --query-gpu=compute_cap``; empty without a GPU."""
+    from pytest_vllm_env.plugin import visible_gpu_archs
+
+    if gpu_torch_probe.data.get("devices"):
+        return gpu.visible_gpus(gpu_torch_probe)
+    return gpu.visible_gpus(gpu_torch_probe, visible_gpu_archs())
+
+
+@pytest.fixture(scope="session")
+def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[gpu.BinaryImages]:
+    """The GPU images of torch's ``libtorch_cuda.so`` and of each extension in
+    ``extension_paths`` (fatbin headers only, never loaded)."""
+    root = abi.torch_root(vllm_env)
+    paths = [root / "lib" / "libtorch_cuda.so"] if root else []
+    out = []
+    for path in [p for p in paths if p.is_file()] + list(extension_paths):
+        try:
+            out.append(gpu.BinaryImages(label_of(path), fatbin.read_images(path)))
+        except ElfError as exc:
+            out.append(gpu.BinaryImages(label_of(path), None, str(exc)))
+    return out
+
+
+@pytest.fixture(scope="session")
 def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
     """Checkpoint dirs from --reference-checkpoint (relative to the rootdir)."""
     base = Path(str(request.config.rootpath))
     return [str(base / p) for p in settings.get_list(request.config, "reference_checkpoint")]
+
+
+@pytest.fixture(scope="session")
+def vllm_logprob_tolerance(request: pytest.FixtureRequest) -> float:
+    """``--vllm-logprob-tolerance`` in nats (default :data:`pytest_vllm_env.gpu.LOGPROB_TOL`)."""
+    value = settings.get(request.config, "vllm_logprob_tolerance")
+    try:
+        return float(value) if value else gpu.LOGPROB_TOL
+    except ValueError:
+        raise pytest.UsageError(f"--vllm-logprob-tolerance {value!r} is not a number") from None
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +121,90 @@ def require_gpu(gpu_torch_probe: gpu.ProbeResult) -> None:
         )
 
 
-def vllm_runs(env: PixiEnv, checkpoint: str, quant: str | None, timeout: float, n: int = 2):
-    """``n`` vLLM load+generate probes, each in its own process (one load per process)."""
+@pytest.fixture
+def require_vllm(vllm_env: PixiEnv) -> None:
+    """Skip (with the reason) when vLLM is not installed in the target env."""
+    if vllm_env.dist("vllm") is None:
+        pytest.skip(f"vLLM is not installed in {vllm_env.prefix}: nothing to load")
+
+
+def quantization_for(checkpoint: Checkpoint) -> str:
+    """The ``quantization=`` vLLM needs: NVFP4 exports register as ``modelopt_fp4``, and
+    vLLM rejects a ``quantization`` argument that disagrees with the checkpoint's."""
+    algo = str(((checkpoint.hf_quant_config or {}).get("quantization") or {}).get("quant_algo"))
+    return "modelopt_fp4" if "NVFP4" in algo.upper() else "modelopt"
+
+
+RunCache = dict[tuple[str, str, int], list[gpu.ProbeResult]]
+
+
+@pytest.fixture(scope="session")
+def vllm_run_cache() -> RunCache:
+    """vLLM probe runs of this session by (checkpoint, quantization, count): a load takes
+    30-60 s, and gpu.vllm-generate and gpu.vllm-reference need the same ones."""
+    return {}
+
+
+def vllm_runs(
+    env: PixiEnv,
+    checkpoint: str,
+    quant: str | None,
+    timeout: float,
+    n: int = 2,
+    cache: RunCache | None = None,
+) -> list[gpu.ProbeResult]:
+    """``n`` vLLM load+generate probes, each in its own process (one load per process),
+    remembered in ``cache`` by (checkpoint, quantization, n)."""
+    cache = {} if cache is None else cache
+    key = (checkpoint, quant or "", n)
+    if key in cache:
+        return cache[key]
     environ = dict(env.environ())
     environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
-    return [
-        gpu.run_probe(
+    runs = []
+    for _ in range(n):
+        run = gpu.run_probe(
             env.python, "vllm_generate.py", [checkpoint, quant or ""], env=environ, timeout=timeout
         )
-        for _ in range(n)
-    ]
+        runs.append(run)
+        if run.timed_out:  # a second hang would only double the wait
+            break
+    cache[key] = runs
+    return runs
+
+
+@pytest.fixture
+def vllm_checkpoint_runs(
+    request: pytest.FixtureRequest,
+    vllm_env: PixiEnv,
+    modelopt_checkpoint: Checkpoint,
+    vllm_run_cache: RunCache,
+    require_gpu: None,
+    require_vllm: None,
+) -> list[gpu.ProbeResult]:
+    """Two load+generate probes of one ``--modelopt-checkpoint`` in vLLM, each in a fresh
+    subprocess of the target Python with ``quantization="modelopt"``: tokens, quant config
+    class, load seconds, tokens/s and the first token's top-5 logprobs. Skips without a GPU
+    or without vLLM; loaded once per session and checkpoint."""
+    if not modelopt_checkpoint.located:
+        pytest.skip(f"{modelopt_checkpoint.spec}: not found (modelopt.files-readable says why)")
+    return vllm_runs(
+        vllm_env,
+        str(modelopt_checkpoint.path),
+        quantization_for(modelopt_checkpoint),
+        _probe_timeout(request.config),
+        cache=vllm_run_cache,
+    )
+
+
+@pytest.fixture
+def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_run_cache: RunCache):
+    """``run(reference_dir)``: one load+generate probe of a BF16 ``--reference-checkpoint``
+    (no quantization, fresh process), loaded once per session."""
+
+    def run(reference: str) -> gpu.ProbeResult:
+        timeout = _probe_timeout(request.config)
+        return vllm_runs(vllm_env, reference, None, timeout, n=1, cache=vllm_run_cache)[0]
+
+    return run
