@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
+from fixtures.gpu_standins import add_file, standin_env
 from fixtures.text import lit
 from pytest_vllm_env import gpu
+from pytest_vllm_env.archs import parse_arch
+from pytest_vllm_env.fatbin import FatbinImage
+
+EXPORT = Path(__file__).parent.parent / "fixtures" / "modelopt_export" / "llama-fp8"
+# by test name: -k also matches the pytester directory, which is named after our test
+VLLM_TESTS = "test_vllm_loads_and_generates or test_vllm_matches_reference"
+needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc not found")
 
 GOOD = {
     "torch": "2.11.0+cu130",
@@ -73,6 +86,8 @@ def test_vllm_generate_judgement():
     f = gpu.vllm_generates([_run(no_fi)], "m", "modelopt")
     assert f.outcome == "failed" and "VLLM_USE_FLASHINFER_SAMPLER=0" in f.fix
     assert gpu.vllm_generates([], "", None).outcome == "skipped"
+    nvfp4 = dict(ok, quant_config="ModelOptNvFp4Config")
+    assert gpu.vllm_generates([_run(nvfp4)], "m", "modelopt_fp4").outcome == "passed"
 
 
 def test_conformance_cpu_torch_fails_with_fix(pytester, env_builder: EnvBuilder, tmp_path):
@@ -95,10 +110,10 @@ def test_conformance_cpu_torch_fails_with_fix(pytester, env_builder: EnvBuilder,
     )
 
 
-def test_conformance_gpu_and_generate_skip_without_gpu(pytester, env_builder: EnvBuilder, tmp_path):
-    data = dict(GOOD, available=False, devices=[])
-    env_builder.python(executable=str(fake_python(tmp_path, f"echo '{json.dumps(data)}'")))
-    result = pytester.runpytest(
+def gpu_run(pytester, builder: EnvBuilder, *args: str, report: Path | None = None):
+    """The bundled gpu tier against ``builder``'s env, optionally writing the JSON report."""
+    extra = ["--vllm-env-report", str(report)] if report else []
+    return pytester.runpytest(
         "--vllm-conformance",
         "-p",
         "no:randomly",
@@ -106,9 +121,287 @@ def test_conformance_gpu_and_generate_skip_without_gpu(pytester, env_builder: En
         "gpu",
         "-rs",
         "--vllm-env",
-        str(env_builder.prefix),
-        "--reference-checkpoint",
-        str(tmp_path),
+        str(builder.prefix),
+        *extra,
+        *args,
     )
+
+
+def checks(report: Path, cid: str) -> list[dict[str, Any]]:
+    return [c for c in json.loads(report.read_text())["checks"] if c["id"] == cid]
+
+
+# -- gpu.device-coverage ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def torch_libs(tmp_path_factory) -> dict[str, bytes]:
+    """libtorch_cuda.so stand-ins compiled by nvcc: SASS sm_90, and SASS sm_80 only."""
+    if nvcc() is None:
+        pytest.skip("nvcc not found")
+    root = tmp_path_factory.mktemp("torchlib")
+    return {
+        name: cuda_so(root / f"{name}.so", [f"arch=compute_{n},code=sm_{n}"]).read_bytes()
+        for name, n in (("sm90", 90), ("sm80", 80))
+    }
+
+
+@needs_nvcc
+def test_device_covered_by_torch_passes(pytester, env_builder, torch_libs):
+    standin_env(env_builder)
+    add_file(env_builder, "torch/lib/libtorch_cuda.so", torch_libs["sm90"])
+    result = gpu_run(pytester, env_builder, "-k", "test_gpu_covered_by_binaries", "-rA")
+    result.assert_outcomes(passed=1)
+
+
+@needs_nvcc
+def test_device_not_covered_by_torch_fails(pytester, env_builder, torch_libs):
+    # torch built for Ampere only on an H100: imports fine, first kernel "no kernel image".
+    standin_env(env_builder)
+    add_file(env_builder, "torch/lib/libtorch_cuda.so", torch_libs["sm80"])
+    result = gpu_run(pytester, env_builder, "-k", "test_gpu_covered_by_binaries")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[gpu.device-coverage] FAILED: 1 binary/GPU pair(s) without kernels: "
+                "torch/lib/libtorch_cuda.so has no kernels for sm 9.0 (SASS sm_80; PTX none)*"
+            ),
+            "*fix: install a torch wheel built with kernels for 9.0*",
+        ]
+    )
+
+
+def test_gpu_not_among_cuda_arch_fails_naming_the_setting(pytester, env_builder):
+    # The env was built for an RTX 5090 (--cuda-arch 12.0); the runner has an H100.
+    standin_env(env_builder)
+    result = gpu_run(
+        pytester, env_builder, "-k", "test_gpu_covered_by_binaries", "--cuda-arch", "12.0"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[gpu.device-coverage] FAILED: the visible GPU NVIDIA H100 80GB HBM3 (sm 9.0) "
+                "is not among the target archs 12.0 (--cuda-arch)*"
+            ),
+            "*fix: *`--cuda-arch 9.0` (instead of 12.0)*",
+        ]
+    )
+
+
+def test_torch_arch_list_names_the_activation_line():
+    f = gpu.device_coverage(
+        [("H100", parse_arch("9.0"))],
+        [],
+        [parse_arch("8.0"), parse_arch("8.6")],
+        "TORCH_CUDA_ARCH_LIST",
+    )
+    assert f.outcome == "failed" and 'TORCH_CUDA_ARCH_LIST = "8.0 8.6 9.0"' in f.fix
+
+
+def test_device_coverage_reuses_fatbin_rules():
+    h100 = [("H100", parse_arch("9.0"))]
+    fa3 = gpu.BinaryImages("vllm/_fa3.so", [FatbinImage("sass", parse_arch("9.0a"), False)])
+    ptx = gpu.BinaryImages("vllm/_C.so", [FatbinImage("ptx", parse_arch("8.0"), False)])
+    assert gpu.device_coverage(h100, [fa3, ptx]).outcome == "passed"
+    bad = gpu.BinaryImages("vllm/_C.so", None, "not an ELF file")
+    assert gpu.device_coverage(h100, [fa3, bad]).outcome == "error"
+    assert gpu.device_coverage(h100, []).outcome == "skipped"
+
+
+def test_no_gpu_skips_device_and_fp8_with_reason(pytester, env_builder, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi to fall back to
+    standin_env(env_builder, torch={"devices": []})
+    result = gpu_run(pytester, env_builder)
+    result.assert_outcomes(skipped=5)
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]gpu.device-coverage] no GPU visible (neither the target env's torch nor*",
+            "*no GPU visible to the target env's torch*",
+            "*no --modelopt-checkpoint given*",
+        ]
+    )
+
+
+# -- gpu.torch-fp8 ---------------------------------------------------------------------------
+def test_fp8_scaled_mm_passes_on_hopper(pytester, env_builder, tmp_path):
+    standin_env(env_builder)
+    report = tmp_path / "r.json"
+    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm", report=report)
+    result.assert_outcomes(passed=1)
+    (c,) = checks(report, "gpu.torch-fp8")
+    assert "<= 0.02 x max|ref|" in c["summary"] and c["evidence"]["max_abs_err"] == 0.0
+
+
+def test_fp8_wrong_results_fail(pytester, env_builder):
+    standin_env(env_builder, torch={"fp8_noise": 3.0})
+    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*[[]gpu.torch-fp8] FAILED: FP8 _scaled_mm on NVIDIA H100 80GB HBM3 differs*"]
+    )
+
+
+def test_fp8_missing_kernel_fails_with_fix(pytester, env_builder):
+    err = (
+        "RuntimeError: torch._scaled_mm is only supported on CUDA devices with compute "
+        "capability >= 9.0 or 8.9, or ROCm MI300+"
+    )
+    standin_env(env_builder, torch={"scaled_mm_error": err})
+    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*only supported on CUDA devices*", "*fix: use torch >= 2.5*"])
+
+
+def test_fp8_skips_on_ampere_saying_the_cc(pytester, env_builder):
+    standin_env(env_builder, torch={"devices": [["NVIDIA A100-SXM4-80GB", [8, 0]]]})
+    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*compute capability 8.0 < 8.9*"])
+
+
+# -- gpu.vllm-generate / gpu.vllm-reference / exit -------------------------------------------
+def checkpoints(tmp_path: Path, algo: str = "FP8") -> tuple[Path, Path]:
+    """A copy of the real ModelOpt export (``quant_algo`` set to ``algo``) and a BF16
+    reference dir next to it."""
+    fp8 = tmp_path / "ckpt" / "llama-fp8"
+    shutil.copytree(EXPORT, fp8)
+    hq = json.loads((fp8 / "hf_quant_config.json").read_text())
+    hq["quantization"]["quant_algo"] = algo
+    (fp8 / "hf_quant_config.json").write_text(json.dumps(hq))
+    ref = tmp_path / "ckpt" / "llama-bf16"
+    ref.mkdir()
+    cfg = json.loads((fp8 / "config.json").read_text())
+    cfg.pop("quantization_config", None)
+    (ref / "config.json").write_text(json.dumps(cfg))
+    return fp8, ref
+
+
+def vllm_case(pytester, env_builder, tmp_path, behaviour, *args, algo="FP8", ref=True):
+    standin_env(env_builder, vllm=behaviour)
+    fp8, bf16 = checkpoints(tmp_path, algo)
+    report = tmp_path / "report.json"
+    extra = ["--reference-checkpoint", str(bf16)] if ref else []
+    result = gpu_run(
+        pytester,
+        env_builder,
+        "-k",
+        VLLM_TESTS,
+        "--modelopt-checkpoint",
+        str(fp8),
+        *extra,
+        *args,
+        report=report,
+    )
+    return result, report
+
+
+def test_vllm_generate_and_reference_pass(pytester, env_builder, tmp_path):
+    behaviour = {"llama-fp8": {"logprob": -6.1}, "llama-bf16": {"logprob": -6.3}}
+    result, report = vllm_case(pytester, env_builder, tmp_path, behaviour)
+    result.assert_outcomes(passed=2)
+    (gen,) = checks(report, "gpu.vllm-generate")
+    assert "ModelOptFp8Config" in gen["summary"] and "tokens/s" in gen["summary"]
+    assert len(gen["evidence"]["load_seconds"]) == 2 and gen["evidence"]["tokens_per_s"][0] > 0
+    (ref,) = checks(report, "gpu.vllm-reference")
+    assert "|logprob difference| 0.2000 <= 0.5 nats" in ref["summary"]
+
+
+def test_reference_logprob_drift_fails_and_the_setting_widens_it(pytester, env_builder, tmp_path):
+    behaviour = {"llama-fp8": {"logprob": -5.0}, "llama-bf16": {"logprob": -6.0}}
+    result, _ = vllm_case(pytester, env_builder, tmp_path, behaviour)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]gpu.vllm-reference] FAILED: first-token logprob of *llama-fp8 is -5.0000, the "
+            "reference's -6.0000: |difference| 1.0000 > 0.5 nats (--vllm-logprob-tolerance)*",
+            "*fix: check that --reference-checkpoint is the BF16 original*",
+        ]
+    )
+    wide = pytester.mkdir("wide")
+    result, _ = vllm_case(pytester, env_builder, wide, behaviour, "--vllm-logprob-tolerance", "1.5")
+    result.assert_outcomes(passed=2)
+
+
+def test_reference_top1_disagreement_fails(pytester, env_builder, tmp_path):
+    behaviour = {"llama-fp8": {"tokens": [5] * 16}, "llama-bf16": {"tokens": [3] * 16}}
+    result, _ = vllm_case(pytester, env_builder, tmp_path, behaviour)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*first greedy token of *llama-fp8 is 5, the BF16 reference*"])
+
+
+def test_no_reference_skips_with_reason(pytester, env_builder, tmp_path):
+    result, _ = vllm_case(pytester, env_builder, tmp_path, {}, ref=False)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*no --reference-checkpoint given: nothing to compare with*"])
+
+
+def test_rejected_checkpoint_fails_quoting_vllm(pytester, env_builder, tmp_path):
+    result, _ = vllm_case(pytester, env_builder, tmp_path, {}, algo="INT8_SQ", ref=False)
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[gpu.vllm-generate] FAILED: vLLM could not load/generate with "
+                "*ValueError: ModelOpt currently only supports: ['FP8', *"
+            ),
+            "*fix: re-export the checkpoint with a quant_algo this vLLM supports*",
+        ]
+    )
+
+
+def test_engine_died_after_result_is_harmless_noise(pytester, env_builder, tmp_path):
+    result, report = vllm_case(pytester, env_builder, tmp_path, {"llama-fp8": {"died": "after"}})
+    result.assert_outcomes(passed=2)
+    (gen,) = checks(report, "gpu.vllm-generate")
+    assert gen["evidence"]["exit"].startswith("harmless shutdown noise after the result: ")
+    assert "Engine core process EngineCore_DP0 died unexpectedly." in gen["evidence"]["exit"]
+
+
+def test_engine_died_during_generation_fails(pytester, env_builder, tmp_path):
+    result, _ = vllm_case(
+        pytester, env_builder, tmp_path, {"llama-fp8": {"died": "before"}}, ref=False
+    )
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]gpu.vllm-generate] FAILED: the vLLM engine died before *llama-fp8 produced "
+            "tokens: *Engine core process EngineCore_DP0 died unexpectedly.*",
+            "*fix: the vLLM engine died while loading/generating: the real cause is printed*",
+        ]
+    )
+
+
+def test_hanging_load_is_killed_and_reported(pytester, env_builder, tmp_path):
+    result, report = vllm_case(
+        pytester,
+        env_builder,
+        tmp_path,
+        {"llama-fp8": {"hang": True}},
+        "--vllm-probe-timeout",
+        "2",
+        ref=False,
+    )
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]gpu.vllm-generate] ERROR: loading/generating with *llama-fp8 did not finish "
+            "within 2 s (--vllm-probe-timeout) and the probe process group was killed*"
+        ]
+    )
+    (gen,) = checks(report, "gpu.vllm-generate")
+    assert gen["outcome"] == "error"
+
+
+def test_vllm_missing_skips(pytester, env_builder, tmp_path):
+    standin_env(env_builder)  # torch only
+    fp8, _ = checkpoints(tmp_path)
+    result = gpu_run(pytester, env_builder, "-k", VLLM_TESTS, "--modelopt-checkpoint", str(fp8))
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*no GPU visible to the target env's torch*"])
+    result.stdout.fnmatch_lines(["*vLLM is not installed in *: nothing to load*"])
+
+
+def test_reference_pairing():
+    assert gpu.pair_reference(1, 2, ["a"]) == ("a", None)
+    assert gpu.pair_reference(1, 2, ["a", "b"]) == ("b", None)
+    ref, problem = gpu.pair_reference(0, 3, ["a", "b"])
+    assert ref == "" and problem is not None and "in the same order" in problem.fix
