@@ -414,7 +414,8 @@ def vllm_generates(
         cid,
         f"vLLM {first.get('vllm')} loaded {checkpoint} ({first.get('quant_config')}) and "
         f"generated the same {len(tokens[0])} greedy tokens in {len(runs)} fresh processes; "
-        f"load {_join(loads, 's')}, {_join(rates, ' tokens/s')}",
+        f"load {_join(loads, 's')}, {_join(rates, ' tokens/s')}"
+        + ("; engine-died line after the result ignored (shutdown noise)" if noise else ""),
         **evidence,
     )
 
@@ -460,6 +461,10 @@ def vllm_reference(
     cid = "gpu.vllm-reference"
     if not reference or ref_run is None:
         return skipped(cid, "no --reference-checkpoint given: nothing to compare with")
+    if _run_problem(cid, run, checkpoint) is not None:
+        return skipped(
+            cid, f"{checkpoint} generated nothing to compare: gpu.vllm-generate says why"
+        )
     for r, what in ((run, checkpoint), (ref_run, reference)):
         problem = _run_problem(cid, r, what)
         if problem is not None:

@@ -38,11 +38,14 @@ try:
     qc = getattr(llm.llm_engine.vllm_config, "quant_config", None)
     out["quantization"] = getattr(cfg, "quantization", None)
     out["quant_config"] = type(qc).__name__ if qc is not None else None
-    params = SamplingParams(
-        temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True, detokenize=False, logprobs=5
-    )
+    kw = dict(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True, detokenize=False)
     t0 = time.monotonic()
-    res = llm.generate([{"prompt_token_ids": PROMPT}], params)
+    try:
+        res = llm.generate([{"prompt_token_ids": PROMPT}], SamplingParams(**kw, logprobs=5))
+    except Exception as exc:  # logprobs must not cost gpu.vllm-generate its tokens
+        out["logprobs_exception"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        t0 = time.monotonic()
+        res = llm.generate([{"prompt_token_ids": PROMPT}], SamplingParams(**kw))
     gen = time.monotonic() - t0
     completion = res[0].outputs[0]
     out["tokens"] = list(completion.token_ids)
