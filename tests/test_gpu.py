@@ -203,6 +203,14 @@ def test_device_coverage_reuses_fatbin_rules():
     fa3 = gpu.BinaryImages("vllm/_fa3.so", [FatbinImage("sass", parse_arch("9.0a"), False)])
     ptx = gpu.BinaryImages("vllm/_C.so", [FatbinImage("ptx", parse_arch("8.0"), False)])
     assert gpu.device_coverage(h100, [fa3, ptx]).outcome == "passed"
+    # vLLM 0.26.0's _qutlass_C holds sm_100f only: a Blackwell-only library, not a failure
+    qutlass = gpu.BinaryImages(
+        "vllm/_qutlass_C.abi3.so", [FatbinImage("sass", parse_arch("10.0f"), False)]
+    )
+    f = gpu.device_coverage(h100, [fa3, ptx, qutlass])
+    assert f.outcome == "passed" and "1 arch-specific" in f.summary
+    generic_100 = gpu.BinaryImages("vllm/_C.so", [FatbinImage("sass", parse_arch("10.0"), False)])
+    assert gpu.device_coverage(h100, [generic_100]).outcome == "failed"
     bad = gpu.BinaryImages("vllm/_C.so", None, "not an ELF file")
     assert gpu.device_coverage(h100, [fa3, bad]).outcome == "error"
     assert gpu.device_coverage(h100, []).outcome == "skipped"
