@@ -19,7 +19,7 @@ from pytest_vllm_env.archs import parse_arch
 from pytest_vllm_env.fatbin import FatbinImage
 
 EXPORT = Path(__file__).parent.parent / "fixtures" / "modelopt_export" / "llama-fp8"
-# by test name: -k also matches the pytester directory, which is named after our test
+# by test name (-k also matches the pytester directory, which is named after our test)
 VLLM_TESTS = "test_vllm_loads_and_generates or test_vllm_matches_reference"
 needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc not found")
 
@@ -100,7 +100,7 @@ def test_conformance_cpu_torch_fails_with_fix(pytester, env_builder: EnvBuilder,
         "-m",
         "gpu",
         "-k",
-        "test_torch_uses_gpu",
+        "test_gpu.py and test_torch_uses_gpu",
         "--vllm-env",
         str(env_builder.prefix),
     )
@@ -110,15 +110,19 @@ def test_conformance_cpu_torch_fails_with_fix(pytester, env_builder: EnvBuilder,
     )
 
 
-def gpu_run(pytester, builder: EnvBuilder, *args: str, report: Path | None = None):
-    """The bundled gpu tier against ``builder``'s env, optionally writing the JSON report."""
+def gpu_run(pytester, builder: EnvBuilder, *args: str, k: str = "", report: Path | None = None):
+    """The bundled gpu tier's ``test_gpu.py`` (other modules with gpu tests stay out) against
+    ``builder``'s env; ``k`` narrows it to some tests; optionally writes the JSON report."""
     extra = ["--vllm-env-report", str(report)] if report else []
+    select = "test_gpu.py" + (f" and ({k})" if k else "")
     return pytester.runpytest(
         "--vllm-conformance",
         "-p",
         "no:randomly",
         "-m",
         "gpu",
+        "-k",
+        select,
         "-rs",
         "--vllm-env",
         str(builder.prefix),
@@ -148,7 +152,7 @@ def torch_libs(tmp_path_factory) -> dict[str, bytes]:
 def test_device_covered_by_torch_passes(pytester, env_builder, torch_libs):
     standin_env(env_builder)
     add_file(env_builder, "torch/lib/libtorch_cuda.so", torch_libs["sm90"])
-    result = gpu_run(pytester, env_builder, "-k", "test_gpu_covered_by_binaries", "-rA")
+    result = gpu_run(pytester, env_builder, "-rA", k="test_gpu_covered_by_binaries")
     result.assert_outcomes(passed=1)
 
 
@@ -157,7 +161,7 @@ def test_device_not_covered_by_torch_fails(pytester, env_builder, torch_libs):
     # torch built for Ampere only on an H100: imports fine, first kernel "no kernel image".
     standin_env(env_builder)
     add_file(env_builder, "torch/lib/libtorch_cuda.so", torch_libs["sm80"])
-    result = gpu_run(pytester, env_builder, "-k", "test_gpu_covered_by_binaries")
+    result = gpu_run(pytester, env_builder, k="test_gpu_covered_by_binaries")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -173,9 +177,7 @@ def test_device_not_covered_by_torch_fails(pytester, env_builder, torch_libs):
 def test_gpu_not_among_cuda_arch_fails_naming_the_setting(pytester, env_builder):
     # The env was built for an RTX 5090 (--cuda-arch 12.0); the runner has an H100.
     standin_env(env_builder)
-    result = gpu_run(
-        pytester, env_builder, "-k", "test_gpu_covered_by_binaries", "--cuda-arch", "12.0"
-    )
+    result = gpu_run(pytester, env_builder, "--cuda-arch", "12.0", k="test_gpu_covered_by_binaries")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -234,7 +236,7 @@ def test_no_gpu_skips_device_and_fp8_with_reason(pytester, env_builder, monkeypa
 def test_fp8_scaled_mm_passes_on_hopper(pytester, env_builder, tmp_path):
     standin_env(env_builder)
     report = tmp_path / "r.json"
-    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm", report=report)
+    result = gpu_run(pytester, env_builder, k="test_torch_fp8_scaled_mm", report=report)
     result.assert_outcomes(passed=1)
     (c,) = checks(report, "gpu.torch-fp8")
     assert "<= 0.02 x max|ref|" in c["summary"] and c["evidence"]["max_abs_err"] == 0.0
@@ -242,7 +244,7 @@ def test_fp8_scaled_mm_passes_on_hopper(pytester, env_builder, tmp_path):
 
 def test_fp8_wrong_results_fail(pytester, env_builder):
     standin_env(env_builder, torch={"fp8_noise": 3.0})
-    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm")
+    result = gpu_run(pytester, env_builder, k="test_torch_fp8_scaled_mm")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*[[]gpu.torch-fp8] FAILED: FP8 _scaled_mm on NVIDIA H100 80GB HBM3 differs*"]
@@ -255,14 +257,14 @@ def test_fp8_missing_kernel_fails_with_fix(pytester, env_builder):
         "capability >= 9.0 or 8.9, or ROCm MI300+"
     )
     standin_env(env_builder, torch={"scaled_mm_error": err})
-    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm")
+    result = gpu_run(pytester, env_builder, k="test_torch_fp8_scaled_mm")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*only supported on CUDA devices*", "*fix: use torch >= 2.5*"])
 
 
 def test_fp8_skips_on_ampere_saying_the_cc(pytester, env_builder):
     standin_env(env_builder, torch={"devices": [["NVIDIA A100-SXM4-80GB", [8, 0]]]})
-    result = gpu_run(pytester, env_builder, "-k", "test_torch_fp8_scaled_mm")
+    result = gpu_run(pytester, env_builder, k="test_torch_fp8_scaled_mm")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*compute capability 8.0 < 8.9*"])
 
@@ -292,12 +294,11 @@ def vllm_case(pytester, env_builder, tmp_path, behaviour, *args, algo="FP8", ref
     result = gpu_run(
         pytester,
         env_builder,
-        "-k",
-        VLLM_TESTS,
         "--modelopt-checkpoint",
         str(fp8),
         *extra,
         *args,
+        k=VLLM_TESTS,
         report=report,
     )
     return result, report
@@ -403,7 +404,7 @@ def test_hanging_load_is_killed_and_reported(pytester, env_builder, tmp_path):
 def test_vllm_missing_skips(pytester, env_builder, tmp_path):
     standin_env(env_builder)  # torch only
     fp8, _ = checkpoints(tmp_path)
-    result = gpu_run(pytester, env_builder, "-k", VLLM_TESTS, "--modelopt-checkpoint", str(fp8))
+    result = gpu_run(pytester, env_builder, "--modelopt-checkpoint", str(fp8), k=VLLM_TESTS)
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*vLLM is not installed in *: nothing to load*"])
 
