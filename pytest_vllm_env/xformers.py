@@ -446,7 +446,7 @@ def decision_finding(
             "the vLLM install is damaged: reinstall it (`pixi clean && pixi install`)",
             **ev,
         )
-    lines = {d.arch or "any arch": f"{d.backend or '?'}: {d.reason}" for d in decisions}
+    lines = {d.arch or "any arch": _line(d) for d in decisions}
     ev["decisions"] = lines
     layout = [d for d in decisions if d.undecided == "layout" and d.uses_xformers is None]
     if layout:
@@ -475,7 +475,7 @@ def decision_finding(
         return failed(
             cid,
             f"vLLM {vllm_version}'s Qwen2.5-VL vision tower would use xformers "
-            f"({xf[0].arch and 'sm ' + xf[0].arch + ': '}{xf[0].reason}), but xformers is not "
+            f"({xf[0].arch and 'sm ' + xf[0].arch + ': '}{_line(xf[0])}), but xformers is not "
             "installed: the first image fails with \"No module named 'xformers'\"",
             install_xformers_fix(inst, sm80),
             **ev,
@@ -497,6 +497,11 @@ def decision_finding(
     )
 
 
+def _line(d: Decision) -> str:
+    head = d.backend or "?"
+    return d.reason if d.reason.startswith(head) else f"{head}: {d.reason}"
+
+
 def _number(cc: str) -> int:
     m = re.match(r"(\d+)\.(\d+)", cc)
     return int(m.group(1)) * 10 + int(m.group(2)) if m else 0
@@ -509,8 +514,8 @@ def _rejected(src: VitSource, decisions: Sequence[Decision]) -> Decision | None:
 
 
 def uses_xformers(decisions: Sequence[Decision]) -> bool:
-    """True when any target arch would run the vision tower on xformers."""
-    return any(d.uses_xformers for d in decisions)
+    """True when any target arch would, or may (undecided), run the vision tower on xformers."""
+    return any(d.uses_xformers is not False for d in decisions)
 
 
 def torch_pin(
