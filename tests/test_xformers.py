@@ -17,7 +17,7 @@ from pytest_vllm_env import xformers as X
 from pytest_vllm_env.archs import parse_arch
 from pytest_vllm_env.gpu import ProbeResult
 
-SUITE = ("--vllm-conformance", "-p", "no:randomly", "-k", "test_xformers")
+SUITE = ("--vllm-conformance", "-p", "no:randomly", "-k", "test_xformers.py")
 
 
 def run(pytester: pytest.Pytester, env: EnvBuilder, *, arch: str | None = "9.0", tier="toolchain"):
