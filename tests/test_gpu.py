@@ -104,6 +104,8 @@ def test_conformance_gpu_and_generate_skip_without_gpu(pytester, env_builder: En
         "no:randomly",
         "-m",
         "gpu",
+        "-k",
+        "test_gpu.py",
         "-rs",
         "--vllm-env",
         str(env_builder.prefix),
