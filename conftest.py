@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def parts_cache() -> Iterator[Path]:
+    """Pin the download cache before ``pytester`` points HOME at a temp dir (else a test
+    that fetches real wheels would download them again into that HOME)."""
+    from fixtures import downloads
+
+    mp = pytest.MonkeyPatch()
+    root = downloads.cache_root()
+    mp.setenv("PYTEST_VLLM_ENV_CACHE", str(root))
+    yield root
+    mp.undo()
 
 
 @pytest.fixture

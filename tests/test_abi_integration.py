@@ -57,7 +57,7 @@ def make_env(env_builder, torch_root: Path, torch_version: str, vllm_root: Path)
 
 def run(pytester, prefix):
     return pytester.runpytest(
-        "--vllm-conformance", "-k", "test_abi or test_arch", "--vllm-env", str(prefix),
+        "--vllm-conformance", "-k", "test_abi.py or test_arch.py", "--vllm-env", str(prefix),
         "--cuda-arch", "12.0", "--cuda-arch", "9.0",
     )  # fmt: skip
 

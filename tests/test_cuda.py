@@ -19,18 +19,6 @@ from pytest_vllm_env.env import PixiEnv
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def parts_cache():
-    """Pin the download cache before ``pytester`` points HOME at a temp dir (else every
-    test would download the CUDA wheels again into that HOME)."""
-    from fixtures import downloads
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PYTEST_VLLM_ENV_CACHE", str(downloads.cache_root()))
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="session")
 def seeds_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tree of seed envs per run, shared by xdist workers (file-locked builds)."""

@@ -18,18 +18,6 @@ SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 SYSTEM_CMAKE = shutil.which("cmake")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def parts_cache():
-    """Pin the download cache before ``pytester`` points HOME at a temp dir (else every
-    test would download the CUDA wheels again into that HOME)."""
-    from fixtures import downloads
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PYTEST_VLLM_ENV_CACHE", str(downloads.cache_root()))
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="session")
 def seeds_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.getbasetemp()

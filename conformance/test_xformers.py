@@ -1,0 +1,41 @@
+"""The xformers fallback: would Qwen2.5-VL's vision tower use xformers with this env's vLLM on
+the target GPU, is it installed with a matching torch, and does it compute on the GPU?"""
+
+import pytest
+
+from pytest_vllm_env import xformers
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("xformers.decision")
+def test_vision_backend_decision(
+    vllm_env, vit_attn_source, xformers_decisions, vit_attn_installed, verdict
+):
+    verdict(
+        xformers.decision_finding(
+            vit_attn_source, xformers_decisions, vit_attn_installed, vllm_env.version_of("vllm")
+        )
+    )
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("xformers.torch-pin")
+def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
+    dist = vllm_env.dist("xformers")
+    verdict(
+        xformers.torch_pin(
+            xformers_decisions,
+            dist.version if dist else None,
+            dist.requires if dist else (),
+            vllm_env.version_of("torch"),
+        )
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.vllm_check("xformers.attention")
+def test_xformers_attention(vllm_env, xformers_decisions, require_gpu, request, verdict):
+    if not xformers.uses_xformers(xformers_decisions):
+        pytest.skip("the vision tower does not use xformers here (xformers.decision)")
+    probe = request.getfixturevalue("xformers_probe")
+    verdict(xformers.attention(probe, xformers_decisions, str(vllm_env.python)))

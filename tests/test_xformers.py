@@ -1,0 +1,283 @@
+# ruff: noqa: E501  (expected messages are kept whole: they are what users read)
+"""The xformers checks, run as users run them: the conformance suite against fixture envs whose
+vLLM vision-attention files are stand-ins with each generation's real rule (docs/xformers.md)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from fixtures.envs import EnvBuilder
+from fixtures.text import lit
+from fixtures.vit_standin import install_vit_vllm, vit_files
+from pytest_vllm_env import xformers as X
+from pytest_vllm_env.archs import parse_arch
+from pytest_vllm_env.gpu import ProbeResult
+
+SUITE = ("--vllm-conformance", "-p", "no:randomly", "-k", "test_xformers.py")
+
+
+def run(pytester: pytest.Pytester, env: EnvBuilder, *, arch: str | None = "9.0", tier="toolchain"):
+    args = [*SUITE, "-m", tier, "-rs", "--vllm-env", str(env.prefix)]
+    if arch:
+        args += ["--cuda-arch", arch]
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(*args, "--vllm-env-report", str(report))
+    assert "Traceback" not in result.stdout.str()
+    return result
+
+
+def checks(pytester: pytest.Pytester) -> dict[str, dict]:
+    data = json.loads((pytester.path / "report.json").read_text())["checks"]
+    return {c["id"]: c for c in data}
+
+
+# -- the decision, per vLLM generation -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("layout", "arch", "flash_attn", "backend"),
+    [
+        ("0.8", "9.0", None, "XFORMERS"),
+        ("0.8", "9.0", "2.7.4", "FLASH_ATTN"),
+        ("0.8", "7.5", "2.7.4", "XFORMERS"),
+        ("0.10", "9.0", None, "XFORMERS"),
+        ("0.10", "12.0", "2.8.3", "FLASH_ATTN"),
+        ("0.10", "7.0", None, "XFORMERS"),
+        ("0.12", "9.0", None, "FLASH_ATTN"),
+        ("0.12", "7.5", None, "TORCH_SDPA"),
+        ("0.26", "9.0", None, "FLASH_ATTN"),
+        ("0.26", "7.5", None, "TORCH_SDPA"),
+    ],
+)
+def test_decide_per_generation(layout, arch, flash_attn, backend):
+    src = X.read_vit_source(vit_files(layout))
+    d = X.decide(src, parse_arch(arch), X.Installed(flash_attn=flash_attn, vllm_flash_attn=True))
+    assert d.backend == backend, d.reason
+    assert d.uses_xformers is (backend == "XFORMERS")
+
+
+def test_env_var_overrides_where_vllm_reads_it():
+    inst = X.Installed()
+    old = X.read_vit_source(vit_files("0.10"))
+    assert X.decide(old, parse_arch("9.0"), inst, "TORCH_SDPA").backend == "TORCH_SDPA"
+    new = X.read_vit_source(vit_files("0.26"))
+    assert not new.env_var_honoured  # 0.26 reads only mm_encoder_attn_backend for the ViT
+    assert X.decide(new, parse_arch("9.0"), inst, "TORCH_SDPA").backend == "FLASH_ATTN"
+
+
+def test_xformers_for_torch_table():
+    assert X.xformers_for_torch("2.7.1+cu126") == "0.0.31"
+    assert X.xformers_for_torch("2.11.0+cu130") == "0.0.35"
+    assert X.xformers_for_torch("2.5.1") is None
+
+
+# -- conformance runs ------------------------------------------------------------------------
+def test_qwen25vl_needs_xformers_but_missing_fails_with_fix(pytester, env_builder):
+    """The real-world failure (seed 004): vLLM 0.10 on an H100, no flash-attn, no xformers."""
+    install_vit_vllm(env_builder, "0.10")
+    result = run(pytester, env_builder)
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[xformers.decision] FAILED: vLLM 0.10.1.1's Qwen2.5-VL vision tower would use xformers (sm 9.0: XFORMERS: the PyPI flash-attn package is not installed, so vLLM logs \"Current `vllm-flash-attn` has a bug inside vision module*"
+            ),
+            lit(
+                '*fix: add `xformers = "==0.0.31"` to pixi.toml [pypi-dependencies] (the xformers release built for the env\'s torch 2.7.1)*flash-attn*'
+            ),
+        ]
+    )
+    assert "vllm/platforms/cuda.py:CudaPlatformBase.get_vit_attn_backend" in result.stdout.str()
+
+
+def test_xformers_installed_with_matching_torch_passes(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.10", xformers="0.0.31")
+    result = run(pytester, env_builder)
+    result.assert_outcomes(passed=2)
+    found = checks(pytester)
+    assert "uses XFORMERS and xformers 0.0.31 is installed" in found["xformers.decision"]["summary"]
+    assert (
+        found["xformers.torch-pin"]["summary"]
+        == "xformers 0.0.31 requires torch==2.7.1; torch is 2.7.1"
+    )
+
+
+def test_xformers_torch_pin_mismatch_fails(pytester, env_builder):
+    install_vit_vllm(
+        env_builder, "0.10", torch="2.8.0+cu128", xformers="0.0.31", xformers_torch="2.7.1"
+    )
+    result = run(pytester, env_builder)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[xformers.torch-pin] FAILED: xformers 0.0.31 requires torch==2.7.1, but the env has torch 2.8.0+cu128*"
+            ),
+            lit('*fix: set `xformers = "==0.0.32.post2"` in pixi.toml [pypi-dependencies]*'),
+        ]
+    )
+
+
+def test_volta_needs_xformers_even_with_flash_attn(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.8", flash_attn="2.7.4", xformers="0.0.29.post2")
+    run(pytester, env_builder, arch="7.0").assert_outcomes(passed=2)
+    assert "sm 7.0 (< 8.0: Volta/Turing)" in checks(pytester)["xformers.decision"]["summary"]
+
+
+def test_flash_attn_installed_skips_naming_backend(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.10", flash_attn="2.8.3")
+    result = run(pytester, env_builder)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*does not use xformers here: it uses FLASH_ATTN (FLASH_ATTN: sm 9.0 >= 8.0 and flash-attn 2.8.3*"
+        ]
+    )
+
+
+def test_vllm_026_does_not_use_xformers(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.26")
+    result = run(pytester, env_builder)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(
+        ["*vLLM 0.26.0's Qwen2.5-VL vision tower does not use xformers here: it uses FLASH_ATTN*"]
+    )
+
+
+def test_no_arch_still_decides_when_every_arch_gives_xformers(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.10")
+    run(pytester, env_builder, arch=None).assert_outcomes(failed=1, skipped=1)
+    assert "XFORMERS on every arch" in checks(pytester)["xformers.decision"]["summary"]
+
+
+def test_env_var_backend_the_model_rejects_fails(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.12")
+    env_builder.manifest('[activation.env]\nVLLM_ATTENTION_BACKEND = "FLASHINFER"\n')
+    result = run(pytester, env_builder)
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                '*[xformers.decision] FAILED: Qwen2.5-VL\'s vision tower would get FLASHINFER on sm 9.0, which vLLM 0.12.0 rejects ("Qwen2.5-VL does not support FLASHINFER backend now."*'
+            ),
+            "*fix: VLLM_ATTENTION_BACKEND also sets the vision backend*",
+        ]
+    )
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_garbled_source_is_an_error_not_a_traceback(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.10", files={X.CUDA_PY: "\x00\x01 def (((\n"})
+    result = run(pytester, env_builder)
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[xformers.decision] ERROR: cannot read vLLM 0.10.1.1's vision attention source: vllm/platforms/cuda.py is not valid Python*"
+            ),
+            "*fix: the vLLM install is damaged: reinstall it*",
+        ]
+    )
+
+
+def test_unreadable_source_is_an_error(env_builder):
+    install_vit_vllm(env_builder, "0.10")
+    path = env_builder.site_packages / X.CUDA_PY
+    path.unlink()
+    path.mkdir()  # reading a directory raises IsADirectoryError (even as root)
+    src = X.read_vit_tree(env_builder.site_packages)
+    assert src.rule == "unreadable" and "cannot read" in src.problem
+
+
+def test_unknown_layout_with_xformers_path_cannot_decide(pytester, env_builder):
+    odd = "class CudaPlatformBase:\n    def get_vit_attn_backend(cls):\n        return pick()\n"
+    install_vit_vllm(env_builder, "0.10", files={X.CUDA_PY: odd})
+    result = run(pytester, env_builder)
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[xformers.decision] ERROR: cannot decide which backend vLLM 0.10.1.1's Qwen2.5-VL vision tower uses: the vision backend rule in vllm/platforms/cuda.py:CudaPlatformBase.get_vit_attn_backend is not one this suite knows*"
+            ),
+            '*fix: to be safe, add `xformers = "==0.0.31"`*',
+        ]
+    )
+
+
+def test_unknown_layout_without_xformers_path_skips(env_builder):
+    files = {X.CUDA_PY: "def get_vit_attn_backend():\n    return pick()\n"}
+    src = X.read_vit_source({**vit_files("0.26"), **files})
+    d = X.decide(src, parse_arch("9.0"), X.Installed())
+    assert src.rule == "unknown" and d.uses_xformers is False and d.backend is None
+    assert X.decision_finding(src, [d], X.Installed(), "9.9").outcome == "skipped"
+
+
+def test_no_qwen25vl_model_skips(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.10")
+    (env_builder.site_packages / X.MODEL_PY).unlink()
+    run(pytester, env_builder).assert_outcomes(skipped=2)
+    assert "has no Qwen2.5-VL" in checks(pytester)["xformers.decision"]["summary"]
+
+
+def test_no_vllm_skips(pytester, env_builder):
+    env_builder.python("3.12")
+    result = run(pytester, env_builder)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*vLLM is not installed*"])
+
+
+# -- gpu: the probe and its judgement --------------------------------------------------------
+def fake_python(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "fakepy"
+    p.write_text(f"#!/bin/sh\necho '{json.dumps(data)}'\n")
+    p.chmod(p.stat().st_mode | stat.S_IXUSR)
+    return p
+
+
+XF_OK = {"torch": "2.7.1+cu126", "xformers": "0.0.31", "device": "NVIDIA H100", "dtype": "bfloat16",
+         "diffs": {"dense": 0.0039, "block_diagonal": 0.0039}, "max_abs_diff": 0.0039}  # fmt: skip
+XF_DECIDED = [X.Decision("XFORMERS", True, "", "9.0")]
+
+
+def test_attention_judgement():
+    ok = X.attention(ProbeResult("xformers_check.py", data=XF_OK), XF_DECIDED)
+    assert ok.outcome == "passed" and "max abs diff 3.90e-03" in ok.summary
+    nan = X.attention(ProbeResult("x", data=dict(XF_OK, max_abs_diff=float("nan"))), XF_DECIDED)
+    assert nan.outcome == "failed" and "python -m xformers.info" in nan.fix
+    missing = {
+        "torch": "2.11.0+cu130",
+        "xformers": None,
+        "exception": "ModuleNotFoundError: No module named 'xformers'",
+    }
+    f = X.attention(ProbeResult("x", data=missing), XF_DECIDED, "/env/bin/python")
+    assert f.outcome == "failed" and "No module named 'xformers'" in f.summary
+    hung = X.attention(ProbeResult("x", problem="killed after 300 s"), XF_DECIDED)
+    assert hung.outcome == "error"
+
+
+def test_conformance_gpu_attention_passes_with_probe(pytester, env_builder, tmp_path, monkeypatch):
+    """With a GPU-seeing fake Python the gpu check runs the probe and judges its diff."""
+    install_vit_vllm(env_builder, "0.10", xformers="0.0.31")
+    torch_ok = {"torch": "2.7.1", "cuda": "12.6", "available": True, "matmul": 64.0,
+                "devices": [{"name": "NVIDIA H100", "cc": "9.0"}]}  # fmt: skip
+    merged = {**torch_ok, **XF_OK}  # one fake answers both probes
+    py = env_builder.prefix / "bin" / "python3"
+    py.unlink()
+    py.symlink_to(fake_python(tmp_path, merged))
+    result = run(pytester, env_builder, tier="gpu")
+    result.assert_outcomes(passed=1)
+    assert "matches torch SDPA on NVIDIA H100" in checks(pytester)["xformers.attention"]["summary"]
+
+
+def test_conformance_gpu_attention_skips_when_xformers_unused(pytester, env_builder, tmp_path):
+    install_vit_vllm(env_builder, "0.26")
+    torch_ok = {"torch": "2.11.0", "cuda": "13.0", "available": True, "matmul": 64.0,
+                "devices": [{"name": "NVIDIA H100", "cc": "9.0"}]}  # fmt: skip
+    py = env_builder.prefix / "bin" / "python3"
+    py.unlink()
+    py.symlink_to(fake_python(tmp_path, torch_ok))
+    result = run(pytester, env_builder, tier="gpu")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*does not use xformers here (xformers.decision)*"])
