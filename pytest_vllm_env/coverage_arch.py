@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import findings as F
 from .archs import Arch
-from .fatbin import FatbinImage, arch_coverage, describe
+from .fatbin import FatbinImage, arch_coverage, arch_specific_only, describe
 from .findings import Finding
 
 CID = "arch.coverage"
@@ -52,6 +52,15 @@ def coverage(
         if cov.covered and cov.via is not None:
             how = f"PTX {cov.via.name} (JIT on first use)" if cov.jit else f"SASS {cov.via.name}"
             out.append(F.passed(CID, f"{label} runs on {target.sm} via {how}", holds=held))
+        elif arch_specific_only(images):
+            out.append(
+                F.passed(
+                    CID,
+                    f"{label} holds only arch-specific kernels ({held}): used only on those "
+                    f"GPUs, not needed for {target.sm}",
+                    holds=held,
+                )
+            )
         else:
             out.append(
                 F.failed(

@@ -161,6 +161,13 @@ def ptx_jits_to(image_arch: Arch, target: Arch) -> bool:
     return image_arch.number <= target.number
 
 
+def arch_specific_only(images: list[FatbinImage]) -> bool:
+    """True when every image is arch- or family-specific (``sm_90a``, ``sm_100f``): such a
+    library (vLLM 0.26.0's FA3: sm_90a; ``_qutlass_C``: sm_100f) is only dispatched to on
+    those GPUs, so lacking other archs is by design, not a broken build."""
+    return bool(images) and all(i.arch.suffix in ("a", "f") for i in images)
+
+
 def arch_coverage(images: Iterable[FatbinImage], target: Arch) -> Coverage:
     """Does SASS of a binary-compatible arch, or PTX that can JIT to ``target``, exist?"""
     images = list(images)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pytest_vllm_env import proc
 from pytest_vllm_env.archs import Arch, parse_arch
-from pytest_vllm_env.fatbin import FatbinImage, arch_coverage, describe
+from pytest_vllm_env.fatbin import FatbinImage, arch_coverage, arch_specific_only, describe
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 
 PROBES = Path(__file__).parent / "probes"
@@ -232,7 +232,7 @@ def device_coverage(
 
 
 def _specialized(binary: BinaryImages) -> bool:
-    return all(i.arch.suffix in ("a", "f") for i in binary.images or [])
+    return arch_specific_only(binary.images or [])
 
 
 def _target_fix(source: str, listed: str, gpus: Sequence[Arch]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from pathlib import Path
@@ -26,6 +27,7 @@ CASES = {
         ["arch=compute_90a,code=sm_90a", "arch=compute_120,code=compute_120"],
         {"sm_90a", "compute_120"},
     ),
+    "only-90a": (["arch=compute_90a,code=sm_90a"], {"sm_90a"}),
     "family-100f": (
         ["arch=compute_100f,code=sm_100f", "arch=compute_86,code=sm_86"],
         {"sm_100f", "sm_86"},
@@ -203,6 +205,27 @@ def test_ptx_covers_newer_arch(pytester, env_builder, built):
         "12.0",
     )
     result.assert_outcomes(passed=1)
+
+
+@needs_nvcc
+def test_arch_specific_only_library_is_not_a_gap(pytester, env_builder, built):
+    # vLLM 0.26.0 ships FA3 with sm_90a only and _qutlass_C with sm_100f only: vLLM
+    # dispatches to them only on those GPUs, so an RTX 5090 target must not fail on them.
+    _env_with_torch_cuda(env_builder, built["ptx-only"])
+    so = {"vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so": built["only-90a"].read_bytes()}
+    env_builder.dist("vllm", "0.26.0", files=so)
+    args = ["--vllm-conformance", "-k", "test_arch.py", "--vllm-env", str(env_builder.prefix)]
+    result = pytester.runpytest(*args, "--cuda-arch", "12.0", "--vllm-env-report", "r.json")
+    result.assert_outcomes(passed=1)
+    said = [c["summary"] for c in json.loads((pytester.path / "r.json").read_text())["checks"]]
+    assert (
+        "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so holds only arch-specific kernels "
+        "(SASS sm_90a; PTX none): used only on those GPUs, not needed for sm_120"
+    ) in said
+    # the same library with a generic image next to it is an ordinary gap
+    so = {"vllm/_C.abi3.so": built["sass-only"].read_bytes()}
+    env_builder.dist("vllm", "0.26.0", files=so)
+    pytester.runpytest(*args, "--cuda-arch", "12.0").assert_outcomes(failed=1)
 
 
 def test_no_target_arch_skips_with_reason(pytester, env_builder):
