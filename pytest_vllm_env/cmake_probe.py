@@ -27,7 +27,7 @@ MARK = "VLLM_ENV_PROBE"
 
 CMAKELISTS = """\
 cmake_minimum_required(VERSION 3.18)
-project(vllm_env_probe LANGUAGES C)
+project(vllm_env_probe LANGUAGES {languages})
 find_package(CUDAToolkit)
 message(STATUS "{mark} found=${{CUDAToolkit_FOUND}}")
 message(STATUS "{mark} version=${{CUDAToolkit_VERSION}}")
@@ -105,6 +105,9 @@ def run_probe(
     elif torch is not None:
         load = f'include(FindPackageHandleStandardArgs)\n  include("{torch.path}")'
     text = CMAKELISTS.format(
+        # torch's cuda.cmake try_run()s a .cc file: a project that loads torch needs CXX, as
+        # vLLM's own CMakeLists does (seen on the H100: "Unknown extension .cc" with C only)
+        languages="C CXX" if load else "C",
         mark=MARK,
         targets=" ".join(TARGETS),
         torch=TORCH_BLOCK.format(load=load, mark=MARK) if load else "",

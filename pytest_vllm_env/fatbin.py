@@ -173,7 +173,9 @@ def arch_coverage(images: Iterable[FatbinImage], target: Arch) -> Coverage:
     images = list(images)
     sass = [i for i in images if i.kind == "sass" and sass_runs_on(i.arch, target)]
     if sass:
-        best = max(sass, key=lambda i: (i.arch.number, i.arch.suffix == "a"))
+        # name the generic image when there is one: libtorch_cuda holds 444 sm_90 images and
+        # 4 sm_90a ones; "runs on sm_90 via sm_90a" would misdescribe it
+        best = max(sass, key=lambda i: (i.arch.number, i.arch.suffix == ""))
         return Coverage(target, True, best, False)
     ptx = [i for i in images if i.kind == "ptx" and ptx_jits_to(i.arch, target)]
     if ptx:

@@ -228,6 +228,16 @@ def test_arch_specific_only_library_is_not_a_gap(pytester, env_builder, built):
     pytester.runpytest(*args, "--cuda-arch", "12.0").assert_outcomes(failed=1)
 
 
+def test_coverage_names_the_generic_image_when_both_exist():
+    # libtorch_cuda 2.11 holds 444 sm_90 images and 4 sm_90a ones (FACTS)
+    images = [
+        fatbin.FatbinImage("sass", parse_arch("9.0a"), False),
+        fatbin.FatbinImage("sass", parse_arch("9.0"), False),
+    ]
+    cov = fatbin.arch_coverage(images, parse_arch("9.0"))
+    assert cov.covered and cov.via is not None and cov.via.name == "sm_90"
+
+
 def test_no_target_arch_skips_with_reason(pytester, env_builder):
     env_builder.python("3.12")
     env_builder.dist(
