@@ -60,6 +60,7 @@ pytest_plugins = [
     "pytest_vllm_env.plugins.binaries",
     "pytest_vllm_env.plugins.modelopt",
     "pytest_vllm_env.plugins.gpu",
+    "pytest_vllm_env.plugins.build",
     "pytest_vllm_env.plugins.xformers",
 ]
 HEADER_PACKAGES = ("torch", "vllm", "xformers", "flash-attn", "nvidia-modelopt")

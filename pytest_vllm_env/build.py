@@ -1,0 +1,269 @@
+"""The build tier: can this env really compile CUDA code for each target arch?
+
+Two real compiles per target arch, each checked by reading the result's ``.nv_fatbin``:
+
+- ``build.nvcc-kernel``: a tiny kernel built with the nvcc that torch's cpp_extension would
+  use (``$CUDA_HOME/bin/nvcc`` after activation, else nvcc on the activated PATH) and the
+  flags cpp_extension derives from ``TORCH_CUDA_ARCH_LIST`` (``-gencode=arch=compute_XY,
+  code=sm_XY``; torch 2.11 ``_get_cuda_arch_flags``). Needs no torch.
+- ``build.torch-extension``: the TARGET env's Python runs ``probes/build_ext.py``, which
+  builds a tiny extension with ``torch.utils.cpp_extension.load_inline`` under the env's
+  activation with ``TORCH_CUDA_ARCH_LIST`` set to that arch; on a GPU of that arch it also
+  loads it and runs it (``build.extension-runs``).
+
+Everything is built under pytest's tmp dirs, never in the judged env.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import proc
+from .archs import Arch
+from .cuda import ToolkitFacts
+from .elf import ElfError
+from .fatbin import FatbinError, describe, read_images
+from .findings import Finding, error, failed, passed, skipped
+from .gpu import ProbeResult
+
+KERNEL = """\
+__global__ void add_one(float *x, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += 1.0f;
+}
+extern "C" void launch_add_one(float *x, int n) { add_one<<<(n + 255) / 256, 256>>>(x, n); }
+"""
+
+# nvcc's words for an arch it cannot build (CUDA 12.4 for sm_120; CUDA 13 for sm_70)
+_MISSING_HEADER = re.compile(r"fatal error: ([\w/.+-]+\.h): No such file or directory")
+# conda-forge packages that provide the headers a CUDA compile needs first
+_HEADER_PACKAGE = {
+    "cuda_runtime.h": "cuda-cudart-dev",
+    "cuda_runtime_api.h": "cuda-cudart-dev",
+    "cuda.h": "cuda-cudart-dev",
+    "cuda_fp16.h": "cuda-cudart-dev",
+    "nvToolsExt.h": "cuda-nvtx-dev",
+}
+_UNSUPPORTED = re.compile(r"Unsupported gpu architecture '([^']+)'|Value '([^']+)' is not defined")
+
+
+def gencode_flags(arch: Arch) -> list[str]:
+    """What torch's cpp_extension passes nvcc for one ``TORCH_CUDA_ARCH_LIST`` entry."""
+    num = f"{arch.number}{arch.suffix}"
+    flags = [f"-gencode=arch=compute_{num},code=sm_{num}"]
+    if arch.ptx:
+        flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+    return flags
+
+
+def build_nvcc(t: ToolkitFacts) -> tuple[Path | None, str]:
+    """The nvcc a torch extension build uses, and why that one (cpp_extension's order)."""
+    home = t.environ.get("CUDA_HOME") or t.environ.get("CUDA_PATH")
+    if home:
+        candidate = Path(home) / "bin" / "nvcc"
+        return (candidate if candidate.exists() else None), f"$CUDA_HOME/bin/nvcc ({home})"
+    return t.nvcc_on_path, "nvcc on the activated PATH"
+
+
+def sass_finding(cid: str, label: str, so: Path, arch: Arch, **evidence: object) -> Finding:
+    """Does the built ``so`` hold SASS for exactly ``arch`` (what a GPU of it will run)?"""
+    try:
+        images = read_images(so)
+    except (ElfError, FatbinError) as exc:
+        return error(
+            cid,
+            f"{label}: the built {so.name} cannot be read: {exc}",
+            "rebuild; if it repeats, the toolchain writes broken objects: reinstall cuda-nvcc",
+            **evidence,
+        )
+    held = describe(images)
+    if any(
+        i.kind == "sass" and i.arch.number == arch.number and i.arch.suffix == arch.suffix
+        for i in images
+    ):
+        return passed(
+            cid,
+            f"{label} for {arch.sm}: built, holds SASS {arch.sm} ({held})",
+            holds=held,
+            **evidence,
+        )
+    return failed(
+        cid,
+        f"{label} for {arch.sm}: built, but holds no SASS {arch.sm} ({held})",
+        "something rewrites the arch flags: check NVCC_APPEND_FLAGS / NVCC_PREPEND_FLAGS and "
+        "CUDAARCHS in [activation.env] and etc/conda/activate.d, and TORCH_CUDA_ARCH_LIST",
+        holds=held,
+        **evidence,
+    )
+
+
+def _unsupported_fix(arch: Arch, version: str | None, where: str) -> str:
+    if arch.major >= 12 or arch.number in (100, 101, 103):
+        need = "12.8"
+    elif arch.major < 7 or arch.number in (70, 72):
+        return (
+            f'CUDA 13 dropped {arch.sm} (Maxwell/Pascal/Volta): pin `cuda-version = "12.9.*"`'
+            f" (and `cuda-nvcc`) in [dependencies] in pixi.toml, or drop {arch.cc} from "
+            "--cuda-arch / TORCH_CUDA_ARCH_LIST"
+        )
+    else:
+        need = "12.0"
+    return (
+        f"{where} is CUDA {version or '?'}; {arch.sm} needs CUDA >= {need}: set "
+        f'`cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) or newer in '
+        "[dependencies] in pixi.toml"
+    )
+
+
+def compile_kernel(
+    nvcc: Path, arch: Arch, workdir: Path, environ: Mapping[str, str], timeout: float
+) -> proc.ProcResult:
+    """``nvcc -shared`` the tiny kernel for ``arch`` into ``workdir/add_one_<sm>.so``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / "add_one.cu"
+    src.write_text(KERNEL)
+    out = workdir / f"add_one_{arch.sm}.so"
+    argv = [nvcc, "-shared", "-Xcompiler", "-fPIC", *gencode_flags(arch), "-o", out, src]
+    return proc.run(argv, env=dict(environ), cwd=workdir, timeout=timeout)
+
+
+def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> Finding:
+    """build.nvcc-kernel: the tiny kernel compiles for ``arch`` and holds its SASS."""
+    cid = "build.nvcc-kernel"
+    nvcc, how = build_nvcc(t)
+    if nvcc is None:
+        return failed(
+            cid,
+            f"no nvcc to build with: {how} does not exist"
+            if "CUDA_HOME" in how
+            else "no nvcc on the activated PATH",
+            "add `cuda-nvcc` to [dependencies] in pixi.toml and set `CUDA_HOME = "
+            '"${CONDA_PREFIX}"` in [activation.env]',
+        )
+    result = compile_kernel(nvcc, arch, workdir, t.environ, timeout)
+    cmd = " ".join(result.argv)
+    if result.timed_out or result.launch_error:
+        return error(
+            cid,
+            f"{nvcc} did not build the kernel for {arch.sm}: {result.describe()}",
+            "run the command by hand in `pixi shell`; raise --cuda-tool-timeout if it was "
+            "only slow",
+            command=cmd,
+        )
+    if not result.ok:
+        text = result.output
+        match = _UNSUPPORTED.search(text)
+        if match:
+            version = t.version if nvcc == t.nvcc_on_path else None
+            return failed(
+                cid,
+                f"{nvcc} cannot build for {arch.sm}: "
+                + next(line for line in text.splitlines() if match.group(0) in line).strip(),
+                _unsupported_fix(arch, version, str(nvcc)),
+                command=cmd,
+            )
+        header = _MISSING_HEADER.search(text)
+        if header:
+            name = header.group(1)
+            package = _HEADER_PACKAGE.get(Path(name).name, "cuda-toolkit")
+            return failed(
+                cid,
+                f"{nvcc} cannot build a 5-line kernel for {arch.sm}: {name} is not in the env",
+                f"add `{package}` to [dependencies] in pixi.toml (the nvcc package alone "
+                "brings no runtime headers)",
+                command=cmd,
+                output=text[-1500:],
+            )
+        return failed(
+            cid,
+            f"{nvcc} failed to build a 5-line kernel for {arch.sm}: "
+            + (text.splitlines()[-1] if text else f"exit {result.returncode}"),
+            "the host compiler or headers are broken: add `cxx-compiler` (gcc <= the max "
+            "your CUDA supports) to [dependencies], and read the output in the evidence",
+            command=cmd,
+            output=text[-1500:],
+        )
+    return sass_finding(
+        cid,
+        f"a kernel from {nvcc} ({how})",
+        workdir / f"add_one_{arch.sm}.so",
+        arch,
+        command=cmd,
+        seconds=round(result.seconds, 1),
+    )
+
+
+def torch_extension(probe: ProbeResult, arch: Arch, python: str | Path) -> Finding:
+    """build.torch-extension: cpp_extension built the tiny extension for ``arch`` (the
+    probe's JSON) and the ``.so`` holds SASS for it."""
+    cid = "build.torch-extension"
+    if probe.problem:
+        return error(
+            cid,
+            f"the build probe did not complete for {arch.sm}: {probe.problem}",
+            "raise --build-timeout if it was only slow (the first build compiles torch "
+            "headers: minutes); else run probes/build_ext.py by hand in `pixi shell`",
+            output=probe.output_tail[-1500:],
+        )
+    d = probe.data
+    if d.get("torch") is None:
+        return skipped(cid, f"torch is not installed in the env ({python} cannot import it)")
+    exc = str(d.get("exception") or "")
+    if not d.get("so"):
+        log = str(d.get("log") or "")
+        text = exc + "\n" + log
+        match = _UNSUPPORTED.search(text)
+        if "Ninja is required" in exc:
+            fix = "add `ninja` to [dependencies] in pixi.toml (torch.utils.cpp_extension needs it)"
+        elif match:
+            fix = _unsupported_fix(arch, d.get("nvcc_version"), "the nvcc torch uses")
+        elif "CUDA_HOME" in exc or "nvcc" in exc and "not found" in exc:
+            fix = (
+                'set `CUDA_HOME = "${CONDA_PREFIX}"` in [activation.env] and add '
+                "`cuda-nvcc` to [dependencies] in pixi.toml"
+            )
+        elif "Unknown CUDA arch" in exc:
+            fix = (
+                f"torch {d['torch']}'s cpp_extension does not know {arch.cc}: use a torch "
+                "that lists it, or another --cuda-arch spelling"
+            )
+        else:
+            fix = "read the compiler output in the evidence; fix the header or flag it names"
+        return failed(
+            cid,
+            f"torch {d['torch']} could not build an extension for {arch.sm}: "
+            + (exc.splitlines()[0][:300] if exc else "no .so produced"),
+            fix,
+            log=log[-1500:],
+        )
+    return sass_finding(
+        cid,
+        f"a torch {d['torch']} extension",
+        Path(d["so"]),
+        arch,
+        seconds=d.get("seconds"),
+    )
+
+
+def extension_runs(probe: ProbeResult, arch: Arch) -> Finding:
+    """build.extension-runs: on a GPU of ``arch`` the built op gave the right numbers."""
+    cid = "build.extension-runs"
+    d = probe.data
+    if probe.problem or not d.get("so"):
+        return skipped(cid, f"no extension was built for {arch.sm} (see build.torch-extension)")
+    gpu = d.get("gpu_cc")
+    if not gpu:
+        return skipped(cid, "no GPU visible to the target env's torch")
+    if d.get("ran") is None:
+        return skipped(cid, f"the visible GPU is sm {gpu}, not {arch.cc}: built, not run")
+    if d.get("ran") and d.get("correct"):
+        return passed(cid, f"the extension built for {arch.sm} ran on sm {gpu}: x + 1 correct")
+    return failed(
+        cid,
+        f"the extension built for {arch.sm} did not run correctly on sm {gpu}: "
+        + str(d.get("run_error") or "wrong result"),
+        "a kernel image that does not run on this GPU: check the driver (`nvidia-smi`) is "
+        "new enough for the env's CUDA, and that the SASS arch matches the GPU",
+    )

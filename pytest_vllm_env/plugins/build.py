@@ -1,0 +1,57 @@
+"""Fixtures and settings for the build tier (``build.*``): real compiles per target arch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_vllm_env import gpu, settings
+from pytest_vllm_env.archs import Arch
+from pytest_vllm_env.env import PixiEnv
+
+BUILD_TIMEOUT = 900.0  # the first cpp_extension build compiles torch's headers: minutes
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_setting(
+        parser,
+        "--build-timeout",
+        f"seconds one torch extension build may take before it is killed; {BUILD_TIMEOUT:.0f}",
+        metavar="SECONDS",
+    )
+
+
+def _build_timeout(config: pytest.Config) -> float:
+    value = settings.get(config, "build_timeout")
+    try:
+        return float(value) if value else BUILD_TIMEOUT
+    except ValueError:
+        raise pytest.UsageError(f"--build-timeout: {value!r} is not a number") from None
+
+
+_built: dict[tuple[str, str], gpu.ProbeResult] = {}
+
+
+@pytest.fixture(scope="session")
+def torch_extension_build(request: pytest.FixtureRequest, vllm_env: PixiEnv, tmp_path_factory):
+    """``torch_extension_build(arch)``: the target env's Python builds a tiny CUDA extension
+    with ``torch.utils.cpp_extension`` for ``arch`` (``TORCH_CUDA_ARCH_LIST`` set to it,
+    the env's activation applied, built under pytest's tmp dir) and, on a GPU of that arch,
+    runs it; a :class:`pytest_vllm_env.gpu.ProbeResult`, built once per arch and session."""
+    timeout = _build_timeout(request.config)
+
+    def build(arch: Arch) -> gpu.ProbeResult:
+        key = (str(vllm_env.prefix), arch.cc)
+        if key not in _built:
+            where: Path = tmp_path_factory.mktemp(f"torch-ext-{arch.sm}")
+            _built[key] = gpu.run_probe(
+                vllm_env.python or "python",
+                "build_ext.py",
+                [str(where), arch.cc],
+                env=vllm_env.environ(),
+                timeout=timeout,
+            )
+        return _built[key]
+
+    return build
