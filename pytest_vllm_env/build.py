@@ -231,10 +231,12 @@ def torch_extension(probe: ProbeResult, arch: Arch, python: str | Path) -> Findi
             )
         else:
             fix = "read the compiler output in the evidence; fix the header or flag it names"
+        # quote the line that says why (nvcc's refusal), not the ninja command before it
+        why = next((ln.strip() for ln in text.splitlines() if match and match.group(0) in ln), "")
         return failed(
             cid,
             f"torch {d['torch']} could not build an extension for {arch.sm}: "
-            + (exc.splitlines()[0][:300] if exc else "no .so produced"),
+            + (why or (exc.splitlines()[0][:300] if exc else "no .so produced")),
             fix,
             log=log[-1500:],
         )

@@ -287,6 +287,9 @@ def test_torch_extension_judge_quotes_nvcc_refusal():
     finding = build.torch_extension(probe, parse_arch("12.0"), "python")
     assert finding.outcome == "failed"
     assert "sm_120 needs CUDA >= 12.8" in finding.fix and "pixi.toml" in finding.fix
+    assert finding.summary.endswith(
+        "sm_120: nvcc fatal   : Unsupported gpu architecture 'compute_120'"
+    )
 
 
 def test_probe_that_hangs_is_an_error():
