@@ -22,7 +22,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 from itertools import chain, groupby, repeat
-from operator import itemgetter, mul, sub
+from operator import add, itemgetter, mul, sub
 from pathlib import Path
 from typing import NamedTuple
 
@@ -137,14 +137,15 @@ def read_header(path: Path | str, *, max_header_bytes: int = MAX_HEADER_BYTES) -
 
 
 def _validate(path: Path, parsed: dict, length: int, size: int) -> SafetensorsHeader:
-    """Validate with whole-list operations (loops in C: ``map``, ``sorted``, slices); on
-    any doubt, redo it entry by entry to name the first bad tensor. This is what keeps the
-    verdict near the cost of ``json.loads`` on a 100 GB checkpoint."""
+    """Validate with whole-list operations (loops in C: ``map``, slices, set and list
+    comparisons); on any doubt, redo it entry by entry to name the first bad tensor. This is
+    what keeps the verdict near the cost of ``json.loads`` on a 100 GB checkpoint."""
     data_start = 8 + length
     raw_meta = parsed.get("__metadata__")
-    entries = (
-        {k: v for k, v in parsed.items() if k != "__metadata__"} if raw_meta is not None else parsed
-    )
+    entries = parsed
+    if raw_meta is not None:
+        entries = dict(parsed)
+        del entries["__metadata__"]
     try:
         names = list(entries)
         values = list(entries.values())
@@ -166,7 +167,11 @@ def _validate(path: Path, parsed: dict, length: int, size: int) -> SafetensorsHe
         if ok:
             begins, ends = flat[0::2], flat[1::2]
             expected = list(map(mul, map(math.prod, shapes), map(_WHOLE_BYTES.__getitem__, dtypes)))
-            spans = list(chain.from_iterable(sorted(offsets)))
+            # Sizes equal numel * itemsize (so end >= begin), and each tensor ends where the
+            # next begins: no overlap, no gap. The safetensors writer lists tensors in data
+            # order, so this holds in header order; any other order is checked sorted.
+            in_order = flat[1:-1:2] == flat[2::2]
+            spans = flat if in_order else list(chain.from_iterable(sorted(offsets)))
             ok = (
                 list(map(sub, ends, begins)) == expected
                 and (
@@ -181,13 +186,14 @@ def _validate(path: Path, parsed: dict, length: int, size: int) -> SafetensorsHe
     if not ok:
         return _validate_slowly(path, dict(parsed), length, size)
     metadata = {str(k): str(v) for k, v in raw_meta.items()} if raw_meta else {}
+    absolute = list(map(add, flat, repeat(data_start)))
     # tuple.__new__ on the NamedTuple class: built in C, no Python __new__ per tensor.
     rows = zip(
         names,
         dtypes,
         map(tuple, shapes),
-        map(data_start.__add__, begins),
-        map(data_start.__add__, ends),
+        absolute[0::2],
+        absolute[1::2],
         repeat(path),
         strict=False,
     )

@@ -42,7 +42,7 @@ def test_every_fixture_has_a_docstring(pytester: pytest.Pytester):
     sections = re.split(r"^-+ fixtures defined from (\S+) -+$", out, flags=re.M)
     ours = {
         name: body
-        for name, body in zip(sections[1::2], sections[2::2])
+        for name, body in zip(sections[1::2], sections[2::2], strict=False)
         if name.startswith("pytest_vllm_env")
     }
     assert {"pytest_vllm_env.plugin", "pytest_vllm_env.plugins.cuda"} <= set(ours), out
