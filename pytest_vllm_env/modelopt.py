@@ -378,10 +378,10 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
         )
     # (prefix, text) pairs, sorted by module at the end: the loop runs once per Linear of a
     # 100 GB checkpoint, so it does only what the common (complete) module needs.
-    excluded_but_quantized: list[tuple[str, str]] = []
-    left_unquantized: list[tuple[str, str]] = []
-    incomplete: list[tuple[str, str]] = []
-    wrong_dtype: list[tuple[str, str]] = []
+    excluded_but_quantized_at: list[tuple[str, str]] = []
+    left_unquantized_at: list[tuple[str, str]] = []
+    incomplete_at: list[tuple[str, str]] = []
+    wrong_dtype_at: list[tuple[str, str]] = []
     quantized = 0
     linear = linear_modules(ckpt.modules)
     excluded_set = excluded_among(eff.exclude, linear)
@@ -392,19 +392,19 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
         has_scale = "weight_scale" in parts or "input_scale" in parts or "weight_scale_2" in parts
         if prefix in excluded_set:
             if has_scale or (weight and weight.dtype not in UNQUANTIZED_DTYPES):
-                excluded_but_quantized.append(
+                excluded_but_quantized_at.append(
                     (prefix, f"{prefix} ({weight.dtype if weight else 'no weight'})")
                 )
             continue
         if weight is None:
-            incomplete.append((prefix, f"{prefix}: no weight"))
+            incomplete_at.append((prefix, f"{prefix}: no weight"))
             continue
         if weight.dtype in UNQUANTIZED_DTYPES and not has_scale:
-            left_unquantized.append((prefix, f"{prefix} ({weight.dtype})"))
+            left_unquantized_at.append((prefix, f"{prefix} ({weight.dtype})"))
             continue
         quantized += 1
         if weight.dtype not in rule.weight_dtypes:
-            wrong_dtype.append(
+            wrong_dtype_at.append(
                 (
                     prefix,
                     f"{prefix}.weight is {weight.dtype}, "
@@ -413,19 +413,20 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
             )
         if not required <= parts.keys():
             missing = [r for r in rule.required if r not in parts]
-            incomplete.append((prefix, f"{prefix}: no {', '.join(missing)}"))
+            incomplete_at.append((prefix, f"{prefix}: no {', '.join(missing)}"))
         for scale, dtypes in scale_dtypes:
             if scale in parts and parts[scale].dtype not in dtypes:
-                wrong_dtype.append(
+                wrong_dtype_at.append(
                     (
                         prefix,
                         f"{prefix}.{scale} is {parts[scale].dtype}, "
                         f"expected {'/'.join(sorted(dtypes))}",
                     )
                 )
-    excluded_but_quantized, left_unquantized, incomplete, wrong_dtype = map(
-        _by_module, (excluded_but_quantized, left_unquantized, incomplete, wrong_dtype)
-    )
+    excluded_but_quantized = _by_module(excluded_but_quantized_at)
+    left_unquantized = _by_module(left_unquantized_at)
+    incomplete = _by_module(incomplete_at)
+    wrong_dtype = _by_module(wrong_dtype_at)
     excluded = excluder(eff.exclude)
     kv_missing = _kv_scales_missing(ckpt.modules, excluded) if eff.kv_cache_algo else []
     lines: list[str] = []
@@ -561,22 +562,26 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
     if dims is None:
         return skipped(check, f"{ckpt.label}: config.json lacks hidden_size/num_attention_heads")
     eff = effective_settings(ckpt)
-    mismatches: list[str] = []
+    found: list[tuple[str, str]] = []
     checked = 0
     table = expected_shapes(dims)
-    for prefix, parts in sorted(ckpt.modules.items()):
+    vision = set(filter(_VISION.search, ckpt.modules))  # one C-level pass, not a call each
+    packed = eff is not None and bool(eff.algo) and "FP4" in (eff.algo or "")
+    for prefix, parts in ckpt.modules.items():
         want = table.get(prefix.rpartition(".")[2])
         info = parts.get("weight")
-        if want is None or info is None or len(info.shape) != 2 or _VISION.search(prefix):
+        if want is None or info is None or len(info.shape) != 2 or prefix in vision:
             continue
-        name = f"{prefix}.weight"
         out, inp = want
         # NVFP4 packs two values per byte: the stored in-dimension is half.
-        if info.dtype == "U8" and eff is not None and eff.algo and "FP4" in eff.algo and inp:
+        if info.dtype == "U8" and packed and inp:
             inp //= 2
         checked += 1
         if (out is not None and info.shape[0] != out) or (inp is not None and info.shape[1] != inp):
-            mismatches.append(f"{name} {list(info.shape)} (config.json implies [{out}, {inp}])")
+            found.append(
+                (prefix, f"{prefix}.weight {list(info.shape)} (config.json implies [{out}, {inp}])")
+            )
+    mismatches = _by_module(found)
     if mismatches:
         return failed(
             check,
