@@ -16,6 +16,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import compress, repeat
+from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any
 
@@ -249,12 +251,22 @@ def _exists(path: Path) -> bool:
 def scale_tensors(ckpt: Checkpoint) -> list[TensorInfo]:
     """The only tensors whose bytes we read: float per-tensor/per-channel scales. NVFP4's
     FP8 block scales are left out: an all-zero weight block legitimately has a zero scale."""
-    return [
-        info
-        for parts in ckpt.modules.values()
-        for leaf, info in parts.items()
-        if leaf in SCALE_SUFFIXES and info.dtype in FLOAT_SCALE_DTYPES
-    ]
+    # Whole-list operations (loops in C): the dtype first, then the name's last part (one
+    # of SCALE_SUFFIXES, as ``.``-suffix or the whole name); thousands of tensors.
+    infos = ckpt.tensors.values()
+    floats = list(compress(infos, map(_FLOAT_SCALE_DTYPES.__contains__, map(_DTYPE, infos))))
+    names = list(map(_NAME, floats))
+    leaf_ok = map(
+        or_,
+        map(str.endswith, names, repeat(_DOTTED_SUFFIXES)),
+        map(_SCALE_LEAVES.__contains__, names),
+    )
+    return list(compress(floats, leaf_ok))
+
+
+_NAME, _DTYPE = itemgetter(0), itemgetter(1)
+_SCALE_LEAVES, _FLOAT_SCALE_DTYPES = frozenset(SCALE_SUFFIXES), frozenset(FLOAT_SCALE_DTYPES)
+_DOTTED_SUFFIXES = tuple(f".{s}" for s in SCALE_SUFFIXES)
 
 
 def read_scales(ckpt: Checkpoint) -> tuple[dict[str, list[float]], dict[str, str]]:

@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from .archs import Arch
@@ -161,15 +162,28 @@ def excluder(exclude: Sequence[str]) -> Callable[[str], bool]:
     exports; a substring also covers its ``language_model.``-stripped form), by an
     fnmatch wildcard (``model.visual*``), or by the names vLLM always leaves
     unquantized."""
-    literals = [p for p in exclude if not any(c in p for c in "*?[")]
-    wildcards = [p for p in exclude if p not in literals]
-    contains = re.compile("|".join(re.escape(p) for p in [*literals, *VLLM_ALWAYS_UNQUANTIZED]))
-    matches = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in wildcards) or "(?!)")
+    contains, matches = _exclude_patterns(exclude)
 
     def excluded(prefix: str) -> bool:
         return contains.search(prefix) is not None or matches.match(prefix) is not None
 
     return excluded
+
+
+def excluded_among(exclude: Sequence[str], prefixes: Iterable[str]) -> set[str]:
+    """The ``prefixes`` that :func:`excluder` excludes, found with the compiled patterns
+    called from C (``filter``): one Python call per module is most of a 100 GB verdict."""
+    contains, matches = _exclude_patterns(exclude)
+    prefixes = list(prefixes)
+    return set(filter(contains.search, prefixes)).union(filter(matches.match, prefixes))
+
+
+def _exclude_patterns(exclude: Sequence[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    literals = [p for p in exclude if not any(c in p for c in "*?[")]
+    wildcards = [p for p in exclude if p not in literals]
+    contains = re.compile("|".join(re.escape(p) for p in [*literals, *VLLM_ALWAYS_UNQUANTIZED]))
+    matches = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in wildcards) or "(?!)")
+    return contains, matches
 
 
 def is_excluded(prefix: str, exclude: Sequence[str]) -> bool:
@@ -362,41 +376,58 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
             f"{ckpt.label}: the per-tensor layout of {eff.algo} is not known to this suite "
             f"(known: {', '.join(RULES)})",
         )
-    excluded_but_quantized: list[str] = []
-    left_unquantized: list[str] = []
-    incomplete: list[str] = []
-    wrong_dtype: list[str] = []
+    # (prefix, text) pairs, sorted by module at the end: the loop runs once per Linear of a
+    # 100 GB checkpoint, so it does only what the common (complete) module needs.
+    excluded_but_quantized_at: list[tuple[str, str]] = []
+    left_unquantized_at: list[tuple[str, str]] = []
+    incomplete_at: list[tuple[str, str]] = []
+    wrong_dtype_at: list[tuple[str, str]] = []
     quantized = 0
-    excluded = excluder(eff.exclude)
-    for prefix, parts in sorted(linear_modules(ckpt.modules).items()):
+    linear = linear_modules(ckpt.modules)
+    excluded_set = excluded_among(eff.exclude, linear)
+    required = frozenset(rule.required)
+    scale_dtypes = list(rule.scale_dtypes.items())
+    for prefix, parts in linear.items():
         weight = parts.get("weight")
         has_scale = "weight_scale" in parts or "input_scale" in parts or "weight_scale_2" in parts
-        if excluded(prefix):
+        if prefix in excluded_set:
             if has_scale or (weight and weight.dtype not in UNQUANTIZED_DTYPES):
-                excluded_but_quantized.append(
-                    f"{prefix} ({weight.dtype if weight else 'no weight'})"
+                excluded_but_quantized_at.append(
+                    (prefix, f"{prefix} ({weight.dtype if weight else 'no weight'})")
                 )
             continue
         if weight is None:
-            incomplete.append(f"{prefix}: no weight")
+            incomplete_at.append((prefix, f"{prefix}: no weight"))
             continue
         if weight.dtype in UNQUANTIZED_DTYPES and not has_scale:
-            left_unquantized.append(f"{prefix} ({weight.dtype})")
+            left_unquantized_at.append((prefix, f"{prefix} ({weight.dtype})"))
             continue
         quantized += 1
         if weight.dtype not in rule.weight_dtypes:
-            wrong_dtype.append(
-                f"{prefix}.weight is {weight.dtype}, "
-                f"{eff.algo} needs {'/'.join(sorted(rule.weight_dtypes))}"
-            )
-        missing = [r for r in rule.required if r not in parts]
-        if missing:
-            incomplete.append(f"{prefix}: no {', '.join(missing)}")
-        for scale, dtypes in rule.scale_dtypes.items():
-            if scale in parts and parts[scale].dtype not in dtypes:
-                wrong_dtype.append(
-                    f"{prefix}.{scale} is {parts[scale].dtype}, expected {'/'.join(sorted(dtypes))}"
+            wrong_dtype_at.append(
+                (
+                    prefix,
+                    f"{prefix}.weight is {weight.dtype}, "
+                    f"{eff.algo} needs {'/'.join(sorted(rule.weight_dtypes))}",
                 )
+            )
+        if not required <= parts.keys():
+            missing = [r for r in rule.required if r not in parts]
+            incomplete_at.append((prefix, f"{prefix}: no {', '.join(missing)}"))
+        for scale, dtypes in scale_dtypes:
+            if scale in parts and parts[scale].dtype not in dtypes:
+                wrong_dtype_at.append(
+                    (
+                        prefix,
+                        f"{prefix}.{scale} is {parts[scale].dtype}, "
+                        f"expected {'/'.join(sorted(dtypes))}",
+                    )
+                )
+    excluded_but_quantized = _by_module(excluded_but_quantized_at)
+    left_unquantized = _by_module(left_unquantized_at)
+    incomplete = _by_module(incomplete_at)
+    wrong_dtype = _by_module(wrong_dtype_at)
+    excluded = excluder(eff.exclude)
     kv_missing = _kv_scales_missing(ckpt.modules, excluded) if eff.kv_cache_algo else []
     lines: list[str] = []
     fixes: list[str] = []
@@ -451,6 +482,11 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
         + ("; KV-cache scales present" if eff.kv_cache_algo else ""),
         quantized_modules=quantized,
     )
+
+
+def _by_module(pairs: list[tuple[str, str]]) -> list[str]:
+    """The texts in module order (stable: one module's several texts keep their order)."""
+    return [text for _, text in sorted(pairs, key=itemgetter(0))]
 
 
 def _kv_scales_missing(
@@ -526,22 +562,26 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
     if dims is None:
         return skipped(check, f"{ckpt.label}: config.json lacks hidden_size/num_attention_heads")
     eff = effective_settings(ckpt)
-    mismatches: list[str] = []
+    found: list[tuple[str, str]] = []
     checked = 0
     table = expected_shapes(dims)
-    for prefix, parts in sorted(ckpt.modules.items()):
+    vision = set(filter(_VISION.search, ckpt.modules))  # one C-level pass, not a call each
+    packed = eff is not None and bool(eff.algo) and "FP4" in (eff.algo or "")
+    for prefix, parts in ckpt.modules.items():
         want = table.get(prefix.rpartition(".")[2])
         info = parts.get("weight")
-        if want is None or info is None or len(info.shape) != 2 or _VISION.search(prefix):
+        if want is None or info is None or len(info.shape) != 2 or prefix in vision:
             continue
-        name = f"{prefix}.weight"
         out, inp = want
         # NVFP4 packs two values per byte: the stored in-dimension is half.
-        if info.dtype == "U8" and eff is not None and eff.algo and "FP4" in eff.algo and inp:
+        if info.dtype == "U8" and packed and inp:
             inp //= 2
         checked += 1
         if (out is not None and info.shape[0] != out) or (inp is not None and info.shape[1] != inp):
-            mismatches.append(f"{name} {list(info.shape)} (config.json implies [{out}, {inp}])")
+            found.append(
+                (prefix, f"{prefix}.weight {list(info.shape)} (config.json implies [{out}, {inp}])")
+            )
+    mismatches = _by_module(found)
     if mismatches:
         return failed(
             check,

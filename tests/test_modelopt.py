@@ -497,3 +497,15 @@ def test_verdicts_identical_under_xdist(pytester, env, tmp_path):
     serial = verdicts()
     assert len(serial) == 3 * CHECKS
     assert verdicts("-n", "2") == serial
+
+
+def test_bulk_exclusion_matches_one_by_one():
+    """tensors-complete finds excluded modules in bulk; the same rules as one at a time."""
+    from pytest_vllm_env.modelopt import excluded_among, excluder
+
+    names = sorted(
+        {n.rpartition(".")[0] for n in ckpts.llama().tensors}
+        | {n.rpartition(".")[0] for n in ckpts.qwen25_vl().tensors}
+    )
+    for patterns in (["lm_head"], ["model.visual*", "lm_head"], ["*.o_proj"], ["mlp"], []):
+        assert excluded_among(patterns, names) == set(filter(excluder(patterns), names))

@@ -144,7 +144,7 @@ def _real_is_layer_excluded(version: str):
 def test_exclusion_rules_agree_with_vllms_own_function():
     from types import SimpleNamespace
 
-    from pytest_vllm_env.modelopt import VLLM_ALWAYS_UNQUANTIZED, excluder
+    from pytest_vllm_env.modelopt import VLLM_ALWAYS_UNQUANTIZED, excluded_among, excluder
 
     real = _real_is_layer_excluded("0.26.0")
     names = sorted(
@@ -167,6 +167,7 @@ def test_exclusion_rules_agree_with_vllms_own_function():
     compared = 0
     for patterns in pattern_sets:
         ours = excluder(patterns)
+        assert excluded_among(patterns, names) == set(filter(ours, names))
         this = SimpleNamespace(exclude_modules=list(patterns), packed_modules_mapping={})
         for name in names:
             if any(m in name for m in VLLM_ALWAYS_UNQUANTIZED):

@@ -250,3 +250,40 @@ def checkpoint_registry():
     from pytest_vllm_env.vllm_source import Registry
 
     return Registry("r.py", frozenset({"LlamaForCausalLM"}))
+
+
+def test_fast_validation_accepts_exactly_what_entry_by_entry_accepts(tmp_path):
+    """The fast path checks contiguity in header order (the safetensors writer's) and sorts
+    otherwise: shuffled key orders and nudged offsets must get the same verdict both ways."""
+    import random
+
+    from pytest_vllm_env import safetensors_header as sh
+
+    rng = random.Random(7)
+    path = write_safetensors(tmp_path / "m.safetensors", TENSORS, {"format": "pt"})
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    outcomes = set()
+    for _ in range(300):
+        items = list(header.items())
+        rng.shuffle(items)
+        entries = json.loads(json.dumps(dict(items)))
+        if rng.random() < 0.7:
+            entry = entries[rng.choice([k for k in entries if k != "__metadata__"])]
+            delta = rng.choice([-4, -2, -1, 1, 2, 4])
+            if rng.random() < 0.5:  # the whole tensor moves: its size still matches
+                entry["data_offsets"] = [o + delta for o in entry["data_offsets"]]
+            else:
+                entry["data_offsets"][rng.randrange(2)] += delta
+
+        def verdict(validate, entries=entries):
+            try:
+                return validate(path, json.loads(json.dumps(entries)), length, len(raw))
+            except SafetensorsError as exc:
+                return exc.what
+
+        fast, slow = verdict(sh._validate), verdict(sh._validate_slowly)
+        assert fast == slow
+        outcomes.add(isinstance(fast, str))
+    assert outcomes == {True, False}
