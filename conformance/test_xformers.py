@@ -28,6 +28,7 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
             dist.version if dist else None,
             dist.requires if dist else (),
             vllm_env.version_of("torch"),
+            xformers.read_build_torch(dist.location / "xformers") if dist else None,
         )
     )
 

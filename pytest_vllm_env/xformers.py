@@ -22,6 +22,7 @@ judgements below take facts and return a :class:`Decision` / findings.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -523,9 +524,11 @@ def torch_pin(
     xformers_version: str | None,
     xformers_requires: Sequence[str],
     torch_version: str | None,
+    built_for: str | None = None,
 ) -> Finding:
-    """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``); next to
-    another torch its C++ ops fail to load, and xformers falls back or raises at first use."""
+    """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``), and its
+    ``cpp_lib.json`` names the torch its ops were compiled against (``built_for``); next to
+    another torch those ops fail to load, and xformers falls back or raises at first use."""
     cid = "xformers.torch-pin"
     if not uses_xformers(decisions):
         return skipped(cid, "the vision tower does not use xformers here (xformers.decision)")
@@ -546,6 +549,24 @@ def torch_pin(
     except InvalidVersion:
         ok = False
     ev = {"xformers": xformers_version, "requires": str(spec), "torch": torch_version}
+    if ok and built_for and _torch_build_key(built_for) != _torch_build_key(torch_version):
+        # Seen on the H100: PyPI's xformers 0.0.35 says torch>=2.10 but its _C.so was built
+        # against 2.10.0+cu128; next to 2.11.0+cu130 "xFormers can't load C++/CUDA extensions"
+        # and memory_efficient_attention has no operator.
+        release = torch_version.split("+", 1)[0]
+        cuda = torch_version.partition("+")[2] or "cpu"
+        return failed(
+            cid,
+            f"xformers {xformers_version}'s compiled ops were built for torch {built_for} "
+            f"(xformers/cpp_lib.json); the env has torch {torch_version}: they will not load "
+            f'("xFormers can\'t load C++/CUDA extensions"), though {spec} is met',
+            f"install the xformers wheel built for torch {release}+{cuda} (xformers publishes "
+            f"them on the PyTorch index: [pypi-options] extra-index-urls = "
+            f'["https://download.pytorch.org/whl/{cuda}"]), or pin `torch = '
+            f'"=={built_for.split("+", 1)[0]}"` to match it',
+            built_for=built_for,
+            **ev,
+        )
     if ok:
         return passed(
             cid, f"xformers {xformers_version} requires {spec}; torch is {torch_version}", **ev
@@ -563,6 +584,26 @@ def torch_pin(
         fix + f", or pin torch to match ({spec.specifier})",
         **ev,
     )
+
+
+def _torch_build_key(version: str) -> tuple[str, str]:
+    """``2.11.0+cu130`` -> ("2.11", "13"): the torch minor and the CUDA major an extension's
+    ABI depends on (libcudart.so.12 vs .13)."""
+    release, _, local = version.partition("+")
+    minor = ".".join(release.split(".")[:2])
+    match = re.match(r"cu(\d+)\d$", local)
+    return minor, (match.group(1) if match else local)
+
+
+def read_build_torch(package_dir: Path) -> str | None:
+    """The torch version xformers' C++ ops were built for, from its ``cpp_lib.json``
+    (``{"version": {"torch": "2.10.0+cu128", ...}}``); None when absent or unreadable."""
+    try:
+        data = json.loads((package_dir / "cpp_lib.json").read_text())
+        value = data["version"]["torch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _torch_requirement(requires: Sequence[str]) -> Requirement | None:
@@ -598,11 +639,17 @@ def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "
     ev = {k: d.get(k) for k in ("xformers", "torch", "device", "dtype", "diffs")}
     diff = d.get("max_abs_diff")
     if not isinstance(diff, (int, float)) or diff != diff or diff > ATTENTION_TOLERANCE:
+        ran = isinstance(diff, (int, float))
         return failed(
             cid,
-            f"xformers {d['xformers']} memory_efficient_attention differs from torch SDPA by "
-            f"{diff} (> {ATTENTION_TOLERANCE})"
-            + (f": {d['exception']}" if d.get("exception") else ""),
+            (
+                f"xformers {d['xformers']} memory_efficient_attention differs from torch SDPA "
+                f"by {diff} (> {ATTENTION_TOLERANCE})"
+                if ran
+                else f"xformers {d['xformers']} memory_efficient_attention did not run on "
+                f"{d.get('device')}"
+            )
+            + (f": {str(d['exception']).splitlines()[0]}" if d.get("exception") else ""),
             "xformers' kernels do not fit this torch/GPU: install the xformers release built "
             f"for torch {d.get('torch')} (`python -m xformers.info` lists the usable ops)",
             **ev,

@@ -120,6 +120,41 @@ def test_xformers_torch_pin_mismatch_fails(pytester, env_builder):
     )
 
 
+def test_xformers_built_for_another_torch_fails_though_its_pin_is_met(pytester, env_builder):
+    # Seen on the H100: PyPI xformers 0.0.35 requires torch>=2.10, but cpp_lib.json says its
+    # ops were built for 2.10.0+cu128; next to torch 2.11.0+cu130 they do not load.
+    install_vit_vllm(env_builder, "0.10", torch="2.11.0+cu130")
+    env_builder.dist(
+        "xformers",
+        "0.0.35",
+        requires=["torch>=2.10", "numpy"],
+        files={
+            "xformers/cpp_lib.json": json.dumps(
+                {
+                    "version": {
+                        "cuda": 1208,
+                        "hip": None,
+                        "torch": "2.10.0+cu128",
+                        "python": "3.10.19",
+                    }
+                }
+            )
+        },
+    )
+    result = run(pytester, env_builder)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[xformers.torch-pin] FAILED: xformers 0.0.35's compiled ops were built for "
+                "torch 2.10.0+cu128 (xformers/cpp_lib.json); the env has torch 2.11.0+cu130: "
+                "they will not load*"
+            ),
+            lit('*https://download.pytorch.org/whl/cu130*or pin `torch = "==2.10.0"`*'),
+        ]
+    )
+
+
 def test_volta_needs_xformers_even_with_flash_attn(pytester, env_builder):
     install_vit_vllm(env_builder, "0.8", flash_attn="2.7.4", xformers="0.0.29.post2")
     run(pytester, env_builder, arch="7.0").assert_outcomes(passed=2)
@@ -281,3 +316,25 @@ def test_conformance_gpu_attention_skips_when_xformers_unused(pytester, env_buil
     result = run(pytester, env_builder, tier="gpu")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*does not use xformers here (xformers.decision)*"])
+
+
+def test_attention_that_cannot_run_says_so():
+    # the H100 run's words: xformers 0.0.35 next to torch 2.11.0+cu130
+    probe = ProbeResult(
+        "xformers_check.py",
+        data={
+            "xformers": "0.0.35",
+            "torch": "2.11.0+cu130",
+            "device": "NVIDIA H100 80GB HBM3",
+            "max_abs_diff": None,
+            "exception": "NotImplementedError: No operator found for "
+            "`memory_efficient_attention_forward` with inputs:\n query : shape=(1, 401, 16, 80)",
+        },
+    )
+    finding = X.attention(probe, [])
+    assert finding.outcome == "failed"
+    assert finding.summary == (
+        "xformers 0.0.35 memory_efficient_attention did not run on NVIDIA H100 80GB HBM3: "
+        "NotImplementedError: No operator found for `memory_efficient_attention_forward` "
+        "with inputs:"
+    )
