@@ -3,7 +3,7 @@ the target GPU, is it installed with a matching torch, and does it compute on th
 
 import pytest
 
-from pytest_vllm_env import xformers
+from pytest_vllm_env import abi, xformers
 
 
 @pytest.mark.toolchain
@@ -29,6 +29,7 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
             dist.requires if dist else (),
             vllm_env.version_of("torch"),
             xformers.read_build_torch(dist.location / "xformers") if dist else None,
+            abi.read_torch_cuda(root) if (root := abi.torch_root(vllm_env)) else None,
         )
     )
 

@@ -168,6 +168,14 @@ def demangle(names: list[str]) -> list[str]:
 
 
 # -- judgements ------------------------------------------------------------------------------
+def _owner(label: str) -> str:
+    """The package a site-packages-relative ``label`` belongs to, as users spell it."""
+    top = label.split("/", 1)[0]
+    if top.startswith("flash_attn"):
+        return "flash-attn"
+    return {"vllm": "vLLM"}.get(top, top)
+
+
 def _label(path: Path, env_prefix: Path | None = None) -> str:
     if not path.is_absolute():  # a wheel member: already the readable name
         return str(path)
@@ -255,7 +263,7 @@ def cudart(ext: ExtensionFacts, torch: TorchFacts | None, toolkit: str | None = 
             cid,
             f"{name} was built for CUDA {major} (libcudart.so.{major}); "
             f"torch {torch.version} is CUDA {torch.cuda}",
-            f"use a vLLM build for CUDA {torch.cuda.split('.')[0]}, "
+            f"use a {_owner(name)} build for CUDA {torch.cuda.split('.')[0]}, "
             f"or a torch built for CUDA {major}.x",
         )
     if toolkit and toolkit.split(".")[0] != major:

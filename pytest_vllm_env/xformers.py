@@ -525,6 +525,7 @@ def torch_pin(
     xformers_requires: Sequence[str],
     torch_version: str | None,
     built_for: str | None = None,
+    torch_cuda: str | None = None,
 ) -> Finding:
     """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``), and its
     ``cpp_lib.json`` names the torch its ops were compiled against (``built_for``); next to
@@ -549,16 +550,21 @@ def torch_pin(
     except InvalidVersion:
         ok = False
     ev = {"xformers": xformers_version, "requires": str(spec), "torch": torch_version}
-    if ok and built_for and _torch_build_key(built_for) != _torch_build_key(torch_version):
+    # PyPI's default torch has no "+cu130" in its dist version: take CUDA from torch/version.py
+    local = torch_version.partition("+")[2] or (
+        "cu" + torch_cuda.replace(".", "") if torch_cuda else ""
+    )
+    installed = f"{torch_version.split('+', 1)[0]}+{local}" if local else torch_version
+    if ok and built_for and _torch_build_key(built_for) != _torch_build_key(installed):
         # Seen on the H100: PyPI's xformers 0.0.35 says torch>=2.10 but its _C.so was built
         # against 2.10.0+cu128; next to 2.11.0+cu130 "xFormers can't load C++/CUDA extensions"
         # and memory_efficient_attention has no operator.
         release = torch_version.split("+", 1)[0]
-        cuda = torch_version.partition("+")[2] or "cpu"
+        cuda = local or "cpu"
         return failed(
             cid,
             f"xformers {xformers_version}'s compiled ops were built for torch {built_for} "
-            f"(xformers/cpp_lib.json); the env has torch {torch_version}: they will not load "
+            f"(xformers/cpp_lib.json); the env has torch {installed}: they will not load "
             f'("xFormers can\'t load C++/CUDA extensions"), though {spec} is met',
             f"install the xformers wheel built for torch {release}+{cuda} (xformers publishes "
             f"them on the PyTorch index: [pypi-options] extra-index-urls = "
