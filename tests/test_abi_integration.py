@@ -50,6 +50,8 @@ def make_env(env_builder, torch_root: Path, torch_version: str, vllm_root: Path)
         for f in root.rglob("*"):
             if f.is_file():
                 dest = sp / f.relative_to(root)
+                if dest.exists():  # the dist-info written above wins over a cached one
+                    continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.symlink_to(f)
     return env_builder.prefix
