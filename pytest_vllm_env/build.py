@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import proc
 from .archs import Arch
-from .cuda import ToolkitFacts
+from .cuda import ARCH_LAST_MAJOR, ToolkitFacts, min_toolkit_for
 from .elf import ElfError
 from .fatbin import FatbinError, describe, read_images
 from .findings import Finding, error, failed, passed, skipped
@@ -100,16 +100,16 @@ def sass_finding(cid: str, label: str, so: Path, arch: Arch, **evidence: object)
 
 
 def _unsupported_fix(arch: Arch, version: str | None, where: str) -> str:
-    if arch.major >= 12 or arch.number in (100, 101, 103):
-        need = "12.8"
-    elif arch.major < 7 or arch.number in (70, 72):
+    """The manifest line for an arch nvcc refused: too new for it, or dropped by it."""
+    last = ARCH_LAST_MAJOR.get(arch.cc)
+    major = int(version.split(".")[0]) if version and version[0].isdigit() else None
+    if last is not None and (major is None or major > last):
         return (
-            f'CUDA 13 dropped {arch.sm} (Maxwell/Pascal/Volta): pin `cuda-version = "12.9.*"`'
-            f" (and `cuda-nvcc`) in [dependencies] in pixi.toml, or drop {arch.cc} from "
-            "--cuda-arch / TORCH_CUDA_ARCH_LIST"
+            f"CUDA {last + 1} and later cannot build {arch.sm}: pin `cuda-version = "
+            f'"{last}.*"` (and `cuda-nvcc`) in [dependencies] in pixi.toml, or drop {arch.cc} '
+            "from --cuda-arch / TORCH_CUDA_ARCH_LIST"
         )
-    else:
-        need = "12.0"
+    need = min_toolkit_for(arch) or "?"
     return (
         f"{where} is CUDA {version or '?'}; {arch.sm} needs CUDA >= {need}: set "
         f'`cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) or newer in '

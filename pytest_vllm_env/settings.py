@@ -58,6 +58,19 @@ def get(config: pytest.Config, ini: str) -> str | None:
     return str(ini_value).strip() or None if ini_value else None
 
 
+def get_number(config: pytest.Config, ini: str, default: float) -> float:
+    """A numeric setting (a timeout, a tolerance); a value that is not a number is a usage
+    error naming the option, never a silent fallback."""
+    value = get(config, ini)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        option = "--" + ini.replace("_", "-")
+        raise pytest.UsageError(f"{option}: {value!r} is not a number") from None
+
+
 def get_list(config: pytest.Config, ini: str) -> list[str]:
     """A repeatable setting: all options given, else the ini lines. Commas also split."""
     values = config.getoption(ini, default=None) or config.getini(ini) or []

@@ -451,3 +451,14 @@ def test_check_skipped_in_a_fixture_keeps_its_id_in_the_report(pytester, env_bui
     assert check["id"] == "abi.symbols-resolve" and check["area"] == "abi"
     assert check["outcome"] == "skipped"
     assert check["summary"] == f"vLLM is not installed in {env_builder.prefix}"
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["--build-timeout", "--cuda-tool-timeout", "--vllm-probe-timeout", "--vllm-logprob-tolerance"],
+)
+def test_a_number_setting_that_is_not_a_number_is_a_usage_error(pytester, option):
+    result = pytester.runpytest("--vllm-conformance", option, "soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{option}: 'soon' is not a number*"])
+    assert "Traceback" not in result.stderr.str()

@@ -23,11 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _build_timeout(config: pytest.Config) -> float:
-    value = settings.get(config, "build_timeout")
-    try:
-        return float(value) if value else BUILD_TIMEOUT
-    except ValueError:
-        raise pytest.UsageError(f"--build-timeout: {value!r} is not a number") from None
+    return settings.get_number(config, "build_timeout", BUILD_TIMEOUT)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _build_timeout(config)  # a bad number is a usage error at start, not in the first test
 
 
 _built: dict[tuple[str, str], gpu.ProbeResult] = {}

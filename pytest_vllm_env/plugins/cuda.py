@@ -33,11 +33,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _timeout(config: pytest.Config) -> float:
-    value = settings.get(config, "cuda_tool_timeout")
-    try:
-        return float(value) if value else cuda.NVCC_TIMEOUT
-    except ValueError:
-        raise pytest.UsageError(f"--cuda-tool-timeout: {value!r} is not a number") from None
+    return settings.get_number(config, "cuda_tool_timeout", cuda.NVCC_TIMEOUT)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _timeout(config)  # a bad number is a usage error at start, not in the first test
 
 
 @pytest.fixture(scope="session")

@@ -43,10 +43,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _probe_timeout(config: pytest.Config) -> float:
-    try:
-        return float(settings.get(config, "vllm_probe_timeout") or 600)
-    except ValueError:
-        return 600.0
+    return settings.get_number(config, "vllm_probe_timeout", 600.0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # a bad number is a usage error at start, not in the first test
+    _probe_timeout(config)
+    settings.get_number(config, "vllm_logprob_tolerance", gpu.LOGPROB_TOL)
 
 
 @pytest.fixture(scope="session")
@@ -97,11 +100,7 @@ def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
 @pytest.fixture(scope="session")
 def vllm_logprob_tolerance(request: pytest.FixtureRequest) -> float:
     """``--vllm-logprob-tolerance`` in nats (default :data:`pytest_vllm_env.gpu.LOGPROB_TOL`)."""
-    value = settings.get(request.config, "vllm_logprob_tolerance")
-    try:
-        return float(value) if value else gpu.LOGPROB_TOL
-    except ValueError:
-        raise pytest.UsageError(f"--vllm-logprob-tolerance {value!r} is not a number") from None
+    return settings.get_number(request.config, "vllm_logprob_tolerance", gpu.LOGPROB_TOL)
 
 
 @pytest.fixture(scope="session")
