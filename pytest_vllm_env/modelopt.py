@@ -783,7 +783,7 @@ def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
         for n, t in vision.items()
         if n.endswith(".weight") and t.dtype not in UNQUANTIZED_DTYPES
     )
-    handover = "which attention backend runs it (xformers or flash-attn) is judged by the gpu tier"
+    handover = "which attention backend runs it (xformers or flash-attn): see xformers.decision"
     if quantized:
         excluded = eff is not None and any(map(excluder(eff.exclude), quantized))
         return passed(

@@ -315,6 +315,20 @@ def test_vllm_generate_and_reference_pass(pytester, env_builder, tmp_path):
     assert "|logprob difference| 0.2000 <= 0.5 nats" in ref["summary"]
 
 
+def test_multimodal_checkpoint_generates_from_token_ids(pytester, env_builder, tmp_path):
+    # the committed tiny Qwen2.5-VL ModelOpt export: without the tokenizer its processor
+    # cannot be built, so the probe must ask for no images (it failed that way on the H100)
+    standin_env(env_builder, vllm={"qwen-vl-fp8": {}})
+    result = gpu_run(
+        pytester,
+        env_builder,
+        "--modelopt-checkpoint",
+        str(EXPORT.parent / "qwen-vl-fp8"),
+        k="test_vllm_loads_and_generates",
+    )
+    result.assert_outcomes(passed=1)
+
+
 def test_reference_logprob_drift_fails_and_the_setting_widens_it(pytester, env_builder, tmp_path):
     behaviour = {"llama-fp8": {"logprob": -5.0}, "llama-bf16": {"logprob": -6.0}}
     result, _ = vllm_case(pytester, env_builder, tmp_path, behaviour)

@@ -25,6 +25,17 @@ try:
 
     out["vllm"] = vllm.__version__
     quant = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+    extra = {}
+    try:
+        with open(os.path.join(sys.argv[1], "config.json")) as fh:
+            multimodal = "vision_config" in json.load(fh)
+    except (OSError, ValueError):
+        multimodal = False
+    if multimodal:
+        # A multimodal model's processor needs the tokenizer we skip: prompt with token ids
+        # only (the vision tower is still built). Seen on the H100 with a tiny Qwen2.5-VL:
+        # "'NoneType' object has no attribute 'convert_tokens_to_ids'".
+        extra["limit_mm_per_prompt"] = {"image": 0, "video": 0}
     llm = LLM(
         model=sys.argv[1],
         quantization=quant,
@@ -32,6 +43,7 @@ try:
         enforce_eager=True,
         gpu_memory_utilization=0.25,
         max_model_len=256,
+        **extra,
     )
     out["load_seconds"] = round(time.monotonic() - start, 2)
     cfg = llm.llm_engine.vllm_config.model_config
