@@ -22,6 +22,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -54,6 +55,30 @@ class TorchFacts:
     exports: set[str] = field(default_factory=set)
     cxx11: bool | None = None
     errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON form for the cross-worker fact cache (symbols sorted, paths as text)."""
+        return {
+            "version": self.version,
+            "root": str(self.root),
+            "cuda": self.cuda,
+            "libs": [str(p) for p in self.libs],
+            "exports": sorted(self.exports),
+            "cxx11": self.cxx11,
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TorchFacts:
+        return cls(
+            data["version"],
+            Path(data["root"]),
+            data["cuda"],
+            [Path(p) for p in data["libs"]],
+            set(data["exports"]),
+            data["cxx11"],
+            dict(data["errors"]),
+        )
 
 
 @dataclass

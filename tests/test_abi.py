@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -161,3 +163,32 @@ def test_source_tree_met(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[build-system\n")
     bad = abi.source_tree_torch(abi.read_source_tree(tmp_path), "2.11.0")
     assert bad[0].outcome == "error"
+
+
+def test_torch_symbols_are_read_once_and_reread_when_torch_changes(pytester, env_builder, parts):
+    # xdist workers and later runs share torch's ~97,000 exported names through the fact cache
+    prefix = make_env(env_builder, parts)
+    cache = pytester.path / "cache"
+
+    def again() -> pytest.RunResult:
+        return pytester.runpytest(
+            "--vllm-conformance",
+            "-k",
+            "test_abi",
+            "--vllm-env",
+            str(prefix),
+            "-o",
+            f"cache_dir={cache}",
+        )
+
+    again().assert_outcomes(passed=5)
+    (entry,) = cache.rglob("torch-facts-*.json")
+    # doctor the cached fact: a run that reads it (instead of the libraries) now misses symbols
+    data = json.loads(entry.read_text())
+    data["value"]["exports"] = []
+    entry.write_text(json.dumps(data))
+    again().assert_outcomes(passed=4, failed=1)
+    # a changed torch library is a new key: the facts are read from the files again
+    lib = next((env_builder.site_packages / "torch" / "lib").glob("*.so"))
+    os.utime(lib, ns=(lib.stat().st_atime_ns, lib.stat().st_mtime_ns + 10**9))
+    again().assert_outcomes(passed=5)
