@@ -8,6 +8,15 @@ records them for the terminal summary and the JSON report.
 Ids are ``area.what`` (``cuda.nvcc-in-env``, ``abi.symbols-resolve``); the area is the part
 before the first dot. A failed or errored finding always carries a ``fix``: the file, the
 manifest line or the version to change.
+
+Levels (what they mean for every check):
+
+- ``failed``: the real tool refuses (vLLM raises, CMake stops, nvcc errors), or it runs and
+  gives wrong results (a load that generates garbage);
+- ``warning``: it works, at a cost worth a look (accuracy risk, memory, speed); carries a
+  fix like a failure, but the test passes unless ``--vllm-strict`` is given;
+- ``passed``: it works; ``skipped``: not judged here (the reason says why);
+- ``error``: the subject could not be read (truncated, not JSON, a symlink loop).
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Outcome = Literal["passed", "failed", "skipped", "error"]
-OUTCOMES: tuple[str, ...] = ("passed", "failed", "skipped", "error")
+Outcome = Literal["passed", "warning", "failed", "skipped", "error"]
+OUTCOMES: tuple[str, ...] = ("passed", "warning", "failed", "skipped", "error")
+# worst first: the outcome of a group of findings is the first of these present
+SEVERITY: tuple[str, ...] = ("error", "failed", "warning", "passed", "skipped")
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,7 @@ class Finding:
             raise ValueError(f"unknown outcome {self.outcome!r} for {self.id}")
         if "." not in self.id:
             raise ValueError(f"check id {self.id!r} is not of the form area.what")
-        if self.outcome in ("failed", "error") and not self.fix.strip():
+        if self.outcome in ("failed", "error", "warning") and not self.fix.strip():
             # Principle 4: a verdict without a fix hint is unfinished.
             raise ValueError(f"{self.id}: a {self.outcome} finding needs a fix hint")
 
@@ -46,6 +57,10 @@ class Finding:
     @property
     def bad(self) -> bool:
         return self.outcome in ("failed", "error")
+
+    @property
+    def warned(self) -> bool:
+        return self.outcome == "warning"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +100,11 @@ def failed(id: str, summary: str, fix: str, **evidence: Any) -> Finding:
     return Finding(id, "failed", summary, fix, evidence)
 
 
+def warning(id: str, summary: str, fix: str, **evidence: Any) -> Finding:
+    """It works, at a cost (accuracy risk, memory, speed): the fix says how to avoid it."""
+    return Finding(id, "warning", summary, fix, evidence)
+
+
 def skipped(id: str, reason: str, **evidence: Any) -> Finding:
     return Finding(id, "skipped", reason, "", evidence)
 
@@ -95,12 +115,25 @@ def error(id: str, summary: str, fix: str, **evidence: Any) -> Finding:
 
 
 def worst(findings: Iterable[Finding]) -> Outcome:
-    """The outcome of a group: error > failed > passed > skipped (all skipped -> skipped)."""
+    """The outcome of a group: error > failed > warning > passed > skipped."""
     outcomes = {f.outcome for f in findings}
-    for outcome in ("error", "failed", "passed"):
+    for outcome in SEVERITY:
         if outcome in outcomes:
             return outcome  # type: ignore[return-value]
     return "skipped"
+
+
+def strict(finding: Finding) -> Finding:
+    """A warning turned into a failure (``--vllm-strict``); other findings unchanged."""
+    if not finding.warned:
+        return finding
+    return Finding(
+        finding.id,
+        "failed",
+        finding.summary,
+        finding.fix,
+        {**finding.evidence, "level": "warning, failed by --vllm-strict"},
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -43,7 +43,7 @@ from . import archs as archs_mod
 from . import proc, settings
 from .cache import FactCache
 from .env import EnvError, EnvSpec, PixiEnv, locate
-from .findings import Finding, worst
+from .findings import Finding, strict, worst
 
 FINDING_KEY = "vllm_env.finding"
 CHECK_KEY = "vllm_env.check"
@@ -66,6 +66,8 @@ pytest_plugins = [
 HEADER_PACKAGES = ("torch", "vllm", "xformers", "flash-attn", "nvidia-modelopt")
 TOOLKIT_PACKAGES = ("cuda-version", "cuda-nvcc", "cuda-toolkit", "cudatoolkit")
 env_state_key = pytest.StashKey["SessionState"]()
+# 2: the "warning" outcome and "strict" (README: The JSON report)
+REPORT_SCHEMA = 2
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -108,6 +110,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH|REPO_ID",
     )
     add(parser, "--vllm-env-report", "write the verdicts as JSON to this file", metavar="PATH")
+    parser.getgroup(settings.GROUP).addoption(
+        "--vllm-strict",
+        action="store_true",
+        default=None,
+        help="fail checks whose verdict is a warning (works, at a cost) (ini: vllm_strict)",
+    )
+    parser.addini("vllm_strict", help="fail warnings too (true/false)", type="bool", default=False)
     parser.getgroup(settings.GROUP).addoption(
         "--vllm-conformance",
         action="store_true",
@@ -307,13 +316,17 @@ def verdict(request: pytest.FixtureRequest):
 
     Records every finding for the terminal summary and ``--vllm-env-report``; then fails
     the test (without a traceback, with each bad finding's summary, fix and evidence) if any
-    failed or errored, skips it if all were skipped, and passes otherwise.
+    failed or errored, skips it if all were skipped, and passes otherwise. A test whose
+    worst finding is a warning passes, shown as ``W``/``WARNED`` and listed with its fix
+    under "vllm-env: warnings"; with ``--vllm-strict`` it fails.
     """
 
     def judge(*findings: Finding | Iterable[Finding]) -> list[Finding]:
         flat = list(_flatten(findings))
         if not flat:
             raise ValueError("verdict() needs at least one finding")
+        if strict_mode(request.config):
+            flat = [strict(f) for f in flat]
         for finding in flat:
             request.node.user_properties.append((FINDING_KEY, finding.to_dict()))
         outcome = worst(flat)
@@ -327,6 +340,12 @@ def verdict(request: pytest.FixtureRequest):
         return flat
 
     return judge
+
+
+def strict_mode(config: pytest.Config) -> bool:
+    """``--vllm-strict`` / ``vllm_strict``: warnings fail their test."""
+    option = config.getoption("vllm_strict", default=None)
+    return bool(option) if option is not None else bool(config.getini("vllm_strict"))
 
 
 def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
@@ -419,6 +438,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         item.user_properties.append((CHECK_KEY, str(mark.args[0])))
 
 
+def _has_warning(report: pytest.TestReport) -> bool:
+    return any(
+        key == FINDING_KEY and value.get("outcome") == "warning"
+        for key, value in report.user_properties
+    )
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    # A check that works at a cost passes, but is counted and lettered apart ("2 warned").
+    if report.when == "call" and report.passed and _has_warning(report):
+        return "warned", "W", ("WARNED", {"yellow": True})
+    return None
+
+
 class FindingsReporter:
     """Collects findings from test reports (on the xdist controller too, where
     ``user_properties`` arrive with each report), prints the fixes, writes the JSON."""
@@ -452,11 +485,16 @@ class FindingsReporter:
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        bad = [
-            f
-            for f in state(self.config).findings
-            if f["outcome"] in ("failed", "error") and f.get("fix")
-        ]
+        findings = state(self.config).findings
+        warned = [f for f in findings if f["outcome"] == "warning" and f.get("fix")]
+        if warned:
+            terminalreporter.section(
+                "vllm-env: warnings (it works, at a cost)", sep="=", yellow=True
+            )
+            for entry in warned:
+                terminalreporter.write_line(f"[{entry['id']}] {entry['summary']}")
+                terminalreporter.write_line(f"    fix: {entry['fix']}")
+        bad = [f for f in findings if f["outcome"] in ("failed", "error") and f.get("fix")]
         if not bad:
             return
         terminalreporter.section("vllm-env: what to change", sep="=", red=True)
@@ -482,7 +520,9 @@ def _longrepr_text(report: pytest.TestReport) -> str:
 
 
 def write_report(config: pytest.Config, path: Path) -> None:
-    """``{"schema": 1, "env": ..., "targets": ..., "checks": [...]}``: stable, parsed by tools."""
+    """``{"schema": 2, "env": ..., "targets": ..., "strict": ..., "checks": [...]}``: stable,
+    parsed by tools. Schema 2 added the ``warning`` outcome (schema 1 had only passed,
+    failed, skipped, error) and ``strict``."""
     st = state(config)
     envs: list[dict[str, Any]] = []
     try:
@@ -510,7 +550,7 @@ def write_report(config: pytest.Config, path: Path) -> None:
         resolved, archs_source = resolve_archs(config, st.env(st.specs()[0]))
         archs = [str(a) for a in resolved]
     report = {
-        "schema": 1,
+        "schema": REPORT_SCHEMA,
         "env": envs[0] if len(envs) == 1 else {"envs": envs},
         "targets": {
             "cuda_archs": archs,
@@ -518,6 +558,7 @@ def write_report(config: pytest.Config, path: Path) -> None:
             "vllm_wheels": settings.get_list(config, "vllm_wheel"),
             "modelopt_checkpoints": settings.get_list(config, "modelopt_checkpoint"),
         },
+        "strict": strict_mode(config),
         "checks": st.findings,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -151,7 +151,8 @@ def test_report_json_schema(pytester, env_builder: EnvBuilder):
         "sm_120",
     )
     data = json.loads(report.read_text())
-    assert data["schema"] == 1
+    assert data["schema"] == 2
+    assert data["strict"] is False
     assert data["env"]["prefix"] == str(env_builder.prefix)
     assert data["targets"]["cuda_archs"] == ["12.0"]
     assert data["targets"]["cuda_archs_source"] == "--cuda-arch"
@@ -386,6 +387,70 @@ def test_verdict_outcomes_map_to_pytest(pytester):
         ]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+WARNING_TESTS = """
+    from pytest_vllm_env.findings import passed, warning
+
+    def test_costly(verdict):
+        verdict(passed("x.ok", "fine"), warning("x.kv", "KV scales default to 1.0", "calibrate KV"))
+
+    def test_fine(verdict):
+        verdict(passed("x.ok", "fine"))
+"""
+
+
+def test_warning_passes_with_its_own_letter_heading_and_fix(pytester):
+    pytester.makepyfile(WARNING_TESTS)
+    report = pytester.path / "r.json"
+    result = pytester.runpytest("-v", "--vllm-env-report", str(report))
+    assert result.ret == pytest.ExitCode.OK
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("warned"), outcomes.get("passed")) == (1, 1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_costly WARNED*",
+            "*vllm-env: warnings (it works, at a cost)*",
+            lit("[x.kv] KV scales default to 1.0"),
+            "    fix: calibrate KV",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*what to change*")
+    checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["x.kv"]["outcome"] == "warning"
+    assert checks["x.kv"]["fix"] == "calibrate KV"
+
+
+@pytest.mark.parametrize("how", ["--vllm-strict", "ini"])
+def test_strict_turns_warnings_into_failures(pytester, how):
+    pytester.makepyfile(WARNING_TESTS)
+    args = ["--vllm-env-report", "r.json"]
+    if how == "ini":
+        pytester.makeini("[pytest]\nvllm_strict = true\n")
+    else:
+        args.append(how)
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [lit("*[x.kv] FAILED: KV scales default to 1.0"), "*level: warning, failed by --vllm-strict"]
+    )
+    data = json.loads((pytester.path / "r.json").read_text())
+    assert data["strict"] is True
+    assert {c["id"]: c["outcome"] for c in data["checks"]}["x.kv"] == "failed"
+
+
+def test_warning_under_xdist_is_counted_on_the_controller(pytester):
+    pytester.makepyfile(WARNING_TESTS)
+    result = pytester.runpytest_subprocess("-n", "2")
+    assert result.parseoutcomes().get("warned") == 1
+    result.stdout.fnmatch_lines(["*vllm-env: warnings*", lit("[x.kv] KV scales default to 1.0")])
+
+
+def test_warning_without_fix_is_refused():
+    from pytest_vllm_env.findings import Finding
+
+    with pytest.raises(ValueError, match="needs a fix hint"):
+        Finding("x.kv", "warning", "costly")
 
 
 def test_failed_finding_without_fix_is_refused():
