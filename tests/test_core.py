@@ -432,7 +432,10 @@ def test_strict_turns_warnings_into_failures(pytester, how):
     result = pytester.runpytest(*args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
-        [lit("*[x.kv] FAILED: KV scales default to 1.0"), "*level: warning, failed by --vllm-strict"]
+        [
+            lit("*[x.kv] FAILED: KV scales default to 1.0"),
+            "*level: warning, failed by --vllm-strict",
+        ]
     )
     data = json.loads((pytester.path / "r.json").read_text())
     assert data["strict"] is True
