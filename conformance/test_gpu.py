@@ -1,10 +1,11 @@
 """The gpu tier: the GPU against the env's binaries, torch on the GPU (FP8 too), and vLLM
-loading each --modelopt-checkpoint for real, against its BF16 --reference-checkpoint."""
+loading each --modelopt-checkpoint for real: does it load, is what it computes right (with
+no reference, and against its BF16 --reference-checkpoint), and did the toolchain tier
+predict what happened?"""
 
 import pytest
 
-from pytest_vllm_env import gpu
-from pytest_vllm_env.plugins.gpu import quantization_for
+from pytest_vllm_env import gpu, vllm_run
 
 pytestmark = pytest.mark.gpu
 
@@ -31,13 +32,28 @@ def test_torch_fp8_scaled_mm(vllm_env, gpu_torch_probe, require_gpu, verdict):
 
 @pytest.mark.vllm_check("gpu.vllm-generate")
 def test_vllm_loads_and_generates(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
+    verdict(vllm_run.vllm_generates(vllm_checkpoint_runs, str(modelopt_checkpoint.path)))
+
+
+@pytest.mark.vllm_check("gpu.vllm-sane")
+def test_vllm_output_sane(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
+    verdict(vllm_run.vllm_sane(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path)))
+
+
+@pytest.mark.vllm_check("gpu.vllm-perplexity")
+def test_vllm_perplexity(
+    modelopt_checkpoint, vllm_checkpoint_runs, vllm_perplexity_exponent, verdict
+):
     verdict(
-        gpu.vllm_generates(
-            vllm_checkpoint_runs,
-            str(modelopt_checkpoint.path),
-            quantization_for(modelopt_checkpoint),
+        vllm_run.vllm_perplexity(
+            vllm_checkpoint_runs[0], str(modelopt_checkpoint.path), vllm_perplexity_exponent
         )
     )
+
+
+@pytest.mark.vllm_check("gpu.vllm-known-answer")
+def test_vllm_known_answer(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
+    verdict(vllm_run.vllm_known_answer(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path)))
 
 
 @pytest.mark.vllm_check("gpu.vllm-reference")
@@ -49,21 +65,59 @@ def test_vllm_matches_reference(
     vllm_logprob_tolerance,
     verdict,
 ):
-    index = modelopt_checkpoint_specs.index(modelopt_checkpoint.spec)
-    ref, problem = gpu.pair_reference(index, len(modelopt_checkpoint_specs), reference_checkpoints)
-    if problem is not None:
-        verdict(problem)
-        return
-    if not ref:
-        verdict(gpu.vllm_reference(gpu.ProbeResult(""), None, "", ""))
-        return
-    runs = request.getfixturevalue("vllm_checkpoint_runs")  # loads only when there is a ref
     verdict(
-        gpu.vllm_reference(
-            runs[0],
-            request.getfixturevalue("vllm_reference_run")(ref),
-            str(modelopt_checkpoint.path),
-            ref,
+        _reference(
+            request,
+            modelopt_checkpoint,
+            modelopt_checkpoint_specs,
+            reference_checkpoints,
             vllm_logprob_tolerance,
         )
+    )
+
+
+@pytest.mark.vllm_check("gpu.prediction-agrees")
+def test_prediction_agrees(
+    request,
+    modelopt_checkpoint,
+    modelopt_checkpoint_specs,
+    reference_checkpoints,
+    vllm_checkpoint_runs,
+    vllm_perplexity_exponent,
+    vllm_logprob_tolerance,
+    modelopt_prediction,
+    verdict,
+):
+    path = str(modelopt_checkpoint.path)
+    run = vllm_checkpoint_runs[0]
+    judged = [
+        vllm_run.vllm_sane(run, path),
+        vllm_run.vllm_perplexity(run, path, vllm_perplexity_exponent),
+        vllm_run.vllm_known_answer(run, path),
+        _reference(
+            request,
+            modelopt_checkpoint,
+            modelopt_checkpoint_specs,
+            reference_checkpoints,
+            vllm_logprob_tolerance,
+        ),
+    ]
+    verdict(vllm_run.prediction_agrees(modelopt_prediction, run, judged, path))
+
+
+def _reference(request, checkpoint, specs, references, tolerance):
+    """gpu.vllm-reference's finding (loads the reference only when one is given)."""
+    index = specs.index(checkpoint.spec)
+    ref, problem = vllm_run.pair_reference(index, len(specs), references)
+    if problem is not None:
+        return problem
+    if not ref:
+        return vllm_run.vllm_reference(gpu.ProbeResult(""), None, "", "")
+    runs = request.getfixturevalue("vllm_checkpoint_runs")
+    return vllm_run.vllm_reference(
+        runs[0],
+        request.getfixturevalue("vllm_reference_run")(ref),
+        str(checkpoint.path),
+        ref,
+        tolerance,
     )

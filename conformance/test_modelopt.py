@@ -24,8 +24,9 @@ def test_quant_algo_supported(modelopt_checkpoint, vllm_modelopt_source, vllm_en
 
 
 @pytest.mark.vllm_check("modelopt.tensors-complete")
-def test_tensors_complete(modelopt_checkpoint, verdict):
-    verdict(modelopt.tensors_complete(modelopt_checkpoint))
+def test_tensors_complete(modelopt_checkpoint, modelopt_scales, modelopt_weight_samples, verdict):
+    scales, _ = modelopt_scales
+    verdict(modelopt.tensors_complete(modelopt_checkpoint, scales, modelopt_weight_samples))
 
 
 @pytest.mark.vllm_check("modelopt.shapes-match-config")

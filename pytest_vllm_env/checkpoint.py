@@ -21,7 +21,14 @@ from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any
 
-from .safetensors_header import SafetensorsError, TensorInfo, read_header, read_many_floats
+from .modelopt_load import WeightSample, float_weights_to_sample, sample_of
+from .safetensors_header import (
+    SafetensorsError,
+    TensorInfo,
+    read_float_sample,
+    read_header,
+    read_many_floats,
+)
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -284,3 +291,23 @@ def read_scales(ckpt: Checkpoint) -> tuple[dict[str, list[float]], dict[str, str
         except (SafetensorsError, ValueError) as exc:
             unread[tensor.name] = str(exc)
     return values, unread
+
+
+# A correct export has no float weight beside a scale; a broken one may have many: sampling
+# a few tells which kind they are without reading gigabytes.
+MAX_SAMPLED_WEIGHTS = 32
+UNQUANTIZED_DTYPES = ("BF16", "F16", "F32")
+
+
+def read_weight_samples(ckpt: Checkpoint) -> dict[str, WeightSample]:
+    """What about 64k values of each float-stored weight of a module with scales say (at
+    most :data:`MAX_SAMPLED_WEIGHTS` of them): are they FP8 numbers, in range, which
+    magnitude? The only weight bytes the suite reads, and only for such modules; one that
+    cannot be read is left out (``modelopt.tensors-complete`` then says it was not read)."""
+    samples: dict[str, WeightSample] = {}
+    for tensor in float_weights_to_sample(ckpt.modules, UNQUANTIZED_DTYPES)[:MAX_SAMPLED_WEIGHTS]:
+        try:
+            samples[tensor.name] = sample_of(read_float_sample(tensor))
+        except (SafetensorsError, ValueError):
+            continue
+    return samples

@@ -17,7 +17,6 @@ failures these exist for:
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +26,16 @@ from typing import Any
 
 from .archs import Arch
 from .checkpoint import Checkpoint
-from .findings import Finding, error, failed, passed, skipped
+from .findings import Finding, error, failed, passed, skipped, warning
+from .modelopt_load import (
+    LayerFacts,
+    LayerIssue,
+    ShardMismatch,
+    WeightSample,
+    fused_name,
+    judge_layers,
+)
+from .modelopt_load import excluder as load_excluder
 from .safetensors_header import TensorInfo
 from .vllm_source import ModelOptSource, Registry
 
@@ -157,38 +165,18 @@ def _str(value: Any) -> str | None:
 
 
 def excluder(exclude: Sequence[str]) -> Callable[[str], bool]:
-    """vLLM's ``ModelOptQuantConfigBase.is_layer_excluded`` rules, compiled once: a module
-    is excluded by an exact or substring match (kept by vLLM for pre-0.39 ModelOpt
-    exports; a substring also covers its ``language_model.``-stripped form), by an
-    fnmatch wildcard (``model.visual*``), or by the names vLLM always leaves
-    unquantized."""
-    contains, matches = _exclude_patterns(exclude)
+    """vLLM's exclusion rule for a checkpoint module name (fused layers decided on their
+    fused name, :mod:`pytest_vllm_env.modelopt_load`); a shard mismatch counts as excluded
+    here (``modelopt.tensors-complete`` reports it)."""
+    decide = load_excluder(exclude)
 
-    def excluded(prefix: str) -> bool:
-        return contains.search(prefix) is not None or matches.match(prefix) is not None
+    def excluded(prefix: str, modules: Mapping[str, object] | None = None) -> bool:
+        try:
+            return decide(fused_name(prefix, modules) if modules is not None else prefix)
+        except ShardMismatch:
+            return True
 
     return excluded
-
-
-def excluded_among(exclude: Sequence[str], prefixes: Iterable[str]) -> set[str]:
-    """The ``prefixes`` that :func:`excluder` excludes, found with the compiled patterns
-    called from C (``filter``): one Python call per module is most of a 100 GB verdict."""
-    contains, matches = _exclude_patterns(exclude)
-    prefixes = list(prefixes)
-    return set(filter(contains.search, prefixes)).union(filter(matches.match, prefixes))
-
-
-def _exclude_patterns(exclude: Sequence[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    literals = [p for p in exclude if not any(c in p for c in "*?[")]
-    wildcards = [p for p in exclude if p not in literals]
-    contains = re.compile("|".join(re.escape(p) for p in [*literals, *VLLM_ALWAYS_UNQUANTIZED]))
-    matches = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in wildcards) or "(?!)")
-    return contains, matches
-
-
-def is_excluded(prefix: str, exclude: Sequence[str]) -> bool:
-    """One-off form of :func:`excluder` (compile once when judging many names)."""
-    return excluder(exclude)(prefix)
 
 
 def _skip_unreadable(
@@ -349,20 +337,31 @@ def quant_algo_supported(
 def linear_modules(
     modules: Mapping[str, Mapping[str, TensorInfo]],
 ) -> dict[str, Mapping[str, TensorInfo]]:
-    """The modules that are Linear layers: a 2-D ``weight`` (or any ``weight_scale``),
-    embeddings excepted."""
+    """The modules that are Linear layers: a 2-D ``weight`` or a weight/input scale (a
+    tied lm_head's stray ``input_scale`` counts: vLLM refuses it), embeddings excepted."""
     return {
         prefix: parts
         for prefix, parts in modules.items()
-        if ("weight_scale" in parts or ("weight" in parts and len(parts["weight"].shape) == 2))
+        if (
+            "weight_scale" in parts
+            or "input_scale" in parts
+            or ("weight" in parts and len(parts["weight"].shape) == 2)
+        )
         and not prefix.endswith(EMBEDDING_SUFFIXES)
         and not prefix.endswith(ROUTER_SUFFIXES)
     }
 
 
-def tensors_complete(ckpt: Checkpoint) -> Finding:
-    """Every Linear is quantized as its algorithm requires, or excluded and unquantized;
-    KV-cache scales exist when the KV cache is quantized."""
+def tensors_complete(
+    ckpt: Checkpoint,
+    scales: Mapping[str, Sequence[float]] | None = None,
+    samples: Mapping[str, WeightSample] | None = None,
+) -> Finding:
+    """Every Linear holds what vLLM builds for it (fused layers, exclusions, scale shapes,
+    dtypes), and the KV cache's scales, judged by what vLLM's loader then does: refuses
+    or computes wrong results (failed), works at a cost (warning), works (passed).
+    ``scales`` are the float scale values (``read_scales``), ``samples`` what sampled
+    float weights of quantized modules say (``read_weight_samples``)."""
     check = "modelopt.tensors-complete"
     if blocked := _skip_unreadable(check, ckpt, config=True, tensors=True):
         return blocked
@@ -376,135 +375,194 @@ def tensors_complete(ckpt: Checkpoint) -> Finding:
             f"{ckpt.label}: the per-tensor layout of {eff.algo} is not known to this suite "
             f"(known: {', '.join(RULES)})",
         )
-    # (prefix, text) pairs, sorted by module at the end: the loop runs once per Linear of a
-    # 100 GB checkpoint, so it does only what the common (complete) module needs.
-    excluded_but_quantized_at: list[tuple[str, str]] = []
-    left_unquantized_at: list[tuple[str, str]] = []
-    incomplete_at: list[tuple[str, str]] = []
-    wrong_dtype_at: list[tuple[str, str]] = []
-    quantized = 0
     linear = linear_modules(ckpt.modules)
-    excluded_set = excluded_among(eff.exclude, linear)
-    required = frozenset(rule.required)
-    scale_dtypes = list(rule.scale_dtypes.items())
-    for prefix, parts in linear.items():
-        weight = parts.get("weight")
-        has_scale = "weight_scale" in parts or "input_scale" in parts or "weight_scale_2" in parts
-        if prefix in excluded_set:
-            if has_scale or (weight and weight.dtype not in UNQUANTIZED_DTYPES):
-                excluded_but_quantized_at.append(
-                    (prefix, f"{prefix} ({weight.dtype if weight else 'no weight'})")
-                )
-            continue
-        if weight is None:
-            incomplete_at.append((prefix, f"{prefix}: no weight"))
-            continue
-        if weight.dtype in UNQUANTIZED_DTYPES and not has_scale:
-            left_unquantized_at.append((prefix, f"{prefix} ({weight.dtype})"))
-            continue
-        quantized += 1
-        if weight.dtype not in rule.weight_dtypes:
-            wrong_dtype_at.append(
-                (
-                    prefix,
-                    f"{prefix}.weight is {weight.dtype}, "
-                    f"{eff.algo} needs {'/'.join(sorted(rule.weight_dtypes))}",
-                )
+    tied_extra: list[LayerIssue] = []
+    if _tied(ckpt) and "lm_head" in linear:
+        # vLLM's Llama-style loaders skip "lm_head." when the embedding is tied
+        # (AutoWeightsLoader(skip_prefixes=["lm_head."])): whatever is stored there is unused
+        linear = {k: v for k, v in linear.items() if k != "lm_head"}
+        tied_extra.append(
+            LayerIssue(
+                "lm_head",
+                "note",
+                "tied-lm-head-ignored",
+                f"lm_head's tensors ({', '.join(sorted(ckpt.modules['lm_head']))}) are ignored: "
+                "the embedding is tied (tie_word_embeddings)",
             )
-        if not required <= parts.keys():
-            missing = [r for r in rule.required if r not in parts]
-            incomplete_at.append((prefix, f"{prefix}: no {', '.join(missing)}"))
-        for scale, dtypes in scale_dtypes:
-            if scale in parts and parts[scale].dtype not in dtypes:
-                wrong_dtype_at.append(
-                    (
-                        prefix,
-                        f"{prefix}.{scale} is {parts[scale].dtype}, "
-                        f"expected {'/'.join(sorted(dtypes))}",
-                    )
-                )
-    excluded_but_quantized = _by_module(excluded_but_quantized_at)
-    left_unquantized = _by_module(left_unquantized_at)
-    incomplete = _by_module(incomplete_at)
-    wrong_dtype = _by_module(wrong_dtype_at)
-    excluded = excluder(eff.exclude)
-    kv_missing = _kv_scales_missing(ckpt.modules, excluded) if eff.kv_cache_algo else []
-    lines: list[str] = []
-    fixes: list[str] = []
-    if excluded_but_quantized:
-        lines.append(
-            f"{len(excluded_but_quantized)} excluded module(s) hold quantized tensors: "
-            f"{_few(excluded_but_quantized)}"
         )
-        fixes.append(
-            f"remove them from {eff.source}'s exclude list (exclude_modules/ignore) if they were "
-            "meant to be quantized, or re-export with them excluded in the quant config"
-        )
-    if left_unquantized:
-        lines.append(
-            f"{len(left_unquantized)} Linear module(s) are not excluded but unquantized, so vLLM "
-            f"would build {eff.algo} layers for BF16 weights: {_few(left_unquantized)}"
-        )
-        fixes.append(
-            "add them to exclude_modules in hf_quant_config.json and ignore in config.json, "
-            f"or {REEXPORT}"
-        )
-    if incomplete:
-        lines.append(
-            f"{len(incomplete)} quantized module(s) lack tensors {eff.algo} needs: "
-            f"{_few(incomplete)}"
-        )
-        fixes.append(f"{REEXPORT} (a {eff.algo} Linear needs weight, {', '.join(rule.required)})")
-    if wrong_dtype:
-        lines.append(f"wrong dtypes: {_few(wrong_dtype)}")
-        fixes.append(REEXPORT)
-    if kv_missing:
-        lines.append(
-            f"kv_cache_quant_algo is {eff.kv_cache_algo} but {len(kv_missing)} attention block(s) "
-            f"have no k_scale/v_scale: {_few(kv_missing)}"
-        )
-        fixes.append(
-            "re-export with KV-cache calibration (e.g. FP8_KV_CFG), or set kv_cache_quant_algo "
-            "to null in both quant configs"
-        )
-    if lines:
+    facts = LayerFacts(linear, scales or {}, samples or {})
+    issues, quantized = judge_layers(
+        facts, eff.algo, eff.exclude, rule.weight_dtypes, rule.required, UNQUANTIZED_DTYPES
+    )
+    issues += tied_extra + _scale_dtype_issues(facts.linear, rule)
+    issues += _tied_lm_head_issues(ckpt, eff)
+    issues += _kv_issues(ckpt, eff)
+    by_effect: dict[str, list[LayerIssue]] = {}
+    for issue in issues:
+        by_effect.setdefault(issue.effect, []).append(issue)
+    refused, wrong = by_effect.get("refuses", []), by_effect.get("wrong", [])
+    cost, notes = by_effect.get("cost", []), by_effect.get("note", [])
+    evidence: dict[str, Any] = dict(excluded=list(eff.exclude), quant_algo=eff.algo)
+    if refused or wrong:
+        lines = []
+        if refused:
+            lines.append(f"vLLM refuses to load it: {_few([i.text for i in refused])}")
+        if wrong:
+            lines.append(
+                f"vLLM loads it but computes wrong results: {_few([i.text for i in wrong])}"
+            )
         return failed(
             check,
             f"{ckpt.label}: " + "; ".join(lines),
-            "; ".join(dict.fromkeys(fixes)),
-            excluded=list(eff.exclude),
-            quant_algo=eff.algo,
+            _issue_fix(refused + wrong + cost, eff),
+            vllm_effect="refuses" if refused else "wrong",
+            tensors=[i.tensor for i in refused + wrong if i.tensor][:50],
+            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
+            **evidence,
+        )
+    if cost:
+        return warning(
+            check,
+            f"{ckpt.label}: vLLM loads it, at a cost: {_few([i.text for i in cost])}",
+            _issue_fix(cost, eff),
+            vllm_effect="works",
+            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
+            **evidence,
         )
     return passed(
         check,
-        f"{ckpt.label}: {quantized} Linear module(s) hold {eff.algo} weights and scales; "
-        f"excluded modules stay unquantized"
-        + ("; KV-cache scales present" if eff.kv_cache_algo else ""),
+        f"{ckpt.label}: {quantized} Linear module(s) hold {eff.algo} weights and scales as "
+        "vLLM builds them; excluded modules stay unquantized"
+        + ("; KV-cache scales present" if eff.kv_cache_algo else "")
+        + (f"; note: {_few([i.text for i in notes])}" if notes else ""),
         quantized_modules=quantized,
+        vllm_effect="works",
     )
+
+
+FIXES = {
+    "shard-exclusion": "name every shard of a fused layer (q_proj, k_proj, v_proj; gate_proj, "
+    "up_proj) in exclude_modules/ignore, or none of them",
+    "excluded-has-scales": "drop the scale tensors of excluded modules from the safetensors "
+    "(or stop excluding them), or re-export with them excluded in the quant config",
+    "excluded-but-quantized": "stop excluding them (remove from exclude_modules/ignore), or "
+    "re-export with them excluded in the quant config so they are written in BF16",
+    "not-excluded-unquantized": "add them to exclude_modules in hf_quant_config.json and ignore "
+    "in config.json (vLLM then builds them in BF16)",
+    "missing-scale": "re-export: every quantized Linear needs its scales",
+    "no-weight": "re-export: a module has scales but no weight",
+    "scale-shape": "per-tensor FP8 scales must be scalars ([] or [1]): re-export, or pick the "
+    "quant_algo that matches the scale layout (FP8_PER_CHANNEL_PER_TOKEN for [out_features])",
+    "weight-dtype": "store the weights as ModelOpt writes them (F8_E4M3 for FP8)",
+    "weight-dequantized": "store the quantized FP8 weights (ModelOpt's export_hf_checkpoint "
+    "writes F8_E4M3), not the dequantized BF16 ones",
+    "weight-dtype-exact": "store the weights as F8_E4M3 (ModelOpt's export does): half the "
+    "bytes, same numbers",
+    "weight-dtype-rounded": "store the weights as F8_E4M3 from ModelOpt's own export",
+    "weight-dtype-unread": "store the weights as F8_E4M3 from ModelOpt's own export",
+    "scale-dtype": "store the scales in the dtype ModelOpt writes",
+    "kv-scale-missing": "calibrate the KV cache (ModelOpt: quantize with a KV-cache config, "
+    "e.g. FP8_KV_CFG merged into FP8_DEFAULT_CFG) and re-export, or set kv_cache_quant_algo "
+    "to null in both quant configs to keep a BF16 KV cache",
+}
+
+
+def _issue_fix(issues: Sequence[LayerIssue], eff: QuantSettings) -> str:
+    kinds = list(dict.fromkeys(i.kind for i in issues))
+    texts = [FIXES.get(k, REEXPORT) for k in kinds]
+    if any(k in ("missing-scale", "scale-shape", "no-weight") for k in kinds):
+        texts.append(REEXPORT)
+    return "; ".join(dict.fromkeys(texts)) + f" (the exclude list is read from {eff.source})"
+
+
+def _scale_dtype_issues(
+    linear: Mapping[str, Mapping[str, TensorInfo]], rule: LinearRule
+) -> list[LayerIssue]:
+    """Scales in another dtype: vLLM's ``copy_`` casts float to float (a cost), anything
+    else to numbers that mean something else (wrong)."""
+    out = []
+    for prefix, parts in linear.items():
+        for scale, dtypes in rule.scale_dtypes.items():
+            info = parts.get(scale)
+            if info is None or info.dtype in dtypes:
+                continue
+            floaty = info.dtype in FLOAT_SCALE_DTYPES | {"F8_E4M3"}
+            out.append(
+                LayerIssue(
+                    prefix,
+                    "cost" if floaty else "wrong",
+                    "scale-dtype",
+                    f"{prefix}.{scale} is {info.dtype}, expected {'/'.join(sorted(dtypes))}"
+                    + (" (vLLM casts it on load)" if floaty else ""),
+                    f"{prefix}.{scale}",
+                )
+            )
+    return out
+
+
+def _tied(ckpt: Checkpoint) -> bool:
+    config = ckpt.config or {}
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    return bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
+
+
+def _tied_lm_head_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssue]:
+    """A tied lm_head (no tensor of its own) that is not excluded: vLLM builds it FP8 and
+    ties the BF16 embedding in, its scales never loaded. Measured on the H100 with vLLM
+    0.26.0: every top logprob equals -log(vocab) and greedy decoding emits token 0."""
+    if not _tied(ckpt) or "weight" in ckpt.modules.get("lm_head", {}) or eff.algo != "FP8":
+        return []
+    if excluder(eff.exclude)("lm_head"):
+        return []
+    return [
+        LayerIssue(
+            "lm_head",
+            "wrong",
+            "not-excluded-unquantized",
+            "lm_head is tied to the BF16 embed_tokens (tie_word_embeddings) but not excluded, "
+            "so vLLM builds an FP8 lm_head whose scales are never loaded (every logprob "
+            "-log(vocab): token 0 forever)",
+            "lm_head.weight_scale",
+        )
+    ]
+
+
+def _kv_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssue]:
+    """An FP8 KV cache whose scales are missing runs at scale 1.0 (vLLM logs "Using KV
+    cache scaling factor 1.0 for fp8_e4m3"): measured on the H100 to load and match BF16
+    on a tiny model, an accuracy risk on real ones."""
+    if not eff.kv_cache_algo:
+        return []
+    excluded = excluder(eff.exclude)
+    missing = []
+    for prefix in sorted(ckpt.modules):
+        block, _, leaf = prefix.rpartition(".")
+        if leaf != "k_proj":
+            continue
+        if excluded(prefix, ckpt.modules):
+            continue
+        leaves = set(ckpt.modules[prefix]) | set(ckpt.modules.get(f"{block}.v_proj", {}))
+        leaves |= set(ckpt.modules.get(block, {}))
+        lacks = [s for s in ("k_scale", "v_scale") if s not in leaves]
+        if lacks:
+            missing.append(f"{block} (no {', '.join(lacks)})")
+    if not missing:
+        return []
+    return [
+        LayerIssue(
+            missing[0],
+            "cost",
+            "kv-scale-missing",
+            f"kv_cache_quant_algo is {eff.kv_cache_algo} but {len(missing)} attention block(s) "
+            f"have no k_scale/v_scale, so vLLM runs their FP8 KV cache at scale 1.0 "
+            f"(uncalibrated): {_few(missing)}",
+        )
+    ]
 
 
 def _by_module(pairs: list[tuple[str, str]]) -> list[str]:
     """The texts in module order (stable: one module's several texts keep their order)."""
     return [text for _, text in sorted(pairs, key=itemgetter(0))]
-
-
-def _kv_scales_missing(
-    modules: Mapping[str, Mapping[str, TensorInfo]], excluded: Callable[[str], bool]
-) -> list[str]:
-    """Attention blocks (parents of a ``k_proj``) with no ``k_scale``/``v_scale`` on their
-    projections; ModelOpt writes ``self_attn.k_proj.k_scale`` and ``self_attn.v_proj.v_scale``."""
-    missing = []
-    for prefix in sorted(modules):
-        block, _, leaf = prefix.rpartition(".")
-        if leaf != "k_proj" or excluded(prefix):
-            continue
-        leaves = set(modules[prefix]) | set(modules.get(f"{block}.v_proj", {}))
-        leaves |= set(modules.get(block, {}))
-        lacks = [s for s in ("k_scale", "v_scale") if s not in leaves]
-        if lacks:
-            missing.append(f"{block} (no {', '.join(lacks)})")
-    return missing
 
 
 def _few(items: Sequence[str]) -> str:
@@ -785,7 +843,8 @@ def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
     )
     handover = "which attention backend runs it (xformers or flash-attn): see xformers.decision"
     if quantized:
-        excluded = eff is not None and any(map(excluder(eff.exclude), quantized))
+        is_excluded = excluder(eff.exclude) if eff is not None else None
+        excluded = is_excluded is not None and any(is_excluded(m, ckpt.modules) for m in quantized)
         return passed(
             check,
             f"{ckpt.label}: the vision tower is quantized "
@@ -807,3 +866,30 @@ def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
         vision_quantized=False,
         exclude_patterns=patterns,
     )
+
+
+# -- every toolchain verdict on one checkpoint, for the gpu tier's comparison ------------------
+def predict(
+    ckpt: Checkpoint,
+    *,
+    source: ModelOptSource,
+    registry: Registry,
+    vllm_version: str | None,
+    scales: Mapping[str, Sequence[float]],
+    unread: Mapping[str, str],
+    samples: Mapping[str, WeightSample],
+    archs: Iterable[Arch],
+    archs_source: str,
+) -> list[Finding]:
+    """The toolchain tier's findings for ``ckpt`` (what ``gpu.prediction-agrees`` holds
+    against the real load)."""
+    return [
+        files_readable(ckpt),
+        quant_config(ckpt),
+        quant_algo_supported(ckpt, source, vllm_version),
+        tensors_complete(ckpt, scales, samples),
+        shapes_match_config(ckpt),
+        scales_sane(ckpt, scales, unread),
+        architecture_registered(ckpt, registry, vllm_version),
+        min_capability(ckpt, source, vllm_version, archs, archs_source),
+    ]

@@ -378,6 +378,38 @@ def read_many_floats(
     return values
 
 
+def read_float_sample(tensor: TensorInfo, *, values: int = 65536, chunks: int = 64) -> list[float]:
+    """About ``values`` values of a float tensor (F32/F16/BF16), read as ``chunks`` evenly
+    spaced runs: enough to tell which domain a weight's numbers are in (FP8-grid values
+    or dequantized ones) without reading a whole weight. Raise SafetensorsError or
+    ValueError like :func:`read_floats`."""
+    width = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}.get(tensor.dtype)
+    if width is None:
+        raise ValueError(f"{tensor.dtype} is not a float dtype this reader decodes")
+    total = tensor.nbytes // width
+    if total <= values:
+        return read_floats(tensor, limit=max(tensor.nbytes, 1))
+    per = max(values // chunks, 1)
+    step = total // chunks
+    out: list[float] = []
+    try:
+        fd = os.open(tensor.file, os.O_RDONLY)
+    except OSError as exc:
+        raise SafetensorsError(tensor.file, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        for i in range(chunks):
+            offset = tensor.begin + i * step * width
+            data = os.pread(fd, per * width, offset)
+            if len(data) != per * width:
+                raise SafetensorsError(tensor.file, f"truncated while reading {tensor.name!r}")
+            out.extend(decode_floats(tensor.dtype, data))
+    except OSError as exc:
+        raise SafetensorsError(tensor.file, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    return out
+
+
 def _by_file(tensors: list[TensorInfo]) -> list[list[TensorInfo]]:
     """The tensors grouped by file (files in path order), each group by offset. Grouped by
     the identity of the ``file`` object (one per header) with integer keys sorted in C:

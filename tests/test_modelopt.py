@@ -157,8 +157,8 @@ BROKEN = {
     ),
     "missing-input-scale": (
         "tensors-complete",
-        "*1 quantized module(s) lack tensors FP8 needs: model.layers.1.mlp.down_proj: no input_scale",
-        "*fix: re-export*(a FP8 Linear needs weight, weight_scale, input_scale)",
+        "*vLLM loads it but computes wrong results: model.layers.1.mlp.down_proj has no input_scale: vLLM keeps its placeholder (float32 min, -3.4e38) and computes garbage",
+        "*fix: re-export: every quantized Linear needs its scales*",
     ),
     "nan-scale": (
         "scales-sane",
@@ -167,12 +167,12 @@ BROKEN = {
     ),
     "excluded-but-quantized": (
         "tensors-complete",
-        "*1 excluded module(s) hold quantized tensors: model.layers.0.mlp.down_proj (F8_E4M3)",
-        "*fix: remove them from config.json's exclude list*",
+        "*vLLM refuses to load it: model.layers.0.mlp.down_proj is excluded (vLLM builds it unquantized) but holds input_scale, weight_scale: vLLM says 'There is no module or parameter named model.layers.0.mlp.down_proj.input_scale'",
+        "*fix: drop the scale tensors of excluded modules from the safetensors (or stop excluding them)*",
     ),
     "quantized-left-bf16": (
         "tensors-complete",
-        "*Linear module(s) are not excluded but unquantized, so vLLM would build FP8 layers for BF16 weights: model.layers.1.self_attn.o_proj (BF16)",
+        "*vLLM loads it but computes wrong results: model.layers.1.self_attn.o_proj (BF16, no scales) is not excluded, so vLLM builds an FP8 layer and its scales stay unset",
         "*fix: add them to exclude_modules in hf_quant_config.json and ignore in config.json*",
     ),
 }
@@ -203,16 +203,23 @@ def test_index_naming_a_missing_shard(pytester, env, tmp_path):
     )
 
 
-def test_kv_cache_fp8_without_kv_scales(pytester, env, tmp_path):
+def test_kv_cache_fp8_without_kv_scales_is_a_warning(pytester, env, tmp_path):
+    # measured on the H100 (vLLM 0.26.0): it loads, KV scales default to 1.0, and the first
+    # token matched BF16 within 0.0001 nats; it used to fail here
     builder = ckpts.llama(kv_cache="FP8")
     del builder.tensors["model.layers.1.self_attn.v_proj.v_scale"]
     result = run(pytester, env, builder.write(tmp_path / "kv"))
-    assert result.parseoutcomes().get("failed") == 1
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed") is None and outcomes.get("warned") == 1, outcomes
     result.stdout.fnmatch_lines(
         [
-            "*kv_cache_quant_algo is FP8 but 1 attention block(s) have no k_scale/v_scale: model.layers.1.self_attn (no v_scale)*"
+            "*vllm-env: warnings (it works, at a cost)*",
+            "*kv: vLLM loads it, at a cost: kv_cache_quant_algo is FP8 but 1 attention block(s) have no k_scale/v_scale, so vLLM runs their FP8 KV cache at scale 1.0 (uncalibrated): model.layers.1.self_attn (no v_scale)*",
+            "*fix: calibrate the KV cache*",
         ]
     )
+    strict = run(pytester, env, tmp_path / "kv", extra=("--vllm-strict",))
+    assert strict.parseoutcomes().get("failed") == 1
 
 
 def test_shapes_from_another_model_size(pytester, env, tmp_path):
@@ -506,13 +513,22 @@ def test_verdicts_identical_under_xdist(pytester, env, tmp_path):
     assert verdicts("-n", "2") == serial
 
 
-def test_bulk_exclusion_matches_one_by_one():
-    """tensors-complete finds excluded modules in bulk; the same rules as one at a time."""
-    from pytest_vllm_env.modelopt import excluded_among, excluder
+def test_exclusion_decided_on_fused_layers():
+    """vLLM decides exclusion on the layer it builds: q/k/v fuse into qkv_proj."""
+    from pytest_vllm_env.modelopt_load import ShardMismatch, excluder, fused_name
 
-    names = sorted(
-        {n.rpartition(".")[0] for n in ckpts.llama().tensors}
-        | {n.rpartition(".")[0] for n in ckpts.qwen25_vl().tensors}
-    )
-    for patterns in (["lm_head"], ["model.visual*", "lm_head"], ["*.o_proj"], ["mlp"], []):
-        assert excluded_among(patterns, names) == set(filter(excluder(patterns), names))
+    modules = {f"m.layers.0.self_attn.{p}": {} for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    qkv = fused_name("m.layers.0.self_attn.q_proj", modules)
+    assert qkv == "m.layers.0.self_attn.qkv_proj"
+    assert fused_name("m.layers.0.self_attn.o_proj", modules) == "m.layers.0.self_attn.o_proj"
+    assert not excluder(["*q_proj"])(qkv)  # the wildcard does not reach the fused name
+    assert not excluder(["q_proj"])(qkv)  # nor does the substring
+    assert excluder(["*self_attn*"])(qkv)
+    assert excluder([f"m.layers.0.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")])(qkv)
+    with pytest.raises(ShardMismatch):
+        excluder(["m.layers.0.self_attn.q_proj"])(qkv)
+    # apply_vllm_mapper: "visual*" becomes "visual" and "visual.*"
+    assert excluder(["visual*"])("visual.blocks.0.attn.qkv")
+    # ... and "visual" is then also a substring rule: vLLM excludes visual_merger too
+    assert excluder(["visual*"])("visual_merger.mlp.0")
+    assert not excluder(["model.visual*"])("visual.blocks.0.attn.qkv")

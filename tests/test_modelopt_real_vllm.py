@@ -109,9 +109,10 @@ def test_older_vllm_versions_read_statically(version):
     assert "LlamaForCausalLM" in parse_registry(registry).architectures
 
 
-def _real_is_layer_excluded(version: str):
-    """vLLM's own ``is_layer_excluded`` (and the ``is_layer_skipped`` it calls), taken out of
-    the wheel with ``ast`` and run alone: the real rules, without importing torch."""
+def _real_functions(version: str):
+    """vLLM's own ``is_layer_excluded`` (with the ``is_layer_skipped`` it calls) and
+    ``apply_vllm_mapper``, taken out of the wheel with ``ast`` and run alone: the real
+    rules, without importing torch."""
     import ast
     import fnmatch
     from collections.abc import Mapping
@@ -125,9 +126,8 @@ def _real_is_layer_excluded(version: str):
         for n in modelopt.body
         if isinstance(n, ast.ClassDef) and n.name == "ModelOptQuantConfigBase"
     )
-    funcs = [
-        n for n in base.body if isinstance(n, ast.FunctionDef) and n.name == "is_layer_excluded"
-    ]
+    wanted = ("is_layer_excluded", "apply_vllm_mapper")
+    funcs = [n for n in base.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
     funcs += [
         n for n in utils.body if isinstance(n, ast.FunctionDef) and n.name == "is_layer_skipped"
     ]
@@ -135,27 +135,46 @@ def _real_is_layer_excluded(version: str):
         "fnmatch": fnmatch.fnmatch,
         "Mapping": Mapping,
         "MappingProxyType": MappingProxyType,
+        "WeightsMapper": object,
     }
     module = ast.Module(body=funcs, type_ignores=[])
     exec(compile(module, "vllm-extract", "exec"), namespace)  # noqa: S102
-    return namespace["is_layer_excluded"]
+    return namespace["is_layer_excluded"], namespace["apply_vllm_mapper"]
 
 
 def test_exclusion_rules_agree_with_vllms_own_function():
+    """Our fused-layer exclusion (modelopt_load.excluder) against vLLM 0.26.0's own code,
+    with Llama's packed_modules_mapping, on every layer name vLLM builds for our fixture
+    checkpoints and many exclude lists: the same answer, and the same refusal."""
     from types import SimpleNamespace
 
-    from pytest_vllm_env.modelopt import VLLM_ALWAYS_UNQUANTIZED, excluded_among, excluder
-
-    real = _real_is_layer_excluded("0.26.0")
-    names = sorted(
-        {n.rpartition(".")[0] for n in ckpts.llama().tensors}
-        | {n.rpartition(".")[0] for n in ckpts.qwen25_vl().tensors}
-        | {"language_model.model.layers.0.mlp.up_proj", "model.layers.10.mlp.up_proj"}
+    from pytest_vllm_env.modelopt_load import (
+        ALWAYS_UNQUANTIZED,
+        FUSED,
+        ShardMismatch,
+        excluder,
+        fused_name,
+        vllm_patterns,
     )
+
+    is_layer_excluded, apply_vllm_mapper = _real_functions("0.26.0")
+    modules = {n.rpartition(".")[0]: {} for n in ckpts.llama().tensors}
+    modules |= {n.rpartition(".")[0]: {} for n in ckpts.qwen25_vl().tensors}
+    modules |= {"language_model.model.layers.0.mlp.up_proj": {}, "model.layers.10.mlp.up_proj": {}}
+    layers = sorted({fused_name(m, modules) for m in modules})
     pattern_sets = [
         ["lm_head", "model.embed_tokens"],
         ["lm_head", "model.visual*"],
+        ["visual*"],
         ["model.layers.0.mlp.down_proj"],
+        ["model.layers.0.self_attn.q_proj"],
+        [
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.0.self_attn.k_proj",
+            "model.layers.0.self_attn.v_proj",
+        ],
+        ["*q_proj"],
+        ["q_proj"],
         ["model.layers.1*"],
         ["model.layers.1"],
         ["*self_attn*"],
@@ -164,14 +183,25 @@ def test_exclusion_rules_agree_with_vllms_own_function():
         ["mlp"],
         [],
     ]
+    identity = SimpleNamespace(apply_list=lambda names: list(names))
+    packed = {k: list(v) for k, v in FUSED.items()}
     compared = 0
     for patterns in pattern_sets:
+        this = SimpleNamespace(exclude_modules=list(patterns), packed_modules_mapping=packed)
+        apply_vllm_mapper(this, identity)
+        assert this.exclude_modules == list(vllm_patterns(patterns)), patterns
         ours = excluder(patterns)
-        assert excluded_among(patterns, names) == set(filter(ours, names))
-        this = SimpleNamespace(exclude_modules=list(patterns), packed_modules_mapping={})
-        for name in names:
-            if any(m in name for m in VLLM_ALWAYS_UNQUANTIZED):
+        for layer in layers:
+            if any(m in layer for m in ALWAYS_UNQUANTIZED):
                 continue  # vLLM checks those in get_quant_method, not here
-            assert ours(name) == real(this, name), (patterns, name)
+            try:
+                real = is_layer_excluded(this, layer)
+            except ValueError:
+                real = "refuses"
+            try:
+                mine = ours(layer)
+            except ShardMismatch:
+                mine = "refuses"
+            assert mine == real, (patterns, layer)
             compared += 1
-    assert compared > 400
+    assert compared > 300

@@ -1,18 +1,23 @@
 """Fixtures and settings for the gpu, build and buildlog tiers.
 
-The gpu tier loads each ``--modelopt-checkpoint`` in vLLM twice (two fresh processes) and
-each ``--reference-checkpoint`` once; loads are cached per session and path, so the
-``gpu.vllm-generate`` and ``gpu.vllm-reference`` checks of one checkpoint share them (run
-the gpu tier without ``-n``: each xdist worker would load again).
+The gpu tier loads each ``--modelopt-checkpoint`` in vLLM once (a second fresh process only
+with ``--vllm-fresh-process``) and each ``--reference-checkpoint`` once; loads are cached
+per session and path, so every gpu check of one checkpoint judges the same load.
+
+Several checkpoints load side by side on one GPU with ``-n N --dist loadgroup``: the
+checks of one checkpoint form one xdist group (one load), and each worker's load gets
+``0.8 / N`` of the GPU's memory and a fixed 256 MiB KV cache (no memory profiling, which
+the other workers' loads would disturb).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from pytest_vllm_env import abi, fatbin, gpu, settings
+from pytest_vllm_env import abi, fatbin, gpu, settings, vllm_run
 from pytest_vllm_env.archs import Arch
 from pytest_vllm_env.checkpoint import Checkpoint
 from pytest_vllm_env.coverage_arch import label_of
@@ -38,7 +43,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser,
         "--vllm-logprob-tolerance",
         "nats the first-token logprob of a checkpoint may differ from its "
-        f"--reference-checkpoint's; {gpu.LOGPROB_TOL}",
+        f"--reference-checkpoint's; {vllm_run.LOGPROB_TOL}",
+    )
+    settings.add_setting(
+        parser,
+        "--vllm-perplexity-exponent",
+        "gpu.vllm-perplexity fails above vocab_size ** this (uniform guessing scores "
+        f"vocab_size); {vllm_run.PERPLEXITY_EXPONENT}",
+    )
+    parser.getgroup(settings.GROUP).addoption(
+        "--vllm-fresh-process",
+        action="store_true",
+        default=False,
+        help="load each --modelopt-checkpoint a second time in a fresh process and compare "
+        "the tokens (default: one load, two generations in it)",
     )
 
 
@@ -49,7 +67,16 @@ def _probe_timeout(config: pytest.Config) -> float:
 def pytest_configure(config: pytest.Config) -> None:
     # a bad number is a usage error at start, not in the first test
     _probe_timeout(config)
-    settings.get_number(config, "vllm_logprob_tolerance", gpu.LOGPROB_TOL)
+    settings.get_number(config, "vllm_logprob_tolerance", vllm_run.LOGPROB_TOL)
+    settings.get_number(config, "vllm_perplexity_exponent", vllm_run.PERPLEXITY_EXPONENT)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # One xdist group per checkpoint: under --dist loadgroup its gpu checks share one load.
+    for item in items:
+        spec = getattr(getattr(item, "callspec", None), "params", {}).get("modelopt_checkpoint")
+        if spec is not None and item.get_closest_marker("gpu"):
+            item.add_marker(pytest.mark.xdist_group(f"vllm-load:{spec}"))
 
 
 @pytest.fixture(scope="session")
@@ -99,8 +126,18 @@ def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
 
 @pytest.fixture(scope="session")
 def vllm_logprob_tolerance(request: pytest.FixtureRequest) -> float:
-    """``--vllm-logprob-tolerance`` in nats (default :data:`pytest_vllm_env.gpu.LOGPROB_TOL`)."""
-    return settings.get_number(request.config, "vllm_logprob_tolerance", gpu.LOGPROB_TOL)
+    """``--vllm-logprob-tolerance`` in nats (default
+    :data:`pytest_vllm_env.vllm_run.LOGPROB_TOL`)."""
+    return settings.get_number(request.config, "vllm_logprob_tolerance", vllm_run.LOGPROB_TOL)
+
+
+@pytest.fixture(scope="session")
+def vllm_perplexity_exponent(request: pytest.FixtureRequest) -> float:
+    """``--vllm-perplexity-exponent``: gpu.vllm-perplexity's limit is ``vocab_size ** it``
+    (default :data:`pytest_vllm_env.vllm_run.PERPLEXITY_EXPONENT`)."""
+    return settings.get_number(
+        request.config, "vllm_perplexity_exponent", vllm_run.PERPLEXITY_EXPONENT
+    )
 
 
 @pytest.fixture(scope="session")
@@ -127,11 +164,11 @@ def require_vllm(vllm_env: PixiEnv) -> None:
         pytest.skip(f"vLLM is not installed in {vllm_env.prefix}: nothing to load")
 
 
-def quantization_for(checkpoint: Checkpoint) -> str:
-    """The ``quantization=`` vLLM needs: NVFP4 exports register as ``modelopt_fp4``, and
-    vLLM rejects a ``quantization`` argument that disagrees with the checkpoint's."""
-    algo = str(((checkpoint.hf_quant_config or {}).get("quantization") or {}).get("quant_algo"))
-    return "modelopt_fp4" if "NVFP4" in algo.upper() else "modelopt"
+def quantization_for(checkpoint: Checkpoint) -> str | None:
+    """The ``quantization=`` the probe passes: none, so that vLLM picks the method from the
+    checkpoint's own config as ``vllm serve`` does (gpu.vllm-generate then checks that it
+    picked ModelOpt's)."""
+    return None
 
 
 RunCache = dict[tuple[str, str, int], list[gpu.ProbeResult]]
@@ -149,7 +186,7 @@ def vllm_runs(
     checkpoint: str,
     quant: str | None,
     timeout: float,
-    n: int = 2,
+    n: int = 1,
     cache: RunCache | None = None,
 ) -> list[gpu.ProbeResult]:
     """``n`` vLLM load+generate probes, each in its own process (one load per process),
@@ -161,6 +198,7 @@ def vllm_runs(
     environ = dict(env.environ())
     environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    environ.update(_shared_gpu_settings(environ))
     runs = []
     for _ in range(n):
         run = gpu.run_probe(
@@ -173,6 +211,20 @@ def vllm_runs(
     return runs
 
 
+def _shared_gpu_settings(environ: dict[str, str]) -> dict[str, str]:
+    """Under xdist several workers load at once on one GPU: a share of its memory each and a
+    fixed KV budget (vLLM skips its memory profiling, which their loads would disturb)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers <= 1:
+        return {}
+    out = {}
+    if "VLLM_ENV_PROBE_GPU_UTIL" not in environ:
+        out["VLLM_ENV_PROBE_GPU_UTIL"] = f"{min(0.25, 0.8 / workers):.3f}"
+    if "VLLM_ENV_PROBE_KV_BYTES" not in environ:
+        out["VLLM_ENV_PROBE_KV_BYTES"] = str(256 * 1024 * 1024)
+    return out
+
+
 @pytest.fixture
 def vllm_checkpoint_runs(
     request: pytest.FixtureRequest,
@@ -182,10 +234,12 @@ def vllm_checkpoint_runs(
     require_gpu: None,
     require_vllm: None,
 ) -> list[gpu.ProbeResult]:
-    """Two load+generate probes of one ``--modelopt-checkpoint`` in vLLM, each in a fresh
-    subprocess of the target Python with ``quantization="modelopt"``: tokens, quant config
-    class, load seconds, tokens/s and the first token's top-5 logprobs. Skips without a GPU
-    or without vLLM; loaded once per session and checkpoint."""
+    """The load(s) of one ``--modelopt-checkpoint`` in vLLM: one fresh subprocess of the
+    target Python (two with ``--vllm-fresh-process``), vLLM choosing the quantization from
+    the checkpoint: tokens (twice), quant config class, load seconds, tokens/s, the first
+    token's top-20 logprobs, the paragraph's perplexity (with a tokenizer), the known answer
+    (``vllm_env_expect.json``), or where the load died. Skips without a GPU or without
+    vLLM; loaded once per session and checkpoint."""
     if not modelopt_checkpoint.located:
         pytest.skip(f"{modelopt_checkpoint.spec}: not found (modelopt.files-readable says why)")
     return vllm_runs(
@@ -193,7 +247,37 @@ def vllm_checkpoint_runs(
         str(modelopt_checkpoint.path),
         quantization_for(modelopt_checkpoint),
         _probe_timeout(request.config),
+        n=2 if request.config.getoption("vllm_fresh_process", default=False) else 1,
         cache=vllm_run_cache,
+    )
+
+
+@pytest.fixture
+def modelopt_prediction(
+    vllm_env: PixiEnv,
+    modelopt_checkpoint: Checkpoint,
+    vllm_modelopt_source,
+    vllm_model_registry,
+    modelopt_scales,
+    modelopt_weight_samples,
+    cuda_archs,
+    cuda_archs_source,
+) -> list:
+    """The toolchain tier's findings for the checkpoint (``modelopt.predict``): what
+    ``gpu.prediction-agrees`` holds against the real load. Static and fast."""
+    from pytest_vllm_env import modelopt
+
+    scales, unread = modelopt_scales
+    return modelopt.predict(
+        modelopt_checkpoint,
+        source=vllm_modelopt_source,
+        registry=vllm_model_registry,
+        vllm_version=vllm_env.version_of("vllm"),
+        scales=scales,
+        unread=unread,
+        samples=modelopt_weight_samples,
+        archs=cuda_archs,
+        archs_source=cuda_archs_source,
     )
 
 

@@ -18,10 +18,12 @@ from ..checkpoint import (
     CheckpointNotFound,
     read_checkpoint,
     read_scales,
+    read_weight_samples,
     resolve,
     short_name,
 )
 from ..env import PixiEnv
+from ..modelopt_load import WeightSample
 from ..vllm_source import (
     MODELOPT_PY,
     REGISTRY_PY,
@@ -85,6 +87,16 @@ def modelopt_scales(
     if not modelopt_checkpoint.tensors_readable:
         return {}, {}
     return read_scales(modelopt_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def modelopt_weight_samples(modelopt_checkpoint: Checkpoint) -> dict[str, WeightSample]:
+    """Samples of the float-stored weights of modules that carry scales (a correct export
+    has none): are their numbers FP8 values, dequantized weights, or out of FP8's range?
+    ``{tensor name: WeightSample}``; at most 32 tensors, about 64k values each."""
+    if not modelopt_checkpoint.tensors_readable:
+        return {}
+    return read_weight_samples(modelopt_checkpoint)
 
 
 @pytest.fixture(scope="session")
