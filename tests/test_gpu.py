@@ -600,3 +600,54 @@ def _set_scale_shape(folder: Path, name: str, shape: list[int]) -> None:
     from fixtures import variants
 
     variants.edit_tensors(folder, {name: variants.repeat_scalar(shape)})
+
+
+def _fake_smi(tmp_path, monkeypatch) -> None:
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho 9.0\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:/usr/bin:/bin")
+
+
+def test_parallel_loads_share_the_gpu(pytester, env_builder, tmp_path, monkeypatch):
+    _fake_smi(tmp_path, monkeypatch)
+    log = tmp_path / "loads.log"
+    standin_env(env_builder, vllm={"_log": str(log)})
+    fp8, _ = checkpoints(tmp_path)
+    others = [shutil.copytree(fp8, tmp_path / f"copy{i}") for i in range(3)]
+    args = [f"--modelopt-checkpoint={c}" for c in (fp8, *others)]
+    result = gpu_run(pytester, env_builder, *args, "--vllm-parallel-loads=4", k=ALL_VLLM)
+    assert result.parseoutcomes().get("failed") is None
+    lines = log.read_text().split("\n")[:-1]
+    assert sorted(line.split()[0] for line in lines) == ["copy0", "copy1", "copy2", "llama-fp8"]
+    assert {tuple(line.split()[1:]) for line in lines} == {("0.2", str(256 * 1024 * 1024))}
+
+
+def test_parallel_loads_must_be_a_whole_number(pytester, env_builder):
+    standin_env(env_builder)
+    result = gpu_run(pytester, env_builder, "--vllm-parallel-loads=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--vllm-parallel-loads: 0 is not a whole number >= 1*"])
+
+
+def test_loads_start_early_and_never_twice(pytester, env_builder, tmp_path, monkeypatch):
+    # with a GPU visible (nvidia-smi), the loads start right after collection, beside the
+    # torch probe; every check of the checkpoint (and the reference) waits for that one load
+    _fake_smi(tmp_path, monkeypatch)
+    log = tmp_path / "loads.log"
+    behaviour = {"_log": str(log)}
+    standin_env(env_builder, vllm=behaviour)
+    fp8, bf16 = checkpoints(tmp_path)
+    result = gpu_run(
+        pytester,
+        env_builder,
+        "--modelopt-checkpoint",
+        str(fp8),
+        "--reference-checkpoint",
+        str(bf16),
+        k=ALL_VLLM + " or test_vllm_matches_reference",
+    )
+    result.assert_outcomes(passed=4, skipped=2)  # no tokenizer, no vllm_env_expect.json
+    loads = sorted(line.split()[0] for line in log.read_text().splitlines())
+    assert loads == ["llama-bf16", "llama-fp8"]

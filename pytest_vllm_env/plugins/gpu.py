@@ -4,15 +4,17 @@ The gpu tier loads each ``--modelopt-checkpoint`` in vLLM once (a second fresh p
 with ``--vllm-fresh-process``) and each ``--reference-checkpoint`` once; loads are cached
 per session and path, so every gpu check of one checkpoint judges the same load.
 
-Several checkpoints load side by side on one GPU with ``-n N --dist loadgroup``: the
-checks of one checkpoint form one xdist group (one load), and each worker's load gets
-``0.8 / N`` of the GPU's memory and a fixed 256 MiB KV cache (no memory profiling, which
-the other workers' loads would disturb).
+Loads start right after collection, in background threads, beside the torch probe; with
+``--vllm-parallel-loads N`` up to N checkpoints load at once on one GPU, each with ``0.8 / N``
+of its memory and a fixed 256 MiB KV cache (vLLM then skips its memory profiling, which the
+other loads would disturb). Not through xdist: its ``--dist loadgroup`` does not group on
+pytest 9.2 (pytest-dev/pytest-xdist#1386), and each worker would load every checkpoint.
 """
 
 from __future__ import annotations
 
-import os
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "gpu.vllm-perplexity fails above vocab_size ** this (uniform guessing scores "
         f"vocab_size); {vllm_run.PERPLEXITY_EXPONENT}",
     )
+    settings.add_setting(
+        parser,
+        "--vllm-parallel-loads",
+        "how many --modelopt-checkpoint loads share the GPU at once (small models, big GPU); 1",
+        metavar="N",
+    )
     parser.getgroup(settings.GROUP).addoption(
         "--vllm-fresh-process",
         action="store_true",
@@ -69,25 +77,115 @@ def pytest_configure(config: pytest.Config) -> None:
     _probe_timeout(config)
     settings.get_number(config, "vllm_logprob_tolerance", vllm_run.LOGPROB_TOL)
     settings.get_number(config, "vllm_perplexity_exponent", vllm_run.PERPLEXITY_EXPONENT)
+    _parallel_loads(config)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # One xdist group per checkpoint: under --dist loadgroup its gpu checks share one load.
+def _parallel_loads(config: pytest.Config) -> int:
+    value = settings.get_number(config, "vllm_parallel_loads", 1)
+    if value < 1 or value != int(value):
+        raise pytest.UsageError(f"--vllm-parallel-loads: {value:g} is not a whole number >= 1")
+    return int(value)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the torch probe and the selected checkpoints' vLLM loads in background threads
+    as soon as collection ends (one env, no xdist): the torch probe then runs beside the
+    first load, and the gpu tier costs about one plain load per checkpoint."""
+    config = session.config
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    items = [i for i in session.items if i.get_closest_marker("gpu")]
+    if not items:
+        return
+    from pytest_vllm_env.env import EnvError
+    from pytest_vllm_env.plugin import state, visible_gpu_archs
+
+    st = state(config)
+    try:
+        specs = st.specs()
+        env = st.env(specs[0]) if len(specs) == 1 else None
+    except EnvError:
+        return
+    if env is None or env.python is None:
+        return
+    torch_future: Future[gpu.ProbeResult] = Future()
+    config.stash[EARLY_TORCH] = (env.prefix, torch_future)
+    _background(lambda: torch_future.set_result(_torch_probe(config, env)))
+    wanted = _checkpoints_to_load(config, items)
+    if wanted and env.dist("vllm") is not None and visible_gpu_archs():
+        n = 2 if config.getoption("vllm_fresh_process", default=False) else 1
+        timeout = _probe_timeout(config)
+        cache = _run_cache(config)
+        parallel = _parallel_loads(config)
+        queue = list(wanted)
+        lock = threading.Lock()
+
+        def loads() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    path, count = queue.pop(0)
+                vllm_runs(env, path, None, timeout, n=count or n, cache=cache, parallel=parallel)
+
+        for _ in range(min(parallel, len(wanted))):
+            _background(loads)
+
+
+def _background(work) -> None:
+    def guarded() -> None:
+        try:
+            work()
+        except Exception:  # the fixtures then run the probe themselves and report
+            pass
+
+    threading.Thread(target=guarded, name="vllm-env-probe", daemon=True).start()
+
+
+def _checkpoints_to_load(config: pytest.Config, items: list[pytest.Item]) -> list[tuple[str, int]]:
+    """(path, count) of each checkpoint the selected gpu tests load, in order, then the
+    references (count 1); 0 means "as --vllm-fresh-process says"."""
+    from pytest_vllm_env.checkpoint import CheckpointNotFound, resolve
+    from pytest_vllm_env.plugin import state
+
+    base = state(config)._base_for("modelopt_checkpoint")
+    out: list[tuple[str, int]] = []
+    seen: set[str] = set()
     for item in items:
         spec = getattr(getattr(item, "callspec", None), "params", {}).get("modelopt_checkpoint")
-        if spec is not None and item.get_closest_marker("gpu"):
-            item.add_marker(pytest.mark.xdist_group(f"vllm-load:{spec}"))
+        if spec is None or "vllm_checkpoint_runs" not in getattr(item, "fixturenames", ()):
+            continue
+        try:
+            path = str(resolve(spec, base)[0])
+        except CheckpointNotFound:
+            continue
+        if path not in seen:
+            seen.add(path)
+            out.append((path, 0))
+    if out:
+        rbase = Path(str(config.rootpath))
+        for ref in settings.get_list(config, "reference_checkpoint"):
+            out.append((str(rbase / ref), 1))
+    return out
 
 
 @pytest.fixture(scope="session")
 def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> gpu.ProbeResult:
     """The target env's torch probed in a subprocess (version, CUDA, devices, a matmul, and
-    an FP8 ``torch._scaled_mm`` on GPUs of compute capability >= 8.9)."""
+    an FP8 ``torch._scaled_mm`` on GPUs of compute capability >= 8.9). Started as soon as
+    collection ends when gpu tests are selected, beside the first vLLM load."""
+    early = request.config.stash.get(EARLY_TORCH, None)
+    if early is not None and early[0] == vllm_env.prefix:
+        return early[1].result()
+    return _torch_probe(request.config, vllm_env)
+
+
+def _torch_probe(config: pytest.Config, env: PixiEnv) -> gpu.ProbeResult:
     return gpu.run_probe(
-        vllm_env.python,
+        env.python,
         "torch_check.py",
-        env=vllm_env.environ(),
-        timeout=min(_probe_timeout(request.config), 300),
+        env=env.environ(),
+        timeout=min(_probe_timeout(config), 300),
     )
 
 
@@ -171,14 +269,26 @@ def quantization_for(checkpoint: Checkpoint) -> str | None:
     return None
 
 
-RunCache = dict[tuple[str, str, int], list[gpu.ProbeResult]]
+RunKey = tuple[str, str, int]
+RunCache = dict[RunKey, "Future[list[gpu.ProbeResult]]"]
+EARLY_TORCH = pytest.StashKey[tuple[Path, "Future[gpu.ProbeResult]"]]()
+RUN_CACHE = pytest.StashKey[RunCache]()
+_cache_lock = threading.Lock()
 
 
 @pytest.fixture(scope="session")
-def vllm_run_cache() -> RunCache:
-    """vLLM probe runs of this session by (checkpoint, quantization, count): a load takes
-    30-60 s, and gpu.vllm-generate and gpu.vllm-reference need the same ones."""
-    return {}
+def vllm_run_cache(request: pytest.FixtureRequest) -> RunCache:
+    """vLLM probe runs of this session by (checkpoint, quantization, count), as futures: a
+    load takes 20-60 s and every gpu check of a checkpoint judges the same one; loads
+    started early (right after collection) are waited for, never repeated."""
+    return _run_cache(request.config)
+
+
+def _run_cache(config: pytest.Config) -> RunCache:
+    with _cache_lock:
+        if RUN_CACHE not in config.stash:
+            config.stash[RUN_CACHE] = {}
+        return config.stash[RUN_CACHE]
 
 
 def vllm_runs(
@@ -188,17 +298,23 @@ def vllm_runs(
     timeout: float,
     n: int = 1,
     cache: RunCache | None = None,
+    parallel: int = 1,
 ) -> list[gpu.ProbeResult]:
     """``n`` vLLM load+generate probes, each in its own process (one load per process),
     remembered in ``cache`` by (checkpoint, quantization, n)."""
     cache = {} if cache is None else cache
     key = (checkpoint, quant or "", n)
-    if key in cache:
-        return cache[key]
+    with _cache_lock:
+        future = cache.get(key)
+        mine = future is None
+        if mine:
+            future = cache[key] = Future()
+    if not mine:
+        return future.result()
     environ = dict(env.environ())
     environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
-    environ.update(_shared_gpu_settings(environ))
+    environ.update(_shared_gpu_settings(environ, parallel))
     runs = []
     for _ in range(n):
         run = gpu.run_probe(
@@ -207,19 +323,18 @@ def vllm_runs(
         runs.append(run)
         if run.timed_out:  # a second hang would only double the wait
             break
-    cache[key] = runs
+    future.set_result(runs)
     return runs
 
 
-def _shared_gpu_settings(environ: dict[str, str]) -> dict[str, str]:
-    """Under xdist several workers load at once on one GPU: a share of its memory each and a
-    fixed KV budget (vLLM skips its memory profiling, which their loads would disturb)."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if workers <= 1:
+def _shared_gpu_settings(environ: dict[str, str], parallel: int) -> dict[str, str]:
+    """Several loads at once on one GPU: a share of its memory each and a fixed KV budget
+    (vLLM skips its memory profiling, which the other loads would disturb)."""
+    if parallel <= 1:
         return {}
     out = {}
     if "VLLM_ENV_PROBE_GPU_UTIL" not in environ:
-        out["VLLM_ENV_PROBE_GPU_UTIL"] = f"{min(0.25, 0.8 / workers):.3f}"
+        out["VLLM_ENV_PROBE_GPU_UTIL"] = f"{min(0.25, 0.8 / parallel):.3f}"
     if "VLLM_ENV_PROBE_KV_BYTES" not in environ:
         out["VLLM_ENV_PROBE_KV_BYTES"] = str(256 * 1024 * 1024)
     return out
@@ -249,6 +364,7 @@ def vllm_checkpoint_runs(
         _probe_timeout(request.config),
         n=2 if request.config.getoption("vllm_fresh_process", default=False) else 1,
         cache=vllm_run_cache,
+        parallel=_parallel_loads(request.config),
     )
 
 
@@ -288,6 +404,9 @@ def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_r
 
     def run(reference: str) -> gpu.ProbeResult:
         timeout = _probe_timeout(request.config)
-        return vllm_runs(vllm_env, reference, None, timeout, n=1, cache=vllm_run_cache)[0]
+        parallel = _parallel_loads(request.config)
+        return vllm_runs(
+            vllm_env, reference, None, timeout, n=1, cache=vllm_run_cache, parallel=parallel
+        )[0]
 
     return run

@@ -42,7 +42,7 @@ PARAGRAPH = (
     "waits quietly for the rain."
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
-LOADER_NAMES = ("name", "weight_name", "param_name", "loaded_weight_name")
+LOADER_NAMES = ("weight_qualname", "name", "weight_name", "param_name")
 out = {"model": sys.argv[1], "quantization": None, "tokens": None}
 start = time.monotonic()
 
