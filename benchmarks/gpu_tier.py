@@ -55,10 +55,24 @@ def main() -> int:
     ]  # fmt: skip
     if args.plugin:
         tier[3:3] = ["-p", "pytest_vllm_env.plugin"]
+    report = Path(args.json or "gpu_tier_bench.json").with_suffix(".report.json")
+    tier += [f"--vllm-env-report={report}", "--durations=6"]
     rows = []
     for i in range(args.rounds):
         plain_s, plain_rc = timed([py, "-c", PLAIN, args.checkpoint], env)
         tier_s, tier_rc = timed(tier, env)
+        try:  # where the tier's time went: the probe process, and the load inside it
+            gen = next(
+                c
+                for c in json.loads(report.read_text())["checks"]
+                if c["id"] == "gpu.vllm-generate"
+            )
+            print(
+                f"  probe process {gen['evidence'].get('process_seconds')} s, "
+                f"load {gen['evidence'].get('load_seconds')} s"
+            )
+        except (OSError, ValueError, StopIteration, KeyError):
+            pass
         rows.append({"round": i, "plain_s": round(plain_s, 1), "tier_s": round(tier_s, 1),
                      "ratio": round(tier_s / plain_s, 2), "rc": [plain_rc, tier_rc]})  # fmt: skip
         print(f"round {i}: plain {plain_s:.1f} s (rc {plain_rc}), gpu tier {tier_s:.1f} s "

@@ -53,7 +53,7 @@ WRONG_FIX = (
 FLAT_NATS = 0.01
 # Perplexity limit as a power of the vocabulary size (uniform guessing is vocab**1). See
 # docs/gpu-runs.md (calibration round) for the measurements that set it.
-PERPLEXITY_EXPONENT = 0.8
+PERPLEXITY_EXPONENT = 0.95
 LOGPROB_TOL = 0.5  # nats: FP8 vs BF16 first-token logprob (a setting)
 _NAMED = re.compile(r"named '([A-Za-z0-9_.]+)'")
 
@@ -181,6 +181,7 @@ def vllm_generates(runs: Sequence[ProbeResult], checkpoint: str, modelopt: bool 
     evidence: dict[str, Any] = dict(
         tokens=list(sequences[0]),
         load_seconds=loads,
+        process_seconds=[round(r.seconds, 1) for r in runs],
         tokens_per_s=rates,
         kv_cache_dtype=first.get("kv_cache_dtype"),
     )

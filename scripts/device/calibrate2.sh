@@ -6,7 +6,8 @@
 #    reference: gpu.vllm-known-answer against reality (corpus_b.json);
 # 2. the committed TIED export (fixtures/modelopt_export/llama-fp8) and its lm_head
 #    variants: the tied-embedding rules (corpus_c.json);
-# 3. benchmarks/gpu_tier.py: the gpu tier against one plain vLLM load + generate (bench.json).
+# 3. benchmarks/gpu_tier.py, from a directory outside the repo as a user runs it: the gpu
+#    tier against one plain vLLM load + generate (bench.json, bench.report.json).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 source scripts/device/target_env.sh
@@ -27,4 +28,4 @@ run() {  # name, reference (or ""), checkpoint dirs...
 cp $M/counting/variants.json $M/b_variants.json; cp $M/tied/variants.json $M/c_variants.json
 run b $M/counting-bf16 $M/counting/good $M/counting/input-scale-missing-alone $M/counting/bf16-dequantized $M/counting/zero-weight-scales $M/counting/scale-shape-out
 run c "" $M/tied/good $M/tied/lm-head-not-excluded $M/tied/lm-head-input-scale
-$PY benchmarks/gpu_tier.py $M/english-fp8 --vllm-env=$E --python=$E/bin/python --plugin --rounds ${ROUNDS:-2} --json $OUT/bench.json
+R=$PWD; (mkdir -p /tmp/run && cd /tmp/run && $PY $R/benchmarks/gpu_tier.py $M/english-fp8 --vllm-env=$E --python=$E/bin/python --plugin --rounds ${ROUNDS:-2} --json $OUT/bench.json)
