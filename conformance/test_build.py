@@ -34,7 +34,7 @@ def test_torch_extension_builds_for_each_arch(vllm_env, cuda_archs, torch_extens
     )
 
 
-@pytest.mark.gpu
+# build tier only (it compiles), though it needs a GPU: `-m gpu` must not start a compile
 @pytest.mark.vllm_check("build.extension-runs")
 def test_torch_extension_runs_on_the_gpu(vllm_env, cuda_archs, torch_extension_build, verdict):
     if not cuda_archs or vllm_env.dist("torch") is None:

@@ -509,7 +509,9 @@ def _tied(ckpt: Checkpoint) -> bool:
 def _tied_lm_head_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssue]:
     """A tied lm_head (no tensor of its own) that is not excluded: vLLM builds it FP8 and
     ties the BF16 embedding in, its scales never loaded. Measured on the H100 with vLLM
-    0.26.0: every top logprob equals -log(vocab) and greedy decoding emits token 0."""
+    0.26.0 (a tied ModelOpt 0.47 export): the first logits GEMM raises in
+    ``cutlass_scaled_mm`` (the BF16 weight where an FP8 one is due). An UNtied BF16 lm_head
+    left out of the exclude list loads instead and computes zeros (-log(vocab) everywhere)."""
     if not _tied(ckpt) or "weight" in ckpt.modules.get("lm_head", {}) or eff.algo != "FP8":
         return []
     if excluder(eff.exclude)("lm_head"):
@@ -517,12 +519,12 @@ def _tied_lm_head_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssu
     return [
         LayerIssue(
             "lm_head",
-            "wrong",
+            "refuses",
             "not-excluded-unquantized",
             "lm_head is tied to the BF16 embed_tokens (tie_word_embeddings) but not excluded, "
-            "so vLLM builds an FP8 lm_head whose scales are never loaded (every logprob "
-            "-log(vocab): token 0 forever)",
-            "lm_head.weight_scale",
+            "so vLLM builds an FP8 lm_head around a BF16 weight (on an H100 vLLM 0.26.0 raised "
+            "in cutlass_scaled_mm at the first generation)",
+            "lm_head.weight",
         )
     ]
 

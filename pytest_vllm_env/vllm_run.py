@@ -76,10 +76,10 @@ def raised_at(run: ProbeResult) -> str:
     if not frame.get("file"):
         return ""
     path = str(frame["file"])
-    for root in ("/vllm/", "/torch/", "/transformers/"):
-        if root in path:
-            path = root.strip("/") + "/" + path.split(root, 1)[1]
-            break
+    # the package-relative part: the LAST /vllm/, /torch/... (a venv may live in /opt/torch)
+    cut = max(path.rfind(root) for root in ("/vllm/", "/torch/", "/transformers/"))
+    if cut >= 0:
+        path = path[cut + 1 :]
     code = f" ({frame['code']})" if frame.get("code") else ""
     return f"{path}:{frame.get('line')}{code}"
 

@@ -30,6 +30,7 @@ EXPORT = REPO / "fixtures" / "modelopt_export" / "llama-fp8"
 # corpus, except that its Llama loader skips "lm_head." tensors when the embedding is tied.
 EXPECT = {name: expect for name, (_, expect) in variants.CORPUS.items()}
 EXPECT["lm-head-input-scale"] = "works"
+EXPECT["lm-head-not-excluded"] = "refuses"  # tied: cutlass_scaled_mm raised (H100, 0.26.0)
 LEVEL = {"works": "works", "cost": "works", "wrong": "wrong", "refuses": "refuses"}
 SOURCE = parse_modelopt(
     modelopt_text(
@@ -162,12 +163,13 @@ def test_per_tensor_scale_of_shape_out_features_fails_naming_the_assert(pytester
     assert found["evidence"]["tensors"] == ["model.layers.0.self_attn.q_proj.weight_scale"]
 
 
-def test_tied_lm_head_not_excluded_fails_as_flat_output(pytester, env, tmp_path):
+def test_tied_lm_head_not_excluded_fails_as_vllm_refuses(pytester, env, tmp_path):
     folder = variants.make("lm-head-not-excluded", EXPORT, tmp_path / "lm")
     result, checks = run_suite(pytester, env, folder)
     found = checks["modelopt.tensors-complete"]
-    assert found["outcome"] == "failed"
+    assert found["outcome"] == "failed" and found["evidence"]["vllm_effect"] == "refuses"
     assert "lm_head is tied to the BF16 embed_tokens" in found["summary"]
+    assert "raised in cutlass_scaled_mm" in found["summary"]
 
 
 def test_fused_shard_excluded_alone_fails(pytester, env, tmp_path):

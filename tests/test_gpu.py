@@ -666,3 +666,14 @@ def test_prompt_ids_stay_inside_a_small_vocab(pytester, env_builder, tmp_path):
 
     result, found = one_load(pytester, env_builder, tmp_path, {}, edit=small)
     assert found["gpu.vllm-generate"]["outcome"] == "passed", found["gpu.vllm-generate"]
+
+
+def test_raised_at_names_the_package_path():
+    # seen on the H100: the venv lives in /opt/torch; the frame is torch's own _ops.py
+    frame = {"file": "/opt/torch/.venv/lib/python3.12/site-packages/torch/_ops.py", "line": 1269,
+             "code": "return self._op(*args, **kwargs)"}  # fmt: skip
+    run = gpu.ProbeResult("vllm_generate.py", data={"exception_frame": frame})
+    assert vllm_run.raised_at(run) == "torch/_ops.py:1269 (return self._op(*args, **kwargs))"
+    staged = dict(frame, file="/tmp/site/vllm/model_executor/parameter.py", line=309, code="")
+    run = gpu.ProbeResult("vllm_generate.py", data={"exception_frame": staged})
+    assert vllm_run.raised_at(run) == "vllm/model_executor/parameter.py:309"
