@@ -109,6 +109,7 @@ def run_pytest_on_node(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             timed_out = False
             try:
@@ -135,6 +136,21 @@ def run_pytest_on_node(
         "output_tail": tail,
         "cwd": workdir,
     }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the Ray worker dies (a force-cancel, the
+    OOM killer, a node drained), so no pytest outlives its task holding the GPU. Linux only;
+    elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def run(
@@ -226,6 +242,7 @@ def _collect(ray: Any, ref: Any, name: str, reports_dir: Path, result: FleetRun)
         )
         return
     if answer.get("report"):
+        reports_dir.mkdir(parents=True, exist_ok=True)
         path = reports_dir / f"{name}.json"
         path.write_text(answer["report"], encoding="utf-8")
         result.reports.append(path)
