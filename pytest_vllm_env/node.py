@@ -101,9 +101,11 @@ def parse_smi(text: str, fields: tuple[str, ...] = SMI_FIELDS) -> list[dict[str,
 def query_smi(path: str | None) -> tuple[list[dict[str, Any]], str, str]:
     """The GPUs nvidia-smi lists, its driver version, and a problem ('' when it answered).
 
-    Drivers older than the ``compute_cap`` query field (it came with the R510 drivers)
-    refuse the whole query ("Field "compute_cap" is not a valid field to query"): asked
-    again without it, the compute capability is then absent with that reason."""
+    An nvidia-smi of the 470 series refuses the whole query when it names ``compute_cap``
+    (``Field "compute_cap" is not a valid field to query.``, exit 2: nvidia-smi 470.82.01 in
+    NVIDIA/TensorRT-LLM#735, 470.182.03 in huggingface/candle#733, a snap's 470 nvidia-smi on
+    a 580 driver in canonical/inference-snaps#89): asked again without it, the compute
+    capability is then absent with that reason. NVML, tried first, has no such gap."""
     smi = proc.which("nvidia-smi", path)
     if smi is None:
         return [], "", "nvidia-smi not found on PATH"

@@ -112,7 +112,7 @@ def test_gather_from_nvidia_smi_filters_by_cuda_visible_devices(tmp_path):
 
 
 def test_old_driver_without_compute_cap_field(tmp_path):
-    # Drivers before R510 refuse the whole query when it names compute_cap.
+    # nvidia-smi 470.x refuses the whole query when it names compute_cap (candle#733).
     fake_nvidia_smi(tmp_path / "bin", [H100], driver="470.256.02", old_driver=True)
     info = node.gather(name="old", name_source="test", environ=_no_nvml(tmp_path))
     assert info["driver_version"] == "470.256.02"
