@@ -426,6 +426,22 @@ def test_usage_errors_exit_4(capsys):
     assert "give the pytest arguments after --" in capsys.readouterr().err
 
 
+def test_fleet_with_an_address_nothing_answers_at(tmp_path: Path):
+    pytest.importorskip("ray", reason="Ray not installed: pip install -e '.[fleet]'")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_vllm_env", "fleet", "--ray-address=127.0.0.1:1"]
+        + [f"--out={tmp_path}", "--", "-m", "toolchain"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 4
+    assert "nothing answers at the Ray cluster address 127.0.0.1:1: Connection refused" in (
+        done.stderr
+    )
+
+
 def test_fleet_without_ray_says_how_to_install_it():
     code = (
         "import sys; sys.modules['ray'] = None\n"

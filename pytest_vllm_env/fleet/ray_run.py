@@ -153,6 +153,26 @@ def _die_with_parent() -> None:
         pass
 
 
+def _reachable(address: str | None, timeout: float = 10.0) -> None:
+    """Fail fast on a cluster address nothing answers at: ``ray.init`` keeps retrying an
+    unreachable GCS for many minutes (seen: over 10 minutes for 127.0.0.1:1, Ray 2.60.0)."""
+    if not address or address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise FleetError(
+            f"nothing answers at the Ray cluster address {address}: "
+            f"{exc.strerror or exc} (is the head node up? `ray status` there)"
+        ) from None
+
+
 def run(
     address: str | None,
     pytest_args: list[str],
@@ -172,6 +192,7 @@ def run(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     started = time.monotonic()
+    _reachable(address)
     try:
         ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False)
     except Exception as exc:  # ConnectionError, ValueError (no cluster found), ...
