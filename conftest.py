@@ -1,7 +1,9 @@
 """Root conftest for the suite's own tests: pytester, the env builder, and the opt-in tiers.
 
 ``integration`` tests (real wheel downloads) run only with ``--run-integration`` or
-``VLLM_ENV_INTEGRATION=1``; everything else runs by default and must stay fast.
+``VLLM_ENV_INTEGRATION=1``; ``fleet`` tests (a local multi-node Ray cluster: ~10 raylet and
+GCS processes, about a minute on 2 cores) only with ``--run-fleet`` or ``VLLM_ENV_FLEET=1``;
+everything else runs by default and must stay fast.
 """
 
 from __future__ import annotations
@@ -22,16 +24,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the opt-in integration tier (downloads real torch/vLLM wheels, cached)",
     )
+    parser.addoption(
+        "--run-fleet",
+        action="store_true",
+        default=False,
+        help="run the opt-in fleet tier (a local multi-node Ray cluster; needs .[fleet])",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fleet: starts a local multi-node Ray cluster (opt-in)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    wanted = config.getoption("--run-integration") or os.environ.get("VLLM_ENV_INTEGRATION") == "1"
-    if wanted:
-        return
-    skip = pytest.mark.skip(reason="integration tier: pass --run-integration")
-    for item in items:
-        if "integration" in item.keywords:
-            item.add_marker(skip)
+    tiers = {
+        "integration": config.getoption("--run-integration")
+        or os.environ.get("VLLM_ENV_INTEGRATION") == "1",
+        "fleet": config.getoption("--run-fleet") or os.environ.get("VLLM_ENV_FLEET") == "1",
+    }
+    for tier, wanted in tiers.items():
+        if wanted:
+            continue
+        skip = pytest.mark.skip(reason=f"{tier} tier: pass --run-{tier}")
+        for item in items:
+            if tier in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

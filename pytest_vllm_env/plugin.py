@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import pytest
 from _pytest.outcomes import Skipped
 
 from . import archs as archs_mod
+from . import node as node_mod
 from . import proc, settings
 from .cache import FactCache
 from .env import EnvError, EnvSpec, PixiEnv, locate
@@ -47,6 +49,7 @@ from .findings import Finding, strict, worst
 
 FINDING_KEY = "vllm_env.finding"
 CHECK_KEY = "vllm_env.check"
+ENV_KEY = "vllm_env.env"
 MARKERS = {
     "toolchain": "judges files and tools of the env; needs no GPU",
     "gpu": "needs a visible NVIDIA GPU",
@@ -109,7 +112,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         multiple=True,
         metavar="PATH|REPO_ID",
     )
-    add(parser, "--vllm-env-report", "write the verdicts as JSON to this file", metavar="PATH")
+    add(
+        parser,
+        "--vllm-env-report",
+        "write the verdicts as JSON to this file (%N: the node name)",
+        metavar="PATH",
+    )
+    add(
+        parser,
+        "--vllm-node-name",
+        "this node's name in the report; default $PYTEST_VLLM_ENV_NODE_NAME, else "
+        "$SLURMD_NODENAME, else the short host name",
+        metavar="NAME",
+    )
     parser.getgroup(settings.GROUP).addoption(
         "--vllm-strict",
         action="store_true",
@@ -436,6 +451,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     mark = item.get_closest_marker("vllm_check")
     if mark and mark.args:
         item.user_properties.append((CHECK_KEY, str(mark.args[0])))
+    # With several --vllm-env values, which env a check judged (the merged fleet view keys
+    # its columns on it).
+    spec = getattr(getattr(item, "callspec", None), "params", {}).get("vllm_env")
+    if isinstance(spec, EnvSpec):
+        item.user_properties.append((ENV_KEY, spec.name or spec.prefix.name))
 
 
 def _has_warning(report: pytest.TestReport) -> bool:
@@ -466,8 +486,10 @@ class FindingsReporter:
         if not relevant or not final:
             return
         findings = state(self.config).findings
+        env_label = next((v for k, v in report.user_properties if k == ENV_KEY), None)
+        where = {"test": report.nodeid, **({"env": env_label} if env_label else {})}
         if entries:
-            findings.extend({**entry, "test": report.nodeid} for entry in entries)
+            findings.extend({**entry, **where} for entry in entries)
             return
         # A check that ended before it gave a verdict (skipped or broken in a fixture).
         outcome = "error" if report.when == "setup" and report.failed else report.outcome
@@ -480,7 +502,7 @@ class FindingsReporter:
                 "summary": _longrepr_text(report),
                 "fix": "",
                 "evidence": {},
-                "test": report.nodeid,
+                **where,
             }
         )
 
@@ -505,7 +527,7 @@ class FindingsReporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         target = settings.get(self.config, "vllm_env_report")
         if target and not hasattr(self.config, "workerinput"):
-            path = Path(target)
+            path = Path(node_mod.expand_report_path(target, node_name(self.config)[0]))
             if not path.is_absolute():
                 path = state(self.config)._base_for("vllm_env_report") / path
             write_report(self.config, path)
@@ -519,10 +541,16 @@ def _longrepr_text(report: pytest.TestReport) -> str:
     return ""
 
 
+def node_name(config: pytest.Config) -> tuple[str, str]:
+    """This node's name (``--vllm-node-name``, else the environment, else the host name)."""
+    return node_mod.node_name(settings.get(config, "vllm_node_name"), os.environ)
+
+
 def write_report(config: pytest.Config, path: Path) -> None:
-    """``{"schema": 2, "env": ..., "targets": ..., "strict": ..., "checks": [...]}``: stable,
-    parsed by tools. Schema 2 added the ``warning`` outcome (schema 1 had only passed,
-    failed, skipped, error) and ``strict``."""
+    """``{"schema": 2, "env": ..., "targets": ..., "strict": ..., "node": ..., "checks":
+    [...]}``: stable, parsed by tools. Schema 2 added the ``warning`` outcome (schema 1 had
+    only passed, failed, skipped, error) and ``strict``; ``node`` and ``created`` were added
+    later within schema 2 (README: The JSON report)."""
     st = state(config)
     envs: list[dict[str, Any]] = []
     try:
@@ -546,9 +574,13 @@ def write_report(config: pytest.Config, path: Path) -> None:
     except EnvError as exc:
         envs.append({"error": str(exc)})
     archs, archs_source = [], "none"
+    python, environ = None, None
     if envs and "error" not in envs[0]:
-        resolved, archs_source = resolve_archs(config, st.env(st.specs()[0]))
+        first = st.env(st.specs()[0])
+        resolved, archs_source = resolve_archs(config, first)
         archs = [str(a) for a in resolved]
+        python, environ = first.python, first.environ()
+    name, name_source = node_name(config)
     report = {
         "schema": REPORT_SCHEMA,
         "env": envs[0] if len(envs) == 1 else {"envs": envs},
@@ -559,6 +591,8 @@ def write_report(config: pytest.Config, path: Path) -> None:
             "modelopt_checkpoints": settings.get_list(config, "modelopt_checkpoint"),
         },
         "strict": strict_mode(config),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "node": node_mod.gather(name=name, name_source=name_source, python=python, environ=environ),
         "checks": st.findings,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,191 @@
+"""The ``pytest-vllm-env`` console script: merge the reports of many nodes, or run a fleet.
+
+    pytest-vllm-env merge reports/*.json --json fleet.json --html fleet.html
+    pytest-vllm-env fleet --ray-address=auto -- --vllm-conformance -m gpu --vllm-env=/opt/env
+
+Exit status (both commands): 0 every node passed (warnings allowed, unless ``--strict``);
+1 a node failed a check, or gave no report; 2 a report file could not be read (named on
+stderr and in the outputs; the readable ones are still merged and written); 4 usage error
+(bad options, Ray not installed, no cluster to connect to). docs/fleet.md is the manual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pytest_vllm_env.fleet import matrix, page
+from pytest_vllm_env.fleet.reports import Report, ReportError, expand_inputs, load
+
+USAGE_ERROR = 4
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # 2 means "a report could not be read"; a bad option is a usage error, as in pytest
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pytest-vllm-env",
+        description="Merge pytest-vllm-env reports of many nodes into one view, or run the "
+        "suite on every node of a Ray cluster.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    m = sub.add_parser(
+        "merge",
+        help="merge JSON reports (files or directories of *.json) into a nodes x checks view",
+        description="Merge --vllm-env-report files of many nodes (and envs). Exit 0 when every "
+        "node passed, 1 when any failed, 2 when a report could not be read.",
+    )
+    m.add_argument("reports", nargs="+", metavar="REPORT", help="report files or directories")
+    _outputs(m)
+    f = sub.add_parser(
+        "fleet",
+        help="run pytest on every node of a Ray cluster and merge the reports",
+        description="Run `python -m pytest PYTEST_ARGS --vllm-env-report=...` once on every "
+        "alive node of a Ray cluster (one task per node, pinned with node affinity, holding "
+        "the node's GPUs), gather the reports and merge them. Needs Ray: "
+        "pip install 'pytest-vllm-env[fleet]'.",
+    )
+    f.add_argument(
+        "--ray-address", default=None, help="the cluster (ray.init address); default: auto"
+    )
+    f.add_argument(
+        "--gpus",
+        default="all",
+        help="GPUs each node's task holds: 'all' of the node's (default), or a number; "
+        "0 runs without holding GPUs (the toolchain tier)",
+    )
+    f.add_argument("--only-gpu-nodes", action="store_true", help="skip nodes without GPUs")
+    f.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds from the start after which nodes that have not answered are reported "
+        "as no answer and their tasks cancelled (default 3600)",
+    )
+    f.add_argument(
+        "--out",
+        default="vllm-env-fleet",
+        help="folder for reports/<node>.json, fleet.json and fleet.html (default vllm-env-fleet)",
+    )
+    f.add_argument(
+        "--python", default=None, help="Python on the nodes (default: the Ray worker's own)"
+    )
+    f.add_argument(
+        "--chdir",
+        default=None,
+        help="working directory on the nodes (default: this one, where it exists there)",
+    )
+    _outputs(f)
+    f.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then the pytest arguments")
+    return parser
+
+
+def _outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="FILE", help="write the merged view as JSON")
+    p.add_argument("--html", metavar="FILE", help="write the merged view as one HTML file")
+    p.add_argument(
+        "--strict", action="store_true", help="a warning cell counts as a failure (exit 1)"
+    )
+    p.add_argument("--title", default="vLLM env fleet", help="the HTML page's title")
+
+
+def read_reports(inputs: Sequence[str | Path]) -> tuple[list[Report], list[ReportError]]:
+    """Load every report; unreadable ones are returned, not raised."""
+    reports: list[Report] = []
+    bad: list[ReportError] = []
+    paths = expand_inputs(inputs)
+    for path in paths:
+        try:
+            reports.append(load(path))
+        except ReportError as exc:
+            bad.append(exc)
+    for item in inputs:
+        if Path(item).is_dir() and not any(p.parent == Path(item) for p in paths):
+            bad.append(ReportError(Path(item), "is a directory without *.json reports"))
+    return reports, bad
+
+
+def write_outputs(fleet: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fleet, indent=2) + "\n", encoding="utf-8")
+    if args.html:
+        path = Path(args.html)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page.render(fleet, args.title), encoding="utf-8")
+
+
+def _finish(fleet: dict[str, Any], args: argparse.Namespace) -> int:
+    write_outputs(fleet, args)
+    for line in matrix.render_text(fleet):
+        print(line)
+    for bad in fleet["unreadable"]:
+        print(f"pytest-vllm-env: cannot merge {bad['path']}: {bad['problem']}", file=sys.stderr)
+    return int(fleet["exit"])
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    reports, bad = read_reports(args.reports)
+    return _finish(matrix.merge(reports, bad, strict=args.strict), args)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from pytest_vllm_env.fleet import ray_run
+
+    pytest_args = list(args.pytest_args)
+    if pytest_args[:1] == ["--"]:
+        pytest_args = pytest_args[1:]
+    if not pytest_args:
+        print(
+            "pytest-vllm-env fleet: give the pytest arguments after --, e.g. "
+            "-- --vllm-conformance -m gpu --vllm-env=/opt/env",
+            file=sys.stderr,
+        )
+        return USAGE_ERROR
+    if args.gpus != "all" and not args.gpus.isdigit():
+        print(f"pytest-vllm-env fleet: --gpus {args.gpus!r}: 'all' or a number", file=sys.stderr)
+        return USAGE_ERROR
+    out = Path(args.out)
+    args.json = args.json or str(out / "fleet.json")
+    args.html = args.html or str(out / "fleet.html")
+    try:
+        run = ray_run.run(
+            args.ray_address,
+            pytest_args,
+            out / "reports",
+            gpus=args.gpus,
+            timeout=args.timeout,
+            python=args.python,
+            cwd=args.chdir,
+            only_gpu_nodes=args.only_gpu_nodes,
+        )
+    except ray_run.FleetError as exc:
+        print(f"pytest-vllm-env fleet: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    reports, bad = read_reports(run.reports) if run.reports else ([], [])
+    fleet = matrix.merge(reports, bad, run.missing, strict=args.strict)
+    fleet["fleet_run"] = {"seconds": run.seconds, "ray_address": args.ray_address}
+    code = _finish(fleet, args)
+    print(f"fleet: {args.json}, {args.html} ({run.seconds} s)")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "merge":
+        return cmd_merge(args)
+    return cmd_fleet(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
