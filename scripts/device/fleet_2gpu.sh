@@ -45,8 +45,8 @@ for d in /opt/torch/.venv/lib/python3.12/site-packages/* /tmp/site/*; do ln -sf 
 PLUGIN=(-p pytest_vllm_env.plugin)
 $PY -c 'import importlib.metadata as m, sys; sys.exit(not any(e.value == "pytest_vllm_env.plugin" for e in m.entry_points(group="pytest11")))' && PLUGIN=()
 ARGS=(--noconftest "${PLUGIN[@]}" -p no:cacheprovider --vllm-conformance -m gpu -rA
-  --vllm-env "$E" --cuda-arch 9.0
-  --modelopt-checkpoint "$M/llama-fp8" --reference-checkpoint "$M/llama-bf16")
+  --vllm-env="$E" --cuda-arch=9.0
+  --modelopt-checkpoint="$M/llama-fp8" --reference-checkpoint="$M/llama-bf16")
 start=$(date +%s)
 if [ "$MODE" = ray ]; then
   cd $E && timeout 580 $PY "$R/scripts/device/fleet_local_ray.py" --gpus 0,1 --out "$OUT/fleet" \
@@ -57,7 +57,7 @@ if [ "$MODE" = ray ]; then
 else
   host=$(hostname -s)
   for g in 0 1; do
-    (cd $E && CUDA_VISIBLE_DEVICES=$g PYTEST_VLLM_ENV_NODE_NAME=$host-gpu$g timeout 560 $PY -m pytest \
+    (mkdir -p $W/run$g && cd $W/run$g && CUDA_VISIBLE_DEVICES=$g PYTEST_VLLM_ENV_NODE_NAME=$host-gpu$g timeout 560 $PY -m pytest \
       "${ARGS[@]}" --vllm-env-report="$OUT/reports/%N.json" > "$OUT/pytest_gpu$g.log" 2>&1
      echo "gpu$g pytest rc=$?"; tail -1 "$OUT/pytest_gpu$g.log") &
   done
@@ -81,3 +81,9 @@ fleet = json.load(open(sys.argv[2]))
 for c in fleet["cells"]:
     print(f"  {c['node']:>14} {c['outcome']:8} {c['id']} {c.get('summary', '')[:160]}")
 PY
+
+# issue 14's speed goal on this machine too (GPU 0): the gpu tier against one plain load
+if [ -n "${BENCH:-}" ]; then
+  (mkdir -p $W/bench && cd $W/bench && CUDA_VISIBLE_DEVICES=0 $PY "$R/benchmarks/gpu_tier.py" "$M/llama-fp8" \
+    --vllm-env="$E" --python="$E/bin/python" $([ ${#PLUGIN[@]} -gt 0 ] && echo --plugin) --rounds "$BENCH" --json "$OUT/bench.json")
+fi
