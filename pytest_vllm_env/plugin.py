@@ -29,6 +29,7 @@ Markers: ``toolchain`` (no GPU), ``gpu``, ``build`` (compiles or configures real
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -153,10 +154,19 @@ def pytest_configure(config: pytest.Config) -> None:
         _add_bundled_suite(config)
 
 
-def _add_bundled_suite(config: pytest.Config) -> None:
-    import conformance
+def suite_dir() -> Path:
+    """The bundled suite's folder: ``pytest_vllm_env/suite`` when installed (``conformance/``
+    of a checkout, through the editable install's mapping). Found without importing it, and
+    never by the name ``conformance``, which a user's own package would shadow."""
+    spec = importlib.util.find_spec("pytest_vllm_env.suite")
+    if spec is None or not spec.submodule_search_locations:
+        raise pytest.UsageError("pytest-vllm-env: the bundled suite is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
 
-    suite = str(Path(conformance.__file__).parent)
+
+def _add_bundled_suite(config: pytest.Config) -> None:
+    # Loaded by path: pytest then imports its modules as pytest_vllm_env.suite.test_*.
+    suite = str(suite_dir())
     explicit = getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS
     if explicit:
         if suite not in config.args:

@@ -38,19 +38,65 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def test_the_wheel_carries_the_suite(installed_venv):
+def test_the_wheel_carries_the_suite_under_its_own_name(installed_venv):
     where = subprocess.run(
         [
             installed_venv / "bin" / "python",
             "-c",
-            "import conformance; print(conformance.__file__)",
+            "import pytest_vllm_env.suite as s; print(s.__file__)\n"
+            "import importlib.util; print(importlib.util.find_spec('conformance'))",
         ],
         capture_output=True,
         text=True,
         timeout=60,
         cwd="/",
     )
-    assert where.stdout.startswith(str(installed_venv)), where
+    suite, top_level = where.stdout.splitlines()
+    assert suite.startswith(str(installed_venv)) and "pytest_vllm_env/suite" in suite, where
+    # no top-level "conformance": a user's package of that name would shadow it
+    assert top_level == "None", where
+
+
+def _clean_environ(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "CONDA_"))}
+    return {**clean, **extra}
+
+
+def test_a_conformance_package_of_the_users_repo_does_not_replace_the_suite(
+    installed_venv, tmp_path
+):
+    # Seen: the user's own conformance/ package (or one on sys.path) was imported in place
+    # of ours; --vllm-conformance then ran their tests and exited 5.
+    env = EnvBuilder(tmp_path / "ws")
+    env.python()
+    project = tmp_path / "theirs"
+    (project / "conformance").mkdir(parents=True)
+    (project / "conformance" / "__init__.py").write_text("")
+    (project / "conformance" / "test_theirs.py").write_text("def test_theirs():\n    pass\n")
+    done = subprocess.run(
+        [
+            installed_venv / "bin" / "python",
+            "-m",
+            "pytest",
+            "--vllm-conformance",
+            "-m",
+            "toolchain",
+            "-k",
+            "test_env",
+            "-p",
+            "no:cacheprovider",
+            f"--vllm-env={env.prefix}",
+        ],
+        cwd=project,
+        env=_clean_environ(PYTHONPATH=str(project)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "test_theirs" not in out
+    assert "4 passed, 1 skipped" in out, out
 
 
 def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
@@ -59,8 +105,7 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
     env.broken_record()
     project = tmp_path / "elsewhere"
     project.mkdir()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "CONDA_"))}
-    for args in (["--pyargs", "conformance"], ["--vllm-conformance"]):
+    for args in (["--pyargs", "pytest_vllm_env.suite"], ["--vllm-conformance"]):
         done = subprocess.run(
             [
                 installed_venv / "bin" / "python",
@@ -75,7 +120,7 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
                 env.prefix,
             ],
             cwd=project,
-            env=clean,
+            env=_clean_environ(),
             capture_output=True,
             text=True,
             timeout=300,
