@@ -141,10 +141,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser) -> None:
+    # Before conftests load: `--vllm-env PATH` may have moved pytest's rootdir and ini file.
+    from .rootdir import check_space_form_options
+
+    check_space_form_options(early_config, parser)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    config.stash[env_state_key] = SessionState(config)
+    st = config.stash[env_state_key] = SessionState(config)
+    if engaged(config):
+        st.guard_pytest_cache()
     config.pluginmanager.register(FindingsReporter(config), "vllm-env-reporter")
     try:  # a misspelled arch is a usage error now, not an error in every test later
         archs_mod.parse_arch_list(" ".join(settings.get_list(config, "cuda_arch")))
@@ -175,6 +185,16 @@ def _add_bundled_suite(config: pytest.Config) -> None:
         config.args[:] = [suite]
 
 
+def engaged(config: pytest.Config) -> bool:
+    """Whether this run asked anything of us: ``--vllm-conformance`` or any of our settings
+    (option or ini key). A run that did not stays as cheap as without the plugin."""
+    if config.getoption("vllm_conformance", default=False):
+        return True
+    return any(
+        config.getoption(ini, default=None) or config.getini(ini) for ini in settings.SETTINGS
+    )
+
+
 # -- the session's view of the env(s) -------------------------------------------------------
 class SessionState:
     """Located envs and resolved targets, computed lazily and once per process."""
@@ -184,6 +204,22 @@ class SessionState:
         self._specs: list[EnvSpec] | None = None
         self._envs: dict[Path, PixiEnv] = {}
         self.findings: list[dict[str, Any]] = []
+        self.notes: list[str] = []  # header lines: what was moved out of the judged envs
+
+    def judged_prefixes(self) -> list[Path]:
+        """The prefixes of the envs asked for (none when they cannot be located)."""
+        try:
+            return [spec.prefix for spec in self.specs()]
+        except EnvError:
+            return []
+
+    def guard_pytest_cache(self) -> None:
+        """Never let pytest's own cache write into a judged env (a rootdir inside it)."""
+        from .rootdir import guard_pytest_cache
+
+        note = guard_pytest_cache(self.config, self.judged_prefixes())
+        if note:
+            self.notes.append(note)
 
     @property
     def rootdir(self) -> Path:
@@ -225,9 +261,9 @@ class SessionState:
         return self._envs[spec.prefix]
 
     def fact_cache(self) -> FactCache:
-        cache = getattr(self.config, "cache", None)
-        directory = Path(str(cache.mkdir("vllm-env-facts"))) if cache is not None else None
-        return FactCache(directory)
+        from .rootdir import safe_cache_dir
+
+        return FactCache(safe_cache_dir(self.config, self.judged_prefixes()))
 
 
 def _looks_relative(value: str) -> bool:
@@ -267,6 +303,7 @@ def pytest_collection_modifyitems(
     except EnvError as exc:
         # One clear line instead of an error in every test.
         raise pytest.UsageError(f"pytest-vllm-env: {exc}") from None
+    st.guard_pytest_cache()
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -431,7 +468,7 @@ def pytest_report_collectionfinish(
             lines.extend(describe_env(st.env(spec), spec, config))
     except EnvError:
         return []
-    return lines
+    return lines + st.notes
 
 
 def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str]:

@@ -144,8 +144,8 @@ def test_source_tree_pin_the_env_cannot_meet(pytester, env_builder, tmp_path):
     )
     (tree / "requirements" / "cuda.txt").write_text("# comment\ntorch==2.11.0\nxformers\n")
     result = pytester.runpytest(
-        "--vllm-conformance", "-k", "test_source_build", "--vllm-env", str(env_builder.prefix),
-        "--vllm-source", str(tree),
+        "--vllm-conformance", "-k", "test_source_build", f"--vllm-env={env_builder.prefix}",
+        f"--vllm-source={tree}",
     )  # fmt: skip
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(

@@ -198,7 +198,7 @@ def test_ini_keys_are_read(pytester, env_builder: EnvBuilder):
 def test_option_beats_ini(pytester, env_builder: EnvBuilder, tmp_path):
     env_builder.python()
     pytester.makeini(f"[pytest]\nvllm_env = {tmp_path / 'nope'}\n")
-    result = run_suite(pytester, "--vllm-env", str(env_builder.prefix))
+    result = run_suite(pytester, f"--vllm-env={env_builder.prefix}")
     result.assert_outcomes(passed=4, skipped=1)
 
 

@@ -324,8 +324,7 @@ def test_multimodal_checkpoint_generates_from_token_ids(pytester, env_builder, t
     result = gpu_run(
         pytester,
         env_builder,
-        "--modelopt-checkpoint",
-        str(EXPORT.parent / "qwen-vl-fp8"),
+        f"--modelopt-checkpoint={EXPORT.parent / 'qwen-vl-fp8'}",
         k="test_vllm_loads_and_generates",
     )
     result.assert_outcomes(passed=1)

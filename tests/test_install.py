@@ -128,7 +128,7 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
         out = done.stdout + done.stderr
         assert done.returncode == 1, out  # the broken record fails env.conda-meta
         assert "[env.conda-meta] ERROR" in out
-        assert "FAILED ../test_env.py::test_conda_meta_readable" in out, out
+        assert "FAILED test_env.py::test_conda_meta_readable" in out, out
         # the bare env also has no nvcc: the CUDA tier judges it from the installed wheel too
         assert "[cuda.nvcc-in-env] FAILED" in out
         assert "Traceback" not in out

@@ -33,13 +33,15 @@ def run(
     arch: str | None = "9.0",
     extra=(),
 ):
-    args = [*SUITE, "--vllm-env", str(env.prefix)]
+    # `=` form: a checkpoint inside this repo would otherwise make pytest read our own
+    # pyproject.toml as the ini file (pytest-dev/pytest#8846; pytest_vllm_env.rootdir)
+    args = [*SUITE, f"--vllm-env={env.prefix}"]
     for c in ckpt:
-        args += ["--modelopt-checkpoint", str(c)]
+        args.append(f"--modelopt-checkpoint={c}")
     if arch:
-        args += ["--cuda-arch", arch]
+        args.append(f"--cuda-arch={arch}")
     report = pytester.path / "report.json"
-    result = pytester.runpytest(*args, "-rs", "--vllm-env-report", str(report), *extra)
+    result = pytester.runpytest(*args, "-rs", f"--vllm-env-report={report}", *extra)
     assert "Traceback" not in result.stdout.str()
     return result
 
