@@ -92,6 +92,19 @@ def min_toolkit_for(arch: Arch) -> str | None:
     return ARCH_FIRST.get(arch.cc) or ARCH_FIRST.get(f"{arch.major}.{arch.minor}")
 
 
+def is_known_arch(arch: Arch) -> bool:
+    """An arch some CUDA release targets (:data:`ARCH_FIRST`); ``f`` (family) variants of the
+    10.x and later archs count too (CUDA 12.9 added ``sm_100f``...)."""
+    if arch.cc in ARCH_FIRST:
+        return True
+    return arch.suffix == "f" and arch.major >= 10 and f"{arch.major}.{arch.minor}" in ARCH_FIRST
+
+
+def known_archs_text() -> str:
+    """The archs :func:`is_known_arch` accepts, for usage errors."""
+    return ", ".join(ARCH_FIRST)
+
+
 # -- facts ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NvccRun:
@@ -514,18 +527,39 @@ def arch_supported(
             findings.append(passed(check, f"CUDA {t.version} can target {arch.sm} ({how})"))
             continue
         need = min_toolkit_for(arch)
-        fix = (
-            f'set `cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) in '
-            f"{_deps_table(env)} in {_manifest_hint(env)}"
-            if need and _ver(need) > _ver(t.version or "0")
-            else f"drop {arch.cc} from {source}: CUDA {t.version} no longer targets it; "
-            "use CUDA 12.x"
-        )
+        last = ARCH_LAST_MAJOR.get(arch.cc)
+        if need is None:  # from TORCH_CUDA_ARCH_LIST (--cuda-arch refuses unknown archs)
+            findings.append(
+                failed(
+                    check,
+                    f"{arch.sm} ({arch.cc}, from {source}) is not an arch any CUDA release targets",
+                    f"drop {arch.cc} from {source}; known archs: {known_archs_text()}",
+                    decided_by=how,
+                    nvcc=t.nvcc.path,
+                )
+            )
+            continue
+        if _ver(need) > _ver(t.version or "0"):
+            fix = (
+                f'set `cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) in '
+                f"{_deps_table(env)} in {_manifest_hint(env)}"
+            )
+        elif last is not None and _ver(t.version or "0")[0] > last:
+            fix = (
+                f"drop {arch.cc} from {source}: CUDA {t.version} no longer targets it; "
+                f"use CUDA {last}.x"
+            )
+        else:
+            fix = (
+                f"drop {arch.cc} from {source}, or reinstall the toolkit: CUDA {t.version} "
+                f"should list {arch.compute} in `nvcc --list-gpu-arch`"
+            )
         findings.append(
             failed(
                 check,
                 f"CUDA {t.version} nvcc cannot generate code for {arch.sm} ({arch.cc}, from "
-                f"{source}); it needs CUDA >= {need or '?'}",
+                f"{source}); it needs CUDA >= {need}"
+                + (f" and <= {last}.x" if last is not None else ""),
                 fix,
                 decided_by=how,
                 nvcc=t.nvcc.path,

@@ -156,12 +156,73 @@ def pytest_configure(config: pytest.Config) -> None:
     if engaged(config):
         st.guard_pytest_cache()
     config.pluginmanager.register(FindingsReporter(config), "vllm-env-reporter")
-    try:  # a misspelled arch is a usage error now, not an error in every test later
-        archs_mod.parse_arch_list(" ".join(settings.get_list(config, "cuda_arch")))
-    except ValueError as exc:
-        raise pytest.UsageError(f"--cuda-arch: {exc}") from None
+    _check_cuda_archs(config)
+    _check_report_path(config)
     if config.getoption("vllm_conformance"):
         _add_bundled_suite(config)
+
+
+def _check_cuda_archs(config: pytest.Config) -> None:
+    """A misspelled or unknown arch is a usage error now, not a verdict that blames the env
+    later ("needs CUDA >= ?")."""
+    values = settings.get_list(config, "cuda_arch")
+    if not values:
+        return
+    from .cuda import is_known_arch, known_archs_text
+
+    try:
+        archs = archs_mod.parse_arch_list(" ".join(values))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--cuda-arch: {exc}") from None
+    unknown = [f"{a.sm} ({a.cc})" for a in archs if not is_known_arch(a)]
+    if unknown:
+        raise pytest.UsageError(
+            f"--cuda-arch: {', '.join(unknown)} is not an arch any CUDA release targets; "
+            f"known: {known_archs_text()}"
+        )
+
+
+def _check_report_path(config: pytest.Config) -> None:
+    """``--vllm-env-report`` must name a file we can write, outside the judged envs: checked
+    at start (a directory gave a traceback at the end, the summary lost, exit 1)."""
+    value = settings.get(config, "vllm_env_report")
+    if not value or hasattr(config, "workerinput"):
+        return
+    path = report_path(config, value)
+    option = "--vllm-env-report"
+    if path.is_dir():
+        raise pytest.UsageError(
+            f"{option} {value}: is a directory; name a file, e.g. {path / 'vllm-env.json'}"
+        )
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise pytest.UsageError(f"{option} {value}: {parent} is a file, not a directory")
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise pytest.UsageError(f"{option} {value}: {parent} is not writable")
+    owner = _inside_judged_env(config, path)
+    if owner is not None:
+        raise pytest.UsageError(
+            f"{option} {value}: inside the judged env {owner}; nothing is written there: "
+            "put the report in your project or a temp dir"
+        )
+
+
+def _inside_judged_env(config: pytest.Config, path: Path) -> Path | None:
+    from .rootdir import inside
+
+    try:
+        specs = state(config).specs()
+    except EnvError:
+        return None
+    parent = next((p for p in path.parents if p.exists()), path)
+    return inside(parent, [s.prefix for s in specs])
+
+
+def report_path(config: pytest.Config, value: str) -> Path:
+    """``--vllm-env-report`` as a path (``%N``: the node name): relative to the invocation
+    dir (option) or the rootdir (ini key)."""
+    path = Path(node_mod.expand_report_path(value, node_name(config)[0])).expanduser()
+    return path if path.is_absolute() else state(config)._base_for("vllm_env_report") / path
 
 
 def suite_dir() -> Path:
@@ -525,6 +586,7 @@ class FindingsReporter:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.report_problem = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         entries = [value for key, value in report.user_properties if key == FINDING_KEY]
@@ -554,6 +616,8 @@ class FindingsReporter:
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.report_problem:
+            terminalreporter.write_line(f"vllm-env: {self.report_problem}", red=True)
         findings = state(self.config).findings
         warned = [f for f in findings if f["outcome"] == "warning" and f.get("fix")]
         if warned:
@@ -574,10 +638,12 @@ class FindingsReporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         target = settings.get(self.config, "vllm_env_report")
         if target and not hasattr(self.config, "workerinput"):
-            path = Path(node_mod.expand_report_path(target, node_name(self.config)[0]))
-            if not path.is_absolute():
-                path = state(self.config)._base_for("vllm_env_report") / path
-            write_report(self.config, path)
+            path = report_path(self.config, target)
+            try:
+                write_report(self.config, path)
+            except OSError as exc:  # checked at start; the disk may still fill up
+                self.report_problem = f"could not write {path}: {exc.strerror or exc}"
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
 def _longrepr_text(report: pytest.TestReport) -> str:

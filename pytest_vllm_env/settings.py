@@ -11,6 +11,7 @@ the same way: ``--vllm-wheel PATH`` on the command line, ``vllm_wheel = ...`` in
 from __future__ import annotations
 
 import glob
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,15 +61,25 @@ def get(config: pytest.Config, ini: str) -> str | None:
 
 def get_number(config: pytest.Config, ini: str, default: float) -> float:
     """A numeric setting (a timeout, a tolerance); a value that is not a number is a usage
-    error naming the option, never a silent fallback."""
+    error naming the option, never a silent fallback.
+
+    Every ``*_timeout`` is seconds > 0 and every ``*_tolerance`` is >= 0: a timeout of 0 or
+    -5 killed nvcc at once and the env was then blamed ("reinstall cuda-nvcc")."""
     value = get(config, ini)
     if not value:
         return default
+    option = "--" + ini.replace("_", "-")
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        option = "--" + ini.replace("_", "-")
         raise pytest.UsageError(f"{option}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise pytest.UsageError(f"{option}: {value!r} is not a finite number")
+    if ini.endswith("_timeout") and number <= 0:
+        raise pytest.UsageError(f"{option}: {value!r} is not a number of seconds > 0")
+    if ini.endswith("_tolerance") and number < 0:
+        raise pytest.UsageError(f"{option}: {value!r} is negative; a tolerance is >= 0")
+    return number
 
 
 def get_list(config: pytest.Config, ini: str) -> list[str]:

@@ -112,3 +112,91 @@ def test_run_from_inside_the_env_writes_no_cache_into_it(pytester, env_builder):
         ]
     )
     assert not (env_builder.prefix / ".pytest_cache").exists()
+
+
+# -- bugs 3-5: bad option values are usage errors at start -------------------------------
+def test_report_path_that_is_a_directory_is_a_usage_error(pytester, env_builder, tmp_path):
+    env_builder.python()
+    result = pytester.runpytest(
+        "--vllm-conformance", "-k", "test_env", f"--vllm-env={env_builder.prefix}",
+        f"--vllm-env-report={tmp_path}",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: --vllm-env-report {tmp_path}: is a directory; name a file, e.g. *.json"]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_report_inside_the_judged_env_is_a_usage_error(pytester, env_builder):
+    env_builder.python()
+    target = env_builder.prefix / "report.json"
+    result = pytester.runpytest(
+        "--vllm-conformance", "-k", "test_env", f"--vllm-env={env_builder.prefix}",
+        f"--vllm-env-report={target}",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*inside the judged env {env_builder.prefix}*"])
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("value", ["sm_999", "1.0", "12.5"])
+def test_unknown_cuda_arch_is_a_usage_error_naming_the_known_ones(pytester, value):
+    # Seen: accepted, then "needs CUDA >= ?" and "use CUDA 12.x" (false) in the verdicts.
+    result = pytester.runpytest("--vllm-conformance", f"--cuda-arch={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --cuda-arch: sm_* is not an arch any CUDA release targets; known: 5.0, *12.0*"]
+    )
+
+
+def test_family_and_arch_specific_spellings_are_known(pytester, env_builder):
+    env_builder.python()
+    pytester.makepyfile("def test_a(cuda_archs):\n    assert len(cuda_archs) == 3\n")
+    result = pytester.runpytest(
+        f"--vllm-env={env_builder.prefix}", "--cuda-arch=sm_100f", "--cuda-arch=9.0a",
+        "--cuda-arch=12.0",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--cuda-tool-timeout", "-5", "is not a number of seconds > 0"),
+        ("--vllm-probe-timeout", "0", "is not a number of seconds > 0"),
+        ("--build-timeout", "nan", "is not a finite number"),
+        ("--vllm-logprob-tolerance", "-0.1", "is negative; a tolerance is >= 0"),
+    ],
+)
+def test_timeouts_and_tolerances_out_of_range_are_usage_errors(pytester, option, value, says):
+    # Seen: --cuda-tool-timeout -5 accepted; nvcc was killed at once and the env was told
+    # to "reinstall cuda-nvcc".
+    result = pytester.runpytest("--vllm-conformance", f"{option}={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {option}: '{value}' {says}"])
+
+
+def test_arch_verdicts_never_guess_for_unknown_or_dropped_archs(env_builder):
+    # TORCH_CUDA_ARCH_LIST is not checked at start: an unknown arch there gets a plain
+    # verdict, not "needs CUDA >= ?"; "use CUDA 12.x" only for archs CUDA 13 dropped.
+    from pytest_vllm_env.archs import parse_arch
+    from pytest_vllm_env.cuda import NvccRun, ToolkitFacts, arch_supported
+    from pytest_vllm_env.env import PixiEnv
+
+    env_builder.python()
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=env_builder.manifest())
+    nvcc = NvccRun("/env/bin/nvcc", True, "13.0.88", gpu_archs=("compute_75", "compute_120"))
+    t = ToolkitFacts(env.prefix, [], None, nvcc, {}, [], [], [], {}, {}, [], None)
+    archs = [parse_arch(a) for a in ("12.5", "7.0", "12.0")]
+    unknown, dropped, fine = arch_supported(env, t, archs, "TORCH_CUDA_ARCH_LIST")
+    assert unknown.summary == (
+        "sm_125 (12.5, from TORCH_CUDA_ARCH_LIST) is not an arch any CUDA release targets"
+    )
+    assert unknown.fix.startswith("drop 12.5 from TORCH_CUDA_ARCH_LIST; known archs: 5.0, 5.2")
+    assert "?" not in unknown.summary + unknown.fix
+    assert dropped.summary.endswith("it needs CUDA >= 9.0 and <= 12.x")
+    assert dropped.fix == (
+        "drop 7.0 from TORCH_CUDA_ARCH_LIST: CUDA 13.0.88 no longer targets it; use CUDA 12.x"
+    )
+    assert fine.outcome == "passed"
