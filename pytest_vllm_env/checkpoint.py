@@ -146,7 +146,7 @@ def resolve(spec: str, base: Path | None = None) -> tuple[Path, str]:
             raise CheckpointNotFound(
                 "no such directory, and not in the local Hugging Face cache "
                 f"({type(exc).__name__}). Download it first, outside the test run: "
-                f"`huggingface-cli download {spec}`"
+                f"`hf download {spec}`"
             ) from None
         return Path(folder), "Hugging Face cache"
     raise CheckpointNotFound("no such directory")

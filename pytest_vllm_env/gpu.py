@@ -41,8 +41,13 @@ class ProbeResult:
     after: str = ""
 
 
+# An env without a Python: its probes cannot run (and `None` is no command to suggest).
+NO_PYTHON = "the env has no Python (no bin/python or bin/python3)"
+NO_PYTHON_FIX = "give the env a Python first (env.python names the line), then install torch in it"
+
+
 def run_probe(
-    python: str | Path,
+    python: str | Path | None,
     script: str,
     args: Sequence[str] = (),
     *,
@@ -50,6 +55,8 @@ def run_probe(
     timeout: float = 600.0,
 ) -> ProbeResult:
     """Run ``probes/<script>`` with the target Python; never raises (hang, crash, bad JSON)."""
+    if not python:
+        return ProbeResult(script, problem=NO_PYTHON)
     result = proc.run(
         [python, str(PROBES / script), *args], env=env, timeout=timeout, merge_output=True
     )
@@ -87,6 +94,8 @@ def run_probe(
 def torch_cuda(probe: ProbeResult, python: str | Path = "") -> Finding:
     """gpu.torch-cuda: torch imports, sees a GPU, and a half-precision matmul gives 64."""
     cid = "gpu.torch-cuda"
+    if probe.problem == NO_PYTHON:
+        return failed(cid, f"{NO_PYTHON}: torch cannot run in it", NO_PYTHON_FIX)
     if probe.problem:
         return error(
             cid,
@@ -272,6 +281,8 @@ def torch_fp8(
     What ModelOpt FP8 checkpoints run on; a torch or driver without working FP8 GEMMs
     loads them and then fails (or, worse, computes garbage)."""
     cid = "gpu.torch-fp8"
+    if probe.problem == NO_PYTHON:
+        return failed(cid, f"{NO_PYTHON}: torch cannot run in it", NO_PYTHON_FIX)
     if probe.problem:
         return error(
             cid,

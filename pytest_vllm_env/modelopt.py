@@ -203,7 +203,7 @@ def files_readable(ckpt: Checkpoint) -> Finding:
             check,
             f"{ckpt.label}: {len(ckpt.problems)} file problem(s): {ckpt.problems[0]}",
             "replace the named file(s) with complete copies (re-download: "
-            "`huggingface-cli download REPO`, or re-run the ModelOpt export): " + ", ".join(names),
+            "`hf download REPO`, or re-run the ModelOpt export): " + ", ".join(names),
             problems=[str(p) for p in ckpt.problems],
         )
     return passed(

@@ -34,7 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 from .archs import Arch
 from .findings import Finding, error, failed, passed, skipped
-from .gpu import ProbeResult
+from .gpu import NO_PYTHON, NO_PYTHON_FIX, ProbeResult
 
 MODEL_PY = "vllm/model_executor/models/qwen2_5_vl.py"
 VISION_PY = "vllm/model_executor/models/vision.py"
@@ -626,6 +626,8 @@ def _torch_requirement(requires: Sequence[str]) -> Requirement | None:
 def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "") -> Finding:
     """xformers.attention: memory_efficient_attention agrees with torch SDPA on the GPU."""
     cid = "xformers.attention"
+    if probe.problem == NO_PYTHON:
+        return failed(cid, f"{NO_PYTHON}: xformers cannot run in it", NO_PYTHON_FIX)
     if probe.problem:
         return error(
             cid,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.envs import EnvBuilder
+from fixtures.text import lit
 
 ARCH_TEST = """
 def test_arch(cuda_archs):
@@ -200,3 +201,41 @@ def test_arch_verdicts_never_guess_for_unknown_or_dropped_archs(env_builder):
         "drop 7.0 from TORCH_CUDA_ARCH_LIST: CUDA 13.0.88 no longer targets it; use CUDA 12.x"
     )
     assert fine.outcome == "passed"
+
+
+# -- bug 6: an env with no Python ------------------------------------------------------------
+def test_env_without_python_gets_no_none_command(pytester, env_builder):
+    # Seen: "run `None -c 'import torch; ...'`" as the fix.
+    env_builder.conda("cuda-version", "12.8", "0")
+    result = pytester.runpytest(
+        "--vllm-conformance", "-m", "gpu or build", "-p", "no:randomly",
+        f"--vllm-env={env_builder.prefix}", "--cuda-arch=12.0", "-k", "not generates and not reference",
+    )  # fmt: skip
+    text = result.stdout.str()
+    assert "None" not in text, text
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "[gpu.torch-cuda] FAILED: the env has no Python (no bin/python or "
+                "bin/python3): torch cannot run in it"
+            ),
+            "*fix: give the env a Python first (env.python names the line)*",
+        ]
+    )
+
+
+# -- bug 7: the download command we name exists ----------------------------------------------
+def test_the_download_command_in_fixes_ships_with_our_huggingface_hub():
+    # huggingface_hub 1.0 dropped `huggingface-cli`; the one we install has `hf` only.
+    import re
+    from importlib.metadata import distribution
+
+    import pytest_vllm_env
+
+    scripts = {
+        e.name for e in distribution("huggingface_hub").entry_points if e.group == "console_scripts"
+    }
+    named = set()
+    for module in Path(pytest_vllm_env.__file__).parent.rglob("*.py"):
+        named |= set(re.findall(r"`([\w-]+) download\b", module.read_text()))
+    assert named and named <= scripts, (named, scripts)

@@ -436,7 +436,7 @@ def test_repo_id_resolved_from_the_local_hub_cache_only(pytester, env, tmp_path,
     result.stdout.fnmatch_lines(
         [
             lit(
-                "*[modelopt.files-readable] ERROR: acme/not-cached: 1 file problem(s): acme/not-cached: no such directory, and not in the local Hugging Face cache*`huggingface-cli download acme/not-cached`*"
+                "*[modelopt.files-readable] ERROR: acme/not-cached: 1 file problem(s): acme/not-cached: no such directory, and not in the local Hugging Face cache*`hf download acme/not-cached`*"
             )
         ]
     )

@@ -46,7 +46,7 @@ def torch_extension_build(request: pytest.FixtureRequest, vllm_env: PixiEnv, tmp
         if key not in _built:
             where: Path = tmp_path_factory.mktemp(f"torch-ext-{arch.sm}")
             _built[key] = gpu.run_probe(
-                vllm_env.python or "python",
+                vllm_env.python,
                 "build_ext.py",
                 [str(where), arch.cc],
                 env=vllm_env.environ(),

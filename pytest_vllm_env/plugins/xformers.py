@@ -81,5 +81,5 @@ def xformers_probe(vllm_env: PixiEnv) -> gpu.ProbeResult:
     """The target env's Python running probes/xformers_check.py: xformers' attention vs
     torch SDPA on the GPU (max abs diff)."""
     return gpu.run_probe(
-        vllm_env.python or Path("python3"), "xformers_check.py", env=vllm_env.environ(), timeout=300
+        vllm_env.python, "xformers_check.py", env=vllm_env.environ(), timeout=300
     )
