@@ -209,7 +209,8 @@ def test_env_without_python_gets_no_none_command(pytester, env_builder):
     env_builder.conda("cuda-version", "12.8", "0")
     result = pytester.runpytest(
         "--vllm-conformance", "-m", "gpu or build", "-p", "no:randomly",
-        f"--vllm-env={env_builder.prefix}", "--cuda-arch=12.0", "-k", "not generates and not reference",
+        f"--vllm-env={env_builder.prefix}", "--cuda-arch=12.0",
+        "-k", "not generates and not reference",
     )  # fmt: skip
     text = result.stdout.str()
     assert "None" not in text, text
@@ -239,3 +240,45 @@ def test_the_download_command_in_fixes_ships_with_our_huggingface_hub():
     for module in Path(pytest_vllm_env.__file__).parent.rglob("*.py"):
         named |= set(re.findall(r"`([\w-]+) download\b", module.read_text()))
     assert named and named <= scripts, (named, scripts)
+
+
+# -- bug 10: the self-tests' downloads use the user's pip config ------------------------------
+def test_downloads_honour_the_users_pip_conf(tmp_path):
+    # Seen: PIP_CONFIG_FILE=/dev/null was forced, so behind a CA or mirror set in pip.conf
+    # the self-tests failed (31 in a fresh shell). Here pip.conf says: no index, a local
+    # find-links folder holding the only copy of a wheel PyPI does not have.
+    import subprocess
+    import sys
+    import zipfile
+
+    links = tmp_path / "links"
+    links.mkdir()
+    name = "pytest_vllm_env_pipconf_probe"
+    with zipfile.ZipFile(links / f"{name}-1.0-py3-none-any.whl", "w") as whl:
+        info = f"{name}-1.0.dist-info"
+        whl.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        whl.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        whl.writestr(f"{info}/RECORD", "")
+    home = tmp_path / "home"
+    (home / ".config" / "pip").mkdir(parents=True)
+    (home / ".config" / "pip" / "pip.conf").write_text(
+        f"[global]\nno-index = true\nfind-links = {links}\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "XDG_"))}
+    environ.update(HOME=str(home), PYTEST_VLLM_ENV_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from fixtures import downloads; print(downloads.wheel('{name}==1.0'))",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith(f"{name}-1.0-py3-none-any.whl")

@@ -4,8 +4,6 @@ gpu check runs a probe with the target env's Python."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from .. import gpu
