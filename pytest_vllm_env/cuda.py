@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import proc
+from . import fixes, proc
 from .archs import Arch, parse_arch
 from .env import PixiEnv
-from .findings import Finding, error, failed, passed, skipped
+from .findings import Finding, error, failed, passed, skipped, warning
 
 TARGETS = "targets/x86_64-linux"
 NVCC_TIMEOUT = 30.0
@@ -271,33 +271,100 @@ def _flag_dirs(text: str, flag: str) -> list[str]:
     return [os.path.normpath(m) for m in re.findall(rf'"?{flag}([^"\s]+)"?', text)]
 
 
+# -- run or build: does this env need nvcc? ---------------------------------------------------
+# conda-forge packages that say the env is meant to build CUDA code (seed 000: cudatoolkit-dev
+# was installed for a vLLM source build that then used /usr/local/cuda).
+BUILD_PACKAGES = (
+    "cuda-nvcc",
+    "cuda-nvcc-tools",
+    "cuda-toolkit",
+    "cuda-compiler",
+    "cudatoolkit-dev",
+    "cuda-cudart-dev",
+    "cuda-nvrtc-dev",
+    "cuda-nvtx-dev",
+    "cuda-driver-dev",
+)
+# Python packages that compile CUDA kernels with nvcc while the env runs: FlashInfer builds
+# every kernel at first use unless flashinfer-jit-cache holds them pre-built; DeepGEMM
+# JIT-compiles its GEMMs. vLLM works without them on most paths: a missing nvcc is a warning.
+JIT_PACKAGES: dict[str, tuple[str, str | None]] = {
+    "flashinfer-python": ("compiles its kernels with nvcc at first use", "flashinfer-jit-cache"),
+    "deep-gemm": ("JIT-compiles its GEMM kernels with nvcc", None),
+}
+
+
+@dataclass(frozen=True)
+class NvccNeed:
+    """Why this env needs its own nvcc: ``required`` reasons (a source build, the build tier,
+    CUDA build packages) make a missing nvcc a failure; ``jit`` ones (a package compiling
+    kernels while vLLM runs) a warning; none: the env only runs prebuilt wheels."""
+
+    required: tuple[str, ...] = ()
+    jit: tuple[str, ...] = ()
+
+
+def nvcc_need(env: PixiEnv, asked: Sequence[str] = ()) -> NvccNeed:
+    """What the env holds and what the user ``asked`` (``-m build``, ``--vllm-source``,
+    ``--vllm-build-log``, each already phrased as a reason) say about needing nvcc."""
+    required = list(asked)
+    held = [p for p in BUILD_PACKAGES if p in env.conda_packages]
+    if held:
+        required.append(f"the env holds {', '.join(held)}: it is meant to build CUDA code")
+    declared = fixes.declared_in(env, fixes.Package("cuda-nvcc"))
+    if declared and "cuda-nvcc" not in held:
+        required.append(f"cuda-nvcc is declared in {declared}")
+    jit = []
+    for name, (does, prebuilt) in JIT_PACKAGES.items():
+        version = env.version_of(name)
+        if version and not (prebuilt and env.version_of(prebuilt)):
+            jit.append(f"{name} {version} {does}")
+    return NvccNeed(tuple(required), tuple(jit))
+
+
 # -- judgements -----------------------------------------------------------------------------
-def _manifest_hint(env: PixiEnv) -> str:
-    return f"{env.manifest_path.name}" if env.manifest_path else "pixi.toml"
-
-
-def _deps_table(env: PixiEnv) -> str:
-    manifest = env.manifest
-    return f"[{manifest.table_prefix()}dependencies]" if manifest else "[dependencies]"
-
-
-def _activation_table(env: PixiEnv) -> str:
-    manifest = env.manifest
-    if manifest and env.name:
-        return manifest.activation_table_for(env.name)
-    return "[activation.env]"
-
-
 def _wanted_mm(t: ToolkitFacts) -> str:
     pinned = t.packages.get("cuda-version")
     return ".".join(pinned.split(".")[:2]) if pinned else "12.8"
 
 
-def nvcc_in_env(env: PixiEnv, t: ToolkitFacts) -> Finding:
-    """nvcc is inside the env and the activated PATH finds that one first."""
+def _cuda_packages(mm: str | None, *names: str) -> list[fixes.Package]:
+    return [fixes.Package(n, f"{mm}.*" if mm else "") for n in names]
+
+
+def nvcc_in_env(env: PixiEnv, t: ToolkitFacts, need: NvccNeed | None = None) -> Finding:
+    """nvcc is inside the env and the activated PATH finds that one first, when the env
+    needs one (``need``; None: always). An env that only runs prebuilt vLLM wheels passes
+    without nvcc; one whose packages JIT-compile CUDA kernels gets a warning."""
     check = "cuda.nvcc-in-env"
-    deps = f"{_deps_table(env)} in {_manifest_hint(env)}"
-    add = f'add `cuda-nvcc = "{_wanted_mm(t)}.*"` (and `cuda-version`) to {deps}'
+    need = need or NvccNeed(required=("asked for",))
+    mm = _wanted_mm(t)
+    add = fixes.add(env, *_cuda_packages(mm, "cuda-nvcc", "cuda-version"))
+    if not t.nvcc_in_env and not need.required:
+        elsewhere = (
+            f"; the activated PATH finds {t.nvcc_on_path}, which nothing here needs"
+            if t.nvcc_on_path
+            else ""
+        )
+        if need.jit:
+            prebuilt = [
+                pre
+                for name, (_, pre) in JIT_PACKAGES.items()
+                if pre and env.version_of(name) and not env.version_of(pre)
+            ]
+            return warning(
+                check,
+                f"no nvcc in {t.prefix}/bin; {'; '.join(need.jit)}: those kernels fail at "
+                f"first use without it{elsewhere}",
+                add + (f", or install {', '.join(prebuilt)} (pre-built kernels)" * bool(prebuilt)),
+                jit=list(need.jit),
+            )
+        return passed(
+            check,
+            f"no nvcc in {t.prefix}/bin, and none needed: the env runs prebuilt wheels "
+            "(no build tier, --vllm-source, --vllm-build-log, CUDA build packages or "
+            f"JIT-compiling packages){elsewhere}",
+        )
     if not t.nvcc_in_env:
         legacy = [p for p in ("cudatoolkit-dev", "cudatoolkit") if p in t.packages]
         why = (
@@ -314,6 +381,7 @@ def nvcc_in_env(env: PixiEnv, t: ToolkitFacts) -> Finding:
             fix,
             searched=[str(t.prefix / "bin/nvcc"), str(t.prefix / TARGETS / "bin/nvcc")],
             nvcc_on_path=str(t.nvcc_on_path) if t.nvcc_on_path else None,
+            needed_because=list(need.required),
         )
     if t.nvcc_on_path is None or not _inside(t.nvcc_on_path, t.prefix):
         first = t.nvcc_on_path or "nothing"
@@ -321,8 +389,7 @@ def nvcc_in_env(env: PixiEnv, t: ToolkitFacts) -> Finding:
             check,
             f"nvcc is in the env ({t.nvcc_in_env[0]}) but the activated PATH finds {first} first",
             f"put {t.prefix}/bin first on PATH: remove the PATH override from "
-            f"{_activation_table(env)} in {_manifest_hint(env)} (or the script that prepends "
-            f"another CUDA's bin)",
+            f"{fixes.activation_place(env)} (or the script that prepends another CUDA's bin)",
             path=t.environ.get("PATH", ""),
         )
     return passed(check, f"nvcc at {t.nvcc_on_path}, first on the activated PATH")
@@ -369,8 +436,8 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
         return failed(
             check,
             f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but cuda-version pins {pinned}",
-            f'pin one CUDA in {_deps_table(env)}: `cuda-version = "{want}.*"` with '
-            f'`cuda-nvcc = "{want}.*"`, then `pixi install`',
+            fixes.add(env, *_cuda_packages(want, "cuda-version", "cuda-nvcc"), verb="pin")
+            + ": one CUDA for nvcc and the cuda-* packages",
             packages=[f"{k} {v}" for k, v in t.packages.items()],
         )
     if len(families) > 1:
@@ -379,7 +446,8 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
             check,
             f"CUDA packages from {len(families)} releases: "
             + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(families.items())),
-            f'pin `cuda-version = "{want}.*"` in {_deps_table(env)} so that '
+            fixes.add(env, *_cuda_packages(want, "cuda-version"), verb="pin")
+            + " so that "
             + ", ".join(n.split()[0] for v in others.values() for n in v)
             + f" follow CUDA {want}",
         )
@@ -416,9 +484,7 @@ def cmake_components(env: PixiEnv, t: ToolkitFacts) -> Finding:
         return failed(
             check,
             "CMake's FindCUDAToolkit will not create: " + "; ".join(missing),
-            f"add {', '.join(sorted(set(packages)))} to {_deps_table(env)} in "
-            f"{_manifest_hint(env)}"
-            + (f' (e.g. `{packages[0]} = "{mm}.*"`)' if mm else "")
+            fixes.add(env, *_cuda_packages(mm, *sorted(set(packages))))
             + ", or `cuda-toolkit` for all of them",
             searched=[str(d) for d in t.lib_dirs],
             **evidence,
@@ -438,7 +504,9 @@ def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
     """CUDA_HOME/CUDA_PATH after activation hold bin/nvcc and include/cuda.h: what
     torch.utils.cpp_extension and vLLM's setup.py take as the toolkit."""
     check = "cuda.cuda-home"
-    table = f"{_activation_table(env)} in {_manifest_hint(env)}"
+    # a venv's toolkit is the system's; a conda or Pixi env's is the env itself
+    home = "/usr/local/cuda" if fixes.kind_of(env) == "venv" else "${CONDA_PREFIX}"
+    set_home = fixes.set_var(env, "CUDA_HOME", home)
     problems: list[str] = []
     checked: dict[str, str] = {}
     for var in ("CUDA_HOME", "CUDA_PATH"):
@@ -459,8 +527,7 @@ def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
         return failed(
             check,
             "; ".join(problems),
-            f'set `CUDA_HOME = "${{CONDA_PREFIX}}"` in {table} (nvcc is in bin/, and nvcc '
-            f"finds the targets/x86_64-linux headers itself)",
+            f"{set_home} (nvcc is in bin/, and nvcc finds the targets/x86_64-linux headers itself)",
             **checked,
         )
     if not checked:
@@ -472,7 +539,7 @@ def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
         return failed(
             check,
             "CUDA_HOME and CUDA_PATH are unset and PATH does not find the env's nvcc",
-            f'set `CUDA_HOME = "${{CONDA_PREFIX}}"` in {table}',
+            set_home,
         )
     return passed(check, ", ".join(f"{k}={v}" for k, v in checked.items()) + " hold a toolkit")
 
@@ -498,8 +565,8 @@ def ld_library_path(env: PixiEnv, t: ToolkitFacts) -> Finding:
             check,
             f"LD_LIBRARY_PATH (set by {where}) puts {foreign[0][1]}, another CUDA's libraries, "
             f"before {t.prefix}/lib",
-            f'set `LD_LIBRARY_PATH = "${{CONDA_PREFIX}}/lib:${{LD_LIBRARY_PATH}}"` in '
-            f"{_activation_table(env)} in {_manifest_hint(env)}, or drop {foreign[0][1]}",
+            fixes.set_var(env, "LD_LIBRARY_PATH", "${CONDA_PREFIX}/lib:${LD_LIBRARY_PATH}")
+            + f", or drop {foreign[0][1]}",
             LD_LIBRARY_PATH=value,
         )
     return passed(check, f"LD_LIBRARY_PATH holds no other CUDA ahead of {t.prefix}/lib")
@@ -540,10 +607,7 @@ def arch_supported(
             )
             continue
         if _ver(need) > _ver(t.version or "0"):
-            fix = (
-                f'set `cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) in '
-                f"{_deps_table(env)} in {_manifest_hint(env)}"
-            )
+            fix = fixes.add(env, *_cuda_packages(need, "cuda-version", "cuda-nvcc"), verb="set")
         elif last is not None and _ver(t.version or "0")[0] > last:
             fix = (
                 f"drop {arch.cc} from {source}: CUDA {t.version} no longer targets it; "
@@ -611,8 +675,7 @@ def arch_ptxas(
                 failed(
                     check,
                     f"{t.ptxas} refuses {arch.sm}: {result.describe()}",
-                    f'set `cuda-version = "{need}.*"` in {_deps_table(env)} in '
-                    f"{_manifest_hint(env)}",
+                    fixes.add(env, *_cuda_packages(need, "cuda-version"), verb="set"),
                 )
             )
     return findings
@@ -631,8 +694,7 @@ def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
         return failed(
             check,
             f"{what} is {chosen or 'not found'}, not the env's {env.python}",
-            f'set `VLLM_PYTHON_EXECUTABLE = "${{CONDA_PREFIX}}/bin/python"` in '
-            f"{_activation_table(env)} in {_manifest_hint(env)}",
+            fixes.set_var(env, "VLLM_PYTHON_EXECUTABLE", "${CONDA_PREFIX}/bin/python"),
         )
     return passed(check, f"{what} is the env's Python ({chosen})")
 

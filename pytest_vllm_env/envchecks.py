@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import fixes
 from .env import PixiEnv
-from .findings import Finding, error, failed, passed, skipped
+from .findings import Finding, error, failed, passed, skipped, warning
 
 
 def conda_meta_readable(env: PixiEnv) -> Finding:
@@ -36,7 +37,7 @@ def site_packages_readable(env: PixiEnv) -> Finding:
         return failed(
             check,
             f"no lib/python3.*/site-packages under {env.prefix}: the env has no Python",
-            'add `python = "3.12.*"` to [dependencies] in pixi.toml and run `pixi install`',
+            _add_python(env),
         )
     bad = [p for p in env.problems if not _in_conda_meta(p.path)]
     if bad:
@@ -60,7 +61,7 @@ def python_found(env: PixiEnv) -> Finding:
         return failed(
             check,
             f"no bin/python in {env.prefix}",
-            'add `python = "3.12.*"` to [dependencies] in pixi.toml and run `pixi install`',
+            _add_python(env),
         )
     return passed(check, f"{env.python} (Python {env.python_version or 'version unknown'})")
 
@@ -78,7 +79,21 @@ def manifest_parses(env: PixiEnv) -> Finding:
             manifest=str(env.manifest_path),
         )
     envs = manifest.environments()
-    if env.name and env.name not in envs:
+    if not env.name:
+        # --pixi-manifest with a prefix that is none of its envs: its activation tables
+        # would otherwise be dropped without a word.
+        return warning(
+            check,
+            f"the activation tables of {env.manifest_path} are not applied: {env.prefix} is "
+            "not one of its envs (pixi puts them in <workspace>/.pixi/envs/NAME, or with "
+            "detached-environments in <dir>/<workspace>-<hash>/envs/NAME; pixi records the "
+            "owner in conda-meta/pixi)",
+            f"judge the manifest's env by name (`--vllm-env=NAME`, one of: "
+            f"{', '.join(sorted(envs))}), or drop --pixi-manifest for an env of another "
+            "workspace",
+            environments=sorted(envs),
+        )
+    if env.name not in envs:
         return failed(
             check,
             f"{env.manifest_path} defines no environment {env.name!r}",
@@ -105,6 +120,10 @@ def activation_runs(env: PixiEnv) -> Finding:
     return passed(
         check, f"activation ({act.method}) sets {len(set_here)} variables", variables=set_here
     )
+
+
+def _add_python(env: PixiEnv) -> str:
+    return fixes.add(env, fixes.Package("python", "3.12.*"))
 
 
 def _in_conda_meta(path: Path) -> bool:

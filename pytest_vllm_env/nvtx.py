@@ -49,6 +49,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import fixes
 from .cuda import TARGETS, ToolkitFacts, _ver
 from .env import PixiEnv
 from .findings import Finding, failed, passed, skipped
@@ -313,8 +314,6 @@ def cmake_target(
     if pred is None:
         where = "no cmake on the activated PATH" if cmake == "None" else f"{cmake} does not run"
         return skipped(check, f"{where}: no CMake version to predict FindCUDAToolkit for")
-    manifest = env.manifest_path.name if env.manifest_path else "pixi.toml"
-    deps = f"[{env.manifest.table_prefix() if env.manifest else ''}dependencies] in {manifest}"
     mm = ".".join((pred.version or t.version or "12.8").split(".")[:2])
     evidence = {
         "cmake": pred.cmake_version,
@@ -328,7 +327,7 @@ def cmake_target(
         return failed(
             check,
             f"CMake {pred.cmake_version}'s FindCUDAToolkit will fail: {pred.why_not_found}",
-            _not_found_fix(env, t, pred, deps, mm),
+            _not_found_fix(env, t, pred, mm),
             **evidence,
         )
     nvtx_header = [
@@ -361,8 +360,8 @@ def cmake_target(
             f"torch's cuda.cmake needs CUDA::nvToolsExt, which CMake {pred.cmake_version} will "
             f"not create: no libnvToolsExt.so in the searched dirs{found_at}.{ignored} "
             f"CMake will say: {pred.torch_error}",
-            f'add `cuda-nvtx-dev = "{mm}.*"` to {deps} (it ships libnvToolsExt.so next to '
-            "libcudart.so)",
+            fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{mm}.*"))
+            + " (it ships libnvToolsExt.so next to libcudart.so)",
             **evidence,
         )
     if "CUDA::nvToolsExt" in pred.targets:
@@ -379,21 +378,25 @@ def cmake_target(
         f"CMake {pred.cmake_version} will create neither CUDA::nvToolsExt nor a usable "
         "CUDA::nvtx3 (no libnvToolsExt.so, no nvtx3/ headers in "
         f"{', '.join(pred.include_dirs)})",
-        f'add `cuda-nvtx-dev = "{mm}.*"` to {deps}',
+        fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{mm}.*")),
         **evidence,
     )
 
 
-def _not_found_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction, deps: str, mm: str) -> str:
+def _not_found_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction, mm: str) -> str:
     if pred.nvcc is None or (pred.root and not Path(pred.root).is_relative_to(t.prefix)):
-        return f'add `cuda-nvcc = "{mm}.*"` to {deps} so that CMake finds the env\'s nvcc'
+        return (
+            fixes.add(env, fixes.Package("cuda-nvcc", f"{mm}.*"))
+            + " so that CMake finds the env's nvcc"
+        )
     if not pred.include_dirs and (t.prefix / TARGETS / "include" / "cuda_runtime.h").is_file():
         return (
-            f"CMake {pred.cmake_version} looks only in {pred.root}/include: add `cmake = "
-            '">=3.28"` to ' + deps + " (it reads nvcc's include dirs), or pass "
+            f"CMake {pred.cmake_version} looks only in {pred.root}/include: "
+            + fixes.add(env, fixes.Package("cmake", ">=3.28"))
+            + " (it reads nvcc's include dirs), or pass "
             f"-DCUDAToolkit_INCLUDE_DIR={t.prefix}/{TARGETS}/include"
         )
-    return f'add `cuda-cudart-dev = "{mm}.*"` to {deps}'
+    return fixes.add(env, fixes.Package("cuda-cudart-dev", f"{mm}.*"))
 
 
 def _nvtx_elsewhere(env: PixiEnv) -> list[str]:

@@ -62,8 +62,8 @@ def test_cudatoolkit_dev_gives_no_nvcc(pytester, seeds_root, system_cuda):
                 f"finds {system_cuda} instead"
             ),
             lit(
-                '*fix: add `cuda-nvcc = "12.8.*"` (and `cuda-version`) to [dependencies] in '
-                "pixi.toml and remove cudatoolkit-dev, cudatoolkit"
+                '*fix: add `cuda-nvcc = "12.8.*"` and `cuda-version = "12.8.*"` to [dependencies] '
+                "in pixi.toml and remove cudatoolkit-dev, cudatoolkit"
             ),
         ]
     )
@@ -81,8 +81,9 @@ def test_nvcc_only_lacks_driver_nvrtc_and_nvtx(pytester, seeds_root):
                 "CUDA::nvToolsExt (libnvToolsExt.so)"
             ),
             lit(
-                "*fix: add cuda-driver-dev, cuda-nvrtc-dev, cuda-nvtx-dev to [dependencies] in "
-                'pixi.toml (e.g. `cuda-driver-dev = "12.8.*"`), or `cuda-toolkit` for all of them'
+                '*fix: add `cuda-driver-dev = "12.8.*"`, `cuda-nvrtc-dev = "12.8.*"` and '
+                '`cuda-nvtx-dev = "12.8.*"` to [dependencies] in pixi.toml, or `cuda-toolkit` '
+                "for all of them"
             ),
         ]
     )
@@ -117,7 +118,7 @@ def test_cuda_124_cannot_target_rtx_5090(pytester, seeds_root):
                 "sm_120 (12.0, from --cuda-arch); it needs CUDA >= 12.8"
             ),
             lit(
-                '*fix: set `cuda-version = "12.8.*"` (and `cuda-nvcc = "12.8.*"`) in '
+                '*fix: set `cuda-version = "12.8.*"` and `cuda-nvcc = "12.8.*"` in '
                 "[dependencies] in pixi.toml"
             ),
         ]
@@ -165,7 +166,10 @@ def test_nvcc_and_conda_meta_disagree(pytester, seeds_root, tmp_path):
                 "*[cuda.version-consistent] FAILED: nvcc * is CUDA 12.8.93 "
                 "but cuda-version pins 12.4"
             ),
-            lit('*fix: pin one CUDA in [dependencies]: `cuda-version = "12.4.*"`*'),
+            lit(
+                '*fix: pin `cuda-version = "12.4.*"` and `cuda-nvcc = "12.4.*"` in '
+                "[dependencies] in pixi.toml: one CUDA for nvcc and the cuda-* packages"
+            ),
         ]
     )
 

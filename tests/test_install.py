@@ -118,6 +118,7 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
                 "no:cacheprovider",
                 "--vllm-env",
                 env.prefix,
+                f"--vllm-source={project}",
             ],
             cwd=project,
             env=_clean_environ(),
@@ -129,6 +130,8 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
         assert done.returncode == 1, out  # the broken record fails env.conda-meta
         assert "[env.conda-meta] ERROR" in out
         assert "FAILED test_env.py::test_conda_meta_readable" in out, out
-        # the bare env also has no nvcc: the CUDA tier judges it from the installed wheel too
+        # the bare env also has no nvcc, and a source build needs one: the CUDA tier judges
+        # it from the installed wheel too
         assert "[cuda.nvcc-in-env] FAILED" in out
+        assert "needed_because: --vllm-source: vLLM is to be built from source" in out
         assert "Traceback" not in out

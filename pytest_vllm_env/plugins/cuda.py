@@ -56,6 +56,23 @@ def cuda_toolkit(
 
 
 @pytest.fixture(scope="session")
+def nvcc_need(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> cuda.NvccNeed:
+    """Why this env needs its own nvcc (:class:`pytest_vllm_env.cuda.NvccNeed`): what the
+    user asked (build-tier tests in this run, ``--vllm-source``, ``--vllm-build-log``) and
+    what the env holds (CUDA build packages, a manifest that declares ``cuda-nvcc``,
+    packages that JIT-compile kernels such as flashinfer-python). Empty for an env that
+    only runs prebuilt wheels: ``cuda.nvcc-in-env`` then passes without nvcc."""
+    asked = []
+    if any(item.get_closest_marker("build") for item in request.session.items):
+        asked.append("build-tier tests run (-m build)")
+    if settings.get(request.config, "vllm_source"):
+        asked.append("--vllm-source: vLLM is to be built from source")
+    if settings.get_list(request.config, "vllm_build_log"):
+        asked.append("--vllm-build-log: a vLLM build is judged")
+    return cuda.nvcc_need(vllm_env, asked)
+
+
+@pytest.fixture(scope="session")
 def cmake_for_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> Path | None:
     """The cmake a build in the env would run: ``--cmake``, else the activated PATH's;
     None when there is none (nvtx checks then skip and say so)."""

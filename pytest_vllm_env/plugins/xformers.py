@@ -78,6 +78,4 @@ def xformers_decisions(
 def xformers_probe(vllm_env: PixiEnv) -> gpu.ProbeResult:
     """The target env's Python running probes/xformers_check.py: xformers' attention vs
     torch SDPA on the GPU (max abs diff)."""
-    return gpu.run_probe(
-        vllm_env.python, "xformers_check.py", env=vllm_env.environ(), timeout=300
-    )
+    return gpu.run_probe(vllm_env.python, "xformers_check.py", env=vllm_env.environ(), timeout=300)

@@ -1,0 +1,319 @@
+"""Fixes in the env's own language: which file, which table, which command.
+
+A verdict's fix is read by someone who must act on it. "Add cuda-nvcc to pixi.toml" is
+useless to a plain venv, and wrong for a Pixi env whose manifest already declares it (the
+env was only never installed). Every check renders its fixes through this module, so that
+the same request reads right for each kind of env:
+
+==============  ========================================================================
+kind            where changes go
+==============  ========================================================================
+``pixi``        ``pixi.toml``: ``[dependencies]``, ``[pypi-dependencies]``,
+                ``[activation.env]`` (``[feature.F.*]`` for an env made of features)
+``pyproject``   the same tables as ``[tool.pixi.*]`` in ``pyproject.toml``
+``conda``       a conda prefix without a Pixi manifest: ``conda install -p PREFIX``,
+                ``conda env config vars set -p PREFIX``
+``venv``        a pip venv (no ``conda-meta``): ``PREFIX/bin/python -m pip install``;
+                variables are exported by the job (a venv has no activation tables);
+                conda-only packages (the CUDA toolkit) come from the system
+==============  ========================================================================
+
+The API, for checks::
+
+    fixes.add(env, Package("cuda-nvcc", "12.8.*"), Package("cuda-version", "12.8.*"))
+    fixes.add(env, Package("torch", "==2.11.0", pypi=True), verb="pin")
+    fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}")
+    fixes.deps_place(env)            # "[dependencies] in pixi.toml" (for free-form text)
+    fixes.install_env(env)           # "run `pixi install -e cuda --manifest-path ...`"
+    fixes.env_not_installed(manifest, "cuda", prefix)   # the message when the env is absent
+
+:func:`add` answers "run ``pixi install -e NAME``" instead of "add the line" when the
+manifest already declares the package for that env but the env does not hold it. Versions
+are written as in a Pixi manifest: ``"12.8.*"``, ``">=3.28"`` for conda packages,
+``"==2.11.0"``, ``">=2.7"`` for PyPI ones; each kind translates them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .env import PixiEnv
+    from .pixi import Manifest
+
+Kind = Literal["pixi", "pyproject", "conda", "venv"]
+PLATFORM = "linux-64"
+# conda-forge packages a pip venv can get from PyPI under the same name.
+PYPI_EQUIVALENT = {"cmake": "cmake", "ninja": "ninja"}
+
+
+@dataclass(frozen=True)
+class Package:
+    """A package to add or pin: a conda-forge package, or a PyPI one with ``pypi=True``.
+
+    ``version`` is spelled as in a Pixi manifest (``"12.8.*"``, ``">=3.28"``,
+    ``"==2.11.0"``); empty means any version."""
+
+    name: str
+    version: str = ""
+    pypi: bool = False
+
+    def manifest_line(self) -> str:
+        """``cuda-nvcc = "12.8.*"``, as it goes in a manifest table."""
+        return f'{self.name} = "{self.version or "*"}"'
+
+    def conda_spec(self) -> str:
+        """``cuda-nvcc=12.8.*`` for ``conda install``."""
+        v = self.version
+        if not v or v == "*":
+            return self.name
+        return f"{self.name}={v}" if v[0].isdigit() else f"{self.name}{v}"
+
+    def pip_spec(self) -> str:
+        """``torch==2.11.0`` for ``pip install``."""
+        v = self.version
+        if not v or v == "*":
+            return self.name
+        return f"{self.name}=={v}" if v[0].isdigit() else f"{self.name}{v}"
+
+
+# -- what kind of env ----------------------------------------------------------------------
+def kind_of(env: PixiEnv) -> Kind:
+    """``pixi``/``pyproject`` for an env of a Pixi workspace (its manifest is known, or it
+    sits in ``<ws>/.pixi/envs/NAME``, or pixi left ``conda-meta/pixi`` in it), ``conda``
+    for another conda prefix, ``venv`` for a pip venv."""
+    if env.manifest_path is not None and env.name:
+        return "pyproject" if env.manifest_path.name == "pyproject.toml" else "pixi"
+    parts = env.prefix.parts
+    if (len(parts) >= 3 and parts[-3:-1] == (".pixi", "envs")) or _is_file(
+        env.prefix / "conda-meta" / "pixi"
+    ):
+        return "pixi"
+    return "conda" if env.is_conda else "venv"
+
+
+def manifest_name(env: PixiEnv) -> str:
+    """The manifest's file name (``pixi.toml`` when the workspace's is not known)."""
+    return env.manifest_path.name if env.manifest_path else "pixi.toml"
+
+
+def _table_prefix(env: PixiEnv) -> str:
+    return "tool.pixi." if kind_of(env) == "pyproject" else ""
+
+
+def _feature(env: PixiEnv) -> str | None:
+    """The feature whose tables a fix for a named, non-default env goes into."""
+    manifest = env.manifest
+    if manifest is None or not env.name or env.name == "default":
+        return None
+    features = [f for f in manifest.environments().get(env.name, []) if f != "default"]
+    return features[-1] if features else None
+
+
+def deps_table(env: PixiEnv, *, pypi: bool = False) -> str:
+    """``[dependencies]``, ``[tool.pixi.pypi-dependencies]``, ``[feature.cuda.dependencies]``."""
+    feature = _feature(env)
+    head = _table_prefix(env) + (f"feature.{feature}." if feature else "")
+    return f"[{head}{'pypi-' if pypi else ''}dependencies]"
+
+
+def activation_table(env: PixiEnv) -> str:
+    """``[activation.env]`` (``[tool.pixi.feature.F.activation.env]``...) for this env."""
+    manifest = env.manifest
+    if manifest is not None and env.name:
+        return manifest.activation_table_for(env.name)
+    return f"[{_table_prefix(env)}activation.env]"
+
+
+def deps_place(env: PixiEnv, *, pypi: bool = False) -> str:
+    """Where packages are added, for free-form fix text: ``[dependencies] in pixi.toml``;
+    for a conda prefix ``the env (conda install -p PREFIX)``; for a venv ``the venv (pip)``."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        return f"{deps_table(env, pypi=pypi)} in {manifest_name(env)}"
+    if kind == "conda":
+        return f"the env (`conda install -p {env.prefix}`)"
+    return f"the venv (`{env.prefix}/bin/python -m pip install`)"
+
+
+def activation_place(env: PixiEnv) -> str:
+    """Where a variable is set, for free-form text: ``[activation.env] in pixi.toml``."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        return f"{activation_table(env)} in {manifest_name(env)}"
+    if kind == "conda":
+        return f"the env's variables (`conda env config vars set -p {env.prefix}`)"
+    return "the job that runs it (a venv has no activation variables)"
+
+
+# -- rendering -------------------------------------------------------------------------------
+def add(env: PixiEnv, *packages: Package, verb: str = "add") -> str:
+    """The fix that brings ``packages`` (at those versions) into ``env``.
+
+    ``verb`` is ``add`` for missing packages, ``set``/``pin`` for a version change. A Pixi
+    env whose manifest already declares a missing package gets "run ``pixi install``"."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        return _add_pixi(env, packages, verb)
+    if kind == "conda":
+        return _add_conda(env, packages)
+    return _add_venv(env, packages)
+
+
+def _add_pixi(env: PixiEnv, packages: tuple[Package, ...], verb: str) -> str:
+    # A missing package the manifest already declares for this env: the env is stale or was
+    # never installed, and adding the line again would change nothing.
+    declared = {
+        p.name: where for p in packages if not _installed(env, p) and (where := declared_in(env, p))
+    }
+    parts = []
+    for pypi in (False, True):
+        group = [p for p in packages if p.pypi == pypi and p.name not in declared]
+        if group:
+            lines = _words([f"`{p.manifest_line()}`" for p in group])
+            into = "in" if verb != "add" else "to"
+            parts.append(f"{verb} {lines} {into} {deps_place(env, pypi=pypi)}")
+    if declared:
+        names = _words([f"`{n}`" for n in declared])
+        where = "; ".join(sorted(set(declared.values())))
+        parts.append(
+            f"{names} {'is' if len(declared) == 1 else 'are'} declared in {where} but not "
+            f"installed in {env.prefix}: {install_env(env)}"
+        )
+    return "; ".join(parts)
+
+
+def _add_conda(env: PixiEnv, packages: tuple[Package, ...]) -> str:
+    parts = []
+    conda = [p for p in packages if not p.pypi]
+    if conda:
+        specs = " ".join(f'"{p.conda_spec()}"' for p in conda)
+        command = f"conda install -p {env.prefix} -c conda-forge {specs}"
+        parts.append(f"install into the env: `{command}`")
+    pypi = [p for p in packages if p.pypi]
+    if pypi:
+        parts.append(_pip(env, pypi))
+    return "; ".join(parts)
+
+
+def _add_venv(env: PixiEnv, packages: tuple[Package, ...]) -> str:
+    pip = [p for p in packages if p.pypi or p.name in PYPI_EQUIVALENT]
+    pip = [Package(PYPI_EQUIVALENT.get(p.name, p.name), p.version, True) for p in pip]
+    system = [p for p in packages if not p.pypi and p.name not in PYPI_EQUIVALENT]
+    parts = [_pip(env, pip)] if pip else []
+    python = next((p for p in system if p.name == "python"), None)
+    if python:
+        parts.append(f"recreate the venv with Python {python.version.rstrip('.*') or '3.12'}")
+        system = [p for p in system if p is not python]
+    if system:
+        names = ", ".join(p.name for p in system)
+        mm = next((p.version.rstrip(".*") for p in system if p.version[:1].isdigit()), "")
+        home = f"/usr/local/cuda-{mm}" if mm else "/usr/local/cuda"
+        specs = " ".join(f'"{p.conda_spec()}"' for p in system)
+        toolkit = f"CUDA {mm} toolkit" if mm else "CUDA toolkit"
+        parts.append(
+            f"{names} {'is a conda package' if len(system) == 1 else 'are conda packages'}, and "
+            f"a pip venv has no CUDA toolkit of its own: install the {toolkit} on the system "
+            f"and export `CUDA_HOME={home}` (and `PATH={home}/bin:$PATH`) where you build, "
+            f"or build in a Pixi env (`pixi add {specs}`)"
+        )
+    return "; ".join(parts)
+
+
+def _words(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _pip(env: PixiEnv, packages: list[Package]) -> str:
+    specs = " ".join(f'"{p.pip_spec()}"' for p in packages)
+    python = env.python or env.prefix / "bin" / "python"
+    return f"`{python} -m pip install {specs}`"
+
+
+def set_var(env: PixiEnv, name: str, value: str) -> str:
+    """The fix that sets ``name=value`` whenever the env is activated; ``value`` may use
+    ``${CONDA_PREFIX}`` (expanded for kinds that do not expand it themselves)."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        return f'set `{name} = "{value}"` in {activation_place(env)}'
+    plain = value.replace("${CONDA_PREFIX}", str(env.prefix)).replace(
+        "$CONDA_PREFIX", str(env.prefix)
+    )
+    if kind == "conda":
+        return f"set it in the env: `conda env config vars set -p {env.prefix} {name}={plain}`"
+    return (
+        f"export `{name}={plain}` in the shell or job that runs it (a venv has no activation "
+        f"variables; add the line to {env.prefix}/bin/activate to keep it)"
+    )
+
+
+def install_env(env: PixiEnv) -> str:
+    """How to (re)install the env from its declaration."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        where = f" --manifest-path {env.manifest_path}" if env.manifest_path else ""
+        return f"run `pixi install -e {env.name or 'default'}{where}`"
+    if kind == "conda":
+        return f"recreate the env from its environment.yml (`conda env update -p {env.prefix}`)"
+    return f"reinstall the venv's requirements (`{env.prefix}/bin/python -m pip install -r ...`)"
+
+
+def env_not_installed(manifest: Path, name: str, prefix: Path) -> str:
+    """The message for a Pixi env the manifest declares but nobody installed (no prefix).
+
+    One place: a mode that judges such an env from ``pixi.lock`` instead plugs in where this
+    is raised (``pytest_vllm_env.env.locate``)."""
+    return (
+        f"pixi env {name!r} is declared in {manifest} but not installed (no {prefix}): run "
+        f"`pixi install -e {name} --manifest-path {manifest}`, then judge it"
+    )
+
+
+# -- what the manifest declares --------------------------------------------------------------
+def declared_in(env: PixiEnv, package: Package) -> str | None:
+    """``[feature.cuda.dependencies] of pixi.toml`` when the env's manifest declares
+    ``package`` for this env (any feature of it, the ``linux-64`` target tables included)."""
+    manifest = env.manifest
+    if manifest is None or not env.name:
+        return None
+    for table, where in _dependency_tables(manifest, env.name, package.pypi):
+        if any(_same_name(package.name, str(key)) for key in table):
+            return f"{where} of {manifest.path.name}"
+    return None
+
+
+def _dependency_tables(
+    manifest: Manifest, env_name: str, pypi: bool
+) -> list[tuple[Mapping[str, Any], str]]:
+    key = "pypi-dependencies" if pypi else "dependencies"
+    head = manifest.table_prefix()
+    found: list[tuple[Mapping[str, Any], str]] = []
+    for feature in manifest.environments().get(env_name, ["default"]):
+        table = manifest.feature_table(feature)
+        name = head if feature == "default" else f"{head}feature.{feature}."
+        places = [(table.get(key), f"[{name}{key}]")]
+        target = table.get("target")
+        if isinstance(target, Mapping) and isinstance(target.get(PLATFORM), Mapping):
+            places.append((target[PLATFORM].get(key), f"[{name}target.{PLATFORM}.{key}]"))
+        found.extend((t, where) for t, where in places if isinstance(t, Mapping))
+    return found
+
+
+def _installed(env: PixiEnv, package: Package) -> bool:
+    return env.dist(package.name) is not None if package.pypi else bool(env.conda(package.name))
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a.lower().replace("_", "-") == b.lower().replace("_", "-")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return os.path.isfile(path)
+    except OSError:
+        return False
