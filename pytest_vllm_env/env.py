@@ -184,12 +184,16 @@ class PixiEnv:
 
     @property
     def is_conda(self) -> bool:
+        """A conda or Pixi env (it has ``conda-meta/``), not a pip venv."""
         return _is_dir(self.prefix / "conda-meta")
 
     def dist(self, name: str) -> PythonDist | None:
+        """The installed Python distribution ``name`` (any spelling: ``flash_attn``,
+        ``flash-attn``), read from its ``.dist-info``; None when absent."""
         return self.python_dists.get(canonicalize_name(name))
 
     def conda(self, name: str) -> CondaPackage | None:
+        """The conda package ``name`` from ``conda-meta``; None when absent."""
         return self.conda_packages.get(name)
 
     def version_of(self, name: str) -> str | None:
@@ -210,6 +214,8 @@ class PixiEnv:
 
     @cached_property
     def manifest(self) -> Manifest | None:
+        """The parsed Pixi manifest (:class:`pytest_vllm_env.pixi.Manifest`); None without
+        one, or when it does not parse (``manifest_error`` then says why)."""
         if not self.manifest_path:
             return None
         try:

@@ -29,6 +29,7 @@ Markers: ``toolchain`` (no GPU), ``gpu``, ``build`` (compiles or configures real
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -50,6 +51,7 @@ from .findings import Finding, strict, worst
 
 FINDING_KEY = "vllm_env.finding"
 CHECK_KEY = "vllm_env.check"
+TEST_KEY = "vllm_env.test"  # the test id in the report: the same whatever the rootdir
 ENV_KEY = "vllm_env.env"
 MARKERS = {
     "toolchain": "judges files and tools of the env; needs no GPU",
@@ -225,6 +227,7 @@ def report_path(config: pytest.Config, value: str) -> Path:
     return path if path.is_absolute() else state(config)._base_for("vllm_env_report") / path
 
 
+@functools.cache
 def suite_dir() -> Path:
     """The bundled suite's folder: ``pytest_vllm_env/suite`` when installed (``conformance/``
     of a checkout, through the editable install's mapping). Found without importing it, and
@@ -515,6 +518,21 @@ def visible_gpu_archs() -> list[archs_mod.Arch]:
 
 
 # -- reporting -----------------------------------------------------------------------------
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    # Under xdist the controller collects nothing, so the header after collection never
+    # came: say which env(s) are judged here, before the workers start.
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return []
+    if not engaged(config):
+        return []
+    st = state(config)
+    try:
+        lines = [line for spec in st.specs() for line in describe_env(st.env(spec), spec, config)]
+    except EnvError as exc:
+        return [f"vllm-env: {exc}"]
+    return lines + st.notes
+
+
 def pytest_report_collectionfinish(
     config: pytest.Config, start_path: Path, items: list[pytest.Item]
 ) -> list[str]:
@@ -559,11 +577,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     mark = item.get_closest_marker("vllm_check")
     if mark and mark.args:
         item.user_properties.append((CHECK_KEY, str(mark.args[0])))
+    if mark or "verdict" in getattr(item, "fixturenames", ()):
+        item.user_properties.append((TEST_KEY, stable_test_id(item)))
     # With several --vllm-env values, which env a check judged (the merged fleet view keys
-    # its columns on it).
+    # its columns on it; "what to change" names it on each line).
     spec = getattr(getattr(item, "callspec", None), "params", {}).get("vllm_env")
     if isinstance(spec, EnvSpec):
         item.user_properties.append((ENV_KEY, spec.name or spec.prefix.name))
+
+
+def stable_test_id(item: pytest.Item) -> str:
+    """``pytest_vllm_env/suite/test_cuda.py::test_nvcc_in_env[cuda]`` for the bundled suite
+    (its node ids change with the rootdir: ``../../site-packages/...``); the node id for
+    other tests."""
+    try:
+        rel = item.path.relative_to(suite_dir())
+    except ValueError:
+        return item.nodeid
+    return f"pytest_vllm_env/suite/{rel.as_posix()}::{item.nodeid.split('::', 1)[-1]}"
 
 
 def _has_warning(report: pytest.TestReport) -> bool:
@@ -589,24 +620,27 @@ class FindingsReporter:
         self.report_problem = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)  # the last value of each key
         entries = [value for key, value in report.user_properties if key == FINDING_KEY]
-        relevant = entries or any(m in report.keywords for m in ("toolchain", "gpu", "build"))
+        check_id = props.get(CHECK_KEY)
+        # Only our checks belong in the report: a user's own @pytest.mark.gpu test landed
+        # there as a failed "check" with an empty fix.
         final = report.when == "call" or (report.when == "setup" and not report.passed)
-        if not relevant or not final:
+        if not (entries or check_id) or not final:
             return
+        where = {"test": props.get(TEST_KEY, report.nodeid)}
+        if props.get(ENV_KEY):
+            where["env"] = props[ENV_KEY]
         findings = state(self.config).findings
-        env_label = next((v for k, v in report.user_properties if k == ENV_KEY), None)
-        where = {"test": report.nodeid, **({"env": env_label} if env_label else {})}
         if entries:
             findings.extend({**entry, **where} for entry in entries)
             return
         # A check that ended before it gave a verdict (skipped or broken in a fixture).
         outcome = "error" if report.when == "setup" and report.failed else report.outcome
-        check_id = next((v for k, v in report.user_properties if k == CHECK_KEY), None)
         findings.append(
             {
-                "id": check_id or f"test.{report.nodeid.split('::')[-1]}",
-                "area": (check_id or "test").split(".")[0],
+                "id": check_id,
+                "area": check_id.split(".")[0],
                 "outcome": outcome,
                 "summary": _longrepr_text(report),
                 "fix": "",
@@ -619,20 +653,27 @@ class FindingsReporter:
         if self.report_problem:
             terminalreporter.write_line(f"vllm-env: {self.report_problem}", red=True)
         findings = state(self.config).findings
+        # with several envs, each line names the env it is about
+        several = len({f.get("env") for f in findings} - {None}) > 1
+
+        def head(entry: dict[str, Any]) -> str:
+            env = f"{entry['env']}: " if several and entry.get("env") else ""
+            return f"[{entry['id']}] {env}{entry['summary']}"
+
         warned = [f for f in findings if f["outcome"] == "warning" and f.get("fix")]
         if warned:
             terminalreporter.section(
                 "vllm-env: warnings (it works, at a cost)", sep="=", yellow=True
             )
             for entry in warned:
-                terminalreporter.write_line(f"[{entry['id']}] {entry['summary']}")
+                terminalreporter.write_line(head(entry))
                 terminalreporter.write_line(f"    fix: {entry['fix']}")
         bad = [f for f in findings if f["outcome"] in ("failed", "error") and f.get("fix")]
         if not bad:
             return
         terminalreporter.section("vllm-env: what to change", sep="=", red=True)
         for entry in bad:
-            terminalreporter.write_line(f"[{entry['id']}] {entry['summary']}")
+            terminalreporter.write_line(head(entry))
             terminalreporter.write_line(f"    fix: {entry['fix']}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

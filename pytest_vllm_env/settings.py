@@ -32,10 +32,21 @@ class Setting:
 SETTINGS: dict[str, Setting] = {}
 
 
+def default_metavar(ini: str) -> str:
+    """One spelling per kind of value: ``SECONDS`` for timeouts, ``NUMBER`` for other
+    numbers, ``PATH`` for the rest (``--help`` showed VLLM_BUILD_LOG, VLLM_PROBE_TIMEOUT...)."""
+    if ini.endswith("_timeout"):
+        return "SECONDS"
+    if ini.endswith(("_tolerance", "_exponent")):
+        return "NUMBER"
+    return "PATH"
+
+
 def add_setting(
     parser: pytest.Parser, option: str, help: str, *, multiple: bool = False, metavar: str = ""
 ) -> None:
-    """Register ``--option`` and its ini key; ``multiple`` settings are repeatable lists."""
+    """Register ``--option`` and its ini key; ``multiple`` settings are repeatable lists
+    (the help says so). ``metavar`` defaults to :func:`default_metavar`."""
     ini = option.lstrip("-").replace("-", "_")
     SETTINGS[ini] = Setting(option, ini, multiple, help)
     group = parser.getgroup(GROUP, "vLLM environment conformance (pytest-vllm-env)")
@@ -44,8 +55,8 @@ def add_setting(
         action="append" if multiple else "store",
         dest=ini,
         default=None,
-        metavar=metavar or ini.upper(),
-        help=f"{help} (ini: {ini})",
+        metavar=metavar or default_metavar(ini),
+        help=f"{help} ({'repeatable; ' if multiple else ''}ini: {ini})",
     )
     parser.addini(ini, help=help, type="linelist" if multiple else "string", default=None)
 

@@ -3,6 +3,9 @@ packages and options, bad option values; and never a write into the judged env."
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -282,3 +285,135 @@ def test_downloads_honour_the_users_pip_conf(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith(f"{name}-1.0-py3-none-any.whl")
+
+
+# -- friction ------------------------------------------------------------------------------
+def test_header_names_the_env_under_xdist(pytester, env_builder):
+    # Seen: no "vllm-env:" header at all with -n N (the controller collects nothing).
+    env_builder.python()
+    result = pytester.runpytest_subprocess(
+        "--vllm-conformance", "-k", "test_env", "-n", "2", f"--vllm-env={env_builder.prefix}"
+    )
+    result.assert_outcomes(passed=4, skipped=1)
+    result.stdout.fnmatch_lines([f"vllm-env: {env_builder.prefix} (--vllm-env, pixi env *"])
+    assert result.stdout.str().count(f"vllm-env: {env_builder.prefix} (") == 1
+
+
+def test_what_to_change_names_the_env_on_each_line(pytester, env_builder):
+    cuda = EnvBuilder(env_builder.workspace, "cuda")
+    for b in (env_builder, cuda):
+        b.python()
+        b.broken_record()
+    report = pytester.path / "r.json"
+    result = pytester.runpytest(
+        "--vllm-conformance", "-k", "test_conda_meta", f"--vllm-env={env_builder.prefix}",
+        f"--vllm-env={cuda.prefix}", f"--vllm-env-report={report}",
+    )  # fmt: skip
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*vllm-env: what to change*",
+            lit("[env.conda-meta] default: 1 conda-meta record(s) unreadable*"),
+            "    fix: *",
+            lit("[env.conda-meta] cuda: 1 conda-meta record(s) unreadable*"),
+        ]
+    )
+    checks = json.loads(report.read_text())["checks"]
+    assert sorted(c["env"] for c in checks) == ["cuda", "default"]
+
+
+def test_a_users_own_gpu_test_is_not_one_of_our_checks(pytester, env_builder):
+    # Seen: the repo's unrelated @pytest.mark.gpu test landed in our report as a failed
+    # check with an empty fix.
+    env_builder.python()
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.gpu
+        def test_their_kernel():
+            assert 1 == 2
+        """
+    )
+    report = pytester.path / "r.json"
+    result = pytester.runpytest(
+        "--vllm-conformance", ".", "-k", "test_their_kernel or test_env",
+        f"--vllm-env={env_builder.prefix}", f"--vllm-env-report={report}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=4, failed=1, skipped=1)
+    checks = json.loads(report.read_text())["checks"]
+    assert [c for c in checks if "their_kernel" in c["test"]] == []
+    assert {c["area"] for c in checks} == {"env"}
+
+
+def test_report_test_ids_do_not_depend_on_the_rootdir(pytester, env_builder):
+    # Seen: the JSON "test" of the bundled suite changed with the rootdir
+    # ("../../site-packages/..." from one repo, another path from the next).
+    env_builder.python()
+    sub = pytester.mkdir("sub")
+    (sub / "pytest.ini").write_text("[pytest]\n")
+
+    def ids(cwd: Path) -> list[str]:
+        report = pytester.path / f"{cwd.name}.json"
+        os.chdir(cwd)
+        pytester.runpytest(
+            "--vllm-conformance", "-k", "test_env", f"--vllm-env={env_builder.prefix}",
+            f"--vllm-env-report={report}",
+        )  # fmt: skip
+        return sorted(c["test"] for c in json.loads(report.read_text())["checks"])
+
+    here, there = ids(pytester.path), ids(sub)
+    assert here == there
+    assert "pytest_vllm_env/suite/test_env.py::test_conda_meta_readable" in here
+
+
+def test_options_have_one_metavar_per_kind_and_say_repeatable(pytester):
+    import re
+
+    help_text = pytester.runpytest("--help").stdout.str()
+    section = help_text.split("vLLM environment conformance (pytest-vllm-env):")[1]
+    section = section.split("\n\n")[0]
+    options = re.findall(r"^  (--[\w-]+)(?:=(\S+))?\s*(.*(?:\n {6,}.*)*)", section, re.M)
+    assert len(options) > 15, section
+    metavars = {"PATH", "DIR", "PREFIX|NAME", "PATH|REPO_ID", "ARCH", "SECONDS", "NUMBER"}
+    from pytest_vllm_env import settings
+
+    for option, metavar, text in options:
+        ini = option.lstrip("-").replace("-", "_")
+        if ini not in settings.SETTINGS:
+            continue  # flags
+        assert metavar in metavars, (option, metavar)
+        said = "repeatable" in " ".join(text.split())
+        assert said == settings.SETTINGS[ini].multiple, (option, text)
+
+
+def test_fixtures_verbose_shows_whole_documentation(pytester):
+    # Seen: the README promised the documentation from `pytest --fixtures`, which prints
+    # only each docstring's first paragraph; -v prints it whole.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`pytest --fixtures -v`" in readme
+    short = pytester.runpytest("--fixtures").stdout.str()
+    whole = pytester.runpytest("--fixtures", "-v").stdout.str()
+    second_paragraph = "Records every finding for the terminal summary"  # verdict's
+    assert second_paragraph not in short and second_paragraph in whole
+
+
+def test_pixienv_api_is_documented_in_the_readme():
+    # Seen: `vllm_env` is the fixture users get, and PixiEnv's API was documented nowhere.
+    import inspect
+
+    from pytest_vllm_env.env import PixiEnv
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    public = [
+        name
+        for name, member in inspect.getmembers(PixiEnv)
+        if not name.startswith("_")
+        and name not in ("read",)
+        and (inspect.isfunction(member) or isinstance(member, property | functools.cached_property))
+    ] + [f.name for f in dataclasses.fields(PixiEnv) if not f.name.startswith("base_")]
+    undocumented = [n for n in public if f"`{n}" not in readme and f".{n}" not in readme]
+    assert not undocumented, undocumented
+    for name, member in inspect.getmembers(PixiEnv):
+        if not name.startswith("_") and callable(member) or isinstance(member, property):
+            assert inspect.getdoc(member), name
