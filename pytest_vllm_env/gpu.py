@@ -9,6 +9,7 @@ judgements below turn that into findings. pytest itself never imports torch or v
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,11 @@ def run_probe(
     """Run ``probes/<script>`` with the target Python; never raises (hang, crash, bad JSON)."""
     if not python:
         return ProbeResult(script, problem=NO_PYTHON)
+    # Importing torch or vLLM would write __pycache__ into the judged env's site-packages
+    # wherever the installer left no bytecode (uv's default): never write into the env.
+    environ = {**(os.environ if env is None else env), "PYTHONDONTWRITEBYTECODE": "1"}
     result = proc.run(
-        [python, str(PROBES / script), *args], env=env, timeout=timeout, merge_output=True
+        [python, str(PROBES / script), *args], env=environ, timeout=timeout, merge_output=True
     )
     text = result.output
     common: dict[str, Any] = dict(
