@@ -25,19 +25,18 @@ CHECKPOINT = REPO / "fixtures" / "modelopt_export" / "llama-fp8"
 def tree_state(root: Path) -> dict[str, tuple]:
     """Every entry under ``root``: type, mode, size, mtime (folders too: a file written and
     removed again changes its folder's mtime) and the content hash of regular files."""
+    paths = [root] + [Path(f, n) for f, ds, fs in os.walk(root) for n in [*ds, *fs]]
     state: dict[str, tuple] = {}
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        for name in [*dirs, *files, ""][: len(dirs) + len(files) + (folder == str(root))]:
-            path = Path(folder, name) if name else Path(folder)
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                entry: tuple = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                entry = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                entry = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, digest)
-            state[str(path.relative_to(root))] = entry
+    for path in paths:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            entry: tuple = ("link", os.readlink(path))
+        elif stat.S_ISDIR(st.st_mode):
+            entry = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            entry = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, digest)
+        state[str(path.relative_to(root))] = entry
     return state
 
 
