@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import fixes, proc
+from . import defaults, fixes, proc
 from .archs import Arch, parse_arch
 from .env import PixiEnv
 from .findings import Finding, error, failed, passed, skipped, warning
 
 TARGETS = "targets/x86_64-linux"
-NVCC_TIMEOUT = 30.0
+NVCC_TIMEOUT = defaults.CUDA_TOOL_TIMEOUT
 # conda-forge packages whose versions must agree with nvcc (one CUDA major.minor).
 CUDA_PACKAGES = (
     "cuda-version",

@@ -37,17 +37,20 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest.outcomes import Skipped
 
-from . import archs as archs_mod
-from . import node as node_mod
-from . import proc, settings
-from .cache import FactCache
-from .env import EnvError, EnvSpec, PixiEnv, locate
-from .findings import Finding, strict, worst
+from . import settings
+
+# The check library loads when a run asks for it (a fixture, an option, the suite), never at
+# start-up: installed, this plugin loads in every pytest run of the user's repo.
+if TYPE_CHECKING:
+    from .archs import Arch
+    from .cache import FactCache
+    from .env import EnvSpec, PixiEnv
+    from .findings import Finding
 
 FINDING_KEY = "vllm_env.finding"
 CHECK_KEY = "vllm_env.check"
@@ -144,8 +147,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser) -> None:
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
     # Before conftests load: `--vllm-env PATH` may have moved pytest's rootdir and ini file.
+    options = {s.option for s in settings.SETTINGS.values()}
+    if not options.intersection(args):  # no option of ours in the --opt VALUE form
+        return
     from .rootdir import check_space_form_options
 
     check_space_form_options(early_config, parser)
@@ -170,10 +178,11 @@ def _check_cuda_archs(config: pytest.Config) -> None:
     values = settings.get_list(config, "cuda_arch")
     if not values:
         return
+    from .archs import parse_arch_list
     from .cuda import is_known_arch, known_archs_text
 
     try:
-        archs = archs_mod.parse_arch_list(" ".join(values))
+        archs = parse_arch_list(" ".join(values))
     except ValueError as exc:
         raise pytest.UsageError(f"--cuda-arch: {exc}") from None
     unknown = [f"{a.sm} ({a.cc})" for a in archs if not is_known_arch(a)]
@@ -210,6 +219,7 @@ def _check_report_path(config: pytest.Config) -> None:
 
 
 def _inside_judged_env(config: pytest.Config, path: Path) -> Path | None:
+    from .env import EnvError
     from .rootdir import inside
 
     try:
@@ -223,6 +233,8 @@ def _inside_judged_env(config: pytest.Config, path: Path) -> Path | None:
 def report_path(config: pytest.Config, value: str) -> Path:
     """``--vllm-env-report`` as a path (``%N``: the node name): relative to the invocation
     dir (option) or the rootdir (ini key)."""
+    from . import node as node_mod
+
     path = Path(node_mod.expand_report_path(value, node_name(config)[0])).expanduser()
     return path if path.is_absolute() else state(config)._base_for("vllm_env_report") / path
 
@@ -272,6 +284,8 @@ class SessionState:
 
     def judged_prefixes(self) -> list[Path]:
         """The prefixes of the envs asked for (none when they cannot be located)."""
+        from .env import EnvError
+
         try:
             return [spec.prefix for spec in self.specs()]
         except EnvError:
@@ -291,6 +305,8 @@ class SessionState:
 
     def specs(self) -> list[EnvSpec]:
         """The envs asked for; raise EnvError naming what is wrong."""
+        from .env import locate
+
         if self._specs is None:
             values = settings.get_list(self.config, "vllm_env") or [None]
             manifest = settings.get(self.config, "pixi_manifest")
@@ -318,6 +334,8 @@ class SessionState:
         return self.rootdir
 
     def env(self, spec: EnvSpec) -> PixiEnv:
+        from .env import PixiEnv
+
         if spec.prefix not in self._envs:
             self._envs[spec.prefix] = PixiEnv.read(
                 spec.prefix, name=spec.name, manifest=spec.manifest
@@ -325,6 +343,7 @@ class SessionState:
         return self._envs[spec.prefix]
 
     def fact_cache(self) -> FactCache:
+        from .cache import FactCache
         from .rootdir import safe_cache_dir
 
         return FactCache(safe_cache_dir(self.config, self.judged_prefixes()))
@@ -341,6 +360,8 @@ def state(config: pytest.Config) -> SessionState:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vllm_env" not in metafunc.fixturenames:
         return
+    from .env import EnvError
+
     try:
         specs = state(metafunc.config).specs()
     except EnvError:
@@ -360,6 +381,8 @@ def pytest_collection_modifyitems(
 ) -> None:
     if not any("vllm_env" in getattr(item, "fixturenames", ()) for item in items):
         return
+    from .env import EnvError
+
     st = state(config)
     try:
         for spec in st.specs():
@@ -381,6 +404,8 @@ def vllm_env(request: pytest.FixtureRequest) -> PixiEnv:
     imported) and, on first use of ``.activation``/``.environ()``, what activation sets.
     With several ``--vllm-env`` values, tests using it run once per env.
     """
+    from .env import EnvError
+
     st = state(request.config)
     spec = getattr(request, "param", None) or st.specs()[0]
     try:
@@ -398,7 +423,7 @@ def vllm_env_activation(vllm_env: PixiEnv) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def cuda_archs(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> list[archs_mod.Arch]:
+def cuda_archs(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> list[Arch]:
     """The target GPU archs (:class:`pytest_vllm_env.archs.Arch`), from ``--cuda-arch``,
     else ``TORCH_CUDA_ARCH_LIST`` after the env's activation, else the visible GPUs' compute
     capabilities; empty when none is known (arch checks then skip and say why)."""
@@ -447,6 +472,8 @@ def verdict(request: pytest.FixtureRequest):
     under "vllm-env: warnings"; with ``--vllm-strict`` it fails.
     """
 
+    from .findings import strict, worst
+
     def judge(*findings: Finding | Iterable[Finding]) -> list[Finding]:
         flat = list(_flatten(findings))
         if not flat:
@@ -475,6 +502,8 @@ def strict_mode(config: pytest.Config) -> bool:
 
 
 def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
+    from .findings import Finding
+
     for item in items:
         if isinstance(item, Finding):
             yield item
@@ -482,14 +511,16 @@ def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
             yield from _flatten(item)
 
 
-def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[archs_mod.Arch], str]:
+def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[Arch], str]:
+    from .archs import parse_arch_list
+
     values = settings.get_list(config, "cuda_arch")
     if values:  # validated in pytest_configure
-        return archs_mod.parse_arch_list(" ".join(values)), "--cuda-arch"
+        return parse_arch_list(" ".join(values)), "--cuda-arch"
     listed = env.environ().get("TORCH_CUDA_ARCH_LIST", "").strip()
     if listed:
         try:
-            return archs_mod.parse_arch_list(listed), "TORCH_CUDA_ARCH_LIST"
+            return parse_arch_list(listed), "TORCH_CUDA_ARCH_LIST"
         except ValueError:
             pass
     gpus = visible_gpu_archs()
@@ -498,18 +529,21 @@ def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[archs_mod.A
     return [], "none"
 
 
-def visible_gpu_archs() -> list[archs_mod.Arch]:
+def visible_gpu_archs() -> list[Arch]:
     """Compute capabilities of the visible GPUs, from nvidia-smi; [] without one."""
+    from . import proc
+    from .archs import parse_arch
+
     smi = proc.which("nvidia-smi", os.environ.get("PATH"))
     if not smi:
         return []
     result = proc.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], timeout=20)
     if not result.ok:
         return []
-    found: list[archs_mod.Arch] = []
+    found: list[Arch] = []
     for line in result.stdout.splitlines():
         try:
-            arch = archs_mod.parse_arch(line.strip())
+            arch = parse_arch(line.strip())
         except ValueError:
             continue
         if arch not in found:
@@ -525,6 +559,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     if not engaged(config):
         return []
+    from .env import EnvError
+
     st = state(config)
     try:
         lines = [line for spec in st.specs() for line in describe_env(st.env(spec), spec, config)]
@@ -540,6 +576,8 @@ def pytest_report_collectionfinish(
         return []
     if hasattr(config, "workerinput"):
         return []
+    from .env import EnvError
+
     st = state(config)
     lines: list[str] = []
     try:
@@ -582,7 +620,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     # With several --vllm-env values, which env a check judged (the merged fleet view keys
     # its columns on it; "what to change" names it on each line).
     spec = getattr(getattr(item, "callspec", None), "params", {}).get("vllm_env")
-    if isinstance(spec, EnvSpec):
+    if spec is not None and hasattr(spec, "prefix"):  # an EnvSpec (env.py loads lazily)
         item.user_properties.append((ENV_KEY, spec.name or spec.prefix.name))
 
 
@@ -697,6 +735,8 @@ def _longrepr_text(report: pytest.TestReport) -> str:
 
 def node_name(config: pytest.Config) -> tuple[str, str]:
     """This node's name (``--vllm-node-name``, else the environment, else the host name)."""
+    from . import node as node_mod
+
     return node_mod.node_name(settings.get(config, "vllm_node_name"), os.environ)
 
 
@@ -705,6 +745,9 @@ def write_report(config: pytest.Config, path: Path) -> None:
     [...]}``: stable, parsed by tools. Schema 2 added the ``warning`` outcome (schema 1 had
     only passed, failed, skipped, error) and ``strict``; ``node`` and ``created`` were added
     later within schema 2 (README: The JSON report)."""
+    from . import node as node_mod
+    from .env import EnvError
+
     st = state(config)
     envs: list[dict[str, Any]] = []
     try:

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from pytest_vllm_env import defaults
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 from pytest_vllm_env.gpu import ProbeResult
 from pytest_vllm_env.modelopt_load import SHARD_OF
@@ -53,8 +54,8 @@ WRONG_FIX = (
 FLAT_NATS = 0.01
 # Perplexity limit as a power of the vocabulary size (uniform guessing is vocab**1). See
 # docs/gpu-runs.md (calibration round) for the measurements that set it.
-PERPLEXITY_EXPONENT = 0.95
-LOGPROB_TOL = 0.5  # nats: FP8 vs BF16 first-token logprob (a setting)
+PERPLEXITY_EXPONENT = defaults.PERPLEXITY_EXPONENT
+LOGPROB_TOL = defaults.LOGPROB_TOL  # nats: FP8 vs BF16 first-token logprob (a setting)
 _NAMED = re.compile(r"named '([A-Za-z0-9_.]+)'")
 
 Effect = Literal["refuses", "wrong", "works", "fails", "unknown"]

@@ -417,3 +417,26 @@ def test_pixienv_api_is_documented_in_the_readme():
     for name, member in inspect.getmembers(PixiEnv):
         if not name.startswith("_") and callable(member) or isinstance(member, property):
             assert inspect.getdoc(member), name
+
+
+# -- cost when unused ----------------------------------------------------------------------
+def test_a_run_that_uses_nothing_of_ours_loads_no_check_library(pytester):
+    # Installed, the plugin loads in every pytest run of the user's repo: measured +34 %
+    # on a trivial repo while it imported the whole check library (benchmarks/startup.py).
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_unrelated():
+            loaded = sorted(m for m in sys.modules if m.startswith("pytest_vllm_env"))
+            print("LOADED", loaded)
+            allowed = {"pytest_vllm_env", "pytest_vllm_env.plugin", "pytest_vllm_env.settings",
+                       "pytest_vllm_env.defaults", "pytest_vllm_env.plugins"}
+            assert set(loaded) - allowed <= {
+                f"pytest_vllm_env.plugins.{a}"
+                for a in ("cuda", "binaries", "modelopt", "gpu", "build", "xformers")
+            }, loaded
+        """
+    )
+    result = pytester.runpytest_subprocess("-s")
+    result.assert_outcomes(passed=1)

@@ -6,12 +6,14 @@ All of it is read from files; nothing is imported from the target env.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_vllm_env import abi
-from pytest_vllm_env.cache import FactCache
-from pytest_vllm_env.env import PixiEnv
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env import abi
+    from pytest_vllm_env.cache import FactCache
+    from pytest_vllm_env.env import PixiEnv
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +22,8 @@ def torch_facts(vllm_env: PixiEnv, vllm_fact_cache: FactCache) -> abi.TorchFacts
     version, CUDA from ``torch/version.py``, the symbols ``torch/lib/*.so`` export and its
     C++11 ABI flag; ``None`` when torch is not installed. Read once and shared through
     ``vllm_fact_cache`` (about 97,000 symbols from 1 GB of libraries for torch 2.11)."""
+    from pytest_vllm_env import abi
+
     root = abi.torch_root(vllm_env)
     if root is None:
         return None
@@ -40,18 +44,24 @@ def torch_facts(vllm_env: PixiEnv, vllm_fact_cache: FactCache) -> abi.TorchFacts
 @pytest.fixture(scope="session")
 def extension_paths(vllm_env: PixiEnv) -> list[Path]:
     """Compiled extension ``.so`` files of vLLM, xformers and flash-attn in the env."""
+    from pytest_vllm_env import abi
+
     return abi.find_extensions(vllm_env)
 
 
 @pytest.fixture(scope="session")
 def extensions(extension_paths: list[Path]) -> list[abi.ExtensionFacts]:
     """:class:`pytest_vllm_env.abi.ExtensionFacts` for each of ``extension_paths``."""
+    from pytest_vllm_env import abi
+
     return [abi.extension_facts(p) for p in extension_paths]
 
 
 @pytest.fixture(scope="session")
 def vllm_torch_pin(vllm_env: PixiEnv) -> str | None:
     """The ``torch==X`` version the installed vLLM pins (the torch it was built for)."""
+    from pytest_vllm_env import abi
+
     dist = vllm_env.dist("vllm")
     return abi.torch_pin_of(dist.requires) if dist else None
 
@@ -71,6 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
     """The ``--vllm-source`` tree's torch requirements (:class:`abi.SourceTree`), or None."""
+    from pytest_vllm_env import abi
     from pytest_vllm_env.settings import get
 
     value = get(request.config, "vllm_source")

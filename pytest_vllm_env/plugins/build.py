@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_vllm_env import gpu, settings
-from pytest_vllm_env.archs import Arch
-from pytest_vllm_env.env import PixiEnv
+from pytest_vllm_env import settings
+from pytest_vllm_env.defaults import BUILD_TIMEOUT
 
-BUILD_TIMEOUT = 900.0  # the first cpp_extension build compiles torch's headers: minutes
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env import gpu
+    from pytest_vllm_env.archs import Arch
+    from pytest_vllm_env.env import PixiEnv
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +42,8 @@ def torch_extension_build(request: pytest.FixtureRequest, vllm_env: PixiEnv, tmp
     with ``torch.utils.cpp_extension`` for ``arch`` (``TORCH_CUDA_ARCH_LIST`` set to it,
     the env's activation applied, built under pytest's tmp dir) and, on a GPU of that arch,
     runs it; a :class:`pytest_vllm_env.gpu.ProbeResult`, built once per arch and session."""
+    from pytest_vllm_env import gpu
+
     timeout = _build_timeout(request.config)
 
     def build(arch: Arch) -> gpu.ProbeResult:

@@ -8,20 +8,26 @@ prediction of CMake's FindCUDAToolkit; ``cmake_probe`` runs the real CMake (``bu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_vllm_env import cmake_probe as probe_mod
-from pytest_vllm_env import cuda, nvtx, settings
-from pytest_vllm_env.cache import FactCache
-from pytest_vllm_env.env import PixiEnv
+from pytest_vllm_env import settings
+from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
+
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env import cmake_probe as probe_mod
+    from pytest_vllm_env import cuda, nvtx
+    from pytest_vllm_env.cache import FactCache
+    from pytest_vllm_env.env import PixiEnv
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     settings.add_setting(
         parser,
         "--cuda-tool-timeout",
-        "seconds each nvcc/ptxas/cmake run may take before it is killed and judged; default 30",
+        "seconds each nvcc/ptxas/cmake run may take before it is killed and judged; "
+        f"default {CUDA_TOOL_TIMEOUT:.0f}",
         metavar="SECONDS",
     )
     settings.add_setting(
@@ -33,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _timeout(config: pytest.Config) -> float:
-    return settings.get_number(config, "cuda_tool_timeout", cuda.NVCC_TIMEOUT)
+    return settings.get_number(config, "cuda_tool_timeout", CUDA_TOOL_TIMEOUT)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +55,8 @@ def cuda_toolkit(
     nvcc path and cached, killed after ``--cuda-tool-timeout``), the cuda-* conda-meta
     versions, include/lib dirs (``include/``, ``targets/x86_64-linux/{include,lib}``,
     ``lib/stubs``), key headers and libraries, dangling symlinks and ptxas."""
+    from pytest_vllm_env import cuda
+
     timeout = _timeout(request.config)
     return cuda.read_toolkit(
         vllm_env, lambda n, c, d: vllm_fact_cache.get(n, c, d, timeout), timeout=timeout
@@ -62,6 +70,8 @@ def nvcc_need(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> cuda.NvccNee
     what the env holds (CUDA build packages, a manifest that declares ``cuda-nvcc``,
     packages that JIT-compile kernels such as flashinfer-python). Empty for an env that
     only runs prebuilt wheels: ``cuda.nvcc-in-env`` then passes without nvcc."""
+    from pytest_vllm_env import cuda
+
     asked = []
     if any(item.get_closest_marker("build") for item in request.session.items):
         asked.append("build-tier tests run (-m build)")
@@ -87,6 +97,8 @@ def cmake_version_for_env(
     cmake_for_env: Path | None, cuda_toolkit: cuda.ToolkitFacts, vllm_fact_cache: FactCache
 ) -> str | None:
     """``cmake --version`` of ``cmake_for_env`` (cached per cmake path), or None."""
+    from pytest_vllm_env import cmake_probe as probe_mod
+
     if cmake_for_env is None:
         return None
     cm = cmake_for_env
@@ -101,6 +113,8 @@ def cmake_version_for_env(
 def torch_cuda_cmake(vllm_env: PixiEnv) -> nvtx.TorchCudaCmake | None:
     """What the env's torch ``share/cmake/Caffe2/public/cuda.cmake`` asks for NVTX; None
     without torch."""
+    from pytest_vllm_env import nvtx
+
     return nvtx.read_torch_cmake(vllm_env)
 
 
@@ -112,6 +126,8 @@ def nvtx_prediction(
 ) -> nvtx.Prediction | None:
     """The static prediction of FindCUDAToolkit (and torch's NVTX choice) for the env's
     CMake version; None without a working cmake."""
+    from pytest_vllm_env import nvtx
+
     if not cmake_version_for_env:
         return None
     return nvtx.predict(cuda_toolkit, cmake_version_for_env, torch_cuda_cmake)
@@ -128,6 +144,8 @@ def cmake_probe(
     """The real CMake run (:class:`pytest_vllm_env.cmake_probe.ProbeResult`) on a generated
     project: ``find_package(CUDAToolkit)`` (and torch's CMake when the env has torch) with
     the env's activation variables, in a temp dir (never in the env)."""
+    from pytest_vllm_env import cmake_probe as probe_mod
+
     workdir = tmp_path_factory.mktemp("cmake-probe")
     return probe_mod.run_probe(
         cuda_toolkit,

@@ -9,30 +9,17 @@ with the directory name or repo id as the test id; with none given they skip say
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .. import settings
-from ..checkpoint import (
-    Checkpoint,
-    CheckpointNotFound,
-    read_checkpoint,
-    read_scales,
-    read_weight_samples,
-    resolve,
-    short_name,
-)
-from ..env import PixiEnv
-from ..modelopt_load import WeightSample
-from ..vllm_source import (
-    MODELOPT_PY,
-    REGISTRY_PY,
-    ModelOptSource,
-    Registry,
-    not_found,
-    parse_modelopt,
-    parse_registry,
-)
+
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from ..checkpoint import Checkpoint
+    from ..env import PixiEnv
+    from ..modelopt_load import WeightSample
+    from ..vllm_source import ModelOptSource, Registry
 
 NO_CHECKPOINT = "no --modelopt-checkpoint given"
 
@@ -42,6 +29,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     specs = settings.get_list(metafunc.config, "modelopt_checkpoint")
     if specs:
+        from ..checkpoint import short_name
+
         metafunc.parametrize(
             "modelopt_checkpoint",
             specs,
@@ -61,6 +50,8 @@ def modelopt_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
     from the safetensors headers; no weight bytes read. A spec that names nothing gives a
     checkpoint whose only fact is the problem (``modelopt.files-readable`` reports it).
     Skips with "no --modelopt-checkpoint given" when none was given."""
+    from ..checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint, resolve
+
     spec = getattr(request, "param", None)
     if spec is None:
         pytest.skip(NO_CHECKPOINT)
@@ -84,6 +75,8 @@ def modelopt_scales(
     """The checkpoint's float scale tensors (``*.weight_scale``, ``input_scale``,
     ``weight_scale_2``, ``k_scale``, ``v_scale``): ``(values by name, unreadable by name)``.
     The only tensor bytes the suite reads."""
+    from ..checkpoint import read_scales
+
     if not modelopt_checkpoint.tensors_readable:
         return {}, {}
     return read_scales(modelopt_checkpoint)
@@ -94,6 +87,8 @@ def modelopt_weight_samples(modelopt_checkpoint: Checkpoint) -> dict[str, Weight
     """Samples of the float-stored weights of modules that carry scales (a correct export
     has none): are their numbers FP8 values, dequantized weights, or out of FP8's range?
     ``{tensor name: WeightSample}``; at most 32 tensors, about 64k values each."""
+    from ..checkpoint import read_weight_samples
+
     if not modelopt_checkpoint.tensors_readable:
         return {}
     return read_weight_samples(modelopt_checkpoint)
@@ -105,6 +100,8 @@ def vllm_modelopt_source(vllm_env: PixiEnv, vllm_fact_cache) -> ModelOptSource:
     (``QUANT_ALGOS``, the rejection message, each config class's minimum capability),
     parsed with ``ast``, never imported. When vLLM or the file is missing, ``.missing``
     says so and the checks that need it skip."""
+    from ..vllm_source import MODELOPT_PY, ModelOptSource, not_found, parse_modelopt
+
     if vllm_env.dist("vllm") is None:
         return not_found(f"vLLM is not installed in {vllm_env.prefix}")
     path = vllm_env.package_file("vllm", MODELOPT_PY)
@@ -125,6 +122,8 @@ def vllm_modelopt_source(vllm_env: PixiEnv, vllm_fact_cache) -> ModelOptSource:
 def vllm_model_registry(vllm_env: PixiEnv, vllm_fact_cache) -> Registry:
     """The architectures the env's vLLM registers (``vllm/model_executor/models/registry.py``
     read with ``ast``); ``.missing`` says why when they cannot be read."""
+    from ..vllm_source import REGISTRY_PY, Registry, parse_registry
+
     if vllm_env.dist("vllm") is None:
         return Registry("", missing=(f"vLLM is not installed in {vllm_env.prefix}",))
     path = vllm_env.package_file("vllm", REGISTRY_PY)

@@ -1,0 +1,122 @@
+"""What the installed plugin costs a pytest run that does not use it, and the toolchain
+tier's cold start beside ``python -m vllm.collect_env``.
+
+Installed, the plugin loads in every pytest run of the user's repo. Measured side by side
+in one run (alternating, fresh processes, bytecode compiled as an installed package has it):
+
+    python benchmarks/startup.py                  # trivial repo: with vs -p no:vllm_env
+    python benchmarks/startup.py --runs=21 --json=startup.json
+    python benchmarks/startup.py --vllm-env=/path/to/venv   # + the toolchain tier, cold,
+                                                            #   vs python -m vllm.collect_env
+
+Goals (issue 13): <= 5 % on the trivial repo; the whole toolchain tier <= 0.6 s cold on a
+complete ``pip install vllm`` venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def environ() -> dict[str, str]:
+    # Bytecode as an installed package has it: an env that forbids writing .pyc (CI shells
+    # set PYTHONDONTWRITEBYTECODE) would make every run compile the plugin from source.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def timed(argv: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=environ(), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return seconds
+
+
+def side_by_side(runs: int, variants: dict[str, list[str]], cwd: Path) -> dict[str, list[float]]:
+    """Each variant ``runs`` times, interleaved so that machine noise hits all alike."""
+    for argv in variants.values():  # warm the page cache and write bytecode
+        timed(argv, cwd)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, argv in variants.items():
+            times[name].append(timed(argv, cwd))
+    return times
+
+
+def describe(times: dict[str, list[float]], base: str) -> dict[str, dict[str, float]]:
+    ref = statistics.median(times[base])
+    out = {}
+    for name, values in times.items():
+        med = statistics.median(values)
+        out[name] = {"median_s": med, "min_s": min(values), "ratio_to_" + base: med / ref}
+        print(
+            f"  {name:<34} median {med:6.3f} s   min {min(values):6.3f} s   "
+            f"{(med / ref - 1) * 100:+6.1f} % vs {base}"
+        )
+    return out
+
+
+def trivial_repo(root: Path) -> Path:
+    repo = root / "repo"
+    repo.mkdir()
+    (repo / "pytest.ini").write_text("[pytest]\n")
+    (repo / "test_trivial.py").write_text("def test_trivial():\n    assert 1 + 1 == 2\n")
+    return repo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--vllm-env", help="a complete vLLM venv or conda prefix to time")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    py = sys.executable
+    subprocess.run(
+        [py, "-m", "compileall", "-q", str(REPO / "pytest_vllm_env")],
+        env=environ(),
+        capture_output=True,
+    )
+    results: dict[str, object] = {"python": sys.version.split()[0], "runs": args.runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = trivial_repo(Path(tmp))
+        pytest = [py, "-m", "pytest", "-q"]
+        print(f"a repo with one trivial test ({args.runs} runs each, interleaved):")
+        times = side_by_side(
+            args.runs,
+            {"without (-p no:vllm_env)": [*pytest, "-p", "no:vllm_env"], "with the plugin": pytest},
+            repo,
+        )
+        results["trivial_repo"] = describe(times, "without (-p no:vllm_env)")
+        if args.vllm_env:
+            prefix = Path(args.vllm_env)
+            env_python = prefix / "bin" / "python"
+            suite = [*pytest, "--vllm-conformance", "-m", "toolchain", f"--vllm-env={prefix}"]
+            print(f"\nthe toolchain tier on {prefix}, cold (a fresh process, no fact cache):")
+            times = side_by_side(
+                max(3, args.runs // 3),
+                {
+                    "python -m vllm.collect_env": [str(env_python), "-m", "vllm.collect_env"],
+                    "toolchain tier": [*suite, "-p", "no:cacheprovider"],
+                },
+                repo,
+            )
+            results["toolchain_tier"] = describe(times, "python -m vllm.collect_env")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
