@@ -7,7 +7,7 @@ from pytest_vllm_env import findings as F
 
 pytestmark = pytest.mark.build
 
-NO_ARCH = "no target arch known: pass --cuda-arch 12.0 or set TORCH_CUDA_ARCH_LIST"
+NO_ARCH = "no target arch known: pass --cuda-arch=12.0 or set TORCH_CUDA_ARCH_LIST"
 
 
 @pytest.mark.vllm_check("build.nvcc-kernel")

@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import findings as F
-from .elf import ElfError, read_elf
+from .elf import ElfError, defined_names, read_elf
 from .env import PixiEnv
 from .findings import Finding
 
@@ -138,11 +138,10 @@ def torch_facts(env: PixiEnv) -> TorchFacts | None:
     flags: list[bool] = []
     for lib in facts.libs:
         try:
-            elf = read_elf(lib)
+            defined = defined_names(lib)
         except ElfError as exc:
             facts.errors[lib.name] = str(exc)
             continue
-        defined = elf.defined
         facts.exports |= defined
         if lib.name.startswith(("libc10", "libtorch")):
             flags.append(any("cxx11" in s for s in defined if _TORCH_SIDE.match(s)))

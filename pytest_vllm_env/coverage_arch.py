@@ -40,7 +40,7 @@ def coverage(
     if not targets:
         return [
             F.skipped(
-                CID, "no target arch known: pass --cuda-arch 12.0 or set TORCH_CUDA_ARCH_LIST"
+                CID, "no target arch known: pass --cuda-arch=12.0 or set TORCH_CUDA_ARCH_LIST"
             )
         ]
     if not images:

@@ -134,6 +134,37 @@ def read_elf(path: str | Path, *, symbols: bool = True) -> ElfFile:
         raise ElfError(f"malformed ELF: {exc}") from None
 
 
+def defined_names(path: str | Path) -> set[str]:
+    """The names of the dynamic symbols ``path`` defines, and nothing else: what torch's
+    libraries export (~100,000 names for torch 2.11), three times faster than
+    :func:`read_elf` (no :class:`Symbol` per entry): the toolchain tier's cold start."""
+    path = Path(path)
+    try:
+        file_size = path.stat().st_size
+        with path.open("rb") as fh:
+            sections = read_sections(fh, file_size)
+            strings, sym = sections.get(".dynstr"), sections.get(".dynsym")
+            if sym is None:
+                return set()
+            dynstr = (
+                _read(fh, strings.offset, strings.size, file_size, ".dynstr") if strings else b""
+            )
+            data = _read(fh, sym.offset, sym.size, file_size, ".dynsym")
+    except OSError as exc:
+        raise ElfError(f"cannot read: {exc.strerror or exc}") from None
+    except struct.error as exc:
+        raise ElfError(f"malformed ELF: {exc}") from None
+    names = {
+        _cstr(dynstr, name_off)
+        for name_off, _info, _other, shndx, _value, _size in struct.iter_unpack(
+            "<IBBHQQ", data[: len(data) // 24 * 24]
+        )
+        if shndx != SHN_UNDEF
+    }
+    names.discard("")
+    return names
+
+
 def _read_elf(fh: BinaryIO, path: Path, file_size: int, want_symbols: bool) -> ElfFile:
     elf = ElfFile(path, read_sections(fh, file_size))
     dynstr_sec = elf.sections.get(".dynstr")

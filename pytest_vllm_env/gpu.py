@@ -251,7 +251,7 @@ def _target_fix(source: str, listed: str, gpus: Sequence[Arch]) -> str:
     have = " ".join(sorted({a.cc for a in gpus}))
     if source == "--cuda-arch":
         return (
-            f"run on a GPU of the targeted arch, or target this one: `--cuda-arch {have}` "
+            f"run on a GPU of the targeted arch, or target this one: `--cuda-arch={have}` "
             f"(instead of {listed}), and build/install binaries for it"
         )
     return (

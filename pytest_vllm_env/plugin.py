@@ -2,23 +2,27 @@
 
 Point it at an environment and run the bundled conformance suite::
 
-    pytest --vllm-conformance -m toolchain --vllm-env .pixi/envs/default --cuda-arch 12.0
+    pytest --vllm-conformance -m toolchain --vllm-env=.pixi/envs/default --cuda-arch=12.0
 
 Settings (each also an ini key with ``-`` spelled ``_``; the option wins over the ini key):
 
-``--vllm-env PREFIX|NAME`` (repeatable)
+``--vllm-env=PREFIX|NAME`` (repeatable)
     A prefix directory, or a Pixi environment name resolved through the manifest
     (``<workspace>/.pixi/envs/NAME``). Default: ``$CONDA_PREFIX`` when set (as under
     ``pixi run``), else the interpreter running pytest. Several values judge several envs
     in one run, with the env name in each test id.
-``--pixi-manifest PATH``
+``--pixi-manifest=PATH``
     Default: the first ``pixi.toml``, or ``pyproject.toml`` with ``[tool.pixi]`` tables,
     found upward from the rootdir.
-``--cuda-arch ARCH`` (repeatable; ``12.0``, ``sm_120``, ``9.0a``)
+``--cuda-arch=ARCH`` (repeatable; ``12.0``, ``sm_120``, ``9.0a``)
     The GPUs the env must serve. Default: ``TORCH_CUDA_ARCH_LIST`` after the env's
     activation, else the visible GPUs (``nvidia-smi``), else none: arch checks then skip.
-``--vllm-wheel PATH`` (repeatable, globs), ``--modelopt-checkpoint PATH|REPO_ID``
-    (repeatable), ``--vllm-env-report PATH`` (JSON report).
+``--vllm-wheel=PATH`` (repeatable, globs), ``--modelopt-checkpoint=PATH|REPO_ID``
+    (repeatable), ``--vllm-env-report=PATH`` (JSON report).
+
+Write path options with ``=``: in ``--vllm-env PATH`` pytest takes ``PATH`` for a test path
+while it chooses its rootdir and ini file (pytest-dev/pytest#8846; see
+:mod:`pytest_vllm_env.rootdir`).
 ``--vllm-conformance``
     Add the bundled conformance suite to the run (alone: run only it).
 

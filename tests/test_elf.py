@@ -78,3 +78,19 @@ def test_directory_and_missing_file(tmp_path):
         read_elf(tmp_path)
     with pytest.raises(ElfError, match="cannot read"):
         read_elf(tmp_path / "nope.so")
+
+
+def test_defined_names_agree_with_the_full_reader(ext, tmp_path):
+    # The fast path torch_facts takes (100,000 exports of torch 2.11): the same names.
+    from pytest_vllm_env.elf import defined_names
+
+    torch_lib = next((ext.parents[1] / "t").rglob("*.so"))
+    for lib in (ext, torch_lib):
+        assert defined_names(lib) == read_elf(lib).defined - {""}
+    assert "ext_entry" in defined_names(ext) and defined_names(torch_lib)
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(b"INPUT(libfoo.so.1)\n")
+    with pytest.raises(ElfError, match="not an ELF file"):
+        defined_names(bad)
+    with pytest.raises(ElfError, match="cannot read"):
+        defined_names(tmp_path / "nope.so")

@@ -185,7 +185,7 @@ def test_gpu_not_among_cuda_arch_fails_naming_the_setting(pytester, env_builder)
                 "*[gpu.device-coverage] FAILED: the visible GPU NVIDIA H100 80GB HBM3 (sm 9.0) "
                 "is not among the target archs 12.0 (--cuda-arch)*"
             ),
-            "*fix: *`--cuda-arch 9.0` (instead of 12.0)*",
+            "*fix: *`--cuda-arch=9.0` (instead of 12.0)*",
         ]
     )
 
