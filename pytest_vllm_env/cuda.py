@@ -323,9 +323,20 @@ def nvcc_need(env: PixiEnv, asked: Sequence[str] = ()) -> NvccNeed:
 
 
 # -- judgements -----------------------------------------------------------------------------
-def _wanted_mm(t: ToolkitFacts) -> str:
+def _wanted_mm(t: ToolkitFacts, env: PixiEnv | None = None) -> str:
+    """The CUDA a fix should name: the ``cuda-version`` pin, else the CUDA the env's torch
+    was built for (a venv's torch 2.11+cu130 wants 13.0, not 12.8), else 12.8."""
     pinned = t.packages.get("cuda-version")
-    return ".".join(pinned.split(".")[:2]) if pinned else "12.8"
+    if pinned:
+        return ".".join(pinned.split(".")[:2])
+    version_py = env.package_file("torch", "torch/version.py") if env else None
+    if version_py is not None:
+        from .abi import read_torch_cuda
+
+        torch_cuda = read_torch_cuda(version_py.parent)
+        if torch_cuda and re.match(r"^\d+\.\d+", torch_cuda):
+            return ".".join(torch_cuda.split(".")[:2])
+    return "12.8"
 
 
 def _cuda_packages(mm: str | None, *names: str) -> list[fixes.Package]:
@@ -338,27 +349,32 @@ def nvcc_in_env(env: PixiEnv, t: ToolkitFacts, need: NvccNeed | None = None) -> 
     without nvcc; one whose packages JIT-compile CUDA kernels gets a warning."""
     check = "cuda.nvcc-in-env"
     need = need or NvccNeed(required=("asked for",))
-    mm = _wanted_mm(t)
+    mm = _wanted_mm(t, env)
     add = fixes.add(env, *_cuda_packages(mm, "cuda-nvcc", "cuda-version"))
     if not t.nvcc_in_env and not need.required:
-        elsewhere = (
-            f"; the activated PATH finds {t.nvcc_on_path}, which nothing here needs"
-            if t.nvcc_on_path
-            else ""
-        )
         if need.jit:
             prebuilt = [
                 pre
                 for name, (_, pre) in JIT_PACKAGES.items()
                 if pre and env.version_of(name) and not env.version_of(pre)
             ]
+            using = (
+                f": it would use the nvcc the activated PATH finds, {t.nvcc_on_path}, from "
+                "outside the env (its CUDA must suit torch's)"
+                if t.nvcc_on_path
+                else ": those kernels fail at first use without it"
+            )
             return warning(
                 check,
-                f"no nvcc in {t.prefix}/bin; {'; '.join(need.jit)}: those kernels fail at "
-                f"first use without it{elsewhere}",
+                f"no nvcc in {t.prefix}/bin; {'; '.join(need.jit)}{using}",
                 add + (f", or install {', '.join(prebuilt)} (pre-built kernels)" * bool(prebuilt)),
                 jit=list(need.jit),
             )
+        elsewhere = (
+            f"; the activated PATH finds {t.nvcc_on_path}, which nothing here needs"
+            if t.nvcc_on_path
+            else ""
+        )
         return passed(
             check,
             f"no nvcc in {t.prefix}/bin, and none needed: the env runs prebuilt wheels "

@@ -48,13 +48,16 @@ from _pytest.outcomes import Skipped
 
 from . import settings
 
+# `verdict` tells findings apart by their class: one import for the session (findings.py
+# imports nothing, so this costs start-up nothing worth measuring).
+from .findings import Finding, strict, worst
+
 # The check library loads when a run asks for it (a fixture, an option, the suite), never at
 # start-up: installed, this plugin loads in every pytest run of the user's repo.
 if TYPE_CHECKING:
     from .archs import Arch
     from .cache import FactCache
     from .env import EnvSpec, PixiEnv
-    from .findings import Finding
 
 FINDING_KEY = "vllm_env.finding"
 CHECK_KEY = "vllm_env.check"
@@ -476,8 +479,6 @@ def verdict(request: pytest.FixtureRequest):
     under "vllm-env: warnings"; with ``--vllm-strict`` it fails.
     """
 
-    from .findings import strict, worst
-
     def judge(*findings: Finding | Iterable[Finding]) -> list[Finding]:
         flat = list(_flatten(findings))
         if not flat:
@@ -506,8 +507,6 @@ def strict_mode(config: pytest.Config) -> bool:
 
 
 def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
-    from .findings import Finding
-
     for item in items:
         if isinstance(item, Finding):
             yield item

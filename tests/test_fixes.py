@@ -151,23 +151,40 @@ def test_a_build_asked_for_needs_nvcc(pytester, tmp_path, asked):
     result.stdout.fnmatch_lines([lit("*[cuda.nvcc-in-env] FAILED: no nvcc in*")])
 
 
-def test_flashinfer_jit_without_nvcc_is_a_warning(pytester, tmp_path):
+def test_flashinfer_jit_without_nvcc_is_a_warning(pytester, tmp_path, monkeypatch):
+    # vLLM 0.26 depends on flashinfer-python, which compiles every kernel with nvcc at first
+    # use unless flashinfer-jit-cache holds them: measured on a real `pip install vllm` venv.
     prefix = venv(tmp_path, ("torch", "2.11.0"), ("flashinfer-python", "0.6.1"))
-    result = pytester.runpytest(
-        *SUITE, "-m", "toolchain", "-k", "nvcc_in_env", f"--vllm-env={prefix}"
+    (prefix / "lib/python3.12/site-packages/torch").mkdir()
+    (prefix / "lib/python3.12/site-packages/torch/version.py").write_text("cuda = '13.0'\n")
+    system = tmp_path / "usr-local-cuda" / "bin"
+    system.mkdir(parents=True)
+    (system / "nvcc").write_text(
+        "#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n"
     )
-    assert result.ret == pytest.ExitCode.OK
-    assert result.parseoutcomes().get("warned") == 1
-    result.stdout.fnmatch_lines(
-        [
-            "*vllm-env: warnings*",
-            lit(
-                f"[cuda.nvcc-in-env] no nvcc in {prefix}/bin; flashinfer-python 0.6.1 compiles "
-                "its kernels with nvcc at first use: those kernels fail at first use without it*"
-            ),
-            "    fix: *or install flashinfer-jit-cache (pre-built kernels)",
-        ]
-    )
+    (system / "nvcc").chmod(0o755)
+    args = (*SUITE, "-m", "toolchain", "-k", "nvcc_in_env", f"--vllm-env={prefix}")
+    for path, says in (
+        ("/usr/bin:/bin", "those kernels fail at first use without it"),
+        (f"{system}:/usr/bin:/bin", f"it would use the nvcc the activated PATH finds, "
+                                    f"{system}/nvcc, from outside the env*"),
+    ):  # fmt: skip
+        monkeypatch.setenv("PATH", path)
+        result = pytester.runpytest(*args)
+        assert result.ret == pytest.ExitCode.OK
+        assert result.parseoutcomes().get("warned") == 1
+        result.stdout.fnmatch_lines(
+            [
+                "*vllm-env: warnings*",
+                lit(
+                    f"[cuda.nvcc-in-env] no nvcc in {prefix}/bin; flashinfer-python 0.6.1 "
+                    f"compiles its kernels with nvcc at first use: {says}"
+                ),
+                # the CUDA torch was built for, not a guess
+                "    fix: *install the CUDA 13.0 toolkit*, or install flashinfer-jit-cache "
+                "(pre-built kernels)",
+            ]
+        )
     # with its pre-built kernels installed, nothing JIT-compiles
     venv_sp = prefix / "lib" / "python3.12" / "site-packages"
     info = venv_sp / "flashinfer_jit_cache-0.6.1.dist-info"
@@ -175,10 +192,7 @@ def test_flashinfer_jit_without_nvcc_is_a_warning(pytester, tmp_path):
     (info / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: flashinfer-jit-cache\nVersion: 0.6.1\n"
     )
-    result = pytester.runpytest(
-        *SUITE, "-m", "toolchain", "-k", "nvcc_in_env", f"--vllm-env={prefix}"
-    )
-    result.assert_outcomes(passed=1)
+    pytester.runpytest(*args).assert_outcomes(passed=1)
 
 
 # -- bug 8: declared in the manifest, never installed -----------------------------------------
