@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,35 +37,48 @@ def environ() -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], cwd: Path) -> float:
+def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run. CPU time is what the ratio
+    uses: wall time on a shared 2-core machine moves by +-30 % with the neighbours' load."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=environ(), capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
-    return seconds
+    return wall, cpu
 
 
-def side_by_side(runs: int, variants: dict[str, list[str]], cwd: Path) -> dict[str, list[float]]:
+def side_by_side(
+    runs: int, variants: dict[str, list[str]], cwd: Path
+) -> dict[str, list[tuple[float, float]]]:
     """Each variant ``runs`` times, interleaved so that machine noise hits all alike."""
     for argv in variants.values():  # warm the page cache and write bytecode
         timed(argv, cwd)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(runs):
         for name, argv in variants.items():
             times[name].append(timed(argv, cwd))
     return times
 
 
-def describe(times: dict[str, list[float]], base: str) -> dict[str, dict[str, float]]:
-    ref = statistics.median(times[base])
+def describe(times: dict[str, list[tuple[float, float]]], base: str) -> dict[str, dict[str, float]]:
+    ref = statistics.median(c for _, c in times[base])
     out = {}
     for name, values in times.items():
-        med = statistics.median(values)
-        out[name] = {"median_s": med, "min_s": min(values), "ratio_to_" + base: med / ref}
+        wall = statistics.median(w for w, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        out[name] = {
+            "median_wall_s": wall,
+            "min_wall_s": min(w for w, _ in values),
+            "median_cpu_s": cpu,
+            "cpu_ratio_to_" + base: cpu / ref,
+        }
         print(
-            f"  {name:<34} median {med:6.3f} s   min {min(values):6.3f} s   "
-            f"{(med / ref - 1) * 100:+6.1f} % vs {base}"
+            f"  {name:<28} wall median {wall:6.3f} s (min {min(w for w, _ in values):6.3f})"
+            f"   cpu median {cpu:6.3f} s   {(cpu / ref - 1) * 100:+6.1f} % cpu vs {base}"
         )
     return out
 

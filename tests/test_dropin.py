@@ -431,8 +431,7 @@ def test_a_run_that_uses_nothing_of_ours_loads_no_check_library(pytester):
             loaded = sorted(m for m in sys.modules if m.startswith("pytest_vllm_env"))
             print("LOADED", loaded)
             allowed = {"pytest_vllm_env", "pytest_vllm_env.plugin", "pytest_vllm_env.settings",
-                       "pytest_vllm_env.defaults", "pytest_vllm_env.plugins",
-                       "pytest_vllm_env.findings"}
+                       "pytest_vllm_env.defaults", "pytest_vllm_env.plugins"}
             assert set(loaded) - allowed <= {
                 f"pytest_vllm_env.plugins.{a}"
                 for a in ("cuda", "binaries", "modelopt", "gpu", "build", "xformers")
