@@ -530,3 +530,28 @@ def test_a_number_setting_that_is_not_a_number_is_a_usage_error(pytester, option
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{option}: 'soon' is not a number*"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_dist_metadata_read_as_importlib_metadata_reads_it():
+    # The fast header read (the email parser was most of reading a 200-package vLLM venv)
+    # against importlib.metadata, on the real dist-infos of the venv running these tests.
+    import sys
+    from importlib import metadata
+    from pathlib import Path
+
+    from packaging.utils import canonicalize_name
+
+    from pytest_vllm_env.env import PixiEnv
+
+    env = PixiEnv.read(Path(sys.prefix))
+    assert len(env.python_dists) > 20
+    for sp in env.site_packages:
+        for dist in metadata.distributions(path=[str(sp)]):
+            mine = env.dist(dist.metadata["Name"])
+            if mine is None or mine.path != Path(dist._path):
+                continue  # an earlier site-packages won
+            assert (mine.name, mine.version, mine.requires) == (
+                dist.metadata["Name"],
+                dist.version,
+                tuple(dist.requires or ()),
+            ), canonicalize_name(mine.name)
