@@ -440,3 +440,29 @@ def test_a_run_that_uses_nothing_of_ours_loads_no_check_library(pytester):
     )
     result = pytester.runpytest_subprocess("-s")
     result.assert_outcomes(passed=1)
+
+
+def test_examples_write_options_with_equals():
+    # Every example in the README, the manuals, the device scripts: `--opt=VALUE`
+    # (`--opt VALUE` moves pytest's rootdir and ini file: pytest-dev/pytest#8846).
+    import re
+
+    from pytest_vllm_env import settings
+
+    root = Path(__file__).resolve().parents[1]
+    options = "|".join(re.escape(s.option) for s in settings.SETTINGS.values())
+    spaced = re.compile(rf"(?:{options}) (?=[\w$./~\"'])")
+    files = [root / "README.md", *(root / "docs").glob("*.md")]
+    files += [*(root / "scripts").rglob("*.sh"), *(root / "fixtures").rglob("*.sh")]
+
+    def command(path: Path, line: str) -> bool:  # not prose ("no --modelopt-checkpoint given")
+        text = line.strip()
+        return path.suffix == ".sh" or "pytest " in text or text.startswith(("--", "-m "))
+
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in files
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if command(path, line) and spaced.search(line)
+    ]
+    assert not found, "\n".join(found)

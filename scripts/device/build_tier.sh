@@ -13,9 +13,9 @@ SP=$E/lib/python3.12/site-packages; mkdir -p "$SP"
 for d in /opt/torch/.venv/lib/python3.12/site-packages/*; do ln -sfn "$d" "$SP/"; done
 export CUDA_HOME=/usr/local/cuda
 which ninja nvcc cmake; nvcc --version | tail -1
-ARCHS=(); for a in "${@:-9.0 12.0}"; do for x in $a; do ARCHS+=(--cuda-arch "$x"); done; done
+ARCHS=(); for a in "${@:-9.0 12.0}"; do for x in $a; do ARCHS+=(--cuda-arch="$x"); done; done
 cd $E && timeout 560 $PY -m pytest --noconftest -p pytest_vllm_env.plugin -p no:cacheprovider \
-  --vllm-conformance -m build -rA --vllm-env "$E" "${ARCHS[@]}" \
-  --vllm-env-report "$OUT/report_build.json" > "$OUT/pytest_build.log" 2>&1
+  --vllm-conformance -m build -rA --vllm-env="$E" "${ARCHS[@]}" \
+  --vllm-env-report="$OUT/report_build.json" > "$OUT/pytest_build.log" 2>&1
 echo "pytest rc=$?"; tail -3 "$OUT/pytest_build.log"
 $PY -c 'import json,sys; [print(c["outcome"], c["id"], c["summary"][:400]) for c in json.load(open(sys.argv[1]))["checks"]]' "$OUT/report_build.json"

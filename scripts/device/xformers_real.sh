@@ -16,7 +16,7 @@ SP=$E/lib/python3.12/site-packages; mkdir -p "$SP"
 for d in /opt/torch/.venv/lib/python3.12/site-packages/* /tmp/xsite/* $R/.xf/site/*; do ln -sfn "$d" "$SP/"; done
 /tmp/pywrap-xf -c 'import xformers, torch; print("xformers", xformers.__version__, "torch", torch.__version__)'
 cd $E && timeout 400 $PY -m pytest --noconftest -p pytest_vllm_env.plugin -p no:cacheprovider \
-  --vllm-conformance -m "toolchain or gpu" -k test_xformers.py -rA --vllm-env "$E" --cuda-arch 9.0 \
-  --vllm-env-report "$OUT/report_xformers.json" > "$OUT/pytest_xformers.log" 2>&1
+  --vllm-conformance -m "toolchain or gpu" -k test_xformers.py -rA --vllm-env="$E" --cuda-arch=9.0 \
+  --vllm-env-report="$OUT/report_xformers.json" > "$OUT/pytest_xformers.log" 2>&1
 echo "pytest rc=$?"; tail -3 "$OUT/pytest_xformers.log"
 $PY -c 'import json,sys; [print(c["outcome"], c["id"], c["summary"][:500], "| fix:", c.get("fix"), json.dumps(c.get("evidence"))[:400]) for c in json.load(open(sys.argv[1]))["checks"]]' "$OUT/report_xformers.json"
