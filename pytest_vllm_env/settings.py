@@ -56,7 +56,8 @@ def add_setting(
         dest=ini,
         default=None,
         metavar=metavar or default_metavar(ini),
-        help=f"{help} ({'repeatable; ' if multiple else ''}ini: {ini})",
+        # argparse %-formats help texts: "%N" (the node name) broke `pytest --help`
+        help=f"{help} ({'repeatable; ' if multiple else ''}ini: {ini})".replace("%", "%%"),
     )
     parser.addini(ini, help=help, type="linelist" if multiple else "string", default=None)
 

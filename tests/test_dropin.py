@@ -375,7 +375,8 @@ def test_options_have_one_metavar_per_kind_and_say_repeatable(pytester):
     section = section.split("\n\n")[0]
     options = re.findall(r"^  (--[\w-]+)(?:=(\S+))?\s*(.*(?:\n {6,}.*)*)", section, re.M)
     assert len(options) > 15, section
-    metavars = {"PATH", "DIR", "PREFIX|NAME", "PATH|REPO_ID", "ARCH", "SECONDS", "NUMBER"}
+    metavars = {"PATH", "DIR", "PREFIX|NAME", "PATH|REPO_ID", "ARCH", "SECONDS", "NUMBER", "N"}
+    metavars |= {"NAME"}  # --vllm-node-name
     from pytest_vllm_env import settings
 
     for option, metavar, text in options:

@@ -111,7 +111,7 @@ def test_node_specific_failure_names_the_gpu(fleet_dir: Path):
             "outcome": "failed",
             "summary": "CUDA 12.4.131 nvcc cannot generate code for sm_120 (12.0, from "
             "nvidia-smi); it needs CUDA >= 12.8",
-            "fix": 'set `cuda-version = "12.8.*"` (and `cuda-nvcc = "12.8.*"`) in [dependencies] '
+            "fix": 'set `cuda-version = "12.8.*"` and `cuda-nvcc = "12.8.*"` in [dependencies] '
             "in pixi.toml",
             "test": bad[0]["test"],
         }

@@ -55,6 +55,11 @@ def test_the_wheel_carries_the_suite_under_its_own_name(installed_venv):
     assert suite.startswith(str(installed_venv)) and "pytest_vllm_env/suite" in suite, where
     # no top-level "conformance": a user's package of that name would shadow it
     assert top_level == "None", where
+    # and every other package of the tree (the list in pyproject.toml is explicit)
+    site = Path(suite).parents[2]
+    for init in (ROOT / "pytest_vllm_env").rglob("__init__.py"):
+        rel = init.relative_to(ROOT)
+        assert (site / rel).is_file(), f"the wheel lacks {rel.parent}: add it to pyproject.toml"
 
 
 def _clean_environ(**extra: str) -> dict[str, str]:

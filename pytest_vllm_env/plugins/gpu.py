@@ -16,15 +16,17 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_vllm_env import abi, fatbin, gpu, settings, vllm_run
-from pytest_vllm_env.archs import Arch
-from pytest_vllm_env.checkpoint import Checkpoint
-from pytest_vllm_env.coverage_arch import label_of
-from pytest_vllm_env.elf import ElfError
-from pytest_vllm_env.env import PixiEnv
+from pytest_vllm_env import defaults, settings
+
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env import gpu
+    from pytest_vllm_env.archs import Arch
+    from pytest_vllm_env.checkpoint import Checkpoint
+    from pytest_vllm_env.env import PixiEnv
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,19 +41,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser, "--vllm-build-log", "build log(s) of vLLM to judge (buildlog tier)", multiple=True
     )
     settings.add_setting(
-        parser, "--vllm-probe-timeout", "seconds a gpu probe (one vLLM load) may take; 600"
+        parser,
+        "--vllm-probe-timeout",
+        f"seconds a gpu probe (one vLLM load) may take; {defaults.PROBE_TIMEOUT:.0f}",
     )
     settings.add_setting(
         parser,
         "--vllm-logprob-tolerance",
         "nats the first-token logprob of a checkpoint may differ from its "
-        f"--reference-checkpoint's; {vllm_run.LOGPROB_TOL}",
+        f"--reference-checkpoint's; {defaults.LOGPROB_TOL}",
     )
     settings.add_setting(
         parser,
         "--vllm-perplexity-exponent",
         "gpu.vllm-perplexity fails above vocab_size ** this (uniform guessing scores "
-        f"vocab_size); {vllm_run.PERPLEXITY_EXPONENT}",
+        f"vocab_size); {defaults.PERPLEXITY_EXPONENT}",
     )
     settings.add_setting(
         parser,
@@ -69,14 +73,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _probe_timeout(config: pytest.Config) -> float:
-    return settings.get_number(config, "vllm_probe_timeout", 600.0)
+    return settings.get_number(config, "vllm_probe_timeout", defaults.PROBE_TIMEOUT)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # a bad number is a usage error at start, not in the first test
     _probe_timeout(config)
-    settings.get_number(config, "vllm_logprob_tolerance", vllm_run.LOGPROB_TOL)
-    settings.get_number(config, "vllm_perplexity_exponent", vllm_run.PERPLEXITY_EXPONENT)
+    settings.get_number(config, "vllm_logprob_tolerance", defaults.LOGPROB_TOL)
+    settings.get_number(config, "vllm_perplexity_exponent", defaults.PERPLEXITY_EXPONENT)
     _parallel_loads(config)
 
 
@@ -181,6 +185,8 @@ def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> gpu.Pr
 
 
 def _torch_probe(config: pytest.Config, env: PixiEnv) -> gpu.ProbeResult:
+    from pytest_vllm_env import gpu
+
     return gpu.run_probe(
         env.python,
         "torch_check.py",
@@ -193,6 +199,7 @@ def _torch_probe(config: pytest.Config, env: PixiEnv) -> gpu.ProbeResult:
 def visible_gpus(gpu_torch_probe: gpu.ProbeResult) -> list[tuple[str, Arch]]:
     """``(name, compute capability)`` of each visible GPU: from the torch probe, else from
     ``nvidia-smi --query-gpu=compute_cap``; empty without a GPU."""
+    from pytest_vllm_env import gpu
     from pytest_vllm_env.plugin import visible_gpu_archs
 
     if gpu_torch_probe.data.get("devices"):
@@ -204,6 +211,10 @@ def visible_gpus(gpu_torch_probe: gpu.ProbeResult) -> list[tuple[str, Arch]]:
 def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[gpu.BinaryImages]:
     """The GPU images of torch's ``libtorch_cuda.so`` and of each extension in
     ``extension_paths`` (fatbin headers only, never loaded)."""
+    from pytest_vllm_env import abi, fatbin, gpu
+    from pytest_vllm_env.coverage_arch import label_of
+    from pytest_vllm_env.elf import ElfError
+
     root = abi.torch_root(vllm_env)
     paths = [root / "lib" / "libtorch_cuda.so"] if root else []
     out = []
@@ -226,7 +237,7 @@ def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
 def vllm_logprob_tolerance(request: pytest.FixtureRequest) -> float:
     """``--vllm-logprob-tolerance`` in nats (default
     :data:`pytest_vllm_env.vllm_run.LOGPROB_TOL`)."""
-    return settings.get_number(request.config, "vllm_logprob_tolerance", vllm_run.LOGPROB_TOL)
+    return settings.get_number(request.config, "vllm_logprob_tolerance", defaults.LOGPROB_TOL)
 
 
 @pytest.fixture(scope="session")
@@ -234,7 +245,7 @@ def vllm_perplexity_exponent(request: pytest.FixtureRequest) -> float:
     """``--vllm-perplexity-exponent``: gpu.vllm-perplexity's limit is ``vocab_size ** it``
     (default :data:`pytest_vllm_env.vllm_run.PERPLEXITY_EXPONENT`)."""
     return settings.get_number(
-        request.config, "vllm_perplexity_exponent", vllm_run.PERPLEXITY_EXPONENT
+        request.config, "vllm_perplexity_exponent", defaults.PERPLEXITY_EXPONENT
     )
 
 
@@ -302,6 +313,8 @@ def vllm_runs(
 ) -> list[gpu.ProbeResult]:
     """``n`` vLLM load+generate probes, each in its own process (one load per process),
     remembered in ``cache`` by (checkpoint, quantization, n)."""
+    from pytest_vllm_env import gpu
+
     cache = {} if cache is None else cache
     key = (checkpoint, quant or "", n)
     with _cache_lock:
