@@ -78,6 +78,18 @@ def parse_pyyaml(path: Path) -> int:
     return len(read_lock(path).env("default", "linux-64"))
 
 
+def parse_pyyaml_pure(path: Path) -> int:
+    """The fallback when PyYAML was built without libyaml: same reader, Python loader."""
+    from unittest import mock
+
+    import yaml
+
+    from pytest_vllm_env import pixilock
+
+    with mock.patch.object(pixilock, "_Loader", yaml.BaseLoader):
+        return len(pixilock.read_lock(path).env("default", "linux-64"))
+
+
 def parse_ruamel(path: Path) -> int:
     from ruamel.yaml import YAML
 

@@ -314,7 +314,10 @@ def cuda_match(env: PixiEnv) -> list[Finding]:
     if tk.split(".")[0] != torch.cuda.split(".")[0]:
         fix = _cuda_fix(ml, torch.cuda) + " (torch's CUDA)"
         variant = "cu" + tk.replace(".", "")
-        rows = [r for r in torch_archs.ROWS if r.variant == variant]
+        rows = sorted(
+            (r for r in torch_archs.ROWS if r.variant == variant),
+            key=lambda r: tuple(int(x) for x in r.release.split(".")),
+        )
         if rows:
             index = f"https://download.pytorch.org/whl/{variant}"
             new = f'torch = {{ version = ">={rows[0].release}", index = "{index}" }}'
