@@ -60,6 +60,9 @@ CMAKE_VLLM = (3, 26)
 # FindCUDAToolkit reads nvcc's INCLUDES (conda-forge's targets/x86_64-linux) from CMake 3.28
 # (nvtx.py's reading of FindCUDAToolkit.cmake; FACTS.md measured 3.25.1 failing).
 CMAKE_TARGETS_LAYOUT = (3, 28)
+# cuda.arch_supported says how it decided; from a lock nothing was run.
+_NO_LIST = "the arch table (nvcc has no --list-gpu-arch)"
+_FROM_LOCK = "the arch table, for the locked cuda-nvcc version"
 PINNING = ("vllm", "xformers", "torchvision", "torchaudio", "flashinfer-python")
 BUILT_FROM_SOURCE = ("vllm", "flash-attn", "xformers")
 
@@ -277,7 +280,17 @@ def nvcc_archs(env: PixiEnv, archs: Sequence[Arch], archs_source: str) -> list[F
             )
         ]
     toolkit = toolkit_facts(locked, env.prefix)
-    found = cuda.arch_supported(env, toolkit, archs, archs_source)
+    found = [
+        dataclasses.replace(
+            f,
+            summary=f.summary.replace(_NO_LIST, _FROM_LOCK),
+            evidence={
+                k: (v.replace(_NO_LIST, _FROM_LOCK) if isinstance(v, str) else v)
+                for k, v in f.evidence.items()
+            },
+        )
+        for f in cuda.arch_supported(env, toolkit, archs, archs_source)
+    ]
     need = max((cuda.min_toolkit_for(a) or "0" for a in archs), key=cuda._ver, default="12.8")
     ml = _lines(env)
     return _relabel(found, cid, _cuda_fix(ml, need) + _relock(ml))

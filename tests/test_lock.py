@@ -65,6 +65,7 @@ def test_seed_001_is_doomed_before_install(pytester, tmp_path, version):
                 'with `cuda-version = "12.8.*"`; in pixi.toml line 9 ([dependencies]), replace '
                 '`cuda-nvcc = "12.4.*"` with `cuda-nvcc = "12.8.*"`*'
             ),
+            "*decided_by: the arch table, for the locked cuda-nvcc version",
             lit(
                 "*[lock.build-deps] FAILED: CMake's FindCUDAToolkit will not create "
                 "CUDA::cuda_driver (cuda-driver-dev is not locked), CUDA::nvrtc (cuda-nvrtc-dev "
@@ -332,3 +333,14 @@ def test_no_lock_for_an_installed_env_skips_with_a_reason(pytester, env_builder:
     result = run_lock(pytester, f"--pixi-manifest={manifest}", "--vllm-env=default", "-rs")
     result.assert_outcomes(skipped=8)
     result.stdout.fnmatch_lines([f"*no pixi.lock for default ({manifest})"])
+
+
+def test_installed_env_with_a_lock_pixi_cannot_parse(pytester, tmp_path):
+    manifest, _ = _installed_seed_004(tmp_path)
+    (manifest.parent / "pixi.lock").write_text("version: 6\n<<<<<<< HEAD\nenvironments: {\n")
+    found = report(pytester, f"--pixi-manifest={manifest}", "--vllm-env=rtx5090-vllm")
+    assert [f["outcome"] for f in found["lock.file"]] == ["error"]
+    assert "is not valid YAML" in found["lock.file"][0]["summary"]
+    current = found["lock.installed-current"][0]
+    assert current["outcome"] == "skipped"
+    assert current["summary"] == "pixi.lock could not be read (lock.file)"
