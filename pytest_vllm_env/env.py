@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 
@@ -87,6 +88,9 @@ class PixiEnv:
     python_version: str | None = None
     problems: list[Problem] = field(default_factory=list)
     base_environ: dict[str, str] = field(default_factory=dict, repr=False)
+    # Lock mode (lockmode.py): the pixi.lock this env's packages were read from, because it
+    # is not installed or --vllm-from-lock asked; None for an env read from its files.
+    locked: Any = field(default=None, repr=False)
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
@@ -255,6 +259,8 @@ def compute_activation(env: PixiEnv) -> Activation:
     base = {k: v for k, v in env.base_environ.items() if not _OUTER_VARS.match(k)}
     manifest = env.manifest
     pixi = shutil.which("pixi", path=env.base_environ.get("PATH"))
+    if env.locked is not None:
+        pixi = None  # `pixi shell-hook` installs a missing env first: never in lock mode
     if pixi and manifest and env.name:
         result = proc.run(
             [pixi, "shell-hook", "--json", "--manifest-path", manifest.path, "-e", env.name],
@@ -303,6 +309,8 @@ def compute_activation(env: PixiEnv) -> Activation:
     scripts = _safe_glob(env.prefix / "etc" / "conda" / "activate.d", "*.sh", [])
     if manifest and env.name:
         scripts += [s for s in manifest.activation_scripts(env.name) if s.suffix == ".sh"]
+    if env.locked is not None:
+        scripts = []  # lock mode: nothing is installed for them to act on; tables only
     if scripts:
         environ, script_sources, script_problems = _source_scripts(scripts, environ)
         sources.update(script_sources)
