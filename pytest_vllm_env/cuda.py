@@ -55,21 +55,25 @@ COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 # First CUDA release whose nvcc accepts each arch (NVIDIA's nvcc docs / release notes;
-# measured: 12.4.131 ptxas refuses sm_120, 12.8.93 accepts it and refuses sm_121, 13.0.88
-# lists compute_75..compute_121 and nothing older). ``None`` = still accepted.
+# measured with each release's ptxas `--help` list: 12.4.131 stops at sm_90a; 12.8.93 adds
+# sm_100(a), sm_101(a), sm_120(a); 12.9.86 adds sm_103(a/f), sm_121(a/f) and every `f`
+# (family) target; 13.0.88 renames sm_101 to sm_110, adds sm_88, drops everything below
+# sm_75). ``None`` = still accepted.
 ARCH_FIRST: dict[str, str] = {
     "5.0": "6.0", "5.2": "7.0", "5.3": "7.0", "6.0": "8.0", "6.1": "8.0", "6.2": "8.0",
     "7.0": "9.0", "7.2": "10.0", "7.5": "10.0", "8.0": "11.0", "8.6": "11.1",
     "8.7": "11.4", "8.9": "11.8", "9.0": "11.8", "9.0a": "12.0", "10.0": "12.8",
     "10.0a": "12.8", "10.1": "12.8", "10.1a": "12.8", "10.3": "12.9", "10.3a": "12.9",
     "11.0": "13.0", "11.0a": "13.0", "12.0": "12.8", "12.0a": "12.8", "12.1": "12.9",
-    "12.1a": "12.9",
+    "12.1a": "12.9", "8.8": "13.0", "10.0f": "12.9", "10.1f": "12.9", "10.3f": "12.9",
+    "11.0f": "13.0", "12.0f": "12.9", "12.1f": "12.9",
 }  # fmt: skip
 # Last CUDA major that still accepts an arch (CUDA 13.0 dropped everything below 7.5 and
 # renamed 10.1 to 11.0).
 ARCH_LAST_MAJOR: dict[str, int] = {
     **{cc: 12 for cc in ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "10.1")},
     "10.1a": 12,
+    "10.1f": 12,
 }
 
 
