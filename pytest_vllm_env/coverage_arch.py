@@ -110,7 +110,7 @@ def _fix(label: str, target: Arch, images: list[FatbinImage], *, native: bool = 
         base = Arch(target.major, 0) if target.major >= 10 else plain
         need = min_nvcc(base)
         index = "cu" + (need if _mm(need) >= (11, 8) else "11.8").replace(".", "")
-        family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if target.major >= 10 else ""
+        family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if base != plain else ""
         return (
             f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}): "
             f'`torch = {{ version = "==<release>", index = "https://download.pytorch.org/whl/'

@@ -297,9 +297,7 @@ def test_build_with_no_arch_list_names_the_cause(pytester, env_builder, built):
 
 
 @needs_nvcc
-def test_unknown_library_with_arch_specific_kernels_only_is_a_warning(
-    pytester, env_builder, built
-):
+def test_unknown_library_with_arch_specific_kernels_only_is_a_warning(pytester, env_builder, built):
     _env_with_torch_cuda(env_builder, built["sm120"])
     so = {"vllm/_custom_new_C.abi3.so": built["only-90a"].read_bytes()}
     env_builder.dist("vllm", "0.26.0", files=so)
@@ -355,7 +353,8 @@ def test_garbage_instead_of_magic(built, tmp_path):
 # -- the arch rules against the real tool ---------------------------------------------------
 def _ptxas() -> Path | None:
     found = nvcc()
-    return Path(found).with_name("ptxas") if found and Path(found).with_name("ptxas").exists() else None
+    ptxas = Path(found).resolve().with_name("ptxas") if found else None
+    return ptxas if ptxas and ptxas.exists() else None
 
 
 PTX_TARGETS = ["sm_80", "sm_90a", "sm_100", "sm_100a", "sm_100f", "sm_103f", "sm_120",
@@ -392,3 +391,73 @@ def test_ptx_rule_agrees_with_ptxas(tmp_path):
             if real != ours:
                 disagree.append(f"{target} -> {device}: ptxas {real}, rule {ours}")
     assert not disagree, disagree
+
+
+# -- xformers' own dispatch (F4.3) ----------------------------------------------------------
+def flash3_py(minimum: str, maximum: str | None) -> str:
+    """The lines of xformers' ``ops/fmha/flash3.py`` that decide FA3 dispatch, as 0.0.30
+    (minimum (9, 0), no maximum) and 0.0.33+ (minimum (8, 0), maximum (9, 0)) ship them."""
+    cap = f"    CUDA_MAXIMUM_COMPUTE_CAPABILITY = {maximum}\n" if maximum else ""
+    return (
+        "@register_operator\nclass FwOp(AttentionFwOpBase):\n"
+        '    OPERATOR = get_operator("xformers_flash3", "flash_fwd")\n'
+        f"    CUDA_MINIMUM_COMPUTE_CAPABILITY = {minimum}\n{cap}"
+        "    SUPPORTED_MAX_K = 256\n\n\n@register_operator\nclass BwOp(AttentionBwOpBase):\n"
+        "    CUDA_MINIMUM_COMPUTE_CAPABILITY = FwOp.CUDA_MINIMUM_COMPUTE_CAPABILITY\n"
+    )
+
+
+def _xformers_env(env_builder, built, flash3: str, fa3_name="xformers/_C_flashattention3.so"):
+    _env_with_torch_cuda(env_builder, built["sm120"])
+    env_builder.dist(
+        "xformers",
+        "0.0.30",
+        requires=["torch==2.7.0"],
+        files={
+            "xformers/_C.so": built["sm120"].read_bytes(),
+            fa3_name: built["only-90a"].read_bytes(),
+            "xformers/ops/fmha/flash3.py": flash3,
+        },
+    )
+
+
+@needs_nvcc
+def test_xformers_fa3_dispatched_on_blackwell_fails(pytester, env_builder, built):
+    """xformers#1329 / vLLM #21272: xformers 0.0.30's FA3 is Hopper-only (sm_90a) and its
+    dispatcher takes it on any GPU >= 9.0: "no kernel image is available" on an RTX 5090."""
+    _xformers_env(env_builder, built, flash3_py("(9, 0)", None))
+    result, said = _arch_run(pytester, env_builder, "12.0", "9.0", "8.6")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[arch.coverage] FAILED: xformers dispatches FA3 on sm_120 (flash3.FwOp accepts "
+                "every capability >= (9, 0)*which xformers/_C_flashattention3.so holds only as "
+                "sm_90a*"
+            ),
+            "*fix: use an xformers whose flash3.FwOp stops at 9.0 (0.0.33 and later*",
+        ]
+    )
+    assert said["xformers/_C_flashattention3.so runs on sm_90 via SASS sm_90a"] == "passed"
+    assert any(k.startswith("xformers/_C_flashattention3.so is not used on sm_86") for k in said)
+
+
+@needs_nvcc
+def test_xformers_fa3_capped_at_hopper_passes(pytester, env_builder, built):
+    _xformers_env(env_builder, built, flash3_py("(8, 0)", "(9, 0)"), "xformers/flash_attn_3/_C.so")
+    result, said = _arch_run(pytester, env_builder, "12.0")
+    result.assert_outcomes(passed=1)
+    assert (
+        "xformers/flash_attn_3/_C.so is not used on sm_120: flash3.FwOp stops at capability "
+        "(9, 0) (xformers/ops/fmha/flash3.py)" in said
+    )
+
+
+def test_read_fa3_dispatch_of_unreadable_source(tmp_path):
+    from pytest_vllm_env.coverage_arch import read_fa3_dispatch
+
+    assert not read_fa3_dispatch(tmp_path).readable
+    (tmp_path / "ops" / "fmha").mkdir(parents=True)
+    (tmp_path / "ops" / "fmha" / "flash3.py").write_text(flash3_py("(8, 0)", "(9, 0)"))
+    got = read_fa3_dispatch(tmp_path)
+    assert (got.minimum, got.maximum) == ((8, 0), (9, 0))
