@@ -180,9 +180,11 @@ class Linkage:
     error: str = ""
 
 
-def link(path: Path, resolver: Resolver, skip: re.Pattern[str] | None = None) -> Linkage:
-    """Resolve ``path``'s libraries and undefined symbols; ``skip`` matches symbols another
-    check judges (torch's, for ``abi.symbols``)."""
+def link(
+    path: Path, resolver: Resolver, skip: re.Pattern[str] | None = None, *, symbols: bool = True
+) -> Linkage:
+    """Resolve ``path``'s libraries and (``symbols``) undefined symbols; ``skip`` matches
+    symbols another check judges (torch's, for ``abi.symbols``)."""
     out = Linkage(path)
     elf = elf_of(path)
     if elf is None:
@@ -195,7 +197,11 @@ def link(path: Path, resolver: Resolver, skip: re.Pattern[str] | None = None) ->
     for name in elf.needed:
         out.needed[name] = resolver.find(name, path, elf)
     out.version_needs = dict(elf.version_needs)
-    out.provider = {name: out.needed.get(name) for name in elf.version_needs}
+    out.provider = {
+        name: out.needed.get(name) or resolver.find(name, path, elf) for name in elf.version_needs
+    }
+    if not symbols:
+        return out
     libs, missing = resolver.closure([path])
     out.driver_absent = any(n in DRIVER_LIBS for n, _ in missing)
     out.missing_deep = [(n, by) for n, by in missing if n not in DRIVER_LIBS]
