@@ -21,8 +21,9 @@ Whether a library *must* cover a GPU depends on who loads it and when (its role)
   arch-specific images is a warning (it may be dispatched per GPU, or may not).
 
 The arch rules themselves (``fatbin.sass_runs_on`` / ``ptx_jits_to``) are checked against the
-real ptxas in tests/test_fatbin.py. Coverage through PTX alone is a ``warning``: it works, but
-the driver JIT-compiles every kernel on first use (minutes for a large library).
+real ptxas in tests/test_fatbin.py. Coverage through PTX alone passes, saying so: the driver
+JIT-compiles at first use, which vLLM's own wheels rely on (0.26.0's FA2 holds only sm_80 and
+compute_80).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _mm(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:2])
 
 
-def _fix(label: str, target: Arch, images: list[FatbinImage], *, native: bool = False) -> str:
+def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
     plain = Arch(target.major, target.minor)
     if "libtorch" in label:
         # SASS of the family's first arch runs on the later minors: sm_120 (CUDA 12.8) on 12.1
@@ -126,9 +127,8 @@ def _fix(label: str, target: Arch, images: list[FatbinImage], *, native: bool = 
             "list (TORCH_CUDA_ARCH_LIST unset and detection failed, as for 12.1 with torch's "
             "arch parser, vLLM #49904)"
         )
-    verb = "for native SASS, rebuild" if native else "rebuild"
     return (
-        f'{verb} with `TORCH_CUDA_ARCH_LIST = "{plain.cc}"` in [activation.env] of pixi.toml '
+        f'rebuild with `TORCH_CUDA_ARCH_LIST = "{plain.cc}"` in [activation.env] of pixi.toml '
         f"(an `a` image such as sm_{target.number}a serves only {plain.cc}; {plain.sm} needs "
         f'nvcc >= {need}: `cuda-version = "{need}.*"`), or install a {owner} wheel built for '
         f"{plain.sm}" + hint
@@ -206,12 +206,12 @@ def _judge(
         )
     if cov.covered and cov.via is not None:
         if cov.jit:
-            return F.warning(
+            # passed, not a warning: vLLM 0.26.0's own FA2 ships only sm_80 + compute_80 and
+            # runs on H100/RTX 5090 through this JIT (measured); the first launch is slower
+            return F.passed(
                 CID,
-                f"{label} runs on {target.sm} only through PTX {cov.via.name}: the driver "
-                "JIT-compiles every kernel at first use (slow first start, cached in "
-                "~/.nv/ComputeCache)",
-                _fix(label, target, images, native=True),
+                f"{label} runs on {target.sm} through PTX {cov.via.name} (JIT-compiled by the "
+                "driver at first use, then cached)",
                 **ev,
             )
         return F.passed(CID, f"{label} runs on {target.sm} via SASS {cov.via.name}", **ev)
