@@ -120,6 +120,7 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
         )
     need = min_nvcc(plain)
     owner = label.split("/", 1)[0]
+    owner = "flash-attn" if owner.startswith("flash_attn") else owner
     hint = ""
     if _nvcc_default_only(images):
         hint = (

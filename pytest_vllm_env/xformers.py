@@ -587,7 +587,7 @@ def torch_pin(
         # while vLLM itself pins torch 2.9.0: no resolver can satisfy both pins
         fix += (
             f" and override vLLM's own pin (xformers{vllm_xformers}, which cannot hold with "
-            f"its torch): [pypi-options] dependency-overrides = {{ xformers = \"=={want}\" }} "
+            f'its torch): [pypi-options] dependency-overrides = {{ xformers = "=={want}" }} '
             "in pixi.toml (uv: override-dependencies)"
         )
     return failed(
@@ -617,7 +617,7 @@ def variant_fix(xformers_version: str, installed: str, built_for: str) -> str:
     if release == built_release and built_local:
         return (
             mine + "; if that index has no such build, take the xformers release it has for "
-            f'{installed}), or the torch variant xformers was built for: `torch = {{ version = '
+            f"{installed}), or the torch variant xformers was built for: `torch = {{ version = "
             f'"=={release}", index = "{_index(built_local)}" }}`'
         )
     torch_line = (
