@@ -263,7 +263,10 @@ def _coverage_fix(first: str, gpus: Sequence[Arch]) -> str:
         )
     from .coverage_arch import min_nvcc
 
-    need = max((min_nvcc(a) for a in gpus), key=lambda v: [int(n) for n in re.findall(r"\d+", v)])
+    def version(v: str) -> list[int]:
+        return [int(n) for n in v.split(".") if n.isdigit()]
+
+    need = max((min_nvcc(a) for a in gpus), key=version)
     return (
         f'rebuild vLLM with TORCH_CUDA_ARCH_LIST="{ccs}" (nvcc >= {need} for {ccs}), or '
         "install a vLLM wheel built for this GPU"
