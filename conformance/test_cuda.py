@@ -57,3 +57,16 @@ def test_arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, tmp_path, verdict):
 @pytest.mark.vllm_check("cuda.vllm-python")
 def test_vllm_python(vllm_env, cuda_toolkit, verdict):
     verdict(cuda.vllm_python(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.nvcc-torch")
+def test_nvcc_matches_torch_cuda(vllm_env, cuda_toolkit, torch_build_nvcc, verdict):
+    from pytest_vllm_env import cuda_torch
+
+    nvcc, why = torch_build_nvcc
+    verdict(
+        cuda_torch.nvcc_torch(
+            vllm_env, nvcc, why, vllm_env.version_of("torch"), cuda_toolkit.torch_cuda
+        )
+    )

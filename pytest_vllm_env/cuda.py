@@ -55,21 +55,25 @@ COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 # First CUDA release whose nvcc accepts each arch (NVIDIA's nvcc docs / release notes;
-# measured: 12.4.131 ptxas refuses sm_120, 12.8.93 accepts it and refuses sm_121, 13.0.88
-# lists compute_75..compute_121 and nothing older). ``None`` = still accepted.
+# measured with each release's ptxas `--help` list: 12.4.131 stops at sm_90a; 12.8.93 adds
+# sm_100(a), sm_101(a), sm_120(a); 12.9.86 adds sm_103(a/f), sm_121(a/f) and every `f`
+# (family) target; 13.0.88 renames sm_101 to sm_110, adds sm_88, drops everything below
+# sm_75). ``None`` = still accepted.
 ARCH_FIRST: dict[str, str] = {
     "5.0": "6.0", "5.2": "7.0", "5.3": "7.0", "6.0": "8.0", "6.1": "8.0", "6.2": "8.0",
     "7.0": "9.0", "7.2": "10.0", "7.5": "10.0", "8.0": "11.0", "8.6": "11.1",
     "8.7": "11.4", "8.9": "11.8", "9.0": "11.8", "9.0a": "12.0", "10.0": "12.8",
     "10.0a": "12.8", "10.1": "12.8", "10.1a": "12.8", "10.3": "12.9", "10.3a": "12.9",
     "11.0": "13.0", "11.0a": "13.0", "12.0": "12.8", "12.0a": "12.8", "12.1": "12.9",
-    "12.1a": "12.9",
+    "12.1a": "12.9", "8.8": "13.0", "10.0f": "12.9", "10.1f": "12.9", "10.3f": "12.9",
+    "11.0f": "13.0", "12.0f": "12.9", "12.1f": "12.9",
 }  # fmt: skip
 # Last CUDA major that still accepts an arch (CUDA 13.0 dropped everything below 7.5 and
 # renamed 10.1 to 11.0).
 ARCH_LAST_MAJOR: dict[str, int] = {
     **{cc: 12 for cc in ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "10.1")},
     "10.1a": 12,
+    "10.1f": 12,
 }
 
 
@@ -135,6 +139,7 @@ class ToolkitFacts:
     dangling: list[Path]  # symlinks in lib dirs pointing nowhere
     ptxas: Path | None
     environ: dict[str, str] = field(repr=False, default_factory=dict)
+    torch_cuda: str | None = None  # torch/version.py's cuda: what a fix must keep (cu118 torch)
 
     @property
     def version(self) -> str | None:
@@ -217,7 +222,15 @@ def read_toolkit(
         dangling=dangling,
         ptxas=ptxas,
         environ=environ,
+        torch_cuda=_torch_cuda(env),
     )
+
+
+def _torch_cuda(env: PixiEnv) -> str | None:
+    from .abi import read_torch_cuda, torch_root
+
+    root = torch_root(env)
+    return read_torch_cuda(root) if root else None
 
 
 def run_nvcc(nvcc: Path, environ: Mapping[str, str], timeout: float = NVCC_TIMEOUT) -> NvccRun:
@@ -276,8 +289,12 @@ def _activation_table(env: PixiEnv) -> str:
 
 
 def _wanted_mm(t: ToolkitFacts) -> str:
+    """The CUDA a fix should pin: the env's cuda-version, else torch's own CUDA (a 12.8 nvcc
+    next to a cu118 torch is a new mismatch: cuda.nvcc-torch), else 12.8."""
     pinned = t.packages.get("cuda-version")
-    return ".".join(pinned.split(".")[:2]) if pinned else "12.8"
+    if pinned:
+        return ".".join(pinned.split(".")[:2])
+    return ".".join(t.torch_cuda.split(".")[:2]) if t.torch_cuda else "12.8"
 
 
 def nvcc_in_env(env: PixiEnv, t: ToolkitFacts) -> Finding:
@@ -351,7 +368,23 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
     nvcc_mm = t.nvcc.major_minor if t.nvcc and t.nvcc.ok else None
     pinned = t.packages.get("cuda-version")
     pinned_mm = ".".join(pinned.split(".")[:2]) if pinned else None
-    want = pinned_mm or nvcc_mm or max(families, key=lambda k: len(families[k]))
+    torch_mm = ".".join(t.torch_cuda.split(".")[:2]) if t.torch_cuda else None
+    # torch's CUDA breaks the tie: it cannot follow a pin, the toolkit can (F5.6: nvcc 12.9
+    # beside cudatoolkit 11.8 and a cu118 torch wants 11.8, not 12.9)
+    common = max(families, key=lambda k: len(families[k])) if families else None
+    want = pinned_mm or (torch_mm if torch_mm in families else None) or common
+    if nvcc_mm and families and nvcc_mm not in families and not pinned_mm:
+        return failed(
+            check,
+            f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but the env's CUDA packages are "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(families.items()))
+            + (f" (torch is built with CUDA {t.torch_cuda})" if t.torch_cuda else ""),
+            f'pin one CUDA in {_deps_table(env)}: `cuda-version = "{want}.*"` with '
+            f'`cuda-nvcc = "{want}.*"`, and make that nvcc the one builds use (CUDA_HOME)',
+            packages=[f"{k} {v}" for k, v in t.packages.items()],
+            nvcc=t.nvcc.path,
+        )
+    want = want if pinned_mm else (nvcc_mm or want)
     if nvcc_mm and want and nvcc_mm != want:
         return failed(
             check,
@@ -510,10 +543,12 @@ def arch_supported(
     known = listed or {f"{a.number}" for a in archs_of_toolkit(t.nvcc.major_minor or "0.0")}
     findings = []
     for arch in archs:
-        if str(arch.number) in known:
+        need = min_toolkit_for(arch)
+        # --list-gpu-arch names no a/f variants: 12.8 lists compute_120 yet refuses 12.0f
+        too_old = bool(arch.suffix and need and _ver(need) > _ver(t.version or "0"))
+        if str(arch.number) in known and not too_old:
             findings.append(passed(check, f"CUDA {t.version} can target {arch.sm} ({how})"))
             continue
-        need = min_toolkit_for(arch)
         fix = (
             f'set `cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) in '
             f"{_deps_table(env)} in {_manifest_hint(env)}"
@@ -521,6 +556,13 @@ def arch_supported(
             else f"drop {arch.cc} from {source}: CUDA {t.version} no longer targets it; "
             "use CUDA 12.x"
         )
+        if need and t.torch_cuda and _ver(need)[:1] != _ver(t.torch_cuda)[:1]:
+            # a CUDA 12.8 nvcc beside a cu118 torch only moves the failure (cuda.nvcc-torch)
+            fix += (
+                f", and a torch built for CUDA {need} (torch is CUDA {t.torch_cuda}): "
+                f'`torch = {{ version = "...", index = "https://download.pytorch.org/whl/cu'
+                f'{need.replace(".", "")}" }}` in [pypi-dependencies]'
+            )
         findings.append(
             failed(
                 check,

@@ -75,3 +75,28 @@ def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
 
     value = get(request.config, "vllm_source")
     return abi.read_source_tree(Path(value).expanduser()) if value else None
+
+
+@pytest.fixture(scope="session")
+def torch_build_nvcc(cuda_toolkit, vllm_fact_cache: FactCache, request: pytest.FixtureRequest):
+    """``(NvccRun | None, why)``: the nvcc ``torch.utils.cpp_extension`` would build with
+    (``CUDA_HOME``/``CUDA_PATH``, else ``nvcc`` on the activated PATH, else
+    ``/usr/local/cuda``), run once and cached per path."""
+    from pytest_vllm_env import cuda_torch, settings
+
+    timeout = settings.get_number(request.config, "cuda_tool_timeout", 30.0)
+    return cuda_torch.read_build_nvcc(
+        cuda_toolkit, lambda n, c, d: vllm_fact_cache.get(n, c, d, timeout), timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def library_resolver(vllm_env: PixiEnv):
+    """A :class:`pytest_vllm_env.linkage.Resolver` for the env: finds libraries where the
+    loader would (torch's already-loaded libraries, RUNPATH, the activated LD_LIBRARY_PATH,
+    the env's lib/, /etc/ld.so.conf dirs) and reads each file's symbols once."""
+    from pytest_vllm_env.linkage import Resolver
+
+    root = abi.torch_root(vllm_env)
+    libs = sorted((root / "lib").glob("*.so*")) if root and (root / "lib").is_dir() else []
+    return Resolver.for_env(vllm_env.prefix, libs, vllm_env.environ())
