@@ -294,6 +294,8 @@ def compare_config(pred: ConfigPrediction, probe: ProbeResult) -> tuple[str, str
             f"{detail}. CMake could not compile with nvcc in enable_language(CUDA), which the "
             "prediction assumes works (build.nvcc-kernel compiles for real)"
         )
+    if not pred.complete and not pred.stop:
+        return "not-comparable", f"{detail}. Not predicted: {'; '.join(pred.not_modelled)}"
     if pred.stop or probe.stop:
         same = bool(pred.stop and probe.stop == pred.stop.signature)
         return ("agree" if same else "differ"), detail

@@ -390,7 +390,7 @@ def cmake_components(
     from .torch_cmake import TARGET_LIBS, TARGET_PACKAGES  # torch_cmake imports this module
 
     wanted: dict[str, str] = {"cudart": "vLLM", "cuda_driver": "vLLM", "nvrtc": "torch"}
-    for target, via in (torch_needs or {}).items():
+    for target, via in sorted((torch_needs or {}).items(), key=lambda kv: kv[0].lower()):
         name = target.removeprefix("CUDA::")
         if name != "nvToolsExt" and name in TARGET_LIBS:
             wanted.setdefault(name, via or "torch")

@@ -277,6 +277,7 @@ class ConfigPrediction:
     generate: list[Blocker] = field(default_factory=list)  # generate-time errors
     # every blocker, in the order a user would meet them fixing one after the other
     blockers: list[Blocker] = field(default_factory=list)
+    complete: bool = True  # False: the walk stopped where the model ends (see not_modelled)
     not_modelled: list[str] = field(default_factory=list)
     legacy_root: str | None = None
     legacy_include: str | None = None
@@ -422,6 +423,14 @@ def predict_config(
         out.not_modelled.append(
             "enable_language(CUDA): that nvcc compiles at all (build.nvcc-kernel runs it)"
         )
+    if not torch.finds_cudatoolkit:
+        # torch 2.0 finds the CUDA libraries with the old FindCUDA alone and makes no CUDA::
+        # targets; no vLLM release builds against it (vLLM's CMake build starts at torch 2.1)
+        out.not_modelled.append(
+            f"torch {torch.version}'s CMake after FindCUDA (it runs no find_package(CUDAToolkit))"
+        )
+        out.complete = False
+        return out
     # 3. find_package(CUDAToolkit REQUIRED), torch's bundled copy or CMake's own; the
     # CUDA:: targets vLLM links come from it either way.
     version = "3.25.0" if torch.bundled_findcudatoolkit else cmake_version
