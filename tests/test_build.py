@@ -108,9 +108,7 @@ def test_cuda13_cannot_build_for_volta(pytester, cuda13):
         [
             "*[[]build.nvcc-kernel] FAILED: */bin/nvcc cannot build for sm_70: "
             "*Unsupported gpu architecture 'compute_70'*",
-            lit(
-                '*fix: CUDA 13 and later cannot build sm_70: pin `cuda-version = "12.*"`*'
-            ),
+            lit('*fix: CUDA 13 and later cannot build sm_70: pin `cuda-version = "12.*"`*'),
         ]
     )
 

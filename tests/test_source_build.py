@@ -115,7 +115,8 @@ def test_stale_cache_with_another_nvcc_loses_vllm_python(pytester, seeds_root, t
                 '"Please set VLLM_PYTHON_EXECUTABLE*'
             ),
             lit(
-                f"*fix: delete the stale build dir before building again: `rm -rf {src}/{BUILD_TEMP}`"
+                "*fix: delete the stale build dir before building again: "
+                f"`rm -rf {src}/{BUILD_TEMP}`"
             ),
         ]
     )
