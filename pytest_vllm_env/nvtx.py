@@ -31,8 +31,8 @@ What the prediction follows (read from upstream source, Linux, not cross-compili
   ``nvtx3`` dir with ``find_path(nvtx3_dir NAMES nvtx3 PATHS ...)``; in the wheels the path
   is ``${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include``, i.e. inside *your* project, so
   it is not found and torch falls back to ``torch::nvtoolsext`` -> ``CUDA::nvToolsExt``.
-  We read the env's own file rather than trust a version table. torch 2.13/2.14's public
-  cuda.cmake (wheels measured) has no NVTX part at all: nothing to require there.
+  We read the env's own file rather than trust a version table. From torch 2.8 (wheels 2.8.0
+  to 2.14 read) the public cuda.cmake has no NVTX part at all: nothing to require there.
 - torch also ships its own ``share/cmake/Caffe2/FindCUDAToolkit.cmake`` (3.25-era; torch
   2.14.1's looks for ``nvToolsExt.h`` and ``libnvToolsExt.so`` under ``$NVTOOLSEXT_PATH`` on
   every platform). ``Caffe2Config.cmake`` appends its dir to ``CMAKE_MODULE_PATH`` around
