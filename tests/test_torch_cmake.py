@@ -232,3 +232,22 @@ def test_cuda129_nvtx_fix_never_asks_for_what_is_installed(pytester, seeds_root)
         ["*fix: CUDA 12.9.86 has no NVTX v2*cuda-nvtx-dev 12.9+ ships only nvtx3 headers*"]
     )
     assert "add `cuda-nvtx-dev" not in result.stdout.str()
+
+
+def test_conda_forge_torch_reads_a_property_of_cuda_nvrtc(seeds_root, tmp_path):
+    """F1.5: conda-forge's torch build stops at `get_target_property() called with non-existent
+    target "CUDA::nvrtc"` (its cuda.cmake:107) when cuda-nvrtc-dev is missing. PyPI wheels have
+    no such line; the reader takes it from whatever cuda.cmake is installed."""
+    b = seed_env(tmp_path / "seeds", "nvcc-only")  # cudart only: no libnvrtc.so, no stub
+    torch = ft.install(b, "2.6")
+    cuda_cmake = torch / "share" / "cmake" / "Caffe2" / "public" / "cuda.cmake"
+    cuda_cmake.write_text(
+        cuda_cmake.read_text() + "get_target_property(nvrtc_location CUDA::nvrtc LOCATION)\n"
+    )
+    env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
+    facts = torch_cmake.read_torch_config(env)
+    assert facts.property_targets == ["CUDA::nvrtc"]
+    pred = torch_cmake.predict_config(env, cuda.read_toolkit(env), facts, "4.1.2")
+    blocker = next(x for x in pred.blockers if x.signature == "property:CUDA::nvrtc")
+    assert blocker.message == 'get_target_property() called with non-existent target "CUDA::nvrtc"'
+    assert blocker.fix.startswith('add `cuda-nvrtc-dev = "12.8.*"` to [dependencies] in pixi.toml')
