@@ -425,11 +425,22 @@ def predict_config(
         )
     if not torch.finds_cudatoolkit:
         # torch 2.0 finds the CUDA libraries with the old FindCUDA alone and makes no CUDA::
-        # targets; no vLLM release builds against it (vLLM's CMake build starts at torch 2.1)
-        out.not_modelled.append(
-            f"torch {torch.version}'s CMake after FindCUDA (it runs no find_package(CUDAToolkit))"
+        # targets: the first CUDA:: target vLLM links is missing (CMake names the first one per
+        # target), and TorchConfig's LIBNVTOOLSEXT lookup follows (real torch 2.0.1 + CMake
+        # 4.1.2: "link:CUDA::cudart, notfound:LIBNVTOOLSEXT"). No vLLM release builds against
+        # torch 2.0 (vLLM's CMake build starts with torch 2.1).
+        out.block(
+            Blocker(
+                "link:CUDA::cudart",
+                "Target links to: CUDA::cudart but the target was not found",
+                f"torch {torch.version}'s CMake runs no find_package(CUDAToolkit), so no CUDA:: "
+                "target exists for vLLM's extensions",
+                f"install the torch the vLLM tag pins (torch {torch.version} predates vLLM's "
+                "CMake build, which starts with torch 2.1)",
+            ),
+            configure=False,
         )
-        out.complete = False
+        _libnvtoolsext(out, env, t, torch, root, path_prefixes, system_lib_dirs)
         return out
     # 3. find_package(CUDAToolkit REQUIRED), torch's bundled copy or CMake's own; the
     # CUDA:: targets vLLM links come from it either way.
@@ -499,9 +510,18 @@ def predict_config(
     needed = torch.closure(start)
     needed.update({"CUDA::cudart": "", "CUDA::cuda_driver": ""})
     out.needed = needed
-    for target, via in sorted(needed.items()):
+    direct_reported = False
+    link_order = {"CUDA::cudart": 0, "CUDA::cuda_driver": 1}  # vLLM's target_link_libraries
+    for target, via in sorted(
+        needed.items(), key=lambda kv: (kv[1] == "", link_order.get(kv[0], 2), kv[0])
+    ):
         if target in out.targets:
             continue
+        if not via:
+            # CMake names the first missing item of one target_link_libraries only
+            if direct_reported:
+                continue
+            direct_reported = True
         if via:
             sig, msg = (
                 f"link:{target}",
@@ -530,25 +550,52 @@ def predict_config(
             ),
             configure=False,
         )
-    if torch.libnvtoolsext_lib64 and torch.libnvtoolsext_in_torch_libraries:
-        dirs = [f"{p}/lib" for p in path_prefixes] + list(system_lib_dirs)
-        dirs += [f"{root}/lib64"] if root else []
-        out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = _dedup(dirs)
-        if not any((Path(d) / "libnvToolsExt.so").is_file() for d in _dedup(dirs)):
-            out.block(
-                Blocker(
-                    "notfound:LIBNVTOOLSEXT",
-                    "The following variables are used in this project, but they are set to "
-                    "NOTFOUND: LIBNVTOOLSEXT",
-                    "torch's TorchConfig.cmake looks for libnvToolsExt.so in CMake's default "
-                    f"dirs and {root}/lib64/ only, and puts it into TORCH_LIBRARIES",
-                    f'add `cuda-nvtx-dev = "{_mm(t)}.*"` to {_deps_table(env)} (it puts '
-                    "libnvToolsExt.so in $CONDA_PREFIX/lib, which CMake searches through PATH), "
-                    "or upgrade torch (2.5 dropped this lookup)",
-                ),
-                configure=False,
-            )
+    _libnvtoolsext(out, env, t, torch, root, path_prefixes, system_lib_dirs)
     return out
+
+
+def _libnvtoolsext(
+    out: ConfigPrediction,
+    env: PixiEnv,
+    t: ToolkitFacts,
+    torch: TorchCMake,
+    root: str | None,
+    path_prefixes: list[str],
+    system_lib_dirs: tuple[str, ...],
+) -> None:
+    """F1.1: ``find_library(LIBNVTOOLSEXT libnvToolsExt.so PATHS ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``
+    (CMake's default dirs, then ``lib64``), put into ``TORCH_LIBRARIES`` by torch 2.0-2.4."""
+    if not (torch.libnvtoolsext_lib64 and torch.libnvtoolsext_in_torch_libraries):
+        return
+    dirs = [f"{p}/lib" for p in path_prefixes] + list(system_lib_dirs)
+    dirs += [f"{root}/lib64"] if root else []
+    out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = _dedup(dirs)
+    if any((Path(d) / "libnvToolsExt.so").is_file() for d in _dedup(dirs)):
+        return
+    out.block(
+        Blocker(
+            "notfound:LIBNVTOOLSEXT",
+            "The following variables are used in this project, but they are set to "
+            "NOTFOUND: LIBNVTOOLSEXT",
+            "torch's TorchConfig.cmake looks for libnvToolsExt.so in CMake's default dirs and "
+            f"{root}/lib64/ only, and puts it into TORCH_LIBRARIES",
+            _nvtx_v2_fix(env, t)
+            or f'add `cuda-nvtx-dev = "{_mm(t)}.*"` to {_deps_table(env)} (it puts '
+            "libnvToolsExt.so in $CONDA_PREFIX/lib, which CMake searches through PATH), "
+            "or upgrade torch (2.5 dropped this lookup)",
+        ),
+        configure=False,
+    )
+
+
+def _nvtx_v2_fix(env: PixiEnv, t: ToolkitFacts) -> str:
+    if _ver(t.version or "0") < (12, 9):
+        return ""
+    return (
+        "CUDA >= 12.9 has no libnvToolsExt (NVTX v2 was removed; cuda-nvtx-dev 12.9 ships "
+        "only nvtx3 headers): use torch >= 2.8, whose CMake no longer links NVTX, or pin "
+        f'`cuda-version = "12.8.*"` in {_deps_table(env)}'
+    )
 
 
 def pred_nvtx3_found(torch: TorchCMake) -> bool:
@@ -612,12 +659,8 @@ def _missing_target_blocker(
     installed = package in env.conda_packages
     mm = _mm(t)
     libs = TARGET_LIBS.get(name, (name,))
-    if name == "nvToolsExt" and _ver(t.version or "0") >= (12, 9):
-        fix = (
-            "CUDA >= 12.9 has no libnvToolsExt (NVTX v2 was removed; cuda-nvtx-dev 12.9 "
-            "ships only nvtx3 headers): use torch >= 2.8, whose CMake no longer links NVTX, or "
-            f'pin `cuda-version = "12.8.*"` in {_deps_table(env)}'
-        )
+    if name == "nvToolsExt" and _nvtx_v2_fix(env, t):
+        fix = _nvtx_v2_fix(env, t)
     elif installed:
         where = os.path.dirname(pred.cudart) if pred and pred.cudart else "?"
         fix = (

@@ -139,6 +139,8 @@ def test_env_without_torch_needs_no_nvtx(pytester, seeds_root):
     "family,activation,expected",
     [
         ("2.6", "", "stops at caffe2-cuda"),
+        # F1.1: TorchConfig's find_library(LIBNVTOOLSEXT ... lib64/) in TORCH_LIBRARIES
+        ("2.0", INC_PATH, "generates with link:CUDA::cudart, notfound:LIBNVTOOLSEXT"),
         ("2.6", INC_PATH, "stops at cudatoolkit"),
         ("2.1", INC_ARGS, "stops at nvtoolsext-fatal"),
         ("2.6", INC_ARGS, "generates with link:CUDA::nvToolsExt"),

@@ -56,16 +56,16 @@ def _predict_and_probe(b, variant: dict[str, str], workdir: Path):
 @pytest.mark.parametrize("variant", [{}, INC_PATH, INC_ARGS], ids=["plain", "incpath", "inc+args"])
 def test_real_torch_cmake_prediction_agrees(version, variant, torch_wheels, tmp_path):
     """Each real torch's CMake files, loaded as vLLM loads them, with this machine's real
-    CUDA 13 compiler in a conda-forge layout: prediction and CMake 4.1.2 agree (torch 2.0,
-    which no vLLM builds against, is predicted only up to its FindCUDA)."""
+    CUDA 13 compiler in a conda-forge layout: prediction and CMake 4.1.2 agree. torch 2.0.1
+    with its FindCUDA satisfied reproduces F1.1's error for real: LIBNVTOOLSEXT NOTFOUND
+    (TorchConfig looks only in ${CUDA_TOOLKIT_ROOT_DIR}/lib64/ and the default dirs)."""
     b = seed_env(tmp_path / "seeds", "cuda-13.0-system")
     ft.install_real(b, version)
     pred, probe = _predict_and_probe(b, variant, tmp_path / "probe")
     verdict, why = cmake_probe.compare_config(pred, probe)
+    assert verdict == "agree", (why, probe.output[-3000:])
     if version.startswith("2.0.") and variant:
-        assert verdict == "not-comparable", why
-    else:
-        assert verdict == "agree", (why, probe.output[-3000:])
+        assert "notfound:LIBNVTOOLSEXT" in probe.generate, why
 
 
 @REAL_NVCC
