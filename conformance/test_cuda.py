@@ -25,8 +25,9 @@ def test_version_consistent(vllm_env, cuda_toolkit, verdict):
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("cuda.cmake-components")
-def test_cmake_components(vllm_env, cuda_toolkit, verdict):
-    verdict(cuda.cmake_components(vllm_env, cuda_toolkit))
+def test_cmake_components(vllm_env, cuda_toolkit, torch_config_prediction, verdict):
+    needs = torch_config_prediction.needed if torch_config_prediction else None
+    verdict(cuda.cmake_components(vllm_env, cuda_toolkit, needs))
 
 
 @pytest.mark.toolchain

@@ -408,27 +408,44 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
     )
 
 
-def cmake_components(env: PixiEnv, t: ToolkitFacts) -> Finding:
-    """The libraries FindCUDAToolkit turns into CUDA::cudart, cuda_driver, nvrtc and
-    nvToolsExt (torch's cmake and vLLM's link against them) exist as ``libX.so``."""
+def cmake_components(
+    env: PixiEnv, t: ToolkitFacts, torch_needs: Mapping[str, str] | None = None
+) -> Finding:
+    """The libraries FindCUDAToolkit turns into the ``CUDA::`` targets a vLLM build links
+    exist as ``libX.so``: ``cudart`` and ``cuda_driver`` (vLLM's CUDA extensions), ``nvrtc``
+    (``${CUDA_NVRTC_LIB}`` in torch's ``TORCH_LIBRARIES``), and whatever the env's torch CMake
+    links beyond them (``torch_needs``: torch 2.1's ``torch_cuda`` pulls cuBLAS, cuFFT, cuRAND).
+    NVTX is left to ``nvtx.cmake-target``: whether it is needed depends on torch's version, and
+    from CUDA 12.9 no package ships ``libnvToolsExt.so`` at all."""
     check = "cuda.cmake-components"
     if not t.nvcc_in_env and not t.headers:
         return skipped(check, f"no CUDA toolkit in {t.prefix} (see cuda.nvcc-in-env)")
+    from .torch_cmake import TARGET_LIBS, TARGET_PACKAGES  # torch_cmake imports this module
+
+    wanted: dict[str, str] = {"cudart": "vLLM", "cuda_driver": "vLLM", "nvrtc": "torch"}
+    for target, via in sorted((torch_needs or {}).items(), key=lambda kv: kv[0].lower()):
+        name = target.removeprefix("CUDA::")
+        if name != "nvToolsExt" and name in TARGET_LIBS:
+            wanted.setdefault(name, via or "torch")
     missing: list[str] = []
     packages: list[str] = []
     evidence: dict[str, Any] = {}
     if "cuda_runtime.h" not in t.headers:
         missing.append("cuda_runtime.h (CUDAToolkit_INCLUDE_DIR)")
         packages.append("cuda-cudart-dev")
-    for target, (lib, package) in COMPONENTS.items():
-        found = t.unversioned(lib)
+    for target, via in wanted.items():
+        lib = f"lib{TARGET_LIBS[target][0]}.so"
+        package = TARGET_PACKAGES.get(target, "cuda-toolkit")
+        found = t.unversioned(lib) or _unversioned_in(t, lib)
         if found:
             evidence[f"CUDA::{target}"] = str(found)
             continue
         versioned = [str(p) for p in t.libraries.get(lib, []) if p.exists()]
         note = f" (only {', '.join(versioned)}: find_library needs {lib})" if versioned else ""
-        missing.append(f"CUDA::{target} ({lib}{note})")
+        need = f", needed by {via}" if via not in ("vLLM", "torch") else ""
+        missing.append(f"CUDA::{target} ({lib}{note}{need})")
         packages.append(package)
+    evidence["nvToolsExt"] = "judged by nvtx.cmake-target"
     if t.dangling:
         evidence["dangling_symlinks"] = [f"{p} -> {os.readlink(p)}" for p in t.dangling]
     if missing:
@@ -451,7 +468,18 @@ def cmake_components(env: PixiEnv, t: ToolkitFacts) -> Finding:
             "pixi install`)",
             **evidence,
         )
-    return passed(check, "cudart, cuda_driver (stub), nvrtc and nvToolsExt present", **evidence)
+    return passed(
+        check, f"{', '.join(sorted(wanted))} present (NVTX: nvtx.cmake-target)", **evidence
+    )
+
+
+def _unversioned_in(t: ToolkitFacts, lib: str) -> Path | None:
+    """Libraries beyond :data:`COMPONENTS` (cuBLAS ...), looked up in the env's lib dirs."""
+    for d in t.lib_dirs:
+        candidate = d / lib
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
@@ -627,22 +655,38 @@ def arch_ptxas(
 
 
 def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
-    """For a vLLM source build: VLLM_PYTHON_EXECUTABLE (vLLM's CMakeLists refuses to
-    configure without it; setup.py passes the Python running it) is the env's Python."""
+    """For a vLLM source build: the Python CMake gets is ``sys.executable`` of the process
+    running vLLM's setup.py (``-DVLLM_PYTHON_EXECUTABLE={sys.executable}``, every release from
+    0.4.1 to 0.33 read), i.e. the ``python`` (or ``pip``) the activated PATH finds. The
+    ``VLLM_PYTHON_EXECUTABLE`` environment variable is read by neither setup.py nor
+    CMakeLists.txt: setting it changes nothing."""
     check = "cuda.vllm-python"
     if env.python is None:
         return skipped(check, f"no Python in {env.prefix}")
-    explicit = t.environ.get("VLLM_PYTHON_EXECUTABLE")
-    chosen = Path(explicit) if explicit else proc.which("python", t.environ.get("PATH"))
-    what = "VLLM_PYTHON_EXECUTABLE" if explicit else "`python` on the activated PATH"
+    chosen = proc.which("python", t.environ.get("PATH"))
+    variable = t.environ.get("VLLM_PYTHON_EXECUTABLE")
+    where = env.activation.sources.get("VLLM_PYTHON_EXECUTABLE", "the outer environment")
+    note = (
+        f"; VLLM_PYTHON_EXECUTABLE={variable} (set by {where}) has no effect: vLLM's setup.py "
+        "passes -DVLLM_PYTHON_EXECUTABLE=<the Python running it> and its CMakeLists never reads "
+        "the environment variable"
+        if variable
+        else ""
+    )
     if chosen is None or not _same_python(chosen, env):
+        set_by = env.activation.sources.get("PATH", "the outer environment")
         return failed(
             check,
-            f"{what} is {chosen or 'not found'}, not the env's {env.python}",
-            f'set `VLLM_PYTHON_EXECUTABLE = "${{CONDA_PREFIX}}/bin/python"` in '
-            f"{_activation_table(env)} in {_manifest_hint(env)}",
+            f"`python` on the activated PATH is {chosen or 'not found'}, not the env's "
+            f"{env.python}: `python -m pip install -e .` would run vLLM's setup.py, and hand "
+            f"CMake, that interpreter{note}",
+            f"build with the env's interpreter: `pixi run python -m pip install "
+            f"--no-build-isolation -e .` (or `{env.python} -m pip ...`); and drop the PATH "
+            f"entry ahead of {env.prefix}/bin (set by {set_by})",
         )
-    return passed(check, f"{what} is the env's Python ({chosen})")
+    return passed(
+        check, f"`python` on the activated PATH is the env's ({chosen}): CMake gets it{note}"
+    )
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ pytest_plugins = [
     "pytest_vllm_env.plugins.build",
     "pytest_vllm_env.plugins.xformers",
     "pytest_vllm_env.plugins.lock",
+    "pytest_vllm_env.plugins.source",
 ]
 HEADER_PACKAGES = ("torch", "vllm", "xformers", "flash-attn", "nvidia-modelopt")
 TOOLKIT_PACKAGES = ("cuda-version", "cuda-nvcc", "cuda-toolkit", "cudatoolkit")

@@ -63,7 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser,
         "--vllm-source",
         "a vLLM source tree (checkout of a tag) to judge before building it: its torch pins "
-        "(pyproject.toml, requirements/cuda.txt) against the env's torch",
+        "(pyproject.toml, requirements/cuda.txt) and scalar types against the env's torch, "
+        "its build/ CMake cache, its CMake floor",
         metavar="DIR",
     )
 
