@@ -22,7 +22,10 @@ import os, sys
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
 from vllm import LLM, SamplingParams
-llm = LLM(model=sys.argv[1], enforce_eager=True, gpu_memory_utilization=0.25, max_model_len=256)
+files = ("tokenizer.json", "tokenizer_config.json")
+tok = any(os.path.isfile(os.path.join(sys.argv[1], f)) for f in files)
+llm = LLM(model=sys.argv[1], enforce_eager=True, gpu_memory_utilization=0.25, max_model_len=256,
+          skip_tokenizer_init=not tok)
 out = llm.generate([{"prompt_token_ids": [1, 15, 27, 99, 3]}],
                    SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
 print(list(out[0].outputs[0].token_ids))

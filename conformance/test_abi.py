@@ -32,9 +32,31 @@ def test_cudart(vllm_env, extensions, torch_facts, verdict):
 
 
 @pytest.mark.vllm_check("abi.symbols")
-def test_symbols(vllm_env, extensions, torch_facts, vllm_torch_pin, verdict):
+def test_symbols(vllm_env, extensions, torch_facts, verdict):
     none = _none("abi.symbols", vllm_env, extensions)
-    verdict(none or [abi.symbols(e, torch_facts, vllm_torch_pin) for e in extensions])
+    built = {o: abi.built_for(vllm_env, o) for o in {e.owner for e in extensions}}
+    verdict(none or [abi.symbols(e, torch_facts, built[e.owner]) for e in extensions])
+
+
+@pytest.mark.vllm_check("abi.needed")
+def test_needed_libraries(vllm_env, extensions, torch_facts, library_resolver, verdict):
+    from pytest_vllm_env.linkage import link
+
+    none = _none("abi.needed", vllm_env, extensions)
+    version = vllm_env.version_of("vllm")
+    verdict(
+        none
+        or [abi.needed(link(e.path, library_resolver), torch_facts, version) for e in extensions]
+    )
+
+
+@pytest.mark.vllm_check("abi.undefined")
+def test_undefined_symbols(vllm_env, extensions, library_resolver, verdict):
+    from pytest_vllm_env.linkage import link
+
+    none = _none("abi.undefined", vllm_env, extensions)
+    skip = abi.TORCH_SIDE
+    verdict(none or [abi.undefined(link(e.path, library_resolver, skip)) for e in extensions])
 
 
 @pytest.mark.vllm_check("abi.cxx11")

@@ -22,8 +22,12 @@ def test_arch_coverage(vllm_env, extension_paths, cuda_archs, cuda_archs_source,
     out = []
     for path in binaries:
         label = coverage_arch.label_of(path)
+        fa3 = None
+        if coverage_arch.role_of(label).kind == "xformers-fa3":
+            pkg = next(p for p in path.parents if p.name == "xformers")
+            fa3 = coverage_arch.read_fa3_dispatch(pkg)
         try:
-            out += coverage_arch.coverage(label, fatbin.read_images(path), cuda_archs)
+            out += coverage_arch.coverage(label, fatbin.read_images(path), cuda_archs, fa3=fa3)
         except ElfError as exc:
             out += coverage_arch.coverage(label, None, cuda_archs, error=str(exc))
     verdict(out)

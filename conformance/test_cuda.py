@@ -25,8 +25,9 @@ def test_version_consistent(vllm_env, cuda_toolkit, verdict):
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("cuda.cmake-components")
-def test_cmake_components(vllm_env, cuda_toolkit, verdict):
-    verdict(cuda.cmake_components(vllm_env, cuda_toolkit))
+def test_cmake_components(vllm_env, cuda_toolkit, torch_config_prediction, verdict):
+    needs = torch_config_prediction.needed if torch_config_prediction else None
+    verdict(cuda.cmake_components(vllm_env, cuda_toolkit, needs))
 
 
 @pytest.mark.toolchain
@@ -57,3 +58,16 @@ def test_arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, tmp_path, verdict):
 @pytest.mark.vllm_check("cuda.vllm-python")
 def test_vllm_python(vllm_env, cuda_toolkit, verdict):
     verdict(cuda.vllm_python(vllm_env, cuda_toolkit))
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cuda.nvcc-torch")
+def test_nvcc_matches_torch_cuda(vllm_env, cuda_toolkit, torch_build_nvcc, verdict):
+    from pytest_vllm_env import cuda_torch
+
+    nvcc, why = torch_build_nvcc
+    verdict(
+        cuda_torch.nvcc_torch(
+            vllm_env, nvcc, why, vllm_env.version_of("torch"), cuda_toolkit.torch_cuda
+        )
+    )

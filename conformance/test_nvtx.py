@@ -9,11 +9,19 @@ from pytest_vllm_env import nvtx
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("nvtx.cmake-target")
 def test_nvtx_cmake_target(
-    vllm_env, cuda_toolkit, nvtx_prediction, cmake_for_env, torch_cuda_cmake, verdict
+    vllm_env,
+    cuda_toolkit,
+    nvtx_prediction,
+    cmake_for_env,
+    torch_cuda_cmake,
+    torch_config_prediction,
+    verdict,
 ):
+    stop = torch_config_prediction.stop if torch_config_prediction else None
+    earlier = stop.message if stop and "nvtoolsext" not in stop.signature else ""
     verdict(
         nvtx.cmake_target(
-            vllm_env, cuda_toolkit, nvtx_prediction, str(cmake_for_env), torch_cuda_cmake
+            vllm_env, cuda_toolkit, nvtx_prediction, str(cmake_for_env), torch_cuda_cmake, earlier
         )
     )
 

@@ -3,7 +3,7 @@
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env import wheels
+from pytest_vllm_env import platform_floor, wheels
 
 pytestmark = pytest.mark.toolchain
 
@@ -21,5 +21,7 @@ def test_built_wheels(vllm_env, vllm_wheels, torch_facts, cuda_archs, tmp_path, 
             torch=torch_facts,
             targets=cuda_archs,
             scratch=tmp_path / str(i),
+            host_glibc=platform_floor.host_glibc(),
+            floor=platform_floor.pixi_floor(vllm_env.manifest, vllm_env.name),
         )
     verdict(out)

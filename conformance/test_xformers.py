@@ -30,6 +30,8 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
             vllm_env.version_of("torch"),
             xformers.read_build_torch(dist.location / "xformers") if dist else None,
             abi.read_torch_cuda(root) if (root := abi.torch_root(vllm_env)) else None,
+            (pin := xformers.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
+            pin,
         )
     )
 

@@ -33,13 +33,13 @@ from . import findings as F
 from .elf import ElfError, defined_names, read_elf
 from .env import PixiEnv
 from .findings import Finding
+from .linkage import DRIVER_LIBS, Linkage
 
 PINNED = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")
 # Mangled names in torch's namespaces, and the C entry points of torch's stable ABI.
-_TORCH_SIDE = re.compile(
+TORCH_SIDE = _TORCH_SIDE = re.compile(
     r"^(?:_Z(?:T[VIS])?N[KVr]*(?:3c10|2at|5torch|6caffe2)\d|aoti_torch_|torch_)"
 )
-_OLD_STRING = re.compile(r"(?:RKSs|PKSs|KSs|Ss[EI_])")
 EXT_PACKAGES = ("vllm", "xformers", "flash_attn")
 
 
@@ -92,6 +92,11 @@ class ExtensionFacts:
     error: str = ""
 
     @property
+    def owner(self) -> str:
+        """``vllm``, ``xformers`` or ``flash-attn``: the package whose build this is."""
+        return owner_of(_label(self.path))
+
+    @property
     def cudart(self) -> str | None:
         for lib in self.needed:
             m = re.fullmatch(r"libcudart\.so\.(\d+)", lib)
@@ -104,9 +109,40 @@ class ExtensionFacts:
         """True/False from the torch-side symbols it imports; None when none takes a string."""
         if any("cxx11" in s for s in self.torch_symbols):
             return True
-        if any(_OLD_STRING.search(s) for s in self.torch_symbols):
+        if any(old_abi_string(s) for s in self.torch_symbols):
             return False
         return None
+
+
+def old_abi_string(mangled: str) -> bool:
+    """True when a mangled name passes ``std::string`` in the pre-C++11 ABI.
+
+    The old ABI's string is the substitution ``Ss`` (``std::basic_string<char, ...>``; ``Sb``
+    for other char types), in any position: ``RKSs`` (const&), ``OSs`` (&&), ``PKSs``, by value
+    after a nested name (``...SourceLocationESs``, c10::Error's constructor in torch 2.6.0),
+    as a template argument (``St6vectorISsSaISsEE``), at the very end. The new ABI spells
+    ``NSt7__cxx1112basic_string...`` instead. Identifiers are length-prefixed
+    (``9SsHandler``) and skipped, so a name that merely contains "Ss" does not count.
+    """
+    s, i, n = mangled, 0, len(mangled)
+    while i < n:
+        c = s[i]
+        if c.isdigit():
+            j = i
+            while j < n and s[j].isdigit():
+                j += 1
+            prev = s[i - 1] if i else ""
+            literal = i >= 2 and s[i - 2] == "L"  # Li5E, Lj0E: a literal value, not a length
+            vector = s[i - 2 : i] == "Dv"
+            if prev in ("S", "T", "A", "p") or literal or vector or not prev:
+                i = j  # S12_ seq-ids, T0_ params, A3_ arrays, fp0_, Dv4_ vectors
+                continue
+            i = j + int(s[i:j])  # <length><identifier>: skip the identifier
+            continue
+        if c == "S" and s[i + 1 : i + 2] == "s" or s[i : i + 3] == "SbI":
+            return True
+        i += 1
+    return False
 
 
 def torch_root(env: PixiEnv) -> Path | None:
@@ -305,9 +341,106 @@ def cudart(ext: ExtensionFacts, torch: TorchFacts | None, toolkit: str | None = 
     return F.passed(cid, f"{name}: libcudart.so.{major} matches torch CUDA {torch.cuda}")
 
 
-def symbols(ext: ExtensionFacts, torch: TorchFacts | None, built_for: str | None = None) -> Finding:
+@dataclass(frozen=True)
+class BuiltFor:
+    """The torch an extension was compiled against, and where that was read."""
+
+    torch: str | None  # "2.11.0", "2.7.0+cu126" (xformers' cpp_lib.json), "2.2" (flash-attn tag)
+    where: str = ""
+    cxx11: bool | None = None  # flash-attn wheel names say cxx11abiTRUE/FALSE
+    owner: str = ""
+
+
+_FA_WHEEL = re.compile(r"\+cu(\d+)torch(\d+\.\d+)cxx11abi(TRUE|FALSE)", re.I)
+
+
+def owner_of(label: str) -> str:
+    """``vllm``, ``xformers`` or ``flash-attn`` for a site-packages-relative ``.so`` name."""
+    top = label.split("/", 1)[0]
+    if top.startswith("flash_attn"):
+        return "flash-attn"
+    return top
+
+
+def built_for(env: PixiEnv, owner: str) -> BuiltFor:
+    """What each package records about the torch it was built for: vLLM and xformers pin it in
+    ``Requires-Dist`` (``torch==2.11.0``), xformers' ``cpp_lib.json`` names the exact build
+    (``2.7.0+cu126``), and a flash-attn wheel installed from a release asset keeps its name in
+    ``direct_url.json`` (``flash_attn-2.5.7+cu122torch2.2cxx11abiFALSE-...whl``). Not vLLM's
+    pin for every extension: that blamed the wrong torch for xformers and flash-attn."""
+    dist = env.dist(owner)
+    if dist is None:
+        return BuiltFor(None, owner=owner)
+    if owner == "xformers":
+        import json
+
+        try:
+            data = json.loads((dist.location / "xformers" / "cpp_lib.json").read_text())
+            value = data["version"]["torch"]
+            if isinstance(value, str):
+                return BuiltFor(value, "xformers/cpp_lib.json", owner=owner)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if owner == "flash-attn":
+        import json
+
+        try:
+            url = json.loads((dist.path / "direct_url.json").read_text()).get("url", "")
+        except (OSError, ValueError, AttributeError):
+            url = ""
+        m = _FA_WHEEL.search(url or "")
+        if m:
+            return BuiltFor(
+                m.group(2),
+                f"the flash-attn wheel name in direct_url.json ({url.rsplit('/', 1)[-1]})",
+                m.group(3).upper() == "TRUE",
+                owner,
+            )
+        return BuiltFor(None, owner=owner)
+    pin = torch_pin_of(dist.requires)
+    return BuiltFor(pin, f"{owner}'s Requires-Dist", owner=owner) if pin else BuiltFor(None)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version.split("+", 1)[0])[:3])
+
+
+def _same_release(built: str, installed: str) -> bool:
+    """``2.2`` (a flash-attn tag) matches 2.2.x; ``2.7.0+cu126`` matches 2.7.0 (+any)."""
+    want, have = _release(built), _release(installed)
+    return have[: len(want)] == want
+
+
+def _rebuild(name: str, owner: str, torch: TorchFacts) -> str:
+    if owner == "flash-attn":
+        minor = ".".join(torch.version.split("+", 1)[0].split(".")[:2])
+        flag = "TRUE" if torch.cxx11 else "FALSE"
+        return (
+            f"install the flash-attn wheel built for torch {minor} (release assets are named "
+            f"`flash_attn-<version>+cu{(torch.cuda or '12').split('.')[0]}torch{minor}"
+            f"cxx11abi{flag}-...whl`), or build it against this torch: `pip install flash-attn "
+            "--no-build-isolation` (pixi.toml: [pypi-options] no-build-isolation = "
+            '["flash-attn"])'
+        )
+    if owner == "xformers":
+        from .xformers import xformers_for_torch
+
+        want = xformers_for_torch(torch.version)
+        line = f'`xformers = "=={want}"`' if want else "the xformers release that pins it"
+        return (
+            f"install the xformers built for torch {torch.version}: {line} in pixi.toml "
+            "[pypi-dependencies] (xformers.torch-pin names the index for CUDA variants)"
+        )
+    return f"rebuild {name} against the installed torch {torch.version} (no build isolation)"
+
+
+def symbols(
+    ext: ExtensionFacts, torch: TorchFacts | None, built: BuiltFor | str | None = None
+) -> Finding:
     """``abi.symbols``: every torch-side undefined symbol of ``ext`` is exported by torch/lib."""
     cid, name = "abi.symbols", _label(ext.path)
+    if isinstance(built, str) or built is None:
+        built = BuiltFor(built, "vLLM's Requires-Dist" if built else "", owner=owner_of(name))
     if ext.error:
         return F.error(
             cid,
@@ -326,21 +459,26 @@ def symbols(ext: ExtensionFacts, torch: TorchFacts | None, built_for: str | None
             cid,
             f"{name}: resolved {len(need)} of {len(need)} torch symbols in torch {torch.version}",
         )
-    other = bool(built_for) and built_for != torch.version.split("+")[0]
+    owner = built.owner or owner_of(name)
+    other = bool(built.torch) and not _same_release(built.torch or "", torch.version)
     cause = (
-        f"built for torch {built_for}, env has {torch.version}"
+        f"built for torch {built.torch} ({built.where}), env has {torch.version}"
         if other
         else (
             f"built against a different torch build than "
             f"{torch.version} (C++ ABI flag, CUDA variant)"
+            + (f"; {built.where} says {built.torch}" if built.torch else "")
         )
     )
-    fix = (
-        f'install the torch it was built for (`torch = "=={built_for}"` in pixi.toml '
-        f"[pypi-dependencies]), or rebuild {name} against torch {torch.version}"
-        if other
-        else f"rebuild {name} against the installed torch {torch.version} (no build isolation)"
-    )
+    if other and owner == "vllm":
+        fix = (
+            f'install the torch it was built for (`torch = "=={built.torch}"` in pixi.toml '
+            f"[pypi-dependencies]), or rebuild {name} against torch {torch.version}"
+        )
+    elif other:
+        fix = _rebuild(name, owner, torch) + f", or install torch {built.torch} it was built for"
+    else:
+        fix = _rebuild(name, owner, torch)
     return F.failed(
         cid,
         f"{name}: resolved {len(need) - len(missing)} of {len(need)} torch symbols; "
@@ -369,13 +507,27 @@ def cxx11(ext: ExtensionFacts, torch: TorchFacts | None) -> Finding:
         )
     if flag == torch.cxx11:
         return F.passed(cid, f"{name}: _GLIBCXX_USE_CXX11_ABI={int(flag)} like torch")
+    owner = owner_of(name)
+    if owner == "flash-attn":
+        fix = _rebuild(name, owner, torch)
+    elif owner == "vllm":
+        # vLLM #13608: torch 2.6.0+cu124 is the old ABI, 2.6.0+cu126 and 2.7+ the new one
+        fix = (
+            f"rebuild vLLM against this torch (`python use_existing_torch.py`, then `pip install "
+            f"-e . --no-build-isolation`) so it gets -D_GLIBCXX_USE_CXX11_ABI="
+            f"{int(torch.cxx11)}, or install the torch variant it was built with (PyPI torch "
+            "2.6.0+cu124 and older use the old ABI, 2.6.0+cu126 and 2.7+ the new one)"
+        )
+    else:
+        fix = (
+            f"rebuild {name} with -D_GLIBCXX_USE_CXX11_ABI={int(torch.cxx11)} "
+            "(torch.compiled_with_cxx11_abi()), or install the torch build with the matching ABI"
+        )
     return F.failed(
         cid,
         f"{name} was built with _GLIBCXX_USE_CXX11_ABI={int(flag)}, "
         f"torch {torch.version} with {int(torch.cxx11)}",
-        f"rebuild {name} with "
-        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.cxx11)} (torch.compiled_with_cxx11_abi()), "
-        "or install the torch build with the matching ABI",
+        fix,
     )
 
 
@@ -496,3 +648,98 @@ def source_tree_torch(tree: SourceTree, torch_version: str | None) -> list[Findi
                 )
             )
     return out
+
+
+# -- the loader: libraries and symbols beyond torch's -----------------------------------------
+_CUDA_LIB = re.compile(
+    r"^lib(cudart|cublas|cublasLt|cufft|curand|cusparse|cusolver|nvrtc|nvJitLink)\.so\.(\d+)"
+)
+
+
+def needed(link: Linkage, torch: TorchFacts | None, vllm_version: str | None = None) -> Finding:
+    """``abi.needed``: every ``DT_NEEDED`` library of the extension is found where the loader
+    looks (torch's already-loaded libraries, RUNPATH, LD_LIBRARY_PATH, the env, the system)."""
+    cid, name = "abi.needed", _label(link.path)
+    if link.error:
+        return F.error(cid, f"{name}: {link.error}", f"reinstall the package that owns {name}")
+    missing = [lib for lib, path in link.needed.items() if path is None and lib not in DRIVER_LIBS]
+    driver = [lib for lib, path in link.needed.items() if path is None and lib in DRIVER_LIBS]
+    note = (
+        {"not_on_this_machine": f"{', '.join(driver)} (installed by the NVIDIA driver)"}
+        if driver
+        else {}
+    )
+    if not missing:
+        return F.passed(cid, f"{name}: all {len(link.needed)} needed libraries are found", **note)
+    first = missing[0]
+    m = _CUDA_LIB.match(first)
+    owner = owner_of(name)
+    if m and torch is not None and torch.cuda and torch.cuda.split(".")[0] != m.group(2):
+        major = torch.cuda.split(".")[0]
+        url = (
+            f"https://wheels.vllm.ai/{vllm_version or '<version>'}/cu{torch.cuda.replace('.', '')}"
+        )
+        where = (
+            f'vLLM\'s CUDA {major} wheel: [pypi-options] extra-index-urls = ["{url}"] in '
+            "pixi.toml (pip: `--extra-index-url` of that URL)"
+            if owner == "vllm"
+            else f"the {owner} build for CUDA {major}"
+        )
+        fix = (
+            f"{name} was built for CUDA {m.group(2)}, torch {torch.version} is CUDA "
+            f"{torch.cuda} (abi.cudart): install {where}"
+        )
+    elif m:
+        fix = (
+            f"add the CUDA {m.group(2)} library that provides {first}: "
+            f"`nvidia-{m.group(1).lower()}-cu{m.group(2)}` in [pypi-dependencies], or "
+            f'`cuda-{m.group(1).lower()} = "{m.group(2)}.*"` in [dependencies]'
+        )
+    elif first.startswith(("libc10", "libtorch")):
+        fix = f"install the torch {owner} was built for (abi.pins / abi.symbols name it)"
+    else:
+        fix = f"install the package that provides {first} into the env, or reinstall {owner}"
+    return F.failed(
+        cid,
+        f"{name} needs {', '.join(missing)}, found nowhere the loader looks: import fails with "
+        f'"{first}: cannot open shared object file: No such file or directory"',
+        fix,
+        **note,
+    )
+
+
+def undefined(link: Linkage) -> Finding:
+    """``abi.undefined``: every undefined symbol that is not torch's (``abi.symbols`` judges
+    those) is defined by a library in the extension's ``DT_NEEDED`` closure or by Python."""
+    cid, name = "abi.undefined", _label(link.path)
+    if link.error:
+        return F.error(cid, f"{name}: {link.error}", f"reinstall the package that owns {name}")
+    if link.missing_deep:
+        libs = ", ".join(sorted({n for n, _ in link.missing_deep}))
+        return F.skipped(cid, f"{name}: cannot resolve its symbols while {libs} is not found")
+    if not link.unresolved:
+        return F.passed(cid, f"{name}: every symbol it imports is defined by a library it needs")
+    shown = demangle(link.unresolved)
+    owner = owner_of(name)
+    arch = next((m for s in shown if (m := re.search(r"_sm(\d{2,3})[af]?(?!\d)", s))), None)
+    if arch:
+        n = int(arch.group(1))
+        cc = f"{n // 10}.{n % 10}"
+        fix = (
+            f"the build compiled a caller of sm_{n}-only kernels without the kernels (vLLM "
+            f"#29030: a global -DENABLE_..._SM{n} while TORCH_CUDA_ARCH_LIST had no {cc}): "
+            f"rebuild with {cc} in `TORCH_CUDA_ARCH_LIST` ([activation.env] in pixi.toml), or "
+            f"install the released {owner} wheel"
+        )
+    else:
+        fix = (
+            f"a build left {owner}'s own symbols undefined: reinstall the released {owner} wheel, "
+            "or rebuild it from a clean tree (remove build/) against this env"
+        )
+    return F.failed(
+        cid,
+        f"{name}: {len(shown)} symbol(s) defined by no library it loads: import fails with "
+        f'"undefined symbol: {link.unresolved[0]}"',
+        fix,
+        undefined=shown,
+    )

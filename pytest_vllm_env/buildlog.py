@@ -36,9 +36,12 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "buildlog.vllm-python",
         re.compile(r"VLLM_PYTHON_EXECUTABLE|Please set VLLM_PYTHON_EXECUTABLE"),
-        "vLLM's CMakeLists could not find the Python to build against (VLLM_PYTHON_EXECUTABLE)",
-        "build with the env's Python (`pixi run pip install --no-build-isolation -e .`) or pass "
-        "-DVLLM_PYTHON_EXECUTABLE=$CONDA_PREFIX/bin/python through CMAKE_ARGS",
+        "vLLM's CMakeLists lost VLLM_PYTHON_EXECUTABLE: setup.py passes it on the cmake command "
+        "line, so it is gone only when CMake re-ran configure after wiping a stale cache (a "
+        "build dir configured with another CUDA compiler)",
+        "delete the vLLM checkout's stale build dir (`rm -rf build/`) and build again with the "
+        "env's Python (`pixi run python -m pip install --no-build-isolation -e .`); setting "
+        "VLLM_PYTHON_EXECUTABLE in the environment has no effect",
     ),
     Rule(
         "buildlog.torch-too-old",

@@ -1,10 +1,18 @@
-"""The real probe behind ``nvtx.cmake-target``: run the env's CMake on a tiny project.
+"""The real probe behind ``nvtx.cmake-target`` and ``cmake.torch-config``: run the env's
+CMake on a tiny project that does what a vLLM source build does.
 
-The project runs ``find_package(CUDAToolkit)`` with the env's activation variables and
-prints which ``CUDA::`` targets exist; when the env has torch it then loads torch's CMake
-(``find_package(Torch)`` through ``TorchConfig.cmake``, or torch's
-``Caffe2/public/cuda.cmake`` alone when that is all there is) and links an executable to
-torch's NVTX target, so that the seed-001 generate-time error shows up for real.
+With torch's ``TorchConfig.cmake`` in the env, the project does what vLLM's CMakeLists does
+(vLLM 0.6 to 0.33 read): ``find_package(Torch)`` first (no ``find_package(CUDAToolkit)``
+before it, so torch's own module runs), then a library linked to ``torch ${TORCH_LIBRARIES}
+CUDA::cudart CUDA::cuda_driver`` (vLLM's C++-only extension links ``${TORCH_LIBRARIES}``; its
+CUDA ones ``CUDA::cudart CUDA::cuda_driver``), with ``CMAKE_ARGS`` passed on as vLLM >= 0.13's
+setup.py does. Without torch it runs ``find_package(CUDAToolkit)`` and prints the ``CUDA::``
+targets; with only torch's ``Caffe2/public/cuda.cmake`` (no TorchConfig) it includes that file
+and links torch's NVTX target.
+
+The errors are classified into the same signatures :mod:`pytest_vllm_env.torch_cmake` predicts
+(``caffe2-cuda``, ``cudatoolkit``, ``compiler-id``, ``nvtoolsext-fatal``, ``link:CUDA::X``,
+``notfound:VAR``), so that prediction and probe can be compared in outcome and cause.
 
 Nothing is written to the env: the project and the build dir live in ``workdir``.
 """
@@ -18,11 +26,17 @@ from pathlib import Path
 from . import proc
 from .cuda import ToolkitFacts
 from .env import PixiEnv
-from .findings import Finding, failed, passed, skipped
+from .findings import Finding, failed, passed, skipped, warning
 from .nvtx import Prediction, TorchCudaCmake
+from .torch_cmake import ConfigPrediction, TorchCMake, cmake_args
 
 CMAKE_TIMEOUT = 120.0
 TARGETS = ("cudart", "cuda_driver", "nvrtc", "nvToolsExt", "nvtx3")
+ALL_TARGETS = (*TARGETS, "cublas", "cublasLt", "cufft", "curand", "cuFile")
+FOUND_LINES = """\
+message(STATUS "{mark} found=${{CUDAToolkit_FOUND}}")
+message(STATUS "{mark} version=${{CUDAToolkit_VERSION}}")
+"""
 MARK = "VLLM_ENV_PROBE"
 
 CMAKELISTS = """\
@@ -44,6 +58,21 @@ foreach(t {targets})
   endif()
 endforeach()
 {torch}
+"""
+
+# A vLLM build: find_package(Torch) first, then link what vLLM's extensions link.
+VLLM_BLOCK = """\
+find_package(Torch PATHS "{config_dir}" NO_DEFAULT_PATH)
+message(STATUS "{mark} torch_found=${{Torch_FOUND}}")
+foreach(t {targets})
+  if(TARGET CUDA::${{t}})
+    message(STATUS "{mark} target=CUDA::${{t}}")
+  endif()
+endforeach()
+file(WRITE "${{CMAKE_BINARY_DIR}}/probe.cc" "int vllm_env_probe() {{ return 0; }}\\n")
+add_library(vllm_env_probe SHARED "${{CMAKE_BINARY_DIR}}/probe.cc")
+target_link_libraries(vllm_env_probe PRIVATE
+  torch ${{TORCH_LIBRARIES}} CUDA::cudart CUDA::cuda_driver)
 """
 
 TORCH_BLOCK = """\
@@ -76,6 +105,10 @@ class ProbeResult:
     errors: list[str] = field(default_factory=list)
     output: str = ""
     skipped_why: str = ""
+    mode: str = "cudatoolkit"  # "vllm": find_package(Torch) and vLLM's links
+    configured: bool = False  # "-- Configuring done" (errors after it are generate-time)
+    stop: str | None = None  # signature of the configure-time error CMake stopped at
+    generate: list[str] = field(default_factory=list)  # signatures of generate-time errors
 
     @property
     def target_names(self) -> set[str]:
@@ -94,38 +127,58 @@ def run_probe(
     workdir: Path,
     torch: TorchCudaCmake | None = None,
     *,
+    config: TorchCMake | None = None,
     timeout: float = CMAKE_TIMEOUT,
 ) -> ProbeResult:
-    """Configure the probe project with ``cmake`` under the env's activation variables."""
+    """Configure the probe project with ``cmake`` under the env's activation variables: a
+    vLLM-like project when ``config`` has a TorchConfig.cmake, else the FindCUDAToolkit one."""
     if cmake is None:
         return ProbeResult("", False, skipped_why="no cmake on the activated PATH")
-    load = ""
-    if torch is not None and torch.config is not None:
-        load = f'find_package(Torch PATHS "{torch.config.parent}" NO_DEFAULT_PATH)'
-    elif torch is not None:
-        load = f'include(FindPackageHandleStandardArgs)\n  include("{torch.path}")'
-    text = CMAKELISTS.format(
-        # torch's cuda.cmake try_run()s a .cc file: a project that loads torch needs CXX, as
-        # vLLM's own CMakeLists does (seen on the H100: "Unknown extension .cc" with C only)
-        languages="C CXX" if load else "C",
-        mark=MARK,
-        targets=" ".join(TARGETS),
-        torch=TORCH_BLOCK.format(load=load, mark=MARK) if load else "",
-    )
+    extra: list[str] = []
+    if config is not None and config.config is not None:
+        mode = "vllm"
+        text = (
+            "cmake_minimum_required(VERSION 3.18)\nproject(vllm_env_probe LANGUAGES C CXX)\n"
+            + VLLM_BLOCK.format(
+                config_dir=config.config.parent, mark=MARK, targets=" ".join(ALL_TARGETS)
+            )
+            + FOUND_LINES.format(mark=MARK)
+        )
+        extra = [f"-D{k}={v}" for k, v in cmake_args(t.environ).items()]
+    else:
+        mode = "cudatoolkit"
+        load = ""
+        if torch is not None and torch.config is not None:
+            load = f'find_package(Torch PATHS "{torch.config.parent}" NO_DEFAULT_PATH)'
+        elif torch is not None:
+            load = f'include(FindPackageHandleStandardArgs)\n  include("{torch.path}")'
+        text = CMAKELISTS.format(
+            # torch's cuda.cmake try_run()s a .cc file: a project that loads torch needs CXX,
+            # as vLLM's own CMakeLists does (seen on the H100: "Unknown extension .cc" with C)
+            languages="C CXX" if load else "C",
+            mark=MARK,
+            targets=" ".join(TARGETS),
+            torch=TORCH_BLOCK.format(load=load, mark=MARK) if load else "",
+        )
     src = workdir / "src"
     build = workdir / "build"
     src.mkdir(parents=True, exist_ok=True)
     build.mkdir(parents=True, exist_ok=True)
     (src / "CMakeLists.txt").write_text(text)
     result = proc.run(
-        [cmake, "-S", src, "-B", build, "-Wno-dev"], env=t.environ, cwd=workdir, timeout=timeout
+        [cmake, "-S", src, "-B", build, "-Wno-dev", *extra],
+        env=t.environ,
+        cwd=workdir,
+        timeout=timeout,
     )
     out = result.output
-    probe = ProbeResult(str(cmake), True, ok=result.ok, output=out[-4000:])
+    probe = ProbeResult(str(cmake), True, ok=result.ok, output=out[-6000:], mode=mode)
     if result.timed_out or result.launch_error:
         probe.ran = False
         probe.skipped_why = result.describe()
         return probe
+    probe.configured = "-- Configuring done" in out
+    probe.stop, probe.generate = classify(out)
     for line in out.splitlines():
         match = re.search(rf"{MARK} (\w+)=(.*)$", line)
         if not match:
@@ -156,6 +209,100 @@ def _errors(output: str) -> list[str]:
     return errors
 
 
+# Configure-time errors, in the order torch's config can meet them (see torch_cmake).
+STOP_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("cmake-minimum", re.compile(r"CMake [\d.]+ or higher is required")),
+    ("caffe2-cuda", re.compile(r"uses CUDA but I cannot find the CUDA")),
+    (
+        "compiler-id",
+        re.compile(
+            r"CMakeDetermineCompilerId|Failed to detect a default CUDA architecture|"
+            r"Couldn't find CUDA library root|"
+            r"No CMAKE_CUDA_COMPILER could be found|CUDA compiler identification is unknown"
+        ),
+    ),
+    ("cudatoolkit", re.compile(r"Could NOT find CUDAToolkit")),
+    ("nvtoolsext-fatal", re.compile(r"Failed to find nvToolsExt")),
+)
+STAGES = ("cmake-minimum", "caffe2-cuda", "compiler-id", "cudatoolkit", "nvtoolsext-fatal")
+
+
+def classify(output: str) -> tuple[str | None, list[str]]:
+    """The real CMake output as (configure-time stop, generate-time errors), in the
+    signatures :mod:`pytest_vllm_env.torch_cmake` predicts."""
+    configured = "-- Configuring done" in output
+    head, _, tail = output.partition("-- Configuring done")
+    generate: list[str] = []
+    text = tail if configured else head
+    # blocks of "CMake Error ..." up to the next blank-line-separated error
+    link = re.finditer(
+        r'(?:link interface of target\s+"[^"]+"\s+contains:|Target\s+"[^"]+"\s+links to:)'
+        r"\s+(\S+)\s+but the target was not found",
+        text,
+    )
+    generate += [f"link:{m.group(1)}" for m in link]
+    for block in re.finditer(r"set to NOTFOUND\.[^\n]*\n(?:[^\n]*\n)(.*?)(?:\n\n|\Z)", text, re.S):
+        for line in block.group(1).splitlines():
+            m = re.match(r"^(\w+)(?: \(ADVANCED\))?\s*$", line.strip())
+            if m:
+                generate.append(f"notfound:{m.group(1)}")
+    prop = re.search(r'get_target_property\(\) called with non-existent target\s+"([^"]+)"', text)
+    if configured:
+        return None, sorted(set(generate))
+    first: tuple[int, str] | None = None
+    for sig, pattern in STOP_PATTERNS:
+        m = pattern.search(head)
+        if m and (first is None or m.start() < first[0]):
+            first = (m.start(), sig)
+    if prop and (first is None or prop.start() < first[0]):
+        first = (prop.start(), f"property:{prop.group(1)}")
+    if first is None:
+        err = re.search(r"CMake Error[^\n]*\n\s*([^\n]+)", head)
+        return (f"other:{err.group(1).strip()[:120]}" if err else "other"), []
+    return first[1], []
+
+
+def compare_config(pred: ConfigPrediction, probe: ProbeResult) -> tuple[str, str]:
+    """``("agree" | "differ" | "not-comparable", why)``: outcome and cause of the prediction
+    against the real CMake run of the vLLM-like project."""
+    predicted = (
+        f"stops at {pred.stop.signature}"
+        if pred.stop
+        else (
+            "generates with " + ", ".join(b.signature for b in pred.generate)
+            if pred.generate
+            else "configures and generates"
+        )
+    )
+    real = (
+        f"stops at {probe.stop}"
+        if probe.stop
+        else (
+            "generates with " + ", ".join(probe.generate)
+            if probe.generate
+            else "configures and generates"
+        )
+    )
+    detail = f"predicted: {predicted}; CMake: {real}"
+    pred_stage = (
+        STAGES.index(pred.stop.signature)
+        if pred.stop and pred.stop.signature in STAGES
+        else len(STAGES)
+    )
+    if probe.stop == "compiler-id" and pred_stage > STAGES.index("compiler-id"):
+        return "not-comparable", (
+            f"{detail}. CMake could not compile with nvcc in enable_language(CUDA), which the "
+            "prediction assumes works (build.nvcc-kernel compiles for real)"
+        )
+    if not pred.complete and not pred.stop:
+        return "not-comparable", f"{detail}. Not predicted: {'; '.join(pred.not_modelled)}"
+    if pred.stop or probe.stop:
+        same = bool(pred.stop and probe.stop == pred.stop.signature)
+        return ("agree" if same else "differ"), detail
+    same = sorted(b.signature for b in pred.generate) == sorted(probe.generate)
+    return ("agree" if same else "differ"), detail
+
+
 def agree(pred: Prediction, probe: ProbeResult) -> list[str]:
     """Where the prediction and the real CMake disagree (empty when they agree)."""
     diffs = []
@@ -173,8 +320,9 @@ def agree(pred: Prediction, probe: ProbeResult) -> list[str]:
 
 
 def probe_finding(env: PixiEnv, probe: ProbeResult, pred: Prediction | None) -> Finding:
-    """``nvtx.cmake-probe``: the real CMake's targets and errors, and whether the static
-    prediction (nvtx.cmake-target) matched them."""
+    """``nvtx.cmake-probe``: what the real CMake did about NVTX. In a vLLM-like run that
+    stopped before torch's NVTX part, NVTX was not reached: skipped, naming the stop
+    (``cmake.torch-probe`` reports it)."""
     check = "nvtx.cmake-probe"
     if not probe.ran:
         return skipped(check, f"CMake probe not run: {probe.skipped_why}")
@@ -184,6 +332,28 @@ def probe_finding(env: PixiEnv, probe: ProbeResult, pred: Prediction | None) -> 
         "torch_targets": probe.torch_targets,
         "errors": probe.errors,
     }
+    if probe.mode == "vllm":
+        nvtx = [g for g in probe.generate if "nvToolsExt" in g or "LIBNVTOOLSEXT" in g]
+        if probe.stop == "nvtoolsext-fatal":
+            nvtx = ["nvtoolsext-fatal"]
+        if nvtx:
+            return failed(
+                check,
+                f"{probe.cmake}: torch's CMake needs NVTX and CMake has none: "
+                + "; ".join(_describe(n) for n in nvtx),
+                "see nvtx.cmake-target for the change",
+                **evidence,
+            )
+        if probe.stop:
+            return skipped(
+                check,
+                f"CMake stopped before torch's NVTX part ({_describe(probe.stop)}): see "
+                "cmake.torch-probe",
+                **evidence,
+            )
+        return passed(
+            check, f"{probe.cmake}: torch's CMake found all the NVTX it links", **evidence
+        )
     diffs = agree(pred, probe) if pred else []
     if diffs:
         evidence["prediction_differs"] = diffs
@@ -200,3 +370,91 @@ def probe_finding(env: PixiEnv, probe: ProbeResult, pred: Prediction | None) -> 
         f"{probe.cmake} found CUDA {probe.version}: {', '.join(sorted(probe.targets))}",
         **evidence,
     )
+
+
+DESCRIBE = {
+    "cmake-minimum": "cmake_minimum_required refused this CMake",
+    "caffe2-cuda": "Caffe2Config.cmake: Your installed Caffe2 version uses CUDA but I cannot "
+    "find the CUDA libraries",
+    "compiler-id": "enable_language(CUDA) could not compile with nvcc",
+    "cudatoolkit": "Could NOT find CUDAToolkit",
+    "nvtoolsext-fatal": "Failed to find nvToolsExt",
+}
+
+
+def _describe(signature: str) -> str:
+    if signature in DESCRIBE:
+        return DESCRIBE[signature]
+    kind, _, what = signature.partition(":")
+    if kind == "link":
+        return f"{what} linked but the target was not found"
+    if kind == "notfound":
+        return f"{what} is NOTFOUND"
+    if kind == "property":
+        return f'get_target_property() called with non-existent target "{what}"'
+    return what or signature
+
+
+def torch_probe_finding(probe: ProbeResult) -> Finding:
+    """``cmake.torch-probe``: the real CMake loaded torch's config as vLLM does and generated
+    (or where it stopped)."""
+    check = "cmake.torch-probe"
+    if not probe.ran:
+        return skipped(check, f"CMake probe not run: {probe.skipped_why}")
+    if probe.mode != "vllm":
+        return skipped(check, "no torch TorchConfig.cmake in the env: nothing to load")
+    evidence = {"cmake": probe.cmake, "errors": probe.errors, "output_tail": probe.output[-1500:]}
+    if probe.stop:
+        return failed(
+            check,
+            f"{probe.cmake} stopped in torch's CMake config: {_describe(probe.stop)}",
+            "see cmake.torch-config for the change",
+            **evidence,
+        )
+    if probe.generate:
+        return failed(
+            check,
+            f"{probe.cmake} configured torch's CMake but generation failed: "
+            + "; ".join(_describe(g) for g in probe.generate),
+            "see cmake.torch-config for the change",
+            **evidence,
+        )
+    return passed(check, f"{probe.cmake} loaded torch's CMake and linked like vLLM", **evidence)
+
+
+def agreement_finding(
+    pred: ConfigPrediction | None, nvtx_pred: Prediction | None, probe: ProbeResult
+) -> Finding:
+    """``cmake.prediction-agrees``: the static predictions (``cmake.torch-config``,
+    ``nvtx.cmake-target``) and the real CMake agree in outcome and cause. A disagreement is a
+    defect of the prediction, not of the env: a warning that says which to trust (the probe)."""
+    check = "cmake.prediction-agrees"
+    if not probe.ran:
+        return skipped(check, f"CMake probe not run: {probe.skipped_why}")
+    if probe.mode == "vllm":
+        if pred is None:
+            return skipped(check, "no prediction of torch's CMake config to compare")
+        verdict, why = compare_config(pred, probe)
+        if verdict == "not-comparable":
+            return skipped(check, why)
+        if verdict == "agree":
+            return passed(check, f"prediction and {probe.cmake} agree: {why}")
+        return warning(
+            check,
+            f"prediction and {probe.cmake} disagree ({why}); trust the real CMake "
+            "(cmake.torch-probe)",
+            "report this env to pytest-vllm-env with both verdicts: the static prediction "
+            "missed a rule of torch's CMake files",
+            probe_errors=probe.errors,
+        )
+    if nvtx_pred is None:
+        return skipped(check, "no prediction to compare (no cmake version)")
+    diffs = agree(nvtx_pred, probe)
+    if diffs:
+        return warning(
+            check,
+            f"prediction and {probe.cmake} disagree: {'; '.join(diffs)}; trust the real CMake "
+            "(nvtx.cmake-probe)",
+            "report this env to pytest-vllm-env with both verdicts",
+        )
+    return passed(check, f"prediction and {probe.cmake} agree on FindCUDAToolkit and NVTX")

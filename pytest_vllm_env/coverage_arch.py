@@ -1,39 +1,154 @@
-"""``arch.coverage``: does each binary hold kernels for the target GPU?
+"""``arch.coverage``: does each binary hold kernels the target GPU can run, given its role?
 
 The failure this exists for: torch ``+cu124`` on an RTX 5090 (sm_120) imports fine and
 then fails at the first kernel with "no kernel image is available for execution on the
 device", because CUDA 12.4 could not emit sm_120 and the wheel ships no PTX.
+
+Whether a library *must* cover a GPU depends on who loads it and when (its role):
+
+- ``core``: loaded and launched on every GPU the package runs on: vLLM's ``_C`` /
+  ``_C_stable_libtorch`` / ``_moe_C``, torch's ``libtorch_cuda.so``, xformers' ``_C.so``,
+  vLLM's FA2 and flash-attn's ``flash_attn_2_cuda`` on sm >= 8.0 (the FlashAttention backends
+  accept nothing older). Missing kernels fail, whatever the images it does hold: a
+  ``vllm/_C.abi3.so`` holding only ``sm_120a`` cannot run on a GB10 (12.1).
+- ``backend``: optional kernels vLLM dispatches to only on GPUs they were built for (FA3:
+  ``sm_90a``; FlashMLA; QuTLASS: ``sm_100f``; DeepGEMM): lacking other archs is by design.
+- ``xformers-fa3``: xformers' own FA3 build. xformers picks it for every GPU inside
+  ``flash3.FwOp``'s capability range, read from the installed ``ops/fmha/flash3.py``; FA3 runs
+  its Hopper kernels (``sm_90a`` only) on every sm >= 9.0, so where the range has no maximum
+  (xformers 0.0.30-0.0.32) a Blackwell GPU gets "no kernel image" (xformers#1329).
+- ``unknown``: any other ``.so``: a gap in its generic images fails, a library holding only
+  arch-specific images is a warning (it may be dispatched per GPU, or may not).
+
+The arch rules themselves (``fatbin.sass_runs_on`` / ``ptx_jits_to``) are checked against the
+real ptxas in tests/test_fatbin.py. Coverage through PTX alone passes, saying so: the driver
+JIT-compiles at first use, which vLLM's own wheels rely on (0.26.0's FA2 holds only sm_80 and
+compute_80).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import findings as F
 from .archs import Arch
-from .fatbin import FatbinImage, arch_coverage, arch_specific_only, describe
+from .cuda import min_toolkit_for
+from .fatbin import FatbinImage, arch_coverage, describe
 from .findings import Finding
 
 CID = "arch.coverage"
 
+# site-packages-relative names (wheel members use the same) -> role
+_CORE = re.compile(
+    r"(^|/)(torch/lib/libtorch_cuda\.so"
+    r"|vllm/_(moe_)?C(_stable_libtorch)?(\.abi3|\.cpython-[^/]*)?\.so"
+    r"|xformers/_C\.so)$"
+)
+_CORE_SM80 = re.compile(
+    r"(^|/)(vllm/vllm_flash_attn/_vllm_fa2_C[^/]*\.so|flash_attn_2_cuda[^/]*\.so)$"
+)
+_BACKEND = re.compile(
+    r"(^|/)vllm/(vllm_flash_attn/_vllm_fa3_C|_flashmla(_extension)?_C|_qutlass_C"
+    r"|third_party/deep_gemm/_C)[^/]*\.so$"
+)
+_XFORMERS_FA3 = re.compile(r"(^|/)xformers/(_C_flashattention3|flash_attn_3/_C)[^/]*\.so$")
+# nvcc's default when a build passes no -gencode at all (CUDA 12: sm_52 + compute_52, CUDA 13:
+# sm_75 + compute_75; measured with nvcc 13.0): a vLLM library holding only that was built
+# with an empty arch list, so every arch-gated kernel is missing (vLLM #49904, GB10).
+_NVCC_DEFAULTS = ({"sm_52", "compute_52"}, {"sm_75", "compute_75"}, {"sm_52"}, {"sm_75"})
 
-def _fix(label: str, target: Arch) -> str:
+
+@dataclass(frozen=True)
+class Role:
+    """Who loads a library, and on which GPUs its kernels are launched."""
+
+    kind: str  # "core", "backend", "xformers-fa3", "unknown"
+    why: str
+    min_arch: int = 0  # core_sm80: not launched below this arch number
+
+
+@dataclass(frozen=True)
+class Fa3Dispatch:
+    """``xformers.ops.fmha.flash3.FwOp``'s capability range, as the installed source says."""
+
+    minimum: tuple[int, int] | None
+    maximum: tuple[int, int] | None
+    where: str = "xformers/ops/fmha/flash3.py"
+    readable: bool = True
+
+
+def role_of(label: str) -> Role:
+    """The role of a binary, from its site-packages-relative name (real file names of the
+    vLLM 0.26.0, torch 2.11.0 and xformers 0.0.30-0.0.35 wheels)."""
+    if _CORE.search(label):
+        return Role("core", "loaded and launched on every GPU")
+    if _CORE_SM80.search(label):
+        return Role("core", "the FlashAttention-2 kernels used on every sm >= 8.0 GPU", 80)
+    if _BACKEND.search(label):
+        return Role("backend", "vLLM dispatches to it only on GPUs it was built for")
+    if _XFORMERS_FA3.search(label):
+        return Role("xformers-fa3", "xformers dispatches FA3 by flash3.FwOp's capability range")
+    return Role("unknown", "a library whose loader this suite does not know")
+
+
+def min_nvcc(arch: Arch) -> str:
+    """The first CUDA whose nvcc emits code for ``arch`` (measured with each ptxas: 12.8 for
+    10.0/12.0, 12.9 for 10.3, 12.1 and every ``f`` target, 13.0 for 11.0 and 8.8)."""
+    return min_toolkit_for(arch) or "a newer CUDA"
+
+
+def _mm(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+
+
+def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
+    plain = Arch(target.major, target.minor)
     if "libtorch" in label:
+        # SASS of the family's first arch runs on the later minors: sm_120 (CUDA 12.8) on 12.1
+        base = Arch(target.major, 0) if target.major >= 10 else plain
+        need = min_nvcc(base)
+        index = "cu" + (need if _mm(need) >= (11, 8) else "11.8").replace(".", "")
+        family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if base != plain else ""
         return (
-            f"install a torch built with {target.sm} kernels: for 12.x GPUs a CUDA >= 12.8 build "
-            "(torch from the cu128/cu130 index; `torch` under [pypi-dependencies] with that index)"
+            f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}): "
+            f'`torch = {{ version = "==<release>", index = "https://download.pytorch.org/whl/'
+            f'{index}" }}` under [pypi-dependencies] in pixi.toml (pip: `--index-url '
+            f"https://download.pytorch.org/whl/{index}`)"
+        )
+    need = min_nvcc(plain)
+    owner = label.split("/", 1)[0]
+    owner = "flash-attn" if owner.startswith("flash_attn") else owner
+    hint = ""
+    if _nvcc_default_only(images):
+        hint = (
+            f"; it holds only nvcc's default arch {images[0].arch.sm}, so the build saw no arch "
+            "list (TORCH_CUDA_ARCH_LIST unset and detection failed, as for 12.1 with torch's "
+            "arch parser, vLLM #49904)"
         )
     return (
-        f"rebuild with TORCH_CUDA_ARCH_LIST containing {target.cc} (nvcc >= 12.8 for 12.x), "
-        f"or install a build of {label.split('/')[0]} made for {target.sm}"
+        f'rebuild with `TORCH_CUDA_ARCH_LIST = "{plain.cc}"` in [activation.env] of pixi.toml '
+        f"(an `a` image such as sm_{target.number}a serves only {plain.cc}; {plain.sm} needs "
+        f'nvcc >= {need}: `cuda-version = "{need}.*"`), or install a {owner} wheel built for '
+        f"{plain.sm}" + hint
     )
 
 
+def _nvcc_default_only(images: list[FatbinImage]) -> bool:
+    return {i.name for i in images} in _NVCC_DEFAULTS
+
+
 def coverage(
-    label: str, images: list[FatbinImage] | None, targets: Iterable[Arch], error: str = ""
+    label: str,
+    images: list[FatbinImage] | None,
+    targets: Iterable[Arch],
+    error: str = "",
+    fa3: Fa3Dispatch | None = None,
 ) -> list[Finding]:
-    """One finding per target arch for the binary ``label`` (a site-packages-relative name)."""
+    """One finding per target arch for the binary ``label`` (a site-packages-relative name);
+    ``fa3`` is xformers' FA3 dispatch range when ``label`` is xformers' FA3 library."""
     targets = list(targets)
     if error:
         return [F.error(CID, f"{label}: {error}", f"reinstall the package that owns {label}")]
@@ -45,32 +160,143 @@ def coverage(
         ]
     if not images:
         return [F.skipped(CID, f"{label} holds no GPU code (.nv_fatbin absent)")]
+    role = role_of(label)
+    return [_judge(label, images, t, role, fa3) for t in targets]
+
+
+def _judge(
+    label: str, images: list[FatbinImage], target: Arch, role: Role, fa3: Fa3Dispatch | None
+) -> Finding:
     held = describe(images)
-    out = []
-    for target in targets:
-        cov = arch_coverage(images, target)
-        if cov.covered and cov.via is not None:
-            how = f"PTX {cov.via.name} (JIT on first use)" if cov.jit else f"SASS {cov.via.name}"
-            out.append(F.passed(CID, f"{label} runs on {target.sm} via {how}", holds=held))
-        elif arch_specific_only(images):
-            out.append(
-                F.passed(
-                    CID,
-                    f"{label} holds only arch-specific kernels ({held}): used only on those "
-                    f"GPUs, not needed for {target.sm}",
-                    holds=held,
-                )
+    cov = arch_coverage(images, target)
+    ev = {"holds": held, "role": f"{role.kind}: {role.why}"}
+    if role.kind == "xformers-fa3":
+        dispatched, why = _fa3_dispatched(fa3, target)
+        if not dispatched:
+            return F.passed(CID, f"{label} is not used on {target.sm}: {why}", **ev)
+        if target.major >= 10:
+            # FA3 takes its SM90 (Hopper) path on every sm >= 9.0; those kernels are sm_90a.
+            return F.failed(
+                CID,
+                f"xformers dispatches FA3 on {target.sm} ({why}) and FA3 runs its Hopper "
+                f'kernels there, which {label} holds only as sm_90a: "no kernel image is '
+                f'available" at the first attention (xformers#1329)',
+                "use an xformers whose flash3.FwOp stops at 9.0 (0.0.33 and later, measured in "
+                'the wheels; it pins its own torch: `xformers = "==0.0.33.post1"` with '
+                '`torch = "==2.9.0"` in pixi.toml [pypi-dependencies]), or keep xformers off '
+                "this GPU (vLLM >= 0.10.2 uses torch SDPA for Pixtral/Mistral3 on Blackwell)",
+                **ev,
             )
-        else:
-            out.append(
-                F.failed(
-                    CID,
-                    f"{label} has no kernels for {target.sm} ({target.cc}): it holds {held}",
-                    _fix(label, target),
-                    holds=held,
-                )
+    if (
+        role.kind == "core"
+        and label.startswith("vllm/")
+        and _nvcc_default_only(images)
+        and images[0].arch.number != target.number
+    ):
+        # the generic kernels JIT from the default PTX, but vLLM compiled none of its arch-gated
+        # ones: "No compiled cutlass_scaled_mm for a compute capability less than CUDA device
+        # capability: 121" at the first quantized GEMM (vLLM #49904)
+        return F.failed(
+            CID,
+            f"{label} was built for nvcc's default arch only ({held}): vLLM's arch-gated "
+            f"kernels (CUTLASS scaled_mm, Marlin, MoE) are missing on {target.sm} and fail with "
+            '"No compiled cutlass_scaled_mm for a compute capability less than CUDA device '
+            f'capability: {target.number}"',
+            _fix(label, target, images),
+            **ev,
+        )
+    if cov.covered and cov.via is not None:
+        if cov.jit:
+            # passed, not a warning: vLLM 0.26.0's own FA2 ships only sm_80 + compute_80 and
+            # runs on H100/RTX 5090 through this JIT (measured); the first launch is slower
+            return F.passed(
+                CID,
+                f"{label} runs on {target.sm} through PTX {cov.via.name} (JIT-compiled by the "
+                "driver at first use, then cached)",
+                **ev,
             )
-    return out
+        return F.passed(CID, f"{label} runs on {target.sm} via SASS {cov.via.name}", **ev)
+    special = all(i.arch.suffix in ("a", "f") for i in images)
+    if role.kind == "backend":
+        return F.passed(
+            CID,
+            f"{label} holds kernels only for other GPUs ({held}): {role.why}; not needed for "
+            f"{target.sm}",
+            **ev,
+        )
+    if role.min_arch and target.number < role.min_arch:
+        return F.passed(CID, f"{label} is not used on {target.sm} ({role.why})", **ev)
+    if role.kind == "unknown" and special:
+        return F.warning(
+            CID,
+            f"{label} holds only arch-specific kernels ({held}) and none for {target.sm}: "
+            "fine if its package uses it only on those GPUs, 'no kernel image' if it loads it "
+            "on this one",
+            _fix(label, target, images),
+            **ev,
+        )
+    why = ""
+    if special:
+        why = (
+            f" (`a` images run only on their own arch, `f` images on their family "
+            f"{target.major}.x at or above their minor; {role.why})"
+        )
+    return F.failed(
+        CID,
+        f"{label} has no kernels for {target.sm} ({target.cc}): it holds {held}{why}",
+        _fix(label, target, images),
+        **ev,
+    )
+
+
+def _fa3_dispatched(fa3: Fa3Dispatch | None, target: Arch) -> tuple[bool, str]:
+    if fa3 is None or not fa3.readable:
+        return True, "its flash3.FwOp capability range could not be read; assumed unbounded"
+    cc = (target.major, target.minor)
+    if fa3.minimum and cc < fa3.minimum:
+        return False, f"flash3.FwOp needs capability >= {fa3.minimum} ({fa3.where})"
+    if fa3.maximum is not None:
+        if cc > fa3.maximum:
+            return False, f"flash3.FwOp stops at capability {fa3.maximum} ({fa3.where})"
+        return True, f"flash3.FwOp accepts {fa3.minimum} to {fa3.maximum} ({fa3.where})"
+    return True, f"flash3.FwOp accepts every capability >= {fa3.minimum} ({fa3.where})"
+
+
+def required_on(label: str, images: list[FatbinImage], target: Arch) -> bool:
+    """Whether a GPU of ``target`` arch will launch this binary's kernels (used by
+    ``gpu.device-coverage``): false for per-GPU backends and arch-specific-only unknowns."""
+    role = role_of(label)
+    if role.kind == "backend":
+        return False
+    if role.min_arch and target.number < role.min_arch:
+        return False
+    special = bool(images) and all(i.arch.suffix in ("a", "f") for i in images)
+    return not (role.kind in ("unknown", "xformers-fa3") and special)
+
+
+def read_fa3_dispatch(package_dir: Path) -> Fa3Dispatch:
+    """``CUDA_MINIMUM/MAXIMUM_COMPUTE_CAPABILITY`` of ``FwOp`` in xformers'
+    ``ops/fmha/flash3.py`` (read as text, never imported): xformers 0.0.30 has only
+    ``(9, 0)`` as minimum, 0.0.31/0.0.32 ``(8, 0)``, 0.0.33 on add ``MAXIMUM = (9, 0)``."""
+    path = package_dir / "ops" / "fmha" / "flash3.py"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return Fa3Dispatch(None, None, str(path), readable=False)
+    body = text.split("class FwOp", 1)[1] if "class FwOp" in text else ""
+    body = body.split("\nclass ", 1)[0]
+
+    def pair(name: str) -> tuple[int, int] | None:
+        m = re.search(rf"^\s+{name}\s*(?::[^=]*)?=\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)", body, re.M)
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+    if not body:
+        return Fa3Dispatch(None, None, str(path), readable=False)
+    return Fa3Dispatch(
+        pair("CUDA_MINIMUM_COMPUTE_CAPABILITY"),
+        pair("CUDA_MAXIMUM_COMPUTE_CAPABILITY"),
+        "xformers/ops/fmha/flash3.py",
+    )
 
 
 def label_of(path: Path) -> str:

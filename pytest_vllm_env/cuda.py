@@ -55,21 +55,25 @@ COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 # First CUDA release whose nvcc accepts each arch (NVIDIA's nvcc docs / release notes;
-# measured: 12.4.131 ptxas refuses sm_120, 12.8.93 accepts it and refuses sm_121, 13.0.88
-# lists compute_75..compute_121 and nothing older). ``None`` = still accepted.
+# measured with each release's ptxas `--help` list: 12.4.131 stops at sm_90a; 12.8.93 adds
+# sm_100(a), sm_101(a), sm_120(a); 12.9.86 adds sm_103(a/f), sm_121(a/f) and every `f`
+# (family) target; 13.0.88 renames sm_101 to sm_110, adds sm_88, drops everything below
+# sm_75). ``None`` = still accepted.
 ARCH_FIRST: dict[str, str] = {
     "5.0": "6.0", "5.2": "7.0", "5.3": "7.0", "6.0": "8.0", "6.1": "8.0", "6.2": "8.0",
     "7.0": "9.0", "7.2": "10.0", "7.5": "10.0", "8.0": "11.0", "8.6": "11.1",
     "8.7": "11.4", "8.9": "11.8", "9.0": "11.8", "9.0a": "12.0", "10.0": "12.8",
     "10.0a": "12.8", "10.1": "12.8", "10.1a": "12.8", "10.3": "12.9", "10.3a": "12.9",
     "11.0": "13.0", "11.0a": "13.0", "12.0": "12.8", "12.0a": "12.8", "12.1": "12.9",
-    "12.1a": "12.9",
+    "12.1a": "12.9", "8.8": "13.0", "10.0f": "12.9", "10.1f": "12.9", "10.3f": "12.9",
+    "11.0f": "13.0", "12.0f": "12.9", "12.1f": "12.9",
 }  # fmt: skip
 # Last CUDA major that still accepts an arch (CUDA 13.0 dropped everything below 7.5 and
 # renamed 10.1 to 11.0).
 ARCH_LAST_MAJOR: dict[str, int] = {
     **{cc: 12 for cc in ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "10.1")},
     "10.1a": 12,
+    "10.1f": 12,
 }
 
 
@@ -148,6 +152,7 @@ class ToolkitFacts:
     dangling: list[Path]  # symlinks in lib dirs pointing nowhere
     ptxas: Path | None
     environ: dict[str, str] = field(repr=False, default_factory=dict)
+    torch_cuda: str | None = None  # torch/version.py's cuda: what a fix must keep (cu118 torch)
 
     @property
     def version(self) -> str | None:
@@ -230,7 +235,15 @@ def read_toolkit(
         dangling=dangling,
         ptxas=ptxas,
         environ=environ,
+        torch_cuda=_torch_cuda(env),
     )
+
+
+def _torch_cuda(env: PixiEnv) -> str | None:
+    from .abi import read_torch_cuda, torch_root
+
+    root = torch_root(env)
+    return read_torch_cuda(root) if root else None
 
 
 def run_nvcc(nvcc: Path, environ: Mapping[str, str], timeout: float = NVCC_TIMEOUT) -> NvccRun:
@@ -323,20 +336,14 @@ def nvcc_need(env: PixiEnv, asked: Sequence[str] = ()) -> NvccNeed:
 
 
 # -- judgements -----------------------------------------------------------------------------
-def _wanted_mm(t: ToolkitFacts, env: PixiEnv | None = None) -> str:
-    """The CUDA a fix should name: the ``cuda-version`` pin, else the CUDA the env's torch
-    was built for (a venv's torch 2.11+cu130 wants 13.0, not 12.8), else 12.8."""
+def _wanted_mm(t: ToolkitFacts) -> str:
+    """The CUDA a fix should pin: the env's cuda-version, else torch's own CUDA (a 12.8 nvcc
+    next to a cu118 torch is a new mismatch: cuda.nvcc-torch; a venv's torch 2.11+cu130
+    wants 13.0), else 12.8."""
     pinned = t.packages.get("cuda-version")
     if pinned:
         return ".".join(pinned.split(".")[:2])
-    version_py = env.package_file("torch", "torch/version.py") if env else None
-    if version_py is not None:
-        from .abi import read_torch_cuda
-
-        torch_cuda = read_torch_cuda(version_py.parent)
-        if torch_cuda and re.match(r"^\d+\.\d+", torch_cuda):
-            return ".".join(torch_cuda.split(".")[:2])
-    return "12.8"
+    return ".".join(t.torch_cuda.split(".")[:2]) if t.torch_cuda else "12.8"
 
 
 def _cuda_packages(mm: str | None, *names: str) -> list[fixes.Package]:
@@ -349,7 +356,7 @@ def nvcc_in_env(env: PixiEnv, t: ToolkitFacts, need: NvccNeed | None = None) -> 
     without nvcc; one whose packages JIT-compile CUDA kernels gets a warning."""
     check = "cuda.nvcc-in-env"
     need = need or NvccNeed(required=("asked for",))
-    mm = _wanted_mm(t, env)
+    mm = _wanted_mm(t)
     add = fixes.add(env, *_cuda_packages(mm, "cuda-nvcc", "cuda-version"))
     if not t.nvcc_in_env and not need.required:
         if need.jit:
@@ -447,7 +454,24 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
     nvcc_mm = t.nvcc.major_minor if t.nvcc and t.nvcc.ok else None
     pinned = t.packages.get("cuda-version")
     pinned_mm = ".".join(pinned.split(".")[:2]) if pinned else None
-    want = pinned_mm or nvcc_mm or max(families, key=lambda k: len(families[k]))
+    torch_mm = ".".join(t.torch_cuda.split(".")[:2]) if t.torch_cuda else None
+    # torch's CUDA breaks the tie: it cannot follow a pin, the toolkit can (F5.6: nvcc 12.9
+    # beside cudatoolkit 11.8 and a cu118 torch wants 11.8, not 12.9)
+    common = max(families, key=lambda k: len(families[k])) if families else None
+    want = pinned_mm or (torch_mm if torch_mm in families else None) or common
+    if nvcc_mm and families and nvcc_mm not in families and not pinned_mm:
+        return failed(
+            check,
+            f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but the env's CUDA packages are "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(families.items()))
+            + (f" (torch is built with CUDA {t.torch_cuda})" if t.torch_cuda else ""),
+            fixes.add(env, *_cuda_packages(want, "cuda-version", "cuda-nvcc"), verb="pin")
+            + ": one CUDA for nvcc and the cuda-* packages, and make that nvcc the one builds "
+            "use (CUDA_HOME)",
+            packages=[f"{k} {v}" for k, v in t.packages.items()],
+            nvcc=t.nvcc.path,
+        )
+    want = want if pinned_mm else (nvcc_mm or want)
     if nvcc_mm and want and nvcc_mm != want:
         return failed(
             check,
@@ -472,27 +496,44 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
     )
 
 
-def cmake_components(env: PixiEnv, t: ToolkitFacts) -> Finding:
-    """The libraries FindCUDAToolkit turns into CUDA::cudart, cuda_driver, nvrtc and
-    nvToolsExt (torch's cmake and vLLM's link against them) exist as ``libX.so``."""
+def cmake_components(
+    env: PixiEnv, t: ToolkitFacts, torch_needs: Mapping[str, str] | None = None
+) -> Finding:
+    """The libraries FindCUDAToolkit turns into the ``CUDA::`` targets a vLLM build links
+    exist as ``libX.so``: ``cudart`` and ``cuda_driver`` (vLLM's CUDA extensions), ``nvrtc``
+    (``${CUDA_NVRTC_LIB}`` in torch's ``TORCH_LIBRARIES``), and whatever the env's torch CMake
+    links beyond them (``torch_needs``: torch 2.1's ``torch_cuda`` pulls cuBLAS, cuFFT, cuRAND).
+    NVTX is left to ``nvtx.cmake-target``: whether it is needed depends on torch's version, and
+    from CUDA 12.9 no package ships ``libnvToolsExt.so`` at all."""
     check = "cuda.cmake-components"
     if not t.nvcc_in_env and not t.headers:
         return skipped(check, f"no CUDA toolkit in {t.prefix} (see cuda.nvcc-in-env)")
+    from .torch_cmake import TARGET_LIBS, TARGET_PACKAGES  # torch_cmake imports this module
+
+    wanted: dict[str, str] = {"cudart": "vLLM", "cuda_driver": "vLLM", "nvrtc": "torch"}
+    for target, via in sorted((torch_needs or {}).items(), key=lambda kv: kv[0].lower()):
+        name = target.removeprefix("CUDA::")
+        if name != "nvToolsExt" and name in TARGET_LIBS:
+            wanted.setdefault(name, via or "torch")
     missing: list[str] = []
     packages: list[str] = []
     evidence: dict[str, Any] = {}
     if "cuda_runtime.h" not in t.headers:
         missing.append("cuda_runtime.h (CUDAToolkit_INCLUDE_DIR)")
         packages.append("cuda-cudart-dev")
-    for target, (lib, package) in COMPONENTS.items():
-        found = t.unversioned(lib)
+    for target, via in wanted.items():
+        lib = f"lib{TARGET_LIBS[target][0]}.so"
+        package = TARGET_PACKAGES.get(target, "cuda-toolkit")
+        found = t.unversioned(lib) or _unversioned_in(t, lib)
         if found:
             evidence[f"CUDA::{target}"] = str(found)
             continue
         versioned = [str(p) for p in t.libraries.get(lib, []) if p.exists()]
         note = f" (only {', '.join(versioned)}: find_library needs {lib})" if versioned else ""
-        missing.append(f"CUDA::{target} ({lib}{note})")
+        need = f", needed by {via}" if via not in ("vLLM", "torch") else ""
+        missing.append(f"CUDA::{target} ({lib}{note}{need})")
         packages.append(package)
+    evidence["nvToolsExt"] = "judged by nvtx.cmake-target"
     if t.dangling:
         evidence["dangling_symlinks"] = [f"{p} -> {os.readlink(p)}" for p in t.dangling]
     if missing:
@@ -513,7 +554,18 @@ def cmake_components(env: PixiEnv, t: ToolkitFacts) -> Finding:
             "pixi install`)",
             **evidence,
         )
-    return passed(check, "cudart, cuda_driver (stub), nvrtc and nvToolsExt present", **evidence)
+    return passed(
+        check, f"{', '.join(sorted(wanted))} present (NVTX: nvtx.cmake-target)", **evidence
+    )
+
+
+def _unversioned_in(t: ToolkitFacts, lib: str) -> Path | None:
+    """Libraries beyond :data:`COMPONENTS` (cuBLAS ...), looked up in the env's lib dirs."""
+    for d in t.lib_dirs:
+        candidate = d / lib
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
@@ -606,10 +658,12 @@ def arch_supported(
     known = listed or {f"{a.number}" for a in archs_of_toolkit(t.nvcc.major_minor or "0.0")}
     findings = []
     for arch in archs:
-        if str(arch.number) in known:
+        need = min_toolkit_for(arch)
+        # --list-gpu-arch names no a/f variants: 12.8 lists compute_120 yet refuses 12.0f
+        too_old = bool(arch.suffix and need and _ver(need) > _ver(t.version or "0"))
+        if str(arch.number) in known and not too_old:
             findings.append(passed(check, f"CUDA {t.version} can target {arch.sm} ({how})"))
             continue
-        need = min_toolkit_for(arch)
         last = ARCH_LAST_MAJOR.get(arch.cc)
         if need is None:  # from TORCH_CUDA_ARCH_LIST (--cuda-arch refuses unknown archs)
             findings.append(
@@ -633,6 +687,13 @@ def arch_supported(
             fix = (
                 f"drop {arch.cc} from {source}, or reinstall the toolkit: CUDA {t.version} "
                 f"should list {arch.compute} in `nvcc --list-gpu-arch`"
+            )
+        if t.torch_cuda and _ver(need)[:1] != _ver(t.torch_cuda)[:1]:
+            # a CUDA 12.8 nvcc beside a cu118 torch only moves the failure (cuda.nvcc-torch)
+            fix += (
+                f", and a torch built for CUDA {need} (torch is CUDA {t.torch_cuda}): "
+                f'`torch = {{ version = "...", index = "https://download.pytorch.org/whl/cu'
+                f'{need.replace(".", "")}" }}` in {fixes.deps_place(env, pypi=True)}'
             )
         findings.append(
             failed(
@@ -698,21 +759,38 @@ def arch_ptxas(
 
 
 def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
-    """For a vLLM source build: VLLM_PYTHON_EXECUTABLE (vLLM's CMakeLists refuses to
-    configure without it; setup.py passes the Python running it) is the env's Python."""
+    """For a vLLM source build: the Python CMake gets is ``sys.executable`` of the process
+    running vLLM's setup.py (``-DVLLM_PYTHON_EXECUTABLE={sys.executable}``, every release from
+    0.4.1 to 0.33 read), i.e. the ``python`` (or ``pip``) the activated PATH finds. The
+    ``VLLM_PYTHON_EXECUTABLE`` environment variable is read by neither setup.py nor
+    CMakeLists.txt: setting it changes nothing."""
     check = "cuda.vllm-python"
     if env.python is None:
         return skipped(check, f"no Python in {env.prefix}")
-    explicit = t.environ.get("VLLM_PYTHON_EXECUTABLE")
-    chosen = Path(explicit) if explicit else proc.which("python", t.environ.get("PATH"))
-    what = "VLLM_PYTHON_EXECUTABLE" if explicit else "`python` on the activated PATH"
+    chosen = proc.which("python", t.environ.get("PATH"))
+    variable = t.environ.get("VLLM_PYTHON_EXECUTABLE")
+    where = env.activation.sources.get("VLLM_PYTHON_EXECUTABLE", "the outer environment")
+    note = (
+        f"; VLLM_PYTHON_EXECUTABLE={variable} (set by {where}) has no effect: vLLM's setup.py "
+        "passes -DVLLM_PYTHON_EXECUTABLE=<the Python running it> and its CMakeLists never reads "
+        "the environment variable"
+        if variable
+        else ""
+    )
     if chosen is None or not _same_python(chosen, env):
+        set_by = env.activation.sources.get("PATH", "the outer environment")
         return failed(
             check,
-            f"{what} is {chosen or 'not found'}, not the env's {env.python}",
-            fixes.set_var(env, "VLLM_PYTHON_EXECUTABLE", "${CONDA_PREFIX}/bin/python"),
+            f"`python` on the activated PATH is {chosen or 'not found'}, not the env's "
+            f"{env.python}: `python -m pip install -e .` would run vLLM's setup.py, and hand "
+            f"CMake, that interpreter{note}",
+            f"build with the env's interpreter: `pixi run python -m pip install "
+            f"--no-build-isolation -e .` (or `{env.python} -m pip ...`); and drop the PATH "
+            f"entry ahead of {env.prefix}/bin (set by {set_by})",
         )
-    return passed(check, f"{what} is the env's Python ({chosen})")
+    return passed(
+        check, f"`python` on the activated PATH is the env's ({chosen}): CMake gets it{note}"
+    )
 
 
 # -- helpers --------------------------------------------------------------------------------

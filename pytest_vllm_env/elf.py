@@ -58,6 +58,11 @@ class ElfFile:
     runpath: list[str] = field(default_factory=list)
     rpath: list[str] = field(default_factory=list)
     symbols: list[Symbol] = field(default_factory=list)
+    # ".gnu.version_d" names this object defines (GLIBC_2.34 in libc.so.6), and
+    # ".gnu.version_r": library -> the versions of it this object needs (what the loader checks:
+    # "version `GLIBC_2.32' not found (required by ...)")
+    version_defs: list[str] = field(default_factory=list)
+    version_needs: dict[str, list[str]] = field(default_factory=dict)
 
     def section(self, name: str) -> Section | None:
         return self.sections.get(name)
@@ -188,7 +193,7 @@ def _read_elf(fh: BinaryIO, path: Path, file_size: int, want_symbols: bool) -> E
     sym = elf.sections.get(".dynsym")
     if want_symbols and sym:
         data = _read(fh, sym.offset, sym.size, file_size, ".dynsym")
-        versions = _version_names(fh, elf.sections, dynstr, file_size)
+        versions = _version_names(fh, elf.sections, dynstr, file_size, elf)
         versym_sec = elf.sections.get(".gnu.version")
         versym = (
             _read(fh, versym_sec.offset, versym_sec.size, file_size, ".gnu.version")
@@ -211,7 +216,11 @@ def _read_elf(fh: BinaryIO, path: Path, file_size: int, want_symbols: bool) -> E
 
 
 def _version_names(
-    fh: BinaryIO, sections: dict[str, Section], dynstr: bytes, file_size: int
+    fh: BinaryIO,
+    sections: dict[str, Section],
+    dynstr: bytes,
+    file_size: int,
+    elf: ElfFile | None = None,
 ) -> dict[int, str]:
     """Version index -> name, from ``.gnu.version_d`` (defined) and ``_r`` (needed)."""
     names: dict[int, str] = {}
@@ -223,6 +232,8 @@ def _version_names(
             _v, _flags, ndx, cnt, _hash, aux, nxt = struct.unpack_from("<HHHHIII", data, pos)
             if cnt and pos + aux + 8 <= len(data):
                 names[ndx] = _cstr(dynstr, struct.unpack_from("<I", data, pos + aux)[0])
+                if elf is not None and not _flags & 1:  # VER_FLG_BASE names the file itself
+                    elf.version_defs.append(names[ndx])
             if not nxt:
                 break
             pos, seen = pos + nxt, seen + 1
@@ -231,13 +242,15 @@ def _version_names(
         data = _read(fh, verneed.offset, verneed.size, file_size, ".gnu.version_r")
         pos, seen = 0, 0
         while pos + 16 <= len(data) and seen < 65536:
-            _v, cnt, _file, aux, nxt = struct.unpack_from("<HHIII", data, pos)
+            _v, cnt, file_off, aux, nxt = struct.unpack_from("<HHIII", data, pos)
             apos = pos + aux
+            wanted = elf.version_needs.setdefault(_cstr(dynstr, file_off), []) if elf else []
             for _ in range(min(cnt, 4096)):
                 if apos + 16 > len(data):
                     break
                 _h, _f, other, name, anext = struct.unpack_from("<IHHII", data, apos)
                 names[other] = _cstr(dynstr, name)
+                wanted.append(names[other])
                 if not anext:
                     break
                 apos += anext

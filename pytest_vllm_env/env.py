@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 
@@ -87,6 +88,9 @@ class PixiEnv:
     python_version: str | None = None
     problems: list[Problem] = field(default_factory=list)
     base_environ: dict[str, str] = field(default_factory=dict, repr=False)
+    # Lock mode (lockmode.py): the pixi.lock this env's packages were read from, because it
+    # is not installed or --vllm-from-lock asked; None for an env read from its files.
+    locked: Any = field(default=None, repr=False)
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
@@ -260,6 +264,8 @@ def compute_activation(env: PixiEnv) -> Activation:
     base = {k: v for k, v in env.base_environ.items() if not _OUTER_VARS.match(k)}
     manifest = env.manifest
     pixi = shutil.which("pixi", path=env.base_environ.get("PATH"))
+    if env.locked is not None:
+        pixi = None  # `pixi shell-hook` installs a missing env first: never in lock mode
     if pixi and manifest and env.name:
         result = proc.run(
             [pixi, "shell-hook", "--json", "--manifest-path", manifest.path, "-e", env.name],
@@ -308,6 +314,8 @@ def compute_activation(env: PixiEnv) -> Activation:
     scripts = _safe_glob(env.prefix / "etc" / "conda" / "activate.d", "*.sh", [])
     if manifest and env.name:
         scripts += [s for s in manifest.activation_scripts(env.name) if s.suffix == ".sh"]
+    if env.locked is not None:
+        scripts = []  # lock mode: nothing is installed for them to act on; tables only
     if scripts:
         environ, script_sources, script_problems = _source_scripts(scripts, environ)
         sources.update(script_sources)
@@ -432,8 +440,6 @@ def locate(
             elif owner is None and manifest_path is not None:
                 # found upward from the rootdir: its tables only when it owns this env
                 name, owner = _pixi_env_of(prefix, manifest_path, strict=True)
-            if owner is not None and name and not _exists(prefix):
-                _raise_not_installed(owner, name, prefix)
             return EnvSpec(prefix, name, owner, "--vllm-env")
         if manifest_path is None:
             raise EnvError(
@@ -451,10 +457,7 @@ def locate(
                 f"--vllm-env {value}: {manifest_path} defines no environment {value!r} "
                 f"(it has: {', '.join(sorted(envs))})"
             )
-        prefix = parsed.env_prefix(value)
-        if not _exists(prefix):
-            _raise_not_installed(manifest_path, value, prefix)
-        return EnvSpec(prefix, value, manifest_path, f"{manifest_path}")
+        return EnvSpec(parsed.env_prefix(value), value, manifest_path, f"{manifest_path}")
     conda_prefix = environ.get("CONDA_PREFIX")
     if conda_prefix:
         prefix = _abs(Path(conda_prefix))
@@ -466,14 +469,6 @@ def locate(
             name, owner = _pixi_env_of(prefix, manifest_path, strict=True)
         return EnvSpec(prefix, name, owner, "$CONDA_PREFIX")
     return EnvSpec(_abs(Path(default_prefix)), None, None, "the interpreter running pytest")
-
-
-def _raise_not_installed(manifest: Path, name: str, prefix: Path) -> None:
-    """A declared env that was never installed (bug: the fixes then said to add lines the
-    manifest already has). A mode that judges it from pixi.lock plugs in here."""
-    from .fixes import env_not_installed
-
-    raise EnvError(env_not_installed(manifest, name, prefix))
 
 
 def _pixi_env_of(

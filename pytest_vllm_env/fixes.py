@@ -264,13 +264,13 @@ def install_env(env: PixiEnv) -> str:
 
 
 def env_not_installed(manifest: Path, name: str, prefix: Path) -> str:
-    """The message for a Pixi env the manifest declares but nobody installed (no prefix).
-
-    One place: a mode that judges such an env from ``pixi.lock`` instead plugs in where this
-    is raised (``pytest_vllm_env.env.locate``)."""
+    """The message for a Pixi env the manifest declares but nobody installed (no prefix) and
+    no ``pixi.lock`` to judge it from (with one, lock mode judges it:
+    ``pytest_vllm_env.lockmode.open_env``, where this is raised)."""
     return (
-        f"pixi env {name!r} is declared in {manifest} but not installed (no {prefix}): run "
-        f"`pixi install -e {name} --manifest-path {manifest}`, then judge it"
+        f"pixi env {name!r} is declared in {manifest} but not installed (no {prefix}) and has "
+        f"no pixi.lock to judge it from: run `pixi install -e {name} --manifest-path "
+        f"{manifest}` (or `pixi lock`, to judge it before installing), then judge it"
     )
 
 

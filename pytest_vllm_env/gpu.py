@@ -17,7 +17,7 @@ from typing import Any
 
 from pytest_vllm_env import proc
 from pytest_vllm_env.archs import Arch, parse_arch
-from pytest_vllm_env.fatbin import FatbinImage, arch_coverage, arch_specific_only, describe
+from pytest_vllm_env.fatbin import FatbinImage, arch_coverage, describe
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 
 PROBES = Path(__file__).parent / "probes"
@@ -209,11 +209,13 @@ def device_coverage(
     ]
     # Libraries holding only arch-/family-specific images (vLLM 0.26.0's _qutlass_C: sm_100f
     # only; FA3: sm_90a) are dispatched to only on those GPUs: note them, do not fail.
-    special = [f"{b.label} ({describe(b.images or [])})" for b, _ in uncovered if _specialized(b)]
+    special = [
+        f"{b.label} ({describe(b.images or [])})" for b, a in uncovered if not _required(b, a)
+    ]
     missing = [
         f"{b.label} has no kernels for sm {a.cc} ({describe(b.images or [])})"
         for b, a in uncovered
-        if not _specialized(b)
+        if _required(b, a)
     ]
     if missing:
         return failed(
@@ -243,8 +245,12 @@ def device_coverage(
     )
 
 
-def _specialized(binary: BinaryImages) -> bool:
-    return arch_specific_only(binary.images or [])
+def _required(binary: BinaryImages, gpu: Arch) -> bool:
+    # per-GPU backends (vLLM 0.26.0's FA3: sm_90a; _qutlass_C: sm_100f) are dispatched to
+    # only on their GPUs; vLLM's _C, torch and xformers' own kernels run on every GPU
+    from .coverage_arch import required_on
+
+    return required_on(binary.label, binary.images or [], gpu)
 
 
 def _target_fix(source: str, listed: str, gpus: Sequence[Arch]) -> str:
@@ -267,9 +273,15 @@ def _coverage_fix(first: str, gpus: Sequence[Arch]) -> str:
             f"install a torch wheel built with kernels for {ccs} (for 12.x GPUs: a CUDA >= 12.8 "
             "build, from the cu128/cu130 index)"
         )
+    from .coverage_arch import min_nvcc
+
+    def version(v: str) -> list[int]:
+        return [int(n) for n in v.split(".") if n.isdigit()]
+
+    need = max((min_nvcc(a) for a in gpus), key=version)
     return (
-        f'rebuild vLLM with TORCH_CUDA_ARCH_LIST="{ccs}" (nvcc >= 12.8 for 12.x), or install '
-        "a vLLM wheel built for this GPU"
+        f'rebuild vLLM with TORCH_CUDA_ARCH_LIST="{ccs}" (nvcc >= {need} for {ccs}), or '
+        "install a vLLM wheel built for this GPU"
     )
 
 

@@ -31,8 +31,8 @@ What the prediction follows (read from upstream source, Linux, not cross-compili
   ``nvtx3`` dir with ``find_path(nvtx3_dir NAMES nvtx3 PATHS ...)``; in the wheels the path
   is ``${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include``, i.e. inside *your* project, so
   it is not found and torch falls back to ``torch::nvtoolsext`` -> ``CUDA::nvToolsExt``.
-  We read the env's own file rather than trust a version table. torch 2.13/2.14's public
-  cuda.cmake (wheels measured) has no NVTX part at all: nothing to require there.
+  We read the env's own file rather than trust a version table. From torch 2.8 (wheels 2.8.0
+  to 2.14 read) the public cuda.cmake has no NVTX part at all: nothing to require there.
 - torch also ships its own ``share/cmake/Caffe2/FindCUDAToolkit.cmake`` (3.25-era; torch
   2.14.1's looks for ``nvToolsExt.h`` and ``libnvToolsExt.so`` under ``$NVTOOLSEXT_PATH`` on
   every platform). ``Caffe2Config.cmake`` appends its dir to ``CMAKE_MODULE_PATH`` around
@@ -308,8 +308,13 @@ def cmake_target(
     pred: Prediction | None,
     cmake: str,
     torch_cmake: TorchCudaCmake | None = None,
+    earlier: str = "",
 ) -> Finding:
-    """NVTX as CMake will see it, and what the env's torch then requires."""
+    """NVTX as CMake will see it, and what the env's torch then requires. Nothing in a vLLM
+    build asks for NVTX but torch's CMake (vLLM's own CMakeLists names none, 0.4 to 0.33), so
+    without torch, or with a torch whose CMake links no NVTX (2.8 on), this passes.
+    ``earlier`` names an error torch's config will stop at before its NVTX part
+    (``cmake.torch-config``), so that the verdict says which comes first."""
     check = "nvtx.cmake-target"
     if pred is None:
         where = "no cmake on the activated PATH" if cmake == "None" else f"{cmake} does not run"
@@ -355,13 +360,13 @@ def cmake_target(
                 "on Windows."
             )
         found_at = f" (NVTX found only at {', '.join(elsewhere)})" if elsewhere else ""
+        first = f" (CMake stops before this: {earlier}; see cmake.torch-config)" if earlier else ""
         return failed(
             check,
             f"torch's cuda.cmake needs CUDA::nvToolsExt, which CMake {pred.cmake_version} will "
             f"not create: no libnvToolsExt.so in the searched dirs{found_at}.{ignored} "
-            f"CMake will say: {pred.torch_error}",
-            fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{mm}.*"))
-            + " (it ships libnvToolsExt.so next to libcudart.so)",
+            f"CMake will say: {pred.torch_error}{first}",
+            _nvtoolsext_fix(env, t, pred, mm),
             **evidence,
         )
     if "CUDA::nvToolsExt" in pred.targets:
@@ -373,13 +378,47 @@ def cmake_target(
         )
     if "CUDA::nvtx3" in pred.targets and any("nvtx3" in h for h in nvtx_header):
         return passed(check, "CUDA::nvtx3 (header-only) with nvtx3/ headers", **evidence)
-    return failed(
+    why = (
+        "no torch in the env"
+        if torch_cmake is None
+        else f"torch {env.version_of('torch')}'s CMake links no NVTX"
+    )
+    return passed(
         check,
-        f"CMake {pred.cmake_version} will create neither CUDA::nvToolsExt nor a usable "
-        "CUDA::nvtx3 (no libnvToolsExt.so, no nvtx3/ headers in "
-        f"{', '.join(pred.include_dirs)})",
-        fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{mm}.*")),
+        f"{why}: nothing in a vLLM build asks CMake for NVTX (no CUDA::nvToolsExt is needed)",
         **evidence,
+    )
+
+
+def _nvtoolsext_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction, mm: str) -> str:
+    """The change that gives torch's cuda.cmake a CUDA::nvToolsExt, or the way around it
+    where no package can (never "add cuda-nvtx-dev" when it is installed or useless)."""
+    version = _ver(pred.version or t.version or "0")
+    if version >= (12, 9):
+        return (
+            f"CUDA {pred.version} has no NVTX v2 (libnvToolsExt was removed in 12.9; "
+            "cuda-nvtx-dev 12.9+ ships only nvtx3 headers), so no package can add it: use "
+            f'torch >= 2.8, whose CMake links no NVTX (`torch = ">=2.8"`), or pin '
+            f'`cuda-version = "12.8.*"` in {fixes.deps_place(env)}, or define CUDA::nvToolsExt '
+            "as an alias of "
+            "CUDA::nvtx3 before find_package(Torch) (the workaround in vllm#20892)"
+        )
+    if "cuda-nvtx-dev" in env.conda_packages:
+        plain = [
+            str(p)
+            for p in t.libraries.get("libnvToolsExt.so", [])
+            if p.name == "libnvToolsExt.so" and p.exists()
+        ]
+        where = f" (it is at {', '.join(plain)})" if plain else " (its libnvToolsExt.so is missing)"
+        return (
+            f"cuda-nvtx-dev is installed but CMake does not look where its library is{where}: "
+            f"searched {', '.join(pred.searched.get('libnvToolsExt.so', [])[:4])} ...; make "
+            "the env's nvcc and libcudart the ones CMake finds (cuda.nvcc-in-env, "
+            "cuda.cmake-components), or `pixi reinstall cuda-nvtx-dev` if the file is gone"
+        )
+    return (
+        fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{mm}.*"))
+        + " (it ships libnvToolsExt.so next to libcudart.so)"
     )
 
 

@@ -75,6 +75,8 @@ AREA_PLUGINS = (
     "pytest_vllm_env.plugins.gpu",
     "pytest_vllm_env.plugins.build",
     "pytest_vllm_env.plugins.xformers",
+    "pytest_vllm_env.plugins.lock",
+    "pytest_vllm_env.plugins.source",
 )
 HEADER_PACKAGES = ("torch", "vllm", "xformers", "flash-attn", "nvidia-modelopt")
 TOOLKIT_PACKAGES = ("cuda-version", "cuda-nvcc", "cuda-toolkit", "cudatoolkit")
@@ -343,11 +345,12 @@ class SessionState:
         return self.rootdir
 
     def env(self, spec: EnvSpec) -> PixiEnv:
-        from .env import PixiEnv
-
         if spec.prefix not in self._envs:
-            self._envs[spec.prefix] = PixiEnv.read(
-                spec.prefix, name=spec.name, manifest=spec.manifest
+            from .lockmode import open_env
+            from .plugins import lock  # its settings: --vllm-from-lock, --pixi-platform
+
+            self._envs[spec.prefix] = open_env(
+                spec, from_lock=lock.from_lock(self.config), platform=lock.platform(self.config)
             )
         return self._envs[spec.prefix]
 
@@ -604,6 +607,7 @@ def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str
     lines = [
         f"vllm-env: {env.prefix} ({spec.source}"
         + (f", pixi env {env.name!r}" if env.name else "")
+        + (f"; {env.locked.describe}" if env.locked is not None else "")
         + ")",
         f"vllm-env: python {env.python_version or 'not found'}; "
         + (", ".join(versions) if versions else "no torch or vLLM installed")
@@ -770,6 +774,7 @@ def write_report(config: pytest.Config, path: Path) -> None:
                     "manifest": str(env.manifest_path) if env.manifest_path else None,
                     "python": str(env.python) if env.python else None,
                     "python_version": env.python_version,
+                    "judged_from": str(env.locked.path) if env.locked is not None else "files",
                     "packages": {
                         n: env.version_of(n)
                         for n in HEADER_PACKAGES + TOOLKIT_PACKAGES

@@ -24,6 +24,7 @@ from . import findings as F
 from .archs import Arch
 from .elf import ElfError
 from .findings import Finding
+from .platform_floor import Floor, _v, glibc_of_tag
 
 MAX_MEMBER = 2 * 1024**3  # a member claiming more than 2 GiB is not a vLLM extension
 
@@ -32,8 +33,16 @@ def _as_wheel(f: Finding) -> Finding:
     return dataclasses.replace(f, id="wheel." + f.id.split(".", 1)[1])
 
 
-def filename_tags(path: Path, python_version: str | None) -> Finding:
-    """``wheel.tags``: the filename parses and one of its tags fits a Linux x86_64 CPython."""
+def filename_tags(
+    path: Path,
+    python_version: str | None,
+    host_glibc: str | None = None,
+    floor: Floor | None = None,
+) -> Finding:
+    """``wheel.tags``: the filename parses and one of its tags fits a Linux x86_64 CPython,
+    with a manylinux glibc this machine has (pip refuses it otherwise: "is not a supported
+    wheel on this platform") and, in a Pixi env, the manifest's glibc floor allows (Pixi
+    refuses a path wheel its platform cannot take, prefix-dev/pixi#5266)."""
     cid = "wheel.tags"
     try:
         name, version, _build, tags = parse_wheel_filename(path.name)
@@ -43,6 +52,25 @@ def filename_tags(path: Path, python_version: str | None) -> Finding:
     want = int("".join(py)) if all(p.isdigit() for p in py) else 312
     ok = [t for t in tags if _fits(t, want, py[0])]
     if ok:
+        needs = [g for t in ok if (g := glibc_of_tag(t.platform))]
+        need = min(needs) if len(needs) == len(ok) else None  # an `any`/linux tag needs none
+        label = f"{need[0]}.{need[1]}" if need else ""
+        if need and host_glibc and need > _v(host_glibc):
+            return F.failed(
+                cid,
+                f"{path.name}: its manylinux tag needs glibc {label}, this machine has "
+                f'{host_glibc}: pip refuses it ("is not a supported wheel on this platform")',
+                f"build the wheel on a system with glibc <= {host_glibc} (a manylinux_"
+                f"{host_glibc.replace('.', '_')} image), or install it where glibc >= {label}",
+            )
+        if need and floor is not None and floor.version and need > _v(floor.version):
+            return F.failed(
+                cid,
+                f"{path.name}: its manylinux tag needs glibc {label}, the env's Pixi floor is "
+                f"{floor.version} ({floor.where}): Pixi will not install it",
+                f'set `libc = "{label}"` in {floor.table} of {floor.manifest} (`pixi workspace '
+                f"system-requirements add glibc {label}`)",
+            )
         return F.passed(cid, f"{name} {version}: tag {ok[0]} fits CPython {'.'.join(py)} on Linux")
     return F.failed(
         cid,
@@ -140,13 +168,15 @@ def judge_wheel(
     torch: abi.TorchFacts | None,
     targets: Iterable[Arch],
     scratch: Path,
+    host_glibc: str | None = None,
+    floor: Floor | None = None,
 ) -> list[Finding]:
     """Every ``wheel.*`` finding for one wheel."""
     if not path.is_file():
         return [
             F.error("wheel.tags", f"{path}: no such wheel", "pass an existing .whl to --vllm-wheel")
         ]
-    out = [filename_tags(path, python_version)]
+    out = [filename_tags(path, python_version, host_glibc, floor)]
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:

@@ -526,12 +526,16 @@ def torch_pin(
     torch_version: str | None,
     built_for: str | None = None,
     torch_cuda: str | None = None,
+    vllm_requires_xformers: bool = False,
+    vllm_xformers: str | None = None,
 ) -> Finding:
     """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``), and its
     ``cpp_lib.json`` names the torch its ops were compiled against (``built_for``); next to
-    another torch those ops fail to load, and xformers falls back or raises at first use."""
+    another torch those ops fail to load, and xformers falls back or raises at first use.
+    Judged when the vision tower uses xformers, and whenever vLLM itself requires xformers
+    (vLLM <= 0.10 ran all attention on it: vLLM #2245's cu121 xformers next to cu118 torch)."""
     cid = "xformers.torch-pin"
-    if not uses_xformers(decisions):
+    if not uses_xformers(decisions) and not vllm_requires_xformers:
         return skipped(cid, "the vision tower does not use xformers here (xformers.decision)")
     if not xformers_version:
         return skipped(cid, "xformers is not installed (xformers.decision says what to add)")
@@ -559,17 +563,12 @@ def torch_pin(
         # Seen on the H100: PyPI's xformers 0.0.35 says torch>=2.10 but its _C.so was built
         # against 2.10.0+cu128; next to 2.11.0+cu130 "xFormers can't load C++/CUDA extensions"
         # and memory_efficient_attention has no operator.
-        release = torch_version.split("+", 1)[0]
-        cuda = local or "cpu"
         return failed(
             cid,
             f"xformers {xformers_version}'s compiled ops were built for torch {built_for} "
             f"(xformers/cpp_lib.json); the env has torch {installed}: they will not load "
             f'("xFormers can\'t load C++/CUDA extensions"), though {spec} is met',
-            f"install the xformers wheel built for torch {release}+{cuda} (xformers publishes "
-            f"them on the PyTorch index: [pypi-options] extra-index-urls = "
-            f'["https://download.pytorch.org/whl/{cuda}"]), or pin `torch = '
-            f'"=={built_for.split("+", 1)[0]}"` to match it',
+            variant_fix(xformers_version, installed, built_for),
             built_for=built_for,
             **ev,
         )
@@ -583,6 +582,14 @@ def torch_pin(
         if want
         else f"install the xformers release built for torch {public}"
     )
+    if want and vllm_xformers and not _allows(vllm_xformers, want):
+        # vLLM #28551: vLLM 0.11.1rc7 pinned xformers==0.0.32.post2, which pins torch 2.8.0,
+        # while vLLM itself pins torch 2.9.0: no resolver can satisfy both pins
+        fix += (
+            f" and override vLLM's own pin (xformers{vllm_xformers}, which cannot hold with "
+            f'its torch): [pypi-options] dependency-overrides = {{ xformers = "=={want}" }} '
+            "in pixi.toml (uv: override-dependencies)"
+        )
     return failed(
         cid,
         f"xformers {xformers_version} requires {spec}, but the env has torch {torch_version}: "
@@ -590,6 +597,35 @@ def torch_pin(
         fix + f", or pin torch to match ({spec.specifier})",
         **ev,
     )
+
+
+def _index(local: str) -> str:
+    return f"https://download.pytorch.org/whl/{local or 'cpu'}"
+
+
+def variant_fix(xformers_version: str, installed: str, built_for: str) -> str:
+    """The fix for xformers ops built for another torch build. Where only the CUDA variant
+    differs (``2.1.2+cu121`` vs ``2.1.2+cu118``, vLLM #2245) it names the variant: pinning
+    ``torch == 2.1.2`` again would change nothing. Both variants live on PyTorch's index."""
+    release, _, local = installed.partition("+")
+    built_release, _, built_local = built_for.partition("+")
+    mine = (
+        f"install the xformers wheel built for torch {installed}: `xformers = {{ version = "
+        f'"=={xformers_version}", index = "{_index(local)}" }}` in pixi.toml [pypi-dependencies] '
+        f"(pip: `pip install xformers=={xformers_version} --index-url {_index(local)}`"
+    )
+    if release == built_release and built_local:
+        return (
+            mine + "; if that index has no such build, take the xformers release it has for "
+            f"{installed}), or the torch variant xformers was built for: `torch = {{ version = "
+            f'"=={release}", index = "{_index(built_local)}" }}`'
+        )
+    torch_line = (
+        f'`torch = {{ version = "=={built_release}", index = "{_index(built_local)}" }}`'
+        if built_local
+        else f'`torch = "=={built_release}"`'
+    )
+    return mine + f"), or pin {torch_line} to match it"
 
 
 def _torch_build_key(version: str) -> tuple[str, str]:
@@ -610,6 +646,30 @@ def read_build_torch(package_dir: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def vllm_xformers_requirement(dist: Any) -> str | None:
+    """vLLM's specifier for xformers on this platform (``"==0.0.31"``, ``""`` when unpinned),
+    None when vLLM does not require xformers (or only as an extra)."""
+    for text in getattr(dist, "requires", ()) or ():
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.name.lower() != "xformers":
+            continue
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            return str(req.specifier)
+    return None
+
+
+def _allows(specifier: str, version: str) -> bool:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        return SpecifierSet(specifier).contains(Version(version), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return True
 
 
 def _torch_requirement(requires: Sequence[str]) -> Requirement | None:

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.elf import fake_extension, fake_torch
+from fixtures.elf import (
+    DRIVER_AND_PYTHON_SRC,
+    UNDEFINED_KERNEL_SRC,
+    cxx_extension,
+    fake_cudart,
+    fake_extension,
+    fake_soname_lib,
+    fake_torch,
+)
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env import abi
@@ -23,12 +31,23 @@ def parts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("abi")
     cuda = fake_torch(root / "torch-cuda")
     cpu = fake_torch(root / "torch-cpu", with_cuda=False)
+    cudart = fake_cudart(root / "cudart", 13)
+    driver = fake_soname_lib(
+        root / "driver", "libcuda.so.1", 'extern "C" int cuInit(unsigned f) { return 0; }\n'
+    )
     return {
         "torch-cuda": cuda,
         "torch-cpu": cpu,
+        "cudart13": cudart,
         "ext": fake_extension(root / "ext" / "_C.abi3.so", cuda),
         "ext-old-abi": fake_extension(root / "old" / "_C.abi3.so", cuda, cxx11=0),
         "ext-cuda12": fake_extension(root / "c12" / "_C.abi3.so", cuda, cuda_major=12),
+        "ext-undefined-kernel": cxx_extension(
+            root / "undef" / "_C.abi3.so", UNDEFINED_KERNEL_SRC, [cudart]
+        ),
+        "ext-driver": cxx_extension(
+            root / "drv" / "cumem_allocator.abi3.so", DRIVER_AND_PYTHON_SRC, [cudart, driver]
+        ),
     }
 
 
@@ -41,8 +60,11 @@ def make_env(
     libs: str = "torch-cuda",
     ext: str = "ext",
     vllm: str = "0.26.0",
+    member: str = "vllm/_C.abi3.so",
 ) -> Path:
     builder.python("3.12")
+    # conda-forge's cuda-cudart puts libcudart.so.13 in $PREFIX/lib
+    builder.file("lib/libcudart.so.13", parts["cudart13"].read_bytes())
     files: dict[str, bytes | str] = {"torch/version.py": f"cuda = {torch_cuda!r}\n"}
     for lib in parts[libs].glob("*.so"):
         files[f"torch/lib/{lib.name}"] = lib.read_bytes()
@@ -51,7 +73,7 @@ def make_env(
         "vllm",
         vllm,
         requires=["torch==2.11.0", "xformers; extra == 'video'"],
-        files={"vllm/_C.abi3.so": parts[ext].read_bytes()},
+        files={member: parts[ext].read_bytes()},
     )
     return builder.prefix
 
@@ -62,13 +84,13 @@ def run(pytester, prefix: Path) -> pytest.RunResult:
 
 def test_matching_torch_passes(pytester, env_builder, parts):
     result = run(pytester, make_env(env_builder, parts))
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=7)
 
 
 def test_cpu_torch_of_another_version_fails_naming_missing_symbols(pytester, env_builder, parts):
     prefix = make_env(env_builder, parts, torch="2.13.0", torch_cuda=None, libs="torch-cpu")
     result = run(pytester, prefix)
-    result.assert_outcomes(failed=3, passed=2)  # pins, cudart, symbols; cxx11 and source floor ok
+    result.assert_outcomes(failed=3, passed=4)  # pins, cudart, symbols; the others ok
     result.stdout.fnmatch_lines(
         [
             lit("*[abi.pins] FAILED: vllm requires torch==2.11.0 but the env has torch 2.13.0*"),
@@ -78,7 +100,7 @@ def test_cpu_torch_of_another_version_fails_naming_missing_symbols(pytester, env
             ),
             lit(
                 "*[abi.symbols] FAILED: vllm/_C.abi3.so: resolved 2 of 3 torch symbols; 1 missing"
-                " (likely cause: built for torch 2.11.0, env has 2.13.0)*"
+                " (likely cause: built for torch 2.11.0 (vllm's Requires-Dist), env has 2.13.0)*"
             ),
             "*missing: c10::cuda::device_count()*",
         ]
@@ -96,18 +118,30 @@ def test_old_cxx_abi_extension_fails(pytester, env_builder, parts):
             ),
         ]
     )
-    result.assert_outcomes(failed=2, passed=3)
+    result.assert_outcomes(failed=2, passed=5)
 
 
 def test_cudart_major_mismatch(pytester, env_builder, parts):
+    """vLLM #44335 / #52300 / llm-d#1402 (F2.7, F2.8): an extension for one CUDA major next to
+    a torch of the other: "libcudart.so.12: cannot open shared object file"."""
     result = run(pytester, make_env(env_builder, parts, ext="ext-cuda12"))
-    result.assert_outcomes(failed=1, passed=4)
+    result.assert_outcomes(failed=2, passed=4, skipped=1)  # abi.undefined: cudart not found
     result.stdout.fnmatch_lines(
         [
             lit(
                 "*[abi.cudart] FAILED: vllm/_C.abi3.so was built for CUDA "
                 "12 (libcudart.so.12); torch*CUDA 13.0*"
-            )
+            ),
+            lit(
+                "*[abi.needed] FAILED: vllm/_C.abi3.so needs libcudart.so.12, found nowhere the "
+                'loader looks: import fails with "libcudart.so.12: cannot open shared object '
+                'file: No such file or directory"*'
+            ),
+            lit(
+                "*fix: vllm/_C.abi3.so was built for CUDA 12, torch 2.11.0+cu130 is CUDA 13.0 "
+                "(abi.cudart): install vLLM's CUDA 13 wheel: [pypi-options] extra-index-urls = "
+                '["https://wheels.vllm.ai/0.26.0/cu130"] in pixi.toml*'
+            ),
         ]
     )
 
@@ -181,14 +215,49 @@ def test_torch_symbols_are_read_once_and_reread_when_torch_changes(pytester, env
             f"cache_dir={cache}",
         )
 
-    again().assert_outcomes(passed=5)
+    again().assert_outcomes(passed=7)
     (entry,) = cache.rglob("torch-facts-*.json")
     # doctor the cached fact: a run that reads it (instead of the libraries) now misses symbols
     data = json.loads(entry.read_text())
     data["value"]["exports"] = []
     entry.write_text(json.dumps(data))
-    again().assert_outcomes(passed=4, failed=1)
+    again().assert_outcomes(passed=6, failed=1)
     # a changed torch library is a new key: the facts are read from the files again
     lib = next((env_builder.site_packages / "torch" / "lib").glob("*.so"))
     os.utime(lib, ns=(lib.stat().st_atime_ns, lib.stat().st_mtime_ns + 10**9))
-    again().assert_outcomes(passed=5)
+    again().assert_outcomes(passed=7)
+
+
+def test_source_build_left_its_own_kernel_undefined(pytester, env_builder, parts):
+    """vLLM #29030 (F2.5): a source build for "8.0 8.6 8.9 9.0 12.0" defined
+    ENABLE_CUTLASS_MOE_SM100 globally; _C.abi3.so calls cutlass_moe_mm_sm100, compiled nowhere.
+    abi.symbols (torch's namespace) passed it; the loader refuses."""
+    prefix = make_env(env_builder, parts, ext="ext-undefined-kernel", vllm="0.11.1")
+    result = run(pytester, prefix)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[abi.undefined] FAILED: vllm/_C.abi3.so: 1 symbol(s) defined by no library it "
+                'loads: import fails with "undefined symbol: _Z20cutlass_moe_mm_sm100RN2at6'
+                'TensorERKS0_S3_S3_S3_S3_S3_S3_S3_S3_bb"*'
+            ),
+            "*fix: the build compiled a caller of sm_100-only kernels without the kernels*"
+            "rebuild with 10.0 in `TORCH_CUDA_ARCH_LIST`*",
+            "*undefined: cutlass_moe_mm_sm100(at::Tensor&, at::Tensor const&*",
+        ]
+    )
+    assert "[abi.symbols] FAILED" not in result.stdout.str()
+
+
+def test_driver_and_python_symbols_are_not_the_envs(pytester, env_builder, parts):
+    """libcuda.so.1 comes with the NVIDIA driver (absent on a machine without a GPU) and
+    PyModule_Create2 with the interpreter: neither is a missing library or symbol."""
+    prefix = make_env(env_builder, parts, ext="ext-driver", member="vllm/cumem_allocator.abi3.so")
+    result = pytester.runpytest(
+        "--vllm-conformance", "-k", "needed or undefined", "--vllm-env", str(prefix),
+        "--vllm-env-report", "r.json",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    checks = json.loads((pytester.path / "r.json").read_text())["checks"]
+    needed = next(c for c in checks if c["id"] == "abi.needed")
+    assert "libcuda.so.1" in needed["evidence"]["not_on_this_machine"]

@@ -35,18 +35,29 @@ def torch_roots() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def cudart_parts() -> Path:
+    """PyPI's CUDA 13 runtime (torch 2.11's cuda-toolkit[cudart]): nvidia/cu13/lib, where
+    torch's RPATH ($ORIGIN/../../nvidia/cu13/lib) finds libcudart.so.13 for every extension."""
+    return members(
+        downloads.wheel("nvidia-cuda-runtime==13.0.96"), lambda n: n.endswith("libcudart.so.13")
+    )
+
+
+@pytest.fixture(scope="session")
 def vllm_parts() -> Path:
     return members(
         downloads.wheel("vllm==0.26.0"), lambda n: bool(VLLM_PART.match(n)) and n.endswith(".so")
     )
 
 
-def make_env(env_builder, torch_root: Path, torch_version: str, vllm_root: Path) -> Path:
+def make_env(
+    env_builder, torch_root: Path, torch_version: str, vllm_root: Path, *extra: Path
+) -> Path:
     env_builder.python("3.12")
     env_builder.dist("torch", torch_version)
     env_builder.dist("vllm", "0.26.0", requires=["torch==2.11.0"])
     sp = env_builder.site_packages
-    for root in (torch_root, vllm_root):
+    for root in (torch_root, vllm_root, *extra):
         for f in root.rglob("*"):
             if f.is_file():
                 dest = sp / f.relative_to(root)
@@ -64,22 +75,28 @@ def run(pytester, prefix):
     )  # fmt: skip
 
 
-def test_vllm_026_loads_against_torch_211(pytester, env_builder, vllm_parts, torch_roots):
-    result = run(pytester, make_env(env_builder, torch_roots["2.11.0"], "2.11.0", vllm_parts))
-    result.assert_outcomes(passed=6)
+def test_vllm_026_loads_against_torch_211(
+    pytester, env_builder, vllm_parts, torch_roots, cudart_parts
+):
+    prefix = make_env(env_builder, torch_roots["2.11.0"], "2.11.0", vllm_parts, cudart_parts)
+    result = run(pytester, prefix)
+    # abi.undefined is skipped: torch's cuBLAS/cuDNN/NCCL wheels are not in this env
+    result.assert_outcomes(passed=7, skipped=1)
 
 
 def test_vllm_026_against_torch_213_names_missing_symbols(
-    pytester, env_builder, vllm_parts, torch_roots
+    pytester, env_builder, vllm_parts, torch_roots, cudart_parts
 ):
-    result = run(pytester, make_env(env_builder, torch_roots["2.13.0"], "2.13.0", vllm_parts))
-    result.assert_outcomes(failed=2, passed=4)  # pins and symbols
+    prefix = make_env(env_builder, torch_roots["2.13.0"], "2.13.0", vllm_parts, cudart_parts)
+    result = run(pytester, prefix)
+    result.assert_outcomes(failed=2, passed=5, skipped=1)  # pins and symbols
     result.stdout.fnmatch_lines(
         [
             lit("*[abi.pins] FAILED: vllm requires torch==2.11.0 but the env has torch 2.13.0*"),
             lit(
                 "*[abi.symbols] FAILED: vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so: resolved 81 of 83"
-                " torch symbols; 2 missing (likely cause: built for torch 2.11.0, env has 2.13.0)*"
+                " torch symbols; 2 missing (likely cause: built for torch 2.11.0 (vllm's "
+                "Requires-Dist), env has 2.13.0)*"
             ),
             "*missing: c10::impl::cow::materialize_cow_storage(c10::StorageImpl&)*",
         ]

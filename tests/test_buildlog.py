@@ -17,7 +17,7 @@ LOGS = Path(__file__).parent.parent / "fixtures" / "buildlogs"
     ("name", "check", "fix_part"),
     [
         ("nvtx_target.log", "buildlog.nvtx-target", "cuda-nvtx-dev"),
-        ("vllm_python.log", "buildlog.vllm-python", "-DVLLM_PYTHON_EXECUTABLE"),
+        ("vllm_python.log", "buildlog.vllm-python", "rm -rf build/"),
         ("float8_e8m0.log", "buildlog.torch-too-old", "pin the torch version"),
         ("nvcc_missing.log", "buildlog.nvcc-missing", "cuda-nvcc"),
         ("oom_killed.log", "buildlog.oom", "MAX_JOBS=2"),

@@ -4,6 +4,7 @@ real CUDA files (fixtures/cuda_envs.py), asserting outcomes and the fix text use
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ def run(pytester: pytest.Pytester, prefix: Path, *args: str, k: str = "test_cuda
 def test_good_env_passes_every_toolchain_check(pytester, seeds_root):
     env = seed_env(seeds_root, "good-12.8")
     result = run(pytester, env.prefix, "-m", "toolchain", "--cuda-arch", "12.0")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=8, skipped=1)  # cuda.nvcc-torch: no torch in this env
 
 
 def test_cudatoolkit_dev_gives_no_nvcc(pytester, seeds_root, system_cuda):
@@ -77,14 +78,14 @@ def test_nvcc_only_lacks_driver_nvrtc_and_nvtx(pytester, seeds_root):
         [
             lit(
                 "*[cuda.cmake-components] FAILED: CMake's FindCUDAToolkit will not create: "
-                "CUDA::cuda_driver (libcuda.so); CUDA::nvrtc (libnvrtc.so); "
-                "CUDA::nvToolsExt (libnvToolsExt.so)"
+                "CUDA::cuda_driver (libcuda.so); CUDA::nvrtc (libnvrtc.so)"
             ),
             lit(
-                '*fix: add `cuda-driver-dev = "12.8.*"`, `cuda-nvrtc-dev = "12.8.*"` and '
-                '`cuda-nvtx-dev = "12.8.*"` to [dependencies] in pixi.toml, or `cuda-toolkit` '
-                "for all of them"
+                '*fix: add `cuda-driver-dev = "12.8.*"` and `cuda-nvrtc-dev = "12.8.*"` to '
+                "[dependencies] in pixi.toml, or `cuda-toolkit` for all of them"
             ),
+            # NVTX depends on torch's CMake (and CUDA >= 12.9 has no libnvToolsExt): not here
+            "*nvToolsExt: judged by nvtx.cmake-target*",
         ]
     )
 
@@ -291,22 +292,41 @@ def test_ld_library_path_with_another_cuda_first(pytester, seeds_root, tmp_path)
     )
 
 
-def test_vllm_python_executable_elsewhere(pytester, seeds_root, tmp_path):
+def test_vllm_python_variable_has_no_effect(pytester, seeds_root, tmp_path):
+    """Family 8: vLLM's setup.py passes -DVLLM_PYTHON_EXECUTABLE=sys.executable and its
+    CMakeLists never reads $ENV{VLLM_PYTHON_EXECUTABLE} (0.4.1 to 0.33 read): the variable,
+    which this check used to ask for, changes nothing. The verdict says so."""
     other = tmp_path / "other-env" / "bin" / "python3"  # e.g. the base env's Python
     b = EnvBuilder(tmp_path / "ws")
     _env_with_nvcc(b, seed_env(seeds_root, "good-12.8"), f'VLLM_PYTHON_EXECUTABLE = "{other}"\n')
+    result = run(pytester, b.prefix, "-k", "vllm_python")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*set `VLLM_PYTHON_EXECUTABLE*")
+
+
+def test_python_on_path_is_what_cmake_gets(pytester, seeds_root, tmp_path):
+    """Another Python first on the activated PATH: `python -m pip install -e .` runs setup.py
+    with it and CMake gets it; the fix names the command, not a variable."""
+    other_bin = tmp_path / "other-env" / "bin"
+    other_bin.mkdir(parents=True)
+    (other_bin / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (other_bin / "python").chmod(0o755)
+    b = EnvBuilder(tmp_path / "ws")
+    _env_with_nvcc(
+        b,
+        seed_env(seeds_root, "good-12.8"),
+        f'PATH = "{other_bin}:$PATH"\nVLLM_PYTHON_EXECUTABLE = "${{CONDA_PREFIX}}/bin/python"\n',
+    )
     result = run(pytester, b.prefix, "-k", "vllm_python")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
             lit(
-                f"*[cuda.vllm-python] FAILED: VLLM_PYTHON_EXECUTABLE is {other}, not the "
-                f"env's {b.prefix}/bin/python3"
+                f"*[cuda.vllm-python] FAILED: `python` on the activated PATH is "
+                f"{other_bin}/python, not the env's {b.prefix}/bin/python3*VLLM_PYTHON_EXECUTABLE="
+                "*(set by [activation.env] in pixi.toml) has no effect*"
             ),
-            lit(
-                '*fix: set `VLLM_PYTHON_EXECUTABLE = "${CONDA_PREFIX}/bin/python"` in '
-                "[activation.env] in pixi.toml"
-            ),
+            lit("*fix: build with the env's interpreter: `pixi run python -m pip install*"),
         ]
     )
 

@@ -376,7 +376,7 @@ def test_options_have_one_metavar_per_kind_and_say_repeatable(pytester):
     options = re.findall(r"^  (--[\w-]+)(?:=(\S+))?\s*(.*(?:\n {6,}.*)*)", section, re.M)
     assert len(options) > 15, section
     metavars = {"PATH", "DIR", "PREFIX|NAME", "PATH|REPO_ID", "ARCH", "SECONDS", "NUMBER", "N"}
-    metavars |= {"NAME"}  # --vllm-node-name
+    metavars |= {"NAME", "PLATFORM"}  # --vllm-node-name, --pixi-platform
     from pytest_vllm_env import settings
 
     for option, metavar, text in options:
@@ -431,12 +431,11 @@ def test_a_run_that_uses_nothing_of_ours_loads_no_check_library(pytester):
         def test_unrelated():
             loaded = sorted(m for m in sys.modules if m.startswith("pytest_vllm_env"))
             print("LOADED", loaded)
+            from pytest_vllm_env.plugin import AREA_PLUGINS
+
             allowed = {"pytest_vllm_env", "pytest_vllm_env.plugin", "pytest_vllm_env.settings",
-                       "pytest_vllm_env.defaults", "pytest_vllm_env.plugins"}
-            assert set(loaded) - allowed <= {
-                f"pytest_vllm_env.plugins.{a}"
-                for a in ("cuda", "binaries", "modelopt", "gpu", "build", "xformers")
-            }, loaded
+                       "pytest_vllm_env.defaults", "pytest_vllm_env.plugins", *AREA_PLUGINS}
+            assert set(loaded) <= allowed, set(loaded) - allowed
         """
     )
     result = pytester.runpytest_subprocess("-s")

@@ -205,8 +205,9 @@ def test_env_declared_but_not_installed_says_pixi_install(pytester, env_builder:
     result.stderr.fnmatch_lines(
         [
             f"ERROR: pytest-vllm-env: pixi env 'cuda' is declared in {manifest} but not "
-            f"installed (no {missing}): run `pixi install -e cuda --manifest-path {manifest}`, "
-            "then judge it"
+            f"installed (no {missing}) and has no pixi.lock to judge it from: run `pixi "
+            f"install -e cuda --manifest-path {manifest}` (or `pixi lock`, to judge it before "
+            "installing), then judge it"
         ]
     )
 

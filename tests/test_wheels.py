@@ -90,3 +90,35 @@ def test_not_a_zip(pytester, env_builder, so, tmp_path):
     bad.write_text("truncated")
     result = run(pytester, env_with_torch(env_builder, so), bad)
     result.stdout.fnmatch_lines([lit("*[wheel.record] ERROR: *is not a readable zip*")])
+
+
+def test_manylinux_tag_above_the_pixi_floor_fails(pytester, env_builder, so, tmp_path):
+    """prefix-dev/pixi#5266's wheel (manylinux_2_31) given to a Pixi env at the default 2.28."""
+    whl = build_wheel(
+        tmp_path / "dist",
+        {"vllm/_C.abi3.so": so["ext"].read_bytes()},
+        version="0.13.0",
+        tag="cp38-abi3-manylinux_2_31_x86_64",
+    )
+    prefix = env_with_torch(env_builder, so)
+    env_builder.manifest("")
+    result = run(pytester, prefix, whl)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[wheel.tags] FAILED: vllm-0.13.0-cp38-abi3-manylinux_2_31_x86_64.whl: its "
+                "manylinux tag needs glibc 2.31, the env's Pixi floor is 2.28 (pixi's default*"
+            ),
+            lit('*fix: set `libc = "2.31"` in [system-requirements] of pixi.toml*'),
+        ]
+    )
+    env_builder.manifest('[system-requirements]\nlibc = "2.31"\n')
+    assert "[wheel.tags] FAILED" not in run(pytester, prefix, whl).stdout.str()
+
+
+def test_manylinux_tag_above_this_machine_fails(pytester, env_builder, so, tmp_path):
+    whl = build_wheel(tmp_path / "dist", {}, tag="cp38-abi3-manylinux_2_99_x86_64")
+    result = run(pytester, env_with_torch(env_builder, so), whl)
+    result.stdout.fnmatch_lines(
+        [lit("*[wheel.tags] FAILED: *needs glibc 2.99, this machine has*pip refuses it*")]
+    )

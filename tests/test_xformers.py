@@ -153,7 +153,10 @@ def test_xformers_built_for_another_torch_fails_though_its_pin_is_met(pytester, 
                 "torch 2.10.0+cu128 (xformers/cpp_lib.json); the env has torch 2.11.0+cu130: "
                 "they will not load*"
             ),
-            lit('*https://download.pytorch.org/whl/cu130*or pin `torch = "==2.10.0"`*'),
+            lit(
+                '*`xformers = { version = "==0.0.35", index = "https://download.pytorch.org/whl/cu130" }`'
+                '*or pin `torch = { version = "==2.10.0", index = "https://download.pytorch.org/whl/cu128" }`*'
+            ),
         ]
     )
 
@@ -341,3 +344,71 @@ def test_attention_that_cannot_run_says_so():
         "NotImplementedError: No operator found for `memory_efficient_attention_forward` "
         "with inputs:"
     )
+
+
+# -- issue 12: xformers pinned by vLLM itself, variants (F4.1, F4.5) -------------------------
+def test_cu121_xformers_next_to_cu118_torch_names_the_variant(pytester, env_builder):
+    """vLLM #2245 (F4.1): vLLM 0.2.6's cu118 install with PyPI's xformers 0.0.23.post1, whose
+    ops were built for 2.1.2+cu121: "xFormers can't load C++/CUDA extensions. xFormers was built
+    for: PyTorch 2.1.2+cu121 with CUDA 1201 (you have 2.1.2+cu118)". Only the CUDA variant
+    differs, so the fix names the variant (pinning torch 2.1.2 again would change nothing), and
+    vLLM 0.2.6 (no Qwen2.5-VL at all) runs all attention on xformers, so it is judged."""
+    env_builder.python("3.9")
+    env_builder.dist("vllm", "0.2.6", requires=["torch == 2.1.2", "xformers == 0.0.23.post1"])
+    env_builder.dist("torch", "2.1.2+cu118", files={"torch/version.py": "cuda = '11.8'\n"})
+    cpp = {"version": {"cuda": 1201, "torch": "2.1.2+cu121", "python": "3.9.18"}}
+    env_builder.dist(
+        "xformers",
+        "0.0.23.post1",
+        requires=["numpy", "torch ==2.1.2"],
+        files={"xformers/cpp_lib.json": json.dumps(cpp)},
+    )
+    result = run(pytester, env_builder)
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[xformers.torch-pin] FAILED: xformers 0.0.23.post1's compiled ops were built for "
+                "torch 2.1.2+cu121 (xformers/cpp_lib.json); the env has torch 2.1.2+cu118*"
+            ),
+            lit(
+                "*fix: install the xformers wheel built for torch 2.1.2+cu118: `xformers = { version "
+                '= "==0.0.23.post1", index = "https://download.pytorch.org/whl/cu118" }`*'
+                'or the torch variant xformers was built for: `torch = { version = "==2.1.2", '
+                'index = "https://download.pytorch.org/whl/cu121" }`*'
+            ),
+        ]
+    )
+
+
+def test_vllm_and_xformers_pin_different_torches(pytester, env_builder):
+    """vLLM #28551 (F4.5): vLLM 0.11.1rc7 pins torch 2.9.0 and xformers 0.0.32.post2, which
+    pins torch 2.8.0. Installed anyway (--no-deps), xformers' ops do not load; the fix names
+    the xformers built for 2.9.0 and overrides vLLM's own pin."""
+    install_vit_vllm(env_builder, "0.12", torch="2.9.0")
+    info = next(env_builder.site_packages.glob("vllm-*.dist-info"))
+    meta = info / "METADATA"
+    meta.write_text(
+        meta.read_text() + "Requires-Dist: xformers==0.0.32.post2; platform_system == 'Linux' and "
+        "platform_machine == 'x86_64'\n"
+    )
+    env_builder.dist("xformers", "0.0.32.post2", requires=["numpy", "torch==2.8.0"])
+    result = run(pytester, env_builder)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[xformers.torch-pin] FAILED: xformers 0.0.32.post2 requires torch==2.8.0, but "
+                "the env has torch 2.9.0*"
+            ),
+            lit(
+                '*fix: set `xformers = "==0.0.33.post1"`*and override vLLM\'s own pin '
+                '(xformers==0.0.32.post2*dependency-overrides = { xformers = "==0.0.33.post1" }*'
+            ),
+        ]
+    )
+
+
+def test_vllm_without_xformers_and_no_vision_use_skips(pytester, env_builder):
+    install_vit_vllm(env_builder, "0.26", xformers="0.0.35", xformers_torch="2.9.0")
+    run(pytester, env_builder)
+    assert checks(pytester)["xformers.torch-pin"]["outcome"] == "skipped"

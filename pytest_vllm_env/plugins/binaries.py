@@ -74,7 +74,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser,
         "--vllm-source",
         "a vLLM source tree (checkout of a tag) to judge before building it: its torch pins "
-        "(pyproject.toml, requirements/cuda.txt) against the env's torch",
+        "(pyproject.toml, requirements/cuda.txt) and scalar types against the env's torch, "
+        "its build/ CMake cache, its CMake floor",
         metavar="DIR",
     )
 
@@ -87,3 +88,29 @@ def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
 
     value = get(request.config, "vllm_source")
     return abi.read_source_tree(Path(value).expanduser()) if value else None
+
+
+@pytest.fixture(scope="session")
+def torch_build_nvcc(cuda_toolkit, vllm_fact_cache: FactCache, request: pytest.FixtureRequest):
+    """``(NvccRun | None, why)``: the nvcc ``torch.utils.cpp_extension`` would build with
+    (``CUDA_HOME``/``CUDA_PATH``, else ``nvcc`` on the activated PATH, else
+    ``/usr/local/cuda``), run once and cached per path."""
+    from pytest_vllm_env import cuda_torch, settings
+
+    timeout = settings.get_number(request.config, "cuda_tool_timeout", 30.0)
+    return cuda_torch.read_build_nvcc(
+        cuda_toolkit, lambda n, c, d: vllm_fact_cache.get(n, c, d, timeout), timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def library_resolver(vllm_env: PixiEnv):
+    """A :class:`pytest_vllm_env.linkage.Resolver` for the env: finds libraries where the
+    loader would (torch's already-loaded libraries, RUNPATH, the activated LD_LIBRARY_PATH,
+    the env's lib/, /etc/ld.so.conf dirs) and reads each file's symbols once."""
+    from pytest_vllm_env import abi
+    from pytest_vllm_env.linkage import Resolver
+
+    root = abi.torch_root(vllm_env)
+    libs = sorted((root / "lib").glob("*.so*")) if root and (root / "lib").is_dir() else []
+    return Resolver.for_env(vllm_env.prefix, libs, vllm_env.environ())

@@ -17,7 +17,7 @@ from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env import cmake_probe as probe_mod
-    from pytest_vllm_env import cuda, nvtx
+    from pytest_vllm_env import cuda, nvtx, torch_cmake
     from pytest_vllm_env.cache import FactCache
     from pytest_vllm_env.env import PixiEnv
 
@@ -139,11 +139,14 @@ def cmake_probe(
     cuda_toolkit: cuda.ToolkitFacts,
     cmake_for_env: Path | None,
     torch_cuda_cmake: nvtx.TorchCudaCmake | None,
+    torch_cmake_config: torch_cmake.TorchCMake | None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> probe_mod.ProbeResult:
     """The real CMake run (:class:`pytest_vllm_env.cmake_probe.ProbeResult`) on a generated
-    project: ``find_package(CUDAToolkit)`` (and torch's CMake when the env has torch) with
-    the env's activation variables, in a temp dir (never in the env)."""
+    project, with the env's activation variables, in a temp dir (never in the env): with
+    torch's TorchConfig.cmake, what a vLLM build does (``find_package(Torch)``, then a library
+    linked to ``torch ${TORCH_LIBRARIES} CUDA::cudart CUDA::cuda_driver``, ``CMAKE_ARGS``
+    passed on); else ``find_package(CUDAToolkit)`` and torch's NVTX target."""
     from pytest_vllm_env import cmake_probe as probe_mod
 
     workdir = tmp_path_factory.mktemp("cmake-probe")
@@ -152,5 +155,37 @@ def cmake_probe(
         cmake_for_env,
         workdir,
         torch_cuda_cmake,
+        config=torch_cmake_config,
         timeout=max(_timeout(request.config), probe_mod.CMAKE_TIMEOUT),
+    )
+
+
+@pytest.fixture(scope="session")
+def torch_cmake_config(vllm_env: PixiEnv) -> torch_cmake.TorchCMake | None:
+    """What the env's torch ``share/cmake`` asks of a vLLM build
+    (:class:`pytest_vllm_env.torch_cmake.TorchCMake`): old FindCUDA, bundled FindCUDAToolkit,
+    NVTX rules, the ``CUDA::`` targets its link interfaces name; None without torch."""
+    from pytest_vllm_env import torch_cmake
+
+    return torch_cmake.read_torch_config(vllm_env)
+
+
+@pytest.fixture(scope="session")
+def torch_config_prediction(
+    vllm_env: PixiEnv,
+    cuda_toolkit: cuda.ToolkitFacts,
+    cmake_version_for_env: str | None,
+    torch_cmake_config: torch_cmake.TorchCMake | None,
+) -> torch_cmake.ConfigPrediction | None:
+    """The static prediction of torch's CMake config inside a vLLM build (where CMake stops,
+    the generate-time errors, the ``CUDA::`` targets torch needs); None without torch's
+    TorchConfig.cmake or without a working cmake."""
+    from pytest_vllm_env import torch_cmake
+
+    if torch_cmake_config is None or torch_cmake_config.config is None:
+        return None
+    if not cmake_version_for_env:
+        return None
+    return torch_cmake.predict_config(
+        vllm_env, cuda_toolkit, torch_cmake_config, cmake_version_for_env
     )

@@ -1,0 +1,43 @@
+"""torch's CMake config as a vLLM source build loads it: the static prediction, vLLM's CMake
+floor, the real CMake run of a vLLM-like project, and whether prediction and probe agree."""
+
+import pytest
+
+from pytest_vllm_env import cmake_probe as probe
+from pytest_vllm_env import source_build, torch_cmake
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cmake.torch-config")
+def test_torch_config(
+    vllm_env, torch_cmake_config, torch_config_prediction, cmake_version_for_env, verdict
+):
+    verdict(
+        torch_cmake.config_finding(
+            vllm_env, torch_cmake_config, torch_config_prediction, cmake_version_for_env
+        )
+    )
+
+
+@pytest.mark.toolchain
+@pytest.mark.vllm_check("cmake.vllm-floor")
+def test_vllm_cmake_floor(
+    vllm_env, cmake_for_env, cmake_version_for_env, vllm_source_dir, vllm_built_in_env, verdict
+):
+    verdict(
+        source_build.cmake_version_floor(
+            vllm_env, cmake_for_env, cmake_version_for_env, vllm_source_dir, vllm_built_in_env
+        )
+    )
+
+
+@pytest.mark.build
+@pytest.mark.vllm_check("cmake.torch-probe")
+def test_torch_probe(cmake_probe, verdict):
+    verdict(probe.torch_probe_finding(cmake_probe))
+
+
+@pytest.mark.build
+@pytest.mark.vllm_check("cmake.prediction-agrees")
+def test_prediction_agrees(cmake_probe, torch_config_prediction, nvtx_prediction, verdict):
+    verdict(probe.agreement_finding(torch_config_prediction, nvtx_prediction, cmake_probe))

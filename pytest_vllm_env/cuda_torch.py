@@ -1,0 +1,143 @@
+"""``cuda.nvcc-torch``: the nvcc a build will use against the CUDA torch was built with.
+
+The failure this exists for (flash-attention#1759, real-world-failures F5.6): conda's torch
+2.2.0 built with CUDA 11.8 and a system nvcc 12.9 found through ``CUDA_HOME``; building
+flash-attn stops in ``torch.utils.cpp_extension._check_cuda_version`` with::
+
+    RuntimeError:
+    The detected CUDA version (12.9) mismatches the version that was used to compile
+    PyTorch (11.8). Please make sure to use the same CUDA versions.
+
+What decides it, read from torch's ``cpp_extension.py`` (2.2 to 2.11 alike):
+
+- the nvcc is ``$CUDA_HOME/bin/nvcc`` (``CUDA_HOME``, else ``CUDA_PATH``, else the directory
+  above ``which nvcc``, else ``/usr/local/cuda``: ``_find_cuda_home``);
+- its ``release X.Y`` is compared with ``torch.version.cuda``: another *major* raises (the
+  build stops), another *minor* only warns ("has a minor version mismatch") and builds.
+
+vLLM's own build runs the same ``CUDA_HOME`` through CMake, and a CUDA 12 ``_C`` next to a
+CUDA 11 torch then fails at import (``abi.cudart``). The fixes here always name torch's CUDA,
+so that a fix never recreates the mismatch (the old default "cuda-version 12.8" did, for a
+cu118 torch).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .cuda import NvccRun, ToolkitFacts, run_nvcc
+from .env import PixiEnv
+from .findings import Finding, failed, passed, skipped, warning
+
+CID = "cuda.nvcc-torch"
+
+
+def build_nvcc(environ: Mapping[str, str]) -> tuple[Path | None, str]:
+    """The nvcc ``torch.utils.cpp_extension`` runs, and why that one (``_find_cuda_home``)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = environ.get(var)
+        if home:
+            return Path(home) / "bin" / "nvcc", f"{var}={home}"
+    found = proc.which("nvcc", environ.get("PATH"))
+    if found is not None:
+        return found, "`nvcc` on the activated PATH"
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return (default, "torch's default /usr/local/cuda") if default.exists() else (None, "")
+
+
+def read_build_nvcc(
+    t: ToolkitFacts,
+    cached: Callable[[str, Callable[[], Any], list[str]], Any] | None = None,
+    timeout: float = 30.0,
+) -> tuple[NvccRun | None, str]:
+    """Run (once, cached per path) the nvcc a torch-extension build would use."""
+    path, why = build_nvcc(t.environ)
+    if path is None:
+        return None, why
+    if t.nvcc is not None and os.path.normpath(t.nvcc.path) == os.path.normpath(path):
+        return t.nvcc, why
+    if not path.exists():
+        return NvccRun(str(path), False, problem="does not exist"), why
+
+    def compute() -> dict[str, Any]:
+        return run_nvcc(path, t.environ, timeout).to_json()
+
+    data = cached(f"nvcc-{path}", compute, [str(path)]) if cached else compute()
+    return NvccRun.from_json(data), why
+
+
+def _mm(version: str) -> tuple[int, int]:
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def pin_line(env: PixiEnv, mm: str) -> str:
+    """The conda pin for a CUDA ``major.minor`` in the env's own manifest language."""
+    manifest = env.manifest
+    table = f"[{manifest.table_prefix()}dependencies]" if manifest else "[dependencies]"
+    where = manifest.path.name if manifest else "pixi.toml"
+    channel = ""
+    if _mm(mm) < (12, 0):
+        # conda-forge's cuda-nvcc packages start at 12.0; 11.x comes from the nvidia channel
+        channel = ' (CUDA 11 nvcc comes from the nvidia channel: channels = ["nvidia", ...])'
+    return f'`cuda-version = "{mm}.*"` and `cuda-nvcc = "{mm}.*"` in {table} of {where}{channel}'
+
+
+def torch_index_line(torch_version: str | None, cuda_mm: str) -> str:
+    """A pixi.toml line that installs torch built for CUDA ``cuda_mm`` (PyTorch's index)."""
+    release = (torch_version or "").split("+", 1)[0] or "<release>"
+    tag = "cu" + cuda_mm.replace(".", "")
+    return (
+        f'`torch = {{ version = "=={release}", index = '
+        f'"https://download.pytorch.org/whl/{tag}" }}` in [pypi-dependencies] (pip: '
+        f"`--index-url https://download.pytorch.org/whl/{tag}`; the index must carry torch "
+        f"{release} for {tag})"
+    )
+
+
+def nvcc_torch(
+    env: PixiEnv,
+    nvcc: NvccRun | None,
+    why: str,
+    torch_version: str | None,
+    torch_cuda: str | None,
+) -> Finding:
+    """``cuda.nvcc-torch``: the build nvcc's CUDA major equals torch's (failed otherwise, as
+    torch refuses); a different minor is a warning (torch warns and builds)."""
+    if not torch_version:
+        return skipped(CID, f"torch is not installed in {env.prefix}")
+    if not torch_cuda:
+        return skipped(CID, f"torch {torch_version} is a CPU-only build: nothing to compare")
+    if nvcc is None:
+        return skipped(CID, "no nvcc for a build: no CUDA_HOME/CUDA_PATH, none on PATH")
+    if not nvcc.ok or not nvcc.version:
+        return skipped(CID, f"{nvcc.path} ({why}) does not run: {nvcc.problem} (cuda.nvcc-runs)")
+    have = nvcc.major_minor or nvcc.version
+    ev = {"nvcc": nvcc.path, "chosen_by": why, "torch": torch_version, "torch_cuda": torch_cuda}
+    if _mm(have)[0] != _mm(torch_cuda)[0]:
+        return failed(
+            CID,
+            f"the build's nvcc {nvcc.path} ({why}) is CUDA {have}, torch {torch_version} was "
+            f'built with CUDA {torch_cuda}: torch.utils.cpp_extension stops with "The detected '
+            f"CUDA version ({have}) mismatches the version that was used to compile PyTorch "
+            f'({torch_cuda})", and a vLLM build would link libcudart.so.{_mm(have)[0]} next to '
+            f"torch's libcudart.so.{_mm(torch_cuda)[0]}",
+            f"use torch's CUDA for the build: {pin_line(env, torch_cuda)}, with CUDA_HOME "
+            f'pointing at the env (`CUDA_HOME = "${{CONDA_PREFIX}}"` in [activation.env]); '
+            f"or install a torch built for CUDA {have}: {torch_index_line(torch_version, have)}",
+            **ev,
+        )
+    if _mm(have) != _mm(torch_cuda):
+        return warning(
+            CID,
+            f"the build's nvcc {nvcc.path} ({why}) is CUDA {have}, torch {torch_version} was "
+            f"built with {torch_cuda}: torch builds extensions anyway (it warns of a minor "
+            "version mismatch); kernels then need a driver for the newer of the two",
+            f"to match exactly, {pin_line(env, torch_cuda)}",
+            **ev,
+        )
+    return passed(CID, f"nvcc {nvcc.version} ({why}) matches torch's CUDA {torch_cuda}", **ev)

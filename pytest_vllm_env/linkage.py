@@ -1,0 +1,222 @@
+"""What the dynamic loader will do with an extension: find its libraries, its symbols and
+the symbol versions it asks for. Read from ELF files only, never ``dlopen``.
+
+Real failures this exists for:
+
+- ``abi.needed``: a ``DT_NEEDED`` library found nowhere: "libcudart.so.12: cannot open shared
+  object file" (llm-d#1402: a CUDA 13 image whose vLLM extensions were CUDA 12-linked).
+- ``abi.undefined``: a symbol no library defines: a vLLM source build left its own kernel
+  undefined (``cutlass_moe_mm_sm100``, vLLM #29030): "undefined symbol:
+  _Z20cutlass_moe_mm_sm100RN2at6Tensor...". Torch's own symbols are ``abi.symbols``'.
+- version needs (``platform.glibc``): "/lib64/libc.so.6: version `GLIBC_2.32' not found
+  (required by vllm/_C.abi3.so)" (vLLM #6562, CentOS 7's glibc 2.17).
+
+How a name is found, in the loader's order as far as it matters for a Python extension:
+sonames torch has already loaded (``import torch`` comes first, and a library is matched by
+soname), the extension's ``DT_RPATH``/``DT_RUNPATH`` (``$ORIGIN`` expanded),
+``LD_LIBRARY_PATH`` after activation, the env's ``lib/``, then the system dirs of
+``/etc/ld.so.conf`` and the defaults. Symbols are looked up in the whole closure of the
+extension's ``DT_NEEDED`` (a loaded object's local scope), plus the interpreter's (Python
+C API). The NVIDIA driver's ``libcuda.so.1`` lives outside any env: when it is absent (a
+machine without a GPU) its names (``cu*``) are not judged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .elf import ElfError, ElfFile, read_elf
+
+DEFAULT_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
+                "/lib", "/usr/lib")  # fmt: skip
+# installed with the NVIDIA driver, never by an env
+DRIVER_LIBS = ("libcuda.so.1", "libnvidia-ml.so.1")
+_DRIVER_SYMBOL = re.compile(r"^cu[A-Z]\w*$")
+# provided by the interpreter that imports the extension
+_PYTHON_SYMBOL = re.compile(r"^_?Py[A-Z_]\w*$|^_Py")
+MAX_CLOSURE = 400
+
+
+@lru_cache(maxsize=4096)
+def _read(path: str, mtime_ns: int) -> ElfFile | None:
+    try:
+        return read_elf(path)
+    except ElfError:
+        return None
+
+
+def elf_of(path: Path) -> ElfFile | None:
+    """The ELF facts of ``path``, read once per process (keyed by path and mtime)."""
+    try:
+        return _read(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
+def system_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[Path]:
+    """The dirs ``ldconfig`` caches: ``/etc/ld.so.conf`` (and its ``include`` globs), then the
+    defaults."""
+    dirs: list[Path] = []
+
+    def read(path: Path, depth: int = 0) -> None:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return
+        for line in lines:
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("include") and depth < 4:
+                pattern = line.split(None, 1)[1] if " " in line else ""
+                base = Path(pattern) if pattern.startswith("/") else path.parent / pattern
+                for inc in sorted(base.parent.glob(base.name)):
+                    read(inc, depth + 1)
+            elif line.startswith("/"):
+                dirs.append(Path(line))
+
+    read(conf)
+    return [*dirs, *(Path(d) for d in DEFAULT_DIRS)]
+
+
+def _expand(entries: Iterable[str], origin: Path) -> list[Path]:
+    out = []
+    for e in entries:
+        if not e:
+            continue
+        e = e.replace("${ORIGIN}", str(origin)).replace("$ORIGIN", str(origin))
+        out.append(Path(os.path.normpath(e)))
+    return out
+
+
+@dataclass
+class Resolver:
+    """Finds libraries and symbols for the extensions of one env."""
+
+    preloaded: dict[str, Path] = field(default_factory=dict)  # soname -> file torch loaded
+    ld_library_path: list[Path] = field(default_factory=list)
+    env_dirs: list[Path] = field(default_factory=list)
+    system: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def for_env(
+        cls,
+        prefix: Path,
+        torch_libs: Iterable[Path] = (),
+        environ: Mapping[str, str] | None = None,
+        system: list[Path] | None = None,
+    ) -> Resolver:
+        environ = environ or {}
+        res = cls(
+            ld_library_path=[Path(p) for p in environ.get("LD_LIBRARY_PATH", "").split(":") if p],
+            env_dirs=[d for d in (prefix / "lib",) if d.is_dir()],
+            system=system if system is not None else system_dirs(),
+        )
+        # `import torch` loads torch/lib and everything it needs before any extension
+        for lib in torch_libs:
+            elf = elf_of(lib)
+            if elf is None:
+                continue
+            res.preloaded.setdefault(elf.soname or lib.name, lib)
+        for path in res.closure(list(res.preloaded.values()))[0]:
+            elf = elf_of(path)
+            if elf is not None:
+                res.preloaded.setdefault(elf.soname or path.name, path)
+        return res
+
+    def find(self, name: str, requester: Path, elf: ElfFile) -> Path | None:
+        """Where the loader finds ``name`` (a ``DT_NEEDED`` entry) for ``requester``."""
+        if "/" in name:
+            return Path(name) if Path(name).exists() else None
+        if name in self.preloaded:
+            return self.preloaded[name]
+        origin = requester.parent
+        dirs = [] if elf.runpath else _expand(elf.rpath, origin)
+        dirs += self.ld_library_path + _expand(elf.runpath, origin) + self.env_dirs + self.system
+        for d in dirs:
+            candidate = d / name
+            if candidate.exists():
+                return candidate
+        return None
+
+    def closure(self, roots: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+        """Every library reachable through DT_NEEDED from ``roots`` (roots included), and the
+        ``(name, needed by)`` pairs that were found nowhere."""
+        seen: dict[str, Path] = {}
+        missing: list[tuple[str, str]] = []
+        queue = list(roots)
+        while queue and len(seen) < MAX_CLOSURE:
+            path = queue.pop(0)
+            key = os.path.realpath(path)
+            if key in seen:
+                continue
+            seen[key] = path
+            elf = elf_of(path)
+            if elf is None:
+                continue
+            for name in elf.needed:
+                found = self.find(name, path, elf)
+                if found is None:
+                    missing.append((name, path.name))
+                elif os.path.realpath(found) not in seen:
+                    queue.append(found)
+        return list(seen.values()), missing
+
+
+@dataclass
+class Linkage:
+    """One extension as the loader sees it."""
+
+    path: Path
+    needed: dict[str, Path | None] = field(default_factory=dict)  # direct DT_NEEDED -> file
+    missing_deep: list[tuple[str, str]] = field(default_factory=list)  # (name, needed by)
+    unresolved: list[str] = field(default_factory=list)  # undefined symbols defined nowhere
+    driver_absent: bool = False  # libcuda.so.1 not on this machine: cu* names not judged
+    version_needs: dict[str, list[str]] = field(default_factory=dict)
+    provider: dict[str, Path | None] = field(default_factory=dict)  # needed lib -> file
+    error: str = ""
+
+
+def link(
+    path: Path, resolver: Resolver, skip: re.Pattern[str] | None = None, *, symbols: bool = True
+) -> Linkage:
+    """Resolve ``path``'s libraries and (``symbols``) undefined symbols; ``skip`` matches
+    symbols another check judges (torch's, for ``abi.symbols``)."""
+    out = Linkage(path)
+    elf = elf_of(path)
+    if elf is None:
+        try:
+            read_elf(path)
+            out.error = "unreadable"
+        except ElfError as exc:
+            out.error = str(exc)
+        return out
+    for name in elf.needed:
+        out.needed[name] = resolver.find(name, path, elf)
+    out.version_needs = dict(elf.version_needs)
+    out.provider = {
+        name: out.needed.get(name) or resolver.find(name, path, elf) for name in elf.version_needs
+    }
+    if not symbols:
+        return out
+    libs, missing = resolver.closure([path])
+    out.driver_absent = any(n in DRIVER_LIBS for n, _ in missing)
+    out.missing_deep = [(n, by) for n, by in missing if n not in DRIVER_LIBS]
+    exports: set[str] = set()
+    for lib in libs[1:]:
+        lib_elf = elf_of(lib)
+        if lib_elf is not None:
+            exports |= lib_elf.defined
+    for sym in elf.undefined:
+        name = sym.name
+        if sym.weak or name in exports or _PYTHON_SYMBOL.match(name):
+            continue
+        if skip is not None and skip.match(name):
+            continue
+        if out.driver_absent and _DRIVER_SYMBOL.match(name):
+            continue
+        out.unresolved.append(name)
+    return out

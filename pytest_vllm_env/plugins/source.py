@@ -1,0 +1,48 @@
+"""Fixtures for the manifest's PyPI side (``pypi.*``) and a vLLM source tree (``source.*``,
+``cmake.vllm-floor``): read from files, before any install or build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_vllm_env import settings
+
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env import pypi_options
+    from pytest_vllm_env.env import PixiEnv
+
+
+@pytest.fixture(scope="session")
+def pypi_settings(vllm_env: PixiEnv) -> pypi_options.PypiOptions | None:
+    """The env's merged ``[pypi-options]`` and ``[pypi-dependencies]`` over its features
+    (:class:`pytest_vllm_env.pypi_options.PypiOptions`); None without a manifest."""
+    from pytest_vllm_env import pypi_options
+
+    return pypi_options.read_options(vllm_env)
+
+
+@pytest.fixture(scope="session")
+def vllm_source_dir(request: pytest.FixtureRequest) -> Path | None:
+    """The ``--vllm-source`` tree as a path (None when not given)."""
+    value = settings.get(request.config, "vllm_source")
+    return Path(value).expanduser() if value else None
+
+
+@pytest.fixture(scope="session")
+def vllm_built_in_env(
+    pypi_settings: pypi_options.PypiOptions | None, vllm_source_dir: Path | None
+) -> str | None:
+    """Why a vLLM build would run the env's own cmake and torch: ``--vllm-source`` (built with
+    ``--no-build-isolation``) or vllm declared as a source dependency with
+    ``no-build-isolation``; None when no such build is declared."""
+    if vllm_source_dir is not None:
+        return f"a --no-build-isolation build of {vllm_source_dir}"
+    if pypi_settings is None:
+        return None
+    dep = pypi_settings.deps.get("vllm")
+    if dep and dep.kind in ("git", "path", "url-sdist") and not pypi_settings.isolated("vllm"):
+        return f"vllm from {dep.kind} ({dep.where}) built with no-build-isolation"
+    return None

@@ -1,0 +1,771 @@
+"""torch's installed CMake config as a vLLM source build runs it, predicted from files.
+
+vLLM's CMakeLists calls ``find_package(Torch)`` (vLLM 0.4.1 to 0.33 read), then links each
+CUDA extension to ``torch CUDA::cudart CUDA::cuda_driver`` and each pure-C++ extension
+(``cumem_allocator``, ``_core_C``, ``spinloop``, ``fs_io_C``: one in every release since 0.6)
+to ``torch ${TORCH_LIBRARIES}`` (``cmake/utils.cmake``: "Don't use TORCH_LIBRARIES for CUDA",
+so the ``else()`` branch does). Measured with the real vLLM 0.10.1 CMakeLists, torch 2.7.1's
+real CMake files and CMake 4.1.2: the ``torch::nvtoolsext`` error comes through
+``cumem_allocator`` (``LANGUAGE CXX``), together with ``CUDA_nvrtc_LIBRARY`` NOTFOUND.
+
+What torch's files ask, in the order CMake meets it (read from the torch wheels 2.0.1 to 2.11.0,
+``share/cmake``; Linux, not cross-compiling):
+
+1. ``Caffe2/public/cuda.cmake`` runs ``find_package(CUDA)`` with torch's own copy of the old
+   FindCUDA (``Modules_CUDA_fix/upstream/FindCUDA.cmake``, the same search in every 2.x):
+   nvcc from ``$CUDA_TOOLKIT_ROOT``/``$CUDA_PATH``/``$CUDA_BIN_PATH`` then ``PATH`` (the
+   toolkit root is nvcc's parent dir), ``device_functions.h`` in ``<root>/include``,
+   ``$CUDA_PATH/include``, ``$CUDA_INC_PATH/include`` then CMake's default include dirs, and
+   ``libcudart`` in ``<root>/lib64``, ``<root>/lib``, ``$CUDA_PATH``, ``$CUDA_LIB_PATH`` then
+   the default dirs. A conda-forge toolkit keeps its headers only in
+   ``targets/x86_64-linux/include``: not found, and ``Caffe2Config.cmake`` stops with "Your
+   installed Caffe2 version uses CUDA but I cannot find the CUDA libraries" (line 90 in 2.6).
+2. ``enable_language(CUDA)``: CMake compiles and links a test with nvcc (``-lcudadevrt
+   -lcudart_static`` from nvcc's own ``-L`` dirs). Only the static libraries are predicted
+   here; whether nvcc compiles at all is ``build.nvcc-kernel``'s question.
+3. ``find_package(CUDAToolkit REQUIRED)`` with torch's bundled ``Caffe2/FindCUDAToolkit.cmake``
+   (2.1 on; Caffe2Config puts its dir first on ``CMAKE_MODULE_PATH``). It is 3.25-era: the
+   include dir is ``<root>/include/cuda_runtime.h`` only, whatever CMake runs it, unless
+   ``CUDAToolkit_INCLUDE_DIR`` is preset (``-D`` in ``CMAKE_ARGS``, which vLLM >= 0.13's
+   setup.py passes on).
+4. NVTX: 2.1 to 2.4 stop with ``Failed to find nvToolsExt`` without ``CUDA::nvToolsExt``;
+   2.5 to 2.7 link ``torch::nvtoolsext`` to ``CUDA::nvToolsExt`` unless an ``nvtx3`` dir is
+   found (under the consumer's ``PROJECT_SOURCE_DIR``: never for vLLM); 2.0 (and
+   ``TorchConfig.cmake`` 2.0 to 2.4) ``find_library(LIBNVTOOLSEXT libnvToolsExt.so PATHS
+   ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``; 2.8 on: no NVTX at all.
+5. Generate time: every ``CUDA::`` target reachable from what vLLM links must exist
+   (``torch_cuda``'s link interface in ``Caffe2Targets.cmake``: 2.1 pulls ``caffe2::cublas``,
+   ``caffe2::cufft``, ``caffe2::curand`` and ``torch::nvtoolsext``), and
+   ``${CUDA_NVRTC_LIB}`` in ``TORCH_LIBRARIES`` must not be NOTFOUND (``libnvrtc.so``).
+
+The probe (:mod:`pytest_vllm_env.cmake_probe`) runs the same thing for real; the check
+``cmake.prediction-agrees`` compares the two.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cuda import ToolkitFacts, _ver
+from .env import PixiEnv
+from .findings import Finding, failed, passed, skipped
+from .nvtx import SYSTEM_LIB_DIRS, Prediction, TorchCudaCmake, predict, read_torch_cmake
+
+SHARE = "torch/share/cmake"
+SYSTEM_INCLUDE_DIRS = ("/usr/local/include", "/usr/include/x86_64-linux-gnu", "/usr/include")
+# What vLLM links: torch, ${TORCH_LIBRARIES} (through its C++-only extension) and, for the
+# CUDA extensions, CUDA::cudart and CUDA::cuda_driver.
+VLLM_LINKS = ("torch", "${TORCH_LIBRARIES}", "CUDA::cudart", "CUDA::cuda_driver")
+# CUDA:: target -> library names FindCUDAToolkit looks for (CMake's module and torch's copy).
+TARGET_LIBS: dict[str, tuple[str, ...]] = {
+    "cudart": ("cudart",),
+    "cuda_driver": ("cuda",),
+    "nvrtc": ("nvrtc",),
+    "nvToolsExt": ("nvToolsExt", "nvToolsExt64"),
+    "cublas": ("cublas",),
+    "cublasLt": ("cublasLt",),
+    "cufft": ("cufft",),
+    "curand": ("curand",),
+    "cusparse": ("cusparse",),
+    "cusolver": ("cusolver",),
+    "cuFile": ("cufile",),
+    "nvJitLink": ("nvJitLink",),
+    "cupti": ("cupti",),
+}
+# The conda-forge package that ships each library's unversioned link.
+TARGET_PACKAGES: dict[str, str] = {
+    "cudart": "cuda-cudart-dev",
+    "cuda_driver": "cuda-driver-dev",
+    "nvrtc": "cuda-nvrtc-dev",
+    "nvToolsExt": "cuda-nvtx-dev",
+    "cublas": "libcublas-dev",
+    "cublasLt": "libcublas-dev",
+    "cufft": "libcufft-dev",
+    "curand": "libcurand-dev",
+    "cusparse": "libcusparse-dev",
+    "cusolver": "libcusolver-dev",
+    "cuFile": "libcufile-dev",
+    "nvJitLink": "libnvjitlink-dev",
+    "cupti": "cuda-cupti-dev",
+}
+
+
+@dataclass
+class TorchCMake:
+    """What the env's torch ``share/cmake`` asks of a consumer, read from its text."""
+
+    root: Path
+    version: str | None
+    config: Path | None  # Torch/TorchConfig.cmake
+    caffe2_config: Path | None
+    cuda_cmake: Path | None
+    legacy_findcuda: bool = False  # cuda.cmake: find_package(CUDA)
+    caffe2_fatal_line: int | None = None  # "uses CUDA but I cannot find the CUDA libraries"
+    enables_cuda: bool = False  # cuda.cmake: enable_language(CUDA)
+    finds_cudatoolkit: bool = False  # cuda.cmake: find_package(CUDAToolkit REQUIRED)
+    bundled_findcudatoolkit: bool = False  # Caffe2/FindCUDAToolkit.cmake (3.25-era)
+    fatal_targets: list[str] = field(default_factory=list)  # if(NOT TARGET CUDA::X) FATAL
+    property_targets: list[str] = field(default_factory=list)  # get_target_property(.. CUDA::X)
+    libnvtoolsext_lib64: bool = False  # find_library(LIBNVTOOLSEXT ... lib64/) in a used file
+    libnvtoolsext_in_torch_libraries: bool = False  # TorchConfig puts ${LIBNVTOOLSEXT} in it
+    nvrtc_in_torch_libraries: bool = False  # TorchConfig puts ${CUDA_NVRTC_LIB} in it
+    nvtoolsext_in_torch_libraries: bool = False  # TorchConfig appends torch::nvtoolsext
+    interface: dict[str, list[str]] = field(default_factory=dict)  # torch::x -> [CUDA::y]
+    links: dict[str, list[str]] = field(default_factory=dict)  # Caffe2Targets link graph
+    nvtx: TorchCudaCmake | None = None
+
+    def closure(self, start: list[str]) -> dict[str, str]:
+        """``CUDA::X`` -> the target whose link interface brings it, for what ``start`` links."""
+        found: dict[str, str] = {}
+        seen: set[str] = set()
+        todo = [(s, "") for s in start]
+        while todo:
+            name, via = todo.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            if name.startswith("CUDA::"):
+                found.setdefault(name, via)
+                continue
+            for item in self.links.get(name, []) + self.interface.get(name, []):
+                todo.append((item, name))
+        return found
+
+
+def read_torch_config(env: PixiEnv) -> TorchCMake | None:
+    """The env's torch CMake files, or None without torch or without ``share/cmake``."""
+    dist = env.dist("torch")
+    if dist is None:
+        return None
+    root = dist.location / SHARE
+    if not root.is_dir():
+        return None
+    config = _existing(root / "Torch" / "TorchConfig.cmake")
+    caffe2 = _existing(root / "Caffe2" / "Caffe2Config.cmake")
+    cuda = _existing(root / "Caffe2" / "public" / "cuda.cmake")
+    facts = TorchCMake(root, dist.version, config, caffe2, cuda)
+    cuda_text = _read(cuda)
+    config_text = _read(config)
+    caffe2_text = _read(caffe2)
+    facts.legacy_findcuda = bool(re.search(r"^\s*find_package\(CUDA\)", cuda_text, re.M))
+    facts.enables_cuda = bool(re.search(r"^\s*enable_language\(CUDA\)", cuda_text, re.M))
+    facts.finds_cudatoolkit = bool(
+        re.search(r"^\s*find_package\(CUDAToolkit\b[^)]*\)", cuda_text, re.M)
+    )
+    facts.bundled_findcudatoolkit = (root / "Caffe2" / "FindCUDAToolkit.cmake").is_file()
+    for no, line in enumerate(caffe2_text.splitlines(), 1):
+        if "message(FATAL_ERROR" in line:
+            following = "\n".join(caffe2_text.splitlines()[no - 1 : no + 2])
+            if "uses CUDA but I cannot find" in following:
+                facts.caffe2_fatal_line = no
+                break
+    facts.fatal_targets = re.findall(
+        r"if\(NOT TARGET (CUDA::\w+)\)\s*\n\s*message\(FATAL_ERROR", cuda_text
+    )
+    facts.property_targets = sorted(
+        set(re.findall(r"get_target_property\([^)]*?(CUDA::\w+)", cuda_text))
+    )
+    lib64 = (
+        r"find_library\(LIBNVTOOLSEXT\s+libnvToolsExt\.so\s+PATHS\s+"
+        r"\$\{CUDA_TOOLKIT_ROOT_DIR\}/lib64/?\)"
+    )
+    facts.libnvtoolsext_lib64 = bool(re.search(lib64, cuda_text + config_text))
+    unix_branch = _unix_cuda_branch(config_text)
+    facts.libnvtoolsext_in_torch_libraries = "${LIBNVTOOLSEXT}" in unix_branch
+    facts.nvrtc_in_torch_libraries = "${CUDA_NVRTC_LIB}" in unix_branch
+    facts.nvtoolsext_in_torch_libraries = bool(
+        re.search(r"list\(APPEND TORCH_CUDA_LIBRARIES torch::nvtoolsext\)", config_text)
+    )
+    facts.interface = _interface_targets(cuda_text)
+    for targets in sorted((root / "Caffe2").glob("Caffe2Targets*.cmake")):
+        facts.links.update(_target_links(_read(targets)))
+    facts.nvtx = read_torch_cmake(env)
+    return facts
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _read(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _unix_cuda_branch(config_text: str) -> str:
+    """The Linux part of TorchConfig's ``TORCH_CUDA_LIBRARIES`` block (after the MSVC/APPLE
+    branches), where ``${CUDA_NVRTC_LIB}`` / ``${LIBNVTOOLSEXT}`` enter ``TORCH_LIBRARIES``."""
+    end = config_text.find("list(APPEND TORCH_LIBRARIES ${TORCH_CUDA_LIBRARIES})")
+    if end < 0:
+        return ""
+    starts = [m.start() for m in re.finditer(r"(?<!else)if\(MSVC\)", config_text[:end])]
+    if not starts:
+        return ""
+    block = config_text[starts[-1] : end]
+    parts = re.split(r"^\s*else\(\)", block, flags=re.M)
+    return parts[-1] if len(parts) > 1 else block
+
+
+def _interface_targets(cuda_text: str) -> dict[str, list[str]]:
+    """``set_property(TARGET x PROPERTY INTERFACE_LINK_LIBRARIES ...)`` of cuda.cmake, the
+    shared-library branch (items without ``_static``; a consumer never sets
+    ``CAFFE2_STATIC_LINK_CUDA``); ``set_property`` inside ``if(MSVC)``/``elseif(APPLE)`` is
+    skipped by taking the items that are CUDA:: or torch::/caffe2:: targets only."""
+    result: dict[str, list[str]] = {}
+    pattern = re.compile(
+        r"set_property\(\s*TARGET\s+(\S+)\s+(APPEND\s+)?PROPERTY\s+INTERFACE_LINK_LIBRARIES\s+([^)]*)\)",
+        re.S,
+    )
+    for m in pattern.finditer(cuda_text):
+        target, items = m.group(1), m.group(3).split()
+        items = [i for i in items if "::" in i and "_static" not in i]
+        if not items:
+            continue
+        result.setdefault(target, [])
+        for item in items:
+            if item not in result[target]:
+                result[target].append(item)
+    return result
+
+
+def _target_links(text: str) -> dict[str, list[str]]:
+    """``set_target_properties(x PROPERTIES ... INTERFACE_LINK_LIBRARIES "a;b")`` of the
+    exported targets (generator expressions that name another target's property count as a
+    link to that target)."""
+    result: dict[str, list[str]] = {}
+    for m in re.finditer(r"set_target_properties\((\S+)\s+PROPERTIES(.*?)\n\)", text, re.S):
+        links = re.search(r'INTERFACE_LINK_LIBRARIES\s+"([^"]*)"', m.group(2))
+        if not links:
+            continue
+        items = []
+        for raw in links.group(1).split(";"):
+            ref = re.search(r"TARGET_(?:FILE|PROPERTY):([\w:]+)", raw)
+            item = ref.group(1) if ref else raw.strip()
+            if item and not item.startswith("-") and item not in items:
+                items.append(item)
+        result[m.group(1)] = items
+    return result
+
+
+# -- prediction -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Blocker:
+    """One error CMake will report: ``signature`` is what :mod:`cmake_probe` finds in the
+    real output for the same cause (``caffe2-cuda``, ``cudatoolkit``, ``nvtoolsext-fatal``,
+    ``link:CUDA::nvToolsExt``, ``notfound:CUDA_nvrtc_LIBRARY`` ...)."""
+
+    signature: str
+    message: str  # what CMake will say
+    cause: str  # why, in terms of the env's files
+    fix: str
+
+
+@dataclass
+class ConfigPrediction:
+    """What torch's CMake config will do inside a vLLM build."""
+
+    torch_version: str | None
+    stop: Blocker | None = None  # the configure-time error that ends the run
+    generate: list[Blocker] = field(default_factory=list)  # generate-time errors
+    # every blocker, in the order a user would meet them fixing one after the other
+    blockers: list[Blocker] = field(default_factory=list)
+    complete: bool = True  # False: the walk stopped where the model ends (see not_modelled)
+    not_modelled: list[str] = field(default_factory=list)
+    legacy_root: str | None = None
+    legacy_include: str | None = None
+    legacy_cudart: str | None = None
+    targets: dict[str, str] = field(default_factory=dict)  # CUDA:: targets torch's run creates
+    needed: dict[str, str] = field(default_factory=dict)  # CUDA::X -> which torch target needs it
+    searched: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.blockers
+
+    def block(self, blocker: Blocker, *, configure: bool = True) -> None:
+        """Record a blocker; the first configure-time one is where CMake stops."""
+        self.blockers.append(blocker)
+        if configure and self.stop is None:
+            self.stop = blocker
+        elif not configure and self.stop is None:
+            self.generate.append(blocker)
+
+    @property
+    def signatures(self) -> list[str]:
+        if self.stop:
+            return [self.stop.signature]
+        return sorted(b.signature for b in self.generate)
+
+
+def cmake_args(environ: dict[str, str]) -> dict[str, str]:
+    """``-DVAR=VALUE`` / ``-DVAR:TYPE=VALUE`` presets from ``CMAKE_ARGS`` (vLLM >= 0.13 passes
+    them to cmake)."""
+    presets: dict[str, str] = {}
+    try:
+        words = shlex.split(environ.get("CMAKE_ARGS", ""))
+    except ValueError:
+        words = environ.get("CMAKE_ARGS", "").split()
+    for word in words:
+        m = re.match(r"-D([A-Za-z_][\w]*)(?::\w+)?=(.*)$", word)
+        if m:
+            presets[m.group(1)] = m.group(2)
+    return presets
+
+
+def predict_config(
+    env: PixiEnv,
+    t: ToolkitFacts,
+    torch: TorchCMake,
+    cmake_version: str,
+    *,
+    system_lib_dirs: tuple[str, ...] = SYSTEM_LIB_DIRS,
+    system_include_dirs: tuple[str, ...] = SYSTEM_INCLUDE_DIRS,
+) -> ConfigPrediction:
+    """Walk torch's CMake config for a vLLM consumer; see the module docstring for the order."""
+    environ = t.environ
+    presets = cmake_args(environ)
+    out = ConfigPrediction(torch.version)
+    act = _activation_table(env)
+    path_prefixes = _path_prefixes(environ)
+    # 1. torch's old FindCUDA
+    root = presets.get("CUDA_TOOLKIT_ROOT_DIR") or _legacy_root(environ)
+    out.legacy_root = root
+    if torch.legacy_findcuda:
+        include_dirs = [f"{root}/include"] if root else []
+        include_dirs += [
+            f"{environ[v]}/include" for v in ("CUDA_PATH", "CUDA_INC_PATH") if environ.get(v)
+        ]
+        include_dirs += [f"{p}/include" for p in path_prefixes] + list(system_include_dirs)
+        out.searched["device_functions.h"] = _dedup(include_dirs)
+        out.legacy_include = next(
+            (d for d in _dedup(include_dirs) if (Path(d) / "device_functions.h").is_file()), None
+        )
+        lib_dirs = [f"{root}/lib64", f"{root}/lib"] if root else []
+        for var in ("CUDA_PATH", "CUDA_LIB_PATH"):
+            if environ.get(var):
+                lib_dirs += [f"{environ[var]}/lib64", f"{environ[var]}/lib"]
+        lib_dirs += [f"{p}/lib" for p in path_prefixes] + list(system_lib_dirs)
+        out.searched["libcudart.so (FindCUDA)"] = _dedup(lib_dirs)
+        out.legacy_cudart = _lib("cudart", _dedup(lib_dirs))
+        missing = [
+            n
+            for n, ok in (
+                ("CUDA_TOOLKIT_ROOT_DIR", root),
+                ("CUDA_INCLUDE_DIRS", out.legacy_include),
+                ("CUDA_CUDART_LIBRARY", out.legacy_cudart),
+            )
+            if not ok
+        ]
+        if missing:
+            line = f":{torch.caffe2_fatal_line}" if torch.caffe2_fatal_line else ""
+            targets_inc = t.prefix / "targets/x86_64-linux/include"
+            if "CUDA_INCLUDE_DIRS" in missing and (targets_inc / "device_functions.h").is_file():
+                fix = (
+                    f'set `CUDA_INC_PATH = "${{CONDA_PREFIX}}/targets/x86_64-linux"` in {act} '
+                    "(torch's FindCUDA looks for device_functions.h in $CUDA_INC_PATH/include; "
+                    "a conda-forge toolkit has no headers in $CONDA_PREFIX/include)"
+                )
+            elif root is None:
+                fix = f"add `cuda-nvcc` to {_deps_table(env)} (no nvcc on PATH or in $CUDA_PATH)"
+            else:
+                fix = f"add `cuda-cudart-dev` to {_deps_table(env)}"
+            out.block(
+                Blocker(
+                    "caffe2-cuda",
+                    f"Caffe2Config.cmake{line}: Your installed Caffe2 version uses CUDA but I "
+                    "cannot find the CUDA libraries",
+                    f"torch's FindCUDA (find_package(CUDA)) finds no {' '.join(missing)} "
+                    f"(Could NOT find CUDA (missing: {' '.join(missing)}))",
+                    fix,
+                )
+            )
+    # 2. enable_language(CUDA): only the static runtime its test link needs is predicted
+    if torch.enables_cuda:
+        top = Path(t.nvcc.top) if t.nvcc and t.nvcc.top else None
+        if top is not None and not (top / "nvvm" / "libdevice").is_dir():
+            # CMake's CUDA toolkit search takes the dir holding nvvm/libdevice as the
+            # "library root" (Modules/Internal/CMakeCUDAFindToolkit.cmake, 3.26 to 4.4)
+            out.block(
+                Blocker(
+                    "compiler-id",
+                    "CMakeDetermineCUDACompiler: Couldn't find CUDA library root.",
+                    f"enable_language(CUDA) needs {top}/nvvm/libdevice next to nvcc; it is "
+                    "missing (an nvcc without its nvvm part)",
+                    f"install the whole compiler: `cuda-nvcc` in {_deps_table(env)} brings "
+                    "nvvm/ with it (a bare nvcc binary or a partial toolkit does not)",
+                )
+            )
+        nvcc_libs = list(t.nvcc.libraries) if t.nvcc else []
+        missing_static = [
+            f"lib{n}.a"
+            for n in ("cudadevrt", "cudart_static")
+            if nvcc_libs and not any((Path(d) / f"lib{n}.a").is_file() for d in nvcc_libs)
+        ]
+        if missing_static:
+            out.block(
+                Blocker(
+                    "compiler-id",
+                    "CMakeDetermineCompilerId: Compiling the CUDA compiler identification source "
+                    "file failed (ld: cannot find -lcudadevrt / -lcudart_static)",
+                    f"enable_language(CUDA) links its test with nvcc's -L dirs "
+                    f"({', '.join(nvcc_libs)}), which hold no {', '.join(missing_static)}",
+                    f"add `cuda-cudart-static` (or `cuda-cudart-dev`) to {_deps_table(env)}",
+                )
+            )
+        out.not_modelled.append(
+            "enable_language(CUDA): that nvcc compiles at all (build.nvcc-kernel runs it)"
+        )
+    if not torch.finds_cudatoolkit:
+        # torch 2.0 finds the CUDA libraries with the old FindCUDA alone and makes no CUDA::
+        # targets: the first CUDA:: target vLLM links is missing (CMake names the first one per
+        # target), and TorchConfig's LIBNVTOOLSEXT lookup follows (real torch 2.0.1 + CMake
+        # 4.1.2: "link:CUDA::cudart, notfound:LIBNVTOOLSEXT"). No vLLM release builds against
+        # torch 2.0 (vLLM's CMake build starts with torch 2.1).
+        out.block(
+            Blocker(
+                "link:CUDA::cudart",
+                "Target links to: CUDA::cudart but the target was not found",
+                f"torch {torch.version}'s CMake runs no find_package(CUDAToolkit), so no CUDA:: "
+                "target exists for vLLM's extensions",
+                f"install the torch the vLLM tag pins (torch {torch.version} predates vLLM's "
+                "CMake build, which starts with torch 2.1)",
+            ),
+            configure=False,
+        )
+        _libnvtoolsext(out, env, t, torch, root, path_prefixes, system_lib_dirs)
+        return out
+    # 3. find_package(CUDAToolkit REQUIRED), torch's bundled copy or CMake's own; the
+    # CUDA:: targets vLLM links come from it either way.
+    version = "3.25.0" if torch.bundled_findcudatoolkit else cmake_version
+    pred = predict(t, version, torch.nvtx, system_lib_dirs=system_lib_dirs)
+    if torch.bundled_findcudatoolkit and not pred.found and presets.get("CUDAToolkit_INCLUDE_DIR"):
+        pred = _with_include(t, pred, presets["CUDAToolkit_INCLUDE_DIR"], system_lib_dirs)
+    if torch.finds_cudatoolkit and not pred.found:
+        which = (
+            "torch's bundled Caffe2/FindCUDAToolkit.cmake"
+            if torch.bundled_findcudatoolkit
+            else f"CMake {cmake_version}'s FindCUDAToolkit"
+        )
+        inc = t.prefix / "targets/x86_64-linux/include"
+        fix = f"add `cuda-cudart-dev` to {_deps_table(env)}"
+        if "CUDAToolkit_INCLUDE_DIR" in pred.why_not_found and (inc / "cuda_runtime.h").is_file():
+            fix = (
+                f'set `CMAKE_ARGS = "-DCUDAToolkit_INCLUDE_DIR=${{CONDA_PREFIX}}/'
+                f'targets/x86_64-linux/include"` in {act} (vLLM >= 0.13 passes CMAKE_ARGS to '
+                f"cmake; {which} looks only in {pred.root}/include)"
+            )
+        out.block(
+            Blocker(
+                "cudatoolkit",
+                pred.why_not_found or "Could NOT find CUDAToolkit",
+                f"{which} (find_package(CUDAToolkit REQUIRED) in torch's cuda.cmake): "
+                f"{pred.why_not_found}",
+                fix,
+            )
+        )
+        # the rest as if it had been found: CMake's own module with nvcc's include dirs
+        pred = predict(t, "3.28.0", torch.nvtx, system_lib_dirs=system_lib_dirs)
+    out.targets = dict(pred.targets)
+    _more_targets(out, pred, system_lib_dirs)
+    # 4. configure-time NVTX / target checks
+    for target in torch.fatal_targets:
+        if target not in out.targets:
+            nvtx = "nvToolsExt" in target
+            out.block(
+                _missing_target_blocker(
+                    env,
+                    t,
+                    target,
+                    "nvtoolsext-fatal" if nvtx else f"fatal:{target}",
+                    "Failed to find nvToolsExt" if nvtx else f"{target} not found",
+                    f"torch's cuda.cmake stops unless FindCUDAToolkit created {target}",
+                    pred,
+                )
+            )
+    for target in torch.property_targets:
+        if target not in out.targets:
+            out.block(
+                _missing_target_blocker(
+                    env,
+                    t,
+                    target,
+                    f"property:{target}",
+                    f'get_target_property() called with non-existent target "{target}"',
+                    "torch's cuda.cmake reads a property of it",
+                    pred,
+                )
+            )
+    # 5. generate time: what vLLM links, through torch's link interfaces
+    start = ["torch"]
+    if torch.nvtoolsext_in_torch_libraries and not pred_nvtx3_found(torch):
+        start.append("torch::nvtoolsext")  # TorchConfig: if(TARGET torch::nvtoolsext) append
+    needed = torch.closure(start)
+    needed.update({"CUDA::cudart": "", "CUDA::cuda_driver": ""})
+    out.needed = needed
+    direct_reported = False
+    link_order = {"CUDA::cudart": 0, "CUDA::cuda_driver": 1}  # vLLM's target_link_libraries
+    for target, via in sorted(
+        needed.items(), key=lambda kv: (kv[1] == "", link_order.get(kv[0], 2), kv[0])
+    ):
+        if target in out.targets:
+            continue
+        if not via:
+            # CMake names the first missing item of one target_link_libraries only
+            if direct_reported:
+                continue
+            direct_reported = True
+        if via:
+            sig, msg = (
+                f"link:{target}",
+                (
+                    f'The link interface of target "{via}" contains: {target} but the target was '
+                    "not found"
+                ),
+            )
+        else:
+            sig, msg = f"link:{target}", f"Target links to: {target} but the target was not found"
+        out.block(
+            _missing_target_blocker(
+                env, t, target, sig, msg, f"linked through {via or 'vLLM'}", None
+            ),
+            configure=False,
+        )
+    if torch.nvrtc_in_torch_libraries and "CUDA::nvrtc" not in out.targets:
+        out.block(
+            Blocker(
+                "notfound:CUDA_nvrtc_LIBRARY",
+                "The following variables are used in this project, but they are set to "
+                "NOTFOUND: CUDA_nvrtc_LIBRARY",
+                "TorchConfig.cmake puts ${CUDA_NVRTC_LIB} into TORCH_LIBRARIES, which vLLM's "
+                "C++ extension links; no unversioned libnvrtc.so was found",
+                f'add `cuda-nvrtc-dev = "{_mm(t)}.*"` to {_deps_table(env)}',
+            ),
+            configure=False,
+        )
+    _libnvtoolsext(out, env, t, torch, root, path_prefixes, system_lib_dirs)
+    return out
+
+
+def _libnvtoolsext(
+    out: ConfigPrediction,
+    env: PixiEnv,
+    t: ToolkitFacts,
+    torch: TorchCMake,
+    root: str | None,
+    path_prefixes: list[str],
+    system_lib_dirs: tuple[str, ...],
+) -> None:
+    """F1.1: ``find_library(LIBNVTOOLSEXT libnvToolsExt.so PATHS ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``
+    (CMake's default dirs, then ``lib64``), put into ``TORCH_LIBRARIES`` by torch 2.0-2.4."""
+    if not (torch.libnvtoolsext_lib64 and torch.libnvtoolsext_in_torch_libraries):
+        return
+    dirs = [f"{p}/lib" for p in path_prefixes] + list(system_lib_dirs)
+    dirs += [f"{root}/lib64"] if root else []
+    out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = _dedup(dirs)
+    if any((Path(d) / "libnvToolsExt.so").is_file() for d in _dedup(dirs)):
+        return
+    out.block(
+        Blocker(
+            "notfound:LIBNVTOOLSEXT",
+            "The following variables are used in this project, but they are set to "
+            "NOTFOUND: LIBNVTOOLSEXT",
+            "torch's TorchConfig.cmake looks for libnvToolsExt.so in CMake's default dirs and "
+            f"{root}/lib64/ only, and puts it into TORCH_LIBRARIES",
+            _nvtx_v2_fix(env, t)
+            or f'add `cuda-nvtx-dev = "{_mm(t)}.*"` to {_deps_table(env)} (it puts '
+            "libnvToolsExt.so in $CONDA_PREFIX/lib, which CMake searches through PATH), "
+            "or upgrade torch (2.5 dropped this lookup)",
+        ),
+        configure=False,
+    )
+
+
+def _nvtx_v2_fix(env: PixiEnv, t: ToolkitFacts) -> str:
+    if _ver(t.version or "0") < (12, 9):
+        return ""
+    return (
+        "CUDA >= 12.9 has no libnvToolsExt (NVTX v2 was removed; cuda-nvtx-dev 12.9 ships "
+        "only nvtx3 headers): use torch >= 2.8, whose CMake no longer links NVTX, or pin "
+        f'`cuda-version = "12.8.*"` in {_deps_table(env)}'
+    )
+
+
+def pred_nvtx3_found(torch: TorchCMake) -> bool:
+    """torch 2.5-2.7: an nvtx3 dir found where its installed cuda.cmake looks (never the
+    consumer's PROJECT_SOURCE_DIR)."""
+    if torch.nvtx is None:
+        return False
+    for raw in torch.nvtx.nvtx3_paths:
+        if "PROJECT_SOURCE_DIR" in raw:
+            continue
+        if (Path(raw) / "nvtx3").is_dir():
+            return True
+    return False
+
+
+def _more_targets(
+    out: ConfigPrediction, pred: Prediction, system_lib_dirs: tuple[str, ...]
+) -> None:
+    """Targets beyond the four :func:`nvtx.predict` models (cuBLAS and friends): the same
+    ``find_library`` of the unversioned name next to libcudart, ``$CUDA_PATH`` and the system."""
+    if not pred.cudart:
+        return
+    lib_dir = os.path.dirname(pred.cudart)
+    dirs = [lib_dir, os.path.realpath(lib_dir), *system_lib_dirs]
+    for target, names in TARGET_LIBS.items():
+        key = f"CUDA::{target}"
+        if key in out.targets or target in ("cudart", "cuda_driver", "nvrtc", "nvToolsExt"):
+            continue
+        for name in names:
+            found = _lib(name, dirs)
+            if found:
+                out.targets[key] = found
+                break
+
+
+def _with_include(
+    t: ToolkitFacts, pred: Prediction, include: str, system_lib_dirs: tuple[str, ...]
+) -> Prediction:
+    """The bundled module with ``-DCUDAToolkit_INCLUDE_DIR`` preset: found when cudart is."""
+    if (Path(include) / "cuda_runtime.h").is_file() and pred.cudart and pred.version:
+        pred.include_dirs = [include]
+        pred.found = True
+        pred.why_not_found = ""
+        # rerun the library part with the include dir known
+        redo = predict(t, "3.28.0", None, system_lib_dirs=system_lib_dirs)
+        pred.targets = {k: v for k, v in redo.targets.items() if k != "CUDA::nvtx3"}
+    return pred
+
+
+def _missing_target_blocker(
+    env: PixiEnv,
+    t: ToolkitFacts,
+    target: str,
+    signature: str,
+    message: str,
+    cause: str,
+    pred: Prediction | None,
+) -> Blocker:
+    name = target.removeprefix("CUDA::")
+    package = TARGET_PACKAGES.get(name, "cuda-toolkit")
+    installed = package in env.conda_packages
+    mm = _mm(t)
+    libs = TARGET_LIBS.get(name, (name,))
+    if name == "nvToolsExt" and _nvtx_v2_fix(env, t):
+        fix = _nvtx_v2_fix(env, t)
+    elif installed:
+        where = os.path.dirname(pred.cudart) if pred and pred.cudart else "?"
+        fix = (
+            f"{package} is installed but no unversioned lib{libs[0]}.so is where CMake looks "
+            f"(next to libcudart: {where}); "
+            f"reinstall it (`pixi reinstall {package}`) or check its version matches CUDA {mm}"
+        )
+    else:
+        fix = f'add `{package} = "{mm}.*"` to {_deps_table(env)}'
+    return Blocker(signature, message, f"{cause}; FindCUDAToolkit found no lib{libs[0]}.so", fix)
+
+
+def _legacy_root(environ: dict[str, str]) -> str | None:
+    """CUDA_TOOLKIT_ROOT_DIR as torch's FindCUDA derives it: nvcc from $CUDA_TOOLKIT_ROOT,
+    $CUDA_PATH, $CUDA_BIN_PATH (bin/, bin64/), then PATH, then /usr/local/cuda, /opt/cuda."""
+    candidates = []
+    for var in ("CUDA_TOOLKIT_ROOT", "CUDA_PATH", "CUDA_BIN_PATH"):
+        if environ.get(var):
+            candidates += [f"{environ[var]}/bin/nvcc", f"{environ[var]}/bin64/nvcc"]
+    candidates += [f"{p}/nvcc" for p in environ.get("PATH", "").split(os.pathsep) if p]
+    candidates += ["/usr/local/cuda/bin/nvcc", "/opt/cuda/bin/nvcc"]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return re.sub(r"/bin(64)?/?$", "", os.path.dirname(os.path.normpath(c)))
+    return None
+
+
+def _path_prefixes(environ: dict[str, str]) -> list[str]:
+    return [
+        os.path.dirname(os.path.normpath(p))
+        for p in environ.get("PATH", "").split(os.pathsep)
+        if p and os.path.basename(os.path.normpath(p)) in ("bin", "sbin")
+    ]
+
+
+def _lib(name: str, dirs: list[str]) -> str | None:
+    for d in dirs:
+        for suffix in (".so", ".a"):
+            candidate = os.path.join(d, f"lib{name}{suffix}")
+            if os.path.isfile(candidate):
+                return os.path.normpath(candidate)
+    return None
+
+
+def _dedup(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(os.path.normpath(i) for i in items))
+
+
+def _mm(t: ToolkitFacts) -> str:
+    return ".".join((t.version or t.packages.get("cuda-version") or "12.8").split(".")[:2])
+
+
+def _deps_table(env: PixiEnv) -> str:
+    manifest = env.manifest
+    table = f"[{manifest.table_prefix()}dependencies]" if manifest else "[dependencies]"
+    return f"{table} in {env.manifest_path.name if env.manifest_path else 'pixi.toml'}"
+
+
+def _activation_table(env: PixiEnv) -> str:
+    manifest = env.manifest
+    table = manifest.activation_table_for(env.name) if manifest and env.name else "[activation.env]"
+    return f"{table} in {env.manifest_path.name if env.manifest_path else 'pixi.toml'}"
+
+
+# -- judgement ------------------------------------------------------------------------------
+def config_finding(
+    env: PixiEnv,
+    torch: TorchCMake | None,
+    pred: ConfigPrediction | None,
+    cmake_version: str | None,
+) -> Finding:
+    """``cmake.torch-config``: torch's CMake config, as vLLM's build loads it, gets through
+    configure and generate; else the first error CMake will stop at (and the ones after it)."""
+    check = "cmake.torch-config"
+    if torch is None:
+        return skipped(check, f"torch is not installed in {env.prefix} (or has no share/cmake)")
+    if torch.config is None:
+        return skipped(check, f"torch {torch.version} has no Torch/TorchConfig.cmake")
+    if pred is None:
+        return skipped(check, "no cmake on the activated PATH: no CMake version to predict for")
+    evidence: dict[str, object] = {
+        "torch": torch.version,
+        "cmake": cmake_version,
+        "legacy_FindCUDA_root": pred.legacy_root,
+        "legacy_FindCUDA_include": pred.legacy_include,
+        "CUDA_targets": sorted(pred.targets),
+        "needed_by_torch": {k: v or "vLLM" for k, v in pred.needed.items()},
+    }
+    if pred.not_modelled:
+        evidence["not_predicted"] = pred.not_modelled
+    if pred.ok:
+        return passed(
+            check,
+            f"torch {torch.version}'s CMake config configures and generates for a vLLM build "
+            f"(CMake {cmake_version})",
+            **evidence,
+        )
+    first = pred.blockers[0]
+    rest = pred.blockers[1:]
+    then = " Then: " + "; ".join(f"{b.message} ({b.cause})" for b in rest) + "." if rest else ""
+    fixes = list(dict.fromkeys(b.fix for b in pred.blockers))
+    return failed(
+        check,
+        f"torch {torch.version}'s CMake config will stop a vLLM build: {first.message} "
+        f"({first.cause}).{then}",
+        "; then ".join(fixes),
+        **evidence,
+    )

@@ -1,0 +1,256 @@
+"""torch's CMake config as a vLLM build loads it: the prediction (``cmake.torch-config``,
+``nvtx.cmake-target``), the real CMake run of a vLLM-like project (``cmake.torch-probe``,
+``nvtx.cmake-probe``) and their agreement (``cmake.prediction-agrees``), on seed envs with torch
+CMake trees in each release family's shape (fixtures/torch_cmake.py; the real torch files run in
+tests/test_torch_cmake_integration.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fixtures import torch_cmake as ft
+from fixtures.cuda_envs import SYSTEM_CUDA, cmake4, seed_env
+from fixtures.text import lit
+from pytest_vllm_env import cmake_probe, cuda, torch_cmake
+from pytest_vllm_env.env import PixiEnv
+
+SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
+REAL_NVCC = pytest.mark.skipif(
+    not (SYSTEM_CUDA / "bin" / "nvcc").is_file(), reason=f"needs a CUDA toolkit at {SYSTEM_CUDA}"
+)
+# conda-forge keeps the headers in targets/x86_64-linux: torch's old FindCUDA needs
+# CUDA_INC_PATH, its bundled FindCUDAToolkit -DCUDAToolkit_INCLUDE_DIR (vLLM >= 0.13 passes
+# CMAKE_ARGS on): the two changes cmake.torch-config asks for, one after the other.
+INC_PATH = 'CUDA_INC_PATH = "${CONDA_PREFIX}/targets/x86_64-linux"\n'
+INC_ARGS = INC_PATH + (
+    'CMAKE_ARGS = "-DCUDAToolkit_INCLUDE_DIR=${CONDA_PREFIX}/targets/x86_64-linux/include"\n'
+)
+
+
+@pytest.fixture(scope="session")
+def seeds_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cuda-seeds"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def run(pytester: pytest.Pytester, prefix: Path, *args: str):
+    return pytester.runpytest(
+        *SUITE, "-k", "test_cmake.py or test_nvtx.py", "--vllm-env", str(prefix), "-rs", *args
+    )
+
+
+def _env(root: Path, seed: str, family: str, activation: str = "") -> ft.EnvBuilder:
+    b = seed_env(root / f"{seed}-{family}-{len(activation)}", seed)
+    ft.install(b, family)
+    if activation:
+        ft.activation(b, activation)
+    return b
+
+
+# -- the reader ------------------------------------------------------------------------------
+def test_reader_tells_the_families_apart(tmp_path):
+    seen = {}
+    for family in ft.FAMILIES:
+        b = seed_env(tmp_path / family, "nvcc-only")
+        ft.install(b, family)
+        facts = torch_cmake.read_torch_config(PixiEnv.read(b.prefix))
+        assert facts is not None and facts.legacy_findcuda and facts.caffe2_fatal_line
+        seen[family] = facts
+    assert not seen["2.0"].finds_cudatoolkit and seen["2.0"].libnvtoolsext_lib64
+    assert seen["2.1"].fatal_targets == ["CUDA::nvToolsExt"]
+    assert seen["2.1"].bundled_findcudatoolkit and seen["2.1"].libnvtoolsext_in_torch_libraries
+    # torch 2.1's torch_cuda pulls cuBLAS, cuFFT, cuRAND and NVTX into a `torch` link
+    closure = seen["2.1"].closure(["torch"])
+    assert {"CUDA::cublas", "CUDA::cublasLt", "CUDA::cufft", "CUDA::curand"} <= set(closure)
+    assert closure["CUDA::nvToolsExt"] == "torch::nvtoolsext"
+    assert seen["2.6"].nvtoolsext_in_torch_libraries and seen["2.6"].nvrtc_in_torch_libraries
+    assert "CUDA::cublas" not in seen["2.6"].closure(["torch"])
+    assert "torch::nvtoolsext" not in seen["2.9"].interface
+
+
+# -- the seed-001 env: the prediction used to blame NVTX, CMake stopped earlier ------------------
+def test_seed001_env_stops_at_caffe2config_as_predicted(pytester, seeds_root):
+    """The issue's case: NVTX only under site-packages and a torch 2.6 CMake tree. The real
+    CMake stops at Caffe2Config.cmake (torch's FindCUDA finds no headers in a conda-forge
+    layout) before NVTX; the prediction now says so first, the NVTX probe says it was not
+    reached, and the two agree."""
+    b = _env(seeds_root, "nvtx-site-packages", "2.6")
+    result = run(pytester, b.prefix)
+    result.assert_outcomes(passed=1, failed=3, skipped=2)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[cmake.torch-config] FAILED: torch 2.6.0's CMake config will stop a vLLM "
+                "build: Caffe2Config.cmake:*: Your installed Caffe2 version uses CUDA but I "
+                "cannot find the CUDA libraries (torch's FindCUDA (find_package(CUDA)) finds no "
+                "CUDA_INCLUDE_DIRS*"
+            ),
+            lit('*fix: set `CUDA_INC_PATH = "${CONDA_PREFIX}/targets/x86_64-linux"` in *'),
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [lit("*[nvtx.cmake-target] FAILED: *(CMake stops before this: Caffe2Config.cmake*")]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            lit("*[cmake.torch-probe] FAILED: * stopped in torch's CMake config: Caffe2Config*"),
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["*CMake stopped before torch's NVTX part (Caffe2Config.cmake: Your installed*"]
+    )
+    assert not result.parseoutcomes().get("warned")  # cmake.prediction-agrees passed
+
+
+def test_env_without_torch_needs_no_nvtx(pytester, seeds_root):
+    """No torch: nothing in a vLLM build asks CMake for NVTX. nvtx.cmake-target used to fail
+    here ("neither CUDA::nvToolsExt nor a usable CUDA::nvtx3") while the probe passed."""
+    import json
+
+    b = seed_env(seeds_root, "nvcc-only")
+    report = pytester.path / "r.json"
+    result = pytester.runpytest(
+        *SUITE,
+        "-k",
+        "test_nvtx",
+        "--vllm-env",
+        str(b.prefix),
+        "--cmake",
+        str(cmake4()),
+        "--vllm-env-report",
+        str(report),
+    )
+    result.assert_outcomes(passed=2)
+    checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["nvtx.cmake-target"]["summary"].startswith(
+        "no torch in the env: nothing in a vLLM build asks CMake for NVTX"
+    )
+
+
+# -- a real compiler: every stage of torch's config, predicted and run ---------------------------
+@REAL_NVCC
+@pytest.mark.build
+@pytest.mark.parametrize(
+    "family,activation,expected",
+    [
+        ("2.6", "", "stops at caffe2-cuda"),
+        # F1.1: TorchConfig's find_library(LIBNVTOOLSEXT ... lib64/) in TORCH_LIBRARIES
+        ("2.0", INC_PATH, "generates with link:CUDA::cudart, notfound:LIBNVTOOLSEXT"),
+        ("2.6", INC_PATH, "stops at cudatoolkit"),
+        ("2.1", INC_ARGS, "stops at nvtoolsext-fatal"),
+        ("2.6", INC_ARGS, "generates with link:CUDA::nvToolsExt"),
+        ("2.9", INC_ARGS, "configures and generates"),
+    ],
+)
+def test_prediction_agrees_with_real_cmake_stage_by_stage(
+    family, activation, expected, seeds_root, tmp_path
+):
+    """Principle 3 for torch's config: with this machine's real nvcc (enable_language(CUDA)
+    compiles), the prediction and CMake 4.1.2 stop at the same place for the same cause."""
+    b = _env(seeds_root, "cuda-13.0-system", family, activation)
+    env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
+    t = cuda.read_toolkit(env)
+    facts = torch_cmake.read_torch_config(env)
+    pred = torch_cmake.predict_config(env, t, facts, "4.1.2")
+    probe = cmake_probe.run_probe(t, cmake4(), tmp_path, facts.nvtx, config=facts)
+    verdict, why = cmake_probe.compare_config(pred, probe)
+    assert verdict == "agree", (why, probe.output[-3000:])
+    assert f"predicted: {expected};" in why
+
+
+@REAL_NVCC
+def test_cuda13_toolkit_with_torch26_fix_is_not_cuda_nvtx_dev(pytester, seeds_root):
+    """F1.2's class: a toolkit >= 12.9 has no libnvToolsExt, torch 2.5-2.7's cuda.cmake links
+    CUDA::nvToolsExt, vLLM's C++ extension links ${TORCH_LIBRARIES}: generation fails. The fix
+    names torch >= 2.8 or CUDA 12.8, never a package that cannot help."""
+    b = _env(seeds_root, "cuda-13.0-system", "2.6", INC_ARGS)
+    result = run(pytester, b.prefix, "-m", "toolchain")
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[cmake.torch-config] FAILED: torch 2.6.0's CMake config will stop a vLLM "
+                'build: The link interface of target "torch::nvtoolsext" contains: '
+                "CUDA::nvToolsExt but the target was not found*"
+            ),
+            "*fix: CUDA >= 12.9 has no libnvToolsExt*use torch >= 2.8*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            lit("*[nvtx.cmake-target] FAILED: torch's cuda.cmake needs CUDA::nvToolsExt*"),
+            "*fix: CUDA 13.0.88 has no NVTX v2*no package can add it: use torch >= 2.8*",
+        ]
+    )
+    assert "add `cuda-nvtx-dev" not in result.stdout.str()
+
+
+@REAL_NVCC
+def test_torch29_builds_once_the_headers_are_found(pytester, seeds_root):
+    """The passing case: torch 2.9's CMake links no NVTX; with the two include fixes the
+    vLLM-like project configures and generates, and every check agrees."""
+    b = _env(seeds_root, "cuda-13.0-system", "2.9", INC_ARGS)
+    result = run(pytester, b.prefix)
+    result.assert_outcomes(passed=5, skipped=1)  # cmake.vllm-floor: no source build declared
+    result.stdout.no_fnmatch_line("*FAILED*")
+
+
+@REAL_NVCC
+def test_torch21_needs_cublas_and_friends(pytester, seeds_root):
+    """torch 2.1's torch_cuda links caffe2::cublas/cufft/curand: a vLLM build needs
+    libcublas.so, libcufft.so, libcurand.so, which cuda.cmake-components now asks for."""
+    b = _env(seeds_root, "cuda-13.0-system", "2.1", INC_ARGS)
+    result = pytester.runpytest(*SUITE, "-k", "cmake_components", "--vllm-env", str(b.prefix))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*CUDA::cublas (libcublas.so, needed by caffe2::cublas); CUDA::cublasLt (libcublasLt.so"
+            ", needed by caffe2::cublas); CUDA::cufft (libcufft.so, needed by caffe2::cufft); "
+            "CUDA::curand (libcurand.so, needed by caffe2::curand)*",
+            '*fix: add `libcublas-dev = "*"`, `libcufft-dev = "*"` and `libcurand-dev = "*"` '
+            "to [[]dependencies]*",
+        ]
+    )
+
+
+def test_cuda129_nvtx_fix_never_asks_for_what_is_installed(pytester, seeds_root):
+    """CUDA 12.9's cuda-nvtx-dev is installed but ships no libnvToolsExt: the old fix asked
+    to add cuda-nvtx-dev (installed) and cuda.cmake-components asked for it too."""
+    b = _env(seeds_root, "cuda-12.9-nvtx3", "2.6")
+    result = pytester.runpytest(
+        *SUITE,
+        "-k",
+        "nvtx_cmake_target or cmake_components",
+        "--vllm-env",
+        str(b.prefix),
+        "-m",
+        "toolchain",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*fix: CUDA 12.9.86 has no NVTX v2*cuda-nvtx-dev 12.9+ ships only nvtx3 headers*"]
+    )
+    assert "add `cuda-nvtx-dev" not in result.stdout.str()
+
+
+def test_conda_forge_torch_reads_a_property_of_cuda_nvrtc(seeds_root, tmp_path):
+    """F1.5: conda-forge's torch build stops at `get_target_property() called with non-existent
+    target "CUDA::nvrtc"` (its cuda.cmake:107) when cuda-nvrtc-dev is missing. PyPI wheels have
+    no such line; the reader takes it from whatever cuda.cmake is installed."""
+    b = seed_env(tmp_path / "seeds", "nvcc-only")  # cudart only: no libnvrtc.so, no stub
+    torch = ft.install(b, "2.6")
+    cuda_cmake = torch / "share" / "cmake" / "Caffe2" / "public" / "cuda.cmake"
+    cuda_cmake.write_text(
+        cuda_cmake.read_text() + "get_target_property(nvrtc_location CUDA::nvrtc LOCATION)\n"
+    )
+    env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
+    facts = torch_cmake.read_torch_config(env)
+    assert facts.property_targets == ["CUDA::nvrtc"]
+    pred = torch_cmake.predict_config(env, cuda.read_toolkit(env), facts, "4.1.2")
+    blocker = next(x for x in pred.blockers if x.signature == "property:CUDA::nvrtc")
+    assert blocker.message == 'get_target_property() called with non-existent target "CUDA::nvrtc"'
+    assert blocker.fix.startswith('add `cuda-nvrtc-dev = "12.8.*"` to [dependencies] in pixi.toml')
