@@ -5,13 +5,31 @@ import pytest
 
 from pytest_vllm_env import cmake_probe as probe
 from pytest_vllm_env import source_build, torch_cmake
+from pytest_vllm_env.findings import skipped
 
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("cmake.torch-config")
 def test_torch_config(
-    vllm_env, torch_cmake_config, torch_config_prediction, cmake_version_for_env, verdict
+    vllm_env,
+    torch_cmake_config,
+    torch_config_prediction,
+    cmake_version_for_env,
+    nvcc_need,
+    vllm_built_in_env,
+    verdict,
 ):
+    if not (nvcc_need.required or vllm_built_in_env):
+        # Only a source build loads torch's CMake config: a venv that runs vLLM's wheels
+        # failed here ("will stop a vLLM build") with nothing to build.
+        verdict(
+            skipped(
+                "cmake.torch-config",
+                "no vLLM build here (no build tier, --vllm-source, --vllm-build-log, CUDA "
+                "build packages or source dependency): only a build reads torch's CMake config",
+            )
+        )
+        return
     verdict(
         torch_cmake.config_finding(
             vllm_env, torch_cmake_config, torch_config_prediction, cmake_version_for_env

@@ -286,3 +286,19 @@ def test_unrelated_prefix_with_a_manifest_says_why_tables_are_not_applied(
             "    fix: judge the manifest's env by name (`--vllm-env=NAME`, one of: cuda, default)*",
         ]
     )
+
+
+def test_torch_cmake_config_is_judged_only_for_a_build(pytester, tmp_path):
+    # Seen on a real `pip install vllm==0.26.0` venv: cmake.torch-config failed ("torch 2.11.0's
+    # CMake config will stop a vLLM build") although nothing there builds.
+    from fixtures import torch_cmake as ft
+
+    b = EnvBuilder(tmp_path, "envs/run-only", bare=True)
+    b.python()
+    ft.install(b, "2.6")
+    args = (*SUITE, "-k", "test_torch_config", f"--vllm-env={b.prefix}", "-rs")
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*[[]cmake.torch-config] no vLLM build here*"])
+    # asked to build: judged (no CUDA toolkit at all: it fails)
+    pytester.runpytest(*args, f"--vllm-source={tmp_path}").assert_outcomes(failed=1)
