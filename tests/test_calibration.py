@@ -18,7 +18,7 @@ import pytest
 from fixtures import variants
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from fixtures.vllm_standin import install_vllm, modelopt_text, registry_text
+from fixtures.vllm_standin import ALGOS_0_26, install_vllm, modelopt_text, registry_text
 from pytest_vllm_env import modelopt, vllm_run
 from pytest_vllm_env.archs import parse_arch
 from pytest_vllm_env.checkpoint import read_checkpoint, read_scales, read_weight_samples
@@ -36,19 +36,7 @@ MEASURED = {name: expect for name, (_, expect) in variants.CORPUS.items()}
 # tied, and an FP8 lm_head around the tied BF16 weight raised in cutlass_scaled_mm.
 EXPECT = dict(MEASURED, **{"lm-head-input-scale": "works", "lm-head-not-excluded": "refuses"})
 LEVEL = {"works": "works", "cost": "works", "wrong": "wrong", "refuses": "refuses"}
-SOURCE = parse_modelopt(
-    modelopt_text(
-        [
-            "FP8",
-            "FP8_PER_CHANNEL_PER_TOKEN",
-            "FP8_PB_WO",
-            "NVFP4",
-            "W4A16_NVFP4",
-            "MXFP8",
-            "MIXED_PRECISION",
-        ]
-    )
-)
+SOURCE = parse_modelopt(modelopt_text(ALGOS_0_26))
 REGISTRY = parse_registry(registry_text(["LlamaForCausalLM"], [], {}))
 
 
