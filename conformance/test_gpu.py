@@ -57,34 +57,16 @@ def test_vllm_known_answer(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
 
 
 @pytest.mark.vllm_check("gpu.vllm-reference")
-def test_vllm_matches_reference(
-    request,
-    modelopt_checkpoint,
-    modelopt_checkpoint_specs,
-    reference_checkpoints,
-    vllm_logprob_tolerance,
-    verdict,
-):
-    verdict(
-        _reference(
-            request,
-            modelopt_checkpoint,
-            modelopt_checkpoint_specs,
-            reference_checkpoints,
-            vllm_logprob_tolerance,
-        )
-    )
+def test_vllm_matches_reference(vllm_reference_verdict, verdict):
+    verdict(vllm_reference_verdict)
 
 
 @pytest.mark.vllm_check("gpu.prediction-agrees")
 def test_prediction_agrees(
-    request,
     modelopt_checkpoint,
-    modelopt_checkpoint_specs,
-    reference_checkpoints,
     vllm_checkpoint_runs,
     vllm_perplexity_exponent,
-    vllm_logprob_tolerance,
+    vllm_reference_verdict,
     modelopt_prediction,
     verdict,
 ):
@@ -94,30 +76,6 @@ def test_prediction_agrees(
         vllm_run.vllm_sane(run, path),
         vllm_run.vllm_perplexity(run, path, vllm_perplexity_exponent),
         vllm_run.vllm_known_answer(run, path),
-        _reference(
-            request,
-            modelopt_checkpoint,
-            modelopt_checkpoint_specs,
-            reference_checkpoints,
-            vllm_logprob_tolerance,
-        ),
+        vllm_reference_verdict,
     ]
     verdict(vllm_run.prediction_agrees(modelopt_prediction, run, judged, path))
-
-
-def _reference(request, checkpoint, specs, references, tolerance):
-    """gpu.vllm-reference's finding (loads the reference only when one is given)."""
-    index = specs.index(checkpoint.spec)
-    ref, problem = vllm_run.pair_reference(index, len(specs), references)
-    if problem is not None:
-        return problem
-    if not ref:
-        return vllm_run.vllm_reference(gpu.ProbeResult(""), None, "", "")
-    runs = request.getfixturevalue("vllm_checkpoint_runs")
-    return vllm_run.vllm_reference(
-        runs[0],
-        request.getfixturevalue("vllm_reference_run")(ref),
-        str(checkpoint.path),
-        ref,
-        tolerance,
-    )

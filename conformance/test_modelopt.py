@@ -59,5 +59,6 @@ def test_min_capability(
 
 
 @pytest.mark.vllm_check("modelopt.vision-tower")
-def test_vision_tower(modelopt_checkpoint, vllm_model_registry, verdict):
-    verdict(modelopt.vision_tower(modelopt_checkpoint, vllm_model_registry))
+def test_vision_tower(modelopt_checkpoint, vllm_model_registry, vllm_env, cuda_archs, verdict):
+    version = vllm_env.version_of("vllm")
+    verdict(modelopt.vision_tower(modelopt_checkpoint, vllm_model_registry, version, cuda_archs))

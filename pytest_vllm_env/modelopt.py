@@ -397,6 +397,22 @@ def tensors_complete(
     issues += tied_extra + _scale_dtype_issues(facts.linear, rule)
     issues += _tied_lm_head_issues(ckpt, eff)
     issues += _kv_issues(ckpt, eff)
+    stray = _unmatched_excludes(ckpt, eff)
+    if stray:
+        example = next((m for m in sorted(linear) if not m.startswith("lm_head")), "")
+        hint = (
+            f"the exclude entries {stray} match no module of this checkpoint (its modules are "
+            f"named like {example!r}): written for another naming (F3.8: model.visual.* vs "
+            "visual.*)?"
+        )
+        first = next(
+            (n for n, i in enumerate(issues) if i.kind == "not-excluded-unquantized"), None
+        )
+        if first is None:
+            issues.append(LayerIssue("", "note", "exclude-unmatched", hint))
+        else:
+            i = issues[first]
+            issues[first] = LayerIssue(i.module, i.effect, i.kind, f"{i.text} ({hint})", i.tensor)
     by_effect: dict[str, list[LayerIssue]] = {}
     for issue in issues:
         by_effect.setdefault(issue.effect, []).append(issue)
@@ -497,6 +513,31 @@ def _scale_dtype_issues(
                     f"{prefix}.{scale}",
                 )
             )
+    return out
+
+
+def _unmatched_excludes(ckpt: Checkpoint, eff: QuantSettings) -> list[str]:
+    """Exclude entries that match no module of the checkpoint, as vLLM matches them, even
+    allowing for the prefix renames vLLM's multimodal models apply (``model.visual.`` ->
+    ``visual.``, ``model.language_model.`` -> ``language_model.model.``)."""
+    names: set[str] = set()
+    for module in ckpt.modules:
+        name = fused_name(module, ckpt.modules)
+        names |= {name, f"model.{name}", name.removeprefix("model.")}
+        names.add(name.replace("model.language_model.", "language_model.model.", 1))
+    out = []
+    for entry in eff.exclude:
+        decide = load_excluder([entry])
+        hit = False
+        for name in names:
+            try:
+                hit = decide(name)
+            except ShardMismatch:
+                hit = True
+            if hit:
+                break
+        if not hit and entry not in ("lm_head",):  # a tied lm_head has no module of its own
+            out.append(entry)
     return out
 
 
@@ -812,7 +853,12 @@ def _cc(number: int) -> str:
 
 
 # -- 7. multimodal ---------------------------------------------------------------------------------
-def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
+def vision_tower(
+    ckpt: Checkpoint,
+    registry: Registry | None,
+    vllm_version: str | None = None,
+    targets: Iterable[Arch] = (),
+) -> Finding:
     """Qwen2.5-VL-style checkpoints: is the vision tower excluded (stays BF16)? The question
     of which attention backend runs it (xformers in vLLM 0.10.x) is the gpu tier's."""
     check = "modelopt.vision-tower"
@@ -847,18 +893,14 @@ def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
     if quantized:
         is_excluded = excluder(eff.exclude) if eff is not None else None
         excluded = is_excluded is not None and any(is_excluded(m, ckpt.modules) for m in quantized)
-        return passed(
-            check,
-            f"{ckpt.label}: the vision tower is quantized "
-            f"({len(quantized)} Linear modules, e.g. {quantized[0]})"
-            + (
-                "; it is also listed as excluded (see modelopt.tensors-complete)"
-                if excluded
-                else ""
+        if excluded:  # tensors-complete reports the excluded-but-quantized modules
+            return passed(
+                check,
+                f"{ckpt.label}: the vision tower is quantized ({len(quantized)} Linear modules) "
+                "and listed as excluded: see modelopt.tensors-complete; " + handover,
+                vision_quantized=True,
             )
-            + f"; {handover}",
-            vision_quantized=True,
-        )
+        return _quantized_vision(ckpt, vision, quantized, vllm_version, list(targets))
     patterns = [p for p in (eff.exclude if eff else ()) if any(m in p for m in VISION_MARKERS)]
     return passed(
         check,
@@ -868,6 +910,79 @@ def vision_tower(ckpt: Checkpoint, registry: Registry | None) -> Finding:
         vision_quantized=False,
         exclude_patterns=patterns,
     )
+
+
+KEEP_VISION_BF16 = (
+    "keep the vision tower BF16 as NVIDIA's own FP8/NVFP4 recipes do: re-export with "
+    'mtq.disable_quantizer(model, "*visual*") (ModelOpt >= 0.47) or "model.visual*" / '
+    '"visual*" in the quant config\'s exclusions'
+)
+
+
+def _quantized_vision(
+    ckpt: Checkpoint,
+    vision: Mapping[str, TensorInfo],
+    quantized: Sequence[str],
+    vllm_version: str | None,
+    archs: list[Arch],
+) -> Finding:
+    """A quantized, not excluded vision tower, judged by the classes seen in the field."""
+    check = "modelopt.vision-tower"
+    version = _version_tuple(vllm_version)
+    kv = sorted(n for n in vision if n.endswith((".k_scale", ".v_scale")))
+    # F3.2: vLLM 0.10.x's Qwen2.5-VL loader had no name for the vision blocks' KV scales
+    # ("KeyError: 'blocks.0.attn.k_proj.k_scale'").
+    if kv and version is not None and version < (0, 11):
+        return failed(
+            check,
+            f"{ckpt.label}: the vision tower is quantized with KV scales ({kv[0]}, ...) and "
+            f"vLLM {vllm_version}'s loader has no parameter for them (reported: "
+            "\"KeyError: 'blocks.0.attn.k_proj.k_scale'\")",
+            KEEP_VISION_BF16,
+            vllm_effect="refuses",
+            tensors=kv[:10],
+        )
+    # F3.5: NVFP4 vision MLPs whose out-dimension is not a multiple of 64 break the Marlin
+    # FP4 repack on GPUs below Blackwell ("size_n = 4304 is not divisible by tile_n_size").
+    odd = sorted(
+        f"{n.rpartition('.')[0]} (out {t.shape[0]})"
+        for n, t in vision.items()
+        if n.endswith(".weight") and t.dtype == "U8" and t.shape and t.shape[0] % 64
+    )
+    marlin = [a for a in archs if a.number < 100]
+    if odd and (marlin or not archs):
+        where = f"the target {', '.join(a.cc for a in marlin)}" if marlin else "a GPU below 10.0"
+        outcome = failed if marlin else warning
+        return outcome(
+            check,
+            f"{ckpt.label}: NVFP4 vision layers whose out-dimension is not a multiple of 64 "
+            f"({_few(odd)}): on {where} vLLM runs NVFP4 through Marlin, whose repack refuses "
+            'them ("size_n = 4304 is not divisible by tile_n_size = 64")',
+            KEEP_VISION_BF16,
+            vllm_effect="refuses" if marlin else "works",
+        )
+    return warning(
+        check,
+        f"{ckpt.label}: the vision tower is quantized ({len(quantized)} Linear modules, e.g. "
+        f"{quantized[0]}) and not excluded: vLLM {vllm_version or ''} builds it quantized, a "
+        "path NVIDIA's own recipes avoid and this suite has not calibrated (accuracy risk); "
+        "which attention backend runs it: see xformers.decision",
+        KEEP_VISION_BF16,
+        vllm_effect="works",
+        vision_quantized=True,
+    )
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...] | None:
+    if not version:
+        return None
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or None
 
 
 # -- every toolchain verdict on one checkpoint, for the gpu tier's comparison ------------------
@@ -885,6 +1000,7 @@ def predict(
 ) -> list[Finding]:
     """The toolchain tier's findings for ``ckpt`` (what ``gpu.prediction-agrees`` holds
     against the real load)."""
+    archs = list(archs)
     return [
         files_readable(ckpt),
         quant_config(ckpt),
@@ -894,4 +1010,5 @@ def predict(
         scales_sane(ckpt, scales, unread),
         architecture_registered(ckpt, registry, vllm_version),
         min_capability(ckpt, source, vllm_version, archs, archs_source),
+        vision_tower(ckpt, registry, vllm_version, archs),
     ]

@@ -213,6 +213,21 @@ def _loaded(cid: str, run: ProbeResult, checkpoint: str) -> Finding | None:
     return None
 
 
+def _part(
+    cid: str, run: ProbeResult, checkpoint: str, key: str, absent: str, broke: str, fix: str
+) -> dict[str, Any] | Finding:
+    """The probe's ``key`` section for a check, or the finding that ends the check: a skip
+    when the load produced nothing or the section is absent, an error when it raised."""
+    if blocked := _loaded(cid, run, checkpoint):
+        return blocked
+    part = run.data.get(key)
+    if part is None:
+        return skipped(cid, f"{checkpoint} {absent}")
+    if part.get("exception"):
+        return error(cid, f"{checkpoint}: {broke}: {part['exception']}", fix)
+    return part
+
+
 # -- correctness without a reference ----------------------------------------------------------
 def vllm_sane(run: ProbeResult, checkpoint: str) -> Finding:
     """gpu.vllm-sane: the first generated token's top-20 logprobs are finite and not flat.
@@ -280,17 +295,17 @@ def vllm_perplexity(
     ``vocab``; a broken FP8 export scores near or above it; see docs/gpu-runs.md for the
     trained tiny models and broken exports that set the exponent."""
     cid = "gpu.vllm-perplexity"
-    if blocked := _loaded(cid, run, checkpoint):
-        return blocked
-    para = run.data.get("paragraph")
-    if para is None:
-        return skipped(cid, f"{checkpoint} has no tokenizer files: no text to score")
-    if para.get("exception"):
-        return error(
-            cid,
-            f"scoring the paragraph with {checkpoint} failed: {para['exception']}",
-            "check the checkpoint's tokenizer files (tokenizer.json, tokenizer_config.json)",
-        )
+    para = _part(
+        cid,
+        run,
+        checkpoint,
+        "paragraph",
+        "has no tokenizer files: no text to score",
+        "scoring the paragraph failed",
+        "check the checkpoint's tokenizer files (tokenizer.json, tokenizer_config.json)",
+    )
+    if isinstance(para, Finding):
+        return para
     vocab = run.data.get("vocab_size")
     ppl = para.get("perplexity")
     evidence: dict[str, Any] = dict(paragraph=para, vocab_size=vocab, exponent=exponent)
@@ -327,18 +342,17 @@ def vllm_known_answer(run: ProbeResult, checkpoint: str) -> Finding:
     gives its ``expected_token_ids`` (a model trained on a task with a known answer, such as
     our counting fixtures: right or wrong without any reference)."""
     cid = "gpu.vllm-known-answer"
-    if blocked := _loaded(cid, run, checkpoint):
-        return blocked
-    known = run.data.get("known_answer")
-    if known is None:
-        return skipped(cid, f"{checkpoint} has no vllm_env_expect.json: no known answer")
-    if known.get("exception"):
-        return error(
-            cid,
-            f"{checkpoint}: vllm_env_expect.json could not be used: {known['exception']}",
-            'write vllm_env_expect.json as {"prompt_token_ids": [...], "expected_token_ids": '
-            "[...]}",
-        )
+    known = _part(
+        cid,
+        run,
+        checkpoint,
+        "known_answer",
+        "has no vllm_env_expect.json: no known answer",
+        "vllm_env_expect.json could not be used",
+        'write vllm_env_expect.json as {"prompt_token_ids": [...], "expected_token_ids": [...]}',
+    )
+    if isinstance(known, Finding):
+        return known
     want, got = list(known.get("expected", [])), list(known.get("got", []))
     right = sum(1 for a, b in zip(want, got, strict=False) if a == b)
     if got != want:

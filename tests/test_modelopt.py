@@ -131,12 +131,47 @@ def test_qwen25_vl_vision_tower_excluded(pytester, env, tmp_path):
     )
 
 
-def test_qwen25_vl_quantized_vision_tower_is_reported(pytester, env, tmp_path):
+def test_qwen25_vl_quantized_vision_tower_is_a_warning(pytester, env, tmp_path):
+    # not excluded, quantized: vLLM 0.26.0 builds it quantized, a path not calibrated here and
+    # avoided by NVIDIA's own recipes: a warning with the fix that keeps it BF16
     folder = ckpts.qwen25_vl(exclude_vision=False).write(tmp_path / "qwen-vl")
     result = run(pytester, env, folder)
-    result.assert_outcomes(passed=CHECKS)
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("warned")) == (CHECKS - 1, 1), outcomes
+    said = summaries(pytester)["modelopt.vision-tower"]
+    assert said.startswith(
+        "qwen-vl: the vision tower is quantized (5 Linear modules, e.g. model.visual.blocks.0.attn.proj) and not excluded: vLLM 0.26.0 builds it quantized"
+    )
+    result.stdout.fnmatch_lines(["*fix: keep the vision tower BF16*disable_quantizer*"])
+
+
+def test_quantized_vision_kv_scales_refused_by_vllm_0_10(pytester, env_builder, tmp_path):
+    # F3.2 (ModelOpt 0.33.1 export, vLLM 0.10.x): "KeyError: 'blocks.0.attn.k_proj.k_scale'"
+    install_vllm(env_builder, "0.10.1.1")
+    builder = ckpts.qwen25_vl(exclude_vision=False)
+    builder.tensors["model.visual.blocks.0.attn.qkv.k_scale"] = ("F32", [], ckpts.f32(1.0))
+    result = run(pytester, env_builder, builder.write(tmp_path / "vl"))
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]modelopt.vision-tower] FAILED: vl: the vision tower is quantized with KV scales (model.visual.blocks.0.attn.qkv.k_scale, ...) and vLLM 0.10.1.1's loader has no parameter for them*"
+        ]
+    )
+
+
+def test_nvfp4_vision_dims_refused_by_marlin_below_blackwell(pytester, env, tmp_path):
+    # F3.5: "size_n = 4304 is not divisible by tile_n_size = 64" on GPUs routed to Marlin FP4
+    builder = ckpts.qwen25_vl(exclude_vision=False)
+    builder.tensors["model.visual.blocks.0.mlp.up_proj.weight"] = ("U8", [4304, 16], None)
+    folder = builder.write(tmp_path / "fp4vl")
+    result = run(pytester, env, folder, arch="9.0", extra=("-k", "vision"))
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]modelopt.vision-tower] FAILED: fp4vl: NVFP4 vision layers whose out-dimension is not a multiple of 64 (model.visual.blocks.0.mlp.up_proj (out 4304)): on the target 9.0 vLLM runs NVFP4 through Marlin*"
+        ]
+    )
+    result = run(pytester, env, folder, arch="12.0", extra=("-k", "vision"))
     assert summaries(pytester)["modelopt.vision-tower"].startswith(
-        "qwen-vl: the vision tower is quantized (5 Linear modules, e.g. model.visual.blocks.0.attn.proj)"
+        "fp4vl: the vision tower is quantized"
     )
 
 
@@ -534,3 +569,18 @@ def test_exclusion_decided_on_fused_layers():
     # ... and "visual" is then also a substring rule: vLLM excludes visual_merger too
     assert excluder(["visual*"])("visual_merger.mlp.0")
     assert not excluder(["model.visual*"])("visual.blocks.0.attn.qkv")
+
+
+def test_exclude_entries_named_for_another_layout(pytester, env, tmp_path):
+    # F3.8 (llm-compressor#2641): the ignore list was written with the old fully qualified
+    # names; the vision layers, left BF16, are then neither excluded nor quantized
+    builder = ckpts.qwen25_vl()  # vision tower BF16
+    builder.set_exclude(["lm_head", "model.vision_model.blocks*"])
+    run(pytester, env, builder.write(tmp_path / "renamed"))
+    found = json.loads((pytester.path / "report.json").read_text())["checks"]
+    tc = next(c for c in found if c["id"] == "modelopt.tensors-complete")
+    assert tc["outcome"] == "failed"
+    assert (
+        "the exclude entries ['model.vision_model.blocks*'] match no module of this checkpoint"
+        in tc["summary"]
+    )

@@ -423,3 +423,34 @@ def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_r
         )[0]
 
     return run
+
+
+@pytest.fixture
+def vllm_reference_verdict(
+    request: pytest.FixtureRequest,
+    modelopt_checkpoint: Checkpoint,
+    modelopt_checkpoint_specs: list[str],
+    reference_checkpoints: list[str],
+    vllm_logprob_tolerance: float,
+):
+    """``gpu.vllm-reference``'s finding for this checkpoint: its BF16 reference (paired by
+    order, or one for all) loaded once and compared; a skip finding when none was given (no
+    checkpoint is loaded then), an error finding for a pairing that cannot be made."""
+    from pytest_vllm_env import gpu, vllm_run
+
+    index = modelopt_checkpoint_specs.index(modelopt_checkpoint.spec)
+    ref, problem = vllm_run.pair_reference(
+        index, len(modelopt_checkpoint_specs), reference_checkpoints
+    )
+    if problem is not None:
+        return problem
+    if not ref:
+        return vllm_run.vllm_reference(gpu.ProbeResult(""), None, "", "")
+    runs = request.getfixturevalue("vllm_checkpoint_runs")
+    return vllm_run.vllm_reference(
+        runs[0],
+        request.getfixturevalue("vllm_reference_run")(ref),
+        str(modelopt_checkpoint.path),
+        ref,
+        vllm_logprob_tolerance,
+    )
