@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,18 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with pytest-vllm-env installed from a wheel built from this tree."""
     base = tmp_path_factory.mktemp("wheel")
     quiet = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    # Built from a clean copy: setuptools reuses a checkout's stale build/lib (an old
+    # top-level conformance/ landed in the wheel that way), and the build writes build/.
+    src = base / "src"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            "build", "dist", ".venv", ".git", ".gpu_*", "*.egg-info", "__pycache__", ".*cache"
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", base / "dist", ROOT],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", base / "dist", src],
         check=True,
         timeout=300,
         **quiet,
