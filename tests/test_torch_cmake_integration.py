@@ -89,7 +89,7 @@ def test_seed001_with_real_torch260_stops_at_caffe2config90(pytester, torch_whee
     b = seed_env(tmp_path / "seeds", "nvtx-site-packages")
     ft.install_real(b, "2.6.0")
     result = pytester.runpytest(
-        *SUITE, "-k", "test_cmake.py or test_nvtx.py", "--vllm-env", str(b.prefix)
+        *SUITE, "-k", "test_cmake.py or test_nvtx.py", f"--vllm-env={b.prefix}"
     )
     result.assert_outcomes(passed=1, failed=3, skipped=2)
     result.stdout.fnmatch_lines(
@@ -115,7 +115,7 @@ def test_vllm_0101_kernels_against_real_torch_headers(
     b = seed_env(tmp_path / "seeds", "good-12.8")
     ft.install_real(b, torch_version)
     result = pytester.runpytest(
-        *SUITE, "-k", "torch_api", "--vllm-env", str(b.prefix), "--vllm-source", str(src)
+        *SUITE, "-k", "torch_api", f"--vllm-env={b.prefix}", f"--vllm-source={src}"
     )
     if ok:
         result.assert_outcomes(passed=1)
@@ -133,7 +133,7 @@ def test_vllm_0101_cmake_floor_with_real_cmake325(pytester, tmp_path):
     os.remove(b.prefix / "bin" / "cmake")
     (b.prefix / "bin" / "cmake").symlink_to(cmake325)
     result = pytester.runpytest(
-        *SUITE, "-k", "cmake_floor", "--vllm-env", str(b.prefix), "--vllm-source", str(src)
+        *SUITE, "-k", "cmake_floor", f"--vllm-env={b.prefix}", f"--vllm-source={src}"
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*vLLM needs CMake >= 3.26 (*cmake_minimum_required)*"])
