@@ -179,8 +179,8 @@ def predict(
         cudart_dirs = prefix_dirs + [f"{root}/lib64", f"{root}/lib"]
     cudart_dirs += list(system_lib_dirs)
     stub_dirs = [f"{d}/stubs" for d in cudart_dirs]
-    pred.cudart = _find_lib("cudart", cudart_dirs) or _find_lib("cudart", stub_dirs)
-    pred.searched["libcudart.so"] = _dedup(cudart_dirs)
+    pred.cudart = find_lib("cudart", cudart_dirs) or find_lib("cudart", stub_dirs)
+    pred.searched["libcudart.so"] = dedup_paths(cudart_dirs)
     if not pred.include_dirs or not pred.cudart or not pred.version:
         missing = [
             n
@@ -215,10 +215,10 @@ def predict(
             continue  # FindCUDAToolkit 4.1+: "nvToolsExt is removed starting in 12.9"
         found = None
         for name in names:
-            found = _find_lib(name, first) or _find_lib(name, stubs)
+            found = find_lib(name, first) or find_lib(name, stubs)
             if found:
                 break
-        pred.searched[f"lib{names[0] if target != 'cuda_driver' else 'cuda'}.so"] = _dedup(
+        pred.searched[f"lib{names[0] if target != 'cuda_driver' else 'cuda'}.so"] = dedup_paths(
             first + stubs
         )
         if found:
@@ -253,7 +253,7 @@ def _torch(pred: Prediction, torch: TorchCudaCmake | None, t: ToolkitFacts) -> P
             (Path(d) / "nvToolsExt.h").is_file()
             for d in [*pred.include_dirs, f"{pred.root}/include", f"{hint}/include"]
         )
-        lib = _find_lib("nvToolsExt", [f"{hint}/lib64", f"{hint}/lib", hint])
+        lib = find_lib("nvToolsExt", [f"{hint}/lib64", f"{hint}/lib", hint])
         pred.searched["NVTOOLSEXT_PATH"] = [f"{hint}/include", f"{hint}/lib64", f"{hint}/lib"]
         if header and lib:
             pred.targets["CUDA::nvToolsExt"] = lib
@@ -285,7 +285,9 @@ def _first_exe(candidates: list[str]) -> Path | None:
     return None
 
 
-def _find_lib(name: str, dirs: list[str]) -> str | None:
+def find_lib(name: str, dirs: list[str]) -> str | None:
+    """``lib<name>.so`` (else ``.a``) in the first of ``dirs`` holding it, as CMake's
+    ``find_library`` looks."""
     for d in dirs:
         for suffix in (".so", ".a"):
             candidate = os.path.join(d, f"lib{name}{suffix}")
@@ -294,11 +296,9 @@ def _find_lib(name: str, dirs: list[str]) -> str | None:
     return None
 
 
-def _dedup(items: list[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for i in items:
-        seen.setdefault(os.path.normpath(i), None)
-    return list(seen)
+def dedup_paths(items: list[str]) -> list[str]:
+    """The paths normalised, first occurrence kept, order kept."""
+    return list(dict.fromkeys(os.path.normpath(i) for i in items))
 
 
 # -- judgement ------------------------------------------------------------------------------

@@ -53,7 +53,15 @@ from pathlib import Path
 from .cuda import ToolkitFacts, _ver
 from .env import PixiEnv
 from .findings import Finding, failed, passed, skipped
-from .nvtx import SYSTEM_LIB_DIRS, Prediction, TorchCudaCmake, predict, read_torch_cmake
+from .nvtx import (
+    SYSTEM_LIB_DIRS,
+    Prediction,
+    TorchCudaCmake,
+    dedup_paths,
+    find_lib,
+    predict,
+    read_torch_cmake,
+)
 
 SHARE = "torch/share/cmake"
 SYSTEM_INCLUDE_DIRS = ("/usr/local/include", "/usr/include/x86_64-linux-gnu", "/usr/include")
@@ -344,17 +352,18 @@ def predict_config(
             f"{environ[v]}/include" for v in ("CUDA_PATH", "CUDA_INC_PATH") if environ.get(v)
         ]
         include_dirs += [f"{p}/include" for p in path_prefixes] + list(system_include_dirs)
-        out.searched["device_functions.h"] = _dedup(include_dirs)
+        out.searched["device_functions.h"] = dedup_paths(include_dirs)
         out.legacy_include = next(
-            (d for d in _dedup(include_dirs) if (Path(d) / "device_functions.h").is_file()), None
+            (d for d in dedup_paths(include_dirs) if (Path(d) / "device_functions.h").is_file()),
+            None,
         )
         lib_dirs = [f"{root}/lib64", f"{root}/lib"] if root else []
         for var in ("CUDA_PATH", "CUDA_LIB_PATH"):
             if environ.get(var):
                 lib_dirs += [f"{environ[var]}/lib64", f"{environ[var]}/lib"]
         lib_dirs += [f"{p}/lib" for p in path_prefixes] + list(system_lib_dirs)
-        out.searched["libcudart.so (FindCUDA)"] = _dedup(lib_dirs)
-        out.legacy_cudart = _lib("cudart", _dedup(lib_dirs))
+        out.searched["libcudart.so (FindCUDA)"] = dedup_paths(lib_dirs)
+        out.legacy_cudart = find_lib("cudart", dedup_paths(lib_dirs))
         missing = [
             n
             for n, ok in (
@@ -569,8 +578,8 @@ def _libnvtoolsext(
         return
     dirs = [f"{p}/lib" for p in path_prefixes] + list(system_lib_dirs)
     dirs += [f"{root}/lib64"] if root else []
-    out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = _dedup(dirs)
-    if any((Path(d) / "libnvToolsExt.so").is_file() for d in _dedup(dirs)):
+    out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = dedup_paths(dirs)
+    if any((Path(d) / "libnvToolsExt.so").is_file() for d in dedup_paths(dirs)):
         return
     out.block(
         Blocker(
@@ -625,7 +634,7 @@ def _more_targets(
         if key in out.targets or target in ("cudart", "cuda_driver", "nvrtc", "nvToolsExt"):
             continue
         for name in names:
-            found = _lib(name, dirs)
+            found = find_lib(name, dirs)
             if found:
                 out.targets[key] = found
                 break
@@ -694,19 +703,6 @@ def _path_prefixes(environ: dict[str, str]) -> list[str]:
         for p in environ.get("PATH", "").split(os.pathsep)
         if p and os.path.basename(os.path.normpath(p)) in ("bin", "sbin")
     ]
-
-
-def _lib(name: str, dirs: list[str]) -> str | None:
-    for d in dirs:
-        for suffix in (".so", ".a"):
-            candidate = os.path.join(d, f"lib{name}{suffix}")
-            if os.path.isfile(candidate):
-                return os.path.normpath(candidate)
-    return None
-
-
-def _dedup(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(os.path.normpath(i) for i in items))
 
 
 def _mm(t: ToolkitFacts) -> str:
