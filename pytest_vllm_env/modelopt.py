@@ -356,12 +356,15 @@ def tensors_complete(
     ckpt: Checkpoint,
     scales: Mapping[str, Sequence[float]] | None = None,
     samples: Mapping[str, WeightSample] | None = None,
+    source: ModelOptSource | None = None,
 ) -> Finding:
     """Every Linear holds what vLLM builds for it (fused layers, exclusions, scale shapes,
     dtypes), and the KV cache's scales, judged by what vLLM's loader then does: refuses
     or computes wrong results (failed), works at a cost (warning), works (passed).
     ``scales`` are the float scale values (``read_scales``), ``samples`` what sampled
-    float weights of quantized modules say (``read_weight_samples``)."""
+    float weights of quantized modules say (``read_weight_samples``); ``source`` the env's
+    vLLM ``modelopt.py`` facts, which say how that vLLM matches exclude entries (without
+    it: as vLLM 0.26.0, where the rules were calibrated)."""
     check = "modelopt.tensors-complete"
     if blocked := _skip_unreadable(check, ckpt, config=True, tensors=True):
         return blocked
@@ -391,11 +394,20 @@ def tensors_complete(
             )
         )
     facts = LayerFacts(linear, scales or {}, samples or {})
+    legacy = source is not None and source.exclusion == "substring"
+    split = source is None or source.exclusion is None or source.splits_wildcards
     issues, quantized = judge_layers(
-        facts, eff.algo, eff.exclude, rule.weight_dtypes, rule.required, UNQUANTIZED_DTYPES
+        facts,
+        eff.algo,
+        eff.exclude,
+        rule.weight_dtypes,
+        rule.required,
+        UNQUANTIZED_DTYPES,
+        legacy=legacy,
+        split=split,
     )
     issues += tied_extra + _scale_dtype_issues(facts.linear, rule)
-    issues += _tied_lm_head_issues(ckpt, eff)
+    issues += [] if legacy else _tied_lm_head_issues(ckpt, eff)
     issues += _kv_issues(ckpt, eff)
     stray = _unmatched_excludes(ckpt, eff)
     if stray:
@@ -1005,7 +1017,7 @@ def predict(
         files_readable(ckpt),
         quant_config(ckpt),
         quant_algo_supported(ckpt, source, vllm_version),
-        tensors_complete(ckpt, scales, samples),
+        tensors_complete(ckpt, scales, samples, source),
         shapes_match_config(ckpt),
         scales_sane(ckpt, scales, unread),
         architecture_registered(ckpt, registry, vllm_version),

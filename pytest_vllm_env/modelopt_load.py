@@ -135,10 +135,25 @@ def shards(layer: str) -> tuple[str, ...]:
     return tuple(f"{parent}.{s}" for s in FUSED[leaf]) if leaf in FUSED else (layer,)
 
 
-def excluder(exclude: Sequence[str]) -> Callable[[str], bool]:
-    """vLLM 0.26's ``is_layer_excluded`` for a vLLM layer name (fused names for fused
-    layers); raises :class:`ShardMismatch` where vLLM raises."""
-    patterns = vllm_patterns(exclude)
+def excluder(
+    exclude: Sequence[str], *, legacy: bool = False, split: bool = True
+) -> Callable[[str], bool]:
+    """vLLM's ``is_layer_excluded`` for a vLLM layer name (fused names for fused layers);
+    raises :class:`ShardMismatch` where vLLM raises. Which vLLM: read from the env's own
+    ``modelopt.py`` (``vllm_source.ModelOptSource.exclusion``): ``legacy`` is 0.10.x's rule
+    (an entry excludes every layer whose name holds it as a substring; no wildcards, no shard
+    check; only LinearBase layers, never lm_head, are quantized); ``split`` is 0.26.0's
+    ``apply_vllm_mapper`` turning ``x*`` into ``x`` and ``x.*`` (0.12.0 does not). All three
+    are run against the real functions of those wheels (tests/test_modelopt_real_vllm.py)."""
+    if legacy:
+        entries = tuple(exclude)
+
+        def substring(layer: str) -> bool:
+            bare = layer.removeprefix("language_model.")
+            return any(e in layer or (bare != layer and e in bare) for e in entries)
+
+        return substring
+    patterns = vllm_patterns(exclude) if split else tuple(exclude)
     exact = frozenset(patterns)
     globs = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)")
     always = re.compile("|".join(ALWAYS_UNQUANTIZED))
@@ -218,14 +233,21 @@ def judge_layers(
     weight_dtypes: Iterable[str],
     required: Sequence[str],
     unquantized_dtypes: Iterable[str],
+    *,
+    legacy: bool = False,
+    split: bool = True,
 ) -> tuple[list[LayerIssue], int]:
-    """Every Linear against what vLLM builds for it: ``(issues, quantized layer count)``."""
+    """Every Linear against what vLLM builds for it: ``(issues, quantized layer count)``;
+    ``legacy`` and ``split`` as :func:`excluder` takes them."""
     modules = facts.linear
     weight_ok = frozenset(weight_dtypes)
     floats = frozenset(unquantized_dtypes)
     shapes = SCALE_SHAPES.get(algo, {})
     borrowed = BORROWED_FROM_SHARDS.get(algo, ())
-    is_excluded = excluder(exclude)
+    is_excluded = excluder(exclude, legacy=legacy, split=split)
+    if legacy:  # lm_head is a ParallelLMHead, which 0.10 never quantizes
+        base = is_excluded
+        is_excluded = lambda layer: layer.endswith("lm_head") or base(layer)  # noqa: E731
     issues: list[LayerIssue] = []
     quantized = 0
     decided: dict[str, bool] = {}

@@ -49,6 +49,13 @@ class ModelOptSource:
     unsupported_message: str | None
     classes: tuple[QuantConfigClass, ...] = ()
     missing: tuple[str, ...] = ()
+    # How is_layer_excluded matches (read from its body): "fused" (fnmatch wildcards and
+    # is_layer_skipped's shard check, vLLM >= 0.11), "substring" (0.10.x), or None (not found:
+    # the checks then use the fused rules, calibrated on 0.26.0); and whether
+    # apply_vllm_mapper splits "x*" into "x" and "x.*" (vLLM issue 28072; 0.26.0 does, 0.12.0
+    # does not).
+    exclusion: str | None = None
+    splits_wildcards: bool = False
 
     def config_class_for(self, algo: str) -> QuantConfigClass | None:
         """The config class vLLM ends up with for ``algo`` under ``quantization="modelopt"``:
@@ -93,6 +100,8 @@ class ModelOptSource:
             data["unsupported_message"],
             classes,
             tuple(data["missing"]),
+            data.get("exclusion"),
+            bool(data.get("splits_wildcards", False)),
         )
 
 
@@ -156,7 +165,31 @@ def parse_modelopt(source: str, path: str = MODELOPT_PY) -> ModelOptSource:
         missing.append(f"{path} has no module-level QUANT_ALGOS list of strings")
     if not any(c.min_capability is not None for c in classes):
         missing.append(f"{path} has no config class whose get_min_capability() returns a number")
-    return ModelOptSource(path, quant_algos, kv_algos, message, classes, tuple(missing))
+    exclusion, splits = _exclusion_rules(tree)
+    return ModelOptSource(
+        path, quant_algos, kv_algos, message, classes, tuple(missing), exclusion, splits
+    )
+
+
+def _exclusion_rules(tree: ast.Module) -> tuple[str | None, bool]:
+    """How this vLLM matches exclude entries, from the bodies of ``is_layer_excluded`` and
+    ``apply_vllm_mapper`` (any class)."""
+    excluded = mapper = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            if node.name == "is_layer_excluded" and excluded is None:
+                excluded = node
+            elif node.name == "apply_vllm_mapper" and mapper is None:
+                mapper = node
+    if excluded is None:
+        return None, False
+    names = {n.id for n in ast.walk(excluded) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(excluded) if isinstance(n, ast.Attribute)}
+    rules = "fused" if {"fnmatch", "is_layer_skipped"} & names else "substring"
+    splits = mapper is not None and any(
+        isinstance(n, ast.Constant) and n.value == ".*" for n in ast.walk(mapper)
+    )
+    return rules, splits
 
 
 def _module_string_lists(tree: ast.Module) -> dict[str, tuple[str, ...]]:

@@ -584,3 +584,55 @@ def test_exclude_entries_named_for_another_layout(pytester, env, tmp_path):
         "the exclude entries ['model.vision_model.blocks*'] match no module of this checkpoint"
         in tc["summary"]
     )
+
+
+LEGACY_EXCLUDED = """
+class ModelOptFp8Config:
+    def is_layer_excluded(self, prefix):
+        for module in self.exclude_modules:
+            if module in prefix:
+                return True
+        return False
+"""
+FUSED_EXCLUDED = """
+class ModelOptQuantConfigBase:
+    def is_layer_excluded(self, prefix):
+        if is_layer_skipped(prefix, self.exclude_modules, self.packed_modules_mapping):
+            return True
+        return any(fnmatch(prefix, p) for p in self.exclude_modules)
+
+    def apply_vllm_mapper(self, mapper):
+        self.exclude_modules = [e[:-1] + ".*" for e in self.exclude_modules]
+"""
+
+
+def test_exclusion_rules_are_read_from_the_envs_vllm():
+    from pytest_vllm_env.vllm_source import parse_modelopt
+
+    legacy = parse_modelopt(LEGACY_EXCLUDED)
+    assert (legacy.exclusion, legacy.splits_wildcards) == ("substring", False)
+    fused = parse_modelopt(FUSED_EXCLUDED)
+    assert (fused.exclusion, fused.splits_wildcards) == ("fused", True)
+    assert parse_modelopt("X = 1\n").exclusion is None
+
+
+def test_wildcard_exclusion_judged_by_the_envs_own_rule(tmp_path):
+    # vLLM 0.10.x matches exclude entries as substrings: "model.layers.1*" excludes nothing,
+    # so layer 1 left BF16 is built FP8 (wrong); >= 0.11 matches the wildcard (fine)
+    from pytest_vllm_env import modelopt
+    from pytest_vllm_env.checkpoint import read_checkpoint
+    from pytest_vllm_env.vllm_source import parse_modelopt
+
+    builder = ckpts.llama()
+    for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):  # fmt: skip
+        builder.unquantize(f"model.layers.1.{name}")
+    builder.set_exclude(["lm_head", "model.embed_tokens", "model.layers.1*"])
+    folder = builder.write(tmp_path / "ckpt")
+    ckpt = read_checkpoint(str(folder), folder)
+    new = modelopt.tensors_complete(ckpt, source=parse_modelopt(FUSED_EXCLUDED))
+    old = modelopt.tensors_complete(ckpt, source=parse_modelopt(LEGACY_EXCLUDED))
+    assert new.outcome == "passed", new.summary
+    assert (
+        old.outcome == "failed" and "model.layers.1.mlp.down_proj (BF16, no scales)" in old.summary
+    )

@@ -121,13 +121,22 @@ def _real_functions(version: str):
     with zipfile.ZipFile(wheel(f"vllm=={version}")) as zf:
         modelopt = ast.parse(zf.read(MODELOPT_PY))
         utils = ast.parse(zf.read("vllm/model_executor/layers/quantization/utils/quant_utils.py"))
-    base = next(
-        n
-        for n in modelopt.body
-        if isinstance(n, ast.ClassDef) and n.name == "ModelOptQuantConfigBase"
+    base = next(  # 0.10.x has no base class: each config class has its own copy
+        (
+            n
+            for n in modelopt.body
+            if isinstance(n, ast.ClassDef) and n.name == "ModelOptQuantConfigBase"
+        ),
+        next(n for n in modelopt.body if isinstance(n, ast.ClassDef)),
     )
     wanted = ("is_layer_excluded", "apply_vllm_mapper")
-    funcs = [n for n in base.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    funcs: list[ast.FunctionDef] = []
+    classes = [base] + [n for n in modelopt.body if isinstance(n, ast.ClassDef) and n is not base]
+    for cls in classes:  # 0.10.x defines is_layer_excluded on each config class
+        for n in cls.body:
+            if isinstance(n, ast.FunctionDef) and n.name in wanted:
+                if n.name not in {f.name for f in funcs}:
+                    funcs.append(n)
     funcs += [
         n for n in utils.body if isinstance(n, ast.FunctionDef) and n.name == "is_layer_skipped"
     ]
@@ -139,13 +148,17 @@ def _real_functions(version: str):
     }
     module = ast.Module(body=funcs, type_ignores=[])
     exec(compile(module, "vllm-extract", "exec"), namespace)  # noqa: S102
-    return namespace["is_layer_excluded"], namespace["apply_vllm_mapper"]
+    return namespace["is_layer_excluded"], namespace.get("apply_vllm_mapper")
 
 
-def test_exclusion_rules_agree_with_vllms_own_function():
-    """Our fused-layer exclusion (modelopt_load.excluder) against vLLM 0.26.0's own code,
-    with Llama's packed_modules_mapping, on every layer name vLLM builds for our fixture
-    checkpoints and many exclude lists: the same answer, and the same refusal."""
+@pytest.mark.parametrize(
+    ("version", "legacy"), [("0.26.0", False), ("0.12.0", False), ("0.10.1.1", True)]
+)
+def test_exclusion_rules_agree_with_vllms_own_function(version, legacy):
+    """Our exclusion (modelopt_load.excluder: fused layers for >= 0.11, substrings before)
+    against each vLLM's own code, with Llama's packed_modules_mapping, on every layer name
+    vLLM builds for our fixture checkpoints and many exclude lists: the same answer, and
+    the same refusal."""
     from types import SimpleNamespace
 
     from pytest_vllm_env.modelopt_load import (
@@ -154,10 +167,14 @@ def test_exclusion_rules_agree_with_vllms_own_function():
         ShardMismatch,
         excluder,
         fused_name,
-        vllm_patterns,
     )
 
-    is_layer_excluded, apply_vllm_mapper = _real_functions("0.26.0")
+    is_layer_excluded, apply_vllm_mapper = _real_functions(version)
+    assert (apply_vllm_mapper is None) == legacy
+    facts = parse_modelopt(_texts(version)[0])  # what the checks read from the env's copy
+    assert facts.exclusion == ("substring" if legacy else "fused")
+    split = facts.splits_wildcards
+    assert split == (version == "0.26.0")
     modules = {n.rpartition(".")[0]: {} for n in ckpts.llama().tensors}
     modules |= {n.rpartition(".")[0]: {} for n in ckpts.qwen25_vl().tensors}
     modules |= {"language_model.model.layers.0.mlp.up_proj": {}, "model.layers.10.mlp.up_proj": {}}
@@ -188,9 +205,9 @@ def test_exclusion_rules_agree_with_vllms_own_function():
     compared = 0
     for patterns in pattern_sets:
         this = SimpleNamespace(exclude_modules=list(patterns), packed_modules_mapping=packed)
-        apply_vllm_mapper(this, identity)
-        assert this.exclude_modules == list(vllm_patterns(patterns)), patterns
-        ours = excluder(patterns)
+        if apply_vllm_mapper is not None:
+            apply_vllm_mapper(this, identity)  # 0.26 splits "x*" into "x", "x.*"; 0.12 not
+        ours = excluder(patterns, legacy=legacy, split=split)
         for layer in layers:
             if any(m in layer for m in ALWAYS_UNQUANTIZED):
                 continue  # vLLM checks those in get_quant_method, not here
