@@ -30,10 +30,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import findings as F
-from .elf import ElfError, defined_names, read_elf
+from .elf import ElfError, read_elf
 from .env import PixiEnv
 from .findings import Finding
-from .linkage import DRIVER_LIBS, Linkage
+from .linkage import DRIVER_LIBS, Linkage, exports
 
 PINNED = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")
 # Mangled names in torch's namespaces, and the C entry points of torch's stable ABI.
@@ -175,14 +175,14 @@ def torch_facts(env: PixiEnv) -> TorchFacts | None:
     flags: list[bool] = []
     for lib in facts.libs:
         try:
-            defined = defined_names(lib)
+            defined = exports(lib)  # read once: abi.undefined looks in the same libraries
         except ElfError as exc:
             facts.errors[lib.name] = str(exc)
             continue
         # Only torch-side names can be asked for (abi.symbols looks up an extension's
         # torch-side imports): 40,928 of torch 2.11's 102,046 exports, and a fact-cache entry
         # a third the size (its JSON was 10 MB, most of the toolchain tier's cold start).
-        side = {s for s in defined if _TORCH_SIDE.match(s)}
+        side = set(filter(_TORCH_SIDE.match, defined))
         facts.exports |= side
         if lib.name.startswith(("libc10", "libtorch")):
             flags.append(any("cxx11" in s for s in side))

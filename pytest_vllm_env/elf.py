@@ -12,7 +12,11 @@ raises :class:`ElfError` with a sentence, never a struct error or an unbounded r
 from __future__ import annotations
 
 import struct
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, compress, count
+from operator import add, not_
 from pathlib import Path
 from typing import BinaryIO
 
@@ -76,13 +80,17 @@ class ElfFile:
         return [s for s in self.symbols if not s.defined and s.name]
 
 
-def _read(fh: BinaryIO, offset: int, size: int, file_size: int, what: str) -> bytes:
+def _check(offset: int, size: int, file_size: int, what: str) -> None:
     if offset < 0 or size < 0 or offset + size > file_size:
         raise ElfError(
             f"{what} at offset {offset} size {size} points past the end ({file_size} bytes)"
         )
     if size > MAX_TABLE:
         raise ElfError(f"{what} claims {size} bytes, more than any real library holds")
+
+
+def _read(fh: BinaryIO, offset: int, size: int, file_size: int, what: str) -> bytes:
+    _check(offset, size, file_size, what)
     fh.seek(offset)
     data = fh.read(size)
     if len(data) != size:
@@ -126,23 +134,22 @@ def read_sections(fh: BinaryIO, file_size: int) -> dict[str, Section]:
     return sections
 
 
-def read_elf(path: str | Path, *, symbols: bool = True) -> ElfFile:
-    """Read sections, NEEDED/RUNPATH/RPATH/SONAME and (optionally) the dynamic symbols."""
+def read_elf(path: str | Path, *, symbols: bool = True, versions: bool = False) -> ElfFile:
+    """Read sections, NEEDED/RUNPATH/RPATH/SONAME and (optionally) the dynamic symbols; the
+    version tables come with the symbols, or alone with ``versions``."""
     path = Path(path)
     try:
         file_size = path.stat().st_size
         with path.open("rb") as fh:
-            return _read_elf(fh, path, file_size, symbols)
+            return _read_elf(fh, path, file_size, symbols, versions)
     except OSError as exc:
         raise ElfError(f"cannot read: {exc.strerror or exc}") from None
     except struct.error as exc:
         raise ElfError(f"malformed ELF: {exc}") from None
 
 
-def defined_names(path: str | Path) -> set[str]:
-    """The names of the dynamic symbols ``path`` defines, and nothing else: what torch's
-    libraries export (~100,000 names for torch 2.11), three times faster than
-    :func:`read_elf` (no :class:`Symbol` per entry): the toolchain tier's cold start."""
+def _dynsym(path: str | Path) -> tuple[bytes, bytes]:
+    """The raw ``.dynstr`` and ``.dynsym`` (whole entries only) of ``path``."""
     path = Path(path)
     try:
         file_size = path.stat().st_size
@@ -150,7 +157,7 @@ def defined_names(path: str | Path) -> set[str]:
             sections = read_sections(fh, file_size)
             strings, sym = sections.get(".dynstr"), sections.get(".dynsym")
             if sym is None:
-                return set()
+                return b"", b""
             dynstr = (
                 _read(fh, strings.offset, strings.size, file_size, ".dynstr") if strings else b""
             )
@@ -159,18 +166,59 @@ def defined_names(path: str | Path) -> set[str]:
         raise ElfError(f"cannot read: {exc.strerror or exc}") from None
     except struct.error as exc:
         raise ElfError(f"malformed ELF: {exc}") from None
-    names = {
-        _cstr(dynstr, name_off)
-        for name_off, _info, _other, shndx, _value, _size in struct.iter_unpack(
-            "<IBBHQQ", data[: len(data) // 24 * 24]
-        )
-        if shndx != SHN_UNDEF
-    }
+    return dynstr, data[: len(data) // 24 * 24]
+
+
+def _names(dynstr: bytes, offsets: list[int]) -> list[str]:
+    """The strings at ``offsets`` of a string table. Most names start right after a NUL, so
+    one split of the table finds them (in C); an offset inside a string (the linker shares a
+    name's tail with a longer one) is read on its own."""
+    if not dynstr.isascii():  # byte offsets are character offsets only in ASCII
+        return [_cstr(dynstr, off) for off in offsets]
+    parts = dynstr.decode("ascii").split("\0")
+    # part i starts at (the lengths of parts 0..i-1) + i separators
+    at = map(add, accumulate(map(len, parts), initial=0), count())
+    starts = dict(zip(at, parts, strict=False))
+    names = list(map(starts.get, offsets))
+    if None in names:
+        pairs = zip(names, offsets, strict=True)
+        names = [n if n is not None else _cstr(dynstr, off) for n, off in pairs]
+    return names  # type: ignore[return-value]
+
+
+def _columns(data: bytes) -> tuple[Sequence[int], Sequence[int], Sequence[int]]:
+    """``st_name``, ``st_info`` and ``st_shndx`` of each 24-byte ``Elf64_Sym``, as columns."""
+    if sys.byteorder == "little":  # only little-endian ELF is read: a cast is the layout
+        view = memoryview(data)
+        return view.cast("I")[0::6], view.cast("B")[4::24], view.cast("H")[3::12]
+    rows = list(struct.iter_unpack("<IBBHQQ", data))
+    return [r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows]
+
+
+def defined_names(path: str | Path) -> set[str]:
+    """The names of the dynamic symbols ``path`` defines, and nothing else: what torch's
+    libraries export (~100,000 names for torch 2.11), without a :class:`Symbol` per entry
+    (:func:`read_elf`) or a Python step per name: the toolchain tier's cold start."""
+    dynstr, data = _dynsym(path)
+    name, _info, shndx = _columns(data)
+    names = set(_names(dynstr, list(compress(name, shndx))))  # shndx != SHN_UNDEF
     names.discard("")
     return names
 
 
-def _read_elf(fh: BinaryIO, path: Path, file_size: int, want_symbols: bool) -> ElfFile:
+def undefined_names(path: str | Path) -> list[tuple[str, bool]]:
+    """``(name, weak)`` of each undefined dynamic symbol of ``path``, in table order (the
+    first entry, the null symbol, left out): what the loader must find elsewhere."""
+    dynstr, data = _dynsym(path)
+    name, info, shndx = _columns(data)
+    rows = [i for i in compress(range(len(shndx)), map(not_, shndx)) if i]
+    names = _names(dynstr, [name[i] for i in rows])
+    return [(n, info[i] >> 4 == STB_WEAK) for n, i in zip(names, rows, strict=True) if n]
+
+
+def _read_elf(
+    fh: BinaryIO, path: Path, file_size: int, want_symbols: bool, want_versions: bool = False
+) -> ElfFile:
     elf = ElfFile(path, read_sections(fh, file_size))
     dynstr_sec = elf.sections.get(".dynstr")
     dynstr = (
@@ -191,6 +239,14 @@ def _read_elf(fh: BinaryIO, path: Path, file_size: int, want_symbols: bool) -> E
             elif tag == DT_RPATH:
                 elf.rpath = _cstr(dynstr, val).split(":")
     sym = elf.sections.get(".dynsym")
+    if sym and not want_symbols and want_versions:
+        # the same checks, in the same order, as a full read: a file that a full read
+        # refuses is refused here too, with the same sentence
+        _check(sym.offset, sym.size, file_size, ".dynsym")
+        _version_names(fh, elf.sections, dynstr, file_size, elf)
+        versym_sec = elf.sections.get(".gnu.version")
+        if versym_sec:
+            _check(versym_sec.offset, versym_sec.size, file_size, ".gnu.version")
     if want_symbols and sym:
         data = _read(fh, sym.offset, sym.size, file_size, ".dynsym")
         versions = _version_names(fh, elf.sections, dynstr, file_size, elf)

@@ -104,13 +104,14 @@ def torch_build_nvcc(cuda_toolkit, vllm_fact_cache: FactCache, request: pytest.F
 
 
 @pytest.fixture(scope="session")
-def library_resolver(vllm_env: PixiEnv):
+def library_resolver(vllm_env: PixiEnv, vllm_fact_cache: FactCache):
     """A :class:`pytest_vllm_env.linkage.Resolver` for the env: finds libraries where the
     loader would (torch's already-loaded libraries, RUNPATH, the activated LD_LIBRARY_PATH,
-    the env's lib/, /etc/ld.so.conf dirs) and reads each file's symbols once."""
+    the env's lib/, /etc/ld.so.conf dirs) and reads each file once; which undefined symbols
+    no library defines is shared through ``vllm_fact_cache`` (keyed by every file read)."""
     from pytest_vllm_env import abi
     from pytest_vllm_env.linkage import Resolver
 
     root = abi.torch_root(vllm_env)
     libs = sorted((root / "lib").glob("*.so*")) if root and (root / "lib").is_dir() else []
-    return Resolver.for_env(vllm_env.prefix, libs, vllm_env.environ())
+    return Resolver.for_env(vllm_env.prefix, libs, vllm_env.environ(), facts=vllm_fact_cache.get)
