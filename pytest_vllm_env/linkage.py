@@ -124,6 +124,12 @@ def imports(path: Path) -> tuple[tuple[str, bool], ...]:
     return got
 
 
+def forget() -> None:
+    """Drop what was read (the end of a session)."""
+    for cached in (_head, _exports, _imports):
+        cached.cache_clear()
+
+
 def system_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[Path]:
     """The dirs ``ldconfig`` caches: ``/etc/ld.so.conf`` (and its ``include`` globs), then the
     defaults."""
