@@ -8,6 +8,8 @@ in one run (alternating, fresh processes, bytecode compiled as an installed pack
     python benchmarks/startup.py --runs=21 --json=startup.json
     python benchmarks/startup.py --vllm-env=/path/to/venv   # + the toolchain tier, cold,
                                                             #   vs python -m vllm.collect_env
+    python benchmarks/startup.py --vllm-env=/path/to/venv --baseline-python=/old/venv/bin/python
+                                    # + the tier with another install of the plugin, same runs
 
 Goals (issue 13): <= 5 % on the trivial repo; the whole toolchain tier <= 0.6 s cold on a
 complete ``pip install vllm`` venv.
@@ -79,10 +81,26 @@ def describe(times: dict[str, list[tuple[float, float]]], base: str) -> dict[str
             "cpu_ratio_to_" + base: cpu / ref,
         }
         print(
-            f"  {name:<28} wall median {wall:6.3f} s (min {min(w for w, _ in values):6.3f})"
+            f"  {name:<34} wall median {wall:6.3f} s (min {min(w for w, _ in values):6.3f})"
             f"   cpu median {cpu:6.3f} s   {(cpu / ref - 1) * 100:+6.1f} % cpu vs {base}"
         )
     return out
+
+
+def suite_dir(python: str) -> str:
+    """Where ``python``'s plugin keeps the bundled suite. The tier runs with
+    ``--confcutdir`` there: installed, the suite sits in site-packages with no conftest.py
+    above it, but from this checkout (an editable install) pytest would also load the
+    repo's own conftest.py for the self-tests (22 ms a run)."""
+    out = subprocess.run(
+        [python, "-c", "import os, pytest_vllm_env.suite as s; print(os.path.dirname(s.__file__))"],
+        env=environ(),
+        cwd=tempfile.gettempdir(),  # not this checkout: its pytest_vllm_env would shadow
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
 
 
 def trivial_repo(root: Path) -> Path:
@@ -98,6 +116,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--vllm-env", help="a complete vLLM venv or conda prefix to time")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--baseline-python",
+        help="a Python with another install of the plugin (an older commit) to time the tier "
+        "with too, in the same interleaved runs",
+    )
     args = parser.parse_args()
     py = sys.executable
     subprocess.run(
@@ -119,21 +142,25 @@ def main() -> None:
         if args.vllm_env:
             prefix = Path(args.vllm_env)
             env_python = prefix / "bin" / "python"
-            suite = [*pytest, "--vllm-conformance", "-m", "toolchain", f"--vllm-env={prefix}"]
             warm = Path(tmp) / "warm-cache"
             print(
                 f"\nthe toolchain tier on {prefix}: cold (an empty cache dir each run: the "
                 "first run after installing) and warm (the fact cache filled):"
             )
-            times = side_by_side(
-                max(3, args.runs // 3),
-                {
-                    "python -m vllm.collect_env": [str(env_python), "-m", "vllm.collect_env"],
-                    "toolchain tier, cold": [*suite, "-o", "cache_dir={fresh}"],
-                    "toolchain tier, warm": [*suite, "-o", f"cache_dir={warm}"],
-                },
-                repo,
+            variants = {"python -m vllm.collect_env": [str(env_python), "-m", "vllm.collect_env"]}
+            tiers = {"": py} | (
+                {" (baseline)": args.baseline_python} if args.baseline_python else {}
             )
+            for label, python in tiers.items():
+                suite = [
+                    python, "-m", "pytest", "-q", "--vllm-conformance", "-m", "toolchain",
+                    f"--vllm-env={prefix}", f"--confcutdir={suite_dir(python)}",
+                ]  # fmt: skip
+                variants[f"toolchain tier, cold{label}"] = [*suite, "-o", "cache_dir={fresh}"]
+                variants[f"toolchain tier, warm{label}"] = [
+                    *suite, "-o", f"cache_dir={warm}{label.strip(' ()')}",
+                ]  # fmt: skip
+            times = side_by_side(max(3, args.runs // 3), variants, repo)
             results["toolchain_tier"] = describe(times, "python -m vllm.collect_env")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

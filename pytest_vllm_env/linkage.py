@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .elf import ElfError, ElfFile, defined_names, read_elf, undefined_names
+from .elf import ElfError, ElfFile, SymbolIndex, gnu_hash, read_elf, undefined_names
 
 DEFAULT_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
                 "/lib", "/usr/lib")  # fmt: skip
@@ -53,7 +53,8 @@ def _stat_key(path: Path | str) -> tuple[str, int, int]:
 
 # Read once per process, keyed by path, size and mtime (a rewritten file is read again).
 # The library's head (dynamic section, version tables) is cheaper to read than to fetch from
-# the fact cache (48 libraries of a vLLM venv: 4 ms vs 7 ms); its symbols are not.
+# the fact cache (48 libraries of a vLLM venv: 4 ms vs 7 ms); which of an extension's
+# symbols no library defines is not (it goes through the fact cache: Resolver.unresolved).
 @lru_cache(maxsize=4096)
 def _head(path: str, size: int, mtime_ns: int) -> ElfFile | str:
     try:
@@ -63,9 +64,9 @@ def _head(path: str, size: int, mtime_ns: int) -> ElfFile | str:
 
 
 @lru_cache(maxsize=256)
-def _exports(path: str, size: int, mtime_ns: int) -> frozenset[str] | str:
+def _index(path: str, size: int, mtime_ns: int) -> SymbolIndex | str:
     try:
-        return frozenset(defined_names(path))
+        return SymbolIndex(path)
     except ElfError as exc:
         return str(exc)
 
@@ -93,23 +94,17 @@ def elf_of(path: Path) -> ElfFile | None:
     return got if isinstance(got, ElfFile) else None
 
 
-def exports(path: Path) -> frozenset[str]:
-    """The names of the dynamic symbols ``path`` defines, read once per process (torch's
-    facts and the undefined-symbol check share them); :class:`ElfError` when unreadable."""
+def index(path: Path) -> SymbolIndex:
+    """What ``path`` defines, to ask about a few names (:class:`SymbolIndex`), read once per
+    process (torch's facts and the undefined-symbol check share it); :class:`ElfError` when
+    unreadable."""
     try:
-        got = _exports(*_stat_key(path))
+        got = _index(*_stat_key(path))
     except OSError as exc:
         raise ElfError(f"cannot read: {exc.strerror or exc}") from None
     if isinstance(got, str):
         raise ElfError(got)
     return got
-
-
-def _exports_or_none(path: Path) -> frozenset[str]:
-    try:
-        return exports(path)
-    except ElfError:
-        return frozenset()  # an unreadable library defines nothing
 
 
 def imports(path: Path) -> tuple[tuple[str, bool], ...]:
@@ -126,7 +121,7 @@ def imports(path: Path) -> tuple[tuple[str, bool], ...]:
 
 def forget() -> None:
     """Drop what was read (the end of a session)."""
-    for cached in (_head, _exports, _imports):
+    for cached in (_head, _index, _imports, gnu_hash):
         cached.cache_clear()
 
 
@@ -285,8 +280,11 @@ class Resolver:
             for lib in libs:  # a library is read only while some name is still unfound
                 if not wanted:
                     break
-                defined = _exports_or_none(lib)
-                wanted = [name for name in wanted if name not in defined]
+                try:
+                    found = index(lib)
+                except ElfError:
+                    continue  # an unreadable library defines nothing
+                wanted = [name for name in wanted if not found.defines(name)]
             return wanted
 
         if self.facts is None:
