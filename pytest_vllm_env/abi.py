@@ -238,11 +238,23 @@ def find_extensions(env: PixiEnv, packages: Iterable[str] = EXT_PACKAGES) -> lis
 
 def _files_ending(folder: Path, suffix: str) -> Iterable[Path]:
     """``folder.rglob("*" + suffix)`` as Python 3.11's pathlib walks it (symlinked folders not
-    entered, unreadable ones passed over), in half the time: vLLM's tree has ~3,000 files."""
-    for where, _dirs, files in os.walk(folder):
-        for name in files:
-            if name.endswith(suffix):
-                yield Path(where, name)
+    entered, unreadable ones passed over), in a third of the time: vLLM's tree has ~3,000
+    files in ~300 folders."""
+    todo = [str(folder)]
+    while todo:
+        where = todo.pop()
+        try:
+            with os.scandir(where) as entries:
+                for entry in entries:
+                    if entry.name.endswith(suffix):
+                        yield Path(entry.path)
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            todo.append(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
 
 
 def extension_facts(path: Path, package: str = "") -> ExtensionFacts:

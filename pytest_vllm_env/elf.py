@@ -100,11 +100,39 @@ def _read(fh: BinaryIO, offset: int, size: int, file_size: int, what: str) -> by
     return data
 
 
-def _cstr(table: bytes, offset: int) -> str:
+def _cstr(table: bytes | _Strings, offset: int) -> str:
+    if isinstance(table, _Strings):
+        return table.at(offset)
     if offset >= len(table):
         return ""
     end = table.find(b"\0", offset)
     return table[offset : end if end >= 0 else len(table)].decode("utf-8", "replace")
+
+
+class _Strings:
+    """A string table read a string at a time: the head of libtorch_cpu.so needs a dozen
+    names from its 5.4 MB ``.dynstr`` (NEEDED, SONAME, RUNPATH, version names)."""
+
+    def __init__(self, fh: BinaryIO, offset: int, size: int) -> None:
+        self.fh, self.offset, self.size = fh, offset, size
+
+    def at(self, offset: int) -> str:
+        if offset >= self.size:
+            return ""
+        out = b""
+        pos = offset
+        while pos < self.size:
+            self.fh.seek(self.offset + pos)
+            chunk = self.fh.read(min(256, self.size - pos))
+            if not chunk:
+                break
+            end = chunk.find(b"\0")
+            if end >= 0:
+                out += chunk[:end]
+                break
+            out += chunk
+            pos += len(chunk)
+        return out.decode("utf-8", "replace")
 
 
 def read_sections(fh: BinaryIO, file_size: int) -> dict[str, Section]:
@@ -215,9 +243,12 @@ def _read_elf(
 ) -> ElfFile:
     elf = ElfFile(path, read_sections(fh, file_size))
     dynstr_sec = elf.sections.get(".dynstr")
-    dynstr = (
-        _read(fh, dynstr_sec.offset, dynstr_sec.size, file_size, ".dynstr") if dynstr_sec else b""
-    )
+    dynstr: bytes | _Strings = b""
+    if dynstr_sec and want_symbols:
+        dynstr = _read(fh, dynstr_sec.offset, dynstr_sec.size, file_size, ".dynstr")
+    elif dynstr_sec:  # the same check; then only the names asked for are read
+        _check(dynstr_sec.offset, dynstr_sec.size, file_size, ".dynstr")
+        dynstr = _Strings(fh, dynstr_sec.offset, dynstr_sec.size)
     dyn = elf.sections.get(".dynamic")
     if dyn:
         data = _read(fh, dyn.offset, dyn.size, file_size, ".dynamic")
@@ -268,7 +299,7 @@ def _read_elf(
 def _version_names(
     fh: BinaryIO,
     sections: dict[str, Section],
-    dynstr: bytes,
+    dynstr: bytes | _Strings,
     file_size: int,
     elf: ElfFile | None = None,
 ) -> dict[int, str]:

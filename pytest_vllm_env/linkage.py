@@ -220,9 +220,8 @@ class Resolver:
         dirs = [] if elf.runpath else _expand(elf.rpath, origin)
         dirs += self.ld_library_path + _expand(elf.runpath, origin) + self.env_dirs + self.system
         for d in dirs:
-            candidate = d / name
-            if candidate.exists():
-                return candidate
+            if os.path.exists(os.path.join(d, name)):  # a loader skips what it cannot stat
+                return d / name
         return None
 
     def realpath(self, path: Path) -> str:

@@ -22,8 +22,8 @@ def torch_facts(vllm_env: PixiEnv, vllm_fact_cache: FactCache) -> abi.TorchFacts
     """torch as installed in the target env (:class:`pytest_vllm_env.abi.TorchFacts`):
     version, CUDA from ``torch/version.py``, the torch-side symbols ``torch/lib/*.so``
     export and its C++11 ABI flag; ``None`` when torch is not installed. Read once and shared
-    through ``vllm_fact_cache`` (41,000 of torch 2.11's 102,000 exports, from 1 GB of
-    libraries)."""
+    through ``vllm_fact_cache``; what the libraries export is looked up by name in their
+    symbol hash tables (``torch_facts.exports``), never listed."""
     from pytest_vllm_env import abi
 
     root = abi.torch_root(vllm_env)
@@ -119,8 +119,8 @@ def library_resolver(vllm_env: PixiEnv, vllm_fact_cache: FactCache):
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    # The symbol tables read this session (130,000 names for a vLLM venv) are of no use
-    # after it, and pytest's gc.collect() at exit walks them: 9 ms a collection.
+    # The symbol tables read this session (20 MB for a vLLM venv's torch) are of no use
+    # after it: a pytest run that goes on (pytester, other suites) should not hold them.
     linkage = sys.modules.get("pytest_vllm_env.linkage")
     if linkage is not None:
         linkage.forget()
