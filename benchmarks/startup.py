@@ -10,6 +10,8 @@ in one run (alternating, fresh processes, bytecode compiled as an installed pack
                                                             #   vs python -m vllm.collect_env
     python benchmarks/startup.py --vllm-env=/path/to/venv --baseline-python=/old/venv/bin/python
                                     # + the tier with another install of the plugin, same runs
+    python benchmarks/startup.py --vllm-env=/path/to/venv --evict
+                                    # the env's files dropped from the page cache before each run
 
 Goals (issue 13): <= 5 % on the trivial repo; the whole toolchain tier <= 0.6 s cold on a
 complete ``pip install vllm`` venv.
@@ -39,11 +41,36 @@ def environ() -> dict[str, str]:
     return env
 
 
+# --evict: the judged env's files are dropped from the OS page cache before each run
+EVICT: list[Path] = []
+
+
+def evict(prefix: Path) -> int:
+    """Drop every file under ``prefix`` from the OS page cache (``POSIX_FADV_DONTNEED``; the
+    files are not written to): the next run reads them from disk, as the first run after a
+    reboot or after the env was installed long ago would."""
+    count = 0
+    for where, _dirs, files in os.walk(prefix):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(where, name), os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                count += 1
+            finally:
+                os.close(fd)
+    return count
+
+
 def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system) of one run. CPU time is what the ratio
     uses: wall time on a shared 2-core machine moves by +-30 % with the neighbours' load."""
     # "{fresh}": an empty cache dir for this run, removed with the benchmark's temp dir
     argv = [a.replace("{fresh}", tempfile.mkdtemp(prefix="cold-", dir=cwd.parent)) for a in argv]
+    for prefix in EVICT:
+        evict(prefix)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=environ(), capture_output=True, text=True)
@@ -117,6 +144,12 @@ def main() -> None:
     parser.add_argument("--vllm-env", help="a complete vLLM venv or conda prefix to time")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument(
+        "--evict",
+        action="store_true",
+        help="drop the --vllm-env's files from the OS page cache before every run (wall time "
+        "then counts reading them from disk)",
+    )
+    parser.add_argument(
         "--baseline-python",
         help="a Python with another install of the plugin (an older commit) to time the tier "
         "with too, in the same interleaved runs",
@@ -128,7 +161,11 @@ def main() -> None:
         env=environ(),
         capture_output=True,
     )
-    results: dict[str, object] = {"python": sys.version.split()[0], "runs": args.runs}
+    results: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "runs": args.runs,
+        "evict": args.evict,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         repo = trivial_repo(Path(tmp))
         pytest = [py, "-m", "pytest", "-q"]
@@ -142,6 +179,8 @@ def main() -> None:
         if args.vllm_env:
             prefix = Path(args.vllm_env)
             env_python = prefix / "bin" / "python"
+            if args.evict:
+                EVICT.append(prefix)
             warm = Path(tmp) / "warm-cache"
             print(
                 f"\nthe toolchain tier on {prefix}: cold (an empty cache dir each run: the "
