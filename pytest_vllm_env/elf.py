@@ -440,7 +440,9 @@ class SymbolIndex:
             h2 = self._chains[i - self._symoffset]
             if h2 | 1 == h | 1 and self._shndx[i]:
                 at = self._name[i]
-                if table[at : at + size] == wanted:
+                got = table[at : at + size]
+                # a name ends at its NUL, or at the end of a table that lacks the last one
+                if got == wanted or (at + size - 1 == len(table) and got == key):
                     return True
             if h2 & 1:
                 return False

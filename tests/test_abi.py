@@ -294,3 +294,27 @@ def test_driver_and_python_symbols_are_not_the_envs(pytester, env_builder, parts
     checks = json.loads((pytester.path / "r.json").read_text())["checks"]
     needed = next(c for c in checks if c["id"] == "abi.needed")
     assert "libcuda.so.1" in needed["evidence"]["not_on_this_machine"]
+
+
+def test_torch_exports_are_asked_by_name(env_builder, parts):
+    """torch's exports are looked up, not listed: exactly the torch-side names its libraries
+    define are in ``torch_facts.exports`` (what abi.symbols asks), nothing they only import."""
+    from pytest_vllm_env.elf import defined_names, undefined_names
+    from pytest_vllm_env.env import PixiEnv
+
+    facts = abi.torch_facts(PixiEnv.read(make_env(env_builder, parts)))
+    assert facts is not None and facts.cxx11 is True and not facts.errors
+    assert "exports" not in facts.to_json()
+    asked = 0
+    for lib in facts.libs:
+        for name in defined_names(lib):
+            assert (name in facts.exports) == bool(abi.TORCH_SIDE.match(name)), name
+            asked += bool(abi.TORCH_SIDE.match(name))
+        for name, _weak in undefined_names(lib):
+            assert name not in facts.exports, name
+    assert asked == 3  # c10::check, c10::cuda::device_count, aoti_torch_get_current_cuda_stream
+    assert "_ZN3c104cuda12device_countEv" in facts.exports
+    assert (
+        "_ZN3c104cuda12device_countEv"
+        not in abi.TorchFacts.from_json(facts.to_json() | {"libs": []}).exports
+    )
