@@ -18,9 +18,10 @@ complete ``pip install vllm`` venv.
 
 Measured (2-core shared VM, ``pip install vllm==0.26.0``: torch 2.11.0, 197 packages, Python
 3.11; CPU medians of five interleaved runs; baseline main 7834c9b installed in another venv):
-the tier cold 1.82 s -> 0.49 s, warm 1.42 s -> 0.41 s, ``collect_env`` 3.9 s. With
-``--evict`` (wall, three runs): cold 2.02 s -> 0.81 s, warm 1.70 s -> 0.63 s, ``collect_env``
-5.3 s. docs/plugin.md tells what changed and where the evicted run's time goes.
+the tier cold 1.82-1.89 s -> 0.49-0.50 s, warm 1.42-1.49 s -> 0.41 s, ``collect_env``
+3.9 s (two runs of the benchmark). With ``--evict`` (wall, three runs each): cold
+2.02-2.07 s -> 0.79-0.81 s, warm 1.70-1.76 s -> 0.63-0.68 s, ``collect_env`` 5.1-5.3 s.
+docs/plugin.md tells what changed and where the evicted run's time goes.
 """
 
 from __future__ import annotations
@@ -208,10 +209,13 @@ def main() -> None:
                 ]  # fmt: skip
             times = side_by_side(max(3, args.runs // 3), variants, repo)
             results["toolchain_tier"] = described = describe(times, "python -m vllm.collect_env")
-            cold = described["toolchain tier, cold"]["median_cpu_s"]
+            # the larger of CPU and wall: with --evict, reading the env from disk is wall time
+            cold = described["toolchain tier, cold"]
+            worst = max(cold["median_cpu_s"], cold["median_wall_s"])
             print(
                 f"goal (issue 13): the tier <= {GOAL_S} s cold: "
-                + (f"met ({cold:.3f} s CPU)" if cold <= GOAL_S else f"missed ({cold:.3f} s CPU)")
+                f"{'met' if worst <= GOAL_S else 'missed'} ({cold['median_cpu_s']:.3f} s CPU, "
+                f"{cold['median_wall_s']:.3f} s wall)"
             )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
