@@ -8,9 +8,20 @@ in one run (alternating, fresh processes, bytecode compiled as an installed pack
     python benchmarks/startup.py --runs=21 --json=startup.json
     python benchmarks/startup.py --vllm-env=/path/to/venv   # + the toolchain tier, cold,
                                                             #   vs python -m vllm.collect_env
+    python benchmarks/startup.py --vllm-env=/path/to/venv --baseline-python=/old/venv/bin/python
+                                    # + the tier with another install of the plugin, same runs
+    python benchmarks/startup.py --vllm-env=/path/to/venv --evict
+                                    # the env's files dropped from the page cache before each run
 
 Goals (issue 13): <= 5 % on the trivial repo; the whole toolchain tier <= 0.6 s cold on a
 complete ``pip install vllm`` venv.
+
+Measured (2-core shared VM, ``pip install vllm==0.26.0``: torch 2.11.0, 197 packages, Python
+3.11; CPU medians of five interleaved runs; baseline main 7834c9b installed in another venv):
+the tier cold 1.82-1.89 s -> 0.49-0.50 s, warm 1.42-1.49 s -> 0.41 s, ``collect_env``
+3.9 s (two runs of the benchmark). With ``--evict`` (wall, three runs each): cold
+2.02-2.07 s -> 0.79-0.81 s, warm 1.70-1.76 s -> 0.63-0.68 s, ``collect_env`` 5.1-5.3 s.
+docs/plugin.md tells what changed and where the evicted run's time goes.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+GOAL_S = 0.6
 
 
 def environ() -> dict[str, str]:
@@ -37,11 +49,36 @@ def environ() -> dict[str, str]:
     return env
 
 
+# --evict: the judged env's files are dropped from the OS page cache before each run
+EVICT: list[Path] = []
+
+
+def evict(prefix: Path) -> int:
+    """Drop every file under ``prefix`` from the OS page cache (``POSIX_FADV_DONTNEED``; the
+    files are not written to): the next run reads them from disk, as the first run after a
+    reboot or after the env was installed long ago would."""
+    count = 0
+    for where, _dirs, files in os.walk(prefix):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(where, name), os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                count += 1
+            finally:
+                os.close(fd)
+    return count
+
+
 def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system) of one run. CPU time is what the ratio
     uses: wall time on a shared 2-core machine moves by +-30 % with the neighbours' load."""
     # "{fresh}": an empty cache dir for this run, removed with the benchmark's temp dir
     argv = [a.replace("{fresh}", tempfile.mkdtemp(prefix="cold-", dir=cwd.parent)) for a in argv]
+    for prefix in EVICT:
+        evict(prefix)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=environ(), capture_output=True, text=True)
@@ -79,10 +116,26 @@ def describe(times: dict[str, list[tuple[float, float]]], base: str) -> dict[str
             "cpu_ratio_to_" + base: cpu / ref,
         }
         print(
-            f"  {name:<28} wall median {wall:6.3f} s (min {min(w for w, _ in values):6.3f})"
+            f"  {name:<34} wall median {wall:6.3f} s (min {min(w for w, _ in values):6.3f})"
             f"   cpu median {cpu:6.3f} s   {(cpu / ref - 1) * 100:+6.1f} % cpu vs {base}"
         )
     return out
+
+
+def suite_dir(python: str) -> str:
+    """Where ``python``'s plugin keeps the bundled suite. The tier runs with
+    ``--confcutdir`` there: installed, the suite sits in site-packages with no conftest.py
+    above it, but from this checkout (an editable install) pytest would also load the
+    repo's own conftest.py for the self-tests (22 ms a run)."""
+    out = subprocess.run(
+        [python, "-c", "import os, pytest_vllm_env.suite as s; print(os.path.dirname(s.__file__))"],
+        env=environ(),
+        cwd=tempfile.gettempdir(),  # not this checkout: its pytest_vllm_env would shadow
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
 
 
 def trivial_repo(root: Path) -> Path:
@@ -98,6 +151,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--vllm-env", help="a complete vLLM venv or conda prefix to time")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--evict",
+        action="store_true",
+        help="drop the --vllm-env's files from the OS page cache before every run (wall time "
+        "then counts reading them from disk)",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        help="a Python with another install of the plugin (an older commit) to time the tier "
+        "with too, in the same interleaved runs",
+    )
     args = parser.parse_args()
     py = sys.executable
     subprocess.run(
@@ -105,7 +169,11 @@ def main() -> None:
         env=environ(),
         capture_output=True,
     )
-    results: dict[str, object] = {"python": sys.version.split()[0], "runs": args.runs}
+    results: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "runs": args.runs,
+        "evict": args.evict,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         repo = trivial_repo(Path(tmp))
         pytest = [py, "-m", "pytest", "-q"]
@@ -119,22 +187,36 @@ def main() -> None:
         if args.vllm_env:
             prefix = Path(args.vllm_env)
             env_python = prefix / "bin" / "python"
-            suite = [*pytest, "--vllm-conformance", "-m", "toolchain", f"--vllm-env={prefix}"]
+            if args.evict:
+                EVICT.append(prefix)
             warm = Path(tmp) / "warm-cache"
             print(
                 f"\nthe toolchain tier on {prefix}: cold (an empty cache dir each run: the "
                 "first run after installing) and warm (the fact cache filled):"
             )
-            times = side_by_side(
-                max(3, args.runs // 3),
-                {
-                    "python -m vllm.collect_env": [str(env_python), "-m", "vllm.collect_env"],
-                    "toolchain tier, cold": [*suite, "-o", "cache_dir={fresh}"],
-                    "toolchain tier, warm": [*suite, "-o", f"cache_dir={warm}"],
-                },
-                repo,
+            variants = {"python -m vllm.collect_env": [str(env_python), "-m", "vllm.collect_env"]}
+            tiers = {"": py} | (
+                {" (baseline)": args.baseline_python} if args.baseline_python else {}
             )
-            results["toolchain_tier"] = describe(times, "python -m vllm.collect_env")
+            for label, python in tiers.items():
+                suite = [
+                    python, "-m", "pytest", "-q", "--vllm-conformance", "-m", "toolchain",
+                    f"--vllm-env={prefix}", f"--confcutdir={suite_dir(python)}",
+                ]  # fmt: skip
+                variants[f"toolchain tier, cold{label}"] = [*suite, "-o", "cache_dir={fresh}"]
+                variants[f"toolchain tier, warm{label}"] = [
+                    *suite, "-o", f"cache_dir={warm}{label.strip(' ()')}",
+                ]  # fmt: skip
+            times = side_by_side(max(3, args.runs // 3), variants, repo)
+            results["toolchain_tier"] = described = describe(times, "python -m vllm.collect_env")
+            # the larger of CPU and wall: with --evict, reading the env from disk is wall time
+            cold = described["toolchain tier, cold"]
+            worst = max(cold["median_cpu_s"], cold["median_wall_s"])
+            print(
+                f"goal (issue 13): the tier <= {GOAL_S} s cold: "
+                f"{'met' if worst <= GOAL_S else 'missed'} ({cold['median_cpu_s']:.3f} s CPU, "
+                f"{cold['median_wall_s']:.3f} s wall)"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -16,11 +16,13 @@ Readers (``torch_facts``, ``extension_facts``) return facts; the judgements belo
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import findings as F
-from .elf import ElfError, defined_names, read_elf
+from . import linkage
+from .elf import ElfError, SymbolIndex
 from .env import PixiEnv
 from .findings import Finding
 from .linkage import DRIVER_LIBS, Linkage
@@ -46,24 +49,31 @@ EXT_PACKAGES = ("vllm", "xformers", "flash_attn")
 # -- facts -----------------------------------------------------------------------------------
 @dataclass
 class TorchFacts:
-    """torch as installed: version, CUDA from ``torch/version.py``, exported symbols."""
+    """torch as installed: version, CUDA from ``torch/version.py``, its libraries (what they
+    export is asked of :attr:`exports`), the C++11 ABI flag, the libraries it cannot read."""
 
     version: str
     root: Path
     cuda: str | None = None
     libs: list[Path] = field(default_factory=list)
-    exports: set[str] = field(default_factory=set)
     cxx11: bool | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
+    @cached_property
+    def exports(self) -> TorchExports:
+        """The torch-side names (:data:`TORCH_SIDE`) the readable ``libs`` define, asked by
+        name: ``name in torch.exports``."""
+        return TorchExports([lib for lib in self.libs if lib.name not in self.errors])
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON form for the cross-worker fact cache (symbols sorted, paths as text)."""
+        """A JSON form for the cross-worker fact cache (paths as text). No symbol list: the
+        41,000 torch-side names of torch 2.11 cost a cold run 90 ms to list and 20 ms to
+        store, where looking up the 209 that vLLM's extensions import costs 2 ms."""
         return {
             "version": self.version,
             "root": str(self.root),
             "cuda": self.cuda,
             "libs": [str(p) for p in self.libs],
-            "exports": sorted(self.exports),
             "cxx11": self.cxx11,
             "errors": self.errors,
         }
@@ -71,14 +81,35 @@ class TorchFacts:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TorchFacts:
         return cls(
-            data["version"],
-            Path(data["root"]),
-            data["cuda"],
-            [Path(p) for p in data["libs"]],
-            set(data["exports"]),
-            data["cxx11"],
-            dict(data["errors"]),
+            version=data["version"],
+            root=Path(data["root"]),
+            cuda=data["cuda"],
+            libs=[Path(p) for p in data["libs"]],
+            cxx11=data["cxx11"],
+            errors=dict(data["errors"]),
         )
+
+
+class TorchExports:
+    """What torch/lib exports on its side, as a set that is asked rather than listed: each
+    library's dynamic symbols are looked up through its hash table, as the loader does
+    (:class:`pytest_vllm_env.elf.SymbolIndex`, read once per process)."""
+
+    def __init__(self, libs: list[Path]) -> None:
+        self.libs = libs
+        self._indexes: list[SymbolIndex] | None = None
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or not _TORCH_SIDE.match(name):
+            return False
+        if self._indexes is None:
+            self._indexes = []
+            for lib in self.libs:
+                try:
+                    self._indexes.append(linkage.index(lib))
+                except ElfError:
+                    pass  # an unreadable library exports nothing
+        return any(index.defines(name) for index in self._indexes)
 
 
 @dataclass
@@ -163,9 +194,15 @@ def read_torch_cuda(root: Path) -> str | None:
     return m.group(1) if m else None
 
 
+def _torch_side(name: str) -> bool:
+    return _TORCH_SIDE.match(name) is not None
+
+
 def torch_facts(env: PixiEnv) -> TorchFacts | None:
-    """Read torch's version, CUDA and the union of torch-side symbols (c10, at, torch,
-    caffe2 namespaces; the stable ABI's ``aoti_torch_*``/``torch_*``) ``torch/lib`` exports."""
+    """Read torch's version, CUDA, its libraries and its C++11 ABI flag (a torch-side
+    export, of the c10, at, torch, caffe2 namespaces or the stable ABI's
+    ``aoti_torch_*``/``torch_*``, that holds ``cxx11``); :attr:`TorchFacts.exports` answers
+    which torch-side symbols ``torch/lib`` exports."""
     root = torch_root(env)
     if root is None:
         return None
@@ -175,17 +212,13 @@ def torch_facts(env: PixiEnv) -> TorchFacts | None:
     flags: list[bool] = []
     for lib in facts.libs:
         try:
-            defined = defined_names(lib)
+            index = linkage.index(lib)  # read once: abi.undefined looks in the same libraries
         except ElfError as exc:
             facts.errors[lib.name] = str(exc)
             continue
-        # Only torch-side names can be asked for (abi.symbols looks up an extension's
-        # torch-side imports): 40,928 of torch 2.11's 102,046 exports, and a fact-cache entry
-        # a third the size (its JSON was 10 MB, most of the toolchain tier's cold start).
-        side = {s for s in defined if _TORCH_SIDE.match(s)}
-        facts.exports |= side
         if lib.name.startswith(("libc10", "libtorch")):
-            flags.append(any("cxx11" in s for s in side))
+            # the flag is whether any is True: once one is, the others need not be read
+            flags.append(any(flags) or index.defines_any("cxx11", _torch_side))
     facts.cxx11 = any(flags) if flags else None
     return facts
 
@@ -197,22 +230,48 @@ def find_extensions(env: PixiEnv, packages: Iterable[str] = EXT_PACKAGES) -> lis
         for pkg in packages:
             folder = sp / pkg
             if folder.is_dir():
-                found += sorted(p for p in folder.rglob("*.so") if p.is_file())
+                found += sorted(p for p in _files_ending(folder, ".so") if p.is_file())
         if "flash_attn" in packages:
             found += sorted(p for p in sp.glob("flash_attn_2_cuda*.so") if p.is_file())
     return found
 
 
+def _files_ending(folder: Path, suffix: str) -> Iterable[Path]:
+    """``folder.rglob("*" + suffix)`` as Python 3.11's pathlib walks it (symlinked folders not
+    entered, unreadable ones passed over), in a third of the time: vLLM's tree has ~3,000
+    files in ~300 folders."""
+    todo = [str(folder)]
+    while todo:
+        where = todo.pop()
+        try:
+            with os.scandir(where) as entries:
+                for entry in entries:
+                    if entry.name.endswith(suffix):
+                        yield Path(entry.path)
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            todo.append(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+
+
 def extension_facts(path: Path, package: str = "") -> ExtensionFacts:
     facts = ExtensionFacts(path, package or path.parent.name)
+    # read once per process: abi.needed/abi.undefined read the same files (linkage)
+    head = linkage.head(path)
+    if isinstance(head, str):
+        facts.error = head
+        return facts
     try:
-        elf = read_elf(path)
+        imported = linkage.imports(path)
     except ElfError as exc:
         facts.error = str(exc)
         return facts
-    facts.needed = elf.needed
+    facts.needed = list(head.needed)
     facts.torch_symbols = sorted(
-        {s.name for s in elf.undefined if not s.weak and _TORCH_SIDE.match(s.name)}
+        {name for name, weak in imported if not weak and _TORCH_SIDE.match(name)}
     )
     return facts
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from .elf import ElfError, ElfFile, read_elf
+from .elf import ElfError, ElfFile, SymbolIndex, gnu_hash, read_elf, undefined_names
 
 DEFAULT_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
                 "/lib", "/usr/lib")  # fmt: skip
@@ -41,21 +42,87 @@ _DRIVER_SYMBOL = re.compile(r"^cu[A-Z]\w*$")
 _PYTHON_SYMBOL = re.compile(r"^_?Py[A-Z_]\w*$|^_Py")
 MAX_CLOSURE = 400
 
+# ``FactCache.get``: (name, compute, deps, *extra) -> the fact, shared by xdist workers and runs
+FactGetter = Callable[..., Any]
 
+
+def _stat_key(path: Path | str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+# Read once per process, keyed by path, size and mtime (a rewritten file is read again).
+# The library's head (dynamic section, version tables) is cheaper to read than to fetch from
+# the fact cache (48 libraries of a vLLM venv: 4 ms vs 7 ms); which of an extension's
+# symbols no library defines is not (it goes through the fact cache: Resolver.unresolved).
 @lru_cache(maxsize=4096)
-def _read(path: str, mtime_ns: int) -> ElfFile | None:
+def _head(path: str, size: int, mtime_ns: int) -> ElfFile | str:
     try:
-        return read_elf(path)
-    except ElfError:
-        return None
+        return read_elf(path, symbols=False, versions=True)
+    except ElfError as exc:
+        return str(exc)
+
+
+@lru_cache(maxsize=256)
+def _index(path: str, size: int, mtime_ns: int) -> SymbolIndex | str:
+    try:
+        return SymbolIndex(path)
+    except ElfError as exc:
+        return str(exc)
+
+
+@lru_cache(maxsize=256)
+def _imports(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, bool], ...] | str:
+    try:
+        return tuple(undefined_names(path))
+    except ElfError as exc:
+        return str(exc)
+
+
+def head(path: Path) -> ElfFile | str:
+    """``path``'s NEEDED, SONAME, RPATH/RUNPATH and version tables (an :class:`ElfFile`
+    without symbols), or why it cannot be read; read once per process."""
+    try:
+        return _head(*_stat_key(path))
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
 
 
 def elf_of(path: Path) -> ElfFile | None:
-    """The ELF facts of ``path``, read once per process (keyed by path and mtime)."""
+    """:func:`head` of ``path``, None when it is not a readable ELF."""
+    got = head(path)
+    return got if isinstance(got, ElfFile) else None
+
+
+def index(path: Path) -> SymbolIndex:
+    """What ``path`` defines, to ask about a few names (:class:`SymbolIndex`), read once per
+    process (torch's facts and the undefined-symbol check share it); :class:`ElfError` when
+    unreadable."""
     try:
-        return _read(str(path), path.stat().st_mtime_ns)
-    except OSError:
-        return None
+        got = _index(*_stat_key(path))
+    except OSError as exc:
+        raise ElfError(f"cannot read: {exc.strerror or exc}") from None
+    if isinstance(got, str):
+        raise ElfError(got)
+    return got
+
+
+def imports(path: Path) -> tuple[tuple[str, bool], ...]:
+    """``(name, weak)`` of each undefined dynamic symbol of ``path``, read once per process;
+    :class:`ElfError` when unreadable."""
+    try:
+        got = _imports(*_stat_key(path))
+    except OSError as exc:
+        raise ElfError(f"cannot read: {exc.strerror or exc}") from None
+    if isinstance(got, str):
+        raise ElfError(got)
+    return got
+
+
+def forget() -> None:
+    """Drop what was read (the end of a session)."""
+    for cached in (_head, _index, _imports, gnu_hash):
+        cached.cache_clear()
 
 
 def system_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[Path]:
@@ -94,12 +161,20 @@ def _expand(entries: Iterable[str], origin: Path) -> list[Path]:
 
 @dataclass
 class Resolver:
-    """Finds libraries and symbols for the extensions of one env."""
+    """Finds libraries and symbols for the extensions of one env (one session: what it
+    found on disk is remembered)."""
 
     preloaded: dict[str, Path] = field(default_factory=dict)  # soname -> file torch loaded
     ld_library_path: list[Path] = field(default_factory=list)
     env_dirs: list[Path] = field(default_factory=list)
     system: list[Path] = field(default_factory=list)
+    # the cross-worker fact cache (``vllm_fact_cache.get``) for the symbol resolution, the
+    # one part that reads whole symbol tables; None: computed each time
+    facts: FactGetter | None = None
+    _found: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Path | None] = field(
+        default_factory=dict, repr=False
+    )
+    _real: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_env(
@@ -108,12 +183,14 @@ class Resolver:
         torch_libs: Iterable[Path] = (),
         environ: Mapping[str, str] | None = None,
         system: list[Path] | None = None,
+        facts: FactGetter | None = None,
     ) -> Resolver:
         environ = environ or {}
         res = cls(
             ld_library_path=[Path(p) for p in environ.get("LD_LIBRARY_PATH", "").split(":") if p],
             env_dirs=[d for d in (prefix / "lib",) if d.is_dir()],
             system=system if system is not None else system_dirs(),
+            facts=facts,
         )
         # `import torch` loads torch/lib and everything it needs before any extension
         for lib in torch_libs:
@@ -133,14 +210,25 @@ class Resolver:
             return Path(name) if Path(name).exists() else None
         if name in self.preloaded:
             return self.preloaded[name]
+        key = (name, str(requester.parent), tuple(elf.rpath), tuple(elf.runpath))
+        if key not in self._found:
+            self._found[key] = self._search(name, requester, elf)
+        return self._found[key]
+
+    def _search(self, name: str, requester: Path, elf: ElfFile) -> Path | None:
         origin = requester.parent
         dirs = [] if elf.runpath else _expand(elf.rpath, origin)
         dirs += self.ld_library_path + _expand(elf.runpath, origin) + self.env_dirs + self.system
         for d in dirs:
-            candidate = d / name
-            if candidate.exists():
-                return candidate
+            if os.path.exists(os.path.join(d, name)):  # a loader skips what it cannot stat
+                return d / name
         return None
+
+    def realpath(self, path: Path) -> str:
+        text = str(path)
+        if text not in self._real:
+            self._real[text] = os.path.realpath(text)
+        return self._real[text]
 
     def closure(self, roots: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
         """Every library reachable through DT_NEEDED from ``roots`` (roots included), and the
@@ -150,7 +238,7 @@ class Resolver:
         queue = list(roots)
         while queue and len(seen) < MAX_CLOSURE:
             path = queue.pop(0)
-            key = os.path.realpath(path)
+            key = self.realpath(path)
             if key in seen:
                 continue
             seen[key] = path
@@ -161,9 +249,47 @@ class Resolver:
                 found = self.find(name, path, elf)
                 if found is None:
                     missing.append((name, path.name))
-                elif os.path.realpath(found) not in seen:
+                elif self.realpath(found) not in seen:
                     queue.append(found)
         return list(seen.values()), missing
+
+    def unresolved(
+        self,
+        path: Path,
+        libs: list[Path],
+        skip: re.Pattern[str] | None = None,
+        driver_absent: bool = False,
+    ) -> list[str]:
+        """``path``'s undefined symbols that none of ``libs`` defines (weak ones, Python's,
+        those ``skip`` matches and, with ``driver_absent``, the driver's left out). Shared
+        through the fact cache, keyed by every file read (size, mtime) and the rules."""
+
+        def compute() -> list[str]:
+            try:
+                wanted = [
+                    name
+                    for name, weak in imports(path)
+                    if not weak
+                    and not _PYTHON_SYMBOL.match(name)
+                    and not (skip is not None and skip.match(name))
+                    and not (driver_absent and _DRIVER_SYMBOL.match(name))
+                ]
+            except ElfError:
+                return []
+            for lib in libs:  # a library is read only while some name is still unfound
+                if not wanted:
+                    break
+                try:
+                    found = index(lib)
+                except ElfError:
+                    continue  # an unreadable library defines nothing
+                wanted = [name for name in wanted if not found.defines(name)]
+            return wanted
+
+        if self.facts is None:
+            return compute()
+        rules = (skip.pattern if skip else "", _PYTHON_SYMBOL.pattern, _DRIVER_SYMBOL.pattern)
+        return self.facts("undefined-symbols", compute, [path, *libs], *rules, driver_absent)
 
 
 @dataclass
@@ -186,13 +312,9 @@ def link(
     """Resolve ``path``'s libraries and (``symbols``) undefined symbols; ``skip`` matches
     symbols another check judges (torch's, for ``abi.symbols``)."""
     out = Linkage(path)
-    elf = elf_of(path)
-    if elf is None:
-        try:
-            read_elf(path)
-            out.error = "unreadable"
-        except ElfError as exc:
-            out.error = str(exc)
+    elf = head(path)
+    if isinstance(elf, str):
+        out.error = elf
         return out
     for name in elf.needed:
         out.needed[name] = resolver.find(name, path, elf)
@@ -205,18 +327,5 @@ def link(
     libs, missing = resolver.closure([path])
     out.driver_absent = any(n in DRIVER_LIBS for n, _ in missing)
     out.missing_deep = [(n, by) for n, by in missing if n not in DRIVER_LIBS]
-    exports: set[str] = set()
-    for lib in libs[1:]:
-        lib_elf = elf_of(lib)
-        if lib_elf is not None:
-            exports |= lib_elf.defined
-    for sym in elf.undefined:
-        name = sym.name
-        if sym.weak or name in exports or _PYTHON_SYMBOL.match(name):
-            continue
-        if skip is not None and skip.match(name):
-            continue
-        if out.driver_absent and _DRIVER_SYMBOL.match(name):
-            continue
-        out.unresolved.append(name)
+    out.unresolved = resolver.unresolved(path, libs[1:], skip, out.driver_absent)
     return out

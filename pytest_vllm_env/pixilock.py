@@ -31,13 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import yaml
 from packaging.utils import canonicalize_name
-
-try:  # libyaml: about 10x faster than the pure-Python loader
-    from yaml import CBaseLoader as _Loader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import BaseLoader as _Loader  # type: ignore[assignment]
 
 LOCK_NAME = "pixi.lock"
 READABLE_VERSIONS = (4, 5, 6, 7)
@@ -257,8 +251,16 @@ def read_lock(path: Path) -> LockFile:
 
 def parse_lock(raw: bytes | str, path: Path = Path(LOCK_NAME)) -> LockFile:
     """Parse the text of a pixi.lock (``path`` is only used in messages)."""
+    # PyYAML loads here, when there is a lock to read: importing it is 8 ms of every
+    # toolchain run, most of which judge envs without one
+    import yaml
+
+    try:  # libyaml: about 10x faster than the pure-Python loader
+        from yaml import CBaseLoader as Loader
+    except ImportError:  # pragma: no cover - PyYAML built without libyaml
+        from yaml import BaseLoader as Loader  # type: ignore[assignment]
     try:
-        doc = yaml.load(raw, Loader=_Loader)  # noqa: S506 - BaseLoader builds no objects
+        doc = yaml.load(raw, Loader=Loader)  # noqa: S506 - BaseLoader builds no objects
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""

@@ -200,7 +200,8 @@ def test_source_tree_met(tmp_path):
 
 
 def test_torch_symbols_are_read_once_and_reread_when_torch_changes(pytester, env_builder, parts):
-    # xdist workers and later runs share torch's ~97,000 exported names through the fact cache
+    # xdist workers and later runs share torch's facts (its libraries, CUDA, C++ ABI flag)
+    # through the fact cache; what the libraries export is looked up in them by name
     prefix = make_env(env_builder, parts)
     cache = pytester.path / "cache"
 
@@ -217,15 +218,47 @@ def test_torch_symbols_are_read_once_and_reread_when_torch_changes(pytester, env
 
     again().assert_outcomes(passed=7)
     (entry,) = cache.rglob("torch-facts-*.json")
-    # doctor the cached fact: a run that reads it (instead of the libraries) now misses symbols
+    # doctor the cached fact: a run that reads it (instead of the libraries) now finds no
+    # torch library, so no torch symbol
     data = json.loads(entry.read_text())
-    data["value"]["exports"] = []
+    assert "exports" not in data["value"]  # 41,000 names for torch 2.11: looked up instead
+    data["value"]["libs"] = []
     entry.write_text(json.dumps(data))
     again().assert_outcomes(passed=6, failed=1)
     # a changed torch library is a new key: the facts are read from the files again
     lib = next((env_builder.site_packages / "torch" / "lib").glob("*.so"))
     os.utime(lib, ns=(lib.stat().st_atime_ns, lib.stat().st_mtime_ns + 10**9))
     again().assert_outcomes(passed=7)
+
+
+def test_undefined_symbols_are_resolved_once_and_again_when_a_library_changes(
+    pytester, env_builder, parts
+):
+    """abi.undefined's answer (which imports no library defines) is shared through the fact
+    cache, keyed by the extension and every library of its DT_NEEDED closure: a later run
+    reads no symbol table; a changed library anywhere in the closure is read again."""
+    prefix = make_env(env_builder, parts, ext="ext-driver", member="vllm/cumem_allocator.abi3.so")
+    cache = pytester.path / "cache"
+
+    def again() -> pytest.RunResult:
+        return pytester.runpytest(
+            "--vllm-conformance", "-k", "undefined", f"--vllm-env={prefix}",
+            "-o", f"cache_dir={cache}",
+        )  # fmt: skip
+
+    again().assert_outcomes(passed=1)
+    (entry,) = cache.rglob("undefined-symbols-*.json")
+    data = json.loads(entry.read_text())
+    assert data["value"] == []
+    data["value"] = ["_Z20cutlass_moe_mm_sm100RN2at6TensorE"]
+    entry.write_text(json.dumps(data))
+    result = again()
+    result.assert_outcomes(failed=1)  # the doctored answer was read, not recomputed
+    result.stdout.fnmatch_lines(["*undefined symbol: _Z20cutlass_moe_mm_sm100*"])
+    # libcudart.so.13 (in the env's lib/, needed by the extension) changes: read again
+    cudart = prefix / "lib" / "libcudart.so.13"
+    os.utime(cudart, ns=(cudart.stat().st_atime_ns, cudart.stat().st_mtime_ns + 10**9))
+    again().assert_outcomes(passed=1)
 
 
 def test_source_build_left_its_own_kernel_undefined(pytester, env_builder, parts):
@@ -261,3 +294,27 @@ def test_driver_and_python_symbols_are_not_the_envs(pytester, env_builder, parts
     checks = json.loads((pytester.path / "r.json").read_text())["checks"]
     needed = next(c for c in checks if c["id"] == "abi.needed")
     assert "libcuda.so.1" in needed["evidence"]["not_on_this_machine"]
+
+
+def test_torch_exports_are_asked_by_name(env_builder, parts):
+    """torch's exports are looked up, not listed: exactly the torch-side names its libraries
+    define are in ``torch_facts.exports`` (what abi.symbols asks), nothing they only import."""
+    from pytest_vllm_env.elf import defined_names, undefined_names
+    from pytest_vllm_env.env import PixiEnv
+
+    facts = abi.torch_facts(PixiEnv.read(make_env(env_builder, parts)))
+    assert facts is not None and facts.cxx11 is True and not facts.errors
+    assert "exports" not in facts.to_json()
+    asked = 0
+    for lib in facts.libs:
+        for name in defined_names(lib):
+            assert (name in facts.exports) == bool(abi.TORCH_SIDE.match(name)), name
+            asked += bool(abi.TORCH_SIDE.match(name))
+        for name, _weak in undefined_names(lib):
+            assert name not in facts.exports, name
+    assert asked == 3  # c10::check, c10::cuda::device_count, aoti_torch_get_current_cuda_stream
+    assert "_ZN3c104cuda12device_countEv" in facts.exports
+    assert (
+        "_ZN3c104cuda12device_countEv"
+        not in abi.TorchFacts.from_json(facts.to_json() | {"libs": []}).exports
+    )

@@ -5,6 +5,7 @@ All of it is read from files; nothing is imported from the target env.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,8 @@ def torch_facts(vllm_env: PixiEnv, vllm_fact_cache: FactCache) -> abi.TorchFacts
     """torch as installed in the target env (:class:`pytest_vllm_env.abi.TorchFacts`):
     version, CUDA from ``torch/version.py``, the torch-side symbols ``torch/lib/*.so``
     export and its C++11 ABI flag; ``None`` when torch is not installed. Read once and shared
-    through ``vllm_fact_cache`` (41,000 of torch 2.11's 102,000 exports, from 1 GB of
-    libraries)."""
+    through ``vllm_fact_cache``; what the libraries export is looked up by name in their
+    symbol hash tables (``torch_facts.exports``), never listed."""
     from pytest_vllm_env import abi
 
     root = abi.torch_root(vllm_env)
@@ -104,13 +105,22 @@ def torch_build_nvcc(cuda_toolkit, vllm_fact_cache: FactCache, request: pytest.F
 
 
 @pytest.fixture(scope="session")
-def library_resolver(vllm_env: PixiEnv):
+def library_resolver(vllm_env: PixiEnv, vllm_fact_cache: FactCache):
     """A :class:`pytest_vllm_env.linkage.Resolver` for the env: finds libraries where the
     loader would (torch's already-loaded libraries, RUNPATH, the activated LD_LIBRARY_PATH,
-    the env's lib/, /etc/ld.so.conf dirs) and reads each file's symbols once."""
+    the env's lib/, /etc/ld.so.conf dirs) and reads each file once; which undefined symbols
+    no library defines is shared through ``vllm_fact_cache`` (keyed by every file read)."""
     from pytest_vllm_env import abi
     from pytest_vllm_env.linkage import Resolver
 
     root = abi.torch_root(vllm_env)
     libs = sorted((root / "lib").glob("*.so*")) if root and (root / "lib").is_dir() else []
-    return Resolver.for_env(vllm_env.prefix, libs, vllm_env.environ())
+    return Resolver.for_env(vllm_env.prefix, libs, vllm_env.environ(), facts=vllm_fact_cache.get)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # The symbol tables read this session (20 MB for a vLLM venv's torch) are of no use
+    # after it: a pytest run that goes on (pytester, other suites) should not hold them.
+    linkage = sys.modules.get("pytest_vllm_env.linkage")
+    if linkage is not None:
+        linkage.forget()
