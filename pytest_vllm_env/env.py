@@ -268,7 +268,10 @@ def compute_activation(env: PixiEnv) -> Activation:
         pixi = None  # `pixi shell-hook` installs a missing env first: never in lock mode
     if pixi and manifest and env.name:
         result = proc.run(
-            [pixi, "shell-hook", "--json", "--manifest-path", manifest.path, "-e", env.name],
+            # --frozen: never rewrite pixi.lock; --no-install: never touch the env (without
+            # them shell-hook installs or updates the env first: principle 6)
+            [pixi, "shell-hook", "--json", "--frozen", "--no-install"]
+            + ["--manifest-path", manifest.path, "-e", env.name],
             env=env.base_environ,
             timeout=ACTIVATION_TIMEOUT,
         )

@@ -263,9 +263,10 @@ def test_pixi_shell_hook_is_used_when_pixi_is_on_path(env_builder, tmp_path, mon
     bindir = tmp_path / "pixibin"
     bindir.mkdir()
     fake = bindir / "pixi"
-    # A stand-in for the real binary's `shell-hook --json` output shape.
+    # A stand-in for the real binary's `shell-hook --json` output shape; it logs its args.
+    log = tmp_path / "args"
     fake.write_text(
-        "#!/bin/sh\n"
+        f'#!/bin/sh\necho "$@" > {log}\n'
         'echo \'{"environment_variables": {"FROM_MANIFEST": "pixi", "CONDA_PREFIX": "/p"}}\'\n'
     )
     fake.chmod(0o755)
@@ -273,6 +274,8 @@ def test_pixi_shell_hook_is_used_when_pixi_is_on_path(env_builder, tmp_path, mon
     env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
     assert env.activation.method == "pixi"
     assert env.environ()["FROM_MANIFEST"] == "pixi"
+    # read-only: without these, `pixi shell-hook` installs or updates the env and the lock
+    assert {"--frozen", "--no-install"} <= set(log.read_text().split())
 
 
 def test_broken_pixi_binary_falls_back_to_static_activation(env_builder, tmp_path, monkeypatch):
