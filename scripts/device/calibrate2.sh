@@ -16,6 +16,7 @@ M=/tmp/models; mkdir -p $M
 # committed step-counting export (no BF16 reference then)
 [ -d $M/counting-fp8 ] || { [ -f .calib/models.tgz ] && tar -C $M -xzf .calib/models.tgz; } \
   || cp -r fixtures/modelopt_export/counting-fp8 $M/
+[ -d $M/english-fp8 ] || cp -r fixtures/modelopt_export/english-fp8 $M/
 $PY -m fixtures.variants $M/counting-fp8 $M/counting good input-scale-missing-alone bf16-dequantized zero-weight-scales scale-shape-out > /dev/null
 $PY -m fixtures.variants fixtures/modelopt_export/llama-fp8 $M/tied good lm-head-not-excluded lm-head-input-scale > /dev/null
 run() {  # name, reference (or ""), checkpoint dirs...
