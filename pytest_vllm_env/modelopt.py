@@ -48,7 +48,6 @@ EMBEDDING_SUFFIXES = ("embed_tokens", "embed_positions", "wte", "wpe", "word_emb
 # BF16 whether or not the exclude list names them: not judged either way.
 ROUTER_SUFFIXES = (".gate", ".router", ".shared_expert_gate")
 # vLLM 0.26.0 keeps these unquantized by name, for exports older than ModelOpt 0.39.
-VLLM_ALWAYS_UNQUANTIZED = ("vision_tower", "vision_model", "vit_large_projector")
 VISION_MARKERS = ("visual", "vision_tower", "vision_model")
 _VISION = re.compile("|".join(VISION_MARKERS))
 LIST_LIMIT = 8
@@ -164,11 +163,23 @@ def _str(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-def excluder(exclude: Sequence[str]) -> Callable[[str], bool]:
+def exclusion_rules(source: ModelOptSource | None) -> dict[str, bool]:
+    """How the env's vLLM matches exclude entries (``legacy``, ``split`` for
+    :func:`pytest_vllm_env.modelopt_load.excluder`), as its ``modelopt.py`` says; without
+    it, as vLLM 0.26.0, where the rules were calibrated."""
+    known = source is not None and source.exclusion is not None
+    return {
+        "legacy": known and source.exclusion == "substring",  # type: ignore[union-attr]
+        "split": not known or source.splits_wildcards,  # type: ignore[union-attr]
+    }
+
+
+def excluder(exclude: Sequence[str], source: ModelOptSource | None = None) -> Callable[[str], bool]:
     """vLLM's exclusion rule for a checkpoint module name (fused layers decided on their
-    fused name, :mod:`pytest_vllm_env.modelopt_load`); a shard mismatch counts as excluded
-    here (``modelopt.tensors-complete`` reports it)."""
-    decide = load_excluder(exclude)
+    fused name, :mod:`pytest_vllm_env.modelopt_load`; the rules of the env's vLLM when its
+    ``source`` is given); a shard mismatch counts as excluded here
+    (``modelopt.tensors-complete`` reports it)."""
+    decide = load_excluder(exclude, **exclusion_rules(source))
 
     def excluded(prefix: str, modules: Mapping[str, object] | None = None) -> bool:
         try:
@@ -394,8 +405,7 @@ def tensors_complete(
             )
         )
     facts = LayerFacts(linear, scales or {}, samples or {})
-    legacy = source is not None and source.exclusion == "substring"
-    split = source is None or source.exclusion is None or source.splits_wildcards
+    rules = exclusion_rules(source)
     issues, quantized = judge_layers(
         facts,
         eff.algo,
@@ -403,13 +413,12 @@ def tensors_complete(
         rule.weight_dtypes,
         rule.required,
         UNQUANTIZED_DTYPES,
-        legacy=legacy,
-        split=split,
+        **rules,
     )
     issues += tied_extra + _scale_dtype_issues(facts.linear, rule)
-    issues += [] if legacy else _tied_lm_head_issues(ckpt, eff)
-    issues += _kv_issues(ckpt, eff)
-    stray = _unmatched_excludes(ckpt, eff)
+    issues += [] if rules["legacy"] else _tied_lm_head_issues(ckpt, eff, source)
+    issues += _kv_issues(ckpt, eff, source)
+    stray = _unmatched_excludes(ckpt, eff, source)
     if stray:
         example = next((m for m in sorted(linear) if not m.startswith("lm_head")), "")
         hint = (
@@ -528,7 +537,9 @@ def _scale_dtype_issues(
     return out
 
 
-def _unmatched_excludes(ckpt: Checkpoint, eff: QuantSettings) -> list[str]:
+def _unmatched_excludes(
+    ckpt: Checkpoint, eff: QuantSettings, source: ModelOptSource | None = None
+) -> list[str]:
     """Exclude entries that match no module of the checkpoint, as vLLM matches them, even
     allowing for the prefix renames vLLM's multimodal models apply (``model.visual.`` ->
     ``visual.``, ``model.language_model.`` -> ``language_model.model.``)."""
@@ -539,7 +550,7 @@ def _unmatched_excludes(ckpt: Checkpoint, eff: QuantSettings) -> list[str]:
         names.add(name.replace("model.language_model.", "language_model.model.", 1))
     out = []
     for entry in eff.exclude:
-        decide = load_excluder([entry])
+        decide = load_excluder([entry], **exclusion_rules(source))
         hit = False
         for name in names:
             try:
@@ -559,7 +570,9 @@ def _tied(ckpt: Checkpoint) -> bool:
     return bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
 
 
-def _tied_lm_head_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssue]:
+def _tied_lm_head_issues(
+    ckpt: Checkpoint, eff: QuantSettings, source: ModelOptSource | None = None
+) -> list[LayerIssue]:
     """A tied lm_head (no tensor of its own) that is not excluded: vLLM builds it FP8 and
     ties the BF16 embedding in, its scales never loaded. Measured on the H100 with vLLM
     0.26.0 (a tied ModelOpt 0.47 export): the first logits GEMM raises in
@@ -567,7 +580,7 @@ def _tied_lm_head_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssu
     left out of the exclude list loads instead and computes zeros (-log(vocab) everywhere)."""
     if not _tied(ckpt) or "weight" in ckpt.modules.get("lm_head", {}) or eff.algo != "FP8":
         return []
-    if excluder(eff.exclude)("lm_head"):
+    if excluder(eff.exclude, source)("lm_head"):
         return []
     return [
         LayerIssue(
@@ -582,13 +595,15 @@ def _tied_lm_head_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssu
     ]
 
 
-def _kv_issues(ckpt: Checkpoint, eff: QuantSettings) -> list[LayerIssue]:
+def _kv_issues(
+    ckpt: Checkpoint, eff: QuantSettings, source: ModelOptSource | None = None
+) -> list[LayerIssue]:
     """An FP8 KV cache whose scales are missing runs at scale 1.0 (vLLM logs "Using KV
     cache scaling factor 1.0 for fp8_e4m3"): measured on the H100 to load and match BF16
     on a tiny model, an accuracy risk on real ones."""
     if not eff.kv_cache_algo:
         return []
-    excluded = excluder(eff.exclude)
+    excluded = excluder(eff.exclude, source)
     missing = []
     for prefix in sorted(ckpt.modules):
         block, _, leaf = prefix.rpartition(".")
