@@ -149,10 +149,9 @@ def _background(work) -> None:
 def _checkpoints_to_load(config: pytest.Config, items: list[pytest.Item]) -> list[tuple[str, int]]:
     """(path, count) of each checkpoint the selected gpu tests load, in order, then the
     references (count 1); 0 means "as --vllm-fresh-process says"."""
-    from pytest_vllm_env.checkpoint import CheckpointNotFound, resolve
-    from pytest_vllm_env.plugin import state
+    from pytest_vllm_env.checkpoint import CheckpointNotFound
+    from pytest_vllm_env.plugins.modelopt import checkpoint_path
 
-    base = state(config)._base_for("modelopt_checkpoint")
     out: list[tuple[str, int]] = []
     seen: set[str] = set()
     for item in items:
@@ -160,17 +159,20 @@ def _checkpoints_to_load(config: pytest.Config, items: list[pytest.Item]) -> lis
         if spec is None or "vllm_checkpoint_runs" not in getattr(item, "fixturenames", ()):
             continue
         try:
-            path = str(resolve(spec, base)[0])
+            path = str(checkpoint_path(config, spec))
         except CheckpointNotFound:
             continue
         if path not in seen:
             seen.add(path)
             out.append((path, 0))
     if out:
-        rbase = Path(str(config.rootpath))
-        for ref in settings.get_list(config, "reference_checkpoint"):
-            out.append((str(rbase / ref), 1))
+        out += [(ref, 1) for ref in _reference_paths(config)]
     return out
+
+
+def _reference_paths(config: pytest.Config) -> list[str]:
+    base = Path(str(config.rootpath))
+    return [str(base / p) for p in settings.get_list(config, "reference_checkpoint")]
 
 
 @pytest.fixture(scope="session")
@@ -229,8 +231,7 @@ def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[gpu.Bin
 @pytest.fixture(scope="session")
 def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
     """Checkpoint dirs from --reference-checkpoint (relative to the rootdir)."""
-    base = Path(str(request.config.rootpath))
-    return [str(base / p) for p in settings.get_list(request.config, "reference_checkpoint")]
+    return _reference_paths(request.config)
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 _read: dict[tuple[str, Path], Checkpoint] = {}
 
 
+def checkpoint_path(config: pytest.Config, spec: str) -> Path:
+    """Where one ``--modelopt-checkpoint`` value is (relative to the invocation dir from
+    the command line, to the rootdir from an ini file); raises ``CheckpointNotFound``."""
+    from ..checkpoint import resolve
+    from ..plugin import state
+
+    return resolve(spec, state(config)._base_for("modelopt_checkpoint"))[0]
+
+
 @pytest.fixture(scope="session")
 def modelopt_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
     """One ``--modelopt-checkpoint`` (a :class:`pytest_vllm_env.checkpoint.Checkpoint`):
@@ -50,16 +59,13 @@ def modelopt_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
     from the safetensors headers; no weight bytes read. A spec that names nothing gives a
     checkpoint whose only fact is the problem (``modelopt.files-readable`` reports it).
     Skips with "no --modelopt-checkpoint given" when none was given."""
-    from ..checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint, resolve
+    from ..checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
 
     spec = getattr(request, "param", None)
     if spec is None:
         pytest.skip(NO_CHECKPOINT)
-    from ..plugin import state
-
-    base = state(request.config)._base_for("modelopt_checkpoint")
     try:
-        path, _how = resolve(spec, base)
+        path = checkpoint_path(request.config, spec)
     except CheckpointNotFound as exc:
         return Checkpoint.not_found(spec, str(exc))
     key = (spec, path)
