@@ -215,6 +215,17 @@ class PixiEnv:
         candidate = dist.location / relpath
         return candidate if _exists(candidate) else None
 
+    def package_text(self, dist_name: str, relpath: str) -> str | None:
+        """The text of :meth:`package_file` (undecodable bytes replaced); None when the
+        distribution, the file, or its reading fails."""
+        path = self.package_file(dist_name, relpath)
+        if path is None:
+            return None
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+
     @cached_property
     def manifest(self) -> Manifest | None:
         """The parsed Pixi manifest (:class:`pytest_vllm_env.pixi.Manifest`); None without

@@ -92,11 +92,7 @@ def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
     paths = []
     for raw in probes[:1]:
         paths = [p.strip('"') for p in raw.replace("NO_DEFAULT_PATH", "").split()]
-    vendored = env.package_file("torch", TORCH_FIND_CUDATOOLKIT)
-    try:
-        vendored_text = vendored.read_text(encoding="utf-8", errors="replace") if vendored else ""
-    except OSError:
-        vendored_text = ""
+    vendored_text = env.package_text("torch", TORCH_FIND_CUDATOOLKIT) or ""
     return TorchCudaCmake(
         path=path,
         wants_nvtoolsext="CUDA::nvToolsExt" in text,

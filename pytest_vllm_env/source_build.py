@@ -185,12 +185,8 @@ def _same(a: str, b: str) -> bool:
 
 def torch_scalar_types(env: PixiEnv) -> set[str] | None:
     """The scalar type names of the env's torch (``_(c10::X, Name)`` in ScalarType.h)."""
-    header = env.package_file("torch", TORCH_SCALAR_TYPES)
-    if header is None:
-        return None
-    try:
-        text = header.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    text = env.package_text("torch", TORCH_SCALAR_TYPES)
+    if text is None:
         return None
     return set(re.findall(r"_\(\s*[\w:<>]+\s*,\s*(\w+)\s*\)", text))
 
