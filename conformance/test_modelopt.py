@@ -25,12 +25,21 @@ def test_quant_algo_supported(modelopt_checkpoint, vllm_modelopt_source, vllm_en
 
 @pytest.mark.vllm_check("modelopt.tensors-complete")
 def test_tensors_complete(
-    modelopt_checkpoint, modelopt_scales, modelopt_weight_samples, vllm_modelopt_source, verdict
+    modelopt_checkpoint,
+    modelopt_scales,
+    modelopt_weight_samples,
+    vllm_modelopt_source,
+    vllm_kv_naming,
+    verdict,
 ):
     scales, _ = modelopt_scales
     verdict(
         modelopt.tensors_complete(
-            modelopt_checkpoint, scales, modelopt_weight_samples, vllm_modelopt_source
+            modelopt_checkpoint,
+            scales,
+            modelopt_weight_samples,
+            vllm_modelopt_source,
+            vllm_kv_naming,
         )
     )
 

@@ -37,6 +37,7 @@ from .modelopt_load import (
 )
 from .modelopt_load import excluder as load_excluder
 from .safetensors_header import TensorInfo
+from .vllm_kv_naming import VLLM_0_26, KvScaleNaming
 from .vllm_source import ModelOptSource, Registry
 
 UNQUANTIZED_DTYPES = frozenset({"BF16", "F16", "F32"})
@@ -368,6 +369,7 @@ def tensors_complete(
     scales: Mapping[str, Sequence[float]] | None = None,
     samples: Mapping[str, WeightSample] | None = None,
     source: ModelOptSource | None = None,
+    kv_naming: KvScaleNaming | None = None,
 ) -> Finding:
     """Every Linear holds what vLLM builds for it (fused layers, exclusions, scale shapes,
     dtypes), and the KV cache's scales, judged by what vLLM's loader then does: refuses
@@ -375,7 +377,8 @@ def tensors_complete(
     ``scales`` are the float scale values (``read_scales``), ``samples`` what sampled
     float weights of quantized modules say (``read_weight_samples``); ``source`` the env's
     vLLM ``modelopt.py`` facts, which say how that vLLM matches exclude entries (without
-    it: as vLLM 0.26.0, where the rules were calibrated)."""
+    it: as vLLM 0.26.0, where the rules were calibrated); ``kv_naming`` how that vLLM renames
+    KV-cache scales (``vllm_kv_naming``; without it: as vLLM 0.26.0)."""
     check = "modelopt.tensors-complete"
     if blocked := _skip_unreadable(check, ckpt, config=True, tensors=True):
         return blocked
@@ -417,7 +420,7 @@ def tensors_complete(
     )
     issues += tied_extra + _scale_dtype_issues(facts.linear, rule)
     issues += [] if rules["legacy"] else _tied_lm_head_issues(ckpt, eff, source)
-    issues += _kv_issues(ckpt, eff, source)
+    issues += _kv_issues(ckpt, eff, source, kv_naming)
     stray = _unmatched_excludes(ckpt, eff, source)
     if stray:
         example = next((m for m in sorted(linear) if not m.startswith("lm_head")), "")
@@ -498,6 +501,13 @@ FIXES = {
     "weight-dtype-rounded": "store the weights as F8_E4M3 from ModelOpt's own export",
     "weight-dtype-unread": "store the weights as F8_E4M3 from ModelOpt's own export",
     "scale-dtype": "store the scales in the dtype ModelOpt writes",
+    "kv-scale-unplaced": "name the KV-cache scales as ModelOpt's export does "
+    "(<layer>.self_attn.k_proj.k_scale, <layer>.self_attn.v_proj.v_scale) or as vLLM's "
+    "attention takes them (<layer>.self_attn.attn.k_scale), or drop them and set "
+    "kv_cache_quant_algo to null in both quant configs",
+    "kv-scale-dropped": "rename the KV-cache scales to a form the installed vLLM maps to the "
+    "attention layer (<layer>.self_attn.k_proj.k_scale, as ModelOpt's export writes them), "
+    "or upgrade vLLM to one whose loader maps this naming",
     "kv-scale-missing": "calibrate the KV cache (ModelOpt: quantize with a KV-cache config, "
     "e.g. FP8_KV_CFG merged into FP8_DEFAULT_CFG) and re-export, or set kv_cache_quant_algo "
     "to null in both quant configs to keep a BF16 KV cache",
@@ -595,39 +605,108 @@ def _tied_lm_head_issues(
     ]
 
 
+# What an attention layer takes from a checkpoint, and the tensors of a Linear (never KV scales)
+KV_LEAVES = ("k_scale", "v_scale", "kv_scale", "q_scale", "prob_scale")
+LINEAR_LEAVES = frozenset(
+    ("weight", "bias", "weight_scale", "input_scale", "weight_scale_2", "pre_quant_scale")
+)
+ATTENTION_SHARDS = ("k_proj", "v_proj", "qkv_proj")
+
+
 def _kv_issues(
-    ckpt: Checkpoint, eff: QuantSettings, source: ModelOptSource | None = None
+    ckpt: Checkpoint,
+    eff: QuantSettings,
+    source: ModelOptSource | None = None,
+    naming: KvScaleNaming | None = None,
 ) -> list[LayerIssue]:
-    """An FP8 KV cache whose scales are missing runs at scale 1.0 (vLLM logs "Using KV
-    cache scaling factor 1.0 for fp8_e4m3"): measured on the H100 to load and match BF16
-    on a tiny model, an accuracy risk on real ones."""
+    """Does every attention layer get its KV-cache scales? A scale reaches the layer only
+    under the name the env's vLLM renames it to (``naming``; vLLM 0.26.0's without it),
+    ``<block>.attn.k_scale``. On the H100, vLLM 0.26.0 refused names it cannot place
+    ("There is no module or parameter named ..."; ``k_proj.output_scale``: an
+    AttributeError), dropped silently those ending in ``.k_scale``/``.v_scale`` that land
+    elsewhere, and ran a layer without scales at 1.0 ("Using KV cache scaling factor 1.0":
+    it loads and matched BF16 on a tiny model, an accuracy risk on real ones). F3.9."""
     if not eff.kv_cache_algo:
         return []
+    naming = naming if naming is not None and naming.mode else VLLM_0_26
     excluded = excluder(eff.exclude, source)
+    blocks = sorted(
+        {p.rpartition(".")[0] for p in ckpt.modules if p.rpartition(".")[2] in ATTENTION_SHARDS}
+    )
+    blocks = [b for b in blocks if b and not _VISION.search(b)]  # towers: vision-tower's
+    if not blocks:
+        return []
+    targets = {f"{b}.attn.{leaf}": b for b in blocks for leaf in KV_LEAVES}
+    got: dict[str, set[str]] = {b: set() for b in blocks}
+    issues: list[LayerIssue] = []
+    refused, dropped = [], []
+    for prefix, leaves in ckpt.modules.items():
+        if _VISION.search(prefix):
+            continue
+        in_block = any(prefix == b or prefix.startswith(b + ".") for b in blocks)
+        for leaf in leaves:
+            if "scale" not in leaf or not (
+                leaf in KV_LEAVES or (in_block and leaf not in LINEAR_LEAVES)
+            ):
+                continue
+            name = f"{prefix}.{leaf}"
+            renamed = naming.rename(name)
+            block = targets.get(renamed)
+            if block is not None:
+                kind = renamed.rpartition(".")[2]
+                got[block] |= {"k_scale", "v_scale"} if leaf == "kv_scale" else {kind}
+            elif naming.mode == "per-model" or renamed.endswith(naming.ignored_suffixes):
+                dropped.append((name, renamed))
+            else:
+                refused.append((name, renamed))
+    for name, renamed in refused[:LIST_LIMIT]:
+        issues.append(
+            LayerIssue(
+                name.rpartition(".")[0],
+                "refuses",
+                "kv-scale-unplaced",
+                f"{name} is a KV-cache scale vLLM cannot place: its rename "
+                f"({naming.path}) gives {renamed!r}, which no layer has (vLLM 0.26.0 on the "
+                'H100: "There is no module or parameter named ...")',
+                name,
+            )
+        )
+    if dropped:
+        how = (
+            "dropped without a word"
+            if naming.mode == "central"
+            else 'dropped with vLLM\'s log line "kv_scale is not loaded"'
+        )
+        shown = _few([f"{n} -> {r}" for n, r in dropped])
+        issues.append(
+            LayerIssue(
+                dropped[0][0].rpartition(".")[0],
+                "cost",
+                "kv-scale-dropped",
+                f"{len(dropped)} KV-cache scale(s) land on no attention layer after vLLM's "
+                f"rename ({naming.path}) and are {how}: {shown}",
+                dropped[0][0],
+            )
+        )
     missing = []
-    for prefix in sorted(ckpt.modules):
-        block, _, leaf = prefix.rpartition(".")
-        if leaf != "k_proj":
+    for block in blocks:
+        if excluded(f"{block}.k_proj", ckpt.modules) or excluded(f"{block}.qkv_proj", ckpt.modules):
             continue
-        if excluded(prefix, ckpt.modules):
-            continue
-        leaves = set(ckpt.modules[prefix]) | set(ckpt.modules.get(f"{block}.v_proj", {}))
-        leaves |= set(ckpt.modules.get(block, {}))
-        lacks = [s for s in ("k_scale", "v_scale") if s not in leaves]
+        lacks = [s for s in ("k_scale", "v_scale") if s not in got[block]]
         if lacks:
             missing.append(f"{block} (no {', '.join(lacks)})")
-    if not missing:
-        return []
-    return [
-        LayerIssue(
-            missing[0],
-            "cost",
-            "kv-scale-missing",
-            f"kv_cache_quant_algo is {eff.kv_cache_algo} but {len(missing)} attention block(s) "
-            f"have no k_scale/v_scale, so vLLM runs their FP8 KV cache at scale 1.0 "
-            f"(uncalibrated): {_few(missing)}",
+    if missing:
+        issues.append(
+            LayerIssue(
+                missing[0],
+                "cost",
+                "kv-scale-missing",
+                f"kv_cache_quant_algo is {eff.kv_cache_algo} but {len(missing)} attention "
+                f"block(s) get no k_scale/v_scale, so vLLM runs their FP8 KV cache at scale "
+                f"1.0 (uncalibrated): {_few(missing)}",
+            )
         )
-    ]
+    return issues
 
 
 def _by_module(pairs: list[tuple[str, str]]) -> list[str]:
@@ -649,6 +728,13 @@ class Dims:
     head_dim: int
     intermediate: int | None
     vocab: int | None
+    q_gate: bool = False  # q_proj also holds the attention output gate: twice the rows
+
+
+# Qwen3-Next and Qwen3.5 gate the attention output from q_proj's extra half
+# (vLLM's Qwen3NextAttention: getattr(config, "attn_output_gate", True)); seen on a real
+# ModelOpt export of a tiny Qwen3.5 that vLLM 0.26.0 loaded on the H100
+GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
 
 
 def text_dims(config: Mapping[str, Any]) -> Dims | None:
@@ -662,13 +748,15 @@ def text_dims(config: Mapping[str, Any]) -> Dims | None:
         vocab = int(cfg["vocab_size"]) if cfg.get("vocab_size") else None
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
-    return Dims(hidden, heads, kv_heads, head_dim, inter, vocab)
+    kind = str(cfg.get("model_type") or config.get("model_type") or "")
+    gate = cfg.get("attn_output_gate", kind.startswith(GATED_ATTENTION_TYPES))
+    return Dims(hidden, heads, kv_heads, head_dim, inter, vocab, bool(gate))
 
 
 def expected_shapes(d: Dims) -> dict[str, tuple[int | None, int | None]]:
     """[out, in] of Llama/Qwen-style Linears (and the embedding), by module name."""
     return {
-        "q_proj": (d.heads * d.head_dim, d.hidden),
+        "q_proj": (d.heads * d.head_dim * (2 if d.q_gate else 1), d.hidden),
         "k_proj": (d.kv_heads * d.head_dim, d.hidden),
         "v_proj": (d.kv_heads * d.head_dim, d.hidden),
         "o_proj": (d.hidden, d.heads * d.head_dim),
@@ -1024,6 +1112,7 @@ def predict(
     samples: Mapping[str, WeightSample],
     archs: Iterable[Arch],
     archs_source: str,
+    kv_naming: KvScaleNaming | None = None,
 ) -> list[Finding]:
     """The toolchain tier's findings for ``ckpt`` (what ``gpu.prediction-agrees`` holds
     against the real load)."""
@@ -1032,7 +1121,7 @@ def predict(
         files_readable(ckpt),
         quant_config(ckpt),
         quant_algo_supported(ckpt, source, vllm_version),
-        tensors_complete(ckpt, scales, samples, source),
+        tensors_complete(ckpt, scales, samples, source, kv_naming),
         shapes_match_config(ckpt),
         scales_sane(ckpt, scales, unread),
         architecture_registered(ckpt, registry, vllm_version),

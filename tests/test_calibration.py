@@ -37,7 +37,9 @@ MEASURED = {name: expect for name, (_, expect) in variants.CORPUS.items()}
 EXPECT = dict(MEASURED, **{"lm-head-input-scale": "works", "lm-head-not-excluded": "refuses"})
 LEVEL = {"works": "works", "cost": "works", "wrong": "wrong", "refuses": "refuses"}
 SOURCE = parse_modelopt(modelopt_text(ALGOS_0_26))
-REGISTRY = parse_registry(registry_text(["LlamaForCausalLM"], [], {}))
+REGISTRY = parse_registry(
+    registry_text(["LlamaForCausalLM"], ["Qwen3_5ForConditionalGeneration"], {})
+)
 
 
 def predict(folder: Path) -> list:
@@ -70,6 +72,31 @@ def test_variant_predicted_as_vllm_did(tmp_path, name, export):
         assert warned, f"{name}: works at a cost, so a warning: {[f.summary for f in findings]}"
     if want == "works":
         assert not warned and not any(f.bad for f in findings), [f.summary for f in findings]
+
+
+# -- F3.9: where KV-cache scales land (real ModelOpt FP8+KV exports, fixtures/kv_exports.py) ----
+KV_EXPORTS = ["llama-kv-fp8", "qwen35vl-kv-fp8"]
+
+
+@pytest.mark.parametrize("name", list(variants.KV_CORPUS))
+@pytest.mark.parametrize("export", KV_EXPORTS)
+def test_kv_naming_predicted_as_vllm_did(tmp_path, name, export):
+    """Real vLLM 0.26.0 loaded each variant on the H100 and reported the scale every
+    attention layer ran with: the checkpoint's (works) or a refused load. Our verdict,
+    with 0.26.0's naming built in, must say the same, in the same tensor."""
+    src = REPO / "fixtures" / "modelopt_export" / export
+    folder = variants.make(name, src, tmp_path / name)
+    findings = predict(folder)
+    effect, checks, tensors = vllm_run.predicted_effect(findings)
+    want = variants.KV_CORPUS[name][1]
+    assert effect == LEVEL[want], (name, effect, [f.summary for f in findings if f.bad])
+    if want == "refuses":
+        assert checks == ["modelopt.tensors-complete"]
+        assert any(t and t.endswith(("k_proj.output_scale", "k_cache_scale")) for t in tensors)
+    else:
+        assert not any(f.bad or f.outcome == "warning" for f in findings), [
+            f.summary for f in findings if f.outcome != "passed"
+        ]
 
 
 def test_corpus_has_each_kind_of_outcome():

@@ -388,6 +388,7 @@ def modelopt_prediction(
     modelopt_checkpoint: Checkpoint,
     vllm_modelopt_source,
     vllm_model_registry,
+    vllm_kv_naming,
     modelopt_scales,
     modelopt_weight_samples,
     cuda_archs,
@@ -408,6 +409,7 @@ def modelopt_prediction(
         samples=modelopt_weight_samples,
         archs=cuda_archs,
         archs_source=cuda_archs_source,
+        kv_naming=vllm_kv_naming,
     )
 
 

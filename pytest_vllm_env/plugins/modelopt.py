@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from ..checkpoint import Checkpoint
     from ..env import PixiEnv
     from ..modelopt_load import WeightSample
+    from ..vllm_kv_naming import KvScaleNaming
     from ..vllm_source import ModelOptSource, Registry
 
 NO_CHECKPOINT = "no --modelopt-checkpoint given"
@@ -122,6 +123,34 @@ def vllm_modelopt_source(vllm_env: PixiEnv, vllm_fact_cache) -> ModelOptSource:
         [path],
     )
     return ModelOptSource.from_json(data)
+
+
+@pytest.fixture(scope="session")
+def vllm_kv_naming(vllm_env: PixiEnv, vllm_fact_cache) -> KvScaleNaming:
+    """How the env's vLLM renames a checkpoint's KV-cache scales before they reach the
+    attention layers (``vllm_kv_naming.parse``: its ``base_config.py``, ``models/utils.py``
+    and ``weight_utils.py`` read with ``ast``); ``.missing`` says why when it cannot be read,
+    and the checks then use vLLM 0.26.0's naming."""
+    from ..vllm_kv_naming import (
+        BASE_CONFIG_PY,
+        MODELS_UTILS_PY,
+        WEIGHT_UTILS_PY,
+        KvScaleNaming,
+        parse,
+    )
+
+    if vllm_env.dist("vllm") is None:
+        return KvScaleNaming("", None, missing=(f"vLLM is not installed in {vllm_env.prefix}",))
+    paths = [
+        vllm_env.package_file("vllm", p) for p in (BASE_CONFIG_PY, MODELS_UTILS_PY, WEIGHT_UTILS_PY)
+    ]
+    present = [p for p in paths if p is not None]
+    data = vllm_fact_cache.get(
+        "vllm-kv-naming",
+        lambda: parse(*(_text(p) if p is not None else None for p in paths)).to_json(),
+        present,
+    )
+    return KvScaleNaming.from_json(data)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ is not returned, so a second LLM() in the same process fails). In that one load 
   ``prompt_logprobs`` (perplexity, no reference needed);
 - when MODEL_DIR holds ``vllm_env_expect.json`` (``{"prompt_token_ids": [...],
   "expected_token_ids": [...]}``), generates from that prompt: a known answer;
+- reads the KV-cache scales each attention layer runs with (``kv_scales``);
 - on an exception, records the frame that raised it (file:line and its source line) and the
   tensor the loader was handling when the traceback shows one.
 Settings come from the environment: VLLM_ENV_PROBE_GPU_UTIL (default 0.25),
@@ -75,6 +76,19 @@ def _frame_of(exc):
         if tensor:
             break
     return where, tensor
+
+
+def _kv_scales(model):
+    """The KV-cache scales every attention layer runs with: {module name: [k, v]} (vLLM keeps
+    them as ``_k_scale_float``/``_v_scale_float`` after loading). 1.0 where a checkpoint's
+    scale never reached the layer (F3.9)."""
+    found = {}
+    for name, module in model.named_modules():
+        k = getattr(module, "_k_scale_float", None)
+        v = getattr(module, "_v_scale_float", None)
+        if isinstance(k, (int, float)) and isinstance(v, (int, float)):
+            found[name] = [float(k), float(v)]
+    return found
 
 
 def _top(logprobs_at):
@@ -157,6 +171,10 @@ try:
     out["quant_config"] = type(qc).__name__ if qc is not None else None
     out["kv_cache_dtype"] = str(getattr(getattr(vcfg, "cache_config", None), "cache_dtype", ""))
     out["vocab_size"] = vocab
+    try:  # one engine in this process (in-process V1): one answer
+        out["kv_scales"] = llm.apply_model(_kv_scales)[0]
+    except Exception as exc:
+        out["kv_scales_exception"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     kw = dict(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True, detokenize=False)
     t0 = time.monotonic()
     try:

@@ -30,6 +30,8 @@ run() {  # name, reference (or ""), checkpoint dirs...
   $PY scripts/device/corpus_table.py $OUT/corpus_$name.json $M/${name}_variants.json > $OUT/table_$name.md; cat $OUT/table_$name.md
 }
 cp $M/counting/variants.json $M/b_variants.json; cp $M/tied/variants.json $M/c_variants.json
-run b "$([ -d $M/counting-bf16 ] && echo $M/counting-bf16)" $M/counting/good $M/counting/input-scale-missing-alone $M/counting/bf16-dequantized $M/counting/zero-weight-scales $M/counting/scale-shape-out
-run c "" $M/tied/good $M/tied/lm-head-not-excluded $M/tied/lm-head-input-scale
+G=${GROUPS:-b c bench}  # which parts to run (GROUPS="b" for the counting model alone)
+[[ " $G " == *" b "* ]] && run b "$([ -d $M/counting-bf16 ] && echo $M/counting-bf16)" $M/counting/good $M/counting/input-scale-missing-alone $M/counting/bf16-dequantized $M/counting/zero-weight-scales $M/counting/scale-shape-out
+[[ " $G " == *" c "* ]] && run c "" $M/tied/good $M/tied/lm-head-not-excluded $M/tied/lm-head-input-scale
+[[ " $G " == *" bench "* ]] || exit 0
 R=$PWD; (mkdir -p /tmp/run && cd /tmp/run && $PY $R/benchmarks/gpu_tier.py $M/english-fp8 --vllm-env=$E --python=$E/bin/python --plugin --rounds ${ROUNDS:-2} --json $OUT/bench.json)
