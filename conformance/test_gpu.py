@@ -56,6 +56,12 @@ def test_vllm_known_answer(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
     verdict(vllm_run.vllm_known_answer(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path)))
 
 
+@pytest.mark.vllm_check("gpu.kv-scales-loaded")
+def test_vllm_kv_scales_loaded(modelopt_checkpoint, vllm_checkpoint_runs, modelopt_scales, verdict):
+    scales, _ = modelopt_scales
+    verdict(vllm_run.vllm_kv_scales(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path), scales))
+
+
 @pytest.mark.vllm_check("gpu.vllm-reference")
 def test_vllm_matches_reference(vllm_reference_verdict, verdict):
     verdict(vllm_reference_verdict)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pytest_vllm_env import defaults
@@ -368,6 +368,60 @@ def vllm_known_answer(run: ProbeResult, checkpoint: str) -> Finding:
         f"{checkpoint}: from {known.get('prompt')} it generated the known answer ({len(want)} "
         "tokens)",
         **known,
+    )
+
+
+def vllm_kv_scales(
+    run: ProbeResult, checkpoint: str, scales: Mapping[str, Sequence[float]]
+) -> Finding:
+    """gpu.kv-scales-loaded: the KV-cache scales vLLM's attention layers really run with (the
+    probe reads them after the load). A layer of an FP8 KV cache at exactly 1.0 runs
+    uncalibrated: the checkpoint's scales never reached it (F3.9, vLLM #54623) or it had none.
+    It loads and generates, at an accuracy cost: a warning. ``scales`` are the checkpoint's
+    float scale values (``read_scales``)."""
+    cid = "gpu.kv-scales-loaded"
+    if blocked := _loaded(cid, run, checkpoint):
+        return blocked
+    layers = run.data.get("kv_scales")
+    if not isinstance(layers, dict):
+        why = run.data.get("kv_scales_exception") or "the probe did not report them"
+        return skipped(cid, f"{checkpoint}: the attention layers' KV scales were not read ({why})")
+    dtype = str(run.data.get("kv_cache_dtype") or "")
+    if not dtype.startswith("fp8"):
+        return passed(
+            cid, f"{checkpoint}: the KV cache is {dtype or 'not quantized'}: no scales apply"
+        )
+    ckpt_kv = {
+        name: values
+        for name, values in scales.items()
+        if name.rpartition(".")[2] in ("k_scale", "v_scale", "kv_scale")
+    }
+    at_one = sorted(n for n, kv in layers.items() if list(kv) == [1.0, 1.0])
+    if not at_one:
+        shown = ", ".join(
+            f"{n} k={kv[0]:.4g} v={kv[1]:.4g}" for n, kv in sorted(layers.items())[:3]
+        )
+        return passed(
+            cid,
+            f"{checkpoint}: {len(layers)} attention layer(s) run the {dtype} KV cache with "
+            f"calibrated scales ({shown})",
+            layers=len(layers),
+        )
+    calibrated = any(v != 1.0 for values in ckpt_kv.values() for v in values)
+    cause = (
+        f"the checkpoint holds {len(ckpt_kv)} KV scale tensor(s) that never reached them"
+        if calibrated
+        else "the checkpoint holds no KV scales for them"
+    )
+    return warning(
+        cid,
+        f"{checkpoint}: {len(at_one)} of {len(layers)} attention layer(s) run the {dtype} KV "
+        f"cache at scale 1.0 (uncalibrated): {', '.join(at_one[:3])}; {cause}",
+        "see modelopt.tensors-complete for the names vLLM could not place; rename the KV "
+        "scales as ModelOpt writes them (<layer>.self_attn.k_proj.k_scale), or calibrate the "
+        "KV cache and re-export, or keep a BF16 KV cache (kv_cache_quant_algo null)",
+        layers_at_one=at_one[:50],
+        checkpoint_kv_scales=len(ckpt_kv),
     )
 
 

@@ -222,7 +222,7 @@ def test_no_gpu_skips_device_and_fp8_with_reason(pytester, env_builder, monkeypa
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi to fall back to
     standin_env(env_builder, torch={"devices": []})
     result = gpu_run(pytester, env_builder)
-    result.assert_outcomes(skipped=9)  # 3 torch/device checks, 6 per-checkpoint ones
+    result.assert_outcomes(skipped=10)  # 3 torch/device checks, 7 per-checkpoint ones
     result.stdout.fnmatch_lines(
         [
             "*[[]gpu.device-coverage] no GPU visible (neither the target env's torch nor*",
@@ -676,3 +676,49 @@ def test_raised_at_names_the_package_path():
     staged = dict(frame, file="/tmp/site/vllm/model_executor/parameter.py", line=309, code="")
     run = gpu.ProbeResult("vllm_generate.py", data={"exception_frame": staged})
     assert vllm_run.raised_at(run) == "vllm/model_executor/parameter.py:309"
+
+
+# -- gpu.kv-scales-loaded (F3.9): the scales vLLM's attention layers really run with ----------
+# what the probe read on the H100 (vLLM 0.26.0) from the real Qwen3.5 FP8+KV export
+H100_QWEN35_KV = {
+    "language_model.model.layers.3.self_attn.attn": [0.00762939453125, 0.0019683837890625]
+}
+
+
+def _kv_run(layers, dtype="fp8_e4m3"):
+    return gpu.ProbeResult(
+        "vllm_generate.py", data={"tokens": [1, 2], "kv_cache_dtype": dtype, "kv_scales": layers}
+    )
+
+
+def test_kv_scales_that_reached_the_layers_pass():
+    found = vllm_run.vllm_kv_scales(_kv_run(H100_QWEN35_KV), "q35", {})
+    assert found.outcome == "passed"
+    assert "1 attention layer(s) run the fp8_e4m3 KV cache with calibrated scales" in found.summary
+
+
+def test_kv_scales_dropped_by_the_loader_warn():
+    # vLLM #54623: the checkpoint ships calibrated scales, the layers run at 1.0
+    layers = dict(H100_QWEN35_KV, **{"language_model.model.layers.7.self_attn.attn": [1.0, 1.0]})
+    scales = {"model.language_model.layers.7.self_attn.k_scale": [0.01], "x.v_scale": [0.02]}
+    found = vllm_run.vllm_kv_scales(_kv_run(layers), "q35", scales)
+    assert found.outcome == "warning"
+    assert found.summary == (
+        "q35: 1 of 2 attention layer(s) run the fp8_e4m3 KV cache at scale 1.0 (uncalibrated): "
+        "language_model.model.layers.7.self_attn.attn; the checkpoint holds 2 KV scale "
+        "tensor(s) that never reached them"
+    )
+    assert "rename the KV scales as ModelOpt writes them" in found.fix
+
+
+def test_kv_scales_absent_from_the_checkpoint_warn_and_bf16_cache_passes():
+    found = vllm_run.vllm_kv_scales(_kv_run({"l.0.attn": [1.0, 1.0]}), "c", {})
+    assert found.outcome == "warning" and "holds no KV scales for them" in found.summary
+    assert (
+        vllm_run.vllm_kv_scales(_kv_run({"l.0.attn": [1.0, 1.0]}, "auto"), "c", {}).outcome
+        == "passed"
+    )
+    unread = gpu.ProbeResult(
+        "vllm_generate.py", data={"tokens": [1], "kv_scales_exception": "E: x"}
+    )
+    assert vllm_run.vllm_kv_scales(unread, "c", {}).outcome == "skipped"
