@@ -271,7 +271,7 @@ def test_torch_extension_without_ninja_names_the_package(pytester, torch_env):
         [
             "*[[]build.torch-extension] FAILED: torch 2.11.0+cu130 could not build an extension "
             "for sm_90: RuntimeError: Ninja is required to load C++ extensions*",
-            "*fix: add `ninja = \"[*]\"` to [[]dependencies] in pixi.toml*",
+            '*fix: add `ninja = "[*]"` to [[]dependencies] in pixi.toml*',
         ]
     )
 
