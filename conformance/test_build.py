@@ -18,7 +18,9 @@ def test_nvcc_builds_for_each_arch(vllm_env, cuda_toolkit, cuda_archs, request, 
     from pytest_vllm_env.plugins.cuda import _timeout
 
     timeout = _timeout(request.config)
-    verdict([build.nvcc_kernel(cuda_toolkit, a, tmp_path / a.sm, timeout) for a in cuda_archs])
+    verdict(
+        [build.nvcc_kernel(vllm_env, cuda_toolkit, a, tmp_path / a.sm, timeout) for a in cuda_archs]
+    )
 
 
 @pytest.mark.vllm_check("build.torch-extension")
@@ -29,9 +31,7 @@ def test_torch_extension_builds_for_each_arch(vllm_env, cuda_archs, torch_extens
     if vllm_env.dist("torch") is None:
         verdict(F.skipped("build.torch-extension", f"torch is not installed in {vllm_env.prefix}"))
         return
-    verdict(
-        [build.torch_extension(torch_extension_build(a), a, vllm_env.python) for a in cuda_archs]
-    )
+    verdict([build.torch_extension(vllm_env, torch_extension_build(a), a) for a in cuda_archs])
 
 
 # build tier only (it compiles), though it needs a GPU: `-m gpu` must not start a compile

@@ -19,14 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import proc
+from . import fixes, proc
 from .archs import Arch
 from .cuda import ARCH_LAST_MAJOR, ToolkitFacts, min_toolkit_for
 from .elf import ElfError
 from .fatbin import FatbinError, describe, read_images
 from .findings import Finding, error, failed, passed, skipped
 from .gpu import ProbeResult
+
+if TYPE_CHECKING:
+    from .env import PixiEnv
 
 KERNEL = """\
 __global__ void add_one(float *x, int n) {
@@ -67,7 +71,9 @@ def build_nvcc(t: ToolkitFacts) -> tuple[Path | None, str]:
     return t.nvcc_on_path, "nvcc on the activated PATH"
 
 
-def sass_finding(cid: str, label: str, so: Path, arch: Arch, **evidence: object) -> Finding:
+def sass_finding(
+    env: PixiEnv, cid: str, label: str, so: Path, arch: Arch, **evidence: object
+) -> Finding:
     """Does the built ``so`` hold SASS for exactly ``arch`` (what a GPU of it will run)?"""
     try:
         images = read_images(so)
@@ -75,7 +81,9 @@ def sass_finding(cid: str, label: str, so: Path, arch: Arch, **evidence: object)
         return error(
             cid,
             f"{label}: the built {so.name} cannot be read: {exc}",
-            "rebuild; if it repeats, the toolchain writes broken objects: reinstall cuda-nvcc",
+            "rebuild; if it repeats, the toolchain writes broken objects: reinstall it ("
+            + fixes.reinstall(env, "cuda-nvcc")
+            + ")",
             **evidence,
         )
     held = describe(images)
@@ -92,28 +100,36 @@ def sass_finding(cid: str, label: str, so: Path, arch: Arch, **evidence: object)
     return failed(
         cid,
         f"{label} for {arch.sm}: built, but holds no SASS {arch.sm} ({held})",
-        "something rewrites the arch flags: check NVCC_APPEND_FLAGS / NVCC_PREPEND_FLAGS and "
-        "CUDAARCHS in [activation.env] and etc/conda/activate.d, and TORCH_CUDA_ARCH_LIST",
+        "something rewrites the arch flags: check NVCC_APPEND_FLAGS / NVCC_PREPEND_FLAGS, "
+        f"CUDAARCHS and TORCH_CUDA_ARCH_LIST in {fixes.activation_place(env)} and the env's "
+        "etc/conda/activate.d scripts",
         holds=held,
         **evidence,
     )
 
 
-def _unsupported_fix(arch: Arch, version: str | None, where: str) -> str:
+def _toolkit(env: PixiEnv, mm: str) -> str:
+    return fixes.add(
+        env,
+        fixes.Package("cuda-version", f"{mm}.*"),
+        fixes.Package("cuda-nvcc", f"{mm}.*"),
+        verb="set",
+    )
+
+
+def _unsupported_fix(env: PixiEnv, arch: Arch, version: str | None, where: str) -> str:
     """The manifest line for an arch nvcc refused: too new for it, or dropped by it."""
     last = ARCH_LAST_MAJOR.get(arch.cc)
     major = int(version.split(".")[0]) if version and version[0].isdigit() else None
     if last is not None and (major is None or major > last):
         return (
-            f"CUDA {last + 1} and later cannot build {arch.sm}: pin `cuda-version = "
-            f'"{last}.*"` (and `cuda-nvcc`) in [dependencies] in pixi.toml, or drop {arch.cc} '
-            "from --cuda-arch / TORCH_CUDA_ARCH_LIST"
+            f"CUDA {last + 1} and later cannot build {arch.sm}: {_toolkit(env, str(last))}, or "
+            f"drop {arch.cc} from --cuda-arch / TORCH_CUDA_ARCH_LIST"
         )
     need = min_toolkit_for(arch) or "?"
     return (
-        f"{where} is CUDA {version or '?'}; {arch.sm} needs CUDA >= {need}: set "
-        f'`cuda-version = "{need}.*"` (and `cuda-nvcc = "{need}.*"`) or newer in '
-        "[dependencies] in pixi.toml"
+        f"{where} is CUDA {version or '?'}; {arch.sm} needs CUDA >= {need} (or newer): "
+        + _toolkit(env, need)
     )
 
 
@@ -129,7 +145,9 @@ def compile_kernel(
     return proc.run(argv, env=dict(environ), cwd=workdir, timeout=timeout)
 
 
-def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> Finding:
+def nvcc_kernel(
+    env: PixiEnv, t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float
+) -> Finding:
     """build.nvcc-kernel: the tiny kernel compiles for ``arch`` and holds its SASS."""
     cid = "build.nvcc-kernel"
     nvcc, how = build_nvcc(t)
@@ -139,8 +157,9 @@ def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> F
             f"no nvcc to build with: {how} does not exist"
             if "CUDA_HOME" in how
             else "no nvcc on the activated PATH",
-            "add `cuda-nvcc` to [dependencies] in pixi.toml and set `CUDA_HOME = "
-            '"${CONDA_PREFIX}"` in [activation.env]',
+            fixes.add(env, fixes.Package("cuda-nvcc"))
+            + "; "
+            + fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}"),
         )
     result = compile_kernel(nvcc, arch, workdir, t.environ, timeout)
     cmd = " ".join(result.argv)
@@ -148,8 +167,8 @@ def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> F
         return error(
             cid,
             f"{nvcc} did not build the kernel for {arch.sm}: {result.describe()}",
-            "run the command by hand in `pixi shell`; raise --cuda-tool-timeout if it was "
-            "only slow",
+            f"run the command by hand in {fixes.shell(env)}; raise --cuda-tool-timeout if it "
+            "was only slow",
             command=cmd,
         )
     if not result.ok:
@@ -161,7 +180,7 @@ def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> F
                 cid,
                 f"{nvcc} cannot build for {arch.sm}: "
                 + next(line for line in text.splitlines() if match.group(0) in line).strip(),
-                _unsupported_fix(arch, version, str(nvcc)),
+                _unsupported_fix(env, arch, version, str(nvcc)),
                 command=cmd,
             )
         header = _MISSING_HEADER.search(text)
@@ -171,8 +190,8 @@ def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> F
             return failed(
                 cid,
                 f"{nvcc} cannot build a 5-line kernel for {arch.sm}: {name} is not in the env",
-                f"add `{package}` to [dependencies] in pixi.toml (the nvcc package alone "
-                "brings no runtime headers)",
+                fixes.add(env, fixes.Package(package))
+                + " (the nvcc package alone brings no runtime headers)",
                 command=cmd,
                 output=text[-1500:],
             )
@@ -180,12 +199,14 @@ def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> F
             cid,
             f"{nvcc} failed to build a 5-line kernel for {arch.sm}: "
             + (text.splitlines()[-1] if text else f"exit {result.returncode}"),
-            "the host compiler or headers are broken: add `cxx-compiler` (gcc <= the max "
-            "your CUDA supports) to [dependencies], and read the output in the evidence",
+            "the host compiler or headers are broken: "
+            + fixes.add(env, fixes.Package("cxx-compiler"))
+            + " (gcc <= the max your CUDA supports), and read the output in the evidence",
             command=cmd,
             output=text[-1500:],
         )
     return sass_finding(
+        env,
         cid,
         f"a kernel from {nvcc} ({how})",
         workdir / f"add_one_{arch.sm}.so",
@@ -195,7 +216,7 @@ def nvcc_kernel(t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float) -> F
     )
 
 
-def torch_extension(probe: ProbeResult, arch: Arch, python: str | Path) -> Finding:
+def torch_extension(env: PixiEnv, probe: ProbeResult, arch: Arch) -> Finding:
     """build.torch-extension: cpp_extension built the tiny extension for ``arch`` (the
     probe's JSON) and the ``.so`` holds SASS for it."""
     cid = "build.torch-extension"
@@ -204,11 +225,12 @@ def torch_extension(probe: ProbeResult, arch: Arch, python: str | Path) -> Findi
             cid,
             f"the build probe did not complete for {arch.sm}: {probe.problem}",
             "raise --build-timeout if it was only slow (the first build compiles torch "
-            "headers: minutes); else run probes/build_ext.py by hand in `pixi shell`",
+            f"headers: minutes); else run probes/build_ext.py by hand in {fixes.shell(env)}",
             output=probe.output_tail[-1500:],
         )
     d = probe.data
     if d.get("torch") is None:
+        python = env.python or env.prefix / "bin" / "python"
         return skipped(cid, f"torch is not installed in the env ({python} cannot import it)")
     exc = str(d.get("exception") or "")
     if not d.get("so"):
@@ -216,13 +238,14 @@ def torch_extension(probe: ProbeResult, arch: Arch, python: str | Path) -> Findi
         text = exc + "\n" + log
         match = _UNSUPPORTED.search(text)
         if "Ninja is required" in exc:
-            fix = "add `ninja` to [dependencies] in pixi.toml (torch.utils.cpp_extension needs it)"
+            fix = fixes.add(env, fixes.Package("ninja")) + " (torch.utils.cpp_extension needs it)"
         elif match:
-            fix = _unsupported_fix(arch, d.get("nvcc_version"), "the nvcc torch uses")
+            fix = _unsupported_fix(env, arch, d.get("nvcc_version"), "the nvcc torch uses")
         elif "CUDA_HOME" in exc or "nvcc" in exc and "not found" in exc:
             fix = (
-                'set `CUDA_HOME = "${CONDA_PREFIX}"` in [activation.env] and add '
-                "`cuda-nvcc` to [dependencies] in pixi.toml"
+                fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}")
+                + "; "
+                + fixes.add(env, fixes.Package("cuda-nvcc"))
             )
         elif "Unknown CUDA arch" in exc:
             fix = (
@@ -241,6 +264,7 @@ def torch_extension(probe: ProbeResult, arch: Arch, python: str | Path) -> Findi
             log=log[-1500:],
         )
     return sass_finding(
+        env,
         cid,
         f"a torch {d['torch']} extension",
         Path(d["so"]),

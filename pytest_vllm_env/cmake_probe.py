@@ -72,7 +72,7 @@ endforeach()
 file(WRITE "${{CMAKE_BINARY_DIR}}/probe.cc" "int vllm_env_probe() {{ return 0; }}\\n")
 add_library(vllm_env_probe SHARED "${{CMAKE_BINARY_DIR}}/probe.cc")
 target_link_libraries(vllm_env_probe PRIVATE
-  torch ${{TORCH_LIBRARIES}} CUDA::cudart CUDA::cuda_driver)
+  torch {torch_libraries}CUDA::cudart CUDA::cuda_driver)
 """
 
 TORCH_BLOCK = """\
@@ -129,9 +129,12 @@ def run_probe(
     *,
     config: TorchCMake | None = None,
     timeout: float = CMAKE_TIMEOUT,
+    torch_libraries: bool = True,
 ) -> ProbeResult:
     """Configure the probe project with ``cmake`` under the env's activation variables: a
-    vLLM-like project when ``config`` has a TorchConfig.cmake, else the FindCUDAToolkit one."""
+    vLLM-like project when ``config`` has a TorchConfig.cmake, else the FindCUDAToolkit one.
+    ``torch_libraries=False``: link the ``torch`` target without ``${TORCH_LIBRARIES}``, as
+    vLLM 0.4.1-0.5.3 do (``torch_cmake.read_vllm_links``)."""
     if cmake is None:
         return ProbeResult("", False, skipped_why="no cmake on the activated PATH")
     extra: list[str] = []
@@ -140,7 +143,10 @@ def run_probe(
         text = (
             "cmake_minimum_required(VERSION 3.18)\nproject(vllm_env_probe LANGUAGES C CXX)\n"
             + VLLM_BLOCK.format(
-                config_dir=config.config.parent, mark=MARK, targets=" ".join(ALL_TARGETS)
+                config_dir=config.config.parent,
+                mark=MARK,
+                targets=" ".join(ALL_TARGETS),
+                torch_libraries="${TORCH_LIBRARIES} " if torch_libraries else "",
             )
             + FOUND_LINES.format(mark=MARK)
         )

@@ -25,6 +25,8 @@ The API, for checks::
     fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}")
     fixes.deps_place(env)            # "[dependencies] in pixi.toml" (for free-form text)
     fixes.install_env(env)           # "run `pixi install -e cuda --manifest-path ...`"
+    fixes.reinstall(env, "cuda-nvtx-dev")   # "run `pixi reinstall ...`", conda/pip alike
+    fixes.shell(env)                 # "`pixi shell -e cuda`": where to run a command by hand
     fixes.env_not_installed(manifest, "cuda", prefix)   # the message when the env is absent
 
 :func:`add` answers "run ``pixi install -e NAME``" instead of "add the line" when the
@@ -261,6 +263,34 @@ def install_env(env: PixiEnv) -> str:
     if kind == "conda":
         return f"recreate the env from its environment.yml (`conda env update -p {env.prefix}`)"
     return f"reinstall the venv's requirements (`{env.prefix}/bin/python -m pip install -r ...`)"
+
+
+def reinstall(env: PixiEnv, name: str, *, pypi: bool = False) -> str:
+    """The command that reinstalls one installed package (its files are damaged or missing):
+    ``pixi reinstall`` for a Pixi env, ``conda install --force-reinstall`` for a conda prefix,
+    ``pip install --force-reinstall`` for a PyPI package or a venv."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        where = f" --manifest-path {env.manifest_path}" if env.manifest_path else ""
+        return f"`pixi reinstall -e {env.name or 'default'}{where} {name}`"
+    if kind == "conda" and not pypi:
+        return f"`conda install -p {env.prefix} -c conda-forge --force-reinstall {name}`"
+    if kind == "venv" and not pypi and name not in PYPI_EQUIVALENT:
+        return f"reinstall the system CUDA toolkit's {name} part (a pip venv has no conda packages)"
+    python = env.python or env.prefix / "bin" / "python"
+    return f"`{python} -m pip install --force-reinstall {PYPI_EQUIVALENT.get(name, name)}`"
+
+
+def shell(env: PixiEnv) -> str:
+    """Where to run a command by hand with the env activated, as a build would:
+    ``pixi shell -e NAME``, ``conda activate PREFIX``, ``source PREFIX/bin/activate``."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        where = f" --manifest-path {env.manifest_path}" if env.manifest_path else ""
+        return f"`pixi shell -e {env.name or 'default'}{where}`"
+    if kind == "conda":
+        return f"`conda activate {env.prefix}`"
+    return f"`source {env.prefix}/bin/activate`"
 
 
 def env_not_installed(manifest: Path, name: str, prefix: Path) -> str:

@@ -50,6 +50,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import fixes
 from .cuda import ToolkitFacts, _ver
 from .env import PixiEnv
 from .findings import Finding, failed, passed, skipped
@@ -263,6 +264,75 @@ def _target_links(text: str) -> dict[str, list[str]]:
     return result
 
 
+# -- what the vLLM being built links --------------------------------------------------------
+DEFAULT_LINKS_WHY = (
+    "vLLM links into its C++-only extension (`_core_C`, `cumem_allocator`...: every release "
+    "since 0.5.4; 0.4.1 to 0.5.3 linked the `torch` target only; pass --vllm-source to read it)"
+)
+
+
+@dataclass(frozen=True)
+class VllmLinks:
+    """Whether the vLLM being built links ``${TORCH_LIBRARIES}`` (where torch 2.0-2.4 put
+    ``${LIBNVTOOLSEXT}`` and ``${CUDA_NVRTC_LIB}``, and 2.5-2.7 ``torch::nvtoolsext``), and
+    why. vLLM's first CMake build linked it into every extension; vLLM #3698 (0.4.1) linked
+    the ``torch`` target instead and kept ``${TORCH_LIBRARIES}`` for non-CUDA languages only
+    (``cmake/utils.cmake``: "Don't use TORCH_LIBRARIES for CUDA"); ``_core_C`` (0.5.4,
+    ``LANGUAGE CXX``) and later ``cumem_allocator`` brought it back into CUDA builds. Read
+    from the vLLM 0.4.1 to 0.10.1 sdists."""
+
+    torch_libraries: bool = True
+    why: str = DEFAULT_LINKS_WHY
+
+
+def read_vllm_links(root: Path | None) -> VllmLinks:
+    """What ``root``'s ``CMakeLists.txt`` and ``cmake/utils.cmake`` link, for a CUDA build;
+    the default (``${TORCH_LIBRARIES}`` linked) when ``root`` is None or not a CMake tree."""
+    if root is None:
+        return VllmLinks()
+    cml = _strip_cmake_comments(_read(_existing(root / "CMakeLists.txt")))
+    utils = _strip_cmake_comments(_read(_existing(root / "cmake" / "utils.cmake")))
+    if not cml and not utils:
+        return VllmLinks(True, f"vLLM may link ({root} has no CMakeLists.txt: read nothing)")
+    links = [
+        m.group(0)
+        for m in re.finditer(r"target_link_libraries\s*\([^)]*\)", cml + "\n" + utils)
+        if "${TORCH_LIBRARIES}" in m.group(0)
+    ]
+    if not links:
+        return VllmLinks(
+            False,
+            f"the vLLM in {root} does not link (its extensions link the `torch` target only, "
+            "vLLM #3698)",
+        )
+    guarded = re.search(
+        r'if\s*\(\s*GPU_LANGUAGE\s+STREQUAL\s+"CUDA"\s*\)(?:(?!endfunction).)*?'
+        r"else\s*\(\s*\)\s*target_link_libraries\s*\([^)]*\$\{TORCH_LIBRARIES\}",
+        utils,
+        re.S,
+    )
+    if guarded and len(links) == 1:
+        cxx = re.search(
+            r"define_gpu_extension_target\s*\(\s*(\w+)[^)]*?\bLANGUAGE\s+CXX\b", cml, re.S
+        )
+        if cxx is None:
+            return VllmLinks(
+                False,
+                f"the vLLM in {root} links only for non-CUDA extensions (cmake/utils.cmake: "
+                '"Don\'t use TORCH_LIBRARIES for CUDA"), and its CMakeLists.txt defines none',
+            )
+        return VllmLinks(
+            True,
+            f"the vLLM in {root} links into its C++-only extension `{cxx.group(1)}` "
+            "(CMakeLists.txt: LANGUAGE CXX)",
+        )
+    return VllmLinks(True, f"the vLLM in {root} links into its extensions")
+
+
+def _strip_cmake_comments(text: str) -> str:
+    return re.sub(r"(?m)#.*$", "", text)
+
+
 # -- prediction -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Blocker:
@@ -293,6 +363,9 @@ class ConfigPrediction:
     targets: dict[str, str] = field(default_factory=dict)  # CUDA:: targets torch's run creates
     needed: dict[str, str] = field(default_factory=dict)  # CUDA::X -> which torch target needs it
     searched: dict[str, list[str]] = field(default_factory=dict)
+    torch_libraries: bool = True  # the vLLM being built links ${TORCH_LIBRARIES}
+    torch_libraries_why: str = ""
+    cmake_prefix: str | None = None  # the cmake's own install prefix (searched by find_library)
 
     @property
     def ok(self) -> bool:
@@ -336,12 +409,20 @@ def predict_config(
     *,
     system_lib_dirs: tuple[str, ...] = SYSTEM_LIB_DIRS,
     system_include_dirs: tuple[str, ...] = SYSTEM_INCLUDE_DIRS,
+    cmake: Path | None = None,
+    vllm: VllmLinks | None = None,
 ) -> ConfigPrediction:
-    """Walk torch's CMake config for a vLLM consumer; see the module docstring for the order."""
+    """Walk torch's CMake config for a vLLM consumer; see the module docstring for the order.
+    ``cmake`` is the cmake the build runs (its install prefix is a find_library dir); ``vllm``
+    what the vLLM being built links (:func:`read_vllm_links`; default: ``${TORCH_LIBRARIES}``
+    too, as every vLLM since 0.5.4 does)."""
     environ = t.environ
     presets = cmake_args(environ)
     out = ConfigPrediction(torch.version)
-    act = _activation_table(env)
+    vllm = vllm or VllmLinks()
+    out.torch_libraries, out.torch_libraries_why = vllm.torch_libraries, vllm.why
+    cmake_prefix = cmake_install_prefix(cmake)
+    out.cmake_prefix = str(cmake_prefix) if cmake_prefix else None
     path_prefixes = _path_prefixes(environ)
     # 1. torch's old FindCUDA
     root = presets.get("CUDA_TOOLKIT_ROOT_DIR") or _legacy_root(environ)
@@ -378,14 +459,17 @@ def predict_config(
             targets_inc = t.prefix / "targets/x86_64-linux/include"
             if "CUDA_INCLUDE_DIRS" in missing and (targets_inc / "device_functions.h").is_file():
                 fix = (
-                    f'set `CUDA_INC_PATH = "${{CONDA_PREFIX}}/targets/x86_64-linux"` in {act} '
-                    "(torch's FindCUDA looks for device_functions.h in $CUDA_INC_PATH/include; "
+                    fixes.set_var(env, "CUDA_INC_PATH", "${CONDA_PREFIX}/targets/x86_64-linux")
+                    + " (torch's FindCUDA looks for device_functions.h in $CUDA_INC_PATH/include; "
                     "a conda-forge toolkit has no headers in $CONDA_PREFIX/include)"
                 )
             elif root is None:
-                fix = f"add `cuda-nvcc` to {_deps_table(env)} (no nvcc on PATH or in $CUDA_PATH)"
+                fix = (
+                    fixes.add(env, fixes.Package("cuda-nvcc", f"{_mm(t)}.*"))
+                    + " (no nvcc on PATH or in $CUDA_PATH)"
+                )
             else:
-                fix = f"add `cuda-cudart-dev` to {_deps_table(env)}"
+                fix = fixes.add(env, fixes.Package("cuda-cudart-dev", f"{_mm(t)}.*"))
             out.block(
                 Blocker(
                     "caffe2-cuda",
@@ -408,8 +492,9 @@ def predict_config(
                     "CMakeDetermineCUDACompiler: Couldn't find CUDA library root.",
                     f"enable_language(CUDA) needs {top}/nvvm/libdevice next to nvcc; it is "
                     "missing (an nvcc without its nvvm part)",
-                    f"install the whole compiler: `cuda-nvcc` in {_deps_table(env)} brings "
-                    "nvvm/ with it (a bare nvcc binary or a partial toolkit does not)",
+                    "install the whole compiler (the `cuda-nvcc` package brings nvvm/ with it; a "
+                    "bare nvcc binary or a partial toolkit does not): "
+                    + fixes.add(env, fixes.Package("cuda-nvcc", f"{_mm(t)}.*")),
                 )
             )
         nvcc_libs = list(t.nvcc.libraries) if t.nvcc else []
@@ -426,7 +511,8 @@ def predict_config(
                     "file failed (ld: cannot find -lcudadevrt / -lcudart_static)",
                     f"enable_language(CUDA) links its test with nvcc's -L dirs "
                     f"({', '.join(nvcc_libs)}), which hold no {', '.join(missing_static)}",
-                    f"add `cuda-cudart-static` (or `cuda-cudart-dev`) to {_deps_table(env)}",
+                    fixes.add(env, fixes.Package("cuda-cudart-static", f"{_mm(t)}.*"))
+                    + " (or `cuda-cudart-dev`, which depends on it)",
                 )
             )
         out.not_modelled.append(
@@ -445,11 +531,12 @@ def predict_config(
                 f"torch {torch.version}'s CMake runs no find_package(CUDAToolkit), so no CUDA:: "
                 "target exists for vLLM's extensions",
                 f"install the torch the vLLM tag pins (torch {torch.version} predates vLLM's "
-                "CMake build, which starts with torch 2.1)",
+                "CMake build, which starts with torch 2.1): "
+                + fixes.add(env, fixes.Package("torch", ">=2.1", pypi=True), verb="set"),
             ),
             configure=False,
         )
-        _libnvtoolsext(out, env, t, torch, root, path_prefixes, system_lib_dirs)
+        _libnvtoolsext(out, env, t, torch, root, presets, cmake_prefix, system_lib_dirs)
         return out
     # 3. find_package(CUDAToolkit REQUIRED), torch's bundled copy or CMake's own; the
     # CUDA:: targets vLLM links come from it either way.
@@ -464,12 +551,16 @@ def predict_config(
             else f"CMake {cmake_version}'s FindCUDAToolkit"
         )
         inc = t.prefix / "targets/x86_64-linux/include"
-        fix = f"add `cuda-cudart-dev` to {_deps_table(env)}"
+        fix = fixes.add(env, fixes.Package("cuda-cudart-dev", f"{_mm(t)}.*"))
         if "CUDAToolkit_INCLUDE_DIR" in pred.why_not_found and (inc / "cuda_runtime.h").is_file():
             fix = (
-                f'set `CMAKE_ARGS = "-DCUDAToolkit_INCLUDE_DIR=${{CONDA_PREFIX}}/'
-                f'targets/x86_64-linux/include"` in {act} (vLLM >= 0.13 passes CMAKE_ARGS to '
-                f"cmake; {which} looks only in {pred.root}/include)"
+                fixes.set_var(
+                    env,
+                    "CMAKE_ARGS",
+                    "-DCUDAToolkit_INCLUDE_DIR=${CONDA_PREFIX}/targets/x86_64-linux/include",
+                )
+                + f" (vLLM >= 0.13 passes CMAKE_ARGS to cmake; {which} looks only in "
+                f"{pred.root}/include)"
             )
         out.block(
             Blocker(
@@ -514,7 +605,7 @@ def predict_config(
             )
     # 5. generate time: what vLLM links, through torch's link interfaces
     start = ["torch"]
-    if torch.nvtoolsext_in_torch_libraries and not pred_nvtx3_found(torch):
+    if torch.nvtoolsext_in_torch_libraries and out.torch_libraries and not pred_nvtx3_found(torch):
         start.append("torch::nvtoolsext")  # TorchConfig: if(TARGET torch::nvtoolsext) append
     needed = torch.closure(start)
     needed.update({"CUDA::cudart": "", "CUDA::cuda_driver": ""})
@@ -547,7 +638,7 @@ def predict_config(
             ),
             configure=False,
         )
-    if torch.nvrtc_in_torch_libraries and "CUDA::nvrtc" not in out.targets:
+    if out.torch_libraries and torch.nvrtc_in_torch_libraries and "CUDA::nvrtc" not in out.targets:
         out.block(
             Blocker(
                 "notfound:CUDA_nvrtc_LIBRARY",
@@ -555,11 +646,11 @@ def predict_config(
                 "NOTFOUND: CUDA_nvrtc_LIBRARY",
                 "TorchConfig.cmake puts ${CUDA_NVRTC_LIB} into TORCH_LIBRARIES, which vLLM's "
                 "C++ extension links; no unversioned libnvrtc.so was found",
-                f'add `cuda-nvrtc-dev = "{_mm(t)}.*"` to {_deps_table(env)}',
+                fixes.add(env, fixes.Package("cuda-nvrtc-dev", f"{_mm(t)}.*")),
             ),
             configure=False,
         )
-    _libnvtoolsext(out, env, t, torch, root, path_prefixes, system_lib_dirs)
+    _libnvtoolsext(out, env, t, torch, root, presets, cmake_prefix, system_lib_dirs)
     return out
 
 
@@ -569,32 +660,127 @@ def _libnvtoolsext(
     t: ToolkitFacts,
     torch: TorchCMake,
     root: str | None,
-    path_prefixes: list[str],
+    presets: dict[str, str],
+    cmake_prefix: Path | None,
     system_lib_dirs: tuple[str, ...],
 ) -> None:
-    """F1.1: ``find_library(LIBNVTOOLSEXT libnvToolsExt.so PATHS ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``
-    (CMake's default dirs, then ``lib64``), put into ``TORCH_LIBRARIES`` by torch 2.0-2.4."""
+    """F1.1 (vllm#3673): ``find_library(LIBNVTOOLSEXT libnvToolsExt.so PATHS
+    ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``, put into ``TORCH_LIBRARIES`` by torch 2.0-2.4's
+    TorchConfig.cmake. A conda toolkit has ``lib/``, no ``lib64/``; and on Linux CMake does not
+    turn PATH's ``<prefix>/bin`` into ``<prefix>/lib`` (measured, CMake 3.26.4 and 4.1.2):
+    ``$CONDA_PREFIX/lib`` is searched only when the cmake that runs is installed in the env
+    (its own prefix is in ``CMAKE_SYSTEM_PREFIX_PATH``) or ``CMAKE_LIBRARY_PATH`` /
+    ``CMAKE_PREFIX_PATH`` name it. The reporter's cmake came from PyPI (pip's build isolation),
+    so the ``libnvToolsExt.so`` that FindCUDAToolkit had found next to libcudart was not."""
     if not (torch.libnvtoolsext_lib64 and torch.libnvtoolsext_in_torch_libraries):
         return
-    dirs = [f"{p}/lib" for p in path_prefixes] + list(system_lib_dirs)
+    if not out.torch_libraries:
+        return  # the vLLM being built links the `torch` target only (vLLM #3698, 0.4.1-0.5.3)
+    dirs = _find_library_dirs(t.environ, presets, cmake_prefix, system_lib_dirs)
     dirs += [f"{root}/lib64"] if root else []
-    out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = dedup_paths(dirs)
-    if any((Path(d) / "libnvToolsExt.so").is_file() for d in dedup_paths(dirs)):
+    searched = dedup_paths(dirs)
+    out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = searched
+    if any((Path(d) / "libnvToolsExt.so").is_file() for d in searched):
         return
+    have = t.unversioned("libnvToolsExt.so")
+    where = (
+        f"{root}/lib64/ (no such dir: a conda toolkit keeps its libraries in lib/)"
+        if root and not Path(root, "lib64").is_dir()
+        else f"{root}/lib64/"
+    )
+    cmake = (
+        f"the cmake's own prefix {cmake_prefix}"
+        if cmake_prefix is not None
+        else "not the env's lib/: the cmake is not installed in the env"
+    )
+    cause = (
+        f"torch {torch.version}'s TorchConfig.cmake looks for libnvToolsExt.so only in CMake's "
+        f"default dirs ({cmake}) and {where}, and puts it into TORCH_LIBRARIES, which "
+        f"{out.torch_libraries_why}"
+    )
+    if have is not None:
+        cause += f"; the env's {have} is in none of them"
+    fix = _libnvtoolsext_fix(env, t, have)
     out.block(
         Blocker(
             "notfound:LIBNVTOOLSEXT",
             "The following variables are used in this project, but they are set to "
             "NOTFOUND: LIBNVTOOLSEXT",
-            "torch's TorchConfig.cmake looks for libnvToolsExt.so in CMake's default dirs and "
-            f"{root}/lib64/ only, and puts it into TORCH_LIBRARIES",
-            _nvtx_v2_fix(env, t)
-            or f'add `cuda-nvtx-dev = "{_mm(t)}.*"` to {_deps_table(env)} (it puts '
-            "libnvToolsExt.so in $CONDA_PREFIX/lib, which CMake searches through PATH), "
-            "or upgrade torch (2.5 dropped this lookup)",
+            cause,
+            fix,
         ),
         configure=False,
     )
+
+
+def _libnvtoolsext_fix(env: PixiEnv, t: ToolkitFacts, have: Path | None) -> str:
+    """Name the dir that holds libnvToolsExt.so to CMake (``CMAKE_LIBRARY_PATH`` reaches every
+    find_library, through pip's build isolation too); add NVTX first when there is none."""
+    if have is None:
+        v2 = _nvtx_v2_fix(env, t)
+        if v2:
+            return v2
+    lib_dir = have.parent if have is not None else t.prefix / "lib"
+    try:
+        value = "${CONDA_PREFIX}/" + str(lib_dir.relative_to(t.prefix))
+    except ValueError:
+        value = str(lib_dir)
+    parts = []
+    if have is None:
+        parts.append(fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{_mm(t)}.*")))
+    parts.append(
+        fixes.set_var(env, "CMAKE_LIBRARY_PATH", value)
+        + " (CMake's find_library searches it first; vllm#3673's conda env needed exactly this)"
+    )
+    return (
+        "; then ".join(parts) + ", or use torch >= 2.5 (its TorchConfig.cmake has no LIBNVTOOLSEXT)"
+    )
+
+
+def _find_library_dirs(
+    environ: dict[str, str],
+    presets: dict[str, str],
+    cmake_prefix: Path | None,
+    system_lib_dirs: tuple[str, ...],
+) -> list[str]:
+    """Where ``find_library`` looks on Linux before its ``PATHS``: ``-DCMAKE_PREFIX_PATH`` /
+    ``-DCMAKE_LIBRARY_PATH``, the same environment variables, then ``CMAKE_SYSTEM_PREFIX_PATH``
+    (``/usr/local``, ``/usr``, ``/``, cmake's own install prefix, ``/opt``...) and the system
+    dirs. PATH's entries are searched as they are (``bin/``), not as ``<prefix>/lib``."""
+    dirs: list[str] = []
+    for source in (presets, environ):
+        for p in _split(source.get("CMAKE_PREFIX_PATH", ""), source is presets):
+            dirs += [f"{p}/lib64", f"{p}/lib"]
+        dirs += _split(source.get("CMAKE_LIBRARY_PATH", ""), source is presets)
+    dirs += _split(environ.get("LIB", ""), False)
+    prefixes = ["/usr/local", "/usr", ""]
+    if cmake_prefix is not None:
+        prefixes.append(str(cmake_prefix))
+    prefixes += ["/usr/X11R6", "/usr/pkg", "/opt"]
+    for p in prefixes:
+        dirs += [f"{p}/lib/x86_64-linux-gnu", f"{p}/lib64", f"{p}/lib"]
+    return dirs + list(system_lib_dirs)
+
+
+def _split(value: str, cmake_list: bool) -> list[str]:
+    """A ``-D`` value is a CMake list (``;``); an environment variable a PATH-like list."""
+    return [v for v in value.split(";" if cmake_list else os.pathsep) if v]
+
+
+def cmake_install_prefix(cmake: Path | None) -> Path | None:
+    """The prefix a cmake binary is installed in (``<prefix>/bin/cmake`` beside
+    ``<prefix>/share/cmake-X.Y``, symlinks resolved, as CMake finds its own root): a conda-forge
+    cmake in the env gives the env's prefix, whose ``lib/`` every find_library then searches. A
+    PyPI cmake (an entry-point script, or ``site-packages/cmake/data``) gives none of the env's."""
+    if cmake is None:
+        return None
+    real = Path(os.path.realpath(cmake))
+    top = real.parent.parent
+    try:
+        has_root = any(top.glob("share/cmake-*/Modules"))
+    except OSError:
+        has_root = False
+    return top if real.parent.name == "bin" and has_root else None
 
 
 def _nvtx_v2_fix(env: PixiEnv, t: ToolkitFacts) -> str:
@@ -602,8 +788,16 @@ def _nvtx_v2_fix(env: PixiEnv, t: ToolkitFacts) -> str:
         return ""
     return (
         "CUDA >= 12.9 has no libnvToolsExt (NVTX v2 was removed; cuda-nvtx-dev 12.9 ships "
-        "only nvtx3 headers): use torch >= 2.8, whose CMake no longer links NVTX, or pin "
-        f'`cuda-version = "12.8.*"` in {_deps_table(env)}'
+        "only nvtx3 headers): use torch >= 2.8, whose CMake no longer links NVTX ("
+        + fixes.add(env, fixes.Package("torch", ">=2.8", pypi=True), verb="set")
+        + "), or a CUDA 12.8 toolkit ("
+        + fixes.add(
+            env,
+            fixes.Package("cuda-version", "12.8.*"),
+            fixes.Package("cuda-nvtx-dev", "12.8.*"),
+            verb="set",
+        )
+        + ")"
     )
 
 
@@ -674,11 +868,11 @@ def _missing_target_blocker(
         where = os.path.dirname(pred.cudart) if pred and pred.cudart else "?"
         fix = (
             f"{package} is installed but no unversioned lib{libs[0]}.so is where CMake looks "
-            f"(next to libcudart: {where}); "
-            f"reinstall it (`pixi reinstall {package}`) or check its version matches CUDA {mm}"
+            f"(next to libcudart: {where}): reinstall it ({fixes.reinstall(env, package)}) or "
+            f"check its version matches CUDA {mm}"
         )
     else:
-        fix = f'add `{package} = "{mm}.*"` to {_deps_table(env)}'
+        fix = fixes.add(env, fixes.Package(package, f"{mm}.*"))
     return Blocker(signature, message, f"{cause}; FindCUDAToolkit found no lib{libs[0]}.so", fix)
 
 
@@ -709,18 +903,6 @@ def _mm(t: ToolkitFacts) -> str:
     return ".".join((t.version or t.packages.get("cuda-version") or "12.8").split(".")[:2])
 
 
-def _deps_table(env: PixiEnv) -> str:
-    manifest = env.manifest
-    table = f"[{manifest.table_prefix()}dependencies]" if manifest else "[dependencies]"
-    return f"{table} in {env.manifest_path.name if env.manifest_path else 'pixi.toml'}"
-
-
-def _activation_table(env: PixiEnv) -> str:
-    manifest = env.manifest
-    table = manifest.activation_table_for(env.name) if manifest and env.name else "[activation.env]"
-    return f"{table} in {env.manifest_path.name if env.manifest_path else 'pixi.toml'}"
-
-
 # -- judgement ------------------------------------------------------------------------------
 def config_finding(
     env: PixiEnv,
@@ -745,6 +927,15 @@ def config_finding(
         "CUDA_targets": sorted(pred.targets),
         "needed_by_torch": {k: v or "vLLM" for k, v in pred.needed.items()},
     }
+    if torch.libnvtoolsext_in_torch_libraries or torch.nvrtc_in_torch_libraries:
+        # torch 2.0-2.4 put libraries found by their own searches into TORCH_LIBRARIES: they
+        # matter only when the vLLM being built links it (F1.1)
+        evidence["TORCH_LIBRARIES"] = (
+            "linked: " if pred.torch_libraries else "not linked: "
+        ) + pred.torch_libraries_why
+        evidence["cmake_prefix"] = pred.cmake_prefix or "(not the env's: a PyPI or system cmake)"
+    if pred.searched.get("libnvToolsExt.so (LIBNVTOOLSEXT)"):
+        evidence["LIBNVTOOLSEXT_searched"] = pred.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"]
     if pred.not_modelled:
         evidence["not_predicted"] = pred.not_modelled
     if pred.ok:

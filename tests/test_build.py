@@ -93,7 +93,7 @@ def test_nvcc_without_runtime_headers_names_the_package(pytester, cuda13):
         [
             "*[[]build.nvcc-kernel] FAILED: */bin/nvcc cannot build a 5-line kernel for sm_90: "
             "cuda_runtime.h is not in the env",
-            "*fix: add `cuda-cudart-dev` to [[]dependencies] in pixi.toml*",
+            '*fix: add `cuda-cudart-dev = "[*]"` to [[]dependencies] in pixi.toml*',
         ]
     )
 
@@ -108,7 +108,7 @@ def test_cuda13_cannot_build_for_volta(pytester, cuda13):
         [
             "*[[]build.nvcc-kernel] FAILED: */bin/nvcc cannot build for sm_70: "
             "*Unsupported gpu architecture 'compute_70'*",
-            lit('*fix: CUDA 13 and later cannot build sm_70: pin `cuda-version = "12.*"`*'),
+            lit('*fix: CUDA 13 and later cannot build sm_70: set `cuda-version = "12.') + '*"`*',
         ]
     )
 
@@ -124,7 +124,7 @@ def test_cuda_home_without_nvcc_fails_naming_it(pytester, env_builder):
         [
             "*[[]build.nvcc-kernel] FAILED: no nvcc to build with: $CUDA_HOME/bin/nvcc "
             "(*/targets/x86_64-linux) does not exist",
-            "*fix: add `cuda-nvcc` to [[]dependencies] in pixi.toml*",
+            '*fix: add `cuda-nvcc = "[*]"` to [[]dependencies] in pixi.toml*',
         ]
     )
 
@@ -152,7 +152,9 @@ def test_hanging_nvcc_is_killed_and_reported(pytester, env_builder):
 @needs_nvcc
 def test_ptx_only_result_is_not_sass(tmp_path):
     so = cuda_so(tmp_path / "ptx.so", ["arch=compute_80,code=compute_80"])
-    finding = build.sass_finding("build.nvcc-kernel", "a kernel", so, parse_arch("8.0"))
+    finding = build.sass_finding(
+        _env(tmp_path), "build.nvcc-kernel", "a kernel", so, parse_arch("8.0")
+    )
     assert finding.outcome == "failed"
     assert (
         finding.summary
@@ -164,7 +166,9 @@ def test_ptx_only_result_is_not_sass(tmp_path):
 def test_unreadable_result_is_an_error(tmp_path):
     junk = tmp_path / "junk.so"
     junk.write_bytes(b"\x7fELF" + b"\x00" * 10)
-    finding = build.sass_finding("build.nvcc-kernel", "a kernel", junk, parse_arch("9.0"))
+    finding = build.sass_finding(
+        _env(tmp_path), "build.nvcc-kernel", "a kernel", junk, parse_arch("9.0")
+    )
     assert finding.outcome == "error" and "cannot be read" in finding.summary
 
 
@@ -267,12 +271,12 @@ def test_torch_extension_without_ninja_names_the_package(pytester, torch_env):
         [
             "*[[]build.torch-extension] FAILED: torch 2.11.0+cu130 could not build an extension "
             "for sm_90: RuntimeError: Ninja is required to load C++ extensions*",
-            "*fix: add `ninja` to [[]dependencies] in pixi.toml*",
+            '*fix: add `ninja = "[*]"` to [[]dependencies] in pixi.toml*',
         ]
     )
 
 
-def test_torch_extension_judge_quotes_nvcc_refusal():
+def test_torch_extension_judge_quotes_nvcc_refusal(tmp_path):
     probe = build.ProbeResult(
         "build_ext.py",
         data={
@@ -282,7 +286,7 @@ def test_torch_extension_judge_quotes_nvcc_refusal():
             "log": "nvcc fatal   : Unsupported gpu architecture 'compute_120'",
         },
     )
-    finding = build.torch_extension(probe, parse_arch("12.0"), "python")
+    finding = build.torch_extension(_env(tmp_path), probe, parse_arch("12.0"))
     assert finding.outcome == "failed"
     assert "sm_120 needs CUDA >= 12.8" in finding.fix and "pixi.toml" in finding.fix
     assert finding.summary.endswith(
@@ -290,7 +294,57 @@ def test_torch_extension_judge_quotes_nvcc_refusal():
     )
 
 
-def test_probe_that_hangs_is_an_error():
+def test_probe_that_hangs_is_an_error(tmp_path):
     probe = build.ProbeResult("build_ext.py", problem="`python build_ext.py` did not finish")
-    finding = build.torch_extension(probe, parse_arch("9.0"), "python")
+    finding = build.torch_extension(_env(tmp_path), probe, parse_arch("9.0"))
     assert finding.outcome == "error" and "--build-timeout" in finding.fix
+
+
+def _env(root: Path, kind: str = "pixi"):
+    """A Pixi env of a pixi.toml or pyproject workspace, or a pip venv: the kinds fixes speak."""
+    from fixtures.envs import EnvBuilder
+    from pytest_vllm_env.env import PixiEnv
+
+    if kind == "venv":
+        from tests.test_fixes import venv
+
+        return PixiEnv.read(venv(root))
+    b = EnvBuilder(root / kind)
+    b.python()
+    manifest = b.manifest(kind="pyproject") if kind == "pyproject" else b.manifest()
+    return PixiEnv.read(b.prefix, name="default", manifest=manifest)
+
+
+REFUSED = build.ProbeResult(
+    "build_ext.py",
+    data={
+        "torch": "2.5.1+cu124",
+        "so": None,
+        "exception": "RuntimeError: Error building extension 'vllm_env_probe_120'",
+        "log": "nvcc fatal   : Unsupported gpu architecture 'compute_120'",
+    },
+)
+
+
+@pytest.mark.parametrize(
+    "kind,fix",
+    [
+        (
+            "pixi",
+            'set `cuda-version = "12.8.*"` and `cuda-nvcc = "12.8.*"` in [dependencies] in '
+            "pixi.toml",
+        ),
+        (
+            "pyproject",
+            'set `cuda-version = "12.8.*"` and `cuda-nvcc = "12.8.*"` in '
+            "[tool.pixi.dependencies] in pyproject.toml",
+        ),
+        ("venv", "a pip venv has no CUDA toolkit of its own: install the CUDA 12.8 toolkit"),
+    ],
+)
+def test_build_fix_speaks_the_envs_language(tmp_path, kind, fix):
+    """The arch fix of build.torch-extension (a CUDA 12.4 nvcc asked for sm_120) in each kind."""
+    finding = build.torch_extension(_env(tmp_path, kind), REFUSED, parse_arch("12.0"))
+    assert finding.outcome == "failed"
+    assert fix in finding.fix, finding.fix
+    assert kind != "venv" or "pixi.toml" not in finding.fix

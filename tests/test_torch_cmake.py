@@ -254,3 +254,147 @@ def test_conda_forge_torch_reads_a_property_of_cuda_nvrtc(seeds_root, tmp_path):
     blocker = next(x for x in pred.blockers if x.signature == "property:CUDA::nvrtc")
     assert blocker.message == 'get_target_property() called with non-existent target "CUDA::nvrtc"'
     assert blocker.fix.startswith('add `cuda-nvrtc-dev = "12.8.*"` to [dependencies] in pixi.toml')
+
+
+# -- F1.1: LIBNVTOOLSEXT (vllm#3673) ------------------------------------------------------------
+VLLM_041_UTILS = """\
+function (define_gpu_extension_target GPU_MOD_NAME)
+  target_link_libraries(${GPU_MOD_NAME} PRIVATE torch ${torch_python_LIBRARY}
+    ${GPU_LIBRARIES})
+  # Don't use `TORCH_LIBRARIES` for CUDA since it pulls in a bunch of
+  # dependencies that are not necessary and may not be installed.
+  if (GPU_LANGUAGE STREQUAL "CUDA")
+    target_link_libraries(${GPU_MOD_NAME} PRIVATE ${CUDA_CUDA_LIB}
+      ${CUDA_LIBRARIES})
+  else()
+    target_link_libraries(${GPU_MOD_NAME} PRIVATE ${TORCH_LIBRARIES})
+  endif()
+endfunction()
+"""
+# vLLM 0.5.4 added `_core_C`, a C++-only extension: ${TORCH_LIBRARIES} is linked again
+VLLM_054_CORE = """\
+define_gpu_extension_target(
+  _core_C
+  DESTINATION vllm
+  LANGUAGE CXX
+  SOURCES ${VLLM_EXT_SRC}
+  WITH_SOABI)
+"""
+
+
+def _vllm_tree(root: Path, core_c: bool) -> Path:
+    """vLLM's link lines as the 0.4.1 (no C++-only extension) and 0.5.4 sdists have them."""
+    (root / "cmake").mkdir(parents=True, exist_ok=True)
+    (root / "cmake" / "utils.cmake").write_text(VLLM_041_UTILS)
+    (root / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.21)\n" + (VLLM_054_CORE if core_c else "")
+    )
+    return root
+
+
+def _f11_env(root: Path, activation: str = "") -> ft.EnvBuilder:
+    """vllm#3673's env rebuilt on this machine's CUDA toolkit: torch 2.1's CMake files (vLLM
+    0.4.0 pinned torch 2.1.2), a toolkit whose libraries sit in lib/ (no lib64/) with
+    libnvToolsExt.so beside libcudart (CUDA::nvToolsExt is found), cuBLAS/cuFFT/cuRAND links
+    (torch 2.1's torch_cuda needs them; CMake only checks they exist), and PyPI's cmake."""
+    from fixtures.cuda_envs import _nvtx_dev
+
+    b = _env(root, "cuda-13.0-system", "2.1", INC_ARGS + activation)
+    if not (b.prefix / "lib" / "libnvToolsExt.so").exists():
+        _nvtx_dev(b)
+        for name in ("libcublas.so", "libcublasLt.so", "libcufft.so", "libcurand.so"):
+            for d in (b.prefix / "targets/x86_64-linux/lib", b.prefix / "lib"):
+                if not (d / name).exists():
+                    (d / name).write_bytes(b"")
+    assert not (b.prefix / "lib64").exists()
+    return b
+
+
+@REAL_NVCC
+def test_f11_libnvtoolsext_not_found_with_a_pypi_cmake(pytester, tmp_path):
+    """F1.1 (vllm#3673): torch 2.1-2.4's TorchConfig.cmake looks for libnvToolsExt.so in CMake's
+    default dirs and ${CUDA_TOOLKIT_ROOT_DIR}/lib64/ only; the conda env's lib/ is neither when
+    the cmake is PyPI's (pip's build isolation). The fix names the dir to CMake."""
+    b = _f11_env(tmp_path / "fail")
+    result = run_config(pytester, b.prefix, "--cmake", str(cmake4()))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*[cmake.torch-config] FAILED: torch 2.1.2's CMake config will stop a vLLM build:"
+                " The following variables are used in this project, but they are set to "
+                "NOTFOUND: LIBNVTOOLSEXT (torch 2.1.2's TorchConfig.cmake looks for "
+                "libnvToolsExt.so only in CMake's default dirs (the cmake's own prefix "
+            )
+            + "*cmake/data) and "
+            + lit(
+                f"{b.prefix}/lib64/ (no such dir: a conda toolkit keeps its libraries in lib/), "
+                "and puts it into TORCH_LIBRARIES, which vLLM links into its C++-only extension"
+            )
+            + "*",
+            lit(
+                '*fix: set `CMAKE_LIBRARY_PATH = "${CONDA_PREFIX}/lib"` in [activation.env] in '
+                "pixi.toml (CMake's find_library searches it first*"
+            ),
+        ]
+    )
+
+
+def run_config(pytester: pytest.Pytester, prefix: Path, *args: str):
+    """cmake.torch-config alone (toolchain tier)."""
+    return pytester.runpytest(
+        *SUITE, "-k", "test_torch_config", "-m", "toolchain", f"--vllm-env={prefix}", *args
+    )
+
+
+@REAL_NVCC
+@pytest.mark.parametrize("how", ["CMAKE_LIBRARY_PATH", "conda cmake", "vLLM 0.4.1 source"])
+def test_f11_passes_when_cmake_searches_lib_or_vllm_links_no_torch_libraries(
+    pytester, tmp_path, how
+):
+    """The same env passes when the reporter's fix is in place, when the cmake is the env's
+    own (conda-forge's: CMake searches its own prefix's lib/), or when the vLLM being built
+    links the `torch` target only (vLLM #3698, 0.4.1 to 0.5.3); 0.5.4's `_core_C` fails again."""
+    extra: list[str] = ["--cmake", str(cmake4())]
+    activation = 'CMAKE_LIBRARY_PATH = "${CONDA_PREFIX}/lib"\n' if "LIBRARY" in how else ""
+    b = _f11_env(tmp_path / how.replace(" ", "-"), activation)
+    if how == "conda cmake":
+        real = Path(os.path.realpath(cmake4()))
+        (b.prefix / "share").mkdir(exist_ok=True)
+        for item in real.parent.parent.joinpath("share").glob("cmake-*"):
+            (b.prefix / "share" / item.name).symlink_to(item)
+        import shutil
+
+        shutil.copy2(real, b.prefix / "bin" / "cmake-conda")
+        extra = ["--cmake", str(b.prefix / "bin" / "cmake-conda")]
+    if how.startswith("vLLM"):
+        extra += ["--vllm-source", str(_vllm_tree(tmp_path / "vllm-0.4.1", core_c=False))]
+    result = run_config(pytester, b.prefix, *extra)
+    result.assert_outcomes(passed=1)
+    if how.startswith("vLLM"):
+        extra[-1] = str(_vllm_tree(tmp_path / "vllm-0.5.4", core_c=True))
+        again = run_config(pytester, b.prefix, *extra)
+        again.assert_outcomes(failed=1)
+        again.stdout.fnmatch_lines(
+            ["*NOTFOUND: LIBNVTOOLSEXT*links into its C++-only extension `_core_C`*"]
+        )
+
+
+@REAL_NVCC
+@pytest.mark.build
+@pytest.mark.parametrize(
+    "activation,stop",
+    [("", "notfound:LIBNVTOOLSEXT"), ('CMAKE_LIBRARY_PATH = "${CONDA_PREFIX}/lib"\n', None)],
+)
+def test_f11_prediction_agrees_with_real_cmake(tmp_path, activation, stop):
+    """CMake 4.1.2 itself, on vllm#3673's layout: LIBNVTOOLSEXT NOTFOUND with PyPI's cmake,
+    found once CMAKE_LIBRARY_PATH names the env's lib/ (the fix), as predicted."""
+    b = _f11_env(tmp_path / "env", activation)
+    env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
+    t = cuda.read_toolkit(env)
+    facts = torch_cmake.read_torch_config(env)
+    pred = torch_cmake.predict_config(env, t, facts, "4.1.2", cmake=cmake4())
+    probe = cmake_probe.run_probe(t, cmake4(), tmp_path / "probe", facts.nvtx, config=facts)
+    verdict, why = cmake_probe.compare_config(pred, probe)
+    assert verdict == "agree", (why, probe.output[-3000:])
+    assert (stop in probe.generate) if stop else probe.ok, probe.output[-3000:]

@@ -141,6 +141,7 @@ def cmake_probe(
     torch_cuda_cmake: nvtx.TorchCudaCmake | None,
     torch_cmake_config: torch_cmake.TorchCMake | None,
     tmp_path_factory: pytest.TempPathFactory,
+    vllm_source_dir: Path | None,
 ) -> probe_mod.ProbeResult:
     """The real CMake run (:class:`pytest_vllm_env.cmake_probe.ProbeResult`) on a generated
     project, with the env's activation variables, in a temp dir (never in the env): with
@@ -148,6 +149,7 @@ def cmake_probe(
     linked to ``torch ${TORCH_LIBRARIES} CUDA::cudart CUDA::cuda_driver``, ``CMAKE_ARGS``
     passed on); else ``find_package(CUDAToolkit)`` and torch's NVTX target."""
     from pytest_vllm_env import cmake_probe as probe_mod
+    from pytest_vllm_env import torch_cmake
 
     workdir = tmp_path_factory.mktemp("cmake-probe")
     return probe_mod.run_probe(
@@ -157,6 +159,7 @@ def cmake_probe(
         torch_cuda_cmake,
         config=torch_cmake_config,
         timeout=max(_timeout(request.config), probe_mod.CMAKE_TIMEOUT),
+        torch_libraries=torch_cmake.read_vllm_links(vllm_source_dir).torch_libraries,
     )
 
 
@@ -176,10 +179,13 @@ def torch_config_prediction(
     cuda_toolkit: cuda.ToolkitFacts,
     cmake_version_for_env: str | None,
     torch_cmake_config: torch_cmake.TorchCMake | None,
+    cmake_for_env: Path | None,
+    vllm_source_dir: Path | None,
 ) -> torch_cmake.ConfigPrediction | None:
     """The static prediction of torch's CMake config inside a vLLM build (where CMake stops,
     the generate-time errors, the ``CUDA::`` targets torch needs); None without torch's
-    TorchConfig.cmake or without a working cmake."""
+    TorchConfig.cmake or without a working cmake. What vLLM links is read from
+    ``--vllm-source`` when given (vLLM 0.4.1-0.5.3 link no ``${TORCH_LIBRARIES}``)."""
     from pytest_vllm_env import torch_cmake
 
     if torch_cmake_config is None or torch_cmake_config.config is None:
@@ -187,5 +193,10 @@ def torch_config_prediction(
     if not cmake_version_for_env:
         return None
     return torch_cmake.predict_config(
-        vllm_env, cuda_toolkit, torch_cmake_config, cmake_version_for_env
+        vllm_env,
+        cuda_toolkit,
+        torch_cmake_config,
+        cmake_version_for_env,
+        cmake=cmake_for_env,
+        vllm=torch_cmake.read_vllm_links(vllm_source_dir),
     )
