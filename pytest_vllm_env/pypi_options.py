@@ -15,11 +15,20 @@ registries" / "No Build Isolation" / "Index Strategy"):
   dependencies to define the build environment ... adding torch as a PyPI dependency would be
   ineffective, as it would not yet be installed during the PyPI resolution phase".
 
-Packages whose build needs torch (read from their PyPI sdists: ``setup.py`` imports torch):
-``flash-attn`` declares no build requirements at all (no ``pyproject.toml``), so an isolated
-build fails with ``No module named 'torch'`` (flash-attention#1421; seed 004 in Pixi);
-``causal-conv1d`` and ``mamba-ssm`` list an unpinned ``torch``, so isolation builds them
-against whatever torch the index has newest, not the env's; vLLM's source pins one torch.
+Packages whose build needs torch (read from their PyPI sdists: ``setup.py`` imports torch;
+none has a wheel on PyPI): ``flash-attn`` (every release read), ``torch-scatter``,
+``torch-sparse``, ``torch-cluster``, ``causal-conv1d`` < 1.5.1 and ``mamba-ssm`` 2.2.2 declare no
+build requirements at all (no ``pyproject.toml``), and ``mamba-ssm`` >= 2.3.2 leaves torch out
+of ``[build-system]`` on purpose, so an isolated build fails with ``No module named 'torch'``
+(flash-attention#1421; seed 004 in Pixi); ``causal-conv1d`` >= 1.5.1 and ``mamba-ssm``
+2.2.3 .. 2.3.1 list an unpinned ``torch``, so isolation builds them against whatever torch the
+index has newest, not the env's; vLLM's source pins one torch.
+
+A venv has no manifest: its project's ``requirements*.txt``, ``pyproject.toml`` and
+``uv.lock`` (:mod:`pytest_vllm_env.venv_project`) say the same for pip and uv (F5.1). pip
+isolates every build and a requirements file cannot say otherwise; uv's ``[tool.uv]``
+``no-build-isolation(-package)`` and ``extra-build-dependencies`` (uv docs, "Build
+isolation") decide for uv.
 """
 
 from __future__ import annotations
@@ -680,7 +689,10 @@ def _pip_fix(
     uv: bool,
 ) -> str:
     name = dep.name
-    requirement = name + (dep.spec if dep.kind == "version" and dep.spec not in ("", "*") else "")
+    if dep.kind != "version":
+        requirement = f"{name} @ {dep.spec}"
+    else:
+        requirement = name + (dep.spec if dep.spec not in ("", "*") else "")
     first = ["packaging", "ninja"]
     if not torch_env:
         first.insert(0, "torch" + (torch_decl.spec if torch_decl is not None else ""))

@@ -371,6 +371,28 @@ def test_another_index_may_serve_a_wheel_warns(pytester, tmp_path):
     result.stdout.fnmatch_lines(["*unless https://example.org/wheels serves a flash-attn wheel*"])
 
 
+def test_newest_mamba_ssm_leaves_torch_out_and_fails(pytester, tmp_path):
+    """mamba-ssm 2.3.2.post1 (the release an open spec gets) dropped torch from its
+    [build-system] on purpose; 2.2.5 lists an unpinned torch (warning, test_pypi.py)."""
+    prefix = make_venv(
+        tmp_path / "p", ("torch", "2.7.1"), files={"requirements.txt": "mamba-ssm>=2.2\n"}
+    )
+    result = run(pytester, prefix)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*FAILED: mamba-ssm (requirements.txt line 1) is built by pip from its sdist*: "
+                "its setup.py imports torch but its [build-system] leaves torch out on purpose*"
+            ),
+            lit(
+                f'*`{prefix}/bin/python -m pip install "packaging" "ninja" && {prefix}/bin/python '
+                '-m pip install --no-build-isolation "mamba-ssm>=2.2"`*'
+            ),
+        ]
+    )
+
+
 # -- finding the project --------------------------------------------------------------------------
 def test_vllm_project_names_a_project_elsewhere(pytester, tmp_path):
     """A venv outside its project (`python -m venv ~/venvs/x`): --vllm-project says where."""
