@@ -237,6 +237,17 @@ def _pip(env: PixiEnv, packages: list[Package]) -> str:
     return f"`{python} -m pip install {specs}`"
 
 
+def pip_install(env: PixiEnv, *specs: str, options: tuple[str, ...] = (), uv: bool = False) -> str:
+    """The command that installs ``specs`` (``torch==2.5.1``) into a venv with pip, or with
+    ``uv pip`` for a venv uv made: ``/venv/bin/python -m pip install --no-build-isolation ...``."""
+    quoted = " ".join(f'"{s}"' for s in specs)
+    flags = "".join(f"{o} " for o in options)
+    if uv:
+        return f"uv pip install --python {env.prefix} {flags}{quoted}"
+    python = env.python or env.prefix / "bin" / "python"
+    return f"{python} -m pip install {flags}{quoted}"
+
+
 def set_var(env: PixiEnv, name: str, value: str) -> str:
     """The fix that sets ``name=value`` whenever the env is activated; ``value`` may use
     ``${CONDA_PREFIX}`` (expanded for kinds that do not expand it themselves)."""

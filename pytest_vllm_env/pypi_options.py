@@ -15,11 +15,20 @@ registries" / "No Build Isolation" / "Index Strategy"):
   dependencies to define the build environment ... adding torch as a PyPI dependency would be
   ineffective, as it would not yet be installed during the PyPI resolution phase".
 
-Packages whose build needs torch (read from their PyPI sdists: ``setup.py`` imports torch):
-``flash-attn`` declares no build requirements at all (no ``pyproject.toml``), so an isolated
-build fails with ``No module named 'torch'`` (flash-attention#1421; seed 004 in Pixi);
-``causal-conv1d`` and ``mamba-ssm`` list an unpinned ``torch``, so isolation builds them
-against whatever torch the index has newest, not the env's; vLLM's source pins one torch.
+Packages whose build needs torch (read from their PyPI sdists: ``setup.py`` imports torch;
+none has a wheel on PyPI): ``flash-attn`` (every release read), ``torch-scatter``,
+``torch-sparse``, ``torch-cluster``, ``causal-conv1d`` < 1.5.1 and ``mamba-ssm`` 2.2.2 declare no
+build requirements at all (no ``pyproject.toml``), and ``mamba-ssm`` >= 2.3.2 leaves torch out
+of ``[build-system]`` on purpose, so an isolated build fails with ``No module named 'torch'``
+(flash-attention#1421; seed 004 in Pixi); ``causal-conv1d`` >= 1.5.1 and ``mamba-ssm``
+2.2.3 .. 2.3.1 list an unpinned ``torch``, so isolation builds them against whatever torch the
+index has newest, not the env's; vLLM's source pins one torch.
+
+A venv has no manifest: its project's ``requirements*.txt``, ``pyproject.toml`` and
+``uv.lock`` (:mod:`pytest_vllm_env.venv_project`) say the same for pip and uv (F5.1). pip
+isolates every build and a requirements file cannot say otherwise; uv's ``[tool.uv]``
+``no-build-isolation(-package)`` and ``extra-build-dependencies`` (uv docs, "Build
+isolation") decide for uv.
 """
 
 from __future__ import annotations
@@ -28,14 +37,19 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
+from . import fixes
 from .env import PixiEnv
 from .findings import Finding, failed, passed, skipped, warning
 from .pixi import PLATFORM
+from .venv_project import Project, find_project, read_project
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,19 +62,101 @@ PYTORCH_INDEX = re.compile(r"^https?://download\.pytorch\.org/whl\b", re.I)
 PYTORCH_INDEX_ONLY = {"cmake": "3.25.0"}
 # vLLM's [build-system] cmake floor: >=3.26 (0.6 to 0.9.1), >=3.26.1 (0.9.2 on; 0.33 read).
 VLLM_BUILD_CMAKE = ">=3.26.1"
-# Sdists that need torch to build: "undeclared" (isolated build fails), "unpinned" (isolated
-# build uses the index's newest torch), "pinned" (vLLM: the torch its pyproject pins).
-TORCH_AT_BUILD: dict[str, tuple[str, str]] = {
-    "flash-attn": (
-        "undeclared",
-        "its setup.py imports torch but the sdist declares no build requirements "
-        "(flash-attention#1421)",
-    ),
-    "causal-conv1d": ("unpinned", "its [build-system] asks an unpinned torch"),
-    "mamba-ssm": ("unpinned", "its [build-system] asks an unpinned torch"),
-    "vllm": ("pinned", "its [build-system] pins the torch of that vLLM release"),
+# Sdists that need torch to build, by version, read from their PyPI sdists (docs/facts-additions.md,
+# "Sdists whose setup.py imports torch"): "undeclared" (an isolated build fails "No module named
+# 'torch'"), "unpinned" (an isolated build uses the index's newest torch), "pinned" (vLLM: the
+# torch its pyproject pins). Per name, (versions, how, why), first match wins.
+_NO_PYPROJECT = (
+    "its setup.py imports torch but the sdist declares no build requirements (flash-attention#1421)"
+)
+_UNPINNED = "its [build-system] asks an unpinned torch"
+TORCH_AT_BUILD: dict[str, list[tuple[str, str, str]]] = {
+    "flash-attn": [("", "undeclared", _NO_PYPROJECT)],  # 2.7.2.post1 .. 2.8.3.post2 read
+    "mamba-ssm": [
+        (
+            ">=2.3.2",
+            "undeclared",
+            "its setup.py imports torch but its [build-system] leaves torch out on purpose "
+            "(mamba-ssm 2.3.2 on: install torch first, then build with --no-build-isolation)",
+        ),
+        (">=2.2.3", "unpinned", _UNPINNED),
+        ("", "undeclared", _NO_PYPROJECT),  # 2.2.2 has no pyproject.toml
+    ],
+    "causal-conv1d": [(">=1.5.1", "unpinned", _UNPINNED), ("", "undeclared", _NO_PYPROJECT)],
+    "torch-scatter": [("", "undeclared", _NO_PYPROJECT)],
+    "torch-sparse": [("", "undeclared", _NO_PYPROJECT)],
+    "torch-cluster": [("", "undeclared", _NO_PYPROJECT)],
+    "vllm": [("", "pinned", "its [build-system] pins the torch of that vLLM release")],
 }
-SDIST_ONLY = {"flash-attn", "causal-conv1d", "mamba-ssm"}  # no wheels on PyPI (measured)
+# Releases whose sdists were read; a spec that pins none is judged by the newest it allows.
+MEASURED = {
+    "flash-attn": ["2.7.2.post1", "2.8.1", "2.8.3", "2.8.3.post2"],
+    "mamba-ssm": [
+        "2.2.2",
+        "2.2.3.post2",
+        "2.2.4",
+        "2.2.5",
+        "2.2.6.post3",
+        "2.3.0",
+        "2.3.1",
+        "2.3.2.post1",
+    ],
+    "causal-conv1d": [
+        "1.4.0",
+        "1.5.0.post5",
+        "1.5.0.post8",
+        "1.5.1",
+        "1.5.2",
+        "1.6.2.post1",
+        "1.7.0",
+    ],
+    "torch-scatter": ["2.1.2"],
+    "torch-sparse": ["0.6.18"],
+    "torch-cluster": ["1.6.3"],
+}
+# No wheel of any release on PyPI (measured): pip and uv always build these from the sdist.
+SDIST_ONLY = {
+    "flash-attn",
+    "causal-conv1d",
+    "mamba-ssm",
+    "torch-scatter",
+    "torch-sparse",
+    "torch-cluster",
+}
+
+
+def torch_rule(name: str, spec: str = "", version: str | None = None) -> tuple[str, str] | None:
+    """``(how, why)`` for a package whose build needs torch, at the release ``version`` (or
+    the one ``spec`` picks: its exact pin, else the newest measured release it allows)."""
+    rules = TORCH_AT_BUILD.get(canonicalize_name(name))
+    if rules is None:
+        return None
+    if version is None:
+        version = _picked_version(canonicalize_name(name), spec)
+    for versions, how, why in rules:
+        if not versions or version is None or _allows(versions, version):
+            return how, why
+    return rules[-1][1], rules[-1][2]
+
+
+def _picked_version(name: str, spec: str) -> str | None:
+    measured = MEASURED.get(name, [])
+    try:
+        specifier = SpecifierSet(spec.strip() if spec.strip() not in ("*", "") else "")
+    except InvalidSpecifier:
+        return measured[-1] if measured else None
+    pins = [s.version for s in specifier if s.operator in ("==", "===") and "*" not in s.version]
+    if pins:
+        return pins[0]
+    allowed = sorted(specifier.filter(measured, prereleases=True), key=Version)
+    return allowed[-1] if allowed else (measured[-1] if measured else None)
+
+
+def _allows(spec: str, version: str) -> bool:
+    try:
+        return SpecifierSet(spec).contains(version, prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return False
 
 
 @dataclass(frozen=True)
@@ -71,12 +167,13 @@ class PypiDep:
     kind: str  # "version", "git", "path", "url-wheel", "url-sdist"
     spec: str  # the version spec or the source, as written
     index: str | None
-    where: str  # the table it is declared in
+    where: str  # the table it is declared in; for a venv's project, the file and line
 
 
 @dataclass
 class PypiOptions:
-    """The merged ``pypi-options`` and ``pypi-dependencies`` of one env's features."""
+    """The merged ``pypi-options`` and ``pypi-dependencies`` of one env's features; for a venv,
+    what its project (:mod:`pytest_vllm_env.venv_project`) declares for pip or uv."""
 
     table_prefix: str
     manifest_name: str
@@ -87,6 +184,8 @@ class PypiOptions:
     deps: dict[str, PypiDep] = field(default_factory=dict)
     conda: dict[str, str] = field(default_factory=dict)  # conda [dependencies]
     options_table: str = "[pypi-options]"
+    tool: str = "pixi"  # "pixi"; for a venv's project "uv" or "pip"
+    project: Project | None = None
 
     @property
     def search_order(self) -> list[str]:
@@ -94,6 +193,10 @@ class PypiOptions:
         return [*self.extra_index_urls, self.index_url or PYPI]
 
     def isolated(self, name: str) -> bool:
+        """Whether ``name`` is built in an isolated env (pip: always; a requirements file
+        cannot say otherwise)."""
+        if self.tool == "pip":
+            return True
         if self.no_build_isolation is True:
             return False
         if isinstance(self.no_build_isolation, list):
@@ -103,11 +206,14 @@ class PypiOptions:
         return True
 
 
-def read_options(env: PixiEnv) -> PypiOptions | None:
-    """The env's merged PyPI settings from its manifest, or None without a manifest."""
+def read_options(env: PixiEnv, project: Path | None = None) -> PypiOptions | None:
+    """The env's merged PyPI settings from its manifest; for an env without one, from the
+    venv's project (``project``, the ``--vllm-project`` setting, else the folder holding the
+    venv when it has project files); None when neither is there."""
     manifest = env.manifest
     if manifest is None:
-        return None
+        root = find_project(env.prefix, project)
+        return None if root is None else _project_options(read_project(root, env.prefix))
     prefix = manifest.table_prefix()
     opts = PypiOptions(prefix, manifest.path.name, options_table=f"[{prefix}pypi-options]")
     features = manifest.environments().get(env.name or "default", ["default"])
@@ -168,6 +274,29 @@ def read_options(env: PixiEnv) -> PypiOptions | None:
     return opts
 
 
+def _project_options(project: Project) -> PypiOptions:
+    """A venv project's declarations as :class:`PypiOptions` (tool ``uv`` or ``pip``)."""
+    uv = project.uv
+    tool = "uv" if project.uses_uv else "pip"
+    opts = PypiOptions("", project.pyproject.name, tool=tool, project=project)
+    opts.options_table = "[tool.uv]"
+    if uv is not None:
+        opts.no_build_isolation = True if uv.no_build_isolation else uv.no_build_isolation_package
+    for decl in project.declared:
+        key = canonicalize_name(decl.name)
+        if key in opts.deps:
+            continue
+        source = uv.sources.get(key) if uv is not None else None
+        if decl.url:
+            kind = _url_kind(decl.url) if not decl.url.startswith("git+") else "git"
+        elif source is not None:
+            kind = _dep(decl.name, source, decl.where).kind
+        else:
+            kind = "version"
+        opts.deps[key] = PypiDep(decl.name, kind, decl.spec, None, decl.where)
+    return opts
+
+
 def _project_dependencies(path: Any) -> list[str]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8", errors="replace"))
@@ -213,6 +342,10 @@ def index_order(env: PixiEnv, opts: PypiOptions | None) -> Finding:
     check = "pypi.index-order"
     if opts is None:
         return skipped(check, f"no pixi.toml / pyproject.toml [tool.pixi] for {env.prefix}")
+    if opts.tool != "pixi":
+        return skipped(
+            check, f"judged for Pixi manifests; {env.prefix} is installed with {opts.tool}"
+        )
     order = opts.search_order
     strategy = opts.index_strategy or "first-index"
     torch_first = [u for u in order if PYTORCH_INDEX.match(u)]
@@ -272,14 +405,23 @@ def build_isolation(env: PixiEnv, opts: PypiOptions | None) -> list[Finding]:
     """``pypi.build-isolation``: source builds that need the env's torch get it."""
     check = "pypi.build-isolation"
     if opts is None:
-        return [skipped(check, f"no pixi.toml / pyproject.toml [tool.pixi] for {env.prefix}")]
+        return [
+            skipped(
+                check,
+                f"no pixi.toml / pyproject.toml [tool.pixi] for {env.prefix}, and no project "
+                "files (pyproject.toml, requirements*.txt, uv.lock) beside it: pass "
+                "--vllm-project=PATH for a venv",
+            )
+        ]
+    if opts.tool != "pixi":
+        return _venv_build_isolation(env, opts)
     torch_conda = next(
         (n for n in ("pytorch", "pytorch-gpu", "pytorch-cpu") if n in opts.conda), None
     )
     torch_version = env.version_of("torch")
     findings = []
     for key, dep in sorted(opts.deps.items()):
-        rule = TORCH_AT_BUILD.get(key)
+        rule = torch_rule(key, dep.spec if dep.kind == "version" else "")
         if rule is None or not _builds_from_source(dep):
             continue
         how, why = rule
@@ -345,3 +487,252 @@ def build_isolation(env: PixiEnv, opts: PypiOptions | None) -> list[Finding]:
     if not findings:
         return [passed(check, "no PyPI dependency here builds against torch from source")]
     return findings
+
+
+# -- a venv's project: pip or uv -------------------------------------------------------------
+# F5.1 (flash-attention#1421, LCKV#17, nano-vllm#96): pip 24.3.1 and uv build
+# flash_attn-*.tar.gz in an isolated env ("Getting requirements to build wheel ... error ...
+# No module named 'torch'"). PyPI has no flash-attn wheel, so every install builds the sdist
+# unless the project points at a wheel, or the env already holds flash-attn.
+UV_MATCH_RUNTIME = "0.8.5"  # extra-build-dependencies match-runtime (uv#15036)
+UV_TWO_PHASE = "0.8.12"  # no-build-isolation packages installed after the rest (uv#15306)
+PRIMARY_INDEXES = re.compile(r"^https?://(pypi\.org/simple|download\.pytorch\.org/whl)\b", re.I)
+
+
+def _venv_build_isolation(env: PixiEnv, opts: PypiOptions) -> list[Finding]:
+    project = opts.project
+    assert project is not None
+    findings = []
+    for key, dep in sorted(opts.deps.items()):
+        locked = project.locked.get(key)
+        rule = torch_rule(
+            key, dep.spec if dep.kind == "version" else "", locked.version if locked else None
+        )
+        if rule is None:
+            continue
+        findings.append(_venv_dep(env, opts, project, key, dep, rule))
+    if not findings:
+        read = ", ".join(p.name for p in project.files) or "no project files"
+        return [
+            passed(
+                "pypi.build-isolation",
+                f"nothing {project.root} declares builds against torch from source ({read})",
+            )
+        ]
+    return findings
+
+
+def _venv_dep(
+    env: PixiEnv,
+    opts: PypiOptions,
+    project: Project,
+    key: str,
+    dep: PypiDep,
+    rule: tuple[str, str],
+) -> Finding:
+    check = "pypi.build-isolation"
+    how, why = rule
+    name, tool = dep.name, opts.tool
+    locked = project.locked.get(key)
+    installed = env.version_of(name)
+    if installed and _keeps(installed, dep, locked):
+        return passed(
+            check,
+            f"{name} {installed} is installed in {env.prefix} already and satisfies {dep.where}: "
+            f"{tool} keeps it and builds nothing",
+        )
+    if locked is not None and locked.wheels:
+        return passed(
+            check, f"uv.lock takes {name} {locked.version} from a wheel: nothing is built"
+        )
+    if not _builds_from_source(dep) or dep.kind == "url-wheel":
+        return passed(check, f"{name} ({dep.where}) comes from a wheel: nothing is built")
+    torch_decl = project.requirement("torch")
+    torch_env = env.version_of("torch")
+    uv = project.uv
+    in_pyproject = dep.where.startswith(project.pyproject.name)
+    if not opts.isolated(name):
+        if torch_decl is not None or torch_env:
+            torch_from = (
+                f"the env's torch {torch_env}"
+                if torch_env
+                else f"torch from {torch_decl.where}, which uv >= {UV_TWO_PHASE} installs first"  # type: ignore[union-attr]
+            )
+            return passed(
+                check,
+                f"{name} ({dep.where}) builds without isolation against {torch_from} (a source "
+                "build compiles CUDA kernels unless its setup.py finds a prebuilt wheel)",
+            )
+        return failed(
+            check,
+            f"{name} ({dep.where}) builds without isolation, but neither the project nor "
+            f"{env.prefix} has torch: the build fails with \"No module named 'torch'\"",
+            f'add "torch" to [project.dependencies] in {project.pyproject} (uv >= '
+            f"{UV_TWO_PHASE} installs it before {name})",
+        )
+    extra = [
+        d
+        for d in (uv.extra_build_dependencies.get(key, []) if uv is not None else [])
+        if _req_name(d.requirement) == "torch"
+    ]
+    if extra:
+        return _extra_torch(env, project, dep, extra[0], torch_decl, torch_env)
+    sources = project.wheel_sources + (uv.indexes if uv is not None else [])
+    other = [u for u in sources if not PRIMARY_INDEXES.match(u)]
+    source = "its sdist (PyPI has no wheel of it)" if key in SDIST_ONLY else "source"
+    if how == "undeclared":
+        pip_note = " (pip isolates every build; a requirements file cannot turn it off)"
+        summary = (
+            f"{name} ({dep.where}) is built by {tool} from {source} in an isolated env "
+            f"without torch{pip_note if tool == 'pip' else ''}: {why}; the build fails "
+            "with \"ModuleNotFoundError: No module named 'torch'\""
+        )
+        fix = (
+            _uv_fix(env, project, dep, torch_decl, torch_env)
+            if tool == "uv" and in_pyproject
+            else _pip_fix(env, project, dep, torch_decl, torch_env, uv=tool == "uv")
+        )
+        if other:
+            return warning(
+                check,
+                f"{summary}, unless {', '.join(other)} serves a {name} wheel for this Python",
+                fix,
+            )
+        return failed(check, summary, fix)
+    return warning(
+        check,
+        f"{name} ({dep.where}) is built by {tool} in an isolated env: {why}, so it is compiled "
+        f"against that torch, not the env's {'torch ' + torch_env if torch_env else 'torch'}; "
+        "its extension then fails to load (undefined torch symbols) whenever the two differ",
+        _uv_fix(env, project, dep, torch_decl, torch_env)
+        if tool == "uv" and in_pyproject
+        else _pip_fix(env, project, dep, torch_decl, torch_env, uv=tool == "uv"),
+    )
+
+
+def _extra_torch(
+    env: PixiEnv,
+    project: Project,
+    dep: PypiDep,
+    extra: Any,
+    torch_decl: Any,
+    torch_env: str | None,
+) -> Finding:
+    """``[tool.uv.extra-build-dependencies]`` gives the isolated build a torch: which one."""
+    check = "pypi.build-isolation"
+    name = dep.name
+    if extra.match_runtime:
+        if torch_decl is not None:
+            return passed(
+                check,
+                f"{name} builds in isolation with the project's own torch ({torch_decl.where}; "
+                "extra-build-dependencies, match-runtime = true)",
+            )
+        return failed(
+            check,
+            f"{name}'s extra build dependency torch has match-runtime = true, but the project "
+            'declares no torch: uv stops with "`torch` was declared as an extra build '
+            'dependency with `match-runtime = true`, but was not found in the resolution" '
+            "(uv#15661)",
+            f'add "torch{"==" + torch_env if torch_env else ""}" to [project.dependencies] in '
+            f"{project.pyproject}",
+        )
+    runtime = torch_env or (_exact_pin(torch_decl.spec) if torch_decl is not None else None)
+    try:
+        spec = Requirement(extra.requirement).specifier
+    except InvalidRequirement:
+        spec = SpecifierSet()
+    if runtime and str(spec) and spec.contains(runtime, prereleases=True):
+        return passed(
+            check,
+            f"{name} builds in isolation with {extra.requirement} (extra-build-dependencies), "
+            f"the torch {runtime} it runs with",
+        )
+    return warning(
+        check,
+        f"{name} builds in isolation with `{extra.requirement}` from "
+        f"[tool.uv.extra-build-dependencies], not necessarily the env's "
+        f"{'torch ' + runtime if runtime else 'torch'}: it is compiled against (or its "
+        "setup.py fetches a prebuilt wheel for) that torch, and fails to load with undefined "
+        "torch symbols when the two differ",
+        f'write `{name} = [{{ requirement = "torch", match-runtime = true }}]` in '
+        f"[tool.uv.extra-build-dependencies] of {project.pyproject} (uv >= {UV_MATCH_RUNTIME})",
+    )
+
+
+def _uv_fix(
+    env: PixiEnv, project: Project, dep: PypiDep, torch_decl: Any, torch_env: str | None
+) -> str:
+    name = dep.name
+    at = f" (line {project.uv.line})" if project.uv is not None and project.uv.line else ""
+    declare = (
+        ""
+        if torch_decl is not None
+        else f'; torch must be a dependency too: add "torch'
+        f'{"==" + torch_env if torch_env else ""}" to [project.dependencies]'
+    )
+    return (
+        f"add to {project.pyproject}: `[tool.uv.extra-build-dependencies]` with "
+        f'`{name} = [{{ requirement = "torch", match-runtime = true }}]` (uv >= '
+        f'{UV_MATCH_RUNTIME}), or `no-build-isolation-package = ["{name}"]` in [tool.uv]{at} '
+        f"(uv >= {UV_TWO_PHASE} installs torch before it){declare}"
+    )
+
+
+def _pip_fix(
+    env: PixiEnv,
+    project: Project,
+    dep: PypiDep,
+    torch_decl: Any,
+    torch_env: str | None,
+    *,
+    uv: bool,
+) -> str:
+    name = dep.name
+    if dep.kind != "version":
+        requirement = f"{name} @ {dep.spec}"
+    else:
+        requirement = name + (dep.spec if dep.spec not in ("", "*") else "")
+    first = ["packaging", "ninja"]
+    if not torch_env:
+        first.insert(0, "torch" + (torch_decl.spec if torch_decl is not None else ""))
+    if uv:
+        first.append("setuptools")
+    before = fixes.pip_install(env, *first, uv=uv)
+    build = fixes.pip_install(env, requirement, options=("--no-build-isolation",), uv=uv)
+    return (
+        f"install {'torch, then ' if not torch_env else ''}{name} without isolation before "
+        f"the rest: `{before} && {build}` ({'uv' if uv else 'pip'} then keeps it when it reads "
+        f"{dep.where}); or replace that line with a prebuilt wheel: `{name} @ <wheel for your "
+        "python, torch, CUDA and cxx11abi from the project's release page>`"
+    )
+
+
+def _keeps(installed: str, dep: PypiDep, locked: Any) -> bool:
+    """pip and uv keep an installed release that satisfies the requirement (uv.lock: the
+    locked version)."""
+    if locked is not None:
+        return installed == locked.version
+    if dep.kind != "version":
+        return False
+    try:
+        return SpecifierSet(dep.spec if dep.spec != "*" else "").contains(
+            installed, prereleases=True
+        )
+    except (InvalidSpecifier, InvalidVersion):
+        return False
+
+
+def _req_name(text: str) -> str:
+    try:
+        return canonicalize_name(Requirement(text).name)
+    except InvalidRequirement:
+        return ""
+
+
+def _exact_pin(spec: str) -> str | None:
+    try:
+        pins = [s.version for s in SpecifierSet(spec) if s.operator == "=="]
+    except InvalidSpecifier:
+        return None
+    return pins[0] if pins and "*" not in pins[0] else None

@@ -15,13 +15,45 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.env import PixiEnv
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_setting(
+        parser,
+        "--vllm-project",
+        "the project a venv is installed from (a folder with pyproject.toml, "
+        "requirements*.txt or uv.lock, or one such file), for pypi.build-isolation; default: "
+        "the folder holding the venv when it has one",
+        metavar="PATH",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    project_path(config)  # a path that is not there is a usage error at start
+
+
+def project_path(config: pytest.Config) -> Path | None:
+    """``--vllm-project`` as a path: relative to the invocation dir on the command line, to
+    the rootdir in an ini file; one that does not exist is a usage error."""
+    value = settings.get(config, "vllm_project")
+    if not value:
+        return None
+    given = config.getoption("vllm_project", default=None)
+    base = Path(str(config.invocation_params.dir)) if given else Path(str(config.rootpath))
+    path = base / Path(value).expanduser()
+    if not path.exists():
+        raise pytest.UsageError(f"--vllm-project={value}: no such file or folder ({path})")
+    return path
+
+
 @pytest.fixture(scope="session")
-def pypi_settings(vllm_env: PixiEnv) -> pypi_options.PypiOptions | None:
+def pypi_settings(
+    request: pytest.FixtureRequest, vllm_env: PixiEnv
+) -> pypi_options.PypiOptions | None:
     """The env's merged ``[pypi-options]`` and ``[pypi-dependencies]`` over its features
-    (:class:`pytest_vllm_env.pypi_options.PypiOptions`); None without a manifest."""
+    (:class:`pytest_vllm_env.pypi_options.PypiOptions`); for a venv, what its project
+    declares for pip or uv (``--vllm-project``); None when neither is found."""
     from pytest_vllm_env import pypi_options
 
-    return pypi_options.read_options(vllm_env)
+    return pypi_options.read_options(vllm_env, project_path(request.config))
 
 
 @pytest.fixture(scope="session")
