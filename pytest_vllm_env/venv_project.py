@@ -228,15 +228,23 @@ def _add(project: Project, text: str, path: Path, line: int | None, table: str =
 
 
 # -- pyproject.toml --------------------------------------------------------------------------
-def _read_pyproject(project: Project, path: Path) -> None:
+def _toml(path: Path, project: Project) -> tuple[str, dict[str, Any]] | None:
+    """``path``'s text and TOML data; None (with the problem noted) when unreadable."""
     text = _text(path, project)
     if text is None:
-        return
+        return None
     try:
-        data = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         project.problems.append(f"{path}: not valid TOML ({exc})")
+        return None
+
+
+def _read_pyproject(project: Project, path: Path) -> None:
+    parsed = _toml(path, project)
+    if parsed is None:
         return
+    text, data = parsed
     lines = text.splitlines()
     proj = data.get("project", {})
     proj = proj if isinstance(proj, Mapping) else {}
@@ -301,14 +309,10 @@ def _line_of(lines: list[str], entry: str) -> int | None:
 
 # -- uv.lock -------------------------------------------------------------------------------
 def _read_lock(project: Project, path: Path) -> None:
-    text = _text(path, project)
-    if text is None:
+    parsed = _toml(path, project)
+    if parsed is None:
         return
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        project.problems.append(f"{path}: not valid TOML ({exc})")
-        return
+    _, data = parsed
     for package in data.get("package", []) if isinstance(data.get("package"), list) else []:
         if not isinstance(package, Mapping) or not isinstance(package.get("name"), str):
             continue
