@@ -420,7 +420,8 @@ def tensors_complete(
     )
     issues += tied_extra + _scale_dtype_issues(facts.linear, rule)
     issues += [] if rules["legacy"] else _tied_lm_head_issues(ckpt, eff, source)
-    issues += _kv_issues(ckpt, eff, source, kv_naming)
+    kv_found, kv_evidence = _kv_issues(ckpt, eff, source, kv_naming)
+    issues += kv_found
     stray = _unmatched_excludes(ckpt, eff, source)
     if stray:
         example = next((m for m in sorted(linear) if not m.startswith("lm_head")), "")
@@ -442,7 +443,7 @@ def tensors_complete(
         by_effect.setdefault(issue.effect, []).append(issue)
     refused, wrong = by_effect.get("refuses", []), by_effect.get("wrong", [])
     cost, notes = by_effect.get("cost", []), by_effect.get("note", [])
-    evidence: dict[str, Any] = dict(excluded=list(eff.exclude), quant_algo=eff.algo)
+    evidence: dict[str, Any] = dict(excluded=list(eff.exclude), quant_algo=eff.algo, **kv_evidence)
     if refused or wrong:
         lines = []
         if refused:
@@ -477,6 +478,7 @@ def tensors_complete(
         + (f"; note: {_few([i.text for i in notes])}" if notes else ""),
         quantized_modules=quantized,
         vllm_effect="works",
+        **kv_evidence,
     )
 
 
@@ -618,16 +620,19 @@ def _kv_issues(
     eff: QuantSettings,
     source: ModelOptSource | None = None,
     naming: KvScaleNaming | None = None,
-) -> list[LayerIssue]:
+) -> tuple[list[LayerIssue], dict[str, Any]]:
     """Does every attention layer get its KV-cache scales? A scale reaches the layer only
     under the name the env's vLLM renames it to (``naming``; vLLM 0.26.0's without it),
     ``<block>.attn.k_scale``. On the H100, vLLM 0.26.0 refused names it cannot place
     ("There is no module or parameter named ..."; ``k_proj.output_scale``: an
     AttributeError), dropped silently those ending in ``.k_scale``/``.v_scale`` that land
     elsewhere, and ran a layer without scales at 1.0 ("Using KV cache scaling factor 1.0":
-    it loads and matched BF16 on a tiny model, an accuracy risk on real ones). F3.9."""
+    it loads and matched BF16 on a tiny model, an accuracy risk on real ones). F3.9.
+    Also returns the evidence ``gpu.prediction-agrees`` holds against the scales the real
+    layers run with: ``kv_blocks`` (attention blocks), ``kv_uncalibrated`` (those predicted
+    to run at scale 1.0) and ``kv_unjudged`` (excluded ones: no prediction)."""
     if not eff.kv_cache_algo:
-        return []
+        return [], {}
     naming = naming if naming is not None and naming.mode else VLLM_0_26
     excluded = excluder(eff.exclude, source)
     blocks = sorted(
@@ -635,7 +640,7 @@ def _kv_issues(
     )
     blocks = [b for b in blocks if b and not _VISION.search(b)]  # towers: vision-tower's
     if not blocks:
-        return []
+        return [], {}
     targets = {f"{b}.attn.{leaf}": b for b in blocks for leaf in KV_LEAVES}
     got: dict[str, set[str]] = {b: set() for b in blocks}
     issues: list[LayerIssue] = []
@@ -688,13 +693,15 @@ def _kv_issues(
                 dropped[0][0],
             )
         )
-    missing = []
+    missing, uncalibrated, unjudged = [], [], []
     for block in blocks:
         if excluded(f"{block}.k_proj", ckpt.modules) or excluded(f"{block}.qkv_proj", ckpt.modules):
+            unjudged.append(block)
             continue
         lacks = [s for s in ("k_scale", "v_scale") if s not in got[block]]
         if lacks:
             missing.append(f"{block} (no {', '.join(lacks)})")
+            uncalibrated.append(block)
     if missing:
         issues.append(
             LayerIssue(
@@ -706,7 +713,8 @@ def _kv_issues(
                 f"1.0 (uncalibrated): {_few(missing)}",
             )
         )
-    return issues
+    kv = dict(kv_blocks=len(blocks), kv_uncalibrated=uncalibrated[:200], kv_unjudged=unjudged[:200])
+    return issues, kv
 
 
 def _by_module(pairs: list[tuple[str, str]]) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_vllm_env import defaults
@@ -666,8 +667,91 @@ def prediction_agrees(
                 **evidence,
             )
     cause = f" (tensor {real_tensor})" if real_tensor and seen == "refuses" else ""
+    kv = kv_agreement(predicted, run) if seen != "refuses" else None
+    if kv is not None:
+        evidence.update(kv.evidence)
+        if not kv.same:
+            return warning(
+                cid,
+                f"{checkpoint}: the load agrees ({said[expect]!r}), but not its KV-cache "
+                f"scales: {kv.text}",
+                "trust gpu.kv-scales-loaded for this checkpoint (it reads what the layers run "
+                "with); the KV-naming rules were wrong here: report it to pytest-vllm-env with "
+                "this finding's evidence",
+                **evidence,
+            )
+        cause += f"; {kv.text}"
     return passed(
         cid,
         f"{checkpoint}: the toolchain tier predicted {said[expect]!r} and vLLM agreed{cause}",
         **evidence,
     )
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
+
+
+def _layer_key(name: str) -> str:
+    """One attention layer's key on both sides: the checkpoint's block
+    (``model.language_model.layers.3.self_attn``) and vLLM's module
+    (``language_model.model.layers.3.self_attn.attn``) are named apart by each model class's
+    mapper, but agree on the layer index."""
+    m = _LAYER_INDEX.search(name)
+    if not m:
+        return name.removesuffix(".attn")
+    # a draft (MTP) stack counts its layers from 0 again
+    return ("mtp " if re.search(r"(?:^|\.)mtp\.", name) else "") + f"layer {m.group(1)}"
+
+
+@dataclass(frozen=True)
+class KvAgreement:
+    """The KV-scale prediction (modelopt.tensors-complete) against the scales the real
+    attention layers run with (the probe's ``kv_scales``)."""
+
+    same: bool
+    text: str
+    evidence: dict[str, Any]
+
+
+def kv_agreement(predicted: Sequence[Finding], run: ProbeResult) -> KvAgreement | None:
+    """Which attention layers run an FP8 KV cache at scale 1.0: predicted from the
+    checkpoint's names (``kv_uncalibrated``) and read from the loaded model. None when
+    either side is silent: no FP8 KV cache, no KV prediction, the probe could not read them.
+    Layers are matched by index (``_layer_key``); excluded blocks are left out."""
+    layers = run.data.get("kv_scales")
+    if not isinstance(layers, dict) or not str(run.data.get("kv_cache_dtype", "")).startswith(
+        "fp8"
+    ):
+        return None
+    static = next(
+        (f for f in predicted if f.id == "modelopt.tensors-complete" and "kv_blocks" in f.evidence),
+        None,
+    )
+    if static is None:
+        return None
+    skip = {_layer_key(b) for b in static.evidence.get("kv_unjudged", [])}
+    built = {_layer_key(n) for n in layers}  # layers vLLM did not build (an MTP draft) can't count
+    ours = {_layer_key(b) for b in static.evidence.get("kv_uncalibrated", [])} & built - skip
+    theirs = {_layer_key(n) for n, kv in layers.items() if list(kv) == [1.0, 1.0]} - skip
+    evidence = dict(predicted_kv_at_one=sorted(ours)[:50], observed_kv_at_one=sorted(theirs)[:50])
+    judged = len(layers)
+    if ours == theirs:
+        text = (
+            f"both say {len(ours)} of {judged} attention layer(s) run at KV scale 1.0"
+            if ours
+            else f"both say all {judged} attention layer(s) get the checkpoint's KV scales"
+        )
+        return KvAgreement(True, text, evidence)
+    only_ours, only_theirs = sorted(ours - theirs), sorted(theirs - ours)
+    parts = []
+    if only_theirs:
+        parts.append(
+            f"vLLM runs {', '.join(only_theirs[:5])} at scale 1.0, which the toolchain tier "
+            "predicted would get the checkpoint's scales"
+        )
+    if only_ours:
+        parts.append(
+            f"the toolchain tier predicted {', '.join(only_ours[:5])} at scale 1.0, but vLLM "
+            "runs them with calibrated scales"
+        )
+    return KvAgreement(False, "; ".join(parts), evidence)

@@ -722,3 +722,84 @@ def test_kv_scales_absent_from_the_checkpoint_warn_and_bf16_cache_passes():
         "vllm_generate.py", data={"tokens": [1], "kv_scales_exception": "E: x"}
     )
     assert vllm_run.vllm_kv_scales(unread, "c", {}).outcome == "skipped"
+
+
+# -- gpu.prediction-agrees on the KV-cache scales (F3.9): the static names against the layers --
+KV_EXPORT = EXPORT.parent / "llama-kv-fp8"
+# what the probe read on the H100 (vLLM 0.26.0, round 9) from the real Llama FP8+KV export
+H100_LLAMA_KV = {
+    "model.layers.0.self_attn.attn": [0.00127, 0.00126],
+    "model.layers.1.self_attn.attn": [0.00145, 0.00121],
+}
+
+
+def kv_load(pytester, env_builder, tmp_path, variant: str, layers: dict[str, list[float]]):
+    """A variant of the real Llama FP8+KV export (of the FP8 one for ``kv-fp8-no-scales``)
+    through the gpu checks, the stand-in vLLM reporting ``layers`` as the scales its
+    attention layers run with."""
+    from fixtures import variants
+
+    src = EXPORT if variant == "kv-fp8-no-scales" else KV_EXPORT
+    folder = variants.make(variant, src, tmp_path / "ckpt" / "llama-fp8")
+    standin_env(env_builder, vllm={"llama-fp8": {"kv": "fp8_e4m3", "kv_scales": layers}})
+    report = tmp_path / "report.json"
+    k = ALL_VLLM + " or test_vllm_kv_scales_loaded"
+    gpu_run(pytester, env_builder, f"--modelopt-checkpoint={folder}", k=k, report=report)
+    return {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+
+
+def test_kv_scales_predicted_and_loaded_agree(pytester, env_builder, tmp_path):
+    found = kv_load(pytester, env_builder, tmp_path, "good", H100_LLAMA_KV)
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["summary"].endswith(
+        "predicted 'works' and vLLM agreed; both say all 2 attention layer(s) get the "
+        "checkpoint's KV scales"
+    )
+    assert found["gpu.kv-scales-loaded"]["outcome"] == "passed"
+
+
+def test_kv_scales_lost_where_the_names_said_they_land_is_a_disagreement(
+    pytester, env_builder, tmp_path
+):
+    # vLLM #54623's shape: llm-compressor names (self_attn.k_scale), which the static rule maps
+    # onto the layer, yet a layer runs at 1.0: the prediction was wrong, said as its own finding
+    layers = dict(H100_LLAMA_KV, **{"model.layers.1.self_attn.attn": [1.0, 1.0]})
+    found = kv_load(pytester, env_builder, tmp_path, "kv-names-attn", layers)
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "warning", agrees
+    assert (
+        "the load agrees ('works'), but not its KV-cache scales: vLLM runs layer 1 at scale "
+        "1.0, which the toolchain tier predicted would get the checkpoint's scales"
+    ) in agrees["summary"]
+    assert agrees["evidence"]["observed_kv_at_one"] == ["layer 1"]
+    assert "trust gpu.kv-scales-loaded" in agrees["fix"]
+    assert found["gpu.kv-scales-loaded"]["outcome"] == "warning"
+
+
+def test_kv_scales_missing_predicted_and_seen_agree(pytester, env_builder, tmp_path):
+    # no KV scales in the checkpoint: both sides say every layer runs at 1.0 (a cost, warned
+    # by modelopt.tensors-complete and gpu.kv-scales-loaded; the prediction was right)
+    at_one = {n: [1.0, 1.0] for n in H100_LLAMA_KV}
+    found = kv_load(pytester, env_builder, tmp_path, "kv-fp8-no-scales", at_one)
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert "both say 2 of 2 attention layer(s) run at KV scale 1.0" in agrees["summary"]
+    # and the opposite disagreement: predicted at 1.0, vLLM found scales somewhere
+    other = tmp_path / "other"
+    other.mkdir()
+    found = kv_load(pytester, env_builder, other, "kv-fp8-no-scales", H100_LLAMA_KV)
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "warning"
+    assert (
+        "the toolchain tier predicted layer 0, layer 1 at scale 1.0, but vLLM runs them with "
+        "calibrated scales" in agrees["summary"]
+    )
+
+
+def test_layer_keys_match_checkpoint_and_vllm_names():
+    key = vllm_run._layer_key
+    assert key("model.language_model.layers.3.self_attn") == "layer 3"
+    assert key("language_model.model.layers.3.self_attn.attn") == "layer 3"
+    assert key("mtp.layers.0.self_attn") == "mtp layer 0"
+    assert key("model.layers.0.self_attn") != key("mtp.layers.0.self_attn")
