@@ -253,12 +253,18 @@ def report_path(config: pytest.Config, value: str) -> Path:
 @functools.cache
 def suite_dir() -> Path:
     """The bundled suite's folder: ``pytest_vllm_env/suite`` when installed (``conformance/``
-    of a checkout, through the editable install's mapping). Found without importing it, and
-    never by the name ``conformance``, which a user's own package would shadow."""
+    of a checkout, through the editable install's mapping; a checkout's ``conformance/`` by
+    path when the package is only on ``PYTHONPATH``). Found without importing it, and never by
+    the name ``conformance``, which a user's own package would shadow."""
     spec = importlib.util.find_spec("pytest_vllm_env.suite")
-    if spec is None or not spec.submodule_search_locations:
-        raise pytest.UsageError("pytest-vllm-env: the bundled suite is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    # Not installed: a checkout on PYTHONPATH (``-p pytest_vllm_env.plugin``, as on a GPU box
+    # without network); its conformance/ sits beside this package, found by path.
+    checkout = Path(__file__).resolve().parent.parent / "conformance"
+    if (checkout / "__init__.py").is_file() and (checkout / "test_env.py").is_file():
+        return checkout
+    raise pytest.UsageError("pytest-vllm-env: the bundled suite is not installed")
 
 
 def _add_bundled_suite(config: pytest.Config) -> None:

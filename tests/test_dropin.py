@@ -466,3 +466,24 @@ def test_examples_write_options_with_equals():
         if command(path, line) and spaced.search(line) and "8846" not in line  # the bug, told
     ]
     assert not found, "\n".join(found)
+
+
+def test_suite_found_by_path_in_a_checkout_that_is_not_installed(monkeypatch):
+    # On the GPU box the checkout is only on PYTHONPATH (no network, no install): the
+    # editable mapping to pytest_vllm_env.suite is absent, and --vllm-conformance said "the
+    # bundled suite is not installed". The checkout's conformance/ is found by path instead.
+    import importlib.util
+
+    from pytest_vllm_env import plugin
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pytest_vllm_env.suite" else real(name, *a),
+    )
+    plugin.suite_dir.cache_clear()
+    try:
+        assert plugin.suite_dir() == Path(plugin.__file__).resolve().parent.parent / "conformance"
+    finally:
+        plugin.suite_dir.cache_clear()

@@ -30,7 +30,7 @@ run() {  # name, reference (or ""), checkpoint dirs...
   $PY scripts/device/corpus_table.py $OUT/corpus_$name.json $M/${name}_variants.json > $OUT/table_$name.md; cat $OUT/table_$name.md
 }
 cp $M/counting/variants.json $M/b_variants.json; cp $M/tied/variants.json $M/c_variants.json
-G=${GROUPS:-b c bench}  # which parts to run (GROUPS="b" for the counting model alone)
+G=${PARTS:-b c bench}  # which parts to run (PARTS="b" for the counting model alone; not GROUPS: bash owns that name)
 [[ " $G " == *" b "* ]] && run b "$([ -d $M/counting-bf16 ] && echo $M/counting-bf16)" $M/counting/good $M/counting/input-scale-missing-alone $M/counting/bf16-dequantized $M/counting/zero-weight-scales $M/counting/scale-shape-out
 [[ " $G " == *" c "* ]] && run c "" $M/tied/good $M/tied/lm-head-not-excluded $M/tied/lm-head-input-scale
 [[ " $G " == *" bench "* ]] || exit 0
