@@ -604,6 +604,15 @@ def observed_effect(run: ProbeResult, judged: Iterable[Finding]) -> Effect:
     return "works"
 
 
+def _missing_module(run: ProbeResult) -> str | None:
+    """The module a load died importing (``No module named 'flashinfer'``), if that was it."""
+    m = re.match(
+        r"(?:ModuleNotFoundError|ImportError): No module named '([\w.]+)'",
+        str(run.data.get("exception") or ""),
+    )
+    return m.group(1) if m else None
+
+
 def fused(tensor: str) -> str:
     """A tensor name as vLLM's loader holds it (``q_proj`` -> ``qkv_proj``)."""
     module, _, leaf = tensor.rpartition(".")
@@ -630,6 +639,15 @@ def prediction_agrees(
     )
     if seen == "unknown":
         return skipped(cid, f"{checkpoint}: the load did not complete; nothing to compare")
+    missing = _missing_module(run) if seen == "refuses" else None
+    if missing and expect != "refuses":
+        # a package the env lacks (flashinfer for Qwen3.5's GDN prefill, measured on the
+        # H100) says nothing of the checkpoint: not a disagreement of the checkpoint rules
+        return skipped(
+            cid,
+            f"{checkpoint}: the load died on a module the env lacks ({missing}), not on the "
+            "checkpoint: nothing to compare (gpu.vllm-generate says what to install)",
+        )
     real_tensor = failing_tensor(run) if seen == "refuses" else None
     if real_tensor:
         evidence["observed_tensor"] = real_tensor

@@ -803,3 +803,19 @@ def test_layer_keys_match_checkpoint_and_vllm_names():
     assert key("language_model.model.layers.3.self_attn.attn") == "layer 3"
     assert key("mtp.layers.0.self_attn") == "mtp layer 0"
     assert key("model.layers.0.self_attn") != key("mtp.layers.0.self_attn")
+
+
+def test_load_dying_on_a_missing_module_is_no_checkpoint_disagreement(
+    pytester, env_builder, tmp_path
+):
+    # measured on the H100 (vLLM 0.26.0, no flashinfer): the real Qwen3.5 FP8 export loaded,
+    # then its GDN prefill died with "No module named 'flashinfer'"; prediction-agrees warned
+    # that the checkpoint rules were wrong. They were not: the env lacks a package.
+    behaviour = {"llama-fp8": {"raise": {"type": "ModuleNotFoundError"}}}
+    result, found = one_load(pytester, env_builder, tmp_path, behaviour)
+    assert found["gpu.vllm-generate"]["outcome"] == "failed"
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "skipped", agrees
+    assert "died on a module the env lacks (flashinfer), not on the checkpoint" in (
+        agrees["summary"]
+    )
