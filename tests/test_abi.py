@@ -139,8 +139,9 @@ def test_cudart_major_mismatch(pytester, env_builder, parts):
             ),
             lit(
                 "*fix: vllm/_C.abi3.so was built for CUDA 12, torch 2.11.0+cu130 is CUDA 13.0 "
-                "(abi.cudart): install vLLM's CUDA 13 wheel: [pypi-options] extra-index-urls = "
-                '["https://wheels.vllm.ai/0.26.0/cu130"] in pixi.toml*'
+                "(abi.cudart): install vLLM's CUDA 13 wheel: add `vllm = { version = "
+                '"==0.26.0", index = "https://wheels.vllm.ai/0.26.0/cu130" }` to '
+                "[pypi-dependencies] in pixi.toml*"
             ),
         ]
     )
