@@ -960,7 +960,7 @@ def needed(
         fix = f"install the torch {owner} was built for: {fixes.add(env, torch_pkg)}"
     else:
         fix = (
-            f"install the package that provides {first} into {fixes.deps_place(env)}, or "
+            f"add the package that provides {first} to {fixes.deps_place(env)}, or "
             f"reinstall {owner}: {fixes.reinstall(env, _dist_name(owner), pypi=True)}"
         )
     return F.failed(

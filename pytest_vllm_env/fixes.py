@@ -46,6 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 if TYPE_CHECKING:
     from .env import PixiEnv
     from .pixi import Manifest
@@ -142,6 +145,8 @@ def deps_place(env: PixiEnv, *, pypi: bool = False) -> str:
         return f"{deps_table(env, pypi=pypi)} in {manifest_name(env)}"
     if kind == "conda":
         return f"the env (`conda install -p {env.prefix}`)"
+    if made_by_uv(env):
+        return f"the venv (`uv pip install --python {env.prefix}`)"
     return f"the venv (`{env.prefix}/bin/python -m pip install`)"
 
 
@@ -340,9 +345,12 @@ def pypi_options_table(env: PixiEnv) -> str:
     return f"[{head}pypi-options]"
 
 
-def pypi_line(package: Package, *, index: str = "", url: str = "") -> str:
-    """A ``[pypi-dependencies]`` line: ``torch = "==2.11.0"``, with ``index`` an inline table
-    ``torch = { version = "==2.11.0", index = "https://..." }``, with ``url`` a wheel's URL."""
+def pypi_line(package: Package, *, index: str = "", url: str = "", path: str = "") -> str:
+    """A ``[pypi-dependencies]`` line: ``torch = "==2.11.0"``; with ``index`` the inline table
+    ``torch = { version = "==2.11.0", index = "https://..." }``; with ``url`` a wheel's URL;
+    with ``path`` a source checkout built in place (``editable = true``)."""
+    if path:
+        return f'{package.name} = {{ path = "{path}", editable = true }}'
     if url:
         return f'{package.name} = {{ url = "{url}" }}'
     if index:
@@ -351,35 +359,47 @@ def pypi_line(package: Package, *, index: str = "", url: str = "") -> str:
 
 
 def pin(
-    env: PixiEnv, package: Package, *, index: str = "", url: str = "", extra: bool = False
+    env: PixiEnv,
+    package: Package,
+    *,
+    index: str = "",
+    url: str = "",
+    path: str = "",
+    extra: bool = False,
 ) -> str:
-    """The fix that gives a package ``package.version`` (a PyPI one from ``index``, or the
-    wheel at ``url``). In a Pixi manifest: the line that declares it, by file, line and table, with
-    what replaces it (an inline table keeps its other keys: ``index`` stays), or the table to
-    add it to; for a conda prefix or a venv, the pip (``uv pip``) command (a conda package:
-    :func:`add`'s ``conda install``). ``extra``: the
-    index holds only this package (vLLM's per-release wheel index), so pip gets it as
+    """The fix that gives a package ``package.version`` (a PyPI one from ``index``, the wheel
+    at ``url`` or the checkout at ``path``). In a Pixi manifest: the line that declares it, by
+    file, line and table, and what replaces it (an inline table keeps its other keys: its
+    ``index`` stays), or the table to add it to. For a conda prefix or a venv: the pip (``uv
+    pip``) command; a conda package gets :func:`add`'s ``conda install``. ``extra``: the index
+    holds only this package (vLLM's per-release wheel index), so pip gets it as
     ``--extra-index-url`` rather than ``--index-url``."""
     kind = kind_of(env)
-    if kind not in ("pixi", "pyproject") and not package.pypi:
-        return add(env, package)
     if kind not in ("pixi", "pyproject"):
-        spec = f"{package.name} @ {url}" if url else package.pip_spec()
+        if not package.pypi:
+            return add(env, package)
+        spec = path or (f"{package.name} @ {url}" if url else package.pip_spec())
         flag = "--extra-index-url" if extra else "--index-url"
         options = (f"{flag} {index}",) if index else ()
-        return f"`{pip_install(env, spec, options=options, uv=made_by_uv(env))}`"
+        uv = made_by_uv(env)
+        if _needs_reinstall(env, package, bool(index or url or path)):
+            # pip and uv keep an installed 2.11.0+cu130 for "torch==2.11.0" ("Requirement
+            # already satisfied"), whatever index is given: the fix would change nothing
+            options += (f"--reinstall-package {package.name}",) if uv else ("--force-reinstall",)
+        return f"`{pip_install(env, spec, options=options, uv=uv)}`"
     from .manifest_lines import ManifestLines
 
     table = "pypi-dependencies" if package.pypi else "dependencies"
     found = ManifestLines(env.manifest, env.name).find(package.name, table)
-    new = pypi_line(package, index=index, url=url)
+    new = pypi_line(package, index=index, url=url, path=path)
+    elsewhere = bool(index or url or path)  # not a version alone
     if found is None:
         return f"add `{new}` to {deps_place(env, pypi=package.pypi)}"
     if found.table == "[project] dependencies":
-        if index or url:  # an index or a URL is said in [tool.pixi.pypi-dependencies]
+        if elsewhere:  # an index, a URL or a path is said in [tool.pixi.pypi-dependencies]
             return f"add `{new}` to {deps_place(env, pypi=True)} (and drop {found})"
         new = _replace_requirement(found.text, package)
-    elif not (index or url) and re.search(r"""\bversion\s*=\s*["'][^"']*["']""", found.text):
+    elif not elsewhere and re.search(r"""\bversion\s*=\s*["'][^"']*["']""", found.text):
         # `torch = { version = "==2.6.0", index = "..." }`: keep the index, change the version
         new = re.sub(
             r"""(\bversion\s*=\s*)(["'])[^"']*\2""",
@@ -388,7 +408,26 @@ def pin(
             count=1,
         )
     where = f"in {found.path.name} line {found.line} ({found.table})"
+    if new == found.text:  # the manifest asks for it already: the env holds another build
+        return f"{found} asks for it already, the env holds another build: run " + reinstall(
+            env, package.name, pypi=package.pypi
+        )
     return f"{where}, replace `{found.text}` with `{new}`"
+
+
+def _needs_reinstall(env: PixiEnv, package: Package, elsewhere: bool) -> bool:
+    """Whether pip must be told to reinstall: the installed version already satisfies the
+    request (or the request names another source for the same package)."""
+    installed = env.version_of(package.name)
+    if not installed:
+        return False
+    if elsewhere:
+        return True
+    spec = package.pip_spec()[len(package.name) :]  # "==2.11.0", ">=2.7", "" for any
+    try:
+        return SpecifierSet(spec).contains(Version(installed), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return False
 
 
 def _replace_requirement(text: str, package: Package) -> str:
@@ -417,9 +456,14 @@ def rebuild(env: PixiEnv, name: str, *, source: str = "") -> str:
             f"{manifest_name(env)}"
         )
         if source:
-            line = f'{name} = {{ path = "{source}", editable = true }}'
-            text += f" and declare `{line}` in {deps_place(env, pypi=True)}"
-        return text + f", then run {reinstall(env, name, pypi=True)}"
+            from .manifest_lines import ManifestLines
+
+            declared = ManifestLines(env.manifest, env.name).find(name, "pypi-dependencies")
+            if declared is not None and re.search(r"\bpath\s*=", declared.text):
+                text += f" ({declared} builds it from a checkout)"
+            else:
+                text += "; " + pin(env, Package(name, pypi=True), path=source)
+        return text + f"; then run {reinstall(env, name, pypi=True)}"
     target = source or name
     if made_by_uv(env):
         options: tuple[str, ...] = ("--no-build-isolation", f"--reinstall-package {name}")
