@@ -342,8 +342,16 @@ def _torch_spec(built: str) -> str:
     return f"=={release}.*" if release.count(".") == 1 else f"=={release}"
 
 
+def _torch_package(env: PixiEnv, spec: str) -> Package:
+    """torch at ``spec``: PyPI's ``torch``, or conda-forge's ``pytorch`` where the env's torch
+    came from conda-forge (a PyPI pin beside it would install a second torch over it)."""
+    if env.conda("pytorch") is not None:
+        return Package("pytorch", spec)
+    return Package("torch", spec, pypi=True)
+
+
 def _pin_torch(env: PixiEnv, built: str) -> str:
-    return fixes.pin(env, Package("torch", _torch_spec(built), pypi=True))
+    return fixes.pin(env, _torch_package(env, _torch_spec(built)))
 
 
 def _torch_for_cuda(env: PixiEnv, release: str | None, major: str) -> str:
@@ -353,6 +361,12 @@ def _torch_for_cuda(env: PixiEnv, release: str | None, major: str) -> str:
     from . import torch_archs
 
     version = (release or "").split("+", 1)[0]
+    if env.conda("pytorch") is not None:
+        # conda-forge's pytorch builds follow cuda-version (and a CPU one has build `cpu_*`)
+        return (
+            fixes.pin(env, Package("cuda-version", f"{major}.*"))
+            + " and ask for a CUDA build of conda-forge's pytorch (build string `cuda*`)"
+        )
     if not version:
         place = fixes.deps_place(env, pypi=True)
         return (
@@ -448,7 +462,7 @@ def pins(
                     F.failed(
                         cid,
                         f"{who} requires {req}, torch is not installed",
-                        fixes.add(env, Package("torch", str(req.specifier), pypi=True)),
+                        fixes.add(env, _torch_package(env, str(req.specifier))),
                     )
                 )
             continue
@@ -465,7 +479,12 @@ def pins(
                 F.failed(
                     cid,
                     f"{who} requires {req} but the env has {name} {have}",
-                    fixes.pin(env, Package(name, str(req.specifier), pypi=True))
+                    fixes.pin(
+                        env,
+                        _torch_package(env, str(req.specifier))
+                        if name == "torch"
+                        else Package(name, str(req.specifier), pypi=True),
+                    )
                     + f", or install the {who} release built for {name} {have}",
                     requirement=str(req),
                     installed=have,
@@ -752,7 +771,7 @@ def source_torch_floor(
 ) -> Finding:
     """``abi.source-torch``: vLLM >= 0.9 sources need torch >= 2.7 (``at::Float8_e8m0fnu``)."""
     env = env or NO_ENV
-    floor = Package("torch", ">=2.7", pypi=True)
+    floor = _torch_package(env, ">=2.7")
     cid = "abi.source-torch"
     try:
         v = Version(vllm_version)
@@ -840,7 +859,7 @@ def source_tree_torch(
                 F.failed(
                     cid,
                     f"{where} needs {req}; torch is not installed",
-                    fixes.add(env, Package("torch", str(req.specifier), pypi=True))
+                    fixes.add(env, _torch_package(env, str(req.specifier)))
                     + " before building",
                 )
             )
@@ -852,7 +871,7 @@ def source_tree_torch(
                 F.failed(
                     cid,
                     f"the source tree needs {req} ({where}) but the env has torch {torch_version}",
-                    fixes.pin(env, Package("torch", str(req.specifier), pypi=True))
+                    fixes.pin(env, _torch_package(env, str(req.specifier)))
                     + "; or check out the vLLM tag made for the installed torch",
                 )
             )
@@ -956,7 +975,7 @@ def needed(
         )
     elif first.startswith(("libc10", "libtorch")):
         pin = built.torch if isinstance(built, BuiltFor) else built
-        torch_pkg = Package("torch", _torch_spec(pin) if pin else "", pypi=True)
+        torch_pkg = _torch_package(env, _torch_spec(pin) if pin else "")
         fix = f"install the torch {owner} was built for: {fixes.add(env, torch_pkg)}"
     else:
         fix = (

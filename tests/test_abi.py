@@ -544,3 +544,25 @@ def test_fix_for_a_cuda_12_build_next_to_torch_cu130_outside_pixi(pytester, tmp_
         f"built for CUDA 12: `{pip} --index-url https://download.pytorch.org/whl/cu128 "
         '--force-reinstall "torch==2.11.0"`'
     ]
+
+
+def test_fix_for_conda_forge_pytorch_pins_pytorch_not_a_pypi_torch(env_builder):
+    """torch from conda-forge (`pytorch` in [dependencies]): a PyPI `torch` pin beside it
+    would install a second torch over it; the fix changes the `pytorch` line."""
+    from pytest_vllm_env.env import PixiEnv
+
+    env_builder.python("3.12")
+    env_builder.conda("pytorch", "2.13.0", "cuda130_h0")
+    env_builder.dist("torch", "2.13.0", installer="conda")
+    manifest = env_builder.manifest('[dependencies]\npytorch = "2.13.*"\n')
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
+    (bad,) = abi.pins(["torch==2.11.0"], {"torch": "2.13.0"}, env=env)
+    assert bad.fix == (
+        'in pixi.toml line 7 ([dependencies]), replace `pytorch = "2.13.*"` with '
+        '`pytorch = "==2.11.0"`, or install the vllm release built for torch 2.13.0'
+    )
+    (old,) = abi.pins(["torch==2.11.0"], {"torch": "2.13.0"})  # no env known: Pixi's words
+    assert old.fix == (
+        'add `torch = "==2.11.0"` to [pypi-dependencies] in pixi.toml, or install the vllm '
+        "release built for torch 2.13.0"
+    )
