@@ -859,8 +859,7 @@ def source_tree_torch(
                 F.failed(
                     cid,
                     f"{where} needs {req}; torch is not installed",
-                    fixes.add(env, _torch_package(env, str(req.specifier)))
-                    + " before building",
+                    fixes.add(env, _torch_package(env, str(req.specifier))) + " before building",
                 )
             )
             continue

@@ -134,7 +134,7 @@ def test_flash_attn_cxx11_on_torch_260_fails(pytester, env_builder, torch26, tmp
                 "`flash_attn-<version>+cu12torch2.6cxx11abiFALSE-cp312-cp312-linux_x86_64.whl`): "
                 'add `flash-attn = { url = "<asset URL>" }` to [pypi-dependencies] in pixi.toml; '
                 'or build it against this torch: list `"flash-attn"` in `no-build-isolation = '
-                "[...]` of [pypi-options] in pixi.toml, then run `pixi reinstall -e default "
+                "[...]` of [pypi-options] in pixi.toml; then run `pixi reinstall -e default "
                 "flash-attn`*"
             ),
         ]
