@@ -21,21 +21,28 @@ def test_pins(vllm_env, verdict):
         verdict(F.skipped("abi.pins", f"vLLM is not installed in {vllm_env.prefix}"))
         return
     installed = {name: vllm_env.version_of(name) for name in abi.PINNED}
-    verdict(abi.pins(dist.requires, installed))
+    verdict(abi.pins(dist.requires, installed, env=vllm_env))
 
 
 @pytest.mark.vllm_check("abi.cudart")
 def test_cudart(vllm_env, extensions, torch_facts, verdict):
     toolkit = vllm_env.version_of("cuda-version")
     none = _none("abi.cudart", vllm_env, extensions)
-    verdict(none or [abi.cudart(e, torch_facts, toolkit) for e in extensions])
+    built = {o: abi.built_for(vllm_env, o) for o in {e.owner for e in extensions}}
+    verdict(
+        none
+        or [
+            abi.cudart(e, torch_facts, toolkit, env=vllm_env, built=built[e.owner])
+            for e in extensions
+        ]
+    )
 
 
 @pytest.mark.vllm_check("abi.symbols")
 def test_symbols(vllm_env, extensions, torch_facts, verdict):
     none = _none("abi.symbols", vllm_env, extensions)
     built = {o: abi.built_for(vllm_env, o) for o in {e.owner for e in extensions}}
-    verdict(none or [abi.symbols(e, torch_facts, built[e.owner]) for e in extensions])
+    verdict(none or [abi.symbols(e, torch_facts, built[e.owner], env=vllm_env) for e in extensions])
 
 
 @pytest.mark.vllm_check("abi.needed")
@@ -44,10 +51,17 @@ def test_needed_libraries(vllm_env, extensions, torch_facts, library_resolver, v
 
     none = _none("abi.needed", vllm_env, extensions)
     version = vllm_env.version_of("vllm")
+    built = {o: abi.built_for(vllm_env, o) for o in {e.owner for e in extensions}}
     verdict(
         none
         or [
-            abi.needed(link(e.path, library_resolver, symbols=False), torch_facts, version)
+            abi.needed(
+                link(e.path, library_resolver, symbols=False),
+                torch_facts,
+                version,
+                env=vllm_env,
+                built=built[e.owner],
+            )
             for e in extensions
         ]
     )
@@ -59,22 +73,25 @@ def test_undefined_symbols(vllm_env, extensions, library_resolver, verdict):
 
     none = _none("abi.undefined", vllm_env, extensions)
     skip = abi.TORCH_SIDE
-    verdict(none or [abi.undefined(link(e.path, library_resolver, skip)) for e in extensions])
+    verdict(
+        none
+        or [abi.undefined(link(e.path, library_resolver, skip), env=vllm_env) for e in extensions]
+    )
 
 
 @pytest.mark.vllm_check("abi.cxx11")
 def test_cxx11(vllm_env, extensions, torch_facts, verdict):
     none = _none("abi.cxx11", vllm_env, extensions)
-    verdict(none or [abi.cxx11(e, torch_facts) for e in extensions])
+    verdict(none or [abi.cxx11(e, torch_facts, env=vllm_env) for e in extensions])
 
 
 @pytest.mark.vllm_check("abi.source-torch")
 def test_source_build_torch_floor(vllm_env, vllm_source, verdict):
     if vllm_source is not None:
-        verdict(abi.source_tree_torch(vllm_source, vllm_env.version_of("torch")))
+        verdict(abi.source_tree_torch(vllm_source, vllm_env.version_of("torch"), env=vllm_env))
         return
     vllm = vllm_env.version_of("vllm")
     if vllm is None:
         verdict(F.skipped("abi.source-torch", f"vLLM is not installed in {vllm_env.prefix}"))
         return
-    verdict(abi.source_torch_floor(vllm, vllm_env.version_of("torch")))
+    verdict(abi.source_torch_floor(vllm, vllm_env.version_of("torch"), env=vllm_env))

@@ -23,5 +23,6 @@ def test_built_wheels(vllm_env, vllm_wheels, torch_facts, cuda_archs, tmp_path, 
             scratch=tmp_path / str(i),
             host_glibc=platform_floor.host_glibc(),
             floor=platform_floor.pixi_floor(vllm_env.manifest, vllm_env.name),
+            env=vllm_env,
         )
     verdict(out)

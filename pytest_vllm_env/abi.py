@@ -12,6 +12,9 @@ Four questions, each a check:
 - ``abi.cxx11``: the ``_GLIBCXX_USE_CXX11_ABI`` flag of an extension matches torch's.
 
 Readers (``torch_facts``, ``extension_facts``) return facts; the judgements below take them.
+Each judgement takes the env (``env=``) its fixes are written for (:mod:`pytest_vllm_env.fixes`):
+a Pixi manifest's file, line and table, a conda prefix's ``conda install -p``, a venv's pip or
+``uv pip`` command. Without one, fixes speak of a Pixi env whose manifest is not known.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import findings as F
-from . import linkage
+from . import fixes, linkage
 from .elf import ElfError, SymbolIndex
 from .env import PixiEnv
 from .findings import Finding
+from .fixes import Package
 from .linkage import DRIVER_LIBS, Linkage
 
 PINNED = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")
@@ -44,6 +48,8 @@ TORCH_SIDE = _TORCH_SIDE = re.compile(
     r"^(?:_Z(?:T[VIS])?N[KVr]*(?:3c10|2at|5torch|6caffe2)\d|aoti_torch_|torch_)"
 )
 EXT_PACKAGES = ("vllm", "xformers", "flash_attn")
+# The env fixes are written for when a caller knows none: a Pixi env, manifest unknown.
+NO_ENV = PixiEnv(prefix=Path(".pixi/envs/default"))
 
 
 # -- facts -----------------------------------------------------------------------------------
@@ -310,10 +316,135 @@ def _label(path: Path, env_prefix: Path | None = None) -> str:
     return path.name
 
 
+# -- fixes, in the env's own language (pytest_vllm_env.fixes) ---------------------------------
+TORCH_INDEX = "https://download.pytorch.org/whl"
+VLLM_INDEX = "https://wheels.vllm.ai"  # per release and CUDA: <VLLM_INDEX>/0.26.0/cu130
+
+
+def _dist_name(owner: str) -> str:
+    """The PyPI name of the package an extension belongs to (``vllm``, ``flash-attn``)."""
+    return owner.replace("_", "-").lower()
+
+
+def _unreadable(env: PixiEnv, path: Path, name: str) -> str:
+    """The fix for an extension that cannot be read: reinstall its package, or, for a member
+    of a wheel judged before install (``--vllm-wheel``), rebuild the wheel."""
+    if not path.is_absolute():
+        return f"rebuild the wheel (`pip wheel`, `uv build`): its member {name} is not a library"
+    owner = _dist_name(owner_of(name))
+    return f"reinstall {owner}, which installed {name}: {fixes.reinstall(env, owner, pypi=True)}"
+
+
+def _torch_spec(built: str) -> str:
+    """``==2.11.0`` for a torch an extension was built for; ``==2.2.*`` for a flash-attn
+    wheel's ``torch2.2``; a local label (``+cu126``: an index's build) is left to the index."""
+    release = built.split("+", 1)[0]
+    return f"=={release}.*" if release.count(".") == 1 else f"=={release}"
+
+
+def _torch_package(env: PixiEnv, spec: str) -> Package:
+    """torch at ``spec``: PyPI's ``torch``, or conda-forge's ``pytorch`` where the env's torch
+    came from conda-forge (a PyPI pin beside it would install a second torch over it)."""
+    if env.conda("pytorch") is not None:
+        return Package("pytorch", spec)
+    return Package("torch", spec, pypi=True)
+
+
+def _pin_torch(env: PixiEnv, built: str) -> str:
+    return fixes.pin(env, _torch_package(env, _torch_spec(built)))
+
+
+def _torch_for_cuda(env: PixiEnv, release: str | None, major: str) -> str:
+    """The fix that installs torch ``release`` built for CUDA ``major``: PyPI's own wheel
+    when PyPI's default variant is that CUDA (torch 2.11.0 is cu130 there), else the PyTorch
+    index of the newest such variant the arch table knows (:mod:`pytest_vllm_env.torch_archs`)."""
+    from . import torch_archs
+
+    version = (release or "").split("+", 1)[0]
+    if env.conda("pytorch") is not None:
+        # conda-forge's pytorch builds follow cuda-version (and a CPU one has build `cpu_*`)
+        return (
+            fixes.pin(env, Package("cuda-version", f"{major}.*"))
+            + " and ask for a CUDA build of conda-forge's pytorch (build string `cuda*`)"
+        )
+    if not version:
+        place = fixes.deps_place(env, pypi=True)
+        return (
+            f"install torch built for CUDA {major} (the release the extension's package pins: "
+            f"abi.pins names it), from {TORCH_INDEX}/cu{major}<minor> ({place})"
+        )
+    pypi = torch_archs.pypi_variant(version)
+    torch = Package("torch", f"=={version}", pypi=True)
+    if pypi and pypi.startswith(f"cu{major}"):
+        return fixes.pin(env, torch) + f" (PyPI's torch {version} is its {pypi} build)"
+    rel = torch_archs.release_of(version)
+    variants = sorted(
+        {
+            r.variant
+            for r in torch_archs.ROWS
+            if r.release == rel and r.variant.startswith(f"cu{major}")
+        },
+        key=lambda v: int(v[2:]),
+    )
+    if variants:
+        return fixes.pin(env, torch, index=f"{TORCH_INDEX}/{variants[-1]}")
+    return (
+        f"install torch {version} built for CUDA {major} from {TORCH_INDEX}/cu{major}<minor> "
+        f"(the arch table knows no CUDA {major} build of torch {rel}): "
+        + fixes.pin(env, torch, index=f"{TORCH_INDEX}/cu{major}<minor>")
+    )
+
+
+def _for_torch_cuda(env: PixiEnv, owner: str, torch: TorchFacts, vllm_version: str | None) -> str:
+    """Install ``owner``'s build for torch's CUDA major (vLLM's per-release wheel index)."""
+    major = (torch.cuda or "").split(".")[0]
+    if owner == "vllm":
+        tag = "cu" + (torch.cuda or "").replace(".", "")
+        version = vllm_version or env.version_of("vllm")
+        release = Version(version).public if version and _is_version(version) else ""
+        url = f"{VLLM_INDEX}/{release or '<version>'}/{tag}"
+        vllm = Package("vllm", f"=={release}" if release else "", pypi=True)
+        return f"vLLM's CUDA {major} wheel: " + fixes.pin(env, vllm, index=url, extra=True)
+    if owner == "flash-attn":
+        return _rebuild(owner, owner, torch, env)
+    if owner == "xformers":
+        version = env.version_of("xformers")
+        tag = "cu" + (torch.cuda or "").replace(".", "")
+        xf = Package("xformers", f"=={version.split('+', 1)[0]}" if version else "", pypi=True)
+        return f"the xformers build for CUDA {major}: " + fixes.pin(
+            env, xf, index=f"{TORCH_INDEX}/{tag}"
+        )
+    return f"the {owner} build for CUDA {major} ({fixes.deps_place(env, pypi=True)})"
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _vllm_rebuild(env: PixiEnv, torch: TorchFacts) -> str:
+    """vLLM's own recipe for an existing torch (docs, "Use an existing PyTorch installation"):
+    ``python use_existing_torch.py`` drops the checkout's torch pins, then a build without
+    isolation compiles against the env's torch."""
+    return (
+        f"rebuild vLLM against torch {torch.version}: in a vLLM checkout run `python "
+        "use_existing_torch.py`, then " + fixes.rebuild(env, "vllm", source="<vLLM checkout>")
+    )
+
+
 def pins(
-    requires: Iterable[str], installed: dict[str, str | None], who: str = "vllm"
+    requires: Iterable[str],
+    installed: dict[str, str | None],
+    who: str = "vllm",
+    *,
+    env: PixiEnv | None = None,
 ) -> list[Finding]:
-    """``abi.pins``: each pinned package's installed version satisfies ``who``'s specifier."""
+    """``abi.pins``: each pinned package's installed version satisfies ``who``'s specifier;
+    the fix pins it in ``env``'s language (the manifest line that declares it, or pip)."""
+    env = env or NO_ENV
     out: list[Finding] = []
     for line in requires:
         try:
@@ -331,7 +462,7 @@ def pins(
                     F.failed(
                         cid,
                         f"{who} requires {req}, torch is not installed",
-                        f"add `torch {req.specifier}` to the env (pixi.toml [pypi-dependencies])",
+                        fixes.add(env, _torch_package(env, str(req.specifier))),
                     )
                 )
             continue
@@ -348,9 +479,13 @@ def pins(
                 F.failed(
                     cid,
                     f"{who} requires {req} but the env has {name} {have}",
-                    f'pin `{name} = "{req.specifier}"` in pixi.toml '
-                    f"[pypi-dependencies] (or install the {who} "
-                    f"release built for {name} {have})",
+                    fixes.pin(
+                        env,
+                        _torch_package(env, str(req.specifier))
+                        if name == "torch"
+                        else Package(name, str(req.specifier), pypi=True),
+                    )
+                    + f", or install the {who} release built for {name} {have}",
                     requirement=str(req),
                     installed=have,
                 )
@@ -360,42 +495,51 @@ def pins(
     return out
 
 
-def cudart(ext: ExtensionFacts, torch: TorchFacts | None, toolkit: str | None = None) -> Finding:
-    """``abi.cudart``: the extension's libcudart major equals "
-    "torch's CUDA major (and the toolkit's)."""
+def cudart(
+    ext: ExtensionFacts,
+    torch: TorchFacts | None,
+    toolkit: str | None = None,
+    *,
+    env: PixiEnv | None = None,
+    built: BuiltFor | str | None = None,
+    vllm_version: str | None = None,
+) -> Finding:
+    """``abi.cudart``: the extension's libcudart major equals torch's CUDA major (and the
+    toolkit's). ``built``: the torch the extension's package pins (the release to install
+    when torch is absent)."""
+    env = env or NO_ENV
     cid, name = "abi.cudart", _label(ext.path)
     if ext.error:
         return F.error(
-            cid,
-            f"{name}: {ext.error}",
-            f"reinstall the package that owns {name}",
-            path=str(ext.path),
+            cid, f"{name}: {ext.error}", _unreadable(env, ext.path, name), path=str(ext.path)
         )
     major = ext.cudart
     if major is None:
         return F.skipped(cid, f"{name} does not link libcudart.so.N", needed=ext.needed)
     if torch is None or not torch.cuda:
+        pin = built.torch if isinstance(built, BuiltFor) else built
+        release = torch.version if torch is not None else pin
         return F.failed(
             cid,
             f"{name} needs libcudart.so.{major} but torch is "
             + ("absent" if torch is None else "a CPU-only build"),
-            f"install a CUDA {major}.x torch build (e.g. torch "
-            f"from the cu{major}x index) in the env",
+            f"install a CUDA {major} build of torch: {_torch_for_cuda(env, release, major)}",
         )
     if torch.cuda.split(".")[0] != major:
+        owner = owner_of(name)
         return F.failed(
             cid,
             f"{name} was built for CUDA {major} (libcudart.so.{major}); "
             f"torch {torch.version} is CUDA {torch.cuda}",
-            f"use a {_owner(name)} build for CUDA {torch.cuda.split('.')[0]}, "
-            f"or a torch built for CUDA {major}.x",
+            f"install {_for_torch_cuda(env, owner, torch, vllm_version)}; or a torch built for "
+            f"CUDA {major}: {_torch_for_cuda(env, torch.version, major)}",
         )
     if toolkit and toolkit.split(".")[0] != major:
         return F.failed(
             cid,
             f"{name} and torch use CUDA {major}, the env's toolkit is CUDA {toolkit}",
-            f'set `cuda-version = "{major}.*"` in pixi.toml '
-            f"[dependencies] so nvcc and cudart match torch",
+            fixes.pin(env, Package("cuda-version", f"{major}.*"))
+            + " so nvcc and cudart match torch",
         )
     return F.passed(cid, f"{name}: libcudart.so.{major} matches torch CUDA {torch.cuda}")
 
@@ -470,42 +614,57 @@ def _same_release(built: str, installed: str) -> bool:
     return have[: len(want)] == want
 
 
-def _rebuild(name: str, owner: str, torch: TorchFacts) -> str:
+def _rebuild(name: str, owner: str, torch: TorchFacts, env: PixiEnv | None = None) -> str:
+    """The fix that gives ``owner`` a build made for the env's torch, in ``env``'s language."""
+    env = env or NO_ENV
     if owner == "flash-attn":
         minor = ".".join(torch.version.split("+", 1)[0].split(".")[:2])
         flag = "TRUE" if torch.cxx11 else "FALSE"
+        py = (env.python_version or "").split(".")[:2]
+        cp = f"cp{''.join(py)}" if len(py) == 2 else ""
+        tail = f"{cp}-{cp}-linux_x86_64.whl" if cp else "...whl"
+        cu = (torch.cuda or "12").split(".")[0]
+        asset = f"flash_attn-<version>+cu{cu}torch{minor}cxx11abi{flag}-{tail}"
+        url = fixes.pin(env, Package("flash-attn", pypi=True), url="<asset URL>")
         return (
-            f"install the flash-attn wheel built for torch {minor} (release assets are named "
-            f"`flash_attn-<version>+cu{(torch.cuda or '12').split('.')[0]}torch{minor}"
-            f"cxx11abi{flag}-...whl`), or build it against this torch: `pip install flash-attn "
-            "--no-build-isolation` (pixi.toml: [pypi-options] no-build-isolation = "
-            '["flash-attn"])'
+            f"install the flash-attn wheel built for torch {minor} (release assets of "
+            f"https://github.com/Dao-AILab/flash-attention/releases are named `{asset}`): {url}; "
+            f"or build it against this torch: {fixes.rebuild(env, 'flash-attn')}"
         )
     if owner == "xformers":
         from .xformers import xformers_for_torch
 
         want = xformers_for_torch(torch.version)
-        line = f'`xformers = "=={want}"`' if want else "the xformers release that pins it"
+        if want:
+            line = fixes.pin(env, Package("xformers", f"=={want}", pypi=True))
+        else:
+            line = f"the xformers release that pins it, in {fixes.deps_place(env, pypi=True)}"
         return (
-            f"install the xformers built for torch {torch.version}: {line} in pixi.toml "
-            "[pypi-dependencies] (xformers.torch-pin names the index for CUDA variants)"
+            f"install the xformers built for torch {torch.version}: {line} (xformers.torch-pin "
+            "names the index for CUDA variants)"
         )
-    return f"rebuild {name} against the installed torch {torch.version} (no build isolation)"
+    if owner == "vllm":
+        return _vllm_rebuild(env, torch)
+    return f"rebuild {name} against the installed torch {torch.version}: " + fixes.rebuild(
+        env, _dist_name(owner)
+    )
 
 
 def symbols(
-    ext: ExtensionFacts, torch: TorchFacts | None, built: BuiltFor | str | None = None
+    ext: ExtensionFacts,
+    torch: TorchFacts | None,
+    built: BuiltFor | str | None = None,
+    *,
+    env: PixiEnv | None = None,
 ) -> Finding:
     """``abi.symbols``: every torch-side undefined symbol of ``ext`` is exported by torch/lib."""
+    env = env or NO_ENV
     cid, name = "abi.symbols", _label(ext.path)
     if isinstance(built, str) or built is None:
         built = BuiltFor(built, "vLLM's Requires-Dist" if built else "", owner=owner_of(name))
     if ext.error:
         return F.error(
-            cid,
-            f"{name}: {ext.error}",
-            f"reinstall the package that owns {name}",
-            path=str(ext.path),
+            cid, f"{name}: {ext.error}", _unreadable(env, ext.path, name), path=str(ext.path)
         )
     if torch is None:
         return F.skipped(cid, f"torch is not installed; cannot resolve {name}")
@@ -531,13 +690,17 @@ def symbols(
     )
     if other and owner == "vllm":
         fix = (
-            f'install the torch it was built for (`torch = "=={built.torch}"` in pixi.toml '
-            f"[pypi-dependencies]), or rebuild {name} against torch {torch.version}"
+            f"install the torch it was built for: {_pin_torch(env, built.torch or '')}; or "
+            + _rebuild(name, owner, torch, env)
         )
     elif other:
-        fix = _rebuild(name, owner, torch) + f", or install torch {built.torch} it was built for"
+        fix = (
+            _rebuild(name, owner, torch, env)
+            + f"; or install torch {built.torch}, which it was built for: "
+            + _pin_torch(env, built.torch or "")
+        )
     else:
-        fix = _rebuild(name, owner, torch)
+        fix = _rebuild(name, owner, torch, env)
     return F.failed(
         cid,
         f"{name}: resolved {len(need) - len(missing)} of {len(need)} torch symbols; "
@@ -547,15 +710,13 @@ def symbols(
     )
 
 
-def cxx11(ext: ExtensionFacts, torch: TorchFacts | None) -> Finding:
+def cxx11(ext: ExtensionFacts, torch: TorchFacts | None, *, env: PixiEnv | None = None) -> Finding:
     """``abi.cxx11``: ``_GLIBCXX_USE_CXX11_ABI`` of ``ext`` equals torch's."""
+    env = env or NO_ENV
     cid, name = "abi.cxx11", _label(ext.path)
     if ext.error:
         return F.error(
-            cid,
-            f"{name}: {ext.error}",
-            f"reinstall the package that owns {name}",
-            path=str(ext.path),
+            cid, f"{name}: {ext.error}", _unreadable(env, ext.path, name), path=str(ext.path)
         )
     if torch is None or torch.cxx11 is None:
         return F.skipped(cid, "torch's C++11 ABI flag could not be read (no libc10/libtorch)")
@@ -568,19 +729,20 @@ def cxx11(ext: ExtensionFacts, torch: TorchFacts | None) -> Finding:
         return F.passed(cid, f"{name}: _GLIBCXX_USE_CXX11_ABI={int(flag)} like torch")
     owner = owner_of(name)
     if owner == "flash-attn":
-        fix = _rebuild(name, owner, torch)
+        fix = _rebuild(name, owner, torch, env)
     elif owner == "vllm":
         # vLLM #13608: torch 2.6.0+cu124 is the old ABI, 2.6.0+cu126 and 2.7+ the new one
         fix = (
-            f"rebuild vLLM against this torch (`python use_existing_torch.py`, then `pip install "
-            f"-e . --no-build-isolation`) so it gets -D_GLIBCXX_USE_CXX11_ABI="
-            f"{int(torch.cxx11)}, or install the torch variant it was built with (PyPI torch "
+            f"{_vllm_rebuild(env, torch)} (it then gets -D_GLIBCXX_USE_CXX11_ABI="
+            f"{int(torch.cxx11)}); or install the torch variant it was built with (PyPI torch "
             "2.6.0+cu124 and older use the old ABI, 2.6.0+cu126 and 2.7+ the new one)"
         )
     else:
         fix = (
-            f"rebuild {name} with -D_GLIBCXX_USE_CXX11_ABI={int(torch.cxx11)} "
-            "(torch.compiled_with_cxx11_abi()), or install the torch build with the matching ABI"
+            f"rebuild {name} against this torch, so it gets -D_GLIBCXX_USE_CXX11_ABI="
+            f"{int(torch.cxx11)} (torch.compiled_with_cxx11_abi()): "
+            + fixes.rebuild(env, _dist_name(owner))
+            + "; or install the torch build with the matching ABI"
         )
     return F.failed(
         cid,
@@ -604,8 +766,12 @@ def torch_pin_of(requires: Iterable[str]) -> str | None:
     return None
 
 
-def source_torch_floor(vllm_version: str, torch_version: str | None) -> Finding:
+def source_torch_floor(
+    vllm_version: str, torch_version: str | None, *, env: PixiEnv | None = None
+) -> Finding:
     """``abi.source-torch``: vLLM >= 0.9 sources need torch >= 2.7 (``at::Float8_e8m0fnu``)."""
+    env = env or NO_ENV
+    floor = _torch_package(env, ">=2.7")
     cid = "abi.source-torch"
     try:
         v = Version(vllm_version)
@@ -621,15 +787,14 @@ def source_torch_floor(vllm_version: str, torch_version: str | None) -> Finding:
         return F.failed(
             cid,
             f"building vLLM {vllm_version} needs torch >= 2.7; torch is not installed",
-            'add `torch = ">=2.7"` (the version vLLM pins) to pixi.toml',
+            fixes.add(env, floor) + " (or the exact torch that vLLM release pins)",
         )
     if Version(torch_version).release < (2, 7):
         return F.failed(
             cid,
             f"vLLM {vllm_version} uses at::Float8_e8m0fnu, added in "
             f"torch 2.7; the env has torch {torch_version}",
-            'set `torch = ">=2.7"` in pixi.toml, or build vLLM '
-            "0.8.5 (the last release for torch 2.6)",
+            fixes.pin(env, floor) + "; or build vLLM 0.8.5 (the last release for torch 2.6)",
         )
     return F.passed(cid, f"torch {torch_version} >= 2.7, as vLLM {vllm_version} needs")
 
@@ -671,9 +836,12 @@ def read_source_tree(root: Path) -> SourceTree:
     return tree
 
 
-def source_tree_torch(tree: SourceTree, torch_version: str | None) -> list[Finding]:
+def source_tree_torch(
+    tree: SourceTree, torch_version: str | None, *, env: PixiEnv | None = None
+) -> list[Finding]:
     """``abi.source-torch`` for a source tree: its torch pins are met before the build starts
     (a `pip install -e .` without build isolation otherwise fails deep in the CUDA build)."""
+    env = env or NO_ENV
     cid = "abi.source-torch"
     if tree.error:
         return [F.error(cid, tree.error, "point --vllm-source at a vLLM checkout")]
@@ -691,7 +859,7 @@ def source_tree_torch(tree: SourceTree, torch_version: str | None) -> list[Findi
                 F.failed(
                     cid,
                     f"{where} needs {req}; torch is not installed",
-                    f'add `torch = "{req.specifier}"` to pixi.toml before building',
+                    fixes.add(env, _torch_package(env, str(req.specifier))) + " before building",
                 )
             )
             continue
@@ -702,8 +870,8 @@ def source_tree_torch(tree: SourceTree, torch_version: str | None) -> list[Findi
                 F.failed(
                     cid,
                     f"the source tree needs {req} ({where}) but the env has torch {torch_version}",
-                    f'set `torch = "{req.specifier}"` in pixi.toml [pypi-dependencies], or check '
-                    "out the vLLM tag made for the installed torch",
+                    fixes.pin(env, _torch_package(env, str(req.specifier)))
+                    + "; or check out the vLLM tag made for the installed torch",
                 )
             )
     return out
@@ -713,14 +881,74 @@ def source_tree_torch(tree: SourceTree, torch_version: str | None) -> list[Findi
 _CUDA_LIB = re.compile(
     r"^lib(cudart|cublas|cublasLt|cufft|curand|cusparse|cusolver|nvrtc|nvJitLink)\.so\.(\d+)"
 )
+# soname stem -> (conda-forge package, PyPI package). On PyPI the CUDA <= 12 libraries are
+# `<name>-cu12`, the CUDA 13 ones plain `<name>` versioned by the library (the `-cu13` names
+# are stubs: "DEPRECATED: Use nvidia-cuda-runtime instead").
+_CUDA_PACKAGES = {
+    "cudart": ("cuda-cudart", "nvidia-cuda-runtime"),
+    "cublas": ("libcublas", "nvidia-cublas"),
+    "cublasLt": ("libcublas", "nvidia-cublas"),
+    "cufft": ("libcufft", "nvidia-cufft"),
+    "curand": ("libcurand", "nvidia-curand"),
+    "cusparse": ("libcusparse", "nvidia-cusparse"),
+    "cusolver": ("libcusolver", "nvidia-cusolver"),
+    "nvrtc": ("cuda-nvrtc", "nvidia-cuda-nvrtc"),
+    "nvJitLink": ("libnvjitlink", "nvidia-nvjitlink"),
+}
+# Libraries whose soname major is the CUDA major; the others are not (CUDA 12 ships
+# libcufft.so.11 and libcusolver.so.11, CUDA 12 and 13 both libcurand.so.10).
+_CUDA_MAJOR_SONAME = {"cudart", "cublas", "cublasLt", "nvrtc", "nvJitLink"}
 
 
-def needed(link: Linkage, torch: TorchFacts | None, vllm_version: str | None = None) -> Finding:
+def _cuda_major_of(link: Linkage, torch: TorchFacts | None) -> str | None:
+    """The CUDA major a library the extension needs must come from: torch's, else the one of
+    the extension's own libcudart.so.N."""
+    if torch is not None and torch.cuda:
+        return torch.cuda.split(".")[0]
+    for lib in link.needed:
+        m = re.fullmatch(r"libcudart\.so\.(\d+)", lib)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _cuda_library_fix(env: PixiEnv, stem: str, soname_major: str, major: str | None) -> str:
+    """The packages that provide ``lib<stem>.so.<soname_major>`` for CUDA ``major``: the
+    conda-forge one (with ``cuda-version``) where the env takes conda packages, the PyPI one."""
+    conda, pypi = _CUDA_PACKAGES[stem]
+    major = major or (soname_major if stem in _CUDA_MAJOR_SONAME else None)
+    if major is None:
+        wheel = Package(pypi, f"=={soname_major}.*", pypi=True)
+    elif int(major) <= 12:
+        wheel = Package(f"{pypi}-cu{major}", pypi=True)
+    else:
+        wheel = Package(pypi, f"=={soname_major}.*", pypi=True)
+    if fixes.kind_of(env) == "venv":
+        return fixes.add(env, wheel)
+    if major is not None and int(major) < 12:  # conda-forge's CUDA 11 is one package
+        packages = [Package("cudatoolkit", f"{major}.*")]
+    else:
+        packages = [Package(conda)]
+        have = (env.version_of("cuda-version") or "").split(".")[0]
+        if major is not None and have != major:
+            packages.append(Package("cuda-version", f"{major}.*"))
+    return f"{fixes.add(env, *packages)}; or from PyPI, {fixes.add(env, wheel)}"
+
+
+def needed(
+    link: Linkage,
+    torch: TorchFacts | None,
+    vllm_version: str | None = None,
+    *,
+    env: PixiEnv | None = None,
+    built: BuiltFor | str | None = None,
+) -> Finding:
     """``abi.needed``: every ``DT_NEEDED`` library of the extension is found where the loader
     looks (torch's already-loaded libraries, RUNPATH, LD_LIBRARY_PATH, the env, the system)."""
+    env = env or NO_ENV
     cid, name = "abi.needed", _label(link.path)
     if link.error:
-        return F.error(cid, f"{name}: {link.error}", f"reinstall the package that owns {name}")
+        return F.error(cid, f"{name}: {link.error}", _unreadable(env, link.path, name))
     missing = [lib for lib, path in link.needed.items() if path is None and lib not in DRIVER_LIBS]
     driver = [lib for lib, path in link.needed.items() if path is None and lib in DRIVER_LIBS]
     note = (
@@ -733,31 +961,26 @@ def needed(link: Linkage, torch: TorchFacts | None, vllm_version: str | None = N
     first = missing[0]
     m = _CUDA_LIB.match(first)
     owner = owner_of(name)
-    if m and torch is not None and torch.cuda and torch.cuda.split(".")[0] != m.group(2):
-        major = torch.cuda.split(".")[0]
-        url = (
-            f"https://wheels.vllm.ai/{vllm_version or '<version>'}/cu{torch.cuda.replace('.', '')}"
-        )
-        where = (
-            f'vLLM\'s CUDA {major} wheel: [pypi-options] extra-index-urls = ["{url}"] in '
-            "pixi.toml (pip: `--extra-index-url` of that URL)"
-            if owner == "vllm"
-            else f"the {owner} build for CUDA {major}"
-        )
+    versioned = m is not None and m.group(1) in _CUDA_MAJOR_SONAME
+    if versioned and torch is not None and torch.cuda and torch.cuda.split(".")[0] != m.group(2):
         fix = (
             f"{name} was built for CUDA {m.group(2)}, torch {torch.version} is CUDA "
-            f"{torch.cuda} (abi.cudart): install {where}"
+            f"{torch.cuda} (abi.cudart): install "
+            + _for_torch_cuda(env, owner, torch, vllm_version)
         )
     elif m:
-        fix = (
-            f"add the CUDA {m.group(2)} library that provides {first}: "
-            f"`nvidia-{m.group(1).lower()}-cu{m.group(2)}` in [pypi-dependencies], or "
-            f'`cuda-{m.group(1).lower()} = "{m.group(2)}.*"` in [dependencies]'
+        fix = f"add the CUDA library that provides {first}: " + _cuda_library_fix(
+            env, m.group(1), m.group(2), _cuda_major_of(link, torch)
         )
     elif first.startswith(("libc10", "libtorch")):
-        fix = f"install the torch {owner} was built for (abi.pins / abi.symbols name it)"
+        pin = built.torch if isinstance(built, BuiltFor) else built
+        torch_pkg = _torch_package(env, _torch_spec(pin) if pin else "")
+        fix = f"install the torch {owner} was built for: {fixes.add(env, torch_pkg)}"
     else:
-        fix = f"install the package that provides {first} into the env, or reinstall {owner}"
+        fix = (
+            f"add the package that provides {first} to {fixes.deps_place(env)}, or "
+            f"reinstall {owner}: {fixes.reinstall(env, _dist_name(owner), pypi=True)}"
+        )
     return F.failed(
         cid,
         f"{name} needs {', '.join(missing)}, found nowhere the loader looks: import fails with "
@@ -767,12 +990,13 @@ def needed(link: Linkage, torch: TorchFacts | None, vllm_version: str | None = N
     )
 
 
-def undefined(link: Linkage) -> Finding:
+def undefined(link: Linkage, *, env: PixiEnv | None = None) -> Finding:
     """``abi.undefined``: every undefined symbol that is not torch's (``abi.symbols`` judges
     those) is defined by a library in the extension's ``DT_NEEDED`` closure or by Python."""
+    env = env or NO_ENV
     cid, name = "abi.undefined", _label(link.path)
     if link.error:
-        return F.error(cid, f"{name}: {link.error}", f"reinstall the package that owns {name}")
+        return F.error(cid, f"{name}: {link.error}", _unreadable(env, link.path, name))
     if link.missing_deep:
         libs = ", ".join(sorted({n for n, _ in link.missing_deep}))
         return F.skipped(cid, f"{name}: cannot resolve its symbols while {libs} is not found")
@@ -780,6 +1004,7 @@ def undefined(link: Linkage) -> Finding:
         return F.passed(cid, f"{name}: every symbol it imports is defined by a library it needs")
     shown = demangle(link.unresolved)
     owner = owner_of(name)
+    release = _released(env, owner)
     arch = next((m for s in shown if (m := re.search(r"_sm(\d{2,3})[af]?(?!\d)", s))), None)
     if arch:
         n = int(arch.group(1))
@@ -787,13 +1012,13 @@ def undefined(link: Linkage) -> Finding:
         fix = (
             f"the build compiled a caller of sm_{n}-only kernels without the kernels (vLLM "
             f"#29030: a global -DENABLE_..._SM{n} while TORCH_CUDA_ARCH_LIST had no {cc}): "
-            f"rebuild with {cc} in `TORCH_CUDA_ARCH_LIST` ([activation.env] in pixi.toml), or "
-            f"install the released {owner} wheel"
+            f"rebuild with {cc} in `TORCH_CUDA_ARCH_LIST` ({fixes.activation_place(env)}) from a "
+            f"clean tree (remove build/); or install the released {owner} wheel: {release}"
         )
     else:
         fix = (
-            f"a build left {owner}'s own symbols undefined: reinstall the released {owner} wheel, "
-            "or rebuild it from a clean tree (remove build/) against this env"
+            f"a build left {owner}'s own symbols undefined: install the released {owner} "
+            f"wheel ({release}), or rebuild it from a clean tree (remove build/) against this env"
         )
     return F.failed(
         cid,
@@ -802,3 +1027,12 @@ def undefined(link: Linkage) -> Finding:
         fix,
         undefined=shown,
     )
+
+
+def _released(env: PixiEnv, owner: str) -> str:
+    """The fix that swaps a local build of ``owner`` for its released wheel: the release of
+    the version installed (``0.11.1`` for ``0.11.1.dev5+g1234``) in the env's language."""
+    dist = _dist_name(owner)
+    version = env.version_of(dist)
+    release = Version(version).base_version if version and _is_version(version) else ""
+    return fixes.pin(env, Package(dist, f"=={release}" if release else "", pypi=True))

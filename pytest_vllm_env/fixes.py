@@ -28,6 +28,8 @@ The API, for checks::
     fixes.reinstall(env, "cuda-nvtx-dev")   # "run `pixi reinstall ...`", conda/pip alike
     fixes.shell(env)                 # "`pixi shell -e cuda`": where to run a command by hand
     fixes.env_not_installed(manifest, "cuda", prefix)   # the message when the env is absent
+    fixes.pin(env, Package("torch", "==2.11.0", pypi=True))  # "in pixi.toml line 9 ..., replace"
+    fixes.rebuild(env, "flash-attn")  # against the env's torch: no build isolation, no cache
 
 :func:`add` answers "run ``pixi install -e NAME``" instead of "add the line" when the
 manifest already declares the package for that env but the env does not hold it. Versions
@@ -38,10 +40,14 @@ are written as in a Pixi manifest: ``"12.8.*"``, ``">=3.28"`` for conda packages
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 if TYPE_CHECKING:
     from .env import PixiEnv
@@ -139,6 +145,8 @@ def deps_place(env: PixiEnv, *, pypi: bool = False) -> str:
         return f"{deps_table(env, pypi=pypi)} in {manifest_name(env)}"
     if kind == "conda":
         return f"the env (`conda install -p {env.prefix}`)"
+    if made_by_uv(env):
+        return f"the venv (`uv pip install --python {env.prefix}`)"
     return f"the venv (`{env.prefix}/bin/python -m pip install`)"
 
 
@@ -232,9 +240,7 @@ def _words(items: list[str]) -> str:
 
 
 def _pip(env: PixiEnv, packages: list[Package]) -> str:
-    specs = " ".join(f'"{p.pip_spec()}"' for p in packages)
-    python = env.python or env.prefix / "bin" / "python"
-    return f"`{python} -m pip install {specs}`"
+    return f"`{pip_install(env, *(p.pip_spec() for p in packages), uv=made_by_uv(env))}`"
 
 
 def pip_install(env: PixiEnv, *specs: str, options: tuple[str, ...] = (), uv: bool = False) -> str:
@@ -288,6 +294,9 @@ def reinstall(env: PixiEnv, name: str, *, pypi: bool = False) -> str:
         return f"`conda install -p {env.prefix} -c conda-forge --force-reinstall {name}`"
     if kind == "venv" and not pypi and name not in PYPI_EQUIVALENT:
         return f"reinstall the system CUDA toolkit's {name} part (a pip venv has no conda packages)"
+    if made_by_uv(env):
+        name = PYPI_EQUIVALENT.get(name, name)
+        return f"`uv pip install --python {env.prefix} --reinstall-package {name} {name}`"
     python = env.python or env.prefix / "bin" / "python"
     return f"`{python} -m pip install --force-reinstall {PYPI_EQUIVALENT.get(name, name)}`"
 
@@ -313,6 +322,156 @@ def env_not_installed(manifest: Path, name: str, prefix: Path) -> str:
         f"no pixi.lock to judge it from: run `pixi install -e {name} --manifest-path "
         f"{manifest}` (or `pixi lock`, to judge it before installing), then judge it"
     )
+
+
+# -- PyPI packages: a version, an index, a rebuild ------------------------------------------
+def made_by_uv(env: PixiEnv) -> bool:
+    """A venv ``uv venv`` made (its ``pyvenv.cfg`` has a ``uv = 0.13.9`` line). It has no pip:
+    ``python -m pip install`` there fails with "No module named pip" (measured, uv 0.13.9), so
+    its fixes say ``uv pip install --python PREFIX``."""
+    if kind_of(env) != "venv":
+        return False
+    try:
+        text = (env.prefix / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(r"^\s*uv\s*=", text, re.M) is not None
+
+
+def pypi_options_table(env: PixiEnv) -> str:
+    """``[pypi-options]`` (``[tool.pixi.feature.F.pypi-options]``...) for this env."""
+    feature = _feature(env)
+    head = _table_prefix(env) + (f"feature.{feature}." if feature else "")
+    return f"[{head}pypi-options]"
+
+
+def pypi_line(package: Package, *, index: str = "", url: str = "", path: str = "") -> str:
+    """A ``[pypi-dependencies]`` line: ``torch = "==2.11.0"``; with ``index`` the inline table
+    ``torch = { version = "==2.11.0", index = "https://..." }``; with ``url`` a wheel's URL;
+    with ``path`` a source checkout built in place (``editable = true``)."""
+    if path:
+        return f'{package.name} = {{ path = "{path}", editable = true }}'
+    if url:
+        return f'{package.name} = {{ url = "{url}" }}'
+    if index:
+        return f'{package.name} = {{ version = "{package.version or "*"}", index = "{index}" }}'
+    return package.manifest_line()
+
+
+def pin(
+    env: PixiEnv,
+    package: Package,
+    *,
+    index: str = "",
+    url: str = "",
+    path: str = "",
+    extra: bool = False,
+) -> str:
+    """The fix that gives a package ``package.version`` (a PyPI one from ``index``, the wheel
+    at ``url`` or the checkout at ``path``). In a Pixi manifest: the line that declares it, by
+    file, line and table, and what replaces it (an inline table keeps its other keys: its
+    ``index`` stays), or the table to add it to. For a conda prefix or a venv: the pip (``uv
+    pip``) command; a conda package gets :func:`add`'s ``conda install``. ``extra``: the index
+    holds only this package (vLLM's per-release wheel index), so pip gets it as
+    ``--extra-index-url`` rather than ``--index-url``."""
+    kind = kind_of(env)
+    if kind not in ("pixi", "pyproject"):
+        if not package.pypi:
+            return add(env, package)
+        spec = path or (f"{package.name} @ {url}" if url else package.pip_spec())
+        flag = "--extra-index-url" if extra else "--index-url"
+        options = (f"{flag} {index}",) if index else ()
+        uv = made_by_uv(env)
+        if _needs_reinstall(env, package, bool(index or url or path)):
+            # pip and uv keep an installed 2.11.0+cu130 for "torch==2.11.0" ("Requirement
+            # already satisfied"), whatever index is given: the fix would change nothing
+            options += (f"--reinstall-package {package.name}",) if uv else ("--force-reinstall",)
+        return f"`{pip_install(env, spec, options=options, uv=uv)}`"
+    from .manifest_lines import ManifestLines
+
+    table = "pypi-dependencies" if package.pypi else "dependencies"
+    found = ManifestLines(env.manifest, env.name).find(package.name, table)
+    new = pypi_line(package, index=index, url=url, path=path)
+    elsewhere = bool(index or url or path)  # not a version alone
+    if found is None:
+        return f"add `{new}` to {deps_place(env, pypi=package.pypi)}"
+    if found.table == "[project] dependencies":
+        if elsewhere:  # an index, a URL or a path is said in [tool.pixi.pypi-dependencies]
+            return f"add `{new}` to {deps_place(env, pypi=True)} (and drop {found})"
+        new = _replace_requirement(found.text, package)
+    elif not elsewhere and re.search(r"""\bversion\s*=\s*["'][^"']*["']""", found.text):
+        # `torch = { version = "==2.6.0", index = "..." }`: keep the index, change the version
+        new = re.sub(
+            r"""(\bversion\s*=\s*)(["'])[^"']*\2""",
+            lambda m: f"{m.group(1)}{m.group(2)}{package.version or '*'}{m.group(2)}",
+            found.text,
+            count=1,
+        )
+    where = f"in {found.path.name} line {found.line} ({found.table})"
+    if new == found.text:  # the manifest asks for it already: the env holds another build
+        return f"{found} asks for it already, the env holds another build: run " + reinstall(
+            env, package.name, pypi=package.pypi
+        )
+    return f"{where}, replace `{found.text}` with `{new}`"
+
+
+def _needs_reinstall(env: PixiEnv, package: Package, elsewhere: bool) -> bool:
+    """Whether pip must be told to reinstall: the installed version already satisfies the
+    request (or the request names another source for the same package)."""
+    installed = env.version_of(package.name)
+    if not installed:
+        return False
+    if elsewhere:
+        return True
+    spec = package.pip_spec()[len(package.name) :]  # "==2.11.0", ">=2.7", "" for any
+    try:
+        return SpecifierSet(spec).contains(Version(installed), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return False
+
+
+def _replace_requirement(text: str, package: Package) -> str:
+    """``"torch==2.6.0", "vllm"`` -> ``"torch==2.11.0", "vllm"``: the quoted requirement of
+    ``package`` in a ``[project] dependencies`` line, the others kept."""
+    for m in re.finditer(r"""(["'])([^"']*)\1""", text):
+        name = re.match(r"\s*([A-Za-z0-9_.\-]+)", m.group(2))
+        if name and _same_name(name.group(1), package.name):
+            q = m.group(1)
+            return f"{text[: m.start()]}{q}{package.pip_spec()}{q}{text[m.end() :]}"
+    return f'"{package.pip_spec()}"'
+
+
+def rebuild(env: PixiEnv, name: str, *, source: str = "") -> str:
+    """The fix that builds PyPI package ``name`` (from ``source``, a checkout, when given)
+    against what the env holds (its torch) rather than in an isolated build env with
+    whatever torch PyPI has newest, and not from a wheel cached by an earlier build.
+
+    Pixi: ``no-build-isolation`` in ``[pypi-options]`` (pixi docs, "pypi-options"), then
+    ``pixi reinstall``; pip: ``--no-build-isolation --no-cache-dir --force-reinstall
+    --no-deps``; uv: ``--no-build-isolation --reinstall-package``, in the activated env."""
+    kind = kind_of(env)
+    if kind in ("pixi", "pyproject"):
+        text = (
+            f'list `"{name}"` in `no-build-isolation = [...]` of {pypi_options_table(env)} in '
+            f"{manifest_name(env)}"
+        )
+        if source:
+            from .manifest_lines import ManifestLines
+
+            declared = ManifestLines(env.manifest, env.name).find(name, "pypi-dependencies")
+            if declared is not None and re.search(r"\bpath\s*=", declared.text):
+                text += f" ({declared} builds it from a checkout)"
+            else:
+                text += "; " + pin(env, Package(name, pypi=True), path=source)
+        return text + f"; then run {reinstall(env, name, pypi=True)}"
+    target = source or name
+    if made_by_uv(env):
+        options: tuple[str, ...] = ("--no-build-isolation", f"--reinstall-package {name}")
+        command = pip_install(env, target, options=options, uv=True)
+    else:
+        options = ("--no-build-isolation", "--no-cache-dir", "--force-reinstall", "--no-deps")
+        command = pip_install(env, target, options=options)
+    return f"in {shell(env)}, run `{command}`"
 
 
 # -- what the manifest declares --------------------------------------------------------------

@@ -462,14 +462,17 @@ def torch_pins(env: PixiEnv) -> list[Finding]:
         pkg = locked.pypi_package(name)
         if pkg is None or not pkg.requires_dist:
             continue
+        who = f"{pkg.name} {pkg.version}"
         found = [
             f
-            for f in abi.pins(pkg.requires_dist, installed, who=f"{pkg.name} {pkg.version}")
+            for f in abi.pins(pkg.requires_dist, installed, who, env=env)
             if f.outcome != "skipped"
         ]
         for f in found:
             fix = None
-            if f.outcome == "failed":
+            if f.outcome == "failed" and "installed" not in f.evidence:
+                fix = f.fix + _relock(ml)  # torch itself is not locked: abi.pins' own fix
+            elif f.outcome == "failed":
                 req = Requirement(str(f.evidence.get("requirement", "torch")))
                 fix = (
                     ml.change(req.name, PYPI, f'{req.name} = "{req.specifier}"')

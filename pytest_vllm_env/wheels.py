@@ -23,6 +23,7 @@ from . import abi, coverage_arch, fatbin
 from . import findings as F
 from .archs import Arch
 from .elf import ElfError
+from .env import PixiEnv
 from .findings import Finding
 from .platform_floor import Floor, _v, glibc_of_tag
 
@@ -170,8 +171,10 @@ def judge_wheel(
     scratch: Path,
     host_glibc: str | None = None,
     floor: Floor | None = None,
+    env: PixiEnv | None = None,
 ) -> list[Finding]:
-    """Every ``wheel.*`` finding for one wheel."""
+    """Every ``wheel.*`` finding for one wheel; fixes are written for ``env``, the env the
+    wheel is meant for (its manifest, conda prefix or venv)."""
     if not path.is_file():
         return [
             F.error("wheel.tags", f"{path}: no such wheel", "pass an existing .whl to --vllm-wheel")
@@ -189,7 +192,8 @@ def judge_wheel(
     with zf:
         info_dir, requires = read_metadata(zf)
         out += [
-            _as_wheel(f) for f in abi.pins(requires, {"torch": torch.version if torch else None})
+            _as_wheel(f)
+            for f in abi.pins(requires, {"torch": torch.version if torch else None}, env=env)
         ]
         out.append(
             record_hashes(zf, info_dir)
@@ -208,9 +212,9 @@ def judge_wheel(
             )
             ext.path = Path(member)
             for f in (
-                abi.symbols(ext, torch, built_for),
-                abi.cudart(ext, torch),
-                abi.cxx11(ext, torch),
+                abi.symbols(ext, torch, built_for, env=env),
+                abi.cudart(ext, torch, env=env, built=built_for),
+                abi.cxx11(ext, torch, env=env),
             ):
                 out.append(_as_wheel(f))
             try:

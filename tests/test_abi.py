@@ -35,6 +35,14 @@ def parts(tmp_path_factory) -> dict[str, Path]:
     driver = fake_soname_lib(
         root / "driver", "libcuda.so.1", 'extern "C" int cuInit(unsigned f) { return 0; }\n'
     )
+    cublas = fake_soname_lib(
+        root / "cublas",
+        "libcublas.so.13",
+        'extern "C" int cublasCreate_v2(void **h) { return 0; }\n',
+    )
+    other = fake_soname_lib(
+        root / "other", "libnvshmem_host.so.3", 'extern "C" int nvshmem_init() { return 0; }\n'
+    )
     return {
         "torch-cuda": cuda,
         "torch-cpu": cpu,
@@ -47,6 +55,20 @@ def parts(tmp_path_factory) -> dict[str, Path]:
         ),
         "ext-driver": cxx_extension(
             root / "drv" / "cumem_allocator.abi3.so", DRIVER_AND_PYTHON_SRC, [cudart, driver]
+        ),
+        # vLLM's _C needs libcublas.so.N of torch's CUDA; one env lacks it
+        "ext-cublas": cxx_extension(
+            root / "blas" / "_C.abi3.so",
+            'extern "C" int cublasCreate_v2(void **);\n'
+            'extern "C" int use_blas() { void *h; return cublasCreate_v2(&h); }\n',
+            [cudart, cublas],
+        ),
+        # a library that is no CUDA library and no torch one
+        "ext-other": cxx_extension(
+            root / "shmem" / "_C.abi3.so",
+            'extern "C" int nvshmem_init();\n'
+            'extern "C" int use_shmem() { return nvshmem_init(); }\n',
+            [cudart, other],
         ),
     }
 
@@ -139,8 +161,9 @@ def test_cudart_major_mismatch(pytester, env_builder, parts):
             ),
             lit(
                 "*fix: vllm/_C.abi3.so was built for CUDA 12, torch 2.11.0+cu130 is CUDA 13.0 "
-                "(abi.cudart): install vLLM's CUDA 13 wheel: [pypi-options] extra-index-urls = "
-                '["https://wheels.vllm.ai/0.26.0/cu130"] in pixi.toml*'
+                "(abi.cudart): install vLLM's CUDA 13 wheel: add `vllm = { version = "
+                '"==0.26.0", index = "https://wheels.vllm.ai/0.26.0/cu130" }` to '
+                "[pypi-dependencies] in pixi.toml*"
             ),
         ]
     )
@@ -317,4 +340,229 @@ def test_torch_exports_are_asked_by_name(env_builder, parts):
     assert (
         "_ZN3c104cuda12device_countEv"
         not in abi.TorchFacts.from_json(facts.to_json() | {"libs": []}).exports
+    )
+
+
+# -- fixes in the judged env's language ------------------------------------------------------
+# The same failures, judged in a Pixi workspace (pixi.toml; pyproject.toml [tool.pixi] with a
+# feature), a plain conda prefix and a venv (pip; `uv venv`, which has no pip): each fix names
+# the file, line and table to change, or the command that installs the version.
+PIXI_DEPS = '[pypi-dependencies]\ntorch = "==2.13.0"\nvllm = "==0.26.0"\n'  # lines 7, 8
+
+
+def pixi_env(builder: EnvBuilder, parts: dict[str, Path], **kw) -> Path:
+    prefix = make_env(builder, parts, **kw)
+    builder.manifest(PIXI_DEPS)
+    return prefix
+
+
+def pyproject_env(root: Path, parts: dict[str, Path], **kw) -> Path:
+    builder = EnvBuilder(root, "cuda")
+    prefix = make_env(builder, parts, **kw)
+    builder.manifest(
+        "[tool.pixi.environments]\ncuda = { features = ['gpu'] }\n\n"
+        "[tool.pixi.feature.gpu.pypi-dependencies]\n"
+        'torch = { version = "==2.13.0", index = "https://download.pytorch.org/whl/cu130" }\n',
+        kind="pyproject",
+    )
+    return prefix
+
+
+def conda_env(root: Path, parts: dict[str, Path], **kw) -> Path:
+    return make_env(EnvBuilder(root, "envs/x", bare=True), parts, **kw)
+
+
+def venv_env(root: Path, parts: dict[str, Path], *, uv: bool = False, **kw) -> Path:
+    """A venv as `python -m venv` (or `uv venv`: its pyvenv.cfg says `uv = ...`) lays it out:
+    no conda-meta."""
+    prefix = make_env(EnvBuilder(root, "venv", bare=True), parts, **kw)
+    shutil.rmtree(prefix / "conda-meta")
+    (prefix / "pyvenv.cfg").write_text(
+        "home = /usr/bin\nversion = 3.12.3\n" + ("uv = 0.13.9\n" if uv else "")
+    )
+    return prefix
+
+
+def fixes_of(pytester, prefix: Path, check: str) -> list[str]:
+    """The fix texts of ``check`` in the JSON report (the same text the terminal shows)."""
+    pytester.runpytest(
+        "--vllm-conformance", "-k", "test_abi", f"--vllm-env={prefix}", "--vllm-env-report=r.json"
+    )
+    checks = json.loads((pytester.path / "r.json").read_text())["checks"]
+    return [c["fix"] for c in checks if c["id"] == check and c.get("fix")]
+
+
+REBUILD_VLLM = (
+    "rebuild vLLM against torch {torch}: in a vLLM checkout run `python use_existing_torch.py`, "
+    "then "
+)
+
+
+def test_fix_in_pixi_toml_names_the_line_to_change(pytester, env_builder, parts):
+    """The vLLM 0.26.0 wheel (pins torch==2.11.0) next to torch 2.13.0, in a Pixi workspace
+    whose pixi.toml says `torch = "==2.13.0"` on line 7: the fix rewrites that line."""
+    prefix = pixi_env(env_builder, parts, torch="2.13.0", torch_cuda=None, libs="torch-cpu")
+    manifest = env_builder.workspace / "pixi.toml"
+    torch_line = (
+        'in pixi.toml line 7 ([pypi-dependencies]), replace `torch = "==2.13.0"` with '
+        '`torch = "==2.11.0"`'
+    )
+    assert fixes_of(pytester, prefix, "abi.pins") == [
+        f"{torch_line}, or install the vllm release built for torch 2.13.0"
+    ]
+    assert fixes_of(pytester, prefix, "abi.symbols") == [
+        f"install the torch it was built for: {torch_line}; or "
+        + REBUILD_VLLM.format(torch="2.13.0")
+        + 'list `"vllm"` in `no-build-isolation = [...]` of [pypi-options] in pixi.toml; in '
+        'pixi.toml line 8 ([pypi-dependencies]), replace `vllm = "==0.26.0"` with `vllm = { '
+        'path = "<vLLM checkout>", editable = true }`; then run `pixi reinstall -e default '
+        f"--manifest-path {manifest} vllm`"
+    ]
+    # torch's CPU build where the manifest asks for PyPI's torch 2.13.0 (a CUDA 13 build):
+    # the line is right, the env is not
+    assert fixes_of(pytester, prefix, "abi.cudart") == [
+        'install a CUDA 13 build of torch: pixi.toml:7 `torch = "==2.13.0"` asks for it already, '
+        f"the env holds another build: run `pixi reinstall -e default --manifest-path {manifest} "
+        "torch` (PyPI's torch 2.13.0 is its cu130 build)"
+    ]
+
+
+def test_fix_in_pyproject_feature_keeps_the_index(pytester, tmp_path, parts):
+    """pyproject.toml [tool.pixi], env `cuda` of feature `gpu`, torch from the PyTorch index:
+    the fix names the feature's table and keeps the `index` of the inline table."""
+    prefix = pyproject_env(
+        tmp_path / "ws", parts, torch="2.13.0", torch_cuda=None, libs="torch-cpu"
+    )
+    index = 'index = "https://download.pytorch.org/whl/cu130" }'
+    assert fixes_of(pytester, prefix, "abi.pins") == [
+        "in pyproject.toml line 13 ([tool.pixi.feature.gpu.pypi-dependencies]), replace "
+        f'`torch = {{ version = "==2.13.0", {index}` with `torch = {{ version = "==2.11.0", '
+        f"{index}`, or install the vllm release built for torch 2.13.0"
+    ]
+    (symbols,) = fixes_of(pytester, prefix, "abi.symbols")
+    assert (
+        'list `"vllm"` in `no-build-isolation = [...]` of [tool.pixi.feature.gpu.pypi-options] '
+        'in pyproject.toml; add `vllm = { path = "<vLLM checkout>", editable = true }` to '
+        "[tool.pixi.feature.gpu.pypi-dependencies] in pyproject.toml; then run `pixi reinstall "
+        f"-e cuda --manifest-path {tmp_path / 'ws' / 'pyproject.toml'} vllm`"
+    ) in symbols
+
+
+def test_fix_in_a_conda_prefix_uses_conda_and_pip(pytester, tmp_path, parts):
+    prefix = conda_env(tmp_path, parts, torch="2.13.0", torch_cuda=None, libs="torch-cpu")
+    pip = f"{prefix}/bin/python3 -m pip install"
+    assert fixes_of(pytester, prefix, "abi.symbols") == [
+        f'install the torch it was built for: `{pip} "torch==2.11.0"`; or '
+        + REBUILD_VLLM.format(torch="2.13.0")
+        + f"in `conda activate {prefix}`, run `{pip} --no-build-isolation --no-cache-dir "
+        '--force-reinstall --no-deps "<vLLM checkout>"`'
+    ]
+    assert "pixi" not in " ".join(fixes_of(pytester, prefix, "abi.cudart"))
+
+
+@pytest.mark.parametrize("uv", [False, True], ids=["pip", "uv"])
+def test_fix_in_a_venv_is_the_install_command_with_the_version(pytester, tmp_path, parts, uv):
+    """A venv has no manifest: the fix is the command, with the version. One `uv venv` made
+    has no pip ("No module named pip"): `uv pip install --python PREFIX`."""
+    prefix = venv_env(tmp_path, parts, uv=uv, torch="2.13.0", torch_cuda=None, libs="torch-cpu")
+    install = f"uv pip install --python {prefix}" if uv else f"{prefix}/bin/python3 -m pip install"
+    assert fixes_of(pytester, prefix, "abi.pins") == [
+        f'`{install} "torch==2.11.0"`, or install the vllm release built for torch 2.13.0'
+    ]
+    # the CPU build of torch 2.13.0 is installed: "torch==2.13.0" alone would be "already
+    # satisfied", so the command forces the reinstall
+    force = "--reinstall-package torch" if uv else "--force-reinstall"
+    assert fixes_of(pytester, prefix, "abi.cudart") == [
+        f'install a CUDA 13 build of torch: `{install} {force} "torch==2.13.0"` (PyPI\'s torch '
+        "2.13.0 is its cu130 build)"
+    ]
+
+
+def test_fix_rebuild_for_the_cxx11_flag_per_env(pytester, env_builder, tmp_path, parts):
+    """vLLM #13608 (an old-ABI build next to a new-ABI torch): rebuild against this torch, in
+    the env's own way of building a package without isolation."""
+    pixi = fixes_of(pytester, pixi_env(env_builder, parts, ext="ext-old-abi"), "abi.cxx11")
+    venv = venv_env(tmp_path, parts, ext="ext-old-abi")
+    plain = fixes_of(pytester, venv, "abi.cxx11")
+    assert pixi[0].startswith(REBUILD_VLLM.format(torch="2.11.0+cu130"))
+    assert "`no-build-isolation = [...]` of [pypi-options] in pixi.toml" in pixi[0]
+    assert plain[0].startswith(REBUILD_VLLM.format(torch="2.11.0+cu130"))
+    assert (
+        f"in `source {venv}/bin/activate`, run `{venv}/bin/python3 -m pip install "
+        '--no-build-isolation --no-cache-dir --force-reinstall --no-deps "<vLLM checkout>"` '
+        "(it then gets -D_GLIBCXX_USE_CXX11_ABI=1)"
+    ) in plain[0]
+
+
+def test_fix_for_a_missing_cuda_library_per_env(pytester, env_builder, tmp_path, parts):
+    """vLLM's _C needs libcublas.so.13 and no env package provides it: conda-forge's
+    `libcublas` (with `cuda-version`) or PyPI's `nvidia-cublas` (CUDA 13 drops `-cu13`)."""
+    lead = "add the CUDA library that provides libcublas.so.13: "
+    pixi = pixi_env(env_builder, parts, ext="ext-cublas")
+    assert fixes_of(pytester, pixi, "abi.needed") == [
+        lead + 'add `libcublas = "*"` and `cuda-version = "13.*"` to [dependencies] in '
+        'pixi.toml; or from PyPI, add `nvidia-cublas = "==13.*"` to [pypi-dependencies] in '
+        "pixi.toml"
+    ]
+    conda = conda_env(tmp_path, parts, ext="ext-cublas")
+    assert fixes_of(pytester, conda, "abi.needed") == [
+        lead + f'install into the env: `conda install -p {conda} -c conda-forge "libcublas" '
+        f'"cuda-version=13.*"`; or from PyPI, `{conda}/bin/python3 -m pip install '
+        '"nvidia-cublas==13.*"`'
+    ]
+    venv = venv_env(tmp_path, parts, ext="ext-cublas")
+    assert fixes_of(pytester, venv, "abi.needed") == [
+        lead + f'`{venv}/bin/python3 -m pip install "nvidia-cublas==13.*"`'
+    ]
+
+
+def test_fix_for_another_missing_library_reinstalls_its_package(
+    pytester, env_builder, tmp_path, parts
+):
+    pixi = pixi_env(env_builder, parts, ext="ext-other")
+    manifest = env_builder.workspace / "pixi.toml"
+    assert fixes_of(pytester, pixi, "abi.needed") == [
+        "add the package that provides libnvshmem_host.so.3 to [dependencies] in pixi.toml, or "
+        f"reinstall vllm: `pixi reinstall -e default --manifest-path {manifest} vllm`"
+    ]
+    venv = venv_env(tmp_path, parts, uv=True, ext="ext-other")
+    assert fixes_of(pytester, venv, "abi.needed") == [
+        "add the package that provides libnvshmem_host.so.3 to the venv (`uv pip install "
+        f"--python {venv}`), or reinstall vllm: `uv pip install --python {venv} "
+        "--reinstall-package vllm vllm`"
+    ]
+
+
+def test_fix_for_a_cuda_12_build_next_to_torch_cu130_outside_pixi(pytester, tmp_path, parts):
+    """F2.7/F2.8 in a conda prefix: vLLM's CUDA 13 wheel from its per-release index (extra:
+    it holds only vLLM), forced over the installed 0.26.0; or torch 2.11.0's cu128 build."""
+    prefix = conda_env(tmp_path, parts, ext="ext-cuda12")
+    pip = f"{prefix}/bin/python3 -m pip install"
+    assert fixes_of(pytester, prefix, "abi.cudart") == [
+        f"install vLLM's CUDA 13 wheel: `{pip} --extra-index-url "
+        'https://wheels.vllm.ai/0.26.0/cu130 --force-reinstall "vllm==0.26.0"`; or a torch '
+        f"built for CUDA 12: `{pip} --index-url https://download.pytorch.org/whl/cu128 "
+        '--force-reinstall "torch==2.11.0"`'
+    ]
+
+
+def test_fix_for_conda_forge_pytorch_pins_pytorch_not_a_pypi_torch(env_builder):
+    """torch from conda-forge (`pytorch` in [dependencies]): a PyPI `torch` pin beside it
+    would install a second torch over it; the fix changes the `pytorch` line."""
+    from pytest_vllm_env.env import PixiEnv
+
+    env_builder.python("3.12")
+    env_builder.conda("pytorch", "2.13.0", "cuda130_h0")
+    env_builder.dist("torch", "2.13.0", installer="conda")
+    manifest = env_builder.manifest('[dependencies]\npytorch = "2.13.*"\n')
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
+    (bad,) = abi.pins(["torch==2.11.0"], {"torch": "2.13.0"}, env=env)
+    assert bad.fix == (
+        'in pixi.toml line 7 ([dependencies]), replace `pytorch = "2.13.*"` with '
+        '`pytorch = "==2.11.0"`, or install the vllm release built for torch 2.13.0'
+    )
+    (old,) = abi.pins(["torch==2.11.0"], {"torch": "2.13.0"})  # no env known: Pixi's words
+    assert old.fix == (
+        'add `torch = "==2.11.0"` to [pypi-dependencies] in pixi.toml, or install the vllm '
+        "release built for torch 2.13.0"
     )

@@ -128,8 +128,15 @@ def test_flash_attn_cxx11_on_torch_260_fails(pytester, env_builder, torch26, tmp
                 "*[abi.cxx11] FAILED: flash_attn_2_cuda.cpython-312-x86_64-linux-gnu.so was built "
                 "with _GLIBCXX_USE_CXX11_ABI=1, torch 2.6.0 with 0*"
             ),
-            "*fix: install the flash-attn wheel built for torch 2.6 (release assets are named "
-            "`flash_attn-<version>+cu12torch2.6cxx11abiFALSE-...whl`)*--no-build-isolation*",
+            lit(
+                "*fix: install the flash-attn wheel built for torch 2.6 (release assets of "
+                "https://github.com/Dao-AILab/flash-attention/releases are named "
+                "`flash_attn-<version>+cu12torch2.6cxx11abiFALSE-cp312-cp312-linux_x86_64.whl`): "
+                'add `flash-attn = { url = "<asset URL>" }` to [pypi-dependencies] in pixi.toml; '
+                'or build it against this torch: list `"flash-attn"` in `no-build-isolation = '
+                "[...]` of [pypi-options] in pixi.toml; then run `pixi reinstall -e default "
+                "flash-attn`*"
+            ),
         ]
     )
 

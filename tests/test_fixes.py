@@ -100,6 +100,81 @@ def test_venv_speaks_pip_and_gets_its_toolkit_from_the_system(tmp_path):
     )
 
 
+# -- a version, at the line that declares it (fixes.pin), and a rebuild (fixes.rebuild) -------
+def test_pin_rewrites_the_declaring_line_of_each_manifest_form(env_builder: EnvBuilder):
+    env_builder.python()
+    manifest = env_builder.manifest(
+        '[dependencies]\ncuda-version = "12.6.*"\n\n[pypi-dependencies]\n'
+        'torch = { version = "==2.6.0", index = "https://download.pytorch.org/whl/cu126" }\n'
+    )
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
+    # an inline table keeps its index; a conda package is found in [dependencies]
+    assert fixes.pin(env, TORCH) == (
+        'in pixi.toml line 10 ([pypi-dependencies]), replace `torch = { version = "==2.6.0", '
+        'index = "https://download.pytorch.org/whl/cu126" }` with `torch = { version = '
+        '"==2.11.0", index = "https://download.pytorch.org/whl/cu126" }`'
+    )
+    assert fixes.pin(env, Package("cuda-version", "12.8.*")) == (
+        'in pixi.toml line 7 ([dependencies]), replace `cuda-version = "12.6.*"` with '
+        '`cuda-version = "12.8.*"`'
+    )
+    # an undeclared package: the table to add it to
+    assert fixes.pin(env, Package("xformers", "==0.0.31", pypi=True)) == (
+        'add `xformers = "==0.0.31"` to [pypi-dependencies] in pixi.toml'
+    )
+
+
+def test_pin_in_project_dependencies_changes_only_that_requirement(env_builder: EnvBuilder):
+    env_builder.python()
+    path = env_builder.manifest(kind="pyproject")
+    text = path.read_text().replace(
+        'version = "0.1.0"\n', 'version = "0.1.0"\ndependencies = ["torch==2.6.0", "vllm"]\n'
+    )
+    path.write_text(text)
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=path)
+    assert fixes.pin(env, TORCH) == (
+        "in pyproject.toml line 4 ([project] dependencies), replace `dependencies = "
+        '["torch==2.6.0", "vllm"]` with `dependencies = ["torch==2.11.0", "vllm"]`'
+    )
+
+
+def test_uv_venv_has_no_pip_so_fixes_say_uv_pip(tmp_path):
+    """`uv venv` writes `uv = 0.13.9` into pyvenv.cfg and no pip: `python -m pip` there fails
+    with "No module named pip" (measured, uv 0.13.9)."""
+    prefix = venv(tmp_path, ("torch", "2.11.0"))
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\nuv = 0.13.9\nversion_info = 3.12.3\n")
+    env = PixiEnv.read(prefix)
+    assert fixes.made_by_uv(env)
+    assert fixes.add(env, TORCH) == f'`uv pip install --python {prefix} "torch==2.11.0"`'
+    # installed 2.11.0 already satisfies ==2.11.0: a new index needs the reinstall asked for
+    assert fixes.pin(env, TORCH, index="https://download.pytorch.org/whl/cu128") == (
+        f"`uv pip install --python {prefix} --index-url https://download.pytorch.org/whl/cu128 "
+        '--reinstall-package torch "torch==2.11.0"`'
+    )
+    assert fixes.reinstall(env, "vllm", pypi=True) == (
+        f"`uv pip install --python {prefix} --reinstall-package vllm vllm`"
+    )
+    assert not fixes.made_by_uv(PixiEnv.read(venv(tmp_path / "pip")))
+
+
+def test_rebuild_without_isolation_per_env(env_builder: EnvBuilder, tmp_path):
+    env_builder.python()
+    manifest = env_builder.manifest(
+        '[pypi-dependencies]\nvllm = { path = "../vllm", editable = true }\n'
+    )
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
+    assert fixes.rebuild(env, "vllm", source="<checkout>") == (
+        'list `"vllm"` in `no-build-isolation = [...]` of [pypi-options] in pixi.toml '
+        '(pixi.toml:7 `vllm = { path = "../vllm", editable = true }` builds it from a '
+        f"checkout); then run `pixi reinstall -e default --manifest-path {manifest} vllm`"
+    )
+    plain = PixiEnv.read(venv(tmp_path))
+    assert fixes.rebuild(plain, "flash-attn") == (
+        f"in `source {plain.prefix}/bin/activate`, run `{plain.prefix}/bin/python -m pip "
+        'install --no-build-isolation --no-cache-dir --force-reinstall --no-deps "flash-attn"`'
+    )
+
+
 # -- a plain venv is not told about pixi.toml -------------------------------------------------
 def test_plain_venv_that_builds_is_told_to_use_a_system_toolkit(pytester, tmp_path):
     # Seen: "add `cuda-nvcc` ... to [dependencies] in pixi.toml" for a venv with no manifest.

@@ -63,10 +63,33 @@ def test_torch_pin_the_env_cannot_meet(pytester, env_builder, so, tmp_path):
     )
 
 
+def test_torch_pin_fix_names_the_env_manifest_line(pytester, env_builder, so, tmp_path):
+    """The wheel is judged for the env it is meant for: its fix rewrites that env's pixi.toml
+    line (7: `torch = "==2.13.0"`), not a generic "pin it in pixi.toml"."""
+    whl = build_wheel(tmp_path / "dist", {"vllm/_C.abi3.so": so["ext"].read_bytes()})
+    prefix = env_with_torch(env_builder, so, "2.13.0")
+    env_builder.manifest('[pypi-dependencies]\ntorch = "==2.13.0"\n')
+    result = run(pytester, prefix, whl)
+    result.stdout.fnmatch_lines(
+        [
+            lit("*[wheel.pins] FAILED: vllm requires torch==2.11.0 but the env has torch 2.13.0"),
+            '  fix: in pixi.toml line 7 ([[]pypi-dependencies]), replace `torch = "==2.13.0"` '
+            'with `torch = "==2.11.0"`, or install the vllm release built for torch 2.13.0',
+        ]
+    )
+
+
 def test_member_that_is_not_elf_is_an_error(pytester, env_builder, so, tmp_path):
     whl = build_wheel(tmp_path / "dist", {"vllm/_C.abi3.so": b"PK not a library"})
     result = run(pytester, env_with_torch(env_builder, so), whl)
-    result.stdout.fnmatch_lines([lit("*[wheel.symbols] ERROR: vllm/_C.abi3.so: not an ELF file*")])
+    result.stdout.fnmatch_lines(
+        [
+            lit("*[wheel.symbols] ERROR: vllm/_C.abi3.so: not an ELF file*"),
+            # the wheel is broken, not the env: nothing to reinstall there
+            "  fix: rebuild the wheel (`pip wheel`, `uv build`): its member vllm/_C.abi3.so is "
+            "not a library",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
