@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import downloads  # noqa: E402
 from fixtures.wheels import members  # noqa: E402
-from pytest_vllm_env import fatbin  # noqa: E402
-from pytest_vllm_env.elf import read_elf  # noqa: E402
+from pytest_vllm_env.readers import fatbin  # noqa: E402
+from pytest_vllm_env.readers.elf import read_elf  # noqa: E402
 
 CORE = ("libc10.so", "libc10_cuda.so", "libtorch.so", "libtorch_cpu.so", "libtorch_cuda.so")
 

@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures import downloads  # noqa: E402
 from fixtures import torch_cmake as ft  # noqa: E402
 from fixtures.cuda_envs import SYSTEM_CUDA, seed_env  # noqa: E402
-from pytest_vllm_env import cmake_probe, cuda, torch_cmake  # noqa: E402
-from pytest_vllm_env.env import PixiEnv  # noqa: E402
+from pytest_vllm_env.checks import cuda, torch_cmake  # noqa: E402
+from pytest_vllm_env.facts.env import PixiEnv  # noqa: E402
+from pytest_vllm_env.runners import cmake_probe
 
 CMAKES = ("3.26.4", "4.1.2", "4.4.5")
 VARIANTS = {

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import downloads  # noqa: E402
 from fixtures.wheels import members  # noqa: E402
-from pytest_vllm_env import abi  # noqa: E402
-from pytest_vllm_env.linkage import Resolver, link  # noqa: E402
+from pytest_vllm_env.checks import abi  # noqa: E402
+from pytest_vllm_env.facts.linkage import Resolver, link  # noqa: E402
 
 CORE = re.compile(r"^torch/lib/lib(c10|c10_cuda|torch|torch_cpu|torch_cuda)\.so$")
 EXT = re.compile(r"^vllm/(_C_stable_libtorch|_moe_C_stable_libtorch|vllm_flash_attn/_vllm_fa2_C)")

@@ -75,7 +75,7 @@ def best_of(fn, n: int = 5) -> float:
 
 
 def parse_pyyaml(path: Path) -> int:
-    from pytest_vllm_env.pixilock import read_lock
+    from pytest_vllm_env.readers.pixilock import read_lock
 
     return len(read_lock(path).env("default", "linux-64"))
 
@@ -86,7 +86,7 @@ def parse_pyyaml_pure(path: Path) -> int:
 
     import yaml
 
-    from pytest_vllm_env import pixilock
+    from pytest_vllm_env.readers import pixilock
 
     with mock.patch.object(pixilock, "_Loader", yaml.BaseLoader):
         return len(pixilock.read_lock(path).env("default", "linux-64"))
@@ -111,9 +111,9 @@ def parse_rattler(path: Path) -> int:
 def lock_checks_in_process(workspace: Path) -> float:
     """Seconds from reading pixi.lock to every lock.* verdict, in this process (best of 5):
     what lock mode adds to a run, without pytest's start-up."""
-    from pytest_vllm_env import lockchecks
-    from pytest_vllm_env.archs import parse_arch
-    from pytest_vllm_env.env import EnvSpec
+    from pytest_vllm_env.checks import lockchecks
+    from pytest_vllm_env.facts.archs import parse_arch
+    from pytest_vllm_env.facts.env import EnvSpec
     from pytest_vllm_env.lockmode import open_env
 
     manifest = workspace / "pixi.toml"

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import checkpoints as ckpts  # noqa: E402
 from fixtures.vllm_standin import modelopt_text, registry_text  # noqa: E402
-from pytest_vllm_env import modelopt  # noqa: E402
-from pytest_vllm_env.archs import parse_arch  # noqa: E402
-from pytest_vllm_env.checkpoint import read_checkpoint, read_scales, resolve  # noqa: E402
-from pytest_vllm_env.vllm_source import parse_modelopt, parse_registry  # noqa: E402
+from pytest_vllm_env.checks import modelopt  # noqa: E402
+from pytest_vllm_env.facts.archs import parse_arch  # noqa: E402
+from pytest_vllm_env.readers.checkpoint import read_checkpoint, read_scales, resolve  # noqa: E402
+from pytest_vllm_env.readers.vllm_source import parse_modelopt, parse_registry  # noqa: E402
 
 SHARD_GB = 5  # what Hugging Face exports use
 

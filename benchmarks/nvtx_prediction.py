@@ -15,8 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures.cuda_envs import SEEDS, cmake4, seed_env  # noqa: E402
-from pytest_vllm_env import cmake_probe, cuda, nvtx  # noqa: E402
-from pytest_vllm_env.env import PixiEnv  # noqa: E402
+from pytest_vllm_env.checks import cuda, nvtx  # noqa: E402
+from pytest_vllm_env.facts.env import PixiEnv  # noqa: E402
+from pytest_vllm_env.runners import cmake_probe
 
 
 def main() -> None:

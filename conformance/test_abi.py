@@ -2,8 +2,8 @@
 
 import pytest
 
-from pytest_vllm_env import abi
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks import abi
 
 pytestmark = pytest.mark.toolchain
 
@@ -47,7 +47,7 @@ def test_symbols(vllm_env, extensions, torch_facts, verdict):
 
 @pytest.mark.vllm_check("abi.needed")
 def test_needed_libraries(vllm_env, extensions, torch_facts, library_resolver, verdict):
-    from pytest_vllm_env.linkage import link
+    from pytest_vllm_env.facts.linkage import link
 
     none = _none("abi.needed", vllm_env, extensions)
     version = vllm_env.version_of("vllm")
@@ -69,7 +69,7 @@ def test_needed_libraries(vllm_env, extensions, torch_facts, library_resolver, v
 
 @pytest.mark.vllm_check("abi.undefined")
 def test_undefined_symbols(vllm_env, extensions, library_resolver, verdict):
-    from pytest_vllm_env.linkage import link
+    from pytest_vllm_env.facts.linkage import link
 
     none = _none("abi.undefined", vllm_env, extensions)
     skip = abi.TORCH_SIDE

@@ -2,9 +2,10 @@
 
 import pytest
 
-from pytest_vllm_env import abi, coverage_arch, fatbin
 from pytest_vllm_env import findings as F
-from pytest_vllm_env.elf import ElfError
+from pytest_vllm_env.checks import abi, coverage_arch
+from pytest_vllm_env.readers import fatbin
+from pytest_vllm_env.readers.elf import ElfError
 
 pytestmark = pytest.mark.toolchain
 

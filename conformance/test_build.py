@@ -2,8 +2,8 @@
 
 import pytest
 
-from pytest_vllm_env import build
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks import build
 
 pytestmark = pytest.mark.build
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm_env import buildlog
+from pytest_vllm_env.checks import buildlog
 from pytest_vllm_env.findings import skipped
 
 pytestmark = pytest.mark.toolchain

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm_env import cuda
+from pytest_vllm_env.checks import cuda
 
 
 @pytest.mark.toolchain
@@ -63,7 +63,7 @@ def test_vllm_python(vllm_env, cuda_toolkit, verdict):
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("cuda.nvcc-torch")
 def test_nvcc_matches_torch_cuda(vllm_env, cuda_toolkit, torch_build_nvcc, verdict):
-    from pytest_vllm_env import cuda_torch
+    from pytest_vllm_env.checks import cuda_torch
 
     nvcc, why = torch_build_nvcc
     verdict(

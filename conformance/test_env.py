@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm_env import envchecks
+from pytest_vllm_env.checks import envchecks
 
 pytestmark = pytest.mark.toolchain
 

@@ -5,7 +5,8 @@ predict what happened?"""
 
 import pytest
 
-from pytest_vllm_env import gpu, vllm_run
+from pytest_vllm_env.checks import vllm_run
+from pytest_vllm_env.runners import gpu
 
 pytestmark = pytest.mark.gpu
 

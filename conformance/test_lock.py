@@ -3,7 +3,7 @@
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env import lockchecks
+from pytest_vllm_env.checks import lockchecks
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.vllm_lock]
 

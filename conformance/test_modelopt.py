@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm_env import modelopt
+from pytest_vllm_env.checks import modelopt
 
 pytestmark = pytest.mark.toolchain
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vllm_env import abi, coverage_arch, linkage, platform_floor
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks import abi, coverage_arch, platform_floor
+from pytest_vllm_env.facts import linkage
 
 pytestmark = pytest.mark.toolchain
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm_env import pypi_options
+from pytest_vllm_env.checks import pypi_options
 
 pytestmark = pytest.mark.toolchain
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm_env import source_build
+from pytest_vllm_env.checks import source_build
 from pytest_vllm_env.findings import skipped
 
 pytestmark = pytest.mark.toolchain

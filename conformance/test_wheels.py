@@ -3,7 +3,7 @@
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env import platform_floor, wheels
+from pytest_vllm_env.checks import platform_floor, wheels
 
 pytestmark = pytest.mark.toolchain
 

@@ -3,7 +3,7 @@ the target GPU, is it installed with a matching torch, and does it compute on th
 
 import pytest
 
-from pytest_vllm_env import abi, xformers
+from pytest_vllm_env.checks import abi, xformers
 
 
 @pytest.mark.toolchain

@@ -50,8 +50,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 if TYPE_CHECKING:
-    from .env import PixiEnv
-    from .pixi import Manifest
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.readers.pixi import Manifest
 
 Kind = Literal["pixi", "pyproject", "conda", "venv"]
 PLATFORM = "linux-64"
@@ -387,7 +387,7 @@ def pin(
             # already satisfied"), whatever index is given: the fix would change nothing
             options += (f"--reinstall-package {package.name}",) if uv else ("--force-reinstall",)
         return f"`{pip_install(env, spec, options=options, uv=uv)}`"
-    from .manifest_lines import ManifestLines
+    from pytest_vllm_env.readers.manifest_lines import ManifestLines
 
     table = "pypi-dependencies" if package.pypi else "dependencies"
     found = ManifestLines(env.manifest, env.name).find(package.name, table)
@@ -456,7 +456,7 @@ def rebuild(env: PixiEnv, name: str, *, source: str = "") -> str:
             f"{manifest_name(env)}"
         )
         if source:
-            from .manifest_lines import ManifestLines
+            from pytest_vllm_env.readers.manifest_lines import ManifestLines
 
             declared = ManifestLines(env.manifest, env.name).find(name, "pypi-dependencies")
             if declared is not None and re.search(r"\bpath\s*=", declared.text):

@@ -2,7 +2,7 @@
 ``--vllm-from-lock`` asks to, as in CI before ``pixi install``).
 
 The seam with the rest of the suite is the env object itself: :func:`open_env` returns the
-same :class:`~pytest_vllm_env.env.PixiEnv` an installed env gives, its conda packages and
+same :class:`~pytest_vllm_env.facts.env.PixiEnv` an installed env gives, its conda packages and
 Python distributions filled from the lock's entries (name, version, build, requires_dist),
 with ``env.locked`` holding the :class:`LockSource`. Checks that read the env's files skip
 in lock mode (the plugin says why); the ``lock.*`` checks judge the same facts through the
@@ -20,8 +20,15 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from .env import CondaPackage, EnvError, EnvSpec, PixiEnv, PythonDist
-from .pixilock import LockedEnv, LockError, LockFile, current_platform, lock_path, read_lock
+from pytest_vllm_env.facts.env import CondaPackage, EnvError, EnvSpec, PixiEnv, PythonDist
+from pytest_vllm_env.readers.pixilock import (
+    LockedEnv,
+    LockError,
+    LockFile,
+    current_platform,
+    lock_path,
+    read_lock,
+)
 
 
 @dataclass
@@ -99,7 +106,7 @@ def open_env(spec: EnvSpec, *, from_lock: bool = False, platform: str | None = N
     if not installed and lock is not None and spec.manifest is not None and spec.name:
         # declared, never installed, and no lock to judge it from: say how to get one or the
         # other (the fixes of a missing prefix said to add lines the manifest already has)
-        from .fixes import env_not_installed
+        from pytest_vllm_env.fixes import env_not_installed
 
         raise EnvError(env_not_installed(spec.manifest, spec.name, spec.prefix))
     return PixiEnv.read(spec.prefix, name=spec.name, manifest=spec.manifest)

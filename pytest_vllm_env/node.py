@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import proc
-from pytest_vllm_env.gpu import run_probe
+from pytest_vllm_env.runners import proc
+from pytest_vllm_env.runners.gpu import run_probe
 
 SMI_FIELDS = ("index", "name", "compute_cap", "uuid", "driver_version")
 NODE_NAME_ENV = "PYTEST_VLLM_ENV_NODE_NAME"

@@ -46,15 +46,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.outcomes import Skipped
 
-from . import settings
+from pytest_vllm_env import settings
 
 # The check library loads when a run asks for it (a fixture, an option, the suite), never at
 # start-up: installed, this plugin loads in every pytest run of the user's repo.
 if TYPE_CHECKING:
-    from .archs import Arch
-    from .cache import FactCache
-    from .env import EnvSpec, PixiEnv
-    from .findings import Finding
+    from pytest_vllm_env.cache import FactCache
+    from pytest_vllm_env.facts.archs import Arch
+    from pytest_vllm_env.facts.env import EnvSpec, PixiEnv
+    from pytest_vllm_env.findings import Finding
 
 FINDING_KEY = "vllm_env.finding"
 CHECK_KEY = "vllm_env.check"
@@ -165,7 +165,7 @@ def pytest_load_initial_conftests(
     options = {s.option for s in settings.SETTINGS.values()}
     if not options.intersection(args):  # no option of ours in the --opt VALUE form
         return
-    from .rootdir import check_space_form_options
+    from pytest_vllm_env.rootdir import check_space_form_options
 
     check_space_form_options(early_config, parser)
 
@@ -189,8 +189,8 @@ def _check_cuda_archs(config: pytest.Config) -> None:
     values = settings.get_list(config, "cuda_arch")
     if not values:
         return
-    from .archs import parse_arch_list
-    from .cuda import is_known_arch, known_archs_text
+    from pytest_vllm_env.checks.cuda import is_known_arch, known_archs_text
+    from pytest_vllm_env.facts.archs import parse_arch_list
 
     try:
         archs = parse_arch_list(" ".join(values))
@@ -230,8 +230,8 @@ def _check_report_path(config: pytest.Config) -> None:
 
 
 def _inside_judged_env(config: pytest.Config, path: Path) -> Path | None:
-    from .env import EnvError
-    from .rootdir import inside
+    from pytest_vllm_env.facts.env import EnvError
+    from pytest_vllm_env.rootdir import inside
 
     try:
         specs = state(config).specs()
@@ -244,7 +244,7 @@ def _inside_judged_env(config: pytest.Config, path: Path) -> Path | None:
 def report_path(config: pytest.Config, value: str) -> Path:
     """``--vllm-env-report`` as a path (``%N``: the node name): relative to the invocation
     dir (option) or the rootdir (ini key)."""
-    from . import node as node_mod
+    from pytest_vllm_env import node as node_mod
 
     path = Path(node_mod.expand_report_path(value, node_name(config)[0])).expanduser()
     return path if path.is_absolute() else state(config)._base_for("vllm_env_report") / path
@@ -301,7 +301,7 @@ class SessionState:
 
     def judged_prefixes(self) -> list[Path]:
         """The prefixes of the envs asked for (none when they cannot be located)."""
-        from .env import EnvError
+        from pytest_vllm_env.facts.env import EnvError
 
         try:
             return [spec.prefix for spec in self.specs()]
@@ -310,7 +310,7 @@ class SessionState:
 
     def guard_pytest_cache(self) -> None:
         """Never let pytest's own cache write into a judged env (a rootdir inside it)."""
-        from .rootdir import guard_pytest_cache
+        from pytest_vllm_env.rootdir import guard_pytest_cache
 
         note = guard_pytest_cache(self.config, self.judged_prefixes())
         if note:
@@ -322,7 +322,7 @@ class SessionState:
 
     def specs(self) -> list[EnvSpec]:
         """The envs asked for; raise EnvError naming what is wrong."""
-        from .env import locate
+        from pytest_vllm_env.facts.env import locate
 
         if self._specs is None:
             values = settings.get_list(self.config, "vllm_env") or [None]
@@ -352,8 +352,10 @@ class SessionState:
 
     def env(self, spec: EnvSpec) -> PixiEnv:
         if spec.prefix not in self._envs:
-            from .lockmode import open_env
-            from .plugins import lock  # its settings: --vllm-from-lock, --pixi-platform
+            from pytest_vllm_env.lockmode import open_env
+            from pytest_vllm_env.plugins import (
+                lock,  # its settings: --vllm-from-lock, --pixi-platform
+            )
 
             self._envs[spec.prefix] = open_env(
                 spec, from_lock=lock.from_lock(self.config), platform=lock.platform(self.config)
@@ -361,8 +363,8 @@ class SessionState:
         return self._envs[spec.prefix]
 
     def fact_cache(self) -> FactCache:
-        from .cache import FactCache
-        from .rootdir import safe_cache_dir
+        from pytest_vllm_env.cache import FactCache
+        from pytest_vllm_env.rootdir import safe_cache_dir
 
         return FactCache(safe_cache_dir(self.config, self.judged_prefixes()))
 
@@ -378,7 +380,7 @@ def state(config: pytest.Config) -> SessionState:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vllm_env" not in metafunc.fixturenames:
         return
-    from .env import EnvError
+    from pytest_vllm_env.facts.env import EnvError
 
     try:
         specs = state(metafunc.config).specs()
@@ -399,7 +401,7 @@ def pytest_collection_modifyitems(
 ) -> None:
     if not any("vllm_env" in getattr(item, "fixturenames", ()) for item in items):
         return
-    from .env import EnvError
+    from pytest_vllm_env.facts.env import EnvError
 
     st = state(config)
     try:
@@ -414,7 +416,7 @@ def pytest_collection_modifyitems(
 # -- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def vllm_env(request: pytest.FixtureRequest) -> PixiEnv:
-    """The environment being judged (a :class:`pytest_vllm_env.env.PixiEnv`).
+    """The environment being judged (a :class:`pytest_vllm_env.facts.env.PixiEnv`).
 
     Located from ``--vllm-env`` (prefix or Pixi env name), else ``$CONDA_PREFIX``, else the
     interpreter running pytest. Holds the prefix, its Python, the conda packages
@@ -422,7 +424,7 @@ def vllm_env(request: pytest.FixtureRequest) -> PixiEnv:
     imported) and, on first use of ``.activation``/``.environ()``, what activation sets.
     With several ``--vllm-env`` values, tests using it run once per env.
     """
-    from .env import EnvError
+    from pytest_vllm_env.facts.env import EnvError
 
     st = state(request.config)
     spec = getattr(request, "param", None) or st.specs()[0]
@@ -442,7 +444,7 @@ def vllm_env_activation(vllm_env: PixiEnv) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cuda_archs(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> list[Arch]:
-    """The target GPU archs (:class:`pytest_vllm_env.archs.Arch`), from ``--cuda-arch``,
+    """The target GPU archs (:class:`pytest_vllm_env.facts.archs.Arch`), from ``--cuda-arch``,
     else ``TORCH_CUDA_ARCH_LIST`` after the env's activation, else the visible GPUs' compute
     capabilities; empty when none is known (arch checks then skip and say why)."""
     return resolve_archs(request.config, vllm_env)[0]
@@ -490,7 +492,7 @@ def verdict(request: pytest.FixtureRequest):
     under "vllm-env: warnings"; with ``--vllm-strict`` it fails.
     """
 
-    from .findings import strict, worst
+    from pytest_vllm_env.findings import strict, worst
 
     def judge(*findings: Finding | Iterable[Finding]) -> list[Finding]:
         flat = list(_flatten(findings))
@@ -530,7 +532,7 @@ def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
 
 
 def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[Arch], str]:
-    from .archs import parse_arch_list
+    from pytest_vllm_env.facts.archs import parse_arch_list
 
     values = settings.get_list(config, "cuda_arch")
     if values:  # validated in pytest_configure
@@ -549,8 +551,8 @@ def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[Arch], str]
 
 def visible_gpu_archs() -> list[Arch]:
     """Compute capabilities of the visible GPUs, from nvidia-smi; [] without one."""
-    from . import proc
-    from .archs import parse_arch
+    from pytest_vllm_env.facts.archs import parse_arch
+    from pytest_vllm_env.runners import proc
 
     smi = proc.which("nvidia-smi", os.environ.get("PATH"))
     if not smi:
@@ -577,7 +579,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     if not engaged(config):
         return []
-    from .env import EnvError
+    from pytest_vllm_env.facts.env import EnvError
 
     st = state(config)
     try:
@@ -594,7 +596,7 @@ def pytest_report_collectionfinish(
         return []
     if hasattr(config, "workerinput"):
         return []
-    from .env import EnvError
+    from pytest_vllm_env.facts.env import EnvError
 
     st = state(config)
     lines: list[str] = []
@@ -754,7 +756,7 @@ def _longrepr_text(report: pytest.TestReport) -> str:
 
 def node_name(config: pytest.Config) -> tuple[str, str]:
     """This node's name (``--vllm-node-name``, else the environment, else the host name)."""
-    from . import node as node_mod
+    from pytest_vllm_env import node as node_mod
 
     return node_mod.node_name(settings.get(config, "vllm_node_name"), os.environ)
 
@@ -764,8 +766,8 @@ def write_report(config: pytest.Config, path: Path) -> None:
     [...]}``: stable, parsed by tools. Schema 2 added the ``warning`` outcome (schema 1 had
     only passed, failed, skipped, error) and ``strict``; ``node`` and ``created`` were added
     later within schema 2 (README: The JSON report)."""
-    from . import node as node_mod
-    from .env import EnvError
+    from pytest_vllm_env import node as node_mod
+    from pytest_vllm_env.facts.env import EnvError
 
     st = state(config)
     envs: list[dict[str, Any]] = []

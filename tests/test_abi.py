@@ -20,7 +20,7 @@ from fixtures.elf import (
 )
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env import abi
+from pytest_vllm_env.checks import abi
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
 
@@ -322,8 +322,8 @@ def test_driver_and_python_symbols_are_not_the_envs(pytester, env_builder, parts
 def test_torch_exports_are_asked_by_name(env_builder, parts):
     """torch's exports are looked up, not listed: exactly the torch-side names its libraries
     define are in ``torch_facts.exports`` (what abi.symbols asks), nothing they only import."""
-    from pytest_vllm_env.elf import defined_names, undefined_names
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.readers.elf import defined_names, undefined_names
 
     facts = abi.torch_facts(PixiEnv.read(make_env(env_builder, parts)))
     assert facts is not None and facts.cxx11 is True and not facts.errors
@@ -549,7 +549,7 @@ def test_fix_for_a_cuda_12_build_next_to_torch_cu130_outside_pixi(pytester, tmp_
 def test_fix_for_conda_forge_pytorch_pins_pytorch_not_a_pypi_torch(env_builder):
     """torch from conda-forge (`pytorch` in [dependencies]): a PyPI `torch` pin beside it
     would install a second torch over it; the fix changes the `pytorch` line."""
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python("3.12")
     env_builder.conda("pytorch", "2.13.0", "cuda130_h0")

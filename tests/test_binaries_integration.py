@@ -15,8 +15,8 @@ import pytest
 from fixtures import downloads
 from fixtures.text import lit
 from fixtures.wheels import members
-from pytest_vllm_env import abi
-from pytest_vllm_env.elf import read_elf
+from pytest_vllm_env.checks import abi
+from pytest_vllm_env.readers.elf import read_elf
 
 pytestmark = [
     pytest.mark.integration,

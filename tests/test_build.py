@@ -21,8 +21,8 @@ from fixtures.cuda_envs import seed_env
 from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env import build
-from pytest_vllm_env.archs import parse_arch
+from pytest_vllm_env.checks import build
+from pytest_vllm_env.facts.archs import parse_arch
 
 SYSTEM_CUDA = "/usr/local/cuda"
 SUITE = ("--vllm-conformance", "-p", "no:cacheprovider", "-k", "test_build.py", "-m", "build")
@@ -303,7 +303,7 @@ def test_probe_that_hangs_is_an_error(tmp_path):
 def _env(root: Path, kind: str = "pixi"):
     """A Pixi env of a pixi.toml or pyproject workspace, or a pip venv: the kinds fixes speak."""
     from fixtures.envs import EnvBuilder
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     if kind == "venv":
         from tests.test_fixes import venv

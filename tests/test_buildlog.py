@@ -8,7 +8,7 @@ import pytest
 
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env import buildlog
+from pytest_vllm_env.checks import buildlog
 
 LOGS = Path(__file__).parent.parent / "fixtures" / "buildlogs"
 

@@ -106,7 +106,7 @@ def test_bad_manifest_toml_is_a_failed_check(pytester, env_builder: EnvBuilder):
 
 
 def test_activation_variables_from_manifest_and_scripts(env_builder: EnvBuilder):
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python()
     env_builder.activate_script(
@@ -224,7 +224,7 @@ def test_fixtures_are_documented(pytester):
 
 
 def test_pyproject_manifest_features_and_targets(env_builder: EnvBuilder):
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     cuda = EnvBuilder(env_builder.workspace, "cuda")
     cuda.python()
@@ -256,7 +256,7 @@ def test_pyproject_manifest_features_and_targets(env_builder: EnvBuilder):
 
 
 def test_pixi_shell_hook_is_used_when_pixi_is_on_path(env_builder, tmp_path, monkeypatch):
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python()
     manifest = env_builder.manifest('[activation.env]\nFROM_MANIFEST = "static"\n')
@@ -279,7 +279,7 @@ def test_pixi_shell_hook_is_used_when_pixi_is_on_path(env_builder, tmp_path, mon
 
 
 def test_broken_pixi_binary_falls_back_to_static_activation(env_builder, tmp_path, monkeypatch):
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python()
     manifest = env_builder.manifest('[activation.env]\nFROM_MANIFEST = "static"\n')
@@ -295,7 +295,7 @@ def test_broken_pixi_binary_falls_back_to_static_activation(env_builder, tmp_pat
 
 
 def test_hanging_activation_script_times_out(env_builder, monkeypatch):
-    from pytest_vllm_env import env as env_mod
+    from pytest_vllm_env.facts import env as env_mod
 
     env_builder.python()
     env_builder.activate_script("hang.sh", "sleep 30\n")
@@ -321,8 +321,8 @@ def test_hanging_activation_script_times_out(env_builder, monkeypatch):
     ],
 )
 def test_unreadable_conda_meta_records(env_builder: EnvBuilder, make_bad):
-    from pytest_vllm_env import envchecks
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.checks import envchecks
+    from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python()
     make_bad(env_builder)
@@ -467,7 +467,7 @@ def test_failed_finding_without_fix_is_refused():
 
 
 def test_cuda_arch_spellings():
-    from pytest_vllm_env.archs import parse_arch, parse_arch_list
+    from pytest_vllm_env.facts.archs import parse_arch, parse_arch_list
 
     assert parse_arch("12.0").sm == "sm_120"
     assert parse_arch("sm_120") == parse_arch("120") == parse_arch("compute_120")
@@ -544,7 +544,7 @@ def test_dist_metadata_read_as_importlib_metadata_reads_it():
 
     from packaging.utils import canonicalize_name
 
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     env = PixiEnv.read(Path(sys.prefix))
     assert len(env.python_dists) > 20

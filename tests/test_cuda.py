@@ -12,10 +12,10 @@ import pytest
 from fixtures.cuda_envs import seed_env
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env import cuda
-from pytest_vllm_env.archs import parse_arch
 from pytest_vllm_env.cache import FactCache
-from pytest_vllm_env.env import PixiEnv
+from pytest_vllm_env.checks import cuda
+from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.facts.env import PixiEnv
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 

@@ -184,9 +184,9 @@ def test_timeouts_and_tolerances_out_of_range_are_usage_errors(pytester, option,
 def test_arch_verdicts_never_guess_for_unknown_or_dropped_archs(env_builder):
     # TORCH_CUDA_ARCH_LIST is not checked at start: an unknown arch there gets a plain
     # verdict, not "needs CUDA >= ?"; "use CUDA 12.x" only for archs CUDA 13 dropped.
-    from pytest_vllm_env.archs import parse_arch
-    from pytest_vllm_env.cuda import NvccRun, ToolkitFacts, arch_supported
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, arch_supported
+    from pytest_vllm_env.facts.archs import parse_arch
+    from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python()
     env = PixiEnv.read(env_builder.prefix, name="default", manifest=env_builder.manifest())
@@ -403,7 +403,7 @@ def test_pixienv_api_is_documented_in_the_readme():
     # Seen: `vllm_env` is the fixture users get, and PixiEnv's API was documented nowhere.
     import inspect
 
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     public = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.elf import fake_extension, fake_torch
-from pytest_vllm_env.elf import ElfError, read_elf
+from pytest_vllm_env.readers.elf import ElfError, read_elf
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
 
@@ -83,7 +83,7 @@ def test_directory_and_missing_file(tmp_path):
 
 def test_defined_names_agree_with_the_full_reader(ext, tmp_path):
     # The fast path torch_facts takes (100,000 exports of torch 2.11): the same names.
-    from pytest_vllm_env.elf import defined_names
+    from pytest_vllm_env.readers.elf import defined_names
 
     torch_lib = next((ext.parents[1] / "t").rglob("*.so"))
     for lib in (ext, torch_lib):
@@ -113,7 +113,7 @@ def _many_symbols_lib(out: Path, hash_style: str) -> Path:
 
 
 def _asked(lib: Path) -> list[str]:
-    from pytest_vllm_env.elf import defined_names, undefined_names
+    from pytest_vllm_env.readers.elf import defined_names, undefined_names
 
     full = sorted(defined_names(lib))
     return (
@@ -130,7 +130,7 @@ def test_symbol_index_answers_as_the_whole_table(tmp_path, ext, style):
     """abi.symbols and abi.undefined ask the hash table (as the loader does) instead of
     listing every name: each answer equals membership in defined_names, with .gnu.hash and
     without it (sysv-only: every name read)."""
-    from pytest_vllm_env.elf import SymbolIndex, defined_names
+    from pytest_vllm_env.readers.elf import SymbolIndex, defined_names
 
     for lib in (_many_symbols_lib(tmp_path / f"lib{style}.so", style), ext):
         index = SymbolIndex(lib)
@@ -141,7 +141,7 @@ def test_symbol_index_answers_as_the_whole_table(tmp_path, ext, style):
 
 
 def test_symbol_index_with_a_malformed_hash_table_reads_every_name(tmp_path):
-    from pytest_vllm_env.elf import SymbolIndex, defined_names
+    from pytest_vllm_env.readers.elf import SymbolIndex, defined_names
 
     lib = _many_symbols_lib(tmp_path / "libgnu.so", "gnu")
     data = bytearray(lib.read_bytes())
@@ -158,8 +158,8 @@ def test_symbol_index_with_a_malformed_hash_table_reads_every_name(tmp_path):
 
 
 def test_defines_any_finds_torchs_cxx11_flag(tmp_path):
-    from pytest_vllm_env.abi import TORCH_SIDE
-    from pytest_vllm_env.elf import SymbolIndex, defined_names
+    from pytest_vllm_env.checks.abi import TORCH_SIDE
+    from pytest_vllm_env.readers.elf import SymbolIndex, defined_names
 
     def torch_side(name: str) -> bool:
         return TORCH_SIDE.match(name) is not None
@@ -173,7 +173,7 @@ def test_defines_any_finds_torchs_cxx11_flag(tmp_path):
 
 
 def test_head_and_imports_agree_with_the_full_reader(ext, tmp_path):
-    from pytest_vllm_env.elf import undefined_names
+    from pytest_vllm_env.readers.elf import undefined_names
 
     full = read_elf(ext)
     head = read_elf(ext, symbols=False, versions=True)

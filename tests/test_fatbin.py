@@ -13,9 +13,9 @@ from fixtures import downloads
 from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env import fatbin
-from pytest_vllm_env.archs import parse_arch
-from pytest_vllm_env.elf import ElfError, read_elf
+from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.readers import fatbin
+from pytest_vllm_env.readers.elf import ElfError, read_elf
 
 needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc not found")
 
@@ -458,7 +458,7 @@ def test_xformers_fa3_capped_at_hopper_passes(pytester, env_builder, built):
 
 
 def test_read_fa3_dispatch_of_unreadable_source(tmp_path):
-    from pytest_vllm_env.coverage_arch import read_fa3_dispatch
+    from pytest_vllm_env.checks.coverage_arch import read_fa3_dispatch
 
     assert not read_fa3_dispatch(tmp_path).readable
     (tmp_path / "ops" / "fmha").mkdir(parents=True)

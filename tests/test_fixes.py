@@ -13,7 +13,7 @@ import pytest
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env import fixes
-from pytest_vllm_env.env import PixiEnv
+from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.fixes import Package
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")

@@ -14,9 +14,10 @@ from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
 from fixtures.gpu_standins import add_file, standin_env
 from fixtures.text import lit
-from pytest_vllm_env import gpu, vllm_run
-from pytest_vllm_env.archs import parse_arch
-from pytest_vllm_env.fatbin import FatbinImage
+from pytest_vllm_env.checks import vllm_run
+from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.readers.fatbin import FatbinImage
+from pytest_vllm_env.runners import gpu
 
 EXPORT = Path(__file__).parent.parent / "fixtures" / "modelopt_export" / "llama-fp8"
 # by test name (-k also matches the pytester directory, which is named after our test)
@@ -816,6 +817,6 @@ def test_load_dying_on_a_missing_module_is_no_checkpoint_disagreement(
     assert found["gpu.vllm-generate"]["outcome"] == "failed"
     agrees = found["gpu.prediction-agrees"]
     assert agrees["outcome"] == "skipped", agrees
-    assert "died on a module the env lacks (flashinfer), not on the checkpoint" in (
-        agrees["summary"]
+    assert (
+        "died on a module the env lacks (flashinfer), not on the checkpoint" in (agrees["summary"])
     )

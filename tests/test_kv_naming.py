@@ -20,7 +20,7 @@ import pytest
 from fixtures import variants
 from fixtures.envs import EnvBuilder
 from fixtures.vllm_standin import install_vllm
-from pytest_vllm_env import vllm_kv_naming as kvn
+from pytest_vllm_env.readers import vllm_kv_naming as kvn
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA_KV = REPO / "fixtures" / "modelopt_export" / "llama-kv-fp8"

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 
 from fixtures import pixi_locks as L
-from pytest_vllm_env import coverage_arch, fatbin, lockchecks, torch_archs
-from pytest_vllm_env.archs import parse_arch
-from pytest_vllm_env.env import EnvSpec, PixiEnv
-from pytest_vllm_env.lockfacts import torch_build
+from pytest_vllm_env.checks import coverage_arch, lockchecks
+from pytest_vllm_env.facts import torch_archs
+from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.facts.env import EnvSpec, PixiEnv
+from pytest_vllm_env.facts.lockfacts import torch_build
 from pytest_vllm_env.lockmode import open_env
-from pytest_vllm_env.manifest_lines import ManifestLines
+from pytest_vllm_env.readers import fatbin
+from pytest_vllm_env.readers.manifest_lines import ManifestLines
 
 SM120 = [parse_arch("12.0")]
 MANIFEST = """\
@@ -333,7 +335,7 @@ def test_flash_attn_sdist_and_build_isolation(tmp_path):
 def test_installed_current_compares_conda_and_pypi(tmp_path, env_builder):
     builder = L.seed_004_lock()
     L.install(builder, "rtx5090-vllm", env_builder)
-    from pytest_vllm_env.pixilock import parse_lock
+    from pytest_vllm_env.readers.pixilock import parse_lock
 
     lock = parse_lock(builder.text()).env("rtx5090-vllm", "linux-64")
     installed = PixiEnv.read(env_builder.prefix, name="rtx5090-vllm")
@@ -350,7 +352,7 @@ def test_installed_current_compares_conda_and_pypi(tmp_path, env_builder):
 
 # -- manifest lines ------------------------------------------------------------------------------
 def test_manifest_lines_follow_features_and_pyproject(tmp_path):
-    from pytest_vllm_env.pixi import load_manifest
+    from pytest_vllm_env.readers.pixi import load_manifest
 
     manifest = L.seed_004(tmp_path / "ws")
     ml = ManifestLines(load_manifest(manifest), "rtx5090-vllm")

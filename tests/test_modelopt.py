@@ -14,7 +14,7 @@ from fixtures import checkpoints as ckpts
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from fixtures.vllm_standin import install_vllm
-from pytest_vllm_env.vllm_source import parse_modelopt
+from pytest_vllm_env.readers.vllm_source import parse_modelopt
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-m", "toolchain", "-k", "test_modelopt")
 CHECKS = 9
@@ -556,7 +556,7 @@ def test_verdicts_identical_under_xdist(pytester, env, tmp_path):
 
 def test_exclusion_decided_on_fused_layers():
     """vLLM decides exclusion on the layer it builds: q/k/v fuse into qkv_proj."""
-    from pytest_vllm_env.modelopt_load import ShardMismatch, excluder, fused_name
+    from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder, fused_name
 
     modules = {f"m.layers.0.self_attn.{p}": {} for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
     qkv = fused_name("m.layers.0.self_attn.q_proj", modules)
@@ -611,7 +611,7 @@ class ModelOptQuantConfigBase:
 
 
 def test_exclusion_rules_are_read_from_the_envs_vllm():
-    from pytest_vllm_env.vllm_source import parse_modelopt
+    from pytest_vllm_env.readers.vllm_source import parse_modelopt
 
     legacy = parse_modelopt(LEGACY_EXCLUDED)
     assert (legacy.exclusion, legacy.splits_wildcards) == ("substring", False)
@@ -623,9 +623,9 @@ def test_exclusion_rules_are_read_from_the_envs_vllm():
 def test_wildcard_exclusion_judged_by_the_envs_own_rule(tmp_path):
     # vLLM 0.10.x matches exclude entries as substrings: "model.layers.1*" excludes nothing,
     # so layer 1 left BF16 is built FP8 (wrong); >= 0.11 matches the wildcard (fine)
-    from pytest_vllm_env import modelopt
-    from pytest_vllm_env.checkpoint import read_checkpoint
-    from pytest_vllm_env.vllm_source import parse_modelopt
+    from pytest_vllm_env.checks import modelopt
+    from pytest_vllm_env.readers.checkpoint import read_checkpoint
+    from pytest_vllm_env.readers.vllm_source import parse_modelopt
 
     builder = ckpts.llama()
     for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",

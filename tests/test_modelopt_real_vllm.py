@@ -16,7 +16,12 @@ from fixtures import checkpoints as ckpts
 from fixtures.downloads import wheel
 from fixtures.text import lit
 from fixtures.vllm_standin import install_vllm
-from pytest_vllm_env.vllm_source import MODELOPT_PY, REGISTRY_PY, parse_modelopt, parse_registry
+from pytest_vllm_env.readers.vllm_source import (
+    MODELOPT_PY,
+    REGISTRY_PY,
+    parse_modelopt,
+    parse_registry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +166,7 @@ def test_exclusion_rules_agree_with_vllms_own_function(version, legacy):
     the same refusal."""
     from types import SimpleNamespace
 
-    from pytest_vllm_env.modelopt_load import (
+    from pytest_vllm_env.facts.modelopt_load import (
         ALWAYS_UNQUANTIZED,
         FUSED,
         ShardMismatch,

@@ -11,8 +11,9 @@ import pytest
 
 from fixtures.cuda_envs import SEEDS, cmake4, seed_env
 from fixtures.text import lit
-from pytest_vllm_env import cmake_probe, cuda, nvtx
-from pytest_vllm_env.env import PixiEnv
+from pytest_vllm_env.checks import cuda, nvtx
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.runners import cmake_probe
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 SYSTEM_CMAKE = shutil.which("cmake")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import pixi_locks as L
-from pytest_vllm_env.pixilock import LockError, parse_lock, read_lock
+from pytest_vllm_env.readers.pixilock import LockError, parse_lock, read_lock
 
 
 def _packages(text: str, env: str = "default", platform: str = "linux-64") -> set[tuple]:

@@ -13,7 +13,7 @@ import pytest
 
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env import platform_floor as P
+from pytest_vllm_env.checks import platform_floor as P
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found")
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
@@ -74,7 +74,7 @@ def report(pytester) -> dict[str, dict]:
 
 @needs_gcc
 def test_real_glibc_need_is_read(parts):
-    from pytest_vllm_env.elf import read_elf
+    from pytest_vllm_env.readers.elf import read_elf
 
     needs = read_elf(parts["ext-232"]).version_needs
     assert "GLIBC_2.32" in needs["libc.so.6"]

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from fixtures.text import lit
-from pytest_vllm_env import pypi_options
-from pytest_vllm_env.venv_project import find_project, read_project
+from pytest_vllm_env.checks import pypi_options
+from pytest_vllm_env.readers.venv_project import find_project, read_project
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider", "-rs")
 NO_TORCH = "\"ModuleNotFoundError: No module named 'torch'\""

@@ -15,7 +15,7 @@ from safetensors import _safetensors_rust as st_rust
 
 from fixtures.checkpoints import bf16, f32, write_safetensors
 from fixtures.text import lit
-from pytest_vllm_env.safetensors_header import (
+from pytest_vllm_env.readers.safetensors_header import (
     MAX_HEADER_BYTES,
     SafetensorsError,
     read_floats,
@@ -153,7 +153,7 @@ def test_unreadable_path_is_an_error_not_a_traceback(tmp_path):
 
 
 def test_fast_and_entry_by_entry_validation_agree(tmp_path):
-    from pytest_vllm_env import safetensors_header as sh
+    from pytest_vllm_env.readers import safetensors_header as sh
 
     path = write_safetensors(tmp_path / "m.safetensors", TENSORS, {"format": "pt"})
     raw = path.read_bytes()
@@ -169,8 +169,9 @@ def test_random_corruption_never_escapes_as_a_traceback(tmp_path):
     import random
 
     from fixtures import checkpoints as ckpts
-    from pytest_vllm_env import checkpoint, modelopt
-    from pytest_vllm_env.vllm_source import not_found
+    from pytest_vllm_env.checks import modelopt
+    from pytest_vllm_env.readers import checkpoint
+    from pytest_vllm_env.readers.vllm_source import not_found
 
     rng = random.Random(5)
     good = ckpts.llama(kv_cache="FP8").write(tmp_path / "good")
@@ -228,8 +229,9 @@ def test_random_corruption_never_escapes_as_a_traceback(tmp_path):
 )
 def test_odd_json_values_give_verdicts(tmp_path, config, hf):
     from fixtures import checkpoints as ckpts
-    from pytest_vllm_env import checkpoint, modelopt
-    from pytest_vllm_env.vllm_source import not_found
+    from pytest_vllm_env.checks import modelopt
+    from pytest_vllm_env.readers import checkpoint
+    from pytest_vllm_env.readers.vllm_source import not_found
 
     builder = ckpts.llama()
     builder.config = {**{"architectures": ["LlamaForCausalLM"]}, **config}
@@ -247,7 +249,7 @@ def test_odd_json_values_give_verdicts(tmp_path, config, hf):
 
 
 def checkpoint_registry():
-    from pytest_vllm_env.vllm_source import Registry
+    from pytest_vllm_env.readers.vllm_source import Registry
 
     return Registry("r.py", frozenset({"LlamaForCausalLM"}))
 
@@ -257,7 +259,7 @@ def test_fast_validation_accepts_exactly_what_entry_by_entry_accepts(tmp_path):
     otherwise: shuffled key orders and nudged offsets must get the same verdict both ways."""
     import random
 
-    from pytest_vllm_env import safetensors_header as sh
+    from pytest_vllm_env.readers import safetensors_header as sh
 
     rng = random.Random(7)
     path = write_safetensors(tmp_path / "m.safetensors", TENSORS, {"format": "pt"})

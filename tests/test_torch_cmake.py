@@ -14,8 +14,9 @@ import pytest
 from fixtures import torch_cmake as ft
 from fixtures.cuda_envs import SYSTEM_CUDA, cmake4, seed_env
 from fixtures.text import lit
-from pytest_vllm_env import cmake_probe, cuda, torch_cmake
-from pytest_vllm_env.env import PixiEnv
+from pytest_vllm_env.checks import cuda, torch_cmake
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.runners import cmake_probe
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 REAL_NVCC = pytest.mark.skipif(

@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env import abi
     from pytest_vllm_env.cache import FactCache
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.checks import abi
+    from pytest_vllm_env.facts.env import PixiEnv
 
 
 @pytest.fixture(scope="session")
 def torch_facts(vllm_env: PixiEnv, vllm_fact_cache: FactCache) -> abi.TorchFacts | None:
-    """torch as installed in the target env (:class:`pytest_vllm_env.abi.TorchFacts`):
+    """torch as installed in the target env (:class:`pytest_vllm_env.checks.abi.TorchFacts`):
     version, CUDA from ``torch/version.py``, the torch-side symbols ``torch/lib/*.so``
     export and its C++11 ABI flag; ``None`` when torch is not installed. Read once and shared
     through ``vllm_fact_cache``; what the libraries export is looked up by name in their
     symbol hash tables (``torch_facts.exports``), never listed."""
-    from pytest_vllm_env import abi
+    from pytest_vllm_env.checks import abi
 
     root = abi.torch_root(vllm_env)
     if root is None:
@@ -46,15 +46,15 @@ def torch_facts(vllm_env: PixiEnv, vllm_fact_cache: FactCache) -> abi.TorchFacts
 @pytest.fixture(scope="session")
 def extension_paths(vllm_env: PixiEnv) -> list[Path]:
     """Compiled extension ``.so`` files of vLLM, xformers and flash-attn in the env."""
-    from pytest_vllm_env import abi
+    from pytest_vllm_env.checks import abi
 
     return abi.find_extensions(vllm_env)
 
 
 @pytest.fixture(scope="session")
 def extensions(extension_paths: list[Path]) -> list[abi.ExtensionFacts]:
-    """:class:`pytest_vllm_env.abi.ExtensionFacts` for each of ``extension_paths``."""
-    from pytest_vllm_env import abi
+    """:class:`pytest_vllm_env.checks.abi.ExtensionFacts` for each of ``extension_paths``."""
+    from pytest_vllm_env.checks import abi
 
     return [abi.extension_facts(p) for p in extension_paths]
 
@@ -62,7 +62,7 @@ def extensions(extension_paths: list[Path]) -> list[abi.ExtensionFacts]:
 @pytest.fixture(scope="session")
 def vllm_torch_pin(vllm_env: PixiEnv) -> str | None:
     """The ``torch==X`` version the installed vLLM pins (the torch it was built for)."""
-    from pytest_vllm_env import abi
+    from pytest_vllm_env.checks import abi
 
     dist = vllm_env.dist("vllm")
     return abi.torch_pin_of(dist.requires) if dist else None
@@ -84,7 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
     """The ``--vllm-source`` tree's torch requirements (:class:`abi.SourceTree`), or None."""
-    from pytest_vllm_env import abi
+    from pytest_vllm_env.checks import abi
     from pytest_vllm_env.settings import get
 
     value = get(request.config, "vllm_source")
@@ -96,7 +96,8 @@ def torch_build_nvcc(cuda_toolkit, vllm_fact_cache: FactCache, request: pytest.F
     """``(NvccRun | None, why)``: the nvcc ``torch.utils.cpp_extension`` would build with
     (``CUDA_HOME``/``CUDA_PATH``, else ``nvcc`` on the activated PATH, else
     ``/usr/local/cuda``), run once and cached per path."""
-    from pytest_vllm_env import cuda_torch, settings
+    from pytest_vllm_env import settings
+    from pytest_vllm_env.checks import cuda_torch
 
     timeout = settings.get_number(request.config, "cuda_tool_timeout", 30.0)
     return cuda_torch.read_build_nvcc(
@@ -106,12 +107,12 @@ def torch_build_nvcc(cuda_toolkit, vllm_fact_cache: FactCache, request: pytest.F
 
 @pytest.fixture(scope="session")
 def library_resolver(vllm_env: PixiEnv, vllm_fact_cache: FactCache):
-    """A :class:`pytest_vllm_env.linkage.Resolver` for the env: finds libraries where the
+    """A :class:`pytest_vllm_env.facts.linkage.Resolver` for the env: finds libraries where the
     loader would (torch's already-loaded libraries, RUNPATH, the activated LD_LIBRARY_PATH,
     the env's lib/, /etc/ld.so.conf dirs) and reads each file once; which undefined symbols
     no library defines is shared through ``vllm_fact_cache`` (keyed by every file read)."""
-    from pytest_vllm_env import abi
-    from pytest_vllm_env.linkage import Resolver
+    from pytest_vllm_env.checks import abi
+    from pytest_vllm_env.facts.linkage import Resolver
 
     root = abi.torch_root(vllm_env)
     libs = sorted((root / "lib").glob("*.so*")) if root and (root / "lib").is_dir() else []
@@ -121,6 +122,6 @@ def library_resolver(vllm_env: PixiEnv, vllm_fact_cache: FactCache):
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # The symbol tables read this session (20 MB for a vLLM venv's torch) are of no use
     # after it: a pytest run that goes on (pytester, other suites) should not hold them.
-    linkage = sys.modules.get("pytest_vllm_env.linkage")
+    linkage = sys.modules.get("pytest_vllm_env.facts.linkage")
     if linkage is not None:
         linkage.forget()

@@ -11,9 +11,9 @@ from pytest_vllm_env import settings
 from pytest_vllm_env.defaults import BUILD_TIMEOUT
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env import gpu
-    from pytest_vllm_env.archs import Arch
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.archs import Arch
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.runners import gpu
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,8 +41,8 @@ def torch_extension_build(request: pytest.FixtureRequest, vllm_env: PixiEnv, tmp
     """``torch_extension_build(arch)``: the target env's Python builds a tiny CUDA extension
     with ``torch.utils.cpp_extension`` for ``arch`` (``TORCH_CUDA_ARCH_LIST`` set to it,
     the env's activation applied, built under pytest's tmp dir) and, on a GPU of that arch,
-    runs it; a :class:`pytest_vllm_env.gpu.ProbeResult`, built once per arch and session."""
-    from pytest_vllm_env import gpu
+    runs it; a :class:`pytest_vllm_env.runners.gpu.ProbeResult`, built once per arch and session."""
+    from pytest_vllm_env.runners import gpu
 
     timeout = _build_timeout(request.config)
 

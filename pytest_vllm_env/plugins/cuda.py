@@ -16,10 +16,10 @@ from pytest_vllm_env import settings
 from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env import cmake_probe as probe_mod
-    from pytest_vllm_env import cuda, nvtx, torch_cmake
     from pytest_vllm_env.cache import FactCache
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.checks import cuda, nvtx, torch_cmake
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.runners import cmake_probe as probe_mod
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,12 +50,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def cuda_toolkit(
     request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_fact_cache: FactCache
 ) -> cuda.ToolkitFacts:
-    """The env's CUDA toolkit (:class:`pytest_vllm_env.cuda.ToolkitFacts`): nvcc in the env
+    """The env's CUDA toolkit (:class:`pytest_vllm_env.checks.cuda.ToolkitFacts`): nvcc in the env
     and on the activated PATH, its version, ``--list-gpu-arch`` and ``-v`` dirs (run once per
     nvcc path and cached, killed after ``--cuda-tool-timeout``), the cuda-* conda-meta
     versions, include/lib dirs (``include/``, ``targets/x86_64-linux/{include,lib}``,
     ``lib/stubs``), key headers and libraries, dangling symlinks and ptxas."""
-    from pytest_vllm_env import cuda
+    from pytest_vllm_env.checks import cuda
 
     timeout = _timeout(request.config)
     return cuda.read_toolkit(
@@ -65,12 +65,12 @@ def cuda_toolkit(
 
 @pytest.fixture(scope="session")
 def nvcc_need(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> cuda.NvccNeed:
-    """Why this env needs its own nvcc (:class:`pytest_vllm_env.cuda.NvccNeed`): what the
+    """Why this env needs its own nvcc (:class:`pytest_vllm_env.checks.cuda.NvccNeed`): what the
     user asked (build-tier tests in this run, ``--vllm-source``, ``--vllm-build-log``) and
     what the env holds (CUDA build packages, a manifest that declares ``cuda-nvcc``,
     packages that JIT-compile kernels such as flashinfer-python). Empty for an env that
     only runs prebuilt wheels: ``cuda.nvcc-in-env`` then passes without nvcc."""
-    from pytest_vllm_env import cuda
+    from pytest_vllm_env.checks import cuda
 
     asked = []
     if any(item.get_closest_marker("build") for item in request.session.items):
@@ -97,7 +97,7 @@ def cmake_version_for_env(
     cmake_for_env: Path | None, cuda_toolkit: cuda.ToolkitFacts, vllm_fact_cache: FactCache
 ) -> str | None:
     """``cmake --version`` of ``cmake_for_env`` (cached per cmake path), or None."""
-    from pytest_vllm_env import cmake_probe as probe_mod
+    from pytest_vllm_env.runners import cmake_probe as probe_mod
 
     if cmake_for_env is None:
         return None
@@ -113,7 +113,7 @@ def cmake_version_for_env(
 def torch_cuda_cmake(vllm_env: PixiEnv) -> nvtx.TorchCudaCmake | None:
     """What the env's torch ``share/cmake/Caffe2/public/cuda.cmake`` asks for NVTX; None
     without torch."""
-    from pytest_vllm_env import nvtx
+    from pytest_vllm_env.checks import nvtx
 
     return nvtx.read_torch_cmake(vllm_env)
 
@@ -126,7 +126,7 @@ def nvtx_prediction(
 ) -> nvtx.Prediction | None:
     """The static prediction of FindCUDAToolkit (and torch's NVTX choice) for the env's
     CMake version; None without a working cmake."""
-    from pytest_vllm_env import nvtx
+    from pytest_vllm_env.checks import nvtx
 
     if not cmake_version_for_env:
         return None
@@ -143,13 +143,13 @@ def cmake_probe(
     tmp_path_factory: pytest.TempPathFactory,
     vllm_source_dir: Path | None,
 ) -> probe_mod.ProbeResult:
-    """The real CMake run (:class:`pytest_vllm_env.cmake_probe.ProbeResult`) on a generated
+    """The real CMake run (:class:`pytest_vllm_env.runners.cmake_probe.ProbeResult`) on a generated
     project, with the env's activation variables, in a temp dir (never in the env): with
     torch's TorchConfig.cmake, what a vLLM build does (``find_package(Torch)``, then a library
     linked to ``torch ${TORCH_LIBRARIES} CUDA::cudart CUDA::cuda_driver``, ``CMAKE_ARGS``
     passed on); else ``find_package(CUDAToolkit)`` and torch's NVTX target."""
-    from pytest_vllm_env import cmake_probe as probe_mod
-    from pytest_vllm_env import torch_cmake
+    from pytest_vllm_env.checks import torch_cmake
+    from pytest_vllm_env.runners import cmake_probe as probe_mod
 
     workdir = tmp_path_factory.mktemp("cmake-probe")
     return probe_mod.run_probe(
@@ -166,9 +166,9 @@ def cmake_probe(
 @pytest.fixture(scope="session")
 def torch_cmake_config(vllm_env: PixiEnv) -> torch_cmake.TorchCMake | None:
     """What the env's torch ``share/cmake`` asks of a vLLM build
-    (:class:`pytest_vllm_env.torch_cmake.TorchCMake`): old FindCUDA, bundled FindCUDAToolkit,
+    (:class:`pytest_vllm_env.checks.torch_cmake.TorchCMake`): old FindCUDA, bundled FindCUDAToolkit,
     NVTX rules, the ``CUDA::`` targets its link interfaces name; None without torch."""
-    from pytest_vllm_env import torch_cmake
+    from pytest_vllm_env.checks import torch_cmake
 
     return torch_cmake.read_torch_config(vllm_env)
 
@@ -186,7 +186,7 @@ def torch_config_prediction(
     the generate-time errors, the ``CUDA::`` targets torch needs); None without torch's
     TorchConfig.cmake or without a working cmake. What vLLM links is read from
     ``--vllm-source`` when given (vLLM 0.4.1-0.5.3 link no ``${TORCH_LIBRARIES}``)."""
-    from pytest_vllm_env import torch_cmake
+    from pytest_vllm_env.checks import torch_cmake
 
     if torch_cmake_config is None or torch_cmake_config.config is None:
         return None

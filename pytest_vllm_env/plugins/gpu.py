@@ -23,10 +23,10 @@ import pytest
 from pytest_vllm_env import defaults, settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env import gpu
-    from pytest_vllm_env.archs import Arch
-    from pytest_vllm_env.checkpoint import Checkpoint
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.archs import Arch
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.readers.checkpoint import Checkpoint
+    from pytest_vllm_env.runners import gpu
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,7 +101,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     items = [i for i in session.items if i.get_closest_marker("gpu")]
     if not items:
         return
-    from pytest_vllm_env.env import EnvError
+    from pytest_vllm_env.facts.env import EnvError
     from pytest_vllm_env.plugin import state, visible_gpu_archs
 
     st = state(config)
@@ -149,8 +149,8 @@ def _background(work) -> None:
 def _checkpoints_to_load(config: pytest.Config, items: list[pytest.Item]) -> list[tuple[str, int]]:
     """(path, count) of each checkpoint the selected gpu tests load, in order, then the
     references (count 1); 0 means "as --vllm-fresh-process says"."""
-    from pytest_vllm_env.checkpoint import CheckpointNotFound
     from pytest_vllm_env.plugins.modelopt import checkpoint_path
+    from pytest_vllm_env.readers.checkpoint import CheckpointNotFound
 
     out: list[tuple[str, int]] = []
     seen: set[str] = set()
@@ -187,7 +187,7 @@ def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> gpu.Pr
 
 
 def _torch_probe(config: pytest.Config, env: PixiEnv) -> gpu.ProbeResult:
-    from pytest_vllm_env import gpu
+    from pytest_vllm_env.runners import gpu
 
     return gpu.run_probe(
         env.python,
@@ -201,8 +201,8 @@ def _torch_probe(config: pytest.Config, env: PixiEnv) -> gpu.ProbeResult:
 def visible_gpus(gpu_torch_probe: gpu.ProbeResult) -> list[tuple[str, Arch]]:
     """``(name, compute capability)`` of each visible GPU: from the torch probe, else from
     ``nvidia-smi --query-gpu=compute_cap``; empty without a GPU."""
-    from pytest_vllm_env import gpu
     from pytest_vllm_env.plugin import visible_gpu_archs
+    from pytest_vllm_env.runners import gpu
 
     if gpu_torch_probe.data.get("devices"):
         return gpu.visible_gpus(gpu_torch_probe)
@@ -213,9 +213,11 @@ def visible_gpus(gpu_torch_probe: gpu.ProbeResult) -> list[tuple[str, Arch]]:
 def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[gpu.BinaryImages]:
     """The GPU images of torch's ``libtorch_cuda.so`` and of each extension in
     ``extension_paths`` (fatbin headers only, never loaded)."""
-    from pytest_vllm_env import abi, fatbin, gpu
-    from pytest_vllm_env.coverage_arch import label_of
-    from pytest_vllm_env.elf import ElfError
+    from pytest_vllm_env.checks import abi
+    from pytest_vllm_env.checks.coverage_arch import label_of
+    from pytest_vllm_env.readers import fatbin
+    from pytest_vllm_env.readers.elf import ElfError
+    from pytest_vllm_env.runners import gpu
 
     root = abi.torch_root(vllm_env)
     paths = [root / "lib" / "libtorch_cuda.so"] if root else []
@@ -237,14 +239,14 @@ def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
 @pytest.fixture(scope="session")
 def vllm_logprob_tolerance(request: pytest.FixtureRequest) -> float:
     """``--vllm-logprob-tolerance`` in nats (default
-    :data:`pytest_vllm_env.vllm_run.LOGPROB_TOL`)."""
+    :data:`pytest_vllm_env.checks.vllm_run.LOGPROB_TOL`)."""
     return settings.get_number(request.config, "vllm_logprob_tolerance", defaults.LOGPROB_TOL)
 
 
 @pytest.fixture(scope="session")
 def vllm_perplexity_exponent(request: pytest.FixtureRequest) -> float:
     """``--vllm-perplexity-exponent``: gpu.vllm-perplexity's limit is ``vocab_size ** it``
-    (default :data:`pytest_vllm_env.vllm_run.PERPLEXITY_EXPONENT`)."""
+    (default :data:`pytest_vllm_env.checks.vllm_run.PERPLEXITY_EXPONENT`)."""
     return settings.get_number(
         request.config, "vllm_perplexity_exponent", defaults.PERPLEXITY_EXPONENT
     )
@@ -314,7 +316,7 @@ def vllm_runs(
 ) -> list[gpu.ProbeResult]:
     """``n`` vLLM load+generate probes, each in its own process (one load per process),
     remembered in ``cache`` by (checkpoint, quantization, n)."""
-    from pytest_vllm_env import gpu
+    from pytest_vllm_env.runners import gpu
 
     cache = {} if cache is None else cache
     key = (checkpoint, quant or "", n)
@@ -396,7 +398,7 @@ def modelopt_prediction(
 ) -> list:
     """The toolchain tier's findings for the checkpoint (``modelopt.predict``): what
     ``gpu.prediction-agrees`` holds against the real load. Static and fast."""
-    from pytest_vllm_env import modelopt
+    from pytest_vllm_env.checks import modelopt
 
     scales, unread = modelopt_scales
     return modelopt.predict(
@@ -439,7 +441,8 @@ def vllm_reference_verdict(
     """``gpu.vllm-reference``'s finding for this checkpoint: its BF16 reference (paired by
     order, or one for all) loaded once and compared; a skip finding when none was given (no
     checkpoint is loaded then), an error finding for a pairing that cannot be made."""
-    from pytest_vllm_env import gpu, vllm_run
+    from pytest_vllm_env.checks import vllm_run
+    from pytest_vllm_env.runners import gpu
 
     index = modelopt_checkpoint_specs.index(modelopt_checkpoint.spec)
     ref, problem = vllm_run.pair_reference(

@@ -17,7 +17,7 @@ from _pytest.outcomes import Skipped
 from pytest_vllm_env import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.lockmode import LockSource
 
 MARKER = "vllm_lock: the check judges pixi.lock too (it runs in lock mode)"
@@ -50,7 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     platform = settings.get(config, "pixi_platform")
     if not platform:
         return
-    from pytest_vllm_env.pixilock import PLATFORMS
+    from pytest_vllm_env.readers.pixilock import PLATFORMS
 
     if platform not in PLATFORMS:
         raise pytest.UsageError(
@@ -67,7 +67,7 @@ def from_lock(config: pytest.Config) -> bool:
 
 def platform(config: pytest.Config) -> str:
     """``--pixi-platform``, else this machine as Pixi names it."""
-    from pytest_vllm_env.pixilock import current_platform
+    from pytest_vllm_env.readers.pixilock import current_platform
 
     return settings.get(config, "pixi_platform") or current_platform()
 
@@ -94,7 +94,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _env_of(item: pytest.Item) -> PixiEnv | None:
-    from pytest_vllm_env.env import EnvError
+    from pytest_vllm_env.facts.env import EnvError
     from pytest_vllm_env.plugin import state
 
     st = state(item.config)
@@ -112,7 +112,7 @@ def vllm_lock(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> LockSource |
     in lock mode the lock the env was read from; for an installed Pixi env the lock next to
     its manifest (for ``lock.installed-current``); None without a manifest or a lock."""
     from pytest_vllm_env.lockmode import read_source
-    from pytest_vllm_env.pixilock import lock_path
+    from pytest_vllm_env.readers.pixilock import lock_path
 
     if vllm_env.locked is not None:
         return vllm_env.locked
@@ -128,7 +128,7 @@ def vllm_lock(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> LockSource |
 def vllm_installed_env(vllm_env: PixiEnv) -> PixiEnv | None:
     """The judged env as installed: ``vllm_env`` itself, or in lock mode the env read from its
     files when ``--vllm-from-lock`` was given for an installed one; None when not installed."""
-    from pytest_vllm_env.env import EnvError, PixiEnv
+    from pytest_vllm_env.facts.env import EnvError, PixiEnv
     from pytest_vllm_env.lockmode import is_installed
 
     if vllm_env.locked is None:

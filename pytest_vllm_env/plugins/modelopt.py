@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .. import settings
+from pytest_vllm_env import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from ..checkpoint import Checkpoint
-    from ..env import PixiEnv
-    from ..modelopt_load import WeightSample
-    from ..vllm_kv_naming import KvScaleNaming
-    from ..vllm_source import ModelOptSource, Registry
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.modelopt_load import WeightSample
+    from pytest_vllm_env.readers.checkpoint import Checkpoint
+    from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
+    from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
 
 NO_CHECKPOINT = "no --modelopt-checkpoint given"
 
@@ -30,7 +30,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     specs = settings.get_list(metafunc.config, "modelopt_checkpoint")
     if specs:
-        from ..checkpoint import short_name
+        from pytest_vllm_env.readers.checkpoint import short_name
 
         metafunc.parametrize(
             "modelopt_checkpoint",
@@ -47,20 +47,20 @@ _read: dict[tuple[str, Path], Checkpoint] = {}
 def checkpoint_path(config: pytest.Config, spec: str) -> Path:
     """Where one ``--modelopt-checkpoint`` value is (relative to the invocation dir from
     the command line, to the rootdir from an ini file); raises ``CheckpointNotFound``."""
-    from ..checkpoint import resolve
-    from ..plugin import state
+    from pytest_vllm_env.plugin import state
+    from pytest_vllm_env.readers.checkpoint import resolve
 
     return resolve(spec, state(config)._base_for("modelopt_checkpoint"))[0]
 
 
 @pytest.fixture(scope="session")
 def modelopt_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
-    """One ``--modelopt-checkpoint`` (a :class:`pytest_vllm_env.checkpoint.Checkpoint`):
+    """One ``--modelopt-checkpoint`` (a :class:`pytest_vllm_env.readers.checkpoint.Checkpoint`):
     config.json, hf_quant_config.json and every tensor's name, dtype, shape and byte range
     from the safetensors headers; no weight bytes read. A spec that names nothing gives a
     checkpoint whose only fact is the problem (``modelopt.files-readable`` reports it).
     Skips with "no --modelopt-checkpoint given" when none was given."""
-    from ..checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
+    from pytest_vllm_env.readers.checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
 
     spec = getattr(request, "param", None)
     if spec is None:
@@ -82,7 +82,7 @@ def modelopt_scales(
     """The checkpoint's float scale tensors (``*.weight_scale``, ``input_scale``,
     ``weight_scale_2``, ``k_scale``, ``v_scale``): ``(values by name, unreadable by name)``.
     The only tensor bytes the suite reads."""
-    from ..checkpoint import read_scales
+    from pytest_vllm_env.readers.checkpoint import read_scales
 
     if not modelopt_checkpoint.tensors_readable:
         return {}, {}
@@ -94,7 +94,7 @@ def modelopt_weight_samples(modelopt_checkpoint: Checkpoint) -> dict[str, Weight
     """Samples of the float-stored weights of modules that carry scales (a correct export
     has none): are their numbers FP8 values, dequantized weights, or out of FP8's range?
     ``{tensor name: WeightSample}``; at most 32 tensors, about 64k values each."""
-    from ..checkpoint import read_weight_samples
+    from pytest_vllm_env.readers.checkpoint import read_weight_samples
 
     if not modelopt_checkpoint.tensors_readable:
         return {}
@@ -107,7 +107,12 @@ def vllm_modelopt_source(vllm_env: PixiEnv, vllm_fact_cache) -> ModelOptSource:
     (``QUANT_ALGOS``, the rejection message, each config class's minimum capability),
     parsed with ``ast``, never imported. When vLLM or the file is missing, ``.missing``
     says so and the checks that need it skip."""
-    from ..vllm_source import MODELOPT_PY, ModelOptSource, not_found, parse_modelopt
+    from pytest_vllm_env.readers.vllm_source import (
+        MODELOPT_PY,
+        ModelOptSource,
+        not_found,
+        parse_modelopt,
+    )
 
     if vllm_env.dist("vllm") is None:
         return not_found(f"vLLM is not installed in {vllm_env.prefix}")
@@ -131,7 +136,7 @@ def vllm_kv_naming(vllm_env: PixiEnv, vllm_fact_cache) -> KvScaleNaming:
     attention layers (``vllm_kv_naming.parse``: its ``base_config.py``, ``models/utils.py``
     and ``weight_utils.py`` read with ``ast``); ``.missing`` says why when it cannot be read,
     and the checks then use vLLM 0.26.0's naming."""
-    from ..vllm_kv_naming import (
+    from pytest_vllm_env.readers.vllm_kv_naming import (
         BASE_CONFIG_PY,
         MODELS_UTILS_PY,
         WEIGHT_UTILS_PY,
@@ -157,7 +162,7 @@ def vllm_kv_naming(vllm_env: PixiEnv, vllm_fact_cache) -> KvScaleNaming:
 def vllm_model_registry(vllm_env: PixiEnv, vllm_fact_cache) -> Registry:
     """The architectures the env's vLLM registers (``vllm/model_executor/models/registry.py``
     read with ``ast``); ``.missing`` says why when they cannot be read."""
-    from ..vllm_source import REGISTRY_PY, Registry, parse_registry
+    from pytest_vllm_env.readers.vllm_source import REGISTRY_PY, Registry, parse_registry
 
     if vllm_env.dist("vllm") is None:
         return Registry("", missing=(f"vLLM is not installed in {vllm_env.prefix}",))

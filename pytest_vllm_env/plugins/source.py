@@ -11,8 +11,8 @@ import pytest
 from pytest_vllm_env import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env import pypi_options
-    from pytest_vllm_env.env import PixiEnv
+    from pytest_vllm_env.checks import pypi_options
+    from pytest_vllm_env.facts.env import PixiEnv
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,9 +49,9 @@ def pypi_settings(
     request: pytest.FixtureRequest, vllm_env: PixiEnv
 ) -> pypi_options.PypiOptions | None:
     """The env's merged ``[pypi-options]`` and ``[pypi-dependencies]`` over its features
-    (:class:`pytest_vllm_env.pypi_options.PypiOptions`); for a venv, what its project
+    (:class:`pytest_vllm_env.checks.pypi_options.PypiOptions`); for a venv, what its project
     declares for pip or uv (``--vllm-project``); None when neither is found."""
-    from pytest_vllm_env import pypi_options
+    from pytest_vllm_env.checks import pypi_options
 
     return pypi_options.read_options(vllm_env, project_path(request.config))
 

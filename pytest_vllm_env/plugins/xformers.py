@@ -1,5 +1,5 @@
 """Fixtures for the xformers area: would Qwen2.5-VL's vision tower use xformers, and does it
-work?  The decision is read from the env's own vLLM source (pytest_vllm_env.xformers); the
+work?  The decision is read from the env's own vLLM source (pytest_vllm_env.checks.xformers); the
 gpu check runs a probe with the target env's Python."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from .. import gpu
-    from ..archs import Arch
-    from ..env import PixiEnv
-    from ..xformers import Decision, Installed, VitSource
+    from pytest_vllm_env.checks.xformers import Decision, Installed, VitSource
+    from pytest_vllm_env.facts.archs import Arch
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.runners import gpu
 
 
 @pytest.fixture(scope="session")
 def vit_attn_source(vllm_env: PixiEnv, vllm_fact_cache) -> VitSource | None:
     """What the env's vLLM source says about Qwen2.5-VL's vision attention backend (the rule,
     with the file:function it was read from); None when vLLM is not installed."""
-    from ..xformers import SOURCES, VitSource, read_vit_tree
+    from pytest_vllm_env.checks.xformers import SOURCES, VitSource, read_vit_tree
 
     dist = vllm_env.dist("vllm")
     if dist is None:
@@ -37,7 +37,7 @@ def vit_attn_source(vllm_env: PixiEnv, vllm_fact_cache) -> VitSource | None:
 def vit_attn_installed(vllm_env: PixiEnv) -> Installed:
     """The env's attention packages as the decision needs them: torch, flash-attn, xformers,
     triton, flashinfer-python, vLLM's bundled vllm_flash_attn, vLLM's own xformers pin."""
-    from ..xformers import Installed
+    from pytest_vllm_env.checks.xformers import Installed
 
     return Installed(
         torch=vllm_env.version_of("torch"),
@@ -74,7 +74,7 @@ def xformers_decisions(
     """The vision backend per target arch (one undecided-by-arch entry when no arch is
     known); VLLM_ATTENTION_BACKEND is read from the env's activation. Skips when vLLM is
     not installed."""
-    from ..xformers import decide
+    from pytest_vllm_env.checks.xformers import decide
 
     if vit_attn_source is None:
         pytest.skip(f"vLLM is not installed in {vllm_env.prefix}")
@@ -87,6 +87,6 @@ def xformers_decisions(
 def xformers_probe(vllm_env: PixiEnv) -> gpu.ProbeResult:
     """The target env's Python running probes/xformers_check.py: xformers' attention vs
     torch SDPA on the GPU (max abs diff)."""
-    from .. import gpu
+    from pytest_vllm_env.runners import gpu
 
     return gpu.run_probe(vllm_env.python, "xformers_check.py", env=vllm_env.environ(), timeout=300)

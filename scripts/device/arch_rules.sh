@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12, family 1: the arch rules of pytest_vllm_env.fatbin checked against the real driver
+# Issue 12, family 1: the arch rules of pytest_vllm_env.readers.fatbin checked against the real driver
 # (what ptxas cannot tell: which SASS the GPU loads). Builds one tiny kernel per -gencode set
 # with the device's nvcc, launches it, and prints RUNS / NO KERNEL next to what
 # fatbin.arch_coverage predicts for this GPU. On an H100 (9.0) our rules claim: no SASS of
@@ -51,7 +51,7 @@ for c in "${CASES[@]}"; do
   pred=$($PY - "$W/$name" "$CC" <<'EOF'
 import sys
 from pytest_vllm_env import fatbin
-from pytest_vllm_env.archs import parse_arch
+from pytest_vllm_env.facts.archs import parse_arch
 cov = fatbin.arch_coverage(fatbin.read_images(sys.argv[1]), parse_arch(sys.argv[2]))
 print(("covered (JIT)" if cov.jit else "covered") if cov.covered else "not covered")
 EOF

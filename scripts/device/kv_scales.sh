@@ -28,7 +28,7 @@ echo "loads took $(( $(date +%s) - t0 )) s"
 $PY - $K $OUT/kv <<'PY'
 import json, sys
 from pathlib import Path
-from pytest_vllm_env.safetensors_header import read_header
+from pytest_vllm_env.readers.safetensors_header import read_header
 K, O = Path(sys.argv[1]), Path(sys.argv[2])
 for d in sorted(p for p in K.glob("*/*") if p.is_dir()):
     tag = f"{d.parent.name}__{d.name}"

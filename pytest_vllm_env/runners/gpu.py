@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import proc
-from pytest_vllm_env.archs import Arch, parse_arch
-from pytest_vllm_env.fatbin import FatbinImage, arch_coverage, describe
+from pytest_vllm_env.facts.archs import Arch, parse_arch
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
+from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage, describe
+from pytest_vllm_env.runners import proc
 
-PROBES = Path(__file__).parent / "probes"
+PROBES = Path(__file__).parent.parent / "probes"
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def device_coverage(
 def _required(binary: BinaryImages, gpu: Arch) -> bool:
     # per-GPU backends (vLLM 0.26.0's FA3: sm_90a; _qutlass_C: sm_100f) are dispatched to
     # only on their GPUs; vLLM's _C, torch and xformers' own kernels run on every GPU
-    from .coverage_arch import required_on
+    from pytest_vllm_env.checks.coverage_arch import required_on
 
     return required_on(binary.label, binary.images or [], gpu)
 
@@ -273,7 +273,7 @@ def _coverage_fix(first: str, gpus: Sequence[Arch]) -> str:
             f"install a torch wheel built with kernels for {ccs} (for 12.x GPUs: a CUDA >= 12.8 "
             "build, from the cu128/cu130 index)"
         )
-    from .coverage_arch import min_nvcc
+    from pytest_vllm_env.checks.coverage_arch import min_nvcc
 
     def version(v: str) -> list[int]:
         return [int(n) for n in v.split(".") if n.isdigit()]

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .safetensors_header import TensorInfo
+from pytest_vllm_env.readers.safetensors_header import TensorInfo
 
 # refuses / wrong: failed; cost: a warning; note: works exactly, said in the passed summary
 Effect = Literal["refuses", "wrong", "cost", "note"]

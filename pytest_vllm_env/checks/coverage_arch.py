@@ -33,11 +33,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import findings as F
-from .archs import Arch
-from .cuda import min_toolkit_for
-from .fatbin import FatbinImage, arch_coverage, describe
-from .findings import Finding
+from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks.cuda import min_toolkit_for
+from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.findings import Finding
+from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage, describe
 
 CID = "arch.coverage"
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import defaults, fixes, proc
-from .archs import Arch, parse_arch
-from .env import PixiEnv
-from .findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env import defaults, fixes
+from pytest_vllm_env.facts.archs import Arch, parse_arch
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env.runners import proc
 
 TARGETS = "targets/x86_64-linux"
 NVCC_TIMEOUT = defaults.CUDA_TOOL_TIMEOUT
@@ -240,7 +241,7 @@ def read_toolkit(
 
 
 def _torch_cuda(env: PixiEnv) -> str | None:
-    from .abi import read_torch_cuda, torch_root
+    from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
 
     root = torch_root(env)
     return read_torch_cuda(root) if root else None
@@ -508,7 +509,10 @@ def cmake_components(
     check = "cuda.cmake-components"
     if not t.nvcc_in_env and not t.headers:
         return skipped(check, f"no CUDA toolkit in {t.prefix} (see cuda.nvcc-in-env)")
-    from .torch_cmake import TARGET_LIBS, TARGET_PACKAGES  # torch_cmake imports this module
+    from pytest_vllm_env.checks.torch_cmake import (  # torch_cmake imports this module
+        TARGET_LIBS,
+        TARGET_PACKAGES,
+    )
 
     wanted: dict[str, str] = {"cudart": "vLLM", "cuda_driver": "vLLM", "nvrtc": "torch"}
     for target, via in sorted((torch_needs or {}).items(), key=lambda kv: kv[0].lower()):

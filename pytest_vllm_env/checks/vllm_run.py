@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_vllm_env import defaults
+from pytest_vllm_env.facts.modelopt_load import SHARD_OF
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
-from pytest_vllm_env.gpu import ProbeResult
-from pytest_vllm_env.modelopt_load import SHARD_OF
+from pytest_vllm_env.runners.gpu import ProbeResult
 
 # vLLM 0.26.0: "Engine core process {name} died unexpectedly." (v1/utils.py) and
 # "Worker proc %s died unexpectedly (exit code: %s), ..." (multiproc_executor.py); older

@@ -26,8 +26,8 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from . import proc
-from .pixi import Manifest, ManifestError, find_manifest, load_manifest
+from pytest_vllm_env.readers.pixi import Manifest, ManifestError, find_manifest, load_manifest
+from pytest_vllm_env.runners import proc
 
 ACTIVATION_TIMEOUT = 30.0
 # Variables of an outer activation that must not leak into the judged env's environment.
@@ -228,7 +228,7 @@ class PixiEnv:
 
     @cached_property
     def manifest(self) -> Manifest | None:
-        """The parsed Pixi manifest (:class:`pytest_vllm_env.pixi.Manifest`); None without
+        """The parsed Pixi manifest (:class:`pytest_vllm_env.readers.pixi.Manifest`); None without
         one, or when it does not parse (``manifest_error`` then says why)."""
         if not self.manifest_path:
             return None

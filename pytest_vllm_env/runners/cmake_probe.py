@@ -10,9 +10,10 @@ setup.py does. Without torch it runs ``find_package(CUDAToolkit)`` and prints th
 targets; with only torch's ``Caffe2/public/cuda.cmake`` (no TorchConfig) it includes that file
 and links torch's NVTX target.
 
-The errors are classified into the same signatures :mod:`pytest_vllm_env.torch_cmake` predicts
-(``caffe2-cuda``, ``cudatoolkit``, ``compiler-id``, ``nvtoolsext-fatal``, ``link:CUDA::X``,
-``notfound:VAR``), so that prediction and probe can be compared in outcome and cause.
+The errors are classified into the same signatures
+:mod:`pytest_vllm_env.checks.torch_cmake` predicts (``caffe2-cuda``, ``cudatoolkit``,
+``compiler-id``, ``nvtoolsext-fatal``, ``link:CUDA::X``, ``notfound:VAR``), so that
+prediction and probe can be compared in outcome and cause.
 
 Nothing is written to the env: the project and the build dir live in ``workdir``.
 """
@@ -23,12 +24,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import proc
-from .cuda import ToolkitFacts
-from .env import PixiEnv
-from .findings import Finding, failed, passed, skipped, warning
-from .nvtx import Prediction, TorchCudaCmake
-from .torch_cmake import ConfigPrediction, TorchCMake, cmake_args
+from pytest_vllm_env.checks.cuda import ToolkitFacts
+from pytest_vllm_env.checks.nvtx import Prediction, TorchCudaCmake
+from pytest_vllm_env.checks.torch_cmake import ConfigPrediction, TorchCMake, cmake_args
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.runners import proc
 
 CMAKE_TIMEOUT = 120.0
 TARGETS = ("cudart", "cuda_driver", "nvrtc", "nvToolsExt", "nvtx3")
@@ -235,7 +236,7 @@ STAGES = ("cmake-minimum", "caffe2-cuda", "compiler-id", "cudatoolkit", "nvtools
 
 def classify(output: str) -> tuple[str | None, list[str]]:
     """The real CMake output as (configure-time stop, generate-time errors), in the
-    signatures :mod:`pytest_vllm_env.torch_cmake` predicts."""
+    signatures :mod:`pytest_vllm_env.checks.torch_cmake` predicts."""
     configured = "-- Configuring done" in output
     head, _, tail = output.partition("-- Configuring done")
     generate: list[str] = []

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .archs import Arch
-from .elf import ElfError, read_elf
+from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.readers.elf import ElfError, read_elf
 
 MAGIC = 0xBA55ED50
 FLAG_COMPRESSED = 0x8000
@@ -53,7 +53,7 @@ class FatbinImage:
 def read_images(path: str | Path) -> list[FatbinImage]:
     """Every image in ``path``'s ``.nv_fatbin``, in file order; ``[]`` when there is none.
 
-    Raises :class:`~pytest_vllm_env.elf.ElfError` (or :class:`FatbinError`) for a file
+    Raises :class:`~pytest_vllm_env.readers.elf.ElfError` (or :class:`FatbinError`) for a file
     that is not ELF or a fatbin whose sizes point past its section.
     """
     path = Path(path)

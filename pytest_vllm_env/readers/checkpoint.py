@@ -21,8 +21,8 @@ from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any
 
-from .modelopt_load import WeightSample, float_weights_to_sample, sample_of
-from .safetensors_header import (
+from pytest_vllm_env.facts.modelopt_load import WeightSample, float_weights_to_sample, sample_of
+from pytest_vllm_env.readers.safetensors_header import (
     SafetensorsError,
     TensorInfo,
     read_float_sample,

@@ -34,13 +34,14 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from . import findings as F
-from . import fixes, linkage
-from .elf import ElfError, SymbolIndex
-from .env import PixiEnv
-from .findings import Finding
-from .fixes import Package
-from .linkage import DRIVER_LIBS, Linkage
+from pytest_vllm_env import findings as F
+from pytest_vllm_env import fixes
+from pytest_vllm_env.facts import linkage
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.linkage import DRIVER_LIBS, Linkage
+from pytest_vllm_env.findings import Finding
+from pytest_vllm_env.fixes import Package
+from pytest_vllm_env.readers.elf import ElfError, SymbolIndex
 
 PINNED = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")
 # Mangled names in torch's namespaces, and the C entry points of torch's stable ABI.
@@ -99,7 +100,7 @@ class TorchFacts:
 class TorchExports:
     """What torch/lib exports on its side, as a set that is asked rather than listed: each
     library's dynamic symbols are looked up through its hash table, as the loader does
-    (:class:`pytest_vllm_env.elf.SymbolIndex`, read once per process)."""
+    (:class:`pytest_vllm_env.readers.elf.SymbolIndex`, read once per process)."""
 
     def __init__(self, libs: list[Path]) -> None:
         self.libs = libs
@@ -357,8 +358,9 @@ def _pin_torch(env: PixiEnv, built: str) -> str:
 def _torch_for_cuda(env: PixiEnv, release: str | None, major: str) -> str:
     """The fix that installs torch ``release`` built for CUDA ``major``: PyPI's own wheel
     when PyPI's default variant is that CUDA (torch 2.11.0 is cu130 there), else the PyTorch
-    index of the newest such variant the arch table knows (:mod:`pytest_vllm_env.torch_archs`)."""
-    from . import torch_archs
+    index of the newest such variant the arch table knows
+    (:mod:`pytest_vllm_env.facts.torch_archs`)."""
+    from pytest_vllm_env.facts import torch_archs
 
     version = (release or "").split("+", 1)[0]
     if env.conda("pytorch") is not None:
@@ -632,7 +634,7 @@ def _rebuild(name: str, owner: str, torch: TorchFacts, env: PixiEnv | None = Non
             f"or build it against this torch: {fixes.rebuild(env, 'flash-attn')}"
         )
     if owner == "xformers":
-        from .xformers import xformers_for_torch
+        from pytest_vllm_env.checks.xformers import xformers_for_torch
 
         want = xformers_for_torch(torch.version)
         if want:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import fixes
-from .env import PixiEnv
-from .findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env import fixes
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 
 
 def conda_meta_readable(env: PixiEnv) -> Finding:

@@ -38,7 +38,7 @@ What torch's files ask, in the order CMake meets it (read from the torch wheels 
    ``caffe2::cufft``, ``caffe2::curand`` and ``torch::nvtoolsext``), and
    ``${CUDA_NVRTC_LIB}`` in ``TORCH_LIBRARIES`` must not be NOTFOUND (``libnvrtc.so``).
 
-The probe (:mod:`pytest_vllm_env.cmake_probe`) runs the same thing for real; the check
+The probe (:mod:`pytest_vllm_env.runners.cmake_probe`) runs the same thing for real; the check
 ``cmake.prediction-agrees`` compares the two.
 """
 
@@ -50,11 +50,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fixes
-from .cuda import ToolkitFacts, _ver
-from .env import PixiEnv
-from .findings import Finding, failed, passed, skipped
-from .nvtx import (
+from pytest_vllm_env import fixes
+from pytest_vllm_env.checks.cuda import ToolkitFacts, _ver
+from pytest_vllm_env.checks.nvtx import (
     SYSTEM_LIB_DIRS,
     Prediction,
     TorchCudaCmake,
@@ -63,6 +61,8 @@ from .nvtx import (
     predict,
     read_torch_cmake,
 )
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding, failed, passed, skipped
 
 SHARE = "torch/share/cmake"
 SYSTEM_INCLUDE_DIRS = ("/usr/local/include", "/usr/include/x86_64-linux-gnu", "/usr/include")

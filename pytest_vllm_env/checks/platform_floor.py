@@ -29,8 +29,8 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .findings import Finding, failed, passed, skipped, warning
-from .linkage import Linkage
+from pytest_vllm_env.facts.linkage import Linkage
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 
 PIXI_DEFAULT_LIBC = "2.28"  # pixi's default [system-requirements] on linux-64 (pixi docs)
 _LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}

@@ -19,13 +19,14 @@ from pathlib import Path
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from . import abi, coverage_arch, fatbin
-from . import findings as F
-from .archs import Arch
-from .elf import ElfError
-from .env import PixiEnv
-from .findings import Finding
-from .platform_floor import Floor, _v, glibc_of_tag
+from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks import abi, coverage_arch
+from pytest_vllm_env.checks.platform_floor import Floor, _v, glibc_of_tag
+from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding
+from pytest_vllm_env.readers import fatbin
+from pytest_vllm_env.readers.elf import ElfError
 
 MAX_MEMBER = 2 * 1024**3  # a member claiming more than 2 GiB is not a vLLM extension
 

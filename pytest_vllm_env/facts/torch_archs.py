@@ -9,7 +9,7 @@ Two kinds of rows:
 
 - **measured**: PyPI's wheel for that release (the variant PyTorch publishes to PyPI),
   ``torch/lib/libtorch_cuda.so`` fetched with HTTP range reads and listed with
-  :mod:`pytest_vllm_env.fatbin`; every SASS arch present is recorded, including the few
+  :mod:`pytest_vllm_env.readers.fatbin`; every SASS arch present is recorded, including the few
   arch-specific images (``sm_90a``...) some kernels add. ``tests/test_torch_archs_integration.py``
   re-measures these rows against the real wheels. None of PyPI's torch wheels measured
   holds PTX.
@@ -36,9 +36,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .archs import Arch, parse_arch
-from .cuda import min_toolkit_for
-from .fatbin import FatbinImage, arch_coverage
+from pytest_vllm_env.checks.cuda import min_toolkit_for
+from pytest_vllm_env.facts.archs import Arch, parse_arch
+from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage
 
 PYPI = "pypi"
 INDEX = "pytorch-index"
@@ -67,7 +67,7 @@ class TorchArchs:
         return f"{digits[:-1]}.{digits[-1]}"
 
     def images(self) -> list[FatbinImage]:
-        """The row as fatbin images, for :func:`pytest_vllm_env.coverage_arch.coverage`."""
+        """The row as fatbin images, for :func:`pytest_vllm_env.checks.coverage_arch.coverage`."""
         out = [FatbinImage("sass", parse_arch(s), False) for s in self.sass]
         out += [FatbinImage("ptx", parse_arch(p), False) for p in self.ptx]
         return out

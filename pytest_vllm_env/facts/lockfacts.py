@@ -3,7 +3,7 @@ where the wheel comes from), which nvcc and CUDA toolkit, which cmake.
 
 These are the same facts an installed env gives through its files (``torch/version.py``,
 ``nvcc --version``, conda-meta), read instead from pixi.lock's entries, so that the same
-check functions can judge them (:mod:`pytest_vllm_env.lockchecks`).
+check functions can judge them (:mod:`pytest_vllm_env.checks.lockchecks`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from urllib.parse import urlparse
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from . import torch_archs
-from .cuda import CUDA_PACKAGES, NvccRun, ToolkitFacts
-from .pixilock import LockedEnv, cuda_of_local
+from pytest_vllm_env.checks.cuda import CUDA_PACKAGES, NvccRun, ToolkitFacts
+from pytest_vllm_env.facts import torch_archs
+from pytest_vllm_env.readers.pixilock import LockedEnv, cuda_of_local
 
 _INDEX_VARIANT = re.compile(r"/whl/(?:nightly/|test/)?(cu\d{2,3}|cpu|rocm[\d.]+)/")
 _CONDA_BUILD = re.compile(r"^(?:cuda(\d{2})(\d)|(cpu))_")
@@ -144,7 +144,7 @@ def nvcc_package(locked: LockedEnv) -> tuple[str, str] | None:
 
 
 def toolkit_facts(locked: LockedEnv, prefix) -> ToolkitFacts:
-    """The toolkit as :mod:`pytest_vllm_env.cuda`'s checks see it, from the lock: nvcc's
+    """The toolkit as :mod:`pytest_vllm_env.checks.cuda`'s checks see it, from the lock: nvcc's
     version is the locked ``cuda-nvcc``'s (nothing is run: ``--list-gpu-arch`` is left empty,
     so arch checks use the arch table), packages are the locked cuda-* versions."""
     nvcc = nvcc_package(locked)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from .pixi import PLATFORM, Manifest
+from pytest_vllm_env.readers.pixi import PLATFORM, Manifest
 
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
 _KEY = re.compile(r"""^\s*["']?([A-Za-z0-9_.\-]+)["']?\s*=""")

@@ -21,16 +21,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import fixes, proc
-from .archs import Arch
-from .cuda import ARCH_LAST_MAJOR, ToolkitFacts, min_toolkit_for
-from .elf import ElfError
-from .fatbin import FatbinError, describe, read_images
-from .findings import Finding, error, failed, passed, skipped
-from .gpu import ProbeResult
+from pytest_vllm_env import fixes
+from pytest_vllm_env.checks.cuda import ARCH_LAST_MAJOR, ToolkitFacts, min_toolkit_for
+from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
+from pytest_vllm_env.readers.elf import ElfError
+from pytest_vllm_env.readers.fatbin import FatbinError, describe, read_images
+from pytest_vllm_env.runners import proc
+from pytest_vllm_env.runners.gpu import ProbeResult
 
 if TYPE_CHECKING:
-    from .env import PixiEnv
+    from pytest_vllm_env.facts.env import PixiEnv
 
 KERNEL = """\
 __global__ void add_one(float *x, int n) {

@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import proc
-from .cuda import NvccRun, ToolkitFacts, run_nvcc
-from .env import PixiEnv
-from .findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, run_nvcc
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.runners import proc
 
 CID = "cuda.nvcc-torch"
 

@@ -31,7 +31,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .elf import ElfError, ElfFile, SymbolIndex, gnu_hash, read_elf, undefined_names
+from pytest_vllm_env.readers.elf import (
+    ElfError,
+    ElfFile,
+    SymbolIndex,
+    gnu_hash,
+    read_elf,
+    undefined_names,
+)
 
 DEFAULT_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
                 "/lib", "/usr/lib")  # fmt: skip

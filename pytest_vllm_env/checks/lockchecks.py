@@ -28,12 +28,12 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from . import abi, coverage_arch, cuda, torch_archs
-from . import findings as F
-from .archs import Arch
-from .env import PixiEnv
-from .findings import Finding
-from .lockfacts import (
+from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks import abi, coverage_arch, cuda
+from pytest_vllm_env.facts import torch_archs
+from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.lockfacts import (
     TorchBuild,
     cmake_version,
     cxx11_abi,
@@ -41,9 +41,10 @@ from .lockfacts import (
     toolkit_facts,
     torch_build,
 )
-from .lockmode import LockSource
-from .manifest_lines import ManifestLines
-from .pixilock import READABLE_VERSIONS, LockedEnv
+from pytest_vllm_env.findings import Finding
+from pytest_vllm_env.lockmode import LockSource
+from pytest_vllm_env.readers.manifest_lines import ManifestLines
+from pytest_vllm_env.readers.pixilock import READABLE_VERSIONS, LockedEnv
 
 DEPS = "dependencies"
 PYPI = "pypi-dependencies"
@@ -219,7 +220,7 @@ def torch_archs_check(env: PixiEnv, archs: Sequence[Arch], archs_source: str) ->
                 F.skipped(
                     cid,
                     f"the arch table has no row for {torch.label} "
-                    f"(pytest_vllm_env/torch_archs.py); once installed, arch.coverage reads "
+                    f"(pytest_vllm_env/facts/torch_archs.py); once installed, arch.coverage reads "
                     "the real libtorch_cuda.so",
                 )
             )

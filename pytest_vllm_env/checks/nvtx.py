@@ -49,10 +49,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fixes
-from .cuda import TARGETS, ToolkitFacts, _ver
-from .env import PixiEnv
-from .findings import Finding, failed, passed, skipped
+from pytest_vllm_env import fixes
+from pytest_vllm_env.checks.cuda import TARGETS, ToolkitFacts, _ver
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding, failed, passed, skipped
 
 SYSTEM_LIB_DIRS = ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib64", "/lib")
 TORCH_CUDA_CMAKE = "torch/share/cmake/Caffe2/public/cuda.cmake"

@@ -32,9 +32,9 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from .archs import Arch
-from .findings import Finding, error, failed, passed, skipped
-from .gpu import NO_PYTHON, NO_PYTHON_FIX, ProbeResult
+from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
+from pytest_vllm_env.runners.gpu import NO_PYTHON, NO_PYTHON_FIX, ProbeResult
 
 MODEL_PY = "vllm/model_executor/models/qwen2_5_vl.py"
 VISION_PY = "vllm/model_executor/models/vision.py"

@@ -1,6 +1,6 @@
 """Judge a ModelOpt checkpoint the way the env's vLLM will, before anything loads.
 
-Each function takes facts (a :class:`~pytest_vllm_env.checkpoint.Checkpoint`, what the
+Each function takes facts (a :class:`~pytest_vllm_env.readers.checkpoint.Checkpoint`, what the
 env's vLLM source says, the target archs) and returns a :class:`Finding`. The real
 failures these exist for:
 
@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from .archs import Arch
-from .checkpoint import Checkpoint
-from .findings import Finding, error, failed, passed, skipped, warning
-from .modelopt_load import (
+from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
     LayerIssue,
     ShardMismatch,
@@ -35,10 +33,12 @@ from .modelopt_load import (
     fused_name,
     judge_layers,
 )
-from .modelopt_load import excluder as load_excluder
-from .safetensors_header import TensorInfo
-from .vllm_kv_naming import VLLM_0_26, KvScaleNaming
-from .vllm_source import ModelOptSource, Registry
+from pytest_vllm_env.facts.modelopt_load import excluder as load_excluder
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.readers.safetensors_header import TensorInfo
+from pytest_vllm_env.readers.vllm_kv_naming import VLLM_0_26, KvScaleNaming
+from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
 
 UNQUANTIZED_DTYPES = frozenset({"BF16", "F16", "F32"})
 FLOAT_SCALE_DTYPES = frozenset({"F32", "BF16", "F16"})
@@ -166,7 +166,7 @@ def _str(value: Any) -> str | None:
 
 def exclusion_rules(source: ModelOptSource | None) -> dict[str, bool]:
     """How the env's vLLM matches exclude entries (``legacy``, ``split`` for
-    :func:`pytest_vllm_env.modelopt_load.excluder`), as its ``modelopt.py`` says; without
+    :func:`pytest_vllm_env.facts.modelopt_load.excluder`), as its ``modelopt.py`` says; without
     it, as vLLM 0.26.0, where the rules were calibrated."""
     known = source is not None and source.exclusion is not None
     return {
@@ -177,7 +177,7 @@ def exclusion_rules(source: ModelOptSource | None) -> dict[str, bool]:
 
 def excluder(exclude: Sequence[str], source: ModelOptSource | None = None) -> Callable[[str], bool]:
     """vLLM's exclusion rule for a checkpoint module name (fused layers decided on their
-    fused name, :mod:`pytest_vllm_env.modelopt_load`; the rules of the env's vLLM when its
+    fused name, :mod:`pytest_vllm_env.facts.modelopt_load`; the rules of the env's vLLM when its
     ``source`` is given); a shard mismatch counts as excluded here
     (``modelopt.tensors-complete`` reports it)."""
     decide = load_excluder(exclude, **exclusion_rules(source))

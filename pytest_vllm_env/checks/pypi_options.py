@@ -25,7 +25,7 @@ of ``[build-system]`` on purpose, so an isolated build fails with ``No module na
 index has newest, not the env's; vLLM's source pins one torch.
 
 A venv has no manifest: its project's ``requirements*.txt``, ``pyproject.toml`` and
-``uv.lock`` (:mod:`pytest_vllm_env.venv_project`) say the same for pip and uv (F5.1). pip
+``uv.lock`` (:mod:`pytest_vllm_env.readers.venv_project`) say the same for pip and uv (F5.1). pip
 isolates every build and a requirements file cannot say otherwise; uv's ``[tool.uv]``
 ``no-build-isolation(-package)`` and ``extra-build-dependencies`` (uv docs, "Build
 isolation") decide for uv.
@@ -45,11 +45,11 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from . import fixes
-from .env import PixiEnv
-from .findings import Finding, failed, passed, skipped, warning
-from .pixi import PLATFORM
-from .venv_project import Project, find_project, read_project
+from pytest_vllm_env import fixes
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.readers.pixi import PLATFORM
+from pytest_vllm_env.readers.venv_project import Project, find_project, read_project
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -173,7 +173,7 @@ class PypiDep:
 @dataclass
 class PypiOptions:
     """The merged ``pypi-options`` and ``pypi-dependencies`` of one env's features; for a venv,
-    what its project (:mod:`pytest_vllm_env.venv_project`) declares for pip or uv."""
+    what its project (:mod:`pytest_vllm_env.readers.venv_project`) declares for pip or uv."""
 
     table_prefix: str
     manifest_name: str
