@@ -299,9 +299,15 @@ def judge(
     being built fails; a warning when that vLLM is not known (no ``--vllm-source``) and only
     one family fails; passed when CMake finds a suitable nvcc by any route, inside the env or
     not (a venv's toolkit is the system's)."""
-    evidence: dict[str, Any] = {"needed_because": list(needed)}
-    for r in build.routes:
-        evidence[r.setup.where] = f"{r.pick.nvcc} ({r.pick.how})" if r.pick.nvcc else r.pick.how
+    evidence: dict[str, Any] = {
+        "needed_because": list(needed),
+        "setup_py_nvcc": f"{build.setup_nvcc.path} ({build.setup_why})"
+        if build.setup_nvcc
+        else None,
+        "cmake_nvcc": [
+            f"{r.setup.where}: {r.pick.nvcc or 'none'} ({r.pick.how})" for r in build.routes
+        ],
+    }
     setup = _setup_problem(build)
     verdicts = [
         _Verdict(r, "setup", setup) if setup else _route_verdict(r, t, build, own, cmake_version)
