@@ -7,8 +7,8 @@ from pytest_vllm_env.checks import cuda
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("cuda.nvcc-in-env")
-def test_nvcc_in_env(vllm_env, cuda_toolkit, nvcc_need, verdict):
-    verdict(cuda.nvcc_in_env(vllm_env, cuda_toolkit, nvcc_need))
+def test_nvcc_in_env(vllm_env, cuda_toolkit, nvcc_need, build_nvcc, cmake_version_for_env, verdict):
+    verdict(cuda.nvcc_in_env(vllm_env, cuda_toolkit, nvcc_need, build_nvcc, cmake_version_for_env))
 
 
 @pytest.mark.toolchain

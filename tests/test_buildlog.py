@@ -20,6 +20,9 @@ LOGS = Path(__file__).parent.parent / "fixtures" / "buildlogs"
         ("vllm_python.log", "buildlog.vllm-python", "rm -rf build/"),
         ("float8_e8m0.log", "buildlog.torch-too-old", "pin the torch version"),
         ("nvcc_missing.log", "buildlog.nvcc-missing", "cuda-nvcc"),
+        # F1.10 (instructlab#3144), reconstructed with PyPI's CMake 3.31.6 and torch 2.5.1's
+        # own CMake files, nvcc on no path CMake searches
+        ("cuda_arch_undetected.log", "buildlog.nvcc-missing", "never reads CUDA_HOME"),
         ("oom_killed.log", "buildlog.oom", "MAX_JOBS=2"),
         ("unknown_error.log", "buildlog.unknown-error", "first error line"),
     ],

@@ -59,8 +59,8 @@ def test_cudatoolkit_dev_gives_no_nvcc(pytester, seeds_root, system_cuda):
         [
             lit(
                 f"*[cuda.nvcc-in-env] FAILED: no nvcc in {env.prefix}/bin; cudatoolkit-dev, "
-                "cudatoolkit is installed but gives no nvcc in the env*; the activated PATH "
-                f"finds {system_cuda} instead"
+                "cudatoolkit is installed but gives no nvcc in the env*; CMake would compile "
+                f"with {system_cuda} (`nvcc` on the activated PATH)"
             ),
             lit(
                 '*fix: add `cuda-nvcc = "12.8.*"` and `cuda-version = "12.8.*"` to [dependencies] '

@@ -137,7 +137,9 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
                 f"--vllm-source={project}",
             ],
             cwd=project,
-            env=_clean_environ(),
+            # a CUDA_HOME with no toolkit: vLLM's setup.py would stop on it (this machine's
+            # own /usr/local/cuda would otherwise serve the build)
+            env=_clean_environ(CUDA_HOME=str(tmp_path / "no-cuda")),
             capture_output=True,
             text=True,
             timeout=300,
@@ -146,8 +148,8 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
         assert done.returncode == 1, out  # the broken record fails env.conda-meta
         assert "[env.conda-meta] ERROR" in out
         assert "FAILED test_env.py::test_conda_meta_readable" in out, out
-        # the bare env also has no nvcc, and a source build needs one: the CUDA tier judges
-        # it from the installed wheel too
+        # a source build of the bare env would find no nvcc through CUDA_HOME: the CUDA tier
+        # judges it from the installed wheel too
         assert "[cuda.nvcc-in-env] FAILED" in out
         assert "needed_because: --vllm-source: vLLM is to be built from source" in out
         assert "Traceback" not in out

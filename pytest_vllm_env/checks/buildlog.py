@@ -53,13 +53,22 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "buildlog.nvcc-missing",
+        # CMake < 4.1 says "Failed to detect a default CUDA architecture" when it found no
+        # nvcc at all (F1.10, instructlab#3144; measured 3.26 to 4.0), and also for a
+        # -DCMAKE_CUDA_COMPILER naming no file
         re.compile(
             r"Failed to find nvcc|No CMAKE_CUDA_COMPILER could be found|"
+            r"Failed to detect a default CUDA architecture|"
+            r"CMAKE_CUDA_COMPILER:\s+\S+\s+is not a full path to an existing compiler|"
+            r"Could not find (?:the )?compiler (?:set|specified) in (?:the )?environment "
+            r"variable CUDACXX|"
             r"nvcc: (?:command )?not found|CUDA_HOME environment variable is not set"
         ),
         "the build found no nvcc (CUDA compiler)",
         "add `cuda-nvcc` (same major.minor as torch.version.cuda) to pixi.toml [dependencies] "
-        "and set CUDA_HOME=$CONDA_PREFIX in [activation.env]",
+        "and set CUDA_HOME=$CONDA_PREFIX in [activation.env]; in a pip venv, export "
+        "CUDA_HOME=/usr/local/cuda-X.Y and PATH=$CUDA_HOME/bin:$PATH where you build (CMake "
+        "searches PATH for nvcc and never reads CUDA_HOME)",
     ),
     Rule(
         "buildlog.oom",

@@ -336,6 +336,17 @@ def nvcc_need(env: PixiEnv, asked: Sequence[str] = ()) -> NvccNeed:
     return NvccNeed(tuple(required), tuple(jit))
 
 
+def owns_toolkit(env: PixiEnv, t: ToolkitFacts) -> bool:
+    """The env means its own nvcc: it has one, or (a conda or Pixi env) it holds CUDA build
+    packages or declares cuda-nvcc. A pip venv's toolkit is the system's."""
+    if t.nvcc_in_env:
+        return True
+    if not env.is_conda:
+        return False
+    held = any(p in env.conda_packages for p in BUILD_PACKAGES)
+    return held or fixes.declared_in(env, fixes.Package("cuda-nvcc")) is not None
+
+
 # -- judgements -----------------------------------------------------------------------------
 def _wanted_mm(t: ToolkitFacts) -> str:
     """The CUDA a fix should pin: the env's cuda-version, else torch's own CUDA (a 12.8 nvcc
@@ -351,10 +362,20 @@ def _cuda_packages(mm: str | None, *names: str) -> list[fixes.Package]:
     return [fixes.Package(n, f"{mm}.*" if mm else "") for n in names]
 
 
-def nvcc_in_env(env: PixiEnv, t: ToolkitFacts, need: NvccNeed | None = None) -> Finding:
-    """nvcc is inside the env and the activated PATH finds that one first, when the env
-    needs one (``need``; None: always). An env that only runs prebuilt vLLM wheels passes
-    without nvcc; one whose packages JIT-compile CUDA kernels gets a warning."""
+def nvcc_in_env(
+    env: PixiEnv,
+    t: ToolkitFacts,
+    need: NvccNeed | None = None,
+    build: Any = None,
+    cmake_version: str | None = None,
+) -> Finding:
+    """When the env needs nvcc (``need``; None: always), the nvcc a vLLM source build
+    compiles with is there and is the one the env means. With ``build``
+    (:class:`pytest_vllm_env.checks.cmake_nvcc.BuildNvcc`, the prediction of what setup.py and CMake
+    pick) the verdict is :func:`pytest_vllm_env.checks.cmake_nvcc.judge`'s (F1.10); without it, nvcc
+    must be inside the env and first on the activated PATH. An env that only runs prebuilt
+    vLLM wheels passes without nvcc; one whose packages JIT-compile CUDA kernels gets a
+    warning."""
     check = "cuda.nvcc-in-env"
     need = need or NvccNeed(required=("asked for",))
     mm = _wanted_mm(t)
@@ -388,6 +409,12 @@ def nvcc_in_env(env: PixiEnv, t: ToolkitFacts, need: NvccNeed | None = None) -> 
             f"no nvcc in {t.prefix}/bin, and none needed: the env runs prebuilt wheels "
             "(no build tier, --vllm-source, --vllm-build-log, CUDA build packages or "
             f"JIT-compiling packages){elsewhere}",
+        )
+    if build is not None:
+        from pytest_vllm_env.checks import cmake_nvcc  # it imports this module
+
+        return cmake_nvcc.judge(
+            env, t, build, need.required, own=owns_toolkit(env, t), cmake_version=cmake_version
         )
     if not t.nvcc_in_env:
         legacy = [p for p in ("cudatoolkit-dev", "cudatoolkit") if p in t.packages]

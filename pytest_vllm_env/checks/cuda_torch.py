@@ -34,6 +34,8 @@ from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.runners import proc
 
 CID = "cuda.nvcc-torch"
+# _find_cuda_home's last guess on Linux (torch 2.2 to 2.11 alike), when it exists.
+DEFAULT_CUDA_HOME = Path("/usr/local/cuda")
 
 
 def build_nvcc(environ: Mapping[str, str]) -> tuple[Path | None, str]:
@@ -44,9 +46,16 @@ def build_nvcc(environ: Mapping[str, str]) -> tuple[Path | None, str]:
             return Path(home) / "bin" / "nvcc", f"{var}={home}"
     found = proc.which("nvcc", environ.get("PATH"))
     if found is not None:
-        return found, "`nvcc` on the activated PATH"
-    default = Path("/usr/local/cuda/bin/nvcc")
-    return (default, "torch's default /usr/local/cuda") if default.exists() else (None, "")
+        # CUDA_HOME is the directory above the one holding nvcc, and torch (and vLLM's
+        # setup.py) then run CUDA_HOME/bin/nvcc: the same file unless PATH names a dir not
+        # called bin
+        nvcc = found.parent.parent / "bin" / "nvcc"
+        if nvcc == found:
+            return found, "`nvcc` on the activated PATH"
+        return nvcc, f"`nvcc` on the activated PATH is {found}, so CUDA_HOME={found.parent.parent}"
+    if DEFAULT_CUDA_HOME.exists():
+        return DEFAULT_CUDA_HOME / "bin" / "nvcc", f"torch's default {DEFAULT_CUDA_HOME}"
+    return None, ""
 
 
 def read_build_nvcc(
@@ -73,6 +82,15 @@ def read_build_nvcc(
 def _mm(version: str) -> tuple[int, int]:
     parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
     return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def mismatch(nvcc_version: str, torch_cuda: str) -> str | None:
+    """How an nvcc's CUDA differs from torch's: ``"major"`` (torch refuses to build an
+    extension; a vLLM build links another libcudart major), ``"minor"`` (torch warns and
+    builds), None when they agree."""
+    if _mm(nvcc_version)[0] != _mm(torch_cuda)[0]:
+        return "major"
+    return "minor" if _mm(nvcc_version) != _mm(torch_cuda) else None
 
 
 def pin_line(env: PixiEnv, mm: str) -> str:
@@ -118,7 +136,8 @@ def nvcc_torch(
         return skipped(CID, f"{nvcc.path} ({why}) does not run: {nvcc.problem} (cuda.nvcc-runs)")
     have = nvcc.major_minor or nvcc.version
     ev = {"nvcc": nvcc.path, "chosen_by": why, "torch": torch_version, "torch_cuda": torch_cuda}
-    if _mm(have)[0] != _mm(torch_cuda)[0]:
+    differs = mismatch(have, torch_cuda)
+    if differs == "major":
         return failed(
             CID,
             f"the build's nvcc {nvcc.path} ({why}) is CUDA {have}, torch {torch_version} was "
@@ -131,7 +150,7 @@ def nvcc_torch(
             f"or install a torch built for CUDA {have}: {torch_index_line(torch_version, have)}",
             **ev,
         )
-    if _mm(have) != _mm(torch_cuda):
+    if differs == "minor":
         return warning(
             CID,
             f"the build's nvcc {nvcc.path} ({why}) is CUDA {have}, torch {torch_version} was "

@@ -326,6 +326,10 @@ def compute_activation(env: PixiEnv) -> Activation:
     elif env.manifest_error:
         problems.append(env.manifest_error)
     scripts = _safe_glob(env.prefix / "etc" / "conda" / "activate.d", "*.sh", [])
+    if not env.is_conda and _exists(env.prefix / "bin" / "activate"):
+        # A venv's activation is its bin/activate: the exports the venv fixes ask for
+        # (CUDA_HOME, PATH) are kept there, and a build in the activated venv has them.
+        scripts.append(env.prefix / "bin" / "activate")
     if manifest and env.name:
         scripts += [s for s in manifest.activation_scripts(env.name) if s.suffix == ".sh"]
     if env.locked is not None:

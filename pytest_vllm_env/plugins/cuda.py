@@ -17,7 +17,7 @@ from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.cache import FactCache
-    from pytest_vllm_env.checks import cuda, nvtx, torch_cmake
+    from pytest_vllm_env.checks import cmake_nvcc, cuda, nvtx, torch_cmake
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.runners import cmake_probe as probe_mod
 
@@ -80,6 +80,33 @@ def nvcc_need(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> cuda.NvccNee
     if settings.get_list(request.config, "vllm_build_log"):
         asked.append("--vllm-build-log: a vLLM build is judged")
     return cuda.nvcc_need(vllm_env, asked)
+
+
+@pytest.fixture(scope="session")
+def build_nvcc(
+    request: pytest.FixtureRequest,
+    cuda_toolkit: cuda.ToolkitFacts,
+    nvcc_need: cuda.NvccNeed,
+    vllm_fact_cache: FactCache,
+    vllm_source_dir: Path | None,
+) -> cmake_nvcc.BuildNvcc | None:
+    """What a vLLM source build compiles with
+    (:class:`pytest_vllm_env.checks.cmake_nvcc.BuildNvcc`): the ``$CUDA_HOME/bin/nvcc``
+    setup.py runs, and the nvcc CMake takes, for the
+    ``--vllm-source`` tree's setup.py, else for vLLM < 0.8.3 (CMake's own search) and >= 0.8.3
+    (``-DCMAKE_CUDA_COMPILER`` from torch's CUDA_HOME); each nvcc run once, cached. None when
+    nothing in the env needs an nvcc (no build asked for, no CUDA build packages)."""
+    from pytest_vllm_env.checks import cmake_nvcc
+
+    if not nvcc_need.required:
+        return None
+    timeout = _timeout(request.config)
+    return cmake_nvcc.read_build_nvcc(
+        cuda_toolkit,
+        vllm_source_dir,
+        lambda n, c, d: vllm_fact_cache.get(n, c, d, timeout),
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
