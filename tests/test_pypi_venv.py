@@ -131,7 +131,8 @@ def test_pip_builds_flash_attn_in_isolation(pytester, tmp_path, files, where):
             lit(
                 f"*[pypi.build-isolation] FAILED: flash-attn ({where}) is built by pip from its "
                 "sdist (PyPI has no wheel of it) in an isolated env without torch (pip isolates "
-                "every build; a requirements file cannot turn it off): its setup.py imports "
+                "every build by default; a requirements file cannot turn it off, and no pip.conf "
+                "or PIP_NO_BUILD_ISOLATION here does): its setup.py imports "
                 "torch but the sdist declares no build requirements (flash-attention#1421); the "
                 f"build fails with {NO_TORCH}"
             ),
@@ -141,7 +142,9 @@ def test_pip_builds_flash_attn_in_isolation(pytester, tmp_path, files, where):
                 f'--no-build-isolation "flash-attn==2.7.2.post1"` (pip then keeps it when it '
                 f"reads {where}); or replace that line with a prebuilt wheel: `flash-attn @ "
                 "<wheel for your python, torch, CUDA and cxx11abi from the project's release "
-                "page>`"
+                "page>`; or turn isolation off for every pip install into this env: "
+                f"`no-build-isolation = false` under [install] in {prefix}/pip.conf (pip reads "
+                "the value inverted: 0/false/no turn isolation off, 1/true/yes keep it)"
             ),
         ]
     )
@@ -225,8 +228,9 @@ UV_PASSING = {
     "no-build-isolation-package": (
         '[tool.uv]\nno-build-isolation-package = ["flash-attn"]\n',
         "flash-attn (pyproject.toml line 4, [project.dependencies]) builds without isolation "
-        "against torch from pyproject.toml line 4, [project.dependencies], which uv >= 0.8.12 "
-        "installs first*",
+        '(pyproject.toml line 7 ([tool.uv] no-build-isolation-package = ["flash-attn"])) against '
+        "torch from pyproject.toml line 4, [project.dependencies], which uv >= 0.8.12 installs "
+        "first*",
     ),
     "no-build-isolation": ("[tool.uv]\nno-build-isolation = true\n", "*builds without isolation*"),
     # uv docs, "Augmenting build dependencies"
@@ -290,7 +294,7 @@ def test_already_installed_flash_attn_passes(pytester, tmp_path):
         ),
         (
             {"requirements.txt": "numpy\ntransformers\n"},
-            "nothing * declares builds against torch from source (requirements.txt)",
+            "nothing * declares builds against torch from source here (requirements.txt)",
         ),
     ],
     ids=["named wheel url", "bare wheel url", "not requested"],
@@ -357,7 +361,14 @@ def test_no_build_isolation_without_any_torch_fails(pytester, tmp_path):
     prefix = make_venv(tmp_path / "p", files={"pyproject.toml": body})
     result = run(pytester, prefix)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*builds without isolation, but neither the project nor*"])
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*builds without isolation (pyproject.toml line 6 ([tool.uv] "
+                'no-build-isolation-package = ["flash-attn"])), but neither the project nor*'
+            )
+        ]
+    )
 
 
 def test_another_index_may_serve_a_wheel_warns(pytester, tmp_path):

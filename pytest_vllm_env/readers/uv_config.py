@@ -29,7 +29,7 @@ torch unless its settings say otherwise. Read from uv's source (``uv-settings/sr
   ``--no-build-isolation-package``).
 
 Workspaces (uv starts at the workspace root) are not followed. Only reads;
-:mod:`pytest_vllm_env.pypi_options` judges.
+:mod:`pytest_vllm_env.checks.pypi_options` judges.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from .venv_project import ExtraBuildDep
+from pytest_vllm_env.readers.venv_project import ExtraBuildDep
 
 if sys.version_info >= (3, 11):
     import tomllib
