@@ -153,7 +153,7 @@ class UvConfig:
                     "'--no-build-isolation': value was not a boolean\"",
                     notes=tuple(notes),
                 )
-            notes.append(f"{said} does not turn isolation on: uv reads false as 'not given'")
+            notes.append(f"{said} does not force isolation: uv reads false as 'not given'")
         flags = self._values("no-build-isolation", mode)
         packages = self._values("no-build-isolation-package", mode)
         flag = flags[0] if flags else None
@@ -167,9 +167,10 @@ class UvConfig:
             return UvIsolation(False, flag.shown(self.start), flag, notes=tuple(notes))
         if flag is not None and flag.value is False:
             if listed:
+                cancelled = listed[0].shown(self.start)
                 notes.append(
-                    f"{flag.shown(self.start)} isolates every build and cancels {listed[0].shown(self.start)} (uv's "
-                    "BuildIsolation::from_args)"
+                    f"{flag.shown(self.start)} isolates every build and cancels {cancelled} "
+                    "(uv's BuildIsolation::from_args)"
                 )
             return UvIsolation(True, flag.shown(self.start), flag, notes=tuple(notes))
         if listed:
