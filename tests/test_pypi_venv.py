@@ -16,12 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from fixtures.text import lit
+from fixtures.venvs import hermetic_installers, make_venv
 from pytest_vllm_env.checks import pypi_options
 from pytest_vllm_env.readers.venv_project import find_project, read_project
 
@@ -62,32 +62,10 @@ sdist = {{ url = "https://files.pythonhosted.org/f/flash_attn-{version}.tar.gz",
 """
 
 
-def make_venv(
-    project: Path,
-    *dists: tuple[str, str],
-    python: str = "3.12",
-    uv: str | None = None,
-    files: dict[str, str] | None = None,
-    name: str = ".venv",
-) -> Path:
-    """``project/.venv`` as `python -m venv` (or `uv venv`, with ``uv``) lays it out, holding
-    ``dists``; ``files`` are the project's own files, written beside it."""
-    prefix = project / name
-    (prefix / "bin").mkdir(parents=True)
-    (prefix / "bin" / "python").symlink_to(sys.executable)
-    cfg = f"home = /usr/bin\nversion = {python}.3\n" + (f"uv = {uv}\n" if uv else "")
-    (prefix / "pyvenv.cfg").write_text(cfg)
-    sp = prefix / "lib" / f"python{python}" / "site-packages"
-    sp.mkdir(parents=True)
-    for dist, version in dists:
-        info = sp / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    for rel, text in (files or {}).items():
-        target = project / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(textwrap.dedent(text))
-    return prefix
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No pip.conf, uv.toml or PIP_/UV_ variable of this machine decides a verdict here."""
+    hermetic_installers(monkeypatch, tmp_path / "installer-home")
 
 
 def run(pytester: pytest.Pytester, prefix: Path, *extra: str):
