@@ -36,7 +36,7 @@ dependencies = ["torch>=2.4.0", "flash-attn"]
 """
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> InstallerHome:
     """pip/uv configuration under the test's tmp dir only."""
     return hermetic_installers(monkeypatch, tmp_path / "installer-home")
@@ -576,6 +576,17 @@ def test_uv_variable_that_is_no_boolean_stops_uv(pytester, tmp_path, home, monke
             ),
         ]
     )
+
+
+def test_pip_variable_does_not_reach_uv(pytester, tmp_path, home, monkeypatch):
+    """nano-vllm#104 with the pip habit: uv has no PIP_* variables."""
+    monkeypatch.setenv("PIP_NO_BUILD_ISOLATION", "0")
+    prefix = uv_venv(tmp_path)
+    ((outcome, summary),) = findings(pytester, prefix)
+    assert outcome == "failed"
+    assert summary.endswith(
+        "; PIP_NO_BUILD_ISOLATION=0 (set in the shell that runs pytest) is not read by uv"
+    ), summary
 
 
 def test_uv_false_that_cancels_the_package_list_is_named(pytester, tmp_path, home):

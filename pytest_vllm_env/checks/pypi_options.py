@@ -208,7 +208,8 @@ class PypiOptions:
     project: Project | None = None
     pip_config: PipConfig | None = None  # tool "pip"
     uv_config: UvConfig | None = None  # tool "uv"
-    # PIP_/UV_ build-isolation variables that pixi does not read: (name, value, where set)
+    # build-isolation variables this installer does not read (pixi: PIP_ and UV_; uv: PIP_;
+    # pip: UV_): (name, value, where set)
     ignored_vars: list[tuple[str, str, str]] = field(default_factory=list)
     # declared, but the marker is false for the env's Python and platform: not installed
     not_here: list[Declared] = field(default_factory=list)
@@ -239,7 +240,7 @@ class PypiOptions:
                 decision.because,
                 default=decision.decided_by is None and not decision.legacy,
                 refused=decision.refused,
-                notes=decision.notes + _pip_ignored(decision),
+                notes=decision.notes + _pip_ignored(decision) + self._foreign(),
                 setting=decision.decided_by,
                 legacy=decision.legacy,
             )
@@ -251,15 +252,11 @@ class PypiOptions:
                 found.because,
                 default=found.decided_by is None and not found.variable,
                 refused=found.refused,
-                notes=found.notes,
+                notes=found.notes + self._foreign(),
                 setting=found.decided_by,
             )
         nbi = f"no-build-isolation in {self.options_table} of {self.manifest_name}"
-        notes = tuple(
-            f"{name}={value} (set in {where}) does not reach pixi: pixi builds with its own uv "
-            f"settings and reads only {nbi}"
-            for name, value, where in self.ignored_vars
-        )
+        notes = self._foreign()
         if self.no_build_isolation is True:
             return Isolation(False, f"`no-build-isolation = true` in {self.options_table}", False)
         if isinstance(self.no_build_isolation, list) and canonicalize_name(dep.name) in {
@@ -267,6 +264,15 @@ class PypiOptions:
         }:
             return Isolation(False, nbi, False)
         return Isolation(True, "pixi's default (isolation on)", notes=notes)
+
+    def _foreign(self) -> tuple[str, ...]:
+        """Notes on build-isolation variables set for another installer than this one."""
+        if self.tool == "pixi":
+            nbi = f"no-build-isolation in {self.options_table} of {self.manifest_name}"
+            why = f"does not reach pixi: pixi builds with its own uv settings and reads only {nbi}"
+        else:
+            why = f"is not read by {self.tool}"
+        return tuple(f"{n}={v} (set in {w}) {why}" for n, v, w in self.ignored_vars)
 
     def isolated(self, name: str) -> bool:
         """Whether ``name`` is built in an isolated env."""
@@ -386,6 +392,11 @@ def _project_options(env: PixiEnv, project: Project) -> PypiOptions:
     if uv is not None:
         opts.no_build_isolation = True if uv.no_build_isolation else uv.no_build_isolation_package
     environ, origins = _environ(env)
+    foreign = "UV_NO_BUILD_ISOLATION" if tool == "pip" else "PIP_NO_BUILD_ISOLATION"
+    if foreign in environ:
+        opts.ignored_vars = [
+            (foreign, environ[foreign], origins.get(foreign, "the shell that runs pytest"))
+        ]
     if tool == "pip":
         opts.pip_config = read_pip_config(env.prefix, environ, origins)
         opts.pip_version = env.version_of("pip")

@@ -116,8 +116,14 @@ class Project:
 
     @property
     def uses_uv(self) -> bool:
-        """uv installs this project: uv.lock, a ``[tool.uv]`` table, or a venv uv made."""
-        return bool(self.locked) or self.uv is not None or self.uv_version is not None
+        """uv installs this project: uv.lock, a ``[tool.uv]`` table, a uv.toml, or a venv uv
+        made."""
+        return (
+            bool(self.locked)
+            or self.uv is not None
+            or self.uv_version is not None
+            or (self.root / "uv.toml").is_file()
+        )
 
     def requirement(self, name: str) -> Declared | None:
         """The first declaration of ``name`` (canonical names compared)."""
