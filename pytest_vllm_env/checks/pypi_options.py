@@ -25,10 +25,13 @@ of ``[build-system]`` on purpose, so an isolated build fails with ``No module na
 index has newest, not the env's; vLLM's source pins one torch.
 
 A venv has no manifest: its project's ``requirements*.txt``, ``pyproject.toml`` and
-``uv.lock`` (:mod:`pytest_vllm_env.readers.venv_project`) say the same for pip and uv (F5.1). pip
-isolates every build and a requirements file cannot say otherwise; uv's ``[tool.uv]``
-``no-build-isolation(-package)`` and ``extra-build-dependencies`` (uv docs, "Build
-isolation") decide for uv.
+``uv.lock`` (:mod:`pytest_vllm_env.readers.venv_project`) say the same for pip and uv (F5.1). A
+requirements file cannot turn isolation off (pip and uv stop on ``--no-build-isolation`` in
+one); pip's own configuration can (pip.conf, ``PIP_NO_BUILD_ISOLATION``, read inverted:
+:mod:`pytest_vllm_env.readers.pip_config`), and so can uv's (``uv.toml`` / ``[tool.uv]``
+``no-build-isolation(-package)`` and ``extra-build-dependencies``, ``UV_NO_BUILD_ISOLATION``:
+:mod:`pytest_vllm_env.readers.uv_config`). Pixi reads only its ``[pypi-options]``. Requirements whose
+marker is false for the env's Python and platform are not judged.
 """
 
 from __future__ import annotations
