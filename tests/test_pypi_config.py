@@ -707,3 +707,34 @@ def test_pixi_pyproject_dependency_marker(pytester, tmp_path, home):
     (tmp_path / "ws" / "pyproject.toml").write_text(text.replace("win32", "linux"))
     ((outcome, _),) = findings(pytester, b.prefix)
     assert outcome == "failed"
+
+
+@pytest.mark.parametrize(
+    "files,table",
+    [
+        ({}, "[pip] in {root}/uv.toml"),
+        # a new uv.toml would mask this [tool.uv]: the fix keeps to the pyproject
+        (
+            {
+                "pyproject.toml": '[project]\nname = "p"\nversion = "0"\n[tool.uv]\n'
+                'index-strategy = "first-index"\n'
+            },
+            "[tool.uv.pip] in {root}/pyproject.toml",
+        ),
+    ],
+    ids=["no uv config", "pyproject tool.uv"],
+)
+def test_uv_pip_fix_names_a_table_uv_reads(pytester, tmp_path, home, files, table):
+    """LCKV#17 (`uv pip install -r requirements.txt`, flash-attn 2.8.1, torch installed)."""
+    prefix = make_venv(
+        tmp_path / "LCKV",
+        ("torch", "2.7.1"),
+        uv="0.7.20",
+        files={"requirements.txt": "flash-attn==2.8.1\n", **files},
+    )
+    result = run(pytester, prefix)
+    result.assert_outcomes(failed=1)
+    where = table.format(root=prefix.parent)
+    result.stdout.fnmatch_lines(
+        [lit(f'*; or `no-build-isolation-package = ["flash-attn"]` under {where}')]
+    )

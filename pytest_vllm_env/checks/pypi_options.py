@@ -754,7 +754,7 @@ def _refused_line(env: PixiEnv, opts: PypiOptions, path: Path, line: int, text: 
         instead = (
             f"pass it on the command line (`uv pip install --python {env.prefix} "
             f"--no-build-isolation -r {path.name}`, torch installed first), or set "
-            f"`no-build-isolation = true` under [pip] in {project_root(opts)}/uv.toml"
+            f"`no-build-isolation = true` under {_uv_pip_table(opts)}"
         )
     else:
         instead = (
@@ -771,8 +771,17 @@ def _refused_line(env: PixiEnv, opts: PypiOptions, path: Path, line: int, text: 
     )
 
 
-def project_root(opts: PypiOptions) -> Path:
-    return opts.project.root if opts.project is not None else Path(".")
+def _uv_pip_table(opts: PypiOptions) -> str:
+    """Where a `uv pip` setting goes without masking anything: ``[pip]`` of the uv.toml uv
+    reads, ``[tool.uv.pip]`` of a pyproject whose ``[tool.uv]`` it reads (a new uv.toml there
+    would mask that table), else ``[pip]`` of a new uv.toml in the project folder."""
+    found = opts.uv_config.project_file if opts.uv_config is not None else None
+    if found is not None and found.kind == "pyproject.toml":
+        return f"[tool.uv.pip] in {found.path}"
+    if found is not None:
+        return f"[pip] in {found.path}"
+    root = opts.project.root if opts.project is not None else Path(".")
+    return f"[pip] in {root / 'uv.toml'}"
 
 
 def _venv_dep(
@@ -1045,8 +1054,8 @@ def _pip_fix(
         )
     elif isolation.default:
         config = (
-            f'; or `no-build-isolation-package = ["{name}"]` under [pip] in '
-            f"{project_root(opts)}/uv.toml{torch_first}"
+            f'; or `no-build-isolation-package = ["{name}"]` under {_uv_pip_table(opts)}'
+            f"{torch_first}"
         )
     else:
         config = ""
