@@ -589,6 +589,19 @@ def test_pip_variable_does_not_reach_uv(pytester, tmp_path, home, monkeypatch):
     ), summary
 
 
+def test_uv_has_no_package_variable(pytester, tmp_path, home, monkeypatch):
+    """uv 0.13.9: UV_NO_BUILD_ISOLATION_PACKAGE=flash-attn changed nothing (measured; `uv pip
+    install --help` lists no variable for --no-build-isolation-package)."""
+    monkeypatch.setenv("UV_NO_BUILD_ISOLATION_PACKAGE", "flash-attn")
+    prefix = uv_venv(tmp_path)
+    ((outcome, summary),) = findings(pytester, prefix)
+    assert outcome == "failed"
+    assert (
+        "; UV_NO_BUILD_ISOLATION_PACKAGE=flash-attn (set in the shell that runs pytest) is no uv "
+        "variable: uv reads no-build-isolation-package only from its files and command line"
+    ) in summary, summary
+
+
 def test_uv_false_that_cancels_the_package_list_is_named(pytester, tmp_path, home):
     prefix = uv_venv(
         tmp_path,

@@ -136,6 +136,12 @@ class UvConfig:
                 f"{v.shown(self.start)} applies to `uv pip` only, not to uv sync/lock"
                 for v in pip_only
             ]
+        if "UV_NO_BUILD_ISOLATION_PACKAGE" in self.environ:
+            value, origin = self.environ["UV_NO_BUILD_ISOLATION_PACKAGE"]
+            notes.append(
+                f"UV_NO_BUILD_ISOLATION_PACKAGE={value} (set in {origin}) is no uv variable: "
+                "uv reads no-build-isolation-package only from its files and command line"
+            )
         if self.problems:
             return UvIsolation(True, "", refused="; ".join(self.problems), notes=tuple(notes))
         var = self.environ.get("UV_NO_BUILD_ISOLATION")
