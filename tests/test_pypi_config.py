@@ -751,3 +751,31 @@ def test_uv_pip_fix_names_a_table_uv_reads(pytester, tmp_path, home, files, tabl
     result.stdout.fnmatch_lines(
         [lit(f'*; or `no-build-isolation-package = ["flash-attn"]` under {where}')]
     )
+
+
+def test_pip_files_in_pip_config_debug_order(tmp_path, home):
+    """`pip config debug` (pip 26.3) lists global (each $XDG_CONFIG_DIRS, then /etc), user
+    (~/.pip, then $XDG_CONFIG_HOME), site, then PIP_CONFIG_FILE; a PIP_CONFIG_FILE that does not
+    exist leaves the user files in (measured: user `no-build-isolation = 0` still counted)."""
+    from pytest_vllm_env.pip_config import read_pip_config
+
+    prefix = tmp_path / "venv"
+    env = {
+        "HOME": str(tmp_path / "h"),
+        "XDG_CONFIG_DIRS": f"{tmp_path}/a:{tmp_path}/b",
+        "XDG_CONFIG_HOME": str(tmp_path / "c"),
+        "PIP_CONFIG_FILE": str(tmp_path / "missing.conf"),
+    }
+    home.write(tmp_path / "c" / "pip" / "pip.conf", "[global]\nno-build-isolation = 0\n")
+    config = read_pip_config(prefix, env)
+    assert [(f.kind, f.path) for f in config.files] == [
+        ("global", tmp_path / "a" / "pip" / "pip.conf"),
+        ("global", tmp_path / "b" / "pip" / "pip.conf"),
+        ("global", home.etc / "pip.conf"),
+        ("user", tmp_path / "h" / ".pip" / "pip.conf"),
+        ("user", tmp_path / "c" / "pip" / "pip.conf"),
+        ("site", prefix / "pip.conf"),
+        ("env", tmp_path / "missing.conf"),
+    ]
+    setting = config.effective("no-build-isolation")
+    assert setting is not None and setting.flag() is False and setting.line == 2
