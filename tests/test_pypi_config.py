@@ -757,7 +757,7 @@ def test_pip_files_in_pip_config_debug_order(tmp_path, home):
     """`pip config debug` (pip 26.3) lists global (each $XDG_CONFIG_DIRS, then /etc), user
     (~/.pip, then $XDG_CONFIG_HOME), site, then PIP_CONFIG_FILE; a PIP_CONFIG_FILE that does not
     exist leaves the user files in (measured: user `no-build-isolation = 0` still counted)."""
-    from pytest_vllm_env.pip_config import read_pip_config
+    from pytest_vllm_env.readers.pip_config import read_pip_config
 
     prefix = tmp_path / "venv"
     env = {

@@ -30,8 +30,8 @@ requirements file cannot turn isolation off (pip and uv stop on ``--no-build-iso
 one); pip's own configuration can (pip.conf, ``PIP_NO_BUILD_ISOLATION``, read inverted:
 :mod:`pytest_vllm_env.readers.pip_config`), and so can uv's (``uv.toml`` / ``[tool.uv]``
 ``no-build-isolation(-package)`` and ``extra-build-dependencies``, ``UV_NO_BUILD_ISOLATION``:
-:mod:`pytest_vllm_env.readers.uv_config`). Pixi reads only its ``[pypi-options]``. Requirements whose
-marker is false for the env's Python and platform are not judged.
+:mod:`pytest_vllm_env.readers.uv_config`). Pixi reads only its ``[pypi-options]``.
+Requirements whose marker is false for the env's Python and platform are not judged.
 """
 
 from __future__ import annotations
