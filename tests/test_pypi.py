@@ -10,10 +10,17 @@ import pytest
 
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
+from fixtures.venvs import hermetic_installers
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider", "-rs")
 TORCH_INDEX = "https://download.pytorch.org/whl/cu128"
 VLLM_GIT = 'vllm = { git = "https://github.com/vllm-project/vllm.git", tag = "v0.10.1" }'
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No pip.conf, uv.toml or PIP_/UV_ variable of this machine decides a verdict here."""
+    hermetic_installers(monkeypatch, tmp_path / "installer-home")
 
 
 def env_with(tmp_path: Path, body: str, *, kind: str = "pixi", torch: bool = True) -> EnvBuilder:

@@ -16,12 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from fixtures.text import lit
+from fixtures.venvs import hermetic_installers, make_venv
 from pytest_vllm_env.checks import pypi_options
 from pytest_vllm_env.readers.venv_project import find_project, read_project
 
@@ -62,32 +62,10 @@ sdist = {{ url = "https://files.pythonhosted.org/f/flash_attn-{version}.tar.gz",
 """
 
 
-def make_venv(
-    project: Path,
-    *dists: tuple[str, str],
-    python: str = "3.12",
-    uv: str | None = None,
-    files: dict[str, str] | None = None,
-    name: str = ".venv",
-) -> Path:
-    """``project/.venv`` as `python -m venv` (or `uv venv`, with ``uv``) lays it out, holding
-    ``dists``; ``files`` are the project's own files, written beside it."""
-    prefix = project / name
-    (prefix / "bin").mkdir(parents=True)
-    (prefix / "bin" / "python").symlink_to(sys.executable)
-    cfg = f"home = /usr/bin\nversion = {python}.3\n" + (f"uv = {uv}\n" if uv else "")
-    (prefix / "pyvenv.cfg").write_text(cfg)
-    sp = prefix / "lib" / f"python{python}" / "site-packages"
-    sp.mkdir(parents=True)
-    for dist, version in dists:
-        info = sp / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    for rel, text in (files or {}).items():
-        target = project / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(textwrap.dedent(text))
-    return prefix
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No pip.conf, uv.toml or PIP_/UV_ variable of this machine decides a verdict here."""
+    hermetic_installers(monkeypatch, tmp_path / "installer-home")
 
 
 def run(pytester: pytest.Pytester, prefix: Path, *extra: str):
@@ -131,7 +109,8 @@ def test_pip_builds_flash_attn_in_isolation(pytester, tmp_path, files, where):
             lit(
                 f"*[pypi.build-isolation] FAILED: flash-attn ({where}) is built by pip from its "
                 "sdist (PyPI has no wheel of it) in an isolated env without torch (pip isolates "
-                "every build; a requirements file cannot turn it off): its setup.py imports "
+                "every build by default; a requirements file cannot turn it off, and no pip.conf "
+                "or PIP_NO_BUILD_ISOLATION here does): its setup.py imports "
                 "torch but the sdist declares no build requirements (flash-attention#1421); the "
                 f"build fails with {NO_TORCH}"
             ),
@@ -141,7 +120,9 @@ def test_pip_builds_flash_attn_in_isolation(pytester, tmp_path, files, where):
                 f'--no-build-isolation "flash-attn==2.7.2.post1"` (pip then keeps it when it '
                 f"reads {where}); or replace that line with a prebuilt wheel: `flash-attn @ "
                 "<wheel for your python, torch, CUDA and cxx11abi from the project's release "
-                "page>`"
+                "page>`; or turn isolation off for every pip install into this env: "
+                f"`no-build-isolation = false` under [install] in {prefix}/pip.conf (pip reads "
+                "the value inverted: 0/false/no turn isolation off, 1/true/yes keep it)"
             ),
         ]
     )
@@ -225,8 +206,9 @@ UV_PASSING = {
     "no-build-isolation-package": (
         '[tool.uv]\nno-build-isolation-package = ["flash-attn"]\n',
         "flash-attn (pyproject.toml line 4, [project.dependencies]) builds without isolation "
-        "against torch from pyproject.toml line 4, [project.dependencies], which uv >= 0.8.12 "
-        "installs first*",
+        '(pyproject.toml line 7 ([tool.uv] no-build-isolation-package = ["flash-attn"])) against '
+        "torch from pyproject.toml line 4, [project.dependencies], which uv >= 0.8.12 installs "
+        "first*",
     ),
     "no-build-isolation": ("[tool.uv]\nno-build-isolation = true\n", "*builds without isolation*"),
     # uv docs, "Augmenting build dependencies"
@@ -290,7 +272,7 @@ def test_already_installed_flash_attn_passes(pytester, tmp_path):
         ),
         (
             {"requirements.txt": "numpy\ntransformers\n"},
-            "nothing * declares builds against torch from source (requirements.txt)",
+            "nothing * declares builds against torch from source here (requirements.txt)",
         ),
     ],
     ids=["named wheel url", "bare wheel url", "not requested"],
@@ -357,7 +339,14 @@ def test_no_build_isolation_without_any_torch_fails(pytester, tmp_path):
     prefix = make_venv(tmp_path / "p", files={"pyproject.toml": body})
     result = run(pytester, prefix)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*builds without isolation, but neither the project nor*"])
+    result.stdout.fnmatch_lines(
+        [
+            lit(
+                "*builds without isolation (pyproject.toml line 6 ([tool.uv] "
+                'no-build-isolation-package = ["flash-attn"])), but neither the project nor*'
+            )
+        ]
+    )
 
 
 def test_another_index_may_serve_a_wheel_warns(pytester, tmp_path):

@@ -25,10 +25,13 @@ of ``[build-system]`` on purpose, so an isolated build fails with ``No module na
 index has newest, not the env's; vLLM's source pins one torch.
 
 A venv has no manifest: its project's ``requirements*.txt``, ``pyproject.toml`` and
-``uv.lock`` (:mod:`pytest_vllm_env.readers.venv_project`) say the same for pip and uv (F5.1). pip
-isolates every build and a requirements file cannot say otherwise; uv's ``[tool.uv]``
-``no-build-isolation(-package)`` and ``extra-build-dependencies`` (uv docs, "Build
-isolation") decide for uv.
+``uv.lock`` (:mod:`pytest_vllm_env.readers.venv_project`) say the same for pip and uv (F5.1). A
+requirements file cannot turn isolation off (pip and uv stop on ``--no-build-isolation`` in
+one); pip's own configuration can (pip.conf, ``PIP_NO_BUILD_ISOLATION``, read inverted:
+:mod:`pytest_vllm_env.readers.pip_config`), and so can uv's (``uv.toml`` / ``[tool.uv]``
+``no-build-isolation(-package)`` and ``extra-build-dependencies``, ``UV_NO_BUILD_ISOLATION``:
+:mod:`pytest_vllm_env.readers.uv_config`). Pixi reads only its ``[pypi-options]``.
+Requirements whose marker is false for the env's Python and platform are not judged.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.markers import InvalidMarker, Marker, UndefinedEnvironmentName, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
@@ -48,8 +52,11 @@ from packaging.version import InvalidVersion, Version
 from pytest_vllm_env import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.readers.pip_config import PipConfig, read_pip_config
+from pytest_vllm_env.readers.pip_config import build_isolation as pip_build_isolation
 from pytest_vllm_env.readers.pixi import PLATFORM
-from pytest_vllm_env.readers.venv_project import Project, find_project, read_project
+from pytest_vllm_env.readers.uv_config import UvConfig, read_uv_config
+from pytest_vllm_env.readers.venv_project import Declared, Project, find_project, read_project
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -170,10 +177,26 @@ class PypiDep:
     where: str  # the table it is declared in; for a venv's project, the file and line
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """Whether one sdist is built isolated from the env, and what decided it (pip's or uv's
+    configuration, the manifest's ``no-build-isolation``, or the tool's default)."""
+
+    isolated: bool
+    because: str  # in the user's words: "PIP_NO_BUILD_ISOLATION=0 (set in ...)"
+    default: bool = True  # nothing set: the tool's default decided
+    refused: str = ""  # the installer stops before any build: its own message
+    notes: tuple[str, ...] = ()  # settings that did not decide, and why
+    setting: Any = None  # the pip_config.Setting / uv_config.UvValue that decided
+    legacy: bool = False  # pip < 25.3's setup.py path (never isolated)
+
+
 @dataclass
 class PypiOptions:
     """The merged ``pypi-options`` and ``pypi-dependencies`` of one env's features; for a venv,
-    what its project (:mod:`pytest_vllm_env.readers.venv_project`) declares for pip or uv."""
+    what its project (:mod:`pytest_vllm_env.readers.venv_project`) declares for pip or uv, and
+    the pip/uv configuration (:mod:`pytest_vllm_env.readers.pip_config`,
+    :mod:`pytest_vllm_env.readers.uv_config`) that decides how they build."""
 
     table_prefix: str
     manifest_name: str
@@ -186,36 +209,120 @@ class PypiOptions:
     options_table: str = "[pypi-options]"
     tool: str = "pixi"  # "pixi"; for a venv's project "uv" or "pip"
     project: Project | None = None
+    pip_config: PipConfig | None = None  # tool "pip"
+    uv_config: UvConfig | None = None  # tool "uv"
+    # build-isolation variables this installer does not read (pixi: PIP_ and UV_; uv: PIP_;
+    # pip: UV_): (name, value, where set)
+    ignored_vars: list[tuple[str, str, str]] = field(default_factory=list)
+    # declared, but the marker is false for the env's Python and platform: not installed
+    not_here: list[Declared] = field(default_factory=list)
+    # --vllm-project given for a Pixi or conda env: installed into it with pip (or uv pip)
+    companion: PypiOptions | None = None
+    pip_version: str | None = None
+    setuptools_and_wheel: bool = False
 
     @property
     def search_order(self) -> list[str]:
         """Indexes in the order uv asks them for a package without ``index =``."""
         return [*self.extra_index_urls, self.index_url or PYPI]
 
-    def isolated(self, name: str) -> bool:
-        """Whether ``name`` is built in an isolated env (pip: always; a requirements file
-        cannot say otherwise)."""
-        if self.tool == "pip":
-            return True
+    def isolation(self, dep: PypiDep) -> Isolation:
+        """How ``dep`` is built: isolated or in the env, and what decided it."""
+        if self.tool == "pip" and self.pip_config is not None:
+            version = self.project.locked.get(canonicalize_name(dep.name)) if self.project else None
+            decision = pip_build_isolation(
+                self.pip_config,
+                pip_version=self.pip_version,
+                has_pyproject=sdist_has_pyproject(
+                    dep.name, dep.spec if dep.kind == "version" else "", version and version.version
+                ),
+                setuptools_and_wheel=self.setuptools_and_wheel,
+            )
+            return Isolation(
+                decision.isolated,
+                decision.because,
+                default=decision.decided_by is None and not decision.legacy,
+                refused=decision.refused,
+                notes=decision.notes + _pip_ignored(decision) + self._foreign(),
+                setting=decision.decided_by,
+                legacy=decision.legacy,
+            )
+        if self.tool == "uv" and self.uv_config is not None:
+            mode = "project" if self._from_pyproject(dep) else "pip"
+            found = self.uv_config.isolation(dep.name, mode)
+            return Isolation(
+                found.isolated,
+                found.because,
+                default=found.decided_by is None and not found.variable,
+                refused=found.refused,
+                notes=found.notes + self._foreign(),
+                setting=found.decided_by,
+            )
+        nbi = f"no-build-isolation in {self.options_table} of {self.manifest_name}"
+        notes = self._foreign()
         if self.no_build_isolation is True:
-            return False
-        if isinstance(self.no_build_isolation, list):
-            return canonicalize_name(name) not in {
-                canonicalize_name(n) for n in self.no_build_isolation
-            }
-        return True
+            return Isolation(False, f"`no-build-isolation = true` in {self.options_table}", False)
+        if isinstance(self.no_build_isolation, list) and canonicalize_name(dep.name) in {
+            canonicalize_name(n) for n in self.no_build_isolation
+        }:
+            return Isolation(False, nbi, False)
+        return Isolation(True, "pixi's default (isolation on)", notes=notes)
+
+    def _foreign(self) -> tuple[str, ...]:
+        """Notes on build-isolation variables set for another installer than this one."""
+        if self.tool == "pixi":
+            nbi = f"no-build-isolation in {self.options_table} of {self.manifest_name}"
+            why = f"does not reach pixi: pixi builds with its own uv settings and reads only {nbi}"
+        else:
+            why = f"is not read by {self.tool}"
+        return tuple(f"{n}={v} (set in {w}) {why}" for n, v, w in self.ignored_vars)
+
+    def isolated(self, name: str) -> bool:
+        """Whether ``name`` is built in an isolated env."""
+        dep = self.deps.get(canonicalize_name(name)) or PypiDep(name, "version", "", None, "")
+        return self.isolation(dep).isolated
+
+    def _from_pyproject(self, dep: PypiDep) -> bool:
+        return self.project is not None and dep.where.startswith(self.project.pyproject.name)
+
+
+def sdist_has_pyproject(name: str, spec: str = "", version: str | None = None) -> bool:
+    """Whether the sdist pip would build ships a pyproject.toml (read from PyPI's sdists for
+    the packages of :data:`TORCH_AT_BUILD`; assumed for any other)."""
+    rule = torch_rule(name, spec, version)
+    return rule is None or rule[1] != _NO_PYPROJECT
+
+
+def _pip_ignored(decision: Any) -> tuple[str, ...]:
+    """Settings that would turn pip's isolation off but do not, and why."""
+    notes = []
+    for setting in decision.ignored:
+        if setting.flag() is not False or not setting.value:
+            continue
+        if setting.section not in ("global", "install", ":env:"):
+            notes.append(f"{setting.where} applies to `pip {setting.section}` only")
+        elif decision.decided_by is not None:
+            notes.append(f"{setting.where} is overridden by {decision.decided_by.where}")
+    return tuple(notes)
 
 
 def read_options(env: PixiEnv, project: Path | None = None) -> PypiOptions | None:
     """The env's merged PyPI settings from its manifest; for an env without one, from the
     venv's project (``project``, the ``--vllm-project`` setting, else the folder holding the
-    venv when it has project files); None when neither is there."""
+    venv when it has project files); None when neither is there. A ``project`` given for a
+    Pixi env is judged too, as installed into it by pip (``opts.companion``)."""
     manifest = env.manifest
     if manifest is None:
         root = find_project(env.prefix, project)
-        return None if root is None else _project_options(read_project(root, env.prefix))
+        return None if root is None else _project_options(env, read_project(root, env.prefix))
     prefix = manifest.table_prefix()
     opts = PypiOptions(prefix, manifest.path.name, options_table=f"[{prefix}pypi-options]")
+    environ, origins = _environ(env)
+    opts.ignored_vars = [
+        (name, environ[name], origins.get(name, "the shell that runs pytest"))
+        for name in ("PIP_NO_BUILD_ISOLATION", "UV_NO_BUILD_ISOLATION")
+        if name in environ
+    ]
     features = manifest.environments().get(env.name or "default", ["default"])
     for feature in features:
         table = manifest.feature_table(feature)
@@ -266,25 +373,45 @@ def read_options(env: PixiEnv, project: Path | None = None) -> PypiOptions | Non
                 req = Requirement(line)
             except InvalidRequirement:
                 continue
+            if req.marker is not None and applies(env, str(req.marker)) is False:
+                continue
             kind = "version"
             if req.url:
                 kind = _url_kind(req.url)
             dep = PypiDep(req.name, kind, line, None, "[project.dependencies]")
             opts.deps.setdefault(canonicalize_name(req.name), dep)
+    if project is not None:
+        opts.companion = _project_options(env, read_project(project, env.prefix))
     return opts
 
 
-def _project_options(project: Project) -> PypiOptions:
-    """A venv project's declarations as :class:`PypiOptions` (tool ``uv`` or ``pip``)."""
+def _project_options(env: PixiEnv, project: Project) -> PypiOptions:
+    """A venv project's declarations as :class:`PypiOptions` (tool ``uv`` or ``pip``), with
+    the pip or uv configuration that applies to installs into ``env``."""
     uv = project.uv
     tool = "uv" if project.uses_uv else "pip"
     opts = PypiOptions("", project.pyproject.name, tool=tool, project=project)
     opts.options_table = "[tool.uv]"
     if uv is not None:
         opts.no_build_isolation = True if uv.no_build_isolation else uv.no_build_isolation_package
+    environ, origins = _environ(env)
+    foreign = "UV_NO_BUILD_ISOLATION" if tool == "pip" else "PIP_NO_BUILD_ISOLATION"
+    if foreign in environ:
+        opts.ignored_vars = [
+            (foreign, environ[foreign], origins.get(foreign, "the shell that runs pytest"))
+        ]
+    if tool == "pip":
+        opts.pip_config = read_pip_config(env.prefix, environ, origins)
+        opts.pip_version = env.version_of("pip")
+        opts.setuptools_and_wheel = bool(env.dist("setuptools") and env.dist("wheel"))
+    else:
+        opts.uv_config = read_uv_config(project.root, environ, origins)
     for decl in project.declared:
         key = canonicalize_name(decl.name)
         if key in opts.deps:
+            continue
+        if decl.marker and applies(env, decl.marker) is False:
+            opts.not_here.append(decl)
             continue
         source = uv.sources.get(key) if uv is not None else None
         if decl.url:
@@ -295,6 +422,67 @@ def _project_options(project: Project) -> PypiOptions:
             kind = "version"
         opts.deps[key] = PypiDep(decl.name, kind, decl.spec, None, decl.where)
     return opts
+
+
+def _environ(env: PixiEnv) -> tuple[dict[str, str], dict[str, str]]:
+    """The variables pip and uv run with for ``env`` (the shell's, plus what activating a
+    Pixi or conda env sets: `pixi run pip ...`), and where each activation one was set."""
+    activation = env.activation
+    origins = {
+        name: "the env's activation (pixi shell-hook)" if where == "pixi shell-hook" else where
+        for name, where in activation.sources.items()
+    }
+    return dict(activation.environ), origins
+
+
+# PEP 508 markers: pixi platform -> (sys_platform, platform_system, platform_machine)
+_PLATFORM_MARKERS = {
+    "linux-64": ("linux", "Linux", "x86_64"),
+    "linux-aarch64": ("linux", "Linux", "aarch64"),
+    "linux-ppc64le": ("linux", "Linux", "ppc64le"),
+    "osx-64": ("darwin", "Darwin", "x86_64"),
+    "osx-arm64": ("darwin", "Darwin", "arm64"),
+    "win-64": ("win32", "Windows", "AMD64"),
+}
+
+
+def marker_environment(env: PixiEnv) -> tuple[dict[str, str], set[str]]:
+    """The PEP 508 marker values of the env (its Python; the platform judged: the lock's in
+    lock mode, else this machine's), and the names whose value is not known."""
+    values: dict[str, str] = dict(default_environment())
+    unknown: set[str] = set()
+    parts = (env.python_version or "").split(".")
+    if len(parts) >= 2 and all(p.isdigit() for p in parts[:2]):
+        values["python_version"] = ".".join(parts[:2])
+        if len(parts) >= 3 and parts[2].isdigit():
+            values["python_full_version"] = ".".join(parts[:3])
+        else:
+            unknown.add("python_full_version")
+    else:
+        unknown |= {"python_version", "python_full_version"}
+    platform = getattr(env.locked, "platform", None) if env.locked is not None else None
+    if platform in _PLATFORM_MARKERS:
+        sys_platform, system, machine = _PLATFORM_MARKERS[platform]
+        values.update(sys_platform=sys_platform, platform_system=system, platform_machine=machine)
+        values["os_name"] = "nt" if system == "Windows" else "posix"
+        unknown |= {"platform_release", "platform_version"}
+    return values, unknown
+
+
+def applies(env: PixiEnv, marker: str) -> bool | None:
+    """Whether a requirement with ``marker`` is installed into ``env``; None when that
+    cannot be told (an unknown value, a marker that does not parse): then it is judged."""
+    try:
+        parsed = Marker(marker)
+    except InvalidMarker:
+        return None
+    values, unknown = marker_environment(env)
+    if any(name in marker for name in unknown):
+        return None
+    try:
+        return parsed.evaluate(values)
+    except UndefinedEnvironmentName:
+        return None
 
 
 def _project_dependencies(path: Any) -> list[str]:
@@ -415,6 +603,15 @@ def build_isolation(env: PixiEnv, opts: PypiOptions | None) -> list[Finding]:
         ]
     if opts.tool != "pixi":
         return _venv_build_isolation(env, opts)
+    findings = _pixi_build_isolation(env, opts)
+    if opts.companion is not None:
+        # --vllm-project for a Pixi env: `pixi run pip install -r ...` into it
+        findings += _venv_build_isolation(env, opts.companion)
+    return findings
+
+
+def _pixi_build_isolation(env: PixiEnv, opts: PypiOptions) -> list[Finding]:
+    check = "pypi.build-isolation"
     torch_conda = next(
         (n for n in ("pytorch", "pytorch-gpu", "pytorch-cpu") if n in opts.conda), None
     )
@@ -426,7 +623,10 @@ def build_isolation(env: PixiEnv, opts: PypiOptions | None) -> list[Finding]:
             continue
         how, why = rule
         nbi = f"{opts.options_table} in {opts.manifest_name}"
-        if opts.isolated(dep.name):
+        isolation = opts.isolation(dep)
+        if isolation.isolated:
+            # F5.2: a PIP_/UV_NO_BUILD_ISOLATION someone set hoping pixi reads it: it does not
+            ignored = "".join(f"; {n}" for n in isolation.notes)
             add = f'add `no-build-isolation = ["{dep.name}"]` to {nbi}'
             conda_torch = (
                 f"and provide torch from conda ([{opts.table_prefix}dependencies] pytorch-gpu): "
@@ -438,7 +638,7 @@ def build_isolation(env: PixiEnv, opts: PypiOptions | None) -> list[Finding]:
                         check,
                         f"{dep.name} ({dep.where}) is built from its sdist in an isolated env "
                         f'without torch: {why}; the build fails with "ModuleNotFoundError: '
-                        "No module named 'torch'\"",
+                        f"No module named 'torch'\"{ignored}",
                         f"{add} {conda_torch}; or install a prebuilt {dep.name} wheel with "
                         f'`{dep.name} = {{ url = "<wheel for your python, torch, CUDA and '
                         "cxx11abi from the project's release page>\" }`",
@@ -452,7 +652,7 @@ def build_isolation(env: PixiEnv, opts: PypiOptions | None) -> list[Finding]:
                         f"compiled against that torch, not the env's "
                         f"{'torch ' + torch_version if torch_version else 'torch'}; its "
                         "extension then fails to load (undefined torch symbols) whenever the "
-                        "two differ",
+                        f"two differ{ignored}",
                         f"{add} {conda_torch}",
                     )
                 )
@@ -493,16 +693,18 @@ def build_isolation(env: PixiEnv, opts: PypiOptions | None) -> list[Finding]:
 # F5.1 (flash-attention#1421, LCKV#17, nano-vllm#96): pip 24.3.1 and uv build
 # flash_attn-*.tar.gz in an isolated env ("Getting requirements to build wheel ... error ...
 # No module named 'torch'"). PyPI has no flash-attn wheel, so every install builds the sdist
-# unless the project points at a wheel, or the env already holds flash-attn.
+# unless the project points at a wheel, or the env already holds flash-attn; pip's and uv's
+# own configuration (pip_config.py, uv_config.py) decide whether that build is isolated.
 UV_MATCH_RUNTIME = "0.8.5"  # extra-build-dependencies match-runtime (uv#15036)
 UV_TWO_PHASE = "0.8.12"  # no-build-isolation packages installed after the rest (uv#15306)
 PRIMARY_INDEXES = re.compile(r"^https?://(pypi\.org/simple|download\.pytorch\.org/whl)\b", re.I)
+PIP_INVERTED = "pip reads the value inverted: 0/false/no turn isolation off, 1/true/yes keep it"
 
 
 def _venv_build_isolation(env: PixiEnv, opts: PypiOptions) -> list[Finding]:
     project = opts.project
     assert project is not None
-    findings = []
+    findings = [_refused_line(env, opts, *entry) for entry in project.refused_options]
     for key, dep in sorted(opts.deps.items()):
         locked = project.locked.get(key)
         rule = torch_rule(
@@ -516,10 +718,70 @@ def _venv_build_isolation(env: PixiEnv, opts: PypiOptions) -> list[Finding]:
         return [
             passed(
                 "pypi.build-isolation",
-                f"nothing {project.root} declares builds against torch from source ({read})",
+                f"nothing {project.root} declares builds against torch from source here "
+                f"({read}){_not_here(env, opts)}",
             )
         ]
     return findings
+
+
+def _not_here(env: PixiEnv, opts: PypiOptions) -> str:
+    """Requirements that need torch to build but whose marker leaves them out of this env."""
+    skipped_ = [d for d in opts.not_here if torch_rule(d.name) is not None]
+    if not skipped_:
+        return ""
+    values, _ = marker_environment(env)
+    here = (
+        f"Python {values['python_version']}, {values['sys_platform']} {values['platform_machine']}"
+    )
+    said = "; ".join(f"{d.name} ({d.where}) is only for `{d.marker}`" for d in skipped_)
+    return f"; {said}: not installed here ({here})"
+
+
+def _refused_line(env: PixiEnv, opts: PypiOptions, path: Path, line: int, text: str) -> Finding:
+    """``--no-build-isolation`` written in a requirements file: pip and uv stop (measured:
+    pip 24.3.1 and 26.3 "no such option: --no-build-isolation"; uv 0.13.9 "Unexpected '-',
+    expected '-c', '-e', '-r' or the start of a requirement")."""
+    option = re.search(r"--[a-z-]+", text)
+    said = option.group(0) if option else text
+    uv = opts.tool == "uv"
+    message = (
+        "\"Unexpected '-', expected '-c', '-e', '-r' or the start of a requirement\""
+        if uv
+        else f'"ERROR: Invalid requirement ... no such option: {said}"'
+    )
+    if uv:
+        instead = (
+            f"pass it on the command line (`uv pip install --python {env.prefix} "
+            f"--no-build-isolation -r {path.name}`, torch installed first), or set "
+            f"`no-build-isolation = true` under {_uv_pip_table(opts)}"
+        )
+    else:
+        instead = (
+            f"pass it on the command line (`{env.python or env.prefix / 'bin' / 'python'} -m "
+            f"pip install --no-build-isolation -r {path.name}`, torch installed first), or set "
+            f"`no-build-isolation = false` under [install] in {env.prefix}/pip.conf "
+            f"({PIP_INVERTED})"
+        )
+    return failed(
+        "pypi.build-isolation",
+        f"{path.name} line {line} (`{text}`): {'uv' if uv else 'pip'} stops before installing "
+        f"anything with {message}: a requirements file cannot turn build isolation off",
+        f"remove `{said}` from {path} line {line} and {instead}",
+    )
+
+
+def _uv_pip_table(opts: PypiOptions) -> str:
+    """Where a `uv pip` setting goes without masking anything: ``[pip]`` of the uv.toml uv
+    reads, ``[tool.uv.pip]`` of a pyproject whose ``[tool.uv]`` it reads (a new uv.toml there
+    would mask that table), else ``[pip]`` of a new uv.toml in the project folder."""
+    found = opts.uv_config.project_file if opts.uv_config is not None else None
+    if found is not None and found.kind == "pyproject.toml":
+        return f"[tool.uv.pip] in {found.path}"
+    if found is not None:
+        return f"[pip] in {found.path}"
+    root = opts.project.root if opts.project is not None else Path(".")
+    return f"[pip] in {root / 'uv.toml'}"
 
 
 def _venv_dep(
@@ -549,48 +811,36 @@ def _venv_dep(
         return passed(check, f"{name} ({dep.where}) comes from a wheel: nothing is built")
     torch_decl = project.requirement("torch")
     torch_env = env.version_of("torch")
-    uv = project.uv
-    in_pyproject = dep.where.startswith(project.pyproject.name)
-    if not opts.isolated(name):
-        if torch_decl is not None or torch_env:
-            torch_from = (
-                f"the env's torch {torch_env}"
-                if torch_env
-                else f"torch from {torch_decl.where}, which uv >= {UV_TWO_PHASE} installs first"  # type: ignore[union-attr]
-            )
-            return passed(
-                check,
-                f"{name} ({dep.where}) builds without isolation against {torch_from} (a source "
-                "build compiles CUDA kernels unless its setup.py finds a prebuilt wheel)",
-            )
+    in_pyproject = opts._from_pyproject(dep)
+    isolation = opts.isolation(dep)
+    notes = "".join(f"; {n}" for n in isolation.notes)
+    if isolation.refused:
         return failed(
             check,
-            f"{name} ({dep.where}) builds without isolation, but neither the project nor "
-            f"{env.prefix} has torch: the build fails with \"No module named 'torch'\"",
-            f'add "torch" to [project.dependencies] in {project.pyproject} (uv >= '
-            f"{UV_TWO_PHASE} installs it before {name})",
+            f"{name} ({dep.where}) is never built: {isolation.refused}{notes}",
+            _refused_fix(env, opts, isolation),
         )
-    extra = [
-        d
-        for d in (uv.extra_build_dependencies.get(key, []) if uv is not None else [])
-        if _req_name(d.requirement) == "torch"
-    ]
+    if not isolation.isolated:
+        return _unisolated(env, opts, project, dep, isolation, torch_decl, torch_env, notes)
+    mode = "project" if in_pyproject else "pip"
+    extras = opts.uv_config.extra_build_dependencies(name, mode) if opts.uv_config else []
+    extra = [d for d, _ in extras if _req_name(d.requirement) == "torch"]
     if extra:
         return _extra_torch(env, project, dep, extra[0], torch_decl, torch_env)
+    uv = project.uv
     sources = project.wheel_sources + (uv.indexes if uv is not None else [])
     other = [u for u in sources if not PRIMARY_INDEXES.match(u)]
     source = "its sdist (PyPI has no wheel of it)" if key in SDIST_ONLY else "source"
+    fix = (
+        _uv_fix(env, opts, project, dep, isolation, torch_decl, torch_env)
+        if tool == "uv" and in_pyproject
+        else _pip_fix(env, opts, project, dep, isolation, torch_decl, torch_env)
+    )
     if how == "undeclared":
-        pip_note = " (pip isolates every build; a requirements file cannot turn it off)"
         summary = (
             f"{name} ({dep.where}) is built by {tool} from {source} in an isolated env "
-            f"without torch{pip_note if tool == 'pip' else ''}: {why}; the build fails "
-            "with \"ModuleNotFoundError: No module named 'torch'\""
-        )
-        fix = (
-            _uv_fix(env, project, dep, torch_decl, torch_env)
-            if tool == "uv" and in_pyproject
-            else _pip_fix(env, project, dep, torch_decl, torch_env, uv=tool == "uv")
+            f"without torch{_isolated_because(opts, isolation)}: {why}; the build fails "
+            f"with \"ModuleNotFoundError: No module named 'torch'\"{notes}"
         )
         if other:
             return warning(
@@ -601,12 +851,87 @@ def _venv_dep(
         return failed(check, summary, fix)
     return warning(
         check,
-        f"{name} ({dep.where}) is built by {tool} in an isolated env: {why}, so it is compiled "
-        f"against that torch, not the env's {'torch ' + torch_env if torch_env else 'torch'}; "
-        "its extension then fails to load (undefined torch symbols) whenever the two differ",
-        _uv_fix(env, project, dep, torch_decl, torch_env)
-        if tool == "uv" and in_pyproject
-        else _pip_fix(env, project, dep, torch_decl, torch_env, uv=tool == "uv"),
+        f"{name} ({dep.where}) is built by {tool} in an isolated env"
+        f"{_isolated_because(opts, isolation)}: {why}, so it is compiled against that torch, "
+        f"not the env's {'torch ' + torch_env if torch_env else 'torch'}; its extension then "
+        f"fails to load (undefined torch symbols) whenever the two differ{notes}",
+        fix,
+    )
+
+
+def _isolated_because(opts: PypiOptions, isolation: Isolation) -> str:
+    """Why the build is isolated, when it is worth saying: always for pip (users expect a
+    requirements file or their pip.conf to turn it off), and when a setting decided."""
+    if opts.tool == "pip":
+        if isolation.default:
+            return (
+                " (pip isolates every build by default; a requirements file cannot turn it "
+                "off, and no pip.conf or PIP_NO_BUILD_ISOLATION here does)"
+            )
+        return f" ({isolation.because} keeps isolation on: {PIP_INVERTED})"
+    if isolation.default:
+        return ""
+    return f" ({isolation.because})"
+
+
+def _unisolated(
+    env: PixiEnv,
+    opts: PypiOptions,
+    project: Project,
+    dep: PypiDep,
+    isolation: Isolation,
+    torch_decl: Declared | None,
+    torch_env: str | None,
+    notes: str,
+) -> Finding:
+    """The build runs in the env itself: it needs the env's torch there before it starts."""
+    check = "pypi.build-isolation"
+    name, tool = dep.name, opts.tool
+    via = isolation.because
+    if isolation.legacy:
+        via = (
+            f"pip {opts.pip_version}'s legacy setup.py path: setuptools and wheel are in the env "
+            "and the sdist has no pyproject.toml; pip >= 25.3 isolates it"
+        )
+    if torch_env:
+        return passed(
+            check,
+            f"{name} ({dep.where}) builds without isolation ({via}) against the env's torch "
+            f"{torch_env} (a source build compiles CUDA kernels unless its setup.py finds a "
+            f"prebuilt wheel){notes}",
+        )
+    if torch_decl is not None and tool == "uv" and opts._from_pyproject(dep):
+        return passed(
+            check,
+            f"{name} ({dep.where}) builds without isolation ({via}) against torch from "
+            f"{torch_decl.where}, which uv >= {UV_TWO_PHASE} installs first (a source build "
+            f"compiles CUDA kernels unless its setup.py finds a prebuilt wheel){notes}",
+        )
+    uv = tool == "uv"
+    if torch_decl is not None:
+        # pip and `uv pip` build a sdist's metadata while they resolve, before they install
+        # anything: torch listed beside it is not there yet (uv's own hint in LCKV#17:
+        # "`uv pip install torch` into the environment and re-run with --no-build-isolation")
+        return failed(
+            check,
+            f"{name} ({dep.where}) builds without isolation ({via}), but {env.prefix} has no "
+            f"torch: {'uv' if uv else 'pip'} builds {name} while it resolves, before it installs "
+            f'torch from {torch_decl.where}, so the build fails with "No module named '
+            f"'torch'\"{notes}",
+            f"install torch first: `{fixes.pip_install(env, 'torch' + torch_decl.spec, uv=uv)}`, "
+            "then run the install again",
+        )
+    declare = (
+        f'add "torch" to [project.dependencies] in {project.pyproject} (uv >= {UV_TWO_PHASE} '
+        f"installs it before {name})"
+        if uv and opts._from_pyproject(dep)
+        else f"install torch first: `{fixes.pip_install(env, 'torch', uv=uv)}`"
+    )
+    return failed(
+        check,
+        f"{name} ({dep.where}) builds without isolation ({via}), but neither the project nor "
+        f"{env.prefix} has torch: the build fails with \"No module named 'torch'\"{notes}",
+        declare,
     )
 
 
@@ -661,18 +986,35 @@ def _extra_torch(
 
 
 def _uv_fix(
-    env: PixiEnv, project: Project, dep: PypiDep, torch_decl: Any, torch_env: str | None
+    env: PixiEnv,
+    opts: PypiOptions,
+    project: Project,
+    dep: PypiDep,
+    isolation: Isolation,
+    torch_decl: Any,
+    torch_env: str | None,
 ) -> str:
+    """uv sync/lock: the project-level file uv reads (a uv.toml masks [tool.uv])."""
     name = dep.name
-    at = f" (line {project.uv.line})" if project.uv is not None and project.uv.line else ""
     declare = (
         ""
         if torch_decl is not None
         else f'; torch must be a dependency too: add "torch'
         f'{"==" + torch_env if torch_env else ""}" to [project.dependencies]'
     )
+    first = _unforce(env, isolation)
+    found = opts.uv_config.project_file if opts.uv_config is not None else None
+    if found is not None and found.kind == "uv.toml":
+        return (
+            f"{first}add to {found.path} (uv reads it, not [tool.uv] of {project.pyproject}): "
+            f'`[extra-build-dependencies]` with `{name} = [{{ requirement = "torch", '
+            f"match-runtime = true }}]` (uv >= {UV_MATCH_RUNTIME}), or "
+            f'`no-build-isolation-package = ["{name}"]` at its top (uv >= {UV_TWO_PHASE} '
+            f"installs torch before it){declare}"
+        )
+    at = f" (line {project.uv.line})" if project.uv is not None and project.uv.line else ""
     return (
-        f"add to {project.pyproject}: `[tool.uv.extra-build-dependencies]` with "
+        f"{first}add to {project.pyproject}: `[tool.uv.extra-build-dependencies]` with "
         f'`{name} = [{{ requirement = "torch", match-runtime = true }}]` (uv >= '
         f'{UV_MATCH_RUNTIME}), or `no-build-isolation-package = ["{name}"]` in [tool.uv]{at} '
         f"(uv >= {UV_TWO_PHASE} installs torch before it){declare}"
@@ -681,13 +1023,16 @@ def _uv_fix(
 
 def _pip_fix(
     env: PixiEnv,
+    opts: PypiOptions,
     project: Project,
     dep: PypiDep,
+    isolation: Isolation,
     torch_decl: Any,
     torch_env: str | None,
-    *,
-    uv: bool,
 ) -> str:
+    """pip, or `uv pip` from a requirements file: install it unisolated first, or turn
+    isolation off in the installer's own configuration."""
+    uv = opts.tool == "uv"
     name = dep.name
     if dep.kind != "version":
         requirement = f"{name} @ {dep.spec}"
@@ -700,12 +1045,70 @@ def _pip_fix(
         first.append("setuptools")
     before = fixes.pip_install(env, *first, uv=uv)
     build = fixes.pip_install(env, requirement, options=("--no-build-isolation",), uv=uv)
+    torch_first = "" if torch_env else ", torch installed first"
+    if isolation.default and not uv:
+        config = (
+            f"; or turn isolation off for every pip install into this env: "
+            f"`no-build-isolation = false` under [install] in {env.prefix}/pip.conf "
+            f"({PIP_INVERTED}){torch_first}"
+        )
+    elif isolation.default:
+        config = (
+            f'; or `no-build-isolation-package = ["{name}"]` under {_uv_pip_table(opts)}'
+            f"{torch_first}"
+        )
+    else:
+        config = ""
     return (
-        f"install {'torch, then ' if not torch_env else ''}{name} without isolation before "
-        f"the rest: `{before} && {build}` ({'uv' if uv else 'pip'} then keeps it when it reads "
-        f"{dep.where}); or replace that line with a prebuilt wheel: `{name} @ <wheel for your "
-        "python, torch, CUDA and cxx11abi from the project's release page>`"
+        f"{_unforce(env, isolation)}install {'torch, then ' if not torch_env else ''}{name} "
+        f"without isolation before the rest: `{before} && {build}` ({'uv' if uv else 'pip'} "
+        f"then keeps it when it reads {dep.where}); or replace that line with a prebuilt "
+        f"wheel: `{name} @ <wheel for your python, torch, CUDA and cxx11abi from the "
+        f"project's release page>`{config}"
     )
+
+
+def _unforce(env: PixiEnv, isolation: Isolation) -> str:
+    """The first step when a setting, not the default, keeps isolation on: change it."""
+    setting = isolation.setting
+    if isolation.default or setting is None:
+        return ""
+    if getattr(setting, "variable", None):  # pip: PIP_NO_BUILD_ISOLATION=1 and the like
+        return f"{_var_fix(env, setting.variable, '0', setting.origin)} ({PIP_INVERTED}); or "
+    if hasattr(setting, "section"):  # pip: a pip.conf line
+        at = f" line {setting.line}" if setting.line else ""
+        return f"change {setting.file}{at} to `{setting.key} = false` ({PIP_INVERTED}); or "
+    # uv: `no-build-isolation = false` isolates every build and cancels the package list
+    return f"remove `{setting.key} = false` from {setting.where}; then "
+
+
+def _refused_fix(env: PixiEnv, opts: PypiOptions, isolation: Isolation) -> str:
+    """The installer stops before building anything: what to change so that it runs."""
+    setting = isolation.setting
+    if opts.tool == "pip" and setting is not None and getattr(setting, "variable", None):
+        return (
+            f"{_var_fix(env, setting.variable, '0', setting.origin)} ({PIP_INVERTED}), or remove it"
+        )
+    if opts.tool == "pip" and setting is not None:
+        at = f" line {setting.line}" if setting.line else ""
+        return f"change {setting.file}{at} to `{setting.key} = false` ({PIP_INVERTED})"
+    if opts.tool == "uv" and "UV_NO_BUILD_ISOLATION=" in isolation.refused:
+        origin = opts.uv_config.environ["UV_NO_BUILD_ISOLATION"][1] if opts.uv_config else ""
+        return (
+            f"{_var_fix(env, 'UV_NO_BUILD_ISOLATION', '1', origin)} (uv: 1/true turn "
+            "isolation off), or remove it"
+        )
+    files = ", ".join(dict.fromkeys(re.findall(r"(/[^:\s]+):", isolation.refused)))
+    return f"fix or remove {files or 'the configuration file named'}: the installer cannot read it"
+
+
+def _var_fix(env: PixiEnv, name: str, value: str, origin: str) -> str:
+    """Set ``name=value`` where it is set now: the shell, or the env's activation."""
+    if not origin or origin.startswith("the shell"):
+        return f"`export {name}={value}` in the shell or job that runs the install"
+    if origin.startswith("[") or "activation" in origin:
+        return fixes.set_var(env, name, value)
+    return f"set {name}={value} in {origin}"
 
 
 def _keeps(installed: str, dep: PypiDep, locked: Any) -> bool:

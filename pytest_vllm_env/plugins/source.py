@@ -20,8 +20,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser,
         "--vllm-project",
         "the project a venv is installed from (a folder with pyproject.toml, "
-        "requirements*.txt or uv.lock, or one such file), for pypi.build-isolation; default: "
-        "the folder holding the venv when it has one",
+        "requirements*.txt or uv.lock, or one such file), for pypi.build-isolation; for a "
+        "Pixi or conda env, the requirements installed into it with pip; default: the folder "
+        "holding the venv when it has one",
         metavar="PATH",
     )
 

@@ -9,7 +9,10 @@ project it serves does (F5.1: ``pip install -r requirements.txt`` or ``uv sync``
   them: one requirement a line, ``\\`` continuations, `` #`` comments; ``-c`` constraints are
   not installs; ``--index-url``/``--extra-index-url``/``--find-links`` are places a wheel may
   come from. A requirements file cannot turn build isolation off (pip's ``req_file.py``
-  ``SUPPORTED_OPTIONS`` has no ``--no-build-isolation``).
+  ``SUPPORTED_OPTIONS`` has no ``--no-build-isolation``): a ``--no-build-isolation`` line, or
+  one after a requirement, makes pip stop ("no such option: --no-build-isolation") and uv
+  too; those lines are kept in ``Project.refused_options``. A requirement's ``; marker`` is
+  kept for the judge to evaluate against the env's Python and platform.
 - ``pyproject.toml``: ``[project].dependencies``, ``[project.optional-dependencies]``,
   ``[dependency-groups]``, and ``[tool.uv]``: ``no-build-isolation``,
   ``no-build-isolation-package``, ``extra-build-dependencies`` (uv docs, "Build isolation"),
@@ -52,6 +55,7 @@ class Declared:
     file: Path
     line: int | None
     table: str = ""  # "[project.dependencies]", "[dependency-groups] cuda"; "" in a txt file
+    marker: str | None = None  # the PEP 508 environment marker, as written after ";"
 
     @property
     def where(self) -> str:
@@ -102,6 +106,9 @@ class Project:
     wheel_sources: list[str] = field(default_factory=list)  # indexes / find-links besides PyPI
     uv_version: str | None = None  # `uv = X` in the venv's pyvenv.cfg: uv made the venv
     problems: list[str] = field(default_factory=list)
+    # `--no-build-isolation` written in a requirements file: (file, line, text). pip stops
+    # ("no such option: --no-build-isolation"), uv too ("Unexpected '-'"): measured.
+    refused_options: list[tuple[Path, int, str]] = field(default_factory=list)
 
     @property
     def pyproject(self) -> Path:
@@ -109,8 +116,14 @@ class Project:
 
     @property
     def uses_uv(self) -> bool:
-        """uv installs this project: uv.lock, a ``[tool.uv]`` table, or a venv uv made."""
-        return bool(self.locked) or self.uv is not None or self.uv_version is not None
+        """uv installs this project: uv.lock, a ``[tool.uv]`` table, a uv.toml, or a venv uv
+        made."""
+        return (
+            bool(self.locked)
+            or self.uv is not None
+            or self.uv_version is not None
+            or (self.root / "uv.toml").is_file()
+        )
 
     def requirement(self, name: str) -> Declared | None:
         """The first declaration of ``name`` (canonical names compared)."""
@@ -165,6 +178,8 @@ def read_project(root: Path, venv: Path | None = None) -> Project:
 
 # -- requirements files --------------------------------------------------------------------
 _OPTION = re.compile(r"^(-[a-zA-Z]|--[a-z-]+)(?:\s*=\s*|\s+)?(.*)$")
+# build-isolation options neither pip nor uv accepts in a requirements file
+_ISOLATION_OPTION = re.compile(r"(?:^|\s)(--(?:no-)?build-isolation(?:-package)?)\b")
 
 
 def _read_requirements(project: Project, path: Path, seen: set[Path], *, depth: int) -> None:
@@ -181,6 +196,9 @@ def _read_requirements(project: Project, path: Path, seen: set[Path], *, depth: 
             if not match:
                 continue
             option, value = match.group(1), match.group(2).strip()
+            if _ISOLATION_OPTION.match(option):
+                project.refused_options.append((path, number, line))
+                continue
             if option in ("-r", "--requirement") and value:
                 _read_requirements(project, path.parent / value, seen, depth=depth + 1)
             elif option in ("-i", "--index-url", "--extra-index-url", "-f", "--find-links"):
@@ -189,6 +207,8 @@ def _read_requirements(project: Project, path: Path, seen: set[Path], *, depth: 
             elif option in ("-e", "--editable") and value:
                 _add(project, value, path, number)
             continue  # -c constraints and other options install nothing themselves
+        if _ISOLATION_OPTION.search(line):
+            project.refused_options.append((path, number, line))
         _add(project, line, path, number)
 
 
@@ -211,20 +231,24 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 
 
 def _add(project: Project, text: str, path: Path, line: int | None, table: str = "") -> None:
-    text = re.split(r"\s+--(?:hash|config-settings|global-option)", text)[0].strip()
+    text = re.split(r"\s+--[a-z]", text)[0].strip()
     try:
         req = Requirement(text)
         name, spec, url = req.name, req.url or str(req.specifier), req.url
+        marker = str(req.marker) if req.marker is not None else None
     except InvalidRequirement:
         # a bare URL or path: pip takes the name from `#egg=NAME`, else from the file name
-        # (`flash_attn-2.8.3+cu12torch2.7...whl`)
+        # (`flash_attn-2.8.3+cu12torch2.7...whl`); its marker follows " ; "
+        parts = re.split(r"\s;\s*", text, maxsplit=1)
+        text = parts[0].strip()
+        marker = parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
         egg = re.search(r"[#&]egg=([A-Za-z0-9][A-Za-z0-9_.\-]*)", text)
         base = text.split("#")[0].split("?")[0].rstrip("/").rsplit("/", 1)[-1]
         match = egg or re.match(r"^([A-Za-z0-9][A-Za-z0-9_.]*?)-\d", base)
         if not match:
             return
         name, spec, url = match.group(1), text, text
-    project.declared.append(Declared(name, spec, url, path, line, table))
+    project.declared.append(Declared(name, spec, url, path, line, table, marker))
 
 
 # -- pyproject.toml --------------------------------------------------------------------------
