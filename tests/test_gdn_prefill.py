@@ -254,3 +254,50 @@ def test_layers_default_pattern():
 def test_requirement_pin_ignores_extras():
     assert G.requirement_pin(["flashinfer-python==0.6.14"]) == "==0.6.14"
     assert G.requirement_pin(['flashinfer-python==0.2.11; extra == "flashinfer"']) is None
+
+
+# -- the gpu tier's comparison and the probe ---------------------------------------------------
+def _h100_refusal():
+    from pytest_vllm_env.gpu import ProbeResult
+
+    return ProbeResult(
+        "vllm_generate.py",
+        data={
+            "tokens": None,
+            "exception": "ModuleNotFoundError: No module named 'flashinfer'",
+            "exception_frame": {
+                "file": "/venv/lib/python3.12/site-packages/vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py",
+                "line": 174,
+                "code": "from flashinfer.gdn_prefill import (",
+            },
+        },
+    )
+
+
+def test_prediction_agrees_that_vllm_refuses(tmp_path):
+    from pytest_vllm_env import vllm_run
+    from pytest_vllm_env.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(str(QWEN35), QWEN35)
+    env = G.GdnEnv(vllm="0.26.0", torch_cuda="13.0", vllm_flashinfer_pin="==0.6.14")
+    predicted = G.gdn_prefill_backend(ckpt, G.VLLM_0_26, [parse_arch("9.0")], env)
+    assert predicted.outcome == "failed"
+    agrees = vllm_run.prediction_agrees([predicted], _h100_refusal(), [], "qwen35vl-kv-fp8")
+    assert agrees.outcome == "passed", agrees
+    assert "predicted 'vLLM refuses it' and vLLM agreed" in agrees.summary
+    assert agrees.evidence["predicted_by"] == [CID]
+    # with Triton requested the prediction is 'works': a refusal then is a disagreement
+    triton = G.GdnEnv(vllm="0.26.0", torch_cuda="13.0", requested="triton")
+    works = G.gdn_prefill_backend(ckpt, G.VLLM_0_26, [parse_arch("9.0")], triton)
+    assert works.outcome == "passed"
+    assert vllm_run.prediction_agrees([works], _h100_refusal(), [], "q").outcome == "warning"
+
+
+def test_probe_gets_the_additional_config(pytester):
+    from pytest_vllm_env.plugins.gpu import probe_settings
+
+    config = pytester.parseconfigure('--vllm-additional-config={"gdn_prefill_backend": "triton"}')
+    assert probe_settings(config) == {
+        "VLLM_ENV_PROBE_ADDITIONAL_CONFIG": '{"gdn_prefill_backend": "triton"}'
+    }
+    assert probe_settings(pytester.parseconfigure()) == {}
