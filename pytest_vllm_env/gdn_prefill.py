@@ -218,11 +218,14 @@ def parse_gdn(texts: Mapping[str, str | None]) -> GdnRule:
     except (SyntaxError, ValueError) as exc:
         return GdnRule("unreadable", problem=f"{op_file} is not valid Python: {exc}")
     line = _flashinfer_import_line(tree)
+    # the model files that import the op's module (absolute: vllm.model_executor.layers...);
+    # those importing them in turn (`from .qwen3_5 import`) are added by _users
+    dotted = re.compile(rf"\b{re.escape(op_file.removesuffix('.py').replace('/', '.'))}\s+import\b")
     seeds = {op_file} if op_file.startswith(MODELS_DIR) else set()
     seeds |= {
         rel
         for rel, text in texts.items()
-        if rel.startswith(MODELS_DIR) and text and _module_name(op_file) in text
+        if rel.startswith(MODELS_DIR) and text and dotted.search(text)
     }
     archs = _users(texts, modules, seeds)
     engine_arg, flag = _engine_arg(texts.get(ARG_UTILS_PY))

@@ -45,10 +45,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def additional_config(config: pytest.Config) -> dict:
     """``--vllm-additional-config`` as a dict (empty when not given); a value that is not a
     JSON object is a usage error naming the option."""
+    text = settings.get(config, "vllm_additional_config")
+    if not text:  # the check library loads only when the option is used
+        return {}
     from ..gdn_prefill import parse_additional_config
 
     try:
-        return parse_additional_config(settings.get(config, "vllm_additional_config"))
+        return parse_additional_config(text)
     except ValueError as exc:
         raise pytest.UsageError(f"--vllm-additional-config: {exc}") from None
 
