@@ -377,6 +377,7 @@ def test_options_have_one_metavar_per_kind_and_say_repeatable(pytester):
     assert len(options) > 15, section
     metavars = {"PATH", "DIR", "PREFIX|NAME", "PATH|REPO_ID", "ARCH", "SECONDS", "NUMBER", "N"}
     metavars |= {"NAME", "PLATFORM"}  # --vllm-node-name, --pixi-platform
+    metavars |= {"JSON"}  # --vllm-additional-config
     from pytest_vllm_env import settings
 
     for option, metavar, text in options:

@@ -85,10 +85,44 @@ def test_vllm_generate_judgement():
     assert "not ModelOpt" in vllm_run.vllm_generates([_run(wrong_q)], "m", "modelopt").summary
     no_fi = {"exception": "ModuleNotFoundError: No module named 'flashinfer'", "tokens": None}
     f = vllm_run.vllm_generates([_run(no_fi)], "m", "modelopt")
-    assert f.outcome == "failed" and "VLLM_USE_FLASHINFER_SAMPLER=0" in f.fix
+    assert f.outcome == "failed" and "add flashinfer-python" in f.fix
+    assert "VLLM_USE_FLASHINFER_SAMPLER" not in f.fix  # nothing says the sampler needed it
     assert vllm_run.vllm_generates([], "", None).outcome == "skipped"
     nvfp4 = dict(ok, quant_config="ModelOptNvFp4Config")
     assert vllm_run.vllm_generates([_run(nvfp4)], "m", "modelopt_fp4").outcome == "passed"
+
+
+def _died_at(file: str, line: int, code: str) -> gpu.ProbeResult:
+    return _run(
+        {
+            "exception": "ModuleNotFoundError: No module named 'flashinfer'",
+            "tokens": None,
+            "exception_frame": {"file": file, "line": line, "code": code},
+        }
+    )
+
+
+def test_flashinfer_fix_depends_on_the_frame_that_needed_it():
+    # Measured on the H100 (vLLM 0.26.0, no flashinfer): a Qwen3.5 export's first prefill died
+    # here. VLLM_USE_FLASHINFER_SAMPLER steers only the sampler: for the GDN prefill it would
+    # change nothing, so the fix names the kernel choice instead.
+    site = "/venv/lib/python3.12/site-packages/vllm"
+    gdn = _died_at(
+        f"{site}/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py",
+        174,
+        "from flashinfer.gdn_prefill import (",
+    )
+    f = vllm_run.vllm_generates([gdn], "qwen35", "modelopt")
+    assert f.outcome == "failed"
+    assert "raised at vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:174" in f.summary
+    assert "VLLM_USE_FLASHINFER_SAMPLER" not in f.fix
+    assert "Gated-DeltaNet prefill" in f.fix and "--gdn-prefill-backend triton" in f.fix
+    assert "modelopt.gdn-prefill-backend" in f.fix
+    sampler = _died_at(
+        f"{site}/v1/sample/ops/topk_topp_sampler.py", 30, "import flashinfer.sampling"
+    )
+    f = vllm_run.vllm_generates([sampler], "m", "modelopt")
+    assert "VLLM_USE_FLASHINFER_SAMPLER=0" in f.fix and "gdn" not in f.fix
 
 
 def test_conformance_cpu_torch_fails_with_fix(pytester, env_builder: EnvBuilder, tmp_path):

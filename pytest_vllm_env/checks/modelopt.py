@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from pytest_vllm_env.checks.gdn_prefill import GdnEnv, GdnRule, gdn_prefill_backend
 from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
@@ -1121,10 +1122,13 @@ def predict(
     archs: Iterable[Arch],
     archs_source: str,
     kv_naming: KvScaleNaming | None = None,
+    gdn: tuple[GdnRule | None, GdnEnv] | None = None,
 ) -> list[Finding]:
     """The toolchain tier's findings for ``ckpt`` (what ``gpu.prediction-agrees`` holds
-    against the real load)."""
+    against the real load); ``gdn``: the env's Gated-DeltaNet rule and facts, for
+    ``modelopt.gdn-prefill-backend`` (a missing FlashInfer refuses the first prefill)."""
     archs = list(archs)
+    extra = [gdn_prefill_backend(ckpt, gdn[0], archs, gdn[1])] if gdn is not None else []
     return [
         files_readable(ckpt),
         quant_config(ckpt),
@@ -1135,4 +1139,4 @@ def predict(
         architecture_registered(ckpt, registry, vllm_version),
         min_capability(ckpt, source, vllm_version, archs, archs_source),
         vision_tower(ckpt, registry, vllm_version, archs),
-    ]
+    ] + extra

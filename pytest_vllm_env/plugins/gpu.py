@@ -13,7 +13,9 @@ pytest 9.2 (pytest-dev/pytest-xdist#1386), and each worker would load every chec
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,7 +132,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                     if not queue:
                         return
                     path, count = queue.pop(0)
-                vllm_runs(env, path, None, timeout, n=count or n, cache=cache, parallel=parallel)
+                vllm_runs(
+                    env,
+                    path,
+                    None,
+                    timeout,
+                    n=count or n,
+                    cache=cache,
+                    parallel=parallel,
+                    extra=probe_settings(config),
+                )
 
         for _ in range(min(parallel, len(wanted))):
             _background(loads)
@@ -313,9 +324,11 @@ def vllm_runs(
     n: int = 1,
     cache: RunCache | None = None,
     parallel: int = 1,
+    extra: Mapping[str, str] | None = None,
 ) -> list[gpu.ProbeResult]:
     """``n`` vLLM load+generate probes, each in its own process (one load per process),
-    remembered in ``cache`` by (checkpoint, quantization, n)."""
+    remembered in ``cache`` by (checkpoint, quantization, n); ``extra``: probe settings
+    (:func:`probe_settings`)."""
     from pytest_vllm_env.runners import gpu
 
     cache = {} if cache is None else cache
@@ -330,6 +343,7 @@ def vllm_runs(
     environ = dict(env.environ())
     environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    environ.update(extra or {})
     environ.update(_shared_gpu_settings(environ, parallel))
     runs = []
     for _ in range(n):
@@ -341,6 +355,16 @@ def vllm_runs(
             break
     future.set_result(runs)
     return runs
+
+
+def probe_settings(config: pytest.Config) -> dict[str, str]:
+    """Settings the vLLM probe reads from its environment: ``--vllm-additional-config`` as
+    ``VLLM_ENV_PROBE_ADDITIONAL_CONFIG``, so the real load runs with the engine arguments
+    the toolchain tier judged (modelopt.gdn-prefill-backend)."""
+    from pytest_vllm_env.plugins.modelopt import additional_config
+
+    value = additional_config(config)
+    return {"VLLM_ENV_PROBE_ADDITIONAL_CONFIG": json.dumps(value)} if value else {}
 
 
 def _shared_gpu_settings(environ: dict[str, str], parallel: int) -> dict[str, str]:
@@ -381,6 +405,7 @@ def vllm_checkpoint_runs(
         n=2 if request.config.getoption("vllm_fresh_process", default=False) else 1,
         cache=vllm_run_cache,
         parallel=_parallel_loads(request.config),
+        extra=probe_settings(request.config),
     )
 
 
@@ -395,6 +420,8 @@ def modelopt_prediction(
     modelopt_weight_samples,
     cuda_archs,
     cuda_archs_source,
+    vllm_gdn_rule,
+    gdn_env,
 ) -> list:
     """The toolchain tier's findings for the checkpoint (``modelopt.predict``): what
     ``gpu.prediction-agrees`` holds against the real load. Static and fast."""
@@ -412,6 +439,7 @@ def modelopt_prediction(
         archs=cuda_archs,
         archs_source=cuda_archs_source,
         kv_naming=vllm_kv_naming,
+        gdn=(vllm_gdn_rule, gdn_env),
     )
 
 
@@ -424,7 +452,14 @@ def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_r
         timeout = _probe_timeout(request.config)
         parallel = _parallel_loads(request.config)
         return vllm_runs(
-            vllm_env, reference, None, timeout, n=1, cache=vllm_run_cache, parallel=parallel
+            vllm_env,
+            reference,
+            None,
+            timeout,
+            n=1,
+            cache=vllm_run_cache,
+            parallel=parallel,
+            extra=probe_settings(request.config),
         )[0]
 
     return run

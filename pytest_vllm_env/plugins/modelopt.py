@@ -16,6 +16,7 @@ import pytest
 from pytest_vllm_env import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env.checks.gdn_prefill import GdnEnv, GdnRule
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.facts.modelopt_load import WeightSample
     from pytest_vllm_env.readers.checkpoint import Checkpoint
@@ -23,6 +24,36 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
 
 NO_CHECKPOINT = "no --modelopt-checkpoint given"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_setting(
+        parser,
+        "--vllm-additional-config",
+        "the additional_config (a JSON object) you give vLLM: --additional-config / "
+        'LLM(additional_config=...); e.g. {"gdn_prefill_backend": "triton"} (read by '
+        "modelopt.gdn-prefill-backend; the gpu probe loads with it)",
+        metavar="JSON",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # a bad value is a usage error at start, never a verdict on the env
+    additional_config(config)
+
+
+def additional_config(config: pytest.Config) -> dict:
+    """``--vllm-additional-config`` as a dict (empty when not given); a value that is not a
+    JSON object is a usage error naming the option."""
+    text = settings.get(config, "vllm_additional_config")
+    if not text:  # the check library loads only when the option is used
+        return {}
+    from pytest_vllm_env.checks.gdn_prefill import parse_additional_config
+
+    try:
+        return parse_additional_config(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--vllm-additional-config: {exc}") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -178,6 +209,80 @@ def vllm_model_registry(vllm_env: PixiEnv, vllm_fact_cache) -> Registry:
         "vllm-model-registry", lambda: parse_registry(_text(path), str(path)).to_json(), [path]
     )
     return Registry.from_json(data)
+
+
+@pytest.fixture(scope="session")
+def vllm_gdn_rule(vllm_env: PixiEnv, vllm_fact_cache) -> GdnRule | None:
+    """How the env's vLLM picks the Gated-DeltaNet prefill kernel of Qwen3-Next/Qwen3.5
+    (``gdn_prefill.read_gdn_tree``: its registry, model files, GDN layer and engine args
+    read with ``ast``); None when vLLM is not installed. A rule it cannot read has kind
+    ``"unreadable"`` and the check uses vLLM 0.26.0's."""
+    from pytest_vllm_env.checks.gdn_prefill import (
+        ARG_UTILS_PY,
+        GDN_LAYER_PY,
+        MODELS_DIR,
+        REGISTRY_PY,
+        GdnRule,
+        read_gdn_tree,
+    )
+
+    dist = vllm_env.dist("vllm")
+    if dist is None:
+        return None
+    root = dist.location
+    deps = [root / p for p in (MODELS_DIR, REGISTRY_PY, GDN_LAYER_PY, ARG_UTILS_PY)]
+    data = vllm_fact_cache.get("vllm-gdn-rule", lambda: read_gdn_tree(root).to_json(), deps)
+    return GdnRule.from_json(data)
+
+
+@pytest.fixture(scope="session")
+def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
+    """What the Gated-DeltaNet decision needs from the env: vLLM's version and its
+    flashinfer-python pin, the installed flashinfer-python (and whether it has
+    ``flashinfer/gdn_prefill.py``), torch's CUDA (``torch/version.py``, else its ``+cuXYZ``),
+    the CuteDSL kernel's packages, the request from --vllm-additional-config, and the fix
+    lines in the env's own language."""
+    from pytest_vllm_env import fixes
+    from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
+    from pytest_vllm_env.checks.gdn_prefill import (
+        FLASHINFER_DISTS,
+        GdnEnv,
+        cutedsl_missing,
+        requirement_pin,
+    )
+
+    vllm = vllm_env.dist("vllm")
+    pin = requirement_pin(vllm.requires) if vllm else None
+    fi = next((d for d in (vllm_env.dist(n) for n in FLASHINFER_DISTS) if d), None)
+    has_gdn = None
+    if fi is not None and not getattr(vllm_env, "locked", None):
+        has_gdn = (fi.location / "flashinfer" / "gdn_prefill.py").is_file()
+    torch = vllm_env.version_of("torch")
+    root = torch_root(vllm_env)
+    torch_cuda = read_torch_cuda(root) if root else None
+    if torch_cuda is None and torch and "+cu" in torch:
+        local = torch.partition("+cu")[2]  # 2.11.0+cu130 -> 13.0
+        torch_cuda = f"{local[:-1]}.{local[-1]}" if local.isdigit() and len(local) > 1 else None
+    cute = cutedsl_missing(
+        {d: vllm_env.dist(d) is not None for d in ("quack-kernels", "nvidia-cutlass-dsl")}
+    )
+    wanted = additional_config(request.config).get("gdn_prefill_backend")
+    return GdnEnv(
+        vllm=vllm.version if vllm else None,
+        flashinfer=fi.version if fi else None,
+        flashinfer_has_gdn=has_gdn,
+        vllm_flashinfer_pin=pin,
+        torch_cuda=torch_cuda,
+        missing_cutedsl=cute,
+        add_flashinfer=fixes.add(
+            vllm_env,
+            fixes.Package("flashinfer-python", pin or "", pypi=True),
+            verb="pin" if fi else "add",
+        ),
+        add_cutedsl=fixes.add(vllm_env, *(fixes.Package(d, pypi=True) for d in cute)),
+        requested=str(wanted) if wanted is not None else None,
+        requested_from="--vllm-additional-config" if wanted is not None else "",
+    )
 
 
 def _text(path: Path) -> str:

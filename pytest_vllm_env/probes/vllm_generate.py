@@ -15,7 +15,9 @@ is not returned, so a second LLM() in the same process fails). In that one load 
 - on an exception, records the frame that raised it (file:line and its source line) and the
   tensor the loader was handling when the traceback shows one.
 Settings come from the environment: VLLM_ENV_PROBE_GPU_UTIL (default 0.25),
-VLLM_ENV_PROBE_KV_BYTES (a fixed KV budget: no memory profiling, for loads sharing a GPU).
+VLLM_ENV_PROBE_KV_BYTES (a fixed KV budget: no memory profiling, for loads sharing a GPU),
+VLLM_ENV_PROBE_ADDITIONAL_CONFIG (a JSON object passed as ``LLM(additional_config=...)``, e.g.
+``{"gdn_prefill_backend": "triton"}``: the suite sets it from --vllm-additional-config).
 """
 
 import json
@@ -155,6 +157,10 @@ try:
     kv_bytes = os.environ.get("VLLM_ENV_PROBE_KV_BYTES")
     if kv_bytes:
         extra["kv_cache_memory_bytes"] = int(kv_bytes)
+    additional = os.environ.get("VLLM_ENV_PROBE_ADDITIONAL_CONFIG")
+    if additional:
+        extra["additional_config"] = json.loads(additional)
+        out["additional_config"] = extra["additional_config"]
     llm = LLM(
         model=model_dir,
         quantization=quant,
