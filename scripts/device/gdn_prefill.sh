@@ -18,7 +18,7 @@ mkdir -p $OUT/gdn
 $PY -c 'import importlib.util as u; print("flashinfer importable:", u.find_spec("flashinfer") is not None)'
 probe() {  # tag, then env assignments for the probe
   local tag=$1; shift
-  env "$@" timeout 300 $PY pytest_vllm_env/probes/vllm_generate.py $M modelopt \
+  env "$@" timeout 200 $PY pytest_vllm_env/probes/vllm_generate.py $M modelopt \
     > $OUT/gdn/$tag.json 2> $OUT/gdn/$tag.err
   echo "== $tag rc=$?"
   grep -h -o "Using [A-Za-z/]* GDN prefill kernel[^\"]*\|GDN prefill backend '[a-z]*' is selected[^\"]*" \
@@ -42,9 +42,11 @@ fi
 suite() {  # tag, extra pytest arguments
   local tag=$1; shift
   echo "== suite $tag"
-  timeout 600 $PY -m pytest --vllm-conformance -p no:randomly -p no:cacheprovider -q -rA \
+  # from outside the checkout, as a user runs it; -p: the plugin is not installed there
+  (mkdir -p /tmp/run && cd /tmp/run && timeout 240 $PY -m pytest --noconftest -p pytest_vllm_env.plugin \
+    --vllm-conformance -p no:cacheprovider -q -rA \
     -k "test_kernels or vllm_generate or prediction_agrees" --vllm-env=$E \
-    --modelopt-checkpoint=$M --cuda-arch=9.0 --vllm-env-report=$OUT/gdn/report-$tag.json "$@" 2>&1 \
+    --modelopt-checkpoint=$M --cuda-arch=9.0 --vllm-env-report=$OUT/gdn/report-$tag.json "$@" 2>&1) \
     | grep -E "^\[(modelopt.gdn|gpu.vllm-generate|gpu.prediction)|^(PASSED|FAILED|SKIPPED|WARNED)|passed|failed" \
     | cut -c1-600
 }
