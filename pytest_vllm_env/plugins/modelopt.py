@@ -8,8 +8,9 @@ with the directory name or repo id as the test id; with none given they skip say
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
 
 NO_CHECKPOINT = "no --modelopt-checkpoint given"
+T = TypeVar("T")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -132,6 +134,33 @@ def modelopt_weight_samples(modelopt_checkpoint: Checkpoint) -> dict[str, Weight
     return read_weight_samples(modelopt_checkpoint)
 
 
+def _vllm_source_fact(
+    vllm_env: PixiEnv,
+    cache,
+    key: str,
+    files: Sequence[str],
+    read: Callable[[list[Path | None]], Any],
+    from_json: Callable[[Any], T],
+    missing: Callable[[str], T],
+    required: bool = True,
+    hint: str = "",
+) -> T:
+    """One fact read from files of the env's own vLLM (``read`` gets their paths, None for
+    an absent one, and returns something with ``to_json``), cached across workers and
+    sessions by the files' stamps; ``missing(why)`` when vLLM, or a ``required`` file, is
+    not there."""
+    if vllm_env.dist("vllm") is None:
+        return missing(f"vLLM is not installed in {vllm_env.prefix}")
+    paths = [vllm_env.package_file("vllm", f) for f in files]
+    absent = [f for f, p in zip(files, paths, strict=True) if p is None]
+    if required and absent:
+        return missing(
+            f"vLLM {vllm_env.version_of('vllm')} in {vllm_env.prefix} has no {absent[0]}{hint}"
+        )
+    data = cache.get(key, lambda: read(paths).to_json(), [p for p in paths if p is not None])
+    return from_json(data)
+
+
 @pytest.fixture(scope="session")
 def vllm_modelopt_source(vllm_env: PixiEnv, vllm_fact_cache) -> ModelOptSource:
     """What the env's own ``vllm/model_executor/layers/quantization/modelopt.py`` accepts
@@ -145,20 +174,16 @@ def vllm_modelopt_source(vllm_env: PixiEnv, vllm_fact_cache) -> ModelOptSource:
         parse_modelopt,
     )
 
-    if vllm_env.dist("vllm") is None:
-        return not_found(f"vLLM is not installed in {vllm_env.prefix}")
-    path = vllm_env.package_file("vllm", MODELOPT_PY)
-    if path is None:
-        return not_found(
-            f"vLLM {vllm_env.version_of('vllm')} in {vllm_env.prefix} has no {MODELOPT_PY} "
-            "(too old for ModelOpt checkpoints?)"
-        )
-    data = vllm_fact_cache.get(
+    return _vllm_source_fact(
+        vllm_env,
+        vllm_fact_cache,
         "vllm-modelopt-source",
-        lambda: parse_modelopt(_text(path), str(path)).to_json(),
-        [path],
+        [MODELOPT_PY],
+        lambda paths: parse_modelopt(_text(paths[0]), str(paths[0])),
+        ModelOptSource.from_json,
+        not_found,
+        hint=" (too old for ModelOpt checkpoints?)",
     )
-    return ModelOptSource.from_json(data)
 
 
 @pytest.fixture(scope="session")
@@ -175,18 +200,16 @@ def vllm_kv_naming(vllm_env: PixiEnv, vllm_fact_cache) -> KvScaleNaming:
         parse,
     )
 
-    if vllm_env.dist("vllm") is None:
-        return KvScaleNaming("", None, missing=(f"vLLM is not installed in {vllm_env.prefix}",))
-    paths = [
-        vllm_env.package_file("vllm", p) for p in (BASE_CONFIG_PY, MODELS_UTILS_PY, WEIGHT_UTILS_PY)
-    ]
-    present = [p for p in paths if p is not None]
-    data = vllm_fact_cache.get(
+    return _vllm_source_fact(
+        vllm_env,
+        vllm_fact_cache,
         "vllm-kv-naming",
-        lambda: parse(*(_text(p) if p is not None else None for p in paths)).to_json(),
-        present,
+        [BASE_CONFIG_PY, MODELS_UTILS_PY, WEIGHT_UTILS_PY],
+        lambda paths: parse(*(_text(p) if p is not None else None for p in paths)),
+        KvScaleNaming.from_json,
+        lambda why: KvScaleNaming("", None, missing=(why,)),
+        required=False,  # each release keeps the rename in another of them
     )
-    return KvScaleNaming.from_json(data)
 
 
 @pytest.fixture(scope="session")
@@ -195,20 +218,15 @@ def vllm_model_registry(vllm_env: PixiEnv, vllm_fact_cache) -> Registry:
     read with ``ast``); ``.missing`` says why when they cannot be read."""
     from pytest_vllm_env.readers.vllm_source import REGISTRY_PY, Registry, parse_registry
 
-    if vllm_env.dist("vllm") is None:
-        return Registry("", missing=(f"vLLM is not installed in {vllm_env.prefix}",))
-    path = vllm_env.package_file("vllm", REGISTRY_PY)
-    if path is None:
-        return Registry(
-            "",
-            missing=(
-                f"vLLM {vllm_env.version_of('vllm')} in {vllm_env.prefix} has no {REGISTRY_PY}",
-            ),
-        )
-    data = vllm_fact_cache.get(
-        "vllm-model-registry", lambda: parse_registry(_text(path), str(path)).to_json(), [path]
+    return _vllm_source_fact(
+        vllm_env,
+        vllm_fact_cache,
+        "vllm-model-registry",
+        [REGISTRY_PY],
+        lambda paths: parse_registry(_text(paths[0]), str(paths[0])),
+        Registry.from_json,
+        lambda why: Registry("", missing=(why,)),
     )
-    return Registry.from_json(data)
 
 
 @pytest.fixture(scope="session")
@@ -250,6 +268,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         cutedsl_missing,
         requirement_pin,
     )
+    from pytest_vllm_env.readers.pixilock import cuda_of_local
 
     vllm = vllm_env.dist("vllm")
     pin = requirement_pin(vllm.requires) if vllm else None
@@ -260,9 +279,8 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     torch = vllm_env.version_of("torch")
     root = torch_root(vllm_env)
     torch_cuda = read_torch_cuda(root) if root else None
-    if torch_cuda is None and torch and "+cu" in torch:
-        local = torch.partition("+cu")[2]  # 2.11.0+cu130 -> 13.0
-        torch_cuda = f"{local[:-1]}.{local[-1]}" if local.isdigit() and len(local) > 1 else None
+    if torch_cuda is None and torch:
+        torch_cuda = cuda_of_local(torch)  # 2.11.0+cu130 -> 13.0
     cute = cutedsl_missing(
         {d: vllm_env.dist(d) is not None for d in ("quack-kernels", "nvidia-cutlass-dsl")}
     )
