@@ -45,10 +45,18 @@ def run(pytester: pytest.Pytester, prefix: Path, *args: str):
 
 
 def _env(root: Path, seed: str, family: str, activation: str = "") -> ft.EnvBuilder:
+    from filelock import FileLock
+
     b = seed_env(root / f"{seed}-{family}-{len(activation)}", seed)
-    ft.install(b, family)
-    if activation:
-        ft.activation(b, activation)
+    # once per env: another xdist worker may be running CMake on it (a reinstall under it made
+    # "CMake Generate step failed" flaky)
+    with FileLock(str(b.workspace) + ".torch.lock", timeout=600):
+        done = b.workspace / f".torch-{family}"
+        if not done.exists():
+            ft.install(b, family)
+            if activation:
+                ft.activation(b, activation)
+            done.touch()
     return b
 
 
