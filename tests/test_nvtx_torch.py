@@ -319,3 +319,25 @@ def test_prediction_agrees_reports_a_wrong_module(layouts_root, tmp_path):
         "CUDA::nvToolsExt: predicted not made by CMake 4.1.2's FindCUDAToolkit, CMake made it"
         in finding.summary
     )
+
+
+@REAL_NVCC
+@pytest.mark.build
+def test_f11_suite_run_prediction_and_probe_agree(pytester, layouts_root):
+    """The issue's case end to end, the suite as users run it (toolchain and build tiers, CMake
+    4.1.2): nvtx.cmake-target and nvtx.cmake-probe fail for the same cause (LIBNVTOOLSEXT), and
+    cmake.prediction-agrees passes; it used to pass while nvtx.cmake-target blamed
+    "Failed to find nvToolsExt"."""
+    b = layout_env(layouts_root, "cuda-13.0-system", "f1.1", "2.1")
+    checks = report(pytester, b.prefix, "-m", "toolchain or build")
+    assert checks["nvtx.cmake-target"]["outcome"] == "failed"
+    assert "NOTFOUND: LIBNVTOOLSEXT" in checks["nvtx.cmake-target"]["summary"]
+    assert checks["nvtx.cmake-probe"]["outcome"] == "failed"
+    assert "LIBNVTOOLSEXT is NOTFOUND" in checks["nvtx.cmake-probe"]["summary"]
+    assert checks["cmake.prediction-agrees"]["outcome"] == "passed", checks[
+        "cmake.prediction-agrees"
+    ]["summary"]
+    assert checks["cmake.prediction-agrees"]["summary"].endswith(
+        "predicted: generates with notfound:LIBNVTOOLSEXT; CMake: generates with "
+        "notfound:LIBNVTOOLSEXT"
+    )
