@@ -61,7 +61,7 @@ from .nvtx import (
     SYSTEM_LIB_DIRS,
     Prediction,
     TorchCudaCmake,
-    cmake_args,
+    cmake_args,  # the -D presets (cmake_probe passes them to the real CMake too)
     cmake_module,
     dedup_paths,
     find_lib,
@@ -71,8 +71,6 @@ from .nvtx import (
     predict,
     read_torch_cmake,
 )
-
-__all__ = ["cmake_args"]  # re-exported: cmake_probe reads the presets from here
 
 SHARE = "torch/share/cmake"
 SYSTEM_INCLUDE_DIRS = ("/usr/local/include", "/usr/include/x86_64-linux-gnu", "/usr/include")
