@@ -524,6 +524,9 @@ def cmake_target(
     if elsewhere:
         evidence["nvtx_outside_toolkit"] = elsewhere
     if config is not None:
+        if config.cudatoolkit is None:  # torch 2.0: NVTX only through TorchConfig's lib64 search
+            evidence["module"] = "none: torch's cuda.cmake runs no find_package(CUDAToolkit)"
+            evidence["targets"] = []
         return _config_target(check, env, pred, config, evidence)
     if not pred.found:
         return failed(

@@ -199,6 +199,7 @@ def test_torch20_libnvtoolsext_is_judged(pytester, layouts_root):
     checks = report(pytester, b.prefix, "-m", "toolchain")
     assert checks["nvtx.cmake-target"]["outcome"] == "failed"
     assert "NOTFOUND: LIBNVTOOLSEXT" in checks["nvtx.cmake-target"]["summary"]
+    assert checks["nvtx.cmake-target"]["evidence"]["module"].startswith("none: torch's cuda")
 
 
 # -- F1.2: CUDA >= 12.9 with cuda-nvtx-dev installed (nvtx3 only) ----------------------------------
