@@ -35,7 +35,7 @@ VARIANTS = {
     },
 }
 SEEDS = ["nvtx-site-packages", "good-12.8", "cuda-12.9-nvtx3", "nvcc-only"]
-REAL = ("2.0.1", "2.1.2", "2.6.0", "2.7.1", "2.9.0")
+REAL = ("2.0.1", "2.1.2", "2.4.1", "2.6.0", "2.7.1", "2.9.0")
 
 
 def main() -> None:

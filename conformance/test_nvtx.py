@@ -17,11 +17,14 @@ def test_nvtx_cmake_target(
     torch_config_prediction,
     verdict,
 ):
-    stop = torch_config_prediction.stop if torch_config_prediction else None
-    earlier = stop.message if stop and "nvtoolsext" not in stop.signature else ""
     verdict(
         nvtx.cmake_target(
-            vllm_env, cuda_toolkit, nvtx_prediction, str(cmake_for_env), torch_cuda_cmake, earlier
+            vllm_env,
+            cuda_toolkit,
+            nvtx_prediction,
+            str(cmake_for_env),
+            torch_cuda_cmake,
+            torch_config_prediction,
         )
     )
 

@@ -17,6 +17,7 @@ from pytest_vllm_env.runners import cmake_probe
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 SYSTEM_CMAKE = shutil.which("cmake")
+INCLUDE_ARG = "-DCUDAToolkit_INCLUDE_DIR={}/targets/x86_64-linux/include"  # vLLM >= 0.13
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +54,11 @@ def test_nvtx_only_in_site_packages_breaks_torch(pytester, seeds_root):
         [
             lit(
                 "*[nvtx.cmake-target] FAILED: torch's cuda.cmake needs CUDA::nvToolsExt, which "
-                "CMake 4.1.2 will not create: no libnvToolsExt.so in the searched dirs (NVTX "
-                f"found only at {sp}/nvidia/nvtx/include/nvToolsExt.h, "
-                f"{sp}/nvidia/nvtx/lib/libnvToolsExt.so.1). NVTOOLSEXT_PATH=*nvidia/nvtx is "
-                "ignored: CMake's FindCUDAToolkit reads it only on Windows. CMake will say: "
+                "CMake 4.1.2's FindCUDAToolkit will not create: no unversioned libnvToolsExt.so "
+                f"in the searched dirs (NVTX found only at {sp}/nvidia/nvtx/include/nvToolsExt.h"
+                f", {sp}/nvidia/nvtx/lib/libnvToolsExt.so.1); NVTOOLSEXT_PATH=*nvidia/nvtx is "
+                "ignored: CMake's FindCUDAToolkit reads it only on Windows (torch's bundled "
+                "copy, used through TorchConfig.cmake, reads it). CMake will say: "
                 'The link interface of target "torch::nvtoolsext" contains: CUDA::nvToolsExt '
                 "but the target was not found"
             ),
@@ -195,20 +197,60 @@ def test_the_fix_works_cuda_nvtx_dev(pytester, tmp_path):
     result.assert_outcomes(passed=2)
 
 
-def test_torch_bundled_findcudatoolkit_reads_nvtoolsext_path(seeds_root, tmp_path):
-    """torch's own FindCUDAToolkit.cmake (torch 2.14.1 ships one) reads NVTOOLSEXT_PATH on
-    Linux too; seed 001's site-packages NVTX still fails (only libnvToolsExt.so.1), and a
-    hint dir with the unversioned link passes."""
+def _bundled() -> nvtx.FindModule:
+    """torch's real bundled module (the 2.6.0 wheel's, committed under fixtures/torch_share)."""
+    from fixtures.torch_cmake import BUNDLED_FIND_CUDATOOLKIT
+
+    return nvtx.read_find_module(BUNDLED_FIND_CUDATOOLKIT, BUNDLED_FIND_CUDATOOLKIT.read_text())
+
+
+def test_reads_the_rules_of_torchs_module_and_of_cmakes_own():
+    """The rules that differ, read from the files: torch's copy needs nvToolsExt.h, reads
+    NVTOOLSEXT_PATH on Linux, has no CUDA 12.9 cut-off and no CUDA::nvtx3; CMake 4.1.2's own
+    module, read the same way, matches the version table (cmake_module)."""
+    torch = _bundled()
+    assert torch.bundled and torch.nvtoolsext_header and torch.header_hint
+    assert torch.library_hint and torch.nvtoolsext_until is None and not torch.nvtx3
+    assert not torch.include_from_nvcc and torch.include_preset
+    real = cmake4().resolve().parent.parent / "share" / "cmake-4.1" / "Modules"
+    own = nvtx.read_find_module(
+        real / "FindCUDAToolkit.cmake", (real / "FindCUDAToolkit.cmake").read_text(), "x"
+    )
+    table = nvtx.cmake_module("4.1.2")
+    for name in (
+        "include_from_nvcc",
+        "realpath_hint",
+        "nvtoolsext_header",
+        "header_hint",
+        "library_hint",
+        "nvtoolsext_until",
+        "nvtx3",
+    ):
+        assert getattr(own, name) == getattr(table, name), name
+
+
+def test_torchs_bundled_module_reads_nvtoolsext_path(seeds_root, tmp_path):
+    """torch's bundled FindCUDAToolkit.cmake reads NVTOOLSEXT_PATH on Linux too: seed 001's
+    site-packages NVTX gives it the header but only libnvToolsExt.so.1 (no target); a hint dir
+    with the unversioned link passes."""
     env, t = _read(seeds_root, "nvtx-site-packages")
     torch = nvtx.read_torch_cmake(env)
-    assert torch is not None and not torch.vendored_reads_nvtoolsext_path
-    torch.vendored_reads_nvtoolsext_path = True
+    assert torch is not None and torch.bundled is None  # cuda.cmake alone: CMake's module
+    torch.bundled = _bundled()
     pred = nvtx.predict(t, "4.1.2", torch)
-    assert pred.torch_error and pred.searched["NVTOOLSEXT_PATH"]
+    # its include dir is <root>/include only: a conda-forge layout needs the preset
+    assert not pred.found and "CUDAToolkit_INCLUDE_DIR" in pred.why_not_found
+    t.environ["CMAKE_ARGS"] = INCLUDE_ARG.format(t.prefix)
+    pred = nvtx.predict(t, "4.1.2", torch)
+    assert pred.module == nvtx.BUNDLED and pred.torch_error
+    assert pred.nvtoolsext_missing == "library"
+    assert pred.nvtoolsext_header == str(env.site_packages[0] / "nvidia/nvtx/include/nvToolsExt.h")
     finding = nvtx.cmake_target(env, t, pred, "cmake", torch)
-    assert "read by torch's bundled FindCUDAToolkit.cmake, but it holds no unversioned" in (
-        finding.summary
+    assert (
+        "is searched, but find_library needs the unversioned libnvToolsExt.so (it holds only "
+        f"{env.site_packages[0]}/nvidia/nvtx/lib/libnvToolsExt.so.1)" in finding.summary
     )
+    assert finding.fix.startswith('add `cuda-nvtx-dev = "12.8.*"` to [dependencies]')
     hint = tmp_path / "nvtx"
     (hint / "include").mkdir(parents=True)
     (hint / "include" / "nvToolsExt.h").write_text("")
@@ -218,3 +260,37 @@ def test_torch_bundled_findcudatoolkit_reads_nvtoolsext_path(seeds_root, tmp_pat
     pred = nvtx.predict(t, "4.1.2", torch)
     assert not pred.torch_error
     assert pred.targets["CUDA::nvToolsExt"] == str(hint / "lib" / "libnvToolsExt.so")
+
+
+def test_torchs_bundled_module_needs_the_header_cmakes_does_not(tmp_path):
+    """The library beside libcudart, nvToolsExt.h only in site-packages (F1.3's env once
+    cuda-nvtx-dev's unversioned link is there): CMake's own module makes CUDA::nvToolsExt,
+    torch's bundled copy does not; its fix is NVTOOLSEXT_PATH (F1.3's), which it reads."""
+    from fixtures import cuda_envs, downloads
+
+    b = seed_env(tmp_path, "nvtx-site-packages")
+    nv = downloads.unpacked(cuda_envs.NVTX) / "nvidia" / "nvtx" / "lib" / "libnvToolsExt.so.1"
+    cuda_envs._lib(b, nv, "libnvToolsExt.so.1", dev=True)
+    env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
+    t = cuda.read_toolkit(env)
+    del t.environ["NVTOOLSEXT_PATH"]
+    torch = nvtx.read_torch_cmake(env)
+    own = nvtx.predict(t, "4.1.2", torch)
+    assert "CUDA::nvToolsExt" in own.targets and not own.torch_error
+    torch.bundled = _bundled()
+    t.environ["CMAKE_ARGS"] = INCLUDE_ARG.format(t.prefix)
+    pred = nvtx.predict(t, "4.1.2", torch)
+    assert "CUDA::nvToolsExt" not in pred.targets and pred.torch_error
+    assert pred.nvtoolsext_missing == "header" and pred.nvtoolsext_library
+    finding = nvtx.cmake_target(env, t, pred, "cmake", torch)
+    assert "it needs nvToolsExt.h too and finds none where it looks (its include dir" in (
+        finding.summary
+    )
+    assert finding.fix.startswith(
+        'set `NVTOOLSEXT_PATH = "${CONDA_PREFIX}/lib/python3.12/site-packages/nvidia/nvtx"` in '
+        "[activation.env] in pixi.toml (torch's bundled Caffe2/FindCUDAToolkit.cmake looks for "
+        "nvToolsExt.h in $NVTOOLSEXT_PATH/include on Linux too"
+    )
+    t.environ["NVTOOLSEXT_PATH"] = str(b.site_packages / "nvidia" / "nvtx")  # the fix
+    pred = nvtx.predict(t, "4.1.2", torch)
+    assert pred.targets["CUDA::nvToolsExt"] == str(b.prefix / "lib" / "libnvToolsExt.so")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import downloads
+from fixtures import downloads, nvtx_layouts
 from fixtures import torch_cmake as ft
 from fixtures.cuda_envs import SYSTEM_CUDA, _nvtx_dev, cmake4, seed_env
 from fixtures.text import lit
-from pytest_vllm_env.checks import cuda, torch_cmake
+from pytest_vllm_env.checks import cuda, nvtx, torch_cmake
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.runners import cmake_probe
 
@@ -28,7 +28,7 @@ INC_ARGS = {
     **INC_PATH,
     "CMAKE_ARGS": "-DCUDAToolkit_INCLUDE_DIR={P}/targets/x86_64-linux/include",
 }
-TORCHES = ("2.0.1", "2.1.2", "2.6.0", "2.7.1", "2.9.0")
+TORCHES = ("2.0.1", "2.1.2", "2.4.1", "2.6.0", "2.7.1", "2.9.0")
 
 
 @pytest.fixture(scope="session")
@@ -138,3 +138,83 @@ def test_vllm_0101_cmake_floor_with_real_cmake325(pytester, tmp_path):
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*vLLM needs CMake >= 3.26 (*cmake_minimum_required)*"])
+
+
+# -- NVTX per layout, with the real torch files and three real CMakes ---------------------------
+MATRIX_TORCHES = ("2.0.1", "2.1.2", "2.4.1", "2.6.0", "2.7.1", "2.9.0")
+MATRIX_CMAKES = ("3.26.4", "3.31.6", "4.1.2")
+HINT = {"NVTOOLSEXT_PATH": "${CONDA_PREFIX}/" + nvtx_layouts.SITE_NVTX}
+LAYOUT_CASES = [
+    ("f1.1", None),
+    ("f1.2", None),
+    ("f1.3", None),
+    ("f1.3b", None),
+    ("f1.3b", HINT),
+]
+
+
+@pytest.fixture(scope="session")
+def nvtx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "nvtx-real"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@REAL_NVCC
+@pytest.mark.parametrize("version", MATRIX_TORCHES)
+@pytest.mark.parametrize(
+    "layout,extra", LAYOUT_CASES, ids=[f"{c[0]}{'-hint' if c[1] else ''}" for c in LAYOUT_CASES]
+)
+def test_nvtx_prediction_agrees_with_real_cmake(layout, extra, version, torch_wheels, nvtx_root):
+    """Every real torch release family x F1.1/F1.2/F1.3 layouts x CMake 3.26.4, 3.31.6 and 4.1.2:
+    the prediction (torch's bundled FindCUDAToolkit where Caffe2Config puts it first, its NVTX
+    rules) agrees with real CMake in outcome and cause, CUDA::nvToolsExt included, and
+    nvtx.cmake-target's outcome is nvtx.cmake-probe's. The CMake version changes nothing here:
+    torch's module runs, whichever CMake runs it (measured)."""
+    b = nvtx_layouts.layout_env(
+        nvtx_root, "cuda-13.0-system", layout, version, ft.install_real, extra
+    )
+    env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
+    t = cuda.read_toolkit(env)
+    facts = torch_cmake.read_torch_config(env)
+    assert (facts.nvtx.bundled is not None) == (version != "2.0.1")
+    outcomes = set()
+    for cm in MATRIX_CMAKES:
+        cmake = downloads.unpacked(f"cmake=={cm}") / "cmake" / "data" / "bin" / "cmake"
+        pred = torch_cmake.predict_config(env, t, facts, cm, cmake=cmake)
+        probe = cmake_probe.run_probe(
+            t,
+            cmake,
+            nvtx_root / f"probe-{layout}-{bool(extra)}-{version}-{cm}",
+            facts.nvtx,
+            config=facts,
+        )
+        verdict, why = cmake_probe.compare_config(pred, probe)
+        assert verdict == "agree", (cm, why, probe.output[-3000:])
+        npred = nvtx.predict(t, cm, facts.nvtx)
+        assert cmake_probe.agreement_finding(pred, npred, probe).outcome == "passed"
+        target = nvtx.cmake_target(env, t, npred, str(cmake), facts.nvtx, pred)
+        real = cmake_probe.probe_finding(env, probe, npred)
+        assert target.outcome == real.outcome, (cm, target.summary, real.summary)
+        outcomes.add((why.split("; CMake: ")[1], target.outcome))
+    assert len(outcomes) == 1, outcomes  # the same for every CMake version
+
+
+@pytest.mark.parametrize("version", ["2.1.2", "2.4.1", "2.6.0", "2.7.1", "2.9.0"])
+def test_committed_bundled_module_is_the_wheels(version, torch_wheels):
+    """fixtures/torch_share's FindCUDAToolkit.cmake (and its 2.1 variant) is byte for byte the
+    file in the real wheels; the reader finds the same rules in each."""
+    import zipfile
+
+    python = "3.11" if version.startswith(("2.0.", "2.1.")) else "3.12"
+    whl = downloads.wheel(f"torch=={version}", python_version=python)
+    with zipfile.ZipFile(whl) as zf:
+        real = zf.read("torch/share/cmake/Caffe2/FindCUDAToolkit.cmake").decode()
+        caffe2 = zf.read("torch/share/cmake/Caffe2/Caffe2Config.cmake").decode()
+    family = "2.1" if version < "2.5" else "2.6"
+    assert ft.bundled_module(family) == real
+    assert 'list(APPEND CMAKE_MODULE_PATH "${CMAKE_CURRENT_LIST_DIR}")' in caffe2
+    rules = nvtx.read_find_module(Path("x"), real)
+    assert rules.nvtoolsext_header and rules.header_hint and rules.library_hint
+    assert rules.nvtoolsext_until is None and not rules.nvtx3 and not rules.include_from_nvcc

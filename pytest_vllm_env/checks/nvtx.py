@@ -32,47 +32,140 @@ What the prediction follows (read from upstream source, Linux, not cross-compili
   is ``${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include``, i.e. inside *your* project, so
   it is not found and torch falls back to ``torch::nvtoolsext`` -> ``CUDA::nvToolsExt``.
   We read the env's own file rather than trust a version table. From torch 2.8 (wheels 2.8.0
-  to 2.14 read) the public cuda.cmake has no NVTX part at all: nothing to require there.
-- torch also ships its own ``share/cmake/Caffe2/FindCUDAToolkit.cmake`` (3.25-era; torch
-  2.14.1's looks for ``nvToolsExt.h`` and ``libnvToolsExt.so`` under ``$NVTOOLSEXT_PATH`` on
-  every platform). ``Caffe2Config.cmake`` appends its dir to ``CMAKE_MODULE_PATH`` around
-  ``public/cuda.cmake``; we model only that module's NVTOOLSEXT_PATH rule. The rest of
-  torch's own CUDA discovery (``find_package(CUDA)``, ``enable_language(CUDA)``, that module's
-  include-dir rule) is not predicted: the real probe (``nvtx.cmake-probe`` with
-  ``find_package(Torch)``) is the judge there.
+  to 2.13.0 read) the public cuda.cmake has no NVTX part at all: nothing to require there.
+
+- **Which FindCUDAToolkit runs.** Every torch wheel from 2.1 to 2.13 (read: 2.1.2, 2.2.2,
+  2.3.1, 2.4.1, 2.5.1, 2.6.0, 2.7.0, 2.7.1, 2.8.0, 2.9.0, 2.10.0, 2.11.0, 2.13.0) ships
+  ``share/cmake/Caffe2/FindCUDAToolkit.cmake``, and ``Caffe2Config.cmake`` does
+  ``list(APPEND CMAKE_MODULE_PATH "${CMAKE_CURRENT_LIST_DIR}")`` around
+  ``include(public/cuda.cmake)``. ``CMAKE_MODULE_PATH`` is searched before CMake's own
+  ``Modules/`` and a vLLM build puts nothing there first (vLLM 0.4.1 to 0.10.1 sdists read:
+  ``find_package(Torch)`` comes first, no ``FindCUDAToolkit.cmake`` of its own), so
+  ``find_package(CUDAToolkit REQUIRED)`` in torch's cuda.cmake runs **torch's copy,
+  whatever CMake version runs it** (measured: CMake 3.26.4, 3.31.6 and 4.1.2 give the same
+  result with the real torch 2.1.2, 2.4.1, 2.6.0 and 2.7.1 files). torch 2.0 has no such file
+  and its cuda.cmake no ``find_package(CUDAToolkit)``: it finds NVTX with
+  ``find_library(LIBNVTOOLSEXT libnvToolsExt.so PATHS ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``
+  (:mod:`pytest_vllm_env.checks.torch_cmake` predicts that one). Only torch's cuda.cmake included
+  on its own (no Caffe2Config) runs CMake's module.
+- torch's copy (the same text in 2.5 to 2.13; 2.1 to 2.4 lack only the ``cuFile`` targets) is
+  a back-port older than CMake 3.25: the include dir is ``<root>/include`` (or a
+  ``-DCUDAToolkit_INCLUDE_DIR`` preset), ``CUDA::nvToolsExt`` needs **both** ``nvToolsExt.h``
+  (``find_path`` in the include dir, ``<root>/include`` and ``$NVTOOLSEXT_PATH/include``,
+  nothing else) and an unversioned ``libnvToolsExt.so`` (next to libcudart, ``$CUDA_PATH``,
+  ``$NVTOOLSEXT_PATH``, then CMake's default dirs), reads ``NVTOOLSEXT_PATH`` **on Linux
+  too**, has no CUDA 12.9 cut-off and creates no ``CUDA::nvtx3``. :func:`read_find_module`
+  reads those rules from the installed file; :func:`cmake_module` gives CMake's own by
+  version.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_vllm_env import fixes
 from pytest_vllm_env.checks.cuda import TARGETS, ToolkitFacts, _ver
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 
+if TYPE_CHECKING:  # torch_cmake imports this module
+    from pytest_vllm_env.checks.torch_cmake import ConfigPrediction
+
 SYSTEM_LIB_DIRS = ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib64", "/lib")
 TORCH_CUDA_CMAKE = "torch/share/cmake/Caffe2/public/cuda.cmake"
 TORCH_CONFIG = "torch/share/cmake/Torch/TorchConfig.cmake"
+TORCH_CAFFE2_CONFIG = "torch/share/cmake/Caffe2/Caffe2Config.cmake"
 TORCH_FIND_CUDATOOLKIT = "torch/share/cmake/Caffe2/FindCUDAToolkit.cmake"
+BUNDLED = "torch's bundled Caffe2/FindCUDAToolkit.cmake"
+
+
+@dataclass(frozen=True)
+class FindModule:
+    """The rules of the ``FindCUDAToolkit.cmake`` a build runs, where CMake's own module (by
+    version) and torch's bundled copy (read from its text) differ."""
+
+    name: str  # what the verdicts call it
+    include_from_nvcc: bool = False  # 3.28+: the INCLUDES nvcc -v prints; else <root>/include
+    include_preset: bool = False  # keeps a -DCUDAToolkit_INCLUDE_DIR preset (torch's copy)
+    realpath_hint: bool = False  # 3.28+: libcudart's real dir is a hint too
+    nvtoolsext_header: bool = False  # CUDA::nvToolsExt needs nvToolsExt.h found as well
+    header_hint: bool = False  # $NVTOOLSEXT_PATH/include searched for it on Linux
+    library_hint: bool = False  # $NVTOOLSEXT_PATH searched for libnvToolsExt on Linux
+    nvtoolsext_until: tuple[int, int] | None = None  # not looked for from this CUDA (4.1+: 12.9)
+    nvtx3: bool = False  # creates the header-only CUDA::nvtx3 (CUDA >= 10)
+    path: Path | None = None
+
+    @property
+    def bundled(self) -> bool:
+        return self.path is not None
+
+
+def cmake_module(cmake_version: str) -> FindModule:
+    """CMake's own ``Modules/FindCUDAToolkit.cmake`` of ``cmake_version`` (3.25.1 and the
+    tags 3.28.0 to 4.4.0 read): ``NVTOOLSEXT_PATH`` only inside ``if(WIN32)``."""
+    cm = _ver(cmake_version)
+    return FindModule(
+        name=f"CMake {cmake_version}'s FindCUDAToolkit",
+        include_from_nvcc=cm >= (3, 28),
+        realpath_hint=cm >= (3, 28),
+        nvtoolsext_until=(12, 9) if cm >= (4, 1) else None,
+        nvtx3=cm >= (3, 25),
+    )
+
+
+def read_find_module(path: Path, text: str, name: str = BUNDLED) -> FindModule:
+    """The rules of a ``FindCUDAToolkit.cmake`` read from its text (torch's bundled copy)."""
+    until = re.search(
+        r"if\(CUDAToolkit_VERSION VERSION_LESS (\d+)\.(\d+)\)(?:(?!endif\(\)\s*\n\s*endif).)*?"
+        r"_CUDAToolkit_find_and_add_import_lib\(nvToolsExt\b",
+        text,
+        re.S,
+    )
+    return FindModule(
+        name=name,
+        include_from_nvcc="$ INCLUDES=" in text,
+        include_preset=True,
+        realpath_hint='file(REAL_PATH "${CUDAToolkit_LIBRARY_DIR}"' in text,
+        nvtoolsext_header="find_path(CUDAToolkit_nvToolsExt_INCLUDE_DIR" in text,
+        header_hint=bool(
+            re.search(
+                r"find_path\(CUDAToolkit_nvToolsExt_INCLUDE_DIR[^)]*ENV NVTOOLSEXT_PATH", text
+            )
+        ),
+        library_hint=bool(
+            re.search(
+                r"_CUDAToolkit_find_and_add_import_lib\(nvToolsExt\b[^)]*NVTOOLSEXT_PATH", text
+            )
+        ),
+        nvtoolsext_until=(int(until.group(1)), int(until.group(2))) if until else None,
+        nvtx3="add_library(CUDA::nvtx3" in text,
+        path=path,
+    )
 
 
 @dataclass
 class TorchCudaCmake:
-    """What the env's torch's cuda.cmake asks of the toolkit."""
+    """What the env's torch's cuda.cmake asks of the toolkit, and which FindCUDAToolkit it
+    runs (the only reader of those files: :mod:`pytest_vllm_env.checks.torch_cmake` uses it too)."""
 
     path: Path
     wants_nvtoolsext: bool  # links torch::nvtoolsext to CUDA::nvToolsExt (as a fallback)
-    fatal_without_nvtoolsext: bool  # older: FATAL_ERROR "Failed to find nvToolsExt"
+    fatal_without_nvtoolsext: bool  # 2.1-2.4: FATAL_ERROR "Failed to find nvToolsExt"
     nvtx3_paths: list[str]  # where it looks for an nvtx3 dir first
     config: Path | None  # TorchConfig.cmake, for the real probe
-    # torch's own copy of FindCUDAToolkit.cmake (share/cmake/Caffe2), which Caffe2Config puts
-    # on CMAKE_MODULE_PATH; in torch 2.14.1 it looks for nvToolsExt.h and the library under
-    # $NVTOOLSEXT_PATH on every platform, unlike CMake's own module.
-    vendored_reads_nvtoolsext_path: bool = False
+    finds_cudatoolkit: bool = True  # find_package(CUDAToolkit) (2.1 on; 2.0 has none)
+    # torch's own FindCUDAToolkit.cmake when Caffe2Config puts its dir on CMAKE_MODULE_PATH
+    # around cuda.cmake (2.1 to 2.13): then it, not CMake's module, makes the CUDA:: targets
+    bundled: FindModule | None = None
+
+    def module(self, cmake_version: str) -> FindModule:
+        """The FindCUDAToolkit a build that loads this torch runs."""
+        return self.bundled or cmake_module(cmake_version)
 
 
 def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
@@ -92,17 +185,47 @@ def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
     paths = []
     for raw in probes[:1]:
         paths = [p.strip('"') for p in raw.replace("NO_DEFAULT_PATH", "").split()]
-    vendored_text = env.package_text("torch", TORCH_FIND_CUDATOOLKIT) or ""
+    finds = bool(re.search(r"^\s*find_package\(CUDAToolkit\b", text, re.M))
     return TorchCudaCmake(
         path=path,
         wants_nvtoolsext="CUDA::nvToolsExt" in text,
         fatal_without_nvtoolsext="Failed to find nvToolsExt" in text,
         nvtx3_paths=paths,
         config=env.package_file("torch", TORCH_CONFIG),
-        vendored_reads_nvtoolsext_path="find_path(CUDAToolkit_nvToolsExt_INCLUDE_DIR"
-        in vendored_text
-        and "ENV NVTOOLSEXT_PATH" in vendored_text,
+        finds_cudatoolkit=finds,
+        bundled=_bundled_module(env) if finds else None,
     )
+
+
+def _bundled_module(env: PixiEnv) -> FindModule | None:
+    """torch's ``Caffe2/FindCUDAToolkit.cmake``, when ``Caffe2Config.cmake`` appends its own
+    dir to ``CMAKE_MODULE_PATH`` before it includes ``public/cuda.cmake``."""
+    config = env.package_text("torch", TORCH_CAFFE2_CONFIG) or ""
+    appends = re.search(
+        r'list\(APPEND CMAKE_MODULE_PATH "?\$\{CMAKE_CURRENT_LIST_DIR\}"?\)\s*\n\s*'
+        r'include\("?\$\{CMAKE_CURRENT_LIST_DIR\}/public/cuda\.cmake"?\)',
+        config,
+    )
+    path = env.package_file("torch", TORCH_FIND_CUDATOOLKIT)
+    text = env.package_text("torch", TORCH_FIND_CUDATOOLKIT)
+    if not appends or path is None or text is None:
+        return None
+    return read_find_module(path, text)
+
+
+def cmake_args(environ: dict[str, str]) -> dict[str, str]:
+    """``-DVAR=VALUE`` / ``-DVAR:TYPE=VALUE`` presets from ``CMAKE_ARGS`` (vLLM >= 0.13 passes
+    them to cmake)."""
+    presets: dict[str, str] = {}
+    try:
+        words = shlex.split(environ.get("CMAKE_ARGS", ""))
+    except ValueError:
+        words = environ.get("CMAKE_ARGS", "").split()
+    for word in words:
+        m = re.match(r"-D([A-Za-z_][\w]*)(?::\w+)?=(.*)$", word)
+        if m:
+            presets[m.group(1)] = m.group(2)
+    return presets
 
 
 @dataclass
@@ -121,6 +244,12 @@ class Prediction:
     why_not_found: str = ""
     torch_needs_nvtoolsext: bool | None = None
     torch_error: str = ""
+    module: str = ""  # which FindCUDAToolkit.cmake (CMake's own, or torch's bundled copy)
+    nvtoolsext_header: str | None = None  # nvToolsExt.h, where the module needs one
+    why_no_nvtoolsext: str = ""  # why CUDA::nvToolsExt is not created, in the module's terms
+    # what it lacked: "cuda-version" (4.1+ with CUDA >= 12.9), "header", "library"
+    nvtoolsext_missing: str = ""
+    nvtoolsext_library: str | None = None  # libnvToolsExt.so found (even without the header)
 
     @property
     def target_names(self) -> set[str]:
@@ -133,11 +262,16 @@ def predict(
     torch: TorchCudaCmake | None = None,
     *,
     system_lib_dirs: tuple[str, ...] = SYSTEM_LIB_DIRS,
+    presets: dict[str, str] | None = None,
+    module: FindModule | None = None,
 ) -> Prediction:
-    """Mirror FindCUDAToolkit (and torch's NVTX choice) for ``cmake_version``."""
+    """Mirror the FindCUDAToolkit a build runs (torch's bundled copy when the env's torch
+    brings one, else CMake's own of ``cmake_version``; ``module`` forces one) and torch's NVTX
+    choice. ``presets``: ``-D`` values (default: the env's ``CMAKE_ARGS``)."""
     env = t.environ
-    cm = _ver(cmake_version)
-    pred = Prediction(cmake_version, False)
+    rules = module or (torch.module(cmake_version) if torch else cmake_module(cmake_version))
+    presets = cmake_args(env) if presets is None else presets
+    pred = Prediction(cmake_version, False, module=rules.name)
     nvcc = _find_nvcc(env)
     if nvcc is None:
         root_var = env.get("CUDAToolkit_ROOT")
@@ -146,7 +280,7 @@ def predict(
             if root_var
             else "no nvcc on PATH, in $CUDA_PATH/bin or /usr/local/cuda/bin"
         )
-        return _torch(pred, torch, t)
+        return _torch(pred, torch)
     pred.nvcc = str(nvcc)
     run = t.nvcc if t.nvcc and os.path.realpath(t.nvcc.path) == os.path.realpath(nvcc) else None
     bin_dir = Path(run.top) / "bin" if run and run.top else nvcc.parent
@@ -154,12 +288,17 @@ def predict(
     pred.root = str(root)
     pred.version = run.version if run else None
     # include dirs
-    if cm >= (3, 28) and run and run.includes:
+    nvcc_includes = rules.include_from_nvcc and run is not None and bool(run.includes)
+    if nvcc_includes and run:
         pred.include_dirs = list(run.includes)
     elif (root / "include" / "cuda_runtime.h").is_file():
         pred.include_dirs = [str(root / "include")]
+    elif rules.include_preset and presets.get("CUDAToolkit_INCLUDE_DIR"):
+        # a cache preset survives: the bundled module only sets it when <root>/include holds
+        # cuda_runtime.h
+        pred.include_dirs = [presets["CUDAToolkit_INCLUDE_DIR"]]
     pred.searched["cuda_runtime.h"] = (
-        list(run.includes) if cm >= (3, 28) and run and run.includes else [str(root / "include")]
+        list(run.includes) if nvcc_includes and run else [str(root / "include")]
     )
     # cudart
     path_prefixes = [
@@ -168,7 +307,7 @@ def predict(
         if p and os.path.basename(os.path.normpath(p)) == "bin"
     ]
     prefix_dirs = [d for p in path_prefixes for d in (f"{p}/lib64", f"{p}/lib")]
-    if cm >= (3, 28):
+    if rules.include_from_nvcc:
         extra = list(run.libraries if run else ()) + [str(root)]
         cudart_dirs = prefix_dirs + [d for e in extra for d in (f"{e}/lib64", e)]
     else:
@@ -188,12 +327,39 @@ def predict(
             if not ok
         ]
         pred.why_not_found = f"Could NOT find CUDAToolkit (missing: {' '.join(missing)})"
-        return _torch(pred, torch, t)
+        return _torch(pred, torch)
     pred.found = True
     lib_dir = os.path.dirname(pred.cudart)
-    hints = [lib_dir] + ([os.path.realpath(lib_dir)] if cm >= (3, 28) else [])
+    hints = [lib_dir] + ([os.path.realpath(lib_dir)] if rules.realpath_hint else [])
     if env.get("CUDA_PATH"):
         hints.append(env["CUDA_PATH"])
+    for target, names in (
+        ("cudart", ["cudart"]),
+        ("cuda_driver", ["cuda_driver", "cuda"]),
+        ("nvrtc", ["nvrtc"]),
+        ("nvToolsExt", ["nvToolsExt", "nvToolsExt64", "nvToolsExt64_1"]),
+    ):
+        key = f"lib{names[0] if target != 'cuda_driver' else 'cuda'}.so"
+        if target == "nvToolsExt":
+            found = _nvtoolsext(pred, rules, hints, prefix_dirs, system_lib_dirs, env)
+        else:
+            first, stubs = _lib_dirs(hints, prefix_dirs, system_lib_dirs)
+            pred.searched[key] = dedup_paths(first + stubs)
+            found = next(
+                (f for n in names if (f := find_lib(n, first) or find_lib(n, stubs))), None
+            )
+        if found:
+            pred.targets[f"CUDA::{target}"] = found
+    if rules.nvtx3 and _ver(pred.version) >= (10, 0):
+        pred.targets["CUDA::nvtx3"] = ";".join(pred.include_dirs)
+    return _torch(pred, torch)
+
+
+def _lib_dirs(
+    hints: list[str], prefix_dirs: list[str], system_lib_dirs: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """``_CUDAToolkit_find_and_add_import_lib``'s dirs: the hints with their suffixes, then
+    CMake's defaults; the ``stubs`` dirs only after all of them."""
     first = (
         [d for h in hints for d in (f"{h}/nvidia/current", f"{h}/lib64", f"{h}/lib", h)]
         + prefix_dirs
@@ -201,30 +367,72 @@ def predict(
     )
     stubs = [d for h in hints for d in (f"{h}/lib64/stubs", f"{h}/lib/stubs", f"{h}/stubs")]
     stubs += [f"{d}/stubs" for d in prefix_dirs + list(system_lib_dirs)]
-    for target, names in (
-        ("cudart", ["cudart"]),
-        ("cuda_driver", ["cuda_driver", "cuda"]),
-        ("nvrtc", ["nvrtc"]),
-        ("nvToolsExt", ["nvToolsExt", "nvToolsExt64"]),
-    ):
-        if target == "nvToolsExt" and cm >= (4, 1) and _ver(pred.version) >= (12, 9):
-            continue  # FindCUDAToolkit 4.1+: "nvToolsExt is removed starting in 12.9"
-        found = None
-        for name in names:
-            found = find_lib(name, first) or find_lib(name, stubs)
-            if found:
-                break
-        pred.searched[f"lib{names[0] if target != 'cuda_driver' else 'cuda'}.so"] = dedup_paths(
-            first + stubs
+    return first, stubs
+
+
+def _nvtoolsext(
+    pred: Prediction,
+    rules: FindModule,
+    hints: list[str],
+    prefix_dirs: list[str],
+    system_lib_dirs: tuple[str, ...],
+    env: dict[str, str],
+) -> str | None:
+    """``CUDA::nvToolsExt``'s library as ``rules`` look for it (None: no target), with
+    :attr:`Prediction.why_no_nvtoolsext` set when there is none."""
+    assert pred.version
+    if rules.nvtoolsext_until and _ver(pred.version) >= rules.nvtoolsext_until:
+        until = ".".join(map(str, rules.nvtoolsext_until))
+        pred.nvtoolsext_missing = "cuda-version"
+        pred.why_no_nvtoolsext = (
+            f"it does not look for it with CUDA >= {until} "
+            f'("nvToolsExt is removed starting in {until}")'
         )
-        if found:
-            pred.targets[f"CUDA::{target}"] = found
-    if cm >= (3, 25) and _ver(pred.version) >= (10, 0):
-        pred.targets["CUDA::nvtx3"] = ";".join(pred.include_dirs)
-    return _torch(pred, torch, t)
+        return None
+    hint = env.get("NVTOOLSEXT_PATH")
+    if rules.nvtoolsext_header:
+        dirs = [pred.include_dirs[0], str(pred.root)] + (
+            [hint] if hint and rules.header_hint else []
+        )
+        header_dirs = dedup_paths([d for x in dirs for d in (f"{x}/include", x)])
+        pred.searched["nvToolsExt.h"] = header_dirs
+        pred.nvtoolsext_header = next(
+            (
+                str(Path(d) / "nvToolsExt.h")
+                for d in header_dirs
+                if (Path(d) / "nvToolsExt.h").is_file()
+            ),
+            None,
+        )
+    lib_hints = hints + ([hint] if hint and rules.library_hint else [])
+    first, stubs = _lib_dirs(lib_hints, prefix_dirs, system_lib_dirs)
+    pred.searched["libnvToolsExt.so"] = dedup_paths(first + stubs)
+    names = ("nvToolsExt", "nvToolsExt64", "nvToolsExt64_1")
+    lib = next((f for n in names if (f := find_lib(n, first) or find_lib(n, stubs))), None)
+    pred.nvtoolsext_library = lib
+    if rules.nvtoolsext_header and pred.nvtoolsext_header is None:
+        looked = "its include dir, <root>/include" + (", $NVTOOLSEXT_PATH/include" if hint else "")
+        if lib is None:
+            # neither: the package that brings the library brings the header too
+            pred.nvtoolsext_missing = "library"
+            pred.why_no_nvtoolsext = (
+                f"no nvToolsExt.h where it looks ({looked}) and no unversioned "
+                "libnvToolsExt.so in the searched dirs"
+            )
+        else:
+            pred.nvtoolsext_missing = "header"
+            pred.why_no_nvtoolsext = (
+                f"it needs nvToolsExt.h too and finds none where it looks ({looked}), though "
+                f"its library {lib} is there"
+            )
+        return None
+    if lib is None:
+        pred.nvtoolsext_missing = "library"
+        pred.why_no_nvtoolsext = "no unversioned libnvToolsExt.so in the searched dirs"
+    return lib
 
 
-def _torch(pred: Prediction, torch: TorchCudaCmake | None, t: ToolkitFacts) -> Prediction:
+def _torch(pred: Prediction, torch: TorchCudaCmake | None) -> Prediction:
     if torch is None or not pred.found:
         return pred  # torch's cuda.cmake runs only after CUDAToolkit was found
     nvtx3_found = False
@@ -236,23 +444,6 @@ def _torch(pred: Prediction, torch: TorchCudaCmake | None, t: ToolkitFacts) -> P
             nvtx3_found = True
     needs = torch.wants_nvtoolsext and not nvtx3_found
     pred.torch_needs_nvtoolsext = needs
-    hint = t.environ.get("NVTOOLSEXT_PATH")
-    if (
-        needs
-        and "CUDA::nvToolsExt" not in pred.targets
-        and hint
-        and (torch.vendored_reads_nvtoolsext_path)
-    ):
-        # torch's bundled module: header under <hint>/include, then find_library with the
-        # hint (unversioned libnvToolsExt.so only, as everywhere).
-        header = any(
-            (Path(d) / "nvToolsExt.h").is_file()
-            for d in [*pred.include_dirs, f"{pred.root}/include", f"{hint}/include"]
-        )
-        lib = find_lib("nvToolsExt", [f"{hint}/lib64", f"{hint}/lib", hint])
-        pred.searched["NVTOOLSEXT_PATH"] = [f"{hint}/include", f"{hint}/lib64", f"{hint}/lib"]
-        if header and lib:
-            pred.targets["CUDA::nvToolsExt"] = lib
     if needs and "CUDA::nvToolsExt" not in pred.targets:
         pred.torch_error = (
             "Failed to find nvToolsExt"
@@ -304,65 +495,58 @@ def cmake_target(
     pred: Prediction | None,
     cmake: str,
     torch_cmake: TorchCudaCmake | None = None,
-    earlier: str = "",
+    config: ConfigPrediction | None = None,
 ) -> Finding:
-    """NVTX as CMake will see it, and what the env's torch then requires. Nothing in a vLLM
-    build asks for NVTX but torch's CMake (vLLM's own CMakeLists names none, 0.4 to 0.33), so
-    without torch, or with a torch whose CMake links no NVTX (2.8 on), this passes.
-    ``earlier`` names an error torch's config will stop at before its NVTX part
-    (``cmake.torch-config``), so that the verdict says which comes first."""
+    """NVTX as a vLLM build's CMake will see it. Nothing in a vLLM build asks for NVTX but
+    torch's CMake (vLLM's own CMakeLists names none, 0.4 to 0.33), so without torch, or with a
+    torch whose CMake links no NVTX (2.8 on), this passes. With torch's TorchConfig.cmake,
+    ``config`` (``cmake.torch-config``'s walk) decides: its NVTX errors are this check's,
+    in the same words and with the same fixes, so the two never disagree; the rest of it
+    (an earlier stop) is named, not judged here."""
     check = "nvtx.cmake-target"
     if pred is None:
         where = "no cmake on the activated PATH" if cmake == "None" else f"{cmake} does not run"
         return skipped(check, f"{where}: no CMake version to predict FindCUDAToolkit for")
-    mm = ".".join((pred.version or t.version or "12.8").split(".")[:2])
-    evidence = {
+    if config is not None and config.cudatoolkit is not None:
+        pred = config.cudatoolkit  # the module run with the -D presets the build passes
+    evidence: dict[str, object] = {
         "cmake": pred.cmake_version,
+        "module": pred.module,
         "nvcc": pred.nvcc,
         "toolkit_root": pred.root,
         "include_dirs": pred.include_dirs,
         "targets": sorted(pred.targets),
         "searched_libnvToolsExt.so": pred.searched.get("libnvToolsExt.so", []),
     }
+    if "nvToolsExt.h" in pred.searched:
+        evidence["searched_nvToolsExt.h"] = pred.searched["nvToolsExt.h"]
+    elsewhere = _nvtx_elsewhere(env)
+    if elsewhere:
+        evidence["nvtx_outside_toolkit"] = elsewhere
+    if config is not None:
+        if config.cudatoolkit is None:  # torch 2.0: NVTX only through TorchConfig's lib64 search
+            evidence["module"] = "none: torch's cuda.cmake runs no find_package(CUDAToolkit)"
+            evidence["targets"] = []
+        return _config_target(check, env, pred, config, evidence)
     if not pred.found:
         return failed(
             check,
-            f"CMake {pred.cmake_version}'s FindCUDAToolkit will fail: {pred.why_not_found}",
-            _not_found_fix(env, t, pred, mm),
+            f"{pred.module} will fail: {pred.why_not_found}",
+            _not_found_fix(env, t, pred),
             **evidence,
         )
-    nvtx_header = [
+    evidence["nvtx_headers"] = [
         str(Path(d) / h)
         for d in pred.include_dirs
         for h in ("nvToolsExt.h", "nvtx3/nvToolsExt.h")
         if (Path(d) / h).is_file()
     ]
-    evidence["nvtx_headers"] = nvtx_header
-    elsewhere = _nvtx_elsewhere(env)
-    if elsewhere:
-        evidence["nvtx_outside_toolkit"] = elsewhere
     if pred.torch_error:
-        hint = t.environ.get("NVTOOLSEXT_PATH")
-        vendored = bool(torch_cmake and torch_cmake.vendored_reads_nvtoolsext_path)
-        ignored = ""
-        if hint and vendored:
-            ignored = (
-                f" NVTOOLSEXT_PATH={hint} is read by torch's bundled FindCUDAToolkit.cmake, "
-                "but it holds no unversioned libnvToolsExt.so (find_library needs it)."
-            )
-        elif hint:
-            ignored = (
-                f" NVTOOLSEXT_PATH={hint} is ignored: CMake's FindCUDAToolkit reads it only "
-                "on Windows."
-            )
-        found_at = f" (NVTX found only at {', '.join(elsewhere)})" if elsewhere else ""
-        first = f" (CMake stops before this: {earlier}; see cmake.torch-config)" if earlier else ""
         return failed(
             check,
-            f"torch's cuda.cmake needs CUDA::nvToolsExt, which CMake {pred.cmake_version} will "
-            f"not create: no libnvToolsExt.so in the searched dirs{found_at}.{ignored} "
-            f"CMake will say: {pred.torch_error}{first}",
-            _nvtoolsext_fix(env, t, pred, mm),
+            f"torch's cuda.cmake needs CUDA::nvToolsExt, which {pred.module} will not create: "
+            f"{nvtoolsext_cause(t, pred, elsewhere)}. CMake will say: {pred.torch_error}",
+            nvtoolsext_fix(env, t, pred),
             **evidence,
         )
     if "CUDA::nvToolsExt" in pred.targets:
@@ -372,7 +556,7 @@ def cmake_target(
             + (", CUDA::nvtx3" if "CUDA::nvtx3" in pred.targets else ""),
             **evidence,
         )
-    if "CUDA::nvtx3" in pred.targets and any("nvtx3" in h for h in nvtx_header):
+    if "CUDA::nvtx3" in pred.targets and any("nvtx3" in h for h in evidence["nvtx_headers"]):
         return passed(check, "CUDA::nvtx3 (header-only) with nvtx3/ headers", **evidence)
     why = (
         "no torch in the env"
@@ -386,19 +570,99 @@ def cmake_target(
     )
 
 
-def _nvtoolsext_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction, mm: str) -> str:
-    """The change that gives torch's cuda.cmake a CUDA::nvToolsExt, or the way around it
-    where no package can (never "add cuda-nvtx-dev" when it is installed or useless)."""
-    version = _ver(pred.version or t.version or "0")
-    if version >= (12, 9):
-        return (
-            f"CUDA {pred.version} has no NVTX v2 (libnvToolsExt was removed in 12.9; "
-            "cuda-nvtx-dev 12.9+ ships only nvtx3 headers), so no package can add it: use "
-            f'torch >= 2.8, whose CMake links no NVTX (`torch = ">=2.8"`), or pin '
-            f'`cuda-version = "12.8.*"` in {fixes.deps_place(env)}, or define CUDA::nvToolsExt '
-            "as an alias of "
-            "CUDA::nvtx3 before find_package(Torch) (the workaround in vllm#20892)"
+def _config_target(
+    check: str,
+    env: PixiEnv,
+    pred: Prediction,
+    config: ConfigPrediction,
+    evidence: dict[str, object],
+) -> Finding:
+    """The NVTX part of torch's CMake config as ``cmake.torch-config`` walks it: torch
+    2.1-2.4's ``Failed to find nvToolsExt``, 2.5-2.7's ``torch::nvtoolsext`` link, 2.0-2.4's
+    ``LIBNVTOOLSEXT`` (TorchConfig's lib64 search, F1.1)."""
+    version = config.torch_version
+    nvtx = config.nvtx_blockers
+    if nvtx:
+        earlier = config.stop if config.stop is not None and config.stop not in nvtx else None
+        before = (
+            f" (CMake stops before this: {earlier.message}; see cmake.torch-config)"
+            if earlier
+            else ""
         )
+        then = " Then: " + "; ".join(f"{b.message} ({b.cause})" for b in nvtx[1:]) + "."
+        return failed(
+            check,
+            f"torch {version}'s CMake needs NVTX this env does not give it: {nvtx[0].message} "
+            f"({nvtx[0].cause}){before}.{then if len(nvtx) > 1 else ''}",
+            "; then ".join(dict.fromkeys(b.fix for b in nvtx)),
+            **evidence,
+        )
+    found = []
+    if "CUDA::nvToolsExt" in config.targets and (
+        "CUDA::nvToolsExt" in config.needed or pred.torch_needs_nvtoolsext
+    ):
+        found.append(f"CUDA::nvToolsExt -> {config.targets['CUDA::nvToolsExt']} ({pred.module})")
+    if config.libnvtoolsext:
+        found.append(f"LIBNVTOOLSEXT -> {config.libnvtoolsext} (TorchConfig.cmake)")
+    if found:
+        return passed(
+            check,
+            f"torch {version}'s CMake finds the NVTX it links: " + "; ".join(found),
+            **evidence,
+        )
+    return passed(
+        check,
+        f"torch {version}'s CMake links no NVTX into this vLLM build (no CUDA::nvToolsExt or "
+        "LIBNVTOOLSEXT is needed)",
+        **evidence,
+    )
+
+
+def nvtoolsext_cause(t: ToolkitFacts, pred: Prediction, elsewhere: list[str] | None = None) -> str:
+    """Why the module made no ``CUDA::nvToolsExt``, where NVTX is instead (``elsewhere``), and
+    what ``NVTOOLSEXT_PATH`` did."""
+    why = pred.why_no_nvtoolsext or "no unversioned libnvToolsExt.so in the searched dirs"
+    if elsewhere:
+        why += f" (NVTX found only at {', '.join(elsewhere)})"
+    hint = t.environ.get("NVTOOLSEXT_PATH")
+    if not hint or pred.nvtoolsext_missing == "cuda-version":
+        return why
+    if pred.module != BUNDLED:
+        return (
+            f"{why}; NVTOOLSEXT_PATH={hint} is ignored: CMake's FindCUDAToolkit reads it only "
+            "on Windows (torch's bundled copy, used through TorchConfig.cmake, reads it)"
+        )
+    if pred.nvtoolsext_missing != "library":
+        return why  # $NVTOOLSEXT_PATH/include is in the header dirs it names
+    versioned = sorted(str(p) for p in Path(hint).glob("lib*/libnvToolsExt.so.*"))
+    holds = f" (it holds only {', '.join(versioned)})" if versioned else ""
+    return (
+        f"{why}; NVTOOLSEXT_PATH={hint} is searched, but find_library needs the unversioned "
+        f"libnvToolsExt.so{holds}"
+    )
+
+
+def nvtoolsext_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction | None) -> str:
+    """The change that gives torch's cuda.cmake a CUDA::nvToolsExt, or the way around it where
+    no package can; never "add cuda-nvtx-dev" when it is installed (``cuda.cmake-components``
+    leaves NVTX to this) or cannot help (CUDA >= 12.9)."""
+    version = (pred.version if pred else None) or t.version or "0"
+    mm = ".".join((version if version != "0" else "12.8").split(".")[:2])
+    if pred and pred.nvtoolsext_missing == "header" and pred.nvtoolsext_library:
+        header = _nvtoolsext_header(env, t)
+        if header is not None:
+            return (
+                fixes.set_var(env, "NVTOOLSEXT_PATH", _conda_relative(t, header.parent.parent))
+                + f" ({BUNDLED} looks for nvToolsExt.h in $NVTOOLSEXT_PATH/include on Linux too;"
+                f" it is at {header})"
+            )
+        if "cuda-nvtx-dev" not in env.conda_packages and _ver(version) < (12, 9):
+            return (
+                fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{mm}.*"))
+                + " (it ships nvToolsExt.h)"
+            )
+    if _ver(version) >= (12, 9):
+        return nvtx_v2_fix(env, version)
     if "cuda-nvtx-dev" in env.conda_packages:
         plain = [
             str(p)
@@ -406,19 +670,55 @@ def _nvtoolsext_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction, mm: str) ->
             if p.name == "libnvToolsExt.so" and p.exists()
         ]
         where = f" (it is at {', '.join(plain)})" if plain else " (its libnvToolsExt.so is missing)"
+        searched = pred.searched.get("libnvToolsExt.so", []) if pred else []
         return (
             f"cuda-nvtx-dev is installed but CMake does not look where its library is{where}: "
-            f"searched {', '.join(pred.searched.get('libnvToolsExt.so', [])[:4])} ...; make "
+            f"searched {', '.join(searched[:4])} ...; make "
             "the env's nvcc and libcudart the ones CMake finds (cuda.nvcc-in-env, "
             "cuda.cmake-components), or `pixi reinstall cuda-nvtx-dev` if the file is gone"
         )
     return (
         fixes.add(env, fixes.Package("cuda-nvtx-dev", f"{mm}.*"))
-        + " (it ships libnvToolsExt.so next to libcudart.so)"
+        + " (it ships libnvToolsExt.so next to libcudart.so, and nvToolsExt.h)"
     )
 
 
-def _not_found_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction, mm: str) -> str:
+def nvtx_v2_fix(env: PixiEnv, version: str) -> str:
+    """CUDA >= 12.9: NVTX v2 is gone, so no package can bring ``libnvToolsExt.so`` back."""
+    return (
+        f"CUDA {version} has no NVTX v2 (libnvToolsExt was removed in 12.9; cuda-nvtx-dev "
+        "12.9+ ships only nvtx3 headers), so no package can add it: use torch >= 2.8, whose "
+        "CMake links no NVTX ("
+        + fixes.add(env, fixes.Package("torch", ">=2.8", pypi=True), verb="set")
+        + "), or a CUDA 12.8 toolkit ("
+        + fixes.add(
+            env,
+            fixes.Package("cuda-version", "12.8.*"),
+            fixes.Package("cuda-nvtx-dev", "12.8.*"),
+            verb="set",
+        )
+        + "), or define CUDA::nvToolsExt as an alias of CUDA::nvtx3 before find_package(Torch) "
+        "(the workaround in vllm#20892)"
+    )
+
+
+def _nvtoolsext_header(env: PixiEnv, t: ToolkitFacts) -> Path | None:
+    """An ``nvToolsExt.h`` the env has in an ``include/`` dir (the toolkit's, or PyPI's
+    ``site-packages/nvidia/nvtx/include``), for ``NVTOOLSEXT_PATH``."""
+    candidates = [d / "nvToolsExt.h" for d in t.include_dirs]
+    candidates += [sp / "nvidia/nvtx/include/nvToolsExt.h" for sp in env.site_packages]
+    return next((c for c in candidates if c.is_file() and c.parent.name == "include"), None)
+
+
+def _conda_relative(t: ToolkitFacts, path: Path) -> str:
+    try:
+        return "${CONDA_PREFIX}/" + str(path.relative_to(t.prefix))
+    except ValueError:
+        return str(path)
+
+
+def _not_found_fix(env: PixiEnv, t: ToolkitFacts, pred: Prediction) -> str:
+    mm = ".".join((pred.version or t.version or "12.8").split(".")[:2])
     if pred.nvcc is None or (pred.root and not Path(pred.root).is_relative_to(t.prefix)):
         return (
             fixes.add(env, fixes.Package("cuda-nvcc", f"{mm}.*"))

@@ -24,15 +24,19 @@ What torch's files ask, in the order CMake meets it (read from the torch wheels 
    -lcudart_static`` from nvcc's own ``-L`` dirs). Only the static libraries are predicted
    here; whether nvcc compiles at all is ``build.nvcc-kernel``'s question.
 3. ``find_package(CUDAToolkit REQUIRED)`` with torch's bundled ``Caffe2/FindCUDAToolkit.cmake``
-   (2.1 on; Caffe2Config puts its dir first on ``CMAKE_MODULE_PATH``). It is 3.25-era: the
-   include dir is ``<root>/include/cuda_runtime.h`` only, whatever CMake runs it, unless
-   ``CUDAToolkit_INCLUDE_DIR`` is preset (``-D`` in ``CMAKE_ARGS``, which vLLM >= 0.13's
-   setup.py passes on).
+   (2.1 on; Caffe2Config appends its dir to ``CMAKE_MODULE_PATH``, which CMake searches before
+   its own modules), whatever CMake runs it. :mod:`pytest_vllm_env.checks.nvtx` decides which module
+   runs and reads its rules (one reader for both checks): the include dir is
+   ``<root>/include/cuda_runtime.h`` only, unless ``CUDAToolkit_INCLUDE_DIR`` is preset (``-D``
+   in ``CMAKE_ARGS``, which vLLM >= 0.13's setup.py passes on); ``CUDA::nvToolsExt`` needs
+   ``nvToolsExt.h`` as well as ``libnvToolsExt.so``, ``$NVTOOLSEXT_PATH`` counts on Linux, and
+   there is no CUDA 12.9 cut-off.
 4. NVTX: 2.1 to 2.4 stop with ``Failed to find nvToolsExt`` without ``CUDA::nvToolsExt``;
    2.5 to 2.7 link ``torch::nvtoolsext`` to ``CUDA::nvToolsExt`` unless an ``nvtx3`` dir is
    found (under the consumer's ``PROJECT_SOURCE_DIR``: never for vLLM); 2.0 (and
    ``TorchConfig.cmake`` 2.0 to 2.4) ``find_library(LIBNVTOOLSEXT libnvToolsExt.so PATHS
-   ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``; 2.8 on: no NVTX at all.
+   ${CUDA_TOOLKIT_ROOT_DIR}/lib64/)``; 2.8 on: no NVTX at all. These blockers
+   (:data:`NVTX_SIGNATURES`) are also ``nvtx.cmake-target``'s verdict, in the same words.
 5. Generate time: every ``CUDA::`` target reachable from what vLLM links must exist
    (``torch_cuda``'s link interface in ``Caffe2Targets.cmake``: 2.1 pulls ``caffe2::cublas``,
    ``caffe2::cufft``, ``caffe2::curand`` and ``torch::nvtoolsext``), and
@@ -46,7 +50,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +59,13 @@ from pytest_vllm_env.checks.nvtx import (
     SYSTEM_LIB_DIRS,
     Prediction,
     TorchCudaCmake,
+    cmake_args,  # the -D presets (cmake_probe passes them to the real CMake too)
+    cmake_module,
     dedup_paths,
     find_lib,
+    nvtoolsext_cause,
+    nvtoolsext_fix,
+    nvtx_v2_fix,
     predict,
     read_torch_cmake,
 )
@@ -102,6 +110,10 @@ TARGET_PACKAGES: dict[str, str] = {
     "cupti": "cuda-cupti-dev",
 }
 
+# The blockers that are about NVTX: torch 2.1-2.4's FATAL, 2.5-2.7's torch::nvtoolsext link,
+# 2.0-2.4's TorchConfig LIBNVTOOLSEXT (F1.1).
+NVTX_SIGNATURES = ("nvtoolsext-fatal", "link:CUDA::nvToolsExt", "notfound:LIBNVTOOLSEXT")
+
 
 @dataclass
 class TorchCMake:
@@ -116,7 +128,7 @@ class TorchCMake:
     caffe2_fatal_line: int | None = None  # "uses CUDA but I cannot find the CUDA libraries"
     enables_cuda: bool = False  # cuda.cmake: enable_language(CUDA)
     finds_cudatoolkit: bool = False  # cuda.cmake: find_package(CUDAToolkit REQUIRED)
-    bundled_findcudatoolkit: bool = False  # Caffe2/FindCUDAToolkit.cmake (3.25-era)
+    bundled_findcudatoolkit: bool = False  # Caffe2/FindCUDAToolkit.cmake runs (2.1 on)
     fatal_targets: list[str] = field(default_factory=list)  # if(NOT TARGET CUDA::X) FATAL
     property_targets: list[str] = field(default_factory=list)  # get_target_property(.. CUDA::X)
     libnvtoolsext_lib64: bool = False  # find_library(LIBNVTOOLSEXT ... lib64/) in a used file
@@ -165,7 +177,6 @@ def read_torch_config(env: PixiEnv) -> TorchCMake | None:
     facts.finds_cudatoolkit = bool(
         re.search(r"^\s*find_package\(CUDAToolkit\b[^)]*\)", cuda_text, re.M)
     )
-    facts.bundled_findcudatoolkit = (root / "Caffe2" / "FindCUDAToolkit.cmake").is_file()
     for no, line in enumerate(caffe2_text.splitlines(), 1):
         if "message(FATAL_ERROR" in line:
             following = "\n".join(caffe2_text.splitlines()[no - 1 : no + 2])
@@ -193,6 +204,8 @@ def read_torch_config(env: PixiEnv) -> TorchCMake | None:
     for targets in sorted((root / "Caffe2").glob("Caffe2Targets*.cmake")):
         facts.links.update(_target_links(_read(targets)))
     facts.nvtx = read_torch_cmake(env)
+    # the one reader of which FindCUDAToolkit runs (nvtx.py): Caffe2Config's module path
+    facts.bundled_findcudatoolkit = bool(facts.nvtx and facts.nvtx.bundled)
     return facts
 
 
@@ -366,6 +379,8 @@ class ConfigPrediction:
     torch_libraries: bool = True  # the vLLM being built links ${TORCH_LIBRARIES}
     torch_libraries_why: str = ""
     cmake_prefix: str | None = None  # the cmake's own install prefix (searched by find_library)
+    cudatoolkit: Prediction | None = None  # find_package(CUDAToolkit) as torch's cuda.cmake runs it
+    libnvtoolsext: str | None = None  # TorchConfig's LIBNVTOOLSEXT, where it looked and found one
 
     @property
     def ok(self) -> bool:
@@ -380,25 +395,15 @@ class ConfigPrediction:
             self.generate.append(blocker)
 
     @property
+    def nvtx_blockers(self) -> list[Blocker]:
+        """The errors about NVTX (``nvtx.cmake-target`` reports these, in these words)."""
+        return [b for b in self.blockers if b.signature in NVTX_SIGNATURES]
+
+    @property
     def signatures(self) -> list[str]:
         if self.stop:
             return [self.stop.signature]
         return sorted(b.signature for b in self.generate)
-
-
-def cmake_args(environ: dict[str, str]) -> dict[str, str]:
-    """``-DVAR=VALUE`` / ``-DVAR:TYPE=VALUE`` presets from ``CMAKE_ARGS`` (vLLM >= 0.13 passes
-    them to cmake)."""
-    presets: dict[str, str] = {}
-    try:
-        words = shlex.split(environ.get("CMAKE_ARGS", ""))
-    except ValueError:
-        words = environ.get("CMAKE_ARGS", "").split()
-    for word in words:
-        m = re.match(r"-D([A-Za-z_][\w]*)(?::\w+)?=(.*)$", word)
-        if m:
-            presets[m.group(1)] = m.group(2)
-    return presets
 
 
 def predict_config(
@@ -538,41 +543,50 @@ def predict_config(
         )
         _libnvtoolsext(out, env, t, torch, root, presets, cmake_prefix, system_lib_dirs)
         return out
-    # 3. find_package(CUDAToolkit REQUIRED), torch's bundled copy or CMake's own; the
-    # CUDA:: targets vLLM links come from it either way.
-    version = "3.25.0" if torch.bundled_findcudatoolkit else cmake_version
-    pred = predict(t, version, torch.nvtx, system_lib_dirs=system_lib_dirs)
-    if torch.bundled_findcudatoolkit and not pred.found and presets.get("CUDAToolkit_INCLUDE_DIR"):
-        pred = _with_include(t, pred, presets["CUDAToolkit_INCLUDE_DIR"], system_lib_dirs)
+    # 3. find_package(CUDAToolkit REQUIRED), torch's bundled copy or CMake's own (nvtx.py
+    # decides which, and reads its rules); the CUDA:: targets vLLM links come from it.
+    pred = predict(t, cmake_version, torch.nvtx, system_lib_dirs=system_lib_dirs, presets=presets)
     if torch.finds_cudatoolkit and not pred.found:
-        which = (
-            "torch's bundled Caffe2/FindCUDAToolkit.cmake"
-            if torch.bundled_findcudatoolkit
-            else f"CMake {cmake_version}'s FindCUDAToolkit"
-        )
         inc = t.prefix / "targets/x86_64-linux/include"
         fix = fixes.add(env, fixes.Package("cuda-cudart-dev", f"{_mm(t)}.*"))
-        if "CUDAToolkit_INCLUDE_DIR" in pred.why_not_found and (inc / "cuda_runtime.h").is_file():
+        include_fix = (
+            "CUDAToolkit_INCLUDE_DIR" in pred.why_not_found and (inc / "cuda_runtime.h").is_file()
+        )
+        if include_fix:
             fix = (
                 fixes.set_var(
                     env,
                     "CMAKE_ARGS",
                     "-DCUDAToolkit_INCLUDE_DIR=${CONDA_PREFIX}/targets/x86_64-linux/include",
                 )
-                + f" (vLLM >= 0.13 passes CMAKE_ARGS to cmake; {which} looks only in "
+                + f" (vLLM >= 0.13 passes CMAKE_ARGS to cmake; {pred.module} looks only in "
                 f"{pred.root}/include)"
             )
         out.block(
             Blocker(
                 "cudatoolkit",
                 pred.why_not_found or "Could NOT find CUDAToolkit",
-                f"{which} (find_package(CUDAToolkit REQUIRED) in torch's cuda.cmake): "
+                f"{pred.module} (find_package(CUDAToolkit REQUIRED) in torch's cuda.cmake): "
                 f"{pred.why_not_found}",
                 fix,
             )
         )
-        # the rest as if it had been found: CMake's own module with nvcc's include dirs
-        pred = predict(t, "3.28.0", torch.nvtx, system_lib_dirs=system_lib_dirs)
+        # the rest as if it had been found: with the fix in place, else CMake's own module
+        # with nvcc's include dirs
+        if include_fix:
+            fixed = {**presets, "CUDAToolkit_INCLUDE_DIR": str(inc)}
+            pred = predict(
+                t, cmake_version, torch.nvtx, system_lib_dirs=system_lib_dirs, presets=fixed
+            )
+        if not pred.found:
+            pred = predict(
+                t,
+                "3.28.0",
+                torch.nvtx,
+                system_lib_dirs=system_lib_dirs,
+                module=cmake_module("3.28.0"),
+            )
+    out.cudatoolkit = pred
     out.targets = dict(pred.targets)
     _more_targets(out, pred, system_lib_dirs)
     # 4. configure-time NVTX / target checks
@@ -634,7 +648,7 @@ def predict_config(
             sig, msg = f"link:{target}", f"Target links to: {target} but the target was not found"
         out.block(
             _missing_target_blocker(
-                env, t, target, sig, msg, f"linked through {via or 'vLLM'}", None
+                env, t, target, sig, msg, f"linked through {via or 'vLLM'}", out.cudatoolkit
             ),
             configure=False,
         )
@@ -680,7 +694,9 @@ def _libnvtoolsext(
     dirs += [f"{root}/lib64"] if root else []
     searched = dedup_paths(dirs)
     out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = searched
-    if any((Path(d) / "libnvToolsExt.so").is_file() for d in searched):
+    found = next((d for d in searched if (Path(d) / "libnvToolsExt.so").is_file()), None)
+    if found is not None:
+        out.libnvtoolsext = str(Path(found) / "libnvToolsExt.so")
         return
     have = t.unversioned("libnvToolsExt.so")
     where = (
@@ -786,19 +802,7 @@ def cmake_install_prefix(cmake: Path | None) -> Path | None:
 def _nvtx_v2_fix(env: PixiEnv, t: ToolkitFacts) -> str:
     if _ver(t.version or "0") < (12, 9):
         return ""
-    return (
-        "CUDA >= 12.9 has no libnvToolsExt (NVTX v2 was removed; cuda-nvtx-dev 12.9 ships "
-        "only nvtx3 headers): use torch >= 2.8, whose CMake no longer links NVTX ("
-        + fixes.add(env, fixes.Package("torch", ">=2.8", pypi=True), verb="set")
-        + "), or a CUDA 12.8 toolkit ("
-        + fixes.add(
-            env,
-            fixes.Package("cuda-version", "12.8.*"),
-            fixes.Package("cuda-nvtx-dev", "12.8.*"),
-            verb="set",
-        )
-        + ")"
-    )
+    return nvtx_v2_fix(env, t.version or "12.9")
 
 
 def pred_nvtx3_found(torch: TorchCMake) -> bool:
@@ -834,20 +838,6 @@ def _more_targets(
                 break
 
 
-def _with_include(
-    t: ToolkitFacts, pred: Prediction, include: str, system_lib_dirs: tuple[str, ...]
-) -> Prediction:
-    """The bundled module with ``-DCUDAToolkit_INCLUDE_DIR`` preset: found when cudart is."""
-    if (Path(include) / "cuda_runtime.h").is_file() and pred.cudart and pred.version:
-        pred.include_dirs = [include]
-        pred.found = True
-        pred.why_not_found = ""
-        # rerun the library part with the include dir known
-        redo = predict(t, "3.28.0", None, system_lib_dirs=system_lib_dirs)
-        pred.targets = {k: v for k, v in redo.targets.items() if k != "CUDA::nvtx3"}
-    return pred
-
-
 def _missing_target_blocker(
     env: PixiEnv,
     t: ToolkitFacts,
@@ -862,9 +852,15 @@ def _missing_target_blocker(
     installed = package in env.conda_packages
     mm = _mm(t)
     libs = TARGET_LIBS.get(name, (name,))
-    if name == "nvToolsExt" and _nvtx_v2_fix(env, t):
-        fix = _nvtx_v2_fix(env, t)
-    elif installed:
+    if name == "nvToolsExt":
+        # one judge of NVTX fixes (nvtx.py), so that nvtx.cmake-target says the same
+        return Blocker(
+            signature,
+            message,
+            f"{cause}; {pred.module}: {nvtoolsext_cause(t, pred)}" if pred else cause,
+            nvtoolsext_fix(env, t, pred),
+        )
+    if installed:
         where = os.path.dirname(pred.cudart) if pred and pred.cudart else "?"
         fix = (
             f"{package} is installed but no unversioned lib{libs[0]}.so is where CMake looks "

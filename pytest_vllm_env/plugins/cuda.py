@@ -137,11 +137,15 @@ def cmake_version_for_env(
 
 
 @pytest.fixture(scope="session")
-def torch_cuda_cmake(vllm_env: PixiEnv) -> nvtx.TorchCudaCmake | None:
-    """What the env's torch ``share/cmake/Caffe2/public/cuda.cmake`` asks for NVTX; None
-    without torch."""
+def torch_cuda_cmake(
+    vllm_env: PixiEnv, torch_cmake_config: torch_cmake.TorchCMake | None
+) -> nvtx.TorchCudaCmake | None:
+    """What the env's torch ``share/cmake/Caffe2/public/cuda.cmake`` asks for NVTX, and which
+    FindCUDAToolkit it runs (torch's bundled copy, 2.1 on); None without torch."""
     from pytest_vllm_env.checks import nvtx
 
+    if torch_cmake_config is not None:
+        return torch_cmake_config.nvtx  # read once, the same facts cmake.torch-config uses
     return nvtx.read_torch_cmake(vllm_env)
 
 

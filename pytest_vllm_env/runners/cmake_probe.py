@@ -110,6 +110,7 @@ class ProbeResult:
     configured: bool = False  # "-- Configuring done" (errors after it are generate-time)
     stop: str | None = None  # signature of the configure-time error CMake stopped at
     generate: list[str] = field(default_factory=list)  # signatures of generate-time errors
+    torch_found: bool = False  # find_package(Torch) returned: the CUDA:: targets were printed
 
     @property
     def target_names(self) -> set[str]:
@@ -202,6 +203,8 @@ def run_probe(
             probe.targets[name] = loc
         elif key == "torch_target":
             probe.torch_targets.append(value)
+        elif key == "torch_found":
+            probe.torch_found = value.upper() in ("TRUE", "ON", "1", "YES")
     probe.errors = _errors(out)
     return probe
 
@@ -307,7 +310,26 @@ def compare_config(pred: ConfigPrediction, probe: ProbeResult) -> tuple[str, str
         same = bool(pred.stop and probe.stop == pred.stop.signature)
         return ("agree" if same else "differ"), detail
     same = sorted(b.signature for b in pred.generate) == sorted(probe.generate)
+    nvtx = _nvtoolsext_differs(pred, probe)
+    if nvtx:
+        return "differ", f"{detail}; {nvtx}"
     return ("agree" if same else "differ"), detail
+
+
+def _nvtoolsext_differs(pred: ConfigPrediction, probe: ProbeResult) -> str:
+    """Whether FindCUDAToolkit made ``CUDA::nvToolsExt`` as predicted (which module runs is
+    the prediction's to get right: torch's bundled copy, not CMake's own), once the real
+    find_package(Torch) got far enough to print the targets."""
+    if not probe.torch_found or pred.cudatoolkit is None:
+        return ""
+    want = "CUDA::nvToolsExt" in pred.targets
+    got = "CUDA::nvToolsExt" in probe.targets
+    if want == got:
+        return ""
+    return (
+        f"CUDA::nvToolsExt: predicted {'made' if want else 'not made'} by "
+        f"{pred.cudatoolkit.module}, CMake {'made' if got else 'did not make'} it"
+    )
 
 
 def agree(pred: Prediction, probe: ProbeResult) -> list[str]:
