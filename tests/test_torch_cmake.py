@@ -23,7 +23,7 @@ REAL_NVCC = pytest.mark.skipif(
     not (SYSTEM_CUDA / "bin" / "nvcc").is_file(), reason=f"needs a CUDA toolkit at {SYSTEM_CUDA}"
 )
 # conda-forge keeps the headers in targets/x86_64-linux: torch's old FindCUDA needs
-# CUDA_INC_PATH, its bundled FindCUDAToolkit -DCUDAToolkit_INCLUDE_DIR (vLLM >= 0.13 passes
+# CUDA_INC_PATH, its bundled FindCUDAToolkit -DCUDAToolkit_INCLUDE_DIR (vLLM >= 0.12 passes
 # CMAKE_ARGS on): the two changes cmake.torch-config asks for, one after the other.
 INC_PATH = 'CUDA_INC_PATH = "${CONDA_PREFIX}/targets/x86_64-linux"\n'
 INC_ARGS = INC_PATH + (

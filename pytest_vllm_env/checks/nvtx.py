@@ -214,7 +214,7 @@ def _bundled_module(env: PixiEnv) -> FindModule | None:
 
 
 def cmake_args(environ: dict[str, str]) -> dict[str, str]:
-    """``-DVAR=VALUE`` / ``-DVAR:TYPE=VALUE`` presets from ``CMAKE_ARGS`` (vLLM >= 0.13 passes
+    """``-DVAR=VALUE`` / ``-DVAR:TYPE=VALUE`` presets from ``CMAKE_ARGS`` (vLLM >= 0.12 passes
     them to cmake)."""
     presets: dict[str, str] = {}
     try:

@@ -28,7 +28,7 @@ What torch's files ask, in the order CMake meets it (read from the torch wheels 
    its own modules), whatever CMake runs it. :mod:`pytest_vllm_env.checks.nvtx` decides which module
    runs and reads its rules (one reader for both checks): the include dir is
    ``<root>/include/cuda_runtime.h`` only, unless ``CUDAToolkit_INCLUDE_DIR`` is preset (``-D``
-   in ``CMAKE_ARGS``, which vLLM >= 0.13's setup.py passes on); ``CUDA::nvToolsExt`` needs
+   in ``CMAKE_ARGS``, which vLLM >= 0.12's setup.py passes on); ``CUDA::nvToolsExt`` needs
    ``nvToolsExt.h`` as well as ``libnvToolsExt.so``, ``$NVTOOLSEXT_PATH`` counts on Linux, and
    there is no CUDA 12.9 cut-off.
 4. NVTX: 2.1 to 2.4 stop with ``Failed to find nvToolsExt`` without ``CUDA::nvToolsExt``;
@@ -559,7 +559,7 @@ def predict_config(
                     "CMAKE_ARGS",
                     "-DCUDAToolkit_INCLUDE_DIR=${CONDA_PREFIX}/targets/x86_64-linux/include",
                 )
-                + f" (vLLM >= 0.13 passes CMAKE_ARGS to cmake; {pred.module} looks only in "
+                + f" (vLLM >= 0.12 passes CMAKE_ARGS to cmake; {pred.module} looks only in "
                 f"{pred.root}/include)"
             )
         out.block(
