@@ -152,6 +152,20 @@ def _pip_venv(venv: Path, parts: dict[str, Path]) -> Path:
     return venv
 
 
+def _write_case(project, venv, config_home, parts, files, env, real, monkeypatch) -> None:
+    """One case's requirements.txt and config files (``<venv>``, ``<config>`` and ``{sdist}``
+    filled in) and its variables, set for the suite (monkeypatch) and the real installer."""
+    line = f"flash-attn @ {parts['sdist'].as_uri()}"
+    for rel, text in {"requirements.txt": line + "\n", **files}.items():
+        path = Path(rel.replace("<venv>", str(venv)).replace("<config>", str(config_home)))
+        path = path if path.is_absolute() else project / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.replace("{sdist}", line))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+        real[name] = value
+
+
 # (case id, files in the project, variables, the real message a failure quotes)
 PIP_CASES = [
     ("default", {}, {}, "No module named 'torch'"),
@@ -184,15 +198,7 @@ def test_real_pip_agrees(pytester, tmp_path, monkeypatch, parts, case, files, en
     home = hermetic_installers(monkeypatch, tmp_path / "home")
     real = _real_env(tmp_path / "home")
     real.update(XDG_CONFIG_DIRS=str(home.xdg_dirs), XDG_CONFIG_HOME=str(home.config_home))
-    reqs = {"requirements.txt": f"flash-attn @ {parts['sdist'].as_uri()}\n", **files}
-    for rel, text in reqs.items():
-        path = Path(rel.replace("<venv>", str(venv)).replace("<config>", str(home.config_home)))
-        path = path if path.is_absolute() else project / path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace("{sdist}", f"flash-attn @ {parts['sdist'].as_uri()}"))
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-        real[name] = value
+    _write_case(project, venv, home.config_home, parts, files, env, real, monkeypatch)
     outcome, summary = _verdict(pytester, venv)
     output = _run(
         [py, "-m", "pip", "install", "--dry-run", "--no-deps", "-r", "requirements.txt"],
@@ -250,15 +256,7 @@ def test_real_uv_pip_agrees(pytester, tmp_path, monkeypatch, parts, case, files,
         check=True,
         timeout=600,
     )
-    reqs = {"requirements.txt": f"flash-attn @ {parts['sdist'].as_uri()}\n", **files}
-    for rel, text in reqs.items():
-        path = Path(rel.replace("<config>", str(home.config_home)))
-        path = path if path.is_absolute() else project / path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace("{sdist}", f"flash-attn @ {parts['sdist'].as_uri()}"))
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-        real[name] = value
+    _write_case(project, venv, home.config_home, parts, files, env, real, monkeypatch)
     outcome, summary = _verdict(pytester, venv)
     output = _run(
         [uv, "pip", "install", "--dry-run", "--no-deps", "--python", str(venv)]

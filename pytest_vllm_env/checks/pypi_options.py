@@ -1005,18 +1005,19 @@ def _uv_fix(
     first = _unforce(env, isolation)
     found = opts.uv_config.project_file if opts.uv_config is not None else None
     if found is not None and found.kind == "uv.toml":
-        return (
-            f"{first}add to {found.path} (uv reads it, not [tool.uv] of {project.pyproject}): "
-            f'`[extra-build-dependencies]` with `{name} = [{{ requirement = "torch", '
-            f"match-runtime = true }}]` (uv >= {UV_MATCH_RUNTIME}), or "
-            f'`no-build-isolation-package = ["{name}"]` at its top (uv >= {UV_TWO_PHASE} '
-            f"installs torch before it){declare}"
+        target, note, table = (
+            found.path,
+            f" (uv reads it, not [tool.uv] of {project.pyproject})",
+            "",
         )
-    at = f" (line {project.uv.line})" if project.uv is not None and project.uv.line else ""
+        where = "at its top"
+    else:
+        at = f" (line {project.uv.line})" if project.uv is not None and project.uv.line else ""
+        target, note, table, where = project.pyproject, "", "tool.uv.", f"in [tool.uv]{at}"
     return (
-        f"{first}add to {project.pyproject}: `[tool.uv.extra-build-dependencies]` with "
+        f"{first}add to {target}{note}: `[{table}extra-build-dependencies]` with "
         f'`{name} = [{{ requirement = "torch", match-runtime = true }}]` (uv >= '
-        f'{UV_MATCH_RUNTIME}), or `no-build-isolation-package = ["{name}"]` in [tool.uv]{at} '
+        f'{UV_MATCH_RUNTIME}), or `no-build-isolation-package = ["{name}"]` {where} '
         f"(uv >= {UV_TWO_PHASE} installs torch before it){declare}"
     )
 
