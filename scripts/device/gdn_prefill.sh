@@ -7,7 +7,7 @@
 # kernel" line, the exception and the frame that raised it, the tokens. Then the toolchain
 # verdict and gpu.prediction-agrees for both. With FI_WHEELS=DIR (a folder holding the
 # flashinfer-python 0.6.14 wheel and whatever of its dependencies the stage lacks), a third
-# load with it installed under /tmp/fi.
+# load with it installed under /tmp/fi, and the suite on the env with it (FI_ONLY=1: only that).
 #   OUT=/somewhere bash scripts/device/gdn_prefill.sh   (after the vLLM stage)
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
@@ -32,10 +32,11 @@ except Exception as e:
 print({k: r.get(k) for k in ("additional_config", "tokens", "exception", "exception_frame", "load_seconds")})
 PY
 }
-probe as-is VLLM_ENV_PROBE_GPU_UTIL=0.2
-probe triton VLLM_ENV_PROBE_GPU_UTIL=0.2 VLLM_ENV_PROBE_ADDITIONAL_CONFIG="$TRITON"
+[ -z "${FI_ONLY:-}" ] && probe as-is VLLM_ENV_PROBE_GPU_UTIL=0.2
+[ -z "${FI_ONLY:-}" ] && probe triton VLLM_ENV_PROBE_GPU_UTIL=0.2 VLLM_ENV_PROBE_ADDITIONAL_CONFIG="$TRITON"
 if [ -n "${FI_WHEELS:-}" ]; then
-  $PY -m pip install -q --no-index --find-links "$FI_WHEELS" --target /tmp/fi flashinfer-python==0.6.14 \
+  # every wheel there, without resolving (torch and the stage's packages are already there)
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/fi "$FI_WHEELS"/*.whl \
     && probe flashinfer VLLM_ENV_PROBE_GPU_UTIL=0.2 PYTHONPATH=/tmp/fi:/tmp/site:$PWD
 fi
 # the suite's own verdicts on the same env: the static prediction, the real load, agreement
@@ -50,5 +51,11 @@ suite() {  # tag, extra pytest arguments
     | grep -E "^\[(modelopt.gdn|gpu.vllm-generate|gpu.prediction)|^(PASSED|FAILED|SKIPPED|WARNED)|passed|failed" \
     | cut -c1-600
 }
-suite as-is
-suite triton "--vllm-additional-config=$TRITON"
+[ -z "${FI_ONLY:-}" ] && suite as-is
+[ -z "${FI_ONLY:-}" ] && suite triton "--vllm-additional-config=$TRITON"
+if [ -d /tmp/fi/flashinfer ]; then  # the target env with flashinfer: the check reads it from there
+  SP=$E/lib/python3.12/site-packages
+  for d in /tmp/fi/*; do ln -sf "$d" "$SP/"; done
+  printf '#!/bin/sh\nPYTHONPATH=/tmp/fi:/tmp/site exec %s "$@"\n' "$PY" > /tmp/pywrap
+  PYTHONPATH=/tmp/fi:$PYTHONPATH suite flashinfer
+fi
