@@ -36,7 +36,10 @@ PY
 [ -z "${FI_ONLY:-}" ] && probe triton VLLM_ENV_PROBE_GPU_UTIL=0.2 VLLM_ENV_PROBE_ADDITIONAL_CONFIG="$TRITON"
 if [ -n "${FI_WHEELS:-}" ]; then
   # every wheel there, without resolving (torch and the stage's packages are already there)
+  # nvidia-cutlass-dsl puts `cutlass` on sys.path through a .pth file, which Python reads only
+  # in a site dir, not on PYTHONPATH (without this, flashinfer's SM90 GDN kernel is "unavailable")
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/fi "$FI_WHEELS"/*.whl \
+    && echo "import site; site.addsitedir('/tmp/fi')" > /tmp/fi/sitecustomize.py \
     && probe flashinfer VLLM_ENV_PROBE_GPU_UTIL=0.2 PYTHONPATH=/tmp/fi:/tmp/site:$PWD
 fi
 # the suite's own verdicts on the same env: the static prediction, the real load, agreement
