@@ -301,3 +301,26 @@ def test_probe_gets_the_additional_config(pytester):
         "VLLM_ENV_PROBE_ADDITIONAL_CONFIG": '{"gdn_prefill_backend": "triton"}'
     }
     assert probe_settings(pytester.parseconfigure()) == {}
+
+
+def test_flashinfer_without_cutlass_dsl_fails_on_hopper(pytester, env_builder):
+    """Measured on the H100 (vLLM 0.26.0, flashinfer-python 0.6.14 whose nvidia-cutlass-dsl was
+    not importable): flashinfer swallows the ImportError, then its sm 9.0 prefill raises
+    "SM90 GDN prefill DSL kernel is unavailable" (flashinfer/gdn_prefill.py:456)."""
+    install_gdn_vllm(env_builder, flashinfer="0.6.14", cutlass_dsl=False)
+    run(pytester, env_builder, QWEN35).assert_outcomes(failed=1)
+    f = finding(pytester)
+    assert f["summary"].endswith(
+        "and flashinfer-python 0.6.14 runs it there on a CuTe DSL kernel "
+        "(flashinfer/gdn_kernels/delta_rule_dsl), which needs nvidia-cutlass-dsl, not installed: "
+        'the first prefill dies with "NotImplementedError: SM90 GDN prefill DSL kernel is '
+        'unavailable"'
+    )
+    assert f["fix"].startswith(
+        'add `nvidia-cutlass-dsl = "==4.6.0"` to [pypi-dependencies] in pixi.toml'
+    )
+    assert "(vLLM 0.26.0's Requires-Dist: nvidia-cutlass-dsl[cu13]==4.6.0)" in f["fix"]
+    assert "--gdn-prefill-backend triton" in f["fix"]
+    assert f["evidence"]["vllm_effect"] == "refuses"
+    # Ampere takes Triton: flashinfer's DSL kernel is not used, nothing to fail
+    run(pytester, env_builder, QWEN35, arch="8.0").assert_outcomes(passed=1)

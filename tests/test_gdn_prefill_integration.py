@@ -77,19 +77,26 @@ def test_real_026_rule_is_the_built_in_one(vllm_trees):
 
 @pytest.fixture(scope="session")
 def flashinfer_tree() -> Path:
-    """The real flashinfer-python 0.6.14 wheel's dist-info and gdn_prefill module."""
+    """The real flashinfer-python 0.6.14 wheel's dist-info, gdn_prefill module and sm 9.x CuTe
+    DSL kernel."""
     whl = downloads.wheel("flashinfer-python==0.6.14")
     return members(
         whl,
         lambda n: (
-            n == "flashinfer/gdn_prefill.py"
-            or n == "flashinfer/__init__.py"
+            n in ("flashinfer/gdn_prefill.py", "flashinfer/__init__.py", G.SM90_DSL_PY)
             or n.startswith("flashinfer_python-0.6.14.dist-info/")
         ),
     )
 
 
-def _real_env(builder: EnvBuilder, tree: Path, flashinfer: Path | None) -> None:
+@pytest.fixture(scope="session")
+def cutlass_tree() -> Path:
+    """The real nvidia-cutlass-dsl 4.6.0 wheel's dist-info (vLLM 0.26.0's pin)."""
+    whl = downloads.wheel("nvidia-cutlass-dsl==4.6.0")
+    return members(whl, lambda n: n.startswith("nvidia_cutlass_dsl-4.6.0.dist-info/"))
+
+
+def _real_env(builder: EnvBuilder, tree: Path, *extra: Path) -> None:
     builder.python("3.12")
     meta = next(tree.glob("vllm-*.dist-info/METADATA")).read_text()
     requires = [
@@ -98,16 +105,18 @@ def _real_env(builder: EnvBuilder, tree: Path, flashinfer: Path | None) -> None:
     builder.dist("vllm", "0.26.0", requires=requires)
     shutil.copytree(tree / "vllm", builder.site_packages / "vllm", dirs_exist_ok=True)
     builder.dist("torch", "2.11.0", files={"torch/version.py": "cuda: str | None = '13.0'\n"})
-    if flashinfer is not None:
-        for item in flashinfer.iterdir():
+    for folder in extra:
+        for item in folder.iterdir():
             shutil.copytree(item, builder.site_packages / item.name, dirs_exist_ok=True)
 
 
-@pytest.mark.parametrize("with_flashinfer", [False, True])
+@pytest.mark.parametrize("installed", ["nothing", "flashinfer", "flashinfer+cutlass"])
 def test_real_026_files_judge_the_real_export(
-    pytester, env_builder, vllm_trees, flashinfer_tree, with_flashinfer
+    pytester, env_builder, vllm_trees, flashinfer_tree, cutlass_tree, installed
 ):
-    _real_env(env_builder, vllm_trees["0.26.0"], flashinfer_tree if with_flashinfer else None)
+    trees = {"nothing": [], "flashinfer": [flashinfer_tree]}
+    trees["flashinfer+cutlass"] = [flashinfer_tree, cutlass_tree]
+    _real_env(env_builder, vllm_trees["0.26.0"], *trees[installed])
     report = pytester.path / "report.json"
     result = pytester.runpytest(
         "--vllm-conformance",
@@ -123,9 +132,15 @@ def test_real_026_files_judge_the_real_export(
         f"--vllm-env-report={report}",
     )
     found = json.loads(report.read_text())["checks"][0]
-    if with_flashinfer:
+    if installed == "flashinfer+cutlass":
         result.assert_outcomes(passed=1)
         assert "flashinfer-python 0.6.14 is installed" in found["summary"]
+    elif (
+        installed == "flashinfer"
+    ):  # what the H100 did: "SM90 GDN prefill DSL kernel is unavailable"
+        result.assert_outcomes(failed=1)
+        assert G.SM90_DSL_ERROR in found["summary"]
+        assert "nvidia-cutlass-dsl[cu13]==4.6.0" in found["fix"]
     else:
         result.assert_outcomes(failed=1)
         assert (

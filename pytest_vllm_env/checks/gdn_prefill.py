@@ -58,6 +58,8 @@ FLASHINFER_DISTS = ("flashinfer-python", "flashinfer")
 # vLLM 0.26.0's in-tree CuteDSL kernel imports these (ops/gdn_chunk_cutedsl/*.py).
 CUTEDSL_DISTS = {"quack": "quack-kernels", "cutlass": "nvidia-cutlass-dsl"}
 REAL_ERROR = "ModuleNotFoundError: No module named 'flashinfer'"
+SM90_DSL_ERROR = "NotImplementedError: SM90 GDN prefill DSL kernel is unavailable"
+SM90_DSL_PY = "flashinfer/gdn_kernels/delta_rule_dsl/delta_rule_sm90.py"
 TRITON_REQUEST = {"gdn_prefill_backend": "triton"}
 
 
@@ -143,6 +145,11 @@ class GdnEnv:
     vllm: str | None = None
     flashinfer: str | None = None  # the installed flashinfer-python's version
     flashinfer_has_gdn: bool | None = None  # flashinfer/gdn_prefill.py present (None: unknown)
+    # flashinfer/gdn_kernels/delta_rule_dsl/delta_rule_sm90.py present: its sm 9.x prefill is a
+    # CuTe DSL kernel (0.6.14), which needs nvidia-cutlass-dsl importable
+    flashinfer_sm90_dsl: bool | None = None
+    cutlass_dsl: bool | None = None  # nvidia-cutlass-dsl installed (None: unknown)
+    add_cutlass_dsl: str = ""  # the fix that adds nvidia-cutlass-dsl at vLLM's pin
     vllm_flashinfer_pin: str | None = None  # vLLM's Requires-Dist for flashinfer-python
     torch_cuda: str | None = None  # torch.version.cuda ("13.0")
     missing_cutedsl: tuple[str, ...] = ()  # dists the CuteDSL kernel imports, absent
@@ -608,6 +615,21 @@ def gdn_prefill_backend(
             vllm_effect="refuses",
             **ev,
         )
+    hopper = [c for c in fi if c.arch.startswith("9.")]
+    if hopper and env.flashinfer_sm90_dsl and env.cutlass_dsl is False:
+        # measured on the H100 (vLLM 0.26.0, flashinfer-python 0.6.14, cutlass not importable):
+        # flashinfer swallows the ImportError and its prefill raises this
+        return failed(
+            cid,
+            f"{what}: vLLM {version} runs its prefill on FlashInfer on sm "
+            f"{', '.join(c.arch for c in hopper)}, and flashinfer-python {env.flashinfer} runs "
+            "it there on a CuTe DSL kernel (flashinfer/gdn_kernels/delta_rule_dsl), which needs "
+            "nvidia-cutlass-dsl, not installed: the first prefill dies with "
+            f'"{SM90_DSL_ERROR}"',
+            f"{env.add_cutlass_dsl or 'add nvidia-cutlass-dsl to the env'}; " + _triton_fix(rule),
+            vllm_effect="refuses",
+            **ev,
+        )
     if cute and env.missing_cutedsl:
         return failed(
             cid,
@@ -663,22 +685,25 @@ def _fix(rule: GdnRule, env: GdnEnv, verb: str = "add") -> str:
     if env.vllm_flashinfer_pin:
         fix += f" (vLLM {env.vllm}'s own Requires-Dist pins flashinfer-python"
         fix += f"{env.vllm_flashinfer_pin})"
-    if rule.config_key:
-        ask = []
-        if rule.cli_flag:
-            ask.append(f"`vllm serve ... {rule.cli_flag} triton`")
-        if rule.engine_arg:
-            ask.append(f'`LLM(..., {rule.engine_arg}="triton")`')
-        ask.append(f"`--additional-config '{json.dumps({rule.config_key: 'triton'})}'`")
-        fix += (
-            "; or run the Triton/FLA prefill kernel instead: "
-            + " or ".join(ask)
-            + f", and tell this suite with --vllm-additional-config="
-            f"'{json.dumps({rule.config_key: 'triton'})}'"
-        )
-    else:
-        fix += "; this vLLM has no way to ask for another kernel on this GPU"
-    return fix
+    return fix + "; " + _triton_fix(rule)
+
+
+def _triton_fix(rule: GdnRule) -> str:
+    """How to ask this vLLM for the Triton/FLA prefill kernel, and tell the suite so."""
+    if not rule.config_key:
+        return "this vLLM has no way to ask for another kernel on this GPU"
+    ask = []
+    if rule.cli_flag:
+        ask.append(f"`vllm serve ... {rule.cli_flag} triton`")
+    if rule.engine_arg:
+        ask.append(f'`LLM(..., {rule.engine_arg}="triton")`')
+    ask.append(f"`--additional-config '{json.dumps({rule.config_key: 'triton'})}'`")
+    return (
+        "or run the Triton/FLA prefill kernel instead: "
+        + " or ".join(ask)
+        + ", and tell this suite with --vllm-additional-config="
+        f"'{json.dumps({rule.config_key: 'triton'})}'"
+    )
 
 
 def requirement_pin(requires: Iterable[str], names: Sequence[str] = FLASHINFER_DISTS) -> str | None:

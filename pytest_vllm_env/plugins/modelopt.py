@@ -264,6 +264,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
     from pytest_vllm_env.checks.gdn_prefill import (
         FLASHINFER_DISTS,
+        SM90_DSL_PY,
         GdnEnv,
         cutedsl_missing,
         requirement_pin,
@@ -273,9 +274,15 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     vllm = vllm_env.dist("vllm")
     pin = requirement_pin(vllm.requires) if vllm else None
     fi = next((d for d in (vllm_env.dist(n) for n in FLASHINFER_DISTS) if d), None)
-    has_gdn = None
+    has_gdn = sm90_dsl = None
     if fi is not None and not getattr(vllm_env, "locked", None):
         has_gdn = (fi.location / "flashinfer" / "gdn_prefill.py").is_file()
+        sm90_dsl = (fi.location / SM90_DSL_PY).is_file()
+    cutlass_pin = requirement_pin(vllm.requires, ("nvidia-cutlass-dsl",)) if vllm else None
+    cutlass_req = next(  # with its extra ([cu13]), which the pin alone loses
+        (r for r in (vllm.requires if vllm else ()) if r.lower().startswith("nvidia-cutlass-dsl")),
+        None,
+    )
     torch = vllm_env.version_of("torch")
     root = torch_root(vllm_env)
     torch_cuda = read_torch_cuda(root) if root else None
@@ -289,6 +296,12 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         vllm=vllm.version if vllm else None,
         flashinfer=fi.version if fi else None,
         flashinfer_has_gdn=has_gdn,
+        flashinfer_sm90_dsl=sm90_dsl,
+        cutlass_dsl=vllm_env.dist("nvidia-cutlass-dsl") is not None,
+        add_cutlass_dsl=fixes.add(
+            vllm_env, fixes.Package("nvidia-cutlass-dsl", cutlass_pin or "", pypi=True)
+        )
+        + (f" (vLLM {vllm.version}'s Requires-Dist: {cutlass_req})" if cutlass_req else ""),
         vllm_flashinfer_pin=pin,
         torch_cuda=torch_cuda,
         missing_cutedsl=cute,
