@@ -271,12 +271,17 @@ def set_var(env: PixiEnv, name: str, value: str) -> str:
     )
 
 
+def _pixi_cmd(env: PixiEnv, verb: str) -> str:
+    """``pixi VERB -e NAME [--manifest-path PATH]`` for the env's own manifest."""
+    where = f" --manifest-path {env.manifest_path}" if env.manifest_path else ""
+    return f"pixi {verb} -e {env.name or 'default'}{where}"
+
+
 def install_env(env: PixiEnv) -> str:
     """How to (re)install the env from its declaration."""
     kind = kind_of(env)
     if kind in ("pixi", "pyproject"):
-        where = f" --manifest-path {env.manifest_path}" if env.manifest_path else ""
-        return f"run `pixi install -e {env.name or 'default'}{where}`"
+        return f"run `{_pixi_cmd(env, 'install')}`"
     if kind == "conda":
         return f"recreate the env from its environment.yml (`conda env update -p {env.prefix}`)"
     return f"reinstall the venv's requirements (`{env.prefix}/bin/python -m pip install -r ...`)"
@@ -288,8 +293,7 @@ def reinstall(env: PixiEnv, name: str, *, pypi: bool = False) -> str:
     ``pip install --force-reinstall`` for a PyPI package or a venv."""
     kind = kind_of(env)
     if kind in ("pixi", "pyproject"):
-        where = f" --manifest-path {env.manifest_path}" if env.manifest_path else ""
-        return f"`pixi reinstall -e {env.name or 'default'}{where} {name}`"
+        return f"`{_pixi_cmd(env, 'reinstall')} {name}`"
     if kind == "conda" and not pypi:
         return f"`conda install -p {env.prefix} -c conda-forge --force-reinstall {name}`"
     if kind == "venv" and not pypi and name not in PYPI_EQUIVALENT:
@@ -306,8 +310,7 @@ def shell(env: PixiEnv) -> str:
     ``pixi shell -e NAME``, ``conda activate PREFIX``, ``source PREFIX/bin/activate``."""
     kind = kind_of(env)
     if kind in ("pixi", "pyproject"):
-        where = f" --manifest-path {env.manifest_path}" if env.manifest_path else ""
-        return f"`pixi shell -e {env.name or 'default'}{where}`"
+        return f"`{_pixi_cmd(env, 'shell')}`"
     if kind == "conda":
         return f"`conda activate {env.prefix}`"
     return f"`source {env.prefix}/bin/activate`"

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_vllm_env.readers.elf import (
     ElfError,
@@ -39,6 +39,8 @@ from pytest_vllm_env.readers.elf import (
     read_elf,
     undefined_names,
 )
+
+T = TypeVar("T")
 
 DEFAULT_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
                 "/lib", "/usr/lib")  # fmt: skip
@@ -105,20 +107,20 @@ def index(path: Path) -> SymbolIndex:
     """What ``path`` defines, to ask about a few names (:class:`SymbolIndex`), read once per
     process (torch's facts and the undefined-symbol check share it); :class:`ElfError` when
     unreadable."""
-    try:
-        got = _index(*_stat_key(path))
-    except OSError as exc:
-        raise ElfError(f"cannot read: {exc.strerror or exc}") from None
-    if isinstance(got, str):
-        raise ElfError(got)
-    return got
+    return _read_once(_index, path)
 
 
 def imports(path: Path) -> tuple[tuple[str, bool], ...]:
     """``(name, weak)`` of each undefined dynamic symbol of ``path``, read once per process;
     :class:`ElfError` when unreadable."""
+    return _read_once(_imports, path)
+
+
+def _read_once(read: Callable[..., T | str], path: Path) -> T:
+    """``read`` (an lru_cache'd reader keyed by the file's stat) for ``path``; the error text
+    it cached, or an unreadable file, as :class:`ElfError`."""
     try:
-        got = _imports(*_stat_key(path))
+        got = read(*_stat_key(path))
     except OSError as exc:
         raise ElfError(f"cannot read: {exc.strerror or exc}") from None
     if isinstance(got, str):
