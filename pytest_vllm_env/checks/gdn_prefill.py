@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.facts.env import requirement_of
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 
@@ -709,18 +710,8 @@ def _triton_fix(rule: GdnRule) -> str:
 def requirement_pin(requires: Iterable[str], names: Sequence[str] = FLASHINFER_DISTS) -> str | None:
     """vLLM's specifier for flashinfer-python outside extras (``"==0.6.14"``); None when
     it declares none."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    for text in requires:
-        try:
-            req = Requirement(text)
-        except InvalidRequirement:
-            continue
-        if req.name.lower() not in names:
-            continue
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            return str(req.specifier) or None
-    return None
+    req = requirement_of(requires, names)
+    return (str(req.specifier) or None) if req is not None else None
 
 
 def cutedsl_missing(installed: Mapping[str, bool]) -> tuple[str, ...]:

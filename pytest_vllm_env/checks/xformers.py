@@ -33,6 +33,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env.facts.archs import Arch
+from pytest_vllm_env.facts.env import requirement_of
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.runners.gpu import NO_PYTHON, NO_PYTHON_FIX, ProbeResult
 
@@ -660,16 +661,8 @@ def read_build_torch(package_dir: Path) -> str | None:
 def vllm_xformers_requirement(dist: Any) -> str | None:
     """vLLM's specifier for xformers on this platform (``"==0.0.31"``, ``""`` when unpinned),
     None when vLLM does not require xformers (or only as an extra)."""
-    for text in getattr(dist, "requires", ()) or ():
-        try:
-            req = Requirement(text)
-        except InvalidRequirement:
-            continue
-        if req.name.lower() != "xformers":
-            continue
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            return str(req.specifier)
-    return None
+    req = requirement_of(getattr(dist, "requires", ()) or (), ("xformers",))
+    return str(req.specifier) if req is not None else None
 
 
 def _allows(specifier: str, version: str) -> bool:

@@ -17,17 +17,20 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
 from pytest_vllm_env.readers.pixi import Manifest, ManifestError, find_manifest, load_manifest
 from pytest_vllm_env.runners import proc
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 ACTIVATION_TIMEOUT = 30.0
 # Variables of an outer activation that must not leak into the judged env's environment.
@@ -48,6 +51,22 @@ class CondaPackage:
     build: str
     channel: str
     record: Path
+
+
+def requirement_of(requires: Iterable[str], names: Sequence[str]) -> Requirement | None:
+    """The first of ``requires`` (a dist's Requires-Dist lines) naming one of ``names``
+    outside extras (vLLM's ``xformers==0.0.31``, ``nvidia-cutlass-dsl[cu13]==4.6.0``); None
+    when none does."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for text in requires:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.name.lower() in names and (req.marker is None or req.marker.evaluate({"extra": ""})):
+            return req
+    return None
 
 
 @dataclass(frozen=True)

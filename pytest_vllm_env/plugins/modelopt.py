@@ -269,6 +269,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         cutedsl_missing,
         requirement_pin,
     )
+    from pytest_vllm_env.facts.env import requirement_of
     from pytest_vllm_env.readers.pixilock import cuda_of_local
 
     vllm = vllm_env.dist("vllm")
@@ -278,11 +279,9 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     if fi is not None and not getattr(vllm_env, "locked", None):
         has_gdn = (fi.location / "flashinfer" / "gdn_prefill.py").is_file()
         sm90_dsl = (fi.location / SM90_DSL_PY).is_file()
-    cutlass_pin = requirement_pin(vllm.requires, ("nvidia-cutlass-dsl",)) if vllm else None
-    cutlass_req = next(  # with its extra ([cu13]), which the pin alone loses
-        (r for r in (vllm.requires if vllm else ()) if r.lower().startswith("nvidia-cutlass-dsl")),
-        None,
-    )
+    # with its extra ([cu13]), which the pin alone loses
+    cutlass_req = requirement_of(vllm.requires, ("nvidia-cutlass-dsl",)) if vllm else None
+    cutlass_pin = (str(cutlass_req.specifier) or None) if cutlass_req else None
     torch = vllm_env.version_of("torch")
     root = torch_root(vllm_env)
     torch_cuda = read_torch_cuda(root) if root else None
