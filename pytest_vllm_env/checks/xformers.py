@@ -35,7 +35,7 @@ from packaging.version import InvalidVersion, Version
 from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.facts.env import requirement_of
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
-from pytest_vllm_env.runners.gpu import NO_PYTHON, NO_PYTHON_FIX, ProbeResult
+from pytest_vllm_env.runners.gpu import ProbeResult, probe_blocked
 
 MODEL_PY = "vllm/model_executor/models/qwen2_5_vl.py"
 VISION_PY = "vllm/model_executor/models/vision.py"
@@ -688,15 +688,9 @@ def _torch_requirement(requires: Sequence[str]) -> Requirement | None:
 def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "") -> Finding:
     """xformers.attention: memory_efficient_attention agrees with torch SDPA on the GPU."""
     cid = "xformers.attention"
-    if probe.problem == NO_PYTHON:
-        return failed(cid, f"{NO_PYTHON}: xformers cannot run in it", NO_PYTHON_FIX)
-    if probe.problem:
-        return error(
-            cid,
-            f"the xformers probe did not complete: {probe.problem}",
-            f"run `{python} -c 'import xformers.ops'` in the env and fix what it prints",
-            output=probe.output_tail,
-        )
+    retry = f"run `{python} -c 'import xformers.ops'` in the env and fix what it prints"
+    if blocked := probe_blocked(cid, probe, "xformers", retry):
+        return blocked
     d = probe.data
     if d.get("xformers") is None:
         return failed(

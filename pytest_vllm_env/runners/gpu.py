@@ -95,19 +95,28 @@ def run_probe(
     )
 
 
-def torch_cuda(probe: ProbeResult, python: str | Path = "") -> Finding:
-    """gpu.torch-cuda: torch imports, sees a GPU, and a half-precision matmul gives 64."""
-    cid = "gpu.torch-cuda"
+def probe_blocked(cid: str, probe: ProbeResult, subject: str, retry: str) -> Finding | None:
+    """The finding for a probe that could not run (no Python in the env: failed) or did not
+    complete (an error, its output kept, ``retry`` the command to try by hand); None when it
+    ran."""
     if probe.problem == NO_PYTHON:
-        return failed(cid, f"{NO_PYTHON}: torch cannot run in it", NO_PYTHON_FIX)
+        return failed(cid, f"{NO_PYTHON}: {subject} cannot run in it", NO_PYTHON_FIX)
     if probe.problem:
         return error(
             cid,
-            f"the torch probe did not complete: {probe.problem}",
-            f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env "
-            "and fix what it prints",
+            f"the {subject} probe did not complete: {probe.problem}",
+            retry,
             output=probe.output_tail,
         )
+    return None
+
+
+def torch_cuda(probe: ProbeResult, python: str | Path = "") -> Finding:
+    """gpu.torch-cuda: torch imports, sees a GPU, and a half-precision matmul gives 64."""
+    cid = "gpu.torch-cuda"
+    retry = f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env"
+    if blocked := probe_blocked(cid, probe, "torch", retry + " and fix what it prints"):
+        return blocked
     d = probe.data
     if d.get("torch") is None:
         return failed(
@@ -297,14 +306,9 @@ def torch_fp8(
     What ModelOpt FP8 checkpoints run on; a torch or driver without working FP8 GEMMs
     loads them and then fails (or, worse, computes garbage)."""
     cid = "gpu.torch-fp8"
-    if probe.problem == NO_PYTHON:
-        return failed(cid, f"{NO_PYTHON}: torch cannot run in it", NO_PYTHON_FIX)
-    if probe.problem:
-        return error(
-            cid,
-            f"the torch probe did not complete: {probe.problem}",
-            f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env",
-        )
+    retry = f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env"
+    if blocked := probe_blocked(cid, probe, "torch", retry):
+        return blocked
     fp8 = probe.data.get("fp8")
     if not probe.data.get("devices") or not isinstance(fp8, dict):
         return skipped(cid, "no GPU visible to the target env's torch: FP8 not tried")
