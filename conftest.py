@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.envs import EnvBuilder
+from fixtures.golden import golden_reports  # noqa: F401  (autouse; off unless VLLM_ENV_GOLDEN_DIR)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
