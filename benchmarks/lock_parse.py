@@ -112,9 +112,9 @@ def lock_checks_in_process(workspace: Path) -> float:
     """Seconds from reading pixi.lock to every lock.* verdict, in this process (best of 5):
     what lock mode adds to a run, without pytest's start-up."""
     from pytest_vllm_env.checks import lockchecks
-    from pytest_vllm_env.facts.archs import parse_arch
     from pytest_vllm_env.facts.env import EnvSpec
-    from pytest_vllm_env.lockmode import open_env
+    from pytest_vllm_env.facts.lock_env import open_env
+    from pytest_vllm_env.tables.archs import parse_arch
 
     manifest = workspace / "pixi.toml"
     spec = EnvSpec(workspace / ".pixi/envs/default", "default", manifest, str(manifest))

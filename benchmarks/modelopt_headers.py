@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures import checkpoints as ckpts  # noqa: E402
 from fixtures.vllm_standin import modelopt_text, registry_text  # noqa: E402
 from pytest_vllm_env.checks import modelopt  # noqa: E402
-from pytest_vllm_env.facts.archs import parse_arch  # noqa: E402
 from pytest_vllm_env.readers.checkpoint import read_checkpoint, read_scales, resolve  # noqa: E402
 from pytest_vllm_env.readers.vllm_source import parse_modelopt, parse_registry  # noqa: E402
+from pytest_vllm_env.tables.archs import parse_arch  # noqa: E402
 
 SHARD_GB = 5  # what Hugging Face exports use
 

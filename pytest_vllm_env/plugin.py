@@ -22,7 +22,7 @@ Settings (each also an ini key with ``-`` spelled ``_``; the option wins over th
 
 Write path options with ``=``: in ``--vllm-env PATH`` pytest takes ``PATH`` for a test path
 while it chooses its rootdir and ini file (pytest-dev/pytest#8846; see
-:mod:`pytest_vllm_env.rootdir`).
+:mod:`pytest_vllm_env.plugins.rootdir`).
 ``--vllm-conformance``
     Add the bundled conformance suite to the run (alone: run only it).
 
@@ -46,15 +46,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.outcomes import Skipped
 
-from pytest_vllm_env import settings
+from pytest_vllm_env.plugins import settings
 
 # The check library loads when a run asks for it (a fixture, an option, the suite), never at
 # start-up: installed, this plugin loads in every pytest run of the user's repo.
 if TYPE_CHECKING:
     from pytest_vllm_env.cache import FactCache
-    from pytest_vllm_env.facts.archs import Arch
     from pytest_vllm_env.facts.env import EnvSpec, PixiEnv
     from pytest_vllm_env.findings import Finding
+    from pytest_vllm_env.tables.archs import Arch
 
 FINDING_KEY = "vllm_env.finding"
 CHECK_KEY = "vllm_env.check"
@@ -165,7 +165,7 @@ def pytest_load_initial_conftests(
     options = {s.option for s in settings.SETTINGS.values()}
     if not options.intersection(args):  # no option of ours in the --opt VALUE form
         return
-    from pytest_vllm_env.rootdir import check_space_form_options
+    from pytest_vllm_env.plugins.rootdir import check_space_form_options
 
     check_space_form_options(early_config, parser)
 
@@ -190,7 +190,7 @@ def _check_cuda_archs(config: pytest.Config) -> None:
     if not values:
         return
     from pytest_vllm_env.checks.cuda import is_known_arch, known_archs_text
-    from pytest_vllm_env.facts.archs import parse_arch_list
+    from pytest_vllm_env.tables.archs import parse_arch_list
 
     try:
         archs = parse_arch_list(" ".join(values))
@@ -231,7 +231,7 @@ def _check_report_path(config: pytest.Config) -> None:
 
 def _inside_judged_env(config: pytest.Config, path: Path) -> Path | None:
     from pytest_vllm_env.facts.env import EnvError
-    from pytest_vllm_env.rootdir import inside
+    from pytest_vllm_env.plugins.rootdir import inside
 
     try:
         specs = state(config).specs()
@@ -244,7 +244,7 @@ def _inside_judged_env(config: pytest.Config, path: Path) -> Path | None:
 def report_path(config: pytest.Config, value: str) -> Path:
     """``--vllm-env-report`` as a path (``%N``: the node name): relative to the invocation
     dir (option) or the rootdir (ini key)."""
-    from pytest_vllm_env import node as node_mod
+    from pytest_vllm_env.runners import node as node_mod
 
     path = Path(node_mod.expand_report_path(value, node_name(config)[0])).expanduser()
     return path if path.is_absolute() else state(config)._base_for("vllm_env_report") / path
@@ -310,7 +310,7 @@ class SessionState:
 
     def guard_pytest_cache(self) -> None:
         """Never let pytest's own cache write into a judged env (a rootdir inside it)."""
-        from pytest_vllm_env.rootdir import guard_pytest_cache
+        from pytest_vllm_env.plugins.rootdir import guard_pytest_cache
 
         note = guard_pytest_cache(self.config, self.judged_prefixes())
         if note:
@@ -352,7 +352,7 @@ class SessionState:
 
     def env(self, spec: EnvSpec) -> PixiEnv:
         if spec.prefix not in self._envs:
-            from pytest_vllm_env.lockmode import open_env
+            from pytest_vllm_env.facts.lock_env import open_env
             from pytest_vllm_env.plugins import (
                 lock,  # its settings: --vllm-from-lock, --pixi-platform
             )
@@ -364,7 +364,7 @@ class SessionState:
 
     def fact_cache(self) -> FactCache:
         from pytest_vllm_env.cache import FactCache
-        from pytest_vllm_env.rootdir import safe_cache_dir
+        from pytest_vllm_env.plugins.rootdir import safe_cache_dir
 
         return FactCache(safe_cache_dir(self.config, self.judged_prefixes()))
 
@@ -444,7 +444,7 @@ def vllm_env_activation(vllm_env: PixiEnv) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cuda_archs(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> list[Arch]:
-    """The target GPU archs (:class:`pytest_vllm_env.facts.archs.Arch`), from ``--cuda-arch``,
+    """The target GPU archs (:class:`pytest_vllm_env.tables.archs.Arch`), from ``--cuda-arch``,
     else ``TORCH_CUDA_ARCH_LIST`` after the env's activation, else the visible GPUs' compute
     capabilities; empty when none is known (arch checks then skip and say why)."""
     return resolve_archs(request.config, vllm_env)[0]
@@ -532,7 +532,7 @@ def _flatten(items: Iterable[Any]) -> Iterator[Finding]:
 
 
 def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[Arch], str]:
-    from pytest_vllm_env.facts.archs import parse_arch_list
+    from pytest_vllm_env.tables.archs import parse_arch_list
 
     values = settings.get_list(config, "cuda_arch")
     if values:  # validated in pytest_configure
@@ -551,8 +551,8 @@ def resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[Arch], str]
 
 def visible_gpu_archs() -> list[Arch]:
     """Compute capabilities of the visible GPUs, from nvidia-smi; [] without one."""
-    from pytest_vllm_env.facts.archs import parse_arch
-    from pytest_vllm_env.runners import proc
+    from pytest_vllm_env import proc
+    from pytest_vllm_env.tables.archs import parse_arch
 
     smi = proc.which("nvidia-smi", os.environ.get("PATH"))
     if not smi:
@@ -756,7 +756,7 @@ def _longrepr_text(report: pytest.TestReport) -> str:
 
 def node_name(config: pytest.Config) -> tuple[str, str]:
     """This node's name (``--vllm-node-name``, else the environment, else the host name)."""
-    from pytest_vllm_env import node as node_mod
+    from pytest_vllm_env.runners import node as node_mod
 
     return node_mod.node_name(settings.get(config, "vllm_node_name"), os.environ)
 
@@ -766,8 +766,8 @@ def write_report(config: pytest.Config, path: Path) -> None:
     [...]}``: stable, parsed by tools. Schema 2 added the ``warning`` outcome (schema 1 had
     only passed, failed, skipped, error) and ``strict``; ``node`` and ``created`` were added
     later within schema 2 (README: The JSON report)."""
-    from pytest_vllm_env import node as node_mod
     from pytest_vllm_env.facts.env import EnvError
+    from pytest_vllm_env.runners import node as node_mod
 
     st = state(config)
     envs: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import torch_wheels  # noqa: E402
-from pytest_vllm_env.facts.archs import parse_arch  # noqa: E402
+from pytest_vllm_env.tables.archs import parse_arch  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

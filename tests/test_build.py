@@ -22,7 +22,7 @@ from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env.checks import build
-from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.tables.archs import parse_arch
 
 SYSTEM_CUDA = "/usr/local/cuda"
 SUITE = ("--vllm-conformance", "-p", "no:cacheprovider", "-k", "test_build.py", "-m", "build")

@@ -20,9 +20,9 @@ from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from fixtures.vllm_standin import ALGOS_0_26, install_vllm, modelopt_text, registry_text
 from pytest_vllm_env.checks import modelopt, vllm_run
-from pytest_vllm_env.facts.archs import parse_arch
 from pytest_vllm_env.readers.checkpoint import read_checkpoint, read_scales, read_weight_samples
 from pytest_vllm_env.readers.vllm_source import parse_modelopt, parse_registry
+from pytest_vllm_env.tables.archs import parse_arch
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT = REPO / "fixtures" / "modelopt_export" / "llama-fp8"

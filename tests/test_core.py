@@ -467,7 +467,7 @@ def test_failed_finding_without_fix_is_refused():
 
 
 def test_cuda_arch_spellings():
-    from pytest_vllm_env.facts.archs import parse_arch, parse_arch_list
+    from pytest_vllm_env.tables.archs import parse_arch, parse_arch_list
 
     assert parse_arch("12.0").sm == "sm_120"
     assert parse_arch("sm_120") == parse_arch("120") == parse_arch("compute_120")

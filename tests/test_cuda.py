@@ -14,8 +14,8 @@ from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env.cache import FactCache
 from pytest_vllm_env.checks import cuda
-from pytest_vllm_env.facts.archs import parse_arch
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.tables.archs import parse_arch
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 

@@ -185,8 +185,8 @@ def test_arch_verdicts_never_guess_for_unknown_or_dropped_archs(env_builder):
     # TORCH_CUDA_ARCH_LIST is not checked at start: an unknown arch there gets a plain
     # verdict, not "needs CUDA >= ?"; "use CUDA 12.x" only for archs CUDA 13 dropped.
     from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, arch_supported
-    from pytest_vllm_env.facts.archs import parse_arch
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.tables.archs import parse_arch
 
     env_builder.python()
     env = PixiEnv.read(env_builder.prefix, name="default", manifest=env_builder.manifest())
@@ -378,7 +378,7 @@ def test_options_have_one_metavar_per_kind_and_say_repeatable(pytester):
     metavars = {"PATH", "DIR", "PREFIX|NAME", "PATH|REPO_ID", "ARCH", "SECONDS", "NUMBER", "N"}
     metavars |= {"NAME", "PLATFORM"}  # --vllm-node-name, --pixi-platform
     metavars |= {"JSON"}  # --vllm-additional-config
-    from pytest_vllm_env import settings
+    from pytest_vllm_env.plugins import settings
 
     for option, metavar, text in options:
         ini = option.lstrip("-").replace("-", "_")
@@ -434,8 +434,9 @@ def test_a_run_that_uses_nothing_of_ours_loads_no_check_library(pytester):
             print("LOADED", loaded)
             from pytest_vllm_env.plugin import AREA_PLUGINS
 
-            allowed = {"pytest_vllm_env", "pytest_vllm_env.plugin", "pytest_vllm_env.settings",
-                       "pytest_vllm_env.defaults", "pytest_vllm_env.plugins", *AREA_PLUGINS}
+            allowed = {"pytest_vllm_env", "pytest_vllm_env.plugin",
+                       "pytest_vllm_env.plugins.settings", "pytest_vllm_env.defaults",
+                       "pytest_vllm_env.plugins", *AREA_PLUGINS}
             assert set(loaded) <= allowed, set(loaded) - allowed
         """
     )
@@ -448,7 +449,7 @@ def test_examples_write_options_with_equals():
     # (`--opt VALUE` moves pytest's rootdir and ini file: pytest-dev/pytest#8846).
     import re
 
-    from pytest_vllm_env import settings
+    from pytest_vllm_env.plugins import settings
 
     root = Path(__file__).resolve().parents[1]
     options = "|".join(re.escape(s.option) for s in settings.SETTINGS.values())

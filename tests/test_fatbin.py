@@ -13,9 +13,9 @@ from fixtures import downloads
 from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env.facts.archs import parse_arch
 from pytest_vllm_env.readers import fatbin
 from pytest_vllm_env.readers.elf import ElfError, read_elf
+from pytest_vllm_env.tables.archs import parse_arch
 
 needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc not found")
 

@@ -13,9 +13,9 @@ import pytest
 from fixtures.envs import EnvBuilder
 from fixtures.system_cuda import hide_machine_cuda
 from fixtures.text import lit
-from pytest_vllm_env import fixes
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
-from pytest_vllm_env.fixes import Package
+from pytest_vllm_env.facts.fixes import Package
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 NVCC = Package("cuda-nvcc", "12.8.*")

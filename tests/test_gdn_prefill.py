@@ -14,7 +14,7 @@ import pytest
 from fixtures.envs import EnvBuilder
 from fixtures.gdn_standin import gdn_files, install_gdn_vllm
 from pytest_vllm_env.checks import gdn_prefill as G
-from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.tables.archs import parse_arch
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN35 = REPO / "fixtures" / "modelopt_export" / "qwen35vl-kv-fp8"

@@ -16,7 +16,7 @@ from fixtures import downloads
 from fixtures.envs import EnvBuilder
 from fixtures.wheels import members
 from pytest_vllm_env.checks import gdn_prefill as G
-from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.tables.archs import parse_arch
 
 pytestmark = pytest.mark.integration
 

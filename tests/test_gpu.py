@@ -15,9 +15,9 @@ from fixtures.envs import EnvBuilder
 from fixtures.gpu_standins import add_file, standin_env
 from fixtures.text import lit
 from pytest_vllm_env.checks import vllm_run
-from pytest_vllm_env.facts.archs import parse_arch
 from pytest_vllm_env.readers.fatbin import FatbinImage
 from pytest_vllm_env.runners import gpu
+from pytest_vllm_env.tables.archs import parse_arch
 
 EXPORT = Path(__file__).parent.parent / "fixtures" / "modelopt_export" / "llama-fp8"
 # by test name (-k also matches the pytester directory, which is named after our test)

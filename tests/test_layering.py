@@ -102,27 +102,22 @@ IO_ATTRS = {
     "group",
     "walk",
 }
+# The package's own doors to the outside: a check that imports one reads or runs something.
+IO_OWN = {"pytest_vllm_env.proc", "pytest_vllm_env.files", "pytest_vllm_env.cache"}
 MAX_CHECK_LINES = 500
 
 # What the layout still owes (issue 20). Each entry is a finding of this test that is known and
 # being removed; an entry that no longer happens must go too, so that this list only shrinks.
 KNOWN: set[str] = {
     "climbs: checks.build (checks) -> runners.gpu (runners)",
-    "climbs: checks.build (checks) -> runners.proc (runners)",
-    "climbs: checks.cmake_nvcc (checks) -> runners.proc (runners)",
-    "climbs: checks.cuda (checks) -> runners.proc (runners)",
-    "climbs: checks.cuda_torch (checks) -> runners.proc (runners)",
-    "climbs: checks.source_build (checks) -> runners.proc (runners)",
     "climbs: checks.vllm_run (checks) -> runners.gpu (runners)",
     "climbs: checks.xformers (checks) -> runners.gpu (runners)",
-    "climbs: facts.env (facts) -> runners.proc (runners)",
     "climbs: facts.lockfacts (facts) -> checks.cuda (checks)",
     "climbs: facts.torch_archs (facts) -> checks.cuda (checks)",
     "climbs: plugins.gpu (plugins) -> plugin (entry)",
     "climbs: plugins.lock (plugins) -> plugin (entry)",
     "climbs: plugins.modelopt (plugins) -> plugin (entry)",
     "climbs: readers.checkpoint (readers) -> facts.modelopt_load (facts)",
-    "climbs: readers.fatbin (readers) -> facts.archs (facts)",
     "in a cycle: checks.abi (with 9 more)",
     "in a cycle: checks.cmake_nvcc (with 9 more)",
     "in a cycle: checks.coverage_arch (with 9 more)",
@@ -136,28 +131,23 @@ KNOWN: set[str] = {
     "in a cycle: plugins.lock (with 1 more)",
     "in a cycle: runners.gpu (with 9 more)",
     "io in checks: checks.abi: 34",
-    "io in checks: checks.build: 6",
+    "io in checks: checks.build: 7",
     "io in checks: checks.buildlog: 2",
-    "io in checks: checks.cmake_nvcc: 21",
+    "io in checks: checks.cmake_nvcc: 22",
     "io in checks: checks.coverage_arch: 3",
-    "io in checks: checks.cuda: 33",
-    "io in checks: checks.cuda_torch: 4",
+    "io in checks: checks.cuda: 34",
+    "io in checks: checks.cuda_torch: 5",
     "io in checks: checks.gdn_prefill: 11",
     "io in checks: checks.lockchecks: 11",
     "io in checks: checks.modelopt: 2",
     "io in checks: checks.nvtx: 28",
     "io in checks: checks.platform_floor: 11",
     "io in checks: checks.pypi_options: 2",
-    "io in checks: checks.source_build: 20",
+    "io in checks: checks.source_build: 21",
     "io in checks: checks.torch_cmake: 34",
     "io in checks: checks.vllm_run: 3",
     "io in checks: checks.wheels: 12",
     "io in checks: checks.xformers: 12",
-    "no floor: fixes",
-    "no floor: lockmode",
-    "no floor: node",
-    "no floor: rootdir",
-    "no floor: settings",
     "too long: checks.abi: over 500 lines",
     "too long: checks.cmake_nvcc: over 500 lines",
     "too long: checks.cuda: over 500 lines",
@@ -310,6 +300,7 @@ def findings() -> set[str]:
         if floor_of(module) != "checks":
             continue
         calls = sorted(set(_io_calls(_tree(module))), key=lambda s: int(s.rsplit(" ", 1)[1]))
+        calls += sorted(f"imports {m}" for m in graph[module] & IO_OWN)
         if calls:
             out.add(f"io in checks: {module}: {len(calls)}")
         lines = len(path.read_text(encoding="utf-8").splitlines())

@@ -34,7 +34,7 @@ def run(
     extra=(),
 ):
     # `=` form: a checkpoint inside this repo would otherwise make pytest read our own
-    # pyproject.toml as the ini file (pytest-dev/pytest#8846; pytest_vllm_env.rootdir)
+    # pyproject.toml as the ini file (pytest-dev/pytest#8846; pytest_vllm_env.plugins.rootdir)
     args = [*SUITE, f"--vllm-env={env.prefix}"]
     for c in ckpt:
         args.append(f"--modelopt-checkpoint={c}")

@@ -17,7 +17,7 @@ import pytest
 
 from fixtures.envs import EnvBuilder
 from fixtures.fake_gpus import H100, RTX5090, fake_libnvml, fake_nvidia_smi
-from pytest_vllm_env import node
+from pytest_vllm_env.runners import node
 
 H100_B = dict(H100, uuid="GPU-11112222-3333-4444-5555-666677778888")
 # what nvidia-smi 580.159.04 prints for this query on a 2-GPU H100 node

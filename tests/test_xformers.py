@@ -14,8 +14,8 @@ from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from fixtures.vit_standin import install_vit_vllm, vit_files
 from pytest_vllm_env.checks import xformers as X
-from pytest_vllm_env.facts.archs import parse_arch
 from pytest_vllm_env.runners.gpu import ProbeResult
+from pytest_vllm_env.tables.archs import parse_arch
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-k", "test_xformers.py")
 

@@ -11,7 +11,7 @@ import pytest
 from fixtures import downloads
 from fixtures.wheels import members
 from pytest_vllm_env.checks import xformers as X
-from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.tables.archs import parse_arch
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ Four questions, each a check:
 - ``abi.cxx11``: the ``_GLIBCXX_USE_CXX11_ABI`` flag of an extension matches torch's.
 
 Readers (``torch_facts``, ``extension_facts``) return facts; the judgements below take them.
-Each judgement takes the env (``env=``) its fixes are written for (:mod:`pytest_vllm_env.fixes`):
+Each judgement takes the env (``env=``) its fixes are written for
+(:mod:`pytest_vllm_env.facts.fixes`):
 a Pixi manifest's file, line and table, a conda prefix's ``conda install -p``, a venv's pip or
 ``uv pip`` command. Without one, fixes speak of a Pixi env whose manifest is not known.
 """
@@ -35,12 +36,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env import fixes
-from pytest_vllm_env.facts import linkage
+from pytest_vllm_env.facts import fixes, linkage
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.linkage import DRIVER_LIBS, Linkage
 from pytest_vllm_env.findings import Finding
-from pytest_vllm_env.fixes import Package
 from pytest_vllm_env.readers.elf import ElfError, SymbolIndex
 
 PINNED = ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")
@@ -317,7 +317,7 @@ def _label(path: Path, env_prefix: Path | None = None) -> str:
     return path.name
 
 
-# -- fixes, in the env's own language (pytest_vllm_env.fixes) ---------------------------------
+# -- fixes, in the env's own language (pytest_vllm_env.facts.fixes) -------------------------------
 TORCH_INDEX = "https://download.pytorch.org/whl"
 VLLM_INDEX = "https://wheels.vllm.ai"  # per release and CUDA: <VLLM_INDEX>/0.26.0/cu130
 

@@ -46,12 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import fixes
+from pytest_vllm_env import proc
 from pytest_vllm_env.checks import cuda_torch
 from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, run_nvcc
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, warning
-from pytest_vllm_env.runners import proc
 
 CID = "cuda.nvcc-in-env"
 FIRST_CUDA_HOME_RELEASE = "0.8.3"  # vLLM PR #15725: -DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks.cuda import min_toolkit_for
-from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage, describe
+from pytest_vllm_env.tables.archs import Arch
 
 CID = "arch.coverage"
 

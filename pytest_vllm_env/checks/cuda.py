@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import defaults, fixes
-from pytest_vllm_env.facts.archs import Arch, parse_arch
+from pytest_vllm_env import defaults, proc
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
-from pytest_vllm_env.runners import proc
+from pytest_vllm_env.tables.archs import Arch, parse_arch
 
 TARGETS = "targets/x86_64-linux"
 NVCC_TIMEOUT = defaults.CUDA_TOOL_TIMEOUT

@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_vllm_env import proc
 from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, run_nvcc
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
-from pytest_vllm_env.runners import proc
 
 CID = "cuda.nvcc-torch"
 # _find_cuda_home's last guess on Linux (torch 2.2 to 2.11 alike), when it exists.

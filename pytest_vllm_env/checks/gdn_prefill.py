@@ -44,10 +44,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.facts.env import requirement_of
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.tables.archs import Arch
 
 CHECK = "modelopt.gdn-prefill-backend"
 GDN_LAYER_PY = "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py"

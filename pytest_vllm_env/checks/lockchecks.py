@@ -31,8 +31,8 @@ from packaging.version import InvalidVersion, Version
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import abi, coverage_arch, cuda
 from pytest_vllm_env.facts import torch_archs
-from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.lock_env import LockSource
 from pytest_vllm_env.facts.lockfacts import (
     TorchBuild,
     cmake_version,
@@ -42,9 +42,9 @@ from pytest_vllm_env.facts.lockfacts import (
     torch_build,
 )
 from pytest_vllm_env.findings import Finding
-from pytest_vllm_env.lockmode import LockSource
 from pytest_vllm_env.readers.manifest_lines import ManifestLines
 from pytest_vllm_env.readers.pixilock import READABLE_VERSIONS, LockedEnv
+from pytest_vllm_env.tables.archs import Arch
 
 DEPS = "dependencies"
 PYPI = "pypi-dependencies"

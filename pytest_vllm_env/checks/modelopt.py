@@ -25,7 +25,6 @@ from operator import itemgetter
 from typing import Any
 
 from pytest_vllm_env.checks.gdn_prefill import GdnEnv, GdnRule, gdn_prefill_backend
-from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
     LayerIssue,
@@ -40,6 +39,7 @@ from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.readers.vllm_kv_naming import VLLM_0_26, KvScaleNaming
 from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
+from pytest_vllm_env.tables.archs import Arch
 
 UNQUANTIZED_DTYPES = frozenset({"BF16", "F16", "F32"})
 FLOAT_SCALE_DTYPES = frozenset({"F32", "BF16", "F16"})

@@ -68,8 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_vllm_env import fixes
 from pytest_vllm_env.checks.cuda import TARGETS, ToolkitFacts, _ver
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 

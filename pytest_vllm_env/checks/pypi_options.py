@@ -49,7 +49,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from pytest_vllm_env import fixes
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.pip_config import PipConfig, read_pip_config

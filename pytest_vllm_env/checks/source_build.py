@@ -34,9 +34,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_vllm_env import proc
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
-from pytest_vllm_env.runners import proc
 
 SCALAR_NAME = re.compile(
     r"\b(?:at|c10|torch)::(?:ScalarType::)?k?((?:Float8|Float4|Float6)_\w+|UInt(?:16|32|64)|Bits\w+)\b"

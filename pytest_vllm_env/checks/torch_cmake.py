@@ -53,7 +53,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_vllm_env import fixes
 from pytest_vllm_env.checks.cuda import ToolkitFacts, _ver
 from pytest_vllm_env.checks.nvtx import (
     SYSTEM_LIB_DIRS,
@@ -69,6 +68,7 @@ from pytest_vllm_env.checks.nvtx import (
     predict,
     read_torch_cmake,
 )
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 

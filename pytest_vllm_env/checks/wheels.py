@@ -22,11 +22,11 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import abi, coverage_arch
 from pytest_vllm_env.checks.platform_floor import Floor, _v, glibc_of_tag
-from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers import fatbin
 from pytest_vllm_env.readers.elf import ElfError
+from pytest_vllm_env.tables.archs import Arch
 
 MAX_MEMBER = 2 * 1024**3  # a member claiming more than 2 GiB is not a vLLM extension
 

@@ -32,10 +32,10 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.facts.env import requirement_of
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.runners.gpu import ProbeResult, probe_blocked
+from pytest_vllm_env.tables.archs import Arch
 
 MODEL_PY = "vllm/model_executor/models/qwen2_5_vl.py"
 VISION_PY = "vllm/model_executor/models/vision.py"

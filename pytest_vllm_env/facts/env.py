@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
+from pytest_vllm_env import proc
 from pytest_vllm_env.readers.pixi import Manifest, ManifestError, find_manifest, load_manifest
-from pytest_vllm_env.runners import proc
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
@@ -107,7 +107,7 @@ class PixiEnv:
     python_version: str | None = None
     problems: list[Problem] = field(default_factory=list)
     base_environ: dict[str, str] = field(default_factory=dict, repr=False)
-    # Lock mode (lockmode.py): the pixi.lock this env's packages were read from, because it
+    # Lock mode (facts/lock_env.py): the pixi.lock this env's packages were read from, because it
     # is not installed or --vllm-from-lock asked; None for an env read from its files.
     locked: Any = field(default=None, repr=False)
 

@@ -37,8 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pytest_vllm_env.checks.cuda import min_toolkit_for
-from pytest_vllm_env.facts.archs import Arch, parse_arch
 from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage
+from pytest_vllm_env.tables.archs import Arch, parse_arch
 
 PYPI = "pypi"
 INDEX = "pytorch-index"

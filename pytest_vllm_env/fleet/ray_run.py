@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env.node import NODE_NAME_ENV, short_hostname
+from pytest_vllm_env.runners.node import NODE_NAME_ENV, short_hostname
 
 INSTALL_HINT = (
     "the fleet command needs Ray: pip install 'pytest-vllm-env[fleet]' (or pip install ray, "

@@ -69,7 +69,7 @@ def vllm_torch_pin(vllm_env: PixiEnv) -> str | None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    from pytest_vllm_env.settings import add_setting
+    from pytest_vllm_env.plugins.settings import add_setting
 
     add_setting(
         parser,
@@ -85,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
     """The ``--vllm-source`` tree's torch requirements (:class:`abi.SourceTree`), or None."""
     from pytest_vllm_env.checks import abi
-    from pytest_vllm_env.settings import get
+    from pytest_vllm_env.plugins.settings import get
 
     value = get(request.config, "vllm_source")
     return abi.read_source_tree(Path(value).expanduser()) if value else None
@@ -96,8 +96,8 @@ def torch_build_nvcc(cuda_toolkit, vllm_fact_cache: FactCache, request: pytest.F
     """``(NvccRun | None, why)``: the nvcc ``torch.utils.cpp_extension`` would build with
     (``CUDA_HOME``/``CUDA_PATH``, else ``nvcc`` on the activated PATH, else
     ``/usr/local/cuda``), run once and cached per path."""
-    from pytest_vllm_env import settings
     from pytest_vllm_env.checks import cuda_torch
+    from pytest_vllm_env.plugins import settings
 
     timeout = settings.get_number(request.config, "cuda_tool_timeout", 30.0)
     return cuda_torch.read_build_nvcc(

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_vllm_env import settings
 from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
+from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.cache import FactCache

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_vllm_env import defaults, settings
+from pytest_vllm_env import defaults
+from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env.facts.archs import Arch
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.readers.checkpoint import Checkpoint
     from pytest_vllm_env.runners import gpu
+    from pytest_vllm_env.tables.archs import Arch
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import pytest
 from _pytest.outcomes import Skipped
 
-from pytest_vllm_env import settings
+from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.facts.env import PixiEnv
-    from pytest_vllm_env.lockmode import LockSource
+    from pytest_vllm_env.facts.lock_env import LockSource
 
 MARKER = "vllm_lock: the check judges pixi.lock too (it runs in lock mode)"
 
@@ -108,10 +108,10 @@ def _env_of(item: pytest.Item) -> PixiEnv | None:
 
 @pytest.fixture(scope="session")
 def vllm_lock(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> LockSource | None:
-    """pixi.lock as read for the judged env (:class:`pytest_vllm_env.lockmode.LockSource`):
+    """pixi.lock as read for the judged env (:class:`pytest_vllm_env.facts.lock_env.LockSource`):
     in lock mode the lock the env was read from; for an installed Pixi env the lock next to
     its manifest (for ``lock.installed-current``); None without a manifest or a lock."""
-    from pytest_vllm_env.lockmode import read_source
+    from pytest_vllm_env.facts.lock_env import read_source
     from pytest_vllm_env.readers.pixilock import lock_path
 
     if vllm_env.locked is not None:
@@ -129,7 +129,7 @@ def vllm_installed_env(vllm_env: PixiEnv) -> PixiEnv | None:
     """The judged env as installed: ``vllm_env`` itself, or in lock mode the env read from its
     files when ``--vllm-from-lock`` was given for an installed one; None when not installed."""
     from pytest_vllm_env.facts.env import EnvError, PixiEnv
-    from pytest_vllm_env.lockmode import is_installed
+    from pytest_vllm_env.facts.lock_env import is_installed
 
     if vllm_env.locked is None:
         return vllm_env

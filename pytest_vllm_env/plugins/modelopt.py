@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from pytest_vllm_env import settings
+from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.checks.gdn_prefill import GdnEnv, GdnRule
@@ -260,7 +260,6 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     ``flashinfer/gdn_prefill.py``), torch's CUDA (``torch/version.py``, else its ``+cuXYZ``),
     the CuteDSL kernel's packages, the request from --vllm-additional-config, and the fix
     lines in the env's own language."""
-    from pytest_vllm_env import fixes
     from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
     from pytest_vllm_env.checks.gdn_prefill import (
         FLASHINFER_DISTS,
@@ -269,6 +268,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         cutedsl_missing,
         requirement_pin,
     )
+    from pytest_vllm_env.facts import fixes
     from pytest_vllm_env.facts.env import requirement_of
     from pytest_vllm_env.readers.pixilock import cuda_of_local
 

@@ -10,9 +10,9 @@ import pytest
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.checks.xformers import Decision, Installed, VitSource
-    from pytest_vllm_env.facts.archs import Arch
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.runners import gpu
+    from pytest_vllm_env.tables.archs import Arch
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pytest_vllm_env.facts.archs import Arch
 from pytest_vllm_env.readers.elf import ElfError, read_elf
+from pytest_vllm_env.tables.archs import Arch
 
 MAGIC = 0xBA55ED50
 FLAG_COMPRESSED = 0x8000

@@ -24,12 +24,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_vllm_env import proc
 from pytest_vllm_env.checks.cuda import ToolkitFacts
 from pytest_vllm_env.checks.nvtx import Prediction, TorchCudaCmake
 from pytest_vllm_env.checks.torch_cmake import ConfigPrediction, TorchCMake, cmake_args
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
-from pytest_vllm_env.runners import proc
 
 CMAKE_TIMEOUT = 120.0
 TARGETS = ("cudart", "cuda_driver", "nvrtc", "nvToolsExt", "nvtx3")

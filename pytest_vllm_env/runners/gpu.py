@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env.facts.archs import Arch, parse_arch
+from pytest_vllm_env import proc
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage, describe
-from pytest_vllm_env.runners import proc
+from pytest_vllm_env.tables.archs import Arch, parse_arch
 
 PROBES = Path(__file__).parent.parent / "probes"
 

@@ -51,7 +51,7 @@ for c in "${CASES[@]}"; do
   pred=$($PY - "$W/$name" "$CC" <<'EOF'
 import sys
 from pytest_vllm_env import fatbin
-from pytest_vllm_env.facts.archs import parse_arch
+from pytest_vllm_env.tables.archs import parse_arch
 cov = fatbin.arch_coverage(fatbin.read_images(sys.argv[1]), parse_arch(sys.argv[2]))
 print(("covered (JIT)" if cov.jit else "covered") if cov.covered else "not covered")
 EOF

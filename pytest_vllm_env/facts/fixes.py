@@ -319,7 +319,7 @@ def shell(env: PixiEnv) -> str:
 def env_not_installed(manifest: Path, name: str, prefix: Path) -> str:
     """The message for a Pixi env the manifest declares but nobody installed (no prefix) and
     no ``pixi.lock`` to judge it from (with one, lock mode judges it:
-    ``pytest_vllm_env.lockmode.open_env``, where this is raised)."""
+    ``pytest_vllm_env.facts.lock_env.open_env``, where this is raised)."""
     return (
         f"pixi env {name!r} is declared in {manifest} but not installed (no {prefix}) and has "
         f"no pixi.lock to judge it from: run `pixi install -e {name} --manifest-path "

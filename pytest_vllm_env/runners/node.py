@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env.runners import proc
+from pytest_vllm_env import proc
 from pytest_vllm_env.runners.gpu import run_probe
 
 SMI_FIELDS = ("index", "name", "compute_cap", "uuid", "driver_version")

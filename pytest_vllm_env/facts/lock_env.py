@@ -106,7 +106,7 @@ def open_env(spec: EnvSpec, *, from_lock: bool = False, platform: str | None = N
     if not installed and lock is not None and spec.manifest is not None and spec.name:
         # declared, never installed, and no lock to judge it from: say how to get one or the
         # other (the fixes of a missing prefix said to add lines the manifest already has)
-        from pytest_vllm_env.fixes import env_not_installed
+        from pytest_vllm_env.facts.fixes import env_not_installed
 
         raise EnvError(env_not_installed(spec.manifest, spec.name, spec.prefix))
     return PixiEnv.read(spec.prefix, name=spec.name, manifest=spec.manifest)

@@ -44,7 +44,7 @@ def check_space_form_options(config: pytest.Config, parser: pytest.Parser) -> No
     Raise :class:`pytest.UsageError` when the ini file pytest chose is not the one it would
     have chosen with ``--opt=VALUE``; put the rootdir back when only the rootdir moved.
     """
-    from pytest_vllm_env import settings
+    from pytest_vllm_env.plugins import settings
 
     args = shlex.split(os.environ.get("PYTEST_ADDOPTS", "")) + list(config.invocation_params.args)
     spaced = space_form(args, [s.option for s in settings.SETTINGS.values()])
