@@ -1,0 +1,123 @@
+"""Reading files we did not write, without being the hazard: the one door every reader uses.
+
+The suite reads what users hand it (checkpoints, locks, build logs, merge input) and what an env
+holds (conda-meta, dist-info, libraries). Any of these can be a FIFO (``open`` then blocks for
+ever, where ``--timeout`` does not reach), a link to ``/dev/zero`` (a read that never ends), a
+symlink loop, or simply huge. So:
+
+- :func:`open_regular` opens without blocking (``O_NONBLOCK``: a FIFO opens at once) and refuses
+  anything that is not a regular file once open, by ``fstat`` of the very descriptor it read from
+  (no window between a check and the open);
+- :func:`read_bytes` / :func:`read_text` also refuse a file over the bound given for its kind,
+  and never read more than the bound even if the file grows meanwhile;
+- :func:`load_json` turns nesting too deep for Python's parser into a ``ValueError`` like any
+  other malformed JSON.
+
+:class:`Refused` is an ``OSError``: readers that already say "could not read X" for an
+``OSError`` say it for these too, with the reason (``not a regular file: a FIFO``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import IO, Any
+
+MiB = 1 << 20
+# Bounds per kind of file: far above any real one, far below what exhausts memory.
+CONFIG = 16 * MiB  # config.json, hf_quant_config.json, pixi.toml, pip.conf, dist-info METADATA
+RECORD = 64 * MiB  # conda-meta/*.json (lists every file of a package), RECORD
+LOCK = 256 * MiB  # pixi.lock, uv.lock
+SOURCE = 16 * MiB  # a Python or CMake file of an installed package
+LOG = 256 * MiB  # a build log
+HEADER = 100 * MiB  # a safetensors JSON header (the safetensors library's own limit)
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+class Refused(OSError):
+    """A path that was not read, and why (not a regular file, over its size bound)."""
+
+
+def kind_of(mode: int) -> str:
+    """``a FIFO``, ``a directory``... for a ``st_mode`` that is not a regular file."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+    """``path`` opened for binary reading, if it is a regular file (symlinks followed).
+
+    Raises :class:`Refused` for a FIFO, device, socket or directory, and ``OSError`` for a
+    missing file, a symlink loop or no permission, without ever blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise Refused(f"not a regular file ({kind_of(mode)}): {path}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def regular(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a regular file (following symlinks); never opens or blocks."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The whole of a regular file of at most ``limit`` bytes (:class:`Refused` otherwise)."""
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise Refused(f"{_mib(size)} is over the {_mib(limit)} read for such a file: {path}")
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew after fstat
+        raise Refused(f"over the {_mib(limit)} read for such a file: {path}")
+    return data
+
+
+def read_text(path: str | os.PathLike[str], limit: int, errors: str = "replace") -> str:
+    """A regular file's text (UTF-8), bounded as :func:`read_bytes`."""
+    return read_bytes(path, limit).decode("utf-8", errors=errors)
+
+
+def load_json(path: str | os.PathLike[str], limit: int = CONFIG) -> Any:
+    """A JSON file's value. ``ValueError`` for bad JSON, nesting too deep included;
+    ``OSError`` (:class:`Refused` among them) when it cannot be read."""
+    return loads_json(read_bytes(path, limit))
+
+
+def loads_json(data: str | bytes) -> Any:
+    """``json.loads``, with nesting too deep for the parser as a ``ValueError``."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
+def _mib(n: int) -> str:
+    return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n} bytes"
+
+
+def describe(path: Path) -> str:
+    """What ``path`` is, for a message: ``a FIFO``, ``missing``, ``a regular file``..."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing" if not os.path.islink(path) else "a dangling symlink"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return "a regular file" if stat.S_ISREG(mode) else kind_of(mode)
