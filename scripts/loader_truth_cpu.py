@@ -1,0 +1,161 @@
+"""Record what the REAL vLLM loaders do with the loader mutations, on this CPU machine.
+
+For each release (a py3.12 venv with that vLLM and its pinned torch, outside the repo:
+``~/.cache/pytest-vllm-env/venvs/vllm-<version>``), builds every variant of
+``fixtures/loader_variants.py`` and runs ``pytest_vllm_env/probes/vllm_load_weights.py
+--batch`` on them (vLLM's own config code, model construction and weight loader; see the
+probe's docstring), then writes the essentials to ``fixtures/loader_truth/outcomes.json``,
+which ``tests/test_loader_truth.py`` holds the toolchain verdict against.
+
+Usage::
+
+    python scripts/loader_truth_cpu.py [--releases 0.26.0,0.33.0] [--only NAME,...]
+
+Make a venv (once, several GB of CUDA wheels that import fine without a GPU)::
+
+    P=~/.cache/pytest-vllm-env/venvs
+    /root/.pyenv/versions/3.12.1/bin/python3.12 -m venv $P/vllm-0.26.0
+    $P/vllm-0.26.0/bin/pip install torch==2.11.0 vllm==0.26.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fixtures import loader_variants  # noqa: E402
+
+VENVS = Path.home() / ".cache" / "pytest-vllm-env" / "venvs"
+PROBE = REPO / "pytest_vllm_env" / "probes" / "vllm_load_weights.py"
+OUT = REPO / "fixtures" / "loader_truth" / "outcomes.json"
+KV_PARAMS = (".attn.q_scale", ".attn.k_scale", ".attn.v_scale", ".attn.prob_scale")
+
+
+def summarize(result: dict) -> dict:
+    """The facts a verdict is held against, from one probe result."""
+    out: dict = {"vllm": result.get("vllm")}
+    if not result.get("ok"):
+        out["probe_error"] = (result.get("error") or {}).get("message")
+        return out
+    config = result.get("config") or {}
+    out["config"] = {
+        k: config.get(k) for k in ("quantization", "quant_config", "quant_algo", "exclude_modules")
+    }
+    if result.get("refused"):
+        out["refused"] = _refusal(result["refused"], "config")
+        return out
+    ranks = result.get("ranks") or {}
+    for rank, r in sorted(ranks.items()):
+        if r.get("refused"):
+            out["refused"] = _refusal(r["refused"], r.get("stage") or "load", rank)
+            return out
+    r0 = ranks.get("0") or {}
+    written = r0.get("written") or {}
+    out["unset"] = {
+        p: w for p, w in sorted(written.items()) if w != "all" and not p.endswith(KV_PARAMS)
+    }
+    out["kv_params_unset"] = sorted(
+        p for p, w in written.items() if w != "all" and p.endswith(KV_PARAMS)
+    )
+    out["casts"] = sorted(
+        {
+            (x["tensor"], x["param"], x["from"], x["to"])
+            for x in r0.get("routed", [])
+            if x["from"] != x["to"]
+        }
+    )
+    routed = {x["tensor"] for x in r0.get("routed", [])}
+    events: dict[str, list[str]] = {}
+    for kind, name in r0.get("events", []):
+        events.setdefault(kind, []).append(name)
+    out["skipped"] = sorted(set(events.get("skipped", [])))
+    out["ignored"] = sorted(set(events.get("ignored", [])))
+    out["not_routed"] = sorted(set(r0.get("tensors", [])) - routed)
+    out["sums"] = {k: v for k, v in (r0.get("sums") or {}).items() if k in ("model.norm.weight",)}
+    out["shapes"] = {
+        rank: {
+            p: v["shape"]
+            for p, v in (r.get("params") or {}).items()
+            if ".layers.0." in p and p.endswith(".weight") and "norm" not in p
+        }
+        for rank, r in sorted(ranks.items())
+    }
+    return out
+
+
+def _refusal(refused: dict, stage: str, rank: str | None = None) -> dict:
+    msg = refused.get("message") or ""
+    if "Value error, " in msg:  # pydantic's wrapper around vLLM's own ValueError
+        msg = msg.split("Value error, ", 1)[1].split(" [type=", 1)[0]
+    out = {
+        "stage": stage,
+        "type": refused.get("type"),
+        "message": msg[:400],
+        "at": f"{refused.get('file')}:{refused.get('line')}",
+    }
+    if refused.get("tensor"):
+        out["tensor"] = refused["tensor"]
+    if rank is not None:
+        out["rank"] = rank
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--releases", default="0.26.0,0.33.0")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--timeout", type=int, default=3600)
+    a = ap.parse_args(argv)
+    names = [n for n in a.only.split(",") if n] or list(loader_variants.VARIANTS)
+    recorded = json.loads(OUT.read_text()) if OUT.is_file() else {"variants": {}, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="loader-truth-") as tmp:
+        jobs = []
+        for name in names:
+            folder = loader_variants.make(name, Path(tmp) / name)
+            launch = loader_variants.VARIANTS[name].launch
+            jobs.append({"name": name, "model": str(folder), "mode": "load", **launch})
+        (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
+        for release in a.releases.split(","):
+            python = VENVS / f"vllm-{release}" / "bin" / "python"
+            start = time.monotonic()
+            proc = subprocess.run(
+                [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
+                capture_output=True,
+                text=True,
+                timeout=a.timeout,
+                cwd=tmp,
+            )
+            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+            print(
+                f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, "
+                f"{time.monotonic() - start:.0f} s, rc {proc.returncode}"
+            )
+            if len(lines) != len(jobs):
+                print(proc.stderr[-3000:])
+            for result in lines:
+                name = result["job"]["name"]
+                recorded["variants"].setdefault(name, {})[release] = summarize(result)
+            recorded["runs"][release] = {
+                "python": str(python),
+                "torch": lines[0].get("torch") if lines else None,
+                "seconds": round(time.monotonic() - start),
+                "date": time.strftime("%Y-%m-%d"),
+            }
+    for name in names:
+        recorded["variants"].setdefault(name, {})["variant"] = loader_variants.describe(name)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {OUT.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
