@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,10 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fixtures import loader_variants  # noqa: E402
+from pytest_vllm_env.facts import vllm_loader_facts  # noqa: E402
 
 VENVS = Path.home() / ".cache" / "pytest-vllm-env" / "venvs"
 PROBE = REPO / "pytest_vllm_env" / "probes" / "vllm_load_weights.py"
 OUT = REPO / "fixtures" / "loader_truth" / "outcomes.json"
+# the architectures whose model classes the recorded source facts keep
+ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM")
 KV_PARAMS = (".attn.q_scale", ".attn.k_scale", ".attn.v_scale", ".attn.prob_scale")
 
 
@@ -95,6 +99,7 @@ def _refusal(refused: dict, stage: str, rank: str | None = None) -> dict:
     msg = refused.get("message") or ""
     if "Value error, " in msg:  # pydantic's wrapper around vLLM's own ValueError
         msg = msg.split("Value error, ", 1)[1].split(" [type=", 1)[0]
+    msg = re.sub(r"/tmp/loader-truth-[^/]+/", "", msg)  # the variant's temporary folder
     out = {
         "stage": stage,
         "type": refused.get("type"),
@@ -108,12 +113,27 @@ def _refusal(refused: dict, stage: str, rank: str | None = None) -> dict:
     return out
 
 
+def record_sources(release: str) -> None:
+    """What the static reader makes of that release's own files (the installed wheel in
+    its venv): fixtures/loader_truth/vllm-<release>.json, what the default tests judge with."""
+    site = next((VENVS / f"vllm-{release}" / "lib").glob("python3*/site-packages"))
+    facts = vllm_loader_facts.read(site, ARCHS, release)
+    path = OUT.parent / f"vllm-{release}.json"
+    path.write_text(json.dumps(facts.to_json(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path.relative_to(REPO)}")
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--releases", default="0.26.0,0.33.0")
     ap.add_argument("--only", default="")
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--sources-only", action="store_true", help="only re-read the source facts")
     a = ap.parse_args(argv)
+    if a.sources_only:
+        for release in a.releases.split(","):
+            record_sources(release)
+        return 0
     names = [n for n in a.only.split(",") if n] or list(loader_variants.VARIANTS)
     recorded = json.loads(OUT.read_text()) if OUT.is_file() else {"variants": {}, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="loader-truth-") as tmp:
@@ -151,6 +171,8 @@ def main(argv: list[str]) -> int:
             }
     for name in names:
         recorded["variants"].setdefault(name, {})["variant"] = loader_variants.describe(name)
+    for release in a.releases.split(","):
+        record_sources(release)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT.relative_to(REPO)}")

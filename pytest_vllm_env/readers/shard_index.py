@@ -97,3 +97,18 @@ def read_layout(folder: Path) -> ShardLayout:
     return ShardLayout(
         folder, weight_map, problem, tuple(names), shard_files, bool(has_index), mistral
     )
+
+
+def read_samples(tensor: TensorInfo, chunks: int = 4, size: int = 1 << 16) -> bytes:
+    """Up to ``chunks`` spans of ``size`` bytes spread over a tensor's data (all of it when
+    smaller): enough to tell two copies apart without reading gigabytes."""
+    total = tensor.end - tensor.begin
+    with files.open_regular(tensor.file) as fh:
+        if total <= chunks * size:
+            fh.seek(tensor.begin)
+            return fh.read(total)
+        out = []
+        for i in range(chunks):
+            fh.seek(tensor.begin + (total - size) * i // max(1, chunks - 1))
+            out.append(fh.read(size))
+        return b"".join(out)

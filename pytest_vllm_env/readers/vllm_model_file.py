@@ -80,6 +80,7 @@ class ModelFile:
     nodes: tuple[Node, ...] = ()
     counts: dict[str, str] = field(default_factory=dict)  # "model.layers" -> config key
     aliases: dict[str, str] = field(default_factory=dict)  # "lm_head" -> "model.embed_tokens"
+    alias_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # modules tied to an embedding (``<module>.tie_weights(embed)``) -> the conditions
     tied: dict[str, tuple[str, ...]] = field(default_factory=dict)
     stacked: tuple[tuple[str, str, str], ...] = ()  # (".q_proj", ".qkv_proj", "q")
@@ -105,6 +106,7 @@ class ModelFile:
         for key in ("stacked", "prefixes", "substrs", "suffixes"):
             d[key] = tuple(tuple(x) for x in d[key])
         d["tied"] = {k: tuple(v) for k, v in d["tied"].items()}
+        d["alias_conditions"] = {k: tuple(v) for k, v in d["alias_conditions"].items()}
         for key in ("skip_prefixes", "skip_substrs", "ignore_prefixes", "ignore_suffixes"):
             d[key] = tuple(d[key])
         d["packed"] = {k: tuple(v) for k, v in d["packed"].items()}
@@ -156,6 +158,7 @@ class _Reader:
         self.counts: dict[str, str] = {}
         self.aliases: dict[str, str] = {}
         self.tie_conditions: dict[str, tuple[str, ...]] = {}
+        self.alias_conditions: dict[str, tuple[str, ...]] = {}
 
     def module(self, name: str) -> dict[str, _Class]:
         if name not in self.modules:
@@ -202,8 +205,8 @@ class _Reader:
     def walk(self, cls: _Class, path: str, conds: tuple[str, ...], depth: int = 0) -> None:
         if depth > 12:
             return
-        for attr, value, cond, env in self.assignments(cls):
-            self.place(cls, f"{path}{attr}", value, conds + cond, env, depth)
+        for attr, value, cond, env, owner in self.assignments(cls):
+            self.place(owner, f"{path}{attr}", value, conds + cond, env, depth)
 
     def place(
         self,
@@ -216,7 +219,10 @@ class _Reader:
     ) -> None:
         if isinstance(value, ast.Attribute) and _self_attr(value):
             # self.lm_head = self.model.embed_tokens: the same module under two names
-            self.aliases[path] = _dotted(value).removeprefix("self.")
+            target = _dotted(value).removeprefix("self.")
+            if "." in target or target in ("model", "lm_head"):  # a module, not a method
+                self.aliases[path] = target
+                self.alias_conditions[path] = conds
             return
         if not isinstance(value, ast.Call):
             return
@@ -265,7 +271,17 @@ class _Reader:
         finally:
             self._kwargs = saved
 
-    def assignments(self, cls: _Class) -> list[tuple[str, ast.expr, tuple[str, ...], dict]]:
+    def _value(self, cls: _Class, value: ast.expr) -> ast.expr:
+        """``self.decoder_layer_type`` -> the class attribute's value (Qwen3Model)."""
+        if isinstance(value, ast.Attribute) and _is_self(value.value):
+            found = _class_attr(cls, self, value.attr)
+            if found is not None:
+                return found
+        return value
+
+    def assignments(
+        self, cls: _Class
+    ) -> list[tuple[str, ast.expr, tuple[str, ...], dict, _Class]]:
         """``(attr, value, conditions, names -> values)`` of ``cls.__init__`` (and its base
         classes' through ``super().__init__``); a later assignment of an attribute wins."""
         init = cls.methods.get("__init__")
@@ -273,13 +289,15 @@ class _Reader:
         if init is not None:
             env = _defaults(init)
             env.update(getattr(self, "_kwargs", {}))
-        found: dict[str, tuple[str, ast.expr, tuple[str, ...], dict]] = {}
+        found: dict[str, tuple[str, ast.expr, tuple[str, ...], dict, _Class]] = {}
         order: list[str] = []
 
-        def add(attr: str, value: ast.expr, cond: tuple[str, ...], names: dict) -> None:
+        def add(
+            attr: str, value: ast.expr, cond: tuple[str, ...], names: dict, owner: _Class = cls
+        ) -> None:
             if attr not in found:
                 order.append(attr)
-            found[attr] = (attr, value, cond, names)
+            found[attr] = (attr, value, cond, names, owner)
 
         if init is None:
             for base in cls.bases:
@@ -298,7 +316,7 @@ class _Reader:
                     if parent is None:
                         continue
                     saved = getattr(self, "_kwargs", {})
-                    self._kwargs = {k: _subst(v, env) for k, v in kwargs.items()}
+                    self._kwargs = {k: self._value(cls, _subst(v, env)) for k, v in kwargs.items()}
                     try:
                         for item in self.assignments(parent):
                             add(*item)
@@ -605,7 +623,7 @@ def read_model_file(
     # causal-LM class delegates to LlamaModel.load_weights, which does
     mapper = _mapper(cls, reader)
     inner = reader.find(module, cls_name)
-    for attr, value, _, _ in reader.assignments(cls):
+    for attr, value, _, _, _ in reader.assignments(cls):
         if attr == "model" and isinstance(value, ast.Call):
             target = _name(value.func)
             if isinstance(value.func, ast.Attribute) and _self_attr(value.func):
@@ -619,6 +637,8 @@ def read_model_file(
     missing = list(reader.missing)
     if not reader.nodes:
         missing.append(f"no vLLM layers found under {module}.{cls_name}")
+    elif not any("{i}" in n.path for n in reader.nodes):
+        missing.append(f"no decoder layers (make_layers) found under {module}.{cls_name}")
     if not loader.get("auto_loader"):
         missing.append(
             f"{module}.{cls_name}.load_weights does not use AutoWeightsLoader (a loop of its "
@@ -631,6 +651,7 @@ def read_model_file(
         tuple(reader.nodes),
         dict(reader.counts),
         dict(reader.aliases),
+        dict(reader.alias_conditions),
         dict(reader.tie_conditions),
         mapper["stacked"],
         mapper["prefixes"],

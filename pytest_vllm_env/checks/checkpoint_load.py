@@ -1,0 +1,348 @@
+"""Judge a checkpoint as the env's vLLM loads it (``facts/vllm_load_plan.py``): the files it
+reads, the config file it takes the quantization from, every tensor and every parameter.
+
+Pure: a :class:`~pytest_vllm_env.facts.vllm_load_plan.LoadPlan` (and weight samples) in,
+:class:`Finding` out. Levels follow what the real loaders did with the mutations of
+fixtures/loader_truth (vLLM 0.26.0 and 0.33.0 on the CPU): refuses -> failed; a parameter
+left at its initial value, a cast that changes numbers, a head the tie replaces -> failed
+(wrong results: the gpu tier measures them, scripts/device/loader_truth.sh); an exact cast
+that costs bytes -> warning; what the loader maps, skips or ignores harmlessly -> passed,
+said in the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
+from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param, cast_kind
+from pytest_vllm_env.facts.vllm_quant_decision import HF_QUANT, QuantDecision
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.readers.safetensors_header import TensorInfo
+
+LIMIT = 6
+INIT = {
+    "empty": "torch.empty (whatever the memory held: garbage)",
+    "ones": "its initial 1.0 (not the trained values)",
+    "zeros": "its initial 0",
+    "min": "vLLM's placeholder float32 min (-3.4e38)",
+}
+
+
+def _few(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:LIMIT])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > LIMIT else "")
+
+
+def _undecided(check: str, plan: LoadPlan, label: str) -> Finding | None:
+    if plan.decision.refused and plan.decision.refused_key != "quantization":
+        return skipped(
+            check,
+            f"{label}: vLLM refuses its quantization config (see checkpoint.quant-config-source)",
+        )
+    if plan.file_refusal:
+        return skipped(check, f"{label}: vLLM cannot read its files (see checkpoint.shards)")
+    if plan.undecided:
+        return skipped(
+            check,
+            f"{label}: static reading cannot decide ({'; '.join(plan.undecided)}); run with "
+            "--vllm-load-probe to let the env's own vLLM say",
+        )
+    return None
+
+
+# -- checkpoint.shards ---------------------------------------------------------------------------
+def shards(plan: LoadPlan, label: str) -> Finding:
+    """The files vLLM reads: the index's files present, files it leaves out, tensors in two
+    files, tensors the index does not list or lists in no file."""
+    check = "checkpoint.shards"
+    if plan.file_refusal:
+        return failed(
+            check,
+            f"{label}: vLLM refuses to load it: {plan.file_refusal}",
+            "restore the missing shard(s) (re-download), or remove their entries from "
+            "model.safetensors.index.json's weight_map if the tensors are elsewhere",
+            vllm_effect="refuses",
+        )
+    if not plan.files:
+        return skipped(check, f"{label}: no *.safetensors to read ({'; '.join(plan.undecided)})")
+    notes: list[str] = []
+    bad: list[str] = []
+    fixes: list[str] = []
+    lost = sorted(plan.lost.items())
+    if lost:
+        bad.append(
+            "tensors vLLM never sees leave their parameters unset: "
+            + _few([f"{n} ({why}; {param} keeps its initial value)" for n, (why, param) in lost])
+        )
+        fixes.append(
+            "name every shard that holds tensors in model.safetensors.index.json's weight_map "
+            "(vLLM reads only the files it names), or re-download the shards it lists"
+        )
+    if plan.unread_files and not any("index does not name" in w for _, (w, _) in lost):
+        notes.append(
+            f"{', '.join(plan.unread_files)} is not named by the index: vLLM does not read it"
+        )
+    if plan.listed_absent and not any("in no shard" in w for _, (w, _) in lost):
+        notes.append(
+            f"{len(plan.listed_absent)} tensor(s) the index lists are in no shard read: "
+            f"{_few(plan.listed_absent)}"
+        )
+    for name, where, same in plan.duplicates:
+        winner = where[-1]
+        if same:
+            notes.append(f"{name} is in {', '.join(where)} (identical copies)")
+            continue
+        listed = _index_file(plan, name)
+        text = (
+            f"{name} is in {', '.join(where)}"
+            + (" with different bytes" if same is False else "")
+            + f"; vLLM loads every copy and keeps the last, {winner}'s"
+        )
+        if listed and listed != winner:
+            bad.append(text + f", while the index says {listed}")
+            fixes.append(f"remove {name} from {winner} (the index's copy is {listed}'s)")
+        elif listed == winner:
+            notes.append(text + " (the index's)")
+        else:
+            fixes.append(f"keep one copy of {name}")
+            notes.append(text)
+    if plan.unlisted:
+        notes.append(
+            f"{len(plan.unlisted)} tensor(s) not in the index load anyway (vLLM reads whole "
+            f"files): {_few(plan.unlisted)}"
+        )
+    evidence: dict[str, Any] = dict(files=plan.files, unread=plan.unread_files)
+    if bad:
+        return failed(
+            check,
+            f"{label}: vLLM loads it but with wrong tensors: " + "; ".join(bad),
+            "; ".join(dict.fromkeys(fixes)),
+            vllm_effect="wrong",
+            **evidence,
+        )
+    dup_unknown = [
+        n for n, _, same in plan.duplicates if same is not True and not _index_file(plan, n)
+    ]
+    if dup_unknown:
+        return warning(
+            check,
+            f"{label}: " + "; ".join(notes),
+            "; ".join(dict.fromkeys(fixes)) or "keep one copy of each tensor",
+            vllm_effect="works",
+            **evidence,
+        )
+    return passed(
+        check,
+        f"{label}: vLLM reads {len(plan.files)} file(s) ({_few(plan.files)})"
+        + (f"; note: {'; '.join(notes)}" if notes else ""),
+        vllm_effect="works",
+        **evidence,
+    )
+
+
+def _index_file(plan: LoadPlan, name: str) -> str | None:
+    return plan.weight_map.get(name) if plan.weight_map else None
+
+
+# -- checkpoint.quant-config-source --------------------------------------------------------------
+def quant_config_source(d: QuantDecision, label: str, vllm: str | None) -> Finding:
+    """Which file vLLM takes the quantization config from, and whether it accepts it."""
+    check = "checkpoint.quant-config-source"
+    if d.source is None:
+        return skipped(check, f"{label}: no quantization config (an unquantized checkpoint)")
+    if d.refused and d.refused_key != "quantization":
+        return failed(
+            check,
+            f"{label}: vLLM {vllm or ''} refuses it at start: {d.refused} (it reads {d.source})",
+            f"give config.json a quantization_config as ModelOpt >= 0.31 writes it "
+            f'({{"quant_method": "modelopt", "quant_algo": "{d.algo}", "ignore": [...]}}), '
+            f"which vLLM reads before {HF_QUANT}; or use a vLLM that knows {d.algo} there",
+            vllm_effect="refuses",
+            source=d.source,
+        )
+    said = (
+        f"vLLM {vllm or ''} reads {d.source} ({d.rules}): quant_method {d.quant_method!r}, {d.algo}"
+    )
+    if d.ignored:
+        note = f"; {d.ignored} is never read while config.json has a quantization_config"
+        if d.disagreements:
+            note += f" (it disagrees: {'; '.join(d.disagreements)}; other tools read it)"
+        said += note
+    return passed(
+        check,
+        f"{label}: {said}",
+        source=d.source,
+        ignored=d.ignored,
+        disagreements=list(d.disagreements),
+    )
+
+
+# -- checkpoint.parameters -----------------------------------------------------------------------
+def parameters(
+    plan: LoadPlan,
+    label: str,
+    vllm: str | None,
+    samples: Mapping[str, WeightSample] | None = None,
+    scales: Mapping[str, Sequence[float]] | None = None,
+) -> Finding:
+    """Every tensor of the files vLLM reads: mapped to a parameter, skipped, ignored or
+    refused; every parameter filled; shapes; dtype casts; the tied head."""
+    check = "checkpoint.parameters"
+    if blocked := _undecided(check, plan, label):
+        return blocked
+    refused: list[str] = []
+    wrong: list[str] = []
+    cost: list[str] = []
+    notes: list[str] = []
+    tensors: list[str] = []
+    fixes: list[str] = []
+    for f in plan.fates:
+        if f.fate == "refused":
+            refused.append(f"{f.tensor} ({f.why})")
+            tensors.append(f.tensor)
+    if refused:
+        fixes.append(
+            "remove the tensors vLLM has no parameter for from the safetensors (or rename them "
+            "to the model's own names), or load them with the model class they belong to"
+        )
+    skipped_ = [f for f in plan.fates if f.fate in ("skipped", "ignored", "dropped")]
+    if skipped_:
+        notes.append(f"not loaded by design: {_few([f'{f.tensor} ({f.why})' for f in skipped_])}")
+    for f in plan.fates:
+        if f.fate != "loaded" or f.param is None:
+            continue
+        p = plan.params[f.param]
+        want = p.shapes.get(f.shard or "")
+        if want and tuple(f.shape) != tuple(want):
+            refused.append(
+                f"{f.tensor} has shape {list(f.shape)}, vLLM's {f.param} takes {list(want)}"
+            )
+            tensors.append(f.tensor)
+            fixes.append("use the config.json that came with these weights, or re-export")
+        _cast(f, p, plan, samples or {}, scales or {}, wrong, cost, notes, tensors, fixes)
+    _tie(plan, vllm, wrong, notes, fixes, tensors)
+    borrowed: list[str] = []
+    for name, lacking in plan.unset().items():
+        p = plan.params[name]
+        if name.endswith(".input_scale") and p.shards and len(lacking) < len(p.shards):
+            borrowed.append(f"{name} ({'/'.join(lacking)})")
+            continue
+        shard = f" (shard {'/'.join(lacking)})" if p.shards else ""
+        wrong.append(f"{name}{shard} gets no tensor: it keeps {INIT.get(p.init, p.init)}")
+        tensors.append(name)
+    if borrowed:
+        notes.append(f"fused shards without input_scale take their siblings' max: {_few(borrowed)}")
+    if any("gets no tensor" in w for w in wrong):
+        fixes.append(
+            "add the missing tensors to the checkpoint (re-export, or re-download the shard "
+            "that holds them); vLLM does not check that a quantized model's parameters loaded"
+        )
+    evidence = dict(
+        params=len(plan.params),
+        loaded=sum(1 for f in plan.fates if f.fate == "loaded"),
+        tensors=tensors[:50],
+        rules=plan.rules,
+    )
+    if refused or wrong:
+        lines = []
+        if refused:
+            lines.append(f"vLLM {vllm or ''} refuses to load it: {_few(refused)}")
+        if wrong:
+            lines.append(f"vLLM {vllm or ''} loads it but computes wrong results: {_few(wrong)}")
+        return failed(
+            check,
+            f"{label}: " + "; ".join(lines),
+            "; ".join(dict.fromkeys(fixes)) or "re-export the checkpoint",
+            vllm_effect="refuses" if refused else "wrong",
+            **evidence,
+        )
+    if cost:
+        return warning(
+            check,
+            f"{label}: vLLM loads it, at a cost: {_few(cost)}",
+            "; ".join(dict.fromkeys(fixes)),
+            vllm_effect="works",
+            **evidence,
+        )
+    return passed(
+        check,
+        f"{label}: {evidence['loaded']} tensor(s) fill all {len(plan.params)} parameter(s) "
+        f"vLLM {vllm or ''} builds ({plan.rules})"
+        + (f"; note: {'; '.join(notes)}" if notes else ""),
+        vllm_effect="works",
+        **evidence,
+    )
+
+
+def _cast(
+    f: Fate,
+    p: Param,
+    plan: LoadPlan,
+    samples: Mapping[str, WeightSample],
+    scales: Mapping[str, Sequence[float]],
+    wrong: list[str],
+    cost: list[str],
+    notes: list[str],
+    tensors: list[str],
+    fixes: list[str],
+) -> None:
+    kind = cast_kind(f.dtype, p.dtype)
+    if kind == "same":
+        return
+    text = f"{f.tensor} is {f.dtype}, vLLM's {f.param} is {p.dtype}"
+    if kind in ("widen", "narrow"):
+        notes.append(f"{text} (cast on load{', exact' if kind == 'widen' else ''})")
+        return
+    if kind == "to-fp8" and f.tensor.endswith(".weight"):
+        module = f.tensor.rsplit(".", 1)[0]
+        info = TensorInfo(f.tensor, f.dtype, f.shape, 0, 0, None)  # type: ignore[arg-type]
+        facts = LayerFacts({}, scales, samples)
+        issue = _stored_weight(module, info, plan.decision.algo or "FP8", frozenset({"F8_E4M3"}),
+                               frozenset({"BF16", "F16", "F32"}), facts)  # fmt: skip
+        (wrong if issue.effect == "wrong" else cost).append(issue.text)
+        if issue.effect == "wrong":
+            tensors.append(f.tensor)
+        fixes.append(f"store {f.tensor} as F8_E4M3, as ModelOpt's export writes it")
+        return
+    if kind == "from-fp8":
+        wrong.append(f"{text}: the FP8 numbers are cast without their scale")
+    else:
+        wrong.append(f"{text}: copy_ converts the numbers, not the bytes' meaning")
+    tensors.append(f.tensor)
+    fixes.append(f"store {f.tensor} as {p.dtype}")
+
+
+def _tie(
+    plan: LoadPlan,
+    vllm: str | None,
+    wrong: list[str],
+    notes: list[str],
+    fixes: list[str],
+    tensors: list[str],
+) -> None:
+    t = plan.tie
+    if t is None or not t.config or not t.head_in_checkpoint:
+        return
+    if not t.built_tied:
+        notes.append(
+            "tie_word_embeddings is true but the checkpoint has its own lm_head.weight: vLLM "
+            "builds lm_head untied and loads it"
+            + (" (re-tied after loading: identical)" if t.identical else "")
+        )
+        return
+    if t.identical:
+        notes.append("the checkpoint's lm_head.weight equals its embedding (tied): not loaded")
+        return
+    how = "differs from" if t.identical is False else "may differ from (could not be read)"
+    wrong.append(
+        f"lm_head.weight {how} model.embed_tokens.weight, but tie_word_embeddings is true: "
+        f"vLLM {vllm or ''} ties lm_head to the embedding and skips the checkpoint's own head"
+    )
+    tensors.append("lm_head.weight")
+    fixes.append(
+        'set "tie_word_embeddings": false in config.json (the checkpoint has a head of its '
+        "own), or use a vLLM that unties for it (0.33.0 does: "
+        "ModelConfig.maybe_untie_word_embeddings)"
+    )

@@ -1,0 +1,566 @@
+"""A checkpoint as the env's vLLM will load it: the parameters its model asks for, and what
+its loader does with every tensor of the files it reads (static: vLLM's own source read with
+``ast``, never imported; the exact way is ``probes/vllm_load_weights.py``).
+
+Built from:
+- the files vLLM reads (``readers/shard_index.py``: the index, the ``*.safetensors`` files,
+  their headers) and the checkpoint's two JSON files;
+- the quantization decision (``facts/vllm_quant_decision.py``);
+- the architecture's model class (``readers/vllm_model_file.py``: its module tree, weight
+  mapper, packed modules and ``AutoWeightsLoader`` arguments) and the loader-wide rules
+  (``readers/vllm_loader.py``), KV-scale renames (``readers/vllm_kv_naming.py``) and ModelOpt's
+  exclusion rules (``readers/vllm_source.py``, ``facts/modelopt_load.py``).
+
+What each rule is, from vLLM 0.26.0's and 0.33.0's source, and checked against both real
+loaders on the CPU (fixtures/loader_truth/outcomes.json):
+
+- Names: the KV-scale rename, then the model's ``hf_to_vllm_mapper`` (substring, stacked
+  ``.q_proj`` -> ``.qkv_proj`` shard ``q``, prefix, suffix; a mapping to None drops the
+  tensor); rotary buffers dropped; tied heads skipped (0.26.0: the model's
+  ``skip_prefixes=["lm_head."]``; 0.33.0: the alias of the embedding's parameter). A name
+  whose module path the model does not have is refused ("There is no module or parameter
+  named ..."), unless it ends in ``.bias`` or one of the quant config's ignored suffixes.
+- Dtypes: every weight loader ends in ``param.data.copy_(loaded)``: any dtype is cast to the
+  parameter's (float to FP8 included; integers converted as numbers).
+- Missing parameters: a quantized model's loader never checks (``DefaultModelLoader``
+  tracks only when ``quantization is None``): a Linear weight or embedding keeps
+  ``torch.empty``, an RMSNorm weight its 1.0, a ModelOpt scale ``finfo(float32).min``.
+- Shards: files named by the index must exist; only those are read; a file's every tensor is
+  yielded in natural file order, whatever the index maps (a tensor in two files: the later
+  one's copy stays).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder
+from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
+from pytest_vllm_env.readers.safetensors_header import TensorInfo
+from pytest_vllm_env.readers.shard_index import ShardLayout
+from pytest_vllm_env.readers.vllm_kv_naming import VLLM_0_26 as KV_0_26
+from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
+from pytest_vllm_env.readers.vllm_loader import VLLM_0_26, LoaderSource
+from pytest_vllm_env.readers.vllm_model_file import ModelFile, Node
+from pytest_vllm_env.readers.vllm_source import ModelOptSource
+
+LINEAR_KINDS = ("qkv", "merged", "row", "column", "replicated")
+DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "half": "F16", "float": "F32"}
+# What a quantized Linear registers, per ModelOpt algorithm (vLLM 0.26.0 create_weights;
+# tables/quant_formats.py says the same once merged): weight dtype, scales (dtype, required)
+FORMATS: dict[str, tuple[str, dict[str, tuple[str, bool]]]] = {
+    "FP8": ("F8_E4M3", {"weight_scale": ("F32", True), "input_scale": ("F32", True)}),
+    "FP8_PER_CHANNEL_PER_TOKEN": ("F8_E4M3", {"weight_scale": ("F32", True)}),
+    "FP8_PB_WO": ("F8_E4M3", {"weight_scale": ("F32", True)}),
+    "MXFP8": ("F8_E4M3", {"weight_scale": ("U8", True)}),
+    "NVFP4": (
+        "U8",
+        {
+            "weight_scale": ("F8_E4M3", True),
+            "weight_scale_2": ("F32", True),
+            "input_scale": ("F32", True),
+        },
+    ),
+    "W4A16_NVFP4": (
+        "U8",
+        {
+            "weight_scale": ("F8_E4M3", True),
+            "weight_scale_2": ("F32", True),
+            "input_scale": ("F32", False),
+        },
+    ),
+}
+KV_LEAVES = ("k_scale", "v_scale", "q_scale", "prob_scale")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The text model's sizes, from config.json (``text_config`` when there is one)."""
+
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int | None
+    vocab: int | None
+    layers: int
+    q_gate: bool
+    dtype: str  # the model dtype, as safetensors names it
+    tied: bool
+
+
+def dims_of(config: Mapping[str, Any]) -> Dims | None:
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    try:
+        hidden = int(text["hidden_size"])
+        heads = int(text["num_attention_heads"])
+        kv = int(text.get("num_key_value_heads") or heads)
+        head_dim = int(text.get("head_dim") or hidden // heads)
+        layers = int(text["num_hidden_layers"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    inter = text.get("intermediate_size")
+    vocab = text.get("vocab_size") or config.get("vocab_size")
+    kind = str(text.get("model_type") or config.get("model_type") or "")
+    gate = bool(text.get("attn_output_gate", kind.startswith(("qwen3_next", "qwen3_5"))))
+    raw = str(text.get("dtype") or text.get("torch_dtype") or config.get("dtype") or "bfloat16")
+    dtype = DTYPES.get(raw.removeprefix("torch."), "BF16")
+    if dtype == "F32":  # vLLM serves float32 checkpoints in bfloat16 ("auto" dtype)
+        dtype = "BF16"
+    tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
+    return Dims(
+        hidden, heads, kv, head_dim, int(inter) if inter else None,
+        int(vocab) if vocab else None, layers, gate, dtype, tied,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter vLLM builds and the checkpoint must fill."""
+
+    name: str
+    kind: str  # the node kind (qkv, row, norm, embedding, lm_head, attention, ...)
+    dtype: str
+    shards: tuple[str, ...] = ()  # fused shard ids ("q", "k", "v" / "0", "1"); () whole
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # shard -> full shape
+    init: str = "empty"  # what it holds if nothing loads: empty, ones, zeros, min, default
+    required: bool = True
+    quantized: bool = False
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What the loader does with one tensor of one file it reads."""
+
+    tensor: str
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+    fate: str  # loaded, skipped, ignored, dropped, refused
+    param: str | None = None
+    shard: str | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Tie:
+    """tie_word_embeddings as vLLM takes it for this checkpoint."""
+
+    config: bool  # what config.json says
+    head_in_checkpoint: bool
+    built_tied: bool  # vLLM builds lm_head on the embedding's weight
+    rule: str  # "skip-prefix" (0.26.0 Llama-style), "alias" (0.33.0), "" (untied)
+    identical: bool | None  # the checkpoint's lm_head equals its embedding (sampled)
+
+
+@dataclass
+class LoadPlan:
+    """The checkpoint as the env's vLLM loads it (see the module docstring)."""
+
+    decision: QuantDecision
+    arch: str | None
+    model: ModelFile | None
+    undecided: list[str] = field(default_factory=list)  # why static reading cannot say
+    files: list[str] = field(default_factory=list)  # the files vLLM reads, in its order
+    file_refusal: str | None = None
+    unread_files: list[str] = field(default_factory=list)  # present, not in the index
+    unlisted: list[str] = field(default_factory=list)  # held by a file, not in the index
+    listed_absent: list[str] = field(default_factory=list)  # in the index, in no file read
+    duplicates: list[tuple[str, list[str], bool | None]] = field(default_factory=list)
+    params: dict[str, Param] = field(default_factory=dict)
+    fates: list[Fate] = field(default_factory=list)
+    filled: dict[str, set[str]] = field(default_factory=dict)  # param -> shards loaded
+    tie: Tie | None = None
+    dims: Dims | None = None
+    rules: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)  # module -> the module it is
+    weight_map: dict[str, str] | None = None  # the index's
+    # tensors vLLM never sees whose parameter then stays unset: name -> (why, parameter)
+    lost: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def decidable(self) -> bool:
+        return not self.undecided
+
+    def unset(self) -> dict[str, list[str]]:
+        """Required parameters (or shards of them) no tensor loads."""
+        out: dict[str, list[str]] = {}
+        for name, p in self.params.items():
+            if not p.required:
+                continue
+            got = self.filled.get(name, set())
+            want = list(p.shards) or [""]
+            lacking = [s for s in want if s not in got]
+            if lacking:
+                out[name] = lacking
+        return out
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+def iterated_files(layout: ShardLayout) -> tuple[list[str], str | None, list[str]]:
+    """(files vLLM reads in its order, the refusal if any, files present but not read)."""
+    if layout.weight_map is not None:
+        listed = sorted(set(layout.weight_map.values()))
+        absent = [f for f in listed if f not in layout.present]
+        if absent:
+            where = ", ".join(str(layout.folder / f) for f in absent)
+            return (
+                [],
+                f"FileNotFoundError: Weight files referenced in index but missing: {where}",
+                [],
+            )
+        read = [f for f in layout.present if f in set(listed)]
+        return read, None, [f for f in layout.present if f not in set(listed)]
+    return list(layout.present), None, []
+
+
+def _expected(node_path: str, kind: str, d: Dims) -> dict[str, tuple[int, ...]]:
+    """Full (unsplit) shapes of a node's weight per shard, for Llama-family names."""
+    leaf = node_path.rpartition(".")[2]
+    h, hd, inter, vocab = d.hidden, d.head_dim, d.intermediate, d.vocab
+    q = d.heads * hd * (2 if d.q_gate else 1)
+    kv = d.kv_heads * hd
+    if kind == "qkv":
+        return {"q": (q, h), "k": (kv, h), "v": (kv, h)}
+    if kind == "merged" and inter:
+        return {"0": (inter, h), "1": (inter, h)}
+    if leaf == "o_proj":
+        return {"": (h, d.heads * hd)}
+    if leaf == "down_proj" and inter:
+        return {"": (h, inter)}
+    if kind in ("embedding", "lm_head") and vocab:
+        return {"": (vocab, h)}
+    if kind == "norm":
+        return {"": ((hd,) if leaf in ("q_norm", "k_norm") else (h,))}
+    return {}
+
+
+def _holds(cond: str, config: Mapping[str, Any], tie: bool) -> bool | None:
+    negate = cond.startswith("not ")
+    body = cond.removeprefix("not ")
+    if not body.startswith("config:"):
+        return None
+    key = body.removeprefix("config:")
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    value = tie if key == "tie_word_embeddings" else bool(text.get(key, config.get(key, False)))
+    return value != negate
+
+
+def build_params(
+    model: ModelFile,
+    d: Dims,
+    config: Mapping[str, Any],
+    decision: QuantDecision,
+    is_excluded: Callable[[str], bool],
+    tied: bool,
+    kv_params: bool,
+) -> tuple[dict[str, Param], list[str]]:
+    """Every parameter of the model tree, expanded over its layers; (params, optional
+    module paths whose conditions could not be read)."""
+    params: dict[str, Param] = {}
+    optional: list[str] = []
+    fmt = FORMATS.get(decision.algo or "") if decision.quant_method else None
+    for node in model.nodes:
+        verdicts = [_holds(c, config, tied) for c in node.conditions]
+        if False in verdicts:
+            continue
+        maybe = None in verdicts
+        for path in _expand(node.path, model.counts, d.layers):
+            if maybe:
+                optional.append(path)
+            for p in _node_params(node, path, d, config, fmt, decision, is_excluded, kv_params):
+                params[p.name] = p if not maybe else Param(**{**p.__dict__, "required": False})
+    if tied:
+        params.pop("lm_head.weight", None)
+    return params, optional
+
+
+def _expand(path: str, counts: Mapping[str, str], layers: int) -> list[str]:
+    if "{i}" not in path:
+        return [path]
+    return [path.replace("{i}", str(i)) for i in range(layers)]
+
+
+def _node_params(
+    node: Node,
+    path: str,
+    d: Dims,
+    config: Mapping[str, Any],
+    fmt: tuple[str, dict[str, tuple[str, bool]]] | None,
+    decision: QuantDecision,
+    is_excluded: Callable[[str], bool],
+    kv_params: bool,
+) -> list[Param]:
+    shapes = _expected(path, node.kind, d)
+    shards = tuple(s for s in shapes if s) if node.kind in ("qkv", "merged") else ()
+    if node.kind in ("norm", "layernorm"):
+        out = [Param(f"{path}.weight", node.kind, d.dtype, (), shapes, "ones")]
+        if node.kind == "layernorm":
+            out.append(Param(f"{path}.bias", node.kind, d.dtype, (), shapes, "zeros"))
+        return out
+    if node.kind == "embedding":
+        return [Param(f"{path}.weight", node.kind, d.dtype, (), shapes)]
+    if node.kind == "attention":
+        if not kv_params:
+            return []
+        return [
+            Param(f"{path}.{leaf}", node.kind, "F32", (), {}, "default", False)
+            for leaf in KV_LEAVES
+        ]
+    if node.kind not in LINEAR_KINDS + ("lm_head",):
+        return []
+    try:
+        quantized = fmt is not None and not is_excluded(path)
+    except ShardMismatch:
+        quantized = False
+    out: list[Param] = []
+    if quantized:
+        wdtype, scales = fmt  # type: ignore[misc]
+        packed = {s: (o, i // 2) for s, (o, i) in shapes.items()} if wdtype == "U8" else shapes
+        out.append(Param(f"{path}.weight", node.kind, wdtype, shards, packed, "empty", True, True))
+        for leaf, (dtype, required) in scales.items():
+            out.append(Param(f"{path}.{leaf}", node.kind, dtype, shards, {}, "min", required, True))
+    else:
+        out.append(Param(f"{path}.weight", node.kind, d.dtype, shards, shapes))
+    bias = node.bias
+    has_bias = bias == "true" or (
+        bias is not None and bias.startswith("config:") and bool(_text(config).get(bias[7:]))
+    )
+    if has_bias:
+        out.append(Param(f"{path}.bias", node.kind, d.dtype, shards, {}, "empty"))
+    return out
+
+
+def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    return config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+
+
+def map_name(name: str, model: ModelFile, kv: KvScaleNaming) -> tuple[str | None, str | None, str]:
+    """(vLLM name, shard id, why) for a checkpoint name, as ``WeightsMapper`` renames it:
+    the KV-scale regexes, substrings, stacked entries, prefixes, suffixes (None: dropped)."""
+    out = kv.rename(name)
+    why = "KV-scale rename" if out != name else ""
+    for sub, new in model.substrs:
+        if sub in out:
+            if new is None:
+                return None, None, f"mapper drops {sub!r}"
+            out = out.replace(sub, new, 1)
+    shard = None
+    for sub, new, sid in model.stacked:
+        if sub in out:
+            out, shard = out.replace(sub, new, 1), sid
+    for pre, new in model.prefixes:
+        if out.startswith(pre):
+            if new is None:
+                return None, None, f"mapper drops {pre!r}"
+            out = out.replace(pre, new, 1)
+    for suf, new in model.suffixes:
+        if out.endswith(suf):
+            if new is None:
+                return None, None, f"mapper drops {suf!r}"
+            out = new.join(out.rsplit(suf, 1))
+    return out, shard, why
+
+
+def plan(
+    layout: ShardLayout,
+    config: Mapping[str, Any],
+    decision: QuantDecision,
+    model: ModelFile | None,
+    loader: LoaderSource | None,
+    kv: KvScaleNaming | None,
+    modelopt: ModelOptSource | None,
+    samples: Callable[[TensorInfo], bytes | None] = lambda t: None,
+) -> LoadPlan:
+    """The :class:`LoadPlan` of one checkpoint folder; ``samples`` reads a few spans of a
+    tensor's bytes (to tell two copies apart), None where it cannot."""
+    rules = loader if loader is not None and loader.config_json_first is not None else VLLM_0_26
+    kv = kv if kv is not None and kv.mode else KV_0_26
+    archs = config.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    out = LoadPlan(
+        decision, arch, model, rules="the env's vLLM" if rules is loader else "vLLM 0.26.0's rules"
+    )
+    out.dims = d = dims_of(config)
+    if layout.mistral_files:
+        out.undecided.append(
+            f"{', '.join(layout.mistral_files)}: vLLM loads the Mistral format "
+            "(consolidated*.safetensors), not read here"
+        )
+    out.weight_map = layout.weight_map
+    files, refusal, unread = iterated_files(layout)
+    out.files, out.file_refusal, out.unread_files = files, refusal, unread
+    problems = [f"{n}: {layout.files[n].problem}" for n in files if layout.files[n].problem]
+    if problems:
+        out.undecided.append("unreadable safetensors: " + "; ".join(problems))
+    if not files and refusal is None:
+        out.undecided.append("no *.safetensors file to read")
+    seen: dict[str, list[str]] = {}
+    tensors: list[tuple[str, TensorInfo]] = []
+    for f in files:
+        for name, info in layout.files[f].tensors.items():
+            seen.setdefault(name, []).append(f)
+            tensors.append((f, info))
+    if layout.weight_map is not None:
+        out.unlisted = sorted(n for n in seen if n not in layout.weight_map)
+        out.listed_absent = sorted(n for n in layout.weight_map if n not in seen)
+    for name, where in sorted(seen.items()):
+        if len(where) > 1:
+            copies = [samples(layout.files[f].tensors[name]) for f in where]
+            same = None if None in copies else len(set(copies)) == 1
+            out.duplicates.append((name, where, same))
+    if model is None or model.missing or d is None:
+        out.undecided += (
+            list(model.missing) if model is not None else [f"{arch}: no model class read"]
+        )
+        if d is None:
+            out.undecided.append(
+                "config.json lacks hidden_size / num_attention_heads / num_hidden_layers"
+            )
+        return out
+    head = any(n.endswith("lm_head.weight") for n in seen)
+    tied = d.tied and not (head and rules.unties_for_checkpoint_head)
+    same = None
+    if d.tied and head and "model.embed_tokens.weight" in seen and "lm_head.weight" in seen:
+        a = samples(layout.files[seen["lm_head.weight"][-1]].tensors["lm_head.weight"])
+        b = samples(
+            layout.files[seen["model.embed_tokens.weight"][-1]].tensors["model.embed_tokens.weight"]
+        )
+        same = None if a is None or b is None else a == b
+    rule = "" if not tied else ("alias" if rules.tied_alias_skip else "skip-prefix")
+    out.tie = Tie(d.tied, head, tied, rule, same)
+    exclusion = _exclusion(modelopt)
+    decide = excluder(decision.exclude, **exclusion)
+    kv_params = bool(decision.kv_algo) or (decision.quant_method or "").startswith("modelopt")
+    out.params, optional = build_params(model, d, config, decision, decide, tied, kv_params)
+    for alias, target in model.aliases.items():  # self.lm_head = self.model.embed_tokens
+        conds = model.alias_conditions.get(alias, ())
+        if all(_holds(c, config, tied) is not False for c in conds):
+            out.aliases[alias] = target
+            for name in [n for n in out.params if n.startswith(alias + ".")]:
+                del out.params[name]
+    _route(out, tensors, model, rules, kv, tied)
+    unset = out.unset()
+    unseen = [
+        (n, f"in {f}, which the index does not name")
+        for f in unread
+        for n in layout.files[f].tensors
+    ]
+    unseen += [(n, "listed by the index, in no shard") for n in out.listed_absent]
+    for name, why in unseen:
+        mapped, _, _ = map_name(name, model, kv)
+        if mapped in unset:
+            out.lost[name] = (why, mapped)
+    return out
+
+
+def _exclusion(source: ModelOptSource | None) -> dict[str, bool]:
+    known = source is not None and source.exclusion is not None
+    return {
+        "legacy": known and source.exclusion == "substring",  # type: ignore[union-attr]
+        "split": not known or source.splits_wildcards,  # type: ignore[union-attr]
+    }
+
+
+def _route(
+    out: LoadPlan,
+    tensors: Sequence[tuple[str, TensorInfo]],
+    model: ModelFile,
+    rules: LoaderSource,
+    kv: KvScaleNaming,
+    tied: bool,
+) -> None:
+    modules = {p.rpartition(".")[0] for p in out.params}
+    containers = {m.rsplit(".", k)[0] for m in modules for k in range(m.count(".") + 1)}
+    containers |= {
+        n.path.replace("{i}", str(i))
+        for n in model.nodes
+        for i in range(out.dims.layers if out.dims else 1)
+    }  # type: ignore[union-attr]
+    containers |= set(out.aliases)
+    skip_prefixes = model.skip_prefixes if (
+        model.skip_prefixes_if is None or (model.skip_prefixes_if == "tie_word_embeddings" and tied)
+    ) else ()  # fmt: skip
+    rotary = rules.rotary_drops or VLLM_0_26.rotary_drops or ()
+    ignored = (".bias", *kv.ignored_suffixes, *model.ignore_suffixes)
+    for f, info in tensors:
+        fate = _fate(
+            info, f, model, kv, skip_prefixes, rotary, ignored, tied, rules, out, containers
+        )
+        out.fates.append(fate)
+        if fate.fate == "loaded" and fate.param:
+            out.filled.setdefault(fate.param, set()).add(fate.shard or "")
+
+
+def _fate(
+    info: TensorInfo,
+    file: str,
+    model: ModelFile,
+    kv: KvScaleNaming,
+    skip_prefixes: Sequence[str],
+    rotary: Sequence[str],
+    ignored: Sequence[str],
+    tied: bool,
+    rules: LoaderSource,
+    out: LoadPlan,
+    containers: set[str],
+) -> Fate:
+    name = info.name
+    base = (name, file, info.dtype, tuple(info.shape))
+    if any(s in name for s in rotary):
+        return Fate(*base, "skipped", why="a rotary-embedding buffer vLLM drops")
+    mapped, shard, why = map_name(name, model, kv)
+    if mapped is None:
+        return Fate(*base, "dropped", why=why)
+    if any(mapped.startswith(p) for p in skip_prefixes):
+        return Fate(*base, "skipped", why="lm_head is tied to the embedding (skip_prefixes)")
+    if tied and rules.tied_alias_skip and mapped == "lm_head.weight":
+        return Fate(*base, "skipped", why="lm_head.weight aliases the tied embedding")
+    for alias, target in out.aliases.items():
+        if mapped.startswith(alias + "."):
+            mapped = target + mapped[len(alias) :]
+    if mapped in out.params:
+        return Fate(*base, "loaded", mapped, shard, why)
+    parts = mapped.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if prefix in containers or prefix in out.params:
+            continue
+        if prefix.endswith(tuple(ignored)) or mapped.endswith(tuple(ignored)):
+            return Fate(*base, "ignored", why=f"no parameter {mapped}; vLLM ignores the suffix")
+        return Fate(*base, "refused", why=f"There is no module or parameter named {prefix!r}")
+    return Fate(*base, "refused", why=f"There is no module or parameter named {mapped!r}")
+
+
+FLOATS = ("F32", "F16", "BF16", "F64")
+INTS = ("U8", "I8", "I16", "I32", "I64", "U16", "U32", "U64", "BOOL")
+
+
+def cast_kind(src: str, dst: str) -> str:
+    """What ``param.data.copy_(loaded)`` does from ``src`` to ``dst`` (safetensors names):
+    ``same``, ``widen`` (exact), ``narrow`` (float to a smaller float: rounded),
+    ``to-fp8`` (values must be FP8 numbers in range), ``from-fp8`` (FP8 numbers into a
+    float parameter: exact, but their scale is not applied), ``numeric`` (integers and
+    floats converted as numbers: the bytes' meaning is lost)."""
+    if src == dst:
+        return "same"
+    order = {"F16": 1, "BF16": 1, "F32": 2, "F64": 3}
+    if src in order and dst in order:
+        if order[src] < order[dst]:
+            return "widen"
+        return "narrow"
+    if dst.startswith("F8") and src in FLOATS:
+        return "to-fp8"
+    if src.startswith("F8") and dst in FLOATS:
+        return "from-fp8"
+    return "numeric"
+
+
+def sample_equal(a: bytes | None, b: bytes | None) -> bool | None:
+    return None if a is None or b is None else a == b
+
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")

@@ -1,0 +1,174 @@
+"""The launch arguments a user starts vLLM with, read from what they already have: a ``vllm
+serve`` command line, a shell script or recipe holding one, vLLM's own ``--config`` YAML
+file, or a Python recipe calling ``LLM(...)``. Only the arguments that change how a
+checkpoint loads are taken: the tensor-parallel size and ``quantization``.
+
+Spellings (vLLM 0.26.0 and 0.33.0 ``engine/arg_utils.py``: ``--tensor-parallel-size`` /
+``-tp``, ``--quantization`` / ``-q``; ``--config FILE`` reads a YAML mapping of the same
+names, dashes or underscores; ``LLM(tensor_parallel_size=..., quantization=...)``).
+
+A reader: it says what the text holds, never whether it is right; text it cannot read is a
+:class:`ServeArgsError` naming the place, which the plugin turns into a usage error.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_vllm_env import files
+
+TP_FLAGS = ("--tensor-parallel-size", "-tp")
+Q_FLAGS = ("--quantization", "-q")
+PY_TP = re.compile(r"\btensor_parallel_size\s*=\s*(\d+)")
+PY_Q = re.compile(r"""\bquantization\s*=\s*(?:["']([\w.-]+)["']|None)""")
+
+
+class ServeArgsError(ValueError):
+    """Launch arguments that cannot be read (what, and where)."""
+
+
+@dataclass(frozen=True)
+class ServeArgs:
+    """``tensor_parallel_size`` and ``quantization`` as given (None: not given), and where
+    each came from (for messages)."""
+
+    tensor_parallel_size: int | None = None
+    quantization: str | None = None
+    tp_from: str = ""
+    q_from: str = ""
+
+
+def _int(value: str, where: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ServeArgsError(
+            f"{where}: tensor-parallel size {value!r} is not a whole number"
+        ) from None
+    if number < 1:
+        raise ServeArgsError(f"{where}: tensor-parallel size {number} is not >= 1")
+    return number
+
+
+def parse_tokens(
+    tokens: list[str], where: str, read_config: Callable[[str], str] | None = None
+) -> ServeArgs:
+    """The arguments of one command line's tokens (``vllm serve MODEL`` may lead)."""
+    tp = q = None
+    tp_from = q_from = ""
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        name, eq, value = tok.partition("=")
+        if name in TP_FLAGS + Q_FLAGS + ("--config",):
+            if not eq:
+                if i + 1 >= len(tokens):
+                    raise ServeArgsError(f"{where}: {name} has no value")
+                value = tokens[i + 1]
+                i += 1
+            if name in TP_FLAGS:
+                tp, tp_from = _int(value, where), f"{name} in {where}"
+            elif name in Q_FLAGS:
+                q, q_from = value, f"{name} in {where}"
+            elif read_config is not None:
+                sub = parse_yaml(read_config(value), f"{value} (--config of {where})")
+                tp, tp_from = (
+                    (sub.tensor_parallel_size, sub.tp_from)
+                    if tp is None and sub.tensor_parallel_size
+                    else (tp, tp_from)
+                )
+                q, q_from = (
+                    (sub.quantization, sub.q_from)
+                    if q is None and sub.quantization
+                    else (q, q_from)
+                )
+        i += 1
+    return ServeArgs(tp, q, tp_from, q_from)
+
+
+def parse_yaml(text: str, where: str) -> ServeArgs:
+    """vLLM's ``--config`` file: a flat YAML mapping (``tensor-parallel-size: 2``)."""
+    tp = q = None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        key = key.strip().replace("_", "-")
+        value = value.strip().strip("'\"")
+        if key in ("tensor-parallel-size", "tp"):
+            tp = _int(value, where)
+        elif key == "quantization" and value and value.lower() not in ("null", "none", "~"):
+            q = value
+    return ServeArgs(
+        tp,
+        q,
+        f"tensor-parallel-size in {where}" if tp else "",
+        f"quantization in {where}" if q else "",
+    )
+
+
+def parse_text(text: str, where: str, read_config: Callable[[str], str] | None = None) -> ServeArgs:
+    """A command line, a shell script / recipe (its ``vllm serve`` line, ``\\``-continued),
+    a YAML config, or a Python recipe (``LLM(...)`` keyword arguments)."""
+    joined = re.sub(r"\\\r?\n", " ", text)
+    lines = [ln for ln in joined.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    serve = [
+        ln
+        for ln in lines
+        if re.search(r"\bvllm\s+serve\b|--tensor-parallel-size|--quantization|(^|\s)-tp\s", ln)
+    ]
+    if serve:
+        out = ServeArgs()
+        for ln in serve:
+            try:
+                tokens = shlex.split(ln, comments=True)
+            except ValueError as exc:
+                raise ServeArgsError(f"{where}: cannot split {ln.strip()[:80]!r} ({exc})") from None
+            got = parse_tokens(tokens, where, read_config)
+            out = ServeArgs(
+                got.tensor_parallel_size or out.tensor_parallel_size,
+                got.quantization or out.quantization,
+                got.tp_from or out.tp_from,
+                got.q_from or out.q_from,
+            )
+        return out
+    if PY_TP.search(text) or PY_Q.search(text):
+        tp_m, q_m = PY_TP.search(text), PY_Q.search(text)
+        return ServeArgs(
+            _int(tp_m.group(1), where) if tp_m else None,
+            q_m.group(1) if q_m and q_m.group(1) else None,
+            f"tensor_parallel_size= in {where}" if tp_m else "",
+            f"quantization= in {where}" if q_m and q_m.group(1) else "",
+        )
+    if any(":" in ln for ln in lines):
+        return parse_yaml(text, where)
+    return parse_tokens(shlex.split(joined, comments=True), where, read_config)
+
+
+def read(spec: str, base: Path) -> ServeArgs:
+    """``--vllm-serve-args``: the arguments themselves, or ``@FILE`` (relative to ``base``)
+    holding a command, script, YAML config or Python recipe."""
+
+    def read_file(name: str, rel_to: Path = base) -> str:
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else rel_to / path
+        try:
+            return files.read_text(path, files.CONFIG)
+        except OSError as exc:
+            raise ServeArgsError(f"cannot read {path}: {exc}") from None
+
+    if spec.startswith("@"):
+        name = spec[1:]
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else base / path
+        text = read_file(name)
+        return parse_text(text, str(path), lambda n: read_file(n, path.parent))
+    try:
+        return parse_text(spec, "--vllm-serve-args", read_file)
+    except ValueError as exc:
+        raise ServeArgsError(str(exc)) from None
