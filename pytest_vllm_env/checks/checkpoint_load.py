@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_vllm_env.checks import launch
 from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
 from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param, cast_kind
 from pytest_vllm_env.facts.vllm_quant_decision import HF_QUANT, QuantDecision
+from pytest_vllm_env.facts.vllm_tp import TpSplit
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 
@@ -346,3 +348,31 @@ def _tie(
         "own), or use a vLLM that unties for it (0.33.0 does: "
         "ModelConfig.maybe_untie_word_embeddings)"
     )
+
+
+def predict(
+    plan: LoadPlan,
+    tp_split: TpSplit,
+    best_tp: int,
+    label: str,
+    vllm: str | None,
+    samples: Mapping[str, WeightSample] | None = None,
+    scales: Mapping[str, Sequence[float]] | None = None,
+    given_by: tuple[str, str] = ("--vllm-quantization", "--tensor-parallel-size"),
+) -> list[Finding]:
+    """Every checkpoint.* and launch.* finding for one checkpoint and one launch."""
+    return [
+        shards(plan, label),
+        quant_config_source(plan.decision, label, vllm),
+        parameters(plan, label, vllm, samples, scales),
+        launch.quantization(plan.decision, label, vllm, given_by[0]),
+        launch.tensor_parallel(tp_split, label, vllm, given_by[1], best_tp),
+    ]
+
+
+def effect(findings: Sequence[Finding]) -> str:
+    """What the findings predict vLLM does: refuses, wrong, or works."""
+    bad = [f for f in findings if f.outcome in ("failed", "error")]
+    if any(f.evidence.get("vllm_effect") == "refuses" or f.outcome == "error" for f in bad):
+        return "refuses"
+    return "wrong" if bad else "works"

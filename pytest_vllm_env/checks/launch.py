@@ -87,6 +87,7 @@ def tensor_parallel(
             "format's blocks)",
             vllm_effect="refuses",
             problems=where[:50],
+            tensors=[t for p in split.problems for t in p.tensors][:50],
             tp=split.tp,
         )
     shapes = {k: [list(o), i] for k, (o, i) in list(split.shapes.items())[:8]}

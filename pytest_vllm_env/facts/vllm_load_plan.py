@@ -401,7 +401,7 @@ def plan(
     seen: dict[str, list[str]] = {}
     tensors: list[tuple[str, TensorInfo]] = []
     for f in files:
-        for name, info in layout.files[f].tensors.items():
+        for name, info in sorted(layout.files[f].tensors.items()):  # safe_open().keys(): sorted
             seen.setdefault(name, []).append(f)
             tensors.append((f, info))
     if layout.weight_map is not None:

@@ -49,6 +49,7 @@ class TpProblem:
     stage: str
     where: str
     message: str
+    tensors: tuple[str, ...] = ()  # the checkpoint tensors of that share
 
 
 @dataclass
@@ -146,12 +147,20 @@ def split(plan: LoadPlan, tp: int) -> TpSplit:
             continue
         for shard, size in outs.items():
             if size % block_out:
+                names = tuple(
+                    f.tensor
+                    for f in plan.fates
+                    if f.param is not None
+                    and f.param.rsplit(".", 1)[0] == module
+                    and (f.shard or "out") == shard
+                )
                 out.problems.append(
                     TpProblem(
                         "load",
                         f"{module} ({shard})",
                         f"{algo}: each rank holds {size} rows of {shard}, not whole "
                         f"{block_out}-row blocks",
+                        names,
                     )
                 )
         if rank_in % block_in:

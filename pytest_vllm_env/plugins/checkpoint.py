@@ -1,0 +1,283 @@
+"""Fixtures for the checkpoint and launch areas (issue 22): each ``--modelopt-checkpoint`` as
+the env's vLLM will load it, under the launch arguments the user gives it.
+
+Settings: ``--tensor-parallel-size=N`` (ini ``tensor_parallel_size``), ``--vllm-quantization=
+NAME`` (ini ``vllm_quantization``), ``--vllm-serve-args=ARGS|@FILE`` (ini ``vllm_serve_args``:
+a ``vllm serve`` command line, or ``@`` a file holding one, a shell script or recipe, vLLM's
+``--config`` YAML or a Python ``LLM(...)`` recipe; the explicit options win over it), and
+``--vllm-load-probe=meta|load`` (ini ``vllm_load_probe``; opt-in: runs the env's own vLLM on
+the CPU, ``probes/vllm_load_weights.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_vllm_env.plugins import settings
+
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.readers.checkpoint import Checkpoint
+
+PROBE_MODES = ("meta", "load")
+DEFAULT_PROBE_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The launch arguments that change a load, and where each came from."""
+
+    tensor_parallel_size: int = 1
+    quantization: str | None = None
+    tp_from: str = "default (1)"
+    q_from: str = "not given"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_setting(
+        parser,
+        "--tensor-parallel-size",
+        "the tensor_parallel_size you start vLLM with (--tensor-parallel-size / -tp); judged by "
+        "launch.tensor-parallel against each checkpoint's heads, sizes and format blocks",
+        metavar="N",
+    )
+    settings.add_setting(
+        parser,
+        "--vllm-quantization",
+        "the quantization= you give vLLM (--quantization / -q / LLM(quantization=...)); judged "
+        "by launch.quantization against what each checkpoint declares",
+        metavar="NAME",
+    )
+    settings.add_setting(
+        parser,
+        "--vllm-serve-args",
+        "the arguments you start vLLM with: a `vllm serve` command line, or @FILE (a script or "
+        "recipe holding one, vLLM's --config YAML, or a Python LLM(...) recipe); "
+        "--tensor-parallel-size and --vllm-quantization win over it",
+        metavar="ARGS|@FILE",
+    )
+    settings.add_setting(
+        parser,
+        "--vllm-load-probe",
+        "opt-in: also run the env's own vLLM on the CPU to build each checkpoint's model and "
+        "run its weight loader (meta: no weight bytes, any size; load: the real tensors, for "
+        "small checkpoints); checkpoint.load-probe says what it did and where the static "
+        "verdict differs",
+        metavar="MODE",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # a bad value is a usage error at start, never a verdict on the env; nothing is read
+    # (or imported) when none of these options is used
+    if any(settings.get(config, k) for k in ("tensor_parallel_size", "vllm_serve_args")):
+        launch(config)
+    mode = settings.get(config, "vllm_load_probe")
+    if mode and mode not in PROBE_MODES:
+        raise pytest.UsageError(
+            f"--vllm-load-probe: {mode!r} is not one of {', '.join(PROBE_MODES)}"
+        )
+
+
+_launch: dict[int, Launch] = {}
+
+
+def launch(config: pytest.Config) -> Launch:
+    """The launch arguments from the options and ``--vllm-serve-args``; usage errors name
+    the option."""
+    key = id(config)
+    if key in _launch:
+        return _launch[key]
+    from pytest_vllm_env.readers.serve_args import ServeArgs, ServeArgsError, read
+
+    served = ServeArgs()
+    spec = settings.get(config, "vllm_serve_args")
+    if spec:
+        try:
+            served = read(spec, _base(config, "vllm_serve_args"))
+        except ServeArgsError as exc:
+            raise pytest.UsageError(f"--vllm-serve-args: {exc}") from None
+    tp_text = settings.get(config, "tensor_parallel_size")
+    tp, tp_from = served.tensor_parallel_size or 1, served.tp_from or "default (1)"
+    if tp_text:
+        try:
+            tp = int(tp_text)
+        except ValueError:
+            raise pytest.UsageError(
+                f"--tensor-parallel-size: {tp_text!r} is not a whole number"
+            ) from None
+        if tp < 1:
+            raise pytest.UsageError(f"--tensor-parallel-size: {tp} is not >= 1")
+        tp_from = "--tensor-parallel-size"
+    q = settings.get(config, "vllm_quantization")
+    q_from = "--vllm-quantization" if q else served.q_from or "not given"
+    result = Launch(tp, q or served.quantization, tp_from, q_from)
+    _launch[key] = result
+    return result
+
+
+def _base(config: pytest.Config, ini: str) -> Path:
+    """The one path rule (plugin.SessionState._base_for): relative to the invocation dir
+    from the command line, to the rootdir from an ini file."""
+    if config.getoption(ini, default=None):
+        return Path(str(config.invocation_params.dir))
+    return Path(str(config.rootpath))
+
+
+@pytest.fixture(scope="session")
+def vllm_launch(request: pytest.FixtureRequest) -> Launch:
+    """The launch arguments judged (``tensor_parallel_size``, ``quantization``) and where
+    each came from: ``--tensor-parallel-size``, ``--vllm-quantization``, ``--vllm-serve-args``."""
+    return launch(request.config)
+
+
+@pytest.fixture(scope="session")
+def vllm_loader_facts(vllm_env: PixiEnv, vllm_fact_cache):
+    """``facts_for(architecture)``: what the env's own vLLM source says about loading it
+    (``facts/vllm_loader_facts.py``: the loader rules, the model class, KV-scale renames,
+    ModelOpt's config classes; read with ``ast``, cached by the files' stamps); None when vLLM
+    is not installed."""
+    from pytest_vllm_env.facts import vllm_loader_facts as vlf
+    from pytest_vllm_env.readers import vllm_loader, vllm_model_file
+
+    dist = vllm_env.dist("vllm")
+    if dist is None:
+        return lambda arch: None
+    root = dist.location
+    deps = [root / p for p in (*vllm_loader.FILES, vllm_model_file.REGISTRY_PY)]
+    version = dist.version
+    seen: dict[str, Any] = {}
+
+    def facts_for(arch: str | None):
+        archs = [arch] if arch else []
+        key = f"vllm-loader-facts-{arch}"
+        if key not in seen:
+            data = vllm_fact_cache.get(
+                key,
+                lambda: vlf.read(root, archs, version).to_json(),
+                [d for d in deps if d.exists()],
+            )
+            seen[key] = vlf.VllmLoaderFacts.from_json(data)
+        return seen[key]
+
+    return facts_for
+
+
+@dataclass
+class CheckpointLoad:
+    """One checkpoint as the env's vLLM loads it, under the launch arguments."""
+
+    label: str
+    vllm: str | None
+    plan: Any = None  # facts.vllm_load_plan.LoadPlan
+    split: Any = None  # facts.vllm_tp.TpSplit
+    best_tp: int = 1
+    samples: Any = None
+    scales: Any = None
+    launch: Launch | None = None
+    why_not: str | None = None  # why there is no plan (vLLM missing, files unreadable)
+
+
+_plans: dict[tuple[str, str, int, str | None], CheckpointLoad] = {}
+
+
+@pytest.fixture(scope="session")
+def checkpoint_load(
+    modelopt_checkpoint: Checkpoint,
+    modelopt_scales,
+    modelopt_weight_samples,
+    vllm_env: PixiEnv,
+    vllm_launch: Launch,
+    vllm_loader_facts,
+) -> CheckpointLoad:
+    """The :class:`CheckpointLoad` of one ``--modelopt-checkpoint``: the quantization decision,
+    the load plan (every parameter and tensor), the tensor-parallel split."""
+    from pytest_vllm_env.facts.vllm_load_plan import plan
+    from pytest_vllm_env.facts.vllm_quant_decision import decide
+    from pytest_vllm_env.facts.vllm_tp import largest_working, split
+    from pytest_vllm_env.readers.shard_index import read_layout, read_samples
+
+    ckpt = modelopt_checkpoint
+    version = vllm_env.version_of("vllm")
+    key = (
+        str(vllm_env.prefix),
+        str(ckpt.path),
+        vllm_launch.tensor_parallel_size,
+        vllm_launch.quantization,
+    )
+    if key in _plans:
+        return _plans[key]
+    out = CheckpointLoad(ckpt.label, version, launch=vllm_launch)
+    if not ckpt.config_readable:
+        out.why_not = f"{ckpt.label}: its config.json cannot be read (see modelopt.files-readable)"
+    elif vllm_env.dist("vllm") is None:
+        out.why_not = f"vLLM is not installed in {vllm_env.prefix}"
+    else:
+        archs = (ckpt.config or {}).get("architectures")
+        arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+        facts = vllm_loader_facts(arch)
+        decision = decide(
+            ckpt.config,
+            ckpt.hf_quant_config,
+            vllm_launch.quantization,
+            facts.loader,
+            facts.modelopt,
+        )
+        out.plan = plan(
+            read_layout(ckpt.path),
+            ckpt.config or {},
+            decision,
+            facts.models.get(arch) if arch else None,
+            facts.loader,
+            facts.kv,
+            facts.modelopt,
+            samples=_safe(read_samples),
+        )
+        out.split = split(out.plan, vllm_launch.tensor_parallel_size)
+        out.best_tp = largest_working(out.plan)
+        out.samples, out.scales = modelopt_weight_samples, modelopt_scales[0]
+    _plans[key] = out
+    return out
+
+
+def _safe(read):
+    def sample(info):
+        try:
+            return read(info)
+        except OSError:
+            return None
+
+    return sample
+
+
+@pytest.fixture(scope="session")
+def checkpoint_load_probe(
+    request: pytest.FixtureRequest,
+    modelopt_checkpoint: Checkpoint,
+    vllm_env: PixiEnv,
+    vllm_launch: Launch,
+):
+    """What the env's own vLLM did with the checkpoint on the CPU (``--vllm-load-probe``):
+    the probe's JSON, or None when not asked for. Runs the env's code: opt-in."""
+    mode = settings.get(request.config, "vllm_load_probe")
+    if not mode:
+        return None
+    from pytest_vllm_env.runners import gpu
+
+    args = [
+        str(modelopt_checkpoint.path),
+        "--mode",
+        mode,
+        "--tp",
+        str(vllm_launch.tensor_parallel_size),
+    ]
+    if vllm_launch.quantization:
+        args += ["--quantization", vllm_launch.quantization]
+    timeout = settings.get_number(request.config, "vllm_probe_timeout", DEFAULT_PROBE_TIMEOUT)
+    return gpu.run_probe(
+        vllm_env.python, "vllm_load_weights.py", args, env=vllm_env.environ(), timeout=timeout
+    )
