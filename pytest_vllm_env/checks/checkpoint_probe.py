@@ -95,11 +95,18 @@ def agrees(
             tensors=[refused["tensor"]] if refused.get("tensor") else [],
             **evidence,
         )
-    unset = [
-        p
-        for p, w in (rank0.get("written") or {}).items()
-        if w != "all" and not p.endswith(KV_PARAMS)
-    ]
+    if rank0.get("written"):  # load mode: the sentinel fills say exactly
+        written = rank0["written"].items()
+        unset = [p for p, w in written if w != "all" and not p.endswith(KV_PARAMS)]
+    else:  # meta mode: a parameter no tensor was routed to (a fused one that misses one
+        # shard is not seen this way)
+        routed = {r["param"] for r in rank0.get("routed", [])}
+        aliased = {a for names in (rank0.get("aliases") or {}).values() for a in names}
+        unset = [
+            p
+            for p in rank0.get("params") or {}
+            if p not in routed and p not in aliased and not p.endswith(KV_PARAMS)
+        ]
     if unset:
         return failed(
             CHECK,
