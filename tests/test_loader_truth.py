@@ -146,3 +146,59 @@ def test_the_corpus_covers_each_outcome_in_each_release():
             effects.add("refuses" if r.get("refused") else "wrong" if r.get("unset") else "loads")
         assert effects == {"refuses", "wrong", "loads"}
     assert set(TRUTH["variants"]) == set(loader_variants.VARIANTS)
+
+
+# The modelopt.* rules that now contradict what the real loaders did with these mutations
+# (false alarms, or the wrong kind of failure), for the lead to retire once the checkpoint.*
+# checks are merged: (variant, check id) -> what the rule says and what vLLM did, in both
+# releases. Shrink-only: a rule fixed or retired must leave this table.
+OLD_RULE_CONTRADICTIONS = {
+    (
+        "duplicate-identical",
+        "modelopt.files-readable",
+    ): "error (a tensor in two shards); vLLM loads both identical copies: works",
+    (
+        "duplicate-stale-first",
+        "modelopt.files-readable",
+    ): "error; vLLM keeps the last copy, the index's: works",
+    (
+        "duplicate-stale-last",
+        "modelopt.files-readable",
+    ): "error (refuses); vLLM loads and keeps the stale last copy: wrong",
+    (
+        "index-lists-missing-tensor",
+        "modelopt.files-readable",
+    ): "error (refuses); vLLM loads, the listed tensor's parameter unset: wrong",
+    (
+        "fp8-weight-u8",
+        "modelopt.tensors-complete",
+    ): "refuses; vLLM casts the U8 numbers into the FP8 parameter: wrong",
+    ("hf-disagrees-algo", "modelopt.quant-config"): "failed; vLLM reads config.json only: works",
+    ("hf-disagrees-exclude", "modelopt.quant-config"): "failed; vLLM reads config.json only: works",
+}
+
+
+def test_old_rules_contradict_the_real_loaders_only_where_listed(built):
+    from pytest_vllm_env.checks import modelopt, vllm_run
+    from pytest_vllm_env.readers.vllm_source import Registry
+    from pytest_vllm_env.tables.archs import parse_arch
+
+    registry = Registry("registry.py", frozenset({"LlamaForCausalLM"}))
+    found = set()
+    for name in loader_variants.VARIANTS:
+        folder = built / name
+        ckpt = read_checkpoint(name, folder)
+        scales, unread = read_scales(ckpt) if ckpt.tensors_readable else ({}, {})
+        samples = read_weight_samples(ckpt) if ckpt.tensors_readable else {}
+        for release in RELEASES:
+            f = FACTS[release]
+            findings = modelopt.predict(
+                ckpt, source=f.modelopt, registry=registry, vllm_version=release, scales=scales,
+                unread=unread, samples=samples, archs=[parse_arch("9.0")],
+                archs_source="--cuda-arch", kv_naming=f.kv,
+            )  # fmt: skip
+            effect, ids, _ = vllm_run.predicted_effect(findings)
+            effect = "refuses" if effect == "fails" else effect
+            if effect != "works" and effect != truth_effect(name, release, folder):
+                found |= {(name, i) for i in ids}
+    assert found == set(OLD_RULE_CONTRADICTIONS)
