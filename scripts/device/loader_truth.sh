@@ -51,7 +51,7 @@ for path in sorted(glob.glob(os.path.join(out, "loader_truth_?.json"))):
     part = path[-6]
     for c in json.load(open(path))["checks"]:
         m = re.search(r"\[([^\]]+)\]$", c.get("test", ""))
-        subject = (m.group(1) if m else c.get("test", "")).split("-", 1)[-1] if m else c.get("test", "")
+        subject = m.group(1) if m else c.get("test", "")
         row = rows.setdefault(f"{part}:{subject}", {"part": part})
         ev = c.get("evidence", {})
         if c["id"].startswith(("checkpoint.", "launch.")):
