@@ -33,13 +33,15 @@ FACTS = {
     r: VllmLoaderFacts.from_json(json.loads((TRUTH_DIR / f"vllm-{r}.json").read_text()))
     for r in RELEASES
 }
-GOOD = {"english-fp8": "good", "llama-fp8": "good-tied"}
+GOOD = {"english-fp8": "good", "llama-fp8": "good-tied", "qwen3-bf16": "qwen3-good"}
 
 
 def truth_effect(name: str, release: str, folder: Path) -> str:
     """What the real loader's record says happened, as an effect."""
     rec = TRUTH["variants"][name][release]
     assert "probe_error" not in rec, rec
+    if rec.get("undetermined"):  # the CPU cannot settle it: scripts/device/loader_truth.sh
+        return "undetermined"
     if rec.get("refused"):
         return "refuses"
     if rec["unset"]:
@@ -96,8 +98,10 @@ def verdict(folder: Path, name: str, release: str):
 @pytest.mark.parametrize("name", list(loader_variants.VARIANTS))
 def test_verdict_predicts_what_the_real_loader_did(built, name, release):
     folder = built / name
-    findings = verdict(folder, name, release)
     want = truth_effect(name, release, folder)
+    if want == "undetermined":
+        pytest.skip(f"{name}: {TRUTH['variants'][name][release]['undetermined']} (a GPU's to say)")
+    findings = verdict(folder, name, release)
     got = checkpoint_load.effect(findings)
     shown = [f"{f.id} {f.outcome}: {f.summary}" for f in findings if f.outcome != "passed"]
     assert got == want, (name, release, shown)
@@ -117,13 +121,11 @@ def test_refusals_name_the_tensor_vllm_named(built, release):
             continue
         findings = verdict(built / name, name, release)
         named = [t for f in findings for t in f.evidence.get("tensors", [])]
-        assert refused["tensor"] in named or any(
-            refused["tensor"] in f.summary for f in findings
-        ), (
-            name,
-            release,
-            refused,
-        )
+        want = refused["tensor"]
+        if "were not initialized from checkpoint" in refused["message"]:
+            # raised after the last tensor: the message names the parameters
+            want = refused["message"].split("{'", 1)[1].split("'", 1)[0]
+        assert want in named or any(want in f.summary for f in findings), (name, release, refused)
 
 
 def test_the_releases_differ_where_the_loader_changed(built):
@@ -143,6 +145,8 @@ def test_the_corpus_covers_each_outcome_in_each_release():
         effects = set()
         for rec in TRUTH["variants"].values():
             r = rec[release]
+            if r.get("undetermined"):
+                continue
             effects.add("refuses" if r.get("refused") else "wrong" if r.get("unset") else "loads")
         assert effects == {"refuses", "wrong", "loads"}
     assert set(TRUTH["variants"]) == set(loader_variants.VARIANTS)
@@ -185,7 +189,9 @@ def test_old_rules_contradict_the_real_loaders_only_where_listed(built):
 
     registry = Registry("registry.py", frozenset({"LlamaForCausalLM"}))
     found = set()
-    for name in loader_variants.VARIANTS:
+    for name, v in loader_variants.VARIANTS.items():
+        if v.base not in ("english-fp8", "llama-fp8"):  # modelopt.* judge ModelOpt exports
+            continue
         folder = built / name
         ckpt = read_checkpoint(name, folder)
         scales, unread = read_scales(ckpt) if ckpt.tensors_readable else ({}, {})

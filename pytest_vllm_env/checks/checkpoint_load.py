@@ -24,6 +24,9 @@ from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 
 LIMIT = 6
+# the layers DefaultModelLoader.track_weights_loading checks (the others have a quant method,
+# whose parameters it counts as loaded)
+TRACKED = ("norm", "layernorm")
 INIT = {
     "empty": "torch.empty (whatever the memory held: garbage)",
     "ones": "its initial 1.0 (not the trained values)",
@@ -226,17 +229,25 @@ def parameters(
         _cast(f, p, plan, samples or {}, scales or {}, wrong, cost, notes, tensors, fixes)
     _tie(plan, vllm, wrong, notes, fixes, tensors)
     borrowed: list[str] = []
+    strict = plan.strict_unquantized and not plan.decision.effective
     for name, lacking in plan.unset().items():
         p = plan.params[name]
         if name.endswith(".input_scale") and p.shards and len(lacking) < len(p.shards):
             borrowed.append(f"{name} ({'/'.join(lacking)})")
+            continue
+        if strict and p.kind in TRACKED:
+            refused.append(
+                f"{name} gets no tensor: vLLM checks an unquantized model's parameters and "
+                "raises 'Following weights were not initialized from checkpoint'"
+            )
+            tensors.append(name)
             continue
         shard = f" (shard {'/'.join(lacking)})" if p.shards else ""
         wrong.append(f"{name}{shard} gets no tensor: it keeps {INIT.get(p.init, p.init)}")
         tensors.append(name)
     if borrowed:
         notes.append(f"fused shards without input_scale take their siblings' max: {_few(borrowed)}")
-    if any("gets no tensor" in w for w in wrong):
+    if any("gets no tensor" in w for w in wrong + refused):
         fixes.append(
             "add the missing tensors to the checkpoint (re-export, or re-download the shard "
             "that holds them); vLLM does not check that a quantized model's parameters loaded"

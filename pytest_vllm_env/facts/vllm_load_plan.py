@@ -178,6 +178,9 @@ class LoadPlan:
     rules: str = ""
     aliases: dict[str, str] = field(default_factory=dict)  # module -> the module it is
     weight_map: dict[str, str] | None = None  # the index's
+    # DefaultModelLoader raises for parameters no tensor filled when the model is not
+    # quantized (except those of layers with a quant method: Linear, embeddings)
+    strict_unquantized: bool = True
     # tensors vLLM never sees whose parameter then stays unset: name -> (why, parameter)
     lost: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -391,6 +394,7 @@ def plan(
             "(consolidated*.safetensors), not read here"
         )
     out.weight_map = layout.weight_map
+    out.strict_unquantized = rules.strict_only_unquantized is not False
     files, refusal, unread = iterated_files(layout)
     out.files, out.file_refusal, out.unread_files = files, refusal, unread
     problems = [f"{n}: {layout.files[n].problem}" for n in files if layout.files[n].problem]

@@ -252,6 +252,11 @@ class _Reader:
             self.nodes.append(Node(path, LEAVES[callee], callee, bias, conds))
             return
         target = self.find(cls.module, callee)
+        if target is None:  # a name handed down from a subclass's scope (Qwen3Model passes
+            # decoder_layer_type=Qwen3DecoderLayer to Qwen2Model.__init__)
+            target = next(
+                (c for mod in list(self.modules) for c in [self.find(mod, callee)] if c), None
+            )
         if target is None:
             return
         kwargs = {
@@ -279,9 +284,7 @@ class _Reader:
                 return found
         return value
 
-    def assignments(
-        self, cls: _Class
-    ) -> list[tuple[str, ast.expr, tuple[str, ...], dict, _Class]]:
+    def assignments(self, cls: _Class) -> list[tuple[str, ast.expr, tuple[str, ...], dict, _Class]]:
         """``(attr, value, conditions, names -> values)`` of ``cls.__init__`` (and its base
         classes' through ``super().__init__``); a later assignment of an attribute wins."""
         init = cls.methods.get("__init__")

@@ -9,7 +9,8 @@
 #   part b: the tied tiny Llama's variants, --reference-checkpoint=good-tied (first-token
 #           logprobs against the unmodified export: does vLLM use the embedding or the
 #           checkpoint's own head?)
-#   part c: the English export started with quantization='fp8' (vLLM replaces it by modelopt)
+#   part c: quantization='fp8': the English export (vLLM replaces it by modelopt) and the BF16
+#           Qwen3 (online FP8 quantization: the CPU cannot run it)
 # Run after the vLLM stage of ../shared/gpu/README.md (three calls), in the third or right after:
 #   OUT=/somewhere PARTS="a b c" bash scripts/device/loader_truth.sh
 # Writes under $OUT: loader_truth_<part>.json (the suite's reports), loader_truth_<part>.log,
@@ -40,7 +41,7 @@ for part in ${PARTS:-a b c}; do
   case $part in
     a) session a "" $ENGLISH ;;
     b) session b "--reference-checkpoint=$L/good-tied" $TIED ;;
-    c) session c "--vllm-quantization=fp8" good ;;
+    c) session c "--vllm-quantization=fp8" good qwen3-good ;;
   esac
 done
 $PY - $OUT <<'PY'
