@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from pytest_vllm_env.checks.gdn_prefill import GdnEnv, GdnRule, gdn_prefill_backend
+from pytest_vllm_env.checks.gdn_prefill import GdnEnv, gdn_prefill_backend
 from pytest_vllm_env.checks.modelopt_config import (
     architecture_registered,
     files_readable,
@@ -42,6 +42,7 @@ from pytest_vllm_env.checks.modelopt_tensors import scales_sane, tensors_complet
 from pytest_vllm_env.checks.modelopt_vision import vision_tower
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.readers.vllm_gdn import GdnRule
 from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
 from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
 from pytest_vllm_env.readers.weight_sample import WeightSample
