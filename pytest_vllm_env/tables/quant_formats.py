@@ -313,6 +313,9 @@ FORMATS: tuple[QuantFormat, ...] = (
         scales=(
             Scale("weight_scale", GROUP_16, FP8_E4M3),
             Scale("weight_scale_2", PER_TENSOR),
+            # a placeholder PerTensorScaleParameter, so a W4A4-style export's input_scale
+            # loads; dropped after loading
+            Scale("input_scale", PER_TENSOR, required=False),
         ),
         linear_method="ModelOptNvFp4W4A16LinearMethod",
         kernels=MappingProxyType({"every GPU (0.26.0)": "Marlin FP4 (pinned, W4A16)"}),
