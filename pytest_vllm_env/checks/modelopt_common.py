@@ -47,5 +47,6 @@ def by_module(pairs: list[tuple[str, str]]) -> list[str]:
 
 
 def few(items: Sequence[str]) -> str:
+    """The first :data:`LIST_LIMIT` items, and how many there are in all."""
     shown = ", ".join(items[:LIST_LIMIT])
     return shown + (f", ... ({len(items)} in all)" if len(items) > LIST_LIMIT else "")

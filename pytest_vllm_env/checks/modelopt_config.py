@@ -131,6 +131,8 @@ def quant_config(ckpt: Checkpoint) -> Finding:
 def quant_algo_supported(
     ckpt: Checkpoint, source: ModelOptSource, vllm_version: str | None
 ) -> Finding:
+    """The effective ``quant_algo`` is in the env's vLLM ``QUANT_ALGOS`` (else vLLM raises
+    "ModelOpt currently only supports: [...]", quoted)."""
     check = "modelopt.quant-algo-supported"
     if blocked := skip_unreadable(check, ckpt, config=True):
         return blocked
@@ -171,6 +173,8 @@ def quant_algo_supported(
 def architecture_registered(
     ckpt: Checkpoint, registry: Registry, vllm_version: str | None
 ) -> Finding:
+    """``architectures[0]`` is registered in the env's vLLM (``registry.py``), or says in
+    which release it was last supported."""
     check = "modelopt.architecture-registered"
     if blocked := skip_unreadable(check, ckpt, config=True):
         return blocked

@@ -16,6 +16,8 @@ from pytest_vllm_env.tables.quant_formats import modelopt_format
 
 @dataclass(frozen=True)
 class Dims:
+    """The text model's sizes from config.json, as the projections' shapes need them."""
+
     hidden: int
     heads: int
     kv_heads: int
@@ -32,6 +34,8 @@ GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
 
 
 def text_dims(config: Mapping[str, Any]) -> Dims | None:
+    """:class:`Dims` from config.json (``text_config`` for VL models); None when it lacks
+    them."""
     cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     try:
         hidden = int(cfg["hidden_size"])

@@ -32,6 +32,7 @@ class QuantSettings:
 
 
 def from_config_block(block: Mapping[str, Any]) -> QuantSettings:
+    """The settings of config.json's ``quantization_config`` block, in either layout."""
     if isinstance(block.get("quantization"), dict):  # the hf_quant_config layout, embedded
         inner = settings_from_hf(block)
         return QuantSettings(

@@ -117,6 +117,7 @@ class Checkpoint:
 
 
 def looks_like_repo_id(spec: str) -> bool:
+    """``org/name`` and not a path that exists: a Hugging Face repo id."""
     return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
 
 
