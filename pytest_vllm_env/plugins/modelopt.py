@@ -17,12 +17,13 @@ import pytest
 from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env.checks.gdn_prefill import GdnEnv, GdnRule
+    from pytest_vllm_env.checks.gdn_prefill import GdnEnv
     from pytest_vllm_env.facts.env import PixiEnv
-    from pytest_vllm_env.facts.modelopt_load import WeightSample
     from pytest_vllm_env.readers.checkpoint import Checkpoint
+    from pytest_vllm_env.readers.vllm_gdn import GdnRule
     from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
     from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
+    from pytest_vllm_env.readers.weight_sample import WeightSample
 
 NO_CHECKPOINT = "no --modelopt-checkpoint given"
 T = TypeVar("T")
@@ -50,7 +51,7 @@ def additional_config(config: pytest.Config) -> dict:
     text = settings.get(config, "vllm_additional_config")
     if not text:  # the check library loads only when the option is used
         return {}
-    from pytest_vllm_env.checks.gdn_prefill import parse_additional_config
+    from pytest_vllm_env.readers.launch_args import parse_additional_config
 
     try:
         return parse_additional_config(text)
@@ -232,10 +233,10 @@ def vllm_model_registry(vllm_env: PixiEnv, vllm_fact_cache) -> Registry:
 @pytest.fixture(scope="session")
 def vllm_gdn_rule(vllm_env: PixiEnv, vllm_fact_cache) -> GdnRule | None:
     """How the env's vLLM picks the Gated-DeltaNet prefill kernel of Qwen3-Next/Qwen3.5
-    (``gdn_prefill.read_gdn_tree``: its registry, model files, GDN layer and engine args
+    (``readers.vllm_gdn.read_gdn_tree``: its registry, model files, GDN layer and engine args
     read with ``ast``); None when vLLM is not installed. A rule it cannot read has kind
     ``"unreadable"`` and the check uses vLLM 0.26.0's."""
-    from pytest_vllm_env.checks.gdn_prefill import (
+    from pytest_vllm_env.readers.vllm_gdn import (
         ARG_UTILS_PY,
         GDN_LAYER_PY,
         MODELS_DIR,
@@ -316,7 +317,9 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
 
 
 def _text(path: Path) -> str:
+    from pytest_vllm_env import files
+
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return files.read_text(path, files.SOURCE)
     except OSError as exc:
         return f"<unreadable: {exc}"  # parses as an error: a clear skip, not a traceback

@@ -12,7 +12,6 @@ becomes a :class:`Problem` naming it, for ``modelopt.files-readable`` to judge.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,7 +20,7 @@ from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env.facts.modelopt_load import WeightSample, float_weights_to_sample, sample_of
+from pytest_vllm_env import files
 from pytest_vllm_env.readers.safetensors_header import (
     SafetensorsError,
     TensorInfo,
@@ -29,13 +28,14 @@ from pytest_vllm_env.readers.safetensors_header import (
     read_header,
     read_many_floats,
 )
+from pytest_vllm_env.readers.weight_sample import WeightSample, sample_of
+from pytest_vllm_env.tables.quant_formats import FLOAT_DTYPES
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 # config.json files are small; one that is not is not a config (and must not be slurped).
 MAX_JSON_BYTES = 64 * 1024 * 1024
 SCALE_SUFFIXES = ("weight_scale", "weight_scale_2", "input_scale", "k_scale", "v_scale")
-FLOAT_SCALE_DTYPES = ("F32", "BF16", "F16")
 
 
 class CheckpointNotFound(Exception):
@@ -117,6 +117,7 @@ class Checkpoint:
 
 
 def looks_like_repo_id(spec: str) -> bool:
+    """``org/name`` and not a path that exists: a Hugging Face repo id."""
     return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
 
 
@@ -187,24 +188,18 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
 
 
 def _read_json(path: Path, problems: list[Problem], *, required: bool = False) -> dict | None:
+    """A JSON object read through :mod:`pytest_vllm_env.files` (a FIFO, a device or a file
+    over :data:`MAX_JSON_BYTES` is refused, never read); a problem when it cannot be."""
     try:
-        size = path.stat().st_size
+        data = files.load_json(path, MAX_JSON_BYTES)
     except FileNotFoundError:
         if required:
             problems.append(Problem(path, "missing: every Hugging Face checkpoint has one"))
         return None
-    except OSError as exc:  # a symlink loop, no permission
+    except OSError as exc:  # a symlink loop, no permission, not a regular file, too big
         problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
         return None
-    if size > MAX_JSON_BYTES:
-        problems.append(Problem(path, f"{size} bytes: too big to be this JSON file"))
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
-        return None
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:  # bad JSON (UnicodeDecodeError is one)
         problems.append(Problem(path, f"not JSON ({exc})"))
         return None
     if not isinstance(data, dict):
@@ -272,7 +267,7 @@ def scale_tensors(ckpt: Checkpoint) -> list[TensorInfo]:
 
 
 _NAME, _DTYPE = itemgetter(0), itemgetter(1)
-_SCALE_LEAVES, _FLOAT_SCALE_DTYPES = frozenset(SCALE_SUFFIXES), frozenset(FLOAT_SCALE_DTYPES)
+_SCALE_LEAVES, _FLOAT_SCALE_DTYPES = frozenset(SCALE_SUFFIXES), FLOAT_DTYPES
 _DOTTED_SUFFIXES = tuple(f".{s}" for s in SCALE_SUFFIXES)
 
 
@@ -296,7 +291,17 @@ def read_scales(ckpt: Checkpoint) -> tuple[dict[str, list[float]], dict[str, str
 # A correct export has no float weight beside a scale; a broken one may have many: sampling
 # a few tells which kind they are without reading gigabytes.
 MAX_SAMPLED_WEIGHTS = 32
-UNQUANTIZED_DTYPES = ("BF16", "F16", "F32")
+
+
+def float_weights_to_sample(modules: dict[str, dict[str, TensorInfo]]) -> list[TensorInfo]:
+    """The weights whose numbers are worth a sample: float-stored weights of modules that
+    carry a ``weight_scale`` (rare; a correct export has none)."""
+    out = []
+    for parts in modules.values():
+        weight = parts.get("weight")
+        if weight is not None and weight.dtype in FLOAT_DTYPES and "weight_scale" in parts:
+            out.append(weight)
+    return out
 
 
 def read_weight_samples(ckpt: Checkpoint) -> dict[str, WeightSample]:
@@ -305,7 +310,7 @@ def read_weight_samples(ckpt: Checkpoint) -> dict[str, WeightSample]:
     magnitude? The only weight bytes the suite reads, and only for such modules; one that
     cannot be read is left out (``modelopt.tensors-complete`` then says it was not read)."""
     samples: dict[str, WeightSample] = {}
-    for tensor in float_weights_to_sample(ckpt.modules, UNQUANTIZED_DTYPES)[:MAX_SAMPLED_WEIGHTS]:
+    for tensor in float_weights_to_sample(ckpt.modules)[:MAX_SAMPLED_WEIGHTS]:
         try:
             samples[tensor.name] = sample_of(read_float_sample(tensor))
         except (SafetensorsError, ValueError):
