@@ -199,6 +199,20 @@ def test_extension_linking_cudart_13_fails_on_driver_575(pytester, env_builder, 
     )
 
 
+@needs_nvcc
+def test_statically_linked_runtime_is_read_from_the_ptx(pytester, env_builder, tmp_path):
+    """No libcudart.so.N in NEEDED (nvcc's default, -cudart static): the runtime inside is the
+    building CUDA's, which its PTX names (ISA 9.0: CUDA 13.0); on R575 (12.9) it cannot start."""
+    lib = ptx_only_so(tmp_path / "static.so", cudart="static")
+    prefix = vllm_with(env_builder, lib)
+    result = run(pytester, prefix, "-k", "cuda_runtime", "--cuda-driver=575.64.05")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*vllm/_C.abi3.so needs a driver for CUDA 13.0 (no libcudart.so.N in NEEDED (the CUDA "
+         "runtime linked statically); PTX ISA 9.0 in its fatbin (written by CUDA 13.0))*"]
+    )  # fmt: skip
+
+
 # -- driver.ptx-jit -------------------------------------------------------------------------------
 @needs_nvcc
 def test_reader_reads_the_isa_of_real_nvcc_ptx(ptx90):

@@ -29,7 +29,7 @@ from pytest_vllm_env import files
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.readers.elf import ElfError
 from pytest_vllm_env.readers.fatbin_ptx import read_binary
-from pytest_vllm_env.tables.driver import parse_cuda
+from pytest_vllm_env.tables.driver import cuda_of_isa, parse_cuda
 
 PROC_VERSION = Path("/proc/driver/nvidia/version")
 DEVICE_NODES = (Path("/dev/nvidiactl"), Path("/dev/nvidia0"))
@@ -307,8 +307,6 @@ def cuda_needs(
     conda-meta (``cuda-cudart``), the PyPI runtime wheels (``nvidia-cuda-runtime``), torch's
     ``version.py`` and each extension's ``libcudart.so.N`` with the CUDA its PTX says
     (ISA 9.0: built by CUDA 13.0)."""
-    from pytest_vllm_env.tables.driver import cuda_of_isa
-
     out: list[CudaNeed] = []
     for name in RUNTIME_CONDA:
         pkg = env.conda(name)
@@ -332,18 +330,24 @@ def cuda_needs(
                             "pytorch" if env.conda("pytorch") else "torch"))  # fmt: skip
     prefixes = [str(p) for p in site]
     for ext in extensions:
-        if ext.error or ext.cudart is None:
+        if ext.error:
             continue
         isas = ext.isas
         built = cuda_of_isa(tuple(int(p) for p in isas[-1].split("."))) if isas else None
-        minor = built[1] if built and built[0] == ext.cudart else None
-        where = f"NEEDED libcudart.so.{ext.cudart}"
+        if ext.cudart is not None:
+            major, minor = ext.cudart, built[1] if built and built[0] == ext.cudart else None
+            where = f"NEEDED libcudart.so.{ext.cudart}"
+        elif built is not None:  # no libcudart.so.N: cudart linked in, of the CUDA that built it
+            major, minor = built
+            where = "no libcudart.so.N in NEEDED (the CUDA runtime linked statically)"
+        else:
+            continue
         if isas:
             where += f"; PTX ISA {isas[-1]} in its fatbin" + (
                 f" (written by CUDA {built[0]}.{built[1]})" if built else ""
             )
-        out.append(CudaNeed(_label(ext.path, prefixes), ext.cudart, minor, where, "extension",
-                            _owner(_label(ext.path, prefixes))))  # fmt: skip
+        name = _label(ext.path, prefixes)
+        out.append(CudaNeed(name, major, minor, where, "extension", _owner(name)))
     return out
 
 
