@@ -152,6 +152,8 @@ def _judge(
         )  # fmt: skip
     if costly:
         target, what = costly[0]
+        also = [t.sm for t, _ in costly[1:]]
+        what += f" (and on {', '.join(also)})" if also else ""
         return F.warning(
             CID,
             f"{name}: {what}; {can}, so it runs, but each kernel is JIT-compiled at its first "

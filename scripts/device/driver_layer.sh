@@ -31,7 +31,9 @@ $PY "$D/load_ptx.py"
 $PY - <<'EOF'
 from pytest_vllm_env.facts.driver import read_proc_driver
 from pytest_vllm_env.tables import driver as T
-v, _ = read_proc_driver()
+v, why = read_proc_driver()
+if v is None:
+    raise SystemExit(f"no kernel driver version: {why}")
 of = T.cuda_of_driver(T.parse_driver(v))
 print(f"tables/driver.py: driver {v} -> CUDA {of.text} (row {of.row.release}); JIT up to ISA "
       f"{T.isa_text(T.jit_ceiling(of.cuda).isa)}")
@@ -91,7 +93,7 @@ if [ -e "$COMPAT/libcuda.so.1" ]; then
 else
   echo "no $COMPAT/libcuda.so.1: compat case not run"
 fi
-if [ -x "$NVCC" ]; then  # a PTX-only extension (ISA of the device's nvcc) in the env
+if [ -x "$NVCC" ] && [ ! -e "$SP/vllm" ]; then  # a PTX-only extension in the wrapper env (never in the venv)
   "$NVCC" -shared -Xcompiler -fPIC -cudart shared -gencode arch=compute_90,code=compute_90 \
     -o "$W/ptx_only.so" "$D/k.cu"
   mkdir -p "$SP/vllm" && cp "$W/ptx_only.so" "$SP/vllm/_C.abi3.so"
