@@ -392,6 +392,27 @@ def test_nvml_and_kernel_module_disagreeing_is_a_warning():
     assert finding.outcome == "warning" and "kernel module is 580.95.05" in finding.summary
 
 
+def test_libcuda_file_name_is_the_last_source_and_a_mismatch_is_named():
+    """The driver's libcuda the loader takes (``libcuda.so.580.159.04``) names the driver where
+    NVML cannot be asked; one of another version than the kernel module is 803."""
+    own = facts.Libcuda("/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+                        "/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04", "580.159.04",
+                        "a default library dir", False)  # fmt: skip
+    node = facts.NodeDriver(None, None, "NVML: no answer", "580.159.04", "")
+    src = facts.DriverSources(node=node, libcuda=[own])
+    drv = checks.judged_driver(src)
+    assert drv.source == "/proc/driver/nvidia/version"
+    finding = checks.driver_version(src, drv)
+    assert finding.outcome == "passed", finding
+    assert "the libcuda.so.1 the loader takes agree" in finding.summary
+    stale = facts.Libcuda(own.path, own.real.replace("159.04", "95.05"), "580.95.05", own.via,
+                          False)  # fmt: skip
+    src = facts.DriverSources(node=node, libcuda=[stale])
+    assert checks.driver_version(src, checks.judged_driver(src)).outcome == "warning"
+    compat = checks.compat_libcuda(src, checks.judged_driver(src), [], ENV)
+    assert compat.outcome == "failed" and "reboot the node" in compat.fix, compat
+
+
 def test_driver_past_the_newest_row_takes_nvml_cuda():
     """A branch newer than NVIDIA's notes we hold (R620): the table gives a lower bound, NVML
     the driver's own CUDA version."""

@@ -62,9 +62,28 @@ def _parsed(text: str | None) -> T.Version | None:
         return None
 
 
+LIBCUDA = "the libcuda.so.1 the loader takes"
+
+
+def system_libcuda(src: DriverSources) -> str | None:
+    """The version in the file name of the driver's own ``libcuda.so.1`` the loader takes
+    (``libcuda.so.580.159.04``), on a node whose kernel driver is present; None when the first
+    one is a compat copy, or none is found, or no kernel driver is here."""
+    if not src.libcuda or not (src.node.nvml_driver or src.node.proc_driver):
+        return None
+    first = src.libcuda[0]
+    return None if first.compat or first.package else first.version
+
+
+def node_text(src: DriverSources) -> str | None:
+    """This node's driver version as NVML or the kernel module says it."""
+    return src.node.nvml_driver or src.node.proc_driver
+
+
 def judged_driver(src: DriverSources) -> Driver | None:
     """The driver to judge: ``--cuda-driver`` (already validated), else NVML's, else the kernel
-    module's; None when nothing names one."""
+    module's, else the version of the driver's libcuda the loader takes; None when nothing
+    names one."""
     node = src.node
     node_text = node.nvml_driver or node.proc_driver
     text, source = (
@@ -73,6 +92,8 @@ def judged_driver(src: DriverSources) -> Driver | None:
         else (node.nvml_driver, "NVML")
         if node.nvml_driver
         else (node.proc_driver, "/proc/driver/nvidia/version")
+        if node.proc_driver
+        else (system_libcuda(src), LIBCUDA)
     )
     version = _parsed(text)
     if version is None or text is None:
@@ -93,8 +114,11 @@ def driver_version(src: DriverSources, driver: Driver | None) -> Finding:
         "--cuda-driver": src.option,
         "NVML": node.nvml_driver,
         "/proc/driver/nvidia/version": node.proc_driver,
+        LIBCUDA: system_libcuda(src),
     }
     evidence = {k: v for k, v in sources.items() if v}
+    if src.libcuda:
+        evidence["libcuda.so.1"] = f"{src.libcuda[0].path} -> {src.libcuda[0].real}"
     absent = {"NVML": node.nvml_problem, "/proc/driver/nvidia/version": node.proc_problem}
     evidence["not read"] = {k: v for k, v in absent.items() if v and not sources[k]}
     if node.nvml_cuda:
@@ -108,6 +132,16 @@ def driver_version(src: DriverSources, driver: Driver | None) -> Finding:
             "the driver's user-mode libraries and its kernel module differ",
             "reboot the node (or reload the nvidia kernel modules) so that the loaded kernel "
             "module is the installed driver's",
+            **evidence,
+        )
+    lib = sources[LIBCUDA]
+    if lib and node_text(src) and _parsed(lib) != _parsed(node_text(src)):
+        return F.warning(
+            cid,
+            f"the driver's libcuda the loader takes is {lib}, the kernel module {node_text(src)}: "
+            f"cuInit returns {T.CUDA_ERRORS[803]} (driver.compat-libcuda judges it)",
+            "reinstall the driver so that its libraries match the loaded kernel module, or "
+            "reboot the node",
             **evidence,
         )
     real = node.nvml_driver or node.proc_driver
@@ -251,6 +285,11 @@ def _probe_hint() -> str:
 def _remove_compat(lib: Libcuda, env: PixiEnv) -> str:
     """Take the compat libcuda off the loader path, where it was put."""
     folder = lib.path.rsplit("/", 1)[0]
+    if not lib.compat and not lib.package and lib.via.startswith(("ld.so.conf", "a default")):
+        return (
+            "the driver's own libraries and its loaded kernel module differ: reboot the node (or "
+            "reinstall the driver) so that they match"
+        )
     if lib.package:
         name = lib.package.split()[0]
         name = "cuda-compat" if name.startswith("cuda-compat") else name
