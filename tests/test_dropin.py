@@ -378,6 +378,7 @@ def test_options_have_one_metavar_per_kind_and_say_repeatable(pytester):
     metavars = {"PATH", "DIR", "PREFIX|NAME", "PATH|REPO_ID", "ARCH", "SECONDS", "NUMBER", "N"}
     metavars |= {"NAME", "PLATFORM"}  # --vllm-node-name, --pixi-platform
     metavars |= {"JSON"}  # --vllm-additional-config
+    metavars |= {"VERSION"}  # --cuda-driver
     from pytest_vllm_env.plugins import settings
 
     for option, metavar, text in options:
