@@ -20,7 +20,9 @@ from fixtures.elf import (
 )
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env.checks import abi
+from pytest_vllm_env.checks import abi, abi_source
+from pytest_vllm_env.facts import binaries
+from pytest_vllm_env.readers import vllm_build
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
 
@@ -178,10 +180,10 @@ def test_non_elf_extension_is_an_error_not_a_traceback(pytester, env_builder, pa
 
 
 def test_source_build_needs_torch_27():
-    bad = abi.source_torch_floor("0.10.1", "2.6.0")
+    bad = abi_source.source_torch_floor("0.10.1", "2.6.0")
     assert bad.outcome == "failed" and "Float8_e8m0fnu" in bad.summary
-    assert abi.source_torch_floor("0.8.5", "2.6.0").outcome == "passed"
-    assert abi.source_torch_floor("0.26.0", "2.11.0+cu130").outcome == "passed"
+    assert abi_source.source_torch_floor("0.8.5", "2.6.0").outcome == "passed"
+    assert abi_source.source_torch_floor("0.26.0", "2.11.0+cu130").outcome == "passed"
 
 
 def test_pins_accept_local_labels():
@@ -215,10 +217,10 @@ def test_source_tree_pin_the_env_cannot_meet(pytester, env_builder, tmp_path):
 
 def test_source_tree_met(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = ["torch == 2.11.0"]\n')
-    tree = abi.read_source_tree(tmp_path)
-    assert [f.outcome for f in abi.source_tree_torch(tree, "2.11.0+cu130")] == ["passed"]
+    tree = vllm_build.read_source_tree(tmp_path)
+    assert [f.outcome for f in abi_source.source_tree_torch(tree, "2.11.0+cu130")] == ["passed"]
     (tmp_path / "pyproject.toml").write_text("[build-system\n")
-    bad = abi.source_tree_torch(abi.read_source_tree(tmp_path), "2.11.0")
+    bad = abi_source.source_tree_torch(vllm_build.read_source_tree(tmp_path), "2.11.0")
     assert bad[0].outcome == "error"
 
 
@@ -325,21 +327,21 @@ def test_torch_exports_are_asked_by_name(env_builder, parts):
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.readers.elf import defined_names, undefined_names
 
-    facts = abi.torch_facts(PixiEnv.read(make_env(env_builder, parts)))
+    facts = binaries.torch_facts(PixiEnv.read(make_env(env_builder, parts)))
     assert facts is not None and facts.cxx11 is True and not facts.errors
     assert "exports" not in facts.to_json()
     asked = 0
     for lib in facts.libs:
         for name in defined_names(lib):
-            assert (name in facts.exports) == bool(abi.TORCH_SIDE.match(name)), name
-            asked += bool(abi.TORCH_SIDE.match(name))
+            assert (name in facts.exports) == bool(binaries.TORCH_SIDE.match(name)), name
+            asked += bool(binaries.TORCH_SIDE.match(name))
         for name, _weak in undefined_names(lib):
             assert name not in facts.exports, name
     assert asked == 3  # c10::check, c10::cuda::device_count, aoti_torch_get_current_cuda_stream
     assert "_ZN3c104cuda12device_countEv" in facts.exports
     assert (
         "_ZN3c104cuda12device_countEv"
-        not in abi.TorchFacts.from_json(facts.to_json() | {"libs": []}).exports
+        not in binaries.TorchFacts.from_json(facts.to_json() | {"libs": []}).exports
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from fixtures import downloads
 from fixtures.text import lit
 from fixtures.wheels import members
-from pytest_vllm_env.checks import abi
+from pytest_vllm_env.facts import binaries
 from pytest_vllm_env.readers.elf import read_elf
 
 pytestmark = [
@@ -47,7 +47,7 @@ def test_torch_260_exports_only_old_abi_strings(torch26):
     # F5.3's missing symbol, in the form torch 2.6.0 does export
     assert "_ZN3c105ErrorC2ENS_14SourceLocationESs" in names
     assert not any("__cxx11" in n for n in names if n.startswith("_ZN3c10"))
-    ours = {n for n in names if abi.old_abi_string(n)}
+    ours = {n for n in names if binaries.old_abi_string(n)}
     if shutil.which("c++filt") is None:
         assert len(ours) > 150
         return

@@ -13,8 +13,9 @@ from fixtures.cuda_envs import seed_env
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env.cache import FactCache
-from pytest_vllm_env.checks import cuda
+from pytest_vllm_env.facts import toolkit
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.tables import cuda_archs
 from pytest_vllm_env.tables.archs import parse_arch
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
@@ -233,18 +234,18 @@ def test_nvcc_runs_once_per_path(seeds_root, tmp_path):
     def cached(name, compute, deps):
         return cache.get(name, lambda: computed.append(name) or compute(), deps)
 
-    first = cuda.read_toolkit(env, cached)
-    second = cuda.read_toolkit(env, cached)
+    first = toolkit.read_toolkit(env, cached)
+    second = toolkit.read_toolkit(env, cached)
     assert first.version == second.version == "12.8.93"
     assert len(computed) == 1
 
 
 def test_arch_table_matches_measured_ptxas():
-    assert parse_arch("12.0") not in cuda.archs_of_toolkit("12.4")
-    assert parse_arch("12.0") in cuda.archs_of_toolkit("12.8")
-    assert parse_arch("12.1") not in cuda.archs_of_toolkit("12.8")
-    assert parse_arch("7.0") not in cuda.archs_of_toolkit("13.0")
-    assert cuda.min_toolkit_for(parse_arch("sm_120")) == "12.8"
+    assert parse_arch("12.0") not in cuda_archs.archs_of_toolkit("12.4")
+    assert parse_arch("12.0") in cuda_archs.archs_of_toolkit("12.8")
+    assert parse_arch("12.1") not in cuda_archs.archs_of_toolkit("12.8")
+    assert parse_arch("7.0") not in cuda_archs.archs_of_toolkit("13.0")
+    assert cuda_archs.min_toolkit_for(parse_arch("sm_120")) == "12.8"
 
 
 def _env_with_nvcc(b: EnvBuilder, good: EnvBuilder, activation: str) -> None:
@@ -347,7 +348,7 @@ def test_arch_table_agrees_with_real_ptxas(requirement, path, tmp_path):
 
     ptxas = downloads.unpacked(requirement) / path
     version = requirement.split("==")[1]
-    table = set(cuda.archs_of_toolkit(version))
+    table = set(cuda_archs.archs_of_toolkit(version))
     disagree = []
     for cc in (
         "7.0",
@@ -364,7 +365,7 @@ def test_arch_table_agrees_with_real_ptxas(requirement, path, tmp_path):
         "12.1",
     ):
         arch = parse_arch(cc)
-        real = cuda.ptxas_accepts(ptxas, arch, tmp_path, dict(os.environ)).ok
+        real = toolkit.ptxas_accepts(ptxas, arch, tmp_path, dict(os.environ)).ok
         if real != (arch in table):
             disagree.append(f"{cc}: ptxas {real}, table {arch in table}")
     assert disagree == []
