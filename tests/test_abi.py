@@ -568,3 +568,30 @@ def test_fix_for_conda_forge_pytorch_pins_pytorch_not_a_pypi_torch(env_builder):
         'add `torch = "==2.11.0"` to [pypi-dependencies] in pixi.toml, or install the vllm '
         "release built for torch 2.13.0"
     )
+
+
+def test_symbols_are_judged_from_facts_alone():
+    """abi.symbols reads no library and runs no c++filt: a vLLM extension built for torch
+    2.11.0 whose c10 symbol torch does not export (here: a torch whose libraries are not
+    there) fails, naming the symbol as it was demangled when the extension was read."""
+    name = "_ZN3c105Error4whatEv"
+    ext = binaries.ExtensionFacts(
+        Path("vllm/_C.abi3.so"), "vllm", torch_symbols=[name], readable={name: "c10::Error::what()"}
+    )
+    torch = binaries.TorchFacts("2.13.0", Path("/nowhere/torch"), "13.0")
+    found = abi.symbols(ext, torch, "2.11.0")
+    assert found.outcome == "failed"
+    assert found.summary.startswith("vllm/_C.abi3.so: resolved 0 of 1 torch symbols; 1 missing")
+    assert found.evidence["missing"] == ["c10::Error::what()"]
+
+
+def test_extension_facts_demangle_its_torch_symbols(tmp_path):
+    """What abi.symbols shows is read with the extension, by the real c++filt where there is one
+    (the C entry points of torch's stable ABI stay as they are)."""
+    so = fake_extension(tmp_path / "vllm" / "_C.abi3.so", tmp_path / "torch" / "lib")
+    facts = binaries.extension_facts(so)
+    shown = dict(zip(facts.torch_symbols, facts.shown(facts.torch_symbols), strict=True))
+    assert shown["aoti_torch_get_current_cuda_stream"] == "aoti_torch_get_current_cuda_stream"
+    device_count = next(n for n in shown if "device_count" in n)
+    want = "c10::cuda::device_count()" if shutil.which("c++filt") else device_count
+    assert shown[device_count] == want

@@ -42,7 +42,7 @@ from pytest_vllm_env import findings as F
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.xformers_fa3 import Fa3Dispatch
 from pytest_vllm_env.tables.archs import Arch, FatbinImage, arch_coverage, describe
-from pytest_vllm_env.tables.cuda_archs import cuda_tag, min_nvcc
+from pytest_vllm_env.tables.cuda_archs import NVCC_DEFAULT_IMAGES, cuda_tag, min_nvcc
 
 CID = "arch.coverage"
 
@@ -60,10 +60,6 @@ _BACKEND = re.compile(
     r"|third_party/deep_gemm/_C)[^/]*\.so$"
 )
 _XFORMERS_FA3 = re.compile(r"(^|/)xformers/(_C_flashattention3|flash_attn_3/_C)[^/]*\.so$")
-# nvcc's default when a build passes no -gencode at all (CUDA 12: sm_52 + compute_52, CUDA 13:
-# sm_75 + compute_75; measured with nvcc 13.0): a vLLM library holding only that was built
-# with an empty arch list, so every arch-gated kernel is missing (vLLM #49904, GB10).
-_NVCC_DEFAULTS = ({"sm_52", "compute_52"}, {"sm_75", "compute_75"}, {"sm_52"}, {"sm_75"})
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,9 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
 
 
 def _nvcc_default_only(images: list[FatbinImage]) -> bool:
-    return {i.name for i in images} in _NVCC_DEFAULTS
+    # a vLLM library holding only nvcc's default was built with an empty arch list, so every
+    # arch-gated kernel is missing (vLLM #49904, GB10)
+    return {i.name for i in images} in NVCC_DEFAULT_IMAGES
 
 
 def coverage(

@@ -34,6 +34,9 @@ ARCH_LAST_MAJOR: dict[str, int] = {
     "10.1a": 12,
     "10.1f": 12,
 }
+# What nvcc emits when a build passes no -gencode at all (CUDA 12: sm_52 + compute_52, CUDA 13:
+# sm_75 + compute_75; measured with nvcc 13.0), as the image names a binary then holds.
+NVCC_DEFAULT_IMAGES = ({"sm_52", "compute_52"}, {"sm_75", "compute_75"}, {"sm_52"}, {"sm_75"})
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
