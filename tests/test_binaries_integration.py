@@ -98,8 +98,12 @@ def _flash_attn_ext(out: Path, *, cxx11: int, old_setdevice: bool) -> Path:
 
 def _fa_env(env_builder, torch26: Path, ext: Path, version: str, url: str | None) -> Path:
     env_builder.python("3.12")
-    files = {f"torch/{p.relative_to(torch26 / 'torch')}": p.read_bytes()
-             for p in (torch26 / "torch").rglob("*") if p.is_file()}  # fmt: skip
+    # only the members asked for: the shared download cache may hold more of the same wheel
+    files = {
+        rel: p.read_bytes()
+        for p in (torch26 / "torch").rglob("*")
+        if p.is_file() and TORCH26.match(rel := p.relative_to(torch26).as_posix())
+    }
     env_builder.dist("torch", "2.6.0", files=files)
     info = env_builder.dist(
         "flash-attn",
@@ -178,7 +182,11 @@ XF = re.compile(
 def test_real_xformers_fa3_on_rtx5090(pytester, env_builder, version, fa3_fails):
     root = members(downloads.wheel(f"xformers=={version}"), lambda n: bool(XF.match(n)))
     env_builder.python("3.12")
-    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    files = {
+        rel: p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and XF.match(rel := p.relative_to(root).as_posix())
+    }
     env_builder.dist("xformers", version, files=files)
     result = pytester.runpytest(
         "--vllm-conformance", "-k", "test_arch.py", "--vllm-env", str(env_builder.prefix),

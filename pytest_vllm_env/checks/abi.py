@@ -14,7 +14,10 @@ Four questions, each a check (the loader's, ``abi.needed`` and ``abi.undefined``
 - ``abi.cxx11``: the ``_GLIBCXX_USE_CXX11_ABI`` flag of an extension matches torch's.
 
 Pure: torch and the extensions arrive as facts (:mod:`pytest_vllm_env.facts.binaries`:
-``torch_facts``, ``extension_facts``, ``built_for``). Each judgement takes the env (``env=``)
+``torch_facts``, ``extension_facts``, ``built_for``), the names an extension imports already
+demangled. What torch exports is asked of ``torch.exports`` by name: that fact looks each name
+up in torch's ``.gnu.hash`` tables on first ask rather than listing 41,000 names beforehand
+(:class:`pytest_vllm_env.facts.binaries.TorchExports`). Each judgement takes the env (``env=``)
 its fixes are written for (:mod:`pytest_vllm_env.checks.abi_fixes`); without one, fixes speak
 of a Pixi env whose manifest is not known.
 """
