@@ -3,9 +3,9 @@ floor, the real CMake run of a vLLM-like project, and whether prediction and pro
 
 import pytest
 
+from pytest_vllm_env.checks import cmake_probe as probe
 from pytest_vllm_env.checks import source_build, torch_cmake
 from pytest_vllm_env.findings import skipped
-from pytest_vllm_env.runners import cmake_probe as probe
 
 
 @pytest.mark.toolchain

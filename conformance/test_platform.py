@@ -6,15 +6,16 @@ from pathlib import Path
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env.checks import abi, coverage_arch, platform_floor
+from pytest_vllm_env.checks import coverage_arch, platform_floor
 from pytest_vllm_env.facts import linkage
+from pytest_vllm_env.facts.binaries import torch_root
 
 pytestmark = pytest.mark.toolchain
 
 
 @pytest.mark.vllm_check("platform.glibc")
 def test_glibc_versions(vllm_env, extension_paths, library_resolver, verdict):
-    root = abi.torch_root(vllm_env)
+    root = torch_root(vllm_env)
     torch_libs = sorted((root / "lib").glob("lib*.so")) if root and (root / "lib").is_dir() else []
     binaries = [p for p in torch_libs if p.name.startswith(("libtorch", "libc10"))]
     binaries += list(extension_paths)

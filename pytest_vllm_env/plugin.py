@@ -190,8 +190,8 @@ def _check_cuda_archs(config: pytest.Config) -> None:
     values = settings.get_list(config, "cuda_arch")
     if not values:
         return
-    from pytest_vllm_env.checks.cuda import is_known_arch, known_archs_text
     from pytest_vllm_env.tables.archs import parse_arch_list
+    from pytest_vllm_env.tables.cuda_archs import is_known_arch, known_archs_text
 
     try:
         archs = parse_arch_list(" ".join(values))

@@ -184,8 +184,9 @@ def test_timeouts_and_tolerances_out_of_range_are_usage_errors(pytester, option,
 def test_arch_verdicts_never_guess_for_unknown_or_dropped_archs(env_builder):
     # TORCH_CUDA_ARCH_LIST is not checked at start: an unknown arch there gets a plain
     # verdict, not "needs CUDA >= ?"; "use CUDA 12.x" only for archs CUDA 13 dropped.
-    from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, arch_supported
+    from pytest_vllm_env.checks.cuda import arch_supported
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
     from pytest_vllm_env.tables.archs import parse_arch
 
     env_builder.python()

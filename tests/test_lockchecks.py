@@ -8,12 +8,12 @@ import pytest
 
 from fixtures import pixi_locks as L
 from pytest_vllm_env.checks import coverage_arch, lockchecks
-from pytest_vllm_env.facts import torch_archs
 from pytest_vllm_env.facts.env import EnvSpec, PixiEnv
 from pytest_vllm_env.facts.lock_env import open_env
 from pytest_vllm_env.facts.lockfacts import torch_build
 from pytest_vllm_env.readers import fatbin
 from pytest_vllm_env.readers.manifest_lines import ManifestLines
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import parse_arch
 
 SM120 = [parse_arch("12.0")]

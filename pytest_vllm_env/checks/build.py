@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_vllm_env import proc
-from pytest_vllm_env.checks.cuda import ARCH_LAST_MAJOR, ToolkitFacts, min_toolkit_for
 from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.toolkit import ToolkitFacts
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.elf import ElfError
 from pytest_vllm_env.readers.fatbin import FatbinError, describe, read_images
 from pytest_vllm_env.runners.gpu import ProbeResult
 from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.cuda_archs import ARCH_LAST_MAJOR, min_toolkit_for
 
 if TYPE_CHECKING:
     from pytest_vllm_env.facts.env import PixiEnv

@@ -30,7 +30,7 @@ from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import abi, coverage_arch, cuda
-from pytest_vllm_env.facts import torch_archs
+from pytest_vllm_env.facts.binaries import torch_pin_of
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.lock_env import LockSource
 from pytest_vllm_env.facts.lockfacts import (
@@ -44,7 +44,9 @@ from pytest_vllm_env.facts.lockfacts import (
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.manifest_lines import ManifestLines
 from pytest_vllm_env.readers.pixilock import READABLE_VERSIONS, LockedEnv
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.cuda_archs import min_toolkit_for, version_tuple
 
 DEPS = "dependencies"
 PYPI = "pypi-dependencies"
@@ -230,9 +232,9 @@ def torch_archs_check(env: PixiEnv, archs: Sequence[Arch], archs_source: str) ->
 def _torch_fix(env: PixiEnv, ml: ManifestLines, torch: TorchBuild, archs: Sequence[Arch]) -> str:
     wanted = torch_archs.covering(archs, at_least=torch.version)
     vllm = env.dist("vllm")
-    pin = abi.torch_pin_of(vllm.requires) if vllm else None
+    pin = torch_pin_of(vllm.requires) if vllm else None
     if torch.where == "conda-forge":
-        need = max((cuda.min_toolkit_for(a) or "12.8" for a in archs), key=cuda._ver)
+        need = max((min_toolkit_for(a) or "12.8" for a in archs), key=version_tuple)
         return (
             f"conda-forge's {torch.package} follows cuda-version: "
             + _cuda_fix(ml, need)
@@ -292,7 +294,7 @@ def nvcc_archs(env: PixiEnv, archs: Sequence[Arch], archs_source: str) -> list[F
         )
         for f in cuda.arch_supported(env, toolkit, archs, archs_source)
     ]
-    need = max((cuda.min_toolkit_for(a) or "0" for a in archs), key=cuda._ver, default="12.8")
+    need = max((min_toolkit_for(a) or "0" for a in archs), key=version_tuple, default="12.8")
     ml = _lines(env)
     return _relabel(found, cid, _cuda_fix(ml, need) + _relock(ml))
 

@@ -22,6 +22,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import abi, coverage_arch
 from pytest_vllm_env.checks.platform_floor import Floor, _v, glibc_of_tag
+from pytest_vllm_env.facts import binaries
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers import fatbin
@@ -203,11 +204,11 @@ def judge_wheel(
                 "wheel.record", "no .dist-info/METADATA in the wheel", "rebuild the wheel"
             )
         )
-        built_for = abi.torch_pin_of(requires)
+        built_for = binaries.torch_pin_of(requires)
         targets = list(targets)
         for member, so, err in extract_extensions(zf, scratch):
             ext = (
-                abi.extension_facts(so, "")
+                binaries.extension_facts(so, "")
                 if so
                 else abi.ExtensionFacts(Path(member), "", error=err)
             )

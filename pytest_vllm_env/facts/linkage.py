@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_vllm_env import proc
 from pytest_vllm_env.readers.elf import (
     ElfError,
     ElfFile,
@@ -313,6 +315,7 @@ class Linkage:
     version_needs: dict[str, list[str]] = field(default_factory=dict)
     provider: dict[str, Path | None] = field(default_factory=dict)  # needed lib -> file
     error: str = ""
+    unresolved_shown: list[str] = field(default_factory=list)  # ``unresolved`` demangled
 
 
 def link(
@@ -337,4 +340,17 @@ def link(
     out.driver_absent = any(n in DRIVER_LIBS for n, _ in missing)
     out.missing_deep = [(n, by) for n, by in missing if n not in DRIVER_LIBS]
     out.unresolved = resolver.unresolved(path, libs[1:], skip, out.driver_absent)
+    out.unresolved_shown = demangle(out.unresolved)
     return out
+
+
+def demangle(names: list[str]) -> list[str]:
+    """Human names via ``c++filt`` when present; otherwise the mangled names unchanged."""
+    tool = shutil.which("c++filt")  # this machine's binutils: names read the same anywhere
+    if not tool or not names:
+        return list(names)
+    out = proc.run([tool], input="\n".join(names), timeout=30)
+    if out.launch_error or out.timed_out:
+        return list(names)
+    lines = out.stdout.splitlines()
+    return lines if len(lines) == len(names) else list(names)

@@ -225,13 +225,13 @@ def visible_gpus(gpu_torch_probe: ProbeResult) -> list[tuple[str, Arch]]:
 def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[BinaryImages]:
     """The GPU images of torch's ``libtorch_cuda.so`` and of each extension in
     ``extension_paths`` (fatbin headers only, never loaded)."""
-    from pytest_vllm_env.checks import abi
     from pytest_vllm_env.checks.coverage_arch import label_of
+    from pytest_vllm_env.facts.binaries import torch_root
     from pytest_vllm_env.facts.gpu_probe import BinaryImages
     from pytest_vllm_env.readers import fatbin
     from pytest_vllm_env.readers.elf import ElfError
 
-    root = abi.torch_root(vllm_env)
+    root = torch_root(vllm_env)
     paths = [root / "lib" / "libtorch_cuda.so"] if root else []
     out = []
     for path in [p for p in paths if p.is_file()] + list(extension_paths):

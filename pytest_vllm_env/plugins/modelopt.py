@@ -261,7 +261,6 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     ``flashinfer/gdn_prefill.py``), torch's CUDA (``torch/version.py``, else its ``+cuXYZ``),
     the CuteDSL kernel's packages, the request from --vllm-additional-config, and the fix
     lines in the env's own language."""
-    from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
     from pytest_vllm_env.checks.gdn_prefill import (
         FLASHINFER_DISTS,
         SM90_DSL_PY,
@@ -270,8 +269,10 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         requirement_pin,
     )
     from pytest_vllm_env.facts import fixes
+    from pytest_vllm_env.facts.binaries import torch_root
     from pytest_vllm_env.facts.env import requirement_of
     from pytest_vllm_env.readers.pixilock import cuda_of_local
+    from pytest_vllm_env.readers.torch_version import read_torch_cuda
 
     vllm = vllm_env.dist("vllm")
     pin = requirement_pin(vllm.requires) if vllm else None
