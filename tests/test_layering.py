@@ -146,7 +146,6 @@ KNOWN: set[str] = {
     "io in checks: checks.source_build: 21",
     "io in checks: checks.torch_cmake: 34",
     "io in checks: checks.vllm_run: 3",
-    "io in checks: checks.wheels: 12",
     "io in checks: checks.xformers: 12",
     "too long: checks.abi: over 500 lines",
     "too long: checks.cmake_nvcc: over 500 lines",

@@ -12,8 +12,8 @@ becomes a :class:`Problem` naming it, for ``modelopt.files-readable`` to judge.
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress, repeat
@@ -21,6 +21,7 @@ from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any
 
+from pytest_vllm_env import files
 from pytest_vllm_env.facts.modelopt_load import WeightSample, float_weights_to_sample, sample_of
 from pytest_vllm_env.readers.safetensors_header import (
     SafetensorsError,
@@ -200,7 +201,7 @@ def _read_json(path: Path, problems: list[Problem], *, required: bool = False) -
         problems.append(Problem(path, f"{size} bytes: too big to be this JSON file"))
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = files.loads_json(files.read_text(path, MAX_JSON_BYTES, errors="strict"))
     except OSError as exc:
         problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
         return None
@@ -223,16 +224,16 @@ def _shards(path: Path, problems: list[Problem]) -> tuple[list[Path], dict[str, 
             problems.append(Problem(index_path, "no weight_map object of tensor -> file"))
             return [], None
         shards: list[Path] = []
-        for name in sorted(set(weight_map.values())):
+        counts = Counter(weight_map.values())  # one pass: not one per shard name
+        for name in sorted(counts):
             shard = path / name
             if Path(name).is_absolute() or ".." in Path(name).parts:
                 problems.append(
                     Problem(index_path, f"shard {name!r} points outside the checkpoint")
                 )
             elif not _exists(shard):
-                count = sum(1 for v in weight_map.values() if v == name)
                 problems.append(
-                    Problem(shard, f"missing, though {INDEX} maps {count} tensors to it")
+                    Problem(shard, f"missing, though {INDEX} maps {counts[name]} tensors to it")
                 )
             else:
                 shards.append(shard)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pytest_vllm_env import files
 from pytest_vllm_env.readers.elf import ElfError, read_elf
 from pytest_vllm_env.tables.archs import Arch
 
@@ -62,7 +63,7 @@ def read_images(path: str | Path) -> list[FatbinImage]:
     if sec is None or sec.size == 0:
         return []
     try:
-        with path.open("rb") as fh:
+        with files.open_regular(path) as fh:
             fh.seek(0, 2)
             if sec.offset + sec.size > fh.tell():
                 raise FatbinError(

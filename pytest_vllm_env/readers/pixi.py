@@ -9,16 +9,12 @@ features, the ``linux-64`` target tables included, in feature order.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from pytest_vllm_env import files
 
 PLATFORM = "linux-64"
 
@@ -118,12 +114,12 @@ class Manifest:
 def load_manifest(path: Path) -> Manifest:
     """Parse a pixi.toml or a pyproject.toml with ``[tool.pixi]``; raise ManifestError."""
     try:
-        raw = path.read_bytes()
+        raw = files.read_bytes(path, files.CONFIG)
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8", errors="replace"))
-    except tomllib.TOMLDecodeError as exc:
+        data = files.loads_toml(raw.decode("utf-8", errors="replace"))
+    except ValueError as exc:  # tomllib.TOMLDecodeError, or nesting too deep
         raise ManifestError(f"{path} is not valid TOML: {exc}") from None
     if path.name == "pyproject.toml":
         tool = data.get("tool", {})
@@ -136,7 +132,7 @@ def load_manifest(path: Path) -> Manifest:
 
 def is_pixi_pyproject(path: Path) -> bool:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = files.read_text(path, files.CONFIG)
     except OSError:
         return False
     return "[tool.pixi" in text
