@@ -97,7 +97,7 @@ def read_wheel(path: Path, scratch: Path) -> wheels.WheelFacts:
         try:
             facts.info_dir, facts.requires = reader.read_metadata(zf, budget)
         except reader.READ_ERRORS as exc:
-            facts.unreadable = f"METADATA: {exc}"
+            facts.unreadable = str(exc)
             return facts
         if facts.info_dir:
             facts.record = reader.check_record(zf, facts.info_dir, budget)

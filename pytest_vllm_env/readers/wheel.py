@@ -65,12 +65,12 @@ class Budget:
         self.total = min(max(RATIO * wheel_size, FLOOR), CEILING)
         self.left = self.total
 
-    def take(self, n: int, what: str) -> None:
+    def take(self, n: int) -> None:
         self.left -= n
         if self.left < 0:
             raise WheelError(
-                f"{what}: the wheel unpacks to more than {files.size_text(self.total)} ({RATIO}x "
-                "its size): not read further (a zip bomb, or not a real wheel)"
+                f"the wheel unpacks to more than {files.size_text(self.total)} ({RATIO}x its "
+                "size): not read further (a zip bomb, or not a real wheel)"
             )
 
 
@@ -105,7 +105,7 @@ def read_member(zf: zipfile.ZipFile, name: str, limit: int, budget: Budget) -> b
     out = bytearray()
     with zf.open(info) as src:
         while chunk := src.read(_CHUNK):
-            budget.take(len(chunk), name)
+            budget.take(len(chunk))
             out += chunk
             if len(out) > limit:
                 raise WheelError(f"{name}: over the {limit} bytes read for it")
@@ -154,7 +154,7 @@ def check_record(zf: zipfile.ZipFile, info_dir: str, budget: Budget) -> RecordCh
             if (member, algo) not in digests:
                 digests[member, algo] = _digest(zf, member, algo, budget)
         except READ_ERRORS as exc:
-            out.problem = f"{member}: {exc}" if member not in str(exc) else str(exc)
+            out.problem = f"{member}: {exc}"
             return out
         out.checked += 1
         if digests[member, algo] != want and member not in out.bad:
@@ -166,7 +166,7 @@ def _digest(zf: zipfile.ZipFile, member: str, algo: str, budget: Budget) -> str:
     h = hashlib.new(algo)
     with zf.open(member) as fh:
         while chunk := fh.read(_CHUNK):
-            budget.take(len(chunk), member)
+            budget.take(len(chunk))
             h.update(chunk)
     return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
 
@@ -196,7 +196,7 @@ def member_file(
                 written += len(chunk)
                 if written > MAX_MEMBER:
                     raise WheelError(f"unpacks past {MAX_MEMBER} bytes: not read")
-                budget.take(len(chunk), info.filename)
+                budget.take(len(chunk))
                 dst.write(chunk)
         yield target
     finally:
