@@ -73,7 +73,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.glob("*.json") if p.is_file()))
+            # all but folders: a FIFO or device named *.json is reported as unreadable
+            paths.extend(sorted(p for p in path.glob("*.json") if not p.is_dir()))
         else:
             paths.append(path)
     return paths

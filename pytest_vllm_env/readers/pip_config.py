@@ -212,26 +212,27 @@ def _read_file(config: PipConfig, path: Path) -> None:
             f'{path}: "{first}" (pip stops: "Configuration file could not be loaded")'
         )
         return
-    lines = text.splitlines()
+    where = _lines_of(text.splitlines())
     for section in parser.sections():
         for key, value in parser.items(section):
-            config.settings.append(
-                Setting(_normalize(key), value, section, path, _line_of(lines, section, key))
-            )
+            line = where.get((section, _normalize(key)))
+            config.settings.append(Setting(_normalize(key), value, section, path, line))
 
 
-def _line_of(lines: list[str], section: str, key: str) -> int | None:
+def _lines_of(lines: list[str]) -> dict[tuple[str | None, str], int]:
+    """(section, normalized key) -> the first line that sets it: one pass over the file (a
+    search per setting would take settings x lines: a long pip.conf would hang it)."""
+    found: dict[tuple[str | None, str], int] = {}
     current = None
-    wanted = _normalize(key)
     for number, raw in enumerate(lines, start=1):
         header = re.match(r"^\s*\[([^\]]+)\]", raw)
         if header:
             current = header.group(1).strip()
             continue
         match = re.match(r"^\s*([^=:\s][^=:]*?)\s*[=:]", raw)
-        if current == section and match and _normalize(match.group(1)) == wanted:
-            return number
-    return None
+        if match:
+            found.setdefault((current, _normalize(match.group(1))), number)
+    return found
 
 
 def _is_file(path: Path) -> bool:

@@ -138,6 +138,9 @@ def is_pixi_pyproject(path: Path) -> bool:
     return "[tool.pixi" in text
 
 
+_NO_FILE = ("missing", "a dangling symlink", "a directory")
+
+
 def find_manifest(start: Path) -> Path | None:
     """Search upward from ``start`` for pixi.toml, or a pyproject.toml with Pixi tables."""
     try:
@@ -146,8 +149,8 @@ def find_manifest(start: Path) -> Path | None:
         return None
     for directory in (here, *here.parents):
         candidate = directory / "pixi.toml"
-        if candidate.is_file():
-            return candidate
+        if candidate.is_file() or files.describe(candidate) not in _NO_FILE:
+            return candidate  # a FIFO or device there is named when read, not passed over
         candidate = directory / "pyproject.toml"
         if candidate.is_file() and is_pixi_pyproject(candidate):
             return candidate

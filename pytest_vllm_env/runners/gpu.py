@@ -8,14 +8,13 @@ judgements below turn that into findings. pytest itself never imports torch or v
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import proc
+from pytest_vllm_env import files, proc
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage, describe
 from pytest_vllm_env.tables.archs import Arch, parse_arch
@@ -80,8 +79,8 @@ def run_probe(
         if not line.startswith("{"):
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
+            data = files.loads_json(line)  # the env's Python prints it: nesting bounded too
+        except ValueError:
             continue
         if isinstance(data, dict):
             before = "\n".join(lines[:i])[-4000:]
