@@ -46,6 +46,10 @@ _KINDS = {
 }
 
 
+class TooDeep(ValueError):
+    """JSON or TOML nested deeper than Python's parsers go (``RecursionError`` there)."""
+
+
 class Refused(OSError):
     """A path that was not read, and why (not a regular file, over its size bound).
 
@@ -128,7 +132,7 @@ def loads_json(data: str | bytes) -> Any:
     try:
         return json.loads(data)
     except RecursionError:
-        raise ValueError("JSON nested too deeply to read") from None
+        raise TooDeep("JSON nested too deeply to read") from None
 
 
 def load_toml(path: str | os.PathLike[str], limit: int = CONFIG) -> dict[str, Any]:
@@ -146,7 +150,7 @@ def loads_toml(text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except RecursionError:
-        raise ValueError("TOML nested too deeply to read") from None
+        raise TooDeep("TOML nested too deeply to read") from None
 
 
 def size_text(n: int) -> str:

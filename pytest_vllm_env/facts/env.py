@@ -154,7 +154,9 @@ class PixiEnv:
                 continue
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 what = (
-                    "not JSON"
+                    str(exc)
+                    if isinstance(exc, files.TooDeep)
+                    else "not JSON"
                     if isinstance(exc, ValueError)
                     else f"no {exc} field"
                     if isinstance(exc, KeyError)
