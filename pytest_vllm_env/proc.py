@@ -18,6 +18,7 @@ hazard:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import locale
 import os
@@ -25,6 +26,7 @@ import selectors
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,10 @@ DRAIN = 2.0
 # What is kept of one stream (stdout or stderr): its first and last halves.
 OUTPUT_LIMIT = 16 * 1024 * 1024
 _TICK = 0.05  # how often the tool's exit is polled where a pidfd cannot be had
+# Tools running now, in any thread: a probe started in a background thread (plugins/gpu.py)
+# sees no Ctrl-C, so what is still running when the interpreter exits is killed then.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -100,12 +106,17 @@ def run(
     except OSError as exc:  # missing, not executable, bad interpreter line, ENOEXEC
         return ProcResult(args, None, "", "", 0.0, launch_error=exc.strerror or str(exc))
     encoding = locale.getpreferredencoding(False)  # what text=True decoded with
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     try:
         data = input.encode(encoding, "replace") if input is not None else None
         out, err, timed_out = _collect(proc, data, start + max(timeout, 0.0))
     except BaseException:  # Ctrl-C, or anything else: nothing of it may outlive us
         _stop(proc)
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     return ProcResult(
         args,
         None if timed_out else proc.returncode,
@@ -290,6 +301,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     _kill_group(proc)
     _close_pipes(proc)
     _reap(proc)
+
+
+@atexit.register
+def _kill_live() -> None:
+    """At exit (after Ctrl-C too), kill the groups of tools still running in other threads."""
+    with _LIVE_LOCK:
+        running = list(_LIVE)
+    for proc in running:
+        _kill_group(proc)
 
 
 def _text(data: bytes, encoding: str) -> str:

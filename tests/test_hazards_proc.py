@@ -137,6 +137,35 @@ def test_interrupt_kills_the_group_and_goes_up(tmp_path):
     assert _gone_soon(int(pidfile.read_text()))
 
 
+def test_tool_of_a_background_thread_is_killed_at_exit(tmp_path):
+    """A probe started in a daemon thread (the early torch probe) never sees Ctrl-C; when the
+    interpreter exits with it still running, its group is killed, not left behind."""
+    pidfile = tmp_path / "pid"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        textwrap.dedent(
+            f"""
+            import pathlib, threading, time
+            from pytest_vllm_env import proc
+            script = "sleep 1000 & echo $! > {pidfile}; wait"
+            threading.Thread(
+                target=proc.run, args=(["bash", "-c", script],), daemon=True
+            ).start()
+            while not pathlib.Path("{pidfile}").exists():
+                time.sleep(0.05)
+            time.sleep(0.2)
+            raise KeyboardInterrupt
+            """
+        )
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(driver)], capture_output=True, text=True, cwd=root, timeout=60
+    )
+    assert "KeyboardInterrupt" in done.stderr
+    assert _gone_soon(int(pidfile.read_text()))
+
+
 def test_output_is_bounded(monkeypatch):
     """A tool that prints without end keeps at most OUTPUT_LIMIT bytes a stream in memory:
     its head and its tail, with what was left out counted between them."""
