@@ -316,7 +316,9 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
 
 
 def _text(path: Path) -> str:
+    from pytest_vllm_env import files
+
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return files.read_text(path, files.SOURCE)  # a FIFO is refused, not waited on
     except OSError as exc:
         return f"<unreadable: {exc}"  # parses as an error: a clear skip, not a traceback
