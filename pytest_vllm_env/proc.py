@@ -93,26 +93,30 @@ def run(
     """
     args = tuple(str(a) for a in argv)
     start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            args,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-            start_new_session=True,  # its own session and process group: killed as one
-        )
-    except OSError as exc:  # missing, not executable, bad interpreter line, ENOEXEC
-        return ProcResult(args, None, "", "", 0.0, launch_error=exc.strerror or str(exc))
     encoding = locale.getpreferredencoding(False)  # what text=True decoded with
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
+    # Made first and started by __init__ inside the try: a Ctrl-C that lands while Popen is
+    # still starting the tool (after the fork) finds its pid here, and the tool is killed.
+    proc = subprocess.Popen.__new__(subprocess.Popen)
     try:
+        try:
+            proc.__init__(  # type: ignore[misc]
+                args,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+                start_new_session=True,  # its own session and process group: killed as one
+            )
+        except OSError as exc:  # missing, not executable, bad interpreter line, ENOEXEC
+            return ProcResult(args, None, "", "", 0.0, launch_error=exc.strerror or str(exc))
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         data = input.encode(encoding, "replace") if input is not None else None
         out, err, timed_out = _collect(proc, data, start + max(timeout, 0.0))
     except BaseException:  # Ctrl-C, or anything else: nothing of it may outlive us
-        _stop(proc)
+        if getattr(proc, "pid", None):
+            _stop(proc)
         raise
     finally:
         with _LIVE_LOCK:

@@ -137,6 +137,26 @@ def test_interrupt_kills_the_group_and_goes_up(tmp_path):
     assert _gone_soon(int(pidfile.read_text()))
 
 
+def test_interrupt_while_popen_is_still_starting_the_tool(tmp_path, monkeypatch):
+    """Ctrl-C that lands after the fork but before ``Popen()`` returns (a loaded machine
+    makes that window wide): the tool has a pid but no Popen was handed back; it is killed
+    all the same."""
+    pidfile = tmp_path / "pid"
+    real = subprocess.Popen._execute_child
+
+    def started_then_interrupted(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        end = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < end:
+            time.sleep(0.02)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", started_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        proc.run(["bash", "-c", f"echo $$ > {pidfile}; exec sleep 1000"], timeout=600)
+    assert _gone_soon(int(pidfile.read_text()))
+
+
 def test_tool_of_a_background_thread_is_killed_at_exit(tmp_path):
     """A probe started in a daemon thread (the early torch probe) never sees Ctrl-C; when the
     interpreter exits with it still running, its group is killed, not left behind."""
