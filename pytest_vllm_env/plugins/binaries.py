@@ -14,6 +14,7 @@ import pytest
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.cache import FactCache
+    from pytest_vllm_env.checks import wheels
     from pytest_vllm_env.facts import binaries
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.readers.vllm_build import SourceTree
@@ -59,6 +60,67 @@ def extensions(extension_paths: list[Path]) -> list[binaries.ExtensionFacts]:
     from pytest_vllm_env.facts import binaries
 
     return [binaries.extension_facts(p) for p in extension_paths]
+
+
+@pytest.fixture(scope="session")
+def vllm_wheel_facts(
+    vllm_wheels: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> list[wheels.WheelFacts]:
+    """What each ``--vllm-wheel`` holds (:class:`pytest_vllm_env.checks.wheels.WheelFacts`),
+    read without installing or extracting it: METADATA, RECORD checked against the members,
+    and each ``.so`` member copied into a scratch file of ours, read, and removed."""
+    scratch = tmp_path_factory.mktemp("wheel-members")
+    return [read_wheel(whl, scratch / str(i)) for i, whl in enumerate(vllm_wheels)]
+
+
+def read_wheel(path: Path, scratch: Path) -> wheels.WheelFacts:
+    """:class:`pytest_vllm_env.checks.wheels.WheelFacts` of one wheel (readers/wheel.py holds
+    the bounds: what it may unpack to, each member hashed once, member names never joined to
+    a path); ``scratch`` is a folder of ours for the member being read."""
+    import zipfile
+    from pathlib import PurePosixPath
+
+    from pytest_vllm_env import files
+    from pytest_vllm_env.checks import wheels
+    from pytest_vllm_env.facts import binaries
+    from pytest_vllm_env.readers import fatbin
+    from pytest_vllm_env.readers import wheel as reader
+    from pytest_vllm_env.readers.elf import ElfError
+
+    facts = wheels.WheelFacts(path)
+    what = files.describe(path)
+    if what in ("missing", "a dangling symlink"):
+        facts.missing = True
+        return facts
+    try:
+        zf, budget = reader.open_wheel(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        facts.unreadable = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+        return facts
+    with zf:
+        try:
+            facts.info_dir, facts.requires = reader.read_metadata(zf, budget)
+        except reader.READ_ERRORS as exc:
+            facts.unreadable = str(exc)
+            return facts
+        if facts.info_dir:
+            facts.record = reader.check_record(zf, facts.info_dir, budget)
+        for info in reader.extension_members(zf):
+            member = info.filename
+            package = PurePosixPath(member).parent.name
+            try:
+                with reader.member_file(zf, info, scratch, budget) as so:
+                    ext = binaries.extension_facts(so, package)
+                    try:
+                        images, error = fatbin.read_images(so), ""
+                    except ElfError as exc:
+                        images, error = None, str(exc)
+            except reader.READ_ERRORS as exc:
+                ext = binaries.ExtensionFacts(Path(member), package, error=str(exc))
+                images, error = None, str(exc)
+            ext.path = Path(member)
+            facts.members.append(wheels.WheelMember(member, ext, images, error))
+    return facts
 
 
 @pytest.fixture(scope="session")

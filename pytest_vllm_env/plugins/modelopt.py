@@ -321,6 +321,6 @@ def _text(path: Path) -> str:
     from pytest_vllm_env import files
 
     try:
-        return files.read_text(path, files.SOURCE)
+        return files.read_text(path, files.SOURCE)  # a FIFO is refused, not waited on
     except OSError as exc:
         return f"<unreadable: {exc}"  # parses as an error: a clear skip, not a traceback

@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+from pytest_vllm_env import files
 from pytest_vllm_env.readers.elf import ElfError, read_elf
 
 # What a fatbin holds and which GPUs it serves is arch vocabulary (tables/archs.py): the
@@ -56,7 +57,7 @@ def read_images(path: str | Path) -> list[FatbinImage]:
     if sec is None or sec.size == 0:
         return []
     try:
-        with path.open("rb") as fh:
+        with files.open_regular(path) as fh:
             fh.seek(0, 2)
             if sec.offset + sec.size > fh.tell():
                 raise FatbinError(

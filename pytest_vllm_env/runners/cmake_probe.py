@@ -20,9 +20,10 @@ Nothing is written to the env: the project and the build dir live in ``workdir``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pytest_vllm_env import proc
+from pytest_vllm_env import files, proc
 from pytest_vllm_env.facts.toolkit import ToolkitFacts
 from pytest_vllm_env.readers.cmake_output import (
     MARK,
@@ -142,6 +143,21 @@ def run_probe(
             targets=" ".join(TARGETS),
             torch=TORCH_BLOCK.format(load=load, mark=MARK) if load else "",
         )
+    loaded = config.config if config is not None and config.config is not None else None
+    if loaded is None and torch is not None:
+        loaded = torch.config or torch.path
+    blocked = _special_files(loaded.parent.parent) if loaded is not None else []
+    if blocked:
+        # cmake would open them while loading torch's config: a FIFO blocks it until the
+        # timeout (minutes), and what it then says blames nothing
+        return ProbeResult(
+            str(cmake),
+            False,
+            mode=mode,
+            skipped_why="not run: torch's CMake files hold what no CMake file can be ("
+            + "; ".join(blocked[:5])
+            + "): cmake would block or fail reading them",
+        )
     src = workdir / "src"
     build = workdir / "build"
     src.mkdir(parents=True, exist_ok=True)
@@ -161,3 +177,19 @@ def run_probe(
         return probe
     read_output(probe, out)
     return probe
+
+
+def _special_files(folder: Path, limit: int = 10_000) -> list[str]:
+    """``path: a FIFO`` for each entry under ``folder`` that is neither a regular file nor a
+    folder (symlinks followed; a loop counts), looking at no more than ``limit`` entries."""
+    found: list[str] = []
+    seen = 0
+    for root, dirs, names in os.walk(folder):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            seen += 1
+            if seen > limit:
+                return found
+            what = files.describe(Path(root) / name)
+            if what not in ("a regular file", "a directory", "a dangling symlink"):
+                found.append(f"{Path(root) / name}: {what}")
+    return found
