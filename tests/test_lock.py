@@ -248,8 +248,16 @@ def _ws_with_lock(tmp_path: Path, text: str | bytes) -> Path:
             "*[lock.file] ERROR: */pixi.lock*",
             "*fix: run `pixi lock` next to pixi.toml*",
         ),
+        (
+            L.billion_laughs(),
+            "*[lock.file] ERROR: */pixi.lock holds a YAML anchor (`&a0`, line 3, column 5), "
+            "which pixi never writes: not read, since each alias repeats a whole subtree*",
+            "*fix: run `pixi lock` next to pixi.toml (it rewrites pixi.lock) (pixi never writes "
+            "anchors or aliases: this file was edited or made by hand; `git checkout pixi.lock` "
+            "restores*",
+        ),
     ],
-    ids=["not-yaml", "unknown-version", "truncated"],
+    ids=["not-yaml", "unknown-version", "truncated", "billion-laughs"],
 )
 def test_bad_lock_is_an_error_verdict(pytester, tmp_path, text, says, fix):
     manifest = _ws_with_lock(tmp_path, text)

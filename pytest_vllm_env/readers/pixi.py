@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_vllm_env import files
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -33,6 +35,9 @@ class Manifest:
 
     path: Path
     data: Mapping[str, Any] = field(repr=False)
+    # the file's text as read, so that a fix can name a line (readers/manifest_lines.py)
+    # without reading the file again
+    text: str = field(default="", repr=False, compare=False)
 
     @property
     def root(self) -> Path:
@@ -118,11 +123,11 @@ class Manifest:
 def load_manifest(path: Path) -> Manifest:
     """Parse a pixi.toml or a pyproject.toml with ``[tool.pixi]``; raise ManifestError."""
     try:
-        raw = path.read_bytes()
+        text = files.read_text(path, files.CONFIG)
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8", errors="replace"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path} is not valid TOML: {exc}") from None
     if path.name == "pyproject.toml":
@@ -131,12 +136,12 @@ def load_manifest(path: Path) -> Manifest:
         if not isinstance(pixi, Mapping):
             raise ManifestError(f"{path} has no [tool.pixi] tables")
         data = pixi
-    return Manifest(path, data)
+    return Manifest(path, data, text)
 
 
 def is_pixi_pyproject(path: Path) -> bool:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = files.read_text(path, files.CONFIG)
     except OSError:
         return False
     return "[tool.pixi" in text
