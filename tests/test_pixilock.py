@@ -191,7 +191,8 @@ def test_every_anchor_or_alias_is_refused(text):
 def test_stars_and_ampersands_inside_values_are_no_aliases():
     # conda's match specs (`python_abi 3.12.* *_cp312`) and URLs with query strings
     text = L.LockBuilder(6).add("default", [L.wheel("foo", "1.0")]).text()
-    text = text.replace("version: '1.0'", "version: 1.0\n  requires_dist:\n  - a *_cp312 &b\n  - b&c")
+    deps = "version: 1.0\n  requires_dist:\n  - a *_cp312 &b\n  - b&c"
+    text = text.replace("version: '1.0'", deps)
     text = text.replace(".whl\n", ".whl?x=1&y=*\n")
     assert not _yaml_sees_alias(text)
     foo = parse_lock(text).env("default", "linux-64").pypi_package("foo")
