@@ -20,9 +20,11 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from pytest_vllm_env import files
 from pytest_vllm_env.facts.env import CondaPackage, EnvError, EnvSpec, PixiEnv, PythonDist
 from pytest_vllm_env.readers.pixilock import (
     LockedEnv,
+    LockedPypi,
     LockError,
     LockFile,
     current_platform,
@@ -52,6 +54,51 @@ class LockSource:
         return f"judged from {self.path.name} ({self.platform}): {why}"
 
 
+# pixi.lock as parsed, by the file's identity: lock mode, lock.installed-current and
+# platform.wheel-tag read the same lock once. Inode and ctime change with any replacement of the
+# file, whatever its size and mtime.
+_PARSED: dict[tuple[str, int, int, int, int, int], LockFile] = {}
+
+
+def load_lock(path: Path) -> LockFile:
+    """pixi.lock parsed (:func:`pytest_vllm_env.readers.pixilock.read_lock`), once per process
+    while the file stays the same; raise LockError when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return read_lock(path)  # raises the LockError that says why
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _PARSED:
+        if len(_PARSED) >= 8:
+            _PARSED.clear()
+        _PARSED[key] = read_lock(path)
+    return _PARSED[key]
+
+
+def forget_locks() -> None:
+    """Drop the parsed locks (benchmarks/lock_parse.py times a parse each round)."""
+    _PARSED.clear()
+
+
+def lock_present(path: Path) -> bool:
+    """Whether something is at ``path`` to read as a lock: a missing file is no lock, a FIFO or
+    a directory named pixi.lock is one that cannot be read (lock.file says so)."""
+    return files.describe(path) not in ("missing", "a dangling symlink")
+
+
+def locked_pypi(
+    lock: Path, env_name: str, name: str, platform: str = "linux-64"
+) -> LockedPypi | None:
+    """The wheel or sdist pixi.lock installs for PyPI package ``name`` in ``env_name`` on
+    ``platform``; None without one (a git or path source, no such package, or a lock that
+    cannot be read: lock.file says why)."""
+    try:
+        pkg = load_lock(lock).env(env_name, platform).pypi_package(name)
+    except LockError:
+        return None
+    return pkg if pkg is not None and (pkg.is_wheel or pkg.is_sdist) else None
+
+
 def is_installed(prefix: Path) -> bool:
     """An env is installed when its prefix holds conda-meta/ (pixi always writes it)."""
     try:
@@ -67,7 +114,7 @@ def read_source(
     source = LockSource(path, env_name, platform, forced, installed)
     start = time.perf_counter()
     try:
-        source.lock = read_lock(path)
+        source.lock = load_lock(path)
         source.locked = source.lock.env(env_name, platform)
         source.platform = source.locked.platform
     except LockError as exc:
@@ -88,7 +135,7 @@ def open_env(spec: EnvSpec, *, from_lock: bool = False, platform: str | None = N
             "--vllm-env NAME, or pass --pixi-manifest=PATH)"
         )
     if lock is not None and (from_lock or not installed):
-        if not lock.is_file():
+        if not lock_present(lock):
             if from_lock:
                 raise EnvError(
                     f"--vllm-from-lock: no {lock.name} next to {spec.manifest}; run `pixi lock` "
