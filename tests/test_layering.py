@@ -132,7 +132,6 @@ KNOWN: set[str] = {
     "in a cycle: runners.gpu (with 9 more)",
     "io in checks: checks.abi: 34",
     "io in checks: checks.build: 7",
-    "io in checks: checks.buildlog: 2",
     "io in checks: checks.cmake_nvcc: 22",
     "io in checks: checks.coverage_arch: 3",
     "io in checks: checks.cuda: 34",
