@@ -140,7 +140,6 @@ KNOWN: set[str] = {
     "io in checks: checks.modelopt: 2",
     "io in checks: checks.nvtx: 28",
     "io in checks: checks.pypi_options: 2",
-    "io in checks: checks.source_build: 21",
     "io in checks: checks.torch_cmake: 34",
     "io in checks: checks.vllm_run: 3",
     "io in checks: checks.wheels: 12",

@@ -13,6 +13,7 @@ from pytest_vllm_env.plugins import settings
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.checks import pypi_options
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.source_tree import CMakeFloor
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,6 +63,15 @@ def vllm_source_dir(request: pytest.FixtureRequest) -> Path | None:
     """The ``--vllm-source`` tree as a path (None when not given)."""
     value = settings.get(request.config, "vllm_source")
     return Path(value).expanduser() if value else None
+
+
+@pytest.fixture(scope="session")
+def vllm_cmake_floor(vllm_source_dir: Path | None) -> CMakeFloor:
+    """The CMake a vLLM build needs (:class:`pytest_vllm_env.facts.source_tree.CMakeFloor`): read
+    from the ``--vllm-source`` tree, else vLLM's current floor."""
+    from pytest_vllm_env.facts.source_tree import cmake_floor
+
+    return cmake_floor(vllm_source_dir)
 
 
 @pytest.fixture(scope="session")
