@@ -22,8 +22,8 @@ import pytest
 
 from fixtures.text import lit
 from fixtures.venvs import hermetic_installers, make_venv
-from pytest_vllm_env.checks import pypi_options
 from pytest_vllm_env.readers.venv_project import find_project, read_project
+from pytest_vllm_env.tables.sdist_torch import torch_rule
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider", "-rs")
 NO_TORCH = "\"ModuleNotFoundError: No module named 'torch'\""
@@ -455,7 +455,7 @@ def test_project_is_the_venvs_parent_only_with_project_files(tmp_path):
     ],
 )
 def test_torch_rule_by_release(name, spec, how):
-    assert pypi_options.torch_rule(name, spec)[0] == how  # type: ignore[index]
+    assert torch_rule(name, spec)[0] == how  # type: ignore[index]
 
 
 # -- the real thing ------------------------------------------------------------------------------
