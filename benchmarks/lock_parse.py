@@ -113,7 +113,7 @@ def lock_checks_in_process(workspace: Path) -> float:
     what lock mode adds to a run, without pytest's start-up."""
     from pytest_vllm_env.checks import lock, lock_cuda, lock_pypi
     from pytest_vllm_env.facts.env import EnvSpec
-    from pytest_vllm_env.facts.lock_env import open_env
+    from pytest_vllm_env.facts.lock_env import forget_locks, open_env
     from pytest_vllm_env.tables.archs import parse_arch
 
     manifest = workspace / "pixi.toml"
@@ -121,6 +121,7 @@ def lock_checks_in_process(workspace: Path) -> float:
     archs = [parse_arch("12.0")]
 
     def judge() -> None:
+        forget_locks()  # parse the lock each round: lock_env keeps one parse per file
         env = open_env(spec, platform="linux-64")
         lock.lock_file(env.locked)
         lock_cuda.torch_archs_check(env, archs, "--cuda-arch")
