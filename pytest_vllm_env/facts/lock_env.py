@@ -29,7 +29,8 @@ from pytest_vllm_env.readers.pixilock import (
     LockFile,
     current_platform,
     lock_path,
-    read_lock,
+    parse_lock,
+    read_bytes,
 )
 
 
@@ -54,25 +55,25 @@ class LockSource:
         return f"judged from {self.path.name} ({self.platform}): {why}"
 
 
-# pixi.lock as parsed, by the file's identity: lock mode, lock.installed-current and
-# platform.wheel-tag read the same lock once. Inode and ctime change with any replacement of the
-# file, whatever its size and mtime.
-_PARSED: dict[tuple[str, int, int, int, int, int], LockFile] = {}
+# pixi.lock as parsed, by path, with the bytes it was parsed from: lock mode,
+# lock.installed-current and platform.wheel-tag read the same lock, and parse it once. The file
+# is read each time and compared whole (a few hundred KB: microseconds), so a lock rewritten in
+# place is parsed again whatever its size and times say.
+_PARSED: dict[str, tuple[bytes, LockFile]] = {}
 
 
 def load_lock(path: Path) -> LockFile:
-    """pixi.lock parsed (:func:`pytest_vllm_env.readers.pixilock.read_lock`), once per process
-    while the file stays the same; raise LockError when it cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return read_lock(path)  # raises the LockError that says why
-    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key not in _PARSED:
-        if len(_PARSED) >= 8:
-            _PARSED.clear()
-        _PARSED[key] = read_lock(path)
-    return _PARSED[key]
+    """pixi.lock parsed (:func:`pytest_vllm_env.readers.pixilock.parse_lock`), once per process
+    for the same bytes; raise LockError when it cannot be read."""
+    raw = read_bytes(path)
+    hit = _PARSED.get(str(path))
+    if hit is not None and hit[0] == raw:
+        return hit[1]
+    lock = parse_lock(raw, path)
+    if len(_PARSED) >= 8:
+        _PARSED.clear()
+    _PARSED[str(path)] = (raw, lock)
+    return lock
 
 
 def forget_locks() -> None:

@@ -244,15 +244,18 @@ def lock_path(manifest: Path) -> Path:
 
 
 def read_lock(path: Path) -> LockFile:
-    """Parse ``path``; raise :class:`LockError` for anything that is not a lock we can read.
+    """Parse ``path``; raise :class:`LockError` for anything that is not a lock we can read."""
+    return parse_lock(read_bytes(path), path)
 
-    The file is read through :mod:`pytest_vllm_env.files`: a FIFO, a device or a directory
-    named pixi.lock is refused without blocking, and a file over ``files.LOCK`` unread."""
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, read through :mod:`pytest_vllm_env.files`: a FIFO, a device or a
+    directory named pixi.lock is refused without blocking, a file over ``files.LOCK`` unread
+    (:class:`LockError` ``unreadable``, saying why)."""
     try:
-        raw = files.read_bytes(path, files.LOCK)
+        return files.read_bytes(path, files.LOCK)
     except OSError as exc:
         raise LockError("unreadable", f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_lock(raw, path)
 
 
 # The YAML loader; None: libyaml's CBaseLoader when PyYAML has it, else the pure-Python
