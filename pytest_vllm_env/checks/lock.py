@@ -98,7 +98,7 @@ def lock_file(source: LockSource, manifest_name: str = "pixi.toml") -> Finding:
     """The lock parses, its format is one we read, and it has the env and platform."""
     cid = "lock.file"
     err = source.error
-    relock = f"run `pixi lock` next to {manifest_name} (it rewrites {source.path.name})"
+    redo = f"run `pixi lock` next to {manifest_name} (it rewrites {source.path.name})"
     if err is None and source.locked is not None:
         locked = source.locked
         return F.passed(
@@ -108,7 +108,7 @@ def lock_file(source: LockSource, manifest_name: str = "pixi.toml") -> Finding:
             seconds=round(source.seconds, 4),
         )
     if err is None:  # pragma: no cover - read_source always sets one or the other
-        return F.error(cid, f"{source.path} was not read", relock)
+        return F.error(cid, f"{source.path} was not read", redo)
     if err.kind == "version":
         version = err.details.get("version", 0)
         if version > READABLE_VERSIONS[-1]:
@@ -118,20 +118,20 @@ def lock_file(source: LockSource, manifest_name: str = "pixi.toml") -> Finding:
                 f"{source.env_name}`) and judge its files"
             )
         else:
-            fix = f"{relock} with a current pixi: it writes format {READABLE_VERSIONS[-1]}"
+            fix = f"{redo} with a current pixi: it writes format {READABLE_VERSIONS[-1]}"
         return F.error(cid, str(err), fix, lock=str(source.path))
     if err.kind == "env":
         return F.error(
             cid,
             f"{err}: the lock predates the env in {manifest_name}",
-            relock,
+            redo,
             lock=str(source.path),
         )
     if err.kind == "platform":
         have = err.details.get("platforms", [])
         fix = (
             f"add {source.platform!r} to `platforms` in [workspace] of {manifest_name} and "
-            f"{relock[0].lower()}{relock[1:]}"
+            f"{redo[0].lower()}{redo[1:]}"
         )
         if have:
             fix += f"; or judge a platform it has: --pixi-platform={have[0]}"
@@ -145,7 +145,7 @@ def lock_file(source: LockSource, manifest_name: str = "pixi.toml") -> Finding:
     return F.error(
         cid,
         str(err),
-        f"{relock} ({how}; `git checkout {source.path.name}` restores the committed one)",
+        f"{redo} ({how}; `git checkout {source.path.name}` restores the committed one)",
         lock=str(source.path),
     )
 
