@@ -4,6 +4,7 @@ import pytest
 
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import platform_floor, wheels
+from pytest_vllm_env.facts.platform import host_glibc
 
 pytestmark = pytest.mark.toolchain
 
@@ -20,7 +21,7 @@ def test_built_wheels(vllm_env, vllm_wheel_facts, torch_facts, cuda_archs, verdi
             python_version=vllm_env.python_version,
             torch=torch_facts,
             targets=cuda_archs,
-            host_glibc=platform_floor.host_glibc(),
+            host_glibc=host_glibc(),
             floor=platform_floor.pixi_floor(vllm_env.manifest, vllm_env.name),
             env=vllm_env,
         )

@@ -110,7 +110,11 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
             raise Refused(
                 f"{size_text(size)} is over the {size_text(limit)} read for such a file", path
             )
-        data = fh.read(limit + 1)
+        # read what fstat said plus one byte (``read(limit + 1)`` would reserve the whole
+        # bound up front: 256 MiB for every pixi.lock), then the rest if it grew meanwhile
+        data = fh.read(size + 1)
+        if len(data) > size:
+            data += fh.read(limit + 1 - len(data))
     if len(data) > limit:  # it grew after fstat
         raise Refused(f"over the {size_text(limit)} read for such a file", path)
     return data

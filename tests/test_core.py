@@ -321,7 +321,7 @@ def test_hanging_activation_script_times_out(env_builder, monkeypatch):
     ],
 )
 def test_unreadable_conda_meta_records(env_builder: EnvBuilder, make_bad):
-    from pytest_vllm_env.checks import envchecks
+    from pytest_vllm_env.checks import env as envchecks
     from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python()

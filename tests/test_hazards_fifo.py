@@ -201,7 +201,6 @@ def test_fifo_in_a_checkpoint(pytester, tmp_path, name):
     _check(out, "*[[]modelopt.files-readable] ERROR: *", fifo)
 
 
-@pytest.mark.xfail(strict=True, reason="checks/buildlog.py read_log: open() of the log")
 def test_fifo_as_build_log(pytester, tmp_path):
     b = env_with(tmp_path / "ws")
     fifo = plant_at(tmp_path / "build.log")

@@ -3,7 +3,7 @@ where the wheel comes from), which nvcc and CUDA toolkit, which cmake.
 
 These are the same facts an installed env gives through its files (``torch/version.py``,
 ``nvcc --version``, conda-meta), read instead from pixi.lock's entries, so that the same
-check functions can judge them (:mod:`pytest_vllm_env.checks.lockchecks`).
+check functions can judge them (:mod:`pytest_vllm_env.checks.lock` and its siblings).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def vllm_lock(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> LockSource |
     """pixi.lock as read for the judged env (:class:`pytest_vllm_env.facts.lock_env.LockSource`):
     in lock mode the lock the env was read from; for an installed Pixi env the lock next to
     its manifest (for ``lock.installed-current``); None without a manifest or a lock."""
-    from pytest_vllm_env.facts.lock_env import read_source
+    from pytest_vllm_env.facts.lock_env import lock_present, read_source
     from pytest_vllm_env.readers.pixilock import lock_path
 
     if vllm_env.locked is not None:
@@ -119,7 +119,7 @@ def vllm_lock(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> LockSource |
     if not vllm_env.name or not vllm_env.manifest_path:
         return None
     path = lock_path(vllm_env.manifest_path)
-    if not path.is_file():
+    if not lock_present(path):
         return None
     return read_source(path, vllm_env.name, platform(request.config), forced=False, installed=True)
 

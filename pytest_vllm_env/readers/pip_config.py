@@ -28,7 +28,7 @@ off, but pip's configuration can, for every ``pip install``. Read from pip's sou
   find_spec("setuptools") or not find_spec("wheel")``), unless ``use-pep517`` said otherwise.
   pip 25.3 removed that path: it isolates such sdists too.
 
-Only reads; :mod:`pytest_vllm_env.checks.pypi_options` judges. Linux locations (pip's macOS and
+Only reads; :mod:`pytest_vllm_env.checks.pypi_venv` judges. Linux locations (pip's macOS and
 Windows dirs differ).
 """
 

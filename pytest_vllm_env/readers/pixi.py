@@ -29,6 +29,9 @@ class Manifest:
 
     path: Path
     data: Mapping[str, Any] = field(repr=False)
+    # the file's text as read, so that a fix can name a line (readers/manifest_lines.py)
+    # without reading the file again
+    text: str = field(default="", repr=False, compare=False)
 
     @property
     def root(self) -> Path:
@@ -118,7 +121,8 @@ def load_manifest(path: Path) -> Manifest:
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        data = files.loads_toml(raw.decode("utf-8", errors="replace"))
+        text = raw.decode("utf-8", errors="replace")
+        data = files.loads_toml(text)
     except ValueError as exc:  # tomllib.TOMLDecodeError, or nesting too deep
         raise ManifestError(f"{path} is not valid TOML: {exc}") from None
     if path.name == "pyproject.toml":
@@ -127,7 +131,7 @@ def load_manifest(path: Path) -> Manifest:
         if not isinstance(pixi, Mapping):
             raise ManifestError(f"{path} has no [tool.pixi] tables")
         data = pixi
-    return Manifest(path, data)
+    return Manifest(path, data, text)
 
 
 def is_pixi_pyproject(path: Path) -> bool:

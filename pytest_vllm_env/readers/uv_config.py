@@ -29,7 +29,7 @@ torch unless its settings say otherwise. Read from uv's source (``uv-settings/sr
   ``--no-build-isolation-package``).
 
 Workspaces (uv starts at the workspace root) are not followed. Only reads;
-:mod:`pytest_vllm_env.checks.pypi_options` judges.
+:mod:`pytest_vllm_env.checks.pypi_venv` judges.
 """
 
 from __future__ import annotations

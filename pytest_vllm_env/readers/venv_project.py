@@ -21,7 +21,7 @@ project it serves does (F5.1: ``pip install -r requirements.txt`` or ``uv sync``
 
 The project is found as :func:`find_project` says: ``--vllm-project`` when given, else the
 venv's own folder's parent when it holds one of those files (``uv venv`` and ``uv sync`` make
-``<project>/.venv``). This module only reads; :mod:`pytest_vllm_env.checks.pypi_options` judges.
+``<project>/.venv``). This module only reads; :mod:`pytest_vllm_env.checks.pypi_venv` judges.
 """
 
 from __future__ import annotations
