@@ -432,11 +432,12 @@ def test_a_run_that_uses_nothing_of_ours_loads_no_check_library(pytester):
         def test_unrelated():
             loaded = sorted(m for m in sys.modules if m.startswith("pytest_vllm_env"))
             print("LOADED", loaded)
-            from pytest_vllm_env.plugin import AREA_PLUGINS
+            from pytest_vllm_env.plugin import AREA_PLUGINS, CORE_PLUGINS
 
             allowed = {"pytest_vllm_env", "pytest_vllm_env.plugin",
                        "pytest_vllm_env.plugins.settings", "pytest_vllm_env.defaults",
-                       "pytest_vllm_env.plugins", *AREA_PLUGINS}
+                       "pytest_vllm_env.plugins", "pytest_vllm_env.text",
+                       *CORE_PLUGINS, *AREA_PLUGINS}
             assert set(loaded) <= allowed, set(loaded) - allowed
         """
     )
@@ -476,7 +477,8 @@ def test_suite_found_by_path_in_a_checkout_that_is_not_installed(monkeypatch):
     # bundled suite is not installed". The checkout's conformance/ is found by path instead.
     import importlib.util
 
-    from pytest_vllm_env import plugin
+    import pytest_vllm_env
+    from pytest_vllm_env.plugins import session
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -484,8 +486,9 @@ def test_suite_found_by_path_in_a_checkout_that_is_not_installed(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "pytest_vllm_env.suite" else real(name, *a),
     )
-    plugin.suite_dir.cache_clear()
+    session.suite_dir.cache_clear()
     try:
-        assert plugin.suite_dir() == Path(plugin.__file__).resolve().parent.parent / "conformance"
+        checkout = Path(pytest_vllm_env.__file__).resolve().parent.parent
+        assert session.suite_dir() == checkout / "conformance"
     finally:
-        plugin.suite_dir.cache_clear()
+        session.suite_dir.cache_clear()

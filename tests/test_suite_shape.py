@@ -45,7 +45,7 @@ def test_every_fixture_has_a_docstring(pytester: pytest.Pytester):
         for name, body in zip(sections[1::2], sections[2::2], strict=False)
         if name.startswith("pytest_vllm_env")
     }
-    assert {"pytest_vllm_env.plugin", "pytest_vllm_env.plugins.cuda"} <= set(ours), out
+    assert {"pytest_vllm_env.plugins.session", "pytest_vllm_env.plugins.cuda"} <= set(ours), out
     undocumented = [
         f"{name}: {fixture}"
         for name, body in ours.items()

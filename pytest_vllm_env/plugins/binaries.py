@@ -85,10 +85,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def vllm_source(request: pytest.FixtureRequest) -> abi.SourceTree | None:
     """The ``--vllm-source`` tree's torch requirements (:class:`abi.SourceTree`), or None."""
     from pytest_vllm_env.checks import abi
-    from pytest_vllm_env.plugins.settings import get
+    from pytest_vllm_env.plugins import settings
 
-    value = get(request.config, "vllm_source")
-    return abi.read_source_tree(Path(value).expanduser()) if value else None
+    path = settings.get_path(request.config, "vllm_source")
+    return abi.read_source_tree(path) if path else None
 
 
 @pytest.fixture(scope="session")
