@@ -16,24 +16,27 @@ as the HTML page does).
 
 from __future__ import annotations
 
+import functools
 import re
-import unicodedata
 
 # ECMA-48 sequences, 7-bit (ESC ...) and 8-bit (C1) forms. Bodies are matched with negated
 # classes, never ``.*?``, so an unterminated sequence costs one scan, not one per position.
-_SEQUENCES = re.compile(
-    r"""
+_SEQUENCES = r"""
       (?:\x1b\[|\x9b) [0-?]* [\x20-/]* [@-~]              # CSI: colours, cursor moves, ESC[2J
     | (?:\x1b\]|\x9d) [^\x07\x1b\x9c]* (?:\x07|\x1b\\|\x9c)  # OSC: titles, OSC 8 hyperlinks
     | (?:\x1b[PX^_]|[\x90\x98\x9e\x9f]) [^\x1b\x9c]* (?:\x1b\\|\x9c)  # DCS, SOS, PM, APC
     | \x1b [\x20-/]* [0-~]                                 # the rest: ESC c (reset), ESC 7...
-    """,
-    re.VERBOSE,
-)
+    """
 # Characters shown as escapes: controls (C0, DEL, C1), invisible formatting (zero-width
 # space and joiners, bidi overrides and isolates, soft hyphen, tag characters), surrogates,
 # and the line and paragraph separators.
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+@functools.cache
+def _sequences() -> re.Pattern[str]:
+    # compiled on first use: the plugin loads in every pytest run, most print nothing of ours
+    return re.compile(_SEQUENCES, re.VERBOSE)
 
 
 def _escape(char: str) -> str:
@@ -55,7 +58,9 @@ def terminal_safe(value: object, *, multiline: bool = True) -> str:
     text = str(value)
     if text.isascii() and text.isprintable():  # the common case: nothing to do
         return text
-    text = _SEQUENCES.sub("", text)
+    import unicodedata  # a C extension: loaded when there is something to escape
+
+    text = _sequences().sub("", text)
     keep = "\n\t" if multiline else "\t"
     return "".join(
         _escape(c) if c not in keep and unicodedata.category(c) in _ESCAPED_CATEGORIES else c

@@ -229,8 +229,10 @@ def test_env_without_python_gets_no_none_command(pytester, env_builder):
 
 
 # -- bug 7: the download command we name exists ----------------------------------------------
-def test_the_download_command_in_fixes_ships_with_our_huggingface_hub():
-    # huggingface_hub 1.0 dropped `huggingface-cli`; the one we install has `hf` only.
+def test_the_download_command_in_fixes_ships_with_huggingface_hub():
+    # huggingface_hub 1.0 dropped `huggingface-cli`; today's has `hf` only. (It is no
+    # dependency of the plugin any more, readers/hf_cache.py reads the cache; a vLLM env
+    # has it, and the test extra installs it for this test.)
     import re
     from importlib.metadata import distribution
 

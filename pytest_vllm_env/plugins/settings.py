@@ -17,20 +17,20 @@ applies it; ``--help`` says it for each path option.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 GROUP = "vllm-env"
 
 
-@dataclass(frozen=True)
-class Setting:
+# A NamedTuple, not a dataclass: this module loads in every pytest run of the user's repo,
+# and a dataclass costs a millisecond to define (benchmarks/startup.py).
+class Setting(NamedTuple):
     option: str  # "--vllm-env"
     ini: str  # "vllm_env"
     multiple: bool
@@ -173,6 +173,8 @@ def get_paths(config: pytest.Config, ini: str, *, globs: bool = False) -> list[P
 
 def expand_globs(patterns: Sequence[str], base: str | os.PathLike[str]) -> list[str]:
     """Expand path globs relative to ``base``; a pattern matching nothing stays as given."""
+    import glob
+
     result: list[str] = []
     for pattern in patterns:
         full = os.path.join(base, os.path.expanduser(pattern))

@@ -17,10 +17,16 @@ import pytest
 from pytest_vllm_env.plugins import settings
 from pytest_vllm_env.plugins.report import HEADER_PACKAGES, TOOLKIT_PACKAGES
 from pytest_vllm_env.plugins.session import engaged, state
-from pytest_vllm_env.text import terminal_safe
 
 if TYPE_CHECKING:
     from pytest_vllm_env.facts.env import EnvSpec, PixiEnv
+
+
+def terminal_safe(value: object, *, multiline: bool = True) -> str:
+    """:func:`pytest_vllm_env.text.terminal_safe`, imported when first needed."""
+    from pytest_vllm_env.text import terminal_safe as safe
+
+    return safe(value, multiline=multiline)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
