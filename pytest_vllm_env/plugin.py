@@ -50,15 +50,15 @@ MARKERS = {
     "integration": "downloads real wheels or toolkits (opt-in)",
     "vllm_check(id)": "the stable id of the conformance check a test implements",
 }
-# The session's parts (its state and core fixtures, the verdict, the JSON report, the
-# terminal text), then the area plugins: each adds its fixtures (and settings) for one part
-# of the suite. docs/architecture.md says what lives where.
+# The session's parts: its state and core fixtures, the verdict, the JSON report, the
+# terminal text (docs/architecture.md says what lives where).
 CORE_PLUGINS = (
     "pytest_vllm_env.plugins.session",
     "pytest_vllm_env.plugins.verdict",
     "pytest_vllm_env.plugins.report",
     "pytest_vllm_env.plugins.terminal",
 )
+# The area plugins: each adds its fixtures (and settings) for one part of the suite.
 AREA_PLUGINS = (
     "pytest_vllm_env.plugins.cuda",
     "pytest_vllm_env.plugins.binaries",
@@ -76,7 +76,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     # The area plugins, registered here rather than through `pytest_plugins`: pytest looks
     # each name of that list up among the entry points of every installed distribution,
     # which was half of what this plugin cost every pytest run of the user's repo.
-    for name in CORE_PLUGINS + AREA_PLUGINS:
+    # The core after the areas: pluggy calls the plugin registered last first, and the
+    # core's hooks ran before the areas' while they lived in this module (its hooks were
+    # added after this call registered the areas). So `verdict` still records a check's id
+    # and env before plugins/lock.py skips it in lock mode, and the env parametrizes a test
+    # before its checkpoint does (test ids `[env-checkpoint]`).
+    for name in AREA_PLUGINS + CORE_PLUGINS:
         pluginmanager.import_plugin(name)
     add = settings.add_setting
     add(
