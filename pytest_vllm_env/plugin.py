@@ -79,8 +79,8 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     # The core after the areas: pluggy calls the plugin registered last first, and the
     # core's hooks ran before the areas' while they lived in this module (its hooks were
     # added after this call registered the areas). So `verdict` still records a check's id
-    # and env before plugins/lock.py skips it in lock mode, and the env parametrizes a test
-    # before its checkpoint does (test ids `[env-checkpoint]`).
+    # and env before plugins/lock.py skips it in lock mode, and hooks that both implement
+    # (pytest_generate_tests, pytest_configure) run in the order they always did.
     for name in AREA_PLUGINS + CORE_PLUGINS:
         pluginmanager.import_plugin(name)
     add = settings.add_setting
