@@ -149,11 +149,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def vllm_source(request: pytest.FixtureRequest) -> SourceTree | None:
     """The ``--vllm-source`` tree's torch requirements
     (:class:`pytest_vllm_env.readers.vllm_build.SourceTree`), or None."""
-    from pytest_vllm_env.plugins.settings import get
+    from pytest_vllm_env.plugins import settings
     from pytest_vllm_env.readers.vllm_build import read_source_tree
 
-    value = get(request.config, "vllm_source")
-    return read_source_tree(Path(value).expanduser()) if value else None
+    path = settings.get_path(request.config, "vllm_source")
+    return read_source_tree(path) if path else None
 
 
 @pytest.fixture(scope="session")

@@ -117,9 +117,9 @@ def build_nvcc(
 def cmake_for_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> Path | None:
     """The cmake a build in the env would run: ``--cmake``, else the activated PATH's;
     None when there is none (nvtx checks then skip and say so)."""
-    given = settings.get(request.config, "cmake")
+    given = settings.get_path(request.config, "cmake")
     if given:
-        return Path(given)
+        return given
     return vllm_env.which("cmake")
 
 

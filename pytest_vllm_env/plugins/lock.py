@@ -81,7 +81,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     env = _env_of(item)
     if env is not None and env.locked is not None:
-        from pytest_vllm_env.plugin import CHECK_KEY
+        from pytest_vllm_env.plugins.verdict import CHECK_KEY
 
         mark = item.get_closest_marker("vllm_check")
         if mark and mark.args and all(k != CHECK_KEY for k, _ in item.user_properties):
@@ -95,7 +95,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _env_of(item: pytest.Item) -> PixiEnv | None:
     from pytest_vllm_env.facts.env import EnvError
-    from pytest_vllm_env.plugin import state
+    from pytest_vllm_env.plugins.session import state
 
     st = state(item.config)
     callspec = getattr(item, "callspec", None)

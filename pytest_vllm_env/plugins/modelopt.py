@@ -79,12 +79,11 @@ _read: dict[tuple[str, Path], Checkpoint] = {}
 
 
 def checkpoint_path(config: pytest.Config, spec: str) -> Path:
-    """Where one ``--modelopt-checkpoint`` value is (relative to the invocation dir from
-    the command line, to the rootdir from an ini file); raises ``CheckpointNotFound``."""
-    from pytest_vllm_env.plugin import state
+    """Where one ``--modelopt-checkpoint`` value is (a relative path: by the one path rule,
+    settings.base_dir); raises ``CheckpointNotFound``."""
     from pytest_vllm_env.readers.checkpoint import resolve
 
-    return resolve(spec, state(config)._base_for("modelopt_checkpoint"))[0]
+    return resolve(spec, settings.base_dir(config, "modelopt_checkpoint"))[0]
 
 
 @pytest.fixture(scope="session")

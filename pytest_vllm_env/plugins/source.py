@@ -33,14 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def project_path(config: pytest.Config) -> Path | None:
-    """``--vllm-project`` as a path: relative to the invocation dir on the command line, to
-    the rootdir in an ini file; one that does not exist is a usage error."""
+    """``--vllm-project`` as a path (settings.resolve_path: the one path rule); one that does
+    not exist is a usage error."""
     value = settings.get(config, "vllm_project")
-    if not value:
+    path = settings.get_path(config, "vllm_project")
+    if path is None:
         return None
-    given = config.getoption("vllm_project", default=None)
-    base = Path(str(config.invocation_params.dir)) if given else Path(str(config.rootpath))
-    path = base / Path(value).expanduser()
     if not path.exists():
         raise pytest.UsageError(f"--vllm-project={value}: no such file or folder ({path})")
     return path
@@ -59,8 +57,7 @@ def pypi_settings(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> PypiOpti
 @pytest.fixture(scope="session")
 def vllm_source_dir(request: pytest.FixtureRequest) -> Path | None:
     """The ``--vllm-source`` tree as a path (None when not given)."""
-    value = settings.get(request.config, "vllm_source")
-    return Path(value).expanduser() if value else None
+    return settings.get_path(request.config, "vllm_source")
 
 
 @pytest.fixture(scope="session")

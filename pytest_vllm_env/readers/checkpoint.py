@@ -140,17 +140,17 @@ def resolve(spec: str, base: Path | None = None) -> tuple[Path, str]:
     if candidate.exists():
         raise CheckpointNotFound("not a directory (pass the checkpoint's folder)")
     if looks_like_repo_id(spec):
-        try:
-            from huggingface_hub import snapshot_download
+        from pytest_vllm_env.readers.hf_cache import NotCached, snapshot
 
-            folder = snapshot_download(repo_id=spec, local_files_only=True)
-        except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...
+        try:  # as huggingface_hub's snapshot_download(local_files_only=True) finds it
+            folder = snapshot(spec)
+        except NotCached as exc:
             raise CheckpointNotFound(
                 "no such directory, and not in the local Hugging Face cache "
-                f"({type(exc).__name__}). Download it first, outside the test run: "
+                f"({exc.reason}). Download it first, outside the test run: "
                 f"`hf download {spec}`"
             ) from None
-        return Path(folder), "Hugging Face cache"
+        return folder, "Hugging Face cache"
     raise CheckpointNotFound("no such directory")
 
 
