@@ -77,6 +77,7 @@ AREA_PLUGINS = (
     "pytest_vllm_env.plugins.xformers",
     "pytest_vllm_env.plugins.lock",
     "pytest_vllm_env.plugins.source",
+    "pytest_vllm_env.plugins.runtime",
 )
 HEADER_PACKAGES = ("torch", "vllm", "xformers", "flash-attn", "nvidia-modelopt")
 TOOLKIT_PACKAGES = ("cuda-version", "cuda-nvcc", "cuda-toolkit", "cudatoolkit")
