@@ -141,27 +141,24 @@ def read(env: PixiEnv, capabilities: list[tuple[str, int]], facts: Facts | None 
     return out
 
 
-def candidates(env: PixiEnv, facts: Facts | None = None) -> list[PtxasBinary]:
-    """Other ptxas binaries an override could name: the activated PATH's, the env's
-    ``bin/ptxas`` (conda ``cuda-nvcc``), ``$CUDA_HOME/bin/ptxas``, and those of the
-    ``nvidia-cuda-nvcc`` wheels in site-packages (``nvidia/cu13/bin``, ``nvidia/cuda_nvcc/bin``)."""
+def candidates(env: PixiEnv, facts: Facts | None = None) -> list[Binary]:
+    """Other ptxas binaries of the env an override could name: its ``bin/ptxas`` (conda
+    ``cuda-nvcc``), the ``nvidia-cuda-nvcc`` wheels' (``nvidia/cu13/bin``,
+    ``nvidia/cuda_nvcc/bin``) and ``$CUDA_HOME/bin/ptxas`` where the env's activation sets
+    CUDA_HOME. Binaries of this machine outside the env say nothing of the GPU nodes."""
     environ = env.environ()
-    paths: list[Path] = []
-    found = env.which("ptxas")
-    if found is not None:
-        paths.append(found)
-    paths.append(env.prefix / "bin" / "ptxas")
+    paths: list[Path] = [env.prefix / "bin" / "ptxas"]
     for var in ("CUDA_HOME", "CUDA_PATH"):
-        if environ.get(var):
+        if environ.get(var) and var in env.activation.sources:
             paths.append(Path(environ[var]) / "bin" / "ptxas")
     for sp in env.site_packages:
         for sub in ("cu13", "cu12", "cuda_nvcc"):
             paths.append(sp / "nvidia" / sub / "bin" / "ptxas")
     seen: set[str] = set()
-    out: list[PtxasBinary] = []
+    out: list[Binary] = []
     for path in paths:
         if str(path) in seen or not files.regular(path):
             continue
         seen.add(str(path))
-        out.append(ptxas_release(path, facts))
+        out.append(release_of(path, facts))
     return out
