@@ -89,7 +89,7 @@ def _target(t: DeepGemmTarget, facts: DeepGemmFacts, env: PixiEnv) -> Finding:
         return warning(
             CID,
             f"{head}: nvcc {nvcc.release} ({nvcc.path}) is below DeepGEMM's floor: "
-            f'"NVCC version should be >= {facts.min_nvcc}"; {slower}',
+            f"nvcc >= {facts.min_nvcc}; {slower}",
             _nvcc_fix(facts, env) + off,
             **ev,
         )

@@ -13,9 +13,11 @@ Read from the env's own files, with the rules of its releases:
   ``/usr/local/cuda`` (asserting one is found);
 - the JIT's header tree, ``deep_gemm/include/deep_gemm/impls/sm90_*.cuh`` (``sm100_``,
   ``sm120_``), compiled at the first GEMM of each shape;
-- the compiled module's own requirements, read as strings from its ``_C*.so``: ``"NVCC version
-  should be >= 12.3"`` (an assertion) and ``"please use at least NVCC 12.9 for the best
-  DeepGEMM performance"``, and ``DG_JIT_NVCC_COMPILER`` / ``DG_JIT_USE_NVRTC``.
+- the compiled module's own requirements, read as strings from its ``_C*.so``: 0.26.0's
+  ``"NVCC version should be >= 12.3"`` (an assertion) and ``"please use at least NVCC 12.9 for
+  the best DeepGEMM performance"``; 0.33.0's ``"NVCC version must be at least 12.9"`` (its
+  CUDA-home search moved into the module, same order: CUDA_HOME, CUDA_PATH, which nvcc,
+  /usr/local/cuda); and ``DG_JIT_NVCC_COMPILER`` / ``DG_JIT_USE_NVRTC``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pytest_vllm_env.facts.jit_tools import Binary, Facts, release_of
 from pytest_vllm_env.readers import flashinfer_source, vllm_settings
 from pytest_vllm_env.readers.pyrules import Evaluator, Unknown
 
-_MIN = re.compile(rb"NVCC version should be >= (\d+\.\d+)")
+_MIN = re.compile(rb"NVCC version (?:should be >=|must be at least) (\d+\.\d+)")
 _BEST = re.compile(rb"at least NVCC (\d+\.\d+) for the best")
 _SO_LIMIT = 512 * files.MiB
 
