@@ -432,3 +432,25 @@ def test_unknown_option_and_strict_validation_fail(pytester, env):
         "ValueError: Unknown vLLM environment variable detected: VLLM_ATTENTION_BACKEND"
         in found["VLLM_ATTENTION_BACKEND=FLASH_ATTN"]["summary"]
     )
+
+
+def test_pairs_left_to_abi_pins_are_abi_pins_own_list():
+    """pins.siblings leaves vLLM's pins of abi.PINNED to abi.pins: the two lists stay equal."""
+    from pytest_vllm_env.checks import abi
+    from pytest_vllm_env.checks.pins import JUDGED_ELSEWHERE
+
+    left = {sibling for (owner, sibling), cid in JUDGED_ELSEWHERE.items() if cid == "abi.pins"}
+    assert left == set(abi.PINNED)
+    assert all(owner == "vllm" for (owner, _), cid in JUDGED_ELSEWHERE.items() if cid == "abi.pins")
+
+
+def test_the_ptxas_table_says_what_was_measured():
+    """tables/ptxas.py against the measurement (docs/jit.md): a few rows each way."""
+    from pytest_vllm_env.tables import ptxas
+
+    assert ptxas.accepts("12.8", "sm_120a") and not ptxas.accepts("12.8", "sm_121a")
+    assert ptxas.accepts("12.9", "sm_121a") and not ptxas.accepts("12.9", "sm_110a")
+    assert ptxas.accepts("13.0", "sm_110a") and not ptxas.accepts("13.0", "sm_70")
+    assert ptxas.accepts("12.9", "sm_70") and not ptxas.accepts("13.4", "sm_101a")
+    assert not ptxas.accepts("12.4", "sm_100a") and ptxas.accepts("12.4", "sm_90a")
+    assert ptxas.accepts("12.8", "sm_107a") is None  # not measured: not judged

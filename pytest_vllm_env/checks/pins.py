@@ -72,7 +72,7 @@ def _broken(pin: SiblingPin, env: PixiEnv) -> Finding:
     pypi = env.conda(pin.sibling) is None
     fix = (
         fixes.pin(env, Package(pin.sibling, pin.specifier, pypi=pypi))
-        + f" (the exact pin {pin.owner} {pin.owner_version} declares), or install the "
+        + f" (the pin {pin.owner} {pin.owner_version} declares), or install the "
         f"{pin.owner} release built for {pin.sibling} {pin.installed}"
     )
     ev = {
