@@ -117,6 +117,20 @@ def test_triton_32_asks_for_plain_sm_120_and_its_cuda_124_ptxas_refuses(pytester
     assert "using its bundled ptxas (CUDA 12.4), which refuses it" in f["summary"]
 
 
+def test_conda_forge_triton_finds_ptxas_on_path(pytester, env):
+    """conda-forge's Triton ships no ptxas and looks on PATH after the override (its feedstock
+    patch): cuda-nvcc's $CONDA_PREFIX/bin/ptxas serves; without it nothing runs."""
+    S.install_triton(env, "3.2.0", S.TRITON_32_CONDA_FORGE, {})
+    env.manifest('[activation.env]\nPATH = "${CONDA_PREFIX}/bin:/usr/bin:/bin"\n')
+    assert one(run(pytester, env, "test_triton_ptxas", arch="9.0")) == "failed"
+    (f,) = findings(pytester, "triton.ptxas")
+    assert "no ptxas runs: the bundled one is missing" in f["summary"]
+    S.fake_tool(env.prefix / "bin" / "ptxas", "12.9")
+    assert one(run(pytester, env, "test_triton_ptxas", arch="9.0")) == "passed"
+    (f,) = findings(pytester, "triton.ptxas")
+    assert f"using {env.prefix}/bin/ptxas (found on the activated PATH) (CUDA 12.9)" in f["summary"]
+
+
 def test_an_override_that_does_not_run_does_nothing(pytester, env):
     """knobs.env_nvidia_tool.transform tries the variable's path, then the bundled binary."""
     S.install_triton(env, "3.5.1", S.TRITON_35, {"ptxas": "12.8"})

@@ -105,6 +105,8 @@ def _target(t: TritonTarget, facts: TritonPtxasFacts, env: PixiEnv) -> Finding:
 def _name(t: TritonTarget, used: PtxasBinary) -> str:
     if t.override_binary is not None and used.path == t.override_binary.path:
         return f"{used.path} ({t.variable})"
+    if used.path != t.bundled.path:  # conda-forge's Triton: `ptxas` on the activated PATH
+        return f"{used.path} (found on the activated PATH)"
     return (
         f"its bundled {t.tool} ({used.how})" if "measured" in used.how else f"its bundled {t.tool}"
     )

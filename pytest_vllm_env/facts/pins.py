@@ -20,7 +20,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from packaging.markers import InvalidMarker, UndefinedEnvironmentName
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
@@ -107,7 +107,7 @@ def read(env: PixiEnv) -> PinFacts:
             try:
                 if req.marker is not None and not req.marker.evaluate(marker_env):
                     continue
-            except (InvalidMarker, UndefinedEnvironmentName):
+            except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
                 continue
             sibling = env.dist(req.name)
             if sibling is None or canonicalize_name(req.name) == canonicalize_name(owner.name):

@@ -123,6 +123,14 @@ def read(env: PixiEnv, capabilities: list[tuple[str, int]], facts: Facts | None 
             override_binary = ptxas_release(Path(override), facts)
             if override_binary.release:
                 used = override_binary
+        if used is None and rules.path_fallback:  # conda-forge: then `ptxas` on PATH
+            found = env.which(choice.tool)
+            if found is not None:
+                on_path = ptxas_release(found, facts)
+                if on_path.release:
+                    used = Binary(
+                        on_path.path, on_path.release, on_path.how + ", on the activated PATH"
+                    )
         out.targets.append(
             TritonTarget(
                 arch=arch,

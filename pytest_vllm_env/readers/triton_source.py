@@ -66,6 +66,9 @@ class TritonRules:
     cc_variable: str | None = None
     cc_programs: tuple[str, ...] = ()
     missing: tuple[str, ...] = field(default_factory=tuple)
+    # conda-forge's Triton (feedstock patch "Use system PATH to find tools (in CONDA_PREFIX)")
+    # adds `shutil.which(binary)` after the override and the bundled binary
+    path_fallback: bool = False
 
     def choice(self, capability: int) -> PtxasChoice | None:
         return next((c for c in self.choices if c.capability == capability), None)
@@ -81,6 +84,7 @@ class TritonRules:
             cc_variable=data["cc_variable"],
             cc_programs=tuple(data["cc_programs"]),
             missing=tuple(data["missing"]),
+            path_fallback=bool(data.get("path_fallback")),
         )
 
 
@@ -114,7 +118,30 @@ def read_rules(
     cc_variable, cc_programs = read_cc_rule(build_src) if build_src else (None, ())
     if build_src is not None and not cc_programs:
         missing.append(f"no C compiler rule in {BUILD_PY}")
-    return TritonRules(path, tuple(choices), cc_variable, cc_programs, tuple(missing))
+    fallback = _path_fallback(tree, knobs)
+    return TritonRules(
+        path, tuple(choices), cc_variable, cc_programs, tuple(missing), path_fallback=fallback
+    )
+
+
+def _path_fallback(*trees: ast.Module | None) -> bool:
+    """Whether the binary search ends with ``shutil.which(binary)``: in ``_path_to_binary``
+    (compiler.py, 3.2/3.3) or ``env_nvidia_tool`` (knobs.py, 3.4+)."""
+    for tree in trees:
+        if tree is None:
+            continue
+        for node in ast.walk(tree):
+            scope = None
+            if isinstance(node, ast.FunctionDef) and node.name == "_path_to_binary":
+                scope = node
+            elif isinstance(node, ast.ClassDef) and node.name == "env_nvidia_tool":
+                scope = node
+            if scope is not None and any(
+                isinstance(n, ast.Call) and dotted(n.func) == "shutil.which"
+                for n in ast.walk(scope)
+            ):
+                return True
+    return False
 
 
 def _parse(src: str | None) -> ast.Module | None:
