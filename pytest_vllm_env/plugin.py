@@ -69,6 +69,7 @@ AREA_PLUGINS = (
     "pytest_vllm_env.plugins.lock",
     "pytest_vllm_env.plugins.source",
     "pytest_vllm_env.plugins.driver",
+    "pytest_vllm_env.plugins.runtime",
 )
 
 
