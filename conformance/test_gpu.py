@@ -5,8 +5,7 @@ predict what happened?"""
 
 import pytest
 
-from pytest_vllm_env.checks import vllm_run
-from pytest_vllm_env.runners import gpu
+from pytest_vllm_env.checks import gpu_device, gpu_prediction, gpu_vllm_load, gpu_vllm_output
 
 pytestmark = pytest.mark.gpu
 
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.gpu
 def test_gpu_covered_by_binaries(
     visible_gpus, gpu_binaries, cuda_archs, cuda_archs_source, verdict
 ):
-    verdict(gpu.device_coverage(visible_gpus, gpu_binaries, cuda_archs, cuda_archs_source))
+    verdict(gpu_device.device_coverage(visible_gpus, gpu_binaries, cuda_archs, cuda_archs_source))
 
 
 @pytest.mark.vllm_check("gpu.torch-cuda")
@@ -23,22 +22,22 @@ def test_torch_uses_gpu(vllm_env, gpu_torch_probe, verdict):
     if not gpu_torch_probe.problem and not gpu_torch_probe.data.get("available"):
         if gpu_torch_probe.data.get("cuda") and not gpu_torch_probe.data.get("exception"):
             pytest.skip("no GPU visible to the target env's torch")
-    verdict(gpu.torch_cuda(gpu_torch_probe, vllm_env.python))
+    verdict(gpu_device.torch_cuda(gpu_torch_probe, vllm_env.python))
 
 
 @pytest.mark.vllm_check("gpu.torch-fp8")
 def test_torch_fp8_scaled_mm(vllm_env, gpu_torch_probe, require_gpu, verdict):
-    verdict(gpu.torch_fp8(gpu_torch_probe, vllm_env.python))
+    verdict(gpu_device.torch_fp8(gpu_torch_probe, vllm_env.python))
 
 
 @pytest.mark.vllm_check("gpu.vllm-generate")
 def test_vllm_loads_and_generates(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
-    verdict(vllm_run.vllm_generates(vllm_checkpoint_runs, str(modelopt_checkpoint.path)))
+    verdict(gpu_vllm_load.vllm_generates(vllm_checkpoint_runs, str(modelopt_checkpoint.path)))
 
 
 @pytest.mark.vllm_check("gpu.vllm-sane")
 def test_vllm_output_sane(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
-    verdict(vllm_run.vllm_sane(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path)))
+    verdict(gpu_vllm_output.vllm_sane(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path)))
 
 
 @pytest.mark.vllm_check("gpu.vllm-perplexity")
@@ -46,7 +45,7 @@ def test_vllm_perplexity(
     modelopt_checkpoint, vllm_checkpoint_runs, vllm_perplexity_exponent, verdict
 ):
     verdict(
-        vllm_run.vllm_perplexity(
+        gpu_vllm_output.vllm_perplexity(
             vllm_checkpoint_runs[0], str(modelopt_checkpoint.path), vllm_perplexity_exponent
         )
     )
@@ -54,13 +53,19 @@ def test_vllm_perplexity(
 
 @pytest.mark.vllm_check("gpu.vllm-known-answer")
 def test_vllm_known_answer(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
-    verdict(vllm_run.vllm_known_answer(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path)))
+    verdict(
+        gpu_vllm_output.vllm_known_answer(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path))
+    )
 
 
 @pytest.mark.vllm_check("gpu.kv-scales-loaded")
 def test_vllm_kv_scales_loaded(modelopt_checkpoint, vllm_checkpoint_runs, modelopt_scales, verdict):
     scales, _ = modelopt_scales
-    verdict(vllm_run.vllm_kv_scales(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path), scales))
+    verdict(
+        gpu_vllm_output.vllm_kv_scales(
+            vllm_checkpoint_runs[0], str(modelopt_checkpoint.path), scales
+        )
+    )
 
 
 @pytest.mark.vllm_check("gpu.vllm-reference")
@@ -80,9 +85,9 @@ def test_prediction_agrees(
     path = str(modelopt_checkpoint.path)
     run = vllm_checkpoint_runs[0]
     judged = [
-        vllm_run.vllm_sane(run, path),
-        vllm_run.vllm_perplexity(run, path, vllm_perplexity_exponent),
-        vllm_run.vllm_known_answer(run, path),
+        gpu_vllm_output.vllm_sane(run, path),
+        gpu_vllm_output.vllm_perplexity(run, path, vllm_perplexity_exponent),
+        gpu_vllm_output.vllm_known_answer(run, path),
         vllm_reference_verdict,
     ]
-    verdict(vllm_run.prediction_agrees(modelopt_prediction, run, judged, path))
+    verdict(gpu_prediction.prediction_agrees(modelopt_prediction, run, judged, path))

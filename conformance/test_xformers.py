@@ -3,7 +3,10 @@ the target GPU, is it installed with a matching torch, and does it compute on th
 
 import pytest
 
-from pytest_vllm_env.checks import abi, xformers
+from pytest_vllm_env.checks import xformers, xformers_torch
+from pytest_vllm_env.facts.binaries import torch_root
+from pytest_vllm_env.readers.torch_version import read_torch_cuda
+from pytest_vllm_env.readers.xformers_build import read_build_torch
 
 
 @pytest.mark.toolchain
@@ -23,14 +26,14 @@ def test_vision_backend_decision(
 def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
     dist = vllm_env.dist("xformers")
     verdict(
-        xformers.torch_pin(
+        xformers_torch.torch_pin(
             xformers_decisions,
             dist.version if dist else None,
             dist.requires if dist else (),
             vllm_env.version_of("torch"),
-            xformers.read_build_torch(dist.location / "xformers") if dist else None,
-            abi.read_torch_cuda(root) if (root := abi.torch_root(vllm_env)) else None,
-            (pin := xformers.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
+            read_build_torch(dist.location / "xformers") if dist else None,
+            read_torch_cuda(root) if (root := torch_root(vllm_env)) else None,
+            (pin := xformers_torch.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
             pin,
         )
     )
@@ -42,4 +45,4 @@ def test_xformers_attention(vllm_env, xformers_decisions, require_gpu, request, 
     if not xformers.uses_xformers(xformers_decisions):
         pytest.skip("the vision tower does not use xformers here (xformers.decision)")
     probe = request.getfixturevalue("xformers_probe")
-    verdict(xformers.attention(probe, xformers_decisions, str(vllm_env.python or "")))
+    verdict(xformers_torch.attention(probe, xformers_decisions, str(vllm_env.python or "")))

@@ -19,7 +19,7 @@ from fixtures import variants
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from fixtures.vllm_standin import ALGOS_0_26, install_vllm, modelopt_text, registry_text
-from pytest_vllm_env.checks import modelopt, vllm_run
+from pytest_vllm_env.checks import gpu_prediction, modelopt
 from pytest_vllm_env.readers.checkpoint import read_checkpoint, read_scales, read_weight_samples
 from pytest_vllm_env.readers.vllm_source import parse_modelopt, parse_registry
 from pytest_vllm_env.tables.archs import parse_arch
@@ -64,7 +64,7 @@ def test_variant_predicted_as_vllm_did(tmp_path, name, export):
     source, table = (ENGLISH, MEASURED) if export == "english-fp8" else (EXPORT, EXPECT)
     folder = variants.make(name, source, tmp_path / name)
     findings = predict(folder)
-    effect, checks, tensors = vllm_run.predicted_effect(findings)
+    effect, checks, tensors = gpu_prediction.predicted_effect(findings)
     want = table[name]
     assert effect == LEVEL[want], (name, effect, checks, [f.summary for f in findings if f.bad])
     warned = [f for f in findings if f.outcome == "warning"]
@@ -87,7 +87,7 @@ def test_kv_naming_predicted_as_vllm_did(tmp_path, name, export):
     src = REPO / "fixtures" / "modelopt_export" / export
     folder = variants.make(name, src, tmp_path / name)
     findings = predict(folder)
-    effect, checks, tensors = vllm_run.predicted_effect(findings)
+    effect, checks, tensors = gpu_prediction.predicted_effect(findings)
     want = variants.KV_CORPUS[name][1]
     assert effect == LEVEL[want], (name, effect, [f.summary for f in findings if f.bad])
     if want == "refuses":

@@ -14,6 +14,7 @@ import pytest
 from fixtures.envs import EnvBuilder
 from fixtures.gdn_standin import gdn_files, install_gdn_vllm
 from pytest_vllm_env.checks import gdn_prefill as G
+from pytest_vllm_env.readers import vllm_gdn as R
 from pytest_vllm_env.tables.archs import parse_arch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,14 +215,14 @@ def test_first_flashinfer_release_has_no_way_out(pytester, env_builder, tmp_path
 
 
 def test_unreadable_rule_falls_back_to_026(pytester, env_builder):
-    install_gdn_vllm(env_builder, files={G.GDN_LAYER_PY: "from flashinfer.gdn_prefill import x\n"})
+    install_gdn_vllm(env_builder, files={R.GDN_LAYER_PY: "from flashinfer.gdn_prefill import x\n"})
     run(pytester, env_builder, QWEN35).assert_outcomes(failed=1)
     assert "vLLM 0.26.0's rule is used" in finding(pytester)["summary"]
 
 
 # -- units -------------------------------------------------------------------------------------
 def test_parse_standins():
-    rule = G.parse_gdn(gdn_files("0.26"))
+    rule = R.parse_gdn(gdn_files("0.26"))
     assert rule.kind == "resolver"
     assert (rule.exact, rule.family, rule.family_head_k_dim, rule.family_min_cuda) == (
         (90,),
@@ -232,13 +233,13 @@ def test_parse_standins():
     assert rule.config_key == "gdn_prefill_backend" and rule.default_request == "auto"
     assert rule.cli_flag == "--gdn-prefill-backend" and rule.engine_arg == "gdn_prefill_backend"
     assert rule.architectures == ("Qwen3NextForCausalLM", "Qwen3_5ForConditionalGeneration")
-    assert rule.flashinfer_import == f"{G.GDN_LAYER_PY}:28"
-    assert G.parse_gdn(gdn_files("0.12")).kind == "fla-only"
-    assert G.parse_gdn(gdn_files("pr32846")).kind == "sm90"
+    assert rule.flashinfer_import == f"{R.GDN_LAYER_PY}:28"
+    assert R.parse_gdn(gdn_files("0.12")).kind == "fla-only"
+    assert R.parse_gdn(gdn_files("pr32846")).kind == "sm90"
 
 
 def test_decide_sm90a_and_b300():
-    rule = G.VLLM_0_26
+    rule = R.VLLM_0_26
     assert G.decide(rule, parse_arch("9.0a"), 128, "12.8", None).backend == "flashinfer"
     assert G.decide(rule, parse_arch("10.3"), 128, "13.0", "auto").backend == "flashinfer"
     assert G.decide(rule, parse_arch("10.0"), 128, "13.0", "cutedsl").backend == "cutedsl"
@@ -258,7 +259,7 @@ def test_requirement_pin_ignores_extras():
 
 # -- the gpu tier's comparison and the probe ---------------------------------------------------
 def _h100_refusal():
-    from pytest_vllm_env.runners.gpu import ProbeResult
+    from pytest_vllm_env.facts.gpu_probe import ProbeResult
 
     return ProbeResult(
         "vllm_generate.py",
@@ -275,22 +276,22 @@ def _h100_refusal():
 
 
 def test_prediction_agrees_that_vllm_refuses(tmp_path):
-    from pytest_vllm_env.checks import vllm_run
+    from pytest_vllm_env.checks import gpu_prediction
     from pytest_vllm_env.readers.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(str(QWEN35), QWEN35)
     env = G.GdnEnv(vllm="0.26.0", torch_cuda="13.0", vllm_flashinfer_pin="==0.6.14")
-    predicted = G.gdn_prefill_backend(ckpt, G.VLLM_0_26, [parse_arch("9.0")], env)
+    predicted = G.gdn_prefill_backend(ckpt, R.VLLM_0_26, [parse_arch("9.0")], env)
     assert predicted.outcome == "failed"
-    agrees = vllm_run.prediction_agrees([predicted], _h100_refusal(), [], "qwen35vl-kv-fp8")
+    agrees = gpu_prediction.prediction_agrees([predicted], _h100_refusal(), [], "qwen35vl-kv-fp8")
     assert agrees.outcome == "passed", agrees
     assert "predicted 'vLLM refuses it' and vLLM agreed" in agrees.summary
     assert agrees.evidence["predicted_by"] == [CID]
     # with Triton requested the prediction is 'works': a refusal then is a disagreement
     triton = G.GdnEnv(vllm="0.26.0", torch_cuda="13.0", requested="triton")
-    works = G.gdn_prefill_backend(ckpt, G.VLLM_0_26, [parse_arch("9.0")], triton)
+    works = G.gdn_prefill_backend(ckpt, R.VLLM_0_26, [parse_arch("9.0")], triton)
     assert works.outcome == "passed"
-    assert vllm_run.prediction_agrees([works], _h100_refusal(), [], "q").outcome == "warning"
+    assert gpu_prediction.prediction_agrees([works], _h100_refusal(), [], "q").outcome == "warning"
 
 
 def test_probe_gets_the_additional_config(pytester):

@@ -16,6 +16,7 @@ from fixtures import downloads
 from fixtures.envs import EnvBuilder
 from fixtures.wheels import members
 from pytest_vllm_env.checks import gdn_prefill as G
+from pytest_vllm_env.readers import vllm_gdn as R
 from pytest_vllm_env.tables.archs import parse_arch
 
 pytestmark = pytest.mark.integration
@@ -28,8 +29,8 @@ EXPECTED_KIND = {"0.10.1.1": "no-gdn", "0.12.0": "fla-only", "0.26.0": "resolver
 
 def _wanted(name: str) -> bool:
     return (
-        (name.startswith(G.MODELS_DIR + "/") and name.endswith(".py"))
-        or name in (G.GDN_LAYER_PY, G.ARG_UTILS_PY)
+        (name.startswith(R.MODELS_DIR + "/") and name.endswith(".py"))
+        or name in (R.GDN_LAYER_PY, R.ARG_UTILS_PY)
         or (name.endswith(".dist-info/METADATA") and name.startswith("vllm-"))
     )
 
@@ -42,7 +43,7 @@ def vllm_trees() -> dict[str, Path]:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_real_rule(vllm_trees, version):
-    rule = G.read_gdn_tree(vllm_trees[version])
+    rule = R.read_gdn_tree(vllm_trees[version])
     assert rule.kind == EXPECTED_KIND[version], rule
     if version == "0.12.0":
         assert rule.architectures == ("Qwen3NextForCausalLM", "Qwen3NextMTP")
@@ -50,9 +51,9 @@ def test_real_rule(vllm_trees, version):
 
 
 def test_real_026_rule_is_the_built_in_one(vllm_trees):
-    rule = G.read_gdn_tree(vllm_trees["0.26.0"])
-    built_in = G.VLLM_0_26
-    assert rule.flashinfer_import == f"{G.GDN_LAYER_PY}:174"  # where the H100 load died
+    rule = R.read_gdn_tree(vllm_trees["0.26.0"])
+    built_in = R.VLLM_0_26
+    assert rule.flashinfer_import == f"{R.GDN_LAYER_PY}:174"  # where the H100 load died
     assert (rule.config_key, rule.default_request, rule.flashinfer_requests) == (
         "gdn_prefill_backend",
         "auto",

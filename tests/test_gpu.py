@@ -14,7 +14,8 @@ from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
 from fixtures.gpu_standins import add_file, standin_env
 from fixtures.text import lit
-from pytest_vllm_env.checks import vllm_run
+from pytest_vllm_env.checks import gpu_device, gpu_prediction, gpu_vllm_load, gpu_vllm_output
+from pytest_vllm_env.facts.gpu_probe import BinaryImages, ProbeResult
 from pytest_vllm_env.readers.fatbin import FatbinImage
 from pytest_vllm_env.runners import gpu
 from pytest_vllm_env.tables.archs import parse_arch
@@ -47,52 +48,54 @@ def probe(tmp_path, body, timeout=10.0):
 
 
 def test_good_torch_passes(tmp_path):
-    f = gpu.torch_cuda(probe(tmp_path, f"echo 'noise'; echo '{json.dumps(GOOD)}'"))
+    f = gpu_device.torch_cuda(probe(tmp_path, f"echo 'noise'; echo '{json.dumps(GOOD)}'"))
     assert f.outcome == "passed" and "sm 9.0" in f.summary
 
 
 def test_cpu_only_torch_fails_with_index_fix(tmp_path):
     data = dict(GOOD, cuda=None, available=False, devices=[])
-    f = gpu.torch_cuda(probe(tmp_path, f"echo '{json.dumps(data)}'"))
+    f = gpu_device.torch_cuda(probe(tmp_path, f"echo '{json.dumps(data)}'"))
     assert f.outcome == "failed" and "CPU-only" in f.summary and "download.pytorch.org" in f.fix
 
 
 def test_no_kernel_for_gpu_fails(tmp_path):
     data = dict(GOOD, matmul=None, exception="RuntimeError: no kernel image is available")
-    f = gpu.torch_cuda(probe(tmp_path, f"echo '{json.dumps(data)}'"))
+    f = gpu_device.torch_cuda(probe(tmp_path, f"echo '{json.dumps(data)}'"))
     assert f.outcome == "failed" and "arch list" in f.fix
 
 
 def test_hang_crash_and_bad_json_are_errors(tmp_path):
-    hang = gpu.torch_cuda(probe(tmp_path, "sleep 30", timeout=1))
+    hang = gpu_device.torch_cuda(probe(tmp_path, "sleep 30", timeout=1))
     assert hang.outcome == "error" and "killed" in hang.summary
-    crash = gpu.torch_cuda(probe(tmp_path, "echo 'Segmentation fault' >&2; exit 139"))
+    crash = gpu_device.torch_cuda(probe(tmp_path, "echo 'Segmentation fault' >&2; exit 139"))
     assert crash.outcome == "error" and "exited 139" in crash.summary
-    bad = gpu.torch_cuda(probe(tmp_path, "echo '{not json'"))
+    bad = gpu_device.torch_cuda(probe(tmp_path, "echo '{not json'"))
     assert bad.outcome == "error" and "no JSON" in bad.summary
 
 
 def _run(data):
-    return gpu.ProbeResult("vllm_generate.py", data=data)
+    return ProbeResult("vllm_generate.py", data=data)
 
 
 def test_vllm_generate_judgement():
     ok = {"vllm": "0.26.0", "tokens": [5, 6, 7], "quant_config": "ModelOptFp8Config"}
-    assert vllm_run.vllm_generates([_run(ok), _run(ok)], "m", "modelopt").outcome == "passed"
+    assert gpu_vllm_load.vllm_generates([_run(ok), _run(ok)], "m", "modelopt").outcome == "passed"
     differ = dict(ok, tokens=[5, 6, 8])
-    assert vllm_run.vllm_generates([_run(ok), _run(differ)], "m", "modelopt").outcome == "failed"
+    assert (
+        gpu_vllm_load.vllm_generates([_run(ok), _run(differ)], "m", "modelopt").outcome == "failed"
+    )
     wrong_q = dict(ok, quant_config="Fp8Config")
-    assert "not ModelOpt" in vllm_run.vllm_generates([_run(wrong_q)], "m", "modelopt").summary
+    assert "not ModelOpt" in gpu_vllm_load.vllm_generates([_run(wrong_q)], "m", "modelopt").summary
     no_fi = {"exception": "ModuleNotFoundError: No module named 'flashinfer'", "tokens": None}
-    f = vllm_run.vllm_generates([_run(no_fi)], "m", "modelopt")
+    f = gpu_vllm_load.vllm_generates([_run(no_fi)], "m", "modelopt")
     assert f.outcome == "failed" and "add flashinfer-python" in f.fix
     assert "VLLM_USE_FLASHINFER_SAMPLER" not in f.fix  # nothing says the sampler needed it
-    assert vllm_run.vllm_generates([], "", None).outcome == "skipped"
+    assert gpu_vllm_load.vllm_generates([], "", None).outcome == "skipped"
     nvfp4 = dict(ok, quant_config="ModelOptNvFp4Config")
-    assert vllm_run.vllm_generates([_run(nvfp4)], "m", "modelopt_fp4").outcome == "passed"
+    assert gpu_vllm_load.vllm_generates([_run(nvfp4)], "m", "modelopt_fp4").outcome == "passed"
 
 
-def _died_at(file: str, line: int, code: str) -> gpu.ProbeResult:
+def _died_at(file: str, line: int, code: str) -> ProbeResult:
     return _run(
         {
             "exception": "ModuleNotFoundError: No module named 'flashinfer'",
@@ -112,7 +115,7 @@ def test_flashinfer_fix_depends_on_the_frame_that_needed_it():
         174,
         "from flashinfer.gdn_prefill import (",
     )
-    f = vllm_run.vllm_generates([gdn], "qwen35", "modelopt")
+    f = gpu_vllm_load.vllm_generates([gdn], "qwen35", "modelopt")
     assert f.outcome == "failed"
     assert "raised at vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:174" in f.summary
     assert "VLLM_USE_FLASHINFER_SAMPLER" not in f.fix
@@ -121,7 +124,7 @@ def test_flashinfer_fix_depends_on_the_frame_that_needed_it():
     sampler = _died_at(
         f"{site}/v1/sample/ops/topk_topp_sampler.py", 30, "import flashinfer.sampling"
     )
-    f = vllm_run.vllm_generates([sampler], "m", "modelopt")
+    f = gpu_vllm_load.vllm_generates([sampler], "m", "modelopt")
     assert "VLLM_USE_FLASHINFER_SAMPLER=0" in f.fix and "gdn" not in f.fix
 
 
@@ -226,7 +229,7 @@ def test_gpu_not_among_cuda_arch_fails_naming_the_setting(pytester, env_builder)
 
 
 def test_torch_arch_list_names_the_activation_line():
-    f = gpu.device_coverage(
+    f = gpu_device.device_coverage(
         [("H100", parse_arch("9.0"))],
         [],
         [parse_arch("8.0"), parse_arch("8.6")],
@@ -237,20 +240,20 @@ def test_torch_arch_list_names_the_activation_line():
 
 def test_device_coverage_reuses_fatbin_rules():
     h100 = [("H100", parse_arch("9.0"))]
-    fa3 = gpu.BinaryImages("vllm/_fa3.so", [FatbinImage("sass", parse_arch("9.0a"), False)])
-    ptx = gpu.BinaryImages("vllm/_C.so", [FatbinImage("ptx", parse_arch("8.0"), False)])
-    assert gpu.device_coverage(h100, [fa3, ptx]).outcome == "passed"
+    fa3 = BinaryImages("vllm/_fa3.so", [FatbinImage("sass", parse_arch("9.0a"), False)])
+    ptx = BinaryImages("vllm/_C.so", [FatbinImage("ptx", parse_arch("8.0"), False)])
+    assert gpu_device.device_coverage(h100, [fa3, ptx]).outcome == "passed"
     # vLLM 0.26.0's _qutlass_C holds sm_100f only: a Blackwell-only library, not a failure
-    qutlass = gpu.BinaryImages(
+    qutlass = BinaryImages(
         "vllm/_qutlass_C.abi3.so", [FatbinImage("sass", parse_arch("10.0f"), False)]
     )
-    f = gpu.device_coverage(h100, [fa3, ptx, qutlass])
+    f = gpu_device.device_coverage(h100, [fa3, ptx, qutlass])
     assert f.outcome == "passed" and "1 arch-specific" in f.summary
-    generic_100 = gpu.BinaryImages("vllm/_C.so", [FatbinImage("sass", parse_arch("10.0"), False)])
-    assert gpu.device_coverage(h100, [generic_100]).outcome == "failed"
-    bad = gpu.BinaryImages("vllm/_C.so", None, "not an ELF file")
-    assert gpu.device_coverage(h100, [fa3, bad]).outcome == "error"
-    assert gpu.device_coverage(h100, []).outcome == "skipped"
+    generic_100 = BinaryImages("vllm/_C.so", [FatbinImage("sass", parse_arch("10.0"), False)])
+    assert gpu_device.device_coverage(h100, [generic_100]).outcome == "failed"
+    bad = BinaryImages("vllm/_C.so", None, "not an ELF file")
+    assert gpu_device.device_coverage(h100, [fa3, bad]).outcome == "error"
+    assert gpu_device.device_coverage(h100, []).outcome == "skipped"
 
 
 def test_no_gpu_skips_device_and_fp8_with_reason(pytester, env_builder, monkeypatch):
@@ -463,9 +466,9 @@ def test_vllm_missing_skips(pytester, env_builder, tmp_path):
 
 
 def test_reference_pairing():
-    assert vllm_run.pair_reference(1, 2, ["a"]) == ("a", None)
-    assert vllm_run.pair_reference(1, 2, ["a", "b"]) == ("b", None)
-    ref, problem = vllm_run.pair_reference(0, 3, ["a", "b"])
+    assert gpu_vllm_output.pair_reference(1, 2, ["a"]) == ("a", None)
+    assert gpu_vllm_output.pair_reference(1, 2, ["a", "b"]) == ("b", None)
+    ref, problem = gpu_vllm_output.pair_reference(0, 3, ["a", "b"])
     assert ref == "" and problem is not None and "in the same order" in problem.fix
 
 
@@ -706,11 +709,11 @@ def test_raised_at_names_the_package_path():
     # seen on the H100: the venv lives in /opt/torch; the frame is torch's own _ops.py
     frame = {"file": "/opt/torch/.venv/lib/python3.12/site-packages/torch/_ops.py", "line": 1269,
              "code": "return self._op(*args, **kwargs)"}  # fmt: skip
-    run = gpu.ProbeResult("vllm_generate.py", data={"exception_frame": frame})
-    assert vllm_run.raised_at(run) == "torch/_ops.py:1269 (return self._op(*args, **kwargs))"
+    run = ProbeResult("vllm_generate.py", data={"exception_frame": frame})
+    assert gpu_vllm_load.raised_at(run) == "torch/_ops.py:1269 (return self._op(*args, **kwargs))"
     staged = dict(frame, file="/tmp/site/vllm/model_executor/parameter.py", line=309, code="")
-    run = gpu.ProbeResult("vllm_generate.py", data={"exception_frame": staged})
-    assert vllm_run.raised_at(run) == "vllm/model_executor/parameter.py:309"
+    run = ProbeResult("vllm_generate.py", data={"exception_frame": staged})
+    assert gpu_vllm_load.raised_at(run) == "vllm/model_executor/parameter.py:309"
 
 
 # -- gpu.kv-scales-loaded (F3.9): the scales vLLM's attention layers really run with ----------
@@ -721,13 +724,13 @@ H100_QWEN35_KV = {
 
 
 def _kv_run(layers, dtype="fp8_e4m3"):
-    return gpu.ProbeResult(
+    return ProbeResult(
         "vllm_generate.py", data={"tokens": [1, 2], "kv_cache_dtype": dtype, "kv_scales": layers}
     )
 
 
 def test_kv_scales_that_reached_the_layers_pass():
-    found = vllm_run.vllm_kv_scales(_kv_run(H100_QWEN35_KV), "q35", {})
+    found = gpu_vllm_output.vllm_kv_scales(_kv_run(H100_QWEN35_KV), "q35", {})
     assert found.outcome == "passed"
     assert "1 attention layer(s) run the fp8_e4m3 KV cache with calibrated scales" in found.summary
 
@@ -736,7 +739,7 @@ def test_kv_scales_dropped_by_the_loader_warn():
     # vLLM #54623: the checkpoint ships calibrated scales, the layers run at 1.0
     layers = dict(H100_QWEN35_KV, **{"language_model.model.layers.7.self_attn.attn": [1.0, 1.0]})
     scales = {"model.language_model.layers.7.self_attn.k_scale": [0.01], "x.v_scale": [0.02]}
-    found = vllm_run.vllm_kv_scales(_kv_run(layers), "q35", scales)
+    found = gpu_vllm_output.vllm_kv_scales(_kv_run(layers), "q35", scales)
     assert found.outcome == "warning"
     assert found.summary == (
         "q35: 1 of 2 attention layer(s) run the fp8_e4m3 KV cache at scale 1.0 (uncalibrated): "
@@ -747,16 +750,14 @@ def test_kv_scales_dropped_by_the_loader_warn():
 
 
 def test_kv_scales_absent_from_the_checkpoint_warn_and_bf16_cache_passes():
-    found = vllm_run.vllm_kv_scales(_kv_run({"l.0.attn": [1.0, 1.0]}), "c", {})
+    found = gpu_vllm_output.vllm_kv_scales(_kv_run({"l.0.attn": [1.0, 1.0]}), "c", {})
     assert found.outcome == "warning" and "holds no KV scales for them" in found.summary
     assert (
-        vllm_run.vllm_kv_scales(_kv_run({"l.0.attn": [1.0, 1.0]}, "auto"), "c", {}).outcome
+        gpu_vllm_output.vllm_kv_scales(_kv_run({"l.0.attn": [1.0, 1.0]}, "auto"), "c", {}).outcome
         == "passed"
     )
-    unread = gpu.ProbeResult(
-        "vllm_generate.py", data={"tokens": [1], "kv_scales_exception": "E: x"}
-    )
-    assert vllm_run.vllm_kv_scales(unread, "c", {}).outcome == "skipped"
+    unread = ProbeResult("vllm_generate.py", data={"tokens": [1], "kv_scales_exception": "E: x"})
+    assert gpu_vllm_output.vllm_kv_scales(unread, "c", {}).outcome == "skipped"
 
 
 # -- gpu.prediction-agrees on the KV-cache scales (F3.9): the static names against the layers --
@@ -833,7 +834,7 @@ def test_kv_scales_missing_predicted_and_seen_agree(pytester, env_builder, tmp_p
 
 
 def test_layer_keys_match_checkpoint_and_vllm_names():
-    key = vllm_run._layer_key
+    key = gpu_prediction._layer_key
     assert key("model.language_model.layers.3.self_attn") == "layer 3"
     assert key("language_model.model.layers.3.self_attn.attn") == "layer 3"
     assert key("mtp.layers.0.self_attn") == "mtp layer 0"

@@ -61,10 +61,13 @@ def test_parse_central_naming():
     assert naming.mode == "central" and not naming.missing
     assert naming.ignored_suffixes == (".q_scale", ".k_scale", ".v_scale")
     assert (
-        naming.rename("m.layers.0.self_attn.k_proj.k_scale") == "m.layers.0.self_attn.attn.k_scale"
+        naming.vllm_name("m.layers.0.self_attn.k_proj.k_scale")
+        == "m.layers.0.self_attn.attn.k_scale"
     )
-    assert naming.rename("m.layers.0.self_attn.v_scale") == "m.layers.0.self_attn.attn.v_scale"
-    assert naming.rename("m.layers.0.self_attn.attn.k_scale") == "m.layers.0.self_attn.attn.k_scale"
+    assert naming.vllm_name("m.layers.0.self_attn.v_scale") == "m.layers.0.self_attn.attn.v_scale"
+    assert (
+        naming.vllm_name("m.layers.0.self_attn.attn.k_scale") == "m.layers.0.self_attn.attn.k_scale"
+    )
 
 
 def test_parse_per_model_naming():
@@ -73,11 +76,12 @@ def test_parse_per_model_naming():
     assert naming.mode == "per-model"
     assert naming.rules[0] == (r"\.kv_scale$", ".attn.k_scale")
     assert (
-        naming.rename("m.layers.0.self_attn.k_proj.k_scale") == "m.layers.0.self_attn.attn.k_scale"
+        naming.vllm_name("m.layers.0.self_attn.k_proj.k_scale")
+        == "m.layers.0.self_attn.attn.k_scale"
     )
     # the first pattern that matches wins; an already-placed name is renamed again (0.12.0)
     assert (
-        naming.rename("m.layers.0.self_attn.attn.k_scale")
+        naming.vllm_name("m.layers.0.self_attn.attn.k_scale")
         == "m.layers.0.self_attn.attn.attn.k_scale"
     )
 
@@ -174,7 +178,9 @@ def test_scales_an_older_vllm_drops_are_a_warning(pytester, per_model_env, tmp_p
         ]
     )
     # the same checkpoint on a central-naming vLLM: placed
-    assert kvn.VLLM_0_26.rename("model.layers.0.self_attn.attn.k_scale").endswith(".attn.k_scale")
+    assert kvn.VLLM_0_26.vllm_name("model.layers.0.self_attn.attn.k_scale").endswith(
+        ".attn.k_scale"
+    )
 
 
 @pytest.mark.integration
@@ -199,6 +205,6 @@ def test_real_vllm_naming(version, mode):
         assert naming.rules == kvn.VLLM_0_26.rules
         assert naming.ignored_suffixes == kvn.VLLM_0_26.ignored_suffixes
     assert (
-        naming.rename("model.layers.0.self_attn.k_proj.k_scale")
+        naming.vllm_name("model.layers.0.self_attn.k_proj.k_scale")
         == "model.layers.0.self_attn.attn.k_scale"
     )

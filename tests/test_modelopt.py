@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import struct
 from pathlib import Path
@@ -640,3 +641,33 @@ def test_wildcard_exclusion_judged_by_the_envs_own_rule(tmp_path):
     assert (
         old.outcome == "failed" and "model.layers.1.mlp.down_proj (BF16, no scales)" in old.summary
     )
+
+
+# vLLM 0.33.0's modelopt.py builds QUANT_ALGOS from a table of linear algorithms (a dict).
+SPREAD_ALGOS = """
+LINEAR_ALGOS: dict[str, tuple[str, str]] = {
+    "FP8": ("modelopt", "fp8_config"),
+    "NVFP4": ("modelopt_fp4", "nvfp4_config"),
+}
+QUANT_ALGOS = [*LINEAR_ALGOS, "MIXED_PRECISION"]
+OTHER = [*UNKNOWN_NAME, "X"]
+
+def from_config(quant_method):
+    if quant_method not in QUANT_ALGOS:
+        raise ValueError(f"ModelOpt currently only supports: {QUANT_ALGOS} quantizations")
+"""
+
+
+def test_quant_algos_spread_from_a_dict_are_read():
+    """vLLM 0.33.0: ``QUANT_ALGOS = [*LINEAR_ALGOS, "MIXED_PRECISION"]``; read as the list it
+    is (before, the reader found no list and quant-algo-supported skipped on 0.33)."""
+    facts = parse_modelopt(SPREAD_ALGOS)
+    assert facts.quant_algos == ("FP8", "NVFP4", "MIXED_PRECISION")
+    assert facts.unsupported_message == (
+        "ModelOpt currently only supports: ['FP8', 'NVFP4', 'MIXED_PRECISION'] quantizations"
+    )
+    # a spread of a name the module does not define is not a list we can read
+    from pytest_vllm_env.readers.vllm_source import _module_string_lists
+
+    lists = _module_string_lists(ast.parse(SPREAD_ALGOS))
+    assert "QUANT_ALGOS" in lists and "OTHER" not in lists

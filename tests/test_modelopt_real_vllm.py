@@ -63,6 +63,18 @@ def test_vllm_0_26_0_modelopt_source_read_exactly():
     assert "Qwen2_5_VLForConditionalGeneration" in reg.multimodal
 
 
+def test_vllm_0_33_0_modelopt_source_read_exactly():
+    """0.33.0 builds QUANT_ALGOS as [*LINEAR_ALGOS, "MIXED_PRECISION"] and lowers FP8's
+    minimum capability to 8.0 (FP8 Marlin): both read from the wheel."""
+    facts = parse_modelopt(_texts("0.33.0")[0])
+    assert facts.missing == ()
+    assert facts.unsupported_message == FACTS_MESSAGE  # the same seven, the same words
+    fp8 = facts.config_class_for("FP8_PB_WO")
+    assert (fp8.name, fp8.method, fp8.min_capability) == ("ModelOptFp8Config", "modelopt", 80)
+    assert facts.config_class_for("W4A16_NVFP4").min_capability == 75
+    assert (facts.exclusion, facts.splits_wildcards) == ("fused", True)
+
+
 def test_suite_on_real_vllm_files_quotes_vllm(pytester, env_builder, tmp_path):
     modelopt, registry = _texts("0.26.0")
     install_vllm(env_builder, "0.26.0", modelopt=modelopt, registry=registry)

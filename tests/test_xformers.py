@@ -14,7 +14,9 @@ from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from fixtures.vit_standin import install_vit_vllm, vit_files
 from pytest_vllm_env.checks import xformers as X
-from pytest_vllm_env.runners.gpu import ProbeResult
+from pytest_vllm_env.checks import xformers_torch as XT
+from pytest_vllm_env.facts.gpu_probe import ProbeResult
+from pytest_vllm_env.readers import vllm_vit as R
 from pytest_vllm_env.tables.archs import parse_arch
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-k", "test_xformers.py")
@@ -52,7 +54,7 @@ def checks(pytester: pytest.Pytester) -> dict[str, dict]:
     ],
 )
 def test_decide_per_generation(layout, arch, flash_attn, backend):
-    src = X.read_vit_source(vit_files(layout))
+    src = R.read_vit_source(vit_files(layout))
     d = X.decide(src, parse_arch(arch), X.Installed(flash_attn=flash_attn, vllm_flash_attn=True))
     assert d.backend == backend, d.reason
     assert d.uses_xformers is (backend == "XFORMERS")
@@ -60,9 +62,9 @@ def test_decide_per_generation(layout, arch, flash_attn, backend):
 
 def test_env_var_overrides_where_vllm_reads_it():
     inst = X.Installed()
-    old = X.read_vit_source(vit_files("0.10"))
+    old = R.read_vit_source(vit_files("0.10"))
     assert X.decide(old, parse_arch("9.0"), inst, "TORCH_SDPA").backend == "TORCH_SDPA"
-    new = X.read_vit_source(vit_files("0.26"))
+    new = R.read_vit_source(vit_files("0.26"))
     assert not new.env_var_honoured  # 0.26 reads only mm_encoder_attn_backend for the ViT
     assert X.decide(new, parse_arch("9.0"), inst, "TORCH_SDPA").backend == "FLASH_ATTN"
 
@@ -210,7 +212,7 @@ def test_env_var_backend_the_model_rejects_fails(pytester, env_builder):
 
 # -- bad input -------------------------------------------------------------------------------
 def test_garbled_source_is_an_error_not_a_traceback(pytester, env_builder):
-    install_vit_vllm(env_builder, "0.10", files={X.CUDA_PY: "\x00\x01 def (((\n"})
+    install_vit_vllm(env_builder, "0.10", files={R.CUDA_PY: "\x00\x01 def (((\n"})
     result = run(pytester, env_builder)
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(
@@ -225,16 +227,16 @@ def test_garbled_source_is_an_error_not_a_traceback(pytester, env_builder):
 
 def test_unreadable_source_is_an_error(env_builder):
     install_vit_vllm(env_builder, "0.10")
-    path = env_builder.site_packages / X.CUDA_PY
+    path = env_builder.site_packages / R.CUDA_PY
     path.unlink()
     path.mkdir()  # reading a directory raises IsADirectoryError (even as root)
-    src = X.read_vit_tree(env_builder.site_packages)
+    src = R.read_vit_tree(env_builder.site_packages)
     assert src.rule == "unreadable" and "cannot read" in src.problem
 
 
 def test_unknown_layout_with_xformers_path_cannot_decide(pytester, env_builder):
     odd = "class CudaPlatformBase:\n    def get_vit_attn_backend(cls):\n        return pick()\n"
-    install_vit_vllm(env_builder, "0.10", files={X.CUDA_PY: odd})
+    install_vit_vllm(env_builder, "0.10", files={R.CUDA_PY: odd})
     result = run(pytester, env_builder)
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(
@@ -248,8 +250,8 @@ def test_unknown_layout_with_xformers_path_cannot_decide(pytester, env_builder):
 
 
 def test_unknown_layout_without_xformers_path_skips(env_builder):
-    files = {X.CUDA_PY: "def get_vit_attn_backend():\n    return pick()\n"}
-    src = X.read_vit_source({**vit_files("0.26"), **files})
+    files = {R.CUDA_PY: "def get_vit_attn_backend():\n    return pick()\n"}
+    src = R.read_vit_source({**vit_files("0.26"), **files})
     d = X.decide(src, parse_arch("9.0"), X.Installed())
     assert src.rule == "unknown" and d.uses_xformers is False and d.backend is None
     assert X.decision_finding(src, [d], X.Installed(), "9.9").outcome == "skipped"
@@ -257,7 +259,7 @@ def test_unknown_layout_without_xformers_path_skips(env_builder):
 
 def test_no_qwen25vl_model_skips(pytester, env_builder):
     install_vit_vllm(env_builder, "0.10")
-    (env_builder.site_packages / X.MODEL_PY).unlink()
+    (env_builder.site_packages / R.MODEL_PY).unlink()
     run(pytester, env_builder).assert_outcomes(skipped=2)
     assert "has no Qwen2.5-VL" in checks(pytester)["xformers.decision"]["summary"]
 
@@ -283,18 +285,18 @@ XF_DECIDED = [X.Decision("XFORMERS", True, "", "9.0")]
 
 
 def test_attention_judgement():
-    ok = X.attention(ProbeResult("xformers_check.py", data=XF_OK), XF_DECIDED)
+    ok = XT.attention(ProbeResult("xformers_check.py", data=XF_OK), XF_DECIDED)
     assert ok.outcome == "passed" and "max abs diff 3.90e-03" in ok.summary
-    nan = X.attention(ProbeResult("x", data=dict(XF_OK, max_abs_diff=float("nan"))), XF_DECIDED)
+    nan = XT.attention(ProbeResult("x", data=dict(XF_OK, max_abs_diff=float("nan"))), XF_DECIDED)
     assert nan.outcome == "failed" and "python -m xformers.info" in nan.fix
     missing = {
         "torch": "2.11.0+cu130",
         "xformers": None,
         "exception": "ModuleNotFoundError: No module named 'xformers'",
     }
-    f = X.attention(ProbeResult("x", data=missing), XF_DECIDED, "/env/bin/python")
+    f = XT.attention(ProbeResult("x", data=missing), XF_DECIDED, "/env/bin/python")
     assert f.outcome == "failed" and "No module named 'xformers'" in f.summary
-    hung = X.attention(ProbeResult("x", problem="killed after 300 s"), XF_DECIDED)
+    hung = XT.attention(ProbeResult("x", problem="killed after 300 s"), XF_DECIDED)
     assert hung.outcome == "error"
 
 
@@ -337,7 +339,7 @@ def test_attention_that_cannot_run_says_so():
             "`memory_efficient_attention_forward` with inputs:\n query : shape=(1, 401, 16, 80)",
         },
     )
-    finding = X.attention(probe, [])
+    finding = XT.attention(probe, [])
     assert finding.outcome == "failed"
     assert finding.summary == (
         "xformers 0.0.35 memory_efficient_attention did not run on NVIDIA H100 80GB HBM3: "

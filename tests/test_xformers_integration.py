@@ -11,6 +11,7 @@ import pytest
 from fixtures import downloads
 from fixtures.wheels import members
 from pytest_vllm_env.checks import xformers as X
+from pytest_vllm_env.readers import vllm_vit as R
 from pytest_vllm_env.tables.archs import parse_arch
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ EXPECTED = {
 
 
 def _wanted(name: str) -> bool:
-    return name in X.SOURCES or (name.endswith(".dist-info/METADATA") and "/" in name)
+    return name in R.SOURCES or (name.endswith(".dist-info/METADATA") and "/" in name)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,7 @@ def vllm_trees() -> dict[str, Path]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_real_vllm_rule(vllm_trees, version):
     rule, sm90, sm90_fa, sm75 = EXPECTED[version]
-    src = X.read_vit_tree(vllm_trees[version])
+    src = R.read_vit_tree(vllm_trees[version])
     assert src.rule == rule, src
     bare = X.Installed(vllm_flash_attn=True)
     with_fa = X.Installed(flash_attn="2.8.3", vllm_flash_attn=True)

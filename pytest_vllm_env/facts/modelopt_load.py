@@ -34,11 +34,13 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
+from pytest_vllm_env.readers.weight_sample import WeightSample
+from pytest_vllm_env.tables.quant_formats import FLOAT_DTYPES, FP8_E4M3_MAX, QuantFormat
 
 # refuses / wrong: failed; cost: a warning; note: works exactly, said in the passed summary
 Effect = Literal["refuses", "wrong", "cost", "note"]
@@ -50,8 +52,6 @@ FUSED: dict[str, tuple[str, ...]] = {
 SHARD_OF: dict[str, str] = {shard: fused for fused, shards in FUSED.items() for shard in shards}
 # vLLM keeps these unquantized by name (for exports older than ModelOpt 0.39)
 ALWAYS_UNQUANTIZED = ("vision_tower", "vision_model", "vit_large_projector")
-FP8_MAX = 448.0
-PER_TENSOR = "[] or [1]"
 
 
 @dataclass(frozen=True)
@@ -63,43 +63,6 @@ class LayerIssue:
     kind: str  # "scale-shape", "missing-scale", "excluded-has-scales", ...
     text: str
     tensor: str | None = None  # the tensor vLLM chokes on, when one does
-
-
-@dataclass(frozen=True)
-class WeightSample:
-    """What a sample of a float-stored weight's numbers says (``checkpoint`` reads it)."""
-
-    count: int
-    max_abs: float
-    off_grid: int  # values FP8 E4M3 cannot hold exactly
-    over_range: int  # |value| > 448: NaN once cast to float8_e4m3fn
-    nonfinite: int
-
-
-def on_fp8_grid(value: float) -> bool:
-    """Is ``value`` exactly a float8_e4m3fn number (3 mantissa bits, +-448, subnormals
-    down to 2**-9)?"""
-    a = abs(value)
-    if a == 0.0:
-        return True
-    if not a <= FP8_MAX:
-        return False
-    if a < 2.0**-6:
-        return (a * 512.0).is_integer()
-    mantissa, _ = math.frexp(a)
-    return (mantissa * 16.0).is_integer()
-
-
-def sample_of(values: Sequence[float]) -> WeightSample:
-    """Summarize sampled weight values for :func:`judge_layers`."""
-    finite = [v for v in values if math.isfinite(v)]
-    return WeightSample(
-        count=len(values),
-        max_abs=max(map(abs, finite), default=0.0),
-        off_grid=sum(1 for v in finite if not on_fp8_grid(v)),
-        over_range=sum(1 for v in finite if abs(v) > FP8_MAX),
-        nonfinite=len(values) - len(finite),
-    )
 
 
 # -- exclusion as vLLM decides it -----------------------------------------------------------
@@ -179,43 +142,6 @@ def excluder(
     return excluded
 
 
-# -- scale shapes as the loader accepts them -------------------------------------------------
-def _per_tensor(shape: tuple[int, ...], out: int, inp: int) -> bool:
-    return shape in ((), (1,))
-
-
-def _per_channel(shape: tuple[int, ...], out: int, inp: int) -> bool:
-    return shape == (out,)
-
-
-def _block_128(shape: tuple[int, ...], out: int, inp: int) -> bool:
-    return shape == (out // 128, 1, inp // 128, 1)
-
-
-def _group(size: int, packed: int = 1) -> Callable[[tuple[int, ...], int, int], bool]:
-    # ``inp`` is the stored in-dimension: NVFP4 packs two values a byte
-    return lambda shape, out, inp: shape == (out, inp * packed // size)
-
-
-SCALE_SHAPES: dict[str, dict[str, tuple[Callable[[tuple[int, ...], int, int], bool], str]]] = {
-    "FP8": {"weight_scale": (_per_tensor, PER_TENSOR), "input_scale": (_per_tensor, PER_TENSOR)},
-    "FP8_PER_CHANNEL_PER_TOKEN": {"weight_scale": (_per_channel, "[out_features]")},
-    "FP8_PB_WO": {"weight_scale": (_block_128, "[out/128, 1, in/128, 1]")},
-    "NVFP4": {
-        "weight_scale": (_group(16, 2), "[out_features, in_features/16]"),
-        "weight_scale_2": (_per_tensor, PER_TENSOR),
-        "input_scale": (_per_tensor, PER_TENSOR),
-    },
-    "W4A16_NVFP4": {
-        "weight_scale": (_group(16, 2), "[out_features, in_features/16]"),
-        "weight_scale_2": (_per_tensor, PER_TENSOR),
-    },
-    "MXFP8": {"weight_scale": (_group(32), "[out_features, in_features/32]")},
-}
-# Scales whose absence vLLM fills from a sibling shard (the max over shards is taken)
-BORROWED_FROM_SHARDS = {"FP8": ("input_scale",), "NVFP4": ("input_scale",)}
-
-
 # -- the judgement ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerFacts:
@@ -228,22 +154,22 @@ class LayerFacts:
 
 def judge_layers(
     facts: LayerFacts,
-    algo: str,
+    fmt: QuantFormat,
     exclude: Sequence[str],
-    weight_dtypes: Iterable[str],
-    required: Sequence[str],
-    unquantized_dtypes: Iterable[str],
     *,
     legacy: bool = False,
     split: bool = True,
 ) -> tuple[list[LayerIssue], int]:
-    """Every Linear against what vLLM builds for it: ``(issues, quantized layer count)``;
-    ``legacy`` and ``split`` as :func:`excluder` takes them."""
+    """Every Linear against what vLLM builds for it under ``fmt`` (its row in
+    :mod:`pytest_vllm_env.tables.quant_formats`: weight dtypes, required scales, their
+    layouts): ``(issues, quantized layer count)``; ``legacy`` and ``split`` as
+    :func:`excluder` takes them."""
     modules = facts.linear
-    weight_ok = frozenset(weight_dtypes)
-    floats = frozenset(unquantized_dtypes)
-    shapes = SCALE_SHAPES.get(algo, {})
-    borrowed = BORROWED_FROM_SHARDS.get(algo, ())
+    algo = fmt.name
+    weight_ok = fmt.weight_dtypes
+    floats = FLOAT_DTYPES
+    required = fmt.required
+    borrowed = {s.name for s in fmt.scales if s.from_siblings}
     is_excluded = excluder(exclude, legacy=legacy, split=split)
     if legacy:  # lm_head is a ParallelLMHead, which 0.10 never quantizes
         base = is_excluded
@@ -341,9 +267,14 @@ def judge_layers(
                 )
             )
         out, inp = (weight.shape + (0, 0))[:2] if len(weight.shape) == 2 else (0, 0)
-        for scale, (accepts, wanted) in shapes.items():
+        for spec in fmt.scales:
+            scale, wanted = spec.name, spec.layout.text
             info = parts.get(scale)
-            if info is not None and out and not accepts(tuple(info.shape), out, inp):
+            if (
+                info is not None
+                and out
+                and not spec.layout.accepts(tuple(info.shape), out, inp, fmt.packing)
+            ):
                 issues.append(
                     LayerIssue(
                         prefix,
@@ -412,8 +343,8 @@ def _stored_weight(
     # Which domain are the numbers in? ModelOpt's scale is amax/448: FP8-domain values reach
     # about 448, dequantized ones about 448 * weight_scale.
     if scale > 0 and abs(math.log(scale)) > math.log(4):
-        quant = abs(math.log(max(sample.max_abs, 1e-30) / FP8_MAX))
-        dequant = abs(math.log(max(sample.max_abs, 1e-30) / (FP8_MAX * scale)))
+        quant = abs(math.log(max(sample.max_abs, 1e-30) / FP8_E4M3_MAX))
+        dequant = abs(math.log(max(sample.max_abs, 1e-30) / (FP8_E4M3_MAX * scale)))
         if dequant < quant:
             return LayerIssue(
                 prefix,
@@ -432,17 +363,3 @@ def _stored_weight(
         f"{sample.count} sampled): vLLM rounds them to FP8 on load (an accuracy risk)",
         name,
     )
-
-
-def float_weights_to_sample(
-    modules: Mapping[str, Mapping[str, TensorInfo]], unquantized_dtypes: Iterable[str]
-) -> list[TensorInfo]:
-    """The weights whose numbers :func:`judge_layers` wants sampled: float-stored weights
-    of modules that carry scales (rare; a correct export has none)."""
-    floats = frozenset(unquantized_dtypes)
-    out = []
-    for parts in modules.values():
-        weight = parts.get("weight")
-        if weight is not None and weight.dtype in floats and "weight_scale" in parts:
-            out.append(weight)
-    return out

@@ -27,8 +27,8 @@ from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.gpu_probe import BinaryImages, ProbeResult
     from pytest_vllm_env.readers.checkpoint import Checkpoint
-    from pytest_vllm_env.runners import gpu
     from pytest_vllm_env.tables.archs import Arch
 
 
@@ -105,7 +105,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not items:
         return
     from pytest_vllm_env.facts.env import EnvError
-    from pytest_vllm_env.plugin import state, visible_gpu_archs
+    from pytest_vllm_env.plugins.session import state, visible_gpu_archs
 
     st = state(config)
     try:
@@ -115,7 +115,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if env is None or env.python is None:
         return
-    torch_future: Future[gpu.ProbeResult] = Future()
+    torch_future: Future[ProbeResult] = Future()
     config.stash[EARLY_TORCH] = (env.prefix, torch_future)
     _background(lambda: torch_future.set_result(_torch_probe(config, env)))
     wanted = _checkpoints_to_load(config, items)
@@ -183,12 +183,11 @@ def _checkpoints_to_load(config: pytest.Config, items: list[pytest.Item]) -> lis
 
 
 def _reference_paths(config: pytest.Config) -> list[str]:
-    base = Path(str(config.rootpath))
-    return [str(base / p) for p in settings.get_list(config, "reference_checkpoint")]
+    return [str(p) for p in settings.get_paths(config, "reference_checkpoint")]
 
 
 @pytest.fixture(scope="session")
-def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> gpu.ProbeResult:
+def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> ProbeResult:
     """The target env's torch probed in a subprocess (version, CUDA, devices, a matmul, and
     an FP8 ``torch._scaled_mm`` on GPUs of compute capability >= 8.9). Started as soon as
     collection ends when gpu tests are selected, beside the first vLLM load."""
@@ -198,7 +197,7 @@ def gpu_torch_probe(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> gpu.Pr
     return _torch_probe(request.config, vllm_env)
 
 
-def _torch_probe(config: pytest.Config, env: PixiEnv) -> gpu.ProbeResult:
+def _torch_probe(config: pytest.Config, env: PixiEnv) -> ProbeResult:
     from pytest_vllm_env.runners import gpu
 
     return gpu.run_probe(
@@ -210,55 +209,55 @@ def _torch_probe(config: pytest.Config, env: PixiEnv) -> gpu.ProbeResult:
 
 
 @pytest.fixture(scope="session")
-def visible_gpus(gpu_torch_probe: gpu.ProbeResult) -> list[tuple[str, Arch]]:
+def visible_gpus(gpu_torch_probe: ProbeResult) -> list[tuple[str, Arch]]:
     """``(name, compute capability)`` of each visible GPU: from the torch probe, else from
     ``nvidia-smi --query-gpu=compute_cap``; empty without a GPU."""
-    from pytest_vllm_env.plugin import visible_gpu_archs
-    from pytest_vllm_env.runners import gpu
+    from pytest_vllm_env.facts import gpu_probe
+    from pytest_vllm_env.plugins.session import visible_gpu_archs
 
     if gpu_torch_probe.data.get("devices"):
-        return gpu.visible_gpus(gpu_torch_probe)
-    return gpu.visible_gpus(gpu_torch_probe, visible_gpu_archs())
+        return gpu_probe.visible_gpus(gpu_torch_probe)
+    return gpu_probe.visible_gpus(gpu_torch_probe, visible_gpu_archs())
 
 
 @pytest.fixture(scope="session")
-def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[gpu.BinaryImages]:
+def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[BinaryImages]:
     """The GPU images of torch's ``libtorch_cuda.so`` and of each extension in
     ``extension_paths`` (fatbin headers only, never loaded)."""
-    from pytest_vllm_env.checks import abi
     from pytest_vllm_env.checks.coverage_arch import label_of
+    from pytest_vllm_env.facts.binaries import torch_root
+    from pytest_vllm_env.facts.gpu_probe import BinaryImages
     from pytest_vllm_env.readers import fatbin
     from pytest_vllm_env.readers.elf import ElfError
-    from pytest_vllm_env.runners import gpu
 
-    root = abi.torch_root(vllm_env)
+    root = torch_root(vllm_env)
     paths = [root / "lib" / "libtorch_cuda.so"] if root else []
     out = []
     for path in [p for p in paths if p.is_file()] + list(extension_paths):
         try:
-            out.append(gpu.BinaryImages(label_of(path), fatbin.read_images(path)))
+            out.append(BinaryImages(label_of(path), fatbin.read_images(path)))
         except ElfError as exc:
-            out.append(gpu.BinaryImages(label_of(path), None, str(exc)))
+            out.append(BinaryImages(label_of(path), None, str(exc)))
     return out
 
 
 @pytest.fixture(scope="session")
 def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
-    """Checkpoint dirs from --reference-checkpoint (relative to the rootdir)."""
+    """Checkpoint dirs from --reference-checkpoint (settings.resolve_path: the one path rule)."""
     return _reference_paths(request.config)
 
 
 @pytest.fixture(scope="session")
 def vllm_logprob_tolerance(request: pytest.FixtureRequest) -> float:
     """``--vllm-logprob-tolerance`` in nats (default
-    :data:`pytest_vllm_env.checks.vllm_run.LOGPROB_TOL`)."""
+    :data:`pytest_vllm_env.defaults.LOGPROB_TOL`)."""
     return settings.get_number(request.config, "vllm_logprob_tolerance", defaults.LOGPROB_TOL)
 
 
 @pytest.fixture(scope="session")
 def vllm_perplexity_exponent(request: pytest.FixtureRequest) -> float:
     """``--vllm-perplexity-exponent``: gpu.vllm-perplexity's limit is ``vocab_size ** it``
-    (default :data:`pytest_vllm_env.checks.vllm_run.PERPLEXITY_EXPONENT`)."""
+    (default :data:`pytest_vllm_env.defaults.PERPLEXITY_EXPONENT`)."""
     return settings.get_number(
         request.config, "vllm_perplexity_exponent", defaults.PERPLEXITY_EXPONENT
     )
@@ -266,13 +265,13 @@ def vllm_perplexity_exponent(request: pytest.FixtureRequest) -> float:
 
 @pytest.fixture(scope="session")
 def vllm_build_logs(request: pytest.FixtureRequest) -> list[Path]:
-    """Build logs from --vllm-build-log (globs allowed, relative to the rootdir)."""
-    pats = settings.get_list(request.config, "vllm_build_log")
-    return [Path(p) for p in settings.expand_globs(pats, request.config.rootpath)]
+    """Build logs from --vllm-build-log (globs allowed; settings.resolve_path: the one path
+    rule)."""
+    return settings.get_paths(request.config, "vllm_build_log", globs=True)
 
 
 @pytest.fixture
-def require_gpu(gpu_torch_probe: gpu.ProbeResult) -> None:
+def require_gpu(gpu_torch_probe: ProbeResult) -> None:
     """Skip (with the reason) when the target env's torch sees no GPU."""
     if gpu_torch_probe.problem or not gpu_torch_probe.data.get("devices"):
         pytest.skip(
@@ -296,8 +295,8 @@ def quantization_for(checkpoint: Checkpoint) -> str | None:
 
 
 RunKey = tuple[str, str, int]
-RunCache = dict[RunKey, "Future[list[gpu.ProbeResult]]"]
-EARLY_TORCH = pytest.StashKey[tuple[Path, "Future[gpu.ProbeResult]"]]()
+RunCache = dict[RunKey, "Future[list[ProbeResult]]"]
+EARLY_TORCH = pytest.StashKey[tuple[Path, "Future[ProbeResult]"]]()
 RUN_CACHE = pytest.StashKey[RunCache]()
 _cache_lock = threading.Lock()
 
@@ -326,7 +325,7 @@ def vllm_runs(
     cache: RunCache | None = None,
     parallel: int = 1,
     extra: Mapping[str, str] | None = None,
-) -> list[gpu.ProbeResult]:
+) -> list[ProbeResult]:
     """``n`` vLLM load+generate probes, each in its own process (one load per process),
     remembered in ``cache`` by (checkpoint, quantization, n); ``extra``: probe settings
     (:func:`probe_settings`)."""
@@ -389,7 +388,7 @@ def vllm_checkpoint_runs(
     vllm_run_cache: RunCache,
     require_gpu: None,
     require_vllm: None,
-) -> list[gpu.ProbeResult]:
+) -> list[ProbeResult]:
     """The load(s) of one ``--modelopt-checkpoint`` in vLLM: one fresh subprocess of the
     target Python (two with ``--vllm-fresh-process``), vLLM choosing the quantization from
     the checkpoint: tokens (twice), quant config class, load seconds, tokens/s, the first
@@ -449,7 +448,7 @@ def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_r
     """``run(reference_dir)``: one load+generate probe of a BF16 ``--reference-checkpoint``
     (no quantization, fresh process), loaded once per session."""
 
-    def run(reference: str) -> gpu.ProbeResult:
+    def run(reference: str) -> ProbeResult:
         timeout = _probe_timeout(request.config)
         parallel = _parallel_loads(request.config)
         return vllm_runs(
@@ -477,19 +476,19 @@ def vllm_reference_verdict(
     """``gpu.vllm-reference``'s finding for this checkpoint: its BF16 reference (paired by
     order, or one for all) loaded once and compared; a skip finding when none was given (no
     checkpoint is loaded then), an error finding for a pairing that cannot be made."""
-    from pytest_vllm_env.checks import vllm_run
-    from pytest_vllm_env.runners import gpu
+    from pytest_vllm_env.checks import gpu_vllm_output
+    from pytest_vllm_env.facts.gpu_probe import ProbeResult
 
     index = modelopt_checkpoint_specs.index(modelopt_checkpoint.spec)
-    ref, problem = vllm_run.pair_reference(
+    ref, problem = gpu_vllm_output.pair_reference(
         index, len(modelopt_checkpoint_specs), reference_checkpoints
     )
     if problem is not None:
         return problem
     if not ref:
-        return vllm_run.vllm_reference(gpu.ProbeResult(""), None, "", "")
+        return gpu_vllm_output.vllm_reference(ProbeResult(""), None, "", "")
     runs = request.getfixturevalue("vllm_checkpoint_runs")
-    return vllm_run.vllm_reference(
+    return gpu_vllm_output.vllm_reference(
         runs[0],
         request.getfixturevalue("vllm_reference_run")(ref),
         str(modelopt_checkpoint.path),

@@ -17,12 +17,13 @@ import pytest
 from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env.checks.gdn_prefill import GdnEnv, GdnRule
+    from pytest_vllm_env.checks.gdn_prefill import GdnEnv
     from pytest_vllm_env.facts.env import PixiEnv
-    from pytest_vllm_env.facts.modelopt_load import WeightSample
     from pytest_vllm_env.readers.checkpoint import Checkpoint
+    from pytest_vllm_env.readers.vllm_gdn import GdnRule
     from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
     from pytest_vllm_env.readers.vllm_source import ModelOptSource, Registry
+    from pytest_vllm_env.readers.weight_sample import WeightSample
 
 NO_CHECKPOINT = "no --modelopt-checkpoint given"
 T = TypeVar("T")
@@ -50,7 +51,7 @@ def additional_config(config: pytest.Config) -> dict:
     text = settings.get(config, "vllm_additional_config")
     if not text:  # the check library loads only when the option is used
         return {}
-    from pytest_vllm_env.checks.gdn_prefill import parse_additional_config
+    from pytest_vllm_env.readers.launch_args import parse_additional_config
 
     try:
         return parse_additional_config(text)
@@ -78,12 +79,11 @@ _read: dict[tuple[str, Path], Checkpoint] = {}
 
 
 def checkpoint_path(config: pytest.Config, spec: str) -> Path:
-    """Where one ``--modelopt-checkpoint`` value is (relative to the invocation dir from
-    the command line, to the rootdir from an ini file); raises ``CheckpointNotFound``."""
-    from pytest_vllm_env.plugin import state
+    """Where one ``--modelopt-checkpoint`` value is (a relative path: by the one path rule,
+    settings.base_dir); raises ``CheckpointNotFound``."""
     from pytest_vllm_env.readers.checkpoint import resolve
 
-    return resolve(spec, state(config)._base_for("modelopt_checkpoint"))[0]
+    return resolve(spec, settings.base_dir(config, "modelopt_checkpoint"))[0]
 
 
 @pytest.fixture(scope="session")
@@ -232,10 +232,10 @@ def vllm_model_registry(vllm_env: PixiEnv, vllm_fact_cache) -> Registry:
 @pytest.fixture(scope="session")
 def vllm_gdn_rule(vllm_env: PixiEnv, vllm_fact_cache) -> GdnRule | None:
     """How the env's vLLM picks the Gated-DeltaNet prefill kernel of Qwen3-Next/Qwen3.5
-    (``gdn_prefill.read_gdn_tree``: its registry, model files, GDN layer and engine args
+    (``readers.vllm_gdn.read_gdn_tree``: its registry, model files, GDN layer and engine args
     read with ``ast``); None when vLLM is not installed. A rule it cannot read has kind
     ``"unreadable"`` and the check uses vLLM 0.26.0's."""
-    from pytest_vllm_env.checks.gdn_prefill import (
+    from pytest_vllm_env.readers.vllm_gdn import (
         ARG_UTILS_PY,
         GDN_LAYER_PY,
         MODELS_DIR,
@@ -260,7 +260,6 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     ``flashinfer/gdn_prefill.py``), torch's CUDA (``torch/version.py``, else its ``+cuXYZ``),
     the CuteDSL kernel's packages, the request from --vllm-additional-config, and the fix
     lines in the env's own language."""
-    from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
     from pytest_vllm_env.checks.gdn_prefill import (
         FLASHINFER_DISTS,
         SM90_DSL_PY,
@@ -269,8 +268,10 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         requirement_pin,
     )
     from pytest_vllm_env.facts import fixes
+    from pytest_vllm_env.facts.binaries import torch_root
     from pytest_vllm_env.facts.env import requirement_of
     from pytest_vllm_env.readers.pixilock import cuda_of_local
+    from pytest_vllm_env.readers.torch_version import read_torch_cuda
 
     vllm = vllm_env.dist("vllm")
     pin = requirement_pin(vllm.requires) if vllm else None
@@ -316,7 +317,9 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
 
 
 def _text(path: Path) -> str:
+    from pytest_vllm_env import files
+
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return files.read_text(path, files.SOURCE)  # a FIFO is refused, not waited on
     except OSError as exc:
         return f"<unreadable: {exc}"  # parses as an error: a clear skip, not a traceback

@@ -1,6 +1,7 @@
 """Fixtures for the xformers area: would Qwen2.5-VL's vision tower use xformers, and does it
-work?  The decision is read from the env's own vLLM source (pytest_vllm_env.checks.xformers); the
-gpu check runs a probe with the target env's Python."""
+work?  The decision is read from the env's own vLLM source (pytest_vllm_env.readers.vllm_vit) and
+judged by pytest_vllm_env.checks.xformers; the gpu check runs a probe with the target env's
+Python."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env.checks.xformers import Decision, Installed, VitSource
+    from pytest_vllm_env.checks.xformers import Decision, Installed
     from pytest_vllm_env.facts.env import PixiEnv
-    from pytest_vllm_env.runners import gpu
+    from pytest_vllm_env.facts.gpu_probe import ProbeResult
+    from pytest_vllm_env.readers.vllm_vit import VitSource
     from pytest_vllm_env.tables.archs import Arch
 
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
 def vit_attn_source(vllm_env: PixiEnv, vllm_fact_cache) -> VitSource | None:
     """What the env's vLLM source says about Qwen2.5-VL's vision attention backend (the rule,
     with the file:function it was read from); None when vLLM is not installed."""
-    from pytest_vllm_env.checks.xformers import SOURCES, VitSource, read_vit_tree
+    from pytest_vllm_env.readers.vllm_vit import SOURCES, VitSource, read_vit_tree
 
     dist = vllm_env.dist("vllm")
     if dist is None:
@@ -84,7 +86,7 @@ def xformers_decisions(
 
 
 @pytest.fixture(scope="session")
-def xformers_probe(vllm_env: PixiEnv) -> gpu.ProbeResult:
+def xformers_probe(vllm_env: PixiEnv) -> ProbeResult:
     """The target env's Python running probes/xformers_check.py: xformers' attention vs
     torch SDPA on the GPU (max abs diff)."""
     from pytest_vllm_env.runners import gpu

@@ -12,8 +12,8 @@ becomes a :class:`Problem` naming it, for ``modelopt.files-readable`` to judge.
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress, repeat
@@ -21,7 +21,7 @@ from operator import itemgetter, or_
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env.facts.modelopt_load import WeightSample, float_weights_to_sample, sample_of
+from pytest_vllm_env import files
 from pytest_vllm_env.readers.safetensors_header import (
     SafetensorsError,
     TensorInfo,
@@ -29,13 +29,14 @@ from pytest_vllm_env.readers.safetensors_header import (
     read_header,
     read_many_floats,
 )
+from pytest_vllm_env.readers.weight_sample import WeightSample, sample_of
+from pytest_vllm_env.tables.quant_formats import FLOAT_DTYPES
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 # config.json files are small; one that is not is not a config (and must not be slurped).
 MAX_JSON_BYTES = 64 * 1024 * 1024
 SCALE_SUFFIXES = ("weight_scale", "weight_scale_2", "input_scale", "k_scale", "v_scale")
-FLOAT_SCALE_DTYPES = ("F32", "BF16", "F16")
 
 
 class CheckpointNotFound(Exception):
@@ -117,6 +118,7 @@ class Checkpoint:
 
 
 def looks_like_repo_id(spec: str) -> bool:
+    """``org/name`` and not a path that exists: a Hugging Face repo id."""
     return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
 
 
@@ -138,17 +140,17 @@ def resolve(spec: str, base: Path | None = None) -> tuple[Path, str]:
     if candidate.exists():
         raise CheckpointNotFound("not a directory (pass the checkpoint's folder)")
     if looks_like_repo_id(spec):
-        try:
-            from huggingface_hub import snapshot_download
+        from pytest_vllm_env.readers.hf_cache import NotCached, snapshot
 
-            folder = snapshot_download(repo_id=spec, local_files_only=True)
-        except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...
+        try:  # as huggingface_hub's snapshot_download(local_files_only=True) finds it
+            folder = snapshot(spec)
+        except NotCached as exc:
             raise CheckpointNotFound(
                 "no such directory, and not in the local Hugging Face cache "
-                f"({type(exc).__name__}). Download it first, outside the test run: "
+                f"({exc.reason}). Download it first, outside the test run: "
                 f"`hf download {spec}`"
             ) from None
-        return Path(folder), "Hugging Face cache"
+        return folder, "Hugging Face cache"
     raise CheckpointNotFound("no such directory")
 
 
@@ -156,6 +158,16 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
     """Read config.json, hf_quant_config.json, the index and every shard's header."""
     ckpt = Checkpoint(spec=spec, path=path)
     ckpt.config = _read_json(path / "config.json", ckpt.problems, required=True)
+    absurd = absurd_sizes(ckpt.config) if ckpt.config is not None else []
+    if absurd:
+        # read as unreadable: every judgement that loops or sizes by them skips
+        ckpt.problems.append(
+            Problem(
+                path / "config.json",
+                f"{'; '.join(absurd[:3])}: no model is that large, this is not a real config",
+            )
+        )
+        ckpt.config = None
     ckpt.hf_quant_config = _read_json(path / "hf_quant_config.json", ckpt.problems)
     ckpt.shards, index = _shards(path, ckpt.problems)
     for shard in ckpt.shards:
@@ -186,25 +198,53 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
     return ckpt
 
 
+# What no real model's config exceeds (the largest today: ~200 layers, ~1,000 heads, a
+# hidden size of ~30,000, a vocabulary of ~1M, ~1,000 experts); far above them, far below what
+# a loop over them (one per layer: checks/gdn_prefill.py gdn_layers) can take.
+PLAUSIBLE = {
+    "num_hidden_layers": 100_000,
+    "num_layers": 100_000,
+    "n_layer": 100_000,
+    "num_attention_heads": 1_000_000,
+    "num_key_value_heads": 1_000_000,
+    "hidden_size": 100_000_000,
+    "intermediate_size": 1_000_000_000,
+    "vocab_size": 1_000_000_000,
+    "num_experts": 10_000_000,
+    "num_local_experts": 10_000_000,
+    "n_routed_experts": 10_000_000,
+    "head_dim": 100_000_000,
+    "full_attention_interval": 100_000,
+}
+
+
+def absurd_sizes(config: dict[str, Any]) -> list[str]:
+    """``key = value (at most N)`` for each size in ``config`` (and its nested configs, as
+    ``text_config``) past what any real model has."""
+    out: list[str] = []
+    tables = [("", config)]
+    tables += [(f"{k}.", v) for k, v in config.items() if isinstance(v, dict)]
+    for where, table in tables:
+        for key, most in PLAUSIBLE.items():
+            value = table.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > most:
+                out.append(f"{where}{key} = {value} (at most {most:,} is plausible)")
+    return out
+
+
 def _read_json(path: Path, problems: list[Problem], *, required: bool = False) -> dict | None:
+    """A JSON object read through :mod:`pytest_vllm_env.files` (a FIFO, a device or a file
+    over :data:`MAX_JSON_BYTES` is refused, never read); a problem when it cannot be."""
     try:
-        size = path.stat().st_size
+        data = files.load_json(path, MAX_JSON_BYTES)
     except FileNotFoundError:
         if required:
             problems.append(Problem(path, "missing: every Hugging Face checkpoint has one"))
         return None
-    except OSError as exc:  # a symlink loop, no permission
+    except OSError as exc:  # a symlink loop, no permission, not a regular file, too big
         problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
         return None
-    if size > MAX_JSON_BYTES:
-        problems.append(Problem(path, f"{size} bytes: too big to be this JSON file"))
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
-        return None
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:  # bad JSON (UnicodeDecodeError is one)
         problems.append(Problem(path, f"not JSON ({exc})"))
         return None
     if not isinstance(data, dict):
@@ -223,16 +263,16 @@ def _shards(path: Path, problems: list[Problem]) -> tuple[list[Path], dict[str, 
             problems.append(Problem(index_path, "no weight_map object of tensor -> file"))
             return [], None
         shards: list[Path] = []
-        for name in sorted(set(weight_map.values())):
+        counts = Counter(weight_map.values())  # one pass: not one per shard name
+        for name in sorted(counts):
             shard = path / name
             if Path(name).is_absolute() or ".." in Path(name).parts:
                 problems.append(
                     Problem(index_path, f"shard {name!r} points outside the checkpoint")
                 )
             elif not _exists(shard):
-                count = sum(1 for v in weight_map.values() if v == name)
                 problems.append(
-                    Problem(shard, f"missing, though {INDEX} maps {count} tensors to it")
+                    Problem(shard, f"missing, though {INDEX} maps {counts[name]} tensors to it")
                 )
             else:
                 shards.append(shard)
@@ -272,7 +312,7 @@ def scale_tensors(ckpt: Checkpoint) -> list[TensorInfo]:
 
 
 _NAME, _DTYPE = itemgetter(0), itemgetter(1)
-_SCALE_LEAVES, _FLOAT_SCALE_DTYPES = frozenset(SCALE_SUFFIXES), frozenset(FLOAT_SCALE_DTYPES)
+_SCALE_LEAVES, _FLOAT_SCALE_DTYPES = frozenset(SCALE_SUFFIXES), FLOAT_DTYPES
 _DOTTED_SUFFIXES = tuple(f".{s}" for s in SCALE_SUFFIXES)
 
 
@@ -296,7 +336,17 @@ def read_scales(ckpt: Checkpoint) -> tuple[dict[str, list[float]], dict[str, str
 # A correct export has no float weight beside a scale; a broken one may have many: sampling
 # a few tells which kind they are without reading gigabytes.
 MAX_SAMPLED_WEIGHTS = 32
-UNQUANTIZED_DTYPES = ("BF16", "F16", "F32")
+
+
+def float_weights_to_sample(modules: dict[str, dict[str, TensorInfo]]) -> list[TensorInfo]:
+    """The weights whose numbers are worth a sample: float-stored weights of modules that
+    carry a ``weight_scale`` (rare; a correct export has none)."""
+    out = []
+    for parts in modules.values():
+        weight = parts.get("weight")
+        if weight is not None and weight.dtype in FLOAT_DTYPES and "weight_scale" in parts:
+            out.append(weight)
+    return out
 
 
 def read_weight_samples(ckpt: Checkpoint) -> dict[str, WeightSample]:
@@ -305,7 +355,7 @@ def read_weight_samples(ckpt: Checkpoint) -> dict[str, WeightSample]:
     magnitude? The only weight bytes the suite reads, and only for such modules; one that
     cannot be read is left out (``modelopt.tensors-complete`` then says it was not read)."""
     samples: dict[str, WeightSample] = {}
-    for tensor in float_weights_to_sample(ckpt.modules, UNQUANTIZED_DTYPES)[:MAX_SAMPLED_WEIGHTS]:
+    for tensor in float_weights_to_sample(ckpt.modules)[:MAX_SAMPLED_WEIGHTS]:
         try:
             samples[tensor.name] = sample_of(read_float_sample(tensor))
         except (SafetensorsError, ValueError):

@@ -15,7 +15,6 @@ in ~150 lines, and a header costs one ``read`` of N bytes whatever the size of t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -25,6 +24,8 @@ from itertools import chain, compress, count, groupby, repeat
 from operator import add, and_, itemgetter, mul, rshift, sub
 from pathlib import Path
 from typing import NamedTuple
+
+from pytest_vllm_env import files
 
 # The safetensors library refuses headers over 100 MB (MAX_HEADER_SIZE); so do we: a
 # corrupt length field must not make us allocate gigabytes.
@@ -106,7 +107,7 @@ def read_header(path: Path | str, *, max_header_bytes: int = MAX_HEADER_BYTES) -
     """
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with files.open_regular(path) as fh:  # a FIFO or /dev/zero is refused, not read
             size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
@@ -128,7 +129,7 @@ def read_header(path: Path | str, *, max_header_bytes: int = MAX_HEADER_BYTES) -
     except OSError as exc:
         raise SafetensorsError(path, f"cannot read: {exc.strerror or exc}") from None
     try:
-        parsed = json.loads(raw)  # bytes: json detects UTF-8 itself, no decoded copy
+        parsed = files.loads_json(raw)  # bytes: json detects UTF-8 itself, no decoded copy
     except (UnicodeDecodeError, ValueError) as exc:
         raise SafetensorsError(path, f"header is not JSON ({exc})") from None
     if not isinstance(parsed, dict):
@@ -338,9 +339,10 @@ def read_many_floats(
         gaps = map(sub, begins[1:], ends[:-1])
         cuts = list(compress(count(1), map(COALESCE_GAP.__lt__, gaps)))
         try:
-            fd = os.open(file, os.O_RDONLY)
+            fh = files.open_regular(file)
         except OSError as exc:
             raise SafetensorsError(file, f"cannot read: {exc.strerror or exc}") from None
+        fd = fh.fileno()
         try:
             for start, stop in zip([0, *cuts], [*cuts, len(group)], strict=True):
                 first, last = begins[start], ends[stop - 1]
@@ -374,7 +376,7 @@ def read_many_floats(
         except OSError as exc:
             raise SafetensorsError(file, f"cannot read: {exc.strerror or exc}") from None
         finally:
-            os.close(fd)
+            fh.close()
     return values
 
 
@@ -393,9 +395,10 @@ def read_float_sample(tensor: TensorInfo, *, values: int = 65536, chunks: int = 
     step = total // chunks
     out: list[float] = []
     try:
-        fd = os.open(tensor.file, os.O_RDONLY)
+        fh = files.open_regular(tensor.file)
     except OSError as exc:
         raise SafetensorsError(tensor.file, f"cannot read: {exc.strerror or exc}") from None
+    fd = fh.fileno()
     try:
         for i in range(chunks):
             offset = tensor.begin + i * step * width
@@ -406,7 +409,7 @@ def read_float_sample(tensor: TensorInfo, *, values: int = 65536, chunks: int = 
     except OSError as exc:
         raise SafetensorsError(tensor.file, f"cannot read: {exc.strerror or exc}") from None
     finally:
-        os.close(fd)
+        fh.close()
     return out
 
 

@@ -42,7 +42,7 @@ class KvScaleNaming:
     ignored_suffixes: tuple[str, ...] = ()
     missing: tuple[str, ...] = field(default=())
 
-    def rename(self, name: str) -> str:
+    def vllm_name(self, name: str) -> str:
         """``name`` as vLLM's KV-scale rename leaves it. Central mode applies every matching
         rule in turn (``WeightsMapper``); per-model mode the first that matches."""
         for pattern, repl in self.rules:

@@ -193,13 +193,35 @@ def _exclusion_rules(tree: ast.Module) -> tuple[str | None, bool]:
 
 
 def _module_string_lists(tree: ast.Module) -> dict[str, tuple[str, ...]]:
+    """Module-level lists of strings, in order: ``QUANT_ALGOS = ["FP8", ...]`` (vLLM 0.26.0),
+    and lists spreading an earlier one or an earlier dict's string keys:
+    ``QUANT_ALGOS = [*LINEAR_ALGOS, "MIXED_PRECISION"]`` (0.33.0, whose ``LINEAR_ALGOS`` is a
+    dict of algorithm -> owning config)."""
     found: dict[str, tuple[str, ...]] = {}
+    keys: dict[str, tuple[str, ...]] = {}  # dicts whose keys are all strings
     for node in tree.body:
         target, value = _assignment(node)
-        if target and isinstance(value, (ast.List, ast.Tuple)):
-            items = [e.value for e in value.elts if isinstance(e, ast.Constant)]
-            if items and len(items) == len(value.elts) and all(isinstance(i, str) for i in items):
-                found[target] = tuple(items)  # type: ignore[arg-type]
+        if not target:
+            continue
+        if isinstance(value, ast.Dict):
+            names = [k.value for k in value.keys if isinstance(k, ast.Constant)]
+            if names and len(names) == len(value.keys) and all(isinstance(n, str) for n in names):
+                keys[target] = tuple(names)  # type: ignore[arg-type]
+        elif isinstance(value, (ast.List, ast.Tuple)):
+            items: list[str] = []
+            for e in value.elts:
+                if isinstance(e, ast.Constant) and isinstance(e.value, str):
+                    items.append(e.value)
+                elif isinstance(e, ast.Starred) and isinstance(e.value, ast.Name):
+                    spread = found.get(e.value.id, keys.get(e.value.id))
+                    if spread is None:
+                        break
+                    items += spread
+                else:
+                    break
+            else:
+                if items:
+                    found[target] = tuple(items)
     return found
 
 

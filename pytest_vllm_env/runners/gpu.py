@@ -1,50 +1,25 @@
-"""The gpu tier: does the target env's torch use the GPU, and does vLLM load and generate?
+"""The gpu tier's runner: the TARGET env's Python on a probe script, its result as data.
 
-Everything here runs the TARGET env's Python (``vllm_env.python``) on a probe script from
+Everything here runs the target env's Python (``vllm_env.python``) on a probe script from
 ``pytest_vllm_env/probes`` with the env's activation applied and a timeout; the probe
-prints one JSON line, :func:`run_probe` reads it into a :class:`ProbeResult`, and the
-judgements below turn that into findings. pytest itself never imports torch or vLLM.
+prints one JSON line, :func:`run_probe` reads it into a
+:class:`~pytest_vllm_env.facts.gpu_probe.ProbeResult`, and the checks
+(:mod:`pytest_vllm_env.checks.gpu_device` and the ``gpu_vllm_*`` modules) judge it.
+pytest itself never imports torch or vLLM.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import proc
-from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
-from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage, describe
-from pytest_vllm_env.tables.archs import Arch, parse_arch
+from pytest_vllm_env import files, proc
+from pytest_vllm_env.facts.gpu_probe import NO_PYTHON
+from pytest_vllm_env.facts.gpu_probe import ProbeResult as ProbeResult  # re-exported
 
 PROBES = Path(__file__).parent.parent / "probes"
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What one probe run printed: ``data`` is its JSON line, ``problem`` why there is none.
-
-    ``before`` / ``after`` are the tails of the (stdout+stderr, in write order) output
-    before and after that line: vLLM's shutdown messages land in ``after``."""
-
-    script: str
-    data: dict[str, Any] = field(default_factory=dict)
-    problem: str = ""
-    output_tail: str = ""
-    seconds: float = 0.0
-    returncode: int | None = None
-    timed_out: bool = False
-    timeout: float = 0.0
-    before: str = ""
-    after: str = ""
-
-
-# An env without a Python: its probes cannot run (and `None` is no command to suggest).
-NO_PYTHON = "the env has no Python (no bin/python or bin/python3)"
-NO_PYTHON_FIX = "give the env a Python first (env.python names the line), then install torch in it"
 
 
 def run_probe(
@@ -80,8 +55,8 @@ def run_probe(
         if not line.startswith("{"):
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
+            data = files.loads_json(line)  # the env's Python prints it: nesting bounded too
+        except ValueError:
             continue
         if isinstance(data, dict):
             before = "\n".join(lines[:i])[-4000:]
@@ -92,253 +67,4 @@ def run_probe(
         problem=f"printed no JSON result ({result.describe()})",
         before=text[-4000:],
         **common,
-    )
-
-
-def probe_blocked(cid: str, probe: ProbeResult, subject: str, retry: str) -> Finding | None:
-    """The finding for a probe that could not run (no Python in the env: failed) or did not
-    complete (an error, its output kept, ``retry`` the command to try by hand); None when it
-    ran."""
-    if probe.problem == NO_PYTHON:
-        return failed(cid, f"{NO_PYTHON}: {subject} cannot run in it", NO_PYTHON_FIX)
-    if probe.problem:
-        return error(
-            cid,
-            f"the {subject} probe did not complete: {probe.problem}",
-            retry,
-            output=probe.output_tail,
-        )
-    return None
-
-
-def torch_cuda(probe: ProbeResult, python: str | Path = "") -> Finding:
-    """gpu.torch-cuda: torch imports, sees a GPU, and a half-precision matmul gives 64."""
-    cid = "gpu.torch-cuda"
-    retry = f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env"
-    if blocked := probe_blocked(cid, probe, "torch", retry + " and fix what it prints"):
-        return blocked
-    d = probe.data
-    if d.get("torch") is None:
-        return failed(
-            cid,
-            f"torch cannot be imported by {python}: {d.get('exception', 'not installed')}",
-            'add torch to the env (pixi.toml [pypi-dependencies] torch = "==<the version vLLM '
-            'pins>") and run `pixi install`',
-        )
-    if not d.get("cuda"):
-        return failed(
-            cid,
-            f"torch {d['torch']} is a CPU-only build (torch.version.cuda is None)",
-            "install a CUDA build of torch: in pixi.toml point [pypi-options] extra-index-urls "
-            "at https://download.pytorch.org/whl/cu<NNN> (or depend on the wheel vLLM pins)",
-            torch=d["torch"],
-        )
-    if not d.get("available") or not d.get("devices"):
-        return failed(
-            cid,
-            f"torch {d['torch']} (CUDA {d['cuda']}) sees no GPU"
-            + (f": {d['exception']}" if d.get("exception") else ""),
-            "check `nvidia-smi` and CUDA_VISIBLE_DEVICES; a driver older than CUDA "
-            f"{d['cuda']} needs a torch wheel built for an older CUDA",
-            torch=d["torch"],
-        )
-    if d.get("matmul") != 64.0:
-        return failed(
-            cid,
-            f"a 64x64 fp16 matmul on the GPU gave {d.get('matmul')!r}, not 64.0"
-            + (f" ({d['exception']})" if d.get("exception") else ""),
-            "the torch wheel has no kernels for this GPU: install one whose arch list "
-            f"({d.get('arch_list')}) includes the device's compute capability",
-            devices=d["devices"],
-        )
-    return passed(
-        cid,
-        f"torch {d['torch']} (CUDA {d['cuda']}) runs on "
-        + ", ".join(f"{g['name']} (sm {g['cc']})" for g in d["devices"]),
-        arch_list=d.get("arch_list"),
-    )
-
-
-# -- device coverage -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BinaryImages:
-    """A binary's GPU images (``fatbin.read_images``), or why they could not be read."""
-
-    label: str
-    images: list[FatbinImage] | None
-    error: str = ""
-
-
-def visible_gpus(probe: ProbeResult, smi_archs: Sequence[Arch] = ()) -> list[tuple[str, Arch]]:
-    """``(name, compute capability)`` of each visible GPU: torch's view when its probe saw
-    devices (what vLLM will use), else nvidia-smi's."""
-    found: list[tuple[str, Arch]] = []
-    for dev in probe.data.get("devices") or []:
-        try:
-            found.append((str(dev.get("name", "GPU")), parse_arch(str(dev["cc"]))))
-        except (KeyError, ValueError, AttributeError):
-            continue
-    return found or [("GPU (nvidia-smi)", a) for a in smi_archs]
-
-
-def device_coverage(
-    gpus: Sequence[tuple[str, Arch]],
-    binaries: Sequence[BinaryImages],
-    targets: Sequence[Arch] = (),
-    targets_source: str = "none",
-) -> Finding:
-    """gpu.device-coverage: every visible GPU has kernels in every GPU binary of the env
-    (torch's libtorch_cuda.so, vLLM's extensions), and is one of the declared target archs.
-
-    The failure it exists for: an env built for the GPU named in ``--cuda-arch`` (say 12.0)
-    that lands on a runner with another GPU (9.0), or a wheel without the runner's SASS:
-    everything imports, and the first kernel launch says "no kernel image is available"."""
-    cid = "gpu.device-coverage"
-    if not gpus:
-        return skipped(cid, "no GPU visible (neither the target env's torch nor nvidia-smi)")
-    names = ", ".join(f"{n} (sm {a.cc})" for n, a in gpus)
-    declared = targets_source in ("--cuda-arch", "TORCH_CUDA_ARCH_LIST")
-    if declared:
-        wanted = {(t.major, t.minor) for t in targets}
-        off = [(n, a) for n, a in gpus if (a.major, a.minor) not in wanted]
-        if off:
-            listed = " ".join(t.cc for t in targets)
-            return failed(
-                cid,
-                f"the visible GPU {', '.join(f'{n} (sm {a.cc})' for n, a in off)} is not "
-                f"among the target archs {listed} ({targets_source})",
-                _target_fix(targets_source, listed, [a for _, a in off]),
-                gpus=names,
-                targets=listed,
-            )
-    gpu_code = [b for b in binaries if b.images]
-    unreadable = [f"{b.label}: {b.error}" for b in binaries if b.error]
-    uncovered = [
-        (b, a) for b in gpu_code for _, a in gpus if not arch_coverage(b.images or [], a).covered
-    ]
-    # Libraries holding only arch-/family-specific images (vLLM 0.26.0's _qutlass_C: sm_100f
-    # only; FA3: sm_90a) are dispatched to only on those GPUs: note them, do not fail.
-    special = [
-        f"{b.label} ({describe(b.images or [])})" for b, a in uncovered if not _required(b, a)
-    ]
-    missing = [
-        f"{b.label} has no kernels for sm {a.cc} ({describe(b.images or [])})"
-        for b, a in uncovered
-        if _required(b, a)
-    ]
-    if missing:
-        return failed(
-            cid,
-            f"{len(missing)} binary/GPU pair(s) without kernels: " + "; ".join(missing),
-            _coverage_fix(missing[0], [a for _, a in gpus]),
-            gpus=names,
-            uncovered=missing,
-            arch_specific_only=special,
-        )
-    if unreadable:
-        return error(
-            cid,
-            f"{len(unreadable)} GPU binary(ies) could not be read: " + "; ".join(unreadable),
-            "reinstall the packages that own them (`pixi install` after removing the env)",
-            gpus=names,
-        )
-    if not gpu_code:
-        return skipped(cid, f"no GPU binary (libtorch_cuda.so, vLLM extensions) found for {names}")
-    return passed(
-        cid,
-        f"{names}: kernels in all {len(gpu_code) - len(special)} general GPU binaries"
-        + (f", and among the target archs ({targets_source})" if declared else "")
-        + (f"; {len(special)} arch-specific librarie(s) not for this GPU" if special else ""),
-        binaries=[b.label for b in gpu_code],
-        arch_specific_only=special,
-    )
-
-
-def _required(binary: BinaryImages, gpu: Arch) -> bool:
-    # per-GPU backends (vLLM 0.26.0's FA3: sm_90a; _qutlass_C: sm_100f) are dispatched to
-    # only on their GPUs; vLLM's _C, torch and xformers' own kernels run on every GPU
-    from pytest_vllm_env.checks.coverage_arch import required_on
-
-    return required_on(binary.label, binary.images or [], gpu)
-
-
-def _target_fix(source: str, listed: str, gpus: Sequence[Arch]) -> str:
-    have = " ".join(sorted({a.cc for a in gpus}))
-    if source == "--cuda-arch":
-        return (
-            f"run on a GPU of the targeted arch, or target this one: `--cuda-arch={have}` "
-            f"(instead of {listed}), and build/install binaries for it"
-        )
-    return (
-        f'set TORCH_CUDA_ARCH_LIST = "{listed} {have}" (pixi.toml [activation.env]) and '
-        "rebuild, or run on a GPU of the targeted arch"
-    )
-
-
-def _coverage_fix(first: str, gpus: Sequence[Arch]) -> str:
-    ccs = " ".join(sorted({a.cc for a in gpus}))
-    if "libtorch" in first:
-        return (
-            f"install a torch wheel built with kernels for {ccs} (for 12.x GPUs: a CUDA >= 12.8 "
-            "build, from the cu128/cu130 index)"
-        )
-    from pytest_vllm_env.checks.coverage_arch import min_nvcc
-
-    def version(v: str) -> list[int]:
-        return [int(n) for n in v.split(".") if n.isdigit()]
-
-    need = max((min_nvcc(a) for a in gpus), key=version)
-    return (
-        f'rebuild vLLM with TORCH_CUDA_ARCH_LIST="{ccs}" (nvcc >= {need} for {ccs}), or '
-        "install a vLLM wheel built for this GPU"
-    )
-
-
-# -- FP8 GEMM --------------------------------------------------------------------------------
-FP8_REL_TOL = 0.02  # bf16 output of an exact fp32 accumulation: ~0.4 %, 2 % leaves margin
-
-
-def torch_fp8(
-    probe: ProbeResult, python: str | Path = "", tolerance: float = FP8_REL_TOL
-) -> Finding:
-    """gpu.torch-fp8: ``torch._scaled_mm`` on float8_e4m3fn with tensor scales matches an
-    fp32 reference within ``tolerance`` x max|reference| (GPUs of compute capability >= 8.9).
-    What ModelOpt FP8 checkpoints run on; a torch or driver without working FP8 GEMMs
-    loads them and then fails (or, worse, computes garbage)."""
-    cid = "gpu.torch-fp8"
-    retry = f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env"
-    if blocked := probe_blocked(cid, probe, "torch", retry):
-        return blocked
-    fp8 = probe.data.get("fp8")
-    if not probe.data.get("devices") or not isinstance(fp8, dict):
-        return skipped(cid, "no GPU visible to the target env's torch: FP8 not tried")
-    if "unsupported" in fp8:
-        return skipped(
-            cid, f"the GPU is compute capability {fp8['unsupported']} < 8.9: it has no FP8 GEMMs"
-        )
-    if "exception" in fp8:
-        return failed(
-            cid,
-            f"torch._scaled_mm (float8_e4m3fn) failed on the GPU: {fp8['exception']}",
-            "use torch >= 2.5 built for CUDA >= 12.1 with kernels for this GPU (the torch vLLM "
-            "pins; `torch.cuda.get_arch_list()` must include it)",
-            torch=probe.data.get("torch"),
-        )
-    err, ref = float(fp8.get("max_abs_err", 0.0)), float(fp8.get("ref_max_abs", 0.0))
-    limit = tolerance * max(ref, 1e-6)
-    gpu = probe.data["devices"][0]
-    if err > limit:
-        return failed(
-            cid,
-            f"FP8 _scaled_mm on {gpu['name']} differs from the fp32 reference by {err:.4g} "
-            f"(limit {limit:.4g} = {tolerance} x max|ref| {ref:.4g})",
-            "FP8 kernels compute wrong results: update the NVIDIA driver, and use the torch "
-            "build vLLM pins for this GPU's arch",
-            **fp8,
-        )
-    return passed(
-        cid,
-        f"FP8 _scaled_mm on {gpu['name']} (sm {gpu['cc']}): max error {err:.4g} <= "
-        f"{tolerance} x max|ref| {ref:.4g}",
-        **fp8,
     )

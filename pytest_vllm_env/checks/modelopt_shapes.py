@@ -1,0 +1,114 @@
+"""``modelopt.shapes-match-config``: the Linear weights have the shapes config.json implies
+(a config from another model size, or a truncated export, loads nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_vllm_env.checks.modelopt_common import VISION, by_module, few, skip_unreadable
+from pytest_vllm_env.facts.modelopt_settings import effective_settings
+from pytest_vllm_env.findings import Finding, failed, passed, skipped
+from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.tables.quant_formats import modelopt_format
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The text model's sizes from config.json, as the projections' shapes need them."""
+
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int | None
+    vocab: int | None
+    q_gate: bool = False  # q_proj also holds the attention output gate: twice the rows
+
+
+# Qwen3-Next and Qwen3.5 gate the attention output from q_proj's extra half
+# (vLLM's Qwen3NextAttention: getattr(config, "attn_output_gate", True)); seen on a real
+# ModelOpt export of a tiny Qwen3.5 that vLLM 0.26.0 loaded on the H100
+GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
+
+
+def text_dims(config: Mapping[str, Any]) -> Dims | None:
+    """:class:`Dims` from config.json (``text_config`` for VL models); None when it lacks
+    them."""
+    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    try:
+        hidden = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+        inter = int(cfg["intermediate_size"]) if cfg.get("intermediate_size") else None
+        vocab = int(cfg["vocab_size"]) if cfg.get("vocab_size") else None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    kind = str(cfg.get("model_type") or config.get("model_type") or "")
+    gate = cfg.get("attn_output_gate", kind.startswith(GATED_ATTENTION_TYPES))
+    return Dims(hidden, heads, kv_heads, head_dim, inter, vocab, bool(gate))
+
+
+def expected_shapes(d: Dims) -> dict[str, tuple[int | None, int | None]]:
+    """[out, in] of Llama/Qwen-style Linears (and the embedding), by module name."""
+    return {
+        "q_proj": (d.heads * d.head_dim * (2 if d.q_gate else 1), d.hidden),
+        "k_proj": (d.kv_heads * d.head_dim, d.hidden),
+        "v_proj": (d.kv_heads * d.head_dim, d.hidden),
+        "o_proj": (d.hidden, d.heads * d.head_dim),
+        "gate_proj": (d.intermediate, d.hidden),
+        "up_proj": (d.intermediate, d.hidden),
+        "down_proj": (d.hidden, d.intermediate),
+        "lm_head": (d.vocab, d.hidden),
+        "embed_tokens": (d.vocab, d.hidden),
+    }
+
+
+def shapes_match_config(ckpt: Checkpoint) -> Finding:
+    """Linear weights have the shapes config.json's hidden size, heads and intermediate
+    size imply (a config from another model size, or a truncated export, loads nothing)."""
+    check = "modelopt.shapes-match-config"
+    if blocked := skip_unreadable(check, ckpt, config=True, tensors=True):
+        return blocked
+    dims = text_dims(ckpt.config or {})
+    if dims is None:
+        return skipped(check, f"{ckpt.label}: config.json lacks hidden_size/num_attention_heads")
+    eff = effective_settings(ckpt)
+    found: list[tuple[str, str]] = []
+    checked = 0
+    table = expected_shapes(dims)
+    vision = set(filter(VISION.search, ckpt.modules))  # one C-level pass, not a call each
+    # NVFP4's weights hold two values a byte along the input (the table's ``packing``)
+    fmt = modelopt_format(eff.algo) if eff is not None else None
+    packed = fmt is not None and fmt.packing > 1
+    for prefix, parts in ckpt.modules.items():
+        want = table.get(prefix.rpartition(".")[2])
+        info = parts.get("weight")
+        if want is None or info is None or len(info.shape) != 2 or prefix in vision:
+            continue
+        out, inp = want
+        # NVFP4 packs two values per byte: the stored in-dimension is half.
+        if info.dtype == "U8" and packed and inp:
+            inp //= 2
+        checked += 1
+        if (out is not None and info.shape[0] != out) or (inp is not None and info.shape[1] != inp):
+            found.append(
+                (prefix, f"{prefix}.weight {list(info.shape)} (config.json implies [{out}, {inp}])")
+            )
+    mismatches = by_module(found)
+    if mismatches:
+        return failed(
+            check,
+            f"{ckpt.label}: {len(mismatches)} weight(s) disagree with config.json: "
+            f"{few(mismatches)}",
+            "use the config.json that came with these weights (hidden_size, num_attention_heads, "
+            "num_key_value_heads, head_dim, intermediate_size), or re-export the checkpoint",
+            dims=vars(dims),
+        )
+    if not checked:
+        return skipped(check, f"{ckpt.label}: no Llama/Qwen-style projection names to compare")
+    return passed(
+        check, f"{ckpt.label}: {checked} weight shapes agree with config.json", dims=vars(dims)
+    )

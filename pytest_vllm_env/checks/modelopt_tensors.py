@@ -1,0 +1,355 @@
+"""``modelopt.tensors-complete`` and ``modelopt.scales-sane``: every quantized Linear holds
+what vLLM builds for it under the checkpoint's algorithm (its row in
+:mod:`pytest_vllm_env.tables.quant_formats`), and every scale is a number.
+
+The real failures: a module quantized but listed as excluded, or left BF16 but not excluded
+(vLLM builds the layer for the wrong dtype and the weight loader fails, or the checkpoint
+silently loads different numbers than were calibrated); a scale of the wrong shape (a bare
+``assert`` in ``parameter.py``); a NaN or zero scale from a broken calibration run (loads
+fine, generates garbage). What vLLM's loader does with each is
+:mod:`pytest_vllm_env.facts.modelopt_load`'s; the KV-cache scales are
+:mod:`pytest_vllm_env.checks.modelopt_kv`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_vllm_env.checks.modelopt_common import (
+    EMBEDDING_SUFFIXES,
+    REEXPORT,
+    ROUTER_SUFFIXES,
+    few,
+    skip_unreadable,
+)
+from pytest_vllm_env.checks.modelopt_kv import kv_issues
+from pytest_vllm_env.facts.modelopt_load import (
+    LayerFacts,
+    LayerIssue,
+    ShardMismatch,
+    fused_name,
+    judge_layers,
+)
+from pytest_vllm_env.facts.modelopt_load import excluder as load_excluder
+from pytest_vllm_env.facts.modelopt_settings import (
+    QuantSettings,
+    effective_settings,
+    excluder,
+    exclusion_rules,
+)
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.readers.safetensors_header import TensorInfo
+from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
+from pytest_vllm_env.readers.vllm_source import ModelOptSource
+from pytest_vllm_env.readers.weight_sample import WeightSample
+from pytest_vllm_env.tables.quant_formats import (
+    FLOAT_DTYPES,
+    FP8_E4M3,
+    QuantFormat,
+    judged_formats,
+    modelopt_format,
+)
+
+
+# -- 3. tensors -------------------------------------------------------------------------------
+def linear_modules(
+    modules: Mapping[str, Mapping[str, TensorInfo]],
+) -> dict[str, Mapping[str, TensorInfo]]:
+    """The modules that are Linear layers: a 2-D ``weight`` or a weight/input scale (a
+    tied lm_head's stray ``input_scale`` counts: vLLM refuses it), embeddings excepted."""
+    return {
+        prefix: parts
+        for prefix, parts in modules.items()
+        if (
+            "weight_scale" in parts
+            or "input_scale" in parts
+            or ("weight" in parts and len(parts["weight"].shape) == 2)
+        )
+        and not prefix.endswith(EMBEDDING_SUFFIXES)
+        and not prefix.endswith(ROUTER_SUFFIXES)
+    }
+
+
+def tensors_complete(
+    ckpt: Checkpoint,
+    scales: Mapping[str, Sequence[float]] | None = None,
+    samples: Mapping[str, WeightSample] | None = None,
+    source: ModelOptSource | None = None,
+    kv_naming: KvScaleNaming | None = None,
+) -> Finding:
+    """Every Linear holds what vLLM builds for it (fused layers, exclusions, scale shapes,
+    dtypes), and the KV cache's scales, judged by what vLLM's loader then does: refuses
+    or computes wrong results (failed), works at a cost (warning), works (passed).
+    ``scales`` are the float scale values (``read_scales``), ``samples`` what sampled
+    float weights of quantized modules say (``read_weight_samples``); ``source`` the env's
+    vLLM ``modelopt.py`` facts, which say how that vLLM matches exclude entries (without
+    it: as vLLM 0.26.0, where the rules were calibrated); ``kv_naming`` how that vLLM renames
+    KV-cache scales (``vllm_kv_naming``; without it: as vLLM 0.26.0)."""
+    check = "modelopt.tensors-complete"
+    if blocked := skip_unreadable(check, ckpt, config=True, tensors=True):
+        return blocked
+    eff = effective_settings(ckpt)
+    if eff is None or not eff.algo:
+        return skipped(check, f"{ckpt.label}: no quant_algo (see modelopt.quant-config)")
+    fmt = modelopt_format(eff.algo)
+    if fmt is None or not fmt.tensors_known:
+        return skipped(
+            check,
+            f"{ckpt.label}: the per-tensor layout of {eff.algo} is not known to this suite "
+            f"(known: {', '.join(judged_formats())})",
+        )
+    linear = linear_modules(ckpt.modules)
+    tied_extra: list[LayerIssue] = []
+    if _tied(ckpt) and "lm_head" in linear:
+        # vLLM's Llama-style loaders skip "lm_head." when the embedding is tied
+        # (AutoWeightsLoader(skip_prefixes=["lm_head."])): whatever is stored there is unused
+        linear = {k: v for k, v in linear.items() if k != "lm_head"}
+        tied_extra.append(
+            LayerIssue(
+                "lm_head",
+                "note",
+                "tied-lm-head-ignored",
+                f"lm_head's tensors ({', '.join(sorted(ckpt.modules['lm_head']))}) are ignored: "
+                "the embedding is tied (tie_word_embeddings)",
+            )
+        )
+    facts = LayerFacts(linear, scales or {}, samples or {})
+    rules = exclusion_rules(source)
+    issues, quantized = judge_layers(facts, fmt, eff.exclude, **rules)
+    issues += tied_extra + _scale_dtype_issues(facts.linear, fmt)
+    issues += [] if rules["legacy"] else _tied_lm_head_issues(ckpt, eff, fmt, source)
+    kv_found, kv_evidence = kv_issues(ckpt, eff, source, kv_naming)
+    issues += kv_found
+    stray = _unmatched_excludes(ckpt, eff, source)
+    if stray:
+        example = next((m for m in sorted(linear) if not m.startswith("lm_head")), "")
+        hint = (
+            f"the exclude entries {stray} match no module of this checkpoint (its modules are "
+            f"named like {example!r}): written for another naming (F3.8: model.visual.* vs "
+            "visual.*)?"
+        )
+        first = next(
+            (n for n, i in enumerate(issues) if i.kind == "not-excluded-unquantized"), None
+        )
+        if first is None:
+            issues.append(LayerIssue("", "note", "exclude-unmatched", hint))
+        else:
+            i = issues[first]
+            issues[first] = LayerIssue(i.module, i.effect, i.kind, f"{i.text} ({hint})", i.tensor)
+    by_effect: dict[str, list[LayerIssue]] = {}
+    for issue in issues:
+        by_effect.setdefault(issue.effect, []).append(issue)
+    refused, wrong = by_effect.get("refuses", []), by_effect.get("wrong", [])
+    cost, notes = by_effect.get("cost", []), by_effect.get("note", [])
+    evidence: dict[str, Any] = dict(excluded=list(eff.exclude), quant_algo=eff.algo, **kv_evidence)
+    if refused or wrong:
+        lines = []
+        if refused:
+            lines.append(f"vLLM refuses to load it: {few([i.text for i in refused])}")
+        if wrong:
+            lines.append(
+                f"vLLM loads it but computes wrong results: {few([i.text for i in wrong])}"
+            )
+        return failed(
+            check,
+            f"{ckpt.label}: " + "; ".join(lines),
+            _issue_fix(refused + wrong + cost, eff),
+            vllm_effect="refuses" if refused else "wrong",
+            tensors=[i.tensor for i in refused + wrong if i.tensor][:50],
+            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
+            **evidence,
+        )
+    if cost:
+        return warning(
+            check,
+            f"{ckpt.label}: vLLM loads it, at a cost: {few([i.text for i in cost])}",
+            _issue_fix(cost, eff),
+            vllm_effect="works",
+            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
+            **evidence,
+        )
+    return passed(
+        check,
+        f"{ckpt.label}: {quantized} Linear module(s) hold {eff.algo} weights and scales as "
+        "vLLM builds them; excluded modules stay unquantized"
+        + ("; KV-cache scales present" if eff.kv_cache_algo else "")
+        + (f"; note: {few([i.text for i in notes])}" if notes else ""),
+        quantized_modules=quantized,
+        vllm_effect="works",
+        **kv_evidence,
+    )
+
+
+FIXES = {
+    "shard-exclusion": "name every shard of a fused layer (q_proj, k_proj, v_proj; gate_proj, "
+    "up_proj) in exclude_modules/ignore, or none of them",
+    "excluded-has-scales": "drop the scale tensors of excluded modules from the safetensors "
+    "(or stop excluding them), or re-export with them excluded in the quant config",
+    "excluded-but-quantized": "stop excluding them (remove from exclude_modules/ignore), or "
+    "re-export with them excluded in the quant config so they are written in BF16",
+    "not-excluded-unquantized": "add them to exclude_modules in hf_quant_config.json and ignore "
+    "in config.json (vLLM then builds them in BF16)",
+    "missing-scale": "re-export: every quantized Linear needs its scales",
+    "no-weight": "re-export: a module has scales but no weight",
+    "scale-shape": "per-tensor FP8 scales must be scalars ([] or [1]): re-export, or pick the "
+    "quant_algo that matches the scale layout (FP8_PER_CHANNEL_PER_TOKEN for [out_features])",
+    "weight-dtype": "store the weights as ModelOpt writes them (F8_E4M3 for FP8)",
+    "weight-dequantized": "store the quantized FP8 weights (ModelOpt's export_hf_checkpoint "
+    "writes F8_E4M3), not the dequantized BF16 ones",
+    "weight-dtype-exact": "store the weights as F8_E4M3 (ModelOpt's export does): half the "
+    "bytes, same numbers",
+    "weight-dtype-rounded": "store the weights as F8_E4M3 from ModelOpt's own export",
+    "weight-dtype-unread": "store the weights as F8_E4M3 from ModelOpt's own export",
+    "scale-dtype": "store the scales in the dtype ModelOpt writes",
+    "kv-scale-unplaced": "name the KV-cache scales as ModelOpt's export does "
+    "(<layer>.self_attn.k_proj.k_scale, <layer>.self_attn.v_proj.v_scale) or as vLLM's "
+    "attention takes them (<layer>.self_attn.attn.k_scale), or drop them and set "
+    "kv_cache_quant_algo to null in both quant configs",
+    "kv-scale-dropped": "rename the KV-cache scales to a form the installed vLLM maps to the "
+    "attention layer (<layer>.self_attn.k_proj.k_scale, as ModelOpt's export writes them), "
+    "or upgrade vLLM to one whose loader maps this naming",
+    "kv-scale-missing": "calibrate the KV cache (ModelOpt: quantize with a KV-cache config, "
+    "e.g. FP8_KV_CFG merged into FP8_DEFAULT_CFG) and re-export, or set kv_cache_quant_algo "
+    "to null in both quant configs to keep a BF16 KV cache",
+}
+
+
+def _issue_fix(issues: Sequence[LayerIssue], eff: QuantSettings) -> str:
+    kinds = list(dict.fromkeys(i.kind for i in issues))
+    texts = [FIXES.get(k, REEXPORT) for k in kinds]
+    if any(k in ("missing-scale", "scale-shape", "no-weight") for k in kinds):
+        texts.append(REEXPORT)
+    return "; ".join(dict.fromkeys(texts)) + f" (the exclude list is read from {eff.source})"
+
+
+def _scale_dtype_issues(
+    linear: Mapping[str, Mapping[str, TensorInfo]], fmt: QuantFormat
+) -> list[LayerIssue]:
+    """Scales in another dtype: vLLM's ``copy_`` casts float to float (a cost), anything
+    else to numbers that mean something else (wrong)."""
+    out = []
+    for prefix, parts in linear.items():
+        for scale, dtypes in fmt.scale_dtypes.items():
+            info = parts.get(scale)
+            if info is None or info.dtype in dtypes:
+                continue
+            floaty = info.dtype in FLOAT_DTYPES | FP8_E4M3
+            out.append(
+                LayerIssue(
+                    prefix,
+                    "cost" if floaty else "wrong",
+                    "scale-dtype",
+                    f"{prefix}.{scale} is {info.dtype}, expected {'/'.join(sorted(dtypes))}"
+                    + (" (vLLM casts it on load)" if floaty else ""),
+                    f"{prefix}.{scale}",
+                )
+            )
+    return out
+
+
+def _unmatched_excludes(
+    ckpt: Checkpoint, eff: QuantSettings, source: ModelOptSource | None = None
+) -> list[str]:
+    """Exclude entries that match no module of the checkpoint, as vLLM matches them, even
+    allowing for the prefix renames vLLM's multimodal models apply (``model.visual.`` ->
+    ``visual.``, ``model.language_model.`` -> ``language_model.model.``)."""
+    names: set[str] = set()
+    for module in ckpt.modules:
+        name = fused_name(module, ckpt.modules)
+        names |= {name, f"model.{name}", name.removeprefix("model.")}
+        names.add(re.sub(r"model\.language_model\.", "language_model.model.", name, count=1))
+    out = []
+    for entry in eff.exclude:
+        decide = load_excluder([entry], **exclusion_rules(source))
+        hit = False
+        for name in names:
+            try:
+                hit = decide(name)
+            except ShardMismatch:
+                hit = True
+            if hit:
+                break
+        if not hit and entry not in ("lm_head",):  # a tied lm_head has no module of its own
+            out.append(entry)
+    return out
+
+
+def _tied(ckpt: Checkpoint) -> bool:
+    config = ckpt.config or {}
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    return bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
+
+
+def _tied_lm_head_issues(
+    ckpt: Checkpoint, eff: QuantSettings, fmt: QuantFormat, source: ModelOptSource | None = None
+) -> list[LayerIssue]:
+    """A tied lm_head (no tensor of its own) that is not excluded: vLLM builds it FP8 and
+    ties the BF16 embedding in, its scales never loaded. Measured on the H100 with vLLM
+    0.26.0 (a tied ModelOpt 0.47 export): the first logits GEMM raises in
+    ``cutlass_scaled_mm`` (the BF16 weight where an FP8 one is due). An UNtied BF16 lm_head
+    left out of the exclude list loads instead and computes zeros (-log(vocab) everywhere)."""
+    seen = fmt.tied_lm_head  # what a real load did with it: only FP8 has been measured
+    if not _tied(ckpt) or "weight" in ckpt.modules.get("lm_head", {}) or seen is None:
+        return []
+    if excluder(eff.exclude, source)("lm_head"):
+        return []
+    return [
+        LayerIssue(
+            "lm_head",
+            seen[0],
+            "not-excluded-unquantized",
+            "lm_head is tied to the BF16 embed_tokens (tie_word_embeddings) but not excluded, "
+            f"so vLLM builds an {fmt.name} lm_head around a BF16 weight ({seen[1]})",
+            "lm_head.weight",
+        )
+    ]
+
+
+# -- 4. scales ---------------------------------------------------------------------------------
+def scales_sane(
+    ckpt: Checkpoint, values: Mapping[str, Sequence[float]], unread: Mapping[str, str]
+) -> Finding:
+    """Every scale finite and > 0: a NaN, inf, zero or negative scale comes from a broken
+    calibration run and turns every output of that layer into garbage."""
+    check = "modelopt.scales-sane"
+    if blocked := skip_unreadable(check, ckpt, tensors=True):
+        return blocked
+    if unread:
+        first = next(iter(unread.items()))
+        return error(
+            check,
+            f"{ckpt.label}: {len(unread)} scale tensor(s) could not be read: "
+            f"{first[0]}: {first[1]}",
+            "replace the named safetensors file with a complete copy (re-download or re-export)",
+            unread=dict(unread),
+        )
+    if not values:
+        return skipped(check, f"{ckpt.label}: no float scale tensors (*_scale) in the checkpoint")
+    bad: list[str] = []
+    # One pass over every value first: ``not v > 0`` catches NaN, zero and negatives.
+    suspects = [n for n, vals in values.items() for v in vals if not 0 < v < math.inf]
+    for name in dict.fromkeys(suspects):
+        vals = values[name]
+        wrong = [v for v in vals if not (math.isfinite(v) and v > 0)]
+        if wrong:
+            bad.append(
+                f"{name}={_fmt(wrong[0])}"
+                + (f" ({len(wrong)} of {len(vals)})" if len(vals) > 1 else "")
+            )
+    if bad:
+        return failed(
+            check,
+            f"{ckpt.label}: {len(bad)} scale tensor(s) not finite and > 0: {few(bad)}",
+            "re-run ModelOpt calibration with real data in forward_loop (a NaN/zero amax "
+            "means the quantizer saw no or broken activations), then re-export",
+            bad=bad[:50],
+        )
+    return passed(check, f"{ckpt.label}: {len(values)} scale tensor(s), all finite and > 0")
+
+
+def _fmt(value: float) -> str:
+    return repr(value) if math.isfinite(value) else str(value)

@@ -1,0 +1,211 @@
+"""Does xformers work in this env when vLLM uses it? ``xformers.torch-pin``: xformers' wheel
+pins torch exactly and its compiled ops name the torch build they were made for; next to
+another torch they fail to load. ``xformers.attention``: its attention agrees with torch SDPA
+on the GPU (the probe's result)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
+from pytest_vllm_env.checks.gpu_device import probe_blocked
+from pytest_vllm_env.checks.xformers import (
+    ATTENTION_TOLERANCE,
+    Decision,
+    uses_xformers,
+    xformers_for_torch,
+)
+from pytest_vllm_env.facts.env import requirement_of
+from pytest_vllm_env.facts.gpu_probe import ProbeResult
+from pytest_vllm_env.findings import Finding, failed, passed, skipped
+
+
+def torch_pin(
+    decisions: Sequence[Decision],
+    xformers_version: str | None,
+    xformers_requires: Sequence[str],
+    torch_version: str | None,
+    built_for: str | None = None,
+    torch_cuda: str | None = None,
+    vllm_requires_xformers: bool = False,
+    vllm_xformers: str | None = None,
+) -> Finding:
+    """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``), and its
+    ``cpp_lib.json`` names the torch its ops were compiled against (``built_for``); next to
+    another torch those ops fail to load, and xformers falls back or raises at first use.
+    Judged when the vision tower uses xformers, and whenever vLLM itself requires xformers
+    (vLLM <= 0.10 ran all attention on it: vLLM #2245's cu121 xformers next to cu118 torch)."""
+    cid = "xformers.torch-pin"
+    if not uses_xformers(decisions) and not vllm_requires_xformers:
+        return skipped(cid, "the vision tower does not use xformers here (xformers.decision)")
+    if not xformers_version:
+        return skipped(cid, "xformers is not installed (xformers.decision says what to add)")
+    spec = _torch_requirement(xformers_requires)
+    if spec is None:
+        return skipped(cid, f"xformers {xformers_version} declares no torch requirement")
+    if not torch_version:
+        return failed(
+            cid,
+            f"xformers {xformers_version} needs torch {spec.specifier} but torch is not installed",
+            f'add `torch = "{spec.specifier}"` to pixi.toml [pypi-dependencies]',
+        )
+    public = torch_version.split("+", 1)[0]
+    try:
+        ok = spec.specifier.contains(Version(public), prereleases=True)
+    except InvalidVersion:
+        ok = False
+    ev = {"xformers": xformers_version, "requires": str(spec), "torch": torch_version}
+    # PyPI's default torch has no "+cu130" in its dist version: take CUDA from torch/version.py
+    local = torch_version.partition("+")[2] or (
+        "cu" + "".join(torch_cuda.split(".")) if torch_cuda else ""
+    )
+    installed = f"{torch_version.split('+', 1)[0]}+{local}" if local else torch_version
+    if ok and built_for and _torch_build_key(built_for) != _torch_build_key(installed):
+        # Seen on the H100: PyPI's xformers 0.0.35 says torch>=2.10 but its _C.so was built
+        # against 2.10.0+cu128; next to 2.11.0+cu130 "xFormers can't load C++/CUDA extensions"
+        # and memory_efficient_attention has no operator.
+        return failed(
+            cid,
+            f"xformers {xformers_version}'s compiled ops were built for torch {built_for} "
+            f"(xformers/cpp_lib.json); the env has torch {installed}: they will not load "
+            f'("xFormers can\'t load C++/CUDA extensions"), though {spec} is met',
+            variant_fix(xformers_version, installed, built_for),
+            built_for=built_for,
+            **ev,
+        )
+    if ok:
+        return passed(
+            cid, f"xformers {xformers_version} requires {spec}; torch is {torch_version}", **ev
+        )
+    want = xformers_for_torch(torch_version)
+    fix = (
+        f'set `xformers = "=={want}"` in pixi.toml [pypi-dependencies] (built for torch {public})'
+        if want
+        else f"install the xformers release built for torch {public}"
+    )
+    if want and vllm_xformers and not _allows(vllm_xformers, want):
+        # vLLM #28551: vLLM 0.11.1rc7 pinned xformers==0.0.32.post2, which pins torch 2.8.0,
+        # while vLLM itself pins torch 2.9.0: no resolver can satisfy both pins
+        fix += (
+            f" and override vLLM's own pin (xformers{vllm_xformers}, which cannot hold with "
+            f'its torch): [pypi-options] dependency-overrides = {{ xformers = "=={want}" }} '
+            "in pixi.toml (uv: override-dependencies)"
+        )
+    return failed(
+        cid,
+        f"xformers {xformers_version} requires {spec}, but the env has torch {torch_version}: "
+        "its compiled ops will not load against this torch",
+        fix + f", or pin torch to match ({spec.specifier})",
+        **ev,
+    )
+
+
+def _index(local: str) -> str:
+    return f"https://download.pytorch.org/whl/{local or 'cpu'}"
+
+
+def variant_fix(xformers_version: str, installed: str, built_for: str) -> str:
+    """The fix for xformers ops built for another torch build. Where only the CUDA variant
+    differs (``2.1.2+cu121`` vs ``2.1.2+cu118``, vLLM #2245) it names the variant: pinning
+    ``torch == 2.1.2`` again would change nothing. Both variants live on PyTorch's index."""
+    release, _, local = installed.partition("+")
+    built_release, _, built_local = built_for.partition("+")
+    mine = (
+        f"install the xformers wheel built for torch {installed}: `xformers = {{ version = "
+        f'"=={xformers_version}", index = "{_index(local)}" }}` in pixi.toml [pypi-dependencies] '
+        f"(pip: `pip install xformers=={xformers_version} --index-url {_index(local)}`"
+    )
+    if release == built_release and built_local:
+        return (
+            mine + "; if that index has no such build, take the xformers release it has for "
+            f"{installed}), or the torch variant xformers was built for: `torch = {{ version = "
+            f'"=={release}", index = "{_index(built_local)}" }}`'
+        )
+    torch_line = (
+        f'`torch = {{ version = "=={built_release}", index = "{_index(built_local)}" }}`'
+        if built_local
+        else f'`torch = "=={built_release}"`'
+    )
+    return mine + f"), or pin {torch_line} to match it"
+
+
+def _torch_build_key(version: str) -> tuple[str, str]:
+    """``2.11.0+cu130`` -> ("2.11", "13"): the torch minor and the CUDA major an extension's
+    ABI depends on (libcudart.so.12 vs .13)."""
+    release, _, local = version.partition("+")
+    minor = ".".join(release.split(".")[:2])
+    match = re.match(r"cu(\d+)\d$", local)
+    return minor, (match[1] if match else local)
+
+
+def vllm_xformers_requirement(dist: Any) -> str | None:
+    """vLLM's specifier for xformers on this platform (``"==0.0.31"``, ``""`` when unpinned),
+    None when vLLM does not require xformers (or only as an extra)."""
+    req = requirement_of(getattr(dist, "requires", ()) or (), ("xformers",))
+    return str(req.specifier) if req is not None else None
+
+
+def _allows(specifier: str, version: str) -> bool:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        return SpecifierSet(specifier).contains(Version(version), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return True
+
+
+def _torch_requirement(requires: Sequence[str]) -> Requirement | None:
+    for text in requires:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.name.lower() == "torch" and not (req.marker and "extra" in str(req.marker)):
+            return req
+    return None
+
+
+def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "") -> Finding:
+    """xformers.attention: memory_efficient_attention agrees with torch SDPA on the GPU."""
+    cid = "xformers.attention"
+    retry = f"run `{python} -c 'import xformers.ops'` in the env and fix what it prints"
+    if blocked := probe_blocked(cid, probe, "xformers", retry):
+        return blocked
+    d = probe.data
+    if d.get("xformers") is None:
+        return failed(
+            cid,
+            f"xformers cannot be imported by {python}: {d.get('exception', 'not installed')}",
+            "install the xformers release built for the env's torch "
+            f"({d.get('torch')}): xformers.decision names the pixi.toml line",
+            torch=d.get("torch"),
+        )
+    ev = {k: d.get(k) for k in ("xformers", "torch", "device", "dtype", "diffs")}
+    diff = d.get("max_abs_diff")
+    if not isinstance(diff, (int, float)) or diff != diff or diff > ATTENTION_TOLERANCE:
+        ran = isinstance(diff, (int, float))
+        return failed(
+            cid,
+            (
+                f"xformers {d['xformers']} memory_efficient_attention differs from torch SDPA "
+                f"by {diff} (> {ATTENTION_TOLERANCE})"
+                if ran
+                else f"xformers {d['xformers']} memory_efficient_attention did not run on "
+                f"{d.get('device')}"
+            )
+            + (f": {str(d['exception']).splitlines()[0]}" if d.get("exception") else ""),
+            "xformers' kernels do not fit this torch/GPU: install the xformers release built "
+            f"for torch {d.get('torch')} (`python -m xformers.info` lists the usable ops)",
+            **ev,
+        )
+    return passed(
+        cid,
+        f"xformers {d['xformers']} memory_efficient_attention matches torch SDPA on "
+        f"{d.get('device')} within {ATTENTION_TOLERANCE} (max abs diff {diff:.2e}, "
+        f"{d.get('dtype')})",
+        **ev,
+    )
