@@ -183,7 +183,7 @@ OLD_RULE_CONTRADICTIONS = {
 
 
 def test_old_rules_contradict_the_real_loaders_only_where_listed(built):
-    from pytest_vllm_env.checks import modelopt, vllm_run
+    from pytest_vllm_env.checks import gpu_prediction, modelopt
     from pytest_vllm_env.readers.vllm_source import Registry
     from pytest_vllm_env.tables.archs import parse_arch
 
@@ -203,7 +203,7 @@ def test_old_rules_contradict_the_real_loaders_only_where_listed(built):
                 unread=unread, samples=samples, archs=[parse_arch("9.0")],
                 archs_source="--cuda-arch", kv_naming=f.kv,
             )  # fmt: skip
-            effect, ids, _ = vllm_run.predicted_effect(findings)
+            effect, ids, _ = gpu_prediction.predicted_effect(findings)
             effect = "refuses" if effect == "fails" else effect
             if effect != "works" and effect != truth_effect(name, release, folder):
                 found |= {(name, i) for i in ids}

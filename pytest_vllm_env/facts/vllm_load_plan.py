@@ -344,7 +344,7 @@ def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
 def map_name(name: str, model: ModelFile, kv: KvScaleNaming) -> tuple[str | None, str | None, str]:
     """(vLLM name, shard id, why) for a checkpoint name, as ``WeightsMapper`` renames it:
     the KV-scale regexes, substrings, stacked entries, prefixes, suffixes (None: dropped)."""
-    out = kv.rename(name)
+    out = kv.vllm_name(name)
     why = "KV-scale rename" if out != name else ""
     for sub, new in model.substrs:
         if sub in out:
