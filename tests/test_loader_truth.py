@@ -152,37 +152,17 @@ def test_the_corpus_covers_each_outcome_in_each_release():
     assert set(TRUTH["variants"]) == set(loader_variants.VARIANTS)
 
 
-# The modelopt.* rules that now contradict what the real loaders did with these mutations
-# (false alarms, or the wrong kind of failure), for the lead to retire once the checkpoint.*
-# checks are merged: (variant, check id) -> what the rule says and what vLLM did, in both
-# releases. Shrink-only: a rule fixed or retired must leave this table.
-OLD_RULE_CONTRADICTIONS = {
-    (
-        "duplicate-identical",
-        "modelopt.files-readable",
-    ): "error (a tensor in two shards); vLLM loads both identical copies: works",
-    (
-        "duplicate-stale-first",
-        "modelopt.files-readable",
-    ): "error; vLLM keeps the last copy, the index's: works",
-    (
-        "duplicate-stale-last",
-        "modelopt.files-readable",
-    ): "error (refuses); vLLM loads and keeps the stale last copy: wrong",
-    (
-        "index-lists-missing-tensor",
-        "modelopt.files-readable",
-    ): "error (refuses); vLLM loads, the listed tensor's parameter unset: wrong",
-    (
-        "fp8-weight-u8",
-        "modelopt.tensors-complete",
-    ): "refuses; vLLM casts the U8 numbers into the FP8 parameter: wrong",
-    ("hf-disagrees-algo", "modelopt.quant-config"): "failed; vLLM reads config.json only: works",
-    ("hf-disagrees-exclude", "modelopt.quant-config"): "failed; vLLM reads config.json only: works",
-}
+# The modelopt.* rules that contradict what the real loaders did with these mutations (false
+# alarms, or the wrong kind of failure): (variant, check id) -> what the rule says and what
+# vLLM did. Shrink-only; now empty: modelopt.files-readable leaves a tensor in two files and an
+# index entry no file holds to checkpoint.shards (vLLM loads both), modelopt.quant-config
+# notes an hf_quant_config.json vLLM never reads, and modelopt.tensors-complete says "wrong"
+# for integer bytes where FP8 is built (vLLM's copy_ converts them as numbers).
+OLD_RULE_CONTRADICTIONS: dict[tuple[str, str], str] = {}
 
 
 def test_old_rules_contradict_the_real_loaders_only_where_listed(built):
+    """No modelopt.* failure on a ModelOpt export says other than what vLLM did with it."""
     from pytest_vllm_env.checks import gpu_prediction, modelopt
     from pytest_vllm_env.readers.vllm_source import Registry
     from pytest_vllm_env.tables.archs import parse_arch

@@ -3,9 +3,9 @@ itself, the algorithm accepted, the architecture registered, the GPU capable.
 
 Check ids: ``modelopt.files-readable``, ``modelopt.quant-config``,
 ``modelopt.quant-algo-supported``, ``modelopt.architecture-registered``,
-``modelopt.min-capability``. The real failures: a ``hf_quant_config.json`` and config.json
-block that disagree (vLLM reads config.json's block when it exists, so the file the user
-edited is not the one used); a ``quant_algo`` the installed vLLM does not know (``ModelOpt
+``modelopt.min-capability``. The real failures: a config.json block vLLM cannot read as
+ModelOpt's (a ``hf_quant_config.json`` that disagrees with it is never read: a note, since
+vLLM loads what config.json says); a ``quant_algo`` the installed vLLM does not know (``ModelOpt
 currently only supports: [...]``), found after minutes of download and engine start-up; FP8
 on a GPU under compute capability 8.9: refused at engine start.
 """
@@ -40,12 +40,32 @@ def files_readable(ckpt: Checkpoint) -> Finding:
             "`hf download REPO`, or re-run the ModelOpt export): " + ", ".join(names),
             problems=[str(p) for p in ckpt.problems],
         )
+    # A tensor in two files, or an index entry no file holds, is readable: what vLLM loads
+    # then (the last copy in its file order; a parameter left unset, or nothing missing at
+    # all) is checkpoint.shards' verdict, from the env's own loader (facts/vllm_load_plan).
+    # Measured: vLLM 0.26.0 and 0.33.0 load both (fixtures/loader_truth: duplicate-*,
+    # index-lists-missing-tensor), so neither is a file problem here.
+    layout = []
+    if ckpt.duplicates:
+        first = next(iter(ckpt.duplicates.items()))
+        layout.append(
+            f"{len(ckpt.duplicates)} tensor(s) in more than one file "
+            f"(e.g. {first[0]!r} in {', '.join(first[1])})"
+        )
+    if ckpt.index_absent:
+        layout.append(
+            f"the index lists {len(ckpt.index_absent)} tensor(s) no file holds "
+            f"(e.g. {ckpt.index_absent[0]!r})"
+        )
+    note = f"; {'; '.join(layout)}: checkpoint.shards says what vLLM loads" if layout else ""
     return passed(
         check,
         f"{ckpt.label}: {len(ckpt.tensors)} tensors in {len(ckpt.shards)} safetensors file(s), "
-        "headers valid",
+        f"headers valid{note}",
         path=str(ckpt.path),
         shards=[s.name for s in ckpt.shards],
+        **({"duplicates": dict(list(ckpt.duplicates.items())[:50])} if ckpt.duplicates else {}),
+        **({"index_absent": ckpt.index_absent[:50]} if ckpt.index_absent else {}),
     )
 
 
@@ -64,6 +84,11 @@ def quant_config(ckpt: Checkpoint) -> Finding:
             f"{REEXPORT}; it writes hf_quant_config.json and config.json's quantization_config",
             path=str(ckpt.path),
         )
+    # vLLM's get_quant_config (model_loader/weight_utils.py) takes config.json's
+    # quantization_config when there is one and only then looks for hf_quant_config.json:
+    # the file it does not read cannot refuse or change the load. Measured: vLLM 0.26.0 and
+    # 0.33.0 load an FP8 export whose hf_quant_config.json says NVFP4, or excludes other
+    # modules (fixtures/loader_truth: hf-disagrees-*), as config.json says.
     problems: list[str] = []
     settings: list[QuantSettings] = []
     if block is not None:
@@ -81,28 +106,30 @@ def quant_config(ckpt: Checkpoint) -> Finding:
         if not isinstance(ignore, list):
             # vLLM: "exclude_modules must be a list"
             problems.append(f"config.json quantization_config.ignore is {ignore!r}, not a list")
+    unread: list[str] = []  # what is wrong with the file vLLM does not read
     if hf is not None:
         from_hf = settings_from_hf(hf)
         settings.append(from_hf)
+        hf_problems = unread if block is not None else problems
         if not isinstance(hf.get("quantization"), dict):
-            problems.append("hf_quant_config.json has no 'quantization' object")
+            hf_problems.append("hf_quant_config.json has no 'quantization' object")
         elif not from_hf.algo:
-            problems.append("hf_quant_config.json quantization.quant_algo is missing")
+            hf_problems.append("hf_quant_config.json quantization.quant_algo is missing")
         elif not isinstance(hf["quantization"].get("exclude_modules", []), list):
-            problems.append("hf_quant_config.json quantization.exclude_modules is not a list")
-    if len(settings) == 2 and not problems:
+            hf_problems.append("hf_quant_config.json quantization.exclude_modules is not a list")
+    if len(settings) == 2 and not problems and not unread:
         a, b = settings
         if a.algo != b.algo:
-            problems.append(
+            unread.append(
                 f"quant_algo: config.json says {a.algo!r}, hf_quant_config.json says {b.algo!r}"
             )
         if a.kv_cache_algo != b.kv_cache_algo:
-            problems.append(
+            unread.append(
                 f"kv_cache_quant_algo: config.json says {a.kv_cache_algo!r}, "
                 f"hf_quant_config.json says {b.kv_cache_algo!r}"
             )
         if set(a.exclude) != set(b.exclude):
-            problems.append(
+            unread.append(
                 f"excluded modules: config.json ignore={sorted(a.exclude)}, "
                 f"hf_quant_config.json exclude_modules={sorted(b.exclude)}"
             )
@@ -119,11 +146,19 @@ def quant_config(ckpt: Checkpoint) -> Finding:
         )
     eff = effective_settings(ckpt)
     assert eff is not None
+    note = ""
+    if unread:
+        # vLLM works; other tools (and people) reading hf_quant_config.json are misled
+        note = (
+            f"; hf_quant_config.json is never read while config.json has a quantization_config "
+            f"(it disagrees: {'; '.join(unread)})"
+        )
     return passed(
         check,
         f"{ckpt.label}: ModelOpt {eff.algo}, KV cache {eff.kv_cache_algo or 'not quantized'}, "
-        f"excluded {list(eff.exclude)} (vLLM reads {eff.source})",
+        f"excluded {list(eff.exclude)} (vLLM reads {eff.source}){note}",
         sources=[s.source for s in settings],
+        **({"unread_disagreements": unread} if unread else {}),
     )
 
 

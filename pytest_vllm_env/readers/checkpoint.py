@@ -66,6 +66,11 @@ class Checkpoint:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     located: bool = True
+    # The layout, as data (readable files, not problems): which copy of a tensor in two files
+    # vLLM keeps, and what an index entry no file holds does, is checkpoint.shards' to judge
+    # (facts/vllm_load_plan.py models the loader); ``tensors`` holds the last copy read.
+    duplicates: dict[str, list[str]] = field(default_factory=dict)  # tensor -> file names
+    index_absent: list[str] = field(default_factory=list)  # index entries no shard holds
 
     @classmethod
     def not_found(cls, spec: str, why: str) -> Checkpoint:
@@ -177,24 +182,13 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
             ckpt.problems.append(Problem(exc.path, exc.what))
             continue
         for name in sorted(ckpt.tensors.keys() & header.tensors.keys()):
-            other = ckpt.tensors[name].file.name
-            ckpt.problems.append(
-                Problem(shard, f"tensor {name!r} is also in {other}; which one loads is undefined")
-            )
+            copies = ckpt.duplicates.setdefault(name, [ckpt.tensors[name].file.name])
+            copies.append(shard.name)
         ckpt.tensors.update(header.tensors)
     if index is not None and len(ckpt.shards) == len(set(index.values())):
         # An index from another export (or a shard from another download) names tensors
-        # no shard holds: they would silently not load.
-        absent = sorted(index.keys() - ckpt.tensors.keys())
-        if absent:
-            where = sorted({index[n] for n in absent})
-            ckpt.problems.append(
-                Problem(
-                    path / INDEX,
-                    f"maps {len(absent)} tensor(s) to {', '.join(where)} that no shard holds "
-                    f"(e.g. {absent[0]!r})",
-                )
-            )
+        # no shard holds: vLLM reads whole files and never sees them
+        ckpt.index_absent = sorted(index.keys() - ckpt.tensors.keys())
     return ckpt
 
 
