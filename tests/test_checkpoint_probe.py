@@ -4,6 +4,7 @@ prints (the integration tier runs the real probe in real vLLM 0.26.0 / 0.33.0 ve
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,50 @@ def test_a_probe_that_did_not_complete_is_an_error(tmp_path, problem):
     p, s = static(tmp_path, "good")
     found = agrees(p, s, None, problem, "good", "tail")
     assert found.outcome == "error" and problem in found.summary
+
+
+# -- through the plugin: --vllm-load-probe runs the env's Python on probes/vllm_load_weights.py
+def _env_whose_python_prints(env_builder, tmp_path: Path, data: dict):
+    """A stand-in vLLM 0.26.0 env whose ``python`` ignores the probe script and prints
+    ``data`` as the real probe prints its answer (its last line, JSON)."""
+    from fixtures import loader_standin
+    from fixtures.vllm_standin import install_vllm
+
+    install_vllm(env_builder, "0.26.0", extra=loader_standin.files("0.26.0"))
+    answer = tmp_path / "answer.json"
+    answer.write_text(json.dumps(data))
+    fake = tmp_path / "fakepy"
+    fake.write_text(f"#!/bin/sh\necho 'probe noise'\ncat '{answer}'\n")
+    fake.chmod(0o755)
+    python = env_builder.prefix / "bin" / "python3"
+    python.unlink()
+    python.symlink_to(fake)
+    return env_builder
+
+
+def _run_probe(pytester, env, folder: Path):
+    from tests.test_checkpoint_load import run
+
+    return run(pytester, env, folder, "--vllm-load-probe=load", "-k", "load_probe")
+
+
+def test_plugin_probe_agreeing_with_the_plan_passes(pytester, env_builder, tmp_path):
+    p, _ = static(tmp_path, "good")
+    env = _env_whose_python_prints(env_builder, tmp_path, probe_json(p))
+    result, checks = _run_probe(pytester, env, tmp_path / "good")
+    assert checks["checkpoint.load-probe"]["outcome"] == "passed", checks
+    assert "builds the model and loads it on the CPU" in checks["checkpoint.load-probe"]["summary"]
+    result.assert_outcomes(passed=1)
+
+
+def test_plugin_probe_leaving_a_norm_unset_fails(pytester, env_builder, tmp_path):
+    # what vLLM 0.26.0 did with norm-missing on the CPU (fixtures/loader_truth): loaded, the
+    # norm left at its initial value
+    p, _ = static(tmp_path, "norm-missing")
+    name = "model.layers.1.post_attention_layernorm.weight"
+    env = _env_whose_python_prints(env_builder, tmp_path, probe_json(p, unset=[name]))
+    result, checks = _run_probe(pytester, env, tmp_path / "norm-missing")
+    found = checks["checkpoint.load-probe"]
+    assert found["outcome"] == "failed", checks
+    assert f"loads it and leaves 1 parameter(s) unset: {name}" in found["summary"]
+    result.stdout.fnmatch_lines(["*fix: add the missing tensors*"])
