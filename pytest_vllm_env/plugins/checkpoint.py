@@ -83,15 +83,17 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
-_launch: dict[int, Launch] = {}
+# Kept on the config, not by id(config): an in-process run (pytester) gets a new config whose
+# id may be a freed one's, and must not inherit its launch arguments or load plans.
+LAUNCH = pytest.StashKey[Launch]()
+PLANS = pytest.StashKey[dict]()
 
 
 def launch(config: pytest.Config) -> Launch:
     """The launch arguments from the options and ``--vllm-serve-args``; usage errors name
     the option."""
-    key = id(config)
-    if key in _launch:
-        return _launch[key]
+    if LAUNCH in config.stash:
+        return config.stash[LAUNCH]
     from pytest_vllm_env.readers.serve_args import ServeArgs, ServeArgsError, read
 
     served = ServeArgs()
@@ -116,7 +118,7 @@ def launch(config: pytest.Config) -> Launch:
     q = settings.get(config, "vllm_quantization")
     q_from = "--vllm-quantization" if q else served.q_from or "not given"
     result = Launch(tp, q or served.quantization, tp_from, q_from)
-    _launch[key] = result
+    config.stash[LAUNCH] = result
     return result
 
 
@@ -182,11 +184,9 @@ class CheckpointLoad:
     why_not: str | None = None  # why there is no plan (vLLM missing, files unreadable)
 
 
-_plans: dict[tuple[str, str, int, str | None], CheckpointLoad] = {}
-
-
 @pytest.fixture(scope="session")
 def checkpoint_load(
+    request: pytest.FixtureRequest,
     modelopt_checkpoint: Checkpoint,
     modelopt_scales,
     modelopt_weight_samples,
@@ -209,8 +209,9 @@ def checkpoint_load(
         vllm_launch.tensor_parallel_size,
         vllm_launch.quantization,
     )
-    if key in _plans:
-        return _plans[key]
+    plans = request.config.stash.setdefault(PLANS, {})
+    if key in plans:
+        return plans[key]
     out = CheckpointLoad(ckpt.label, version, launch=vllm_launch)
     if not ckpt.config_readable:
         out.why_not = f"{ckpt.label}: its config.json cannot be read (see modelopt.files-readable)"
@@ -240,7 +241,7 @@ def checkpoint_load(
         out.split = split(out.plan, vllm_launch.tensor_parallel_size)
         out.best_tp = largest_working(out.plan)
         out.samples, out.scales = modelopt_weight_samples, modelopt_scales[0]
-    _plans[key] = out
+    plans[key] = out
     return out
 
 
