@@ -140,6 +140,11 @@ def cudart(
     major = ext.cudart
     if major is None:
         return F.skipped(cid, f"{name} does not link libcudart.so.N", needed=ext.needed)
+    if torch is not None and torch.cuda_error:  # unknown, not CPU-only: name the file
+        again = fixes.reinstall(env, "pytorch") if env.conda("pytorch") else ""
+        again = again or fixes.reinstall(env, "torch", pypi=True)
+        return F.error(cid, f"torch's CUDA is unknown: {torch.cuda_error}",
+                       f"reinstall torch: {again}", path=str(torch.root))  # fmt: skip
     if torch is None or not torch.cuda:
         pin = built.torch if isinstance(built, BuiltFor) else built
         release = torch.version if torch is not None else pin
