@@ -228,6 +228,17 @@ def find_extensions(env: PixiEnv, packages: Iterable[str] = EXT_PACKAGES) -> lis
     return found
 
 
+def cudart_files(env: PixiEnv, major: str) -> list[Path]:
+    """The ``libcudart.so.<major>`` files the env's CUDA runtime wheels hold
+    (``site-packages/nvidia/*/lib``: ``nvidia-cuda-runtime-cu12`` puts it in
+    ``nvidia/cuda_runtime/lib``, ``nvidia-cuda-runtime`` 13 in ``nvidia/cu13/lib``), found or
+    not by the loader: what ``abi.cudart`` tells to put on ``LD_LIBRARY_PATH``."""
+    out: list[Path] = []
+    for sp in env.site_packages:
+        out += sorted(p for p in sp.glob(f"nvidia/*/lib/libcudart.so.{major}") if files.regular(p))
+    return out
+
+
 def _not_dir(path: Path) -> bool:
     """There (even as a dangling link) and not a folder; never opens, so never blocks."""
     return os.path.lexists(path) and not path.is_dir()
