@@ -221,8 +221,8 @@ def test_ptx_covers_newer_arch(pytester, env_builder, built):
     result.assert_outcomes(passed=1)
     checks = json.loads((pytester.path / "r.json").read_text())["checks"]
     assert checks[0]["summary"] == (
-        "torch/lib/libtorch_cuda.so runs on sm_120 through PTX compute_80 (JIT-compiled by the "
-        "driver at first use, then cached)"
+        "torch/lib/libtorch_cuda.so runs on sm_120 through PTX compute_80 (JIT-compiled at "
+        "first use, then cached; whether this driver can, and at what cost: driver.ptx-jit)"
     )
 
 
