@@ -164,7 +164,7 @@ def device_coverage(
         ),
         binaries=[b.label for b in gpu_code],
         arch_specific_only=special,
-        ptx_only=jit,
+        **({"ptx_only": jit} if jit else {}),
     )
 
 
