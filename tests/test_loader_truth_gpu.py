@@ -2,7 +2,7 @@
 each loader mutation that loads (issue 22): ``scripts/device/loader_truth.sh`` measures on the
 H100 (tokens, first-token top-20 logprobs, the English export's perplexity, the quant config
 vLLM chose) and writes ``loader_truth_gpu.json``; committed as
-``fixtures/loader_truth/gpu-0.26.0.json`` (or named by ``VLLM_ENV_LOADER_TRUTH_GPU``, as the
+``fixtures/measured/loader_truth_h100.json`` (or named by ``VLLM_ENV_LOADER_TRUTH_GPU``, as the
 script does on the device) it is held against the verdicts here. Without it only the rules
 that read it are tested.
 
@@ -30,7 +30,7 @@ from tests.test_loader_truth import TRUTH, verdict
 RELEASE = "0.26.0"
 FILE = Path(
     os.environ.get("VLLM_ENV_LOADER_TRUTH_GPU")
-    or Path(__file__).resolve().parents[1] / "fixtures" / "loader_truth" / f"gpu-{RELEASE}.json"
+    or Path(__file__).resolve().parents[1] / "fixtures" / "measured" / "loader_truth_h100.json"
 )
 GPU: dict[str, Any] = json.loads(FILE.read_text()) if FILE.is_file() else {}
 BASE_OF = {"english-fp8": "good", "llama-fp8": "good-tied", "qwen3-bf16": "qwen3-good"}

@@ -15,7 +15,7 @@
 # or fold it into the third staging call:
 #   cp .gpu_c/* /tmp/stage/ && bash .gpu_c/install.sh && bash scripts/device/loader_truth.sh
 # Writes under $OUT: loader_truth_gpu.json (per variant what vLLM did on the GPU; commit it as
-# fixtures/loader_truth/gpu-0.26.0.json and tests/test_loader_truth_gpu.py holds the verdicts
+# fixtures/measured/loader_truth_h100.json and tests/test_loader_truth_gpu.py holds the verdicts
 # against it in every run), loader_truth_gpu.log, loader_truth_judged.log (the test run on the
 # device), smi.txt. Time: BUDGET_S (default 400) for the loads, PARALLEL (default 4) at once;
 # the whole script stays under 8 minutes (loads are never started past the budget, and the

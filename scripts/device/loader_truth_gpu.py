@@ -11,7 +11,7 @@ of the variant passed as vLLM's ``quantization`` argument.
 
 It only measures; ``tests/test_loader_truth_gpu.py`` judges (refuses / wrong / works against
 the unmodified export of the same base) and holds the checkpoint.* verdicts against it once
-the JSON is committed as ``fixtures/loader_truth/gpu-<vllm>.json``.
+the JSON is committed as ``fixtures/measured/loader_truth_h100.json``.
 
 Usage (device machine, after the vLLM stage of ../shared/gpu/README.md; repo root as cwd;
 PYTHONPATH=/tmp/site:$PWD): ``python scripts/device/loader_truth_gpu.py OUT.json
