@@ -19,7 +19,9 @@
 # against it in every run), loader_truth_gpu.log, loader_truth_judged.log (the test run on the
 # device), smi.txt. Time: BUDGET_S (default 400) for the loads, PARALLEL (default 4) at once;
 # the whole script stays under 8 minutes (loads are never started past the budget, and the
-# JSON is rewritten after each load, so a cut run keeps what it measured).
+# JSON is rewritten after each load, so a cut run keeps what it measured). Variants the budget
+# left out are listed in the JSON's not_run: ONLY="name ..." loads just those (the bases
+# good, good-tied and qwen3-good are always loaded too, for the comparison).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?OUT must name the folder that comes back}
@@ -33,7 +35,7 @@ export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee $OUT/smi.txt
 t0=$(date +%s)
 timeout -k 15 $(( ${BUDGET_S:-400} + 40 )) $PY scripts/device/loader_truth_gpu.py "$OUT/loader_truth_gpu.json" \
-  --budget ${BUDGET_S:-400} --parallel ${PARALLEL:-4} --work /tmp/loadertruth 2>&1 | tee $OUT/loader_truth_gpu.log
+  --budget ${BUDGET_S:-400} --parallel ${PARALLEL:-4} --work /tmp/loadertruth ${ONLY:+--only $ONLY} 2>&1 | tee $OUT/loader_truth_gpu.log
 echo "loads: rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 # the judgement, here and now (CPU only, seconds): the same test that reads the committed file
 VLLM_ENV_LOADER_TRUTH_GPU=$OUT/loader_truth_gpu.json timeout 120 $PY -m pytest -p no:cacheprovider -q -rfs \

@@ -93,7 +93,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     start = time.monotonic()
     deadline = start + args.budget
-    names = [n for n in wanted() if args.only is None or n in args.only]
+    # the bases always: every judgement compares a variant against its unmodified export
+    names = [n for n in wanted() if args.only is None or n in args.only or n in BASES]
     work = args.work or Path(tempfile.mkdtemp(prefix="loadertruth-"))
     environ = dict(os.environ)
     environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # flashinfer is not staged
