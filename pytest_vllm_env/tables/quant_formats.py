@@ -19,8 +19,12 @@ a new *kind* of scale layout is a :class:`Layout` kind, and a rule the row canno
 check. ``tests/test_quant_formats.py`` holds every row against the real vLLM wheels.
 
 Producers: ``modelopt`` (NVIDIA ModelOpt's ``export_hf_checkpoint``: ``quant_method``
-"modelopt", the algorithm in ``quant_algo``). Issue 22 adds compressed-tensors, Hugging Face
-fine-grained FP8 and MXFP4 (gpt-oss) rows with their own ``producer``.
+"modelopt", the algorithm in ``quant_algo``), here; compressed-tensors (llm-compressor), Hugging
+Face fine-grained FP8 (``quant_method: fp8``) and MXFP4 (gpt-oss) rows, with the same
+dataclasses, in :mod:`pytest_vllm_env.tables.quant_schemes`, and the kernels vLLM picks for
+each in :mod:`pytest_vllm_env.tables.quant_kernels`. A row's :class:`Param` list is what
+``create_weights`` registers on a quantized Linear (names, dtypes, shapes relative to the
+Linear's ``[out, in]``), for any loader model to use.
 """
 
 from __future__ import annotations
@@ -101,6 +105,78 @@ class Scale:
 
 
 @dataclass(frozen=True)
+class Dim:
+    """One dimension of a parameter, relative to its Linear's ``[out, in]`` (one checkpoint
+    module, before vLLM fuses shards or splits ranks): ``of`` times ``mul``, divided by
+    ``div`` (rounded up when ``ceil``, else it must divide), or the constant ``const``.
+    ``div`` may name a setting of the layer: ``"group"`` (group size), ``"block_n"`` /
+    ``"block_k"`` (a block's rows / columns), ``"pack"`` (values per stored int32)."""
+
+    of: Literal["out", "in", "const"] = "const"
+    div: int | str = 1
+    mul: int = 1
+    ceil: bool = False
+    const: int = 1
+
+    def size(self, out: int, inp: int, settings: Mapping[str, int]) -> int | None:
+        """The size for a Linear ``[out, inp]`` (None: ``div`` does not divide it)."""
+        if self.of == "const":
+            return self.const
+        value = (out if self.of == "out" else inp) * self.mul
+        div = settings.get(self.div, 0) if isinstance(self.div, str) else self.div
+        if div <= 0:
+            return None
+        if self.ceil:
+            return -(-value // div)
+        return value // div if value % div == 0 else None
+
+    @property
+    def text(self) -> str:
+        """As messages quote it: ``out``, ``in/group``, ``ceil(out/block_n)``, ``1``."""
+        if self.of == "const":
+            return str(self.const)
+        base = self.of if self.mul == 1 else f"{self.of}*{self.mul}"
+        if self.div == 1:
+            return base
+        return f"ceil({base}/{self.div})" if self.ceil else f"{base}/{self.div}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter vLLM's ``create_weights`` registers on a quantized Linear, as the
+    checkpoint stores it under ``<module>.<name>``: the dtypes (safetensors names) it may
+    have, the shapes it may take (alternatives; ``()`` is a scalar), and when it exists:
+    always, or only with a setting of the layer (``when``: ``"zero_point"`` (asymmetric
+    weights), ``"g_idx"`` (activation reordering by group), ``"static_input"`` (a calibrated
+    activation scale), ``"asym_input"`` (an activation zero point)). ``required``: vLLM
+    keeps an unset placeholder (garbage, or a refused load) without it."""
+
+    name: str
+    dtypes: frozenset[str] | None
+    shapes: tuple[tuple[Dim, ...], ...]
+    when: str = ""
+    required: bool = True
+    role: Literal["weight", "scale", "zero_point", "index", "shape"] = "scale"
+
+    def fits(self, shape: tuple[int, ...], out: int, inp: int, settings: Mapping[str, int]) -> bool:
+        """Does a stored tensor of ``shape`` load into the parameter of a Linear ``[out, inp]``?"""
+        return any(
+            len(alt) == len(shape)
+            and all(d.size(out, inp, settings) == n for d, n in zip(alt, shape, strict=True))
+            for alt in self.shapes
+        )
+
+    @property
+    def shape_text(self) -> str:
+        """The accepted shapes, as messages quote them."""
+        return " or ".join("[" + ", ".join(d.text for d in alt) + "]" for alt in self.shapes)
+
+
+OUT, IN, ONE = Dim("out"), Dim("in"), Dim(const=1)
+SCALAR = ((), (ONE,))  # PerTensorScaleParameter: [] or [1] (vLLM's _is_1d_and_scalar)
+
+
+@dataclass(frozen=True)
 class VllmSupport:
     """How one vLLM release takes a format: its config class, the ``quantization=`` name
     (``get_name()``) and the minimum compute capability (``get_min_capability()``, 89 = 8.9)."""
@@ -129,11 +205,18 @@ class QuantFormat:
     tied_lm_head: tuple[Literal["refuses", "wrong"], str] | None = None
     notes: str = ""
     sources: tuple[str, ...] = ()
+    # What create_weights registers, in full (rows of quant_schemes.py; the ModelOpt rows say
+    # it with weight_dtypes/scales above); the kernel family vLLM picks a kernel from
+    # (tables/quant_kernels.py); and what vLLM does below min_capability where it does not
+    # refuse: (the fallback's minimum capability, what it runs).
+    params: tuple[Param, ...] = ()
+    kernel_family: str = ""
+    fallback: tuple[int, str] | None = None
 
     @property
     def tensors_known(self) -> bool:
         """Does vLLM build a Linear for it, whose tensors the checks can judge?"""
-        return bool(self.weight_dtypes)
+        return bool(self.weight_dtypes or self.params)
 
     @property
     def required(self) -> tuple[str, ...]:
