@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
+from pytest_vllm_env.facts.modelopt_settings import effective_settings, excluder
+from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
-from pytest_vllm_env.tables.quant_formats import QuantFormat
+from pytest_vllm_env.tables.quant_formats import QuantFormat, modelopt_format
 from pytest_vllm_env.tables.quant_schemes import scheme_row
 
 # what vLLM calls the formats (quant_method, lower-cased) -> our producer names
@@ -87,23 +89,27 @@ def linear_names(modules: Mapping[str, Mapping[str, TensorInfo]]) -> list[str]:
     return sorted(out)
 
 
-def plan(
-    config: Mapping[str, Any] | None,
-    block: Mapping[str, Any] | None,
-    modules: Mapping[str, Mapping[str, TensorInfo]],
-    refused_actorders: Sequence[str] = (),
-) -> QuantPlan:
-    """The plan for a checkpoint whose config.json is ``config`` and whose quantization block
-    (config.json's ``quantization_config``) is ``block``; ``refused_actorders``: the
-    ``actorder`` values the env's vLLM refuses in ``from_config`` (0.33.0: group, dynamic)."""
-    config = config or {}
+def plan(ckpt: Checkpoint, refused_actorders: Sequence[str] = ()) -> QuantPlan:
+    """The plan for a checkpoint (its config.json, its quantization block, its modules);
+    ``refused_actorders``: the ``actorder`` values the env's vLLM refuses in ``from_config``
+    (0.33.0: group, dynamic). A ModelOpt checkpoint (config.json's block says modelopt, or
+    only hf_quant_config.json exists) is planned from the settings vLLM reads
+    (:mod:`pytest_vllm_env.facts.modelopt_settings`)."""
+    config: Mapping[str, Any] = ckpt.config or {}
+    block = ckpt.quantization_config
+    modules = ckpt.modules
     text = config.get("text_config")
     text = text if isinstance(text, Mapping) else config
     model_type = text.get("model_type")
     dtype = str(text.get("torch_dtype") or text.get("dtype") or "bfloat16")
     method = str(block.get("quant_method", "")).lower() if block else None
+    if method is None and ckpt.hf_quant_config is not None:
+        method = "modelopt"
     out = QuantPlan(method, PRODUCERS.get(method or ""), model_type=model_type, act_dtype=dtype)
-    if out.producer == "compressed-tensors":
+    if (method or "").startswith("modelopt"):
+        out.producer = "modelopt"
+        _plan_modelopt(out, ckpt)
+    elif out.producer == "compressed-tensors":
         _plan_ct(out, block or {}, modules, refused_actorders)
     elif out.producer == "fp8":
         _plan_fp8(out, block or {}, modules)
@@ -113,6 +119,22 @@ def plan(
         out.unquantized = set(linear_names(modules))
         out.schemes = {p: Scheme(row, {}, frozenset(), "mxfp4_moe") for p in _moe_layers(modules)}
     return out
+
+
+def _plan_modelopt(out: QuantPlan, ckpt: Checkpoint) -> None:
+    """ModelOpt: the row of the effective quant_algo, vLLM's exclusion rule (0.26.0's)."""
+    eff = effective_settings(ckpt)
+    row = modelopt_format(eff.algo if eff else None)
+    if eff is None or row is None or not row.tensors_known:
+        out.notes.append(f"ModelOpt {eff.algo if eff else None}: no row to plan from")
+        return
+    excluded = excluder(eff.exclude)
+    settings = {"block_n": 128, "block_k": 128} if row.kernel_family == "fp8_block" else {}
+    for prefix in linear_names(ckpt.modules):
+        if excluded(prefix, ckpt.modules):
+            out.unquantized.add(prefix)
+        else:
+            out.schemes[prefix] = Scheme(row, settings, frozenset(), row.kernel_family)
 
 
 def _moe_layers(modules: Mapping[str, Mapping[str, TensorInfo]]) -> list[str]:
@@ -206,6 +228,17 @@ def ct_scheme(
                     return "CT_FP8_BLOCK", s, frozenset(flags), "fp8_block"
                 row = "CT_FP8_TENSOR" if strategy == "tensor" else "CT_FP8_CHANNEL"
                 return row, {}, frozenset(flags), "fp8"
+        if fp8_weights:
+            # _is_fp8_w8a16: FP8 weights with any other (or no) activation config:
+            # CompressedTensorsW8A16Fp8 (the same parameters, Marlin weight-only)
+            if inputs is not None and not idyn:
+                flags.add("static_input")
+            row = {"tensor": "CT_FP8_TENSOR", "channel": "CT_FP8_CHANNEL"}.get(strategy)
+            if row is None:
+                bs = weights.get("block_structure") or [128, 128]
+                s = {"block_n": int(bs[0]), "block_k": int(bs[1])}
+                return "CT_FP8_BLOCK", s, frozenset(flags), "fp8_weight_only"
+            return row, {}, frozenset(flags), "fp8_weight_only"
         if wtype == "int" and inputs is not None and wbits == ibits == 8 and sym and not wdyn:
             if strategy in ("tensor", "channel") and istrategy in ("tensor", "token"):
                 if istrategy == "tensor" and not idyn:
@@ -255,6 +288,20 @@ def _plan_ct(
             )
             return
         inputs = group.get("input_activations")
+        gfmt = group.get("format") or fmt_all
+        if gfmt in ACT_QUANT_FORMATS and not inputs and w.get("type") != "float":
+            # _quantization_scheme_map_from_config: an activation-quantization format
+            # without input_activations must be FP8 weights (w8a16): a bare assert
+            out.refusal = (
+                f"AssertionError in _quantization_scheme_map_from_config: format {gfmt!r} "
+                "quantizes activations but config group "
+                f"{name!r} has none and its weights are not float"
+            )
+            out.refusal_fix = (
+                'use format "pack-quantized" for weight-only int weights, or add '
+                "input_activations to the group"
+            )
+            return
         for t in tlist:
             targets[t] = (w, inputs if isinstance(inputs, dict) else None, group.get("format"))
     decided: dict[str, Scheme | None] = {}
@@ -341,3 +388,45 @@ def _plan_fp8(
             return
         else:
             out.schemes[prefix] = Scheme(row, settings, flags, family)
+
+
+def linear_shape(parts: Mapping[str, TensorInfo], scheme: Scheme) -> tuple[int, int] | None:
+    """``(out, in)`` of a quantized checkpoint module, from its stored weight and the weight
+    parameter's packing (``weight_packed`` [out, in/8] for int4, [out, in/2] for FP4)."""
+    weight = next((p for p in scheme.params if p.role == "weight"), None)
+    if weight is None:  # a ModelOpt row: "weight", packing values per stored element
+        stored = parts.get("weight")
+        if stored is None or len(stored.shape) != 2:
+            return None
+        return stored.shape[0], stored.shape[1] * scheme.row.packing
+    stored = parts.get(weight.name)
+    if stored is None or len(stored.shape) != 2:
+        return None
+    d = weight.shapes[0][1]
+    div = scheme.settings.get(d.div, 0) if isinstance(d.div, str) else d.div
+    return stored.shape[0], stored.shape[1] * max(int(div), 1)
+
+
+def layer_shapes(
+    plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]
+) -> dict[str, tuple[Scheme, int, int]]:
+    """The layers vLLM builds (q/k/v fused into qkv_proj, gate/up into gate_up_proj) with
+    their scheme and GEMM size: ``{layer: (scheme, N = summed outputs, K = inputs)}``; MoE
+    experts (MXFP4) as ``N = 2 * intermediate``, ``K = hidden``."""
+    out: dict[str, tuple[Scheme, int, int]] = {}
+    for prefix, scheme in sorted(plan.schemes.items()):
+        if scheme.row.producer == "mxfp4":
+            blocks = modules.get(prefix, {}).get("gate_up_proj_blocks")
+            if blocks is not None and len(blocks.shape) == 4:
+                out[prefix] = (scheme, blocks.shape[1], blocks.shape[2] * blocks.shape[3] * 2)
+            continue
+        shape = linear_shape(modules.get(prefix, {}), scheme)
+        if shape is None:
+            continue
+        layer = fused_name(prefix, modules)
+        if layer in out:
+            s, n, k = out[layer]
+            out[layer] = (s, n + shape[0], k)
+        else:
+            out[layer] = (scheme, shape[0], shape[1])
+    return out

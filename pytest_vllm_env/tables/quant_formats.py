@@ -268,6 +268,7 @@ FORMATS: tuple[QuantFormat, ...] = (
         FP8_E4M3,
         scales=_FP8_SCALES,
         linear_method="ModelOptFp8LinearMethod",
+        kernel_family="fp8",
         kernels=MappingProxyType(
             {
                 "sm 8.9+ (0.26.0)": "CUTLASS scaled_mm first among _POSSIBLE_FP8_KERNELS "
@@ -297,6 +298,7 @@ FORMATS: tuple[QuantFormat, ...] = (
         # ChannelQuantScaleParameter [out]; activations quantized per token at run time
         scales=(Scale("weight_scale", PER_CHANNEL),),
         linear_method="ModelOptFp8PcPtLinearMethod",
+        kernel_family="fp8",
         notes="per-channel FP8 weights, dynamic per-token activations: no input_scale.",
         sources=(
             f"{MODELOPT_PY}:ModelOptFp8PcPtLinearMethod.create_weights (0.26.0); "
@@ -312,6 +314,7 @@ FORMATS: tuple[QuantFormat, ...] = (
         # BlockQuantScaleParameter [out/128, 1, in/128, 1], float32
         scales=(Scale("weight_scale", BLOCK_128),),
         linear_method="ModelOptFp8PbWoLinearMethod",
+        kernel_family="fp8_block",
         kernels=MappingProxyType(
             {
                 "CUDA (0.26.0, in priority order)": "FlashInfer DeepGEMM, DeepGEMM, CUTLASS "
@@ -370,6 +373,7 @@ FORMATS: tuple[QuantFormat, ...] = (
             Scale("input_scale", PER_TENSOR, from_siblings=True),  # global input scale
         ),
         linear_method="ModelOptNvFp4LinearMethod",
+        kernel_family="nvfp4",
         kernels=MappingProxyType(
             {
                 "sm 10.x (0.26.0)": "CUTLASS / FlashInfer NVFP4 GEMMs (_POSSIBLE_NVFP4_KERNELS)",
@@ -401,6 +405,7 @@ FORMATS: tuple[QuantFormat, ...] = (
             Scale("input_scale", PER_TENSOR, required=False),
         ),
         linear_method="ModelOptNvFp4W4A16LinearMethod",
+        kernel_family="nvfp4_a16",
         kernels=MappingProxyType({"every GPU (0.26.0)": "Marlin FP4 (pinned, W4A16)"}),
         notes="NVFP4 weights, BF16/FP16 activations: no input_scale needed (vLLM registers a "
         "placeholder so a W4A4-style checkpoint's input_scale loads, then drops it).",

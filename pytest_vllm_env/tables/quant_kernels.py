@@ -20,7 +20,7 @@ the nearest one read below it is used, and the verdict says so.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 KERNELS_PY = "vllm/model_executor/kernels/linear/__init__.py"
@@ -235,8 +235,9 @@ FAMILY_0_26: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
             _NVFP4_MARLIN,
             Kernel("EmulationNvFp4LinearKernel", cost="NVFP4 emulated in 16-bit (slow)"),
         ),
-        # init_nvfp4_linear_kernel(use_a16=True): Marlin forced for weight-only NVFP4
-        "nvfp4_a16": (_NVFP4_MARLIN,),
+        # init_nvfp4_linear_kernel(use_a16=True): Marlin forced for weight-only NVFP4 (by
+        # design: no cost)
+        "nvfp4_a16": (replace(_NVFP4_MARLIN, cost=""),),
         # _get_priority_backends_for_gpt_oss (MoE experts of gpt-oss)
         "mxfp4_moe": (
             Kernel("FLASHINFER_TRTLLM_MXFP4_BF16", families=frozenset({10}), needs="flashinfer"),

@@ -1,0 +1,350 @@
+# ruff: noqa: E501  (expected messages are kept whole: they are what users read)
+"""The quant.* checks, run as users run them: the conformance suite with --vllm-checkpoint
+against a stand-in vLLM env and the real tiny exports of fixtures/quant_export/ (made on the
+CPU by llm-compressor 0.14.0.1 and to the fine-grained FP8 spec), each good one passing and a
+real failure of each format failing with its fix."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from fixtures.envs import EnvBuilder
+from fixtures.quant_standin import EXPORTS, group_weights, install_vllm_quant, mutate
+
+SUITE = (
+    "--vllm-conformance",
+    "-p",
+    "no:randomly",
+    "-m",
+    "toolchain",
+    "-k",
+    "test_quant_ and not test_modelopt",
+)
+CHECKS = 5
+REPO = Path(__file__).resolve().parents[1]
+REAL = sorted(p.parent.name for p in EXPORTS.glob("*/config.json") if p.parent.name != "llama-bf16")
+
+
+def run(pytester: pytest.Pytester, env: EnvBuilder, *ckpt: Path | str, arch: str | None = "9.0"):
+    """The suite on ``ckpt`` (``=`` form: see tests/test_modelopt.py) -> the result."""
+    args = [*SUITE, f"--vllm-env={env.prefix}", *(f"--vllm-checkpoint={c}" for c in ckpt)]
+    if arch:
+        args += [f"--cuda-arch={a}" for a in arch.split(",")]
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(*args, "-rs", f"--vllm-env-report={report}")
+    assert "Traceback" not in result.stdout.str()
+    return result
+
+
+def verdicts(pytester: pytest.Pytester) -> dict[str, dict]:
+    """check id -> {outcome, summary, fix}, from the last run's JSON report."""
+    checks = json.loads((pytester.path / "report.json").read_text())["checks"]
+    return {c["id"]: c for c in checks}
+
+
+@pytest.fixture
+def env(env_builder: EnvBuilder) -> EnvBuilder:
+    """A Pixi env with a stand-in vLLM 0.26.0 (its quantization files' structure)."""
+    install_vllm_quant(env_builder, "0.26.0")
+    return env_builder
+
+
+@pytest.fixture
+def env_033(tmp_path: Path) -> EnvBuilder:
+    """Another env, with vLLM 0.33.0's compressed-tensors (it refuses actorder group)."""
+    builder = EnvBuilder(tmp_path / "other")
+    install_vllm_quant(builder, "0.33.0")
+    return builder
+
+
+# -- the real exports pass on Hopper ----------------------------------------------------------
+@pytest.mark.parametrize("name", REAL)
+def test_real_export_passes_on_hopper(pytester, env, name):
+    """Every real export: vLLM 0.26.0 builds its scheme, every parameter is there, its scales
+    are numbers, and sm 9.0 has a kernel for it (NVFP4 W4A4 runs weight-only there: a
+    warning, never a failure)."""
+    run(pytester, env, EXPORTS / name)
+    v = verdicts(pytester)
+    for check in (
+        "quant.config",
+        "quant.tensors-complete",
+        "quant.scales-sane",
+        "quant.min-capability",
+    ):
+        assert v[check]["outcome"] == "passed", v[check]
+    expected = "warning" if name == "ct-nvfp4" else "passed"
+    assert v["quant.kernel-arch"]["outcome"] == expected, v["quant.kernel-arch"]
+
+
+def test_verdict_lines_users_read(pytester, env):
+    run(pytester, env, EXPORTS / "ct-w4a16-g128", arch="9.0,12.0")
+    v = verdicts(pytester)
+    assert v["quant.config"]["summary"] == (
+        "ct-w4a16-g128: compressed-tensors: 14 Linear module(s) as CT_WNA16 "
+        "(CompressedTensorsWNA16), 1 unquantized (lm_head)"
+    )
+    assert v["quant.kernel-arch"]["summary"].endswith(
+        "12.0: MarlinLinearKernel; 9.0: MacheteLinearKernel"
+    )
+
+
+def test_no_checkpoint_given_skips(pytester, env):
+    result = run(pytester, env)
+    result.assert_outcomes(skipped=CHECKS)
+    result.stdout.fnmatch_lines(["*no --vllm-checkpoint given*"])
+
+
+def test_modelopt_checkpoint_gets_the_modelopt_verdicts(pytester, env):
+    """A ModelOpt export given as --vllm-checkpoint: the calibrated modelopt.* rules decide."""
+    run(pytester, env, REPO / "fixtures" / "modelopt_export" / "english-fp8")
+    v = verdicts(pytester)
+    assert v["quant.config"]["outcome"] == "passed"
+    assert v["quant.config"]["evidence"]["judged_as"] == "modelopt.quant-config"
+    assert v["quant.tensors-complete"]["evidence"]["judged_as"] == "modelopt.tensors-complete"
+    assert v["quant.kernel-arch"]["summary"].endswith("9.0: CutlassFP8ScaledMMLinearKernel")
+
+
+# -- a real failure of each format ------------------------------------------------------------
+def test_int8_w8a8_fails_on_blackwell_only(pytester, env):
+    """CUTLASS is vLLM's first INT8 kernel on every CUDA GPU, and its sm100/sm120 builds have
+    no int8 GEMM: the export that serves on the H100 dies on sm 12.0."""
+    run(pytester, env, EXPORTS / "ct-w8a8-int8", arch="9.0")
+    assert verdicts(pytester)["quant.kernel-arch"]["outcome"] == "passed"
+    run(pytester, env, EXPORTS / "ct-w8a8-int8", arch="9.0,12.0")
+    k = verdicts(pytester)["quant.kernel-arch"]
+    assert k["outcome"] == "failed"
+    assert "12.0: vLLM takes CutlassInt8ScaledMMLinearKernel for 8 layer(s)" in k["summary"]
+    assert "Int8 not supported on SM120. Use FP8 quantization instead" in k["summary"]
+    assert "re-quantize to FP8 (llm-compressor FP8_DYNAMIC)" in k["fix"]
+
+
+def test_w4a16_group_size_no_kernel_runs(pytester, env, tmp_path):
+    """Group size 16: Machete (-1/64/128), Marlin (-1/32/64/128), Triton W4A16 (up to 256, not
+    16) and Exllama (float16 only) all refuse a BF16 model: vLLM raises at create_weights."""
+
+    def g16(cfg):
+        group_weights(cfg)["group_size"] = 16
+
+    folder = tmp_path / "w4a16-g16"
+    mutate("ct-w4a16-g128", folder, config=g16)
+    # the scales of the g128 export are [out, 2]: write [out, in/16] ones of the right size
+    _resize_scales(folder, 16)
+    run(pytester, env, folder)
+    v = verdicts(pytester)
+    assert v["quant.tensors-complete"]["outcome"] == "passed", v["quant.tensors-complete"]
+    k = v["quant.kernel-arch"]
+    assert k["outcome"] == "failed"
+    assert "Failed to find a kernel that can implement the ... linear layer" in k["summary"]
+    assert "MarlinLinearKernel: group size 16 not in [-1, 32, 64, 128]" in k["summary"]
+    assert "group size Marlin runs (32, 64 or 128" in k["fix"]
+
+
+def _resize_scales(folder: Path, group: int) -> None:
+    """Give every weight_scale the shape [out, in/group] (BF16 ones, as GPTQ would write)."""
+    from fixtures.quant_standin import read_tensors, write_tensors
+
+    header, data = read_tensors(folder / "model.safetensors")
+    add = {}
+    for name in [n for n in header if n.endswith(".weight_scale")]:
+        out = header[name]["shape"][0]
+        inp = header[name.replace("weight_scale", "weight_packed")]["shape"][1] * 8
+        del header[name]
+        add[name] = ("BF16", [out, inp // group], struct.pack("<H", 0x3C00) * (out * inp // group))
+    write_tensors(folder / "model.safetensors", header, data, add)
+
+
+def test_missing_weight_scale_inv_computes_garbage(pytester, env, tmp_path):
+    """Fine-grained FP8 without one layer's weight_scale_inv: vLLM keeps the placeholder."""
+
+    def drop(header):
+        del header["model.layers.1.mlp.down_proj.weight_scale_inv"]
+
+    folder = mutate("hf-fp8-block", tmp_path / "fp8-no-scale", tensors=drop)
+    run(pytester, env, folder)
+    t = verdicts(pytester)["quant.tensors-complete"]
+    assert t["outcome"] == "failed"
+    assert t["evidence"]["vllm_effect"] == "wrong"
+    assert (
+        "model.layers.1.mlp.down_proj has no weight_scale_inv: Fp8LinearMethod registers it ([ceil(out/block_n), ceil(in/block_k)])"
+        in t["summary"]
+    )
+    assert t["evidence"]["tensors"] == ["model.layers.1.mlp.down_proj.weight_scale_inv"]
+
+
+def test_channel_scale_of_the_wrong_shape_is_refused(pytester, env, tmp_path):
+    """compressed-tensors writes channel scales [out, 1]; a 1-D [out] one fails the assert
+    in parameter.py (ChannelQuantScaleParameter is (out, 1))."""
+
+    def flat(header):
+        e = header["model.layers.0.self_attn.o_proj.weight_scale"]
+        e["shape"] = [e["shape"][0]]
+
+    folder = mutate("ct-fp8-dynamic", tmp_path / "fp8-flat-scale", tensors=flat)
+    run(pytester, env, folder)
+    t = verdicts(pytester)["quant.tensors-complete"]
+    assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "refuses"
+    assert (
+        "model.layers.0.self_attn.o_proj.weight_scale has shape [256]; CompressedTensorsW8A8Fp8 registers [out, 1]"
+        in t["summary"]
+    )
+
+
+def test_nvfp4_weights_with_fp8_activations_is_refused(pytester, env, tmp_path):
+    """An unsupported scheme combination: vLLM's own ValueError, before any weight loads."""
+
+    def fp8_inputs(cfg):
+        group = next(iter(cfg["quantization_config"]["config_groups"].values()))
+        group["input_activations"] = {
+            "num_bits": 8,
+            "type": "float",
+            "strategy": "token",
+            "dynamic": True,
+        }
+
+    folder = mutate("ct-nvfp4", tmp_path / "nvfp4-fp8-act", config=fp8_inputs)
+    run(pytester, env, folder)
+    c = verdicts(pytester)["quant.config"]
+    assert c["outcome"] == "failed"
+    assert (
+        "For NVFP4 weights, input quantization must also be NVFP4 format, None for NVFP4A16"
+        in c["summary"]
+    )
+    assert "config.json: quantization_config" in c["fix"]
+
+
+def test_actorder_group_loads_on_026_refused_on_033(pytester, env, env_033, tmp_path):
+    """vLLM 0.26.0 builds weight_g_idx for actorder "group"; 0.33.0 refuses it in from_config."""
+
+    def actorder(cfg):
+        group_weights(cfg)["actorder"] = "group"
+
+    folder = mutate("ct-w4a16-g128", tmp_path / "w4a16-actorder", config=actorder)
+    _add_g_idx(folder)
+    run(pytester, env, folder)
+    v = verdicts(pytester)
+    assert v["quant.config"]["outcome"] == "passed"
+    assert v["quant.tensors-complete"]["outcome"] == "passed", v["quant.tensors-complete"]
+    assert v["quant.kernel-arch"]["outcome"] == "passed"
+    run(pytester, env_033, folder)
+    c = verdicts(pytester)["quant.config"]
+    assert c["outcome"] == "failed"
+    assert "activation ordering (actorder='group') is no longer supported" in c["summary"]
+    assert "actorder='weight'" in c["fix"]
+
+
+def _add_g_idx(folder: Path) -> None:
+    from fixtures.quant_standin import read_tensors, write_tensors
+
+    header, data = read_tensors(folder / "model.safetensors")
+    add = {}
+    for name in [n for n in header if n.endswith(".weight_packed")]:
+        inp = header[name]["shape"][1] * 8
+        idx = b"".join(struct.pack("<i", i // 128) for i in range(inp))
+        add[name.replace("weight_packed", "weight_g_idx")] = ("I32", [inp], idx)
+    write_tensors(folder / "model.safetensors", header, data, add)
+
+
+def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_path):
+    """A DeepSeek-style layer of N=576 in a float16 model: DeepGEMM wants BF16, so vLLM takes
+    CUTLASS's blockwise GEMM, whose SM120 build rejects N % 128 != 0 (vLLM issue 47990). On
+    sm 9.0 the same kernel runs it; in a BF16 model DeepGEMM takes it on sm 12.0 too."""
+
+    def fp16(cfg):
+        cfg["torch_dtype"] = "float16"
+        cfg.pop("dtype", None)
+
+    add = {
+        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": (
+            "F8_E4M3",
+            [576, 256],
+            bytes(576 * 256),
+        ),
+        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv": (
+            "F32",
+            [5, 2],
+            struct.pack("<10f", *[0.01] * 10),
+        ),
+    }
+    folder = mutate("hf-fp8-block", tmp_path / "fp8-n576-fp16", config=fp16, add=add)
+    run(pytester, env, folder, arch="9.0,12.0")
+    k = verdicts(pytester)["quant.kernel-arch"]
+    assert k["outcome"] == "failed"
+    assert (
+        "12.0: vLLM takes CutlassFp8BlockScaledMMKernel for 1 layer(s), e.g. model.layers.0.self_attn.kv_a_proj_with_mqa [N=576, K=256], which fails there: cutlass_gemm_caller ... Invalid status"
+        in k["summary"]
+    )
+    assert "9.0" not in k["summary"].split("failed")[0] or "9.0: vLLM takes" not in k["summary"]
+    bf16 = mutate("hf-fp8-block", tmp_path / "fp8-n576-bf16", add=add)
+    run(pytester, env, bf16, arch="9.0,12.0")
+    k = verdicts(pytester)["quant.kernel-arch"]
+    assert k["outcome"] == "passed", k
+    assert "12.0: DeepGemmFp8BlockScaledMMKernel" in k["summary"]
+
+
+def test_block_size_not_dividing_fused_shards_is_refused(pytester, env, tmp_path):
+    """weight_block_size [128, 128] where q_proj's output (256) divides but k_proj's (128)
+    is declared as blocks of 256: validate_fp8_block_shape refuses the fused qkv."""
+
+    def block256(cfg):
+        cfg["quantization_config"]["weight_block_size"] = [256, 128]
+
+    def scales(header):
+        for name, e in header.items():
+            if name.endswith("weight_scale_inv"):
+                out, inp = header[name.replace("_scale_inv", "")]["shape"]
+                e["shape"] = [-(-out // 256), -(-inp // 128)]
+                begin = e["data_offsets"][0]
+                e["data_offsets"] = [begin, begin + 4 * e["shape"][0] * e["shape"][1]]
+
+    folder = mutate("hf-fp8-block", tmp_path / "fp8-block256", config=block256, tensors=scales)
+    run(pytester, env, folder)
+    t = verdicts(pytester)["quant.tensors-complete"]
+    assert t["outcome"] == "failed", t
+    assert (
+        "model.layers.0.self_attn.qkv_proj: vLLM says 'Weight output_partition_size = 128 is not divisible by weight quantization block_n = 256.'"
+        in t["summary"]
+    )
+
+
+def test_fp8_below_ada_warns_and_int8_below_turing_fails(pytester, env):
+    """CT FP8 on sm 8.0: vLLM takes CompressedTensorsW8A16Fp8 (Marlin, weight-only): works.
+    W8A8 INT8 on sm 7.0: CompressedTensorsW8A8Int8 needs 7.5: refused."""
+    run(pytester, env, EXPORTS / "ct-fp8-dynamic", arch="8.0")
+    v = verdicts(pytester)
+    assert v["quant.min-capability"]["outcome"] == "warning"
+    assert (
+        "CT_FP8_CHANNEL on 8.0: CompressedTensorsW8A16Fp8: Marlin FP8, weight-only"
+        in v["quant.min-capability"]["summary"]
+    )
+    assert v["quant.kernel-arch"]["outcome"] == "warning"
+    run(pytester, env, EXPORTS / "ct-w8a8-int8", arch="7.0")
+    m = verdicts(pytester)["quant.min-capability"]
+    assert m["outcome"] == "failed"
+    assert "CT_W8A8_INT8 (CompressedTensorsConfig) needs 75, target 7.0" in m["summary"]
+
+
+def test_quantized_module_left_bf16_is_refused(pytester, env, tmp_path):
+    """A W4A16 checkpoint whose o_proj is BF16 but not in ignore: the WNA16 layer has
+    weight_packed, no 'weight'."""
+    from fixtures.quant_standin import read_tensors, write_tensors
+
+    folder = mutate("ct-w4a16-g128", tmp_path / "w4a16-bf16-o")
+    header, data = read_tensors(folder / "model.safetensors")
+    prefix = "model.layers.0.self_attn.o_proj"
+    for leaf in ("weight_packed", "weight_scale", "weight_shape"):
+        del header[f"{prefix}.{leaf}"]
+    write_tensors(
+        folder / "model.safetensors",
+        header,
+        data,
+        {f"{prefix}.weight": ("BF16", [256, 256], bytes(256 * 256 * 2))},
+    )
+    run(pytester, env, folder)
+    t = verdicts(pytester)["quant.tensors-complete"]
+    assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "refuses"
+    assert f"{prefix} is stored 16-bit ({prefix}.weight) but not ignored" in t["summary"]
+    assert "list the module in quantization_config.ignore" in t["fix"]

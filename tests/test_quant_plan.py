@@ -1,0 +1,152 @@
+"""The scheme model (facts/quant_plan.py) and the rows of tables/quant_schemes.py against what
+real vLLM code did on the CPU with the same configs (recorded by
+scripts/quant_schemes_truth.py into fixtures/quant_export/schemes_truth-<version>.json: vLLM's
+own ``_get_scheme_from_parts``, ``Fp8Config.from_config`` and each scheme's ``create_weights``,
+kernels stubbed). Also: the stand-in-free readers on the real wheels (integration)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fixtures.quant_standin import EXPORTS
+from pytest_vllm_env.facts.quant_plan import ct_scheme
+from pytest_vllm_env.readers.vllm_quant_source import CT_PY, KERNELS_PY, QUANT_INIT_PY, parse
+from pytest_vllm_env.tables.quant_kernels import FAMILIES
+from pytest_vllm_env.tables.quant_schemes import scheme_row
+
+TRUTHS = sorted(EXPORTS.glob("schemes_truth-*.json"))
+TORCH_TO_SAFETENSORS = {
+    "float8_e4m3fn": "F8_E4M3",
+    "float32": "F32",
+    "bfloat16": "BF16",
+    "float16": "F16",
+    "int32": "I32",
+    "int64": "I64",
+    "int8": "I8",
+    "uint8": "U8",
+}
+
+
+def _truth(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _ours(cfg: dict):
+    group = next(iter(cfg["config_groups"].values()))
+    return ct_scheme(
+        group["weights"], group.get("input_activations"), group.get("format") or cfg.get("format")
+    )
+
+
+def test_truth_is_recorded():
+    assert [p.name for p in TRUTHS] >= ["schemes_truth-0.26.0.json"]
+
+
+@pytest.mark.parametrize("path", TRUTHS, ids=lambda p: p.stem)
+def test_scheme_choice_matches_vllm(path):
+    """For every real export's config and the synthetic ones: the scheme class vLLM's
+    ``_get_scheme_from_parts`` built is our row's (W8A16 FP8 where vLLM falls back to it), and
+    where vLLM raised, we refuse too."""
+    truth = _truth(path)
+    for name, real in truth["schemes"].items():
+        cfg = truth["configs"][name]
+        group = next(iter(cfg["config_groups"].values()))
+        fmt = group.get("format") or cfg.get("format")
+        if "error" in real:
+            got = _ours(cfg)
+            refused_in_config = (
+                fmt in ("int-quantized", "float-quantized", "naive-quantized")
+                and not group.get("input_activations")
+                and group["weights"].get("type") != "float"
+            )
+            assert isinstance(got, str) or refused_in_config, (name, real, got)
+            continue
+        got = _ours(cfg)
+        assert not isinstance(got, str), (name, got)
+        row, _settings, _flags, family = got
+        cls = scheme_row("compressed-tensors", row).linear_method
+        if family == "fp8_weight_only":
+            cls = "CompressedTensorsW8A16Fp8"
+        assert cls == real["scheme"], (name, cls, real)
+
+
+@pytest.mark.parametrize("path", TRUTHS, ids=lambda p: p.stem)
+def test_rows_register_what_create_weights_registers(path):
+    """What each scheme's real ``create_weights`` registered on a Linear [256, 512] is exactly
+    our row's parameters (for the layer's flags), in a dtype the row allows and a shape the
+    row accepts."""
+    truth = _truth(path)
+    checked = 0
+    for name, real in truth["create_weights"].items():
+        if "params" not in real or name.startswith("fp8:"):
+            continue
+        got = _ours(truth["configs"][name])
+        assert not isinstance(got, str), (name, got)
+        row = scheme_row("compressed-tensors", got[0])
+        params = {p.name: p for p in row.params if not p.when or p.when in got[2]}
+        assert set(params) == set(real["params"]), (name, set(params), real["params"])
+        settings = dict(got[1])
+        if settings.get("group") == -1:
+            settings["group"] = 512
+        for pname, (dtype, shape) in real["params"].items():
+            p = params[pname]
+            assert p.dtypes is None or TORCH_TO_SAFETENSORS[dtype] in p.dtypes, (name, pname)
+            assert p.fits(tuple(shape), 256, 512, settings), (name, pname, shape, p.shape_text)
+        checked += 1
+    assert checked >= 9
+
+
+@pytest.mark.parametrize("path", TRUTHS, ids=lambda p: p.stem)
+def test_fp8_config_refusals_match_vllm(path, tmp_path):
+    """Fp8Config.from_config's refusals are ours, word for word; its parameters our rows'."""
+    from pytest_vllm_env.facts.quant_plan import QuantPlan, _plan_fp8
+
+    truth = _truth(path)
+    configs = {
+        "block-dynamic": {"activation_scheme": "dynamic", "weight_block_size": [128, 128]},
+        "block-static": {"activation_scheme": "static", "weight_block_size": [128, 128]},
+        "block-3d": {"activation_scheme": "dynamic", "weight_block_size": [1, 128, 128]},
+        "tensor-static": {"activation_scheme": "static"},
+        "tensor-dynamic": {"activation_scheme": "dynamic"},
+        "bad-activation": {"activation_scheme": "per-token"},
+    }
+    for name, cfg in configs.items():
+        real = truth["create_weights"][f"fp8:{name}"]
+        plan = QuantPlan("fp8", "fp8")
+        _plan_fp8(plan, {"quant_method": "fp8", **cfg}, {})
+        if "error" in real:
+            assert plan.refusal and real["error"].endswith(plan.refusal), (name, plan.refusal)
+            continue
+        assert plan.refusal is None, name
+        row = scheme_row("fp8", "FP8_BLOCK" if "weight_block_size" in cfg else "FP8_TENSOR")
+        flags = {"static_input"} if cfg["activation_scheme"] == "static" else set()
+        names = {p.name for p in row.params if not p.when or p.when in flags}
+        assert names == set(real["params"]), (name, names, real["params"])
+
+
+# -- the readers on the real wheels -----------------------------------------------------------
+def _read(version: str, path: str) -> str:
+    from fixtures.downloads import wheel
+
+    with zipfile.ZipFile(wheel(f"vllm=={version}")) as zf:
+        return zf.read(path).decode()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", ["0.26.0", "0.33.0"])
+def test_quant_source_reads_the_real_wheels(version):
+    """Both releases know compressed-tensors, fp8 and mxfp4; 0.33.0 refuses actorder group and
+    dynamic; the kernel lists name every kernel our tables model, in the tables' order."""
+    src = parse(*(_read(version, p) for p in (QUANT_INIT_PY, CT_PY, KERNELS_PY)))
+    assert src.missing == ()
+    assert {"compressed-tensors", "fp8", "mxfp4", "modelopt"} <= set(src.methods)
+    assert src.refused_actorders == (("group", "dynamic") if version == "0.33.0" else ())
+    lists = {"fp8": "fp8", "fp8_block": "fp8_block", "int8": "int8", "wna16": "kernels"}
+    for family, env_name in lists.items():
+        real = src.kernel_lists[env_name]
+        ours = [k.name for k in FAMILIES[version][family]]
+        assert [n for n in real if n in ours] == ours, (family, real)
