@@ -7,13 +7,12 @@ real failure of each format failing with its fix."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
 
 from fixtures.envs import EnvBuilder
-from fixtures.quant_standin import EXPORTS, group_weights, install_vllm_quant, mutate
+from fixtures.quant_standin import EXPORTS, VARIANTS, install_vllm_quant
 
 SUITE = (
     "--vllm-conformance",
@@ -125,14 +124,7 @@ def test_int8_w8a8_fails_on_blackwell_only(pytester, env):
 def test_w4a16_group_size_no_kernel_runs(pytester, env, tmp_path):
     """Group size 16: Machete (-1/64/128), Marlin (-1/32/64/128), Triton W4A16 (up to 256, not
     16) and Exllama (float16 only) all refuse a BF16 model: vLLM raises at create_weights."""
-
-    def g16(cfg):
-        group_weights(cfg)["group_size"] = 16
-
-    folder = tmp_path / "w4a16-g16"
-    mutate("ct-w4a16-g128", folder, config=g16)
-    # the scales of the g128 export are [out, 2]: write [out, in/16] ones of the right size
-    _resize_scales(folder, 16)
+    folder = VARIANTS["w4a16-g16"](tmp_path / "w4a16-g16")
     run(pytester, env, folder)
     v = verdicts(pytester)
     assert v["quant.tensors-complete"]["outcome"] == "passed", v["quant.tensors-complete"]
@@ -143,27 +135,9 @@ def test_w4a16_group_size_no_kernel_runs(pytester, env, tmp_path):
     assert "group size Marlin runs (32, 64 or 128" in k["fix"]
 
 
-def _resize_scales(folder: Path, group: int) -> None:
-    """Give every weight_scale the shape [out, in/group] (BF16 ones, as GPTQ would write)."""
-    from fixtures.quant_standin import read_tensors, write_tensors
-
-    header, data = read_tensors(folder / "model.safetensors")
-    add = {}
-    for name in [n for n in header if n.endswith(".weight_scale")]:
-        out = header[name]["shape"][0]
-        inp = header[name.replace("weight_scale", "weight_packed")]["shape"][1] * 8
-        del header[name]
-        add[name] = ("BF16", [out, inp // group], struct.pack("<H", 0x3C00) * (out * inp // group))
-    write_tensors(folder / "model.safetensors", header, data, add)
-
-
 def test_missing_weight_scale_inv_computes_garbage(pytester, env, tmp_path):
     """Fine-grained FP8 without one layer's weight_scale_inv: vLLM keeps the placeholder."""
-
-    def drop(header):
-        del header["model.layers.1.mlp.down_proj.weight_scale_inv"]
-
-    folder = mutate("hf-fp8-block", tmp_path / "fp8-no-scale", tensors=drop)
+    folder = VARIANTS["fp8-block-no-scale"](tmp_path / "fp8-no-scale")
     run(pytester, env, folder)
     t = verdicts(pytester)["quant.tensors-complete"]
     assert t["outcome"] == "failed"
@@ -178,12 +152,7 @@ def test_missing_weight_scale_inv_computes_garbage(pytester, env, tmp_path):
 def test_channel_scale_of_the_wrong_shape_is_refused(pytester, env, tmp_path):
     """compressed-tensors writes channel scales [out, 1]; a 1-D [out] one fails the assert
     in parameter.py (ChannelQuantScaleParameter is (out, 1))."""
-
-    def flat(header):
-        e = header["model.layers.0.self_attn.o_proj.weight_scale"]
-        e["shape"] = [e["shape"][0]]
-
-    folder = mutate("ct-fp8-dynamic", tmp_path / "fp8-flat-scale", tensors=flat)
+    folder = VARIANTS["fp8-channel-scale-flat"](tmp_path / "fp8-flat-scale")
     run(pytester, env, folder)
     t = verdicts(pytester)["quant.tensors-complete"]
     assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "refuses"
@@ -195,17 +164,7 @@ def test_channel_scale_of_the_wrong_shape_is_refused(pytester, env, tmp_path):
 
 def test_nvfp4_weights_with_fp8_activations_is_refused(pytester, env, tmp_path):
     """An unsupported scheme combination: vLLM's own ValueError, before any weight loads."""
-
-    def fp8_inputs(cfg):
-        group = next(iter(cfg["quantization_config"]["config_groups"].values()))
-        group["input_activations"] = {
-            "num_bits": 8,
-            "type": "float",
-            "strategy": "token",
-            "dynamic": True,
-        }
-
-    folder = mutate("ct-nvfp4", tmp_path / "nvfp4-fp8-act", config=fp8_inputs)
+    folder = VARIANTS["nvfp4-fp8-activations"](tmp_path / "nvfp4-fp8-act")
     run(pytester, env, folder)
     c = verdicts(pytester)["quant.config"]
     assert c["outcome"] == "failed"
@@ -218,12 +177,7 @@ def test_nvfp4_weights_with_fp8_activations_is_refused(pytester, env, tmp_path):
 
 def test_actorder_group_loads_on_026_refused_on_033(pytester, env, env_033, tmp_path):
     """vLLM 0.26.0 builds weight_g_idx for actorder "group"; 0.33.0 refuses it in from_config."""
-
-    def actorder(cfg):
-        group_weights(cfg)["actorder"] = "group"
-
-    folder = mutate("ct-w4a16-g128", tmp_path / "w4a16-actorder", config=actorder)
-    _add_g_idx(folder)
+    folder = VARIANTS["w4a16-actorder-group"](tmp_path / "w4a16-actorder")
     run(pytester, env, folder)
     v = verdicts(pytester)
     assert v["quant.config"]["outcome"] == "passed"
@@ -236,40 +190,13 @@ def test_actorder_group_loads_on_026_refused_on_033(pytester, env, env_033, tmp_
     assert "actorder='weight'" in c["fix"]
 
 
-def _add_g_idx(folder: Path) -> None:
-    from fixtures.quant_standin import read_tensors, write_tensors
-
-    header, data = read_tensors(folder / "model.safetensors")
-    add = {}
-    for name in [n for n in header if n.endswith(".weight_packed")]:
-        inp = header[name]["shape"][1] * 8
-        idx = b"".join(struct.pack("<i", i // 128) for i in range(inp))
-        add[name.replace("weight_packed", "weight_g_idx")] = ("I32", [inp], idx)
-    write_tensors(folder / "model.safetensors", header, data, add)
-
-
 def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_path):
     """A DeepSeek-style layer of N=576 in a float16 model: DeepGEMM wants BF16, so vLLM takes
     CUTLASS's blockwise GEMM, whose SM120 build rejects N % 128 != 0 (vLLM issue 47990). On
     sm 9.0 the same kernel runs it; in a BF16 model DeepGEMM takes it on sm 12.0 too."""
+    from fixtures.quant_standin import fp8_block_n576
 
-    def fp16(cfg):
-        cfg["torch_dtype"] = "float16"
-        cfg.pop("dtype", None)
-
-    add = {
-        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": (
-            "F8_E4M3",
-            [576, 256],
-            bytes(576 * 256),
-        ),
-        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv": (
-            "F32",
-            [5, 2],
-            struct.pack("<10f", *[0.01] * 10),
-        ),
-    }
-    folder = mutate("hf-fp8-block", tmp_path / "fp8-n576-fp16", config=fp16, add=add)
+    folder = fp8_block_n576(tmp_path / "fp8-n576-fp16")
     run(pytester, env, folder, arch="9.0,12.0")
     k = verdicts(pytester)["quant.kernel-arch"]
     assert k["outcome"] == "failed"
@@ -277,8 +204,8 @@ def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_pat
         "12.0: vLLM takes CutlassFp8BlockScaledMMKernel for 1 layer(s), e.g. model.layers.0.self_attn.kv_a_proj_with_mqa [N=576, K=256], which fails there: cutlass_gemm_caller ... Invalid status"
         in k["summary"]
     )
-    assert "9.0" not in k["summary"].split("failed")[0] or "9.0: vLLM takes" not in k["summary"]
-    bf16 = mutate("hf-fp8-block", tmp_path / "fp8-n576-bf16", add=add)
+    assert "9.0: vLLM takes" not in k["summary"]
+    bf16 = fp8_block_n576(tmp_path / "fp8-n576-bf16", dtype="bfloat16")
     run(pytester, env, bf16, arch="9.0,12.0")
     k = verdicts(pytester)["quant.kernel-arch"]
     assert k["outcome"] == "passed", k
@@ -286,21 +213,9 @@ def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_pat
 
 
 def test_block_size_not_dividing_fused_shards_is_refused(pytester, env, tmp_path):
-    """weight_block_size [128, 128] where q_proj's output (256) divides but k_proj's (128)
-    is declared as blocks of 256: validate_fp8_block_shape refuses the fused qkv."""
-
-    def block256(cfg):
-        cfg["quantization_config"]["weight_block_size"] = [256, 128]
-
-    def scales(header):
-        for name, e in header.items():
-            if name.endswith("weight_scale_inv"):
-                out, inp = header[name.replace("_scale_inv", "")]["shape"]
-                e["shape"] = [-(-out // 256), -(-inp // 128)]
-                begin = e["data_offsets"][0]
-                e["data_offsets"] = [begin, begin + 4 * e["shape"][0] * e["shape"][1]]
-
-    folder = mutate("hf-fp8-block", tmp_path / "fp8-block256", config=block256, tensors=scales)
+    """weight_block_size [256, 128]: k_proj's 128 outputs (not the last shard of qkv) do not
+    divide into blocks of 256: validate_fp8_block_shape refuses the fused qkv."""
+    folder = VARIANTS["fp8-block-256"](tmp_path / "fp8-block256")
     run(pytester, env, folder)
     t = verdicts(pytester)["quant.tensors-complete"]
     assert t["outcome"] == "failed", t
@@ -330,21 +245,10 @@ def test_fp8_below_ada_warns_and_int8_below_turing_fails(pytester, env):
 def test_quantized_module_left_bf16_is_refused(pytester, env, tmp_path):
     """A W4A16 checkpoint whose o_proj is BF16 but not in ignore: the WNA16 layer has
     weight_packed, no 'weight'."""
-    from fixtures.quant_standin import read_tensors, write_tensors
-
-    folder = mutate("ct-w4a16-g128", tmp_path / "w4a16-bf16-o")
-    header, data = read_tensors(folder / "model.safetensors")
-    prefix = "model.layers.0.self_attn.o_proj"
-    for leaf in ("weight_packed", "weight_scale", "weight_shape"):
-        del header[f"{prefix}.{leaf}"]
-    write_tensors(
-        folder / "model.safetensors",
-        header,
-        data,
-        {f"{prefix}.weight": ("BF16", [256, 256], bytes(256 * 256 * 2))},
-    )
+    folder = VARIANTS["w4a16-o-proj-bf16"](tmp_path / "w4a16-bf16-o")
     run(pytester, env, folder)
     t = verdicts(pytester)["quant.tensors-complete"]
+    prefix = "model.layers.0.self_attn.o_proj"
     assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "refuses"
     assert f"{prefix} is stored 16-bit ({prefix}.weight) but not ignored" in t["summary"]
     assert "list the module in quantization_config.ignore" in t["fix"]
