@@ -252,3 +252,17 @@ def test_quantized_module_left_bf16_is_refused(pytester, env, tmp_path):
     assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "refuses"
     assert f"{prefix} is stored 16-bit ({prefix}.weight) but not ignored" in t["summary"]
     assert "list the module in quantization_config.ignore" in t["fix"]
+
+
+def test_mxfp4_missing_expert_scales_computes_garbage(pytester, env, tmp_path):
+    """gpt-oss MXFP4 without one layer's down_proj_scales: vLLM's w2_weight_scale stays zero."""
+    folder = VARIANTS["mxfp4-no-scales"](tmp_path / "mxfp4-no-scales")
+    run(pytester, env, folder, arch="9.0,12.0")
+    v = verdicts(pytester)
+    assert v["quant.config"]["summary"].startswith(
+        "mxfp4-no-scales: mxfp4: 2 MoE expert layer(s) as MXFP4"
+    )
+    t = v["quant.tensors-complete"]
+    assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "wrong"
+    assert "model.layers.1.mlp.experts.down_proj_scales is missing ([E, H, I/32])" in t["summary"]
+    assert v["quant.kernel-arch"]["outcome"] == "passed"

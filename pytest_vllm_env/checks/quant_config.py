@@ -90,9 +90,10 @@ def quant_config(
             "check config_groups targets and ignore in config.json's quantization_config",
             method=plan.method,
         )
+    what = "MoE expert layer(s)" if plan.producer == "mxfp4" else "Linear module(s)"
     return passed(
         check,
-        f"{ckpt.label}: {plan.method}: {len(plan.schemes)} Linear module(s) as "
+        f"{ckpt.label}: {plan.method}: {len(plan.schemes)} {what} as "
         f"{', '.join(names)} ({', '.join(classes) or 'MoE experts'}), "
         f"{len(plan.unquantized)} unquantized"
         + (f" ({', '.join(sorted(plan.unquantized)[:4])})" if plan.unquantized else ""),

@@ -18,6 +18,9 @@ source scripts/device/target_env.sh
 V=/tmp/quant_variants; mkdir -p $V $OUT/formats
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee $OUT/smi.txt
 $PY -m fixtures.quant_standin $V
+# gpt-oss: the BF16 original is not committed (4 MB); remade here with its MXFP4 twin
+G=/tmp/gptoss; timeout 300 $PY -m fixtures.quant_exports $G mxfp4 > $OUT/gptoss_make.log 2>&1
+for m in gpt-oss-bf16 gpt-oss-mxfp4; do [ -d $G/$m ] && mv $G/$m $V/$m-device; done
 export VLLM_ENV_PROBE_KV_BYTES=$((256 * 1024 * 1024)) VLLM_ENV_PROBE_GPU_UTIL=0.1
 probe() {  # model dir -> $OUT/formats/<name>.json/.err
   local d=$1 tag; tag=$(basename $d)
@@ -60,8 +63,10 @@ for err in sorted(src.glob("*.err")):
         "deterministic": r.get("tokens") == r.get("tokens_again") if r.get("tokens") else None,
     }
 bf16 = out.get("llama-bf16", {}).get("tokens")
-for v in out.values():
-    v["same_as_bf16"] = bool(bf16) and v["tokens"] == bf16
+oss = out.get("gpt-oss-bf16-device", {}).get("tokens")
+for tag, v in out.items():
+    ref = oss if tag.startswith("gpt-oss") else bf16
+    v["same_as_bf16"] = bool(ref) and v["tokens"] == ref
 import torch, vllm
 try:
     import compressed_tensors
