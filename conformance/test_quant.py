@@ -10,7 +10,7 @@ pytestmark = pytest.mark.toolchain
 
 
 @pytest.mark.vllm_check("quant.config")
-def test_quant_config(vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, vllm_env, verdict):
+def test_qfmt_config(vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, vllm_env, verdict):
     version = vllm_env.version_of("vllm")
     verdict(
         quant_config.quant_config(vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, version)
@@ -18,7 +18,7 @@ def test_quant_config(vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, 
 
 
 @pytest.mark.vllm_check("quant.tensors-complete")
-def test_quant_tensors_complete(
+def test_qfmt_tensors(
     vllm_checkpoint,
     vllm_checkpoint_plan,
     vllm_checkpoint_scales,
@@ -39,13 +39,13 @@ def test_quant_tensors_complete(
 
 
 @pytest.mark.vllm_check("quant.scales-sane")
-def test_quant_scales_sane(vllm_checkpoint, vllm_checkpoint_scales, verdict):
+def test_qfmt_scales(vllm_checkpoint, vllm_checkpoint_scales, verdict):
     values, unread = vllm_checkpoint_scales
     verdict(quant_tensors.scales_sane(vllm_checkpoint, values, unread))
 
 
 @pytest.mark.vllm_check("quant.min-capability")
-def test_quant_min_capability(
+def test_qfmt_capability(
     vllm_checkpoint, vllm_checkpoint_plan, vllm_env, cuda_archs, cuda_archs_source, request, verdict
 ):
     version = vllm_env.version_of("vllm")
@@ -60,7 +60,7 @@ def test_quant_min_capability(
 
 
 @pytest.mark.vllm_check("quant.kernel-arch")
-def test_quant_kernel_arch(
+def test_qfmt_kernel_arch(
     vllm_checkpoint,
     vllm_checkpoint_plan,
     vllm_env,

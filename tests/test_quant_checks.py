@@ -21,7 +21,7 @@ SUITE = (
     "-m",
     "toolchain",
     "-k",
-    "test_quant_ and not test_modelopt",
+    "test_qfmt_",
 )
 CHECKS = 5
 REPO = Path(__file__).resolve().parents[1]
@@ -68,13 +68,11 @@ def test_real_export_passes_on_hopper(pytester, env, name):
     warning, never a failure)."""
     run(pytester, env, EXPORTS / name)
     v = verdicts(pytester)
-    for check in (
-        "quant.config",
-        "quant.tensors-complete",
-        "quant.scales-sane",
-        "quant.min-capability",
-    ):
+    for check in ("quant.config", "quant.tensors-complete", "quant.min-capability"):
         assert v[check]["outcome"] == "passed", v[check]
+    # gpt-oss's MXFP4 scales are E8M0 bytes, not floats: nothing for scales-sane to read
+    sane = "skipped" if name == "gpt-oss-mxfp4" else "passed"
+    assert v["quant.scales-sane"]["outcome"] == sane, v["quant.scales-sane"]
     expected = "warning" if name == "ct-nvfp4" else "passed"
     assert v["quant.kernel-arch"]["outcome"] == expected, v["quant.kernel-arch"]
 
