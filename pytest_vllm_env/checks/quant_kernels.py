@@ -49,6 +49,16 @@ def kernel_arch(
             CHECK, f"no target GPU arch known (from {archs_source}): pass --cuda-arch (e.g. 12.0)"
         )
     release = release_for(vllm_version)
+    if release is None and not env_lists:
+        return skipped(
+            CHECK,
+            f"{ckpt.label}: vLLM {vllm_version or 'is not installed'}"
+            + (
+                ": older than the releases whose kernel choice is modelled (0.26.0, 0.33.0)"
+                if vllm_version
+                else ""
+            ),
+        )
     shapes = layer_shapes(plan, ckpt.modules)
     # (arch, kernel or None, failure or cost) -> the layers it concerns
     groups: dict[tuple[str, str, str, str], list[str]] = {}
