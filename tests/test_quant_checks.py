@@ -211,16 +211,19 @@ def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_pat
 
 
 def test_block_size_not_dividing_fused_shards_is_refused(pytester, env, tmp_path):
-    """weight_block_size [256, 128]: k_proj's 128 outputs (not the last shard of qkv) do not
-    divide into blocks of 256: validate_fp8_block_shape refuses the fused qkv."""
+    """weight_block_size [256, 128]: k_proj's and v_proj's 128 outputs do not divide into
+    blocks of 256; vLLM skips validate_fp8_block_shape for the fused qkv and its loader then
+    fails on the block scale (measured with vLLM 0.26.0's loader on the CPU)."""
     folder = VARIANTS["fp8-block-256"](tmp_path / "fp8-block256")
     run(pytester, env, folder)
     t = verdicts(pytester)["quant.tensors-complete"]
     assert t["outcome"] == "failed", t
     assert (
-        "model.layers.0.self_attn.qkv_proj: vLLM says 'Weight output_partition_size = 128 is not divisible by weight quantization block_n = 256.'"
-        in t["summary"]
+        "model.layers.0.self_attn.qkv_proj: the outputs of k_proj (128), v_proj (128) are "
+        "not multiples of block_n = 256" in t["summary"]
     )
+    assert t["evidence"]["vllm_effect"] == "refuses"
+    assert t["evidence"]["tensors"][0] == "model.layers.0.self_attn.v_proj.weight_scale_inv"
 
 
 def test_fp8_below_ada_warns_and_int8_below_turing_fails(pytester, env):

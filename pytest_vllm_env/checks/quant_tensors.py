@@ -201,8 +201,13 @@ def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> lis
 
 
 def _blocks(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) -> list:
-    """validate_fp8_block_shape (TP 1): every output partition of a fused layer but the last
-    must divide by block_n."""
+    """A fused column layer (qkv, gate_up) whose shards' outputs are not multiples of
+    block_n: vLLM 0.26.0 and 0.33.0 skip ``validate_fp8_block_shape`` for it
+    (``ColumnParallelLinear._maybe_allow_fp8_block_shape_mismatch``), then the shards' block
+    scales do not line up with the fused layer's (a block straddles two shards): measured on
+    the CPU with vLLM 0.26.0's own loader, loading the scale fails in ``parameter.py``
+    ("start (2) + length (1) exceeds dimension size (2)"); where it fits, two shards share a
+    scale the checkpoint gave them apart."""
     out = []
     seen: set[str] = set()
     for prefix, scheme in sorted(plan.schemes.items()):
@@ -215,20 +220,33 @@ def _blocks(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) ->
         for shard in shards(layer):
             w = modules.get(shard, {}).get("weight")
             sizes.append(w.shape[0] if w is not None and w.shape else 0)
-        for size in sizes[:-1]:
-            if size % bn:
-                out.append(
-                    (
-                        "refuses",
-                        "block",
-                        f"{layer}: vLLM says 'Weight output_partition_size = {size} is not "
-                        f"divisible by weight quantization block_n = {bn}.' "
-                        "(validate_fp8_block_shape)",
-                        "",
-                    )
+        odd = [
+            (s.rpartition(".")[2], n) for s, n in zip(shards(layer), sizes, strict=True) if n % bn
+        ]
+        if odd:
+            names = ", ".join(f"{name} ({n})" for name, n in odd)
+            out.append(
+                (
+                    "refuses",
+                    "block",
+                    f"{layer}: the outputs of {names} are not multiples of block_n = {bn}, so "
+                    "its shards' block scales do not line up with the fused layer's (vLLM "
+                    "skips validate_fp8_block_shape for it and fails loading the scale in "
+                    "parameter.py: 'start + length exceeds dimension size')",
+                    # the last such shard's scale rows run past the fused scale's (vLLM
+                    # 0.26.0 on the CPU: loading v_proj's weight_scale_inv raised)
+                    f"{layer.rpartition('.')[0]}.{odd[-1][0]}.{_block_scale(scheme)}",
                 )
-                break
+            )
     return out
+
+
+def _block_scale(scheme: Scheme) -> str:
+    """The name of the scheme's block scale (weight_scale, or weight_scale_inv for fp8)."""
+    for p in scheme.params:
+        if any(d.div == "block_n" for alt in p.shapes for d in alt):
+            return p.name
+    return "weight_scale"
 
 
 def _experts(ckpt: Checkpoint, plan: QuantPlan) -> list:
