@@ -189,3 +189,20 @@ def test_verdicts_agree_with_vllms_own_loader_on_the_cpu(tmp_path):
                 ), (name, tensor)
         judged += 1
     assert judged >= 15
+
+
+def test_every_scheme_row_is_whole():
+    """Each row of tables/quant_schemes.py: unique, cites its source, names both releases read
+    with a config class and a capability, registers one weight parameter (MXFP4: experts,
+    described apart), and has a kernel family both releases' tables hold."""
+    from pytest_vllm_env.tables.quant_schemes import ROWS
+
+    names = [(r.producer, r.name) for r in ROWS]
+    assert len(names) == len(set(names))
+    for row in ROWS:
+        assert row.sources and row.exported_as, row.name
+        assert set(row.vllm) == {"0.26.0", "0.33.0"}, row.name
+        assert all(70 <= s.min_capability <= 120 for s in row.vllm.values()), row.name
+        if row.producer != "mxfp4":
+            assert [p.role for p in row.params].count("weight") == 1, row.name
+        assert all(row.kernel_family in FAMILIES[r] for r in FAMILIES), row.name
