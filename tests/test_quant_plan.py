@@ -206,3 +206,21 @@ def test_every_scheme_row_is_whole():
         if row.producer != "mxfp4":
             assert [p.role for p in row.params].count("weight") == 1, row.name
         assert all(row.kernel_family in FAMILIES[r] for r in FAMILIES), row.name
+
+
+def test_a_scheme_without_a_row_is_not_judged_as_refused():
+    """MXFP4 weights through compressed-tensors (CompressedTensorsW4A4Mxfp4): vLLM builds it;
+    the table has no row: quant.config skips, never fails what loads."""
+    from pytest_vllm_env.checks.quant_config import quant_config
+    from pytest_vllm_env.facts.quant_plan import plan
+    from pytest_vllm_env.readers.checkpoint import read_checkpoint
+
+    folder = EXPORTS / "ct-w4a16-g128"
+    ckpt = read_checkpoint("mxfp4-ct", folder)
+    group = next(iter(ckpt.quantization_config["config_groups"].values()))
+    group["weights"] = {"num_bits": 4, "type": "float", "strategy": "group", "group_size": 32}
+    group["format"] = "mxfp4-pack-quantized"
+    p = plan(ckpt)
+    assert p.refusal is None and p.unmodelled == {"CompressedTensorsW4A4Mxfp4"}
+    found = quant_config(ckpt, p, None, "0.26.0")
+    assert found.outcome == "skipped" and "CompressedTensorsW4A4Mxfp4" in found.summary

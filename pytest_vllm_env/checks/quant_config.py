@@ -79,6 +79,14 @@ def quant_config(
             method=plan.method,
             vllm_effect="refuses",
         )
+    unmodelled = ", ".join(sorted(plan.unmodelled))
+    if plan.unmodelled and not plan.schemes:
+        return skipped(
+            check,
+            f"{ckpt.label}: vLLM builds {unmodelled} for its layers: a scheme whose tensors "
+            "this suite does not model yet (not judged)",
+            method=plan.method,
+        )
     names = sorted({s.row.name for s in plan.schemes.values()})
     classes = sorted({s.row.linear_method for s in plan.schemes.values() if s.row.linear_method})
     if not plan.schemes:
@@ -96,7 +104,8 @@ def quant_config(
         f"{ckpt.label}: {plan.method}: {len(plan.schemes)} {what} as "
         f"{', '.join(names)} ({', '.join(classes) or 'MoE experts'}), "
         f"{len(plan.unquantized)} unquantized"
-        + (f" ({', '.join(sorted(plan.unquantized)[:4])})" if plan.unquantized else ""),
+        + (f" ({', '.join(sorted(plan.unquantized)[:4])})" if plan.unquantized else "")
+        + (f"; others as {unmodelled}, not modelled (not judged)" if unmodelled else ""),
         method=plan.method,
         schemes=names,
     )

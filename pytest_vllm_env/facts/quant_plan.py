@@ -69,6 +69,7 @@ class QuantPlan:
     unquantized: set[str] = field(default_factory=set)
     refusal: str | None = None
     refusal_fix: str = ""
+    unmodelled: set[str] = field(default_factory=set)  # vLLM scheme classes without a row
     model_type: str | None = None
     act_dtype: str = "bfloat16"
     notes: list[str] = field(default_factory=list)
@@ -181,11 +182,42 @@ def _ct_ignored(layer: str, ignore: Sequence[str]) -> bool:
     return any(_regex_or_equal(layer, t) for t in ignore)
 
 
+UNMODELLED = "unmodelled:"
+
+
+def _unmodelled_scheme(
+    weights: Mapping[str, Any],
+    inputs: Mapping[str, Any] | None,
+    fmt: str | None,
+    output: Mapping[str, Any] | None,
+) -> str:
+    """The schemes vLLM has that the table has no row for yet (their predicates, in
+    ``_get_scheme_from_parts`` order after NVFP4): the class vLLM builds, or ""."""
+    wtype, wbits = weights.get("type", "int"), int(weights.get("num_bits", 8))
+    strategy, group = str(weights.get("strategy") or "tensor"), weights.get("group_size")
+    sym = weights.get("symmetric", True) is not False
+    if strategy == "group" and wtype == "float" and group == 32 and sym and wbits in (4, 8):
+        return "CompressedTensorsW4A4Mxfp4" if wbits == 4 else "CompressedTensorsW8A8Mxfp8"
+    if inputs is not None and wbits == 4 and int(inputs.get("num_bits", 8)) == 8:
+        if strategy == "group" and inputs.get("strategy") == "token" and inputs.get("dynamic"):
+            # CompressedTensorsW4A8Fp8 on sm 9.0 exactly, W4A8Int (int-quantized) elsewhere
+            return "CompressedTensorsW4A8Fp8 / CompressedTensorsW4A8Int"
+    if output and wtype == "int" and fmt in ("pack-quantized", "int-quantized"):
+        return "CompressedTensorsWNA8O8Int"
+    if inputs is not None and wtype == "int" and fmt == "pack-quantized":
+        return "CompressedTensorsWNA8Int / CompressedTensorsWNA4Int"
+    return ""
+
+
 def ct_scheme(
-    weights: Mapping[str, Any], inputs: Mapping[str, Any] | None, fmt: str | None
+    weights: Mapping[str, Any],
+    inputs: Mapping[str, Any] | None,
+    fmt: str | None,
+    output: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, int], frozenset[str], str] | str:
     """``_get_scheme_from_parts`` for the schemes of the table: (row name, settings, flags,
-    kernel family), or vLLM's error text where it finds none."""
+    kernel family), vLLM's error text where it finds none, or ``"unmodelled:<class>"`` for
+    a scheme vLLM builds that the table has no row for (never judged as a refusal)."""
     wtype, wbits = weights.get("type", "int"), int(weights.get("num_bits", 8))
     strategy = str(weights.get("strategy") or "tensor")
     group = weights.get("group_size")
@@ -204,6 +236,9 @@ def ct_scheme(
                 "For NVFP4 weights, input quantization must also be NVFP4 format, None for NVFP4A16"
             )
         return "CT_NVFP4", {}, frozenset({"fp4_input"}), "nvfp4"
+    other = _unmodelled_scheme(weights, inputs, fmt, output)
+    if other:
+        return UNMODELLED + other
     if inputs is None and strategy in ("channel", "group") and not wdyn and fmt == "pack-quantized":
         if wbits not in (2, 3, 4, 5, 6, 7, 8):
             return f"Unsupported num_bits = {wbits}."
@@ -267,7 +302,7 @@ def _plan_ct(
     if not isinstance(groups, dict) or not groups:
         out.refusal = "compressed-tensors quantization_config has no config_groups"
         return
-    targets: dict[str, tuple[Mapping[str, Any], Mapping[str, Any] | None, str | None]] = {}
+    targets: dict[str, tuple] = {}
     for name, group in groups.items():
         if not isinstance(group, dict) or not isinstance(group.get("weights"), dict):
             out.refusal = f"config_groups.{name} has no weights object"
@@ -303,8 +338,15 @@ def _plan_ct(
             )
             return
         for t in tlist:
-            targets[t] = (w, inputs if isinstance(inputs, dict) else None, group.get("format"))
+            outputs = group.get("output_activations")
+            targets[t] = (
+                w,
+                inputs if isinstance(inputs, dict) else None,
+                group.get("format"),
+                outputs if isinstance(outputs, dict) else None,
+            )
     decided: dict[str, Scheme | None] = {}
+    target_of: dict[str, str | None] = {}
     for prefix in linear_names(modules):
         layer = fused_name(prefix, modules)
         if layer not in decided:
@@ -317,11 +359,17 @@ def _plan_ct(
                 )
                 return
             target = None if ignored else _ct_target(prefix, list(targets))
+            target_of[layer] = target
             if target is None:
                 decided[layer] = None
             else:
-                w, inputs, fmt = targets[target]
-                got = ct_scheme(w, inputs, fmt or fmt_all)
+                w, inputs, fmt, outputs = targets[target]
+                got = ct_scheme(w, inputs, fmt or fmt_all, outputs)
+                if isinstance(got, str) and got.startswith(UNMODELLED):
+                    out.unmodelled.add(got.removeprefix(UNMODELLED))
+                    decided[layer] = None
+                    out.unquantized.discard(prefix)
+                    continue
                 if isinstance(got, str):
                     out.refusal = f"{got} ({layer})"
                     out.refusal_fix = (
@@ -333,6 +381,8 @@ def _plan_ct(
                 assert row is not None
                 decided[layer] = Scheme(row, got[1], got[2], got[3])
         scheme = decided[layer]
+        if scheme is None and out.unmodelled and target_of.get(layer):
+            continue  # built by a scheme the table does not model: not judged
         if scheme is None:
             out.unquantized.add(prefix)
         else:
