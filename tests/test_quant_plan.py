@@ -224,3 +224,31 @@ def test_a_scheme_without_a_row_is_not_judged_as_refused():
     assert p.refusal is None and p.unmodelled == {"CompressedTensorsW4A4Mxfp4"}
     found = quant_config(ckpt, p, None, "0.26.0")
     assert found.outcome == "skipped" and "CompressedTensorsW4A4Mxfp4" in found.summary
+
+
+def test_kernel_walk_follows_vllms_choosers():
+    """The walk on its own: INT8 on sm 12.0 takes CUTLASS and fails, unless N or K is not a
+    multiple of 16 (cutlass_scaled_mm hands those to Triton); W4A16 group 256 on sm 9.0 skips
+    Machete and Marlin and lands on Triton W4A16 (a cost); block FP8 in float16 skips DeepGEMM."""
+    from pytest_vllm_env.facts.quant_kernel_choice import LayerAsk, choose, kernel_list
+
+    int8, _, _ = kernel_list("int8", "0.26.0")
+    got = choose(int8, 120, LayerAsk(512, 256), set())
+    assert got.kernel.name == "CutlassInt8ScaledMMLinearKernel" and "SM120" in got.failure
+    assert choose(int8, 120, LayerAsk(500, 256), set()).failure is None
+    assert choose(int8, 90, LayerAsk(512, 256), set()).failure is None
+    wna16, _, _ = kernel_list("wna16", "0.33.0")
+    g256 = LayerAsk(512, 512, {"group": 256, "bits": 4, "pack": 8})
+    got = choose(wna16, 90, g256, set())
+    assert got.kernel.name == "TritonW4A16LinearKernel" and got.kernel.cost
+    block, _, _ = kernel_list("fp8_block", "0.26.0")
+    settings = {"block_n": 128, "block_k": 128}
+    fp16 = LayerAsk(576, 256, settings, act_dtype="float16")
+    got = choose(block, 120, fp16, {"deep_gemm"})
+    assert got.kernel.name == "CutlassFp8BlockScaledMMKernel" and "Invalid status" in got.failure
+    bf16 = LayerAsk(576, 256, settings)
+    assert choose(block, 120, bf16, {"deep_gemm"}).kernel.name == "DeepGemmFp8BlockScaledMMKernel"
+    # the env's own order wins: a list that puts Triton first takes it
+    order = {"fp8_block": ("TritonFp8BlockScaledMMKernel", "DeepGemmFp8BlockScaledMMKernel")}
+    kernels, unknown, _ = kernel_list("fp8_block", "0.26.0", order)
+    assert [k.name for k in kernels][0] == "TritonFp8BlockScaledMMKernel" and unknown == ()

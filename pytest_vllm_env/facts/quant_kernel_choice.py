@@ -114,5 +114,7 @@ def _failure(fails: Sequence[Failure], cc: int, ask: LayerAsk) -> str | None:
             continue
         if f.n_not_multiple and ask.n % f.n_not_multiple == 0:
             continue
+        if f.nk_multiple and (ask.n % f.nk_multiple or ask.k % f.nk_multiple):
+            continue
         return f.message.format(cc=cc, n=ask.n)
     return None

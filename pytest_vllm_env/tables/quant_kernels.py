@@ -33,13 +33,15 @@ MIXED = "vllm/model_executor/kernels/linear/mixed_precision"
 class Failure:
     """What a kernel vLLM picked does on some GPUs: raises at the first GEMM. Applies on
     ``min_cc <= cc < max_cc`` and, when ``n_not_multiple`` is set, only to layers whose
-    output size (N) is not a multiple of it."""
+    output size (N) is not a multiple of it; when ``nk_multiple`` is set, only to layers whose
+    N and K both are multiples of it (others take another path that works)."""
 
     min_cc: int
     max_cc: int
     message: str
     source: str
     n_not_multiple: int = 0
+    nk_multiple: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ _INT8_SM100 = Failure(
     1000,
     "Int8 not supported on SM{cc}. Use FP8 quantization instead, or run on older arch (SM < 100).",
     "csrc/quantization/w8a8/cutlass/c3x/scaled_mm_helper.hpp:dispatch_scaled_mm (the sm100 "
-    "and sm120 entries pass nullptr for int8); vLLM issue 27182",
+    "and sm120 entries pass nullptr for int8); vLLM issue 27182. _custom_ops.py:"
+    "cutlass_scaled_mm sends a weight whose N or K is not a multiple of 16 to Triton instead",
+    nk_multiple=16,
 )
 _CUTLASS_BLOCK_SM120 = Failure(
     120,
