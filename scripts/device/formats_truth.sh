@@ -43,7 +43,10 @@ def result(tag):
         except ValueError:
             continue
     return {}
-KERNEL = re.compile(r"(?:Using|Selected) '?(\w+(?:Kernel|Mxfp4\w*|MoE\w*|MARLIN|TRITON\w*))'? (?:for|Mxfp4)")
+# "Selected CutlassFP8ScaledMMLinearKernel for ...", "Using MacheteLinearKernel for
+# CompressedTensorsWNA16", "Using MarlinNvFp4LinearKernel for NVFP4 GEMM", "Using 'MARLIN'
+# Mxfp4 MoE backend."
+KERNEL = re.compile(r"(?:Using|Selected) '?([A-Za-z0-9_]+)'? (?:for [A-Z]|Mxfp4 MoE)")
 out = {}
 for err in sorted(src.glob("*.err")):
     tag = err.stem
