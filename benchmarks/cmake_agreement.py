@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures import downloads  # noqa: E402
 from fixtures import torch_cmake as ft  # noqa: E402
 from fixtures.cuda_envs import SYSTEM_CUDA, seed_env  # noqa: E402
-from pytest_vllm_env.checks import cuda, torch_cmake  # noqa: E402
+from pytest_vllm_env.checks import cmake_probe as probe_checks  # noqa: E402
+from pytest_vllm_env.facts import toolkit, torch_config  # noqa: E402
 from pytest_vllm_env.facts.env import PixiEnv  # noqa: E402
 from pytest_vllm_env.runners import cmake_probe
 
@@ -55,16 +56,16 @@ def main() -> None:
             env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
             for name, variant in VARIANTS.items():
                 for version, cmake in cmakes.items():
-                    t = cuda.read_toolkit(env)
+                    t = toolkit.read_toolkit(env)
                     t.environ.update(
                         {k: v.replace("{P}", str(b.prefix)) for k, v in variant.items()}
                     )
-                    facts = torch_cmake.read_torch_config(env)
-                    pred = torch_cmake.predict_config(env, t, facts, version)
+                    facts = torch_config.read_torch_config(env)
+                    pred = torch_config.predict_config(env, t, facts, version)
                     probe = cmake_probe.run_probe(
                         t, cmake, Path(tempfile.mkdtemp(dir=root)), facts.nvtx, config=facts
                     )
-                    verdict, why = cmake_probe.compare_config(pred, probe)
+                    verdict, why = probe_checks.compare_config(pred, probe)
                     counts[verdict] += 1
                     print(
                         f"{seed:19} torch {torch:6} {name:13} cmake {version:6} {verdict:14} {why}"

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures import downloads  # noqa: E402
 from fixtures.wheels import members  # noqa: E402
-from pytest_vllm_env.checks import abi  # noqa: E402
+from pytest_vllm_env.facts import binaries  # noqa: E402
 from pytest_vllm_env.facts.linkage import Resolver, link  # noqa: E402
 
 CORE = re.compile(r"^torch/lib/lib(c10|c10_cuda|torch|torch_cpu|torch_cuda)\.so$")
@@ -55,7 +55,7 @@ def main() -> None:
             f"Resolver.for_env (torch's closure, {len(resolver.preloaded)} sonames): {t_res:.2f} s"
         )
         for ext in sorted(sp.glob("vllm/**/*.so")):
-            got, t = timed(lambda ext=ext: link(ext, resolver, abi.TORCH_SIDE))
+            got, t = timed(lambda ext=ext: link(ext, resolver, binaries.TORCH_SIDE))
             missing = sorted({n for n, _ in got.missing_deep})
             line = f"{ext.relative_to(sp)}: link {t:.2f} s; needed {len(got.needed)}"
             line += f", unresolved {len(got.unresolved)}, libraries not found: {len(missing)}"

@@ -111,9 +111,9 @@ def parse_rattler(path: Path) -> int:
 def lock_checks_in_process(workspace: Path) -> float:
     """Seconds from reading pixi.lock to every lock.* verdict, in this process (best of 5):
     what lock mode adds to a run, without pytest's start-up."""
-    from pytest_vllm_env.checks import lockchecks
+    from pytest_vllm_env.checks import lock, lock_cuda, lock_pypi
     from pytest_vllm_env.facts.env import EnvSpec
-    from pytest_vllm_env.facts.lock_env import open_env
+    from pytest_vllm_env.facts.lock_env import forget_locks, open_env
     from pytest_vllm_env.tables.archs import parse_arch
 
     manifest = workspace / "pixi.toml"
@@ -121,14 +121,15 @@ def lock_checks_in_process(workspace: Path) -> float:
     archs = [parse_arch("12.0")]
 
     def judge() -> None:
+        forget_locks()  # parse the lock each round: lock_env keeps one parse per file
         env = open_env(spec, platform="linux-64")
-        lockchecks.lock_file(env.locked)
-        lockchecks.torch_archs_check(env, archs, "--cuda-arch")
-        lockchecks.nvcc_archs(env, archs, "--cuda-arch")
-        lockchecks.cuda_match(env)
-        lockchecks.build_deps(env)
-        lockchecks.torch_pins(env)
-        lockchecks.wheel_tags(env)
+        lock.lock_file(env.locked)
+        lock_cuda.torch_archs_check(env, archs, "--cuda-arch")
+        lock_cuda.nvcc_archs(env, archs, "--cuda-arch")
+        lock_cuda.cuda_match(env)
+        lock_cuda.build_deps(env)
+        lock_pypi.torch_pins(env)
+        lock_pypi.wheel_tags(env)
 
     return best_of(judge)
 

@@ -3,7 +3,9 @@
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env.checks import abi
+from pytest_vllm_env.checks import abi, abi_loader, abi_source
+from pytest_vllm_env.facts.binaries import TORCH_SIDE, built_for
+from pytest_vllm_env.facts.linkage import link
 
 pytestmark = pytest.mark.toolchain
 
@@ -28,7 +30,7 @@ def test_pins(vllm_env, verdict):
 def test_cudart(vllm_env, extensions, torch_facts, verdict):
     toolkit = vllm_env.version_of("cuda-version")
     none = _none("abi.cudart", vllm_env, extensions)
-    built = {o: abi.built_for(vllm_env, o) for o in {e.owner for e in extensions}}
+    built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
     verdict(
         none
         or [
@@ -41,21 +43,19 @@ def test_cudart(vllm_env, extensions, torch_facts, verdict):
 @pytest.mark.vllm_check("abi.symbols")
 def test_symbols(vllm_env, extensions, torch_facts, verdict):
     none = _none("abi.symbols", vllm_env, extensions)
-    built = {o: abi.built_for(vllm_env, o) for o in {e.owner for e in extensions}}
+    built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
     verdict(none or [abi.symbols(e, torch_facts, built[e.owner], env=vllm_env) for e in extensions])
 
 
 @pytest.mark.vllm_check("abi.needed")
 def test_needed_libraries(vllm_env, extensions, torch_facts, library_resolver, verdict):
-    from pytest_vllm_env.facts.linkage import link
-
     none = _none("abi.needed", vllm_env, extensions)
     version = vllm_env.version_of("vllm")
-    built = {o: abi.built_for(vllm_env, o) for o in {e.owner for e in extensions}}
+    built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
     verdict(
         none
         or [
-            abi.needed(
+            abi_loader.needed(
                 link(e.path, library_resolver, symbols=False),
                 torch_facts,
                 version,
@@ -69,13 +69,13 @@ def test_needed_libraries(vllm_env, extensions, torch_facts, library_resolver, v
 
 @pytest.mark.vllm_check("abi.undefined")
 def test_undefined_symbols(vllm_env, extensions, library_resolver, verdict):
-    from pytest_vllm_env.facts.linkage import link
-
     none = _none("abi.undefined", vllm_env, extensions)
-    skip = abi.TORCH_SIDE
     verdict(
         none
-        or [abi.undefined(link(e.path, library_resolver, skip), env=vllm_env) for e in extensions]
+        or [
+            abi_loader.undefined(link(e.path, library_resolver, TORCH_SIDE), env=vllm_env)
+            for e in extensions
+        ]
     )
 
 
@@ -88,10 +88,12 @@ def test_cxx11(vllm_env, extensions, torch_facts, verdict):
 @pytest.mark.vllm_check("abi.source-torch")
 def test_source_build_torch_floor(vllm_env, vllm_source, verdict):
     if vllm_source is not None:
-        verdict(abi.source_tree_torch(vllm_source, vllm_env.version_of("torch"), env=vllm_env))
+        verdict(
+            abi_source.source_tree_torch(vllm_source, vllm_env.version_of("torch"), env=vllm_env)
+        )
         return
     vllm = vllm_env.version_of("vllm")
     if vllm is None:
         verdict(F.skipped("abi.source-torch", f"vLLM is not installed in {vllm_env.prefix}"))
         return
-    verdict(abi.source_torch_floor(vllm, vllm_env.version_of("torch"), env=vllm_env))
+    verdict(abi_source.source_torch_floor(vllm, vllm_env.version_of("torch"), env=vllm_env))

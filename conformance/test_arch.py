@@ -3,16 +3,18 @@
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env.checks import abi, coverage_arch
+from pytest_vllm_env.checks import coverage_arch
+from pytest_vllm_env.facts.binaries import torch_root
 from pytest_vllm_env.readers import fatbin
 from pytest_vllm_env.readers.elf import ElfError
+from pytest_vllm_env.readers.xformers_fa3 import read_fa3_dispatch
 
 pytestmark = pytest.mark.toolchain
 
 
 @pytest.mark.vllm_check("arch.coverage")
 def test_arch_coverage(vllm_env, extension_paths, cuda_archs, cuda_archs_source, verdict):
-    root = abi.torch_root(vllm_env)
+    root = torch_root(vllm_env)
     binaries = [root / "lib" / "libtorch_cuda.so"] if root else []
     binaries = [b for b in binaries if b.is_file()] + list(extension_paths)
     if not binaries:
@@ -26,7 +28,7 @@ def test_arch_coverage(vllm_env, extension_paths, cuda_archs, cuda_archs_source,
         fa3 = None
         if coverage_arch.role_of(label).kind == "xformers-fa3":
             pkg = next(p for p in path.parents if p.name == "xformers")
-            fa3 = coverage_arch.read_fa3_dispatch(pkg)
+            fa3 = read_fa3_dispatch(pkg)
         try:
             out += coverage_arch.coverage(label, fatbin.read_images(path), cuda_archs, fa3=fa3)
         except ElfError as exc:

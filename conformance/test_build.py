@@ -11,16 +11,11 @@ NO_ARCH = "no target arch known: pass --cuda-arch=12.0 or set TORCH_CUDA_ARCH_LI
 
 
 @pytest.mark.vllm_check("build.nvcc-kernel")
-def test_nvcc_builds_for_each_arch(vllm_env, cuda_toolkit, cuda_archs, request, tmp_path, verdict):
+def test_nvcc_builds_for_each_arch(vllm_env, cuda_archs, nvcc_kernel_build, verdict):
     if not cuda_archs:
         verdict(F.skipped("build.nvcc-kernel", NO_ARCH))
         return
-    from pytest_vllm_env.plugins.cuda import _timeout
-
-    timeout = _timeout(request.config)
-    verdict(
-        [build.nvcc_kernel(vllm_env, cuda_toolkit, a, tmp_path / a.sm, timeout) for a in cuda_archs]
-    )
+    verdict([build.nvcc_kernel(vllm_env, nvcc_kernel_build(a), a) for a in cuda_archs])
 
 
 @pytest.mark.vllm_check("build.torch-extension")

@@ -4,6 +4,7 @@ import pytest
 
 from pytest_vllm_env.checks import buildlog
 from pytest_vllm_env.findings import skipped
+from pytest_vllm_env.readers.buildlog import read_log
 
 pytestmark = pytest.mark.toolchain
 
@@ -13,4 +14,4 @@ def test_build_logs(vllm_build_logs, verdict):
     if not vllm_build_logs:
         verdict(skipped("buildlog.clean", "no --vllm-build-log given"))
         return
-    verdict(*(buildlog.judge(buildlog.read_log(p)) for p in vllm_build_logs))
+    verdict(*(buildlog.judge(read_log(p)) for p in vllm_build_logs))

@@ -3,9 +3,9 @@ floor, the real CMake run of a vLLM-like project, and whether prediction and pro
 
 import pytest
 
-from pytest_vllm_env.checks import source_build, torch_cmake
+from pytest_vllm_env.checks import cmake_floor, torch_cmake
+from pytest_vllm_env.checks import cmake_probe as probe
 from pytest_vllm_env.findings import skipped
-from pytest_vllm_env.runners import cmake_probe as probe
 
 
 @pytest.mark.toolchain
@@ -40,11 +40,11 @@ def test_torch_config(
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("cmake.vllm-floor")
 def test_vllm_cmake_floor(
-    vllm_env, cmake_for_env, cmake_version_for_env, vllm_source_dir, vllm_built_in_env, verdict
+    vllm_env, cmake_for_env, cmake_version_for_env, vllm_cmake_floor, vllm_built_in_env, verdict
 ):
     verdict(
-        source_build.cmake_version_floor(
-            vllm_env, cmake_for_env, cmake_version_for_env, vllm_source_dir, vllm_built_in_env
+        cmake_floor.cmake_version_floor(
+            vllm_env, cmake_for_env, cmake_version_for_env, vllm_cmake_floor, vllm_built_in_env
         )
     )
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pytest_vllm_env.checks import cuda
+from pytest_vllm_env.checks import cuda, cuda_torch
+from pytest_vllm_env.facts.toolkit import ptxas_runs
 
 
 @pytest.mark.toolchain
@@ -51,7 +52,8 @@ def test_arch_supported(vllm_env, cuda_toolkit, cuda_archs, cuda_archs_source, v
 @pytest.mark.build
 @pytest.mark.vllm_check("cuda.arch-ptxas")
 def test_arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, tmp_path, verdict):
-    verdict(cuda.arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, tmp_path))
+    runs = ptxas_runs(cuda_toolkit, cuda_archs, tmp_path)
+    verdict(cuda.arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, runs))
 
 
 @pytest.mark.toolchain
@@ -63,8 +65,6 @@ def test_vllm_python(vllm_env, cuda_toolkit, verdict):
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("cuda.nvcc-torch")
 def test_nvcc_matches_torch_cuda(vllm_env, cuda_toolkit, torch_build_nvcc, verdict):
-    from pytest_vllm_env.checks import cuda_torch
-
     nvcc, why = torch_build_nvcc
     verdict(
         cuda_torch.nvcc_torch(

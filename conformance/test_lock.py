@@ -3,7 +3,7 @@
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env.checks import lockchecks
+from pytest_vllm_env.checks import lock, lock_cuda, lock_pypi
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.vllm_lock]
 
@@ -22,43 +22,43 @@ def test_lock_file(vllm_env, vllm_lock, verdict):
         # pixi re-locks these itself; only a lock pixi cannot parse stops `pixi run`
         verdict(F.skipped("lock.file", f"{vllm_env.label} is installed: judged from its files"))
         return
-    verdict(lockchecks.lock_file(vllm_lock, vllm_env.manifest_path.name))
+    verdict(lock.lock_file(vllm_lock, vllm_env.manifest_path.name))
 
 
 @pytest.mark.vllm_check("lock.torch-archs")
 def test_torch_archs(vllm_env, vllm_lock, cuda_archs, cuda_archs_source, verdict):
     _no_lock(vllm_env, vllm_lock)
-    verdict(lockchecks.torch_archs_check(vllm_env, cuda_archs, cuda_archs_source))
+    verdict(lock_cuda.torch_archs_check(vllm_env, cuda_archs, cuda_archs_source))
 
 
 @pytest.mark.vllm_check("lock.nvcc-archs")
 def test_nvcc_archs(vllm_env, vllm_lock, cuda_archs, cuda_archs_source, verdict):
     _no_lock(vllm_env, vllm_lock)
-    verdict(lockchecks.nvcc_archs(vllm_env, cuda_archs, cuda_archs_source))
+    verdict(lock_cuda.nvcc_archs(vllm_env, cuda_archs, cuda_archs_source))
 
 
 @pytest.mark.vllm_check("lock.cuda-match")
 def test_cuda_match(vllm_env, vllm_lock, verdict):
     _no_lock(vllm_env, vllm_lock)
-    verdict(lockchecks.cuda_match(vllm_env))
+    verdict(lock_cuda.cuda_match(vllm_env))
 
 
 @pytest.mark.vllm_check("lock.build-deps")
 def test_build_deps(vllm_env, vllm_lock, verdict):
     _no_lock(vllm_env, vllm_lock)
-    verdict(lockchecks.build_deps(vllm_env))
+    verdict(lock_cuda.build_deps(vllm_env))
 
 
 @pytest.mark.vllm_check("lock.torch-pins")
 def test_torch_pins(vllm_env, vllm_lock, verdict):
     _no_lock(vllm_env, vllm_lock)
-    verdict(lockchecks.torch_pins(vllm_env))
+    verdict(lock_pypi.torch_pins(vllm_env))
 
 
 @pytest.mark.vllm_check("lock.wheel-tags")
 def test_wheel_tags(vllm_env, vllm_lock, verdict):
     _no_lock(vllm_env, vllm_lock)
-    verdict(lockchecks.wheel_tags(vllm_env))
+    verdict(lock_pypi.wheel_tags(vllm_env))
 
 
 @pytest.mark.vllm_check("lock.installed-current")
@@ -69,4 +69,4 @@ def test_installed_current(vllm_env, vllm_lock, vllm_installed_env, verdict):
         if vllm_installed_env is None
         else f"{vllm_lock.path.name} could not be read (lock.file)"
     )
-    verdict(lockchecks.installed_current(vllm_installed_env, vllm_lock.locked, reason))
+    verdict(lock.installed_current(vllm_installed_env, vllm_lock.locked, reason))

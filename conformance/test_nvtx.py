@@ -2,8 +2,8 @@
 
 import pytest
 
+from pytest_vllm_env.checks import cmake_probe as probe
 from pytest_vllm_env.checks import nvtx
-from pytest_vllm_env.runners import cmake_probe as probe
 
 
 @pytest.mark.toolchain

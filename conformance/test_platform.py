@@ -6,15 +6,18 @@ from pathlib import Path
 import pytest
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env.checks import abi, coverage_arch, platform_floor
+from pytest_vllm_env.checks import coverage_arch, platform_floor
 from pytest_vllm_env.facts import linkage
+from pytest_vllm_env.facts.binaries import torch_root
+from pytest_vllm_env.facts.lock_env import lock_present, locked_pypi
+from pytest_vllm_env.facts.platform import host_glibc
 
 pytestmark = pytest.mark.toolchain
 
 
 @pytest.mark.vllm_check("platform.glibc")
 def test_glibc_versions(vllm_env, extension_paths, library_resolver, verdict):
-    root = abi.torch_root(vllm_env)
+    root = torch_root(vllm_env)
     torch_libs = sorted((root / "lib").glob("lib*.so")) if root and (root / "lib").is_dir() else []
     binaries = [p for p in torch_libs if p.name.startswith(("libtorch", "libc10"))]
     binaries += list(extension_paths)
@@ -35,7 +38,7 @@ def test_glibc_versions(vllm_env, extension_paths, library_resolver, verdict):
         needs.append(platform_floor.version_needs(coverage_arch.label_of(path), link, defs))
     floor = platform_floor.pixi_floor(vllm_env.manifest, vllm_env.name)
     libc = linkage.elf_of(Path(providers["libc.so.6"])) if "libc.so.6" in providers else None
-    host = (libc and platform_floor.glibc_defined(libc.version_defs)) or platform_floor.host_glibc()
+    host = (libc and platform_floor.glibc_defined(libc.version_defs)) or host_glibc()
     verdict(platform_floor.glibc(needs, host, floor, providers))
 
 
@@ -45,14 +48,13 @@ def test_vllm_wheel_fits_the_glibc_floor(vllm_env, cuda_toolkit, verdict):
     floor = platform_floor.pixi_floor(manifest, vllm_env.name)
     locked = None
     lock = manifest.root / "pixi.lock" if manifest else None
-    if lock is not None and lock.is_file():
-        entries = platform_floor.read_lock_pypi(lock, vllm_env.name or "default")
-        locked = next((e for e in entries if e.name == "vllm"), None)
+    if lock is not None and lock_present(lock):
+        locked = locked_pypi(lock, vllm_env.name or "default", "vllm")
     version, where = platform_floor.wanted_vllm(manifest, vllm_env.name)
     verdict(
         platform_floor.wheel_tag(
             floor,
-            platform_floor.host_glibc(),
+            host_glibc(),
             version,
             where,
             locked,

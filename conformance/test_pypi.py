@@ -2,16 +2,16 @@
 
 import pytest
 
-from pytest_vllm_env.checks import pypi_options
+from pytest_vllm_env.checks import pypi
 
 pytestmark = pytest.mark.toolchain
 
 
 @pytest.mark.vllm_check("pypi.index-order")
 def test_index_order(vllm_env, pypi_settings, verdict):
-    verdict(pypi_options.index_order(vllm_env, pypi_settings))
+    verdict(pypi.index_order(vllm_env, pypi_settings))
 
 
 @pytest.mark.vllm_check("pypi.build-isolation")
 def test_build_isolation(vllm_env, pypi_settings, verdict):
-    verdict(pypi_options.build_isolation(vllm_env, pypi_settings))
+    verdict(pypi.build_isolation(vllm_env, pypi_settings))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pytest_vllm_env.checks import source_build
+from pytest_vllm_env.checks import source
+from pytest_vllm_env.facts.source_tree import kernel_types, next_build, source_tree
 from pytest_vllm_env.findings import skipped
 
 pytestmark = pytest.mark.toolchain
@@ -15,13 +16,16 @@ def test_cmake_cache(vllm_env, vllm_source_dir, torch_cmake_config, verdict):
     if vllm_source_dir is None:
         verdict(skipped("source.cmake-cache", NO_SOURCE))
         return
-    bad = source_build.readable(vllm_source_dir)
+    bad = source.readable(source_tree(vllm_source_dir))
+    if bad is not None:
+        verdict(bad)
+        return
     config = (
         torch_cmake_config.config.parent
         if torch_cmake_config and torch_cmake_config.config
         else None
     )
-    verdict(bad or source_build.cmake_cache(vllm_env, vllm_source_dir, config))
+    verdict(source.cmake_cache(next_build(vllm_env, vllm_source_dir, config)))
 
 
 @pytest.mark.vllm_check("source.torch-api")
@@ -29,6 +33,9 @@ def test_torch_api(vllm_env, vllm_source_dir, verdict):
     if vllm_source_dir is None:
         verdict(skipped("source.torch-api", NO_SOURCE))
         return
-    verdict(
-        source_build.readable(vllm_source_dir) or source_build.torch_api(vllm_env, vllm_source_dir)
-    )
+    bad = source.readable(source_tree(vllm_source_dir))
+    if bad is not None:
+        verdict(bad)
+        return
+    types = kernel_types(vllm_env, vllm_source_dir)
+    verdict(source.torch_api(vllm_source_dir, types, vllm_env.prefix))

@@ -3,7 +3,9 @@ the target GPU, is it installed with a matching torch, and does it compute on th
 
 import pytest
 
-from pytest_vllm_env.checks import abi, xformers, xformers_torch
+from pytest_vllm_env.checks import xformers, xformers_torch
+from pytest_vllm_env.facts.binaries import torch_root
+from pytest_vllm_env.readers.torch_version import read_torch_cuda
 from pytest_vllm_env.readers.xformers_build import read_build_torch
 
 
@@ -30,7 +32,7 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
             dist.requires if dist else (),
             vllm_env.version_of("torch"),
             read_build_torch(dist.location / "xformers") if dist else None,
-            abi.read_torch_cuda(root) if (root := abi.torch_root(vllm_env)) else None,
+            read_torch_cuda(root) if (root := torch_root(vllm_env)) else None,
             (pin := xformers_torch.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
             pin,
         )

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from pytest_vllm_env.fleet import matrix, page
 from pytest_vllm_env.fleet.reports import Report, ReportError, expand_inputs, load
+from pytest_vllm_env.text import terminal_safe
 
 USAGE_ERROR = 4
 
@@ -127,10 +128,13 @@ def write_outputs(fleet: dict[str, Any], args: argparse.Namespace) -> None:
 
 def _finish(fleet: dict[str, Any], args: argparse.Namespace) -> int:
     write_outputs(fleet, args)
+    # Node names, summaries, fixes and paths come from the reports (any node's, any file's):
+    # they reach the terminal made inert; the JSON and HTML keep or escape them themselves.
     for line in matrix.render_text(fleet):
-        print(line)
+        print(terminal_safe(line, multiline=False))
     for bad in fleet["unreadable"]:
-        print(f"pytest-vllm-env: cannot merge {bad['path']}: {bad['problem']}", file=sys.stderr)
+        message = f"pytest-vllm-env: cannot merge {bad['path']}: {bad['problem']}"
+        print(terminal_safe(message, multiline=False), file=sys.stderr)
     return int(fleet["exit"])
 
 
@@ -170,7 +174,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             only_gpu_nodes=args.only_gpu_nodes,
         )
     except ray_run.FleetError as exc:
-        print(f"pytest-vllm-env fleet: {exc}", file=sys.stderr)
+        print(terminal_safe(f"pytest-vllm-env fleet: {exc}"), file=sys.stderr)
         return USAGE_ERROR
     reports, bad = read_reports(run.reports) if run.reports else ([], [])
     fleet = matrix.merge(reports, bad, run.missing, strict=args.strict)

@@ -10,11 +10,13 @@ symlink loop, or simply huge. So:
   (no window between a check and the open);
 - :func:`read_bytes` / :func:`read_text` also refuse a file over the bound given for its kind,
   and never read more than the bound even if the file grows meanwhile;
-- :func:`load_json` turns nesting too deep for Python's parser into a ``ValueError`` like any
-  other malformed JSON.
+- :func:`load_json` / :func:`loads_json` and :func:`load_toml` / :func:`loads_toml` turn
+  nesting too deep for Python's parsers (``RecursionError``) into a ``ValueError`` like any
+  other malformed file.
 
-:class:`Refused` is an ``OSError``: readers that already say "could not read X" for an
-``OSError`` say it for these too, with the reason (``not a regular file: a FIFO``).
+:class:`Refused` is an ``OSError`` whose ``strerror`` is the reason (``not a regular file (a
+FIFO)``) and ``filename`` the path: readers that already say "cannot read X: {strerror}" for an
+``OSError`` say it for these too.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ LOCK = 256 * MiB  # pixi.lock, uv.lock
 SOURCE = 16 * MiB  # a Python or CMake file of an installed package
 LOG = 256 * MiB  # a build log
 HEADER = 100 * MiB  # a safetensors JSON header (the safetensors library's own limit)
+REPORT = 64 * MiB  # a node's JSON report (merge input): a few hundred KiB for 100 checks
 
 _KINDS = {
     stat.S_IFIFO: "a FIFO",
@@ -43,8 +46,20 @@ _KINDS = {
 }
 
 
+class TooDeep(ValueError):
+    """JSON or TOML nested deeper than Python's parsers go (``RecursionError`` there)."""
+
+
 class Refused(OSError):
-    """A path that was not read, and why (not a regular file, over its size bound)."""
+    """A path that was not read, and why (not a regular file, over its size bound).
+
+    ``strerror`` is the reason alone, ``filename`` the path; ``str()`` says both."""
+
+    def __init__(self, reason: str, path: str | os.PathLike[str]) -> None:
+        super().__init__(None, reason, os.fspath(path))
+
+    def __str__(self) -> str:
+        return f"{self.strerror}: {self.filename}"
 
 
 def kind_of(mode: int) -> str:
@@ -57,13 +72,23 @@ def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
 
     Raises :class:`Refused` for a FIFO, device, socket or directory, and ``OSError`` for a
     missing file, a symlink loop or no permission, without ever blocking."""
+    fd = open_fd(path)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_fd(path: str | os.PathLike[str]) -> int:
+    """:func:`open_regular` as a raw descriptor (for ``os.pread``); the caller closes it."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise Refused(f"not a regular file ({kind_of(mode)}): {path}")
+            raise Refused(f"not a regular file ({kind_of(mode)})", path)
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return fd
     except BaseException:
         os.close(fd)
         raise
@@ -82,10 +107,16 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
     with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size > limit:
-            raise Refused(f"{_mib(size)} is over the {_mib(limit)} read for such a file: {path}")
-        data = fh.read(limit + 1)
+            raise Refused(
+                f"{size_text(size)} is over the {size_text(limit)} read for such a file", path
+            )
+        # read what fstat said plus one byte (``read(limit + 1)`` would reserve the whole
+        # bound up front: 256 MiB for every pixi.lock), then the rest if it grew meanwhile
+        data = fh.read(size + 1)
+        if len(data) > size:
+            data += fh.read(limit + 1 - len(data))
     if len(data) > limit:  # it grew after fstat
-        raise Refused(f"over the {_mib(limit)} read for such a file: {path}")
+        raise Refused(f"over the {size_text(limit)} read for such a file", path)
     return data
 
 
@@ -105,10 +136,29 @@ def loads_json(data: str | bytes) -> Any:
     try:
         return json.loads(data)
     except RecursionError:
-        raise ValueError("JSON nested too deeply to read") from None
+        raise TooDeep("JSON nested too deeply to read") from None
 
 
-def _mib(n: int) -> str:
+def load_toml(path: str | os.PathLike[str], limit: int = CONFIG) -> dict[str, Any]:
+    """A TOML file's tables. ``ValueError`` for bad TOML (``tomllib.TOMLDecodeError`` is one),
+    nesting too deep included; ``OSError`` (:class:`Refused` among them) when unreadable."""
+    return loads_toml(read_text(path, limit))
+
+
+def loads_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, with nesting too deep for the parser as a ``ValueError``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise TooDeep("TOML nested too deeply to read") from None
+
+
+def size_text(n: int) -> str:
+    """``3.2 MiB`` or ``512 bytes``."""
     return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n} bytes"
 
 

@@ -5,7 +5,7 @@ values; it never raises for a bad environment and never calls pytest. The confor
 tests hand findings to the ``verdict`` fixture, which turns them into pytest outcomes and
 records them for the terminal summary and the JSON report.
 
-Ids are ``area.what`` (``cuda.nvcc-in-env``, ``abi.symbols-resolve``); the area is the part
+Ids are ``area.what`` (``cuda.nvcc-in-env``, ``abi.symbols``); the area is the part
 before the first dot. A failed or errored finding always carries a ``fix``: the file, the
 manifest line or the version to change.
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from pytest_vllm_env.text import terminal_safe
 
 Outcome = Literal["passed", "warning", "failed", "skipped", "error"]
 OUTCOMES: tuple[str, ...] = ("passed", "warning", "failed", "skipped", "error")
@@ -83,13 +85,15 @@ class Finding:
         )
 
     def render(self) -> str:
-        """The text a user reads: the summary, the fix, then the evidence."""
+        """The text a user reads: the summary, the fix, then the evidence; fit for a
+        terminal (:func:`pytest_vllm_env.text.terminal_safe`: summaries and evidence quote
+        env metadata and tool output, which may hold escape sequences)."""
         lines = [f"[{self.id}] {self.outcome.upper()}: {self.summary}"]
         if self.fix:
             lines.append(f"  fix: {self.fix}")
         for key, value in self.evidence.items():
             lines.append(f"  {key}: {_short(value)}")
-        return "\n".join(lines)
+        return terminal_safe("\n".join(lines))
 
 
 def passed(id: str, summary: str, **evidence: Any) -> Finding:

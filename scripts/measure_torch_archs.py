@@ -1,4 +1,4 @@
-"""Measure torch wheels' GPU kernels for pytest_vllm_env/facts/torch_archs.py.
+"""Measure torch wheels' GPU kernels for pytest_vllm_env/tables/torch_archs.py.
 
     .venv/bin/python scripts/measure_torch_archs.py 2.9.1 2.11.0
     .venv/bin/python scripts/measure_torch_archs.py https://download.pytorch.org/whl/cu129/torch-2.8.0%2Bcu129-cp312-cp312-manylinux_2_28_x86_64.whl

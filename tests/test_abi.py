@@ -20,7 +20,9 @@ from fixtures.elf import (
 )
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
-from pytest_vllm_env.checks import abi
+from pytest_vllm_env.checks import abi, abi_source
+from pytest_vllm_env.facts import binaries
+from pytest_vllm_env.readers import vllm_build
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
 
@@ -178,10 +180,10 @@ def test_non_elf_extension_is_an_error_not_a_traceback(pytester, env_builder, pa
 
 
 def test_source_build_needs_torch_27():
-    bad = abi.source_torch_floor("0.10.1", "2.6.0")
+    bad = abi_source.source_torch_floor("0.10.1", "2.6.0")
     assert bad.outcome == "failed" and "Float8_e8m0fnu" in bad.summary
-    assert abi.source_torch_floor("0.8.5", "2.6.0").outcome == "passed"
-    assert abi.source_torch_floor("0.26.0", "2.11.0+cu130").outcome == "passed"
+    assert abi_source.source_torch_floor("0.8.5", "2.6.0").outcome == "passed"
+    assert abi_source.source_torch_floor("0.26.0", "2.11.0+cu130").outcome == "passed"
 
 
 def test_pins_accept_local_labels():
@@ -215,10 +217,10 @@ def test_source_tree_pin_the_env_cannot_meet(pytester, env_builder, tmp_path):
 
 def test_source_tree_met(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[build-system]\nrequires = ["torch == 2.11.0"]\n')
-    tree = abi.read_source_tree(tmp_path)
-    assert [f.outcome for f in abi.source_tree_torch(tree, "2.11.0+cu130")] == ["passed"]
+    tree = vllm_build.read_source_tree(tmp_path)
+    assert [f.outcome for f in abi_source.source_tree_torch(tree, "2.11.0+cu130")] == ["passed"]
     (tmp_path / "pyproject.toml").write_text("[build-system\n")
-    bad = abi.source_tree_torch(abi.read_source_tree(tmp_path), "2.11.0")
+    bad = abi_source.source_tree_torch(vllm_build.read_source_tree(tmp_path), "2.11.0")
     assert bad[0].outcome == "error"
 
 
@@ -325,21 +327,21 @@ def test_torch_exports_are_asked_by_name(env_builder, parts):
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.readers.elf import defined_names, undefined_names
 
-    facts = abi.torch_facts(PixiEnv.read(make_env(env_builder, parts)))
+    facts = binaries.torch_facts(PixiEnv.read(make_env(env_builder, parts)))
     assert facts is not None and facts.cxx11 is True and not facts.errors
     assert "exports" not in facts.to_json()
     asked = 0
     for lib in facts.libs:
         for name in defined_names(lib):
-            assert (name in facts.exports) == bool(abi.TORCH_SIDE.match(name)), name
-            asked += bool(abi.TORCH_SIDE.match(name))
+            assert (name in facts.exports) == bool(binaries.TORCH_SIDE.match(name)), name
+            asked += bool(binaries.TORCH_SIDE.match(name))
         for name, _weak in undefined_names(lib):
             assert name not in facts.exports, name
     assert asked == 3  # c10::check, c10::cuda::device_count, aoti_torch_get_current_cuda_stream
     assert "_ZN3c104cuda12device_countEv" in facts.exports
     assert (
         "_ZN3c104cuda12device_countEv"
-        not in abi.TorchFacts.from_json(facts.to_json() | {"libs": []}).exports
+        not in binaries.TorchFacts.from_json(facts.to_json() | {"libs": []}).exports
     )
 
 
@@ -566,3 +568,30 @@ def test_fix_for_conda_forge_pytorch_pins_pytorch_not_a_pypi_torch(env_builder):
         'add `torch = "==2.11.0"` to [pypi-dependencies] in pixi.toml, or install the vllm '
         "release built for torch 2.13.0"
     )
+
+
+def test_symbols_are_judged_from_facts_alone():
+    """abi.symbols reads no library and runs no c++filt: a vLLM extension built for torch
+    2.11.0 whose c10 symbol torch does not export (here: a torch whose libraries are not
+    there) fails, naming the symbol as it was demangled when the extension was read."""
+    name = "_ZN3c105Error4whatEv"
+    ext = binaries.ExtensionFacts(
+        Path("vllm/_C.abi3.so"), "vllm", torch_symbols=[name], readable={name: "c10::Error::what()"}
+    )
+    torch = binaries.TorchFacts("2.13.0", Path("/nowhere/torch"), "13.0")
+    found = abi.symbols(ext, torch, "2.11.0")
+    assert found.outcome == "failed"
+    assert found.summary.startswith("vllm/_C.abi3.so: resolved 0 of 1 torch symbols; 1 missing")
+    assert found.evidence["missing"] == ["c10::Error::what()"]
+
+
+def test_extension_facts_demangle_its_torch_symbols(tmp_path):
+    """What abi.symbols shows is read with the extension, by the real c++filt where there is one
+    (the C entry points of torch's stable ABI stay as they are)."""
+    so = fake_extension(tmp_path / "vllm" / "_C.abi3.so", tmp_path / "torch" / "lib")
+    facts = binaries.extension_facts(so)
+    shown = dict(zip(facts.torch_symbols, facts.shown(facts.torch_symbols), strict=True))
+    assert shown["aoti_torch_get_current_cuda_stream"] == "aoti_torch_get_current_cuda_stream"
+    device_count = next(n for n in shown if "device_count" in n)
+    want = "c10::cuda::device_count()" if shutil.which("c++filt") else device_count
+    assert shown[device_count] == want

@@ -22,6 +22,15 @@ TORCH_PART = re.compile(
 VLLM_PART = re.compile(
     r"^vllm/(_C_stable_libtorch|_moe_C_stable_libtorch|vllm_flash_attn/_vllm_fa2_C)"
 )
+CUDART = "libcudart.so.13"
+
+
+def wanted(name: str) -> bool:
+    """The wheel members this env is made of. The download cache is shared: other tests extract
+    other members of the same wheels into it (vLLM 0.26.0's deep_gemm, FlashMLA...), and an env
+    made of everything there judged extensions these tests never asked for."""
+    vllm = bool(VLLM_PART.match(name)) and name.endswith(".so")
+    return bool(TORCH_PART.match(name)) or vllm or name.endswith(CUDART)
 
 
 def torch_parts(version: str) -> Path:
@@ -38,16 +47,12 @@ def torch_roots() -> dict[str, Path]:
 def cudart_parts() -> Path:
     """PyPI's CUDA 13 runtime (torch 2.11's cuda-toolkit[cudart]): nvidia/cu13/lib, where
     torch's RPATH ($ORIGIN/../../nvidia/cu13/lib) finds libcudart.so.13 for every extension."""
-    return members(
-        downloads.wheel("nvidia-cuda-runtime==13.0.96"), lambda n: n.endswith("libcudart.so.13")
-    )
+    return members(downloads.wheel("nvidia-cuda-runtime==13.0.96"), wanted)
 
 
 @pytest.fixture(scope="session")
 def vllm_parts() -> Path:
-    return members(
-        downloads.wheel("vllm==0.26.0"), lambda n: bool(VLLM_PART.match(n)) and n.endswith(".so")
-    )
+    return members(downloads.wheel("vllm==0.26.0"), wanted)
 
 
 def make_env(
@@ -59,7 +64,7 @@ def make_env(
     sp = env_builder.site_packages
     for root in (torch_root, vllm_root, *extra):
         for f in root.rglob("*"):
-            if f.is_file():
+            if f.is_file() and wanted(f.relative_to(root).as_posix()):
                 dest = sp / f.relative_to(root)
                 if dest.exists():  # the dist-info written above wins over a cached one
                     continue

@@ -15,7 +15,7 @@ import pytest
 from fixtures import downloads
 from fixtures.text import lit
 from fixtures.wheels import members
-from pytest_vllm_env.checks import abi
+from pytest_vllm_env.facts import binaries
 from pytest_vllm_env.readers.elf import read_elf
 
 pytestmark = [
@@ -47,7 +47,7 @@ def test_torch_260_exports_only_old_abi_strings(torch26):
     # F5.3's missing symbol, in the form torch 2.6.0 does export
     assert "_ZN3c105ErrorC2ENS_14SourceLocationESs" in names
     assert not any("__cxx11" in n for n in names if n.startswith("_ZN3c10"))
-    ours = {n for n in names if abi.old_abi_string(n)}
+    ours = {n for n in names if binaries.old_abi_string(n)}
     if shutil.which("c++filt") is None:
         assert len(ours) > 150
         return
@@ -98,8 +98,12 @@ def _flash_attn_ext(out: Path, *, cxx11: int, old_setdevice: bool) -> Path:
 
 def _fa_env(env_builder, torch26: Path, ext: Path, version: str, url: str | None) -> Path:
     env_builder.python("3.12")
-    files = {f"torch/{p.relative_to(torch26 / 'torch')}": p.read_bytes()
-             for p in (torch26 / "torch").rglob("*") if p.is_file()}  # fmt: skip
+    # only the members asked for: the shared download cache may hold more of the same wheel
+    files = {
+        rel: p.read_bytes()
+        for p in (torch26 / "torch").rglob("*")
+        if p.is_file() and TORCH26.match(rel := p.relative_to(torch26).as_posix())
+    }
     env_builder.dist("torch", "2.6.0", files=files)
     info = env_builder.dist(
         "flash-attn",
@@ -178,7 +182,11 @@ XF = re.compile(
 def test_real_xformers_fa3_on_rtx5090(pytester, env_builder, version, fa3_fails):
     root = members(downloads.wheel(f"xformers=={version}"), lambda n: bool(XF.match(n)))
     env_builder.python("3.12")
-    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    files = {
+        rel: p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and XF.match(rel := p.relative_to(root).as_posix())
+    }
     env_builder.dist("xformers", version, files=files)
     result = pytester.runpytest(
         "--vllm-conformance", "-k", "test_arch.py", "--vllm-env", str(env_builder.prefix),

@@ -22,6 +22,7 @@ from fixtures.elf import cuda_so, nvcc
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env.checks import build
+from pytest_vllm_env.facts.build import ExtensionBuild, gencode_flags, read_built
 from pytest_vllm_env.tables.archs import parse_arch
 
 SYSTEM_CUDA = "/usr/local/cuda"
@@ -43,12 +44,12 @@ def checks(pytester: pytest.Pytester) -> list[dict]:
 
 def test_gencode_flags_match_torch_cpp_extension():
     # torch 2.11 _get_cuda_arch_flags: "9.0" -> code=sm_90; "+PTX" adds code=compute_90
-    assert build.gencode_flags(parse_arch("9.0")) == ["-gencode=arch=compute_90,code=sm_90"]
-    assert build.gencode_flags(parse_arch("12.0+PTX")) == [
+    assert gencode_flags(parse_arch("9.0")) == ["-gencode=arch=compute_90,code=sm_90"]
+    assert gencode_flags(parse_arch("12.0+PTX")) == [
         "-gencode=arch=compute_120,code=sm_120",
         "-gencode=arch=compute_120,code=compute_120",
     ]
-    assert build.gencode_flags(parse_arch("9.0a")) == ["-gencode=arch=compute_90a,code=sm_90a"]
+    assert gencode_flags(parse_arch("9.0a")) == ["-gencode=arch=compute_90a,code=sm_90a"]
 
 
 @pytest.fixture
@@ -153,7 +154,7 @@ def test_hanging_nvcc_is_killed_and_reported(pytester, env_builder):
 def test_ptx_only_result_is_not_sass(tmp_path):
     so = cuda_so(tmp_path / "ptx.so", ["arch=compute_80,code=compute_80"])
     finding = build.sass_finding(
-        _env(tmp_path), "build.nvcc-kernel", "a kernel", so, parse_arch("8.0")
+        _env(tmp_path), "build.nvcc-kernel", "a kernel", read_built(so), parse_arch("8.0")
     )
     assert finding.outcome == "failed"
     assert (
@@ -167,7 +168,7 @@ def test_unreadable_result_is_an_error(tmp_path):
     junk = tmp_path / "junk.so"
     junk.write_bytes(b"\x7fELF" + b"\x00" * 10)
     finding = build.sass_finding(
-        _env(tmp_path), "build.nvcc-kernel", "a kernel", junk, parse_arch("9.0")
+        _env(tmp_path), "build.nvcc-kernel", "a kernel", read_built(junk), parse_arch("9.0")
     )
     assert finding.outcome == "error" and "cannot be read" in finding.summary
 
@@ -277,8 +278,7 @@ def test_torch_extension_without_ninja_names_the_package(pytester, torch_env):
 
 
 def test_torch_extension_judge_quotes_nvcc_refusal(tmp_path):
-    probe = build.ProbeResult(
-        "build_ext.py",
+    probe = ExtensionBuild(
         data={
             "torch": "2.5.1+cu124",
             "so": None,
@@ -295,7 +295,7 @@ def test_torch_extension_judge_quotes_nvcc_refusal(tmp_path):
 
 
 def test_probe_that_hangs_is_an_error(tmp_path):
-    probe = build.ProbeResult("build_ext.py", problem="`python build_ext.py` did not finish")
+    probe = ExtensionBuild(problem="`python build_ext.py` did not finish")
     finding = build.torch_extension(_env(tmp_path), probe, parse_arch("9.0"))
     assert finding.outcome == "error" and "--build-timeout" in finding.fix
 
@@ -315,8 +315,7 @@ def _env(root: Path, kind: str = "pixi"):
     return PixiEnv.read(b.prefix, name="default", manifest=manifest)
 
 
-REFUSED = build.ProbeResult(
-    "build_ext.py",
+REFUSED = ExtensionBuild(
     data={
         "torch": "2.5.1+cu124",
         "so": None,

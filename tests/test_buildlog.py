@@ -9,6 +9,7 @@ import pytest
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env.checks import buildlog
+from pytest_vllm_env.readers.buildlog import read_log
 
 LOGS = Path(__file__).parent.parent / "fixtures" / "buildlogs"
 
@@ -28,23 +29,23 @@ LOGS = Path(__file__).parent.parent / "fixtures" / "buildlogs"
     ],
 )
 def test_each_failure_class_is_named_with_its_fix(name, check, fix_part):
-    findings = buildlog.judge(buildlog.read_log(LOGS / name))
+    findings = buildlog.judge(read_log(LOGS / name))
     assert [f.id for f in findings] == [check]
     assert findings[0].outcome == "failed"
     assert fix_part in findings[0].fix
 
 
 def test_clean_log_passes():
-    (f,) = buildlog.judge(buildlog.read_log(LOGS / "clean.log"))
+    (f,) = buildlog.judge(read_log(LOGS / "clean.log"))
     assert (f.id, f.outcome) == ("buildlog.clean", "passed")
 
 
 def test_missing_and_binary_logs_are_verdicts(tmp_path):
-    (f,) = buildlog.judge(buildlog.read_log(tmp_path / "nope.log"))
+    (f,) = buildlog.judge(read_log(tmp_path / "nope.log"))
     assert (f.id, f.outcome) == ("buildlog.readable", "error")
     junk = tmp_path / "junk.log"
     junk.write_bytes(b"\xff\x00\xfe" * 1000)
-    (f,) = buildlog.judge(buildlog.read_log(junk))
+    (f,) = buildlog.judge(read_log(junk))
     assert f.outcome == "passed"
 
 
@@ -67,3 +68,25 @@ def test_conformance_names_line_and_fix(pytester, env_builder: EnvBuilder):
     result.stdout.fnmatch_lines(
         [lit("*[buildlog.nvtx-target] FAILED: *"), "*fix: add `cuda-nvtx-dev`*", "*build.log:5*"]
     )
+
+
+def test_a_fifo_or_a_directory_is_an_error_not_a_hang(tmp_path):
+    import os
+
+    fifo = tmp_path / "build.log"
+    os.mkfifo(fifo)  # nothing writes to it: an open() without O_NONBLOCK would wait for ever
+    for path, kind in ((fifo, "a FIFO"), (tmp_path, "a directory")):
+        (f,) = buildlog.judge(read_log(path))
+        assert (f.id, f.outcome) == ("buildlog.readable", "error")
+        assert kind in f.summary
+
+
+def test_a_huge_log_is_read_from_its_tail(tmp_path, monkeypatch):
+    from pytest_vllm_env import files
+
+    monkeypatch.setattr(files, "LOG", 4096)
+    log = tmp_path / "build.log"
+    log.write_text("error: early\n" + "x" * 10_000 + "\n" + (LOGS / "oom_killed.log").read_text())
+    found = read_log(log)
+    assert len(found.text) == 4096 and "error: early" not in found.text
+    assert [f.id for f in buildlog.judge(found)] == ["buildlog.oom"]

@@ -21,7 +21,9 @@ from fixtures import downloads
 from fixtures.envs import EnvBuilder
 from fixtures.system_cuda import hide_machine_cuda, toolkit
 from fixtures.text import lit
-from pytest_vllm_env.checks import cmake_nvcc
+from pytest_vllm_env.facts import build_nvcc
+from pytest_vllm_env.readers import vllm_build
+from pytest_vllm_env.tables import cmake_cuda
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 NVCC13 = "nvidia-cuda-nvcc==13.0.88"
@@ -95,7 +97,7 @@ def real_nvcc13(root: Path) -> Path:
 # -- F1.10: the reporter's venv ---------------------------------------------------------------
 @pytest.mark.parametrize(
     ("cmake", "says"),
-    [("3.31.6", cmake_nvcc.NO_NVCC_OLD), ("4.1.2", cmake_nvcc.NO_NVCC_NEW)],
+    [("3.31.6", cmake_cuda.NO_NVCC_OLD), ("4.1.2", cmake_cuda.NO_NVCC_NEW)],
 )
 @pytest.mark.parametrize("cuda_home", [False, True], ids=["CUDA_HOME-unset", "CUDA_HOME-only"])
 def test_f1_10_toolkit_off_path_fails(pytester, tmp_path, sysroot, monkeypatch, cmake, says,
@@ -384,10 +386,10 @@ def test_search_order_is_cmakes(tmp_path):
     ]
     for directory, _ in order:
         nvcc = _nvcc(directory)
-        assert cmake_nvcc.cmake_search(env, system_prefixes=[str(system)]).nvcc == nvcc
+        assert build_nvcc.cmake_search(env, system_prefixes=[str(system)]).nvcc == nvcc
     cudacxx = _nvcc(tmp_path / "cudacxx")
-    assert cmake_nvcc.cmake_search({**env, "CUDACXX": str(cudacxx)}).nvcc == cudacxx
-    missing = cmake_nvcc.cmake_search({**env, "CUDACXX": str(tmp_path / "nope")})
+    assert build_nvcc.cmake_search({**env, "CUDACXX": str(cudacxx)}).nvcc == cudacxx
+    missing = build_nvcc.cmake_search({**env, "CUDACXX": str(tmp_path / "nope")})
     assert missing.nvcc is None and "CUDACXX" in missing.stop
 
 
@@ -397,8 +399,8 @@ def test_cmake_args_compiler_wins_over_cuda_home(tmp_path):
     home, given = _nvcc(tmp_path / "home" / "bin"), _nvcc(tmp_path / "given")
     env = {"PATH": "/usr/bin:/bin", "CUDA_HOME": str(home.parent.parent),
            "CMAKE_ARGS": f"-DCMAKE_CUDA_COMPILER={given} -DX=1"}  # fmt: skip
-    assert cmake_nvcc.pick_for(cmake_nvcc.NEW_VLLM, env).nvcc == given
-    assert cmake_nvcc.pick_for(cmake_nvcc.NEW_VLLM, {**env, "CMAKE_ARGS": ""}).nvcc == home
+    assert build_nvcc.pick_for(vllm_build.NEW_VLLM, env).nvcc == given
+    assert build_nvcc.pick_for(vllm_build.NEW_VLLM, {**env, "CMAKE_ARGS": ""}).nvcc == home
     # vLLM < 0.12 never sees CMAKE_ARGS
-    old_new = cmake_nvcc.VllmSetup("vLLM 0.8.3", cuda_home=True, cmake_args=False)
-    assert cmake_nvcc.pick_for(old_new, env).nvcc == home
+    old_new = vllm_build.VllmSetup("vLLM 0.8.3", cuda_home=True, cmake_args=False)
+    assert build_nvcc.pick_for(old_new, env).nvcc == home

@@ -24,11 +24,13 @@ import pytest
 
 from fixtures import downloads
 from fixtures.cuda_envs import SYSTEM_CUDA
-from pytest_vllm_env.checks import cmake_nvcc, cuda_torch
+from pytest_vllm_env.facts import build_nvcc
+from pytest_vllm_env.readers import vllm_build
+from pytest_vllm_env.tables import cmake_cuda
 
 pytestmark = pytest.mark.integration
 REAL_NVCC = SYSTEM_CUDA / "bin" / "nvcc"
-CMAKES = {"3.31.6": cmake_nvcc.NO_NVCC_OLD, "4.1.2": cmake_nvcc.NO_NVCC_NEW}
+CMAKES = {"3.31.6": cmake_cuda.NO_NVCC_OLD, "4.1.2": cmake_cuda.NO_NVCC_NEW}
 PROJECT = """\
 cmake_minimum_required(VERSION 3.21)
 # vLLM's own start (0.4.1 to 0.13): CXX only; torch's config enables CUDA
@@ -126,7 +128,7 @@ def test_cmake_search_prediction_agrees_with_real_cmake(version, cmakes, torch_c
     disagree = []
     for name, environ, ignore in _cases(tmp_path):
         presets = {"CMAKE_IGNORE_PATH": ignore} if ignore else {}
-        pick = cmake_nvcc.cmake_search(environ, presets)
+        pick = build_nvcc.cmake_search(environ, presets)
         args = [f"-DCMAKE_IGNORE_PATH={ignore}"] if ignore else []
         torch = None if ignore is None else torch_cmake_dir
         out = configure(cmakes[version], torch, tmp_path / name, environ, *args)
@@ -157,14 +159,14 @@ def test_cuda_home_route_agrees_with_real_cmake(version, cmakes, torch_cmake_dir
         ("home", {"PATH": "/usr/bin:/bin", "CUDA_HOME": str(SYSTEM_CUDA)}),
         ("bad-home", {"PATH": "/usr/bin:/bin", "CUDA_HOME": str(tmp_path / "no-cuda")}),
     ):
-        pick = cmake_nvcc.pick_for(cmake_nvcc.NEW_VLLM, environ)
-        nvcc, _ = cuda_torch.build_nvcc(environ)
+        pick = build_nvcc.pick_for(vllm_build.NEW_VLLM, environ)
+        nvcc, _ = build_nvcc.build_nvcc(environ)
         args = (f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_IGNORE_PATH={IGNORE}")
         out = configure(cmakes[version], torch_cmake_dir, tmp_path / name, environ, *args)
         if pick.nvcc is not None:
             assert chosen(out) == str(pick.nvcc), out
         else:
-            said = cmake_nvcc.NO_NVCC_OLD if version == "3.31.6" else "is not a full path"
+            said = cmake_cuda.NO_NVCC_OLD if version == "3.31.6" else "is not a full path"
             assert chosen(out) is None and said in out and said in pick.stop, out
 
 
@@ -179,6 +181,6 @@ def test_cuda_home_route_agrees_with_real_cmake(version, cmakes, torch_cmake_dir
     ],
 )
 def test_read_setup_on_real_sdists(version, cuda_home, cmake_args):
-    setup = cmake_nvcc.read_setup(downloads.sdist("vllm", version))
+    setup = vllm_build.read_setup(downloads.sdist("vllm", version))
     assert setup is not None
     assert (setup.cuda_home, setup.cmake_args) == (cuda_home, cmake_args)

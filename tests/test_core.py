@@ -321,7 +321,7 @@ def test_hanging_activation_script_times_out(env_builder, monkeypatch):
     ],
 )
 def test_unreadable_conda_meta_records(env_builder: EnvBuilder, make_bad):
-    from pytest_vllm_env.checks import envchecks
+    from pytest_vllm_env.checks import env as envchecks
     from pytest_vllm_env.facts.env import PixiEnv
 
     env_builder.python()
@@ -558,3 +558,28 @@ def test_dist_metadata_read_as_importlib_metadata_reads_it():
                 dist.version,
                 tuple(dist.requires or ()),
             ), canonicalize_name(mine.name)
+
+
+def test_a_check_an_area_plugin_skips_early_keeps_its_stable_id(pytester, tmp_path):
+    # plugins/lock.py skips checks that read installed files in lock mode, in its own
+    # tryfirst runtest_setup; the core's must run first to record the check's stable test
+    # id (and env) (seen while splitting plugin.py: the report said `test_abi.py::test_cudart`
+    # instead of `pytest_vllm_env/suite/test_abi.py::test_cudart`, and lost the env).
+    from fixtures import pixi_locks as L
+
+    manifest = L.seed_001(tmp_path / "ws")
+    pytester.runpytest(
+        "--vllm-conformance",
+        "-p",
+        "no:randomly",
+        "-k",
+        "test_cudart or test_python_found",
+        f"--pixi-manifest={manifest}",
+        "--vllm-env=default",
+        "--vllm-env-report=r.json",
+    )
+    checks = json.loads((pytester.path / "r.json").read_text())["checks"]
+    cudart = [c for c in checks if c["id"] == "abi.cudart"]
+    assert cudart and all(c["outcome"] == "skipped" for c in cudart), checks
+    for check in cudart:
+        assert check["test"] == "pytest_vllm_env/suite/test_abi.py::test_cudart", check

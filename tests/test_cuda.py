@@ -14,7 +14,10 @@ from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env.cache import FactCache
 from pytest_vllm_env.checks import cuda
+from pytest_vllm_env.facts import toolkit
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.toolkit import TARGETS
+from pytest_vllm_env.tables import cuda_archs
 from pytest_vllm_env.tables.archs import parse_arch
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
@@ -233,18 +236,86 @@ def test_nvcc_runs_once_per_path(seeds_root, tmp_path):
     def cached(name, compute, deps):
         return cache.get(name, lambda: computed.append(name) or compute(), deps)
 
-    first = cuda.read_toolkit(env, cached)
-    second = cuda.read_toolkit(env, cached)
+    first = toolkit.read_toolkit(env, cached)
+    second = toolkit.read_toolkit(env, cached)
     assert first.version == second.version == "12.8.93"
     assert len(computed) == 1
 
 
 def test_arch_table_matches_measured_ptxas():
-    assert parse_arch("12.0") not in cuda.archs_of_toolkit("12.4")
-    assert parse_arch("12.0") in cuda.archs_of_toolkit("12.8")
-    assert parse_arch("12.1") not in cuda.archs_of_toolkit("12.8")
-    assert parse_arch("7.0") not in cuda.archs_of_toolkit("13.0")
-    assert cuda.min_toolkit_for(parse_arch("sm_120")) == "12.8"
+    assert parse_arch("12.0") not in cuda_archs.archs_of_toolkit("12.4")
+    assert parse_arch("12.0") in cuda_archs.archs_of_toolkit("12.8")
+    assert parse_arch("12.1") not in cuda_archs.archs_of_toolkit("12.8")
+    assert parse_arch("7.0") not in cuda_archs.archs_of_toolkit("13.0")
+    assert cuda_archs.min_toolkit_for(parse_arch("sm_120")) == "12.8"
+
+
+def test_arch_table_names_cuda_variants_and_compares_versions():
+    # one spelling for the tag every torch index and fix uses, from the toolkit <-> arch table
+    assert cuda_archs.cuda_tag("12.8") == "cu128"
+    assert cuda_archs.cuda_tag("11.8") == "cu118"
+    assert cuda_archs.version_tuple("V12.8.93") == (12, 8, 93)
+    assert cuda_archs.min_nvcc(parse_arch("12.1")) == "12.9"
+    assert cuda_archs.min_nvcc(parse_arch("12.5")) == "a newer CUDA"
+
+
+def _facts(prefix: Path, environ: dict[str, str], **known) -> toolkit.ToolkitFacts:
+    """A toolkit as the checks see it, made by hand: nothing on disk is asked."""
+    t = toolkit.ToolkitFacts(prefix, [], None, None, {}, [], [], [], {}, {}, [], None, environ)
+    for name, value in known.items():
+        setattr(t, name, value)
+    return t
+
+
+def test_cuda_home_is_judged_from_facts_alone(tmp_path):
+    """The seed's CUDA_HOME at targets/x86_64-linux (headers, no bin/nvcc), judged from what
+    read_toolkit gathered: the check opens nothing, so paths that do not exist judge the same."""
+    env = PixiEnv(prefix=tmp_path / "nowhere")
+    home = f"{env.prefix}/targets/x86_64-linux"
+    headers_only = _facts(
+        env.prefix, {"CUDA_HOME": home}, home_files={"CUDA_HOME": frozenset({"include/cuda.h"})}
+    )
+    bad = cuda.cuda_home(env, headers_only)
+    assert bad.outcome == "failed"
+    assert bad.summary == f"CUDA_HOME={home} (set by the outer environment) has no bin/nvcc"
+    whole = _facts(
+        env.prefix,
+        {"CUDA_HOME": str(env.prefix)},
+        home_files={"CUDA_HOME": frozenset({"bin/nvcc", f"{toolkit.TARGETS}/include/cuda.h"})},
+    )
+    assert cuda.cuda_home(env, whole).outcome == "passed"
+
+
+def test_ld_library_path_is_judged_from_facts_alone(tmp_path):
+    env = PixiEnv(prefix=tmp_path / "nowhere")
+    other = toolkit.LdEntry("/usr/local/cuda-12.4/lib64", own=False, cudart=True)
+    own = toolkit.LdEntry(f"{env.prefix}/lib", own=True, cudart=False)
+    value = f"{other.path}:{own.path}"
+    first = _facts(env.prefix, {"LD_LIBRARY_PATH": value}, ld_library_path=[other, own])
+    assert cuda.ld_library_path(env, first).outcome == "failed"
+    after = _facts(env.prefix, {"LD_LIBRARY_PATH": value}, ld_library_path=[own, other])
+    assert cuda.ld_library_path(env, after).outcome == "passed"
+
+
+def test_toolkit_facts_say_what_the_checks_ask(tmp_path):
+    """read_toolkit gathers what cuda_home and ld_library_path judge: CUDA_HOME's files, and
+    which LD_LIBRARY_PATH entry holds another CUDA's runtime."""
+    b = EnvBuilder(tmp_path / "ws")
+    b.python()
+    other = tmp_path / "other-cuda" / "lib64"
+    other.mkdir(parents=True)
+    (other / "libcudart.so.12").write_bytes(b"")
+    (b.prefix / TARGETS / "include").mkdir(parents=True)
+    (b.prefix / TARGETS / "include" / "cuda.h").write_text("")
+    manifest = b.manifest(
+        f'[activation.env]\nCUDA_HOME = "{b.prefix}"\nLD_LIBRARY_PATH = "{other}:{b.prefix}/lib"\n'
+    )
+    t = toolkit.read_toolkit(PixiEnv.read(b.prefix, name="default", manifest=manifest), timeout=10)
+    assert t.home_files == {"CUDA_HOME": frozenset({f"{TARGETS}/include/cuda.h"})}
+    assert [(e.path, e.own, e.cudart) for e in t.ld_library_path] == [
+        (str(other), False, True),
+        (f"{b.prefix}/lib", True, False),
+    ]
 
 
 def _env_with_nvcc(b: EnvBuilder, good: EnvBuilder, activation: str) -> None:
@@ -347,7 +418,7 @@ def test_arch_table_agrees_with_real_ptxas(requirement, path, tmp_path):
 
     ptxas = downloads.unpacked(requirement) / path
     version = requirement.split("==")[1]
-    table = set(cuda.archs_of_toolkit(version))
+    table = set(cuda_archs.archs_of_toolkit(version))
     disagree = []
     for cc in (
         "7.0",
@@ -364,7 +435,7 @@ def test_arch_table_agrees_with_real_ptxas(requirement, path, tmp_path):
         "12.1",
     ):
         arch = parse_arch(cc)
-        real = cuda.ptxas_accepts(ptxas, arch, tmp_path, dict(os.environ)).ok
+        real = toolkit.ptxas_accepts(ptxas, arch, tmp_path, dict(os.environ)).ok
         if real != (arch in table):
             disagree.append(f"{cc}: ptxas {real}, table {arch in table}")
     assert disagree == []

@@ -127,3 +127,30 @@ def test_nvcc_fix_follows_torch_cuda_not_a_default(pytester, env_builder, monkey
     result.stdout.fnmatch_lines(
         ['*fix: add `cuda-nvcc = "11.8.*"` and `cuda-version = "11.8.*"` to [[]dependencies]*']
     )
+
+
+def test_setup_py_and_cpp_extension_run_one_nvcc(tmp_path, monkeypatch):
+    """vLLM's setup.py (``cuda.nvcc-in-env`` for a build) and torch.utils.cpp_extension
+    (``cuda.nvcc-torch``) run the same ``$CUDA_HOME/bin/nvcc``: one reader gives both the same
+    run, and a CUDA_HOME without nvcc is "does not exist" for both."""
+    from fixtures.system_cuda import hide_machine_cuda
+    from pytest_vllm_env.facts import build_nvcc
+    from pytest_vllm_env.facts.toolkit import ToolkitFacts
+
+    hide_machine_cuda(monkeypatch, tmp_path)
+    system = tmp_path / "cuda-12.9"
+    standin_nvcc(system, "12.9")
+
+    def facts(home: Path) -> ToolkitFacts:
+        environ = {"CUDA_HOME": str(home), "PATH": os.environ["PATH"]}
+        return ToolkitFacts(
+            tmp_path / "env", [], None, None, {}, [], [], [], {}, {}, [], None, environ
+        )
+
+    run, why = build_nvcc.torch_nvcc(facts(system))
+    build = build_nvcc.read_build_nvcc(facts(system), None, toolkits=False)
+    assert (build.setup_nvcc, build.setup_why) == (run, why)
+    assert run is not None and run.version == "12.9.99" and why == f"CUDA_HOME={system}"
+    gone, _ = build_nvcc.torch_nvcc(facts(tmp_path / "nope"))
+    assert gone is not None and (gone.ok, gone.problem) == (False, "does not exist")
+    assert build_nvcc.read_build_nvcc(facts(tmp_path / "nope"), None).setup_nvcc == gone

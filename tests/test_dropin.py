@@ -184,8 +184,9 @@ def test_timeouts_and_tolerances_out_of_range_are_usage_errors(pytester, option,
 def test_arch_verdicts_never_guess_for_unknown_or_dropped_archs(env_builder):
     # TORCH_CUDA_ARCH_LIST is not checked at start: an unknown arch there gets a plain
     # verdict, not "needs CUDA >= ?"; "use CUDA 12.x" only for archs CUDA 13 dropped.
-    from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, arch_supported
+    from pytest_vllm_env.checks.cuda import arch_supported
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
     from pytest_vllm_env.tables.archs import parse_arch
 
     env_builder.python()
@@ -229,8 +230,10 @@ def test_env_without_python_gets_no_none_command(pytester, env_builder):
 
 
 # -- bug 7: the download command we name exists ----------------------------------------------
-def test_the_download_command_in_fixes_ships_with_our_huggingface_hub():
-    # huggingface_hub 1.0 dropped `huggingface-cli`; the one we install has `hf` only.
+def test_the_download_command_in_fixes_ships_with_huggingface_hub():
+    # huggingface_hub 1.0 dropped `huggingface-cli`; today's has `hf` only. (It is no
+    # dependency of the plugin any more, readers/hf_cache.py reads the cache; a vLLM env
+    # has it, and the test extra installs it for this test.)
     import re
     from importlib.metadata import distribution
 
@@ -433,11 +436,12 @@ def test_a_run_that_uses_nothing_of_ours_loads_no_check_library(pytester):
         def test_unrelated():
             loaded = sorted(m for m in sys.modules if m.startswith("pytest_vllm_env"))
             print("LOADED", loaded)
-            from pytest_vllm_env.plugin import AREA_PLUGINS
+            from pytest_vllm_env.plugin import AREA_PLUGINS, CORE_PLUGINS
 
             allowed = {"pytest_vllm_env", "pytest_vllm_env.plugin",
                        "pytest_vllm_env.plugins.settings", "pytest_vllm_env.defaults",
-                       "pytest_vllm_env.plugins", *AREA_PLUGINS}
+                       "pytest_vllm_env.plugins", "pytest_vllm_env.text",
+                       *CORE_PLUGINS, *AREA_PLUGINS}
             assert set(loaded) <= allowed, set(loaded) - allowed
         """
     )
@@ -477,7 +481,8 @@ def test_suite_found_by_path_in_a_checkout_that_is_not_installed(monkeypatch):
     # bundled suite is not installed". The checkout's conformance/ is found by path instead.
     import importlib.util
 
-    from pytest_vllm_env import plugin
+    import pytest_vllm_env
+    from pytest_vllm_env.plugins import session
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -485,8 +490,9 @@ def test_suite_found_by_path_in_a_checkout_that_is_not_installed(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "pytest_vllm_env.suite" else real(name, *a),
     )
-    plugin.suite_dir.cache_clear()
+    session.suite_dir.cache_clear()
     try:
-        assert plugin.suite_dir() == Path(plugin.__file__).resolve().parent.parent / "conformance"
+        checkout = Path(pytest_vllm_env.__file__).resolve().parent.parent
+        assert session.suite_dir() == checkout / "conformance"
     finally:
-        plugin.suite_dir.cache_clear()
+        session.suite_dir.cache_clear()

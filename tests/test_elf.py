@@ -158,7 +158,7 @@ def test_symbol_index_with_a_malformed_hash_table_reads_every_name(tmp_path):
 
 
 def test_defines_any_finds_torchs_cxx11_flag(tmp_path):
-    from pytest_vllm_env.checks.abi import TORCH_SIDE
+    from pytest_vllm_env.facts.binaries import TORCH_SIDE
     from pytest_vllm_env.readers.elf import SymbolIndex, defined_names
 
     def torch_side(name: str) -> bool:

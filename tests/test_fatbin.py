@@ -458,7 +458,7 @@ def test_xformers_fa3_capped_at_hopper_passes(pytester, env_builder, built):
 
 
 def test_read_fa3_dispatch_of_unreadable_source(tmp_path):
-    from pytest_vllm_env.checks.coverage_arch import read_fa3_dispatch
+    from pytest_vllm_env.readers.xformers_fa3 import read_fa3_dispatch
 
     assert not read_fa3_dispatch(tmp_path).readable
     (tmp_path / "ops" / "fmha").mkdir(parents=True)

@@ -153,3 +153,33 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
         assert "[cuda.nvcc-in-env] FAILED" in out
         assert "needed_because: --vllm-source: vLLM is to be built from source" in out
         assert "Traceback" not in out
+
+
+def test_the_install_brings_no_pytest_plugin_we_did_not_choose(installed_venv):
+    # Installed, every pytest11 entry point of every distribution loads in every pytest run
+    # of the user's repo. Seen: huggingface_hub (a dependency, for one cache lookup) pulled
+    # httpx and anyio, and anyio's pytest plugin took the user's own tests from 0.24 s to
+    # 0.32 s (issue 21). The hub cache is now read from its layout (readers/hf_cache.py).
+    listing = subprocess.run(
+        [
+            installed_venv / "bin" / "python",
+            "-c",
+            "from importlib.metadata import distributions\n"
+            "for d in distributions():\n"
+            "    for ep in d.entry_points:\n"
+            "        if ep.group == 'pytest11':\n"
+            "            print(f\"{d.metadata['Name']}:{ep.name}\")",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=True,
+    )
+    plugins = set(listing.stdout.split())
+    assert plugins == {
+        "pytest-vllm-env:vllm_env",
+        "pytest-xdist:xdist",  # `-n`: the suite shares its fact cache across workers
+        "pytest-xdist:xdist.looponfail",
+        "pytest-timeout:timeout",  # `--timeout` over the gpu tier's loads
+    }, plugins

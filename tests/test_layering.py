@@ -105,43 +105,7 @@ MAX_CHECK_LINES = 500
 
 # What the layout still owes (issue 20). Each entry is a finding of this test that is known and
 # being removed; an entry that no longer happens must go too, so that this list only shrinks.
-KNOWN: set[str] = {
-    "climbs: checks.build (checks) -> runners.gpu (runners)",
-    "climbs: facts.lockfacts (facts) -> checks.cuda (checks)",
-    "climbs: facts.torch_archs (facts) -> checks.cuda (checks)",
-    "climbs: plugins.gpu (plugins) -> plugin (entry)",
-    "climbs: plugins.lock (plugins) -> plugin (entry)",
-    "climbs: plugins.modelopt (plugins) -> plugin (entry)",
-    "in a cycle: checks.abi",
-    "in a cycle: checks.cmake_nvcc",
-    "in a cycle: checks.cuda",
-    "in a cycle: checks.cuda_torch",
-    "in a cycle: checks.nvtx",
-    "in a cycle: checks.torch_cmake",
-    "in a cycle: facts.torch_archs",
-    "in a cycle: plugin",
-    "in a cycle: plugins.lock",
-    "io in checks: checks.abi",
-    "io in checks: checks.build",
-    "io in checks: checks.buildlog",
-    "io in checks: checks.cmake_nvcc",
-    "io in checks: checks.coverage_arch",
-    "io in checks: checks.cuda",
-    "io in checks: checks.cuda_torch",
-    "io in checks: checks.nvtx",
-    "io in checks: checks.platform_floor",
-    "io in checks: checks.pypi_options",
-    "io in checks: checks.source_build",
-    "io in checks: checks.torch_cmake",
-    "io in checks: checks.wheels",
-    "too long: checks.abi: over 500 lines",
-    "too long: checks.cmake_nvcc: over 500 lines",
-    "too long: checks.cuda: over 500 lines",
-    "too long: checks.lockchecks: over 500 lines",
-    "too long: checks.nvtx: over 500 lines",
-    "too long: checks.pypi_options: over 500 lines",
-    "too long: checks.torch_cmake: over 500 lines",
-}
+KNOWN: set[str] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -294,8 +258,8 @@ def findings() -> set[str]:
 def test_the_graph_sees_local_and_type_checking_imports(tmp_path):
     """The reader of imports is itself right: a function-local import is an edge."""
     graph = {m: imports_of(m) for m in modules()}
-    # plugins load the check library in fixtures, by function-local imports
-    assert any(floor_of(t) == "checks" for t in graph["pytest_vllm_env.plugins.cuda"])
+    # plugins load the fact library in fixtures, by function-local imports
+    assert "pytest_vllm_env.facts.toolkit" in graph["pytest_vllm_env.plugins.cuda"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

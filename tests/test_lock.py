@@ -248,8 +248,16 @@ def _ws_with_lock(tmp_path: Path, text: str | bytes) -> Path:
             "*[lock.file] ERROR: */pixi.lock*",
             "*fix: run `pixi lock` next to pixi.toml*",
         ),
+        (
+            L.billion_laughs(),
+            "*[lock.file] ERROR: */pixi.lock holds a YAML anchor (`&a0`, line 3, column 5), "
+            "which pixi never writes: not read, since each alias repeats a whole subtree*",
+            "*fix: run `pixi lock` next to pixi.toml (it rewrites pixi.lock) (pixi never writes "
+            "anchors or aliases: this file was edited or made by hand; `git checkout pixi.lock` "
+            "restores*",
+        ),
     ],
-    ids=["not-yaml", "unknown-version", "truncated"],
+    ids=["not-yaml", "unknown-version", "truncated", "billion-laughs"],
 )
 def test_bad_lock_is_an_error_verdict(pytester, tmp_path, text, says, fix):
     manifest = _ws_with_lock(tmp_path, text)
@@ -351,3 +359,21 @@ def test_installed_env_with_a_lock_pixi_cannot_parse(pytester, tmp_path):
     current = found["lock.installed-current"][0]
     assert current["outcome"] == "skipped"
     assert current["summary"] == "pixi.lock could not be read (lock.file)"
+
+
+def test_a_lock_is_parsed_once_and_again_when_rewritten(tmp_path):
+    import os
+
+    from pytest_vllm_env.facts.lock_env import load_lock
+
+    lock = tmp_path / "pixi.lock"
+    text = L.LockBuilder(6).add("default", [L.wheel("foo", "1.0")]).text()
+    lock.write_text(text)
+    first = load_lock(lock)
+    assert load_lock(lock) is first  # platform.wheel-tag and lock mode share one parse
+    # rewritten in place: same size, same inode, the old mtime put back
+    stat = lock.stat()
+    lock.write_text(text.replace("version: '1.0'", "version: '1.1'"))
+    os.utime(lock, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert lock.stat().st_size == stat.st_size
+    assert load_lock(lock).env("default", "linux-64").pypi["foo"].version == "1.1"

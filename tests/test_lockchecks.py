@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from fixtures import pixi_locks as L
-from pytest_vllm_env.checks import coverage_arch, lockchecks
-from pytest_vllm_env.facts import torch_archs
+from pytest_vllm_env.checks import coverage_arch, lock, lock_cuda, lock_pypi
 from pytest_vllm_env.facts.env import EnvSpec, PixiEnv
 from pytest_vllm_env.facts.lock_env import open_env
 from pytest_vllm_env.facts.lockfacts import torch_build
 from pytest_vllm_env.readers import fatbin
 from pytest_vllm_env.readers.manifest_lines import ManifestLines
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import parse_arch
 
 SM120 = [parse_arch("12.0")]
@@ -60,7 +60,7 @@ def test_cpu_only_torch_fails_every_target(tmp_path):
         [torch_wheel("2.9.1+cpu", index=f"{L.TORCH_INDEX}/cpu")],
         pypi='torch = { version = "==2.9.1", index = "https://download.pytorch.org/whl/cpu" }\n',
     )
-    [f] = lockchecks.torch_archs_check(env, SM120, "--cuda-arch")
+    [f] = lock_cuda.torch_archs_check(env, SM120, "--cuda-arch")
     assert f.outcome == "failed"
     assert f.summary == "torch 2.9.1+cpu in pixi.lock is a CPU-only build: no kernels for sm_120"
     assert (
@@ -76,14 +76,14 @@ def test_pypi_torch_without_local_version_gets_its_variant_from_requires_dist(tm
     env = locked_env(tmp_path, [torch_wheel("2.7.1", requires)], pypi='torch = "==2.7.1"\n')
     build = torch_build(env.locked.locked)
     assert (build.variant, build.how) == ("cu126", "its CUDA wheels in requires_dist")
-    [f] = lockchecks.torch_archs_check(env, SM120, "--cuda-arch")
+    [f] = lock_cuda.torch_archs_check(env, SM120, "--cuda-arch")
     assert f.outcome == "failed"
     assert f.summary.startswith(
         "torch 2.7.1 (cu126, its CUDA wheels in requires_dist) (pixi.lock) "
         "has no kernels for sm_120"
     )
     assert 'replace `torch = "==2.7.1"` with `torch = { version = ">=2.8"' in f.fix
-    [ok] = lockchecks.torch_archs_check(env, [parse_arch("8.0")], "--cuda-arch")
+    [ok] = lock_cuda.torch_archs_check(env, [parse_arch("8.0")], "--cuda-arch")
     assert ok.outcome == "passed" and "via SASS sm_80" in ok.summary
 
 
@@ -91,13 +91,13 @@ def test_torch_2_11_metadata_names_cuda_13_through_cuda_toolkit(tmp_path):
     requires = ["cuda-toolkit[cublas,cudart,cufft,nvrtc,nvtx]==13.0.2 ; platform_system == 'Linux'"]
     env = locked_env(tmp_path, [torch_wheel("2.11.0", requires)])
     assert torch_build(env.locked.locked).variant == "cu130"
-    [f] = lockchecks.torch_archs_check(env, SM120, "TORCH_CUDA_ARCH_LIST")
+    [f] = lock_cuda.torch_archs_check(env, SM120, "TORCH_CUDA_ARCH_LIST")
     assert f.outcome == "passed"
 
 
 def test_release_missing_from_the_table_is_judged_by_the_toolkit_bound(tmp_path):
     env = locked_env(tmp_path, [torch_wheel("2.5.1+cu124", index=f"{L.TORCH_INDEX}/cu124")])
-    failed, unknown = lockchecks.torch_archs_check(
+    failed, unknown = lock_cuda.torch_archs_check(
         env, [parse_arch("12.0"), parse_arch("9.0")], "--cuda-arch"
     )
     assert failed.outcome == "failed"
@@ -113,7 +113,7 @@ def test_conda_forge_pytorch_follows_cuda_version(tmp_path):
         [pytorch, L.Conda("cuda-version", "12.6", "h7480c83_3", "noarch")],
         deps='cuda-version = "12.6.*"\npytorch = "*"\n',
     )
-    [f] = lockchecks.torch_archs_check(env, SM120, "--cuda-arch")
+    [f] = lock_cuda.torch_archs_check(env, SM120, "--cuda-arch")
     assert f.outcome == "failed"
     assert f.summary.startswith(
         "pytorch 2.6.0 (cu126, build cuda126_generic_py312_h7c5e9d1_200) (pixi.lock) "
@@ -124,11 +124,11 @@ def test_conda_forge_pytorch_follows_cuda_version(tmp_path):
 
 def test_no_torch_and_no_target_skip(tmp_path):
     env = locked_env(tmp_path, [])
-    assert lockchecks.torch_archs_check(env, SM120, "--cuda-arch")[0].summary == (
+    assert lock_cuda.torch_archs_check(env, SM120, "--cuda-arch")[0].summary == (
         "pixi.lock has no torch for env 'default'"
     )
     env = locked_env(tmp_path, [torch_wheel("2.9.1+cu128", index=f"{L.TORCH_INDEX}/cu128")])
-    assert outcomes(lockchecks.torch_archs_check(env, [], "none")) == ["skipped"]
+    assert outcomes(lock_cuda.torch_archs_check(env, [], "none")) == ["skipped"]
 
 
 def test_an_arch_list_is_an_arch_list(tmp_path):
@@ -155,9 +155,9 @@ def test_an_arch_list_is_an_arch_list(tmp_path):
 # -- nvcc, CUDA releases, build deps -------------------------------------------------------------
 def test_nvcc_12_8_targets_sm_120_and_12_4_does_not(tmp_path):
     env = locked_env(tmp_path, L.cuda_nvcc("12.8.93", "12.8.90"), deps='cuda-nvcc = "12.8.*"\n')
-    assert outcomes(lockchecks.nvcc_archs(env, SM120, "--cuda-arch")) == ["passed"]
+    assert outcomes(lock_cuda.nvcc_archs(env, SM120, "--cuda-arch")) == ["passed"]
     env = locked_env(tmp_path, L.cuda_nvcc("12.4.131", "12.4.127"), deps='cuda-nvcc = "12.4.*"\n')
-    [f] = lockchecks.nvcc_archs(env, [parse_arch("12.1")], "--cuda-arch")
+    [f] = lock_cuda.nvcc_archs(env, [parse_arch("12.1")], "--cuda-arch")
     assert f.outcome == "failed" and "it needs CUDA >= 12.9" in f.summary
     assert 'replace `cuda-nvcc = "12.4.*"` with `cuda-nvcc = "12.9.*"`' in f.fix
 
@@ -170,7 +170,7 @@ def test_torch_cuda_major_against_the_toolkit(tmp_path):
         deps='cuda-version = "13.0.*"\ncuda-nvcc = "13.0.*"\n',
         pypi='torch = { version = "==2.6.0", index = "https://download.pytorch.org/whl/cu124" }\n',
     )
-    found = lockchecks.cuda_match(env)
+    found = lock_cuda.cuda_match(env)
     assert outcomes(found) == ["passed", "failed"]
     failed = found[1]
     assert failed.summary == (
@@ -184,13 +184,13 @@ def test_torch_cuda_major_against_the_toolkit(tmp_path):
         in failed.fix
     )
     env = locked_env(tmp_path, [torch, *L.cuda_nvcc("12.8.93", "12.8.90")])
-    assert "torch only warns about the minor difference" in lockchecks.cuda_match(env)[1].summary
+    assert "torch only warns about the minor difference" in lock_cuda.cuda_match(env)[1].summary
 
 
 def test_mixed_cuda_releases_in_the_lock(tmp_path):
     packages = L.cuda_nvcc("12.8.93", "12.8.90") + [L.Conda("cuda-nvrtc-dev", "12.4.127", "h0_0")]
     env = locked_env(tmp_path, packages, deps='cuda-version = "12.8.*"\n')
-    [f] = lockchecks.cuda_match(env)[:1]
+    [f] = lock_cuda.cuda_match(env)[:1]
     assert f.outcome == "failed" and f.id == "lock.cuda-match"
     assert "CUDA packages from 2 releases" in f.summary
 
@@ -212,7 +212,7 @@ def test_mixed_cuda_releases_in_the_lock(tmp_path):
 def test_cmake_version(tmp_path, cmake, extra, outcome, says):
     packages = L.cuda_toolkit() + L.nvtx_dev("12.8.90") + L.build_tools(cmake)
     env = locked_env(tmp_path, packages, deps='cmake = ">=3.20"\n', extra=extra)
-    deps, tool = lockchecks.build_deps(env)
+    deps, tool = lock_cuda.build_deps(env)
     assert deps.outcome == "passed"
     assert tool.outcome == outcome and says in tool.summary
     if outcome == "failed":
@@ -224,7 +224,7 @@ def test_cmake_version(tmp_path, cmake, extra, outcome, says):
 
 def test_no_nvcc_builds_nothing(tmp_path):
     env = locked_env(tmp_path, [torch_wheel("2.9.1+cu128", index=f"{L.TORCH_INDEX}/cu128")])
-    for check in (lockchecks.build_deps, lambda e: lockchecks.nvcc_archs(e, SM120, "x")):
+    for check in (lock_cuda.build_deps, lambda e: lock_cuda.nvcc_archs(e, SM120, "x")):
         [f] = check(env)
         assert f.outcome == "skipped" and "it builds no CUDA code" in f.summary
 
@@ -237,7 +237,7 @@ def test_vllm_pin_overridden_in_the_lock(tmp_path):
     )
     torch = torch_wheel("2.7.1+cu126", index=f"{L.TORCH_INDEX}/cu126")
     env = locked_env(tmp_path, [vllm, torch], pypi='vllm = "==0.8.5"\ntorch = "==2.7.1"\n')
-    found = lockchecks.torch_pins(env)
+    found = lock_pypi.torch_pins(env)
     bad = [f for f in found if f.outcome == "failed"]
     assert [f.summary for f in bad] == [
         "vllm 0.8.5 requires torch==2.6.0 but the env has torch 2.7.1+cu126"
@@ -271,7 +271,7 @@ def test_flash_attn_wheel_tags_against_torch(tmp_path, flash, torch, outcome):
         ),
     ]
     env = locked_env(tmp_path, packages)
-    [f] = lockchecks.torch_pins(env)
+    [f] = lock_pypi.torch_pins(env)
     assert f.outcome == outcome, f.summary
     if outcome == "failed":
         assert (
@@ -284,7 +284,7 @@ def test_wheel_for_another_python(tmp_path):
     env = locked_env(
         tmp_path, [L.wheel("xformers", "0.0.29.post2", "cp311-cp311-manylinux_2_28_x86_64")]
     )
-    [f] = lockchecks.wheel_tags(env)
+    [f] = lock_pypi.wheel_tags(env)
     assert f.outcome == "failed"
     assert (
         "xformers-0.0.29.post2-cp311-cp311-manylinux_2_28_x86_64.whl: "
@@ -297,7 +297,7 @@ def test_requires_python_and_platform_tags(tmp_path):
     vllm = L.wheel("vllm", "0.8.5", "cp38-abi3-manylinux1_x86_64", (), "<3.12,>=3.9")
     arm = L.wheel("numpy", "2.2.4", "cp312-cp312-manylinux_2_17_aarch64")
     abi3 = L.wheel("blake3", "1.0.4", "cp38-abi3-manylinux_2_17_x86_64")
-    [f] = lockchecks.wheel_tags(locked_env(tmp_path, [vllm, arm, abi3]))
+    [f] = lock_pypi.wheel_tags(locked_env(tmp_path, [vllm, arm, abi3]))
     assert "vllm 0.8.5 requires Python <3.12,>=3.9" in f.summary
     assert "platform tag manylinux_2_17_aarch64 is not for x86_64" in f.summary
     assert "blake3" not in f.summary
@@ -306,7 +306,7 @@ def test_requires_python_and_platform_tags(tmp_path):
 def test_vllm_locked_as_an_sdist(tmp_path):
     # prefix-dev/pixi#5266: vLLM 0.13.0 wheels are manylinux_2_31; Pixi assumed glibc 2.28
     env = locked_env(tmp_path, [L.sdist("vllm", "0.13.0", ["torch==2.9.0"])])
-    tags, sdist = lockchecks.wheel_tags(env)
+    tags, sdist = lock_pypi.wheel_tags(env)
     assert tags.outcome == "passed" and sdist.outcome == "failed"
     assert "vLLM 0.13.0 is locked as an sdist (vllm-0.13.0.tar.gz)" in sdist.summary
     assert '`[system-requirements]` `libc = "2.31"` to pixi.toml' in sdist.fix
@@ -319,7 +319,7 @@ def test_flash_attn_sdist_and_build_isolation(tmp_path):
         [L.sdist("flash-attn", "2.8.3", ["torch", "einops"])],
         pypi='flash-attn = "==2.8.3"\n',
     )
-    [_, f] = lockchecks.wheel_tags(env)
+    [_, f] = lock_pypi.wheel_tags(env)
     assert f.outcome == "failed" and "No module named 'torch'" in f.summary
     assert "add 'flash-attn' to `no-build-isolation` under [pypi-options] in pixi.toml" in f.fix
     env = locked_env(
@@ -327,7 +327,7 @@ def test_flash_attn_sdist_and_build_isolation(tmp_path):
         [L.sdist("flash-attn", "2.8.3", ["torch"])],
         extra='\n[pypi-options]\nno-build-isolation = ["flash-attn"]\n',
     )
-    [_, w] = lockchecks.wheel_tags(env)
+    [_, w] = lock_pypi.wheel_tags(env)
     assert w.outcome == "warning" and "compiles it" in w.summary
 
 
@@ -337,14 +337,14 @@ def test_installed_current_compares_conda_and_pypi(tmp_path, env_builder):
     L.install(builder, "rtx5090-vllm", env_builder)
     from pytest_vllm_env.readers.pixilock import parse_lock
 
-    lock = parse_lock(builder.text()).env("rtx5090-vllm", "linux-64")
+    locked = parse_lock(builder.text()).env("rtx5090-vllm", "linux-64")
     installed = PixiEnv.read(env_builder.prefix, name="rtx5090-vllm")
-    assert lockchecks.installed_current(installed, lock).outcome == "passed"
+    assert lock.installed_current(installed, locked).outcome == "passed"
     (env_builder.prefix / "conda-meta" / "cuda-nvtx-dev-12.8.90-ha770c72_1.json").unlink()
     (env_builder.prefix / "conda-meta" / "cmake-4.0.3-h74e3db0_0.json").unlink()
     env_builder.conda("cmake", "3.31.6", "h74e3db0_1")
     installed = PixiEnv.read(env_builder.prefix, name="rtx5090-vllm")
-    f = lockchecks.installed_current(installed, lock)
+    f = lock.installed_current(installed, locked)
     assert f.outcome == "warning"
     assert "cuda-nvtx-dev 12.8.90 not installed" in f.evidence["differences"]
     assert "cmake 3.31.6-h74e3db0_1 installed, 4.0.3-h74e3db0_0 locked" in f.evidence["differences"]

@@ -11,9 +11,13 @@ import pytest
 
 from fixtures.cuda_envs import SEEDS, cmake4, seed_env
 from fixtures.text import lit
-from pytest_vllm_env.checks import cuda, nvtx
+from pytest_vllm_env.checks import cmake_probe as probe_checks
+from pytest_vllm_env.checks import nvtx
+from pytest_vllm_env.facts import find_cudatoolkit, toolkit
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.readers import torch_cmake as torch_files
 from pytest_vllm_env.runners import cmake_probe
+from pytest_vllm_env.tables import cmake_cuda, cuda_archs
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 SYSTEM_CMAKE = shutil.which("cmake")
@@ -32,10 +36,10 @@ def run(pytester: pytest.Pytester, prefix: Path, *args: str):
     return pytester.runpytest(*SUITE, "-k", "test_nvtx", "--vllm-env", str(prefix), *args)
 
 
-def _read(root: Path, seed: str) -> tuple[PixiEnv, cuda.ToolkitFacts]:
+def _read(root: Path, seed: str) -> tuple[PixiEnv, toolkit.ToolkitFacts]:
     b = seed_env(root, seed)
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    return env, cuda.read_toolkit(env)
+    return env, toolkit.read_toolkit(env)
 
 
 def test_good_env_prediction_and_probe_pass(pytester, seeds_root):
@@ -76,7 +80,7 @@ def test_nvtx_only_in_site_packages_breaks_torch(pytester, seeds_root):
 def test_old_cmake_misses_conda_include_dir(pytester, seeds_root):
     """Seed 004's root cause: CMake < 3.28 looks only in <root>/include."""
     version = cmake_probe.cmake_version(Path(SYSTEM_CMAKE), dict(os.environ))
-    if not version or cuda._ver(version) >= (3, 28):
+    if not version or cuda_archs.version_tuple(version) >= (3, 28):
         pytest.skip(f"system cmake is {version}, not < 3.28")
     b = seed_env(seeds_root, "cuda-home-targets")
     result = run(pytester, b.prefix, "-k", "cmake_target", "--cmake", SYSTEM_CMAKE)
@@ -116,14 +120,14 @@ def _cmakes(seed_prefix: Path) -> list[Path]:
 def test_prediction_matches_real_cmake(seed, seeds_root, tmp_path):
     """Principle 3: the static prediction and the real CMake agree, per seed and cmake."""
     env, t = _read(seeds_root, seed)
-    torch = nvtx.read_torch_cmake(env)
+    torch = find_cudatoolkit.read_torch_cmake(env)
     for i, cm in enumerate(_cmakes(env.prefix)):
         version = cmake_probe.cmake_version(cm, t.environ)
         assert version, f"{cm} does not run"
-        pred = nvtx.predict(t, version, torch)
+        pred = find_cudatoolkit.predict(t, version, torch)
         probe = cmake_probe.run_probe(t, cm, tmp_path / str(i), torch)
         assert probe.ran, probe.skipped_why
-        assert cmake_probe.agree(pred, probe) == [], (cm, version, probe.output[-2000:])
+        assert probe_checks.agree(pred, probe) == [], (cm, version, probe.output[-2000:])
 
 
 def test_torch_that_finds_nvtx3_in_the_toolkit_needs_no_nvtoolsext(seeds_root, tmp_path):
@@ -134,14 +138,14 @@ def test_torch_that_finds_nvtx3_in_the_toolkit_needs_no_nvtoolsext(seeds_root, t
         "set_property(TARGET torch::nvtoolsext PROPERTY INTERFACE_LINK_LIBRARIES "
         "CUDA::nvToolsExt)\n"
     )
-    torch = nvtx.TorchCudaCmake(cmake_file, True, False, ["${CUDA_INCLUDE_DIRS}"], None)
-    pred = nvtx.predict(t, "4.1.2", torch)
+    torch = torch_files.TorchCudaCmake(cmake_file, True, False, ["${CUDA_INCLUDE_DIRS}"], None)
+    pred = find_cudatoolkit.predict(t, "4.1.2", torch)
     assert pred.found and "CUDA::nvToolsExt" not in pred.targets
     # nvcc-only has no nvtx3/ headers: torch falls back and fails
     assert pred.torch_needs_nvtoolsext and pred.torch_error
     (t.prefix / "targets/x86_64-linux/include/nvtx3").mkdir(exist_ok=True)
     try:
-        pred = nvtx.predict(t, "4.1.2", torch)
+        pred = find_cudatoolkit.predict(t, "4.1.2", torch)
         assert pred.torch_needs_nvtoolsext is False and not pred.torch_error
     finally:
         (t.prefix / "targets/x86_64-linux/include/nvtx3").rmdir()
@@ -165,7 +169,7 @@ def test_reads_the_branch_a_consumer_runs(env_builder):
             )
         },
     )
-    torch = nvtx.read_torch_cmake(PixiEnv.read(env_builder.prefix))
+    torch = find_cudatoolkit.read_torch_cmake(PixiEnv.read(env_builder.prefix))
     assert torch is not None and torch.wants_nvtoolsext
     assert torch.nvtx3_paths == ["${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include"]
 
@@ -197,11 +201,13 @@ def test_the_fix_works_cuda_nvtx_dev(pytester, tmp_path):
     result.assert_outcomes(passed=2)
 
 
-def _bundled() -> nvtx.FindModule:
+def _bundled() -> cmake_cuda.FindModule:
     """torch's real bundled module (the 2.6.0 wheel's, committed under fixtures/torch_share)."""
     from fixtures.torch_cmake import BUNDLED_FIND_CUDATOOLKIT
 
-    return nvtx.read_find_module(BUNDLED_FIND_CUDATOOLKIT, BUNDLED_FIND_CUDATOOLKIT.read_text())
+    return torch_files.read_find_module(
+        BUNDLED_FIND_CUDATOOLKIT, BUNDLED_FIND_CUDATOOLKIT.read_text()
+    )
 
 
 def test_reads_the_rules_of_torchs_module_and_of_cmakes_own():
@@ -213,10 +219,10 @@ def test_reads_the_rules_of_torchs_module_and_of_cmakes_own():
     assert torch.library_hint and torch.nvtoolsext_until is None and not torch.nvtx3
     assert not torch.include_from_nvcc and torch.include_preset
     real = cmake4().resolve().parent.parent / "share" / "cmake-4.1" / "Modules"
-    own = nvtx.read_find_module(
+    own = torch_files.read_find_module(
         real / "FindCUDAToolkit.cmake", (real / "FindCUDAToolkit.cmake").read_text(), "x"
     )
-    table = nvtx.cmake_module("4.1.2")
+    table = cmake_cuda.cmake_module("4.1.2")
     for name in (
         "include_from_nvcc",
         "realpath_hint",
@@ -234,15 +240,15 @@ def test_torchs_bundled_module_reads_nvtoolsext_path(seeds_root, tmp_path):
     site-packages NVTX gives it the header but only libnvToolsExt.so.1 (no target); a hint dir
     with the unversioned link passes."""
     env, t = _read(seeds_root, "nvtx-site-packages")
-    torch = nvtx.read_torch_cmake(env)
+    torch = find_cudatoolkit.read_torch_cmake(env)
     assert torch is not None and torch.bundled is None  # cuda.cmake alone: CMake's module
     torch.bundled = _bundled()
-    pred = nvtx.predict(t, "4.1.2", torch)
+    pred = find_cudatoolkit.predict(t, "4.1.2", torch)
     # its include dir is <root>/include only: a conda-forge layout needs the preset
     assert not pred.found and "CUDAToolkit_INCLUDE_DIR" in pred.why_not_found
     t.environ["CMAKE_ARGS"] = INCLUDE_ARG.format(t.prefix)
-    pred = nvtx.predict(t, "4.1.2", torch)
-    assert pred.module == nvtx.BUNDLED and pred.torch_error
+    pred = find_cudatoolkit.predict(t, "4.1.2", torch)
+    assert pred.module == cmake_cuda.BUNDLED and pred.torch_error
     assert pred.nvtoolsext_missing == "library"
     assert pred.nvtoolsext_header == str(env.site_packages[0] / "nvidia/nvtx/include/nvToolsExt.h")
     finding = nvtx.cmake_target(env, t, pred, "cmake", torch)
@@ -257,7 +263,7 @@ def test_torchs_bundled_module_reads_nvtoolsext_path(seeds_root, tmp_path):
     (hint / "lib").mkdir()
     (hint / "lib" / "libnvToolsExt.so").write_bytes(b"")
     t.environ["NVTOOLSEXT_PATH"] = str(hint)
-    pred = nvtx.predict(t, "4.1.2", torch)
+    pred = find_cudatoolkit.predict(t, "4.1.2", torch)
     assert not pred.torch_error
     assert pred.targets["CUDA::nvToolsExt"] == str(hint / "lib" / "libnvToolsExt.so")
 
@@ -272,14 +278,14 @@ def test_torchs_bundled_module_needs_the_header_cmakes_does_not(tmp_path):
     nv = downloads.unpacked(cuda_envs.NVTX) / "nvidia" / "nvtx" / "lib" / "libnvToolsExt.so.1"
     cuda_envs._lib(b, nv, "libnvToolsExt.so.1", dev=True)
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    t = cuda.read_toolkit(env)
+    t = toolkit.read_toolkit(env)
     del t.environ["NVTOOLSEXT_PATH"]
-    torch = nvtx.read_torch_cmake(env)
-    own = nvtx.predict(t, "4.1.2", torch)
+    torch = find_cudatoolkit.read_torch_cmake(env)
+    own = find_cudatoolkit.predict(t, "4.1.2", torch)
     assert "CUDA::nvToolsExt" in own.targets and not own.torch_error
     torch.bundled = _bundled()
     t.environ["CMAKE_ARGS"] = INCLUDE_ARG.format(t.prefix)
-    pred = nvtx.predict(t, "4.1.2", torch)
+    pred = find_cudatoolkit.predict(t, "4.1.2", torch)
     assert "CUDA::nvToolsExt" not in pred.targets and pred.torch_error
     assert pred.nvtoolsext_missing == "header" and pred.nvtoolsext_library
     finding = nvtx.cmake_target(env, t, pred, "cmake", torch)
@@ -292,5 +298,5 @@ def test_torchs_bundled_module_needs_the_header_cmakes_does_not(tmp_path):
         "nvToolsExt.h in $NVTOOLSEXT_PATH/include on Linux too"
     )
     t.environ["NVTOOLSEXT_PATH"] = str(b.site_packages / "nvidia" / "nvtx")  # the fix
-    pred = nvtx.predict(t, "4.1.2", torch)
+    pred = find_cudatoolkit.predict(t, "4.1.2", torch)
     assert pred.targets["CUDA::nvToolsExt"] == str(b.prefix / "lib" / "libnvToolsExt.so")

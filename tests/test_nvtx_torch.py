@@ -19,7 +19,9 @@ from fixtures import nvtx_layouts
 from fixtures import torch_cmake as ft
 from fixtures.cuda_envs import SYSTEM_CUDA, cmake4, seed_env
 from fixtures.text import lit
-from pytest_vllm_env.checks import cuda, nvtx, torch_cmake
+from pytest_vllm_env.checks import cmake_probe as probe_checks
+from pytest_vllm_env.checks import nvtx
+from pytest_vllm_env.facts import find_cudatoolkit, toolkit, torch_config
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.runners import cmake_probe
 
@@ -284,18 +286,18 @@ def test_prediction_and_real_cmake_agree_per_layout(
     nvtx.cmake-target's outcome is nvtx.cmake-probe's."""
     b = layout_env(layouts_root, "cuda-13.0-system", layout, family, extra)
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    t = cuda.read_toolkit(env)
-    facts = torch_cmake.read_torch_config(env)
-    pred = torch_cmake.predict_config(env, t, facts, "4.1.2", cmake=cmake4())
+    t = toolkit.read_toolkit(env)
+    facts = torch_config.read_torch_config(env)
+    pred = torch_config.predict_config(env, t, facts, "4.1.2", cmake=cmake4())
     probe = cmake_probe.run_probe(t, cmake4(), tmp_path, facts.nvtx, config=facts)
-    verdict, why = cmake_probe.compare_config(pred, probe)
+    verdict, why = probe_checks.compare_config(pred, probe)
     assert verdict == "agree", (why, probe.output[-3000:])
     assert f"predicted: {expected}" in why
-    npred = nvtx.predict(t, "4.1.2", facts.nvtx)
-    agreement = cmake_probe.agreement_finding(pred, npred, probe)
+    npred = find_cudatoolkit.predict(t, "4.1.2", facts.nvtx)
+    agreement = probe_checks.agreement_finding(pred, npred, probe)
     assert agreement.outcome == "passed", agreement.summary
     target = nvtx.cmake_target(env, t, npred, str(cmake4()), facts.nvtx, pred)
-    real = cmake_probe.probe_finding(env, probe, npred)
+    real = probe_checks.probe_finding(env, probe, npred)
     assert target.outcome == real.outcome, (target.summary, real.summary)
     if probe.torch_found:
         assert ("CUDA::nvToolsExt" in probe.targets) == ("CUDA::nvToolsExt" in pred.targets)
@@ -308,14 +310,14 @@ def test_prediction_agrees_reports_a_wrong_module(layouts_root, tmp_path):
     cmake.prediction-agrees would say so (CUDA::nvToolsExt predicted missing, CMake made it)."""
     b = layout_env(layouts_root, "cuda-13.0-system", "f1.1", "2.6")
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    t = cuda.read_toolkit(env)
-    facts = torch_cmake.read_torch_config(env)
+    t = toolkit.read_toolkit(env)
+    facts = torch_config.read_torch_config(env)
     assert facts.nvtx is not None and facts.nvtx.bundled is not None
     facts.nvtx.bundled = None  # the old model: CMake's own FindCUDAToolkit
-    pred = torch_cmake.predict_config(env, t, facts, "4.1.2", cmake=cmake4())
-    facts.nvtx.bundled = nvtx.read_torch_cmake(env).bundled
+    pred = torch_config.predict_config(env, t, facts, "4.1.2", cmake=cmake4())
+    facts.nvtx.bundled = find_cudatoolkit.read_torch_cmake(env).bundled
     probe = cmake_probe.run_probe(t, cmake4(), tmp_path, facts.nvtx, config=facts)
-    finding = cmake_probe.agreement_finding(pred, None, probe)
+    finding = probe_checks.agreement_finding(pred, None, probe)
     assert finding.outcome == "warning"
     assert (
         "CUDA::nvToolsExt: predicted not made by CMake 4.1.2's FindCUDAToolkit, CMake made it"

@@ -126,3 +126,94 @@ def test_unreadable_file(tmp_path: Path):
         read_lock(tmp_path / "pixi.lock")
     assert err.value.kind == "unreadable"
     assert "No such file" in str(err.value)
+
+
+# -- YAML anchors and aliases (issue 21) --------------------------------------------------------
+def _yaml_sees_alias(text: str | bytes) -> bool:
+    import yaml
+
+    return any(
+        isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None)
+        for e in yaml.parse(text, Loader=yaml.CBaseLoader)
+    )
+
+
+def test_a_billion_laughs_is_refused_in_bounded_time_and_memory(tmp_path: Path):
+    import time
+    import tracemalloc
+
+    path = tmp_path / "pixi.lock"
+    path.write_text(L.billion_laughs())
+    assert path.stat().st_size < 1024 and _yaml_sees_alias(path.read_bytes())
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(LockError) as err:
+            read_lock(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 5
+    assert peak < 16 << 20, peak  # the expanded tree would be gigabytes
+    assert err.value.kind == "alias"
+    assert str(err.value).startswith(f"{path} holds a YAML anchor (`&a0`, line 3, column 5)")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 6\nenvironments: &e {}\npackages: []\n",  # an anchor alone
+        "version: 6\nx: &x {}\nenvironments: *x\npackages: []\n",
+        "version: 6\nenvironments:\n  *x\npackages: []\n",  # an alias at a line start
+        "version: 6\nenvironments: !!map &x {}\npackages: []\n",  # after a tag
+        "version: 6\nenvironments: {a: &x [], b: *x}\npackages: []\n",  # in flow
+        "version: 6\nenvironments: {}\npackages: [&x {conda: a}, *x]\n",
+        "version: 6\nenvironments: {}\npackages: [{conda: a},*x]\n",
+        "version: 6\nenvironments: {}\npackages:\n-   &p {conda: a}\n- *p\n",
+        'version: 6\nenvironments: {"a":*x}\npackages: []\n',  # JSON-style, no blank
+        "version: 6\r\nenvironments:\r\n  &x {}\r\npackages: []\r\n",
+        "version: 6\renvironments:\r  &x {}\rpackages: []\r",  # old Mac line ends
+        "version: 6\nenvironments:\u2028  &x {}\npackages: []\n",  # a Unicode line separator
+        "version: 6\nenvironments:\x85  &x {}\npackages: []\n",  # NEL
+        "\ufeff&d\nversion: 6\nenvironments: {}\npackages: []\n",  # after a BOM
+        "--- &d\nversion: 6\nenvironments: {}\npackages: []\n",
+        "version: 6\nx: &b {a: 1}\nenvironments:\n  <<: *b\npackages: []\n",  # a merge key
+    ],
+)
+def test_every_anchor_or_alias_is_refused(text):
+    assert _yaml_sees_alias(text.encode())  # PyYAML itself reads one there
+    for raw in (text, text.encode(), text.encode("utf-16")):  # UTF-16 with its BOM too
+        with pytest.raises(LockError) as err:
+            parse_lock(raw)
+        assert err.value.kind == "alias", (raw, err.value)
+
+
+def test_stars_and_ampersands_inside_values_are_no_aliases():
+    # conda's match specs (`python_abi 3.12.* *_cp312`) and URLs with query strings
+    text = L.LockBuilder(6).add("default", [L.wheel("foo", "1.0")]).text()
+    deps = "version: 1.0\n  requires_dist:\n  - a *_cp312 &b\n  - b&c"
+    text = text.replace("version: '1.0'", deps)
+    text = text.replace(".whl\n", ".whl?x=1&y=*\n")
+    assert not _yaml_sees_alias(text)
+    foo = parse_lock(text).env("default", "linux-64").pypi_package("foo")
+    assert foo.requires_dist == ("a *_cp312 &b", "b&c")
+
+
+def test_real_pixi_locks_hold_no_anchor():
+    # every lock the fixtures write, in every format, passes the scan without the slow path
+    from pytest_vllm_env.readers.pixilock import _may_alias
+
+    for version in (4, 5, 6, 7):
+        assert not _may_alias(L.seed_001_lock(version).text().encode()), version
+        assert not _may_alias(L.big_lock(50, version).text().encode()), version
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path):
+    import os
+
+    fifo = tmp_path / "pixi.lock"
+    os.mkfifo(fifo)
+    with pytest.raises(LockError) as err:
+        read_lock(fifo)
+    assert err.value.kind == "unreadable"
+    assert "a FIFO" in str(err.value)

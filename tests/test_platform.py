@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
+# platform.wheel-tag reads pixi.lock with PyYAML. pytester's in-process runs drop the modules a
+# run imported first; PyYAML's C extension cannot be imported twice in one process (its nodes
+# then fail isinstance against the new yaml.nodes: "'NoneType' object is not callable"), so it
+# is imported here, before any run.
+import yaml  # noqa: F401
+
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from pytest_vllm_env.checks import platform_floor as P
+from pytest_vllm_env.facts.lock_env import locked_pypi
+from pytest_vllm_env.facts.platform import host_glibc
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found")
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
@@ -102,7 +110,7 @@ def test_extension_needing_newer_glibc_than_the_machine_fails(pytester, env_buil
 
 @needs_gcc
 def test_manifest_promising_older_glibc_than_binaries_need_warns(pytester, env_builder, parts):
-    if P._v(P.host_glibc()) < (2, 32):
+    if P._v(host_glibc()) < (2, 32):
         pytest.skip("this machine's glibc is older than 2.32")
     prefix = vllm_env(env_builder, parts)
     result = run(pytester, prefix, k="glibc_versions")
@@ -185,6 +193,7 @@ environments:
       - conda: https://conda.anaconda.org/conda-forge/linux-64/python-3.13.1-h0_cp313.conda
       - pypi: {url}
 packages:
+- conda: https://conda.anaconda.org/conda-forge/linux-64/python-3.13.1-h0_cp313.conda
 - pypi: {url}
   name: vllm
   version: 0.13.0
@@ -223,4 +232,19 @@ def test_manylinux_tags_and_table():
     assert P.vllm_wheel_glibc("0.13.0") == "2.31"
     assert P.vllm_wheel_glibc("0.26.0") == "2.28"
     assert P.vllm_wheel_glibc("0.21.0") is None
-    assert P.read_lock_pypi(Path("/nonexistent"), "default") == []
+    assert P.manylinux("2.31") == "manylinux_2_31"
+    assert locked_pypi(Path("/nonexistent"), "default", "vllm") is None
+
+
+def test_lock_pypi_fact_takes_wheels_and_sdists_only(tmp_path):
+    lock = tmp_path / "pixi.lock"
+    lock.write_text(LOCK.format(url="git+https://github.com/vllm-project/vllm@v0.13.0"))
+    assert locked_pypi(lock, "default", "vllm") is None  # a git source: neither
+    lock.write_text(
+        LOCK.format(url="https://files.pythonhosted.org/packages/ab/vllm-0.13.0.tar.gz")
+    )
+    found = locked_pypi(lock, "default", "vLLM")
+    assert (found.version, found.is_sdist) == ("0.13.0", True)
+    assert locked_pypi(lock, "other-env", "vllm") is None
+    lock.write_text("version: 6\nenvironments: [\n")  # unreadable: lock.file says why
+    assert locked_pypi(lock, "default", "vllm") is None

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Imported before any pytester run: hermetic_installers patches readers.pip_config and
+# readers.uv_config, and a module first imported inside an in-process run is dropped after it
+# (facts.pypi would keep calling the dropped copy, which the patch never reaches).
+import pytest_vllm_env.facts.pypi  # noqa: F401
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
 from fixtures.venvs import hermetic_installers

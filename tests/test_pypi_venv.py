@@ -20,10 +20,14 @@ from pathlib import Path
 
 import pytest
 
+# Imported before any pytester run: hermetic_installers patches readers.pip_config and
+# readers.uv_config, and a module first imported inside an in-process run is dropped after it
+# (facts.pypi would keep calling the dropped copy, which the patch never reaches).
+import pytest_vllm_env.facts.pypi  # noqa: F401
 from fixtures.text import lit
 from fixtures.venvs import hermetic_installers, make_venv
-from pytest_vllm_env.checks import pypi_options
 from pytest_vllm_env.readers.venv_project import find_project, read_project
+from pytest_vllm_env.tables.sdist_torch import torch_rule
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider", "-rs")
 NO_TORCH = "\"ModuleNotFoundError: No module named 'torch'\""
@@ -455,7 +459,7 @@ def test_project_is_the_venvs_parent_only_with_project_files(tmp_path):
     ],
 )
 def test_torch_rule_by_release(name, spec, how):
-    assert pypi_options.torch_rule(name, spec)[0] == how  # type: ignore[index]
+    assert torch_rule(name, spec)[0] == how  # type: ignore[index]
 
 
 # -- the real thing ------------------------------------------------------------------------------

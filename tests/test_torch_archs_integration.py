@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from pytest_vllm_env.facts import torch_archs
+from pytest_vllm_env.tables import torch_archs
 
 MEASURED = [r for r in torch_archs.ROWS if r.measured]
 

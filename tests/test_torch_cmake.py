@@ -14,7 +14,8 @@ import pytest
 from fixtures import torch_cmake as ft
 from fixtures.cuda_envs import SYSTEM_CUDA, cmake4, seed_env
 from fixtures.text import lit
-from pytest_vllm_env.checks import cuda, torch_cmake
+from pytest_vllm_env.checks import cmake_probe as probe_checks
+from pytest_vllm_env.facts import toolkit, torch_config
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.runners import cmake_probe
 
@@ -67,7 +68,7 @@ def test_reader_tells_the_families_apart(tmp_path):
     for family in ft.FAMILIES:
         b = seed_env(tmp_path / family, "nvcc-only")
         ft.install(b, family)
-        facts = torch_cmake.read_torch_config(PixiEnv.read(b.prefix))
+        facts = torch_config.read_torch_config(PixiEnv.read(b.prefix))
         assert facts is not None and facts.legacy_findcuda and facts.caffe2_fatal_line
         seen[family] = facts
     assert not seen["2.0"].finds_cudatoolkit and seen["2.0"].libnvtoolsext_lib64
@@ -163,11 +164,11 @@ def test_prediction_agrees_with_real_cmake_stage_by_stage(
     compiles), the prediction and CMake 4.1.2 stop at the same place for the same cause."""
     b = _env(seeds_root, "cuda-13.0-system", family, activation)
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    t = cuda.read_toolkit(env)
-    facts = torch_cmake.read_torch_config(env)
-    pred = torch_cmake.predict_config(env, t, facts, "4.1.2")
+    t = toolkit.read_toolkit(env)
+    facts = torch_config.read_torch_config(env)
+    pred = torch_config.predict_config(env, t, facts, "4.1.2")
     probe = cmake_probe.run_probe(t, cmake4(), tmp_path, facts.nvtx, config=facts)
-    verdict, why = cmake_probe.compare_config(pred, probe)
+    verdict, why = probe_checks.compare_config(pred, probe)
     assert verdict == "agree", (why, probe.output[-3000:])
     assert f"predicted: {expected};" in why
 
@@ -271,9 +272,9 @@ def test_conda_forge_torch_reads_a_property_of_cuda_nvrtc(seeds_root, tmp_path):
         cuda_cmake.read_text() + "get_target_property(nvrtc_location CUDA::nvrtc LOCATION)\n"
     )
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    facts = torch_cmake.read_torch_config(env)
+    facts = torch_config.read_torch_config(env)
     assert facts.property_targets == ["CUDA::nvrtc"]
-    pred = torch_cmake.predict_config(env, cuda.read_toolkit(env), facts, "4.1.2")
+    pred = torch_config.predict_config(env, toolkit.read_toolkit(env), facts, "4.1.2")
     blocker = next(x for x in pred.blockers if x.signature == "property:CUDA::nvrtc")
     assert blocker.message == 'get_target_property() called with non-existent target "CUDA::nvrtc"'
     assert blocker.fix.startswith('add `cuda-nvrtc-dev = "12.8.*"` to [dependencies] in pixi.toml')
@@ -414,10 +415,10 @@ def test_f11_prediction_agrees_with_real_cmake(tmp_path, activation, stop):
     found once CMAKE_LIBRARY_PATH names the env's lib/ (the fix), as predicted."""
     b = _f11_env(tmp_path / "env", activation)
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    t = cuda.read_toolkit(env)
-    facts = torch_cmake.read_torch_config(env)
-    pred = torch_cmake.predict_config(env, t, facts, "4.1.2", cmake=cmake4())
+    t = toolkit.read_toolkit(env)
+    facts = torch_config.read_torch_config(env)
+    pred = torch_config.predict_config(env, t, facts, "4.1.2", cmake=cmake4())
     probe = cmake_probe.run_probe(t, cmake4(), tmp_path / "probe", facts.nvtx, config=facts)
-    verdict, why = cmake_probe.compare_config(pred, probe)
+    verdict, why = probe_checks.compare_config(pred, probe)
     assert verdict == "agree", (why, probe.output[-3000:])
     assert (stop in probe.generate) if stop else probe.ok, probe.output[-3000:]

@@ -14,8 +14,11 @@ from fixtures import downloads, nvtx_layouts
 from fixtures import torch_cmake as ft
 from fixtures.cuda_envs import SYSTEM_CUDA, _nvtx_dev, cmake4, seed_env
 from fixtures.text import lit
-from pytest_vllm_env.checks import cuda, nvtx, torch_cmake
+from pytest_vllm_env.checks import cmake_probe as probe_checks
+from pytest_vllm_env.checks import nvtx
+from pytest_vllm_env.facts import find_cudatoolkit, toolkit, torch_config
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.readers import torch_cmake as torch_files
 from pytest_vllm_env.runners import cmake_probe
 
 pytestmark = pytest.mark.integration
@@ -44,10 +47,10 @@ def torch_wheels() -> dict[str, Path]:
 
 def _predict_and_probe(b, variant: dict[str, str], workdir: Path):
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    t = cuda.read_toolkit(env)
+    t = toolkit.read_toolkit(env)
     t.environ.update({k: v.replace("{P}", str(b.prefix)) for k, v in variant.items()})
-    facts = torch_cmake.read_torch_config(env)
-    pred = torch_cmake.predict_config(env, t, facts, "4.1.2")
+    facts = torch_config.read_torch_config(env)
+    pred = torch_config.predict_config(env, t, facts, "4.1.2")
     probe = cmake_probe.run_probe(t, cmake4(), workdir, facts.nvtx, config=facts)
     return pred, probe
 
@@ -63,7 +66,7 @@ def test_real_torch_cmake_prediction_agrees(version, variant, torch_wheels, tmp_
     b = seed_env(tmp_path / "seeds", "cuda-13.0-system")
     ft.install_real(b, version)
     pred, probe = _predict_and_probe(b, variant, tmp_path / "probe")
-    verdict, why = cmake_probe.compare_config(pred, probe)
+    verdict, why = probe_checks.compare_config(pred, probe)
     assert verdict == "agree", (why, probe.output[-3000:])
     if version.startswith("2.0.") and variant:
         assert "notfound:LIBNVTOOLSEXT" in probe.generate, why
@@ -78,7 +81,7 @@ def test_real_torch271_with_nvtx_v2_generates(torch_wheels, tmp_path):
     _nvtx_dev(b)
     ft.install_real(b, "2.7.1")
     pred, probe = _predict_and_probe(b, INC_ARGS, tmp_path / "probe")
-    assert cmake_probe.compare_config(pred, probe) == (
+    assert probe_checks.compare_config(pred, probe) == (
         "agree",
         "predicted: configures and generates; CMake: configures and generates",
     ), probe.output[-3000:]
@@ -176,13 +179,13 @@ def test_nvtx_prediction_agrees_with_real_cmake(layout, extra, version, torch_wh
         nvtx_root, "cuda-13.0-system", layout, version, ft.install_real, extra
     )
     env = PixiEnv.read(b.prefix, name="default", manifest=b.workspace / "pixi.toml")
-    t = cuda.read_toolkit(env)
-    facts = torch_cmake.read_torch_config(env)
+    t = toolkit.read_toolkit(env)
+    facts = torch_config.read_torch_config(env)
     assert (facts.nvtx.bundled is not None) == (version != "2.0.1")
     outcomes = set()
     for cm in MATRIX_CMAKES:
         cmake = downloads.unpacked(f"cmake=={cm}") / "cmake" / "data" / "bin" / "cmake"
-        pred = torch_cmake.predict_config(env, t, facts, cm, cmake=cmake)
+        pred = torch_config.predict_config(env, t, facts, cm, cmake=cmake)
         probe = cmake_probe.run_probe(
             t,
             cmake,
@@ -190,12 +193,12 @@ def test_nvtx_prediction_agrees_with_real_cmake(layout, extra, version, torch_wh
             facts.nvtx,
             config=facts,
         )
-        verdict, why = cmake_probe.compare_config(pred, probe)
+        verdict, why = probe_checks.compare_config(pred, probe)
         assert verdict == "agree", (cm, why, probe.output[-3000:])
-        npred = nvtx.predict(t, cm, facts.nvtx)
-        assert cmake_probe.agreement_finding(pred, npred, probe).outcome == "passed"
+        npred = find_cudatoolkit.predict(t, cm, facts.nvtx)
+        assert probe_checks.agreement_finding(pred, npred, probe).outcome == "passed"
         target = nvtx.cmake_target(env, t, npred, str(cmake), facts.nvtx, pred)
-        real = cmake_probe.probe_finding(env, probe, npred)
+        real = probe_checks.probe_finding(env, probe, npred)
         assert target.outcome == real.outcome, (cm, target.summary, real.summary)
         outcomes.add((why.split("; CMake: ")[1], target.outcome))
     assert len(outcomes) == 1, outcomes  # the same for every CMake version
@@ -215,6 +218,6 @@ def test_committed_bundled_module_is_the_wheels(version, torch_wheels):
     family = "2.1" if version < "2.5" else "2.6"
     assert ft.bundled_module(family) == real
     assert 'list(APPEND CMAKE_MODULE_PATH "${CMAKE_CURRENT_LIST_DIR}")' in caffe2
-    rules = nvtx.read_find_module(Path("x"), real)
+    rules = torch_files.read_find_module(Path("x"), real)
     assert rules.nvtoolsext_header and rules.header_hint and rules.library_hint
     assert rules.nvtoolsext_until is None and not rules.nvtx3 and not rules.include_from_nvcc

@@ -11,35 +11,26 @@ Two real compiles per target arch, each checked by reading the result's ``.nv_fa
   activation with ``TORCH_CUDA_ARCH_LIST`` set to that arch; on a GPU of that arch it also
   loads it and runs it (``build.extension-runs``).
 
-Everything is built under pytest's tmp dirs, never in the judged env.
+Everything is built under pytest's tmp dirs, never in the judged env. The compiles run in
+:mod:`pytest_vllm_env.runners.nvcc_kernel` and ``probes/build_ext.py``; what they printed and
+wrote comes here as data (:mod:`pytest_vllm_env.facts.build`): these functions only judge it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_vllm_env import proc
-from pytest_vllm_env.checks.cuda import ARCH_LAST_MAJOR, ToolkitFacts, min_toolkit_for
 from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.build import BuiltObject, ExtensionBuild, KernelBuild
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
-from pytest_vllm_env.readers.elf import ElfError
-from pytest_vllm_env.readers.fatbin import FatbinError, describe, read_images
-from pytest_vllm_env.runners.gpu import ProbeResult
+from pytest_vllm_env.readers.fatbin import describe
 from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.cuda_archs import ARCH_LAST_MAJOR, min_toolkit_for
 
 if TYPE_CHECKING:
     from pytest_vllm_env.facts.env import PixiEnv
-
-KERNEL = """\
-__global__ void add_one(float *x, int n) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) x[i] += 1.0f;
-}
-extern "C" void launch_add_one(float *x, int n) { add_one<<<(n + 255) / 256, 256>>>(x, n); }
-"""
 
 # nvcc's words for an arch it cannot build (CUDA 12.4 for sm_120; CUDA 13 for sm_70)
 _MISSING_HEADER = re.compile(r"fatal error: ([\w/.+-]+\.h): No such file or directory")
@@ -54,39 +45,20 @@ _HEADER_PACKAGE = {
 _UNSUPPORTED = re.compile(r"Unsupported gpu architecture '([^']+)'|Value '([^']+)' is not defined")
 
 
-def gencode_flags(arch: Arch) -> list[str]:
-    """What torch's cpp_extension passes nvcc for one ``TORCH_CUDA_ARCH_LIST`` entry."""
-    num = f"{arch.number}{arch.suffix}"
-    flags = [f"-gencode=arch=compute_{num},code=sm_{num}"]
-    if arch.ptx:
-        flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
-    return flags
-
-
-def build_nvcc(t: ToolkitFacts) -> tuple[Path | None, str]:
-    """The nvcc a torch extension build uses, and why that one (cpp_extension's order)."""
-    home = t.environ.get("CUDA_HOME") or t.environ.get("CUDA_PATH")
-    if home:
-        candidate = Path(home) / "bin" / "nvcc"
-        return (candidate if candidate.exists() else None), f"$CUDA_HOME/bin/nvcc ({home})"
-    return t.nvcc_on_path, "nvcc on the activated PATH"
-
-
 def sass_finding(
-    env: PixiEnv, cid: str, label: str, so: Path, arch: Arch, **evidence: object
+    env: PixiEnv, cid: str, label: str, built: BuiltObject, arch: Arch, **evidence: object
 ) -> Finding:
-    """Does the built ``so`` hold SASS for exactly ``arch`` (what a GPU of it will run)?"""
-    try:
-        images = read_images(so)
-    except (ElfError, FatbinError) as exc:
+    """Does the built ``.so`` hold SASS for exactly ``arch`` (what a GPU of it will run)?"""
+    if built.error:
         return error(
             cid,
-            f"{label}: the built {so.name} cannot be read: {exc}",
+            f"{label}: the built {built.path.name} cannot be read: {built.error}",
             "rebuild; if it repeats, the toolchain writes broken objects: reinstall it ("
             + fixes.reinstall(env, "cuda-nvcc")
             + ")",
             **evidence,
         )
+    images = built.images
     held = describe(images)
     if any(
         i.kind == "sass" and i.arch.number == arch.number and i.arch.suffix == arch.suffix
@@ -134,25 +106,11 @@ def _unsupported_fix(env: PixiEnv, arch: Arch, version: str | None, where: str) 
     )
 
 
-def compile_kernel(
-    nvcc: Path, arch: Arch, workdir: Path, environ: Mapping[str, str], timeout: float
-) -> proc.ProcResult:
-    """``nvcc -shared`` the tiny kernel for ``arch`` into ``workdir/add_one_<sm>.so``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    src = workdir / "add_one.cu"
-    src.write_text(KERNEL)
-    out = workdir / f"add_one_{arch.sm}.so"
-    argv = [nvcc, "-shared", "-Xcompiler", "-fPIC", *gencode_flags(arch), "-o", out, src]
-    return proc.run(argv, env=dict(environ), cwd=workdir, timeout=timeout)
-
-
-def nvcc_kernel(
-    env: PixiEnv, t: ToolkitFacts, arch: Arch, workdir: Path, timeout: float
-) -> Finding:
-    """build.nvcc-kernel: the tiny kernel compiles for ``arch`` and holds its SASS."""
+def nvcc_kernel(env: PixiEnv, build: KernelBuild, arch: Arch) -> Finding:
+    """build.nvcc-kernel: the tiny kernel compiled for ``arch`` and holds its SASS."""
     cid = "build.nvcc-kernel"
-    nvcc, how = build_nvcc(t)
-    if nvcc is None:
+    nvcc, how, result = build.nvcc, build.how, build.result
+    if nvcc is None or result is None:
         return failed(
             cid,
             f"no nvcc to build with: {how} does not exist"
@@ -162,7 +120,6 @@ def nvcc_kernel(
             + "; "
             + fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}"),
         )
-    result = compile_kernel(nvcc, arch, workdir, t.environ, timeout)
     cmd = " ".join(result.argv)
     if result.timed_out or result.launch_error:
         return error(
@@ -176,17 +133,16 @@ def nvcc_kernel(
         text = result.output
         match = _UNSUPPORTED.search(text)
         if match:
-            version = t.version if nvcc == t.nvcc_on_path else None
             return failed(
                 cid,
                 f"{nvcc} cannot build for {arch.sm}: "
-                + next(line for line in text.splitlines() if match.group(0) in line).strip(),
-                _unsupported_fix(env, arch, version, str(nvcc)),
+                + next(line for line in text.splitlines() if match[0] in line).strip(),
+                _unsupported_fix(env, arch, build.nvcc_version, str(nvcc)),
                 command=cmd,
             )
         header = _MISSING_HEADER.search(text)
         if header:
-            name = header.group(1)
+            name = header[1]
             package = _HEADER_PACKAGE.get(Path(name).name, "cuda-toolkit")
             return failed(
                 cid,
@@ -210,14 +166,14 @@ def nvcc_kernel(
         env,
         cid,
         f"a kernel from {nvcc} ({how})",
-        workdir / f"add_one_{arch.sm}.so",
+        build.built or BuiltObject(Path(f"add_one_{arch.sm}.so"), error="not read"),
         arch,
         command=cmd,
         seconds=round(result.seconds, 1),
     )
 
 
-def torch_extension(env: PixiEnv, probe: ProbeResult, arch: Arch) -> Finding:
+def torch_extension(env: PixiEnv, probe: ExtensionBuild, arch: Arch) -> Finding:
     """build.torch-extension: cpp_extension built the tiny extension for ``arch`` (the
     probe's JSON) and the ``.so`` holds SASS for it."""
     cid = "build.torch-extension"
@@ -256,7 +212,7 @@ def torch_extension(env: PixiEnv, probe: ProbeResult, arch: Arch) -> Finding:
         else:
             fix = "read the compiler output in the evidence; fix the header or flag it names"
         # quote the line that says why (nvcc's refusal), not the ninja command before it
-        why = next((ln.strip() for ln in text.splitlines() if match and match.group(0) in ln), "")
+        why = next((ln.strip() for ln in text.splitlines() if match and match[0] in ln), "")
         return failed(
             cid,
             f"torch {d['torch']} could not build an extension for {arch.sm}: "
@@ -268,13 +224,13 @@ def torch_extension(env: PixiEnv, probe: ProbeResult, arch: Arch) -> Finding:
         env,
         cid,
         f"a torch {d['torch']} extension",
-        Path(d["so"]),
+        probe.built or BuiltObject(Path(d["so"]), error="not read"),
         arch,
         seconds=d.get("seconds"),
     )
 
 
-def extension_runs(probe: ProbeResult, arch: Arch) -> Finding:
+def extension_runs(probe: ExtensionBuild, arch: Arch) -> Finding:
     """build.extension-runs: on a GPU of ``arch`` the built op gave the right numbers."""
     cid = "build.extension-runs"
     d = probe.data

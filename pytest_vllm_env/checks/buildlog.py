@@ -2,18 +2,17 @@
 
 A failed ``pip install vllm`` from source ends in hundreds of lines; the cause is one line
 somewhere in the middle. Each :class:`Rule` is one real-world failure class with the text
-that identifies it and its fix. :func:`read_log` reads (never decides); :func:`judge` decides.
+that identifies it and its fix. :func:`pytest_vllm_env.readers.buildlog.read_log` reads (never
+decides); :func:`judge` decides.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from pytest_vllm_env.findings import Finding, error, failed, passed
-
-MAX_BYTES = 64 * 1024 * 1024  # a build log bigger than this is read from its tail only
+from pytest_vllm_env.readers.buildlog import BuildLog
 
 
 @dataclass(frozen=True)
@@ -85,26 +84,6 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class BuildLog:
-    """A log's text (its tail when huge), or why it could not be read."""
-
-    path: Path
-    text: str = ""
-    problem: str = ""
-
-
-def read_log(path: Path) -> BuildLog:
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - MAX_BYTES))
-            raw = fh.read()
-    except OSError as exc:
-        return BuildLog(path, problem=exc.strerror or str(exc))
-    return BuildLog(path, text=raw.decode("utf-8", errors="replace"))
-
-
 def judge(log: BuildLog) -> list[Finding]:
     """One finding per matched failure class; ``buildlog.clean`` when none matched."""
     if log.problem:
@@ -141,7 +120,7 @@ def judge(log: BuildLog) -> list[Finding]:
                 "buildlog.unknown-error",
                 "the build failed with an error this judge does not know",
                 "read the first error line below; file it with the log if it is an env problem",
-                first_error=first.group(0).strip() if first else "",
+                first_error=first[0].strip() if first else "",
             )
         ]
     return [passed("buildlog.clean", f"no known failure in {log.path}")]

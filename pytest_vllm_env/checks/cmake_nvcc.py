@@ -1,4 +1,5 @@
-"""The nvcc a vLLM source build compiles with, predicted from the shell and the env.
+"""``cuda.nvcc-in-env`` for an env that builds CUDA code: in each way a vLLM source build
+can run, does it compile with a suitable nvcc?
 
 The real failure this exists for (F1.10, instructlab/instructlab#3144): a venv with torch
 2.5.1+cu124, a CUDA toolkit in ``/usr/local/cuda`` that is not on PATH, ``CUDA_HOME`` unset;
@@ -8,276 +9,31 @@ building a vLLM of August 2024 with PyPI's CMake 3.31 stops in torch's
     CMake Error at .../cmake-3.31/Modules/CMakeDetermineCUDACompiler.cmake:266 (message):
       Failed to detect a default CUDA architecture.
 
-What decides it, read from the sources and then measured with PyPI's CMake 3.26.4 to 4.4.5,
-torch 2.5.1's own CMake files and the vLLM sdists (docs/facts-additions.md):
-
-- Every vLLM release runs ``$CUDA_HOME/bin/nvcc -V`` in its ``setup.py`` before CMake
-  (``get_nvcc_cuda_version``, with ``CUDA_HOME`` as ``torch.utils.cpp_extension`` finds it:
-  ``CUDA_HOME``, ``CUDA_PATH``, the directory above ``nvcc`` on PATH, ``/usr/local/cuda``;
-  :func:`pytest_vllm_env.checks.cuda_torch.build_nvcc`). None of them: "CUDA_HOME is not set".
-- vLLM >= 0.8.3 (PR #15725) passes ``-DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc``; from
-  0.12.0 ``$CMAKE_ARGS`` follows it, and a ``-DCMAKE_CUDA_COMPILER`` there wins (the last
-  ``-D`` does). A path with no nvcc stops CMake: < 4.1 with the same "Failed to detect
-  a default CUDA architecture", 4.1 and later "... is not a full path to an existing compiler
-  tool".
-- Older vLLM pass nothing, and CMake chooses. torch's ``Caffe2/public/cuda.cmake`` (every
-  release 2.0 to 2.13) calls ``enable_language(CUDA)`` after vLLM's ``project(... LANGUAGES
-  CXX)``; ``CMakeDetermineCUDACompiler`` takes ``$CUDACXX`` (a missing file stops it), else
-  looks for ``nvcc``: in the C++ compiler's directory first, then ``$CMAKE_PREFIX_PATH``
-  (``<p>/bin``, ``<p>/sbin``, ``<p>``) and ``$CMAKE_PROGRAM_PATH``, PATH, the system prefixes
-  (searched because ``project()`` already loaded the platform files), and last
-  ``$CUDA_PATH/bin``. It never reads ``CUDA_HOME``: exporting only ``CUDA_HOME`` fixes nothing
-  there, and ``/usr/local/cuda/bin`` is no system prefix.
-- No nvcc found: CMake < 4.1 "Failed to detect a default CUDA architecture." with an empty
-  "Compiler output:"; 4.1 and later "No CMAKE_CUDA_COMPILER could be found.".
-
-:func:`read_build_nvcc` reads the facts (it runs each chosen nvcc's ``--version`` once, cached);
-:func:`judge` gives the verdict ``cuda.nvcc-in-env`` reports for an env that builds.
+Which nvcc setup.py runs and which one CMake takes, per vLLM family (or for the
+``--vllm-source`` tree), is a fact predicted beforehand from the shell and the env
+(:mod:`pytest_vllm_env.facts.build_nvcc`, whose docstring cites the vLLM, torch and CMake
+sources it models); :func:`judge` gives the verdict and the fix, in the env's own language.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import re
-import shlex
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import proc
 from pytest_vllm_env.checks import cuda_torch
-from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, run_nvcc
 from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.build_nvcc import BuildNvcc, Route
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
 from pytest_vllm_env.findings import Finding, failed, passed, warning
+from pytest_vllm_env.readers.vllm_build import FIRST_CUDA_HOME_RELEASE
+from pytest_vllm_env.tables.cmake_cuda import NO_NVCC_NEW, NO_NVCC_OLD
+from pytest_vllm_env.tables.cuda_archs import cuda_tag
 
 CID = "cuda.nvcc-in-env"
-FIRST_CUDA_HOME_RELEASE = "0.8.3"  # vLLM PR #15725: -DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc
-# CMAKE_SYSTEM_PREFIX_PATH on Linux, as a PyPI CMake prints it (3.31.10, 4.4.5); the install
-# prefix (/usr/local) comes first and CMake's own data dir (no nvcc) is left out.
-SYSTEM_PREFIXES: tuple[str, ...] = ("/usr/local", "/usr", "/", "/usr/X11R6", "/usr/pkg", "/opt")
-# Where CUDA toolkits live outside any env, for naming one in a fix (never for a verdict).
-SYSTEM_TOOLKITS: tuple[str, ...] = ("/usr/local/cuda", "/usr/local/cuda-*", "/opt/cuda")
-# CMakeDetermineCXXCompiler's names on Linux, in order (3.31 and 4.4 alike).
-CXX_NAMES = ("CC", "c++", "g++", "aCC", "cl", "bcc", "xlC", "icpx", "icx", "clang++")
-NO_NVCC_OLD = "Failed to detect a default CUDA architecture."  # CMake < 4.1
-NO_NVCC_NEW = "No CMAKE_CUDA_COMPILER could be found."  # CMake >= 4.1
-
-
-# -- facts ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VllmSetup:
-    """How a vLLM tree's ``setup.py`` hands CMake its nvcc."""
-
-    where: str  # "the vLLM in /src", "vLLM >= 0.8.3"
-    cuda_home: bool  # passes -DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc
-    cmake_args: bool  # appends $CMAKE_ARGS to cmake's command line
-
-
-# The two families when the vLLM to be built is not known (no --vllm-source).
-OLD_VLLM = VllmSetup(f"vLLM < {FIRST_CUDA_HOME_RELEASE}", False, False)
-NEW_VLLM = VllmSetup(f"vLLM >= {FIRST_CUDA_HOME_RELEASE}", True, True)
-
-
-def read_setup(root: Path | None) -> VllmSetup | None:
-    """What ``root/setup.py`` passes to CMake; None without a readable setup.py (then both
-    families are judged)."""
-    if root is None:
-        return None
-    try:
-        text = (root / "setup.py").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    cuda_home = re.search(r"-DCMAKE_CUDA_COMPILER=\{CUDA_HOME\}", text) is not None
-    cmake_args = re.search(r"""(?:environ\.get|getenv)\(\s*["']CMAKE_ARGS["']""", text) is not None
-    return VllmSetup(f"the vLLM in {root}", cuda_home, cmake_args)
-
-
-@dataclass(frozen=True)
-class Pick:
-    """The nvcc CMake compiles with in one build, or why the build stops before compiling."""
-
-    nvcc: Path | None
-    how: str  # "`nvcc` on PATH", "$CUDACXX", "-DCMAKE_CUDA_COMPILER from CUDA_HOME=..."
-    stop: str = ""  # what stops the build, quoted, when it cannot take nvcc
-    searched: tuple[str, ...] = ()  # the directories CMake's own search looked in
-
-
-def cmake_search(
-    environ: Mapping[str, str],
-    presets: Mapping[str, str] | None = None,
-    system_prefixes: Sequence[str] | None = None,
-) -> Pick:
-    """CMake's own choice in ``enable_language(CUDA)`` (``CMakeDetermineCUDACompiler``), for
-    a build that passes no ``CMAKE_CUDA_COMPILER``."""
-    presets = presets or {}
-    path = environ.get("PATH", "")
-    cudacxx = environ.get("CUDACXX", "")
-    if cudacxx.strip():
-        program = _first_word(cudacxx)
-        found = Path(program) if os.path.isabs(program) else proc.which(program, path)
-        if found is None or not _exists(found):
-            return Pick(
-                None,
-                f"$CUDACXX ({cudacxx})",
-                stop=f'"Could not find compiler set in environment variable CUDACXX: {cudacxx}"',
-            )
-        return Pick(found, f"$CUDACXX ({cudacxx})")
-    # (directory, how a verdict names it) in CMake's order
-    places: list[tuple[str, str]] = []
-    cxx = _cxx_compiler(environ, presets)
-    if cxx is not None:
-        places.append((str(cxx.parent), f"next to the C++ compiler {cxx}, where CMake looks first"))
-    prefixes = _split(presets.get("CMAKE_PREFIX_PATH", ""), ";") + _split(
-        environ.get("CMAKE_PREFIX_PATH", ""), os.pathsep
-    )
-    for prefix in prefixes:
-        for sub in ("bin", "sbin", ""):
-            places.append((os.path.join(prefix, sub) if sub else prefix, "from $CMAKE_PREFIX_PATH"))
-    for d in _split(presets.get("CMAKE_PROGRAM_PATH", ""), ";") + _split(
-        environ.get("CMAKE_PROGRAM_PATH", ""), os.pathsep
-    ):
-        places.append((d, "from $CMAKE_PROGRAM_PATH"))
-    places += [(d, "PATH") for d in _split(path, os.pathsep)]
-    for prefix in SYSTEM_PREFIXES if system_prefixes is None else system_prefixes:
-        for sub in ("bin", "sbin", ""):
-            where = os.path.join(prefix, sub) if sub else prefix
-            places.append((where, "a system prefix CMake searches after PATH"))
-    if environ.get("CUDA_PATH"):
-        places.append(
-            (os.path.join(environ["CUDA_PATH"], "bin"), "$CUDA_PATH/bin, CMake's last resort")
-        )
-    # -DCMAKE_IGNORE_PATH (in $CMAKE_ARGS) drops whole directories from every search
-    ignored = {os.path.normpath(d) for d in _split(presets.get("CMAKE_IGNORE_PATH", ""), ";")}
-    searched: list[str] = []
-    for directory, why in places:
-        if os.path.normpath(directory) in ignored:
-            continue
-        if directory not in searched:
-            searched.append(directory)
-        candidate = Path(directory) / "nvcc"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            how = "`nvcc` on the activated PATH" if why == "PATH" else f"in {directory}: {why}"
-            return Pick(candidate, how, searched=tuple(searched))
-    return Pick(None, "CMake's search", searched=tuple(searched))
-
-
-def cuda_home_pick(environ: Mapping[str, str]) -> Pick | None:
-    """``-DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc`` of vLLM >= 0.8.3; None when torch finds
-    no CUDA_HOME (newer releases then pass nothing)."""
-    nvcc, why = cuda_torch.build_nvcc(environ)
-    if nvcc is None:
-        return None
-    how = f"-DCMAKE_CUDA_COMPILER from torch's CUDA_HOME, {why}"
-    return Pick(nvcc, how) if _exists(nvcc) else Pick(None, how, stop=_not_a_compiler(nvcc))
-
-
-def _not_a_compiler(given: str | Path) -> str:
-    """What CMake says of a ``-DCMAKE_CUDA_COMPILER`` that names no file (measured)."""
-    return (
-        f'CMake < 4.1: "{NO_NVCC_OLD}"; 4.1 and later: "The CMAKE_CUDA_COMPILER: {given} is '
-        'not a full path to an existing compiler tool."'
-    )
-
-
-def pick_for(setup: VllmSetup, environ: Mapping[str, str]) -> Pick:
-    """The nvcc CMake compiles with when ``setup``'s vLLM is built under ``environ``."""
-    from pytest_vllm_env.checks.torch_cmake import (
-        cmake_args,  # torch_cmake imports cuda, which imports nothing here
-    )
-
-    presets = cmake_args(dict(environ)) if setup.cmake_args else {}
-    given = presets.get("CMAKE_CUDA_COMPILER")
-    if given:  # after setup.py's own -D: the last -D wins (measured)
-        found = Path(given) if os.path.isabs(given) else proc.which(given, environ.get("PATH"))
-        how = f"-DCMAKE_CUDA_COMPILER={given} in $CMAKE_ARGS"
-        if found is None or not _exists(found):
-            return Pick(None, how, stop=_not_a_compiler(given))
-        return Pick(found, how)
-    if setup.cuda_home:
-        chosen = cuda_home_pick(environ)
-        if chosen is not None:
-            return chosen
-    return cmake_search(environ, presets)
-
-
-@dataclass
-class Route:
-    """One vLLM family (or the given tree) and what its build compiles with."""
-
-    setup: VllmSetup
-    pick: Pick
-    run: NvccRun | None = None  # the picked nvcc's --version, when there is one
-
-
-@dataclass
-class BuildNvcc:
-    """The facts :func:`judge` needs: setup.py's own nvcc run, CMake's pick per route, and
-    the CUDA toolkits outside any env a fix can point at."""
-
-    setup_nvcc: NvccRun | None  # $CUDA_HOME/bin/nvcc -V in setup.py
-    setup_why: str  # how torch chose it
-    routes: list[Route]
-    toolkits: list[NvccRun] = field(default_factory=list)
-    known_source: bool = False  # routes come from --vllm-source's setup.py
-
-
-def read_build_nvcc(
-    t: ToolkitFacts,
-    source: Path | None,
-    cached: Callable[[str, Callable[[], Any], list[str]], Any] | None = None,
-    *,
-    timeout: float = 30.0,
-    toolkits: bool = True,
-) -> BuildNvcc:
-    """Predict the build's nvcc for ``source``'s setup.py (both families when None), running
-    each chosen nvcc once (cached per path); ``toolkits``: also read the system toolkits a fix
-    may name (:data:`SYSTEM_TOOLKITS`)."""
-
-    def version(path: Path) -> NvccRun:
-        if t.nvcc is not None and os.path.normpath(t.nvcc.path) == os.path.normpath(path):
-            return t.nvcc
-
-        def compute() -> dict[str, Any]:
-            return run_nvcc(path, t.environ, timeout).to_json()
-
-        data = cached(f"nvcc-{path}", compute, [str(path)]) if cached else compute()
-        return NvccRun.from_json(data)
-
-    setup = read_setup(source)
-    setups = [setup] if setup is not None else [OLD_VLLM, NEW_VLLM]
-    routes = []
-    for s in setups:
-        pick = pick_for(s, t.environ)
-        routes.append(Route(s, pick, version(pick.nvcc) if pick.nvcc is not None else None))
-    setup_path, why = cuda_torch.build_nvcc(t.environ)
-    setup_run = None
-    if setup_path is not None:
-        setup_run = (
-            version(setup_path)
-            if _exists(setup_path)
-            else NvccRun(str(setup_path), False, problem="does not exist")
-        )
-    found = []
-    if toolkits:
-        for root in system_toolkits():
-            found.append(version(root / "bin" / "nvcc"))
-    return BuildNvcc(setup_run, why, routes, [r for r in found if r.ok], setup is not None)
-
-
-def system_toolkits() -> list[Path]:
-    """CUDA toolkits outside any env (``/usr/local/cuda-12.4``...), each once."""
-    roots: list[Path] = []
-    seen: set[str] = set()
-    for pattern in SYSTEM_TOOLKITS:
-        for hit in sorted(glob.glob(pattern)):
-            real = os.path.realpath(hit)
-            if real not in seen and _exists(Path(hit) / "bin" / "nvcc"):
-                seen.add(real)
-                roots.append(Path(hit))
-    return roots
 
 
 # -- judgement ----------------------------------------------------------------------------------
@@ -354,7 +110,7 @@ def judge(
 def _works(v: _Verdict, t: ToolkitFacts) -> str:
     pick, run = v.route.pick, v.route.run
     version = f"CUDA {run.version}, " if run and run.version else ""
-    outside = "" if _inside_env(pick.nvcc, t) else ", outside the env"
+    outside = "" if v.route.in_env else ", outside the env"
     return f"{v.route.setup.where} compiles with {pick.nvcc} ({version}{pick.how}{outside})"
 
 
@@ -401,7 +157,7 @@ def _route_verdict(
             "broken",
             f"CMake would compile with {pick.nvcc} ({pick.how}), which fails: {problem}",
         )
-    if own and not _inside_env(pick.nvcc, t):
+    if own and not r.in_env:
         if not t.nvcc_in_env:
             return _Verdict(r, "outside", f"CMake would compile with {pick.nvcc} ({pick.how})")
         return _Verdict(
@@ -538,7 +294,7 @@ def _venv_fix(
 
 def _pip_torch(env: PixiEnv, t: ToolkitFacts, cuda_mm: str) -> str:
     version = (env.version_of("torch") or "").split("+", 1)[0]
-    tag = "cu" + cuda_mm.replace(".", "")
+    tag = cuda_tag(cuda_mm)
     spec = f"torch=={version}" if version else "torch"
     command = fixes.pip_install(
         env, spec, options=("--index-url", f"https://download.pytorch.org/whl/{tag}")
@@ -567,46 +323,3 @@ def _wanted(t: ToolkitFacts) -> str | None:
 def _packages(want: str | None) -> list[fixes.Package]:
     mm = want or "12.8"
     return [fixes.Package("cuda-nvcc", f"{mm}.*"), fixes.Package("cuda-version", f"{mm}.*")]
-
-
-# -- helpers ------------------------------------------------------------------------------------
-def _cxx_compiler(environ: Mapping[str, str], presets: Mapping[str, str]) -> Path | None:
-    """The C++ compiler CMake's ``project(... CXX)`` takes: ``CMAKE_CXX_COMPILER``, ``$CXX``,
-    else the first of :data:`CXX_NAMES` on PATH."""
-    path = environ.get("PATH", "")
-    given = presets.get("CMAKE_CXX_COMPILER") or environ.get("CXX", "").strip()
-    if given:
-        program = _first_word(given)
-        return Path(program) if os.path.isabs(program) else proc.which(program, path)
-    for name in CXX_NAMES:
-        found = proc.which(name, path)
-        if found is not None:
-            return found
-    return None
-
-
-def _inside_env(path: Path | None, t: ToolkitFacts) -> bool:
-    if path is None:
-        return False
-    from pytest_vllm_env.checks.cuda import _inside
-
-    return _inside(path, t.prefix)
-
-
-def _first_word(text: str) -> str:
-    try:
-        words = shlex.split(text)
-    except ValueError:
-        words = text.split()
-    return words[0] if words else text
-
-
-def _split(value: str, sep: str) -> list[str]:
-    return [p for p in value.split(sep) if p]
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:
-        return False

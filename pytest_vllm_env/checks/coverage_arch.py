@@ -20,10 +20,15 @@ Whether a library *must* cover a GPU depends on who loads it and when (its role)
 - ``unknown``: any other ``.so``: a gap in its generic images fails, a library holding only
   arch-specific images is a warning (it may be dispatched per GPU, or may not).
 
-The arch rules themselves (``fatbin.sass_runs_on`` / ``ptx_jits_to``) are checked against the
-real ptxas in tests/test_fatbin.py. Coverage through PTX alone passes, saying so: the driver
-JIT-compiles at first use, which vLLM's own wheels rely on (0.26.0's FA2 holds only sm_80 and
-compute_80).
+The arch rules themselves (:func:`pytest_vllm_env.tables.archs.sass_runs_on` /
+``ptx_jits_to``) are checked against the real ptxas in tests/test_fatbin.py; the first CUDA
+that emits an arch (:func:`pytest_vllm_env.tables.cuda_archs.min_nvcc`, named in fixes) is the
+toolkit <-> arch table. Pure: the images arrive read (``readers/fatbin.py`` or a torch wheel
+row), xformers' FA3 range as :class:`pytest_vllm_env.readers.xformers_fa3.Fa3Dispatch`.
+:func:`required_on` and :func:`min_nvcc` serve ``gpu.device-coverage`` too.
+
+Coverage through PTX alone passes, saying so: the driver JIT-compiles at first use, which
+vLLM's own wheels rely on (0.26.0's FA2 holds only sm_80 and compute_80).
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_vllm_env import findings as F
-from pytest_vllm_env.checks.cuda import min_toolkit_for
 from pytest_vllm_env.findings import Finding
-from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage, describe
-from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.readers.xformers_fa3 import Fa3Dispatch
+from pytest_vllm_env.tables.archs import Arch, FatbinImage, arch_coverage, describe
+from pytest_vllm_env.tables.cuda_archs import NVCC_DEFAULT_IMAGES, cuda_tag, min_nvcc
 
 CID = "arch.coverage"
 
@@ -55,10 +60,6 @@ _BACKEND = re.compile(
     r"|third_party/deep_gemm/_C)[^/]*\.so$"
 )
 _XFORMERS_FA3 = re.compile(r"(^|/)xformers/(_C_flashattention3|flash_attn_3/_C)[^/]*\.so$")
-# nvcc's default when a build passes no -gencode at all (CUDA 12: sm_52 + compute_52, CUDA 13:
-# sm_75 + compute_75; measured with nvcc 13.0): a vLLM library holding only that was built
-# with an empty arch list, so every arch-gated kernel is missing (vLLM #49904, GB10).
-_NVCC_DEFAULTS = ({"sm_52", "compute_52"}, {"sm_75", "compute_75"}, {"sm_52"}, {"sm_75"})
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,6 @@ class Role:
     kind: str  # "core", "backend", "xformers-fa3", "unknown"
     why: str
     min_arch: int = 0  # core_sm80: not launched below this arch number
-
-
-@dataclass(frozen=True)
-class Fa3Dispatch:
-    """``xformers.ops.fmha.flash3.FwOp``'s capability range, as the installed source says."""
-
-    minimum: tuple[int, int] | None
-    maximum: tuple[int, int] | None
-    where: str = "xformers/ops/fmha/flash3.py"
-    readable: bool = True
 
 
 def role_of(label: str) -> Role:
@@ -94,12 +85,6 @@ def role_of(label: str) -> Role:
     return Role("unknown", "a library whose loader this suite does not know")
 
 
-def min_nvcc(arch: Arch) -> str:
-    """The first CUDA whose nvcc emits code for ``arch`` (measured with each ptxas: 12.8 for
-    10.0/12.0, 12.9 for 10.3, 12.1 and every ``f`` target, 13.0 for 11.0 and 8.8)."""
-    return min_toolkit_for(arch) or "a newer CUDA"
-
-
 def _mm(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:2])
 
@@ -110,7 +95,7 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
         # SASS of the family's first arch runs on the later minors: sm_120 (CUDA 12.8) on 12.1
         base = Arch(target.major, 0) if target.major >= 10 else plain
         need = min_nvcc(base)
-        index = "cu" + (need if _mm(need) >= (11, 8) else "11.8").replace(".", "")
+        index = cuda_tag(need if _mm(need) >= (11, 8) else "11.8")
         family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if base != plain else ""
         return (
             f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}): "
@@ -137,7 +122,9 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
 
 
 def _nvcc_default_only(images: list[FatbinImage]) -> bool:
-    return {i.name for i in images} in _NVCC_DEFAULTS
+    # a vLLM library holding only nvcc's default was built with an empty arch list, so every
+    # arch-gated kernel is missing (vLLM #49904, GB10)
+    return {i.name for i in images} in NVCC_DEFAULT_IMAGES
 
 
 def coverage(
@@ -274,32 +261,9 @@ def required_on(label: str, images: list[FatbinImage], target: Arch) -> bool:
     return not (role.kind in ("unknown", "xformers-fa3") and special)
 
 
-def read_fa3_dispatch(package_dir: Path) -> Fa3Dispatch:
-    """``CUDA_MINIMUM/MAXIMUM_COMPUTE_CAPABILITY`` of ``FwOp`` in xformers'
-    ``ops/fmha/flash3.py`` (read as text, never imported): xformers 0.0.30 has only
-    ``(9, 0)`` as minimum, 0.0.31/0.0.32 ``(8, 0)``, 0.0.33 on add ``MAXIMUM = (9, 0)``."""
-    path = package_dir / "ops" / "fmha" / "flash3.py"
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return Fa3Dispatch(None, None, str(path), readable=False)
-    body = text.split("class FwOp", 1)[1] if "class FwOp" in text else ""
-    body = body.split("\nclass ", 1)[0]
-
-    def pair(name: str) -> tuple[int, int] | None:
-        m = re.search(rf"^\s+{name}\s*(?::[^=]*)?=\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)", body, re.M)
-        return (int(m.group(1)), int(m.group(2))) if m else None
-
-    if not body:
-        return Fa3Dispatch(None, None, str(path), readable=False)
-    return Fa3Dispatch(
-        pair("CUDA_MINIMUM_COMPUTE_CAPABILITY"),
-        pair("CUDA_MAXIMUM_COMPUTE_CAPABILITY"),
-        "xformers/ops/fmha/flash3.py",
-    )
-
-
 def label_of(path: Path) -> str:
+    """A binary's site-packages-relative name (``torch/lib/libtorch_cuda.so``), the key of
+    :func:`role_of`; the file name outside site-packages."""
     parts = path.parts
     if "site-packages" in parts:
         return "/".join(parts[parts.index("site-packages") + 1 :])

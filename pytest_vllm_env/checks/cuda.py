@@ -1,353 +1,47 @@
-"""The CUDA toolkit inside an env: where nvcc, headers and libraries are, and whether a
-vLLM or torch-extension build will find them.
+"""``cuda.*``: the CUDA toolkit inside an env, and whether a vLLM or torch-extension build will
+find it and can target the GPU.
 
 Real failures these checks exist for (seeds 000/001/004): ``cudatoolkit-dev`` gave no nvcc,
 so builds silently used ``/usr/local/cuda``; ``cuda-nvcc`` alone lacked
 ``CUDA::cuda_driver``, nvrtc and ``CUDA::nvToolsExt``; ``CUDA_HOME`` pointed at
 ``targets/x86_64-linux`` (headers, but no ``bin/nvcc``); a CUDA 12.4 toolkit for an RTX 5090.
 
-:func:`read_toolkit` reads the facts (files, conda-meta, one ``nvcc --version``,
-``--list-gpu-arch`` and ``-v`` run per nvcc path, cached); the other functions judge them.
+Pure judgements: the toolkit arrives as :class:`pytest_vllm_env.facts.toolkit.ToolkitFacts`
+(:func:`pytest_vllm_env.facts.toolkit.read_toolkit` reads the files and runs nvcc), which arch
+a toolkit targets comes from :mod:`pytest_vllm_env.tables.cuda_archs`. A build's nvcc is
+judged by :mod:`pytest_vllm_env.checks.cmake_nvcc`, ``cuda.nvcc-torch`` by
+:mod:`pytest_vllm_env.checks.cuda_torch`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_vllm_env import defaults, proc
+from pytest_vllm_env.checks import cmake_nvcc
 from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.build_nvcc import BuildNvcc
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.toolkit import (
+    JIT_PACKAGES,
+    TARGETS,
+    NvccNeed,
+    PtxasRun,
+    ToolkitFacts,
+)
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
-from pytest_vllm_env.tables.archs import Arch, parse_arch
-
-TARGETS = "targets/x86_64-linux"
-NVCC_TIMEOUT = defaults.CUDA_TOOL_TIMEOUT
-# conda-forge packages whose versions must agree with nvcc (one CUDA major.minor).
-CUDA_PACKAGES = (
-    "cuda-version",
-    "cuda-nvcc",
-    "cuda-nvcc-tools",
-    "cuda-toolkit",
-    "cuda-cudart",
-    "cuda-cudart-dev",
-    "cuda-driver-dev",
-    "cuda-nvrtc",
-    "cuda-nvrtc-dev",
-    "cuda-nvtx",
-    "cuda-nvtx-dev",
-    "cuda-cccl",
-    "cuda-crt-dev",
-    "cudatoolkit",
-    "cudatoolkit-dev",
+from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.cuda_archs import (
+    ARCH_LAST_MAJOR,
+    archs_of_toolkit,
+    cuda_tag,
+    known_archs_text,
+    min_toolkit_for,
 )
-HEADERS = ("cuda.h", "cuda_runtime.h", "nvrtc.h", "nvToolsExt.h", "nvtx3/nvToolsExt.h")
-# What CMake's FindCUDAToolkit turns into CUDA::<target>, and the conda-forge package that
-# ships the unversioned link (find_library looks only for libX.so) or the stub.
-COMPONENTS: dict[str, tuple[str, str]] = {
-    "cudart": ("libcudart.so", "cuda-cudart-dev"),
-    "cuda_driver": ("libcuda.so", "cuda-driver-dev"),
-    "nvrtc": ("libnvrtc.so", "cuda-nvrtc-dev"),
-    "nvToolsExt": ("libnvToolsExt.so", "cuda-nvtx-dev"),
-}
-
-# First CUDA release whose nvcc accepts each arch (NVIDIA's nvcc docs / release notes;
-# measured with each release's ptxas `--help` list: 12.4.131 stops at sm_90a; 12.8.93 adds
-# sm_100(a), sm_101(a), sm_120(a); 12.9.86 adds sm_103(a/f), sm_121(a/f) and every `f`
-# (family) target; 13.0.88 renames sm_101 to sm_110, adds sm_88, drops everything below
-# sm_75). ``None`` = still accepted.
-ARCH_FIRST: dict[str, str] = {
-    "5.0": "6.0", "5.2": "7.0", "5.3": "7.0", "6.0": "8.0", "6.1": "8.0", "6.2": "8.0",
-    "7.0": "9.0", "7.2": "10.0", "7.5": "10.0", "8.0": "11.0", "8.6": "11.1",
-    "8.7": "11.4", "8.9": "11.8", "9.0": "11.8", "9.0a": "12.0", "10.0": "12.8",
-    "10.0a": "12.8", "10.1": "12.8", "10.1a": "12.8", "10.3": "12.9", "10.3a": "12.9",
-    "11.0": "13.0", "11.0a": "13.0", "12.0": "12.8", "12.0a": "12.8", "12.1": "12.9",
-    "12.1a": "12.9", "8.8": "13.0", "10.0f": "12.9", "10.1f": "12.9", "10.3f": "12.9",
-    "11.0f": "13.0", "12.0f": "12.9", "12.1f": "12.9",
-}  # fmt: skip
-# Last CUDA major that still accepts an arch (CUDA 13.0 dropped everything below 7.5 and
-# renamed 10.1 to 11.0).
-ARCH_LAST_MAJOR: dict[str, int] = {
-    **{cc: 12 for cc in ("5.0", "5.2", "5.3", "6.0", "6.1", "6.2", "7.0", "7.2", "10.1")},
-    "10.1a": 12,
-    "10.1f": 12,
-}
+from pytest_vllm_env.tables.cuda_archs import version_tuple as _ver
+from pytest_vllm_env.tables.cuda_libs import TARGET_LIBS, TARGET_PACKAGES
 
 
-def _ver(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
-
-
-def archs_of_toolkit(major_minor: str) -> list[Arch]:
-    """The archs a CUDA ``major.minor`` nvcc accepts, from :data:`ARCH_FIRST`."""
-    have = _ver(major_minor)[:2]
-    result = []
-    for cc, first in ARCH_FIRST.items():
-        last = ARCH_LAST_MAJOR.get(cc)
-        if _ver(first)[:2] <= have and (last is None or have[0] <= last):
-            result.append(parse_arch(cc))
-    return sorted(result)
-
-
-def min_toolkit_for(arch: Arch) -> str | None:
-    return ARCH_FIRST.get(arch.cc) or ARCH_FIRST.get(f"{arch.major}.{arch.minor}")
-
-
-def is_known_arch(arch: Arch) -> bool:
-    """An arch some CUDA release targets (:data:`ARCH_FIRST`); ``f`` (family) variants of the
-    10.x and later archs count too (CUDA 12.9 added ``sm_100f``...)."""
-    if arch.cc in ARCH_FIRST:
-        return True
-    return arch.suffix == "f" and arch.major >= 10 and f"{arch.major}.{arch.minor}" in ARCH_FIRST
-
-
-def known_archs_text() -> str:
-    """The archs :func:`is_known_arch` accepts, for usage errors."""
-    return ", ".join(ARCH_FIRST)
-
-
-# -- facts ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NvccRun:
-    """What one nvcc said; JSON-able so it can be cached per nvcc path."""
-
-    path: str
-    ok: bool
-    version: str | None = None  # "12.8.93"
-    problem: str = ""  # how --version failed: not executable, timed out, no version line
-    gpu_archs: tuple[str, ...] = ()  # "compute_120" ... from --list-gpu-arch
-    top: str | None = None  # "#$ TOP=" from nvcc -v: what CMake takes as the toolkit root
-    includes: tuple[str, ...] = ()  # -I dirs from nvcc -v (nvcc.profile INCLUDES)
-    libraries: tuple[str, ...] = ()  # -L dirs from nvcc -v (nvcc.profile LIBRARIES)
-
-    @property
-    def major_minor(self) -> str | None:
-        return ".".join(self.version.split(".")[:2]) if self.version else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> NvccRun:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-@dataclass
-class ToolkitFacts:
-    """The CUDA toolkit as installed in (or missing from) one env."""
-
-    prefix: Path
-    nvcc_in_env: list[Path]  # bin/nvcc and targets/.../bin/nvcc that exist
-    nvcc_on_path: Path | None  # what the activated PATH finds
-    nvcc: NvccRun | None  # the run of nvcc_on_path if in the env, else of the env's own
-    packages: dict[str, str]  # cuda-* conda package -> version
-    broken_records: list[str]  # conda-meta records that did not parse
-    include_dirs: list[Path]
-    lib_dirs: list[Path]
-    headers: dict[str, Path]  # "cuda.h" -> first dir holding it
-    libraries: dict[str, list[Path]]  # "libcudart.so" -> every file of that name (or .so.N)
-    dangling: list[Path]  # symlinks in lib dirs pointing nowhere
-    ptxas: Path | None
-    environ: dict[str, str] = field(repr=False, default_factory=dict)
-    torch_cuda: str | None = None  # torch/version.py's cuda: what a fix must keep (cu118 torch)
-
-    @property
-    def version(self) -> str | None:
-        return self.nvcc.version if self.nvcc and self.nvcc.ok else None
-
-    def unversioned(self, name: str) -> Path | None:
-        """The ``libX.so`` CMake can find (a symlink whose target exists counts)."""
-        for path in self.libraries.get(name, []):
-            if path.name == name and path.exists():
-                return path
-        return None
-
-
-def read_toolkit(
-    env: PixiEnv,
-    cached: Callable[[str, Callable[[], Any], Sequence[str]], Any] | None = None,
-    *,
-    timeout: float = NVCC_TIMEOUT,
-) -> ToolkitFacts:
-    """Read the env's toolkit; ``cached(name, compute, deps)`` is ``vllm_fact_cache.get``."""
-    prefix = env.prefix
-    environ = env.environ()
-    nvcc_in_env = [p for p in (prefix / "bin/nvcc", prefix / TARGETS / "bin/nvcc") if _lexists(p)]
-    on_path = proc.which("nvcc", environ.get("PATH"))
-    subject = on_path if on_path and _inside(on_path, prefix) else None
-    subject = subject or (nvcc_in_env[0] if nvcc_in_env else on_path)
-    nvcc = None
-    if subject is not None:
-
-        def compute() -> dict[str, Any]:
-            return run_nvcc(subject, environ, timeout).to_json()
-
-        key = f"nvcc-{subject}"
-        data = cached(key, compute, [str(subject)]) if cached else compute()
-        nvcc = NvccRun.from_json(data)
-    packages = {n: env.conda_packages[n].version for n in CUDA_PACKAGES if n in env.conda_packages}
-    broken = [str(p.path) for p in env.problems if p.path.parent.name == "conda-meta"]
-    include_dirs = [d for d in (prefix / "include", prefix / TARGETS / "include") if d.is_dir()]
-    lib_dirs = [
-        d
-        for d in (
-            prefix / "lib",
-            prefix / "lib64",
-            prefix / "lib/stubs",
-            prefix / TARGETS / "lib",
-            prefix / TARGETS / "lib/stubs",
-        )
-        if d.is_dir()
-    ]
-    headers: dict[str, Path] = {}
-    for name in HEADERS:
-        for d in include_dirs:
-            if (d / name).is_file():
-                headers.setdefault(name, d)
-    libraries: dict[str, list[Path]] = {}
-    dangling: list[Path] = []
-    for d in lib_dirs:
-        try:
-            entries = sorted(d.iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_symlink() and not entry.exists():
-                dangling.append(entry)
-            for lib, _pkg in COMPONENTS.values():
-                if entry.name == lib or entry.name.startswith(lib + "."):
-                    libraries.setdefault(lib, []).append(entry)
-    ptxas = next((p for p in (prefix / "bin/ptxas",) if p.exists()), None)
-    return ToolkitFacts(
-        prefix=prefix,
-        nvcc_in_env=nvcc_in_env,
-        nvcc_on_path=on_path,
-        nvcc=nvcc,
-        packages=packages,
-        broken_records=broken,
-        include_dirs=include_dirs,
-        lib_dirs=lib_dirs,
-        headers=headers,
-        libraries=libraries,
-        dangling=dangling,
-        ptxas=ptxas,
-        environ=environ,
-        torch_cuda=_torch_cuda(env),
-    )
-
-
-def _torch_cuda(env: PixiEnv) -> str | None:
-    from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
-
-    root = torch_root(env)
-    return read_torch_cuda(root) if root else None
-
-
-def run_nvcc(nvcc: Path, environ: Mapping[str, str], timeout: float = NVCC_TIMEOUT) -> NvccRun:
-    """``nvcc --version``, ``--list-gpu-arch`` and ``-v`` (what CMake runs), each bounded."""
-    result = proc.run([nvcc, "--version"], env=environ, timeout=timeout)
-    if not result.ok:
-        return NvccRun(str(nvcc), False, problem=result.describe())
-    match = re.search(r"release \S+ V(\d+\.\d+\.\d+)", result.stdout) or re.search(
-        r"\bV(\d+\.\d+\.\d+)", result.stdout
-    )
-    if not match:
-        return NvccRun(
-            str(nvcc), False, problem=f"no version in `nvcc --version`: {result.output[:200]}"
-        )
-    archs: tuple[str, ...] = ()
-    listed = proc.run([nvcc, "--list-gpu-arch"], env=environ, timeout=timeout)
-    if listed.ok:
-        archs = tuple(w for w in listed.stdout.split() if w.startswith("compute_"))
-    # CMake's FindCUDAToolkit runs exactly this to find the toolkit root (#$ TOP=) and, from
-    # CMake 3.28, the include and library dirs nvcc itself uses.
-    verbose = proc.run([nvcc, "-v", "__cmake_determine_cuda"], env=environ, timeout=timeout)
-    text = verbose.output
-    top = re.search(r"^#\$ TOP=(.*)$", text, re.M)
-    includes = re.search(r"^#\$ INCLUDES=(.*)$", text, re.M)
-    libraries = re.search(r"^#\$ LIBRARIES=(.*)$", text, re.M)
-    return NvccRun(
-        str(nvcc),
-        True,
-        match.group(1),
-        gpu_archs=archs,
-        top=os.path.normpath(top.group(1)) if top else None,
-        includes=tuple(_flag_dirs(includes.group(1), "-I")) if includes else (),
-        libraries=tuple(_flag_dirs(libraries.group(1), "-L")) if libraries else (),
-    )
-
-
-def _flag_dirs(text: str, flag: str) -> list[str]:
-    return [os.path.normpath(m) for m in re.findall(rf'"?{flag}([^"\s]+)"?', text)]
-
-
-# -- run or build: does this env need nvcc? ---------------------------------------------------
-# conda-forge packages that say the env is meant to build CUDA code (seed 000: cudatoolkit-dev
-# was installed for a vLLM source build that then used /usr/local/cuda).
-BUILD_PACKAGES = (
-    "cuda-nvcc",
-    "cuda-nvcc-tools",
-    "cuda-toolkit",
-    "cuda-compiler",
-    "cudatoolkit-dev",
-    "cuda-cudart-dev",
-    "cuda-nvrtc-dev",
-    "cuda-nvtx-dev",
-    "cuda-driver-dev",
-)
-# Python packages that compile CUDA kernels with nvcc while the env runs: FlashInfer builds
-# every kernel at first use unless flashinfer-jit-cache holds them pre-built; DeepGEMM
-# JIT-compiles its GEMMs. vLLM works without them on most paths: a missing nvcc is a warning.
-JIT_PACKAGES: dict[str, tuple[str, str | None]] = {
-    "flashinfer-python": ("compiles its kernels with nvcc at first use", "flashinfer-jit-cache"),
-    "deep-gemm": ("JIT-compiles its GEMM kernels with nvcc", None),
-}
-
-
-@dataclass(frozen=True)
-class NvccNeed:
-    """Why this env needs its own nvcc: ``required`` reasons (a source build, the build tier,
-    CUDA build packages) make a missing nvcc a failure; ``jit`` ones (a package compiling
-    kernels while vLLM runs) a warning; none: the env only runs prebuilt wheels."""
-
-    required: tuple[str, ...] = ()
-    jit: tuple[str, ...] = ()
-
-
-def nvcc_need(env: PixiEnv, asked: Sequence[str] = ()) -> NvccNeed:
-    """What the env holds and what the user ``asked`` (``-m build``, ``--vllm-source``,
-    ``--vllm-build-log``, each already phrased as a reason) say about needing nvcc."""
-    required = list(asked)
-    held = [p for p in BUILD_PACKAGES if p in env.conda_packages]
-    if held:
-        required.append(f"the env holds {', '.join(held)}: it is meant to build CUDA code")
-    declared = fixes.declared_in(env, fixes.Package("cuda-nvcc"))
-    if declared and "cuda-nvcc" not in held:
-        required.append(f"cuda-nvcc is declared in {declared}")
-    jit = []
-    for name, (does, prebuilt) in JIT_PACKAGES.items():
-        version = env.version_of(name)
-        if version and not (prebuilt and env.version_of(prebuilt)):
-            jit.append(f"{name} {version} {does}")
-    return NvccNeed(tuple(required), tuple(jit))
-
-
-def owns_toolkit(env: PixiEnv, t: ToolkitFacts) -> bool:
-    """The env means its own nvcc: it has one, or (a conda or Pixi env) it holds CUDA build
-    packages or declares cuda-nvcc. A pip venv's toolkit is the system's."""
-    if t.nvcc_in_env:
-        return True
-    if not env.is_conda:
-        return False
-    held = any(p in env.conda_packages for p in BUILD_PACKAGES)
-    return held or fixes.declared_in(env, fixes.Package("cuda-nvcc")) is not None
-
-
-# -- judgements -----------------------------------------------------------------------------
 def _wanted_mm(t: ToolkitFacts) -> str:
     """The CUDA a fix should pin: the env's cuda-version, else torch's own CUDA (a 12.8 nvcc
     next to a cu118 torch is a new mismatch: cuda.nvcc-torch; a venv's torch 2.11+cu130
@@ -366,12 +60,12 @@ def nvcc_in_env(
     env: PixiEnv,
     t: ToolkitFacts,
     need: NvccNeed | None = None,
-    build: Any = None,
+    build: BuildNvcc | None = None,
     cmake_version: str | None = None,
 ) -> Finding:
     """When the env needs nvcc (``need``; None: always), the nvcc a vLLM source build
     compiles with is there and is the one the env means. With ``build``
-    (:class:`pytest_vllm_env.checks.cmake_nvcc.BuildNvcc`, the prediction of what setup.py and CMake
+    (:class:`pytest_vllm_env.facts.build_nvcc.BuildNvcc`, the prediction of what setup.py and CMake
     pick) the verdict is :func:`pytest_vllm_env.checks.cmake_nvcc.judge`'s (F1.10); without it, nvcc
     must be inside the env and first on the activated PATH. An env that only runs prebuilt
     vLLM wheels passes without nvcc; one whose packages JIT-compile CUDA kernels gets a
@@ -411,10 +105,8 @@ def nvcc_in_env(
             f"JIT-compiling packages){elsewhere}",
         )
     if build is not None:
-        from pytest_vllm_env.checks import cmake_nvcc  # it imports this module
-
         return cmake_nvcc.judge(
-            env, t, build, need.required, own=owns_toolkit(env, t), cmake_version=cmake_version
+            env, t, build, need.required, own=t.owned, cmake_version=cmake_version
         )
     if not t.nvcc_in_env:
         legacy = [p for p in ("cudatoolkit-dev", "cudatoolkit") if p in t.packages]
@@ -434,7 +126,7 @@ def nvcc_in_env(
             nvcc_on_path=str(t.nvcc_on_path) if t.nvcc_on_path else None,
             needed_because=list(need.required),
         )
-    if t.nvcc_on_path is None or not _inside(t.nvcc_on_path, t.prefix):
+    if t.nvcc_on_path is None or not t.on_path_in_env:
         first = t.nvcc_on_path or "nothing"
         return failed(
             check,
@@ -536,11 +228,6 @@ def cmake_components(
     check = "cuda.cmake-components"
     if not t.nvcc_in_env and not t.headers:
         return skipped(check, f"no CUDA toolkit in {t.prefix} (see cuda.nvcc-in-env)")
-    from pytest_vllm_env.checks.torch_cmake import (  # torch_cmake imports this module
-        TARGET_LIBS,
-        TARGET_PACKAGES,
-    )
-
     wanted: dict[str, str] = {"cudart": "vLLM", "cuda_driver": "vLLM", "nvrtc": "torch"}
     for target, via in sorted((torch_needs or {}).items(), key=lambda kv: kv[0].lower()):
         name = target.removeprefix("CUDA::")
@@ -555,18 +242,18 @@ def cmake_components(
     for target, via in wanted.items():
         lib = f"lib{TARGET_LIBS[target][0]}.so"
         package = TARGET_PACKAGES.get(target, "cuda-toolkit")
-        found = t.unversioned(lib) or _unversioned_in(t, lib)
+        found = t.unversioned(lib) or t.in_lib_dirs.get(lib)
         if found:
             evidence[f"CUDA::{target}"] = str(found)
             continue
-        versioned = [str(p) for p in t.libraries.get(lib, []) if p.exists()]
+        versioned = [str(p) for p in t.libraries.get(lib, []) if p in t.present]
         note = f" (only {', '.join(versioned)}: find_library needs {lib})" if versioned else ""
         need = f", needed by {via}" if via not in ("vLLM", "torch") else ""
         missing.append(f"CUDA::{target} ({lib}{note}{need})")
         packages.append(package)
     evidence["nvToolsExt"] = "judged by nvtx.cmake-target"
     if t.dangling:
-        evidence["dangling_symlinks"] = [f"{p} -> {os.readlink(p)}" for p in t.dangling]
+        evidence["dangling_symlinks"] = [f"{p} -> {t.dangling_to[p]}" for p in t.dangling]
     if missing:
         mm = t.version and ".".join(t.version.split(".")[:2])
         return failed(
@@ -590,15 +277,6 @@ def cmake_components(
     )
 
 
-def _unversioned_in(t: ToolkitFacts, lib: str) -> Path | None:
-    """Libraries beyond :data:`COMPONENTS` (cuBLAS ...), looked up in the env's lib dirs."""
-    for d in t.lib_dirs:
-        candidate = d / lib
-        if candidate.exists():
-            return candidate
-    return None
-
-
 def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
     """CUDA_HOME/CUDA_PATH after activation hold bin/nvcc and include/cuda.h: what
     torch.utils.cpp_extension and vLLM's setup.py take as the toolkit."""
@@ -613,11 +291,11 @@ def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
         if not value:
             continue
         checked[var] = value
-        root = Path(value)
-        lacks = [rel for rel in ("bin/nvcc",) if not (root / rel).exists()]
+        have = t.home_files.get(var, frozenset())
+        lacks = [rel for rel in ("bin/nvcc",) if rel not in have]
         # conda-forge keeps the headers in targets/x86_64-linux/include, where the env's
         # nvcc.profile points nvcc; either place serves torch's and vLLM's builds.
-        if not any((root / d / "cuda.h").exists() for d in ("include", f"{TARGETS}/include")):
+        if not any(f"{d}/cuda.h" in have for d in ("include", f"{TARGETS}/include")):
             lacks.append("include/cuda.h")
         if lacks:
             where = env.activation.sources.get(var, "the outer environment")
@@ -633,7 +311,7 @@ def cuda_home(env: PixiEnv, t: ToolkitFacts) -> Finding:
         if not t.nvcc_in_env:
             return skipped(check, f"no CUDA_HOME/CUDA_PATH and no nvcc in {t.prefix}")
         # torch falls back to `which nvcc`/..; correct only while PATH finds the env's nvcc.
-        if t.nvcc_on_path and _inside(t.nvcc_on_path, t.prefix):
+        if t.nvcc_on_path and t.on_path_in_env:
             return passed(check, "CUDA_HOME unset; torch falls back to the env's nvcc on PATH")
         return failed(
             check,
@@ -647,17 +325,11 @@ def ld_library_path(env: PixiEnv, t: ToolkitFacts) -> Finding:
     """LD_LIBRARY_PATH, when set, holds the env's lib dir before any other CUDA's."""
     check = "cuda.ld-library-path"
     value = t.environ.get("LD_LIBRARY_PATH", "")
-    own = {str(t.prefix / "lib"), str(t.prefix / TARGETS / "lib")}
-    entries = [e for e in value.split(os.pathsep) if e]
+    entries = t.ld_library_path
     if not entries:
         return passed(check, "LD_LIBRARY_PATH unset: the env's RPATHs find its libraries")
-    first_own = next((i for i, e in enumerate(entries) if os.path.normpath(e) in own), None)
-    foreign = [
-        (i, e)
-        for i, e in enumerate(entries)
-        if os.path.normpath(e) not in own
-        and (Path(e) / "libcudart.so").exists() | any(Path(e).glob("libcudart.so.*"))
-    ]
+    first_own = next((i for i, e in enumerate(entries) if e.own), None)
+    foreign = [(i, e.path) for i, e in enumerate(entries) if not e.own and e.cudart]
     if foreign and (first_own is None or foreign[0][0] < first_own):
         where = env.activation.sources.get("LD_LIBRARY_PATH", "the outer environment")
         return failed(
@@ -723,8 +395,8 @@ def arch_supported(
             # a CUDA 12.8 nvcc beside a cu118 torch only moves the failure (cuda.nvcc-torch)
             fix += (
                 f", and a torch built for CUDA {need} (torch is CUDA {t.torch_cuda}): "
-                f'`torch = {{ version = "...", index = "https://download.pytorch.org/whl/cu'
-                f'{need.replace(".", "")}" }}` in {fixes.deps_place(env, pypi=True)}'
+                f'`torch = {{ version = "...", index = "https://download.pytorch.org/whl/'
+                f'{cuda_tag(need)}" }}` in {fixes.deps_place(env, pypi=True)}'
             )
         findings.append(
             failed(
@@ -740,49 +412,26 @@ def arch_supported(
     return findings
 
 
-def probe_ptx(arch: Arch) -> str:
-    """A kernel that does nothing. PTX ISA 7.8 (CUDA 11.8) is read by every ptxas from 11.8
-    on; ``.target`` may not be above ``-arch``, so it is the arch itself below sm_75."""
-    target = f"sm_{min(arch.number, 75)}"
-    return (
-        f".version 7.8\n.target {target}\n.address_size 64\n"
-        ".visible .entry vllm_env_probe()\n{\n  ret;\n}\n"
-    )
-
-
-def ptxas_accepts(
-    ptxas: Path, arch: Arch, workdir: Path, environ: Mapping[str, str]
-) -> proc.ProcResult:
-    """Assemble a tiny PTX for ``arch`` with the env's real ptxas."""
-    src = workdir / f"probe_{arch.sm}.ptx"
-    src.write_text(probe_ptx(arch))
-    return proc.run(
-        [ptxas, f"-arch={arch.sm}", src, "-o", workdir / f"probe_{arch.sm}.cubin"],
-        env=environ,
-        timeout=NVCC_TIMEOUT,
-    )
-
-
 def arch_ptxas(
-    env: PixiEnv, t: ToolkitFacts, archs: Sequence[Arch], workdir: Path
+    env: PixiEnv, t: ToolkitFacts, archs: Sequence[Arch], runs: Sequence[PtxasRun]
 ) -> list[Finding]:
-    """The real probe behind cuda.arch-supported: the env's ptxas assembles for each arch."""
+    """The real probe behind cuda.arch-supported: the env's ptxas assembled for each arch
+    (``runs``: :func:`pytest_vllm_env.facts.toolkit.ptxas_runs`)."""
     check = "cuda.arch-ptxas"
     if not archs:
         return [skipped(check, "no target arch: pass --cuda-arch")]
     if t.ptxas is None:
         return [skipped(check, f"no ptxas in {t.prefix}/bin")]
     findings = []
-    for arch in archs:
-        result = ptxas_accepts(t.ptxas, arch, workdir, t.environ)
-        if result.ok:
-            findings.append(passed(check, f"{t.ptxas} assembles for {arch.sm}"))
+    for run in runs:
+        if run.ok:
+            findings.append(passed(check, f"{t.ptxas} assembles for {run.arch.sm}"))
         else:
-            need = min_toolkit_for(arch) or "a newer CUDA"
+            need = min_toolkit_for(run.arch) or "a newer CUDA"
             findings.append(
                 failed(
                     check,
-                    f"{t.ptxas} refuses {arch.sm}: {result.describe()}",
+                    f"{t.ptxas} refuses {run.arch.sm}: {run.how}",
                     fixes.add(env, *_cuda_packages(need, "cuda-version"), verb="set"),
                 )
             )
@@ -798,7 +447,7 @@ def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
     check = "cuda.vllm-python"
     if env.python is None:
         return skipped(check, f"no Python in {env.prefix}")
-    chosen = proc.which("python", t.environ.get("PATH"))
+    chosen = t.python_on_path
     variable = t.environ.get("VLLM_PYTHON_EXECUTABLE")
     where = env.activation.sources.get("VLLM_PYTHON_EXECUTABLE", "the outer environment")
     note = (
@@ -808,7 +457,7 @@ def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
         if variable
         else ""
     )
-    if chosen is None or not _same_python(chosen, env):
+    if chosen is None or not t.python_is_env:
         set_by = env.activation.sources.get("PATH", "the outer environment")
         return failed(
             check,
@@ -822,29 +471,3 @@ def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
     return passed(
         check, f"`python` on the activated PATH is the env's ({chosen}): CMake gets it{note}"
     )
-
-
-# -- helpers --------------------------------------------------------------------------------
-def _inside(path: Path, prefix: Path) -> bool:
-    try:
-        return Path(os.path.abspath(path)).is_relative_to(prefix) or Path(
-            os.path.realpath(path)
-        ).is_relative_to(os.path.realpath(prefix))
-    except OSError:
-        return False
-
-
-def _same_python(candidate: Path, env: PixiEnv) -> bool:
-    if _inside(candidate, env.prefix):
-        return True
-    try:
-        return env.python is not None and os.path.samefile(candidate, env.python)
-    except OSError:
-        return False
-
-
-def _lexists(path: Path) -> bool:
-    try:
-        return os.path.lexists(path)
-    except OSError:
-        return False

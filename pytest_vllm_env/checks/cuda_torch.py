@@ -19,64 +19,20 @@ vLLM's own build runs the same ``CUDA_HOME`` through CMake, and a CUDA 12 ``_C``
 CUDA 11 torch then fails at import (``abi.cudart``). The fixes here always name torch's CUDA,
 so that a fix never recreates the mismatch (the old default "cuda-version 12.8" did, for a
 cu118 torch).
+
+Which nvcc that is, and what it says of itself, is a fact read beforehand
+(:func:`pytest_vllm_env.facts.build_nvcc.torch_nvcc`, the same nvcc vLLM's setup.py runs);
+:func:`nvcc_torch` judges it.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
-
-from pytest_vllm_env import proc
-from pytest_vllm_env.checks.cuda import NvccRun, ToolkitFacts, run_nvcc
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.toolkit import NvccRun
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.tables.cuda_archs import cuda_tag
 
 CID = "cuda.nvcc-torch"
-# _find_cuda_home's last guess on Linux (torch 2.2 to 2.11 alike), when it exists.
-DEFAULT_CUDA_HOME = Path("/usr/local/cuda")
-
-
-def build_nvcc(environ: Mapping[str, str]) -> tuple[Path | None, str]:
-    """The nvcc ``torch.utils.cpp_extension`` runs, and why that one (``_find_cuda_home``)."""
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        home = environ.get(var)
-        if home:
-            return Path(home) / "bin" / "nvcc", f"{var}={home}"
-    found = proc.which("nvcc", environ.get("PATH"))
-    if found is not None:
-        # CUDA_HOME is the directory above the one holding nvcc, and torch (and vLLM's
-        # setup.py) then run CUDA_HOME/bin/nvcc: the same file unless PATH names a dir not
-        # called bin
-        nvcc = found.parent.parent / "bin" / "nvcc"
-        if nvcc == found:
-            return found, "`nvcc` on the activated PATH"
-        return nvcc, f"`nvcc` on the activated PATH is {found}, so CUDA_HOME={found.parent.parent}"
-    if DEFAULT_CUDA_HOME.exists():
-        return DEFAULT_CUDA_HOME / "bin" / "nvcc", f"torch's default {DEFAULT_CUDA_HOME}"
-    return None, ""
-
-
-def read_build_nvcc(
-    t: ToolkitFacts,
-    cached: Callable[[str, Callable[[], Any], list[str]], Any] | None = None,
-    timeout: float = 30.0,
-) -> tuple[NvccRun | None, str]:
-    """Run (once, cached per path) the nvcc a torch-extension build would use."""
-    path, why = build_nvcc(t.environ)
-    if path is None:
-        return None, why
-    if t.nvcc is not None and os.path.normpath(t.nvcc.path) == os.path.normpath(path):
-        return t.nvcc, why
-    if not path.exists():
-        return NvccRun(str(path), False, problem="does not exist"), why
-
-    def compute() -> dict[str, Any]:
-        return run_nvcc(path, t.environ, timeout).to_json()
-
-    data = cached(f"nvcc-{path}", compute, [str(path)]) if cached else compute()
-    return NvccRun.from_json(data), why
 
 
 def _mm(version: str) -> tuple[int, int]:
@@ -108,7 +64,7 @@ def pin_line(env: PixiEnv, mm: str) -> str:
 def torch_index_line(torch_version: str | None, cuda_mm: str) -> str:
     """A pixi.toml line that installs torch built for CUDA ``cuda_mm`` (PyTorch's index)."""
     release = (torch_version or "").split("+", 1)[0] or "<release>"
-    tag = "cu" + cuda_mm.replace(".", "")
+    tag = cuda_tag(cuda_mm)
     return (
         f'`torch = {{ version = "=={release}", index = '
         f'"https://download.pytorch.org/whl/{tag}" }}` in [pypi-dependencies] (pip: '

@@ -27,6 +27,7 @@ from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.tables import driver as T
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch
 
 TORCH_INDEX = "https://download.pytorch.org/whl"
@@ -329,8 +330,6 @@ def _need_fix(need: CudaNeed, cuda: T.Version, env: PixiEnv, torch_version: str 
 
 def _torch_for(env: PixiEnv, torch_version: str, cuda: T.Version) -> str:
     """torch ``torch_version`` from the PyTorch index of the newest variant the driver runs."""
-    from pytest_vllm_env.facts import torch_archs
-
     release = torch_archs.release_of(torch_version)
     plain = torch_version.split("+", 1)[0]
     variants = sorted(

@@ -19,11 +19,9 @@ generate from the declared or detected glibc.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -31,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env.facts.linkage import Linkage
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.readers.pixilock import LockedPypi
 
 PIXI_DEFAULT_LIBC = "2.28"  # pixi's default [system-requirements] on linux-64 (pixi docs)
 _LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -49,28 +48,23 @@ VLLM_WHEEL_GLIBC: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def manylinux(glibc: str) -> str:
+    """``manylinux_2_31`` for glibc ``2.31``: the PEP 600 tag prefix."""
+    return "manylinux_" + "_".join(glibc.split("."))
+
+
 def glibc_of_tag(platform: str) -> tuple[int, int] | None:
     """``(2, 31)`` for ``manylinux_2_31_x86_64``; None for a tag that is not manylinux."""
     m = _TAG.match(platform)
     if not m:
         return None
-    if m.group(2):
-        return int(m.group(2)), int(m.group(3))
-    return _LEGACY[m.group(1)]
+    if m[2]:
+        return int(m[2]), int(m[3])
+    return _LEGACY[m[1]]
 
 
 def _v(text: str | None) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text or "")[:2])
-
-
-def host_glibc() -> str | None:
-    """The glibc of the machine running the checks (``os.confstr``); conda envs run on it."""
-    try:
-        value = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (ValueError, OSError, AttributeError):
-        return None
-    m = re.search(r"(\d+\.\d+)", value)
-    return m.group(1) if m else None
 
 
 def glibc_defined(version_defs: Iterable[str]) -> str | None:
@@ -80,7 +74,7 @@ def glibc_defined(version_defs: Iterable[str]) -> str | None:
     for name in version_defs:
         m = re.fullmatch(r"GLIBC_(\d+)\.(\d+)(?:\.\d+)?", name)
         if m:
-            got = (int(m.group(1)), int(m.group(2)))
+            got = (int(m[1]), int(m[2]))
             best = max(best or got, got)
     return f"{best[0]}.{best[1]}" if best else None
 
@@ -136,70 +130,6 @@ def pixi_floor(manifest: Any | None, env_name: str | None) -> Floor:
                  table, name)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class LockedPypi:
-    """One PyPI artifact the env's section of pixi.lock installs."""
-
-    name: str
-    version: str
-    url: str
-    sdist: bool
-
-
-def read_lock_pypi(lock: Path, env_name: str, platform: str = "linux-64") -> list[LockedPypi]:
-    """The ``- pypi: URL`` entries of ``environments.<env>.packages.<platform>`` in pixi.lock
-    (formats 4-6 alike), read line by line: no YAML parser needed, none taken on."""
-    try:
-        lines = lock.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    out: list[LockedPypi] = []
-    state, env_indent = 0, -1
-    for raw in lines:
-        stripped = raw.strip()
-        indent = len(raw) - len(raw.lstrip())
-        if not stripped:
-            continue
-        if indent == 0:
-            state = 1 if stripped == "environments:" else 0
-            continue
-        if state == 1 and stripped == f"{env_name}:":
-            state, env_indent = 2, indent
-        elif state >= 2 and indent <= env_indent:
-            state = 1 if stripped.endswith(":") else 0
-            if stripped == f"{env_name}:":
-                state = 2
-        elif state == 2 and stripped == f"{platform}:":
-            state = 3
-        elif state == 3 and stripped.endswith(":") and not stripped.startswith("-"):
-            state = 2
-        elif state == 3 and stripped.startswith("- pypi:"):
-            url = stripped.split(":", 1)[1].strip()
-            parsed = _artifact(url)
-            if parsed:
-                out.append(parsed)
-    return out
-
-
-def _artifact(url: str) -> LockedPypi | None:
-    from packaging.utils import (
-        InvalidSdistFilename,
-        InvalidWheelFilename,
-        parse_sdist_filename,
-        parse_wheel_filename,
-    )
-
-    filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
-    try:
-        if filename.endswith(".whl"):
-            name, version, _b, _t = parse_wheel_filename(filename)
-            return LockedPypi(str(name), str(version), url, False)
-        name, version = parse_sdist_filename(filename)
-        return LockedPypi(str(name), str(version), url, True)
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return None
-
-
 def wanted_vllm(manifest: Any | None, env_name: str | None) -> tuple[str | None, str]:
     """The vLLM release the manifest pins with ``==`` in [pypi-dependencies] (any feature of
     the env), and where."""
@@ -240,7 +170,7 @@ def version_needs(label: str, link: Linkage, defs: Mapping[str, list[str]]) -> V
         for ver in versions:
             m = re.fullmatch(r"GLIBC_(\d+)\.(\d+)(?:\.\d+)?", ver)
             if m:
-                got = (int(m.group(1)), int(m.group(2)))
+                got = (int(m[1]), int(m[2]))
                 out.glibc = max(out.glibc or got, got)
             have = defs.get(lib)
             if have is not None and ver not in have:
@@ -273,7 +203,7 @@ def glibc(
                 f"this machine's glibc is {host}: run where glibc >= "
                 f"{glibc_miss[-1].removeprefix('GLIBC_')} (a newer OS or container image), or "
                 f"install {n.label.split('/', 1)[0]} wheels whose manylinux tag is at most "
-                f"manylinux_{(host or '2.17').replace('.', '_')}"
+                f"{manylinux(host or '2.17')}"
             )
         elif lib.startswith("libstdc++"):
             fix = (
@@ -324,8 +254,10 @@ def wheel_tag(
     cid = "platform.wheel-tag"
     if floor.version is None:
         return skipped(cid, floor.where)
-    if locked is not None and not locked.sdist:
-        return passed(cid, f"pixi.lock installs vLLM {locked.version} from a wheel", url=locked.url)
+    if locked is not None and not locked.is_sdist:
+        return passed(
+            cid, f"pixi.lock installs vLLM {locked.version} from a wheel", url=locked.location
+        )
     version = locked.version if locked else vllm
     if version is None:
         return skipped(cid, "the manifest pins no vLLM release (`vllm = \"==X\"`) and pixi.lock "
@@ -338,15 +270,14 @@ def wheel_tag(
     if need is not None and _v(need) <= _v(floor.version):
         return passed(
             cid,
-            f"vLLM {version}'s manylinux_{need.replace('.', '_')} wheels fit the glibc "
+            f"vLLM {version}'s {manylinux(need)} wheels fit the glibc "
             f"{floor.version} floor ({floor.where})",
             **ev,
         )
     why = (
-        f"pixi.lock installs vLLM {version} from its sdist ({locked.url.rsplit('/', 1)[-1]})"
+        f"pixi.lock installs vLLM {version} from its sdist ({locked.location.rsplit('/', 1)[-1]})"
         if locked
-        else f"vLLM {version} ({vllm_from}) ships only manylinux_{(need or '?').replace('.', '_')} "
-        "Linux wheels"
+        else f"vLLM {version} ({vllm_from}) ships only {manylinux(need or '?')} Linux wheels"
     )
     summary = (
         f"{why}: the env's glibc floor is {floor.version} ({floor.where}), so Pixi takes the "

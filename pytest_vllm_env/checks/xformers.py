@@ -32,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.vllm_vit import CUDA_PY, MODEL_PY, VitSource
 from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.xformers_torch import xformers_for_torch
 
 # fa2-or-xformers: 0.8.x (in vision.py) and 0.10.x (in cuda.py): sm >= 8.0 and the PyPI
 #   flash-attn package -> FLASH_ATTN, else XFORMERS.
@@ -39,18 +40,6 @@ from pytest_vllm_env.tables.archs import Arch
 # candidates: 0.13+ (0.26.0): the first supported entry of get_supported_vit_attn_backends().
 RULES = ("fa2-or-xformers", "fa-or-sdpa", "candidates")
 
-# torch -> the xformers release whose wheel metadata pins it (PyPI Requires-Dist, read for
-# each release with `pip install --dry-run --report`; docs/xformers.md).
-XFORMERS_FOR_TORCH = {
-    "2.6.0": "0.0.29.post2",
-    "2.7.0": "0.0.30",
-    "2.7.1": "0.0.31",
-    "2.8.0": "0.0.32.post2",
-    "2.9.0": "0.0.33.post1",
-    "2.9.1": "0.0.33.post2",
-    "2.10.0": "0.0.34",
-}
-XFORMERS_OPEN_PIN = ("0.0.35", Version("2.10"))  # 0.0.35: Requires-Dist torch>=2.10
 ATTENTION_TOLERANCE = 2e-2  # bf16, head_dim 80: a broken kernel is off by O(1) or NaN
 
 
@@ -228,21 +217,6 @@ def _candidate_ok(name: str, arch: Arch, inst: Installed) -> tuple[bool, str]:
 
 
 # -- judging ---------------------------------------------------------------------------------
-def xformers_for_torch(torch_version: str | None) -> str | None:
-    """The xformers release whose wheel pins this torch (local part like +cu130 ignored)."""
-    if not torch_version:
-        return None
-    public = torch_version.split("+", 1)[0]
-    if public in XFORMERS_FOR_TORCH:
-        return XFORMERS_FOR_TORCH[public]
-    try:
-        if Version(public) >= XFORMERS_OPEN_PIN[1]:
-            return XFORMERS_OPEN_PIN[0]
-    except InvalidVersion:
-        return None
-    return None
-
-
 def install_xformers_fix(inst: Installed, arch_sm80: bool) -> str:
     """The pixi.toml line that brings the xformers matching the env's torch, and the
     alternative (flash-attn on sm >= 8.0, which makes vLLM pick FLASH_ATTN)."""

@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vllm_env import files
+from pytest_vllm_env.facts.binaries import torch_root
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.readers.elf import ElfError
 from pytest_vllm_env.readers.fatbin_ptx import read_binary
+from pytest_vllm_env.readers.torch_version import read_torch_cuda
 from pytest_vllm_env.tables.driver import cuda_of_isa, parse_cuda
 
 PROC_VERSION = Path("/proc/driver/nvidia/version")
@@ -254,15 +256,6 @@ def binary_facts(path: Path) -> BinaryFacts:
     return BinaryFacts(str(path), cudart, containers)
 
 
-def torch_root(env: PixiEnv) -> Path | None:
-    """The installed torch package folder, or None."""
-    dist = env.dist("torch")
-    if dist is None:
-        return None
-    root = dist.location / "torch"
-    return root if os.path.isdir(root) else None
-
-
 def torch_cuda_libraries(root: Path | None) -> list[Path]:
     """``torch/lib/*.so*``: where torch's kernels (``libtorch_cuda.so``...) are."""
     if root is None:
@@ -271,16 +264,6 @@ def torch_cuda_libraries(root: Path | None) -> list[Path]:
         return sorted(p for p in (root / "lib").glob("*.so*") if files.regular(p))
     except OSError:
         return []
-
-
-def read_torch_cuda(root: Path) -> str | None:
-    """``cuda = '13.0'`` from ``torch/version.py``, read as text; None for a CPU build."""
-    try:
-        text = files.read_text(root / "version.py", files.SOURCE)
-    except OSError:
-        return None
-    m = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
-    return m.group(1) if m else None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ subprocess of the target (its Python, its nvcc, cmake) must run with.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from pytest_vllm_env import proc
+from pytest_vllm_env import files, proc
 from pytest_vllm_env.readers.pixi import Manifest, ManifestError, find_manifest, load_manifest
 
 if TYPE_CHECKING:
@@ -141,19 +140,28 @@ class PixiEnv:
             return
         for record in records:
             try:
-                data = json.loads(record.read_text(encoding="utf-8"))
+                # conda-meta records list every file of a package: bounded as RECORD files.
+                data = files.load_json(record, files.RECORD)
                 pkg = CondaPackage(
-                    name=str(data["name"]),
-                    version=str(data["version"]),
-                    build=str(data.get("build", "")),
-                    channel=str(data.get("channel", "")),
+                    name=_scalar(data["name"]),
+                    version=_scalar(data["version"]),
+                    build=_scalar(data.get("build", "")),
+                    channel=_scalar(data.get("channel", "")),
                     record=record,
                 )
             except OSError as exc:
                 self.problems.append(Problem(record, f"cannot read: {exc.strerror or exc}"))
                 continue
-            except (ValueError, KeyError, TypeError) as exc:
-                what = "not JSON" if isinstance(exc, ValueError) else f"no {exc} field"
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                what = (
+                    str(exc)
+                    if isinstance(exc, files.TooDeep)
+                    else "not JSON"
+                    if isinstance(exc, ValueError)
+                    else f"no {exc} field"
+                    if isinstance(exc, KeyError)
+                    else "not a JSON object of text fields"
+                )
                 self.problems.append(Problem(record, f"conda-meta record is {what}"))
                 continue
             self.conda_packages[pkg.name] = pkg
@@ -174,7 +182,8 @@ class PixiEnv:
                     self.python_version = lib.name.removeprefix("python")
         cfg = self.prefix / "pyvenv.cfg"
         if not self.python_version and _exists(cfg):
-            match = re.search(r"^version(?:_info)?\s*=\s*([\d.]+)", _read_text(cfg), re.M)
+            text = _read_text(cfg, self.problems)
+            match = re.search(r"^version(?:_info)?\s*=\s*([\d.]+)", text, re.M)
             self.python_version = match.group(1) if match else None
 
     def _read_dists(self) -> None:
@@ -189,7 +198,9 @@ class PixiEnv:
                     name, version, requires = _dist_headers(dist)
                 except (OSError, RuntimeError, KeyError, TypeError) as exc:
                     where = getattr(dist, "_path", sp)
-                    self.problems.append(Problem(Path(where), f"unreadable metadata: {exc}"))
+                    why = exc.strerror if isinstance(exc, files.Refused) else exc
+                    path = Path(exc.filename) if isinstance(exc, files.Refused) else Path(where)
+                    self.problems.append(Problem(path, f"unreadable metadata: {why}"))
                     continue
                 if not name:
                     continue
@@ -241,8 +252,8 @@ class PixiEnv:
         if path is None:
             return None
         try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            return files.read_text(path, files.SOURCE)
+        except OSError:  # a FIFO, a device, a file too big to be source: none to read
             return None
 
     @cached_property
@@ -307,7 +318,7 @@ def compute_activation(env: PixiEnv) -> Activation:
         )
         if result.ok:
             try:
-                variables = json.loads(result.stdout)["environment_variables"]
+                variables = files.loads_json(result.stdout)["environment_variables"]
                 environ = {**base, **{str(k): str(v) for k, v in variables.items()}}
                 return Activation(environ, {k: "pixi shell-hook" for k in variables}, "pixi")
             except (ValueError, KeyError, TypeError):
@@ -333,11 +344,15 @@ def compute_activation(env: PixiEnv) -> Activation:
     # conda packages may ship variables as JSON (etc/conda/env_vars.d).
     for record in _safe_glob(env.prefix / "etc" / "conda" / "env_vars.d", "*.json", []):
         try:
-            for key, value in json.loads(_read_text(record)).items():
-                environ[str(key)] = str(value)
+            for key, value in files.load_json(record).items():
+                environ[str(key)] = _scalar(value)
                 sources[str(key)] = str(record.relative_to(env.prefix))
+        except OSError as exc:
+            problems.append(f"{record}: cannot read: {exc.strerror or exc}")
         except (ValueError, AttributeError):
             problems.append(f"{record}: not a JSON object")
+        except TypeError as exc:
+            problems.append(f"{record}: {exc}")
     if manifest and env.name:
         for key, raw, where in manifest.activation_env(env.name):
             environ[key] = expand(raw, environ)
@@ -353,6 +368,11 @@ def compute_activation(env: PixiEnv) -> Activation:
         scripts += [s for s in manifest.activation_scripts(env.name) if s.suffix == ".sh"]
     if env.locked is not None:
         scripts = []  # lock mode: nothing is installed for them to act on; tables only
+    # A script that is no regular file (a FIFO would block the shell that sources it until
+    # the activation timeout) is not sourced: named instead.
+    for script in [s for s in scripts if _exists(s) and not files.regular(s)]:
+        problems.append(f"{script}: not sourced: not a regular file ({files.describe(script)})")
+        scripts.remove(script)
     if scripts:
         environ, script_sources, script_problems = _source_scripts(scripts, environ)
         sources.update(script_sources)
@@ -410,8 +430,16 @@ def _dist_headers(dist: metadata.Distribution) -> tuple[str | None, str | None, 
     vllm`` venv (5 ms this way), and ``.version``/``.requires`` parse the file again each.
     Other layouts (``.egg-info``) go through ``importlib.metadata``."""
     path = Path(getattr(dist, "_path", ""))
-    if path.suffix == ".dist-info" and (path / "METADATA").is_file():
-        text = (path / "METADATA").read_text(encoding="utf-8", errors="replace")
+    # importlib.metadata would open METADATA, PKG-INFO or requires.txt whatever they are (a
+    # FIFO blocks it for ever): each is read here only when it is a regular file.
+    for name in ("METADATA", "PKG-INFO", "requires.txt"):
+        if _exists(path / name) and not files.regular(path / name):
+            raise files.Refused(f"not a regular file ({files.describe(path / name)})", path / name)
+    if path.suffix == ".egg-info" and _exists(path) and not _is_dir(path):
+        if not files.regular(path):
+            raise files.Refused(f"not a regular file ({files.describe(path)})", path)
+    if path.suffix == ".dist-info" and _exists(path / "METADATA"):
+        text = files.read_text(path / "METADATA", files.CONFIG)
         name = version = None
         requires: list[str] = []
         for line in text.replace("\r\n", "\n").split("\n\n", 1)[0].splitlines():
@@ -538,9 +566,9 @@ def _pixi_env_of(
 
 def _read_pixi_record(prefix: Path) -> tuple[Path, str] | None:
     try:
-        data = json.loads((prefix / "conda-meta" / "pixi").read_text(encoding="utf-8"))
-        return Path(str(data["manifest_path"])), str(data["environment_name"])
-    except (OSError, ValueError, KeyError, TypeError):
+        data = files.load_json(prefix / "conda-meta" / "pixi")
+        return Path(_scalar(data["manifest_path"])), _scalar(data["environment_name"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -606,11 +634,23 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, problems: list[Problem]) -> str:
+    """A small config file's text; "" when it cannot be read (the reason in ``problems``)."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        return files.read_text(path, files.CONFIG)
+    except FileNotFoundError:
         return ""
+    except OSError as exc:
+        problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
+        return ""
+
+
+def _scalar(value: object) -> str:
+    """A JSON value read as text: ``str()`` of a string, number or boolean; ``TypeError`` for
+    a list or object (``str()`` of a deeply nested one would recurse past Python's limit)."""
+    if isinstance(value, (list, dict)):
+        raise TypeError(f"a JSON {type(value).__name__} where text belongs")
+    return str(value)
 
 
 def _safe_glob(folder: Path, pattern: str, problems: list[Problem]) -> list[Path]:

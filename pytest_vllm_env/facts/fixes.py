@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from pytest_vllm_env import files
+
 if TYPE_CHECKING:
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.readers.pixi import Manifest
@@ -335,7 +337,7 @@ def made_by_uv(env: PixiEnv) -> bool:
     if kind_of(env) != "venv":
         return False
     try:
-        text = (env.prefix / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
+        text = files.read_text(env.prefix / "pyvenv.cfg", files.CONFIG)
     except OSError:
         return False
     return re.search(r"^\s*uv\s*=", text, re.M) is not None

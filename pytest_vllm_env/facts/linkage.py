@@ -23,14 +23,18 @@ machine without a GPU) its names (``cu*``) are not judged.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_vllm_env import files, proc
 from pytest_vllm_env.readers.elf import (
     ElfError,
     ElfFile,
@@ -141,7 +145,7 @@ def system_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[Path]:
 
     def read(path: Path, depth: int = 0) -> None:
         try:
-            lines = path.read_text(errors="replace").splitlines()
+            lines = files.read_text(path, files.CONFIG).splitlines()
         except OSError:
             return
         for line in lines:
@@ -156,6 +160,36 @@ def system_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[Path]:
 
     read(conf)
     return [*dirs, *(Path(d) for d in DEFAULT_DIRS)]
+
+
+def _loops(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def special(path: Path) -> str:
+    """Why the loader cannot load the library at ``path`` although it found it there: a
+    FIFO (its ``open`` blocks: the import hangs), a device, a directory, a symlink loop;
+    "" for a regular file (readable or not: that is for the ELF reader to say)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return exc.strerror or str(exc) if exc.errno == errno.ELOOP else ""
+    return "" if stat.S_ISREG(mode) else f"{files.kind_of(mode)}, not a library"
+
+
+def _blocked(blocked: list[tuple[Path, str]]) -> str:
+    """The error of an extension whose load would hang or fail on such a path."""
+    if not blocked:
+        return ""
+    shown = "; ".join(f"{p}: {why}" for p, why in blocked[:5])
+    return (
+        f"the loader finds a needed library where no library can be read ({shown}): "
+        "loading it would hang or fail there"
+    )
 
 
 def _expand(entries: Iterable[str], origin: Path) -> list[Path]:
@@ -229,7 +263,12 @@ class Resolver:
         dirs = [] if elf.runpath else _expand(elf.rpath, origin)
         dirs += self.ld_library_path + _expand(elf.runpath, origin) + self.env_dirs + self.system
         for d in dirs:
-            if os.path.exists(os.path.join(d, name)):  # a loader skips what it cannot stat
+            candidate = os.path.join(d, name)
+            if os.path.exists(candidate):  # a loader skips what it cannot stat
+                return d / name
+            if os.path.lexists(candidate) and _loops(candidate):
+                # glibc's open_path gives up on an open that fails other than ENOENT/EACCES:
+                # "Too many levels of symbolic links", not a search of the next dir
                 return d / name
         return None
 
@@ -313,6 +352,7 @@ class Linkage:
     version_needs: dict[str, list[str]] = field(default_factory=dict)
     provider: dict[str, Path | None] = field(default_factory=dict)  # needed lib -> file
     error: str = ""
+    unresolved_shown: list[str] = field(default_factory=list)  # ``unresolved`` demangled
 
 
 def link(
@@ -331,10 +371,29 @@ def link(
     out.provider = {
         name: out.needed.get(name) or resolver.find(name, path, elf) for name in elf.version_needs
     }
+    blocked = [(p, why) for p in out.needed.values() if p is not None and (why := special(p))]
     if not symbols:
+        out.error = _blocked(blocked)
         return out
     libs, missing = resolver.closure([path])
+    blocked += [(p, why) for p in libs[1:] if (why := special(p)) and (p, why) not in blocked]
+    if blocked:
+        out.error = _blocked(blocked)
+        return out
     out.driver_absent = any(n in DRIVER_LIBS for n, _ in missing)
     out.missing_deep = [(n, by) for n, by in missing if n not in DRIVER_LIBS]
     out.unresolved = resolver.unresolved(path, libs[1:], skip, out.driver_absent)
+    out.unresolved_shown = demangle(out.unresolved)
     return out
+
+
+def demangle(names: list[str]) -> list[str]:
+    """Human names via ``c++filt`` when present; otherwise the mangled names unchanged."""
+    tool = shutil.which("c++filt")  # this machine's binutils: names read the same anywhere
+    if not tool or not names:
+        return list(names)
+    out = proc.run([tool], input="\n".join(names), timeout=30)
+    if out.launch_error or out.timed_out:
+        return list(names)
+    lines = out.stdout.splitlines()
+    return lines if len(lines) == len(names) else list(names)

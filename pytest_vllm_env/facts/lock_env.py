@@ -20,14 +20,17 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from pytest_vllm_env import files
 from pytest_vllm_env.facts.env import CondaPackage, EnvError, EnvSpec, PixiEnv, PythonDist
 from pytest_vllm_env.readers.pixilock import (
     LockedEnv,
+    LockedPypi,
     LockError,
     LockFile,
     current_platform,
     lock_path,
-    read_lock,
+    parse_lock,
+    read_bytes,
 )
 
 
@@ -52,6 +55,51 @@ class LockSource:
         return f"judged from {self.path.name} ({self.platform}): {why}"
 
 
+# pixi.lock as parsed, by path, with the bytes it was parsed from: lock mode,
+# lock.installed-current and platform.wheel-tag read the same lock, and parse it once. The file
+# is read each time and compared whole (a few hundred KB: microseconds), so a lock rewritten in
+# place is parsed again whatever its size and times say.
+_PARSED: dict[str, tuple[bytes, LockFile]] = {}
+
+
+def load_lock(path: Path) -> LockFile:
+    """pixi.lock parsed (:func:`pytest_vllm_env.readers.pixilock.parse_lock`), once per process
+    for the same bytes; raise LockError when it cannot be read."""
+    raw = read_bytes(path)
+    hit = _PARSED.get(str(path))
+    if hit is not None and hit[0] == raw:
+        return hit[1]
+    lock = parse_lock(raw, path)
+    if len(_PARSED) >= 8:
+        _PARSED.clear()
+    _PARSED[str(path)] = (raw, lock)
+    return lock
+
+
+def forget_locks() -> None:
+    """Drop the parsed locks (benchmarks/lock_parse.py times a parse each round)."""
+    _PARSED.clear()
+
+
+def lock_present(path: Path) -> bool:
+    """Whether something is at ``path`` to read as a lock: a missing file is no lock, a FIFO or
+    a directory named pixi.lock is one that cannot be read (lock.file says so)."""
+    return files.describe(path) not in ("missing", "a dangling symlink")
+
+
+def locked_pypi(
+    lock: Path, env_name: str, name: str, platform: str = "linux-64"
+) -> LockedPypi | None:
+    """The wheel or sdist pixi.lock installs for PyPI package ``name`` in ``env_name`` on
+    ``platform``; None without one (a git or path source, no such package, or a lock that
+    cannot be read: lock.file says why)."""
+    try:
+        pkg = load_lock(lock).env(env_name, platform).pypi_package(name)
+    except LockError:
+        return None
+    return pkg if pkg is not None and (pkg.is_wheel or pkg.is_sdist) else None
+
+
 def is_installed(prefix: Path) -> bool:
     """An env is installed when its prefix holds conda-meta/ (pixi always writes it)."""
     try:
@@ -67,7 +115,7 @@ def read_source(
     source = LockSource(path, env_name, platform, forced, installed)
     start = time.perf_counter()
     try:
-        source.lock = read_lock(path)
+        source.lock = load_lock(path)
         source.locked = source.lock.env(env_name, platform)
         source.platform = source.locked.platform
     except LockError as exc:
@@ -88,7 +136,7 @@ def open_env(spec: EnvSpec, *, from_lock: bool = False, platform: str | None = N
             "--vllm-env NAME, or pass --pixi-manifest=PATH)"
         )
     if lock is not None and (from_lock or not installed):
-        if not lock.is_file():
+        if not lock_present(lock):
             if from_lock:
                 raise EnvError(
                     f"--vllm-from-lock: no {lock.name} next to {spec.manifest}; run `pixi lock` "

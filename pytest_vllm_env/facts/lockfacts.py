@@ -3,7 +3,7 @@ where the wheel comes from), which nvcc and CUDA toolkit, which cmake.
 
 These are the same facts an installed env gives through its files (``torch/version.py``,
 ``nvcc --version``, conda-meta), read instead from pixi.lock's entries, so that the same
-check functions can judge them (:mod:`pytest_vllm_env.checks.lockchecks`).
+check functions can judge them (:mod:`pytest_vllm_env.checks.lock` and its siblings).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from urllib.parse import urlparse
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from pytest_vllm_env.checks.cuda import CUDA_PACKAGES, NvccRun, ToolkitFacts
-from pytest_vllm_env.facts import torch_archs
+from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
 from pytest_vllm_env.readers.pixilock import LockedEnv, cuda_of_local
+from pytest_vllm_env.tables import torch_archs
+from pytest_vllm_env.tables.cuda_libs import CUDA_PACKAGES
 
 _INDEX_VARIANT = re.compile(r"/whl/(?:nightly/|test/)?(cu\d{2,3}|cpu|rocm[\d.]+)/")
 _CONDA_BUILD = re.compile(r"^(?:cuda(\d{2})(\d)|(cpu))_")

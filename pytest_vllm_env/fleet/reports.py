@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_vllm_env import files
 from pytest_vllm_env.findings import OUTCOMES
 
 SCHEMAS = (1, 2)
@@ -72,7 +73,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.glob("*.json") if p.is_file()))
+            # all but folders: a FIFO or device named *.json is reported as unreadable
+            paths.extend(sorted(p for p in path.glob("*.json") if not p.is_dir()))
         else:
             paths.append(path)
     return paths
@@ -81,22 +83,27 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 def load(path: Path) -> Report:
     """Read and check one report; raise :class:`ReportError` naming what is wrong."""
     try:
-        raw = path.read_bytes()
+        # a FIFO, a device or a file past files.REPORT is refused, not waited on or slurped
+        raw = files.read_bytes(path, files.REPORT)
         mtime = path.stat().st_mtime
     except IsADirectoryError:
         raise ReportError(path, "is a directory") from None
+    except files.Refused as exc:
+        raise ReportError(path, f"cannot be read: {exc.strerror}") from None
     except OSError as exc:
         raise ReportError(path, f"cannot be read: {exc.strerror or exc}") from None
     if not raw.strip():
         raise ReportError(path, "is empty (the node wrote no report, or died while writing it)")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = files.loads_json(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ReportError(path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         what = "is truncated" if _unclosed(raw.decode("utf-8")) else "is not valid JSON"
         raise ReportError(path, f"{what} ({exc.msg} at {where})") from None
+    except ValueError as exc:  # nested too deeply for the parser
+        raise ReportError(path, f"is not a report: {exc}") from None
     if isinstance(data, dict) and "fleet_schema" in data:
         raise ReportError(path, "is a merged fleet view (fleet.json), not a node's report")
     if not isinstance(data, dict) or "checks" not in data:

@@ -1,2 +1,3 @@
-"""Area plugins: fixtures and settings for one part of the suite each, registered by
-``pytest_vllm_env.plugin`` through ``pytest_plugins``."""
+"""The pytest side: the session's plugins (session, verdict, report, terminal), settings,
+rootdir, and one plugin per area, registered by ``pytest_vllm_env.plugin`` from its
+``pytest_addoption``."""

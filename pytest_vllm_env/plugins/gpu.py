@@ -105,7 +105,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not items:
         return
     from pytest_vllm_env.facts.env import EnvError
-    from pytest_vllm_env.plugin import state, visible_gpu_archs
+    from pytest_vllm_env.plugins.session import state, visible_gpu_archs
 
     st = state(config)
     try:
@@ -183,8 +183,7 @@ def _checkpoints_to_load(config: pytest.Config, items: list[pytest.Item]) -> lis
 
 
 def _reference_paths(config: pytest.Config) -> list[str]:
-    base = Path(str(config.rootpath))
-    return [str(base / p) for p in settings.get_list(config, "reference_checkpoint")]
+    return [str(p) for p in settings.get_paths(config, "reference_checkpoint")]
 
 
 @pytest.fixture(scope="session")
@@ -214,7 +213,7 @@ def visible_gpus(gpu_torch_probe: ProbeResult) -> list[tuple[str, Arch]]:
     """``(name, compute capability)`` of each visible GPU: from the torch probe, else from
     ``nvidia-smi --query-gpu=compute_cap``; empty without a GPU."""
     from pytest_vllm_env.facts import gpu_probe
-    from pytest_vllm_env.plugin import visible_gpu_archs
+    from pytest_vllm_env.plugins.session import visible_gpu_archs
 
     if gpu_torch_probe.data.get("devices"):
         return gpu_probe.visible_gpus(gpu_torch_probe)
@@ -225,13 +224,13 @@ def visible_gpus(gpu_torch_probe: ProbeResult) -> list[tuple[str, Arch]]:
 def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[BinaryImages]:
     """The GPU images of torch's ``libtorch_cuda.so`` and of each extension in
     ``extension_paths`` (fatbin headers only, never loaded)."""
-    from pytest_vllm_env.checks import abi
     from pytest_vllm_env.checks.coverage_arch import label_of
+    from pytest_vllm_env.facts.binaries import torch_root
     from pytest_vllm_env.facts.gpu_probe import BinaryImages
     from pytest_vllm_env.readers import fatbin
     from pytest_vllm_env.readers.elf import ElfError
 
-    root = abi.torch_root(vllm_env)
+    root = torch_root(vllm_env)
     paths = [root / "lib" / "libtorch_cuda.so"] if root else []
     out = []
     for path in [p for p in paths if p.is_file()] + list(extension_paths):
@@ -244,7 +243,7 @@ def gpu_binaries(vllm_env: PixiEnv, extension_paths: list[Path]) -> list[BinaryI
 
 @pytest.fixture(scope="session")
 def reference_checkpoints(request: pytest.FixtureRequest) -> list[str]:
-    """Checkpoint dirs from --reference-checkpoint (relative to the rootdir)."""
+    """Checkpoint dirs from --reference-checkpoint (settings.resolve_path: the one path rule)."""
     return _reference_paths(request.config)
 
 
@@ -266,9 +265,9 @@ def vllm_perplexity_exponent(request: pytest.FixtureRequest) -> float:
 
 @pytest.fixture(scope="session")
 def vllm_build_logs(request: pytest.FixtureRequest) -> list[Path]:
-    """Build logs from --vllm-build-log (globs allowed, relative to the rootdir)."""
-    pats = settings.get_list(request.config, "vllm_build_log")
-    return [Path(p) for p in settings.expand_globs(pats, request.config.rootpath)]
+    """Build logs from --vllm-build-log (globs allowed; settings.resolve_path: the one path
+    rule)."""
+    return settings.get_paths(request.config, "vllm_build_log", globs=True)
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     env = _env_of(item)
     if env is not None and env.locked is not None:
-        from pytest_vllm_env.plugin import CHECK_KEY
+        from pytest_vllm_env.plugins.verdict import CHECK_KEY
 
         mark = item.get_closest_marker("vllm_check")
         if mark and mark.args and all(k != CHECK_KEY for k, _ in item.user_properties):
@@ -95,7 +95,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def _env_of(item: pytest.Item) -> PixiEnv | None:
     from pytest_vllm_env.facts.env import EnvError
-    from pytest_vllm_env.plugin import state
+    from pytest_vllm_env.plugins.session import state
 
     st = state(item.config)
     callspec = getattr(item, "callspec", None)
@@ -111,7 +111,7 @@ def vllm_lock(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> LockSource |
     """pixi.lock as read for the judged env (:class:`pytest_vllm_env.facts.lock_env.LockSource`):
     in lock mode the lock the env was read from; for an installed Pixi env the lock next to
     its manifest (for ``lock.installed-current``); None without a manifest or a lock."""
-    from pytest_vllm_env.facts.lock_env import read_source
+    from pytest_vllm_env.facts.lock_env import lock_present, read_source
     from pytest_vllm_env.readers.pixilock import lock_path
 
     if vllm_env.locked is not None:
@@ -119,7 +119,7 @@ def vllm_lock(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> LockSource |
     if not vllm_env.name or not vllm_env.manifest_path:
         return None
     path = lock_path(vllm_env.manifest_path)
-    if not path.is_file():
+    if not lock_present(path):
         return None
     return read_source(path, vllm_env.name, platform(request.config), forced=False, installed=True)
 

@@ -79,12 +79,11 @@ _read: dict[tuple[str, Path], Checkpoint] = {}
 
 
 def checkpoint_path(config: pytest.Config, spec: str) -> Path:
-    """Where one ``--modelopt-checkpoint`` value is (relative to the invocation dir from
-    the command line, to the rootdir from an ini file); raises ``CheckpointNotFound``."""
-    from pytest_vllm_env.plugin import state
+    """Where one ``--modelopt-checkpoint`` value is (a relative path: by the one path rule,
+    settings.base_dir); raises ``CheckpointNotFound``."""
     from pytest_vllm_env.readers.checkpoint import resolve
 
-    return resolve(spec, state(config)._base_for("modelopt_checkpoint"))[0]
+    return resolve(spec, settings.base_dir(config, "modelopt_checkpoint"))[0]
 
 
 @pytest.fixture(scope="session")
@@ -261,7 +260,6 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     ``flashinfer/gdn_prefill.py``), torch's CUDA (``torch/version.py``, else its ``+cuXYZ``),
     the CuteDSL kernel's packages, the request from --vllm-additional-config, and the fix
     lines in the env's own language."""
-    from pytest_vllm_env.checks.abi import read_torch_cuda, torch_root
     from pytest_vllm_env.checks.gdn_prefill import (
         FLASHINFER_DISTS,
         SM90_DSL_PY,
@@ -270,8 +268,10 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         requirement_pin,
     )
     from pytest_vllm_env.facts import fixes
+    from pytest_vllm_env.facts.binaries import torch_root
     from pytest_vllm_env.facts.env import requirement_of
     from pytest_vllm_env.readers.pixilock import cuda_of_local
+    from pytest_vllm_env.readers.torch_version import read_torch_cuda
 
     vllm = vllm_env.dist("vllm")
     pin = requirement_pin(vllm.requires) if vllm else None
@@ -320,6 +320,6 @@ def _text(path: Path) -> str:
     from pytest_vllm_env import files
 
     try:
-        return files.read_text(path, files.SOURCE)
+        return files.read_text(path, files.SOURCE)  # a FIFO is refused, not waited on
     except OSError as exc:
         return f"<unreadable: {exc}"  # parses as an error: a clear skip, not a traceback

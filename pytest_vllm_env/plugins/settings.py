@@ -6,23 +6,31 @@ or ``pytest.ini``), then the setting's default (which may come from the environm
 
 Area plugins add their settings with :func:`add_setting` so that every setting is spelled
 the same way: ``--vllm-wheel PATH`` on the command line, ``vllm_wheel = ...`` in ini files.
+
+One path rule for every path setting (:data:`PATH_SETTINGS`), the one pytest applies to its
+own ``paths`` ini values: a relative path given on the command line (or in ``PYTEST_ADDOPTS``
+or ``addopts``) is relative to the directory pytest was started in (the invocation dir); one
+written in an ini file is relative to that file's directory (with ``-c`` or ``--rootdir`` it
+need not be the rootdir). ``~`` is expanded. :func:`resolve_path` is the only place that
+applies it; ``--help`` says it for each path option.
 """
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 GROUP = "vllm-env"
 
 
-@dataclass(frozen=True)
-class Setting:
+# A NamedTuple, not a dataclass: this module loads in every pytest run of the user's repo,
+# and a dataclass costs a millisecond to define (benchmarks/startup.py).
+class Setting(NamedTuple):
     option: str  # "--vllm-env"
     ini: str  # "vllm_env"
     multiple: bool
@@ -30,6 +38,21 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {}
+
+# Every setting whose value is a path (or may be one): what a value is, beside the path rule.
+PATH_SETTINGS: dict[str, str] = {
+    "vllm_env": "a prefix, or a Pixi env name when no such path exists and it has no '/'",
+    "pixi_manifest": "a file, or the folder holding pixi.toml / pyproject.toml",
+    "vllm_wheel": "a wheel file; globs are expanded from the same base",
+    "modelopt_checkpoint": "a folder, else an 'org/name' repo id in the local Hugging Face cache",
+    "reference_checkpoint": "a folder",
+    "cmake": "a cmake executable",
+    "vllm_project": "a folder or one project file",
+    "vllm_source": "a folder (a vLLM checkout)",
+    "vllm_build_log": "a log file; globs are expanded from the same base",
+    "vllm_env_report": "the JSON file to write (%N: the node name)",
+}
+PATH_RULE = "relative: to the dir pytest runs in; in an ini file, to that file's dir"
 
 
 def default_metavar(ini: str) -> str:
@@ -57,9 +80,17 @@ def add_setting(
         default=None,
         metavar=metavar or default_metavar(ini),
         # argparse %-formats help texts: "%N" (the node name) broke `pytest --help`
-        help=f"{help} ({'repeatable; ' if multiple else ''}ini: {ini})".replace("%", "%%"),
+        help=f"{help} ({'; '.join(_notes(ini, multiple))})".replace("%", "%%"),
     )
     parser.addini(ini, help=help, type="linelist" if multiple else "string", default=None)
+
+
+def _notes(ini: str, multiple: bool) -> list[str]:
+    notes = ["repeatable"] if multiple else []
+    notes.append(f"ini: {ini}")
+    if ini in PATH_SETTINGS:
+        notes.append(PATH_RULE)
+    return notes
 
 
 def get(config: pytest.Config, ini: str) -> str | None:
@@ -103,8 +134,47 @@ def get_list(config: pytest.Config, ini: str) -> list[str]:
     return result
 
 
+def base_dir(config: pytest.Config, ini: str) -> Path:
+    """The directory a relative value of the path setting ``ini`` is relative to: the
+    invocation dir when the option was given (command line, ``PYTEST_ADDOPTS``,
+    ``addopts``), else the ini file's directory (``-o`` values too, as pytest does for its
+    own ``paths`` ini values), else the invocation dir."""
+    invocation = Path(str(config.invocation_params.dir))
+    if config.getoption(ini, default=None):
+        return invocation
+    inipath = config.inipath
+    return Path(str(inipath)).parent if inipath is not None else invocation
+
+
+def resolve_path(config: pytest.Config, ini: str, value: str) -> Path:
+    """``value`` of the path setting ``ini`` as a path: ``~`` expanded, a relative one joined
+    to :func:`base_dir`. Symlinks are kept (the user's spelling names the env)."""
+    if ini not in PATH_SETTINGS:
+        raise ValueError(f"{ini} is not a path setting (settings.PATH_SETTINGS)")
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base_dir(config, ini) / path
+
+
+def get_path(config: pytest.Config, ini: str) -> Path | None:
+    """A single-valued path setting, resolved by :func:`resolve_path`; None when not set."""
+    value = get(config, ini)
+    return resolve_path(config, ini, value) if value else None
+
+
+def get_paths(config: pytest.Config, ini: str, *, globs: bool = False) -> list[Path]:
+    """A repeatable path setting, each value resolved by :func:`resolve_path`; with
+    ``globs``, patterns are expanded (a pattern matching nothing stays, for its check to say
+    so)."""
+    values = get_list(config, ini)
+    if globs:
+        return [Path(p) for p in expand_globs(values, base_dir(config, ini))]
+    return [resolve_path(config, ini, v) for v in values]
+
+
 def expand_globs(patterns: Sequence[str], base: str | os.PathLike[str]) -> list[str]:
     """Expand path globs relative to ``base``; a pattern matching nothing stays as given."""
+    import glob
+
     result: list[str] = []
     for pattern in patterns:
         full = os.path.join(base, os.path.expanduser(pattern))

@@ -11,8 +11,9 @@ import pytest
 from pytest_vllm_env.plugins import settings
 
 if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
-    from pytest_vllm_env.checks import pypi_options
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.pypi import PypiOptions
+    from pytest_vllm_env.facts.source_tree import CMakeFloor
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,41 +33,45 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def project_path(config: pytest.Config) -> Path | None:
-    """``--vllm-project`` as a path: relative to the invocation dir on the command line, to
-    the rootdir in an ini file; one that does not exist is a usage error."""
+    """``--vllm-project`` as a path (settings.resolve_path: the one path rule); one that does
+    not exist is a usage error."""
     value = settings.get(config, "vllm_project")
-    if not value:
+    path = settings.get_path(config, "vllm_project")
+    if path is None:
         return None
-    given = config.getoption("vllm_project", default=None)
-    base = Path(str(config.invocation_params.dir)) if given else Path(str(config.rootpath))
-    path = base / Path(value).expanduser()
     if not path.exists():
         raise pytest.UsageError(f"--vllm-project={value}: no such file or folder ({path})")
     return path
 
 
 @pytest.fixture(scope="session")
-def pypi_settings(
-    request: pytest.FixtureRequest, vllm_env: PixiEnv
-) -> pypi_options.PypiOptions | None:
+def pypi_settings(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> PypiOptions | None:
     """The env's merged ``[pypi-options]`` and ``[pypi-dependencies]`` over its features
-    (:class:`pytest_vllm_env.checks.pypi_options.PypiOptions`); for a venv, what its project
+    (:class:`pytest_vllm_env.facts.pypi.PypiOptions`); for a venv, what its project
     declares for pip or uv (``--vllm-project``); None when neither is found."""
-    from pytest_vllm_env.checks import pypi_options
+    from pytest_vllm_env.facts.pypi import read_options
 
-    return pypi_options.read_options(vllm_env, project_path(request.config))
+    return read_options(vllm_env, project_path(request.config))
 
 
 @pytest.fixture(scope="session")
 def vllm_source_dir(request: pytest.FixtureRequest) -> Path | None:
     """The ``--vllm-source`` tree as a path (None when not given)."""
-    value = settings.get(request.config, "vllm_source")
-    return Path(value).expanduser() if value else None
+    return settings.get_path(request.config, "vllm_source")
+
+
+@pytest.fixture(scope="session")
+def vllm_cmake_floor(vllm_source_dir: Path | None) -> CMakeFloor:
+    """The CMake a vLLM build needs (:class:`pytest_vllm_env.facts.source_tree.CMakeFloor`): read
+    from the ``--vllm-source`` tree, else vLLM's current floor."""
+    from pytest_vllm_env.facts.source_tree import cmake_floor
+
+    return cmake_floor(vllm_source_dir)
 
 
 @pytest.fixture(scope="session")
 def vllm_built_in_env(
-    pypi_settings: pypi_options.PypiOptions | None, vllm_source_dir: Path | None
+    pypi_settings: PypiOptions | None, vllm_source_dir: Path | None
 ) -> str | None:
     """Why a vLLM build would run the env's own cmake and torch: ``--vllm-source`` (built with
     ``--no-build-isolation``) or vllm declared as a source dependency with

@@ -13,6 +13,7 @@ becomes a :class:`Problem` naming it, for ``modelopt.files-readable`` to judge.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress, repeat
@@ -141,17 +142,17 @@ def resolve(spec: str, base: Path | None = None) -> tuple[Path, str]:
     if candidate.exists():
         raise CheckpointNotFound("not a directory (pass the checkpoint's folder)")
     if looks_like_repo_id(spec):
-        try:
-            from huggingface_hub import snapshot_download
+        from pytest_vllm_env.readers.hf_cache import NotCached, snapshot
 
-            folder = snapshot_download(repo_id=spec, local_files_only=True)
-        except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...
+        try:  # as huggingface_hub's snapshot_download(local_files_only=True) finds it
+            folder = snapshot(spec)
+        except NotCached as exc:
             raise CheckpointNotFound(
                 "no such directory, and not in the local Hugging Face cache "
-                f"({type(exc).__name__}). Download it first, outside the test run: "
+                f"({exc.reason}). Download it first, outside the test run: "
                 f"`hf download {spec}`"
             ) from None
-        return Path(folder), "Hugging Face cache"
+        return folder, "Hugging Face cache"
     raise CheckpointNotFound("no such directory")
 
 
@@ -159,6 +160,16 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
     """Read config.json, hf_quant_config.json, the index and every shard's header."""
     ckpt = Checkpoint(spec=spec, path=path)
     ckpt.config = _read_json(path / "config.json", ckpt.problems, required=True)
+    absurd = absurd_sizes(ckpt.config) if ckpt.config is not None else []
+    if absurd:
+        # read as unreadable: every judgement that loops or sizes by them skips
+        ckpt.problems.append(
+            Problem(
+                path / "config.json",
+                f"{'; '.join(absurd[:3])}: no model is that large, this is not a real config",
+            )
+        )
+        ckpt.config = None
     ckpt.hf_quant_config = _read_json(path / "hf_quant_config.json", ckpt.problems)
     ckpt.shards, index = _shards(path, ckpt.problems)
     for shard in ckpt.shards:
@@ -187,6 +198,40 @@ def read_checkpoint(spec: str, path: Path) -> Checkpoint:
                 )
             )
     return ckpt
+
+
+# What no real model's config exceeds (the largest today: ~200 layers, ~1,000 heads, a
+# hidden size of ~30,000, a vocabulary of ~1M, ~1,000 experts); far above them, far below what
+# a loop over them (one per layer: checks/gdn_prefill.py gdn_layers) can take.
+PLAUSIBLE = {
+    "num_hidden_layers": 100_000,
+    "num_layers": 100_000,
+    "n_layer": 100_000,
+    "num_attention_heads": 1_000_000,
+    "num_key_value_heads": 1_000_000,
+    "hidden_size": 100_000_000,
+    "intermediate_size": 1_000_000_000,
+    "vocab_size": 1_000_000_000,
+    "num_experts": 10_000_000,
+    "num_local_experts": 10_000_000,
+    "n_routed_experts": 10_000_000,
+    "head_dim": 100_000_000,
+    "full_attention_interval": 100_000,
+}
+
+
+def absurd_sizes(config: dict[str, Any]) -> list[str]:
+    """``key = value (at most N)`` for each size in ``config`` (and its nested configs, as
+    ``text_config``) past what any real model has."""
+    out: list[str] = []
+    tables = [("", config)]
+    tables += [(f"{k}.", v) for k, v in config.items() if isinstance(v, dict)]
+    for where, table in tables:
+        for key, most in PLAUSIBLE.items():
+            value = table.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > most:
+                out.append(f"{where}{key} = {value} (at most {most:,} is plausible)")
+    return out
 
 
 def _read_json(path: Path, problems: list[Problem], *, required: bool = False) -> dict | None:
@@ -220,16 +265,16 @@ def _shards(path: Path, problems: list[Problem]) -> tuple[list[Path], dict[str, 
             problems.append(Problem(index_path, "no weight_map object of tensor -> file"))
             return [], None
         shards: list[Path] = []
-        for name in sorted(set(weight_map.values())):
+        counts = Counter(weight_map.values())  # one pass: not one per shard name
+        for name in sorted(counts):
             shard = path / name
             if Path(name).is_absolute() or ".." in Path(name).parts:
                 problems.append(
                     Problem(index_path, f"shard {name!r} points outside the checkpoint")
                 )
             elif not _exists(shard):
-                count = sum(1 for v in weight_map.values() if v == name)
                 problems.append(
-                    Problem(shard, f"missing, though {INDEX} maps {count} tensors to it")
+                    Problem(shard, f"missing, though {INDEX} maps {counts[name]} tensors to it")
                 )
             else:
                 shards.append(shard)

@@ -11,6 +11,7 @@ raises :class:`ElfError` with a sentence, never a struct error or an unbounded r
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from itertools import compress
 from operator import not_
 from pathlib import Path
 from typing import BinaryIO
+
+from pytest_vllm_env import files
 
 MAX_TABLE = 512 * 1024 * 1024  # a symbol table larger than this is not a real library
 
@@ -169,8 +172,8 @@ def read_elf(path: str | Path, *, symbols: bool = True, versions: bool = False) 
     version tables come with the symbols, or alone with ``versions``."""
     path = Path(path)
     try:
-        file_size = path.stat().st_size
-        with path.open("rb") as fh:
+        with files.open_regular(path) as fh:  # a FIFO or device is refused, never waited on
+            file_size = os.fstat(fh.fileno()).st_size
             return _read_elf(fh, path, file_size, symbols, versions)
     except OSError as exc:
         raise ElfError(f"cannot read: {exc.strerror or exc}") from None
@@ -185,8 +188,8 @@ def _dynsym(path: str | Path, *, gnu_hash: bool = False) -> tuple[bytes, bytes, 
     path = Path(path)
     hashed = b""
     try:
-        file_size = path.stat().st_size
-        with path.open("rb") as fh:
+        with files.open_regular(path) as fh:  # a FIFO or device is refused, never waited on
+            file_size = os.fstat(fh.fileno()).st_size
             sections = read_sections(fh, file_size)
             strings, sym = sections.get(".dynstr"), sections.get(".dynsym")
             if sym is None:

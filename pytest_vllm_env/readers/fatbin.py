@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from pytest_vllm_env import files
 from pytest_vllm_env.readers.elf import ElfError, read_elf
+
+# What a fatbin holds and which GPUs it serves is arch vocabulary (tables/archs.py): the
+# torch wheel table and the coverage checks use it without reading a binary.
 from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.archs import Coverage as Coverage
+from pytest_vllm_env.tables.archs import FatbinImage as FatbinImage
+from pytest_vllm_env.tables.archs import arch_coverage as arch_coverage
+from pytest_vllm_env.tables.archs import arch_specific_only as arch_specific_only
+from pytest_vllm_env.tables.archs import describe as describe
+from pytest_vllm_env.tables.archs import ptx_jits_to as ptx_jits_to
+from pytest_vllm_env.tables.archs import sass_runs_on as sass_runs_on
 
 MAGIC = 0xBA55ED50
 FLAG_COMPRESSED = 0x8000
@@ -34,20 +43,6 @@ MAX_ENTRIES = 1_000_000
 
 class FatbinError(ElfError):
     """The fatbin section is malformed; the message says where."""
-
-
-@dataclass(frozen=True)
-class FatbinImage:
-    """One embedded image: ``kind`` "sass" or "ptx", its ``arch``, ``compressed``."""
-
-    kind: Literal["sass", "ptx"]
-    arch: Arch
-    compressed: bool
-
-    @property
-    def name(self) -> str:
-        """``sm_90a`` for SASS, ``compute_120`` for PTX."""
-        return self.arch.sm if self.kind == "sass" else self.arch.compute
 
 
 def read_images(path: str | Path) -> list[FatbinImage]:
@@ -62,7 +57,7 @@ def read_images(path: str | Path) -> list[FatbinImage]:
     if sec is None or sec.size == 0:
         return []
     try:
-        with path.open("rb") as fh:
+        with files.open_regular(path) as fh:
             fh.seek(0, 2)
             if sec.offset + sec.size > fh.tell():
                 raise FatbinError(
@@ -130,64 +125,3 @@ def _skip_padding(fh, pos: int, end: int) -> int:
             return pos + stripped // 8 * 8
         pos += len(chunk)
     return end
-
-
-# -- coverage --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Coverage:
-    """Whether a binary's images run on ``target``, and through which image."""
-
-    target: Arch
-    covered: bool
-    via: FatbinImage | None  # the SASS (preferred) or PTX image that serves the target
-    # True when only PTX covers it: the first launch JIT-compiles (slow; the driver must know it)
-    jit: bool
-
-
-def sass_runs_on(image_arch: Arch, target: Arch) -> bool:
-    """SASS runs on the same major with an equal or higher "
-    "minor; ``a`` images only on their arch."""
-    if image_arch.suffix == "a":
-        return image_arch.number == target.number
-    return image_arch.major == target.major and image_arch.minor <= target.minor
-
-
-def ptx_jits_to(image_arch: Arch, target: Arch) -> bool:
-    """PTX JIT-compiles forward; ``a`` PTX only to its arch, ``f`` PTX within its family."""
-    if image_arch.suffix == "a":
-        return image_arch.number == target.number
-    if image_arch.suffix == "f":
-        return image_arch.major == target.major and image_arch.minor <= target.minor
-    return image_arch.number <= target.number
-
-
-def arch_specific_only(images: list[FatbinImage]) -> bool:
-    """True when every image is arch- or family-specific (``sm_90a``, ``sm_100f``): such a
-    library (vLLM 0.26.0's FA3: sm_90a; ``_qutlass_C``: sm_100f) is only dispatched to on
-    those GPUs, so lacking other archs is by design, not a broken build."""
-    return bool(images) and all(i.arch.suffix in ("a", "f") for i in images)
-
-
-def arch_coverage(images: Iterable[FatbinImage], target: Arch) -> Coverage:
-    """Does SASS of a binary-compatible arch, or PTX that can JIT to ``target``, exist?"""
-    images = list(images)
-    sass = [i for i in images if i.kind == "sass" and sass_runs_on(i.arch, target)]
-    if sass:
-        # name the generic image when there is one: libtorch_cuda holds 444 sm_90 images and
-        # 4 sm_90a ones; "runs on sm_90 via sm_90a" would misdescribe it
-        best = max(sass, key=lambda i: (i.arch.number, i.arch.suffix == ""))
-        return Coverage(target, True, best, False)
-    ptx = [i for i in images if i.kind == "ptx" and ptx_jits_to(i.arch, target)]
-    if ptx:
-        return Coverage(target, True, max(ptx, key=lambda i: i.arch.number), True)
-    return Coverage(target, False, None, False)
-
-
-def describe(images: Iterable[FatbinImage]) -> str:
-    """``SASS sm_75, sm_80, sm_90a; PTX none``: what a verdict says a binary holds."""
-    images = list(images)
-    sass = sorted({i.arch for i in images if i.kind == "sass"})
-    ptx = sorted({i.arch for i in images if i.kind == "ptx"})
-    sass_txt = ", ".join(a.sm for a in sass) or "none"
-    ptx_txt = ", ".join(a.compute for a in ptx) or "none"
-    return f"SASS {sass_txt}; PTX {ptx_txt}"

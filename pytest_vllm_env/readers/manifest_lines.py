@@ -43,12 +43,8 @@ class ManifestLines:
     def __init__(self, manifest: Manifest | None, env_name: str | None) -> None:
         self.manifest = manifest
         self.env_name = env_name or "default"
-        self._lines: list[str] = []
-        if manifest is not None:
-            try:
-                self._lines = manifest.path.read_text(encoding="utf-8").splitlines()
-            except OSError:
-                self._lines = []
+        # the text the manifest was parsed from: nothing is read here, so checks may ask
+        self._lines: list[str] = manifest.text.splitlines() if manifest is not None else []
 
     @property
     def file(self) -> str:

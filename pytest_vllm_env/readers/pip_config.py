@@ -28,7 +28,7 @@ off, but pip's configuration can, for every ``pip install``. Read from pip's sou
   find_spec("setuptools") or not find_spec("wheel")``), unless ``use-pep517`` said otherwise.
   pip 25.3 removed that path: it isolates such sdists too.
 
-Only reads; :mod:`pytest_vllm_env.checks.pypi_options` judges. Linux locations (pip's macOS and
+Only reads; :mod:`pytest_vllm_env.checks.pypi_venv` judges. Linux locations (pip's macOS and
 Windows dirs differ).
 """
 
@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
+
+from pytest_vllm_env import files
 
 # pip adds /etc to $XDG_CONFIG_DIRS on every Unix (utils/appdirs.py); a module constant so
 # that our own tests can point it at a temp dir.
@@ -159,6 +161,8 @@ def read_pip_config(
         for entry in config.files:
             if entry.exists:
                 _read_file(config, entry.path)
+            else:
+                _special(config, entry.path)
     for name, value in environ.items():
         if name.startswith("PIP_") and name[4:].lower() not in ("version", "help"):
             config.settings.append(
@@ -177,9 +181,23 @@ def _normalize(name: str) -> str:
     return name.lower().replace("_", "-").removeprefix("--")
 
 
+def _special(config: PipConfig, path: Path) -> None:
+    """A config path that is there but no file: pip's ``configparser.read`` opens whatever
+    ``os.path.exists`` finds, and blocks on a FIFO (or reads a device without end); a
+    directory it cannot open, it skips."""
+    what = files.describe(path)
+    if what in ("a FIFO", "a character device", "a block device", "a socket"):
+        config.problems.append(
+            f"{path}: {what}, not a config file (pip opens it and blocks or reads without end)"
+        )
+
+
 def _read_file(config: PipConfig, path: Path) -> None:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_text(path, files.CONFIG, errors="strict")
+    except files.Refused as exc:  # grew past the bound, or was swapped for a FIFO
+        config.problems.append(f"{path}: {exc.strerror}; not read")
+        return
     except OSError:
         return  # configparser.read skips a file it cannot open; so does pip
     except UnicodeDecodeError:
@@ -194,26 +212,27 @@ def _read_file(config: PipConfig, path: Path) -> None:
             f'{path}: "{first}" (pip stops: "Configuration file could not be loaded")'
         )
         return
-    lines = text.splitlines()
+    where = _lines_of(text.splitlines())
     for section in parser.sections():
         for key, value in parser.items(section):
-            config.settings.append(
-                Setting(_normalize(key), value, section, path, _line_of(lines, section, key))
-            )
+            line = where.get((section, _normalize(key)))
+            config.settings.append(Setting(_normalize(key), value, section, path, line))
 
 
-def _line_of(lines: list[str], section: str, key: str) -> int | None:
+def _lines_of(lines: list[str]) -> dict[tuple[str | None, str], int]:
+    """(section, normalized key) -> the first line that sets it: one pass over the file (a
+    search per setting would take settings x lines: a long pip.conf would hang it)."""
+    found: dict[tuple[str | None, str], int] = {}
     current = None
-    wanted = _normalize(key)
     for number, raw in enumerate(lines, start=1):
         header = re.match(r"^\s*\[([^\]]+)\]", raw)
         if header:
             current = header.group(1).strip()
             continue
         match = re.match(r"^\s*([^=:\s][^=:]*?)\s*[=:]", raw)
-        if current == section and match and _normalize(match.group(1)) == wanted:
-            return number
-    return None
+        if match:
+            found.setdefault((current, _normalize(match.group(1))), number)
+    return found
 
 
 def _is_file(path: Path) -> bool:

@@ -9,16 +9,12 @@ features, the ``linux-64`` target tables included, in feature order.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from pytest_vllm_env import files
 
 PLATFORM = "linux-64"
 
@@ -33,6 +29,9 @@ class Manifest:
 
     path: Path
     data: Mapping[str, Any] = field(repr=False)
+    # the file's text as read, so that a fix can name a line (readers/manifest_lines.py)
+    # without reading the file again
+    text: str = field(default="", repr=False, compare=False)
 
     @property
     def root(self) -> Path:
@@ -118,12 +117,13 @@ class Manifest:
 def load_manifest(path: Path) -> Manifest:
     """Parse a pixi.toml or a pyproject.toml with ``[tool.pixi]``; raise ManifestError."""
     try:
-        raw = path.read_bytes()
+        raw = files.read_bytes(path, files.CONFIG)
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8", errors="replace"))
-    except tomllib.TOMLDecodeError as exc:
+        text = raw.decode("utf-8", errors="replace")
+        data = files.loads_toml(text)
+    except ValueError as exc:  # tomllib.TOMLDecodeError, or nesting too deep
         raise ManifestError(f"{path} is not valid TOML: {exc}") from None
     if path.name == "pyproject.toml":
         tool = data.get("tool", {})
@@ -131,15 +131,18 @@ def load_manifest(path: Path) -> Manifest:
         if not isinstance(pixi, Mapping):
             raise ManifestError(f"{path} has no [tool.pixi] tables")
         data = pixi
-    return Manifest(path, data)
+    return Manifest(path, data, text)
 
 
 def is_pixi_pyproject(path: Path) -> bool:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = files.read_text(path, files.CONFIG)
     except OSError:
         return False
     return "[tool.pixi" in text
+
+
+_NO_FILE = ("missing", "a dangling symlink", "a directory")
 
 
 def find_manifest(start: Path) -> Path | None:
@@ -150,8 +153,8 @@ def find_manifest(start: Path) -> Path | None:
         return None
     for directory in (here, *here.parents):
         candidate = directory / "pixi.toml"
-        if candidate.is_file():
-            return candidate
+        if candidate.is_file() or files.describe(candidate) not in _NO_FILE:
+            return candidate  # a FIFO or device there is named when read, not passed over
         candidate = directory / "pyproject.toml"
         if candidate.is_file() and is_pixi_pyproject(candidate):
             return candidate

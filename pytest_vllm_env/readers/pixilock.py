@@ -33,6 +33,8 @@ from urllib.parse import unquote, urlparse
 
 from packaging.utils import canonicalize_name
 
+from pytest_vllm_env import files
+
 LOCK_NAME = "pixi.lock"
 READABLE_VERSIONS = (4, 5, 6, 7)
 _CONDA_EXT = (".conda", ".tar.bz2")
@@ -58,7 +60,8 @@ PLATFORMS = (
 
 class LockError(Exception):
     """pixi.lock could not be read, or lacks what was asked; ``kind`` says which:
-    ``unreadable``, ``yaml``, ``version``, ``structure``, ``env``, ``platform``."""
+    ``unreadable``, ``yaml``, ``alias`` (YAML anchors or aliases, which pixi never writes),
+    ``version``, ``structure``, ``env``, ``platform``."""
 
     def __init__(self, kind: str, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -242,24 +245,106 @@ def lock_path(manifest: Path) -> Path:
 
 def read_lock(path: Path) -> LockFile:
     """Parse ``path``; raise :class:`LockError` for anything that is not a lock we can read."""
+    return parse_lock(read_bytes(path), path)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, read through :mod:`pytest_vllm_env.files`: a FIFO, a device or a
+    directory named pixi.lock is refused without blocking, a file over ``files.LOCK`` unread
+    (:class:`LockError` ``unreadable``, saying why)."""
     try:
-        raw = path.read_bytes()
+        return files.read_bytes(path, files.LOCK)
     except OSError as exc:
         raise LockError("unreadable", f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_lock(raw, path)
 
 
-def parse_lock(raw: bytes | str, path: Path = Path(LOCK_NAME)) -> LockFile:
-    """Parse the text of a pixi.lock (``path`` is only used in messages)."""
+# The YAML loader; None: libyaml's CBaseLoader when PyYAML has it, else the pure-Python
+# BaseLoader (benchmarks/lock_parse.py sets it to compare the two).
+_Loader: Any = None
+
+
+def _loader() -> Any:
     # PyYAML loads here, when there is a lock to read: importing it is 8 ms of every
     # toolchain run, most of which judge envs without one
-    import yaml
-
+    if _Loader is not None:
+        return _Loader
     try:  # libyaml: about 10x faster than the pure-Python loader
         from yaml import CBaseLoader as Loader
     except ImportError:  # pragma: no cover - PyYAML built without libyaml
         from yaml import BaseLoader as Loader  # type: ignore[assignment]
+    return Loader
+
+
+# -- YAML anchors and aliases ----------------------------------------------------------------
+# pixi writes pixi.lock through serde (rattler_lock), which writes a tree: no anchor (`&a`) and
+# no alias (`*a`) ever (none in the 130 pixi.lock files of prefix-dev/pixi's own repository,
+# formats 4 to 7). An alias repeats a whole subtree, so nine levels of nine aliases make a
+# 1 KB file stand for 9**9 copies of one list: a "billion laughs" that took 2.7 GB once the
+# reader turned it into text. A lock with any anchor or alias is refused, before the tree is
+# built. A quick scan finds every place an anchor or alias may start (YAML allows them only
+# at the start of a line, after ``- ``, ``: ``, ``? ``, a flow ``[ { ,`` or a tag); only then
+# does the YAML parser's own event stream say whether one is really there.
+_LINE_START = frozenset(b"\n\r[{,:?") | frozenset(range(0x80, 0x100))  # + NEL, LS, PS, BOM
+_SPACE = frozenset(b" \t\n\r")
+
+
+def _node_start(raw: bytes, i: int) -> bool:
+    """Whether the ``&`` or ``*`` at ``raw[i]`` may begin an anchor or alias token."""
+    j = i - 1
+    while j >= 0 and raw[j] in (0x20, 0x09):  # blanks before it
+        j -= 1
+    if j < 0 or raw[j] in _LINE_START:
+        return True
+    if j == i - 1:  # `foo*`, `a&b`: inside a scalar
+        return False
+    if raw[j] == 0x2D:  # `- *a`
+        return True
+    k = j
+    while k >= 0 and raw[k] not in _SPACE:
+        k -= 1
+    return raw[k + 1] == 0x21  # `!tag *a`
+
+
+def _may_alias(raw: bytes) -> bool:
+    """False when no anchor or alias can be in ``raw`` (UTF-8, or UTF-16 with its BOM)."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            raw = raw.decode("utf-16").encode("utf-8")
+        except UnicodeError:
+            return False  # the YAML parser says why it cannot read it
+    for char in b"&*":
+        i = raw.find(char)
+        while i != -1:
+            if _node_start(raw, i):
+                return True
+            i = raw.find(char, i + 1)
+    return False
+
+
+def _refuse_aliases(raw: bytes | str, path: Path, yaml: Any, loader: Any) -> None:
+    """Raise :class:`LockError` (``alias``) at the first anchor or alias of the document."""
+    for event in yaml.parse(raw, Loader=loader):
+        alias = isinstance(event, yaml.AliasEvent)
+        if alias or getattr(event, "anchor", None):
+            mark = event.start_mark
+            what = f"`{'*' if alias else '&'}{event.anchor}`"
+            raise LockError(
+                "alias",
+                f"{path} holds a YAML {'alias' if alias else 'anchor'} ({what}, line "
+                f"{mark.line + 1}, column {mark.column + 1}), which pixi never writes: not read, "
+                "since each alias repeats a whole subtree (a few KB can stand for gigabytes)",
+            )
+
+
+def parse_lock(raw: bytes | str, path: Path = Path(LOCK_NAME)) -> LockFile:
+    """Parse the text of a pixi.lock (``path`` is only used in messages)."""
+    import yaml
+
+    Loader = _loader()
+    scan = raw.encode("utf-8", errors="replace") if isinstance(raw, str) else raw
     try:
+        if _may_alias(scan):
+            _refuse_aliases(raw, path, yaml, Loader)
         doc = yaml.load(raw, Loader=Loader)  # noqa: S506 - BaseLoader builds no objects
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)

@@ -15,7 +15,6 @@ in ~150 lines, and a header costs one ``read`` of N bytes whatever the size of t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -108,7 +107,7 @@ def read_header(path: Path | str, *, max_header_bytes: int = MAX_HEADER_BYTES) -
     """
     path = Path(path)
     try:
-        with files.open_regular(path) as fh:  # a FIFO or device: refused, never blocks
+        with files.open_regular(path) as fh:  # a FIFO or /dev/zero is refused, not read
             size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
@@ -130,7 +129,7 @@ def read_header(path: Path | str, *, max_header_bytes: int = MAX_HEADER_BYTES) -
     except OSError as exc:
         raise SafetensorsError(path, f"cannot read: {exc.strerror or exc}") from None
     try:
-        parsed = json.loads(raw)  # bytes: json detects UTF-8 itself, no decoded copy
+        parsed = files.loads_json(raw)  # bytes: json detects UTF-8 itself, no decoded copy
     except (UnicodeDecodeError, ValueError) as exc:
         raise SafetensorsError(path, f"header is not JSON ({exc})") from None
     if not isinstance(parsed, dict):

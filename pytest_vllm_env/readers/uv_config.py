@@ -29,14 +29,13 @@ torch unless its settings say otherwise. Read from uv's source (``uv-settings/sr
   ``--no-build-isolation-package``).
 
 Workspaces (uv starts at the workspace root) are not followed. Only reads;
-:mod:`pytest_vllm_env.checks.pypi_options` judges.
+:mod:`pytest_vllm_env.checks.pypi_venv` judges.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +43,8 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from pytest_vllm_env import files
 from pytest_vllm_env.readers.venv_project import ExtraBuildDep
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 SYSTEM_ETC = Path("/etc")  # /etc/uv/uv.toml; a module constant so our tests can move it
 _TRUE = ("y", "yes", "t", "true", "on", "1")
@@ -263,9 +258,9 @@ def _pyproject_uv(path: Path) -> tuple[Mapping[str, Any], list[str]] | None:
     if not _is_file(path):
         return None
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        data = tomllib.loads(text)
-    except (OSError, tomllib.TOMLDecodeError):
+        text = files.read_text(path, files.CONFIG)
+        data = files.loads_toml(text)
+    except (OSError, ValueError):
         return None
     tool = data.get("tool")
     uv = tool.get("uv") if isinstance(tool, Mapping) else None
@@ -274,14 +269,14 @@ def _pyproject_uv(path: Path) -> tuple[Mapping[str, Any], list[str]] | None:
 
 def _read_uv_toml(config: UvConfig, path: Path, level: str, *, required: bool = False) -> None:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = files.read_text(path, files.CONFIG)
     except OSError as exc:
         if required or level != "user":
             config.problems.append(f"{path}: uv cannot read it ({exc.strerror or exc}) and stops")
         return
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = files.loads_toml(text)
+    except ValueError as exc:  # tomllib.TOMLDecodeError, or nesting too deep
         config.problems.append(f"{path}: not valid TOML ({exc}); uv stops")
         return
     config.files.append(_uv_file(path, level, "uv.toml", data, text.splitlines()))

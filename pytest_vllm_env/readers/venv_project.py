@@ -21,13 +21,12 @@ project it serves does (F5.1: ``pip install -r requirements.txt`` or ``uv sync``
 
 The project is found as :func:`find_project` says: ``--vllm-project`` when given, else the
 venv's own folder's parent when it holds one of those files (``uv venv`` and ``uv sync`` make
-``<project>/.venv``). This module only reads; :mod:`pytest_vllm_env.checks.pypi_options` judges.
+``<project>/.venv``). This module only reads; :mod:`pytest_vllm_env.checks.pypi_venv` judges.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +35,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from pytest_vllm_env import files
 
 REQUIREMENTS_GLOBS = ("requirements*.txt", "requirements/*.txt")
 MAX_INCLUDE_DEPTH = 20  # -r chains deeper than this are a loop pip would also refuse
@@ -252,14 +248,16 @@ def _add(project: Project, text: str, path: Path, line: int | None, table: str =
 
 
 # -- pyproject.toml --------------------------------------------------------------------------
-def _toml(path: Path, project: Project) -> tuple[str, dict[str, Any]] | None:
+def _toml(
+    path: Path, project: Project, limit: int = files.CONFIG
+) -> tuple[str, dict[str, Any]] | None:
     """``path``'s text and TOML data; None (with the problem noted) when unreadable."""
-    text = _text(path, project)
+    text = _text(path, project, limit)
     if text is None:
         return None
     try:
-        return text, tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        return text, files.loads_toml(text)
+    except ValueError as exc:  # tomllib.TOMLDecodeError, or nesting too deep
         project.problems.append(f"{path}: not valid TOML ({exc})")
         return None
 
@@ -333,7 +331,7 @@ def _line_of(lines: list[str], entry: str) -> int | None:
 
 # -- uv.lock -------------------------------------------------------------------------------
 def _read_lock(project: Project, path: Path) -> None:
-    parsed = _toml(path, project)
+    parsed = _toml(path, project, files.LOCK)
     if parsed is None:
         return
     _, data = parsed
@@ -349,9 +347,9 @@ def _read_lock(project: Project, path: Path) -> None:
         )
 
 
-def _text(path: Path, project: Project) -> str | None:
+def _text(path: Path, project: Project, limit: int = files.CONFIG) -> str | None:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return files.read_text(path, limit)
     except OSError as exc:
         project.problems.append(f"{path}: cannot read ({exc.strerror or exc})")
         return None

@@ -10,13 +10,12 @@ pytest itself never imports torch or vLLM.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import proc
+from pytest_vllm_env import files, proc
 from pytest_vllm_env.facts.gpu_probe import NO_PYTHON
 from pytest_vllm_env.facts.gpu_probe import ProbeResult as ProbeResult  # re-exported
 
@@ -56,8 +55,8 @@ def run_probe(
         if not line.startswith("{"):
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
+            data = files.loads_json(line)  # the env's Python prints it: nesting bounded too
+        except ValueError:
             continue
         if isinstance(data, dict):
             before = "\n".join(lines[:i])[-4000:]

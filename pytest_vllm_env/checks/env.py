@@ -1,4 +1,4 @@
-"""Judgements of the env itself: can we read it, and does activating it work?
+"""``env.*``: judgements of the env itself: can we read it, and does activating it work?
 
 Every other area stands on these facts; a broken record or manifest is reported here once,
 with the path, instead of as odd verdicts everywhere else.

@@ -1,5 +1,5 @@
-"""Which GPU archs each torch release x CUDA variant holds kernels for: facts, each with its
-source, in one table.
+"""Torch wheel <-> arch: which GPU archs each torch release x CUDA variant holds kernels for,
+each row with its source, in one table.
 
 Used when torch is not installed yet (judged from pixi.lock): the arch list of a locked
 ``torch==2.6.0+cu124`` is looked up here and handed to the same coverage check that judges an
@@ -26,8 +26,8 @@ has no PTX, measured, while RELEASE.md lists ``12.0+PTX`` for cu130 linux builds
 
 When a release or variant is not in the table, :func:`toolkit_bound` still answers the
 question that matters most: a build made with CUDA < 12.8 cannot contain sm_100/sm_120 SASS
-(nvcc could not emit it; cuda.py's arch table), and PyTorch's wheels carry no PTX to JIT from
-(every row measured here).
+(nvcc could not emit it: :mod:`pytest_vllm_env.tables.cuda_archs`), and PyTorch's wheels carry
+no PTX to JIT from (every row measured here).
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pytest_vllm_env.checks.cuda import min_toolkit_for
-from pytest_vllm_env.readers.fatbin import FatbinImage, arch_coverage
-from pytest_vllm_env.tables.archs import Arch, parse_arch
+from pytest_vllm_env.tables.archs import Arch, FatbinImage, arch_coverage, parse_arch
+from pytest_vllm_env.tables.cuda_archs import min_toolkit_for
 
 PYPI = "pypi"
 INDEX = "pytorch-index"

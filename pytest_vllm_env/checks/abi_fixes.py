@@ -1,0 +1,179 @@
+"""The fixes the ``abi.*`` verdicts share, written in the env's own language
+(:mod:`pytest_vllm_env.facts.fixes`): a Pixi manifest's file, line and table, a conda prefix's
+``conda install -p``, a venv's pip or ``uv pip`` command. Which torch to install for a CUDA
+major comes from the torch wheel table (:mod:`pytest_vllm_env.tables.torch_archs`), which
+xformers for a torch from :mod:`pytest_vllm_env.tables.xformers_torch`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.binaries import TorchFacts, dist_name, owner_of
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.tables import torch_archs
+from pytest_vllm_env.tables.cuda_archs import cuda_tag
+from pytest_vllm_env.tables.xformers_torch import xformers_for_torch
+
+# The env fixes are written for when a caller knows none: a Pixi env, manifest unknown.
+NO_ENV = PixiEnv(prefix=Path(".pixi/envs/default"))
+
+TORCH_INDEX = "https://download.pytorch.org/whl"
+VLLM_INDEX = "https://wheels.vllm.ai"  # per release and CUDA: <VLLM_INDEX>/0.26.0/cu130
+
+
+def unreadable(env: PixiEnv, path: Path, name: str) -> str:
+    """The fix for an extension that cannot be read: reinstall its package, or, for a member
+    of a wheel judged before install (``--vllm-wheel``), rebuild the wheel."""
+    if not path.is_absolute():
+        return f"rebuild the wheel (`pip wheel`, `uv build`): its member {name} is not a library"
+    owner = dist_name(owner_of(name))
+    return f"reinstall {owner}, which installed {name}: {fixes.reinstall(env, owner, pypi=True)}"
+
+
+def torch_spec(built: str) -> str:
+    """``==2.11.0`` for a torch an extension was built for; ``==2.2.*`` for a flash-attn
+    wheel's ``torch2.2``; a local label (``+cu126``: an index's build) is left to the index."""
+    release = built.split("+", 1)[0]
+    return f"=={release}.*" if release.count(".") == 1 else f"=={release}"
+
+
+def torch_package(env: PixiEnv, spec: str) -> Package:
+    """torch at ``spec``: PyPI's ``torch``, or conda-forge's ``pytorch`` where the env's torch
+    came from conda-forge (a PyPI pin beside it would install a second torch over it)."""
+    if env.conda("pytorch") is not None:
+        return Package("pytorch", spec)
+    return Package("torch", spec, pypi=True)
+
+
+def pin_torch(env: PixiEnv, built: str) -> str:
+    return fixes.pin(env, torch_package(env, torch_spec(built)))
+
+
+def torch_for_cuda(env: PixiEnv, release: str | None, major: str) -> str:
+    """The fix that installs torch ``release`` built for CUDA ``major``: PyPI's own wheel
+    when PyPI's default variant is that CUDA (torch 2.11.0 is cu130 there), else the PyTorch
+    index of the newest such variant the arch table knows
+    (:mod:`pytest_vllm_env.tables.torch_archs`)."""
+    version = (release or "").split("+", 1)[0]
+    if env.conda("pytorch") is not None:
+        # conda-forge's pytorch builds follow cuda-version (and a CPU one has build `cpu_*`)
+        return (
+            fixes.pin(env, Package("cuda-version", f"{major}.*"))
+            + " and ask for a CUDA build of conda-forge's pytorch (build string `cuda*`)"
+        )
+    if not version:
+        place = fixes.deps_place(env, pypi=True)
+        return (
+            f"install torch built for CUDA {major} (the release the extension's package pins: "
+            f"abi.pins names it), from {TORCH_INDEX}/cu{major}<minor> ({place})"
+        )
+    pypi = torch_archs.pypi_variant(version)
+    torch = Package("torch", f"=={version}", pypi=True)
+    if pypi and pypi.startswith(f"cu{major}"):
+        return fixes.pin(env, torch) + f" (PyPI's torch {version} is its {pypi} build)"
+    rel = torch_archs.release_of(version)
+    variants = sorted(
+        {
+            r.variant
+            for r in torch_archs.ROWS
+            if r.release == rel and r.variant.startswith(f"cu{major}")
+        },
+        key=lambda v: int(v[2:]),
+    )
+    if variants:
+        return fixes.pin(env, torch, index=f"{TORCH_INDEX}/{variants[-1]}")
+    return (
+        f"install torch {version} built for CUDA {major} from {TORCH_INDEX}/cu{major}<minor> "
+        f"(the arch table knows no CUDA {major} build of torch {rel}): "
+        + fixes.pin(env, torch, index=f"{TORCH_INDEX}/cu{major}<minor>")
+    )
+
+
+def for_torch_cuda(env: PixiEnv, owner: str, torch: TorchFacts, vllm_version: str | None) -> str:
+    """Install ``owner``'s build for torch's CUDA major (vLLM's per-release wheel index)."""
+    major = (torch.cuda or "").split(".")[0]
+    if owner == "vllm":
+        tag = cuda_tag(torch.cuda or "")
+        version = vllm_version or env.version_of("vllm")
+        release = Version(version).public if version and is_version(version) else ""
+        url = f"{VLLM_INDEX}/{release or '<version>'}/{tag}"
+        vllm = Package("vllm", f"=={release}" if release else "", pypi=True)
+        return f"vLLM's CUDA {major} wheel: " + fixes.pin(env, vllm, index=url, extra=True)
+    if owner == "flash-attn":
+        return rebuild(owner, owner, torch, env)
+    if owner == "xformers":
+        version = env.version_of("xformers")
+        tag = cuda_tag(torch.cuda or "")
+        xf = Package("xformers", f"=={version.split('+', 1)[0]}" if version else "", pypi=True)
+        return f"the xformers build for CUDA {major}: " + fixes.pin(
+            env, xf, index=f"{TORCH_INDEX}/{tag}"
+        )
+    return f"the {owner} build for CUDA {major} ({fixes.deps_place(env, pypi=True)})"
+
+
+def is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def vllm_rebuild(env: PixiEnv, torch: TorchFacts) -> str:
+    """vLLM's own recipe for an existing torch (docs, "Use an existing PyTorch installation"):
+    ``python use_existing_torch.py`` drops the checkout's torch pins, then a build without
+    isolation compiles against the env's torch."""
+    return (
+        f"rebuild vLLM against torch {torch.version}: in a vLLM checkout run `python "
+        "use_existing_torch.py`, then " + fixes.rebuild(env, "vllm", source="<vLLM checkout>")
+    )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version.split("+", 1)[0])[:3])
+
+
+def same_release(built: str, installed: str) -> bool:
+    """``2.2`` (a flash-attn tag) matches 2.2.x; ``2.7.0+cu126`` matches 2.7.0 (+any)."""
+    want, have = _release(built), _release(installed)
+    return have[: len(want)] == want
+
+
+def rebuild(name: str, owner: str, torch: TorchFacts, env: PixiEnv | None = None) -> str:
+    """The fix that gives ``owner`` a build made for the env's torch, in ``env``'s language."""
+    env = env or NO_ENV
+    if owner == "flash-attn":
+        minor = ".".join(torch.version.split("+", 1)[0].split(".")[:2])
+        flag = "TRUE" if torch.cxx11 else "FALSE"
+        py = (env.python_version or "").split(".")[:2]
+        cp = f"cp{''.join(py)}" if len(py) == 2 else ""
+        tail = f"{cp}-{cp}-linux_x86_64.whl" if cp else "...whl"
+        cu = (torch.cuda or "12").split(".")[0]
+        asset = f"flash_attn-<version>+cu{cu}torch{minor}cxx11abi{flag}-{tail}"
+        url = fixes.pin(env, Package("flash-attn", pypi=True), url="<asset URL>")
+        return (
+            f"install the flash-attn wheel built for torch {minor} (release assets of "
+            f"https://github.com/Dao-AILab/flash-attention/releases are named `{asset}`): {url}; "
+            f"or build it against this torch: {fixes.rebuild(env, 'flash-attn')}"
+        )
+    if owner == "xformers":
+        want = xformers_for_torch(torch.version)
+        if want:
+            line = fixes.pin(env, Package("xformers", f"=={want}", pypi=True))
+        else:
+            line = f"the xformers release that pins it, in {fixes.deps_place(env, pypi=True)}"
+        return (
+            f"install the xformers built for torch {torch.version}: {line} (xformers.torch-pin "
+            "names the index for CUDA variants)"
+        )
+    if owner == "vllm":
+        return vllm_rebuild(env, torch)
+    return f"rebuild {name} against the installed torch {torch.version}: " + fixes.rebuild(
+        env, dist_name(owner)
+    )

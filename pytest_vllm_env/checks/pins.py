@@ -1,0 +1,105 @@
+"""``pins.siblings``: the kernel packages' own pins, from their metadata, against what is installed.
+
+A resolver never builds an env where torch 2.11.0 (``triton==3.6.0``) sits next to triton
+3.5.1, or torchvision 0.26.0 (``torch==2.11.0``) next to torch 2.13.0; a later ``pip install``
+of one package, ``--no-deps``, an override, or a conda package next to a PyPI one does. Each
+pin is read from the owner's ``Requires-Dist`` (:mod:`pytest_vllm_env.facts.pins`), so no list
+of names decides which pairs matter.
+
+Levels: where both sides ship compiled code, the pin is an ABI: the owner's extensions were
+built against that exact sibling (torchvision's ops against torch's C++ API, torch's Inductor
+against Triton's codegen API) and fail to load or to compile next to another one: failed.
+Where one side is pure Python, the owner was written against the sibling's API and may or may
+not work: warning. vLLM's pins of torch & co. are judged by ``abi.pins`` and xformers' torch
+pin by ``xformers.torch-pin``; those pairs are left to them here.
+"""
+
+from __future__ import annotations
+
+from packaging.utils import canonicalize_name
+
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.facts.pins import PinFacts, SiblingPin
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+
+CID = "pins.siblings"
+# (owner, sibling) pairs another check already judges, with its id. vLLM's are abi.PINNED
+# (checks/abi.py; tests/test_runtime_pins.py keeps the two lists equal).
+JUDGED_ELSEWHERE: dict[tuple[str, str], str] = {
+    **{
+        ("vllm", name): "abi.pins"
+        for name in ("torch", "torchvision", "torchaudio", "xformers", "flashinfer-python")
+    },
+    ("xformers", "torch"): "xformers.torch-pin",
+}
+
+
+def judge(facts: PinFacts, env: PixiEnv) -> list[Finding]:
+    """One finding per pin that does not hold; one passed finding when all hold."""
+    mine = [p for p in facts.pins if _elsewhere(p) is None]
+    if not mine:
+        return [skipped(CID, f"no installed distribution in {env.prefix} pins another one")]
+    broken = [p for p in mine if not p.holds]
+    if not broken:
+        shown = ", ".join(
+            f"{p.owner} {p.owner_version}: {p.sibling}{p.specifier}" for p in mine[:6]
+        )
+        more = f" and {len(mine) - 6} more" if len(mine) > 6 else ""
+        return [
+            passed(
+                CID,
+                f"{len(mine)} sibling pins hold ({shown}{more})",
+                pins=[f"{p.owner}: {p.requirement} (installed {p.installed})" for p in mine],
+                judged_elsewhere=sorted(
+                    {f"{p.owner}->{p.sibling}" for p in facts.pins}
+                    - {f"{p.owner}->{p.sibling}" for p in mine}
+                ),
+            )
+        ]
+    return [_broken(p, env) for p in broken]
+
+
+def _elsewhere(pin: SiblingPin) -> str | None:
+    key = (canonicalize_name(pin.owner), canonicalize_name(pin.sibling))
+    return JUDGED_ELSEWHERE.get(key)
+
+
+def _broken(pin: SiblingPin, env: PixiEnv) -> Finding:
+    what = f"{pin.owner} {pin.owner_version} requires {pin.sibling}{pin.specifier}"
+    have = f"the env has {pin.sibling} {pin.installed}"
+    pypi = env.conda(pin.sibling) is None
+    fix = (
+        fixes.pin(env, Package(pin.sibling, pin.specifier, pypi=pypi))
+        + f" (the pin {pin.owner} {pin.owner_version} declares), or install the "
+        f"{pin.owner} release built for {pin.sibling} {pin.installed}"
+    )
+    ev = {
+        "requirement": pin.requirement,
+        "installed": f"{pin.sibling} {pin.installed}",
+        "read_from": f"{pin.owner}-{pin.owner_version}.dist-info/METADATA (Requires-Dist)",
+        "compiled_code": f"{pin.owner}: {_yes(pin.owner_native)}, "
+        f"{pin.sibling}: {_yes(pin.sibling_native)}",
+    }
+    if pin.owner_native and pin.sibling_native:
+        return failed(
+            CID,
+            f"{what}, {have}: both ship compiled code, and {pin.owner}'s was built against "
+            f"that {pin.sibling}; next to another it fails to load or to run",
+            fix,
+            **ev,
+        )
+    return warning(
+        CID,
+        f"{what}, {have}: {pin.owner} was written against that {pin.sibling}; it may work, "
+        "or fail where the two disagree (pip check reports this env as broken)",
+        fix,
+        **ev,
+    )
+
+
+def _yes(flag: bool | None) -> str:
+    return {True: "yes (a .so in RECORD)", False: "no (pure Python)"}.get(
+        flag, "unknown (no RECORD)"
+    )

@@ -1,0 +1,63 @@
+"""The CUDA tools the run-time compilers call (ptxas, nvcc), and the CUDA release each reports.
+
+A binary is run once with ``--version`` (its whole process group killed past the timeout,
+through :mod:`pytest_vllm_env.proc`), and the release is read as Triton (``knobs.NvidiaTool.
+from_path``), FlashInfer (``cpp_ext.get_cuda_version``) and DeepGEMM read it: ``release
+(\\d+\\.\\d+)``. The answer is cached per path, size and mtime (:mod:`pytest_vllm_env.cache`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_vllm_env import files, proc
+
+RELEASE = re.compile(r"release (\d+\.\d+)")
+VERSION_TIMEOUT = 30.0
+# A fact getter: (name, compute, deps) -> value, the session's FactCache.get.
+Facts = Callable[[str, Callable[[], Any], list[str]], Any]
+
+
+@dataclass(frozen=True)
+class Binary:
+    """One tool binary and the CUDA release it reports; ``problem`` when it cannot be used."""
+
+    path: str
+    release: str | None = None
+    how: str = ""  # "`ptxas --version`", "the measured bundle of triton 3.6.0"
+    problem: str = ""
+
+
+def release_of(path: Path, facts: Facts | None = None) -> Binary:
+    """Run ``path --version`` once (cached) and read its CUDA release."""
+
+    def compute() -> dict[str, Any]:
+        if not files.regular(path):
+            return asdict(Binary(str(path), problem=files.describe(path)))
+        result = proc.run(
+            [path, "--version"], timeout=VERSION_TIMEOUT, env={"PATH": "/usr/bin:/bin"}
+        )
+        match = RELEASE.search(result.output)
+        if not result.ok or match is None:
+            return asdict(Binary(str(path), problem=result.describe()))
+        return asdict(Binary(str(path), match.group(1), f"`{path.name} --version`"))
+
+    data = facts("tool-release", compute, [str(path)]) if facts else compute()
+    return Binary(**data)
+
+
+def torch_cuda(env: Any) -> str | None:
+    """``torch.version.cuda`` of the env's torch, read from ``torch/version.py``."""
+    path = env.package_file("torch", "torch/version.py")
+    if path is None:
+        return None
+    try:
+        text = files.read_text(path, files.SOURCE)
+    except OSError:
+        return None
+    match = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.M)
+    return match.group(1) if match else None

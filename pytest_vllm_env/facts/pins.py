@@ -1,0 +1,161 @@
+"""Sibling pins: every installed distribution's ``Requires-Dist`` that holds another installed
+one to an exact version or a bounded range, and whether the installed one is inside it.
+
+Read from each ``.dist-info/METADATA`` (:class:`pytest_vllm_env.facts.env.PythonDist`), never
+from a list of names: torch 2.11.0 says ``triton==3.6.0; platform_system == "Linux"``,
+torchvision 0.26.0 ``torch==2.11.0``, xformers 0.0.33.post1 ``torch==2.9.0``, vLLM 0.26.0
+``flashinfer-python==0.6.14`` and ``nvidia-cutlass-dsl[cu13]==4.6.0``, flashinfer-python 0.6.14
+``apache-tvm-ffi<0.2,>=0.1.6``. Markers are evaluated in the env's own marker environment
+(its Python version, Linux), with no extra: which extras a distribution was installed with is
+recorded nowhere, so requirements under ``extra == "..."`` are not judged. A pin is judged when
+its specifier pins (``==``/``===`` without a wildcard) or bounds the version from above (``<``,
+``<=``, ``~=``, ``==X.*``); a bare floor (``>=``) is not a pin. Whether each side ships compiled
+code (a ``.so`` in its RECORD) is read only for pins that do not hold: the check's level rests
+on it (two native packages pinned together share an ABI).
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from pytest_vllm_env import files
+from pytest_vllm_env.facts.env import PixiEnv, PythonDist
+
+_NARROW_OPS = {"<", "<=", "~="}
+
+
+@dataclass(frozen=True)
+class SiblingPin:
+    """One ``Requires-Dist`` of ``owner`` that pins an installed ``sibling``."""
+
+    owner: str
+    owner_version: str
+    requirement: str  # as written: "triton==3.6.0; platform_system == \"Linux\""
+    specifier: str  # "==3.6.0"
+    sibling: str
+    installed: str
+    holds: bool
+    exact: bool  # == / === without a wildcard
+    owner_native: bool | None = None  # ships compiled code (RECORD); None: not read / unknown
+    sibling_native: bool | None = None
+
+
+@dataclass
+class PinFacts:
+    """Every sibling pin of the env's installed distributions."""
+
+    pins: list[SiblingPin] = field(default_factory=list)
+    marker_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def broken(self) -> list[SiblingPin]:
+        return [p for p in self.pins if not p.holds]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def marker_environment(env: PixiEnv) -> dict[str, str]:
+    """PEP 508 marker values of the env (not of the Python running pytest)."""
+    full = env.python_version or ""
+    parts = (full.split(".") + ["0", "0"])[:3] if full else ["3", "12", "0"]
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": ".".join(parts),
+        "os_name": "posix",
+        "platform_machine": platform.machine() or "x86_64",
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_system": "Linux",
+        "platform_version": "",
+        "python_full_version": ".".join(parts),
+        "python_version": ".".join(parts[:2]),
+        "sys_platform": "linux",
+        "extra": "",
+    }
+
+
+def is_pin(specifier: SpecifierSet) -> tuple[bool, bool]:
+    """``(judged, exact)``: a specifier that pins or bounds from above."""
+    exact = any(s.operator in ("==", "===") and "*" not in s.version for s in specifier)
+    bounded = any(
+        s.operator in _NARROW_OPS or (s.operator == "==" and s.version.endswith(".*"))
+        for s in specifier
+    )
+    return exact or bounded, exact
+
+
+def read(env: PixiEnv) -> PinFacts:
+    """The sibling pins of every installed distribution, and whether each holds."""
+    marker_env = marker_environment(env)
+    out = PinFacts(marker_env=marker_env)
+    native: dict[str, bool | None] = {}
+    for owner in sorted(env.python_dists.values(), key=lambda d: d.name.lower()):
+        for line in owner.requires:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            try:
+                if req.marker is not None and not req.marker.evaluate(marker_env):
+                    continue
+            except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+                continue
+            sibling = env.dist(req.name)
+            if sibling is None or canonicalize_name(req.name) == canonicalize_name(owner.name):
+                continue
+            try:
+                spec = SpecifierSet(str(req.specifier))
+            except InvalidSpecifier:
+                continue
+            judged, exact = is_pin(spec)
+            if not judged:
+                continue
+            try:
+                holds = spec.contains(Version(sibling.version), prereleases=True)
+            except InvalidVersion:
+                holds = False
+            pin = SiblingPin(
+                owner=owner.name,
+                owner_version=owner.version,
+                requirement=line,
+                specifier=str(spec),
+                sibling=sibling.name,
+                installed=sibling.version,
+                holds=holds,
+                exact=exact,
+            )
+            if not holds:
+                pin = SiblingPin(
+                    **{
+                        **asdict(pin),
+                        "owner_native": _native(owner, native),
+                        "sibling_native": _native(sibling, native),
+                    }
+                )
+            out.pins.append(pin)
+    return out
+
+
+def _native(dist: PythonDist, seen: dict[str, bool | None]) -> bool | None:
+    """Whether ``dist``'s RECORD lists a shared object; None when it has no readable RECORD."""
+    key = str(dist.path)
+    if key not in seen:
+        try:
+            text = files.read_text(dist.path / "RECORD", files.RECORD)
+        except OSError:
+            seen[key] = None
+        else:
+            seen[key] = any(
+                (path := row.split(",", 1)[0]).endswith(".so") or ".so." in path.rsplit("/", 1)[-1]
+                for row in text.splitlines()
+            )
+    return seen[key]

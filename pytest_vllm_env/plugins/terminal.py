@@ -1,0 +1,120 @@
+"""What the run prints: the header lines (which env is judged, with what) and, at the end,
+the warnings and "what to change".
+
+Every string here may come from the judged env (package names and versions, Pixi env names,
+paths) or from a check's summary and fix, which quote them: each line goes through
+:func:`pytest_vllm_env.text.terminal_safe`, so an escape sequence in an env's metadata
+cannot clear the screen, plant a hyperlink or rewrite a line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_vllm_env.plugins import settings
+from pytest_vllm_env.plugins.report import HEADER_PACKAGES, TOOLKIT_PACKAGES
+from pytest_vllm_env.plugins.session import engaged, state
+
+if TYPE_CHECKING:
+    from pytest_vllm_env.facts.env import EnvSpec, PixiEnv
+
+
+def terminal_safe(value: object, *, multiline: bool = True) -> str:
+    """:func:`pytest_vllm_env.text.terminal_safe`, imported when first needed."""
+    from pytest_vllm_env.text import terminal_safe as safe
+
+    return safe(value, multiline=multiline)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    # Under xdist the controller collects nothing, so the header after collection never
+    # came: say which env(s) are judged here, before the workers start.
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return []
+    if not engaged(config):
+        return []
+    from pytest_vllm_env.facts.env import EnvError
+
+    st = state(config)
+    try:
+        lines = [line for spec in st.specs() for line in describe_env(st.env(spec), spec, config)]
+    except EnvError as exc:
+        return [terminal_safe(f"vllm-env: {exc}", multiline=False)]
+    return lines + _notes(config)
+
+
+def pytest_report_collectionfinish(
+    config: pytest.Config, start_path: Path, items: list[pytest.Item]
+) -> list[str]:
+    if not any("vllm_env" in getattr(item, "fixturenames", ()) for item in items):
+        return []
+    if hasattr(config, "workerinput"):
+        return []
+    from pytest_vllm_env.facts.env import EnvError
+
+    st = state(config)
+    lines: list[str] = []
+    try:
+        for spec in st.specs():
+            lines.extend(describe_env(st.env(spec), spec, config))
+    except EnvError:
+        return []
+    return lines + _notes(config)
+
+
+def _notes(config: pytest.Config) -> list[str]:
+    return [terminal_safe(note, multiline=False) for note in state(config).notes]
+
+
+def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str]:
+    """The header lines for one env, fit for a terminal."""
+    versions = [f"{n} {env.version_of(n)}" for n in HEADER_PACKAGES if env.version_of(n)]
+    toolkit = next((f"{p} {env.conda(p).version}" for p in TOOLKIT_PACKAGES if env.conda(p)), None)
+    lines = [
+        f"vllm-env: {env.prefix} ({spec.source}"
+        + (f", pixi env {env.name!r}" if env.name else "")
+        + (f"; {env.locked.describe}" if env.locked is not None else "")
+        + ")",
+        f"vllm-env: python {env.python_version or 'not found'}; "
+        + (", ".join(versions) if versions else "no torch or vLLM installed")
+        + f"; CUDA toolkit: {toolkit or 'none in conda-meta'}",
+    ]
+    values = settings.get_list(config, "cuda_arch")
+    lines.append(
+        "vllm-env: target archs: "
+        + (", ".join(values) if values else "from TORCH_CUDA_ARCH_LIST or the visible GPU")
+    )
+    return [terminal_safe(line, multiline=False) for line in lines]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    st = state(config)
+    if st.report_problem:
+        terminalreporter.write_line(f"vllm-env: {terminal_safe(st.report_problem)}", red=True)
+    findings = st.findings
+    # with several envs, each line names the env it is about
+    several = len({f.get("env") for f in findings} - {None}) > 1
+
+    def head(entry: dict[str, Any]) -> str:
+        env = f"{entry['env']}: " if several and entry.get("env") else ""
+        return terminal_safe(f"[{entry['id']}] {env}{entry['summary']}")
+
+    def fix(entry: dict[str, Any]) -> str:
+        return terminal_safe(f"    fix: {entry['fix']}")
+
+    warned = [f for f in findings if f["outcome"] == "warning" and f.get("fix")]
+    if warned:
+        terminalreporter.section("vllm-env: warnings (it works, at a cost)", sep="=", yellow=True)
+        for entry in warned:
+            terminalreporter.write_line(head(entry))
+            terminalreporter.write_line(fix(entry))
+    bad = [f for f in findings if f["outcome"] in ("failed", "error") and f.get("fix")]
+    if not bad:
+        return
+    terminalreporter.section("vllm-env: what to change", sep="=", red=True)
+    for entry in bad:
+        terminalreporter.write_line(head(entry))
+        terminalreporter.write_line(fix(entry))
