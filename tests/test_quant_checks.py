@@ -81,7 +81,7 @@ def test_verdict_lines_users_read(pytester, env):
     run(pytester, env, EXPORTS / "ct-w4a16-g128", arch="9.0,12.0")
     v = verdicts(pytester)
     assert v["quant.config"]["summary"] == (
-        "ct-w4a16-g128: compressed-tensors: 14 Linear module(s) as CT_WNA16 "
+        "ct-w4a16-g128: compressed-tensors: 7 Linear module(s) as CT_WNA16 "
         "(CompressedTensorsWNA16), 1 unquantized (lm_head)"
     )
     assert v["quant.kernel-arch"]["summary"].endswith(
@@ -114,7 +114,7 @@ def test_int8_w8a8_fails_on_blackwell_only(pytester, env):
     run(pytester, env, EXPORTS / "ct-w8a8-int8", arch="9.0,12.0")
     k = verdicts(pytester)["quant.kernel-arch"]
     assert k["outcome"] == "failed"
-    assert "12.0: vLLM takes CutlassInt8ScaledMMLinearKernel for 8 layer(s)" in k["summary"]
+    assert "12.0: vLLM takes CutlassInt8ScaledMMLinearKernel for 4 layer(s)" in k["summary"]
     assert "Int8 not supported on SM120. Use FP8 quantization instead" in k["summary"]
     assert "re-quantize to FP8 (llm-compressor FP8_DYNAMIC)" in k["fix"]
 
@@ -141,10 +141,10 @@ def test_missing_weight_scale_inv_computes_garbage(pytester, env, tmp_path):
     assert t["outcome"] == "failed"
     assert t["evidence"]["vllm_effect"] == "wrong"
     assert (
-        "model.layers.1.mlp.down_proj has no weight_scale_inv: Fp8LinearMethod registers it ([ceil(out/block_n), ceil(in/block_k)])"
+        "model.layers.0.mlp.down_proj has no weight_scale_inv: Fp8LinearMethod registers it ([ceil(out/block_n), ceil(in/block_k)])"
         in t["summary"]
     )
-    assert t["evidence"]["tensors"] == ["model.layers.1.mlp.down_proj.weight_scale_inv"]
+    assert t["evidence"]["tensors"] == ["model.layers.0.mlp.down_proj.weight_scale_inv"]
 
 
 def test_channel_scale_of_the_wrong_shape_is_refused(pytester, env, tmp_path):
@@ -155,7 +155,7 @@ def test_channel_scale_of_the_wrong_shape_is_refused(pytester, env, tmp_path):
     t = verdicts(pytester)["quant.tensors-complete"]
     assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "refuses"
     assert (
-        "model.layers.0.self_attn.o_proj.weight_scale has shape [256]; CompressedTensorsW8A8Fp8 registers [out, 1]"
+        "model.layers.0.self_attn.o_proj.weight_scale has shape [128]; CompressedTensorsW8A8Fp8 registers [out, 1]"
         in t["summary"]
     )
 
@@ -199,7 +199,7 @@ def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_pat
     k = verdicts(pytester)["quant.kernel-arch"]
     assert k["outcome"] == "failed"
     assert (
-        "12.0: vLLM takes CutlassFp8BlockScaledMMKernel for 1 layer(s), e.g. model.layers.0.self_attn.kv_a_proj_with_mqa [N=576, K=256], which fails there: cutlass_gemm_caller ... Invalid status"
+        "12.0: vLLM takes CutlassFp8BlockScaledMMKernel for 1 layer(s), e.g. model.layers.0.self_attn.kv_a_proj_with_mqa [N=576, K=128], which fails there: cutlass_gemm_caller ... Invalid status"
         in k["summary"]
     )
     assert "9.0: vLLM takes" not in k["summary"]
@@ -211,16 +211,16 @@ def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_pat
 
 
 def test_block_size_not_dividing_fused_shards_is_refused(pytester, env, tmp_path):
-    """weight_block_size [256, 128]: k_proj's and v_proj's 128 outputs do not divide into
-    blocks of 256; vLLM skips validate_fp8_block_shape for the fused qkv and its loader then
+    """weight_block_size [256, 128]: the 128 outputs of q/k/v_proj do not divide into blocks
+    of 256; vLLM skips validate_fp8_block_shape for the fused qkv and its loader then
     fails on the block scale (measured with vLLM 0.26.0's loader on the CPU)."""
     folder = VARIANTS["fp8-block-256"](tmp_path / "fp8-block256")
     run(pytester, env, folder)
     t = verdicts(pytester)["quant.tensors-complete"]
     assert t["outcome"] == "failed", t
     assert (
-        "model.layers.0.self_attn.qkv_proj: the outputs of k_proj (128), v_proj (128) are "
-        "not multiples of block_n = 256" in t["summary"]
+        "model.layers.0.self_attn.qkv_proj: the outputs of q_proj (128), k_proj (128), "
+        "v_proj (128) are not multiples of block_n = 256" in t["summary"]
     )
     assert t["evidence"]["vllm_effect"] == "refuses"
     assert t["evidence"]["tensors"][0] == "model.layers.0.self_attn.v_proj.weight_scale_inv"
@@ -267,3 +267,4 @@ def test_mxfp4_missing_expert_scales_computes_garbage(pytester, env, tmp_path):
     assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "wrong"
     assert "model.layers.1.mlp.experts.down_proj_scales is missing ([E, H, I/32])" in t["summary"]
     assert v["quant.kernel-arch"]["outcome"] == "passed"
+

@@ -18,7 +18,7 @@ source scripts/device/target_env.sh
 V=/tmp/quant_variants; mkdir -p $V $OUT/formats
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee $OUT/smi.txt
 $PY -m fixtures.quant_standin $V
-# gpt-oss: the BF16 original is not committed (4 MB); remade here with its MXFP4 twin
+# gpt-oss: the BF16 original is not committed (1.1 MB); remade here with its MXFP4 twin
 G=/tmp/gptoss; timeout 300 $PY -m fixtures.quant_exports $G mxfp4 > $OUT/gptoss_make.log 2>&1
 for m in gpt-oss-bf16 gpt-oss-mxfp4; do [ -d $G/$m ] && mv $G/$m $V/$m-device; done
 export VLLM_ENV_PROBE_KV_BYTES=$((256 * 1024 * 1024)) VLLM_ENV_PROBE_GPU_UTIL=0.1
