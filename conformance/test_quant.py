@@ -10,10 +10,17 @@ pytestmark = pytest.mark.toolchain
 
 
 @pytest.mark.vllm_check("quant.config")
-def test_qfmt_config(vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, vllm_env, verdict):
+def test_qfmt_config(
+    vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, vllm_env, request, verdict
+):
     version = vllm_env.version_of("vllm")
+    modelopt_source = None
+    if vllm_checkpoint_plan.producer == "modelopt":
+        modelopt_source = request.getfixturevalue("vllm_modelopt_source")
     verdict(
-        quant_config.quant_config(vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, version)
+        quant_config.quant_config(
+            vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, version, modelopt_source
+        )
     )
 
 
@@ -39,9 +46,10 @@ def test_qfmt_tensors(
 
 
 @pytest.mark.vllm_check("quant.scales-sane")
-def test_qfmt_scales(vllm_checkpoint, vllm_checkpoint_scales, verdict):
+def test_qfmt_scales(vllm_checkpoint, vllm_checkpoint_plan, vllm_checkpoint_scales, verdict):
     values, unread = vllm_checkpoint_scales
-    verdict(quant_tensors.scales_sane(vllm_checkpoint, values, unread))
+    producer = vllm_checkpoint_plan.producer
+    verdict(quant_tensors.scales_sane(vllm_checkpoint, values, unread, producer))
 
 
 @pytest.mark.vllm_check("quant.min-capability")

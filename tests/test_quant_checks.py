@@ -210,20 +210,43 @@ def test_block_fp8_on_sm120_cutlass_n_not_multiple_of_128(pytester, env, tmp_pat
     assert "12.0: DeepGemmFp8BlockScaledMMKernel" in k["summary"]
 
 
-def test_block_size_not_dividing_fused_shards_is_refused(pytester, env, tmp_path):
-    """weight_block_size [256, 128]: the 128 outputs of q/k/v_proj do not divide into blocks
-    of 256; vLLM skips validate_fp8_block_shape for the fused qkv and its loader then
-    fails on the block scale (measured with vLLM 0.26.0's loader on the CPU)."""
-    folder = VARIANTS["fp8-block-256"](tmp_path / "fp8-block256")
+def test_block_scale_past_the_fused_rows_is_refused(pytester, env, tmp_path):
+    """weight_block_size [192, 128]: vLLM skips validate_fp8_block_shape for the fused
+    layers and puts each shard's scale at row ceil(offset/192): up_proj's 2 rows start at
+    ceil(256/192) = 2 of ceil(512/192) = 3, and the load fails there, on the first tensor in
+    the files' order (measured with vLLM 0.26.0's loader on the CPU: the same message and
+    tensor)."""
+    folder = VARIANTS["fp8-block-192"](tmp_path / "fp8-block192")
     run(pytester, env, folder)
     t = verdicts(pytester)["quant.tensors-complete"]
     assert t["outcome"] == "failed", t
     assert (
-        "model.layers.0.self_attn.qkv_proj: the outputs of q_proj (128), k_proj (128), "
-        "v_proj (128) are not multiples of block_n = 256" in t["summary"]
+        "model.layers.0.mlp.gate_up_proj: the outputs of gate_proj (256), up_proj (256) are "
+        "not multiples of block_n = 192: vLLM skips validate_fp8_block_shape for the fused "
+        "layer and fails loading up_proj's weight_scale_inv in parameter.py ('start (2) + "
+        "length (2) exceeds dimension size (3)')" in t["summary"]
     )
+    assert "v_proj's weight_scale_inv in parameter.py ('start (2) + length (1)" in t["summary"]
     assert t["evidence"]["vllm_effect"] == "refuses"
-    assert t["evidence"]["tensors"][0] == "model.layers.0.self_attn.v_proj.weight_scale_inv"
+    assert t["evidence"]["tensors"][0] == "model.layers.0.mlp.up_proj.weight_scale_inv"
+
+
+def test_block_scales_that_fit_but_straddle_shards_compute_garbage(pytester, env, tmp_path):
+    """weight_block_size [256, 128]: q/k/v_proj's 128 outputs are half a block; their scales
+    fit the fused qkv's 2 rows, so vLLM loads it (measured on the CPU), and block row 0 (q
+    and k) carries q_proj's scale: k_proj is dequantized with it."""
+    folder = VARIANTS["fp8-block-256"](tmp_path / "fp8-block256")
+    run(pytester, env, folder)
+    t = verdicts(pytester)["quant.tensors-complete"]
+    assert t["outcome"] == "failed", t
+    assert t["evidence"]["vllm_effect"] == "wrong"
+    assert (
+        "model.layers.0.self_attn.qkv_proj: the outputs of q_proj (128), k_proj (128), "
+        "v_proj (128) are not multiples of block_n = 256: vLLM loads it, but the fused "
+        "layer's blocks span two shards, so k_proj is dequantized with another shard's "
+        "weight_scale_inv" in t["summary"]
+    )
+    assert t["evidence"]["tensors"][0] == "model.layers.0.self_attn.k_proj.weight_scale_inv"
 
 
 def test_fp8_below_ada_warns_and_int8_below_turing_fails(pytester, env):
@@ -268,3 +291,80 @@ def test_mxfp4_missing_expert_scales_computes_garbage(pytester, env, tmp_path):
     assert "model.layers.1.mlp.experts.down_proj_scales is missing ([E, H, I/32])" in t["summary"]
     assert v["quant.kernel-arch"]["outcome"] == "passed"
 
+
+def test_nan_input_scale_fails_with_the_exporters_fix(pytester, env, tmp_path):
+    """FP8 static with a NaN input_scale (a calibration that fed the module broken
+    activations: llm-compressor issue 69, NaNs once loaded in vLLM): scales-sane fails and
+    says what llm-compressor must do; the real export beside it passes (above)."""
+    folder = VARIANTS["fp8-static-nan-input-scale"](tmp_path / "fp8-nan")
+    run(pytester, env, folder)
+    v = verdicts(pytester)
+    s = v["quant.scales-sane"]
+    assert s["outcome"] == "failed", s
+    assert s["summary"] == (
+        "fp8-nan: 1 scale tensor(s) not finite and > 0: "
+        "model.layers.0.mlp.down_proj.input_scale=nan"
+    )
+    assert s["fix"].startswith("re-run llm-compressor's oneshot with calibration samples")
+    assert v["quant.tensors-complete"]["outcome"] == "passed"
+
+
+# -- one story per checkpoint: a ModelOpt checkpoint given to both options --------------------
+PAIRS = {
+    "quant.config": ("modelopt.quant-config", "modelopt.quant-algo-supported"),
+    "quant.tensors-complete": ("modelopt.tensors-complete",),
+    "quant.scales-sane": ("modelopt.scales-sane",),
+    "quant.min-capability": ("modelopt.min-capability",),
+}
+RANK = {"failed": 4, "error": 3, "warning": 2, "passed": 1, "skipped": 0}
+
+
+def test_modelopt_checkpoints_tell_one_story(pytester, env, tmp_path):
+    """The real ModelOpt FP8 export and its 19 mutations (fixtures/variants.py CORPUS, each a
+    load measured on vLLM 0.26.0), given as both --modelopt-checkpoint and
+    --vllm-checkpoint, on sm 8.0 (below ModelOpt FP8's 8.9), 9.0 and 12.0: each quant.* verdict
+    has the outcome of the modelopt.* verdict(s) it stands for (quant.config: the worse of
+    quant-config and quant-algo-supported), and quant.kernel-arch never names a kernel on a
+    target where quant.min-capability says vLLM refuses the checkpoint."""
+    from fixtures import variants
+
+    src = REPO / "fixtures" / "modelopt_export" / "llama-fp8"
+    folders = [variants.make(name, src, tmp_path / name) for name in variants.CORPUS]
+    args = [
+        "--vllm-conformance",
+        "-p",
+        "no:randomly",
+        "-m",
+        "toolchain",
+        "-k",
+        "test_qfmt_ or test_modelopt",
+        f"--vllm-env={env.prefix}",
+        "--cuda-arch=8.0",
+        "--cuda-arch=9.0",
+        "--cuda-arch=12.0",
+    ]
+    for f in folders:
+        args += [f"--vllm-checkpoint={f}", f"--modelopt-checkpoint={f}"]
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(*args, f"--vllm-env-report={report}")
+    assert "Traceback" not in result.stdout.str()
+    by: dict[str, dict[str, dict]] = {}
+    for c in json.loads(report.read_text())["checks"]:
+        label = c["test"].rpartition("[")[2].rstrip("]")
+        by.setdefault(label, {})[c["id"]] = c
+    assert sorted(by) == sorted(variants.CORPUS)
+    outcomes = set()
+    for label, v in by.items():
+        for ours, theirs in PAIRS.items():
+            want = max((v[t]["outcome"] for t in theirs), key=RANK.__getitem__)
+            assert v[ours]["outcome"] == want, (label, ours, v[ours], [v[t] for t in theirs])
+            outcomes.add((ours, want))
+        k = v["quant.kernel-arch"]
+        if v["quant.min-capability"]["outcome"] == "failed":
+            assert "8.0" not in k["evidence"].get("kernels", {}), (label, k)
+            if k["outcome"] != "skipped" or "no kernel to judge" in k["summary"]:
+                assert "8.0: vLLM refuses the scheme there" in k["summary"], (label, k)
+    # the corpus reaches both sides of each pair
+    assert {("quant.config", "failed"), ("quant.config", "passed")} <= outcomes
+    assert {("quant.tensors-complete", "failed"), ("quant.tensors-complete", "passed")} <= outcomes
+    assert {("quant.scales-sane", "failed"), ("quant.scales-sane", "passed")} <= outcomes

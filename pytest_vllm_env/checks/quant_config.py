@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from pytest_vllm_env.checks.modelopt_common import skip_unreadable
 from pytest_vllm_env.checks.modelopt_config import min_capability as modelopt_min_capability
+from pytest_vllm_env.checks.modelopt_config import quant_algo_supported
 from pytest_vllm_env.checks.modelopt_config import quant_config as modelopt_quant_config
 from pytest_vllm_env.facts.quant_plan import QuantPlan
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
@@ -39,16 +40,32 @@ def relabel(finding: Finding, check: str) -> Finding:
     return replace(finding, id=check, evidence={**finding.evidence, "judged_as": finding.id})
 
 
+# Which of two verdicts on one question a user is shown: the worse.
+_WORSE = {"failed": 4, "error": 3, "warning": 2, "passed": 1, "skipped": 0}
+
+
 def quant_config(
-    ckpt: Checkpoint, plan: QuantPlan, source: QuantSource | None, vllm_version: str | None
+    ckpt: Checkpoint,
+    plan: QuantPlan,
+    source: QuantSource | None,
+    vllm_version: str | None,
+    modelopt_source: ModelOptSource | None = None,
 ) -> Finding:
     """vLLM knows the checkpoint's ``quant_method`` and builds a scheme for every quantized
-    Linear, or refuses the config (its own message, and what to change)."""
+    Linear, or refuses the config (its own message, and what to change). A ModelOpt
+    checkpoint: the worse of ``modelopt.quant-config`` (the config is there and its two files
+    agree) and ``modelopt.quant-algo-supported`` (the env's vLLM takes its quant_algo), so
+    that quant.config never passes what modelopt.* fails."""
     check = "quant.config"
     if blocked := skip_unreadable(check, ckpt, config=True):
         return blocked
     if plan.producer == "modelopt":
-        return relabel(modelopt_quant_config(ckpt), check)
+        found = modelopt_quant_config(ckpt)
+        if modelopt_source is not None:
+            algo = quant_algo_supported(ckpt, modelopt_source, vllm_version)
+            if _WORSE.get(algo.outcome, 0) > _WORSE.get(found.outcome, 0):
+                found = algo
+        return relabel(found, check)
     if plan.method is None:
         return passed(
             check,

@@ -64,6 +64,7 @@ def kernel_arch(
     groups: dict[tuple[str, str, str, str], list[str]] = {}
     served: dict[str, set[str]] = {}
     unknown: set[str] = set()
+    below: set[str] = set()  # targets where vLLM refuses a scheme before any kernel choice
     judged = 0
     for arch in targets:
         cc = arch.number
@@ -72,7 +73,8 @@ def kernel_arch(
             family = scheme.kernel_family
             if cc < support.min_capability:
                 if not scheme.row.fallback or cc < scheme.row.fallback[0]:
-                    continue  # refused outright: quant.min-capability says so
+                    below.add(arch.cc)  # refused outright: quant.min-capability says so
+                    continue
                 family = "fp8_weight_only"
             if not family:
                 continue
@@ -111,7 +113,17 @@ def kernel_arch(
 
     broken = [text(k, v) for k, v in groups.items() if k[2] in ("none", "fails")]
     costly = [text(k, v) for k, v in groups.items() if k[2] == "cost"]
+    # One story with quant.min-capability: a target below a scheme's minimum never gets as
+    # far as a kernel (vLLM's _verify_quantization refuses first); said, never called served.
+    refused = (
+        f"; {', '.join(sorted(below))}: vLLM refuses the scheme there before it picks a "
+        "kernel (see quant.min-capability)"
+        if below
+        else ""
+    )
     if not judged:
+        if below:
+            return skipped(CHECK, f"{ckpt.label}: no kernel to judge{refused}")
         return skipped(CHECK, f"{ckpt.label}: no kernel family to judge for its schemes")
     which = "; ".join(f"{cc}: {', '.join(sorted(k))}" for cc, k in sorted(served.items()))
     used = f"vLLM {vllm_version or '?'} (kernel lists of {release or '0.26.0'})"
@@ -121,7 +133,7 @@ def kernel_arch(
     if broken and not unknown:
         return failed(
             CHECK,
-            f"{ckpt.label}: {used}: {few(broken)}",
+            f"{ckpt.label}: {used}: {few(broken)}{refused}",
             _fix(broken),
             vllm_effect="refuses",
             **evidence,
@@ -135,7 +147,7 @@ def kernel_arch(
         )
         return warning(
             CHECK,
-            f"{ckpt.label}: {used}: {few(broken + costly)}{extra}",
+            f"{ckpt.label}: {used}: {few(broken + costly)}{extra}{refused}",
             _fix(broken)
             if broken
             else "run on a GPU with the native kernel (the list names "
@@ -145,8 +157,8 @@ def kernel_arch(
         )
     return passed(
         CHECK,
-        f"{ckpt.label}: every quantized layer has a kernel that runs on each target ({used}): "
-        f"{which}",
+        f"{ckpt.label}: every quantized layer has a kernel that runs on each target "
+        f"{'vLLM accepts it on ' if below else ''}({used}): {which}{refused}",
         vllm_effect="works",
         **evidence,
     )

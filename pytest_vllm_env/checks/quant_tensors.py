@@ -16,6 +16,7 @@ loaded into a quantized parameter without scales (wrong) or under a name the sch
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pytest_vllm_env.checks.modelopt_common import few, skip_unreadable
@@ -201,13 +202,17 @@ def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> lis
 
 
 def _blocks(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) -> list:
-    """A fused column layer (qkv, gate_up) whose shards' outputs are not multiples of
-    block_n: vLLM 0.26.0 and 0.33.0 skip ``validate_fp8_block_shape`` for it
-    (``ColumnParallelLinear._maybe_allow_fp8_block_shape_mismatch``), then the shards' block
-    scales do not line up with the fused layer's (a block straddles two shards): measured on
-    the CPU with vLLM 0.26.0's own loader, loading the scale fails in ``parameter.py``
-    ("start (2) + length (1) exceeds dimension size (2)"); where it fits, two shards share a
-    scale the checkpoint gave them apart."""
+    """A fused column layer (qkv, gate_up) whose shards do not start on a block_n boundary.
+    vLLM 0.26.0 and 0.33.0 skip ``validate_fp8_block_shape`` for it
+    (``ColumnParallelLinear._maybe_allow_fp8_block_shape_mismatch``) and load each shard's
+    block scale into the fused one at rows ``[ceil(offset/block_n), + ceil(size/block_n))``
+    (``linear.py:adjust_block_scale_shard``; the fused scale has ``ceil(total/block_n)``
+    rows). A shard whose rows run past the end fails in ``narrow`` ("start (2) + length (1)
+    exceeds dimension size (2)": measured with vLLM 0.26.0's loader on the CPU); where every
+    shard fits, the load succeeds but a block of the fused layer spans two shards and is
+    dequantized with one shard's scale (another's is overwritten or never used): wrong
+    results, also measured (it loaded). The last shard may end off a block: its offset is
+    still a block boundary (the same allowance ``validate_fp8_block_shape`` makes)."""
     out = []
     seen: set[str] = set()
     for prefix, scheme in sorted(plan.schemes.items()):
@@ -216,28 +221,54 @@ def _blocks(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) ->
         if not bn or layer in seen or layer.rpartition(".")[2] not in FUSED:
             continue
         seen.add(layer)
+        names = shards(layer)
         sizes = []
-        for shard in shards(layer):
+        for shard in names:
             w = modules.get(shard, {}).get("weight")
             sizes.append(w.shape[0] if w is not None and w.shape else 0)
-        odd = [
-            (s.rpartition(".")[2], n) for s, n in zip(shards(layer), sizes, strict=True) if n % bn
-        ]
-        if odd:
-            names = ", ".join(f"{name} ({n})" for name, n in odd)
+        if not all(sizes) or not any(n % bn for n in sizes[:-1]):
+            continue
+        rows = -(-sum(sizes) // bn)
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        spans = {
+            shard: (-(-off // bn), -(-n // bn))
+            for shard, off, n in zip(names, offsets, sizes, strict=True)
+        }
+        odd = ", ".join(
+            f"{s.rpartition('.')[2]} ({n})" for s, n in zip(names, sizes, strict=True) if n % bn
+        )
+        head = f"{layer}: the outputs of {odd} are not multiples of block_n = {bn}"
+        scale = _block_scale(scheme)
+        # vLLM loads tensors in the files' name order: the first shard past the end raises
+        over = [s for s in sorted(names) if sum(spans[s]) > rows]
+        if over:
+            start, length = spans[over[0]]
             out.append(
                 (
                     "refuses",
                     "block",
-                    f"{layer}: the outputs of {names} are not multiples of block_n = {bn}, so "
-                    "its shards' block scales do not line up with the fused layer's (vLLM "
-                    "skips validate_fp8_block_shape for it and fails loading the scale in "
-                    "parameter.py: 'start + length exceeds dimension size')",
-                    # the last such shard's scale rows run past the fused scale's (vLLM
-                    # 0.26.0 on the CPU: loading v_proj's weight_scale_inv raised)
-                    f"{layer.rpartition('.')[0]}.{odd[-1][0]}.{_block_scale(scheme)}",
+                    f"{head}: vLLM skips validate_fp8_block_shape for the fused layer and "
+                    f"fails loading {over[0].rpartition('.')[2]}'s {scale} in parameter.py "
+                    f"('start ({start}) + length ({length}) exceeds dimension size ({rows})')",
+                    f"{over[0]}.{scale}",
                 )
             )
+            continue
+        shared = [
+            s.rpartition(".")[2]
+            for s, off in zip(names, offsets, strict=True)
+            if off % bn or spans[s][0] != off // bn
+        ]
+        out.append(
+            (
+                "wrong",
+                "block",
+                f"{head}: vLLM loads it, but the fused layer's blocks span two shards, so "
+                f"{', '.join(shared)} is dequantized with another shard's {scale} (its own "
+                "is overwritten or never used)",
+                f"{layer.rpartition('.')[0]}.{shared[0]}.{scale}",
+            )
+        )
     return out
 
 
@@ -288,8 +319,27 @@ def _experts(ckpt: Checkpoint, plan: QuantPlan) -> list:
     return out
 
 
+# What re-makes a scale, by the format's exporter (a NaN/zero/negative scale comes from a
+# calibration that saw no or broken activations: every output of that layer is garbage).
+RECALIBRATE = {
+    "compressed-tensors": "re-run llm-compressor's oneshot with calibration samples that reach "
+    "every quantized module (more samples; for MoE experts every expert must see tokens), or "
+    "use a scheme with dynamic activations (FP8_DYNAMIC), then save_pretrained(..., "
+    "save_compressed=True)",
+    "fp8": "re-quantize the named layers (weight_scale_inv is the weight's absmax / 448 per "
+    "block: finite and > 0 for any real weight)",
+}
+
+
 def scales_sane(
-    ckpt: Checkpoint, values: Mapping[str, Sequence[float]], unread: Mapping[str, str]
+    ckpt: Checkpoint,
+    values: Mapping[str, Sequence[float]],
+    unread: Mapping[str, str],
+    producer: str | None = None,
 ) -> Finding:
-    """Every float scale finite and > 0 (``modelopt.scales-sane``'s rule, any format's names)."""
-    return relabel(modelopt_scales_sane(ckpt, values, unread), "quant.scales-sane")
+    """Every float scale finite and > 0 (``modelopt.scales-sane``'s rule, any format's names);
+    the fix names the exporter of ``producer``'s format (ModelOpt's own otherwise)."""
+    found = relabel(modelopt_scales_sane(ckpt, values, unread), "quant.scales-sane")
+    if found.outcome == "failed" and producer in RECALIBRATE:
+        found = replace(found, fix=RECALIBRATE[producer])
+    return found
