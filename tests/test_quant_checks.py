@@ -368,3 +368,12 @@ def test_modelopt_checkpoints_tell_one_story(pytester, env, tmp_path):
     assert {("quant.config", "failed"), ("quant.config", "passed")} <= outcomes
     assert {("quant.tensors-complete", "failed"), ("quant.tensors-complete", "passed")} <= outcomes
     assert {("quant.scales-sane", "failed"), ("quant.scales-sane", "passed")} <= outcomes
+
+
+def test_every_variant_names_its_parent():
+    """Each failing variant names the export it mutates (the GPU truth compares their
+    tokens)."""
+    from fixtures.quant_standin import PARENTS
+
+    assert sorted(PARENTS) == sorted(VARIANTS)
+    assert all((EXPORTS / p / "config.json").is_file() for p in PARENTS.values())
