@@ -153,26 +153,30 @@ def test_quant_source_reads_the_real_wheels(version):
         assert [n for n in real if n in ours] == ours, (family, real)
 
 
-def test_verdicts_agree_with_vllms_own_loader_on_the_cpu(tmp_path):
+@pytest.mark.parametrize(
+    ("version", "refused_actorders"), [("0.26.0", ()), ("0.33.0", ("group", "dynamic"))]
+)
+def test_verdicts_agree_with_vllms_own_loader_on_the_cpu(tmp_path, version, refused_actorders):
     """Every export and failing variant, judged by quant.config and quant.tensors-complete,
-    against what vLLM 0.26.0's own loader did with it on the CPU
-    (fixtures/quant_export/loader_truth_cpu-0.26.0.json): refused -> we say it refuses;
-    loaded -> we never say it refuses (a missing scale loads and computes garbage: wrong)."""
+    against what vLLM's own loader (0.26.0 and 0.33.0) did with it on the CPU
+    (fixtures/quant_export/loader_truth_cpu-<version>.json): refused -> we say it refuses, and
+    the tensor it raised on is one we name; loaded -> we never say it refuses (a missing scale
+    loads and computes garbage: wrong)."""
     from fixtures.quant_standin import VARIANTS
     from pytest_vllm_env.checks.quant_config import quant_config
     from pytest_vllm_env.checks.quant_tensors import tensors_complete
     from pytest_vllm_env.facts.quant_plan import plan
     from pytest_vllm_env.readers.checkpoint import read_checkpoint
 
-    truth = json.loads((EXPORTS / "loader_truth_cpu-0.26.0.json").read_text())
+    truth = json.loads((EXPORTS / f"loader_truth_cpu-{version}.json").read_text())
     judged = 0
     for name, real in truth["models"].items():
         if name in truth["cpu_artifacts"]:
             continue
         folder = EXPORTS / name if (EXPORTS / name).is_dir() else VARIANTS[name](tmp_path / name)
         ckpt = read_checkpoint(name, folder)
-        p = plan(ckpt)
-        found = [quant_config(ckpt, p, None, "0.26.0"), tensors_complete(ckpt, p)]
+        p = plan(ckpt, refused_actorders)
+        found = [quant_config(ckpt, p, None, version), tensors_complete(ckpt, p)]
         refuses = [
             f
             for f in found
@@ -184,9 +188,8 @@ def test_verdicts_agree_with_vllms_own_loader_on_the_cpu(tmp_path):
             assert refuses, (name, real["refused"], found)
             tensor = real["refused"].get("tensor")
             if tensor and refuses[0].id == "quant.tensors-complete":
-                assert any(
-                    t.startswith(tensor.rpartition(".")[0]) for t in refuses[0].evidence["tensors"]
-                ), (name, tensor)
+                # the first tensor we name is the one vLLM raised on (files' name order)
+                assert refuses[0].evidence["tensors"][0] == tensor, (name, tensor, refuses[0])
         judged += 1
     assert judged >= 15
 
