@@ -158,7 +158,8 @@ def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> lis
                         effect,
                         "missing",
                         f"{prefix} has no {p.name}: {scheme.row.linear_method} registers it "
-                        f"({p.shape_text}); vLLM keeps it uninitialized",
+                        f"({p.shape_text}); vLLM keeps it uninitialized (garbage out, or a "
+                        "CUDA device-side assert: fine-grained FP8 on the H100)",
                         name,
                     )
                 )

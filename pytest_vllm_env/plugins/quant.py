@@ -78,18 +78,13 @@ def vllm_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
     """One ``--vllm-checkpoint`` (a :class:`pytest_vllm_env.readers.checkpoint.Checkpoint`,
     header-only); a spec that names nothing gives a checkpoint whose only fact is the
     problem. Skips with "no --vllm-checkpoint given" when none was given."""
-    from pytest_vllm_env.readers.checkpoint import (
-        Checkpoint,
-        CheckpointNotFound,
-        read_checkpoint,
-        resolve,
-    )
+    from pytest_vllm_env.readers.checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
 
     spec = getattr(request, "param", None)
     if spec is None:
         pytest.skip(NO_CHECKPOINT)
     try:
-        path = resolve(spec, _base(request.config))[0]
+        path = checkpoint_path(request.config, spec)
     except CheckpointNotFound as exc:
         return Checkpoint.not_found(spec, str(exc))
     key = (spec, path)
@@ -98,12 +93,18 @@ def vllm_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
     return _read[key]
 
 
-def _base(config: pytest.Config) -> Path:
-    """Relative paths from the command line are relative to the invocation dir; from an ini
-    file, to the rootdir (as every path setting of the plugin)."""
-    if config.getoption("vllm_checkpoint", default=None):
-        return Path(str(config.invocation_params.dir))
-    return Path(str(config.rootpath))
+def checkpoint_path(config: pytest.Config, spec: str) -> Path:
+    """Where a ``--vllm-checkpoint`` value points: the one path rule of every path setting
+    (``settings.base_dir``), else a repo id in the local Hugging Face cache."""
+    from pytest_vllm_env.readers.checkpoint import resolve
+
+    return resolve(spec, settings.base_dir(config, "vllm_checkpoint"))[0]
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoint_specs(request: pytest.FixtureRequest) -> list[str]:
+    """The raw ``--vllm-checkpoint`` values: local directories or Hugging Face repo ids."""
+    return settings.get_list(request.config, "vllm_checkpoint")
 
 
 @pytest.fixture(scope="session")
