@@ -24,7 +24,9 @@ print("triton", triton.__version__, "kernel ok:", bool((o == 2).all()))
 '
 run() {  # name, extra environment
   local name=$1; shift
-  env "$@" TRITON_CACHE_DIR=$(mktemp -d) $PY -c "$KERNEL" > "$OUT/$name.log" 2>&1
+  # @triton.jit reads its function's source: the kernel must live in a file, not in `-c`
+  printf '%s\n' "$KERNEL" > /tmp/triton_kernel.py
+  env "$@" TRITON_CACHE_DIR=$(mktemp -d) $PY /tmp/triton_kernel.py > "$OUT/$name.log" 2>&1
   echo "$name: exit $? $(grep -E 'kernel ok|ptxas fatal|Error' "$OUT/$name.log" | head -2)"
 }
 run bundled
