@@ -57,6 +57,7 @@ CORE_PLUGINS = (
     "pytest_vllm_env.plugins.verdict",
     "pytest_vllm_env.plugins.report",
     "pytest_vllm_env.plugins.terminal",
+    "pytest_vllm_env.plugins.selection",
 )
 # The area plugins: each adds its fixtures (and settings) for one part of the suite.
 AREA_PLUGINS = (
@@ -135,13 +136,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         "$SLURMD_NODENAME, else the short host name",
         metavar="NAME",
     )
-    parser.getgroup(settings.GROUP).addoption(
+    settings.add_flag(
+        parser,
         "--vllm-strict",
-        action="store_true",
-        default=None,
-        help="fail checks whose verdict is a warning (works, at a cost) (ini: vllm_strict)",
+        "fail checks whose verdict is a warning (works, at a cost)",
+        "fail warnings too (true/false)",
     )
-    parser.addini("vllm_strict", help="fail warnings too (true/false)", type="bool", default=False)
     parser.getgroup(settings.GROUP).addoption(
         "--vllm-conformance",
         action="store_true",
@@ -169,12 +169,37 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    settings.validate(config)  # every value at start: a usage error, not one per test
+    _check_plugin_off_spelling(config)
     if engaged(config):
         state(config).guard_pytest_cache()
     _check_cuda_archs(config)
     check_report_path(config)
     if config.getoption("vllm_conformance"):
         _add_bundled_suite(config)
+
+
+# Names users wrote to turn this plugin off; pytest blocks an entry-point plugin only by the
+# entry point's name (pyproject.toml [project.entry-points.pytest11]: vllm_env), so each of
+# these named no plugin and left it on, without a word.
+WRONG_OFF_NAMES = frozenset(
+    {"pytest_vllm_env", "pytest-vllm-env", "vllm-env", "pytest_vllm_env.plugin", "vllm_env.plugin"}
+)
+
+
+def _check_plugin_off_spelling(config: pytest.Config) -> None:
+    """``-p no:pytest_vllm_env`` (a wrong name) leaves the plugin on: say so, with the name
+    that turns it off."""
+    for value in config.getoption("plugins", default=None) or []:
+        name = str(value)[3:] if str(value).startswith("no:") else ""
+        if name in WRONG_OFF_NAMES:
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"-p no:{name} names no plugin, so pytest-vllm-env stays on; "
+                    "turn it off with -p no:vllm_env"
+                ),
+                stacklevel=2,
+            )
 
 
 def _check_cuda_archs(config: pytest.Config) -> None:

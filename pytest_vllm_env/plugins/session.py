@@ -64,7 +64,7 @@ class SessionState:
         if self._specs is None:
             values = settings.get_list(self.config, "vllm_env") or [None]
             manifest = settings.get_path(self.config, "pixi_manifest")
-            self._specs = [
+            specs = [
                 locate(
                     self._env_value(v),
                     manifest=str(manifest) if manifest else None,
@@ -74,6 +74,16 @@ class SessionState:
                 )
                 for v in values
             ]
+            # The same env given twice (its path and its Pixi name, `env` and `./env/`, a
+            # symlink to it) is judged once, under its first spelling: two test ids judged
+            # one env twice and the report held every check of it twice.
+            seen: set[str] = set()
+            self._specs = []
+            for spec in specs:
+                key = os.path.realpath(spec.prefix)
+                if key not in seen:
+                    seen.add(key)
+                    self._specs.append(spec)
         return self._specs
 
     def _env_value(self, value: str | None) -> str | None:
