@@ -24,6 +24,7 @@ machine without a GPU) its names (``cu*``) are not judged.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import shutil
@@ -155,8 +156,9 @@ def system_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[Path]:
             if line.startswith("include") and depth < 4:
                 pattern = line.split(None, 1)[1] if " " in line else ""
                 base = Path(pattern) if pattern.startswith("/") else path.parent / pattern
-                for inc in sorted(base.parent.glob(base.name)):
-                    read(inc, depth + 1)
+                # glob.glob: an include the loader cannot list is passed over, not raised
+                for inc in sorted(glob.glob(str(base))):
+                    read(Path(inc), depth + 1)
             elif line.startswith("/"):
                 dirs.append(Path(line))
 
