@@ -231,7 +231,8 @@ def test_duplicates_and_reruns(fleet_dir: Path, tmp_path: Path):
         ('{"schema": 3, "checks": []}', "has schema 3, newer than this merge reads (1, 2)"),
         (
             '{"schema": 2, "checks": [{"id": "x.y", "outcome": "great"}]}',
-            "check x.y has an unknown outcome 'great'",
+            "checks[0].outcome: 'great' is not one of passed, warning, failed, skipped, "
+            "error (x.y)",
         ),
         ("[1, 2]", "is not a pytest-vllm-env report (no 'checks' list)"),
     ],
@@ -524,3 +525,151 @@ def test_html_renders_in_chromium_failing_first(fleet_dir: Path, tmp_path: Path)
     done = chromium(f"--screenshot={shot}", (tmp_path / "fleet.html").as_uri(), tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+# -- reports the plugin did not write, outputs that cannot be written (issue 21) -------------
+def _node_report(name: str = "n1", outcome: str = "passed") -> dict:
+    return {
+        "schema": 2,
+        "created": "2026-12-07T10:00:00+00:00",
+        "node": {
+            "name": name,
+            "driver_version": "580.159.04",
+            "gpus": [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}],
+        },
+        "env": {"name": "default", "python_version": "3.12.7", "packages": {"torch": "2.11.0"}},
+        "targets": {"cuda_archs": ["9.0"]},
+        "checks": [{"id": "cuda.nvcc-in-env", "outcome": outcome, "summary": "", "fix": ""}],
+    }
+
+
+def _edit(report: dict, field: str, value) -> dict:
+    """``report`` with the dotted ``field`` (``node.gpus.0``) set to ``value``."""
+    *parents, last = [int(p) if p.isdigit() else p for p in field.split(".")]
+    target = report
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return report
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("node.gpus", ["H100", "H100"], 'node.gpus[0]: a string ("H100"), not a GPU object'),
+        ("node.gpus", "H100", 'node.gpus: a string ("H100"), not a list of GPU objects'),
+        ("node", ["n1"], 'node: a list (["n1"]), not an object'),
+        ("node.gpus.0.name", {"a": 1}, 'node.gpus[0].name: an object ({"a": 1}), not text'),
+        ("node.driver_version", [580], "node.driver_version: a list ([580]), not text"),
+        ("node.absent", "none", 'node.absent: a string ("none"), not an object'),
+        ("env.python_version", {}, "env.python_version: an object ({}), not text"),
+        ("env.packages", ["torch"], 'env.packages: a list (["torch"]), not an object'),
+        ("targets.cuda_archs", [9.0], "targets.cuda_archs: a list ([9.0]), not a list of arch"),
+        ("checks.0.summary", {"x": 1}, 'checks[0].summary: an object ({"x": 1}), not text'),
+        ("checks.0.outcome", None, "checks[0].outcome: None is not one of passed, warning"),
+        ("created", 20261207, "created: a number (20261207), not a time stamp"),
+    ],
+)
+def test_a_field_of_another_type_names_the_file_and_the_field(
+    tmp_path: Path, capsys, field, value, problem
+):
+    good = tmp_path / "n2.json"
+    good.write_text(json.dumps(_node_report("n2", "failed")))
+    bad = tmp_path / "n1.json"
+    bad.write_text(json.dumps(_edit(_node_report(), field, value)))
+    out, html = tmp_path / "fleet.json", tmp_path / "fleet.html"
+    code = main(["merge", str(bad), str(good), f"--json={out}", f"--html={html}"])
+    assert code == 2  # unreadable input; the node that failed would have made it 1
+    err = capsys.readouterr().err
+    assert f"pytest-vllm-env: cannot merge {bad}: {problem}" in err
+    assert "Traceback" not in err
+    assert [n["name"] for n in json.loads(out.read_text())["nodes"]] == ["n2"]
+    assert html.is_file()
+
+
+def test_numbers_where_text_is_written_still_merge(tmp_path: Path):
+    a = _edit(_edit(_node_report("a"), "env.python_version", 3.12), "node.driver_version", 580)
+    b = _edit(_node_report("b", "failed"), "node.driver_version", "575.57.08")
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    fleet = merged(tmp_path / "a.json", tmp_path / "b.json")
+    (check,) = fleet["node_specific"]
+    assert {"fact": "driver_version", "failing": ["575.57.08"], "passing": ["580"]} in (
+        check["differs"]
+    )
+
+
+def test_a_report_over_the_size_bound_is_named_not_read(tmp_path: Path, capsys, monkeypatch):
+    from pytest_vllm_env import files
+
+    monkeypatch.setattr(files, "REPORT", 1000)
+    huge = tmp_path / "huge.json"
+    report = _node_report()
+    report["checks"] *= 40
+    huge.write_text(json.dumps(report))
+    assert main(["merge", str(huge)]) == 2
+    assert f"cannot merge {huge}: cannot be read: " in capsys.readouterr().err
+
+
+def test_the_same_report_twice_is_merged_once(tmp_path: Path, capsys):
+    report = tmp_path / "n1.json"
+    report.write_text(json.dumps(_node_report()))
+    copy = tmp_path / "copy.json"
+    copy.write_text(report.read_text())
+    out = tmp_path / "fleet.json"
+    assert main(["merge", str(report), str(copy), str(report), f"--json={out}"]) == 0
+    fleet = json.loads(out.read_text())
+    assert [n["name"] for n in fleet["nodes"]] == ["n1"]
+    assert any("the same report as" in note for note in fleet["notes"])
+
+
+@pytest.mark.parametrize("where", ["directory", "under-a-file", "same-file"])
+def test_an_output_that_cannot_be_written_is_a_usage_error_before_reading(
+    tmp_path: Path, capsys, where
+):
+    report = tmp_path / "n1.json"
+    report.write_text(json.dumps(_node_report()))
+    args = {
+        "directory": [f"--json={tmp_path}"],
+        "under-a-file": [f"--html={report}/fleet.html"],
+        "same-file": [f"--json={tmp_path / 'x'}", f"--html={tmp_path / 'x'}"],
+    }[where]
+    says = {
+        "directory": f"--json {tmp_path}: is a directory; name a file, e.g. "
+        f"{tmp_path / 'fleet.json'}",
+        "under-a-file": f"--html {report}/fleet.html: {report} is a file, not a directory",
+        "same-file": f"--json and --html name the same file {tmp_path / 'x'}",
+    }[where]
+    assert main(["merge", str(report), *args]) == 4
+    err = capsys.readouterr().err
+    assert f"pytest-vllm-env: {says}" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_output_that_fails_to_write_is_a_usage_error(tmp_path: Path, capsys, monkeypatch):
+    report = tmp_path / "n1.json"
+    report.write_text(json.dumps(_node_report()))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert main(["merge", str(report), f"--json={tmp_path / 'out.json'}"]) == 4
+    assert "--json " + str(
+        tmp_path / "out.json"
+    ) + ": cannot be written (No space left on device)" in (capsys.readouterr().err)
+
+
+def test_exit_codes_are_distinct_and_documented(tmp_path: Path, capsys):
+    ok, failed = tmp_path / "ok.json", tmp_path / "failed.json"
+    ok.write_text(json.dumps(_node_report("ok")))
+    failed.write_text(json.dumps(_node_report("bad", "failed")))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert main(["merge", str(ok)]) == 0
+    assert main(["merge", str(ok), str(failed)]) == 1
+    assert main(["merge", str(ok), str(broken)]) == 2
+    assert main(["merge", str(ok), f"--json={tmp_path}"]) == 4
+    text = (ROOT / "docs" / "fleet.md").read_text()
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 4 |"):
+        assert code in text

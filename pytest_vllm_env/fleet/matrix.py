@@ -215,15 +215,20 @@ def _facts(report: Report, env: dict[str, Any], multi_env: bool) -> dict[str, st
     for key in ("driver_version", "cuda_driver_version"):
         value = node.get(key)
         facts[key] = str(value) if value else None
-    facts["python_version"] = env.get("python_version")
+    # reports.load checked the types; a version written as a number (12.8) compares as text
+    facts["python_version"] = _text(env.get("python_version"))
     archs = report.targets.get("cuda_archs")
     facts["cuda_archs"] = " ".join(archs) if isinstance(archs, list) and archs else None
     packages = env.get("packages") or {}
     for name in PACKAGE_FACTS:
-        facts[name] = packages.get(name) if isinstance(packages, dict) else None
+        facts[name] = _text(packages.get(name)) if isinstance(packages, dict) else None
     if multi_env:
         facts["env"] = env_label(env)
     return facts
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _checks(
@@ -367,7 +372,9 @@ def render_text(fleet: dict[str, Any], limit: int = 40) -> list[str]:
             if i >= limit:
                 lines.append(f"  ... {len(groups) - limit} more in the JSON/HTML")
                 break
-            lines.append(f"  [{column}] on {', '.join(names)}: {summary.splitlines()[0][:300]}")
+            # a failed check without a summary (a report we did not write) says so
+            first = (summary.splitlines() or ["(no summary in the report)"])[0]
+            lines.append(f"  [{column}] on {', '.join(names)}: {first[:300]}")
             if fix:
                 lines.append(f"      fix: {fix.splitlines()[0][:300]}")
     lines.append(f"exit {fleet['exit']}")
