@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -673,3 +674,85 @@ def test_exit_codes_are_distinct_and_documented(tmp_path: Path, capsys):
     text = (ROOT / "docs" / "fleet.md").read_text()
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 4 |"):
         assert code in text
+
+
+# -- a fleet at scale (issue 21) -------------------------------------------------------------
+def _fleet_reports(nodes: int, checks: int) -> list:
+    """In-memory reports: every third node an RTX 5090 on which the first check fails."""
+    from pytest_vllm_env.fleet.reports import Report
+
+    out = []
+    for n in range(nodes):
+        gpu, cc = (("NVIDIA GeForce RTX 5090", "12.0"), ("NVIDIA H100", "9.0"))[n % 3 != 1]
+        out.append(
+            Report(
+                path=Path(f"/r/n{n:04d}.json"),
+                schema=2,
+                node_name=f"n{n:04d}",
+                node={"name": f"n{n:04d}", "driver_version": "580.159.04",
+                      "gpus": [{"name": gpu, "compute_capability": cc}] * 8},
+                envs=[{"name": "default", "python_version": "3.12.7"}],
+                targets={},
+                checks=[
+                    {"id": f"a.c{c:03d}", "env": "default",
+                     "outcome": "failed" if (c == 0 and n % 3 == 1) else "passed",
+                     "summary": "no sm_120" if (c == 0 and n % 3 == 1) else "", "fix": ""}
+                    for c in range(checks)
+                ],
+                digest=str(n),
+            )
+        )  # fmt: skip
+    return out
+
+
+def test_merge_is_linear_in_the_nodes():
+    # 1,000 nodes x 100 checks took 38 s (the facts-that-differ search and the node counts
+    # were quadratic); linear, it takes ~0.3 s of CPU (benchmarks/fleet_merge.py)
+    reports = _fleet_reports(1000, 100)
+    start = time.process_time()
+    fleet = matrix.merge(reports)
+    assert time.process_time() - start < 3.0
+    (split,) = fleet["node_specific"]
+    assert len(split["failing"]) == 333 and len(split["passing"]) == 667
+    assert split["differs"][0]["fact"] == "gpu"
+
+
+def test_text_summary_groups_nodes_instead_of_listing_them():
+    fleet = matrix.merge(_fleet_reports(60, 3))
+    lines = matrix.render_text(fleet)
+    assert len(lines) < 15 and max(len(line) for line in lines) < 300
+    assert (
+        "  FAILED    20 nodes (n0001, n0004, n0007 and 17 more): 8 x NVIDIA GeForce RTX 5090 "
+        "(12.0); driver 580.159.04; F=1 P=2" in lines
+    )
+    assert (
+        "  a.c000: fails on 20: n0001, n0004, n0007, n0010, n0013, n0016, n0019, n0022 and 12 "
+        "more; passes on the other 40" in lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("3.11.7", "3.11", True),
+        ("Python 3.11.7", "3.11.7", True),
+        ("580.159.04", "580.159.4", True),
+        ("3.11", "3.12", False),
+        ("NVIDIA H100", "NVIDIA H100 80GB HBM3", False),
+        ("12.0", "12.0", True),
+        ("12.0", "9.0", False),
+    ],
+)
+def test_facts_that_differ_ignore_how_a_value_is_written(a, b, same):
+    assert matrix.same_value(a, b) is same
+    assert matrix.same_value(b, a) is same
+
+
+def test_python_3_11_and_3_11_7_are_no_difference(tmp_path: Path):
+    a = _edit(_node_report("a"), "env.python_version", "3.11")
+    b = _edit(_node_report("b", "failed"), "env.python_version", "3.11.7")
+    b = _edit(b, "node.driver_version", "550.144.03")
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    (check,) = merged(tmp_path / "a.json", tmp_path / "b.json")["node_specific"]
+    assert [d["fact"] for d in check["differs"]] == ["driver_version"]

@@ -143,7 +143,10 @@ def load(path: Path) -> Report:
         if outcome not in known:
             notes.append(f"schema {schema} report holds a {outcome!r} outcome ({check['id']})")
         entry = dict(check)
-        entry["env"] = str(check.get("env") or _env_of_test(check.get("test", ""), labels))
+        env = check.get("env")
+        if not env:
+            env = labels[0] if len(labels) == 1 else _env_of_test(check.get("test", ""), labels)
+        entry["env"] = str(env)
         out.append(entry)
     node = data.get("node") if isinstance(data.get("node"), dict) else None
     if node is None:
@@ -259,7 +262,9 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
     for i, check in enumerate(data.get("checks") or []):
         if isinstance(check, dict):
             for key in _CHECK_FIELDS:
-                scalar(f"checks[{i}].{key}", check.get(key))
+                value = check.get(key)
+                if value is not None and type(value) is not str:  # the fast path: text
+                    scalar(f"checks[{i}].{key}", value)
     return problems[0] if problems else None
 
 
