@@ -756,3 +756,32 @@ def test_python_3_11_and_3_11_7_are_no_difference(tmp_path: Path):
     (tmp_path / "b.json").write_text(json.dumps(b))
     (check,) = merged(tmp_path / "a.json", tmp_path / "b.json")["node_specific"]
     assert [d["fact"] for d in check["differs"]] == ["driver_version"]
+
+
+def test_html_at_a_thousand_nodes_groups_identical_rows_and_scrolls_in_its_box():
+    fleet = matrix.merge(_fleet_reports(1000, 53))
+    html = page.render(fleet)
+    assert len(html) < 2_000_000  # 1,000 rows x 53 titled cells were 14 MB
+    p = parse(html)
+    # two kinds of node: 333 RTX 5090 nodes fail a.c000, 667 H100 nodes pass everything
+    assert [(r["data-status"], r.get("data-count")) for r in p.rows] == [
+        ("failed", "333"),
+        ("passed", "667"),
+    ]
+    assert p.headers[0] == "a.c000"  # failing checks first
+    assert all(len(row) == 53 for row in p.cells)
+    assert p.cells[0][0]["title"].startswith("333 nodes · a.c000: no sm_120")
+    # every name is still on the page, folded (no script)
+    assert "n0997" in html and "<details" in html and "<script" not in html
+    # the matrix scrolls inside its box; header row and node column stay in view
+    assert '<div class="matrixwrap"><table class="matrix">' in html
+    assert ".matrixwrap{overflow:auto;max-width:100%" in html
+    assert "table.matrix thead th{position:sticky;top:0" in html
+    assert "table.matrix tbody th{position:sticky;left:0" in html
+
+
+def test_html_of_a_small_fleet_lists_nodes_by_name():
+    fleet = matrix.merge(_fleet_reports(3, 2))
+    p = parse(page.render(fleet))
+    assert [r["data-node"] for r in p.rows] == ["n0001", "n0000", "n0002"]
+    assert all("data-count" not in r for r in p.rows)

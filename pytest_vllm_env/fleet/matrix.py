@@ -404,7 +404,7 @@ def _split_text(check: dict[str, Any], fleet_nodes: int) -> str:
     return f"fails on {fails}; passes on {passes}"
 
 
-def _gpus_text(gpus: Sequence[Any]) -> str:
+def gpus_text(gpus: Sequence[Any]) -> str:
     """A node's GPUs, identical ones counted: ``8 x NVIDIA H100 80GB HBM3 (9.0)``."""
     counted: dict[str, int] = {}
     for g in gpus:
@@ -431,7 +431,7 @@ def render_text(fleet: dict[str, Any], limit: int = 40) -> list[str]:
     for node in fleet["nodes"]:
         counts = " ".join(f"{LETTER.get(k, k)}={v}" for k, v in sorted(node["counts"].items()))
         detail = node.get("problem") or (
-            f"{_gpus_text(node.get('gpus') or []) or 'no GPU'}; driver "
+            f"{gpus_text(node.get('gpus') or []) or 'no GPU'}; driver "
             f"{node.get('driver_version') or '?'}; {counts}"
         )
         groups.setdefault((node["status"], detail), []).append(node["name"])
