@@ -57,8 +57,9 @@ CORE_PLUGINS = (
     "pytest_vllm_env.plugins.verdict",
     "pytest_vllm_env.plugins.report",
     "pytest_vllm_env.plugins.terminal",
-    "pytest_vllm_env.plugins.selection",
 )
+# Registered only for a run of the bundled suite (pytest_configure): what -m selects of it.
+SUITE_PLUGINS = ("pytest_vllm_env.plugins.selection",)
 # The area plugins: each adds its fixtures (and settings) for one part of the suite.
 AREA_PLUGINS = (
     "pytest_vllm_env.plugins.cuda",
@@ -177,6 +178,10 @@ def pytest_configure(config: pytest.Config) -> None:
     check_report_path(config)
     if config.getoption("vllm_conformance"):
         _add_bundled_suite(config)
+        for name in SUITE_PLUGINS:
+            # pytest_configure is historic: a plugin registered now still gets it (trylast
+            # there: after every plugin registered its markers)
+            config.pluginmanager.import_plugin(name)
 
 
 # Names users wrote to turn this plugin off; pytest blocks an entry-point plugin only by the

@@ -18,6 +18,8 @@ import pytest
 _IDENT = re.compile(r"(?:\w|:|\+|-|\.|\[|\]|\\|/)+")
 _ARGS = re.compile(r"\([^()]*\)")
 _OPERATORS = frozenset({"and", "or", "not", "True", "False", "None"})
+# The markers the suite's tests carry (plugin.py and plugins/lock.py register them).
+SUITE_MARKERS = ("toolchain", "gpu", "build", "integration", "vllm_check", "vllm_lock")
 
 
 def marker_names(expr: str) -> list[str]:
@@ -51,22 +53,20 @@ def pytest_configure(config: pytest.Config) -> None:
     expr = str(config.getoption("markexpr", default="") or "")
     if not expr or not _suite_alone(config):
         return
-    known = registered_markers(config)
+    # the suite's own markers count whether or not their plugin has registered them yet
+    # (this hook may run as soon as plugin.py registers this module)
+    known = list(SUITE_MARKERS) + [m for m in registered_markers(config) if m not in SUITE_MARKERS]
     unknown = [n for n in marker_names(expr) if n not in known]
     if unknown:
         from pytest_vllm_env.text import terminal_safe
 
-        ours = ", ".join(n for n in known if n in SUITE_MARKERS)
+        ours = ", ".join(SUITE_MARKERS)
         raise pytest.UsageError(
             terminal_safe(
                 f"-m {expr!r}: {', '.join(unknown)} is no marker of the conformance suite "
                 f"(it would deselect every check); its markers: {ours}"
             )
         )
-
-
-# The markers the suite's tests carry (plugin.py and plugins/lock.py register them).
-SUITE_MARKERS = ("toolchain", "gpu", "build", "integration", "vllm_check", "vllm_lock")
 
 
 def pytest_terminal_summary(
