@@ -39,9 +39,45 @@ This module is the pytest11 entry point: it registers the session's plugins
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from pytest_vllm_env.plugins import settings
+
+def _leave_asserts_alone(package: str = "pytest_vllm_env") -> None:
+    """Take this package off pytest's list of plugin modules whose asserts it rewrites.
+
+    pytest rewrites the asserts of every module of a distribution with a ``pytest11`` entry
+    point (``Config._mark_plugins_for_rewrite``), so each of this plugin's modules was
+    imported through ``AssertionRewritingHook`` with its own cached bytecode: about 15 ms
+    of CPU in every pytest run of the user's repo, half of what the plugin cost there
+    (benchmarks/startup.py: +9.6 % -> see docs/plugin.md). Nothing here relies on a
+    rewritten assert (checks return findings; the suite's test files are rewritten as test
+    files anyway, by ``python_files``). The hook's attributes are pytest's own: where they
+    are not (another pytest), nothing changes and the modules are rewritten as before."""
+    for hook in sys.meta_path:
+        marked = getattr(hook, "_must_rewrite", None)
+        cache = getattr(hook, "_marked_for_rewrite_cache", None)
+        if isinstance(marked, set) and package in marked and isinstance(cache, dict):
+            marked.discard(package)
+            cache.clear()
+
+
+_leave_asserts_alone()
+
+
+def _register(pluginmanager: pytest.PytestPluginManager, name: str) -> None:
+    """``pluginmanager.import_plugin(name)`` without marking the module for assert
+    rewriting (import_plugin marks each name it imports: see :func:`_leave_asserts_alone`).
+    A module blocked with ``-p no:NAME`` stays out, as with import_plugin."""
+    if pluginmanager.is_blocked(name) or pluginmanager.get_plugin(name) is not None:
+        return
+    import importlib
+
+    pluginmanager.register(importlib.import_module(name), name)
+
+
+from pytest_vllm_env.plugins import settings  # noqa: E402  (after the hook is told)
 
 MARKERS = {
     "toolchain": "judges files and tools of the env; needs no GPU",
@@ -86,7 +122,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     # and env before plugins/lock.py skips it in lock mode, and hooks that both implement
     # (pytest_generate_tests, pytest_configure) run in the order they always did.
     for name in AREA_PLUGINS + CORE_PLUGINS:
-        pluginmanager.import_plugin(name)
+        _register(pluginmanager, name)
     add = settings.add_setting
     add(
         parser,
@@ -181,7 +217,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for name in SUITE_PLUGINS:
             # pytest_configure is historic: a plugin registered now still gets it (trylast
             # there: after every plugin registered its markers)
-            config.pluginmanager.import_plugin(name)
+            _register(config.pluginmanager, name)
 
 
 # Names users wrote to turn this plugin off; pytest blocks an entry-point plugin only by the
