@@ -252,8 +252,18 @@ def test_serve_command_file_gives_the_launch_arguments(pytester, env, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--tensor-parallel-size=two",), "--tensor-parallel-size: 'two' is not a whole number"),
-        (("--tensor-parallel-size=0",), "--tensor-parallel-size: 0 is not >= 1"),
+        (
+            ("--tensor-parallel-size=two",),
+            "--tensor-parallel-size: 'two' is not a number (accepted: a whole number >= 1 and <= 1024)",
+        ),
+        (
+            ("--tensor-parallel-size=0",),
+            "--tensor-parallel-size: '0' is out of range (accepted: a whole number >= 1 and <= 1024)",
+        ),
+        (
+            ("--tensor-parallel-size=2.5",),
+            "--tensor-parallel-size: '2.5' is out of range (accepted: a whole number >= 1 and <= 1024)",
+        ),
         (
             ("--vllm-serve-args=@/nonexistent/serve.sh",),
             "--vllm-serve-args: cannot read /nonexistent/serve.sh",

@@ -103,17 +103,10 @@ def launch(config: pytest.Config) -> Launch:
             served = read(spec, _base(config, "vllm_serve_args"))
         except ServeArgsError as exc:
             raise pytest.UsageError(f"--vllm-serve-args: {exc}") from None
-    tp_text = settings.get(config, "tensor_parallel_size")
     tp, tp_from = served.tensor_parallel_size or 1, served.tp_from or "default (1)"
-    if tp_text:
-        try:
-            tp = int(tp_text)
-        except ValueError:
-            raise pytest.UsageError(
-                f"--tensor-parallel-size: {tp_text!r} is not a whole number"
-            ) from None
-        if tp < 1:
-            raise pytest.UsageError(f"--tensor-parallel-size: {tp} is not >= 1")
+    if settings.get(config, "tensor_parallel_size"):
+        # a whole number in settings.NUMBER_RANGES, else a usage error naming the range
+        tp = int(settings.get_number(config, "tensor_parallel_size", 1))
         tp_from = "--tensor-parallel-size"
     q = settings.get(config, "vllm_quantization")
     q_from = "--vllm-quantization" if q else served.q_from or "not given"

@@ -146,6 +146,7 @@ NUMBER_RANGES: dict[str, Range] = {
     "vllm_logprob_tolerance": Range(0, True, 100, False, "nats"),
     "vllm_perplexity_exponent": Range(0, False, 4, False, "an exponent"),
     "vllm_parallel_loads": Range(1, True, 64, True, "a whole number"),
+    "tensor_parallel_size": Range(1, True, 1024, True, "a whole number"),  # plugins/checkpoint
 }
 
 
