@@ -17,53 +17,75 @@ def _none(cid, vllm_env, extensions):
 
 
 @pytest.mark.vllm_check("abi.pins")
-def test_pins(vllm_env, verdict):
+def test_pins(vllm_env, fix_targets, verdict):
     dist = vllm_env.dist("vllm")
     if dist is None:
         verdict(F.skipped("abi.pins", f"vLLM is not installed in {vllm_env.prefix}"))
         return
     installed = {name: vllm_env.version_of(name) for name in abi.PINNED}
-    verdict(abi.pins(dist.requires, installed, env=vllm_env))
+    verdict(abi.pins(dist.requires, installed, env=vllm_env, targets=fix_targets))
 
 
 @pytest.mark.vllm_check("abi.cudart")
-def test_cudart(vllm_env, extensions, torch_facts, verdict):
+def test_cudart(vllm_env, extensions, torch_facts, fix_targets, verdict):
     toolkit = vllm_env.version_of("cuda-version")
     none = _none("abi.cudart", vllm_env, extensions)
     built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
     verdict(
         none
         or [
-            abi.cudart(e, torch_facts, toolkit, env=vllm_env, built=built[e.owner])
+            abi.cudart(
+                e, torch_facts, toolkit, env=vllm_env, built=built[e.owner], targets=fix_targets
+            )
             for e in extensions
         ]
     )
 
 
 @pytest.mark.vllm_check("abi.symbols")
-def test_symbols(vllm_env, extensions, torch_facts, verdict):
+def test_symbols(vllm_env, extensions, torch_facts, fix_targets, verdict):
     none = _none("abi.symbols", vllm_env, extensions)
-    built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
-    verdict(none or [abi.symbols(e, torch_facts, built[e.owner], env=vllm_env) for e in extensions])
-
-
-@pytest.mark.vllm_check("abi.needed")
-def test_needed_libraries(vllm_env, extensions, torch_facts, library_resolver, verdict):
-    none = _none("abi.needed", vllm_env, extensions)
-    version = vllm_env.version_of("vllm")
     built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
     verdict(
         none
         or [
+            abi.symbols(e, torch_facts, built[e.owner], env=vllm_env, targets=fix_targets)
+            for e in extensions
+        ]
+    )
+
+
+@pytest.mark.vllm_check("abi.needed")
+def test_needed_libraries(
+    vllm_env, extensions, torch_facts, library_resolver, fix_targets, verdict
+):
+    none = _none("abi.needed", vllm_env, extensions)
+    version = vllm_env.version_of("vllm")
+    built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
+    # torch's own closure: `import torch` loads it before any extension
+    own = (
+        abi_loader.torch_needed(
+            library_resolver.torch_missing, torch_facts, env=vllm_env, targets=fix_targets
+        )
+        if torch_facts is not None
+        else None
+    )
+    if none:
+        verdict([own, none] if own is not None and own.bad else none)
+        return
+    verdict(
+        [
             abi_loader.needed(
                 link(e.path, library_resolver, symbols=False),
                 torch_facts,
                 version,
                 env=vllm_env,
                 built=built[e.owner],
+                targets=fix_targets,
             )
             for e in extensions
         ]
+        + ([own] if own is not None else [])
     )
 
 

@@ -23,7 +23,7 @@ def test_vision_backend_decision(
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("xformers.torch-pin")
-def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
+def test_xformers_torch_pin(vllm_env, xformers_decisions, fix_targets, verdict):
     dist = vllm_env.dist("xformers")
     verdict(
         xformers_torch.torch_pin(
@@ -35,6 +35,8 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
             read_torch_cuda(root) if (root := torch_root(vllm_env)) else None,
             (pin := xformers_torch.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
             pin,
+            env=vllm_env,
+            targets=fix_targets,
         )
     )
 

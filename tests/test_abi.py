@@ -420,12 +420,10 @@ def test_fix_in_pixi_toml_names_the_line_to_change(pytester, env_builder, parts)
         'path = "<vLLM checkout>", editable = true }`; then run `pixi reinstall -e default '
         f"--manifest-path {manifest} vllm`"
     ]
-    # torch's CPU build where the manifest asks for PyPI's torch 2.13.0 (a CUDA 13 build):
-    # the line is right, the env is not
+    # torch's CPU build next to a CUDA 13 extension: the CUDA 13 torch to install is the one
+    # vLLM pins (issue 21: this fix said "reinstall torch 2.13.0" beside abi.pins' 2.11.0)
     assert fixes_of(pytester, prefix, "abi.cudart") == [
-        'install a CUDA 13 build of torch: pixi.toml:7 `torch = "==2.13.0"` asks for it already, '
-        f"the env holds another build: run `pixi reinstall -e default --manifest-path {manifest} "
-        "torch` (PyPI's torch 2.13.0 is its cu130 build)"
+        f"install a CUDA 13 build of torch: {torch_line}"
     ]
 
 
@@ -471,12 +469,10 @@ def test_fix_in_a_venv_is_the_install_command_with_the_version(pytester, tmp_pat
     assert fixes_of(pytester, prefix, "abi.pins") == [
         f'`{install} "torch==2.11.0"`, or install the vllm release built for torch 2.13.0'
     ]
-    # the CPU build of torch 2.13.0 is installed: "torch==2.13.0" alone would be "already
-    # satisfied", so the command forces the reinstall
-    force = "--reinstall-package torch" if uv else "--force-reinstall"
+    # the CUDA 13 torch to install is the one vLLM pins (PyPI's 2.11.0 is its cu130 build),
+    # as abi.pins says: one target for every fix of the run (issue 21)
     assert fixes_of(pytester, prefix, "abi.cudart") == [
-        f'install a CUDA 13 build of torch: `{install} {force} "torch==2.13.0"` (PyPI\'s torch '
-        "2.13.0 is its cu130 build)"
+        f'install a CUDA 13 build of torch: `{install} "torch==2.11.0"`'
     ]
 
 
@@ -502,14 +498,14 @@ def test_fix_for_a_missing_cuda_library_per_env(pytester, env_builder, tmp_path,
     lead = "add the CUDA library that provides libcublas.so.13: "
     pixi = pixi_env(env_builder, parts, ext="ext-cublas")
     assert fixes_of(pytester, pixi, "abi.needed") == [
-        lead + 'add `libcublas = "*"` and `cuda-version = "13.*"` to [dependencies] in '
+        lead + 'add `libcublas = "*"` and `cuda-version = "13.0.*"` to [dependencies] in '
         'pixi.toml; or from PyPI, add `nvidia-cublas = "==13.*"` to [pypi-dependencies] in '
         "pixi.toml"
     ]
     conda = conda_env(tmp_path, parts, ext="ext-cublas")
     assert fixes_of(pytester, conda, "abi.needed") == [
         lead + f'install into the env: `conda install -p {conda} -c conda-forge "libcublas" '
-        f'"cuda-version=13.*"`; or from PyPI, `{conda}/bin/python3 -m pip install '
+        f'"cuda-version=13.0.*"`; or from PyPI, `{conda}/bin/python3 -m pip install '
         '"nvidia-cublas==13.*"`'
     ]
     venv = venv_env(tmp_path, parts, ext="ext-cublas")
