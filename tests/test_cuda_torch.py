@@ -75,8 +75,9 @@ def test_system_nvcc_12_9_against_conda_torch_cu118_fails(
                 'torch.utils.cpp_extension stops with "The detected CUDA version (12.9) '
                 'mismatches the version that was used to compile PyTorch (11.8)"*'
             ),
-            '*fix: use torch\'s CUDA for the build: `cuda-version = "11.8.*"` and `cuda-nvcc = '
-            '"11.8.*"`*nvidia channel*or install a torch built for CUDA 12.9*whl/cu129*',
+            # torch 2.2.0 has no cu129 build: the other way is its CUDA 12 build, cu121
+            '*fix: use torch\'s CUDA for the build: pin `cuda-version = "11.8.*"` and `cuda-nvcc = '
+            '"11.8.*"`*nvidia channel*or install a torch built for CUDA 12.1*whl/cu121*',
         ]
     )
 

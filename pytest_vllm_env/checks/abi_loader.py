@@ -172,6 +172,7 @@ def needed(
         fix = fixes.otherwise(
             f"add the package that provides {first} to {fixes.deps_place(env)}",
             f"reinstall {owner}: " + fixes.reinstall(env, dist_name(owner), pypi=True),
+            ", or ",
         )
     through = (
         "; through the libraries it loads: "

@@ -247,7 +247,7 @@ def glibc(
             cid,
             f"{top.label} needs glibc {need}; this machine has {host}, but the workspace "
             f"declares glibc {floor.version} as its floor ({floor.where}): pixi installs it on "
-            f"hosts with glibc {floor.version} and there the import fails with \"version "
+            f'hosts with glibc {floor.version} and there the import fails with "version '
             f"`GLIBC_{need}' not found (required by {top.label})\"",
             floor.raise_to(need)
             + " (pixi then refuses hosts below it, at install, instead of the loader at import)",
