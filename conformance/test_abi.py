@@ -4,6 +4,7 @@ import pytest
 
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import abi, abi_loader, abi_source
+from pytest_vllm_env.checks.build_scope import not_built
 from pytest_vllm_env.facts.binaries import TORCH_SIDE, built_for
 from pytest_vllm_env.facts.linkage import link
 
@@ -108,7 +109,7 @@ def test_cxx11(vllm_env, extensions, torch_facts, verdict):
 
 
 @pytest.mark.vllm_check("abi.source-torch")
-def test_source_build_torch_floor(vllm_env, vllm_source, verdict):
+def test_source_build_torch_floor(vllm_env, vllm_source, nvcc_need, vllm_built_in_env, verdict):
     if vllm_source is not None:
         verdict(
             abi_source.source_tree_torch(vllm_source, vllm_env.version_of("torch"), env=vllm_env)
@@ -117,5 +118,16 @@ def test_source_build_torch_floor(vllm_env, vllm_source, verdict):
     vllm = vllm_env.version_of("vllm")
     if vllm is None:
         verdict(F.skipped("abi.source-torch", f"vLLM is not installed in {vllm_env.prefix}"))
+        return
+    # the installed vLLM's wheel pins its torch (abi.pins); its sources' floor matters only
+    # to a build of them
+    none = not_built(
+        "abi.source-torch",
+        nvcc_need,
+        bool(vllm_built_in_env),
+        reads="compiles vLLM's sources against this torch (abi.pins judges the wheel's pin)",
+    )
+    if none:
+        verdict(none)
         return
     verdict(abi_source.source_torch_floor(vllm, vllm_env.version_of("torch"), env=vllm_env))
