@@ -13,6 +13,7 @@ passes.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from fixtures.apply import Applier, Catalogue, write_dist
 from fixtures.elf import cxx_extension, fake_cudart, fake_extension, fake_soname_lib, fake_torch
 from fixtures.envs import EnvBuilder
 from pytest_vllm_env.findings import Change, Finding, Fix, failed, fix_groups, passed
+from tests.test_abi import parts, venv_env  # noqa: F401 (parts: a fixture)
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
 
@@ -199,3 +201,37 @@ def test_the_fix_follows_the_whole_load_closure_at_torchs_pins(pytester, tmp_pat
         "vllm/_C.abi3.so": "passed",
         "torch": "passed",
     }
+
+
+# -- one target for every fix of a run ------------------------------------------------------------
+@needs_gxx
+def test_every_fix_of_a_run_names_one_torch(pytester, tmp_path, parts):  # noqa: F811
+    """Issue 21 saw ``torch==2.13.0`` beside ``torch==2.11.0`` in one run. vLLM 0.26.0 pins
+    torch 2.11.0, the env holds torch 2.13.0 (CPU) and a torchvision pinning torch 2.9.0:
+    abi.pins, abi.cudart, abi.symbols and pins.siblings all point at vLLM's torch; the
+    torchvision fix is the torchvision built for it, not another torch."""
+    prefix = venv_env(tmp_path, parts, torch="2.13.0", torch_cuda=None, libs="torch-cpu")
+    # torchvision's ops are compiled against torch's C++ API: the pin is an ABI (failed)
+    ops = {"torchvision/_C.so": (parts["torch-cuda"] / "libtorch.so").read_bytes()}
+    write_dist(prefix, "torchvision", "0.24.0", requires=["torch==2.9.0"], files=ops)
+    result = pytester.runpytest(
+        "--vllm-conformance",
+        "-k",
+        "test_abi or test_sibling_pins",
+        f"--vllm-env={prefix}",
+        "--vllm-env-report=r.json",
+    )
+    report = json.loads((pytester.path / "r.json").read_text())
+    bad = [c for c in report["checks"] if c["outcome"] == "failed"]
+    assert {c["id"] for c in bad} == {"abi.pins", "abi.cudart", "abi.symbols", "pins.siblings"}
+    texts = " ".join(c["fix"] for c in bad)
+    assert set(re.findall(r"torch==(\d[\w.+]*)", texts)) == {"2.11.0"}, texts
+    (sibling,) = [c for c in bad if c["id"] == "pins.siblings"]
+    assert "install the torchvision release built for torch 2.11.0" in sibling["fix"]
+    # abi.pins, abi.cudart and abi.symbols ask for the same install: one entry of "fixes"
+    torch_fix = [f for f in report["fixes"] if "abi.pins" in f["checks"]]
+    assert len(torch_fix) == 1 and {"abi.cudart", "abi.symbols"} <= set(torch_fix[0]["checks"])
+    # the terminal's "what to change" says each distinct fix once
+    section = result.stdout.str().split("vllm-env: what to change", 1)[1]
+    shown = [line for line in section.splitlines() if line.startswith("    fix: ")]
+    assert len(shown) == len([f for f in report["fixes"] if f["outcome"] == "failed"]) == 2
