@@ -235,3 +235,29 @@ def test_every_fix_of_a_run_names_one_torch(pytester, tmp_path, parts):  # noqa:
     section = result.stdout.str().split("vllm-env: what to change", 1)[1]
     shown = [line for line in section.splitlines() if line.startswith("    fix: ")]
     assert len(shown) == len([f for f in report["fixes"] if f["outcome"] == "failed"]) == 2
+
+
+# -- no impossible text -----------------------------------------------------------------------
+def test_a_torch_index_in_a_fix_is_one_the_pytorch_index_serves(tmp_path):
+    """A fix once said `--index-url .../whl/cu90`; an index comes from the variants PyTorch
+    publishes, never from a CUDA number alone (there is no cu120: 12.0 gets cu121)."""
+    from pytest_vllm_env.checks import cuda
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
+    from pytest_vllm_env.tables import torch_archs
+    from pytest_vllm_env.tables.archs import Arch
+
+    assert torch_archs.lowest_variant_at_least("12.0") == "cu121"
+    assert torch_archs.lowest_variant_at_least("12.8") == "cu128"
+    assert torch_archs.lowest_variant_at_least("99.0") is None
+    # a CUDA 11.8 toolkit and torch asked to build for 12.0 (CUDA >= 12.8)
+    nvcc = NvccRun("/env/bin/nvcc", True, "11.8.89", gpu_archs=("compute_80", "compute_90"))
+    kit = ToolkitFacts(
+        tmp_path, [], None, nvcc, {}, [], [], [], {}, {}, [], None, torch_cuda="11.8"
+    )
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (bad,) = cuda.arch_supported(PixiEnv(prefix=venv), kit, [Arch(12, 0)], "--cuda-arch")
+    assert bad.outcome == "failed"
+    assert '--index-url https://download.pytorch.org/whl/cu128 "torch"`' in bad.fix, bad.fix

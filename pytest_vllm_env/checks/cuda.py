@@ -30,12 +30,12 @@ from pytest_vllm_env.facts.toolkit import (
     PtxasRun,
     ToolkitFacts,
 )
-from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Finding, changes_of, error, failed, passed, skipped, warning
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch
 from pytest_vllm_env.tables.cuda_archs import (
     ARCH_LAST_MAJOR,
     archs_of_toolkit,
-    cuda_tag,
     known_archs_text,
     min_toolkit_for,
 )
@@ -408,11 +408,19 @@ def arch_supported(
             )
         if t.torch_cuda and _ver(need)[:1] != _ver(t.torch_cuda)[:1]:
             # a CUDA 12.8 nvcc beside a cu118 torch only moves the failure (cuda.nvcc-torch)
-            fix += (
-                f", and a torch built for CUDA {need} (torch is CUDA {t.torch_cuda}): "
-                f'`torch = {{ version = "...", index = "https://download.pytorch.org/whl/'
-                f'{cuda_tag(need)}" }}` in {fixes.deps_place(env, pypi=True)}'
-            )
+            # a variant the PyTorch index really serves (there is no cu120), in the env's
+            # own language (a pip command for a venv)
+            variant = torch_archs.lowest_variant_at_least(need)
+            if variant is not None:
+                torch = fixes.pin(
+                    env, fixes.Package("torch", "", pypi=True), index=torch_archs.index_url(variant)
+                )
+                # a step of the fix where that is a command; beside advice, its text alone
+                fix = (
+                    fix
+                    + f", and a torch built for CUDA >= {need} (torch is CUDA {t.torch_cuda}): "
+                    + (torch if changes_of(fix) else str(torch))
+                )
         findings.append(
             failed(
                 check,

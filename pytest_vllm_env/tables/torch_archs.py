@@ -280,3 +280,15 @@ def variant_for(
 def index_url(variant: str) -> str:
     """``https://download.pytorch.org/whl/cu128``."""
     return f"{TORCH_INDEX}/{variant}"
+
+
+def lowest_variant_at_least(cuda: str) -> str | None:
+    """The lowest CUDA variant the PyTorch index serves for any release this table knows
+    whose CUDA is ``cuda`` or newer (``cu128`` for 12.8, ``cu121`` for 12.0: there never was
+    a cu120); None above every known variant. A fix that needs "a torch built for CUDA >= X"
+    names a real index with it, never one made from the number alone."""
+    want = tuple(int(p) for p in re.findall(r"\d+", cuda)[:2])
+    known = {v for variants, _ in INDEX_VARIANTS.values() for v in variants}
+    known |= {r.variant for r in ROWS if re.fullmatch(r"cu\d{3,}", r.variant)}
+    at_least = sorted((v for v in known if _variant_cuda(v) >= want), key=_variant_cuda)
+    return at_least[0] if at_least else None
