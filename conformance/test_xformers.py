@@ -16,7 +16,11 @@ def test_vision_backend_decision(
 ):
     verdict(
         xformers.decision_finding(
-            vit_attn_source, xformers_decisions, vit_attn_installed, vllm_env.version_of("vllm")
+            vit_attn_source,
+            xformers_decisions,
+            vit_attn_installed,
+            vllm_env.version_of("vllm"),
+            env=vllm_env,
         )
     )
 

@@ -261,3 +261,20 @@ def test_a_torch_index_in_a_fix_is_one_the_pytorch_index_serves(tmp_path):
     (bad,) = cuda.arch_supported(PixiEnv(prefix=venv), kit, [Arch(12, 0)], "--cuda-arch")
     assert bad.outcome == "failed"
     assert '--index-url https://download.pytorch.org/whl/cu128 "torch"`' in bad.fix, bad.fix
+
+
+def test_xformers_fix_for_a_venv_is_a_pip_command(tmp_path):
+    """xformers.decision's fix was a pixi.toml line in every env: a venv gets pip's
+    command (issue 21: in the env's language)."""
+    from pytest_vllm_env.checks import xformers as X
+    from pytest_vllm_env.facts.env import PixiEnv
+
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    fix = X.install_xformers_fix(X.Installed(torch="2.9.0"), False, PixiEnv(prefix=venv))
+    assert "pixi" not in fix
+    command = r'-m pip install "xformers==0\.0\.\d+[\w.]*"` \(the xformers release'
+    assert re.search(command, fix), fix
+    pixi = X.install_xformers_fix(X.Installed(torch="2.9.0"), False)
+    assert pixi.startswith('add `xformers = "==') and "pixi.toml" in pixi
