@@ -211,8 +211,12 @@ def test_every_fix_of_a_run_names_one_torch(pytester, tmp_path, parts):  # noqa:
     abi.pins, abi.cudart, abi.symbols and pins.siblings all point at vLLM's torch; the
     torchvision fix is the torchvision built for it, not another torch."""
     prefix = venv_env(tmp_path, parts, torch="2.13.0", torch_cuda=None, libs="torch-cpu")
-    # torchvision's ops are compiled against torch's C++ API: the pin is an ABI (failed)
-    ops = {"torchvision/_C.so": (parts["torch-cuda"] / "libtorch.so").read_bytes()}
+    # torchvision's ops link torch's libc10.so (DT_NEEDED): the pin is an ABI (failed)
+    c10 = fake_soname_lib(tmp_path / "c10", "libc10.so", "int c10_version(void) { return 2; }\n")
+    tv = cxx_extension(
+        tmp_path / "tv" / "_C.so", 'extern "C" int uses_c10() { return 1; }\n', [c10]
+    )
+    ops = {"torchvision/_C.so": tv.read_bytes()}
     write_dist(prefix, "torchvision", "0.24.0", requires=["torch==2.9.0"], files=ops)
     result = pytester.runpytest(
         "--vllm-conformance",

@@ -10,9 +10,8 @@ and every check's fix text reads it (checks stay pure: it arrives as a value).
 The rules, in order of who decides:
 
 - **torch**: the release vLLM pins (``Requires-Dist: torch==X``: its extensions were built
-  against it); else the installed torch (a fix keeps what works: xformers, torchvision and
-  torchaudio follow it); with no torch installed, the release every exact torch pin of
-  those agrees on.
+  against it); without vLLM, the release every other exact torch pin agrees on (xformers,
+  torchvision, torchaudio); else the installed torch (a fix keeps what works).
 - **CUDA**: a real build of that torch release (the PyTorch index's variants,
   :func:`pytest_vllm_env.tables.torch_archs.index_variants`): the installed torch's CUDA where
   the release has it, else one of the CUDA major the extensions link (``libcudart.so.N``),
@@ -213,10 +212,6 @@ def compute(
     pin = exact_torch_pin(vllm.requires) if vllm is not None else None
     if pin:
         torch, why = pin, f"vLLM {vllm.version} requires torch=={pin}"  # type: ignore[union-attr]
-    elif installed:
-        # a fix keeps what works: xformers, torchvision and torchaudio follow the installed
-        # torch (their release built for it), not the reverse
-        torch, why = installed.split("+", 1)[0], "the installed torch"
     else:
         others = {}
         for name in TORCH_PINNERS:
@@ -227,11 +222,13 @@ def compute(
         if len(set(others.values())) == 1:
             torch = next(iter(others.values()))
             why = " and ".join(f"{n} requires torch=={v}" for n, v in others.items())
-        elif others:
-            conflicts.append(
-                "exact torch pins disagree: "
-                + ", ".join(f"{n} torch=={v}" for n, v in sorted(others.items()))
-            )
+        elif installed:
+            torch, why = installed.split("+", 1)[0], "the installed torch"
+            if others:
+                conflicts.append(
+                    "exact torch pins disagree: "
+                    + ", ".join(f"{n} torch=={v}" for n, v in sorted(others.items()))
+                )
     # -- CUDA
     ceiling = tuple(driver[:2]) if driver else None
     have = _mm(torch_cuda) or (_mm(_variant_cuda_text(installed)) if installed else None)
