@@ -117,6 +117,11 @@ def test_online_quantization_is_judged_loosely():
 
 
 # -- the verdicts against the GPU (with the committed measurement) -------------------------------
+# Variants whose change only touches a tensor vLLM 0.26.0 skips (the tied head it never loads):
+# "the same output as the base" is the skip itself (fixtures/loader_variants.py, gpu=...).
+IGNORED_CHANGE = {"tied-head-differs"}
+
+
 @pytest.mark.parametrize("name", sorted(GPU.get("variants", {})) or ["(no GPU record)"])
 def test_verdict_predicts_what_vllm_computed_on_the_gpu(tmp_path, name):
     if not GPU:
@@ -126,6 +131,12 @@ def test_verdict_predicts_what_vllm_computed_on_the_gpu(tmp_path, name):
     base = GPU["variants"].get(BASE_OF[variant.base])
     loose = variant.base == "qwen3-bf16" and bool(variant.launch.get("quantization"))
     want = observed(rec, base, loose)
+    if name in IGNORED_CHANGE:
+        # the variant changes only a tensor the rule says vLLM skips: output equal to the base
+        # is the GPU showing the skip, which the rule calls wrong (the checkpoint's own tensor
+        # never reaches the logits; 0.33.0 loads it). Measured on the H200: identical logprobs.
+        assert want == "works", (name, _numbers(rec, base))
+        want = "wrong"
     if want in ("unclear", "unknown"):
         pytest.skip(f"{name}: the GPU run is {want}: {_numbers(rec, base)}")
     folder = loader_variants.make(name, tmp_path / name)
