@@ -143,6 +143,20 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     )
     parser.addini("vllm_strict", help="fail warnings too (true/false)", type="bool", default=False)
     parser.getgroup(settings.GROUP).addoption(
+        "--vllm-static",
+        action="store_true",
+        default=None,
+        help="judge without running anything from the env: no activation script, no nvcc, "
+        "cmake, ptxas or Python of the env (for a workspace you do not trust, such as a pull "
+        "request in CI); checks that need a run skip and say so (ini: vllm_static)",
+    )
+    parser.addini(
+        "vllm_static",
+        help="run nothing from the judged env (true/false)",
+        type="bool",
+        default=False,
+    )
+    parser.getgroup(settings.GROUP).addoption(
         "--vllm-conformance",
         action="store_true",
         default=False,

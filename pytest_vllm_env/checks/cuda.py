@@ -26,6 +26,7 @@ from pytest_vllm_env.facts.toolkit import (
     JIT_PACKAGES,
     TARGETS,
     NvccNeed,
+    NvccRun,
     PtxasRun,
     ToolkitFacts,
 )
@@ -144,6 +145,8 @@ def nvcc_runs(env: PixiEnv, t: ToolkitFacts) -> Finding:
     check = "cuda.nvcc-runs"
     if t.nvcc is None:
         return skipped(check, f"no nvcc in {t.prefix} or on the activated PATH")
+    if t.nvcc.not_run:
+        return skipped(check, f"{t.nvcc.path} {not_run_text(t.nvcc)}")
     if not t.nvcc.ok:
         return error(
             check,
@@ -171,7 +174,7 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
             continue
         mm = ".".join(version.split(".")[:2])
         families.setdefault(mm, []).append(f"{name} {version}")
-    nvcc_mm = t.nvcc.major_minor if t.nvcc and t.nvcc.ok else None
+    nvcc_mm = t.nvcc.major_minor if t.nvcc and t.nvcc.known else None
     pinned = t.packages.get("cuda-version")
     pinned_mm = ".".join(pinned.split(".")[:2]) if pinned else None
     torch_mm = ".".join(t.torch_cuda.split(".")[:2]) if t.torch_cuda else None
@@ -354,10 +357,14 @@ def arch_supported(
                 check, "no target arch: pass --cuda-arch (e.g. 12.0) or set TORCH_CUDA_ARCH_LIST"
             )
         ]
-    if t.nvcc is None or not t.nvcc.ok:
+    if t.nvcc is not None and t.nvcc.not_run and not t.nvcc.known:
+        return [skipped(check, f"{t.nvcc.path} {not_run_text(t.nvcc)}")]
+    if t.nvcc is None or not t.nvcc.known:
         return [skipped(check, f"no working nvcc in {t.prefix} (see cuda.nvcc-in-env)")]
     listed = {a.removeprefix("compute_") for a in t.nvcc.gpu_archs}
     how = "`nvcc --list-gpu-arch`" if listed else "the arch table (nvcc has no --list-gpu-arch)"
+    if t.nvcc.not_run:
+        how = f"the arch table for CUDA {t.version} ({not_run_text(t.nvcc)})"
     known = listed or {f"{a.number}" for a in archs_of_toolkit(t.nvcc.major_minor or "0.0")}
     findings = []
     for arch in archs:
@@ -424,6 +431,9 @@ def arch_ptxas(
         return [skipped(check, f"no ptxas in {t.prefix}/bin")]
     findings = []
     for run in runs:
+        if run.not_run:
+            findings.append(skipped(check, f"{t.ptxas} not run for {run.arch.sm}: {run.not_run}"))
+            continue
         if run.ok:
             findings.append(passed(check, f"{t.ptxas} assembles for {run.arch.sm}"))
         else:
@@ -436,6 +446,16 @@ def arch_ptxas(
                 )
             )
     return findings
+
+
+def not_run_text(nvcc: NvccRun) -> str:
+    """``was not run (--vllm-static: ...); its files say CUDA X (where)``."""
+    said = (
+        f"; its files say CUDA {nvcc.version} ({nvcc.version_from})"
+        if nvcc.version
+        else "; no file of it says its version"
+    )
+    return f"was not run ({nvcc.not_run}){said}"
 
 
 def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:

@@ -117,6 +117,19 @@ def activation_runs(env: PixiEnv) -> Finding:
             method=act.method,
         )
     set_here = sorted(act.sources)
+    if act.not_run:
+        # --vllm-static: whether the scripts source cleanly is known only by running them
+        unread = f"; not evaluated: {'; '.join(act.unread[:5])}" if act.unread else ""
+        return skipped(
+            check,
+            f"--vllm-static: {len(act.not_run)} activation script(s) read, not run "
+            f"({', '.join(act.not_run)}): {len(set_here)} variables taken from their "
+            f"assignments and the activation tables{unread}",
+            method=act.method,
+            variables=set_here,
+            not_run=list(act.not_run),
+            not_evaluated=list(act.unread),
+        )
     return passed(
         check, f"activation ({act.method}) sets {len(set_here)} variables", variables=set_here
     )

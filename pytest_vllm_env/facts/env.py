@@ -3,9 +3,12 @@
 Everything here is read statically: ``conda-meta/*.json`` for conda packages, the
 ``*.dist-info`` folders of the env's site-packages for Python distributions (through
 ``importlib.metadata`` on that path, never by importing them). The one thing that runs is
-activation: ``pixi shell-hook --json`` when a ``pixi`` binary is on PATH, otherwise the
-manifest's ``activation.env`` tables plus the env's ``etc/conda/activate.d`` scripts,
-sourced in a bash subprocess with a timeout so that their exports can be read back.
+activation: ``pixi shell-hook --json`` when a ``pixi`` binary is on PATH (pixi then runs the
+activation scripts), otherwise the manifest's ``activation.env`` tables plus the env's
+``etc/conda/activate.d`` scripts (a venv's ``bin/activate``, the manifest's ``[activation]
+scripts``), sourced in a bash subprocess with a timeout so that their exports can be read
+back. With ``--vllm-static`` (``PixiEnv.static``) nothing runs: the scripts are read
+(:mod:`pytest_vllm_env.facts.static_activation`).
 
 The target env is not the pytest env: :meth:`PixiEnv.environ` gives the environment a
 subprocess of the target (its Python, its nvcc, cmake) must run with.
@@ -109,6 +112,9 @@ class PixiEnv:
     # Lock mode (facts/lock_env.py): the pixi.lock this env's packages were read from, because it
     # is not installed or --vllm-from-lock asked; None for an env read from its files.
     locked: Any = field(default=None, repr=False)
+    # --vllm-static: nothing of the env may run (activation scripts are read, not sourced; pixi
+    # shell-hook is not called; tools of the env are not started: proc.confine refuses them)
+    static: bool = False
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
@@ -293,8 +299,13 @@ class Activation:
     environ: dict[str, str]
     # variable -> where it was set: "[activation.env] in pixi.toml", "etc/conda/activate.d/x.sh"
     sources: dict[str, str] = field(default_factory=dict)
+    # "pixi" (pixi shell-hook ran the scripts), "sourced" (we sourced them in bash), "static"
+    # (nothing ran: tables and env_vars.d only, or --vllm-static read the scripts)
     method: str = "static"
     problems: list[str] = field(default_factory=list)
+    # --vllm-static: the scripts read instead of sourced, and their lines not evaluated
+    not_run: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
 
     def changed(self, base: Mapping[str, str]) -> dict[str, str]:
         return {k: v for k, v in self.environ.items() if base.get(k) != v}
@@ -307,6 +318,8 @@ def compute_activation(env: PixiEnv) -> Activation:
     pixi = shutil.which("pixi", path=env.base_environ.get("PATH"))
     if env.locked is not None:
         pixi = None  # `pixi shell-hook` installs a missing env first: never in lock mode
+    if env.static:
+        pixi = None  # --vllm-static: shell-hook would run the env's activation scripts
     if pixi and manifest and env.name:
         result = proc.run(
             # --frozen: never rewrite pixi.lock; --no-install: never touch the env (without
@@ -373,10 +386,19 @@ def compute_activation(env: PixiEnv) -> Activation:
     for script in [s for s in scripts if _exists(s) and not files.regular(s)]:
         problems.append(f"{script}: not sourced: not a regular file ({files.describe(script)})")
         scripts.remove(script)
+    if scripts and env.static:
+        from pytest_vllm_env.facts.static_activation import read_scripts
+
+        environ, script_sources, script_problems, unread = read_scripts(scripts, environ)
+        sources.update(script_sources)
+        problems.extend(script_problems)
+        not_run = [str(s) for s in scripts]
+        return Activation(environ, sources, "static", problems, not_run, unread)
     if scripts:
         environ, script_sources, script_problems = _source_scripts(scripts, environ)
         sources.update(script_sources)
         problems.extend(script_problems)
+        return Activation(environ, sources, "sourced", problems)
     return Activation(environ, sources, "static", problems)
 
 

@@ -125,17 +125,27 @@ def cmake_for_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> Path | N
 
 @pytest.fixture(scope="session")
 def cmake_version_for_env(
-    cmake_for_env: Path | None, cuda_toolkit: toolkit.ToolkitFacts, vllm_fact_cache: FactCache
+    vllm_env: PixiEnv,
+    cmake_for_env: Path | None,
+    cuda_toolkit: toolkit.ToolkitFacts,
+    vllm_fact_cache: FactCache,
 ) -> str | None:
-    """``cmake --version`` of ``cmake_for_env`` (cached per cmake path), or None."""
+    """``cmake --version`` of ``cmake_for_env`` (cached per cmake path), or None. With
+    ``--vllm-static`` a cmake of the env is not run: its version comes from the package that
+    installed it (:func:`pytest_vllm_env.facts.static_tools.cmake_version_from_files`), and a
+    cmake from outside the env runs with the shell's environment, not the env's activation."""
+    from pytest_vllm_env.facts import static_tools
     from pytest_vllm_env.runners import cmake_probe as probe_mod
 
     if cmake_for_env is None:
         return None
     cm = cmake_for_env
+    if vllm_env.static and static_tools.inside(cm, vllm_env.prefix):
+        return static_tools.cmake_version_from_files(vllm_env, cm)[0]
+    environ = dict(vllm_env.base_environ) if vllm_env.static else cuda_toolkit.environ
 
     def compute() -> str | None:
-        return probe_mod.cmake_version(cm, cuda_toolkit.environ)
+        return probe_mod.cmake_version(cm, environ)
 
     return vllm_fact_cache.get(f"cmake-version-{cm}", compute, [str(cm)])
 

@@ -115,6 +115,8 @@ def write_report(config: pytest.Config, path: Path) -> None:
         resolved, archs_source = st.archs(first)
         archs = [str(a) for a in resolved]
         python, environ = first.python, first.environ()
+        if first.static:  # --vllm-static: the node is read with our Python and the shell's
+            python, environ = None, None
     name, name_source = node_name(config)
     report = {
         "schema": REPORT_SCHEMA,

@@ -87,7 +87,27 @@ def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str
         "vllm-env: target archs: "
         + (", ".join(values) if values else "from TORCH_CUDA_ARCH_LIST or the visible GPU")
     )
+    if env.static:
+        lines.append(static_line(env))
     return [terminal_safe(line, multiline=False) for line in lines]
+
+
+def static_line(env: PixiEnv) -> str:
+    """What ``--vllm-static`` means for this env, said where the run starts."""
+    import os
+    import sys
+
+    line = (
+        "vllm-env: --vllm-static: nothing of the env runs (activation scripts read, not "
+        "sourced; its nvcc, cmake, ptxas and Python not started; gpu and build tiers skipped)"
+    )
+    here = {os.path.realpath(sys.prefix), os.path.realpath(os.environ.get("CONDA_PREFIX", "/"))}
+    if os.path.realpath(env.prefix) in here:
+        line += (
+            "; but this pytest runs in it or under its activation ($CONDA_PREFIX): judge it "
+            "from a Python of your own, outside `pixi run`/`pixi shell`"
+        )
+    return line
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
