@@ -56,6 +56,7 @@ class NvccRun:
     # (facts/static_tools.py), and ``version_from`` says which
     not_run: str = ""
     version_from: str = ""
+    timed_out: float = 0.0  # killed after this many seconds (--cuda-tool-timeout); 0: it was not
 
     @property
     def major_minor(self) -> str | None:
@@ -287,6 +288,8 @@ def run_nvcc(nvcc: Path, environ: Mapping[str, str], timeout: float = NVCC_TIMEO
     result = proc.run([nvcc, "--version"], env=environ, timeout=timeout)
     if result.not_run:
         return NvccRun(str(nvcc), False, not_run=result.not_run)
+    if result.timed_out:
+        return NvccRun(str(nvcc), False, problem=result.describe(), timed_out=timeout)
     if not result.ok:
         return NvccRun(str(nvcc), False, problem=result.describe())
     match = re.search(r"release \S+ V(\d+\.\d+\.\d+)", result.stdout) or re.search(
@@ -415,6 +418,7 @@ class PtxasRun:
     ok: bool
     how: str  # the run's one-line description (its last line of output when it failed)
     not_run: str = ""  # --vllm-static: why it was not run
+    timed_out: bool = False  # killed at the timeout: says nothing of the arch
 
 
 def ptxas_runs(t: ToolkitFacts, archs: Sequence[Arch], workdir: Path) -> list[PtxasRun]:
@@ -425,7 +429,7 @@ def ptxas_runs(t: ToolkitFacts, archs: Sequence[Arch], workdir: Path) -> list[Pt
     runs = []
     for arch in archs:
         result = ptxas_accepts(t.ptxas, arch, workdir, t.environ)
-        runs.append(PtxasRun(arch, result.ok, result.describe(), result.not_run))
+        runs.append(PtxasRun(arch, result.ok, result.describe(), result.not_run, result.timed_out))
     return runs
 
 

@@ -48,6 +48,45 @@ def _timeout(config: pytest.Config) -> float:
 
 def pytest_configure(config: pytest.Config) -> None:
     _timeout(config)  # a bad number is a usage error at start, not in the first test
+    _check_cmake(config)
+
+
+def _check_cmake(config: pytest.Config) -> None:
+    """``--cmake`` must be a CMake: a path that is not an executable file, or a program whose
+    ``--version`` says no CMake version, is a usage error at start (it was passed over without
+    a word, and the NVTX prediction skipped: issue 21). Not run with ``--vllm-static`` (it
+    may lie in a judged env: its version then comes from its package, or nothing runs it)."""
+    value = settings.get(config, "cmake")
+    path = settings.get_path(config, "cmake")
+    if path is None:
+        return  # (and nothing of ours is imported: a run without --cmake loads no reader)
+    import os
+
+    from pytest_vllm_env import files, proc
+    from pytest_vllm_env.plugins.session import static_mode
+    from pytest_vllm_env.readers.cmake_output import parse_cmake_version
+
+    what = files.describe(path)
+    if what != "a regular file" or not os.access(path, os.X_OK):
+        why = {"a regular file": "is not executable", "missing": "does not exist"}.get(
+            what, f"is {what}"
+        )
+        raise pytest.UsageError(f"--cmake={value}: {path} {why}: pass the path of a cmake")
+    if static_mode(config):
+        return  # --vllm-static: the envs are not located yet; cmake_version_for_env decides
+    result = proc.run([path, "--version"], timeout=_timeout(config))
+    if result.ok and parse_cmake_version(result.stdout):
+        return
+    if result.timed_out:
+        how = (
+            f"`{path} --version` did not answer within {_timeout(config):g} s "
+            "(--cuda-tool-timeout; raise it on a slow machine)"
+        )
+    elif result.launch_error:
+        how = f"`{path} --version` could not start: {result.launch_error}"
+    else:
+        how = f"`{path} --version` exited {result.returncode} and printed no `cmake version X.Y.Z`"
+    raise pytest.UsageError(f"--cmake={value}: {how}: not a CMake")
 
 
 @pytest.fixture(scope="session")
