@@ -4,7 +4,7 @@ import pytest
 
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import abi, abi_loader, abi_source
-from pytest_vllm_env.facts.binaries import TORCH_SIDE, built_for
+from pytest_vllm_env.facts.binaries import TORCH_SIDE, built_for, cudart_files
 from pytest_vllm_env.facts.linkage import link
 
 pytestmark = pytest.mark.toolchain
@@ -27,14 +27,26 @@ def test_pins(vllm_env, verdict):
 
 
 @pytest.mark.vllm_check("abi.cudart")
-def test_cudart(vllm_env, extensions, torch_facts, verdict):
+def test_cudart(vllm_env, extensions, torch_facts, library_resolver, verdict):
     toolkit = vllm_env.version_of("cuda-version")
     none = _none("abi.cudart", vllm_env, extensions)
     built = {o: built_for(vllm_env, o) for o in {e.owner for e in extensions}}
+    sp = vllm_env.site_packages[0] if vllm_env.site_packages else None
     verdict(
         none
         or [
-            abi.cudart(e, torch_facts, toolkit, env=vllm_env, built=built[e.owner])
+            abi.cudart(
+                e,
+                torch_facts,
+                toolkit,
+                env=vllm_env,
+                built=built[e.owner],
+                # where the loader finds this extension's libcudart (another major than
+                # torch's works when the env provides it: round 11a)
+                resolved=link(e.path, library_resolver, symbols=False).needed,
+                held=cudart_files(vllm_env, e.cudart) if e.cudart else [],
+                site_packages=sp,
+            )
             for e in extensions
         ]
     )

@@ -4,7 +4,7 @@ the target GPU, is it installed with a matching torch, and does it compute on th
 import pytest
 
 from pytest_vllm_env.checks import xformers, xformers_torch
-from pytest_vllm_env.facts.binaries import torch_root
+from pytest_vllm_env.facts.binaries import label, torch_root
 from pytest_vllm_env.readers.torch_version import read_torch_cuda
 from pytest_vllm_env.readers.xformers_build import read_build_torch
 
@@ -23,8 +23,10 @@ def test_vision_backend_decision(
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("xformers.torch-pin")
-def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
+def test_xformers_torch_pin(vllm_env, xformers_decisions, extensions, verdict):
     dist = vllm_env.dist("xformers")
+    # what xformers' ops import from torch: the stable C ABI alone pins no exact build
+    ops = [e for e in extensions if label(e.path) == "xformers/_C.so" and not e.error]
     verdict(
         xformers_torch.torch_pin(
             xformers_decisions,
@@ -35,6 +37,7 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, verdict):
             read_torch_cuda(root) if (root := torch_root(vllm_env)) else None,
             (pin := xformers_torch.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
             pin,
+            ops[0].torch_symbols if ops else None,
         )
     )
 

@@ -544,7 +544,12 @@ def test_fix_for_a_cuda_12_build_next_to_torch_cu130_outside_pixi(pytester, tmp_
         f"install vLLM's CUDA 13 wheel: `{pip} --extra-index-url "
         'https://wheels.vllm.ai/0.26.0/cu130 --force-reinstall "vllm==0.26.0"`; or a torch '
         f"built for CUDA 12: `{pip} --index-url https://download.pytorch.org/whl/cu128 "
-        '--force-reinstall "torch==2.11.0"`'
+        '--force-reinstall "torch==2.11.0"`; or keep both and add the CUDA 12 runtime '
+        "(nvidia-cuda-runtime-cu12: libcudart.so.12 in site-packages/nvidia/cuda_runtime/lib, "
+        "where the loader does not look by itself): "
+        f'`{pip} "nvidia-cuda-runtime-cu12"`, and set it in the env: `conda env config vars '
+        f"set -p {prefix} LD_LIBRARY_PATH={prefix}/lib/python3.12/site-packages/nvidia/"
+        "cuda_runtime/lib`"
     ]
 
 

@@ -486,3 +486,44 @@ def test_every_row_cites_a_source():
     assert all(src for _, src in T.PTX_ISA.values())
     rows = [r.driver for r in T.TOOLKIT_DRIVERS]
     assert rows == sorted(rows), "driver rows must grow with the CUDA version"
+
+
+# -- driver.ptx-jit knows which kernels run where (the roles arch.coverage gives) -----------------
+FA2 = "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so"
+FA3 = "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so"
+# vLLM 0.26.0's wheels, as read: FA2 holds sm_80 SASS and compute_80 PTX, FA3 only sm_90a
+FA2_FACTS = facts.BinaryFacts(FA2, 12, ((("sass", "8.0", None), ("ptx", "8.0", "8.5")),))
+FA3_FACTS = facts.BinaryFacts(FA3, 12, ((("sass", "9.0a", None),),))
+
+
+def _ptx_jit(binaries, arch):
+    from pytest_vllm_env.checks.driver_ptx import ptx_jit
+
+    drv = checks.judged_driver(sources(option="580.159.04"))
+    return {f.summary.split(":", 1)[0]: f for f in ptx_jit(binaries, [parse_arch(arch)], drv,
+                                                             drv.cuda, ENV)}  # fmt: skip
+
+
+def test_fa2_ptx_on_hopper_is_no_warning_where_vllm_runs_fa3():
+    """On sm 9.x vLLM takes FA3 whenever _vllm_fa3_C loads (fa_utils.get_flash_attn_version):
+    FA2's compute_80 PTX is not JIT-compiled there, so no 'JIT at first launch' warning."""
+    got = _ptx_jit([(FA2, FA2_FACTS), (FA3, FA3_FACTS)], "9.0")
+    assert got[FA2].outcome == "passed", got[FA2]
+    assert "not launched there: vLLM runs FA3" in got[FA2].summary
+
+
+def test_fa2_ptx_is_judged_where_fa2_runs():
+    """Without FA3 (or on a Blackwell GPU, where FA3 does not run) FA2 is what runs: its
+    kernels reach the GPU only through PTX, the JIT warning stands."""
+    alone = _ptx_jit([(FA2, FA2_FACTS)], "9.0")
+    assert alone[FA2].outcome == "warning", alone[FA2]
+    blackwell = _ptx_jit([(FA2, FA2_FACTS), (FA3, FA3_FACTS)], "12.0")
+    assert blackwell[FA2].outcome == "warning", blackwell[FA2]
+
+
+def test_backend_ptx_is_not_judged_on_gpus_it_is_not_dispatched_to():
+    """A per-GPU backend (FlashMLA) carrying PTX that would JIT to sm_90: vLLM dispatches to it
+    only on the GPUs it was built for (arch.coverage's role), so no warning."""
+    mla = "vllm/_flashmla_C.abi3.so"
+    got = _ptx_jit([(mla, facts.BinaryFacts(mla, 12, ((("ptx", "8.0", "8.5"),),)))], "9.0")
+    assert got[mla].outcome == "passed" and "not launched there" in got[mla].summary

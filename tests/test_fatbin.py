@@ -221,8 +221,8 @@ def test_ptx_covers_newer_arch(pytester, env_builder, built):
     result.assert_outcomes(passed=1)
     checks = json.loads((pytester.path / "r.json").read_text())["checks"]
     assert checks[0]["summary"] == (
-        "torch/lib/libtorch_cuda.so runs on sm_120 through PTX compute_80 (JIT-compiled by the "
-        "driver at first use, then cached)"
+        "torch/lib/libtorch_cuda.so runs on sm_120 through PTX compute_80 (JIT-compiled at "
+        "first use, then cached; whether this driver can, and at what cost: driver.ptx-jit)"
     )
 
 
@@ -465,3 +465,51 @@ def test_read_fa3_dispatch_of_unreadable_source(tmp_path):
     (tmp_path / "ops" / "fmha" / "flash3.py").write_text(flash3_py("(8, 0)", "(9, 0)"))
     got = read_fa3_dispatch(tmp_path)
     assert (got.minimum, got.maximum) == ((8, 0), (9, 0))
+
+
+def _set_flag_on_every_entry(src: Path, dest: Path, flag: int) -> int:
+    """A copy of ``src`` whose fatbin entries all carry ``flag`` (OR-ed into the u64 at +40):
+    how CUDA <= 12's nvcc marks the images it compressed with its LZ4 variant (0x2000)."""
+    data = bytearray(src.read_bytes())
+    sec = read_elf(src).section(".nv_fatbin")
+    assert sec is not None
+    pos, end, n = sec.offset, sec.offset + sec.size, 0
+    while pos + 16 <= end:
+        magic, _v, header, body = struct.unpack_from("<IHHQ", data, pos)
+        if magic != fatbin.MAGIC:
+            pos += 8
+            continue
+        entry, body_end = pos + header, pos + header + body
+        while entry + 48 <= body_end:
+            _kind, _u, ehs, payload = struct.unpack_from("<HHIQ", data, entry)
+            (flags,) = struct.unpack_from("<Q", data, entry + 40)
+            struct.pack_into("<Q", data, entry + 40, flags | flag)
+            n += 1
+            entry += ehs + payload
+        pos = body_end
+    dest.write_bytes(bytes(data))
+    return n
+
+
+@needs_nvcc
+def test_lz4_flag_counts_as_compressed(built, tmp_path):
+    """0x2000 is the LZ4 flag of CUDA <= 12 fatbins (every image of xformers 0.0.30's
+    ``_C.so``, which ``cuobjdump`` lists as compressed): both readers must take it as
+    compressed, and the PTX reader must then trust the entry header's ISA rather than read
+    a PTX text that is not there in clear."""
+    from pytest_vllm_env.readers import fatbin_ptx
+
+    plain = fatbin_ptx.read_binary(built["uncompressed"])
+    ptx = [i for c in plain.containers for i in c.images if i.image.kind == "ptx"]
+    assert ptx and all(i.isa_from == "text" for i in ptx)  # read in clear before
+    lz4 = tmp_path / "lz4.so"
+    assert _set_flag_on_every_entry(built["uncompressed"], lz4, 0x2000) >= 2
+    assert fatbin.FLAG_LZ4 == 0x2000 and fatbin.FLAG_LZ4 & fatbin.FLAG_COMPRESSED
+    images = fatbin.read_images(lz4)
+    assert {i.name for i in images} == {"sm_75", "compute_90"}
+    assert all(i.compressed for i in images)
+    packed = [
+        i for c in fatbin_ptx.read_binary(lz4).containers for i in c.images if i.image.kind == "ptx"
+    ]
+    assert packed and all(i.image.compressed and i.isa_from == "header" for i in packed)
+    assert {i.isa for i in packed} == {i.isa for i in ptx}  # the header says what the text did

@@ -242,7 +242,13 @@ def test_device_coverage_reuses_fatbin_rules():
     h100 = [("H100", parse_arch("9.0"))]
     fa3 = BinaryImages("vllm/_fa3.so", [FatbinImage("sass", parse_arch("9.0a"), False)])
     ptx = BinaryImages("vllm/_C.so", [FatbinImage("ptx", parse_arch("8.0"), False)])
-    assert gpu_device.device_coverage(h100, [fa3, ptx]).outcome == "passed"
+    covered = gpu_device.device_coverage(h100, [fa3, ptx])
+    assert covered.outcome == "passed"
+    # covered through PTX alone: named, and the check that judges the JIT is pointed to
+    assert "; 1 only through PTX (whether this driver can JIT it: driver.ptx-jit)" in (
+        covered.summary
+    )
+    assert covered.evidence["ptx_only"] == ["vllm/_C.so"]
     # vLLM 0.26.0's _qutlass_C holds sm_100f only: a Blackwell-only library, not a failure
     qutlass = BinaryImages(
         "vllm/_qutlass_C.abi3.so", [FatbinImage("sass", parse_arch("10.0f"), False)]

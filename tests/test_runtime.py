@@ -336,26 +336,57 @@ def test_deepgemm_without_header_tree_for_the_arch_and_when_off(pytester, env):
 
 
 # -- pins.siblings ---------------------------------------------------------------------------
-def test_torch_next_to_another_triton_fails_and_the_pin_fixes_it(pytester, env):
-    """torch 2.11.0's METADATA: `triton==3.6.0; platform_system == "Linux"`; both ship .so."""
-    env.dist("torch", "2.11.0", requires=['triton==3.6.0; platform_system == "Linux"'],
-             files={"torch/lib/libtorch.so": b""})  # fmt: skip
-    env.dist("triton", "3.5.1", files={"triton/_C/libtriton.so": b""})
-    env.manifest('[pypi-dependencies]\ntorch = "==2.11.0"\ntriton = "==3.5.1"\n')
+def _linked_pair(env: EnvBuilder, tmp: Path) -> tuple[bytes, bytes]:
+    """torch's ``libc10.so`` and a torchvision ``_C.so`` whose DT_NEEDED names it (real ELFs)."""
+    from fixtures import elf
+
+    lib = elf.fake_soname_lib(tmp / "lib", "libc10.so", "int c10_version(void) { return 2; }\n")
+    ext = elf.cxx_extension(tmp / "_C.so", 'extern "C" int uses_c10() { return 1; }\n', [lib])
+    return lib.read_bytes(), ext.read_bytes()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="needs a C++ compiler")
+def test_an_extension_linking_its_siblings_library_off_its_pin_fails(pytester, env, tmp_path):
+    """torchvision 0.26.0's METADATA says `torch==2.11.0`, and its `_C.so` needs torch's
+    `libc10.so` (DT_NEEDED): next to torch 2.13.0 the loader binds it to another build."""
+    c10, ext = _linked_pair(env, tmp_path)
+    env.dist("torchvision", "0.26.0", requires=["torch==2.11.0"], files={"torchvision/_C.so": ext})
+    env.dist("torch", "2.13.0", files={"torch/lib/libc10.so": c10})
+    env.manifest('[pypi-dependencies]\ntorch = "==2.13.0"\ntorchvision = "==0.26.0"\n')
     assert one(run(pytester, env, "test_sibling_pins")) == "failed"
     (f,) = findings(pytester, "pins.siblings")
     assert f["summary"] == (
-        "torch 2.11.0 requires triton==3.6.0, the env has triton 3.5.1: both ship compiled code, "
-        "and torch's was built against that triton; next to another it fails to load or to run"
+        "torchvision 0.26.0 requires torch==2.11.0, the env has torch 2.13.0: torchvision's "
+        "compiled code links torch's libc10.so, built against that torch; next to another it "
+        "fails to load or to run"
     )
+    assert f["evidence"]["links"] == ["libc10.so"]
     assert f["fix"].startswith(
-        'in pixi.toml line 8 ([pypi-dependencies]), replace `triton = "==3.5.1"` with `triton = "==3.6.0"`'
+        'in pixi.toml line 7 ([pypi-dependencies]), replace `torch = "==2.13.0"` with `torch = "==2.11.0"`'
     )
-    (env.site_packages / "triton-3.5.1.dist-info").rename(env.site_packages / "old.bak")
-    env.dist("triton", "3.6.0", files={"triton/_C/libtriton.so": b""})
+    (env.site_packages / "torch-2.13.0.dist-info").rename(env.site_packages / "old.bak")
+    env.dist("torch", "2.11.0", files={"torch/lib/libc10.so": c10})
     assert one(run(pytester, env, "test_sibling_pins")) == "passed"
     (f,) = findings(pytester, "pins.siblings")
-    assert f["outcome"] == "passed" and "torch 2.11.0: triton==3.6.0" in f["summary"]
+    assert f["outcome"] == "passed" and "torchvision 0.26.0: torch==2.11.0" in f["summary"]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="needs a C++ compiler")
+def test_two_native_packages_that_never_link_each_other_only_warn(pytester, env, tmp_path):
+    """Measured on the H100 (docs/gpu-runs.md, round 12): vLLM 0.26.0 pins `numba==0.65.0`;
+    its objects need torch's libraries, none of numba's, and it loaded and generated next to
+    numba 0.68.0. A pin off by a version there works: warning, never failed."""
+    c10, ext = _linked_pair(env, tmp_path)
+    env.dist("vllm", "0.26.0", requires=["numba==0.65.0"], files={"vllm/_C.abi3.so": ext})
+    env.dist("torch", "2.11.0", files={"torch/lib/libc10.so": c10})
+    env.dist("numba", "0.68.0", files={"numba/_helperlib.cpython-312-x86_64-linux-gnu.so": c10})
+    assert one(run(pytester, env, "test_sibling_pins")) == "warned"
+    (f,) = findings(pytester, "pins.siblings")
+    assert f["outcome"] == "warning"
+    assert f["summary"].startswith(
+        "vllm 0.26.0 requires numba==0.65.0, the env has numba 0.68.0: vllm's compiled code "
+        "links none of numba's libraries; it may work"
+    )
 
 
 def test_pure_python_pins_warn_markers_and_extras_are_respected(pytester, env):

@@ -321,3 +321,32 @@ def test_real_torch_211_vllm_026_env_shows_no_failure_from_this_layer(
         pytest.skip("the FlashInfer/DeepGEMM JIT verdicts below need an nvcc at /usr/local/cuda")
     assert by(mine, "deepgemm.jit")[0]["outcome"] == "passed"
     assert by(mine, "flashinfer.jit")[0]["outcome"] == "warning"  # compiles at first start
+
+
+# -- recorded truth: round 12 on the H100 (fixtures/measured/round12_h100.json) ----------------
+ROUND12 = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "measured" / "round12_h100.json").read_text()
+)
+
+
+@pytest.mark.parametrize("name", ["bundled", "missing_override"])
+def test_triton_ptxas_agrees_with_the_h100(pytester, env_builder, triton_trees, name):
+    """Real Triton 3.6.0 on the H100 ran its kernel with its bundled ptxas, and with
+    TRITON_PTXAS_PATH naming a file that does not exist (passed over): the verdict on the
+    same wheel never fails either, and says when the setting does nothing."""
+    truth = ROUND12["triton_ptxas"]
+    measured = truth["runs"][name]
+    env_builder.python("3.12")
+    link_into(env_builder, triton_trees[truth["triton"]])
+    if measured["TRITON_PTXAS_PATH"]:
+        env_builder.manifest(
+            f'[activation.env]\nTRITON_PTXAS_PATH = "{measured["TRITON_PTXAS_PATH"]}"\n'
+        )
+    (f,) = by(run(pytester, env_builder, "test_triton_ptxas", truth["arch"]), "triton.ptxas")
+    assert measured["kernel_ran"] and f["outcome"] != "failed"
+    if name == "bundled":
+        assert (
+            f["outcome"] == "passed" and f["summary"] == truth["suite"]["bundled"].split(": ", 1)[1]
+        )
+    else:
+        assert f["outcome"] == "warning" and "the setting does nothing" in f["summary"]

@@ -123,8 +123,9 @@ def test_xformers_torch_pin_mismatch_fails(pytester, env_builder):
 
 
 def test_xformers_built_for_another_torch_fails_though_its_pin_is_met(pytester, env_builder):
-    # Seen on the H100: PyPI xformers 0.0.35 requires torch>=2.10, but cpp_lib.json says its
-    # ops were built for 2.10.0+cu128; next to torch 2.11.0+cu130 they do not load.
+    # xformers requires torch>=2.10, but cpp_lib.json says its ops were built for
+    # 2.10.0+cu128. With no _C.so to read, nothing shows they use only the stable C ABI (PyPI
+    # 0.0.35's do, and load on 2.11.0+cu130: tests/test_xformers_pairs.py), so the build pins.
     # PyPI's torch 2.11.0 is CUDA 13.0 but its dist version has no "+cu130": version.py says
     install_vit_vllm(env_builder, "0.10", torch="2.11.0")
     (env_builder.site_packages / "torch").mkdir(exist_ok=True)

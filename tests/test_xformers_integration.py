@@ -60,3 +60,20 @@ def test_xformers_table_agrees_with_vllm_pins(vllm_trees, version):
         if line.startswith(("Requires-Dist: torch==", "Requires-Dist: xformers=="))
     )
     assert X.xformers_for_torch(pins["torch"]) == pins["xformers"]
+
+
+@pytest.mark.parametrize(
+    ("version", "stable"), [("0.0.30", False), ("0.0.33.post1", False), ("0.0.35", True)]
+)
+def test_real_xformers_ops_stable_abi_or_not(version, stable):
+    """What frees 0.0.35 from cpp_lib.json's exact torch (round 11a) is read from the real
+    ``_C.so``: 0.0.30 and 0.0.33.post1 import torch's C++ API (181 / 183 mangled c10/at
+    names, measured), 0.0.35 only ``aoti_torch_*`` (70, setup.py's ``-DTORCH_STABLE_ONLY``)."""
+    from pytest_vllm_env.checks.xformers_torch import stable_abi_only
+    from pytest_vllm_env.facts.binaries import extension_facts
+
+    root = members(downloads.wheel(f"xformers=={version}"), lambda n: n == "xformers/_C.so")
+    ops = extension_facts(root / "xformers" / "_C.so")
+    assert not ops.error and ops.torch_symbols
+    assert stable_abi_only(ops.torch_symbols) is stable
+    assert ops.cudart == "12"  # PyPI's builds: CUDA 12 (what abi.cudart judges next to cu130)

@@ -24,7 +24,8 @@ of a Pixi env whose manifest is not known.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -32,6 +33,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks import abi_cudart
 from pytest_vllm_env.checks.abi_fixes import (
     NO_ENV,
     for_torch_cuda,
@@ -127,10 +129,16 @@ def cudart(
     env: PixiEnv | None = None,
     built: BuiltFor | str | None = None,
     vllm_version: str | None = None,
+    resolved: dict[str, Path | None] | None = None,
+    held: Sequence[Path] = (),
+    site_packages: Path | None = None,
 ) -> Finding:
     """``abi.cudart``: the extension's libcudart major equals torch's CUDA major (and the
     toolkit's). ``built``: the torch the extension's package pins (the release to install
-    when torch is absent)."""
+    when torch is absent). Another major than torch's is judged by where the loader finds
+    that runtime (``resolved``: the extension's ``DT_NEEDED`` as found; ``held``: copies the
+    env holds elsewhere), :mod:`pytest_vllm_env.checks.abi_cudart`; without ``resolved`` (a
+    wheel judged before install) it fails as before."""
     env = env or NO_ENV
     cid, name = "abi.cudart", label(ext.path)
     if ext.error:
@@ -140,6 +148,11 @@ def cudart(
     major = ext.cudart
     if major is None:
         return F.skipped(cid, f"{name} does not link libcudart.so.N", needed=ext.needed)
+    if torch is not None and torch.cuda_error:  # unknown, not CPU-only: name the file
+        again = fixes.reinstall(env, "pytorch") if env.conda("pytorch") else ""
+        again = again or fixes.reinstall(env, "torch", pypi=True)
+        return F.error(cid, f"torch's CUDA is unknown: {torch.cuda_error}",
+                       f"reinstall torch: {again}", path=str(torch.root))  # fmt: skip
     if torch is None or not torch.cuda:
         pin = built.torch if isinstance(built, BuiltFor) else built
         release = torch.version if torch is not None else pin
@@ -151,12 +164,19 @@ def cudart(
         )
     if torch.cuda.split(".")[0] != major:
         owner = owner_of(name)
+        fix = (
+            f"install {for_torch_cuda(env, owner, torch, vllm_version)}; or a torch built for "
+            f"CUDA {major}: {torch_for_cuda(env, torch.version, major)}"
+        )
+        if resolved is not None:  # round 11a: a CUDA 12 xformers loads once the env has .so.12
+            return abi_cudart.other_runtime(cid, name, major, torch, fix, env=env,
+                                            found=resolved.get(f"libcudart.so.{major}"),
+                                            held=held, site_packages=site_packages)  # fmt: skip
         return F.failed(
             cid,
             f"{name} was built for CUDA {major} (libcudart.so.{major}); "
             f"torch {torch.version} is CUDA {torch.cuda}",
-            f"install {for_torch_cuda(env, owner, torch, vllm_version)}; or a torch built for "
-            f"CUDA {major}: {torch_for_cuda(env, torch.version, major)}",
+            fix,
         )
     if toolkit and toolkit.split(".")[0] != major:
         return F.failed(

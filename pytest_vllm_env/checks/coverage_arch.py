@@ -28,7 +28,9 @@ row), xformers' FA3 range as :class:`pytest_vllm_env.readers.xformers_fa3.Fa3Dis
 :func:`required_on` and :func:`min_nvcc` serve ``gpu.device-coverage`` too.
 
 Coverage through PTX alone passes, saying so: the driver JIT-compiles at first use, which
-vLLM's own wheels rely on (0.26.0's FA2 holds only sm_80 and compute_80).
+vLLM's own wheels rely on (0.26.0's FA2 holds only sm_80 and compute_80). Whether *this* driver
+can JIT that PTX (its ISA), and whether the kernels run on that GPU at all, is
+``driver.ptx-jit``'s to say; the verdict points there.
 """
 
 from __future__ import annotations
@@ -198,8 +200,9 @@ def _judge(
             # runs on H100/RTX 5090 through this JIT (measured); the first launch is slower
             return F.passed(
                 CID,
-                f"{label} runs on {target.sm} through PTX {cov.via.name} (JIT-compiled by the "
-                "driver at first use, then cached)",
+                f"{label} runs on {target.sm} through PTX {cov.via.name} (JIT-compiled at "
+                "first use, then cached; whether this driver can, and at what cost: "
+                "driver.ptx-jit)",
                 **ev,
             )
         return F.passed(CID, f"{label} runs on {target.sm} via SASS {cov.via.name}", **ev)

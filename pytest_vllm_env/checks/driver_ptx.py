@@ -20,9 +20,11 @@ check says whether this driver can compile it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks import coverage_arch
 from pytest_vllm_env.checks.driver import NO_DRIVER, Driver, upgrade_fix
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.driver import BinaryFacts
@@ -30,7 +32,7 @@ from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.fatbin import ptx_jits_to, sass_runs_on
 from pytest_vllm_env.tables import driver as T
-from pytest_vllm_env.tables.archs import Arch, parse_arch
+from pytest_vllm_env.tables.archs import Arch, FatbinImage, parse_arch
 
 CID = "driver.ptx-jit"
 
@@ -89,8 +91,40 @@ def ptx_jit(
                 )
             )
             continue
-        out.append(_judge(name, binary, archs, driver, cuda, ceiling, env))
+        idle = {t: why for t in archs if (why := not_launched(name, binary, t, binaries))}
+        out.append(_judge(name, binary, archs, driver, cuda, ceiling, env, idle))
     return out
+
+
+# vLLM's FlashAttention libraries (vllm/vllm_flash_attn/), by the FA version they hold
+_FA2 = re.compile(r"(^|/)vllm/vllm_flash_attn/_vllm_fa2_C[^/]*\.so$")
+_FA3 = re.compile(r"(^|/)vllm/vllm_flash_attn/_vllm_fa3_C[^/]*\.so$")
+
+
+def not_launched(
+    name: str, binary: BinaryFacts, target: Arch, binaries: Iterable[tuple[str, BinaryFacts]]
+) -> str:
+    """Why ``name``'s kernels are not launched on ``target`` ("" when they may be), so that
+    PTX it carries for that GPU is never JIT-compiled there:
+
+    - the role ``arch.coverage`` gives it says so (:func:`coverage_arch.required_on`: a
+      per-GPU backend, FA2 below sm 8.0, a library of arch-specific images only);
+    - vLLM's FA2 on a Hopper GPU next to vLLM's FA3 holding SASS for it: vLLM
+      (``v1/attention/backends/fa_utils.py:get_flash_attn_version``, 0.10 to 0.33) takes FA3
+      on every sm 9.x where ``_vllm_fa3_C`` loads, FA2 only when asked
+      (``flash_attn_version=2``) or for ALiBi.
+    """
+    images = [FatbinImage(k, parse_arch(cc), False) for c in binary.containers for k, cc, _ in c]
+    if not coverage_arch.required_on(name, images, target):
+        return f"{coverage_arch.role_of(name).why}"
+    if _FA2.search(name) and target.major == 9:
+        for other, facts in binaries:
+            if _FA3.search(other) and served(facts, target)[0]:
+                return (
+                    f"vLLM runs FA3 ({other}, SASS for {target.sm}) on sm 9.x, FA2 only when "
+                    "asked (flash_attn_version=2) or for ALiBi (fa_utils.get_flash_attn_version)"
+                )
+    return ""
 
 
 def _judge(
@@ -101,6 +135,7 @@ def _judge(
     cuda: T.Version,
     ceiling: T.JitCeiling | None,
     env: PixiEnv,
+    idle: dict[Arch, str] | None = None,
 ) -> Finding:
     total = len(binary.containers)
     can = f"{driver.label} JITs PTX up to ISA {T.isa_text(ceiling.isa)}" if ceiling else ""
@@ -127,6 +162,9 @@ def _judge(
                 unsure.append((target, what, newest))
             else:
                 bad.append((target, what, newest, whole))
+        elif idle and target in idle:
+            # PTX the driver could JIT, for kernels that do not run here: nothing to pay
+            plain.append(f"{target.sm} only through PTX, not launched there: {idle[target]}")
         elif whole:
             costly.append((target, what))
         else:

@@ -148,13 +148,23 @@ def device_coverage(
         )
     if not gpu_code:
         return skipped(cid, f"no GPU binary (libtorch_cuda.so, vLLM extensions) found for {names}")
+    # covered only through PTX: the driver JIT-compiles it, if it can (driver.ptx-jit says)
+    jit = sorted(
+        {b.label for b in gpu_code for _, a in gpus if arch_coverage(b.images or [], a).jit}
+    )
     return passed(
         cid,
         f"{names}: kernels in all {len(gpu_code) - len(special)} general GPU binaries"
         + (f", and among the target archs ({targets_source})" if declared else "")
-        + (f"; {len(special)} arch-specific librarie(s) not for this GPU" if special else ""),
+        + (f"; {len(special)} arch-specific librarie(s) not for this GPU" if special else "")
+        + (
+            f"; {len(jit)} only through PTX (whether this driver can JIT it: driver.ptx-jit)"
+            if jit
+            else ""
+        ),
         binaries=[b.label for b in gpu_code],
         arch_specific_only=special,
+        **({"ptx_only": jit} if jit else {}),
     )
 
 

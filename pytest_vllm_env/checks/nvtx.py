@@ -20,7 +20,7 @@ from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.find_cudatoolkit import Prediction, nvtoolsext_cause, nvtoolsext_fix
 from pytest_vllm_env.facts.toolkit import TARGETS, ToolkitFacts
 from pytest_vllm_env.facts.torch_config import ConfigPrediction
-from pytest_vllm_env.findings import Finding, failed, passed, skipped
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.torch_cmake import TorchCudaCmake
 
 
@@ -39,6 +39,18 @@ def cmake_target(
     in the same words and with the same fixes, so the two never disagree; the rest of it
     (an earlier stop) is named, not judged here."""
     check = "nvtx.cmake-target"
+    if torch_cmake is not None and torch_cmake.error:  # CMake's include() would fail on it
+        return error(
+            check,
+            f"torch's cuda.cmake {torch_cmake.error}",
+            "reinstall torch: "
+            + (
+                fixes.reinstall(env, "pytorch")
+                if env.conda("pytorch")
+                else fixes.reinstall(env, "torch", pypi=True)
+            ),
+            path=str(torch_cmake.path),
+        )
     if pred is None:
         where = "no cmake on the activated PATH" if cmake == "None" else f"{cmake} does not run"
         return skipped(check, f"{where}: no CMake version to predict FindCUDAToolkit for")

@@ -6,11 +6,13 @@ of one package, ``--no-deps``, an override, or a conda package next to a PyPI on
 pin is read from the owner's ``Requires-Dist`` (:mod:`pytest_vllm_env.facts.pins`), so no list
 of names decides which pairs matter.
 
-Levels: where both sides ship compiled code, the pin is an ABI: the owner's extensions were
-built against that exact sibling (torchvision's ops against torch's C++ API, torch's Inductor
-against Triton's codegen API) and fail to load or to compile next to another one: failed.
-Where one side is pure Python, the owner was written against the sibling's API and may or may
-not work: warning. vLLM's pins of torch & co. are judged by ``abi.pins`` and xformers' torch
+Levels: where the owner's compiled objects need a library the sibling ships (``DT_NEEDED``:
+torchvision's ``_C.so`` needs torch's ``libc10.so``), the pin is an ABI: the loader binds the
+owner to that exact build and another one fails to load or to run: failed. Otherwise (a pure
+Python side, or two native packages that never link each other, as vLLM 0.26.0 and numba or
+apache-tvm-ffi, which ran on the H100 off their pins) the owner was written against the
+sibling's Python API and may work or fail where the two disagree: warning.
+vLLM's pins of torch & co. are judged by ``abi.pins`` and xformers' torch
 pin by ``xformers.torch-pin``; those pairs are left to them here.
 """
 
@@ -82,18 +84,25 @@ def _broken(pin: SiblingPin, env: PixiEnv) -> Finding:
         "compiled_code": f"{pin.owner}: {_yes(pin.owner_native)}, "
         f"{pin.sibling}: {_yes(pin.sibling_native)}",
     }
-    if pin.owner_native and pin.sibling_native:
+    if pin.links:
         return failed(
             CID,
-            f"{what}, {have}: both ship compiled code, and {pin.owner}'s was built against "
-            f"that {pin.sibling}; next to another it fails to load or to run",
+            f"{what}, {have}: {pin.owner}'s compiled code links {pin.sibling}'s "
+            f"{', '.join(pin.links)}, built against that {pin.sibling}; next to another it "
+            "fails to load or to run",
             fix,
             **ev,
+            links=list(pin.links),
         )
+    how = (
+        f"{pin.owner}'s compiled code links none of {pin.sibling}'s libraries"
+        if pin.owner_native and pin.sibling_native and pin.links is not None
+        else f"{pin.owner} was written against that {pin.sibling}'s Python API"
+    )
     return warning(
         CID,
-        f"{what}, {have}: {pin.owner} was written against that {pin.sibling}; it may work, "
-        "or fail where the two disagree (pip check reports this env as broken)",
+        f"{what}, {have}: {how}; it may work, or fail where the two disagree "
+        "(pip check reports this env as broken)",
         fix,
         **ev,
     )

@@ -33,12 +33,16 @@ def torch_pin(
     torch_cuda: str | None = None,
     vllm_requires_xformers: bool = False,
     vllm_xformers: str | None = None,
+    torch_imports: Sequence[str] | None = None,
 ) -> Finding:
     """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``), and its
     ``cpp_lib.json`` names the torch its ops were compiled against (``built_for``); next to
     another torch those ops fail to load, and xformers falls back or raises at first use.
     Judged when the vision tower uses xformers, and whenever vLLM itself requires xformers
-    (vLLM <= 0.10 ran all attention on it: vLLM #2245's cu121 xformers next to cu118 torch)."""
+    (vLLM <= 0.10 ran all attention on it: vLLM #2245's cu121 xformers next to cu118 torch).
+    ``torch_imports``: the torch-side names ``xformers/_C.so`` imports (None: not read); only
+    the stable C ABI's there (:func:`stable_abi_only`) and ``cpp_lib.json``'s build pins
+    nothing beyond the release it targets (round 11a)."""
     cid = "xformers.torch-pin"
     if not uses_xformers(decisions) and not vllm_requires_xformers:
         return skipped(cid, "the vision tower does not use xformers here (xformers.decision)")
@@ -64,6 +68,33 @@ def torch_pin(
         "cu" + "".join(torch_cuda.split(".")) if torch_cuda else ""
     )
     installed = f"{torch_version.split('+', 1)[0]}+{local}" if local else torch_version
+    if ok and built_for and stable_abi_only(torch_imports):
+        # xformers 0.0.35's setup.py builds with -DTORCH_STABLE_ONLY and
+        # -DTORCH_TARGET_VERSION=<torch it built with>: its _C.so imports only aoti_torch_*,
+        # which every later torch exports. _cpp_lib.py:_register_extensions just calls
+        # torch.ops.load_library and prints cpp_lib.json's build only when that fails. Measured
+        # on the H100 (round 11a): PyPI 0.0.35 (built for 2.10.0+cu128) ran on 2.11.0+cu130.
+        if _release(built_for) > _release(public):
+            return failed(
+                cid,
+                f"xformers {xformers_version}'s compiled ops use torch's stable C ABI as of "
+                f"torch {built_for} (xformers/cpp_lib.json); the env has torch {installed}, "
+                "older: the aoti_torch_* functions they call may not be there",
+                f"install torch {_release_text(built_for)} or later, or "
+                f"{'the xformers release built for torch ' + public}",
+                built_for=built_for,
+                **ev,
+            )
+        return passed(
+            cid,
+            f"xformers {xformers_version} requires {spec}; torch is {torch_version}; its "
+            f"compiled ops use only torch's stable C ABI ({len(torch_imports or ())} "
+            f"aoti_torch_*/torch_* imports), so they load on torch {installed} though built "
+            f"for {built_for} (the CUDA runtime they need is abi.cudart's to judge)",
+            built_for=built_for,
+            stable_abi=True,
+            **ev,
+        )
     if ok and built_for and _torch_build_key(built_for) != _torch_build_key(installed):
         # Seen on the H100: PyPI's xformers 0.0.35 says torch>=2.10 but its _C.so was built
         # against 2.10.0+cu128; next to 2.11.0+cu130 "xFormers can't load C++/CUDA extensions"
@@ -140,6 +171,26 @@ def _torch_build_key(version: str) -> tuple[str, str]:
     minor = ".".join(release.split(".")[:2])
     match = re.match(r"cu(\d+)\d$", local)
     return minor, (match[1] if match else local)
+
+
+def stable_abi_only(torch_imports: Sequence[str] | None) -> bool:
+    """True when an extension's torch-side imports are all the stable C ABI's (``aoti_torch_*``
+    and ``torch_*`` C functions, no mangled ``c10::``/``at::``/``torch::`` name): built with
+    ``TORCH_STABLE_ONLY``, it is not tied to the exact torch it was compiled against."""
+    return bool(torch_imports) and not any(n.startswith("_Z") for n in torch_imports or ())
+
+
+def _release(version: str) -> tuple[int, int]:
+    """``2.10.0+cu128`` -> (2, 10): the torch minor a stable-ABI build targets."""
+    try:
+        major, minor = Version(version.split("+", 1)[0]).release[:2]
+    except (InvalidVersion, ValueError):
+        return (0, 0)
+    return major, minor
+
+
+def _release_text(version: str) -> str:
+    return ".".join(map(str, _release(version)))
 
 
 def vllm_xformers_requirement(dist: Any) -> str | None:

@@ -25,7 +25,7 @@ from pytest_vllm_env.facts import linkage
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.linkage import demangle
 from pytest_vllm_env.readers.elf import ElfError, SymbolIndex
-from pytest_vllm_env.readers.torch_version import read_torch_cuda
+from pytest_vllm_env.readers.torch_version import read_torch_cuda_or_why
 
 # Mangled names in torch's namespaces, and the C entry points of torch's stable ABI.
 TORCH_SIDE = _TORCH_SIDE = re.compile(
@@ -45,6 +45,8 @@ class TorchFacts:
     libs: list[Path] = field(default_factory=list)
     cxx11: bool | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    # why torch/version.py could not be read (a FIFO...): then ``cuda`` is unknown, not None
+    cuda_error: str = ""
 
     @cached_property
     def exports(self) -> TorchExports:
@@ -63,6 +65,7 @@ class TorchFacts:
             "libs": [str(p) for p in self.libs],
             "cxx11": self.cxx11,
             "errors": self.errors,
+            "cuda_error": self.cuda_error,
         }
 
     @classmethod
@@ -74,6 +77,7 @@ class TorchFacts:
             libs=[Path(p) for p in data["libs"]],
             cxx11=data["cxx11"],
             errors=dict(data["errors"]),
+            cuda_error=data.get("cuda_error", ""),
         )
 
 
@@ -189,7 +193,8 @@ def torch_facts(env: PixiEnv) -> TorchFacts | None:
     root = torch_root(env)
     if root is None:
         return None
-    facts = TorchFacts(env.version_of("torch") or "?", root, read_torch_cuda(root))
+    cuda, why = read_torch_cuda_or_why(root)
+    facts = TorchFacts(env.version_of("torch") or "?", root, cuda, cuda_error=why)
     libdir = root / "lib"
     facts.libs = sorted(p for p in libdir.glob("*.so*") if p.is_file()) if libdir.is_dir() else []
     flags: list[bool] = []
@@ -207,16 +212,36 @@ def torch_facts(env: PixiEnv) -> TorchFacts | None:
 
 
 def find_extensions(env: PixiEnv, packages: Iterable[str] = EXT_PACKAGES) -> list[Path]:
-    """Compiled ``.so`` files of vLLM, xformers and flash-attn in the env's site-packages."""
+    """Compiled ``.so`` files of vLLM, xformers and flash-attn in the env's site-packages.
+
+    Whatever is there under such a name and is not a folder counts: a FIFO or a dangling
+    link where ``_C.abi3.so`` must be is an extension Python cannot import, so the checks
+    name it (an error, :func:`extension_facts`) rather than pass over it as absent."""
     found: list[Path] = []
     for sp in env.site_packages:
         for pkg in packages:
             folder = sp / pkg
             if folder.is_dir():
-                found += sorted(p for p in _files_ending(folder, ".so") if p.is_file())
+                found += sorted(p for p in _files_ending(folder, ".so") if _not_dir(p))
         if "flash_attn" in packages:
-            found += sorted(p for p in sp.glob("flash_attn_2_cuda*.so") if p.is_file())
+            found += sorted(p for p in sp.glob("flash_attn_2_cuda*.so") if _not_dir(p))
     return found
+
+
+def cudart_files(env: PixiEnv, major: str) -> list[Path]:
+    """The ``libcudart.so.<major>`` files the env's CUDA runtime wheels hold
+    (``site-packages/nvidia/*/lib``: ``nvidia-cuda-runtime-cu12`` puts it in
+    ``nvidia/cuda_runtime/lib``, ``nvidia-cuda-runtime`` 13 in ``nvidia/cu13/lib``), found or
+    not by the loader: what ``abi.cudart`` tells to put on ``LD_LIBRARY_PATH``."""
+    out: list[Path] = []
+    for sp in env.site_packages:
+        out += sorted(p for p in sp.glob(f"nvidia/*/lib/libcudart.so.{major}") if files.regular(p))
+    return out
+
+
+def _not_dir(path: Path) -> bool:
+    """There (even as a dangling link) and not a folder; never opens, so never blocks."""
+    return os.path.lexists(path) and not path.is_dir()
 
 
 def _files_ending(folder: Path, suffix: str) -> Iterable[Path]:

@@ -97,8 +97,11 @@ def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
         return None
     try:
         text = files.read_text(path, files.SOURCE)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError as exc:  # there, and not a file CMake could include (issue 21: a FIFO)
+        why = f"cannot be read: {exc.strerror or exc}"
+        return TorchCudaCmake(path, False, False, [], None, error=f"{path}: {why}")
     facts = parse_cuda_cmake(path, text, env.package_file("torch", TORCH_CONFIG))
     if facts.finds_cudatoolkit:
         facts.bundled = _bundled_module(env)

@@ -28,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env import files
 from pytest_vllm_env.facts.env import PixiEnv, PythonDist
+from pytest_vllm_env.readers import elf
 
 _NARROW_OPS = {"<", "<=", "~="}
 
@@ -46,6 +47,9 @@ class SiblingPin:
     exact: bool  # == / === without a wildcard
     owner_native: bool | None = None  # ships compiled code (RECORD); None: not read / unknown
     sibling_native: bool | None = None
+    # libraries of the sibling that the owner's compiled objects name in DT_NEEDED (the loader
+    # binds them at import: an ABI); None where the owner's objects could not be read
+    links: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -134,15 +138,64 @@ def read(env: PixiEnv) -> PinFacts:
                 exact=exact,
             )
             if not holds:
+                owner_native = _native(owner, native)
+                sibling_native = _native(sibling, native)
+                links = _links(owner, sibling) if owner_native and sibling_native else ()
                 pin = SiblingPin(
                     **{
                         **asdict(pin),
-                        "owner_native": _native(owner, native),
-                        "sibling_native": _native(sibling, native),
+                        "owner_native": owner_native,
+                        "sibling_native": sibling_native,
+                        "links": links,
                     }
                 )
             out.pins.append(pin)
     return out
+
+
+# Bounds: a distribution lists thousands of files; its compiled objects are read only for a pin
+# that does not hold, and at most this many of them (vLLM 0.26.0 ships 16).
+_MAX_OBJECTS = 64
+
+
+def _objects(dist: PythonDist) -> list[str] | None:
+    """The shared objects ``dist``'s RECORD lists (paths relative to site-packages)."""
+    try:
+        text = files.read_text(dist.path / "RECORD", files.RECORD)
+    except OSError:
+        return None
+    return [
+        path
+        for row in text.splitlines()
+        if (path := row.split(",", 1)[0]).endswith(".so") or ".so." in path.rsplit("/", 1)[-1]
+    ]
+
+
+def _links(owner: PythonDist, sibling: PythonDist) -> tuple[str, ...] | None:
+    """The sibling's libraries that the owner's compiled objects need (``DT_NEEDED``).
+
+    What makes an exact pin an ABI is the dynamic loader binding the owner's extension to the
+    sibling's library at import (torchvision's ``_C.so`` needs ``libc10.so`` and
+    ``libtorch_cpu.so``, which torch ships), not that both ship a ``.so``: vLLM 0.26.0 pins
+    ``numba==0.65.0`` and ``apache-tvm-ffi==0.1.10``, none of its 16 objects needs a library
+    of either, and it loaded and generated on the H100 next to numba 0.68.0 and
+    apache-tvm-ffi 0.1.15.post2 (docs/gpu-runs.md, round 12).
+    """
+    mine, theirs = _objects(owner), _objects(sibling)
+    if mine is None or theirs is None:
+        return None
+    shipped = {path.rsplit("/", 1)[-1] for path in theirs}
+    site = owner.path.parent
+    found: set[str] = set()
+    read_any = False
+    for rel in mine[:_MAX_OBJECTS]:
+        try:
+            needed = elf.read_elf(site / rel, symbols=False).needed
+        except elf.ElfError:
+            continue
+        read_any = True
+        found.update(name for name in needed if name in shipped)
+    return tuple(sorted(found)) if read_any or not mine else None
 
 
 def _native(dist: PythonDist, seen: dict[str, bool | None]) -> bool | None:

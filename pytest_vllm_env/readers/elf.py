@@ -175,6 +175,8 @@ def read_elf(path: str | Path, *, symbols: bool = True, versions: bool = False) 
         with files.open_regular(path) as fh:  # a FIFO or device is refused, never waited on
             file_size = os.fstat(fh.fileno()).st_size
             return _read_elf(fh, path, file_size, symbols, versions)
+    except files.Refused as exc:  # there but not a file (a FIFO...): say which one it is
+        raise ElfError(f"cannot read: {exc}") from None
     except OSError as exc:
         raise ElfError(f"cannot read: {exc.strerror or exc}") from None
     except struct.error as exc:

@@ -7,8 +7,10 @@ against ``cuobjdump --list-elf/--list-ptx`` on nvcc 13.0 output:
   u64 size of the entries that follow (containers may be separated by zero padding);
 - entries: u16 kind (1 PTX, 2 ELF/SASS), u16, u32 entry header size, u64 payload size,
   ..., u32 at +28 the arch number (80, 90, 120), u64 flags at +40.
-- Flags, measured: ``0x8000`` compressed, ``0x100000`` arch-specific (``sm_90a``),
-  ``0x200000`` family-specific (``sm_100f``; cuobjdump prints it as plain ``sm_100``).
+- Flags, measured: ``0x8000`` compressed with zstd (nvcc 13), ``0x2000`` compressed with
+  NVIDIA's LZ4 variant (CUDA <= 12: every image of xformers 0.0.30's ``_C.so``, which
+  ``cuobjdump`` lists as compressed), ``0x100000`` arch-specific (``sm_90a``), ``0x200000``
+  family-specific (``sm_100f``; cuobjdump prints it as plain ``sm_100``).
 
 We seek from header to header and never read payloads, so listing torch's 456 MB
 ``libtorch_cuda.so`` costs the same as listing a 1 MB test library with as many images.
@@ -35,7 +37,9 @@ from pytest_vllm_env.tables.archs import ptx_jits_to as ptx_jits_to
 from pytest_vllm_env.tables.archs import sass_runs_on as sass_runs_on
 
 MAGIC = 0xBA55ED50
-FLAG_COMPRESSED = 0x8000
+FLAG_ZSTD = 0x8000  # nvcc 13: zstd (the payload starts 28 b5 2f fd)
+FLAG_LZ4 = 0x2000  # CUDA <= 12: NVIDIA's LZ4 variant (xformers 0.0.30 / 0.0.33 wheels)
+FLAG_COMPRESSED = FLAG_ZSTD | FLAG_LZ4
 FLAG_ARCH_SPECIFIC = 0x100000
 FLAG_FAMILY = 0x200000
 MAX_ENTRIES = 1_000_000

@@ -27,6 +27,7 @@ from pytest_vllm_env import files
 from pytest_vllm_env.readers.elf import ElfError, read_elf
 from pytest_vllm_env.readers.fatbin import (
     FLAG_ARCH_SPECIFIC,
+    FLAG_COMPRESSED,
     FLAG_FAMILY,
     MAGIC,
     MAX_ENTRIES,
@@ -35,8 +36,6 @@ from pytest_vllm_env.readers.fatbin import (
 )
 from pytest_vllm_env.tables.archs import Arch
 
-FLAG_ZSTD = 0x8000  # nvcc 13: zstd (payload starts 28 b5 2f fd)
-FLAG_LZ4 = 0x2000  # CUDA <= 12: NVIDIA's LZ4 variant (xformers 0.0.30/0.0.33 wheels)
 _VERSION_LINE = re.compile(rb"^[ \t]*\.version[ \t]+(\d+)\.(\d+)", re.M)
 TEXT_PEEK = 4096  # the .version line comes after a few comment lines
 
@@ -123,7 +122,7 @@ def _containers(fh, start: int, end: int) -> Iterator[Container]:
                 raise FatbinError("more than a million fatbin entries: not a real binary")
             if kind in (1, 2, 0x10):
                 suffix = "a" if flags & FLAG_ARCH_SPECIFIC else "f" if flags & FLAG_FAMILY else ""
-                compressed = bool(flags & (FLAG_ZSTD | FLAG_LZ4))
+                compressed = bool(flags & FLAG_COMPRESSED)
                 img = FatbinImage(
                     "ptx" if kind == 1 else "sass",
                     Arch(arch_no // 10, arch_no % 10, suffix),

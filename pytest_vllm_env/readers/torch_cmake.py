@@ -81,6 +81,9 @@ class TorchCudaCmake:
     # torch's own FindCUDAToolkit.cmake when Caffe2Config puts its dir on CMAKE_MODULE_PATH
     # around cuda.cmake (2.1 to 2.13): then it, not CMake's module, makes the CUDA:: targets
     bundled: FindModule | None = None
+    # why the file could not be read (a FIFO, a device, over its size bound): a file that is
+    # there but unreadable is named by the check, never taken as one that asks for nothing
+    error: str = ""
 
     def module(self, cmake_version: str) -> FindModule:
         """The FindCUDAToolkit a build that loads this torch runs."""

@@ -10,9 +10,18 @@ from pytest_vllm_env import files
 
 def read_torch_cuda(root: Path) -> str | None:
     """``cuda = '13.0'`` from ``torch/version.py``: read as text, never imported."""
+    return read_torch_cuda_or_why(root)[0]
+
+
+def read_torch_cuda_or_why(root: Path) -> tuple[str | None, str]:
+    """:func:`read_torch_cuda`, and why ``version.py`` could not be read ("" when it was, or
+    is simply absent): a FIFO or device there is not a CPU-only torch, and must be named."""
+    path = root / "version.py"
     try:
-        text = files.read_text(root / "version.py", files.SOURCE)
-    except OSError:
-        return None
+        text = files.read_text(path, files.SOURCE)
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"{path}: cannot be read: {exc.strerror or exc}"
     m = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
-    return m.group(1) if m else None
+    return (m.group(1) if m else None), ""

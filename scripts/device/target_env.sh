@@ -10,5 +10,9 @@ if [ ! -x $E/bin/python ]; then
   $PY -c 'from pathlib import Path; from fixtures.envs import EnvBuilder; b = EnvBuilder(Path("/tmp"), "tenv", bare=True); b.python("3.12.3", executable="/tmp/pywrap"); b.manifest()'
   SP=$E/lib/python3.12/site-packages; mkdir -p "$SP"
   for d in /opt/torch/.venv/lib/python3.12/site-packages/* /tmp/site/*; do ln -sf "$d" "$SP/"; done
+  # the wrapped interpreter's headers, where a real env keeps them (prefix/include): Triton's
+  # launcher build reads sysconfig's include dir, which for the device venv is the base's
+  INC=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  mkdir -p $E/include && ln -sfn "$INC" $E/include/python3.12
 fi
 export E PY

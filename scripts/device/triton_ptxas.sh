@@ -24,7 +24,9 @@ print("triton", triton.__version__, "kernel ok:", bool((o == 2).all()))
 '
 run() {  # name, extra environment
   local name=$1; shift
-  env "$@" TRITON_CACHE_DIR=$(mktemp -d) $PY -c "$KERNEL" > "$OUT/$name.log" 2>&1
+  # @triton.jit reads its function's source: the kernel must live in a file, not in `-c`
+  printf '%s\n' "$KERNEL" > /tmp/triton_kernel.py
+  env "$@" TRITON_CACHE_DIR=$(mktemp -d) $PY /tmp/triton_kernel.py > "$OUT/$name.log" 2>&1
   echo "$name: exit $? $(grep -E 'kernel ok|ptxas fatal|Error' "$OUT/$name.log" | head -2)"
 }
 run bundled
@@ -33,6 +35,10 @@ printf '#!/bin/sh\ncase "$*" in *--version*) echo "Cuda compilation tools, relea
 chmod +x /tmp/refusing-ptxas
 run refusing_override TRITON_PTXAS_PATH=/tmp/refusing-ptxas
 # the suite's verdict on the same interpreter's env (static, from files)
-$PY -m pytest --vllm-conformance -p no:cacheprovider -k test_triton_ptxas \
-  --vllm-env="$($PY -c 'import sys; print(sys.prefix)')" --cuda-arch=9.0 -q -rA 2>&1 | grep -E '^\[triton|passed|failed' > "$OUT/verdict.log"
+# the plugin is not installed in the device's venv: load it from this checkout, outside the
+# project's own conftest (which wants the test extras)
+ROOT=$PWD; ENVP=$($PY -c 'import sys; print(sys.prefix)')
+(mkdir -p /tmp/run && cd /tmp/run && PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$ROOT $PY -m pytest --noconftest \
+  -p pytest_vllm_env.plugin -p no:cacheprovider --vllm-conformance -k test_triton_ptxas \
+  --vllm-env="$ENVP" --cuda-arch=9.0 -q -rA 2>&1) | grep -E '^\[triton|passed|failed|ERROR|rror' > "$OUT/verdict.log"
 cat "$OUT/verdict.log"

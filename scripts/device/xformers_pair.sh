@@ -16,8 +16,8 @@ PY=${PY:-/opt/torch/.venv/bin/python}
 R=$PWD; export PYTHONPATH=$R
 $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/cu12 .xf/nvidia_cuda_runtime_cu12-*.whl
 CU12=$(dirname "$(find /tmp/cu12 -name 'libcudart.so.12*' | head -1)")
-run() {  # label wheel-dir extra-LD_LIBRARY_PATH
-  local label=$1 whl=$2 ld=$3 E=/tmp/xenv-$1 S=/tmp/xsite-$1
+run() {  # label wheel-dir extra-LD_LIBRARY_PATH [held: nvidia-cuda-runtime-cu12 in site-packages]
+  local label=$1 whl=$2 ld=$3 held=$4 E=/tmp/xenv-$1 S=/tmp/xsite-$1
   rm -rf "$E" "$S"
   $PY -m pip install -q --no-index --no-deps --no-compile --target "$S" .xf/$whl/xformers-*.whl || return
   printf '#!/bin/sh\nPYTHONPATH=%s LD_LIBRARY_PATH=%s exec %s "$@"\n' "$S" "$ld" "$PY" > /tmp/pywrap-$label
@@ -25,6 +25,14 @@ run() {  # label wheel-dir extra-LD_LIBRARY_PATH
   $PY -c "from pathlib import Path; from fixtures.envs import EnvBuilder; EnvBuilder(Path('/tmp'), 'xenv-$label', bare=True).python('3.12.3', executable='/tmp/pywrap-$label')"
   local SP=$E/lib/python3.12/site-packages; mkdir -p "$SP"
   for d in /opt/torch/.venv/lib/python3.12/site-packages/* "$S"/* "$R"/.xf/site/*; do ln -sfn "$d" "$SP/"; done
+  if [ -n "$ld" ]; then  # also where the suite reads the env's activation (round 11a: the wrapper only)
+    mkdir -p "$E/etc/conda/env_vars.d"
+    printf '{"LD_LIBRARY_PATH": "%s"}\n' "$ld" > "$E/etc/conda/env_vars.d/cu12.json"
+  fi
+  if [ -n "$held" ]; then  # the runtime wheel installed, its dir not on the path
+    rm -f "$SP/nvidia"; mkdir -p "$SP/nvidia"
+    for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/* /tmp/cu12/nvidia/*; do ln -sfn "$d" "$SP/nvidia/"; done
+  fi
   echo "== $label (LD_LIBRARY_PATH=${ld:-unset})"
   /tmp/pywrap-$label - <<'PYEOF' 2>&1 | grep -v "^  warnings.warn" | tail -4
 import torch, xformers, xformers.ops as xops
@@ -45,4 +53,5 @@ PYEOF
 }
 run pypi pypi ""
 run pypi-cu12 pypi "$CU12"
+run pypi-held pypi "" held   # expected: does not load; abi.cudart's fix is the LD_LIBRARY_PATH line alone
 run built built ""
