@@ -63,6 +63,7 @@ AREA_PLUGINS = (
     "pytest_vllm_env.plugins.cuda",
     "pytest_vllm_env.plugins.binaries",
     "pytest_vllm_env.plugins.modelopt",
+    "pytest_vllm_env.plugins.quant",
     "pytest_vllm_env.plugins.gpu",
     "pytest_vllm_env.plugins.build",
     "pytest_vllm_env.plugins.xformers",

@@ -27,12 +27,13 @@ PROBE = """
 import json
 
 from pytest_vllm_env.plugins.modelopt import checkpoint_path
+from pytest_vllm_env.plugins.quant import checkpoint_path as quant_checkpoint_path
 from pytest_vllm_env.plugins.report import report_path
 from pytest_vllm_env.plugins.source import project_path
 
 
 def test_probe(request, vllm_env, vllm_wheels, vllm_build_logs, reference_checkpoints,
-               vllm_source_dir, cmake_for_env, modelopt_checkpoint_specs):
+               vllm_source_dir, cmake_for_env, modelopt_checkpoint_specs, vllm_checkpoint_specs):
     config = request.config
     seen = {
         "vllm_env": str(vllm_env.prefix),
@@ -43,6 +44,7 @@ def test_probe(request, vllm_env, vllm_wheels, vllm_build_logs, reference_checkp
         "vllm_source": str(vllm_source_dir),
         "cmake": str(cmake_for_env),
         "modelopt_checkpoint": [str(checkpoint_path(config, s)) for s in modelopt_checkpoint_specs],
+        "vllm_checkpoint": [str(quant_checkpoint_path(config, s)) for s in vllm_checkpoint_specs],
         "vllm_project": str(project_path(config)),
         "vllm_env_report": str(report_path(config, "out/%N.json")),
     }
@@ -59,6 +61,7 @@ VALUES = {
     "vllm_source": "vllm-src",
     "cmake": "tools/cmake",
     "modelopt_checkpoint": "ckpt",
+    "vllm_checkpoint": "ckpt",
     "vllm_project": "project",
     "vllm_env_report": "out/r.json",
 }
@@ -92,6 +95,7 @@ def _expected(base: Path) -> dict[str, object]:
         "vllm_source": str(base / "vllm-src"),
         "cmake": str(base / "tools" / "cmake"),
         "modelopt_checkpoint": [str(base / "ckpt")],
+        "vllm_checkpoint": [str(base / "ckpt")],
         "vllm_project": str(base / "project"),
     }
 

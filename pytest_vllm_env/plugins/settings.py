@@ -45,6 +45,7 @@ PATH_SETTINGS: dict[str, str] = {
     "pixi_manifest": "a file, or the folder holding pixi.toml / pyproject.toml",
     "vllm_wheel": "a wheel file; globs are expanded from the same base",
     "modelopt_checkpoint": "a folder, else an 'org/name' repo id in the local Hugging Face cache",
+    "vllm_checkpoint": "a folder, else an 'org/name' repo id in the local Hugging Face cache",
     "reference_checkpoint": "a folder",
     "cmake": "a cmake executable",
     "vllm_project": "a folder or one project file",

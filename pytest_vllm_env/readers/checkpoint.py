@@ -37,6 +37,8 @@ SINGLE = "model.safetensors"
 # config.json files are small; one that is not is not a config (and must not be slurped).
 MAX_JSON_BYTES = 64 * 1024 * 1024
 SCALE_SUFFIXES = ("weight_scale", "weight_scale_2", "input_scale", "k_scale", "v_scale")
+# compressed-tensors NVFP4's global scales, fine-grained FP8's block scales (issue 22)
+SCALE_SUFFIXES += ("weight_global_scale", "input_global_scale", "weight_scale_inv")
 
 
 class CheckpointNotFound(Exception):

@@ -19,8 +19,12 @@ a new *kind* of scale layout is a :class:`Layout` kind, and a rule the row canno
 check. ``tests/test_quant_formats.py`` holds every row against the real vLLM wheels.
 
 Producers: ``modelopt`` (NVIDIA ModelOpt's ``export_hf_checkpoint``: ``quant_method``
-"modelopt", the algorithm in ``quant_algo``). Issue 22 adds compressed-tensors, Hugging Face
-fine-grained FP8 and MXFP4 (gpt-oss) rows with their own ``producer``.
+"modelopt", the algorithm in ``quant_algo``), here; compressed-tensors (llm-compressor), Hugging
+Face fine-grained FP8 (``quant_method: fp8``) and MXFP4 (gpt-oss) rows, with the same
+dataclasses, in :mod:`pytest_vllm_env.tables.quant_schemes`, and the kernels vLLM picks for
+each in :mod:`pytest_vllm_env.tables.quant_kernels`. A row's :class:`Param` list is what
+``create_weights`` registers on a quantized Linear (names, dtypes, shapes relative to the
+Linear's ``[out, in]``), for any loader model to use.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
+
+from pytest_vllm_env.tables.quant_params import IN, ONE, OUT, SCALAR, Dim, Param
+
+__all__ = ["IN", "ONE", "OUT", "SCALAR", "Dim", "Param"]  # re-exported: a row's vocabulary
 
 # safetensors dtype names (the header's "dtype")
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})
@@ -129,11 +137,18 @@ class QuantFormat:
     tied_lm_head: tuple[Literal["refuses", "wrong"], str] | None = None
     notes: str = ""
     sources: tuple[str, ...] = ()
+    # What create_weights registers, in full (rows of quant_schemes.py; the ModelOpt rows say
+    # it with weight_dtypes/scales above); the kernel family vLLM picks a kernel from
+    # (tables/quant_kernels.py); and what vLLM does below min_capability where it does not
+    # refuse: (the fallback's minimum capability, what it runs).
+    params: tuple[Param, ...] = ()
+    kernel_family: str = ""
+    fallback: tuple[int, str] | None = None
 
     @property
     def tensors_known(self) -> bool:
         """Does vLLM build a Linear for it, whose tensors the checks can judge?"""
-        return bool(self.weight_dtypes)
+        return bool(self.weight_dtypes or self.params)
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -185,6 +200,7 @@ FORMATS: tuple[QuantFormat, ...] = (
         FP8_E4M3,
         scales=_FP8_SCALES,
         linear_method="ModelOptFp8LinearMethod",
+        kernel_family="fp8",
         kernels=MappingProxyType(
             {
                 "sm 8.9+ (0.26.0)": "CUTLASS scaled_mm first among _POSSIBLE_FP8_KERNELS "
@@ -214,6 +230,7 @@ FORMATS: tuple[QuantFormat, ...] = (
         # ChannelQuantScaleParameter [out]; activations quantized per token at run time
         scales=(Scale("weight_scale", PER_CHANNEL),),
         linear_method="ModelOptFp8PcPtLinearMethod",
+        kernel_family="fp8",
         notes="per-channel FP8 weights, dynamic per-token activations: no input_scale.",
         sources=(
             f"{MODELOPT_PY}:ModelOptFp8PcPtLinearMethod.create_weights (0.26.0); "
@@ -229,6 +246,7 @@ FORMATS: tuple[QuantFormat, ...] = (
         # BlockQuantScaleParameter [out/128, 1, in/128, 1], float32
         scales=(Scale("weight_scale", BLOCK_128),),
         linear_method="ModelOptFp8PbWoLinearMethod",
+        kernel_family="fp8_block",
         kernels=MappingProxyType(
             {
                 "CUDA (0.26.0, in priority order)": "FlashInfer DeepGEMM, DeepGEMM, CUTLASS "
@@ -287,6 +305,7 @@ FORMATS: tuple[QuantFormat, ...] = (
             Scale("input_scale", PER_TENSOR, from_siblings=True),  # global input scale
         ),
         linear_method="ModelOptNvFp4LinearMethod",
+        kernel_family="nvfp4",
         kernels=MappingProxyType(
             {
                 "sm 10.x (0.26.0)": "CUTLASS / FlashInfer NVFP4 GEMMs (_POSSIBLE_NVFP4_KERNELS)",
@@ -318,6 +337,7 @@ FORMATS: tuple[QuantFormat, ...] = (
             Scale("input_scale", PER_TENSOR, required=False),
         ),
         linear_method="ModelOptNvFp4W4A16LinearMethod",
+        kernel_family="nvfp4_a16",
         kernels=MappingProxyType({"every GPU (0.26.0)": "Marlin FP4 (pinned, W4A16)"}),
         notes="NVFP4 weights, BF16/FP16 activations: no input_scale needed (vLLM registers a "
         "placeholder so a W4A4-style checkpoint's input_scale loads, then drops it).",

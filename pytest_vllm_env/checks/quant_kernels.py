@@ -1,0 +1,187 @@
+"""``quant.kernel-arch``: on every target GPU, the GEMM kernel the env's vLLM picks for each
+quantized layer (its priority list and each kernel's conditions,
+:mod:`pytest_vllm_env.tables.quant_kernels`, walked by
+:mod:`pytest_vllm_env.facts.quant_kernel_choice`), and whether it runs there.
+
+The real failures it catches before the load: a W8A8 INT8 checkpoint that serves on sm 9.0 and
+dies on Blackwell (vLLM takes CUTLASS, whose sm100/sm120 builds have no int8 GEMM: "Int8 not
+supported on SM120"); block FP8 on sm 12.x routed to CUTLASS's SM120 blockwise GEMM with an
+output size not a multiple of 128 ("Invalid status", vLLM issue 47990; DeepGEMM takes BF16
+layers with N % 64 == 0 first); a W4A16 group size no kernel implements (16: Marlin, Machete
+and Triton all refuse: "Failed to find a kernel that can implement the WNA16 linear layer");
+NVFP4 on a GPU without native FP4, run by Marlin whose repack needs N % 64 == 0. Where vLLM
+falls back to a kernel that works (Triton block FP8, Marlin weight-only FP4 on Hopper), the
+verdict passes, or warns when the fallback costs (weight-only, emulated, float16-only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+from pytest_vllm_env.checks.modelopt_common import few, skip_unreadable
+from pytest_vllm_env.facts.quant_kernel_choice import LayerAsk, choose, kernel_list
+from pytest_vllm_env.facts.quant_plan import QuantPlan, layer_shapes
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.quant_kernels import release_for
+
+CHECK = "quant.kernel-arch"
+
+
+def kernel_arch(
+    ckpt: Checkpoint,
+    plan: QuantPlan,
+    vllm_version: str | None,
+    archs: Iterable[Arch],
+    archs_source: str,
+    packages: Collection[str],
+    env_lists: Mapping[str, Sequence[str]] | None = None,
+) -> Finding:
+    """Each quantized layer has a kernel on each target GPU that runs there."""
+    if blocked := skip_unreadable(CHECK, ckpt, config=True, tensors=True):
+        return blocked
+    if plan.refusal or not plan.schemes:
+        return skipped(CHECK, f"{ckpt.label}: no quantized layer to judge (see quant.config)")
+    targets = list(archs)
+    if not targets:
+        return skipped(
+            CHECK, f"no target GPU arch known (from {archs_source}): pass --cuda-arch (e.g. 12.0)"
+        )
+    release = release_for(vllm_version)
+    if release is None and not env_lists:
+        return skipped(
+            CHECK,
+            f"{ckpt.label}: vLLM {vllm_version or 'is not installed'}"
+            + (
+                ": older than the releases whose kernel choice is modelled (0.26.0, 0.33.0)"
+                if vllm_version
+                else ""
+            ),
+        )
+    shapes = layer_shapes(plan, ckpt.modules)
+    # (arch, kernel or None, failure or cost) -> the layers it concerns
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    served: dict[str, set[str]] = {}
+    unknown: set[str] = set()
+    below: set[str] = set()  # targets where vLLM refuses a scheme before any kernel choice
+    judged = 0
+    for arch in targets:
+        cc = arch.number
+        for layer, (scheme, n, k) in sorted(shapes.items()):
+            support = scheme.row.vllm.get(release or "") or next(iter(scheme.row.vllm.values()))
+            family = scheme.kernel_family
+            if cc < support.min_capability:
+                if not scheme.row.fallback or cc < scheme.row.fallback[0]:
+                    below.add(arch.cc)  # refused outright: quant.min-capability says so
+                    continue
+                family = "fp8_weight_only"
+            if not family:
+                continue
+            ask = LayerAsk(n, k, scheme.settings, scheme.flags, plan.act_dtype, plan.model_type)
+            kernels, missing, _ = kernel_list(family, vllm_version, env_lists)
+            unknown |= set(missing)
+            choice = choose(kernels, cc, ask, packages)
+            judged += 1
+            where = f"{layer} [N={n}, K={k}]"
+            if choice.kernel is None:
+                why = "; ".join(choice.passed_over)
+                key = (arch.cc, "", "none", f"no {family} kernel can implement it ({why})")
+            elif choice.failure:
+                key = (arch.cc, choice.kernel.name, "fails", choice.failure)
+            else:
+                served.setdefault(arch.cc, set()).add(choice.kernel.name)
+                key = (
+                    arch.cc,
+                    choice.kernel.name,
+                    "cost" if choice.kernel.cost else "ok",
+                    choice.kernel.cost,
+                )
+            groups.setdefault(key, []).append(where)
+
+    def text(key: tuple[str, str, str, str], layers: list[str]) -> str:
+        cc, kernel, kind, what = key
+        which = f"{len(layers)} layer(s), e.g. {layers[0]}"
+        if kind == "none":
+            return (
+                f"{cc}: vLLM raises 'Failed to find a kernel that can implement the ... linear "
+                f"layer' for {which}: {what}"
+            )
+        if kind == "fails":
+            return f"{cc}: vLLM takes {kernel} for {which}, which fails there: {what}"
+        return f"{cc}: {kernel} for {which}: {what}"
+
+    broken = [text(k, v) for k, v in groups.items() if k[2] in ("none", "fails")]
+    costly = [text(k, v) for k, v in groups.items() if k[2] == "cost"]
+    # One story with quant.min-capability: a target below a scheme's minimum never gets as
+    # far as a kernel (vLLM's _verify_quantization refuses first); said, never called served.
+    refused = (
+        f"; {', '.join(sorted(below))}: vLLM refuses the scheme there before it picks a "
+        "kernel (see quant.min-capability)"
+        if below
+        else ""
+    )
+    if not judged:
+        if below:
+            return skipped(CHECK, f"{ckpt.label}: no kernel to judge{refused}")
+        return skipped(CHECK, f"{ckpt.label}: no kernel family to judge for its schemes")
+    which = "; ".join(f"{cc}: {', '.join(sorted(k))}" for cc, k in sorted(served.items()))
+    used = f"vLLM {vllm_version or '?'} (kernel lists of {release or '0.26.0'})"
+    evidence = {"kernels": {cc: sorted(k) for cc, k in served.items()}}
+    if unknown:
+        evidence["not_modelled"] = sorted(unknown)
+    if broken and not unknown:
+        return failed(
+            CHECK,
+            f"{ckpt.label}: {used}: {few(broken)}{refused}",
+            _fix(broken),
+            vllm_effect="refuses",
+            **evidence,
+        )
+    if broken or costly:
+        extra = (
+            f"; the env's vLLM also lists kernels this suite does not model "
+            f"({', '.join(sorted(unknown))}), so it may pick another"
+            if unknown
+            else ""
+        )
+        return warning(
+            CHECK,
+            f"{ckpt.label}: {used}: {few(broken + costly)}{extra}{refused}",
+            _fix(broken)
+            if broken
+            else "run on a GPU with the native kernel (the list names "
+            "what each fallback costs), or re-quantize to a format native there",
+            vllm_effect="works",
+            **evidence,
+        )
+    return passed(
+        CHECK,
+        f"{ckpt.label}: every quantized layer has a kernel that runs on each target "
+        f"{'vLLM accepts it on ' if below else ''}({used}): {which}{refused}",
+        vllm_effect="works",
+        **evidence,
+    )
+
+
+def _fix(broken: Sequence[str]) -> str:
+    text = " ".join(broken)
+    fixes = []
+    if "Int8 not supported" in text:
+        fixes.append(
+            "INT8 W8A8 has no GEMM on sm 10.x/12.x: re-quantize to FP8 (llm-compressor "
+            "FP8_DYNAMIC) for Blackwell, or run it on sm 7.5-9.0"
+        )
+    if "Invalid status" in text:
+        fixes.append(
+            "keep layers whose output size is not a multiple of 128 in BF16 (ignore / "
+            "ignored_layers), or serve with dtype bfloat16 so DeepGEMM takes them"
+        )
+    if "group size" in text:
+        fixes.append(
+            "re-quantize with a group size Marlin runs (32, 64 or 128; llm-compressor W4A16 "
+            "uses 128)"
+        )
+    if "size_n" in text:
+        fixes.append("keep layers whose output size is not a multiple of 64 in BF16 (ignore)")
+    return "; ".join(fixes) or "re-quantize to a format with a kernel on the target GPU"

@@ -1,0 +1,120 @@
+"""Which GEMM kernel vLLM takes for a quantized layer on a GPU, as its chooser does it: walk
+the family's priority list (the env's own order, read from its
+``kernels/linear/__init__.py`` where it can be, else the table's for the nearest release)
+and take the first kernel that runs on the compute capability and can implement the layer
+(group size, act-order, zero points, activation dtype, N/K multiples, packages present).
+Pure: tables and facts in, a :class:`Choice` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pytest_vllm_env.tables.quant_kernels import FAMILIES, Failure, Kernel, release_for
+
+# the env's list names (readers.vllm_quant_source) for our families
+ENV_LIST = {"fp8": "fp8", "fp8_block": "fp8_block", "int8": "int8", "wna16": "kernels"}
+ENV_LIST |= {"nvfp4": "nvfp4"}
+
+
+@dataclass(frozen=True)
+class LayerAsk:
+    """What a kernel's ``can_implement`` looks at for one vLLM layer (fused: ``n`` is the sum
+    of its shards' outputs)."""
+
+    n: int
+    k: int
+    settings: Mapping[str, int] = field(default_factory=dict)
+    flags: frozenset[str] = frozenset()
+    act_dtype: str = "bfloat16"
+    model_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The kernel vLLM takes (None: none can: vLLM raises), the failure it then meets on this
+    GPU (None: it runs), and why the kernels before it were passed over."""
+
+    kernel: Kernel | None
+    failure: str | None
+    passed_over: tuple[str, ...]
+    unknown: tuple[str, ...] = ()
+
+
+def kernel_list(
+    family: str, version: str | None, env_lists: Mapping[str, Sequence[str]] | None = None
+) -> tuple[tuple[Kernel, ...], tuple[str, ...], str | None]:
+    """(kernels in priority order, names the table does not know, the release whose table
+    was used). The env's own order wins where it was read; unknown names are kept out of
+    the walk but reported (the verdict then says it may differ)."""
+    release = release_for(version) or "0.26.0"
+    table = FAMILIES[release].get(family, ())
+    names = (env_lists or {}).get(ENV_LIST.get(family, ""), ())
+    if not names:
+        return table, (), release
+    known = {k.name: k for rel in FAMILIES.values() for k in rel.get(family, ())}
+    ordered = tuple(known[n] for n in names if n in known)
+    unknown = tuple(n for n in names if n not in known and not _never_for_us(n))
+    return ordered, unknown, release
+
+
+def _never_for_us(name: str) -> bool:
+    # kernels of other platforms' lists or schemes the families above never reach (W4A8
+    # activations, AllSpark's W8A16 on Ampere, Humming/B12x/Torch/Emulation spares)
+    spare = ("CutlassW4A8", "AllSpark", "Humming", "Torch", "Emulation", "B12x", "Fbgemm")
+    return name.startswith(spare) or "Cudnn" in name or "Trtllm" in name
+
+
+def choose(kernels: Sequence[Kernel], cc: int, ask: LayerAsk, packages: Collection[str]) -> Choice:
+    """The first kernel of ``kernels`` that runs on ``cc`` and can implement ``ask``."""
+    passed_over: list[str] = []
+    for kernel in kernels:
+        why = _cannot(kernel, cc, ask, packages)
+        if why:
+            passed_over.append(f"{kernel.name}: {why}")
+            continue
+        return Choice(kernel, _failure(kernel.fails, cc, ask), tuple(passed_over))
+    return Choice(None, None, tuple(passed_over))
+
+
+def _cannot(kernel: Kernel, cc: int, ask: LayerAsk, packages: Collection[str]) -> str:
+    if not kernel.runs_on(cc):
+        return f"does not run on compute capability {cc}"
+    if kernel.needs == "opt-in":
+        return "off unless its environment variable is set"
+    if kernel.needs and kernel.needs not in packages:
+        return f"needs {kernel.needs}, not installed"
+    group = ask.settings.get("group")
+    if kernel.group_sizes is not None and group is not None and group not in kernel.group_sizes:
+        return f"group size {group} not in {sorted(kernel.group_sizes)}"
+    if not kernel.g_idx and "g_idx" in ask.flags:
+        return "no activation reordering (g_idx)"
+    if not kernel.zero_points and "zero_point" in ask.flags:
+        return "no zero points"
+    bits = ask.settings.get("bits")
+    if kernel.bits is not None and bits is not None and bits not in kernel.bits:
+        return f"{bits}-bit weights not supported"
+    if kernel.act_dtypes is not None and ask.act_dtype not in kernel.act_dtypes:
+        return f"activations {ask.act_dtype} not supported"
+    if kernel.bf16_out and ask.act_dtype != "bfloat16":
+        return "BF16 output only"
+    if ask.n % kernel.n_multiple or ask.k % kernel.k_multiple:
+        return f"needs N % {kernel.n_multiple} and K % {kernel.k_multiple} == 0"
+    if kernel.k_div_group and group and group > 0 and ask.k % group:
+        return f"in_features {ask.k} not divisible by group_size {group}"
+    if cc // 10 in (10, 12) and ask.model_type in kernel.excluded_model_types:
+        return f"auto-disabled for {ask.model_type} on Blackwell"
+    return ""
+
+
+def _failure(fails: Sequence[Failure], cc: int, ask: LayerAsk) -> str | None:
+    for f in fails:
+        if not f.min_cc <= cc < f.max_cc:
+            continue
+        if f.n_not_multiple and ask.n % f.n_not_multiple == 0:
+            continue
+        if f.nk_multiple and (ask.n % f.nk_multiple or ask.k % f.nk_multiple):
+            continue
+        return f.message.format(cc=cc, n=ask.n)
+    return None

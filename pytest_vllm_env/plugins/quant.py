@@ -1,0 +1,179 @@
+"""Fixtures for the quant area: quantized checkpoints of any format vLLM loads
+(compressed-tensors, Hugging Face fine-grained FP8, MXFP4, ModelOpt) and what the env's vLLM
+says about them.
+
+``--vllm-checkpoint PATH|REPO_ID`` (repeatable; ini ``vllm_checkpoint``) names local
+directories or Hugging Face repo ids already in the local hub cache (never downloaded here).
+Every ``quant.*`` check runs once per checkpoint, with the folder name or repo id as the test
+id; with none given they skip saying so. ``--modelopt-checkpoint`` keeps its ``modelopt.*``
+checks; a ModelOpt checkpoint given here gets the same verdicts under ``quant.*`` ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_vllm_env.plugins import settings
+
+if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-up
+    from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.quant_plan import QuantPlan
+    from pytest_vllm_env.readers.checkpoint import Checkpoint
+    from pytest_vllm_env.readers.vllm_quant_source import QuantSource
+
+NO_CHECKPOINT = "no --vllm-checkpoint given"
+# importable packages the kernel choosers ask for (has_flashinfer(), has_deep_gemm(), ...):
+# the kernel tables' ``needs`` -> the distributions that provide them
+PACKAGES = {
+    "flashinfer": ("flashinfer-python",),
+    "deep_gemm": ("deep-gemm", "deep_gemm"),
+    "triton_kernels": ("triton-kernels", "triton_kernels"),
+    "conch": ("conch-triton-kernels",),
+    "humming": ("humming",),
+    "b12x": ("b12x",),
+}
+# copies vLLM's own wheel ships (utils/import_utils.py: has_deep_gemm() falls back to
+# vllm.third_party.deep_gemm; has_triton_kernels() to vllm.third_party.triton_kernels)
+VENDORED = {
+    "deep_gemm": "vllm/third_party/deep_gemm/__init__.py",
+    "triton_kernels": "vllm/third_party/triton_kernels/__init__.py",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_setting(
+        parser,
+        "--vllm-checkpoint",
+        "a quantized checkpoint of any format vLLM loads (compressed-tensors, fp8, mxfp4, "
+        "modelopt): a dir or cached HF repo id; read by the quant.* checks",
+        multiple=True,
+        metavar="PATH|REPO_ID",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "vllm_checkpoint" not in metafunc.fixturenames:
+        return
+    specs = settings.get_list(metafunc.config, "vllm_checkpoint")
+    if specs:
+        from pytest_vllm_env.readers.checkpoint import short_name
+
+        metafunc.parametrize(
+            "vllm_checkpoint",
+            specs,
+            indirect=True,
+            scope="session",
+            ids=[short_name(s) for s in specs],
+        )
+
+
+_read: dict[tuple[str, Path], Checkpoint] = {}
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
+    """One ``--vllm-checkpoint`` (a :class:`pytest_vllm_env.readers.checkpoint.Checkpoint`,
+    header-only); a spec that names nothing gives a checkpoint whose only fact is the
+    problem. Skips with "no --vllm-checkpoint given" when none was given."""
+    from pytest_vllm_env.readers.checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
+
+    spec = getattr(request, "param", None)
+    if spec is None:
+        pytest.skip(NO_CHECKPOINT)
+    try:
+        path = checkpoint_path(request.config, spec)
+    except CheckpointNotFound as exc:
+        return Checkpoint.not_found(spec, str(exc))
+    key = (spec, path)
+    if key not in _read:
+        _read[key] = read_checkpoint(spec, path)
+    return _read[key]
+
+
+def checkpoint_path(config: pytest.Config, spec: str) -> Path:
+    """Where a ``--vllm-checkpoint`` value points: the one path rule of every path setting
+    (``settings.base_dir``), else a repo id in the local Hugging Face cache."""
+    from pytest_vllm_env.readers.checkpoint import resolve
+
+    return resolve(spec, settings.base_dir(config, "vllm_checkpoint"))[0]
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoint_specs(request: pytest.FixtureRequest) -> list[str]:
+    """The raw ``--vllm-checkpoint`` values: local directories or Hugging Face repo ids."""
+    return settings.get_list(request.config, "vllm_checkpoint")
+
+
+@pytest.fixture(scope="session")
+def vllm_quant_source(vllm_env: PixiEnv, vllm_fact_cache) -> QuantSource:
+    """What the env's vLLM says about quantized formats (``readers.vllm_quant_source``: its
+    quantization methods, the actorders compressed-tensors refuses, its kernel priority
+    lists), read with ``ast``; ``.missing`` says what could not be read."""
+    from pytest_vllm_env.plugins.modelopt import _text, _vllm_source_fact
+    from pytest_vllm_env.readers.vllm_quant_source import (
+        CT_PY,
+        KERNELS_PY,
+        QUANT_INIT_PY,
+        QuantSource,
+        parse,
+    )
+
+    return _vllm_source_fact(
+        vllm_env,
+        vllm_fact_cache,
+        "vllm-quant-source",
+        [QUANT_INIT_PY, CT_PY, KERNELS_PY],
+        lambda paths: parse(*(_text(p) if p is not None else None for p in paths)),
+        QuantSource.from_json,
+        lambda why: QuantSource(missing=(why,)),
+        required=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def vllm_quant_packages(vllm_env: PixiEnv) -> frozenset[str]:
+    """The optional kernel packages the env has (FlashInfer, DeepGEMM, triton_kernels, ...),
+    as the kernel tables name them: installed, or shipped inside the vLLM wheel."""
+    found = {
+        name for name, dists in PACKAGES.items() if any(vllm_env.dist(d) is not None for d in dists)
+    }
+    if vllm_env.dist("vllm") is not None:
+        found |= {n for n, f in VENDORED.items() if vllm_env.package_file("vllm", f) is not None}
+    return frozenset(found)
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoint_plan(vllm_checkpoint: Checkpoint, vllm_quant_source: QuantSource) -> QuantPlan:
+    """Which scheme the env's vLLM builds for each Linear of the checkpoint
+    (``facts.quant_plan``)."""
+    from pytest_vllm_env.facts.quant_plan import QuantPlan, plan
+
+    if not vllm_checkpoint.quant_files_readable:
+        return QuantPlan(None, None)
+    return plan(vllm_checkpoint, vllm_quant_source.refused_actorders)
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoint_scales(
+    vllm_checkpoint: Checkpoint,
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """The checkpoint's float scale tensors: ``(values by name, unreadable by name)``."""
+    from pytest_vllm_env.readers.checkpoint import read_scales
+
+    if not vllm_checkpoint.tensors_readable:
+        return {}, {}
+    return read_scales(vllm_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoint_samples(vllm_checkpoint: Checkpoint, vllm_checkpoint_plan: QuantPlan):
+    """For a ModelOpt checkpoint, the samples of float-stored weights that
+    ``modelopt.tensors-complete`` reads (empty for other formats)."""
+    from pytest_vllm_env.readers.checkpoint import read_weight_samples
+
+    if vllm_checkpoint_plan.producer != "modelopt" or not vllm_checkpoint.tensors_readable:
+        return {}
+    return read_weight_samples(vllm_checkpoint)

@@ -1,0 +1,304 @@
+"""The GEMM kernels vLLM picks for a quantized Linear, per release and GPU: one list per kernel
+family, in vLLM's own priority order, each kernel with the conditions of its ``is_supported``
+and ``can_implement`` and the failures known once it runs.
+
+vLLM walks a family's list and takes the first kernel whose ``is_supported(cc)`` and
+``can_implement(config)`` hold (``choose_scaled_mm_linear_kernel``, ``choose_mp_linear_kernel``,
+``init_nvfp4_linear_kernel``, ``select_mxfp4_moe_backend`` in
+``vllm/model_executor/kernels/linear/__init__.py`` and ``fused_moe/oracle/mxfp4.py``); none:
+vLLM raises ("Failed to find a kernel that can implement the ... linear layer"). A kernel that
+vLLM takes and that then fails on the GPU (a compiled kernel missing for that arch) is a
+:class:`Failure`: the load is refused at the first forward (vLLM's profile run).
+
+Rows are read from the 0.26.0 and 0.33.0 wheels (files cited per kernel); CUTLASS's arch
+support is the compiled dispatch in ``csrc/quantization/w8a8/cutlass/`` (``scaled_mm_entry.cu``:
+``cutlass_scaled_mm_supports_block_fp8`` true from sm 9.0; ``scaled_mm_c3x_sm100.cu`` and
+``scaled_mm_c3x_sm120.cu`` pass ``nullptr`` for int8). Where the env's vLLM is another release,
+the nearest one read below it is used, and the verdict says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+KERNELS_PY = "vllm/model_executor/kernels/linear/__init__.py"
+MXFP4_ORACLE_PY = "vllm/model_executor/layers/fused_moe/oracle/mxfp4.py"
+SCALED_MM = "vllm/model_executor/kernels/linear/scaled_mm"
+MIXED = "vllm/model_executor/kernels/linear/mixed_precision"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a kernel vLLM picked does on some GPUs: raises at the first GEMM. Applies on
+    ``min_cc <= cc < max_cc`` and, when ``n_not_multiple`` is set, only to layers whose
+    output size (N) is not a multiple of it; when ``nk_multiple`` is set, only to layers whose
+    N and K both are multiples of it (others take another path that works)."""
+
+    min_cc: int
+    max_cc: int
+    message: str
+    source: str
+    n_not_multiple: int = 0
+    nk_multiple: int = 0
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel class as vLLM's chooser sees it. ``cc`` bounds are compute capabilities as
+    vLLM writes them (90 = 9.0); ``families``: majors it runs on (``is_device_capability_family``),
+    empty for any; ``needs``: a package that must be importable (``has_flashinfer()``,
+    ``has_deep_gemm()``...; ``"opt-in"``: an environment variable off by default, so vLLM's
+    default never takes it); the rest are ``can_implement``'s conditions. ``cost``: what
+    taking it costs compared with the native kernel (empty: native; a warning names it)."""
+
+    name: str
+    min_cc: int = 0
+    max_cc: int = 1000
+    families: frozenset[int] = frozenset()
+    needs: str = ""
+    group_sizes: frozenset[int] | None = None  # -1: per channel
+    g_idx: bool = True
+    zero_points: bool = True
+    bits: frozenset[int] | None = None
+    act_dtypes: frozenset[str] | None = None
+    bf16_out: bool = False
+    n_multiple: int = 1
+    k_multiple: int = 1
+    k_div_group: bool = False
+    excluded_model_types: frozenset[str] = frozenset()  # on families 10 and 12
+    fails: tuple[Failure, ...] = ()
+    cost: str = ""
+    source: str = ""
+
+    def runs_on(self, cc: int) -> bool:
+        """``is_supported``: the GPU's compute capability."""
+        if not self.min_cc <= cc < self.max_cc:
+            return False
+        return not self.families or cc // 10 in self.families
+
+
+ANY16 = frozenset({"bfloat16", "float16"})
+_INT8_SM100 = Failure(
+    100,
+    1000,
+    "Int8 not supported on SM{cc}. Use FP8 quantization instead, or run on older arch (SM < 100).",
+    "csrc/quantization/w8a8/cutlass/c3x/scaled_mm_helper.hpp:dispatch_scaled_mm (the sm100 "
+    "and sm120 entries pass nullptr for int8); vLLM issue 27182. _custom_ops.py:"
+    "cutlass_scaled_mm sends a weight whose N or K is not a multiple of 16 to Triton instead",
+    nk_multiple=16,
+)
+_CUTLASS_BLOCK_SM120 = Failure(
+    120,
+    130,
+    "cutlass_gemm_caller ... Invalid status (the SM120 blockwise FP8 GEMM rejects N % 128 != 0)",
+    "csrc/quantization/w8a8/cutlass/c3x/scaled_mm_blockwise_sm120_fp8_dispatch.cuh; vLLM "
+    "issue 47990 (RTX PRO 6000, N=576 and 2112 fail at every M and K)",
+    n_not_multiple=128,
+)
+_MARLIN_FP4_TILE = Failure(
+    0,
+    1000,
+    "size_n = {n} is not divisible by tile_n_size = 64 (Marlin FP4 repack)",
+    "vllm/model_executor/layers/quantization/utils/marlin_utils_fp4.py (measured, F3.5)",
+    n_not_multiple=64,
+)
+
+_DEEP_GEMM = Kernel(
+    "DeepGemmFp8BlockScaledMMKernel",
+    min_cc=90,
+    families=frozenset({9, 10, 12}),
+    needs="deep_gemm",
+    bf16_out=True,
+    n_multiple=64,
+    k_multiple=128,
+    excluded_model_types=frozenset({"qwen3_5_text", "qwen3_5_moe_text"}),
+    source=f"{SCALED_MM}/deep_gemm.py (platforms/cuda.py:support_deep_gemm: 9.0 and the 10.x "
+    "and 12.x families; utils/deep_gemm.py:should_use_deepgemm_for_fp8_linear: BF16 output, "
+    "N % 64, K % 128); DeepGEMM ships in the vLLM wheel (vllm/third_party/deep_gemm, with sm90, "
+    "sm100 and sm120 FP8 GEMMs in 0.26.0)",
+)
+_CUTLASS_BLOCK = Kernel(
+    "CutlassFp8BlockScaledMMKernel",
+    min_cc=90,
+    fails=(_CUTLASS_BLOCK_SM120,),
+    source=f"{SCALED_MM}/cutlass.py (CUTLASS_BLOCK_FP8_SUPPORTED: "
+    "cutlass_scaled_mm_supports_block_fp8, sm 9.0 and up)",
+)
+_MARLIN_FP8 = Kernel(
+    "MarlinFP8ScaledMMLinearKernel",
+    min_cc=75,
+    max_cc=89,
+    cost="weight-only FP8 (Marlin dequantizes the weights; activations stay 16-bit)",
+    source=f"{SCALED_MM}/marlin.py (not taken at 8.9 and up unless VLLM_TEST_FORCE_FP8_MARLIN)",
+)
+_TRITON_BLOCK = Kernel(
+    "TritonFp8BlockScaledMMKernel",
+    source=f"{SCALED_MM}/triton.py (any CUDA GPU: the portable fallback)",
+)
+_FI_BLOCK = Kernel(
+    "FlashInferFp8DeepGEMMDynamicBlockScaledKernel",
+    needs="opt-in",
+    source=f"{SCALED_MM}/flashinfer.py (VLLM_BLOCKSCALE_FP8_GEMM_FLASHINFER, off by default)",
+)
+_CUTLASS_FP8 = Kernel(
+    "CutlassFP8ScaledMMLinearKernel",
+    min_cc=89,
+    source=f"{SCALED_MM}/cutlass.py; scaled_mm_entry.cu dispatches sm89, sm90, sm100, sm120",
+)
+_FI_FP8 = Kernel(
+    "FlashInferFP8ScaledMMLinearKernel",
+    min_cc=100,
+    needs="flashinfer",
+    source=f"{SCALED_MM}/flashinfer.py (per-tensor weight and activation scales only; 10.0+)",
+)
+_CUTLASS_INT8 = Kernel(
+    "CutlassInt8ScaledMMLinearKernel",
+    min_cc=75,
+    fails=(_INT8_SM100,),
+    source=f"{SCALED_MM}/cutlass.py (is_supported: any CUDA GPU, no capability check)",
+)
+_TRITON_INT8 = Kernel("TritonInt8ScaledMMLinearKernel", source=f"{SCALED_MM}/triton.py")
+_MACHETE = Kernel(
+    "MacheteLinearKernel",
+    min_cc=90,
+    max_cc=91,
+    group_sizes=frozenset({-1, 64, 128}),
+    bits=frozenset({4, 8}),
+    n_multiple=128,
+    k_multiple=64,
+    source=f"{MIXED}/machete.py (compute capability exactly 9.0; machete_utils.py)",
+)
+_MARLIN = Kernel(
+    "MarlinLinearKernel",
+    min_cc=75,
+    group_sizes=frozenset({-1, 32, 64, 128}),
+    bits=frozenset({4, 8}),
+    k_div_group=True,
+    source=f"{MIXED}/marlin.py (MARLIN_SUPPORTED_GROUP_SIZES = [-1, 32, 64, 128])",
+)
+_CONCH = Kernel(
+    "ConchLinearKernel", min_cc=80, needs="conch", g_idx=False, source=f"{MIXED}/conch.py"
+)
+_EXLLAMA = Kernel(
+    "ExllamaLinearKernel",
+    min_cc=60,
+    act_dtypes=frozenset({"float16"}),
+    bits=frozenset({4, 8}),
+    group_sizes=None,
+    k_div_group=True,
+    cost="Exllama (float16 activations only)",
+    source=f"{MIXED}/exllama.py (float16 activations, group size > 0)",
+)
+_TRITON_W4A16 = Kernel(
+    "TritonW4A16LinearKernel",
+    group_sizes=frozenset({-1, 32, 64, 128, 256}),
+    g_idx=False,
+    bits=frozenset({4}),
+    act_dtypes=ANY16,
+    n_multiple=8,
+    k_div_group=True,
+    cost="the Triton W4A16 fallback (slower than Marlin/Machete)",
+    source=f"{MIXED}/triton_w4a16.py (group sizes -1, 32, 64, 128, 256; no g_idx)",
+)
+_HUMMING = Kernel("HummingLinearKernel", min_cc=75, needs="humming", g_idx=False)
+_NVFP4_MARLIN = Kernel(
+    "MarlinNvFp4LinearKernel",
+    min_cc=75,
+    fails=(_MARLIN_FP4_TILE,),
+    cost="weight-only FP4 (no native FP4 below sm 10.0: Marlin dequantizes the weights, "
+    "activations stay 16-bit)",
+    source="vllm/model_executor/kernels/linear/nvfp4/marlin.py (is_fp4_marlin_supported: 7.5+)",
+)
+
+FAMILY_0_26: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
+    {
+        # _POSSIBLE_FP8_KERNELS[CUDA] (W8A8 FP8, per-tensor / per-channel weights)
+        "fp8": (_MARLIN_FP8, _FI_FP8, _CUTLASS_FP8),
+        # _POSSIBLE_FP8_BLOCK_KERNELS[CUDA] (128x128 block weights, 1x128 dynamic activations)
+        "fp8_block": (_FI_BLOCK, _DEEP_GEMM, _CUTLASS_BLOCK, _MARLIN_FP8, _TRITON_BLOCK),
+        # _POSSIBLE_WFP8A16_KERNELS: FP8 weights below 8.9 (CompressedTensorsW8A16Fp8, Fp8 Marlin)
+        "fp8_weight_only": (_MARLIN_FP8,),
+        # _POSSIBLE_INT8_KERNELS[CUDA]
+        "int8": (_CUTLASS_INT8, _TRITON_INT8),
+        # _POSSIBLE_KERNELS[CUDA] for W4A16/W8A16 (CutlassW4A8 and AllSpark never take 16-bit
+        # activations with 4-bit weights: left out)
+        "wna16": (_MACHETE, _MARLIN, _CONCH, _EXLLAMA, _TRITON_W4A16, _HUMMING),
+        # _POSSIBLE_NVFP4_KERNELS[CUDA]; Emulation last: always there
+        "nvfp4": (
+            Kernel(
+                "FlashInferCuteDslNvFp4LinearKernel", families=frozenset({10}), needs="flashinfer"
+            ),
+            Kernel("FlashInferCutlassNvFp4LinearKernel", min_cc=100, needs="flashinfer"),
+            Kernel(
+                "CutlassNvFp4LinearKernel",
+                min_cc=100,
+                source="cutlass_scaled_mm_supports_fp4: sm 10.x and 12.x (CUDA >= 12.8)",
+            ),
+            _NVFP4_MARLIN,
+            Kernel("EmulationNvFp4LinearKernel", cost="NVFP4 emulated in 16-bit (slow)"),
+        ),
+        # init_nvfp4_linear_kernel(use_a16=True): Marlin forced for weight-only NVFP4 (by
+        # design: no cost)
+        "nvfp4_a16": (replace(_NVFP4_MARLIN, cost=""),),
+        # _get_priority_backends_for_gpt_oss (MoE experts of gpt-oss)
+        "mxfp4_moe": (
+            Kernel("FLASHINFER_TRTLLM_MXFP4_BF16", families=frozenset({10}), needs="flashinfer"),
+            Kernel("TRITON (triton_kernels)", min_cc=90, max_cc=110, needs="triton_kernels"),
+            Kernel("FLASHINFER_CUTLASS_MXFP4_BF16", min_cc=90, max_cc=91, needs="flashinfer"),
+            Kernel(
+                "MARLIN",
+                min_cc=75,
+                source="fused_moe/experts/marlin_moe.py:_supports_current_device (7.5+)",
+            ),
+            Kernel("EMULATION", cost="MXFP4 experts emulated (slow)"),
+        ),
+    }
+)
+
+_B12X_BLOCK = Kernel(
+    "B12xFp8BlockScaledMMKernel",
+    families=frozenset({12}),
+    needs="b12x",
+    source=f"{SCALED_MM}/b12x.py (Blackwell 12.x, `pip install vllm[b12x]`)",
+)
+_TORCH_BLOCK = Kernel("BlockWiseTorchFP8ScaledMMLinearKernel", source=f"{SCALED_MM}/pytorch.py")
+
+FAMILY_0_33: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
+    {
+        **FAMILY_0_26,
+        "fp8": (_FI_FP8, _CUTLASS_FP8, _MARLIN_FP8),
+        "fp8_block": (
+            _FI_BLOCK,
+            _DEEP_GEMM,
+            _CUTLASS_BLOCK,
+            _B12X_BLOCK,
+            _MARLIN_FP8,
+            _TRITON_BLOCK,
+            _TORCH_BLOCK,
+        ),
+        "wna16": (_MACHETE, _MARLIN, _CONCH, _EXLLAMA, _TRITON_W4A16, _HUMMING),
+    }
+)
+
+FAMILIES: Mapping[str, Mapping[str, tuple[Kernel, ...]]] = MappingProxyType(
+    {"0.26.0": FAMILY_0_26, "0.33.0": FAMILY_0_33}
+)
+
+
+def release_for(version: str | None) -> str | None:
+    """The release read whose lists stand for ``version``: the same, else the newest read
+    that is not newer (None: older than every release read, or unknown)."""
+    if not version:
+        return None
+
+    def key(v: str) -> tuple[int, ...]:
+        parts = []
+        for p in v.split("+")[0].split(".")[:3]:
+            digits = "".join(c for c in p if c.isdigit())
+            parts.append(int(digits or 0))
+        return tuple(parts)
+
+    older = [r for r in FAMILIES if key(r) <= key(version)]
+    return max(older, key=key) if older else None
