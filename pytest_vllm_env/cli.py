@@ -5,14 +5,17 @@
 
 Exit status (both commands): 0 every node passed (warnings allowed, unless ``--strict``);
 1 a node failed a check, or gave no report; 2 a report file could not be read (named on
-stderr and in the outputs; the readable ones are still merged and written); 4 usage error
-(bad options, Ray not installed, no cluster to connect to). docs/fleet.md is the manual.
+stderr with the field that is wrong, and in the outputs; the readable ones are still merged
+and written; 2 wins over 1); 4 usage error (bad options, an output path that is a directory,
+lies under a file or cannot be written, Ray not installed, no cluster to connect to).
+docs/fleet.md is the manual.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         "merge",
         help="merge JSON reports (files or directories of *.json) into a nodes x checks view",
         description="Merge --vllm-env-report files of many nodes (and envs). Exit 0 when every "
-        "node passed, 1 when any failed, 2 when a report could not be read.",
+        "node passed, 1 when any failed, 2 when a report could not be read (named with the "
+        "field that is wrong; the rest are merged), 4 on a usage error (a bad option, an "
+        "--json/--html path that is a directory, lies under a file or cannot be written).",
     )
     m.add_argument("reports", nargs="+", metavar="REPORT", help="report files or directories")
     _outputs(m)
@@ -115,19 +120,44 @@ def read_reports(inputs: Sequence[str | Path]) -> tuple[list[Report], list[Repor
     return reports, bad
 
 
-def write_outputs(fleet: dict[str, Any], args: argparse.Namespace) -> None:
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(fleet, indent=2) + "\n", encoding="utf-8")
-    if args.html:
-        path = Path(args.html)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page.render(fleet, args.title), encoding="utf-8")
+def output_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--json`` or ``--html`` cannot be written, checked before any report is read:
+    a directory, a path under a file, the same file for both (an ``IsADirectoryError``
+    traceback came after the merge, and nothing was written)."""
+    given = [(opt, getattr(args, opt.lstrip("-"), None)) for opt in ("--json", "--html")]
+    given = [(opt, value) for opt, value in given if value]
+    if len(given) == 2 and os.path.abspath(given[0][1]) == os.path.abspath(given[1][1]):
+        return f"--json and --html name the same file {given[0][1]}; give each its own"
+    for opt, value in given:
+        path = Path(value)
+        if value.endswith(("/", os.sep)) or os.path.isdir(path):
+            example = path / f"fleet.{opt[2:]}"
+            return f"{opt} {value}: is a directory; name a file, e.g. {example}"
+        for parent in path.parents:
+            if os.path.lexists(parent) and not os.path.isdir(parent):
+                return f"{opt} {value}: {parent} is a file, not a directory"
+    return None
+
+
+def write_outputs(fleet: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """Write the merged view where asked; why one could not be written, or None."""
+    for opt, value, text in (
+        ("--json", args.json, lambda: json.dumps(fleet, indent=2) + "\n"),
+        ("--html", args.html, lambda: page.render(fleet, args.title)),
+    ):
+        if not value:
+            continue
+        path = Path(value)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text(), encoding="utf-8")
+        except OSError as exc:  # a folder made read-only, a full disk
+            return f"{opt} {value}: cannot be written ({exc.strerror or exc})"
+    return None
 
 
 def _finish(fleet: dict[str, Any], args: argparse.Namespace) -> int:
-    write_outputs(fleet, args)
+    problem = write_outputs(fleet, args)
     # Node names, summaries, fixes and paths come from the reports (any node's, any file's):
     # they reach the terminal made inert; the JSON and HTML keep or escape them themselves.
     for line in matrix.render_text(fleet):
@@ -135,10 +165,24 @@ def _finish(fleet: dict[str, Any], args: argparse.Namespace) -> int:
     for bad in fleet["unreadable"]:
         message = f"pytest-vllm-env: cannot merge {bad['path']}: {bad['problem']}"
         print(terminal_safe(message, multiline=False), file=sys.stderr)
+    if problem:
+        print(terminal_safe(f"pytest-vllm-env: {problem}", multiline=False), file=sys.stderr)
+        return USAGE_ERROR
     return int(fleet["exit"])
 
 
+def _refuse_outputs(args: argparse.Namespace) -> int | None:
+    problem = output_problem(args)
+    if problem is None:
+        return None
+    print(terminal_safe(f"pytest-vllm-env: {problem}", multiline=False), file=sys.stderr)
+    return USAGE_ERROR
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
+    refused = _refuse_outputs(args)
+    if refused is not None:
+        return refused
     reports, bad = read_reports(args.reports)
     return _finish(matrix.merge(reports, bad, strict=args.strict), args)
 
@@ -162,6 +206,9 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     out = Path(args.out)
     args.json = args.json or str(out / "fleet.json")
     args.html = args.html or str(out / "fleet.html")
+    refused = _refuse_outputs(args)
+    if refused is not None:
+        return refused
     try:
         run = ray_run.run(
             args.ray_address,

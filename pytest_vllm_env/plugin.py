@@ -39,9 +39,45 @@ This module is the pytest11 entry point: it registers the session's plugins
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from pytest_vllm_env.plugins import settings
+
+def _leave_asserts_alone(package: str = "pytest_vllm_env") -> None:
+    """Take this package off pytest's list of plugin modules whose asserts it rewrites.
+
+    pytest rewrites the asserts of every module of a distribution with a ``pytest11`` entry
+    point (``Config._mark_plugins_for_rewrite``), so each of this plugin's modules was
+    imported through ``AssertionRewritingHook`` with its own cached bytecode: about 15 ms
+    of CPU in every pytest run of the user's repo, half of what the plugin cost there
+    (benchmarks/startup.py: +9.6 % -> see docs/plugin.md). Nothing here relies on a
+    rewritten assert (checks return findings; the suite's test files are rewritten as test
+    files anyway, by ``python_files``). The hook's attributes are pytest's own: where they
+    are not (another pytest), nothing changes and the modules are rewritten as before."""
+    for hook in sys.meta_path:
+        marked = getattr(hook, "_must_rewrite", None)
+        cache = getattr(hook, "_marked_for_rewrite_cache", None)
+        if isinstance(marked, set) and package in marked and isinstance(cache, dict):
+            marked.discard(package)
+            cache.clear()
+
+
+_leave_asserts_alone()
+
+
+def _register(pluginmanager: pytest.PytestPluginManager, name: str) -> None:
+    """``pluginmanager.import_plugin(name)`` without marking the module for assert
+    rewriting (import_plugin marks each name it imports: see :func:`_leave_asserts_alone`).
+    A module blocked with ``-p no:NAME`` stays out, as with import_plugin."""
+    if pluginmanager.is_blocked(name) or pluginmanager.get_plugin(name) is not None:
+        return
+    import importlib
+
+    pluginmanager.register(importlib.import_module(name), name)
+
+
+from pytest_vllm_env.plugins import settings  # noqa: E402  (after the hook is told)
 
 MARKERS = {
     "toolchain": "judges files and tools of the env; needs no GPU",
@@ -58,6 +94,8 @@ CORE_PLUGINS = (
     "pytest_vllm_env.plugins.report",
     "pytest_vllm_env.plugins.terminal",
 )
+# Registered only for a run of the bundled suite (pytest_configure): what -m selects of it.
+SUITE_PLUGINS = ("pytest_vllm_env.plugins.selection",)
 # The area plugins: each adds its fixtures (and settings) for one part of the suite.
 AREA_PLUGINS = (
     "pytest_vllm_env.plugins.cuda",
@@ -85,7 +123,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     # and env before plugins/lock.py skips it in lock mode, and hooks that both implement
     # (pytest_generate_tests, pytest_configure) run in the order they always did.
     for name in AREA_PLUGINS + CORE_PLUGINS:
-        pluginmanager.import_plugin(name)
+        _register(pluginmanager, name)
     add = settings.add_setting
     add(
         parser,
@@ -136,13 +174,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         "$SLURMD_NODENAME, else the short host name",
         metavar="NAME",
     )
-    parser.getgroup(settings.GROUP).addoption(
+    settings.add_flag(
+        parser,
         "--vllm-strict",
-        action="store_true",
-        default=None,
-        help="fail checks whose verdict is a warning (works, at a cost) (ini: vllm_strict)",
+        "fail checks whose verdict is a warning (works, at a cost)",
+        "fail warnings too (true/false)",
     )
-    parser.addini("vllm_strict", help="fail warnings too (true/false)", type="bool", default=False)
     parser.getgroup(settings.GROUP).addoption(
         "--vllm-static",
         action="store_true",
@@ -184,12 +221,41 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    settings.validate(config)  # every value at start: a usage error, not one per test
+    _check_plugin_off_spelling(config)
     if engaged(config):
         state(config).guard_pytest_cache()
     _check_cuda_archs(config)
     check_report_path(config)
     if config.getoption("vllm_conformance"):
         _add_bundled_suite(config)
+        for name in SUITE_PLUGINS:
+            # pytest_configure is historic: a plugin registered now still gets it (trylast
+            # there: after every plugin registered its markers)
+            _register(config.pluginmanager, name)
+
+
+# Names users wrote to turn this plugin off; pytest blocks an entry-point plugin only by the
+# entry point's name (pyproject.toml [project.entry-points.pytest11]: vllm_env), so each of
+# these named no plugin and left it on, without a word.
+WRONG_OFF_NAMES = frozenset(
+    {"pytest_vllm_env", "pytest-vllm-env", "vllm-env", "pytest_vllm_env.plugin", "vllm_env.plugin"}
+)
+
+
+def _check_plugin_off_spelling(config: pytest.Config) -> None:
+    """``-p no:pytest_vllm_env`` (a wrong name) leaves the plugin on: say so, with the name
+    that turns it off."""
+    for value in config.getoption("plugins", default=None) or []:
+        name = str(value)[3:] if str(value).startswith("no:") else ""
+        if name in WRONG_OFF_NAMES:
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"-p no:{name} names no plugin, so pytest-vllm-env stays on; "
+                    "turn it off with -p no:vllm_env"
+                ),
+                stacklevel=2,
+            )
 
 
 def _check_cuda_archs(config: pytest.Config) -> None:

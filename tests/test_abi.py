@@ -20,6 +20,7 @@ from fixtures.elf import (
 )
 from fixtures.envs import EnvBuilder
 from fixtures.text import lit
+from pytest_vllm_env.cache import FactCache
 from pytest_vllm_env.checks import abi, abi_source
 from pytest_vllm_env.facts import binaries
 from pytest_vllm_env.readers import vllm_build
@@ -248,6 +249,7 @@ def test_torch_symbols_are_read_once_and_reread_when_torch_changes(pytester, env
     data = json.loads(entry.read_text())
     assert "exports" not in data["value"]  # 41,000 names for torch 2.11: looked up instead
     data["value"]["libs"] = []
+    data["sha"] = FactCache.digest(data["value"])[1]  # signed as the cache signs (else unread)
     entry.write_text(json.dumps(data))
     again().assert_outcomes(passed=6, failed=1)
     # a changed torch library is a new key: the facts are read from the files again
@@ -276,6 +278,7 @@ def test_undefined_symbols_are_resolved_once_and_again_when_a_library_changes(
     data = json.loads(entry.read_text())
     assert data["value"] == []
     data["value"] = ["_Z20cutlass_moe_mm_sm100RN2at6TensorE"]
+    data["sha"] = FactCache.digest(data["value"])[1]  # signed as the cache signs (else unread)
     entry.write_text(json.dumps(data))
     result = again()
     result.assert_outcomes(failed=1)  # the doctored answer was read, not recomputed

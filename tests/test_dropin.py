@@ -167,10 +167,10 @@ def test_family_and_arch_specific_spellings_are_known(pytester, env_builder):
 @pytest.mark.parametrize(
     ("option", "value", "says"),
     [
-        ("--cuda-tool-timeout", "-5", "is not a number of seconds > 0"),
-        ("--vllm-probe-timeout", "0", "is not a number of seconds > 0"),
-        ("--build-timeout", "nan", "is not a finite number"),
-        ("--vllm-logprob-tolerance", "-0.1", "is negative; a tolerance is >= 0"),
+        ("--cuda-tool-timeout", "-5", "is out of range (accepted: seconds > 0 and <= 604800)"),
+        ("--vllm-probe-timeout", "0", "is out of range (accepted: seconds > 0 and <= 604800)"),
+        ("--build-timeout", "nan", "is out of range (accepted: seconds > 0 and <= 604800)"),
+        ("--vllm-logprob-tolerance", "-0.1", "is out of range (accepted: nats >= 0 and <= 100)"),
     ],
 )
 def test_timeouts_and_tolerances_out_of_range_are_usage_errors(pytester, option, value, says):

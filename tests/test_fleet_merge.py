@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -231,7 +232,8 @@ def test_duplicates_and_reruns(fleet_dir: Path, tmp_path: Path):
         ('{"schema": 3, "checks": []}', "has schema 3, newer than this merge reads (1, 2)"),
         (
             '{"schema": 2, "checks": [{"id": "x.y", "outcome": "great"}]}',
-            "check x.y has an unknown outcome 'great'",
+            "checks[0].outcome: 'great' is not one of passed, warning, failed, skipped, "
+            "error (x.y)",
         ),
         ("[1, 2]", "is not a pytest-vllm-env report (no 'checks' list)"),
     ],
@@ -524,3 +526,262 @@ def test_html_renders_in_chromium_failing_first(fleet_dir: Path, tmp_path: Path)
     done = chromium(f"--screenshot={shot}", (tmp_path / "fleet.html").as_uri(), tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+# -- reports the plugin did not write, outputs that cannot be written (issue 21) -------------
+def _node_report(name: str = "n1", outcome: str = "passed") -> dict:
+    return {
+        "schema": 2,
+        "created": "2026-12-07T10:00:00+00:00",
+        "node": {
+            "name": name,
+            "driver_version": "580.159.04",
+            "gpus": [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}],
+        },
+        "env": {"name": "default", "python_version": "3.12.7", "packages": {"torch": "2.11.0"}},
+        "targets": {"cuda_archs": ["9.0"]},
+        "checks": [{"id": "cuda.nvcc-in-env", "outcome": outcome, "summary": "", "fix": ""}],
+    }
+
+
+def _edit(report: dict, field: str, value) -> dict:
+    """``report`` with the dotted ``field`` (``node.gpus.0``) set to ``value``."""
+    *parents, last = [int(p) if p.isdigit() else p for p in field.split(".")]
+    target = report
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return report
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("node.gpus", ["H100", "H100"], 'node.gpus[0]: a string ("H100"), not a GPU object'),
+        ("node.gpus", "H100", 'node.gpus: a string ("H100"), not a list of GPU objects'),
+        ("node", ["n1"], 'node: a list (["n1"]), not an object'),
+        ("node.gpus.0.name", {"a": 1}, 'node.gpus[0].name: an object ({"a": 1}), not text'),
+        ("node.driver_version", [580], "node.driver_version: a list ([580]), not text"),
+        ("node.absent", "none", 'node.absent: a string ("none"), not an object'),
+        ("env.python_version", {}, "env.python_version: an object ({}), not text"),
+        ("env.packages", ["torch"], 'env.packages: a list (["torch"]), not an object'),
+        ("targets.cuda_archs", [9.0], "targets.cuda_archs: a list ([9.0]), not a list of arch"),
+        ("checks.0.summary", {"x": 1}, 'checks[0].summary: an object ({"x": 1}), not text'),
+        ("checks.0.outcome", None, "checks[0].outcome: None is not one of passed, warning"),
+        ("created", 20261207, "created: a number (20261207), not a time stamp"),
+    ],
+)
+def test_a_field_of_another_type_names_the_file_and_the_field(
+    tmp_path: Path, capsys, field, value, problem
+):
+    good = tmp_path / "n2.json"
+    good.write_text(json.dumps(_node_report("n2", "failed")))
+    bad = tmp_path / "n1.json"
+    bad.write_text(json.dumps(_edit(_node_report(), field, value)))
+    out, html = tmp_path / "fleet.json", tmp_path / "fleet.html"
+    code = main(["merge", str(bad), str(good), f"--json={out}", f"--html={html}"])
+    assert code == 2  # unreadable input; the node that failed would have made it 1
+    err = capsys.readouterr().err
+    assert f"pytest-vllm-env: cannot merge {bad}: {problem}" in err
+    assert "Traceback" not in err
+    assert [n["name"] for n in json.loads(out.read_text())["nodes"]] == ["n2"]
+    assert html.is_file()
+
+
+def test_numbers_where_text_is_written_still_merge(tmp_path: Path):
+    a = _edit(_edit(_node_report("a"), "env.python_version", 3.12), "node.driver_version", 580)
+    b = _edit(_node_report("b", "failed"), "node.driver_version", "575.57.08")
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    fleet = merged(tmp_path / "a.json", tmp_path / "b.json")
+    (check,) = fleet["node_specific"]
+    assert {"fact": "driver_version", "failing": ["575.57.08"], "passing": ["580"]} in (
+        check["differs"]
+    )
+
+
+def test_a_report_over_the_size_bound_is_named_not_read(tmp_path: Path, capsys, monkeypatch):
+    from pytest_vllm_env import files
+
+    monkeypatch.setattr(files, "REPORT", 1000)
+    huge = tmp_path / "huge.json"
+    report = _node_report()
+    report["checks"] *= 40
+    huge.write_text(json.dumps(report))
+    assert main(["merge", str(huge)]) == 2
+    assert f"cannot merge {huge}: cannot be read: " in capsys.readouterr().err
+
+
+def test_the_same_report_twice_is_merged_once(tmp_path: Path, capsys):
+    report = tmp_path / "n1.json"
+    report.write_text(json.dumps(_node_report()))
+    copy = tmp_path / "copy.json"
+    copy.write_text(report.read_text())
+    out = tmp_path / "fleet.json"
+    assert main(["merge", str(report), str(copy), str(report), f"--json={out}"]) == 0
+    fleet = json.loads(out.read_text())
+    assert [n["name"] for n in fleet["nodes"]] == ["n1"]
+    assert any("the same report as" in note for note in fleet["notes"])
+
+
+@pytest.mark.parametrize("where", ["directory", "under-a-file", "same-file"])
+def test_an_output_that_cannot_be_written_is_a_usage_error_before_reading(
+    tmp_path: Path, capsys, where
+):
+    report = tmp_path / "n1.json"
+    report.write_text(json.dumps(_node_report()))
+    args = {
+        "directory": [f"--json={tmp_path}"],
+        "under-a-file": [f"--html={report}/fleet.html"],
+        "same-file": [f"--json={tmp_path / 'x'}", f"--html={tmp_path / 'x'}"],
+    }[where]
+    says = {
+        "directory": f"--json {tmp_path}: is a directory; name a file, e.g. "
+        f"{tmp_path / 'fleet.json'}",
+        "under-a-file": f"--html {report}/fleet.html: {report} is a file, not a directory",
+        "same-file": f"--json and --html name the same file {tmp_path / 'x'}",
+    }[where]
+    assert main(["merge", str(report), *args]) == 4
+    err = capsys.readouterr().err
+    assert f"pytest-vllm-env: {says}" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_output_that_fails_to_write_is_a_usage_error(tmp_path: Path, capsys, monkeypatch):
+    report = tmp_path / "n1.json"
+    report.write_text(json.dumps(_node_report()))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert main(["merge", str(report), f"--json={tmp_path / 'out.json'}"]) == 4
+    assert "--json " + str(
+        tmp_path / "out.json"
+    ) + ": cannot be written (No space left on device)" in (capsys.readouterr().err)
+
+
+def test_exit_codes_are_distinct_and_documented(tmp_path: Path, capsys):
+    ok, failed = tmp_path / "ok.json", tmp_path / "failed.json"
+    ok.write_text(json.dumps(_node_report("ok")))
+    failed.write_text(json.dumps(_node_report("bad", "failed")))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert main(["merge", str(ok)]) == 0
+    assert main(["merge", str(ok), str(failed)]) == 1
+    assert main(["merge", str(ok), str(broken)]) == 2
+    assert main(["merge", str(ok), f"--json={tmp_path}"]) == 4
+    text = (ROOT / "docs" / "fleet.md").read_text()
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 4 |"):
+        assert code in text
+
+
+# -- a fleet at scale (issue 21) -------------------------------------------------------------
+def _fleet_reports(nodes: int, checks: int) -> list:
+    """In-memory reports: every third node an RTX 5090 on which the first check fails."""
+    from pytest_vllm_env.fleet.reports import Report
+
+    out = []
+    for n in range(nodes):
+        gpu, cc = (("NVIDIA GeForce RTX 5090", "12.0"), ("NVIDIA H100", "9.0"))[n % 3 != 1]
+        out.append(
+            Report(
+                path=Path(f"/r/n{n:04d}.json"),
+                schema=2,
+                node_name=f"n{n:04d}",
+                node={"name": f"n{n:04d}", "driver_version": "580.159.04",
+                      "gpus": [{"name": gpu, "compute_capability": cc}] * 8},
+                envs=[{"name": "default", "python_version": "3.12.7"}],
+                targets={},
+                checks=[
+                    {"id": f"a.c{c:03d}", "env": "default",
+                     "outcome": "failed" if (c == 0 and n % 3 == 1) else "passed",
+                     "summary": "no sm_120" if (c == 0 and n % 3 == 1) else "", "fix": ""}
+                    for c in range(checks)
+                ],
+                digest=str(n),
+            )
+        )  # fmt: skip
+    return out
+
+
+def test_merge_is_linear_in_the_nodes():
+    # 1,000 nodes x 100 checks took 38 s (the facts-that-differ search and the node counts
+    # were quadratic); linear, it takes ~0.3 s of CPU (benchmarks/fleet_merge.py)
+    reports = _fleet_reports(1000, 100)
+    start = time.process_time()
+    fleet = matrix.merge(reports)
+    assert time.process_time() - start < 3.0
+    (split,) = fleet["node_specific"]
+    assert len(split["failing"]) == 333 and len(split["passing"]) == 667
+    assert split["differs"][0]["fact"] == "gpu"
+
+
+def test_text_summary_groups_nodes_instead_of_listing_them():
+    fleet = matrix.merge(_fleet_reports(60, 3))
+    lines = matrix.render_text(fleet)
+    assert len(lines) < 15 and max(len(line) for line in lines) < 300
+    assert (
+        "  FAILED    20 nodes (n0001, n0004, n0007 and 17 more): 8 x NVIDIA GeForce RTX 5090 "
+        "(12.0); driver 580.159.04; F=1 P=2" in lines
+    )
+    assert (
+        "  a.c000: fails on 20: n0001, n0004, n0007, n0010, n0013, n0016, n0019, n0022 and 12 "
+        "more; passes on the other 40" in lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("3.11.7", "3.11", True),
+        ("Python 3.11.7", "3.11.7", True),
+        ("580.159.04", "580.159.4", True),
+        ("3.11", "3.12", False),
+        ("NVIDIA H100", "NVIDIA H100 80GB HBM3", False),
+        ("12.0", "12.0", True),
+        ("12.0", "9.0", False),
+    ],
+)
+def test_facts_that_differ_ignore_how_a_value_is_written(a, b, same):
+    assert matrix.same_value(a, b) is same
+    assert matrix.same_value(b, a) is same
+
+
+def test_python_3_11_and_3_11_7_are_no_difference(tmp_path: Path):
+    a = _edit(_node_report("a"), "env.python_version", "3.11")
+    b = _edit(_node_report("b", "failed"), "env.python_version", "3.11.7")
+    b = _edit(b, "node.driver_version", "550.144.03")
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    (check,) = merged(tmp_path / "a.json", tmp_path / "b.json")["node_specific"]
+    assert [d["fact"] for d in check["differs"]] == ["driver_version"]
+
+
+def test_html_at_a_thousand_nodes_groups_identical_rows_and_scrolls_in_its_box():
+    fleet = matrix.merge(_fleet_reports(1000, 53))
+    html = page.render(fleet)
+    assert len(html) < 2_000_000  # 1,000 rows x 53 titled cells were 14 MB
+    p = parse(html)
+    # two kinds of node: 333 RTX 5090 nodes fail a.c000, 667 H100 nodes pass everything
+    assert [(r["data-status"], r.get("data-count")) for r in p.rows] == [
+        ("failed", "333"),
+        ("passed", "667"),
+    ]
+    assert p.headers[0] == "a.c000"  # failing checks first
+    assert all(len(row) == 53 for row in p.cells)
+    assert p.cells[0][0]["title"].startswith("333 nodes · a.c000: no sm_120")
+    # every name is still on the page, folded (no script)
+    assert "n0997" in html and "<details" in html and "<script" not in html
+    # the matrix scrolls inside its box; header row and node column stay in view
+    assert '<div class="matrixwrap"><table class="matrix">' in html
+    assert ".matrixwrap{overflow:auto;max-width:100%" in html
+    assert "table.matrix thead th{position:sticky;top:0" in html
+    assert "table.matrix tbody th{position:sticky;left:0" in html
+
+
+def test_html_of_a_small_fleet_lists_nodes_by_name():
+    fleet = matrix.merge(_fleet_reports(3, 2))
+    p = parse(page.render(fleet))
+    assert [r["data-node"] for r in p.rows] == ["n0001", "n0000", "n0002"]
+    assert all("data-count" not in r for r in p.rows)

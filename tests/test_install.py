@@ -184,3 +184,43 @@ def test_the_install_brings_no_pytest_plugin_we_did_not_choose(installed_venv):
         "pytest-xdist:xdist.looponfail",
         "pytest-timeout:timeout",  # `--timeout` over the gpu tier's loads
     }, plugins
+
+
+def test_an_unrelated_run_imports_the_plugin_past_the_assert_rewriter(installed_venv, tmp_path):
+    # pytest rewrites the asserts of every module of a pytest11 distribution, and
+    # import_plugin marks each module it imports: the plugin's modules went through the
+    # rewriting import hook, about 40 M of the 106 M instructions the plugin added to a
+    # trivial run (callgrind; benchmarks/startup.py, issue 21 item F). plugin.py registers
+    # them past it; blocking one with -p no:NAME still works.
+    (tmp_path / "conftest.py").write_text(
+        "import sys\n"
+        "def pytest_configure(config):\n"
+        "    for name in sorted(sys.modules):\n"
+        "        if name.startswith('pytest_vllm_env'):\n"
+        "            loader = type(sys.modules[name].__spec__.loader).__name__\n"
+        "            print('LOADER', name, loader)\n"
+    )
+    (tmp_path / "test_a.py").write_text("def test_a():\n    assert 1 + 1 == 2\n")
+    done = subprocess.run(
+        [installed_venv / "bin" / "python", "-m", "pytest", "-s", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout
+    loaders = dict(
+        line.split()[1:] for line in done.stdout.splitlines() if line.startswith("LOADER")
+    )
+    assert loaders["pytest_vllm_env.plugins.session"] == "SourceFileLoader"
+    assert loaders["pytest_vllm_env.plugins.settings"] == "SourceFileLoader"
+    # the user's own test files are still rewritten (a failing assert explains itself)
+    (tmp_path / "test_a.py").write_text("def test_a():\n    x = 3\n    assert x == 2\n")
+    done = subprocess.run(
+        [installed_venv / "bin" / "python", "-m", "pytest", "-p", "no:cacheprovider",
+         "-p", "no:pytest_vllm_env.plugins.cuda", "--fixtures"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert "cuda_toolkit" not in done.stdout and "vllm_env" in done.stdout
+    done = subprocess.run(
+        [installed_venv / "bin" / "python", "-m", "pytest", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert "assert 3 == 2" in done.stdout

@@ -9,6 +9,7 @@ print and write comes back here as :class:`KernelBuild` and :class:`ExtensionBui
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ def build_nvcc(environ: Mapping[str, str], nvcc_on_path: Path | None) -> tuple[P
     home = environ.get("CUDA_HOME") or environ.get("CUDA_PATH")
     if home:
         candidate = Path(home) / "bin" / "nvcc"
-        return (candidate if candidate.exists() else None), f"$CUDA_HOME/bin/nvcc ({home})"
+        # a $CUDA_HOME we may not look into is no nvcc, not a traceback (os.path never raises)
+        found = candidate if os.path.exists(candidate) else None
+        return found, f"$CUDA_HOME/bin/nvcc ({home})"
     return nvcc_on_path, "nvcc on the activated PATH"
 
 

@@ -82,7 +82,7 @@ def build_nvcc(environ: Mapping[str, str]) -> tuple[Path | None, str]:
         if nvcc == found:
             return found, "`nvcc` on the activated PATH"
         return nvcc, f"`nvcc` on the activated PATH is {found}, so CUDA_HOME={found.parent.parent}"
-    if DEFAULT_CUDA_HOME.exists():
+    if os.path.exists(DEFAULT_CUDA_HOME):
         return DEFAULT_CUDA_HOME / "bin" / "nvcc", f"torch's default {DEFAULT_CUDA_HOME}"
     return None, ""
 
@@ -182,7 +182,8 @@ def cmake_search(
         if directory not in searched:
             searched.append(directory)
         candidate = Path(directory) / "nvcc"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
+        # a directory we may not look into is passed over, as CMake's find_program does
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             how = "`nvcc` on the activated PATH" if why == "PATH" else f"in {directory}: {why}"
             return Pick(candidate, how, searched=tuple(searched))
     return Pick(None, "CMake's search", searched=tuple(searched))

@@ -62,6 +62,7 @@ What the prediction follows (read from upstream source, Linux, not cross-compili
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,7 @@ def predict(
     nvcc_includes = rules.include_from_nvcc and run is not None and bool(run.includes)
     if nvcc_includes and run:
         pred.include_dirs = list(run.includes)
-    elif (root / "include" / "cuda_runtime.h").is_file():
+    elif os.path.isfile(root / "include" / "cuda_runtime.h"):
         pred.include_dirs = [str(root / "include")]
     elif rules.include_preset and presets.get("CUDAToolkit_INCLUDE_DIR"):
         # a cache preset survives: the bundled module only sets it when <root>/include holds
@@ -252,7 +253,7 @@ def predict(
         str(Path(d) / h)
         for d in pred.include_dirs
         for h in ("nvToolsExt.h", "nvtx3/nvToolsExt.h")
-        if (Path(d) / h).is_file()
+        if os.path.isfile(os.path.join(d, h))
     ]
     return _torch(pred, torch)
 
@@ -294,7 +295,9 @@ def _nvtoolsext(
     hint = env.get("NVTOOLSEXT_PATH")
     if hint:
         # only versioned files there: nvtoolsext_cause says so (find_library needs libX.so)
-        pred.hint_libraries = sorted(str(p) for p in Path(hint).glob("lib*/libnvToolsExt.so.*"))
+        # glob.glob passes over a folder it cannot list, as CMake's find_library does
+        pattern = os.path.join(glob.escape(hint), "lib*", "libnvToolsExt.so.*")
+        pred.hint_libraries = sorted(glob.glob(pattern))
     if rules.nvtoolsext_header:
         dirs = [pred.include_dirs[0], str(pred.root)] + (
             [hint] if hint and rules.header_hint else []
@@ -305,7 +308,7 @@ def _nvtoolsext(
             (
                 str(Path(d) / "nvToolsExt.h")
                 for d in header_dirs
-                if (Path(d) / "nvToolsExt.h").is_file()
+                if os.path.isfile(os.path.join(d, "nvToolsExt.h"))
             ),
             None,
         )
@@ -345,7 +348,7 @@ def _torch(pred: Prediction, torch: TorchCudaCmake | None) -> Prediction:
         if "PROJECT_SOURCE_DIR" in raw:
             continue  # the consumer's source tree: a vLLM or extension build has no such dir
         dirs = pred.include_dirs if "INCLUDE_DIRS" in raw else [raw]
-        if any((Path(d) / "nvtx3").is_dir() for d in dirs):
+        if any(os.path.isdir(os.path.join(d, "nvtx3")) for d in dirs):
             nvtx3_found = True
     needs = torch.wants_nvtoolsext and not nvtx3_found
     pred.torch_needs_nvtoolsext = needs

@@ -3,7 +3,7 @@
 A binary is run once with ``--version`` (its whole process group killed past the timeout,
 through :mod:`pytest_vllm_env.proc`), and the release is read as Triton (``knobs.NvidiaTool.
 from_path``), FlashInfer (``cpp_ext.get_cuda_version``) and DeepGEMM read it: ``release
-(\\d+\\.\\d+)``. The answer is cached per path, size and mtime (:mod:`pytest_vllm_env.cache`).
+(\\d+\\.\\d+)``. The answer is cached per path and file identity (:mod:`pytest_vllm_env.cache`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ machine without a GPU) its names (``cu*``) are not judged.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_vllm_env import files, proc
+from pytest_vllm_env.cache import stat_key
 from pytest_vllm_env.readers.elf import (
     ElfError,
     ElfFile,
@@ -59,17 +61,18 @@ MAX_CLOSURE = 400
 FactGetter = Callable[..., Any]
 
 
-def _stat_key(path: Path | str) -> tuple[str, int, int]:
-    st = os.stat(path)
-    return str(path), st.st_size, st.st_mtime_ns
+def _stat_key(path: Path | str) -> tuple[str, int, int, int, int, int]:
+    # device, inode, size, mtime and ctime: a library replaced by one of the same size and
+    # mtime is read again (cache.stat_key)
+    return (str(path), *stat_key(path))
 
 
-# Read once per process, keyed by path, size and mtime (a rewritten file is read again).
+# Read once per process, keyed by path and identity (a rewritten file is read again).
 # The library's head (dynamic section, version tables) is cheaper to read than to fetch from
 # the fact cache (48 libraries of a vLLM venv: 4 ms vs 7 ms); which of an extension's
 # symbols no library defines is not (it goes through the fact cache: Resolver.unresolved).
 @lru_cache(maxsize=4096)
-def _head(path: str, size: int, mtime_ns: int) -> ElfFile | str:
+def _head(path: str, *identity: int) -> ElfFile | str:
     try:
         return read_elf(path, symbols=False, versions=True)
     except ElfError as exc:
@@ -77,7 +80,7 @@ def _head(path: str, size: int, mtime_ns: int) -> ElfFile | str:
 
 
 @lru_cache(maxsize=256)
-def _index(path: str, size: int, mtime_ns: int) -> SymbolIndex | str:
+def _index(path: str, *identity: int) -> SymbolIndex | str:
     try:
         return SymbolIndex(path)
     except ElfError as exc:
@@ -85,7 +88,7 @@ def _index(path: str, size: int, mtime_ns: int) -> SymbolIndex | str:
 
 
 @lru_cache(maxsize=256)
-def _imports(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, bool], ...] | str:
+def _imports(path: str, *identity: int) -> tuple[tuple[str, bool], ...] | str:
     try:
         return tuple(undefined_names(path))
     except ElfError as exc:
@@ -153,8 +156,9 @@ def system_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[Path]:
             if line.startswith("include") and depth < 4:
                 pattern = line.split(None, 1)[1] if " " in line else ""
                 base = Path(pattern) if pattern.startswith("/") else path.parent / pattern
-                for inc in sorted(base.parent.glob(base.name)):
-                    read(inc, depth + 1)
+                # glob.glob: an include the loader cannot list is passed over, not raised
+                for inc in sorted(glob.glob(str(base))):
+                    read(Path(inc), depth + 1)
             elif line.startswith("/"):
                 dirs.append(Path(line))
 
@@ -250,7 +254,7 @@ class Resolver:
     def find(self, name: str, requester: Path, elf: ElfFile) -> Path | None:
         """Where the loader finds ``name`` (a ``DT_NEEDED`` entry) for ``requester``."""
         if "/" in name:
-            return Path(name) if Path(name).exists() else None
+            return Path(name) if os.path.exists(name) else None
         if name in self.preloaded:
             return self.preloaded[name]
         key = (name, str(requester.parent), tuple(elf.rpath), tuple(elf.runpath))

@@ -16,6 +16,7 @@ finds, where NVTX is. :func:`ptxas_runs` is the real ptxas run behind ``cuda.arc
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -235,7 +236,7 @@ def _in_lib_dirs(lib_dirs: list[Path]) -> dict[str, Path]:
         lib = f"lib{names[0]}.so"
         for d in lib_dirs:
             candidate = d / lib
-            if candidate.exists():
+            if os.path.exists(candidate):  # a dir of LD_LIBRARY_PATH may be closed to us
                 found[lib] = candidate
                 break
     return found
@@ -247,7 +248,9 @@ def _home_files(environ: Mapping[str, str]) -> dict[str, frozenset[str]]:
     for var in ("CUDA_HOME", "CUDA_PATH"):
         value = environ.get(var)
         if value:
-            out[var] = frozenset(rel for rel in HOME_FILES if (Path(value) / rel).exists())
+            out[var] = frozenset(
+                rel for rel in HOME_FILES if os.path.exists(os.path.join(value, rel))
+            )
     return out
 
 
@@ -259,7 +262,9 @@ def _ld_library_path(environ: Mapping[str, str], prefix: Path) -> list[LdEntry]:
     for e in entries:
         mine = os.path.normpath(e) in own
         cudart = not mine and (
-            (Path(e) / "libcudart.so").exists() | any(Path(e).glob("libcudart.so.*"))
+            # an entry we may not look into is passed over, as the loader does
+            os.path.exists(os.path.join(e, "libcudart.so"))
+            or bool(glob.glob(os.path.join(glob.escape(e), "libcudart.so.*")))
         )
         out.append(LdEntry(e, mine, cudart))
     return out
@@ -270,7 +275,7 @@ def _nvtoolsext_header(env: PixiEnv, t: ToolkitFacts) -> Path | None:
     ``site-packages/nvidia/nvtx/include``), for ``NVTOOLSEXT_PATH``."""
     candidates = [d / "nvToolsExt.h" for d in t.include_dirs]
     candidates += [sp / "nvidia/nvtx/include/nvToolsExt.h" for sp in env.site_packages]
-    return next((c for c in candidates if c.is_file() and c.parent.name == "include"), None)
+    return next((c for c in candidates if os.path.isfile(c) and c.parent.name == "include"), None)
 
 
 def _nvtx_outside(env: PixiEnv) -> list[str]:

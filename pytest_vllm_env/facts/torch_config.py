@@ -213,7 +213,7 @@ def predict_config(
         include_dirs += [f"{p}/include" for p in path_prefixes] + list(system_include_dirs)
         out.searched["device_functions.h"] = dedup_paths(include_dirs)
         out.legacy_include = next(
-            (d for d in dedup_paths(include_dirs) if (Path(d) / "device_functions.h").is_file()),
+            (d for d in dedup_paths(include_dirs) if os.path.isfile(f"{d}/device_functions.h")),
             None,
         )
         lib_dirs = [f"{root}/lib64", f"{root}/lib"] if root else []
@@ -261,7 +261,7 @@ def predict_config(
     # 2. enable_language(CUDA): only the static runtime its test link needs is predicted
     if torch.enables_cuda:
         top = Path(t.nvcc.top) if t.nvcc and t.nvcc.top else None
-        if top is not None and not (top / "nvvm" / "libdevice").is_dir():
+        if top is not None and not os.path.isdir(top / "nvvm" / "libdevice"):
             # CMake's CUDA toolkit search takes the dir holding nvvm/libdevice as the
             # "library root" (Modules/Internal/CMakeCUDAFindToolkit.cmake, 3.26 to 4.4)
             out.block(
@@ -279,7 +279,7 @@ def predict_config(
         missing_static = [
             f"lib{n}.a"
             for n in ("cudadevrt", "cudart_static")
-            if nvcc_libs and not any((Path(d) / f"lib{n}.a").is_file() for d in nvcc_libs)
+            if nvcc_libs and not any(os.path.isfile(f"{d}/lib{n}.a") for d in nvcc_libs)
         ]
         if missing_static:
             out.block(
@@ -467,14 +467,14 @@ def _libnvtoolsext(
     dirs += [f"{root}/lib64"] if root else []
     searched = dedup_paths(dirs)
     out.searched["libnvToolsExt.so (LIBNVTOOLSEXT)"] = searched
-    found = next((d for d in searched if (Path(d) / "libnvToolsExt.so").is_file()), None)
+    found = next((d for d in searched if os.path.isfile(f"{d}/libnvToolsExt.so")), None)
     if found is not None:
         out.libnvtoolsext = str(Path(found) / "libnvToolsExt.so")
         return
     have = t.unversioned("libnvToolsExt.so")
     where = (
         f"{root}/lib64/ (no such dir: a conda toolkit keeps its libraries in lib/)"
-        if root and not Path(root, "lib64").is_dir()
+        if root and not os.path.isdir(f"{root}/lib64")
         else f"{root}/lib64/"
     )
     cmake = (
@@ -586,7 +586,7 @@ def pred_nvtx3_found(torch: TorchCMake) -> bool:
     for raw in torch.nvtx.nvtx3_paths:
         if "PROJECT_SOURCE_DIR" in raw:
             continue
-        if (Path(raw) / "nvtx3").is_dir():
+        if os.path.isdir(f"{raw}/nvtx3"):
             return True
     return False
 

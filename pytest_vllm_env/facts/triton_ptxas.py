@@ -4,7 +4,7 @@ Triton compiles every kernel (vLLM's own Triton kernels, torch Inductor's) to PT
 to ptxas at first use. Which ptxas, for which ``--gpu-name``, and which variable overrides it
 are read from the env's Triton source (:mod:`pytest_vllm_env.readers.triton_source`); the
 override's value comes from the env's activation; each binary's CUDA release comes from
-running it once with ``--version`` (cached per path, size and mtime), as Triton itself does
+running it once with ``--version`` (cached per path and file identity), as Triton itself does
 (``knobs.NvidiaTool.from_path``: ``release (\\d+\\.\\d+)``). An override that does not run is
 passed over by Triton (``env_nvidia_tool.transform`` tries it, then the bundled binary) and
 recorded as such. Where a binary cannot run here, the measured release of that Triton wheel's

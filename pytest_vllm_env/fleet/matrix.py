@@ -12,6 +12,7 @@ The merged view is a plain dict (the fleet JSON, docs/fleet.md): ``nodes``, ``ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -63,13 +64,19 @@ def merge(
                 node_env.setdefault((name, env_label(env)), (report, env))
             grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
             for check in report.checks:
-                grouped.setdefault((check["env"], check["id"]), []).append(check)
+                key = (check["env"], check["id"])
+                found = grouped.get(key)
+                if found is None:
+                    grouped[key] = [check]
+                else:
+                    found.append(check)
             shadowed = 0
-            for (env, cid), findings in grouped.items():
-                if (env, cid) in owner:
+            for key, findings in grouped.items():
+                if key in owner:
                     shadowed += 1
                     continue
-                owner[(env, cid)] = report
+                owner[key] = report
+                env, cid = key
                 column_env = env if multi_env else ""
                 cells[(name, column_env, cid)] = _cell(name, column_env, cid, findings)
             if shadowed:
@@ -79,7 +86,12 @@ def merge(
                     f"{', '.join(newer)} judged again; the newer verdicts are used"
                 )
 
-    nodes = [_node(name, rs, cells) for name, rs in by_node.items()]
+    # one pass over the cells for every node's counts (per node, it was nodes x cells)
+    counts: dict[str, dict[str, int]] = {name: {} for name in by_node}
+    for (node_name, _, _), cell in cells.items():
+        per = counts[node_name]
+        per[cell["outcome"]] = per.get(cell["outcome"], 0) + 1
+    nodes = [_node(name, rs, counts[name]) for name, rs in by_node.items()]
     for extra in extra_nodes:
         if extra["name"] in by_node:
             continue
@@ -114,9 +126,7 @@ def merge(
         "summary": _summary(nodes, checks, reports, unreadable),
         "nodes": nodes,
         "checks": checks,
-        "cells": [
-            cells[k] for k in sorted(cells, key=lambda k: (rank.get(k[0], 0), _column(k[2], k[1])))
-        ],
+        "cells": [cells[k] for k in sorted(cells, key=lambda k: (rank[k[0]], k[2], k[1]))],
         "node_specific": [
             {
                 "id": c["id"],
@@ -140,8 +150,15 @@ def _column(cid: str, env: str) -> str:
     return f"{cid} [{env}]" if env else cid
 
 
+_CELL_RANK = {o: i for i, o in enumerate(CELL_ORDER)}
+
+
 def _cell(node: str, env: str, cid: str, findings: list[dict[str, Any]]) -> dict[str, Any]:
-    outcome = next(o for o in CELL_ORDER if any(f["outcome"] == o for f in findings))
+    # the worst outcome; one finding per cell is the common case (1,000 nodes x 100 checks)
+    if len(findings) == 1:
+        outcome = findings[0]["outcome"]
+    else:
+        outcome = min((f["outcome"] for f in findings), key=_CELL_RANK.__getitem__)
     cell: dict[str, Any] = {"node": node, "id": cid, "env": env, "outcome": outcome}
     if len(findings) > 1:
         cell["findings"] = len(findings)
@@ -164,17 +181,9 @@ def _distinct(values: Iterable[str]) -> list[str]:
     return out
 
 
-def _node(
-    name: str,
-    node_reports: list[Report],
-    cells: dict[tuple[str, str, str], dict[str, Any]],
-) -> dict[str, Any]:
+def _node(name: str, node_reports: list[Report], counts: dict[str, int]) -> dict[str, Any]:
     newest = max(node_reports, key=Report.order_key)
     info = newest.node
-    counts: dict[str, int] = {}
-    for (node, _, _), cell in cells.items():
-        if node == name:
-            counts[cell["outcome"]] = counts.get(cell["outcome"], 0) + 1
     if counts.get("failed") or counts.get("error"):
         status = "failed"
     elif counts.get("warning"):
@@ -215,15 +224,20 @@ def _facts(report: Report, env: dict[str, Any], multi_env: bool) -> dict[str, st
     for key in ("driver_version", "cuda_driver_version"):
         value = node.get(key)
         facts[key] = str(value) if value else None
-    facts["python_version"] = env.get("python_version")
+    # reports.load checked the types; a version written as a number (12.8) compares as text
+    facts["python_version"] = _text(env.get("python_version"))
     archs = report.targets.get("cuda_archs")
     facts["cuda_archs"] = " ".join(archs) if isinstance(archs, list) and archs else None
     packages = env.get("packages") or {}
     for name in PACKAGE_FACTS:
-        facts[name] = packages.get(name) if isinstance(packages, dict) else None
+        facts[name] = _text(packages.get(name)) if isinstance(packages, dict) else None
     if multi_env:
         facts["env"] = env_label(env)
     return facts
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _checks(
@@ -232,6 +246,10 @@ def _checks(
     multi_env: bool,
     rank: dict[str, int],
 ) -> list[dict[str, Any]]:
+    # one env's facts per node (the first, as before), looked up in O(1)
+    by_node: dict[str, dict[str, str | None]] = {}
+    for (node, _), node_facts in facts.items():
+        by_node.setdefault(node, node_facts)
     columns: dict[tuple[str, str], dict[str, list[str]]] = {}
     for (node, env, cid), cell in cells.items():
         col = columns.setdefault((env, cid), {o: [] for o in CELL_ORDER})
@@ -261,7 +279,9 @@ def _checks(
                 "failing": sorted(failing, key=lambda n: rank.get(n, 0)),
                 "passing": sorted(passing, key=lambda n: rank.get(n, 0)),
                 "nodes": {o: names for o, names in by_outcome.items() if names},
-                "differs": _differs(failing, passing, env, facts, multi_env) if split else [],
+                "differs": (
+                    _differs(failing, passing, env, facts, multi_env, by_node) if split else []
+                ),
             }
         )
     order = {"failed": 0, "warning": 1, "passed": 2, "skipped": 3}
@@ -275,31 +295,64 @@ def _differs(
     env: str,
     facts: dict[tuple[str, str], dict[str, str | None]],
     multi_env: bool,
+    by_node: dict[str, dict[str, str | None]] | None = None,
 ) -> list[dict[str, Any]]:
     """The facts whose values on the failing nodes never occur on the passing ones (and
-    are known on all of them): candidates for the node-specific cause, not proof."""
+    are known on all of them): candidates for the node-specific cause, not proof. Values
+    that differ only in how they are written (``3.11`` and ``3.11.7``, ``Python 3.11``,
+    ``580.159.04`` and ``580.159.4``) are the same value here. Linear in the nodes: each
+    node's facts are looked up in a dict, each fact's values compared as sets."""
 
     def fact_of(node: str) -> dict[str, str | None]:
         if multi_env:
             return facts.get((node, env), {})
+        if by_node is not None:
+            return by_node.get(node, {})
         return next((f for (n, _), f in facts.items() if n == node), {})
 
+    bad_facts = [fact_of(n) for n in failing]
+    good_facts = [fact_of(n) for n in passing]
     out: list[dict[str, Any]] = []
     for key in NODE_FACTS + ENV_FACTS + PACKAGE_FACTS:
-        bad = {n: fact_of(n).get(key) for n in failing}
-        good = {n: fact_of(n).get(key) for n in passing}
-        values = list(bad.values()) + list(good.values())
-        if any(v is None for v in values):
+        bad = {f.get(key) for f in bad_facts}
+        good = {f.get(key) for f in good_facts}
+        if None in bad or None in good:
             continue
-        if set(bad.values()).isdisjoint(good.values()):
+        if not any(same_value(b, g) for b in bad for g in good):  # type: ignore[arg-type]
             out.append(
                 {
                     "fact": key,
-                    "failing": sorted(set(bad.values())),  # type: ignore[arg-type]
-                    "passing": sorted(set(good.values())),  # type: ignore[arg-type]
+                    "failing": sorted(bad),  # type: ignore[arg-type]
+                    "passing": sorted(good),  # type: ignore[arg-type]
                 }
             )
     return out
+
+
+_NOISE = re.compile(r"^(?:python|cuda|driver|version|v)\s*", re.IGNORECASE)
+
+
+def _canonical(value: str) -> list[str]:
+    """A fact's value without formatting noise: case, spaces, a ``Python``/``v`` prefix, and
+    leading zeros of dotted numbers (``580.159.04`` is ``580.159.4``)."""
+    text = _NOISE.sub("", value.strip()).strip().casefold()
+    return [p.lstrip("0") or "0" if p.isdigit() else p for p in re.split(r"[.\s]+", text) if p]
+
+
+def same_value(a: str, b: str) -> bool:
+    """Whether two values of a fact name the same thing: equal once canonical, or one a
+    less precise version of the other (``3.11`` and ``3.11.7``: a node that reports fewer
+    components says nothing against the other)."""
+    if a == b:
+        return True
+    ca, cb = _canonical(a), _canonical(b)
+    if not ca or not cb:
+        return ca == cb
+    short, long = (ca, cb) if len(ca) <= len(cb) else (cb, ca)
+    if long[: len(short)] != short:
+        return False
+    # only version-like values may be less precise: "H100" is not a prefix-form of "H100 80GB"
+    return len(short) == len(long) or all(p.isdigit() for p in long)
 
 
 def _summary(
@@ -322,8 +375,49 @@ def _summary(
     }
 
 
+NAMES_SHOWN = 8  # node names a text line lists before it counts the rest
+
+
+def names_text(names: Sequence[str], shown: int = NAMES_SHOWN) -> str:
+    """``a, b, c`` for a few nodes; ``996: a, b, ... and 988 more`` for many (every name is
+    in the JSON and the HTML)."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)}: {', '.join(names[:shown])} and {len(names) - shown} more"
+
+
+def _split_text(check: dict[str, Any], fleet_nodes: int) -> str:
+    """``fails on X; passes on Y`` with many nodes counted: ``fails on 4: a, b, c, d;
+    passes on the other 996``."""
+    failing, passing = check["failing"], check["passing"]
+    if len(failing) <= NAMES_SHOWN and len(passing) <= NAMES_SHOWN:
+        return f"fails on {', '.join(failing)}; passes on {', '.join(passing)}"
+    fails = (
+        f"{len(failing)}: {names_text(failing)}"
+        if len(failing) <= NAMES_SHOWN
+        else (names_text(failing))
+    )
+    if len(failing) + len(passing) == fleet_nodes:
+        passes = f"the other {len(passing)}"
+    else:
+        passes = names_text(passing) if len(passing) > NAMES_SHOWN else ", ".join(passing)
+    return f"fails on {fails}; passes on {passes}"
+
+
+def gpus_text(gpus: Sequence[Any]) -> str:
+    """A node's GPUs, identical ones counted: ``8 x NVIDIA H100 80GB HBM3 (9.0)``."""
+    counted: dict[str, int] = {}
+    for g in gpus:
+        g = g if isinstance(g, dict) else {}
+        key = f"{g.get('name') or '?'} ({g.get('compute_capability') or '?'})"
+        counted[key] = counted.get(key, 0) + 1
+    return ", ".join(k if n == 1 else f"{n} x {k}" for k, n in counted.items())
+
+
 def render_text(fleet: dict[str, Any], limit: int = 40) -> list[str]:
-    """The terminal summary: nodes, node-specific checks, what to change, unreadable files."""
+    """The terminal summary: nodes (those with the same status, GPUs, driver and counts on
+    one line), node-specific checks, what to change, unreadable files. Its length grows with
+    the kinds of nodes and failures, not with the fleet: every name is in the JSON/HTML."""
     s = fleet["summary"]
     states = ", ".join(f"{n} {k}" for k, n in s["nodes_by_status"].items())
     lines = [
@@ -333,41 +427,49 @@ def render_text(fleet: dict[str, Any], limit: int = 40) -> list[str]:
     ]
     for bad in fleet["unreadable"]:
         lines.append(f"UNREADABLE {bad['path']}: {bad['problem']}")
+    groups: dict[tuple[str, str], list[str]] = {}
     for node in fleet["nodes"]:
-        gpus = ", ".join(
-            f"{g.get('name') or '?'} ({g.get('compute_capability') or '?'})"
-            for g in node.get("gpus") or []
-        )
         counts = " ".join(f"{LETTER.get(k, k)}={v}" for k, v in sorted(node["counts"].items()))
         detail = node.get("problem") or (
-            f"{gpus or 'no GPU'}; driver {node.get('driver_version') or '?'}; {counts}"
+            f"{gpus_text(node.get('gpus') or []) or 'no GPU'}; driver "
+            f"{node.get('driver_version') or '?'}; {counts}"
         )
-        lines.append(f"  {node['status'].upper():9} {node['name']}: {detail}")
+        groups.setdefault((node["status"], detail), []).append(node["name"])
+    for i, ((status, detail), names) in enumerate(groups.items()):
+        if i >= limit:
+            lines.append(f"  ... {len(groups) - limit} more kinds of node in the JSON/HTML")
+            break
+        who = names[0]
+        if len(names) > 1:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            who = f"{len(names)} nodes ({', '.join(names[:3])}{more})"
+        lines.append(f"  {status.upper():9} {who}: {detail}")
     split = [c for c in fleet["checks"] if c["split"]]
     if split:
         lines.append("checks that fail on some nodes and pass on others:")
-        for c in split:
-            lines.append(
-                f"  {c['column']}: fails on {', '.join(c['failing'])}; passes on "
-                f"{', '.join(c['passing'])}"
-            )
+        for c in split[:limit]:
+            lines.append(f"  {c['column']}: {_split_text(c, s['nodes'])}")
             for d in c["differs"]:
                 lines.append(
                     f"      {d['fact']}: {' / '.join(d['failing'])} where it fails, "
                     f"{' / '.join(d['passing'])} where it passes"
                 )
+        if len(split) > limit:
+            lines.append(f"  ... {len(split) - limit} more in the JSON/HTML")
     bad_cells = [c for c in fleet["cells"] if c["outcome"] in BAD]
     if bad_cells:
         lines.append("what to change:")
-        groups: dict[tuple[str, str, str], list[str]] = {}
+        fixes: dict[tuple[str, str, str], list[str]] = {}
         for c in bad_cells:
             key = (_column(c["id"], c["env"]), c.get("summary", ""), c.get("fix", ""))
-            groups.setdefault(key, []).append(c["node"])
-        for i, ((column, summary, fix), names) in enumerate(groups.items()):
+            fixes.setdefault(key, []).append(c["node"])
+        for i, ((column, summary, fix), names) in enumerate(fixes.items()):
             if i >= limit:
-                lines.append(f"  ... {len(groups) - limit} more in the JSON/HTML")
+                lines.append(f"  ... {len(fixes) - limit} more in the JSON/HTML")
                 break
-            lines.append(f"  [{column}] on {', '.join(names)}: {summary.splitlines()[0][:300]}")
+            # a failed check without a summary (a report we did not write) says so
+            first = (summary.splitlines() or ["(no summary in the report)"])[0]
+            lines.append(f"  [{column}] on {names_text(names)}: {first[:300]}")
             if fix:
                 lines.append(f"      fix: {fix.splitlines()[0][:300]}")
     lines.append(f"exit {fleet['exit']}")

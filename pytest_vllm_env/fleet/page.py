@@ -13,7 +13,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from pytest_vllm_env.fleet.matrix import BAD, LETTER
+from pytest_vllm_env.fleet.matrix import BAD, LETTER, gpus_text
 
 STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.2em;color:#1f2328}
@@ -36,6 +36,13 @@ font-weight:400;font-family:ui-monospace,monospace;font-size:12px}
 .fix p{margin:.2em 0;white-space:pre-wrap}.fixtext{font-family:ui-monospace,monospace}
 code,.mono{font-family:ui-monospace,monospace;font-size:12px}.small{font-size:12px;color:#57606a}
 .bad{color:#cf222e}
+.matrixwrap{overflow:auto;max-width:100%;max-height:85vh;border:1px solid #d0d7de}
+.matrixwrap table.matrix{border-collapse:separate;border-spacing:0}
+table.matrix thead th{position:sticky;top:0;z-index:2}
+table.matrix tbody th{position:sticky;left:0;z-index:1;background:#fff;text-align:left}
+table.matrix thead th.corner{left:0;z-index:3}
+table.matrix td.gpus{max-width:22em}
+details.names summary{cursor:pointer}details.names div{max-width:60em;font-size:12px}
 """
 
 
@@ -100,26 +107,48 @@ def _split(fleet: dict[str, Any]) -> list[str]:
         )
         out.append(
             f'<tr data-check="{escape(c["column"])}"><td><code>{escape(c["column"])}</code></td>'
-            f'<td class="s-failed">{escape(", ".join(c["failing"]))}</td>'
-            f'<td class="s-passed">{escape(", ".join(c["passing"]))}</td>'
+            f'<td class="s-failed">{_names(c["failing"], 8)}</td>'
+            f'<td class="s-passed">{_names(c["passing"], 8)}</td>'
             f"<td>{differs or 'no node fact separates them'}</td></tr>"
         )
     return out + ["</table>"]
 
 
 def _gpu_line(node: dict[str, Any]) -> str:
-    gpus = node.get("gpus") or []
-    text = ", ".join(f"{g.get('name') or '?'} ({g.get('compute_capability') or '?'})" for g in gpus)
     driver = node.get("driver_version")
-    return f"{text or 'no GPU'}" + (f"; driver {driver}" if driver else "")
+    return f"{gpus_text(node.get('gpus') or []) or 'no GPU'}" + (
+        f"; driver {driver}" if driver else ""
+    )
+
+
+GROUP_NAMES = 3  # node names a grouped row shows before "and N more"
+GROUP_FROM = 20  # from this many nodes on, nodes with identical rows share one row
+
+
+def _names(names: list[str], shown: int = GROUP_NAMES) -> str:
+    """A list of nodes: all names when few; else the first, a count, and every name in a
+    ``<details>`` (no script: it opens with a click, and the browser's find sees it)."""
+    if len(names) <= shown:
+        return escape(", ".join(names))
+    head = escape(f"{', '.join(names[:shown])} and {len(names) - shown} more")
+    return (
+        f'<details class="names"><summary>{len(names)} nodes: {head}</summary>'
+        f"<div>{escape(', '.join(names))}</div></details>"
+    )
 
 
 def _matrix(fleet: dict[str, Any]) -> list[str]:
+    """The nodes x checks matrix, failing nodes and failing checks first. From GROUP_FROM
+    nodes on, nodes whose rows would be identical (status, GPUs and driver, every cell's
+    outcome, summary and fix) share one row: 1,000 nodes of six kinds are six rows. The table
+    scrolls inside its box, its header row and node column sticky (at 1,400 px a 53-column
+    matrix was cut off at the right edge of the page)."""
     checks = fleet["checks"]
     cells = {(c["node"], c["env"], c["id"]): c for c in fleet["cells"]}
     out = [
         '<h2 id="matrix">Nodes × checks</h2>',
-        '<table class="matrix"><thead><tr><th>node</th><th>status</th><th>GPUs, driver</th>',
+        '<div class="matrixwrap"><table class="matrix"><thead><tr><th class="corner">node</th>'
+        "<th>status</th><th>GPUs, driver</th>",
     ]
     for c in checks:
         out.append(
@@ -127,34 +156,48 @@ def _matrix(fleet: dict[str, Any]) -> list[str]:
             f'data-status="{c["status"]}"><span>{escape(c["column"])}</span></th>'
         )
     out.append("</tr></thead><tbody>")
+    rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for node in fleet["nodes"]:
-        name = node["name"]
-        row = [
-            f'<tr class="node" data-node="{escape(name)}" data-status="{node["status"]}">'
-            f"<th>{escape(name)}</th>",
-            f'<td class="s-{node["status"]}">{escape(node["status"])}</td>',
-            f'<td class="small">{escape(node.get("problem") or _gpu_line(node))}</td>',
-        ]
+        line = node.get("problem") or _gpu_line(node)
+        row_cells = []
         for c in checks:
-            cell = cells.get((name, c["env"], c["id"]))
-            attrs = f'data-node="{escape(name)}" data-check="{escape(c["column"])}"'
+            cell = cells.get((node["name"], c["env"], c["id"]))
+            row_cells.append(
+                None if cell is None else (cell["outcome"], cell.get("summary"), cell.get("fix"))
+            )
+        key = (node["status"], line, tuple(row_cells))
+        if len(fleet["nodes"]) < GROUP_FROM:
+            key += (node["name"],)  # a small fleet: every node its own row
+        rows.setdefault(key, []).append(node)
+    for (status, line, row_cells, *_), nodes in rows.items():
+        names = [n["name"] for n in nodes]
+        label = names[0] if len(names) == 1 else f"{len(names)} nodes"
+        count = f' data-count="{len(names)}"' if len(names) > 1 else ""
+        row = [
+            f'<tr class="node" data-node="{escape(names[0])}"{count} data-status="{status}">'
+            f"<th>{_names(names, 1) if len(names) > 1 else escape(names[0])}</th>",
+            f'<td class="s-{status}">{escape(status)}</td>',
+            f'<td class="small gpus">{escape(line)}</td>',
+        ]
+        for c, cell in zip(checks, row_cells, strict=True):
+            attrs = f'data-node="{escape(names[0])}" data-check="{escape(c["column"])}"'
             if cell is None:
                 row.append(f'<td class="cell o-none" {attrs} title="not run here">·</td>')
                 continue
-            tip = cell.get("summary", cell["outcome"])
-            if cell.get("fix"):
-                tip += f"\nfix: {cell['fix']}"
-            title = escape(f"{name} · {c['column']}: {tip}")
+            outcome, summary, fix = cell
+            tip = summary or outcome
+            if fix:
+                tip += f"\nfix: {fix}"
+            title = escape(f"{label} · {c['column']}: {tip}")
             row.append(
-                f'<td class="cell o-{cell["outcome"]}" {attrs} title="{title}">'
-                f"{LETTER[cell['outcome']]}</td>"
+                f'<td class="cell o-{outcome}" {attrs} title="{title}">{LETTER[outcome]}</td>'
             )
         out.append("".join(row) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     out.append(
         '<p class="small">F failed · E error (could not be read) · W warning (works, at a '
         "cost; not a failure unless strict) · P passed · s skipped · · not run on that node. "
-        "Hover a cell for its summary and fix.</p>"
+        "Hover a cell for its summary and fix. Nodes with identical rows share one row.</p>"
     )
     return out
 
@@ -176,7 +219,7 @@ def _fixes(fleet: dict[str, Any]) -> list[str]:
         kind = "warning" if outcome == "warning" else "bad"
         out.append(
             f'<div class="fix {kind}" data-check="{escape(column)}">'
-            f"<b>[{escape(column)}] {escape(outcome)}</b> on {escape(', '.join(names))}"
+            f"<b>[{escape(column)}] {escape(outcome)}</b> on {_names(names, 8)}"
             f"<p>{escape(summary)}</p>"
             + (f'<p class="fixtext">fix: {escape(fix)}</p>' if fix else "")
             + "</div>"
@@ -184,9 +227,19 @@ def _fixes(fleet: dict[str, Any]) -> list[str]:
     return out
 
 
+NODES_OPEN = 50  # with more nodes, their table is folded (one click opens it)
+
+
 def _nodes(fleet: dict[str, Any]) -> list[str]:
+    many = len(fleet["nodes"]) > NODES_OPEN
+    fold = (
+        f"<details><summary>{len(fleet['nodes'])} nodes: host, GPUs and UUIDs, driver, "
+        "reports</summary>"
+        if many
+        else ""
+    )
     out = [
-        '<h2 id="nodes">Nodes</h2><table class="nodes"><tr><th>node</th><th>host</th>'
+        f'<h2 id="nodes">Nodes</h2>{fold}<table class="nodes"><tr><th>node</th><th>host</th>'
         "<th>GPUs (compute capability, UUID)</th><th>driver</th><th>CUDA (driver)</th>"
         "<th>CUDA_VISIBLE_DEVICES</th><th>not known</th><th>reports</th></tr>"
     ]
@@ -205,7 +258,7 @@ def _nodes(fleet: dict[str, Any]) -> list[str]:
             f"<td class='small'>{absent}</td>"
             f"<td class='small mono'>{escape(' '.join(node.get('reports') or []))}</td></tr>"
         )
-    return out + ["</table>"]
+    return out + ["</table>" + ("</details>" if many else "")]
 
 
 def _cvd(node: dict[str, Any]) -> str:

@@ -119,7 +119,12 @@ def load(path: Path) -> Report:
         raise ReportError(path, f"has no known schema number ({schema!r})")
     checks = data["checks"]
     if not isinstance(checks, list):
-        raise ReportError(path, "'checks' is not a list")
+        raise ReportError(path, f"checks: {_what(checks)}, not a list")
+    problem = _shape_problem(data)
+    if problem:
+        # a node's report we did not write (edited, another tool's, a future one): name the
+        # field, never a TypeError deep in the merge
+        raise ReportError(path, problem)
     envs = _envs(data.get("env"))
     labels = [env_label(e) for e in envs]
     known = set(OUTCOMES) if schema >= 2 else set(OUTCOMES) - {"warning"}
@@ -130,11 +135,18 @@ def load(path: Path) -> Report:
             raise ReportError(path, f"check #{i + 1} has no id")
         outcome = check.get("outcome")
         if outcome not in OUTCOMES:
-            raise ReportError(path, f"check {check['id']} has an unknown outcome {outcome!r}")
+            known_text = ", ".join(OUTCOMES)
+            raise ReportError(
+                path,
+                f"checks[{i}].outcome: {outcome!r} is not one of {known_text} ({check['id']})",
+            )
         if outcome not in known:
             notes.append(f"schema {schema} report holds a {outcome!r} outcome ({check['id']})")
         entry = dict(check)
-        entry["env"] = str(check.get("env") or _env_of_test(check.get("test", ""), labels))
+        env = check.get("env")
+        if not env:
+            env = labels[0] if len(labels) == 1 else _env_of_test(check.get("test", ""), labels)
+        entry["env"] = str(env)
         out.append(entry)
     node = data.get("node") if isinstance(data.get("node"), dict) else None
     if node is None:
@@ -159,6 +171,101 @@ def load(path: Path) -> Report:
         digest=hashlib.sha256(raw).hexdigest(),
         notes=notes,
     )
+
+
+# What each field of a report holds (README: The JSON report): a field of another type is a
+# ReportError naming it. "scalar" is text or a number (versions and drivers are written as
+# text; a hand-written report may say 580 or 12.8).
+_SCALAR = (str, int, float)
+_NODE_FIELDS = ("name", "hostname", "driver_version", "cuda_driver_version", "name_source")
+_GPU_FIELDS = ("name", "compute_capability", "uuid", "memory_total")
+_ENV_FIELDS = ("name", "prefix", "python_version", "python", "source", "manifest")
+_CHECK_FIELDS = ("summary", "fix", "test", "env", "area")
+
+
+def _what(value: Any) -> str:
+    """A value's JSON type, and the value when it is short, for messages."""
+    kind = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+    text = json.dumps(value)
+    return f"{kind} ({text})" if len(text) <= 40 else kind
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """The first field whose value is not of the type the report's schema gives it, named
+    as ``node.gpus[0]``; None when every field the merge reads is well formed."""
+    problems: list[str] = []
+
+    def scalar(where: str, value: Any) -> None:
+        if value is not None and (not isinstance(value, _SCALAR) or isinstance(value, bool)):
+            problems.append(f"{where}: {_what(value)}, not text")
+
+    def obj(where: str, value: Any) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, dict):
+            problems.append(f"{where}: {_what(value)}, not an object")
+            return False
+        return True
+
+    node = data.get("node")
+    if obj("node", node):
+        for key in _NODE_FIELDS:
+            scalar(f"node.{key}", node.get(key))
+        if node.get("cuda_visible_devices") is not None:
+            scalar("node.cuda_visible_devices", node.get("cuda_visible_devices"))
+        gpus = node.get("gpus")
+        if gpus is not None and not isinstance(gpus, list):
+            problems.append(f"node.gpus: {_what(gpus)}, not a list of GPU objects")
+        for i, gpu in enumerate(gpus if isinstance(gpus, list) else []):
+            if not isinstance(gpu, dict):
+                problems.append(
+                    f"node.gpus[{i}]: {_what(gpu)}, not a GPU object "
+                    '({"name": ..., "compute_capability": ...})'
+                )
+                break
+            for key in _GPU_FIELDS:
+                scalar(f"node.gpus[{i}].{key}", gpu.get(key))
+        if obj("node.absent", node.get("absent")):
+            for key, value in node["absent"].items():
+                scalar(f"node.absent.{key}", value)
+    env = data.get("env")
+    envs = env.get("envs") if isinstance(env, dict) and "envs" in env else [env]
+    if not isinstance(envs, list):
+        problems.append(f"env.envs: {_what(envs)}, not a list")
+        envs = []
+    for i, one in enumerate(envs):
+        where = f"env.envs[{i}]" if isinstance(env, dict) and "envs" in env else "env"
+        if obj(where, one):
+            for key in _ENV_FIELDS:
+                scalar(f"{where}.{key}", one.get(key))
+            if obj(f"{where}.packages", one.get("packages")):
+                for name, version in one["packages"].items():
+                    scalar(f"{where}.packages.{name}", version)
+    targets = data.get("targets")
+    if obj("targets", targets):
+        archs = targets.get("cuda_archs")
+        if archs is not None and not (
+            isinstance(archs, list) and all(isinstance(a, str) for a in archs)
+        ):
+            problems.append(f"targets.cuda_archs: {_what(archs)}, not a list of arch names")
+    created = data.get("created")
+    if created is not None and not isinstance(created, str):
+        problems.append(f"created: {_what(created)}, not a time stamp")
+    for i, check in enumerate(data.get("checks") or []):
+        if isinstance(check, dict):
+            for key in _CHECK_FIELDS:
+                value = check.get(key)
+                if value is not None and type(value) is not str:  # the fast path: text
+                    scalar(f"checks[{i}].{key}", value)
+    return problems[0] if problems else None
 
 
 def _unclosed(text: str) -> bool:

@@ -24,18 +24,11 @@ MARKER = "vllm_lock: the check judges pixi.lock too (it runs in lock mode)"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.getgroup(settings.GROUP).addoption(
+    settings.add_flag(
+        parser,
         "--vllm-from-lock",
-        action="store_true",
-        default=None,
-        help="judge Pixi envs from pixi.lock even when installed, as before `pixi install` "
-        "(ini: vllm_from_lock)",
-    )
-    parser.addini(
-        "vllm_from_lock",
-        help="judge Pixi envs from pixi.lock (true/false)",
-        type="bool",
-        default=False,
+        "judge Pixi envs from pixi.lock even when installed, as before `pixi install`",
+        "judge Pixi envs from pixi.lock (true/false)",
     )
     settings.add_setting(
         parser,

@@ -10,7 +10,7 @@ rootdir became the env itself, with ``.pytest_cache`` (and our fact cache) writt
 :func:`check_space_form_options` runs first thing after our options exist: it works out the
 rootdir and ini file pytest would have chosen had it known them. Same ini file, other rootdir:
 the rootdir is put back (nothing else was read from it). Another ini file: a usage error that
-says to write ``--vllm-env=PATH``. :func:`safe_cache_dir` and :func:`guard_pytest_cache` keep
+says to write ``--vllm-env=PATH``. :func:`fact_cache_candidates` and :func:`guard_pytest_cache` keep
 every cache out of the judged envs.
 """
 
@@ -125,16 +125,26 @@ def pytest_cache_dir(config: pytest.Config) -> Path:
     return Path(raw) if os.path.isabs(raw) else config.rootpath / raw
 
 
-def safe_cache_dir(config: pytest.Config, judged: Sequence[Path]) -> Path | None:
-    """Where the fact cache may live: pytest's cache dir, else the user cache dir, whichever
-    is not inside a judged env; None (no cache) when pytest's cache is off or neither is."""
+def fact_cache_candidates(
+    config: pytest.Config, judged: Sequence[Path]
+) -> list[tuple[Path, str]] | None:
+    """Where the fact cache may live, best first, as ``(folder, what it is)``: pytest's cache
+    dir, then the user cache dir, each left out when inside a judged env. None when pytest's
+    cache is off (``-p no:cacheprovider``: the run asked for no cache). Which of them can be
+    used is :meth:`pytest_vllm_env.cache.FactCache.choose`'s question."""
     cache = getattr(config, "cache", None)
     if cache is None:
         return None
+    found: list[tuple[Path, str]] = []
     if not inside(pytest_cache_dir(config), judged):
-        return Path(str(cache.mkdir("vllm-env-facts")))
+        try:
+            found.append((Path(str(cache.mkdir("vllm-env-facts"))), "pytest's cache dir"))
+        except OSError:  # an unwritable rootdir, a .pytest_cache that is a file: choose says
+            found.append((pytest_cache_dir(config) / "d" / "vllm-env-facts", "pytest's cache dir"))
     user = user_cache_dir() / "facts"
-    return None if inside(user, judged) else user
+    if not inside(user, judged):
+        found.append((user, "the user cache dir"))
+    return found
 
 
 def guard_pytest_cache(config: pytest.Config, judged: Sequence[Path]) -> str | None:

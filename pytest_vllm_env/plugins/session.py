@@ -49,6 +49,7 @@ class SessionState:
         self._specs: list[EnvSpec] | None = None
         self._envs: dict[Path, PixiEnv] = {}
         self._archs: dict[Path, tuple[list[Arch], str]] = {}
+        self._fact_cache: FactCache | None = None
         self.findings: list[dict[str, Any]] = []  # what the run found, as the JSON has it
         self.notes: list[str] = []  # header lines: what was moved out of the judged envs
         self.report_problem = ""  # why --vllm-env-report could not be written
@@ -64,7 +65,7 @@ class SessionState:
         if self._specs is None:
             values = settings.get_list(self.config, "vllm_env") or [None]
             manifest = settings.get_path(self.config, "pixi_manifest")
-            self._specs = [
+            specs = [
                 locate(
                     self._env_value(v),
                     manifest=str(manifest) if manifest else None,
@@ -74,6 +75,16 @@ class SessionState:
                 )
                 for v in values
             ]
+            # The same env given twice (its path and its Pixi name, `env` and `./env/`, a
+            # symlink to it) is judged once, under its first spelling: two test ids judged
+            # one env twice and the report held every check of it twice.
+            seen: set[str] = set()
+            self._specs = []
+            for spec in specs:
+                key = os.path.realpath(spec.prefix)
+                if key not in seen:
+                    seen.add(key)
+                    self._specs.append(spec)
         return self._specs
 
     def _env_value(self, value: str | None) -> str | None:
@@ -139,19 +150,26 @@ class SessionState:
         return self._archs[env.prefix]
 
     def fact_cache(self) -> FactCache:
-        """The cross-worker fact cache, never inside a judged env."""
-        from pytest_vllm_env.cache import FactCache
-        from pytest_vllm_env.plugins.rootdir import safe_cache_dir
+        """The cross-worker fact cache, never inside a judged env: in pytest's cache dir,
+        else the user cache dir, else none (an unwritable rootdir, another user's
+        .pytest_cache, ``XDG_CACHE_HOME`` at a file); the header says where it went."""
+        if self._fact_cache is None:
+            from pytest_vllm_env.cache import FactCache
+            from pytest_vllm_env.plugins.rootdir import fact_cache_candidates
 
-        cache = FactCache(safe_cache_dir(self.config, self.judged_prefixes()))
-        if static_mode(self.config):
-            # what a run of the env's tools said (kept by an earlier run) is not what
-            # --vllm-static knows: its facts are kept apart, so verdicts never depend on it
-            real_get = cache.get
-            cache.get = lambda name, compute, deps=(), *extra: real_get(  # type: ignore[method-assign]
-                name, compute, deps, *extra, "--vllm-static"
-            )
-        return cache
+            found = fact_cache_candidates(self.config, self.judged_prefixes())
+            self._fact_cache = FactCache.choose(found) if found else FactCache(None)
+            if self._fact_cache.note:
+                self.notes.append(f"vllm-env: {self._fact_cache.note}")
+            if static_mode(self.config):
+                # what a run of the env's tools said (kept by an earlier run) is not what
+                # --vllm-static knows: its facts are kept apart, so verdicts never depend on it
+                cache = self._fact_cache
+                real_get = cache.get
+                cache.get = lambda name, compute, deps=(), *extra: real_get(  # type: ignore[method-assign]
+                    name, compute, deps, *extra, "--vllm-static"
+                )
+        return self._fact_cache
 
     def guard_pytest_cache(self) -> None:
         """Never let pytest's own cache write into a judged env (a rootdir inside it)."""
@@ -160,6 +178,7 @@ class SessionState:
         note = guard_pytest_cache(self.config, self.judged_prefixes())
         if note:
             self.notes.append(note)
+        self.fact_cache()  # chosen now, so the header can say where it went
 
 
 def lock_mode(config: pytest.Config) -> tuple[bool, str]:
@@ -374,7 +393,8 @@ def modelopt_checkpoint_specs(request: pytest.FixtureRequest) -> list[str]:
 
 @pytest.fixture(scope="session")
 def vllm_fact_cache(request: pytest.FixtureRequest) -> FactCache:
-    """A cross-worker cache of JSON facts in pytest's cache dir, keyed by the paths a fact
-    depends on (size + mtime): ``vllm_fact_cache.get(name, compute, deps)``. Safe under
-    pytest-xdist: one worker computes under a file lock, the others read."""
+    """A cross-worker cache of JSON facts in pytest's cache dir (else the user cache dir,
+    else none), keyed by the paths a fact depends on (device, inode, size, mtime, ctime):
+    ``vllm_fact_cache.get(name, compute, deps)``. Safe under pytest-xdist: one worker
+    computes under a file lock, the others read."""
     return state(request.config).fact_cache()

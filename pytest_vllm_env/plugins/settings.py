@@ -38,6 +38,7 @@ class Setting(NamedTuple):
 
 
 SETTINGS: dict[str, Setting] = {}
+FLAGS: dict[str, str] = {}  # ini key -> option of every on/off setting (add_flag)
 
 # Every setting whose value is a path (or may be one): what a value is, beside the path rule.
 PATH_SETTINGS: dict[str, str] = {
@@ -86,6 +87,23 @@ def add_setting(
     parser.addini(ini, help=help, type="linelist" if multiple else "string", default=None)
 
 
+def add_flag(parser: pytest.Parser, option: str, help: str, ini_help: str) -> None:
+    """Register the on/off ``--option`` (``store_true``) and its ``bool`` ini key; an ini
+    value pytest cannot read as true/false is a usage error at start (:func:`validate`)."""
+    ini = option.lstrip("-").replace("-", "_")
+    FLAGS[ini] = option
+    parser.getgroup(GROUP).addoption(
+        option, action="store_true", default=None, help=f"{help} (ini: {ini})"
+    )
+    parser.addini(ini, help=ini_help, type="bool", default=False)
+
+
+def get_flag(config: pytest.Config, ini: str) -> bool:
+    """An on/off setting: the option when given, else the ini key (validated at start)."""
+    option = config.getoption(ini, default=None)
+    return bool(option) if option is not None else bool(config.getini(ini))
+
+
 def _notes(ini: str, multiple: bool) -> list[str]:
     notes = ["repeatable"] if multiple else []
     notes.append(f"ini: {ini}")
@@ -103,26 +121,65 @@ def get(config: pytest.Config, ini: str) -> str | None:
     return str(ini_value).strip() or None if ini_value else None
 
 
-def get_number(config: pytest.Config, ini: str, default: float) -> float:
-    """A numeric setting (a timeout, a tolerance); a value that is not a number is a usage
-    error naming the option, never a silent fallback.
+# The accepted range of every numeric setting: (low, low inclusive, high, whole numbers only,
+# what the number is). A timeout above a week ended in OverflowError inside selectors (its
+# milliseconds overflow a C int at 24.8 days); 0 or -5 killed nvcc at once and the env was then
+# blamed ("reinstall cuda-nvcc"). vocab_size ** 1e308 overflows a float.
+class Range(NamedTuple):
+    low: float
+    low_inclusive: bool
+    high: float
+    whole: bool
+    what: str
 
-    Every ``*_timeout`` is seconds > 0 and every ``*_tolerance`` is >= 0: a timeout of 0 or
-    -5 killed nvcc at once and the env was then blamed ("reinstall cuda-nvcc")."""
+    def text(self) -> str:
+        """The range as ``--help`` and usage errors say it."""
+        low = f">= {self.low:g}" if self.low_inclusive else f"> {self.low:g}"
+        return f"{self.what} {low} and <= {self.high:g}"
+
+
+WEEK = 7 * 24 * 3600.0
+NUMBER_RANGES: dict[str, Range] = {
+    "cuda_tool_timeout": Range(0, False, WEEK, False, "seconds"),
+    "build_timeout": Range(0, False, WEEK, False, "seconds"),
+    "vllm_probe_timeout": Range(0, False, WEEK, False, "seconds"),
+    "vllm_logprob_tolerance": Range(0, True, 100, False, "nats"),
+    "vllm_perplexity_exponent": Range(0, False, 4, False, "an exponent"),
+    "vllm_parallel_loads": Range(1, True, 64, True, "a whole number"),
+}
+
+
+def number_range(ini: str) -> Range:
+    """The accepted range of the numeric setting ``ini`` (a ``*_timeout`` not in the table is
+    seconds in (0, a week]; any other number is finite and >= 0)."""
+    if ini in NUMBER_RANGES:
+        return NUMBER_RANGES[ini]
+    if ini.endswith("_timeout"):
+        return Range(0, False, WEEK, False, "seconds")
+    return Range(0, True, 1e300, False, "a number")
+
+
+def get_number(config: pytest.Config, ini: str, default: float) -> float:
+    """A numeric setting (a timeout, a tolerance); a value that is not a number, or one
+    outside its accepted range (:data:`NUMBER_RANGES`), is a usage error naming the option
+    and the range, never a silent fallback."""
     value = get(config, ini)
     if not value:
         return default
     option = "--" + ini.replace("_", "-")
+    accepted = number_range(ini)
     try:
         number = float(value)
     except ValueError:
-        raise pytest.UsageError(f"{option}: {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise pytest.UsageError(f"{option}: {value!r} is not a finite number")
-    if ini.endswith("_timeout") and number <= 0:
-        raise pytest.UsageError(f"{option}: {value!r} is not a number of seconds > 0")
-    if ini.endswith("_tolerance") and number < 0:
-        raise pytest.UsageError(f"{option}: {value!r} is negative; a tolerance is >= 0")
+        raise pytest.UsageError(
+            f"{option}: {value!r} is not a number (accepted: {accepted.text()})"
+        ) from None
+    low_ok = number >= accepted.low if accepted.low_inclusive else number > accepted.low
+    whole_ok = not accepted.whole or (math.isfinite(number) and number == int(number))
+    if not (math.isfinite(number) and low_ok and number <= accepted.high and whole_ok):
+        raise pytest.UsageError(
+            f"{option}: {value!r} is out of range (accepted: {accepted.text()})"
+        )
     return number
 
 
@@ -182,3 +239,46 @@ def expand_globs(patterns: Sequence[str], base: str | os.PathLike[str]) -> list[
         matches = sorted(glob.glob(full)) if glob.has_magic(pattern) else []
         result.extend(matches or [full])
     return result
+
+
+# pytest's own truth values for a ``bool`` ini key (_pytest.config._strtobool)
+TRUTH_VALUES = "true/false, yes/no, on/off, 1/0, y/n, t/f"
+
+
+def validate(config: pytest.Config) -> None:
+    """Every setting's value checked at start, each a usage error (exit 4) naming the option
+    or ini key and what it accepts, never an error in every test or a quiet fall-back:
+
+    - an option given an empty value (``--vllm-env=``, ``--cuda-arch=``): it fell back to
+      pytest's own interpreter, or to no arch, without a word;
+    - a number out of its range (:data:`NUMBER_RANGES`);
+    - an on/off ini key pytest cannot read (``vllm_strict = maybe`` was a ValueError in every
+      test that asked)."""
+    for ini, setting in SETTINGS.items():
+        given = config.getoption(ini, default=None)
+        if given is None:
+            continue
+        values = given if isinstance(given, list) else [given]
+        for value in values:
+            if not [v for v in str(value).split(",") if v.strip()]:
+                raise pytest.UsageError(
+                    f"{setting.option}: an empty value; give {_metavar(ini)}; or leave "
+                    "the option out"
+                )
+    for ini in NUMBER_RANGES:
+        if ini in SETTINGS:
+            get_number(config, ini, 0.0)
+    for ini, option in FLAGS.items():
+        try:
+            config.getini(ini)
+        # pytest 8 raises ValueError, pytest 9 a UsageError; neither names the key
+        except (ValueError, pytest.UsageError) as exc:  # invalid truth value 'maybe'
+            where = f" ({config.inipath})" if config.inipath else ""
+            raise pytest.UsageError(
+                f"ini key {ini}{where}: {exc}; use one of {TRUTH_VALUES} (or the option {option})"
+            ) from None
+
+
+def _metavar(ini: str) -> str:
+    """What a value of ``ini`` is, for messages."""
+    return PATH_SETTINGS.get(ini) or f"a value ({SETTINGS[ini].help})"

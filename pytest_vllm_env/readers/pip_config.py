@@ -141,7 +141,7 @@ def read_pip_config(
         ("global", Path(d).expanduser() / "pip" / CONFIG_BASENAME) for d in xdg_dirs.split(":")
     ]
     plan.append(("global", SYSTEM_ETC / CONFIG_BASENAME))
-    if env_file and Path(env_file).exists():
+    if env_file and os.path.exists(env_file):  # never raises on a path we cannot stat
         config.notes.append(
             f"PIP_CONFIG_FILE={env_file} exists, so pip skips the user files "
             f"({home / '.pip' / CONFIG_BASENAME}, {Path(xdg_home) / 'pip' / CONFIG_BASENAME})"
