@@ -180,19 +180,13 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         "fail checks whose verdict is a warning (works, at a cost)",
         "fail warnings too (true/false)",
     )
-    parser.getgroup(settings.GROUP).addoption(
+    settings.add_flag(
+        parser,
         "--vllm-static",
-        action="store_true",
-        default=None,
-        help="judge without running anything from the env: no activation script, no nvcc, "
+        "judge without running anything from the env: no activation script, no nvcc, "
         "cmake, ptxas or Python of the env (for a workspace you do not trust, such as a pull "
-        "request in CI); checks that need a run skip and say so (ini: vllm_static)",
-    )
-    parser.addini(
-        "vllm_static",
-        help="run nothing from the judged env (true/false)",
-        type="bool",
-        default=False,
+        "request in CI); checks that need a run skip and say so",
+        "run nothing from the judged env (true/false)",
     )
     parser.getgroup(settings.GROUP).addoption(
         "--vllm-conformance",

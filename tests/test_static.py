@@ -286,3 +286,11 @@ def test_static_reading_of_activation_scripts(env_builder: EnvBuilder):
     for key in ("CUDA_HOME", "CUDA_HOME_CONDA_NVCC_BACKUP", "LIBDIR", "QUOTED", "AFTER"):
         assert sourced.activation.environ[key] == act.environ[key], key
     assert sourced.activation.method == "sourced"
+
+
+def test_static_ini_value_that_is_no_boolean_is_a_usage_error(pytester):
+    pytester.makeini("[pytest]\nvllm_static = maybe\n")
+    result = pytester.runpytest("--vllm-conformance", "-m", "toolchain")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "vllm_static" in result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()

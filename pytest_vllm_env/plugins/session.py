@@ -193,8 +193,7 @@ def lock_mode(config: pytest.Config) -> tuple[bool, str]:
 
 def static_mode(config: pytest.Config) -> bool:
     """``--vllm-static`` / ``vllm_static``: nothing of the judged env runs."""
-    option = config.getoption("vllm_static", default=None)
-    return bool(option) if option is not None else bool(config.getini("vllm_static"))
+    return settings.get_flag(config, "vllm_static")
 
 
 def _resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[Arch], str]:
