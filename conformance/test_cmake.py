@@ -5,7 +5,7 @@ import pytest
 
 from pytest_vllm_env.checks import cmake_floor, torch_cmake
 from pytest_vllm_env.checks import cmake_probe as probe
-from pytest_vllm_env.findings import skipped
+from pytest_vllm_env.checks.build_scope import not_built
 
 
 @pytest.mark.toolchain
@@ -19,16 +19,16 @@ def test_torch_config(
     vllm_built_in_env,
     verdict,
 ):
-    if not (nvcc_need.required or vllm_built_in_env):
-        # Only a source build loads torch's CMake config: a venv that runs vLLM's wheels
-        # failed here ("will stop a vLLM build") with nothing to build.
-        verdict(
-            skipped(
-                "cmake.torch-config",
-                "no vLLM build here (no build tier, --vllm-source, --vllm-build-log, CUDA "
-                "build packages or source dependency): only a build reads torch's CMake config",
-            )
-        )
+    # Only a source build loads torch's CMake config: a venv that runs vLLM's wheels
+    # failed here ("will stop a vLLM build") with nothing to build.
+    none = not_built(
+        "cmake.torch-config",
+        nvcc_need,
+        bool(vllm_built_in_env),
+        reads="reads torch's CMake config",
+    )
+    if none:
+        verdict(none)
         return
     verdict(
         torch_cmake.config_finding(

@@ -15,8 +15,14 @@ def test_driver_version(driver_sources, cuda_driver, verdict):
 
 
 @pytest.mark.vllm_check("driver.cuda-runtime")
-def test_cuda_runtime(vllm_env, cuda_needs, driver_sources, cuda_driver, cuda_archs, verdict):
-    verdict(checks.cuda_runtime(cuda_needs, driver_sources, cuda_driver, vllm_env, cuda_archs))
+def test_cuda_runtime(
+    vllm_env, cuda_needs, driver_sources, cuda_driver, cuda_archs, fix_targets, verdict
+):
+    verdict(
+        checks.cuda_runtime(
+            cuda_needs, driver_sources, cuda_driver, vllm_env, cuda_archs, fix_targets
+        )
+    )
 
 
 @pytest.mark.vllm_check("driver.ptx-jit")

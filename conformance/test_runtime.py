@@ -59,8 +59,8 @@ def test_deepgemm_jit(vllm_env, deepgemm_facts, cuda_archs, cuda_archs_source, v
 
 
 @pytest.mark.vllm_check("pins.siblings")
-def test_sibling_pins(vllm_env, sibling_pins, verdict):
-    verdict(pins.judge(sibling_pins, vllm_env))
+def test_sibling_pins(vllm_env, sibling_pins, fix_targets, verdict):
+    verdict(pins.judge(sibling_pins, vllm_env, fix_targets))
 
 
 @pytest.mark.vllm_check("settings.unread")

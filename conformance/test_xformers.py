@@ -16,14 +16,18 @@ def test_vision_backend_decision(
 ):
     verdict(
         xformers.decision_finding(
-            vit_attn_source, xformers_decisions, vit_attn_installed, vllm_env.version_of("vllm")
+            vit_attn_source,
+            xformers_decisions,
+            vit_attn_installed,
+            vllm_env.version_of("vllm"),
+            env=vllm_env,
         )
     )
 
 
 @pytest.mark.toolchain
 @pytest.mark.vllm_check("xformers.torch-pin")
-def test_xformers_torch_pin(vllm_env, xformers_decisions, extensions, verdict):
+def test_xformers_torch_pin(vllm_env, xformers_decisions, extensions, fix_targets, verdict):
     dist = vllm_env.dist("xformers")
     # what xformers' ops import from torch: the stable C ABI alone pins no exact build
     ops = [e for e in extensions if label(e.path) == "xformers/_C.so" and not e.error]
@@ -38,6 +42,8 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, extensions, verdict):
             (pin := xformers_torch.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
             pin,
             ops[0].torch_symbols if ops else None,
+            env=vllm_env,
+            targets=fix_targets,
         )
     )
 

@@ -109,13 +109,14 @@ def run(pytester, prefix: Path) -> pytest.RunResult:
 
 def test_matching_torch_passes(pytester, env_builder, parts):
     result = run(pytester, make_env(env_builder, parts))
-    result.assert_outcomes(passed=7)
+    # abi.source-torch skips: nothing builds vLLM here, abi.pins judges the wheel's torch
+    result.assert_outcomes(passed=6, skipped=1)
 
 
 def test_cpu_torch_of_another_version_fails_naming_missing_symbols(pytester, env_builder, parts):
     prefix = make_env(env_builder, parts, torch="2.13.0", torch_cuda=None, libs="torch-cpu")
     result = run(pytester, prefix)
-    result.assert_outcomes(failed=3, passed=4)  # pins, cudart, symbols; the others ok
+    result.assert_outcomes(failed=3, passed=3, skipped=1)  # pins, cudart, symbols; no build
     result.stdout.fnmatch_lines(
         [
             lit("*[abi.pins] FAILED: vllm requires torch==2.11.0 but the env has torch 2.13.0*"),
@@ -143,14 +144,14 @@ def test_old_cxx_abi_extension_fails(pytester, env_builder, parts):
             ),
         ]
     )
-    result.assert_outcomes(failed=2, passed=5)
+    result.assert_outcomes(failed=2, passed=4, skipped=1)
 
 
 def test_cudart_major_mismatch(pytester, env_builder, parts):
     """vLLM #44335 / #52300 / llm-d#1402 (F2.7, F2.8): an extension for one CUDA major next to
     a torch of the other: "libcudart.so.12: cannot open shared object file"."""
     result = run(pytester, make_env(env_builder, parts, ext="ext-cuda12"))
-    result.assert_outcomes(failed=2, passed=4, skipped=1)  # abi.undefined: cudart not found
+    result.assert_outcomes(failed=2, passed=3, skipped=2)  # abi.undefined, abi.source-torch
     result.stdout.fnmatch_lines(
         [
             lit(
@@ -242,7 +243,7 @@ def test_torch_symbols_are_read_once_and_reread_when_torch_changes(pytester, env
             f"cache_dir={cache}",
         )
 
-    again().assert_outcomes(passed=7)
+    again().assert_outcomes(passed=6, skipped=1)
     (entry,) = cache.rglob("torch-facts-*.json")
     # doctor the cached fact: a run that reads it (instead of the libraries) now finds no
     # torch library, so no torch symbol
@@ -251,11 +252,11 @@ def test_torch_symbols_are_read_once_and_reread_when_torch_changes(pytester, env
     data["value"]["libs"] = []
     data["sha"] = FactCache.digest(data["value"])[1]  # signed as the cache signs (else unread)
     entry.write_text(json.dumps(data))
-    again().assert_outcomes(passed=6, failed=1)
+    again().assert_outcomes(passed=5, failed=1, skipped=1)
     # a changed torch library is a new key: the facts are read from the files again
     lib = next((env_builder.site_packages / "torch" / "lib").glob("*.so"))
     os.utime(lib, ns=(lib.stat().st_atime_ns, lib.stat().st_mtime_ns + 10**9))
-    again().assert_outcomes(passed=7)
+    again().assert_outcomes(passed=6, skipped=1)
 
 
 def test_undefined_symbols_are_resolved_once_and_again_when_a_library_changes(
@@ -423,12 +424,10 @@ def test_fix_in_pixi_toml_names_the_line_to_change(pytester, env_builder, parts)
         'path = "<vLLM checkout>", editable = true }`; then run `pixi reinstall -e default '
         f"--manifest-path {manifest} vllm`"
     ]
-    # torch's CPU build where the manifest asks for PyPI's torch 2.13.0 (a CUDA 13 build):
-    # the line is right, the env is not
+    # torch's CPU build next to a CUDA 13 extension: the CUDA 13 torch to install is the one
+    # vLLM pins (issue 21: this fix said "reinstall torch 2.13.0" beside abi.pins' 2.11.0)
     assert fixes_of(pytester, prefix, "abi.cudart") == [
-        'install a CUDA 13 build of torch: pixi.toml:7 `torch = "==2.13.0"` asks for it already, '
-        f"the env holds another build: run `pixi reinstall -e default --manifest-path {manifest} "
-        "torch` (PyPI's torch 2.13.0 is its cu130 build)"
+        f"install a CUDA 13 build of torch: {torch_line}"
     ]
 
 
@@ -474,12 +473,10 @@ def test_fix_in_a_venv_is_the_install_command_with_the_version(pytester, tmp_pat
     assert fixes_of(pytester, prefix, "abi.pins") == [
         f'`{install} "torch==2.11.0"`, or install the vllm release built for torch 2.13.0'
     ]
-    # the CPU build of torch 2.13.0 is installed: "torch==2.13.0" alone would be "already
-    # satisfied", so the command forces the reinstall
-    force = "--reinstall-package torch" if uv else "--force-reinstall"
+    # the CUDA 13 torch to install is the one vLLM pins (PyPI's 2.11.0 is its cu130 build),
+    # as abi.pins says: one target for every fix of the run (issue 21)
     assert fixes_of(pytester, prefix, "abi.cudart") == [
-        f'install a CUDA 13 build of torch: `{install} {force} "torch==2.13.0"` (PyPI\'s torch '
-        "2.13.0 is its cu130 build)"
+        f'install a CUDA 13 build of torch: `{install} "torch==2.11.0"`'
     ]
 
 
@@ -505,14 +502,14 @@ def test_fix_for_a_missing_cuda_library_per_env(pytester, env_builder, tmp_path,
     lead = "add the CUDA library that provides libcublas.so.13: "
     pixi = pixi_env(env_builder, parts, ext="ext-cublas")
     assert fixes_of(pytester, pixi, "abi.needed") == [
-        lead + 'add `libcublas = "*"` and `cuda-version = "13.*"` to [dependencies] in '
+        lead + 'add `libcublas = "*"` and `cuda-version = "13.0.*"` to [dependencies] in '
         'pixi.toml; or from PyPI, add `nvidia-cublas = "==13.*"` to [pypi-dependencies] in '
         "pixi.toml"
     ]
     conda = conda_env(tmp_path, parts, ext="ext-cublas")
     assert fixes_of(pytester, conda, "abi.needed") == [
         lead + f'install into the env: `conda install -p {conda} -c conda-forge "libcublas" '
-        f'"cuda-version=13.*"`; or from PyPI, `{conda}/bin/python3 -m pip install '
+        f'"cuda-version=13.0.*"`; or from PyPI, `{conda}/bin/python3 -m pip install '
         '"nvidia-cublas==13.*"`'
     ]
     venv = venv_env(tmp_path, parts, ext="ext-cublas")

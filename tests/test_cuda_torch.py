@@ -41,8 +41,17 @@ def torch_env(b: EnvBuilder, version: str, cuda: str | None, cuda_home: Path | N
     return b.prefix
 
 
-def run(pytester, prefix: Path, k: str = "nvcc_matches_torch or version_consistent", *extra):
-    return pytester.runpytest(*SUITE, "-k", k, f"--vllm-env={prefix}", "-rs", *extra)
+def run(
+    pytester,
+    prefix: Path,
+    k: str = "nvcc_matches_torch or version_consistent",
+    *extra,
+    builds: bool = True,
+):
+    """The suite on ``prefix``; ``builds``: the run judges a vLLM build (``--vllm-build-log``),
+    without which cuda.nvcc-torch has nothing to compare (nothing compiles)."""
+    also = ("--vllm-build-log=build.log",) if builds else ()
+    return pytester.runpytest(*SUITE, "-k", k, f"--vllm-env={prefix}", "-rs", *also, *extra)
 
 
 def test_system_nvcc_12_9_against_conda_torch_cu118_fails(
@@ -75,8 +84,9 @@ def test_system_nvcc_12_9_against_conda_torch_cu118_fails(
                 'torch.utils.cpp_extension stops with "The detected CUDA version (12.9) '
                 'mismatches the version that was used to compile PyTorch (11.8)"*'
             ),
-            '*fix: use torch\'s CUDA for the build: `cuda-version = "11.8.*"` and `cuda-nvcc = '
-            '"11.8.*"`*nvidia channel*or install a torch built for CUDA 12.9*whl/cu129*',
+            # torch 2.2.0 has no cu129 build: the other way is its CUDA 12 build, cu121
+            '*fix: use torch\'s CUDA for the build: pin `cuda-version = "11.8.*"` and `cuda-nvcc = '
+            '"11.8.*"`*nvidia channel*or install a torch built for CUDA 12.1*whl/cu121*',
         ]
     )
 
@@ -115,6 +125,22 @@ def test_real_nvcc_13_against_a_cu128_torch(pytester, env_builder):
             '*`cuda-version = "12.8.*"`*or install a torch built for CUDA 13.0*whl/cu130*',
         ]
     )
+
+
+def test_prebuilt_wheels_have_no_nvcc_to_compare(pytester, env_builder, tmp_path):
+    """Issue 21: a venv that runs prebuilt wheels got "none needed" from cuda.nvcc-in-env
+    beside a failing cuda.nvcc-torch for a system nvcc it never runs. Nothing compiles:
+    one story, the nvcc check skips naming the check that decided it."""
+    system = tmp_path / "cuda-13.0"
+    standin_nvcc(system, "13.0")
+    prefix = torch_env(env_builder, "2.8.0+cu128", "12.8", system)
+    result = run(pytester, prefix, "nvcc_in_env or nvcc_matches_torch", builds=False)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*[[]cuda.nvcc-torch] no vLLM build here*cuda.nvcc-in-env: the env runs prebuilt*"]
+    )
+    # a build judged: the mismatch is a failure again
+    run(pytester, prefix, "nvcc_matches_torch").assert_outcomes(failed=1)
 
 
 def test_nvcc_fix_follows_torch_cuda_not_a_default(pytester, env_builder, monkeypatch, tmp_path):

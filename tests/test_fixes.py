@@ -189,8 +189,10 @@ def test_plain_venv_that_builds_is_told_to_use_a_system_toolkit(pytester, tmp_pa
     result.stdout.fnmatch_lines(
         [
             lit("*[cuda.nvcc-in-env] FAILED: torch finds no CUDA_HOME*CUDA_HOME is not set*"),
-            "  fix: install a CUDA toolkit on the system, then `export CUDA_HOME=/usr/local/cuda`"
-            " and `export PATH=/usr/local/cuda/bin:$PATH` in the shell or job that builds*",
+            # the toolkit of the run's target CUDA: PyPI's torch 2.11.0 is its cu130 build
+            "  fix: install the CUDA 13.0 toolkit on the system, then `export "
+            "CUDA_HOME=/usr/local/cuda-13.0` and `export PATH=/usr/local/cuda-13.0/bin:$PATH` in "
+            "the shell or job that builds*",
             "  needed_because: --vllm-source: vLLM is to be built from source",
         ]
     )

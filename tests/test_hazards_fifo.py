@@ -35,6 +35,7 @@ class Place:
     select: str  # -k expression of the suite's tests that read it
     verdict: str  # what the output says about it (fnmatch pattern before the path)
     extension: bool = False  # the env also holds vLLM's _C.abi3.so (so the check runs)
+    builds: bool = False  # the run judges a build (only a build reads the file)
 
 
 # Read at the start of the session (locating and reading the env) and judged by env.*: one
@@ -63,6 +64,7 @@ PLACES = [
         "SP/torch/share/cmake/Caffe2/public/cuda.cmake",
         "test_nvtx_cmake_target",
         "*[[]nvtx.cmake-target] ERROR: *",
+        builds=True,  # nvtx.cmake-target skips where nothing builds (build_scope)
     ),
     Place(
         "SP/vllm/_C.abi3.so",
@@ -149,7 +151,8 @@ def test_fifo_in_the_env_is_named_not_waited_on(pytester, tmp_path, place: Place
         lib = fake_torch(b.site_packages / "torch" / "lib")
         fake_extension(b.site_packages / "vllm" / "_C.abi3.so", lib / "libc10.so")
     fifo = plant(b, place.rel)
-    out = run_ends(pytester, "--vllm-env", str(b.prefix), "-k", place.select)
+    build = ("--vllm-build-log=build.log",) if place.builds else ()
+    out = run_ends(pytester, "--vllm-env", str(b.prefix), "-k", place.select, *build)
     _check(out, place.verdict, fifo)
 
 

@@ -109,18 +109,31 @@ def test_extension_needing_newer_glibc_than_the_machine_fails(pytester, env_buil
 
 
 @needs_gcc
-def test_manifest_promising_older_glibc_than_binaries_need_warns(pytester, env_builder, parts):
+@pytest.mark.parametrize(
+    "declared, floor",
+    [("", "2.28 as its floor (pixi's default"), ('[system-requirements]\nlibc = "2.30"\n', "2.30")],
+)
+def test_binary_needing_newer_glibc_than_the_workspace_floor_fails(
+    pytester, env_builder, parts, declared, floor
+):
+    """Issue 21: the level follows the user's declared floor, not this machine: pixi installs
+    the workspace on any host at its floor (pixi's default 2.28, or `[system-requirements]
+    libc`), and there the loader refuses a binary that needs glibc 2.32."""
     if P._v(host_glibc()) < (2, 32):
         pytest.skip("this machine's glibc is older than 2.32")
-    prefix = vllm_env(env_builder, parts)
+    prefix = vllm_env(env_builder, parts, declared)
     result = run(pytester, prefix, k="glibc_versions")
-    assert result.parseoutcomes().get("warned") == 1, result.stdout.str()
+    result.assert_outcomes(failed=1)
     check = report(pytester)["platform.glibc"]
+    assert check["outcome"] == "failed"
     assert (
         check["summary"].startswith("vllm/_C.abi3.so needs glibc 2.32; this machine has 2.")
-        and "promises only glibc 2.28 (pixi's default" in check["summary"]
-    )
+        and f"declares glibc {floor}" in check["summary"]
+        and "version `GLIBC_2.32' not found" in check["summary"]
+    ), check["summary"]
     assert check["fix"].startswith('set `libc = "2.32"` in [system-requirements] of pixi.toml')
+    (change,) = check["evidence"]["change"]
+    assert change["kind"] == "manifest-line" and change["line"] == 'libc = "2.32"'
     # declared high enough: passes
     vllm_env(env_builder, parts, '[system-requirements]\nlibc = "2.32"\n')
     run(pytester, prefix, k="glibc_versions").assert_outcomes(passed=1)

@@ -117,7 +117,14 @@ def test_xformers_torch_pin_mismatch_fails(pytester, env_builder):
             lit(
                 "*[xformers.torch-pin] FAILED: xformers 0.0.31 requires torch==2.7.1, but the env has torch 2.8.0+cu128*"
             ),
-            lit('*fix: set `xformers = "==0.0.32.post2"` in pixi.toml [pypi-dependencies]*'),
+            # vLLM 0.10.1.1 pins torch 2.7.1 (abi.pins): xformers follows that torch, the one
+            # every fix of the run names (issue 21), with 2.7.1's CUDA 12.8 build
+            lit(
+                '*fix: add `torch = { version = "==2.7.1", index = '
+                '"https://download.pytorch.org/whl/cu128" }` to [pypi-dependencies] in pixi.toml '
+                'and add `xformers = "==0.0.31"` to [pypi-dependencies] in pixi.toml (built for '
+                "torch 2.7.1)*"
+            ),
         ]
     )
 
@@ -158,7 +165,7 @@ def test_xformers_built_for_another_torch_fails_though_its_pin_is_met(pytester, 
             ),
             lit(
                 '*`xformers = { version = "==0.0.35", index = "https://download.pytorch.org/whl/cu130" }`'
-                '*or pin `torch = { version = "==2.10.0", index = "https://download.pytorch.org/whl/cu128" }`*'
+                '*or pin torch to match it: add `torch = { version = "==2.10.0", index = "https://download.pytorch.org/whl/cu128" }`*'
             ),
         ]
     )
@@ -375,10 +382,11 @@ def test_cu121_xformers_next_to_cu118_torch_names_the_variant(pytester, env_buil
                 "torch 2.1.2+cu121 (xformers/cpp_lib.json); the env has torch 2.1.2+cu118*"
             ),
             lit(
-                "*fix: install the xformers wheel built for torch 2.1.2+cu118: `xformers = { version "
-                '= "==0.0.23.post1", index = "https://download.pytorch.org/whl/cu118" }`*'
-                'or the torch variant xformers was built for: `torch = { version = "==2.1.2", '
-                'index = "https://download.pytorch.org/whl/cu121" }`*'
+                "*fix: install the xformers wheel built for torch 2.1.2+cu118: add `xformers = { "
+                'version = "==0.0.23.post1", index = "https://download.pytorch.org/whl/cu118" }` '
+                "to [pypi-dependencies] in pixi.toml*or the torch variant xformers was built for: "
+                'add `torch = { version = "==2.1.2", index = '
+                '"https://download.pytorch.org/whl/cu121" }`*'
             ),
         ]
     )
@@ -404,7 +412,7 @@ def test_vllm_and_xformers_pin_different_torches(pytester, env_builder):
                 "the env has torch 2.9.0*"
             ),
             lit(
-                '*fix: set `xformers = "==0.0.33.post1"`*and override vLLM\'s own pin '
+                '*fix: add `xformers = "==0.0.33.post1"`*and override vLLM\'s own pin '
                 '(xformers==0.0.32.post2*dependency-overrides = { xformers = "==0.0.33.post1" }*'
             ),
         ]

@@ -23,7 +23,7 @@ from pytest_vllm_env.tables.xformers_torch import xformers_for_torch
 # The env fixes are written for when a caller knows none: a Pixi env, manifest unknown.
 NO_ENV = PixiEnv(prefix=Path(".pixi/envs/default"))
 
-TORCH_INDEX = "https://download.pytorch.org/whl"
+TORCH_INDEX = torch_archs.TORCH_INDEX
 VLLM_INDEX = "https://wheels.vllm.ai"  # per release and CUDA: <VLLM_INDEX>/0.26.0/cu130
 
 
@@ -71,35 +71,37 @@ def torch_for_cuda(env: PixiEnv, release: str | None, major: str) -> str:
         place = fixes.deps_place(env, pypi=True)
         return (
             f"install torch built for CUDA {major} (the release the extension's package pins: "
-            f"abi.pins names it), from {TORCH_INDEX}/cu{major}<minor> ({place})"
+            f"abi.pins names it) in {place}, from the PyTorch index of its CUDA {major} build "
+            f"({TORCH_INDEX}/<variant>: cu118, cu121, cu124, cu126, cu128, cu129, cu130 ...)"
         )
     pypi = torch_archs.pypi_variant(version)
     torch = Package("torch", f"=={version}", pypi=True)
-    if pypi and pypi.startswith(f"cu{major}"):
+    if pypi and torch_archs.variant_cuda(pypi).split(".")[0] == major:
         return fixes.pin(env, torch) + f" (PyPI's torch {version} is its {pypi} build)"
-    rel = torch_archs.release_of(version)
-    variants = sorted(
-        {
-            r.variant
-            for r in torch_archs.ROWS
-            if r.release == rel and r.variant.startswith(f"cu{major}")
-        },
-        key=lambda v: int(v[2:]),
-    )
-    if variants:
-        return fixes.pin(env, torch, index=f"{TORCH_INDEX}/{variants[-1]}")
+    variant = torch_archs.variant_for(version, major=major)
+    if variant:
+        return fixes.pin(env, torch, index=torch_archs.index_url(variant))
+    known = torch_archs.index_variants(version)
     return (
-        f"install torch {version} built for CUDA {major} from {TORCH_INDEX}/cu{major}<minor> "
-        f"(the arch table knows no CUDA {major} build of torch {rel}): "
-        + fixes.pin(env, torch, index=f"{TORCH_INDEX}/cu{major}<minor>")
+        f"torch {torch_archs.release_of(version)} has no CUDA {major} build this suite knows "
+        f"({'its builds: ' + ', '.join(known) if known else 'its builds are not in the table'}): "
+        f"install the torch release that has one ({fixes.deps_place(env, pypi=True)})"
     )
 
 
-def for_torch_cuda(env: PixiEnv, owner: str, torch: TorchFacts, vllm_version: str | None) -> str:
-    """Install ``owner``'s build for torch's CUDA major (vLLM's per-release wheel index)."""
-    major = (torch.cuda or "").split(".")[0]
+def for_torch_cuda(
+    env: PixiEnv,
+    owner: str,
+    torch: TorchFacts,
+    vllm_version: str | None,
+    cuda: str | None = None,
+) -> str:
+    """Install ``owner``'s build for CUDA ``cuda`` (default: torch's; vLLM's per-release wheel
+    index)."""
+    cuda = cuda or torch.cuda or ""
+    major = cuda.split(".")[0]
     if owner == "vllm":
-        tag = cuda_tag(torch.cuda or "")
+        tag = cuda_tag(".".join(cuda.split(".")[:2]))
         version = vllm_version or env.version_of("vllm")
         release = Version(version).public if version and is_version(version) else ""
         url = f"{VLLM_INDEX}/{release or '<version>'}/{tag}"
@@ -109,7 +111,7 @@ def for_torch_cuda(env: PixiEnv, owner: str, torch: TorchFacts, vllm_version: st
         return rebuild(owner, owner, torch, env)
     if owner == "xformers":
         version = env.version_of("xformers")
-        tag = cuda_tag(torch.cuda or "")
+        tag = torch_archs.variant_for(torch.version, cuda) or cuda_tag(cuda)
         xf = Package("xformers", f"=={version.split('+', 1)[0]}" if version else "", pypi=True)
         return f"the xformers build for CUDA {major}: " + fixes.pin(
             env, xf, index=f"{TORCH_INDEX}/{tag}"

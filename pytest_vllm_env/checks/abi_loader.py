@@ -4,7 +4,12 @@ needs, and every symbol it imports beyond torch's (``abi.symbols`` judges those)
 Real failures (see :mod:`pytest_vllm_env.facts.linkage`, which resolves both as the loader
 does, from ELF files): a CUDA 12-linked vLLM in a CUDA 13 image, "libcudart.so.12: cannot open
 shared object file" (llm-d#1402); a source build that left its own sm100 kernel undefined
-(vLLM #29030). Pure: the resolution arrives as a :class:`~pytest_vllm_env.facts.linkage.Linkage`;
+(vLLM #29030). ``abi.needed`` judges the whole load closure (issue 21): an extension loads
+only when every library of every library it needs is found, torch's own included (installing
+an unpinned ``nvidia-cuda-runtime-cu12`` satisfied ``_C``'s libcudart.so.12 while
+``libtorch_cuda.so`` still missed its cuBLAS and cuDNN); the fix installs what torch's
+metadata pins (:class:`pytest_vllm_env.facts.targets.FixTargets`).
+Pure: the resolution arrives as a :class:`~pytest_vllm_env.facts.linkage.Linkage`;
 which package ships a missing CUDA library comes from :mod:`pytest_vllm_env.tables.cuda_libs`.
 """
 
@@ -28,12 +33,21 @@ from pytest_vllm_env.facts.binaries import BuiltFor, TorchFacts, dist_name, labe
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.linkage import DRIVER_LIBS, Linkage
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding
-from pytest_vllm_env.tables.cuda_libs import CUDA_MAJOR_SONAME, RUNTIME_PACKAGES
+from pytest_vllm_env.tables.cuda_libs import (
+    CUDA_MAJOR_SONAME,
+    RUNTIME_PACKAGES,
+    TORCH_WHEEL_PACKAGES,
+)
 
 # A CUDA runtime library's soname: lib<stem>.so.<major>
 _CUDA_LIB = re.compile(
     r"^lib(cudart|cublas|cublasLt|cufft|curand|cusparse|cusolver|nvrtc|nvJitLink)\.so\.(\d+)"
+)
+# Any library torch's wheels take from an nvidia-* package (tables/cuda_libs.py)
+_TORCH_WHEEL_LIB = re.compile(
+    r"^lib(" + "|".join(sorted(TORCH_WHEEL_PACKAGES, key=len, reverse=True)) + r")\.so\.(\d+)"
 )
 
 
@@ -49,7 +63,27 @@ def _cuda_major_of(link: Linkage, torch: TorchFacts | None) -> str | None:
     return None
 
 
-def _cuda_library_fix(env: PixiEnv, stem: str, soname_major: str, major: str | None) -> str:
+def _torch_wheels_fix(env: PixiEnv, missing: list[str], targets: FixTargets | None) -> str:
+    """Where torch's metadata pins the packages of the ``missing`` libraries (a PyPI torch):
+    every CUDA package it asks for that the env lacks, at its versions (one library alone
+    left libtorch_cuda.so's others missing), and a reinstall of a held one whose library is
+    gone; "" otherwise."""
+    if targets is None or env.conda("pytorch") is not None:
+        return ""
+    stems = [m[1] for lib in missing if (m := _TORCH_WHEEL_LIB.match(lib))]
+    if not any(targets.wheel_for(stem) for stem in stems):
+        return ""
+    pinned = targets.cuda_wheels_fix(env, stems)
+    return pinned + " (the CUDA packages torch's metadata pins)" if pinned else ""
+
+
+def _cuda_library_fix(
+    env: PixiEnv,
+    stem: str,
+    soname_major: str,
+    major: str | None,
+    targets: FixTargets | None = None,
+) -> str:
     """The packages that provide ``lib<stem>.so.<soname_major>`` for CUDA ``major``: the
     conda-forge one (with ``cuda-version``) where the env takes conda packages, the PyPI one."""
     conda, pypi = RUNTIME_PACKAGES[stem]
@@ -68,8 +102,9 @@ def _cuda_library_fix(env: PixiEnv, stem: str, soname_major: str, major: str | N
         packages = [Package(conda)]
         have = (env.version_of("cuda-version") or "").split(".")[0]
         if major is not None and have != major:
-            packages.append(Package("cuda-version", f"{major}.*"))
-    return f"{fixes.add(env, *packages)}; or from PyPI, {fixes.add(env, wheel)}"
+            cuda = targets.cuda if targets is not None and targets.cuda_major == major else major
+            packages.append(Package("cuda-version", f"{cuda}.*"))
+    return fixes.otherwise(fixes.add(env, *packages), "from PyPI, " + fixes.add(env, wheel))
 
 
 def needed(
@@ -79,50 +114,132 @@ def needed(
     *,
     env: PixiEnv | None = None,
     built: BuiltFor | str | None = None,
+    targets: FixTargets | None = None,
 ) -> Finding:
-    """``abi.needed``: every ``DT_NEEDED`` library of the extension is found where the loader
-    looks (torch's already-loaded libraries, RUNPATH, LD_LIBRARY_PATH, the env, the system)."""
+    """``abi.needed``: every library the extension's load needs is found where the loader
+    looks (torch's already-loaded libraries, RUNPATH, LD_LIBRARY_PATH, the env, the system):
+    its own ``DT_NEEDED`` and theirs, through the whole closure."""
     env = env or NO_ENV
     cid, name = "abi.needed", label(link.path)
     if link.error:
-        return F.error(cid, f"{name}: {link.error}", unreadable(env, link.path, name))
-    missing = [lib for lib, path in link.needed.items() if path is None and lib not in DRIVER_LIBS]
+        return F.error(cid, f"{name}: {link.error}", unreadable(env, link.path, name), subject=name)
+    direct = [lib for lib, path in link.needed.items() if path is None and lib not in DRIVER_LIBS]
+    deep = [(lib, by) for lib, by in link.missing_deep if lib not in DRIVER_LIBS]
     driver = [lib for lib, path in link.needed.items() if path is None and lib in DRIVER_LIBS]
     note = (
         {"not_on_this_machine": f"{', '.join(driver)} (installed by the NVIDIA driver)"}
         if driver
         else {}
     )
-    if not missing:
-        return F.passed(cid, f"{name}: all {len(link.needed)} needed libraries are found", **note)
+    if not direct and not deep:
+        return F.passed(
+            cid,
+            f"{name}: all {len(link.needed)} needed libraries are found, and all they need",
+            subject=name,
+            **note,
+        )
+    missing = direct + [lib for lib, _ in deep]
     first = missing[0]
     m = _CUDA_LIB.match(first)
     owner = owner_of(name)
     versioned = m is not None and m[1] in CUDA_MAJOR_SONAME
-    if versioned and torch is not None and torch.cuda and torch.cuda.split(".")[0] != m[2]:
+    if (
+        direct
+        and versioned
+        and torch is not None
+        and torch.cuda
+        and torch.cuda.split(".")[0] != m[2]  # type: ignore[index]
+    ):
         fix = (
-            f"{name} was built for CUDA {m[2]}, torch {torch.version} is CUDA "
-            f"{torch.cuda} (abi.cudart): install " + for_torch_cuda(env, owner, torch, vllm_version)
+            f"{name} was built for CUDA {m[2]}, torch {torch.version} is CUDA "  # type: ignore[index]
+            f"{torch.cuda} (abi.cudart): install "
+            + for_torch_cuda(env, owner, torch, vllm_version, targets.cuda if targets else None)
         )
+    elif wheels := _torch_wheels_fix(env, missing, targets):
+        fix = f"add the CUDA libraries the load needs ({', '.join(missing)}): " + wheels
     elif m:
-        fix = f"add the CUDA library that provides {first}: " + _cuda_library_fix(
-            env, m[1], m[2], _cuda_major_of(link, torch)
+        fix = f"add the CUDA library that provides {first}: " + (
+            _cuda_library_fix(env, m[1], m[2], _cuda_major_of(link, torch), targets)
         )
     elif first.startswith(("libc10", "libtorch")):
-        pin = built.torch if isinstance(built, BuiltFor) else built
-        torch_pkg = torch_package(env, torch_spec(pin) if pin else "")
-        fix = f"install the torch {owner} was built for: {fixes.add(env, torch_pkg)}"
+        if targets is not None and targets.torch:
+            fix = "install the torch vLLM pins: " + targets.torch_fix(env)
+        else:
+            pin = built.torch if isinstance(built, BuiltFor) else built
+            torch_pkg = torch_package(env, torch_spec(pin) if pin else "")
+            fix = f"install the torch {owner} was built for: " + fixes.add(env, torch_pkg)
     else:
-        fix = (
-            f"add the package that provides {first} to {fixes.deps_place(env)}, or "
-            f"reinstall {owner}: {fixes.reinstall(env, dist_name(owner), pypi=True)}"
+        fix = fixes.otherwise(
+            f"add the package that provides {first} to {fixes.deps_place(env)}",
+            f"reinstall {owner}: " + fixes.reinstall(env, dist_name(owner), pypi=True),
+            ", or ",
         )
+    through = (
+        "; through the libraries it loads: "
+        + ", ".join(f"{lib} (needed by {by})" for lib, by in deep[:6])
+        + (f" and {len(deep) - 6} more" if len(deep) > 6 else "")
+        if deep
+        else ""
+    )
+    own = (
+        f"{name} needs {', '.join(direct)}, found nowhere the loader looks"
+        if direct
+        else (f"{name}'s own libraries are found")
+    )
     return F.failed(
         cid,
-        f"{name} needs {', '.join(missing)}, found nowhere the loader looks: import fails with "
+        f"{own}{through}: import fails with "
         f'"{first}: cannot open shared object file: No such file or directory"',
         fix,
+        subject=name,
+        missing=missing,
         **note,
+    )
+
+
+def torch_needed(
+    missing: list[tuple[str, str]],
+    torch: TorchFacts | None,
+    *,
+    env: PixiEnv | None = None,
+    targets: FixTargets | None = None,
+) -> Finding:
+    """``abi.needed`` for torch itself: every library ``torch/lib`` needs is found (``import
+    torch`` loads them all before any extension: ``libtorch_cuda.so``'s cuBLAS, cuDNN, NCCL).
+    ``missing``: the ``(name, needed by)`` pairs the loader finds nowhere."""
+    env = env or NO_ENV
+    cid = "abi.needed"
+    if torch is None:
+        return F.skipped(cid, "torch is not installed", subject="torch")
+    libs = [(n, by) for n, by in missing if n not in DRIVER_LIBS]
+    if not libs:
+        return F.passed(
+            cid, f"torch {torch.version}: every library torch/lib needs is found", subject="torch"
+        )
+    names = list(dict.fromkeys(n for n, _ in libs))
+    first = names[0]
+    m = _CUDA_LIB.match(first)
+    if wheels := _torch_wheels_fix(env, names, targets):
+        fix = f"add the CUDA libraries torch needs ({', '.join(names)}): " + wheels
+    elif m:
+        fix = f"add the CUDA library that provides {first}: " + _cuda_library_fix(
+            env, m[1], m[2], torch.cuda.split(".")[0] if torch.cuda else None, targets
+        )
+    else:
+        fix = fixes.otherwise(
+            f"add the package that provides {first} to {fixes.deps_place(env)}",
+            "reinstall torch: " + fixes.reinstall(env, "torch", pypi=True),
+        )
+    shown = ", ".join(f"{n} (needed by {by})" for n, by in libs[:6])
+    more = f" and {len(libs) - 6} more" if len(libs) > 6 else ""
+    return F.failed(
+        cid,
+        f"torch {torch.version}'s libraries need {shown}{more}, found nowhere the loader looks: "
+        f'`import torch` fails with "{first}: cannot open shared object file: No such file or '
+        'directory"',
+        fix,
+        subject="torch",
+        missing=names,
     )
 
 
@@ -132,12 +249,18 @@ def undefined(link: Linkage, *, env: PixiEnv | None = None) -> Finding:
     env = env or NO_ENV
     cid, name = "abi.undefined", label(link.path)
     if link.error:
-        return F.error(cid, f"{name}: {link.error}", unreadable(env, link.path, name))
+        return F.error(cid, f"{name}: {link.error}", unreadable(env, link.path, name), subject=name)
     if link.missing_deep:
         libs = ", ".join(sorted({n for n, _ in link.missing_deep}))
-        return F.skipped(cid, f"{name}: cannot resolve its symbols while {libs} is not found")
+        return F.skipped(
+            cid,
+            f"{name}: cannot resolve its symbols while {libs} is not found (abi.needed)",
+            subject=name,
+        )
     if not link.unresolved:
-        return F.passed(cid, f"{name}: every symbol it imports is defined by a library it needs")
+        return F.passed(
+            cid, f"{name}: every symbol it imports is defined by a library it needs", subject=name
+        )
     shown = link.unresolved_shown or list(link.unresolved)
     owner = owner_of(name)
     release = _released(env, owner)
@@ -162,6 +285,7 @@ def undefined(link: Linkage, *, env: PixiEnv | None = None) -> Finding:
         f'"undefined symbol: {link.unresolved[0]}"',
         fix,
         undefined=shown,
+        subject=name,
     )
 
 

@@ -27,11 +27,12 @@ from pytest_vllm_env.checks import cuda_torch
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.build_nvcc import BuildNvcc, Route
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
-from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Change, Finding, Fix, failed, passed, skipped, warning
 from pytest_vllm_env.readers.vllm_build import FIRST_CUDA_HOME_RELEASE
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.cmake_cuda import NO_NVCC_NEW, NO_NVCC_OLD
-from pytest_vllm_env.tables.cuda_archs import cuda_tag
 
 CID = "cuda.nvcc-in-env"
 
@@ -54,6 +55,7 @@ def judge(
     *,
     own: bool,
     cmake_version: str | None = None,
+    targets: FixTargets | None = None,
 ) -> Finding:
     """``cuda.nvcc-in-env`` for an env that builds CUDA code: in each build route the nvcc
     exists, runs, has torch's CUDA major, and is the env's own when the env ``own``s a toolkit
@@ -102,12 +104,12 @@ def judge(
     else:
         body = "; ".join(f"{v.route.setup.where}: {v.text}" for v in bad)
     summary = "; ".join(x for x in (head, body) if x)
-    fix = _fix(env, t, build, bad, own)
+    fix = _fix(env, t, build, bad, own, targets)
     if good and not build.known_source:
         return warning(
             CID,
             f"{summary}; {'; '.join(_works(v, t) for v in good)}",
-            f"{fix}; or pass --vllm-source=PATH to judge the vLLM tree you build",
+            fix + "; or pass --vllm-source=PATH to judge the vLLM tree you build",
             **evidence,
         )
     return failed(CID, summary, fix, **evidence)
@@ -203,17 +205,27 @@ def _no_nvcc_message(cmake_version: str | None) -> str:
 
 
 # -- fixes ------------------------------------------------------------------------------------
-def _fix(env: PixiEnv, t: ToolkitFacts, build: BuildNvcc, bad: list[_Verdict], own: bool) -> str:
-    """What makes every route compile with a suitable nvcc, in the env's own language."""
-    want = _wanted(t)
+def _fix(
+    env: PixiEnv,
+    t: ToolkitFacts,
+    build: BuildNvcc,
+    bad: list[_Verdict],
+    own: bool,
+    targets: FixTargets | None = None,
+) -> str:
+    """What makes every route compile with a suitable nvcc, in the env's own language; the
+    CUDA it pins is the run's target (``targets``: torch's, under the driver's)."""
+    want = targets.cuda if targets is not None and targets.cuda else _wanted(t)
     kinds = {v.kind for v in bad}
     parts = _overrides(env, t, build, bad)
     if fixes.kind_of(env) == "venv":
         parts.append(_venv_fix(env, t, build, want, bad))
         if "major" in kinds and t.torch_cuda:
             have = next(v.route.run.major_minor for v in bad if v.kind == "major" and v.route.run)
-            parts.append(f"or install a torch built for CUDA {have}: {_pip_torch(env, t, have)}")
-        return "; ".join(p for p in parts if p)
+            other = _pip_torch(env, t, have) if have else ""
+            if other:
+                return fixes.otherwise(fixes.join([p for p in parts if p]), other)
+        return fixes.join([p for p in parts if p])
     if t.nvcc_in_env and kinds <= {"outside", "stop", "setup"}:
         parts.append(_route_to_env(env, t, bad) if "outside" in kinds else "")
     elif t.nvcc_in_env and "broken" in kinds and own:
@@ -228,11 +240,12 @@ def _fix(env: PixiEnv, t: ToolkitFacts, build: BuildNvcc, bad: list[_Verdict], o
             + ("" if own else " (its bin/nvcc comes first on the activated PATH, where CMake "
                                  "and torch look)")
         )  # fmt: skip
-    text = "; ".join(p for p in parts if p)
+    text = fixes.join([p for p in parts if p])
     # the env's nvcc is there but setup.py's run of it failed: make it the one, working
     return text or (
-        f"{fixes.set_var(env, 'CUDA_HOME', '${CONDA_PREFIX}')}, and reinstall the env's nvcc "
-        f"if it does not run: {fixes.reinstall(env, 'cuda-nvcc')}"
+        fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}")
+        + ", and reinstall the env's nvcc if it does not run: "
+        + fixes.reinstall(env, "cuda-nvcc")
     )
 
 
@@ -298,7 +311,16 @@ def _venv_fix(
         f"{env.prefix}/bin/activate to keep them"
     )
     if toolkit is not None:
-        return f"use the system toolkit {home} (CUDA {toolkit.version}): {lines} {where}"
+        # the toolkit is there: the two exports are the whole change (kept in bin/activate,
+        # which the venv's activation sources)
+        activate = str(env.prefix / "bin" / "activate")
+        exports = [f"CUDA_HOME={home}", f"PATH={home}/bin:$PATH"]
+        if lines.startswith("`export CUDACXX"):
+            exports.insert(0, f"CUDACXX={home}/bin/nvcc")
+        return Fix(
+            f"use the system toolkit {home} (CUDA {toolkit.version}): {lines} {where}",
+            [Change("export", activate, line=e) for e in exports],
+        )
     cuda = f"the CUDA {want}" if want else "a CUDA"
     torch = f" (torch is built with CUDA {t.torch_cuda})" if t.torch_cuda else ""
     return (
@@ -308,13 +330,18 @@ def _venv_fix(
 
 
 def _pip_torch(env: PixiEnv, t: ToolkitFacts, cuda_mm: str) -> str:
+    """A torch of the installed release built for CUDA ``cuda_mm``, from the PyTorch index of
+    a variant that release really has (torch 2.5.1 has no cu115: "" then)."""
     version = (env.version_of("torch") or "").split("+", 1)[0]
-    tag = cuda_tag(cuda_mm)
-    spec = f"torch=={version}" if version else "torch"
-    command = fixes.pip_install(
-        env, spec, options=("--index-url", f"https://download.pytorch.org/whl/{tag}")
+    tag = torch_archs.variant_for(version, cuda_mm) if version else None
+    if tag is None:
+        return ""
+    spec = f"torch=={version}"
+    command = fixes.pip_install(env, spec, options=("--index-url", torch_archs.index_url(tag)))
+    return (
+        f"install a torch built for CUDA {torch_archs.variant_cuda(tag)} (torch {version}'s "
+        f"{tag} build): `{command}`"
     )
-    return f"`{command}` (the index must carry that torch release for {tag})"
 
 
 def _best_toolkit(toolkits: Sequence[NvccRun], want: str | None) -> NvccRun | None:

@@ -23,6 +23,7 @@ from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.build_nvcc import BuildNvcc
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.facts.toolkit import (
     JIT_PACKAGES,
     TARGETS,
@@ -30,12 +31,12 @@ from pytest_vllm_env.facts.toolkit import (
     NvccRun,
     ToolkitFacts,
 )
-from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Finding, changes_of, error, failed, passed, skipped, warning
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch
 from pytest_vllm_env.tables.cuda_archs import (
     ARCH_LAST_MAJOR,
     archs_of_toolkit,
-    cuda_tag,
     known_archs_text,
     min_toolkit_for,
 )
@@ -43,10 +44,13 @@ from pytest_vllm_env.tables.cuda_archs import version_tuple as _ver
 from pytest_vllm_env.tables.cuda_libs import TARGET_LIBS, TARGET_PACKAGES
 
 
-def _wanted_mm(t: ToolkitFacts) -> str:
-    """The CUDA a fix should pin: the env's cuda-version, else torch's own CUDA (a 12.8 nvcc
-    next to a cu118 torch is a new mismatch: cuda.nvcc-torch; a venv's torch 2.11+cu130
-    wants 13.0), else 12.8."""
+def _wanted_mm(t: ToolkitFacts, targets: FixTargets | None = None) -> str:
+    """The CUDA a fix should pin: the run's target (``targets``: torch's CUDA under the
+    driver's, the one every check's fix names), else the env's cuda-version, else torch's own
+    CUDA (a 12.8 nvcc next to a cu118 torch is a new mismatch: cuda.nvcc-torch; a venv's torch
+    2.11+cu130 wants 13.0), else 12.8."""
+    if targets is not None and targets.cuda:
+        return targets.cuda
     pinned = t.packages.get("cuda-version")
     if pinned:
         return ".".join(pinned.split(".")[:2])
@@ -64,6 +68,7 @@ def nvcc_in_env(
     need: NvccNeed | None = None,
     build: BuildNvcc | None = None,
     cmake_version: str | None = None,
+    targets: FixTargets | None = None,
 ) -> Finding:
     """When the env needs nvcc (``need``; None: always), the nvcc a vLLM source build
     compiles with is there and is the one the env means. With ``build``
@@ -74,7 +79,7 @@ def nvcc_in_env(
     warning."""
     check = "cuda.nvcc-in-env"
     need = need or NvccNeed(required=("asked for",))
-    mm = _wanted_mm(t)
+    mm = _wanted_mm(t, targets)
     add = fixes.add(env, *cuda_packages(mm, "cuda-nvcc", "cuda-version"))
     if not t.nvcc_in_env and not need.required:
         if need.jit:
@@ -108,7 +113,13 @@ def nvcc_in_env(
         )
     if build is not None:
         return cmake_nvcc.judge(
-            env, t, build, need.required, own=t.owned, cmake_version=cmake_version
+            env,
+            t,
+            build,
+            need.required,
+            own=t.owned,
+            cmake_version=cmake_version,
+            targets=targets,
         )
     if not t.nvcc_in_env:
         legacy = [p for p in ("cudatoolkit-dev", "cudatoolkit") if p in t.packages]
@@ -170,14 +181,16 @@ def nvcc_runs(env: PixiEnv, t: ToolkitFacts) -> Finding:
     return passed(check, f"{t.nvcc.path} is CUDA {t.nvcc.version}", archs=list(t.nvcc.gpu_archs))
 
 
-def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
-    """nvcc's version equals what conda-meta pins; all cuda-* packages share a major.minor."""
+def version_consistent(env: PixiEnv, t: ToolkitFacts, targets: FixTargets | None = None) -> Finding:
+    """nvcc's version equals what conda-meta pins; all cuda-* packages share a major.minor.
+    The CUDA a fix pins is the run's target (``targets``: torch's CUDA, which cannot follow a
+    pin) where it has one, so this fix and ``cuda.nvcc-torch``'s name the same CUDA."""
     check = "cuda.version-consistent"
     if t.broken_records:
         return error(
             check,
             "conda-meta records that do not parse: " + ", ".join(t.broken_records),
-            "recreate the env: `pixi clean && pixi install`",
+            "recreate the env: " + fixes.install_env(env),
         )
     if not t.packages:
         return skipped(check, f"no CUDA conda packages in {t.prefix}/conda-meta")
@@ -195,13 +208,14 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
     # beside cudatoolkit 11.8 and a cu118 torch wants 11.8, not 12.9)
     common = max(families, key=lambda k: len(families[k])) if families else None
     want = pinned_mm or (torch_mm if torch_mm in families else None) or common
+    target = targets.cuda if targets is not None and targets.cuda else None
     if nvcc_mm and families and nvcc_mm not in families and not pinned_mm:
         return failed(
             check,
             f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but the env's CUDA packages are "
             + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(families.items()))
             + (f" (torch is built with CUDA {t.torch_cuda})" if t.torch_cuda else ""),
-            fixes.add(env, *cuda_packages(want, "cuda-version", "cuda-nvcc"), verb="pin")
+            fixes.add(env, *cuda_packages(target or want, "cuda-version", "cuda-nvcc"), verb="pin")
             + ": one CUDA for nvcc and the cuda-* packages, and make that nvcc the one builds "
             "use (CUDA_HOME)",
             packages=[f"{k} {v}" for k, v in t.packages.items()],
@@ -212,11 +226,12 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts) -> Finding:
         return failed(
             check,
             f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but cuda-version pins {pinned}",
-            fixes.add(env, *cuda_packages(want, "cuda-version", "cuda-nvcc"), verb="pin")
+            fixes.add(env, *cuda_packages(target or want, "cuda-version", "cuda-nvcc"), verb="pin")
             + ": one CUDA for nvcc and the cuda-* packages",
             packages=[f"{k} {v}" for k, v in t.packages.items()],
         )
     if len(families) > 1:
+        want = target or want
         others = {k: v for k, v in families.items() if k != want}
         return failed(
             check,
@@ -284,8 +299,7 @@ def cmake_components(
         return error(
             check,
             f"dangling symlinks in the toolkit's lib dirs: {', '.join(str(p) for p in t.dangling)}",
-            "reinstall the package that owns them (`pixi reinstall <pkg>`, or `pixi clean && "
-            "pixi install`)",
+            "reinstall the package that owns them, or the env: " + fixes.install_env(env),
             **evidence,
         )
     return passed(
@@ -413,11 +427,19 @@ def arch_supported(
             )
         if t.torch_cuda and _ver(need)[:1] != _ver(t.torch_cuda)[:1]:
             # a CUDA 12.8 nvcc beside a cu118 torch only moves the failure (cuda.nvcc-torch)
-            fix += (
-                f", and a torch built for CUDA {need} (torch is CUDA {t.torch_cuda}): "
-                f'`torch = {{ version = "...", index = "https://download.pytorch.org/whl/'
-                f'{cuda_tag(need)}" }}` in {fixes.deps_place(env, pypi=True)}'
-            )
+            # a variant the PyTorch index really serves (there is no cu120), in the env's
+            # own language (a pip command for a venv)
+            variant = torch_archs.lowest_variant_at_least(need)
+            if variant is not None:
+                torch = fixes.pin(
+                    env, fixes.Package("torch", "", pypi=True), index=torch_archs.index_url(variant)
+                )
+                # a step of the fix where that is a command; beside advice, its text alone
+                fix = (
+                    fix
+                    + f", and a torch built for CUDA >= {need} (torch is CUDA {t.torch_cuda}): "
+                    + (torch if changes_of(fix) else str(torch))
+                )
         findings.append(
             failed(
                 check,

@@ -27,10 +27,13 @@ Which nvcc that is, and what it says of itself, is a fact read beforehand
 
 from __future__ import annotations
 
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.facts.toolkit import NvccRun
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
-from pytest_vllm_env.tables.cuda_archs import cuda_tag
+from pytest_vllm_env.tables import torch_archs
 
 CID = "cuda.nvcc-torch"
 
@@ -50,26 +53,28 @@ def mismatch(nvcc_version: str, torch_cuda: str) -> str | None:
 
 
 def pin_line(env: PixiEnv, mm: str) -> str:
-    """The conda pin for a CUDA ``major.minor`` in the env's own manifest language."""
-    manifest = env.manifest
-    table = f"[{manifest.table_prefix()}dependencies]" if manifest else "[dependencies]"
-    where = manifest.path.name if manifest else "pixi.toml"
+    """The toolkit of CUDA ``mm`` in the env's own language: ``cuda-version`` and ``cuda-nvcc``
+    in the manifest (or ``conda install``); a venv's toolkit is the system's."""
     channel = ""
-    if _mm(mm) < (12, 0):
+    if _mm(mm) < (12, 0) and fixes.kind_of(env) != "venv":
         # conda-forge's cuda-nvcc packages start at 12.0; 11.x comes from the nvidia channel
         channel = ' (CUDA 11 nvcc comes from the nvidia channel: channels = ["nvidia", ...])'
-    return f'`cuda-version = "{mm}.*"` and `cuda-nvcc = "{mm}.*"` in {table} of {where}{channel}'
+    packages = [Package("cuda-version", f"{mm}.*"), Package("cuda-nvcc", f"{mm}.*")]
+    return fixes.add(env, *packages, verb="pin") + channel
 
 
-def torch_index_line(torch_version: str | None, cuda_mm: str) -> str:
-    """A pixi.toml line that installs torch built for CUDA ``cuda_mm`` (PyTorch's index)."""
-    release = (torch_version or "").split("+", 1)[0] or "<release>"
-    tag = cuda_tag(cuda_mm)
+def torch_index_line(env: PixiEnv, torch_version: str | None, cuda_mm: str) -> str:
+    """torch of the installed release built for CUDA ``cuda_mm``, from the PyTorch index of a
+    variant that release really has (:func:`pytest_vllm_env.tables.torch_archs.variant_for`);
+    "" where it has none (torch 2.5.1 has no cu115)."""
+    release = (torch_version or "").split("+", 1)[0]
+    tag = torch_archs.variant_for(release, cuda_mm) if release else None
+    if tag is None:
+        return ""
+    torch = Package("torch", f"=={release}", pypi=True)
     return (
-        f'`torch = {{ version = "=={release}", index = '
-        f'"https://download.pytorch.org/whl/{tag}" }}` in [pypi-dependencies] (pip: '
-        f"`--index-url https://download.pytorch.org/whl/{tag}`; the index must carry torch "
-        f"{release} for {tag})"
+        f"install a torch built for CUDA {torch_archs.variant_cuda(tag)} (torch {release}'s "
+        f"{tag} build): " + fixes.pin(env, torch, index=torch_archs.index_url(tag))
     )
 
 
@@ -79,9 +84,11 @@ def nvcc_torch(
     why: str,
     torch_version: str | None,
     torch_cuda: str | None,
+    targets: FixTargets | None = None,
 ) -> Finding:
     """``cuda.nvcc-torch``: the build nvcc's CUDA major equals torch's (failed otherwise, as
-    torch refuses); a different minor is a warning (torch warns and builds)."""
+    torch refuses); a different minor is a warning (torch warns and builds). The toolkit a
+    fix pins is the run's target CUDA (``targets``), torch's where the run keeps torch."""
     if not torch_version:
         return skipped(CID, f"torch is not installed in {env.prefix}")
     if not torch_cuda:
@@ -97,7 +104,18 @@ def nvcc_torch(
     have = nvcc.major_minor or nvcc.version
     ev = {"nvcc": nvcc.path, "chosen_by": why, "torch": torch_version, "torch_cuda": torch_cuda}
     differs = mismatch(have, torch_cuda)
+    target = targets.cuda if targets is not None and targets.cuda else torch_cuda
+    target = ".".join(target.split(".")[:2])
     if differs == "major":
+        other = torch_index_line(env, torch_version, have)
+        home = fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}")
+        use = fixes.join([pin_line(env, target), home], ", with CUDA_HOME pointing at it: ")
+        fix = "use torch's CUDA for the build: " + use
+        if fixes.kind_of(env) == "venv":
+            fix = (
+                f"build with a CUDA {target} toolkit (torch's): install it on the system and "
+                f"export `CUDA_HOME=/usr/local/cuda-{target}` where you build"
+            )
         return failed(
             CID,
             f"the build's nvcc {nvcc.path} ({why}) is CUDA {have}, torch {torch_version} was "
@@ -105,9 +123,7 @@ def nvcc_torch(
             f"CUDA version ({have}) mismatches the version that was used to compile PyTorch "
             f'({torch_cuda})", and a vLLM build would link libcudart.so.{_mm(have)[0]} next to '
             f"torch's libcudart.so.{_mm(torch_cuda)[0]}",
-            f"use torch's CUDA for the build: {pin_line(env, torch_cuda)}, with CUDA_HOME "
-            f'pointing at the env (`CUDA_HOME = "${{CONDA_PREFIX}}"` in [activation.env]); '
-            f"or install a torch built for CUDA {have}: {torch_index_line(torch_version, have)}",
+            fixes.otherwise(fix, other) if other else fix,
             **ev,
         )
     if differs == "minor":
@@ -116,7 +132,7 @@ def nvcc_torch(
             f"the build's nvcc {nvcc.path} ({why}) is CUDA {have}, torch {torch_version} was "
             f"built with {torch_cuda}: torch builds extensions anyway (it warns of a minor "
             "version mismatch); kernels then need a driver for the newer of the two",
-            f"to match exactly, {pin_line(env, torch_cuda)}",
+            "to match exactly, " + pin_line(env, target),
             **ev,
         )
     return passed(CID, f"nvcc {nvcc.version} ({why}) matches torch's CUDA {torch_cuda}", **ev)

@@ -25,6 +25,7 @@ from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.driver import CudaNeed, DriverSources, Libcuda
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.tables import driver as T
 from pytest_vllm_env.tables import torch_archs
@@ -310,9 +311,27 @@ def _remove_compat(lib: Libcuda, env: PixiEnv) -> str:
 
 
 # -- the CUDA runtime needs -------------------------------------------------------------------
-def _need_fix(need: CudaNeed, cuda: T.Version, env: PixiEnv, torch_version: str | None) -> str:
-    """The env-side alternative to a driver upgrade: builds made for CUDA <= ``cuda``."""
+def _need_fix(
+    need: CudaNeed,
+    cuda: T.Version,
+    env: PixiEnv,
+    torch_version: str | None,
+    targets: FixTargets | None = None,
+) -> str:
+    """The env-side alternative to a driver upgrade: builds made for CUDA <= ``cuda``; torch
+    is the run's target (``targets``: vLLM's pin, its build under this driver) where it has
+    one, so this fix and ``abi.*``'s name the same torch."""
     keep = f"{cuda[0]}.{cuda[1]}"
+    if (
+        targets is not None
+        and targets.torch
+        and targets.variant
+        and need.kind in ("torch", "cudart")
+        and env.conda("pytorch") is None
+        and need.package not in ("cuda-cudart", "cudatoolkit")
+        and _mm_tuple(targets.cuda or "") <= tuple(cuda[:2])
+    ):
+        return targets.torch_fix(env)
     conda_pin = fixes.pin(env, Package("cuda-version", f"{keep}.*"))
     if need.kind == "cudart" and need.package in ("cuda-cudart", "cudatoolkit"):
         return conda_pin
@@ -348,6 +367,10 @@ def _torch_for(env: PixiEnv, torch_version: str, cuda: T.Version) -> str:
     return fixes.pin(env, Package("torch", f"=={plain}", pypi=True), index=f"{TORCH_INDEX}/{pick}")
 
 
+def _mm_tuple(mm: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in mm.split(".")[:2] if p.isdigit())
+
+
 def upgrade_fix(need: T.Version) -> str:
     row = T.min_driver_for(need)
     if row is None:
@@ -368,6 +391,7 @@ def cuda_runtime(
     driver: Driver | None,
     env: PixiEnv,
     archs: Iterable[Arch] = (),
+    targets: FixTargets | None = None,
 ) -> list[Finding]:
     """``driver.cuda-runtime``: one finding per CUDA need of the env."""
     cid = "driver.cuda-runtime"
@@ -394,8 +418,8 @@ def cuda_runtime(
             "; the driver is newer than NVIDIA's notes we hold name, so it may support more: "
             "run on the GPU node, where NVML says"
         )  # fmt: skip
-        alt = _need_fix(need, cuda, env, torch_version)
-        fix = f"{upgrade_fix(want)}; or keep the driver: {alt}"
+        alt = _need_fix(need, cuda, env, torch_version, targets)
+        fix = fixes.otherwise(upgrade_fix(want), "keep the driver: " + alt)
         if need.major > cuda[0]:
             text = (
                 f"{need.subject} needs a driver for CUDA {need.text} ({need.where}); {have}: the "

@@ -18,13 +18,17 @@ pin by ``xformers.torch-pin``; those pairs are left to them here.
 
 from __future__ import annotations
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.pins import PinFacts, SiblingPin
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.tables.xformers_torch import xformers_for_torch
 
 CID = "pins.siblings"
 # (owner, sibling) pairs another check already judges, with its id. vLLM's are abi.PINNED
@@ -38,8 +42,10 @@ JUDGED_ELSEWHERE: dict[tuple[str, str], str] = {
 }
 
 
-def judge(facts: PinFacts, env: PixiEnv) -> list[Finding]:
-    """One finding per pin that does not hold; one passed finding when all hold."""
+def judge(facts: PinFacts, env: PixiEnv, targets: FixTargets | None = None) -> list[Finding]:
+    """One finding per pin that does not hold; one passed finding when all hold. A pin on
+    torch that excludes the run's target torch (``targets``: vLLM's pin) is fixed on the
+    owner's side: the owner's release for that torch, not a torch every other fix undoes."""
     mine = [p for p in facts.pins if _elsewhere(p) is None]
     if not mine:
         return [skipped(CID, f"no installed distribution in {env.prefix} pins another one")]
@@ -60,7 +66,7 @@ def judge(facts: PinFacts, env: PixiEnv) -> list[Finding]:
                 ),
             )
         ]
-    return [_broken(p, env) for p in broken]
+    return [_broken(p, env, targets) for p in broken]
 
 
 def _elsewhere(pin: SiblingPin) -> str | None:
@@ -68,15 +74,48 @@ def _elsewhere(pin: SiblingPin) -> str | None:
     return JUDGED_ELSEWHERE.get(key)
 
 
-def _broken(pin: SiblingPin, env: PixiEnv) -> Finding:
+def _allows(spec: str, version: str) -> bool:
+    try:
+        return SpecifierSet(spec).contains(Version(version), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return False
+
+
+def _owner_fix(pin: SiblingPin, env: PixiEnv, targets: FixTargets) -> str:
+    """The owner's release built for the run's target torch, with that torch, in one request:
+    the installer then picks the owner release whose own pin is that torch (``!=`` the
+    installed one, so pip cannot keep it: "Requirement already satisfied")."""
+    torch = targets.torch or ""
+    known = xformers_for_torch(torch) if canonicalize_name(pin.owner) == "xformers" else None
+    spec = f"=={known}" if known else f"!={pin.owner_version}"
+    if fixes.kind_of(env) in ("pixi", "pyproject"):
+        spec = f"=={known}" if known else "*"
+    owner = Package(pin.owner, spec, pypi=True)
+    why = f"install the {pin.owner} release built for torch {torch} ({targets.torch_why}): "
+    if targets.index is None and env.conda("pytorch") is None:
+        torch_pkg = Package("torch", f"=={torch}", pypi=True)
+        if fixes.kind_of(env) in ("pixi", "pyproject"):
+            return why + fixes.join([fixes.pin(env, torch_pkg), fixes.pin(env, owner)], " and ")
+        return why + fixes.add(env, torch_pkg, owner, verb="pin")
+    steps = [targets.torch_fix(env)] if targets.torch_changes else []
+    steps.append(fixes.pin(env, owner))
+    return why + fixes.join(steps, " and ")
+
+
+def _broken(pin: SiblingPin, env: PixiEnv, targets: FixTargets | None = None) -> Finding:
     what = f"{pin.owner} {pin.owner_version} requires {pin.sibling}{pin.specifier}"
     have = f"the env has {pin.sibling} {pin.installed}"
     pypi = env.conda(pin.sibling) is None
-    fix = (
-        fixes.pin(env, Package(pin.sibling, pin.specifier, pypi=pypi))
-        + f" (the pin {pin.owner} {pin.owner_version} declares), or install the "
-        f"{pin.owner} release built for {pin.sibling} {pin.installed}"
-    )
+    torch = targets.torch if targets is not None else None
+    if canonicalize_name(pin.sibling) == "torch" and torch and not _allows(pin.specifier, torch):
+        fix = _owner_fix(pin, env, targets)  # type: ignore[arg-type]
+    else:
+        fix = fixes.otherwise(
+            fixes.pin(env, Package(pin.sibling, pin.specifier, pypi=pypi))
+            + f" (the pin {pin.owner} {pin.owner_version} declares)",
+            f"install the {pin.owner} release built for {pin.sibling} {pin.installed}",
+            ", or ",
+        )
     ev = {
         "requirement": pin.requirement,
         "installed": f"{pin.sibling} {pin.installed}",

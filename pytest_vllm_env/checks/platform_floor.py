@@ -28,10 +28,13 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env.facts.linkage import Linkage
-from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Change, Finding, Fix, failed, passed, skipped, warning
 from pytest_vllm_env.readers.pixilock import LockedPypi
 
-PIXI_DEFAULT_LIBC = "2.28"  # pixi's default [system-requirements] on linux-64 (pixi docs)
+# pixi's default [system-requirements] on linux-64: `libc = { family = "glibc", version =
+# "2.28" }` (prefix-dev/pixi docs/features/system_requirements.md, "Default System
+# Requirements"; the same from pixi 0.28 to today's docs)
+PIXI_DEFAULT_LIBC = "2.28"
 _LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _TAG = re.compile(r"^(manylinux1|manylinux2010|manylinux2014|manylinux_(\d+)_(\d+))_")
 
@@ -101,6 +104,17 @@ class Floor:
     declared: bool = False
     table: str = "[system-requirements]"  # where a fix adds `libc = "..."`
     manifest: str = "pixi.toml"
+    path: str = ""  # the manifest's path ("" when not known)
+
+    def raise_to(self, glibc: str) -> Fix:
+        """The fix that declares glibc ``glibc`` as the workspace's floor."""
+        line = f'libc = "{glibc}"'
+        changes = [Change("manifest-line", self.path, self.table, line)] if self.path else []
+        return Fix(
+            f"set `{line}` in {self.table} of {self.manifest} (`pixi workspace "
+            f"system-requirements add glibc {glibc}`)",
+            changes,
+        )
 
 
 def pixi_floor(manifest: Any | None, env_name: str | None) -> Floor:
@@ -124,10 +138,11 @@ def pixi_floor(manifest: Any | None, env_name: str | None) -> Floor:
         if best is None or _v(str(value)) > _v(best[0]):
             best = (str(value), where)
     table = f"[{prefix}system-requirements]"
+    path = str(manifest.path)
     if best:
-        return Floor(best[0], best[1], True, table, name)
+        return Floor(best[0], best[1], True, table, name, path)
     return Floor(PIXI_DEFAULT_LIBC, f"pixi's default: no libc in {table} of {name}", False,
-                 table, name)  # fmt: skip
+                 table, name, path)  # fmt: skip
 
 
 def wanted_vllm(manifest: Any | None, env_name: str | None) -> tuple[str | None, str]:
@@ -186,7 +201,10 @@ def glibc(
 ) -> Finding:
     """``platform.glibc``: every symbol version each binary needs is defined by the library
     the loader gives it (failed, with the loader's message), and no binary needs a newer
-    glibc than the Pixi manifest promises (warning: it fails on any machine between the two)."""
+    glibc than the Pixi workspace declares as its floor (``[system-requirements] libc``, or
+    pixi's default 2.28): failed too, as pixi installs the workspace on any host at the floor
+    (it checks the host against the declared ``__glibc``, nothing more) and there the loader
+    refuses the binary. The level follows what the user declared, not this machine."""
     cid = "platform.glibc"
     needs = list(needs)
     if not needs:
@@ -225,13 +243,14 @@ def glibc(
         return passed(cid, "no binary asks for a glibc symbol version", **ev)
     need = f"{top.glibc[0]}.{top.glibc[1]}"
     if floor.version and _v(need) > _v(floor.version):
-        return warning(
+        return failed(
             cid,
-            f"{top.label} needs glibc {need}; this machine has {host}, but the env's Pixi "
-            f"manifest promises only glibc {floor.version} ({floor.where}): on a machine with "
-            f'glibc {floor.version} to {need} it fails with "version `GLIBC_{need}\' not found"',
-            f'set `libc = "{need}"` in {floor.table} of {floor.manifest} (`pixi workspace '
-            f"system-requirements add glibc {need}`)",
+            f"{top.label} needs glibc {need}; this machine has {host}, but the workspace "
+            f"declares glibc {floor.version} as its floor ({floor.where}): pixi installs it on "
+            f'hosts with glibc {floor.version} and there the import fails with "version '
+            f"`GLIBC_{need}' not found (required by {top.label})\"",
+            floor.raise_to(need)
+            + " (pixi then refuses hosts below it, at install, instead of the loader at import)",
             **ev,
         )
     return passed(
@@ -293,9 +312,5 @@ def wheel_tag(
             "or run on a newer OS"
         )
     else:
-        fix = (
-            f'set `libc = "{want}"` in {floor.table} of {floor.manifest} (`pixi workspace '
-            f"system-requirements add glibc {want}`), then `pixi lock`/`pixi install` take the "
-            "wheel"
-        )
+        fix = floor.raise_to(want) + ", then `pixi lock`/`pixi install` take the wheel"
     return (failed if not has_nvcc else warning)(cid, summary, fix, **ev)

@@ -29,6 +29,9 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.vllm_vit import CUDA_PY, MODEL_PY, VitSource
 from pytest_vllm_env.tables.archs import Arch
@@ -217,9 +220,10 @@ def _candidate_ok(name: str, arch: Arch, inst: Installed) -> tuple[bool, str]:
 
 
 # -- judging ---------------------------------------------------------------------------------
-def install_xformers_fix(inst: Installed, arch_sm80: bool) -> str:
-    """The pixi.toml line that brings the xformers matching the env's torch, and the
-    alternative (flash-attn on sm >= 8.0, which makes vLLM pick FLASH_ATTN)."""
+def install_xformers_fix(inst: Installed, arch_sm80: bool, env: PixiEnv | None = None) -> str:
+    """The pixi.toml line that brings the xformers matching the env's torch (for a venv or a
+    conda prefix, ``env``: the pip command), and the alternative (flash-attn on sm >= 8.0,
+    which makes vLLM pick FLASH_ATTN)."""
     version = xformers_for_torch(inst.torch)
     if version:
         line = f'xformers = "=={version}"'
@@ -230,7 +234,10 @@ def install_xformers_fix(inst: Installed, arch_sm80: bool) -> str:
     else:
         line = 'xformers = "==<the release whose Requires-Dist pins your torch>"'
         why = "check `pip install --dry-run --report - xformers==X` for its torch pin"
-    fix = f"add `{line}` to pixi.toml [pypi-dependencies] ({why}) and run `pixi install`"
+    fix: str = f"add `{line}` to pixi.toml [pypi-dependencies] ({why}) and run `pixi install`"
+    if env is not None and fixes.kind_of(env) in ("venv", "conda") and version:
+        # the env's own language: a pip command, never a pixi.toml edit (issue 21)
+        fix = fixes.add(env, Package("xformers", f"=={version}", pypi=True)) + f" ({why})"
     if arch_sm80:
         fix += (
             "; or, on sm >= 8.0, add flash-attn built for this torch (vLLM then picks "
@@ -240,7 +247,11 @@ def install_xformers_fix(inst: Installed, arch_sm80: bool) -> str:
 
 
 def decision_finding(
-    src: VitSource, decisions: Sequence[Decision], inst: Installed, vllm_version: str | None
+    src: VitSource,
+    decisions: Sequence[Decision],
+    inst: Installed,
+    vllm_version: str | None,
+    env: PixiEnv | None = None,
 ) -> Finding:
     """xformers.decision: which backend the vision tower uses; failed when that is xformers
     and xformers is not installed, or when the model rejects the backend it would get."""
@@ -286,7 +297,7 @@ def decision_finding(
             f"vLLM {vllm_version}'s Qwen2.5-VL vision tower would use xformers "
             f"({xf[0].arch and 'sm ' + xf[0].arch + ': '}{_line(xf[0])}), but xformers is not "
             "installed: the first image fails with \"No module named 'xformers'\"",
-            install_xformers_fix(inst, sm80),
+            install_xformers_fix(inst, sm80, env),
             **ev,
         )
     if xf:

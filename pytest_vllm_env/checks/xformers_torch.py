@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -19,8 +20,11 @@ from pytest_vllm_env.checks.xformers import (
     uses_xformers,
     xformers_for_torch,
 )
-from pytest_vllm_env.facts.env import requirement_of
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.env import PixiEnv, requirement_of
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.gpu_probe import ProbeResult
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 
 
@@ -34,6 +38,9 @@ def torch_pin(
     vllm_requires_xformers: bool = False,
     vllm_xformers: str | None = None,
     torch_imports: Sequence[str] | None = None,
+    *,
+    env: PixiEnv | None = None,
+    targets: FixTargets | None = None,
 ) -> Finding:
     """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``), and its
     ``cpp_lib.json`` names the torch its ops were compiled against (``built_for``); next to
@@ -42,8 +49,11 @@ def torch_pin(
     (vLLM <= 0.10 ran all attention on it: vLLM #2245's cu121 xformers next to cu118 torch).
     ``torch_imports``: the torch-side names ``xformers/_C.so`` imports (None: not read); only
     the stable C ABI's there (:func:`stable_abi_only`) and ``cpp_lib.json``'s build pins
-    nothing beyond the release it targets (round 11a)."""
+    nothing beyond the release it targets (round 11a). Fixes are written for ``env`` (a Pixi
+    env of unknown manifest without one) and install the xformers built for the run's target
+    torch (``targets``: vLLM's pin)."""
     cid = "xformers.torch-pin"
+    env = env or PixiEnv(prefix=Path(".pixi/envs/default"))
     if not uses_xformers(decisions) and not vllm_requires_xformers:
         return skipped(cid, "the vision tower does not use xformers here (xformers.decision)")
     if not xformers_version:
@@ -52,10 +62,14 @@ def torch_pin(
     if spec is None:
         return skipped(cid, f"xformers {xformers_version} declares no torch requirement")
     if not torch_version:
+        if targets is not None and targets.torch and spec.specifier.contains(targets.torch):
+            add = targets.torch_fix(env)
+        else:
+            add = fixes.add(env, Package("torch", str(spec.specifier), pypi=True))
         return failed(
             cid,
             f"xformers {xformers_version} needs torch {spec.specifier} but torch is not installed",
-            f'add `torch = "{spec.specifier}"` to pixi.toml [pypi-dependencies]',
+            add,
         )
     public = torch_version.split("+", 1)[0]
     try:
@@ -104,7 +118,7 @@ def torch_pin(
             f"xformers {xformers_version}'s compiled ops were built for torch {built_for} "
             f"(xformers/cpp_lib.json); the env has torch {installed}: they will not load "
             f'("xFormers can\'t load C++/CUDA extensions"), though {spec} is met',
-            variant_fix(xformers_version, installed, built_for),
+            variant_fix(xformers_version, installed, built_for, env),
             built_for=built_for,
             **ev,
         )
@@ -112,25 +126,32 @@ def torch_pin(
         return passed(
             cid, f"xformers {xformers_version} requires {spec}; torch is {torch_version}", **ev
         )
-    want = xformers_for_torch(torch_version)
-    fix = (
-        f'set `xformers = "=={want}"` in pixi.toml [pypi-dependencies] (built for torch {public})'
+    # the torch the run keeps or installs (vLLM's pin): xformers follows it, not the reverse
+    target = targets.torch if targets is not None and targets.torch else public
+    want = xformers_for_torch(target)
+    fix: str = (
+        fixes.pin(env, Package("xformers", f"=={want}", pypi=True)) + f" (built for torch {target})"
         if want
-        else f"install the xformers release built for torch {public}"
+        else f"install the xformers release built for torch {target}"
     )
+    if target != public and targets is not None:
+        fix = fixes.join([targets.torch_fix(env), fix], " and ")
     if want and vllm_xformers and not _allows(vllm_xformers, want):
         # vLLM #28551: vLLM 0.11.1rc7 pinned xformers==0.0.32.post2, which pins torch 2.8.0,
         # while vLLM itself pins torch 2.9.0: no resolver can satisfy both pins
-        fix += (
-            f" and override vLLM's own pin (xformers{vllm_xformers}, which cannot hold with "
-            f'its torch): [pypi-options] dependency-overrides = {{ xformers = "=={want}" }} '
-            "in pixi.toml (uv: override-dependencies)"
+        fix += f" and override vLLM's own pin (xformers{vllm_xformers}, which cannot hold with " + (
+            f'its torch): [pypi-options] dependency-overrides = {{ xformers = "=={want}" }} in '
+            f"{fixes.manifest_name(env)} (uv: override-dependencies)"
+            if fixes.kind_of(env) in ("pixi", "pyproject")
+            else f"its torch): `--no-deps` for xformers=={want}, or uv's override-dependencies"
         )
+    if targets is None or not targets.torch or spec.specifier.contains(target):
+        fix = fixes.otherwise(fix, f"pin torch to match ({spec.specifier})", ", or ")
     return failed(
         cid,
         f"xformers {xformers_version} requires {spec}, but the env has torch {torch_version}: "
         "its compiled ops will not load against this torch",
-        fix + f", or pin torch to match ({spec.specifier})",
+        fix,
         **ev,
     )
 
@@ -139,29 +160,32 @@ def _index(local: str) -> str:
     return f"https://download.pytorch.org/whl/{local or 'cpu'}"
 
 
-def variant_fix(xformers_version: str, installed: str, built_for: str) -> str:
-    """The fix for xformers ops built for another torch build. Where only the CUDA variant
-    differs (``2.1.2+cu121`` vs ``2.1.2+cu118``, vLLM #2245) it names the variant: pinning
-    ``torch == 2.1.2`` again would change nothing. Both variants live on PyTorch's index."""
+def variant_fix(
+    xformers_version: str, installed: str, built_for: str, env: PixiEnv | None = None
+) -> str:
+    """The fix for xformers ops built for another torch build, in ``env``'s language. Where
+    only the CUDA variant differs (``2.1.2+cu121`` vs ``2.1.2+cu118``, vLLM #2245) it names
+    the variant: pinning ``torch == 2.1.2`` again would change nothing. Both variants live on
+    PyTorch's index."""
+    env = env or PixiEnv(prefix=Path(".pixi/envs/default"))
     release, _, local = installed.partition("+")
     built_release, _, built_local = built_for.partition("+")
-    mine = (
-        f"install the xformers wheel built for torch {installed}: `xformers = {{ version = "
-        f'"=={xformers_version}", index = "{_index(local)}" }}` in pixi.toml [pypi-dependencies] '
-        f"(pip: `pip install xformers=={xformers_version} --index-url {_index(local)}`"
+    xformers = Package("xformers", f"=={xformers_version}", pypi=True)
+    mine = f"install the xformers wheel built for torch {installed}: " + fixes.pin(
+        env, xformers, index=_index(local)
     )
     if release == built_release and built_local:
-        return (
-            mine + "; if that index has no such build, take the xformers release it has for "
-            f"{installed}), or the torch variant xformers was built for: `torch = {{ version = "
-            f'"=={release}", index = "{_index(built_local)}" }}`'
+        torch = Package("torch", f"=={release}", pypi=True)
+        return fixes.otherwise(
+            mine + f" (if that index has no such build, take the xformers release it has for "
+            f"{installed})",
+            "the torch variant xformers was built for: "
+            + fixes.pin(env, torch, index=_index(built_local)),
+            ", or ",
         )
-    torch_line = (
-        f'`torch = {{ version = "=={built_release}", index = "{_index(built_local)}" }}`'
-        if built_local
-        else f'`torch = "=={built_release}"`'
-    )
-    return mine + f"), or pin {torch_line} to match it"
+    torch = Package("torch", f"=={built_release}", pypi=True)
+    other = fixes.pin(env, torch, index=_index(built_local) if built_local else "")
+    return fixes.otherwise(mine, f"pin torch to match it: {other}", ", or ")
 
 
 def _torch_build_key(version: str) -> tuple[str, str]:

@@ -381,6 +381,20 @@ def compute_activation(env: PixiEnv) -> Activation:
             problems.append(f"{record}: not a JSON object")
         except TypeError as exc:
             problems.append(f"{record}: {exc}")
+    # `conda env config vars set -p PREFIX NAME=VALUE` keeps them in conda-meta/state, and
+    # `conda activate` exports them after env_vars.d (conda/core/prefix_data.py,
+    # PrefixData.get_environment_env_vars): the fixes for a conda prefix set them there
+    state = env.prefix / "conda-meta" / "state"
+    if env.is_conda and _exists(state):
+        try:
+            variables = files.load_json(state).get("env_vars") or {}
+            for key, value in variables.items():
+                environ[str(key)] = _scalar(value)
+                sources[str(key)] = "conda-meta/state (conda env config vars)"
+        except OSError as exc:
+            problems.append(f"{state}: cannot read: {exc.strerror or exc}")
+        except (ValueError, AttributeError, TypeError):
+            problems.append(f"{state}: not a JSON object with env_vars")
     if manifest and env.name:
         for key, raw, where in manifest.activation_env(env.name):
             environ[key] = expand(raw, environ)

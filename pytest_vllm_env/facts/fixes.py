@@ -35,6 +35,11 @@ The API, for checks::
 manifest already declares the package for that env but the env does not hold it. Versions
 are written as in a Pixi manifest: ``"12.8.*"``, ``">=3.28"`` for conda packages,
 ``"==2.11.0"``, ``">=2.7"`` for PyPI ones; each kind translates them.
+
+Each renderer returns a :class:`~pytest_vllm_env.findings.Fix`: the text, and the same request
+as :class:`~pytest_vllm_env.findings.Change` data (a manifest line with its file and table, a
+pip/uv/conda command with its prefix, specs and options, a variable), where the request is a
+command or an edit; :func:`otherwise` adds an alternative whose changes are not the fix's own.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from pytest_vllm_env import files
+from pytest_vllm_env.findings import Change, Fix, changes_of
 
 if TYPE_CHECKING:
     from pytest_vllm_env.facts.env import PixiEnv
@@ -176,47 +182,68 @@ def add(env: PixiEnv, *packages: Package, verb: str = "add") -> str:
     return _add_venv(env, packages)
 
 
-def _add_pixi(env: PixiEnv, packages: tuple[Package, ...], verb: str) -> str:
+def _manifest_change(env: PixiEnv, table: str, line: str, replaces: str = "") -> list[Change]:
+    """The manifest edit as data; none where the env's manifest is not known."""
+    if env.manifest_path is None:
+        return []
+    return [Change("manifest-line", str(env.manifest_path), table, line, replaces)]
+
+
+def join(parts: list[str], sep: str = "; ") -> Fix:
+    """``parts`` joined by ``sep``, their changes kept (every part is a step of the fix)."""
+    return Fix(sep.join(str(p) for p in parts), [c for p in parts for c in changes_of(p)])
+
+
+def otherwise(fix: str, alternative: str, sep: str = "; or ") -> Fix:
+    """``fix`` then ``alternative`` as a second way: the changes are ``fix``'s alone (the
+    alternative is for a person who cannot take the first way)."""
+    return Fix(f"{fix}{sep}{alternative}", changes_of(fix))
+
+
+def _add_pixi(env: PixiEnv, packages: tuple[Package, ...], verb: str) -> Fix:
     # A missing package the manifest already declares for this env: the env is stale or was
     # never installed, and adding the line again would change nothing.
     declared = {
         p.name: where for p in packages if not _installed(env, p) and (where := declared_in(env, p))
     }
-    parts = []
+    parts: list[str] = []
     for pypi in (False, True):
         group = [p for p in packages if p.pypi == pypi and p.name not in declared]
         if group:
             lines = _words([f"`{p.manifest_line()}`" for p in group])
             into = "in" if verb != "add" else "to"
-            parts.append(f"{verb} {lines} {into} {deps_place(env, pypi=pypi)}")
+            table = deps_table(env, pypi=pypi)
+            changes = [c for p in group for c in _manifest_change(env, table, p.manifest_line())]
+            parts.append(Fix(f"{verb} {lines} {into} {deps_place(env, pypi=pypi)}", changes))
     if declared:
         names = _words([f"`{n}`" for n in declared])
         where = "; ".join(sorted(set(declared.values())))
         parts.append(
             f"{names} {'is' if len(declared) == 1 else 'are'} declared in {where} but not "
-            f"installed in {env.prefix}: {install_env(env)}"
+            f"installed in {env.prefix}: " + install_env(env)
         )
-    return "; ".join(parts)
+    return join(parts)
 
 
-def _add_conda(env: PixiEnv, packages: tuple[Package, ...]) -> str:
-    parts = []
+def _add_conda(env: PixiEnv, packages: tuple[Package, ...]) -> Fix:
+    parts: list[str] = []
     conda = [p for p in packages if not p.pypi]
     if conda:
         specs = " ".join(f'"{p.conda_spec()}"' for p in conda)
         command = f"conda install -p {env.prefix} -c conda-forge {specs}"
-        parts.append(f"install into the env: `{command}`")
+        change = Change("conda", str(env.prefix), specs=tuple(p.conda_spec() for p in conda))
+        parts.append(Fix(f"install into the env: `{command}`", [change]))
     pypi = [p for p in packages if p.pypi]
     if pypi:
         parts.append(_pip(env, pypi))
-    return "; ".join(parts)
+    return join(parts)
 
 
-def _add_venv(env: PixiEnv, packages: tuple[Package, ...]) -> str:
+def _add_venv(env: PixiEnv, packages: tuple[Package, ...]) -> Fix:
     pip = [p for p in packages if p.pypi or p.name in PYPI_EQUIVALENT]
     pip = [Package(PYPI_EQUIVALENT.get(p.name, p.name), p.version, True) for p in pip]
     system = [p for p in packages if not p.pypi and p.name not in PYPI_EQUIVALENT]
-    parts = [_pip(env, pip)] if pip else []
+    parts: list[str] = [_pip(env, pip)] if pip else []
     python = next((p for p in system if p.name == "python"), None)
     if python:
         parts.append(f"recreate the venv with Python {python.version.rstrip('.*') or '3.12'}")
@@ -233,7 +260,7 @@ def _add_venv(env: PixiEnv, packages: tuple[Package, ...]) -> str:
             f"and export `CUDA_HOME={home}` (and `PATH={home}/bin:$PATH`) where you build, "
             f"or build in a Pixi env (`pixi add {specs}`)"
         )
-    return "; ".join(parts)
+    return join(parts)
 
 
 def _words(items: list[str]) -> str:
@@ -241,8 +268,17 @@ def _words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _pip(env: PixiEnv, packages: list[Package]) -> str:
-    return f"`{pip_install(env, *(p.pip_spec() for p in packages), uv=made_by_uv(env))}`"
+def _pip(env: PixiEnv, packages: list[Package]) -> Fix:
+    specs = tuple(p.pip_spec() for p in packages)
+    uv = made_by_uv(env)
+    return Fix(f"`{pip_install(env, *specs, uv=uv)}`", [pip_change(env, specs, uv=uv)])
+
+
+def pip_change(
+    env: PixiEnv, specs: tuple[str, ...], options: tuple[str, ...] = (), *, uv: bool = False
+) -> Change:
+    """:func:`pip_install`'s command as data."""
+    return Change("uv" if uv else "pip", str(env.prefix), specs=specs, options=options)
 
 
 def pip_install(env: PixiEnv, *specs: str, options: tuple[str, ...] = (), uv: bool = False) -> str:
@@ -256,20 +292,26 @@ def pip_install(env: PixiEnv, *specs: str, options: tuple[str, ...] = (), uv: bo
     return f"{python} -m pip install {flags}{quoted}"
 
 
-def set_var(env: PixiEnv, name: str, value: str) -> str:
+def set_var(env: PixiEnv, name: str, value: str) -> Fix:
     """The fix that sets ``name=value`` whenever the env is activated; ``value`` may use
     ``${CONDA_PREFIX}`` (expanded for kinds that do not expand it themselves)."""
     kind = kind_of(env)
     if kind in ("pixi", "pyproject"):
-        return f'set `{name} = "{value}"` in {activation_place(env)}'
+        line = f'{name} = "{value}"'
+        changes = _manifest_change(env, activation_table(env), line)
+        return Fix(f"set `{line}` in {activation_place(env)}", changes)
     plain = value.replace("${CONDA_PREFIX}", str(env.prefix)).replace(
         "$CONDA_PREFIX", str(env.prefix)
     )
     if kind == "conda":
-        return f"set it in the env: `conda env config vars set -p {env.prefix} {name}={plain}`"
-    return (
+        return Fix(
+            f"set it in the env: `conda env config vars set -p {env.prefix} {name}={plain}`",
+            [Change("conda-var", str(env.prefix), line=f"{name}={plain}")],
+        )
+    return Fix(
         f"export `{name}={plain}` in the shell or job that runs it (a venv has no activation "
-        f"variables; add the line to {env.prefix}/bin/activate to keep it)"
+        f"variables; add the line to {env.prefix}/bin/activate to keep it)",
+        [Change("export", str(env.prefix / "bin" / "activate"), line=f"{name}={plain}")],
     )
 
 
@@ -279,32 +321,48 @@ def _pixi_cmd(env: PixiEnv, verb: str) -> str:
     return f"pixi {verb} -e {env.name or 'default'}{where}"
 
 
-def install_env(env: PixiEnv) -> str:
+def _pixi_change(env: PixiEnv, command: str) -> list[Change]:
+    target = str(env.manifest_path) if env.manifest_path else ""
+    return [Change("pixi", target, line=command)]
+
+
+def install_env(env: PixiEnv) -> Fix | str:
     """How to (re)install the env from its declaration."""
     kind = kind_of(env)
     if kind in ("pixi", "pyproject"):
-        return f"run `{_pixi_cmd(env, 'install')}`"
+        command = _pixi_cmd(env, "install")
+        return Fix(f"run `{command}`", _pixi_change(env, command))
     if kind == "conda":
         return f"recreate the env from its environment.yml (`conda env update -p {env.prefix}`)"
     return f"reinstall the venv's requirements (`{env.prefix}/bin/python -m pip install -r ...`)"
 
 
-def reinstall(env: PixiEnv, name: str, *, pypi: bool = False) -> str:
+def reinstall(env: PixiEnv, name: str, *, pypi: bool = False) -> Fix | str:
     """The command that reinstalls one installed package (its files are damaged or missing):
     ``pixi reinstall`` for a Pixi env, ``conda install --force-reinstall`` for a conda prefix,
     ``pip install --force-reinstall`` for a PyPI package or a venv."""
     kind = kind_of(env)
     if kind in ("pixi", "pyproject"):
-        return f"`{_pixi_cmd(env, 'reinstall')} {name}`"
+        command = f"{_pixi_cmd(env, 'reinstall')} {name}"
+        return Fix(f"`{command}`", _pixi_change(env, command))
     if kind == "conda" and not pypi:
-        return f"`conda install -p {env.prefix} -c conda-forge --force-reinstall {name}`"
+        return Fix(
+            f"`conda install -p {env.prefix} -c conda-forge --force-reinstall {name}`",
+            [Change("conda", str(env.prefix), specs=(name,), options=("--force-reinstall",))],
+        )
     if kind == "venv" and not pypi and name not in PYPI_EQUIVALENT:
         return f"reinstall the system CUDA toolkit's {name} part (a pip venv has no conda packages)"
+    name = PYPI_EQUIVALENT.get(name, name)
     if made_by_uv(env):
-        name = PYPI_EQUIVALENT.get(name, name)
-        return f"`uv pip install --python {env.prefix} --reinstall-package {name} {name}`"
+        return Fix(
+            f"`uv pip install --python {env.prefix} --reinstall-package {name} {name}`",
+            [pip_change(env, (name,), (f"--reinstall-package {name}",), uv=True)],
+        )
     python = env.python or env.prefix / "bin" / "python"
-    return f"`{python} -m pip install --force-reinstall {PYPI_EQUIVALENT.get(name, name)}`"
+    return Fix(
+        f"`{python} -m pip install --force-reinstall {name}`",
+        [pip_change(env, (name,), ("--force-reinstall",))],
+    )
 
 
 def shell(env: PixiEnv) -> str:
@@ -391,18 +449,29 @@ def pin(
             # pip and uv keep an installed 2.11.0+cu130 for "torch==2.11.0" ("Requirement
             # already satisfied"), whatever index is given: the fix would change nothing
             options += (f"--reinstall-package {package.name}",) if uv else ("--force-reinstall",)
-        return f"`{pip_install(env, spec, options=options, uv=uv)}`"
+        return Fix(
+            f"`{pip_install(env, spec, options=options, uv=uv)}`",
+            [pip_change(env, (spec,), options, uv=uv)],
+        )
     from pytest_vllm_env.readers.manifest_lines import ManifestLines
 
     table = "pypi-dependencies" if package.pypi else "dependencies"
     found = ManifestLines(env.manifest, env.name).find(package.name, table)
     new = pypi_line(package, index=index, url=url, path=path)
     elsewhere = bool(index or url or path)  # not a version alone
+    table_of = deps_table(env, pypi=package.pypi)
     if found is None:
-        return f"add `{new}` to {deps_place(env, pypi=package.pypi)}"
+        return Fix(
+            f"add `{new}` to {deps_place(env, pypi=package.pypi)}",
+            _manifest_change(env, table_of, new),
+        )
     if found.table == "[project] dependencies":
         if elsewhere:  # an index, a URL or a path is said in [tool.pixi.pypi-dependencies]
-            return f"add `{new}` to {deps_place(env, pypi=True)} (and drop {found})"
+            return Fix(
+                f"add `{new}` to {deps_place(env, pypi=True)} (and drop {found})",
+                _manifest_change(env, deps_table(env, pypi=True), new)
+                + [Change("manifest-line", str(found.path), found.table, "", found.text)],
+            )
         new = _replace_requirement(found.text, package)
     elif not elsewhere and re.search(r"""\bversion\s*=\s*["'][^"']*["']""", found.text):
         # `torch = { version = "==2.6.0", index = "..." }`: keep the index, change the version
@@ -417,7 +486,10 @@ def pin(
         return f"{found} asks for it already, the env holds another build: run " + reinstall(
             env, package.name, pypi=package.pypi
         )
-    return f"{where}, replace `{found.text}` with `{new}`"
+    return Fix(
+        f"{where}, replace `{found.text}` with `{new}`",
+        [Change("manifest-line", str(found.path), found.table, new, found.text)],
+    )
 
 
 def _needs_reinstall(env: PixiEnv, package: Package, elsewhere: bool) -> bool:
@@ -446,7 +518,7 @@ def _replace_requirement(text: str, package: Package) -> str:
     return f'"{package.pip_spec()}"'
 
 
-def rebuild(env: PixiEnv, name: str, *, source: str = "") -> str:
+def rebuild(env: PixiEnv, name: str, *, source: str = "") -> Fix:
     """The fix that builds PyPI package ``name`` (from ``source``, a checkout, when given)
     against what the env holds (its torch) rather than in an isolated build env with
     whatever torch PyPI has newest, and not from a wheel cached by an earlier build.
@@ -456,9 +528,12 @@ def rebuild(env: PixiEnv, name: str, *, source: str = "") -> str:
     --no-deps``; uv: ``--no-build-isolation --reinstall-package``, in the activated env."""
     kind = kind_of(env)
     if kind in ("pixi", "pyproject"):
-        text = (
+        # an array: the applier (and a person) adds the name to the list the table may hold
+        line = f'no-build-isolation = ["{name}"]'
+        text = Fix(
             f'list `"{name}"` in `no-build-isolation = [...]` of {pypi_options_table(env)} in '
-            f"{manifest_name(env)}"
+            f"{manifest_name(env)}",
+            _manifest_change(env, pypi_options_table(env), line),
         )
         if source:
             from pytest_vllm_env.readers.manifest_lines import ManifestLines
@@ -468,15 +543,15 @@ def rebuild(env: PixiEnv, name: str, *, source: str = "") -> str:
                 text += f" ({declared} builds it from a checkout)"
             else:
                 text += "; " + pin(env, Package(name, pypi=True), path=source)
-        return text + f"; then run {reinstall(env, name, pypi=True)}"
+        return text + "; then run " + reinstall(env, name, pypi=True)
     target = source or name
-    if made_by_uv(env):
+    uv = made_by_uv(env)
+    if uv:
         options: tuple[str, ...] = ("--no-build-isolation", f"--reinstall-package {name}")
-        command = pip_install(env, target, options=options, uv=True)
     else:
         options = ("--no-build-isolation", "--no-cache-dir", "--force-reinstall", "--no-deps")
-        command = pip_install(env, target, options=options)
-    return f"in {shell(env)}, run `{command}`"
+    command = pip_install(env, target, options=options, uv=uv)
+    return Fix(f"in {shell(env)}, run `{command}`", [pip_change(env, (target,), options, uv=uv)])
 
 
 # -- what the manifest declares --------------------------------------------------------------

@@ -212,6 +212,9 @@ class Resolver:
     found on disk is remembered)."""
 
     preloaded: dict[str, Path] = field(default_factory=dict)  # soname -> file torch loaded
+    # what torch's own libraries need and the loader finds nowhere: `import torch` fails
+    # there before any extension loads ((name, needed by) pairs)
+    torch_missing: list[tuple[str, str]] = field(default_factory=list)
     ld_library_path: list[Path] = field(default_factory=list)
     env_dirs: list[Path] = field(default_factory=list)
     system: list[Path] = field(default_factory=list)
@@ -245,7 +248,8 @@ class Resolver:
             if elf is None:
                 continue
             res.preloaded.setdefault(elf.soname or lib.name, lib)
-        for path in res.closure(list(res.preloaded.values()))[0]:
+        found, res.torch_missing = res.closure(list(res.preloaded.values()))
+        for path in found:
             elf = elf_of(path)
             if elf is not None:
                 res.preloaded.setdefault(elf.soname or path.name, path)
@@ -362,8 +366,10 @@ class Linkage:
 def link(
     path: Path, resolver: Resolver, skip: re.Pattern[str] | None = None, *, symbols: bool = True
 ) -> Linkage:
-    """Resolve ``path``'s libraries and (``symbols``) undefined symbols; ``skip`` matches
-    symbols another check judges (torch's, for ``abi.symbols``)."""
+    """Resolve ``path``'s libraries (its whole ``DT_NEEDED`` closure, as the loader walks it:
+    a library found through another's RUNPATH still needs all of its own) and (``symbols``)
+    its undefined symbols; ``skip`` matches symbols another check judges (torch's, for
+    ``abi.symbols``)."""
     out = Linkage(path)
     elf = head(path)
     if isinstance(elf, str):
@@ -378,6 +384,17 @@ def link(
     blocked = [(p, why) for p in out.needed.values() if p is not None and (why := special(p))]
     if not symbols:
         out.error = _blocked(blocked)
+        if not out.error:
+            # the libraries of the libraries: libtorch_cuda.so's libcublas.so.12 fails the
+            # import as surely as the extension's own libcudart.so.12 (issue 21)
+            _, missing = resolver.closure([path])
+            direct = set(out.needed)
+            deep: dict[str, str] = {}
+            for n, by in missing:
+                if n not in DRIVER_LIBS and n not in direct:
+                    deep.setdefault(n, by)
+            out.missing_deep = list(deep.items())
+            out.driver_absent = any(n in DRIVER_LIBS for n, _ in missing)
         return out
     libs, missing = resolver.closure([path])
     blocked += [(p, why) for p in libs[1:] if (why := special(p)) and (p, why) not in blocked]

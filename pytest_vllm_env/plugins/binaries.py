@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.checks import wheels
     from pytest_vllm_env.facts import binaries
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.targets import FixTargets
     from pytest_vllm_env.readers.vllm_build import SourceTree
 
 
@@ -121,6 +122,31 @@ def read_wheel(path: Path, scratch: Path) -> wheels.WheelFacts:
             ext.path = Path(member)
             facts.members.append(wheels.WheelMember(member, ext, images, error))
     return facts
+
+
+@pytest.fixture(scope="session")
+def fix_targets(
+    request: pytest.FixtureRequest,
+    vllm_env: PixiEnv,
+    torch_facts: binaries.TorchFacts | None,
+    extensions: list[binaries.ExtensionFacts],
+) -> FixTargets:
+    """The one torch and the one CUDA every fix of this env points at
+    (:class:`pytest_vllm_env.facts.targets.FixTargets`): vLLM's torch pin, a real build of it
+    for the CUDA torch and the extensions use, under the driver's CUDA when ``--cuda-driver``
+    names the driver. Computed once per env; checks read it for their fix texts."""
+    from pytest_vllm_env.facts import targets
+    from pytest_vllm_env.plugins import settings
+
+    driver = None
+    if settings.get(request.config, "cuda_driver"):
+        driver = request.getfixturevalue("driver_cuda")
+    linked: dict[str, str] = {}
+    for ext in extensions:
+        if ext.cudart and ext.owner not in linked:
+            linked[ext.owner] = ext.cudart
+    cuda = torch_facts.cuda if torch_facts is not None else None
+    return targets.compute(vllm_env, cuda, linked, driver)
 
 
 @pytest.fixture(scope="session")

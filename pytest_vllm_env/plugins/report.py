@@ -92,10 +92,12 @@ def _vllm_elsewhere(env: PixiEnv) -> dict[str, Any]:
 
 def write_report(config: pytest.Config, path: Path) -> None:
     """``{"schema": 2, "env": ..., "targets": ..., "strict": ..., "node": ..., "checks":
-    [...]}``: stable, parsed by tools. Schema 2 added the ``warning`` outcome (schema 1 had
-    only passed, failed, skipped, error) and ``strict``; ``node`` and ``created`` were added
-    later within schema 2 (README: The JSON report)."""
+    [...], "fixes": [...]}``: stable, parsed by tools. Schema 2 added the ``warning`` outcome
+    (schema 1 had only passed, failed, skipped, error) and ``strict``; ``node``, ``created``
+    and ``fixes`` (each distinct fix once) were added later within schema 2 (README: The
+    JSON report)."""
     from pytest_vllm_env.facts.env import EnvError
+    from pytest_vllm_env.findings import fix_groups
     from pytest_vllm_env.runners import node as node_mod
 
     st = state(config)
@@ -145,6 +147,8 @@ def write_report(config: pytest.Config, path: Path) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "node": node_mod.gather(name=name, name_source=name_source, python=python, environ=environ),
         "checks": st.findings,
+        # each distinct fix once, with the checks and subjects it resolves (README)
+        "fixes": fix_groups(st.findings, ("failed", "error", "warning")),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

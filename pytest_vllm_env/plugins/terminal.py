@@ -126,30 +126,51 @@ def static_line(env: PixiEnv) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from pytest_vllm_env.findings import grouped_by_fix
+
     st = state(config)
     if st.report_problem:
         terminalreporter.write_line(f"vllm-env: {terminal_safe(st.report_problem)}", red=True)
     findings = st.findings
     # with several envs, each line names the env it is about
     several = len({f.get("env") for f in findings} - {None}) > 1
-
-    def head(entry: dict[str, Any]) -> str:
-        env = f"{entry['env']}: " if several and entry.get("env") else ""
-        return terminal_safe(f"[{entry['id']}] {env}{entry['summary']}")
-
-    def fix(entry: dict[str, Any]) -> str:
-        return terminal_safe(f"    fix: {entry['fix']}")
-
-    warned = [f for f in findings if f["outcome"] == "warning" and f.get("fix")]
+    warned = grouped_by_fix(findings, ("warning",))
     if warned:
         terminalreporter.section("vllm-env: warnings (it works, at a cost)", sep="=", yellow=True)
-        for entry in warned:
-            terminalreporter.write_line(head(entry))
-            terminalreporter.write_line(fix(entry))
-    bad = [f for f in findings if f["outcome"] in ("failed", "error") and f.get("fix")]
+        for group, members in warned:
+            _write_group(terminalreporter, group, members, several)
+    bad = grouped_by_fix(findings, ("failed", "error"))
     if not bad:
         return
     terminalreporter.section("vllm-env: what to change", sep="=", red=True)
-    for entry in bad:
-        terminalreporter.write_line(head(entry))
-        terminalreporter.write_line(fix(entry))
+    for group, members in bad:
+        _write_group(terminalreporter, group, members, several)
+
+
+# a check with more findings than this under one fix lists the first ones and counts the rest
+SHOWN = 6
+
+
+def _write_group(
+    terminalreporter: Any, group: dict[str, Any], members: list[Any], several: bool
+) -> None:
+    """One distinct fix: what it resolves (a finding's summary; for several findings of one
+    check, their subjects and the first summary), then the fix, once."""
+    env = f"{group['env']}: " if several and group.get("env") else ""
+    by_check: dict[str, list[Any]] = {}
+    for entry in members:
+        by_check.setdefault(entry["id"], []).append(entry)
+    for cid, entries in by_check.items():
+        subjects = [e["subject"] for e in entries if e.get("subject")]
+        if len(entries) > 1 and len(subjects) == len(entries):
+            shown = ", ".join(subjects[:SHOWN])
+            more = f" and {len(subjects) - SHOWN} more" if len(subjects) > SHOWN else ""
+            line = f"[{cid}] {env}{len(entries)} subjects: {shown}{more}"
+            terminalreporter.write_line(terminal_safe(line))
+            terminalreporter.write_line(terminal_safe(f"    {entries[0]['summary']}"))
+            continue
+        for entry in entries[:SHOWN]:
+            terminalreporter.write_line(terminal_safe(f"[{cid}] {env}{entry['summary']}"))
+        if len(entries) > SHOWN:
+            terminalreporter.write_line(f"    ... and {len(entries) - SHOWN} more")
+    terminalreporter.write_line(terminal_safe(f"    fix: {group['fix']}"))

@@ -81,6 +81,20 @@ RUNTIME_PACKAGES: dict[str, tuple[str, str]] = {
     "nvrtc": ("cuda-nvrtc", "nvidia-cuda-nvrtc"),
     "nvJitLink": ("libnvjitlink", "nvidia-nvjitlink"),
 }
+# soname stem -> the PyPI package (without its -cu12/-cu13 suffix) torch's wheels require for
+# it: torch 2.x METADATA `Requires-Dist: nvidia-cudnn-cu12==9.10.2.21; platform_system ==
+# "Linux"`... Matched against torch's own requirements (the names and versions come from
+# there), so no CUDA-13 naming rule is guessed here.
+TORCH_WHEEL_PACKAGES: dict[str, str] = {
+    **{stem: pypi for stem, (_, pypi) in RUNTIME_PACKAGES.items()},
+    "cudnn": "nvidia-cudnn",
+    "nccl": "nvidia-nccl",
+    "cupti": "nvidia-cuda-cupti",
+    "cusparseLt": "nvidia-cusparselt",
+    "nvToolsExt": "nvidia-nvtx",
+    "cufile": "nvidia-cufile",
+    "nvshmem_host": "nvidia-nvshmem",
+}
 # Libraries whose soname major is the CUDA major; the others are not (CUDA 12 ships
 # libcufft.so.11 and libcusolver.so.11, CUDA 12 and 13 both libcurand.so.10).
 CUDA_MAJOR_SONAME = {"cudart", "cublas", "cublasLt", "nvrtc", "nvJitLink"}

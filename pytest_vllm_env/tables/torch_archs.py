@@ -209,3 +209,86 @@ def covering(targets: Iterable[Arch], at_least: str | None = None) -> list[Torch
             r.where != PYPI,
         ),
     )
+
+
+# -- the PyTorch index: which CUDA variants each release is published for ----------------------
+TORCH_INDEX = "https://download.pytorch.org/whl"
+_RELEASE_MATRIX = "PyTorch RELEASE.md, Release Compatibility Matrix (@aa6104e2: 2.0 to 2.3)"
+_GET_STARTED = "pytorch.org/get-started/previous-versions (the pip commands of each release)"
+# release -> (the CUDA variants download.pytorch.org/whl/<variant> serves for it, source). A
+# variant name in a fix comes from here or from ROWS, never from a CUDA version alone: torch
+# 2.5.1 has no cu115 (a fix once said `--index-url .../whl/cu115`), 2.x no cu90.
+INDEX_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "2.0": (("cu117", "cu118"), _RELEASE_MATRIX),
+    "2.1": (("cu118", "cu121"), _RELEASE_MATRIX),
+    "2.2": (("cu118", "cu121"), _RELEASE_MATRIX),
+    "2.3": (("cu118", "cu121"), _RELEASE_MATRIX),
+    "2.4": (("cu118", "cu121", "cu124"), _GET_STARTED),
+    "2.5": (("cu118", "cu121", "cu124"), _GET_STARTED),
+    "2.6": (("cu118", "cu124", "cu126"), _GET_STARTED),
+    "2.7": (("cu118", "cu126", "cu128"), _GET_STARTED),
+}
+
+
+def index_variants(version: str) -> list[str]:
+    """The CUDA variants PyTorch publishes ``version``'s release for (``["cu126", "cu128",
+    "cu129"]`` for 2.8.0), lowest CUDA first: :data:`INDEX_VARIANTS`, else the rows of
+    :data:`ROWS`; empty for a release neither knows."""
+    release = release_of(version)
+    known = set(INDEX_VARIANTS.get(release, ((), ""))[0])
+    known |= {r.variant for r in ROWS if r.release == release}
+    return sorted(known, key=_variant_cuda)
+
+
+def _variant_cuda(variant: str) -> tuple[int, int]:
+    """``(12, 8)`` for ``cu128``, ``(11, 8)`` for ``cu118``."""
+    digits = variant[2:]
+    return int(digits[:-1]), int(digits[-1])
+
+
+def variant_cuda(variant: str) -> str:
+    """``12.8`` for ``cu128``."""
+    major, minor = _variant_cuda(variant)
+    return f"{major}.{minor}"
+
+
+def variant_for(
+    version: str,
+    cuda: str | None = None,
+    *,
+    major: str | None = None,
+    ceiling: tuple[int, ...] | None = None,
+) -> str | None:
+    """The real variant of torch ``version`` for a CUDA: ``cuda``'s own (``12.8`` ->
+    ``cu128``) where the release has it, else the newest of the same ``major`` (or of
+    ``cuda``'s major), never above ``ceiling`` (the driver's CUDA); None where the release
+    has no such build."""
+    variants = index_variants(version)
+    if ceiling is not None:
+        variants = [v for v in variants if _variant_cuda(v) <= tuple(ceiling[:2])]
+    if cuda:
+        exact = f"cu{cuda.replace('.', '')}"
+        if exact in variants:
+            return exact
+        major = major or cuda.split(".")[0]
+    if major:
+        same = [v for v in variants if str(_variant_cuda(v)[0]) == major]
+        return same[-1] if same else None
+    return variants[-1] if variants else None
+
+
+def index_url(variant: str) -> str:
+    """``https://download.pytorch.org/whl/cu128``."""
+    return f"{TORCH_INDEX}/{variant}"
+
+
+def lowest_variant_at_least(cuda: str) -> str | None:
+    """The lowest CUDA variant the PyTorch index serves for any release this table knows
+    whose CUDA is ``cuda`` or newer (``cu128`` for 12.8, ``cu121`` for 12.0: there never was
+    a cu120); None above every known variant. A fix that needs "a torch built for CUDA >= X"
+    names a real index with it, never one made from the number alone."""
+    want = tuple(int(p) for p in re.findall(r"\d+", cuda)[:2])
+    known = {v for variants, _ in INDEX_VARIANTS.values() for v in variants}
+    known |= {r.variant for r in ROWS if re.fullmatch(r"cu\d{3,}", r.variant)}
+    at_least = sorted((v for v in known if _variant_cuda(v) >= want), key=_variant_cuda)
+    return at_least[0] if at_least else None
