@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm_env.checks import cuda, cuda_torch
+from pytest_vllm_env.checks import cuda, cuda_ptxas, cuda_torch
 from pytest_vllm_env.checks.build_scope import not_built
 from pytest_vllm_env.facts.toolkit import ptxas_runs
 
@@ -60,7 +60,7 @@ def test_arch_supported(vllm_env, cuda_toolkit, cuda_archs, cuda_archs_source, v
 @pytest.mark.vllm_check("cuda.arch-ptxas")
 def test_arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, tmp_path, verdict):
     runs = ptxas_runs(cuda_toolkit, cuda_archs, tmp_path)
-    verdict(cuda.arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, runs))
+    verdict(cuda_ptxas.arch_ptxas(vllm_env, cuda_toolkit, cuda_archs, runs))
 
 
 @pytest.mark.toolchain

@@ -181,6 +181,14 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         "fail checks whose verdict is a warning (works, at a cost)",
         "fail warnings too (true/false)",
     )
+    settings.add_flag(
+        parser,
+        "--vllm-static",
+        "judge without running anything from the env: no activation script, no nvcc, "
+        "cmake, ptxas or Python of the env (for a workspace you do not trust, such as a pull "
+        "request in CI); checks that need a run skip and say so",
+        "run nothing from the judged env (true/false)",
+    )
     parser.getgroup(settings.GROUP).addoption(
         "--vllm-conformance",
         action="store_true",

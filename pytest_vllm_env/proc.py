@@ -13,7 +13,10 @@ hazard:
   tail; a tool printing for ever does not exhaust memory);
 - an interrupt (Ctrl-C) kills the group before it goes on up, so no probe or activation
   script keeps running after the session;
-- a missing or non-executable program is a result, not an exception.
+- a missing or non-executable program is a result, not an exception;
+- with ``--vllm-static`` (:func:`confine`), nothing is started whose program, arguments,
+  working directory or environment name a path inside the judged envs: such a run comes back
+  as ``not_run`` with the reason, and the fact built on it says the tool did not run.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import atexit
 import contextlib
 import locale
 import os
+import re
 import selectors
 import signal
 import stat
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +46,8 @@ _TICK = 0.05  # how often the tool's exit is polled where a pidfd cannot be had
 # sees no Ctrl-C, so what is still running when the interpreter exits is killed then.
 _LIVE: set[subprocess.Popen[bytes]] = set()
 _LIVE_LOCK = threading.Lock()
+# --vllm-static: (pattern matching a path inside a confined tree, the tree, why) per tree.
+_CONFINED: list[tuple[re.Pattern[str], str, str]] = []
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,13 @@ class ProcResult:
     seconds: float
     timed_out: bool = False
     launch_error: str = ""
+    not_run: str = ""  # why it was not started (--vllm-static: it would run the env's code)
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.launch_error
+        return (
+            self.returncode == 0 and not self.timed_out and not self.launch_error
+        ) and not self.not_run
 
     @property
     def output(self) -> str:
@@ -67,6 +76,8 @@ class ProcResult:
     def describe(self) -> str:
         """One line for evidence: how it ended."""
         cmd = " ".join(self.argv)
+        if self.not_run:
+            return f"`{cmd}` was not run: {self.not_run}"
         if self.launch_error:
             return f"`{cmd}` could not start: {self.launch_error}"
         if self.timed_out:
@@ -92,6 +103,9 @@ def run(
     tool and its children do.
     """
     args = tuple(str(a) for a in argv)
+    refused = refusal(args, env, cwd)
+    if refused:
+        return ProcResult(args, None, "", "", 0.0, not_run=refused)
     start = time.monotonic()
     encoding = locale.getpreferredencoding(False)  # what text=True decoded with
     # Made first and started by __init__ inside the try: a Ctrl-C that lands while Popen is
@@ -129,6 +143,62 @@ def run(
         time.monotonic() - start,
         timed_out=timed_out,
     )
+
+
+def confine(roots: Iterable[str | os.PathLike[str]], reason: str) -> None:
+    """From now on, start nothing that names a path inside one of ``roots`` (as written or
+    with symlinks resolved) in its program, arguments, working directory or environment
+    (``--vllm-static``: the judged envs' code must not run); ``reason`` says why in each
+    refused result. Each call adds roots; :func:`unconfine` drops them all."""
+    for root in roots:
+        for spelling in {os.path.abspath(root), os.path.realpath(root)}:
+            if spelling != os.sep:
+                # the root itself, or anything below it, wherever it appears in a string
+                pattern = re.compile(re.escape(spelling) + r"(?=$|/|[^\w.\-])")
+                _CONFINED.append((pattern, spelling, reason))
+
+
+def unconfine() -> None:
+    """Forget every root :func:`confine` added (the end of a session)."""
+    _CONFINED.clear()
+
+
+def confined_roots() -> list[str]:
+    """The trees :func:`confine` keeps out of every run, as written and resolved."""
+    return sorted({root for _, root, _ in _CONFINED})
+
+
+def refusal(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> str:
+    """Why ``argv`` must not run under :func:`confine` ('' when it may): its program, an
+    argument, ``cwd`` or a value of ``env`` names a path in a confined tree. A program given
+    by name is looked up on ``env``'s PATH (or ours), as the kernel's exec would find it."""
+    if not _CONFINED:
+        return ""
+    program = str(argv[0]) if argv else ""
+    if program and os.sep not in program:
+        found = which(program, (env if env is not None else os.environ).get("PATH"))
+        program = str(found) if found is not None else program
+    looked = [("the program", program), ("the program", _real(program))]
+    looked += [("an argument", str(a)) for a in argv[1:]]
+    if cwd is not None:
+        looked += [("the working directory", str(cwd)), ("the working directory", _real(cwd))]
+    looked += [(f"${name}", str(value)) for name, value in (env or {}).items()]
+    for what, text in looked:
+        for pattern, root, reason in _CONFINED:
+            if text and pattern.search(text):
+                return f"{reason} ({what} is in {root})"
+    return ""
+
+
+def _real(path: str | os.PathLike[str]) -> str:
+    try:
+        return os.path.realpath(path) if str(path) else ""
+    except (OSError, ValueError):
+        return str(path)
 
 
 class _Capture:

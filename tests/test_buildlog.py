@@ -43,9 +43,17 @@ def test_clean_log_passes():
 def test_missing_and_binary_logs_are_verdicts(tmp_path):
     (f,) = buildlog.judge(read_log(tmp_path / "nope.log"))
     assert (f.id, f.outcome) == ("buildlog.readable", "error")
+    # binary data (a NUL byte: a wheel, a core file, a gzipped log) is no build log: it was
+    # read as text and passed as a clean build (issue 21)
     junk = tmp_path / "junk.log"
     junk.write_bytes(b"\xff\x00\xfe" * 1000)
     (f,) = buildlog.judge(read_log(junk))
+    assert (f.id, f.outcome) == ("buildlog.readable", "error")
+    assert "not a text log: a NUL byte at offset 1" in f.summary
+    # text that is not UTF-8 (a Latin-1 compiler message) is still a log, read as text
+    latin = tmp_path / "latin.log"
+    latin.write_bytes("gcc: Warnung: \xfcber\n".encode("latin-1") * 100)
+    (f,) = buildlog.judge(read_log(latin))
     assert f.outcome == "passed"
 
 

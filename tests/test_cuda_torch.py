@@ -148,6 +148,7 @@ def test_nvcc_fix_follows_torch_cuda_not_a_default(pytester, env_builder, monkey
     default 12.8."""
     monkeypatch.setenv("PATH", os.defpath)
     prefix = torch_env(env_builder, "2.2.0", "11.8", None)
+    (tmp_path / "pyproject.toml").write_text("")  # a vLLM checkout holds one (--vllm-source)
     result = run(pytester, prefix, "nvcc_in_env", f"--vllm-source={tmp_path}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(

@@ -181,6 +181,7 @@ def test_plain_venv_that_builds_is_told_to_use_a_system_toolkit(pytester, tmp_pa
     # Seen: "add `cuda-nvcc` ... to [dependencies] in pixi.toml" for a venv with no manifest.
     hide_machine_cuda(monkeypatch, tmp_path)
     prefix = venv(tmp_path, ("torch", "2.11.0"))
+    (tmp_path / "pyproject.toml").write_text("")  # a vLLM checkout holds one (--vllm-source)
     result = pytester.runpytest(
         *SUITE, "-k", "nvcc_in_env", f"--vllm-env={prefix}", f"--vllm-source={tmp_path}"
     )
@@ -381,4 +382,5 @@ def test_torch_cmake_config_is_judged_only_for_a_build(pytester, tmp_path):
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*[[]cmake.torch-config] no vLLM build here*"])
     # asked to build: judged (no CUDA toolkit at all: it fails)
+    (tmp_path / "pyproject.toml").write_text("")  # a vLLM checkout holds one (--vllm-source)
     pytester.runpytest(*args, f"--vllm-source={tmp_path}").assert_outcomes(failed=1)

@@ -121,6 +121,7 @@ def test_bundled_suite_runs_from_an_installed_wheel(installed_venv, tmp_path):
     env.broken_record()
     project = tmp_path / "elsewhere"
     project.mkdir()
+    (project / "CMakeLists.txt").write_text("")  # a vLLM checkout holds one (--vllm-source)
     for args in (["--pyargs", "pytest_vllm_env.suite"], ["--vllm-conformance"]):
         done = subprocess.run(
             [

@@ -99,12 +99,15 @@ def test_old_cmake_misses_conda_include_dir(pytester, seeds_root):
     )
 
 
-def test_missing_cmake_skips_saying_so(pytester, seeds_root, tmp_path):
+def test_missing_cmake_is_a_usage_error(pytester, seeds_root, tmp_path):
+    """A --cmake that is not there: a usage error at start. It skipped both NVTX checks (the
+    prediction and the probe), passing over the option the user gave (issue 21)."""
     b = seed_env(seeds_root, "good-12.8")
-    result = run(pytester, b.prefix, "--cmake", str(tmp_path / "no-cmake"), "-rs")
-    result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*no-cmake does not run: no CMake version to predict*"])
-    result.stdout.fnmatch_lines(["*CMake probe not run: `*no-cmake -S *` could not start*"])
+    result = run(pytester, b.prefix, f"--cmake={tmp_path / 'no-cmake'}", "-rs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: --cmake={tmp_path / 'no-cmake'}: * does not exist: pass the path of a cmake"]
+    )
 
 
 def _cmakes(seed_prefix: Path) -> list[Path]:

@@ -78,7 +78,10 @@ def _layout(base: Path) -> None:
         (base / folder).mkdir()
     (base / "wheels" / "vllm-0.26.0-cp38-abi3-manylinux_2_31_x86_64.whl").write_bytes(b"")
     (base / "logs" / "build.log").write_text("")
-    (base / "tools" / "cmake").write_text("")
+    # a CMake and a vLLM checkout as the options' checks at start want them (issue 21)
+    (base / "tools" / "cmake").write_text("#!/bin/sh\necho 'cmake version 3.31.6'\n")
+    (base / "tools" / "cmake").chmod(0o755)
+    (base / "vllm-src" / "pyproject.toml").write_text("")
     (base / "project" / "requirements.txt").write_text("vllm\n")
 
 

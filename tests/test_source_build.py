@@ -250,8 +250,13 @@ def test_cmake_floor_met_and_not_asked(pytester, tmp_path):
     result.assert_outcomes(skipped=1)
 
 
-def test_cmake_floor_from_the_manifest(pytester, tmp_path):
-    """vllm declared as a source dependency built without isolation uses the env's cmake."""
+def test_cmake_floor_from_the_manifest(pytester, tmp_path, monkeypatch):
+    """vllm declared as a source dependency built without isolation uses the env's cmake
+    (none here, and none on a PATH that holds only bash: this machine's cmake is hidden)."""
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    (bare / "bash").symlink_to(shutil.which("bash") or "/bin/bash")
+    monkeypatch.setenv("PATH", str(bare))
     b = EnvBuilder(tmp_path / "ws")
     b.python()
     b.manifest(
@@ -264,9 +269,7 @@ def test_cmake_floor_from_the_manifest(pytester, tmp_path):
             """
         )
     )
-    result = pytester.runpytest(
-        *SUITE, "-k", "cmake_floor", "--vllm-env", str(b.prefix), "--cmake", str(tmp_path / "no")
-    )
+    result = pytester.runpytest(*SUITE, "-k", "cmake_floor", "--vllm-env", str(b.prefix))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*vllm from path ([[]pypi-dependencies]) built with no-build-isolation runs `cmake`*"]

@@ -91,7 +91,10 @@ def judge(log: BuildLog) -> list[Finding]:
             error(
                 "buildlog.readable",
                 f"cannot read build log {log.path}: {log.problem}",
-                "pass an existing, readable file to --vllm-build-log",
+                "pass the text log of the failed build to --vllm-build-log (what `pip install` "
+                "printed, e.g. `pip install -v . 2>&1 | tee build.log`)"
+                if log.problem.startswith("not a text log")
+                else "pass an existing, readable file to --vllm-build-log",
             )
         ]
     found: list[Finding] = []

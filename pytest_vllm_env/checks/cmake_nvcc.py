@@ -29,7 +29,7 @@ from pytest_vllm_env.facts.build_nvcc import BuildNvcc, Route
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
-from pytest_vllm_env.findings import Change, Finding, Fix, failed, passed, warning
+from pytest_vllm_env.findings import Change, Finding, Fix, failed, passed, skipped, warning
 from pytest_vllm_env.readers.vllm_build import FIRST_CUDA_HOME_RELEASE
 from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.cmake_cuda import NO_NVCC_NEW, NO_NVCC_OLD
@@ -41,7 +41,9 @@ CID = "cuda.nvcc-in-env"
 @dataclass(frozen=True)
 class _Verdict:
     route: Route
-    kind: str  # "" (suits the env), "setup", "stop", "none", "broken", "outside", "major"
+    # "" (suits the env), "setup", "stop", "none", "broken", "outside", "major"; "unknown":
+    # not run (--vllm-static) and no file says its version
+    kind: str
     text: str
 
 
@@ -75,8 +77,12 @@ def judge(
         _Verdict(r, "setup", setup) if setup else _route_verdict(r, t, build, own, cmake_version)
         for r in build.routes
     ]
+    unknown = [v for v in verdicts if v.kind == "unknown"]
+    verdicts = [v for v in verdicts if v.kind != "unknown"]
     bad = [v for v in verdicts if v.kind]
     good = [v for v in verdicts if not v.kind]
+    if unknown and not bad:
+        return skipped(CID, "; ".join(f"{v.route.setup.where}: {v.text}" for v in unknown))
     searched = next((v.route.pick.searched for v in bad if v.kind == "none"), ())
     if searched:
         evidence["cmake_searched"] = list(searched)
@@ -125,6 +131,8 @@ def _setup_problem(build: BuildNvcc) -> str:
             "/usr/local/cuda), so vLLM's setup.py stops before CMake: \"AssertionError: "
             'CUDA_HOME is not set"'
         )
+    if run.not_run:
+        return ""  # --vllm-static: judged in each route, from what the files say of it
     if not run.ok:
         how = "does not exist" if run.problem == "does not exist" else f"fails: {run.problem}"
         return f"vLLM's setup.py runs {run.path} -V ({build.setup_why}) before CMake, and it {how}"
@@ -152,7 +160,14 @@ def _route_verdict(
             "prefixes, $CUDA_PATH/bin), so torch's enable_language(CUDA) stops: "
             f"{_no_nvcc_message(cmake_version)}{note}",
         )
-    if run is None or not run.ok:
+    if run is not None and run.not_run and not run.known:
+        return _Verdict(
+            r,
+            "unknown",
+            f"CMake would compile with {pick.nvcc} ({pick.how}), which was not run here "
+            f"({run.not_run}) and whose files say no version",
+        )
+    if run is None or not (run.ok or run.known):
         problem = run.problem if run is not None else "not run"
         return _Verdict(
             r,

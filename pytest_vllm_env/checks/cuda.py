@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_vllm_env.checks import cmake_nvcc
+from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.build_nvcc import BuildNvcc
 from pytest_vllm_env.facts.env import PixiEnv
@@ -27,7 +28,7 @@ from pytest_vllm_env.facts.toolkit import (
     JIT_PACKAGES,
     TARGETS,
     NvccNeed,
-    PtxasRun,
+    NvccRun,
     ToolkitFacts,
 )
 from pytest_vllm_env.findings import Finding, changes_of, error, failed, passed, skipped, warning
@@ -56,7 +57,8 @@ def _wanted_mm(t: ToolkitFacts, targets: FixTargets | None = None) -> str:
     return ".".join(t.torch_cuda.split(".")[:2]) if t.torch_cuda else "12.8"
 
 
-def _cuda_packages(mm: str | None, *names: str) -> list[fixes.Package]:
+def cuda_packages(mm: str | None, *names: str) -> list[fixes.Package]:
+    """The conda packages ``names`` at CUDA ``mm`` (``12.8.*``; any without one), for a fix."""
     return [fixes.Package(n, f"{mm}.*" if mm else "") for n in names]
 
 
@@ -78,7 +80,7 @@ def nvcc_in_env(
     check = "cuda.nvcc-in-env"
     need = need or NvccNeed(required=("asked for",))
     mm = _wanted_mm(t, targets)
-    add = fixes.add(env, *_cuda_packages(mm, "cuda-nvcc", "cuda-version"))
+    add = fixes.add(env, *cuda_packages(mm, "cuda-nvcc", "cuda-version"))
     if not t.nvcc_in_env and not need.required:
         if need.jit:
             prebuilt = [
@@ -155,14 +157,27 @@ def nvcc_runs(env: PixiEnv, t: ToolkitFacts) -> Finding:
     check = "cuda.nvcc-runs"
     if t.nvcc is None:
         return skipped(check, f"no nvcc in {t.prefix} or on the activated PATH")
+    if t.nvcc.not_run:
+        return skipped(check, f"{t.nvcc.path} {not_run_text(t.nvcc)}")
     if not t.nvcc.ok:
-        return error(
-            check,
-            f"{t.nvcc.path} does not work: {t.nvcc.problem}",
-            "reinstall it: "
-            + fixes.reinstall(env, "cuda-nvcc")
-            + f"; check that {t.nvcc.path} is an executable nvcc",
-        )
+        own = t.on_path_in_env or str(t.nvcc.path) in map(str, t.nvcc_in_env)
+        if own:
+            fix = (
+                f"reinstall it: {fixes.reinstall(env, 'cuda-nvcc')}; check that {t.nvcc.path} "
+                "is an executable nvcc"
+            )
+        else:  # the system's toolkit (a venv's nvcc): nothing of the env to reinstall
+            fix = (
+                f"{t.nvcc.path} is not the env's: repair or reinstall that CUDA toolkit, or put "
+                "a working one first on PATH (and CUDA_HOME) where you build"
+            )
+        if t.nvcc.timed_out:  # a hang, not a broken package: the timeout may be too short
+            fix = (
+                f"on a slow or busy machine raise --cuda-tool-timeout (it was "
+                f"{t.nvcc.timed_out:g} s; the default is {CUDA_TOOL_TIMEOUT:g} s); an nvcc that "
+                f"hangs longer than that is broken: {fix}"
+            )
+        return error(check, f"{t.nvcc.path} does not work: {t.nvcc.problem}", fix)
     return passed(check, f"{t.nvcc.path} is CUDA {t.nvcc.version}", archs=list(t.nvcc.gpu_archs))
 
 
@@ -185,7 +200,7 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts, targets: FixTargets | None
             continue
         mm = ".".join(version.split(".")[:2])
         families.setdefault(mm, []).append(f"{name} {version}")
-    nvcc_mm = t.nvcc.major_minor if t.nvcc and t.nvcc.ok else None
+    nvcc_mm = t.nvcc.major_minor if t.nvcc and t.nvcc.known else None
     pinned = t.packages.get("cuda-version")
     pinned_mm = ".".join(pinned.split(".")[:2]) if pinned else None
     torch_mm = ".".join(t.torch_cuda.split(".")[:2]) if t.torch_cuda else None
@@ -200,7 +215,7 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts, targets: FixTargets | None
             f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but the env's CUDA packages are "
             + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(families.items()))
             + (f" (torch is built with CUDA {t.torch_cuda})" if t.torch_cuda else ""),
-            fixes.add(env, *_cuda_packages(target or want, "cuda-version", "cuda-nvcc"), verb="pin")
+            fixes.add(env, *cuda_packages(target or want, "cuda-version", "cuda-nvcc"), verb="pin")
             + ": one CUDA for nvcc and the cuda-* packages, and make that nvcc the one builds "
             "use (CUDA_HOME)",
             packages=[f"{k} {v}" for k, v in t.packages.items()],
@@ -211,7 +226,7 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts, targets: FixTargets | None
         return failed(
             check,
             f"nvcc {t.nvcc.path} is CUDA {t.nvcc.version} but cuda-version pins {pinned}",
-            fixes.add(env, *_cuda_packages(target or want, "cuda-version", "cuda-nvcc"), verb="pin")
+            fixes.add(env, *cuda_packages(target or want, "cuda-version", "cuda-nvcc"), verb="pin")
             + ": one CUDA for nvcc and the cuda-* packages",
             packages=[f"{k} {v}" for k, v in t.packages.items()],
         )
@@ -222,7 +237,7 @@ def version_consistent(env: PixiEnv, t: ToolkitFacts, targets: FixTargets | None
             check,
             f"CUDA packages from {len(families)} releases: "
             + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(families.items())),
-            fixes.add(env, *_cuda_packages(want, "cuda-version"), verb="pin")
+            fixes.add(env, *cuda_packages(want, "cuda-version"), verb="pin")
             + " so that "
             + ", ".join(n.split()[0] for v in others.values() for n in v)
             + f" follow CUDA {want}",
@@ -275,7 +290,7 @@ def cmake_components(
         return failed(
             check,
             "CMake's FindCUDAToolkit will not create: " + "; ".join(missing),
-            fixes.add(env, *_cuda_packages(mm, *sorted(set(packages))))
+            fixes.add(env, *cuda_packages(mm, *sorted(set(packages))))
             + ", or `cuda-toolkit` for all of them",
             searched=[str(d) for d in t.lib_dirs],
             **evidence,
@@ -369,10 +384,14 @@ def arch_supported(
                 check, "no target arch: pass --cuda-arch (e.g. 12.0) or set TORCH_CUDA_ARCH_LIST"
             )
         ]
-    if t.nvcc is None or not t.nvcc.ok:
+    if t.nvcc is not None and t.nvcc.not_run and not t.nvcc.known:
+        return [skipped(check, f"{t.nvcc.path} {not_run_text(t.nvcc)}")]
+    if t.nvcc is None or not t.nvcc.known:
         return [skipped(check, f"no working nvcc in {t.prefix} (see cuda.nvcc-in-env)")]
     listed = {a.removeprefix("compute_") for a in t.nvcc.gpu_archs}
     how = "`nvcc --list-gpu-arch`" if listed else "the arch table (nvcc has no --list-gpu-arch)"
+    if t.nvcc.not_run:
+        how = f"the arch table for CUDA {t.version} ({not_run_text(t.nvcc)})"
     known = listed or {f"{a.number}" for a in archs_of_toolkit(t.nvcc.major_minor or "0.0")}
     findings = []
     for arch in archs:
@@ -395,7 +414,7 @@ def arch_supported(
             )
             continue
         if _ver(need) > _ver(t.version or "0"):
-            fix = fixes.add(env, *_cuda_packages(need, "cuda-version", "cuda-nvcc"), verb="set")
+            fix = fixes.add(env, *cuda_packages(need, "cuda-version", "cuda-nvcc"), verb="set")
         elif last is not None and _ver(t.version or "0")[0] > last:
             fix = (
                 f"drop {arch.cc} from {source}: CUDA {t.version} no longer targets it; "
@@ -435,30 +454,14 @@ def arch_supported(
     return findings
 
 
-def arch_ptxas(
-    env: PixiEnv, t: ToolkitFacts, archs: Sequence[Arch], runs: Sequence[PtxasRun]
-) -> list[Finding]:
-    """The real probe behind cuda.arch-supported: the env's ptxas assembled for each arch
-    (``runs``: :func:`pytest_vllm_env.facts.toolkit.ptxas_runs`)."""
-    check = "cuda.arch-ptxas"
-    if not archs:
-        return [skipped(check, "no target arch: pass --cuda-arch")]
-    if t.ptxas is None:
-        return [skipped(check, f"no ptxas in {t.prefix}/bin")]
-    findings = []
-    for run in runs:
-        if run.ok:
-            findings.append(passed(check, f"{t.ptxas} assembles for {run.arch.sm}"))
-        else:
-            need = min_toolkit_for(run.arch) or "a newer CUDA"
-            findings.append(
-                failed(
-                    check,
-                    f"{t.ptxas} refuses {run.arch.sm}: {run.how}",
-                    fixes.add(env, *_cuda_packages(need, "cuda-version"), verb="set"),
-                )
-            )
-    return findings
+def not_run_text(nvcc: NvccRun) -> str:
+    """``was not run (--vllm-static: ...); its files say CUDA X (where)``."""
+    said = (
+        f"; its files say CUDA {nvcc.version} ({nvcc.version_from})"
+        if nvcc.version
+        else "; no file of it says its version"
+    )
+    return f"was not run ({nvcc.not_run}){said}"
 
 
 def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:

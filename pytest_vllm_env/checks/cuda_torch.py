@@ -95,7 +95,11 @@ def nvcc_torch(
         return skipped(CID, f"torch {torch_version} is a CPU-only build: nothing to compare")
     if nvcc is None:
         return skipped(CID, "no nvcc for a build: no CUDA_HOME/CUDA_PATH, none on PATH")
-    if not nvcc.ok or not nvcc.version:
+    if nvcc.not_run and not nvcc.known:
+        return skipped(
+            CID, f"{nvcc.path} ({why}) was not run: {nvcc.not_run}; no file says its version"
+        )
+    if not nvcc.known:
         return skipped(CID, f"{nvcc.path} ({why}) does not run: {nvcc.problem} (cuda.nvcc-runs)")
     have = nvcc.major_minor or nvcc.version
     ev = {"nvcc": nvcc.path, "chosen_by": why, "torch": torch_version, "torch_cuda": torch_cuda}

@@ -76,6 +76,13 @@ def _target(t: DeepGemmTarget, facts: DeepGemmFacts, env: PixiEnv) -> Finding:
             f"reinstall vLLM from its wheel ({fixes.reinstall(env, 'vllm', pypi=True)})" + off,
             **ev,
         )
+    if nvcc is not None and nvcc.not_run and not nvcc.release:
+        return skipped(
+            CID,
+            f"{head}: its nvcc {nvcc.path} was not run ({nvcc.not_run}) and no file of the env "
+            "says its CUDA release",
+            **ev,
+        )
     if facts.cuda_home is None or nvcc is None or not nvcc.release:
         why = facts.cuda_home_problem or (nvcc.problem if nvcc else "no nvcc")
         return warning(

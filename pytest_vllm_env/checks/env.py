@@ -20,12 +20,20 @@ def conda_meta_readable(env: PixiEnv) -> Finding:
         return skipped(check, f"{env.prefix} has no conda-meta/: not a conda or Pixi env")
     bad = [p for p in env.problems if _in_conda_meta(p.path)]
     if bad:
+        broken = [p for p in bad if not p.denied]
+        fix = (
+            "the env was left half-written (an interrupted install?): recreate it with "
+            "`pixi clean && pixi install` (or `pixi install -e NAME`) in the workspace"
+        )
+        if not broken:  # only permission: the records are fine, this user may not read them
+            fix = _permission_fix(env)
+        elif len(broken) < len(bad):
+            fix += f"; and for the others: {_permission_fix(env)}"
         return error(
             check,
             f"{len(bad)} conda-meta record(s) unreadable: "
             + "; ".join(f"{p.path}: {p.what}" for p in bad[:5]),
-            "the env was left half-written (an interrupted install?): recreate it with "
-            "`pixi clean && pixi install` (or `pixi install -e NAME`) in the workspace",
+            fix,
             bad_records=[str(p.path) for p in bad],
         )
     return passed(check, f"{len(env.conda_packages)} conda packages read from conda-meta")
@@ -41,11 +49,16 @@ def site_packages_readable(env: PixiEnv) -> Finding:
         )
     bad = [p for p in env.problems if not _in_conda_meta(p.path)]
     if bad:
+        fix = (
+            "reinstall the named distribution(s) with `pixi install` (or remove a symlink loop "
+            "under site-packages)"
+        )
+        if all(p.denied for p in bad):
+            fix = _permission_fix(env)
         return error(
             check,
             "unreadable Python metadata: " + "; ".join(f"{p.path}: {p.what}" for p in bad[:5]),
-            "reinstall the named distribution(s) with `pixi install` (or remove a symlink loop "
-            "under site-packages)",
+            fix,
             problems=[f"{p.path}: {p.what}" for p in bad],
         )
     return passed(
@@ -58,9 +71,11 @@ def site_packages_readable(env: PixiEnv) -> Finding:
 def python_found(env: PixiEnv) -> Finding:
     check = "env.python"
     if env.python is None:
+        if env.python_problem.endswith("Permission denied"):
+            return error(check, env.python_problem, _permission_fix(env))
         return failed(
             check,
-            f"no bin/python in {env.prefix}",
+            env.python_problem or f"no bin/python in {env.prefix}",
             _add_python(env),
         )
     return passed(check, f"{env.python} (Python {env.python_version or 'version unknown'})")
@@ -117,13 +132,48 @@ def activation_runs(env: PixiEnv) -> Finding:
             method=act.method,
         )
     set_here = sorted(act.sources)
+    if act.not_run:
+        # --vllm-static: whether the scripts source cleanly is known only by running them
+        unread = f"; not evaluated: {'; '.join(act.unread[:5])}" if act.unread else ""
+        return skipped(
+            check,
+            f"--vllm-static: {len(act.not_run)} activation script(s) read, not run "
+            f"({', '.join(act.not_run)}): {len(set_here)} variables taken from their "
+            f"assignments and the activation tables{unread}",
+            method=act.method,
+            variables=set_here,
+            not_run=list(act.not_run),
+            not_evaluated=list(act.unread),
+        )
     return passed(
         check, f"activation ({act.method}) sets {len(set_here)} variables", variables=set_here
     )
 
 
 def _add_python(env: PixiEnv) -> str:
-    return fixes.add(env, fixes.Package("python", "3.12.*"))
+    """Give the env back the Python it means: the one it declares (pixi.toml), has installed
+    (conda-meta) or was made with (its lib/python3.X, a venv's pyvenv.cfg); 3.12 only when
+    nothing says. An installed python whose interpreter is broken is reinstalled, not added."""
+    declared = fixes.declared_requirement(env, fixes.Package("python"))
+    installed = env.conda("python")
+    if installed is not None and env.locked is None:
+        said = f" ({declared[1]} declares python {declared[0]!r})" if declared else ""
+        return (
+            f"python {installed.version} is installed (conda-meta) but its files are damaged: "
+            f"reinstall it, {fixes.reinstall(env, 'python')}{said}"
+        )
+    if declared is not None:
+        return fixes.add(env, fixes.Package("python", declared[0]))
+    mm = ".".join((env.python_version or "").split(".")[:2])
+    return fixes.add(env, fixes.Package("python", f"{mm}.*" if mm else "3.12.*"))
+
+
+def _permission_fix(env: PixiEnv) -> str:
+    """The env is intact but this user may not read it: nothing to reinstall."""
+    return (
+        f"the files are intact but this user may not read them: run the suite as the user that "
+        f"owns {env.prefix}, or make the env readable (`chmod -R a+rX {env.prefix}`)"
+    )
 
 
 def _in_conda_meta(path: Path) -> bool:

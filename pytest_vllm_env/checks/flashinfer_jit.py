@@ -76,6 +76,13 @@ def _target(t: FlashInferTarget, facts: FlashInferFacts, env: PixiEnv) -> Findin
     }  # fmt: skip
     if t.prebuilt:
         return passed(JIT, f"{head}: nothing compiles, {t.prebuilt} provides the kernels", **ev)
+    if facts.nvcc is not None and facts.nvcc.not_run and not facts.nvcc.release:
+        return skipped(
+            JIT,
+            f"{head}: its nvcc {facts.nvcc.path} was not run ({facts.nvcc.not_run}) and no file "
+            "of the env says its CUDA release",
+            **ev,
+        )
     blocked = _blocked(t, facts)
     if blocked is None:
         return warning(

@@ -52,6 +52,14 @@ def _target(t: TritonTarget, facts: TritonPtxasFacts, env: PixiEnv) -> Finding:
     }
     if t.override:
         ev["override"] = f"{t.variable}={t.override} ({t.override_source or 'activation'})"
+    for binary in (t.override_binary, t.bundled if t.used is None else None):
+        if binary is not None and binary.not_run and not binary.release:
+            return skipped(
+                CID,
+                f"{where}: {binary.path} was not run ({binary.not_run}) and no file of the env "
+                "says its CUDA release",
+                **ev,
+            )
     ignored = ""
     if t.override and t.override_binary is not None and not t.override_binary.release:
         ignored = (

@@ -40,6 +40,7 @@ vLLM's setup.py run (``cuda.nvcc-torch`` compares it with torch's CUDA).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shlex
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vllm_env import proc
+from pytest_vllm_env.facts.static_tools import nvcc_from_files
 from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts, inside, run_nvcc
 from pytest_vllm_env.readers.torch_cmake import cmake_args
 from pytest_vllm_env.readers.vllm_build import NEW_VLLM, OLD_VLLM, VllmSetup, read_setup
@@ -111,7 +113,10 @@ def nvcc_run(
         return run_nvcc(path, t.environ, timeout).to_json()
 
     data = cached(f"nvcc-{path}", compute, [str(path)]) if cached else compute()
-    return NvccRun.from_json(data)
+    run = NvccRun.from_json(data)
+    if run.not_run:  # --vllm-static: what the files say of it
+        run = dataclasses.replace(run, **nvcc_from_files(t.env, path))
+    return run
 
 
 @dataclass(frozen=True)

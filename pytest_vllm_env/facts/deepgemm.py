@@ -122,7 +122,7 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
         else (Path(out.cuda_home) / "bin" / "nvcc" if out.cuda_home else None)
     )
     if nvcc is not None:
-        out.nvcc = release_of(nvcc, facts)
+        out.nvcc = release_of(nvcc, facts, env)
     out.min_nvcc, out.best_nvcc = _requirements(root, facts)
     return out
 

@@ -3,9 +3,12 @@
 Everything here is read statically: ``conda-meta/*.json`` for conda packages, the
 ``*.dist-info`` folders of the env's site-packages for Python distributions (through
 ``importlib.metadata`` on that path, never by importing them). The one thing that runs is
-activation: ``pixi shell-hook --json`` when a ``pixi`` binary is on PATH, otherwise the
-manifest's ``activation.env`` tables plus the env's ``etc/conda/activate.d`` scripts,
-sourced in a bash subprocess with a timeout so that their exports can be read back.
+activation: ``pixi shell-hook --json`` when a ``pixi`` binary is on PATH (pixi then runs the
+activation scripts), otherwise the manifest's ``activation.env`` tables plus the env's
+``etc/conda/activate.d`` scripts (a venv's ``bin/activate``, the manifest's ``[activation]
+scripts``), sourced in a bash subprocess with a timeout so that their exports can be read
+back. With ``--vllm-static`` (``PixiEnv.static``) nothing runs: the scripts are read
+(:mod:`pytest_vllm_env.facts.static_activation`).
 
 The target env is not the pytest env: :meth:`PixiEnv.environ` gives the environment a
 subprocess of the target (its Python, its nvcc, cmake) must run with.
@@ -13,6 +16,7 @@ subprocess of the target (its Python, its nvcc, cmake) must run with.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
@@ -89,6 +93,13 @@ class Problem:
 
     path: Path
     what: str
+    # no permission (EACCES/EPERM): the files are fine, this user may not read them
+    denied: bool = False
+
+
+def _problem(path: Path, what: str, exc: BaseException) -> Problem:
+    """A problem whose reason is ``exc``: ``denied`` when it is a permission error."""
+    return Problem(path, what, denied=isinstance(exc, PermissionError))
 
 
 @dataclass
@@ -104,11 +115,17 @@ class PixiEnv:
     site_packages: list[Path] = field(default_factory=list)
     python: Path | None = None
     python_version: str | None = None
+    # why there is no usable bin/python3 or bin/python when one is there ("a dangling symlink
+    # to ...", "cannot be read: Permission denied"); '' when it is fine or simply absent
+    python_problem: str = ""
     problems: list[Problem] = field(default_factory=list)
     base_environ: dict[str, str] = field(default_factory=dict, repr=False)
     # Lock mode (facts/lock_env.py): the pixi.lock this env's packages were read from, because it
     # is not installed or --vllm-from-lock asked; None for an env read from its files.
     locked: Any = field(default=None, repr=False)
+    # --vllm-static: nothing of the env may run (activation scripts are read, not sourced; pixi
+    # shell-hook is not called; tools of the env are not started: proc.confine refuses them)
+    static: bool = False
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
@@ -134,9 +151,11 @@ class PixiEnv:
         if not meta.is_dir():
             return
         try:
-            records = sorted(meta.glob("*.json"))
+            # listed with scandir, not glob: glob passes over a folder it may not read, and the
+            # env then had no conda packages, silently
+            records = sorted(p for p in meta.iterdir() if p.name.endswith(".json"))
         except OSError as exc:
-            self.problems.append(Problem(meta, f"cannot list: {exc.strerror or exc}"))
+            self.problems.append(_problem(meta, f"cannot list: {exc.strerror or exc}", exc))
             return
         for record in records:
             try:
@@ -150,7 +169,7 @@ class PixiEnv:
                     record=record,
                 )
             except OSError as exc:
-                self.problems.append(Problem(record, f"cannot read: {exc.strerror or exc}"))
+                self.problems.append(_problem(record, f"cannot read: {exc.strerror or exc}", exc))
                 continue
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 what = (
@@ -171,6 +190,8 @@ class PixiEnv:
             if _exists(candidate):
                 self.python = candidate
                 break
+        if self.python is None:
+            self.python_problem = _python_problem(self.prefix / "bin")
         pkg = self.conda_packages.get("python")
         if pkg:
             self.python_version = pkg.version
@@ -191,7 +212,7 @@ class PixiEnv:
             try:
                 dists = list(metadata.distributions(path=[str(sp)]))
             except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder
-                self.problems.append(Problem(sp, f"cannot list distributions: {exc}"))
+                self.problems.append(_problem(sp, f"cannot list distributions: {exc}", exc))
                 continue
             for dist in dists:
                 try:
@@ -200,7 +221,7 @@ class PixiEnv:
                     where = getattr(dist, "_path", sp)
                     why = exc.strerror if isinstance(exc, files.Refused) else exc
                     path = Path(exc.filename) if isinstance(exc, files.Refused) else Path(where)
-                    self.problems.append(Problem(path, f"unreadable metadata: {why}"))
+                    self.problems.append(_problem(path, f"unreadable metadata: {why}", exc))
                     continue
                 if not name:
                     continue
@@ -293,8 +314,13 @@ class Activation:
     environ: dict[str, str]
     # variable -> where it was set: "[activation.env] in pixi.toml", "etc/conda/activate.d/x.sh"
     sources: dict[str, str] = field(default_factory=dict)
+    # "pixi" (pixi shell-hook ran the scripts), "sourced" (we sourced them in bash), "static"
+    # (nothing ran: tables and env_vars.d only, or --vllm-static read the scripts)
     method: str = "static"
     problems: list[str] = field(default_factory=list)
+    # --vllm-static: the scripts read instead of sourced, and their lines not evaluated
+    not_run: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
 
     def changed(self, base: Mapping[str, str]) -> dict[str, str]:
         return {k: v for k, v in self.environ.items() if base.get(k) != v}
@@ -307,6 +333,8 @@ def compute_activation(env: PixiEnv) -> Activation:
     pixi = shutil.which("pixi", path=env.base_environ.get("PATH"))
     if env.locked is not None:
         pixi = None  # `pixi shell-hook` installs a missing env first: never in lock mode
+    if env.static:
+        pixi = None  # --vllm-static: shell-hook would run the env's activation scripts
     if pixi and manifest and env.name:
         result = proc.run(
             # --frozen: never rewrite pixi.lock; --no-install: never touch the env (without
@@ -387,10 +415,19 @@ def compute_activation(env: PixiEnv) -> Activation:
     for script in [s for s in scripts if _exists(s) and not files.regular(s)]:
         problems.append(f"{script}: not sourced: not a regular file ({files.describe(script)})")
         scripts.remove(script)
+    if scripts and env.static:
+        from pytest_vllm_env.facts.static_activation import read_scripts
+
+        environ, script_sources, script_problems, unread = read_scripts(scripts, environ)
+        sources.update(script_sources)
+        problems.extend(script_problems)
+        not_run = [str(s) for s in scripts]
+        return Activation(environ, sources, "static", problems, not_run, unread)
     if scripts:
         environ, script_sources, script_problems = _source_scripts(scripts, environ)
         sources.update(script_sources)
         problems.extend(script_problems)
+        return Activation(environ, sources, "sourced", problems)
     return Activation(environ, sources, "static", problems)
 
 
@@ -513,6 +550,10 @@ def locate(
         candidate = Path(value).expanduser()
         if looks_like_path or candidate.exists():
             prefix = _abs(candidate)
+            if not manifest and not _lexists(prefix) and _workspace_manifest(prefix) is None:
+                # nothing there and no workspace declares it (the README's example path,
+                # a typo): say so, rather than judge a manifest found near the working dir
+                raise EnvError(_no_such_env(prefix))
             name, owner = _pixi_env_of(prefix, manifest_path if manifest else None)
             if manifest:  # given: kept even when it does not map (env.manifest says why)
                 owner = manifest_path
@@ -547,7 +588,58 @@ def locate(
         if owner is None and manifest_path is not None:
             name, owner = _pixi_env_of(prefix, manifest_path, strict=True)
         return EnvSpec(prefix, name, owner, "$CONDA_PREFIX")
-    return EnvSpec(_abs(Path(default_prefix)), None, None, "the interpreter running pytest")
+    if manifest_path is not None:
+        return _workspace_default(manifest_path)
+    return EnvSpec(_abs(Path(default_prefix)), None, None, INTERPRETER)
+
+
+# The source of an env judged because nothing named one: the Python running pytest itself
+# (the header says so loudly: plugins/terminal.py).
+INTERPRETER = "the interpreter running pytest"
+
+
+def _workspace_default(manifest_path: Path) -> EnvSpec:
+    """No --vllm-env and no $CONDA_PREFIX, inside a Pixi workspace (or with --pixi-manifest):
+    the workspace's default env, the one `pixi run` and `pixi shell` use, not the Python that
+    runs pytest (issue 21: a workspace was judged by our own venv, silently)."""
+    try:
+        parsed = load_manifest(manifest_path)
+    except ManifestError as exc:
+        raise EnvError(
+            f"no --vllm-env given, and the Pixi workspace here cannot be read to find its "
+            f"default env: {exc}. Pass --vllm-env=PREFIX (or fix the manifest)"
+        ) from None
+    return EnvSpec(
+        parsed.env_prefix("default"),
+        "default",
+        manifest_path,
+        f"no --vllm-env: the default env of {manifest_path}",
+    )
+
+
+def _no_such_env(prefix: Path) -> str:
+    """``--vllm-env`` names a path where nothing is, and no workspace declares it: say so, and
+    which part of it is missing (``/path/to/workspace/...``: an example path, never replaced)."""
+    missing = prefix
+    while not _lexists(missing.parent) and missing.parent != missing:
+        missing = missing.parent
+    where = (
+        f" ({missing} does not exist either, and no Pixi workspace declares this env: a "
+        "placeholder path to replace with your workspace's?)"
+        if missing != prefix
+        else ""
+    )
+    return (
+        f"{prefix}: no such directory{where}. Create the env first (`pixi install` in the "
+        "workspace, or `pixi install -e NAME`) or pass the right --vllm-env"
+    )
+
+
+def _lexists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
 
 
 def _pixi_env_of(
@@ -599,10 +691,12 @@ def _env_name_of(prefix: Path) -> str | None:
 
 
 def _workspace_manifest(prefix: Path) -> Path | None:
-    """The manifest of the workspace that owns ``<ws>/.pixi/envs/NAME``, if any."""
+    """The manifest of the workspace that owns ``<ws>/.pixi/envs/NAME``, if any: pixi puts
+    ``.pixi`` beside the manifest, so it is in ``<ws>`` itself (searching above ``<ws>`` found
+    the manifest of whatever checkout a path that does not exist was typed in)."""
     if _env_name_of(prefix) is None:
         return None
-    return find_manifest(prefix.parents[2])
+    return find_manifest(prefix.parents[2], upward=False)
 
 
 def _abs(path: Path) -> Path:
@@ -634,6 +728,31 @@ def _checked_prefix(prefix: Path) -> Path:
     return resolved
 
 
+def _python_problem(bin_dir: Path) -> str:
+    """What is wrong with ``bin/python3`` / ``bin/python`` when neither can be used: a
+    symlink whose target is gone, or a file or folder this user may not read; '' when
+    neither is there at all."""
+    for name in ("python3", "python"):
+        path = bin_dir / name
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            try:
+                target = os.readlink(path)
+            except OSError:
+                continue  # not there at all
+            return f"{path} is a dangling symlink to {target}"
+        except OSError as exc:
+            return f"{path} cannot be read: {exc.strerror or exc}"
+    try:
+        os.listdir(bin_dir)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return f"{bin_dir} cannot be read: {exc.strerror or exc}"
+    return ""
+
+
 def _exists(path: Path) -> bool:
     try:
         return path.exists()
@@ -655,7 +774,7 @@ def _read_text(path: Path, problems: list[Problem]) -> str:
     except FileNotFoundError:
         return ""
     except OSError as exc:
-        problems.append(Problem(path, f"cannot read: {exc.strerror or exc}"))
+        problems.append(_problem(path, f"cannot read: {exc.strerror or exc}", exc))
         return ""
 
 
@@ -669,7 +788,15 @@ def _scalar(value: object) -> str:
 
 def _safe_glob(folder: Path, pattern: str, problems: list[Problem]) -> list[Path]:
     try:
-        return sorted(p for p in folder.glob(pattern))
+        # scandir, not glob: glob passes over a folder it may not read without a word
+        # (hidden names excluded, as glob and a shell's `*.sh` exclude them)
+        return sorted(
+            p
+            for p in folder.iterdir()
+            if fnmatch.fnmatchcase(p.name, pattern) and not p.name.startswith(".")
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     except OSError as exc:
-        problems.append(Problem(folder, f"cannot list: {exc.strerror or exc}"))
+        problems.append(_problem(folder, f"cannot list: {exc.strerror or exc}", exc))
         return []

@@ -555,6 +555,20 @@ def rebuild(env: PixiEnv, name: str, *, source: str = "") -> Fix:
 
 
 # -- what the manifest declares --------------------------------------------------------------
+def declared_requirement(env: PixiEnv, package: Package) -> tuple[str, str] | None:
+    """``(the spec as written, where)`` of ``package`` in the env's manifest, e.g.
+    ``('3.11.*', '[dependencies] of pixi.toml')``; None when it is not declared."""
+    manifest = env.manifest
+    if manifest is None or not env.name:
+        return None
+    for table, where in _dependency_tables(manifest, env.name, package.pypi):
+        for key, value in table.items():
+            if _same_name(package.name, str(key)):
+                spec = value.get("version", "") if isinstance(value, Mapping) else value
+                return str(spec), f"{where} of {manifest.path.name}"
+    return None
+
+
 def declared_in(env: PixiEnv, package: Package) -> str | None:
     """``[feature.cuda.dependencies] of pixi.toml`` when the env's manifest declares
     ``package`` for this env (any feature of it, the ``linux-64`` target tables included)."""

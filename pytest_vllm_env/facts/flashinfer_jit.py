@@ -85,8 +85,8 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
     override = environ.get(out.rule.nvcc_variable or "") if out.rule.nvcc_variable else None
     nvcc_path = Path(override) if override else home_nvcc
     if nvcc_path is not None:
-        out.nvcc = release_of(nvcc_path, facts)
-    version_nvcc = release_of(home_nvcc, facts) if home_nvcc is not None else None
+        out.nvcc = release_of(nvcc_path, facts, env)
+    version_nvcc = release_of(home_nvcc, facts, env) if home_nvcc is not None else None
     out.torch_cuda = torch_cuda(env)
     if version_nvcc is not None and version_nvcc.release:
         out.cuda_version, out.cuda_version_how = version_nvcc.release, f"{home_nvcc} --version"

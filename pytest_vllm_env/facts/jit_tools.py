@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vllm_env import files, proc
+from pytest_vllm_env.facts.static_tools import cuda_tool_release
 
 RELEASE = re.compile(r"release (\d+\.\d+)")
 VERSION_TIMEOUT = 30.0
@@ -30,10 +31,13 @@ class Binary:
     release: str | None = None
     how: str = ""  # "`ptxas --version`", "the measured bundle of triton 3.6.0"
     problem: str = ""
+    not_run: str = ""  # --vllm-static: why it was not run (``release`` then from its files)
 
 
-def release_of(path: Path, facts: Facts | None = None) -> Binary:
-    """Run ``path --version`` once (cached) and read its CUDA release."""
+def release_of(path: Path, facts: Facts | None = None, env: Any = None) -> Binary:
+    """Run ``path --version`` once (cached) and read its CUDA release. Not run
+    (``--vllm-static``): the release the env's files give it (the package that installed it:
+    :func:`pytest_vllm_env.facts.static_tools.cuda_tool_release`), when ``env`` is given."""
 
     def compute() -> dict[str, Any]:
         if not files.regular(path):
@@ -41,13 +45,21 @@ def release_of(path: Path, facts: Facts | None = None) -> Binary:
         result = proc.run(
             [path, "--version"], timeout=VERSION_TIMEOUT, env={"PATH": "/usr/bin:/bin"}
         )
+        if result.not_run:
+            return asdict(Binary(str(path), problem=result.describe(), not_run=result.not_run))
         match = RELEASE.search(result.output)
         if not result.ok or match is None:
             return asdict(Binary(str(path), problem=result.describe()))
         return asdict(Binary(str(path), match.group(1), f"`{path.name} --version`"))
 
     data = facts("tool-release", compute, [str(path)]) if facts else compute()
-    return Binary(**data)
+    binary = Binary(**data)
+    if binary.not_run and env is not None:
+        version, how = cuda_tool_release(env, path)
+        if version:
+            release = ".".join(version.split(".")[:2])
+            return Binary(binary.path, release, f"not run; {how}", not_run=binary.not_run)
+    return binary
 
 
 def torch_cuda(env: Any) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -47,6 +47,9 @@ class LockSource:
     locked: LockedEnv | None = None
     error: LockError | None = None
     seconds: float = 0.0  # time spent reading and resolving the lock
+    # when the judged env locks no vLLM: the other envs of the lock that do, on the same
+    # platform, with the version each locks ({"cuda": "0.26.0"}); empty otherwise
+    vllm_elsewhere: dict[str, str] = field(default_factory=dict)
 
     @property
     def describe(self) -> str:
@@ -120,8 +123,32 @@ def read_source(
         source.platform = source.locked.platform
     except LockError as exc:
         source.error = exc
+    if source.lock is not None and (source.locked is None or _vllm_of(source.locked) is None):
+        source.vllm_elsewhere = vllm_envs(source.lock, platform, but=env_name)
     source.seconds = time.perf_counter() - start
     return source
+
+
+def _vllm_of(locked: LockedEnv) -> str | None:
+    """The vLLM version ``locked`` installs (a PyPI wheel or sdist, or conda-forge's)."""
+    pkg = locked.pypi_package("vllm") or locked.conda_package("vllm")
+    return pkg.version if pkg is not None else None
+
+
+def vllm_envs(lock: LockFile, platform: str, *, but: str = "") -> dict[str, str]:
+    """``{env: vLLM version}`` for each env of ``lock`` (other than ``but``) that locks vLLM
+    on ``platform``: where the vLLM of a workspace lives when the env judged has none."""
+    found: dict[str, str] = {}
+    for name in sorted(lock.environments):
+        if name == but:
+            continue
+        try:
+            version = _vllm_of(lock.env(name, platform))
+        except LockError:
+            continue  # not locked for this platform, or broken: lock.file judges the judged env
+        if version is not None:
+            found[name] = version
+    return found
 
 
 def open_env(spec: EnvSpec, *, from_lock: bool = False, platform: str | None = None) -> PixiEnv:

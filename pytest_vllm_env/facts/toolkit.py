@@ -15,6 +15,7 @@ finds, where NVTX is. :func:`ptxas_runs` is the real ptxas run behind ``cuda.arc
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -27,6 +28,7 @@ from pytest_vllm_env import defaults, proc
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.binaries import torch_root
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.static_tools import nvcc_from_files
 from pytest_vllm_env.readers.torch_version import read_torch_cuda
 from pytest_vllm_env.tables.archs import Arch
 from pytest_vllm_env.tables.cuda_libs import COMPONENTS, CUDA_PACKAGES, HEADERS, TARGET_LIBS
@@ -51,10 +53,20 @@ class NvccRun:
     top: str | None = None  # "#$ TOP=" from nvcc -v: what CMake takes as the toolkit root
     includes: tuple[str, ...] = ()  # -I dirs from nvcc -v (nvcc.profile INCLUDES)
     libraries: tuple[str, ...] = ()  # -L dirs from nvcc -v (nvcc.profile LIBRARIES)
+    # --vllm-static: why it was not run; ``version`` then comes from the env's files
+    # (facts/static_tools.py), and ``version_from`` says which
+    not_run: str = ""
+    version_from: str = ""
+    timed_out: float = 0.0  # killed after this many seconds (--cuda-tool-timeout); 0: it was not
 
     @property
     def major_minor(self) -> str | None:
         return ".".join(self.version.split(".")[:2]) if self.version else None
+
+    @property
+    def known(self) -> bool:
+        """Its version is known: it ran, or (not run: --vllm-static) the files say it."""
+        return bool(self.version) and (self.ok or bool(self.not_run))
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -105,10 +117,12 @@ class ToolkitFacts:
     runtime_in_targets: bool = False  # targets/x86_64-linux/include/cuda_runtime.h exists
     nvtx_header: Path | None = None  # an nvToolsExt.h in an include/ dir (toolkit or PyPI's)
     nvtx_outside: list[str] = field(default_factory=list)  # PyPI's nvidia/nvtx files
+    # the env read (for an nvcc that was not run: its version is read from the env's files)
+    env: Any = field(default=None, repr=False, compare=False)
 
     @property
     def version(self) -> str | None:
-        return self.nvcc.version if self.nvcc and self.nvcc.ok else None
+        return self.nvcc.version if self.nvcc and self.nvcc.known else None
 
     def unversioned(self, name: str) -> Path | None:
         """The ``libX.so`` CMake can find (a symlink whose target exists counts)."""
@@ -141,6 +155,8 @@ def read_toolkit(
         key = f"nvcc-{subject}"
         data = cached(key, compute, [str(subject)]) if cached else compute()
         nvcc = NvccRun.from_json(data)
+        if nvcc.not_run:  # --vllm-static: what the env's files say of it
+            nvcc = dataclasses.replace(nvcc, **nvcc_from_files(env, subject))
     packages = {n: env.conda_packages[n].version for n in CUDA_PACKAGES if n in env.conda_packages}
     broken = [str(p.path) for p in env.problems if p.path.parent.name == "conda-meta"]
     include_dirs = [d for d in (prefix / "include", prefix / TARGETS / "include") if d.is_dir()]
@@ -200,6 +216,7 @@ def read_toolkit(
         python_is_env=python is not None and _same_python(python, env),
         runtime_in_targets=(prefix / TARGETS / "include" / "cuda_runtime.h").is_file(),
         nvtx_outside=_nvtx_outside(env),
+        env=env,
     )
     facts.nvtx_header = _nvtoolsext_header(env, facts)
     facts.owned = owns_toolkit(env, facts)
@@ -274,6 +291,10 @@ def _nvtx_outside(env: PixiEnv) -> list[str]:
 def run_nvcc(nvcc: Path, environ: Mapping[str, str], timeout: float = NVCC_TIMEOUT) -> NvccRun:
     """``nvcc --version``, ``--list-gpu-arch`` and ``-v`` (what CMake runs), each bounded."""
     result = proc.run([nvcc, "--version"], env=environ, timeout=timeout)
+    if result.not_run:
+        return NvccRun(str(nvcc), False, not_run=result.not_run)
+    if result.timed_out:
+        return NvccRun(str(nvcc), False, problem=result.describe(), timed_out=timeout)
     if not result.ok:
         return NvccRun(str(nvcc), False, problem=result.describe())
     match = re.search(r"release \S+ V(\d+\.\d+\.\d+)", result.stdout) or re.search(
@@ -401,6 +422,8 @@ class PtxasRun:
     arch: Arch
     ok: bool
     how: str  # the run's one-line description (its last line of output when it failed)
+    not_run: str = ""  # --vllm-static: why it was not run
+    timed_out: bool = False  # killed at the timeout: says nothing of the arch
 
 
 def ptxas_runs(t: ToolkitFacts, archs: Sequence[Arch], workdir: Path) -> list[PtxasRun]:
@@ -411,7 +434,7 @@ def ptxas_runs(t: ToolkitFacts, archs: Sequence[Arch], workdir: Path) -> list[Pt
     runs = []
     for arch in archs:
         result = ptxas_accepts(t.ptxas, arch, workdir, t.environ)
-        runs.append(PtxasRun(arch, result.ok, result.describe()))
+        runs.append(PtxasRun(arch, result.ok, result.describe(), result.not_run, result.timed_out))
     return runs
 
 

@@ -61,9 +61,10 @@ class TritonPtxasFacts:
         return asdict(self)
 
 
-def ptxas_release(path: Path, facts: Facts | None = None) -> Binary:
-    """Run ``path --version`` once (cached) and read its CUDA release."""
-    return release_of(path, facts)
+def ptxas_release(path: Path, facts: Facts | None = None, env: PixiEnv | None = None) -> Binary:
+    """Run ``path --version`` once (cached) and read its CUDA release (with ``env``, from
+    the env's files when it may not run: ``--vllm-static``)."""
+    return release_of(path, facts, env)
 
 
 def triton_root(env: PixiEnv) -> Path | None:
@@ -109,7 +110,7 @@ def read(env: PixiEnv, capabilities: list[tuple[str, int]], facts: Facts | None 
         choice = rules.choice(cap)
         if choice is None:
             continue
-        bundled = ptxas_release(root.parent / triton_source.BIN_DIR / choice.tool, facts)
+        bundled = ptxas_release(root.parent / triton_source.BIN_DIR / choice.tool, facts, env)
         if bundled.release is None and files.describe(Path(bundled.path)) == "a regular file":
             row = ptxas_table.TRITON_BUNDLED.get(version.split("+")[0], {})
             if choice.tool in row:  # cannot run here (another machine's binary): measured row
@@ -120,13 +121,13 @@ def read(env: PixiEnv, capabilities: list[tuple[str, int]], facts: Facts | None 
         override_binary = None
         used: PtxasBinary | None = bundled if bundled.release else None
         if override:
-            override_binary = ptxas_release(Path(override), facts)
+            override_binary = ptxas_release(Path(override), facts, env)
             if override_binary.release:
                 used = override_binary
         if used is None and rules.path_fallback:  # conda-forge: then `ptxas` on PATH
             found = env.which(choice.tool)
             if found is not None:
-                on_path = ptxas_release(found, facts)
+                on_path = ptxas_release(found, facts, env)
                 if on_path.release:
                     used = Binary(
                         on_path.path, on_path.release, on_path.how + ", on the activated PATH"
@@ -168,5 +169,5 @@ def candidates(env: PixiEnv, facts: Facts | None = None) -> list[Binary]:
         if str(path) in seen or not files.regular(path):
             continue
         seen.add(str(path))
-        out.append(release_of(path, facts))
+        out.append(release_of(path, facts, env))
     return out

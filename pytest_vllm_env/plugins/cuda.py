@@ -48,6 +48,45 @@ def _timeout(config: pytest.Config) -> float:
 
 def pytest_configure(config: pytest.Config) -> None:
     _timeout(config)  # a bad number is a usage error at start, not in the first test
+    _check_cmake(config)
+
+
+def _check_cmake(config: pytest.Config) -> None:
+    """``--cmake`` must be a CMake: a path that is not an executable file, or a program whose
+    ``--version`` says no CMake version, is a usage error at start (it was passed over without
+    a word, and the NVTX prediction skipped: issue 21). Not run with ``--vllm-static`` (it
+    may lie in a judged env: its version then comes from its package, or nothing runs it)."""
+    value = settings.get(config, "cmake")
+    path = settings.get_path(config, "cmake")
+    if path is None:
+        return  # (and nothing of ours is imported: a run without --cmake loads no reader)
+    import os
+
+    from pytest_vllm_env import files, proc
+    from pytest_vllm_env.plugins.session import static_mode
+    from pytest_vllm_env.readers.cmake_output import parse_cmake_version
+
+    what = files.describe(path)
+    if what != "a regular file" or not os.access(path, os.X_OK):
+        why = {"a regular file": "is not executable", "missing": "does not exist"}.get(
+            what, f"is {what}"
+        )
+        raise pytest.UsageError(f"--cmake={value}: {path} {why}: pass the path of a cmake")
+    if static_mode(config):
+        return  # --vllm-static: the envs are not located yet; cmake_version_for_env decides
+    result = proc.run([path, "--version"], timeout=_timeout(config))
+    if result.ok and parse_cmake_version(result.stdout):
+        return
+    if result.timed_out:
+        how = (
+            f"`{path} --version` did not answer within {_timeout(config):g} s "
+            "(--cuda-tool-timeout; raise it on a slow machine)"
+        )
+    elif result.launch_error:
+        how = f"`{path} --version` could not start: {result.launch_error}"
+    else:
+        how = f"`{path} --version` exited {result.returncode} and printed no `cmake version X.Y.Z`"
+    raise pytest.UsageError(f"--cmake={value}: {how}: not a CMake")
 
 
 @pytest.fixture(scope="session")
@@ -125,17 +164,27 @@ def cmake_for_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> Path | N
 
 @pytest.fixture(scope="session")
 def cmake_version_for_env(
-    cmake_for_env: Path | None, cuda_toolkit: toolkit.ToolkitFacts, vllm_fact_cache: FactCache
+    vllm_env: PixiEnv,
+    cmake_for_env: Path | None,
+    cuda_toolkit: toolkit.ToolkitFacts,
+    vllm_fact_cache: FactCache,
 ) -> str | None:
-    """``cmake --version`` of ``cmake_for_env`` (cached per cmake path), or None."""
+    """``cmake --version`` of ``cmake_for_env`` (cached per cmake path), or None. With
+    ``--vllm-static`` a cmake of the env is not run: its version comes from the package that
+    installed it (:func:`pytest_vllm_env.facts.static_tools.cmake_version_from_files`), and a
+    cmake from outside the env runs with the shell's environment, not the env's activation."""
+    from pytest_vllm_env.facts import static_tools
     from pytest_vllm_env.runners import cmake_probe as probe_mod
 
     if cmake_for_env is None:
         return None
     cm = cmake_for_env
+    if vllm_env.static and static_tools.inside(cm, vllm_env.prefix):
+        return static_tools.cmake_version_from_files(vllm_env, cm)[0]
+    environ = dict(vllm_env.base_environ) if vllm_env.static else cuda_toolkit.environ
 
     def compute() -> str | None:
-        return probe_mod.cmake_version(cm, cuda_toolkit.environ)
+        return probe_mod.cmake_version(cm, environ)
 
     return vllm_fact_cache.get(f"cmake-version-{cm}", compute, [str(cm)])
 

@@ -105,8 +105,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not items:
         return
     from pytest_vllm_env.facts.env import EnvError
-    from pytest_vllm_env.plugins.session import state, visible_gpu_archs
+    from pytest_vllm_env.plugins.session import state, static_mode, visible_gpu_archs
 
+    if static_mode(config):
+        return  # the gpu tier is skipped: nothing of the env's Python runs
     st = state(config)
     try:
         specs = st.specs()

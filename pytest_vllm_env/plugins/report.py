@@ -10,13 +10,16 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_vllm_env.plugins import settings
 from pytest_vllm_env.plugins.session import node_name, state
 from pytest_vllm_env.plugins.verdict import strict_mode
+
+if TYPE_CHECKING:
+    from pytest_vllm_env.facts.env import PixiEnv
 
 HEADER_PACKAGES = ("torch", "vllm", "xformers", "flash-attn", "nvidia-modelopt")
 TOOLKIT_PACKAGES = ("cuda-version", "cuda-nvcc", "cuda-toolkit", "cudatoolkit")
@@ -77,6 +80,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
+def _vllm_elsewhere(env: PixiEnv) -> dict[str, Any]:
+    """Lock mode, an env that locks no vLLM: ``{"vllm_in_other_envs": {env: version}}`` for
+    the envs of the lock that do (absent otherwise, so that reports without it stay as they
+    were)."""
+    elsewhere = env.locked.vllm_elsewhere if env.locked is not None else {}
+    if not elsewhere or env.version_of("vllm"):
+        return {}
+    return {"vllm_in_other_envs": dict(elsewhere)}
+
+
 def write_report(config: pytest.Config, path: Path) -> None:
     """``{"schema": 2, "env": ..., "targets": ..., "strict": ..., "node": ..., "checks":
     [...], "fixes": [...]}``: stable, parsed by tools. Schema 2 added the ``warning`` outcome
@@ -101,6 +114,7 @@ def write_report(config: pytest.Config, path: Path) -> None:
                     "python": str(env.python) if env.python else None,
                     "python_version": env.python_version,
                     "judged_from": str(env.locked.path) if env.locked is not None else "files",
+                    **_vllm_elsewhere(env),
                     "packages": {
                         n: env.version_of(n)
                         for n in HEADER_PACKAGES + TOOLKIT_PACKAGES
@@ -117,6 +131,8 @@ def write_report(config: pytest.Config, path: Path) -> None:
         resolved, archs_source = st.archs(first)
         archs = [str(a) for a in resolved]
         python, environ = first.python, first.environ()
+        if first.static:  # --vllm-static: the node is read with our Python and the shell's
+            python, environ = None, None
     name, name_source = node_name(config)
     report = {
         "schema": REPORT_SCHEMA,

@@ -109,13 +109,37 @@ class SessionState:
             return []
 
     def env(self, spec: EnvSpec) -> PixiEnv:
-        """The env of ``spec``, read once (from its files, or in lock mode from pixi.lock)."""
+        """The env of ``spec``, read once (from its files, or in lock mode from pixi.lock).
+        With ``--vllm-static`` it is marked static and its tree is kept out of every run
+        (:func:`pytest_vllm_env.proc.confine`) before anything of it could start."""
         if spec.prefix not in self._envs:
             from pytest_vllm_env.facts.lock_env import open_env
 
             from_lock, platform = lock_mode(self.config)
-            self._envs[spec.prefix] = open_env(spec, from_lock=from_lock, platform=platform)
+            if static_mode(self.config):
+                self._confine(spec.prefix, spec.manifest, spec.name)
+            env = open_env(spec, from_lock=from_lock, platform=platform)
+            env.static = static_mode(self.config)
+            if env.static:
+                self._confine(env.prefix, env.manifest_path, env.name)
+            self._envs[spec.prefix] = env
         return self._envs[spec.prefix]
+
+    def _confine(self, prefix: Path, manifest: Path | None, name: str | None) -> None:
+        """``--vllm-static``: nothing may run that names the env's tree, or the activation
+        scripts its manifest lists (they live in the workspace, outside the prefix)."""
+        from pytest_vllm_env import proc
+        from pytest_vllm_env.readers.pixi import ManifestError, load_manifest
+
+        roots = [prefix]
+        if manifest is not None and name:
+            try:
+                roots += load_manifest(manifest).activation_scripts(name)
+            except ManifestError:
+                pass  # env.manifest says why; there is then no script to run either
+        if not proc.confined_roots():
+            self.config.add_cleanup(proc.unconfine)
+        proc.confine(roots, "--vllm-static: it would run code of the judged env")
 
     def archs(self, env: PixiEnv) -> tuple[list[Arch], str]:
         """The target archs for ``env`` and where they came from: ``--cuda-arch``, else
@@ -137,6 +161,14 @@ class SessionState:
             self._fact_cache = FactCache.choose(found) if found else FactCache(None)
             if self._fact_cache.note:
                 self.notes.append(f"vllm-env: {self._fact_cache.note}")
+            if static_mode(self.config):
+                # what a run of the env's tools said (kept by an earlier run) is not what
+                # --vllm-static knows: its facts are kept apart, so verdicts never depend on it
+                cache = self._fact_cache
+                real_get = cache.get
+                cache.get = lambda name, compute, deps=(), *extra: real_get(  # type: ignore[method-assign]
+                    name, compute, deps, *extra, "--vllm-static"
+                )
         return self._fact_cache
 
     def guard_pytest_cache(self) -> None:
@@ -157,6 +189,11 @@ def lock_mode(config: pytest.Config) -> tuple[bool, str]:
     option = config.getoption("vllm_from_lock", default=None)
     from_lock = bool(option) if option is not None else bool(config.getini("vllm_from_lock"))
     return from_lock, settings.get(config, "pixi_platform") or current_platform()
+
+
+def static_mode(config: pytest.Config) -> bool:
+    """``--vllm-static`` / ``vllm_static``: nothing of the judged env runs."""
+    return settings.get_flag(config, "vllm_static")
 
 
 def _resolve_archs(config: pytest.Config, env: PixiEnv) -> tuple[list[Arch], str]:
@@ -270,6 +307,29 @@ def pytest_collection_modifyitems(
         # a pull request's: its env names reach the terminal escaped).
         raise pytest.UsageError(terminal_safe(f"pytest-vllm-env: {exc}")) from None
     st.guard_pytest_cache()
+    if static_mode(config):
+        _skip_runs(items)
+
+
+# The tiers whose every check runs the env's code: the gpu tier its Python (torch, vLLM,
+# xformers probes), the build tier its nvcc, ptxas, CMake with torch's CMake files, Python.
+STATIC_SKIPS = {
+    "gpu": "--vllm-static: the gpu tier runs the env's Python (torch, vLLM); not run",
+    "build": "--vllm-static: the build tier runs the env's nvcc, ptxas, CMake (with torch's "
+    "CMake files) and Python; not run",
+}
+
+
+def _skip_runs(items: list[pytest.Item]) -> None:
+    """``--vllm-static``: skip, with the reason, every check of the judged env that can only
+    be judged by running its code."""
+    for item in items:
+        if "vllm_env" not in getattr(item, "fixturenames", ()):
+            continue
+        for tier, why in STATIC_SKIPS.items():
+            if item.get_closest_marker(tier) is not None:
+                item.add_marker(pytest.mark.skip(reason=why))
+                break
 
 
 # -- fixtures ------------------------------------------------------------------------------

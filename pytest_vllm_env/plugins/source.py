@@ -30,6 +30,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     project_path(config)  # a path that is not there is a usage error at start
+    source_path(config)
+
+
+# What every vLLM checkout holds at its top (setup.py since 0.1, pyproject.toml and
+# CMakeLists.txt since 0.4): a folder with none of them is no vLLM source tree.
+SOURCE_MARKERS = ("setup.py", "pyproject.toml", "CMakeLists.txt")
+
+
+def source_path(config: pytest.Config) -> Path | None:
+    """``--vllm-source`` as a path; one that is missing, a file, or a folder with none of
+    :data:`SOURCE_MARKERS` is a usage error at start (it was judged as a vLLM build and
+    blamed the env's CMake and torch: issue 21)."""
+    value = settings.get(config, "vllm_source")
+    path = settings.get_path(config, "vllm_source")
+    if path is None:
+        return None
+    from pytest_vllm_env import files
+
+    what = files.describe(path)
+    if what != "a directory":
+        why = "does not exist" if what == "missing" else f"is {what}, not a folder"
+        raise pytest.UsageError(
+            f"--vllm-source={value}: {path} {why}: pass the top of a vLLM checkout (the folder "
+            "holding its setup.py and CMakeLists.txt)"
+        )
+    try:
+        held = [m for m in SOURCE_MARKERS if (path / m).exists()]
+    except OSError as exc:
+        raise pytest.UsageError(f"--vllm-source={value}: cannot read {path}: {exc}") from None
+    if not held:
+        raise pytest.UsageError(
+            f"--vllm-source={value}: {path} holds none of {', '.join(SOURCE_MARKERS)}: not a "
+            "vLLM source tree (pass the top of a vLLM checkout)"
+        )
+    return path
 
 
 def project_path(config: pytest.Config) -> Path | None:

@@ -71,6 +71,8 @@ def _notes(config: pytest.Config) -> list[str]:
 
 def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str]:
     """The header lines for one env, fit for a terminal."""
+    from pytest_vllm_env.facts.env import INTERPRETER
+
     versions = [f"{n} {env.version_of(n)}" for n in HEADER_PACKAGES if env.version_of(n)]
     toolkit = next((f"{p} {env.conda(p).version}" for p in TOOLKIT_PACKAGES if env.conda(p)), None)
     lines = [
@@ -87,7 +89,40 @@ def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str
         "vllm-env: target archs: "
         + (", ".join(values) if values else "from TORCH_CUDA_ARCH_LIST or the visible GPU")
     )
+    elsewhere = env.locked.vllm_elsewhere if env.locked is not None else {}
+    if elsewhere and not env.version_of("vllm"):  # the workspace's vLLM is in another env
+        held = ", ".join(f"{name!r} (vllm {version})" for name, version in elsewhere.items())
+        lines.append(
+            f"vllm-env: env {env.name!r} locks no vLLM; {env.locked.path.name} locks it in {held}: "
+            f"pass --vllm-env={next(iter(elsewhere))} to judge "
+            + ("that env" if len(elsewhere) == 1 else "one of them")
+        )
+    if spec.source == INTERPRETER:  # nothing named an env: say loudly which one is judged
+        lines.append(
+            "vllm-env: no --vllm-env, no $CONDA_PREFIX and no Pixi workspace here: judging the "
+            "Python that runs pytest; pass --vllm-env=PREFIX|NAME to judge your env"
+        )
+    if env.static:
+        lines.append(static_line(env))
     return [terminal_safe(line, multiline=False) for line in lines]
+
+
+def static_line(env: PixiEnv) -> str:
+    """What ``--vllm-static`` means for this env, said where the run starts."""
+    import os
+    import sys
+
+    line = (
+        "vllm-env: --vllm-static: nothing of the env runs (activation scripts read, not "
+        "sourced; its nvcc, cmake, ptxas and Python not started; gpu and build tiers skipped)"
+    )
+    here = {os.path.realpath(sys.prefix), os.path.realpath(os.environ.get("CONDA_PREFIX", "/"))}
+    if os.path.realpath(env.prefix) in here:
+        line += (
+            "; but this pytest runs in it or under its activation ($CONDA_PREFIX): judge it "
+            "from a Python of your own, outside `pixi run`/`pixi shell`"
+        )
+    return line
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

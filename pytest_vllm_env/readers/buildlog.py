@@ -33,4 +33,9 @@ def read_log(path: Path) -> BuildLog:
             raw = fh.read(min(size, files.LOG))
     except OSError as exc:
         return BuildLog(path, problem=exc.strerror or str(exc))
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        # what pip, CMake and ninja print is text: a NUL byte is no log (a wheel, a core
+        # file, a compressed log), and judged as text it read as a clean build
+        return BuildLog(path, problem=f"not a text log: a NUL byte at offset {nul} (binary data)")
     return BuildLog(path, text=raw.decode("utf-8", errors="replace"))

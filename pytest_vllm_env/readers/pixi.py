@@ -145,13 +145,14 @@ def is_pixi_pyproject(path: Path) -> bool:
 _NO_FILE = ("missing", "a dangling symlink", "a directory")
 
 
-def find_manifest(start: Path) -> Path | None:
-    """Search upward from ``start`` for pixi.toml, or a pyproject.toml with Pixi tables."""
+def find_manifest(start: Path, *, upward: bool = True) -> Path | None:
+    """Search upward from ``start`` for pixi.toml, or a pyproject.toml with Pixi tables;
+    ``upward=False``: in ``start`` only."""
     try:
         here = start.resolve()
     except (OSError, RuntimeError):
         return None
-    for directory in (here, *here.parents):
+    for directory in (here, *here.parents) if upward else (here,):
         candidate = directory / "pixi.toml"
         if candidate.is_file() or files.describe(candidate) not in _NO_FILE:
             return candidate  # a FIFO or device there is named when read, not passed over

@@ -171,7 +171,7 @@ def run_probe(
     )
     out = result.output
     probe = ProbeResult(str(cmake), True, ok=result.ok, output=out[-6000:], mode=mode)
-    if result.timed_out or result.launch_error:
+    if result.timed_out or result.launch_error or result.not_run:
         probe.ran = False
         probe.skipped_why = result.describe()
         return probe

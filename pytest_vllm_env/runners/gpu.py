@@ -47,7 +47,7 @@ def run_probe(
         timed_out=result.timed_out,
         timeout=timeout,
     )
-    if result.launch_error or result.timed_out:
+    if result.launch_error or result.timed_out or result.not_run:
         return ProbeResult(script, problem=result.describe(), before=text[-4000:], **common)
     lines = text.splitlines()
     for i in range(len(lines) - 1, -1, -1):
