@@ -202,13 +202,6 @@ def _native(dist: PythonDist, seen: dict[str, bool | None]) -> bool | None:
     """Whether ``dist``'s RECORD lists a shared object; None when it has no readable RECORD."""
     key = str(dist.path)
     if key not in seen:
-        try:
-            text = files.read_text(dist.path / "RECORD", files.RECORD)
-        except OSError:
-            seen[key] = None
-        else:
-            seen[key] = any(
-                (path := row.split(",", 1)[0]).endswith(".so") or ".so." in path.rsplit("/", 1)[-1]
-                for row in text.splitlines()
-            )
+        objects = _objects(dist)
+        seen[key] = None if objects is None else bool(objects)
     return seen[key]
