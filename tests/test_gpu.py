@@ -863,3 +863,36 @@ def test_load_dying_on_a_missing_module_is_no_checkpoint_disagreement(
     assert (
         "died on a module the env lacks (flashinfer), not on the checkpoint" in (agrees["summary"])
     )
+
+
+# -- gpu.prediction-agrees counts the loader plan (checkpoint.*), not only the modelopt.* rules --
+def test_prediction_counts_the_env_loaders_plan(pytester, env_builder, tmp_path):
+    """tied-head-differs (fixtures/loader_variants.py): a tied export carrying a head of its
+    own. The modelopt.* rules see nothing wrong; vLLM 0.26.0's loader skips that head
+    (checkpoint.parameters, from the env's own loader files) and the logits come from the
+    embedding: measured on the GPU (fixtures/measured/loader_truth_h100.json). With the load
+    computing wrong here, the prediction must say so from the plan, not "works"."""
+    from fixtures import loader_standin, loader_variants
+    from fixtures.vllm_standin import REGISTRY_PY, registry_text
+
+    standin_env(env_builder, vllm={"llama-fp8": {"nan": True}})
+    loader_files = {
+        **loader_standin.files("0.26.0"),
+        REGISTRY_PY: registry_text(["LlamaForCausalLM"], [], {}),
+    }
+    for rel, text in loader_files.items():
+        target = env_builder.site_packages / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.write_text(text)
+    ckpt = loader_variants.make("tied-head-differs", tmp_path / "ckpt" / "llama-fp8")
+    report = tmp_path / "report.json"
+    gpu_run(pytester, env_builder, "--modelopt-checkpoint", str(ckpt), k=ALL_VLLM, report=report)
+    found = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["evidence"]["predicted_by"] == ["checkpoint.parameters"]
+    assert (
+        "predicted 'vLLM loads it but computes wrong results' and vLLM agreed"
+        in (agrees["summary"])
+    )
