@@ -71,7 +71,7 @@ def site_packages_readable(env: PixiEnv) -> Finding:
 def python_found(env: PixiEnv) -> Finding:
     check = "env.python"
     if env.python is None:
-        if env.python_problem.endswith("Permission denied"):
+        if env.python_denied:
             return error(check, env.python_problem, _permission_fix(env))
         return failed(
             check,

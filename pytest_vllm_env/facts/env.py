@@ -118,6 +118,7 @@ class PixiEnv:
     # why there is no usable bin/python3 or bin/python when one is there ("a dangling symlink
     # to ...", "cannot be read: Permission denied"); '' when it is fine or simply absent
     python_problem: str = ""
+    python_denied: bool = False  # python_problem is this user's permission, not the env's
     problems: list[Problem] = field(default_factory=list)
     base_environ: dict[str, str] = field(default_factory=dict, repr=False)
     # Lock mode (facts/lock_env.py): the pixi.lock this env's packages were read from, because it
@@ -191,7 +192,7 @@ class PixiEnv:
                 self.python = candidate
                 break
         if self.python is None:
-            self.python_problem = _python_problem(self.prefix / "bin")
+            self.python_problem, self.python_denied = _python_problem(self.prefix / "bin")
         pkg = self.conda_packages.get("python")
         if pkg:
             self.python_version = pkg.version
@@ -728,10 +729,10 @@ def _checked_prefix(prefix: Path) -> Path:
     return resolved
 
 
-def _python_problem(bin_dir: Path) -> str:
+def _python_problem(bin_dir: Path) -> tuple[str, bool]:
     """What is wrong with ``bin/python3`` / ``bin/python`` when neither can be used: a
-    symlink whose target is gone, or a file or folder this user may not read; '' when
-    neither is there at all."""
+    symlink whose target is gone, or a file or folder this user may not read (then True:
+    a permission, not a broken env); ``("", False)`` when neither is there at all."""
     for name in ("python3", "python"):
         path = bin_dir / name
         try:
@@ -741,16 +742,16 @@ def _python_problem(bin_dir: Path) -> str:
                 target = os.readlink(path)
             except OSError:
                 continue  # not there at all
-            return f"{path} is a dangling symlink to {target}"
+            return f"{path} is a dangling symlink to {target}", False
         except OSError as exc:
-            return f"{path} cannot be read: {exc.strerror or exc}"
+            return f"{path} cannot be read: {exc.strerror or exc}", isinstance(exc, PermissionError)
     try:
         os.listdir(bin_dir)
     except FileNotFoundError:
-        return ""
+        return "", False
     except OSError as exc:
-        return f"{bin_dir} cannot be read: {exc.strerror or exc}"
-    return ""
+        return f"{bin_dir} cannot be read: {exc.strerror or exc}", isinstance(exc, PermissionError)
+    return "", False
 
 
 def _exists(path: Path) -> bool:
