@@ -27,7 +27,6 @@ PROBE = """
 import json
 
 from pytest_vllm_env.plugins.modelopt import checkpoint_path
-from pytest_vllm_env.plugins.quant import checkpoint_path as quant_checkpoint_path
 from pytest_vllm_env.plugins.report import report_path
 from pytest_vllm_env.plugins.source import project_path
 
@@ -44,7 +43,9 @@ def test_probe(request, vllm_env, vllm_wheels, vllm_build_logs, reference_checkp
         "vllm_source": str(vllm_source_dir),
         "cmake": str(cmake_for_env),
         "modelopt_checkpoint": [str(checkpoint_path(config, s)) for s in modelopt_checkpoint_specs],
-        "vllm_checkpoint": [str(quant_checkpoint_path(config, s)) for s in vllm_checkpoint_specs],
+        "vllm_checkpoint": [
+            str(checkpoint_path(config, s, "vllm_checkpoint")) for s in vllm_checkpoint_specs
+        ],
         "vllm_project": str(project_path(config)),
         "vllm_env_report": str(report_path(config, "out/%N.json")),
     }

@@ -60,30 +60,51 @@ def additional_config(config: pytest.Config) -> dict:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "modelopt_checkpoint" not in metafunc.fixturenames:
+    parametrize_checkpoints(metafunc, "modelopt_checkpoint")
+
+
+def parametrize_checkpoints(metafunc: pytest.Metafunc, setting: str) -> None:
+    """One session-scoped parameter per value of the checkpoint setting ``setting`` (the
+    fixture of the same name), with the checkpoint's short name as the test id."""
+    if setting not in metafunc.fixturenames:
         return
-    specs = settings.get_list(metafunc.config, "modelopt_checkpoint")
+    specs = settings.get_list(metafunc.config, setting)
     if specs:
         from pytest_vllm_env.readers.checkpoint import short_name
 
         metafunc.parametrize(
-            "modelopt_checkpoint",
-            specs,
-            indirect=True,
-            scope="session",
-            ids=[short_name(s) for s in specs],
+            setting, specs, indirect=True, scope="session", ids=[short_name(s) for s in specs]
         )
 
 
 _read: dict[tuple[str, Path], Checkpoint] = {}
 
 
-def checkpoint_path(config: pytest.Config, spec: str) -> Path:
-    """Where one ``--modelopt-checkpoint`` value is (a relative path: by the one path rule,
-    settings.base_dir); raises ``CheckpointNotFound``."""
+def checkpoint_path(config: pytest.Config, spec: str, setting: str = "modelopt_checkpoint") -> Path:
+    """Where one value of a checkpoint setting is (a relative path: by the one path rule,
+    settings.base_dir; else a repo id in the local Hugging Face cache); raises
+    ``CheckpointNotFound``."""
     from pytest_vllm_env.readers.checkpoint import resolve
 
-    return resolve(spec, settings.base_dir(config, "modelopt_checkpoint"))[0]
+    return resolve(spec, settings.base_dir(config, setting))[0]
+
+
+def checkpoint_param(request: pytest.FixtureRequest, setting: str, not_given: str) -> Checkpoint:
+    """The :class:`Checkpoint` of the parameter :func:`parametrize_checkpoints` gave, read
+    once per (value, path) for every setting; skips with ``not_given`` when none was given."""
+    from pytest_vllm_env.readers.checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
+
+    spec = getattr(request, "param", None)
+    if spec is None:
+        pytest.skip(not_given)
+    try:
+        path = checkpoint_path(request.config, spec, setting)
+    except CheckpointNotFound as exc:
+        return Checkpoint.not_found(spec, str(exc))
+    key = (spec, path)
+    if key not in _read:
+        _read[key] = read_checkpoint(spec, path)
+    return _read[key]
 
 
 @pytest.fixture(scope="session")
@@ -93,19 +114,7 @@ def modelopt_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
     from the safetensors headers; no weight bytes read. A spec that names nothing gives a
     checkpoint whose only fact is the problem (``modelopt.files-readable`` reports it).
     Skips with "no --modelopt-checkpoint given" when none was given."""
-    from pytest_vllm_env.readers.checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
-
-    spec = getattr(request, "param", None)
-    if spec is None:
-        pytest.skip(NO_CHECKPOINT)
-    try:
-        path = checkpoint_path(request.config, spec)
-    except CheckpointNotFound as exc:
-        return Checkpoint.not_found(spec, str(exc))
-    key = (spec, path)
-    if key not in _read:
-        _read[key] = read_checkpoint(spec, path)
-    return _read[key]
+    return checkpoint_param(request, "modelopt_checkpoint", NO_CHECKPOINT)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ checks; a ModelOpt checkpoint given here gets the same verdicts under ``quant.*`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -55,22 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "vllm_checkpoint" not in metafunc.fixturenames:
-        return
-    specs = settings.get_list(metafunc.config, "vllm_checkpoint")
-    if specs:
-        from pytest_vllm_env.readers.checkpoint import short_name
+    from pytest_vllm_env.plugins.modelopt import parametrize_checkpoints
 
-        metafunc.parametrize(
-            "vllm_checkpoint",
-            specs,
-            indirect=True,
-            scope="session",
-            ids=[short_name(s) for s in specs],
-        )
-
-
-_read: dict[tuple[str, Path], Checkpoint] = {}
+    parametrize_checkpoints(metafunc, "vllm_checkpoint")
 
 
 @pytest.fixture(scope="session")
@@ -78,27 +64,9 @@ def vllm_checkpoint(request: pytest.FixtureRequest) -> Checkpoint:
     """One ``--vllm-checkpoint`` (a :class:`pytest_vllm_env.readers.checkpoint.Checkpoint`,
     header-only); a spec that names nothing gives a checkpoint whose only fact is the
     problem. Skips with "no --vllm-checkpoint given" when none was given."""
-    from pytest_vllm_env.readers.checkpoint import Checkpoint, CheckpointNotFound, read_checkpoint
+    from pytest_vllm_env.plugins.modelopt import checkpoint_param
 
-    spec = getattr(request, "param", None)
-    if spec is None:
-        pytest.skip(NO_CHECKPOINT)
-    try:
-        path = checkpoint_path(request.config, spec)
-    except CheckpointNotFound as exc:
-        return Checkpoint.not_found(spec, str(exc))
-    key = (spec, path)
-    if key not in _read:
-        _read[key] = read_checkpoint(spec, path)
-    return _read[key]
-
-
-def checkpoint_path(config: pytest.Config, spec: str) -> Path:
-    """Where a ``--vllm-checkpoint`` value points: the one path rule of every path setting
-    (``settings.base_dir``), else a repo id in the local Hugging Face cache."""
-    from pytest_vllm_env.readers.checkpoint import resolve
-
-    return resolve(spec, settings.base_dir(config, "vllm_checkpoint"))[0]
+    return checkpoint_param(request, "vllm_checkpoint", NO_CHECKPOINT)
 
 
 @pytest.fixture(scope="session")
