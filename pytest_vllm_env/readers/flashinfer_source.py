@@ -32,6 +32,12 @@ from pytest_vllm_env.readers.pyrules import (
     module_constants,
     scope_before,
 )
+from pytest_vllm_env.readers.pyrules import (
+    function_named as _function,
+)
+from pytest_vllm_env.readers.pyrules import (
+    parse_or_none as _parse,
+)
 
 CPP_EXT_PY = "flashinfer/jit/cpp_ext.py"
 CONTEXT_PY = "flashinfer/compilation_context.py"
@@ -198,21 +204,6 @@ def _mode(tree: ast.Module, func: ast.FunctionDef, caller_name: str) -> str:
                 reraises = any(isinstance(n, ast.Raise) for h in node.handlers for n in ast.walk(h))
                 return "raise" if reraises else "ignore"
     return "raise"
-
-
-def _parse(src: str | None) -> ast.Module | None:
-    if not src:
-        return None
-    try:
-        return ast.parse(src)
-    except SyntaxError:
-        return None
-
-
-def _function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
-    return next(
-        (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name), None
-    )
 
 
 def _ver(text: str) -> tuple[int, ...]:

@@ -271,6 +271,25 @@ def module_constants(tree: ast.Module) -> dict[str, Any]:
     return out
 
 
+def parse_or_none(src: str | None) -> ast.Module | None:
+    """``src`` parsed, or None when there is none or it is not valid Python."""
+    if not src:
+        return None
+    try:
+        return ast.parse(src)
+    except SyntaxError:
+        return None
+
+
+def function_named(tree: ast.AST | None, name: str) -> ast.FunctionDef | None:
+    """The first ``def name`` anywhere in ``tree`` (a module-level function or a method)."""
+    if tree is None:
+        return None
+    return next(
+        (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name), None
+    )
+
+
 def dotted(node: ast.expr) -> str | None:
     """``knobs.nvidia.ptxas`` for an attribute chain of plain names; None otherwise."""
     parts: list[str] = []

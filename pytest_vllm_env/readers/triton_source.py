@@ -33,6 +33,12 @@ from pytest_vllm_env.readers.pyrules import (
     enclosing_function,
     scope_before,
 )
+from pytest_vllm_env.readers.pyrules import (
+    function_named as _function,
+)
+from pytest_vllm_env.readers.pyrules import (
+    parse_or_none as _parse,
+)
 
 COMPILER_PY = "triton/backends/nvidia/compiler.py"
 KNOBS_PY = "triton/knobs.py"
@@ -142,21 +148,6 @@ def _path_fallback(*trees: ast.Module | None) -> bool:
             ):
                 return True
     return False
-
-
-def _parse(src: str | None) -> ast.Module | None:
-    if not src:
-        return None
-    try:
-        return ast.parse(src)
-    except SyntaxError:
-        return None
-
-
-def _function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
-    return next(
-        (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name), None
-    )
 
 
 def _evaluator(tree: ast.Module, capability: int) -> Evaluator:

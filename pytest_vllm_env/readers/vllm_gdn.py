@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vllm_env import files
+from pytest_vllm_env.readers.pyrules import function_named as _function
 
 GDN_LAYER_PY = "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py"
 MODELS_DIR = "vllm/model_executor/models"
@@ -253,13 +254,6 @@ def _flashinfer_import_line(tree: ast.Module) -> int | None:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("flashinfer"):
             return node.lineno
-    return None
-
-
-def _function(tree: ast.AST, name: str) -> ast.FunctionDef | None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return node
     return None
 
 

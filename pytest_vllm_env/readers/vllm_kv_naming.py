@@ -23,6 +23,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pytest_vllm_env.readers.pyrules import function_named as _function
+
 BASE_CONFIG_PY = "vllm/model_executor/layers/quantization/base_config.py"
 MODELS_UTILS_PY = "vllm/model_executor/models/utils.py"
 WEIGHT_UTILS_PY = "vllm/model_executor/model_loader/weight_utils.py"
@@ -134,12 +136,6 @@ def _tree(text: str) -> ast.Module | None:
         return ast.parse(text)
     except (SyntaxError, ValueError):
         return None
-
-
-def _function(tree: ast.AST, name: str) -> ast.FunctionDef | None:
-    return next(
-        (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name), None
-    )
 
 
 def _string(node: ast.expr) -> str | None:

@@ -49,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_vllm_env.readers.pyrules import function_named as _function
+
 CONFIG_PY = "vllm/transformers_utils/config.py"
 CONVERTOR_PY = "vllm/transformers_utils/model_arch_config_convertor.py"
 MODEL_CONFIG_PY = "vllm/config/model.py"
@@ -204,13 +206,6 @@ def parse(load: Callable[[str], str | None]) -> LoaderSource:
         ),
         missing=tuple(missing),
     )
-
-
-def _function(tree: ast.AST, name: str) -> ast.FunctionDef | None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return node
-    return None
 
 
 def _has_function(tree: ast.AST, name: str) -> bool:

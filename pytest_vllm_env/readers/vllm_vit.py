@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vllm_env import files
+from pytest_vllm_env.readers.pyrules import function_named as _function
 
 MODEL_PY = "vllm/model_executor/models/qwen2_5_vl.py"
 VISION_PY = "vllm/model_executor/models/vision.py"
@@ -148,15 +149,6 @@ def _allowed_backends(tree: ast.Module) -> tuple[str, ...]:
         if isinstance(comp, (ast.Set, ast.List, ast.Tuple)):
             return tuple(e.attr for e in comp.elts if isinstance(e, ast.Attribute))
     return ()
-
-
-def _function(tree: ast.Module | None, name: str) -> ast.FunctionDef | None:
-    if tree is None:
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return node
-    return None
 
 
 def _owner(tree: ast.Module | None, fn: ast.FunctionDef | None) -> str:
