@@ -55,15 +55,14 @@ def recomputed(folder: Path, name: str, version: str, cc: str) -> dict[str, str]
     scales, unread = read_scales(ckpt) if ckpt.tensors_readable else ({}, {})
     samples = read_weight_samples(ckpt) if ckpt.tensors_readable else {}
     p = quant_plan(ckpt)
-    found = [
+    judged = None
+    found = []
+    if p.producer == "modelopt":
+        judged = modelopt.tensors_complete(ckpt, scales, samples, facts.modelopt, facts.kv)
+        found += [judged, modelopt.quant_algo_supported(ckpt, facts.modelopt, version)]
+    found += [
         quant_config(ckpt, p, None, version, facts.modelopt),
-        tensors_complete(
-            ckpt,
-            p,
-            modelopt.tensors_complete(ckpt, scales, samples, facts.modelopt, facts.kv)
-            if p.producer == "modelopt"
-            else None,
-        ),
+        tensors_complete(ckpt, p, judged),
         min_capability(ckpt, p, version, [arch], "the GPU", facts.modelopt),
         kernel_arch(ckpt, p, version, [arch], "the GPU", frozenset({"deep_gemm"})),
         modelopt.scales_sane(ckpt, scales, unread),
@@ -220,8 +219,10 @@ def test_the_summary_reads_the_probe_lines_the_logs_and_the_reports(tmp_path):
     right = expect["expected_token_ids"]
     most = right[:7] + [2] * 3
     names = ["fp8-default", "w4a8-awq-beta", "nvfp4-default", "mxfp8-default", "int8-default"]
-    names += ["nvfp4-awq-lite", "w4a16-nvfp4", "int4-awq"]
+    names += ["nvfp4-awq-lite", "w4a16-nvfp4", "int4-awq", "mxfp4-mlp-weight-only"]
     exports = {n: {"ok": True, "quant_algo": "X"} for n in names}
+    # ModelOpt's own simulation of the export got 6 of 10: vLLM's 6 of 10 is a right load
+    exports["mxfp4-mlp-weight-only"]["simulated_share"] = 0.6
     exports["mxfp4-default"] = {"ok": False, "exception": "NotImplementedError: nope"}
     (tmp_path / "exports.json").write_text(
         json.dumps({"meta": {"choices": []}, "exports": exports})
@@ -246,6 +247,8 @@ def test_the_summary_reads_the_probe_lines_the_logs_and_the_reports(tmp_path):
     load("nvfp4-awq-lite", None, "INFO loading\n")  # the budget cut it: no .rc
     load("w4a16-nvfp4", 124, "INFO still compiling\n")
     load("int4-awq", 0, **good, known_answer={"expected": right, "got": most})
+    six = right[:6] + [2] * 4
+    load("mxfp4-mlp-weight-only", 0, **good, known_answer={"expected": right, "got": six})
 
     def row(cid: str, outcome: str, test: str) -> dict[str, str]:
         return {"id": cid, "outcome": outcome, "test": f"pytest_vllm_env/suite/{test}"}
@@ -276,6 +279,7 @@ def test_the_summary_reads_the_probe_lines_the_logs_and_the_reports(tmp_path):
         "nvfp4-awq-lite": "not-run",
         "w4a16-nvfp4": "timed-out",
         "int4-awq": "unclear",
+        "mxfp4-mlp-weight-only": "works",
         "mxfp4-default": None,
     }
     assert truth["base"]["outcome"] == "works" and truth["base"]["answer_share"] == 1.0

@@ -6,8 +6,9 @@
 # MIXED_PRECISION exports; 42 in all).
 #  1. the base: the counting Llama at hidden 128 (fixtures/modelopt_export/algos-base/ when
 #     committed, else trained here on the GPU, ~10 s) and its known answer (vllm_env_expect.json);
-#  2. each export in its own process (EXPORT_JOBS at once on the CPU, EXPORT_TIMEOUT each),
-#     mtq.quantize with a calibration loop on counting batches, export_hf_checkpoint(bf16);
+#  2. each export in its own process (EXPORT_JOBS at once, EXPORT_TIMEOUT each; on the CPU, on
+#     the GPU where ModelOpt needs it), mtq.quantize with a calibration loop on counting
+#     batches, export_hf_checkpoint(bf16), and ModelOpt's simulated answer of the quantized model;
 #  3. each written export loaded by the product's probe (pytest_vllm_env/probes/vllm_generate.py,
 #     quantization auto-detected as users load them) in its own process as soon as it is written,
 #     LOADS at once, LOAD_TIMEOUT each, all loads within LOAD_BUDGET seconds of the start (a load
@@ -70,8 +71,14 @@ BASE_PID=$!
 # 2 + 3. exports, each loaded as soon as it is written (the exporter prints "export NAME: ok=True
 # algo=..." when one is done; the FIRST ones of fixtures/modelopt_algos.py come first)
 LOAD_BUDGET=${LOAD_BUDGET:-330}
-{ timeout -k 10 ${EXPORT_BUDGET:-200} $PY -m fixtures.modelopt_algos all $M/bf16 $M \
-    --jobs ${EXPORT_JOBS:-8} --timeout ${EXPORT_TIMEOUT:-150} --device ${EXPORT_DEVICE:-cuda,cpu} 2>$L/exports.err
+# On the CPU first (as verified off the device), on the GPU where the CPU cannot (NVFP4 AWQ /
+# SVDQuant: "amax must be a CUDA tensor"). CUDA_HOME names nothing so that ModelOpt's
+# load_cpp_extension fails at once and takes its torch / Triton paths instead of building its
+# three CUDA extensions with the device's nvcc (~40 s each, serialized behind one lock); the
+# exported files are the same either way.
+{ CUDA_HOME=/nonexistent/no-modelopt-build OMP_NUM_THREADS=2 timeout -k 10 ${EXPORT_BUDGET:-200} \
+    $PY -m fixtures.modelopt_algos all $M/bf16 $M --jobs ${EXPORT_JOBS:-8} \
+    --timeout ${EXPORT_TIMEOUT:-150} --device ${EXPORT_DEVICE:-cpu,cuda} 2>$L/exports.err
   echo "exporter rc=$? at $(( $(date +%s) - T0 )) s" >&2; touch $M/exports.done; } \
   | tee $L/exports.out \
   | while read -r word name rest; do [ "$word" = export ] && [ "${rest#ok=True}" != "$rest" ] && echo "${name%:}"; done \
