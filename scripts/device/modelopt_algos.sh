@@ -4,8 +4,9 @@
 # fixtures/modelopt_algos.py says what is made and why (the recipes are read from the installed
 # ModelOpt's mtq.config.choices: 39 configs, the KV-cache configs merged into FP8/NVFP4, two
 # MIXED_PRECISION exports; 42 in all).
-#  1. the base: the counting Llama at hidden 128 (fixtures/modelopt_export/algos-base/ when
-#     committed, else trained here on the GPU, ~10 s) and its known answer (vllm_env_expect.json);
+#  1. the base: the counting Llama at hidden 128 (fixtures/modelopt_export/algos/bf16/, trained
+#     on the CPU by `python -m fixtures.modelopt_algos base`; without it, trained here on the GPU)
+#     and its known answer (vllm_env_expect.json);
 #  2. each export in its own process (EXPORT_JOBS at once, EXPORT_TIMEOUT each; on the CPU, on
 #     the GPU where ModelOpt needs it), mtq.quantize with a calibration loop on counting
 #     batches, export_hf_checkpoint(bf16), and ModelOpt's simulated answer of the quantized model;
@@ -50,8 +51,8 @@ export VLLM_ENV_PROBE_KV_BYTES=$((256 * 1024 * 1024)) VLLM_ENV_PROBE_GPU_UTIL=0.
 export VLLM_DEEP_GEMM_WARMUP=skip VLLM_USE_FLASHINFER_SAMPLER=0
 
 # 1. the base
-if [ -f fixtures/modelopt_export/algos-base/model.safetensors ]; then
-  cp -r fixtures/modelopt_export/algos-base $M/bf16
+if [ -f fixtures/modelopt_export/algos/bf16/model.safetensors ]; then
+  cp -r fixtures/modelopt_export/algos/bf16 $M/bf16
 else
   timeout 180 $PY -m fixtures.modelopt_algos base $M/bf16 --device cuda --steps ${STEPS:-400} 2>&1 | tail -1
 fi
