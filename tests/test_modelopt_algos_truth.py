@@ -92,7 +92,7 @@ def disagreements(
     """Where the verdicts for the GPU's arch and what vLLM did there differ: (what, how many
     exports were judged, how many of them from recomputed verdicts)."""
     meta = truth["meta"]
-    cc = "{}.{}".format(*meta["cc"])
+    cc = "{}.{}".format(*(meta.get("cc") or (9, 0)))
     version = str(meta.get("vllm") or "0.26.0")
     out: list[str] = []
     judged = fresh = 0
