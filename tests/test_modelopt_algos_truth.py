@@ -283,6 +283,7 @@ def test_the_summary_reads_the_probe_lines_the_logs_and_the_reports(tmp_path):
         "mxfp4-default": None,
     }
     assert truth["base"]["outcome"] == "works" and truth["base"]["answer_share"] == 1.0
+    assert rows["mxfp4-mlp-weight-only"]["export"]["simulated_share"] == 0.6
     assert rows["fp8-default"]["vllm"]["kernels"] == ["CutlassFP8ScaledMMLinearKernel"]
     assert rows["fp8-default"]["vllm"]["same_as_bf16"] is True
     assert rows["fp8-default"]["verdicts"] == {"9.0": {"quant.config": "warning"}}

@@ -21,6 +21,9 @@
 # Run after the vLLM stage (/work/shared/gpu/README.md; ModelOpt 0.47.0 is in the stage), in a
 # warm call, from the repository root:
 #   bash scripts/device/modelopt_algos.sh
+# Knobs: LOADS (8 at once), LOAD_BUDGET (330 s from the start), LOAD_TIMEOUT (200 s a load),
+# EXPORT_JOBS (8), EXPORT_TIMEOUT (150 s), EXPORT_BUDGET (200 s), EXPORT_DEVICE (cpu,cuda),
+# ONLY="recipe ..." (a subset; the names: python -m fixtures.modelopt_algos list).
 # About 6-7 minutes (exports ~1.5 min on 16 cores; the first FP8 load JIT-compiles ~40 s;
 # VLLM_DEEP_GEMM_WARMUP=skip keeps FP8_PB_WO's DeepGEMM from its 2-minute warmup).
 # Writes under $OUT (7 files; a call returns at most 8):
@@ -41,11 +44,14 @@ if [ ! -d $SITE/vllm ] || [ ! -d $SITE/modelopt ]; then
   exit 2
 fi
 export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-source scripts/device/target_env.sh  # PY (the device's torch venv), E (/tmp/tenv, the target env)
+# PY (the device's torch venv), E (/tmp/tenv: the target env the probe and the suite run in);
+# ALGOS_ENV names another target env and PROBE another probe (a dry run off the device)
+if [ -n "${ALGOS_ENV:-}" ]; then E=$ALGOS_ENV PY=${PY:-/opt/torch/.venv/bin/python}; else source scripts/device/target_env.sh; fi
+PROBE=${PROBE:-pytest_vllm_env/probes/vllm_generate.py}
 W=${WORK:-/tmp/moalgos}; M=$W/models L=$W/logs
 rm -rf $W; mkdir -p $M $L
 exec > >(tee $OUT/modelopt_algos.log) 2>&1
-nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee $OUT/smi.txt
+nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>&1 | tee $OUT/smi.txt
 T0=$(date +%s)
 export VLLM_ENV_PROBE_KV_BYTES=$((256 * 1024 * 1024)) VLLM_ENV_PROBE_GPU_UTIL=0.08
 export VLLM_DEEP_GEMM_WARMUP=skip VLLM_USE_FLASHINFER_SAMPLER=0
@@ -61,11 +67,11 @@ cat $M/bf16/train.json 2>/dev/null | tr -d '\n '; echo
 
 probe() {  # folder name -> $L/<name>.json (the probe's line), .err, .rc
   local n=$1
-  timeout ${LOAD_TIMEOUT:-200} $E/bin/python pytest_vllm_env/probes/vllm_generate.py $M/$n > $L/$n.json 2> $L/$n.err
+  timeout ${LOAD_TIMEOUT:-200} $E/bin/python $PROBE $M/$n > $L/$n.json 2> $L/$n.err
   local rc=$?; echo $rc > $L/$n.rc
   echo "load $n rc=$rc $(( $(date +%s) - T0 )) s: $(tail -c 300 $L/$n.json | grep -o '"quant_config": "[A-Za-z0-9]*"\|"exception": "[^"]\{0,100\}' | head -2 | tr '\n' ' ')"
 }
-export -f probe; export E M L T0 LOAD_TIMEOUT
+export -f probe; export E M L T0 PROBE LOAD_TIMEOUT
 probe bf16 &  # the reference, on the GPU while the CPU exports
 BASE_PID=$!
 
@@ -79,11 +85,11 @@ LOAD_BUDGET=${LOAD_BUDGET:-330}
 # exported files are the same either way.
 { CUDA_HOME=/nonexistent/no-modelopt-build OMP_NUM_THREADS=2 timeout -k 10 ${EXPORT_BUDGET:-200} \
     $PY -m fixtures.modelopt_algos all $M/bf16 $M --jobs ${EXPORT_JOBS:-8} \
-    --timeout ${EXPORT_TIMEOUT:-150} --device ${EXPORT_DEVICE:-cpu,cuda} 2>$L/exports.err
+    --timeout ${EXPORT_TIMEOUT:-150} --device ${EXPORT_DEVICE:-cpu,cuda} ${ONLY:+--only $ONLY} 2>$L/exports.err
   echo "exporter rc=$? at $(( $(date +%s) - T0 )) s" >&2; touch $M/exports.done; } \
   | tee $L/exports.out \
   | while read -r word name rest; do [ "$word" = export ] && [ "${rest#ok=True}" != "$rest" ] && echo "${name%:}"; done \
-  | timeout -k 10 $(( LOAD_BUDGET - ($(date +%s) - T0) )) xargs -P ${LOADS:-6} -I{} bash -c 'probe {}' &
+  | timeout -k 10 $(( LOAD_BUDGET - ($(date +%s) - T0) )) xargs -P ${LOADS:-8} -I{} bash -c 'probe {}' &
 PIPE_PID=$!
 
 # 4. the toolchain checks once every export is written (CPU only: while the GPU loads)
@@ -110,13 +116,18 @@ wait $TC_PID
 
 # 5. the summary
 $PY - > $W/meta.json <<'PY'
-import json, torch
-meta = {"gpu": torch.cuda.get_device_name(0), "cc": list(torch.cuda.get_device_capability(0))}
+import json
+meta = {}
+try:
+    import torch
+    meta.update(gpu=torch.cuda.get_device_name(0), cc=list(torch.cuda.get_device_capability(0)))
+except Exception as e:
+    meta["gpu"] = f"none: {type(e).__name__}: {e}"[:200]
 try:
     import vllm
     meta["vllm"] = vllm.__version__
 except Exception as e:
-    meta["vllm"] = f"not importable: {e}"
+    meta["vllm"] = f"not importable: {e}"[:200]
 print(json.dumps(meta))
 PY
 $PY -m fixtures.modelopt_algos summarize --exports $M/exports.json --logs $L \
