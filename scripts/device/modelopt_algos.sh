@@ -4,7 +4,7 @@
 # fixtures/modelopt_algos.py says what is made and why (the recipes are read from the installed
 # ModelOpt's mtq.config.choices: 39 configs, the KV-cache configs merged into FP8/NVFP4, two
 # MIXED_PRECISION exports; 42 in all).
-#  1. the base: the counting Llama at hidden 128 (fixtures/modelopt_export/algos/bf16/, trained
+#  1. the base: the counting Llama, hidden 128 (fixtures/modelopt_export/algos/bf16/, trained
 #     on the CPU by `python -m fixtures.modelopt_algos base`; without it, trained here on the GPU)
 #     and its known answer (vllm_env_expect.json);
 #  2. each export in its own process (EXPORT_JOBS at once, EXPORT_TIMEOUT each; on the CPU, on
