@@ -10,7 +10,7 @@ Outcome agreement: an export that loads and answers right (``works``) must not b
 any check for the GPU's arch; one vLLM refuses, crashes on, or computes wrong with must be
 failed by at least one. Unsettled loads (cut by the budget, timed out, ``unclear``) are not
 judged. The verdicts are recomputed here from the export folders when they are committed
-(``fixtures/modelopt_export/algos/<name>/``, the ``algos_exports.tar.gz`` the script returns),
+(``fixtures/modelopt_export/algos/<name>/``, the ``algos_exports.tar.xz`` the script returns),
 so a changed rule is held to the GPU; otherwise the verdicts the suite gave on the device,
 recorded beside the outcome, are held to it.
 """
