@@ -224,8 +224,9 @@ def test_the_summary_reads_the_probe_lines_the_logs_and_the_reports(tmp_path):
     # ModelOpt's own simulation of the export got 6 of 10: vLLM's 6 of 10 is a right load
     exports["mxfp4-mlp-weight-only"]["simulated_share"] = 0.6
     exports["mxfp4-default"] = {"ok": False, "exception": "NotImplementedError: nope"}
+    recipes = {n: {"configs": ["X"]} for n in [*exports, "mxfp6-default"]}
     (tmp_path / "exports.json").write_text(
-        json.dumps({"meta": {"choices": []}, "exports": exports})
+        json.dumps({"meta": {"choices": [], "recipes": recipes}, "exports": exports})
     )
 
     def load(name, rc, err="", **rec):
@@ -281,7 +282,9 @@ def test_the_summary_reads_the_probe_lines_the_logs_and_the_reports(tmp_path):
         "int4-awq": "unclear",
         "mxfp4-mlp-weight-only": "works",
         "mxfp4-default": None,
+        "mxfp6-default": None,
     }
+    assert rows["mxfp6-default"]["export"]["exception"].startswith("not run: the export budget")
     assert truth["base"]["outcome"] == "works" and truth["base"]["answer_share"] == 1.0
     assert rows["mxfp4-mlp-weight-only"]["export"]["simulated_share"] == 0.6
     assert rows["fp8-default"]["vllm"]["kernels"] == ["CutlassFP8ScaledMMLinearKernel"]
