@@ -272,7 +272,7 @@ def test_core_library_with_only_sm120a_fails_on_gb10(pytester, env_builder, buil
                 "*[arch.coverage] FAILED: vllm/_C.abi3.so has no kernels for sm_121 (12.1): it "
                 "holds SASS sm_120a; PTX none (`a` images run only on their own arch*"
             ),
-            '*fix: rebuild with `TORCH_CUDA_ARCH_LIST = "12.1"`*nvcc >= 12.9*'
+            '*fix: rebuild for 12.1: set `TORCH_CUDA_ARCH_LIST = "12.1"`*nvcc >= 12.9*'
             '`cuda-version = "12.9.*"`*',
         ]
     )

@@ -41,6 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.binaries import dist_name, owner_of
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.xformers_fa3 import Fa3Dispatch
 from pytest_vllm_env.tables.archs import Arch, FatbinImage, arch_coverage, describe
@@ -91,7 +95,12 @@ def _mm(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:2])
 
 
-def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
+# The env fixes are written for when a caller knows none: a Pixi env, manifest unknown.
+NO_ENV = PixiEnv(prefix=Path(".pixi/envs/default"))
+TORCH_INDEX = "https://download.pytorch.org/whl"
+
+
+def _fix(label: str, target: Arch, images: list[FatbinImage], env: PixiEnv = NO_ENV) -> str:
     plain = Arch(target.major, target.minor)
     if "libtorch" in label:
         # SASS of the family's first arch runs on the later minors: sm_120 (CUDA 12.8) on 12.1
@@ -99,11 +108,12 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
         need = min_nvcc(base)
         index = cuda_tag(need if _mm(need) >= (11, 8) else "11.8")
         family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if base != plain else ""
+        release = (env.version_of("torch") or "").split("+", 1)[0]
+        torch = Package("torch", f"=={release}" if release else "", pypi=True)
         return (
-            f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}): "
-            f'`torch = {{ version = "==<release>", index = "https://download.pytorch.org/whl/'
-            f'{index}" }}` under [pypi-dependencies] in pixi.toml (pip: `--index-url '
-            f"https://download.pytorch.org/whl/{index}`)"
+            f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}), "
+            f"from the PyTorch index of that CUDA: "
+            + fixes.pin(env, torch, index=f"{TORCH_INDEX}/{index}")
         )
     need = min_nvcc(plain)
     owner = label.split("/", 1)[0]
@@ -115,11 +125,13 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
             "list (TORCH_CUDA_ARCH_LIST unset and detection failed, as for 12.1 with torch's "
             "arch parser, vLLM #49904)"
         )
-    return (
-        f'rebuild with `TORCH_CUDA_ARCH_LIST = "{plain.cc}"` in [activation.env] of pixi.toml '
-        f"(an `a` image such as sm_{target.number}a serves only {plain.cc}; {plain.sm} needs "
-        f'nvcc >= {need}: `cuda-version = "{need}.*"`), or install a {owner} wheel built for '
-        f"{plain.sm}" + hint
+    return fixes.otherwise(
+        f"rebuild for {plain.cc}: "
+        + fixes.set_var(env, "TORCH_CUDA_ARCH_LIST", plain.cc)
+        + f" (an `a` image such as sm_{target.number}a serves only {plain.cc}; {plain.sm} needs "
+        f"nvcc >= {need}: " + fixes.pin(env, Package("cuda-version", f"{need}.*")) + ")",
+        f"install a {owner} wheel built for {plain.sm}" + hint,
+        ", or ",
     )
 
 
@@ -135,12 +147,23 @@ def coverage(
     targets: Iterable[Arch],
     error: str = "",
     fa3: Fa3Dispatch | None = None,
+    *,
+    env: PixiEnv | None = None,
 ) -> list[Finding]:
     """One finding per target arch for the binary ``label`` (a site-packages-relative name);
-    ``fa3`` is xformers' FA3 dispatch range when ``label`` is xformers' FA3 library."""
+    ``fa3`` is xformers' FA3 dispatch range when ``label`` is xformers' FA3 library. Fixes are
+    written for ``env``."""
     targets = list(targets)
+    env = env or NO_ENV
     if error:
-        return [F.error(CID, f"{label}: {error}", f"reinstall the package that owns {label}")]
+        owner = dist_name(owner_of(label))
+        return [
+            F.error(
+                CID,
+                f"{label}: {error}",
+                f"reinstall {owner}, which owns {label}: " + fixes.reinstall(env, owner, pypi=True),
+            )
+        ]
     if not targets:
         return [
             F.skipped(
@@ -150,11 +173,16 @@ def coverage(
     if not images:
         return [F.skipped(CID, f"{label} holds no GPU code (.nv_fatbin absent)")]
     role = role_of(label)
-    return [_judge(label, images, t, role, fa3) for t in targets]
+    return [_judge(label, images, t, role, fa3, env) for t in targets]
 
 
 def _judge(
-    label: str, images: list[FatbinImage], target: Arch, role: Role, fa3: Fa3Dispatch | None
+    label: str,
+    images: list[FatbinImage],
+    target: Arch,
+    role: Role,
+    fa3: Fa3Dispatch | None,
+    env: PixiEnv = NO_ENV,
 ) -> Finding:
     held = describe(images)
     cov = arch_coverage(images, target)
@@ -170,10 +198,19 @@ def _judge(
                 f"xformers dispatches FA3 on {target.sm} ({why}) and FA3 runs its Hopper "
                 f'kernels there, which {label} holds only as sm_90a: "no kernel image is '
                 f'available" at the first attention (xformers#1329)',
-                "use an xformers whose flash3.FwOp stops at 9.0 (0.0.33 and later, measured in "
-                'the wheels; it pins its own torch: `xformers = "==0.0.33.post1"` with '
-                '`torch = "==2.9.0"` in pixi.toml [pypi-dependencies]), or keep xformers off '
-                "this GPU (vLLM >= 0.10.2 uses torch SDPA for Pixtral/Mistral3 on Blackwell)",
+                fixes.otherwise(
+                    "use an xformers whose flash3.FwOp stops at 9.0 (0.0.33 and later, measured "
+                    "in the wheels; it pins its own torch): "
+                    + fixes.add(
+                        env,
+                        Package("xformers", "==0.0.33.post1", pypi=True),
+                        Package("torch", "==2.9.0", pypi=True),
+                        verb="pin",
+                    ),
+                    "keep xformers off this GPU (vLLM >= 0.10.2 uses torch SDPA for "
+                    "Pixtral/Mistral3 on Blackwell)",
+                    ", or ",
+                ),
                 **ev,
             )
     if (
@@ -191,7 +228,7 @@ def _judge(
             f"kernels (CUTLASS scaled_mm, Marlin, MoE) are missing on {target.sm} and fail with "
             '"No compiled cutlass_scaled_mm for a compute capability less than CUDA device '
             f'capability: {target.number}"',
-            _fix(label, target, images),
+            _fix(label, target, images, env),
             **ev,
         )
     if cov.covered and cov.via is not None:
@@ -222,7 +259,7 @@ def _judge(
             f"{label} holds only arch-specific kernels ({held}) and none for {target.sm}: "
             "fine if its package uses it only on those GPUs, 'no kernel image' if it loads it "
             "on this one",
-            _fix(label, target, images),
+            _fix(label, target, images, env),
             **ev,
         )
     why = ""
@@ -234,7 +271,7 @@ def _judge(
     return F.failed(
         CID,
         f"{label} has no kernels for {target.sm} ({target.cc}): it holds {held}{why}",
-        _fix(label, target, images),
+        _fix(label, target, images, env),
         **ev,
     )
 
