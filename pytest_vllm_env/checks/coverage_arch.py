@@ -47,6 +47,7 @@ from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.xformers_fa3 import Fa3Dispatch
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch, FatbinImage, arch_coverage, describe
 from pytest_vllm_env.tables.cuda_archs import NVCC_DEFAULT_IMAGES, cuda_tag, min_nvcc
 
@@ -97,7 +98,7 @@ def _mm(version: str) -> tuple[int, ...]:
 
 # The env fixes are written for when a caller knows none: a Pixi env, manifest unknown.
 NO_ENV = PixiEnv(prefix=Path(".pixi/envs/default"))
-TORCH_INDEX = "https://download.pytorch.org/whl"
+TORCH_INDEX = torch_archs.TORCH_INDEX
 
 
 def _fix(label: str, target: Arch, images: list[FatbinImage], env: PixiEnv = NO_ENV) -> str:
@@ -108,12 +109,9 @@ def _fix(label: str, target: Arch, images: list[FatbinImage], env: PixiEnv = NO_
         need = min_nvcc(base)
         index = cuda_tag(need if _mm(need) >= (11, 8) else "11.8")
         family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if base != plain else ""
-        release = (env.version_of("torch") or "").split("+", 1)[0]
-        torch = Package("torch", f"=={release}" if release else "", pypi=True)
         return (
-            f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}), "
-            f"from the PyTorch index of that CUDA: "
-            + fixes.pin(env, torch, index=f"{TORCH_INDEX}/{index}")
+            f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}): "
+            + _torch_covering(env, target, need, index)
         )
     need = min_nvcc(plain)
     owner = label.split("/", 1)[0]
@@ -133,6 +131,27 @@ def _fix(label: str, target: Arch, images: list[FatbinImage], env: PixiEnv = NO_
         f"install a {owner} wheel built for {plain.sm}" + hint,
         ", or ",
     )
+
+
+def _torch_covering(env: PixiEnv, target: Arch, need: str, index: str) -> str:
+    """A real torch build whose kernels serve ``target`` (:func:`pytest_vllm_env.tables.
+    torch_archs.covering`), in the env's language: the installed release's own build where
+    the table has one, else the oldest covering release not older than it (torch 2.6 has no
+    CUDA 12.8 build: sm_120 takes 2.7's cu128)."""
+    installed = env.version_of("torch") or ""
+    rows = torch_archs.covering([target], installed or None) if installed else []
+    rows = rows or torch_archs.covering([target])
+    if not rows:
+        return (
+            f"the PyTorch index of a CUDA >= {need} build ({TORCH_INDEX}/{index}) in "
+            + fixes.deps_place(env, pypi=True)
+        )
+    row = rows[0]
+    same = installed and torch_archs.release_of(installed) == row.release
+    version = installed.split("+", 1)[0] if same else (row.measured or f"{row.release}.*")
+    torch = Package("torch", f"=={version.split('+', 1)[0]}", pypi=True)
+    where = "" if row.where == torch_archs.PYPI else torch_archs.index_url(row.variant)
+    return f"torch {version} ({row.variant}): " + fixes.pin(env, torch, index=where)
 
 
 def _nvcc_default_only(images: list[FatbinImage]) -> bool:
