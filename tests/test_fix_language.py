@@ -280,7 +280,7 @@ def test_arch_coverage_fixes_in_the_env_language(tmp_path):
             assert f.outcome == "failed" and f.changes, f
             assert_language(kind, f.fix, prefix)
         if kind == "venv":
-            assert f"export `TORCH_CUDA_ARCH_LIST=12.1`" in ext.fix
+            assert "export `TORCH_CUDA_ARCH_LIST=12.1`" in ext.fix
             # torch 2.6 has no CUDA 12.8 build: the oldest release that serves sm_120 is
             # PyPI's 2.8.0 (its cu128 build, tables/torch_archs.py)
             assert torch.fix.endswith(
