@@ -118,7 +118,7 @@ def torch_pin(
             f"xformers {xformers_version}'s compiled ops were built for torch {built_for} "
             f"(xformers/cpp_lib.json); the env has torch {installed}: they will not load "
             f'("xFormers can\'t load C++/CUDA extensions"), though {spec} is met',
-            variant_fix(xformers_version, installed, built_for, env),
+            variant_fix(xformers_version, installed, built_for, env, targets),
             built_for=built_for,
             **ev,
         )
@@ -161,31 +161,79 @@ def _index(local: str) -> str:
 
 
 def variant_fix(
-    xformers_version: str, installed: str, built_for: str, env: PixiEnv | None = None
+    xformers_version: str,
+    installed: str,
+    built_for: str,
+    env: PixiEnv | None = None,
+    targets: FixTargets | None = None,
 ) -> str:
     """The fix for xformers ops built for another torch build, in ``env``'s language. Where
     only the CUDA variant differs (``2.1.2+cu121`` vs ``2.1.2+cu118``, vLLM #2245) it names
     the variant: pinning ``torch == 2.1.2`` again would change nothing. Both variants live on
-    PyTorch's index."""
+    PyTorch's index. With the run's ``targets`` (issue 21: one torch and one CUDA every fix
+    points at), xformers follows the target torch: where the run installs another torch
+    (vLLM's pin, another CUDA build) the fix is that torch and the xformers built for it, and
+    a torch of xformers' own build is offered only where it is the target."""
     env = env or PixiEnv(prefix=Path(".pixi/envs/default"))
     release, _, local = installed.partition("+")
     built_release, _, built_local = built_for.partition("+")
+    moved = _follow_target(xformers_version, release, env, targets) if targets else ""
+    if moved:
+        return moved
     xformers = Package("xformers", f"=={xformers_version}", pypi=True)
     mine = f"install the xformers wheel built for torch {installed}: " + fixes.pin(
         env, xformers, index=_index(local)
     )
+    # the installed torch is the run's target: a torch of xformers' own build is offered only
+    # where it is that target too (it would move torch away from what every other fix keeps)
+    keep_torch = (
+        targets is None or not targets.torch or _is_target(targets, built_release, built_local)
+    )
     if release == built_release and built_local:
         torch = Package("torch", f"=={release}", pypi=True)
+        mine += (
+            f" (if that index has no such build, take the xformers release it has for {installed})"
+        )
+        if not keep_torch:
+            return mine
         return fixes.otherwise(
-            mine + f" (if that index has no such build, take the xformers release it has for "
-            f"{installed})",
+            mine,
             "the torch variant xformers was built for: "
             + fixes.pin(env, torch, index=_index(built_local)),
             ", or ",
         )
+    if not keep_torch:
+        return mine
     torch = Package("torch", f"=={built_release}", pypi=True)
     other = fixes.pin(env, torch, index=_index(built_local) if built_local else "")
     return fixes.otherwise(mine, f"pin torch to match it: {other}", ", or ")
+
+
+def _follow_target(xformers_version: str, release: str, env: PixiEnv, targets: FixTargets) -> str:
+    """The run installs another torch than ``release`` (or another CUDA build of it): that
+    torch (:meth:`FixTargets.torch_fix`, the text every other check gives) and the xformers
+    built for it, from PyPI where PyPI's torch is that build, else from the PyTorch index of
+    the target's variant. "" when the installed torch is the target."""
+    if not targets.torch or not targets.torch_changes:
+        return ""
+    want = xformers_for_torch(targets.torch) or (
+        xformers_version if targets.torch == release else None
+    )
+    build = f"torch {targets.torch}" + (f" ({targets.variant})" if targets.variant else "")
+    if want:
+        index = targets.index or ""
+        xformers = fixes.pin(env, Package("xformers", f"=={want}", pypi=True), index=index)
+        xformers += f" (built for {build})"
+    else:
+        xformers = f"the xformers release built for {build}"
+    return fixes.join([targets.torch_fix(env), xformers], " and ")
+
+
+def _is_target(targets: FixTargets, release: str, local: str) -> bool:
+    """Whether torch ``release`` (``+local``: its CUDA variant) is the run's target torch."""
+    if release != targets.torch:
+        return False
+    return not local or targets.variant is None or local == targets.variant
 
 
 def _torch_build_key(version: str) -> tuple[str, str]:
