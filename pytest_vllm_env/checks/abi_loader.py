@@ -16,10 +16,13 @@ which package ships a missing CUDA library comes from :mod:`pytest_vllm_env.tabl
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from packaging.version import Version
 
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks.abi_cudart import provide_runtime
 from pytest_vllm_env.checks.abi_fixes import (
     NO_ENV,
     for_torch_cuda,
@@ -115,10 +118,16 @@ def needed(
     env: PixiEnv | None = None,
     built: BuiltFor | str | None = None,
     targets: FixTargets | None = None,
+    held: Sequence[Path] = (),
+    site_packages: Path | None = None,
 ) -> Finding:
     """``abi.needed``: every library the extension's load needs is found where the loader
     looks (torch's already-loaded libraries, RUNPATH, LD_LIBRARY_PATH, the env, the system):
-    its own ``DT_NEEDED`` and theirs, through the whole closure."""
+    its own ``DT_NEEDED`` and theirs, through the whole closure. A missing CUDA runtime
+    (``libcudart.so.N``) is fixed two ways: one CUDA for the extension and torch, or the
+    runtime wheel at the version the metadata asks with its dir on the loader's path
+    (:func:`pytest_vllm_env.checks.abi_cudart.provide_runtime`; ``held``: copies of it the
+    env holds elsewhere, ``site_packages``: where the wheel goes)."""
     env = env or NO_ENV
     cid, name = "abi.needed", label(link.path)
     if link.error:
@@ -150,13 +159,20 @@ def needed(
         and torch.cuda
         and torch.cuda.split(".")[0] != m[2]  # type: ignore[index]
     ):
-        fix = (
+        fix = fixes.otherwise(
             f"{name} was built for CUDA {m[2]}, torch {torch.version} is CUDA "  # type: ignore[index]
             f"{torch.cuda} (abi.cudart): install "
-            + for_torch_cuda(env, owner, torch, vllm_version, targets.cuda if targets else None)
+            + for_torch_cuda(env, owner, torch, vllm_version, targets.cuda if targets else None),
+            "keep both and " + provide_runtime(env, m[2], held, site_packages, owner, targets),  # type: ignore[index]
         )
     elif wheels := _torch_wheels_fix(env, missing, targets):
         fix = f"add the CUDA libraries the load needs ({', '.join(missing)}): " + wheels
+    elif m and m[1] == "cudart" and fixes.kind_of(env) == "venv":
+        # a venv takes the runtime from PyPI, whose lib dir the loader does not search: the
+        # wheel at the version the metadata asks, and its dir on the loader's path
+        fix = f"add the CUDA library that provides {first}: " + provide_runtime(
+            env, m[2], held, site_packages, owner, targets
+        )
     elif m:
         fix = f"add the CUDA library that provides {first}: " + (
             _cuda_library_fix(env, m[1], m[2], _cuda_major_of(link, torch), targets)
