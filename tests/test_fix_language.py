@@ -5,7 +5,8 @@ asserted. A venv gets pip/uv commands and exports, never a pixi.toml edit; a pyp
 workspace gets ``[tool.pixi.*]`` tables; a conda prefix ``conda install -p`` and ``conda env
 config vars set``. Families: the build-log judge (``buildlog.*``), the gpu tier
 (``gpu.torch-cuda``, ``gpu.vllm-generate``'s load errors), ``modelopt.architecture-registered``,
-``source.torch-api`` and ``arch.coverage``."""
+``source.torch-api``, ``arch.coverage``, ``xformers.*``, ``cuda.vllm-python`` and
+``env.conda-meta``."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ import pytest
 
 from fixtures import checkpoints as ckpts
 from fixtures.envs import EnvBuilder
+from fixtures.vit_standin import install_vit_vllm
 from fixtures.vllm_standin import install_vllm
 from pytest_vllm_env.checks import coverage_arch, gpu_vllm_load
+from pytest_vllm_env.checks import xformers_torch as XT
+from pytest_vllm_env.checks.abi_fixes import editable_build
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.gpu_probe import ProbeResult
 from pytest_vllm_env.tables.archs import FatbinImage, parse_arch
@@ -288,3 +292,54 @@ def test_arch_coverage_fixes_in_the_env_language(tmp_path):
             )
         else:
             assert 'set `TORCH_CUDA_ARCH_LIST = "12.1"` in [activation.env] in pixi.toml' in ext.fix
+
+
+# -- xformers.*, cuda.vllm-python, env.conda-meta ---------------------------------------------
+@pytest.mark.parametrize("kind", ["pyproject", "conda", "venv"])
+def test_xformers_fixes_in_the_env_language(pytester, tmp_path, kind):
+    """vLLM 0.10's Qwen2.5-VL vision tower uses xformers on an H100 and none is installed:
+    the xformers built for torch 2.7.1, in the env's language (pyproject.toml's
+    [tool.pixi.pypi-dependencies], a pip command); xformers.attention's the same."""
+    b = builder(kind, tmp_path)
+    install_vit_vllm(b, "0.10")
+    prefix = finish(kind, b, "[pypi-dependencies]\n")
+    found = fixes_by_id(
+        pytester, prefix, "-m", "toolchain", "-k", "test_xformers.py", "--cuda-arch=9.0"
+    )
+    fix = found["xformers.decision"]
+    assert_language(kind, fix, prefix)
+    if kind == "pyproject":
+        assert (
+            'add `xformers = "==0.0.31"` to [tool.pixi.pypi-dependencies] in pyproject.toml' in fix
+        )
+    else:
+        assert f'`{prefix}/bin/python3 -m pip install "xformers==0.0.31"`' in fix
+    probe = ProbeResult("xformers_check.py", data={"xformers": None, "torch": "2.7.1+cu126"})
+    missing = XT.attention(probe, [], "python", env=read_env(kind, b))
+    assert missing.outcome == "failed" and missing.changes
+    assert "0.0.31" in missing.fix
+    assert_language(kind, missing.fix, prefix)
+
+
+@pytest.mark.parametrize("kind", ["pixi", "venv", "uv"])
+def test_editable_build_in_the_env_language(tmp_path, kind):
+    """cuda.vllm-python's fix: build with the env's own interpreter, named by path."""
+    b = builder(kind, tmp_path)
+    b.python()
+    prefix = finish(kind, b)
+    command = editable_build(read_env(kind, b))
+    if kind == "pixi":
+        assert command.startswith("`pixi run python -m pip install --no-build-isolation -e .`")
+    elif kind == "uv":
+        assert command == f"`uv pip install --python {prefix} --no-build-isolation -e .`"
+    else:
+        assert command == f"`{prefix}/bin/python3 -m pip install --no-build-isolation -e .`"
+
+
+def test_half_written_conda_prefix_is_recreated_with_conda(pytester, tmp_path):
+    b = builder("conda", tmp_path)
+    b.python()
+    b.broken_record()
+    found = fixes_by_id(pytester, finish("conda", b), "-k", "test_env.py")
+    fix = found["env.conda-meta"]
+    assert "pixi" not in fix and f"conda env update -p {b.prefix}" in fix

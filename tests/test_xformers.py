@@ -87,7 +87,7 @@ def test_qwen25vl_needs_xformers_but_missing_fails_with_fix(pytester, env_builde
                 "*[xformers.decision] FAILED: vLLM 0.10.1.1's Qwen2.5-VL vision tower would use xformers (sm 9.0: XFORMERS: the PyPI flash-attn package is not installed, so vLLM logs \"Current `vllm-flash-attn` has a bug inside vision module*"
             ),
             lit(
-                '*fix: add `xformers = "==0.0.31"` to pixi.toml [pypi-dependencies] (the xformers release built for the env\'s torch 2.7.1)*flash-attn*'
+                '*fix: add `xformers = "==0.0.31"` to [pypi-dependencies] in pixi.toml (the xformers release built for the env\'s torch 2.7.1)*flash-attn*'
             ),
         ]
     )
@@ -294,7 +294,7 @@ def test_unknown_layout_with_xformers_path_cannot_decide(pytester, env_builder):
             lit(
                 "*[xformers.decision] ERROR: cannot decide which backend vLLM 0.10.1.1's Qwen2.5-VL vision tower uses: the vision backend rule in vllm/platforms/cuda.py:CudaPlatformBase.get_vit_attn_backend is not one this suite knows*"
             ),
-            '*fix: to be safe, add `xformers = "==0.0.31"`*',
+            '*fix: to be safe: add `xformers = "==0.0.31"`*',
         ]
     )
 

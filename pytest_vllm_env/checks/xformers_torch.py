@@ -292,9 +292,17 @@ def _torch_requirement(requires: Sequence[str]) -> Requirement | None:
     return None
 
 
-def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "") -> Finding:
-    """xformers.attention: memory_efficient_attention agrees with torch SDPA on the GPU."""
+def attention(
+    probe: ProbeResult,
+    decisions: Sequence[Decision],
+    python: str = "",
+    *,
+    env: PixiEnv | None = None,
+) -> Finding:
+    """xformers.attention: memory_efficient_attention agrees with torch SDPA on the GPU (a
+    missing xformers' fix written for ``env``)."""
     cid = "xformers.attention"
+    env = env or PixiEnv(prefix=Path(".pixi/envs/default"))
     retry = f"run `{python} -c 'import xformers.ops'` in the env and fix what it prints"
     if blocked := probe_blocked(cid, probe, "xformers", retry):
         return blocked
@@ -303,8 +311,8 @@ def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "
         return failed(
             cid,
             f"xformers cannot be imported by {python}: {d.get('exception', 'not installed')}",
-            "install the xformers release built for the env's torch "
-            f"({d.get('torch')}): xformers.decision names the pixi.toml line",
+            f"install the xformers release built for the env's torch ({d.get('torch')}): "
+            + _xformers_for(env, str(d.get("torch") or "")),
             torch=d.get("torch"),
         )
     ev = {k: d.get(k) for k in ("xformers", "torch", "device", "dtype", "diffs")}
@@ -332,3 +340,12 @@ def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "
         f"{d.get('dtype')})",
         **ev,
     )
+
+
+def _xformers_for(env: PixiEnv, torch: str) -> str:
+    """The xformers release built for ``torch`` (:func:`xformers_for_torch`), in the env's
+    language; where the table does not know it, where to add it."""
+    want = xformers_for_torch(torch.split("+", 1)[0]) if torch else None
+    if want:
+        return fixes.add(env, Package("xformers", f"=={want}", pypi=True))
+    return f"add it to {fixes.deps_place(env, pypi=True)} (xformers.decision names the release)"
