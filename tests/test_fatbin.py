@@ -199,7 +199,10 @@ def test_torch_without_sm120_fails_with_the_fix(pytester, env_builder, built):
                 "has no kernels for sm_120 (12.0):"
                 " it holds SASS sm_80, sm_90; PTX none*"
             ),
-            "*fix: install a torch built with sm_120 kernels (a CUDA >= 12.8 build*whl/cu128*",
+            # the oldest build the torch table knows to hold sm_120 (2.5.1 has none): PyPI's
+            # 2.8.0, its cu128 build
+            "*fix: install a torch built with sm_120 kernels (a CUDA >= 12.8 build): torch 2.8.0 "
+            '(cu128): add `torch = "==2.8.0"`*',
         ]
     )
 

@@ -127,20 +127,7 @@ def provide_runtime(
     ``abi.needed``'s second way): the runtime wheel, at the version the owning package's or
     torch's metadata asks (:func:`runtime_spec`), and its dir on ``LD_LIBRARY_PATH`` in the
     env's activation (the loader never searches ``site-packages/nvidia`` by itself); a copy
-    the env already holds: only the variable."""
-    return _provide(env, major, held, site_packages, owner, targets)
-
-
-def _provide(
-    env: PixiEnv,
-    major: str,
-    held: Sequence[Path],
-    site_packages: Path | None,
-    owner: str = "",
-    targets: FixTargets | None = None,
-) -> str:
-    """Make ``libcudart.so.<major>`` found: the wheel that holds it, and its dir on
-    ``LD_LIBRARY_PATH`` (already held: only the variable)."""
+    the env already holds (``held``): only the variable."""
     wheel, sub = runtime_wheel(major)
     where = held[0].parent if held else (site_packages / sub if site_packages else None)
     value = _under_prefix(env, where) if where else f"<site-packages>/{sub}"
@@ -148,8 +135,8 @@ def _provide(
     keep = "" if fixes.kind_of(env) == "conda" else ":$LD_LIBRARY_PATH"
     path_line = fixes.set_var(env, "LD_LIBRARY_PATH", value + keep)
     if held:
-        return (
-            f"put {held[0].parent} (held, but not where the loader looks) on the path: {path_line}"
+        return f"put {held[0].parent} (held, but not where the loader looks) on the path: " + (
+            path_line
         )
     spec, asks = runtime_spec(env, major, owner, targets)
     return (

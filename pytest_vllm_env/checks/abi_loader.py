@@ -86,9 +86,11 @@ def _cuda_library_fix(
     soname_major: str,
     major: str | None,
     targets: FixTargets | None = None,
+    pypi_way: str = "",
 ) -> str:
     """The packages that provide ``lib<stem>.so.<soname_major>`` for CUDA ``major``: the
-    conda-forge one (with ``cuda-version``) where the env takes conda packages, the PyPI one."""
+    conda-forge one (with ``cuda-version``) where the env takes conda packages, the PyPI one
+    (``pypi_way``: that fix written already, the CUDA runtime's with its loader path)."""
     conda, pypi = RUNTIME_PACKAGES[stem]
     major = major or (soname_major if stem in CUDA_MAJOR_SONAME else None)
     if major is None:
@@ -98,7 +100,7 @@ def _cuda_library_fix(
     else:
         wheel = Package(pypi, f"=={soname_major}.*", pypi=True)
     if fixes.kind_of(env) == "venv":
-        return fixes.add(env, wheel)
+        return pypi_way or fixes.add(env, wheel)
     if major is not None and int(major) < 12:  # conda-forge's CUDA 11 is one package
         packages = [Package("cudatoolkit", f"{major}.*")]
     else:
@@ -107,7 +109,9 @@ def _cuda_library_fix(
         if major is not None and have != major:
             cuda = targets.cuda if targets is not None and targets.cuda_major == major else major
             packages.append(Package("cuda-version", f"{cuda}.*"))
-    return fixes.otherwise(fixes.add(env, *packages), "from PyPI, " + fixes.add(env, wheel))
+    return fixes.otherwise(
+        fixes.add(env, *packages), "from PyPI, " + (pypi_way or fixes.add(env, wheel))
+    )
 
 
 def needed(
@@ -167,15 +171,17 @@ def needed(
         )
     elif wheels := _torch_wheels_fix(env, missing, targets):
         fix = f"add the CUDA libraries the load needs ({', '.join(missing)}): " + wheels
-    elif m and m[1] == "cudart" and fixes.kind_of(env) == "venv":
-        # a venv takes the runtime from PyPI, whose lib dir the loader does not search: the
-        # wheel at the version the metadata asks, and its dir on the loader's path
-        fix = f"add the CUDA library that provides {first}: " + provide_runtime(
-            env, m[2], held, site_packages, owner, targets
-        )
     elif m:
-        fix = f"add the CUDA library that provides {first}: " + (
-            _cuda_library_fix(env, m[1], m[2], _cuda_major_of(link, torch), targets)
+        # the CUDA runtime from PyPI lands in site-packages/nvidia/..., where the loader does
+        # not look by itself: the wheel at the version the metadata asks, and its lib dir on
+        # the loader's path (a venv's only way; conda-forge's cuda-cudart is in PREFIX/lib)
+        wheel_way = (
+            provide_runtime(env, m[2], held, site_packages, owner, targets)
+            if m[1] == "cudart"
+            else ""
+        )
+        fix = f"add the CUDA library that provides {first}: " + _cuda_library_fix(
+            env, m[1], m[2], _cuda_major_of(link, torch), targets, wheel_way
         )
     elif first.startswith(("libc10", "libtorch")):
         if targets is not None and targets.torch:

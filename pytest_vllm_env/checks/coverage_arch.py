@@ -168,12 +168,23 @@ def coverage(
     fa3: Fa3Dispatch | None = None,
     *,
     env: PixiEnv | None = None,
+    wheel: bool = False,
 ) -> list[Finding]:
     """One finding per target arch for the binary ``label`` (a site-packages-relative name);
     ``fa3`` is xformers' FA3 dispatch range when ``label`` is xformers' FA3 library. Fixes are
-    written for ``env``."""
+    written for ``env``; ``wheel``: ``label`` is a member of a wheel judged before install
+    (one it cannot read is rebuilt, not reinstalled)."""
     targets = list(targets)
     env = env or NO_ENV
+    if error and wheel:
+        return [
+            F.error(
+                CID,
+                f"{label}: {error}",
+                f"rebuild the wheel (`pip wheel`, `uv build`): its member {label} is not a "
+                "readable library",
+            )
+        ]
     if error:
         owner = dist_name(owner_of(label))
         return [
