@@ -25,6 +25,7 @@ from pytest_vllm_env.checks import xformers_torch as XT
 from pytest_vllm_env.checks.abi_fixes import editable_build
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.gpu_probe import ProbeResult
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.tables.archs import FatbinImage, parse_arch
 from tests.test_gpu import GOOD, fake_python
 from tests.test_source_build import MARLIN, SCALAR_TYPES, tree
@@ -343,3 +344,32 @@ def test_half_written_conda_prefix_is_recreated_with_conda(pytester, tmp_path):
     found = fixes_by_id(pytester, finish("conda", b), "-k", "test_env.py")
     fix = found["env.conda-meta"]
     assert "pixi" not in fix and f"conda env update -p {b.prefix}" in fix
+
+
+def test_xformers_stable_abi_newer_than_torch_follows_the_run_target(tmp_path):
+    """xformers' stable-ABI ops target torch 2.10 (cpp_lib.json), the venv holds 2.9.0: where
+    the run installs torch 2.11.0 (its one target) the fix is that torch (the text every other
+    check gives) and the xformers built for it; without a target, the xformers built for the
+    installed torch, or a torch that new. pip commands, never a manifest line."""
+    b = builder("venv", tmp_path)
+    b.python()
+    b.dist("torch", "2.9.0")
+    prefix = finish("venv", b)
+    env = read_env("venv", b)
+    pip = f"{prefix}/bin/python3 -m pip install"
+    args = ([], "0.0.35", ["torch>=2.9"], "2.9.0", "2.10.0+cu128", "12.8", True, None)
+    ops = ["aoti_torch_get_current_cuda_stream"]
+    target = FixTargets(
+        torch="2.11.0", torch_installed="2.9.0", cuda="13.0", variant="cu130", pypi_variant="cu130"
+    )
+    moved = XT.torch_pin(*args, ops, env=env, targets=target)
+    assert moved.outcome == "failed"
+    assert moved.fix == (
+        f'`{pip} "torch==2.11.0"` and `{pip} "xformers==0.0.35"` (built for torch 2.11.0 (cu130))'
+    )
+    assert [c.specs for c in moved.changes] == [("torch==2.11.0",), ("xformers==0.0.35",)]
+    alone = XT.torch_pin(*args, ops, env=env)
+    assert alone.fix == (
+        f'`{pip} "xformers==0.0.33.post1"` (built for torch 2.9.0); or install torch that new or '
+        f'later: `{pip} "torch>=2.10"`'
+    )

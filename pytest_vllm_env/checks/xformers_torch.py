@@ -94,8 +94,7 @@ def torch_pin(
                 f"xformers {xformers_version}'s compiled ops use torch's stable C ABI as of "
                 f"torch {built_for} (xformers/cpp_lib.json); the env has torch {installed}, "
                 "older: the aoti_torch_* functions they call may not be there",
-                f"install torch {_release_text(built_for)} or later, or "
-                f"{'the xformers release built for torch ' + public}",
+                _newer_stable_fix(xformers_version, public, built_for, env, targets),
                 built_for=built_for,
                 **ev,
             )
@@ -207,6 +206,30 @@ def variant_fix(
     torch = Package("torch", f"=={built_release}", pypi=True)
     other = fixes.pin(env, torch, index=_index(built_local) if built_local else "")
     return fixes.otherwise(mine, f"pin torch to match it: {other}", ", or ")
+
+
+def _newer_stable_fix(
+    xformers_version: str,
+    public: str,
+    built_for: str,
+    env: PixiEnv,
+    targets: FixTargets | None,
+) -> str:
+    """xformers' stable-ABI ops target a newer torch than the installed one: the run's target
+    torch with the xformers built for it where the run installs another torch; else the
+    xformers built for this torch, or (no target to keep) a torch at least as new."""
+    if targets is not None and (moved := _follow_target(xformers_version, public, env, targets)):
+        return moved
+    want = xformers_for_torch(public)
+    fix: str = (
+        fixes.pin(env, Package("xformers", f"=={want}", pypi=True)) + f" (built for torch {public})"
+        if want
+        else f"the xformers release built for torch {public}"
+    )
+    if targets is None or not targets.torch:
+        newer = Package("torch", f">={_release_text(built_for)}", pypi=True)
+        fix = fixes.otherwise(fix, "install torch that new or later: " + fixes.pin(env, newer))
+    return fix
 
 
 def _follow_target(xformers_version: str, release: str, env: PixiEnv, targets: FixTargets) -> str:
