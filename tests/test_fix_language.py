@@ -18,6 +18,7 @@ import pytest
 
 from fixtures import checkpoints as ckpts
 from fixtures.envs import EnvBuilder
+from fixtures.gpu_standins import standin_env
 from fixtures.vit_standin import install_vit_vllm
 from fixtures.vllm_standin import install_vllm
 from pytest_vllm_env.checks import coverage_arch, gpu_vllm_load
@@ -28,6 +29,7 @@ from pytest_vllm_env.facts.gpu_probe import ProbeResult
 from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.tables.archs import FatbinImage, parse_arch
 from tests.test_gpu import GOOD, fake_python
+from tests.test_gpu import checkpoints as gpu_checkpoints
 from tests.test_source_build import MARLIN, SCALAR_TYPES, tree
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
@@ -373,3 +375,23 @@ def test_xformers_stable_abi_newer_than_torch_follows_the_run_target(tmp_path):
         f'`{pip} "xformers==0.0.33.post1"` (built for torch 2.9.0); or install torch that new or '
         f'later: `{pip} "torch>=2.10"`'
     )
+
+
+@pytest.mark.parametrize("kind", ["pixi", "venv"])
+def test_vllm_load_fix_through_the_suite_in_the_env_language(pytester, tmp_path, kind):
+    """The gpu tier's load (the stand-in vLLM dies with "No module named 'flashinfer'", as
+    the H100 saw): gpu.vllm-generate's fix adds flashinfer-python in the env's language."""
+    b = builder(kind, tmp_path)
+    standin_env(b, vllm={"llama-fp8": {"raise": {"type": "ModuleNotFoundError"}}})
+    prefix = finish(kind, b, "[pypi-dependencies]\n")
+    fp8, _ = gpu_checkpoints(tmp_path)
+    found = fixes_by_id(
+        pytester, prefix, "-m", "gpu", "-k", "test_gpu.py and test_vllm_loads_and_generates",
+        f"--modelopt-checkpoint={fp8}",
+    )  # fmt: skip
+    fix = found["gpu.vllm-generate"]
+    assert_language(kind, fix, prefix)
+    if kind == "pixi":
+        assert 'add `flashinfer-python = "*"` to [pypi-dependencies] in pixi.toml' in fix
+    else:
+        assert f'`{prefix}/bin/python3 -m pip install "flashinfer-python"`' in fix
