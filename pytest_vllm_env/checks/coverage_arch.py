@@ -111,7 +111,7 @@ def _fix(label: str, target: Arch, images: list[FatbinImage], env: PixiEnv = NO_
         family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if base != plain else ""
         return (
             f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}): "
-            + _torch_covering(env, target, need, index)
+            + torch_covering(env, target, need, index)
         )
     need = min_nvcc(plain)
     owner = label.split("/", 1)[0]
@@ -133,7 +133,7 @@ def _fix(label: str, target: Arch, images: list[FatbinImage], env: PixiEnv = NO_
     )
 
 
-def _torch_covering(env: PixiEnv, target: Arch, need: str, index: str) -> str:
+def torch_covering(env: PixiEnv, target: Arch, need: str, index: str) -> str:
     """A real torch build whose kernels serve ``target`` (:func:`pytest_vllm_env.tables.
     torch_archs.covering`), in the env's language: the installed release's own build where
     the table has one, else the oldest covering release not older than it (torch 2.6 has no
@@ -146,8 +146,15 @@ def _torch_covering(env: PixiEnv, target: Arch, need: str, index: str) -> str:
             f"the PyTorch index of a CUDA >= {need} build ({TORCH_INDEX}/{index}) in "
             + fixes.deps_place(env, pypi=True)
         )
-    row = rows[0]
-    same = installed and torch_archs.release_of(installed) == row.release
+    # the installed release first (its own CUDA build, else PyPI's), else the oldest newer one
+    # (PyPI's build of it first)
+    release = torch_archs.release_of(installed) if installed else ""
+    local = installed.partition("+")[2]
+    first = [r for r in rows if r.release == release] or [
+        r for r in rows if r.release == rows[0].release
+    ]
+    row = min(first, key=lambda r: (r.variant != local, r.where != torch_archs.PYPI))
+    same = installed and release == row.release
     version = installed.split("+", 1)[0] if same else (row.measured or f"{row.release}.*")
     torch = Package("torch", f"=={version.split('+', 1)[0]}", pypi=True)
     where = "" if row.where == torch_archs.PYPI else torch_archs.index_url(row.variant)

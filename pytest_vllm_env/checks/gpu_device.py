@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_vllm_env.checks.abi_fixes import NO_ENV, torch_package
-from pytest_vllm_env.checks.coverage_arch import min_nvcc, required_on
+from pytest_vllm_env.checks.coverage_arch import min_nvcc, required_on, torch_covering
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.binaries import dist_name, owner_of
 from pytest_vllm_env.facts.env import PixiEnv
@@ -24,6 +24,7 @@ from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.fatbin import arch_coverage, describe
 from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.cuda_archs import cuda_tag
 
 
 def probe_blocked(cid: str, probe: ProbeResult, subject: str, retry: str) -> Finding | None:
@@ -149,7 +150,7 @@ def device_coverage(
         return failed(
             cid,
             f"{len(missing)} binary/GPU pair(s) without kernels: " + "; ".join(missing),
-            _coverage_fix(missing[0], [a for _, a in gpus]),
+            _coverage_fix(missing[0], [a for _, a in gpus], env),
             gpus=names,
             uncovered=missing,
             arch_specific_only=special,
@@ -225,12 +226,15 @@ def _install_torch(env: PixiEnv, targets: FixTargets | None, *, cuda: bool = Fal
     )
 
 
-def _coverage_fix(first: str, gpus: Sequence[Arch]) -> str:
+def _coverage_fix(first: str, gpus: Sequence[Arch], env: PixiEnv = NO_ENV) -> str:
     ccs = " ".join(sorted({a.cc for a in gpus}))
     if "libtorch" in first:
-        return (
-            f"install a torch wheel built with kernels for {ccs} (for 12.x GPUs: a CUDA >= 12.8 "
-            "build, from the cu128/cu130 index)"
+        # the oldest real torch build whose kernels serve the GPUs (tables/torch_archs.py),
+        # in the env's language, as arch.coverage names it
+        newest = max(gpus, key=lambda a: (a.major, a.minor))
+        need = min_nvcc(Arch(newest.major, 0) if newest.major >= 10 else newest)
+        return f"install a torch wheel built with kernels for {ccs}: " + torch_covering(
+            env, newest, need, cuda_tag(need)
         )
 
     def version(v: str) -> list[int]:
