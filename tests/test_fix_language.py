@@ -21,11 +21,11 @@ from fixtures.envs import EnvBuilder
 from fixtures.gpu_standins import standin_env
 from fixtures.vit_standin import install_vit_vllm
 from fixtures.vllm_standin import install_vllm
-from pytest_vllm_env.checks import coverage_arch, gpu_vllm_load
+from pytest_vllm_env.checks import coverage_arch, gpu_device, gpu_vllm_load
 from pytest_vllm_env.checks import xformers_torch as XT
 from pytest_vllm_env.checks.abi_fixes import editable_build
 from pytest_vllm_env.facts.env import PixiEnv
-from pytest_vllm_env.facts.gpu_probe import ProbeResult
+from pytest_vllm_env.facts.gpu_probe import BinaryImages, ProbeResult
 from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.tables.archs import FatbinImage, parse_arch
 from tests.test_gpu import GOOD, fake_python
@@ -81,7 +81,7 @@ def fixes_by_id(pytester: pytest.Pytester, prefix: Path, *args: str) -> dict[str
 def assert_language(kind: str, fix: str, prefix: Path) -> None:
     """The words every fix of ``kind`` uses, and those it never does."""
     if kind == "pixi":
-        assert "in pixi.toml" in fix, fix
+        assert "pixi.toml" in fix, fix  # a table of it, or `pixi ... --manifest-path` it
         assert "pip install" not in fix and "conda install" not in fix, fix
     elif kind == "pyproject":
         assert "[tool.pixi." in fix and "pyproject.toml" in fix, fix
@@ -395,3 +395,43 @@ def test_vllm_load_fix_through_the_suite_in_the_env_language(pytester, tmp_path,
         assert 'add `flashinfer-python = "*"` to [pypi-dependencies] in pixi.toml' in fix
     else:
         assert f'`{prefix}/bin/python3 -m pip install "flashinfer-python"`' in fix
+
+
+@pytest.mark.parametrize("kind", ["pixi", "venv"])
+def test_device_coverage_fixes_in_the_env_language(tmp_path, kind):
+    """gpu.device-coverage: a torch without sm_90 kernels on an H100 (PyPI's 2.11.0 has
+    them), a GPU off TORCH_CUDA_ARCH_LIST, a binary that cannot be read."""
+    b = builder(kind, tmp_path)
+    b.python()
+    b.dist("torch", "2.11.0")
+    b.dist("vllm", "0.26.0")
+    prefix = finish(kind, b)
+    env = read_env(kind, b)
+    h100 = [("NVIDIA H100", parse_arch("9.0"))]
+    sm80 = [FatbinImage("sass", parse_arch("8.0"), False)]
+    torch = gpu_device.device_coverage(
+        h100, [BinaryImages("torch/lib/libtorch_cuda.so", sm80)], env=env
+    )
+    arch_list = gpu_device.device_coverage(
+        h100, [], [parse_arch("8.0")], "TORCH_CUDA_ARCH_LIST", env=env
+    )
+    broken = gpu_device.device_coverage(
+        h100, [BinaryImages("vllm/_C.abi3.so", None, "not an ELF file")], env=env
+    )
+    for f in (torch, arch_list, broken):
+        assert f.outcome in ("failed", "error") and f.changes, f
+        assert_language(kind, f.fix, prefix)
+    if kind == "venv":
+        pip = f"{prefix}/bin/python3 -m pip install"
+        assert torch.fix.endswith(
+            f'torch 2.11.0 (cu130): `{pip} --force-reinstall "torch==2.11.0"`'
+        )
+        assert "export `TORCH_CUDA_ARCH_LIST=8.0 9.0`" in arch_list.fix
+        assert f"`{pip} --force-reinstall vllm`" in broken.fix
+    else:
+        assert 'add `torch = "==2.11.0"` to [pypi-dependencies] in pixi.toml' in torch.fix
+        assert (
+            'set `TORCH_CUDA_ARCH_LIST = "8.0 9.0"` in [activation.env] in pixi.toml'
+            in arch_list.fix
+        )
+        assert "`pixi reinstall -e default --manifest-path" in broken.fix
