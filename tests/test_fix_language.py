@@ -167,11 +167,16 @@ def test_gpu_torch_fix_in_the_env_language_at_the_run_target(pytester, tmp_path,
     assert_language(kind, fix, prefix)
     assert fix.startswith("install a CUDA build of torch: ")
     if kind == "pixi":
-        assert 'add `torch = "==2.11.0"` to [pypi-dependencies] in pixi.toml' in fix
+        assert (
+            'add `torch = { version = "==2.11.0", index = "https://download.pytorch.org/whl/cu130" '
+            "}` to [pypi-dependencies] in pixi.toml" in fix
+        )
     elif kind == "venv":
-        # pip keeps an installed 2.11.0+cpu for "torch==2.11.0": the reinstall is forced
+        # pip keeps an installed 2.11.0+cpu for "torch==2.11.0": the reinstall is forced, from
+        # the index of the target's CUDA build (one that served the CPU build would again)
         assert fix.endswith(
-            f'`{prefix}/bin/python3 -m pip install --force-reinstall "torch==2.11.0"`'
+            f"`{prefix}/bin/python3 -m pip install --index-url https://download.pytorch.org/whl/"
+            'cu130 --force-reinstall "torch==2.11.0"`'
         )
 
 

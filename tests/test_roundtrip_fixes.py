@@ -8,9 +8,10 @@ follows the run's torch. Each fix is applied to a copy of the env and the suite 
 the copy: the verdict turns green, and so does the real thing the check models (the loader
 finds the library, the torch headers define the type, the registry lists the model).
 
+``gpu.torch-cuda``: the probe runs the env's (stand-in) torch, which the fix replaces.
+
 Not here, and why: ``buildlog.*`` judges a log (applying a fix changes the env, not the log
-of a build that already failed); the gpu tier judges what a probe printed (the stand-in
-prints what the test gives it); ``arch.coverage``'s rebuild needs a CUDA build.
+of a build that already failed); ``arch.coverage``'s rebuild needs a CUDA build.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fixtures import checkpoints as ckpts
 from fixtures.apply import Applier, Catalogue, copy_tree, relocate, write_conda, write_dist
 from fixtures.elf import fake_cudart, fake_soname_lib
 from fixtures.envs import EnvBuilder
+from fixtures.gpu_standins import TORCH, standin_env
 from fixtures.vit_standin import install_vit_vllm
 from fixtures.vllm_standin import install_vllm, registry_text
 from pytest_vllm_env.checks import abi_cudart
@@ -297,3 +299,36 @@ def test_xformers_build_fix_and_abi_pins_turn_green_together(pytester, tmp_path)
         "xformers.torch-pin": "passed",
         "abi.pins": "passed",
     }
+
+
+# -- gpu.torch-cuda: a CPU-only torch under a vLLM that pins torch 2.11.0 ---------------------
+@pytest.mark.parametrize("kind", ["pixi", "venv"])
+def test_cpu_torch_fix_turns_gpu_torch_cuda_green(pytester, tmp_path, kind):
+    """The stand-in torch (fixtures/gpu_standins.py: what the probe imports) is a CPU build;
+    the fix installs torch 2.11.0's cu130 build from its index, which the catalogue lays out
+    as a stand-in that sees the H100: the probe, run again on the copy, passes."""
+
+    def torch(prefix: Path, version: str, options: tuple[str, ...]) -> str:
+        assert options and "whl/cu130" in options[0], options  # the CUDA build's index
+        write_dist(prefix, "torch", version, files={
+            "torch/__init__.py": TORCH,
+            "torch/_standin.json": json.dumps({"devices": [["NVIDIA H100 80GB HBM3", [9, 0]]]}),
+        })  # fmt: skip
+        return version
+
+    def build(root: Path) -> Built:
+        b = EnvBuilder(root) if kind == "pixi" else EnvBuilder(root, "venv", bare=True)
+        standin_env(b, torch={"version": "2.11.0+cpu", "cuda": None, "devices": []})
+        b.dist("vllm", "0.26.0", requires=["torch==2.11.0"])
+        if kind == "pixi":
+            return b.prefix, b.manifest("[pypi-dependencies]\n")
+        shutil.rmtree(b.prefix / "conda-meta")
+        (b.prefix / "pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.12.3\n")
+        return b.prefix, None
+
+    after, advice = round_trip(
+        pytester, tmp_path, build, Catalogue(pypi={"torch": torch}),
+        "test_gpu.py and test_torch_uses_gpu", ("-m", "gpu"),
+    )  # fmt: skip
+    assert after == {("gpu.torch-cuda", ""): "passed"}
+    assert advice == []

@@ -18,6 +18,7 @@ from pytest_vllm_env.checks.coverage_arch import min_nvcc, required_on, torch_co
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.binaries import dist_name, owner_of
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.gpu_probe import NO_PYTHON, NO_PYTHON_FIX, BinaryImages, ProbeResult
 from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
@@ -215,6 +216,15 @@ def _target_fix(source: str, listed: str, gpus: Sequence[Arch], env: PixiEnv) ->
 def _install_torch(env: PixiEnv, targets: FixTargets | None, *, cuda: bool = False) -> str:
     """The run's one torch (vLLM's pin, a CUDA build of it: ``targets``) in the env's
     language; without a target, a CUDA build from the PyTorch index."""
+    if cuda and targets is not None and targets.torch and targets.variant:
+        if env.conda("pytorch") is None:
+            # the target's CUDA build named by its index: the same `torch==X` from an index
+            # (or a cache) that served the CPU build would install the CPU build again
+            torch = Package("torch", f"=={targets.torch}", pypi=True)
+            variant = torch_archs.index_url(targets.variant)
+            return f"torch {targets.torch}'s {targets.variant} build: " + fixes.pin(
+                env, torch, index=variant
+            )
     if targets is not None and targets.torch:
         return targets.torch_fix(env)
     index = f"{torch_archs.TORCH_INDEX}/cu<NNN>"
