@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import checkpoints as ckpts
+from fixtures import pixi_locks as L
 from fixtures.envs import EnvBuilder
 from fixtures.gpu_standins import standin_env
 from fixtures.vit_standin import install_vit_vllm
@@ -440,3 +441,19 @@ def test_device_coverage_fixes_in_the_env_language(tmp_path, kind):
             in arch_list.fix
         )
         assert "`pixi reinstall -e default --manifest-path" in broken.fix
+
+
+def test_build_log_is_judged_in_lock_mode_too(pytester, tmp_path):
+    """A Pixi env judged from pixi.lock (not installed): a build log is a file of its own and
+    is still judged, its fix written for the workspace (pyproject.toml's [tool.pixi] tables)."""
+    manifest = L.seed_004(tmp_path / "ws")
+    report = pytester.path / "r.json"
+    pytester.runpytest(
+        *SUITE, "-k", "test_build_logs", f"--pixi-manifest={manifest}",
+        "--vllm-env=rtx5090-vllm", f"--vllm-build-log={LOGS / 'oom_killed.log'}",
+        f"--vllm-env-report={report}",
+    )  # fmt: skip
+    (check,) = json.loads(report.read_text())["checks"]
+    assert (check["id"], check["outcome"]) == ("buildlog.oom", "failed")
+    assert 'set `MAX_JOBS = "2"` in [tool.pixi.' in check["fix"]
+    assert "pyproject.toml" in check["fix"]
