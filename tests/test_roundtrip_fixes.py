@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,34 @@ def runtime_catalogue(cudart12: bytes) -> Catalogue:
     )
 
 
+# dlopen as `import vllm._C` would after `import torch`: torch's libraries (and the CUDA 13
+# runtime they need, in the env's lib/) loaded first and global, then the extension
+LOAD = """
+import ctypes, glob, sys
+prefix, ext = sys.argv[1], sys.argv[2]
+site = glob.glob(prefix + "/lib/python3*/site-packages")[0]
+libs = sorted(glob.glob(prefix + "/lib/libcudart.so.*"))
+for lib in libs + sorted(glob.glob(site + "/torch/lib/*.so")):
+    ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+ctypes.CDLL(ext)
+print("loaded")
+"""
+
+
+def real_load(env: PixiEnv) -> subprocess.CompletedProcess[str]:
+    """The real dynamic loader on the env's vLLM ``_C``, in the environment the env's
+    activation gives (its ``LD_LIBRARY_PATH``: pixi's [activation.env], conda's env vars, a
+    venv's ``bin/activate``)."""
+    ext = next(env.prefix.glob("lib/python3*/site-packages/vllm/_C.abi3.so"))
+    return subprocess.run(
+        [sys.executable, "-c", LOAD, str(env.prefix), str(ext)],
+        env=env.environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def pin_runtime_in_vllm(prefix: Path) -> None:
     """The owning package asks for the runtime in its metadata (the pin the fix must take)."""
     meta = next(prefix.glob("lib/python3.*/site-packages/vllm-*.dist-info")) / "METADATA"
@@ -104,7 +134,8 @@ def test_cuda_runtime_wheel_way_turns_abi_needed_green(
     venv: pip/uv and bin/activate; a conda prefix: pip and `conda env config vars set`; a
     Pixi env: [pypi-dependencies] and [activation.env], then `pixi install`). Applied to a
     copy, the loader finds libcudart.so.12 and abi.needed passes (abi.cudart: two runtimes
-    in one process, a warning: it works, measured in round 11a)."""
+    in one process, a warning: it works, measured in round 11a); and the real loader, which
+    refused the extension before, loads it in the copy as the env activates."""
     src = tmp_path / "original"
     manifest = None
     if kind == "pixi":
@@ -135,13 +166,19 @@ def test_cuda_runtime_wheel_way_turns_abi_needed_green(
             "pixi": ["manifest-line", "manifest-line"],
         }[kind]
     )
-    moved, done = apply_to_copy(
-        src, prefix, manifest, list(changes_of(way)), runtime_catalogue(cudart12)
-    )
+    # the real loader, as the env activates: "libcudart.so.12: cannot open shared object file"
+    assert "libcudart.so.12" in real_load(env).stderr
+    catalogue = runtime_catalogue(cudart12)
+    moved, done = apply_to_copy(src, prefix, manifest, list(changes_of(way)), catalogue)
     assert "pip: nvidia-cuda-runtime-cu12==12.8.90" in done
     after = by_key(run(pytester, moved, "test_abi"))
     assert after[subject]["outcome"] == "passed"
     assert after[("abi.cudart", "vllm/_C.abi3.so")]["outcome"] == "warning"
+    # and the real loader, in the copy activated as the fix set it, loads the extension
+    moved_manifest = Path(str(manifest).replace(str(src), f"{src}-copy")) if manifest else None
+    copy = PixiEnv.read(moved, name="default" if manifest else None, manifest=moved_manifest)
+    loaded = real_load(copy)
+    assert loaded.stdout.strip() == "loaded", loaded.stderr
 
 
 @needs_gxx
