@@ -35,11 +35,11 @@ Markers: ``toolchain`` (no GPU), ``gpu``, ``build`` (compiles or configures real
 This module is the pytest11 entry point: it declares every option and ini key, and registers
 the session's plugins (``plugins/session.py``: state and core fixtures; ``verdict.py``;
 ``report.py``: the JSON; ``terminal.py``: header and summary) in every run. The area plugins
-(their fixtures, ``AREA_PLUGINS``) are registered only by a run that uses them: one given an
-option or ini key of ours, one that runs the bundled suite or lists fixtures (``--fixtures``;
-all before conftests load, as before), or one whose tests ask for a fixture of ours (while
-pytest resolves it: :func:`_register_areas_on_first_use`). A trivial run of a repo that has
-the plugin installed then does not import them (issue 21; benchmarks/startup.py).
+(their fixtures, ``AREA_PLUGINS``) are registered only by a run that uses them: at start,
+before the core as always, by one given an option or ini key of ours, one that runs the
+bundled suite or lists fixtures (:func:`_asks_for_areas`); else when a test first asks for
+a fixture of ours (:func:`_register_areas_on_first_use`). A trivial run of a repo that has
+the plugin installed then imports none of them (issue 21; benchmarks/startup.py).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ CORE_PLUGINS = (
 # Registered only for a run of the bundled suite (pytest_configure): what -m selects of it.
 SUITE_PLUGINS = ("pytest_vllm_env.plugins.selection",)
 # The area plugins: each adds its fixtures for one part of the suite (their options are
-# declared by plugins/options.py). Registered only by a run that uses them (module docstring).
+# declared by _add_area_options). Registered only by a run that uses them (module docstring).
 AREA_PLUGINS = (
     "pytest_vllm_env.plugins.cuda",
     "pytest_vllm_env.plugins.binaries",
@@ -168,11 +168,9 @@ _AREAS = pytest.StashKey[bool]()  # on the config once the area plugins are regi
 
 # -- settings ------------------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    from pytest_vllm_env.plugins.options import add_area_options
-
     # The area plugins' options first: `--help` lists them before the core ones, as it did
     # when each area plugin declared its own.
-    add_area_options(parser)
+    _add_area_options(parser)
     add = settings.add_setting
     add(
         parser,
@@ -260,6 +258,169 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         _register(pluginmanager, name)
 
 
+def _add_area_options(parser: pytest.Parser) -> None:
+    """Declare every area plugin's options and ini keys, in the order of ``AREA_PLUGINS``,
+    each beside the area that reads it. pytest must know every option before it parses the
+    command line, but an area plugin is registered only by a run that uses it; so an area
+    plugin must not implement ``pytest_addoption`` itself (registered late, pytest would
+    replay it and declare its options a second time)."""
+    from pytest_vllm_env import defaults
+
+    add = settings.add_setting
+    # plugins/cuda.py
+    add(
+        parser,
+        "--cuda-tool-timeout",
+        "seconds each nvcc/ptxas/cmake run may take before it is killed and judged; "
+        f"default {defaults.CUDA_TOOL_TIMEOUT:.0f}",
+        metavar="SECONDS",
+    )
+    add(
+        parser,
+        "--cmake",
+        "the cmake to predict for and probe with; default: cmake on the env's activated PATH",
+        metavar="PATH",
+    )
+    # plugins/binaries.py
+    add(
+        parser,
+        "--vllm-source",
+        "a vLLM source tree (checkout of a tag) to judge before building it: its torch pins "
+        "(pyproject.toml, requirements/cuda.txt) and scalar types against the env's torch, "
+        "its build/ CMake cache, its CMake floor",
+        metavar="DIR",
+    )
+    # plugins/modelopt.py
+    add(
+        parser,
+        "--vllm-additional-config",
+        "the additional_config (a JSON object) you give vLLM: --additional-config / "
+        'LLM(additional_config=...); e.g. {"gdn_prefill_backend": "triton"} (read by '
+        "modelopt.gdn-prefill-backend; the gpu probe loads with it)",
+        metavar="JSON",
+    )
+    # plugins/checkpoint.py
+    add(
+        parser,
+        "--tensor-parallel-size",
+        "the tensor_parallel_size you start vLLM with (--tensor-parallel-size / -tp); judged by "
+        "launch.tensor-parallel against each checkpoint's heads, sizes and format blocks",
+        metavar="N",
+    )
+    add(
+        parser,
+        "--vllm-quantization",
+        "the quantization= you give vLLM (--quantization / -q / LLM(quantization=...)); judged "
+        "by launch.quantization against what each checkpoint declares",
+        metavar="NAME",
+    )
+    add(
+        parser,
+        "--vllm-serve-args",
+        "the arguments you start vLLM with: a `vllm serve` command line, or @FILE (a script or "
+        "recipe holding one, vLLM's --config YAML, or a Python LLM(...) recipe); "
+        "--tensor-parallel-size and --vllm-quantization win over it",
+        metavar="ARGS|@FILE",
+    )
+    add(
+        parser,
+        "--vllm-load-probe",
+        "opt-in: also run the env's own vLLM on the CPU to build each checkpoint's model and "
+        "run its weight loader (meta: no weight bytes, any size; load: the real tensors, for "
+        "small checkpoints); checkpoint.load-probe says what it did and where the static "
+        "verdict differs",
+        metavar="MODE",
+    )
+    # plugins/quant.py
+    add(
+        parser,
+        "--vllm-checkpoint",
+        "a quantized checkpoint of any format vLLM loads (compressed-tensors, fp8, mxfp4, "
+        "modelopt): a dir or cached HF repo id; read by the quant.* checks",
+        multiple=True,
+        metavar="PATH|REPO_ID",
+    )
+    # plugins/gpu.py
+    add(
+        parser,
+        "--reference-checkpoint",
+        "the BF16 original(s) of the --modelopt-checkpoint(s), for gpu.vllm-reference: one "
+        "for all, or one per checkpoint in the same order",
+        multiple=True,
+    )
+    add(parser, "--vllm-build-log", "build log(s) of vLLM to judge (buildlog tier)", multiple=True)
+    add(
+        parser,
+        "--vllm-probe-timeout",
+        f"seconds a gpu probe (one vLLM load) may take; {defaults.PROBE_TIMEOUT:.0f}",
+    )
+    add(
+        parser,
+        "--vllm-logprob-tolerance",
+        "nats the first-token logprob of a checkpoint may differ from its "
+        f"--reference-checkpoint's; {defaults.LOGPROB_TOL}",
+    )
+    add(
+        parser,
+        "--vllm-perplexity-exponent",
+        "gpu.vllm-perplexity fails above vocab_size ** this (uniform guessing scores "
+        f"vocab_size); {defaults.PERPLEXITY_EXPONENT}",
+    )
+    add(
+        parser,
+        "--vllm-parallel-loads",
+        "how many --modelopt-checkpoint loads share the GPU at once (small models, big GPU); 1",
+        metavar="N",
+    )
+    parser.getgroup(settings.GROUP).addoption(
+        "--vllm-fresh-process",
+        action="store_true",
+        default=False,
+        help="load each --modelopt-checkpoint a second time in a fresh process and compare "
+        "the tokens (default: one load, two generations in it)",
+    )
+    # plugins/build.py
+    add(
+        parser,
+        "--build-timeout",
+        "seconds one torch extension build may take before it is killed; "
+        f"{defaults.BUILD_TIMEOUT:.0f}",
+        metavar="SECONDS",
+    )
+    # plugins/lock.py
+    settings.add_flag(
+        parser,
+        "--vllm-from-lock",
+        "judge Pixi envs from pixi.lock even when installed, as before `pixi install`",
+        "judge Pixi envs from pixi.lock (true/false)",
+    )
+    add(
+        parser,
+        "--pixi-platform",
+        "the platform of pixi.lock to judge (linux-64, linux-aarch64...); default: this machine's",
+        metavar="PLATFORM",
+    )
+    # plugins/source.py
+    add(
+        parser,
+        "--vllm-project",
+        "the project a venv is installed from (a folder with pyproject.toml, "
+        "requirements*.txt or uv.lock, or one such file), for pypi.build-isolation; for a "
+        "Pixi or conda env, the requirements installed into it with pip; default: the folder "
+        "holding the venv when it has one",
+        metavar="PATH",
+    )
+    # plugins/driver.py
+    add(
+        parser,
+        "--cuda-driver",
+        "the NVIDIA driver the GPU nodes run (nvidia-smi's Driver Version, e.g. 550.144.03), "
+        "to judge the env against it from a machine without the GPU; default: this machine's "
+        "driver (NVML, /proc/driver/nvidia/version)",
+        metavar="VERSION",
+    )
+
+
 # Options that list every fixture: they need the area plugins' fixtures registered.
 FIXTURE_LISTINGS = ("--fixtures", "--funcargs", "--fixtures-per-test")
 
@@ -283,10 +444,10 @@ def _asks_for_areas(config: pytest.Config) -> bool:
     keys = {*settings.SETTINGS, *settings.FLAGS}
     options = {settings.SETTINGS[k].option for k in settings.SETTINGS}
     options |= {*settings.FLAGS.values(), *FIXTURE_LISTINGS, "--vllm-conformance"}
-    options.add("--vllm-fresh-process")  # plugins/options.py: gpu's plain flag
+    options.add("--vllm-fresh-process")  # gpu's plain flag (_add_area_options)
     for arg in args:
-        head = arg.split("=", 1)[0]  # --opt=VALUE; KEY=VALUE after -o
-        if head in options or head in keys:
+        head, value = arg.split("=", 1) if "=" in arg else (arg, None)
+        if head in options or (head in keys and value is not None):  # KEY=VALUE after -o
             return True
         for prefix in ("--override-ini=", "-o"):  # --override-ini=KEY=VALUE, -oKEY=VALUE
             if arg.startswith(prefix) and arg[len(prefix) :].split("=", 1)[0] in keys:

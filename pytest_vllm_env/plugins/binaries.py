@@ -158,8 +158,8 @@ def vllm_torch_pin(vllm_env: PixiEnv) -> str | None:
     return binaries.torch_pin_of(dist.requires) if dist else None
 
 
-# This area's options and ini keys are declared at start by plugins/options.py: the plugin
-# itself is registered only by a run that uses it (plugin.py).
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 @pytest.fixture(scope="session")

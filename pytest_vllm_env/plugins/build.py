@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.tables.archs import Arch
 
 
-# This area's options and ini keys are declared at start by plugins/options.py: the plugin
-# itself is registered only by a run that uses it (plugin.py).
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def _build_timeout(config: pytest.Config) -> float:

@@ -37,8 +37,8 @@ class Launch:
     q_from: str = "not given"
 
 
-# This area's options and ini keys are declared at start by plugins/options.py: the plugin
-# itself is registered only by a run that uses it (plugin.py).
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.runners import cmake_probe as probe_mod
 
 
-# This area's options and ini keys are declared at start by plugins/options.py: the plugin
-# itself is registered only by a run that uses it (plugin.py).
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def _timeout(config: pytest.Config) -> float:
