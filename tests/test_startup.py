@@ -23,21 +23,25 @@ LAUNCH_DEFAULT = "assert vllm_launch.tensor_parallel_size == 1"
 
 def test_a_trivial_run_imports_no_area_plugin(pytester):
     # One passing test and no option of ours (a repo that merely has the plugin installed):
-    # the core is there, no area plugin is imported. Each of them was, before issue 21.
-    pytester.makepyfile(
+    # the core is there, no area plugin is imported, from start to the last summary line.
+    # Each of them was, before issue 21 (and findings.py, by the terminal summary).
+    pytester.makeconftest(
         """
         import sys
 
-        from pytest_vllm_env.plugin import AREA_PLUGINS
-
-        def test_unrelated():
-            assert "pytest_vllm_env.plugins.session" in sys.modules
-            loaded = [name for name in AREA_PLUGINS if name in sys.modules]
-            assert not loaded, loaded
+        def pytest_unconfigure(config):
+            loaded = sorted(m for m in sys.modules if m.startswith("pytest_vllm_env"))
+            with open("loaded.txt", "w") as out:
+                out.write("\\n".join(loaded))
         """
     )
+    pytester.makepyfile("def test_unrelated():\n    assert 1 + 1 == 2\n")
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
+    loaded = set((pytester.path / "loaded.txt").read_text().split())
+    assert "pytest_vllm_env.plugins.session" in loaded  # the plugin was on
+    assert not loaded & set(plugin.AREA_PLUGINS), sorted(loaded & set(plugin.AREA_PLUGINS))
+    assert "pytest_vllm_env.findings" not in loaded
 
 
 # -- a drop-in user's test gets the area fixtures without any option ------------------------
