@@ -507,7 +507,14 @@ def _register_areas_on_first_use(session: pytest.Session) -> None:
     parametrization still applies), and for ``request.getfixturevalue()`` while it runs one.
     pytest offers no hook there, so the manager's method is wrapped on this session's
     instance, and put back once the areas are registered. A pytest without that method gets
-    them now, as every run did before."""
+    them now, as every run did before.
+
+    Registered after the core, the areas' hooks then run before the core's. In such a run
+    that changes nothing: with no option or ini key of ours there is one env and no
+    checkpoint to parametrize (pytest_generate_tests), and when lock mode skips a user's
+    test before ``verdict`` records it (pytest_runtest_setup), its report still names the
+    test by its node id, which is what ``verdict`` records for a test outside the suite (a
+    path into the suite registers the areas at start)."""
     config = session.config
     manager = getattr(session, "_fixturemanager", None)
     lookup = getattr(manager, "getfixturedefs", None)

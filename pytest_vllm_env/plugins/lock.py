@@ -20,8 +20,9 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.facts.lock_env import LockSource
 
-# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
-# the plugin itself is registered only by a run that uses it.
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options),
+# and its marker (vllm_lock) by plugin.MARKERS: the plugin itself is registered only by a run
+# that uses it.
 
 
 def pytest_configure(config: pytest.Config) -> None:
