@@ -158,17 +158,8 @@ def vllm_torch_pin(vllm_env: PixiEnv) -> str | None:
     return binaries.torch_pin_of(dist.requires) if dist else None
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    from pytest_vllm_env.plugins.settings import add_setting
-
-    add_setting(
-        parser,
-        "--vllm-source",
-        "a vLLM source tree (checkout of a tag) to judge before building it: its torch pins "
-        "(pyproject.toml, requirements/cuda.txt) and scalar types against the env's torch, "
-        "its build/ CMake cache, its CMake floor",
-        metavar="DIR",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 @pytest.fixture(scope="session")

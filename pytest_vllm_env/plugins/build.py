@@ -17,13 +17,8 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.tables.archs import Arch
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--build-timeout",
-        f"seconds one torch extension build may take before it is killed; {BUILD_TIMEOUT:.0f}",
-        metavar="SECONDS",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def _build_timeout(config: pytest.Config) -> float:

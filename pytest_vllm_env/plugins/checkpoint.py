@@ -37,38 +37,8 @@ class Launch:
     q_from: str = "not given"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--tensor-parallel-size",
-        "the tensor_parallel_size you start vLLM with (--tensor-parallel-size / -tp); judged by "
-        "launch.tensor-parallel against each checkpoint's heads, sizes and format blocks",
-        metavar="N",
-    )
-    settings.add_setting(
-        parser,
-        "--vllm-quantization",
-        "the quantization= you give vLLM (--quantization / -q / LLM(quantization=...)); judged "
-        "by launch.quantization against what each checkpoint declares",
-        metavar="NAME",
-    )
-    settings.add_setting(
-        parser,
-        "--vllm-serve-args",
-        "the arguments you start vLLM with: a `vllm serve` command line, or @FILE (a script or "
-        "recipe holding one, vLLM's --config YAML, or a Python LLM(...) recipe); "
-        "--tensor-parallel-size and --vllm-quantization win over it",
-        metavar="ARGS|@FILE",
-    )
-    settings.add_setting(
-        parser,
-        "--vllm-load-probe",
-        "opt-in: also run the env's own vLLM on the CPU to build each checkpoint's model and "
-        "run its weight loader (meta: no weight bytes, any size; load: the real tensors, for "
-        "small checkpoints); checkpoint.load-probe says what it did and where the static "
-        "verdict differs",
-        metavar="MODE",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,20 +26,8 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.runners import cmake_probe as probe_mod
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--cuda-tool-timeout",
-        "seconds each nvcc/ptxas/cmake run may take before it is killed and judged; "
-        f"default {CUDA_TOOL_TIMEOUT:.0f}",
-        metavar="SECONDS",
-    )
-    settings.add_setting(
-        parser,
-        "--cmake",
-        "the cmake to predict for and probe with; default: cmake on the env's activated PATH",
-        metavar="PATH",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def _timeout(config: pytest.Config) -> float:

@@ -23,15 +23,8 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.tables.archs import Arch
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--cuda-driver",
-        "the NVIDIA driver the GPU nodes run (nvidia-smi's Driver Version, e.g. 550.144.03), "
-        "to judge the env against it from a machine without the GPU; default: this machine's "
-        "driver (NVML, /proc/driver/nvidia/version)",
-        metavar="VERSION",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -32,47 +32,8 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.tables.archs import Arch
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--reference-checkpoint",
-        "the BF16 original(s) of the --modelopt-checkpoint(s), for gpu.vllm-reference: one "
-        "for all, or one per checkpoint in the same order",
-        multiple=True,
-    )
-    settings.add_setting(
-        parser, "--vllm-build-log", "build log(s) of vLLM to judge (buildlog tier)", multiple=True
-    )
-    settings.add_setting(
-        parser,
-        "--vllm-probe-timeout",
-        f"seconds a gpu probe (one vLLM load) may take; {defaults.PROBE_TIMEOUT:.0f}",
-    )
-    settings.add_setting(
-        parser,
-        "--vllm-logprob-tolerance",
-        "nats the first-token logprob of a checkpoint may differ from its "
-        f"--reference-checkpoint's; {defaults.LOGPROB_TOL}",
-    )
-    settings.add_setting(
-        parser,
-        "--vllm-perplexity-exponent",
-        "gpu.vllm-perplexity fails above vocab_size ** this (uniform guessing scores "
-        f"vocab_size); {defaults.PERPLEXITY_EXPONENT}",
-    )
-    settings.add_setting(
-        parser,
-        "--vllm-parallel-loads",
-        "how many --modelopt-checkpoint loads share the GPU at once (small models, big GPU); 1",
-        metavar="N",
-    )
-    parser.getgroup(settings.GROUP).addoption(
-        "--vllm-fresh-process",
-        action="store_true",
-        default=False,
-        help="load each --modelopt-checkpoint a second time in a fresh process and compare "
-        "the tokens (default: one load, two generations in it)",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def _probe_timeout(config: pytest.Config) -> float:

@@ -20,26 +20,12 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.facts.env import PixiEnv
     from pytest_vllm_env.facts.lock_env import LockSource
 
-MARKER = "vllm_lock: the check judges pixi.lock too (it runs in lock mode)"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_flag(
-        parser,
-        "--vllm-from-lock",
-        "judge Pixi envs from pixi.lock even when installed, as before `pixi install`",
-        "judge Pixi envs from pixi.lock (true/false)",
-    )
-    settings.add_setting(
-        parser,
-        "--pixi-platform",
-        "the platform of pixi.lock to judge (linux-64, linux-aarch64...); default: this machine's",
-        metavar="PLATFORM",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options),
+# and its marker (vllm_lock) by plugin.MARKERS: the plugin itself is registered only by a run
+# that uses it.
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", MARKER)
     platform = settings.get(config, "pixi_platform")
     if not platform:
         return

@@ -29,15 +29,8 @@ NO_CHECKPOINT = "no --modelopt-checkpoint given"
 T = TypeVar("T")
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--vllm-additional-config",
-        "the additional_config (a JSON object) you give vLLM: --additional-config / "
-        'LLM(additional_config=...); e.g. {"gdn_prefill_backend": "triton"} (read by '
-        "modelopt.gdn-prefill-backend; the gpu probe loads with it)",
-        metavar="JSON",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def pytest_configure(config: pytest.Config) -> None:

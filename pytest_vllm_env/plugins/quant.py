@@ -42,15 +42,8 @@ VENDORED = {
 }
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--vllm-checkpoint",
-        "a quantized checkpoint of any format vLLM loads (compressed-tensors, fp8, mxfp4, "
-        "modelopt): a dir or cached HF repo id; read by the quant.* checks",
-        multiple=True,
-        metavar="PATH|REPO_ID",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

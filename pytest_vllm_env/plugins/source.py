@@ -16,16 +16,8 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.facts.source_tree import CMakeFloor
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    settings.add_setting(
-        parser,
-        "--vllm-project",
-        "the project a venv is installed from (a folder with pyproject.toml, "
-        "requirements*.txt or uv.lock, or one such file), for pypi.build-isolation; for a "
-        "Pixi or conda env, the requirements installed into it with pip; default: the folder "
-        "holding the venv when it has one",
-        metavar="PATH",
-    )
+# This area's options and ini keys are declared at start by plugin.py (_add_area_options):
+# the plugin itself is registered only by a run that uses it.
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -126,9 +126,11 @@ def static_line(env: PixiEnv) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    st = state(config)
+    if not st.findings and not st.report_problem:
+        return  # nothing to say (and findings.py, 1 % of a trivial run, stays unimported)
     from pytest_vllm_env.findings import grouped_by_fix
 
-    st = state(config)
     if st.report_problem:
         terminalreporter.write_line(f"vllm-env: {terminal_safe(st.report_problem)}", red=True)
     findings = st.findings
