@@ -93,11 +93,10 @@ def test_verdicts_agree_with_vllm_on_the_gpu(version, tmp_path):
 
 
 # What the recorded GPU run shows that the rules do not model yet (shrink-only; each is a miss
-# the user would meet): the tiny gpt-oss (hidden 128) MXFP4 MoE, which loads on the CPU, dies in
-# vLLM 0.26.0's Triton MoE kernel on sm_90 at its first forward with
-# "tl.static_assert(W_TRANSPOSE)" (triton_kernels matmul, swizzled MXFP4 weights); the same
-# export at hidden 256 ran on the H100 (formats_truth-0.26.0-hidden256.json).
-KNOWN_MISSES = {"gpt-oss-mxfp4"}  # (its -device twin is made on the device only; not judged here)
+# the user would meet). Empty: the tiny gpt-oss MXFP4 (hidden 128) that died in triton_kernels'
+# matmul_ogs on sm_90 is now failed by quant.kernel-arch (tables/quant_kernels.py
+# _TRITON_MXFP4_HOPPER).
+KNOWN_MISSES: set[str] = set()
 
 
 def test_a_disagreeing_truth_is_caught(tmp_path):

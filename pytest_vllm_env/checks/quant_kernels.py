@@ -9,9 +9,13 @@ supported on SM120"); block FP8 on sm 12.x routed to CUTLASS's SM120 blockwise G
 output size not a multiple of 128 ("Invalid status", vLLM issue 47990; DeepGEMM takes BF16
 layers with N % 64 == 0 first); a W4A16 group size no kernel implements (16: Marlin, Machete
 and Triton all refuse: "Failed to find a kernel that can implement the WNA16 linear layer");
-NVFP4 on a GPU without native FP4, run by Marlin whose repack needs N % 64 == 0. Where vLLM
-falls back to a kernel that works (Triton block FP8, Marlin weight-only FP4 on Hopper), the
-verdict passes, or warns when the fallback costs (weight-only, emulated, float16-only).
+NVFP4 on a GPU without native FP4, run by Marlin whose repack needs N % 64 == 0; gpt-oss
+MXFP4 experts on sm 9.x, run by triton_kernels' matmul_ogs, which does not compile when an
+expert GEMM has 128 output columns or fewer on a rank (hidden <= 128, or 2 x intermediate /
+tensor_parallel_size <= 128): ``tl.static_assert(BLOCK_N % (2 * n_warps * 2 * 8) == 0)``.
+Where vLLM falls back to a kernel that works (Triton block FP8, Marlin weight-only FP4 on
+Hopper), the verdict passes, or warns when the fallback costs (weight-only, emulated,
+float16-only).
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ def kernel_arch(
     archs_source: str,
     packages: Collection[str],
     env_lists: Mapping[str, Sequence[str]] | None = None,
+    tp: int = 1,
 ) -> Finding:
-    """Each quantized layer has a kernel on each target GPU that runs there."""
+    """Each quantized layer has a kernel on each target GPU that runs there, with each rank's
+    share of it under ``tp`` (``--tensor-parallel-size``)."""
     if blocked := skip_unreadable(CHECK, ckpt, config=True, tensors=True):
         return blocked
     if plan.refusal or not plan.schemes:
@@ -78,12 +84,18 @@ def kernel_arch(
                 family = "fp8_weight_only"
             if not family:
                 continue
-            ask = LayerAsk(n, k, scheme.settings, scheme.flags, plan.act_dtype, plan.model_type)
+            ask = LayerAsk(n, k, scheme.settings, scheme.flags, plan.act_dtype, plan.model_type, tp)
             kernels, missing, _ = kernel_list(family, vllm_version, env_lists)
             unknown |= set(missing)
             choice = choose(kernels, cc, ask, packages)
             judged += 1
-            where = f"{layer} [N={n}, K={k}]"
+            where = (
+                f"{layer} [experts: hidden {k}, intermediate {n // 2}"
+                + (f", {n // 2 // tp} per rank at tensor_parallel_size={tp}" if tp > 1 else "")
+                + "]"
+                if family == "mxfp4_moe"
+                else f"{layer} [N={n}, K={k}]"
+            )
             if choice.kernel is None:
                 why = "; ".join(choice.passed_over)
                 key = (arch.cc, "", "none", f"no {family} kernel can implement it ({why})")
@@ -184,4 +196,14 @@ def _fix(broken: Sequence[str]) -> str:
         )
     if "size_n" in text:
         fixes.append("keep layers whose output size is not a multiple of 64 in BF16 (ignore)")
+    if "BLOCK_N % (2 * n_warps" in text:
+        # oracle/mxfp4.py:select_mxfp4_moe_backend honours KernelConfig.moe_backend
+        # (--moe-backend, vllm/config/kernel.py) before its priority list; MARLIN runs MXFP4
+        # experts from sm 7.5 and pads hidden to 256, intermediate to 128
+        fixes.append(
+            "start vLLM with --moe-backend marlin (LLM(..., moe_backend='marlin'); "
+            "Marlin pads the experts to sizes it runs), or serve a checkpoint whose hidden "
+            "size and 2 x intermediate size per rank exceed 128 (a smaller "
+            "--tensor-parallel-size when only the per-rank share is too small)"
+        )
     return "; ".join(fixes) or "re-quantize to a format with a kernel on the target GPU"
