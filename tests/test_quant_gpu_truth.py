@@ -8,6 +8,7 @@ on a truth that disagrees, so it is known to catch a wrong rule."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,14 @@ def _folder(name: str, tmp_path: Path) -> Path | None:
     return None  # made on the device only (gpt-oss-*-device)
 
 
-def disagreements(truth: dict[str, Any], tmp_path: Path) -> tuple[list[str], int]:
+def disagreements(
+    truth: dict[str, Any], tmp_path: Path, folders: Mapping[str, Path] | None = None
+) -> tuple[list[str], int]:
     """Where our verdicts on the GPU's arch and the GPU's load differ: (what, how many
     models were judged). Refused there -> a quant.* check fails it as refused; loaded there
     -> none says vLLM refuses; the kernels vLLM logged that our tables know -> the ones
-    quant.kernel-arch names for that arch."""
+    quant.kernel-arch names for that arch. ``folders``: the checkpoint of a model where it
+    is not the committed export of that name (a run on other shapes)."""
     from pytest_vllm_env.checks.quant_config import min_capability, quant_config
     from pytest_vllm_env.checks.quant_kernels import kernel_arch
     from pytest_vllm_env.checks.quant_tensors import scales_sane, tensors_complete
@@ -46,7 +50,7 @@ def disagreements(truth: dict[str, Any], tmp_path: Path) -> tuple[list[str], int
     out: list[str] = []
     judged = 0
     for name, real in sorted(truth["models"].items()):
-        folder = _folder(name, tmp_path)
+        folder = (folders or {}).get(name) or _folder(name, tmp_path)
         if folder is None:
             continue
         ckpt = read_checkpoint(name, folder)
