@@ -90,5 +90,6 @@ def test_qfmt_kernel_arch(
             vllm_quant_packages,
             vllm_quant_source.kernel_lists,
             tp=vllm_launch.tensor_parallel_size,
+            moe_backend=vllm_launch.moe_backend,
         )
     )

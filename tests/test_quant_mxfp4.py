@@ -151,3 +151,59 @@ def test_tensor_parallel_size_reaches_the_verdict(pytester, env, tmp_path):
         in k["summary"]
     )
     assert "--moe-backend marlin" in k["fix"]
+
+
+@pytest.mark.parametrize(
+    ("text", "backend", "where"),
+    [
+        ("vllm serve openai/gpt-oss-20b --moe-backend Marlin", "marlin", "--moe-backend in x"),
+        (
+            "vllm serve m -tp 2 --moe-backend=flashinfer-trtllm",
+            "flashinfer_trtllm",
+            "--moe-backend in x",
+        ),
+        ("model: m\nmoe-backend: marlin\n", "marlin", "moe-backend in x"),
+        ("llm = LLM(model='m', moe_backend='marlin')", "marlin", "moe_backend= in x"),
+        ('LLM("m", kernel_config={"moe_backend": "triton"})', "triton", "moe_backend= in x"),
+        ("vllm serve m -tp 2", None, ""),
+    ],
+)
+def test_the_moe_backend_is_read_from_what_users_launch_with(text, backend, where):
+    from pytest_vllm_env.readers.serve_args import parse_text
+
+    got = parse_text(text, "x")
+    assert (got.moe_backend, got.moe_from) == (backend, where)
+
+
+def test_the_fix_turns_the_verdict_green(pytester, env):
+    """The tiny export fails on sm 9.0 saying --moe-backend marlin; started so (read from the
+    serve command) it passes; a value vLLM's MXFP4 MoE does not accept fails saying so."""
+    folder = EXPORTS / "gpt-oss-mxfp4"
+
+    def kernel_verdict(*extra: str) -> dict:
+        report = pytester.path / "report.json"
+        result = pytester.runpytest(
+            "--vllm-conformance",
+            "-p",
+            "no:randomly",
+            "-m",
+            "toolchain",
+            "-k",
+            "test_qfmt_kernel",
+            f"--vllm-env={env.prefix}",
+            f"--vllm-checkpoint={folder}",
+            "--cuda-arch=9.0",
+            *extra,
+            f"--vllm-env-report={report}",
+        )
+        assert "Traceback" not in result.stdout.str()
+        return verdicts(pytester)["quant.kernel-arch"]
+
+    k = kernel_verdict()
+    assert k["outcome"] == "failed" and "--moe-backend marlin" in k["fix"]
+    k = kernel_verdict("--vllm-serve-args=vllm serve gpt-oss --moe-backend marlin")
+    assert k["outcome"] == "passed" and k["summary"].endswith("9.0: MARLIN"), k
+    k = kernel_verdict("--vllm-serve-args=vllm serve gpt-oss --moe-backend cutlass")
+    assert k["outcome"] == "failed", k
+    assert "moe_backend='cutlass' is not supported for MXFP4 MoE" in k["summary"]
+    assert k["fix"].startswith("drop --moe-backend")

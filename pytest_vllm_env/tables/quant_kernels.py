@@ -356,6 +356,45 @@ FAMILY_0_33: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
     }
 )
 
+# oracle/mxfp4.py:map_mxfp4_backend: the moe_backend values (--moe-backend) gpt-oss MXFP4
+# experts accept, which select_mxfp4_moe_backend tries in place of its priority list (a
+# backend that cannot serve raises "Mxfp4 MoE backend ... does not support the deployment
+# configuration"; any other value: "moe_backend=... is not supported for MXFP4 MoE"). Each
+# names the kernel of the mxfp4_moe list it runs; "": accepted, not modelled here (other
+# platforms', or MXFP8/FP8 activations, or packages this table does not follow). TRITON_UNFUSED
+# swizzles and multiplies through the same triton_kernels matmul_ogs as TRITON.
+_MXFP4_MOE_ARGS_0_26 = {
+    "triton": "TRITON (triton_kernels)",
+    "triton_unfused": "TRITON (triton_kernels)",
+    "marlin": "MARLIN",
+    "flashinfer_trtllm": "FLASHINFER_TRTLLM_MXFP4_BF16",
+    "flashinfer_cutlass": "FLASHINFER_CUTLASS_MXFP4_BF16",
+    "emulation": "EMULATION",
+    **dict.fromkeys(
+        ("deep_gemm", "flashinfer_trtllm_afp8", "flashinfer_cutlass_afp8", "humming", "aiter"),
+        "",
+    ),
+    **dict.fromkeys(("aiter_mxfp4_fp8", "aiter_mxfp4_mxfp4", "xpu", "cpu"), ""),
+}
+MXFP4_MOE_ARGS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "0.26.0": MappingProxyType(_MXFP4_MOE_ARGS_0_26),
+        "0.33.0": MappingProxyType(
+            _MXFP4_MOE_ARGS_0_26
+            | dict.fromkeys(
+                (
+                    "b12x",
+                    "flashinfer_moe_ep_cutedsl",
+                    "flashinfer_moe_ep_mega_deep_gemm",
+                    "aiter_triton_mxfp4_bf16",
+                    "aiter_triton_mxfp4_mxfp4",
+                ),
+                "",
+            )
+        ),
+    }
+)
+
 FAMILIES: Mapping[str, Mapping[str, tuple[Kernel, ...]]] = MappingProxyType(
     {"0.26.0": FAMILY_0_26, "0.33.0": FAMILY_0_33}
 )
