@@ -155,6 +155,12 @@ def needed(
             f"{torch.cuda} (abi.cudart): install "
             + for_torch_cuda(env, owner, torch, vllm_version, targets.cuda if targets else None)
         )
+    elif deep and not direct and all(_is_torch_lib(by) for _, by in deep):
+        # the extension's own libraries are all there: what is missing is what torch's
+        # libraries need, which `import torch` loads first and fails on (abi.needed for
+        # torch says the same); the fix is torch's, whatever the extension was built for
+        names = list(dict.fromkeys(lib for lib, _ in deep))
+        fix = "torch's own libraries are incomplete: " + _torch_libs_fix(env, names, torch, targets)
     elif wheels := _torch_wheels_fix(env, missing, targets):
         fix = f"add the CUDA libraries the load needs ({', '.join(missing)}): " + wheels
     elif m:
@@ -197,6 +203,37 @@ def needed(
     )
 
 
+def _is_torch_lib(soname: str) -> bool:
+    """A library of torch's own ``torch/lib`` (``libtorch_cuda.so``, ``libc10_cuda.so``)."""
+    return soname.startswith(("libtorch", "libc10"))
+
+
+def _torch_libs_fix(
+    env: PixiEnv, names: list[str], torch: TorchFacts | None, targets: FixTargets | None
+) -> str:
+    """What makes torch's own libraries loadable again when ``names`` are missing: the CUDA
+    wheels torch's metadata asks for, the CUDA library's package, or a reinstall of torch (a
+    library torch ships itself, as ``libtorch_nvshmem.so``, means a damaged install)."""
+    own = [n for n in names if _is_torch_lib(n)]
+    if own:  # torch's wheel ships these in torch/lib: the install is damaged
+        return f"torch's own {', '.join(own)} is missing from torch/lib: reinstall torch: " + (
+            fixes.reinstall(env, "torch", pypi=True)
+        )
+    first = names[0]
+    m = _CUDA_LIB.match(first)
+    if wheels := _torch_wheels_fix(env, names, targets):
+        return f"add the CUDA libraries torch needs ({', '.join(names)}): " + wheels
+    if m:
+        major = torch.cuda.split(".")[0] if torch is not None and torch.cuda else None
+        return f"add the CUDA library that provides {first}: " + _cuda_library_fix(
+            env, m[1], m[2], major, targets
+        )
+    return fixes.otherwise(
+        f"add the package that provides {first} to {fixes.deps_place(env)}",
+        "reinstall torch: " + fixes.reinstall(env, "torch", pypi=True),
+    )
+
+
 def torch_needed(
     missing: list[tuple[str, str]],
     torch: TorchFacts | None,
@@ -218,18 +255,7 @@ def torch_needed(
         )
     names = list(dict.fromkeys(n for n, _ in libs))
     first = names[0]
-    m = _CUDA_LIB.match(first)
-    if wheels := _torch_wheels_fix(env, names, targets):
-        fix = f"add the CUDA libraries torch needs ({', '.join(names)}): " + wheels
-    elif m:
-        fix = f"add the CUDA library that provides {first}: " + _cuda_library_fix(
-            env, m[1], m[2], torch.cuda.split(".")[0] if torch.cuda else None, targets
-        )
-    else:
-        fix = fixes.otherwise(
-            f"add the package that provides {first} to {fixes.deps_place(env)}",
-            "reinstall torch: " + fixes.reinstall(env, "torch", pypi=True),
-        )
+    fix = _torch_libs_fix(env, names, torch, targets)
     shown = ", ".join(f"{n} (needed by {by})" for n, by in libs[:6])
     more = f" and {len(libs) - 6} more" if len(libs) > 6 else ""
     return F.failed(
