@@ -76,6 +76,7 @@ def test_qfmt_kernel_arch(
     cuda_archs_source,
     vllm_quant_packages,
     vllm_quant_source,
+    vllm_launch,
     verdict,
 ):
     version = vllm_env.version_of("vllm")
@@ -88,5 +89,7 @@ def test_qfmt_kernel_arch(
             cuda_archs_source,
             vllm_quant_packages,
             vllm_quant_source.kernel_lists,
+            tp=vllm_launch.tensor_parallel_size,
+            moe_backend=vllm_launch.moe_backend,
         )
     )

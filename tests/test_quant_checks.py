@@ -65,7 +65,9 @@ def env_033(tmp_path: Path) -> EnvBuilder:
 def test_real_export_passes_on_hopper(pytester, env, name):
     """Every real export: vLLM 0.26.0 builds its scheme, every parameter is there, its scales
     are numbers, and sm 9.0 has a kernel for it (NVFP4 W4A4 runs weight-only there: a
-    warning, never a failure)."""
+    warning, never a failure) - except the tiny gpt-oss MXFP4, whose hidden size of 128 the
+    Triton MoE kernel vLLM takes on sm 9.x cannot compile for (it died so on an H200,
+    formats_truth-0.26.0.json)."""
     run(pytester, env, EXPORTS / name)
     v = verdicts(pytester)
     for check in ("quant.config", "quant.tensors-complete", "quant.min-capability"):
@@ -73,7 +75,7 @@ def test_real_export_passes_on_hopper(pytester, env, name):
     # gpt-oss's MXFP4 scales are E8M0 bytes, not floats: nothing for scales-sane to read
     sane = "skipped" if name == "gpt-oss-mxfp4" else "passed"
     assert v["quant.scales-sane"]["outcome"] == sane, v["quant.scales-sane"]
-    expected = "warning" if name == "ct-nvfp4" else "passed"
+    expected = {"ct-nvfp4": "warning", "gpt-oss-mxfp4": "failed"}.get(name, "passed")
     assert v["quant.kernel-arch"]["outcome"] == expected, v["quant.kernel-arch"]
 
 
@@ -289,7 +291,10 @@ def test_mxfp4_missing_expert_scales_computes_garbage(pytester, env, tmp_path):
     t = v["quant.tensors-complete"]
     assert t["outcome"] == "failed" and t["evidence"]["vllm_effect"] == "wrong"
     assert "model.layers.1.mlp.experts.down_proj_scales is missing ([E, H, I/32])" in t["summary"]
-    assert v["quant.kernel-arch"]["outcome"] == "passed"
+    # hidden 128 on sm 9.0: triton_kernels does not compile (the H200 run died so first)
+    k = v["quant.kernel-arch"]
+    assert k["outcome"] == "failed" and "9.0: vLLM takes TRITON" in k["summary"], k
+    assert "12.0" not in k["summary"].split("fails there")[0], k
 
 
 def test_nan_input_scale_fails_with_the_exporters_fix(pytester, env, tmp_path):

@@ -8,6 +8,7 @@ on a truth that disagrees, so it is known to catch a wrong rule."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,14 @@ def _folder(name: str, tmp_path: Path) -> Path | None:
     return None  # made on the device only (gpt-oss-*-device)
 
 
-def disagreements(truth: dict[str, Any], tmp_path: Path) -> tuple[list[str], int]:
+def disagreements(
+    truth: dict[str, Any], tmp_path: Path, folders: Mapping[str, Path] | None = None
+) -> tuple[list[str], int]:
     """Where our verdicts on the GPU's arch and the GPU's load differ: (what, how many
     models were judged). Refused there -> a quant.* check fails it as refused; loaded there
     -> none says vLLM refuses; the kernels vLLM logged that our tables know -> the ones
-    quant.kernel-arch names for that arch."""
+    quant.kernel-arch names for that arch. ``folders``: the checkpoint of a model where it
+    is not the committed export of that name (a run on other shapes)."""
     from pytest_vllm_env.checks.quant_config import min_capability, quant_config
     from pytest_vllm_env.checks.quant_kernels import kernel_arch
     from pytest_vllm_env.checks.quant_tensors import scales_sane, tensors_complete
@@ -46,7 +50,7 @@ def disagreements(truth: dict[str, Any], tmp_path: Path) -> tuple[list[str], int
     out: list[str] = []
     judged = 0
     for name, real in sorted(truth["models"].items()):
-        folder = _folder(name, tmp_path)
+        folder = (folders or {}).get(name) or _folder(name, tmp_path)
         if folder is None:
             continue
         ckpt = read_checkpoint(name, folder)
@@ -93,11 +97,10 @@ def test_verdicts_agree_with_vllm_on_the_gpu(version, tmp_path):
 
 
 # What the recorded GPU run shows that the rules do not model yet (shrink-only; each is a miss
-# the user would meet): the tiny gpt-oss (hidden 128) MXFP4 MoE, which loads on the CPU, dies in
-# vLLM 0.26.0's Triton MoE kernel on sm_90 at its first forward with
-# "tl.static_assert(W_TRANSPOSE)" (triton_kernels matmul, swizzled MXFP4 weights); the same
-# export at hidden 256 ran on the H100 (formats_truth-0.26.0-hidden256.json).
-KNOWN_MISSES = {"gpt-oss-mxfp4"}  # (its -device twin is made on the device only; not judged here)
+# the user would meet). Empty: the tiny gpt-oss MXFP4 (hidden 128) that died in triton_kernels'
+# matmul_ogs on sm_90 is now failed by quant.kernel-arch (tables/quant_kernels.py
+# _TRITON_MXFP4_HOPPER).
+KNOWN_MISSES: set[str] = set()
 
 
 def test_a_disagreeing_truth_is_caught(tmp_path):

@@ -9,9 +9,13 @@ supported on SM120"); block FP8 on sm 12.x routed to CUTLASS's SM120 blockwise G
 output size not a multiple of 128 ("Invalid status", vLLM issue 47990; DeepGEMM takes BF16
 layers with N % 64 == 0 first); a W4A16 group size no kernel implements (16: Marlin, Machete
 and Triton all refuse: "Failed to find a kernel that can implement the WNA16 linear layer");
-NVFP4 on a GPU without native FP4, run by Marlin whose repack needs N % 64 == 0. Where vLLM
-falls back to a kernel that works (Triton block FP8, Marlin weight-only FP4 on Hopper), the
-verdict passes, or warns when the fallback costs (weight-only, emulated, float16-only).
+NVFP4 on a GPU without native FP4, run by Marlin whose repack needs N % 64 == 0; gpt-oss
+MXFP4 experts on sm 9.x, run by triton_kernels' matmul_ogs, which does not compile when an
+expert GEMM has 128 output columns or fewer on a rank (hidden <= 128, or 2 x intermediate /
+tensor_parallel_size <= 128): ``tl.static_assert(BLOCK_N % (2 * n_warps * 2 * 8) == 0)``.
+Where vLLM falls back to a kernel that works (Triton block FP8, Marlin weight-only FP4 on
+Hopper), the verdict passes, or warns when the fallback costs (weight-only, emulated,
+float16-only).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pytest_vllm_env.facts.quant_plan import QuantPlan, layer_shapes
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.tables.archs import Arch
-from pytest_vllm_env.tables.quant_kernels import release_for
+from pytest_vllm_env.tables.quant_kernels import MXFP4_MOE_ARGS, Kernel, release_for
 
 CHECK = "quant.kernel-arch"
 
@@ -37,8 +41,12 @@ def kernel_arch(
     archs_source: str,
     packages: Collection[str],
     env_lists: Mapping[str, Sequence[str]] | None = None,
+    tp: int = 1,
+    moe_backend: str | None = None,
 ) -> Finding:
-    """Each quantized layer has a kernel on each target GPU that runs there."""
+    """Each quantized layer has a kernel on each target GPU that runs there, with each rank's
+    share of it under ``tp`` (``--tensor-parallel-size``); MoE experts on the kernel
+    ``moe_backend`` (``--moe-backend``) names, where one is given."""
     if blocked := skip_unreadable(CHECK, ckpt, config=True, tensors=True):
         return blocked
     if plan.refusal or not plan.schemes:
@@ -78,13 +86,33 @@ def kernel_arch(
                 family = "fp8_weight_only"
             if not family:
                 continue
-            ask = LayerAsk(n, k, scheme.settings, scheme.flags, plan.act_dtype, plan.model_type)
+            ask = LayerAsk(n, k, scheme.settings, scheme.flags, plan.act_dtype, plan.model_type, tp)
             kernels, missing, _ = kernel_list(family, vllm_version, env_lists)
             unknown |= set(missing)
+            forced = family == "mxfp4_moe" and moe_backend not in (None, "auto")
+            if forced:
+                kernels = _forced_moe(kernels, release, str(moe_backend), unknown)
             choice = choose(kernels, cc, ask, packages)
             judged += 1
-            where = f"{layer} [N={n}, K={k}]"
-            if choice.kernel is None:
+            where = (
+                f"{layer} [experts: hidden {k}, intermediate {n // 2}"
+                + (f", {n // 2 // tp} per rank at tensor_parallel_size={tp}" if tp > 1 else "")
+                + "]"
+                if family == "mxfp4_moe"
+                else f"{layer} [N={n}, K={k}]"
+            )
+            if choice.kernel is None and forced:
+                if not kernels and moe_backend in unknown:
+                    # accepted by vLLM, its kernel not modelled: never a verdict of ours
+                    what = "a moe_backend whose kernel this suite does not model"
+                    groups.setdefault((arch.cc, str(moe_backend), "cost", what), []).append(where)
+                    continue
+                why = "; ".join(choice.passed_over) or (
+                    f"moe_backend={moe_backend!r} is not supported for MXFP4 MoE "
+                    "(oracle/mxfp4.py:map_mxfp4_backend)"
+                )
+                key = (arch.cc, "", "forced", why)
+            elif choice.kernel is None:
                 why = "; ".join(choice.passed_over)
                 key = (arch.cc, "", "none", f"no {family} kernel can implement it ({why})")
             elif choice.failure:
@@ -102,6 +130,11 @@ def kernel_arch(
     def text(key: tuple[str, str, str, str], layers: list[str]) -> str:
         cc, kernel, kind, what = key
         which = f"{len(layers)} layer(s), e.g. {layers[0]}"
+        if kind == "forced":
+            return (
+                f"{cc}: vLLM raises for --moe-backend={moe_backend} on {which} "
+                f"(oracle/mxfp4.py:select_mxfp4_moe_backend): {what}"
+            )
         if kind == "none":
             return (
                 f"{cc}: vLLM raises 'Failed to find a kernel that can implement the ... linear "
@@ -111,7 +144,7 @@ def kernel_arch(
             return f"{cc}: vLLM takes {kernel} for {which}, which fails there: {what}"
         return f"{cc}: {kernel} for {which}: {what}"
 
-    broken = [text(k, v) for k, v in groups.items() if k[2] in ("none", "fails")]
+    broken = [text(k, v) for k, v in groups.items() if k[2] in ("none", "fails", "forced")]
     costly = [text(k, v) for k, v in groups.items() if k[2] == "cost"]
     # One story with quant.min-capability: a target below a scheme's minimum never gets as
     # far as a kernel (vLLM's _verify_quantization refuses first); said, never called served.
@@ -150,6 +183,8 @@ def kernel_arch(
             f"{ckpt.label}: {used}: {few(broken + costly)}{extra}{refused}",
             _fix(broken)
             if broken
+            else _fix(costly)
+            if "moe_backend whose kernel" in " ".join(costly)
             else "run on a GPU with the native kernel (the list names "
             "what each fallback costs), or re-quantize to a format native there",
             vllm_effect="works",
@@ -184,4 +219,34 @@ def _fix(broken: Sequence[str]) -> str:
         )
     if "size_n" in text:
         fixes.append("keep layers whose output size is not a multiple of 64 in BF16 (ignore)")
+    if "BLOCK_N % (2 * n_warps" in text:
+        # oracle/mxfp4.py:select_mxfp4_moe_backend honours KernelConfig.moe_backend
+        # (--moe-backend, vllm/config/kernel.py) before its priority list; MARLIN runs MXFP4
+        # experts from sm 7.5 and pads hidden to 256, intermediate to 128
+        fixes.append(
+            "start vLLM with --moe-backend marlin (LLM(..., moe_backend='marlin'); "
+            "Marlin pads the experts to sizes it runs), or serve a checkpoint whose hidden "
+            "size and 2 x intermediate size per rank exceed 128 (a smaller "
+            "--tensor-parallel-size when only the per-rank share is too small)"
+        )
+    if "vLLM raises for --moe-backend" in text or "moe_backend whose kernel" in text:
+        fixes.append(
+            "drop --moe-backend (vLLM then picks the experts' kernel itself and this check "
+            "judges it), or name one that serves MXFP4 experts there: --moe-backend marlin "
+            "runs from sm 7.5"
+        )
     return "; ".join(fixes) or "re-quantize to a format with a kernel on the target GPU"
+
+
+def _forced_moe(
+    kernels: Sequence[Kernel], release: str | None, arg: str, unknown: set[str]
+) -> tuple[Kernel, ...]:
+    """The kernels ``--moe-backend=arg`` leaves vLLM for MXFP4 experts (none: it raises);
+    a value vLLM accepts whose kernel is not modelled goes to ``unknown``."""
+    accepted = MXFP4_MOE_ARGS.get(release or "0.26.0", MXFP4_MOE_ARGS["0.26.0"])
+    if arg not in accepted:
+        return ()
+    if not accepted[arg]:
+        unknown.add(arg)
+        return ()
+    return tuple(k for k in kernels if k.name == accepted[arg])

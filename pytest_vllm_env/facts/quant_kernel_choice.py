@@ -21,7 +21,8 @@ ENV_LIST |= {"nvfp4": "nvfp4"}
 @dataclass(frozen=True)
 class LayerAsk:
     """What a kernel's ``can_implement`` looks at for one vLLM layer (fused: ``n`` is the sum
-    of its shards' outputs)."""
+    of its shards' outputs; MoE experts: ``n`` = 2 x intermediate, ``k`` = hidden), and the
+    ``tensor_parallel_size`` that splits it (each rank's share is what a kernel runs)."""
 
     n: int
     k: int
@@ -29,6 +30,7 @@ class LayerAsk:
     flags: frozenset[str] = frozenset()
     act_dtype: str = "bfloat16"
     model_type: str | None = None
+    tp: int = 1
 
 
 @dataclass(frozen=True)
@@ -116,5 +118,20 @@ def _failure(fails: Sequence[Failure], cc: int, ask: LayerAsk) -> str | None:
             continue
         if f.nk_multiple and (ask.n % f.nk_multiple or ask.k % f.nk_multiple):
             continue
-        return f.message.format(cc=cc, n=ask.n)
+        moe, block_n = "", 0
+        if f.moe_n_at_most:
+            # each rank's share of the intermediate size, padded as vLLM pads it
+            # (FusedMoEConfig: intermediate // tp; maybe_roundup_sizes), and the hidden size
+            share = -(-(ask.n // 2 // max(ask.tp, 1)) // f.moe_pad) * f.moe_pad
+            small = [
+                (what, cols)
+                for what, cols in (("gate_up", 2 * share), ("down", ask.k))
+                if cols <= f.moe_n_at_most
+            ]
+            if not small:
+                continue
+            moe = " and ".join(f"{cols} ({what})" for what, cols in small)
+            # opt_flags_nvidia.compute_block_n below 129 columns: next_power_of_2, at least 16
+            block_n = max(16, 1 << (min(cols for _, cols in small) - 1).bit_length())
+        return f.message.format(cc=cc, n=ask.n, moe=moe, block_n=block_n)
     return None

@@ -35,6 +35,8 @@ class Launch:
     quantization: str | None = None
     tp_from: str = "default (1)"
     q_from: str = "not given"
+    moe_backend: str | None = None  # --moe-backend, read from --vllm-serve-args
+    moe_from: str = "not given"
 
 
 # This area's options and ini keys are declared at start by plugin.py (_add_area_options):
@@ -80,7 +82,8 @@ def launch(config: pytest.Config) -> Launch:
         tp_from = "--tensor-parallel-size"
     q = settings.get(config, "vllm_quantization")
     q_from = "--vllm-quantization" if q else served.q_from or "not given"
-    result = Launch(tp, q or served.quantization, tp_from, q_from)
+    moe_from = served.moe_from or "not given"
+    result = Launch(tp, q or served.quantization, tp_from, q_from, served.moe_backend, moe_from)
     config.stash[LAUNCH] = result
     return result
 

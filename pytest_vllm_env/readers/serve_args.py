@@ -1,7 +1,9 @@
 """The launch arguments a user starts vLLM with, read from what they already have: a ``vllm
 serve`` command line, a shell script or recipe holding one, vLLM's own ``--config`` YAML
 file, or a Python recipe calling ``LLM(...)``. Only the arguments that change how a
-checkpoint loads are taken: the tensor-parallel size and ``quantization``.
+checkpoint loads are taken: the tensor-parallel size, ``quantization`` and ``moe_backend``
+(``--moe-backend``, ``KernelConfig.moe_backend``: the MoE experts' kernel, in place of
+vLLM's choice).
 
 Spellings (vLLM 0.26.0 and 0.33.0 ``engine/arg_utils.py``: ``--tensor-parallel-size`` /
 ``-tp``, ``--quantization`` / ``-q``; ``--config FILE`` reads a YAML mapping of the same
@@ -23,8 +25,11 @@ from pytest_vllm_env import files
 
 TP_FLAGS = ("--tensor-parallel-size", "-tp")
 Q_FLAGS = ("--quantization", "-q")
+MOE_FLAGS = ("--moe-backend",)
 PY_TP = re.compile(r"\btensor_parallel_size\s*=\s*(\d+)")
 PY_Q = re.compile(r"""\bquantization\s*=\s*(?:["']([\w.-]+)["']|None)""")
+# LLM(moe_backend="marlin") or kernel_config={"moe_backend": "marlin"}
+PY_MOE = re.compile(r"""\bmoe_backend["']?\s*[=:]\s*["']([\w.-]+)["']""")
 
 
 class ServeArgsError(ValueError):
@@ -40,6 +45,13 @@ class ServeArgs:
     quantization: str | None = None
     tp_from: str = ""
     q_from: str = ""
+    moe_backend: str | None = None  # as vLLM normalizes it: lower case, "-" -> "_"
+    moe_from: str = ""
+
+
+def _moe(value: str) -> str:
+    # config/kernel.py:KernelConfig._normalize_moe_backend (and arg_utils' --moe-backend type)
+    return value.lower().replace("-", "_")
 
 
 def _int(value: str, where: str) -> int:
@@ -58,13 +70,13 @@ def parse_tokens(
     tokens: list[str], where: str, read_config: Callable[[str], str] | None = None
 ) -> ServeArgs:
     """The arguments of one command line's tokens (``vllm serve MODEL`` may lead)."""
-    tp = q = None
-    tp_from = q_from = ""
+    tp = q = moe = None
+    tp_from = q_from = moe_from = ""
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         name, eq, value = tok.partition("=")
-        if name in TP_FLAGS + Q_FLAGS + ("--config",):
+        if name in TP_FLAGS + Q_FLAGS + MOE_FLAGS + ("--config",):
             if not eq:
                 if i + 1 >= len(tokens):
                     raise ServeArgsError(f"{where}: {name} has no value")
@@ -74,6 +86,8 @@ def parse_tokens(
                 tp, tp_from = _int(value, where), f"{name} in {where}"
             elif name in Q_FLAGS:
                 q, q_from = value, f"{name} in {where}"
+            elif name in MOE_FLAGS:
+                moe, moe_from = _moe(value), f"{name} in {where}"
             elif read_config is not None:
                 sub = parse_yaml(read_config(value), f"{value} (--config of {where})")
                 tp, tp_from = (
@@ -86,13 +100,15 @@ def parse_tokens(
                     if q is None and sub.quantization
                     else (q, q_from)
                 )
+                if moe is None and sub.moe_backend:
+                    moe, moe_from = sub.moe_backend, sub.moe_from
         i += 1
-    return ServeArgs(tp, q, tp_from, q_from)
+    return ServeArgs(tp, q, tp_from, q_from, moe, moe_from)
 
 
 def parse_yaml(text: str, where: str) -> ServeArgs:
     """vLLM's ``--config`` file: a flat YAML mapping (``tensor-parallel-size: 2``)."""
-    tp = q = None
+    tp = q = moe = None
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if ":" not in line:
@@ -104,11 +120,15 @@ def parse_yaml(text: str, where: str) -> ServeArgs:
             tp = _int(value, where)
         elif key == "quantization" and value and value.lower() not in ("null", "none", "~"):
             q = value
+        elif key == "moe-backend" and value:
+            moe = _moe(value)
     return ServeArgs(
         tp,
         q,
         f"tensor-parallel-size in {where}" if tp else "",
         f"quantization in {where}" if q else "",
+        moe,
+        f"moe-backend in {where}" if moe else "",
     )
 
 
@@ -120,7 +140,9 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
     serve = [
         ln
         for ln in lines
-        if re.search(r"\bvllm\s+serve\b|--tensor-parallel-size|--quantization|(^|\s)-tp\s", ln)
+        if re.search(
+            r"\bvllm\s+serve\b|--tensor-parallel-size|--quantization|--moe-backend|(^|\s)-tp\s", ln
+        )
     ]
     if serve:
         out = ServeArgs()
@@ -135,15 +157,19 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
                 got.quantization or out.quantization,
                 got.tp_from or out.tp_from,
                 got.q_from or out.q_from,
+                got.moe_backend or out.moe_backend,
+                got.moe_from or out.moe_from,
             )
         return out
-    if PY_TP.search(text) or PY_Q.search(text):
-        tp_m, q_m = PY_TP.search(text), PY_Q.search(text)
+    if PY_TP.search(text) or PY_Q.search(text) or PY_MOE.search(text):
+        tp_m, q_m, moe_m = PY_TP.search(text), PY_Q.search(text), PY_MOE.search(text)
         return ServeArgs(
             _int(tp_m.group(1), where) if tp_m else None,
             q_m.group(1) if q_m and q_m.group(1) else None,
             f"tensor_parallel_size= in {where}" if tp_m else "",
             f"quantization= in {where}" if q_m and q_m.group(1) else "",
+            _moe(moe_m.group(1)) if moe_m else None,
+            f"moe_backend= in {where}" if moe_m else "",
         )
     if any(":" in ln for ln in lines):
         return parse_yaml(text, where)

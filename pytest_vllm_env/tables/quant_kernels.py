@@ -34,7 +34,11 @@ class Failure:
     """What a kernel vLLM picked does on some GPUs: raises at the first GEMM. Applies on
     ``min_cc <= cc < max_cc`` and, when ``n_not_multiple`` is set, only to layers whose
     output size (N) is not a multiple of it; when ``nk_multiple`` is set, only to layers whose
-    N and K both are multiples of it (others take another path that works)."""
+    N and K both are multiples of it (others take another path that works). MoE experts
+    (a layer asked as N = 2 x intermediate, K = hidden): when ``moe_n_at_most`` is set, only
+    where one of the two expert GEMMs has an output of at most that many columns on a rank:
+    gate_up's ``2 * round_up(intermediate / tp, moe_pad)`` (vLLM pads each rank's share,
+    ``mxfp4_round_up_hidden_size_and_intermediate_size``) or down's ``hidden``."""
 
     min_cc: int
     max_cc: int
@@ -42,6 +46,8 @@ class Failure:
     source: str
     n_not_multiple: int = 0
     nk_multiple: int = 0
+    moe_n_at_most: int = 0
+    moe_pad: int = 1
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,35 @@ _MARLIN_FP4_TILE = Failure(
     "size_n = {n} is not divisible by tile_n_size = 64 (Marlin FP4 repack)",
     "vllm/model_executor/layers/quantization/utils/marlin_utils_fp4.py (measured, F3.5)",
     n_not_multiple=64,
+)
+
+# vLLM 0.26.0 and 0.33.0 vendor the same triton_kernels (vllm/third_party/triton_kernels,
+# the 3.5.1 API: `diff -r` of the two wheels' copies is empty); vLLM imports it unless a
+# separate `triton_kernels` is installed (utils/import_utils.py:import_triton_kernels).
+_TK = "vllm/third_party/triton_kernels"
+_TRITON_MXFP4_HOPPER = Failure(
+    90,
+    100,
+    "triton_kernels' matmul_ogs does not compile: CompileTimeAssertionFailure at "
+    "tl.static_assert(BLOCK_N % (2 * n_warps * 2 * 8) == 0) (Hopper-swizzled MXFP4 scales, "
+    "8 warps, need BLOCK_N 256; an expert GEMM with {moe} output columns gets BLOCK_N "
+    "{block_n})",
+    "quantization/utils/mxfp4_utils.py:_swizzle_mxfp4 (sm 9.x, torch >= 2.8.1: "
+    "make_default_matmul_mxfp4_w_scale_layout -> HopperMXScaleLayout, num_warps=8); "
+    f"{_TK}/matmul_ogs_details/opt_flags_details/opt_flags_nvidia.py (compute_num_warps: "
+    "the layout's 8; compute_block_n: 256 only where N > 128, else next_power_of_2(N) "
+    f"<= 128); {_TK}/matmul_ogs_details/_matmul_ogs.py:_matmul_ogs (HOPPER_SCALE: "
+    "static_assert(BLOCK_N % (2 * n_warps * 2 * 8) == 0)); N of the two calls in "
+    "fused_moe/experts/gpt_oss_triton_kernels_moe.py:triton_kernel_fused_experts: "
+    "2 x intermediate per rank (oracle/mxfp4.py:mxfp4_round_up_hidden_size_and_"
+    "intermediate_size pads it to 64 for TRITON) and hidden (not padded). Measured: "
+    "hidden 128 dies at the first forward on an H200 (formats_truth-0.26.0.json; "
+    "the excerpt vLLM printed ends 2 lines short of the assert that fired: Triton's "
+    "CompilationError shows the 12 lines up to it, the probe kept 600 characters), "
+    "hidden 256 runs on an H100 (formats_truth-0.26.0-hidden256.json); the sweep of "
+    "mxfp4_shapes-0.26.0.json",
+    moe_n_at_most=128,
+    moe_pad=64,
 )
 
 _DEEP_GEMM = Kernel(
@@ -212,6 +247,35 @@ _NVFP4_MARLIN = Kernel(
     source="vllm/model_executor/kernels/linear/nvfp4/marlin.py (is_fp4_marlin_supported: 7.5+)",
 )
 
+_FI_TRTLLM_MXFP4 = Kernel(
+    "FLASHINFER_TRTLLM_MXFP4_BF16",
+    families=frozenset({10}),
+    needs="flashinfer",
+    source="fused_moe/experts/trtllm_mxfp4_moe.py:_supports_current_device (family 10.x, "
+    "has_flashinfer())",
+)
+_TRITON_MXFP4 = Kernel(
+    "TRITON (triton_kernels)",
+    min_cc=90,
+    max_cc=110,
+    needs="triton_kernels",
+    fails=(_TRITON_MXFP4_HOPPER,),
+    source="fused_moe/experts/gpt_oss_triton_kernels_moe.py:"
+    "_triton_kernel_moe_supports_current_device ((9, 0) <= cc < (11, 0)); "
+    "has_triton_kernels() finds the copy vendored in the vLLM wheel",
+)
+_FI_CUTLASS_MXFP4 = Kernel(
+    "FLASHINFER_CUTLASS_MXFP4_BF16", min_cc=90, max_cc=91, needs="flashinfer"
+)
+_MARLIN_MXFP4 = Kernel(
+    "MARLIN",
+    min_cc=75,
+    source="fused_moe/experts/marlin_moe.py:_supports_current_device (7.5+); "
+    "mxfp4_round_up_hidden_size_and_intermediate_size pads hidden to 256 and "
+    "intermediate to 128 for it",
+)
+_EMULATION_MXFP4 = Kernel("EMULATION", cost="MXFP4 experts emulated (slow)")
+
 FAMILY_0_26: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
     {
         # _POSSIBLE_FP8_KERNELS[CUDA] (W8A8 FP8, per-tensor / per-channel weights)
@@ -242,17 +306,14 @@ FAMILY_0_26: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
         # init_nvfp4_linear_kernel(use_a16=True): Marlin forced for weight-only NVFP4 (by
         # design: no cost)
         "nvfp4_a16": (replace(_NVFP4_MARLIN, cost=""),),
-        # _get_priority_backends_for_gpt_oss (MoE experts of gpt-oss)
+        # _get_priority_backends_for_gpt_oss (MoE experts of gpt-oss; the BF16-activation
+        # variants _filter_by_activation keeps; the AITER ones are ROCm's)
         "mxfp4_moe": (
-            Kernel("FLASHINFER_TRTLLM_MXFP4_BF16", families=frozenset({10}), needs="flashinfer"),
-            Kernel("TRITON (triton_kernels)", min_cc=90, max_cc=110, needs="triton_kernels"),
-            Kernel("FLASHINFER_CUTLASS_MXFP4_BF16", min_cc=90, max_cc=91, needs="flashinfer"),
-            Kernel(
-                "MARLIN",
-                min_cc=75,
-                source="fused_moe/experts/marlin_moe.py:_supports_current_device (7.5+)",
-            ),
-            Kernel("EMULATION", cost="MXFP4 experts emulated (slow)"),
+            _FI_TRTLLM_MXFP4,
+            _TRITON_MXFP4,
+            _FI_CUTLASS_MXFP4,
+            _MARLIN_MXFP4,
+            _EMULATION_MXFP4,
         ),
     }
 )
@@ -279,6 +340,58 @@ FAMILY_0_33: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
             _TORCH_BLOCK,
         ),
         "wna16": (_MACHETE, _MARLIN, _CONCH, _EXLLAMA, _TRITON_W4A16, _HUMMING),
+        # 0.33.0's _get_priority_backends_for_gpt_oss: TRITON runs on (9, 0) <= cc < (13, 0)
+        # but on the 12.x family it is moved behind BATCHED_MARLIN (so MARLIN serves there,
+        # as in 0.26.0); HUMMING (moved ahead of MARLIN on 9.0) and CUTLASS_MXFP4_MXFP4
+        # (MXFP4 activations, filtered out for a BF16-activation checkpoint) come after
+        # TRITON on 9.0; the same vendored triton_kernels, so the same Hopper failure
+        "mxfp4_moe": (
+            _FI_TRTLLM_MXFP4,
+            replace(_TRITON_MXFP4, max_cc=130, families=frozenset({9, 10, 11})),
+            _FI_CUTLASS_MXFP4,
+            _MARLIN_MXFP4,
+            replace(_TRITON_MXFP4, max_cc=130, families=frozenset({12})),
+            _EMULATION_MXFP4,
+        ),
+    }
+)
+
+# oracle/mxfp4.py:map_mxfp4_backend: the moe_backend values (--moe-backend) gpt-oss MXFP4
+# experts accept, which select_mxfp4_moe_backend tries in place of its priority list (a
+# backend that cannot serve raises "Mxfp4 MoE backend ... does not support the deployment
+# configuration"; any other value: "moe_backend=... is not supported for MXFP4 MoE"). Each
+# names the kernel of the mxfp4_moe list it runs; "": accepted, not modelled here (other
+# platforms', or MXFP8/FP8 activations, or packages this table does not follow). TRITON_UNFUSED
+# swizzles and multiplies through the same triton_kernels matmul_ogs as TRITON.
+_MXFP4_MOE_ARGS_0_26 = {
+    "triton": "TRITON (triton_kernels)",
+    "triton_unfused": "TRITON (triton_kernels)",
+    "marlin": "MARLIN",
+    "flashinfer_trtllm": "FLASHINFER_TRTLLM_MXFP4_BF16",
+    "flashinfer_cutlass": "FLASHINFER_CUTLASS_MXFP4_BF16",
+    "emulation": "EMULATION",
+    **dict.fromkeys(
+        ("deep_gemm", "flashinfer_trtllm_afp8", "flashinfer_cutlass_afp8", "humming", "aiter"),
+        "",
+    ),
+    **dict.fromkeys(("aiter_mxfp4_fp8", "aiter_mxfp4_mxfp4", "xpu", "cpu"), ""),
+}
+MXFP4_MOE_ARGS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "0.26.0": MappingProxyType(_MXFP4_MOE_ARGS_0_26),
+        "0.33.0": MappingProxyType(
+            _MXFP4_MOE_ARGS_0_26
+            | dict.fromkeys(
+                (
+                    "b12x",
+                    "flashinfer_moe_ep_cutedsl",
+                    "flashinfer_moe_ep_mega_deep_gemm",
+                    "aiter_triton_mxfp4_bf16",
+                    "aiter_triton_mxfp4_mxfp4",
+                ),
+                "",
+            )
+        ),
     }
 )
 
