@@ -125,6 +125,22 @@ def read_text(path: str | os.PathLike[str], limit: int, errors: str = "replace")
     return read_bytes(path, limit).decode("utf-8", errors=errors)
 
 
+def read_text_if_present(path: str | os.PathLike[str], limit: int) -> tuple[str | None, str]:
+    """A file whose absence means "not installed" (``torch/version.py``, a package's source):
+    ``(text, "")`` when read; ``(None, "")`` when nothing is there at all; ``(None, why)`` when
+    something is there that cannot be read: a FIFO, a device, a directory, a dangling symlink,
+    no permission, over ``limit``. ``why`` names the path; a reader must turn it into an error
+    of the subject that needs the file, never into "absent" (issue 21, "Nothing silent")."""
+    try:
+        return read_text(path, limit), ""
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            return None, ""
+        return None, f"{os.fspath(path)}: cannot be read: a dangling symlink to {os.readlink(path)}"
+    except OSError as exc:
+        return None, f"{os.fspath(path)}: cannot be read: {exc.strerror or exc}"
+
+
 def load_json(path: str | os.PathLike[str], limit: int = CONFIG) -> Any:
     """A JSON file's value. ``ValueError`` for bad JSON, nesting too deep included;
     ``OSError`` (:class:`Refused` among them) when it cannot be read."""

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_vllm_env.facts.env import requirement_of
-from pytest_vllm_env.findings import Finding, failed, passed, skipped
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.vllm_gdn import VLLM_0_26, GdnRule
 from pytest_vllm_env.tables.archs import Arch
@@ -84,6 +84,7 @@ class GdnEnv:
     add_cutlass_dsl: str = ""  # the fix that adds nvidia-cutlass-dsl at vLLM's pin
     vllm_flashinfer_pin: str | None = None  # vLLM's Requires-Dist for flashinfer-python
     torch_cuda: str | None = None  # torch.version.cuda ("13.0")
+    torch_cuda_error: str = ""  # torch/version.py there and unreadable (a FIFO): unknown
     missing_cutedsl: tuple[str, ...] = ()  # dists the CuteDSL kernel imports, absent
     add_flashinfer: str = ""  # the fix that adds flashinfer-python at the pinned version
     add_cutedsl: str = ""
@@ -323,6 +324,11 @@ def gdn_prefill_backend(
             **ev,
         )
     unknown = [c for c in choices if c.backend is None]
+    if unknown and not _flashinfer_ok(env) and env.torch_cuda_error:
+        return error(
+            cid, f"{what}: {unknown[0].reason}: {env.torch_cuda_error}",
+            "reinstall torch (its torch/version.py is not a readable file)", **ev,
+        )  # fmt: skip
     if unknown and not _flashinfer_ok(env):
         return skipped(cid, f"{what}: {unknown[0].reason} ({rule.where})", **ev)
     lines = "; ".join(f"sm {c.arch}: {c.reason}" for c in choices if c.backend)

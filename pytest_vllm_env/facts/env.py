@@ -278,6 +278,16 @@ class PixiEnv:
         except OSError:  # a FIFO, a device, a file too big to be source: none to read
             return None
 
+    def package_text_or_why(self, dist_name: str, relpath: str) -> tuple[str | None, str]:
+        """:meth:`package_text`, telling absent from unreadable: ``(None, "")`` when the
+        distribution or the file is not there (not installed); ``(None, why)`` when the file
+        is there and cannot be read (a FIFO, a device, a dangling symlink, no permission):
+        then the subject that needs it is an error naming it, never "not installed"."""
+        dist = self.dist(dist_name)
+        if not dist:
+            return None, ""
+        return files.read_text_if_present(dist.location / relpath, files.SOURCE)
+
     @cached_property
     def manifest(self) -> Manifest | None:
         """The parsed Pixi manifest (:class:`pytest_vllm_env.readers.pixi.Manifest`); None without

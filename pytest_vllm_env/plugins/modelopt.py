@@ -280,7 +280,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     from pytest_vllm_env.facts.binaries import torch_root
     from pytest_vllm_env.facts.env import requirement_of
     from pytest_vllm_env.readers.pixilock import cuda_of_local
-    from pytest_vllm_env.readers.torch_version import read_torch_cuda
+    from pytest_vllm_env.readers.torch_version import read_torch_cuda_or_why
 
     vllm = vllm_env.dist("vllm")
     pin = requirement_pin(vllm.requires) if vllm else None
@@ -294,7 +294,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     cutlass_pin = (str(cutlass_req.specifier) or None) if cutlass_req else None
     torch = vllm_env.version_of("torch")
     root = torch_root(vllm_env)
-    torch_cuda = read_torch_cuda(root) if root else None
+    torch_cuda, torch_cuda_error = read_torch_cuda_or_why(root) if root else (None, "")
     if torch_cuda is None and torch:
         torch_cuda = cuda_of_local(torch)  # 2.11.0+cu130 -> 13.0
     cute = cutedsl_missing(
@@ -313,6 +313,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         + (f" (vLLM {vllm.version}'s Requires-Dist: {cutlass_req})" if cutlass_req else ""),
         vllm_flashinfer_pin=pin,
         torch_cuda=torch_cuda,
+        torch_cuda_error=torch_cuda_error,
         missing_cutedsl=cute,
         add_flashinfer=fixes.add(
             vllm_env,

@@ -1,0 +1,167 @@
+# ruff: noqa: E501  (expected messages are kept whole: they are what users read)
+"""A special file where a file the suite needs must be (issue 21, "Nothing silent").
+
+Absent is "not installed"; present and unreadable (a FIFO, a link to ``/dev/zero``, a
+directory, a dangling symlink) is an error of the subject that needs it, naming the file. A
+FIFO ``torch/version.py`` once dropped torch from ``driver.cuda-runtime`` without a word
+(the only need read from it), said "a CPU-only build" in ``cuda.nvcc-torch``, and let
+``flashinfer.jit`` guess its CUDA. The one door for the distinction is
+``files.read_text_if_present`` (``PixiEnv.package_text_or_why`` for a package's file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fixtures import runtime_standin as S
+from fixtures.envs import EnvBuilder
+from pytest_vllm_env import files
+
+SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider", "-rs")
+KINDS = ["fifo", "devzero", "directory", "dangling"]
+SAYS = {
+    "fifo": "not a regular file (a FIFO)",
+    "devzero": "not a regular file (a character device)",
+    "directory": "not a regular file (a directory)",
+    "dangling": "a dangling symlink to ",
+}
+
+
+def plant(path: Path, kind: str) -> Path:
+    """``kind`` at ``path`` (what is there is replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "devzero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(path.parent / "gone.py")
+    return path
+
+
+def torch_env(b: EnvBuilder, version: str = "2.11.0+cu130") -> Path:
+    """A Pixi env with torch ``version`` whose version.py says CUDA 13.0."""
+    b.python("3.12")
+    b.dist("torch", version, files={"torch/version.py": "cuda = '13.0'\n"})
+    return b.site_packages / "torch" / "version.py"
+
+
+def report(pytester: pytest.Pytester, b: EnvBuilder, k: str, *args: str) -> list[dict]:
+    """The findings of a run of the suite's tests matching ``k``."""
+    out = pytester.path / "report.json"
+    result = pytester.runpytest(
+        *SUITE, "-k", k, f"--vllm-env={b.prefix}", f"--vllm-env-report={out}",
+        "--timeout=20", *args,
+    )  # fmt: skip
+    text = result.stdout.str()
+    assert "Traceback" not in text and "Timeout" not in text, text[-3000:]
+    return json.loads(out.read_text())["checks"]
+
+
+def of(checks: list[dict], cid: str) -> list[dict]:
+    return [c for c in checks if c["id"] == cid]
+
+
+# -- the one door ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_present_but_unreadable_is_told_from_absent(tmp_path, kind):
+    path = plant(tmp_path / "version.py", kind)
+    text, why = files.read_text_if_present(path, files.SOURCE)
+    assert text is None and why.startswith(f"{path}: cannot be read: {SAYS[kind]}"), why
+    assert files.read_text_if_present(tmp_path / "absent.py", files.SOURCE) == (None, "")
+    (tmp_path / "ok.py").write_text("x = 1\n")
+    assert files.read_text_if_present(tmp_path / "ok.py", files.SOURCE) == ("x = 1\n", "")
+
+
+# -- driver.cuda-runtime -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_unreadable_torch_version_is_a_driver_error_naming_it(pytester, env_builder, kind):
+    """Before: torch left out of the needs, and the run skipped "no CUDA runtime, CUDA torch
+    or CUDA extension" on a driver (550) that cannot start its cu130 runtime."""
+    path = plant(torch_env(env_builder), kind)
+    checks = report(
+        pytester, env_builder, "test_driver.py and cuda_runtime", "--cuda-driver=550.144.03"
+    )
+    (f,) = of(checks, "driver.cuda-runtime")
+    assert f["outcome"] == "error", f
+    assert (
+        f"torch 2.11.0+cu130: the CUDA it needs is unknown: {path}: cannot be read: {SAYS[kind]}"
+        in f["summary"]
+    )
+    assert "reinstall torch" in f["fix"] and "pixi reinstall" in f["fix"]
+
+
+def test_absent_torch_version_is_no_torch_need(pytester, env_builder):
+    """No version.py at all (a CPU-only or half-removed torch's business, not ours): torch is
+    not a CUDA need, and the driver check says there is none: absent stays absent."""
+    torch_env(env_builder).unlink()
+    checks = report(
+        pytester, env_builder, "test_driver.py and cuda_runtime", "--cuda-driver=550.144.03"
+    )
+    (f,) = of(checks, "driver.cuda-runtime")
+    assert f["outcome"] == "skipped" and "no CUDA runtime, CUDA torch" in f["summary"], f
+
+
+def test_readable_torch_version_still_judged(pytester, env_builder):
+    torch_env(env_builder)
+    checks = report(
+        pytester, env_builder, "test_driver.py and cuda_runtime", "--cuda-driver=550.144.03"
+    )
+    (f,) = of(checks, "driver.cuda-runtime")
+    assert f["outcome"] == "failed" and "needs a driver for CUDA 13.0" in f["summary"], f
+
+
+# -- cuda.nvcc-torch ------------------------------------------------------------------------------
+def test_unreadable_torch_version_is_not_a_cpu_only_torch(pytester, env_builder):
+    """Before: "torch 2.11.0+cu130 is a CPU-only build: nothing to compare" for a FIFO."""
+    path = plant(torch_env(env_builder), "fifo")
+    checks = report(
+        pytester, env_builder, "test_nvcc_matches_torch_cuda", "--vllm-build-log=build.log"
+    )
+    (f,) = of(checks, "cuda.nvcc-torch")
+    assert f["outcome"] == "error", f
+    assert (
+        f"torch 2.11.0+cu130's CUDA is unknown: {path}: cannot be read: not a regular file (a FIFO)"
+        in f["summary"]
+    )
+    assert "CPU-only" not in f["summary"]
+
+
+# -- flashinfer.jit ---------------------------------------------------------------------------
+@pytest.fixture
+def flashinfer_env(env_builder: EnvBuilder) -> EnvBuilder:
+    """vLLM and FlashInfer stand-ins, torch cu130, and no nvcc (CUDA_HOME points nowhere):
+    FlashInfer's ``get_cuda_version`` then falls back on ``torch.version.cuda``."""
+    torch_env(env_builder)
+    S.python_headers(env_builder)
+    S.install_vllm(env_builder)
+    S.install_flashinfer(env_builder)
+    env_builder.manifest('[activation.env]\nCUDA_HOME = "/opt/no-cuda-here"\n')
+    return env_builder
+
+
+@pytest.mark.parametrize("rel", ["torch/version.py", "vllm/envs.py", "flashinfer/jit/cpp_ext.py"])
+def test_unreadable_file_flashinfer_jit_rests_on_is_an_error(pytester, flashinfer_env, rel):
+    """Before: a FIFO vllm/envs.py was "no sampler" (a failure turned into a warning), a FIFO
+    cpp_ext.py the default CUDA-path rule, a FIFO version.py "CUDA unknown": each silently."""
+    path = plant(flashinfer_env.site_packages / rel, "fifo")
+    checks = report(pytester, flashinfer_env, "test_flashinfer_jit", "--cuda-arch=9.0")
+    got = of(checks, "flashinfer.jit")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert f"{path}: cannot be read: not a regular file (a FIFO)" in got[0]["summary"]
+    owner = rel.split("/", 1)[0].replace("flashinfer", "flashinfer-python")
+    assert f"reinstall {owner}" in got[0]["fix"], got[0]
+
+
+def test_flashinfer_jit_with_readable_files_is_judged(pytester, flashinfer_env):
+    """The same env, every file readable: judged as before (no nvcc, the sampler on: fails)."""
+    checks = report(pytester, flashinfer_env, "test_flashinfer_jit", "--cuda-arch=9.0")
+    assert [f["outcome"] for f in of(checks, "flashinfer.jit")] == ["failed"]
