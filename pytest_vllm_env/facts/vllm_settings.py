@@ -42,6 +42,8 @@ class Setting:
     value: str
     where: str  # "[activation.env] in pixi.toml", "[tasks.serve] in pixi.toml", a script
     hard_fail: bool = False  # a `vllm serve` of the env passes --fail-on-environ-validation
+    # a flag's value when it is the next token (``--attention-config '{...}'``): "" otherwise
+    arg: str = ""
 
 
 @dataclass
@@ -256,7 +258,11 @@ def _one_task(task: Any, where: str) -> list[Setting]:
             continue
         if serving and token.startswith("--") and len(token) > 2:
             flag = token.split("=", 1)[0].split(".", 1)[0]
-            out.append(Setting(flag.replace("_", "-"), "flag", token, where))
+            following = tokens[i + 1] if i + 1 < len(tokens) else ""
+            arg = following if "=" not in token and not following.startswith("-") else ""
+            if following in _SEPARATORS:
+                arg = ""
+            out.append(Setting(flag.replace("_", "-"), "flag", token, where, arg=arg))
     return out
 
 

@@ -35,6 +35,9 @@ class Launch:
     quantization: str | None = None
     tp_from: str = "default (1)"
     q_from: str = "not given"
+    # attention_config.flash_attn_version from --vllm-serve-args (driver.ptx-jit: FA2 on Hopper)
+    flash_attn_version: int | None = None
+    fa_from: str = ""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -110,7 +113,9 @@ def launch(config: pytest.Config) -> Launch:
         tp_from = "--tensor-parallel-size"
     q = settings.get(config, "vllm_quantization")
     q_from = "--vllm-quantization" if q else served.q_from or "not given"
-    result = Launch(tp, q or served.quantization, tp_from, q_from)
+    result = Launch(
+        tp, q or served.quantization, tp_from, q_from, served.flash_attn_version, served.fa_from
+    )
     config.stash[LAUNCH] = result
     return result
 
