@@ -102,6 +102,14 @@ def regular(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def lexists(path: str | os.PathLike[str]) -> bool:
+    """True when anything is at ``path``, a dangling symlink or a FIFO included; never opens."""
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
+
+
 def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
     """The whole of a regular file of at most ``limit`` bytes (:class:`Refused` otherwise)."""
     with open_regular(path) as fh:

@@ -165,3 +165,24 @@ def test_flashinfer_jit_with_readable_files_is_judged(pytester, flashinfer_env):
     """The same env, every file readable: judged as before (no nvcc, the sampler on: fails)."""
     checks = report(pytester, flashinfer_env, "test_flashinfer_jit", "--cuda-arch=9.0")
     assert [f["outcome"] for f in of(checks, "flashinfer.jit")] == ["failed"]
+
+
+# -- deepgemm.jit ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "rel", ["vllm/envs.py", "vllm/platforms/cuda.py", "vllm/third_party/deep_gemm/__init__.py"]
+)
+def test_unreadable_file_deepgemm_rests_on_is_an_error(pytester, flashinfer_env, rel):
+    """Before: a FIFO deep_gemm/__init__.py was "no vLLM with DeepGEMM" (skipped), a FIFO
+    platforms/cuda.py an unknown gate, a FIFO envs.py DeepGEMM "on" by guess: silently."""
+    path = plant(flashinfer_env.site_packages / rel, "fifo")
+    checks = report(pytester, flashinfer_env, "test_deepgemm_jit", "--cuda-arch=9.0")
+    got = of(checks, "deepgemm.jit")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert f"{path}: cannot be read: not a regular file (a FIFO)" in got[0]["summary"]
+    assert "reinstall vllm" in got[0]["fix"], got[0]
+
+
+def test_deepgemm_with_readable_files_is_judged(pytester, flashinfer_env):
+    checks = report(pytester, flashinfer_env, "test_deepgemm_jit", "--cuda-arch=9.0")
+    assert [f["outcome"] for f in of(checks, "deepgemm.jit")] != ["error"]
+    assert of(checks, "deepgemm.jit")[0]["outcome"] != "skipped"
