@@ -186,3 +186,59 @@ def test_deepgemm_with_readable_files_is_judged(pytester, flashinfer_env):
     checks = report(pytester, flashinfer_env, "test_deepgemm_jit", "--cuda-arch=9.0")
     assert [f["outcome"] for f in of(checks, "deepgemm.jit")] != ["error"]
     assert of(checks, "deepgemm.jit")[0]["outcome"] != "skipped"
+
+
+# -- modelopt.gdn-prefill-backend ------------------------------------------------------------------
+GDN = "modelopt.gdn-prefill-backend"
+
+
+def _gdn_ckpt(tmp_path: Path) -> Path:
+    """The real Qwen3.5 export's config with linear_key_head_dim 128 (FlashInfer's sm 10.x
+    kernel then needs torch's CUDA >= 13)."""
+    from tests.test_gdn_prefill import qwen35_like
+
+    return qwen35_like(tmp_path, linear_key_head_dim=128)
+
+
+def test_unreadable_gdn_prefill_module_is_not_a_missing_one(pytester, env_builder, tmp_path):
+    """Before: a FIFO flashinfer/gdn_prefill.py failed as "No module named
+    'flashinfer.gdn_prefill'" (upgrade flashinfer), the wrong blame: the import would hang."""
+    from fixtures.gdn_standin import install_gdn_vllm
+
+    install_gdn_vllm(env_builder, flashinfer="0.6.14")
+    path = plant(env_builder.site_packages / "flashinfer" / "gdn_prefill.py", "fifo")
+    checks = report(
+        pytester,
+        env_builder,
+        "gdn",
+        f"--modelopt-checkpoint={_gdn_ckpt(tmp_path)}",
+        "--cuda-arch=9.0",
+    )
+    (f,) = of(checks, GDN)
+    assert f["outcome"] == "error", f
+    assert f"flashinfer-python 0.6.14: {path}: cannot be read: a FIFO" in f["summary"]
+    assert "reinstall flashinfer-python" in f["fix"]
+
+
+def test_unreadable_torch_version_is_named_where_gdn_needs_torchs_cuda(
+    pytester, env_builder, tmp_path
+):
+    """Blackwell (sm 10.0) takes FlashInfer's GDN kernel only with torch's CUDA >= 13: a FIFO
+    version.py (and no +cuXYZ in torch's version) was "torch's CUDA version is not known"."""
+    from fixtures.gdn_standin import install_gdn_vllm
+
+    install_gdn_vllm(env_builder)
+    path = plant(env_builder.site_packages / "torch" / "version.py", "fifo")
+    checks = report(
+        pytester,
+        env_builder,
+        "gdn",
+        f"--modelopt-checkpoint={_gdn_ckpt(tmp_path)}",
+        "--cuda-arch=10.0",
+    )
+    (f,) = of(checks, GDN)
+    assert f["outcome"] == "error", f
+    assert (
+        f"torch's CUDA version is not known: {path}: cannot be read: not a regular file (a FIFO)"
+        in f["summary"]
+    )

@@ -85,6 +85,10 @@ class GdnEnv:
     vllm_flashinfer_pin: str | None = None  # vLLM's Requires-Dist for flashinfer-python
     torch_cuda: str | None = None  # torch.version.cuda ("13.0")
     torch_cuda_error: str = ""  # torch/version.py there and unreadable (a FIFO): unknown
+    # a FlashInfer file the decision reads is there and unreadable (a FIFO at
+    # flashinfer/gdn_prefill.py: the import would hang, not raise): "path: cannot be read: why"
+    flashinfer_unreadable: str = ""
+    reinstall_flashinfer: str = ""  # the fix that reinstalls flashinfer-python
     missing_cutedsl: tuple[str, ...] = ()  # dists the CuteDSL kernel imports, absent
     add_flashinfer: str = ""  # the fix that adds flashinfer-python at the pinned version
     add_cutedsl: str = ""
@@ -253,6 +257,11 @@ def gdn_prefill_backend(
             f"({rule.where}); no FlashInfer needed",
             **ev,
         )
+    if env.flashinfer and env.flashinfer_unreadable:
+        return error(
+            cid, f"{what}: flashinfer-python {env.flashinfer}: {env.flashinfer_unreadable}",
+            env.reinstall_flashinfer or "reinstall flashinfer-python", **ev,
+        )  # fmt: skip
     request = env.requested if rule.config_key else None
     if not archs:
         if _flashinfer_ok(env):
