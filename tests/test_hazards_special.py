@@ -242,3 +242,28 @@ def test_unreadable_torch_version_is_named_where_gdn_needs_torchs_cuda(
         f"torch's CUDA version is not known: {path}: cannot be read: not a regular file (a FIFO)"
         in f["summary"]
     )
+
+
+# -- xformers.torch-pin ------------------------------------------------------------------------------
+@pytest.mark.parametrize("rel", ["xformers/cpp_lib.json", "torch/version.py"])
+def test_unreadable_file_xformers_torch_pin_rests_on_is_an_error(pytester, env_builder, rel):
+    """xformers 0.0.35 whose cpp_lib.json says its ops were built for 2.10.0+cu128, beside
+    PyPI's torch 2.11.0 (no +cu130 in its version: version.py says the CUDA). A FIFO
+    cpp_lib.json was "nothing says what the ops were built for"; a FIFO version.py left
+    torch's CUDA out of the comparison: each silently."""
+    from fixtures.vit_standin import install_vit_vllm
+
+    install_vit_vllm(env_builder, "0.10", torch="2.11.0")
+    env_builder.dist("xformers", "0.0.35", requires=["torch>=2.10"], files={
+        "xformers/cpp_lib.json": json.dumps({"version": {"torch": "2.10.0+cu128"}}),
+    })  # fmt: skip
+    (env_builder.site_packages / "torch").mkdir(exist_ok=True)
+    (env_builder.site_packages / "torch" / "version.py").write_text("cuda = '13.0'\n")
+    checks = report(pytester, env_builder, "test_xformers_torch_pin", "--cuda-arch=9.0")
+    assert of(checks, "xformers.torch-pin")[0]["outcome"] == "failed"  # readable: judged
+    path = plant(env_builder.site_packages / rel, "fifo")
+    checks = report(pytester, env_builder, "test_xformers_torch_pin", "--cuda-arch=9.0")
+    (f,) = of(checks, "xformers.torch-pin")
+    assert f["outcome"] == "error", f
+    assert f"{path}: cannot be read: not a regular file (a FIFO)" in f["summary"]
+    assert f"reinstall {rel.split('/')[0]}" in f["fix"]
