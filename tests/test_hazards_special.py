@@ -267,3 +267,30 @@ def test_unreadable_file_xformers_torch_pin_rests_on_is_an_error(pytester, env_b
     assert f["outcome"] == "error", f
     assert f"{path}: cannot be read: not a regular file (a FIFO)" in f["summary"]
     assert f"reinstall {rel.split('/')[0]}" in f["fix"]
+
+
+# -- checkpoint.* (the load plan from the env's vLLM source) ----------------------------------------
+@pytest.mark.parametrize(
+    "rel", ["vllm/model_executor/models/utils.py", "vllm/model_executor/models/mod.py"]
+)
+def test_unreadable_vllm_loader_source_is_an_error(pytester, env_builder, tmp_path, rel):
+    """A FIFO where vLLM's loader (or the model file) must be was read as "this vLLM has no
+    such file", and the plan built without its rules: verdicts on a guess."""
+    from fixtures import loader_standin, loader_variants
+    from fixtures.vllm_standin import install_vllm
+
+    install_vllm(env_builder, "0.26.0", extra=loader_standin.files("0.26.0"))
+    ckpt = loader_variants.make("good", tmp_path / "ckpts" / "good")
+    args = ("-m", "toolchain", f"--modelopt-checkpoint={ckpt}")
+    checks = report(pytester, env_builder, "test_checkpoint", *args)
+    assert of(checks, "checkpoint.parameters")[0]["outcome"] == "passed"  # readable: judged
+    assert (env_builder.site_packages / rel).is_file(), rel  # a file the stand-in has
+    path = plant(env_builder.site_packages / rel, "fifo")
+    checks = report(pytester, env_builder, "test_checkpoint", *args)
+    for cid in ("checkpoint.shards", "checkpoint.quant-config-source", "checkpoint.parameters"):
+        (f,) = of(checks, cid)
+        assert f["outcome"] == "error", f
+        assert (
+            f"the env's vLLM source cannot be read: {path}: cannot be read: not a regular file (a FIFO)"
+            in f["summary"]
+        )

@@ -180,6 +180,7 @@ class CheckpointLoad:
     scales: Any = None
     launch: Launch | None = None
     why_not: str | None = None  # why there is no plan (vLLM missing, files unreadable)
+    unreadable: bool = False  # why_not is a file there that cannot be read: an error
 
 
 @pytest.fixture(scope="session")
@@ -219,6 +220,10 @@ def checkpoint_load(
         archs = (ckpt.config or {}).get("architectures")
         arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
         facts = vllm_loader_facts(arch)
+    if out.why_not is None and facts.unreadable:
+        out.why_not = f"the env's vLLM source cannot be read: {facts.unreadable[0]}"
+        out.unreadable = True
+    elif out.why_not is None:
         decision = decide(
             ckpt.config,
             ckpt.hf_quant_config,
