@@ -294,3 +294,27 @@ def test_unreadable_vllm_loader_source_is_an_error(pytester, env_builder, tmp_pa
             f"the env's vLLM source cannot be read: {path}: cannot be read: not a regular file (a FIFO)"
             in f["summary"]
         )
+
+
+# -- settings.unread ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("rel", ["vllm/envs.py", "vllm/engine/arg_utils.py"])
+def test_unreadable_vllm_settings_source_is_an_error(pytester, env_builder, rel):
+    """A FIFO vllm/envs.py was "cannot be read" as a skip; a FIFO arg_utils.py left vLLM's
+    options out, and a `vllm serve --attention-backend` task failed "unrecognized arguments"."""
+    env_builder.python("3.12")
+    S.python_headers(env_builder)
+    S.install_vllm(env_builder)
+    env_builder.manifest(
+        '[activation.env]\nVLLM_USE_DEEP_GEMM = "1"\n[tasks]\n'
+        'serve = "vllm serve Qwen/Qwen3-0.6B --attention-backend FLASHINFER"\n'
+    )
+    checks = report(pytester, env_builder, "test_settings_unread")
+    assert [f["outcome"] for f in of(checks, "settings.unread")] == ["passed"]
+    path = plant(env_builder.site_packages / rel, "fifo")
+    checks = report(pytester, env_builder, "test_settings_unread")
+    got = of(checks, "settings.unread")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert (
+        f"which settings it reads cannot be read: {path}: cannot be read: not a regular file (a FIFO)"
+        in got[0]["summary"]
+    )
