@@ -318,3 +318,41 @@ def test_unreadable_vllm_settings_source_is_an_error(pytester, env_builder, rel)
         f"which settings it reads cannot be read: {path}: cannot be read: not a regular file (a FIFO)"
         in got[0]["summary"]
     )
+
+
+# -- cmake.torch-config, nvtx.cmake-target (torch's share/cmake) -------------------------------------
+def torch_cmake_env(b: EnvBuilder) -> Path:
+    """torch with the CMake files a build reads: TorchConfig, Caffe2Config (which puts its own
+    dir on CMAKE_MODULE_PATH: torch's bundled FindCUDAToolkit then runs), cuda.cmake."""
+    b.python("3.12")
+    b.dist("torch", "2.11.0", files={
+        "torch/version.py": "cuda = '13.0'\n",
+        "torch/share/cmake/Torch/TorchConfig.cmake": "include(${CMAKE_CURRENT_LIST_DIR}/../Caffe2/Caffe2Config.cmake)\n",
+        "torch/share/cmake/Caffe2/Caffe2Config.cmake": 'list(APPEND CMAKE_MODULE_PATH "${CMAKE_CURRENT_LIST_DIR}")\ninclude("${CMAKE_CURRENT_LIST_DIR}/public/cuda.cmake")\n',
+        "torch/share/cmake/Caffe2/FindCUDAToolkit.cmake": "# torch's copy\n",
+        "torch/share/cmake/Caffe2/public/cuda.cmake": "find_package(CUDAToolkit REQUIRED)\n",
+    })  # fmt: skip
+    return b.site_packages / "torch" / "share" / "cmake"
+
+
+@pytest.mark.parametrize(
+    "rel, ids",
+    [
+        ("Torch/TorchConfig.cmake", ("cmake.torch-config",)),
+        ("Caffe2/Caffe2Config.cmake", ("cmake.torch-config", "nvtx.cmake-target")),
+        ("Caffe2/FindCUDAToolkit.cmake", ("nvtx.cmake-target",)),
+    ],
+)
+def test_unreadable_torch_cmake_file_is_an_error(pytester, env_builder, rel, ids):
+    """Before: a FIFO TorchConfig.cmake was "torch has no Torch/TorchConfig.cmake" (skipped),
+    a FIFO Caffe2Config.cmake or FindCUDAToolkit.cmake made CMake's own FindCUDAToolkit the
+    one predicted: a guess, silently."""
+    share = torch_cmake_env(env_builder)
+    args = ("--vllm-build-log=build.log",)  # nvtx.cmake-target judges a build
+    path = plant(share / rel, "fifo")
+    checks = report(pytester, env_builder, "test_torch_config or test_nvtx_cmake_target", *args)
+    for cid in ids:
+        (f,) = of(checks, cid)
+        assert f["outcome"] == "error", f
+        assert f"{path}: cannot be read: not a regular file (a FIFO)" in f["summary"], f
+        assert "reinstall torch" in f["fix"]
