@@ -356,3 +356,26 @@ def test_unreadable_torch_cmake_file_is_an_error(pytester, env_builder, rel, ids
         assert f["outcome"] == "error", f
         assert f"{path}: cannot be read: not a regular file (a FIFO)" in f["summary"], f
         assert "reinstall torch" in f["fix"]
+
+
+def test_unreadable_gdn_rule_file_is_an_error_not_a_fallback(pytester, env_builder, tmp_path):
+    """A FIFO at vLLM's GDN layer file was "no such file": the rule read without it (or 0.26.0's
+    taken in its place). Now an error naming it."""
+    from fixtures.gdn_standin import install_gdn_vllm
+    from pytest_vllm_env.readers.vllm_gdn import GDN_LAYER_PY
+
+    install_gdn_vllm(env_builder, flashinfer="0.6.14")
+    path = plant(env_builder.site_packages / GDN_LAYER_PY, "fifo")
+    checks = report(
+        pytester,
+        env_builder,
+        "gdn",
+        f"--modelopt-checkpoint={_gdn_ckpt(tmp_path)}",
+        "--cuda-arch=9.0",
+    )
+    (f,) = of(checks, GDN)
+    assert f["outcome"] == "error", f
+    assert (
+        f"Gated-DeltaNet rule cannot be read: {path}: cannot be read: not a regular file (a FIFO)"
+        in f["summary"]
+    )

@@ -209,6 +209,11 @@ def gdn_prefill_backend(
     if rule is None:
         return skipped(cid, "vLLM is not installed: no Gated-DeltaNet rule to apply")
     note = ""
+    if rule.kind == "damaged":  # a file of vLLM's rule is there and unreadable: no guess
+        return error(
+            cid, f"vLLM {env.vllm}'s Gated-DeltaNet rule cannot be read: {rule.problem}",
+            "reinstall vllm (its files are damaged)",
+        )  # fmt: skip
     if rule.kind == "unreadable" and _older_than(env.vllm, "0.26.0"):
         return skipped(
             cid,
