@@ -63,6 +63,7 @@ def report(pytester: pytest.Pytester, b: EnvBuilder, k: str, *args: str) -> list
     )  # fmt: skip
     text = result.stdout.str()
     assert "Traceback" not in text and "Timeout" not in text, text[-3000:]
+    assert out.is_file(), text[-2000:] + result.stderr.str()[-2000:]
     return json.loads(out.read_text())["checks"]
 
 
@@ -379,3 +380,19 @@ def test_unreadable_gdn_rule_file_is_an_error_not_a_fallback(pytester, env_build
         f"Gated-DeltaNet rule cannot be read: {path}: cannot be read: not a regular file (a FIFO)"
         in f["summary"]
     )
+
+
+# -- source.torch-api ------------------------------------------------------------------------------
+def test_unreadable_scalar_types_header_is_an_error(pytester, env_builder, tmp_path):
+    """A FIFO torch/include/c10/core/ScalarType.h was "no torch headers" (skipped)."""
+    env_builder.python()
+    env_builder.dist("torch", "2.6.0", files={"torch/include/c10/core/ScalarType.h": ""})
+    src = tmp_path / "vllm"
+    (src / "csrc").mkdir(parents=True)
+    (src / "csrc" / "k.cu").write_text("auto s = at::Float8_e8m0fnu;\n")
+    (src / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.26)\n")
+    path = plant(env_builder.site_packages / "torch/include/c10/core/ScalarType.h", "fifo")
+    checks = report(pytester, env_builder, "torch_api", f"--vllm-source={src}")
+    (f,) = of(checks, "source.torch-api")
+    assert f["outcome"] == "error", f
+    assert f"{path}: cannot be read: not a regular file (a FIFO)" in f["summary"]
