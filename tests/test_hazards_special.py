@@ -396,3 +396,21 @@ def test_unreadable_scalar_types_header_is_an_error(pytester, env_builder, tmp_p
     (f,) = of(checks, "source.torch-api")
     assert f["outcome"] == "error", f
     assert f"{path}: cannot be read: not a regular file (a FIFO)" in f["summary"]
+
+
+# -- torch/lib: a library where one must be -------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_torch_library_is_named_by_driver_ptx_jit(pytester, env_builder, kind):
+    """A FIFO (or dangling link) torch/lib/libtorch_cuda.so was left out of the binaries read:
+    "no CUDA binary with device code" as if torch had no kernels."""
+    torch_env(env_builder)
+    path = plant(env_builder.site_packages / "torch" / "lib" / "libtorch_cuda.so", kind)
+    checks = report(
+        pytester, env_builder, "test_ptx_jit", "--cuda-arch=9.0", "--cuda-driver=580.159.04"
+    )
+    got = of(checks, "driver.ptx-jit")
+    assert [f["outcome"] for f in got] == ["error"], got
+    rel = path.relative_to(env_builder.site_packages).as_posix()
+    assert got[0]["summary"].startswith(f"{rel}: "), got[0]
+    assert SAYS[kind].replace("not a regular file ", "") in got[0]["summary"], got[0]
+    assert got[0]["evidence"]["path"] == str(path)

@@ -237,6 +237,8 @@ def binary_facts(path: Path) -> BinaryFacts:
     try:
         binary = read_binary(path)
     except ElfError as exc:
+        if os.path.islink(path) and not os.path.exists(path):  # say what it is, not ENOENT
+            return BinaryFacts(str(path), error=f"a dangling symlink to {os.readlink(path)}")
         return BinaryFacts(str(path), error=str(exc))
     cudart = next(
         (int(m.group(1)) for n in binary.needed if (m := re.match(r"^libcudart\.so\.(\d+)$", n))),
@@ -261,7 +263,11 @@ def torch_cuda_libraries(root: Path | None) -> list[Path]:
     if root is None:
         return []
     try:
-        return sorted(p for p in (root / "lib").glob("*.so*") if files.regular(p))
+        # a FIFO or dangling link there is a library that cannot be read: kept, so that
+        # binary_facts names it (BinaryFacts.error), never passed over as absent
+        return sorted(
+            p for p in (root / "lib").glob("*.so*") if files.lexists(p) and not p.is_dir()
+        )
     except OSError:
         return []
 
