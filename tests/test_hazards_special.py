@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -414,3 +415,27 @@ def test_unreadable_torch_library_is_named_by_driver_ptx_jit(pytester, env_build
     assert got[0]["summary"].startswith(f"{rel}: "), got[0]
     assert SAYS[kind].replace("not a regular file ", "") in got[0]["summary"], got[0]
     assert got[0]["evidence"]["path"] == str(path)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
+def test_unreadable_torch_library_is_not_blamed_on_the_extension(pytester, env_builder):
+    """A FIFO torch/lib/libc10.so: abi.symbols said vLLM's extension was "built against a
+    different torch build" and abi.cxx11 that torch is the old ABI, from the libraries left."""
+    from fixtures.elf import fake_extension, fake_torch
+
+    torch_env(env_builder)
+    env_builder.dist("vllm", "0.26.0", requires=["torch==2.11.0"], files={"vllm/__init__.py": ""})
+    lib = fake_torch(env_builder.site_packages / "torch" / "lib")
+    fake_extension(env_builder.site_packages / "vllm" / "_C.abi3.so", lib / "libc10.so")
+    checks = report(pytester, env_builder, "test_abi.py")
+    assert {f["outcome"] for f in of(checks, "abi.symbols") + of(checks, "abi.cxx11")} == {"passed"}
+    path = plant(lib / "libc10.so", "fifo")
+    checks = report(pytester, env_builder, "test_abi.py")
+    for cid in ("abi.symbols", "abi.cxx11"):
+        (f,) = of(checks, cid)
+        assert f["outcome"] == "error", f
+        assert (
+            f"what torch exports cannot be read: {path}: cannot read: not a regular file (a FIFO)"
+            in f["summary"]
+        )
+        assert "reinstall torch" in f["fix"]
