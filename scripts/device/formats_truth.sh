@@ -35,6 +35,13 @@ $PY -m fixtures.quant_standin $V
 G=/tmp/gptoss; rm -rf $G
 timeout 300 $PY -m fixtures.quant_exports $G mxfp4 > $OUT/gptoss_make.log 2>&1
 for m in gpt-oss-bf16 gpt-oss-mxfp4; do [ -d $G/$m ] && mv $G/$m $V/$m-device; done
+# SWEEP="HIDDENxINTERMEDIATE ...": gpt-oss MXFP4 at other shapes (the MoE kernel's shape rules;
+# round 13), loaded without their BF16 twins
+if [ -n "${SWEEP:-}" ]; then
+  S=/tmp/gptoss-sweep; rm -rf $S
+  timeout 300 $PY -m fixtures.quant_exports $S $(for s in $SWEEP; do echo "mxfp4:${s/x/:}"; done) >> $OUT/gptoss_make.log 2>&1
+  for d in $S/gpt-oss-mxfp4-h*; do [ -d "$d" ] && mv "$d" $V/; done; rm -rf $S
+fi
 export VLLM_ENV_PROBE_KV_BYTES=$((256 * 1024 * 1024)) VLLM_ENV_PROBE_GPU_UTIL=0.1
 probe() {  # model dir -> $L/<name>.json/.err
   local d=$1 tag; tag=$(basename $d)
@@ -43,8 +50,9 @@ probe() {  # model dir -> $L/<name>.json/.err
 }
 export -f probe; export E L
 t0=$(date +%s)
-ls -d fixtures/quant_export/*/ $V/*/ | sed 's:/$::' \
-  | timeout ${LOAD_BUDGET:-360} xargs -P ${LOADS:-4} -I{} bash -c 'probe {}'
+# ONLY="regex": load (and judge) just the folders whose name matches it
+ls -d fixtures/quant_export/*/ $V/*/ | sed 's:/$::' | grep -E "/(${ONLY:-.*})$" > /tmp/formats_list
+timeout ${LOAD_BUDGET:-360} xargs -P ${LOADS:-4} -I{} bash -c 'probe {}' < /tmp/formats_list
 echo "loads took $(( $(date +%s) - t0 )) s"
 $PY - $L $OUT/formats_truth.json <<'PY'
 import importlib.util, json, re, sys
@@ -114,7 +122,7 @@ for tag, v in out.items():
     print(f"{tag}: loaded={v['loaded']} same_as_bf16={v['same_as_bf16']} same_as_parent={v['same_as_parent']} kernels={v['kernels']} exc={str(v['exception'])[:160]}")
 PY
 tar -C $L -czf $OUT/formats_logs.tar.gz .
-R=$PWD; args=(); for d in $R/fixtures/quant_export/*/ $V/*/; do args+=("--vllm-checkpoint=${d%/}"); done
+R=$PWD; args=(); while read -r d; do case $d in /*) ;; *) d=$R/$d;; esac; args+=("--vllm-checkpoint=$d"); done < /tmp/formats_list
  mkdir -p /tmp/run && cd /tmp/run && timeout 180 $PY -m pytest --noconftest -p pytest_vllm_env.plugin -p no:cacheprovider \
   --rootdir=/tmp/run --vllm-conformance -m toolchain -k test_qfmt_ -rA --vllm-env=$E --cuda-arch=9.0 --cuda-arch=12.0 \
   "${args[@]}" --vllm-env-report=$OUT/formats_toolchain.json > $OUT/formats_toolchain.log 2>&1
