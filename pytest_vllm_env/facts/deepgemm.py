@@ -141,13 +141,6 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
     return out
 
 
-def _text(path: Path) -> str | None:
-    try:
-        return files.read_text(path, files.SOURCE)
-    except OSError:
-        return None
-
-
 def _gate(source: str | None):
     """``capability -> bool | None``: vLLM's ``support_deep_gemm`` evaluated."""
     try:

@@ -269,7 +269,8 @@ class PixiEnv:
 
     def package_text(self, dist_name: str, relpath: str) -> str | None:
         """The text of :meth:`package_file` (undecodable bytes replaced); None when the
-        distribution, the file, or its reading fails."""
+        distribution, the file, or its reading fails. A check that needs the file uses
+        :meth:`package_text_or_why`, which tells absent from unreadable."""
         path = self.package_file(dist_name, relpath)
         if path is None:
             return None
