@@ -85,6 +85,7 @@ def test_needed_libraries(
     if none:
         verdict([own, none] if own is not None and own.bad else none)
         return
+    sp = vllm_env.site_packages[0] if vllm_env.site_packages else None
     verdict(
         [
             abi_loader.needed(
@@ -94,6 +95,8 @@ def test_needed_libraries(
                 env=vllm_env,
                 built=built[e.owner],
                 targets=fix_targets,
+                held=cudart_files(vllm_env, e.cudart) if e.cudart else [],
+                site_packages=sp,
             )
             for e in extensions
         ]

@@ -30,7 +30,9 @@ def test_arch_coverage(vllm_env, extension_paths, cuda_archs, cuda_archs_source,
             pkg = next(p for p in path.parents if p.name == "xformers")
             fa3 = read_fa3_dispatch(pkg)
         try:
-            out += coverage_arch.coverage(label, fatbin.read_images(path), cuda_archs, fa3=fa3)
+            out += coverage_arch.coverage(
+                label, fatbin.read_images(path), cuda_archs, fa3=fa3, env=vllm_env
+            )
         except ElfError as exc:
-            out += coverage_arch.coverage(label, None, cuda_archs, error=str(exc))
+            out += coverage_arch.coverage(label, None, cuda_archs, error=str(exc), env=vllm_env)
     verdict(out)

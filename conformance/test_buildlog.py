@@ -10,8 +10,13 @@ pytestmark = pytest.mark.toolchain
 
 
 @pytest.mark.vllm_check("buildlog.clean")
-def test_build_logs(vllm_build_logs, verdict):
+def test_build_logs(vllm_build_logs, request, verdict):
     if not vllm_build_logs:
         verdict(skipped("buildlog.clean", "no --vllm-build-log given"))
         return
-    verdict(*(buildlog.judge(read_log(p)) for p in vllm_build_logs))
+    # the fixes are written for the judged env and its one torch/CUDA target, read only when
+    # there is a log to judge (a log is judged in lock mode too: the env's installed files,
+    # which the target reads, are not asked for then)
+    env = request.getfixturevalue("vllm_env")
+    targets = request.getfixturevalue("fix_targets") if env.locked is None else None
+    verdict(*(buildlog.judge(read_log(p), env, targets) for p in vllm_build_logs))

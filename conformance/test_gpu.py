@@ -12,27 +12,39 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.vllm_check("gpu.device-coverage")
 def test_gpu_covered_by_binaries(
-    visible_gpus, gpu_binaries, cuda_archs, cuda_archs_source, verdict
+    vllm_env, visible_gpus, gpu_binaries, cuda_archs, cuda_archs_source, verdict
 ):
-    verdict(gpu_device.device_coverage(visible_gpus, gpu_binaries, cuda_archs, cuda_archs_source))
+    verdict(
+        gpu_device.device_coverage(
+            visible_gpus, gpu_binaries, cuda_archs, cuda_archs_source, env=vllm_env
+        )
+    )
 
 
 @pytest.mark.vllm_check("gpu.torch-cuda")
-def test_torch_uses_gpu(vllm_env, gpu_torch_probe, verdict):
+def test_torch_uses_gpu(vllm_env, gpu_torch_probe, fix_targets, verdict):
     if not gpu_torch_probe.problem and not gpu_torch_probe.data.get("available"):
         if gpu_torch_probe.data.get("cuda") and not gpu_torch_probe.data.get("exception"):
             pytest.skip("no GPU visible to the target env's torch")
-    verdict(gpu_device.torch_cuda(gpu_torch_probe, vllm_env.python))
+    verdict(
+        gpu_device.torch_cuda(gpu_torch_probe, vllm_env.python, env=vllm_env, targets=fix_targets)
+    )
 
 
 @pytest.mark.vllm_check("gpu.torch-fp8")
-def test_torch_fp8_scaled_mm(vllm_env, gpu_torch_probe, require_gpu, verdict):
-    verdict(gpu_device.torch_fp8(gpu_torch_probe, vllm_env.python))
+def test_torch_fp8_scaled_mm(vllm_env, gpu_torch_probe, require_gpu, fix_targets, verdict):
+    verdict(
+        gpu_device.torch_fp8(gpu_torch_probe, vllm_env.python, env=vllm_env, targets=fix_targets)
+    )
 
 
 @pytest.mark.vllm_check("gpu.vllm-generate")
-def test_vllm_loads_and_generates(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
-    verdict(gpu_vllm_load.vllm_generates(vllm_checkpoint_runs, str(modelopt_checkpoint.path)))
+def test_vllm_loads_and_generates(modelopt_checkpoint, vllm_checkpoint_runs, vllm_env, verdict):
+    verdict(
+        gpu_vllm_load.vllm_generates(
+            vllm_checkpoint_runs, str(modelopt_checkpoint.path), env=vllm_env
+        )
+    )
 
 
 @pytest.mark.vllm_check("gpu.vllm-sane")

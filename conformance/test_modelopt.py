@@ -58,7 +58,11 @@ def test_scales_sane(modelopt_checkpoint, modelopt_scales, verdict):
 @pytest.mark.vllm_check("modelopt.architecture-registered")
 def test_architecture_registered(modelopt_checkpoint, vllm_model_registry, vllm_env, verdict):
     version = vllm_env.version_of("vllm")
-    verdict(modelopt.architecture_registered(modelopt_checkpoint, vllm_model_registry, version))
+    verdict(
+        modelopt.architecture_registered(
+            modelopt_checkpoint, vllm_model_registry, version, env=vllm_env
+        )
+    )
 
 
 @pytest.mark.vllm_check("modelopt.min-capability")

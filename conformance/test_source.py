@@ -29,7 +29,7 @@ def test_cmake_cache(vllm_env, vllm_source_dir, torch_cmake_config, verdict):
 
 
 @pytest.mark.vllm_check("source.torch-api")
-def test_torch_api(vllm_env, vllm_source_dir, verdict):
+def test_torch_api(vllm_env, vllm_source_dir, vllm_source, verdict):
     if vllm_source_dir is None:
         verdict(skipped("source.torch-api", NO_SOURCE))
         return
@@ -38,4 +38,5 @@ def test_torch_api(vllm_env, vllm_source_dir, verdict):
         verdict(bad)
         return
     types = kernel_types(vllm_env, vllm_source_dir)
-    verdict(source.torch_api(vllm_source_dir, types, vllm_env.prefix))
+    pins = vllm_source.requirements if vllm_source is not None else ()
+    verdict(source.torch_api(vllm_source_dir, types, vllm_env.prefix, env=vllm_env, pins=pins))

@@ -58,4 +58,8 @@ def test_xformers_attention(vllm_env, xformers_decisions, require_gpu, request, 
     if not xformers.uses_xformers(xformers_decisions):
         pytest.skip("the vision tower does not use xformers here (xformers.decision)")
     probe = request.getfixturevalue("xformers_probe")
-    verdict(xformers_torch.attention(probe, xformers_decisions, str(vllm_env.python or "")))
+    verdict(
+        xformers_torch.attention(
+            probe, xformers_decisions, str(vllm_env.python or ""), env=vllm_env
+        )
+    )

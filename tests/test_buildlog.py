@@ -19,12 +19,12 @@ LOGS = Path(__file__).parent.parent / "fixtures" / "buildlogs"
     [
         ("nvtx_target.log", "buildlog.nvtx-target", "cuda-nvtx-dev"),
         ("vllm_python.log", "buildlog.vllm-python", "rm -rf build/"),
-        ("float8_e8m0.log", "buildlog.torch-too-old", "pin the torch version"),
+        ("float8_e8m0.log", "buildlog.torch-too-old", "torch >= 2.7"),
         ("nvcc_missing.log", "buildlog.nvcc-missing", "cuda-nvcc"),
         # F1.10 (instructlab#3144), reconstructed with PyPI's CMake 3.31.6 and torch 2.5.1's
         # own CMake files, nvcc on no path CMake searches
         ("cuda_arch_undetected.log", "buildlog.nvcc-missing", "never reads CUDA_HOME"),
-        ("oom_killed.log", "buildlog.oom", "MAX_JOBS=2"),
+        ("oom_killed.log", "buildlog.oom", 'MAX_JOBS = "2"'),
         ("unknown_error.log", "buildlog.unknown-error", "first error line"),
     ],
 )
@@ -74,7 +74,11 @@ def test_conformance_names_line_and_fix(pytester, env_builder: EnvBuilder):
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        [lit("*[buildlog.nvtx-target] FAILED: *"), "*fix: add `cuda-nvtx-dev`*", "*build.log:5*"]
+        [
+            lit("*[buildlog.nvtx-target] FAILED: *"),
+            "*fix: add `cuda-nvtx-dev = *` to [[]dependencies[]]*",
+            "*build.log:5*",
+        ]
     )
 
 

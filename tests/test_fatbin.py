@@ -199,7 +199,10 @@ def test_torch_without_sm120_fails_with_the_fix(pytester, env_builder, built):
                 "has no kernels for sm_120 (12.0):"
                 " it holds SASS sm_80, sm_90; PTX none*"
             ),
-            "*fix: install a torch built with sm_120 kernels (a CUDA >= 12.8 build*whl/cu128*",
+            # the oldest build the torch table knows to hold sm_120 (2.5.1 has none): PyPI's
+            # 2.8.0, its cu128 build
+            "*fix: install a torch built with sm_120 kernels (a CUDA >= 12.8 build): torch 2.8.0 "
+            '(cu128): add `torch = "==2.8.0"`*',
         ]
     )
 
@@ -272,7 +275,7 @@ def test_core_library_with_only_sm120a_fails_on_gb10(pytester, env_builder, buil
                 "*[arch.coverage] FAILED: vllm/_C.abi3.so has no kernels for sm_121 (12.1): it "
                 "holds SASS sm_120a; PTX none (`a` images run only on their own arch*"
             ),
-            '*fix: rebuild with `TORCH_CUDA_ARCH_LIST = "12.1"`*nvcc >= 12.9*'
+            '*fix: rebuild for 12.1: set `TORCH_CUDA_ARCH_LIST = "12.1"`*nvcc >= 12.9*'
             '`cuda-version = "12.9.*"`*',
         ]
     )

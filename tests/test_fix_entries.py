@@ -203,6 +203,51 @@ def test_the_fix_follows_the_whole_load_closure_at_torchs_pins(pytester, tmp_pat
     }
 
 
+@needs_gxx
+def test_torchs_own_library_missing_is_torchs_fix_not_vllms_pin(pytester, tmp_path):
+    """The integration tier's real case: torch at exactly the version vLLM pins, but one of
+    torch's own libraries (``libtorch_nvshmem.so``, which the cu13 wheel ships in torch/lib)
+    absent. vLLM's extension's own libraries are all found; ``import torch`` fails first.
+    The fix was "install the torch vLLM pins: torch==2.8.0" (already installed: applying it
+    changes nothing); it is torch's reinstall, for the extension and for torch alike."""
+    root = tmp_path / "libs"
+    cudart = fake_cudart(root / "cudart", 12)
+    nvshmem = fake_soname_lib(
+        root / "nvshmem", "libtorch_nvshmem.so", 'extern "C" int nvshmem_init(void) { return 0; }\n'
+    )
+    torch = fake_torch(root / "torch")
+    cxx_extension(
+        torch / "libtorch_cuda.so",
+        'extern "C" int nvshmem_init(void);\nextern "C" int cudaGetDeviceCount(int *);\n'
+        'extern "C" int torch_cuda() { int n; cudaGetDeviceCount(&n); return nvshmem_init(); }\n',
+        [cudart, nvshmem, RUNPATH],  # type: ignore[list-item]
+    )
+    libs = {
+        "torch": torch,
+        # vLLM's _C links libtorch_cuda.so (readelf -d on the 0.26.0 wheel)
+        "ext": cxx_extension(
+            root / "ext" / "_C.abi3.so",
+            'extern "C" int torch_cuda();\nextern "C" int ext() { return torch_cuda(); }\n',
+            [torch / "libtorch_cuda.so", cudart],
+        ),
+        "cudart": cudart,
+    }
+    prefix = closure_venv(tmp_path, libs)
+    write_dist(
+        prefix,
+        "nvidia-cuda-runtime-cu12",
+        "12.8.90",
+        files={"nvidia/cuda_runtime/lib/libcudart.so.12": cudart.read_bytes()},
+    )
+    found = by_subject(needed_report(pytester, prefix))
+    ext, torch_finding = found["vllm/_C.abi3.so"], found["torch"]
+    assert ext["outcome"] == torch_finding["outcome"] == "failed"
+    assert "libtorch_nvshmem.so (needed by libtorch_cuda.so)" in ext["summary"]
+    for fix in (ext["fix"], torch_finding["fix"]):
+        assert "libtorch_nvshmem.so is missing from torch/lib: reinstall torch" in fix, fix
+        assert "torch==2.8.0" not in fix, fix
+
+
 # -- one target for every fix of a run ------------------------------------------------------------
 @needs_gxx
 def test_every_fix_of_a_run_names_one_torch(pytester, tmp_path, parts):  # noqa: F811

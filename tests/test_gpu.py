@@ -125,7 +125,7 @@ def test_flashinfer_fix_depends_on_the_frame_that_needed_it():
         f"{site}/v1/sample/ops/topk_topp_sampler.py", 30, "import flashinfer.sampling"
     )
     f = gpu_vllm_load.vllm_generates([sampler], "m", "modelopt")
-    assert "VLLM_USE_FLASHINFER_SAMPLER=0" in f.fix and "gdn" not in f.fix
+    assert 'VLLM_USE_FLASHINFER_SAMPLER = "0"' in f.fix and "gdn" not in f.fix
 
 
 def test_conformance_cpu_torch_fails_with_fix(pytester, env_builder: EnvBuilder, tmp_path):

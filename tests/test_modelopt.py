@@ -357,7 +357,7 @@ def test_architecture_not_registered(pytester, env, tmp_path):
             lit(
                 "*[modelopt.architecture-registered] FAILED: fuyu: vLLM 0.26.0 no longer supports FuyuForCausalLM (last in 0.25.0)"
             ),
-            "*fix: pin vllm==0.25.0 in pixi.toml*",
+            '*fix: install vLLM 0.25.0, the last release that supports it: add `vllm = "==0.25.0"` to [[]pypi-dependencies[]] in pixi.toml*',
         ]
     )
     builder.config["architectures"] = ["MadeUpForCausalLM"]

@@ -30,8 +30,8 @@ SUITE = ("--vllm-conformance", "-p", "no:randomly", "-p", "no:cacheprovider")
 Built = tuple[Path, Path | None]
 
 
-def run(pytester, prefix: Path, k: str) -> dict:
-    pytester.runpytest(*SUITE, "-k", k, f"--vllm-env={prefix}", "--vllm-env-report=r.json")
+def run(pytester, prefix: Path, k: str, *extra: str) -> dict:
+    pytester.runpytest(*SUITE, "-k", k, f"--vllm-env={prefix}", "--vllm-env-report=r.json", *extra)
     return json.loads((pytester.path / "r.json").read_text())
 
 
@@ -45,12 +45,16 @@ def round_trip(
     build: Callable[[Path], Built],
     catalogue: Catalogue,
     k: str,
+    extra: tuple[str, ...] = (),
 ) -> tuple[dict[tuple[str, str], str], list[tuple[str, str]]]:
     """Each failing verdict with changes, applied to its own copy: ``{(check, subject):
-    outcome after}``, and the failing verdicts that carry no change."""
+    outcome after}``, and the failing verdicts that carry no change. ``extra``: more
+    options of both runs."""
     src = tmp_path / "original"
     prefix, manifest = build(src)
-    bad = [c for c in run(pytester, prefix, k)["checks"] if c["outcome"] in ("failed", "error")]
+    bad = [
+        c for c in run(pytester, prefix, k, *extra)["checks"] if c["outcome"] in ("failed", "error")
+    ]
     assert bad, "the case must fail somewhere"
     after: dict[tuple[str, str], str] = {}
     for i, finding in enumerate(c for c in bad if c["evidence"].get("change")):
@@ -60,7 +64,7 @@ def round_trip(
         moved = Path(str(prefix).replace(str(src), str(dst)))
         moved_manifest = Path(str(manifest).replace(str(src), str(dst))) if manifest else None
         Applier(moved, catalogue, moved_manifest).apply(changes)
-        again = {key(c): c for c in run(pytester, moved, k)["checks"]}
+        again = {key(c): c for c in run(pytester, moved, k, *extra)["checks"]}
         after[key(finding)] = again[key(finding)]["outcome"]
     return after, [key(c) for c in bad if not c["evidence"].get("change")]
 

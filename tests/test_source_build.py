@@ -232,7 +232,10 @@ def test_cmake_below_vllm_floor(pytester, tmp_path):
     result.stdout.fnmatch_lines(
         [
             f"*[[]cmake.vllm-floor] FAILED: *(CMake 3.25.0); vLLM needs CMake >= 3.26*{quoted}*",
-            lit('*fix: set `cmake = ">=3.26"` in [dependencies] in pixi.toml'),
+            lit(
+                '*fix: in pixi.toml line 7 ([dependencies]), replace `cmake = "3.25.*"` with '
+                '`cmake = ">=3.26"`'
+            ),
         ]
     )
     real = configure(b.prefix / "bin" / "cmake", src)

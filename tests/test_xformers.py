@@ -87,7 +87,7 @@ def test_qwen25vl_needs_xformers_but_missing_fails_with_fix(pytester, env_builde
                 "*[xformers.decision] FAILED: vLLM 0.10.1.1's Qwen2.5-VL vision tower would use xformers (sm 9.0: XFORMERS: the PyPI flash-attn package is not installed, so vLLM logs \"Current `vllm-flash-attn` has a bug inside vision module*"
             ),
             lit(
-                '*fix: add `xformers = "==0.0.31"` to pixi.toml [pypi-dependencies] (the xformers release built for the env\'s torch 2.7.1)*flash-attn*'
+                '*fix: add `xformers = "==0.0.31"` to [pypi-dependencies] in pixi.toml (the xformers release built for the env\'s torch 2.7.1)*flash-attn*'
             ),
         ]
     )
@@ -163,12 +163,54 @@ def test_xformers_built_for_another_torch_fails_though_its_pin_is_met(pytester, 
                 "torch 2.10.0+cu128 (xformers/cpp_lib.json); the env has torch 2.11.0+cu130: "
                 "they will not load*"
             ),
+            # vLLM 0.10.1.1 pins torch 2.7.1 (abi.pins says so): xformers follows that torch
+            # (issue 21), not the installed 2.11.0 nor the 2.10.0 its ops were built for
             lit(
-                '*`xformers = { version = "==0.0.35", index = "https://download.pytorch.org/whl/cu130" }`'
-                '*or pin torch to match it: add `torch = { version = "==2.10.0", index = "https://download.pytorch.org/whl/cu128" }`*'
+                '*fix: add `torch = "==2.7.1"` to [pypi-dependencies] in pixi.toml and add '
+                '`xformers = "==0.0.31"` to [pypi-dependencies] in pixi.toml (built for torch '
+                "2.7.1 (cu126))"
             ),
         ]
     )
+
+
+def test_xformers_build_fix_agrees_with_abi_pins(pytester, env_builder):
+    """Two checks, one torch (issue 21): xformers' ops built for 2.10.0+cu128 beside torch
+    2.11.0, under a vLLM that pins torch 2.7.1. abi.pins installs 2.7.1; xformers.torch-pin's
+    build-mismatch fix installs the same torch (the same change, as data) and the xformers
+    built for it. Applying one must not undo the other."""
+    install_vit_vllm(env_builder, "0.10", torch="2.11.0")
+    (env_builder.site_packages / "torch").mkdir(exist_ok=True)
+    (env_builder.site_packages / "torch" / "version.py").write_text("cuda = '13.0'\n")
+    cpp = {"version": {"cuda": 1208, "torch": "2.10.0+cu128", "python": "3.10.19"}}
+    env_builder.dist(
+        "xformers",
+        "0.0.35",
+        requires=["torch>=2.10", "numpy"],
+        files={"xformers/cpp_lib.json": json.dumps(cpp)},
+    )
+    manifest = env_builder.manifest('[pypi-dependencies]\ntorch = "==2.11.0"\n')
+    report = pytester.path / "report.json"
+    pytester.runpytest(
+        *SUITE[:-2], "-k", "test_xformers.py or test_abi.py", "--cuda-arch=9.0",
+        f"--vllm-env={env_builder.prefix}", f"--vllm-env-report={report}",
+    )  # fmt: skip
+    found = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    pins, xformers = found["abi.pins"], found["xformers.torch-pin"]
+    assert (pins["outcome"], xformers["outcome"]) == ("failed", "failed")
+
+    def torch_changes(check: dict) -> list[dict]:
+        return [c for c in check["evidence"]["change"] if c.get("line", "").startswith("torch ")]
+
+    want = {
+        "kind": "manifest-line",
+        "target": str(manifest),
+        "table": "[pypi-dependencies]",
+        "line": 'torch = "==2.7.1"',
+        "replaces": 'torch = "==2.11.0"',
+    }
+    assert torch_changes(pins) == torch_changes(xformers) == [want]
+    assert 'xformers = "==0.0.31"' in xformers["fix"]
 
 
 def test_volta_needs_xformers_even_with_flash_attn(pytester, env_builder):
@@ -252,7 +294,7 @@ def test_unknown_layout_with_xformers_path_cannot_decide(pytester, env_builder):
             lit(
                 "*[xformers.decision] ERROR: cannot decide which backend vLLM 0.10.1.1's Qwen2.5-VL vision tower uses: the vision backend rule in vllm/platforms/cuda.py:CudaPlatformBase.get_vit_attn_backend is not one this suite knows*"
             ),
-            '*fix: to be safe, add `xformers = "==0.0.31"`*',
+            '*fix: to be safe: add `xformers = "==0.0.31"`*',
         ]
     )
 
@@ -384,12 +426,14 @@ def test_cu121_xformers_next_to_cu118_torch_names_the_variant(pytester, env_buil
             lit(
                 "*fix: install the xformers wheel built for torch 2.1.2+cu118: add `xformers = { "
                 'version = "==0.0.23.post1", index = "https://download.pytorch.org/whl/cu118" }` '
-                "to [pypi-dependencies] in pixi.toml*or the torch variant xformers was built for: "
-                'add `torch = { version = "==2.1.2", index = '
-                '"https://download.pytorch.org/whl/cu121" }`*'
+                "to [pypi-dependencies] in pixi.toml (if that index has no such build, take the "
+                "xformers release it has for 2.1.2+cu118)"
             ),
         ]
     )
+    # the run's one CUDA is the installed torch's 11.8 (every other fix keeps it): no torch
+    # of xformers' cu121 build is offered (issue 21)
+    assert "cu121" not in checks(pytester)["xformers.torch-pin"]["fix"]
 
 
 def test_vllm_and_xformers_pin_different_torches(pytester, env_builder):

@@ -218,7 +218,8 @@ def cudart(
             return replace(
                 abi_cudart.other_runtime(cid, name, major, torch, fix, env=env,
                                          found=resolved.get(f"libcudart.so.{major}"),
-                                         held=held, site_packages=site_packages),
+                                         held=held, site_packages=site_packages,
+                                         targets=targets),
                 subject=name,
             )  # fmt: skip
         return F.failed(

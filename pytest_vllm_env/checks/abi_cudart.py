@@ -27,9 +27,10 @@ from pathlib import Path
 
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.facts import fixes
-from pytest_vllm_env.facts.binaries import TorchFacts
-from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.binaries import TorchFacts, dist_name, owner_of
+from pytest_vllm_env.facts.env import PixiEnv, requirement_of
 from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding
 
 # The PyPI wheel holding libcudart.so.<major>, and where it puts it under site-packages:
@@ -57,6 +58,7 @@ def other_runtime(
     found: Path | None,
     held: Sequence[Path] = (),
     site_packages: Path | None = None,
+    targets: FixTargets | None = None,
 ) -> Finding:
     """``name`` needs ``libcudart.so.<major>``, torch is CUDA ``torch.cuda`` (another major).
     ``found``: where the loader takes that library for ``name`` (None: nowhere). A warning
@@ -73,36 +75,76 @@ def other_runtime(
             f"to run one CUDA runtime: {one_build}",
             provided_by=str(found),
         )
-    provide = _provide(env, major, held, site_packages)
+    provide = provide_runtime(env, major, held, site_packages, owner_of(name), targets)
     return F.failed(
         cid,
         f"{said}, and nothing in the env provides {lib} where the loader looks for {name} "
         f"(torch's libcudart.so.{torch.cuda.split('.')[0]} does not stand in): "
         "it will not load",
-        f"{one_build}; or keep both and {provide}",
+        fixes.otherwise(one_build, "keep both and " + provide),
         held=[str(p) for p in held],
     )
 
 
-def _provide(env: PixiEnv, major: str, held: Sequence[Path], site_packages: Path | None) -> str:
-    """Make ``libcudart.so.<major>`` found: the wheel that holds it, and its dir on
-    ``LD_LIBRARY_PATH`` (already held: only the variable)."""
-    wheel, sub = RUNTIME_WHEEL.get(
-        major, (f"nvidia-cuda-runtime-cu{major}", "nvidia/cuda_runtime/lib")
-    )
+def runtime_wheel(major: str) -> tuple[str, str]:
+    """``(PyPI name, dir under site-packages)`` of the wheel holding ``libcudart.so.<major>``."""
+    return RUNTIME_WHEEL.get(major, (f"nvidia-cuda-runtime-cu{major}", "nvidia/cuda_runtime/lib"))
+
+
+def runtime_spec(
+    env: PixiEnv, major: str, owner: str = "", targets: FixTargets | None = None
+) -> tuple[str, str]:
+    """``(version spec, who asks)`` for the CUDA ``major`` runtime wheel: what the package
+    that owns the extension asks in its metadata (``Requires-Dist``), else what torch's asks
+    (:attr:`FixTargets.cuda_wheels`, markers evaluated in the env's own marker environment),
+    else ``("", "")`` (the wheel's name says the major). An unpinned wheel that satisfies one
+    ``DT_NEEDED`` may be newer than the build that asked (issue 21)."""
+    wheel = runtime_wheel(major)[0]
+    dist = env.dist(dist_name(owner)) if owner and owner != "torch" else None
+    req = requirement_of(dist.requires, (wheel,)) if dist is not None else None
+    if req is not None and str(req.specifier):
+        return str(req.specifier), f"{dist.name} {dist.version}'s Requires-Dist"  # type: ignore[union-attr]
+    pins = targets.cuda_wheels if targets is not None else ()
+    for pin in pins:
+        if pin.name == wheel:
+            return pin.spec, "torch's Requires-Dist"
+    torch = env.dist("torch")
+    req = requirement_of(torch.requires, (wheel,)) if torch is not None else None
+    if req is not None and str(req.specifier):
+        return str(req.specifier), "torch's Requires-Dist"
+    return "", ""
+
+
+def provide_runtime(
+    env: PixiEnv,
+    major: str,
+    held: Sequence[Path] = (),
+    site_packages: Path | None = None,
+    owner: str = "",
+    targets: FixTargets | None = None,
+) -> str:
+    """Make ``libcudart.so.<major>`` found beside another CUDA's torch (``abi.cudart``'s and
+    ``abi.needed``'s second way): the runtime wheel, at the version the owning package's or
+    torch's metadata asks (:func:`runtime_spec`), and its dir on ``LD_LIBRARY_PATH`` in the
+    env's activation (the loader never searches ``site-packages/nvidia`` by itself); a copy
+    the env already holds (``held``): only the variable."""
+    wheel, sub = runtime_wheel(major)
     where = held[0].parent if held else (site_packages / sub if site_packages else None)
     value = _under_prefix(env, where) if where else f"<site-packages>/{sub}"
     # conda stores the value as written (no expansion), pixi's activation and a shell expand it
     keep = "" if fixes.kind_of(env) == "conda" else ":$LD_LIBRARY_PATH"
     path_line = fixes.set_var(env, "LD_LIBRARY_PATH", value + keep)
     if held:
-        return (
-            f"put {held[0].parent} (held, but not where the loader looks) on the path: {path_line}"
+        return f"put {held[0].parent} (held, but not where the loader looks) on the path: " + (
+            path_line
         )
+    spec, asks = runtime_spec(env, major, owner, targets)
     return (
-        f"add the CUDA {major} runtime ({wheel}: libcudart.so.{major} in "
-        f"site-packages/{sub}, where the loader does not look by itself): "
-        f"{fixes.add(env, Package(wheel, pypi=True))}, and {path_line}"
+        f"add the CUDA {major} runtime ({wheel}{spec}"
+        + (f", as {asks} asks" if asks else "")
+        + f": libcudart.so.{major} in site-packages/{sub}, where the loader does not look by "
+        "itself): "
+        + fixes.join([fixes.add(env, Package(wheel, spec, pypi=True)), path_line], ", and ")
     )
 
 

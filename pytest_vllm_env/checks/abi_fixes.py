@@ -179,3 +179,17 @@ def rebuild(name: str, owner: str, torch: TorchFacts, env: PixiEnv | None = None
     return f"rebuild {name} against the installed torch {torch.version}: " + fixes.rebuild(
         env, dist_name(owner)
     )
+
+
+def editable_build(env: PixiEnv) -> str:
+    """The editable build of the checkout in the env's own interpreter, named by path (the
+    ``python`` on PATH is another one): ``pixi run`` for a Pixi env, ``uv pip --python`` for
+    a venv uv made, the env's ``bin/python -m pip`` otherwise."""
+    python = env.python or env.prefix / "bin" / "python"
+    if fixes.kind_of(env) in ("pixi", "pyproject"):
+        return (
+            f"`pixi run python -m pip install --no-build-isolation -e .` (or `{python} -m pip ...`)"
+        )
+    if fixes.made_by_uv(env):
+        return f"`uv pip install --python {env.prefix} --no-build-isolation -e .`"
+    return f"`{python} -m pip install --no-build-isolation -e .`"

@@ -16,10 +16,13 @@ which package ships a missing CUDA library comes from :mod:`pytest_vllm_env.tabl
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from packaging.version import Version
 
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.checks.abi_cudart import provide_runtime
 from pytest_vllm_env.checks.abi_fixes import (
     NO_ENV,
     for_torch_cuda,
@@ -83,9 +86,11 @@ def _cuda_library_fix(
     soname_major: str,
     major: str | None,
     targets: FixTargets | None = None,
+    pypi_way: str = "",
 ) -> str:
     """The packages that provide ``lib<stem>.so.<soname_major>`` for CUDA ``major``: the
-    conda-forge one (with ``cuda-version``) where the env takes conda packages, the PyPI one."""
+    conda-forge one (with ``cuda-version``) where the env takes conda packages, the PyPI one
+    (``pypi_way``: that fix written already, the CUDA runtime's with its loader path)."""
     conda, pypi = RUNTIME_PACKAGES[stem]
     major = major or (soname_major if stem in CUDA_MAJOR_SONAME else None)
     if major is None:
@@ -95,7 +100,7 @@ def _cuda_library_fix(
     else:
         wheel = Package(pypi, f"=={soname_major}.*", pypi=True)
     if fixes.kind_of(env) == "venv":
-        return fixes.add(env, wheel)
+        return pypi_way or fixes.add(env, wheel)
     if major is not None and int(major) < 12:  # conda-forge's CUDA 11 is one package
         packages = [Package("cudatoolkit", f"{major}.*")]
     else:
@@ -104,7 +109,9 @@ def _cuda_library_fix(
         if major is not None and have != major:
             cuda = targets.cuda if targets is not None and targets.cuda_major == major else major
             packages.append(Package("cuda-version", f"{cuda}.*"))
-    return fixes.otherwise(fixes.add(env, *packages), "from PyPI, " + fixes.add(env, wheel))
+    return fixes.otherwise(
+        fixes.add(env, *packages), "from PyPI, " + (pypi_way or fixes.add(env, wheel))
+    )
 
 
 def needed(
@@ -115,10 +122,16 @@ def needed(
     env: PixiEnv | None = None,
     built: BuiltFor | str | None = None,
     targets: FixTargets | None = None,
+    held: Sequence[Path] = (),
+    site_packages: Path | None = None,
 ) -> Finding:
     """``abi.needed``: every library the extension's load needs is found where the loader
     looks (torch's already-loaded libraries, RUNPATH, LD_LIBRARY_PATH, the env, the system):
-    its own ``DT_NEEDED`` and theirs, through the whole closure."""
+    its own ``DT_NEEDED`` and theirs, through the whole closure. A missing CUDA runtime
+    (``libcudart.so.N``) is fixed two ways: one CUDA for the extension and torch, or the
+    runtime wheel at the version the metadata asks with its dir on the loader's path
+    (:func:`pytest_vllm_env.checks.abi_cudart.provide_runtime`; ``held``: copies of it the
+    env holds elsewhere, ``site_packages``: where the wheel goes)."""
     env = env or NO_ENV
     cid, name = "abi.needed", label(link.path)
     if link.error:
@@ -150,16 +163,31 @@ def needed(
         and torch.cuda
         and torch.cuda.split(".")[0] != m[2]  # type: ignore[index]
     ):
-        fix = (
+        fix = fixes.otherwise(
             f"{name} was built for CUDA {m[2]}, torch {torch.version} is CUDA "  # type: ignore[index]
             f"{torch.cuda} (abi.cudart): install "
-            + for_torch_cuda(env, owner, torch, vllm_version, targets.cuda if targets else None)
+            + for_torch_cuda(env, owner, torch, vllm_version, targets.cuda if targets else None),
+            "keep both and " + provide_runtime(env, m[2], held, site_packages, owner, targets),  # type: ignore[index]
         )
+    elif deep and not direct and all(_is_torch_lib(by) for _, by in deep):
+        # the extension's own libraries are all there: what is missing is what torch's
+        # libraries need, which `import torch` loads first and fails on (abi.needed for
+        # torch says the same); the fix is torch's, whatever the extension was built for
+        names = list(dict.fromkeys(lib for lib, _ in deep))
+        fix = "torch's own libraries are incomplete: " + _torch_libs_fix(env, names, torch, targets)
     elif wheels := _torch_wheels_fix(env, missing, targets):
         fix = f"add the CUDA libraries the load needs ({', '.join(missing)}): " + wheels
     elif m:
-        fix = f"add the CUDA library that provides {first}: " + (
-            _cuda_library_fix(env, m[1], m[2], _cuda_major_of(link, torch), targets)
+        # the CUDA runtime from PyPI lands in site-packages/nvidia/..., where the loader does
+        # not look by itself: the wheel at the version the metadata asks, and its lib dir on
+        # the loader's path (a venv's only way; conda-forge's cuda-cudart is in PREFIX/lib)
+        wheel_way = (
+            provide_runtime(env, m[2], held, site_packages, owner, targets)
+            if m[1] == "cudart"
+            else ""
+        )
+        fix = f"add the CUDA library that provides {first}: " + _cuda_library_fix(
+            env, m[1], m[2], _cuda_major_of(link, torch), targets, wheel_way
         )
     elif first.startswith(("libc10", "libtorch")):
         if targets is not None and targets.torch:
@@ -197,6 +225,37 @@ def needed(
     )
 
 
+def _is_torch_lib(soname: str) -> bool:
+    """A library of torch's own ``torch/lib`` (``libtorch_cuda.so``, ``libc10_cuda.so``)."""
+    return soname.startswith(("libtorch", "libc10"))
+
+
+def _torch_libs_fix(
+    env: PixiEnv, names: list[str], torch: TorchFacts | None, targets: FixTargets | None
+) -> str:
+    """What makes torch's own libraries loadable again when ``names`` are missing: the CUDA
+    wheels torch's metadata asks for, the CUDA library's package, or a reinstall of torch (a
+    library torch ships itself, as ``libtorch_nvshmem.so``, means a damaged install)."""
+    own = [n for n in names if _is_torch_lib(n)]
+    if own:  # torch's wheel ships these in torch/lib: the install is damaged
+        return f"torch's own {', '.join(own)} is missing from torch/lib: reinstall torch: " + (
+            fixes.reinstall(env, "torch", pypi=True)
+        )
+    first = names[0]
+    m = _CUDA_LIB.match(first)
+    if wheels := _torch_wheels_fix(env, names, targets):
+        return f"add the CUDA libraries torch needs ({', '.join(names)}): " + wheels
+    if m:
+        major = torch.cuda.split(".")[0] if torch is not None and torch.cuda else None
+        return f"add the CUDA library that provides {first}: " + _cuda_library_fix(
+            env, m[1], m[2], major, targets
+        )
+    return fixes.otherwise(
+        f"add the package that provides {first} to {fixes.deps_place(env)}",
+        "reinstall torch: " + fixes.reinstall(env, "torch", pypi=True),
+    )
+
+
 def torch_needed(
     missing: list[tuple[str, str]],
     torch: TorchFacts | None,
@@ -218,18 +277,7 @@ def torch_needed(
         )
     names = list(dict.fromkeys(n for n, _ in libs))
     first = names[0]
-    m = _CUDA_LIB.match(first)
-    if wheels := _torch_wheels_fix(env, names, targets):
-        fix = f"add the CUDA libraries torch needs ({', '.join(names)}): " + wheels
-    elif m:
-        fix = f"add the CUDA library that provides {first}: " + _cuda_library_fix(
-            env, m[1], m[2], torch.cuda.split(".")[0] if torch.cuda else None, targets
-        )
-    else:
-        fix = fixes.otherwise(
-            f"add the package that provides {first} to {fixes.deps_place(env)}",
-            "reinstall torch: " + fixes.reinstall(env, "torch", pypi=True),
-        )
+    fix = _torch_libs_fix(env, names, torch, targets)
     shown = ", ".join(f"{n} (needed by {by})" for n, by in libs[:6])
     more = f" and {len(libs) - 6} more" if len(libs) > 6 else ""
     return F.failed(

@@ -9,8 +9,16 @@ decides); :func:`judge` decides.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from packaging.version import InvalidVersion, Version
+
+from pytest_vllm_env.checks.abi_fixes import NO_ENV, torch_package
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding, error, failed, passed
 from pytest_vllm_env.readers.buildlog import BuildLog
 
@@ -20,7 +28,82 @@ class Rule:
     id: str
     pattern: re.Pattern[str]
     summary: str
-    fix: str
+    # the fix, written for the env the log's build ran in and the run's torch/CUDA target
+    fix: Callable[[PixiEnv, FixTargets | None], str]
+
+
+def _cuda_spec(targets: FixTargets | None) -> str:
+    """``12.8.*``: the run's one CUDA (torch's), for a toolkit package; "" when unknown."""
+    return f"{targets.cuda}.*" if targets is not None and targets.cuda else ""
+
+
+def _rebuild(env: PixiEnv) -> str:
+    # the build against the env's own torch, in the env's language (pixi's no-build-isolation
+    # and reinstall, pip/uv --no-build-isolation in the activated venv or conda prefix)
+    return fixes.rebuild(env, "vllm", source="<vLLM checkout>")
+
+
+def _nvtx_fix(env: PixiEnv, targets: FixTargets | None) -> str:
+    return fixes.otherwise(
+        fixes.add(env, Package("cuda-nvtx-dev", _cuda_spec(targets)))
+        + " (it brings lib/libnvToolsExt.so and nvToolsExt.h)",
+        "point NVTOOLSEXT_PATH at a dir holding both: "
+        + fixes.set_var(env, "NVTOOLSEXT_PATH", "<dir>"),
+    )
+
+
+def _python_fix(env: PixiEnv, targets: FixTargets | None) -> str:
+    return (
+        "delete the vLLM checkout's stale build dir (`rm -rf build/`) and build again with the "
+        f"env's Python: {_rebuild(env)}; setting VLLM_PYTHON_EXECUTABLE in the environment has "
+        "no effect"
+    )
+
+
+def _torch_fix(env: PixiEnv, targets: FixTargets | None) -> str:
+    # at::Float8_e8m0fnu came with torch 2.7 (c10/core/ScalarType.h); the run's target torch
+    # when it has it (vLLM's pin), else the floor
+    if targets is not None and targets.torch and _at_least(targets.torch, "2.7"):
+        torch = targets.torch_fix(env)
+    else:
+        torch = fixes.pin(env, torch_package(env, ">=2.7"))
+    return (
+        "install the torch this vLLM release requires (its requirements/cuda.txt; "
+        f"at::Float8_e8m0fnu is in torch >= 2.7): {torch}; then build it without isolation: "
+        + _rebuild(env)
+    )
+
+
+def _nvcc_fix(env: PixiEnv, targets: FixTargets | None) -> str:
+    cuda = targets.cuda if targets is not None and targets.cuda else "torch's CUDA"
+    nvcc = fixes.add(env, Package("cuda-nvcc", _cuda_spec(targets)))
+    steps = [nvcc]
+    if fixes.kind_of(env) != "venv":  # a venv's nvcc is the system toolkit's (add says where)
+        steps.append(fixes.set_var(env, "CUDA_HOME", "${CONDA_PREFIX}"))
+    return (
+        f"give the build an nvcc of CUDA {cuda}: "
+        + fixes.join(steps, " and ")
+        + " (CMake searches PATH for nvcc and never reads CUDA_HOME; torch's cpp_extension "
+        "reads CUDA_HOME)"
+    )
+
+
+def _oom_fix(env: PixiEnv, targets: FixTargets | None) -> str:
+    return (
+        "lower the parallelism: "
+        + fixes.join(
+            [fixes.set_var(env, "MAX_JOBS", "2"), fixes.set_var(env, "NVCC_THREADS", "1")],
+            " and ",
+        )
+        + ", or build for fewer archs via TORCH_CUDA_ARCH_LIST"
+    )
+
+
+def _at_least(version: str, floor: str) -> bool:
+    try:
+        return Version(version.split("+", 1)[0]) >= Version(floor)
+    except InvalidVersion:
+        return False
 
 
 RULES: tuple[Rule, ...] = (
@@ -29,8 +112,7 @@ RULES: tuple[Rule, ...] = (
         re.compile(r"torch::nvtoolsext.{0,80}CUDA::nvToolsExt.{0,40}target was not found", re.S),
         "CMake found no CUDA::nvToolsExt: libnvToolsExt.so (unversioned) or its header is "
         "missing, so torch's Caffe2 cuda.cmake cannot link torch::nvtoolsext",
-        "add `cuda-nvtx-dev` to pixi.toml [dependencies] (it brings lib/libnvToolsExt.so and "
-        "nvToolsExt.h), or set NVTOOLSEXT_PATH in [activation.env] to a dir with both",
+        _nvtx_fix,
     ),
     Rule(
         "buildlog.vllm-python",
@@ -38,17 +120,14 @@ RULES: tuple[Rule, ...] = (
         "vLLM's CMakeLists lost VLLM_PYTHON_EXECUTABLE: setup.py passes it on the cmake command "
         "line, so it is gone only when CMake re-ran configure after wiping a stale cache (a "
         "build dir configured with another CUDA compiler)",
-        "delete the vLLM checkout's stale build dir (`rm -rf build/`) and build again with the "
-        "env's Python (`pixi run python -m pip install --no-build-isolation -e .`); setting "
-        "VLLM_PYTHON_EXECUTABLE in the environment has no effect",
+        _python_fix,
     ),
     Rule(
         "buildlog.torch-too-old",
         re.compile(r"Float8_e8m0fnu"),
         "vLLM's kernels use at::Float8_e8m0fnu, which the env's torch does not have "
         "(torch older than 2.7)",
-        "pin the torch version this vLLM release requires (its requirements/cuda.txt) in "
-        "pixi.toml and build with --no-build-isolation",
+        _torch_fix,
     ),
     Rule(
         "buildlog.nvcc-missing",
@@ -64,10 +143,7 @@ RULES: tuple[Rule, ...] = (
             r"nvcc: (?:command )?not found|CUDA_HOME environment variable is not set"
         ),
         "the build found no nvcc (CUDA compiler)",
-        "add `cuda-nvcc` (same major.minor as torch.version.cuda) to pixi.toml [dependencies] "
-        "and set CUDA_HOME=$CONDA_PREFIX in [activation.env]; in a pip venv, export "
-        "CUDA_HOME=/usr/local/cuda-X.Y and PATH=$CUDA_HOME/bin:$PATH where you build (CMake "
-        "searches PATH for nvcc and never reads CUDA_HOME)",
+        _nvcc_fix,
     ),
     Rule(
         "buildlog.oom",
@@ -78,14 +154,18 @@ RULES: tuple[Rule, ...] = (
             re.M | re.I,
         ),
         "a compiler process was killed or ran out of memory (too many parallel nvcc jobs)",
-        "lower the parallelism: set MAX_JOBS=2 (and NVCC_THREADS=1) in [activation.env] or the "
-        "build command, or build for fewer archs via TORCH_CUDA_ARCH_LIST",
+        _oom_fix,
     ),
 )
 
 
-def judge(log: BuildLog) -> list[Finding]:
-    """One finding per matched failure class; ``buildlog.clean`` when none matched."""
+def judge(
+    log: BuildLog, env: PixiEnv | None = None, targets: FixTargets | None = None
+) -> list[Finding]:
+    """One finding per matched failure class; ``buildlog.clean`` when none matched. Fixes
+    are written for ``env`` (the env the build ran in; a Pixi env of unknown manifest without
+    one) and point at the run's torch/CUDA ``targets``."""
+    env = env or NO_ENV
     if log.problem:
         return [
             error(
@@ -107,7 +187,7 @@ def judge(log: BuildLog) -> list[Finding]:
                 failed(
                     rule.id,
                     rule.summary,
-                    rule.fix,
+                    rule.fix(env, targets),
                     log=f"{log.path}:{line_no}",
                     line=lines[line_no - 1].strip() if line_no <= len(lines) else "",
                 )

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.source_tree import CMakeFloor
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 
@@ -36,16 +38,12 @@ def cmake_version_floor(
         )
     need, where = floor.version, floor.where
     why = vllm_built_in_env or "a --no-build-isolation build of --vllm-source"
-    deps = (
-        f"[{env.manifest.table_prefix()}dependencies] in {env.manifest_path.name}"
-        if env.manifest and env.manifest_path
-        else "[dependencies] in pixi.toml"
-    )
+    cmake_pkg = Package("cmake", f">={need}")  # PyPI's cmake for a venv (fixes.add)
     if cmake is None or not cmake_version:
         return failed(
             check,
             f"{why} runs `cmake` from the env, and there is none on the activated PATH",
-            f'add `cmake = ">={need}"` to {deps}',
+            fixes.add(env, cmake_pkg),
         )
     if _v(cmake_version) < _v(need):
         return failed(
@@ -53,6 +51,6 @@ def cmake_version_floor(
             f"{why} runs {cmake} (CMake {cmake_version}); vLLM needs CMake >= {need} ({where}): "
             f'CMake will say "CMake {need} or higher is required.  You are running version '
             f'{cmake_version}"',
-            f'set `cmake = ">={need}"` in {deps}',
+            fixes.pin(env, cmake_pkg),
         )
     return passed(check, f"CMake {cmake_version} >= {need} ({where})")

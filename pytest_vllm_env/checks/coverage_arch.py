@@ -41,8 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_vllm_env import findings as F
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.binaries import dist_name, owner_of
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.xformers_fa3 import Fa3Dispatch
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch, FatbinImage, arch_coverage, describe
 from pytest_vllm_env.tables.cuda_archs import NVCC_DEFAULT_IMAGES, cuda_tag, min_nvcc
 
@@ -91,7 +96,12 @@ def _mm(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:2])
 
 
-def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
+# The env fixes are written for when a caller knows none: a Pixi env, manifest unknown.
+NO_ENV = PixiEnv(prefix=Path(".pixi/envs/default"))
+TORCH_INDEX = torch_archs.TORCH_INDEX
+
+
+def _fix(label: str, target: Arch, images: list[FatbinImage], env: PixiEnv = NO_ENV) -> str:
     plain = Arch(target.major, target.minor)
     if "libtorch" in label:
         # SASS of the family's first arch runs on the later minors: sm_120 (CUDA 12.8) on 12.1
@@ -101,9 +111,7 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
         family = f"; {base.sm} SASS runs on every {target.major}.x GPU" if base != plain else ""
         return (
             f"install a torch built with {base.sm} kernels (a CUDA >= {need} build{family}): "
-            f'`torch = {{ version = "==<release>", index = "https://download.pytorch.org/whl/'
-            f'{index}" }}` under [pypi-dependencies] in pixi.toml (pip: `--index-url '
-            f"https://download.pytorch.org/whl/{index}`)"
+            + torch_covering(env, target, need, index)
         )
     need = min_nvcc(plain)
     owner = label.split("/", 1)[0]
@@ -115,12 +123,42 @@ def _fix(label: str, target: Arch, images: list[FatbinImage]) -> str:
             "list (TORCH_CUDA_ARCH_LIST unset and detection failed, as for 12.1 with torch's "
             "arch parser, vLLM #49904)"
         )
-    return (
-        f'rebuild with `TORCH_CUDA_ARCH_LIST = "{plain.cc}"` in [activation.env] of pixi.toml '
-        f"(an `a` image such as sm_{target.number}a serves only {plain.cc}; {plain.sm} needs "
-        f'nvcc >= {need}: `cuda-version = "{need}.*"`), or install a {owner} wheel built for '
-        f"{plain.sm}" + hint
+    return fixes.otherwise(
+        f"rebuild for {plain.cc}: "
+        + fixes.set_var(env, "TORCH_CUDA_ARCH_LIST", plain.cc)
+        + f" (an `a` image such as sm_{target.number}a serves only {plain.cc}; {plain.sm} needs "
+        f"nvcc >= {need}: " + fixes.pin(env, Package("cuda-version", f"{need}.*")) + ")",
+        f"install a {owner} wheel built for {plain.sm}" + hint,
+        ", or ",
     )
+
+
+def torch_covering(env: PixiEnv, target: Arch, need: str, index: str) -> str:
+    """A real torch build whose kernels serve ``target`` (:func:`pytest_vllm_env.tables.
+    torch_archs.covering`), in the env's language: the installed release's own build where
+    the table has one, else the oldest covering release not older than it (torch 2.6 has no
+    CUDA 12.8 build: sm_120 takes 2.7's cu128)."""
+    installed = env.version_of("torch") or ""
+    rows = torch_archs.covering([target], installed or None) if installed else []
+    rows = rows or torch_archs.covering([target])
+    if not rows:
+        return (
+            f"the PyTorch index of a CUDA >= {need} build ({TORCH_INDEX}/{index}) in "
+            + fixes.deps_place(env, pypi=True)
+        )
+    # the installed release first (its own CUDA build, else PyPI's), else the oldest newer one
+    # (PyPI's build of it first)
+    release = torch_archs.release_of(installed) if installed else ""
+    local = installed.partition("+")[2]
+    first = [r for r in rows if r.release == release] or [
+        r for r in rows if r.release == rows[0].release
+    ]
+    row = min(first, key=lambda r: (r.variant != local, r.where != torch_archs.PYPI))
+    same = installed and release == row.release
+    version = installed.split("+", 1)[0] if same else (row.measured or f"{row.release}.*")
+    torch = Package("torch", f"=={version.split('+', 1)[0]}", pypi=True)
+    where = "" if row.where == torch_archs.PYPI else torch_archs.index_url(row.variant)
+    return f"torch {version} ({row.variant}): " + fixes.pin(env, torch, index=where)
 
 
 def _nvcc_default_only(images: list[FatbinImage]) -> bool:
@@ -135,12 +173,34 @@ def coverage(
     targets: Iterable[Arch],
     error: str = "",
     fa3: Fa3Dispatch | None = None,
+    *,
+    env: PixiEnv | None = None,
+    wheel: bool = False,
 ) -> list[Finding]:
     """One finding per target arch for the binary ``label`` (a site-packages-relative name);
-    ``fa3`` is xformers' FA3 dispatch range when ``label`` is xformers' FA3 library."""
+    ``fa3`` is xformers' FA3 dispatch range when ``label`` is xformers' FA3 library. Fixes are
+    written for ``env``; ``wheel``: ``label`` is a member of a wheel judged before install
+    (one it cannot read is rebuilt, not reinstalled)."""
     targets = list(targets)
+    env = env or NO_ENV
+    if error and wheel:
+        return [
+            F.error(
+                CID,
+                f"{label}: {error}",
+                f"rebuild the wheel (`pip wheel`, `uv build`): its member {label} is not a "
+                "readable library",
+            )
+        ]
     if error:
-        return [F.error(CID, f"{label}: {error}", f"reinstall the package that owns {label}")]
+        owner = dist_name(owner_of(label))
+        return [
+            F.error(
+                CID,
+                f"{label}: {error}",
+                f"reinstall {owner}, which owns {label}: " + fixes.reinstall(env, owner, pypi=True),
+            )
+        ]
     if not targets:
         return [
             F.skipped(
@@ -150,11 +210,16 @@ def coverage(
     if not images:
         return [F.skipped(CID, f"{label} holds no GPU code (.nv_fatbin absent)")]
     role = role_of(label)
-    return [_judge(label, images, t, role, fa3) for t in targets]
+    return [_judge(label, images, t, role, fa3, env) for t in targets]
 
 
 def _judge(
-    label: str, images: list[FatbinImage], target: Arch, role: Role, fa3: Fa3Dispatch | None
+    label: str,
+    images: list[FatbinImage],
+    target: Arch,
+    role: Role,
+    fa3: Fa3Dispatch | None,
+    env: PixiEnv = NO_ENV,
 ) -> Finding:
     held = describe(images)
     cov = arch_coverage(images, target)
@@ -170,10 +235,19 @@ def _judge(
                 f"xformers dispatches FA3 on {target.sm} ({why}) and FA3 runs its Hopper "
                 f'kernels there, which {label} holds only as sm_90a: "no kernel image is '
                 f'available" at the first attention (xformers#1329)',
-                "use an xformers whose flash3.FwOp stops at 9.0 (0.0.33 and later, measured in "
-                'the wheels; it pins its own torch: `xformers = "==0.0.33.post1"` with '
-                '`torch = "==2.9.0"` in pixi.toml [pypi-dependencies]), or keep xformers off '
-                "this GPU (vLLM >= 0.10.2 uses torch SDPA for Pixtral/Mistral3 on Blackwell)",
+                fixes.otherwise(
+                    "use an xformers whose flash3.FwOp stops at 9.0 (0.0.33 and later, measured "
+                    "in the wheels; it pins its own torch): "
+                    + fixes.add(
+                        env,
+                        Package("xformers", "==0.0.33.post1", pypi=True),
+                        Package("torch", "==2.9.0", pypi=True),
+                        verb="pin",
+                    ),
+                    "keep xformers off this GPU (vLLM >= 0.10.2 uses torch SDPA for "
+                    "Pixtral/Mistral3 on Blackwell)",
+                    ", or ",
+                ),
                 **ev,
             )
     if (
@@ -191,7 +265,7 @@ def _judge(
             f"kernels (CUTLASS scaled_mm, Marlin, MoE) are missing on {target.sm} and fail with "
             '"No compiled cutlass_scaled_mm for a compute capability less than CUDA device '
             f'capability: {target.number}"',
-            _fix(label, target, images),
+            _fix(label, target, images, env),
             **ev,
         )
     if cov.covered and cov.via is not None:
@@ -222,7 +296,7 @@ def _judge(
             f"{label} holds only arch-specific kernels ({held}) and none for {target.sm}: "
             "fine if its package uses it only on those GPUs, 'no kernel image' if it loads it "
             "on this one",
-            _fix(label, target, images),
+            _fix(label, target, images, env),
             **ev,
         )
     why = ""
@@ -234,7 +308,7 @@ def _judge(
     return F.failed(
         CID,
         f"{label} has no kernels for {target.sm} ({target.cc}): it holds {held}{why}",
-        _fix(label, target, images),
+        _fix(label, target, images, env),
         **ev,
     )
 

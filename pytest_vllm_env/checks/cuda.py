@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_vllm_env.checks import cmake_nvcc
+from pytest_vllm_env.checks.abi_fixes import editable_build
 from pytest_vllm_env.defaults import CUDA_TOOL_TIMEOUT
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.build_nvcc import BuildNvcc
@@ -490,8 +491,7 @@ def vllm_python(env: PixiEnv, t: ToolkitFacts) -> Finding:
             f"`python` on the activated PATH is {chosen or 'not found'}, not the env's "
             f"{env.python}: `python -m pip install -e .` would run vLLM's setup.py, and hand "
             f"CMake, that interpreter{note}",
-            f"build with the env's interpreter: `pixi run python -m pip install "
-            f"--no-build-isolation -e .` (or `{env.python} -m pip ...`); and drop the PATH "
+            f"build with the env's interpreter: {editable_build(env)}; and drop the PATH "
             f"entry ahead of {env.prefix}/bin (set by {set_by})",
         )
     return passed(

@@ -21,9 +21,10 @@ def conda_meta_readable(env: PixiEnv) -> Finding:
     bad = [p for p in env.problems if _in_conda_meta(p.path)]
     if bad:
         broken = [p for p in bad if not p.denied]
-        fix = (
-            "the env was left half-written (an interrupted install?): recreate it with "
-            "`pixi clean && pixi install` (or `pixi install -e NAME`) in the workspace"
+        fix = "the env was left half-written (an interrupted install?): recreate it " + (
+            "with `pixi clean && pixi install` (or `pixi install -e NAME`) in the workspace"
+            if fixes.kind_of(env) in ("pixi", "pyproject")
+            else str(fixes.install_env(env))
         )
         if not broken:  # only permission: the records are fine, this user may not read them
             fix = _permission_fix(env)
@@ -49,8 +50,17 @@ def site_packages_readable(env: PixiEnv) -> Finding:
         )
     bad = [p for p in env.problems if not _in_conda_meta(p.path)]
     if bad:
+        again = (
+            "`pixi install`"
+            if fixes.kind_of(env) in ("pixi", "pyproject")
+            else "`"
+            + fixes.pip_install(
+                env, "NAME", options=("--force-reinstall",), uv=fixes.made_by_uv(env)
+            )
+            + "`"
+        )
         fix = (
-            "reinstall the named distribution(s) with `pixi install` (or remove a symlink loop "
+            f"reinstall the named distribution(s) with {again} (or remove a symlink loop "
             "under site-packages)"
         )
         if all(p.denied for p in bad):

@@ -13,11 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_vllm_env.checks.coverage_arch import min_nvcc, required_on
+from pytest_vllm_env.checks.abi_fixes import NO_ENV, torch_package
+from pytest_vllm_env.checks.coverage_arch import min_nvcc, required_on, torch_covering
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.binaries import dist_name, owner_of
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.gpu_probe import NO_PYTHON, NO_PYTHON_FIX, BinaryImages, ProbeResult
+from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.fatbin import arch_coverage, describe
+from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.archs import Arch
+from pytest_vllm_env.tables.cuda_archs import cuda_tag
 
 
 def probe_blocked(cid: str, probe: ProbeResult, subject: str, retry: str) -> Finding | None:
@@ -36,9 +44,17 @@ def probe_blocked(cid: str, probe: ProbeResult, subject: str, retry: str) -> Fin
     return None
 
 
-def torch_cuda(probe: ProbeResult, python: str | Path = "") -> Finding:
-    """gpu.torch-cuda: torch imports, sees a GPU, and a half-precision matmul gives 64."""
+def torch_cuda(
+    probe: ProbeResult,
+    python: str | Path = "",
+    *,
+    env: PixiEnv | None = None,
+    targets: FixTargets | None = None,
+) -> Finding:
+    """gpu.torch-cuda: torch imports, sees a GPU, and a half-precision matmul gives 64. Fixes
+    are written for ``env`` and install the run's one torch (``targets``: vLLM's pin)."""
     cid = "gpu.torch-cuda"
+    env = env or NO_ENV
     retry = f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env"
     if blocked := probe_blocked(cid, probe, "torch", retry + " and fix what it prints"):
         return blocked
@@ -47,15 +63,13 @@ def torch_cuda(probe: ProbeResult, python: str | Path = "") -> Finding:
         return failed(
             cid,
             f"torch cannot be imported by {python}: {d.get('exception', 'not installed')}",
-            'add torch to the env (pixi.toml [pypi-dependencies] torch = "==<the version vLLM '
-            'pins>") and run `pixi install`',
+            "install torch: " + _install_torch(env, targets),
         )
     if not d.get("cuda"):
         return failed(
             cid,
             f"torch {d['torch']} is a CPU-only build (torch.version.cuda is None)",
-            "install a CUDA build of torch: in pixi.toml point [pypi-options] extra-index-urls "
-            "at https://download.pytorch.org/whl/cu<NNN> (or depend on the wheel vLLM pins)",
+            "install a CUDA build of torch: " + _install_torch(env, targets, cuda=True),
             torch=d["torch"],
         )
     if not d.get("available") or not d.get("devices"):
@@ -90,6 +104,8 @@ def device_coverage(
     binaries: Sequence[BinaryImages],
     targets: Sequence[Arch] = (),
     targets_source: str = "none",
+    *,
+    env: PixiEnv | None = None,
 ) -> Finding:
     """gpu.device-coverage: every visible GPU has kernels in every GPU binary of the env
     (torch's libtorch_cuda.so, vLLM's extensions), and is one of the declared target archs.
@@ -98,6 +114,7 @@ def device_coverage(
     that lands on a runner with another GPU (9.0), or a wheel without the runner's SASS:
     everything imports, and the first kernel launch says "no kernel image is available"."""
     cid = "gpu.device-coverage"
+    env = env or NO_ENV
     if not gpus:
         return skipped(cid, "no GPU visible (neither the target env's torch nor nvidia-smi)")
     names = ", ".join(f"{n} (sm {a.cc})" for n, a in gpus)
@@ -111,7 +128,7 @@ def device_coverage(
                 cid,
                 f"the visible GPU {', '.join(f'{n} (sm {a.cc})' for n, a in off)} is not "
                 f"among the target archs {listed} ({targets_source})",
-                _target_fix(targets_source, listed, [a for _, a in off]),
+                _target_fix(targets_source, listed, [a for _, a in off], env),
                 gpus=names,
                 targets=listed,
             )
@@ -134,7 +151,7 @@ def device_coverage(
         return failed(
             cid,
             f"{len(missing)} binary/GPU pair(s) without kernels: " + "; ".join(missing),
-            _coverage_fix(missing[0], [a for _, a in gpus]),
+            _coverage_fix(missing[0], [a for _, a in gpus], env),
             gpus=names,
             uncovered=missing,
             arch_specific_only=special,
@@ -143,7 +160,16 @@ def device_coverage(
         return error(
             cid,
             f"{len(unreadable)} GPU binary(ies) could not be read: " + "; ".join(unreadable),
-            "reinstall the packages that own them (`pixi install` after removing the env)",
+            "reinstall the packages that own them: "
+            + fixes.join(
+                [
+                    fixes.reinstall(env, owner, pypi=True)
+                    for owner in dict.fromkeys(
+                        dist_name(owner_of(b.label)) for b in binaries if b.error
+                    )
+                ],
+                " and ",
+            ),
             gpus=names,
         )
     if not gpu_code:
@@ -174,7 +200,7 @@ def _required(binary: BinaryImages, gpu: Arch) -> bool:
     return required_on(binary.label, binary.images or [], gpu)
 
 
-def _target_fix(source: str, listed: str, gpus: Sequence[Arch]) -> str:
+def _target_fix(source: str, listed: str, gpus: Sequence[Arch], env: PixiEnv) -> str:
     have = " ".join(sorted({a.cc for a in gpus}))
     if source == "--cuda-arch":
         return (
@@ -182,17 +208,43 @@ def _target_fix(source: str, listed: str, gpus: Sequence[Arch]) -> str:
             f"(instead of {listed}), and build/install binaries for it"
         )
     return (
-        f'set TORCH_CUDA_ARCH_LIST = "{listed} {have}" (pixi.toml [activation.env]) and '
-        "rebuild, or run on a GPU of the targeted arch"
+        fixes.set_var(env, "TORCH_CUDA_ARCH_LIST", f"{listed} {have}")
+        + " and rebuild, or run on a GPU of the targeted arch"
     )
 
 
-def _coverage_fix(first: str, gpus: Sequence[Arch]) -> str:
+def _install_torch(env: PixiEnv, targets: FixTargets | None, *, cuda: bool = False) -> str:
+    """The run's one torch (vLLM's pin, a CUDA build of it: ``targets``) in the env's
+    language; without a target, a CUDA build from the PyTorch index."""
+    if cuda and targets is not None and targets.torch and targets.variant:
+        if env.conda("pytorch") is None:
+            # the target's CUDA build named by its index: the same `torch==X` from an index
+            # (or a cache) that served the CPU build would install the CPU build again
+            torch = Package("torch", f"=={targets.torch}", pypi=True)
+            variant = torch_archs.index_url(targets.variant)
+            return f"torch {targets.torch}'s {targets.variant} build: " + fixes.pin(
+                env, torch, index=variant
+            )
+    if targets is not None and targets.torch:
+        return targets.torch_fix(env)
+    index = f"{torch_archs.TORCH_INDEX}/cu<NNN>"
+    if not cuda:
+        return fixes.add(env, torch_package(env, ""))
+    return (
+        f"the torch release vLLM pins, from the PyTorch index of a CUDA build ({index}) in "
+        f"{fixes.deps_place(env, pypi=True)}"
+    )
+
+
+def _coverage_fix(first: str, gpus: Sequence[Arch], env: PixiEnv = NO_ENV) -> str:
     ccs = " ".join(sorted({a.cc for a in gpus}))
     if "libtorch" in first:
-        return (
-            f"install a torch wheel built with kernels for {ccs} (for 12.x GPUs: a CUDA >= 12.8 "
-            "build, from the cu128/cu130 index)"
+        # the oldest real torch build whose kernels serve the GPUs (tables/torch_archs.py),
+        # in the env's language, as arch.coverage names it
+        newest = max(gpus, key=lambda a: (a.major, a.minor))
+        need = min_nvcc(Arch(newest.major, 0) if newest.major >= 10 else newest)
+        return f"install a torch wheel built with kernels for {ccs}: " + torch_covering(
+            env, newest, need, cuda_tag(need)
         )
 
     def version(v: str) -> list[int]:
@@ -210,13 +262,19 @@ FP8_REL_TOL = 0.02  # bf16 output of an exact fp32 accumulation: ~0.4 %, 2 % lea
 
 
 def torch_fp8(
-    probe: ProbeResult, python: str | Path = "", tolerance: float = FP8_REL_TOL
+    probe: ProbeResult,
+    python: str | Path = "",
+    tolerance: float = FP8_REL_TOL,
+    *,
+    env: PixiEnv | None = None,
+    targets: FixTargets | None = None,
 ) -> Finding:
     """gpu.torch-fp8: ``torch._scaled_mm`` on float8_e4m3fn with tensor scales matches an
     fp32 reference within ``tolerance`` x max|reference| (GPUs of compute capability >= 8.9).
     What ModelOpt FP8 checkpoints run on; a torch or driver without working FP8 GEMMs
     loads them and then fails (or, worse, computes garbage)."""
     cid = "gpu.torch-fp8"
+    env = env or NO_ENV
     retry = f"run `{python} -c 'import torch; print(torch.cuda.is_available())'` in the env"
     if blocked := probe_blocked(cid, probe, "torch", retry):
         return blocked
@@ -231,8 +289,9 @@ def torch_fp8(
         return failed(
             cid,
             f"torch._scaled_mm (float8_e4m3fn) failed on the GPU: {fp8['exception']}",
-            "use torch >= 2.5 built for CUDA >= 12.1 with kernels for this GPU (the torch vLLM "
-            "pins; `torch.cuda.get_arch_list()` must include it)",
+            "use torch >= 2.5 built for CUDA >= 12.1 with kernels for this GPU "
+            "(`torch.cuda.get_arch_list()` must include it): "
+            + _install_torch(env, targets, cuda=True),
             torch=probe.data.get("torch"),
         )
     err, ref = float(fp8.get("max_abs_err", 0.0)), float(fp8.get("ref_max_abs", 0.0))
@@ -244,7 +303,7 @@ def torch_fp8(
             f"FP8 _scaled_mm on {gpu['name']} differs from the fp32 reference by {err:.4g} "
             f"(limit {limit:.4g} = {tolerance} x max|ref| {ref:.4g})",
             "FP8 kernels compute wrong results: update the NVIDIA driver, and use the torch "
-            "build vLLM pins for this GPU's arch",
+            "build vLLM pins for this GPU's arch: " + _install_torch(env, targets, cuda=True),
             **fp8,
         )
     return passed(

@@ -14,6 +14,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_vllm_env.checks.abi_fixes import NO_ENV
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.env import PixiEnv, requirement_of
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.gpu_probe import ProbeResult
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.tables.quant_formats import vllm_config_classes
@@ -67,8 +71,11 @@ def failing_tensor(run: ProbeResult) -> str | None:
     return match[1] if match else None
 
 
-def run_problem(cid: str, run: ProbeResult, checkpoint: str) -> Finding | None:
-    """The finding for a run that did not produce tokens, or None when it did."""
+def run_problem(
+    cid: str, run: ProbeResult, checkpoint: str, env: PixiEnv | None = None
+) -> Finding | None:
+    """The finding for a run that did not produce tokens, or None when it did (its fix
+    written for ``env``)."""
     if run.timed_out:
         return error(
             cid,
@@ -106,7 +113,7 @@ def run_problem(cid: str, run: ProbeResult, checkpoint: str) -> Finding | None:
     return failed(
         cid,
         f"vLLM could not load/generate with {checkpoint}: {text}",
-        _fix_for_load_error(exc, where, tensor),
+        _fix_for_load_error(exc, where, tensor, env or NO_ENV),
         exception=exc,
         raised_at=where,
         tensor=tensor,
@@ -120,7 +127,13 @@ def shutdown_noise(runs: Sequence[ProbeResult]) -> str:
     return next((d for d in (_died(r.after) for r in runs) if d), "")
 
 
-def vllm_generates(runs: Sequence[ProbeResult], checkpoint: str, modelopt: bool = True) -> Finding:
+def vllm_generates(
+    runs: Sequence[ProbeResult],
+    checkpoint: str,
+    modelopt: bool = True,
+    *,
+    env: PixiEnv | None = None,
+) -> Finding:
     """gpu.vllm-generate: the checkpoint loads with ModelOpt's quant config and generates the
     same greedy tokens twice in one process (and in every fresh process asked for). Reports
     load time and tokens/s; a load that dies is quoted with where it died."""
@@ -128,7 +141,7 @@ def vllm_generates(runs: Sequence[ProbeResult], checkpoint: str, modelopt: bool 
     if not checkpoint:
         return skipped(cid, "no --modelopt-checkpoint given: nothing to load")
     for run in runs:
-        problem = run_problem(cid, run, checkpoint)
+        problem = run_problem(cid, run, checkpoint, env)
         if problem is not None:
             return problem
     first = runs[0].data
@@ -176,16 +189,18 @@ def _join(values: Sequence[Any], unit: str) -> str:
     return " / ".join(f"{v}{unit}" if v is not None else "?" for v in values)
 
 
-def _fix_for_load_error(exc: str, where: str = "", tensor: str | None = None) -> str:
+def _fix_for_load_error(
+    exc: str, where: str = "", tensor: str | None = None, env: PixiEnv = NO_ENV
+) -> str:
     if "flashinfer" in exc:
-        return _flashinfer_fix(exc, where)
+        return _flashinfer_fix(exc, where, env)
     if "ModelOpt currently only supports" in exc:
         return (
             "re-export the checkpoint with a quant_algo this vLLM supports (FP8 for "
             "mtq.FP8_DEFAULT_CFG), or upgrade vLLM to one that lists it"
         )
     if "No module named 'vllm'" in exc:
-        return "add vllm to the env's [pypi-dependencies] and run `pixi install`"
+        return "install vLLM in the env: " + fixes.add(env, Package("vllm", pypi=True))
     if "Free memory on device" in exc:
         return "free the GPU (another process holds memory) or lower gpu_memory_utilization"
     if "Detected some but not all shards" in exc:
@@ -213,25 +228,38 @@ def _fix_for_load_error(exc: str, where: str = "", tensor: str | None = None) ->
     return "read the traceback in the evidence; fix the env or the checkpoint it names"
 
 
-def _flashinfer_fix(exc: str, where: str) -> str:
+def _flashinfer(env: PixiEnv) -> str:
+    """flashinfer-python at the version the env's vLLM asks in its metadata (Requires-Dist),
+    in the env's language."""
+    dist = env.dist("vllm")
+    req = requirement_of(dist.requires, ("flashinfer-python",)) if dist is not None else None
+    spec = str(req.specifier) if req is not None else ""
+    return fixes.add(env, Package("flashinfer-python", spec, pypi=True))
+
+
+def _flashinfer_fix(exc: str, where: str, env: PixiEnv = NO_ENV) -> str:
     """A missing/broken FlashInfer, by the frame that needed it: VLLM_USE_FLASHINFER_SAMPLER
     only steers the sampler; for the Gated-DeltaNet prefill (Qwen3-Next/Qwen3.5, raised at
     ``.../mamba/gdn/qwen_gdn_linear_attn.py:174`` on the H100) it changes nothing."""
     if "gdn" in where or "gdn_prefill" in exc:
         return (
             "vLLM runs this model's Gated-DeltaNet prefill on FlashInfer on this GPU: add "
-            "flashinfer-python at the version vLLM's own metadata pins (pixi.toml "
-            "[pypi-dependencies] / pip), or run the Triton kernel: `--gdn-prefill-backend "
+            "flashinfer-python at the version vLLM's own metadata pins ("
+            + _flashinfer(env)
+            + "), or run the Triton kernel: `--gdn-prefill-backend "
             'triton` (`LLM(..., gdn_prefill_backend="triton")`; --vllm-additional-config='
             '\'{"gdn_prefill_backend": "triton"}\' for this suite\'s probe); '
             "modelopt.gdn-prefill-backend names the line for this env"
         )
     if "sample" in where:
-        return (
-            "vLLM's FlashInfer sampler needs flashinfer-python: set VLLM_USE_FLASHINFER_SAMPLER=0 "
-            "in [activation.env] or add flashinfer-python"
+        return fixes.otherwise(
+            "vLLM's FlashInfer sampler needs flashinfer-python: "
+            + fixes.set_var(env, "VLLM_USE_FLASHINFER_SAMPLER", "0"),
+            "add flashinfer-python: " + _flashinfer(env),
+            " or ",
         )
     return (
-        "add flashinfer-python at the version vLLM's own metadata pins (pixi.toml "
-        "[pypi-dependencies] / pip); the frame above names the layer that needs it"
+        "add flashinfer-python at the version vLLM's own metadata pins: "
+        + _flashinfer(env)
+        + "; the frame above names the layer that needs it"
     )

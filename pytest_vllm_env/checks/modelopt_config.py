@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pytest_vllm_env.checks.abi_fixes import NO_ENV
 from pytest_vllm_env.checks.modelopt_common import REEXPORT, skip_unreadable
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.modelopt_settings import (
     QuantSettings,
     effective_settings,
@@ -206,10 +210,10 @@ def quant_algo_supported(
 
 # -- 5. architecture -----------------------------------------------------------------------------
 def architecture_registered(
-    ckpt: Checkpoint, registry: Registry, vllm_version: str | None
+    ckpt: Checkpoint, registry: Registry, vllm_version: str | None, *, env: PixiEnv | None = None
 ) -> Finding:
     """``architectures[0]`` is registered in the env's vLLM (``registry.py``), or says in
-    which release it was last supported."""
+    which release it was last supported (the fix pins that release, in ``env``'s language)."""
     check = "modelopt.architecture-registered"
     if blocked := skip_unreadable(check, ckpt, config=True):
         return blocked
@@ -236,7 +240,12 @@ def architecture_registered(
         return failed(
             check,
             f"{ckpt.label}: vLLM {vllm_version} no longer supports {arch} (last in {last})",
-            f"pin vllm=={last} in pixi.toml, or use a model whose architecture vLLM still supports",
+            fixes.otherwise(
+                f"install vLLM {last}, the last release that supports it: "
+                + fixes.pin(env or NO_ENV, Package("vllm", f"=={last}", pypi=True)),
+                "use a model whose architecture vLLM still supports",
+                ", or ",
+            ),
         )
     return failed(
         check,

@@ -31,8 +31,14 @@ torch pins from the tree, so the pins alone cannot tell.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
+from pytest_vllm_env.checks.abi_fixes import NO_ENV, torch_package
+from pytest_vllm_env.facts import fixes
+from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.source_tree import TORCH_SCALAR_TYPES, KernelTypes, NextBuild, SourceTree
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 
@@ -127,9 +133,18 @@ def cmake_cache(build: NextBuild) -> list[Finding]:
     return findings
 
 
-def torch_api(tree: Path, types: KernelTypes, prefix: Path) -> Finding:
+def torch_api(
+    tree: Path,
+    types: KernelTypes,
+    prefix: Path,
+    *,
+    env: PixiEnv | None = None,
+    pins: Sequence[tuple[str, str]] = (),
+) -> Finding:
     """``source.torch-api``: every torch scalar type vLLM's kernels name exists in the env's
-    torch (F1.12: ``at::Float8_e8m0fnu`` against torch 2.6)."""
+    torch (F1.12: ``at::Float8_e8m0fnu`` against torch 2.6). ``pins``: the tree's torch
+    requirements (``(where, "torch==2.9.0")``, :class:`pytest_vllm_env.readers.vllm_build.
+    SourceTree`), the torch the fix installs, in ``env``'s language."""
     check = "source.torch-api"
     if not types.has_csrc:
         return skipped(check, f"{tree} has no csrc/: not a vLLM source tree")
@@ -151,11 +166,35 @@ def torch_api(tree: Path, types: KernelTypes, prefix: Path) -> Finding:
             f"vLLM's kernels use {', '.join(f'{n} ({w})' for n, w in missing.items())}, which "
             f"torch {torch_version}'s c10/core/ScalarType.h does not define: nvcc will stop with "
             f'"enum c10::ScalarType has no member {first[0]}"',
-            "install the torch this vLLM tag pins (its requirements/cuda.txt or pyproject "
-            "[build-system]) in [pypi-dependencies] of pixi.toml, or check out the vLLM tag "
-            f"made for torch {torch_version}",
+            fixes.otherwise(
+                _install_pinned_torch(env or NO_ENV, pins),
+                f"check out the vLLM tag made for torch {torch_version}",
+                ", or ",
+            ),
             missing=missing,
         )
     return passed(
         check, f"torch {torch_version} defines every scalar type vLLM's kernels use ({len(used)})"
+    )
+
+
+def _install_pinned_torch(env: PixiEnv, pins: Sequence[tuple[str, str]]) -> str:
+    """The torch the tree pins (an exact pin first), in the env's language; without a pin
+    (``use_existing_torch.py`` removed them), where to add the one its tag was made for."""
+    reqs: list[tuple[str, Requirement]] = []
+    for where, line in pins:
+        try:
+            reqs.append((where, Requirement(line)))
+        except InvalidRequirement:
+            continue
+    exact = [(w, r) for w, r in reqs if any(s.operator == "==" for s in r.specifier)]
+    chosen = (exact or reqs or [None])[0]
+    if chosen is None:
+        return (
+            "install the torch this vLLM tag pins (its requirements/cuda.txt or pyproject "
+            f"[build-system]) in {fixes.deps_place(env, pypi=True)}"
+        )
+    where, req = chosen
+    return f"install the torch the tree pins ({where}: {req}): " + fixes.pin(
+        env, torch_package(env, str(req.specifier))
     )

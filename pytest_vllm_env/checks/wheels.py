@@ -186,7 +186,7 @@ def judge_wheel(
         out += [
             _as_wheel(f)
             for f in coverage_arch.coverage(
-                member.name, member.images, targets, member.images_error
+                member.name, member.images, targets, member.images_error, env=env, wheel=True
             )
         ]
     return out

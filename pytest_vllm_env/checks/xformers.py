@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
@@ -221,23 +222,26 @@ def _candidate_ok(name: str, arch: Arch, inst: Installed) -> tuple[bool, str]:
 
 # -- judging ---------------------------------------------------------------------------------
 def install_xformers_fix(inst: Installed, arch_sm80: bool, env: PixiEnv | None = None) -> str:
-    """The pixi.toml line that brings the xformers matching the env's torch (for a venv or a
-    conda prefix, ``env``: the pip command), and the alternative (flash-attn on sm >= 8.0,
-    which makes vLLM pick FLASH_ATTN)."""
+    """The change that brings the xformers matching the env's torch, in ``env``'s language
+    (a manifest line, ``[tool.pixi.*]`` for a pyproject workspace; a pip/uv command for a
+    venv or a conda prefix; a Pixi env of unknown manifest without ``env``), and the
+    alternative (flash-attn on sm >= 8.0, which makes vLLM pick FLASH_ATTN)."""
+    env = env or PixiEnv(prefix=Path(".pixi/envs/default"))
     version = xformers_for_torch(inst.torch)
+    spec = f"=={version}" if version else inst.vllm_xformers_pin or ""
     if version:
-        line = f'xformers = "=={version}"'
         why = f"the xformers release built for the env's torch {inst.torch}"
     elif inst.vllm_xformers_pin:
-        line = f'xformers = "{inst.vllm_xformers_pin}"'
         why = "the pin vLLM's own metadata names"
+    if version or inst.vllm_xformers_pin:
+        # the env's own language: a pip command for a venv, never a pixi.toml edit (issue 21)
+        fix: str = fixes.add(env, Package("xformers", spec, pypi=True)) + f" ({why})"
     else:
-        line = 'xformers = "==<the release whose Requires-Dist pins your torch>"'
-        why = "check `pip install --dry-run --report - xformers==X` for its torch pin"
-    fix: str = f"add `{line}` to pixi.toml [pypi-dependencies] ({why}) and run `pixi install`"
-    if env is not None and fixes.kind_of(env) in ("venv", "conda") and version:
-        # the env's own language: a pip command, never a pixi.toml edit (issue 21)
-        fix = fixes.add(env, Package("xformers", f"=={version}", pypi=True)) + f" ({why})"
+        fix = (
+            "add xformers at the release whose Requires-Dist pins your torch to "
+            f"{fixes.deps_place(env, pypi=True)} (check `pip install --dry-run --report - "
+            "xformers==X` for its torch pin)"
+        )
     if arch_sm80:
         fix += (
             "; or, on sm >= 8.0, add flash-attn built for this torch (vLLM then picks "
@@ -263,7 +267,8 @@ def decision_finding(
         return error(
             cid,
             f"cannot read vLLM {vllm_version}'s vision attention source: {src.problem}",
-            "the vLLM install is damaged: reinstall it (`pixi clean && pixi install`)",
+            "the vLLM install is damaged: reinstall it: "
+            + fixes.reinstall(env or PixiEnv(prefix=Path(".pixi/envs/default")), "vllm", pypi=True),
             **ev,
         )
     lines = {d.arch or "any arch": _line(d) for d in decisions}
@@ -274,7 +279,8 @@ def decision_finding(
             cid,
             f"cannot decide which backend vLLM {vllm_version}'s Qwen2.5-VL vision tower uses: "
             f"{layout[0].reason}",
-            re.sub("add `", "to be safe, add `", install_xformers_fix(inst, False), count=1)
+            "to be safe: "
+            + install_xformers_fix(inst, False, env)
             + "; and report the vLLM version so the rule can be read (docs/xformers.md)",
             **ev,
         )

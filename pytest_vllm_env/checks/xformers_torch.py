@@ -105,8 +105,7 @@ def torch_pin(
                 f"xformers {xformers_version}'s compiled ops use torch's stable C ABI as of "
                 f"torch {built_for} (xformers/cpp_lib.json); the env has torch {installed}, "
                 "older: the aoti_torch_* functions they call may not be there",
-                f"install torch {_release_text(built_for)} or later, or "
-                f"{'the xformers release built for torch ' + public}",
+                _newer_stable_fix(xformers_version, public, built_for, env, targets),
                 built_for=built_for,
                 **ev,
             )
@@ -129,7 +128,7 @@ def torch_pin(
             f"xformers {xformers_version}'s compiled ops were built for torch {built_for} "
             f"(xformers/cpp_lib.json); the env has torch {installed}: they will not load "
             f'("xFormers can\'t load C++/CUDA extensions"), though {spec} is met',
-            variant_fix(xformers_version, installed, built_for, env),
+            variant_fix(xformers_version, installed, built_for, env, targets),
             built_for=built_for,
             **ev,
         )
@@ -172,31 +171,103 @@ def _index(local: str) -> str:
 
 
 def variant_fix(
-    xformers_version: str, installed: str, built_for: str, env: PixiEnv | None = None
+    xformers_version: str,
+    installed: str,
+    built_for: str,
+    env: PixiEnv | None = None,
+    targets: FixTargets | None = None,
 ) -> str:
     """The fix for xformers ops built for another torch build, in ``env``'s language. Where
     only the CUDA variant differs (``2.1.2+cu121`` vs ``2.1.2+cu118``, vLLM #2245) it names
     the variant: pinning ``torch == 2.1.2`` again would change nothing. Both variants live on
-    PyTorch's index."""
+    PyTorch's index. With the run's ``targets`` (issue 21: one torch and one CUDA every fix
+    points at), xformers follows the target torch: where the run installs another torch
+    (vLLM's pin, another CUDA build) the fix is that torch and the xformers built for it, and
+    a torch of xformers' own build is offered only where it is the target."""
     env = env or PixiEnv(prefix=Path(".pixi/envs/default"))
     release, _, local = installed.partition("+")
     built_release, _, built_local = built_for.partition("+")
+    moved = _follow_target(xformers_version, release, env, targets) if targets else ""
+    if moved:
+        return moved
     xformers = Package("xformers", f"=={xformers_version}", pypi=True)
     mine = f"install the xformers wheel built for torch {installed}: " + fixes.pin(
         env, xformers, index=_index(local)
     )
+    # the installed torch is the run's target: a torch of xformers' own build is offered only
+    # where it is that target too (it would move torch away from what every other fix keeps)
+    keep_torch = (
+        targets is None or not targets.torch or _is_target(targets, built_release, built_local)
+    )
     if release == built_release and built_local:
         torch = Package("torch", f"=={release}", pypi=True)
+        mine += (
+            f" (if that index has no such build, take the xformers release it has for {installed})"
+        )
+        if not keep_torch:
+            return mine
         return fixes.otherwise(
-            mine + f" (if that index has no such build, take the xformers release it has for "
-            f"{installed})",
+            mine,
             "the torch variant xformers was built for: "
             + fixes.pin(env, torch, index=_index(built_local)),
             ", or ",
         )
+    if not keep_torch:
+        return mine
     torch = Package("torch", f"=={built_release}", pypi=True)
     other = fixes.pin(env, torch, index=_index(built_local) if built_local else "")
     return fixes.otherwise(mine, f"pin torch to match it: {other}", ", or ")
+
+
+def _newer_stable_fix(
+    xformers_version: str,
+    public: str,
+    built_for: str,
+    env: PixiEnv,
+    targets: FixTargets | None,
+) -> str:
+    """xformers' stable-ABI ops target a newer torch than the installed one: the run's target
+    torch with the xformers built for it where the run installs another torch; else the
+    xformers built for this torch, or (no target to keep) a torch at least as new."""
+    if targets is not None and (moved := _follow_target(xformers_version, public, env, targets)):
+        return moved
+    want = xformers_for_torch(public)
+    fix: str = (
+        fixes.pin(env, Package("xformers", f"=={want}", pypi=True)) + f" (built for torch {public})"
+        if want
+        else f"the xformers release built for torch {public}"
+    )
+    if targets is None or not targets.torch:
+        newer = Package("torch", f">={_release_text(built_for)}", pypi=True)
+        fix = fixes.otherwise(fix, "install torch that new or later: " + fixes.pin(env, newer))
+    return fix
+
+
+def _follow_target(xformers_version: str, release: str, env: PixiEnv, targets: FixTargets) -> str:
+    """The run installs another torch than ``release`` (or another CUDA build of it): that
+    torch (:meth:`FixTargets.torch_fix`, the text every other check gives) and the xformers
+    built for it, from PyPI where PyPI's torch is that build, else from the PyTorch index of
+    the target's variant. "" when the installed torch is the target."""
+    if not targets.torch or not targets.torch_changes:
+        return ""
+    want = xformers_for_torch(targets.torch) or (
+        xformers_version if targets.torch == release else None
+    )
+    build = f"torch {targets.torch}" + (f" ({targets.variant})" if targets.variant else "")
+    if want:
+        index = targets.index or ""
+        xformers = fixes.pin(env, Package("xformers", f"=={want}", pypi=True), index=index)
+        xformers += f" (built for {build})"
+    else:
+        xformers = f"the xformers release built for {build}"
+    return fixes.join([targets.torch_fix(env), xformers], " and ")
+
+
+def _is_target(targets: FixTargets, release: str, local: str) -> bool:
+    """Whether torch ``release`` (``+local``: its CUDA variant) is the run's target torch."""
+    if release != targets.torch:
+        return False
+    return not local or targets.variant is None or local == targets.variant
 
 
 def _torch_build_key(version: str) -> tuple[str, str]:
@@ -255,9 +326,17 @@ def _torch_requirement(requires: Sequence[str]) -> Requirement | None:
     return None
 
 
-def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "") -> Finding:
-    """xformers.attention: memory_efficient_attention agrees with torch SDPA on the GPU."""
+def attention(
+    probe: ProbeResult,
+    decisions: Sequence[Decision],
+    python: str = "",
+    *,
+    env: PixiEnv | None = None,
+) -> Finding:
+    """xformers.attention: memory_efficient_attention agrees with torch SDPA on the GPU (a
+    missing xformers' fix written for ``env``)."""
     cid = "xformers.attention"
+    env = env or PixiEnv(prefix=Path(".pixi/envs/default"))
     retry = f"run `{python} -c 'import xformers.ops'` in the env and fix what it prints"
     if blocked := probe_blocked(cid, probe, "xformers", retry):
         return blocked
@@ -266,8 +345,8 @@ def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "
         return failed(
             cid,
             f"xformers cannot be imported by {python}: {d.get('exception', 'not installed')}",
-            "install the xformers release built for the env's torch "
-            f"({d.get('torch')}): xformers.decision names the pixi.toml line",
+            f"install the xformers release built for the env's torch ({d.get('torch')}): "
+            + _xformers_for(env, str(d.get("torch") or "")),
             torch=d.get("torch"),
         )
     ev = {k: d.get(k) for k in ("xformers", "torch", "device", "dtype", "diffs")}
@@ -295,3 +374,12 @@ def attention(probe: ProbeResult, decisions: Sequence[Decision], python: str = "
         f"{d.get('dtype')})",
         **ev,
     )
+
+
+def _xformers_for(env: PixiEnv, torch: str) -> str:
+    """The xformers release built for ``torch`` (:func:`xformers_for_torch`), in the env's
+    language; where the table does not know it, where to add it."""
+    want = xformers_for_torch(torch.split("+", 1)[0]) if torch else None
+    if want:
+        return fixes.add(env, Package("xformers", f"=={want}", pypi=True))
+    return f"add it to {fixes.deps_place(env, pypi=True)} (xformers.decision names the release)"
