@@ -77,7 +77,7 @@ def test_nvcc_matches_torch_cuda(
     # torch.utils.cpp_extension compares nvcc with torch's CUDA only when something compiles
     # (a build, a JIT): a prebuilt-wheel venv failed here beside cuda.nvcc-in-env's "none
     # needed" (issue 21). Without a CUDA torch the check says why itself.
-    none = cuda_toolkit.torch_cuda and not_built(
+    none = (cuda_toolkit.torch_cuda or cuda_toolkit.torch_cuda_error) and not_built(
         "cuda.nvcc-torch",
         nvcc_need,
         bool(vllm_built_in_env),
@@ -90,6 +90,12 @@ def test_nvcc_matches_torch_cuda(
     nvcc, why = torch_build_nvcc
     verdict(
         cuda_torch.nvcc_torch(
-            vllm_env, nvcc, why, vllm_env.version_of("torch"), cuda_toolkit.torch_cuda, fix_targets
+            vllm_env,
+            nvcc,
+            why,
+            vllm_env.version_of("torch"),
+            cuda_toolkit.torch_cuda,
+            fix_targets,
+            torch_cuda_error=cuda_toolkit.torch_cuda_error,
         )
     )

@@ -26,8 +26,14 @@ def test_cuda_runtime(
 
 
 @pytest.mark.vllm_check("driver.ptx-jit")
-def test_ptx_jit(vllm_env, cuda_binaries, cuda_archs, cuda_driver, driver_cuda, verdict):
-    verdict(driver_ptx.ptx_jit(cuda_binaries, cuda_archs, cuda_driver, driver_cuda, vllm_env))
+def test_ptx_jit(
+    vllm_env, cuda_binaries, cuda_archs, cuda_driver, driver_cuda, flash_attn_version, verdict
+):
+    verdict(
+        driver_ptx.ptx_jit(
+            cuda_binaries, cuda_archs, cuda_driver, driver_cuda, vllm_env, flash_attn_version
+        )
+    )
 
 
 @pytest.mark.vllm_check("driver.compat-libcuda")

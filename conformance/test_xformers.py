@@ -5,8 +5,8 @@ import pytest
 
 from pytest_vllm_env.checks import xformers, xformers_torch
 from pytest_vllm_env.facts.binaries import label, torch_root
-from pytest_vllm_env.readers.torch_version import read_torch_cuda
-from pytest_vllm_env.readers.xformers_build import read_build_torch
+from pytest_vllm_env.readers.torch_version import read_torch_cuda_or_why
+from pytest_vllm_env.readers.xformers_build import read_build_torch_or_why
 
 
 @pytest.mark.toolchain
@@ -31,19 +31,23 @@ def test_xformers_torch_pin(vllm_env, xformers_decisions, extensions, fix_target
     dist = vllm_env.dist("xformers")
     # what xformers' ops import from torch: the stable C ABI alone pins no exact build
     ops = [e for e in extensions if label(e.path) == "xformers/_C.so" and not e.error]
+    built, built_why = read_build_torch_or_why(dist.location / "xformers") if dist else (None, "")
+    root = torch_root(vllm_env)
+    torch_cuda, cuda_why = read_torch_cuda_or_why(root) if root else (None, "")
     verdict(
         xformers_torch.torch_pin(
             xformers_decisions,
             dist.version if dist else None,
             dist.requires if dist else (),
             vllm_env.version_of("torch"),
-            read_build_torch(dist.location / "xformers") if dist else None,
-            read_torch_cuda(root) if (root := torch_root(vllm_env)) else None,
+            built,
+            torch_cuda,
             (pin := xformers_torch.vllm_xformers_requirement(vllm_env.dist("vllm"))) is not None,
             pin,
             ops[0].torch_symbols if ops else None,
             env=vllm_env,
             targets=fix_targets,
+            unreadable=[why for why in (built_why, cuda_why) if why],
         )
     )
 

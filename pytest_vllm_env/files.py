@@ -102,6 +102,14 @@ def regular(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def lexists(path: str | os.PathLike[str]) -> bool:
+    """True when anything is at ``path``, a dangling symlink or a FIFO included; never opens."""
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
+
+
 def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
     """The whole of a regular file of at most ``limit`` bytes (:class:`Refused` otherwise)."""
     with open_regular(path) as fh:
@@ -123,6 +131,22 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> bytes:
 def read_text(path: str | os.PathLike[str], limit: int, errors: str = "replace") -> str:
     """A regular file's text (UTF-8), bounded as :func:`read_bytes`."""
     return read_bytes(path, limit).decode("utf-8", errors=errors)
+
+
+def read_text_if_present(path: str | os.PathLike[str], limit: int) -> tuple[str | None, str]:
+    """A file whose absence means "not installed" (``torch/version.py``, a package's source):
+    ``(text, "")`` when read; ``(None, "")`` when nothing is there at all; ``(None, why)`` when
+    something is there that cannot be read: a FIFO, a device, a directory, a dangling symlink,
+    no permission, over ``limit``. ``why`` names the path; a reader must turn it into an error
+    of the subject that needs the file, never into "absent" (issue 21, "Nothing silent")."""
+    try:
+        return read_text(path, limit), ""
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            return None, ""
+        return None, f"{os.fspath(path)}: cannot be read: a dangling symlink to {os.readlink(path)}"
+    except OSError as exc:
+        return None, f"{os.fspath(path)}: cannot be read: {exc.strerror or exc}"
 
 
 def load_json(path: str | os.PathLike[str], limit: int = CONFIG) -> Any:

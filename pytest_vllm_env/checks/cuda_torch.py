@@ -32,7 +32,7 @@ from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.facts.toolkit import NvccRun
-from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 from pytest_vllm_env.tables import torch_archs
 
 CID = "cuda.nvcc-torch"
@@ -85,12 +85,24 @@ def nvcc_torch(
     torch_version: str | None,
     torch_cuda: str | None,
     targets: FixTargets | None = None,
+    torch_cuda_error: str = "",
 ) -> Finding:
     """``cuda.nvcc-torch``: the build nvcc's CUDA major equals torch's (failed otherwise, as
     torch refuses); a different minor is a warning (torch warns and builds). The toolkit a
-    fix pins is the run's target CUDA (``targets``), torch's where the run keeps torch."""
+    fix pins is the run's target CUDA (``targets``), torch's where the run keeps torch.
+    ``torch_cuda_error``: ``torch/version.py`` is there and unreadable (a FIFO): an error
+    naming it, not a CPU-only torch."""
     if not torch_version:
         return skipped(CID, f"torch is not installed in {env.prefix}")
+    if torch_cuda_error:
+        pkg = "pytorch" if env.conda("pytorch") else "torch"
+        again = fixes.reinstall(env, pkg, pypi=pkg == "torch") or fixes.reinstall(
+            env, "torch", pypi=True
+        )
+        return error(
+            CID, f"torch {torch_version}'s CUDA is unknown: {torch_cuda_error}",
+            f"reinstall {pkg}: " + again,
+        )  # fmt: skip
     if not torch_cuda:
         return skipped(CID, f"torch {torch_version} is a CPU-only build: nothing to compare")
     if nvcc is None:

@@ -18,7 +18,7 @@ from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.deepgemm import DeepGemmFacts, DeepGemmTarget
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
-from pytest_vllm_env.findings import Finding, passed, skipped, warning
+from pytest_vllm_env.findings import Finding, error, passed, skipped, warning
 from pytest_vllm_env.tables import ptxas as table
 
 CID = "deepgemm.jit"
@@ -32,6 +32,15 @@ def judge(facts: DeepGemmFacts | None, env: PixiEnv, no_archs: str = "") -> list
         return [skipped(CID, no_archs)]
     if not facts.enabled:
         return [skipped(CID, f"DeepGEMM is off: {facts.enabled_where}")]
+    if facts.unreadable:  # a file the verdict rests on is there and unreadable: name it
+        return [
+            error(
+                CID,
+                f"DeepGEMM ({facts.origin}): whether and how vLLM uses it cannot be read: {why}",
+                f"reinstall {package}: " + fixes.reinstall(env, package, pypi=True),
+            )
+            for package, why in facts.unreadable
+        ]
     return [_target(t, facts, env) for t in facts.targets]
 
 

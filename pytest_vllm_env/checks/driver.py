@@ -409,6 +409,12 @@ def cuda_runtime(
     out = []
     for need in needs:
         ev = {"read from": need.where, "driver": driver.text, "driver from": driver.source}
+        if need.error:  # the file that says its CUDA is there and unreadable: name it
+            again = fixes.reinstall(env, need.package, pypi=need.package != "pytorch")
+            again = again or fixes.reinstall(env, "torch", pypi=True)
+            text = f"{need.subject}: the CUDA it needs is unknown: {need.error}"
+            out.append(F.error(cid, text, f"reinstall {need.package}: " + again, **ev))
+            continue
         want = (need.major, need.minor if need.minor is not None else 0)
         if need.major < cuda[0] or (need.major == cuda[0] and want <= cuda[:2]):
             how = " by backward compatibility" if need.major < cuda[0] else ""

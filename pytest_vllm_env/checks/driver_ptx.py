@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 
 from pytest_vllm_env import findings as F
 from pytest_vllm_env.checks import coverage_arch
@@ -29,6 +30,7 @@ from pytest_vllm_env.checks.driver import NO_DRIVER, Driver, upgrade_fix
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.driver import BinaryFacts
 from pytest_vllm_env.facts.env import PixiEnv
+from pytest_vllm_env.facts.fa_version import FaVersion
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.fatbin import ptx_jits_to, sass_runs_on
 from pytest_vllm_env.tables import driver as T
@@ -68,9 +70,12 @@ def ptx_jit(
     driver: Driver | None,
     cuda: T.Version | None,
     env: PixiEnv,
+    fa: FaVersion | None = None,
 ) -> list[Finding]:
     """One finding per binary: ``binaries`` are ``(label, facts)``; ``cuda`` the CUDA version of
-    the user-mode driver that runs (a forward-compatibility libcuda's where one is in use)."""
+    the user-mode driver that runs (a forward-compatibility libcuda's where one is in use);
+    ``fa`` the FlashAttention version the user forces on the env's vLLM (FA2 forced: FA2 runs
+    on Hopper too, and its PTX or SASS for it is judged)."""
     if driver is None or cuda is None:
         return [F.skipped(CID, NO_DRIVER)]
     if not archs:
@@ -91,9 +96,39 @@ def ptx_jit(
                 )
             )
             continue
-        idle = {t: why for t in archs if (why := not_launched(name, binary, t, binaries))}
-        out.append(_judge(name, binary, archs, driver, cuda, ceiling, env, idle))
+        idle = {t: why for t in archs if (why := not_launched(name, binary, t, binaries, fa))}
+        finding = _judge(name, binary, archs, driver, cuda, ceiling, env, idle)
+        if fa is not None and _FA2.search(name) and (fa.forced is not None or fa.ignored):
+            fa3 = any(
+                _FA3.search(other) and served(facts, t)[0]
+                for t in archs
+                if t.major == 9
+                for other, facts in binaries
+            )
+            finding = _with_fa(finding, fa, fa3)
+        out.append(finding)
     return out
+
+
+def _with_fa(finding: Finding, fa: FaVersion, fa3: bool) -> Finding:
+    """FA2's finding, saying which FA version the user forces and where (and an override
+    this vLLM does not read, which leaves FA3 running: a setting that does nothing). ``fa3``:
+    vLLM's FA3 holds SASS for a Hopper target, so dropping a forced FA2 is a fix too."""
+    evidence = dict(finding.evidence)
+    if fa.forced is not None:
+        evidence["flash_attn_version"] = f"{fa.forced}, from {fa.forced_from} ({fa.rule})"
+    if fa.ignored:
+        evidence["not read"] = list(fa.ignored)
+    summary, fix = finding.summary, finding.fix
+    if fa.ignored and fa.forced is None:
+        summary += f"; not read by this vLLM: {fa.ignored[0]}"
+    if fa.forced == 2 and finding.outcome in ("warning", "failed"):
+        summary += f" (FA2 runs on Hopper: flash_attn_version=2 from {fa.forced_from})"
+        if fa3:
+            fix = fixes.otherwise(
+                fix, f"drop flash_attn_version=2 from {fa.forced_from}: vLLM then runs FA3 there"
+            )
+    return replace(finding, summary=summary, fix=fix, evidence=evidence)
 
 
 # vLLM's FlashAttention libraries (vllm/vllm_flash_attn/), by the FA version they hold
@@ -102,7 +137,11 @@ _FA3 = re.compile(r"(^|/)vllm/vllm_flash_attn/_vllm_fa3_C[^/]*\.so$")
 
 
 def not_launched(
-    name: str, binary: BinaryFacts, target: Arch, binaries: Iterable[tuple[str, BinaryFacts]]
+    name: str,
+    binary: BinaryFacts,
+    target: Arch,
+    binaries: Iterable[tuple[str, BinaryFacts]],
+    fa: FaVersion | None = None,
 ) -> str:
     """Why ``name``'s kernels are not launched on ``target`` ("" when they may be), so that
     PTX it carries for that GPU is never JIT-compiled there:
@@ -112,12 +151,15 @@ def not_launched(
     - vLLM's FA2 on a Hopper GPU next to vLLM's FA3 holding SASS for it: vLLM
       (``v1/attention/backends/fa_utils.py:get_flash_attn_version``, 0.10 to 0.33) takes FA3
       on every sm 9.x where ``_vllm_fa3_C`` loads, FA2 only when asked
-      (``flash_attn_version=2``) or for ALiBi.
+      (``flash_attn_version=2``) or for ALiBi. Where the user asks (``fa.forced == 2``, an
+      override this vLLM reads: ``VLLM_FLASH_ATTN_VERSION`` up to 0.12,
+      ``--attention-config`` in 0.26.0/0.33.0), FA2 is what runs on Hopper.
     """
     images = [FatbinImage(k, parse_arch(cc), False) for c in binary.containers for k, cc, _ in c]
     if not coverage_arch.required_on(name, images, target):
         return f"{coverage_arch.role_of(name).why}"
-    if _FA2.search(name) and target.major == 9:
+    forced_fa2 = fa is not None and fa.forced == 2
+    if _FA2.search(name) and target.major == 9 and not forced_fa2:
         for other, facts in binaries:
             if _FA3.search(other) and served(facts, target)[0]:
                 return (

@@ -25,7 +25,7 @@ from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.flashinfer_jit import FlashInferFacts, FlashInferTarget
-from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 from pytest_vllm_env.tables import ptxas as table
 
 JIT = "flashinfer.jit"
@@ -39,6 +39,15 @@ def jit(facts: FlashInferFacts | None, env: PixiEnv, no_archs: str = "") -> list
         return [skipped(JIT, f"flashinfer-python is not installed in {env.prefix}")]
     if no_archs:
         return [skipped(JIT, no_archs)]
+    if facts.unreadable:  # a file the verdict rests on is there and unreadable: name it
+        return [
+            error(
+                JIT,
+                f"FlashInfer {facts.version}: what its JIT does cannot be read: {why}",
+                f"reinstall {package}: " + fixes.reinstall(env, package, pypi=package != "pytorch"),
+            )
+            for package, why in facts.unreadable
+        ]
     return [_target(t, facts, env) for t in facts.targets]
 
 

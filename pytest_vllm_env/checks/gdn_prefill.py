@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_vllm_env.facts.env import requirement_of
-from pytest_vllm_env.findings import Finding, failed, passed, skipped
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.vllm_gdn import VLLM_0_26, GdnRule
 from pytest_vllm_env.tables.archs import Arch
@@ -84,6 +84,11 @@ class GdnEnv:
     add_cutlass_dsl: str = ""  # the fix that adds nvidia-cutlass-dsl at vLLM's pin
     vllm_flashinfer_pin: str | None = None  # vLLM's Requires-Dist for flashinfer-python
     torch_cuda: str | None = None  # torch.version.cuda ("13.0")
+    torch_cuda_error: str = ""  # torch/version.py there and unreadable (a FIFO): unknown
+    # a FlashInfer file the decision reads is there and unreadable (a FIFO at
+    # flashinfer/gdn_prefill.py: the import would hang, not raise): "path: cannot be read: why"
+    flashinfer_unreadable: str = ""
+    reinstall_flashinfer: str = ""  # the fix that reinstalls flashinfer-python
     missing_cutedsl: tuple[str, ...] = ()  # dists the CuteDSL kernel imports, absent
     add_flashinfer: str = ""  # the fix that adds flashinfer-python at the pinned version
     add_cutedsl: str = ""
@@ -204,6 +209,11 @@ def gdn_prefill_backend(
     if rule is None:
         return skipped(cid, "vLLM is not installed: no Gated-DeltaNet rule to apply")
     note = ""
+    if rule.kind == "damaged":  # a file of vLLM's rule is there and unreadable: no guess
+        return error(
+            cid, f"vLLM {env.vllm}'s Gated-DeltaNet rule cannot be read: {rule.problem}",
+            "reinstall vllm (its files are damaged)",
+        )  # fmt: skip
     if rule.kind == "unreadable" and _older_than(env.vllm, "0.26.0"):
         return skipped(
             cid,
@@ -252,6 +262,11 @@ def gdn_prefill_backend(
             f"({rule.where}); no FlashInfer needed",
             **ev,
         )
+    if env.flashinfer and env.flashinfer_unreadable:
+        return error(
+            cid, f"{what}: flashinfer-python {env.flashinfer}: {env.flashinfer_unreadable}",
+            env.reinstall_flashinfer or "reinstall flashinfer-python", **ev,
+        )  # fmt: skip
     request = env.requested if rule.config_key else None
     if not archs:
         if _flashinfer_ok(env):
@@ -323,6 +338,11 @@ def gdn_prefill_backend(
             **ev,
         )
     unknown = [c for c in choices if c.backend is None]
+    if unknown and not _flashinfer_ok(env) and env.torch_cuda_error:
+        return error(
+            cid, f"{what}: {unknown[0].reason}: {env.torch_cuda_error}",
+            "reinstall torch (its torch/version.py is not a readable file)", **ev,
+        )  # fmt: skip
     if unknown and not _flashinfer_ok(env):
         return skipped(cid, f"{what}: {unknown[0].reason} ({rule.where})", **ev)
     lines = "; ".join(f"sm {c.arch}: {c.reason}" for c in choices if c.backend)

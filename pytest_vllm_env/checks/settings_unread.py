@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.vllm_settings import Setting, SettingsFacts
-from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 
 CID = "settings.unread"
 _DASHES = str.maketrans("_", "-")
@@ -27,6 +27,15 @@ def judge(facts: SettingsFacts | None, env: PixiEnv) -> list[Finding]:
     """One finding per setting vLLM does not read; one passed finding when all are read."""
     if facts is None:
         return [skipped(CID, f"vLLM is not installed in {env.prefix}")]
+    if facts.source.unreadable and facts.settings:  # what vLLM defines is unknown: name it
+        return [
+            error(
+                CID,
+                f"vLLM {facts.vllm}: which settings it reads cannot be read: {why}",
+                "reinstall vllm (its files are damaged)",
+            )
+            for why in facts.source.unreadable[:3]
+        ]
     if facts.source.missing and not facts.source.known:
         return [skipped(CID, f"vLLM {facts.vllm}: " + "; ".join(facts.source.missing))]
     if not facts.settings:

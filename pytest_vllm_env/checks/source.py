@@ -149,6 +149,9 @@ def torch_api(
     if not types.has_csrc:
         return skipped(check, f"{tree} has no csrc/: not a vLLM source tree")
     names = types.defined
+    if names is None and types.error:  # there and unreadable: nvcc's #include fails on it
+        return error(check, f"torch's {TORCH_SCALAR_TYPES} cannot be read: {types.error}",
+                     "reinstall torch (its files are damaged)")  # fmt: skip
     if names is None:
         return skipped(check, f"no torch headers ({TORCH_SCALAR_TYPES}) in {prefix}")
     torch_version = types.torch_version

@@ -14,9 +14,10 @@ vLLM and CMake files it models); :func:`config_finding` judges it.
 
 from __future__ import annotations
 
+from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.torch_config import ConfigPrediction
-from pytest_vllm_env.findings import Finding, failed, passed, skipped
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.torch_cmake import TorchCMake
 
 
@@ -33,6 +34,13 @@ def config_finding(
         return skipped(check, f"torch is not installed in {env.prefix} (or has no share/cmake)")
     if torch.config is None:
         return skipped(check, f"torch {torch.version} has no Torch/TorchConfig.cmake")
+    if torch.unreadable:  # CMake's include() fails on it, and the walk would be a guess
+        again = fixes.reinstall(env, "pytorch") if env.conda("pytorch") else ""
+        return error(
+            check,
+            f"torch {torch.version}'s CMake config cannot be read: {torch.unreadable[0]}",
+            "reinstall torch: " + (again or fixes.reinstall(env, "torch", pypi=True)),
+        )
     if pred is None:
         return skipped(check, "no cmake on the activated PATH: no CMake version to predict for")
     evidence: dict[str, object] = {
@@ -64,11 +72,11 @@ def config_finding(
     first = pred.blockers[0]
     rest = pred.blockers[1:]
     then = " Then: " + "; ".join(f"{b.message} ({b.cause})" for b in rest) + "." if rest else ""
-    fixes = list(dict.fromkeys(b.fix for b in pred.blockers))
+    steps = list(dict.fromkeys(b.fix for b in pred.blockers))
     return failed(
         check,
         f"torch {torch.version}'s CMake config will stop a vLLM build: {first.message} "
         f"({first.cause}).{then}",
-        "; then ".join(fixes),
+        "; then ".join(steps),
         **evidence,
     )

@@ -25,7 +25,7 @@ from pytest_vllm_env.facts.env import PixiEnv, requirement_of
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.gpu_probe import ProbeResult
 from pytest_vllm_env.facts.targets import FixTargets
-from pytest_vllm_env.findings import Finding, failed, passed, skipped
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 
 
 def torch_pin(
@@ -41,6 +41,7 @@ def torch_pin(
     *,
     env: PixiEnv | None = None,
     targets: FixTargets | None = None,
+    unreadable: Sequence[str] = (),
 ) -> Finding:
     """xformers.torch-pin: xformers' wheel pins torch exactly (``torch==2.7.1``), and its
     ``cpp_lib.json`` names the torch its ops were compiled against (``built_for``); next to
@@ -70,6 +71,16 @@ def torch_pin(
             cid,
             f"xformers {xformers_version} needs torch {spec.specifier} but torch is not installed",
             add,
+        )
+    # cpp_lib.json or torch/version.py there and unreadable (a FIFO): what the ops were built
+    # for, or torch's CUDA where its version has no +cuXYZ, is unknown: named, not guessed
+    needed = [w for w in unreadable if "cpp_lib.json" in w or "+" not in torch_version]
+    if needed:
+        owner = "xformers" if "cpp_lib.json" in needed[0] else "torch"
+        return error(
+            cid,
+            f"xformers {xformers_version} against torch {torch_version}: {needed[0]}",
+            f"reinstall {owner}: " + fixes.reinstall(env, owner, pypi=True),
         )
     public = torch_version.split("+", 1)[0]
     try:

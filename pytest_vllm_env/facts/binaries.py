@@ -196,7 +196,9 @@ def torch_facts(env: PixiEnv) -> TorchFacts | None:
     cuda, why = read_torch_cuda_or_why(root)
     facts = TorchFacts(env.version_of("torch") or "?", root, cuda, cuda_error=why)
     libdir = root / "lib"
-    facts.libs = sorted(p for p in libdir.glob("*.so*") if p.is_file()) if libdir.is_dir() else []
+    # whatever is there and is not a folder: a FIFO or dangling link where libc10.so must be is
+    # a library the loader cannot map, named in ``errors`` (never passed over as absent)
+    facts.libs = sorted(p for p in libdir.glob("*.so*") if _not_dir(p)) if libdir.is_dir() else []
     flags: list[bool] = []
     for lib in facts.libs:
         try:

@@ -69,6 +69,9 @@ class DeepGemmFacts:
     min_nvcc: str | None = None  # "12.3"
     best_nvcc: str | None = None  # "12.9"
     include_ok: bool = True  # include/cute and include/cutlass are there
+    # files the verdict rests on that are there and cannot be read (a FIFO at vllm/envs.py,
+    # vllm/platforms/cuda.py, deep_gemm/__init__.py): (package that owns it, "path: why")
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,16 +83,24 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
     if vllm is None:
         return None
     external = env.dist("deep_gemm") or env.dist("deep-gemm")
-    if external is not None and (external.location / "deep_gemm" / "__init__.py").is_file():
+    owner = "vllm"
+    if external is not None and files.lexists(external.location / "deep_gemm" / "__init__.py"):
         root, origin = external.location / "deep_gemm", f"the deep_gemm package {external.version}"
+        owner = external.name
     else:
         root = vllm.location / "vllm" / "third_party" / "deep_gemm"
         origin = f"vendored in vllm {vllm.version} (vllm/third_party/deep_gemm)"
-    if not (root / "__init__.py").is_file():
-        return None
+    init, init_why = files.read_text_if_present(root / "__init__.py", files.SOURCE)
+    if init is None and not init_why:
+        return None  # no DeepGEMM here (absent, not unreadable)
     environ = env.environ()
     out = DeepGemmFacts(vllm.version, str(root), origin)
-    envs = env.package_text("vllm", "vllm/envs.py") or ""
+    if init_why:
+        out.unreadable.append((owner, init_why))
+    envs, why = env.package_text_or_why("vllm", "vllm/envs.py")
+    if why:
+        out.unreadable.append(("vllm", why))
+    envs = envs or ""
     found, default = (False, None)
     try:
         found, default = vllm_settings.default_of(envs, "VLLM_USE_DEEP_GEMM")
@@ -103,7 +114,10 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
     elif found:
         out.enabled = bool(default)
         out.enabled_where = f"vLLM's default ({default!r} in vllm/envs.py)"
-    gate = _gate(env.package_text("vllm", "vllm/platforms/cuda.py"))
+    platform, why = env.package_text_or_why("vllm", "vllm/platforms/cuda.py")
+    if why:
+        out.unreadable.append(("vllm", why))
+    gate = _gate(platform)
     impls = root / "include" / "deep_gemm" / "impls"
     listed = sorted(p.name for p in impls.glob("sm*.cuh")) if impls.is_dir() else []
     for arch, cap in archs:
@@ -112,7 +126,7 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
             DeepGemmTarget(arch, cap, gate(cap), [n for n in listed if n.startswith(prefix)])
         )
     out.include_ok = all((root / "include" / d).is_dir() for d in ("cute", "cutlass"))
-    rule = flashinfer_source.cuda_path_rule(_text(root / "__init__.py"), "_find_cuda_home")
+    rule = flashinfer_source.cuda_path_rule(init, "_find_cuda_home")
     _cuda_home(env, environ, rule, out)
     out.nvcc_variable = environ.get("DG_JIT_NVCC_COMPILER")
     out.nvrtc = environ.get("DG_JIT_USE_NVRTC", "0").strip() not in ("0", "")
@@ -125,13 +139,6 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
         out.nvcc = release_of(nvcc, facts, env)
     out.min_nvcc, out.best_nvcc = _requirements(root, facts)
     return out
-
-
-def _text(path: Path) -> str | None:
-    try:
-        return files.read_text(path, files.SOURCE)
-    except OSError:
-        return None
 
 
 def _gate(source: str | None):

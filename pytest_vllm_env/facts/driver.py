@@ -30,7 +30,7 @@ from pytest_vllm_env.facts.binaries import torch_root
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.readers.elf import ElfError
 from pytest_vllm_env.readers.fatbin_ptx import read_binary
-from pytest_vllm_env.readers.torch_version import read_torch_cuda
+from pytest_vllm_env.readers.torch_version import read_torch_cuda_or_why
 from pytest_vllm_env.tables.driver import cuda_of_isa, parse_cuda
 
 PROC_VERSION = Path("/proc/driver/nvidia/version")
@@ -237,6 +237,8 @@ def binary_facts(path: Path) -> BinaryFacts:
     try:
         binary = read_binary(path)
     except ElfError as exc:
+        if os.path.islink(path) and not os.path.exists(path):  # say what it is, not ENOENT
+            return BinaryFacts(str(path), error=f"a dangling symlink to {os.readlink(path)}")
         return BinaryFacts(str(path), error=str(exc))
     cudart = next(
         (int(m.group(1)) for n in binary.needed if (m := re.match(r"^libcudart\.so\.(\d+)$", n))),
@@ -261,7 +263,11 @@ def torch_cuda_libraries(root: Path | None) -> list[Path]:
     if root is None:
         return []
     try:
-        return sorted(p for p in (root / "lib").glob("*.so*") if files.regular(p))
+        # a FIFO or dangling link there is a library that cannot be read: kept, so that
+        # binary_facts names it (BinaryFacts.error), never passed over as absent
+        return sorted(
+            p for p in (root / "lib").glob("*.so*") if files.lexists(p) and not p.is_dir()
+        )
     except OSError:
         return []
 
@@ -277,6 +283,9 @@ class CudaNeed:
     where: str
     kind: str  # "cudart", "torch", "extension"
     package: str = ""
+    # why the file that says this need's CUDA could not be read (a FIFO or device where
+    # torch/version.py must be): the need is unknown, not absent; ``where`` names the file
+    error: str = ""
 
     @property
     def text(self) -> str:
@@ -305,12 +314,17 @@ def cuda_needs(
             out.append(CudaNeed(f"{dist.name} {dist.version}", cuda[0], cuda[1], where, "cudart",
                                 dist.name))  # fmt: skip
     root = torch_root(env)
-    torch_cuda = read_torch_cuda(root) if root else None
+    torch_cuda, why = read_torch_cuda_or_why(root) if root else (None, "")
     cuda = parse_cuda(torch_cuda or "")
-    if root is not None and cuda:
+    owner = "pytorch" if env.conda("pytorch") else "torch"
+    if root is not None and why:  # a FIFO or device at version.py: unknown, not CPU-only
+        version = env.version_of("torch") or "?"
+        where = str(root / "version.py")
+        out.append(CudaNeed(f"torch {version}", 0, None, where, "torch", owner, error=why))
+    elif root is not None and cuda:
         version = env.version_of("torch") or "?"
         out.append(CudaNeed(f"torch {version}", cuda[0], cuda[1], "torch/version.py", "torch",
-                            "pytorch" if env.conda("pytorch") else "torch"))  # fmt: skip
+                            owner))  # fmt: skip
     prefixes = [str(p) for p in site]
     for ext in extensions:
         if ext.error:

@@ -269,7 +269,8 @@ class PixiEnv:
 
     def package_text(self, dist_name: str, relpath: str) -> str | None:
         """The text of :meth:`package_file` (undecodable bytes replaced); None when the
-        distribution, the file, or its reading fails."""
+        distribution, the file, or its reading fails. A check that needs the file uses
+        :meth:`package_text_or_why`, which tells absent from unreadable."""
         path = self.package_file(dist_name, relpath)
         if path is None:
             return None
@@ -277,6 +278,16 @@ class PixiEnv:
             return files.read_text(path, files.SOURCE)
         except OSError:  # a FIFO, a device, a file too big to be source: none to read
             return None
+
+    def package_text_or_why(self, dist_name: str, relpath: str) -> tuple[str | None, str]:
+        """:meth:`package_text`, telling absent from unreadable: ``(None, "")`` when the
+        distribution or the file is not there (not installed); ``(None, why)`` when the file
+        is there and cannot be read (a FIFO, a device, a dangling symlink, no permission):
+        then the subject that needs it is an error naming it, never "not installed"."""
+        dist = self.dist(dist_name)
+        if not dist:
+            return None, ""
+        return files.read_text_if_present(dist.location / relpath, files.SOURCE)
 
     @cached_property
     def manifest(self) -> Manifest | None:
@@ -289,6 +300,26 @@ class PixiEnv:
         except ManifestError as exc:
             self.manifest_error = str(exc)
             return None
+
+    @cached_property
+    def vllm_in_other_envs(self) -> dict[str, str]:
+        """An installed Pixi env that holds no vLLM: ``{env: vLLM version}`` for the other
+        installed envs of its workspace that do (``<ws>/.pixi/envs/NAME``, read statically
+        from their conda-meta and dist-info, nothing run): where the workspace's vLLM lives
+        (lock mode says the same from pixi.lock: ``LockSource.vllm_elsewhere``). Empty when
+        this env has vLLM, or has no manifest or name."""
+        manifest = self.manifest
+        if self.locked is not None or manifest is None or not self.name or self.version_of("vllm"):
+            return {}
+        found: dict[str, str] = {}
+        for name in sorted(manifest.environments()):
+            # a name is a folder under .pixi/envs: never one that leaves it ("../x")
+            if name == self.name or not _ENV_NAME.match(name):
+                continue
+            version = installed_vllm(manifest.env_prefix(name))
+            if version:
+                found[name] = version
+        return found
 
     # -- activation ------------------------------------------------------------------------
     @cached_property
@@ -306,6 +337,36 @@ class PixiEnv:
     def which(self, program: str) -> Path | None:
         """Where the activated env's PATH finds ``program``."""
         return proc.which(program, self.environ().get("PATH"))
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # pixi: lowercase letters, digits, dashes
+
+
+def installed_vllm(prefix: Path) -> str | None:
+    """The vLLM version installed in the env at ``prefix`` (None: none, or not installed),
+    read as :class:`PixiEnv` reads it, for this one package: a ``vllm-*.dist-info`` of its
+    site-packages (first, as ``version_of``), else conda-meta's ``vllm`` record. Only the
+    files named for vLLM are opened; one that cannot be read is passed over (this env is not
+    the one judged: ``env.*`` judges its own)."""
+    if not _is_dir(prefix / "conda-meta"):
+        return None
+    for lib in _safe_glob(prefix / "lib", "python3*", []):
+        for info in _safe_glob(lib / "site-packages", "vllm-*.dist-info", []):
+            text, _ = files.read_text_if_present(info / "METADATA", files.CONFIG)
+            headers = dict(
+                line.partition(":")[::2]
+                for line in (text or "").replace("\r\n", "\n").split("\n\n", 1)[0].splitlines()
+            )
+            if canonicalize_name(headers.get("Name", "").strip()) == "vllm":
+                return headers.get("Version", "").strip() or "?"
+    for record in _safe_glob(prefix / "conda-meta", "vllm-*.json", []):
+        try:
+            data = files.load_json(record, files.RECORD)
+            if _scalar(data["name"]) == "vllm":
+                return _scalar(data["version"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
 
 
 @dataclass

@@ -105,20 +105,26 @@ def read_torch_cmake(env: PixiEnv) -> TorchCudaCmake | None:
         return TorchCudaCmake(path, False, False, [], None, error=f"{path}: {why}")
     facts = parse_cuda_cmake(path, text, env.package_file("torch", TORCH_CONFIG))
     if facts.finds_cudatoolkit:
-        facts.bundled = _bundled_module(env)
+        facts.bundled, why = _bundled_module(env)
+        if why:  # which FindCUDAToolkit CMake takes is unknown: named, not guessed
+            facts.error = f": the FindCUDAToolkit it runs cannot be known: {why}"
     return facts
 
 
-def _bundled_module(env: PixiEnv) -> FindModule | None:
+def _bundled_module(env: PixiEnv) -> tuple[FindModule | None, str]:
     """torch's ``Caffe2/FindCUDAToolkit.cmake``, when ``Caffe2Config.cmake`` appends its own
-    dir to ``CMAKE_MODULE_PATH`` before it includes ``public/cuda.cmake``."""
-    config = env.package_text("torch", TORCH_CAFFE2_CONFIG) or ""
-    appends = appends_module_path(config)
+    dir to ``CMAKE_MODULE_PATH`` before it includes ``public/cuda.cmake``; and why one of the
+    two could not be read ("" when both were, or are absent)."""
+    config, why = env.package_text_or_why("torch", TORCH_CAFFE2_CONFIG)
+    if why:
+        return None, why
+    if not appends_module_path(config or ""):
+        return None, ""
     path = env.package_file("torch", TORCH_FIND_CUDATOOLKIT)
-    text = env.package_text("torch", TORCH_FIND_CUDATOOLKIT)
-    if not appends or path is None or text is None:
-        return None
-    return read_find_module(path, text)
+    text, why = env.package_text_or_why("torch", TORCH_FIND_CUDATOOLKIT)
+    if path is None or text is None:
+        return None, why
+    return read_find_module(path, text), ""
 
 
 @dataclass

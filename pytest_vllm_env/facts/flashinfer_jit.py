@@ -21,7 +21,7 @@ from typing import Any
 
 from pytest_vllm_env import files
 from pytest_vllm_env.facts.env import PixiEnv
-from pytest_vllm_env.facts.jit_tools import Binary, Facts, release_of, torch_cuda
+from pytest_vllm_env.facts.jit_tools import Binary, Facts, release_of, torch_cuda_or_why
 from pytest_vllm_env.readers import flashinfer_source as source
 from pytest_vllm_env.readers import vllm_settings
 from pytest_vllm_env.readers.flashinfer_source import CudaPathRule, VersionCheck
@@ -61,6 +61,11 @@ class FlashInferFacts:
     bypass: str | None = None  # FLASHINFER_DISABLE_VERSION_CHECK after activation
     sampler: bool | None = None  # vLLM's FlashInfer sampler on (None: vLLM does not have it)
     sampler_where: str = ""
+    # files the verdict rests on that are there and cannot be read (a FIFO at FlashInfer's
+    # cpp_ext.py, at vllm/envs.py, at torch/version.py where no nvcc says the CUDA): each
+    # (the package that owns it, "path: cannot be read: why"); the check is then an error
+    # naming them, not a guess
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,12 +78,14 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
     if dist is None:
         return None
     root = dist.location / "flashinfer"
-    texts = {
-        rel: _text(dist.location / rel)
+    got = {
+        rel: files.read_text_if_present(dist.location / rel, files.SOURCE)
         for rel in (source.CPP_EXT_PY, source.CONTEXT_PY, source.ENV_PY)
     }
+    texts = {rel: text for rel, (text, _) in got.items()}
     environ = env.environ()
     out = FlashInferFacts(version=dist.version, root=str(root))
+    out.unreadable = [(dist.name, why) for _, why in got.values() if why]
     out.rule = source.cuda_path_rule(texts[source.CPP_EXT_PY])
     _cuda_home(env, environ, out)
     home_nvcc = Path(out.cuda_home) / "bin" / "nvcc" if out.cuda_home else None
@@ -87,11 +94,13 @@ def read(env: PixiEnv, archs: list[tuple[str, int]], facts: Facts | None = None)
     if nvcc_path is not None:
         out.nvcc = release_of(nvcc_path, facts, env)
     version_nvcc = release_of(home_nvcc, facts, env) if home_nvcc is not None else None
-    out.torch_cuda = torch_cuda(env)
+    out.torch_cuda, torch_why = torch_cuda_or_why(env)
     if version_nvcc is not None and version_nvcc.release:
         out.cuda_version, out.cuda_version_how = version_nvcc.release, f"{home_nvcc} --version"
     elif out.torch_cuda:
         out.cuda_version, out.cuda_version_how = out.torch_cuda, "torch.version.cuda (no nvcc)"
+    elif torch_why:  # get_cuda_version falls back on torch.version.cuda: unknown here
+        out.unreadable.append(("pytorch" if env.conda("pytorch") else "torch", torch_why))
     out.packages = _kernel_packages(env)
     prebuilt = _prebuilt(env, root, out)
     for arch, cap in archs:
@@ -203,7 +212,9 @@ def _sampler(env: PixiEnv, environ: dict[str, str], out: FlashInferFacts) -> Non
     profile run JIT-compiles FlashInfer's sampling kernels (vllm-project/vllm#49497). Its
     default is read from the env's ``vllm/envs.py`` (0.26.0 and 0.33.0: on; 0.12.0: None, vLLM
     decides)."""
-    envs = env.package_text("vllm", "vllm/envs.py") if env.dist("vllm") else None
+    envs, why = env.package_text_or_why("vllm", "vllm/envs.py")
+    if why:
+        out.unreadable.append(("vllm", why))
     if not envs:
         return
     try:

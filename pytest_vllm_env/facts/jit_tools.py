@@ -62,14 +62,12 @@ def release_of(path: Path, facts: Facts | None = None, env: Any = None) -> Binar
     return binary
 
 
-def torch_cuda(env: Any) -> str | None:
-    """``torch.version.cuda`` of the env's torch, read from ``torch/version.py``."""
-    path = env.package_file("torch", "torch/version.py")
-    if path is None:
-        return None
-    try:
-        text = files.read_text(path, files.SOURCE)
-    except OSError:
-        return None
+def torch_cuda_or_why(env: Any) -> tuple[str | None, str]:
+    """``torch.version.cuda`` of the env's torch, read from ``torch/version.py``, and why
+    that file could not be read ("" when it was, or torch or the file is absent): a FIFO
+    there is an unknown CUDA, not a CPU-only torch."""
+    text, why = env.package_text_or_why("torch", "torch/version.py")
+    if text is None:
+        return None, why
     match = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.M)
-    return match.group(1) if match else None
+    return (match.group(1) if match else None), ""

@@ -122,15 +122,16 @@ class KernelTypes:
     defined: set[str] | None  # None: no c10/core/ScalarType.h in the env's torch
     uses: dict[str, str] = field(default_factory=dict)  # read when both of the above are there
     torch_version: str | None = None
+    error: str = ""  # ScalarType.h there and unreadable (a FIFO): "path: cannot be read: why"
 
 
 def kernel_types(env: PixiEnv, tree: Path) -> KernelTypes:
     """What ``source.torch-api`` compares: the kernels' scalar types and the env's torch's."""
     if not (tree / "csrc").is_dir():
         return KernelTypes(False, None)
-    header = env.package_text("torch", TORCH_SCALAR_TYPES)
+    header, why = env.package_text_or_why("torch", TORCH_SCALAR_TYPES)
     if header is None:
-        return KernelTypes(True, None)
+        return KernelTypes(True, None, error=why)
     uses = reader.scalar_uses(tree) or {}
     return KernelTypes(True, reader.scalar_types_defined(header), uses, env.version_of("torch"))
 

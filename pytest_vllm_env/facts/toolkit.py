@@ -29,7 +29,7 @@ from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.binaries import torch_root
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.static_tools import nvcc_from_files
-from pytest_vllm_env.readers.torch_version import read_torch_cuda
+from pytest_vllm_env.readers.torch_version import read_torch_cuda_or_why
 from pytest_vllm_env.tables.archs import Arch
 from pytest_vllm_env.tables.cuda_libs import COMPONENTS, CUDA_PACKAGES, HEADERS, TARGET_LIBS
 
@@ -104,6 +104,7 @@ class ToolkitFacts:
     ptxas: Path | None
     environ: dict[str, str] = field(repr=False, default_factory=dict)
     torch_cuda: str | None = None  # torch/version.py's cuda: what a fix must keep (cu118 torch)
+    torch_cuda_error: str = ""  # torch/version.py there and unreadable (a FIFO): unknown CUDA
     # what the checks ask of the files above, read with them (a check reads no file)
     present: frozenset[Path] = frozenset()  # the entries of ``libraries`` whose target exists
     in_lib_dirs: dict[str, Path] = field(default_factory=dict)  # "libcublas.so" -> first dir's
@@ -191,6 +192,7 @@ def read_toolkit(
                     libraries.setdefault(lib, []).append(entry)
     ptxas = next((p for p in (prefix / "bin/ptxas",) if p.exists()), None)
     python = proc.which("python", environ.get("PATH"))
+    torch_cuda, torch_cuda_error = _torch_cuda(env)
     facts = ToolkitFacts(
         prefix=prefix,
         nvcc_in_env=nvcc_in_env,
@@ -205,7 +207,8 @@ def read_toolkit(
         dangling=dangling,
         ptxas=ptxas,
         environ=environ,
-        torch_cuda=_torch_cuda(env),
+        torch_cuda=torch_cuda,
+        torch_cuda_error=torch_cuda_error,
         present=frozenset(p for found in libraries.values() for p in found if p.exists()),
         in_lib_dirs=_in_lib_dirs(lib_dirs),
         dangling_to={p: os.readlink(p) for p in dangling},
@@ -223,9 +226,11 @@ def read_toolkit(
     return facts
 
 
-def _torch_cuda(env: PixiEnv) -> str | None:
+def _torch_cuda(env: PixiEnv) -> tuple[str | None, str]:
+    """torch's CUDA, and why ``torch/version.py`` could not be read ("" when it was or torch
+    is absent)."""
     root = torch_root(env)
-    return read_torch_cuda(root) if root else None
+    return read_torch_cuda_or_why(root) if root else (None, "")
 
 
 def _in_lib_dirs(lib_dirs: list[Path]) -> dict[str, Path]:

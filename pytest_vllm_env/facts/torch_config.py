@@ -97,8 +97,15 @@ def read_torch_config(env: PixiEnv) -> TorchCMake | None:
     caffe2 = _existing(root / "Caffe2" / "Caffe2Config.cmake")
     cuda = _existing(root / "Caffe2" / "public" / "cuda.cmake")
     facts = TorchCMake(root, dist.version, config, caffe2, cuda)
-    targets = [_read(p) for p in sorted((root / "Caffe2").glob("Caffe2Targets*.cmake"))]
-    parse_torch_cmake(facts, _read(cuda), _read(config), _read(caffe2), targets)
+
+    def read(path: Path | None) -> str:  # there and unreadable: named in facts.unreadable
+        text, why = files.read_text_if_present(path, files.SOURCE) if path else (None, "")
+        if why:
+            facts.unreadable.append(why)
+        return text or ""
+
+    targets = [read(p) for p in sorted((root / "Caffe2").glob("Caffe2Targets*.cmake"))]
+    parse_torch_cmake(facts, read(cuda), read(config), read(caffe2), targets)
     facts.nvtx = read_torch_cmake(env)
     # the one reader of which FindCUDAToolkit runs (find_cudatoolkit.py): Caffe2Config's module
     # path
@@ -107,16 +114,8 @@ def read_torch_config(env: PixiEnv) -> TorchCMake | None:
 
 
 def _existing(path: Path) -> Path | None:
-    return path if path.is_file() else None
-
-
-def _read(path: Path | None) -> str:
-    if path is None:
-        return ""
-    try:
-        return files.read_text(path, files.SOURCE)
-    except OSError:
-        return ""
+    """``path`` when anything is there (a FIFO too: then unreadable, not absent)."""
+    return path if files.lexists(path) else None
 
 
 # -- the walk ----------------------------------------------------------------------------------

@@ -29,9 +29,12 @@ class VllmLoaderFacts:
     modelopt: ModelOptSource
     models: dict[str, ModelFile] = field(default_factory=dict)
     registry: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # source files that are there and cannot be read (a FIFO, a device, a dangling link):
+    # "path: cannot be read: why"; the plan built without them would be a guess
+    unreadable: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "loader": self.loader.to_json(),
             "kv": self.kv.to_json(),
@@ -39,6 +42,9 @@ class VllmLoaderFacts:
             "models": {k: v.to_json() for k, v in sorted(self.models.items())},
             "registry": {k: list(v) for k, v in sorted(self.registry.items())},
         }
+        if self.unreadable:  # absent from a healthy read (the recorded truths stay as they are)
+            out["unreadable"] = list(self.unreadable)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VllmLoaderFacts:
@@ -49,28 +55,29 @@ class VllmLoaderFacts:
             ModelOptSource.from_json(data["modelopt"]),
             {k: ModelFile.from_json(v) for k, v in data["models"].items()},
             {k: (v[0], v[1]) for k, v in data.get("registry", {}).items()},
+            list(data.get("unreadable", [])),
         )
 
 
-def source_loader(root: Path):
+def source_loader(root: Path, unreadable: list[str] | None = None):
     """``load(relative path) -> text | None`` over an installed vLLM (``root`` holds the
-    ``vllm`` package): the one door, through :mod:`pytest_vllm_env.files`."""
+    ``vllm`` package): the one door, through :mod:`pytest_vllm_env.files`. None for a file
+    that is not there; one that is there and cannot be read (a FIFO...) is None too, and its
+    reason goes to ``unreadable``: absent is "this vLLM has no such file", unreadable is not."""
 
     def load(rel: str) -> str | None:
-        path = root / rel
-        if not files.regular(path):
-            return None
-        try:
-            return files.read_text(path, files.SOURCE)
-        except OSError:
-            return None
+        text, why = files.read_text_if_present(root / rel, files.SOURCE)
+        if why and unreadable is not None and why not in unreadable:
+            unreadable.append(why)
+        return text
 
     return load
 
 
 def read(root: Path, archs: Sequence[str], version: str | None = None) -> VllmLoaderFacts:
     """The facts of the vLLM installed under ``root`` (its site-packages) for ``archs``."""
-    load = source_loader(root)
+    unreadable: list[str] = []
+    load = source_loader(root, unreadable)
     registry = vllm_model_file.parse_registry_map(load(vllm_model_file.REGISTRY_PY) or "")
     kv = vllm_kv_naming.parse(
         load(vllm_kv_naming.BASE_CONFIG_PY),
@@ -85,4 +92,5 @@ def read(root: Path, archs: Sequence[str], version: str | None = None) -> VllmLo
     )
     models = {a: vllm_model_file.read_model_file(a, registry, load) for a in archs}
     keep = {a: registry[a] for a in archs if a in registry}
-    return VllmLoaderFacts(version, vllm_loader.parse(load), kv, modelopt, models, keep)
+    loader = vllm_loader.parse(load)
+    return VllmLoaderFacts(version, loader, kv, modelopt, models, keep, unreadable)

@@ -42,6 +42,8 @@ class Setting:
     value: str
     where: str  # "[activation.env] in pixi.toml", "[tasks.serve] in pixi.toml", a script
     hard_fail: bool = False  # a `vllm serve` of the env passes --fail-on-environ-validation
+    # a flag's value when it is the next token (``--attention-config '{...}'``): "" otherwise
+    arg: str = ""
 
 
 @dataclass
@@ -66,12 +68,24 @@ class SettingsFacts:
 def read_source(vllm_root: Path) -> VllmSettingsSource:
     """What the vLLM installed at ``vllm_root`` (``site-packages/vllm``) reads."""
     missing: list[str] = []
+    unreadable: list[str] = []
+
+    def _text(path: Path) -> str | None:  # absent: None; there and unreadable: named too
+        text, why = files.read_text_if_present(path, files.SOURCE)
+        if why:
+            unreadable.append(why)
+        return text
+
+    def _texts(folder: Path) -> list[str]:
+        found = (_text(p) for p in (sorted(folder.rglob("*.py")) if folder.is_dir() else []))
+        return [t for t in found if t is not None]
+
     envs = _text(vllm_root / "envs.py")
     known: frozenset[str] = frozenset()
     deprecated: dict[str, str] = {}
     validates = False
     if envs is None:
-        missing.append(f"{vllm_root / 'envs.py'} cannot be read")
+        missing.append(f"{vllm_root / 'envs.py'} is not there")
     else:
         try:
             known, deprecated, validates = reader.parse_envs(envs)
@@ -87,7 +101,9 @@ def read_source(vllm_root: Path) -> VllmSettingsSource:
     flags, deprecated_flags = reader.harvest_flags(options, fields)
     if not flags:
         missing.append("no `vllm serve` options found in vllm/engine/arg_utils.py")
-    return VllmSettingsSource(known, deprecated, validates, flags, deprecated_flags, tuple(missing))
+    return VllmSettingsSource(
+        known, deprecated, validates, flags, deprecated_flags, tuple(missing), tuple(unreadable)
+    )
 
 
 def _text(path: Path) -> str | None:
@@ -95,15 +111,6 @@ def _text(path: Path) -> str | None:
         return files.read_text(path, files.SOURCE)
     except OSError:
         return None
-
-
-def _texts(folder: Path) -> list[str]:
-    out = []
-    for path in sorted(folder.rglob("*.py")) if folder.is_dir() else []:
-        text = _text(path)
-        if text is not None:
-            out.append(text)
-    return out
 
 
 def references(vllm_root: Path, names: list[str]) -> dict[str, list[str]]:
@@ -256,7 +263,11 @@ def _one_task(task: Any, where: str) -> list[Setting]:
             continue
         if serving and token.startswith("--") and len(token) > 2:
             flag = token.split("=", 1)[0].split(".", 1)[0]
-            out.append(Setting(flag.replace("_", "-"), "flag", token, where))
+            following = tokens[i + 1] if i + 1 < len(tokens) else ""
+            arg = following if "=" not in token and not following.startswith("-") else ""
+            if following in _SEPARATORS:
+                arg = ""
+            out.append(Setting(flag.replace("_", "-"), "flag", token, where, arg=arg))
     return out
 
 

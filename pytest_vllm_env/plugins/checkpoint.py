@@ -37,6 +37,9 @@ class Launch:
     q_from: str = "not given"
     moe_backend: str | None = None  # --moe-backend, read from --vllm-serve-args
     moe_from: str = "not given"
+    # attention_config.flash_attn_version from --vllm-serve-args (driver.ptx-jit: FA2 on Hopper)
+    flash_attn_version: int | None = None
+    fa_from: str = ""
 
 
 # This area's options and ini keys are declared at start by plugin.py (_add_area_options):
@@ -83,7 +86,16 @@ def launch(config: pytest.Config) -> Launch:
     q = settings.get(config, "vllm_quantization")
     q_from = "--vllm-quantization" if q else served.q_from or "not given"
     moe_from = served.moe_from or "not given"
-    result = Launch(tp, q or served.quantization, tp_from, q_from, served.moe_backend, moe_from)
+    result = Launch(
+        tp,
+        q or served.quantization,
+        tp_from,
+        q_from,
+        served.moe_backend,
+        moe_from,
+        served.flash_attn_version,
+        served.fa_from,
+    )
     config.stash[LAUNCH] = result
     return result
 
@@ -148,6 +160,7 @@ class CheckpointLoad:
     scales: Any = None
     launch: Launch | None = None
     why_not: str | None = None  # why there is no plan (vLLM missing, files unreadable)
+    unreadable: bool = False  # why_not is a file there that cannot be read: an error
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +200,10 @@ def checkpoint_load(
         archs = (ckpt.config or {}).get("architectures")
         arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
         facts = vllm_loader_facts(arch)
+    if out.why_not is None and facts.unreadable:
+        out.why_not = f"the env's vLLM source cannot be read: {facts.unreadable[0]}"
+        out.unreadable = True
+    elif out.why_not is None:
         decision = decide(
             ckpt.config,
             ckpt.hf_quant_config,

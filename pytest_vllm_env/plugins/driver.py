@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the check library loads when a fixture runs, not at start-u
     from pytest_vllm_env.checks.driver import Driver
     from pytest_vllm_env.facts.driver import BinaryFacts, CudaNeed, DriverSources
     from pytest_vllm_env.facts.env import PixiEnv
+    from pytest_vllm_env.facts.fa_version import FaVersion
     from pytest_vllm_env.tables.archs import Arch
 
 
@@ -115,6 +116,18 @@ def cuda_needs(
     ext = {str(p) for p in extension_paths}
     extensions = [b for _, b in cuda_binaries if b.path in ext]
     return read_needs(vllm_env, extensions, vllm_env.site_packages)
+
+
+@pytest.fixture(scope="session")
+def flash_attn_version(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> FaVersion:
+    """The FlashAttention version forced on the env's vLLM, where, and whether that vLLM reads
+    it (:class:`pytest_vllm_env.facts.fa_version.FaVersion`): ``--vllm-serve-args``'s
+    ``--attention-config``, the env's ``VLLM_FLASH_ATTN_VERSION`` and its tasks' options."""
+    from pytest_vllm_env.facts import fa_version
+    from pytest_vllm_env.plugins.checkpoint import launch
+
+    given = launch(request.config)
+    return fa_version.read(vllm_env, given.flash_attn_version, given.fa_from)
 
 
 @pytest.fixture(scope="session")

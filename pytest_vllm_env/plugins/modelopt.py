@@ -262,6 +262,7 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     ``flashinfer/gdn_prefill.py``), torch's CUDA (``torch/version.py``, else its ``+cuXYZ``),
     the CuteDSL kernel's packages, the request from --vllm-additional-config, and the fix
     lines in the env's own language."""
+    from pytest_vllm_env import files
     from pytest_vllm_env.checks.gdn_prefill import (
         FLASHINFER_DISTS,
         SM90_DSL_PY,
@@ -273,21 +274,26 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
     from pytest_vllm_env.facts.binaries import torch_root
     from pytest_vllm_env.facts.env import requirement_of
     from pytest_vllm_env.readers.pixilock import cuda_of_local
-    from pytest_vllm_env.readers.torch_version import read_torch_cuda
+    from pytest_vllm_env.readers.torch_version import read_torch_cuda_or_why
 
     vllm = vllm_env.dist("vllm")
     pin = requirement_pin(vllm.requires) if vllm else None
     fi = next((d for d in (vllm_env.dist(n) for n in FLASHINFER_DISTS) if d), None)
     has_gdn = sm90_dsl = None
+    unreadable = ""
     if fi is not None and not getattr(vllm_env, "locked", None):
-        has_gdn = (fi.location / "flashinfer" / "gdn_prefill.py").is_file()
-        sm90_dsl = (fi.location / SM90_DSL_PY).is_file()
+        # there or not, never opened: a FIFO or device there is unreadable, not absent
+        gdn, dsl = fi.location / "flashinfer" / "gdn_prefill.py", fi.location / SM90_DSL_PY
+        has_gdn, sm90_dsl = files.lexists(gdn), files.lexists(dsl)
+        odd = [p for p in (gdn, dsl) if files.lexists(p) and not files.regular(p)]
+        if odd:
+            unreadable = f"{odd[0]}: cannot be read: {files.describe(odd[0])}"
     # with its extra ([cu13]), which the pin alone loses
     cutlass_req = requirement_of(vllm.requires, ("nvidia-cutlass-dsl",)) if vllm else None
     cutlass_pin = (str(cutlass_req.specifier) or None) if cutlass_req else None
     torch = vllm_env.version_of("torch")
     root = torch_root(vllm_env)
-    torch_cuda = read_torch_cuda(root) if root else None
+    torch_cuda, torch_cuda_error = read_torch_cuda_or_why(root) if root else (None, "")
     if torch_cuda is None and torch:
         torch_cuda = cuda_of_local(torch)  # 2.11.0+cu130 -> 13.0
     cute = cutedsl_missing(
@@ -306,6 +312,12 @@ def gdn_env(request: pytest.FixtureRequest, vllm_env: PixiEnv) -> GdnEnv:
         + (f" (vLLM {vllm.version}'s Requires-Dist: {cutlass_req})" if cutlass_req else ""),
         vllm_flashinfer_pin=pin,
         torch_cuda=torch_cuda,
+        torch_cuda_error=torch_cuda_error,
+        flashinfer_unreadable=unreadable,
+        reinstall_flashinfer=(
+            "reinstall flashinfer-python: "
+            + fixes.reinstall(vllm_env, fi.name if fi else "flashinfer-python", pypi=True)
+        ),
         missing_cutedsl=cute,
         add_flashinfer=fixes.add(
             vllm_env,

@@ -81,10 +81,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _vllm_elsewhere(env: PixiEnv) -> dict[str, Any]:
-    """Lock mode, an env that locks no vLLM: ``{"vllm_in_other_envs": {env: version}}`` for
-    the envs of the lock that do (absent otherwise, so that reports without it stay as they
-    were)."""
-    elsewhere = env.locked.vllm_elsewhere if env.locked is not None else {}
+    """An env that locks or holds no vLLM: ``{"vllm_in_other_envs": {env: version}}`` for
+    the envs of the lock (lock mode) or the installed envs of the workspace that do (absent
+    otherwise, so that reports without it stay as they were)."""
+    elsewhere = env.locked.vllm_elsewhere if env.locked is not None else env.vllm_in_other_envs
     if not elsewhere or env.version_of("vllm"):
         return {}
     return {"vllm_in_other_envs": dict(elsewhere)}

@@ -89,11 +89,16 @@ def describe_env(env: PixiEnv, spec: EnvSpec, config: pytest.Config) -> list[str
         "vllm-env: target archs: "
         + (", ".join(values) if values else "from TORCH_CUDA_ARCH_LIST or the visible GPU")
     )
-    elsewhere = env.locked.vllm_elsewhere if env.locked is not None else {}
+    elsewhere = env.locked.vllm_elsewhere if env.locked is not None else env.vllm_in_other_envs
     if elsewhere and not env.version_of("vllm"):  # the workspace's vLLM is in another env
         held = ", ".join(f"{name!r} (vllm {version})" for name, version in elsewhere.items())
+        said = (
+            f"locks no vLLM; {env.locked.path.name} locks it in"
+            if env.locked is not None
+            else "holds no vLLM; the workspace's .pixi/envs holds it in"
+        )
         lines.append(
-            f"vllm-env: env {env.name!r} locks no vLLM; {env.locked.path.name} locks it in {held}: "
+            f"vllm-env: env {env.name!r} {said} {held}: "
             f"pass --vllm-env={next(iter(elsewhere))} to judge "
             + ("that env" if len(elsewhere) == 1 else "one of them")
         )

@@ -7,7 +7,10 @@ vLLM's choice).
 
 Spellings (vLLM 0.26.0 and 0.33.0 ``engine/arg_utils.py``: ``--tensor-parallel-size`` /
 ``-tp``, ``--quantization`` / ``-q``; ``--config FILE`` reads a YAML mapping of the same
-names, dashes or underscores; ``LLM(tensor_parallel_size=..., quantization=...)``).
+names, dashes or underscores; ``LLM(tensor_parallel_size=..., quantization=...)``). Also the
+FlashAttention version forced through ``--attention-config`` / ``-ac`` (a JSON object, or
+the dotted ``--attention-config.flash_attn_version=2``; ``LLM(attention_config={...})``),
+which decides whether FA2 runs on a Hopper GPU (``driver.ptx-jit``).
 
 A reader: it says what the text holds, never whether it is right; text it cannot read is a
 :class:`ServeArgsError` naming the place, which the plugin turns into a usage error.
@@ -26,6 +29,12 @@ from pytest_vllm_env import files
 TP_FLAGS = ("--tensor-parallel-size", "-tp")
 Q_FLAGS = ("--quantization", "-q")
 MOE_FLAGS = ("--moe-backend",)
+AC_FLAGS = ("--attention-config", "-ac")
+AC_DOTTED = tuple(f"{f}.flash_attn_version" for f in AC_FLAGS)  # vLLM's nested-key syntax
+# LLM(attention_config={"flash_attn_version": 2}) or AttentionConfig(flash_attn_version=2)
+PY_FA = re.compile(
+    r"""\battention_config\s*=\s*(?:\w+\()?\{?[^)}]*?\bflash_attn_version["']?\s*[:=]\s*(\d+)"""
+)
 PY_TP = re.compile(r"\btensor_parallel_size\s*=\s*(\d+)")
 PY_Q = re.compile(r"""\bquantization\s*=\s*(?:["']([\w.-]+)["']|None)""")
 # LLM(moe_backend="marlin") or kernel_config={"moe_backend": "marlin"}
@@ -47,6 +56,11 @@ class ServeArgs:
     q_from: str = ""
     moe_backend: str | None = None  # as vLLM normalizes it: lower case, "-" -> "_"
     moe_from: str = ""
+    # attention_config.flash_attn_version (``--attention-config.flash_attn_version=2``,
+    # ``--attention-config '{"flash_attn_version": 2}'``, ``-ac``): the FA version vLLM >= 0.13
+    # is forced to (v1/attention/backends/fa_utils.py:get_flash_attn_version)
+    flash_attn_version: int | None = None
+    fa_from: str = ""
 
 
 def _moe(value: str) -> str:
@@ -66,17 +80,44 @@ def _int(value: str, where: str) -> int:
     return number
 
 
+def _fa(value: str, where: str) -> int:
+    """A ``flash_attn_version`` as vLLM's ``AttentionConfig`` takes it: 2, 3 or 4."""
+    if value.strip() not in ("2", "3", "4"):
+        raise ServeArgsError(f"{where}: flash_attn_version {value!r} is not 2, 3 or 4")
+    return int(value)
+
+
+def _fa_of_json(value: str, where: str) -> int | None:
+    """``flash_attn_version`` of an ``--attention-config`` JSON object (None when absent)."""
+    try:
+        data = files.loads_json(value)
+    except ValueError:
+        raise ServeArgsError(f"{where}: --attention-config {value!r} is not JSON") from None
+    if not isinstance(data, dict) or data.get("flash_attn_version") is None:
+        return None
+    return _fa(str(data["flash_attn_version"]), where)
+
+
 def parse_tokens(
     tokens: list[str], where: str, read_config: Callable[[str], str] | None = None
 ) -> ServeArgs:
     """The arguments of one command line's tokens (``vllm serve MODEL`` may lead)."""
-    tp = q = moe = None
-    tp_from = q_from = moe_from = ""
+    tp = q = moe = fa = None
+    tp_from = q_from = moe_from = fa_from = ""
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         name, eq, value = tok.partition("=")
-        if name in TP_FLAGS + Q_FLAGS + MOE_FLAGS + ("--config",):
+        if name in AC_DOTTED + AC_FLAGS:
+            if not eq:
+                if i + 1 >= len(tokens):
+                    raise ServeArgsError(f"{where}: {name} has no value")
+                value = tokens[i + 1]
+                i += 1
+            got = _fa(value, where) if name in AC_DOTTED else _fa_of_json(value, where)
+            if got is not None:
+                fa, fa_from = got, f"{name} in {where}"
+        elif name in TP_FLAGS + Q_FLAGS + MOE_FLAGS + ("--config",):
             if not eq:
                 if i + 1 >= len(tokens):
                     raise ServeArgsError(f"{where}: {name} has no value")
@@ -103,7 +144,7 @@ def parse_tokens(
                 if moe is None and sub.moe_backend:
                     moe, moe_from = sub.moe_backend, sub.moe_from
         i += 1
-    return ServeArgs(tp, q, tp_from, q_from, moe, moe_from)
+    return ServeArgs(tp, q, tp_from, q_from, moe, moe_from, fa, fa_from)
 
 
 def parse_yaml(text: str, where: str) -> ServeArgs:
@@ -141,7 +182,9 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
         ln
         for ln in lines
         if re.search(
-            r"\bvllm\s+serve\b|--tensor-parallel-size|--quantization|--moe-backend|(^|\s)-tp\s", ln
+            r"\bvllm\s+serve\b|--tensor-parallel-size|--quantization|--moe-backend"
+            r"|--attention-config|(^|\s)-(tp|ac)\s",
+            ln,
         )
     ]
     if serve:
@@ -159,10 +202,13 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
                 got.q_from or out.q_from,
                 got.moe_backend or out.moe_backend,
                 got.moe_from or out.moe_from,
+                got.flash_attn_version or out.flash_attn_version,
+                got.fa_from or out.fa_from,
             )
         return out
-    if PY_TP.search(text) or PY_Q.search(text) or PY_MOE.search(text):
-        tp_m, q_m, moe_m = PY_TP.search(text), PY_Q.search(text), PY_MOE.search(text)
+    tp_m, q_m = PY_TP.search(text), PY_Q.search(text)
+    moe_m, fa_m = PY_MOE.search(text), PY_FA.search(text)
+    if tp_m or q_m or moe_m or fa_m:
         return ServeArgs(
             _int(tp_m.group(1), where) if tp_m else None,
             q_m.group(1) if q_m and q_m.group(1) else None,
@@ -170,6 +216,8 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
             f"quantization= in {where}" if q_m and q_m.group(1) else "",
             _moe(moe_m.group(1)) if moe_m else None,
             f"moe_backend= in {where}" if moe_m else "",
+            _fa(fa_m.group(1), where) if fa_m else None,
+            f"attention_config= in {where}" if fa_m else "",
         )
     if any(":" in ln for ln in lines):
         return parse_yaml(text, where)

@@ -148,6 +148,8 @@ class TorchCMake:
     interface: dict[str, list[str]] = field(default_factory=dict)  # torch::x -> [CUDA::y]
     links: dict[str, list[str]] = field(default_factory=dict)  # Caffe2Targets link graph
     nvtx: TorchCudaCmake | None = None
+    # files of share/cmake that are there and cannot be read (a FIFO...): "path: why"
+    unreadable: list[str] = field(default_factory=list)
 
     def closure(self, start: list[str]) -> dict[str, str]:
         """``CUDA::X`` -> the target whose link interface brings it, for what ``start`` links."""

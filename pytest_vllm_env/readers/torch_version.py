@@ -16,12 +16,8 @@ def read_torch_cuda(root: Path) -> str | None:
 def read_torch_cuda_or_why(root: Path) -> tuple[str | None, str]:
     """:func:`read_torch_cuda`, and why ``version.py`` could not be read ("" when it was, or
     is simply absent): a FIFO or device there is not a CPU-only torch, and must be named."""
-    path = root / "version.py"
-    try:
-        text = files.read_text(path, files.SOURCE)
-    except FileNotFoundError:
-        return None, ""
-    except OSError as exc:
-        return None, f"{path}: cannot be read: {exc.strerror or exc}"
+    text, why = files.read_text_if_present(root / "version.py", files.SOURCE)
+    if text is None:
+        return None, why
     m = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
     return (m.group(1) if m else None), ""

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vllm_env import files
+from pytest_vllm_env.files import SOURCE, read_text_if_present
 from pytest_vllm_env.readers.pyrules import function_named as _function
 
 GDN_LAYER_PY = "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py"
@@ -38,7 +38,9 @@ class GdnRule:
 
     ``kind``: ``"resolver"`` (0.2x), ``"sm90"`` (PR #32846: FlashInfer on sm 9.0, no
     choice), ``"fla-only"`` (0.12: Triton/FLA only), ``"no-gdn"`` (no GDN model), or
-    ``"unreadable"`` (``problem`` says why; the checks then use :data:`VLLM_0_26`)."""
+    ``"unreadable"`` (``problem`` says why; the checks then use :data:`VLLM_0_26`), or
+    ``"damaged"`` (a file the rule is read from is there and cannot be read: a FIFO, a device,
+    a dangling symlink; ``problem`` names it, and no rule is guessed)."""
 
     kind: str
     where: str = ""  # file:function the rule was read from
@@ -104,18 +106,21 @@ def read_gdn_tree(root: Path) -> GdnRule:
         files = sorted(models.glob("*.py")) if models.is_dir() else []
     except OSError as exc:
         return GdnRule("unreadable", problem=f"cannot list {models}: {exc.strerror or exc}")
+    damaged: list[str] = []
+
+    def read(path: Path) -> str | None:  # absent: None; there and unreadable: named
+        text, why = read_text_if_present(path, SOURCE)
+        if why:
+            damaged.append(why)
+        return text
+
     for path in files:
-        texts[f"{MODELS_DIR}/{path.name}"] = _read(path)
+        texts[f"{MODELS_DIR}/{path.name}"] = read(path)
     for rel in (GDN_LAYER_PY, ARG_UTILS_PY):
-        texts[rel] = _read(root / rel)
+        texts[rel] = read(root / rel)
+    if damaged:
+        return GdnRule("damaged", problem=damaged[0])
     return parse_gdn(texts)
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return files.read_text(path, files.SOURCE)
-    except OSError:
-        return None
 
 
 def parse_gdn(texts: Mapping[str, str | None]) -> GdnRule:

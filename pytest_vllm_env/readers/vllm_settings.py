@@ -42,6 +42,9 @@ class VllmSettingsSource:
     flags: frozenset[str] = frozenset()
     deprecated_flags: dict[str, str] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
+    # source files there and unreadable (a FIFO, a device, a dangling link): "path: why";
+    # what they define is unknown, so no setting can be judged unread
+    unreadable: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -58,6 +61,7 @@ class VllmSettingsSource:
             flags=frozenset(data["flags"]),
             deprecated_flags=dict(data["deprecated_flags"]),
             missing=tuple(data["missing"]),
+            unreadable=tuple(data.get("unreadable", ())),
         )
 
 
