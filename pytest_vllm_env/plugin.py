@@ -158,6 +158,7 @@ FIXTURES = frozenset(
         "pypi_settings", "vllm_source_dir", "vllm_cmake_floor", "vllm_built_in_env",
         # driver.py
         "driver_sources", "cuda_driver", "cuda_binaries", "cuda_needs", "driver_cuda",
+        "flash_attn_version",
         # runtime.py
         "triton_ptxas_facts", "sibling_pins", "vllm_settings_facts", "python_headers",
         "host_c_compiler", "flashinfer_jit_facts", "deepgemm_facts",
