@@ -22,6 +22,11 @@ from fixtures import runtime_standin as S
 from fixtures.envs import EnvBuilder
 from fixtures.gpu_standins import standin_env
 from fixtures.text import lit
+from pytest_vllm_env import proc
+
+# pytester's in-process runs drop every module first imported during a run: were proc first
+# imported inside one, the next run would confine one copy of it while `run` below records
+# (and asks) another. Imported here, before any run, there is one proc for every run.
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "fixtures" / "modelopt_export" / "llama-fp8"
@@ -92,8 +97,6 @@ def run(
 ) -> tuple[pytest.RunResult, list[dict]]:
     """The suite on ``b`` (in process), with every ``proc.run`` call recorded: its argv, cwd,
     environment, and whether it was started."""
-    from pytest_vllm_env import proc
-
     calls: list[dict] = []
     real = proc.run
 
