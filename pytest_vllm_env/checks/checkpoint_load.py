@@ -17,6 +17,7 @@ from typing import Any
 
 from pytest_vllm_env.checks import launch
 from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, FusedMismatch, resolve
 from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param, cast_kind
 from pytest_vllm_env.facts.vllm_quant_decision import HF_QUANT, QuantDecision
 from pytest_vllm_env.facts.vllm_tp import TpSplit
@@ -252,6 +253,8 @@ def parameters(
             "add the missing tensors to the checkpoint (re-export, or re-download the shard "
             "that holds them); vLLM does not check that a quantized model's parameters loaded"
         )
+    if plan.decision.algo == MIXED:
+        _mixed(plan, bool(refused or wrong), refused, fixes)
     evidence = dict(
         params=len(plan.params),
         loaded=sum(1 for f in plan.fates if f.fate == "loaded"),
@@ -287,6 +290,40 @@ def parameters(
         vllm_effect="works",
         **evidence,
     )
+
+
+def _mixed(plan: LoadPlan, failing: bool, refused: list[str], fixes: list[str]) -> None:
+    """MIXED_PRECISION: vLLM's ModelOptMixedPrecisionConfig (0.26.0, 0.33.0 modelopt.py)
+    raises for a fused layer whose shards' algorithms differ (_resolve_quant_algo), and
+    get_quant_method silently builds a layer unquantized when its quant_algo is one it has no
+    method for: say which layer and which key when the tensors then fail to load."""
+    layers = dict(plan.decision.layers)
+    where = plan.decision.source or "hf_quant_config.json"
+    fused = {p.rsplit(".", 1)[0] for p in plan.params if p.endswith(".weight")}
+    for module in sorted(fused):
+        try:
+            resolve(layers, module)
+        except FusedMismatch as e:
+            refused.insert(0, f"vLLM raises while building the model: {e}")
+            fixes.insert(0, f"give the shards of {module} one quant_algo in {where}'s "
+                         "quantized_layers (quantize them alike and re-export)")  # fmt: skip
+    unserved = [(p, a) for p, a in layers.items() if a not in SERVED]
+    if unserved and failing:
+        names = ", ".join(f"{p}: {a!r}" for p, a in unserved[:5])
+        refused.insert(
+            0,
+            f"quantized_layers in {where} gives {len(unserved)} layer(s) an algorithm "
+            f"ModelOptMixedPrecisionConfig.get_quant_method has no method for ({names}"
+            f"{', ...' if len(unserved) > 5 else ''}; it serves {'/'.join(SERVED)}): vLLM "
+            "builds them unquantized (UnquantizedLinearMethod) and their tensors do not fit",
+        )
+        fixes.insert(
+            0,
+            "quantize those layers with an algorithm vLLM serves per layer (FP8, NVFP4, "
+            "W4A16_NVFP4, MXFP8; e.g. mtq.NVFP4_DEFAULT_CFG instead of INT4_AWQ_CFG) and re-export, "
+            f"or leave them unquantized (remove them from quantized_layers in {where} and store "
+            "their weights in the model dtype)",
+        )
 
 
 def _cast(

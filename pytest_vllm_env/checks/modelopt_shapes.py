@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_vllm_env.checks.modelopt_common import VISION, by_module, few, skip_unreadable
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
 from pytest_vllm_env.facts.modelopt_settings import effective_settings
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 from pytest_vllm_env.readers.checkpoint import Checkpoint
@@ -83,6 +84,11 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
     # NVFP4's weights hold two values a byte along the input (the table's ``packing``)
     fmt = modelopt_format(eff.algo) if eff is not None else None
     packed = fmt is not None and fmt.packing > 1
+    # MIXED_PRECISION: each layer's own algorithm (facts/modelopt_mixed.py) decides its packing
+    layers: dict[str, str] = {}
+    if eff is not None and eff.algo == MIXED:
+        block = ckpt.quantization_config if eff.source == "config.json" else ckpt.hf_quant_config
+        layers = dict(quantized_layers(block))
     for prefix, parts in ckpt.modules.items():
         want = table.get(prefix.rpartition(".")[2])
         info = parts.get("weight")
@@ -90,7 +96,10 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
             continue
         out, inp = want
         # NVFP4 packs two values per byte: the stored in-dimension is half.
-        if info.dtype == "U8" and packed and inp:
+        if layers.get(prefix, "FP8") not in SERVED:
+            continue  # vLLM builds it unquantized: checkpoint.parameters says why it fails
+        own = modelopt_format(layers.get(prefix)) if layers else None
+        if info.dtype == "U8" and (own.packing > 1 if own else packed) and inp:
             inp //= 2
         checked += 1
         if (out is not None and info.shape[0] != out) or (inp is not None and info.shape[1] != inp):

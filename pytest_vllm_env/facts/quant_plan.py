@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
 from pytest_vllm_env.facts.modelopt_settings import effective_settings, excluder
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
@@ -125,6 +126,9 @@ def plan(ckpt: Checkpoint, refused_actorders: Sequence[str] = ()) -> QuantPlan:
 def _plan_modelopt(out: QuantPlan, ckpt: Checkpoint) -> None:
     """ModelOpt: the row of the effective quant_algo, vLLM's exclusion rule (0.26.0's)."""
     eff = effective_settings(ckpt)
+    if eff is not None and eff.algo == MIXED:
+        _plan_mixed(out, ckpt, eff.source, excluder(eff.exclude))
+        return
     row = modelopt_format(eff.algo if eff else None)
     if eff is None or row is None or not row.tensors_known:
         out.notes.append(f"ModelOpt {eff.algo if eff else None}: no row to plan from")
@@ -136,6 +140,22 @@ def _plan_modelopt(out: QuantPlan, ckpt: Checkpoint) -> None:
             out.unquantized.add(prefix)
         else:
             out.schemes[prefix] = Scheme(row, settings, frozenset(), row.kernel_family)
+
+
+def _plan_mixed(out: QuantPlan, ckpt: Checkpoint, source: str, excluded: Any) -> None:
+    """MIXED_PRECISION: each Linear gets the row of its own quantized_layers entry, as
+    ModelOptMixedPrecisionConfig.get_quant_method picks its method (facts/modelopt_mixed.py);
+    an algorithm it has no method for, or none, leaves the layer unquantized."""
+    block = ckpt.quantization_config if source == "config.json" else ckpt.hf_quant_config
+    layers = dict(quantized_layers(block))
+    for prefix in linear_names(ckpt.modules):
+        own = None if excluded(prefix, ckpt.modules) else layers.get(prefix)
+        row = modelopt_format(own) if own in SERVED else None
+        if row is None or not row.tensors_known:
+            out.unquantized.add(prefix)
+            continue
+        settings = {"block_n": 128, "block_k": 128} if row.kernel_family == "fp8_block" else {}
+        out.schemes[prefix] = Scheme(row, settings, frozenset(), row.kernel_family)
 
 
 def _moe_layers(modules: Mapping[str, Mapping[str, TensorInfo]]) -> list[str]:

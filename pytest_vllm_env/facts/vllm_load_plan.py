@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, FusedMismatch, resolve
 from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.readers.shard_index import ShardLayout
@@ -266,6 +267,8 @@ def build_params(
     params: dict[str, Param] = {}
     optional: list[str] = []
     fmt = FORMATS.get(decision.algo or "") if decision.quant_method else None
+    if decision.quant_method and decision.algo == MIXED:
+        fmt = FORMATS["FP8"]  # a stand-in: _node_params picks each layer's own
     for node in model.nodes:
         verdicts = [_holds(c, config, tied) for c in node.conditions]
         if False in verdicts:
@@ -319,6 +322,16 @@ def _node_params(
         quantized = fmt is not None and not is_excluded(path)
     except ShardMismatch:
         quantized = False
+    if quantized and decision.algo == MIXED:
+        # ModelOptMixedPrecisionConfig.get_quant_method: the layer's own algorithm from
+        # quantized_layers (_resolve_quant_algo); one it has no Linear method for, or none,
+        # gives UnquantizedLinearMethod (facts/modelopt_mixed.py)
+        try:
+            own = resolve(dict(decision.layers), path)
+        except FusedMismatch:
+            own = None
+        fmt = FORMATS.get(own or "") if own in SERVED else None
+        quantized = fmt is not None
     out: list[Param] = []
     if quantized:
         wdtype, scales = fmt  # type: ignore[misc]

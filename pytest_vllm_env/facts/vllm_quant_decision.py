@@ -25,9 +25,10 @@ The path, vLLM 0.26.0 and 0.33.0 alike (measured on the CPU with both, fixtures/
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, quantized_layers
 from pytest_vllm_env.readers.vllm_loader import VLLM_0_26, LoaderSource
 from pytest_vllm_env.readers.vllm_source import ModelOptSource
 
@@ -56,6 +57,8 @@ class QuantDecision:
     refused_key: str | None  # the key of the file (or the launch argument) to change
     disagreements: tuple[str, ...] = ()  # config.json vs hf_quant_config.json
     rules: str = ""  # whose rules: the env's files, or vLLM 0.26.0's built in
+    # MIXED_PRECISION: (layer prefix, quant_algo) of quantized_layers, as vLLM reads them
+    layers: tuple[tuple[str, str], ...] = ()
 
     @property
     def overridden(self) -> bool:
@@ -138,7 +141,7 @@ def decide(
                     f"{source}: quantization.quant_algo",
                     disagreements, said,
                 )  # fmt: skip
-    return _finish(
+    out = _finish(
         source,
         ignored,
         method or None,
@@ -151,6 +154,9 @@ def decide(
         disagreements,
         modelopt,
     )
+    if algo == MIXED:  # ModelOptMixedPrecisionConfig._from_config reads the same block
+        out = replace(out, layers=quantized_layers(block))
+    return out
 
 
 def _finish(
