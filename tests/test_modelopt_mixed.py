@@ -1,0 +1,171 @@
+# ruff: noqa: E501  (expected messages are kept whole: they are what users read)
+"""ModelOpt MIXED_PRECISION checkpoints (issue 22): each layer is judged by its own
+``quantized_layers`` algorithm, as vLLM 0.26.0's and 0.33.0's ``ModelOptMixedPrecisionConfig``
+(``modelopt.py``: ``_resolve_quant_algo``, ``get_quant_method``) picks its method; run as users
+run the suite, on checkpoints built as ModelOpt 0.47.0 writes them
+(``fixtures/checkpoints.py:mixed_llama``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fixtures import checkpoints as ckpts
+from fixtures import loader_standin
+from fixtures.envs import EnvBuilder
+from fixtures.vllm_standin import install_vllm
+from pytest_vllm_env.facts.modelopt_mixed import FusedMismatch, quantized_layers, resolve
+
+SUITE = ("--vllm-conformance", "-p", "no:randomly", "-m", "toolchain")
+# the checks that judge a layer's tensors: each must judge a mixed layer by its own row
+JUDGES = ("checkpoint.parameters", "modelopt.shapes-match-config", "quant.kernel-arch")
+
+
+def make_env(env_builder: EnvBuilder, release: str) -> EnvBuilder:
+    """A Pixi env whose vLLM has ``release``'s ModelOpt and loader structure (stand-ins)."""
+    install_vllm(env_builder, release, extra=loader_standin.files(release))
+    return env_builder
+
+
+def run(pytester: pytest.Pytester, env: EnvBuilder, ckpt: Path, arch: str = "10.0"):
+    """The checkpoint, modelopt and quant checks on ``ckpt``; (result, check id -> check)."""
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(
+        *SUITE,
+        "-k",
+        "test_checkpoint or test_modelopt or test_quant",
+        f"--vllm-env={env.prefix}",
+        f"--modelopt-checkpoint={ckpt}",
+        f"--vllm-checkpoint={ckpt}",
+        f"--cuda-arch={arch}",
+        "-rs",
+        f"--vllm-env-report={report}",
+    )
+    assert "Traceback" not in result.stdout.str()
+    checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    return result, checks
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+def test_fp8_attention_nvfp4_mlp_passes_on_blackwell(pytester, env_builder, tmp_path, release):
+    """The export vLLM serves (FP8 attention, NVFP4 MLP): before issue 22 it failed
+    checkpoint.parameters and modelopt.shapes-match-config (the NVFP4 MLP judged as FP8)."""
+    env = make_env(env_builder, release)
+    folder = ckpts.mixed_llama("NVFP4").write(tmp_path / "mixed")
+    result, checks = run(pytester, env, folder)
+    bad = {k: c["summary"] for k, c in checks.items() if c["outcome"] in ("failed", "error")}
+    assert not bad
+    assert result.ret == 0
+    for cid in JUDGES:
+        assert checks[cid]["outcome"] == "passed", (cid, checks[cid]["summary"])
+    assert "fill all 43 parameter(s)" in checks["checkpoint.parameters"]["summary"]
+    assert "16 weight shapes agree" in checks["modelopt.shapes-match-config"]["summary"]
+    kernels = checks["quant.kernel-arch"]["summary"]
+    assert "FP8" in kernels and "NvFp4" in kernels  # each layer's own kernel
+
+
+def test_fp8_attention_nvfp4_mlp_below_blackwell_is_judged_per_layer(
+    pytester, env_builder, tmp_path
+):
+    """On sm 9.0 the NVFP4 layers get the table's sm-9.0 verdict (Marlin FP4), the FP8 ones
+    theirs: the layers' tensors themselves still pass."""
+    env = make_env(env_builder, "0.26.0")
+    folder = ckpts.mixed_llama("NVFP4").write(tmp_path / "mixed")
+    _, checks = run(pytester, env, folder, arch="9.0")
+    assert checks["checkpoint.parameters"]["outcome"] == "passed"
+    assert checks["modelopt.shapes-match-config"]["outcome"] == "passed"
+    assert "Marlin" in checks["quant.kernel-arch"]["summary"]
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+def test_int4_awq_mlp_fails_saying_which_layers_and_key(pytester, env_builder, tmp_path, release):
+    """FP8 attention with INT4_AWQ_CFG's MLP (ModelOpt writes quant_algo W4A16_AWQ per layer):
+    ModelOptMixedPrecisionConfig.get_quant_method has no method for it and builds the MLP
+    unquantized, so its packed weights, scales and pre_quant_scale cannot load."""
+    env = make_env(env_builder, release)
+    folder = ckpts.mixed_llama("W4A16_AWQ").write(tmp_path / "mixed")
+    result, checks = run(pytester, env, folder)
+    found = checks["checkpoint.parameters"]
+    assert found["outcome"] == "failed" and found["evidence"]["vllm_effect"] == "refuses"
+    assert (
+        f"vLLM {release} refuses to load it: quantized_layers in config.json gives 6 layer(s) an "
+        "algorithm ModelOptMixedPrecisionConfig.get_quant_method has no method for "
+        "(model.layers.0.mlp.gate_proj: 'W4A16_AWQ'" in found["summary"]
+    )
+    assert "builds them unquantized (UnquantizedLinearMethod)" in found["summary"]
+    assert found["fix"].startswith(
+        "quantize those layers with an algorithm vLLM serves per layer (FP8, NVFP4, "
+        "W4A16_NVFP4, MXFP8; e.g. mtq.NVFP4_DEFAULT_CFG instead of INT4_AWQ_CFG)"
+    )
+    # the shapes check leaves those layers to checkpoint.parameters (no wrong blame on
+    # config.json); the FP8 attention still agrees
+    assert checks["modelopt.shapes-match-config"]["outcome"] == "passed"
+    assert result.ret != 0
+
+
+def test_fused_shards_with_different_algorithms_are_refused(pytester, env_builder, tmp_path):
+    """q_proj FP8 but k_proj/v_proj NVFP4: vLLM raises 'Mixed quant_algo within fused layer'."""
+    env = make_env(env_builder, "0.26.0")
+    builder = ckpts.mixed_llama("NVFP4")
+    for layer in range(2):
+        for leaf in ("k_proj", "v_proj"):
+            name = f"model.layers.{layer}.self_attn.{leaf}"
+            out, inp = builder.tensors[f"{name}.weight"][1]
+            for key in [k for k in builder.tensors if k.startswith(name + ".")]:
+                del builder.tensors[key]
+            builder.tensors.update(ckpts._quantized_linear(name, out, inp, "NVFP4", 7))
+            for block in (builder.config["quantization_config"], builder.hf_quant_config["quantization"]):  # fmt: skip
+                block["quantized_layers"][name] = {"quant_algo": "NVFP4", "group_size": 16}
+    _, checks = run(pytester, env, builder.write(tmp_path / "mixed"))
+    found = checks["checkpoint.parameters"]
+    assert found["outcome"] == "failed"
+    assert (
+        "vLLM raises while building the model: Mixed quant_algo within fused layer "
+        "model.layers.0.self_attn.qkv_proj" in found["summary"]
+    )
+    assert "give the shards of model.layers.0.self_attn.qkv_proj one quant_algo" in found["fix"]
+
+
+# -- the resolution rule itself (vLLM's _resolve_quant_algo) ----------------------------------
+LAYERS = {
+    "model.layers.0.self_attn.q_proj": "FP8",
+    "model.layers.0.self_attn.k_proj": "FP8",
+    "model.layers.0.self_attn.v_proj": "FP8",
+    "model.layers.0.mlp.gate_proj": "NVFP4",
+    "model.layers.0.mlp.up_proj": "NVFP4",
+    "model.layers.0.mlp.experts.0.w1": "NVFP4",
+    "model.language_model.layers.0.mlp.down_proj": "W4A16_NVFP4",
+    "lm_head": "FP8",
+}
+
+
+@pytest.mark.parametrize(
+    "prefix, algo",
+    [
+        ("model.layers.0.self_attn.qkv_proj", "FP8"),  # fused, from its shards
+        ("model.layers.0.mlp.gate_up_proj", "NVFP4"),
+        ("model.layers.0.mlp.experts", "NVFP4"),  # a key under the prefix (MoE)
+        ("language_model.model.layers.0.mlp.down_proj", "W4A16_NVFP4"),  # VL spelling
+        ("language_model.lm_head", "FP8"),
+        ("model.layers.0.self_attn.o_proj", None),  # not in the map: unquantized
+    ],
+)
+def test_resolve_follows_vllm(prefix, algo):
+    assert resolve(LAYERS, prefix) == algo
+
+
+def test_resolve_refuses_fused_shards_that_disagree():
+    with pytest.raises(FusedMismatch, match="Mixed quant_algo within fused layer"):
+        resolve(
+            {**LAYERS, "model.layers.0.self_attn.k_proj": "NVFP4"},
+            "model.layers.0.self_attn.qkv_proj",
+        )
+
+
+def test_quantized_layers_read_from_either_layout():
+    entry = {"a.q_proj": {"quant_algo": "fp8"}}
+    assert quantized_layers({"quantization": {"quantized_layers": entry}}) == (("a.q_proj", "FP8"),)
+    assert quantized_layers({"quantized_layers": entry}) == (("a.q_proj", "FP8"),)
+    assert quantized_layers({"quant_algo": "MIXED_PRECISION"}) == ()
