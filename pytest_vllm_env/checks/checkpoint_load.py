@@ -321,8 +321,8 @@ def _mixed(plan: LoadPlan, failing: bool, refused: list[str], fixes: list[str]) 
             0,
             "quantize those layers with an algorithm vLLM serves per layer (FP8, NVFP4, "
             "W4A16_NVFP4, MXFP8; e.g. mtq.NVFP4_DEFAULT_CFG instead of INT4_AWQ_CFG) and "
-            f"re-export, or leave them unquantized (remove them from quantized_layers in {where} and store "
-            "their weights in the model dtype)",
+            "re-export, or leave them unquantized (remove them from quantized_layers in "
+            f"{where} and store their weights in the model dtype)",
         )
 
 
