@@ -169,3 +169,32 @@ def test_quantized_layers_read_from_either_layout():
     assert quantized_layers({"quantization": {"quantized_layers": entry}}) == (("a.q_proj", "FP8"),)
     assert quantized_layers({"quantized_layers": entry}) == (("a.q_proj", "FP8"),)
     assert quantized_layers({"quant_algo": "MIXED_PRECISION"}) == ()
+
+
+# -- held against the real loaders ------------------------------------------------------------
+TRUTH = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures/loader_truth/mixed_precision.json").read_text()
+)["outcomes"]
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+@pytest.mark.parametrize("mlp", ["NVFP4", "W4A16_AWQ"])
+def test_verdict_agrees_with_the_real_loader(pytester, env_builder, tmp_path, release, mlp):
+    """The real vLLM 0.26.0 / 0.33.0 loaders (CPU, meta mode) built ModelOptMixedPrecisionConfig
+    for both exports: the NVFP4 MLP got uint8 weights and loaded every tensor; the W4A16_AWQ MLP
+    got plain bfloat16 weights and vLLM refused the first AWQ tensor it met. The suite says the
+    same: the parameters it expects are the ones vLLM built, and the tensor vLLM refused is
+    among those it names."""
+    truth = TRUTH[release][mlp]
+    assert truth["quant_config"] == "ModelOptMixedPrecisionConfig"
+    env = make_env(env_builder, release)
+    folder = ckpts.mixed_llama(mlp).write(tmp_path / "mixed")
+    _, checks = run(pytester, env, folder)
+    found = checks["checkpoint.parameters"]
+    if truth["refused"] is None:
+        assert found["outcome"] == "passed"
+        assert found["evidence"]["loaded"] == truth["routed"]
+    else:
+        assert found["outcome"] == "failed" and found["evidence"]["vllm_effect"] == "refuses"
+        assert truth["refused_tensor"] in found["evidence"]["tensors"]
+        assert "builds them unquantized" in found["summary"]
