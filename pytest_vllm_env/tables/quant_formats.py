@@ -352,8 +352,15 @@ FORMATS: tuple[QuantFormat, ...] = (
         'quant_algo "MIXED_PRECISION" with quantized_layers (ModelOpt, when layers differ)',
         _releases((("0.26.0", "0.33.0"), MIXED_75)),
         notes="each layer names its own algorithm in quantized_layers: its tensors are those "
-        "of that algorithm's row (not judged per layer yet).",
-        sources=(f"{MODELOPT_PY}:ModelOptMixedPrecisionConfig",),
+        "of that algorithm's row (facts/modelopt_mixed.py resolves a layer as "
+        "_resolve_quant_algo does: fused layers from their shards, which must agree). A layer "
+        "whose algorithm has no Linear method there (0.26.0: FP8, NVFP4, W4A16_NVFP4, MXFP8; "
+        "0.33.0: LINEAR_ALGOS), W4A16_AWQ for one, or none, is built unquantized.",
+        sources=(
+            f"{MODELOPT_PY}:ModelOptMixedPrecisionConfig._from_config, _resolve_quant_algo, "
+            "get_quant_method",
+            "modelopt/torch/export/quant_utils.py:process_layer_quant_config (ModelOpt 0.47.0)",
+        ),
     ),
     # -- ModelOpt, refused by every vLLM release read ----------------------------------------
     # vLLM's modelopt.py raises "ModelOpt currently only supports: [...]" for these.
