@@ -17,7 +17,7 @@ from typing import Any
 
 from pytest_vllm_env.checks import launch
 from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, FusedMismatch, resolve
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve
 from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param, cast_kind
 from pytest_vllm_env.facts.vllm_quant_decision import HF_QUANT, QuantDecision
 from pytest_vllm_env.facts.vllm_tp import TpSplit
@@ -254,7 +254,7 @@ def parameters(
             "that holds them); vLLM does not check that a quantized model's parameters loaded"
         )
     if plan.decision.algo == MIXED:
-        _mixed(plan, bool(refused or wrong), refused, fixes)
+        _mixed(plan, vllm, bool(refused or wrong), refused, fixes)
     evidence = dict(
         params=len(plan.params),
         loaded=sum(1 for f in plan.fates if f.fate == "loaded"),
@@ -292,7 +292,9 @@ def parameters(
     )
 
 
-def _mixed(plan: LoadPlan, failing: bool, refused: list[str], fixes: list[str]) -> None:
+def _mixed(
+    plan: LoadPlan, vllm: str | None, failing: bool, refused: list[str], fixes: list[str]
+) -> None:
     """MIXED_PRECISION: vLLM's ModelOptMixedPrecisionConfig (0.26.0, 0.33.0 modelopt.py)
     raises for a fused layer whose shards' algorithms differ (_resolve_quant_algo), and
     get_quant_method silently builds a layer unquantized when its quant_algo is one it has no
@@ -307,14 +309,16 @@ def _mixed(plan: LoadPlan, failing: bool, refused: list[str], fixes: list[str]) 
             refused.insert(0, f"vLLM raises while building the model: {e}")
             fixes.insert(0, f"give the shards of {module} one quant_algo in {where}'s "
                          "quantized_layers (quantize them alike and re-export)")  # fmt: skip
-    unserved = [(p, a) for p, a in layers.items() if a not in SERVED]
+    served = plan.decision.served
+    unserved = [(p, a) for p, a in layers.items() if a not in served]
     if unserved and failing:
         names = ", ".join(f"{p}: {a!r}" for p, a in unserved[:5])
         refused.insert(
             0,
             f"quantized_layers in {where} gives {len(unserved)} layer(s) an algorithm "
             f"ModelOptMixedPrecisionConfig.get_quant_method has no method for ({names}"
-            f"{', ...' if len(unserved) > 5 else ''}; it serves {'/'.join(SERVED)}): vLLM "
+            f"{', ...' if len(unserved) > 5 else ''}; vLLM {vllm or ''} serves "
+            f"{'/'.join(served)}): it "
             "builds them unquantized (UnquantizedLinearMethod) and their tensors do not fit",
         )
         fixes.insert(

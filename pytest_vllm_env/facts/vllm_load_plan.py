@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, FusedMismatch, resolve
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve
 from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.readers.shard_index import ShardLayout
@@ -330,7 +330,7 @@ def _node_params(
             own = resolve(dict(decision.layers), path)
         except FusedMismatch:
             own = None
-        fmt = FORMATS.get(own or "") if own in SERVED else None
+        fmt = FORMATS.get(own or "") if own in decision.served else None
         quantized = fmt is not None
     out: list[Param] = []
     if quantized:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, quantized_layers
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
 from pytest_vllm_env.readers.vllm_loader import VLLM_0_26, LoaderSource
 from pytest_vllm_env.readers.vllm_source import ModelOptSource
 
@@ -59,6 +59,9 @@ class QuantDecision:
     rules: str = ""  # whose rules: the env's files, or vLLM 0.26.0's built in
     # MIXED_PRECISION: (layer prefix, quant_algo) of quantized_layers, as vLLM reads them
     layers: tuple[tuple[str, str], ...] = ()
+    # ... and the per-layer algorithms the env's vLLM serves (read from its source; else the
+    # union of 0.26.0's and 0.33.0's, so a layer either serves is never failed)
+    served: tuple[str, ...] = SERVED
 
     @property
     def overridden(self) -> bool:
@@ -155,7 +158,8 @@ def decide(
         modelopt,
     )
     if algo == MIXED:  # ModelOptMixedPrecisionConfig._from_config reads the same block
-        out = replace(out, layers=quantized_layers(block))
+        served = modelopt.mixed_linear_algos if modelopt is not None else None
+        out = replace(out, layers=quantized_layers(block), served=served or SERVED)
     return out
 
 

@@ -56,6 +56,9 @@ class ModelOptSource:
     # does not).
     exclusion: str | None = None
     splits_wildcards: bool = False
+    # MIXED_PRECISION: the per-layer quant_algos ModelOptMixedPrecisionConfig.get_quant_method
+    # builds a Linear method for (0.26.0: its == chain; 0.33.0: LINEAR_ALGOS); None: not read
+    mixed_linear_algos: tuple[str, ...] | None = None
 
     def config_class_for(self, algo: str) -> QuantConfigClass | None:
         """The config class vLLM ends up with for ``algo`` under ``quantization="modelopt"``:
@@ -167,8 +170,57 @@ def parse_modelopt(source: str, path: str = MODELOPT_PY) -> ModelOptSource:
         missing.append(f"{path} has no config class whose get_min_capability() returns a number")
     exclusion, splits = _exclusion_rules(tree)
     return ModelOptSource(
-        path, quant_algos, kv_algos, message, classes, tuple(missing), exclusion, splits
+        path, quant_algos, kv_algos, message, classes, tuple(missing), exclusion, splits,
+        _mixed_linear_algos(tree),
+    )  # fmt: skip
+
+
+def _mixed_linear_algos(tree: ast.Module) -> tuple[str, ...] | None:
+    """The algorithms the Linear branch of ``ModelOptMixedPrecisionConfig.get_quant_method``
+    serves: the strings ``quant_algo`` is compared with (0.26.0), or the keys of the
+    module-level dict it is tested against (``quant_algo not in LINEAR_ALGOS``, 0.33.0)."""
+    method = next(
+        (
+            f
+            for c in tree.body
+            if isinstance(c, ast.ClassDef) and c.name == "ModelOptMixedPrecisionConfig"
+            for f in c.body
+            if isinstance(f, ast.FunctionDef) and f.name == "get_quant_method"
+        ),
+        None,
     )
+    if method is None:
+        return None
+    branch = next(
+        (
+            n
+            for n in ast.walk(method)
+            if isinstance(n, ast.If)
+            and any(isinstance(x, ast.Name) and x.id == "LinearBase" for x in ast.walk(n.test))
+        ),
+        None,
+    )
+    if branch is None:
+        return None
+    dicts = {
+        t.id: tuple(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict)
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
+    algos: list[str] = []
+    for n in ast.walk(branch):
+        if not (isinstance(n, ast.Compare) and isinstance(n.left, ast.Name)):
+            continue
+        if n.left.id != "quant_algo" or len(n.ops) != 1:
+            continue
+        right = n.comparators[0]
+        if isinstance(n.ops[0], ast.Eq) and isinstance(right, ast.Constant):
+            algos.append(str(right.value))
+        elif isinstance(n.ops[0], (ast.In, ast.NotIn)) and isinstance(right, ast.Name):
+            algos += [str(k) for k in dicts.get(right.id, ())]
+    return tuple(dict.fromkeys(algos)) or None
 
 
 def _exclusion_rules(tree: ast.Module) -> tuple[str | None, bool]:
