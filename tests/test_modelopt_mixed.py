@@ -8,15 +8,19 @@ run the suite, on checkpoints built as ModelOpt 0.47.0 writes them
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from fixtures import checkpoints as ckpts
 from fixtures import loader_standin
+from fixtures.downloads import wheel
 from fixtures.envs import EnvBuilder
 from fixtures.vllm_standin import install_vllm
 from pytest_vllm_env.facts.modelopt_mixed import FusedMismatch, quantized_layers, resolve
+from pytest_vllm_env.facts.vllm_quant_decision import decide
+from pytest_vllm_env.readers.vllm_source import MODELOPT_PY, parse_modelopt
 
 SUITE = ("--vllm-conformance", "-p", "no:randomly", "-m", "toolchain")
 # the checks that judge a layer's tensors: each must judge a mixed layer by its own row
@@ -198,3 +202,71 @@ def test_verdict_agrees_with_the_real_loader(pytester, env_builder, tmp_path, re
         assert found["outcome"] == "failed" and found["evidence"]["vllm_effect"] == "refuses"
         assert truth["refused_tensor"] in found["evidence"]["tensors"]
         assert "builds them unquantized" in found["summary"]
+
+
+# -- which per-layer algorithms the env's vLLM serves, read from its modelopt.py ----------------
+MIXED_0_26 = """
+class ModelOptMixedPrecisionConfig:
+    def get_quant_method(self, layer, prefix):
+        quant_algo = self._resolve_quant_algo(prefix)
+        if isinstance(layer, (LinearBase, ParallelLMHead)):
+            if quant_algo == "FP8":
+                return 1
+            if quant_algo == "NVFP4":
+                return 2
+            return UnquantizedLinearMethod()
+        if isinstance(layer, RoutedExperts):
+            if quant_algo == "MOE_ONLY":
+                return 3
+"""
+MIXED_0_33 = """
+LINEAR_ALGOS: dict[str, tuple[str, str]] = {"FP8": ("modelopt", "fp8_config"), "FP8_PB_WO": ("modelopt", "fp8_config")}
+class ModelOptMixedPrecisionConfig:
+    def get_quant_method(self, layer, prefix):
+        quant_algo = self._resolve_quant_algo(prefix)
+        if isinstance(layer, (LinearBase, ParallelLMHead)):
+            if quant_algo is None or quant_algo not in LINEAR_ALGOS:
+                return UnquantizedLinearMethod()
+"""
+
+
+@pytest.mark.parametrize(
+    "text, served",
+    [(MIXED_0_26, ("FP8", "NVFP4")), (MIXED_0_33, ("FP8", "FP8_PB_WO")), ("x = 1", None)],
+)
+def test_served_algorithms_read_from_the_linear_branch(text, served):
+    assert parse_modelopt(text).mixed_linear_algos == served
+
+
+def test_decision_takes_the_served_set_from_the_env():
+    config = {"quantization_config": {"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION",
+                                      "quantized_layers": {"m.q_proj": {"quant_algo": "FP8"}}}}  # fmt: skip
+    read = decide(config, None, None, None, parse_modelopt(MIXED_0_26))
+    assert read.layers == (("m.q_proj", "FP8"),) and read.served == ("FP8", "NVFP4")
+    unread = decide(config, None, None, None, None)
+    assert "FP8_PER_CHANNEL_PER_TOKEN" in unread.served  # the union: never fail what serves
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "release, served",
+    [
+        ("0.26.0", ("FP8", "NVFP4", "W4A16_NVFP4", "MXFP8")),
+        (
+            "0.33.0",
+            ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO", "NVFP4", "W4A16_NVFP4", "MXFP8"),
+        ),
+    ],
+)
+def test_real_vllm_serves_these_per_layer(pytester, env_builder, tmp_path, release, served):
+    """The real wheels' ModelOptMixedPrecisionConfig, read statically; and the suite on the real
+    modelopt.py: the FP8/NVFP4 export passes on sm 9.0 too (its minimum is 7.5)."""
+    with zipfile.ZipFile(wheel(f"vllm=={release}")) as zf:
+        text = zf.read(MODELOPT_PY).decode()
+    assert parse_modelopt(text).mixed_linear_algos == served
+    install_vllm(env_builder, release, modelopt=text, extra=loader_standin.files(release))
+    folder = ckpts.mixed_llama("NVFP4").write(tmp_path / "mixed")
+    _, checks = run(pytester, env_builder, folder, arch="9.0")
+    assert checks["modelopt.min-capability"]["outcome"] == "passed"
+    assert "needs >= 7.5" in checks["modelopt.min-capability"]["summary"]
+    assert checks["checkpoint.parameters"]["outcome"] == "passed"
