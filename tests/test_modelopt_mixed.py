@@ -66,6 +66,10 @@ def test_fp8_attention_nvfp4_mlp_passes_on_blackwell(pytester, env_builder, tmp_
         assert checks[cid]["outcome"] == "passed", (cid, checks[cid]["summary"])
     assert "fill all 43 parameter(s)" in checks["checkpoint.parameters"]["summary"]
     assert "16 weight shapes agree" in checks["modelopt.shapes-match-config"]["summary"]
+    assert (
+        "judged against its own quantized_layers algorithm by checkpoint.parameters"
+        in (checks["modelopt.tensors-complete"]["summary"])
+    )
     kernels = checks["quant.kernel-arch"]["summary"]
     assert "FP8" in kernels and "NvFp4" in kernels  # each layer's own kernel
 

@@ -26,6 +26,7 @@ from pytest_vllm_env.checks.modelopt_common import (
     skip_unreadable,
 )
 from pytest_vllm_env.checks.modelopt_kv import kv_issues
+from pytest_vllm_env.facts.modelopt_mixed import MIXED
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
     LayerIssue,
@@ -96,6 +97,13 @@ def tensors_complete(
     if eff is None or not eff.algo:
         return skipped(check, f"{ckpt.label}: no quant_algo (see modelopt.quant-config)")
     fmt = modelopt_format(eff.algo)
+    if eff.algo == MIXED:
+        return skipped(
+            check,
+            f"{ckpt.label}: MIXED_PRECISION: each layer's tensors are judged against its own "
+            "quantized_layers algorithm by checkpoint.parameters (as vLLM builds and loads "
+            "them) and modelopt.shapes-match-config",
+        )
     if fmt is None or not fmt.tensors_known:
         return skipped(
             check,
