@@ -26,7 +26,6 @@ from pytest_vllm_env.checks.modelopt_common import (
     skip_unreadable,
 )
 from pytest_vllm_env.checks.modelopt_kv import kv_issues
-from pytest_vllm_env.facts.modelopt_mixed import MIXED
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
     LayerIssue,
@@ -35,6 +34,7 @@ from pytest_vllm_env.facts.modelopt_load import (
     judge_layers,
 )
 from pytest_vllm_env.facts.modelopt_load import excluder as load_excluder
+from pytest_vllm_env.facts.modelopt_mixed import MIXED
 from pytest_vllm_env.facts.modelopt_settings import (
     QuantSettings,
     effective_settings,
