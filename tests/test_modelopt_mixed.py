@@ -274,3 +274,26 @@ def test_real_vllm_serves_these_per_layer(pytester, env_builder, tmp_path, relea
     assert checks["modelopt.min-capability"]["outcome"] == "passed"
     assert "needs >= 7.5" in checks["modelopt.min-capability"]["summary"]
     assert checks["checkpoint.parameters"]["outcome"] == "passed"
+
+
+REAL = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures/loader_truth/mixed_precision.json").read_text()
+)["real_exports"]["outcomes"]
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+@pytest.mark.parametrize("name", ["mixed-fp8-attn-nvfp4-mlp", "mixed-fp8-attn-int4awq-mlp"])
+@pytest.mark.parametrize("cc", ["9.0", "10.0"])
+def test_real_modelopt_exports_judged_as_the_real_loader_did(release, name, cc):
+    """Real ModelOpt 0.47.0 exports (CPU) of both recipes of fixtures/modelopt_algos.py: the
+    checks, computed with the recorded facts of the real vLLM, fail exactly the one the real
+    loader refused, and fail nothing of the one it loaded (on sm 9.0 NVFP4 is Marlin FP4: a
+    warning, as tables/quant_formats.py says)."""
+    from test_modelopt_algos_truth import recomputed
+
+    folder = Path(__file__).resolve().parents[1] / "fixtures/loader_truth/mixed" / name
+    outcomes = recomputed(folder, name, release, cc)
+    failed = sorted(k for k, o in outcomes.items() if o in ("failed", "error"))
+    truth = REAL[release][name]
+    assert truth["quant_config"] == "ModelOptMixedPrecisionConfig"
+    assert failed == ([] if truth["refused"] is None else ["checkpoint.parameters"])
