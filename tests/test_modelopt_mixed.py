@@ -297,3 +297,18 @@ def test_real_modelopt_exports_judged_as_the_real_loader_did(release, name, cc):
     truth = REAL[release][name]
     assert truth["quant_config"] == "ModelOptMixedPrecisionConfig"
     assert failed == ([] if truth["refused"] is None else ["checkpoint.parameters"])
+
+
+def test_mixed_without_quantized_layers_is_refused(pytester, env_builder, tmp_path):
+    """ModelOptMixedPrecisionConfig._from_config raises when the map is empty or absent."""
+    env = make_env(env_builder, "0.26.0")
+    builder = ckpts.mixed_llama("NVFP4")
+    del builder.config["quantization_config"]["quantized_layers"]
+    _, checks = run(pytester, env, builder.write(tmp_path / "mixed"))
+    found = checks["checkpoint.parameters"]
+    assert found["outcome"] == "failed" and found["evidence"]["vllm_effect"] == "refuses"
+    assert (
+        "vLLM raises at start: MIXED_PRECISION quant_algo requires a non-empty 'quantized_layers' "
+        "mapping in the quantization config (read from config.json)" in found["summary"]
+    )
+    assert found["fix"].startswith("give config.json the quantized_layers map ModelOpt wrote")

@@ -301,6 +301,14 @@ def _mixed(
     method for: say which layer and which key when the tensors then fail to load."""
     layers = dict(plan.decision.layers)
     where = plan.decision.source or "hf_quant_config.json"
+    if not layers:  # ModelOptMixedPrecisionConfig._from_config
+        refused.insert(
+            0,
+            "vLLM raises at start: MIXED_PRECISION quant_algo requires a non-empty "
+            f"'quantized_layers' mapping in the quantization config (read from {where})",
+        )
+        fixes.insert(0, f"give {where} the quantized_layers map ModelOpt wrote (re-export)")
+        return
     fused = {p.rsplit(".", 1)[0] for p in plan.params if p.endswith(".weight")}
     for module in sorted(fused):
         try:
