@@ -439,3 +439,29 @@ def test_unreadable_torch_library_is_not_blamed_on_the_extension(pytester, env_b
             in f["summary"]
         )
         assert "reinstall torch" in f["fix"]
+
+
+# -- pins.siblings (each dist's RECORD: does it ship compiled code) ----------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_record_is_an_error_not_no_objects(pytester, env_builder, kind):
+    """torchvision 0.26.0 pins torch==2.11.0, next to torch 2.13.0; both ship a .so. A FIFO
+    (or dangling link) torch RECORD was "no RECORD": the pin judged as if torch had no
+    compiled code, a warning where the loader may bind the wrong build."""
+    env_builder.python("3.12")
+    env_builder.dist(
+        "torchvision", "0.26.0", requires=["torch==2.11.0"], files={"torchvision/_C.so": b""}
+    )
+    env_builder.dist("torch", "2.13.0", files={"torch/lib/libc10.so": b""})
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "warning" and "unknown" not in f["summary"], f  # readable: judged
+    path = plant(env_builder.site_packages / "torch-2.13.0.dist-info" / "RECORD", kind)
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "error", f
+    assert (
+        "torchvision 0.26.0 requires torch==2.11.0, the env has torch 2.13.0: whether "
+        f"torchvision's compiled code links torch's libraries is unknown: {path}: cannot be read: {SAYS[kind]}"
+        in f["summary"]
+    ), f
+    assert "reinstall torch, whose RECORD is damaged" in f["fix"], f
