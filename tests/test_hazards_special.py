@@ -465,3 +465,32 @@ def test_unreadable_record_is_an_error_not_no_objects(pytester, env_builder, kin
         in f["summary"]
     ), f
     assert "reinstall torch, whose RECORD is damaged" in f["fix"], f
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_file_of_the_literal_search_is_an_error(pytester, env_builder, kind):
+    """VLLM_MY_KNOB is outside environment_variables; vllm/worker/knob.py reads it with
+    os.environ.get (vLLM reads some variables so). A FIFO (or dangling link) knob.py was
+    skipped by the search: "vLLM does not read VLLM_MY_KNOB: the setting does nothing"."""
+    env_builder.python("3.12")
+    S.python_headers(env_builder)
+    S.install_vllm(env_builder)
+    knob = env_builder.site_packages / "vllm" / "worker" / "knob.py"
+    knob.parent.mkdir(parents=True)
+    knob.write_text('import os\nKNOB = os.environ.get("VLLM_MY_KNOB")\n')
+    env_builder.manifest('[activation.env]\nVLLM_MY_KNOB = "1"\n')
+    checks = report(pytester, env_builder, "test_settings_unread")
+    assert [f["outcome"] for f in of(checks, "settings.unread")] == ["passed"]  # readable
+    plant(knob, kind)
+    checks = report(pytester, env_builder, "test_settings_unread")
+    got = of(checks, "settings.unread")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert (
+        f"whether it reads VLLM_MY_KNOB ([activation.env] in pixi.toml) is unknown: {knob}: "
+        f"cannot be read: {SAYS[kind]}" in got[0]["summary"]
+    ), got
+    assert "does nothing" not in got[0]["summary"] and "reinstall vllm" in got[0]["fix"]
+    # read in a file that can be read: the unreadable one cannot change that
+    (knob.parent / "other.py").write_text('X = "VLLM_MY_KNOB"\n')
+    checks = report(pytester, env_builder, "test_settings_unread")
+    assert [f["outcome"] for f in of(checks, "settings.unread")] == ["passed"]
