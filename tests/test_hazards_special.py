@@ -494,3 +494,31 @@ def test_unreadable_file_of_the_literal_search_is_an_error(pytester, env_builder
     (knob.parent / "other.py").write_text('X = "VLLM_MY_KNOB"\n')
     checks = report(pytester, env_builder, "test_settings_unread")
     assert [f["outcome"] for f in of(checks, "settings.unread")] == ["passed"]
+
+
+# -- arch.coverage (xformers' FA3 dispatch range, ops/fmha/flash3.py) --------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "dangling", "absent"])
+def test_unreadable_flash3_is_named_where_fa3_is_assumed_unbounded(tmp_path, kind):
+    """A FIFO (or dangling link, or no) flash3.py: the range is taken as unbounded (xformers
+    then dispatches FA3 on every GPU, the side that fails), and the verdict names the file."""
+    from pytest_vllm_env.checks.coverage_arch import coverage
+    from pytest_vllm_env.readers.xformers_fa3 import read_fa3_dispatch
+    from pytest_vllm_env.tables.archs import FatbinImage, parse_arch
+
+    path = tmp_path / "xformers" / "ops" / "fmha" / "flash3.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("class FwOp:\n    CUDA_MINIMUM_COMPUTE_CAPABILITY = (9, 0)\n")
+    images = [FatbinImage("sass", parse_arch("9.0a"), False)]
+    label = "xformers/_C_flashattention3.so"
+    ok = coverage(label, images, [parse_arch("12.0")], fa3=read_fa3_dispatch(path.parents[2]))
+    assert "flash3.FwOp accepts every capability >= (9, 0)" in ok[0].summary  # readable: read
+    if kind == "absent":
+        path.unlink()
+    else:
+        plant(path, kind)
+    fa3 = read_fa3_dispatch(path.parents[2])
+    (f,) = coverage(label, images, [parse_arch("12.0")], fa3=fa3)
+    said = f"{path} is not there" if kind == "absent" else f"{path}: cannot be read: {SAYS[kind]}"
+    assert f.outcome == "failed", f
+    assert f"its flash3.FwOp capability range could not be read ({said}" in f.summary, f.summary
+    assert "assumed unbounded" in f.summary
