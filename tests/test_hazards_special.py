@@ -522,3 +522,32 @@ def test_unreadable_flash3_is_named_where_fa3_is_assumed_unbounded(tmp_path, kin
     assert f.outcome == "failed", f
     assert f"its flash3.FwOp capability range could not be read ({said}" in f.summary, f.summary
     assert "assumed unbounded" in f.summary
+
+
+# -- the --vllm-source tree (readers/vllm_build) ------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_setup_py_is_an_error_of_nvcc_in_env(pytester, env_builder, tmp_path, kind):
+    """A FIFO (or dangling link) setup.py in --vllm-source was "no setup.py": both vLLM
+    families judged as if the tree were unknown, a warning that says to pass --vllm-source."""
+    from tests.test_cuda_torch import standin_nvcc
+    from tests.test_cuda_torch import torch_env as cuda_torch_env
+
+    home = tmp_path / "cuda-12.8"
+    standin_nvcc(home, "12.8")
+    cuda_torch_env(env_builder, "2.8.0+cu128", "12.8", home)
+    src = tmp_path / "vllm-src"
+    src.mkdir()
+    (src / "pyproject.toml").write_text("")
+    (src / "setup.py").write_text('cmake_args += ["-DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc"]\n')
+    args = (f"--vllm-source={src}", "--vllm-build-log=build.log")
+    checks = report(pytester, env_builder, "nvcc_in_env", *args)
+    (f,) = of(checks, "cuda.nvcc-in-env")
+    assert f["outcome"] != "error", f  # readable: judged
+    path = plant(src / "setup.py", kind)
+    checks = report(pytester, env_builder, "nvcc_in_env", *args)
+    (f,) = of(checks, "cuda.nvcc-in-env")
+    assert f["outcome"] == "error", f
+    assert (
+        f"the vLLM source tree's setup.py cannot be read: {path}: cannot be read: {SAYS[kind]}"
+        in f["summary"]
+    ), f

@@ -32,6 +32,9 @@ class VllmSetup:
     where: str  # "the vLLM in /src", "vLLM >= 0.8.3"
     cuda_home: bool  # passes -DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc
     cmake_args: bool  # appends $CMAKE_ARGS to cmake's command line
+    # setup.py there and unreadable (a FIFO, a dangling link): "path: cannot be read: why";
+    # what the tree's build does is then unknown, an error naming it (issue 21)
+    error: str = ""
 
 
 # The two families when the vLLM to be built is not known (no --vllm-source).
@@ -42,13 +45,14 @@ NEW_VLLM = VllmSetup(f"vLLM >= {FIRST_CUDA_HOME_RELEASE}", True, True)
 
 
 def read_setup(root: Path | None) -> VllmSetup | None:
-    """What ``root/setup.py`` passes to CMake; None without a readable setup.py (then both
-    families are judged)."""
+    """What ``root/setup.py`` passes to CMake; None without a setup.py (then both families
+    are judged); one whose ``error`` names it when it is there and cannot be read."""
     if root is None:
         return None
-    try:
-        text = files.read_text(root / "setup.py", files.SOURCE)
-    except OSError:
+    text, why = files.read_text_if_present(root / "setup.py", files.SOURCE)
+    if why:
+        return VllmSetup(f"the vLLM in {root}", False, False, why)
+    if text is None:
         return None
     cuda_home = re.search(r"-DCMAKE_CUDA_COMPILER=\{CUDA_HOME\}", text) is not None
     cmake_args = re.search(r"""(?:environ\.get|getenv)\(\s*["']CMAKE_ARGS["']""", text) is not None
