@@ -551,3 +551,41 @@ def test_unreadable_setup_py_is_an_error_of_nvcc_in_env(pytester, env_builder, t
         f"the vLLM source tree's setup.py cannot be read: {path}: cannot be read: {SAYS[kind]}"
         in f["summary"]
     ), f
+
+
+@pytest.mark.parametrize("rel", ["CMakeLists.txt", "cmake/utils.cmake"])
+def test_unreadable_cmake_file_of_the_source_tree_is_named(tmp_path, rel):
+    """A FIFO CMakeLists.txt was read as empty: "the vLLM does not link ${TORCH_LIBRARIES}"
+    (or "has no CMakeLists.txt"), so torch 2.0-2.4's NVTX and nvrtc blockers were dropped."""
+    from pytest_vllm_env.readers.vllm_build import read_vllm_links
+
+    (tmp_path / "cmake").mkdir()
+    (tmp_path / "CMakeLists.txt").write_text("target_link_libraries(_C torch)\n")
+    (tmp_path / "cmake" / "utils.cmake").write_text("# nothing linked here\n")
+    assert read_vllm_links(tmp_path).torch_libraries is False  # readable: read
+    path = plant(tmp_path / rel, "fifo")
+    got = read_vllm_links(tmp_path)
+    assert got.torch_libraries is True  # the default every release since 0.5.4 has
+    assert got.error == f"{path}: cannot be read: not a regular file (a FIFO)", got
+    assert got.error in got.why
+
+
+@pytest.mark.parametrize("rel", ["pyproject.toml", "requirements/cuda.txt"])
+def test_unreadable_torch_pin_file_is_an_abi_source_torch_error(
+    pytester, env_builder, tmp_path, rel
+):
+    """A FIFO requirements/cuda.txt (or pyproject.toml) in --vllm-source was "no such file":
+    the tree's torch pin dropped, "names no torch requirement" (skipped) or judged without it."""
+    env_builder.python("3.12")
+    env_builder.dist("torch", "2.9.0")
+    src = tmp_path / "vllm-src"
+    (src / "requirements").mkdir(parents=True)
+    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\n')
+    (src / "requirements" / "cuda.txt").write_text("torch==2.11.0\n")
+    checks = report(pytester, env_builder, "source_build_torch_floor", f"--vllm-source={src}")
+    assert [f["outcome"] for f in of(checks, "abi.source-torch")] == ["failed"]  # readable
+    path = plant(src / rel, "fifo")
+    checks = report(pytester, env_builder, "source_build_torch_floor", f"--vllm-source={src}")
+    got = of(checks, "abi.source-torch")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert f"{path}: cannot be read: not a regular file (a FIFO)" in got[0]["summary"], got
