@@ -589,3 +589,43 @@ def test_unreadable_torch_pin_file_is_an_abi_source_torch_error(
     got = of(checks, "abi.source-torch")
     assert [f["outcome"] for f in got] == ["error"], got
     assert f"{path}: cannot be read: not a regular file (a FIFO)" in got[0]["summary"], got
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_torch_library_is_named_by_abi_needed_and_undefined(
+    pytester, env_builder, tmp_path, kind
+):
+    """vLLM's _C needs torch's libc10.so (DT_NEEDED) and calls c10_version, which it defines.
+    A FIFO libc10.so: abi.needed passed its load (the walk stopped at the FIFO) and
+    abi.undefined blamed vLLM's build for c10_version; a dangling one was "libc10.so not
+    found: install torch". abi.symbols and abi.cxx11 already named it (one reading)."""
+    from fixtures import elf
+
+    lib = elf.fake_soname_lib(
+        tmp_path / "lib", "libc10.so", 'extern "C" int c10_version(void) { return 2; }\n'
+    )
+    ext = elf.cxx_extension(
+        tmp_path / "_C.so",
+        'extern "C" int c10_version(void);\nextern "C" int f() { return c10_version(); }\n',
+        [lib],
+    )
+    torch_env(env_builder)
+    env_builder.dist(
+        "vllm", "0.26.0", requires=["torch==2.11.0"], files={"vllm/_C.abi3.so": ext.read_bytes()}
+    )
+    libdir = env_builder.site_packages / "torch" / "lib"
+    libdir.mkdir(parents=True)
+    (libdir / "libc10.so").write_bytes(lib.read_bytes())
+    checks = report(pytester, env_builder, "test_needed_libraries or test_undefined_symbols")
+    got = {c["id"]: c["outcome"] for c in checks if c.get("subject") != "torch"}
+    assert got == {"abi.needed": "passed", "abi.undefined": "passed"}, checks  # readable
+    path = plant(libdir / "libc10.so", kind)
+    checks = report(pytester, env_builder, "test_needed_libraries or test_undefined_symbols")
+    for cid in ("abi.needed", "abi.undefined"):
+        (f,) = [c for c in of(checks, cid) if "vllm/_C.abi3.so" in c["summary"]]
+        assert f["outcome"] == "error", f
+        assert f"what torch exports cannot be read: {path}: " in f["summary"], f
+        why = "a FIFO" if kind == "fifo" else "No such file or directory"  # as abi.symbols says
+        assert why in f["summary"], f
+        assert "reinstall torch" in f["fix"]
