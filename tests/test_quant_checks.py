@@ -28,9 +28,16 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = sorted(p.parent.name for p in EXPORTS.glob("*/config.json") if p.parent.name != "llama-bf16")
 
 
-def run(pytester: pytest.Pytester, env: EnvBuilder, *ckpt: Path | str, arch: str | None = "9.0"):
-    """The suite on ``ckpt`` (``=`` form: see tests/test_modelopt.py) -> the result."""
-    args = [*SUITE, f"--vllm-env={env.prefix}", *(f"--vllm-checkpoint={c}" for c in ckpt)]
+def run(
+    pytester: pytest.Pytester,
+    env: EnvBuilder,
+    *ckpt: Path | str,
+    arch: str | None = "9.0",
+    extra: tuple[str, ...] = (),
+):
+    """The suite on ``ckpt`` (``=`` form: see tests/test_modelopt.py), with ``extra``
+    options (a launch's) -> the result."""
+    args = [*SUITE, f"--vllm-env={env.prefix}", *(f"--vllm-checkpoint={c}" for c in ckpt), *extra]
     if arch:
         args += [f"--cuda-arch={a}" for a in arch.split(",")]
     report = pytester.path / "report.json"

@@ -173,23 +173,9 @@ def test_tensor_parallel_size_reaches_the_verdict(pytester, env, tmp_path):
     run(pytester, env, folder)
     assert verdicts(pytester)["quant.kernel-arch"]["outcome"] == "passed"
     pytester.path.joinpath("report.json").unlink()
-    args = ["--tensor-parallel-size=4"]
-    result = pytester.runpytest(
-        "--vllm-conformance",
-        "-p",
-        "no:randomly",
-        "-m",
-        "toolchain",
-        "-k",
-        "test_qfmt_kernel",
-        f"--vllm-env={env.prefix}",
-        f"--vllm-checkpoint={folder}",
-        "--cuda-arch=9.0",
-        *args,
-        f"--vllm-env-report={pytester.path / 'report.json'}",
-    )
-    result.assert_outcomes(failed=1)
+    run(pytester, env, folder, extra=("--tensor-parallel-size=4",))
     k = verdicts(pytester)["quant.kernel-arch"]
+    assert k["outcome"] == "failed", k
     assert (
         "[experts: hidden 256, intermediate 256, 64 per rank at tensor_parallel_size=4]"
         in k["summary"]
@@ -225,22 +211,7 @@ def test_the_fix_turns_the_verdict_green(pytester, env):
     folder = EXPORTS / "gpt-oss-mxfp4"
 
     def kernel_verdict(*extra: str) -> dict:
-        report = pytester.path / "report.json"
-        result = pytester.runpytest(
-            "--vllm-conformance",
-            "-p",
-            "no:randomly",
-            "-m",
-            "toolchain",
-            "-k",
-            "test_qfmt_kernel",
-            f"--vllm-env={env.prefix}",
-            f"--vllm-checkpoint={folder}",
-            "--cuda-arch=9.0",
-            *extra,
-            f"--vllm-env-report={report}",
-        )
-        assert "Traceback" not in result.stdout.str()
+        run(pytester, env, folder, extra=extra)
         return verdicts(pytester)["quant.kernel-arch"]
 
     k = kernel_verdict()
