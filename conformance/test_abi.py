@@ -105,12 +105,14 @@ def test_needed_libraries(
 
 
 @pytest.mark.vllm_check("abi.undefined")
-def test_undefined_symbols(vllm_env, extensions, library_resolver, verdict):
+def test_undefined_symbols(vllm_env, extensions, torch_facts, library_resolver, verdict):
     none = _none("abi.undefined", vllm_env, extensions)
     verdict(
         none
         or [
-            abi_loader.undefined(link(e.path, library_resolver, TORCH_SIDE), env=vllm_env)
+            abi_loader.undefined(
+                link(e.path, library_resolver, TORCH_SIDE), torch_facts, env=vllm_env
+            )
             for e in extensions
         ]
     )

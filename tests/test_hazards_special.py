@@ -439,3 +439,193 @@ def test_unreadable_torch_library_is_not_blamed_on_the_extension(pytester, env_b
             in f["summary"]
         )
         assert "reinstall torch" in f["fix"]
+
+
+# -- pins.siblings (each dist's RECORD: does it ship compiled code) ----------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_record_is_an_error_not_no_objects(pytester, env_builder, kind):
+    """torchvision 0.26.0 pins torch==2.11.0, next to torch 2.13.0; both ship a .so. A FIFO
+    (or dangling link) torch RECORD was "no RECORD": the pin judged as if torch had no
+    compiled code, a warning where the loader may bind the wrong build."""
+    env_builder.python("3.12")
+    env_builder.dist(
+        "torchvision", "0.26.0", requires=["torch==2.11.0"], files={"torchvision/_C.so": b""}
+    )
+    env_builder.dist("torch", "2.13.0", files={"torch/lib/libc10.so": b""})
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "warning" and "unknown" not in f["summary"], f  # readable: judged
+    path = plant(env_builder.site_packages / "torch-2.13.0.dist-info" / "RECORD", kind)
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "error", f
+    assert (
+        "torchvision 0.26.0 requires torch==2.11.0, the env has torch 2.13.0: whether "
+        f"torchvision's compiled code links torch's libraries is unknown: {path}: cannot be read: {SAYS[kind]}"
+        in f["summary"]
+    ), f
+    assert "reinstall torch, whose RECORD is damaged" in f["fix"], f
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_file_of_the_literal_search_is_an_error(pytester, env_builder, kind):
+    """VLLM_MY_KNOB is outside environment_variables; vllm/worker/knob.py reads it with
+    os.environ.get (vLLM reads some variables so). A FIFO (or dangling link) knob.py was
+    skipped by the search: "vLLM does not read VLLM_MY_KNOB: the setting does nothing"."""
+    env_builder.python("3.12")
+    S.python_headers(env_builder)
+    S.install_vllm(env_builder)
+    knob = env_builder.site_packages / "vllm" / "worker" / "knob.py"
+    knob.parent.mkdir(parents=True)
+    knob.write_text('import os\nKNOB = os.environ.get("VLLM_MY_KNOB")\n')
+    env_builder.manifest('[activation.env]\nVLLM_MY_KNOB = "1"\n')
+    checks = report(pytester, env_builder, "test_settings_unread")
+    assert [f["outcome"] for f in of(checks, "settings.unread")] == ["passed"]  # readable
+    plant(knob, kind)
+    checks = report(pytester, env_builder, "test_settings_unread")
+    got = of(checks, "settings.unread")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert (
+        f"whether it reads VLLM_MY_KNOB ([activation.env] in pixi.toml) is unknown: {knob}: "
+        f"cannot be read: {SAYS[kind]}" in got[0]["summary"]
+    ), got
+    assert "does nothing" not in got[0]["summary"] and "reinstall vllm" in got[0]["fix"]
+    # read in a file that can be read: the unreadable one cannot change that
+    (knob.parent / "other.py").write_text('X = "VLLM_MY_KNOB"\n')
+    checks = report(pytester, env_builder, "test_settings_unread")
+    assert [f["outcome"] for f in of(checks, "settings.unread")] == ["passed"]
+
+
+# -- arch.coverage (xformers' FA3 dispatch range, ops/fmha/flash3.py) --------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "dangling", "absent"])
+def test_unreadable_flash3_is_named_where_fa3_is_assumed_unbounded(tmp_path, kind):
+    """A FIFO (or dangling link, or no) flash3.py: the range is taken as unbounded (xformers
+    then dispatches FA3 on every GPU, the side that fails), and the verdict names the file."""
+    from pytest_vllm_env.checks.coverage_arch import coverage
+    from pytest_vllm_env.readers.xformers_fa3 import read_fa3_dispatch
+    from pytest_vllm_env.tables.archs import FatbinImage, parse_arch
+
+    path = tmp_path / "xformers" / "ops" / "fmha" / "flash3.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("class FwOp:\n    CUDA_MINIMUM_COMPUTE_CAPABILITY = (9, 0)\n")
+    images = [FatbinImage("sass", parse_arch("9.0a"), False)]
+    label = "xformers/_C_flashattention3.so"
+    ok = coverage(label, images, [parse_arch("12.0")], fa3=read_fa3_dispatch(path.parents[2]))
+    assert "flash3.FwOp accepts every capability >= (9, 0)" in ok[0].summary  # readable: read
+    if kind == "absent":
+        path.unlink()
+    else:
+        plant(path, kind)
+    fa3 = read_fa3_dispatch(path.parents[2])
+    (f,) = coverage(label, images, [parse_arch("12.0")], fa3=fa3)
+    said = f"{path} is not there" if kind == "absent" else f"{path}: cannot be read: {SAYS[kind]}"
+    assert f.outcome == "failed", f
+    assert f"its flash3.FwOp capability range could not be read ({said}" in f.summary, f.summary
+    assert "assumed unbounded" in f.summary
+
+
+# -- the --vllm-source tree (readers/vllm_build) ------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_setup_py_is_an_error_of_nvcc_in_env(pytester, env_builder, tmp_path, kind):
+    """A FIFO (or dangling link) setup.py in --vllm-source was "no setup.py": both vLLM
+    families judged as if the tree were unknown, a warning that says to pass --vllm-source."""
+    from tests.test_cuda_torch import standin_nvcc
+    from tests.test_cuda_torch import torch_env as cuda_torch_env
+
+    home = tmp_path / "cuda-12.8"
+    standin_nvcc(home, "12.8")
+    cuda_torch_env(env_builder, "2.8.0+cu128", "12.8", home)
+    src = tmp_path / "vllm-src"
+    src.mkdir()
+    (src / "pyproject.toml").write_text("")
+    (src / "setup.py").write_text('cmake_args += ["-DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc"]\n')
+    args = (f"--vllm-source={src}", "--vllm-build-log=build.log")
+    checks = report(pytester, env_builder, "nvcc_in_env", *args)
+    (f,) = of(checks, "cuda.nvcc-in-env")
+    assert f["outcome"] != "error", f  # readable: judged
+    path = plant(src / "setup.py", kind)
+    checks = report(pytester, env_builder, "nvcc_in_env", *args)
+    (f,) = of(checks, "cuda.nvcc-in-env")
+    assert f["outcome"] == "error", f
+    assert (
+        f"the vLLM source tree's setup.py cannot be read: {path}: cannot be read: {SAYS[kind]}"
+        in f["summary"]
+    ), f
+
+
+@pytest.mark.parametrize("rel", ["CMakeLists.txt", "cmake/utils.cmake"])
+def test_unreadable_cmake_file_of_the_source_tree_is_named(tmp_path, rel):
+    """A FIFO CMakeLists.txt was read as empty: "the vLLM does not link ${TORCH_LIBRARIES}"
+    (or "has no CMakeLists.txt"), so torch 2.0-2.4's NVTX and nvrtc blockers were dropped."""
+    from pytest_vllm_env.readers.vllm_build import read_vllm_links
+
+    (tmp_path / "cmake").mkdir()
+    (tmp_path / "CMakeLists.txt").write_text("target_link_libraries(_C torch)\n")
+    (tmp_path / "cmake" / "utils.cmake").write_text("# nothing linked here\n")
+    assert read_vllm_links(tmp_path).torch_libraries is False  # readable: read
+    path = plant(tmp_path / rel, "fifo")
+    got = read_vllm_links(tmp_path)
+    assert got.torch_libraries is True  # the default every release since 0.5.4 has
+    assert got.error == f"{path}: cannot be read: not a regular file (a FIFO)", got
+    assert got.error in got.why
+
+
+@pytest.mark.parametrize("rel", ["pyproject.toml", "requirements/cuda.txt"])
+def test_unreadable_torch_pin_file_is_an_abi_source_torch_error(
+    pytester, env_builder, tmp_path, rel
+):
+    """A FIFO requirements/cuda.txt (or pyproject.toml) in --vllm-source was "no such file":
+    the tree's torch pin dropped, "names no torch requirement" (skipped) or judged without it."""
+    env_builder.python("3.12")
+    env_builder.dist("torch", "2.9.0")
+    src = tmp_path / "vllm-src"
+    (src / "requirements").mkdir(parents=True)
+    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\n')
+    (src / "requirements" / "cuda.txt").write_text("torch==2.11.0\n")
+    checks = report(pytester, env_builder, "source_build_torch_floor", f"--vllm-source={src}")
+    assert [f["outcome"] for f in of(checks, "abi.source-torch")] == ["failed"]  # readable
+    path = plant(src / rel, "fifo")
+    checks = report(pytester, env_builder, "source_build_torch_floor", f"--vllm-source={src}")
+    got = of(checks, "abi.source-torch")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert f"{path}: cannot be read: not a regular file (a FIFO)" in got[0]["summary"], got
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_torch_library_is_named_by_abi_needed_and_undefined(
+    pytester, env_builder, tmp_path, kind
+):
+    """vLLM's _C needs torch's libc10.so (DT_NEEDED) and calls c10_version, which it defines.
+    A FIFO libc10.so: abi.needed passed its load (the walk stopped at the FIFO) and
+    abi.undefined blamed vLLM's build for c10_version; a dangling one was "libc10.so not
+    found: install torch". abi.symbols and abi.cxx11 already named it (one reading)."""
+    from fixtures import elf
+
+    lib = elf.fake_soname_lib(
+        tmp_path / "lib", "libc10.so", 'extern "C" int c10_version(void) { return 2; }\n'
+    )
+    ext = elf.cxx_extension(
+        tmp_path / "_C.so",
+        'extern "C" int c10_version(void);\nextern "C" int f() { return c10_version(); }\n',
+        [lib],
+    )
+    torch_env(env_builder)
+    env_builder.dist(
+        "vllm", "0.26.0", requires=["torch==2.11.0"], files={"vllm/_C.abi3.so": ext.read_bytes()}
+    )
+    libdir = env_builder.site_packages / "torch" / "lib"
+    libdir.mkdir(parents=True)
+    (libdir / "libc10.so").write_bytes(lib.read_bytes())
+    checks = report(pytester, env_builder, "test_needed_libraries or test_undefined_symbols")
+    got = {c["id"]: c["outcome"] for c in checks if c.get("subject") != "torch"}
+    assert got == {"abi.needed": "passed", "abi.undefined": "passed"}, checks  # readable
+    path = plant(libdir / "libc10.so", kind)
+    checks = report(pytester, env_builder, "test_needed_libraries or test_undefined_symbols")
+    for cid in ("abi.needed", "abi.undefined"):
+        (f,) = [c for c in of(checks, cid) if "vllm/_C.abi3.so" in c["summary"]]
+        assert f["outcome"] == "error", f
+        assert f"what torch exports cannot be read: {path}: " in f["summary"], f
+        why = "a FIFO" if kind == "fifo" else "No such file or directory"  # as abi.symbols says
+        assert why in f["summary"], f
+        assert "reinstall torch" in f["fix"]

@@ -43,6 +43,7 @@ from pytest_vllm_env.checks.abi_fixes import (
     same_release,
     torch_for_cuda,
     torch_package,
+    torch_unreadable,
     unreadable,
     vllm_rebuild,
 )
@@ -273,7 +274,7 @@ def symbols(
         return F.skipped(cid, f"{name} imports no torch symbols", subject=name)
     missing = [s for s in need if s not in torch.exports]
     if missing and torch.errors:  # a torch library there and unreadable: not "another build"
-        return _torch_unreadable(cid, name, torch, env)
+        return torch_unreadable(cid, name, torch, env)
     if not missing:
         return F.passed(
             cid,
@@ -324,21 +325,6 @@ def symbols(
     )
 
 
-def _torch_unreadable(cid: str, name: str, torch: TorchFacts, env: PixiEnv) -> Finding:
-    """A library of torch/lib that is there and cannot be read (a FIFO, a dangling link, not
-    ELF): what torch exports is unknown, so the verdict names it instead of blaming the
-    extension's build."""
-    lib, why = next(iter(sorted(torch.errors.items())))
-    again = fixes.reinstall(env, "pytorch") if env.conda("pytorch") else ""
-    return F.error(
-        cid,
-        f"{name}: what torch exports cannot be read: {torch.root / 'lib' / lib}: {why}",
-        "reinstall torch: " + (again or fixes.reinstall(env, "torch", pypi=True)),
-        path=str(torch.root / "lib" / lib),
-        subject=name,
-    )
-
-
 def _at(torch: TorchFacts, version: str) -> TorchFacts:
     """``torch`` as the run's target release (what a rebuild is for)."""
     return TorchFacts(version, torch.root, torch.cuda, torch.libs, torch.cxx11, torch.errors)
@@ -370,7 +356,7 @@ def cxx11(ext: ExtensionFacts, torch: TorchFacts | None, *, env: PixiEnv | None 
     if flag == torch.cxx11:
         return F.passed(cid, f"{name}: _GLIBCXX_USE_CXX11_ABI={int(flag)} like torch", subject=name)
     if torch.errors and not torch.cxx11:  # the unread library may hold the cxx11 names
-        return _torch_unreadable(cid, name, torch, env)
+        return torch_unreadable(cid, name, torch, env)
     owner = owner_of(name)
     if owner == "flash-attn":
         fix = rebuild(name, owner, torch, env)

@@ -16,6 +16,7 @@ from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.binaries import TorchFacts, dist_name, owner_of
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.findings import Finding, error
 from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.cuda_archs import cuda_tag
 from pytest_vllm_env.tables.xformers_torch import xformers_for_torch
@@ -193,3 +194,19 @@ def editable_build(env: PixiEnv) -> str:
     if fixes.made_by_uv(env):
         return f"`uv pip install --python {env.prefix} --no-build-isolation -e .`"
     return f"`{python} -m pip install --no-build-isolation -e .`"
+
+
+def torch_unreadable(cid: str, name: str, torch: TorchFacts, env: PixiEnv) -> Finding:
+    """A library of torch/lib that is there and cannot be read (a FIFO, a dangling link, not
+    ELF): what torch exports (and needs) is unknown, so the verdict names it instead of blaming
+    the extension's build. ``abi.symbols``, ``abi.cxx11``, ``abi.needed`` and ``abi.undefined``
+    say it from the same :attr:`TorchFacts.errors` (one reading of torch/lib)."""
+    lib, why = next(iter(sorted(torch.errors.items())))
+    again = fixes.reinstall(env, "pytorch") if env.conda("pytorch") else ""
+    return error(
+        cid,
+        f"{name}: what torch exports cannot be read: {torch.root / 'lib' / lib}: {why}",
+        "reinstall torch: " + (again or fixes.reinstall(env, "torch", pypi=True)),
+        path=str(torch.root / "lib" / lib),
+        subject=name,
+    )

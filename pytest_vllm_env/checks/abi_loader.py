@@ -29,6 +29,7 @@ from pytest_vllm_env.checks.abi_fixes import (
     is_version,
     torch_package,
     torch_spec,
+    torch_unreadable,
     unreadable,
 )
 from pytest_vllm_env.facts import fixes
@@ -144,6 +145,14 @@ def needed(
         if driver
         else {}
     )
+    if (
+        torch is not None
+        and torch.errors
+        and (direct or deep or set(torch.errors) & set(link.needed))
+    ):
+        # a torch library there and unreadable: what it is and needs is unknown (the walk
+        # stopped at it), so the load is not judged on what is left (issue 21)
+        return torch_unreadable(cid, name, torch, env)
     if not direct and not deep:
         return F.passed(
             cid,
@@ -291,13 +300,19 @@ def torch_needed(
     )
 
 
-def undefined(link: Linkage, *, env: PixiEnv | None = None) -> Finding:
+def undefined(
+    link: Linkage, torch: TorchFacts | None = None, *, env: PixiEnv | None = None
+) -> Finding:
     """``abi.undefined``: every undefined symbol that is not torch's (``abi.symbols`` judges
-    those) is defined by a library in the extension's ``DT_NEEDED`` closure or by Python."""
+    those) is defined by a library in the extension's ``DT_NEEDED`` closure or by Python.
+    ``torch``: where a torch library is there and unreadable (:attr:`TorchFacts.errors`), a
+    symbol found nowhere may be in it: an error naming it, not the build's fault."""
     env = env or NO_ENV
     cid, name = "abi.undefined", label(link.path)
     if link.error:
         return F.error(cid, f"{name}: {link.error}", unreadable(env, link.path, name), subject=name)
+    if (link.unresolved or link.missing_deep) and _loads_unread_torch(link, torch):
+        return torch_unreadable(cid, name, torch, env)  # type: ignore[arg-type]
     if link.missing_deep:
         libs = ", ".join(sorted({n for n, _ in link.missing_deep}))
         return F.skipped(
@@ -334,6 +349,22 @@ def undefined(link: Linkage, *, env: PixiEnv | None = None) -> Finding:
         fix,
         undefined=shown,
         subject=name,
+    )
+
+
+def _loads_unread_torch(
+    link: Linkage, torch: TorchFacts | None, missing: Sequence[str] = ()
+) -> bool:
+    """Whether the load of ``link`` goes through a torch library that is there and cannot be
+    read (:attr:`TorchFacts.errors`, the reading ``abi.symbols`` uses): one it needs or misses
+    by name, or any of torch's when it needs one (torch's libraries load one another). What
+    that library needs and defines is unknown, so the load is not judged on what is left
+    (issue 21)."""
+    if torch is None or not torch.errors:
+        return False
+    names = set(link.needed) | set(missing)
+    return bool(set(torch.errors) & names) or any(
+        n.startswith(("libc10", "libtorch")) for n in names
     )
 
 

@@ -29,7 +29,7 @@ from pytest_vllm_env.facts.build_nvcc import BuildNvcc, Route
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.targets import FixTargets
 from pytest_vllm_env.facts.toolkit import NvccRun, ToolkitFacts
-from pytest_vllm_env.findings import Change, Finding, Fix, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Change, Finding, Fix, error, failed, passed, skipped, warning
 from pytest_vllm_env.readers.vllm_build import FIRST_CUDA_HOME_RELEASE
 from pytest_vllm_env.tables import torch_archs
 from pytest_vllm_env.tables.cmake_cuda import NO_NVCC_NEW, NO_NVCC_OLD
@@ -72,6 +72,14 @@ def judge(
             f"{r.setup.where}: {r.pick.nvcc or 'none'} ({r.pick.how})" for r in build.routes
         ],
     }
+    if build.source_error:  # which nvcc the tree's build takes is unknown: name the file
+        return error(
+            CID,
+            f"the vLLM source tree's setup.py cannot be read: {build.source_error}",
+            "replace it with the setup.py of the vLLM release you build (`git checkout -- "
+            "setup.py` in a git clone), or pass --vllm-source=PATH of an intact tree",
+            **evidence,
+        )
     setup = _setup_problem(build)
     verdicts = [
         _Verdict(r, "setup", setup) if setup else _route_verdict(r, t, build, own, cmake_version)

@@ -315,7 +315,8 @@ def _judge(
 
 def _fa3_dispatched(fa3: Fa3Dispatch | None, target: Arch) -> tuple[bool, str]:
     if fa3 is None or not fa3.readable:
-        return True, "its flash3.FwOp capability range could not be read; assumed unbounded"
+        said = f" ({fa3.why})" if fa3 is not None and fa3.why else ""
+        return True, f"its flash3.FwOp capability range could not be read{said}; assumed unbounded"
     cc = (target.major, target.minor)
     if fa3.minimum and cc < fa3.minimum:
         return False, f"flash3.FwOp needs capability >= {fa3.minimum} ({fa3.where})"

@@ -27,7 +27,7 @@ from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.pins import PinFacts, SiblingPin
 from pytest_vllm_env.facts.targets import FixTargets
-from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
+from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 from pytest_vllm_env.tables.xformers_torch import xformers_for_torch
 
 CID = "pins.siblings"
@@ -123,6 +123,15 @@ def _broken(pin: SiblingPin, env: PixiEnv, targets: FixTargets | None = None) ->
         "compiled_code": f"{pin.owner}: {_yes(pin.owner_native)}, "
         f"{pin.sibling}: {_yes(pin.sibling_native)}",
     }
+    if pin.unreadable:  # which of the two levels is unknown: name the file, never guess one
+        return error(
+            CID,
+            f"{what}, {have}: whether {pin.owner}'s compiled code links {pin.sibling}'s "
+            f"libraries is unknown: {pin.unreadable}",
+            f"reinstall {pin.damaged}, whose RECORD is damaged: "
+            f"{fixes.reinstall(env, pin.damaged, pypi=True)}",
+            **ev,
+        )
     if pin.links:
         return failed(
             CID,

@@ -86,6 +86,17 @@ def _variable(s: Setting, facts: SettingsFacts) -> Finding | None:
         )
     if refs:
         return None  # read elsewhere in vLLM's source (os.environ.get in a module)
+    if facts.refs_unreadable:  # a file that may read it cannot be searched: name it
+        more = len(facts.refs_unreadable) - 1
+        return error(
+            CID,
+            f"vLLM {facts.vllm}: whether it reads {s.name} ({s.where}) is unknown: "
+            + facts.refs_unreadable[0]
+            + (f" (and {more} more)" if more else ""),
+            "reinstall vllm (its files are damaged)",
+            **ev,
+            unreadable=facts.refs_unreadable[:10],
+        )
     instead = _option_for(s.name, facts)
     said = (
         f' (vLLM logs "Unknown vLLM environment variable detected: {s.name}")'

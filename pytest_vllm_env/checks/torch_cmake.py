@@ -51,7 +51,16 @@ def config_finding(
         "CUDA_targets": sorted(pred.targets),
         "needed_by_torch": {k: v or "vLLM" for k, v in pred.needed.items()},
     }
-    if torch.libnvtoolsext_in_torch_libraries or torch.nvrtc_in_torch_libraries:
+    carries = torch.libnvtoolsext_in_torch_libraries or torch.nvrtc_in_torch_libraries
+    if carries and pred.vllm_error:  # whether the build links what torch put there: unknown
+        return error(
+            check,
+            f"what the vLLM source tree links cannot be read: {pred.vllm_error}",
+            "restore the file from the vLLM release you build (`git checkout -- .` in a git "
+            "clone), or pass --vllm-source=PATH of an intact tree",
+            **evidence,
+        )
+    if carries:
         # torch 2.0-2.4 put libraries found by their own searches into TORCH_LIBRARIES: they
         # matter only when the vLLM being built links it (F1.1)
         evidence["TORCH_LIBRARIES"] = (

@@ -244,6 +244,8 @@ class BuildNvcc:
     routes: list[Route]
     toolkits: list[NvccRun] = field(default_factory=list)
     known_source: bool = False  # routes come from --vllm-source's setup.py
+    # --vllm-source's setup.py there and unreadable: "path: cannot be read: why" (issue 21)
+    source_error: str = ""
 
 
 def read_build_nvcc(
@@ -258,6 +260,8 @@ def read_build_nvcc(
     each chosen nvcc once (cached per path); ``toolkits``: also read the system toolkits a fix
     may name (:data:`SYSTEM_TOOLKITS`)."""
     setup = read_setup(source)
+    error = setup.error if setup is not None else ""
+    setup = None if error else setup  # unreadable: what its build does is unknown
     setups = [setup] if setup is not None else [OLD_VLLM, NEW_VLLM]
     routes = []
     for s in setups:
@@ -270,7 +274,7 @@ def read_build_nvcc(
     if toolkits:
         for root in system_toolkits():
             found.append(nvcc_run(t, root / "bin" / "nvcc", cached, timeout))
-    return BuildNvcc(setup_run, why, routes, [r for r in found if r.ok], setup is not None)
+    return BuildNvcc(setup_run, why, routes, [r for r in found if r.ok], setup is not None, error)
 
 
 def system_toolkits() -> list[Path]:

@@ -50,6 +50,10 @@ class SiblingPin:
     # libraries of the sibling that the owner's compiled objects name in DT_NEEDED (the loader
     # binds them at import: an ABI); None where the owner's objects could not be read
     links: tuple[str, ...] | None = None
+    # a RECORD there and unreadable (a FIFO, a dangling link): "path: cannot be read: why";
+    # whether the pin is an ABI is then unknown, an error of that dist (issue 21)
+    unreadable: str = ""
+    damaged: str = ""  # the distribution whose RECORD that is
 
 
 @dataclass
@@ -141,12 +145,17 @@ def read(env: PixiEnv) -> PinFacts:
                 owner_native = _native(owner, native)
                 sibling_native = _native(sibling, native)
                 links = _links(owner, sibling) if owner_native and sibling_native else ()
+                damaged, why = next(
+                    ((d.name, w) for d in (owner, sibling) if (w := _objects(d)[1])), ("", "")
+                )
                 pin = SiblingPin(
                     **{
                         **asdict(pin),
                         "owner_native": owner_native,
                         "sibling_native": sibling_native,
                         "links": links,
+                        "unreadable": why,
+                        "damaged": damaged,
                     }
                 )
             out.pins.append(pin)
@@ -158,17 +167,19 @@ def read(env: PixiEnv) -> PinFacts:
 _MAX_OBJECTS = 64
 
 
-def _objects(dist: PythonDist) -> list[str] | None:
-    """The shared objects ``dist``'s RECORD lists (paths relative to site-packages)."""
-    try:
-        text = files.read_text(dist.path / "RECORD", files.RECORD)
-    except OSError:
-        return None
-    return [
+def _objects(dist: PythonDist) -> tuple[list[str] | None, str]:
+    """The shared objects ``dist``'s RECORD lists (paths relative to site-packages), and why
+    not: ``(None, "")`` without a RECORD; ``(None, "<RECORD>: cannot be read: why")`` when one
+    is there and cannot be read (a FIFO, a dangling link), never taken for "no objects"."""
+    text, why = files.read_text_if_present(dist.path / "RECORD", files.RECORD)
+    if text is None:
+        return None, why
+    objects = [
         path
         for row in text.splitlines()
         if (path := row.split(",", 1)[0]).endswith(".so") or ".so." in path.rsplit("/", 1)[-1]
     ]
+    return objects, ""
 
 
 def _links(owner: PythonDist, sibling: PythonDist) -> tuple[str, ...] | None:
@@ -181,7 +192,7 @@ def _links(owner: PythonDist, sibling: PythonDist) -> tuple[str, ...] | None:
     of either, and it loaded and generated on the H100 next to numba 0.68.0 and
     apache-tvm-ffi 0.1.15.post2 (docs/gpu-runs.md, round 12).
     """
-    mine, theirs = _objects(owner), _objects(sibling)
+    mine, theirs = _objects(owner)[0], _objects(sibling)[0]
     if mine is None or theirs is None:
         return None
     shipped = {path.rsplit("/", 1)[-1] for path in theirs}
@@ -202,6 +213,6 @@ def _native(dist: PythonDist, seen: dict[str, bool | None]) -> bool | None:
     """Whether ``dist``'s RECORD lists a shared object; None when it has no readable RECORD."""
     key = str(dist.path)
     if key not in seen:
-        objects = _objects(dist)
+        objects = _objects(dist)[0]
         seen[key] = None if objects is None else bool(objects)
     return seen[key]

@@ -150,6 +150,8 @@ class ConfigPrediction:
     searched: dict[str, list[str]] = field(default_factory=dict)
     torch_libraries: bool = True  # the vLLM being built links ${TORCH_LIBRARIES}
     torch_libraries_why: str = ""
+    # --vllm-source's CMakeLists.txt or cmake/utils.cmake there and unreadable (issue 21)
+    vllm_error: str = ""
     cmake_prefix: str | None = None  # the cmake's own install prefix (searched by find_library)
     cudatoolkit: Prediction | None = None  # find_package(CUDAToolkit) as torch's cuda.cmake runs it
     libnvtoolsext: str | None = None  # TorchConfig's LIBNVTOOLSEXT, where it looked and found one
@@ -198,6 +200,7 @@ def predict_config(
     out = ConfigPrediction(torch.version)
     vllm = vllm or VllmLinks()
     out.torch_libraries, out.torch_libraries_why = vllm.torch_libraries, vllm.why
+    out.vllm_error = vllm.error
     cmake_prefix = cmake_install_prefix(cmake)
     out.cmake_prefix = str(cmake_prefix) if cmake_prefix else None
     path_prefixes = _path_prefixes(environ)

@@ -55,6 +55,9 @@ class SettingsFacts:
     settings: list[Setting] = field(default_factory=list)
     # VLLM_* names outside environment_variables -> vllm files whose source names them
     referenced: dict[str, list[str]] = field(default_factory=dict)
+    # vllm files the literal search found there and unreadable (a FIFO, a dangling link):
+    # "path: cannot be read: why"; a name found nowhere else may be read there (issue 21)
+    refs_unreadable: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class SettingsFacts:
             "source": self.source.to_json(),
             "settings": [asdict(s) for s in self.settings],
             "referenced": self.referenced,
+            "refs_unreadable": self.refs_unreadable,
         }
 
 
@@ -113,22 +117,27 @@ def _text(path: Path) -> str | None:
         return None
 
 
-def references(vllm_root: Path, names: list[str]) -> dict[str, list[str]]:
-    """For each name, the ``vllm`` source files (third_party aside) that spell it."""
+def references(vllm_root: Path, names: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """For each name, the ``vllm`` source files (third_party aside) that spell it; and the
+    files there that cannot be read (a FIFO, a device, a directory or dangling link named
+    ``*.py``), each "path: cannot be read: why": what they name is unknown, never "nothing"."""
     found: dict[str, list[str]] = {n: [] for n in names}
+    unreadable: list[str] = []
     if not names:
-        return found
+        return found, unreadable
     for path in sorted(vllm_root.rglob("*.py")):
         rel = path.relative_to(vllm_root.parent).as_posix()
         if rel.startswith("vllm/third_party/") or rel == "vllm/envs.py":
             continue
-        text = _text(path)
+        text, why = files.read_text_if_present(path, files.SOURCE)
+        if why and not path.is_dir():  # a package folder named *.py is no module: skip it
+            unreadable.append(why)
         if text is None:
             continue
         for name in names:
             if re.search(rf"\b{re.escape(name)}\b", text):
                 found[name].append(rel)
-    return found
+    return found, unreadable
 
 
 def read(env: PixiEnv, facts: Facts | None = None) -> SettingsFacts | None:
@@ -147,15 +156,16 @@ def read(env: PixiEnv, facts: Facts | None = None) -> SettingsFacts | None:
     settings = settings_of(env)
     unknown = sorted({s.name for s in settings if s.kind == "env" and s.name not in source.known})
 
-    def compute_refs() -> dict[str, list[str]]:
-        return references(root, unknown)
+    def compute_refs() -> dict[str, Any]:
+        found, unreadable = references(root, unknown)
+        return {"found": found, "unreadable": unreadable}
 
     refs = (
-        facts(f"vllm-settings-refs-{'-'.join(unknown)}"[:120], compute_refs, deps)
+        facts(f"vllm-settings-refs2-{'-'.join(unknown)}"[:120], compute_refs, deps)
         if facts and unknown
         else compute_refs()
     )
-    return SettingsFacts(dist.version, source, settings, refs)
+    return SettingsFacts(dist.version, source, settings, refs["found"], refs["unreadable"])
 
 
 # -- where the env sets things -------------------------------------------------------------

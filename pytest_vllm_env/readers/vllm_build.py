@@ -17,11 +17,6 @@ from pathlib import Path
 
 from pytest_vllm_env import files
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 FIRST_CUDA_HOME_RELEASE = "0.8.3"  # vLLM PR #15725: -DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc
 
 
@@ -32,6 +27,9 @@ class VllmSetup:
     where: str  # "the vLLM in /src", "vLLM >= 0.8.3"
     cuda_home: bool  # passes -DCMAKE_CUDA_COMPILER={CUDA_HOME}/bin/nvcc
     cmake_args: bool  # appends $CMAKE_ARGS to cmake's command line
+    # setup.py there and unreadable (a FIFO, a dangling link): "path: cannot be read: why";
+    # what the tree's build does is then unknown, an error naming it (issue 21)
+    error: str = ""
 
 
 # The two families when the vLLM to be built is not known (no --vllm-source).
@@ -42,13 +40,14 @@ NEW_VLLM = VllmSetup(f"vLLM >= {FIRST_CUDA_HOME_RELEASE}", True, True)
 
 
 def read_setup(root: Path | None) -> VllmSetup | None:
-    """What ``root/setup.py`` passes to CMake; None without a readable setup.py (then both
-    families are judged)."""
+    """What ``root/setup.py`` passes to CMake; None without a setup.py (then both families
+    are judged); one whose ``error`` names it when it is there and cannot be read."""
     if root is None:
         return None
-    try:
-        text = files.read_text(root / "setup.py", files.SOURCE)
-    except OSError:
+    text, why = files.read_text_if_present(root / "setup.py", files.SOURCE)
+    if why:
+        return VllmSetup(f"the vLLM in {root}", False, False, why)
+    if text is None:
         return None
     cuda_home = re.search(r"-DCMAKE_CUDA_COMPILER=\{CUDA_HOME\}", text) is not None
     cmake_args = re.search(r"""(?:environ\.get|getenv)\(\s*["']CMAKE_ARGS["']""", text) is not None
@@ -73,6 +72,13 @@ class VllmLinks:
 
     torch_libraries: bool = True
     why: str = DEFAULT_LINKS_WHY
+    # CMakeLists.txt or cmake/utils.cmake there and unreadable: "path: cannot be read: why"
+    error: str = ""
+
+
+def _link_files(root: Path) -> tuple[Path, Path]:
+    """The files :func:`read_vllm_links` reads."""
+    return root / "CMakeLists.txt", root / "cmake" / "utils.cmake"
 
 
 def read_vllm_links(root: Path | None) -> VllmLinks:
@@ -80,8 +86,11 @@ def read_vllm_links(root: Path | None) -> VllmLinks:
     the default (``${TORCH_LIBRARIES}`` linked) when ``root`` is None or not a CMake tree."""
     if root is None:
         return VllmLinks()
-    cml = _strip_cmake_comments(_read(root / "CMakeLists.txt"))
-    utils = _strip_cmake_comments(_read(root / "cmake" / "utils.cmake"))
+    read = [files.read_text_if_present(p, files.SOURCE) for p in _link_files(root)]
+    why = next((w for _, w in read if w), "")
+    if why:  # there and unreadable: what it links is unknown; the default, with the file named
+        return VllmLinks(True, f"vLLM may link (what it links cannot be read: {why})", why)
+    cml, utils = (_strip_cmake_comments(t or "") for t, _ in read)
     if not cml and not utils:
         return VllmLinks(True, f"vLLM may link ({root} has no CMakeLists.txt: read nothing)")
     links = [
@@ -140,29 +149,25 @@ def read_source_tree(root: Path) -> SourceTree:
         tree.error = f"{root} is not a directory"
         return tree
     pyproject = root / "pyproject.toml"
+    # there and unreadable (a FIFO, a dangling link) is an error naming it, never "no pins"
+    text, why = files.read_text_if_present(pyproject, files.CONFIG)
+    if why:
+        tree.error = why
+        return tree
     try:
-        data = (
-            tomllib.loads(files.read_text(pyproject, files.CONFIG)) if pyproject.is_file() else {}
-        )
-    except (tomllib.TOMLDecodeError, OSError) as exc:
+        data = files.loads_toml(text) if text is not None else {}
+    except ValueError as exc:  # tomllib.TOMLDecodeError, nesting too deep
         tree.error = f"{pyproject}: {exc}"
         return tree
     for line in data.get("build-system", {}).get("requires", []) or []:
         if isinstance(line, str) and re.match(r"^\s*torch\b(?![-_\w])", line):
             tree.requirements.append(("pyproject.toml [build-system].requires", line))
     for rel in ("requirements/cuda.txt", "requirements-cuda.txt"):
-        path = root / rel
-        if not path.is_file():
-            continue
-        for no, line in enumerate(_read(path).splitlines(), 1):
+        text, why = files.read_text_if_present(root / rel, files.SOURCE)
+        if why:
+            tree.error = why
+            return tree
+        for no, line in enumerate((text or "").splitlines(), 1):
             if re.match(r"^\s*torch\s*[=<>~!]", line):
                 tree.requirements.append((f"{rel}:{no}", line.split("#")[0].strip()))
     return tree
-
-
-def _read(path: Path) -> str:
-    """A source file's text; empty when it is missing or cannot be read."""
-    try:
-        return files.read_text(path, files.SOURCE)
-    except OSError:
-        return ""

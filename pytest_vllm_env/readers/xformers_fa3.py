@@ -20,6 +20,9 @@ class Fa3Dispatch:
     maximum: tuple[int, int] | None
     where: str = "xformers/ops/fmha/flash3.py"
     readable: bool = True
+    # why the range is unknown, naming the file: "<path> is not there", "<path>: cannot be
+    # read: not a regular file (a FIFO)" (issue 21), "<path> has no class FwOp"
+    why: str = ""
 
 
 def read_fa3_dispatch(package_dir: Path) -> Fa3Dispatch:
@@ -27,10 +30,9 @@ def read_fa3_dispatch(package_dir: Path) -> Fa3Dispatch:
     ``ops/fmha/flash3.py`` (read as text, never imported): xformers 0.0.30 has only
     ``(9, 0)`` as minimum, 0.0.31/0.0.32 ``(8, 0)``, 0.0.33 on add ``MAXIMUM = (9, 0)``."""
     path = package_dir / "ops" / "fmha" / "flash3.py"
-    try:
-        text = files.read_text(path, files.SOURCE)
-    except OSError:
-        return Fa3Dispatch(None, None, str(path), readable=False)
+    text, why = files.read_text_if_present(path, files.SOURCE)
+    if text is None:
+        return Fa3Dispatch(None, None, str(path), False, why or f"{path} is not there")
     body = text.split("class FwOp", 1)[1] if "class FwOp" in text else ""
     body = body.split("\nclass ", 1)[0]
 
@@ -39,7 +41,7 @@ def read_fa3_dispatch(package_dir: Path) -> Fa3Dispatch:
         return (int(m.group(1)), int(m.group(2))) if m else None
 
     if not body:
-        return Fa3Dispatch(None, None, str(path), readable=False)
+        return Fa3Dispatch(None, None, str(path), False, f"{path} has no class FwOp")
     return Fa3Dispatch(
         pair("CUDA_MINIMUM_COMPUTE_CAPABILITY"),
         pair("CUDA_MAXIMUM_COMPUTE_CAPABILITY"),
