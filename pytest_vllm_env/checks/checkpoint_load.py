@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_vllm_env.checks import launch
+from pytest_vllm_env.checks.modelopt_common import effect_summary, few
 from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve
 from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param, cast_kind
@@ -37,8 +38,7 @@ INIT = {
 
 
 def _few(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:LIMIT])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > LIMIT else "")
+    return few(items, LIMIT)
 
 
 def _undecided(check: str, plan: LoadPlan, label: str) -> Finding | None:
@@ -262,14 +262,9 @@ def parameters(
         rules=plan.rules,
     )
     if refused or wrong:
-        lines = []
-        if refused:
-            lines.append(f"vLLM {vllm or ''} refuses to load it: {_few(refused)}")
-        if wrong:
-            lines.append(f"vLLM {vllm or ''} loads it but computes wrong results: {_few(wrong)}")
         return failed(
             check,
-            f"{label}: " + "; ".join(lines),
+            f"{label}: " + effect_summary(refused, wrong, f"vLLM {vllm or ''}", LIMIT),
             "; ".join(dict.fromkeys(fixes)) or "re-export the checkpoint",
             vllm_effect="refuses" if refused else "wrong",
             **evidence,

@@ -46,7 +46,20 @@ def by_module(pairs: list[tuple[str, str]]) -> list[str]:
     return [text for _, text in sorted(pairs, key=itemgetter(0))]
 
 
-def few(items: Sequence[str]) -> str:
-    """The first :data:`LIST_LIMIT` items, and how many there are in all."""
-    shown = ", ".join(items[:LIST_LIMIT])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > LIST_LIMIT else "")
+def few(items: Sequence[str], limit: int = LIST_LIMIT) -> str:
+    """The first ``limit`` items, and how many there are in all."""
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def effect_summary(
+    refused: Sequence[str], wrong: Sequence[str], who: str = "vLLM", limit: int = LIST_LIMIT
+) -> str:
+    """A failed load's summary: what makes ``who`` refuse the checkpoint, then what it loads
+    but computes wrong with (each part only when it has items)."""
+    parts = []
+    if refused:
+        parts.append(f"{who} refuses to load it: {few(refused, limit)}")
+    if wrong:
+        parts.append(f"{who} loads it but computes wrong results: {few(wrong, limit)}")
+    return "; ".join(parts)

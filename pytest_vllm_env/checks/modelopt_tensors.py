@@ -22,6 +22,7 @@ from pytest_vllm_env.checks.modelopt_common import (
     EMBEDDING_SUFFIXES,
     REEXPORT,
     ROUTER_SUFFIXES,
+    effect_summary,
     few,
     skip_unreadable,
 )
@@ -155,16 +156,9 @@ def tensors_complete(
     cost, notes = by_effect.get("cost", []), by_effect.get("note", [])
     evidence: dict[str, Any] = dict(excluded=list(eff.exclude), quant_algo=eff.algo, **kv_evidence)
     if refused or wrong:
-        lines = []
-        if refused:
-            lines.append(f"vLLM refuses to load it: {few([i.text for i in refused])}")
-        if wrong:
-            lines.append(
-                f"vLLM loads it but computes wrong results: {few([i.text for i in wrong])}"
-            )
         return failed(
             check,
-            f"{ckpt.label}: " + "; ".join(lines),
+            f"{ckpt.label}: " + effect_summary([i.text for i in refused], [i.text for i in wrong]),
             _issue_fix(refused + wrong + cost, eff),
             vllm_effect="refuses" if refused else "wrong",
             tensors=[i.tensor for i in refused + wrong if i.tensor][:50],

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from pytest_vllm_env.checks.modelopt_common import few, skip_unreadable
+from pytest_vllm_env.checks.modelopt_common import effect_summary, few, skip_unreadable
 from pytest_vllm_env.checks.modelopt_tensors import scales_sane as modelopt_scales_sane
 from pytest_vllm_env.checks.quant_config import relabel
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
@@ -76,14 +76,9 @@ def tensors_complete(
     evidence: dict[str, Any] = {"method": plan.method, "quantized_modules": len(plan.schemes)}
     fix = "; ".join(dict.fromkeys(FIX[i[1]] for i in refused + wrong + notes))
     if refused or wrong:
-        parts = []
-        if refused:
-            parts.append(f"vLLM refuses to load it: {few([i[2] for i in refused])}")
-        if wrong:
-            parts.append(f"vLLM loads it but computes wrong results: {few([i[2] for i in wrong])}")
         return failed(
             check,
-            f"{ckpt.label}: " + "; ".join(parts),
+            f"{ckpt.label}: " + effect_summary([i[2] for i in refused], [i[2] for i in wrong]),
             fix,
             vllm_effect="refuses" if refused else "wrong",
             tensors=[i[3] for i in refused + wrong if i[3]][:50],
