@@ -10,6 +10,7 @@ from typing import Any
 from pytest_vllm_env.checks.modelopt_common import VISION, by_module, few, skip_unreadable
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
 from pytest_vllm_env.facts.modelopt_settings import effective_settings
+from pytest_vllm_env.facts.vllm_load_plan import GATED_ATTENTION_TYPES
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.tables.quant_formats import modelopt_format
@@ -26,12 +27,6 @@ class Dims:
     intermediate: int | None
     vocab: int | None
     q_gate: bool = False  # q_proj also holds the attention output gate: twice the rows
-
-
-# Qwen3-Next and Qwen3.5 gate the attention output from q_proj's extra half
-# (vLLM's Qwen3NextAttention: getattr(config, "attn_output_gate", True)); seen on a real
-# ModelOpt export of a tiny Qwen3.5 that vLLM 0.26.0 loaded on the H100
-GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
 
 
 def text_dims(config: Mapping[str, Any]) -> Dims | None:

@@ -77,6 +77,12 @@ FORMATS: dict[str, tuple[str, dict[str, tuple[str, bool]]]] = {
 KV_LEAVES = ("k_scale", "v_scale", "q_scale", "prob_scale")
 
 
+# Qwen3-Next and Qwen3.5 gate the attention output from q_proj's extra half
+# (vLLM's Qwen3NextAttention: getattr(config, "attn_output_gate", True)); seen on a real
+# ModelOpt export of a tiny Qwen3.5 that vLLM 0.26.0 loaded on the H100
+GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
+
+
 @dataclass(frozen=True)
 class Dims:
     """The text model's sizes, from config.json (``text_config`` when there is one)."""
@@ -106,7 +112,7 @@ def dims_of(config: Mapping[str, Any]) -> Dims | None:
     inter = text.get("intermediate_size")
     vocab = text.get("vocab_size") or config.get("vocab_size")
     kind = str(text.get("model_type") or config.get("model_type") or "")
-    gate = bool(text.get("attn_output_gate", kind.startswith(("qwen3_next", "qwen3_5"))))
+    gate = bool(text.get("attn_output_gate", kind.startswith(GATED_ATTENTION_TYPES)))
     raw = str(text.get("dtype") or text.get("torch_dtype") or config.get("dtype") or "bfloat16")
     dtype = DTYPES.get(raw.removeprefix("torch."), "BF16")
     if dtype == "F32":  # vLLM serves float32 checkpoints in bfloat16 ("auto" dtype)
