@@ -10,6 +10,13 @@ which ``tests/test_loader_truth.py`` holds the toolchain verdict against.
 Usage::
 
     python scripts/loader_truth_cpu.py [--releases 0.26.0,0.33.0] [--only NAME,...]
+    python scripts/loader_truth_cpu.py --corpus formats   # fixtures/format_variants.py
+
+``--corpus formats`` runs the blind mutations of the compressed-tensors / HF FP8 exports
+(``fixtures/format_variants.py``) and their base exports (``base:<export>``, whose loaded
+values the variants' are compared with) into ``fixtures/loader_truth/formats_outcomes.json``,
+keeping the sum of every small parameter (which numbers were loaded), and two meta-mode jobs
+(``meta:<export>``: the loader on header-shaped meta tensors) to show that mode works there.
 
 Make a venv (once, several GB of CUDA wheels that import fine without a GPU)::
 
@@ -32,12 +39,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fixtures import loader_variants  # noqa: E402
+from fixtures import format_variants, loader_variants  # noqa: E402
 from pytest_vllm_env.facts import vllm_loader_facts  # noqa: E402
 
 VENVS = Path.home() / ".cache" / "pytest-vllm-env" / "venvs"
 PROBE = REPO / "pytest_vllm_env" / "probes" / "vllm_load_weights.py"
 OUT = REPO / "fixtures" / "loader_truth" / "outcomes.json"
+FORMATS_OUT = REPO / "fixtures" / "loader_truth" / "formats_outcomes.json"
+META_PROBED = ("ct-fp8-dynamic", "ct-w4a16-asym", "hf-fp8-block")
 # the architectures whose model classes the recorded source facts keep
 ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM")
 # the probe's stubs for vLLM's compiled ops say this when the load itself calls one (online
@@ -46,8 +55,9 @@ CPU_ONLY = "is not available in the CPU load probe"
 KV_PARAMS = (".attn.q_scale", ".attn.k_scale", ".attn.v_scale", ".attn.prob_scale")
 
 
-def summarize(result: dict) -> dict:
-    """The facts a verdict is held against, from one probe result."""
+def summarize(result: dict, all_sums: bool = False) -> dict:
+    """The facts a verdict is held against, from one probe result (``all_sums``: the sum of
+    every small parameter, not only the final norm's)."""
     out: dict = {"vllm": result.get("vllm")}
     if not result.get("ok"):
         out["probe_error"] = (result.get("error") or {}).get("message")
@@ -90,7 +100,11 @@ def summarize(result: dict) -> dict:
     out["skipped"] = sorted(set(events.get("skipped", [])))
     out["ignored"] = sorted(set(events.get("ignored", [])))
     out["not_routed"] = sorted(set(r0.get("tensors", [])) - routed)
-    out["sums"] = {k: v for k, v in (r0.get("sums") or {}).items() if k in ("model.norm.weight",)}
+    out["sums"] = {
+        k: v for k, v in (r0.get("sums") or {}).items() if all_sums or k in ("model.norm.weight",)
+    }
+    if r0.get("loaded") is not None:  # meta mode: the names load_weights reported
+        out["loaded"] = len(r0["loaded"])
     out["shapes"] = {
         rank: {
             p: v["shape"]
@@ -136,7 +150,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--only", default="")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--sources-only", action="store_true", help="only re-read the source facts")
+    ap.add_argument("--corpus", choices=("modelopt", "formats"), default="modelopt")
     a = ap.parse_args(argv)
+    if a.corpus == "formats":
+        return run_formats(a)
     if a.sources_only:
         for release in a.releases.split(","):
             record_sources(release)
@@ -183,6 +200,71 @@ def main(argv: list[str]) -> int:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT.relative_to(REPO)}")
+    return 0
+
+
+def _formats_jobs(tmp: Path, only: list[str]) -> list[dict]:
+    """Every variant of fixtures/format_variants.py, the exports they are made from
+    (``base:<export>``) and the meta-mode jobs (``meta:<export>``)."""
+    names = only or list(format_variants.VARIANTS)
+    jobs = []
+    bases = sorted(
+        {format_variants.VARIANTS[n].base for n in names if n in format_variants.VARIANTS}
+    )
+    for base in bases:
+        jobs.append({"name": f"base:{base}", "model": str(format_variants.EXPORTS / base)})
+    if not only:
+        for base in META_PROBED:
+            folder = str(format_variants.EXPORTS / base)
+            jobs.append({"name": f"meta:{base}", "model": folder, "mode": "meta"})
+    for name in names:
+        folder = format_variants.make(name, tmp / name)
+        jobs.append({"name": name, "model": str(folder), **format_variants.VARIANTS[name].launch})
+    for job in jobs:
+        job.setdefault("mode", "load")
+    return jobs
+
+
+def run_formats(a: argparse.Namespace) -> int:
+    """The blind round on the formats beyond ModelOpt: one probe process per release."""
+    only = [n for n in a.only.split(",") if n]
+    recorded = (
+        json.loads(FORMATS_OUT.read_text())
+        if FORMATS_OUT.is_file()
+        else {"variants": {}, "runs": {}}
+    )
+    with tempfile.TemporaryDirectory(prefix="loader-truth-") as tmp:
+        jobs = _formats_jobs(Path(tmp), only)
+        (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
+        for release in a.releases.split(","):
+            python = VENVS / f"vllm-{release}" / "bin" / "python"
+            start = time.monotonic()
+            proc = subprocess.run(
+                [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
+                capture_output=True,
+                text=True,
+                timeout=a.timeout,
+                cwd=tmp,
+            )
+            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+            print(f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, rc {proc.returncode}")
+            if len(lines) != len(jobs):
+                print(proc.stderr[-3000:])
+            for result in lines:
+                name = result["job"]["name"]
+                recorded["variants"].setdefault(name, {})[release] = summarize(result, True)
+            recorded["runs"][release] = {
+                "python": str(python),
+                "torch": lines[0].get("torch") if lines else None,
+                "seconds": round(time.monotonic() - start),
+                "date": time.strftime("%Y-%m-%d"),
+            }
+    for job in jobs:
+        if job["name"] in format_variants.VARIANTS:
+            described = format_variants.describe(job["name"])
+            recorded["variants"][job["name"]]["variant"] = described
+    FORMATS_OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FORMATS_OUT.relative_to(REPO)}")
     return 0
 
 

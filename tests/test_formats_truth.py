@@ -1,0 +1,120 @@
+"""The suite's quant.* verdicts on the blind mutations of the compressed-tensors and fine-grained
+FP8 exports (``fixtures/format_variants.py``) against what the REAL vLLM 0.26.0 and 0.33.0
+loaders did with them on this CPU (``fixtures/loader_truth/formats_outcomes.json``, recorded
+by ``scripts/loader_truth_cpu.py --corpus formats``: vLLM's own config code, model classes and
+weight loader, twice with sentinel-filled parameters).
+
+What the record says happened, as an effect:
+
+- ``refuses``: the config, the model build or the load raised;
+- ``wrong``: it loaded, but a parameter was never written (it keeps ``torch.empty``), or a
+  parameter the variant did not change holds other numbers than its base export's load put
+  there (the parameter's sum differs: a scale narrowed, a value reinterpreted);
+- ``works``: every parameter written, with the base export's numbers;
+- unsettled: what only a GPU says (the variant's ``gpu``): ``scripts/device/formats_blind.sh``.
+
+The suite runs as a user runs it (``--vllm-checkpoint`` with the launch's
+``--tensor-parallel-size`` / ``--vllm-quantization``, the stand-in vLLM of that release, sm 9.0);
+its findings' effect (``gpu_prediction.predicted_effect``: a failure that says
+``vllm_effect``, refuses > wrong) must be the record's, and a verdict that is not "works" names
+the tensor or config key to change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fixtures import format_variants
+from fixtures.envs import EnvBuilder
+from fixtures.quant_standin import install_vllm_quant
+from pytest_vllm_env.checks.gpu_prediction import predicted_effect
+from pytest_vllm_env.findings import Finding
+
+TRUTH = json.loads(
+    (
+        Path(__file__).resolve().parents[1] / "fixtures/loader_truth/formats_outcomes.json"
+    ).read_text()
+)
+RELEASES = ("0.26.0", "0.33.0")
+# the attention layer's own KV-cache parameters (scales, compressed-tensors' zero points) are
+# built for every model and only read with an FP8 KV cache: not the checkpoint's
+KV_PARAM = ".attn."
+
+
+def truth_effect(name: str, release: str) -> str:
+    """What the real loader's record says happened (see the module docstring)."""
+    rec = TRUTH["variants"][name][release]
+    variant = format_variants.VARIANTS[name]
+    assert "probe_error" not in rec, rec
+    if rec.get("refused"):
+        return "refuses"
+    if variant.gpu:
+        return "unsettled"
+    if any(KV_PARAM not in p for p in rec["unset"]):
+        return "wrong"
+    if not variant.launch.get("tp"):  # rank 0's halves are not the base's whole parameters
+        base = TRUTH["variants"][f"base:{variant.base}"][release]["sums"]
+        for param, total in rec["sums"].items():
+            if KV_PARAM in param or any(c in param for c in variant.changed):
+                continue
+            if param in base and base[param] != total:
+                return "wrong"
+    return "works"
+
+
+def suite_effects(pytester: pytest.Pytester, release: str, launch: dict) -> dict[str, tuple]:
+    """The suite on every variant started with ``launch``: label -> (effect, findings)."""
+    env = EnvBuilder(pytester.path / f"env-{release}")
+    install_vllm_quant(env, release)
+    names = [n for n, v in format_variants.VARIANTS.items() if v.launch == launch]
+    root = pytester.path / "ckpts"
+    for name in names:
+        format_variants.make(name, root / name)
+    report = pytester.path / "report.json"
+    args = [
+        "--vllm-conformance",
+        "-p",
+        "no:randomly",
+        "-m",
+        "toolchain",
+        "-k",
+        "test_qfmt_",
+        f"--vllm-env={env.prefix}",
+        "--cuda-arch=9.0",
+        f"--vllm-env-report={report}",
+        *(f"--vllm-checkpoint={root / n}" for n in names),
+    ]
+    if launch.get("tp"):
+        args.append(f"--tensor-parallel-size={launch['tp']}")
+    if launch.get("quantization"):
+        args.append(f"--vllm-quantization={launch['quantization']}")
+    result = pytester.runpytest(*args)
+    assert "Traceback" not in result.stdout.str()
+    by: dict[str, list[Finding]] = {n: [] for n in names}
+    for check in json.loads(report.read_text())["checks"]:
+        label = check["test"].rsplit("[", 1)[1].rstrip("]")
+        by[label].append(Finding.from_dict(check))
+    return {n: (predicted_effect(f)[0], f) for n, f in by.items()}
+
+
+LAUNCHES = sorted({json.dumps(v.launch, sort_keys=True) for v in format_variants.VARIANTS.values()})
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+@pytest.mark.parametrize("release", RELEASES)
+def test_verdicts_predict_what_the_real_loaders_did(pytester, release, launch):
+    """Every variant: the suite's effect is the real loader's (unsettled ones are skipped
+    here: scripts/device/formats_blind.sh), and a bad verdict names what to change."""
+    effects = suite_effects(pytester, release, json.loads(launch))
+    wrong = []
+    for name, (got, findings) in effects.items():
+        want = truth_effect(name, release)
+        if want == "unsettled":
+            continue
+        shown = [f"{f.id} {f.outcome}: {f.summary}" for f in findings if f.bad]
+        if got != want:
+            wrong.append((name, want, got, shown))
+    assert not wrong, wrong
