@@ -11,7 +11,13 @@ pytestmark = pytest.mark.toolchain
 
 @pytest.mark.vllm_check("quant.config")
 def test_qfmt_config(
-    vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, vllm_env, request, verdict
+    vllm_checkpoint,
+    vllm_checkpoint_plan,
+    vllm_quant_source,
+    vllm_env,
+    vllm_launch,
+    request,
+    verdict,
 ):
     version = vllm_env.version_of("vllm")
     modelopt_source = None
@@ -19,7 +25,12 @@ def test_qfmt_config(
         modelopt_source = request.getfixturevalue("vllm_modelopt_source")
     verdict(
         quant_config.quant_config(
-            vllm_checkpoint, vllm_checkpoint_plan, vllm_quant_source, version, modelopt_source
+            vllm_checkpoint,
+            vllm_checkpoint_plan,
+            vllm_quant_source,
+            version,
+            modelopt_source,
+            vllm_launch.quantization,
         )
     )
 
@@ -30,6 +41,7 @@ def test_qfmt_tensors(
     vllm_checkpoint_plan,
     vllm_checkpoint_scales,
     vllm_checkpoint_samples,
+    vllm_launch,
     request,
     verdict,
 ):
@@ -42,7 +54,11 @@ def test_qfmt_tensors(
             request.getfixturevalue("vllm_modelopt_source"),
             request.getfixturevalue("vllm_kv_naming"),
         )
-    verdict(quant_tensors.tensors_complete(vllm_checkpoint, vllm_checkpoint_plan, judged))
+    verdict(
+        quant_tensors.tensors_complete(
+            vllm_checkpoint, vllm_checkpoint_plan, judged, vllm_launch.tensor_parallel_size
+        )
+    )
 
 
 @pytest.mark.vllm_check("quant.scales-sane")

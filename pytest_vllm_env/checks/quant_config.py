@@ -21,6 +21,7 @@ from pytest_vllm_env.checks.modelopt_config import min_capability as modelopt_mi
 from pytest_vllm_env.checks.modelopt_config import quant_algo_supported
 from pytest_vllm_env.checks.modelopt_config import quant_config as modelopt_quant_config
 from pytest_vllm_env.facts.quant_plan import QuantPlan
+from pytest_vllm_env.facts.vllm_quant_decision import decide
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.vllm_quant_source import QuantSource
@@ -50,9 +51,12 @@ def quant_config(
     source: QuantSource | None,
     vllm_version: str | None,
     modelopt_source: ModelOptSource | None = None,
+    quantization: str | None = None,
 ) -> Finding:
     """vLLM knows the checkpoint's ``quant_method`` and builds a scheme for every quantized
-    Linear, or refuses the config (its own message, and what to change). A ModelOpt
+    Linear, or refuses the config (its own message, and what to change); a ``quantization=``
+    launch argument (``--vllm-quantization``) must be the method the checkpoint declares
+    (``config/model.py:ModelConfig._verify_quantization``, facts/vllm_quant_decision.py). A ModelOpt
     checkpoint: the worse of ``modelopt.quant-config`` (the config is there and its two files
     agree) and ``modelopt.quant-algo-supported`` (the env's vLLM takes its quant_algo), so
     that quant.config never passes what modelopt.* fails."""
@@ -66,6 +70,17 @@ def quant_config(
             if _WORSE.get(algo.outcome, 0) > _WORSE.get(found.outcome, 0):
                 found = algo
         return relabel(found, check)
+    said = decide(ckpt.config, ckpt.hf_quant_config, quantization, None, None)
+    if said.refused and said.refused_key == "quantization":
+        return failed(
+            check,
+            f"{ckpt.label}: vLLM {vllm_version or ''} refuses quantization={quantization!r}: "
+            f"{said.refused}",
+            f"drop the quantization argument (vLLM detects {said.quant_method!r} from "
+            f"{said.source}), or pass quantization={said.quant_method!r}",
+            method=plan.method,
+            vllm_effect="refuses",
+        )
     if plan.method is None:
         return passed(
             check,

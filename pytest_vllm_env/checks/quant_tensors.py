@@ -23,7 +23,7 @@ from pytest_vllm_env.checks.modelopt_common import effect_summary, few, skip_unr
 from pytest_vllm_env.checks.modelopt_tensors import scales_sane as modelopt_scales_sane
 from pytest_vllm_env.checks.quant_config import relabel
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
-from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme
+from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme, config_shape, linear_shape
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
@@ -43,17 +43,33 @@ FIX = {
     "dims that are multiples of 128), or keep those layers 16-bit (ignore)",
     "extra": "drop the tensors the scheme does not register, or fix the config to the scheme "
     "that has them",
+    "stored-quantized": "store the module 16-bit (its dequantized weight), or take it out of "
+    "quantization_config's ignore / modules_to_not_convert / targets mismatch so vLLM builds "
+    "it quantized",
+    "tp": "use a --tensor-parallel-size whose per-rank shares hold whole groups / blocks (a "
+    "smaller one), or re-quantize with a smaller group_size / weight_block_size",
     "experts": "re-export the MoE experts as gpt-oss writes them (*_blocks U8, *_scales U8, "
     "*_bias per expert)",
 }
+
+
+# The Linears vLLM's decoder models build as RowParallelLinear (llama.py LlamaAttention.o_proj,
+# LlamaMLP.down_proj; Qwen2/Qwen3/Mistral reuse them; gpt2/phi "dense"/"fc2", mixtral "w2"):
+# their input is split over the ranks, and each parameter with an input dimension is loaded
+# by RowvLLMParameter.load_row_parallel_weight (model_executor/parameter.py, 0.26.0 and
+# 0.33.0), which narrows the stored tensor to the parameter's size at rank * size first.
+ROW_PARALLEL = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "w2", "wo"})
+INT_WIDTH = {"I8": 8, "U8": 8, "I16": 16, "U16": 16, "I32": 32, "U32": 32, "I64": 64, "U64": 64}
 
 
 def tensors_complete(
     ckpt: Checkpoint,
     plan: QuantPlan,
     modelopt_verdict: Finding | None = None,
+    tp: int = 1,
 ) -> Finding:
-    """Each quantized Linear holds the parameters its scheme registers, as they load."""
+    """Each quantized Linear holds the parameters its scheme registers, as they load (on each
+    of ``tp`` ranks); each Linear vLLM builds unquantized holds no quantized tensors."""
     check = "quant.tensors-complete"
     if blocked := skip_unreadable(check, ckpt, config=True, tensors=True):
         return blocked
@@ -68,8 +84,12 @@ def tensors_complete(
         issues += _experts(ckpt, plan)
     else:
         for prefix, scheme in sorted(plan.schemes.items()):
-            issues += _module(prefix, ckpt.modules.get(prefix, {}), scheme)
+            built = config_shape(ckpt.config, prefix)
+            issues += _module(prefix, ckpt.modules.get(prefix, {}), scheme, built)
+            if tp > 1:
+                issues += _tp_share(prefix, ckpt.modules.get(prefix, {}), scheme, tp, built)
         issues += _blocks(plan, ckpt.modules)
+        issues += _stored_quantized(plan, ckpt.modules)
     refused = [i for i in issues if i[0] == "refuses"]
     wrong = [i for i in issues if i[0] == "wrong"]
     notes = [i for i in issues if i[0] == "cost"]
@@ -102,7 +122,15 @@ def tensors_complete(
     )
 
 
-def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> list:
+def _module(
+    prefix: str,
+    parts: Mapping[str, TensorInfo],
+    scheme: Scheme,
+    built: tuple[int, int] | None = None,
+) -> list:
+    """The parameters of one quantized Linear against its stored tensors. ``built``: the
+    ``(out, in)`` vLLM sizes the layer with from config.json (``quant_plan.config_shape``);
+    without it, the stored weight's shape and the declared packing say it."""
     out: list[tuple[str, str, str, str]] = []
     params = scheme.params
     weight = next((p for p in params if p.role == "weight"), None)
@@ -140,6 +168,10 @@ def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> lis
         d = weight.shapes[0][1]
         div = settings.get(d.div, 0) if isinstance(d.div, str) else d.div
         out_f, in_f = stored.shape[0], stored.shape[1] * max(div, 1)
+    if built is not None and (not out_f or built[0] == out_f):
+        # the parameters are sized from the model's config, not from the tensors (a stored
+        # weight of another packing is then a shape the loader refuses)
+        out_f, in_f = built
     if settings.get("group", 0) == -1:
         settings["group"] = in_f  # channel-wise: one scale column
     for p in params:
@@ -159,7 +191,11 @@ def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> lis
                     )
                 )
             continue
-        if p.dtypes is not None and info.dtype not in p.dtypes:
+        if (
+            p.dtypes is not None
+            and info.dtype not in p.dtypes
+            and not _same_bits(info.dtype, p.dtypes)
+        ):
             floaty = info.dtype in FLOAT_DTYPES | FP8_E4M3 and p.dtypes <= FLOAT_DTYPES | FP8_E4M3
             out.append(
                 (
@@ -171,6 +207,21 @@ def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> lis
                 )
             )
         if out_f and not p.fits(tuple(info.shape), out_f, in_f, settings):
+            if _row_narrowed(prefix, p, tuple(info.shape), out_f, in_f, settings):
+                out.append(
+                    (
+                        "wrong",
+                        "shape",
+                        f"{name} has shape {list(info.shape)}; {scheme.row.linear_method} "
+                        f"registers {p.shape_text} (out={out_f}, in={in_f}"
+                        + "".join(f", {k}={v}" for k, v in sorted(settings.items()))
+                        + "): vLLM loads the first columns only (RowvLLMParameter."
+                        "load_row_parallel_weight narrows a row-parallel layer's tensor along "
+                        "its input) and drops the rest",
+                        name,
+                    )
+                )
+                continue
             out.append(
                 (
                     "refuses",
@@ -192,6 +243,110 @@ def _module(prefix: str, parts: Mapping[str, TensorInfo], scheme: Scheme) -> lis
                     f"{prefix}.{leaf} is not a parameter of {scheme.row.linear_method} as "
                     "configured (vLLM's loader finds no parameter for it)",
                     f"{prefix}.{leaf}",
+                )
+            )
+    return out
+
+
+def _same_bits(stored: str, registered: frozenset[str]) -> bool:
+    """An integer tensor loaded into an integer parameter of the same width keeps its bits:
+    the weight loader's ``param.data.copy_(loaded)`` converts integers modulo 2**bits (U8 200
+    becomes I8 -56, the same byte; measured: ct-w8a8-weight-as-u8 loads the same numbers)."""
+    width = INT_WIDTH.get(stored)
+    return width is not None and any(INT_WIDTH.get(d) == width for d in registered)
+
+
+def _row_narrowed(
+    prefix: str, p: Any, shape: tuple[int, ...], out_f: int, in_f: int, settings: Mapping
+) -> bool:
+    """A row-parallel Linear's parameter with an input dimension, stored wider along it than
+    registered (everything else equal): RowvLLMParameter.load_row_parallel_weight narrows it
+    to the parameter's columns and loads those: no error, the other columns dropped."""
+    if prefix.rpartition(".")[2] not in ROW_PARALLEL:
+        return False
+    for alt in p.shapes:
+        if len(alt) != len(shape) or not alt or alt[-1].of != "in":
+            continue
+        sizes = [d.size(out_f, in_f, settings) for d in alt]
+        if None in sizes:
+            continue
+        if list(shape[:-1]) == sizes[:-1] and shape[-1] > sizes[-1]:
+            return True
+    return False
+
+
+def _tp_share(
+    prefix: str,
+    parts: Mapping[str, TensorInfo],
+    scheme: Scheme,
+    tp: int,
+    built: tuple[int, int] | None = None,
+) -> list:
+    """What each of ``tp`` ranks builds of a quantized Linear, as create_weights checks it:
+    block FP8 (``fp8_utils.py:validate_fp8_block_shape``, from Fp8LinearMethod and
+    CompressedTensorsW8A8Fp8's create_weights): a row-parallel layer's input share must be
+    whole block_k columns, a column-parallel layer's output share whole block_n rows ("Weight
+    output_partition_size = 64 is not divisible by weight quantization block_n = 128", both
+    releases, measured); grouped int weights (``compressed_tensors_wNa16.py:create_weights`` ->
+    ``distributed/utils.py:verify_group_size_divides_partition``): a row-parallel layer's
+    input share must be whole groups, unless the scales are repeated on every rank
+    (``marlin_repeat_scales_on_all_ranks``: activation order, or channel-wise)."""
+    weight = parts.get("weight") or parts.get("weight_packed")
+    if weight is None or len(weight.shape) != 2:
+        return []
+    settings = scheme.settings
+    out_f, in_f = built or linear_shape(parts, scheme) or (0, 0)
+    if not out_f:
+        return []
+    row = prefix.rpartition(".")[2] in ROW_PARALLEL
+    share_in, share_out = (in_f // tp, out_f) if row else (in_f, out_f // tp)
+    name = f"{prefix}.{'weight_packed' if 'weight_packed' in parts else 'weight'}"
+    bn, bk = settings.get("block_n"), settings.get("block_k")
+    msg = ""
+    if bk and row and share_in % bk:
+        msg = (
+            f"Weight input_size_per_partition = {share_in} is not divisible by weight "
+            f"quantization block_k = {bk}"
+        )
+    elif bn and not row and share_out % bn:
+        msg = (
+            f"Weight output_partition_size = {share_out} is not divisible by weight "
+            f"quantization block_n = {bn}"
+        )
+    group = settings.get("group", 0)
+    if not msg and group and group > 0 and row and "g_idx" not in scheme.flags and share_in % group:
+        msg = f"Weight input_size_per_partition={share_in} is not divisible by group_size={group}"
+    if not msg:
+        return []
+    return [
+        (
+            "refuses",
+            "tp",
+            f"{prefix} at tensor_parallel_size={tp}: vLLM refuses building it ({msg})",
+            name,
+        )
+    ]
+
+
+def _stored_quantized(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) -> list:
+    """A Linear vLLM builds unquantized (ignored, listed in modules_to_not_convert, matched by
+    no target) whose checkpoint tensors are quantized: UnquantizedLinearMethod registers only
+    ``weight`` (and ``bias``), so the first quantization tensor has no parameter and
+    AutoWeightsLoader raises "There is no module or parameter named ..." (models/utils.py,
+    both releases; measured on ct-fp8-ignore-o-proj-stored-fp8, ct-fp8-targets-attn-only,
+    hf-fp8-not-convert-o-proj-stored-fp8)."""
+    out = []
+    for prefix in sorted(plan.unquantized):
+        leaves = sorted(leaf for leaf in modules.get(prefix, {}) if leaf.endswith(QUANT_LEAVES))
+        if leaves:
+            out.append(
+                (
+                    "refuses",
+                    "stored-quantized",
+                    f"{prefix} is built unquantized (config.json's quantization_config leaves "
+                    f"it out) but stores {', '.join(leaves)}: vLLM has no parameter for "
+                    f"{prefix}.{leaves[0]}",
+                    f"{prefix}.{leaves[0]}",
                 )
             )
     return out

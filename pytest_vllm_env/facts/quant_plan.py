@@ -500,3 +500,43 @@ def layer_shapes(
         else:
             out[layer] = (scheme, shape[0], shape[1])
     return out
+
+
+DECODER_LAYERS = ("model.layers.", "model.language_model.layers.", "language_model.model.layers.")
+
+
+# The [out, in] vLLM's Llama-family decoder builds each Linear with, from config.json
+# (models/llama.py: LlamaAttention's QKVParallelLinear(hidden_size, head_dim, num_heads,
+# num_kv_heads) and RowParallelLinear(num_heads * head_dim, hidden_size); LlamaMLP's
+# MergedColumnParallelLinear(hidden_size, [intermediate_size] * 2) and
+# RowParallelLinear(intermediate_size, hidden_size); Qwen2/Qwen3/Mistral build the same).
+# The parameters' sizes come from these, never from the checkpoint's tensors.
+def config_shape(config: Mapping[str, Any] | None, prefix: str) -> tuple[int, int] | None:
+    """``(out, in)`` of the checkpoint Linear ``prefix`` as vLLM sizes it from config.json, or
+    None (a name or a config this does not know)."""
+    text = config or {}
+    inner = text.get("text_config")
+    if isinstance(inner, Mapping) and "hidden_size" in inner:
+        text = inner
+    try:
+        hidden = int(text["hidden_size"])
+        heads = int(text["num_attention_heads"])
+        kv = int(text.get("num_key_value_heads") or heads)
+        head_dim = int(text.get("head_dim") or hidden // heads)
+        inter = int(text.get("intermediate_size") or 0)
+    except (KeyError, TypeError, ValueError):
+        return None
+    leaf = prefix.rpartition(".")[2]
+    if not prefix.startswith(DECODER_LAYERS) or "expert" in prefix:
+        return None  # vision towers, MoE experts: other sizes
+    shapes = {
+        "q_proj": (heads * head_dim, hidden),
+        "k_proj": (kv * head_dim, hidden),
+        "v_proj": (kv * head_dim, hidden),
+        "o_proj": (hidden, heads * head_dim),
+        "gate_proj": (inter, hidden),
+        "up_proj": (inter, hidden),
+        "down_proj": (hidden, inter),
+    }
+    shape = shapes.get(leaf)
+    return shape if shape is not None and all(shape) else None

@@ -130,7 +130,11 @@ CT_ROWS: tuple[QuantFormat, ...] = (
                 FLOAT_DTYPES,
                 ((OUT, Dim("in", "group")),),
             ),
-            Param("weight_shape", I64, ((Dim(const=2),),), role="shape"),
+            # registered, but no CUDA kernel reads it: CompressedTensorsWNA16 hands the kernel
+            # weight_packed / weight_scale / weight_zero_point / weight_g_idx only
+            # (create_weights: w_q_param_name ... w_gidx_param_name; kernels/linear/
+            # mixed_precision/* read those), so an unset one changes nothing computed
+            Param("weight_shape", I64, ((Dim(const=2),),), role="shape", required=False),
             # packed along the OUTPUT: ceil(out * bits / 32) rows (PackedvLLMParameter,
             # packed_dim 0)
             Param(
