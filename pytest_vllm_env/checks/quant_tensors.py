@@ -22,15 +22,22 @@ from typing import Any
 from pytest_vllm_env.checks.modelopt_common import effect_summary, few, skip_unreadable
 from pytest_vllm_env.checks.modelopt_tensors import scales_sane as modelopt_scales_sane
 from pytest_vllm_env.checks.quant_config import relabel
+from pytest_vllm_env.checks.quant_tensors_load import (
+    QUANT_LEAVES,
+    block_scale,
+    row_narrowed,
+    same_bits,
+    stored_quantized,
+    tp_share,
+)
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
-from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme, config_shape, linear_shape
+from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme, config_shape
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.tables.quant_formats import FLOAT_DTYPES, FP8_E4M3
 from pytest_vllm_env.tables.quant_schemes import MXFP4_EXPERTS
 
-QUANT_LEAVES = ("_scale", "_scale_inv", "_zero_point", "_g_idx", "_packed", "_shape")
 FIX = {
     "missing": "re-export: the scheme's every parameter must be in the checkpoint (llm-compressor "
     "writes them with save_pretrained(..., save_compressed=True))",
@@ -51,15 +58,6 @@ FIX = {
     "experts": "re-export the MoE experts as gpt-oss writes them (*_blocks U8, *_scales U8, "
     "*_bias per expert)",
 }
-
-
-# The Linears vLLM's decoder models build as RowParallelLinear (llama.py LlamaAttention.o_proj,
-# LlamaMLP.down_proj; Qwen2/Qwen3/Mistral reuse them; gpt2/phi "dense"/"fc2", mixtral "w2"):
-# their input is split over the ranks, and each parameter with an input dimension is loaded
-# by RowvLLMParameter.load_row_parallel_weight (model_executor/parameter.py, 0.26.0 and
-# 0.33.0), which narrows the stored tensor to the parameter's size at rank * size first.
-ROW_PARALLEL = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "w2", "wo"})
-INT_WIDTH = {"I8": 8, "U8": 8, "I16": 16, "U16": 16, "I32": 32, "U32": 32, "I64": 64, "U64": 64}
 
 
 def tensors_complete(
@@ -87,9 +85,10 @@ def tensors_complete(
             built = config_shape(ckpt.config, prefix)
             issues += _module(prefix, ckpt.modules.get(prefix, {}), scheme, built)
             if tp > 1:
-                issues += _tp_share(prefix, ckpt.modules.get(prefix, {}), scheme, tp, built)
+                fused = fused_name(prefix, ckpt.modules) != prefix
+                issues += tp_share(prefix, ckpt.modules.get(prefix, {}), scheme, tp, built, fused)
         issues += _blocks(plan, ckpt.modules)
-        issues += _stored_quantized(plan, ckpt.modules)
+        issues += stored_quantized(plan, ckpt.modules)
     refused = [i for i in issues if i[0] == "refuses"]
     wrong = [i for i in issues if i[0] == "wrong"]
     notes = [i for i in issues if i[0] == "cost"]
@@ -194,7 +193,7 @@ def _module(
         if (
             p.dtypes is not None
             and info.dtype not in p.dtypes
-            and not _same_bits(info.dtype, p.dtypes)
+            and not same_bits(info.dtype, p.dtypes)
         ):
             floaty = info.dtype in FLOAT_DTYPES | FP8_E4M3 and p.dtypes <= FLOAT_DTYPES | FP8_E4M3
             out.append(
@@ -207,7 +206,7 @@ def _module(
                 )
             )
         if out_f and not p.fits(tuple(info.shape), out_f, in_f, settings):
-            if _row_narrowed(prefix, p, tuple(info.shape), out_f, in_f, settings):
+            if row_narrowed(prefix, p, tuple(info.shape), out_f, in_f, settings):
                 out.append(
                     (
                         "wrong",
@@ -243,110 +242,6 @@ def _module(
                     f"{prefix}.{leaf} is not a parameter of {scheme.row.linear_method} as "
                     "configured (vLLM's loader finds no parameter for it)",
                     f"{prefix}.{leaf}",
-                )
-            )
-    return out
-
-
-def _same_bits(stored: str, registered: frozenset[str]) -> bool:
-    """An integer tensor loaded into an integer parameter of the same width keeps its bits:
-    the weight loader's ``param.data.copy_(loaded)`` converts integers modulo 2**bits (U8 200
-    becomes I8 -56, the same byte; measured: ct-w8a8-weight-as-u8 loads the same numbers)."""
-    width = INT_WIDTH.get(stored)
-    return width is not None and any(INT_WIDTH.get(d) == width for d in registered)
-
-
-def _row_narrowed(
-    prefix: str, p: Any, shape: tuple[int, ...], out_f: int, in_f: int, settings: Mapping
-) -> bool:
-    """A row-parallel Linear's parameter with an input dimension, stored wider along it than
-    registered (everything else equal): RowvLLMParameter.load_row_parallel_weight narrows it
-    to the parameter's columns and loads those: no error, the other columns dropped."""
-    if prefix.rpartition(".")[2] not in ROW_PARALLEL:
-        return False
-    for alt in p.shapes:
-        if len(alt) != len(shape) or not alt or alt[-1].of != "in":
-            continue
-        sizes = [d.size(out_f, in_f, settings) for d in alt]
-        if None in sizes:
-            continue
-        if list(shape[:-1]) == sizes[:-1] and shape[-1] > sizes[-1]:
-            return True
-    return False
-
-
-def _tp_share(
-    prefix: str,
-    parts: Mapping[str, TensorInfo],
-    scheme: Scheme,
-    tp: int,
-    built: tuple[int, int] | None = None,
-) -> list:
-    """What each of ``tp`` ranks builds of a quantized Linear, as create_weights checks it:
-    block FP8 (``fp8_utils.py:validate_fp8_block_shape``, from Fp8LinearMethod and
-    CompressedTensorsW8A8Fp8's create_weights): a row-parallel layer's input share must be
-    whole block_k columns, a column-parallel layer's output share whole block_n rows ("Weight
-    output_partition_size = 64 is not divisible by weight quantization block_n = 128", both
-    releases, measured); grouped int weights (``compressed_tensors_wNa16.py:create_weights`` ->
-    ``distributed/utils.py:verify_group_size_divides_partition``): a row-parallel layer's
-    input share must be whole groups, unless the scales are repeated on every rank
-    (``marlin_repeat_scales_on_all_ranks``: activation order, or channel-wise)."""
-    weight = parts.get("weight") or parts.get("weight_packed")
-    if weight is None or len(weight.shape) != 2:
-        return []
-    settings = scheme.settings
-    out_f, in_f = built or linear_shape(parts, scheme) or (0, 0)
-    if not out_f:
-        return []
-    row = prefix.rpartition(".")[2] in ROW_PARALLEL
-    share_in, share_out = (in_f // tp, out_f) if row else (in_f, out_f // tp)
-    name = f"{prefix}.{'weight_packed' if 'weight_packed' in parts else 'weight'}"
-    bn, bk = settings.get("block_n"), settings.get("block_k")
-    msg = ""
-    if bk and row and share_in % bk:
-        msg = (
-            f"Weight input_size_per_partition = {share_in} is not divisible by weight "
-            f"quantization block_k = {bk}"
-        )
-    elif bn and not row and share_out % bn:
-        msg = (
-            f"Weight output_partition_size = {share_out} is not divisible by weight "
-            f"quantization block_n = {bn}"
-        )
-    group = settings.get("group", 0)
-    if not msg and group and group > 0 and row and "g_idx" not in scheme.flags and share_in % group:
-        msg = f"Weight input_size_per_partition={share_in} is not divisible by group_size={group}"
-    if not msg:
-        return []
-    return [
-        (
-            "refuses",
-            "tp",
-            f"{prefix} at tensor_parallel_size={tp}: vLLM refuses building it ({msg})",
-            name,
-        )
-    ]
-
-
-def _stored_quantized(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) -> list:
-    """A Linear vLLM builds unquantized (ignored, listed in modules_to_not_convert, matched by
-    no target) whose checkpoint tensors are quantized: UnquantizedLinearMethod registers only
-    ``weight`` (and ``bias``), so the first quantization tensor has no parameter and
-    AutoWeightsLoader raises "There is no module or parameter named ..." (models/utils.py,
-    both releases; measured on ct-fp8-ignore-o-proj-stored-fp8, ct-fp8-targets-attn-only,
-    hf-fp8-not-convert-o-proj-stored-fp8)."""
-    out = []
-    for prefix in sorted(plan.unquantized):
-        leaves = sorted(leaf for leaf in modules.get(prefix, {}) if leaf.endswith(QUANT_LEAVES))
-        if leaves:
-            out.append(
-                (
-                    "refuses",
-                    "stored-quantized",
-                    f"{prefix} is built unquantized (config.json's quantization_config leaves "
-                    f"it out) but stores {', '.join(leaves)}: vLLM has no parameter for "
-                    f"{prefix}.{leaves[0]}",
-                    f"{prefix}.{leaves[0]}",
                 )
             )
     return out
@@ -389,7 +284,23 @@ def _blocks(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) ->
             f"{s.rpartition('.')[2]} ({n})" for s, n in zip(names, sizes, strict=True) if n % bn
         )
         head = f"{layer}: the outputs of {odd} are not multiples of block_n = {bn}"
-        scale = _block_scale(scheme)
+        scale = block_scale(scheme)
+        if scheme.row.producer != "fp8":
+            # no weight_block_size on the quantization config (CompressedTensorsConfig): no
+            # allowance, validate_fp8_block_shape checks the fused shards but the last
+            first = next(n for n in sizes[:-1] if n % bn)
+            bad = names[sizes.index(first)]
+            out.append(
+                (
+                    "refuses",
+                    "block",
+                    f"{head}: vLLM refuses building it ('Weight output_partition_size = "
+                    f"{first} is not divisible by weight quantization block_n = {bn}', "
+                    "fp8_utils.py:validate_fp8_block_shape)",
+                    f"{bad}.{scale}",
+                )
+            )
+            continue
         # vLLM loads tensors in the files' name order: the first shard past the end raises
         over = [s for s in sorted(names) if sum(spans[s]) > rows]
         if over:
@@ -421,14 +332,6 @@ def _blocks(plan: QuantPlan, modules: Mapping[str, Mapping[str, TensorInfo]]) ->
             )
         )
     return out
-
-
-def _block_scale(scheme: Scheme) -> str:
-    """The name of the scheme's block scale (weight_scale, or weight_scale_inv for fp8)."""
-    for p in scheme.params:
-        if any(d.div == "block_n" for alt in p.shapes for d in alt):
-            return p.name
-    return "weight_scale"
 
 
 def _experts(ckpt: Checkpoint, plan: QuantPlan) -> list:
