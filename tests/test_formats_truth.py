@@ -150,3 +150,59 @@ def test_unsettled_variants_go_to_the_device_script():
     for name, v in format_variants.VARIANTS.items():
         if v.gpu and truth_effect(name, "0.26.0") == "unsettled":
             assert name in script, name
+
+
+FORMATS_SAMPLE = (
+    "ct-w4a16-channel-group-scales",
+    "ct-fp8-ignore-o-proj-stored-fp8",
+    "hf-fp8-tp2-row-bf16",
+    "ct-w8a8-weight-as-u8",
+)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_real_loader_still_does_what_was_recorded(tmp_path, release):
+    """A sample of the variants through the real loader again (the venvs of
+    scripts/loader_truth_cpu.py): the same refusal (stage, type, tensor), or the same unset
+    parameters and sums."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    python = Path.home() / ".cache/pytest-vllm-env/venvs" / f"vllm-{release}" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"no {python}: make it as scripts/loader_truth_cpu.py says")
+    sys.path.insert(0, str(repo / "scripts"))
+    import loader_truth_cpu
+
+    jobs = [
+        {
+            "name": n,
+            "model": str(format_variants.make(n, tmp_path / n)),
+            "mode": "load",
+            **format_variants.VARIANTS[n].launch,
+        }
+        for n in FORMATS_SAMPLE
+    ]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    probe = repo / "pytest_vllm_env" / "probes" / "vllm_load_weights.py"
+    proc = subprocess.run(
+        [str(python), str(probe), "--batch", str(tmp_path / "jobs.json")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=tmp_path,
+    )
+    results = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert len(results) == len(jobs), proc.stderr[-3000:]
+    for result in results:
+        name = result["job"]["name"]
+        now = loader_truth_cpu.summarize(result, all_sums=True)
+        then = TRUTH["variants"][name][release]
+        assert bool(now.get("refused")) == bool(then.get("refused")), name
+        if then.get("refused"):
+            for key in ("stage", "type", "tensor"):
+                assert now["refused"].get(key) == then["refused"].get(key), (name, key)
+        else:
+            assert (now["unset"], now["sums"]) == (then["unset"], then["sums"]), name
