@@ -27,6 +27,7 @@ from pytest_vllm_env.checks.quant_tensors_load import (
     block_scale,
     row_narrowed,
     same_bits,
+    split_problems,
     stored_quantized,
     tp_share,
 )
@@ -53,6 +54,8 @@ FIX = {
     "stored-quantized": "store the module 16-bit (its dequantized weight), or take it out of "
     "quantization_config's ignore / modules_to_not_convert / targets mismatch so vLLM builds "
     "it quantized",
+    "tp-model": "use a --tensor-parallel-size that divides num_attention_heads (config.json) "
+    "and the key/value heads (or that they divide)",
     "tp": "use a --tensor-parallel-size whose per-rank shares hold whole groups / blocks (a "
     "smaller one), or re-quantize with a smaller group_size / weight_block_size",
     "experts": "re-export the MoE experts as gpt-oss writes them (*_blocks U8, *_scales U8, "
@@ -89,6 +92,8 @@ def tensors_complete(
                 issues += tp_share(prefix, ckpt.modules.get(prefix, {}), scheme, tp, built, fused)
         issues += _blocks(plan, ckpt.modules)
         issues += stored_quantized(plan, ckpt.modules)
+    if tp > 1:  # the model's own split is refused first (at config or build time)
+        issues = split_problems(ckpt.config, tp) + issues
     refused = [i for i in issues if i[0] == "refuses"]
     wrong = [i for i in issues if i[0] == "wrong"]
     notes = [i for i in issues if i[0] == "cost"]

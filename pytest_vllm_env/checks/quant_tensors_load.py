@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme, linear_shape
+from pytest_vllm_env.facts.vllm_tp import head_problems
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 
 QUANT_LEAVES = ("_scale", "_scale_inv", "_zero_point", "_g_idx", "_packed", "_shape")
@@ -157,3 +158,28 @@ def block_scale(scheme: Scheme) -> str:
         if any(d.div == "block_n" for alt in p.shapes for d in alt):
             return p.name
     return "weight_scale"
+
+
+def split_problems(config: Mapping[str, Any] | None, tp: int) -> list:
+    """What ``tp`` ranks refuse of the model itself (its heads, its vocabulary), the rules of
+    ``facts/vllm_tp.py:head_problems`` on config.json (its text_config for a VLM)."""
+    text: Mapping[str, Any] = config or {}
+    inner = text.get("text_config")
+    if isinstance(inner, Mapping) and "num_attention_heads" in inner:
+        text = inner
+    try:
+        heads = int(text.get("num_attention_heads") or 0)
+        kv = int(text.get("num_key_value_heads") or heads)
+        vocab = int(text.get("vocab_size") or 0)
+    except (TypeError, ValueError):
+        return []
+    return [
+        (
+            "refuses",
+            "tp-model",
+            f"tensor_parallel_size={tp}: vLLM refuses it at {p.stage} time ({p.where}: "
+            f"{p.message})",
+            "",
+        )
+        for p in head_problems(heads, kv, vocab, tp)
+    ]

@@ -67,36 +67,48 @@ def _div(a: int, b: int) -> int | None:
     return a // b if b and a % b == 0 else None
 
 
+def head_problems(heads: int, kv_heads: int, vocab: int, tp: int) -> list[TpProblem]:
+    """What ``tp`` ranks refuse of a decoder's heads and vocabulary, before any Linear's
+    shapes: ``config/model.py:verify_with_parallel_config`` (query heads, at config time),
+    ``QKVParallelLinear`` (key/value heads split or replicated), ``VocabParallelEmbedding``
+    (the vocabulary padded to 64)."""
+    out: list[TpProblem] = []
+    if tp <= 1 or heads <= 0:
+        return out
+    if heads % tp:
+        out.append(
+            TpProblem(
+                "config",
+                "num_attention_heads",
+                f"Total number of attention heads ({heads}) must be divisible by tensor "
+                f"parallel size ({tp}).",
+            )
+        )
+        return out
+    if kv_heads >= tp and kv_heads % tp:
+        out.append(
+            TpProblem("build", "num_key_value_heads", f"{kv_heads} is not divisible by {tp}")
+        )
+    elif 0 < kv_heads < tp and tp % kv_heads:
+        out.append(
+            TpProblem("build", "num_key_value_heads", f"{tp} is not divisible by {kv_heads}")
+        )
+    if vocab:
+        padded = -(-vocab // VOCAB_PADDING) * VOCAB_PADDING
+        if padded % tp:
+            out.append(TpProblem("build", "vocab_size", f"{padded} is not divisible by {tp}"))
+    return out
+
+
 def split(plan: LoadPlan, tp: int) -> TpSplit:
     """The split of ``plan``'s model over ``tp`` ranks (every rank has the same shapes)."""
     out = TpSplit(tp)
     d = plan.dims
     if d is None or tp <= 1:
         return out
-    if d.heads % tp:
-        out.problems.append(
-            TpProblem(
-                "config",
-                "num_attention_heads",
-                f"Total number of attention heads ({d.heads}) must be divisible by tensor "
-                f"parallel size ({tp}).",
-            )
-        )
+    out.problems += head_problems(d.heads, d.kv_heads, d.vocab, tp)
+    if any(p.stage == "config" for p in out.problems):
         return out
-    if d.kv_heads >= tp and d.kv_heads % tp:
-        out.problems.append(
-            TpProblem("build", "num_key_value_heads", f"{d.kv_heads} is not divisible by {tp}")
-        )
-    elif d.kv_heads < tp and tp % d.kv_heads:
-        out.problems.append(
-            TpProblem("build", "num_key_value_heads", f"{tp} is not divisible by {d.kv_heads}")
-        )
-    if d.vocab:
-        padded = -(-d.vocab // VOCAB_PADDING) * VOCAB_PADDING
-        if padded % tp:
-            out.problems.append(
-                TpProblem("build", "vocab_size", f"{padded} is not divisible by {tp}")
-            )
     algo = plan.decision.algo or ""
     block_out, block_in = FORMAT_BLOCKS.get(algo, (1, 1))
     kv_rank = (d.kv_heads // tp if d.kv_heads >= tp else 1) * d.head_dim
