@@ -13,6 +13,11 @@ What the record says happened, as an effect:
 - ``works``: every parameter written, with the base export's numbers;
 - unsettled: what only a GPU says (the variant's ``gpu``): ``scripts/device/formats_blind.sh``.
 
+The first 36 variants are the blind round (``blind``: predicted before the loaders ran and
+before the check code was read; 26 of their 35 settled verdicts agreed in each release before
+the round's fixes); the others were made after the fixes, to try each new rule on a case it
+was not written on.
+
 The suite runs as a user runs it (``--vllm-checkpoint`` with the launch's
 ``--tensor-parallel-size`` / ``--vllm-quantization``, the stand-in vLLM of that release, sm 9.0);
 its findings' effect (``gpu_prediction.predicted_effect``: a failure that says
