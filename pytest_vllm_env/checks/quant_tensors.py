@@ -86,7 +86,7 @@ def tensors_complete(
     else:
         for prefix, scheme in sorted(plan.schemes.items()):
             built = config_shape(ckpt.config, prefix)
-            issues += _module(prefix, ckpt.modules.get(prefix, {}), scheme, built)
+            issues += _module(prefix, ckpt.modules.get(prefix, {}), scheme, built, tp)
             if tp > 1:
                 fused = fused_name(prefix, ckpt.modules) != prefix
                 issues += tp_share(prefix, ckpt.modules.get(prefix, {}), scheme, tp, built, fused)
@@ -131,10 +131,12 @@ def _module(
     parts: Mapping[str, TensorInfo],
     scheme: Scheme,
     built: tuple[int, int] | None = None,
+    tp: int = 1,
 ) -> list:
-    """The parameters of one quantized Linear against its stored tensors. ``built``: the
-    ``(out, in)`` vLLM sizes the layer with from config.json (``quant_plan.config_shape``);
-    without it, the stored weight's shape and the declared packing say it."""
+    """The parameters of one quantized Linear against its stored tensors (on ``tp`` ranks).
+    ``built``: the ``(out, in)`` vLLM sizes the layer with from config.json
+    (``quant_plan.config_shape``); without it, the stored weight's shape and the declared
+    packing say it."""
     out: list[tuple[str, str, str, str]] = []
     params = scheme.params
     weight = next((p for p in params if p.role == "weight"), None)
@@ -211,7 +213,11 @@ def _module(
                 )
             )
         if out_f and not p.fits(tuple(info.shape), out_f, in_f, settings):
-            if row_narrowed(prefix, p, tuple(info.shape), out_f, in_f, settings):
+            # channel-wise int scales of a row-parallel layer split over ranks are repeated on
+            # every rank, a ChannelQuantScaleParameter without an input dimension
+            # (compressed_tensors_wNa16.py: marlin_repeat_scales_on_all_ranks): no narrowing
+            repeated = tp > 1 and scheme.settings.get("group") == -1 and p.role != "weight"
+            if not repeated and row_narrowed(prefix, p, tuple(info.shape), out_f, in_f, settings):
                 out.append(
                     (
                         "wrong",
