@@ -55,7 +55,10 @@ def kernel_list(
     names = (env_lists or {}).get(ENV_LIST.get(family, ""), ())
     if not names:
         return table, (), release
+    # a name the env lists is the kernel as its own release's table defines it; another
+    # release's definition only where this one's table has no such name
     known = {k.name: k for rel in FAMILIES.values() for k in rel.get(family, ())}
+    known |= {k.name: k for k in table}
     ordered = tuple(known[n] for n in names if n in known)
     unknown = tuple(n for n in names if n not in known and not _never_for_us(n))
     return ordered, unknown, release

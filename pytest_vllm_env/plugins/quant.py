@@ -107,14 +107,26 @@ def vllm_quant_packages(vllm_env: PixiEnv) -> frozenset[str]:
 
 
 @pytest.fixture(scope="session")
-def vllm_checkpoint_plan(vllm_checkpoint: Checkpoint, vllm_quant_source: QuantSource) -> QuantPlan:
+def vllm_checkpoint_plan(
+    vllm_checkpoint: Checkpoint, vllm_quant_source: QuantSource, request: pytest.FixtureRequest
+) -> QuantPlan:
     """Which scheme the env's vLLM builds for each Linear of the checkpoint
-    (``facts.quant_plan``)."""
+    (``facts.quant_plan``); a ModelOpt checkpoint's MIXED_PRECISION layers by the per-layer
+    algorithms the env's own modelopt.py serves (else its release's recorded set, else an
+    assumption the plan states: ``facts.quant_release``)."""
     from pytest_vllm_env.facts.quant_plan import QuantPlan, plan
+    from pytest_vllm_env.facts.quant_release import mixed_served
 
     if not vllm_checkpoint.quant_files_readable:
         return QuantPlan(None, None)
-    return plan(vllm_checkpoint, vllm_quant_source.refused_actorders)
+    served = None
+    block = vllm_checkpoint.quantization_config or {}
+    method = str(block.get("quant_method", "")).lower()
+    if method.startswith("modelopt") or (not block and vllm_checkpoint.hf_quant_config):
+        source = request.getfixturevalue("vllm_modelopt_source")
+        env = request.getfixturevalue("vllm_env")
+        served = mixed_served(source.mixed_linear_algos, env.version_of("vllm"))
+    return plan(vllm_checkpoint, vllm_quant_source.refused_actorders, served)
 
 
 @pytest.fixture(scope="session")
