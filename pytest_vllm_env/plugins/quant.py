@@ -107,6 +107,16 @@ def vllm_quant_packages(vllm_env: PixiEnv) -> frozenset[str]:
 
 
 @pytest.fixture(scope="session")
+def vllm_triton_kernels(vllm_env: PixiEnv):
+    """The ``triton_kernels`` the env's vLLM imports (a separately installed one wins over
+    the copy vendored in the wheel: ``utils/import_utils.py:import_triton_kernels``) and
+    what it does on Hopper, read from its own files (``facts.triton_kernels_copy``)."""
+    from pytest_vllm_env.facts.triton_kernels_copy import imported_copy
+
+    return imported_copy(vllm_env)
+
+
+@pytest.fixture(scope="session")
 def vllm_checkpoint_plan(
     vllm_checkpoint: Checkpoint, vllm_quant_source: QuantSource, request: pytest.FixtureRequest
 ) -> QuantPlan:
