@@ -168,3 +168,30 @@ def test_min_capability_on_a_release_not_read():
         f.outcome == "warning"
         and "assumed: vLLM 0.30.0 needs the capabilities as 0.26.0 does" in f.summary
     )
+
+
+def test_quant_config_where_quantization_methods_are_unread():
+    """QuantizationMethods unread: vLLM 0.26.0's recorded list still refuses a method it
+    does not have (before, nothing was said and the check skipped); a release not read
+    passes a method the suite knows, saying it assumed vLLM knows it."""
+    from pytest_vllm_env.checks.quant_config import quant_config
+    from pytest_vllm_env.facts.quant_plan import QuantPlan
+    from pytest_vllm_env.readers.vllm_quant_source import QuantSource
+
+    folder = EXPORTS / "ct-fp8-dynamic"
+    ckpt = read_checkpoint(folder.name, folder)
+    unread = QuantSource(
+        missing=("vllm/model_executor/layers/quantization/__init__.py has no QuantizationMethods",)
+    )
+    f = quant_config(ckpt, QuantPlan("hqq", None), unread, "0.26.0")
+    assert (
+        f.outcome == "failed"
+        and "quant_method 'hqq' is not a quantization method vLLM 0.26.0 knows" in f.summary
+    )
+    f = quant_config(ckpt, plan(ckpt), unread, "0.30.0")
+    assert f.outcome == "passed", f.summary
+    assert f.summary.endswith(
+        "; assumed: vLLM 0.30.0 knows 'compressed-tensors' (its QuantizationMethods could not be "
+        "read: vllm/model_executor/layers/quantization/__init__.py has no QuantizationMethods)"
+    )
+    assert "assumed" not in quant_config(ckpt, plan(ckpt), unread, "0.26.0").summary

@@ -21,9 +21,10 @@ from pytest_vllm_env.checks.modelopt_config import min_capability as modelopt_mi
 from pytest_vllm_env.checks.modelopt_config import quant_algo_supported
 from pytest_vllm_env.checks.modelopt_config import quant_config as modelopt_quant_config
 from pytest_vllm_env.facts.quant_plan import QuantPlan
-from pytest_vllm_env.facts.quant_release import kernel_assumption
+from pytest_vllm_env.facts.quant_release import exact_release, kernel_assumption
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.readers.vllm_loader import VLLM_0_26
 from pytest_vllm_env.readers.vllm_quant_source import QuantSource
 from pytest_vllm_env.readers.vllm_source import ModelOptSource
 from pytest_vllm_env.tables.archs import Arch
@@ -74,6 +75,15 @@ def quant_config(
             method=None,
         )
     known = source.methods if source is not None else None
+    unread = ""
+    if known is None and exact_release(vllm_version) == "0.26.0":
+        known = VLLM_0_26.methods  # the record of the 0.26.0 wheel's QuantizationMethods
+    elif known is None and plan.method is not None:
+        why = "; ".join(source.missing) if source is not None and source.missing else "not read"
+        unread = (
+            f"; assumed: vLLM {vllm_version or '(version unknown)'} knows {plan.method!r} (its "
+            f"QuantizationMethods could not be read: {why})"
+        )
     if known is not None and plan.method not in known:
         return failed(
             check,
@@ -123,7 +133,8 @@ def quant_config(
         f"{', '.join(names)} ({', '.join(classes) or 'MoE experts'}), "
         f"{len(plan.unquantized)} unquantized"
         + (f" ({', '.join(sorted(plan.unquantized)[:4])})" if plan.unquantized else "")
-        + (f"; others as {unmodelled}, not modelled (not judged)" if unmodelled else ""),
+        + (f"; others as {unmodelled}, not modelled (not judged)" if unmodelled else "")
+        + unread,
         method=plan.method,
         schemes=names,
     )
