@@ -236,3 +236,20 @@ def test_the_real_pypi_triton_kernels(pytester, env_builder, release):
     assert (
         k["outcome"] == "failed" and f"No module named 'triton_kernels.{module}'" in k["summary"]
     ), k
+
+
+def test_a_copy_without_distribution_metadata_counts(pytester, env_builder):
+    """has_triton_kernels() is an import-spec test: a triton_kernels folder on the path with
+    no .dist-info (copied in, or a vLLM built without the vendored copy) is found all the
+    same, and TRITON is taken on sm 9.0 (before: MARLIN was named, as if none were there)."""
+    install_vllm_quant(env_builder, "0.26.0")
+    (env_builder.site_packages / "vllm/third_party/triton_kernels/__init__.py").unlink()
+    for rel, text in tks.v351().items():
+        (env_builder.site_packages / rel).parent.mkdir(parents=True, exist_ok=True)
+        (env_builder.site_packages / rel).write_text(text)
+    run(pytester, env_builder, GPT_OSS)
+    k = verdicts(pytester)["quant.kernel-arch"]
+    assert (
+        k["outcome"] == "failed"
+        and "a triton_kernels with no distribution metadata at" in k["summary"]
+    ), k

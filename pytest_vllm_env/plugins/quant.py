@@ -95,14 +95,18 @@ def vllm_quant_source(vllm_env: PixiEnv, vllm_fact_cache) -> QuantSource:
 
 
 @pytest.fixture(scope="session")
-def vllm_quant_packages(vllm_env: PixiEnv) -> frozenset[str]:
+def vllm_quant_packages(vllm_env: PixiEnv, vllm_triton_kernels) -> frozenset[str]:
     """The optional kernel packages the env has (FlashInfer, DeepGEMM, triton_kernels, ...),
-    as the kernel tables name them: installed, or shipped inside the vLLM wheel."""
+    as the kernel tables name them: installed, or shipped inside the vLLM wheel; for
+    triton_kernels, any copy ``has_triton_kernels()`` finds (a ``triton_kernels`` package on
+    the path even without distribution metadata)."""
     found = {
         name for name, dists in PACKAGES.items() if any(vllm_env.dist(d) is not None for d in dists)
     }
     if vllm_env.dist("vllm") is not None:
         found |= {n for n, f in VENDORED.items() if vllm_env.package_file("vllm", f) is not None}
+    if vllm_triton_kernels.where:
+        found.add("triton_kernels")
     return frozenset(found)
 
 
