@@ -139,7 +139,7 @@ def _installed(env: PixiEnv) -> Path | None:
     site-packages itself, then the folders its ``.pth`` files add (setuptools' editable
     finders map the name to a folder)."""
     for sp in env.site_packages:
-        if (sp / "triton_kernels").is_dir():
+        if _is_dir(sp / "triton_kernels"):
             return sp / "triton_kernels"
     for sp in env.site_packages:
         try:
@@ -150,7 +150,7 @@ def _installed(env: PixiEnv) -> Path | None:
             if entry.name.startswith("__editable__") and entry.name.endswith("_finder.py"):
                 text, _ = files.read_text_if_present(entry, files.SOURCE)
                 match = _FINDER.search(text or "")
-                if match and Path(match.group(1)).is_dir():
+                if match and _is_dir(Path(match.group(1))):
                     return Path(match.group(1))
             elif entry.suffix == ".pth":
                 text, _ = files.read_text_if_present(entry, files.CONFIG)
@@ -159,7 +159,7 @@ def _installed(env: PixiEnv) -> Path | None:
                     if not line or line.startswith(("#", "import ")):
                         continue
                     folder = (sp / line) / "triton_kernels"
-                    if folder.is_dir():
+                    if _is_dir(folder):
                         return folder
     return None
 
@@ -172,8 +172,8 @@ def _read(
     release: str | None,
     assumed: list[str],
 ) -> TritonKernelsCopy:
-    has_ogs = (folder / "matmul_ogs.py").is_file() or (folder / "matmul_ogs").is_dir()
-    modules = tuple(m for m in (MATMUL_OGS, MATMUL) if (folder / m / "opt_flags.py").is_file())
+    has_ogs = _is_file(folder / "matmul_ogs.py") or _is_dir(folder / "matmul_ogs")
+    modules = tuple(m for m in (MATMUL_OGS, MATMUL) if _is_file(folder / m / "opt_flags.py"))
     tensor, _ = files.read_text_if_present(folder / "tensor.py", files.SOURCE)
     api = api_generation(has_ogs, tensor)
     block, why_b = _text(folder / block_n_file(api))
@@ -210,6 +210,20 @@ def _read(
             "BLOCK_N rule is v3.5.1's (outputs of 128 columns or fewer do not compile)"
         )
     return replace(copy, assumed=tuple(assumed))
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # no permission, a NUL in a .pth line
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _text(path: Path) -> tuple[str | None, str]:
