@@ -136,6 +136,47 @@ def test_fused_shards_with_different_algorithms_are_refused(pytester, env_builde
     assert "give the shards of model.layers.0.self_attn.qkv_proj one quant_algo" in found["fix"]
 
 
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+def test_min_capability_is_the_mixed_configs_own(pytester, env_builder, tmp_path, release):
+    """vLLM 0.26.0 and 0.33.0 (config/model.py ModelConfig._verify_quantization) let
+    ModelOptMixedPrecisionConfig.override_quantization_method claim MIXED_PRECISION, and
+    config/vllm.py _get_quantization_config holds the GPU to its get_min_capability(): 75.
+    Before the stand-in had that class, the suite took Fp8Config's 8.9 and failed an A100."""
+    env = make_env(env_builder, release)
+    folder = ckpts.mixed_llama("NVFP4").write(tmp_path / "mixed")
+    _, checks = run(pytester, env, folder, arch="8.0")
+    found = checks["modelopt.min-capability"]
+    assert found["outcome"] == "passed", found["summary"]
+    assert f"MIXED_PRECISION needs >= 7.5 in vLLM {release}" in found["summary"]
+    _, checks = run(pytester, env, folder, arch="7.0")
+    found = checks["modelopt.min-capability"]
+    assert found["outcome"] == "failed"
+    assert (
+        f"MIXED_PRECISION needs compute capability >= 7.5 in vLLM {release} "
+        "(ModelOptMixedPrecisionConfig), but the target 7.0 is lower; vLLM would say: The "
+        "quantization method modelopt_mixed is not supported for the current GPU. Minimum "
+        "capability: 75. Current capability: 70." in found["summary"]
+    )
+
+
+@pytest.mark.parametrize(
+    "release, served",
+    [
+        ("0.26.0", "FP8/NVFP4/W4A16_NVFP4/MXFP8"),
+        ("0.33.0", "FP8/FP8_PER_CHANNEL_PER_TOKEN/FP8_PB_WO/NVFP4/W4A16_NVFP4/MXFP8"),
+    ],
+)
+def test_served_algorithms_are_the_envs_own(pytester, env_builder, tmp_path, release, served):
+    """The per-layer algorithms named are those the env's vLLM's get_quant_method serves
+    (read from its modelopt.py, kept through the fact cache), not the union of releases."""
+    env = make_env(env_builder, release)
+    _, checks = run(pytester, env, ckpts.mixed_llama("W4A16_AWQ").write(tmp_path / "mixed"))
+    assert (
+        f"vLLM {release} serves {served}): it builds them"
+        in (checks["checkpoint.parameters"]["summary"])
+    )
+
+
 # -- the resolution rule itself (vLLM's _resolve_quant_algo) ----------------------------------
 LAYERS = {
     "model.layers.0.self_attn.q_proj": "FP8",
