@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from fixtures import mixed_variants  # noqa: E402
 from loader_truth_cpu import PROBE, VENVS, summarize  # noqa: E402
+
+from fixtures import mixed_variants  # noqa: E402
 
 OUT = REPO / "fixtures" / "loader_truth" / "mixed_precision.json"
 

@@ -476,3 +476,23 @@ def test_tensors_complete_agrees_with_the_real_loader(tmp_path, release, name):
         assert set(unset) <= set(found.evidence["tensors"])
     else:
         assert found.outcome == "passed", found.summary
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+@pytest.mark.parametrize("name", list(mixed_variants.VARIANTS))
+def test_no_check_fails_what_the_real_loader_loads(tmp_path, release, name):
+    """Every check that decides a load, on each variant: nothing fails what the real loader
+    loaded whole (the MoE experts are as wide as moe_intermediate_size, not intermediate_size;
+    the VL keys are matched after the model's mapper), and what it refused or left unset fails
+    modelopt.tensors-complete."""
+    from test_modelopt_algos_truth import recomputed
+
+    truth = MIXED_TRUTH[name][release]
+    if truth.get("undetermined") or "probe_error" in truth:
+        pytest.skip(f"the CPU probe could not decide: {truth.get('undetermined')}")
+    outcomes = recomputed(mixed_variants.make(name, tmp_path / name), name, release, "10.0")
+    failed = {k for k, o in outcomes.items() if o in ("failed", "error")}
+    if truth.get("refused") or truth.get("unset"):
+        assert "modelopt.tensors-complete" in failed
+    else:
+        assert not failed

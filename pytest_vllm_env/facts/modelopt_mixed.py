@@ -149,7 +149,9 @@ def _shard_algos(
     return found.pop() if found else None
 
 
-def rename(name: str, prefixes: Rename = (), substrs: Rename = (), suffixes: Rename = ()):
+def rename(
+    name: str, prefixes: Rename = (), substrs: Rename = (), suffixes: Rename = ()
+) -> str | None:
     """``WeightsMapper._map_name`` without the stacked entries (what ``apply_vllm_mapper`` is
     given): substrings, then prefixes, then suffixes, each applied in order; None where an
     entry maps to None."""
@@ -216,13 +218,19 @@ def module_algos(
     named = {m: rename(m, prefixes, substrs, suffixes) for m in modules}
     present = {n for n in named.values() if n is not None}
     out: dict[str, str | None | FusedMismatch] = {}
+    # once per vLLM layer: a MoE layer's hundreds of expert modules share one answer, and a
+    # key-less lookup scans every key (_resolve_quant_algo's step 3)
+    done: dict[str, str | None | FusedMismatch] = {}
     for module, name in named.items():
         if name is None:
             continue  # the mapper drops its weights: vLLM never loads them
-        try:
-            out[module] = resolve(keys, vllm_layer(name, present))
-        except FusedMismatch as e:
-            out[module] = e
+        layer = vllm_layer(name, present)
+        if layer not in done:
+            try:
+                done[layer] = resolve(keys, layer)
+            except FusedMismatch as e:
+                done[layer] = e
+        out[module] = done[layer]
     return out
 
 
