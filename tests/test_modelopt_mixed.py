@@ -292,6 +292,37 @@ def test_vl_keys_are_renamed_by_the_models_mapper(key):
         assert resolve({key: "NVFP4"}, "language_model.model.layers.0.mlp.down_proj") is None
 
 
+@pytest.mark.parametrize(
+    "key", ["model.layers.0.mlp.down_proj", "model.language_model.layers.0.mlp.down_proj"]
+)
+def test_load_plan_builds_a_vl_layer_from_its_mapped_key(key):
+    """checkpoint.parameters' plan (facts/vllm_load_plan.py:build_params) for a model whose
+    layers live under language_model.model.* (Qwen2.5-VL's tree): the key, in either naming
+    ModelOpt writes, gives the layer its NVFP4 parameters, as the real loaders built them
+    (mixed_precision.json vl-old-names / vl-hf-names: loaded whole)."""
+    from pytest_vllm_env.facts.vllm_load_plan import build_params, dims_of
+    from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
+    from pytest_vllm_env.readers.vllm_model_file import ModelFile, Node
+
+    model = ModelFile(
+        "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration",
+        nodes=(Node("language_model.model.layers.{i}.mlp.down_proj", "row", "RowParallelLinear"),),
+        counts={"language_model.model.layers": "num_hidden_layers"},
+        prefixes=VL_PREFIXES,
+    )  # fmt: skip
+    config = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+              "intermediate_size": 128, "torch_dtype": "bfloat16"}  # fmt: skip
+    decision = QuantDecision(
+        "config.json", None, "modelopt", "MIXED_PRECISION", (), None, None, "modelopt_mixed",
+        "modelopt_mixed", None, None, layers=((key, "NVFP4"),),
+    )  # fmt: skip
+    params, _ = build_params(
+        model, dims_of(config), config, decision, lambda p: False, False, False
+    )
+    assert params["language_model.model.layers.0.mlp.down_proj.weight"].dtype == "U8"
+    assert "language_model.model.layers.0.mlp.down_proj.weight_scale_2" in params
+
+
 def test_quantized_layers_read_from_either_layout():
     entry = {"a.q_proj": {"quant_algo": "fp8"}}
     assert quantized_layers({"quantization": {"quantized_layers": entry}}) == (("a.q_proj", "FP8"),)
