@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, module_algos, quantized_layers
 from pytest_vllm_env.facts.modelopt_settings import effective_settings, excluder
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
@@ -148,9 +148,11 @@ def _plan_mixed(out: QuantPlan, ckpt: Checkpoint, source: str, excluded: Any) ->
     an algorithm it has no method for, or none, leaves the layer unquantized."""
     block = ckpt.quantization_config if source == "config.json" else ckpt.hf_quant_config
     layers = dict(quantized_layers(block))
-    for prefix in linear_names(ckpt.modules):
-        own = None if excluded(prefix, ckpt.modules) else layers.get(prefix)
-        row = modelopt_format(own) if own in SERVED else None
+    names = linear_names(ckpt.modules)
+    algos = module_algos(layers, names)  # as vLLM resolves each one's layer
+    for prefix in names:
+        own = None if excluded(prefix, ckpt.modules) else algos.get(prefix)
+        row = modelopt_format(own) if isinstance(own, str) and own in SERVED else None
         if row is None or not row.tensors_known:
             out.unquantized.add(prefix)
             continue
