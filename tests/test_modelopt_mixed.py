@@ -527,3 +527,29 @@ def test_no_check_fails_what_the_real_loader_loads(tmp_path, release, name):
         assert "modelopt.tensors-complete" in failed
     else:
         assert not failed
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+def test_the_real_loader_still_does_what_was_recorded(tmp_path, release):
+    """Where the release's venv is on this machine (scripts/loader_truth_cpu.py says how to
+    make it), vLLM's real loader runs the variants again (CPU, load mode) and does what
+    mixed_precision.json recorded: the same refusal stage and tensor, the same unset
+    parameters, the same MoE parameters (the method get_quant_method chose)."""
+    import sys
+
+    venv = Path.home() / ".cache/pytest-vllm-env/venvs" / f"vllm-{release}" / "bin" / "python"
+    if not venv.exists():
+        pytest.skip(f"no {venv}")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import mixed_truth_cpu
+
+    now = mixed_truth_cpu.probe(release, list(mixed_variants.VARIANTS), tmp_path)
+    assert set(now) == set(mixed_variants.VARIANTS)
+    for name, got in now.items():
+        then = MIXED_TRUTH[name][release]
+        assert bool(got.get("refused")) == bool(then.get("refused")), name
+        if then.get("refused"):
+            assert got["refused"].get("tensor") == then["refused"].get("tensor"), name
+        assert got.get("unset") == then.get("unset"), name
+        assert got.get("moe_params") == then.get("moe_params"), name
