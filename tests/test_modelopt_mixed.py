@@ -142,6 +142,10 @@ def test_fused_shards_with_different_algorithms_are_refused(pytester, env_builde
         "model.layers.0.self_attn.qkv_proj" in found["summary"]
     )
     assert "give the shards of model.layers.0.self_attn.qkv_proj one quant_algo" in found["fix"]
+    complete = checks["modelopt.tensors-complete"]
+    assert complete["outcome"] == "failed" and complete["evidence"]["vllm_effect"] == "refuses"
+    # said once per fused layer, not once per shard
+    assert complete["summary"].count("within fused layer model.layers.0.self_attn.qkv_proj") == 1
 
 
 @pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])

@@ -217,13 +217,19 @@ def _mixed_complete(
     groups: dict[str, dict[str, Mapping[str, TensorInfo]]] = {}
     plain: dict[str, str | None] = {}
     unjudged: list[str] = []
+    said: set[str] = set()  # one word per fused or MoE layer, not per shard or expert
     for module, algo in module_algos(keyed, sorted(linear)).items():
         if isinstance(algo, FusedMismatch):
-            issues.append(LayerIssue(module, "refuses", "fused-mismatch", f"vLLM raises: {algo}"))
+            if str(algo) not in said:
+                said.add(str(algo))
+                issues.append(
+                    LayerIssue(module, "refuses", "fused-mismatch", f"vLLM raises: {algo}")
+                )
             continue
         expert = is_expert(module)
         own = keyed.get(module)
-        if expert and own is not None and own != algo:
+        if expert and own is not None and own != algo and module.rsplit(".", 2)[0] not in said:
+            said.add(module.rsplit(".", 2)[0])
             issues.append(LayerIssue(module, "note", "expert-algo", (
                 f"{module} is keyed {own!r} but vLLM builds its MoE layer "
                 f"{module.rsplit('.', 2)[0]} {algo!r} (the first quantized_layers key under it)"
@@ -260,7 +266,7 @@ def _mixed_complete(
                 f"or parameter named {module}.{stray[0]}'"
             ), f"{module}.{stray[0]}"))  # fmt: skip
         elif weight is not None and weight.dtype not in FLOAT_DTYPES:
-            issues.append(LayerIssue(module, "wrong", "excluded-but-quantized", (
+            issues.append(LayerIssue(module, "wrong", "unquantized-but-quantized", (
                 f"{module}: {why}, so vLLM builds it unquantized and casts its "
                 f"{weight.dtype} weight to BF16 as numbers, without a scale"
             ), f"{module}.weight"))  # fmt: skip
@@ -275,7 +281,7 @@ def _mixed_complete(
     fix_notes = [n for n in notes if "keyed" in n][:3]
     if refused or wrong:
         fix = _issue_fix(refused + wrong + cost, eff)
-        if any(i.kind == "unquantized-has-scales" for i in refused):
+        if any(i.kind.startswith("unquantized-") for i in refused + wrong):
             fix = (
                 "quantize those layers with an algorithm vLLM serves per layer "
                 f"({', '.join(served)}), or give them their quantized_layers key; " + fix
