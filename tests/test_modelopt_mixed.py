@@ -470,6 +470,8 @@ def test_mixed_without_quantized_layers_is_refused(pytester, env_builder, tmp_pa
         "mapping in the quantization config (read from config.json)" in found["summary"]
     )
     assert found["fix"].startswith("give config.json the quantized_layers map ModelOpt wrote")
+    complete = checks["modelopt.tensors-complete"]
+    assert complete["outcome"] == "failed" and "vLLM raises at start" in complete["summary"]
 
 
 # -- the per-layer cases of fixtures/mixed_variants.py, held against the real loaders ---------

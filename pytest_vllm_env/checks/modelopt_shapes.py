@@ -62,6 +62,15 @@ def text_dims(config: Mapping[str, Any]) -> Dims | None:
     return Dims(hidden, heads, kv_heads, head_dim, inter, vocab, bool(gate), moe, shared)
 
 
+def _evidence(d: Dims) -> dict[str, Any]:
+    """The sizes as evidence; the MoE widths only where config.json has them."""
+    out = dict(vars(d))
+    for key in ("moe_intermediate", "shared_intermediate"):
+        if out[key] is None:
+            del out[key]
+    return out
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -156,10 +165,10 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
             f"{few(mismatches)}",
             "use the config.json that came with these weights (hidden_size, num_attention_heads, "
             "num_key_value_heads, head_dim, intermediate_size), or re-export the checkpoint",
-            dims=vars(dims),
+            dims=_evidence(dims),
         )
     if not checked:
         return skipped(check, f"{ckpt.label}: no Llama/Qwen-style projection names to compare")
     return passed(
-        check, f"{ckpt.label}: {checked} weight shapes agree with config.json", dims=vars(dims)
+        check, f"{ckpt.label}: {checked} weight shapes agree with config.json", dims=_evidence(dims)
     )

@@ -208,6 +208,14 @@ def _mixed_complete(
     "There is no module or parameter named ..."), an integer weight is cast as numbers."""
     block = ckpt.quantization_config if eff.source == "config.json" else ckpt.hf_quant_config
     keyed = dict(quantized_layers(block))
+    if not keyed:  # ModelOptMixedPrecisionConfig._from_config
+        return failed(
+            check,
+            f"{ckpt.label}: vLLM raises at start: MIXED_PRECISION quant_algo requires a non-empty "
+            f"'quantized_layers' mapping in the quantization config (read from {eff.source})",
+            f"give {eff.source} the quantized_layers map ModelOpt wrote (re-export)",
+            vllm_effect="refuses",
+        )
     linear = linear_modules(ckpt.modules)
     if _tied(ckpt) and "lm_head" in linear:  # skipped by the loader (see tensors_complete)
         linear = {k: v for k, v in linear.items() if k != "lm_head"}

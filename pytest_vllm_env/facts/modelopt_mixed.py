@@ -142,8 +142,9 @@ def _shard_algos(
 ) -> str | None:
     found = {layers[f"{b}.{s}"] for b in bases for s in names if f"{b}.{s}" in layers}
     if len(found) > 1:
+        shown = "{" + ", ".join(repr(a) for a in sorted(found)) + "}"  # vLLM's set, in order
         raise FusedMismatch(
-            f"Mixed quant_algo within fused layer {prefix}: {found}. All shards must use "
+            f"Mixed quant_algo within fused layer {prefix}: {shown}. All shards must use "
             "the same quantization."
         )
     return found.pop() if found else None
