@@ -13,7 +13,7 @@ from fixtures import checkpoints as ckpts
 from fixtures import loader_standin
 from fixtures.envs import EnvBuilder
 from fixtures.quant_standin import EXPORTS
-from fixtures.vllm_standin import install_vllm
+from fixtures.vllm_standin import ALGOS_0_26, install_vllm, modelopt_text
 from pytest_vllm_env.checks.quant_config import min_capability
 from pytest_vllm_env.checks.quant_kernels import kernel_arch
 from pytest_vllm_env.facts.modelopt_mixed import LINEAR_0_26, LINEAR_0_33, SERVED
@@ -83,7 +83,10 @@ def test_the_decision_follows_the_envs_release_where_its_source_is_unread():
 def make_env(env_builder: EnvBuilder, release: str) -> EnvBuilder:
     """A stand-in vLLM ``release`` whose modelopt.py has no ModelOptMixedPrecisionConfig to
     read (the served set then comes from the record, or is assumed)."""
-    install_vllm(env_builder, release, extra=loader_standin.files(release))
+    text = modelopt_text(ALGOS_0_26, release=release)
+    cut = text.find("class ModelOptMixedPrecisionConfig")  # the stand-in has it; drop it here
+    text = text[:cut] if cut >= 0 else text
+    install_vllm(env_builder, release, modelopt=text, extra=loader_standin.files(release))
     return env_builder
 
 

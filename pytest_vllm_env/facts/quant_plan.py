@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, quantized_layers
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, module_algos, quantized_layers
 from pytest_vllm_env.facts.modelopt_settings import effective_settings, excluder
 from pytest_vllm_env.facts.quant_release import Served, differs_between_releases, mixed_served
 from pytest_vllm_env.readers.checkpoint import Checkpoint
@@ -162,9 +162,11 @@ def _plan_mixed(
     layers = dict(quantized_layers(block))
     if served.assumed and differs_between_releases(layers.values()):
         out.assumed = served.assumed
-    for prefix in linear_names(ckpt.modules):
-        own = None if excluded(prefix, ckpt.modules) else layers.get(prefix)
-        row = modelopt_format(own) if own in served.algos else None
+    names = linear_names(ckpt.modules)
+    algos = module_algos(layers, names)  # as vLLM resolves each one's layer
+    for prefix in names:
+        own = None if excluded(prefix, ckpt.modules) else algos.get(prefix)
+        row = modelopt_format(own) if isinstance(own, str) and own in served.algos else None
         if row is None or not row.tensors_known:
             out.unquantized.add(prefix)
             continue
