@@ -93,3 +93,63 @@ def test_qfmt_kernel_arch(
             moe_backend=vllm_launch.moe_backend,
         )
     )
+
+
+# -- the load and launch checks of issue 22, for a checkpoint of any format ----------------------
+# (conformance/test_checkpoint.py runs them on each --modelopt-checkpoint with its full load
+# plan; here the files vLLM reads, the quantization= decision and the tensor-parallel split by
+# each Linear's scheme: a fine-grained FP8 or compressed-tensors checkpoint is judged as well)
+
+
+def _judge_any(load, verdict, check_id, judge):
+    from pytest_vllm_env.findings import error, skipped
+
+    if load.plan is None and load.unreadable:
+        verdict(error(check_id, load.why_not, "reinstall vllm (its files are damaged)"))
+    elif load.plan is None:
+        verdict(skipped(check_id, load.why_not or f"{load.label}: no load plan"))
+    else:
+        verdict(judge(load))
+
+
+@pytest.mark.vllm_check("checkpoint.shards")
+def test_qfmt_shards(vllm_checkpoint_load, verdict):
+    from pytest_vllm_env.checks import checkpoint_load as c
+
+    _judge_any(
+        vllm_checkpoint_load, verdict, "checkpoint.shards", lambda x: c.shards(x.plan, x.label)
+    )
+
+
+@pytest.mark.vllm_check("launch.quantization")
+def test_qfmt_launch_quantization(vllm_checkpoint_load, verdict):
+    from pytest_vllm_env.checks import launch
+
+    _judge_any(
+        vllm_checkpoint_load,
+        verdict,
+        "launch.quantization",
+        lambda x: launch.quantization(x.plan.decision, x.label, x.vllm, x.launch.q_from),
+    )
+
+
+@pytest.mark.vllm_check("launch.tensor-parallel")
+def test_qfmt_launch_tensor_parallel(vllm_checkpoint_load, vllm_checkpoint_plan, verdict):
+    from pytest_vllm_env.checks import launch
+    from pytest_vllm_env.findings import skipped
+
+    if vllm_checkpoint_plan.producer == "modelopt":
+        verdict(
+            skipped(
+                "launch.tensor-parallel",
+                f"{vllm_checkpoint_load.label}: a ModelOpt checkpoint: give it as "
+                "--modelopt-checkpoint, whose load plan judges its format's blocks",
+            )
+        )
+        return
+    _judge_any(
+        vllm_checkpoint_load,
+        verdict,
+        "launch.tensor-parallel",
+        lambda x: launch.tensor_parallel(x.split, x.label, x.vllm, x.launch.tp_from, x.best_tp),
+    )
