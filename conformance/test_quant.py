@@ -158,6 +158,23 @@ def test_qfmt_tensor_parallel(vllm_checkpoint_load, vllm_checkpoint_plan, verdic
             )
         )
         return
+    load = vllm_checkpoint_load
+    if load.split is not None and load.split.tp > 1 and not load.split.problems:
+        if not load.split.checked:
+            from pytest_vllm_env.findings import passed
+
+            verdict(
+                passed(
+                    "quant.tensor-parallel",
+                    f"{load.label}: tensor_parallel_size={load.split.tp} "
+                    f"({load.launch.tp_from}) splits the heads, KV heads and vocabulary whole; "
+                    "no quantized decoder Linear of the layouts judged here (Llama-family "
+                    "q/k/v/o, gate/up/down): the format's own per-rank rules are not judged",
+                    judged_as="launch.tensor-parallel",
+                    tp=load.split.tp,
+                )
+            )
+            return
     _judge_any(
         vllm_checkpoint_load,
         verdict,

@@ -275,10 +275,10 @@ def format_split(config: dict, schemes: dict[str, FormatScheme], tp: int) -> TpS
             outs, in_rank = [q_rank, kv_rank, kv_rank], in_full
         else:
             outs, in_rank = [o // tp for o in outs_full], in_full
-        out.checked += 1
         out.shapes[f"{layer}.{leaf}"] = (tuple(outs), in_rank)
         if scheme is None or not inter:
             continue
+        out.checked += 1
         module = f"{layer}.{leaf}"
         tensors = tuple(f"{layer}.{p}.weight" for p in parts)
         if scheme.block:
