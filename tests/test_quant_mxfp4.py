@@ -135,11 +135,8 @@ def test_every_settled_shape_of_the_gpu_sweep_agrees(tmp_path):
     the quant.* verdicts on checkpoints of the same shapes agree with every settled one:
     refused there <-> failed as refused here, loaded <-> no refusal, and the MoE kernel vLLM
     logged is the one named."""
-    if not SWEEP.is_file():
-        # not run yet (no device was lent when it was due): SWEEP='64x128 128x64 128x128
-        # 128x256 256x128 256x256 512x512 2880x2880 256x64 192x128' ONLY='gpt-oss.*'
-        # bash scripts/device/formats_truth.sh; $OUT/formats_truth.json is this file
-        pytest.skip(f"{SWEEP.name} not recorded yet: run the formats_truth.sh sweep on sm 9.0")
+    # recorded in round 13 (docs/gpu-runs.md): SWEEP='64x128 128x64 128x128 128x256 256x128
+    # 256x256 512x512 2880x2880 256x64 192x128' bash scripts/device/formats_truth.sh on an H100
     truth = json.loads(SWEEP.read_text())
     assert truth["meta"]["cc"][0] == 9 and truth["meta"]["vllm"] == "0.26.0"
     cases = sweep_cases(truth)
@@ -155,6 +152,8 @@ def test_every_settled_shape_of_the_gpu_sweep_agrees(tmp_path):
     for n, real in settled.items():
         if not real["loaded"]:
             assert "CompileTimeAssertionFailure" in (real["exception"] or ""), (n, real)
+            # the line Triton marked (the record keeps it: the message is cut at 600 chars)
+            assert real["failed_assert"] == "tl.static_assert(BLOCK_N % (2 * n_warps * 2 * 8) == 0)"
             assert "BLOCK_N % (2 * n_warps * 2 * 8)" in judge(folders[n]).summary
 
 
@@ -222,3 +221,29 @@ def test_the_fix_turns_the_verdict_green(pytester, env):
     assert k["outcome"] == "failed", k
     assert "moe_backend='cutlass' is not supported for MXFP4 MoE" in k["summary"]
     assert k["fix"].startswith("drop --moe-backend")
+
+
+# -- the fix on the GPU: --moe-backend marlin (round 13) -----------------------------------------
+BACKENDS = EXPORTS / "mxfp4_backends-0.26.0.json"
+
+
+@pytest.mark.parametrize("tag", sorted(json.loads(BACKENDS.read_text())["cases"]))
+def test_the_fix_serves_what_triton_refused_on_the_gpu(tmp_path, tag):
+    """scripts/device/mxfp4_backends.sh on an H100: shapes the Triton MoE kernel refused in the
+    sweep (128x128, 256x64) load and generate with ``--moe-backend marlin``, and vLLM logs
+    MARLIN. quant.kernel-arch, recomputed here with that launch argument, passes them and names
+    MARLIN; without it, it fails them (the sweep's outcome)."""
+    real = json.loads(BACKENDS.read_text())["cases"][tag]
+    assert real["loaded"] and real["generated"] and real["backend_logged"] == ["MARLIN"]
+    sweep = json.loads(SWEEP.read_text())["models"]
+    twin = f"gpt-oss-mxfp4-h{real['hidden']}-i{real['intermediate']}"
+    assert not sweep[twin]["loaded"]  # the same shape under the default backend: refused
+    folder = gpt_oss_shaped(tmp_path / tag, real["hidden"], real["intermediate"])
+    ckpt = read_checkpoint(folder.name, folder)
+    fixed = kernel_arch(
+        ckpt, plan(ckpt), "0.26.0", [parse_arch("9.0")], "the GPU", TK,
+        tp=real["tp"], moe_backend=real["moe_backend"],
+    )  # fmt: skip
+    assert fixed.outcome == "passed", fixed.summary
+    assert "9.0: MARLIN" in fixed.summary
+    assert judge(folder, tp=real["tp"]).outcome == "failed"
