@@ -22,13 +22,12 @@ from pytest_vllm_env.checks.modelopt_common import (
     EMBEDDING_SUFFIXES,
     REEXPORT,
     ROUTER_SUFFIXES,
-    VISION,
     effect_summary,
     few,
     skip_unreadable,
 )
 from pytest_vllm_env.checks.modelopt_kv import kv_issues
-from pytest_vllm_env.checks.modelopt_shapes import expected_shapes, text_dims
+from pytest_vllm_env.checks.modelopt_shapes import config_dims
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
     LayerIssue,
@@ -131,7 +130,7 @@ def tensors_complete(
                 "the embedding is tied (tie_word_embeddings)",
             )
         )
-    facts = LayerFacts(linear, scales or {}, samples or {}, _config_dims(ckpt, linear))
+    facts = LayerFacts(linear, scales or {}, samples or {}, config_dims(ckpt, linear))
     rules = exclusion_rules(source)
     issues, quantized = judge_layers(facts, fmt, eff.exclude, **rules)
     issues += tied_extra + _scale_dtype_issues(facts.linear, fmt)
@@ -499,18 +498,3 @@ def scales_sane(
 
 def _fmt(value: float) -> str:
     return repr(value) if math.isfinite(value) else str(value)
-
-
-def _config_dims(ckpt: Checkpoint, linear: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
-    """config.json's [out, in] of each text-model Linear (modelopt.shapes-match-config's
-    table; vision modules have their own sizes and are left out)."""
-    dims = text_dims(ckpt.config or {})
-    if dims is None:
-        return {}
-    table = expected_shapes(dims)
-    out: dict[str, tuple[int, int]] = {}
-    for prefix in linear:
-        want = table.get(prefix.rpartition(".")[2])
-        if want and want[0] and want[1] and not VISION.search(prefix):
-            out[prefix] = (int(want[0]), int(want[1]))
-    return out
