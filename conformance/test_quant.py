@@ -111,3 +111,92 @@ def test_qfmt_kernel_arch(
             triton_kernels=vllm_triton_kernels,
         )
     )
+
+
+# -- the load and launch checks of issue 22, for a checkpoint of any format ----------------------
+# conformance/test_checkpoint.py runs checkpoint.shards, launch.quantization and
+# launch.tensor-parallel on each --modelopt-checkpoint with its full load plan; here the same
+# checks run on each --vllm-checkpoint (the files vLLM reads, the quantization= decision, the
+# tensor-parallel split by each Linear's scheme), under quant.* ids (evidence.judged_as names
+# the check), as a ModelOpt checkpoint given here gets the modelopt.* verdicts.
+
+
+def _judge_any(load, verdict, check_id, judged_as, judge):
+    from pytest_vllm_env.checks.quant_config import relabel
+    from pytest_vllm_env.findings import error, skipped
+
+    if load.plan is None and load.unreadable:
+        verdict(error(check_id, load.why_not, "reinstall vllm (its files are damaged)"))
+    elif load.plan is None:
+        verdict(skipped(check_id, load.why_not or f"{load.label}: no load plan"))
+    else:
+        found = judge(load)
+        assert found.id == judged_as
+        verdict(relabel(found, check_id))
+
+
+@pytest.mark.vllm_check("quant.shards")
+def test_qfmt_shards(vllm_checkpoint_load, verdict):
+    from pytest_vllm_env.checks import checkpoint_load as c
+
+    _judge_any(
+        vllm_checkpoint_load,
+        verdict,
+        "quant.shards",
+        "checkpoint.shards",
+        lambda x: c.shards(x.plan, x.label),
+    )
+
+
+@pytest.mark.vllm_check("quant.launch-quantization")
+def test_qfmt_launch_quantization(vllm_checkpoint_load, verdict):
+    from pytest_vllm_env.checks import launch
+
+    _judge_any(
+        vllm_checkpoint_load,
+        verdict,
+        "quant.launch-quantization",
+        "launch.quantization",
+        lambda x: launch.quantization(x.plan.decision, x.label, x.vllm, x.launch.q_from),
+    )
+
+
+@pytest.mark.vllm_check("quant.tensor-parallel")
+def test_qfmt_tensor_parallel(vllm_checkpoint_load, vllm_checkpoint_plan, verdict):
+    from pytest_vllm_env.checks import launch
+    from pytest_vllm_env.findings import skipped
+
+    if vllm_checkpoint_plan.producer == "modelopt":
+        verdict(
+            skipped(
+                "quant.tensor-parallel",
+                f"{vllm_checkpoint_load.label}: a ModelOpt checkpoint: give it as "
+                "--modelopt-checkpoint, whose load plan judges its format's blocks "
+                "(launch.tensor-parallel)",
+            )
+        )
+        return
+    load = vllm_checkpoint_load
+    if load.split is not None and load.split.tp > 1 and not load.split.problems:
+        if not load.split.checked:
+            from pytest_vllm_env.findings import passed
+
+            verdict(
+                passed(
+                    "quant.tensor-parallel",
+                    f"{load.label}: tensor_parallel_size={load.split.tp} "
+                    f"({load.launch.tp_from}) splits the heads, KV heads and vocabulary whole; "
+                    "no quantized decoder Linear of the layouts judged here (Llama-family "
+                    "q/k/v/o, gate/up/down): the format's own per-rank rules are not judged",
+                    judged_as="launch.tensor-parallel",
+                    tp=load.split.tp,
+                )
+            )
+            return
+    _judge_any(
+        vllm_checkpoint_load,
+        verdict,
+        "quant.tensor-parallel",
+        "launch.tensor-parallel",
+        lambda x: launch.tensor_parallel(x.split, x.label, x.vllm, x.launch.tp_from, x.best_tp),
+    )

@@ -23,7 +23,7 @@ SUITE = (
     "-k",
     "test_qfmt_",
 )
-CHECKS = 5
+CHECKS = 8  # the five quant.* checks, and quant.shards, launch-quantization, tensor-parallel
 REPO = Path(__file__).resolve().parents[1]
 REAL = sorted(p.parent.name for p in EXPORTS.glob("*/config.json") if p.parent.name != "llama-bf16")
 

@@ -20,7 +20,14 @@ from pytest_vllm_env.checks.modelopt_common import effect_summary, few
 from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve, vllm_keys
 from pytest_vllm_env.facts.quant_release import differs_between_releases
-from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param, cast_kind
+from pytest_vllm_env.facts.vllm_load_plan import (
+    SPLIT_DIM,
+    Fate,
+    LoadPlan,
+    Param,
+    cast_kind,
+    shape_effect,
+)
 from pytest_vllm_env.facts.vllm_quant_decision import HF_QUANT, QuantDecision
 from pytest_vllm_env.facts.vllm_tp import TpSplit
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
@@ -222,9 +229,19 @@ def parameters(
             continue
         p = plan.params[f.param]
         want = p.shapes.get(f.shard or "")
-        if want and tuple(f.shape) != tuple(want):
+        effect = shape_effect(p.kind, f.shape, want) if want else "ok"
+        if effect == "refused":
             refused.append(
                 f"{f.tensor} has shape {list(f.shape)}, vLLM's {f.param} takes {list(want)}"
+            )
+            tensors.append(f.tensor)
+            fixes.append("use the config.json that came with these weights, or re-export")
+        elif effect == "truncated":
+            dim = SPLIT_DIM[p.kind]
+            wrong.append(
+                f"{f.tensor} has shape {list(f.shape)}, vLLM's {f.param} takes {list(want)}: "
+                f"its weight loader cuts dim {dim} to {want[dim]} before the shape check, the "
+                "rest is dropped"
             )
             tensors.append(f.tensor)
             fixes.append("use the config.json that came with these weights, or re-export")

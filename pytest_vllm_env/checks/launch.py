@@ -49,7 +49,7 @@ def quantization(d: QuantDecision, label: str, vllm: str | None, given_by: str) 
         return passed(
             check,
             f"{label}: quantization={d.user!r} ({given_by}) is replaced: vLLM {vllm or ''}'s "
-            f"{d.claimed_by} override claims the checkpoint's {d.algo} "
+            f"{d.claimed_by} override claims the checkpoint's {d.algo or d.quant_method} "
             "(ModelConfig._verify_quantization), so it loads as "
             f"{d.effective!r}; the argument changes nothing",
             effective=d.effective,

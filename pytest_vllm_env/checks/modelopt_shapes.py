@@ -172,3 +172,18 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
     return passed(
         check, f"{ckpt.label}: {checked} weight shapes agree with config.json", dims=_evidence(dims)
     )
+
+
+def config_dims(ckpt: Checkpoint, linear: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """config.json's [out, in] of each text-model Linear (modelopt.shapes-match-config's
+    table; vision modules have their own sizes and are left out)."""
+    dims = text_dims(ckpt.config or {})
+    if dims is None:
+        return {}
+    table = expected_shapes(dims)
+    out: dict[str, tuple[int, int]] = {}
+    for prefix in linear:
+        want = table.get(prefix.rpartition(".")[2])
+        if want and want[0] and want[1] and not VISION.search(prefix):
+            out[prefix] = (int(want[0]), int(want[1]))
+    return out

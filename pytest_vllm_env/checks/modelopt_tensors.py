@@ -27,6 +27,7 @@ from pytest_vllm_env.checks.modelopt_common import (
     skip_unreadable,
 )
 from pytest_vllm_env.checks.modelopt_kv import kv_issues
+from pytest_vllm_env.checks.modelopt_shapes import config_dims
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
     LayerIssue,
@@ -129,7 +130,7 @@ def tensors_complete(
                 "the embedding is tied (tie_word_embeddings)",
             )
         )
-    facts = LayerFacts(linear, scales or {}, samples or {})
+    facts = LayerFacts(linear, scales or {}, samples or {}, config_dims(ckpt, linear))
     rules = exclusion_rules(source)
     issues, quantized = judge_layers(facts, fmt, eff.exclude, **rules)
     issues += tied_extra + _scale_dtype_issues(facts.linear, fmt)

@@ -132,6 +132,15 @@ def quant_config(
         )
     names = sorted({s.row.name for s in plan.schemes.values()})
     classes = sorted({s.row.linear_method for s in plan.schemes.values() if s.row.linear_method})
+    if not plan.schemes and not ckpt.tensors_readable:
+        # the Linear modules come from the tensors read: with a shard missing or unreadable
+        # (vLLM refuses it first: checkpoint.shards) none may be seen, and that says nothing
+        return skipped(
+            check,
+            f"{ckpt.label}: vLLM knows {plan.method!r}; its Linear modules are not all "
+            "readable (see checkpoint.shards and quant.tensors-complete)",
+            method=plan.method,
+        )
     if not plan.schemes:
         return warning(
             check,

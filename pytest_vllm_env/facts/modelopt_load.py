@@ -35,7 +35,7 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
@@ -150,6 +150,9 @@ class LayerFacts:
     linear: Mapping[str, Mapping[str, TensorInfo]]
     scales: Mapping[str, Sequence[float]]
     samples: Mapping[str, WeightSample]
+    # config.json's [out, in] of each Linear (unpacked), by module prefix: vLLM sizes a
+    # layer's weight and scale parameters from these, not from the tensors
+    dims: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def judge_layers(
@@ -267,6 +270,12 @@ def judge_layers(
                 )
             )
         out, inp = (weight.shape + (0, 0))[:2] if len(weight.shape) == 2 else (0, 0)
+        if prefix in facts.dims and out:
+            # the scales are judged against the shape vLLM builds (config.json's); a weight
+            # of another shape is modelopt.shapes-match-config's and checkpoint.parameters'
+            want_out, want_in = facts.dims[prefix]
+            packed = weight.dtype == "U8" and fmt.packing > 1
+            out, inp = want_out, want_in // fmt.packing if packed else want_in
         for spec in fmt.scales:
             scale, wanted = spec.name, spec.layout.text
             info = parts.get(scale)

@@ -99,6 +99,35 @@ class Dims:
     tied: bool
 
 
+# The dim each Linear kind's weight loader splits (and so narrows) before its shape assert.
+SPLIT_DIM = {"qkv": 0, "merged": 0, "column": 0, "row": 1}
+
+
+def shape_effect(kind: str, got: Sequence[int], want: Sequence[int]) -> str:
+    """What vLLM's weight loader does with a tensor of shape ``got`` for a Linear weight whose
+    full (unsplit) shape is ``want``: "ok", "refused" (its assert, or ``narrow`` past the
+    end: "start (0) + length (128) exceeds dimension size (32)"), or "truncated" (a tensor
+    longer along the split dim is cut to the parameter's size first, then passes the assert:
+    the rest is dropped silently). vLLM 0.26.0 and 0.33.0 alike, at any tensor-parallel size:
+    ``layers/linear.py`` ``ColumnParallelLinear.weight_loader`` / ``RowParallelLinear.
+    weight_loader`` narrow ``output_dim`` / ``input_dim`` unconditionally; the v2 loaders of
+    quantized layers do the same (``parameter.py``: ``_ColumnvLLMParameter.
+    load_column_parallel_weight``, ``RowvLLMParameter.load_row_parallel_weight``, and the
+    merged / qkv loaders by shard offset); ``ReplicatedLinear`` only asserts. Measured with
+    the real loaders on the CPU (fixtures/field_reports.py: a row-parallel NVFP4 weight left
+    BF16 and twice as wide loads; a transposed column-parallel one is refused)."""
+    got, want = tuple(got), tuple(want)
+    if got == want:
+        return "ok"
+    dim = SPLIT_DIM.get(kind)
+    if dim is None or len(got) != len(want) or len(got) != 2:
+        return "refused"
+    other = 1 - dim
+    if got[other] != want[other] or got[dim] < want[dim]:
+        return "refused"
+    return "truncated"
+
+
 def dims_of(config: Mapping[str, Any]) -> Dims | None:
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     try:

@@ -126,6 +126,7 @@ def decide(
         if isinstance(inner, dict):  # get_quant_config also looks in text_config
             block, source = inner, f"{CONFIG_JSON} (text_config)"
     disagreements = _disagreements(top, hf_quant_config) if ignored else ()
+    model_type = str(config.get("model_type") or "")
     if block is None:
         return _finish(None, None, None, None, (), None, user, rules, said, disagreements, None)
     algo, exclude, kv = _block_settings(block)
@@ -162,6 +163,7 @@ def decide(
         said,
         disagreements,
         modelopt,
+        model_type,
     )
     if algo == MIXED:  # ModelOptMixedPrecisionConfig._from_config reads the same block
         served = mixed_served(modelopt.mixed_linear_algos if modelopt else None, version)
@@ -183,8 +185,14 @@ def _finish(
     said: str,
     disagreements: tuple[str, ...],
     modelopt: ModelOptSource | None,
+    model_type: str = "",
 ) -> QuantDecision:
     claimed = _claim(method, algo, rules, modelopt)
+    methods = rules.methods or VLLM_0_26.methods or ()
+    if claimed is None and method:
+        other = user_claim(method, user, model_type)
+        if other and (not methods or other in methods):
+            claimed = other
     effective = claimed or method
     refused = key = None
     if user and not claimed:
@@ -195,7 +203,6 @@ def _finish(
             effective = user
     if user and claimed:
         effective = claimed
-    methods = rules.methods or VLLM_0_26.methods or ()
     if refused is None and effective and methods and effective not in methods:
         refused = f"Unknown quantization method: {effective}. Must be one of {list(methods)}."
         key = "quantization" if effective == user else f"{source}: quant_method"
@@ -213,6 +220,35 @@ CLAIMS_0_26 = {
     "modelopt_mxfp8": ((), ("MXFP8",)),
     "modelopt_mixed": (("MIXED_PRECISION",), ()),
 }
+
+
+# The other overrides of ``_verify_quantization``'s list, read from vLLM 0.26.0 and 0.33.0 (the
+# same files and rules in both): each claims a checkpoint's quant_method for some user values
+# of quantization= (None: not given), and its name replaces the user's.
+# auto_gptq.py / auto_awq.py: ``override_quantization_method`` (gptq / awq with no value or
+# gptq|gptq_marlin|auto_gptq|marlin, awq|awq_marlin|auto_awq|marlin; auto_awq not on a CPU);
+# moe_wna16.py (user 'moe_wna16' on a gptq/awq checkpoint); inc/inc.py (quant_method
+# 'auto-round', any value); mxfp4.py (quant_method mxfp4 of model_type gpt_oss, any value);
+# humming.py (user 'humming', any checkpoint).
+USER_CLAIMS: dict[str, tuple[str, tuple[str | None, ...]]] = {
+    "gptq": ("auto_gptq", (None, "gptq", "gptq_marlin", "auto_gptq", "marlin")),
+    "awq": ("auto_awq", (None, "awq", "awq_marlin", "auto_awq", "marlin")),
+}
+
+
+def user_claim(method: str, user: str | None, model_type: str = "") -> str | None:
+    """The non-ModelOpt override that claims a checkpoint of ``method`` when the user passes
+    ``user`` (see :data:`USER_CLAIMS`); None: no override claims it."""
+    if user == "humming":
+        return "humming"
+    if method in ("mxfp4", "gpt_oss_mxfp4") and model_type == "gpt_oss":
+        return "gpt_oss_mxfp4"
+    if method == "auto-round":
+        return "inc"
+    if user == "moe_wna16" and method in ("gptq", "awq"):
+        return "moe_wna16"
+    name, users = USER_CLAIMS.get(method, ("", ()))
+    return name if user in users and user is not None else None
 
 
 def _claim(

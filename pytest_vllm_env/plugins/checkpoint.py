@@ -240,6 +240,61 @@ def _safe(read):
 
 
 @pytest.fixture(scope="session")
+def vllm_checkpoint_load(
+    request: pytest.FixtureRequest,
+    vllm_checkpoint: Checkpoint,
+    vllm_checkpoint_plan,
+    vllm_env: PixiEnv,
+    vllm_launch: Launch,
+    vllm_loader_facts,
+) -> CheckpointLoad:
+    """The :class:`CheckpointLoad` of one ``--vllm-checkpoint`` (any format): the quantization
+    decision (``ModelConfig._verify_quantization`` with every override vLLM asks), the files
+    vLLM reads (``plan`` has no parameters: the model's parameters under a non-ModelOpt scheme
+    are the quant.* checks'), and the tensor-parallel split by each Linear's scheme
+    (``facts.vllm_tp.format_split``)."""
+    from pytest_vllm_env.facts.vllm_load_plan import plan
+    from pytest_vllm_env.facts.vllm_quant_decision import decide
+    from pytest_vllm_env.facts.vllm_tp import format_schemes, format_split, largest_format_working
+    from pytest_vllm_env.readers.shard_index import read_layout
+
+    ckpt = vllm_checkpoint
+    key = ("any-format", str(vllm_env.prefix), str(ckpt.path), vllm_launch.tensor_parallel_size)
+    key += (vllm_launch.quantization,)
+    plans = request.config.stash.setdefault(PLANS, {})
+    if key in plans:
+        return plans[key]
+    out = CheckpointLoad(ckpt.label, vllm_env.version_of("vllm"), launch=vllm_launch)
+    if not ckpt.config_readable:
+        out.why_not = f"{ckpt.label}: its config.json cannot be read (see quant.config)"
+    elif vllm_env.dist("vllm") is None:
+        out.why_not = f"vLLM is not installed in {vllm_env.prefix}"
+    else:
+        archs = (ckpt.config or {}).get("architectures")
+        arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+        facts = vllm_loader_facts(arch)
+        if facts.unreadable:
+            out.why_not = f"the env's vLLM source cannot be read: {facts.unreadable[0]}"
+            out.unreadable = True
+        else:
+            decision = decide(
+                ckpt.config, ckpt.hf_quant_config, vllm_launch.quantization, facts.loader,
+                facts.modelopt,
+            )  # fmt: skip
+            # files only (no model class): which shards vLLM reads, refuses, never sees
+            out.plan = plan(
+                read_layout(ckpt.path), ckpt.config or {}, decision, None, facts.loader,
+                facts.kv, facts.modelopt,
+            )  # fmt: skip
+            schemes = format_schemes(vllm_checkpoint_plan.schemes, vllm_checkpoint_plan.method)
+            config = ckpt.config or {}
+            out.split = format_split(config, schemes, vllm_launch.tensor_parallel_size)
+            out.best_tp = largest_format_working(config, schemes)
+    plans[key] = out
+    return out
+
+
+@pytest.fixture(scope="session")
 def checkpoint_load_probe(
     request: pytest.FixtureRequest,
     modelopt_checkpoint: Checkpoint,
