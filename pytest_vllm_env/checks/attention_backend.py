@@ -288,7 +288,8 @@ def _fixes(
                 )
         if helped:
             how = install.get(pkg) or f"install {DIST_OF.get(pkg, pkg)}"
-            out.append(f"{how}: then {', '.join(helped)} takes kv_cache_dtype={kv.dtype}")
+            # a Fix: + keeps the install's changes (pixi add / pip install as data)
+            out.append(how + f": then {', '.join(helped)} takes kv_cache_dtype={kv.dtype}")
     if kv.from_checkpoint:
         out.append(
             f"re-export without {kv.dtype} KV-cache quantization (no KV config, or "
