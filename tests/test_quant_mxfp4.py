@@ -135,11 +135,8 @@ def test_every_settled_shape_of_the_gpu_sweep_agrees(tmp_path):
     the quant.* verdicts on checkpoints of the same shapes agree with every settled one:
     refused there <-> failed as refused here, loaded <-> no refusal, and the MoE kernel vLLM
     logged is the one named."""
-    if not SWEEP.is_file():
-        # not run yet (no device was lent when it was due): SWEEP='64x128 128x64 128x128
-        # 128x256 256x128 256x256 512x512 2880x2880 256x64 192x128' ONLY='gpt-oss.*'
-        # bash scripts/device/formats_truth.sh; $OUT/formats_truth.json is this file
-        pytest.skip(f"{SWEEP.name} not recorded yet: run the formats_truth.sh sweep on sm 9.0")
+    # recorded in round 13 (docs/gpu-runs.md): SWEEP='64x128 128x64 128x128 128x256 256x128
+    # 256x256 512x512 2880x2880 256x64 192x128' bash scripts/device/formats_truth.sh on an H100
     truth = json.loads(SWEEP.read_text())
     assert truth["meta"]["cc"][0] == 9 and truth["meta"]["vllm"] == "0.26.0"
     cases = sweep_cases(truth)
@@ -155,6 +152,8 @@ def test_every_settled_shape_of_the_gpu_sweep_agrees(tmp_path):
     for n, real in settled.items():
         if not real["loaded"]:
             assert "CompileTimeAssertionFailure" in (real["exception"] or ""), (n, real)
+            # the line Triton marked (the record keeps it: the message is cut at 600 chars)
+            assert real["failed_assert"] == "tl.static_assert(BLOCK_N % (2 * n_warps * 2 * 8) == 0)"
             assert "BLOCK_N % (2 * n_warps * 2 * 8)" in judge(folders[n]).summary
 
 

@@ -86,6 +86,9 @@ for err in sorted(src.glob("*.err")):
         "quant_config": r.get("quant_config"),
         "kernels": sorted(set(KERNEL.findall(log))),
         "exception": str(exc)[:600] if exc else None,
+        # the source line Triton marks with ^ under a compile-time assert (cut off above)
+        "failed_assert": next((a.strip() for a, b in zip(str(exc).splitlines(), str(exc).splitlines()[1:])
+                               if b.strip().startswith("^")), None) if exc else None,
         "raised_at": r.get("exception_frame"),
         "tensor": r.get("exception_tensor"),
         "deterministic": r.get("tokens") == r.get("tokens_again") if r.get("tokens") else None,
