@@ -89,6 +89,12 @@ def test_attention_backend(
     from pytest_vllm_env.checks.attention_backend import CID, attention_backend
 
     facts, forced, install = vllm_attention
+    if not modelopt_checkpoint.config_readable:
+        label = modelopt_checkpoint.label
+        verdict(
+            skipped(CID, f"{label}: its config.json cannot be read (see modelopt.files-readable)")
+        )
+        return
     if facts.backends is None and facts.why.startswith("vLLM is not installed"):
         verdict(skipped(CID, facts.why))
         return
