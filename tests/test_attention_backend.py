@@ -75,7 +75,7 @@ def test_nvfp4_kv_without_a_backend_fails_with_the_fix(pytester, env_builder, tm
         "TURBOQUANT: kv_cache_dtype not supported}"
     ) in f["summary"]
     assert f["fix"].startswith(
-        'launch with --kv-cache-dtype fp8 (`vllm serve ... --kv-cache-dtype fp8`, LLM(kv_cache_dtype="fp8")): sm 9.0 then have a backend for it'
+        'launch with --kv-cache-dtype fp8 (`vllm serve ... --kv-cache-dtype fp8`, LLM(kv_cache_dtype="fp8")): sm 9.0 then has a backend for it'
     ), f["fix"]
     assert "re-export without nvfp4 KV-cache quantization" in f["fix"]
     # FlashInfer 0.26.0 takes nvfp4 only on sm 10.x: installing it is no fix on Hopper

@@ -214,6 +214,7 @@ def attention_backend(
     per_arch: dict[str, str] = {}
     bad: list[str] = []
     unsure: list[str] = []
+    unsure_at: list[tuple[Arch, Any]] = []
     failing: list[tuple[Arch, Any]] = []
     for arch in archs:
         fa = fa_version_on(arch, fa_forced, fa_libs)
@@ -225,6 +226,7 @@ def attention_backend(
         if maybe:
             per_arch[arch.cc] = f"{got or 'none'} (may be {', '.join(maybe)})"
             unsure.append(f"sm {arch.cc}: {', '.join(maybe)} may take it ({shown})")
+            unsure_at.append((arch, fa))
             continue
         per_arch[arch.cc] = "none"
         bad.append(f"sm {arch.cc}: {{{shown}}}")
@@ -248,8 +250,10 @@ def attention_backend(
             CID,
             f"{label}: kv_cache_dtype={kv.dtype} (from {kv.source}) is served only by a "
             "backend whose answer is decided at run time; " + "; ".join(unsure),
-            "run it once on the GPU, or give --kv-cache-dtype a backend takes on it "
-            f"({', '.join(FIX_DTYPES)})",
+            "; or ".join(
+                ["load it once on the GPU (the backend's own check decides)"]
+                + [f for f in _fixes(facts, unsure_at, kv, head, frozenset(), {}) if "--kv" in f]
+            ),
             subject=subject,
             **evidence,
         )
@@ -268,13 +272,14 @@ def _fixes(
     there)``), each checked by the same rule; an install names the archs it helps."""
     out: list[str] = []
     archs = ", ".join(a.cc for a, _ in failing)
+    verb = "has" if len(failing) == 1 else "have"
     for dtype in FIX_DTYPES:
         if dtype != kv.dtype and all(
             select(facts, a, dtype, head, fa, absent)[0] for a, fa in failing
         ):
             out.append(
                 f"launch with --kv-cache-dtype {dtype} (`vllm serve ... --kv-cache-dtype {dtype}`"
-                f', LLM(kv_cache_dtype="{dtype}")): sm {archs} then have a backend for it'
+                f', LLM(kv_cache_dtype="{dtype}")): sm {archs} then {verb} a backend for it'
             )
             break
     for pkg in sorted(absent):
