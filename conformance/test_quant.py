@@ -77,6 +77,7 @@ def test_qfmt_kernel_arch(
     vllm_quant_packages,
     vllm_quant_source,
     vllm_launch,
+    vllm_triton_kernels,
     verdict,
 ):
     version = vllm_env.version_of("vllm")
@@ -91,5 +92,6 @@ def test_qfmt_kernel_arch(
             vllm_quant_source.kernel_lists,
             tp=vllm_launch.tensor_parallel_size,
             moe_backend=vllm_launch.moe_backend,
+            triton_kernels=vllm_triton_kernels,
         )
     )

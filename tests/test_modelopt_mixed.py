@@ -14,11 +14,17 @@ from pathlib import Path
 import pytest
 
 from fixtures import checkpoints as ckpts
-from fixtures import loader_standin
+from fixtures import loader_standin, mixed_variants
 from fixtures.downloads import wheel
 from fixtures.envs import EnvBuilder
 from fixtures.vllm_standin import install_vllm
-from pytest_vllm_env.facts.modelopt_mixed import FusedMismatch, quantized_layers, resolve
+from pytest_vllm_env.facts.modelopt_mixed import (
+    FusedMismatch,
+    module_algos,
+    quantized_layers,
+    resolve,
+    vllm_keys,
+)
 from pytest_vllm_env.facts.vllm_quant_decision import decide
 from pytest_vllm_env.readers.vllm_source import MODELOPT_PY, parse_modelopt
 
@@ -66,9 +72,11 @@ def test_fp8_attention_nvfp4_mlp_passes_on_blackwell(pytester, env_builder, tmp_
         assert checks[cid]["outcome"] == "passed", (cid, checks[cid]["summary"])
     assert "fill all 43 parameter(s)" in checks["checkpoint.parameters"]["summary"]
     assert "16 weight shapes agree" in checks["modelopt.shapes-match-config"]["summary"]
+    complete = checks["modelopt.tensors-complete"]
+    assert complete["outcome"] == "passed", complete["summary"]
     assert (
-        "judged against its own quantized_layers algorithm by checkpoint.parameters"
-        in (checks["modelopt.tensors-complete"]["summary"])
+        "MIXED_PRECISION: 14 Linear module(s) hold the weights and scales of their own "
+        "quantized_layers algorithm as vLLM builds them (FP8: 8, NVFP4: 6)" in complete["summary"]
     )
     kernels = checks["quant.kernel-arch"]["summary"]
     assert "FP8" in kernels and "NvFp4" in kernels  # each layer's own kernel
@@ -134,6 +142,68 @@ def test_fused_shards_with_different_algorithms_are_refused(pytester, env_builde
         "model.layers.0.self_attn.qkv_proj" in found["summary"]
     )
     assert "give the shards of model.layers.0.self_attn.qkv_proj one quant_algo" in found["fix"]
+    complete = checks["modelopt.tensors-complete"]
+    assert complete["outcome"] == "failed" and complete["evidence"]["vllm_effect"] == "refuses"
+    # said once per fused layer, not once per shard
+    assert complete["summary"].count("within fused layer model.layers.0.self_attn.qkv_proj") == 1
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+def test_min_capability_is_the_mixed_configs_own(pytester, env_builder, tmp_path, release):
+    """vLLM 0.26.0 and 0.33.0 (config/model.py ModelConfig._verify_quantization) let
+    ModelOptMixedPrecisionConfig.override_quantization_method claim MIXED_PRECISION, and
+    config/vllm.py _get_quantization_config holds the GPU to its get_min_capability(): 75.
+    Before the stand-in had that class, the suite took Fp8Config's 8.9 and failed an A100."""
+    env = make_env(env_builder, release)
+    folder = ckpts.mixed_llama("NVFP4").write(tmp_path / "mixed")
+    _, checks = run(pytester, env, folder, arch="8.0")
+    found = checks["modelopt.min-capability"]
+    assert found["outcome"] == "passed", found["summary"]
+    assert f"MIXED_PRECISION needs >= 7.5 in vLLM {release}" in found["summary"]
+    _, checks = run(pytester, env, folder, arch="7.0")
+    found = checks["modelopt.min-capability"]
+    assert found["outcome"] == "failed"
+    assert (
+        f"MIXED_PRECISION needs compute capability >= 7.5 in vLLM {release} "
+        "(ModelOptMixedPrecisionConfig), but the target 7.0 is lower; vLLM would say: The "
+        "quantization method modelopt_mixed is not supported for the current GPU. Minimum "
+        "capability: 75. Current capability: 70." in found["summary"]
+    )
+
+
+@pytest.mark.parametrize(
+    "release, served",
+    [
+        ("0.26.0", "FP8/NVFP4/W4A16_NVFP4/MXFP8"),
+        ("0.33.0", "FP8/FP8_PER_CHANNEL_PER_TOKEN/FP8_PB_WO/NVFP4/W4A16_NVFP4/MXFP8"),
+    ],
+)
+def test_served_algorithms_are_the_envs_own(pytester, env_builder, tmp_path, release, served):
+    """The per-layer algorithms named are those the env's vLLM's get_quant_method serves
+    (read from its modelopt.py, kept through the fact cache), not the union of releases."""
+    env = make_env(env_builder, release)
+    _, checks = run(pytester, env, ckpts.mixed_llama("W4A16_AWQ").write(tmp_path / "mixed"))
+    assert (
+        f"vLLM {release} serves {served}): it builds them"
+        in (checks["checkpoint.parameters"]["summary"])
+    )
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+def test_a_layer_missing_its_own_algorithms_tensor_fails(pytester, env_builder, tmp_path, release):
+    """The NVFP4 down_proj without weight_scale_2 (a tensor NVFP4 needs and FP8 has not): the
+    real loaders of both releases load it and leave the parameter unset
+    (mixed_precision.json, nvfp4-down-no-weight-scale-2): computed with the placeholder."""
+    env = make_env(env_builder, release)
+    folder = mixed_variants.make("nvfp4-down-no-weight-scale-2", tmp_path / "mixed")
+    _, checks = run(pytester, env, folder)
+    found = checks["modelopt.tensors-complete"]
+    assert found["outcome"] == "failed" and found["evidence"]["vllm_effect"] == "wrong"
+    assert (
+        "vLLM loads it but computes wrong results: model.layers.0.mlp.down_proj has no "
+        "weight_scale_2: vLLM keeps its placeholder (float32 min, -3.4e38)" in found["summary"]
+    )
+    assert found["fix"].startswith("re-export: every quantized Linear needs its scales")
 
 
 # -- the resolution rule itself (vLLM's _resolve_quant_algo) ----------------------------------
@@ -170,6 +240,91 @@ def test_resolve_refuses_fused_shards_that_disagree():
             {**LAYERS, "model.layers.0.self_attn.k_proj": "NVFP4"},
             "model.layers.0.self_attn.qkv_proj",
         )
+
+
+# MoE: one FusedMoE/RoutedExperts layer per block, "<mlp>.experts"
+MOE = {
+    "model.layers.0.mlp.experts.0.gate_proj": "FP8",
+    "model.layers.0.mlp.experts.1.gate_proj": "NVFP4",
+    "model.layers.1.mlp.shared_expert.gate_proj": "NVFP4",
+    "model.layers.2.mlp.experts": "NVFP4",  # transformers 5's fused experts module, one key
+}
+
+
+@pytest.mark.parametrize(
+    "prefix, algo",
+    [
+        ("model.layers.0.mlp.experts", "FP8"),  # the FIRST key under the prefix, for all experts
+        ("model.layers.1.mlp.experts", "NVFP4"),  # no key under it: the first under its parent
+        ("model.layers.2.mlp.experts", "NVFP4"),  # the key itself
+        ("model.layers.3.mlp.experts", None),
+    ],
+)
+def test_resolve_moe_experts_as_vllm(prefix, algo):
+    """0.26.0/0.33.0 _resolve_quant_algo: step 3 (any key under prefix + '.'), then the
+    '.experts' parent fallback; never the expert's own key."""
+    assert resolve(MOE, prefix) == algo
+
+
+def test_module_algos_give_every_expert_its_moe_layers_algorithm():
+    modules = [
+        f"model.layers.0.mlp.experts.{e}.{p}" for e in range(2) for p in ("gate_proj", "up_proj")
+    ]
+    assert set(module_algos(MOE, modules).values()) == {"FP8"}
+
+
+# Qwen2_5_VLForConditionalGeneration.hf_to_vllm_mapper's orig_to_new_prefix (vLLM 0.26.0 and
+# 0.33.0 models/qwen2_5_vl.py, as readers/vllm_model_file reads it)
+VL_PREFIXES = (
+    ("model.language_model.", "language_model.model."),
+    ("model.visual.", "visual."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.", "language_model.model."),
+)
+
+
+@pytest.mark.parametrize(
+    "key", ["model.layers.0.mlp.down_proj", "model.language_model.layers.0.mlp.down_proj"]
+)
+def test_vl_keys_are_renamed_by_the_models_mapper(key):
+    """apply_vllm_mapper renames quantized_layers keys with the model's mapper (without its
+    stacked entries) before the lookup: a transformers < 4.52 key (model.layers.*) then names
+    vLLM's language_model.model.layers.* layer, which the candidates alone do not reach."""
+    keys = vllm_keys({key: "NVFP4"}, VL_PREFIXES)
+    assert resolve(keys, "language_model.model.layers.0.mlp.down_proj") == "NVFP4"
+    if key.startswith("model.layers."):
+        assert resolve({key: "NVFP4"}, "language_model.model.layers.0.mlp.down_proj") is None
+
+
+@pytest.mark.parametrize(
+    "key", ["model.layers.0.mlp.down_proj", "model.language_model.layers.0.mlp.down_proj"]
+)
+def test_load_plan_builds_a_vl_layer_from_its_mapped_key(key):
+    """checkpoint.parameters' plan (facts/vllm_load_plan.py:build_params) for a model whose
+    layers live under language_model.model.* (Qwen2.5-VL's tree): the key, in either naming
+    ModelOpt writes, gives the layer its NVFP4 parameters, as the real loaders built them
+    (mixed_precision.json vl-old-names / vl-hf-names: loaded whole)."""
+    from pytest_vllm_env.facts.vllm_load_plan import build_params, dims_of
+    from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
+    from pytest_vllm_env.readers.vllm_model_file import ModelFile, Node
+
+    model = ModelFile(
+        "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration",
+        nodes=(Node("language_model.model.layers.{i}.mlp.down_proj", "row", "RowParallelLinear"),),
+        counts={"language_model.model.layers": "num_hidden_layers"},
+        prefixes=VL_PREFIXES,
+    )  # fmt: skip
+    config = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+              "intermediate_size": 128, "torch_dtype": "bfloat16"}  # fmt: skip
+    decision = QuantDecision(
+        "config.json", None, "modelopt", "MIXED_PRECISION", (), None, None, "modelopt_mixed",
+        "modelopt_mixed", None, None, layers=((key, "NVFP4"),),
+    )  # fmt: skip
+    params, _ = build_params(
+        model, dims_of(config), config, decision, lambda p: False, False, False
+    )
+    assert params["language_model.model.layers.0.mlp.down_proj.weight"].dtype == "U8"
+    assert "language_model.model.layers.0.mlp.down_proj.weight_scale_2" in params
 
 
 def test_quantized_layers_read_from_either_layout():
@@ -286,8 +441,8 @@ REAL = json.loads(
 @pytest.mark.parametrize("cc", ["9.0", "10.0"])
 def test_real_modelopt_exports_judged_as_the_real_loader_did(release, name, cc):
     """Real ModelOpt 0.47.0 exports (CPU) of both recipes of fixtures/modelopt_algos.py: the
-    checks, computed with the recorded facts of the real vLLM, fail exactly the one the real
-    loader refused, and fail nothing of the one it loaded (on sm 9.0 NVFP4 is Marlin FP4: a
+    checks, computed with the recorded facts of the real vLLM, fail the one the real loader
+    refused (those that judge its tensors), and fail nothing of the one it loaded (on sm 9.0 NVFP4 is Marlin FP4: a
     warning, as tables/quant_formats.py says)."""
     from test_modelopt_algos_truth import recomputed
 
@@ -296,7 +451,10 @@ def test_real_modelopt_exports_judged_as_the_real_loader_did(release, name, cc):
     failed = sorted(k for k, o in outcomes.items() if o in ("failed", "error"))
     truth = REAL[release][name]
     assert truth["quant_config"] == "ModelOptMixedPrecisionConfig"
-    assert failed == ([] if truth["refused"] is None else ["checkpoint.parameters"])
+    # the refused one: checkpoint.parameters (as vLLM builds and loads it) and, since issue 22's
+    # per-layer judgement, modelopt.tensors-complete (and quant.tensors-complete, its mirror)
+    refused = ["checkpoint.parameters", "modelopt.tensors-complete", "quant.tensors-complete"]
+    assert failed == ([] if truth["refused"] is None else refused)
 
 
 def test_mixed_without_quantized_layers_is_refused(pytester, env_builder, tmp_path):
@@ -312,3 +470,92 @@ def test_mixed_without_quantized_layers_is_refused(pytester, env_builder, tmp_pa
         "mapping in the quantization config (read from config.json)" in found["summary"]
     )
     assert found["fix"].startswith("give config.json the quantized_layers map ModelOpt wrote")
+    complete = checks["modelopt.tensors-complete"]
+    assert complete["outcome"] == "failed" and "vLLM raises at start" in complete["summary"]
+
+
+# -- the per-layer cases of fixtures/mixed_variants.py, held against the real loaders ---------
+MIXED_TRUTH = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures/loader_truth/mixed_precision.json").read_text()
+)["variants"]
+LOADER_FACTS = Path(__file__).resolve().parents[1] / "fixtures/loader_truth"
+KV_PARAMS = (".k_scale", ".v_scale", ".q_scale", ".prob_scale")
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+@pytest.mark.parametrize("name", list(mixed_variants.VARIANTS))
+def test_tensors_complete_agrees_with_the_real_loader(tmp_path, release, name):
+    """modelopt.tensors-complete, computed with the recorded facts of the real vLLM
+    ``release``, on each variant the real loader ran (scripts/mixed_truth_cpu.py): it fails
+    with "refuses" naming the tensor vLLM refused, fails with "wrong" naming every parameter
+    vLLM left unset, and passes what vLLM loaded whole."""
+    from pytest_vllm_env.checks.modelopt_tensors import tensors_complete
+    from pytest_vllm_env.facts.vllm_loader_facts import VllmLoaderFacts
+    from pytest_vllm_env.readers.checkpoint import read_checkpoint, read_scales, read_weight_samples
+
+    truth = MIXED_TRUTH[name][release]
+    if truth.get("undetermined") or "probe_error" in truth:
+        pytest.skip(f"the CPU probe could not decide: {truth.get('undetermined')}")
+    assert truth["config"]["quant_config"] == "ModelOptMixedPrecisionConfig"
+    facts = VllmLoaderFacts.from_json(
+        json.loads((LOADER_FACTS / f"vllm-{release}.json").read_text())
+    )
+    ckpt = read_checkpoint(name, mixed_variants.make(name, tmp_path / name))
+    scales, _ = read_scales(ckpt)
+    found = tensors_complete(ckpt, scales, read_weight_samples(ckpt), facts.modelopt, facts.kv)
+    unset = [p for p in truth.get("unset", {}) if not p.endswith((".bias",) + KV_PARAMS)]
+    if truth.get("refused"):
+        assert found.outcome == "failed", found.summary
+        assert found.evidence["vllm_effect"] == "refuses"
+        assert truth["refused"]["tensor"] in found.evidence["tensors"]
+    elif unset:
+        assert found.outcome == "failed" and found.evidence["vllm_effect"] == "wrong"
+        assert set(unset) <= set(found.evidence["tensors"])
+    else:
+        assert found.outcome == "passed", found.summary
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+@pytest.mark.parametrize("name", list(mixed_variants.VARIANTS))
+def test_no_check_fails_what_the_real_loader_loads(tmp_path, release, name):
+    """Every check that decides a load, on each variant: nothing fails what the real loader
+    loaded whole (the MoE experts are as wide as moe_intermediate_size, not intermediate_size;
+    the VL keys are matched after the model's mapper), and what it refused or left unset fails
+    modelopt.tensors-complete."""
+    from test_modelopt_algos_truth import recomputed
+
+    truth = MIXED_TRUTH[name][release]
+    if truth.get("undetermined") or "probe_error" in truth:
+        pytest.skip(f"the CPU probe could not decide: {truth.get('undetermined')}")
+    outcomes = recomputed(mixed_variants.make(name, tmp_path / name), name, release, "10.0")
+    failed = {k for k, o in outcomes.items() if o in ("failed", "error")}
+    if truth.get("refused") or truth.get("unset"):
+        assert "modelopt.tensors-complete" in failed
+    else:
+        assert not failed
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("release", ["0.26.0", "0.33.0"])
+def test_the_real_loader_still_does_what_was_recorded(tmp_path, release):
+    """Where the release's venv is on this machine (scripts/loader_truth_cpu.py says how to
+    make it), vLLM's real loader runs the variants again (CPU, load mode) and does what
+    mixed_precision.json recorded: the same refusal stage and tensor, the same unset
+    parameters, the same MoE parameters (the method get_quant_method chose)."""
+    import sys
+
+    venv = Path.home() / ".cache/pytest-vllm-env/venvs" / f"vllm-{release}" / "bin" / "python"
+    if not venv.exists():
+        pytest.skip(f"no {venv}")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import mixed_truth_cpu
+
+    now = mixed_truth_cpu.probe(release, list(mixed_variants.VARIANTS), tmp_path)
+    assert set(now) == set(mixed_variants.VARIANTS)
+    for name, got in now.items():
+        then = MIXED_TRUTH[name][release]
+        assert bool(got.get("refused")) == bool(then.get("refused")), name
+        if then.get("refused"):
+            assert got["refused"].get("tensor") == then["refused"].get("tensor"), name
+        assert got.get("unset") == then.get("unset"), name
+        assert got.get("moe_params") == then.get("moe_params"), name

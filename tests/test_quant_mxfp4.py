@@ -221,3 +221,29 @@ def test_the_fix_turns_the_verdict_green(pytester, env):
     assert k["outcome"] == "failed", k
     assert "moe_backend='cutlass' is not supported for MXFP4 MoE" in k["summary"]
     assert k["fix"].startswith("drop --moe-backend")
+
+
+# -- the fix on the GPU: --moe-backend marlin (round 13) -----------------------------------------
+BACKENDS = EXPORTS / "mxfp4_backends-0.26.0.json"
+
+
+@pytest.mark.parametrize("tag", sorted(json.loads(BACKENDS.read_text())["cases"]))
+def test_the_fix_serves_what_triton_refused_on_the_gpu(tmp_path, tag):
+    """scripts/device/mxfp4_backends.sh on an H100: shapes the Triton MoE kernel refused in the
+    sweep (128x128, 256x64) load and generate with ``--moe-backend marlin``, and vLLM logs
+    MARLIN. quant.kernel-arch, recomputed here with that launch argument, passes them and names
+    MARLIN; without it, it fails them (the sweep's outcome)."""
+    real = json.loads(BACKENDS.read_text())["cases"][tag]
+    assert real["loaded"] and real["generated"] and real["backend_logged"] == ["MARLIN"]
+    sweep = json.loads(SWEEP.read_text())["models"]
+    twin = f"gpt-oss-mxfp4-h{real['hidden']}-i{real['intermediate']}"
+    assert not sweep[twin]["loaded"]  # the same shape under the default backend: refused
+    folder = gpt_oss_shaped(tmp_path / tag, real["hidden"], real["intermediate"])
+    ckpt = read_checkpoint(folder.name, folder)
+    fixed = kernel_arch(
+        ckpt, plan(ckpt), "0.26.0", [parse_arch("9.0")], "the GPU", TK,
+        tp=real["tp"], moe_backend=real["moe_backend"],
+    )  # fmt: skip
+    assert fixed.outcome == "passed", fixed.summary
+    assert "9.0: MARLIN" in fixed.summary
+    assert judge(folder, tp=real["tp"]).outcome == "failed"

@@ -19,6 +19,7 @@ from pytest_vllm_env.checks.modelopt_common import REEXPORT, skip_unreadable
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.fixes import Package
+from pytest_vllm_env.facts.modelopt_mixed import MIXED
 from pytest_vllm_env.facts.modelopt_settings import (
     QuantSettings,
     effective_settings,
@@ -296,7 +297,9 @@ def min_capability(
                 for c in source.classes
                 if c.min_capability is not None and c.min_capability <= min(t.number for t in short)
                 for a in (source.quant_algos or ())
-                if source.config_class_for(a) is c
+                # MIXED_PRECISION is what ModelOpt writes when layers differ, not a recipe to
+                # re-export with (its layers' own algorithms decide where they run)
+                if source.config_class_for(a) is c and a != MIXED
             }
         )
         return failed(

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_vllm_env.checks.modelopt_common import VISION, by_module, few, skip_unreadable
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
+from pytest_vllm_env.facts.modelopt_mixed import (
+    MIXED,
+    MOE_SERVED,
+    SERVED,
+    FusedMismatch,
+    is_expert,
+    module_algos,
+    quantized_layers,
+)
 from pytest_vllm_env.facts.modelopt_settings import effective_settings
 from pytest_vllm_env.facts.vllm_load_plan import GATED_ATTENTION_TYPES
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
@@ -27,6 +35,11 @@ class Dims:
     intermediate: int | None
     vocab: int | None
     q_gate: bool = False  # q_proj also holds the attention output gate: twice the rows
+    # MoE: an expert's MLP is moe_intermediate_size wide (vLLM qwen3_moe.py / qwen2_moe.py build
+    # FusedMoE with config.moe_intermediate_size), a Qwen2-MoE shared expert
+    # shared_expert_intermediate_size; None: not in config.json, those projections not judged
+    moe_intermediate: int | None = None
+    shared_intermediate: int | None = None
 
 
 def text_dims(config: Mapping[str, Any]) -> Dims | None:
@@ -44,7 +57,40 @@ def text_dims(config: Mapping[str, Any]) -> Dims | None:
         return None
     kind = str(cfg.get("model_type") or config.get("model_type") or "")
     gate = cfg.get("attn_output_gate", kind.startswith(GATED_ATTENTION_TYPES))
-    return Dims(hidden, heads, kv_heads, head_dim, inter, vocab, bool(gate))
+    moe = _int(cfg.get("moe_intermediate_size"))
+    shared = _int(cfg.get("shared_expert_intermediate_size"))
+    return Dims(hidden, heads, kv_heads, head_dim, inter, vocab, bool(gate), moe, shared)
+
+
+def _evidence(d: Dims) -> dict[str, Any]:
+    """The sizes as evidence; the MoE widths only where config.json has them."""
+    out = dict(vars(d))
+    for key in ("moe_intermediate", "shared_intermediate"):
+        if out[key] is None:
+            del out[key]
+    return out
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _wanted(prefix: str, table: Mapping[str, Any], d: Dims) -> tuple[int | None, int | None] | None:
+    """[out, in] a projection should have; an expert's (``.experts.<e>.``) or shared expert's
+    MLP is as wide as its own config size, not intermediate_size (None: not judged)."""
+    leaf = prefix.rpartition(".")[2]
+    want = table.get(leaf)
+    if want is None or leaf not in ("gate_proj", "up_proj", "down_proj"):
+        return want
+    if ".experts." in prefix:
+        inter = d.moe_intermediate
+    elif ".shared_expert." in prefix:
+        inter = d.shared_intermediate
+    else:
+        return want
+    if inter is None:
+        return None
+    return (d.hidden, inter) if leaf == "down_proj" else (inter, d.hidden)
 
 
 def expected_shapes(d: Dims) -> dict[str, tuple[int | None, int | None]]:
@@ -84,16 +130,26 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
     if eff is not None and eff.algo == MIXED:
         block = ckpt.quantization_config if eff.source == "config.json" else ckpt.hf_quant_config
         layers = dict(quantized_layers(block))
+    wanted = {p: _wanted(p, table, dims) for p in ckpt.modules}
+    # each module's algorithm as vLLM resolves its layer's (MoE experts: their layer's one)
+    algos = module_algos(layers, [p for p, w in wanted.items() if w]) if layers else {}
     for prefix, parts in ckpt.modules.items():
-        want = table.get(prefix.rpartition(".")[2])
+        want = wanted[prefix]
         info = parts.get("weight")
         if want is None or info is None or len(info.shape) != 2 or prefix in vision:
             continue
         out, inp = want
+        own = None
+        if layers:
+            algo = algos.get(prefix)
+            if isinstance(algo, FusedMismatch) or (
+                algo is not None and algo not in (MOE_SERVED if is_expert(prefix) else SERVED)
+            ):
+                continue  # vLLM refuses or builds it unquantized: checkpoint.parameters says why
+            if is_expert(prefix) and layers.get(prefix, algo) != algo:
+                continue  # keyed unlike its MoE layer: modelopt.tensors-complete says why
+            own = modelopt_format(algo) if algo else None
         # NVFP4 packs two values per byte: the stored in-dimension is half.
-        if layers.get(prefix, "FP8") not in SERVED:
-            continue  # vLLM builds it unquantized: checkpoint.parameters says why it fails
-        own = modelopt_format(layers.get(prefix)) if layers else None
         if info.dtype == "U8" and (own.packing > 1 if own else packed) and inp:
             inp //= 2
         checked += 1
@@ -109,10 +165,10 @@ def shapes_match_config(ckpt: Checkpoint) -> Finding:
             f"{few(mismatches)}",
             "use the config.json that came with these weights (hidden_size, num_attention_heads, "
             "num_key_value_heads, head_dim, intermediate_size), or re-export the checkpoint",
-            dims=vars(dims),
+            dims=_evidence(dims),
         )
     if not checked:
         return skipped(check, f"{ckpt.label}: no Llama/Qwen-style projection names to compare")
     return passed(
-        check, f"{ckpt.label}: {checked} weight shapes agree with config.json", dims=vars(dims)
+        check, f"{ckpt.label}: {checked} weight shapes agree with config.json", dims=_evidence(dims)
     )

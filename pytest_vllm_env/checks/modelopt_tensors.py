@@ -35,7 +35,15 @@ from pytest_vllm_env.facts.modelopt_load import (
     judge_layers,
 )
 from pytest_vllm_env.facts.modelopt_load import excluder as load_excluder
-from pytest_vllm_env.facts.modelopt_mixed import MIXED
+from pytest_vllm_env.facts.modelopt_mixed import (
+    MIXED,
+    MOE_SERVED,
+    SERVED,
+    FusedMismatch,
+    is_expert,
+    module_algos,
+    quantized_layers,
+)
 from pytest_vllm_env.facts.modelopt_settings import (
     QuantSettings,
     effective_settings,
@@ -99,12 +107,7 @@ def tensors_complete(
         return skipped(check, f"{ckpt.label}: no quant_algo (see modelopt.quant-config)")
     fmt = modelopt_format(eff.algo)
     if eff.algo == MIXED:
-        return skipped(
-            check,
-            f"{ckpt.label}: MIXED_PRECISION: each layer's tensors are judged against its own "
-            "quantized_layers algorithm by checkpoint.parameters (as vLLM builds and loads "
-            "them) and modelopt.shapes-match-config",
-        )
+        return _mixed_complete(check, ckpt, eff, scales or {}, samples or {}, source, kv_naming)
     if fmt is None or not fmt.tensors_known:
         return skipped(
             check,
@@ -183,6 +186,145 @@ def tensors_complete(
         quantized_modules=quantized,
         vllm_effect="works",
         **kv_evidence,
+    )
+
+
+def _mixed_complete(
+    check: str,
+    ckpt: Checkpoint,
+    eff: QuantSettings,
+    scales: Mapping[str, Sequence[float]],
+    samples: Mapping[str, WeightSample],
+    source: ModelOptSource | None,
+    kv_naming: KvScaleNaming | None,
+) -> Finding:
+    """MIXED_PRECISION: every Linear (and every expert) against the layer vLLM builds for it
+    from its own ``quantized_layers`` algorithm (facts/modelopt_mixed.py: the keys as
+    ``apply_vllm_mapper`` leaves them, ``_resolve_quant_algo``'s order, one algorithm per MoE
+    layer). A served algorithm's layers are judged by that algorithm's row, as a single-format
+    checkpoint's are; a layer vLLM builds unquantized (an algorithm
+    ``ModelOptMixedPrecisionConfig.get_quant_method`` has no method for, or none) must hold a
+    plain float weight: a scale has no parameter to go to (vLLM 0.26.0/0.33.0's loader:
+    "There is no module or parameter named ..."), an integer weight is cast as numbers."""
+    block = ckpt.quantization_config if eff.source == "config.json" else ckpt.hf_quant_config
+    keyed = dict(quantized_layers(block))
+    if not keyed:  # ModelOptMixedPrecisionConfig._from_config
+        return failed(
+            check,
+            f"{ckpt.label}: vLLM raises at start: MIXED_PRECISION quant_algo requires a non-empty "
+            f"'quantized_layers' mapping in the quantization config (read from {eff.source})",
+            f"give {eff.source} the quantized_layers map ModelOpt wrote (re-export)",
+            vllm_effect="refuses",
+        )
+    linear = linear_modules(ckpt.modules)
+    if _tied(ckpt) and "lm_head" in linear:  # skipped by the loader (see tensors_complete)
+        linear = {k: v for k, v in linear.items() if k != "lm_head"}
+    served = (source.mixed_linear_algos if source else None) or SERVED
+    rules = exclusion_rules(source)
+    issues: list[LayerIssue] = []
+    groups: dict[str, dict[str, Mapping[str, TensorInfo]]] = {}
+    plain: dict[str, str | None] = {}
+    unjudged: list[str] = []
+    said: set[str] = set()  # one word per fused or MoE layer, not per shard or expert
+    for module, algo in module_algos(keyed, sorted(linear)).items():
+        if isinstance(algo, FusedMismatch):
+            if str(algo) not in said:
+                said.add(str(algo))
+                issues.append(
+                    LayerIssue(module, "refuses", "fused-mismatch", f"vLLM raises: {algo}")
+                )
+            continue
+        expert = is_expert(module)
+        own = keyed.get(module)
+        if expert and own is not None and own != algo and module.rsplit(".", 2)[0] not in said:
+            said.add(module.rsplit(".", 2)[0])
+            issues.append(LayerIssue(module, "note", "expert-algo", (
+                f"{module} is keyed {own!r} but vLLM builds its MoE layer "
+                f"{module.rsplit('.', 2)[0]} {algo!r} (the first quantized_layers key under it)"
+            )))  # fmt: skip
+        if algo not in (MOE_SERVED if expert else served):
+            plain[module] = algo
+            continue
+        fmt = modelopt_format(algo)
+        if fmt is not None and fmt.tensors_known:
+            groups.setdefault(fmt.name, {})[module] = linear[module]
+        else:  # served, but its per-tensor layout is not known to this suite
+            unjudged.append(module)
+    counts: dict[str, int] = {}
+    for algo, modules in groups.items():
+        fmt = modelopt_format(algo)
+        assert fmt is not None
+        found, counts[algo] = judge_layers(
+            LayerFacts(modules, scales, samples), fmt, eff.exclude, **rules
+        )
+        issues += found + _scale_dtype_issues(modules, fmt)
+    for module, algo in plain.items():
+        parts = linear[module]
+        why = (
+            f"quantized_layers gives it {algo!r}, which ModelOptMixedPrecisionConfig has no "
+            "method for"
+            if algo
+            else "no quantized_layers key names it"
+        )
+        stray = sorted(s for s in parts if s.endswith(("_scale", "_scale_2")))
+        weight = parts.get("weight")
+        if stray:
+            issues.append(LayerIssue(module, "refuses", "unquantized-has-scales", (
+                f"{module}: {why}, so vLLM builds it unquantized and says 'There is no module "
+                f"or parameter named {module}.{stray[0]}'"
+            ), f"{module}.{stray[0]}"))  # fmt: skip
+        elif weight is not None and weight.dtype not in FLOAT_DTYPES:
+            issues.append(LayerIssue(module, "wrong", "unquantized-but-quantized", (
+                f"{module}: {why}, so vLLM builds it unquantized and casts its "
+                f"{weight.dtype} weight to BF16 as numbers, without a scale"
+            ), f"{module}.weight"))  # fmt: skip
+    kv_found, kv_evidence = kv_issues(ckpt, eff, source, kv_naming)
+    issues += kv_found
+    refused = [i for i in issues if i.effect == "refuses"]
+    wrong = [i for i in issues if i.effect == "wrong"]
+    cost = [i for i in issues if i.effect == "cost"]
+    notes = [i.text for i in issues if i.effect == "note"]
+    per_algo = ", ".join(f"{a}: {n}" for a, n in sorted(counts.items()))
+    evidence: dict[str, Any] = dict(quant_algo=eff.algo, layer_algos=counts, **kv_evidence)
+    fix_notes = [n for n in notes if "keyed" in n][:3]
+    if refused or wrong:
+        fix = _issue_fix(refused + wrong + cost, eff)
+        if any(i.kind.startswith("unquantized-") for i in refused + wrong):
+            fix = (
+                "quantize those layers with an algorithm vLLM serves per layer "
+                f"({', '.join(served)}), or give them their quantized_layers key; " + fix
+            )
+        if any(i.kind == "fused-mismatch" for i in refused):
+            fix = "give the shards of each fused layer one quant_algo in quantized_layers; " + fix
+        return failed(
+            check,
+            f"{ckpt.label}: " + effect_summary([i.text for i in refused], [i.text for i in wrong]),
+            fix + (f" (note: {'; '.join(fix_notes)})" if fix_notes else ""),
+            vllm_effect="refuses" if refused else "wrong",
+            tensors=[i.tensor for i in refused + wrong if i.tensor][:50],
+            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
+            **evidence,
+        )
+    if cost:
+        return warning(
+            check,
+            f"{ckpt.label}: vLLM loads it, at a cost: {few([i.text for i in cost])}",
+            _issue_fix(cost, eff),
+            vllm_effect="works",
+            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
+            **evidence,
+        )
+    return passed(
+        check,
+        f"{ckpt.label}: MIXED_PRECISION: {sum(counts.values())} Linear module(s) hold the "
+        f"weights and scales of their own quantized_layers algorithm as vLLM builds them "
+        f"({per_algo or 'none'}); {len(plain)} unquantized"
+        + ("; KV-cache scales present" if eff.kv_cache_algo else "")
+        + (f"; {len(unjudged)} of an algorithm whose layout is not known here" if unjudged else "")
+        + (f"; note: {few(notes)}" if notes else ""),
+        quantized_modules=sum(counts.values()),
+        vllm_effect="works",
+        **evidence,
     )
 
 

@@ -21,8 +21,10 @@ from pytest_vllm_env.checks.modelopt_config import min_capability as modelopt_mi
 from pytest_vllm_env.checks.modelopt_config import quant_algo_supported
 from pytest_vllm_env.checks.modelopt_config import quant_config as modelopt_quant_config
 from pytest_vllm_env.facts.quant_plan import QuantPlan
+from pytest_vllm_env.facts.quant_release import exact_release, kernel_assumption
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.readers.vllm_loader import VLLM_0_26
 from pytest_vllm_env.readers.vllm_quant_source import QuantSource
 from pytest_vllm_env.readers.vllm_source import ModelOptSource
 from pytest_vllm_env.tables.archs import Arch
@@ -73,6 +75,15 @@ def quant_config(
             method=None,
         )
     known = source.methods if source is not None else None
+    unread = ""
+    if known is None and exact_release(vllm_version) == "0.26.0":
+        known = VLLM_0_26.methods  # the record of the 0.26.0 wheel's QuantizationMethods
+    elif known is None and plan.method is not None:
+        why = "; ".join(source.missing) if source is not None and source.missing else "not read"
+        unread = (
+            f"; assumed: vLLM {vllm_version or '(version unknown)'} knows {plan.method!r} (its "
+            f"QuantizationMethods could not be read: {why})"
+        )
     if known is not None and plan.method not in known:
         return failed(
             check,
@@ -122,7 +133,8 @@ def quant_config(
         f"{', '.join(names)} ({', '.join(classes) or 'MoE experts'}), "
         f"{len(plan.unquantized)} unquantized"
         + (f" ({', '.join(sorted(plan.unquantized)[:4])})" if plan.unquantized else "")
-        + (f"; others as {unmodelled}, not modelled (not judged)" if unmodelled else ""),
+        + (f"; others as {unmodelled}, not modelled (not judged)" if unmodelled else "")
+        + unread,
         method=plan.method,
         schemes=names,
     )
@@ -170,13 +182,16 @@ def min_capability(
                 f"{name} ({support.config_class}) needs {support.min_capability}, target {arch.cc}"
             )
     archs_text = ", ".join(a.cc for a in targets)
+    # a release not read takes the rows of the nearest one read below it: said, and a
+    # refusal resting on it is a warning (facts/quant_release.py)
+    assumed = kernel_assumption(vllm_version, release, "needs the capabilities")
     if refused:
-        return failed(
+        return (warning if assumed else failed)(
             check,
             f"{ckpt.label}: vLLM {vllm_version or release} refuses it on {archs_text}: "
             + "; ".join(refused)
             + " (vLLM: 'Quantization scheme is not supported for the current GPU. Min "
-            "capability: ...')",
+            "capability: ...')" + (f"; {assumed}" if assumed else ""),
             "run on a GPU that meets it, or re-quantize to a scheme this GPU runs "
             "(W4A16 runs from 7.5)",
             targets=[a.cc for a in targets],
@@ -185,7 +200,8 @@ def min_capability(
         return warning(
             check,
             f"{ckpt.label}: loads on {archs_text}, but below its native capability: "
-            + "; ".join(degraded),
+            + "; ".join(degraded)
+            + (f"; {assumed}" if assumed else ""),
             "run on a GPU of compute capability >= 8.9 for W8A8 FP8, or accept weight-only "
             "FP8 there",
             targets=[a.cc for a in targets],
@@ -193,5 +209,5 @@ def min_capability(
     return passed(
         check,
         f"{ckpt.label}: {', '.join(sorted(rows))} run on {archs_text} (from {archs_source}) "
-        f"in vLLM {vllm_version or release}",
+        f"in vLLM {vllm_version or release}" + (f"; {assumed}" if assumed else ""),
     )

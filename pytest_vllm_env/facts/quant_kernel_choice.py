@@ -9,8 +9,9 @@ Pure: tables and facts in, a :class:`Choice` out.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from pytest_vllm_env.facts.triton_kernels_copy import TritonKernelsCopy
 from pytest_vllm_env.tables.quant_kernels import FAMILIES, Failure, Kernel, release_for
 
 # the env's list names (readers.vllm_quant_source) for our families
@@ -55,7 +56,10 @@ def kernel_list(
     names = (env_lists or {}).get(ENV_LIST.get(family, ""), ())
     if not names:
         return table, (), release
+    # a name the env lists is the kernel as its own release's table defines it; another
+    # release's definition only where this one's table has no such name
     known = {k.name: k for rel in FAMILIES.values() for k in rel.get(family, ())}
+    known |= {k.name: k for k in table}
     ordered = tuple(known[n] for n in names if n in known)
     unknown = tuple(n for n in names if n not in known and not _never_for_us(n))
     return ordered, unknown, release
@@ -135,3 +139,49 @@ def _failure(fails: Sequence[Failure], cc: int, ask: LayerAsk) -> str | None:
             block_n = max(16, 1 << (min(cols for _, cols in small) - 1).bit_length())
         return f.message.format(cc=cc, n=ask.n, moe=moe, block_n=block_n)
     return None
+
+
+TRITON_MOE = "TRITON (triton_kernels)"
+
+
+def follow_copy(
+    kernels: Sequence[Kernel], copy: TritonKernelsCopy | None
+) -> tuple[tuple[Kernel, ...], tuple[str, ...]]:
+    """The MXFP4 MoE list with its TRITON kernel's failures taken from the ``triton_kernels``
+    vLLM imports (facts/triton_kernels_copy.py), not from the copy the table was measured on:
+    a copy without the ``opt_flags`` package vLLM's ``_swizzle_mxfp4`` imports fails as soon
+    as the experts load (``ModuleNotFoundError``, measured with the real PyPI triton-kernels
+    0.1.0 and both real wheels); the Hopper BLOCK_N failure holds only where the copy has the
+    assert and a ``compute_block_n`` that gives small outputs a smaller BLOCK_N, up to the
+    copy's own threshold. Also returns what was assumed about the copy."""
+    if copy is None or not copy.where:
+        return tuple(kernels), ()
+    out: list[Kernel] = []
+    for kernel in kernels:
+        if kernel.name != TRITON_MOE:
+            out.append(kernel)
+            continue
+        fails: list[Failure] = []
+        if copy.needed not in copy.modules:
+            fails.append(
+                Failure(
+                    0,
+                    1000,
+                    f"ModuleNotFoundError: No module named 'triton_kernels.{copy.needed}' when "
+                    f"vLLM loads the MXFP4 experts (it imports triton_kernels from {copy.label}, "
+                    f"which has no {copy.needed}/opt_flags.py)",
+                    "utils/import_utils.py:import_triton_kernels, has_triton_kernels (still "
+                    "true: TRITON is chosen); quantization/utils/mxfp4_utils.py:_swizzle_mxfp4 "
+                    "(import triton_kernels.<...>.opt_flags); measured on the CPU with the real "
+                    "0.26.0 and 0.33.0 wheels and the PyPI triton-kernels 0.1.0",
+                )
+            )
+        else:
+            for f in kernel.fails:
+                if not f.moe_n_at_most:
+                    fails.append(f)
+                elif copy.asserts and copy.small_n:
+                    where = f" (triton_kernels: {copy.label})" if copy.where == "installed" else ""
+                    fails.append(replace(f, moe_n_at_most=copy.small_n, message=f.message + where))
+        out.append(replace(kernel, fails=tuple(fails)))
+    return tuple(out), copy.assumed

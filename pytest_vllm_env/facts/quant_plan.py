@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import FUSED, fused_name, shards
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, module_algos, quantized_layers
 from pytest_vllm_env.facts.modelopt_settings import effective_settings, excluder
+from pytest_vllm_env.facts.quant_release import Served, differs_between_releases, mixed_served
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.tables.quant_formats import QuantFormat, modelopt_format
@@ -74,6 +75,9 @@ class QuantPlan:
     model_type: str | None = None
     act_dtype: str = "bfloat16"
     notes: list[str] = field(default_factory=list)
+    # what the plan assumed where the env's vLLM did not answer (facts/quant_release.py): a
+    # verdict built on it says so; '' when every answer was the env's own (or its release's)
+    assumed: str = ""
 
 
 def linear_names(modules: Mapping[str, Mapping[str, TensorInfo]]) -> list[str]:
@@ -91,12 +95,17 @@ def linear_names(modules: Mapping[str, Mapping[str, TensorInfo]]) -> list[str]:
     return sorted(out)
 
 
-def plan(ckpt: Checkpoint, refused_actorders: Sequence[str] = ()) -> QuantPlan:
+def plan(
+    ckpt: Checkpoint, refused_actorders: Sequence[str] = (), served: Served | None = None
+) -> QuantPlan:
     """The plan for a checkpoint (its config.json, its quantization block, its modules);
     ``refused_actorders``: the ``actorder`` values the env's vLLM refuses in ``from_config``
     (0.33.0: group, dynamic). A ModelOpt checkpoint (config.json's block says modelopt, or
     only hf_quant_config.json exists) is planned from the settings vLLM reads
-    (:mod:`pytest_vllm_env.facts.modelopt_settings`)."""
+    (:mod:`pytest_vllm_env.facts.modelopt_settings`); a MIXED_PRECISION one layer by layer,
+    with ``served`` the per-layer algorithms the env's vLLM builds a Linear method for
+    (:func:`pytest_vllm_env.facts.quant_release.mixed_served`; None: not known, which the
+    plan's ``assumed`` then says)."""
     config: Mapping[str, Any] = ckpt.config or {}
     block = ckpt.quantization_config
     modules = ckpt.modules
@@ -110,7 +119,7 @@ def plan(ckpt: Checkpoint, refused_actorders: Sequence[str] = ()) -> QuantPlan:
     out = QuantPlan(method, PRODUCERS.get(method or ""), model_type=model_type, act_dtype=dtype)
     if (method or "").startswith("modelopt"):
         out.producer = "modelopt"
-        _plan_modelopt(out, ckpt)
+        _plan_modelopt(out, ckpt, served or mixed_served(None, None))
     elif out.producer == "compressed-tensors":
         _plan_ct(out, block or {}, modules, refused_actorders)
     elif out.producer == "fp8":
@@ -123,11 +132,11 @@ def plan(ckpt: Checkpoint, refused_actorders: Sequence[str] = ()) -> QuantPlan:
     return out
 
 
-def _plan_modelopt(out: QuantPlan, ckpt: Checkpoint) -> None:
+def _plan_modelopt(out: QuantPlan, ckpt: Checkpoint, served: Served) -> None:
     """ModelOpt: the row of the effective quant_algo, vLLM's exclusion rule (0.26.0's)."""
     eff = effective_settings(ckpt)
     if eff is not None and eff.algo == MIXED:
-        _plan_mixed(out, ckpt, eff.source, excluder(eff.exclude))
+        _plan_mixed(out, ckpt, eff.source, excluder(eff.exclude), served)
         return
     row = modelopt_format(eff.algo if eff else None)
     if eff is None or row is None or not row.tensors_known:
@@ -142,15 +151,22 @@ def _plan_modelopt(out: QuantPlan, ckpt: Checkpoint) -> None:
             out.schemes[prefix] = Scheme(row, settings, frozenset(), row.kernel_family)
 
 
-def _plan_mixed(out: QuantPlan, ckpt: Checkpoint, source: str, excluded: Any) -> None:
+def _plan_mixed(
+    out: QuantPlan, ckpt: Checkpoint, source: str, excluded: Any, served: Served
+) -> None:
     """MIXED_PRECISION: each Linear gets the row of its own quantized_layers entry, as
     ModelOptMixedPrecisionConfig.get_quant_method picks its method (facts/modelopt_mixed.py);
-    an algorithm it has no method for, or none, leaves the layer unquantized."""
+    an algorithm it has no method for in the env's vLLM (``served``), or none, leaves the
+    layer unquantized."""
     block = ckpt.quantization_config if source == "config.json" else ckpt.hf_quant_config
     layers = dict(quantized_layers(block))
-    for prefix in linear_names(ckpt.modules):
-        own = None if excluded(prefix, ckpt.modules) else layers.get(prefix)
-        row = modelopt_format(own) if own in SERVED else None
+    if served.assumed and differs_between_releases(layers.values()):
+        out.assumed = served.assumed
+    names = linear_names(ckpt.modules)
+    algos = module_algos(layers, names)  # as vLLM resolves each one's layer
+    for prefix in names:
+        own = None if excluded(prefix, ckpt.modules) else algos.get(prefix)
+        row = modelopt_format(own) if isinstance(own, str) and own in served.algos else None
         if row is None or not row.tensors_known:
             out.unquantized.add(prefix)
             continue

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder
-from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve
+from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve, vllm_keys
 from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.readers.shard_index import ShardLayout
@@ -273,8 +273,11 @@ def build_params(
     params: dict[str, Param] = {}
     optional: list[str] = []
     fmt = FORMATS.get(decision.algo or "") if decision.quant_method else None
+    keys: dict[str, str] = {}
     if decision.quant_method and decision.algo == MIXED:
         fmt = FORMATS["FP8"]  # a stand-in: _node_params picks each layer's own
+        # apply_vllm_mapper: the keys renamed by the model's mapper before any lookup
+        keys = vllm_keys(dict(decision.layers), model.prefixes, model.substrs, model.suffixes)
     for node in model.nodes:
         verdicts = [_holds(c, config, tied) for c in node.conditions]
         if False in verdicts:
@@ -283,7 +286,9 @@ def build_params(
         for path in _expand(node.path, model.counts, d.layers):
             if maybe:
                 optional.append(path)
-            for p in _node_params(node, path, d, config, fmt, decision, is_excluded, kv_params):
+            for p in _node_params(
+                node, path, d, config, fmt, decision, is_excluded, kv_params, keys, model.packed
+            ):
                 params[p.name] = p if not maybe else Param(**{**p.__dict__, "required": False})
     if tied:
         params.pop("lm_head.weight", None)
@@ -305,6 +310,8 @@ def _node_params(
     decision: QuantDecision,
     is_excluded: Callable[[str], bool],
     kv_params: bool,
+    keys: Mapping[str, str] | None = None,
+    packed: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Param]:
     shapes = _expected(path, node.kind, d)
     shards = tuple(s for s in shapes if s) if node.kind in ("qkv", "merged") else ()
@@ -333,7 +340,7 @@ def _node_params(
         # quantized_layers (_resolve_quant_algo); one it has no Linear method for, or none,
         # gives UnquantizedLinearMethod (facts/modelopt_mixed.py)
         try:
-            own = resolve(dict(decision.layers), path)
+            own = resolve(keys if keys is not None else dict(decision.layers), path, packed or None)
         except FusedMismatch:
             own = None
         fmt = FORMATS.get(own or "") if own in decision.served else None

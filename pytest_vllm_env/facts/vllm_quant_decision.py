@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, SERVED, quantized_layers
+from pytest_vllm_env.facts.quant_release import mixed_served
 from pytest_vllm_env.readers.vllm_loader import VLLM_0_26, LoaderSource
 from pytest_vllm_env.readers.vllm_source import ModelOptSource
 
@@ -59,9 +60,11 @@ class QuantDecision:
     rules: str = ""  # whose rules: the env's files, or vLLM 0.26.0's built in
     # MIXED_PRECISION: (layer prefix, quant_algo) of quantized_layers, as vLLM reads them
     layers: tuple[tuple[str, str], ...] = ()
-    # ... and the per-layer algorithms the env's vLLM serves (read from its source; else the
-    # union of 0.26.0's and 0.33.0's, so a layer either serves is never failed)
+    # ... and the per-layer algorithms the env's vLLM serves (facts/quant_release.py: read
+    # from its source; else its release's recorded set; else the union of 0.26.0's and
+    # 0.33.0's, with ``served_assumed`` saying so)
     served: tuple[str, ...] = SERVED
+    served_assumed: str = ""
 
     @property
     def overridden(self) -> bool:
@@ -101,8 +104,11 @@ def decide(
     user: str | None,
     loader: LoaderSource | None,
     modelopt: ModelOptSource | None,
+    version: str | None = None,
 ) -> QuantDecision:
-    """The decision for one checkpoint (its two JSON files) and one ``quantization=``."""
+    """The decision for one checkpoint (its two JSON files) and one ``quantization=``;
+    ``version``: the env's vLLM version, whose recorded facts answer where its source
+    cannot (facts/quant_release.py)."""
     rules = loader if loader is not None and loader.config_json_first is not None else VLLM_0_26
     said = "the env's vLLM" if rules is loader else "vLLM 0.26.0's rules (built in)"
     config = config or {}
@@ -158,8 +164,10 @@ def decide(
         modelopt,
     )
     if algo == MIXED:  # ModelOptMixedPrecisionConfig._from_config reads the same block
-        served = modelopt.mixed_linear_algos if modelopt is not None else None
-        out = replace(out, layers=quantized_layers(block), served=served or SERVED)
+        served = mixed_served(modelopt.mixed_linear_algos if modelopt else None, version)
+        out = replace(
+            out, layers=quantized_layers(block), served=served.algos, served_assumed=served.assumed
+        )
     return out
 
 

@@ -215,6 +215,7 @@ def checkpoint_load(
             vllm_launch.quantization,
             facts.loader,
             facts.modelopt,
+            version,
         )
         out.plan = plan(
             read_layout(ckpt.path),

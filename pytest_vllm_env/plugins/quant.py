@@ -95,26 +95,52 @@ def vllm_quant_source(vllm_env: PixiEnv, vllm_fact_cache) -> QuantSource:
 
 
 @pytest.fixture(scope="session")
-def vllm_quant_packages(vllm_env: PixiEnv) -> frozenset[str]:
+def vllm_quant_packages(vllm_env: PixiEnv, vllm_triton_kernels) -> frozenset[str]:
     """The optional kernel packages the env has (FlashInfer, DeepGEMM, triton_kernels, ...),
-    as the kernel tables name them: installed, or shipped inside the vLLM wheel."""
+    as the kernel tables name them: installed, or shipped inside the vLLM wheel; for
+    triton_kernels, any copy ``has_triton_kernels()`` finds (a ``triton_kernels`` package on
+    the path even without distribution metadata)."""
     found = {
         name for name, dists in PACKAGES.items() if any(vllm_env.dist(d) is not None for d in dists)
     }
     if vllm_env.dist("vllm") is not None:
         found |= {n for n, f in VENDORED.items() if vllm_env.package_file("vllm", f) is not None}
+    if vllm_triton_kernels.where:
+        found.add("triton_kernels")
     return frozenset(found)
 
 
 @pytest.fixture(scope="session")
-def vllm_checkpoint_plan(vllm_checkpoint: Checkpoint, vllm_quant_source: QuantSource) -> QuantPlan:
+def vllm_triton_kernels(vllm_env: PixiEnv):
+    """The ``triton_kernels`` the env's vLLM imports (a separately installed one wins over
+    the copy vendored in the wheel: ``utils/import_utils.py:import_triton_kernels``) and
+    what it does on Hopper, read from its own files (``facts.triton_kernels_copy``)."""
+    from pytest_vllm_env.facts.triton_kernels_copy import imported_copy
+
+    return imported_copy(vllm_env)
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoint_plan(
+    vllm_checkpoint: Checkpoint, vllm_quant_source: QuantSource, request: pytest.FixtureRequest
+) -> QuantPlan:
     """Which scheme the env's vLLM builds for each Linear of the checkpoint
-    (``facts.quant_plan``)."""
+    (``facts.quant_plan``); a ModelOpt checkpoint's MIXED_PRECISION layers by the per-layer
+    algorithms the env's own modelopt.py serves (else its release's recorded set, else an
+    assumption the plan states: ``facts.quant_release``)."""
     from pytest_vllm_env.facts.quant_plan import QuantPlan, plan
+    from pytest_vllm_env.facts.quant_release import mixed_served
 
     if not vllm_checkpoint.quant_files_readable:
         return QuantPlan(None, None)
-    return plan(vllm_checkpoint, vllm_quant_source.refused_actorders)
+    served = None
+    block = vllm_checkpoint.quantization_config or {}
+    method = str(block.get("quant_method", "")).lower()
+    if method.startswith("modelopt") or (not block and vllm_checkpoint.hf_quant_config):
+        source = request.getfixturevalue("vllm_modelopt_source")
+        env = request.getfixturevalue("vllm_env")
+        served = mixed_served(source.mixed_linear_algos, env.version_of("vllm"))
+    return plan(vllm_checkpoint, vllm_quant_source.refused_actorders, served)
 
 
 @pytest.fixture(scope="session")

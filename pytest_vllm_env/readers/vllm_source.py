@@ -105,6 +105,9 @@ class ModelOptSource:
             tuple(data["missing"]),
             data.get("exclusion"),
             bool(data.get("splits_wildcards", False)),
+            # kept through the fact cache: without it every env's mixed layers were judged by
+            # the union of both releases' algorithms, not by its own vLLM's
+            tuple(algos) if (algos := data.get("mixed_linear_algos")) is not None else None,
         )
 
 

@@ -356,9 +356,11 @@ FORMATS: tuple[QuantFormat, ...] = (
         _releases((("0.26.0", "0.33.0"), MIXED_75)),
         notes="each layer names its own algorithm in quantized_layers: its tensors are those "
         "of that algorithm's row (facts/modelopt_mixed.py resolves a layer as "
-        "_resolve_quant_algo does: fused layers from their shards, which must agree). A layer "
-        "whose algorithm has no Linear method there (0.26.0: FP8, NVFP4, W4A16_NVFP4, MXFP8; "
-        "0.33.0: LINEAR_ALGOS), W4A16_AWQ for one, or none, is built unquantized.",
+        "_resolve_quant_algo does: keys renamed by the model's hf_to_vllm_mapper first, fused "
+        "layers from their shards, which must agree, a MoE layer's experts all by the first "
+        "key under <mlp>.experts). A layer whose algorithm has no Linear method there (0.26.0: "
+        "FP8, NVFP4, W4A16_NVFP4, MXFP8; 0.33.0: LINEAR_ALGOS), W4A16_AWQ for one, or none, "
+        "is built unquantized.",
         sources=(
             f"{MODELOPT_PY}:ModelOptMixedPrecisionConfig._from_config, _resolve_quant_algo, "
             "get_quant_method",

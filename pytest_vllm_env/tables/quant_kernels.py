@@ -14,7 +14,8 @@ Rows are read from the 0.26.0 and 0.33.0 wheels (files cited per kernel); CUTLAS
 support is the compiled dispatch in ``csrc/quantization/w8a8/cutlass/`` (``scaled_mm_entry.cu``:
 ``cutlass_scaled_mm_supports_block_fp8`` true from sm 9.0; ``scaled_mm_c3x_sm100.cu`` and
 ``scaled_mm_c3x_sm120.cu`` pass ``nullptr`` for int8). Where the env's vLLM is another release,
-the nearest one read below it is used, and the verdict says so.
+the nearest one read below it is used, and the verdict says what it assumed
+(facts/quant_release.py; a refusal resting on it is a warning).
 """
 
 from __future__ import annotations
@@ -262,7 +263,9 @@ _TRITON_MXFP4 = Kernel(
     fails=(_TRITON_MXFP4_HOPPER,),
     source="fused_moe/experts/gpt_oss_triton_kernels_moe.py:"
     "_triton_kernel_moe_supports_current_device ((9, 0) <= cc < (11, 0)); "
-    "has_triton_kernels() finds the copy vendored in the vLLM wheel",
+    "has_triton_kernels() finds a separately installed triton_kernels first, else the copy "
+    "vendored in the vLLM wheel; its failures are replaced by those of the copy vLLM imports "
+    "(facts/quant_kernel_choice.py:follow_copy)",
 )
 _FI_CUTLASS_MXFP4 = Kernel(
     "FLASHINFER_CUTLASS_MXFP4_BF16", min_cc=90, max_cc=91, needs="flashinfer"

@@ -19,6 +19,8 @@
 set -uo pipefail
 : "${OUT:?set OUT (the device tool sets it)}"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# the sampler imports flashinfer unless told not to; the stage has none (round 13's first try died there)
+export VLLM_USE_FLASHINFER_SAMPLER=0
 source scripts/device/target_env.sh
 W=/tmp/mxfp4_backends; rm -rf $W; mkdir -p $W/logs
 # hidden intermediate moe_backend tp
@@ -65,7 +67,8 @@ for f in sorted((w / "logs").glob("*.json")):
     lines = [ln for ln in f.read_text(errors="replace").splitlines() if ln.startswith("{")]
     rec = json.loads(lines[-1]) if lines else {"exception": "no result line"}
     err = (w / "logs" / f"{tag}.err")
-    log = err.read_text(errors="replace") if err.exists() else ""
+    # the engine core process logs to stdout (the .json file), the rest to stderr
+    log = (err.read_text(errors="replace") if err.exists() else "") + f.read_text(errors="replace")
     rec["backend_logged"] = sorted(set(re.findall(r"Using '(\w+)' Mxfp4 MoE backend", log)))
     rec |= {"hidden": int(h), "intermediate": int(i), "moe_backend": b, "tp": int(tp)}
     if "skipped" not in rec:
