@@ -20,13 +20,13 @@ from typing import Any
 
 from pytest_vllm_env.checks.modelopt_common import (
     EMBEDDING_SUFFIXES,
-    REEXPORT,
     ROUTER_SUFFIXES,
     effect_summary,
     few,
     skip_unreadable,
 )
 from pytest_vllm_env.checks.modelopt_kv import kv_issues
+from pytest_vllm_env.checks.modelopt_scale_fix import issue_fix
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
     LayerIssue,
@@ -363,72 +363,7 @@ FIXES = {
 
 
 def _issue_fix(issues: Sequence[LayerIssue], eff: QuantSettings) -> str:
-    kinds = list(dict.fromkeys(i.kind for i in issues))
-    shape = [i for i in issues if i.kind == "scale-shape"]
-    texts = [
-        _scale_shape_fix(shape) if k == "scale-shape" else FIXES.get(k, REEXPORT) for k in kinds
-    ]
-    if any(k in ("missing-scale", "scale-shape", "no-weight") for k in kinds):
-        algos = [a for i in shape if (a := _algo_of(i))] or [eff.algo]
-        texts.append(_reexport(algos[0]))
-    return "; ".join(dict.fromkeys(texts)) + f" (the exclude list is read from {eff.source})"
-
-
-# the algorithm whose loader a scale-shape issue names (facts/modelopt_load.py writes
-# "<tensor> has shape [...]; vLLM's <ALGO> loader accepts <layout> ...": a mixed-precision
-# layer names its own)
-_LOADER = re.compile(r"vLLM's (\S+) loader accepts")
-_RECIPE = re.compile(r"\bmtq\.\w+_CFG\b")
-
-
-def _algo_of(issue: LayerIssue) -> str | None:
-    m = _LOADER.search(issue.text)
-    return m.group(1) if m else None
-
-
-def _reexport(algo: str | None) -> str:
-    """Re-export in the format in hand: the ModelOpt config that writes ``algo`` as vLLM
-    loads it (the table's ``exported_as``); FP8's when the format is not known."""
-    fmt = modelopt_format(algo)
-    recipe = _RECIPE.search(fmt.exported_as) if fmt is not None else None
-    if fmt is None or recipe is None:
-        return (
-            REEXPORT
-            if fmt is None or fmt.name == "FP8"
-            else (
-                f"re-export with the NVIDIA ModelOpt config that writes quant_algo {fmt.name} "
-                "in the layout vLLM loads, then export_hf_checkpoint(model, export_dir=...)"
-            )
-        )
-    return (
-        f"re-export with NVIDIA ModelOpt: mtq.quantize(model, {recipe.group(0)}, forward_loop) "
-        "then export_hf_checkpoint(model, export_dir=...)"
-    )
-
-
-def _scale_shape_fix(issues: Sequence[LayerIssue]) -> str:
-    """What layout the loader of the algorithm in hand needs, per scale it refused: a
-    per-tensor scale is a scalar; a group scale one value per ``size`` inputs (NVFP4 and
-    W4A16_NVFP4: 16; ModelOpt's group_size in the quant config)."""
-    out: list[str] = []
-    for issue in issues:
-        algo = _algo_of(issue)
-        fmt = modelopt_format(algo)
-        scale = (issue.tensor or "").rpartition(".")[2]
-        spec = next((x for x in fmt.scales if x.name == scale), None) if fmt else None
-        if fmt is None or spec is None or (fmt.name == "FP8" and spec.layout.kind == "per-tensor"):
-            out.append(FIXES["scale-shape"])
-        elif spec.layout.kind == "group":
-            out.append(
-                f"vLLM's {fmt.name} loader takes one {scale} per {spec.layout.size} inputs "
-                f"({spec.layout.text}): re-export with group_size {spec.layout.size}, not the "
-                "group size this export was written with"
-            )
-        elif spec.layout.kind == "per-tensor":
-            out.append(f"{fmt.name}'s {scale} must be a scalar ([] or [1]): re-export")
-        else:
-            out.append(f"vLLM's {fmt.name} loader takes {scale} as {spec.layout.text}: re-export")
-    return "; ".join(dict.fromkeys(out))
+    return issue_fix(issues, eff.algo, eff.source, FIXES)
 
 
 def _scale_dtype_issues(
