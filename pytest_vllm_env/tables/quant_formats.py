@@ -241,7 +241,8 @@ FORMATS: tuple[QuantFormat, ...] = (
     QuantFormat(
         "FP8_PB_WO",
         "modelopt",
-        'quant_algo "fp8_pb_wo" (ModelOpt writes it lower-case; vLLM upper-cases it)',
+        'quant_algo "fp8_pb_wo" (mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG; ModelOpt writes it '
+        "lower-case; vLLM upper-cases it)",
         _releases((("0.26.0",), FP8_89), (("0.33.0",), FP8_80)),
         FP8_E4M3,
         # BlockQuantScaleParameter [out/128, 1, in/128, 1], float32
