@@ -39,3 +39,8 @@ def test_ptx_jit(
 @pytest.mark.vllm_check("driver.compat-libcuda")
 def test_compat_libcuda(vllm_env, driver_sources, cuda_driver, cuda_archs, verdict):
     verdict(checks.compat_libcuda(driver_sources, cuda_driver, cuda_archs, vllm_env))
+
+
+@pytest.mark.vllm_check("vllm.flash-attn-library")
+def test_flash_attn_library(flash_attn_library_finding, verdict):
+    verdict(flash_attn_library_finding)

@@ -34,7 +34,9 @@ LOADER_FACTS = Path(__file__).resolve().parents[1] / "fixtures" / "loader_truth"
 def recomputed(folder: Path, name: str, version: str, cc: str) -> dict[str, str]:
     """{check id: outcome} of the checks that decide a load, computed here from the folder
     with the recorded facts of the real vLLM ``version`` (fixtures/loader_truth/vllm-*.json)."""
+    from fixtures.attention_standin import recorded as recorded_attention
     from pytest_vllm_env.checks import checkpoint_load, modelopt
+    from pytest_vllm_env.checks.attention_backend import attention_backend
     from pytest_vllm_env.checks.quant_config import min_capability, quant_config
     from pytest_vllm_env.checks.quant_kernels import kernel_arch
     from pytest_vllm_env.checks.quant_tensors import tensors_complete
@@ -77,6 +79,14 @@ def recomputed(folder: Path, name: str, version: str, cc: str) -> dict[str, str]
     found += checkpoint_load.predict(
         lp, split(lp, 1), largest_working(lp), name, version, samples, scales
     )
+    # the attention backend, as the device env had it: no FlashInfer (vLLM's reason for it was
+    # "ImportError"), vllm_flash_attn with _vllm_fa3_C only (scripts/device/fa_version.sh)
+    found.append(
+        attention_backend(
+            ckpt.config, ckpt.hf_quant_config, recorded_attention(version), [arch], name,
+            version, absent=frozenset({"flashinfer"}), fa_libs=(3,),
+        )
+    )  # fmt: skip
     out: dict[str, str] = {}
     for f in found:
         if f.id not in out or modelopt_algos.RANK.get(f.outcome, 0) > modelopt_algos.RANK.get(
@@ -126,9 +136,12 @@ def test_verdicts_agree_with_vllm_on_the_gpu(version):
     if not path.is_file():
         pytest.skip(f"{path.name} not recorded yet: run scripts/device/modelopt_algos.sh on a GPU")
     truth = json.loads(path.read_text())
-    found, judged, _ = disagreements(truth)
+    found, judged, fresh = disagreements(truth)
     assert sorted(f.split(":", 1)[0] for f in found) == sorted(KNOWN_MISSES), found
     assert judged >= 10, f"only {judged} exports settled on the GPU"
+    # every committed export folder is re-judged (the others keep the device's verdicts)
+    committed = {p.parent.name for p in FOLDERS.glob("*/config.json")} & set(truth["models"])
+    assert fresh == len(committed) and fresh >= 6, (fresh, sorted(committed))
 
 
 @pytest.mark.parametrize("version", ["0.26.0"])
@@ -147,7 +160,7 @@ def test_every_config_of_modelopt_was_tried(version):
 
 
 # What the recorded GPU run shows that the rules do not model yet (shrink-only: each is a miss
-# a user would meet). Empty until the run is recorded.
+# a user would meet).
 KNOWN_MISSES: set[str] = set()
 
 

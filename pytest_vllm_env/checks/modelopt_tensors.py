@@ -20,13 +20,13 @@ from typing import Any
 
 from pytest_vllm_env.checks.modelopt_common import (
     EMBEDDING_SUFFIXES,
-    REEXPORT,
     ROUTER_SUFFIXES,
     effect_summary,
     few,
     skip_unreadable,
 )
 from pytest_vllm_env.checks.modelopt_kv import kv_issues
+from pytest_vllm_env.checks.modelopt_scale_fix import issue_fix
 from pytest_vllm_env.checks.modelopt_shapes import config_dims
 from pytest_vllm_env.facts.modelopt_load import (
     LayerFacts,
@@ -364,11 +364,7 @@ FIXES = {
 
 
 def _issue_fix(issues: Sequence[LayerIssue], eff: QuantSettings) -> str:
-    kinds = list(dict.fromkeys(i.kind for i in issues))
-    texts = [FIXES.get(k, REEXPORT) for k in kinds]
-    if any(k in ("missing-scale", "scale-shape", "no-weight") for k in kinds):
-        texts.append(REEXPORT)
-    return "; ".join(dict.fromkeys(texts)) + f" (the exclude list is read from {eff.source})"
+    return issue_fix(issues, eff.algo, eff.source, FIXES)
 
 
 def _scale_dtype_issues(

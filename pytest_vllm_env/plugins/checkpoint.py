@@ -40,6 +40,9 @@ class Launch:
     # attention_config.flash_attn_version from --vllm-serve-args (driver.ptx-jit: FA2 on Hopper)
     flash_attn_version: int | None = None
     fa_from: str = ""
+    # --kv-cache-dtype from --vllm-serve-args (checkpoint.attention-backend)
+    kv_cache_dtype: str | None = None
+    kv_from: str = "not given"
 
 
 # This area's options and ini keys are declared at start by plugin.py (_add_area_options):
@@ -95,6 +98,8 @@ def launch(config: pytest.Config) -> Launch:
         moe_from,
         served.flash_attn_version,
         served.fa_from,
+        served.kv_cache_dtype,
+        served.kv_from or "not given",
     )
     config.stash[LAUNCH] = result
     return result
@@ -321,3 +326,21 @@ def checkpoint_load_probe(
     return gpu.run_probe(
         vllm_env.python, "vllm_load_weights.py", args, env=vllm_env.environ(), timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def vllm_attention(request: pytest.FixtureRequest, vllm_env: PixiEnv):
+    """The env's vLLM attention backends as ``checkpoint.attention-backend`` judges them
+    (:class:`pytest_vllm_env.facts.vllm_attention.VllmAttention`), with the FA version the
+    launch or the env forces (:func:`pytest_vllm_env.facts.fa_version.read`) and, per import
+    name the backends need and the env lacks, the fix that installs it in the env's language."""
+    from pytest_vllm_env.checks.attention_backend import DIST_OF
+    from pytest_vllm_env.facts import fa_version, fixes, vllm_attention
+
+    facts = vllm_attention.read(vllm_env)
+    given = launch(request.config)
+    forced = fa_version.read(vllm_env, given.flash_attn_version, given.fa_from)
+    install = {
+        m: fixes.add(vllm_env, fixes.Package(DIST_OF.get(m, m), pypi=True)) for m in facts.absent
+    }
+    return facts, forced, install

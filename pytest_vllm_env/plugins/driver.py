@@ -141,3 +141,35 @@ def driver_cuda(
     if cuda_driver is None:
         return None
     return effective_cuda(driver_sources, cuda_driver, cuda_archs)
+
+
+@pytest.fixture(scope="session")
+def flash_attn_library_finding(
+    vllm_env: PixiEnv, cuda_archs: list[Arch], flash_attn_version: FaVersion
+):
+    """``vllm.flash-attn-library``'s finding: the FA version vLLM uses per target arch
+    (the forced one included) against the ``_vllm_faN_C`` libraries its ``vllm_flash_attn``
+    holds, where the attention backend vLLM selects there is FLASH_ATTN
+    (:mod:`pytest_vllm_env.checks.fa_library`)."""
+    from pytest_vllm_env.checks.attention_backend import select
+    from pytest_vllm_env.checks.fa_library import flash_attn_library
+    from pytest_vllm_env.facts import fixes, vllm_attention
+
+    facts = vllm_attention.read(vllm_env)
+    backends = facts.backends if facts.backends is not None and facts.backends.found else None
+
+    def backend_on(arch, fa):
+        if backends is None:
+            return None
+        got, maybe, _ = select(backends, arch, "auto", None, fa, facts.absent)
+        return None if maybe else got  # an unsure one ahead: FLASH_ATTN may still run
+
+    return flash_attn_library(
+        flash_attn_version,
+        facts.fa_libs,
+        facts.fa_dir,
+        cuda_archs,
+        vllm_env.version_of("vllm"),
+        backend_on,
+        fixes.reinstall(vllm_env, "vllm", pypi=True),
+    )

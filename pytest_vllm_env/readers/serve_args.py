@@ -29,12 +29,15 @@ from pytest_vllm_env import files
 TP_FLAGS = ("--tensor-parallel-size", "-tp")
 Q_FLAGS = ("--quantization", "-q")
 MOE_FLAGS = ("--moe-backend",)
+# --kv-cache-dtype (engine/arg_utils.py; "auto" takes the checkpoint's): attention-backend
+KV_FLAGS = ("--kv-cache-dtype",)
 AC_FLAGS = ("--attention-config", "-ac")
 AC_DOTTED = tuple(f"{f}.flash_attn_version" for f in AC_FLAGS)  # vLLM's nested-key syntax
 # LLM(attention_config={"flash_attn_version": 2}) or AttentionConfig(flash_attn_version=2)
 PY_FA = re.compile(
     r"""\battention_config\s*=\s*(?:\w+\()?\{?[^)}]*?\bflash_attn_version["']?\s*[:=]\s*(\d+)"""
 )
+PY_KV = re.compile(r"""\bkv_cache_dtype["']?\s*[=:]\s*["']([\w.-]+)["']""")
 PY_TP = re.compile(r"\btensor_parallel_size\s*=\s*(\d+)")
 PY_Q = re.compile(r"""\bquantization\s*=\s*(?:["']([\w.-]+)["']|None)""")
 # LLM(moe_backend="marlin") or kernel_config={"moe_backend": "marlin"}
@@ -61,6 +64,8 @@ class ServeArgs:
     # is forced to (v1/attention/backends/fa_utils.py:get_flash_attn_version)
     flash_attn_version: int | None = None
     fa_from: str = ""
+    kv_cache_dtype: str | None = None  # --kv-cache-dtype as given
+    kv_from: str = ""
 
 
 def _moe(value: str) -> str:
@@ -102,8 +107,8 @@ def parse_tokens(
     tokens: list[str], where: str, read_config: Callable[[str], str] | None = None
 ) -> ServeArgs:
     """The arguments of one command line's tokens (``vllm serve MODEL`` may lead)."""
-    tp = q = moe = fa = None
-    tp_from = q_from = moe_from = fa_from = ""
+    tp = q = moe = fa = kv = None
+    tp_from = q_from = moe_from = fa_from = kv_from = ""
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -117,7 +122,7 @@ def parse_tokens(
             got = _fa(value, where) if name in AC_DOTTED else _fa_of_json(value, where)
             if got is not None:
                 fa, fa_from = got, f"{name} in {where}"
-        elif name in TP_FLAGS + Q_FLAGS + MOE_FLAGS + ("--config",):
+        elif name in TP_FLAGS + Q_FLAGS + MOE_FLAGS + KV_FLAGS + ("--config",):
             if not eq:
                 if i + 1 >= len(tokens):
                     raise ServeArgsError(f"{where}: {name} has no value")
@@ -129,6 +134,8 @@ def parse_tokens(
                 q, q_from = value, f"{name} in {where}"
             elif name in MOE_FLAGS:
                 moe, moe_from = _moe(value), f"{name} in {where}"
+            elif name in KV_FLAGS:
+                kv, kv_from = value, f"{name} in {where}"
             elif read_config is not None:
                 sub = parse_yaml(read_config(value), f"{value} (--config of {where})")
                 tp, tp_from = (
@@ -143,13 +150,15 @@ def parse_tokens(
                 )
                 if moe is None and sub.moe_backend:
                     moe, moe_from = sub.moe_backend, sub.moe_from
+                if kv is None and sub.kv_cache_dtype:
+                    kv, kv_from = sub.kv_cache_dtype, sub.kv_from
         i += 1
-    return ServeArgs(tp, q, tp_from, q_from, moe, moe_from, fa, fa_from)
+    return ServeArgs(tp, q, tp_from, q_from, moe, moe_from, fa, fa_from, kv, kv_from)
 
 
 def parse_yaml(text: str, where: str) -> ServeArgs:
     """vLLM's ``--config`` file: a flat YAML mapping (``tensor-parallel-size: 2``)."""
-    tp = q = moe = None
+    tp = q = moe = kv = None
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if ":" not in line:
@@ -163,6 +172,8 @@ def parse_yaml(text: str, where: str) -> ServeArgs:
             q = value
         elif key == "moe-backend" and value:
             moe = _moe(value)
+        elif key == "kv-cache-dtype" and value:
+            kv = value
     return ServeArgs(
         tp,
         q,
@@ -170,6 +181,8 @@ def parse_yaml(text: str, where: str) -> ServeArgs:
         f"quantization in {where}" if q else "",
         moe,
         f"moe-backend in {where}" if moe else "",
+        kv_cache_dtype=kv,
+        kv_from=f"kv-cache-dtype in {where}" if kv else "",
     )
 
 
@@ -183,7 +196,7 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
         for ln in lines
         if re.search(
             r"\bvllm\s+serve\b|--tensor-parallel-size|--quantization|--moe-backend"
-            r"|--attention-config|(^|\s)-(tp|ac)\s",
+            r"|--attention-config|--kv-cache-dtype|(^|\s)-(tp|ac)\s",
             ln,
         )
     ]
@@ -204,11 +217,13 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
                 got.moe_from or out.moe_from,
                 got.flash_attn_version or out.flash_attn_version,
                 got.fa_from or out.fa_from,
+                got.kv_cache_dtype or out.kv_cache_dtype,
+                got.kv_from or out.kv_from,
             )
         return out
     tp_m, q_m = PY_TP.search(text), PY_Q.search(text)
-    moe_m, fa_m = PY_MOE.search(text), PY_FA.search(text)
-    if tp_m or q_m or moe_m or fa_m:
+    moe_m, fa_m, kv_m = PY_MOE.search(text), PY_FA.search(text), PY_KV.search(text)
+    if tp_m or q_m or moe_m or fa_m or kv_m:
         return ServeArgs(
             _int(tp_m.group(1), where) if tp_m else None,
             q_m.group(1) if q_m and q_m.group(1) else None,
@@ -218,6 +233,8 @@ def parse_text(text: str, where: str, read_config: Callable[[str], str] | None =
             f"moe_backend= in {where}" if moe_m else "",
             _fa(fa_m.group(1), where) if fa_m else None,
             f"attention_config= in {where}" if fa_m else "",
+            kv_m.group(1) if kv_m else None,
+            f"kv_cache_dtype= in {where}" if kv_m else "",
         )
     if any(":" in ln for ln in lines):
         return parse_yaml(text, where)

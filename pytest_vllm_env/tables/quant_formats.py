@@ -224,7 +224,8 @@ FORMATS: tuple[QuantFormat, ...] = (
     QuantFormat(
         "FP8_PER_CHANNEL_PER_TOKEN",
         "modelopt",
-        'quant_algo "FP8_PER_CHANNEL_PER_TOKEN" (ModelOpt format "fp8_pc_pt")',
+        'quant_algo "FP8_PER_CHANNEL_PER_TOKEN" (mtq.FP8_PER_CHANNEL_PER_TOKEN_CFG; '
+        'ModelOpt format "fp8_pc_pt")',
         _releases((("0.26.0",), FP8_89), (("0.33.0",), FP8_80)),
         FP8_E4M3,
         # ChannelQuantScaleParameter [out]; activations quantized per token at run time
@@ -240,7 +241,8 @@ FORMATS: tuple[QuantFormat, ...] = (
     QuantFormat(
         "FP8_PB_WO",
         "modelopt",
-        'quant_algo "fp8_pb_wo" (ModelOpt writes it lower-case; vLLM upper-cases it)',
+        'quant_algo "fp8_pb_wo" (mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG; ModelOpt writes it '
+        "lower-case; vLLM upper-cases it)",
         _releases((("0.26.0",), FP8_89), (("0.33.0",), FP8_80)),
         FP8_E4M3,
         # BlockQuantScaleParameter [out/128, 1, in/128, 1], float32
@@ -265,7 +267,7 @@ FORMATS: tuple[QuantFormat, ...] = (
     QuantFormat(
         "MXFP8",
         "modelopt",
-        'quant_algo "MXFP8" (ModelOpt format "mxfp8")',
+        'quant_algo "MXFP8" (mtq.MXFP8_DEFAULT_CFG; ModelOpt format "mxfp8")',
         _releases((("0.26.0", "0.33.0"), MXFP8_80)),
         FP8_E4M3,
         # E8M0 exponents stored as uint8, one per 32 inputs; vLLM 0.26.0 does not judge
@@ -325,7 +327,9 @@ FORMATS: tuple[QuantFormat, ...] = (
     QuantFormat(
         "W4A16_NVFP4",
         "modelopt",
-        'quant_algo "W4A16_NVFP4", group_size 16 (ModelOpt format "w4a16_nvfp4")',
+        'quant_algo "W4A16_NVFP4", group_size 16 (mtq.W4A16_NVFP4_CFG; ModelOpt format '
+        '"w4a16_nvfp4"; mtq.NVFP4_MLP_WEIGHT_ONLY_CFG writes it with group_size 32, which '
+        "vLLM 0.26.0 refused on the H100: algos_truth-0.26.0.json)",
         _releases((("0.26.0", "0.33.0"), FP4_75)),
         PACKED_U8,
         packing=2,
