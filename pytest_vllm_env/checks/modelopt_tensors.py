@@ -153,31 +153,13 @@ def tensors_complete(
         else:
             i = issues[first]
             issues[first] = LayerIssue(i.module, i.effect, i.kind, f"{i.text} ({hint})", i.tensor)
-    by_effect: dict[str, list[LayerIssue]] = {}
-    for issue in issues:
-        by_effect.setdefault(issue.effect, []).append(issue)
-    refused, wrong = by_effect.get("refuses", []), by_effect.get("wrong", [])
-    cost, notes = by_effect.get("cost", []), by_effect.get("note", [])
+    judged = [i for e in ("refuses", "wrong", "cost") for i in issues if i.effect == e]
+    notes = [i for i in issues if i.effect == "note"]
     evidence: dict[str, Any] = dict(excluded=list(eff.exclude), quant_algo=eff.algo, **kv_evidence)
-    if refused or wrong:
-        return failed(
-            check,
-            f"{ckpt.label}: " + effect_summary([i.text for i in refused], [i.text for i in wrong]),
-            _issue_fix(refused + wrong + cost, eff),
-            vllm_effect="refuses" if refused else "wrong",
-            tensors=[i.tensor for i in refused + wrong if i.tensor][:50],
-            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
-            **evidence,
-        )
-    if cost:
-        return warning(
-            check,
-            f"{ckpt.label}: vLLM loads it, at a cost: {few([i.text for i in cost])}",
-            _issue_fix(cost, eff),
-            vllm_effect="works",
-            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
-            **evidence,
-        )
+    if (
+        bad := _bad_verdict(check, ckpt, eff, issues, _issue_fix(judged, eff), evidence)
+    ) is not None:
+        return bad
     return passed(
         check,
         f"{ckpt.label}: {quantized} Linear module(s) hold {eff.algo} weights and scales as "
@@ -288,6 +270,7 @@ def _mixed_complete(
     per_algo = ", ".join(f"{a}: {n}" for a, n in sorted(counts.items()))
     evidence: dict[str, Any] = dict(quant_algo=eff.algo, layer_algos=counts, **kv_evidence)
     fix_notes = [n for n in notes if "keyed" in n][:3]
+    fix = ""
     if refused or wrong:
         fix = _issue_fix(refused + wrong + cost, eff)
         if any(i.kind.startswith("unquantized-") for i in refused + wrong):
@@ -297,24 +280,9 @@ def _mixed_complete(
             )
         if any(i.kind == "fused-mismatch" for i in refused):
             fix = "give the shards of each fused layer one quant_algo in quantized_layers; " + fix
-        return failed(
-            check,
-            f"{ckpt.label}: " + effect_summary([i.text for i in refused], [i.text for i in wrong]),
-            fix + (f" (note: {'; '.join(fix_notes)})" if fix_notes else ""),
-            vllm_effect="refuses" if refused else "wrong",
-            tensors=[i.tensor for i in refused + wrong if i.tensor][:50],
-            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
-            **evidence,
-        )
-    if cost:
-        return warning(
-            check,
-            f"{ckpt.label}: vLLM loads it, at a cost: {few([i.text for i in cost])}",
-            _issue_fix(cost, eff),
-            vllm_effect="works",
-            issues=[f"{i.effect}: {i.text}" for i in issues][:50],
-            **evidence,
-        )
+        fix += f" (note: {'; '.join(fix_notes)})" if fix_notes else ""
+    if (bad := _bad_verdict(check, ckpt, eff, issues, fix, evidence)) is not None:
+        return bad
     return passed(
         check,
         f"{ckpt.label}: MIXED_PRECISION: {sum(counts.values())} Linear module(s) hold the "
@@ -361,6 +329,41 @@ FIXES = {
     "e.g. FP8_KV_CFG merged into FP8_DEFAULT_CFG) and re-export, or set kv_cache_quant_algo "
     "to null in both quant configs to keep a BF16 KV cache",
 }
+
+
+def _bad_verdict(
+    check: str,
+    ckpt: Checkpoint,
+    eff: QuantSettings,
+    issues: Sequence[LayerIssue],
+    fail_fix: str,
+    evidence: dict[str, Any],
+) -> Finding | None:
+    """failed (``fail_fix``) where an issue refuses or is wrong, warning where one costs."""
+    refused = [i for i in issues if i.effect == "refuses"]
+    wrong = [i for i in issues if i.effect == "wrong"]
+    cost = [i for i in issues if i.effect == "cost"]
+    shown = [f"{i.effect}: {i.text}" for i in issues][:50]
+    if refused or wrong:
+        return failed(
+            check,
+            f"{ckpt.label}: " + effect_summary([i.text for i in refused], [i.text for i in wrong]),
+            fail_fix,
+            vllm_effect="refuses" if refused else "wrong",
+            tensors=[i.tensor for i in refused + wrong if i.tensor][:50],
+            issues=shown,
+            **evidence,
+        )
+    if cost:
+        return warning(
+            check,
+            f"{ckpt.label}: vLLM loads it, at a cost: {few([i.text for i in cost])}",
+            _issue_fix(cost, eff),
+            vllm_effect="works",
+            issues=shown,
+            **evidence,
+        )
+    return None
 
 
 def _issue_fix(issues: Sequence[LayerIssue], eff: QuantSettings) -> str:
