@@ -197,18 +197,9 @@ def checkpoint_load(
     if key in plans:
         return plans[key]
     out = CheckpointLoad(ckpt.label, version, launch=vllm_launch)
-    if not ckpt.config_readable:
-        out.why_not = f"{ckpt.label}: its config.json cannot be read (see modelopt.files-readable)"
-    elif vllm_env.dist("vllm") is None:
-        out.why_not = f"vLLM is not installed in {vllm_env.prefix}"
-    else:
-        archs = (ckpt.config or {}).get("architectures")
-        arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
-        facts = vllm_loader_facts(arch)
-    if out.why_not is None and facts.unreadable:
-        out.why_not = f"the env's vLLM source cannot be read: {facts.unreadable[0]}"
-        out.unreadable = True
-    elif out.why_not is None:
+    got = _loader_facts(out, ckpt, vllm_env, vllm_loader_facts, "modelopt.files-readable")
+    if got is not None:
+        facts, arch = got
         decision = decide(
             ckpt.config,
             ckpt.hf_quant_config,
@@ -232,6 +223,27 @@ def checkpoint_load(
         out.samples, out.scales = modelopt_weight_samples, modelopt_scales[0]
     plans[key] = out
     return out
+
+
+def _loader_facts(out: CheckpointLoad, ckpt, vllm_env: PixiEnv, vllm_loader_facts, see: str):
+    """(the env's vLLM loader facts, the checkpoint's architecture), or None with
+    ``out.why_not`` (and ``out.unreadable``) saying why the load cannot be planned: its
+    config.json unreadable (``see`` names the check that reports it), no vLLM, or vLLM's
+    source unreadable."""
+    if not ckpt.config_readable:
+        out.why_not = f"{ckpt.label}: its config.json cannot be read (see {see})"
+        return None
+    if vllm_env.dist("vllm") is None:
+        out.why_not = f"vLLM is not installed in {vllm_env.prefix}"
+        return None
+    archs = (ckpt.config or {}).get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    facts = vllm_loader_facts(arch)
+    if facts.unreadable:
+        out.why_not = f"the env's vLLM source cannot be read: {facts.unreadable[0]}"
+        out.unreadable = True
+        return None
+    return facts, arch
 
 
 def _safe(read):
@@ -270,31 +282,22 @@ def vllm_checkpoint_load(
     if key in plans:
         return plans[key]
     out = CheckpointLoad(ckpt.label, vllm_env.version_of("vllm"), launch=vllm_launch)
-    if not ckpt.config_readable:
-        out.why_not = f"{ckpt.label}: its config.json cannot be read (see quant.config)"
-    elif vllm_env.dist("vllm") is None:
-        out.why_not = f"vLLM is not installed in {vllm_env.prefix}"
-    else:
-        archs = (ckpt.config or {}).get("architectures")
-        arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
-        facts = vllm_loader_facts(arch)
-        if facts.unreadable:
-            out.why_not = f"the env's vLLM source cannot be read: {facts.unreadable[0]}"
-            out.unreadable = True
-        else:
-            decision = decide(
-                ckpt.config, ckpt.hf_quant_config, vllm_launch.quantization, facts.loader,
-                facts.modelopt,
-            )  # fmt: skip
-            # files only (no model class): which shards vLLM reads, refuses, never sees
-            out.plan = plan(
-                read_layout(ckpt.path), ckpt.config or {}, decision, None, facts.loader,
-                facts.kv, facts.modelopt,
-            )  # fmt: skip
-            schemes = format_schemes(vllm_checkpoint_plan.schemes, vllm_checkpoint_plan.method)
-            config = ckpt.config or {}
-            out.split = format_split(config, schemes, vllm_launch.tensor_parallel_size)
-            out.best_tp = largest_format_working(config, schemes)
+    got = _loader_facts(out, ckpt, vllm_env, vllm_loader_facts, "quant.config")
+    if got is not None:
+        facts, _ = got
+        decision = decide(
+            ckpt.config, ckpt.hf_quant_config, vllm_launch.quantization, facts.loader,
+            facts.modelopt,
+        )  # fmt: skip
+        # files only (no model class): which shards vLLM reads, refuses, never sees
+        out.plan = plan(
+            read_layout(ckpt.path), ckpt.config or {}, decision, None, facts.loader,
+            facts.kv, facts.modelopt,
+        )  # fmt: skip
+        schemes = format_schemes(vllm_checkpoint_plan.schemes, vllm_checkpoint_plan.method)
+        config = ckpt.config or {}
+        out.split = format_split(config, schemes, vllm_launch.tensor_parallel_size)
+        out.best_tp = largest_format_working(config, schemes)
     plans[key] = out
     return out
 
