@@ -290,6 +290,24 @@ def function_named(tree: ast.AST | None, name: str) -> ast.FunctionDef | None:
     )
 
 
+def int_compared(
+    tree: ast.AST, left: Callable[[ast.expr], bool], op: type[ast.cmpop]
+) -> int | None:
+    """N of the first ``X <op> N`` under ``tree`` (one operator, N an int literal) whose left
+    side ``left`` accepts: the literal a source compares a name or attribute with."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Compare)
+            and len(node.ops) == 1
+            and isinstance(node.ops[0], op)
+            and left(node.left)
+            and isinstance(node.comparators[0], ast.Constant)
+            and isinstance(node.comparators[0].value, int)
+        ):
+            return node.comparators[0].value
+    return None
+
+
 def dotted(node: ast.expr) -> str | None:
     """``knobs.nvidia.ptxas`` for an attribute chain of plain names; None otherwise."""
     parts: list[str] = []

@@ -24,6 +24,8 @@ from __future__ import annotations
 import ast
 import re
 
+from pytest_vllm_env.readers.pyrules import int_compared
+
 MATMUL_OGS = "matmul_ogs_details"  # 3.5.1 / 3.6
 MATMUL = "matmul_details"  # 3.8
 MXFP4_UTILS_PY = "vllm/model_executor/layers/quantization/utils/mxfp4_utils.py"
@@ -94,18 +96,7 @@ def hopper_small_n(text: str, warps: int = 8) -> int | None:
     if handled is None or warps in handled:
         return 0
     # the generic rule it falls to: `... and n > T: return 256` (T is the threshold)
-    for node in ast.walk(fn):
-        if (
-            isinstance(node, ast.Compare)
-            and isinstance(node.left, ast.Name)
-            and node.left.id == "n"
-            and len(node.ops) == 1
-            and isinstance(node.ops[0], ast.Gt)
-            and isinstance(node.comparators[0], ast.Constant)
-            and isinstance(node.comparators[0].value, int)
-        ):
-            return node.comparators[0].value
-    return None
+    return int_compared(fn, lambda x: isinstance(x, ast.Name) and x.id == "n", ast.Gt)
 
 
 def _warps_handled(branch: ast.If) -> set[int] | None:

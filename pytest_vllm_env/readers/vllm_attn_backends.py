@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_vllm_env.readers.pyrules import function_named, parse_or_none
+from pytest_vllm_env.readers.pyrules import function_named, int_compared, parse_or_none
 
 CUDA_PY = "vllm/platforms/cuda.py"
 REGISTRY_PY = "vllm/v1/attention/backends/registry.py"
@@ -140,18 +140,7 @@ def _enum_names(node: ast.AST) -> tuple[str, ...]:
 
 def _major_of(test: ast.expr) -> int | None:
     """N of a test holding ``device_capability.major == N``."""
-    for node in ast.walk(test):
-        if (
-            isinstance(node, ast.Compare)
-            and isinstance(node.left, ast.Attribute)
-            and node.left.attr == "major"
-            and len(node.ops) == 1
-            and isinstance(node.ops[0], ast.Eq)
-            and isinstance(node.comparators[0], ast.Constant)
-            and isinstance(node.comparators[0].value, int)
-        ):
-            return node.comparators[0].value
-    return None
+    return int_compared(test, lambda x: isinstance(x, ast.Attribute) and x.attr == "major", ast.Eq)
 
 
 def _non_mla(func: ast.FunctionDef) -> list[tuple[int | None, tuple[str, ...]]]:
