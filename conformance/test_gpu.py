@@ -1,7 +1,9 @@
 """The gpu tier: the GPU against the env's binaries, torch on the GPU (FP8 too), and vLLM
-loading each --modelopt-checkpoint for real: does it load, is what it computes right (with
-no reference, and against its BF16 --reference-checkpoint), and did the toolchain tier
-predict what happened?"""
+loading each --modelopt-checkpoint and each --vllm-checkpoint (any format) for real: does it
+load, is what it computes right (with no reference, and against its BF16
+--reference-checkpoint), and did the toolchain tier predict what happened? A folder given as
+both options is loaded once; each option's tests judge that load with its own tier's
+findings (modelopt.* / quant.*)."""
 
 import pytest
 
@@ -103,3 +105,88 @@ def test_prediction_agrees(
         vllm_reference_verdict,
     ]
     verdict(gpu_prediction.prediction_agrees(modelopt_prediction, run, judged, path))
+
+
+# -- each --vllm-checkpoint (compressed-tensors, fine-grained FP8, MXFP4, ModelOpt): the same
+# checks on its one load; gpu.prediction-agrees holds the quant.* findings against it
+@pytest.mark.vllm_check("gpu.vllm-generate")
+def test_quant_loads_and_generates(
+    vllm_checkpoint, vllm_checkpoint_plan, quant_checkpoint_runs, vllm_env, verdict
+):
+    verdict(
+        gpu_vllm_load.vllm_generates(
+            quant_checkpoint_runs,
+            str(vllm_checkpoint.path),
+            vllm_checkpoint_plan.producer,
+            env=vllm_env,
+        )
+    )
+
+
+@pytest.mark.vllm_check("gpu.vllm-sane")
+def test_quant_output_sane(vllm_checkpoint, quant_checkpoint_runs, verdict):
+    verdict(gpu_vllm_output.vllm_sane(quant_checkpoint_runs[0], str(vllm_checkpoint.path)))
+
+
+@pytest.mark.vllm_check("gpu.vllm-perplexity")
+def test_quant_perplexity(
+    vllm_checkpoint, quant_checkpoint_runs, vllm_perplexity_exponent, verdict
+):
+    verdict(
+        gpu_vllm_output.vllm_perplexity(
+            quant_checkpoint_runs[0], str(vllm_checkpoint.path), vllm_perplexity_exponent
+        )
+    )
+
+
+@pytest.mark.vllm_check("gpu.vllm-known-answer")
+def test_quant_known_answer(vllm_checkpoint, quant_checkpoint_runs, verdict):
+    verdict(gpu_vllm_output.vllm_known_answer(quant_checkpoint_runs[0], str(vllm_checkpoint.path)))
+
+
+@pytest.mark.vllm_check("gpu.kv-scales-loaded")
+def test_quant_kv_scales_loaded(
+    vllm_checkpoint, vllm_checkpoint_plan, quant_checkpoint_runs, vllm_checkpoint_scales, verdict
+):
+    from pytest_vllm_env.findings import skipped
+
+    if vllm_checkpoint_plan.producer != "modelopt":
+        # the KV-scale names it holds the layers to are ModelOpt's (vllm_kv_naming)
+        verdict(
+            skipped(
+                "gpu.kv-scales-loaded",
+                f"{vllm_checkpoint.label}: not a ModelOpt checkpoint: the KV scales judged here "
+                "are ModelOpt's",
+            )
+        )
+        return
+    verdict(
+        gpu_vllm_output.vllm_kv_scales(
+            quant_checkpoint_runs[0], str(vllm_checkpoint.path), vllm_checkpoint_scales[0]
+        )
+    )
+
+
+@pytest.mark.vllm_check("gpu.vllm-reference")
+def test_quant_matches_reference(quant_reference_verdict, verdict):
+    verdict(quant_reference_verdict)
+
+
+@pytest.mark.vllm_check("gpu.prediction-agrees")
+def test_quant_prediction_agrees(
+    vllm_checkpoint,
+    quant_checkpoint_runs,
+    vllm_perplexity_exponent,
+    quant_reference_verdict,
+    quant_prediction,
+    verdict,
+):
+    path = str(vllm_checkpoint.path)
+    run = quant_checkpoint_runs[0]
+    judged = [
+        gpu_vllm_output.vllm_sane(run, path),
+        gpu_vllm_output.vllm_perplexity(run, path, vllm_perplexity_exponent),
+        gpu_vllm_output.vllm_known_answer(run, path),
+        quant_reference_verdict,
+    ]
+    verdict(gpu_prediction.prediction_agrees(quant_prediction, run, judged, path))

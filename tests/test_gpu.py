@@ -266,12 +266,14 @@ def test_no_gpu_skips_device_and_fp8_with_reason(pytester, env_builder, monkeypa
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi to fall back to
     standin_env(env_builder, torch={"devices": []})
     result = gpu_run(pytester, env_builder)
-    result.assert_outcomes(skipped=10)  # 3 torch/device checks, 7 per-checkpoint ones
+    # 3 torch/device checks, 7 per --modelopt-checkpoint, 7 per --vllm-checkpoint
+    result.assert_outcomes(skipped=17)
     result.stdout.fnmatch_lines(
         [
             "*[[]gpu.device-coverage] no GPU visible (neither the target env's torch nor*",
             "*no GPU visible to the target env's torch*",
             "*no --modelopt-checkpoint given*",
+            "*no --vllm-checkpoint given*",
         ]
     )
 

@@ -28,6 +28,10 @@ CHECK_EFFECT: dict[str, Effect] = {
     "modelopt.min-capability": "refuses",
     "modelopt.shapes-match-config": "refuses",
     "modelopt.scales-sane": "wrong",
+    # the same rules for any format (conformance/test_quant.py): a capability vLLM checks at
+    # config time; scale values that make the kernels compute garbage
+    "quant.min-capability": "refuses",
+    "quant.scales-sane": "wrong",
     # "No valid attention backend found" at model construction (H100, vLLM 0.26.0, round 14)
     "checkpoint.attention-backend": "refuses",
 }
@@ -61,6 +65,37 @@ def observed_effect(run: ProbeResult, judged: Iterable[Finding]) -> Effect:
     if any(f.outcome == "failed" for f in judged):
         return "wrong"
     return "works"
+
+
+# A CUDA kernel that met the garbage a "wrong" prediction names (a placeholder scale never
+# loaded, a NaN scale) stops the process with one of these, before any token: measured on the
+# H100 (vLLM 0.26.0, fixtures/quant_export/formats_truth-0.26.0.json): fine-grained FP8 without
+# one weight_scale_inv and a static FP8 export with a NaN input_scale both died in
+# LLM() with "AcceleratorError: CUDA error: device-side assert triggered", raised at
+# torch.accelerator.synchronize (the profile run after the weights loaded).
+KERNEL_CRASH = re.compile(
+    r"CUDA error: (?:device-side assert triggered|an illegal memory access was encountered)"
+)
+
+
+def kernel_crash(run: ProbeResult) -> str | None:
+    """The CUDA error a load died of, when a kernel (not vLLM's own checks) stopped it."""
+    m = KERNEL_CRASH.search(str(run.data.get("exception") or ""))
+    return m[0] if m else None
+
+
+def _same_tensor(ours: Iterable[str], theirs: str) -> bool:
+    """Whether vLLM's tensor is one the toolchain tier blamed (or its module). Names are
+    compared fused (``q_proj`` -> ``qkv_proj``) and by their tail: vLLM's inner model names
+    its parameters without the wrapper's prefix (``layers.0.self_attn.o_proj.weight_scale``
+    for the checkpoint's ``model.layers.0...``: LlamaModel.load_weights under
+    AutoWeightsLoader, H100, formats_truth-0.26.0.json)."""
+    names = {fused(t) for t in ours} | {fused(t).rpartition(".")[0] for t in ours}
+    mine = fused(theirs)
+    for cand in (mine, mine.rpartition(".")[0]):
+        if cand and any(n == cand or n.endswith("." + cand) for n in names):
+            return True
+    return False
 
 
 def _missing_module(run: ProbeResult) -> str | None:
@@ -136,6 +171,16 @@ def prediction_agrees(
         "wrong": "loaded it and computed wrong results",
     }
     same = expect == seen or (expect == "fails" and seen in ("refuses", "wrong"))
+    crash = kernel_crash(run) if seen == "refuses" else None
+    if expect == "wrong" and crash:
+        # garbage values predicted; a kernel stopped on them before any token was generated
+        evidence["observed_cause"] = crash
+        return passed(
+            cid,
+            f"{checkpoint}: the toolchain tier predicted {said[expect]!r} ({', '.join(checks)}) "
+            f"and vLLM agreed: a kernel stopped on the garbage before any token ({crash})",
+            **evidence,
+        )
     if not same:
         by = f" ({', '.join(checks)})" if checks else " (every toolchain check passed)"
         return warning(
@@ -147,9 +192,7 @@ def prediction_agrees(
             **evidence,
         )
     if seen == "refuses" and real_tensor and tensors:
-        ours = {fused(t) for t in tensors} | {fused(t).rpartition(".")[0] for t in tensors}
-        theirs = fused(real_tensor)
-        if theirs not in ours and theirs.rpartition(".")[0] not in ours:
+        if not _same_tensor(tensors, real_tensor):
             return warning(
                 cid,
                 f"{checkpoint}: both say vLLM refuses it, but for different tensors: the "

@@ -21,6 +21,7 @@ from pytest_vllm_env.facts.fixes import Package
 from pytest_vllm_env.facts.gpu_probe import ProbeResult
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.tables.quant_formats import vllm_config_classes
+from pytest_vllm_env.tables.quant_schemes import ROWS as SCHEME_ROWS
 
 # vLLM 0.26.0: "Engine core process {name} died unexpectedly." (v1/utils.py) and
 # "Worker proc %s died unexpectedly (exit code: %s), ..." (multiproc_executor.py); older
@@ -127,16 +128,35 @@ def shutdown_noise(runs: Sequence[ProbeResult]) -> str:
     return next((d for d in (_died(r.after) for r in runs) if d), "")
 
 
+def config_classes(producer: str | None) -> frozenset[str]:
+    """The vLLM config classes that load a checkpoint of ``producer`` (the quant plan's:
+    ``modelopt``, ``compressed-tensors``, ``fp8``, ``mxfp4``), in every release the format
+    tables have read (``CompressedTensorsConfig``, ``Fp8Config``, ``Mxfp4Config``, ...);
+    empty for a producer no table knows (then any class is taken)."""
+    if not producer:
+        return frozenset()
+    if producer.startswith("modelopt"):
+        return MODELOPT_CONFIGS
+    return frozenset(
+        s.config_class for f in SCHEME_ROWS if f.producer == producer for s in f.vllm.values()
+    )
+
+
+_PRODUCER_NAME = {"modelopt": "ModelOpt", "fp8": "fine-grained FP8", "mxfp4": "MXFP4"}
+
+
 def vllm_generates(
     runs: Sequence[ProbeResult],
     checkpoint: str,
-    modelopt: bool = True,
+    producer: str | bool | None = True,
     *,
     env: PixiEnv | None = None,
 ) -> Finding:
-    """gpu.vllm-generate: the checkpoint loads with ModelOpt's quant config and generates the
-    same greedy tokens twice in one process (and in every fresh process asked for). Reports
-    load time and tokens/s; a load that dies is quoted with where it died."""
+    """gpu.vllm-generate: the checkpoint loads with its format's quant config (``producer``:
+    the quant plan's producer; True: ModelOpt, the ``--modelopt-checkpoint`` tests; None or
+    False: not checked) and generates the same greedy tokens twice in one process (and in
+    every fresh process asked for). Reports load time and tokens/s; a load that dies is
+    quoted with where it died."""
     cid = "gpu.vllm-generate"
     if not checkpoint:
         return skipped(cid, "no --modelopt-checkpoint given: nothing to load")
@@ -145,13 +165,28 @@ def vllm_generates(
         if problem is not None:
             return problem
     first = runs[0].data
-    if modelopt and first.get("quant_config") not in MODELOPT_CONFIGS:
+    fmt = "modelopt" if producer is True else (producer or None)
+    wanted = config_classes(fmt)
+    if wanted and first.get("quant_config") not in wanted:
+        name = _PRODUCER_NAME.get(str(fmt).split("_")[0], str(fmt))
+        if name == "ModelOpt":
+            fix = (
+                "the checkpoint lacks hf_quant_config.json / quantization_config with "
+                'quant_method "modelopt": re-export it with modelopt export_hf_checkpoint'
+            )
+        else:  # vLLM took another method than config.json's quantization_config names
+            fix = (
+                f"load it with config.json's own method (no --quantization, or --quantization "
+                f"{fmt}); quant.config says which file and method vLLM reads"
+            )
         return failed(
             cid,
             f"vLLM loaded {checkpoint} with quant config {first.get('quant_config')!r}, "
+            f"not {name}'s ({', '.join(sorted(wanted))})"
+            if name != "ModelOpt"
+            else f"vLLM loaded {checkpoint} with quant config {first.get('quant_config')!r}, "
             "not ModelOpt's",
-            "the checkpoint lacks hf_quant_config.json / quantization_config with "
-            'quant_method "modelopt": re-export it with modelopt export_hf_checkpoint',
+            fix,
         )
     sequences = [tuple(r.data["tokens"]) for r in runs]
     sequences += [tuple(r.data["tokens_again"]) for r in runs if r.data.get("tokens_again")]

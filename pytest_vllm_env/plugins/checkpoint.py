@@ -360,23 +360,35 @@ def attention_backend_finding(
     """``checkpoint.attention-backend``'s finding for this checkpoint under the launch's
     ``--kv-cache-dtype``: the conformance check reports it, and ``gpu.prediction-agrees``
     holds it against the real load (which runs with the same ``--kv-cache-dtype``)."""
+    return attention_finding(
+        modelopt_checkpoint, vllm_attention, vllm_env, vllm_launch, cuda_archs,
+        "modelopt.files-readable",
+    )  # fmt: skip
+
+
+def attention_finding(
+    ckpt: Checkpoint, vllm_attention, vllm_env: PixiEnv, vllm_launch: Launch, cuda_archs, see: str
+):
+    """``checkpoint.attention-backend``'s finding for one checkpoint of any format (its
+    config.json and hf_quant_config.json say the KV cache) under the launch's
+    ``--kv-cache-dtype``; ``see`` names the check that reports an unreadable config.json."""
     from pytest_vllm_env.checks.attention_backend import CID, attention_backend
     from pytest_vllm_env.findings import error, skipped
 
     facts, forced, install = vllm_attention
-    if not modelopt_checkpoint.config_readable:
-        why = "its config.json cannot be read (see modelopt.files-readable)"
-        return skipped(CID, f"{modelopt_checkpoint.label}: {why}")
+    if not ckpt.config_readable:
+        why = f"its config.json cannot be read (see {see})"
+        return skipped(CID, f"{ckpt.label}: {why}")
     if facts.backends is None and facts.why.startswith("vLLM is not installed"):
         return skipped(CID, facts.why)
     if facts.backends is None:
         return error(CID, facts.why, "reinstall vllm (its files are damaged)")
     return attention_backend(
-        modelopt_checkpoint.config,
-        modelopt_checkpoint.hf_quant_config,
+        ckpt.config,
+        ckpt.hf_quant_config,
         facts.backends,
         cuda_archs,
-        modelopt_checkpoint.label,
+        ckpt.label,
         vllm_env.version_of("vllm"),
         launch_kv=vllm_launch.kv_cache_dtype,
         launch_from=vllm_launch.kv_from,

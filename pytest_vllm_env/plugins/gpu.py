@@ -1,8 +1,10 @@
 """Fixtures and settings for the gpu, build and buildlog tiers.
 
-The gpu tier loads each ``--modelopt-checkpoint`` in vLLM once (a second fresh process only
-with ``--vllm-fresh-process``) and each ``--reference-checkpoint`` once; loads are cached
-per session and path, so every gpu check of one checkpoint judges the same load.
+The gpu tier loads each ``--modelopt-checkpoint`` and each ``--vllm-checkpoint`` (any format:
+compressed-tensors, fine-grained FP8, MXFP4, ModelOpt) in vLLM once (a second fresh process
+only with ``--vllm-fresh-process``) and each ``--reference-checkpoint`` once; loads are cached
+per session and path, so every gpu check of one checkpoint judges the same load, and a folder
+given as both options is loaded once.
 
 Loads start right after collection, in background threads, beside the torch probe; with
 ``--vllm-parallel-loads N`` up to N checkpoints load at once on one GPU, each with ``0.8 / N``
@@ -121,11 +123,20 @@ def _background(work) -> None:
     threading.Thread(target=guarded, name="vllm-env-probe", daemon=True).start()
 
 
+# (the setting whose values parametrize the test, the fixture that loads them): a gpu test
+# asking for that fixture loads its checkpoint; both settings share the loads by path
+LOADED_BY = (
+    ("modelopt_checkpoint", "vllm_checkpoint_runs"),
+    ("vllm_checkpoint", "quant_checkpoint_runs"),
+)
+
+
 def _checkpoints_to_load(
     config: pytest.Config, items: list[pytest.Item]
 ) -> list[tuple[str, int, bool]]:
     """(path, count, under the launch's engine arguments) of each checkpoint the selected gpu
-    tests load, in order, then the references (count 1, as they are); count 0 means "as
+    tests load (``--modelopt-checkpoint`` and ``--vllm-checkpoint``, one entry per folder),
+    in order, then the references (count 1, as they are); count 0 means "as
     --vllm-fresh-process says"."""
     from pytest_vllm_env.plugins.modelopt import checkpoint_path
     from pytest_vllm_env.readers.checkpoint import CheckpointNotFound
@@ -133,18 +144,39 @@ def _checkpoints_to_load(
     out: list[tuple[str, int, bool]] = []
     seen: set[str] = set()
     for item in items:
-        spec = getattr(getattr(item, "callspec", None), "params", {}).get("modelopt_checkpoint")
-        if spec is None or "vllm_checkpoint_runs" not in getattr(item, "fixturenames", ()):
-            continue
-        try:
-            path = str(checkpoint_path(config, spec))
-        except CheckpointNotFound:
-            continue
-        if path not in seen:
-            seen.add(path)
-            out.append((path, 0, True))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for setting, runs in LOADED_BY:
+            spec = params.get(setting)
+            if spec is None or runs not in getattr(item, "fixturenames", ()):
+                continue
+            try:
+                path = str(checkpoint_path(config, spec, setting))
+            except CheckpointNotFound:
+                continue
+            if path not in seen:
+                seen.add(path)
+                out.append((path, 0, True))
     if out:
         out += [(ref, 1, False) for ref in _reference_paths(config)]
+    return out
+
+
+def gpu_checkpoint_paths(config: pytest.Config) -> list[str]:
+    """The folders the gpu tier loads, in order: each ``--modelopt-checkpoint``, then each
+    ``--vllm-checkpoint`` not given as both (a spec that names nothing stays as written):
+    what ``--reference-checkpoint`` values pair with, by order."""
+    from pytest_vllm_env.plugins.modelopt import checkpoint_path
+    from pytest_vllm_env.readers.checkpoint import CheckpointNotFound
+
+    out: list[str] = []
+    for setting in ("modelopt_checkpoint", "vllm_checkpoint"):
+        for spec in settings.get_list(config, setting):
+            try:
+                path = str(checkpoint_path(config, spec, setting))
+            except CheckpointNotFound:
+                path = spec
+            if path not in out:
+                out.append(path)
     return out
 
 
@@ -378,15 +410,40 @@ def vllm_checkpoint_runs(
     vLLM; loaded once per session and checkpoint."""
     if not modelopt_checkpoint.located:
         pytest.skip(f"{modelopt_checkpoint.spec}: not found (modelopt.files-readable says why)")
+    return _checkpoint_runs(request, vllm_env, modelopt_checkpoint, vllm_run_cache)
+
+
+@pytest.fixture
+def quant_checkpoint_runs(
+    request: pytest.FixtureRequest,
+    vllm_env: PixiEnv,
+    vllm_checkpoint: Checkpoint,
+    vllm_run_cache: RunCache,
+    require_gpu: None,
+    require_vllm: None,
+) -> list[ProbeResult]:
+    """The load(s) of one ``--vllm-checkpoint`` (any format) in vLLM, as
+    :func:`vllm_checkpoint_runs` loads a ModelOpt one: vLLM picks the method from the
+    checkpoint's own ``quantization_config``, under the launch's ``--kv-cache-dtype`` and
+    ``--moe-backend``. A folder also given as ``--modelopt-checkpoint`` is loaded once."""
+    if not vllm_checkpoint.located:
+        pytest.skip(f"{vllm_checkpoint.spec}: not found (quant.config says why)")
+    return _checkpoint_runs(request, vllm_env, vllm_checkpoint, vllm_run_cache)
+
+
+def _checkpoint_runs(
+    request: pytest.FixtureRequest, env: PixiEnv, checkpoint: Checkpoint, cache: RunCache
+) -> list[ProbeResult]:
+    config = request.config
     return vllm_runs(
-        vllm_env,
-        str(modelopt_checkpoint.path),
-        quantization_for(modelopt_checkpoint),
-        _probe_timeout(request.config),
-        n=2 if request.config.getoption("vllm_fresh_process", default=False) else 1,
-        cache=vllm_run_cache,
-        parallel=_parallel_loads(request.config),
-        extra=probe_settings(request.config) | launch_settings(request.config),
+        env,
+        str(checkpoint.path),
+        quantization_for(checkpoint),
+        _probe_timeout(config),
+        n=2 if config.getoption("vllm_fresh_process", default=False) else 1,
+        cache=cache,
+        parallel=_parallel_loads(config),
+        extra=probe_settings(config) | launch_settings(config),
     )
 
 
@@ -454,6 +511,96 @@ def _loader_prediction(request: pytest.FixtureRequest) -> list:
 
 
 @pytest.fixture
+def quant_prediction(
+    request: pytest.FixtureRequest,
+    vllm_env: PixiEnv,
+    vllm_checkpoint: Checkpoint,
+    vllm_checkpoint_plan,
+    vllm_quant_source,
+    vllm_checkpoint_scales,
+    vllm_checkpoint_samples,
+    vllm_quant_packages,
+    vllm_triton_kernels,
+    vllm_launch,
+    cuda_archs,
+    cuda_archs_source,
+) -> list:
+    """The toolchain tier's findings for one ``--vllm-checkpoint``, judged for the load the
+    gpu tier makes (one GPU, vLLM's own choice of quantization, the launch's
+    ``--kv-cache-dtype`` and ``--moe-backend``): ``quant.config``, ``quant.tensors-complete``,
+    ``quant.scales-sane``, ``quant.min-capability``, ``quant.kernel-arch``, ``quant.shards``
+    and ``checkpoint.attention-backend``. What ``gpu.prediction-agrees`` holds against the
+    real load (each finding's ``vllm_effect`` says refuses / wrong / works). Static."""
+    from pytest_vllm_env.checks import modelopt, quant_config, quant_kernels, quant_tensors
+    from pytest_vllm_env.plugins.checkpoint import attention_finding
+
+    ckpt, plan = vllm_checkpoint, vllm_checkpoint_plan
+    version = vllm_env.version_of("vllm")
+    source = judged = None
+    if plan.producer == "modelopt":
+        source = request.getfixturevalue("vllm_modelopt_source")
+        judged = modelopt.tensors_complete(
+            ckpt,
+            vllm_checkpoint_scales[0],
+            vllm_checkpoint_samples,
+            source,
+            request.getfixturevalue("vllm_kv_naming"),
+        )
+    values, unread = vllm_checkpoint_scales
+    found = [
+        # no quantization= (quantization_for): the checkpoint's own method, as the probe loads
+        quant_config.quant_config(ckpt, plan, vllm_quant_source, version, source, None),
+        # the probe loads on one GPU: the per-rank rules of a --tensor-parallel-size do not apply
+        quant_tensors.tensors_complete(ckpt, plan, judged, 1),
+        quant_tensors.scales_sane(ckpt, values, unread, plan.producer),
+        quant_config.min_capability(ckpt, plan, version, cuda_archs, cuda_archs_source, source),
+        quant_kernels.kernel_arch(
+            ckpt,
+            plan,
+            version,
+            cuda_archs,
+            cuda_archs_source,
+            vllm_quant_packages,
+            vllm_quant_source.kernel_lists,
+            tp=1,
+            moe_backend=vllm_launch.moe_backend,
+            triton_kernels=vllm_triton_kernels,
+        ),
+        attention_finding(
+            ckpt,
+            request.getfixturevalue("vllm_attention"),
+            vllm_env,
+            vllm_launch,
+            cuda_archs,
+            "quant.config",
+        ),
+    ]
+    load = request.getfixturevalue("vllm_checkpoint_load")
+    if load.plan is not None:  # the files vLLM reads (no model class: no parameters here)
+        from pytest_vllm_env.checks import checkpoint_load as c
+        from pytest_vllm_env.checks.quant_config import relabel
+
+        found.append(relabel(c.shards(load.plan, load.label), "quant.shards"))
+    return found
+
+
+@pytest.fixture
+def quant_reference_verdict(
+    request: pytest.FixtureRequest,
+    vllm_checkpoint: Checkpoint,
+    reference_checkpoints: list[str],
+    vllm_logprob_tolerance: float,
+):
+    """``gpu.vllm-reference``'s finding for one ``--vllm-checkpoint``: as
+    :func:`vllm_reference_verdict`, its reference paired by order among the folders the gpu
+    tier loads (:func:`gpu_checkpoint_paths`)."""
+    return _reference_verdict(
+        request, vllm_checkpoint, "quant_checkpoint_runs", reference_checkpoints,
+        vllm_logprob_tolerance,
+    )  # fmt: skip
+
+
+@pytest.fixture
 def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_run_cache: RunCache):
     """``run(reference_dir)``: one load+generate probe of a BF16 ``--reference-checkpoint``
     (no quantization, fresh process), loaded once per session."""
@@ -486,22 +633,35 @@ def vllm_reference_verdict(
     """``gpu.vllm-reference``'s finding for this checkpoint: its BF16 reference (paired by
     order, or one for all) loaded once and compared; a skip finding when none was given (no
     checkpoint is loaded then), an error finding for a pairing that cannot be made."""
+    return _reference_verdict(
+        request, modelopt_checkpoint, "vllm_checkpoint_runs", reference_checkpoints,
+        vllm_logprob_tolerance,
+    )  # fmt: skip
+
+
+def _reference_verdict(
+    request: pytest.FixtureRequest,
+    checkpoint: Checkpoint,
+    runs_fixture: str,
+    reference_checkpoints: list[str],
+    tolerance: float,
+):
     from pytest_vllm_env.checks import gpu_vllm_output
     from pytest_vllm_env.facts.gpu_probe import ProbeResult
 
-    index = modelopt_checkpoint_specs.index(modelopt_checkpoint.spec)
-    ref, problem = gpu_vllm_output.pair_reference(
-        index, len(modelopt_checkpoint_specs), reference_checkpoints
-    )
+    paths = gpu_checkpoint_paths(request.config)
+    here = str(checkpoint.path) if checkpoint.located else checkpoint.spec
+    index = paths.index(here) if here in paths else 0
+    ref, problem = gpu_vllm_output.pair_reference(index, len(paths), reference_checkpoints)
     if problem is not None:
         return problem
     if not ref:
         return gpu_vllm_output.vllm_reference(ProbeResult(""), None, "", "")
-    runs = request.getfixturevalue("vllm_checkpoint_runs")
+    runs = request.getfixturevalue(runs_fixture)
     return gpu_vllm_output.vllm_reference(
         runs[0],
         request.getfixturevalue("vllm_reference_run")(ref),
-        str(modelopt_checkpoint.path),
+        str(checkpoint.path),
         ref,
-        vllm_logprob_tolerance,
+        tolerance,
     )
