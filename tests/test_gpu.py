@@ -966,3 +966,169 @@ def test_launch_settings_name_only_what_the_launch_gives(pytester):
         "moe_backend": "marlin",
     }
     assert launch_settings(pytester.parseconfigure()) == {}
+
+
+# -- every --vllm-checkpoint through the same gpu checks (issue 22 item 3) ----------------------
+QUANT_EXPORTS = Path(__file__).parent.parent / "fixtures" / "quant_export"
+QUANT_VLLM = (
+    "test_quant_loads_and_generates or test_quant_output_sane or test_quant_perplexity or "
+    "test_quant_known_answer or test_quant_kv_scales_loaded or test_quant_prediction_agrees"
+)
+# a prompt and answer the stand-in gives back (vllm_env_expect.json: the known answer)
+ANSWER = {"prompt_token_ids": [5, 6, 7], "expected_token_ids": [71, 102, 9, 95]}
+
+
+def _formats_env(env_builder, behaviour) -> None:
+    """The gpu stand-ins (torch on an H100, vLLM 0.26.0 that loads as ``behaviour`` says) with
+    the vLLM 0.26.0 files the quant.*, loader and attention rules read."""
+    from fixtures import attention_standin, loader_standin
+    from fixtures.quant_standin import quant_files
+    from fixtures.vllm_standin import REGISTRY_PY, registry_text
+
+    standin_env(env_builder, vllm=behaviour)
+    files = {
+        **quant_files("0.26.0"),
+        **attention_standin.files("0.26.0"),
+        **loader_standin.files("0.26.0"),
+        REGISTRY_PY: registry_text(["LlamaForCausalLM"], [], {}),
+        "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so": "",
+    }
+    for rel, text in files.items():
+        if not (env_builder.site_packages / rel).exists():
+            add_file(env_builder, rel, text.encode())
+
+
+def formats_load(
+    pytester, env_builder, tmp_path, name, behaviour, *args, variant=None, answer=True
+):
+    """The real export ``name`` of fixtures/quant_export/ (or the variant of
+    fixtures/quant_standin.py made from it) as ``--vllm-checkpoint`` through every per-checkpoint
+    gpu check but the reference; returns the result and {check id: finding}."""
+    from fixtures.quant_standin import VARIANTS
+
+    _formats_env(env_builder, {variant or name: behaviour})
+    ckpt = tmp_path / "ckpt" / (variant or name)
+    if variant:
+        VARIANTS[variant](ckpt)
+    else:
+        shutil.copytree(QUANT_EXPORTS / name, ckpt)
+    if answer:
+        (ckpt / "vllm_env_expect.json").write_text(json.dumps(ANSWER))
+    report = tmp_path / "report.json"
+    result = gpu_run(pytester, env_builder, f"--vllm-checkpoint={ckpt}", "--cuda-arch=9.0",
+                     *args, k=QUANT_VLLM, report=report)  # fmt: skip
+    found = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    return result, found
+
+
+@pytest.mark.parametrize(
+    ("name", "config_class"),
+    [("ct-fp8-dynamic", "CompressedTensorsConfig"), ("hf-fp8-block", "Fp8Config")],
+)
+def test_any_format_loads_with_the_known_answer(
+    pytester, env_builder, tmp_path, name, config_class
+):
+    # measured on the H100 (vLLM 0.26.0, formats_truth-0.26.0.json): both exports load with
+    # their format's config class and generate; every quant.* verdict says they work
+    behaviour = {"answer": ANSWER["expected_token_ids"]}
+    result, found = formats_load(pytester, env_builder, tmp_path, name, behaviour)
+    gen = found["gpu.vllm-generate"]
+    assert gen["outcome"] == "passed", gen
+    assert f"({config_class})" in gen["summary"]
+    assert found["gpu.vllm-known-answer"]["outcome"] == "passed", found["gpu.vllm-known-answer"]
+    assert found["gpu.kv-scales-loaded"]["outcome"] == "skipped"  # ModelOpt's scales only
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["evidence"]["predicted"] == "works" and agrees["evidence"]["observed"] == "works"
+    # the test ids name the checkpoint, as the quant.* tests do
+    result.stdout.no_fnmatch_line("*test_quant_loads_and_generates[[]vllm_checkpoint0]*")
+
+
+def test_any_format_loaded_with_another_method_fails(pytester, env_builder, tmp_path):
+    behaviour = {"quant_config": "Fp8Config", "answer": ANSWER["expected_token_ids"]}
+    _, found = formats_load(pytester, env_builder, tmp_path, "ct-fp8-dynamic", behaviour)
+    gen = found["gpu.vllm-generate"]
+    assert gen["outcome"] == "failed", gen
+    assert (
+        "with quant config 'Fp8Config', not compressed-tensors's (CompressedTensorsConfig)"
+        in (gen["summary"])
+    )
+
+
+def test_garbage_scale_crash_agrees_with_the_wrong_prediction(pytester, env_builder, tmp_path):
+    # measured on the H100 (vLLM 0.26.0, formats_truth-0.26.0.json): fine-grained FP8 without
+    # one weight_scale_inv died in LLM() with "CUDA error: device-side assert triggered" (the
+    # placeholder scale's garbage); quant.tensors-complete had failed it ("wrong")
+    behaviour = {"raise": {"type": "AcceleratorError", "tensor": ""}}
+    _, found = formats_load(
+        pytester, env_builder, tmp_path, "hf-fp8-block", behaviour, variant="fp8-block-no-scale"
+    )
+    gen = found["gpu.vllm-generate"]
+    assert gen["outcome"] == "failed" and "device-side assert triggered" in gen["summary"], gen
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["evidence"]["predicted_by"] == ["quant.tensors-complete"]
+    assert agrees["evidence"]["observed_cause"] == "CUDA error: device-side assert triggered"
+    assert "a kernel stopped on the garbage before any token" in agrees["summary"]
+
+
+def test_refused_scale_shape_agrees_in_tensor(pytester, env_builder, tmp_path):
+    # measured on the H100: compressed-tensors FP8 with o_proj's channel scale 1-D died in
+    # parameter.py's assert while loading layers.0.self_attn.o_proj.weight_scale (the inner
+    # model's name); quant.tensors-complete refused model.layers.0.self_attn.o_proj.weight_scale
+    tensor = "layers.0.self_attn.o_proj.weight_scale"
+    behaviour = {"raise": {"type": "AssertionError", "tensor": tensor}}
+    _, found = formats_load(
+        pytester, env_builder, tmp_path, "ct-fp8-dynamic", behaviour,
+        variant="fp8-channel-scale-flat",
+    )  # fmt: skip
+    assert found["gpu.vllm-generate"]["outcome"] == "failed"
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["evidence"]["predicted_by"] == ["quant.tensors-complete"]
+    assert agrees["summary"].endswith(
+        f"predicted 'vLLM refuses it' and vLLM agreed (tensor {tensor})"
+    )
+
+
+def test_any_format_load_against_the_verdicts_warns(pytester, env_builder, tmp_path):
+    # the verdict refuses the flat channel scale; a vLLM that loads it anyway is a disagreement
+    behaviour = {"answer": ANSWER["expected_token_ids"]}
+    _, found = formats_load(
+        pytester, env_builder, tmp_path, "ct-fp8-dynamic", behaviour,
+        variant="fp8-channel-scale-flat",
+    )  # fmt: skip
+    assert found["gpu.vllm-generate"]["outcome"] == "passed"
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "warning", agrees
+    assert (
+        "predicted 'vLLM refuses it' (quant.tensors-complete), but vLLM loaded it and it "
+        in (agrees["summary"])
+    )
+    # and a crash where every verdict said "works"
+    other = pytester.mkdir("crash")
+    crash = {"raise": {"type": "AcceleratorError", "tensor": ""}}
+    _, found = formats_load(pytester, env_builder, other, "ct-fp8-dynamic", crash)
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "warning", agrees
+    assert "(every toolchain check passed), but vLLM refused it" in agrees["summary"]
+
+
+def test_one_load_for_a_folder_given_as_both_options(pytester, env_builder, tmp_path, monkeypatch):
+    # the loads start right after collection (a GPU visible): the ModelOpt export given as
+    # --modelopt-checkpoint and --vllm-checkpoint, and a compressed-tensors one: two loads
+    _fake_smi(tmp_path, monkeypatch)
+    log = tmp_path / "loads.log"
+    _formats_env(env_builder, {"_log": str(log)})
+    fp8, _ = checkpoints(tmp_path)
+    ct = shutil.copytree(QUANT_EXPORTS / "ct-fp8-dynamic", tmp_path / "ckpt" / "ct-fp8-dynamic")
+    args = [f"--modelopt-checkpoint={fp8}", f"--vllm-checkpoint={fp8}", f"--vllm-checkpoint={ct}"]
+    result = gpu_run(
+        pytester, env_builder, *args, "--cuda-arch=9.0", "-v", k=ALL_VLLM + " or " + QUANT_VLLM
+    )
+    assert result.parseoutcomes().get("failed") is None, result.stdout.str()[-3000:]
+    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == [
+        "ct-fp8-dynamic",
+        "llama-fp8",
+    ]
+    result.stdout.fnmatch_lines(["*test_quant_loads_and_generates[[]ct-fp8-dynamic]*"])
