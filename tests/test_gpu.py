@@ -1132,3 +1132,42 @@ def test_one_load_for_a_folder_given_as_both_options(pytester, env_builder, tmp_
         "llama-fp8",
     ]
     result.stdout.fnmatch_lines(["*test_quant_loads_and_generates[[]ct-fp8-dynamic]*"])
+
+
+def test_loads_started_early_include_every_vllm_checkpoint(pytester, env_builder, tmp_path):
+    from pytest_vllm_env.plugins.gpu import _checkpoints_to_load
+
+    _formats_env(env_builder, {})
+    fp8, bf16 = checkpoints(tmp_path)
+    ct = shutil.copytree(QUANT_EXPORTS / "ct-fp8-dynamic", tmp_path / "ckpt" / "ct-fp8-dynamic")
+    args = [f"--modelopt-checkpoint={fp8}", f"--vllm-checkpoint={fp8}", f"--vllm-checkpoint={ct}"]
+    args += [f"--reference-checkpoint={bf16}", f"--vllm-env={env_builder.prefix}"]
+    items, _ = pytester.inline_genitems("--vllm-conformance", "-m", "gpu", *args)
+    assert _checkpoints_to_load(items[0].config, items) == [
+        (str(fp8), 0, True),
+        (str(ct), 0, True),
+        (str(bf16), 1, False),
+    ]
+
+
+def test_references_pair_with_every_loaded_checkpoint_by_order(pytester, env_builder, tmp_path):
+    # two references for one --modelopt-checkpoint and one --vllm-checkpoint: by order
+    behaviour = {
+        "llama-fp8": {"logprob": -6.1},
+        "ct-fp8-dynamic": {"logprob": -4.0},
+        "llama-bf16": {"logprob": -6.3},
+        "ct-bf16": {"logprob": -4.1},
+    }
+    _formats_env(env_builder, behaviour)
+    fp8, bf16 = checkpoints(tmp_path)
+    ct = shutil.copytree(QUANT_EXPORTS / "ct-fp8-dynamic", tmp_path / "ckpt" / "ct-fp8-dynamic")
+    ct_ref = shutil.copytree(bf16, tmp_path / "ckpt" / "ct-bf16")
+    report = tmp_path / "report.json"
+    gpu_run(pytester, env_builder, f"--modelopt-checkpoint={fp8}", f"--vllm-checkpoint={ct}",
+            f"--reference-checkpoint={bf16}", f"--reference-checkpoint={ct_ref}",
+            k="test_vllm_matches_reference or test_quant_matches_reference",
+            report=report)  # fmt: skip
+    refs = checks(report, "gpu.vllm-reference")
+    assert [r["outcome"] for r in refs] == ["passed", "passed"], refs
+    assert "|logprob difference| 0.2000" in refs[0]["summary"]
+    assert "|logprob difference| 0.1000" in refs[1]["summary"]
