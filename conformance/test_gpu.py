@@ -40,46 +40,55 @@ def test_torch_fp8_scaled_mm(vllm_env, gpu_torch_probe, require_gpu, fix_targets
     )
 
 
+# -- per checkpoint: each --modelopt-checkpoint and each --vllm-checkpoint (compressed-tensors,
+# fine-grained FP8, MXFP4, ModelOpt), on its one load (gpu_checkpoint: plugins/gpu.py)
 @pytest.mark.vllm_check("gpu.vllm-generate")
-def test_vllm_loads_and_generates(modelopt_checkpoint, vllm_checkpoint_runs, vllm_env, verdict):
+def test_vllm_loads_and_generates(gpu_checkpoint, vllm_checkpoint_runs, vllm_env, request, verdict):
+    producer = True  # a --modelopt-checkpoint: ModelOpt's config classes
+    if not gpu_checkpoint.modelopt:  # its format's, as the quant plan reads its config
+        producer = request.getfixturevalue("vllm_checkpoint_plan").producer
     verdict(
         gpu_vllm_load.vllm_generates(
-            vllm_checkpoint_runs, str(modelopt_checkpoint.path), env=vllm_env
+            vllm_checkpoint_runs, str(gpu_checkpoint.checkpoint.path), producer, env=vllm_env
         )
     )
 
 
 @pytest.mark.vllm_check("gpu.vllm-sane")
-def test_vllm_output_sane(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
-    verdict(gpu_vllm_output.vllm_sane(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path)))
+def test_vllm_output_sane(gpu_checkpoint, vllm_checkpoint_runs, verdict):
+    path = str(gpu_checkpoint.checkpoint.path)
+    verdict(gpu_vllm_output.vllm_sane(vllm_checkpoint_runs[0], path))
 
 
 @pytest.mark.vllm_check("gpu.vllm-perplexity")
-def test_vllm_perplexity(
-    modelopt_checkpoint, vllm_checkpoint_runs, vllm_perplexity_exponent, verdict
-):
+def test_vllm_perplexity(gpu_checkpoint, vllm_checkpoint_runs, vllm_perplexity_exponent, verdict):
     verdict(
         gpu_vllm_output.vllm_perplexity(
-            vllm_checkpoint_runs[0], str(modelopt_checkpoint.path), vllm_perplexity_exponent
+            vllm_checkpoint_runs[0], str(gpu_checkpoint.checkpoint.path), vllm_perplexity_exponent
         )
     )
 
 
 @pytest.mark.vllm_check("gpu.vllm-known-answer")
-def test_vllm_known_answer(modelopt_checkpoint, vllm_checkpoint_runs, verdict):
-    verdict(
-        gpu_vllm_output.vllm_known_answer(vllm_checkpoint_runs[0], str(modelopt_checkpoint.path))
-    )
+def test_vllm_known_answer(gpu_checkpoint, vllm_checkpoint_runs, verdict):
+    path = str(gpu_checkpoint.checkpoint.path)
+    verdict(gpu_vllm_output.vllm_known_answer(vllm_checkpoint_runs[0], path))
 
 
 @pytest.mark.vllm_check("gpu.kv-scales-loaded")
-def test_vllm_kv_scales_loaded(modelopt_checkpoint, vllm_checkpoint_runs, modelopt_scales, verdict):
-    scales, _ = modelopt_scales
-    verdict(
-        gpu_vllm_output.vllm_kv_scales(
-            vllm_checkpoint_runs[0], str(modelopt_checkpoint.path), scales
-        )
-    )
+def test_vllm_kv_scales_loaded(gpu_checkpoint, vllm_checkpoint_runs, request, verdict):
+    from pytest_vllm_env.findings import skipped
+
+    ckpt = gpu_checkpoint.checkpoint
+    if gpu_checkpoint.modelopt:
+        scales, _ = request.getfixturevalue("modelopt_scales")
+    elif request.getfixturevalue("vllm_checkpoint_plan").producer == "modelopt":
+        scales, _ = request.getfixturevalue("vllm_checkpoint_scales")
+    else:  # the KV-scale names it holds the layers to are ModelOpt's
+        reason = "not a ModelOpt checkpoint: the KV scales judged here are ModelOpt's"
+        verdict(skipped("gpu.kv-scales-loaded", f"{ckpt.label}: {reason}"))
+        return
+    verdict(gpu_vllm_output.vllm_kv_scales(vllm_checkpoint_runs[0], str(ckpt.path), scales))
 
 
 @pytest.mark.vllm_check("gpu.vllm-reference")
@@ -89,14 +98,14 @@ def test_vllm_matches_reference(vllm_reference_verdict, verdict):
 
 @pytest.mark.vllm_check("gpu.prediction-agrees")
 def test_prediction_agrees(
-    modelopt_checkpoint,
+    gpu_checkpoint,
     vllm_checkpoint_runs,
     vllm_perplexity_exponent,
     vllm_reference_verdict,
-    modelopt_prediction,
+    gpu_checkpoint_prediction,
     verdict,
 ):
-    path = str(modelopt_checkpoint.path)
+    path = str(gpu_checkpoint.checkpoint.path)
     run = vllm_checkpoint_runs[0]
     judged = [
         gpu_vllm_output.vllm_sane(run, path),
@@ -104,89 +113,4 @@ def test_prediction_agrees(
         gpu_vllm_output.vllm_known_answer(run, path),
         vllm_reference_verdict,
     ]
-    verdict(gpu_prediction.prediction_agrees(modelopt_prediction, run, judged, path))
-
-
-# -- each --vllm-checkpoint (compressed-tensors, fine-grained FP8, MXFP4, ModelOpt): the same
-# checks on its one load; gpu.prediction-agrees holds the quant.* findings against it
-@pytest.mark.vllm_check("gpu.vllm-generate")
-def test_quant_loads_and_generates(
-    vllm_checkpoint, vllm_checkpoint_plan, quant_checkpoint_runs, vllm_env, verdict
-):
-    verdict(
-        gpu_vllm_load.vllm_generates(
-            quant_checkpoint_runs,
-            str(vllm_checkpoint.path),
-            vllm_checkpoint_plan.producer,
-            env=vllm_env,
-        )
-    )
-
-
-@pytest.mark.vllm_check("gpu.vllm-sane")
-def test_quant_output_sane(vllm_checkpoint, quant_checkpoint_runs, verdict):
-    verdict(gpu_vllm_output.vllm_sane(quant_checkpoint_runs[0], str(vllm_checkpoint.path)))
-
-
-@pytest.mark.vllm_check("gpu.vllm-perplexity")
-def test_quant_perplexity(
-    vllm_checkpoint, quant_checkpoint_runs, vllm_perplexity_exponent, verdict
-):
-    verdict(
-        gpu_vllm_output.vllm_perplexity(
-            quant_checkpoint_runs[0], str(vllm_checkpoint.path), vllm_perplexity_exponent
-        )
-    )
-
-
-@pytest.mark.vllm_check("gpu.vllm-known-answer")
-def test_quant_known_answer(vllm_checkpoint, quant_checkpoint_runs, verdict):
-    verdict(gpu_vllm_output.vllm_known_answer(quant_checkpoint_runs[0], str(vllm_checkpoint.path)))
-
-
-@pytest.mark.vllm_check("gpu.kv-scales-loaded")
-def test_quant_kv_scales_loaded(
-    vllm_checkpoint, vllm_checkpoint_plan, quant_checkpoint_runs, vllm_checkpoint_scales, verdict
-):
-    from pytest_vllm_env.findings import skipped
-
-    if vllm_checkpoint_plan.producer != "modelopt":
-        # the KV-scale names it holds the layers to are ModelOpt's (vllm_kv_naming)
-        verdict(
-            skipped(
-                "gpu.kv-scales-loaded",
-                f"{vllm_checkpoint.label}: not a ModelOpt checkpoint: the KV scales judged here "
-                "are ModelOpt's",
-            )
-        )
-        return
-    verdict(
-        gpu_vllm_output.vllm_kv_scales(
-            quant_checkpoint_runs[0], str(vllm_checkpoint.path), vllm_checkpoint_scales[0]
-        )
-    )
-
-
-@pytest.mark.vllm_check("gpu.vllm-reference")
-def test_quant_matches_reference(quant_reference_verdict, verdict):
-    verdict(quant_reference_verdict)
-
-
-@pytest.mark.vllm_check("gpu.prediction-agrees")
-def test_quant_prediction_agrees(
-    vllm_checkpoint,
-    quant_checkpoint_runs,
-    vllm_perplexity_exponent,
-    quant_reference_verdict,
-    quant_prediction,
-    verdict,
-):
-    path = str(vllm_checkpoint.path)
-    run = quant_checkpoint_runs[0]
-    judged = [
-        gpu_vllm_output.vllm_sane(run, path),
-        gpu_vllm_output.vllm_perplexity(run, path, vllm_perplexity_exponent),
-        gpu_vllm_output.vllm_known_answer(run, path),
-        quant_reference_verdict,
-    ]
-    verdict(gpu_prediction.prediction_agrees(quant_prediction, run, judged, path))
+    verdict(gpu_prediction.prediction_agrees(gpu_checkpoint_prediction, run, judged, path))

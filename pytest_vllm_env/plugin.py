@@ -151,7 +151,7 @@ FIXTURES = frozenset(
         "vllm_logprob_tolerance", "vllm_perplexity_exponent", "vllm_build_logs",
         "require_gpu", "require_vllm", "vllm_run_cache", "vllm_checkpoint_runs",
         "modelopt_prediction", "vllm_reference_run", "vllm_reference_verdict",
-        "quant_checkpoint_runs", "quant_prediction", "quant_reference_verdict",
+        "gpu_checkpoint", "gpu_checkpoint_prediction", "quant_prediction",
         # build.py
         "torch_extension_build", "nvcc_kernel_build",
         # xformers.py

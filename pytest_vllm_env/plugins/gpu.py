@@ -19,6 +19,7 @@ import json
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,12 +124,28 @@ def _background(work) -> None:
     threading.Thread(target=guarded, name="vllm-env-probe", daemon=True).start()
 
 
-# (the setting whose values parametrize the test, the fixture that loads them): a gpu test
-# asking for that fixture loads its checkpoint; both settings share the loads by path
-LOADED_BY = (
-    ("modelopt_checkpoint", "vllm_checkpoint_runs"),
-    ("vllm_checkpoint", "quant_checkpoint_runs"),
-)
+SETTINGS = ("modelopt_checkpoint", "vllm_checkpoint")
+NOT_THIS = ""  # the parameter of the other setting in a gpu test (checkpoint_param: None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The per-checkpoint gpu tests run once per ``--modelopt-checkpoint`` and once per
+    ``--vllm-checkpoint``: both settings are parametrized together, the other one as
+    :data:`NOT_THIS` (its fixture gives None), with the folder name or repo id as the test id
+    (a folder given as both: the second ``-as-vllm-checkpoint``)."""
+    if "gpu_checkpoint" not in metafunc.fixturenames:
+        return
+    from pytest_vllm_env.readers.checkpoint import short_name
+
+    given = [(s, spec) for s in SETTINGS for spec in settings.get_list(metafunc.config, s)]
+    if not given:
+        return  # gpu_checkpoint skips: no --modelopt-checkpoint given
+    values, ids = [], []
+    for setting, spec in given:
+        values.append((spec, NOT_THIS) if setting == SETTINGS[0] else (NOT_THIS, spec))
+        name = short_name(spec)
+        ids.append(f"{name}-as-vllm-checkpoint" if name in ids else name)
+    metafunc.parametrize(list(SETTINGS), values, indirect=True, scope="session", ids=ids)
 
 
 def _checkpoints_to_load(
@@ -144,10 +161,12 @@ def _checkpoints_to_load(
     out: list[tuple[str, int, bool]] = []
     seen: set[str] = set()
     for item in items:
+        if "vllm_checkpoint_runs" not in getattr(item, "fixturenames", ()):
+            continue
         params = getattr(getattr(item, "callspec", None), "params", {})
-        for setting, runs in LOADED_BY:
+        for setting in SETTINGS:
             spec = params.get(setting)
-            if spec is None or runs not in getattr(item, "fixturenames", ()):
+            if not spec:
                 continue
             try:
                 path = str(checkpoint_path(config, spec, setting))
@@ -393,42 +412,64 @@ def _shared_gpu_settings(environ: dict[str, str], parallel: int) -> dict[str, st
     return out
 
 
+@dataclass(frozen=True)
+class GpuCheckpoint:
+    """One checkpoint the gpu tier loads: ``setting`` (``modelopt_checkpoint`` or
+    ``vllm_checkpoint``: whose toolchain findings judge it) and its
+    :class:`pytest_vllm_env.readers.checkpoint.Checkpoint`."""
+
+    setting: str
+    checkpoint: Checkpoint
+
+    @property
+    def modelopt(self) -> bool:
+        """Given as ``--modelopt-checkpoint`` (its prediction: ``modelopt.*``)."""
+        return self.setting == SETTINGS[0]
+
+
+@pytest.fixture(scope="session")
+def gpu_checkpoint(modelopt_checkpoint: Checkpoint, vllm_checkpoint: Checkpoint) -> GpuCheckpoint:
+    """The checkpoint of this gpu test: one ``--modelopt-checkpoint`` or one
+    ``--vllm-checkpoint`` (any format), as :func:`pytest_generate_tests` parametrized it.
+    Skips with "no --modelopt-checkpoint given" when neither option was given."""
+    if modelopt_checkpoint is not None:
+        return GpuCheckpoint(SETTINGS[0], modelopt_checkpoint)
+    return GpuCheckpoint(SETTINGS[1], vllm_checkpoint)
+
+
 @pytest.fixture
 def vllm_checkpoint_runs(
     request: pytest.FixtureRequest,
     vllm_env: PixiEnv,
-    modelopt_checkpoint: Checkpoint,
+    gpu_checkpoint: GpuCheckpoint,
     vllm_run_cache: RunCache,
     require_gpu: None,
     require_vllm: None,
 ) -> list[ProbeResult]:
-    """The load(s) of one ``--modelopt-checkpoint`` in vLLM: one fresh subprocess of the
-    target Python (two with ``--vllm-fresh-process``), vLLM choosing the quantization from
-    the checkpoint: tokens (twice), quant config class, load seconds, tokens/s, the first
-    token's top-20 logprobs, the paragraph's perplexity (with a tokenizer), the known answer
-    (``vllm_env_expect.json``), or where the load died. Skips without a GPU or without
-    vLLM; loaded once per session and checkpoint."""
-    if not modelopt_checkpoint.located:
-        pytest.skip(f"{modelopt_checkpoint.spec}: not found (modelopt.files-readable says why)")
-    return _checkpoint_runs(request, vllm_env, modelopt_checkpoint, vllm_run_cache)
+    """The load(s) of one ``--modelopt-checkpoint`` or ``--vllm-checkpoint`` in vLLM: one
+    fresh subprocess of the target Python (two with ``--vllm-fresh-process``), vLLM choosing
+    the quantization from the checkpoint: tokens (twice), quant config class, load seconds,
+    tokens/s, the first token's top-20 logprobs, the paragraph's perplexity (with a
+    tokenizer), the known answer (``vllm_env_expect.json``), or where the load died. Skips
+    without a GPU or without vLLM; loaded once per session and folder (a folder given as both
+    options is loaded once)."""
+    ckpt = gpu_checkpoint.checkpoint
+    if not ckpt.located:
+        see = "modelopt.files-readable" if gpu_checkpoint.modelopt else "quant.config"
+        pytest.skip(f"{ckpt.spec}: not found ({see} says why)")
+    return _checkpoint_runs(request, vllm_env, ckpt, vllm_run_cache)
 
 
 @pytest.fixture
-def quant_checkpoint_runs(
-    request: pytest.FixtureRequest,
-    vllm_env: PixiEnv,
-    vllm_checkpoint: Checkpoint,
-    vllm_run_cache: RunCache,
-    require_gpu: None,
-    require_vllm: None,
-) -> list[ProbeResult]:
-    """The load(s) of one ``--vllm-checkpoint`` (any format) in vLLM, as
-    :func:`vllm_checkpoint_runs` loads a ModelOpt one: vLLM picks the method from the
-    checkpoint's own ``quantization_config``, under the launch's ``--kv-cache-dtype`` and
-    ``--moe-backend``. A folder also given as ``--modelopt-checkpoint`` is loaded once."""
-    if not vllm_checkpoint.located:
-        pytest.skip(f"{vllm_checkpoint.spec}: not found (quant.config says why)")
-    return _checkpoint_runs(request, vllm_env, vllm_checkpoint, vllm_run_cache)
+def gpu_checkpoint_prediction(
+    request: pytest.FixtureRequest, gpu_checkpoint: GpuCheckpoint
+) -> list:
+    """The toolchain findings ``gpu.prediction-agrees`` holds against the load:
+    :func:`modelopt_prediction` for a ``--modelopt-checkpoint``, :func:`quant_prediction`
+    for a ``--vllm-checkpoint``."""
+    return request.getfixturevalue(
+        "modelopt_prediction" if gpu_checkpoint.modelopt else "quant_prediction"
+    )
 
 
 def _checkpoint_runs(
@@ -585,22 +626,6 @@ def quant_prediction(
 
 
 @pytest.fixture
-def quant_reference_verdict(
-    request: pytest.FixtureRequest,
-    vllm_checkpoint: Checkpoint,
-    reference_checkpoints: list[str],
-    vllm_logprob_tolerance: float,
-):
-    """``gpu.vllm-reference``'s finding for one ``--vllm-checkpoint``: as
-    :func:`vllm_reference_verdict`, its reference paired by order among the folders the gpu
-    tier loads (:func:`gpu_checkpoint_paths`)."""
-    return _reference_verdict(
-        request, vllm_checkpoint, "quant_checkpoint_runs", reference_checkpoints,
-        vllm_logprob_tolerance,
-    )  # fmt: skip
-
-
-@pytest.fixture
 def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_run_cache: RunCache):
     """``run(reference_dir)``: one load+generate probe of a BF16 ``--reference-checkpoint``
     (no quantization, fresh process), loaded once per session."""
@@ -625,16 +650,16 @@ def vllm_reference_run(request: pytest.FixtureRequest, vllm_env: PixiEnv, vllm_r
 @pytest.fixture
 def vllm_reference_verdict(
     request: pytest.FixtureRequest,
-    modelopt_checkpoint: Checkpoint,
-    modelopt_checkpoint_specs: list[str],
+    gpu_checkpoint: GpuCheckpoint,
     reference_checkpoints: list[str],
     vllm_logprob_tolerance: float,
 ):
     """``gpu.vllm-reference``'s finding for this checkpoint: its BF16 reference (paired by
-    order, or one for all) loaded once and compared; a skip finding when none was given (no
-    checkpoint is loaded then), an error finding for a pairing that cannot be made."""
+    order among the folders the gpu tier loads, :func:`gpu_checkpoint_paths`, or one for
+    all) loaded once and compared; a skip finding when none was given (no checkpoint is
+    loaded then), an error finding for a pairing that cannot be made."""
     return _reference_verdict(
-        request, modelopt_checkpoint, "vllm_checkpoint_runs", reference_checkpoints,
+        request, gpu_checkpoint.checkpoint, "vllm_checkpoint_runs", reference_checkpoints,
         vllm_logprob_tolerance,
     )  # fmt: skip
 

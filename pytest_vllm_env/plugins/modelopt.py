@@ -59,8 +59,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def parametrize_checkpoints(metafunc: pytest.Metafunc, setting: str) -> None:
     """One session-scoped parameter per value of the checkpoint setting ``setting`` (the
     fixture of the same name), with the checkpoint's short name as the test id."""
-    if setting not in metafunc.fixturenames:
-        return
+    if setting not in metafunc.fixturenames or "gpu_checkpoint" in metafunc.fixturenames:
+        return  # plugins/gpu.py parametrizes the gpu tests over both checkpoint settings
     specs = settings.get_list(metafunc.config, setting)
     if specs:
         from pytest_vllm_env.readers.checkpoint import short_name
@@ -90,6 +90,8 @@ def checkpoint_param(request: pytest.FixtureRequest, setting: str, not_given: st
     spec = getattr(request, "param", None)
     if spec is None:
         pytest.skip(not_given)
+    if spec == "":  # a gpu test of the other checkpoint setting (plugins/gpu.py: NOT_THIS)
+        return None  # type: ignore[return-value]
     try:
         path = checkpoint_path(request.config, spec, setting)
     except CheckpointNotFound as exc:
