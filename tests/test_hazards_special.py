@@ -469,6 +469,47 @@ def test_unreadable_record_is_an_error_not_no_objects(pytester, env_builder, kin
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_compiled_object_is_an_error_not_no_links(pytester, env_builder, kind):
+    """torchvision 0.26.0 pins torch==2.11.0, next to torch 2.13.0. Its _C.so there but
+    unreadable (a FIFO, a dangling link) was passed over: no object read, so "written
+    against torch's Python API", a warning where the loader may bind the wrong torch. An
+    object that is not ELF (the stand-in's empty file) is still no link: judged."""
+    env_builder.python("3.12")
+    env_builder.dist(
+        "torchvision", "0.26.0", requires=["torch==2.11.0"], files={"torchvision/_C.so": b""}
+    )
+    env_builder.dist("torch", "2.13.0", files={"torch/lib/libc10.so": b""})
+    path = plant(env_builder.site_packages / "torchvision" / "_C.so", kind)
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "error", f
+    said = "not a regular file (a FIFO)" if kind == "fifo" else "a dangling symlink to "
+    assert (
+        "torchvision 0.26.0 requires torch==2.11.0, the env has torch 2.13.0: whether "
+        f"torchvision's compiled code links torch's libraries is unknown: {path}: cannot be read: {said}"
+        in f["summary"]
+    ), f
+    assert f["fix"].startswith("reinstall torchvision, whose compiled code is damaged"), f
+
+
+def test_a_nul_in_a_record_path_is_no_traceback(pytester, env_builder):
+    """A RECORD row naming an object with a NUL byte (a damaged RECORD): the path cannot be
+    opened (Python raises ValueError, not OSError); before, pins.siblings died with a
+    traceback. It is an object that cannot be read: an error naming it."""
+    env_builder.python("3.12")
+    info = env_builder.dist(
+        "torchvision", "0.26.0", requires=["torch==2.11.0"], files={"torchvision/_C.so": b""}
+    )
+    env_builder.dist("torch", "2.13.0", files={"torch/lib/libc10.so": b""})
+    (info / "RECORD").write_text("torchvision/_C\x00.so,,\n")
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "error", f
+    assert "torchvision's compiled code links torch's libraries is unknown: " in f["summary"], f
+    assert "embedded null byte" in f["summary"], f
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
 def test_unreadable_file_of_the_literal_search_is_an_error(pytester, env_builder, kind):
     """VLLM_MY_KNOB is outside environment_variables; vllm/worker/knob.py reads it with
     os.environ.get (vLLM reads some variables so). A FIFO (or dangling link) knob.py was
