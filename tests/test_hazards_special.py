@@ -322,6 +322,42 @@ def test_unreadable_vllm_settings_source_is_an_error(pytester, env_builder, rel)
     )
 
 
+@pytest.mark.parametrize(
+    ("rel", "kind"),
+    [
+        ("etc/conda/activate.d/vllm.sh", "fifo"),
+        ("etc/conda/activate.d/vllm.sh", "dangling"),
+        ("etc/conda/env_vars.d/vllm.json", "fifo"),
+        ("etc/conda/env_vars.d/vllm.json", "directory"),
+    ],
+)
+def test_unreadable_activation_file_is_a_settings_error(pytester, env_builder, rel, kind):
+    """An activate.d script or env_vars.d file that cannot be read may set any VLLM_*
+    variable (env.activation names it, unsourced): settings.unread skipped it and judged the
+    rest as if that were all the env sets (passed, where the readable file's VLLM_USE_V1,
+    which vLLM 0.26.0 no longer reads, is a warning). Now: an error naming the file."""
+    env_builder.python("3.12")
+    S.python_headers(env_builder)
+    S.install_vllm(env_builder)
+    env_builder.manifest('[activation.env]\nVLLM_USE_DEEP_GEMM = "1"\n')
+    body = "export VLLM_USE_V1=1\n" if rel.endswith(".sh") else '{"VLLM_USE_V1": "1"}'
+    env_builder.file(rel, body)
+    checks = report(pytester, env_builder, "test_settings_unread")
+    (readable,) = of(checks, "settings.unread")
+    assert readable["outcome"] == "warning" and "VLLM_USE_V1" in readable["summary"], readable
+    path = plant(env_builder.prefix / rel, kind)
+    checks = report(pytester, env_builder, "test_settings_unread")
+    got = of(checks, "settings.unread")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert got[0]["summary"].startswith(
+        f"which VLLM_* variables the env's activation sets is unknown: {path}: cannot be read: "
+        f"{SAYS[kind]}"
+    ), got
+    assert got[0]["fix"] == (
+        f"restore {path} as a regular file (reinstall the package that ships it), or remove it"
+    ), got
+
+
 # -- cmake.torch-config, nvtx.cmake-target (torch's share/cmake) -------------------------------------
 def torch_cmake_env(b: EnvBuilder) -> Path:
     """torch with the CMake files a build reads: TorchConfig, Caffe2Config (which puts its own
