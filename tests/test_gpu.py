@@ -1173,3 +1173,16 @@ def test_references_pair_with_every_loaded_checkpoint_by_order(pytester, env_bui
     assert [r["outcome"] for r in refs] == ["passed", "passed"], refs
     assert "|logprob difference| 0.2000" in refs[0]["summary"]
     assert "|logprob difference| 0.1000" in refs[1]["summary"]
+
+
+def test_prediction_is_judged_for_the_gpu_the_load_runs_on(pytester, env_builder, tmp_path):
+    # W8A8 INT8 has no kernel on sm 12.0 (quant.kernel-arch fails that target), but the load
+    # runs on the H100 (9.0: CUTLASS int8, measured: loads and generates); a failure on a
+    # target the load does not run on must not turn into "predicted refuses"
+    behaviour = {"answer": ANSWER["expected_token_ids"]}
+    _, found = formats_load(
+        pytester, env_builder, tmp_path, "ct-w8a8-int8", behaviour, "--cuda-arch=12.0"
+    )
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["evidence"]["predicted"] == "works"

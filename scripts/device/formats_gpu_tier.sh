@@ -3,7 +3,7 @@
 # `pytest --vllm-conformance -m gpu` with each export of fixtures/quant_export/ and the
 # failing variants of fixtures/quant_standin.py that the H100 settled
 # (fixtures/quant_export/formats_truth-0.26.0.json) as --vllm-checkpoint, the ModelOpt
-# llama-fp8 export as both --modelopt-checkpoint and --vllm-checkpoint (one load: count the
+# llama-fp8 export given to both checkpoint options (one load: count the
 # "loaded" lines of the log). What it settles: gpu.vllm-generate names each format's config class, and
 # gpu.prediction-agrees passes wherever the quant.* verdicts and the real load agree
 # (fp8-block-no-scale and fp8-static-nan-input-scale: predicted "wrong", died with a
