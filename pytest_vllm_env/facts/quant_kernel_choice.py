@@ -173,14 +173,21 @@ def _shape(kernel: Kernel, ask: LayerAsk, group: int | None, full_k: int, g_idx:
         if k % eff:
             return f"in_features {k} not divisible by group_size {eff}"
     straddles = bool(group and group > 0 and group < full_k and k % group)
-    if kernel.straddle and straddles:
-        return f"in_features per partition {k} is not divisible by group_size = {group}"
     if g_idx and kernel.g_idx_tile:
+        # 0.26.0 Marlin with act-order: check_marlin_supports_shape, no padding
         tile_n, tile_k = kernel.g_idx_tile
         if n % tile_n:
-            return f"act-order: output_size_per_partition = {n} is not divisible by {tile_n}"
+            return (
+                f"act-order: Weight output_size_per_partition = {n} is not divisible by "
+                f"min_thread_n = {tile_n}"
+            )
         if k % tile_k:
-            return f"act-order: input_size_per_partition = {k} is not divisible by {tile_k}"
+            return (
+                f"act-order: Weight input_size_per_partition = {k} is not divisible by "
+                f"min_thread_k = {tile_k}"
+            )
+    if kernel.straddle and straddles:
+        return f"in_features per partition {k} is not divisible by group_size = {group}"
     return ""
 
 

@@ -31,7 +31,7 @@ PACKAGES = {
     "deep_gemm": ("deep-gemm", "deep_gemm"),
     "triton_kernels": ("triton-kernels", "triton_kernels"),
     "conch": ("conch-triton-kernels",),
-    "humming": ("humming",),
+    "humming": ("humming-kernels", "humming"),  # a dependency of vLLM 0.26.0 and 0.33.0
     "b12x": ("b12x",),
 }
 # copies vLLM's own wheel ships (utils/import_utils.py: has_deep_gemm() falls back to
