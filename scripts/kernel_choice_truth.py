@@ -322,9 +322,15 @@ def main(argv: list[str]) -> int:
             cc: "none" if r["chosen"].startswith("none") else r["chosen"]
             for cc, r in case["cuda"].items()
         }
+    from pytest_vllm_env.readers.vllm_mp_kernels import FILES, parse
+
+    site = Path(vllm.__file__).resolve().parents[1]
+    texts = [(site / f).read_text() if (site / f).exists() else None for f in FILES]
     head = {
         "vllm": vllm.__version__,
         "installed": {"humming": bool(has_humming())},
+        # what readers/vllm_mp_kernels.py reads from this wheel's own files
+        "rules": parse(*texts).to_json(),
         "loads": outcomes,
         "layers": layers,
     }

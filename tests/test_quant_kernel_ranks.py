@@ -20,9 +20,10 @@ from fixtures.field_reports import Shape, resized
 from fixtures.quant_standin import _add_g_idx, group_weights, install_vllm_quant
 from pytest_vllm_env.checks.quant_kernels import kernel_arch
 from pytest_vllm_env.facts.quant_kernel_choice import LayerAsk, choose
-from pytest_vllm_env.facts.quant_kernel_ranks import rank_layers
+from pytest_vllm_env.facts.quant_kernel_ranks import rank_layers, with_rules
 from pytest_vllm_env.facts.quant_plan import plan
 from pytest_vllm_env.readers.checkpoint import read_checkpoint
+from pytest_vllm_env.readers.vllm_mp_kernels import FILES, MpKernelRules, parse
 from pytest_vllm_env.tables.archs import parse_arch
 from pytest_vllm_env.tables.quant_kernels import FAMILIES
 from tests.test_quant_checks import run, verdicts
@@ -38,19 +39,24 @@ def truth(release: str) -> dict:
     return json.loads((TRUTH / f"kernel_choice-{release}.json").read_text())
 
 
-def modelled(release: str, ask: LayerAsk, cc: str, packages: frozenset[str]) -> str:
-    """The kernel the table and chooser name for ``ask`` on ``cc`` ("none": vLLM raises)."""
-    got = choose(FAMILIES[release]["wna16"], parse_arch(cc).number, ask, packages, release)
+def modelled(release: str, ask: LayerAsk, cc: str, packages: frozenset[str], rules=None) -> str:
+    """The kernel the table and chooser name for ``ask`` on ``cc`` ("none": vLLM raises),
+    with the shape rules ``rules`` read from the env's source in place of the table's."""
+    kernels = with_rules(FAMILIES[release]["wna16"], rules)
+    preferred = rules.humming_preferred if rules is not None else None
+    got = choose(kernels, parse_arch(cc).number, ask, packages, release, preferred)
     return got.kernel.name if got.kernel else "none"
 
 
+@pytest.mark.parametrize("from_source", [False, True], ids=["table", "env-source"])
 @pytest.mark.parametrize("release", RELEASES)
-def test_the_chooser_agrees_with_the_real_one_on_every_rank_share(release):
+def test_the_chooser_agrees_with_the_real_one_on_every_rank_share(release, from_source):
     """Every per-rank config of the grid (splits that break Machete's tile, straddle a group,
     leave N not a multiple of 8; 4/8-bit, zero points, act-order on 0.26.0, BF16/FP16, group
     -1/16/32/64/128/256) on 7 archs: the kernel the real chooser takes, or none."""
     data = truth(release)
     packages = frozenset({"humming"} if data["installed"]["humming"] else ())
+    rules = MpKernelRules.from_json(data["rules"]) if from_source else None
     wrong = []
     for case in data["grid"]:
         flags = frozenset(
@@ -60,7 +66,7 @@ def test_the_chooser_agrees_with_the_real_one_on_every_rank_share(release):
         settings = {"bits": case["bits"], "group": case["group"]}
         ask = LayerAsk(n, k, settings, flags, case["act"], full_k=full_k)
         for cc, real in case["cuda"].items():
-            if modelled(release, ask, cc, packages) != real:
+            if modelled(release, ask, cc, packages, rules) != real:
                 wrong.append((cc, real, case))
     assert len(data["grid"]) * 7 >= 3000
     assert not wrong, wrong[:3]
@@ -188,3 +194,78 @@ def test_tensor_parallel_size_splits_a_group_no_kernel_takes(pytester, env, tmp_
     assert "9.0: vLLM takes MacheteLinearKernel for 1 layer(s)" in k["summary"]
     assert k["fix"].startswith("start vLLM with --tensor-parallel-size=1 ")
     assert k["evidence"]["tensor_parallel_size"] == 2
+
+
+# -- the rules as the env's own source writes them ---------------------------------------------
+def test_the_rules_read_are_the_wheels_own():
+    """readers/vllm_mp_kernels.py on the two wheels' files (recorded by the truth script):
+    0.26.0 keeps Marlin's strict check for act-order, 0.33.0 drops it and prefers Humming on
+    sm 9.0; both refuse a group split over ranks; Machete's block is [64, 128]."""
+    old, new = (MpKernelRules.from_json(truth(r)["rules"]) for r in RELEASES)
+    assert (old.marlin_strict, new.marlin_strict) == ("act-order", "no")
+    assert old.marlin_straddle and new.marlin_straddle
+    assert old.marlin_tile == new.marlin_tile == (64, 128)
+    assert old.machete_block == new.machete_block == (64, 128)
+    assert (old.humming_preferred, new.humming_preferred) == (None, (90,))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_reader_still_reads_the_cached_wheels(release):
+    """The reader on the cached real venvs' files gives what was recorded."""
+    site = (
+        Path.home()
+        / ".cache/pytest-vllm-env/venvs"
+        / f"vllm-{release}/lib/python3.12/site-packages"
+    )
+    if not (site / "vllm").is_dir():
+        pytest.skip(f"no {site}: make it as scripts/loader_truth_cpu.py says")
+    texts = [(site / f).read_text() if (site / f).exists() else None for f in FILES]
+    assert parse(*texts) == MpKernelRules.from_json(truth(release)["rules"])
+
+
+MARLIN_ALWAYS_STRICT = """
+class MarlinLinearKernel(MPLinearKernel):
+    @classmethod
+    def can_implement(cls, c):
+        if c.group_size not in MARLIN_SUPPORTED_GROUP_SIZES:
+            return False, "group"
+        return check_marlin_supports_shape(
+            c.partition_weight_shape[1], c.partition_weight_shape[0],
+            c.full_weight_shape[0], c.group_size)
+"""
+
+
+def test_a_marlin_that_does_not_pad_leaves_the_share_to_triton(tmp_path):
+    """Group 32, hidden 512, 8 heads x 80: at tp 2 each rank's qkv is 480 rows (not a multiple
+    of 64) and o_proj's input 320 (not of 128). 0.26.0/0.33.0's Marlin pads them (passed); a
+    vLLM whose MarlinLinearKernel calls check_marlin_supports_shape for every share (as before
+    padding came) refuses them and the Triton W4A16 fallback takes them (a warning): the
+    verdict follows the source it reads, not a release number."""
+    folder = resized(
+        "ct-w4a16-gptq-g32", "ct-w4a16-g32", Shape(512, 8, 80, 2, 1536), tmp_path / "g32"
+    )
+    ckpt = read_checkpoint(folder.name, folder)
+    archs = [parse_arch("8.0")]
+    ok = kernel_arch(ckpt, plan(ckpt), "0.26.0", archs, "x", frozenset(), tp=2)
+    assert ok.outcome == "passed", ok.summary
+    assert ok.summary.endswith("8.0: MarlinLinearKernel")
+    assert (
+        "MarlinLinearKernel: model.layers.0.self_attn.qkv_proj [N=480, K=512 per rank"
+        in ok.evidence["padded"]["8.0"]
+    )
+    strict = parse(
+        "GPTQ_MARLIN_MIN_THREAD_N = 64\nGPTQ_MARLIN_MIN_THREAD_K = 128\n",
+        None,
+        MARLIN_ALWAYS_STRICT,
+        None,
+        None,
+    )
+    assert strict.marlin_strict == "always"
+    bad = kernel_arch(ckpt, plan(ckpt), "0.26.0", archs, "x", frozenset(), tp=2, mp_rules=strict)
+    assert bad.outcome == "warning", bad.summary
+    assert (
+        "8.0: TritonW4A16LinearKernel for 2 layer(s), e.g. model.layers.0.self_attn.o_proj "
+        "[N=512, K=320 per rank of 512 x 640 at tensor_parallel_size=2]: the Triton W4A16 "
+        "fallback" in bad.summary
+    )

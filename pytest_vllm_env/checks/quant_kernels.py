@@ -33,13 +33,14 @@ from pytest_vllm_env.facts.quant_kernel_choice import (
     follow_copy,
     kernel_list,
 )
-from pytest_vllm_env.facts.quant_kernel_ranks import RankLayer, rank_layers
+from pytest_vllm_env.facts.quant_kernel_ranks import RankLayer, rank_layers, with_rules
 from pytest_vllm_env.facts.quant_plan import QuantPlan
 from pytest_vllm_env.facts.quant_release import kernel_assumption
 from pytest_vllm_env.facts.triton_kernels_copy import TritonKernelsCopy
 from pytest_vllm_env.facts.vllm_tp import format_schemes, format_split
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
+from pytest_vllm_env.readers.vllm_mp_kernels import MpKernelRules
 from pytest_vllm_env.tables.archs import Arch
 from pytest_vllm_env.tables.quant_kernels import MXFP4_MOE_ARGS, Kernel, release_for
 
@@ -57,12 +58,15 @@ def kernel_arch(
     tp: int = 1,
     moe_backend: str | None = None,
     triton_kernels: TritonKernelsCopy | None = None,
+    mp_rules: MpKernelRules | None = None,
 ) -> Finding:
     """Each quantized layer has a kernel on each target GPU that runs there, with each rank's
     share of it under ``tp`` (``--tensor-parallel-size``); MoE experts on the kernel
     ``moe_backend`` (``--moe-backend``) names, where one is given, and the TRITON experts'
     failures those of the ``triton_kernels`` vLLM imports (``triton_kernels``; None: the
-    copy the table was measured on, v3.5.1 as vendored in 0.26.0 and 0.33.0)."""
+    copy the table was measured on, v3.5.1 as vendored in 0.26.0 and 0.33.0); the WNA16
+    kernels' shape rules as the env's own source states them (``mp_rules``,
+    readers/vllm_mp_kernels.py; None or a rule not read: the table's)."""
     if blocked := skip_unreadable(CHECK, ckpt, config=True, tensors=True):
         return blocked
     if plan.refusal or not plan.schemes:
@@ -94,7 +98,9 @@ def kernel_arch(
     tk_assumed: tuple[str, ...] = ()
     judged = 0
     padded: dict[str, list[str]] = {}  # arch -> layers a kernel pads to its tile
-    ctx = _Ctx(plan, vllm_version, release, env_lists, packages, moe_backend, triton_kernels)
+    ctx = _Ctx(
+        plan, vllm_version, release, env_lists, packages, moe_backend, triton_kernels, mp_rules
+    )
     for arch in targets:
         for layer, rl in sorted(shapes.items()):
             picked = _pick(rl, arch.number, ctx, tp, unknown)
@@ -262,6 +268,7 @@ class _Ctx(NamedTuple):
     packages: Collection[str]
     moe_backend: str | None
     triton_kernels: TritonKernelsCopy | None
+    mp_rules: MpKernelRules | None = None
 
 
 def _pick(
@@ -297,7 +304,11 @@ def _pick(
     forced = family == "mxfp4_moe" and ctx.moe_backend not in (None, "auto")
     if forced:
         kernels = _forced_moe(kernels, ctx.release, str(ctx.moe_backend), unknown)
-    choice = choose(kernels, cc, ask, ctx.packages, table)
+    preferred = None
+    if family == "wna16" and ctx.mp_rules is not None:
+        kernels = with_rules(kernels, ctx.mp_rules)
+        preferred = ctx.mp_rules.humming_preferred
+    choice = choose(kernels, cc, ask, ctx.packages, table, preferred)
     return family, replace(choice, kernels=tuple(kernels)), forced, tk_assumed
 
 

@@ -82,11 +82,19 @@ def _never_for_us(name: str) -> bool:
     return name.startswith(spare) or "Cudnn" in name or "Trtllm" in name
 
 
-def prioritized(kernels: Sequence[Kernel], cc: int, release: str | None) -> tuple[Kernel, ...]:
+def prioritized(
+    kernels: Sequence[Kernel],
+    cc: int,
+    release: str | None,
+    preferred: Collection[int] | None = None,
+) -> tuple[Kernel, ...]:
     """``kernels`` as vLLM orders them on ``cc``: 0.33.0's ``prioritize_humming`` moves the
-    Humming kernel directly ahead of Marlin where Humming is preferred (sm 9.0)."""
+    Humming kernel directly ahead of Marlin where Humming is preferred (``preferred``: as the
+    env's source says, readers/vllm_mp_kernels.py; None: the table's for ``release``)."""
     out = list(kernels)
-    if cc not in HUMMING_PREFERRED.get(release or "", frozenset()):
+    if preferred is None:
+        preferred = HUMMING_PREFERRED.get(release or "", frozenset())
+    if cc not in preferred:
         return tuple(out)
     names = [k.name.lower() for k in out]
     hum = next((i for i, n in enumerate(names) if "humming" in n), None)
@@ -102,11 +110,12 @@ def choose(
     ask: LayerAsk,
     packages: Collection[str],
     release: str | None = None,
+    preferred: Collection[int] | None = None,
 ) -> Choice:
-    """The first kernel of ``kernels`` (as ``release`` orders them on ``cc``) that runs on
-    ``cc`` and can implement ``ask``."""
+    """The first kernel of ``kernels`` (as ``release`` orders them on ``cc``; see
+    :func:`prioritized`) that runs on ``cc`` and can implement ``ask``."""
     passed_over: list[str] = []
-    for kernel in prioritized(kernels, cc, release):
+    for kernel in prioritized(kernels, cc, release, preferred):
         why = _cannot(kernel, cc, ask, packages)
         if why:
             passed_over.append(f"{kernel.name}: {why}")

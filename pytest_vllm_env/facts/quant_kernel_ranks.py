@@ -22,13 +22,15 @@ against the real loader's configs on the CPU, ranks simulated, for 0.26.0 and 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme, layer_shapes
 from pytest_vllm_env.facts.vllm_tp import format_schemes, format_split
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
+from pytest_vllm_env.readers.vllm_mp_kernels import MpKernelRules
+from pytest_vllm_env.tables.quant_kernels import Kernel
 
 # the leaves vLLM's decoder models build as RowParallelLinear (their input is split): Llama's
 # o_proj/down_proj (Qwen2/Qwen3/Mistral reuse them), gpt2/phi dense/fc2, mixtral w2, and
@@ -103,3 +105,32 @@ def _straddles(scheme: Scheme, rank_k: int, full_k: int) -> bool:
         return False
     group = int(scheme.settings.get("group") or -1)
     return 0 < group < full_k and rank_k % group != 0 and rank_k != full_k
+
+
+def with_rules(kernels: Sequence[Kernel], rules: MpKernelRules | None) -> tuple[Kernel, ...]:
+    """The WNA16 kernels with the shape rules the env's own source states
+    (readers/vllm_mp_kernels.py) in place of the table's: Marlin's tile, group sizes, strict
+    check (always / act-order only / never) and group-split rule, Machete's prepacked block,
+    Triton W4A16's group sizes. A rule not read keeps the table's value."""
+    if rules is None:
+        return tuple(kernels)
+    out = []
+    for k in kernels:
+        if k.name == "MarlinLinearKernel":
+            tile = rules.marlin_tile or k.g_idx_tile or (64, 128)
+            if rules.marlin_groups is not None:
+                k = replace(k, group_sizes=frozenset(rules.marlin_groups))
+            if rules.marlin_straddle is not None:
+                k = replace(k, straddle=rules.marlin_straddle)
+            if rules.marlin_strict == "always":  # check_marlin_supports_shape, no padding
+                k = replace(k, n_multiple=tile[0], k_multiple=tile[1], g_idx_tile=(), pads=())
+            elif rules.marlin_strict == "act-order":
+                k = replace(k, g_idx_tile=tile)
+            elif rules.marlin_strict == "no":
+                k = replace(k, g_idx_tile=())
+        elif k.name == "MacheteLinearKernel" and rules.machete_block is not None:
+            k = replace(k, k_multiple=rules.machete_block[0], n_multiple=rules.machete_block[1])
+        elif k.name == "TritonW4A16LinearKernel" and rules.triton_groups is not None:
+            k = replace(k, group_sizes=frozenset(rules.triton_groups))
+        out.append(k)
+    return tuple(out)

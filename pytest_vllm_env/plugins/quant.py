@@ -95,6 +95,26 @@ def vllm_quant_source(vllm_env: PixiEnv, vllm_fact_cache) -> QuantSource:
 
 
 @pytest.fixture(scope="session")
+def vllm_mp_kernel_rules(vllm_env: PixiEnv, vllm_fact_cache):
+    """The mixed-precision kernels' shape rules as the env's own vLLM writes them
+    (``readers.vllm_mp_kernels``: Marlin's tile and group rules, Machete's block, Humming's
+    priority), read with ``ast``; None where vLLM is not installed."""
+    from pytest_vllm_env.plugins.modelopt import _text, _vllm_source_fact
+    from pytest_vllm_env.readers.vllm_mp_kernels import FILES, MpKernelRules, parse
+
+    return _vllm_source_fact(
+        vllm_env,
+        vllm_fact_cache,
+        "vllm-mp-kernel-rules",
+        list(FILES),
+        lambda paths: parse(*(_text(p) if p is not None else None for p in paths)),
+        MpKernelRules.from_json,
+        lambda why: None,
+        required=False,
+    )
+
+
+@pytest.fixture(scope="session")
 def vllm_quant_packages(vllm_env: PixiEnv, vllm_triton_kernels) -> frozenset[str]:
     """The optional kernel packages the env has (FlashInfer, DeepGEMM, triton_kernels, ...),
     as the kernel tables name them: installed, or shipped inside the vLLM wheel; for
