@@ -269,3 +269,23 @@ def test_a_marlin_that_does_not_pad_leaves_the_share_to_triton(tmp_path):
         "[N=512, K=320 per rank of 512 x 640 at tensor_parallel_size=2]: the Triton W4A16 "
         "fallback" in bad.summary
     )
+
+
+def test_the_envs_own_marlin_source_reaches_the_verdict(pytester, env_builder, tmp_path):
+    """As users run it: an env whose vLLM's MarlinLinearKernel never pads (its marlin.py and
+    marlin_utils.py read from the env) gets the Triton fallback for the shares 0.26.0 pads."""
+    from fixtures.quant_standin import install_vllm, quant_files
+    from pytest_vllm_env.readers.vllm_mp_kernels import MARLIN_MP_PY, MARLIN_UTILS_PY
+
+    extra = quant_files("0.26.0") | {
+        MARLIN_MP_PY: MARLIN_ALWAYS_STRICT,
+        MARLIN_UTILS_PY: "GPTQ_MARLIN_MIN_THREAD_N = 64\nGPTQ_MARLIN_MIN_THREAD_K = 128\n",
+    }
+    install_vllm(env_builder, "0.26.0", extra=extra)
+    folder = resized(
+        "ct-w4a16-gptq-g32", "ct-w4a16-g32", Shape(512, 8, 80, 2, 1536), tmp_path / "g32"
+    )
+    run(pytester, env_builder, folder, arch="8.0", extra=("--tensor-parallel-size=2",))
+    k = verdicts(pytester)["quant.kernel-arch"]
+    assert k["outcome"] == "warning", k
+    assert "8.0: TritonW4A16LinearKernel for 2 layer(s)" in k["summary"]
