@@ -9,7 +9,9 @@ supported on SM120"); block FP8 on sm 12.x routed to CUTLASS's SM120 blockwise G
 output size not a multiple of 128 ("Invalid status", vLLM issue 47990; DeepGEMM takes BF16
 layers with N % 64 == 0 first); a W4A16 group size no kernel implements (16: Marlin, Machete
 and Triton all refuse: "Failed to find a kernel that can implement the WNA16 linear layer");
-NVFP4 on a GPU without native FP4, run by Marlin whose repack needs N % 64 == 0; gpt-oss
+a ``--tensor-parallel-size`` whose rank shares no kernel takes (vLLM chooses from each rank's
+share, ``MPLinearLayerConfig.partition_weight_shape``: facts/quant_kernel_ranks.py; a WNA16
+group split over ranks, 0.26.0 act-order off Marlin's tile), said with a size that works; gpt-oss
 MXFP4 experts on sm 9.x, run by triton_kernels' matmul_ogs, which does not compile when an
 expert GEMM has 128 output columns or fewer on a rank (hidden <= 128, or 2 x intermediate /
 tensor_parallel_size <= 128): ``tl.static_assert(BLOCK_N % (2 * n_warps * 2 * 8) == 0)``.
