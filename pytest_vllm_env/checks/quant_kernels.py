@@ -131,7 +131,7 @@ def kernel_arch(
                 padded.setdefault(arch.cc, []).append(f"{choice.kernel.name}: {where}")
             if choice.kernel is not None and not choice.failure and rl.straddles:
                 # create_weights: the kernel is chosen, then verify_group_size_divides_
-                # partition refuses the rank's input (quant.tensors-load says it too)
+                # partition refuses the rank's input (quant.tensor-parallel says it too)
                 group = rl.scheme.settings.get("group")
                 why = (
                     f"then refuses the rank's input: Weight input_size_per_partition={rl.k} "
