@@ -25,6 +25,7 @@ from pytest_vllm_env.checks.quant_config import relabel
 from pytest_vllm_env.checks.quant_tensors_load import (
     QUANT_LEAVES,
     block_scale,
+    experts_share,
     row_narrowed,
     same_bits,
     split_problems,
@@ -102,8 +103,9 @@ def tensors_complete(
                     built,
                     fused,
                     ckpt.config,
-                    moe_refine,
                 )
+        if tp > 1:
+            issues += experts_share(ckpt.config, tp, moe_refine)
         issues += _blocks(plan, ckpt.modules)
         issues += stored_quantized(plan, ckpt.modules)
     if tp > 1:  # the model's own split is refused first (at config or build time)

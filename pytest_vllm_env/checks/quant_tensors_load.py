@@ -13,6 +13,7 @@ from typing import Any
 from pytest_vllm_env.facts import tp_shares
 from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme, linear_shape
 from pytest_vllm_env.facts.vllm_load_plan import dims_of
+from pytest_vllm_env.facts.vllm_tp import moe_problems
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 
 QUANT_LEAVES = ("_scale", "_scale_inv", "_zero_point", "_g_idx", "_packed", "_shape")
@@ -60,7 +61,6 @@ def tp_share(
     built: tuple[int, int] | None = None,
     fused: bool = False,
     config: Mapping[str, Any] | None = None,
-    moe_refine: int | None = None,
 ) -> list:
     """What each of ``tp`` ranks builds of a quantized Linear (its :class:`tp_shares.Share`,
     the per-rank model quant.tensor-parallel reads too: key/value heads replicated when
@@ -75,8 +75,8 @@ def tp_share(
     scale per slice (:func:`tp_shares.fp8_scale_overrun`), failing on the first slice whose
     rows run past it; grouped int weights (:func:`tp_shares.group_split`,
     ``verify_group_size_divides_partition``): a row-parallel layer's input share must be
-    whole groups, unless the scales are repeated on every rank. A fused MoE layer's experts
-    (``...experts.N.gate_proj``): :func:`_experts_share`."""
+    whole groups, unless the scales are repeated on every rank. A fused MoE layer's experts:
+    :func:`experts_share`."""
     weight = parts.get("weight") or parts.get("weight_packed")
     if weight is None or len(weight.shape) != 2:
         return []
@@ -86,7 +86,7 @@ def tp_share(
     if not out_f:
         return []
     if ".experts." in prefix:
-        return _experts_share(prefix, scheme, tp, out_f, in_f, name, moe_refine)
+        return []  # a fused MoE layer's: experts_share
     share, index = _share(prefix, out_f, in_f, tp, config)
     share_out = share.rank_outs[index]
     bn, bk = settings.get("block_n"), settings.get("block_k")
@@ -130,9 +130,6 @@ def tp_share(
 
 
 QKV_LEAVES = ("q_proj", "k_proj", "v_proj")
-# a fused MoE layer's gate (its first weight: one finding a layer), as Qwen-MoE / DeepSeek
-# (mlp.experts.N.gate_proj) and Mixtral (block_sparse_moe.experts.N.w1) name it
-EXPERT_GATE = ("gate_proj", "w1")
 
 
 def _share(
@@ -152,48 +149,25 @@ def _share(
     return tp_shares.column((out_f,), in_f, tp), 0
 
 
-def _experts_share(
-    prefix: str,
-    scheme: Scheme,
-    tp: int,
-    out_f: int,
-    in_f: int,
-    name: str,
-    refine: int | None = None,
-) -> list:
-    """A fused MoE layer's experts on ``tp`` ranks (:class:`tp_shares.MoeShare`: each rank
-    holds ``inter / tp`` rows of every expert's gate and up and columns of its down), judged
-    once a layer, at its first expert's gate (whose ``[out, in]`` is ``[inter, hidden]``):
-    block FP8 (:func:`tp_shares.moe_fp8_block`), grouped int
-    (:func:`tp_shares.moe_wna16_group`); ``refine``: the env's vLLM refines Fp8Config's
-    broken blocks down to that size (:func:`tp_shares.moe_fp8_block`)."""
-    parent, _, leaf = prefix.rpartition(".")
-    if leaf not in EXPERT_GATE or not parent.endswith(".experts.0"):
+def experts_share(config: Mapping[str, Any] | None, tp: int, refine: int | None = None) -> list:
+    """A fused MoE layer's experts on ``tp`` ranks (the Linear plan leaves them out): each
+    rank holds ``inter / tp`` rows of every expert's gate and up and columns of its down
+    (:class:`tp_shares.MoeShare`), judged by the experts' scheme as
+    ``facts.vllm_tp.moe_problems`` judges it for quant.tensor-parallel (block FP8,
+    ``refine``: the env's vLLM refines Fp8Config's broken blocks; grouped int). The split
+    itself (``inter % tp``) is :func:`split_problems`'."""
+    if not config or tp <= 1:
         return []
-    share = tp_shares.moe(out_f, in_f, tp)
-    if share.uneven:
-        return []  # FusedMoEConfig's assert: split_problems says it for the model
-    settings = scheme.settings
-    bn, bk = settings.get("block_n"), settings.get("block_k")
-    if bn and bk:
-        # Fp8MoEMethod refines a broken block (0.33.0, ``refine``); compressed-tensors not
-        fp8 = scheme.row.producer == "fp8"
-        msg = tp_shares.moe_fp8_block(share, (int(bn), int(bk)), refine if fp8 else None)
-    elif "g_idx" not in scheme.flags:
-        msg = tp_shares.moe_wna16_group(share, settings.get("group"))
-    else:
-        msg = None
-    if not msg:
-        return []
-    layer = parent.removesuffix(".0")
     return [
         (
             "refuses",
             "tp",
-            f"{layer} at tensor_parallel_size={tp}: vLLM refuses building its fused experts "
-            f"({msg})",
-            name,
+            f"{p.where.removesuffix(' (experts)')} at tensor_parallel_size={tp}: vLLM refuses "
+            f"building its fused experts ({p.message})",
+            p.tensors[0] if p.tensors else "",
         )
+        for p in moe_problems(config, tp, refine)
+        if p.where.endswith("(experts)")
     ]
 
 

@@ -14,7 +14,9 @@ Which kernel then runs each rank's GEMM, and its own alignment (Marlin pads to 6
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pytest_vllm_env.facts import tp_shares
 from pytest_vllm_env.facts.tp_shares import (  # noqa: F401  (the names callers import here)
@@ -151,7 +153,7 @@ def format_split(
     with ``Fp8Config``'s allowance for a merged layer, what its scales then do being
     quant.tensors-complete's; grouped int: :func:`tp_shares.group_split`,
     ``verify_group_size_divides_partition``), and the fused MoE experts'
-    :class:`tp_shares.MoeShare` (:func:`_moe_problems`). Measured on both real loaders on the
+    :class:`tp_shares.MoeShare` (:func:`moe_problems`). Measured on both real loaders on the
     CPU (fixtures/field_reports.py, fixtures/loader_truth/moe_tp.json).
 
     Which kernel then runs a rank's GEMM (Marlin's and Machete's own tile sizes) is
@@ -215,39 +217,86 @@ def format_split(
                     tensors,
                 )
             )
-    out.problems += _moe_problems(config, d.hidden, schemes, tp, out, moe_refine)
+    out.problems += moe_problems(config, tp, moe_refine, out)
     return out
 
 
-def _moe_problems(
-    config: dict,
-    hidden: int,
-    schemes: dict[str, FormatScheme],
-    tp: int,
-    out: TpSplit,
-    refine: int | None = None,
+def expert_scheme(config: Mapping[str, Any]) -> FormatScheme | None:
+    """The scheme vLLM builds a fused MoE layer's experts with, from config.json's
+    quantization block (the Linear plan leaves experts out): ``Fp8Config`` with
+    ``weight_block_size`` -> ``Fp8MoEMethod`` (block FP8); compressed-tensors' group whose
+    targets match the experts (``Linear``) -> ``CompressedTensorsW8A8Fp8MoEMethod`` (block
+    strategy) or ``CompressedTensorsWNA16(Marlin)MoEMethod`` (int, group strategy; act-order
+    not judged); None for experts left out (``ignore``) or a format without a per-rank
+    rule here."""
+    block = config.get("quantization_config")
+    if not isinstance(block, Mapping):
+        return None
+    method = str(block.get("quant_method", "")).lower()
+    if method == "fp8":
+        size = block.get("weight_block_size")
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) for x in size):
+            return FormatScheme("Fp8MoEMethod", (size[0], size[1]), config_has_block_size=True)
+        return None
+    if method != "compressed-tensors":
+        return None
+    if any("expert" in str(i) for i in block.get("ignore") or []):
+        return None
+    for group in (block.get("config_groups") or {}).values():
+        if not isinstance(group, Mapping):
+            continue
+        targets = [str(t) for t in group.get("targets") or []]
+        weights = group.get("weights")
+        if not isinstance(weights, Mapping) or not any(
+            t == "Linear" or "expert" in t for t in targets
+        ):
+            continue
+        shape = weights.get("block_structure")
+        if weights.get("strategy") == "block" and isinstance(shape, list) and len(shape) == 2:
+            return FormatScheme("CompressedTensorsW8A8Fp8MoEMethod", (int(shape[0]), int(shape[1])))
+        if weights.get("type") == "int" and weights.get("strategy") == "group":
+            size = weights.get("group_size")
+            return FormatScheme(
+                "CompressedTensorsWNA16MoEMethod",
+                group=int(size) if isinstance(size, int) else None,
+                g_idx=weights.get("actorder") is not None,
+            )
+        return None
+    return None
+
+
+def moe_problems(
+    config: Mapping[str, Any], tp: int, refine: int | None = None, out: TpSplit | None = None
 ) -> list[TpProblem]:
-    """The fused MoE layers' split (:class:`tp_shares.MoeShare`): the expert width over the
-    ranks, and what the experts' scheme needs of each rank's share (block FP8:
-    :func:`tp_shares.moe_fp8_block`; grouped int: :func:`tp_shares.moe_wna16_group`)."""
+    """The fused MoE layers' split (:class:`tp_shares.MoeShare`): the experts' width over the
+    ranks (``FusedMoEConfig``'s assert), and what the experts' scheme
+    (:func:`expert_scheme`) needs of each rank's share (block FP8:
+    :func:`tp_shares.moe_fp8_block`, ``refine``: the env's vLLM refines ``Fp8Config``'s broken
+    blocks, 0.33.0; grouped int: :func:`tp_shares.moe_wna16_group`). ``out``: the split that
+    counts the layer and records its shares."""
     dims = tp_shares.moe_dims(config)
-    if dims is None:
+    d = dims_of(config)
+    if dims is None or d is None or tp <= 1:
         return []
-    share = tp_shares.moe(dims[1], hidden, tp)
-    expert_modules = sorted(m for m in schemes if ".experts." in m)
-    experts = expert_modules[0].split(".experts.", 1)[0] + ".experts" if expert_modules else ""
-    where = experts or "experts"
+    share = tp_shares.moe(dims[1], d.hidden, tp)
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    block = "block_sparse_moe" if text.get("model_type") == "mixtral" else "mlp"
+    experts = f"model.layers.0.{block}.experts"
+    gate = f"{experts}.0.{'w1' if block == 'block_sparse_moe' else 'gate_proj'}"
     if share.uneven:
         return [
-            TpProblem("build", f"{where} (intermediate)", f"{share.inter} is not divisible by {tp}")
+            TpProblem(
+                "build",
+                f"{experts} (intermediate)",
+                f"{share.inter} is not divisible by {tp} (FusedMoEConfig)",
+            )
         ]
-    if not experts:
+    scheme = expert_scheme(config)
+    if scheme is None:
         return []
-    scheme = schemes[expert_modules[0]]
-    out.checked += 1
-    out.shapes[experts] = ((share.rank_inter, share.rank_inter), share.hidden)
-    first = expert_modules[0].rsplit(".", 1)[0]
-    tensors = tuple(f"{m}.weight" for m in expert_modules if m.startswith(first + "."))
+    if out is not None:
+        out.checked += 1
+        out.shapes[experts] = ((share.rank_inter, share.rank_inter), share.hidden)
     message = None
     if scheme.block:
         # only Fp8MoEMethod refines (0.33.0); CompressedTensorsW8A8Fp8MoEMethod does not
@@ -258,7 +307,8 @@ def _moe_problems(
         message = tp_shares.moe_wna16_group(share, scheme.group)
     if message is None:
         return []
-    return [TpProblem("build", f"{experts} (experts)", f"{message} ({scheme.name})", tensors)]
+    gate += ".weight_packed" if scheme.group else ".weight"
+    return [TpProblem("build", f"{experts} (experts)", f"{message} ({scheme.name})", (gate,))]
 
 
 def format_schemes(schemes: dict, method: str | None) -> dict[str, FormatScheme]:
