@@ -137,3 +137,18 @@ def test_the_refinement_is_read_from_the_env_source():
     assert parse(None, None, None, src).moe_fp8_refine_min == 32
     assert parse(None, None, None, "def other():\n    pass\n").moe_fp8_refine_min is None
     assert parse(None, None, None).moe_fp8_refine_min is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_real_wheels_say_what_the_record_holds(release):
+    """readers.vllm_quant_source on each release's own fused_moe/oracle/fp8.py: 0.33.0
+    refines Fp8Config's experts' blocks down to 32, 0.26.0 does not refine."""
+    import zipfile
+
+    from fixtures.downloads import wheel
+    from pytest_vllm_env.readers.vllm_quant_source import MOE_FP8_ORACLE_PY, parse
+
+    with zipfile.ZipFile(wheel(f"vllm=={release}")) as zf:
+        text = zf.read(MOE_FP8_ORACLE_PY).decode()
+    assert parse(None, None, None, text).moe_fp8_refine_min == REFINE[release]
