@@ -143,9 +143,11 @@ def _share(
         return tp_shares.row(out_f, in_f, tp), 0
     d = dims_of(config) if config and leaf in QKV_LEAVES else None
     if d is not None and d.heads and d.head_dim:
-        return tp_shares.qkv(d.heads, d.kv_heads, d.head_dim, in_f, tp, d.q_gate), QKV_LEAVES.index(
-            leaf
-        )
+        # the query's width as sized here (config_shape's heads * head_dim, or a gated
+        # attention's stored double width): the same share the layer's q holds
+        gate = d.q_gate and leaf == "q_proj" and out_f == 2 * d.heads * d.head_dim
+        share = tp_shares.qkv(d.heads, d.kv_heads, d.head_dim, in_f, tp, gate)
+        return share, QKV_LEAVES.index(leaf)
     return tp_shares.column((out_f,), in_f, tp), 0
 
 
