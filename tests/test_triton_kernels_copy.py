@@ -10,6 +10,7 @@ for ``triton_kernels.matmul_ogs_details`` (0.26.0) / ``triton_kernels.matmul_det
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -112,6 +113,71 @@ def test_an_editable_install_is_found_through_its_finder(env_builder: EnvBuilder
     assert (copy.api, copy.small_n) == ("3.5.1", 128)
 
 
+def _on_path(folder: Path, files: dict) -> Path:
+    """The ``files`` of a triton_kernels copy written under ``folder`` (a checkout's
+    ``python/`` that the env's activation puts on PYTHONPATH); returns ``folder``."""
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return folder
+
+
+@pytest.mark.parametrize(
+    "how", ["manifest", "activate.d", "activate.d, --vllm-static", "env_vars.d"]
+)
+def test_a_copy_on_the_activations_pythonpath_wins(env_builder: EnvBuilder, tmp_path: Path, how):
+    """Python puts PYTHONPATH's folders before site-packages on sys.path, and
+    import_triton_kernels takes the first top-level triton_kernels found there: a copy in a
+    folder the env's activation adds to PYTHONPATH ([activation.env] in pixi.toml, an
+    activate.d export pixi sources, or --vllm-static reads without running it, a conda
+    env_vars.d entry) is the one vLLM imports, over the vendored copy and over one installed
+    in site-packages."""
+    install_vllm_quant(env_builder, "0.33.0")
+    env_builder.dist("triton_kernels", "1.0.0", files=tks.v351())  # site-packages: loses
+    folder = _on_path(tmp_path / "triton" / "python", tks.v38())
+    manifest = env_builder.manifest()
+    if how == "manifest":
+        env_builder.manifest(f'[activation.env]\nPYTHONPATH = "{folder}"\n')
+        where = "[activation.env] in pixi.toml"
+    elif how.startswith("activate.d"):
+        script = env_builder.activate_script(
+            "tk.sh", f'export PYTHONPATH="{folder}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+        )
+        where = str(script)
+    else:
+        env_builder.file("etc/conda/env_vars.d/tk.json", json.dumps({"PYTHONPATH": str(folder)}))
+        where = "etc/conda/env_vars.d/tk.json"
+    env = PixiEnv.read(env_builder.prefix, name="default", manifest=manifest)
+    env.static = how.endswith("--vllm-static")
+    copy = imported_copy(env)
+    assert (copy.where, copy.path, copy.api, copy.needed) == (
+        "installed",
+        str(folder / "triton_kernels"),
+        "3.8",
+        "matmul_details",
+    ), copy
+    assert copy.label == (
+        f"a triton_kernels at {folder / 'triton_kernels'}, on the PYTHONPATH that {where} sets "
+        "(PYTHONPATH comes before site-packages on sys.path, so it wins over any other copy: "
+        "utils/import_utils.py:import_triton_kernels takes the first triton_kernels found; "
+        f"to use another, take {folder} out of that PYTHONPATH)"
+    ), copy.label
+
+
+def test_pythonpath_folders_without_triton_kernels_change_nothing(
+    env_builder: EnvBuilder, tmp_path: Path
+):
+    """A PYTHONPATH that holds no triton_kernels (or a relative entry, which depends on the
+    directory vLLM starts in) leaves the choice as it was: the vendored copy."""
+    install_vllm_quant(env_builder, "0.26.0")
+    (tmp_path / "empty").mkdir()
+    manifest = env_builder.manifest(
+        f'[activation.env]\nPYTHONPATH = "{tmp_path / "empty"}:rel/dir:"\n'
+    )
+    copy = imported_copy(PixiEnv.read(env_builder.prefix, name="default", manifest=manifest))
+    assert (copy.where, copy.api, copy.assumed) == ("vendored", "3.5.1", ())
+
+
 # -- as users run it -------------------------------------------------------------------------
 def _env(
     env_builder: EnvBuilder,
@@ -192,6 +258,33 @@ def test_an_installed_v351_copy_fails_as_the_vendored_one_naming_it(pytester, en
         in k["summary"]
     )
     assert k["fix"].startswith("start vLLM with --moe-backend marlin")
+
+
+def test_a_copy_on_pythonpath_fails_the_verdict_and_names_where_it_is_set(
+    pytester, env_builder, tmp_path
+):
+    """The PyPI triton-kernels 0.1.0 files in a folder [activation.env] puts on PYTHONPATH
+    shadow the vendored copy as an installed one does: vLLM 0.26.0 dies importing
+    matmul_ogs_details; the verdict names the folder and the setting; without the setting
+    (the change applied), the same env passes on the vendored copy."""
+    folder = gpt_oss_shaped(tmp_path / "oss-256", 256, 256)
+    env = _env(env_builder, "0.26.0", None)
+    path = _on_path(tmp_path / "extra", tks.KERNELIZE)
+    env.manifest(f'[activation.env]\nPYTHONPATH = "{path}"\n')
+    run(pytester, env, folder)
+    k = verdicts(pytester)["quant.kernel-arch"]
+    assert k["outcome"] == "failed", k
+    assert (
+        "ModuleNotFoundError: No module named 'triton_kernels.matmul_ogs_details' when vLLM "
+        f"loads the MXFP4 experts (it imports triton_kernels from a triton_kernels at "
+        f"{path / 'triton_kernels'}, on the PYTHONPATH that [activation.env] in pixi.toml sets"
+    ) in k["summary"], k
+    assert f"take {path} out of that PYTHONPATH" in k["summary"]
+    pytester.path.joinpath("report.json").unlink()
+    env.manifest("")
+    run(pytester, env, folder)
+    k = verdicts(pytester)["quant.kernel-arch"]
+    assert k["outcome"] == "passed", k
 
 
 # -- the real parts --------------------------------------------------------------------------

@@ -4,8 +4,11 @@ does on Hopper: read from the copy's own files (never imported).
 vLLM 0.26.0 and 0.33.0 alike (``utils/import_utils.py``): ``has_triton_kernels()`` is true when
 ``triton_kernels`` or ``vllm.third_party.triton_kernels`` is importable, and
 ``import_triton_kernels()`` "prioritize[s] triton_kernels that is available in site-packages":
-a top-level ``triton_kernels`` anywhere on ``sys.path`` wins, and only without one is the copy
-vendored in the wheel (``vllm/third_party/triton_kernels``, triton v3.5.1's) aliased to
+a top-level ``triton_kernels`` anywhere on ``sys.path`` wins (``_has_module`` is
+``importlib.util.find_spec``: the first folder of ``sys.path`` holding one; Python puts the
+folders of ``PYTHONPATH`` before site-packages, so a copy on the PYTHONPATH the env's
+activation sets wins over an installed one), and only without one is the copy vendored in
+the wheel (``vllm/third_party/triton_kernels``, triton v3.5.1's) aliased to
 ``sys.modules["triton_kernels"]``. Measured with the real wheels on the CPU: with the PyPI
 ``triton-kernels`` 0.1.0 (Kernelize AI's, a different project with no ``matmul_ogs``) on the
 path, both releases load ``triton_kernels`` from it, ``has_triton_kernels()`` stays true (so
@@ -20,6 +23,7 @@ anything else that is not read is an assumption the fact names (``assumed``).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -57,7 +61,8 @@ class TritonKernelsCopy:
     ``BLOCK_N % (2 * n_warps * 2 * 8)`` assert refuses at 8 warps; 0: none do) and
     ``asserts`` (the kernel has that assert); ``vllm_imports``: the ``opt_flags`` packages
     the env's ``_swizzle_mxfp4`` imports; ``assumed``: what was not read and taken as the
-    vendored 3.5.1 copy's (or 0.33.0's imports)."""
+    vendored 3.5.1 copy's (or 0.33.0's imports); ``via``: for a copy found on the PYTHONPATH
+    the env's activation sets, what sets it (``Activation.sources``), else ''."""
 
     where: str = ""
     path: str = ""
@@ -68,6 +73,7 @@ class TritonKernelsCopy:
     asserts: bool = True
     vllm_imports: tuple[str, ...] = (MATMUL, MATMUL_OGS)
     assumed: tuple[str, ...] = ()
+    via: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +97,14 @@ class TritonKernelsCopy:
     @property
     def label(self) -> str:
         """How a verdict names the copy."""
+        if self.where == "installed" and self.via:
+            entry = os.path.dirname(self.path)
+            return (
+                f"a triton_kernels at {self.path}, on the PYTHONPATH that {self.via} sets "
+                "(PYTHONPATH comes before site-packages on sys.path, so it wins over any other "
+                "copy: utils/import_utils.py:import_triton_kernels takes the first "
+                f"triton_kernels found; to use another, take {entry} out of that PYTHONPATH)"
+            )
         if self.where == "installed":
             what = self.dist or "a triton_kernels with no distribution metadata"
             return (
@@ -108,6 +122,10 @@ def imported_copy(env: PixiEnv) -> TritonKernelsCopy:
     release = exact_release(version)
     assumed: list[str] = []
     imports = _vllm_imports(env, release, assumed)
+    on_path = _on_pythonpath(env)
+    if on_path is not None:
+        copy = _read(on_path[0], "installed", "", imports, None, assumed)
+        return replace(copy, via=on_path[1])
     installed = _installed(env)
     if installed is not None:
         dist = env.dist("triton-kernels")
@@ -132,6 +150,25 @@ def _vllm_imports(env: PixiEnv, release: str | None, assumed: list[str]) -> tupl
         "matmul_ogs_details otherwise)"
     )
     return RECORDED_IMPORTS["0.33.0"]
+
+
+def _on_pythonpath(env: PixiEnv) -> tuple[Path, str] | None:
+    """A top-level ``triton_kernels`` package in a folder of the PYTHONPATH the env's
+    activation sets (``[activation.env]``, ``env_vars.d``, an ``activate.d`` export: what
+    :func:`pytest_vllm_env.facts.env.compute_activation` computes, through pixi or read
+    statically; a PYTHONPATH from outside the env is never the env's), in order, with what
+    sets it. Python puts these folders before site-packages (``site.py``; ``getpath``);
+    an empty or relative entry names the directory vLLM is started in, unknown here: passed
+    over."""
+    activation = env.activation
+    value = activation.environ.get("PYTHONPATH") or ""
+    for entry in value.split(os.pathsep):
+        if entry and os.path.isabs(entry) and _is_dir(Path(entry) / "triton_kernels"):
+            via = activation.sources.get("PYTHONPATH", "")
+            if not via or via == "pixi shell-hook":
+                via = "the env's activation" + (f" ({via})" if via else "")
+            return Path(entry) / "triton_kernels", via
+    return None
 
 
 def _installed(env: PixiEnv) -> Path | None:
