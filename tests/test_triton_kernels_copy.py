@@ -193,12 +193,23 @@ def _env(
 
 
 @pytest.mark.parametrize(
-    ("release", "module"), [("0.26.0", "matmul_ogs_details"), ("0.33.0", "matmul_details")]
+    ("release", "module", "has_no", "importer"),
+    [
+        # measured on the H100 (docs/gpu-runs.md Round 14): the TRITON branch of 0.26.0's
+        # weight conversion imports matmul_ogs before it swizzles
+        ("0.26.0", "matmul_ogs", "matmul_ogs", "fused_moe/oracle/mxfp4.py (the TRITON backend"),
+        # 0.33.0 imports matmul_ogs at module level inside try (logged): the swizzle's
+        # opt_flags import is the first to raise (measured on the CPU with the real wheel)
+        ("0.33.0", "matmul_details", "matmul_details.opt_flags", "mxfp4_utils.py:_swizzle_mxfp4"),
+    ],
 )
-def test_a_separate_triton_kernels_without_vllms_api_fails(pytester, env_builder, release, module):
+def test_a_separate_triton_kernels_without_vllms_api_fails(
+    pytester, env_builder, release, module, has_no, importer
+):
     """The PyPI triton-kernels 0.1.0 (not triton-lang's) shadows the vendored copy: vLLM
-    still picks TRITON on sm 9.0 and dies importing opt_flags (measured with the real
-    wheels); even a checkpoint the vendored copy serves (hidden 256) fails."""
+    still picks TRITON on sm 9.0, loads the weights and dies on the first module of vLLM's
+    API the copy lacks (measured with the real wheels); even a checkpoint the vendored copy
+    serves (hidden 256) fails."""
     env = _env(env_builder, release, tks.KERNELIZE)
     run(pytester, env, GPT_OSS)
     k = verdicts(pytester)["quant.kernel-arch"]
@@ -206,14 +217,35 @@ def test_a_separate_triton_kernels_without_vllms_api_fails(pytester, env_builder
     assert (
         f"9.0: vLLM takes TRITON (triton_kernels) for 2 layer(s), e.g. model.layers.0.mlp.experts "
         f"[experts: hidden 128, intermediate 128], which fails there: ModuleNotFoundError: No module "
-        f"named 'triton_kernels.{module}' when vLLM loads the MXFP4 experts (it imports "
-        f"triton_kernels from triton-kernels 0.1.0 at {env.site_packages / 'triton_kernels'} "
-        "(installed beside vLLM, it wins over the copy vLLM vendors: "
-        f"utils/import_utils.py:import_triton_kernels prefers site-packages), which has no {module}/opt_flags.py)"
-    ) in k["summary"]
+        f"named 'triton_kernels.{module}' when vLLM converts the loaded MXFP4 experts for the "
+        f"kernel (it imports triton_kernels from triton-kernels 0.1.0 at "
+        f"{env.site_packages / 'triton_kernels'} (installed beside vLLM, it wins over the copy "
+        "vLLM vendors: utils/import_utils.py:import_triton_kernels prefers site-packages), which "
+        f"has no {has_no}; vllm/model_executor/layers/"
+    ) in k["summary"], k["summary"]
+    assert importer in k["summary"]
     assert k["fix"].startswith(
         "remove the separately installed triton_kernels so vLLM imports the copy it vendors"
     )
+
+
+def test_the_h100_run_names_the_module_vllm_died_on():
+    """Round 14's run on the H100 (vLLM 0.26.0, the PyPI triton-kernels 0.1.0 on the path):
+    the load died on the module the verdict names, and the vendored copy loaded."""
+    ran = json.loads(
+        (
+            Path(__file__).resolve().parents[1]
+            / "fixtures/measured/triton_kernels_copy-0.26.0.json"
+        ).read_text()
+    )["cases"]
+    assert ran["vendored"]["generated"] and ran["vendored"]["suite"] == "passed"
+    assert not ran["kernelize"]["loaded"]
+    assert ran["kernelize"]["suite"] == "failed"
+    died = ran["kernelize"]["exception"]
+    assert died == "ModuleNotFoundError: No module named 'triton_kernels.matmul_ogs'"
+    from pytest_vllm_env.facts.triton_kernels_copy import RECORDED_BRANCH_IMPORTS
+
+    assert f"triton_kernels.{RECORDED_BRANCH_IMPORTS['0.26.0'][0]}'" in died
 
 
 def test_the_fix_turns_it_back_to_the_vendored_verdict(pytester, env_builder, tmp_path):
@@ -234,7 +266,7 @@ def test_a_newer_triton_kernels_serves_what_the_vendored_one_cannot(
 ):
     """triton-lang's 3.8 tree sizes BLOCK_N from the Hopper layout's 8 warps: hidden 128
     compiles with it on vLLM 0.33.0 (which imports the 3.8 API), where the vendored v3.5.1
-    fails; vLLM 0.26.0 imports matmul_ogs_details, which that tree has not."""
+    fails; vLLM 0.26.0's TRITON branch imports matmul_ogs, which that tree has not."""
     run(pytester, _env(env_builder, "0.33.0", tks.v38(), "triton_kernels", "1.0.0"), GPT_OSS)
     k = verdicts(pytester)["quant.kernel-arch"]
     assert k["outcome"] == "passed" and k["summary"].endswith("9.0: TRITON (triton_kernels)"), k
@@ -243,8 +275,7 @@ def test_a_newer_triton_kernels_serves_what_the_vendored_one_cannot(
     run(pytester, _env(old, "0.26.0", tks.v38(), "triton_kernels", "1.0.0"), GPT_OSS)
     k = verdicts(pytester)["quant.kernel-arch"]
     assert (
-        k["outcome"] == "failed"
-        and "No module named 'triton_kernels.matmul_ogs_details'" in k["summary"]
+        k["outcome"] == "failed" and "No module named 'triton_kernels.matmul_ogs'" in k["summary"]
     )
 
 
@@ -265,7 +296,7 @@ def test_a_copy_on_pythonpath_fails_the_verdict_and_names_where_it_is_set(
 ):
     """The PyPI triton-kernels 0.1.0 files in a folder [activation.env] puts on PYTHONPATH
     shadow the vendored copy as an installed one does: vLLM 0.26.0 dies importing
-    matmul_ogs_details; the verdict names the folder and the setting; without the setting
+    matmul_ogs; the verdict names the folder and the setting; without the setting
     (the change applied), the same env passes on the vendored copy."""
     folder = gpt_oss_shaped(tmp_path / "oss-256", 256, 256)
     env = _env(env_builder, "0.26.0", None)
@@ -275,8 +306,8 @@ def test_a_copy_on_pythonpath_fails_the_verdict_and_names_where_it_is_set(
     k = verdicts(pytester)["quant.kernel-arch"]
     assert k["outcome"] == "failed", k
     assert (
-        "ModuleNotFoundError: No module named 'triton_kernels.matmul_ogs_details' when vLLM "
-        f"loads the MXFP4 experts (it imports triton_kernels from a triton_kernels at "
+        "ModuleNotFoundError: No module named 'triton_kernels.matmul_ogs' when vLLM converts "
+        f"the loaded MXFP4 experts for the kernel (it imports triton_kernels from a triton_kernels at "
         f"{path / 'triton_kernels'}, on the PYTHONPATH that [activation.env] in pixi.toml sets"
     ) in k["summary"], k
     assert f"take {path} out of that PYTHONPATH" in k["summary"]
@@ -293,7 +324,11 @@ def test_a_copy_on_pythonpath_fails_the_verdict_and_names_where_it_is_set(
 def test_the_real_wheels_vendored_copy_and_imports(tmp_path, release):
     """The real wheel's vendored copy reads as recorded (v3.5.1, 128, the assert) and its
     _swizzle_mxfp4 imports what the record says."""
-    from pytest_vllm_env.facts.triton_kernels_copy import RECORDED_IMPORTS, RECORDED_VENDORED
+    from pytest_vllm_env.facts.triton_kernels_copy import (
+        RECORDED_BRANCH_IMPORTS,
+        RECORDED_IMPORTS,
+        RECORDED_VENDORED,
+    )
 
     with zipfile.ZipFile(wheel(f"vllm=={release}")) as zf:
         names = set(zf.namelist())
@@ -313,6 +348,8 @@ def test_the_real_wheels_vendored_copy_and_imports(tmp_path, release):
         }
         assert got == RECORDED_VENDORED
         assert tk.swizzle_imports(zf.read(tk.MXFP4_UTILS_PY).decode()) == RECORDED_IMPORTS[release]
+        branch = tk.triton_branch_imports(zf.read(tk.MXFP4_ORACLE_PY).decode())
+        assert branch == RECORDED_BRANCH_IMPORTS[release]
 
 
 @pytest.mark.integration
@@ -325,7 +362,7 @@ def test_the_real_pypi_triton_kernels(pytester, env_builder, release):
     env = _env(env_builder, release, files)  # type: ignore[arg-type]
     run(pytester, env, GPT_OSS)
     k = verdicts(pytester)["quant.kernel-arch"]
-    module = {"0.26.0": "matmul_ogs_details", "0.33.0": "matmul_details"}[release]
+    module = {"0.26.0": "matmul_ogs", "0.33.0": "matmul_details"}[release]
     assert (
         k["outcome"] == "failed" and f"No module named 'triton_kernels.{module}'" in k["summary"]
     ), k
