@@ -42,6 +42,7 @@ def test_qfmt_tensors(
     vllm_checkpoint_scales,
     vllm_checkpoint_samples,
     vllm_launch,
+    vllm_quant_source,
     request,
     verdict,
 ):
@@ -56,7 +57,11 @@ def test_qfmt_tensors(
         )
     verdict(
         quant_tensors.tensors_complete(
-            vllm_checkpoint, vllm_checkpoint_plan, judged, vllm_launch.tensor_parallel_size
+            vllm_checkpoint,
+            vllm_checkpoint_plan,
+            judged,
+            vllm_launch.tensor_parallel_size,
+            vllm_quant_source.moe_fp8_refine_min,
         )
     )
 

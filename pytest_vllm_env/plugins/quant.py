@@ -77,6 +77,7 @@ def vllm_quant_source(vllm_env: PixiEnv, vllm_fact_cache) -> QuantSource:
     from pytest_vllm_env.readers.vllm_quant_source import (
         CT_PY,
         KERNELS_PY,
+        MOE_FP8_ORACLE_PY,
         QUANT_INIT_PY,
         QuantSource,
         parse,
@@ -86,7 +87,7 @@ def vllm_quant_source(vllm_env: PixiEnv, vllm_fact_cache) -> QuantSource:
         vllm_env,
         vllm_fact_cache,
         "vllm-quant-source",
-        [QUANT_INIT_PY, CT_PY, KERNELS_PY],
+        [QUANT_INIT_PY, CT_PY, KERNELS_PY, MOE_FP8_ORACLE_PY],
         lambda paths: parse(*(_text(p) if p is not None else None for p in paths)),
         QuantSource.from_json,
         lambda why: QuantSource(missing=(why,)),
