@@ -22,6 +22,7 @@ float16-only).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import NamedTuple
@@ -390,7 +391,18 @@ def _fix(broken: Sequence[str]) -> str:
         )
     if "size_n" in text:
         fixes.append("keep layers whose output size is not a multiple of 64 in BF16 (ignore)")
-    if "No module named 'triton_kernels." in text:
+    on_path = re.search(
+        r"on the PYTHONPATH that (.+?) sets .*?take (\S+) out of that PYTHONPATH", text
+    )
+    if "No module named 'triton_kernels." in text and on_path:
+        # the copy comes from the PYTHONPATH the env's activation sets (facts/
+        # triton_kernels_copy.py): that setting, not a package, is what to change
+        fixes.append(
+            f"take {on_path[2]} out of the PYTHONPATH that {on_path[1]} sets, so vLLM imports "
+            "the copy it vendors, or put a triton_kernels whose API this vLLM imports there; "
+            "or start vLLM with --moe-backend marlin"
+        )
+    elif "No module named 'triton_kernels." in text:
         # utils/import_utils.py:import_triton_kernels takes a triton_kernels on the path
         # before the copy vLLM vendors: without the separate one, vLLM imports its own
         fixes.append(
