@@ -42,6 +42,7 @@ def test_qfmt_tensors(
     vllm_checkpoint_scales,
     vllm_checkpoint_samples,
     vllm_launch,
+    vllm_quant_source,
     request,
     verdict,
 ):
@@ -56,7 +57,11 @@ def test_qfmt_tensors(
         )
     verdict(
         quant_tensors.tensors_complete(
-            vllm_checkpoint, vllm_checkpoint_plan, judged, vllm_launch.tensor_parallel_size
+            vllm_checkpoint,
+            vllm_checkpoint_plan,
+            judged,
+            vllm_launch.tensor_parallel_size,
+            vllm_quant_source.moe_fp8_refine_min,
         )
     )
 
@@ -94,6 +99,7 @@ def test_qfmt_kernel_arch(
     vllm_quant_source,
     vllm_launch,
     vllm_triton_kernels,
+    vllm_mp_kernel_rules,
     verdict,
 ):
     version = vllm_env.version_of("vllm")
@@ -109,6 +115,7 @@ def test_qfmt_kernel_arch(
             tp=vllm_launch.tensor_parallel_size,
             moe_backend=vllm_launch.moe_backend,
             triton_kernels=vllm_triton_kernels,
+            mp_rules=vllm_mp_kernel_rules,
         )
     )
 

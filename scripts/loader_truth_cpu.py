@@ -11,6 +11,7 @@ Usage::
 
     python scripts/loader_truth_cpu.py [--releases 0.26.0,0.33.0] [--only NAME,...]
     python scripts/loader_truth_cpu.py --corpus formats   # fixtures/format_variants.py
+    python scripts/loader_truth_cpu.py --corpus moe       # fixtures/moe_tp.py
 
 ``--corpus formats`` runs the blind mutations of the compressed-tensors / HF FP8 exports
 (``fixtures/format_variants.py``) and their base exports (``base:<export>``, whose loaded
@@ -41,19 +42,23 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fixtures import format_variants, loader_variants  # noqa: E402
+from fixtures import format_variants, loader_variants, moe_tp  # noqa: E402
 from pytest_vllm_env.facts import vllm_loader_facts  # noqa: E402
 
 VENVS = Path.home() / ".cache" / "pytest-vllm-env" / "venvs"
 PROBE = REPO / "pytest_vllm_env" / "probes" / "vllm_load_weights.py"
 OUT = REPO / "fixtures" / "loader_truth" / "outcomes.json"
 FORMATS_OUT = REPO / "fixtures" / "loader_truth" / "formats_outcomes.json"
+MOE_OUT = REPO / "fixtures" / "loader_truth" / "moe_tp.json"
 META_PROBED = ("ct-fp8-dynamic", "ct-w4a16-asym", "hf-fp8-block")
 # the architectures whose model classes the recorded source facts keep
 ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM")
 # the probe's stubs for vLLM's compiled ops say this when the load itself calls one (online
 # quantization): what vLLM does then is the GPU's to say
 CPU_ONLY = "is not available in the CPU load probe"
+# 0.33.0 picks the WNA16 MoE kernel in the method's __init__ (fused_moe/oracle/int_wna16.py),
+# before create_weights' group checks: on the CPU none is found, what a GPU does is a GPU's
+NO_CPU_BACKEND = "No WNA16 MoE backend supports the deployment configuration"
 KV_PARAMS = (".attn.q_scale", ".attn.k_scale", ".attn.v_scale", ".attn.prob_scale")
 
 
@@ -152,7 +157,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--only", default="")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--sources-only", action="store_true", help="only re-read the source facts")
-    ap.add_argument("--corpus", choices=("modelopt", "formats"), default="modelopt")
+    ap.add_argument("--corpus", choices=("modelopt", "formats", "moe"), default="modelopt")
     a = ap.parse_args(argv)
     releases = a.releases.split(",")
     only = [n for n in a.only.split(",") if n]
@@ -160,6 +165,8 @@ def main(argv: list[str]) -> int:
         # the blind round on the formats beyond ModelOpt: every small parameter's sum kept
         run_corpus(FORMATS_OUT, _formats_jobs, format_variants, releases, only, a.timeout, True)
         return 0
+    if a.corpus == "moe":
+        return run_moe(a)
     if not a.sources_only:
         run_corpus(OUT, _modelopt_jobs, loader_variants, releases, only, a.timeout, False)
     for release in releases:
@@ -249,6 +256,78 @@ def run_corpus(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out.relative_to(REPO)}")
+
+
+def moe_refine(release: str) -> int | None:
+    """What readers.vllm_quant_source reads of that release's fused_moe/oracle/fp8.py (the
+    smallest block Fp8Config's experts are refined to; None: no refinement)."""
+    from pytest_vllm_env.readers.vllm_quant_source import MOE_FP8_ORACLE_PY, parse
+
+    site = next((VENVS / f"vllm-{release}" / "lib").glob("python3*/site-packages"))
+    path = site / MOE_FP8_ORACLE_PY
+    text = path.read_text() if path.is_file() else None
+    return parse(None, None, None, text).moe_fp8_refine_min
+
+
+def run_moe(a: argparse.Namespace) -> int:
+    """The fused-MoE tensor-parallel cases (fixtures/moe_tp.py): one probe process per
+    release, every rank simulated; what each rank refused (or its experts' shapes)."""
+    names = [n for n in a.only.split(",") if n] or list(moe_tp.VARIANTS)
+    empty: dict = {"variants": {}, "runs": {}}
+    recorded = json.loads(MOE_OUT.read_text()) if MOE_OUT.is_file() else empty
+    with tempfile.TemporaryDirectory(prefix="loader-truth-") as tmp:
+        jobs = [
+            {
+                "name": n,
+                "model": str(moe_tp.make(n, Path(tmp) / n)),
+                "mode": "load",
+                **moe_tp.VARIANTS[n].launch,
+            }
+            for n in names
+        ]
+        (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
+        for release in a.releases.split(","):
+            python = VENVS / f"vllm-{release}" / "bin" / "python"
+            start = time.monotonic()
+            proc = subprocess.run(
+                [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
+                capture_output=True,
+                text=True,
+                timeout=a.timeout,
+                cwd=tmp,
+            )
+            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+            print(f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, rc {proc.returncode}")
+            if len(lines) != len(jobs):
+                print(proc.stderr[-3000:])
+            for result in lines:
+                out = summarize(result)
+                out["experts"] = {
+                    rank: {
+                        p.rsplit(".", 1)[1]: v["shape"]
+                        for p, v in (r.get("params") or {}).items()
+                        if ".experts." in p and ".layers.0." in p
+                    }
+                    for rank, r in sorted((result.get("ranks") or {}).items())
+                }
+                for key in ("unset", "kv_params_unset", "casts", "skipped", "ignored", "sums"):
+                    out.pop(key, None)
+                refused = (out.get("refused") or {}).get("message", "")
+                if NO_CPU_BACKEND in refused:  # the backend oracle runs before create_weights
+                    out["gpu_only"] = out.pop("refused")["message"]
+                recorded["variants"].setdefault(result["job"]["name"], {})[release] = out
+            recorded["runs"][release] = {
+                "python": str(python),
+                "torch": lines[0].get("torch") if lines else None,
+                "seconds": round(time.monotonic() - start),
+                "date": time.strftime("%Y-%m-%d"),
+            }
+            recorded.setdefault("sources", {})[release] = moe_refine(release)
+    for n in names:
+        recorded["variants"].setdefault(n, {})["variant"] = moe_tp.describe(n)
+    MOE_OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {MOE_OUT.relative_to(REPO)}")
+    return 0
 
 
 if __name__ == "__main__":

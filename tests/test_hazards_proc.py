@@ -24,18 +24,26 @@ SLACK = 2 * proc.DRAIN + 3  # the drain after the end, and a loaded 2-core machi
 
 
 def _alive(pid: int) -> bool:
+    """Whether the ``sleep 1000`` every test here starts as its tool's child is still running
+    as ``pid``: a zombie is dead for our purpose (only its parent, init here, can reap it), and
+    so is another program that got the pid once ours was reaped (pids wrap quickly on a CI box
+    where several test runs start thousands of processes)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a zombie is dead for our purpose; only its parent (init here) can reap it
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+    return state != "Z" and cmdline == b"sleep\x001000\x00"
 
 
-def _gone_soon(pid: int, seconds: float = 5.0) -> bool:
+def _gone_soon(pid: int, seconds: float = 3 * SLACK) -> bool:
+    # generous on purpose: a killed tool is gone in milliseconds, but on the 2-core CI box
+    # under five engineers' runs (load 11) the 5 s this had was seen to run out; a tool that
+    # survives (sleep 1000) still fails it
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if not _alive(pid):

@@ -311,6 +311,12 @@ def test_a_copy_on_pythonpath_fails_the_verdict_and_names_where_it_is_set(
         f"{path / 'triton_kernels'}, on the PYTHONPATH that [activation.env] in pixi.toml sets"
     ) in k["summary"], k
     assert f"take {path} out of that PYTHONPATH" in k["summary"]
+    # the fix is the setting, not a package to uninstall
+    assert k["fix"].startswith(
+        f"take {path} out of the PYTHONPATH that [activation.env] in pixi.toml sets, so vLLM "
+        "imports the copy it vendors"
+    ), k["fix"]
+    assert "pip uninstall" not in k["fix"]
     pytester.path.joinpath("report.json").unlink()
     env.manifest("")
     run(pytester, env, folder)

@@ -25,6 +25,7 @@ from pytest_vllm_env.checks.quant_config import relabel
 from pytest_vllm_env.checks.quant_tensors_load import (
     QUANT_LEAVES,
     block_scale,
+    experts_share,
     row_narrowed,
     same_bits,
     split_problems,
@@ -56,6 +57,8 @@ FIX = {
     "it quantized",
     "tp-model": "use a --tensor-parallel-size that divides num_attention_heads (config.json) "
     "and the key/value heads (or that they divide)",
+    "tp-moe": "use a --tensor-parallel-size that divides the experts' intermediate size "
+    "(config.json's moe_intermediate_size, or intermediate_size for Mixtral)",
     "tp": "use a --tensor-parallel-size whose per-rank shares hold whole groups / blocks (a "
     "smaller one), or re-quantize with a smaller group_size / weight_block_size",
     "experts": "re-export the MoE experts as gpt-oss writes them (*_blocks U8, *_scales U8, "
@@ -68,9 +71,12 @@ def tensors_complete(
     plan: QuantPlan,
     modelopt_verdict: Finding | None = None,
     tp: int = 1,
+    moe_refine: int | None = None,
 ) -> Finding:
     """Each quantized Linear holds the parameters its scheme registers, as they load (on each
-    of ``tp`` ranks); each Linear vLLM builds unquantized holds no quantized tensors."""
+    of ``tp`` ranks; ``moe_refine``: the env's vLLM refines block-FP8 experts' blocks,
+    ``QuantSource.moe_fp8_refine_min``); each Linear vLLM builds unquantized holds no
+    quantized tensors."""
     check = "quant.tensors-complete"
     if blocked := skip_unreadable(check, ckpt, config=True, tensors=True):
         return blocked
@@ -89,7 +95,17 @@ def tensors_complete(
             issues += _module(prefix, ckpt.modules.get(prefix, {}), scheme, built, tp)
             if tp > 1:
                 fused = fused_name(prefix, ckpt.modules) != prefix
-                issues += tp_share(prefix, ckpt.modules.get(prefix, {}), scheme, tp, built, fused)
+                issues += tp_share(
+                    prefix,
+                    ckpt.modules.get(prefix, {}),
+                    scheme,
+                    tp,
+                    built,
+                    fused,
+                    ckpt.config,
+                )
+        if tp > 1:
+            issues += experts_share(ckpt.config, tp, moe_refine)
         issues += _blocks(plan, ckpt.modules)
         issues += stored_quantized(plan, ckpt.modules)
     if tp > 1:  # the model's own split is refused first (at config or build time)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_vllm_env.facts import tp_shares
 from pytest_vllm_env.facts.quant_plan import QuantPlan, Scheme, linear_shape
-from pytest_vllm_env.facts.vllm_tp import head_problems
+from pytest_vllm_env.facts.vllm_load_plan import dims_of
+from pytest_vllm_env.facts.vllm_tp import moe_problems
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 
 QUANT_LEAVES = ("_scale", "_scale_inv", "_zero_point", "_g_idx", "_packed", "_shape")
@@ -58,44 +60,44 @@ def tp_share(
     tp: int,
     built: tuple[int, int] | None = None,
     fused: bool = False,
+    config: Mapping[str, Any] | None = None,
 ) -> list:
-    """What each of ``tp`` ranks builds of a quantized Linear, as create_weights checks it:
-    block FP8 (``fp8_utils.py:validate_fp8_block_shape``, from Fp8LinearMethod and
-    CompressedTensorsW8A8Fp8's create_weights): a row-parallel layer's input share must be
-    whole block_k columns, a column-parallel layer's output share whole block_n rows ("Weight
-    output_partition_size = 64 is not divisible by weight quantization block_n = 128", both
-    releases, measured) - except a shard of a fused layer under a quantization config that
-    carries ``weight_block_size`` (Fp8Config; CompressedTensorsConfig has none):
-    ``ColumnParallelLinear._maybe_allow_fp8_block_shape_mismatch`` skips the check, and the
-    weight loader (``BlockQuantScaleParameter`` a ``_ColumnvLLMParameter``:
-    ``load_qkv_weight`` / ``load_merged_column_weight`` narrow the stored scale at
-    ``tp_rank * rows``) fails on the first rank whose rows run past the stored scale's;
-    grouped int weights (``compressed_tensors_wNa16.py:create_weights`` ->
-    ``distributed/utils.py:verify_group_size_divides_partition``): a row-parallel layer's
-    input share must be whole groups, unless the scales are repeated on every rank
-    (``marlin_repeat_scales_on_all_ranks``: activation order, or channel-wise)."""
+    """What each of ``tp`` ranks builds of a quantized Linear (its :class:`tp_shares.Share`,
+    the per-rank model quant.tensor-parallel reads too: key/value heads replicated when
+    fewer than ``tp``, from ``config``), as create_weights checks it: block FP8
+    (:func:`tp_shares.fp8_block_misses`, ``validate_fp8_block_shape``): a row-parallel
+    layer's input share must be whole block_k columns, a column-parallel layer's output
+    share whole block_n rows ("Weight output_partition_size = 64 is not divisible by weight
+    quantization block_n = 128", both releases, measured) - except a shard of a fused layer
+    under a quantization config that carries ``weight_block_size`` (Fp8Config;
+    CompressedTensorsConfig has none): the check is skipped
+    (:func:`tp_shares.fp8_block_allowed`) and the weight loader narrows the stored block
+    scale per slice (:func:`tp_shares.fp8_scale_overrun`), failing on the first slice whose
+    rows run past it; grouped int weights (:func:`tp_shares.group_split`,
+    ``verify_group_size_divides_partition``): a row-parallel layer's input share must be
+    whole groups, unless the scales are repeated on every rank. A fused MoE layer's experts:
+    :func:`experts_share`."""
     weight = parts.get("weight") or parts.get("weight_packed")
     if weight is None or len(weight.shape) != 2:
         return []
+    name = f"{prefix}.{'weight_packed' if 'weight_packed' in parts else 'weight'}"
     settings = scheme.settings
     out_f, in_f = built or linear_shape(parts, scheme) or (0, 0)
     if not out_f:
         return []
-    row = prefix.rpartition(".")[2] in ROW_PARALLEL
-    share_in, share_out = (in_f // tp, out_f) if row else (in_f, out_f // tp)
-    name = f"{prefix}.{'weight_packed' if 'weight_packed' in parts else 'weight'}"
+    if ".experts." in prefix:
+        return []  # a fused MoE layer's: experts_share
+    share, index = _share(prefix, out_f, in_f, tp, config)
+    share_out = share.rank_outs[index]
     bn, bk = settings.get("block_n"), settings.get("block_k")
+    misses = tp_shares.fp8_block_misses(share, (bn, bk)) if bn and bk else []
+    mine = [m for m in misses if m[1] in (-1, index)]
     msg = ""
-    if bk and row and share_in % bk:
-        msg = (
-            f"Weight input_size_per_partition = {share_in} is not divisible by weight "
-            f"quantization block_k = {bk}"
-        )
-    elif bn and not row and share_out % bn and fused and scheme.row.producer == "fp8":
-        stored, rows = -(-out_f // bn), -(-share_out // bn)
-        if tp * rows <= stored:
+    if bn and not share.row and share_out % bn and fused and scheme.row.producer == "fp8":
+        over = tp_shares.fp8_scale_overrun(out_f, share_out, share.distinct[index], bn)
+        if over is None:
             return []  # loads; the blocks that span shards are _blocks' (at tp 1) to judge
-        rank = stored // rows
+        rank, rows, stored = over
         scale = f"{prefix}.{block_scale(scheme)}"
         return [
             (
@@ -108,14 +110,13 @@ def tp_share(
                 scale,
             )
         ]
-    elif bn and not row and share_out % bn:
-        msg = (
-            f"Weight output_partition_size = {share_out} is not divisible by weight "
-            f"quantization block_n = {bn}"
-        )
+    if mine:
+        msg = mine[0][3]
     group = settings.get("group", 0)
-    if not msg and group and group > 0 and row and "g_idx" not in scheme.flags and share_in % group:
-        msg = f"Weight input_size_per_partition={share_in} is not divisible by group_size={group}"
+    if not msg and share.row and group and group > 0:
+        bad = tp_shares.group_split(share, group, "g_idx" in scheme.flags)
+        if bad is not None:
+            msg = f"Weight input_size_per_partition={bad} is not divisible by group_size={group}"
     if not msg:
         return []
     return [
@@ -125,6 +126,50 @@ def tp_share(
             f"{prefix} at tensor_parallel_size={tp}: vLLM refuses building it ({msg})",
             name,
         )
+    ]
+
+
+QKV_LEAVES = ("q_proj", "k_proj", "v_proj")
+
+
+def _share(
+    prefix: str, out_f: int, in_f: int, tp: int, config: Mapping[str, Any] | None
+) -> tuple[tp_shares.Share, int]:
+    """The share of the Linear ``prefix`` is a shard of, and the shard's sub-output index:
+    a row-parallel layer's, ``QKVParallelLinear``'s (from config.json's heads) for q/k/v, else
+    the one output's."""
+    leaf = prefix.rpartition(".")[2]
+    if leaf in ROW_PARALLEL:
+        return tp_shares.row(out_f, in_f, tp), 0
+    d = dims_of(config) if config and leaf in QKV_LEAVES else None
+    if d is not None and d.heads and d.head_dim:
+        # the query's width as sized here (config_shape's heads * head_dim, or a gated
+        # attention's stored double width): the same share the layer's q holds
+        gate = d.q_gate and leaf == "q_proj" and out_f == 2 * d.heads * d.head_dim
+        share = tp_shares.qkv(d.heads, d.kv_heads, d.head_dim, in_f, tp, gate)
+        return share, QKV_LEAVES.index(leaf)
+    return tp_shares.column((out_f,), in_f, tp), 0
+
+
+def experts_share(config: Mapping[str, Any] | None, tp: int, refine: int | None = None) -> list:
+    """A fused MoE layer's experts on ``tp`` ranks (the Linear plan leaves them out): each
+    rank holds ``inter / tp`` rows of every expert's gate and up and columns of its down
+    (:class:`tp_shares.MoeShare`), judged by the experts' scheme as
+    ``facts.vllm_tp.moe_problems`` judges it for quant.tensor-parallel (block FP8,
+    ``refine``: the env's vLLM refines Fp8Config's broken blocks; grouped int). The split
+    itself (``inter % tp``) is :func:`split_problems`'."""
+    if not config or tp <= 1:
+        return []
+    return [
+        (
+            "refuses",
+            "tp",
+            f"{p.where.removesuffix(' (experts)')} at tensor_parallel_size={tp}: vLLM refuses "
+            f"building its fused experts ({p.message})",
+            p.tensors[0] if p.tensors else "",
+        )
+        for p in moe_problems(config, tp, refine)
+        if p.where.endswith("(experts)")
     ]
 
 
@@ -161,8 +206,9 @@ def block_scale(scheme: Scheme) -> str:
 
 
 def split_problems(config: Mapping[str, Any] | None, tp: int) -> list:
-    """What ``tp`` ranks refuse of the model itself (its heads, its vocabulary), the rules of
-    ``facts/vllm_tp.py:head_problems`` on config.json (its text_config for a VLM)."""
+    """What ``tp`` ranks refuse of the model itself (its heads, its vocabulary, an MoE's
+    expert width), the rules of ``facts/tp_shares.py`` (:func:`tp_shares.head_problems`,
+    :func:`tp_shares.moe_dims`) on config.json (its text_config for a VLM)."""
     text: Mapping[str, Any] = config or {}
     inner = text.get("text_config")
     if isinstance(inner, Mapping) and "num_attention_heads" in inner:
@@ -173,13 +219,22 @@ def split_problems(config: Mapping[str, Any] | None, tp: int) -> list:
         vocab = int(text.get("vocab_size") or 0)
     except (TypeError, ValueError):
         return []
+    problems = tp_shares.head_problems(heads, kv, vocab, tp)
+    moe = tp_shares.moe_dims(config)
+    if moe is not None and not problems and tp > 1 and moe[1] % tp:
+        # fused_moe/config.py:FusedMoEConfig.__post_init__ asserts the split (0.26.0, 0.33.0)
+        problems.append(
+            tp_shares.TpProblem(
+                "build", "the experts' intermediate size", f"{moe[1]} is not divisible by {tp}"
+            )
+        )
     return [
         (
             "refuses",
-            "tp-model",
+            "tp-moe" if p.where.startswith("the experts'") else "tp-model",
             f"tensor_parallel_size={tp}: vLLM refuses it at {p.stage} time ({p.where}: "
             f"{p.message})",
             "",
         )
-        for p in head_problems(heads, kv, vocab, tp)
+        for p in problems
     ]

@@ -1,26 +1,12 @@
 """How the env's vLLM splits a checkpoint over ``tensor_parallel_size`` ranks, and what in
-that split it refuses. Rules from vLLM 0.26.0's and 0.33.0's source, each checked on both
-real loaders on the CPU with every rank simulated (fixtures/loader_truth/outcomes.json:
-``tp2``, ``tp3``, ``tp4-kv-replicated``, ``pbwo-tp2``, ``pbwo-tp4``):
-
-- ``config/model.py:verify_with_parallel_config``: ``num_attention_heads % tp == 0`` or, at
-  config time, "Total number of attention heads (4) must be divisible by tensor parallel
-  size (3)."
-- ``layers/linear.py``: ``QKVParallelLinear`` splits the query heads; key/value heads are
-  split when there are at least ``tp`` of them (``kv % tp == 0``), else replicated
-  (``tp % kv == 0``, one head per rank); ``MergedColumnParallelLinear`` and
-  ``ColumnParallelLinear`` split each output (``divide``: an ``AssertionError`` "X is not
-  divisible by Y"), ``RowParallelLinear`` the input; ``VocabParallelEmbedding`` and
-  ``ParallelLMHead`` the vocabulary padded to 64.
-- the quantized layer's ``create_weights`` and weight loader, per rank: FP8_PB_WO's 128x128
-  block scales need every rank's share of every fused output (q, k, v; gate, up) and of the
-  input to be whole blocks (0.26.0 checks the fused output and input in ``create_weights``:
-  "ModelOpt FP8_PB_WO requires out_features divisible by 128, got 192"; 0.33.0 pads a partial
-  fused output but checks the input, "FP8_PB_WO requires in divisible by 128, got 64"; in
-  both, a shard of a partial block fails to load: "start (2) + length (1) exceeds dimension
-  size (2)" on ``v_proj.weight_scale``); NVFP4 and W4A16_NVFP4 need the rank's input to be a
-  multiple of 16 ("Unsupported model when in features size is not multiple of 16"), MXFP8 of
-  32 ("MXFP8 requires input dimension to be divisible by 32").
+that split it refuses (``quant.tensor-parallel``, ModelOpt's split in ``launch.py``). Each
+rank's share of each Linear and fused MoE layer, and what each format asks of it, is the one
+per-rank model of :mod:`pytest_vllm_env.facts.tp_shares` (which ``quant.tensors-complete``
+reads too); this module finds the model's layers (a ModelOpt load plan's parameters, or
+config.json's sizes and each Linear's scheme) and says what the model finds in vLLM's words.
+Each rule checked on both real loaders on the CPU with every rank simulated
+(fixtures/loader_truth/outcomes.json: ``tp2``, ``tp3``, ``tp4-kv-replicated``, ``pbwo-tp2``,
+``pbwo-tp4``; formats_outcomes.json; fixtures/loader_truth/moe_tp.json for the experts).
 
 Which kernel then runs each rank's GEMM, and its own alignment (Marlin pads to 64/128 in
 0.26.0 and 0.33.0, ``marlin_padded_nk``), is a GPU's to show (scripts/device/loader_truth.sh).
@@ -28,28 +14,18 @@ Which kernel then runs each rank's GEMM, and its own alignment (Marlin pads to 6
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from pytest_vllm_env.facts import tp_shares
+from pytest_vllm_env.facts.tp_shares import (  # noqa: F401  (the names callers import here)
+    FORMAT_BLOCKS,
+    VOCAB_PADDING,
+    TpProblem,
+    head_problems,
+)
 from pytest_vllm_env.facts.vllm_load_plan import LINEAR_KINDS, LoadPlan, dims_of
-
-# per-rank divisibility the quantized layers need: algo -> (output block, input block)
-FORMAT_BLOCKS: dict[str, tuple[int, int]] = {
-    "FP8_PB_WO": (128, 128),
-    "NVFP4": (1, 16),
-    "W4A16_NVFP4": (1, 16),
-    "MXFP8": (1, 32),
-}
-VOCAB_PADDING = 64
-
-
-@dataclass(frozen=True)
-class TpProblem:
-    """One refusal the split causes: at ``stage`` (config, build, load), in ``where``."""
-
-    stage: str
-    where: str
-    message: str
-    tensors: tuple[str, ...] = ()  # the checkpoint tensors of that share
 
 
 @dataclass
@@ -63,45 +39,9 @@ class TpSplit:
     checked: int = 0
 
 
-def _div(a: int, b: int) -> int | None:
-    return a // b if b and a % b == 0 else None
-
-
-def head_problems(heads: int, kv_heads: int, vocab: int, tp: int) -> list[TpProblem]:
-    """What ``tp`` ranks refuse of a decoder's heads and vocabulary, before any Linear's
-    shapes: ``config/model.py:verify_with_parallel_config`` (query heads, at config time),
-    ``QKVParallelLinear`` (key/value heads split or replicated), ``VocabParallelEmbedding``
-    (the vocabulary padded to 64)."""
-    out: list[TpProblem] = []
-    if tp <= 1 or heads <= 0:
-        return out
-    if heads % tp:
-        out.append(
-            TpProblem(
-                "config",
-                "num_attention_heads",
-                f"Total number of attention heads ({heads}) must be divisible by tensor "
-                f"parallel size ({tp}).",
-            )
-        )
-        return out
-    if kv_heads >= tp and kv_heads % tp:
-        out.append(
-            TpProblem("build", "num_key_value_heads", f"{kv_heads} is not divisible by {tp}")
-        )
-    elif 0 < kv_heads < tp and tp % kv_heads:
-        out.append(
-            TpProblem("build", "num_key_value_heads", f"{tp} is not divisible by {kv_heads}")
-        )
-    if vocab:
-        padded = -(-vocab // VOCAB_PADDING) * VOCAB_PADDING
-        if padded % tp:
-            out.append(TpProblem("build", "vocab_size", f"{padded} is not divisible by {tp}"))
-    return out
-
-
 def split(plan: LoadPlan, tp: int) -> TpSplit:
-    """The split of ``plan``'s model over ``tp`` ranks (every rank has the same shapes)."""
+    """The split of ``plan``'s model over ``tp`` ranks (every rank has the same shapes): each
+    Linear's :class:`tp_shares.Share`, judged by :func:`tp_shares.modelopt_blocks`."""
     out = TpSplit(tp)
     d = plan.dims
     if d is None or tp <= 1:
@@ -111,8 +51,6 @@ def split(plan: LoadPlan, tp: int) -> TpSplit:
         return out
     algo = plan.decision.algo or ""
     block_out, block_in = FORMAT_BLOCKS.get(algo, (1, 1))
-    kv_rank = (d.kv_heads // tp if d.kv_heads >= tp else 1) * d.head_dim
-    q_rank = d.heads // tp * d.head_dim * (2 if d.q_gate else 1)
     for name, p in plan.params.items():
         if not name.endswith(".weight") or p.kind not in LINEAR_KINDS:
             continue
@@ -124,63 +62,56 @@ def split(plan: LoadPlan, tp: int) -> TpSplit:
         if p.dtype == "U8":  # NVFP4 packs two values a byte: the logical input is twice
             inp *= 2
         if p.kind == "qkv":
-            outs = {"q": q_rank, "k": kv_rank, "v": kv_rank}
-            rank_in = inp
+            names = ("q", "k", "v")
+            share = tp_shares.qkv(d.heads, d.kv_heads, d.head_dim, inp, tp, d.q_gate)
         elif p.kind in ("merged", "column"):
-            outs = {}
-            for shard, (o, _) in full.items():
-                per = _div(o, tp)
-                if per is None:
-                    out.problems.append(
-                        TpProblem(
-                            "build", f"{module} ({shard or 'out'})", f"{o} is not divisible by {tp}"
-                        )
-                    )
-                    per = o // tp
-                outs[shard or "out"] = per
-            rank_in = inp
+            names = tuple(shard or "out" for shard in full)
+            share = tp_shares.column([o for o, _ in full.values()], inp, tp)
+            for i, o in share.uneven:
+                out.problems.append(
+                    TpProblem("build", f"{module} ({names[i]})", f"{o} is not divisible by {tp}")
+                )
         elif p.kind == "row":
             ((o, _),) = full.values()
-            outs = {"out": o}
-            per_in = _div(inp, tp)
-            if per_in is None:
+            names = ("out",)
+            share = tp_shares.row(o, inp, tp)
+            if share.uneven:
                 out.problems.append(
                     TpProblem("build", f"{module} (in)", f"{inp} is not divisible by {tp}")
                 )
-                per_in = inp // tp
-            rank_in = per_in
         else:  # replicated
-            outs = {k or "out": o for k, (o, _) in full.items()}
-            rank_in = inp
+            names = tuple(k or "out" for k in full)
+            share = tp_shares.replicated([o for o, _ in full.values()], inp, tp)
         out.checked += 1
         if ".layers.0." in module or ".layers." not in module:
-            out.shapes[module] = (tuple(outs.values()), rank_in)
+            out.shapes[module] = (share.rank_outs, share.rank_in)
         if not p.quantized:
             continue
-        for shard, size in outs.items():
-            if size % block_out:
-                names = tuple(
-                    f.tensor
-                    for f in plan.fates
-                    if f.param is not None
-                    and f.param.rsplit(".", 1)[0] == module
-                    and (f.shard or "out") == shard
+        bad_outs, bad_in = tp_shares.modelopt_blocks(share, algo)
+        for i, size in bad_outs:
+            shard = names[i]
+            tensors = tuple(
+                f.tensor
+                for f in plan.fates
+                if f.param is not None
+                and f.param.rsplit(".", 1)[0] == module
+                and (f.shard or "out") == shard
+            )
+            out.problems.append(
+                TpProblem(
+                    "load",
+                    f"{module} ({shard})",
+                    f"{algo}: each rank holds {size} rows of {shard}, not whole "
+                    f"{block_out}-row blocks",
+                    tensors,
                 )
-                out.problems.append(
-                    TpProblem(
-                        "load",
-                        f"{module} ({shard})",
-                        f"{algo}: each rank holds {size} rows of {shard}, not whole "
-                        f"{block_out}-row blocks",
-                        names,
-                    )
-                )
-        if rank_in % block_in:
+            )
+        if bad_in is not None:
             out.problems.append(
                 TpProblem(
                     "build",
                     f"{module} (in)",
-                    f"{algo}: each rank's input is {rank_in}, not a multiple of {block_in}",
+                    f"{algo}: each rank's input is {bad_in}, not a multiple of {block_in}",
                 )
             )
     return out
@@ -212,29 +143,18 @@ class FormatScheme:
     config_has_block_size: bool = False
 
 
-def format_split(config: dict, schemes: dict[str, FormatScheme], tp: int) -> TpSplit:
+def format_split(
+    config: dict, schemes: dict[str, FormatScheme], tp: int, moe_refine: int | None = None
+) -> TpSplit:
     """The split of a checkpoint of any format over ``tp`` ranks, from config.json's sizes and
     the scheme of each checkpoint Linear (``schemes``: module name -> :class:`FormatScheme`;
-    a module absent is unquantized). The rules each scheme's ``create_weights`` applies to
-    the rank's share, read from vLLM 0.26.0 and 0.33.0 (the same in both; measured on both
-    real loaders on the CPU, fixtures/field_reports.py):
-
-    - block FP8 (``Fp8LinearMethod``, ``CompressedTensorsW8A8Fp8`` / ``W8A16Fp8`` with a
-      block strategy): ``quantization/utils/fp8_utils.py:validate_fp8_block_shape``: a row-
-      parallel split whose rank input is not a multiple of ``block_k`` raises "Weight
-      input_size_per_partition = 192 is not divisible by weight quantization block_k = 128.";
-      a column split (or a merged layer) whose rank outputs are not multiples of ``block_n``
-      raises "Weight output_partition_size = ...". ``layers/linear.py:ColumnParallelLinear.
-      _maybe_allow_fp8_block_shape_mismatch`` skips that check for a merged layer (qkv,
-      gate_up) whose config class has ``weight_block_size`` (``Fp8Config``) and whose shares
-      break the block: such a layer is not refused at build (what its scales then do is
-      quant.tensors-complete's).
-    - WNA16 (``CompressedTensorsWNA16.create_weights``): scales are split with the input
-      unless ``marlin_repeat_scales_on_all_ranks`` (channelwise and row-parallel; 0.26.0 also
-      act-order), and then ``distributed/utils.py:verify_group_size_divides_partition``
-      raises "Weight input_size_per_partition=192 for layer '...' is not divisible by
-      group_size=128. ... Consider reducing tensor_parallel_size." (act-order is not judged:
-      the two releases differ there).
+    a module absent is unquantized): each decoder Linear's :class:`tp_shares.Share` judged
+    by its scheme's rule (block FP8: :func:`tp_shares.fp8_block`, ``validate_fp8_block_shape``
+    with ``Fp8Config``'s allowance for a merged layer, what its scales then do being
+    quant.tensors-complete's; grouped int: :func:`tp_shares.group_split`,
+    ``verify_group_size_divides_partition``), and the fused MoE experts'
+    :class:`tp_shares.MoeShare` (:func:`moe_problems`). Measured on both real loaders on the
+    CPU (fixtures/field_reports.py, fixtures/loader_truth/moe_tp.json).
 
     Which kernel then runs a rank's GEMM (Marlin's and Machete's own tile sizes) is
     quant.kernel-arch's and a GPU's."""
@@ -245,18 +165,14 @@ def format_split(config: dict, schemes: dict[str, FormatScheme], tp: int) -> TpS
     out.problems += head_problems(d.heads, d.kv_heads, d.vocab, tp)
     if any(p.stage == "config" for p in out.problems):
         return out
-    kv_rank = (d.kv_heads // tp if d.kv_heads >= tp else 1) * d.head_dim
-    q_full = d.heads * d.head_dim * (2 if d.q_gate else 1)
-    q_rank = q_full // tp
     inter = d.intermediate or 0
-    full: dict[str, tuple[list[int], int]] = {
-        "self_attn.qkv_proj": (
-            [q_full, d.kv_heads * d.head_dim, d.kv_heads * d.head_dim],
-            d.hidden,
+    shares = {
+        "self_attn.qkv_proj": tp_shares.qkv(
+            d.heads, d.kv_heads, d.head_dim, d.hidden, tp, d.q_gate
         ),
-        "self_attn.o_proj": ([d.hidden], d.heads * d.head_dim),
-        "mlp.gate_up_proj": ([inter, inter], d.hidden),
-        "mlp.down_proj": ([d.hidden], inter),
+        "self_attn.o_proj": tp_shares.row(d.hidden, d.heads * d.head_dim, tp),
+        "mlp.gate_up_proj": tp_shares.column([inter, inter], d.hidden, tp),
+        "mlp.down_proj": tp_shares.row(d.hidden, inter, tp),
     }
     if inter and inter % tp:
         out.problems.append(
@@ -273,78 +189,126 @@ def format_split(config: dict, schemes: dict[str, FormatScheme], tp: int) -> TpS
     for leaf, parts in LAYER_SHARDS.items():
         found = [schemes.get(f"{layer}.{p}") for p in parts]
         scheme = next((s for s in found if s is not None), None)
-        outs_full, in_full = full[leaf]
-        if leaf in ROW_PARALLEL:
-            outs, in_rank = list(outs_full), in_full // tp
-        elif leaf == "self_attn.qkv_proj":
-            outs, in_rank = [q_rank, kv_rank, kv_rank], in_full
-        else:
-            outs, in_rank = [o // tp for o in outs_full], in_full
-        out.shapes[f"{layer}.{leaf}"] = (tuple(outs), in_rank)
+        share = shares[leaf]
+        out.shapes[f"{layer}.{leaf}"] = (share.rank_outs, share.rank_in)
         if scheme is None or not inter:
             continue
         out.checked += 1
         module = f"{layer}.{leaf}"
         tensors = tuple(f"{layer}.{p}.weight" for p in parts)
-        if scheme.block:
-            out.problems += _fp8_block(
-                module, scheme, outs, sum(outs_full), in_full, in_rank, tp, tensors
+        miss = (
+            tp_shares.fp8_block(share, scheme.block, scheme.config_has_block_size)
+            if scheme.block
+            else None
+        )
+        if miss is not None:
+            part, _, _, message = miss
+            out.problems.append(
+                TpProblem("build", f"{module} ({part})", f"{message} ({scheme.name})", tensors)
             )
-        if scheme.group and scheme.group != -1 and not scheme.g_idx:
-            if in_rank % scheme.group:
-                out.problems.append(
-                    TpProblem(
-                        "build",
-                        f"{module} (in)",
-                        f"Weight input_size_per_partition={in_rank} for layer "
-                        f"'{layer}.{parts[0].rsplit('.', 1)[0]}.{leaf.rsplit('.', 1)[1]}' is "
-                        f"not divisible by group_size={scheme.group} ({scheme.name})",
-                        tensors,
-                    )
+        if (bad := tp_shares.group_split(share, scheme.group, scheme.g_idx)) is not None:
+            out.problems.append(
+                TpProblem(
+                    "build",
+                    f"{module} (in)",
+                    f"Weight input_size_per_partition={bad} for layer "
+                    f"'{layer}.{parts[0].rsplit('.', 1)[0]}.{leaf.rsplit('.', 1)[1]}' is "
+                    f"not divisible by group_size={scheme.group} ({scheme.name})",
+                    tensors,
                 )
+            )
+    out.problems += moe_problems(config, tp, moe_refine, out)
     return out
 
 
-def _fp8_block(
-    module: str,
-    scheme: FormatScheme,
-    outs: list[int],
-    output_size: int,
-    input_size: int,
-    in_rank: int,
-    tp: int,
-    tensors: tuple[str, ...],
+def expert_scheme(config: Mapping[str, Any]) -> FormatScheme | None:
+    """The scheme vLLM builds a fused MoE layer's experts with, from config.json's
+    quantization block (the Linear plan leaves experts out): ``Fp8Config`` with
+    ``weight_block_size`` -> ``Fp8MoEMethod`` (block FP8); compressed-tensors' group whose
+    targets match the experts (``Linear``) -> ``CompressedTensorsW8A8Fp8MoEMethod`` (block
+    strategy) or ``CompressedTensorsWNA16(Marlin)MoEMethod`` (int, group strategy; act-order
+    not judged); None for experts left out (``ignore``) or a format without a per-rank
+    rule here."""
+    block = config.get("quantization_config")
+    if not isinstance(block, Mapping):
+        return None
+    method = str(block.get("quant_method", "")).lower()
+    if method == "fp8":
+        size = block.get("weight_block_size")
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) for x in size):
+            return FormatScheme("Fp8MoEMethod", (size[0], size[1]), config_has_block_size=True)
+        return None
+    if method != "compressed-tensors":
+        return None
+    if any("expert" in str(i) for i in block.get("ignore") or []):
+        return None
+    for group in (block.get("config_groups") or {}).values():
+        if not isinstance(group, Mapping):
+            continue
+        targets = [str(t) for t in group.get("targets") or []]
+        weights = group.get("weights")
+        if not isinstance(weights, Mapping) or not any(
+            t == "Linear" or "expert" in t for t in targets
+        ):
+            continue
+        shape = weights.get("block_structure")
+        if weights.get("strategy") == "block" and isinstance(shape, list) and len(shape) == 2:
+            return FormatScheme("CompressedTensorsW8A8Fp8MoEMethod", (int(shape[0]), int(shape[1])))
+        if weights.get("type") == "int" and weights.get("strategy") == "group":
+            size = weights.get("group_size")
+            return FormatScheme(
+                "CompressedTensorsWNA16MoEMethod",
+                group=int(size) if isinstance(size, int) else None,
+                g_idx=weights.get("actorder") is not None,
+            )
+        return None
+    return None
+
+
+def moe_problems(
+    config: Mapping[str, Any], tp: int, refine: int | None = None, out: TpSplit | None = None
 ) -> list[TpProblem]:
-    """``validate_fp8_block_shape`` for one layer's rank share (see :func:`format_split`)."""
-    assert scheme.block is not None
-    block_n, block_k = scheme.block
-    if scheme.config_has_block_size and len(outs) > 1 and any(o % block_n for o in outs):
-        return []  # ColumnParallelLinear._maybe_allow_fp8_block_shape_mismatch
-    if tp > 1 and input_size // in_rank == tp and in_rank % block_k:
+    """The fused MoE layers' split (:class:`tp_shares.MoeShare`): the experts' width over the
+    ranks (``FusedMoEConfig``'s assert), and what the experts' scheme
+    (:func:`expert_scheme`) needs of each rank's share (block FP8:
+    :func:`tp_shares.moe_fp8_block`, ``refine``: the env's vLLM refines ``Fp8Config``'s broken
+    blocks, 0.33.0; grouped int: :func:`tp_shares.moe_wna16_group`). ``out``: the split that
+    counts the layer and records its shares."""
+    dims = tp_shares.moe_dims(config)
+    d = dims_of(config)
+    if dims is None or d is None or tp <= 1:
+        return []
+    share = tp_shares.moe(dims[1], d.hidden, tp)
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    block = "block_sparse_moe" if text.get("model_type") == "mixtral" else "mlp"
+    experts = f"model.layers.0.{block}.experts"
+    gate = f"{experts}.0.{'w1' if block == 'block_sparse_moe' else 'gate_proj'}"
+    if share.uneven:
         return [
             TpProblem(
                 "build",
-                f"{module} (in)",
-                f"Weight input_size_per_partition = {in_rank} is not divisible by weight "
-                f"quantization block_k = {block_k} ({scheme.name})",
-                tensors,
+                f"{experts} (intermediate)",
+                f"{share.inter} is not divisible by {tp} (FusedMoEConfig)",
             )
         ]
-    is_tp_split = tp > 1 and output_size // sum(outs) == tp
-    if is_tp_split or len(outs) > 1:
-        check = outs if is_tp_split else outs[:-1]
-        for size in check:
-            if size % block_n:
-                return [
-                    TpProblem(
-                        "build",
-                        f"{module} (out)",
-                        f"Weight output_partition_size = {size} is not divisible by weight "
-                        f"quantization block_n = {block_n} ({scheme.name})",
-                        tensors,
-                    )
-                ]
-    return []
+    scheme = expert_scheme(config)
+    if scheme is None:
+        return []
+    if out is not None:
+        out.checked += 1
+        out.shapes[experts] = ((share.rank_inter, share.rank_inter), share.hidden)
+    message = None
+    if scheme.block:
+        # only Fp8MoEMethod refines (0.33.0); CompressedTensorsW8A8Fp8MoEMethod does not
+        message = tp_shares.moe_fp8_block(
+            share, scheme.block, refine if scheme.config_has_block_size else None
+        )
+    elif scheme.group and not scheme.g_idx:
+        message = tp_shares.moe_wna16_group(share, scheme.group)
+    if message is None:
+        return []
+    gate += ".weight_packed" if scheme.group else ".weight"
+    return [TpProblem("build", f"{experts} (experts)", f"{message} ({scheme.name})", (gate,))]
 
 
 def format_schemes(schemes: dict, method: str | None) -> dict[str, FormatScheme]:
@@ -370,12 +334,14 @@ def format_schemes(schemes: dict, method: str | None) -> dict[str, FormatScheme]
     return out
 
 
-def largest_format_working(config: dict, schemes: dict[str, FormatScheme], upto: int = 8) -> int:
+def largest_format_working(
+    config: dict, schemes: dict[str, FormatScheme], upto: int = 8, moe_refine: int | None = None
+) -> int:
     """:func:`largest_working` for :func:`format_split`."""
     best = 1
     size = 2
     while size <= upto:
-        if not format_split(config, schemes, size).problems:
+        if not format_split(config, schemes, size, moe_refine).problems:
             best = size
         size *= 2
     return best

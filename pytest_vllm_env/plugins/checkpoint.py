@@ -296,8 +296,10 @@ def vllm_checkpoint_load(
         )  # fmt: skip
         schemes = format_schemes(vllm_checkpoint_plan.schemes, vllm_checkpoint_plan.method)
         config = ckpt.config or {}
-        out.split = format_split(config, schemes, vllm_launch.tensor_parallel_size)
-        out.best_tp = largest_format_working(config, schemes)
+        # whether the env's vLLM refines block-FP8 experts' blocks (readers.vllm_quant_source)
+        refine = request.getfixturevalue("vllm_quant_source").moe_fp8_refine_min
+        out.split = format_split(config, schemes, vllm_launch.tensor_parallel_size, refine)
+        out.best_tp = largest_format_working(config, schemes, moe_refine=refine)
     plans[key] = out
     return out
 

@@ -11,6 +11,10 @@
 - ``vllm/model_executor/kernels/linear/__init__.py``: the kernel priority lists for CUDA
   (``_POSSIBLE_*_KERNELS[PlatformEnum.CUDA]``), so a release whose order differs from the
   table's is seen.
+- ``vllm/model_executor/layers/fused_moe/oracle/fp8.py``: whether block-FP8 experts whose
+  rank share breaks the checkpoint's blocks get a finer block (0.33.0's
+  ``refine_fp8_moe_block_shape``: ``gcd(block_n, block_k, intermediate_size_per_partition,
+  hidden)``, used when ``>= 32``; 0.26.0 has none and refuses), and that smallest block.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 QUANT_INIT_PY = "vllm/model_executor/layers/quantization/__init__.py"
 CT_PY = "vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py"
 KERNELS_PY = "vllm/model_executor/kernels/linear/__init__.py"
+MOE_FP8_ORACLE_PY = "vllm/model_executor/layers/fused_moe/oracle/fp8.py"
 DEEP_GEMM_VENDORED = "vllm/third_party/deep_gemm/__init__.py"
 
 
@@ -33,6 +38,8 @@ class QuantSource:
     refused_actorders: tuple[str, ...] = ()
     kernel_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
+    # the smallest refined block of Fp8Config's MoE experts (None: this vLLM does not refine)
+    moe_fp8_refine_min: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,18 +51,46 @@ class QuantSource:
             tuple(data.get("refused_actorders", ())),
             {k: tuple(v) for k, v in data.get("kernel_lists", {}).items()},
             tuple(data.get("missing", ())),
+            data.get("moe_fp8_refine_min"),
         )
 
 
-def parse(init_text: str | None, ct_text: str | None, kernels_text: str | None) -> QuantSource:
-    """Read the three files' texts (None: absent); never raises for odd text."""
+def parse(
+    init_text: str | None,
+    ct_text: str | None,
+    kernels_text: str | None,
+    moe_oracle_text: str | None = None,
+) -> QuantSource:
+    """Read the files' texts (None: absent); never raises for odd text."""
     missing: list[str] = []
     methods = _methods(init_text) if init_text is not None else None
     if methods is None:
         missing.append(f"{QUANT_INIT_PY} has no QuantizationMethods = Literal[...] of strings")
     refused = _refused_actorders(ct_text) if ct_text is not None else ()
     lists = _kernel_lists(kernels_text) if kernels_text is not None else {}
-    return QuantSource(methods, refused, lists, tuple(missing))
+    refine = _refine_min(moe_oracle_text) if moe_oracle_text is not None else None
+    return QuantSource(methods, refused, lists, tuple(missing), refine)
+
+
+def _refine_min(text: str) -> int | None:
+    """In ``def refine_fp8_moe_block_shape``: ``if refine < N: return None`` -> N."""
+    tree = _tree(text)
+    if tree is None:
+        return None
+    for fn in ast.walk(tree):
+        if not (isinstance(fn, ast.FunctionDef) and fn.name == "refine_fp8_moe_block_shape"):
+            continue
+        for node in ast.walk(fn):
+            test = node.test if isinstance(node, ast.If) else None
+            if (
+                isinstance(test, ast.Compare)
+                and isinstance(test.left, ast.Name)
+                and isinstance(test.ops[0], ast.Lt)
+                and isinstance(test.comparators[0], ast.Constant)
+                and isinstance(test.comparators[0].value, int)
+            ):
+                return test.comparators[0].value
+    return None
 
 
 def _tree(text: str) -> ast.Module | None:
