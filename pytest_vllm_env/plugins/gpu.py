@@ -600,7 +600,7 @@ def quant_prediction(
         # no quantization= (quantization_for): the checkpoint's own method, as the probe loads
         quant_config.quant_config(ckpt, plan, vllm_quant_source, version, source, None),
         # the probe loads on one GPU: the per-rank rules of a --tensor-parallel-size do not apply
-        quant_tensors.tensors_complete(ckpt, plan, judged, 1),
+        quant_tensors.tensors_complete(ckpt, plan, judged, 1, vllm_quant_source.moe_fp8_refine_min),
         quant_tensors.scales_sane(ckpt, values, unread, plan.producer),
         quant_config.min_capability(ckpt, plan, version, cuda_archs, cuda_archs_source, source),
         quant_kernels.kernel_arch(
@@ -614,6 +614,7 @@ def quant_prediction(
             tp=1,
             moe_backend=vllm_launch.moe_backend,
             triton_kernels=vllm_triton_kernels,
+            mp_rules=request.getfixturevalue("vllm_mp_kernel_rules"),
         ),
         attention_finding(
             ckpt,
