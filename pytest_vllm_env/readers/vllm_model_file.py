@@ -32,6 +32,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_vllm_env.readers.vllm_model_ast import (
+    TIE,
+    _config_key,
+    _defaults,
+    _dotted,
+    _is_self,
+    _is_super_init,
+    _keyword,
+    _mapping,
+    _name,
+    _resolve_name,
+    _self_attr,
+    _statements,
+    _strings,
+    _subst,
+    _tie_key,
+)
+
 REGISTRY_PY = "vllm/model_executor/models/registry.py"
 MODELS_DIR = "vllm/model_executor/models"
 
@@ -52,7 +70,6 @@ LEAVES = {
 }
 # modules without parameters of their own that the loader may meet
 NO_PARAMS = {"SiluAndMul", "GeluAndMul", "LogitsProcessor", "get_rope", "PPMissingLayer"}
-TIE = "#tie"  # an attribute re-assigned to ``<module>.tie_weights(...)``: kept beside the module
 
 
 @dataclass(frozen=True)
@@ -244,7 +261,7 @@ class _Reader:
             return
         if callee is None:
             return
-        callee = _resolve_name(callee, env)
+        callee = _resolve_name(callee, env, LEAVES)
         if callee in NO_PARAMS:
             return
         if callee in LEAVES:
@@ -348,102 +365,6 @@ class _Reader:
         return [found[a] for a in order]
 
 
-def _tie_key(attr: str, value: ast.expr) -> str:
-    if (
-        isinstance(value, ast.Call)
-        and isinstance(value.func, ast.Attribute)
-        and value.func.attr == "tie_weights"
-    ):
-        return attr + TIE
-    return attr
-
-
-def _statements(body: list[ast.stmt], cond: tuple[str, ...]):
-    """Statements of a body with the conditions they run under (if/else followed)."""
-    for stmt in body:
-        if isinstance(stmt, ast.If):
-            test = _condition(stmt.test)
-            if test == "pp":
-                yield from _statements(stmt.body, cond)
-                continue
-            yes = cond + ((test,) if test else ())
-            no = cond + ((f"not {test}",) if test else ())
-            yield from _statements(stmt.body, yes)
-            yield from _statements(stmt.orelse, no)
-        elif isinstance(stmt, (ast.With, ast.For, ast.Try)):
-            yield from _statements(stmt.body, cond)
-        else:
-            yield stmt, cond
-
-
-def _condition(test: ast.expr) -> str | None:
-    """``config:<key>`` for ``config.key`` / ``self.config.key`` / ``getattr(config, "key",
-    ...)``; ``pp`` for pipeline-parallel rank tests (one stage: true); None otherwise."""
-    text = ast.unparse(test)
-    if "get_pp_group()" in text and "not " not in text:
-        return "pp"
-    key = _config_key(test)
-    return f"config:{key}" if key else f"unknown:{text}"
-
-
-def _config_key(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Attribute) and "config" in _dotted(node.value).split(".")[-1]:
-        return node.attr
-    if (
-        isinstance(node, ast.Call)
-        and _name(node.func) == "getattr"
-        and len(node.args) >= 2
-        and isinstance(node.args[1], ast.Constant)
-        and isinstance(node.args[1].value, str)
-    ):
-        return node.args[1].value
-    return None
-
-
-def _keyword(call: ast.Call, name: str) -> str | None:
-    for kw in call.keywords:
-        if kw.arg == name:
-            if isinstance(kw.value, ast.Constant):
-                return "true" if kw.value.value else "false"
-            key = _config_key(kw.value)
-            return f"config:{key}" if key else None
-    return None
-
-
-def _defaults(func: ast.FunctionDef) -> dict[str, ast.expr]:
-    args = func.args
-    out: dict[str, ast.expr] = {}
-    pos = args.posonlyargs + args.args
-    for arg, default in zip(pos[len(pos) - len(args.defaults) :], args.defaults, strict=False):
-        out[arg.arg] = default
-    for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=False):
-        if default is not None:
-            out[arg.arg] = default
-    return out
-
-
-def _subst(value: ast.expr, env: dict[str, ast.expr]) -> ast.expr:
-    if isinstance(value, ast.Name) and value.id in env:
-        return env[value.id]
-    return value
-
-
-def _resolve_name(name: str, env: dict[str, ast.expr], depth: int = 0) -> str:
-    value = env.get(name)
-    if value is None or depth > 4:
-        return name
-    if isinstance(value, ast.IfExp):  # EncoderOnlyAttention if ... else Attention
-        names = [_name(v) for v in (value.orelse, value.body)]
-        value = next(
-            (v for v, n in zip((value.orelse, value.body), names, strict=True) if n in LEAVES),
-            value.orelse,
-        )
-    inner = _name(value)
-    if inner is None or inner == name:
-        return name
-    return _resolve_name(inner, env, depth + 1)
-
-
 def _method(cls: _Class, name: str, reader: _Reader) -> ast.FunctionDef | None:
     seen = 0
     current: _Class | None = cls
@@ -467,59 +388,6 @@ def _returned_call(cls: _Class, name: str, reader: _Reader) -> ast.Call | None:
         if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
             return node.value
     return None
-
-
-def _is_self(node: ast.expr) -> bool:
-    return isinstance(node, ast.Name) and node.id == "self"
-
-
-def _self_attr(node: ast.Attribute) -> bool:
-    return _dotted(node).startswith("self.")
-
-
-def _is_super_init(stmt: ast.stmt) -> bool:
-    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
-        return False
-    func = stmt.value.func
-    return (
-        isinstance(func, ast.Attribute)
-        and func.attr == "__init__"
-        and isinstance(func.value, ast.Call)
-        and _name(func.value.func) == "super"
-    )
-
-
-def _name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return None
-
-
-def _dotted(node: ast.expr) -> str:
-    try:
-        return ast.unparse(node)
-    except Exception:  # pragma: no cover - ast.unparse takes any expression
-        return ""
-
-
-def _strings(node: ast.expr | None) -> tuple[str, ...]:
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return tuple(
-            e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
-        )
-    return ()
-
-
-def _mapping(node: ast.expr | None) -> tuple[tuple[str, str | None], ...]:
-    if not isinstance(node, ast.Dict):
-        return ()
-    out = []
-    for k, v in zip(node.keys, node.values, strict=False):
-        if isinstance(k, ast.Constant) and isinstance(k.value, str) and isinstance(v, ast.Constant):
-            out.append((k.value, v.value if isinstance(v.value, str) else None))
-    return tuple(out)
 
 
 def _class_attr(cls: _Class, reader: _Reader, name: str, depth: int = 0) -> ast.expr | None:
