@@ -5,9 +5,22 @@ names handed down through defaults and keyword arguments. Pure functions of synt
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 TIE = "#tie"  # an attribute re-assigned to ``<module>.tie_weights(...)``: kept beside the module
+
+
+@dataclass
+class _Class:
+    """One class of a model file: its syntax tree, base names and methods."""
+
+    name: str
+    module: str
+    node: ast.ClassDef
+    bases: list[str]
+    methods: dict[str, ast.FunctionDef]
 
 
 def _tie_key(attr: str, value: ast.expr) -> str:
@@ -20,22 +33,70 @@ def _tie_key(attr: str, value: ast.expr) -> str:
     return attr
 
 
-def _statements(body: list[ast.stmt], cond: tuple[str, ...]):
-    """Statements of a body with the conditions they run under (if/else followed)."""
+def _statements(
+    body: list[ast.stmt],
+    cond: tuple[str, ...],
+    resolve: Callable[[ast.expr], str] | None = None,
+):
+    """Statements of a body with the conditions they run under (if/else followed); a test
+    that is not ``config.<key>`` is ``resolve(test)`` when given (``expr:<text>``)."""
     for stmt in body:
         if isinstance(stmt, ast.If):
             test = _condition(stmt.test)
             if test == "pp":
-                yield from _statements(stmt.body, cond)
+                yield from _statements(stmt.body, cond, resolve)
                 continue
+            if test and test.startswith("unknown:") and resolve is not None:
+                test = resolve(stmt.test)  # evaluated lazily: the names assigned so far
             yes = cond + ((test,) if test else ())
             no = cond + ((f"not {test}",) if test else ())
-            yield from _statements(stmt.body, yes)
-            yield from _statements(stmt.orelse, no)
+            yield from _statements(stmt.body, yes, resolve)
+            yield from _statements(stmt.orelse, no, resolve)
         elif isinstance(stmt, (ast.With, ast.For, ast.Try)):
-            yield from _statements(stmt.body, cond)
+            yield from _statements(stmt.body, cond, resolve)
         else:
             yield stmt, cond
+
+
+def _substitute(node: ast.expr, env: dict[str, ast.expr], depth: int = 0) -> ast.expr:
+    """``node`` with its names (and ``self.<attr>``, kept in ``env`` as ``"self.<attr>"``)
+    replaced by the expressions they were assigned, recursively; ``x is None`` of an
+    ``x`` that is a constructed object (a call) is decided: False."""
+    if depth > 6:
+        return node
+
+    class _T(ast.NodeTransformer):
+        def visit_Name(self, n: ast.Name) -> ast.expr:
+            if n.id in env and not (isinstance(env[n.id], ast.Name) and env[n.id].id == n.id):
+                return _substitute(env[n.id], env, depth + 1)
+            return n
+
+        def visit_Attribute(self, n: ast.Attribute) -> ast.expr:
+            key = _dotted(n)
+            if key.startswith("self.") and key.count(".") == 1 and key in env:
+                return _substitute(env[key], env, depth + 1)
+            self.generic_visit(n)
+            return n
+
+        def visit_Call(self, n: ast.Call) -> ast.expr:
+            if _name(n.func) == "extract_layer_index":  # the layer index: kept as it is
+                return n
+            self.generic_visit(n)
+            return n
+
+        def visit_Compare(self, n: ast.Compare) -> ast.expr:
+            self.generic_visit(n)
+            if (
+                len(n.ops) == 1
+                and isinstance(n.ops[0], (ast.Is, ast.IsNot))
+                and isinstance(n.comparators[0], ast.Constant)
+                and n.comparators[0].value is None
+                and isinstance(n.left, (ast.Call, ast.Lambda))
+            ):
+                return ast.Constant(isinstance(n.ops[0], ast.IsNot))
+            return n
+
+    return _T().visit(copy.deepcopy(node))
 
 
 def _condition(test: ast.expr) -> str | None:

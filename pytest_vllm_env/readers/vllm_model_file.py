@@ -34,20 +34,28 @@ from typing import Any
 
 from pytest_vllm_env.readers.vllm_model_ast import (
     TIE,
+    _Class,
     _config_key,
     _defaults,
     _dotted,
     _is_self,
     _is_super_init,
     _keyword,
-    _mapping,
     _name,
     _resolve_name,
     _self_attr,
     _statements,
     _strings,
     _subst,
+    _substitute,
     _tie_key,
+)
+from pytest_vllm_env.readers.vllm_model_loading import (
+    _class_attr,
+    _loader_call,
+    _mapper,
+    _method,
+    _returned_call,
 )
 
 REGISTRY_PY = "vllm/model_executor/models/registry.py"
@@ -67,7 +75,15 @@ LEAVES = {
     "ParallelLMHead": "lm_head",
     "Attention": "attention",
     "EncoderOnlyAttention": "attention",
+    "GateLinear": "replicated",  # 0.33.0's MoE router (layers/fused_moe/router/gate_linear.py)
+    "Conv3dLayer": "conv",  # vision patch embeddings (layers/conv.py)
+    "Conv2dLayer": "conv",
 }
+# the mixture-of-experts layers: one module holding every expert's weights
+# (layers/fused_moe/layer.py FusedMoEFactory, 0.26.0's FusedMoE / SharedFusedMoE)
+EXPERT_LAYERS = {"FusedMoE", "FusedMoEFactory", "SharedFusedMoE"}
+# the containers a module list is built with: children named by their index
+LISTS = {"ModuleList", "Sequential"}
 # modules without parameters of their own that the loader may meet
 NO_PARAMS = {"SiluAndMul", "GeluAndMul", "LogitsProcessor", "get_rope", "PPMissingLayer"}
 
@@ -78,13 +94,19 @@ class Node:
     index of a ``make_layers`` list of ``count`` entries, the config key), its ``kind``
     (:data:`LEAVES`) and vLLM ``layer`` class, the ``bias=`` argument as read (``"true"``,
     ``"false"`` or ``"config:<key>"``; None: not read) and the conditions it is built under
-    (``"config:<key>"`` or ``"not config:<key>"``)."""
+    (``"config:<key>"``, ``"not config:<key>"``, or ``"expr:<python>"``: the test with the
+    method's names replaced, ``readers/config_expr.py`` evaluates it per layer). ``args``: the
+    constructor's arguments (positional by index, keywords by name) as ``ast.unparse`` text,
+    names replaced the same way; ``scope``: the nested config the module is built from
+    (``vision_config``), "" for the text model's own."""
 
     path: str
     kind: str
     layer: str
     bias: str | None = None
     conditions: tuple[str, ...] = ()
+    args: dict[str, str] = field(default_factory=dict)
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,9 @@ class ModelFile:
     ignore_prefixes: tuple[str, ...] = ()
     ignore_suffixes: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    # modules whose own load_weights maps the names below them (vllm_model_loading.scopes)
+    scopes: tuple[dict[str, Any], ...] = ()
+    experts: dict[str, Any] = field(default_factory=dict)  # vllm_model_loading.experts_rule
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +145,7 @@ class ModelFile:
     def from_json(cls, data: dict[str, Any]) -> ModelFile:
         d = dict(data)
         d["nodes"] = tuple(Node(**{**n, "conditions": tuple(n["conditions"])}) for n in d["nodes"])
+        d["scopes"] = tuple(d.get("scopes", ()))
         for key in ("stacked", "prefixes", "substrs", "suffixes"):
             d[key] = tuple(tuple(x) for x in d[key])
         d["tied"] = {k: tuple(v) for k, v in d["tied"].items()}
@@ -154,20 +180,20 @@ def parse_registry_map(source: str) -> dict[str, tuple[str, str]]:
 
 
 # -- the model file ----------------------------------------------------------------------------
-@dataclass
-class _Class:
-    name: str
-    module: str
-    node: ast.ClassDef
-    bases: list[str]
-    methods: dict[str, ast.FunctionDef]
 
 
 class _Reader:
     """Walks the classes of the model files from one class down to vLLM's layers."""
 
-    def __init__(self, load: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        load: Callable[[str], str | None],
+        registry: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
         self.load = load
+        self.registry = registry or {}
+        self.visited: list[tuple[str, _Class]] = []  # (module path, its class)
+        self._scope = ""
         self.modules: dict[str, dict[str, _Class]] = {}
         self.imports: dict[str, dict[str, tuple[str, str]]] = {}
         self.missing: list[str] = []
@@ -253,6 +279,12 @@ class _Reader:
                 self.place(cls, path, ret, conds, env, depth)
             return
         callee = _name(func)
+        if callee in LISTS:  # nn.ModuleList([... for i in range(n)]) / nn.Sequential(a, b)
+            self.place_list(cls, path, value, conds, env, depth)
+            return
+        if callee == "init_vllm_registered_model":  # the language model of a VL model
+            self.place_registered(path, value, conds, depth)
+            return
         if callee == "make_layers" and len(value.args) >= 2:
             self.counts[path] = _config_key(value.args[0]) or "?"
             inner = value.args[1]
@@ -262,11 +294,20 @@ class _Reader:
         if callee is None:
             return
         callee = _resolve_name(callee, env, LEAVES)
+        bound = env.get(callee)
+        if isinstance(bound, ast.Call) and _name(bound.func) == "partial" and bound.args:
+            # norm_layer = partial(RMSNorm, eps=...); norm_layer(dim) builds an RMSNorm
+            callee = _name(bound.args[0])
+            if callee is None:
+                return
         if callee in NO_PARAMS:
             return
-        if callee in LEAVES:
+        if callee in LEAVES or callee in EXPERT_LAYERS:
             bias = _keyword(value, "bias")
-            self.nodes.append(Node(path, LEAVES[callee], callee, bias, conds))
+            kind = LEAVES.get(callee, "experts")
+            args = {str(i): self.text(a, env) for i, a in enumerate(value.args)}
+            args.update({k.arg: self.text(k.value, env) for k in value.keywords if k.arg})
+            self.nodes.append(Node(path, kind, callee, bias, conds, args, self._scope))
             return
         target = self.find(cls.module, callee)
         if target is None:  # a name handed down from a subclass's scope (Qwen3Model passes
@@ -279,13 +320,77 @@ class _Reader:
         kwargs = {
             k.arg: _subst(k.value, env)
             for k in value.keywords
-            if k.arg and not (isinstance(k.value, ast.Name) and k.value.id == k.arg)
+            if k.arg
+            and not (isinstance(k.value, ast.Name) and k.value.id == k.arg and k.arg not in env)
         }
-        self.walk_with(target, path + ".", conds, kwargs, depth + 1)
+        # a module built from a nested config (vision_config=config.vision_config) and all
+        # below it: their sizes are not the text model's
+        saved = self._scope
+        for k in value.keywords:
+            text = self.text(k.value, env)
+            last = text.rsplit(".", 1)[-1]
+            if text.startswith(("config.", "self.config.")) and last.endswith("_config"):
+                if last != "text_config":
+                    self._scope = last
+        try:
+            self.walk_with(target, path + ".", conds, kwargs, depth + 1)
+        finally:
+            self._scope = saved
+
+    def place_list(
+        self,
+        cls: _Class,
+        path: str,
+        value: ast.Call,
+        conds: tuple[str, ...],
+        env: dict[str, ast.expr],
+        depth: int,
+    ) -> None:
+        """``nn.ModuleList([Block(...) for i in range(n)])``: ``path.{i}``, ``n`` entries
+        (kept in ``counts`` as text); ``nn.ModuleList([a, b])`` / ``nn.Sequential(a, b)``:
+        ``path.0``, ``path.1``."""
+        items = list(value.args)
+        if len(items) == 1 and isinstance(items[0], (ast.List, ast.Tuple, ast.ListComp)):
+            items = [items[0]] if isinstance(items[0], ast.ListComp) else list(items[0].elts)
+        for i, item in enumerate(items):
+            if isinstance(item, ast.ListComp):
+                gen = item.generators[0] if item.generators else None
+                it = gen.iter if gen is not None else None
+                if isinstance(it, ast.Call) and _name(it.func) == "range" and it.args:
+                    self.counts[path] = self.text(it.args[-1], env)
+                    self.place(cls, f"{path}.{{i}}", item.elt, conds, env, depth + 1)
+                continue
+            self.place(cls, f"{path}.{i}", item, conds, env, depth + 1)
+
+    def place_registered(
+        self, path: str, value: ast.Call, conds: tuple[str, ...], depth: int
+    ) -> None:
+        """``init_vllm_registered_model(..., architectures=["Qwen2ForCausalLM"])``
+        (``models/utils.py``): that architecture's class from the registry, built from the
+        text config (``hf_config=config.text_config``)."""
+        archs = next((k.value for k in value.keywords if k.arg == "architectures"), None)
+        names = _strings(archs)
+        where = self.registry.get(names[0]) if names else None
+        target = self.find(where[0], where[1]) if where else None
+        if target is None:
+            self.missing.append(f"{path}: init_vllm_registered_model of {names or '?'} not read")
+            return
+        saved = self._scope
+        self._scope = ""
+        try:
+            self.walk_with(target, path + ".", conds, {}, depth + 1)
+        finally:
+            self._scope = saved
+
+    def text(self, value: ast.expr, env: dict[str, ast.expr], depth: int = 0) -> str:
+        """``value`` as text with local names, arguments and ``self.<attr>`` replaced by what
+        they were assigned (to be evaluated over config.json: readers/config_expr.py)."""
+        return _dotted(_substitute(value, env))
 
     def walk_with(
         self, cls: _Class, path: str, conds: tuple[str, ...], kwargs: dict, depth: int
     ) -> None:
+        self.visited.append((path.rstrip("."), cls))
         saved = getattr(self, "_kwargs", {})
         self._kwargs = kwargs
         try:
@@ -315,9 +420,17 @@ class _Reader:
         def add(
             attr: str, value: ast.expr, cond: tuple[str, ...], names: dict, owner: _Class = cls
         ) -> None:
-            if attr not in found:
-                order.append(attr)
-            found[attr] = (attr, value, cond, names, owner)
+            # the two branches of a test read from the model file (``if <expr>: self.mlp =
+            # SparseMoeBlock(...) else: self.mlp = MLP(...)``) are both kept, each under its
+            # condition; otherwise a later assignment of an attribute wins
+            key = (
+                attr
+                if not any(c.startswith(("expr:", "not expr:")) for c in cond)
+                else (f"{attr}|{'|'.join(cond)}")
+            )
+            if key not in found:
+                order.append(key)
+            found[key] = (attr, value, cond, names, owner)
 
         if init is None:
             for base in cls.bases:
@@ -327,7 +440,11 @@ class _Reader:
                         add(*item)
                     break
             return [found[a] for a in order]
-        for stmt, cond in _statements(init.body, ()):
+
+        def resolve(test: ast.expr) -> str:
+            return "expr:" + _dotted(_substitute(test, env))
+
+        for stmt, cond in _statements(init.body, (), resolve):
             if _is_super_init(stmt):
                 call = stmt.value  # type: ignore[attr-defined]
                 kwargs = {k.arg: k.value for k in call.keywords if k.arg}
@@ -350,8 +467,18 @@ class _Reader:
                     target = target.elts[-1]  # start, end, self.layers = make_layers(...)
                 if isinstance(target, ast.Attribute) and _is_self(target.value):
                     add(_tie_key(target.attr, stmt.value), stmt.value, cond, env)
+                    env[f"self.{target.attr}"] = stmt.value
                 elif isinstance(target, ast.Name):
-                    env[target.id] = stmt.value
+                    # `if norm_layer is None: norm_layer = ...` keeps a value handed down
+                    guard = f"{target.id} is None"
+                    given = env.get(target.id)
+                    handed = given is not None and not (
+                        isinstance(given, ast.Constant) and given.value is None
+                    )
+                    if not (cond and cond[-1] == "expr:False") and not (
+                        cond and cond[-1].endswith(guard) and handed
+                    ):
+                        env[target.id] = stmt.value
             elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
                 func = stmt.value.func
                 if isinstance(func, ast.Attribute) and _is_self(func.value):
@@ -365,106 +492,6 @@ class _Reader:
         return [found[a] for a in order]
 
 
-def _method(cls: _Class, name: str, reader: _Reader) -> ast.FunctionDef | None:
-    seen = 0
-    current: _Class | None = cls
-    while current is not None and seen < 6:
-        if name in current.methods:
-            return current.methods[name]
-        nxt = None
-        for base in current.bases:
-            nxt = reader.find(current.module, base)
-            if nxt is not None:
-                break
-        current, seen = nxt, seen + 1
-    return None
-
-
-def _returned_call(cls: _Class, name: str, reader: _Reader) -> ast.Call | None:
-    method = _method(cls, name, reader)
-    if method is None:
-        return None
-    for node in ast.walk(method):
-        if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
-            return node.value
-    return None
-
-
-def _class_attr(cls: _Class, reader: _Reader, name: str, depth: int = 0) -> ast.expr | None:
-    for stmt in cls.node.body:
-        if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                value = stmt.value
-                if isinstance(value, ast.Attribute) and value.attr == name and depth < 6:
-                    owner = reader.find(cls.module, _dotted(value.value).split(".")[-1])
-                    if owner is not None:
-                        return _class_attr(owner, reader, name, depth + 1)
-                return value
-    if depth < 6:
-        for base in cls.bases:
-            parent = reader.find(cls.module, base)
-            if parent is not None:
-                found = _class_attr(parent, reader, name, depth + 1)
-                if found is not None:
-                    return found
-    return None
-
-
-def _mapper(cls: _Class, reader: _Reader) -> dict[str, Any]:
-    value = _class_attr(cls, reader, "hf_to_vllm_mapper")
-    out: dict[str, Any] = {"stacked": (), "prefixes": (), "substrs": (), "suffixes": ()}
-    if not (isinstance(value, ast.Call) and _name(value.func) == "WeightsMapper"):
-        return out
-    for kw in value.keywords:
-        if kw.arg == "orig_to_new_stacked" and isinstance(kw.value, ast.Dict):
-            stacked = []
-            for k, v in zip(kw.value.keys, kw.value.values, strict=False):
-                if (
-                    isinstance(k, ast.Constant)
-                    and isinstance(v, ast.Tuple)
-                    and len(v.elts) == 2
-                    and isinstance(v.elts[0], ast.Constant)
-                    and isinstance(v.elts[1], ast.Constant)
-                ):
-                    stacked.append((str(k.value), str(v.elts[0].value), str(v.elts[1].value)))
-            out["stacked"] = tuple(stacked)
-        elif kw.arg in ("orig_to_new_prefix", "orig_to_new_substr", "orig_to_new_suffix"):
-            key = {"orig_to_new_prefix": "prefixes", "orig_to_new_substr": "substrs"}.get(
-                kw.arg, "suffixes"
-            )
-            out[key] = _mapping(kw.value)
-    return out
-
-
-def _loader_call(cls: _Class, reader: _Reader) -> dict[str, Any]:
-    """The ``AutoWeightsLoader(...)`` of ``cls.load_weights`` (its own or a base's)."""
-    method = _method(cls, "load_weights", reader)
-    out: dict[str, Any] = {"auto_loader": False}
-    if method is None:
-        return out
-    for node in ast.walk(method):
-        if isinstance(node, ast.Call) and _name(node.func) == "AutoWeightsLoader":
-            out["auto_loader"] = True
-            for kw in node.keywords:
-                value = kw.value
-                guard = None
-                if isinstance(value, ast.IfExp):
-                    guard = _config_key(value.test)
-                    value = value.body
-                if kw.arg == "skip_prefixes":
-                    out["skip_prefixes"] = _strings(value)
-                    out["skip_prefixes_if"] = guard
-                elif kw.arg == "skip_substrs":
-                    out["skip_substrs"] = _strings(value)
-                elif kw.arg == "ignore_unexpected_prefixes":
-                    out["ignore_prefixes"] = _strings(value)
-                elif kw.arg == "ignore_unexpected_suffixes":
-                    out["ignore_suffixes"] = _strings(value)
-            break
-    return out
-
-
 def read_model_file(
     arch: str, registry: dict[str, tuple[str, str]], load: Callable[[str], str | None]
 ) -> ModelFile:
@@ -474,7 +501,7 @@ def read_model_file(
     if where is None:
         return ModelFile(arch, "", "", missing=(f"{arch} is not in {REGISTRY_PY}",))
     module, cls_name = where
-    reader = _Reader(load)
+    reader = _Reader(load, registry)
     cls = reader.find(module, cls_name)
     if cls is None:
         return ModelFile(
