@@ -39,7 +39,22 @@ from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve, vllm_keys
+from pytest_vllm_env.facts.vllm_model_params import (
+    Dims,
+    Param,
+    _expand,
+    _expected,
+    _holds,
+    _text,
+    arg_shapes,
+    dims_of,
+    expert_params,
+    route_expert,
+    stacked_shards,
+    with_class,
+)
 from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
+from pytest_vllm_env.readers import config_expr
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.readers.shard_index import ShardLayout
 from pytest_vllm_env.readers.vllm_kv_naming import VLLM_0_26 as KV_0_26
@@ -49,7 +64,6 @@ from pytest_vllm_env.readers.vllm_model_file import ModelFile, Node
 from pytest_vllm_env.readers.vllm_source import ModelOptSource
 
 LINEAR_KINDS = ("qkv", "merged", "row", "column", "replicated")
-DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "half": "F16", "float": "F32"}
 # What a quantized Linear registers, per ModelOpt algorithm (vLLM 0.26.0 create_weights;
 # tables/quant_formats.py says the same once merged): weight dtype, scales (dtype, required)
 FORMATS: dict[str, tuple[str, dict[str, tuple[str, bool]]]] = {
@@ -75,28 +89,6 @@ FORMATS: dict[str, tuple[str, dict[str, tuple[str, bool]]]] = {
     ),
 }
 KV_LEAVES = ("k_scale", "v_scale", "q_scale", "prob_scale")
-
-
-# Qwen3-Next and Qwen3.5 gate the attention output from q_proj's extra half
-# (vLLM's Qwen3NextAttention: getattr(config, "attn_output_gate", True)); seen on a real
-# ModelOpt export of a tiny Qwen3.5 that vLLM 0.26.0 loaded on the H100
-GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
-
-
-@dataclass(frozen=True)
-class Dims:
-    """The text model's sizes, from config.json (``text_config`` when there is one)."""
-
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int | None
-    vocab: int | None
-    layers: int
-    q_gate: bool
-    dtype: str  # the model dtype, as safetensors names it
-    tied: bool
 
 
 # The dim each Linear kind's weight loader splits (and so narrows) before its shape assert.
@@ -126,45 +118,6 @@ def shape_effect(kind: str, got: Sequence[int], want: Sequence[int]) -> str:
     if got[other] != want[other] or got[dim] < want[dim]:
         return "refused"
     return "truncated"
-
-
-def dims_of(config: Mapping[str, Any]) -> Dims | None:
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    try:
-        hidden = int(text["hidden_size"])
-        heads = int(text["num_attention_heads"])
-        kv = int(text.get("num_key_value_heads") or heads)
-        head_dim = int(text.get("head_dim") or hidden // heads)
-        layers = int(text["num_hidden_layers"])
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    inter = text.get("intermediate_size")
-    vocab = text.get("vocab_size") or config.get("vocab_size")
-    kind = str(text.get("model_type") or config.get("model_type") or "")
-    gate = bool(text.get("attn_output_gate", kind.startswith(GATED_ATTENTION_TYPES)))
-    raw = str(text.get("dtype") or text.get("torch_dtype") or config.get("dtype") or "bfloat16")
-    dtype = DTYPES.get(raw.removeprefix("torch."), "BF16")
-    if dtype == "F32":  # vLLM serves float32 checkpoints in bfloat16 ("auto" dtype)
-        dtype = "BF16"
-    tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
-    return Dims(
-        hidden, heads, kv, head_dim, int(inter) if inter else None,
-        int(vocab) if vocab else None, layers, gate, dtype, tied,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter vLLM builds and the checkpoint must fill."""
-
-    name: str
-    kind: str  # the node kind (qkv, row, norm, embedding, lm_head, attention, ...)
-    dtype: str
-    shards: tuple[str, ...] = ()  # fused shard ids ("q", "k", "v" / "0", "1"); () whole
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # shard -> full shape
-    init: str = "empty"  # what it holds if nothing loads: empty, ones, zeros, min, default
-    required: bool = True
-    quantized: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,18 +172,24 @@ class LoadPlan:
     strict_unquantized: bool = True
     # tensors vLLM never sees whose parameter then stays unset: name -> (why, parameter)
     lost: dict[str, tuple[str, str]] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)  # config.json, as read
+    experts: dict[str, Node] = field(default_factory=dict)  # expert layers built: path -> node
 
     @property
     def decidable(self) -> bool:
         return not self.undecided
 
     def unset(self) -> dict[str, list[str]]:
-        """Required parameters (or shards of them) no tensor loads."""
+        """Required parameters (or shards of them) no tensor loads; a fused parameter loaded
+        whole (``qkv.weight``: the weight loader's ``loaded_shard_id is None`` path) has
+        every shard."""
         out: dict[str, list[str]] = {}
         for name, p in self.params.items():
             if not p.required:
                 continue
             got = self.filled.get(name, set())
+            if "" in got:
+                continue
             want = list(p.shards) or [""]
             lacking = [s for s in want if s not in got]
             if lacking:
@@ -256,38 +215,6 @@ def iterated_files(layout: ShardLayout) -> tuple[list[str], str | None, list[str
     return list(layout.present), None, []
 
 
-def _expected(node_path: str, kind: str, d: Dims) -> dict[str, tuple[int, ...]]:
-    """Full (unsplit) shapes of a node's weight per shard, for Llama-family names."""
-    leaf = node_path.rpartition(".")[2]
-    h, hd, inter, vocab = d.hidden, d.head_dim, d.intermediate, d.vocab
-    q = d.heads * hd * (2 if d.q_gate else 1)
-    kv = d.kv_heads * hd
-    if kind == "qkv":
-        return {"q": (q, h), "k": (kv, h), "v": (kv, h)}
-    if kind == "merged" and inter:
-        return {"0": (inter, h), "1": (inter, h)}
-    if leaf == "o_proj":
-        return {"": (h, d.heads * hd)}
-    if leaf == "down_proj" and inter:
-        return {"": (h, inter)}
-    if kind in ("embedding", "lm_head") and vocab:
-        return {"": (vocab, h)}
-    if kind == "norm":
-        return {"": ((hd,) if leaf in ("q_norm", "k_norm") else (h,))}
-    return {}
-
-
-def _holds(cond: str, config: Mapping[str, Any], tie: bool) -> bool | None:
-    negate = cond.startswith("not ")
-    body = cond.removeprefix("not ")
-    if not body.startswith("config:"):
-        return None
-    key = body.removeprefix("config:")
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    value = tie if key == "tie_word_embeddings" else bool(text.get(key, config.get(key, False)))
-    return value != negate
-
-
 def build_params(
     model: ModelFile,
     d: Dims,
@@ -308,26 +235,31 @@ def build_params(
         # apply_vllm_mapper: the keys renamed by the model's mapper before any lookup
         keys = vllm_keys(dict(decision.layers), model.prefixes, model.substrs, model.suffixes)
     for node in model.nodes:
-        verdicts = [_holds(c, config, tied) for c in node.conditions]
-        if False in verdicts:
-            continue
-        maybe = None in verdicts
-        for path in _expand(node.path, model.counts, d.layers):
+        for path, layer in _expand(node.path, model.counts, d.layers, config):
+            # a condition is evaluated for the layer being built (Qwen3-MoE's sparse block
+            # in every decoder_sparse_step-th layer not in mlp_only_layers)
+            verdicts = [_holds(c, config, tied, layer) for c in node.conditions]
+            if False in verdicts:
+                continue
+            maybe = None in verdicts
             if maybe:
                 optional.append(path)
-            for p in _node_params(
-                node, path, d, config, fmt, decision, is_excluded, kv_params, keys, model.packed
-            ):
+            if node.kind == "experts":
+                found = expert_params(node, path, config, layer, model.experts, d.dtype)
+                if found is None:
+                    optional.append(path)
+                    continue
+            else:
+                found = _node_params(
+                    node, path, d, config, fmt, decision, is_excluded, kv_params, keys,
+                    model.packed, layer, stacked_shards(model),
+                )  # fmt: skip
+            for p in found:
                 params[p.name] = p if not maybe else Param(**{**p.__dict__, "required": False})
     if tied:
-        params.pop("lm_head.weight", None)
+        for head in ("lm_head", *model.tied):
+            params.pop(f"{head}.weight", None)
     return params, optional
-
-
-def _expand(path: str, counts: Mapping[str, str], layers: int) -> list[str]:
-    if "{i}" not in path:
-        return [path]
-    return [path.replace("{i}", str(i)) for i in range(layers)]
 
 
 def _node_params(
@@ -341,9 +273,18 @@ def _node_params(
     kv_params: bool,
     keys: Mapping[str, str] | None = None,
     packed: Mapping[str, Sequence[str]] | None = None,
+    layer: int | None = None,
+    stacked: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[Param]:
-    shapes = _expected(path, node.kind, d)
+    # the constructor's own sizes where they evaluate (a shared expert's
+    # shared_expert_intermediate_size, a router's num_experts); else the text model's
+    # Llama-family sizes, which a module of a nested config (a vision tower) does not have
+    shapes = arg_shapes(node, config, layer)
+    if shapes is None:
+        shapes = _expected(path, node.kind, d) if not node.scope else {}
     shards = tuple(s for s in shapes if s) if node.kind in ("qkv", "merged") else ()
+    if not shards and node.kind in ("qkv", "merged"):  # unsized: the mapper's shard ids
+        shards = (stacked or {}).get(path.rpartition(".")[2], ())
     if node.kind in ("norm", "layernorm"):
         out = [Param(f"{path}.weight", node.kind, d.dtype, (), shapes, "ones")]
         if node.kind == "layernorm":
@@ -351,6 +292,11 @@ def _node_params(
         return out
     if node.kind == "embedding":
         return [Param(f"{path}.weight", node.kind, d.dtype, (), shapes)]
+    if node.kind == "conv":  # layers/conv.py ConvLayerBase: weight (and bias= if asked)
+        out = [Param(f"{path}.weight", node.kind, d.dtype)]
+        if node.bias == "true":
+            out.append(Param(f"{path}.bias", node.kind, d.dtype))
+        return out
     if node.kind == "attention":
         if not kv_params:
             return []
@@ -387,40 +333,69 @@ def _node_params(
     has_bias = bias == "true" or (
         bias is not None and bias.startswith("config:") and bool(_text(config).get(bias[7:]))
     )
+    if bias is None and node.args.get("bias"):  # bias=bias handed down: its value
+        has_bias = config_expr.evaluate(node.args["bias"], config, layer) is True
     if has_bias:
         out.append(Param(f"{path}.bias", node.kind, d.dtype, shards, {}, "empty"))
     return out
 
 
-def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    return config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-
-
 def map_name(name: str, model: ModelFile, kv: KvScaleNaming) -> tuple[str | None, str | None, str]:
-    """(vLLM name, shard id, why) for a checkpoint name, as ``WeightsMapper`` renames it:
-    the KV-scale regexes, substrings, stacked entries, prefixes, suffixes (None: dropped)."""
-    out = kv.vllm_name(name)
+    """(vLLM name, shard id, why) for a checkpoint name, as ``WeightsMapper._map_name_with_
+    shard`` renames it: the KV-scale regexes, substrings, stacked entries, prefixes, suffixes
+    (None: dropped); then the mapper of every module below which the name lies whose own
+    ``load_weights`` maps the names relative to it (``ModelFile.scopes``: a VL model's
+    vision tower and language model), outermost first."""
+    out: str | None = kv.vllm_name(name)
     why = "KV-scale rename" if out != name else ""
-    for sub, new in model.substrs:
+    out, shard, dropped = _apply(
+        out, model.substrs, model.stacked, model.prefixes, model.suffixes
+    )  # fmt: skip
+    for scope in sorted(model.scopes, key=lambda s: s["path"].count(".")):
+        head = scope["path"] + "."
+        if out is None or not out.startswith(head):
+            continue
+        rel, inner, dropped = _apply(
+            out[len(head) :], scope["substrs"], scope["stacked"], scope["prefixes"],
+            scope["suffixes"],
+        )  # fmt: skip
+        out = None if rel is None else head + rel
+        shard = inner if inner is not None else shard
+    if out is None:
+        return None, None, dropped
+    return out, shard, why
+
+
+def _apply(
+    out: str | None,
+    substrs: Sequence[Sequence[Any]],
+    stacked: Sequence[Sequence[Any]],
+    prefixes: Sequence[Sequence[Any]],
+    suffixes: Sequence[Sequence[Any]],
+) -> tuple[str | None, str | None, str]:
+    """One ``WeightsMapper``: (name or None when dropped, shard id, why dropped)."""
+    if out is None:
+        return None, None, ""
+    for sub, new in substrs:
         if sub in out:
             if new is None:
                 return None, None, f"mapper drops {sub!r}"
             out = out.replace(sub, new, 1)
     shard = None
-    for sub, new, sid in model.stacked:
+    for sub, new, sid in stacked:
         if sub in out:
-            out, shard = out.replace(sub, new, 1), sid
-    for pre, new in model.prefixes:
+            out, shard = out.replace(sub, new, 1), str(sid)
+    for pre, new in prefixes:
         if out.startswith(pre):
             if new is None:
                 return None, None, f"mapper drops {pre!r}"
             out = out.replace(pre, new, 1)
-    for suf, new in model.suffixes:
+    for suf, new in suffixes:
         if out.endswith(suf):
             if new is None:
                 return None, None, f"mapper drops {suf!r}"
             out = new.join(out.rsplit(suf, 1))
-    return out, shard, why
+    return out, shard, ""
 
 
 def plan(
@@ -494,7 +469,20 @@ def plan(
     exclusion = _exclusion(modelopt)
     decide = excluder(decision.exclude, **exclusion)
     kv_params = bool(decision.kv_algo) or (decision.quant_method or "").startswith("modelopt")
+    out.config = config = with_class(config, model.config_class)
+    if decision.quant_method and any(n.kind == "experts" for n in model.nodes):
+        out.undecided.append(
+            f"{arch}: quantized expert weights (FusedMoE's quant method) are not planned statically"
+        )
+        return out
     out.params, optional = build_params(model, d, config, decision, decide, tied, kv_params)
+    out.experts = {
+        path: n
+        for n in model.nodes
+        if n.kind == "experts"
+        for path, _ in _expand(n.path, model.counts, d.layers, config)
+        if any(p.startswith(path + ".") for p in out.params)
+    }
     for alias, target in model.aliases.items():  # self.lm_head = self.model.embed_tokens
         conds = model.alias_conditions.get(alias, ())
         if all(_holds(c, config, tied) is not False for c in conds):
@@ -534,24 +522,31 @@ def _route(
 ) -> None:
     modules = {p.rpartition(".")[0] for p in out.params}
     containers = {m.rsplit(".", k)[0] for m in modules for k in range(m.count(".") + 1)}
+    layers = out.dims.layers if out.dims else 1
     containers |= {
-        n.path.replace("{i}", str(i))
+        path
         for n in model.nodes
-        for i in range(out.dims.layers if out.dims else 1)
-    }  # type: ignore[union-attr]
+        for path, i in _expand(n.path, model.counts, layers, out.config)
+        # a module a condition read from the model file leaves out for this layer is none
+        if not any(c.startswith(("expr:", "not expr:")) for c in n.conditions)
+        or False not in [_holds(c, out.config, tied, i) for c in n.conditions]
+    }
     containers |= set(out.aliases)
     skip_prefixes = model.skip_prefixes if (
         model.skip_prefixes_if is None or (model.skip_prefixes_if == "tie_word_embeddings" and tied)
     ) else ()  # fmt: skip
     rotary = rules.rotary_drops or VLLM_0_26.rotary_drops or ()
-    ignored = (".bias", *kv.ignored_suffixes, *model.ignore_suffixes)
+    # every AutoWeightsLoader of a scope (a module with its own load_weights) ignores its own
+    scoped = [suf for sc in model.scopes for suf in sc.get("ignore_suffixes", ())]
+    ignored = (".bias", *kv.ignored_suffixes, *model.ignore_suffixes, *scoped)
     for f, info in tensors:
         fate = _fate(
             info, f, model, kv, skip_prefixes, rotary, ignored, tied, rules, out, containers
         )
         out.fates.append(fate)
         if fate.fate == "loaded" and fate.param:
-            out.filled.setdefault(fate.param, set()).add(fate.shard or "")
+            every = out.params[fate.param].shards if fate.shard == "*" else (fate.shard or "",)
+            out.filled.setdefault(fate.param, set()).update(every)
 
 
 def _fate(
@@ -581,6 +576,15 @@ def _fate(
     for alias, target in out.aliases.items():
         if mapped.startswith(alias + "."):
             mapped = target + mapped[len(alias) :]
+    for path, node in out.experts.items():  # the expert layer's own load_weights
+        if mapped.startswith(path + "."):
+            rel = mapped[len(path) + 1 :]
+            param, shard, how = route_expert(rel, node, path, model.experts, out.config)
+            if param is None:
+                return Fate(*base, "dropped", why=how)
+            if param in out.params:
+                return Fate(*base, "loaded", param, shard, how)
+            return Fate(*base, "refused", why=f"There is no module or parameter named {param!r}")
     if mapped in out.params:
         return Fate(*base, "loaded", mapped, shard, why)
     parts = mapped.split(".")

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_vllm_env.readers import hf_config_class
 from pytest_vllm_env.readers.vllm_model_ast import (
     TIE,
     _Class,
@@ -56,6 +57,9 @@ from pytest_vllm_env.readers.vllm_model_loading import (
     _mapper,
     _method,
     _returned_call,
+    bias_defaults,
+    experts_rule,
+    scopes,
 )
 
 REGISTRY_PY = "vllm/model_executor/models/registry.py"
@@ -137,6 +141,8 @@ class ModelFile:
     # modules whose own load_weights maps the names below them (vllm_model_loading.scopes)
     scopes: tuple[dict[str, Any], ...] = ()
     experts: dict[str, Any] = field(default_factory=dict)  # vllm_model_loading.experts_rule
+    # the transformers config class's attribute_map and defaults (readers/hf_config_class.py)
+    config_class: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,6 +198,7 @@ class _Reader:
     ) -> None:
         self.load = load
         self.registry = registry or {}
+        self.bias_defaults = bias_defaults(load)
         self.visited: list[tuple[str, _Class]] = []  # (module path, its class)
         self._scope = ""
         self.modules: dict[str, dict[str, _Class]] = {}
@@ -304,6 +311,9 @@ class _Reader:
             return
         if callee in LEAVES or callee in EXPERT_LAYERS:
             bias = _keyword(value, "bias")
+            if bias is None and not any(k.arg == "bias" for k in value.keywords):
+                default = self.bias_defaults.get(callee)  # built without bias=: its default
+                bias = None if default is None else ("true" if default else "false")
             kind = LEAVES.get(callee, "experts")
             args = {str(i): self.text(a, env) for i, a in enumerate(value.args)}
             args.update({k.arg: self.text(k.value, env) for k in value.keywords if k.arg})
@@ -542,6 +552,13 @@ def read_model_file(
             f"{module}.{cls_name}.load_weights does not use AutoWeightsLoader (a loop of its "
             "own: not read statically)"
         )
+    scoped = scopes(reader.visited, mapper, reader)
+    experts = experts_rule(load) if any(n.kind == "experts" for n in reader.nodes) else {}
+    # the config attributes the file reads go through the transformers class: only needed
+    # where an expression of the file is evaluated (kept out of the plain decoders' facts)
+    evaluated = any(n.kind == "experts" or n.scope for n in reader.nodes) or scoped
+    config_class = hf_config_class.read(arch, load) if evaluated else {}
+    missing += experts.get("missing", [])
     return ModelFile(
         arch,
         module,
@@ -563,4 +580,7 @@ def read_model_file(
         loader.get("ignore_prefixes", ()),
         loader.get("ignore_suffixes", ()),
         tuple(missing),
+        scoped,
+        experts,
+        config_class,
     )

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from typing import Any
 
 from pytest_vllm_env.readers.vllm_model_ast import (
@@ -128,4 +129,149 @@ def _loader_call(cls: _Class, reader: Any) -> dict[str, Any]:
                 elif kw.arg == "ignore_unexpected_suffixes":
                     out["ignore_suffixes"] = _strings(value)
             break
+    return out
+
+
+def _passes_mapper(cls: _Class, reader: Any) -> bool:
+    """``load_weights`` ends in ``loader.load_weights(weights, mapper=...)``."""
+    method = _method(cls, "load_weights", reader)
+    return method is not None and any(
+        isinstance(n, ast.Call)
+        and _name(n.func) == "load_weights"
+        and any(k.arg == "mapper" for k in n.keywords)
+        for n in ast.walk(method)
+    )
+
+
+def scopes(visited: list[tuple[str, _Class]], root: dict[str, Any], reader: Any) -> tuple:
+    """The modules of the tree (``visited``: path, class) whose own ``load_weights`` applies
+    a mapper of its own to the names below them: ``AutoWeightsLoader._load_module``
+    (``models/utils.py``) hands a child module that has ``load_weights`` its names relative
+    to it. A scope whose mapper is the model's own (``root``: already applied to the full
+    names, LlamaModel's under LlamaForCausalLM) is left out: stacked and substring entries
+    map the same names either way."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for path, cls in visited:
+        if not path or path in seen or "{i}" in path and path.endswith("{i}"):
+            continue
+        seen.add(path)
+        if not _passes_mapper(cls, reader):
+            continue
+        mapper = _mapper(cls, reader)
+        if mapper == {k: root[k] for k in mapper} or not any(mapper.values()):
+            continue
+        loader = _loader_call(cls, reader)
+        out.append(
+            {"path": path, **{k: list(v) for k, v in mapper.items()}}
+            | {"ignore_suffixes": list(loader.get("ignore_suffixes", ()))}
+        )
+    return tuple(out)
+
+
+ROUTED_PY = "vllm/model_executor/layers/fused_moe/routed_experts.py"
+FACTORY_PY = "vllm/model_executor/layers/fused_moe/layer.py"
+RUNNER_PY = "vllm/model_executor/layers/fused_moe/runner/moe_runner.py"
+
+
+def experts_rule(load: Callable[[str], str | None]) -> dict[str, Any]:
+    """How the env's expert layer takes checkpoint tensors (0.26.0 and 0.33.0 alike):
+
+    - ``RoutedExperts.__init__``'s ``ckpt_gate_proj_name`` / ``ckpt_down_proj_name`` /
+      ``ckpt_up_proj_name`` defaults, and the factory's ``ckpt_names`` tuple order
+      (``FusedMoE`` / ``FusedMoEFactory``: ``ckpt_gate_proj_name=ckpt_names[0]``...);
+    - ``build_expert_params_mapping``: ``experts.<e>.<gate|up>.`` -> ``w13_`` (shards w1,
+      w3), ``experts.<e>.<down>.`` -> ``w2_``, for ``e`` below the number of experts (a
+      name no entry matches is yielded by no loader: silently not loaded); a fused 3-D
+      ``experts.gate_up_proj`` (``w1``/``w3`` names: ``experts.w13``) fills every expert;
+    - ``MoERunner.load_weights``: the submodule it hands the names to (``routed_experts``),
+      the prefix of the parameters.
+    A piece not found is named in ``missing``."""
+    missing: list[str] = []
+
+    def tree(path: str) -> ast.Module | None:
+        text = load(path)
+        try:
+            return ast.parse(text) if text is not None else None
+        except (SyntaxError, ValueError):
+            return None
+
+    names = {"gate": "gate_proj", "down": "down_proj", "up": "up_proj"}
+    order = ["gate", "down", "up"]
+    routed = tree(ROUTED_PY)
+    if routed is None:
+        return {"missing": [f"{ROUTED_PY} is not there"]}
+    for node in ast.walk(routed):
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            args = node.args.args[len(node.args.args) - len(node.args.defaults) :]
+            for arg, default in zip(args, node.args.defaults, strict=False):
+                for key in names:
+                    if arg.arg == f"ckpt_{key}_proj_name" and isinstance(default, ast.Constant):
+                        names[key] = str(default.value)
+    texts = {c.value for c in ast.walk(routed) if isinstance(c, ast.Constant)}
+    texts |= {
+        v.value
+        for j in ast.walk(routed)
+        if isinstance(j, ast.JoinedStr)
+        for v in j.values
+        if isinstance(v, ast.Constant)
+    }
+    if not {"w13_", "w2_"} <= {t for t in texts if isinstance(t, str)}:
+        missing.append(f"{ROUTED_PY}: no w13_ / w2_ expert parameters")
+    factory = tree(FACTORY_PY)
+    for call in ast.walk(factory) if factory is not None else ():
+        if isinstance(call, ast.keyword) and call.arg and isinstance(call.value, ast.Subscript):
+            sub = call.value
+            if _dotted(sub.value) == "ckpt_names" and isinstance(sub.slice, ast.Constant):
+                for key in names:
+                    if call.arg == f"ckpt_{key}_proj_name":
+                        order[int(sub.slice.value)] = key
+    prefix = ""
+    runner = tree(RUNNER_PY)
+    for cls in ast.walk(runner) if runner is not None else ():
+        if isinstance(cls, ast.ClassDef) and cls.name == "MoERunner":
+            for call in ast.walk(cls):
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "load_weights"
+                    and _dotted(call.func.value).startswith("self.")
+                ):
+                    prefix = _dotted(call.func.value).removeprefix("self.") + "."
+                    break
+    return {
+        "names": names,
+        "order": order,
+        "prefix": prefix,
+        "fused": {"gate_proj": "gate_up_proj", "w1": "w13"},
+        "missing": missing,
+    }
+
+
+LINEAR_PY = "vllm/model_executor/layers/linear.py"
+
+
+def bias_defaults(load: Callable[[str], str | None]) -> dict[str, bool]:
+    """Linear class -> its ``bias=`` default (``layers/linear.py``: ``RowParallelLinear``,
+    ``ColumnParallelLinear``, ``QKVParallelLinear``... default ``bias=True``): a layer built
+    without ``bias=`` has a bias parameter (a vision tower's ``attn.proj``)."""
+    text = load(LINEAR_PY)
+    try:
+        tree = ast.parse(text) if text is not None else None
+    except (SyntaxError, ValueError):
+        return {}
+    out: dict[str, bool] = {}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)) if tree else ():
+        init = next(
+            (f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+            None,
+        )
+        if init is None:
+            continue
+        a = init.args
+        pairs = list(zip(a.args[len(a.args) - len(a.defaults) :], a.defaults, strict=False))
+        pairs += [(x, v) for x, v in zip(a.kwonlyargs, a.kw_defaults, strict=False) if v]
+        for arg, value in pairs:
+            if arg.arg == "bias" and isinstance(value, ast.Constant):
+                out[cls.name] = bool(value.value)
     return out
