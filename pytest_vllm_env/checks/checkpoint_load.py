@@ -20,14 +20,8 @@ from pytest_vllm_env.checks.modelopt_common import effect_summary, few
 from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve, vllm_keys
 from pytest_vllm_env.facts.quant_release import differs_between_releases
-from pytest_vllm_env.facts.vllm_load_plan import (
-    SPLIT_DIM,
-    Fate,
-    LoadPlan,
-    Param,
-    cast_kind,
-    shape_effect,
-)
+from pytest_vllm_env.facts.vllm_load_names import SPLIT_DIM, cast_kind, shape_effect
+from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param
 from pytest_vllm_env.facts.vllm_quant_decision import HF_QUANT, QuantDecision
 from pytest_vllm_env.facts.vllm_tp import TpSplit
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning

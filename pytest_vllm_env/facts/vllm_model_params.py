@@ -23,6 +23,33 @@ from typing import Any
 from pytest_vllm_env.readers import config_expr
 from pytest_vllm_env.readers.vllm_model_file import ModelFile, Node
 
+LINEAR_KINDS = ("qkv", "merged", "row", "column", "replicated")
+# What a quantized Linear registers, per ModelOpt algorithm (vLLM 0.26.0 create_weights;
+# tables/quant_formats.py says the same once merged): weight dtype, scales (dtype, required)
+FORMATS: dict[str, tuple[str, dict[str, tuple[str, bool]]]] = {
+    "FP8": ("F8_E4M3", {"weight_scale": ("F32", True), "input_scale": ("F32", True)}),
+    "FP8_PER_CHANNEL_PER_TOKEN": ("F8_E4M3", {"weight_scale": ("F32", True)}),
+    "FP8_PB_WO": ("F8_E4M3", {"weight_scale": ("F32", True)}),
+    "MXFP8": ("F8_E4M3", {"weight_scale": ("U8", True)}),
+    "NVFP4": (
+        "U8",
+        {
+            "weight_scale": ("F8_E4M3", True),
+            "weight_scale_2": ("F32", True),
+            "input_scale": ("F32", True),
+        },
+    ),
+    "W4A16_NVFP4": (
+        "U8",
+        {
+            "weight_scale": ("F8_E4M3", True),
+            "weight_scale_2": ("F32", True),
+            "input_scale": ("F32", False),
+        },
+    ),
+}
+KV_LEAVES = ("k_scale", "v_scale", "q_scale", "prob_scale")
+
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "half": "F16", "float": "F32"}
 
 # Qwen3-Next and Qwen3.5 gate the attention output from q_proj's extra half

@@ -89,6 +89,9 @@ class _Config:
                 return _Config(value) if isinstance(value, dict) else value
         raise _Unknown(key)
 
+    def __bool__(self) -> bool:
+        return True
+
     def has(self, key: str) -> bool:
         return key in self.data or key in (self.outer or {})
 
@@ -116,11 +119,13 @@ class _Eval:
             raise _Unknown(node.attr)
         if isinstance(node, ast.Call):
             return self.call(node)
-        if isinstance(node, ast.BoolOp):
-            values = [self.eval(v) for v in node.values]
-            if isinstance(node.op, ast.And):
-                return all(values)
-            return any(values)
+        if isinstance(node, ast.BoolOp):  # Python's: the deciding operand, not a bool
+            value = None
+            for v in node.values:
+                value = self.eval(v)
+                if bool(value) != isinstance(node.op, ast.And):
+                    return value
+            return value
         if isinstance(node, ast.UnaryOp):
             value = self.eval(node.operand)
             if isinstance(node.op, ast.Not):
