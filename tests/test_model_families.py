@@ -125,3 +125,93 @@ def test_an_expert_beyond_num_experts_is_not_loaded(built: Path, release: str) -
 def test_a_vision_block_the_config_lacks_is_refused(built: Path, release: str) -> None:
     f = verdict(built / "qwen25vl-extra-block", "qwen25vl-extra-block", release)
     assert f.outcome == "failed" and "visual.blocks.2" in f.summary, f.summary
+
+
+# -- the integration tier: the real wheels' files -------------------------------------------------
+VENVS = Path.home() / ".cache" / "pytest-vllm-env" / "venvs"
+
+
+def _site(release: str) -> Path:
+    """The site-packages of the cached venv of that release (scripts/loader_truth_cpu.py)."""
+    found = sorted((VENVS / f"vllm-{release}" / "lib").glob("python3*/site-packages"))
+    if not found:
+        pytest.skip(f"no venv for vLLM {release}: make it as scripts/loader_truth_cpu.py says")
+    return found[0]
+
+
+def _archs() -> list[str]:
+    bases = sorted({v.base for v in model_variants.VARIANTS.values()})
+    return [model_variants.spec(b)["config"]["architectures"][0] for b in bases]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("release", RELEASES)
+def test_recorded_model_facts_are_the_real_wheels(release: str) -> None:
+    """models-vllm-<release>.json is what the reader makes of that release's files now."""
+    from pytest_vllm_env.facts import vllm_loader_facts
+
+    fresh = vllm_loader_facts.read(_site(release), _archs(), release).to_json()
+    recorded = json.loads((TRUTH_DIR / f"models-vllm-{release}.json").read_text())
+    assert json.loads(json.dumps(fresh, sort_keys=True)) == recorded
+
+
+def _real_files(release: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Every file the reader reads of that release's installed vLLM (and transformers) for
+    the bases' architectures: path -> text."""
+    from pytest_vllm_env.facts import vllm_loader_facts
+
+    site = _site(release)
+    seen: dict[str, str] = {}
+    plain = vllm_loader_facts.source_loader
+
+    def recording(root: Path, unreadable: list[str] | None = None):
+        load = plain(root, unreadable)
+
+        def wrapped(rel: str) -> str | None:
+            text = load(rel)
+            if text is not None:
+                seen[rel] = text
+            return text
+
+        return wrapped
+
+    monkeypatch.setattr(vllm_loader_facts, "source_loader", recording)
+    vllm_loader_facts.read(site, _archs(), release)
+    monkeypatch.setattr(vllm_loader_facts, "source_loader", plain)
+    return seen
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_suite_judges_with_the_real_model_files(
+    pytester: pytest.Pytester, env_builder, tmp_path: Path, release: str, monkeypatch
+) -> None:
+    """The conformance suite on an env whose vLLM holds the real wheel's model, loader and
+    expert-layer files (and its transformers' config files), the checkpoint given as
+    ``--modelopt-checkpoint`` (checkpoint.parameters judges any format): a passing and a
+    failing case of each family, with the real loaders' effect."""
+    from fixtures.vllm_standin import install_vllm
+
+    install_vllm(env_builder, release, extra=_real_files(release, monkeypatch))
+    cases = {
+        "qwen3moe": ("passed", "works"),
+        "qwen3moe-expert-missing": ("failed", "wrong"),
+        "qwen25vl-new-names": ("passed", "works"),
+        "qwen25vl-extra-block": ("failed", "refuses"),
+        "mixtral-expert-transposed": ("failed", "refuses"),
+        "qwen2vl-vision-norm-bias-missing": ("failed", "refuses"),
+    }
+    for name, (outcome, effect_) in cases.items():
+        ckpt = model_variants.make(name, tmp_path / name)
+        report = pytester.path / f"{name}.json"
+        result = pytester.runpytest(
+            "--vllm-conformance", "-p", "no:randomly", "-m", "toolchain", "-k",
+            "test_checkpoint", f"--vllm-env={env_builder.prefix}", f"--modelopt-checkpoint={ckpt}",
+            f"--vllm-env-report={report}",
+        )  # fmt: skip
+        assert "Traceback" not in result.stdout.str()
+        checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+        found = checks["checkpoint.parameters"]
+        assert found["outcome"] == outcome, (name, found["summary"])
+        assert found["evidence"].get("vllm_effect") == effect_, (name, found["evidence"])
+        assert truth_effect(name, release) == effect_
