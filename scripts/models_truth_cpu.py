@@ -91,7 +91,15 @@ def main(argv: list[str]) -> int:
                 print(proc.stderr[-3000:])
             for result in lines:
                 name = result["job"]["name"]
-                recorded["variants"].setdefault(name, {})[release] = summarize(result)
+                rec = summarize(result)
+                # where a checkpoint's own lm_head.weight went: its own parameter, or the
+                # tied embedding's (0.26.0's Qwen3-MoE shares the Parameter: the embedding's
+                # tensor, read after it, overwrites it)
+                r0 = ((result.get("ranks") or {}).get("0")) or {}
+                head = [x["param"] for x in r0.get("routed", []) if x["tensor"] == "lm_head.weight"]
+                if head:
+                    rec["head_param"] = head[0]
+                recorded["variants"].setdefault(name, {})[release] = rec
             recorded["runs"][release] = {
                 "python": str(python),
                 "torch": lines[0].get("torch") if lines else None,

@@ -425,6 +425,10 @@ def _route(
     skip_prefixes = model.skip_prefixes if (
         model.skip_prefixes_if is None or (model.skip_prefixes_if == "tie_word_embeddings" and tied)
     ) else ()  # fmt: skip
+    for sc in model.scopes:  # a scope's own AutoWeightsLoader skips below it
+        guard = sc.get("skip_prefixes_if")
+        if guard is None or (guard == "tie_word_embeddings" and tied):
+            skip_prefixes = (*skip_prefixes, *(f"{sc['path']}.{p}" for p in sc["skip_prefixes"]))
     rotary = rules.rotary_drops or VLLM_0_26.rotary_drops or ()
     # every AutoWeightsLoader of a scope (a module with its own load_weights) ignores its own
     scoped = [suf for sc in model.scopes for suf in sc.get("ignore_suffixes", ())]
@@ -463,6 +467,10 @@ def _fate(
         return Fate(*base, "skipped", why="lm_head is tied to the embedding (skip_prefixes)")
     if tied and rules.tied_alias_skip and mapped == "lm_head.weight":
         return Fate(*base, "skipped", why="lm_head.weight aliases the tied embedding")
+    if tied and mapped in {f"{m}.weight" for m in model.tied}:
+        # lm_head = ParallelLMHead(...).tie_weights(embed_tokens): its weight is the
+        # embedding's Parameter; the embedding's own tensor, read after it, is what stays
+        return Fate(*base, "skipped", why=f"{mapped} is the tied embedding's own parameter")
     for alias, target in out.aliases.items():
         if mapped.startswith(alias + "."):
             mapped = target + mapped[len(alias) :]

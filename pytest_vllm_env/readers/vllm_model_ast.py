@@ -220,3 +220,16 @@ def _mapping(node: ast.expr | None) -> tuple[tuple[str, str | None], ...]:
         if isinstance(k, ast.Constant) and isinstance(k.value, str) and isinstance(v, ast.Constant):
             out.append((k.value, v.value if isinstance(v.value, str) else None))
     return tuple(out)
+
+
+def _ties_weight(target: ast.expr, value: ast.expr) -> bool:
+    """``self.<module>.weight = self.<other>...weight``."""
+    return (
+        isinstance(target, ast.Attribute)
+        and target.attr == "weight"
+        and isinstance(target.value, ast.Attribute)
+        and _is_self(target.value.value)
+        and isinstance(value, ast.Attribute)
+        and value.attr == "weight"
+        and _dotted(value).startswith("self.")
+    )

@@ -48,6 +48,7 @@ from pytest_vllm_env.readers.vllm_model_ast import (
     _subst,
     _substitute,
     _tie_key,
+    _ties_weight,
 )
 from pytest_vllm_env.readers.vllm_model_loading import (
     _class_attr,
@@ -72,28 +73,6 @@ MODELS_DIR = "vllm/model_executor/models"
 
 # modules without parameters of their own that the loader may meet
 NO_PARAMS = {"SiluAndMul", "GeluAndMul", "LogitsProcessor", "get_rope", "PPMissingLayer"}
-
-
-# -- registry ----------------------------------------------------------------------------------
-def parse_registry_map(source: str) -> dict[str, tuple[str, str]]:
-    """``architecture -> (module, class)`` from the literal dicts of ``registry.py``."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return {}
-    out: dict[str, tuple[str, str]] = {}
-    for node in tree.body:
-        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
-        if not isinstance(value, ast.Dict):
-            continue
-        for key, val in zip(value.keys, value.values, strict=False):
-            if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                continue
-            if isinstance(val, ast.Tuple) and len(val.elts) >= 2:
-                mod, cls = val.elts[0], val.elts[1]
-                if isinstance(mod, ast.Constant) and isinstance(cls, ast.Constant):
-                    out.setdefault(key.value, (str(mod.value), str(cls.value)))
-    return out
 
 
 # -- the model file ----------------------------------------------------------------------------
@@ -182,7 +161,8 @@ class _Reader:
             # self.lm_head = self.model.embed_tokens: the same module under two names
             target = _dotted(value).removeprefix("self.")
             if "." in target or target in ("model", "lm_head"):  # a module, not a method
-                self.aliases[path] = target
+                owner = path.rpartition(".")[0]  # the aliasing class's own path
+                self.aliases[path] = f"{owner}.{target}" if owner else target
                 self.alias_conditions[path] = conds
             return
         if not isinstance(value, ast.Call):
@@ -389,6 +369,12 @@ class _Reader:
                 if isinstance(target, ast.Attribute) and _is_self(target.value):
                     add(_tie_key(target.attr, stmt.value), stmt.value, cond, env)
                     env[f"self.{target.attr}"] = stmt.value
+                elif _ties_weight(target, stmt.value):
+                    # self.lm_head.weight = self.model.embed_tokens.weight (0.26.0's
+                    # Qwen3-MoE): the same tie as lm_head.tie_weights(embed_tokens)
+                    module = target.value.attr  # type: ignore[attr-defined]
+                    tie = ast.Call(ast.Attribute(stmt.value, "tie_weights"), [], [])
+                    add(module + TIE, tie, cond, env)
                 elif isinstance(target, ast.Name):
                     # `if norm_layer is None: norm_layer = ...` keeps a value handed down
                     guard = f"{target.id} is None"

@@ -156,15 +156,21 @@ def scopes(visited: list[tuple[str, _Class]], root: dict[str, Any], reader: Any)
         if not path or path in seen or "{i}" in path and path.endswith("{i}"):
             continue
         seen.add(path)
-        if not _passes_mapper(cls, reader):
-            continue
-        mapper = _mapper(cls, reader)
-        if mapper == {k: root[k] for k in mapper} or not any(mapper.values()):
-            continue
         loader = _loader_call(cls, reader)
+        mapper = _mapper(cls, reader) if _passes_mapper(cls, reader) else {}
+        if mapper == {k: root[k] for k in mapper} or not any(mapper.values()):
+            mapper = {}
+        # its own AutoWeightsLoader's skip rules hold for the names below it too (0.26.0's
+        # Qwen2ForCausalLM under a VL model's language_model: skip_prefixes=["lm_head."]
+        # when tie_word_embeddings)
+        skips = loader.get("skip_prefixes") or ()
+        if not mapper and not skips and not loader.get("ignore_suffixes"):
+            continue
+        empty = {"stacked": [], "prefixes": [], "substrs": [], "suffixes": []}
         out.append(
-            {"path": path, **{k: list(v) for k, v in mapper.items()}}
+            {"path": path, **empty, **{k: list(v) for k, v in mapper.items()}}
             | {"ignore_suffixes": list(loader.get("ignore_suffixes", ()))}
+            | {"skip_prefixes": list(skips), "skip_prefixes_if": loader.get("skip_prefixes_if")}
         )
     return tuple(out)
 
@@ -274,4 +280,26 @@ def bias_defaults(load: Callable[[str], str | None]) -> dict[str, bool]:
         for arg, value in pairs:
             if arg.arg == "bias" and isinstance(value, ast.Constant):
                 out[cls.name] = bool(value.value)
+    return out
+
+
+# -- registry ----------------------------------------------------------------------------------
+def parse_registry_map(source: str) -> dict[str, tuple[str, str]]:
+    """``architecture -> (module, class)`` from the literal dicts of ``registry.py``."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for node in tree.body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if not isinstance(value, ast.Dict):
+            continue
+        for key, val in zip(value.keys, value.values, strict=False):
+            if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                continue
+            if isinstance(val, ast.Tuple) and len(val.elts) >= 2:
+                mod, cls = val.elts[0], val.elts[1]
+                if isinstance(mod, ast.Constant) and isinstance(cls, ast.Constant):
+                    out.setdefault(key.value, (str(mod.value), str(cls.value)))
     return out
