@@ -21,7 +21,7 @@
 #   and the base exports they are compared with.
 #
 # Run after the vLLM stage (/work/shared/gpu/README.md), like scripts/device/formats_truth.sh:
-#   bash .gpu_c/install.sh && bash scripts/device/formats_blind.sh
+#   bash scripts/device/formats_blind.sh   (LOADS=4 at a time, LOAD_BUDGET=420 s)
 # Writes $OUT/formats_blind.json (per model: generated?, first tokens, same as its base?, the
 # exception) and $OUT/formats_blind_logs.tar.gz.
 set -uo pipefail
@@ -38,11 +38,16 @@ for b in ct-w4a16-g128 ct-w8a8-int8 hf-fp8-block ct-fp8-static ct-fp8-dynamic; d
   cp -r fixtures/quant_export/$b $V/base-$b
 done
 export VLLM_ENV_PROBE_KV_BYTES=$((256 * 1024 * 1024)) VLLM_ENV_PROBE_GPU_UTIL=0.1
-for d in $V/*/; do
-  tag=$(basename $d)
+probe() {  # model dir -> $L/<name>.json/.err; LOADS at a time (0.1 of the GPU each)
+  local d=$1 tag; tag=$(basename $d)
   timeout 300 $E/bin/python pytest_vllm_env/probes/vllm_generate.py $d > $L/$tag.json 2> $L/$tag.err
   echo "$tag rc=$?"
-done
+}
+export -f probe; export E L
+t0=$(date +%s)
+ls -d $V/*/ | sed 's:/$::' > /tmp/blind_list
+timeout ${LOAD_BUDGET:-420} xargs -P ${LOADS:-4} -I{} bash -c 'probe {}' < /tmp/blind_list
+echo "loads took $(( $(date +%s) - t0 )) s"
 $PY - $L $V/variants.json $OUT/formats_blind.json <<'PY'
 import json, sys
 from pathlib import Path

@@ -12,9 +12,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_ENABLE_V1_MULTIPROCESSI
 export VLLM_USE_FLASHINFER_SAMPLER=0
 PY=${PY:-/opt/torch/.venv/bin/python}
 mkdir -p $OUT/kvfix
-for name in fp8-default+nvfp4-kv nvfp4-default+nvfp4-kv; do
-  for kv in auto fp8 bfloat16; do
-    M=$PWD/fixtures/modelopt_export/algos/$name
+one() {  # name kv: one load in its own process (three at a time, 0.2 of the GPU each)
+    local name=$1 kv=$2 M=$PWD/fixtures/modelopt_export/algos/$1
     timeout 300 $PY - "$M" "$kv" > $OUT/kvfix/$name.$kv.out 2> $OUT/kvfix/$name.$kv.err <<'PY'
 import json, sys
 m, kv = sys.argv[1], sys.argv[2]
@@ -23,7 +22,7 @@ rec = {"model": m.rsplit("/", 1)[1], "kv_cache_dtype": kv}
 try:
     from vllm import LLM, SamplingParams
     llm = LLM(model=m, quantization="modelopt", skip_tokenizer_init=True, enforce_eager=True,
-              gpu_memory_utilization=0.25, max_model_len=256, kv_cache_dtype=kv)
+              gpu_memory_utilization=0.2, max_model_len=256, kv_cache_dtype=kv)
     out = llm.generate([{"prompt_token_ids": expect["prompt_token_ids"]}],
                        SamplingParams(temperature=0, max_tokens=10, detokenize=False))
     got = list(out[0].outputs[0].token_ids)
@@ -35,5 +34,8 @@ print(json.dumps(rec))
 PY
     echo "== $name $kv rc=$?"; tail -1 $OUT/kvfix/$name.$kv.out
     grep -h "attention backend" $OUT/kvfix/$name.$kv.out $OUT/kvfix/$name.$kv.err | sort -u | head -2
-  done
-done
+}
+export -f one; export PY OUT
+for name in fp8-default+nvfp4-kv nvfp4-default+nvfp4-kv; do
+  for kv in auto fp8 bfloat16; do echo "$name $kv"; done
+done | xargs -P 3 -L1 bash -c 'one "$0" "$1"'
