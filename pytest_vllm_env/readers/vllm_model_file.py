@@ -31,6 +31,7 @@ import ast
 from collections.abc import Callable
 
 from pytest_vllm_env.readers import hf_config_class
+from pytest_vllm_env.readers.config_expr import CONFIG_ROOTS
 from pytest_vllm_env.readers.vllm_model_ast import (
     TIE,
     _Class,
@@ -228,9 +229,10 @@ class _Reader:
         # below it: their sizes are not the text model's
         saved = self._scope
         for k in value.keywords:
-            text = self.text(k.value, env)
-            last = text.rsplit(".", 1)[-1]
-            if text.startswith(("config.", "self.config.")) and last.endswith("_config"):
+            # an attribute of the HF config (config.vision_config, hf_config.vision_config),
+            # not one of vLLM's own (vllm_config.quant_config)
+            owner, _, last = self.text(k.value, env).rpartition(".")
+            if owner.rpartition(".")[2] in CONFIG_ROOTS and last.endswith("_config"):
                 if last != "text_config":
                     self._scope = last
         try:
@@ -283,7 +285,7 @@ class _Reader:
         finally:
             self._scope = saved
 
-    def text(self, value: ast.expr, env: dict[str, ast.expr], depth: int = 0) -> str:
+    def text(self, value: ast.expr, env: dict[str, ast.expr]) -> str:
         """``value`` as text with local names, arguments and ``self.<attr>`` replaced by what
         they were assigned (to be evaluated over config.json: readers/config_expr.py)."""
         return _dotted(_substitute(value, env))

@@ -249,9 +249,42 @@ def experts_rule(load: Callable[[str], str | None]) -> dict[str, Any]:
         "names": names,
         "order": order,
         "prefix": prefix,
-        "fused": {"gate_proj": "gate_up_proj", "w1": "w13"},
+        "fused": _fused_names(routed),
         "missing": missing,
     }
+
+
+def _fused_names(tree: ast.Module) -> dict[str, str]:
+    """gate name -> the fused gate-and-up tensor name ``build_expert_params_mapping`` also
+    accepts (``elif ckpt_gate_proj_name == "gate_proj" and ckpt_up_proj_name == "up_proj":
+    gate_up = "gate_up_proj"``; ``w1`` -> ``w13``)."""
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If):
+            continue
+        gate = next(
+            (
+                c.comparators[0].value
+                for c in ast.walk(node.test)
+                if isinstance(c, ast.Compare)
+                and _dotted(c.left) == "ckpt_gate_proj_name"
+                and isinstance(c.comparators[0], ast.Constant)
+            ),
+            None,
+        )
+        fused = next(
+            (
+                s.value.value
+                for s in node.body
+                if isinstance(s, ast.Assign)
+                and _dotted(s.targets[0]) == "gate_up"
+                and isinstance(s.value, ast.Constant)
+            ),
+            None,
+        )
+        if isinstance(gate, str) and isinstance(fused, str):
+            out[gate] = fused
+    return out
 
 
 LINEAR_PY = "vllm/model_executor/layers/linear.py"
