@@ -9,8 +9,9 @@ of that release's model files (its ``hf_to_vllm_mapper``s, the scopes whose own
 ``load_weights`` map names, the expert layer's mapping, the conditions each module is built
 under). The verdict of each release's facts must predict what that release did: refuses,
 wrong (a parameter, or one expert of it, left unwritten), or works. The Qwen2-MoE (shared
-expert), Mixtral (``w1``/``w2``/``w3`` experts) and Qwen2-VL (LayerNorm vision tower) cases
-are the held-out families: the rules were written from Qwen3-MoE and Qwen2.5-VL only.
+expert), Mixtral (``w1``/``w2``/``w3`` experts), Qwen2-VL (LayerNorm vision tower) and
+Qwen3-VL (deepstack mergers, ``nn.Embedding`` position table) cases are the held-out
+families: the rules were written from Qwen3-MoE and Qwen2.5-VL.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def test_verdict_predicts_what_the_real_loader_did(built: Path, name: str, relea
 def test_the_parameter_set_is_the_one_vllm_builds(built: Path, release: str) -> None:
     """Every parameter the real loader built for each base is one the plan expects, and
     no other (names; the shapes of those the plan sizes)."""
-    for name in ("qwen3moe", "qwen25vl", "qwen2moe", "mixtral", "qwen2vl"):
+    for name in ("qwen3moe", "qwen25vl", "qwen2moe", "mixtral", "qwen2vl", "qwen3vl"):
         p = planned(built / name, name, release)
         real = TRUTH["variants"][name][release]
         shapes = real["shapes"]["0"]  # layer 0's weights, as the real model built them

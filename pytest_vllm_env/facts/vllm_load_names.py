@@ -2,13 +2,14 @@
 rename a name (``models/utils.py`` ``WeightsMapper._map_name_with_shard``, then the scopes
 whose own ``load_weights`` map the names below them), what a Linear weight loader does with
 a tensor of another shape, and what ``param.data.copy_`` does across dtypes. Pure functions
-of the model file's facts (``readers/vllm_model_file.py``)."""
+of the model file's facts (``readers/vllm_model_file.py``), and the files vLLM reads."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_vllm_env.readers.shard_index import ShardLayout
 from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
 from pytest_vllm_env.readers.vllm_model_file import ModelFile
 
@@ -125,3 +126,20 @@ def cast_kind(src: str, dst: str) -> str:
 
 def sample_equal(a: bytes | None, b: bytes | None) -> bool | None:
     return None if a is None or b is None else a == b
+
+
+def iterated_files(layout: ShardLayout) -> tuple[list[str], str | None, list[str]]:
+    """(files vLLM reads in its order, the refusal if any, files present but not read)."""
+    if layout.weight_map is not None:
+        listed = sorted(set(layout.weight_map.values()))
+        absent = [f for f in listed if f not in layout.present]
+        if absent:
+            where = ", ".join(str(layout.folder / f) for f in absent)
+            return (
+                [],
+                f"FileNotFoundError: Weight files referenced in index but missing: {where}",
+                [],
+            )
+        read = [f for f in layout.present if f in set(listed)]
+        return read, None, [f for f in layout.present if f not in set(listed)]
+    return list(layout.present), None, []

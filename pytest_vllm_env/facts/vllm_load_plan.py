@@ -39,7 +39,7 @@ from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve, vllm_keys
-from pytest_vllm_env.facts.vllm_load_names import map_name
+from pytest_vllm_env.facts.vllm_load_names import iterated_files, map_name
 from pytest_vllm_env.facts.vllm_model_params import (
     FORMATS,
     KV_LEAVES,
@@ -146,23 +146,6 @@ class LoadPlan:
 
 
 # -- the pieces ----------------------------------------------------------------------------------
-def iterated_files(layout: ShardLayout) -> tuple[list[str], str | None, list[str]]:
-    """(files vLLM reads in its order, the refusal if any, files present but not read)."""
-    if layout.weight_map is not None:
-        listed = sorted(set(layout.weight_map.values()))
-        absent = [f for f in listed if f not in layout.present]
-        if absent:
-            where = ", ".join(str(layout.folder / f) for f in absent)
-            return (
-                [],
-                f"FileNotFoundError: Weight files referenced in index but missing: {where}",
-                [],
-            )
-        read = [f for f in layout.present if f in set(listed)]
-        return read, None, [f for f in layout.present if f not in set(listed)]
-    return list(layout.present), None, []
-
-
 def build_params(
     model: ModelFile,
     d: Dims,
@@ -364,6 +347,13 @@ def plan(
         out.undecided.append(
             f"{arch}: quantized expert weights (FusedMoE's quant method) are not planned statically"
         )
+        return out
+    for prefix, text in model.counts.items():
+        # a list's length the file computes (a vision tower's depth) must be read: the text
+        # model's num_hidden_layers stands in only for a plain config key
+        if not text.isidentifier() and config_expr.as_int(text, config) is None:
+            out.undecided.append(f"{prefix}: the length of the list ({text}) is not read")
+    if out.undecided:
         return out
     out.params, optional = build_params(model, d, config, decision, decide, tied, kv_params)
     out.experts = {

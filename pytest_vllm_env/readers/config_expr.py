@@ -111,6 +111,8 @@ class _Eval:
                 return self.root
             if node.id in LAYER_INDEX and self.layer is not None:
                 return self.layer
+            if node.id.endswith("_config") and self.top.has(node.id):
+                return self.top.get(node.id)  # a nested config handed down by name
             raise _Unknown(node.id)
         if isinstance(node, ast.Attribute):
             owner = self.eval_owner(node.value)
@@ -155,6 +157,8 @@ class _Eval:
         last = text.rsplit(".", 1)[-1]
         if last in CONFIG_ROOTS:
             return self.top if last == "hf_config" else self.root
+        if isinstance(node, ast.Name) and last.endswith("_config") and self.top.has(last):
+            return self.top.get(last)  # vision_config handed down: config.vision_config
         return self.eval(node)
 
     def call(self, node: ast.Call) -> Any:

@@ -24,6 +24,7 @@ LEAVES = {
     "GateLinear": "replicated",  # 0.33.0's MoE router (layers/fused_moe/router/gate_linear.py)
     "Conv3dLayer": "conv",  # vision patch embeddings (layers/conv.py)
     "Conv2dLayer": "conv",
+    "Embedding": "conv",  # torch.nn.Embedding (Qwen3-VL's pos_embed): a weight, no quant method
 }
 # the mixture-of-experts layers: one module holding every expert's weights
 # (layers/fused_moe/layer.py FusedMoEFactory, 0.26.0's FusedMoE / SharedFusedMoE)
