@@ -83,37 +83,5 @@ def test_load_probe(checkpoint_load, checkpoint_load_probe, verdict):
 
 
 @pytest.mark.vllm_check("checkpoint.attention-backend")
-def test_attention_backend(
-    modelopt_checkpoint, vllm_attention, vllm_env, vllm_launch, cuda_archs, verdict
-):
-    from pytest_vllm_env.checks.attention_backend import CID, attention_backend
-
-    facts, forced, install = vllm_attention
-    if not modelopt_checkpoint.config_readable:
-        label = modelopt_checkpoint.label
-        verdict(
-            skipped(CID, f"{label}: its config.json cannot be read (see modelopt.files-readable)")
-        )
-        return
-    if facts.backends is None and facts.why.startswith("vLLM is not installed"):
-        verdict(skipped(CID, facts.why))
-        return
-    if facts.backends is None:
-        verdict(error(CID, facts.why, "reinstall vllm (its files are damaged)"))
-        return
-    verdict(
-        attention_backend(
-            modelopt_checkpoint.config,
-            modelopt_checkpoint.hf_quant_config,
-            facts.backends,
-            cuda_archs,
-            modelopt_checkpoint.label,
-            vllm_env.version_of("vllm"),
-            launch_kv=vllm_launch.kv_cache_dtype,
-            launch_from=vllm_launch.kv_from,
-            absent=facts.absent,
-            fa_forced=forced.forced,
-            fa_libs=facts.fa_libs,
-            install=install,
-        )
-    )
+def test_attention_backend(attention_backend_finding, verdict):
+    verdict(attention_backend_finding)

@@ -141,6 +141,7 @@ FIXTURES = frozenset(
         # checkpoint.py
         "vllm_launch", "vllm_loader_facts", "checkpoint_load", "checkpoint_load_probe",
         "vllm_checkpoint_load", "vllm_attention", "flash_attn_library_finding",
+        "attention_backend_finding",
         # quant.py
         "vllm_checkpoint", "vllm_checkpoint_specs", "vllm_quant_source", "vllm_quant_packages",
         "vllm_checkpoint_plan", "vllm_checkpoint_scales", "vllm_checkpoint_samples",

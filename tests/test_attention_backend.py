@@ -226,3 +226,28 @@ def test_stand_ins_read_back_as_the_recorded_facts(version):
     for b in (*got["backends"].values(), *want["backends"].values()):
         b["imports"] = [m for m in b["imports"] if m not in attention_standin.ALWAYS]
     assert got == want
+
+
+KV_FIX = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures/measured/nvfp4_kv_fix-0.26.0.json").read_text()
+)["loads"]
+
+
+@pytest.mark.parametrize(
+    "load", KV_FIX, ids=[f"{r['model']}-{r['kv_cache_dtype']}" for r in KV_FIX]
+)
+def test_the_fix_as_the_h100_ran_it(pytester, env_builder, tmp_path, load):
+    """Each load of the H100 run (Round 14: both NVFP4-KV exports, kv_cache_dtype auto / fp8
+    / bfloat16, vLLM 0.26.0 without FlashInfer): refused loads fail, the ones that loaded and
+    gave the known answer pass, with the backend vLLM logged."""
+    args = ["--cuda-arch=9.0"]
+    if load["kv_cache_dtype"] != "auto":
+        args.append(f"--vllm-serve-args=vllm serve m --kv-cache-dtype {load['kv_cache_dtype']}")
+    f = run(pytester, make_env(env_builder), export(tmp_path, load["model"]), *args)
+    if load["outcome"] == "refuses":
+        assert f["outcome"] == "failed", f
+        assert "No valid attention backend found" in f["summary"]
+    else:
+        assert load["got"] == load["expected"]
+        assert f["outcome"] == "passed", f
+        assert f["evidence"]["backend"] == {"9.0": load["backend"]}

@@ -896,3 +896,71 @@ def test_prediction_counts_the_env_loaders_plan(pytester, env_builder, tmp_path)
         "predicted 'vLLM loads it but computes wrong results' and vLLM agreed"
         in (agrees["summary"])
     )
+
+
+# -- the launch's --kv-cache-dtype reaches the load and the prediction (round 14, H100) --------
+NVFP4_KV_EXPORT = EXPORT.parent / "algos" / "fp8-default+nvfp4-kv"
+
+
+def _nvfp4_kv_load(pytester, env_builder, tmp_path, *args):
+    """The real ModelOpt 0.47.0 FP8 + NVFP4-KV export through the gpu tier on a stand-in
+    vLLM 0.26.0 that behaves as the real one did on the H100: no attention backend for the
+    checkpoint's NVFP4 cache, a load with ``--kv-cache-dtype fp8`` or ``bfloat16``."""
+    from fixtures import attention_standin
+
+    expect = json.loads((NVFP4_KV_EXPORT / "vllm_env_expect.json").read_text())
+    behaviour = {
+        "nvfp4kv": {
+            "no_attention_backend": ["auto"],
+            "kv_as": "nvfp4",
+            "answer": expect["expected_token_ids"],  # as measured with fp8 and bfloat16
+        }
+    }
+    standin_env(env_builder, vllm=behaviour)
+    files = attention_standin.files("0.26.0")
+    files["vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so"] = ""
+    for rel, text in files.items():
+        add_file(env_builder, rel, text.encode())
+    ckpt = tmp_path / "ckpt" / "nvfp4kv"
+    shutil.copytree(NVFP4_KV_EXPORT, ckpt)
+    report = tmp_path / "report.json"
+    gpu_run(pytester, env_builder, f"--modelopt-checkpoint={ckpt}", "--cuda-arch=9.0", *args,
+            k=ALL_VLLM, report=report)  # fmt: skip
+    return {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+
+
+def test_attention_refusal_is_predicted(pytester, env_builder, tmp_path):
+    # measured: vLLM 0.26.0 refused both NVFP4-KV exports at model construction, and
+    # checkpoint.attention-backend said so; gpu.prediction-agrees had counted only the
+    # modelopt.* and loader-plan checks, so it warned "predicted 'works'"
+    found = _nvfp4_kv_load(pytester, env_builder, tmp_path)
+    assert found["gpu.vllm-generate"]["outcome"] == "failed"
+    assert "No valid attention backend found" in found["gpu.vllm-generate"]["summary"]
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["evidence"]["predicted_by"] == ["checkpoint.attention-backend"]
+
+
+def test_launch_kv_cache_dtype_reaches_the_load(pytester, env_builder, tmp_path):
+    # measured: the same export loads with --kv-cache-dtype fp8 and gives the known answer;
+    # the probe had loaded it with the checkpoint's own NVFP4 cache whatever the launch said
+    found = _nvfp4_kv_load(
+        pytester, env_builder, tmp_path, "--vllm-serve-args=--kv-cache-dtype fp8"
+    )
+    gen = found["gpu.vllm-generate"]
+    assert gen["outcome"] == "passed", gen
+    agrees = found["gpu.prediction-agrees"]
+    assert agrees["outcome"] == "passed", agrees
+    assert agrees["evidence"]["predicted"] == "works"
+
+
+def test_launch_settings_name_only_what_the_launch_gives(pytester):
+    from pytest_vllm_env.plugins.gpu import launch_settings
+
+    config = pytester.parseconfigure("--vllm-serve-args=vllm serve m --kv-cache-dtype fp8 "
+                                     "--moe-backend marlin")  # fmt: skip
+    assert json.loads(launch_settings(config)["VLLM_ENV_PROBE_ENGINE_ARGS"]) == {
+        "kv_cache_dtype": "fp8",
+        "moe_backend": "marlin",
+    }
+    assert launch_settings(pytester.parseconfigure()) == {}

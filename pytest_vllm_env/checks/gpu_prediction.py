@@ -28,6 +28,8 @@ CHECK_EFFECT: dict[str, Effect] = {
     "modelopt.min-capability": "refuses",
     "modelopt.shapes-match-config": "refuses",
     "modelopt.scales-sane": "wrong",
+    # "No valid attention backend found" at model construction (H100, vLLM 0.26.0, round 14)
+    "checkpoint.attention-backend": "refuses",
 }
 
 

@@ -347,3 +347,41 @@ def vllm_attention(request: pytest.FixtureRequest, vllm_env: PixiEnv):
         m: fixes.add(vllm_env, fixes.Package(DIST_OF.get(m, m), pypi=True)) for m in facts.absent
     }
     return facts, forced, install
+
+
+@pytest.fixture
+def attention_backend_finding(
+    modelopt_checkpoint: Checkpoint,
+    vllm_attention,
+    vllm_env: PixiEnv,
+    vllm_launch: Launch,
+    cuda_archs,
+):
+    """``checkpoint.attention-backend``'s finding for this checkpoint under the launch's
+    ``--kv-cache-dtype``: the conformance check reports it, and ``gpu.prediction-agrees``
+    holds it against the real load (which runs with the same ``--kv-cache-dtype``)."""
+    from pytest_vllm_env.checks.attention_backend import CID, attention_backend
+    from pytest_vllm_env.findings import error, skipped
+
+    facts, forced, install = vllm_attention
+    if not modelopt_checkpoint.config_readable:
+        why = "its config.json cannot be read (see modelopt.files-readable)"
+        return skipped(CID, f"{modelopt_checkpoint.label}: {why}")
+    if facts.backends is None and facts.why.startswith("vLLM is not installed"):
+        return skipped(CID, facts.why)
+    if facts.backends is None:
+        return error(CID, facts.why, "reinstall vllm (its files are damaged)")
+    return attention_backend(
+        modelopt_checkpoint.config,
+        modelopt_checkpoint.hf_quant_config,
+        facts.backends,
+        cuda_archs,
+        modelopt_checkpoint.label,
+        vllm_env.version_of("vllm"),
+        launch_kv=vllm_launch.kv_cache_dtype,
+        launch_from=vllm_launch.kv_from,
+        absent=facts.absent,
+        fa_forced=forced.forced,
+        fa_libs=facts.fa_libs,
+        install=install,
+    )

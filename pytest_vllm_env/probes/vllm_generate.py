@@ -17,7 +17,9 @@ is not returned, so a second LLM() in the same process fails). In that one load 
 Settings come from the environment: VLLM_ENV_PROBE_GPU_UTIL (default 0.25),
 VLLM_ENV_PROBE_KV_BYTES (a fixed KV budget: no memory profiling, for loads sharing a GPU),
 VLLM_ENV_PROBE_ADDITIONAL_CONFIG (a JSON object passed as ``LLM(additional_config=...)``, e.g.
-``{"gdn_prefill_backend": "triton"}``: the suite sets it from --vllm-additional-config).
+``{"gdn_prefill_backend": "triton"}``: the suite sets it from --vllm-additional-config),
+VLLM_ENV_PROBE_ENGINE_ARGS (a JSON object of ``LLM(...)`` keywords from the user's launch:
+``kv_cache_dtype``, ``moe_backend``; the suite sets it from --vllm-serve-args).
 """
 
 import json
@@ -157,6 +159,10 @@ try:
     kv_bytes = os.environ.get("VLLM_ENV_PROBE_KV_BYTES")
     if kv_bytes:
         extra["kv_cache_memory_bytes"] = int(kv_bytes)
+    engine = os.environ.get("VLLM_ENV_PROBE_ENGINE_ARGS")
+    if engine:  # the user's launch: --kv-cache-dtype, --moe-backend
+        extra.update(json.loads(engine))
+        out["engine_args"] = json.loads(engine)
     additional = os.environ.get("VLLM_ENV_PROBE_ADDITIONAL_CONFIG")
     if additional:
         extra["additional_config"] = json.loads(additional)

@@ -24,6 +24,8 @@ set -uo pipefail
 : "${OUT:?set OUT (the device tool sets it)}"
 : "${TK_WHEEL:?set TK_WHEEL to the triton-kernels 0.1.0 wheel}"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# no FlashInfer in the stage: its sampler import kills the engine core otherwise
+export VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ENABLE_V1_MULTIPROCESSING=0
 source scripts/device/target_env.sh
 W=/tmp/tk_copy; rm -rf $W; mkdir -p $W/logs $W/kernelize
 $PY -m pip install -q --no-deps --target $W/kernelize "$TK_WHEEL"
@@ -35,7 +37,9 @@ for c in $CASES; do
   extra=""
   [ "$c" = kernelize ] && extra=$W/kernelize
   [ "$c" = tree ] && extra=$(dirname "$TK_TREE/triton_kernels")
-  PYTHONPATH=${extra:+$extra:}/tmp/site timeout 300 $E/bin/python - "$D" > $W/logs/$c.json 2> $W/logs/$c.err <<'PY'
+  # $PY itself, not $E/bin/python: that wrapper sets PYTHONPATH=/tmp/site, which dropped the
+  # copy under test (round 14's first try imported vllm/third_party's in both cases)
+  PYTHONPATH=${extra:+$extra:}/tmp/site timeout 300 $PY - "$D" > $W/logs/$c.json 2> $W/logs/$c.err <<'PY'
 import json, sys
 out = {"loaded": False, "generated": False, "exception": None, "triton_kernels": None}
 try:
@@ -84,7 +88,7 @@ for case, files in copies.items():
     if files:
         env.dist("triton-kernels", "0.1.0" if case == "kernelize" else "1.0.0", files=files)
     report = work / f"report-{case}.json"
-    pytest.main(["--vllm-conformance", "-q", "-p", "no:randomly", "-m", "toolchain", "-k", "kernel_arch",
+    pytest.main(["-p", "pytest_vllm_env.plugin", "--vllm-conformance", "-q", "-p", "no:randomly", "-m", "toolchain", "-k", "kernel_arch",
                  f"--vllm-env={env.prefix}", f"--vllm-checkpoint={ckpt}", "--cuda-arch=9.0",
                  f"--vllm-env-report={report}"])
     checks = json.loads(report.read_text())["checks"] if report.exists() else []

@@ -17,7 +17,7 @@ R=$PWD; export PYTHONPATH=$R
 $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/cu12 .xf/nvidia_cuda_runtime_cu12-*.whl
 CU12=$(dirname "$(find /tmp/cu12 -name 'libcudart.so.12*' | head -1)")
 run() {  # label wheel-dir extra-LD_LIBRARY_PATH [held: nvidia-cuda-runtime-cu12 in site-packages]
-  local label=$1 whl=$2 ld=$3 held=$4 E=/tmp/xenv-$1 S=/tmp/xsite-$1
+  local label=$1 whl=$2 ld=$3 held=${4:-} E=/tmp/xenv-$1 S=/tmp/xsite-$1
   rm -rf "$E" "$S"
   $PY -m pip install -q --no-index --no-deps --no-compile --target "$S" .xf/$whl/xformers-*.whl || return
   printf '#!/bin/sh\nPYTHONPATH=%s LD_LIBRARY_PATH=%s exec %s "$@"\n' "$S" "$ld" "$PY" > /tmp/pywrap-$label
