@@ -18,6 +18,7 @@ no shape), never a guess.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -58,14 +59,23 @@ def evaluate(text: str, config: Mapping[str, Any], layer: int | None = None) -> 
     """The value of ``text`` for this config.json (``text_config`` keys first, as vLLM's
     ``hf_text_config``), ``layer`` the index of the layer being built; :data:`UNKNOWN` when
     it cannot be computed statically."""
-    try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError):
+    tree = _parsed(text)
+    if tree is None:
         return UNKNOWN
     try:
         return _Eval(config, layer).eval(tree.body)
     except (_Unknown, TypeError, ValueError, ZeroDivisionError, KeyError, IndexError):
         return UNKNOWN
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> ast.Expression | None:
+    """The tree of ``text`` (the same few expressions are asked once per layer and tensor:
+    parsed once); None if it does not parse."""
+    try:
+        return ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError):
+        return None
 
 
 def as_int(text: str | None, config: Mapping[str, Any], layer: int | None = None) -> int | None:
