@@ -30,6 +30,7 @@ def test_tensors_complete(
     modelopt_weight_samples,
     vllm_modelopt_source,
     vllm_kv_naming,
+    vllm_env,
     verdict,
 ):
     scales, _ = modelopt_scales
@@ -40,6 +41,7 @@ def test_tensors_complete(
             modelopt_weight_samples,
             vllm_modelopt_source,
             vllm_kv_naming,
+            vllm_env.version_of("vllm"),
         )
     )
 

@@ -34,7 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -152,55 +154,27 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sources-only", action="store_true", help="only re-read the source facts")
     ap.add_argument("--corpus", choices=("modelopt", "formats"), default="modelopt")
     a = ap.parse_args(argv)
+    releases = a.releases.split(",")
+    only = [n for n in a.only.split(",") if n]
     if a.corpus == "formats":
-        return run_formats(a)
-    if a.sources_only:
-        for release in a.releases.split(","):
-            record_sources(release)
+        # the blind round on the formats beyond ModelOpt: every small parameter's sum kept
+        run_corpus(FORMATS_OUT, _formats_jobs, format_variants, releases, only, a.timeout, True)
         return 0
-    names = [n for n in a.only.split(",") if n] or list(loader_variants.VARIANTS)
-    recorded = json.loads(OUT.read_text()) if OUT.is_file() else {"variants": {}, "runs": {}}
-    with tempfile.TemporaryDirectory(prefix="loader-truth-") as tmp:
-        jobs = []
-        for name in names:
-            folder = loader_variants.make(name, Path(tmp) / name)
-            launch = loader_variants.VARIANTS[name].launch
-            jobs.append({"name": name, "model": str(folder), "mode": "load", **launch})
-        (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
-        for release in a.releases.split(","):
-            python = VENVS / f"vllm-{release}" / "bin" / "python"
-            start = time.monotonic()
-            proc = subprocess.run(
-                [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
-                capture_output=True,
-                text=True,
-                timeout=a.timeout,
-                cwd=tmp,
-            )
-            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-            print(
-                f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, "
-                f"{time.monotonic() - start:.0f} s, rc {proc.returncode}"
-            )
-            if len(lines) != len(jobs):
-                print(proc.stderr[-3000:])
-            for result in lines:
-                name = result["job"]["name"]
-                recorded["variants"].setdefault(name, {})[release] = summarize(result)
-            recorded["runs"][release] = {
-                "python": str(python),
-                "torch": lines[0].get("torch") if lines else None,
-                "seconds": round(time.monotonic() - start),
-                "date": time.strftime("%Y-%m-%d"),
-            }
-    for name in names:
-        recorded["variants"].setdefault(name, {})["variant"] = loader_variants.describe(name)
-    for release in a.releases.split(","):
+    if not a.sources_only:
+        run_corpus(OUT, _modelopt_jobs, loader_variants, releases, only, a.timeout, False)
+    for release in releases:
         record_sources(release)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT.relative_to(REPO)}")
     return 0
+
+
+def _modelopt_jobs(tmp: Path, only: list[str]) -> list[dict]:
+    """Every variant of fixtures/loader_variants.py (or those named), loaded."""
+    jobs = []
+    for name in only or list(loader_variants.VARIANTS):
+        folder = loader_variants.make(name, tmp / name)
+        launch = loader_variants.VARIANTS[name].launch
+        jobs.append({"name": name, "model": str(folder), "mode": "load", **launch})
+    return jobs
 
 
 def _formats_jobs(tmp: Path, only: list[str]) -> list[dict]:
@@ -225,47 +199,56 @@ def _formats_jobs(tmp: Path, only: list[str]) -> list[dict]:
     return jobs
 
 
-def run_formats(a: argparse.Namespace) -> int:
-    """The blind round on the formats beyond ModelOpt: one probe process per release."""
-    only = [n for n in a.only.split(",") if n]
-    recorded = (
-        json.loads(FORMATS_OUT.read_text())
-        if FORMATS_OUT.is_file()
-        else {"variants": {}, "runs": {}}
-    )
+def run_corpus(
+    out: Path,
+    make_jobs: Callable[[Path, list[str]], list[dict]],
+    corpus: Any,
+    releases: list[str],
+    only: list[str],
+    timeout: int,
+    all_sums: bool,
+) -> None:
+    """Build the corpus's jobs, run the probe on them once per release (one process each),
+    and merge what each load did into ``out``, with each variant's description from
+    ``corpus`` (``fixtures.loader_variants`` or ``fixtures.format_variants``)."""
+    recorded = json.loads(out.read_text()) if out.is_file() else {"variants": {}, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="loader-truth-") as tmp:
-        jobs = _formats_jobs(Path(tmp), only)
+        jobs = make_jobs(Path(tmp), only)
         (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
-        for release in a.releases.split(","):
+        for release in releases:
             python = VENVS / f"vllm-{release}" / "bin" / "python"
             start = time.monotonic()
             proc = subprocess.run(
                 [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
                 capture_output=True,
                 text=True,
-                timeout=a.timeout,
+                timeout=timeout,
                 cwd=tmp,
             )
             lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-            print(f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, rc {proc.returncode}")
+            print(
+                f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, "
+                f"{time.monotonic() - start:.0f} s, rc {proc.returncode}"
+            )
             if len(lines) != len(jobs):
                 print(proc.stderr[-3000:])
             for result in lines:
                 name = result["job"]["name"]
-                recorded["variants"].setdefault(name, {})[release] = summarize(result, True)
+                recorded["variants"].setdefault(name, {})[release] = summarize(result, all_sums)
             recorded["runs"][release] = {
                 "python": str(python),
                 "torch": lines[0].get("torch") if lines else None,
                 "seconds": round(time.monotonic() - start),
                 "date": time.strftime("%Y-%m-%d"),
             }
-    for job in jobs:
-        if job["name"] in format_variants.VARIANTS:
-            described = format_variants.describe(job["name"])
-            recorded["variants"][job["name"]]["variant"] = described
-    FORMATS_OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {FORMATS_OUT.relative_to(REPO)}")
-    return 0
+    for job in jobs:  # base: and meta: jobs are exports, not variants: nothing to describe
+        if job["name"] in corpus.VARIANTS:
+            recorded["variants"].setdefault(job["name"], {})["variant"] = corpus.describe(
+                job["name"]
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {out.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

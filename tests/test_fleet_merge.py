@@ -528,6 +528,59 @@ def test_html_renders_in_chromium_failing_first(fleet_dir: Path, tmp_path: Path)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 
+# what the browser laid out at 1,400 px: the page's width against the window's, the matrix
+# box's, and where the last check column and the node column are once the box is scrolled
+# to its right end
+WIDTH_PROBE = """<pre id="probe"></pre><script>
+const wrap = document.querySelector('.matrixwrap');
+const heads = [...document.querySelectorAll('th.check')];
+const seen = {window: window.innerWidth, page: document.documentElement.scrollWidth,
+  boxRight: wrap.getBoundingClientRect().right, boxScroll: wrap.scrollWidth,
+  boxClient: wrap.clientWidth};
+wrap.scrollLeft = wrap.scrollWidth;
+const box = wrap.getBoundingClientRect();
+seen.lastRight = heads[heads.length - 1].getBoundingClientRect().right - box.right;
+seen.nodeLeft = document.querySelector('tbody th').getBoundingClientRect().left - box.left;
+document.getElementById('probe').textContent = JSON.stringify(seen);
+</script>"""
+
+
+def _laid_out(html: str, tmp_path: Path) -> dict:
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.replace("</body>", WIDTH_PROBE + "</body>"))
+    done = chromium("--dump-dom", probed.as_uri(), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    start = dom.index('<pre id="probe">') + len('<pre id="probe">')
+    return json.loads(dom[start : dom.index("</pre>", start)].replace("&quot;", '"'))
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium not installed (Debian: apt-get install chromium)"
+)
+def test_html_at_1400_px_keeps_a_53_column_matrix_in_the_window(tmp_path: Path, monkeypatch):
+    """docs/fleet.md: a 53-column matrix was cut off at the right edge of a 1,400 px window;
+    now it scrolls inside its box with the node column sticky. In Chromium at 1,400 px (with
+    a fix and a summary holding a 200-character path): the page is no wider than the window,
+    the box ends inside it and scrolls, and scrolled to its end the last check column is in
+    view with the node names still at the box's left edge. Without the box's rule the same
+    page is wider than the window (the failure the rule fixed)."""
+    reports = _fleet_reports(30, 53)
+    path = "/home/someone/work/.pixi/envs/cuda-build/lib/python3.12/site-packages/" * 3
+    for report in reports:
+        first = report.checks[0]
+        if first["outcome"] == "failed":
+            first["summary"], first["fix"] = f"no sm_120 in {path}", f"LD_LIBRARY_PATH={path}"
+    html = page.render(matrix.merge(reports))
+    seen = _laid_out(html, tmp_path)
+    assert seen["window"] == 1400, seen
+    assert seen["page"] <= seen["window"] and seen["boxRight"] <= seen["window"], seen
+    assert seen["boxScroll"] > seen["boxClient"], seen  # 53 columns: it scrolls, in its box
+    assert seen["lastRight"] <= 1 and abs(seen["nodeLeft"]) <= 1, seen
+    monkeypatch.setattr(page, "STYLE", page.STYLE.replace(".matrixwrap{overflow:auto;", ".x{"))
+    assert _laid_out(page.render(matrix.merge(reports)), tmp_path)["page"] > 1400
+
+
 # -- reports the plugin did not write, outputs that cannot be written (issue 21) -------------
 def _node_report(name: str = "n1", outcome: str = "passed") -> dict:
     return {

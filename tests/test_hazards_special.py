@@ -322,6 +322,42 @@ def test_unreadable_vllm_settings_source_is_an_error(pytester, env_builder, rel)
     )
 
 
+@pytest.mark.parametrize(
+    ("rel", "kind"),
+    [
+        ("etc/conda/activate.d/vllm.sh", "fifo"),
+        ("etc/conda/activate.d/vllm.sh", "dangling"),
+        ("etc/conda/env_vars.d/vllm.json", "fifo"),
+        ("etc/conda/env_vars.d/vllm.json", "directory"),
+    ],
+)
+def test_unreadable_activation_file_is_a_settings_error(pytester, env_builder, rel, kind):
+    """An activate.d script or env_vars.d file that cannot be read may set any VLLM_*
+    variable (env.activation names it, unsourced): settings.unread skipped it and judged the
+    rest as if that were all the env sets (passed, where the readable file's VLLM_USE_V1,
+    which vLLM 0.26.0 no longer reads, is a warning). Now: an error naming the file."""
+    env_builder.python("3.12")
+    S.python_headers(env_builder)
+    S.install_vllm(env_builder)
+    env_builder.manifest('[activation.env]\nVLLM_USE_DEEP_GEMM = "1"\n')
+    body = "export VLLM_USE_V1=1\n" if rel.endswith(".sh") else '{"VLLM_USE_V1": "1"}'
+    env_builder.file(rel, body)
+    checks = report(pytester, env_builder, "test_settings_unread")
+    (readable,) = of(checks, "settings.unread")
+    assert readable["outcome"] == "warning" and "VLLM_USE_V1" in readable["summary"], readable
+    path = plant(env_builder.prefix / rel, kind)
+    checks = report(pytester, env_builder, "test_settings_unread")
+    got = of(checks, "settings.unread")
+    assert [f["outcome"] for f in got] == ["error"], got
+    assert got[0]["summary"].startswith(
+        f"which VLLM_* variables the env's activation sets is unknown: {path}: cannot be read: "
+        f"{SAYS[kind]}"
+    ), got
+    assert got[0]["fix"] == (
+        f"restore {path} as a regular file (reinstall the package that ships it), or remove it"
+    ), got
+
+
 # -- cmake.torch-config, nvtx.cmake-target (torch's share/cmake) -------------------------------------
 def torch_cmake_env(b: EnvBuilder) -> Path:
     """torch with the CMake files a build reads: TorchConfig, Caffe2Config (which puts its own
@@ -340,7 +376,7 @@ def torch_cmake_env(b: EnvBuilder) -> Path:
 @pytest.mark.parametrize(
     "rel, ids",
     [
-        ("Torch/TorchConfig.cmake", ("cmake.torch-config",)),
+        ("Torch/TorchConfig.cmake", ("cmake.torch-config", "nvtx.cmake-target")),
         ("Caffe2/Caffe2Config.cmake", ("cmake.torch-config", "nvtx.cmake-target")),
         ("Caffe2/FindCUDAToolkit.cmake", ("nvtx.cmake-target",)),
     ],
@@ -348,7 +384,8 @@ def torch_cmake_env(b: EnvBuilder) -> Path:
 def test_unreadable_torch_cmake_file_is_an_error(pytester, env_builder, rel, ids):
     """Before: a FIFO TorchConfig.cmake was "torch has no Torch/TorchConfig.cmake" (skipped),
     a FIFO Caffe2Config.cmake or FindCUDAToolkit.cmake made CMake's own FindCUDAToolkit the
-    one predicted: a guess, silently."""
+    one predicted: a guess, silently. nvtx.cmake-target on a FIFO TorchConfig.cmake (where
+    torch 2.0-2.4 put LIBNVTOOLSEXT into TORCH_LIBRARIES) passed: "links no NVTX"."""
     share = torch_cmake_env(env_builder)
     args = ("--vllm-build-log=build.log",)  # nvtx.cmake-target judges a build
     path = plant(share / rel, "fifo")
@@ -465,6 +502,47 @@ def test_unreadable_record_is_an_error_not_no_objects(pytester, env_builder, kin
         in f["summary"]
     ), f
     assert "reinstall torch, whose RECORD is damaged" in f["fix"], f
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_unreadable_compiled_object_is_an_error_not_no_links(pytester, env_builder, kind):
+    """torchvision 0.26.0 pins torch==2.11.0, next to torch 2.13.0. Its _C.so there but
+    unreadable (a FIFO, a dangling link) was passed over: no object read, so "written
+    against torch's Python API", a warning where the loader may bind the wrong torch. An
+    object that is not ELF (the stand-in's empty file) is still no link: judged."""
+    env_builder.python("3.12")
+    env_builder.dist(
+        "torchvision", "0.26.0", requires=["torch==2.11.0"], files={"torchvision/_C.so": b""}
+    )
+    env_builder.dist("torch", "2.13.0", files={"torch/lib/libc10.so": b""})
+    path = plant(env_builder.site_packages / "torchvision" / "_C.so", kind)
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "error", f
+    said = "not a regular file (a FIFO)" if kind == "fifo" else "a dangling symlink to "
+    assert (
+        "torchvision 0.26.0 requires torch==2.11.0, the env has torch 2.13.0: whether "
+        f"torchvision's compiled code links torch's libraries is unknown: {path}: cannot be read: {said}"
+        in f["summary"]
+    ), f
+    assert f["fix"].startswith("reinstall torchvision, whose compiled code is damaged"), f
+
+
+def test_a_nul_in_a_record_path_is_no_traceback(pytester, env_builder):
+    """A RECORD row naming an object with a NUL byte (a damaged RECORD): the path cannot be
+    opened (Python raises ValueError, not OSError); before, pins.siblings died with a
+    traceback. It is an object that cannot be read: an error naming it."""
+    env_builder.python("3.12")
+    info = env_builder.dist(
+        "torchvision", "0.26.0", requires=["torch==2.11.0"], files={"torchvision/_C.so": b""}
+    )
+    env_builder.dist("torch", "2.13.0", files={"torch/lib/libc10.so": b""})
+    (info / "RECORD").write_text("torchvision/_C\x00.so,,\n")
+    checks = report(pytester, env_builder, "test_sibling_pins")
+    (f,) = of(checks, "pins.siblings")
+    assert f["outcome"] == "error", f
+    assert "torchvision's compiled code links torch's libraries is unknown: " in f["summary"], f
+    assert "embedded null byte" in f["summary"], f
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dangling"])

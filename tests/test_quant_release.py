@@ -122,6 +122,53 @@ def test_a_layer_only_some_releases_serve(pytester, env_builder, tmp_path, relea
         assert "assumed: vLLM 0.30.0 picks kernels as 0.26.0 does" in kernels["summary"]
 
 
+def _pc_pt(ckpt_dir):
+    """mixed_llama's FP8 attention and an FP8_PER_CHANNEL_PER_TOKEN MLP as that algorithm's
+    row holds it: FP8 weights, a per-channel float32 weight scale ([out]), no input scale
+    (activations are quantized per token at run time)."""
+    builder = ckpts.mixed_llama("FP8_PER_CHANNEL_PER_TOKEN")
+    for key in [k for k in builder.tensors if ".mlp." in k]:
+        if key.endswith(".input_scale"):
+            del builder.tensors[key]
+        elif key.endswith(".weight_scale"):
+            out = builder.tensors[key.removesuffix("_scale")][1][0]
+            builder.tensors[key] = ("F32", [out], ckpts.f32(*[0.002] * out))
+    return builder.write(ckpt_dir)
+
+
+@pytest.mark.parametrize("release", ["0.26.0", "0.30.0", "0.33.0"])
+def test_tensors_complete_follows_the_envs_release(pytester, env_builder, tmp_path, release):
+    """modelopt.tensors-complete where the env's modelopt.py does not say which per-layer
+    algorithms ModelOptMixedPrecisionConfig serves: vLLM 0.26.0 (its record: FP8, NVFP4,
+    W4A16_NVFP4, MXFP8) has no Linear method for FP8_PER_CHANNEL_PER_TOKEN, builds those MLP
+    layers unquantized and has no parameter for their weight_scale (failed; before: the
+    union of both releases called the layer served, passed); 0.33.0 serves it (passed); a
+    release not read passes on the union, saying what it assumed."""
+    env = make_env(env_builder, release)
+    _, checks = run(pytester, env, _pc_pt(tmp_path / "mixed"))
+    t = checks["modelopt.tensors-complete"]
+    if release == "0.26.0":
+        assert t["outcome"] == "failed", t
+        assert (
+            "model.layers.0.mlp.down_proj: quantized_layers gives it 'FP8_PER_CHANNEL_PER_TOKEN', "
+            "which ModelOptMixedPrecisionConfig has no method for, so vLLM builds it unquantized "
+            "and says 'There is no module or parameter named model.layers.0.mlp.down_proj.weight_scale'"
+        ) in t["summary"], t
+        assert t["fix"].startswith(
+            "quantize those layers with an algorithm vLLM serves per layer (FP8, NVFP4, "
+            "W4A16_NVFP4, MXFP8)"
+        ), t
+    elif release == "0.33.0":
+        assert t["outcome"] == "passed" and "assumed" not in t["summary"], t
+        assert "FP8_PER_CHANNEL_PER_TOKEN: 6" in t["summary"], t
+    else:
+        assert t["outcome"] == "passed", t
+        assert (
+            "vLLM 0.30.0's ModelOptMixedPrecisionConfig.get_quant_method could not be read from "
+            "its modelopt.py, so a layer is taken as served when 0.26.0 or 0.33.0 serves it"
+        ) in t["summary"], t
+
+
 # -- kernel tables on a release not read ---------------------------------------------------------
 def _int8(version: str, cc: str = "10.0"):
     folder = EXPORTS / "ct-w8a8-int8"

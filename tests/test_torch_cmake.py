@@ -6,6 +6,7 @@ tests/test_torch_cmake_integration.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -402,6 +403,37 @@ def test_f11_passes_when_cmake_searches_lib_or_vllm_links_no_torch_libraries(
         again.stdout.fnmatch_lines(
             ["*NOTFOUND: LIBNVTOOLSEXT*links into its C++-only extension `_core_C`*"]
         )
+
+
+@REAL_NVCC
+def test_f11_with_an_unreadable_vllm_cmakelists_is_an_error_in_both_checks(pytester, tmp_path):
+    """Whether torch 2.1's LIBNVTOOLSEXT reaches the build depends on whether the vLLM being
+    built links ${TORCH_LIBRARIES}; a FIFO CMakeLists.txt in --vllm-source hides that:
+    cmake.torch-config said so (error) while nvtx.cmake-target failed on the guess that it
+    does. Both say it now, in the same words and with the same fix."""
+    b = _f11_env(tmp_path / "fail")
+    tree = _vllm_tree(tmp_path / "vllm-0.5.4", core_c=True)
+    (tree / "CMakeLists.txt").unlink()
+    os.mkfifo(tree / "CMakeLists.txt")
+    report = pytester.path / "report.json"
+    pytester.runpytest(
+        *SUITE, "-k", "test_torch_config or test_nvtx_cmake_target", "-m", "toolchain",
+        f"--vllm-env={b.prefix}", "--cmake", str(cmake4()), "--vllm-source", str(tree),
+        f"--vllm-env-report={report}", "--timeout=60",
+    )  # fmt: skip
+    checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    said = (
+        "what the vLLM source tree links cannot be read: "
+        f"{tree / 'CMakeLists.txt'}: cannot be read: not a regular file (a FIFO)"
+    )
+    for cid in ("cmake.torch-config", "nvtx.cmake-target"):
+        f = checks[cid]
+        assert f["outcome"] == "error", f
+        assert said in f["summary"] and "Traceback" not in f["summary"], f
+        assert f["fix"].startswith("restore the file from the vLLM release you build"), f
+    assert checks["nvtx.cmake-target"]["summary"].startswith(
+        "whether torch 2.1.2's LIBNVTOOLSEXT (NOTFOUND here) reaches this vLLM build is unknown: "
+    ), checks["nvtx.cmake-target"]
 
 
 @REAL_NVCC

@@ -13,7 +13,7 @@ check id                           module (``pytest_vllm_env.checks.``)
 ``modelopt.architecture-registered`` ``modelopt_config``
 ``modelopt.min-capability``        ``modelopt_config``
 ``modelopt.tensors-complete``      ``modelopt_tensors`` (KV scales: ``modelopt_kv``)
-``modelopt.scales-sane``           ``modelopt_tensors``
+``modelopt.scales-sane``           ``modelopt_scales``
 ``modelopt.shapes-match-config``   ``modelopt_shapes``
 ``modelopt.vision-tower``          ``modelopt_vision``
 ``modelopt.gdn-prefill-backend``   ``gdn_prefill``
@@ -37,8 +37,9 @@ from pytest_vllm_env.checks.modelopt_config import (
     quant_algo_supported,
     quant_config,
 )
+from pytest_vllm_env.checks.modelopt_scales import scales_sane
 from pytest_vllm_env.checks.modelopt_shapes import shapes_match_config
-from pytest_vllm_env.checks.modelopt_tensors import scales_sane, tensors_complete
+from pytest_vllm_env.checks.modelopt_tensors import tensors_complete
 from pytest_vllm_env.checks.modelopt_vision import vision_tower
 from pytest_vllm_env.findings import Finding
 from pytest_vllm_env.readers.checkpoint import Checkpoint
@@ -85,7 +86,7 @@ def predict(
         files_readable(ckpt),
         quant_config(ckpt),
         quant_algo_supported(ckpt, source, vllm_version),
-        tensors_complete(ckpt, scales, samples, source, kv_naming),
+        tensors_complete(ckpt, scales, samples, source, kv_naming, vllm_version),
         shapes_match_config(ckpt),
         scales_sane(ckpt, scales, unread),
         architecture_registered(ckpt, registry, vllm_version),

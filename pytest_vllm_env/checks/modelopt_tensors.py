@@ -1,19 +1,17 @@
-"""``modelopt.tensors-complete`` and ``modelopt.scales-sane``: every quantized Linear holds
-what vLLM builds for it under the checkpoint's algorithm (its row in
-:mod:`pytest_vllm_env.tables.quant_formats`), and every scale is a number.
+"""``modelopt.tensors-complete``: every quantized Linear holds what vLLM builds for it under
+the checkpoint's algorithm (its row in :mod:`pytest_vllm_env.tables.quant_formats`).
 
 The real failures: a module quantized but listed as excluded, or left BF16 but not excluded
 (vLLM builds the layer for the wrong dtype and the weight loader fails, or the checkpoint
 silently loads different numbers than were calibrated); a scale of the wrong shape (a bare
-``assert`` in ``parameter.py``); a NaN or zero scale from a broken calibration run (loads
-fine, generates garbage). What vLLM's loader does with each is
+``assert`` in ``parameter.py``). What vLLM's loader does with each is
 :mod:`pytest_vllm_env.facts.modelopt_load`'s; the KV-cache scales are
-:mod:`pytest_vllm_env.checks.modelopt_kv`'s.
+:mod:`pytest_vllm_env.checks.modelopt_kv`'s; whether each scale is a number,
+:mod:`pytest_vllm_env.checks.modelopt_scales`'s.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,7 +37,6 @@ from pytest_vllm_env.facts.modelopt_load import excluder as load_excluder
 from pytest_vllm_env.facts.modelopt_mixed import (
     MIXED,
     MOE_SERVED,
-    SERVED,
     FusedMismatch,
     is_expert,
     module_algos,
@@ -51,7 +48,8 @@ from pytest_vllm_env.facts.modelopt_settings import (
     excluder,
     exclusion_rules,
 )
-from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
+from pytest_vllm_env.facts.quant_release import Served, differs_between_releases, mixed_served
+from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
@@ -91,6 +89,7 @@ def tensors_complete(
     samples: Mapping[str, WeightSample] | None = None,
     source: ModelOptSource | None = None,
     kv_naming: KvScaleNaming | None = None,
+    vllm_version: str | None = None,
 ) -> Finding:
     """Every Linear holds what vLLM builds for it (fused layers, exclusions, scale shapes,
     dtypes), and the KV cache's scales, judged by what vLLM's loader then does: refuses
@@ -99,7 +98,9 @@ def tensors_complete(
     float weights of quantized modules say (``read_weight_samples``); ``source`` the env's
     vLLM ``modelopt.py`` facts, which say how that vLLM matches exclude entries (without
     it: as vLLM 0.26.0, where the rules were calibrated); ``kv_naming`` how that vLLM renames
-    KV-cache scales (``vllm_kv_naming``; without it: as vLLM 0.26.0)."""
+    KV-cache scales (``vllm_kv_naming``; without it: as vLLM 0.26.0); ``vllm_version`` the
+    env's vLLM (its dist-info), whose release answers for a MIXED_PRECISION checkpoint where
+    ``source`` does not say which per-layer algorithms vLLM serves."""
     check = "modelopt.tensors-complete"
     if blocked := skip_unreadable(check, ckpt, config=True, tensors=True):
         return blocked
@@ -108,7 +109,10 @@ def tensors_complete(
         return skipped(check, f"{ckpt.label}: no quant_algo (see modelopt.quant-config)")
     fmt = modelopt_format(eff.algo)
     if eff.algo == MIXED:
-        return _mixed_complete(check, ckpt, eff, scales or {}, samples or {}, source, kv_naming)
+        served = mixed_served(source.mixed_linear_algos if source else None, vllm_version)
+        return _mixed_complete(
+            check, ckpt, eff, scales or {}, samples or {}, source, kv_naming, served
+        )
     if fmt is None or not fmt.tensors_known:
         return skipped(
             check,
@@ -180,6 +184,7 @@ def _mixed_complete(
     samples: Mapping[str, WeightSample],
     source: ModelOptSource | None,
     kv_naming: KvScaleNaming | None,
+    served: Served,
 ) -> Finding:
     """MIXED_PRECISION: every Linear (and every expert) against the layer vLLM builds for it
     from its own ``quantized_layers`` algorithm (facts/modelopt_mixed.py: the keys as
@@ -202,7 +207,6 @@ def _mixed_complete(
     linear = linear_modules(ckpt.modules)
     if _tied(ckpt) and "lm_head" in linear:  # skipped by the loader (see tensors_complete)
         linear = {k: v for k, v in linear.items() if k != "lm_head"}
-    served = (source.mixed_linear_algos if source else None) or SERVED
     rules = exclusion_rules(source)
     issues: list[LayerIssue] = []
     groups: dict[str, dict[str, Mapping[str, TensorInfo]]] = {}
@@ -225,7 +229,7 @@ def _mixed_complete(
                 f"{module} is keyed {own!r} but vLLM builds its MoE layer "
                 f"{module.rsplit('.', 2)[0]} {algo!r} (the first quantized_layers key under it)"
             )))  # fmt: skip
-        if algo not in (MOE_SERVED if expert else served):
+        if algo not in (MOE_SERVED if expert else served.algos):
             plain[module] = algo
             continue
         fmt = modelopt_format(algo)
@@ -267,6 +271,8 @@ def _mixed_complete(
     wrong = [i for i in issues if i.effect == "wrong"]
     cost = [i for i in issues if i.effect == "cost"]
     notes = [i.text for i in issues if i.effect == "note"]
+    if served.assumed and differs_between_releases(keyed.values()):
+        notes.append(served.assumed)  # the pass rests on what was assumed: said
     per_algo = ", ".join(f"{a}: {n}" for a, n in sorted(counts.items()))
     evidence: dict[str, Any] = dict(quant_algo=eff.algo, layer_algos=counts, **kv_evidence)
     fix_notes = [n for n in notes if "keyed" in n][:3]
@@ -276,7 +282,7 @@ def _mixed_complete(
         if any(i.kind.startswith("unquantized-") for i in refused + wrong):
             fix = (
                 "quantize those layers with an algorithm vLLM serves per layer "
-                f"({', '.join(served)}), or give them their quantized_layers key; " + fix
+                f"({', '.join(served.algos)}), or give them their quantized_layers key; " + fix
             )
         if any(i.kind == "fused-mismatch" for i in refused):
             fix = "give the shards of each fused layer one quant_algo in quantized_layers; " + fix
@@ -451,49 +457,3 @@ def _tied_lm_head_issues(
             "lm_head.weight",
         )
     ]
-
-
-# -- 4. scales ---------------------------------------------------------------------------------
-def scales_sane(
-    ckpt: Checkpoint, values: Mapping[str, Sequence[float]], unread: Mapping[str, str]
-) -> Finding:
-    """Every scale finite and > 0: a NaN, inf, zero or negative scale comes from a broken
-    calibration run and turns every output of that layer into garbage."""
-    check = "modelopt.scales-sane"
-    if blocked := skip_unreadable(check, ckpt, tensors=True):
-        return blocked
-    if unread:
-        first = next(iter(unread.items()))
-        return error(
-            check,
-            f"{ckpt.label}: {len(unread)} scale tensor(s) could not be read: "
-            f"{first[0]}: {first[1]}",
-            "replace the named safetensors file with a complete copy (re-download or re-export)",
-            unread=dict(unread),
-        )
-    if not values:
-        return skipped(check, f"{ckpt.label}: no float scale tensors (*_scale) in the checkpoint")
-    bad: list[str] = []
-    # One pass over every value first: ``not v > 0`` catches NaN, zero and negatives.
-    suspects = [n for n, vals in values.items() for v in vals if not 0 < v < math.inf]
-    for name in dict.fromkeys(suspects):
-        vals = values[name]
-        wrong = [v for v in vals if not (math.isfinite(v) and v > 0)]
-        if wrong:
-            bad.append(
-                f"{name}={_fmt(wrong[0])}"
-                + (f" ({len(wrong)} of {len(vals)})" if len(vals) > 1 else "")
-            )
-    if bad:
-        return failed(
-            check,
-            f"{ckpt.label}: {len(bad)} scale tensor(s) not finite and > 0: {few(bad)}",
-            "re-run ModelOpt calibration with real data in forward_loop (a NaN/zero amax "
-            "means the quantizer saw no or broken activations), then re-export",
-            bad=bad[:50],
-        )
-    return passed(check, f"{ckpt.label}: {len(values)} scale tensor(s), all finite and > 0")
-
-
-def _fmt(value: float) -> str:
-    return repr(value) if math.isfinite(value) else str(value)

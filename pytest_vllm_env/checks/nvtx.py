@@ -19,9 +19,11 @@ from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
 from pytest_vllm_env.facts.find_cudatoolkit import Prediction, nvtoolsext_cause, nvtoolsext_fix
 from pytest_vllm_env.facts.toolkit import TARGETS, ToolkitFacts
-from pytest_vllm_env.facts.torch_config import ConfigPrediction
+from pytest_vllm_env.facts.torch_config import VLLM_SOURCE_FIX, ConfigPrediction
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.torch_cmake import TorchCudaCmake
+
+LIBNVTOOLSEXT = "notfound:LIBNVTOOLSEXT"  # torch 2.0-2.4's TorchConfig.cmake (F1.1)
 
 
 def cmake_target(
@@ -43,13 +45,17 @@ def cmake_target(
         return error(
             check,
             f"torch's cuda.cmake {torch_cmake.error}",
-            "reinstall torch: "
-            + (
-                fixes.reinstall(env, "pytorch")
-                if env.conda("pytorch")
-                else fixes.reinstall(env, "torch", pypi=True)
-            ),
+            _reinstall_torch(env),
             path=str(torch_cmake.path),
+        )
+    if config is not None and config.torch_unreadable:
+        # TorchConfig.cmake & co. hold torch 2.0-2.4's LIBNVTOOLSEXT: the walk past an
+        # unreadable one is a guess (cmake.torch-config says the same, in these words)
+        return error(
+            check,
+            f"torch {config.torch_version}'s CMake config cannot be read: "
+            f"{config.torch_unreadable[0]}",
+            _reinstall_torch(env),
         )
     if pred is None:
         where = "no cmake on the activated PATH" if cmake == "None" else f"{cmake} does not run"
@@ -124,6 +130,16 @@ def _config_target(
     ``LIBNVTOOLSEXT`` (TorchConfig's lib64 search, F1.1)."""
     version = config.torch_version
     nvtx = config.nvtx_blockers
+    if nvtx and config.vllm_error and all(b.signature == LIBNVTOOLSEXT for b in nvtx):
+        # torch 2.0-2.4 put LIBNVTOOLSEXT into TORCH_LIBRARIES: it matters only when the vLLM
+        # being built links that, which its unreadable CMake files do not say (F1.1)
+        return error(
+            check,
+            f"whether torch {version}'s LIBNVTOOLSEXT (NOTFOUND here) reaches this vLLM build "
+            f"is unknown: what the vLLM source tree links cannot be read: {config.vllm_error}",
+            VLLM_SOURCE_FIX,
+            **evidence,
+        )
     if nvtx:
         earlier = config.stop if config.stop is not None and config.stop not in nvtx else None
         before = (
@@ -157,6 +173,14 @@ def _config_target(
         f"torch {version}'s CMake links no NVTX into this vLLM build (no CUDA::nvToolsExt or "
         "LIBNVTOOLSEXT is needed)",
         **evidence,
+    )
+
+
+def _reinstall_torch(env: PixiEnv) -> str:
+    return "reinstall torch: " + (
+        fixes.reinstall(env, "pytorch")
+        if env.conda("pytorch")
+        else fixes.reinstall(env, "torch", pypi=True)
     )
 
 

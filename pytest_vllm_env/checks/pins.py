@@ -128,7 +128,7 @@ def _broken(pin: SiblingPin, env: PixiEnv, targets: FixTargets | None = None) ->
             CID,
             f"{what}, {have}: whether {pin.owner}'s compiled code links {pin.sibling}'s "
             f"libraries is unknown: {pin.unreadable}",
-            f"reinstall {pin.damaged}, whose RECORD is damaged: "
+            f"reinstall {pin.damaged}, whose {pin.damaged_part} is damaged: "
             f"{fixes.reinstall(env, pin.damaged, pypi=True)}",
             **ev,
         )

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from pytest_vllm_env.checks.modelopt_common import effect_summary, few, skip_unreadable
-from pytest_vllm_env.checks.modelopt_tensors import scales_sane as modelopt_scales_sane
+from pytest_vllm_env.checks.modelopt_scales import scales_sane as modelopt_scales_sane
 from pytest_vllm_env.checks.quant_config import relabel
 from pytest_vllm_env.checks.quant_tensors_load import (
     QUANT_LEAVES,

@@ -36,6 +36,16 @@ def judge(facts: SettingsFacts | None, env: PixiEnv) -> list[Finding]:
             )
             for why in facts.source.unreadable[:3]
         ]
+    if facts.env_unreadable:  # an activation file may set any VLLM_* variable: name it
+        return [
+            error(
+                CID,
+                f"which VLLM_* variables the env's activation sets is unknown: {why}",
+                f"restore {why.split(': cannot be read: ', 1)[0]} as a regular file "
+                "(reinstall the package that ships it), or remove it",
+            )
+            for why in facts.env_unreadable[:3]
+        ]
     if facts.source.missing and not facts.source.known:
         return [skipped(CID, f"vLLM {facts.vllm}: " + "; ".join(facts.source.missing))]
     if not facts.settings:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pytest_vllm_env.facts import fixes
 from pytest_vllm_env.facts.env import PixiEnv
-from pytest_vllm_env.facts.torch_config import ConfigPrediction
+from pytest_vllm_env.facts.torch_config import VLLM_SOURCE_FIX, ConfigPrediction
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped
 from pytest_vllm_env.readers.torch_cmake import TorchCMake
 
@@ -56,8 +56,7 @@ def config_finding(
         return error(
             check,
             f"what the vLLM source tree links cannot be read: {pred.vllm_error}",
-            "restore the file from the vLLM release you build (`git checkout -- .` in a git "
-            "clone), or pass --vllm-source=PATH of an intact tree",
+            VLLM_SOURCE_FIX,
             **evidence,
         )
     if carries:

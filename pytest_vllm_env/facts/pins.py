@@ -16,8 +16,10 @@ on it (two native packages pinned together share an ABI).
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
@@ -50,10 +52,12 @@ class SiblingPin:
     # libraries of the sibling that the owner's compiled objects name in DT_NEEDED (the loader
     # binds them at import: an ABI); None where the owner's objects could not be read
     links: tuple[str, ...] | None = None
-    # a RECORD there and unreadable (a FIFO, a dangling link): "path: cannot be read: why";
-    # whether the pin is an ABI is then unknown, an error of that dist (issue 21)
+    # a RECORD there and unreadable (a FIFO, a dangling link), or one of the owner's compiled
+    # objects: "path: cannot be read: why"; whether the pin is an ABI is then unknown, an
+    # error of that dist (issue 21)
     unreadable: str = ""
-    damaged: str = ""  # the distribution whose RECORD that is
+    damaged: str = ""  # the distribution whose RECORD (or compiled object) that is
+    damaged_part: str = "RECORD"  # "RECORD" or "compiled code"
 
 
 @dataclass
@@ -144,10 +148,15 @@ def read(env: PixiEnv) -> PinFacts:
             if not holds:
                 owner_native = _native(owner, native)
                 sibling_native = _native(sibling, native)
-                links = _links(owner, sibling) if owner_native and sibling_native else ()
+                links, unread = (
+                    _links(owner, sibling) if owner_native and sibling_native else ((), "")
+                )
                 damaged, why = next(
                     ((d.name, w) for d in (owner, sibling) if (w := _objects(d)[1])), ("", "")
                 )
+                part = "RECORD"
+                if not why and unread:  # one of the owner's objects: a link it may hold
+                    damaged, why, part = owner.name, unread, "compiled code"
                 pin = SiblingPin(
                     **{
                         **asdict(pin),
@@ -156,6 +165,7 @@ def read(env: PixiEnv) -> PinFacts:
                         "links": links,
                         "unreadable": why,
                         "damaged": damaged,
+                        "damaged_part": part,
                     }
                 )
             out.pins.append(pin)
@@ -182,8 +192,11 @@ def _objects(dist: PythonDist) -> tuple[list[str] | None, str]:
     return objects, ""
 
 
-def _links(owner: PythonDist, sibling: PythonDist) -> tuple[str, ...] | None:
-    """The sibling's libraries that the owner's compiled objects need (``DT_NEEDED``).
+def _links(owner: PythonDist, sibling: PythonDist) -> tuple[tuple[str, ...] | None, str]:
+    """The sibling's libraries that the owner's compiled objects need (``DT_NEEDED``), and
+    why that is unknown: the first of the owner's objects that is there and cannot be read
+    (a FIFO, a dangling link, a path that cannot be opened: "path: cannot be read: why"),
+    when no object that was read needs one (what it needs may be the sibling's).
 
     What makes an exact pin an ABI is the dynamic loader binding the owner's extension to the
     sibling's library at import (torchvision's ``_C.so`` needs ``libc10.so`` and
@@ -194,19 +207,44 @@ def _links(owner: PythonDist, sibling: PythonDist) -> tuple[str, ...] | None:
     """
     mine, theirs = _objects(owner)[0], _objects(sibling)[0]
     if mine is None or theirs is None:
-        return None
+        return None, ""
     shipped = {path.rsplit("/", 1)[-1] for path in theirs}
     site = owner.path.parent
     found: set[str] = set()
     read_any = False
+    unreadable = ""
     for rel in mine[:_MAX_OBJECTS]:
-        try:
-            needed = elf.read_elf(site / rel, symbols=False).needed
-        except elf.ElfError:
+        path = site / rel
+        why = _unreadable(path)
+        if why:
+            unreadable = unreadable or why
             continue
+        try:
+            needed = elf.read_elf(path, symbols=False).needed
+        except elf.ElfError:
+            continue  # absent, or read and no ELF object (a stand-in): it binds nothing
         read_any = True
         found.update(name for name in needed if name in shipped)
-    return tuple(sorted(found)) if read_any or not mine else None
+    if found or not unreadable:
+        return (tuple(sorted(found)) if read_any or not mine else None), ""
+    return None, unreadable
+
+
+def _unreadable(path: Path) -> str:
+    """Why ``path`` is there and cannot be opened as a file ("path: cannot be read: why"),
+    '' when it opens or nothing is there (an object a RECORD lists and a reinstall removed
+    binds nothing)."""
+    try:
+        with files.open_regular(path):
+            return ""
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            return ""
+        return f"{path}: cannot be read: a dangling symlink to {os.readlink(path)}"
+    except OSError as exc:
+        return f"{path}: cannot be read: {exc.strerror or exc}"
+    except ValueError as exc:  # a NUL byte in the path a RECORD lists
+        return f"{str(path)!r}: cannot be read: {exc}"
 
 
 def _native(dist: PythonDist, seen: dict[str, bool | None]) -> bool | None:

@@ -162,18 +162,22 @@ def follow_copy(
             out.append(kernel)
             continue
         fails: list[Failure] = []
-        if copy.needed not in copy.modules:
+        missing = copy.missing
+        if missing is not None:
+            module, importer = missing
             fails.append(
                 Failure(
                     0,
                     1000,
-                    f"ModuleNotFoundError: No module named 'triton_kernels.{copy.needed}' when "
-                    f"vLLM loads the MXFP4 experts (it imports triton_kernels from {copy.label}, "
-                    f"which has no {copy.needed}/opt_flags.py)",
+                    f"ModuleNotFoundError: No module named 'triton_kernels.{module.split('.')[0]}' "
+                    f"when vLLM converts the loaded MXFP4 experts for the kernel (it imports "
+                    f"triton_kernels from {copy.label}, which has no {module}; {importer} "
+                    "imports it)",
                     "utils/import_utils.py:import_triton_kernels, has_triton_kernels (still "
-                    "true: TRITON is chosen); quantization/utils/mxfp4_utils.py:_swizzle_mxfp4 "
-                    "(import triton_kernels.<...>.opt_flags); measured on the CPU with the real "
-                    "0.26.0 and 0.33.0 wheels and the PyPI triton-kernels 0.1.0",
+                    "true: TRITON is chosen); fused_moe/oracle/mxfp4.py's TRITON branch and "
+                    "quantization/utils/mxfp4_utils.py:_swizzle_mxfp4; measured on the H100 "
+                    "with vLLM 0.26.0 and the PyPI triton-kernels 0.1.0 (docs/gpu-runs.md "
+                    "Round 14) and on the CPU with both real wheels",
                 )
             )
         else:

@@ -82,6 +82,12 @@ VLLM_LINKS = ("torch", "${TORCH_LIBRARIES}", "CUDA::cudart", "CUDA::cuda_driver"
 
 # The blockers that are about NVTX: torch 2.1-2.4's FATAL, 2.5-2.7's torch::nvtoolsext link,
 # 2.0-2.4's TorchConfig LIBNVTOOLSEXT (F1.1).
+# what to change where the vLLM source tree's CMake files cannot be read (cmake.torch-config,
+# nvtx.cmake-target)
+VLLM_SOURCE_FIX = (
+    "restore the file from the vLLM release you build (`git checkout -- .` in a git clone), "
+    "or pass --vllm-source=PATH of an intact tree"
+)
 NVTX_SIGNATURES = ("nvtoolsext-fatal", "link:CUDA::nvToolsExt", "notfound:LIBNVTOOLSEXT")
 
 
@@ -152,6 +158,9 @@ class ConfigPrediction:
     torch_libraries_why: str = ""
     # --vllm-source's CMakeLists.txt or cmake/utils.cmake there and unreadable (issue 21)
     vllm_error: str = ""
+    # torch's CMake files there and unreadable ("path: cannot be read: why"): the walk past
+    # them is a guess, which cmake.torch-config and nvtx.cmake-target name instead
+    torch_unreadable: list[str] = field(default_factory=list)
     cmake_prefix: str | None = None  # the cmake's own install prefix (searched by find_library)
     cudatoolkit: Prediction | None = None  # find_package(CUDAToolkit) as torch's cuda.cmake runs it
     libnvtoolsext: str | None = None  # TorchConfig's LIBNVTOOLSEXT, where it looked and found one
@@ -201,6 +210,7 @@ def predict_config(
     vllm = vllm or VllmLinks()
     out.torch_libraries, out.torch_libraries_why = vllm.torch_libraries, vllm.why
     out.vllm_error = vllm.error
+    out.torch_unreadable = list(torch.unreadable)
     cmake_prefix = cmake_install_prefix(cmake)
     out.cmake_prefix = str(cmake_prefix) if cmake_prefix else None
     path_prefixes = _path_prefixes(environ)

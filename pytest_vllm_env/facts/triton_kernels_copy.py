@@ -4,14 +4,24 @@ does on Hopper: read from the copy's own files (never imported).
 vLLM 0.26.0 and 0.33.0 alike (``utils/import_utils.py``): ``has_triton_kernels()`` is true when
 ``triton_kernels`` or ``vllm.third_party.triton_kernels`` is importable, and
 ``import_triton_kernels()`` "prioritize[s] triton_kernels that is available in site-packages":
-a top-level ``triton_kernels`` anywhere on ``sys.path`` wins, and only without one is the copy
-vendored in the wheel (``vllm/third_party/triton_kernels``, triton v3.5.1's) aliased to
+a top-level ``triton_kernels`` anywhere on ``sys.path`` wins (``_has_module`` is
+``importlib.util.find_spec``: the first folder of ``sys.path`` holding one; Python puts the
+folders of ``PYTHONPATH`` before site-packages, so a copy on the PYTHONPATH the env's
+activation sets wins over an installed one), and only without one is the copy vendored in
+the wheel (``vllm/third_party/triton_kernels``, triton v3.5.1's) aliased to
 ``sys.modules["triton_kernels"]``. Measured with the real wheels on the CPU: with the PyPI
 ``triton-kernels`` 0.1.0 (Kernelize AI's, a different project with no ``matmul_ogs``) on the
 path, both releases load ``triton_kernels`` from it, ``has_triton_kernels()`` stays true (so
-the TRITON MoE backend is still chosen on sm 9.x), and ``mxfp4_utils._swizzle_mxfp4`` raises
-``ModuleNotFoundError: No module named 'triton_kernels.matmul_ogs_details'`` (0.26.0) /
-``'triton_kernels.matmul_details'`` (0.33.0, which calls a copy without ``matmul_ogs`` 3.8).
+the TRITON MoE backend is still chosen on sm 9.x), and called alone,
+``mxfp4_utils._swizzle_mxfp4`` raises ``ModuleNotFoundError: No module named
+'triton_kernels.matmul_ogs_details'`` (0.26.0) / ``'triton_kernels.matmul_details'`` (0.33.0,
+which calls a copy without ``matmul_ogs`` 3.8). A real load goes through
+``fused_moe/oracle/mxfp4.py`` first: measured on the H100 (vLLM 0.26.0, docs/gpu-runs.md Round
+14), the weights load and the TRITON branch of the conversion dies on its own ``from
+triton_kernels.matmul_ogs import ...`` ("No module named 'triton_kernels.matmul_ogs'"); 0.33.0
+imports that at module level inside ``try`` (logged only), so there the swizzle's import is the
+first to raise. ``TritonKernelsCopy.missing`` names the first module the load imports that the
+copy lacks, in that order.
 
 Where a copy's files are not there to read (a stand-in) or cannot be read, the vendored copy of
 vLLM 0.26.0 / 0.33.0 is its recorded facts (the two wheels' copies are identical, 3.5.1);
@@ -20,6 +30,7 @@ anything else that is not read is an assumption the fact names (``assumed``).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,6 +42,7 @@ from pytest_vllm_env.facts.quant_release import exact_release
 from pytest_vllm_env.readers.triton_kernels_source import (
     MATMUL,
     MATMUL_OGS,
+    MXFP4_ORACLE_PY,
     MXFP4_UTILS_PY,
     VENDORED,
     api_generation,
@@ -39,6 +51,7 @@ from pytest_vllm_env.readers.triton_kernels_source import (
     hopper_small_n,
     kernel_file,
     swizzle_imports,
+    triton_branch_imports,
 )
 
 # the copy vendored in the vLLM 0.26.0 and 0.33.0 wheels (triton v3.5.1's python/
@@ -46,6 +59,8 @@ from pytest_vllm_env.readers.triton_kernels_source import (
 RECORDED_VENDORED = {"api": "3.5.1", "modules": (MATMUL_OGS,), "small_n": 128, "asserts": True}
 # mxfp4_utils.py:_swizzle_mxfp4's opt_flags imports, read from both wheels
 RECORDED_IMPORTS = {"0.26.0": (MATMUL_OGS,), "0.33.0": (MATMUL, MATMUL_OGS)}
+# oracle/mxfp4.py's TRITON branch, before _swizzle_mxfp4: read from both wheels
+RECORDED_BRANCH_IMPORTS = {"0.26.0": ("matmul_ogs",), "0.33.0": ()}
 _FINDER = re.compile(r"['\"]triton_kernels['\"]\s*:\s*['\"]([^'\"]+)['\"]")
 
 
@@ -57,7 +72,10 @@ class TritonKernelsCopy:
     ``BLOCK_N % (2 * n_warps * 2 * 8)`` assert refuses at 8 warps; 0: none do) and
     ``asserts`` (the kernel has that assert); ``vllm_imports``: the ``opt_flags`` packages
     the env's ``_swizzle_mxfp4`` imports; ``assumed``: what was not read and taken as the
-    vendored 3.5.1 copy's (or 0.33.0's imports)."""
+    vendored 3.5.1 copy's (or 0.33.0's imports); ``via``: for a copy found on the PYTHONPATH
+    the env's activation sets, what sets it (``Activation.sources``), else ''; ``branch``:
+    the modules the TRITON branch of the weight conversion imports before ``_swizzle_mxfp4``
+    (``triton_branch_imports``), and ``branch_present`` those the copy has."""
 
     where: str = ""
     path: str = ""
@@ -68,6 +86,9 @@ class TritonKernelsCopy:
     asserts: bool = True
     vllm_imports: tuple[str, ...] = (MATMUL, MATMUL_OGS)
     assumed: tuple[str, ...] = ()
+    via: str = ""
+    branch: tuple[str, ...] = ()
+    branch_present: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +96,7 @@ class TritonKernelsCopy:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TritonKernelsCopy:
         d = dict(data)
-        for key in ("modules", "vllm_imports", "assumed"):
+        for key in ("modules", "vllm_imports", "assumed", "branch", "branch_present"):
             d[key] = tuple(d.get(key) or ())
         return cls(**d)
 
@@ -89,8 +110,28 @@ class TritonKernelsCopy:
         return MATMUL_OGS if MATMUL_OGS in self.vllm_imports else self.vllm_imports[0]
 
     @property
+    def missing(self) -> tuple[str, str] | None:
+        """``(module, what imports it)`` for the first ``triton_kernels`` module the load
+        imports that this copy lacks, in the order vLLM imports them: the TRITON branch's own
+        imports, then ``_swizzle_mxfp4``'s ``opt_flags``; None when it has them all."""
+        for module in self.branch:
+            if module not in self.branch_present:
+                return module, f"{MXFP4_ORACLE_PY} (the TRITON backend's weight conversion)"
+        if self.needed not in self.modules:
+            return f"{self.needed}.opt_flags", f"{MXFP4_UTILS_PY}:_swizzle_mxfp4"
+        return None
+
+    @property
     def label(self) -> str:
         """How a verdict names the copy."""
+        if self.where == "installed" and self.via:
+            entry = os.path.dirname(self.path)
+            return (
+                f"a triton_kernels at {self.path}, on the PYTHONPATH that {self.via} sets "
+                "(PYTHONPATH comes before site-packages on sys.path, so it wins over any other "
+                "copy: utils/import_utils.py:import_triton_kernels takes the first "
+                f"triton_kernels found; to use another, take {entry} out of that PYTHONPATH)"
+            )
         if self.where == "installed":
             what = self.dist or "a triton_kernels with no distribution metadata"
             return (
@@ -108,15 +149,30 @@ def imported_copy(env: PixiEnv) -> TritonKernelsCopy:
     release = exact_release(version)
     assumed: list[str] = []
     imports = _vllm_imports(env, release, assumed)
+    branch = _branch_imports(env, release)
+    on_path = _on_pythonpath(env)
+    if on_path is not None:
+        copy = _read(on_path[0], "installed", "", imports, None, assumed, branch)
+        return replace(copy, via=on_path[1])
     installed = _installed(env)
     if installed is not None:
         dist = env.dist("triton-kernels")
         label = f"{dist.name} {dist.version}" if dist is not None else ""
-        return _read(installed, "installed", label, imports, None, assumed)
+        return _read(installed, "installed", label, imports, None, assumed, branch)
     vendored = env.package_file("vllm", f"{VENDORED}/__init__.py")
     if vendored is None:
         return TritonKernelsCopy(vllm_imports=imports, assumed=tuple(assumed))
-    return _read(vendored.parent, "vendored", "", imports, release, assumed)
+    return _read(vendored.parent, "vendored", "", imports, release, assumed, branch)
+
+
+def _branch_imports(env: PixiEnv, release: str | None) -> tuple[str, ...]:
+    """What the TRITON branch of the env's weight conversion imports before swizzling (read;
+    else the record of an exact release; else nothing is claimed of it)."""
+    text, _ = env.package_text_or_why("vllm", MXFP4_ORACLE_PY)
+    read = triton_branch_imports(text) if text is not None else None
+    if read is not None:
+        return read
+    return RECORDED_BRANCH_IMPORTS.get(release or "", ())
 
 
 def _vllm_imports(env: PixiEnv, release: str | None, assumed: list[str]) -> tuple[str, ...]:
@@ -132,6 +188,25 @@ def _vllm_imports(env: PixiEnv, release: str | None, assumed: list[str]) -> tupl
         "matmul_ogs_details otherwise)"
     )
     return RECORDED_IMPORTS["0.33.0"]
+
+
+def _on_pythonpath(env: PixiEnv) -> tuple[Path, str] | None:
+    """A top-level ``triton_kernels`` package in a folder of the PYTHONPATH the env's
+    activation sets (``[activation.env]``, ``env_vars.d``, an ``activate.d`` export: what
+    :func:`pytest_vllm_env.facts.env.compute_activation` computes, through pixi or read
+    statically; a PYTHONPATH from outside the env is never the env's), in order, with what
+    sets it. Python puts these folders before site-packages (``site.py``; ``getpath``);
+    an empty or relative entry names the directory vLLM is started in, unknown here: passed
+    over."""
+    activation = env.activation
+    value = activation.environ.get("PYTHONPATH") or ""
+    for entry in value.split(os.pathsep):
+        if entry and os.path.isabs(entry) and _is_dir(Path(entry) / "triton_kernels"):
+            via = activation.sources.get("PYTHONPATH", "")
+            if not via or via == "pixi shell-hook":
+                via = "the env's activation" + (f" ({via})" if via else "")
+            return Path(entry) / "triton_kernels", via
+    return None
 
 
 def _installed(env: PixiEnv) -> Path | None:
@@ -171,7 +246,9 @@ def _read(
     imports: tuple[str, ...],
     release: str | None,
     assumed: list[str],
+    branch: tuple[str, ...] = (),
 ) -> TritonKernelsCopy:
+    present = tuple(m for m in branch if _is_file(folder / f"{m}.py") or _is_dir(folder / m))
     has_ogs = _is_file(folder / "matmul_ogs.py") or _is_dir(folder / "matmul_ogs")
     modules = tuple(m for m in (MATMUL_OGS, MATMUL) if _is_file(folder / m / "opt_flags.py"))
     tensor, _ = files.read_text_if_present(folder / "tensor.py", files.SOURCE)
@@ -185,13 +262,15 @@ def _read(
         if release is not None:
             # a stand-in, or a damaged copy, of a release read: that wheel's copy, as recorded
             return TritonKernelsCopy(where, str(folder), dist, vllm_imports=imports,
-                                     assumed=tuple(assumed), **RECORDED_VENDORED)  # fmt: skip
+                                     assumed=tuple(assumed), branch=branch,
+                                     branch_present=branch, **RECORDED_VENDORED)  # fmt: skip
         assumed.append(
             f"the vendored {folder} could not be read whole ({why_b or why_k or 'files absent'}): "
             "assumed it is the v3.5.1 copy vLLM 0.26.0 and 0.33.0 vendor"
         )
         return TritonKernelsCopy(where, str(folder), dist, vllm_imports=imports,
-                                 assumed=tuple(assumed), **RECORDED_VENDORED)  # fmt: skip
+                                 assumed=tuple(assumed), branch=branch,
+                                 branch_present=branch, **RECORDED_VENDORED)  # fmt: skip
     copy = TritonKernelsCopy(
         where,
         str(folder),
@@ -201,6 +280,8 @@ def _read(
         128 if small_n is None else small_n,
         True if asserts is None else asserts,
         imports,
+        branch=branch,
+        branch_present=present,
     )
     if copy.needed in modules and (small_n is None or asserts is None):
         # the copy serves vLLM's imports but its Hopper rule was not read

@@ -58,6 +58,9 @@ class SettingsFacts:
     # vllm files the literal search found there and unreadable (a FIFO, a dangling link):
     # "path: cannot be read: why"; a name found nowhere else may be read there (issue 21)
     refs_unreadable: list[str] = field(default_factory=list)
+    # the env's activation files (activate.d scripts, env_vars.d) there and unreadable, as
+    # "path: cannot be read: why": what VLLM_* variables they set is unknown (issue 21)
+    env_unreadable: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class SettingsFacts:
             "settings": [asdict(s) for s in self.settings],
             "referenced": self.referenced,
             "refs_unreadable": self.refs_unreadable,
+            "env_unreadable": self.env_unreadable,
         }
 
 
@@ -110,13 +114,6 @@ def read_source(vllm_root: Path) -> VllmSettingsSource:
     )
 
 
-def _text(path: Path) -> str | None:
-    try:
-        return files.read_text(path, files.SOURCE)
-    except OSError:
-        return None
-
-
 def references(vllm_root: Path, names: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     """For each name, the ``vllm`` source files (third_party aside) that spell it; and the
     files there that cannot be read (a FIFO, a device, a directory or dangling link named
@@ -153,7 +150,8 @@ def read(env: PixiEnv, facts: Facts | None = None) -> SettingsFacts | None:
     deps = [str(root / "envs.py"), str(root / "engine" / "arg_utils.py")]
     data = facts("vllm-settings-source", compute_source, deps) if facts else compute_source()
     source = VllmSettingsSource.from_json(data)
-    settings = settings_of(env)
+    env_unreadable: list[str] = []
+    settings = settings_of(env, env_unreadable)
     unknown = sorted({s.name for s in settings if s.kind == "env" and s.name not in source.known})
 
     def compute_refs() -> dict[str, Any]:
@@ -165,13 +163,18 @@ def read(env: PixiEnv, facts: Facts | None = None) -> SettingsFacts | None:
         if facts and unknown
         else compute_refs()
     )
-    return SettingsFacts(dist.version, source, settings, refs["found"], refs["unreadable"])
+    return SettingsFacts(
+        dist.version, source, settings, refs["found"], refs["unreadable"], env_unreadable
+    )
 
 
 # -- where the env sets things -------------------------------------------------------------
-def settings_of(env: PixiEnv) -> list[Setting]:
-    """Every ``VLLM_*`` variable and ``vllm serve`` option the env sets, with where."""
+def settings_of(env: PixiEnv, unreadable: list[str] | None = None) -> list[Setting]:
+    """Every ``VLLM_*`` variable and ``vllm serve`` option the env sets, with where;
+    ``unreadable`` gets each activation file there that cannot be read ("path: cannot be
+    read: why"), whose settings are then unknown."""
     out: list[Setting] = []
+    unread = unreadable if unreadable is not None else []
     manifest = env.manifest
     if manifest is not None and env.name:
         for key, raw, where in manifest.activation_env(env.name):
@@ -181,7 +184,8 @@ def settings_of(env: PixiEnv) -> list[Setting]:
     for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             data = files.load_json(record)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            unread.append(_why(record, exc))
             continue
         if isinstance(data, Mapping):
             rel = record.relative_to(env.prefix).as_posix()
@@ -196,8 +200,9 @@ def settings_of(env: PixiEnv) -> list[Setting]:
     if manifest is not None and env.name:
         scripts += [s for s in manifest.activation_scripts(env.name) if s.suffix == ".sh"]
     for script in scripts:
-        text = _text(script)
+        text, why = files.read_text_if_present(script, files.SOURCE)
         if text is None:
+            unread += [why] if why else []
             continue
         where = _show(script, env)
         for match in _EXPORT.finditer(text):
@@ -205,6 +210,12 @@ def settings_of(env: PixiEnv) -> list[Setting]:
     if manifest is not None and env.name:
         out.extend(_task_settings(manifest, env.name))
     return _hard_fail(out)
+
+
+def _why(path: Path, exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"{path}: cannot be read: {exc.strerror or exc}"
+    return f"{path}: cannot be read: not JSON ({exc})"
 
 
 def _show(path: Path, env: PixiEnv) -> str:

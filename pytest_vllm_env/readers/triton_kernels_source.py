@@ -29,6 +29,9 @@ from pytest_vllm_env.readers.pyrules import int_compared
 MATMUL_OGS = "matmul_ogs_details"  # 3.5.1 / 3.6
 MATMUL = "matmul_details"  # 3.8
 MXFP4_UTILS_PY = "vllm/model_executor/layers/quantization/utils/mxfp4_utils.py"
+# where the MXFP4 experts' weights are converted for the kernel after loading
+# (process_weights_after_loading -> convert_weight_to_mxfp4_moe_kernel_format, 0.26.0 and 0.33.0)
+MXFP4_ORACLE_PY = "vllm/model_executor/layers/fused_moe/oracle/mxfp4.py"
 VENDORED = "vllm/third_party/triton_kernels"
 
 _ASSERT = re.compile(
@@ -144,3 +147,38 @@ def swizzle_imports(text: str) -> tuple[str, ...] | None:
             if len(parts) == 3 and parts[0] == "triton_kernels" and parts[2] == "opt_flags":
                 out.append(parts[1])
     return tuple(dict.fromkeys(out))
+
+
+def triton_branch_imports(text: str) -> tuple[str, ...] | None:
+    """The ``triton_kernels`` modules vLLM imports, unguarded, on the TRITON backend's branch
+    of the MXFP4 weight conversion before it calls ``_swizzle_mxfp4``: the branch is an ``if``
+    whose test names a TRITON backend and whose body calls ``_swizzle_mxfp4``; its ``from
+    triton_kernels.X import ...`` statements that come before the first such call, in order.
+    vLLM 0.26.0's ``oracle/mxfp4.py`` imports ``triton_kernels.matmul_ogs`` there (measured on
+    the H100: a copy without it dies with "No module named 'triton_kernels.matmul_ogs'" after
+    the weights load); 0.33.0's imports it at module level inside ``try`` (logged, not raised),
+    so its branch imports nothing. None when no such branch is found."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    found: list[str] | None = None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If) or "TRITON" not in ast.unparse(node.test):
+            continue
+        modules: list[str] = []
+        for stmt in node.body:
+            if _calls(stmt, "_swizzle_mxfp4"):
+                found = (found or []) + modules
+                break
+            module = stmt.module if isinstance(stmt, ast.ImportFrom) else None
+            if module and module.startswith("triton_kernels."):
+                modules.append(module.split(".")[1])
+    return tuple(dict.fromkeys(found)) if found is not None else None
+
+
+def _calls(stmt: ast.stmt, name: str) -> bool:
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name
+        for n in ast.walk(stmt)
+    )
