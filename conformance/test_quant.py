@@ -94,6 +94,7 @@ def test_qfmt_kernel_arch(
     vllm_quant_source,
     vllm_launch,
     vllm_triton_kernels,
+    vllm_mp_kernel_rules,
     verdict,
 ):
     version = vllm_env.version_of("vllm")
@@ -109,6 +110,7 @@ def test_qfmt_kernel_arch(
             tp=vllm_launch.tensor_parallel_size,
             moe_backend=vllm_launch.moe_backend,
             triton_kernels=vllm_triton_kernels,
+            mp_rules=vllm_mp_kernel_rules,
         )
     )
 

@@ -145,7 +145,7 @@ FIXTURES = frozenset(
         # quant.py
         "vllm_checkpoint", "vllm_checkpoint_specs", "vllm_quant_source", "vllm_quant_packages",
         "vllm_checkpoint_plan", "vllm_checkpoint_scales", "vllm_checkpoint_samples",
-        "vllm_triton_kernels",
+        "vllm_triton_kernels", "vllm_mp_kernel_rules",
         # gpu.py
         "gpu_torch_probe", "visible_gpus", "gpu_binaries", "reference_checkpoints",
         "vllm_logprob_tolerance", "vllm_perplexity_exponent", "vllm_build_logs",

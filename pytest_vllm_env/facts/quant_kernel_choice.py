@@ -12,7 +12,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from pytest_vllm_env.facts.triton_kernels_copy import TritonKernelsCopy
-from pytest_vllm_env.tables.quant_kernels import FAMILIES, Failure, Kernel, release_for
+from pytest_vllm_env.tables.quant_kernels import (
+    FAMILIES,
+    HUMMING_PREFERRED,
+    Failure,
+    Kernel,
+    release_for,
+)
 
 # the env's list names (readers.vllm_quant_source) for our families
 ENV_LIST = {"fp8": "fp8", "fp8_block": "fp8_block", "int8": "int8", "wna16": "kernels"}
@@ -21,9 +27,11 @@ ENV_LIST |= {"nvfp4": "nvfp4"}
 
 @dataclass(frozen=True)
 class LayerAsk:
-    """What a kernel's ``can_implement`` looks at for one vLLM layer (fused: ``n`` is the sum
-    of its shards' outputs; MoE experts: ``n`` = 2 x intermediate, ``k`` = hidden), and the
-    ``tensor_parallel_size`` that splits it (each rank's share is what a kernel runs)."""
+    """What a kernel's ``can_implement`` looks at for one vLLM layer: ``n`` and ``k``, one
+    rank's share of its output (fused: the sum of its shards') and input
+    (``MPLinearLayerConfig.partition_weight_shape``), ``full_k`` the whole layer's input
+    (``full_weight_shape[0]``; 0: ``k``); MoE experts: ``n`` = 2 x intermediate, ``k`` =
+    hidden, unsplit, and the ``tensor_parallel_size`` that splits them."""
 
     n: int
     k: int
@@ -32,6 +40,7 @@ class LayerAsk:
     act_dtype: str = "bfloat16"
     model_type: str | None = None
     tp: int = 1
+    full_k: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Choice:
     failure: str | None
     passed_over: tuple[str, ...]
     unknown: tuple[str, ...] = ()
+    kernels: tuple[Kernel, ...] = ()  # the list it was chosen from
 
 
 def kernel_list(
@@ -67,15 +77,45 @@ def kernel_list(
 
 def _never_for_us(name: str) -> bool:
     # kernels of other platforms' lists or schemes the families above never reach (W4A8
-    # activations, AllSpark's W8A16 on Ampere, Humming/B12x/Torch/Emulation spares)
-    spare = ("CutlassW4A8", "AllSpark", "Humming", "Torch", "Emulation", "B12x", "Fbgemm")
+    # activations, Humming/B12x/Torch/Emulation spares of other families)
+    spare = ("CutlassW4A8", "Humming", "Torch", "Emulation", "B12x", "Fbgemm")
     return name.startswith(spare) or "Cudnn" in name or "Trtllm" in name
 
 
-def choose(kernels: Sequence[Kernel], cc: int, ask: LayerAsk, packages: Collection[str]) -> Choice:
-    """The first kernel of ``kernels`` that runs on ``cc`` and can implement ``ask``."""
+def prioritized(
+    kernels: Sequence[Kernel],
+    cc: int,
+    release: str | None,
+    preferred: Collection[int] | None = None,
+) -> tuple[Kernel, ...]:
+    """``kernels`` as vLLM orders them on ``cc``: 0.33.0's ``prioritize_humming`` moves the
+    Humming kernel directly ahead of Marlin where Humming is preferred (``preferred``: as the
+    env's source says, readers/vllm_mp_kernels.py; None: the table's for ``release``)."""
+    out = list(kernels)
+    if preferred is None:
+        preferred = HUMMING_PREFERRED.get(release or "", frozenset())
+    if cc not in preferred:
+        return tuple(out)
+    names = [k.name.lower() for k in out]
+    hum = next((i for i, n in enumerate(names) if "humming" in n), None)
+    mar = next((i for i, n in enumerate(names) if "marlin" in n), None)
+    if hum is not None and mar is not None and hum > mar:
+        out.insert(mar, out.pop(hum))
+    return tuple(out)
+
+
+def choose(
+    kernels: Sequence[Kernel],
+    cc: int,
+    ask: LayerAsk,
+    packages: Collection[str],
+    release: str | None = None,
+    preferred: Collection[int] | None = None,
+) -> Choice:
+    """The first kernel of ``kernels`` (as ``release`` orders them on ``cc``; see
+    :func:`prioritized`) that runs on ``cc`` and can implement ``ask``."""
     passed_over: list[str] = []
-    for kernel in kernels:
+    for kernel in prioritized(kernels, cc, release, preferred):
         why = _cannot(kernel, cc, ask, packages)
         if why:
             passed_over.append(f"{kernel.name}: {why}")
@@ -92,25 +132,71 @@ def _cannot(kernel: Kernel, cc: int, ask: LayerAsk, packages: Collection[str]) -
     if kernel.needs and kernel.needs not in packages:
         return f"needs {kernel.needs}, not installed"
     group = ask.settings.get("group")
-    if kernel.group_sizes is not None and group is not None and group not in kernel.group_sizes:
+    full_k = ask.full_k or ask.k
+    g_idx, zp = "g_idx" in ask.flags, "zero_point" in ask.flags
+    if (
+        kernel.group_sizes is not None
+        and group is not None
+        and group not in kernel.group_sizes
+        and not (kernel.group_full_k and group == full_k)
+    ):
         return f"group size {group} not in {sorted(kernel.group_sizes)}"
-    if not kernel.g_idx and "g_idx" in ask.flags:
+    if not kernel.g_idx and g_idx:
         return "no activation reordering (g_idx)"
-    if not kernel.zero_points and "zero_point" in ask.flags:
+    if g_idx and not kernel.g_idx_split_k and ask.k != full_k:
+        return "no activation reordering (g_idx) with the input split over ranks"
+    if not kernel.zero_points and zp:
         return "no zero points"
     bits = ask.settings.get("bits")
     if kernel.bits is not None and bits is not None and bits not in kernel.bits:
         return f"{bits}-bit weights not supported"
+    if zp and kernel.zp_bits is not None and bits is not None and bits not in kernel.zp_bits:
+        return f"{bits}-bit weights with zero points not supported"
     if kernel.act_dtypes is not None and ask.act_dtype not in kernel.act_dtypes:
         return f"activations {ask.act_dtype} not supported"
     if kernel.bf16_out and ask.act_dtype != "bfloat16":
         return "BF16 output only"
-    if ask.n % kernel.n_multiple or ask.k % kernel.k_multiple:
-        return f"needs N % {kernel.n_multiple} and K % {kernel.k_multiple} == 0"
-    if kernel.k_div_group and group and group > 0 and ask.k % group:
-        return f"in_features {ask.k} not divisible by group_size {group}"
-    if cc // 10 in (10, 12) and ask.model_type in kernel.excluded_model_types:
-        return f"auto-disabled for {ask.model_type} on Blackwell"
+    return _shape(kernel, ask, group, full_k, g_idx) or (
+        f"auto-disabled for {ask.model_type} on Blackwell"
+        if cc // 10 in (10, 12) and ask.model_type in kernel.excluded_model_types
+        else ""
+    )
+
+
+def _shape(kernel: Kernel, ask: LayerAsk, group: int | None, full_k: int, g_idx: bool) -> str:
+    """What ``kernel`` says of the rank's share ``ask.n`` x ``ask.k`` (MPLinearLayerConfig's
+    partition_weight_shape; the full input ``full_k``), its tile and group rules."""
+    n, k, bits = ask.n, ask.k, ask.settings.get("bits")
+    if n % kernel.n_multiple or k % kernel.k_multiple:
+        return f"needs N % {kernel.n_multiple} and K % {kernel.k_multiple} == 0 (N={n}, K={k}" + (
+            " per rank)" if k != full_k or ask.tp > 1 else ")"
+        )
+    if kernel.n_pack and bits and n % (32 // bits):
+        return f"output features {n} not a multiple of the pack factor {32 // bits}"
+    if kernel.full_k_div_group and (not group or group <= 0):
+        return f"group size {group}: no channelwise quantization"
+    if kernel.full_k_div_group and group and full_k % group:
+        return f"group size {group} does not divide the input features ({full_k})"
+    if kernel.k_div_group and group:
+        eff = group if group > 0 else k
+        if k % eff:
+            return f"in_features {k} not divisible by group_size {eff}"
+    straddles = bool(group and group > 0 and group < full_k and k % group)
+    if g_idx and kernel.g_idx_tile:
+        # 0.26.0 Marlin with act-order: check_marlin_supports_shape, no padding
+        tile_n, tile_k = kernel.g_idx_tile
+        if n % tile_n:
+            return (
+                f"act-order: Weight output_size_per_partition = {n} is not divisible by "
+                f"min_thread_n = {tile_n}"
+            )
+        if k % tile_k:
+            return (
+                f"act-order: Weight input_size_per_partition = {k} is not divisible by "
+                f"min_thread_k = {tile_k}"
+            )
+    if kernel.straddle and straddles:
+        return f"in_features per partition {k} is not divisible by group_size = {group}"
     return ""
 
 

@@ -31,7 +31,7 @@ PACKAGES = {
     "deep_gemm": ("deep-gemm", "deep_gemm"),
     "triton_kernels": ("triton-kernels", "triton_kernels"),
     "conch": ("conch-triton-kernels",),
-    "humming": ("humming",),
+    "humming": ("humming-kernels", "humming"),  # a dependency of vLLM 0.26.0 and 0.33.0
     "b12x": ("b12x",),
 }
 # copies vLLM's own wheel ships (utils/import_utils.py: has_deep_gemm() falls back to
@@ -90,6 +90,26 @@ def vllm_quant_source(vllm_env: PixiEnv, vllm_fact_cache) -> QuantSource:
         lambda paths: parse(*(_text(p) if p is not None else None for p in paths)),
         QuantSource.from_json,
         lambda why: QuantSource(missing=(why,)),
+        required=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def vllm_mp_kernel_rules(vllm_env: PixiEnv, vllm_fact_cache):
+    """The mixed-precision kernels' shape rules as the env's own vLLM writes them
+    (``readers.vllm_mp_kernels``: Marlin's tile and group rules, Machete's block, Humming's
+    priority), read with ``ast``; None where vLLM is not installed."""
+    from pytest_vllm_env.plugins.modelopt import _text, _vllm_source_fact
+    from pytest_vllm_env.readers.vllm_mp_kernels import FILES, MpKernelRules, parse
+
+    return _vllm_source_fact(
+        vllm_env,
+        vllm_fact_cache,
+        "vllm-mp-kernel-rules",
+        list(FILES),
+        lambda paths: parse(*(_text(p) if p is not None else None for p in paths)),
+        MpKernelRules.from_json,
+        lambda why: None,
         required=False,
     )
 

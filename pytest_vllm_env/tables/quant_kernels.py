@@ -73,7 +73,17 @@ class Kernel:
     bf16_out: bool = False
     n_multiple: int = 1
     k_multiple: int = 1
-    k_div_group: bool = False
+    k_div_group: bool = False  # the rank's input a whole number of groups (-1: one group)
+    # the mixed-precision kernels' per-rank rules (MPLinearLayerConfig: partition_weight_shape
+    # against full_weight_shape; see facts/quant_kernel_ranks.py):
+    straddle: bool = False  # refuses a group split over ranks (group < full K, K_rank % group)
+    full_k_div_group: bool = False  # the full input a whole number of groups (group > 0)
+    group_full_k: bool = False  # takes a group size of the full input beside group_sizes
+    n_pack: bool = False  # the rank's output a multiple of 32 / bits (zero points packed)
+    zp_bits: frozenset[int] | None = None  # bits it takes with zero points (None: any)
+    g_idx_split_k: bool = True  # act-order with the input split over ranks
+    g_idx_tile: tuple[int, int] = ()  # act-order: the rank's (N, K) multiples, no padding
+    pads: tuple[int, int] = ()  # pads a rank's (N, K) up to these multiples (works, slower)
     excluded_model_types: frozenset[str] = frozenset()  # on families 10 and 12
     fails: tuple[Failure, ...] = ()
     cost: str = ""
@@ -104,14 +114,6 @@ _CUTLASS_BLOCK_SM120 = Failure(
     "issue 47990 (RTX PRO 6000, N=576 and 2112 fail at every M and K)",
     n_not_multiple=128,
 )
-_MARLIN_FP4_TILE = Failure(
-    0,
-    1000,
-    "size_n = {n} is not divisible by tile_n_size = 64 (Marlin FP4 repack)",
-    "vllm/model_executor/layers/quantization/utils/marlin_utils_fp4.py (measured, F3.5)",
-    n_not_multiple=64,
-)
-
 # vLLM 0.26.0 and 0.33.0 vendor the same triton_kernels (vllm/third_party/triton_kernels,
 # the 3.5.1 API: `diff -r` of the two wheels' copies is empty); vLLM imports it unless a
 # separate `triton_kernels` is installed (utils/import_utils.py:import_triton_kernels).
@@ -196,6 +198,11 @@ _CUTLASS_INT8 = Kernel(
     source=f"{SCALED_MM}/cutlass.py (is_supported: any CUDA GPU, no capability check)",
 )
 _TRITON_INT8 = Kernel("TritonInt8ScaledMMLinearKernel", source=f"{SCALED_MM}/triton.py")
+# The mixed-precision kernels judge each rank's share (MPLinearLayerConfig's
+# partition_weight_shape, built in CompressedTensorsWNA16.create_weights from the rank's
+# input and summed outputs) and, for some rules, the full layer (full_weight_shape): held
+# against the real choose_mp_linear_kernel of both wheels under each arch
+# (fixtures/loader_truth/kernel_choice-*.json, scripts/kernel_choice_truth.py).
 _MACHETE = Kernel(
     "MacheteLinearKernel",
     min_cc=90,
@@ -204,45 +211,95 @@ _MACHETE = Kernel(
     bits=frozenset({4, 8}),
     n_multiple=128,
     k_multiple=64,
-    source=f"{MIXED}/machete.py (compute capability exactly 9.0; machete_utils.py)",
+    g_idx_split_k=False,
+    source=f"{MIXED}/machete.py (compute capability exactly 9.0; the rank's in % 64 and out "
+    "% 128: machete_utils.py:check_machete_supports_shape, MACHETE_PREPACKED_BLOCK_SHAPE; "
+    "0.26.0: no act-order with the input split over ranks)",
 )
 _MARLIN = Kernel(
     "MarlinLinearKernel",
     min_cc=75,
     group_sizes=frozenset({-1, 32, 64, 128}),
     bits=frozenset({4, 8}),
-    k_div_group=True,
-    source=f"{MIXED}/marlin.py (MARLIN_SUPPORTED_GROUP_SIZES = [-1, 32, 64, 128])",
+    zp_bits=frozenset({4}),
+    straddle=True,
+    g_idx_tile=(64, 128),
+    pads=(64, 128),
+    source=f"{MIXED}/marlin.py:can_implement (MARLIN_SUPPORTED_GROUP_SIZES; 'A group "
+    "straddling TP ranks cannot be fixed by padding'; other shapes are zero-padded by "
+    "marlin_utils.py:marlin_padded_nk to N % 64 and K % 128 or N % 128 and K % 64; 0.26.0 "
+    "with act-order keeps the strict check_marlin_supports_shape: min_thread_n 64, "
+    "min_thread_k 128)",
 )
 _CONCH = Kernel(
-    "ConchLinearKernel", min_cc=80, needs="conch", g_idx=False, source=f"{MIXED}/conch.py"
+    "ConchLinearKernel",
+    min_cc=80,
+    needs="conch",
+    g_idx=False,
+    group_sizes=frozenset({-1, 128}),
+    source=f"{MIXED}/conch.py",
 )
 _EXLLAMA = Kernel(
     "ExllamaLinearKernel",
     min_cc=60,
     act_dtypes=frozenset({"float16"}),
     bits=frozenset({4, 8}),
+    zp_bits=frozenset(),
     group_sizes=None,
-    k_div_group=True,
+    full_k_div_group=True,
+    n_pack=True,
+    g_idx_split_k=False,
     cost="Exllama (float16 activations only)",
-    source=f"{MIXED}/exllama.py (float16 activations, group size > 0)",
+    source=f"{MIXED}/exllama.py (float16 activations, group size > 0 dividing the full "
+    "input, the rank's output a multiple of 32 / bits)",
 )
 _TRITON_W4A16 = Kernel(
     "TritonW4A16LinearKernel",
     group_sizes=frozenset({-1, 32, 64, 128, 256}),
+    group_full_k=True,
     g_idx=False,
     bits=frozenset({4}),
     act_dtypes=ANY16,
     n_multiple=8,
     k_div_group=True,
     cost="the Triton W4A16 fallback (slower than Marlin/Machete)",
-    source=f"{MIXED}/triton_w4a16.py (group sizes -1, 32, 64, 128, 256; no g_idx)",
+    source=f"{MIXED}/triton_w4a16.py (group sizes -1, 32, 64, 128, 256 or the full input; "
+    "the rank's out % 8 and in a whole number of groups; no g_idx)",
 )
-_HUMMING = Kernel("HummingLinearKernel", min_cc=75, needs="humming", g_idx=False)
+_ALLSPARK = Kernel(
+    "AllSparkLinearKernel",
+    min_cc=80,
+    max_cc=90,
+    group_sizes=frozenset({-1}),
+    g_idx=False,
+    zero_points=False,
+    bits=frozenset({8}),
+    act_dtypes=ANY16,
+    n_multiple=16,
+    k_multiple=16,
+    source=f"{MIXED}/allspark.py (0.26.0 only: Ampere, 8-bit channelwise without zero points; "
+    "allspark_utils.py:check_allspark_supported_dtype_shape, the rank's in and out % 16)",
+)
+# humming-kernels is a dependency of both wheels (Requires-Dist humming-kernels[cu13]; import
+# name humming): it takes any share Marlin refuses (HummingLinearKernel.can_implement: CUDA,
+# has_humming(), 0.26.0 no act-order); 0.33.0 moves it ahead of Marlin on sm 9.0
+# (HUMMING_PREFERRED). What it then does with a share Marlin could not take is the GPU's to
+# show (scripts/device/kernel_ranks.sh).
+_HUMMING = Kernel(
+    "HummingLinearKernel",
+    min_cc=75,
+    needs="humming",
+    g_idx=False,
+    source=f"{MIXED}/humming.py",
+)
 _NVFP4_MARLIN = Kernel(
     "MarlinNvFp4LinearKernel",
     min_cc=75,
-    fails=(_MARLIN_FP4_TILE,),
+    # 0.26.0 and 0.33.0 pad the rank's share before the repack
+    # (marlin_utils_fp4.py:prepare_fp4_layer_for_marlin -> marlin_padded_nk): the
+    # "size_n ... is not divisible by tile_n_size = 64" of older releases (field report
+    # F3.5) no longer happens
+    pads=(64, 128),
     cost="weight-only FP4 (no native FP4 below sm 10.0: Marlin dequantizes the weights, "
     "activations stay 16-bit)",
     source="vllm/model_executor/kernels/linear/nvfp4/marlin.py (is_fp4_marlin_supported: 7.5+)",
@@ -289,9 +346,9 @@ FAMILY_0_26: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
         "fp8_weight_only": (_MARLIN_FP8,),
         # _POSSIBLE_INT8_KERNELS[CUDA]
         "int8": (_CUTLASS_INT8, _TRITON_INT8),
-        # _POSSIBLE_KERNELS[CUDA] for W4A16/W8A16 (CutlassW4A8 and AllSpark never take 16-bit
-        # activations with 4-bit weights: left out)
-        "wna16": (_MACHETE, _MARLIN, _CONCH, _EXLLAMA, _TRITON_W4A16, _HUMMING),
+        # _POSSIBLE_KERNELS[CUDA] for W4A16/W8A16 (CutlassW4A8 takes FP8 activations only:
+        # left out)
+        "wna16": (_MACHETE, _ALLSPARK, _MARLIN, _CONCH, _EXLLAMA, _TRITON_W4A16, _HUMMING),
         # _POSSIBLE_NVFP4_KERNELS[CUDA]; Emulation last: always there
         "nvfp4": (
             Kernel(
@@ -342,7 +399,16 @@ FAMILY_0_33: Mapping[str, tuple[Kernel, ...]] = MappingProxyType(
             _TRITON_BLOCK,
             _TORCH_BLOCK,
         ),
-        "wna16": (_MACHETE, _MARLIN, _CONCH, _EXLLAMA, _TRITON_W4A16, _HUMMING),
+        # 0.33.0 refuses act-order at config time (compressed_tensors.py: "actorder ... is
+        # no longer supported"); Machete, Marlin and Exllama no longer look at it
+        "wna16": (
+            replace(_MACHETE, g_idx_split_k=True),
+            replace(_MARLIN, g_idx_tile=()),
+            _CONCH,
+            replace(_EXLLAMA, g_idx_split_k=True),
+            _TRITON_W4A16,
+            _HUMMING,
+        ),
         # 0.33.0's _get_priority_backends_for_gpt_oss: TRITON runs on (9, 0) <= cc < (13, 0)
         # but on the 12.x family it is moved behind BATCHED_MARLIN (so MARLIN serves there,
         # as in 0.26.0); HUMMING (moved ahead of MARLIN on 9.0) and CUTLASS_MXFP4_MXFP4
@@ -396,6 +462,13 @@ MXFP4_MOE_ARGS: Mapping[str, Mapping[str, str]] = MappingProxyType(
             )
         ),
     }
+)
+
+# layers/quantization/utils/humming/priority.py:prioritize_humming (0.33.0; applied by
+# kernels/linear/__init__.py:_resolve_backend_kernels to every linear list): on these
+# capabilities Humming moves directly ahead of Marlin (_HUMMING_PREFERRED_CAPABILITIES)
+HUMMING_PREFERRED: Mapping[str, frozenset[int]] = MappingProxyType(
+    {"0.26.0": frozenset(), "0.33.0": frozenset({90})}
 )
 
 FAMILIES: Mapping[str, Mapping[str, tuple[Kernel, ...]]] = MappingProxyType(
