@@ -20,14 +20,8 @@ from pytest_vllm_env.checks.modelopt_common import effect_summary, few
 from pytest_vllm_env.facts.modelopt_load import LayerFacts, WeightSample, _stored_weight
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve, vllm_keys
 from pytest_vllm_env.facts.quant_release import differs_between_releases
-from pytest_vllm_env.facts.vllm_load_plan import (
-    SPLIT_DIM,
-    Fate,
-    LoadPlan,
-    Param,
-    cast_kind,
-    shape_effect,
-)
+from pytest_vllm_env.facts.vllm_load_names import SPLIT_DIM, cast_kind, shape_effect
+from pytest_vllm_env.facts.vllm_load_plan import Fate, LoadPlan, Param
 from pytest_vllm_env.facts.vllm_quant_decision import HF_QUANT, QuantDecision
 from pytest_vllm_env.facts.vllm_tp import TpSplit
 from pytest_vllm_env.findings import Finding, failed, passed, skipped, warning
@@ -36,7 +30,9 @@ from pytest_vllm_env.readers.safetensors_header import TensorInfo
 LIMIT = 6
 # the layers DefaultModelLoader.track_weights_loading checks (the others have a quant method,
 # whose parameters it counts as loaded)
-TRACKED = ("norm", "layernorm")
+# DefaultModelLoader.track_weights_loading: parameters of modules without a quant method
+# (norms; a vision patch embedding's Conv3dLayer, refused by the real loaders when absent)
+TRACKED = ("norm", "layernorm", "conv")
 INIT = {
     "empty": "torch.empty (whatever the memory held: garbage)",
     "ones": "its initial 1.0 (not the trained values)",

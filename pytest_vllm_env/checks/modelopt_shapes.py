@@ -18,7 +18,7 @@ from pytest_vllm_env.facts.modelopt_mixed import (
     quantized_layers,
 )
 from pytest_vllm_env.facts.modelopt_settings import effective_settings
-from pytest_vllm_env.facts.vllm_load_plan import GATED_ATTENTION_TYPES
+from pytest_vllm_env.facts.vllm_model_params import GATED_ATTENTION_TYPES
 from pytest_vllm_env.findings import Finding, failed, passed, skipped
 from pytest_vllm_env.readers.checkpoint import Checkpoint
 from pytest_vllm_env.tables.quant_formats import modelopt_format

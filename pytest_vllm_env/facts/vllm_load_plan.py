@@ -39,7 +39,26 @@ from typing import Any
 
 from pytest_vllm_env.facts.modelopt_load import ShardMismatch, excluder
 from pytest_vllm_env.facts.modelopt_mixed import MIXED, FusedMismatch, resolve, vllm_keys
+from pytest_vllm_env.facts.vllm_load_names import iterated_files, map_name
+from pytest_vllm_env.facts.vllm_model_params import (
+    FORMATS,
+    KV_LEAVES,
+    LINEAR_KINDS,
+    Dims,
+    Param,
+    _expand,
+    _expected,
+    _holds,
+    _text,
+    arg_shapes,
+    dims_of,
+    expert_params,
+    route_expert,
+    stacked_shards,
+    with_class,
+)
 from pytest_vllm_env.facts.vllm_quant_decision import QuantDecision
+from pytest_vllm_env.readers import config_expr
 from pytest_vllm_env.readers.safetensors_header import TensorInfo
 from pytest_vllm_env.readers.shard_index import ShardLayout
 from pytest_vllm_env.readers.vllm_kv_naming import VLLM_0_26 as KV_0_26
@@ -47,124 +66,6 @@ from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
 from pytest_vllm_env.readers.vllm_loader import VLLM_0_26, LoaderSource
 from pytest_vllm_env.readers.vllm_model_file import ModelFile, Node
 from pytest_vllm_env.readers.vllm_source import ModelOptSource
-
-LINEAR_KINDS = ("qkv", "merged", "row", "column", "replicated")
-DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "half": "F16", "float": "F32"}
-# What a quantized Linear registers, per ModelOpt algorithm (vLLM 0.26.0 create_weights;
-# tables/quant_formats.py says the same once merged): weight dtype, scales (dtype, required)
-FORMATS: dict[str, tuple[str, dict[str, tuple[str, bool]]]] = {
-    "FP8": ("F8_E4M3", {"weight_scale": ("F32", True), "input_scale": ("F32", True)}),
-    "FP8_PER_CHANNEL_PER_TOKEN": ("F8_E4M3", {"weight_scale": ("F32", True)}),
-    "FP8_PB_WO": ("F8_E4M3", {"weight_scale": ("F32", True)}),
-    "MXFP8": ("F8_E4M3", {"weight_scale": ("U8", True)}),
-    "NVFP4": (
-        "U8",
-        {
-            "weight_scale": ("F8_E4M3", True),
-            "weight_scale_2": ("F32", True),
-            "input_scale": ("F32", True),
-        },
-    ),
-    "W4A16_NVFP4": (
-        "U8",
-        {
-            "weight_scale": ("F8_E4M3", True),
-            "weight_scale_2": ("F32", True),
-            "input_scale": ("F32", False),
-        },
-    ),
-}
-KV_LEAVES = ("k_scale", "v_scale", "q_scale", "prob_scale")
-
-
-# Qwen3-Next and Qwen3.5 gate the attention output from q_proj's extra half
-# (vLLM's Qwen3NextAttention: getattr(config, "attn_output_gate", True)); seen on a real
-# ModelOpt export of a tiny Qwen3.5 that vLLM 0.26.0 loaded on the H100
-GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
-
-
-@dataclass(frozen=True)
-class Dims:
-    """The text model's sizes, from config.json (``text_config`` when there is one)."""
-
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int | None
-    vocab: int | None
-    layers: int
-    q_gate: bool
-    dtype: str  # the model dtype, as safetensors names it
-    tied: bool
-
-
-# The dim each Linear kind's weight loader splits (and so narrows) before its shape assert.
-SPLIT_DIM = {"qkv": 0, "merged": 0, "column": 0, "row": 1}
-
-
-def shape_effect(kind: str, got: Sequence[int], want: Sequence[int]) -> str:
-    """What vLLM's weight loader does with a tensor of shape ``got`` for a Linear weight whose
-    full (unsplit) shape is ``want``: "ok", "refused" (its assert, or ``narrow`` past the
-    end: "start (0) + length (128) exceeds dimension size (32)"), or "truncated" (a tensor
-    longer along the split dim is cut to the parameter's size first, then passes the assert:
-    the rest is dropped silently). vLLM 0.26.0 and 0.33.0 alike, at any tensor-parallel size:
-    ``layers/linear.py`` ``ColumnParallelLinear.weight_loader`` / ``RowParallelLinear.
-    weight_loader`` narrow ``output_dim`` / ``input_dim`` unconditionally; the v2 loaders of
-    quantized layers do the same (``parameter.py``: ``_ColumnvLLMParameter.
-    load_column_parallel_weight``, ``RowvLLMParameter.load_row_parallel_weight``, and the
-    merged / qkv loaders by shard offset); ``ReplicatedLinear`` only asserts. Measured with
-    the real loaders on the CPU (fixtures/field_reports.py: a row-parallel NVFP4 weight left
-    BF16 and twice as wide loads; a transposed column-parallel one is refused)."""
-    got, want = tuple(got), tuple(want)
-    if got == want:
-        return "ok"
-    dim = SPLIT_DIM.get(kind)
-    if dim is None or len(got) != len(want) or len(got) != 2:
-        return "refused"
-    other = 1 - dim
-    if got[other] != want[other] or got[dim] < want[dim]:
-        return "refused"
-    return "truncated"
-
-
-def dims_of(config: Mapping[str, Any]) -> Dims | None:
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    try:
-        hidden = int(text["hidden_size"])
-        heads = int(text["num_attention_heads"])
-        kv = int(text.get("num_key_value_heads") or heads)
-        head_dim = int(text.get("head_dim") or hidden // heads)
-        layers = int(text["num_hidden_layers"])
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    inter = text.get("intermediate_size")
-    vocab = text.get("vocab_size") or config.get("vocab_size")
-    kind = str(text.get("model_type") or config.get("model_type") or "")
-    gate = bool(text.get("attn_output_gate", kind.startswith(GATED_ATTENTION_TYPES)))
-    raw = str(text.get("dtype") or text.get("torch_dtype") or config.get("dtype") or "bfloat16")
-    dtype = DTYPES.get(raw.removeprefix("torch."), "BF16")
-    if dtype == "F32":  # vLLM serves float32 checkpoints in bfloat16 ("auto" dtype)
-        dtype = "BF16"
-    tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
-    return Dims(
-        hidden, heads, kv, head_dim, int(inter) if inter else None,
-        int(vocab) if vocab else None, layers, gate, dtype, tied,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter vLLM builds and the checkpoint must fill."""
-
-    name: str
-    kind: str  # the node kind (qkv, row, norm, embedding, lm_head, attention, ...)
-    dtype: str
-    shards: tuple[str, ...] = ()  # fused shard ids ("q", "k", "v" / "0", "1"); () whole
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # shard -> full shape
-    init: str = "empty"  # what it holds if nothing loads: empty, ones, zeros, min, default
-    required: bool = True
-    quantized: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,18 +120,24 @@ class LoadPlan:
     strict_unquantized: bool = True
     # tensors vLLM never sees whose parameter then stays unset: name -> (why, parameter)
     lost: dict[str, tuple[str, str]] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)  # config.json, as read
+    experts: dict[str, Node] = field(default_factory=dict)  # expert layers built: path -> node
 
     @property
     def decidable(self) -> bool:
         return not self.undecided
 
     def unset(self) -> dict[str, list[str]]:
-        """Required parameters (or shards of them) no tensor loads."""
+        """Required parameters (or shards of them) no tensor loads; a fused parameter loaded
+        whole (``qkv.weight``: the weight loader's ``loaded_shard_id is None`` path) has
+        every shard."""
         out: dict[str, list[str]] = {}
         for name, p in self.params.items():
             if not p.required:
                 continue
             got = self.filled.get(name, set())
+            if "" in got:
+                continue
             want = list(p.shards) or [""]
             lacking = [s for s in want if s not in got]
             if lacking:
@@ -239,55 +146,6 @@ class LoadPlan:
 
 
 # -- the pieces ----------------------------------------------------------------------------------
-def iterated_files(layout: ShardLayout) -> tuple[list[str], str | None, list[str]]:
-    """(files vLLM reads in its order, the refusal if any, files present but not read)."""
-    if layout.weight_map is not None:
-        listed = sorted(set(layout.weight_map.values()))
-        absent = [f for f in listed if f not in layout.present]
-        if absent:
-            where = ", ".join(str(layout.folder / f) for f in absent)
-            return (
-                [],
-                f"FileNotFoundError: Weight files referenced in index but missing: {where}",
-                [],
-            )
-        read = [f for f in layout.present if f in set(listed)]
-        return read, None, [f for f in layout.present if f not in set(listed)]
-    return list(layout.present), None, []
-
-
-def _expected(node_path: str, kind: str, d: Dims) -> dict[str, tuple[int, ...]]:
-    """Full (unsplit) shapes of a node's weight per shard, for Llama-family names."""
-    leaf = node_path.rpartition(".")[2]
-    h, hd, inter, vocab = d.hidden, d.head_dim, d.intermediate, d.vocab
-    q = d.heads * hd * (2 if d.q_gate else 1)
-    kv = d.kv_heads * hd
-    if kind == "qkv":
-        return {"q": (q, h), "k": (kv, h), "v": (kv, h)}
-    if kind == "merged" and inter:
-        return {"0": (inter, h), "1": (inter, h)}
-    if leaf == "o_proj":
-        return {"": (h, d.heads * hd)}
-    if leaf == "down_proj" and inter:
-        return {"": (h, inter)}
-    if kind in ("embedding", "lm_head") and vocab:
-        return {"": (vocab, h)}
-    if kind == "norm":
-        return {"": ((hd,) if leaf in ("q_norm", "k_norm") else (h,))}
-    return {}
-
-
-def _holds(cond: str, config: Mapping[str, Any], tie: bool) -> bool | None:
-    negate = cond.startswith("not ")
-    body = cond.removeprefix("not ")
-    if not body.startswith("config:"):
-        return None
-    key = body.removeprefix("config:")
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    value = tie if key == "tie_word_embeddings" else bool(text.get(key, config.get(key, False)))
-    return value != negate
-
-
 def build_params(
     model: ModelFile,
     d: Dims,
@@ -308,26 +166,31 @@ def build_params(
         # apply_vllm_mapper: the keys renamed by the model's mapper before any lookup
         keys = vllm_keys(dict(decision.layers), model.prefixes, model.substrs, model.suffixes)
     for node in model.nodes:
-        verdicts = [_holds(c, config, tied) for c in node.conditions]
-        if False in verdicts:
-            continue
-        maybe = None in verdicts
-        for path in _expand(node.path, model.counts, d.layers):
+        for path, layer in _expand(node.path, model.counts, d.layers, config):
+            # a condition is evaluated for the layer being built (Qwen3-MoE's sparse block
+            # in every decoder_sparse_step-th layer not in mlp_only_layers)
+            verdicts = [_holds(c, config, tied, layer) for c in node.conditions]
+            if False in verdicts:
+                continue
+            maybe = None in verdicts
             if maybe:
                 optional.append(path)
-            for p in _node_params(
-                node, path, d, config, fmt, decision, is_excluded, kv_params, keys, model.packed
-            ):
+            if node.kind == "experts":
+                found = expert_params(node, path, config, layer, model.experts, d.dtype)
+                if found is None:
+                    optional.append(path)
+                    continue
+            else:
+                found = _node_params(
+                    node, path, d, config, fmt, decision, is_excluded, kv_params, keys,
+                    model.packed, layer, stacked_shards(model),
+                )  # fmt: skip
+            for p in found:
                 params[p.name] = p if not maybe else Param(**{**p.__dict__, "required": False})
     if tied:
-        params.pop("lm_head.weight", None)
+        for head in ("lm_head", *model.tied):
+            params.pop(f"{head}.weight", None)
     return params, optional
-
-
-def _expand(path: str, counts: Mapping[str, str], layers: int) -> list[str]:
-    if "{i}" not in path:
-        return [path]
-    return [path.replace("{i}", str(i)) for i in range(layers)]
 
 
 def _node_params(
@@ -341,9 +204,18 @@ def _node_params(
     kv_params: bool,
     keys: Mapping[str, str] | None = None,
     packed: Mapping[str, Sequence[str]] | None = None,
+    layer: int | None = None,
+    stacked: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[Param]:
-    shapes = _expected(path, node.kind, d)
+    # the constructor's own sizes where they evaluate (a shared expert's
+    # shared_expert_intermediate_size, a router's num_experts); else the text model's
+    # Llama-family sizes, which a module of a nested config (a vision tower) does not have
+    shapes = arg_shapes(node, config, layer)
+    if shapes is None:
+        shapes = _expected(path, node.kind, d) if not node.scope else {}
     shards = tuple(s for s in shapes if s) if node.kind in ("qkv", "merged") else ()
+    if not shards and node.kind in ("qkv", "merged"):  # unsized: the mapper's shard ids
+        shards = (stacked or {}).get(path.rpartition(".")[2], ())
     if node.kind in ("norm", "layernorm"):
         out = [Param(f"{path}.weight", node.kind, d.dtype, (), shapes, "ones")]
         if node.kind == "layernorm":
@@ -351,6 +223,11 @@ def _node_params(
         return out
     if node.kind == "embedding":
         return [Param(f"{path}.weight", node.kind, d.dtype, (), shapes)]
+    if node.kind == "conv":  # layers/conv.py ConvLayerBase: weight (and bias= if asked)
+        out = [Param(f"{path}.weight", node.kind, d.dtype)]
+        if node.bias == "true":
+            out.append(Param(f"{path}.bias", node.kind, d.dtype))
+        return out
     if node.kind == "attention":
         if not kv_params:
             return []
@@ -387,40 +264,11 @@ def _node_params(
     has_bias = bias == "true" or (
         bias is not None and bias.startswith("config:") and bool(_text(config).get(bias[7:]))
     )
+    if bias is None and node.args.get("bias"):  # bias=bias handed down: its value
+        has_bias = config_expr.evaluate(node.args["bias"], config, layer) is True
     if has_bias:
         out.append(Param(f"{path}.bias", node.kind, d.dtype, shards, {}, "empty"))
     return out
-
-
-def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    return config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-
-
-def map_name(name: str, model: ModelFile, kv: KvScaleNaming) -> tuple[str | None, str | None, str]:
-    """(vLLM name, shard id, why) for a checkpoint name, as ``WeightsMapper`` renames it:
-    the KV-scale regexes, substrings, stacked entries, prefixes, suffixes (None: dropped)."""
-    out = kv.vllm_name(name)
-    why = "KV-scale rename" if out != name else ""
-    for sub, new in model.substrs:
-        if sub in out:
-            if new is None:
-                return None, None, f"mapper drops {sub!r}"
-            out = out.replace(sub, new, 1)
-    shard = None
-    for sub, new, sid in model.stacked:
-        if sub in out:
-            out, shard = out.replace(sub, new, 1), sid
-    for pre, new in model.prefixes:
-        if out.startswith(pre):
-            if new is None:
-                return None, None, f"mapper drops {pre!r}"
-            out = out.replace(pre, new, 1)
-    for suf, new in model.suffixes:
-        if out.endswith(suf):
-            if new is None:
-                return None, None, f"mapper drops {suf!r}"
-            out = new.join(out.rsplit(suf, 1))
-    return out, shard, why
 
 
 def plan(
@@ -494,7 +342,27 @@ def plan(
     exclusion = _exclusion(modelopt)
     decide = excluder(decision.exclude, **exclusion)
     kv_params = bool(decision.kv_algo) or (decision.quant_method or "").startswith("modelopt")
+    out.config = config = with_class(config, model.config_class)
+    if decision.quant_method and any(n.kind == "experts" for n in model.nodes):
+        out.undecided.append(
+            f"{arch}: quantized expert weights (FusedMoE's quant method) are not planned statically"
+        )
+        return out
+    for prefix, text in model.counts.items():
+        # a list's length the file computes (a vision tower's depth) must be read: the text
+        # model's num_hidden_layers stands in only for a plain config key
+        if not text.isidentifier() and config_expr.as_int(text, config) is None:
+            out.undecided.append(f"{prefix}: the length of the list ({text}) is not read")
+    if out.undecided:
+        return out
     out.params, optional = build_params(model, d, config, decision, decide, tied, kv_params)
+    out.experts = {
+        path: n
+        for n in model.nodes
+        if n.kind == "experts"
+        for path, _ in _expand(n.path, model.counts, d.layers, config)
+        if any(p.startswith(path + ".") for p in out.params)
+    }
     for alias, target in model.aliases.items():  # self.lm_head = self.model.embed_tokens
         conds = model.alias_conditions.get(alias, ())
         if all(_holds(c, config, tied) is not False for c in conds):
@@ -534,24 +402,35 @@ def _route(
 ) -> None:
     modules = {p.rpartition(".")[0] for p in out.params}
     containers = {m.rsplit(".", k)[0] for m in modules for k in range(m.count(".") + 1)}
+    layers = out.dims.layers if out.dims else 1
     containers |= {
-        n.path.replace("{i}", str(i))
+        path
         for n in model.nodes
-        for i in range(out.dims.layers if out.dims else 1)
-    }  # type: ignore[union-attr]
+        for path, i in _expand(n.path, model.counts, layers, out.config)
+        # a module a condition read from the model file leaves out for this layer is none
+        if not any(c.startswith(("expr:", "not expr:")) for c in n.conditions)
+        or False not in [_holds(c, out.config, tied, i) for c in n.conditions]
+    }
     containers |= set(out.aliases)
     skip_prefixes = model.skip_prefixes if (
         model.skip_prefixes_if is None or (model.skip_prefixes_if == "tie_word_embeddings" and tied)
     ) else ()  # fmt: skip
+    for sc in model.scopes:  # a scope's own AutoWeightsLoader skips below it
+        guard = sc.get("skip_prefixes_if")
+        if guard is None or (guard == "tie_word_embeddings" and tied):
+            skip_prefixes = (*skip_prefixes, *(f"{sc['path']}.{p}" for p in sc["skip_prefixes"]))
     rotary = rules.rotary_drops or VLLM_0_26.rotary_drops or ()
-    ignored = (".bias", *kv.ignored_suffixes, *model.ignore_suffixes)
+    # every AutoWeightsLoader of a scope (a module with its own load_weights) ignores its own
+    scoped = [suf for sc in model.scopes for suf in sc.get("ignore_suffixes", ())]
+    ignored = (".bias", *kv.ignored_suffixes, *model.ignore_suffixes, *scoped)
     for f, info in tensors:
         fate = _fate(
             info, f, model, kv, skip_prefixes, rotary, ignored, tied, rules, out, containers
         )
         out.fates.append(fate)
         if fate.fate == "loaded" and fate.param:
-            out.filled.setdefault(fate.param, set()).add(fate.shard or "")
+            every = out.params[fate.param].shards if fate.shard == "*" else (fate.shard or "",)
+            out.filled.setdefault(fate.param, set()).update(every)
 
 
 def _fate(
@@ -578,9 +457,22 @@ def _fate(
         return Fate(*base, "skipped", why="lm_head is tied to the embedding (skip_prefixes)")
     if tied and rules.tied_alias_skip and mapped == "lm_head.weight":
         return Fate(*base, "skipped", why="lm_head.weight aliases the tied embedding")
+    if tied and mapped in {f"{m}.weight" for m in model.tied}:
+        # lm_head = ParallelLMHead(...).tie_weights(embed_tokens): its weight is the
+        # embedding's Parameter; the embedding's own tensor, read after it, is what stays
+        return Fate(*base, "skipped", why=f"{mapped} is the tied embedding's own parameter")
     for alias, target in out.aliases.items():
         if mapped.startswith(alias + "."):
             mapped = target + mapped[len(alias) :]
+    for path, node in out.experts.items():  # the expert layer's own load_weights
+        if mapped.startswith(path + "."):
+            rel = mapped[len(path) + 1 :]
+            param, shard, how = route_expert(rel, node, path, model.experts, out.config)
+            if param is None:
+                return Fate(*base, "dropped", why=how)
+            if param in out.params:
+                return Fate(*base, "loaded", param, shard, how)
+            return Fate(*base, "refused", why=f"There is no module or parameter named {param!r}")
     if mapped in out.params:
         return Fate(*base, "loaded", mapped, shard, why)
     parts = mapped.split(".")
@@ -592,34 +484,6 @@ def _fate(
             return Fate(*base, "ignored", why=f"no parameter {mapped}; vLLM ignores the suffix")
         return Fate(*base, "refused", why=f"There is no module or parameter named {prefix!r}")
     return Fate(*base, "refused", why=f"There is no module or parameter named {mapped!r}")
-
-
-FLOATS = ("F32", "F16", "BF16", "F64")
-INTS = ("U8", "I8", "I16", "I32", "I64", "U16", "U32", "U64", "BOOL")
-
-
-def cast_kind(src: str, dst: str) -> str:
-    """What ``param.data.copy_(loaded)`` does from ``src`` to ``dst`` (safetensors names):
-    ``same``, ``widen`` (exact), ``narrow`` (float to a smaller float: rounded),
-    ``to-fp8`` (values must be FP8 numbers in range), ``from-fp8`` (FP8 numbers into a
-    float parameter: exact, but their scale is not applied), ``numeric`` (integers and
-    floats converted as numbers: the bytes' meaning is lost)."""
-    if src == dst:
-        return "same"
-    order = {"F16": 1, "BF16": 1, "F32": 2, "F64": 3}
-    if src in order and dst in order:
-        if order[src] < order[dst]:
-            return "widen"
-        return "narrow"
-    if dst.startswith("F8") and src in FLOATS:
-        return "to-fp8"
-    if src.startswith("F8") and dst in FLOATS:
-        return "from-fp8"
-    return "numeric"
-
-
-def sample_equal(a: bytes | None, b: bytes | None) -> bool | None:
-    return None if a is None or b is None else a == b
 
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vllm_env import files
-from pytest_vllm_env.readers import vllm_kv_naming, vllm_loader, vllm_model_file, vllm_source
+from pytest_vllm_env.readers import (
+    vllm_kv_naming,
+    vllm_loader,
+    vllm_model_file,
+    vllm_model_loading,
+    vllm_source,
+)
 from pytest_vllm_env.readers.vllm_kv_naming import KvScaleNaming
 from pytest_vllm_env.readers.vllm_loader import LoaderSource
 from pytest_vllm_env.readers.vllm_model_file import ModelFile
@@ -78,7 +84,7 @@ def read(root: Path, archs: Sequence[str], version: str | None = None) -> VllmLo
     """The facts of the vLLM installed under ``root`` (its site-packages) for ``archs``."""
     unreadable: list[str] = []
     load = source_loader(root, unreadable)
-    registry = vllm_model_file.parse_registry_map(load(vllm_model_file.REGISTRY_PY) or "")
+    registry = vllm_model_loading.parse_registry_map(load(vllm_model_file.REGISTRY_PY) or "")
     kv = vllm_kv_naming.parse(
         load(vllm_kv_naming.BASE_CONFIG_PY),
         load(vllm_kv_naming.MODELS_UTILS_PY),

@@ -133,7 +133,11 @@ def vllm_loader_facts(vllm_env: PixiEnv, vllm_fact_cache):
     if dist is None:
         return lambda arch: None
     root = dist.location
-    deps = [root / p for p in (*vllm_loader.FILES, vllm_model_file.REGISTRY_PY)]
+    # the model file, its layers and the transformers config class an architecture's facts
+    # come from are found while reading: their stamps cannot be listed first, so the
+    # installs they come with are (a reinstall or upgrade rewrites the dist-info RECORD)
+    installs = [d.path / "RECORD" for d in (dist, vllm_env.dist("transformers")) if d]
+    deps = [root / p for p in (*vllm_loader.FILES, vllm_model_file.REGISTRY_PY)] + installs
     version = dist.version
     seen: dict[str, Any] = {}
 

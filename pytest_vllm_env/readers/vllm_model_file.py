@@ -29,128 +29,69 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from pytest_vllm_env.readers import hf_config_class
+from pytest_vllm_env.readers.config_expr import CONFIG_ROOTS
+from pytest_vllm_env.readers.vllm_model_ast import (
+    TIE,
+    _Class,
+    _config_key,
+    _defaults,
+    _dotted,
+    _is_self,
+    _is_super_init,
+    _keyword,
+    _name,
+    _resolve_name,
+    _self_attr,
+    _statements,
+    _strings,
+    _subst,
+    _substitute,
+    _tie_key,
+    _ties_weight,
+)
+from pytest_vllm_env.readers.vllm_model_loading import (
+    _class_attr,
+    _loader_call,
+    _mapper,
+    _method,
+    _returned_call,
+    bias_defaults,
+    experts_rule,
+    scopes,
+)
+from pytest_vllm_env.readers.vllm_model_types import (
+    EXPERT_LAYERS,
+    LEAVES,
+    LISTS,
+    ModelFile,
+    Node,
+)
 
 REGISTRY_PY = "vllm/model_executor/models/registry.py"
 MODELS_DIR = "vllm/model_executor/models"
 
-# vLLM's layers, by class name -> the kind the facts know the parameters of
-LEAVES = {
-    "QKVParallelLinear": "qkv",
-    "MergedColumnParallelLinear": "merged",
-    "RowParallelLinear": "row",
-    "ColumnParallelLinear": "column",
-    "ReplicatedLinear": "replicated",
-    "RMSNorm": "norm",
-    "GemmaRMSNorm": "norm",
-    "LayerNorm": "layernorm",
-    "VocabParallelEmbedding": "embedding",
-    "ParallelLMHead": "lm_head",
-    "Attention": "attention",
-    "EncoderOnlyAttention": "attention",
-}
 # modules without parameters of their own that the loader may meet
 NO_PARAMS = {"SiluAndMul", "GeluAndMul", "LogitsProcessor", "get_rope", "PPMissingLayer"}
-TIE = "#tie"  # an attribute re-assigned to ``<module>.tie_weights(...)``: kept beside the module
-
-
-@dataclass(frozen=True)
-class Node:
-    """One module with parameters: ``path`` below the model class (``{i}`` for a layer
-    index of a ``make_layers`` list of ``count`` entries, the config key), its ``kind``
-    (:data:`LEAVES`) and vLLM ``layer`` class, the ``bias=`` argument as read (``"true"``,
-    ``"false"`` or ``"config:<key>"``; None: not read) and the conditions it is built under
-    (``"config:<key>"`` or ``"not config:<key>"``)."""
-
-    path: str
-    kind: str
-    layer: str
-    bias: str | None = None
-    conditions: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """What the env's vLLM says about one architecture (see the module docstring)."""
-
-    arch: str
-    module: str
-    cls: str
-    nodes: tuple[Node, ...] = ()
-    counts: dict[str, str] = field(default_factory=dict)  # "model.layers" -> config key
-    aliases: dict[str, str] = field(default_factory=dict)  # "lm_head" -> "model.embed_tokens"
-    alias_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # modules tied to an embedding (``<module>.tie_weights(embed)``) -> the conditions
-    tied: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    stacked: tuple[tuple[str, str, str], ...] = ()  # (".q_proj", ".qkv_proj", "q")
-    prefixes: tuple[tuple[str, str | None], ...] = ()
-    substrs: tuple[tuple[str, str | None], ...] = ()
-    suffixes: tuple[tuple[str, str | None], ...] = ()
-    packed: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    auto_loader: bool = False
-    skip_prefixes: tuple[str, ...] = ()
-    skip_prefixes_if: str | None = None  # the config key guarding skip_prefixes
-    skip_substrs: tuple[str, ...] = ()
-    ignore_prefixes: tuple[str, ...] = ()
-    ignore_suffixes: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelFile:
-        d = dict(data)
-        d["nodes"] = tuple(Node(**{**n, "conditions": tuple(n["conditions"])}) for n in d["nodes"])
-        for key in ("stacked", "prefixes", "substrs", "suffixes"):
-            d[key] = tuple(tuple(x) for x in d[key])
-        d["tied"] = {k: tuple(v) for k, v in d["tied"].items()}
-        d["alias_conditions"] = {k: tuple(v) for k, v in d["alias_conditions"].items()}
-        for key in ("skip_prefixes", "skip_substrs", "ignore_prefixes", "ignore_suffixes"):
-            d[key] = tuple(d[key])
-        d["packed"] = {k: tuple(v) for k, v in d["packed"].items()}
-        d["missing"] = tuple(d["missing"])
-        return cls(**d)
-
-
-# -- registry ----------------------------------------------------------------------------------
-def parse_registry_map(source: str) -> dict[str, tuple[str, str]]:
-    """``architecture -> (module, class)`` from the literal dicts of ``registry.py``."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return {}
-    out: dict[str, tuple[str, str]] = {}
-    for node in tree.body:
-        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
-        if not isinstance(value, ast.Dict):
-            continue
-        for key, val in zip(value.keys, value.values, strict=False):
-            if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                continue
-            if isinstance(val, ast.Tuple) and len(val.elts) >= 2:
-                mod, cls = val.elts[0], val.elts[1]
-                if isinstance(mod, ast.Constant) and isinstance(cls, ast.Constant):
-                    out.setdefault(key.value, (str(mod.value), str(cls.value)))
-    return out
 
 
 # -- the model file ----------------------------------------------------------------------------
-@dataclass
-class _Class:
-    name: str
-    module: str
-    node: ast.ClassDef
-    bases: list[str]
-    methods: dict[str, ast.FunctionDef]
 
 
 class _Reader:
     """Walks the classes of the model files from one class down to vLLM's layers."""
 
-    def __init__(self, load: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        load: Callable[[str], str | None],
+        registry: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
         self.load = load
+        self.registry = registry or {}
+        self.bias_defaults = bias_defaults(load)
+        self.visited: list[tuple[str, _Class]] = []  # (module path, its class)
+        self._scope = ""
         self.modules: dict[str, dict[str, _Class]] = {}
         self.imports: dict[str, dict[str, tuple[str, str]]] = {}
         self.missing: list[str] = []
@@ -221,7 +162,8 @@ class _Reader:
             # self.lm_head = self.model.embed_tokens: the same module under two names
             target = _dotted(value).removeprefix("self.")
             if "." in target or target in ("model", "lm_head"):  # a module, not a method
-                self.aliases[path] = target
+                owner = path.rpartition(".")[0]  # the aliasing class's own path
+                self.aliases[path] = f"{owner}.{target}" if owner else target
                 self.alias_conditions[path] = conds
             return
         if not isinstance(value, ast.Call):
@@ -236,6 +178,12 @@ class _Reader:
                 self.place(cls, path, ret, conds, env, depth)
             return
         callee = _name(func)
+        if callee in LISTS:  # nn.ModuleList([... for i in range(n)]) / nn.Sequential(a, b)
+            self.place_list(cls, path, value, conds, env, depth)
+            return
+        if callee == "init_vllm_registered_model":  # the language model of a VL model
+            self.place_registered(path, value, conds, depth)
+            return
         if callee == "make_layers" and len(value.args) >= 2:
             self.counts[path] = _config_key(value.args[0]) or "?"
             inner = value.args[1]
@@ -244,12 +192,24 @@ class _Reader:
             return
         if callee is None:
             return
-        callee = _resolve_name(callee, env)
+        callee = _resolve_name(callee, env, LEAVES)
+        bound = env.get(callee)
+        if isinstance(bound, ast.Call) and _name(bound.func) == "partial" and bound.args:
+            # norm_layer = partial(RMSNorm, eps=...); norm_layer(dim) builds an RMSNorm
+            callee = _name(bound.args[0])
+            if callee is None:
+                return
         if callee in NO_PARAMS:
             return
-        if callee in LEAVES:
+        if callee in LEAVES or callee in EXPERT_LAYERS:
             bias = _keyword(value, "bias")
-            self.nodes.append(Node(path, LEAVES[callee], callee, bias, conds))
+            if bias is None and not any(k.arg == "bias" for k in value.keywords):
+                default = self.bias_defaults.get(callee)  # built without bias=: its default
+                bias = None if default is None else ("true" if default else "false")
+            kind = LEAVES.get(callee, "experts")
+            args = {str(i): self.text(a, env) for i, a in enumerate(value.args)}
+            args.update({k.arg: self.text(k.value, env) for k in value.keywords if k.arg})
+            self.nodes.append(Node(path, kind, callee, bias, conds, args, self._scope))
             return
         target = self.find(cls.module, callee)
         if target is None:  # a name handed down from a subclass's scope (Qwen3Model passes
@@ -262,13 +222,78 @@ class _Reader:
         kwargs = {
             k.arg: _subst(k.value, env)
             for k in value.keywords
-            if k.arg and not (isinstance(k.value, ast.Name) and k.value.id == k.arg)
+            if k.arg
+            and not (isinstance(k.value, ast.Name) and k.value.id == k.arg and k.arg not in env)
         }
-        self.walk_with(target, path + ".", conds, kwargs, depth + 1)
+        # a module built from a nested config (vision_config=config.vision_config) and all
+        # below it: their sizes are not the text model's
+        saved = self._scope
+        for k in value.keywords:
+            # an attribute of the HF config (config.vision_config, hf_config.vision_config),
+            # not one of vLLM's own (vllm_config.quant_config)
+            owner, _, last = self.text(k.value, env).rpartition(".")
+            if owner.rpartition(".")[2] in CONFIG_ROOTS and last.endswith("_config"):
+                if last != "text_config":
+                    self._scope = last
+        try:
+            self.walk_with(target, path + ".", conds, kwargs, depth + 1)
+        finally:
+            self._scope = saved
+
+    def place_list(
+        self,
+        cls: _Class,
+        path: str,
+        value: ast.Call,
+        conds: tuple[str, ...],
+        env: dict[str, ast.expr],
+        depth: int,
+    ) -> None:
+        """``nn.ModuleList([Block(...) for i in range(n)])``: ``path.{i}``, ``n`` entries
+        (kept in ``counts`` as text); ``nn.ModuleList([a, b])`` / ``nn.Sequential(a, b)``:
+        ``path.0``, ``path.1``."""
+        items = list(value.args)
+        if len(items) == 1 and isinstance(items[0], (ast.List, ast.Tuple, ast.ListComp)):
+            items = [items[0]] if isinstance(items[0], ast.ListComp) else list(items[0].elts)
+        for i, item in enumerate(items):
+            if isinstance(item, ast.ListComp):
+                gen = item.generators[0] if item.generators else None
+                it = gen.iter if gen is not None else None
+                if isinstance(it, ast.Call) and _name(it.func) == "range" and it.args:
+                    self.counts[path] = self.text(it.args[-1], env)
+                    self.place(cls, f"{path}.{{i}}", item.elt, conds, env, depth + 1)
+                continue
+            self.place(cls, f"{path}.{i}", item, conds, env, depth + 1)
+
+    def place_registered(
+        self, path: str, value: ast.Call, conds: tuple[str, ...], depth: int
+    ) -> None:
+        """``init_vllm_registered_model(..., architectures=["Qwen2ForCausalLM"])``
+        (``models/utils.py``): that architecture's class from the registry, built from the
+        text config (``hf_config=config.text_config``)."""
+        archs = next((k.value for k in value.keywords if k.arg == "architectures"), None)
+        names = _strings(archs)
+        where = self.registry.get(names[0]) if names else None
+        target = self.find(where[0], where[1]) if where else None
+        if target is None:
+            self.missing.append(f"{path}: init_vllm_registered_model of {names or '?'} not read")
+            return
+        saved = self._scope
+        self._scope = ""
+        try:
+            self.walk_with(target, path + ".", conds, {}, depth + 1)
+        finally:
+            self._scope = saved
+
+    def text(self, value: ast.expr, env: dict[str, ast.expr]) -> str:
+        """``value`` as text with local names, arguments and ``self.<attr>`` replaced by what
+        they were assigned (to be evaluated over config.json: readers/config_expr.py)."""
+        return _dotted(_substitute(value, env))
 
     def walk_with(
         self, cls: _Class, path: str, conds: tuple[str, ...], kwargs: dict, depth: int
     ) -> None:
+        self.visited.append((path.rstrip("."), cls))
         saved = getattr(self, "_kwargs", {})
         self._kwargs = kwargs
         try:
@@ -298,9 +323,17 @@ class _Reader:
         def add(
             attr: str, value: ast.expr, cond: tuple[str, ...], names: dict, owner: _Class = cls
         ) -> None:
-            if attr not in found:
-                order.append(attr)
-            found[attr] = (attr, value, cond, names, owner)
+            # the two branches of a test read from the model file (``if <expr>: self.mlp =
+            # SparseMoeBlock(...) else: self.mlp = MLP(...)``) are both kept, each under its
+            # condition; otherwise a later assignment of an attribute wins
+            key = (
+                attr
+                if not any(c.startswith(("expr:", "not expr:")) for c in cond)
+                else (f"{attr}|{'|'.join(cond)}")
+            )
+            if key not in found:
+                order.append(key)
+            found[key] = (attr, value, cond, names, owner)
 
         if init is None:
             for base in cls.bases:
@@ -310,7 +343,11 @@ class _Reader:
                         add(*item)
                     break
             return [found[a] for a in order]
-        for stmt, cond in _statements(init.body, ()):
+
+        def resolve(test: ast.expr) -> str:
+            return "expr:" + _dotted(_substitute(test, env))
+
+        for stmt, cond in _statements(init.body, (), resolve):
             if _is_super_init(stmt):
                 call = stmt.value  # type: ignore[attr-defined]
                 kwargs = {k.arg: k.value for k in call.keywords if k.arg}
@@ -333,8 +370,24 @@ class _Reader:
                     target = target.elts[-1]  # start, end, self.layers = make_layers(...)
                 if isinstance(target, ast.Attribute) and _is_self(target.value):
                     add(_tie_key(target.attr, stmt.value), stmt.value, cond, env)
+                    env[f"self.{target.attr}"] = stmt.value
+                elif _ties_weight(target, stmt.value):
+                    # self.lm_head.weight = self.model.embed_tokens.weight (0.26.0's
+                    # Qwen3-MoE): the same tie as lm_head.tie_weights(embed_tokens)
+                    module = target.value.attr  # type: ignore[attr-defined]
+                    tie = ast.Call(ast.Attribute(stmt.value, "tie_weights"), [], [])
+                    add(module + TIE, tie, cond, env)
                 elif isinstance(target, ast.Name):
-                    env[target.id] = stmt.value
+                    # `if norm_layer is None: norm_layer = ...` keeps a value handed down
+                    guard = f"{target.id} is None"
+                    given = env.get(target.id)
+                    handed = given is not None and not (
+                        isinstance(given, ast.Constant) and given.value is None
+                    )
+                    if not (cond and cond[-1] == "expr:False") and not (
+                        cond and cond[-1].endswith(guard) and handed
+                    ):
+                        env[target.id] = stmt.value
             elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
                 func = stmt.value.func
                 if isinstance(func, ast.Attribute) and _is_self(func.value):
@@ -348,255 +401,6 @@ class _Reader:
         return [found[a] for a in order]
 
 
-def _tie_key(attr: str, value: ast.expr) -> str:
-    if (
-        isinstance(value, ast.Call)
-        and isinstance(value.func, ast.Attribute)
-        and value.func.attr == "tie_weights"
-    ):
-        return attr + TIE
-    return attr
-
-
-def _statements(body: list[ast.stmt], cond: tuple[str, ...]):
-    """Statements of a body with the conditions they run under (if/else followed)."""
-    for stmt in body:
-        if isinstance(stmt, ast.If):
-            test = _condition(stmt.test)
-            if test == "pp":
-                yield from _statements(stmt.body, cond)
-                continue
-            yes = cond + ((test,) if test else ())
-            no = cond + ((f"not {test}",) if test else ())
-            yield from _statements(stmt.body, yes)
-            yield from _statements(stmt.orelse, no)
-        elif isinstance(stmt, (ast.With, ast.For, ast.Try)):
-            yield from _statements(stmt.body, cond)
-        else:
-            yield stmt, cond
-
-
-def _condition(test: ast.expr) -> str | None:
-    """``config:<key>`` for ``config.key`` / ``self.config.key`` / ``getattr(config, "key",
-    ...)``; ``pp`` for pipeline-parallel rank tests (one stage: true); None otherwise."""
-    text = ast.unparse(test)
-    if "get_pp_group()" in text and "not " not in text:
-        return "pp"
-    key = _config_key(test)
-    return f"config:{key}" if key else f"unknown:{text}"
-
-
-def _config_key(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Attribute) and "config" in _dotted(node.value).split(".")[-1]:
-        return node.attr
-    if (
-        isinstance(node, ast.Call)
-        and _name(node.func) == "getattr"
-        and len(node.args) >= 2
-        and isinstance(node.args[1], ast.Constant)
-        and isinstance(node.args[1].value, str)
-    ):
-        return node.args[1].value
-    return None
-
-
-def _keyword(call: ast.Call, name: str) -> str | None:
-    for kw in call.keywords:
-        if kw.arg == name:
-            if isinstance(kw.value, ast.Constant):
-                return "true" if kw.value.value else "false"
-            key = _config_key(kw.value)
-            return f"config:{key}" if key else None
-    return None
-
-
-def _defaults(func: ast.FunctionDef) -> dict[str, ast.expr]:
-    args = func.args
-    out: dict[str, ast.expr] = {}
-    pos = args.posonlyargs + args.args
-    for arg, default in zip(pos[len(pos) - len(args.defaults) :], args.defaults, strict=False):
-        out[arg.arg] = default
-    for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=False):
-        if default is not None:
-            out[arg.arg] = default
-    return out
-
-
-def _subst(value: ast.expr, env: dict[str, ast.expr]) -> ast.expr:
-    if isinstance(value, ast.Name) and value.id in env:
-        return env[value.id]
-    return value
-
-
-def _resolve_name(name: str, env: dict[str, ast.expr], depth: int = 0) -> str:
-    value = env.get(name)
-    if value is None or depth > 4:
-        return name
-    if isinstance(value, ast.IfExp):  # EncoderOnlyAttention if ... else Attention
-        names = [_name(v) for v in (value.orelse, value.body)]
-        value = next(
-            (v for v, n in zip((value.orelse, value.body), names, strict=True) if n in LEAVES),
-            value.orelse,
-        )
-    inner = _name(value)
-    if inner is None or inner == name:
-        return name
-    return _resolve_name(inner, env, depth + 1)
-
-
-def _method(cls: _Class, name: str, reader: _Reader) -> ast.FunctionDef | None:
-    seen = 0
-    current: _Class | None = cls
-    while current is not None and seen < 6:
-        if name in current.methods:
-            return current.methods[name]
-        nxt = None
-        for base in current.bases:
-            nxt = reader.find(current.module, base)
-            if nxt is not None:
-                break
-        current, seen = nxt, seen + 1
-    return None
-
-
-def _returned_call(cls: _Class, name: str, reader: _Reader) -> ast.Call | None:
-    method = _method(cls, name, reader)
-    if method is None:
-        return None
-    for node in ast.walk(method):
-        if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
-            return node.value
-    return None
-
-
-def _is_self(node: ast.expr) -> bool:
-    return isinstance(node, ast.Name) and node.id == "self"
-
-
-def _self_attr(node: ast.Attribute) -> bool:
-    return _dotted(node).startswith("self.")
-
-
-def _is_super_init(stmt: ast.stmt) -> bool:
-    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
-        return False
-    func = stmt.value.func
-    return (
-        isinstance(func, ast.Attribute)
-        and func.attr == "__init__"
-        and isinstance(func.value, ast.Call)
-        and _name(func.value.func) == "super"
-    )
-
-
-def _name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return None
-
-
-def _dotted(node: ast.expr) -> str:
-    try:
-        return ast.unparse(node)
-    except Exception:  # pragma: no cover - ast.unparse takes any expression
-        return ""
-
-
-def _strings(node: ast.expr | None) -> tuple[str, ...]:
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return tuple(
-            e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
-        )
-    return ()
-
-
-def _mapping(node: ast.expr | None) -> tuple[tuple[str, str | None], ...]:
-    if not isinstance(node, ast.Dict):
-        return ()
-    out = []
-    for k, v in zip(node.keys, node.values, strict=False):
-        if isinstance(k, ast.Constant) and isinstance(k.value, str) and isinstance(v, ast.Constant):
-            out.append((k.value, v.value if isinstance(v.value, str) else None))
-    return tuple(out)
-
-
-def _class_attr(cls: _Class, reader: _Reader, name: str, depth: int = 0) -> ast.expr | None:
-    for stmt in cls.node.body:
-        if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                value = stmt.value
-                if isinstance(value, ast.Attribute) and value.attr == name and depth < 6:
-                    owner = reader.find(cls.module, _dotted(value.value).split(".")[-1])
-                    if owner is not None:
-                        return _class_attr(owner, reader, name, depth + 1)
-                return value
-    if depth < 6:
-        for base in cls.bases:
-            parent = reader.find(cls.module, base)
-            if parent is not None:
-                found = _class_attr(parent, reader, name, depth + 1)
-                if found is not None:
-                    return found
-    return None
-
-
-def _mapper(cls: _Class, reader: _Reader) -> dict[str, Any]:
-    value = _class_attr(cls, reader, "hf_to_vllm_mapper")
-    out: dict[str, Any] = {"stacked": (), "prefixes": (), "substrs": (), "suffixes": ()}
-    if not (isinstance(value, ast.Call) and _name(value.func) == "WeightsMapper"):
-        return out
-    for kw in value.keywords:
-        if kw.arg == "orig_to_new_stacked" and isinstance(kw.value, ast.Dict):
-            stacked = []
-            for k, v in zip(kw.value.keys, kw.value.values, strict=False):
-                if (
-                    isinstance(k, ast.Constant)
-                    and isinstance(v, ast.Tuple)
-                    and len(v.elts) == 2
-                    and isinstance(v.elts[0], ast.Constant)
-                    and isinstance(v.elts[1], ast.Constant)
-                ):
-                    stacked.append((str(k.value), str(v.elts[0].value), str(v.elts[1].value)))
-            out["stacked"] = tuple(stacked)
-        elif kw.arg in ("orig_to_new_prefix", "orig_to_new_substr", "orig_to_new_suffix"):
-            key = {"orig_to_new_prefix": "prefixes", "orig_to_new_substr": "substrs"}.get(
-                kw.arg, "suffixes"
-            )
-            out[key] = _mapping(kw.value)
-    return out
-
-
-def _loader_call(cls: _Class, reader: _Reader) -> dict[str, Any]:
-    """The ``AutoWeightsLoader(...)`` of ``cls.load_weights`` (its own or a base's)."""
-    method = _method(cls, "load_weights", reader)
-    out: dict[str, Any] = {"auto_loader": False}
-    if method is None:
-        return out
-    for node in ast.walk(method):
-        if isinstance(node, ast.Call) and _name(node.func) == "AutoWeightsLoader":
-            out["auto_loader"] = True
-            for kw in node.keywords:
-                value = kw.value
-                guard = None
-                if isinstance(value, ast.IfExp):
-                    guard = _config_key(value.test)
-                    value = value.body
-                if kw.arg == "skip_prefixes":
-                    out["skip_prefixes"] = _strings(value)
-                    out["skip_prefixes_if"] = guard
-                elif kw.arg == "skip_substrs":
-                    out["skip_substrs"] = _strings(value)
-                elif kw.arg == "ignore_unexpected_prefixes":
-                    out["ignore_prefixes"] = _strings(value)
-                elif kw.arg == "ignore_unexpected_suffixes":
-                    out["ignore_suffixes"] = _strings(value)
-            break
-    return out
-
-
 def read_model_file(
     arch: str, registry: dict[str, tuple[str, str]], load: Callable[[str], str | None]
 ) -> ModelFile:
@@ -606,7 +410,7 @@ def read_model_file(
     if where is None:
         return ModelFile(arch, "", "", missing=(f"{arch} is not in {REGISTRY_PY}",))
     module, cls_name = where
-    reader = _Reader(load)
+    reader = _Reader(load, registry)
     cls = reader.find(module, cls_name)
     if cls is None:
         return ModelFile(
@@ -647,6 +451,13 @@ def read_model_file(
             f"{module}.{cls_name}.load_weights does not use AutoWeightsLoader (a loop of its "
             "own: not read statically)"
         )
+    scoped = scopes(reader.visited, mapper, reader)
+    experts = experts_rule(load) if any(n.kind == "experts" for n in reader.nodes) else {}
+    # the config attributes the file reads go through the transformers class: only needed
+    # where an expression of the file is evaluated (kept out of the plain decoders' facts)
+    evaluated = any(n.kind == "experts" or n.scope for n in reader.nodes) or scoped
+    config_class = hf_config_class.read(arch, load) if evaluated else {}
+    missing += experts.get("missing", [])
     return ModelFile(
         arch,
         module,
@@ -668,4 +479,7 @@ def read_model_file(
         loader.get("ignore_prefixes", ()),
         loader.get("ignore_suffixes", ()),
         tuple(missing),
+        scoped,
+        experts,
+        config_class,
     )
