@@ -23,6 +23,8 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_vllm_env.readers.pyrules import COMPARE
+
 UNKNOWN: Any = object()
 # the names a vLLM model file binds to the HF config (``config = vllm_config.model_config.
 # hf_config`` / ``hf_text_config``, ``self.config``) once the reader has substituted them
@@ -36,18 +38,6 @@ _BIN = {
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
-}
-_CMP = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
-    ast.Is: lambda a, b: a is b,
-    ast.IsNot: lambda a, b: a is not b,
 }
 
 
@@ -151,7 +141,7 @@ class _Eval:
             left = self.eval(node.left)
             for op, right_node in zip(node.ops, node.comparators, strict=True):
                 right = self.eval(right_node)
-                if type(op) not in _CMP or not _CMP[type(op)](left, right):
+                if type(op) not in COMPARE or not COMPARE[type(op)](left, right):
                     return False
                 left = right
             return True

@@ -20,7 +20,9 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-_CMP: dict[type, Callable[[Any, Any], bool]] = {
+# Python's comparison operators, as an evaluator of source expressions applies them
+# (config_expr too)
+COMPARE: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
     ast.Lt: operator.lt,
@@ -193,7 +195,7 @@ class Evaluator:
             left = self.expr(node.left, scope)
             for op, comparator in zip(node.ops, node.comparators, strict=True):
                 right = self.expr(comparator, scope)
-                fn = _CMP.get(type(op))
+                fn = COMPARE.get(type(op))
                 if fn is None:
                     raise Unknown("comparison")
                 try:
