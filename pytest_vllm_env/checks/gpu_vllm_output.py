@@ -22,10 +22,13 @@ from pytest_vllm_env.checks.gpu_vllm_load import run_problem
 from pytest_vllm_env.facts.gpu_probe import ProbeResult
 from pytest_vllm_env.findings import Finding, error, failed, passed, skipped, warning
 
+# the gpu tier judges --modelopt-checkpoint and --vllm-checkpoint (any format) alike
 WRONG_FIX = (
     "the checkpoint loads but its numbers are wrong: run `pytest --vllm-conformance -m "
-    "toolchain --modelopt-checkpoint=DIR` (modelopt.tensors-complete and modelopt.scales-sane "
-    "name the tensors), then re-export with NVIDIA ModelOpt and real calibration data"
+    "toolchain` with the same --modelopt-checkpoint=DIR or --vllm-checkpoint=DIR "
+    "(modelopt.tensors-complete / quant.tensors-complete and the scales-sane checks name the "
+    "tensors), then re-export it with the tool that quantized it (NVIDIA ModelOpt, "
+    "llm-compressor) and real calibration data"
 )
 # A flat first-token distribution: every top logprob within this of the others and of
 # -log(vocab). Measured on the H100: an lm_head built FP8 without scales gives exactly that.
@@ -39,7 +42,7 @@ LOGPROB_TOL = defaults.LOGPROB_TOL  # nats: FP8 vs BF16 first-token logprob (a s
 def _loaded(cid: str, run: ProbeResult, checkpoint: str) -> Finding | None:
     """A skip when there is nothing to judge (gpu.vllm-generate reports why)."""
     if not checkpoint:
-        return skipped(cid, "no --modelopt-checkpoint given: nothing to load")
+        return skipped(cid, "no --modelopt-checkpoint or --vllm-checkpoint given: nothing to load")
     if run_problem(cid, run, checkpoint) is not None:
         return skipped(cid, f"{checkpoint} generated nothing to judge: gpu.vllm-generate says why")
     return None
@@ -269,10 +272,11 @@ def pair_reference(index: int, count: int, references: Sequence[str]) -> tuple[s
         return references[index], None
     return "", error(
         "gpu.vllm-reference",
-        f"{len(references)} --reference-checkpoint values for {count} --modelopt-checkpoint "
-        "values: cannot tell which reference belongs to which checkpoint",
-        "give one --reference-checkpoint (used for all) or one per --modelopt-checkpoint, "
-        "in the same order",
+        f"{len(references)} --reference-checkpoint values for {count} checkpoints "
+        "(--modelopt-checkpoint, then --vllm-checkpoint): cannot tell which reference belongs "
+        "to which checkpoint",
+        "give one --reference-checkpoint (used for all) or one per checkpoint, in the same "
+        "order (each --modelopt-checkpoint, then each --vllm-checkpoint)",
     )
 
 
