@@ -144,11 +144,44 @@ def _refusal(refused: dict, stage: str, rank: str | None = None) -> dict:
 def record_sources(release: str) -> None:
     """What the static reader makes of that release's own files (the installed wheel in
     its venv): fixtures/loader_truth/vllm-<release>.json, what the default tests judge with."""
+    write_sources(release, ARCHS, OUT.parent / f"vllm-{release}.json")
+
+
+def write_sources(release: str, archs: list[str], path: Path) -> None:
+    """The static reader's facts of ``archs`` in that release's installed wheel, written to
+    ``path`` (scripts/models_truth_cpu.py writes its bases' architectures the same way)."""
     site = next((VENVS / f"vllm-{release}" / "lib").glob("python3*/site-packages"))
-    facts = vllm_loader_facts.read(site, ARCHS, release)
-    path = OUT.parent / f"vllm-{release}.json"
+    facts = vllm_loader_facts.read(site, archs, release)
     path.write_text(json.dumps(facts.to_json(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {path.relative_to(REPO)}")
+
+
+def probe_release(release: str, tmp: str, jobs: int, timeout: int) -> tuple[list[dict], dict]:
+    """The probe on ``tmp``/jobs.json in that release's venv (one process): its JSON lines,
+    and the run's record (python, torch, seconds, date). Every corpus runs its jobs so."""
+    python = VENVS / f"vllm-{release}" / "bin" / "python"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp,
+    )
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    print(
+        f"vLLM {release}: {len(lines)} of {jobs} jobs, "
+        f"{time.monotonic() - start:.0f} s, rc {proc.returncode}"
+    )
+    if len(lines) != jobs:
+        print(proc.stderr[-3000:])
+    run = {
+        "python": str(python),
+        "torch": lines[0].get("torch") if lines else None,
+        "seconds": round(time.monotonic() - start),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    return lines, run
 
 
 def main(argv: list[str]) -> int:
@@ -223,31 +256,10 @@ def run_corpus(
         jobs = make_jobs(Path(tmp), only)
         (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
         for release in releases:
-            python = VENVS / f"vllm-{release}" / "bin" / "python"
-            start = time.monotonic()
-            proc = subprocess.run(
-                [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                cwd=tmp,
-            )
-            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-            print(
-                f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, "
-                f"{time.monotonic() - start:.0f} s, rc {proc.returncode}"
-            )
-            if len(lines) != len(jobs):
-                print(proc.stderr[-3000:])
+            lines, recorded["runs"][release] = probe_release(release, tmp, len(jobs), timeout)
             for result in lines:
                 name = result["job"]["name"]
                 recorded["variants"].setdefault(name, {})[release] = summarize(result, all_sums)
-            recorded["runs"][release] = {
-                "python": str(python),
-                "torch": lines[0].get("torch") if lines else None,
-                "seconds": round(time.monotonic() - start),
-                "date": time.strftime("%Y-%m-%d"),
-            }
     for job in jobs:  # base: and meta: jobs are exports, not variants: nothing to describe
         if job["name"] in corpus.VARIANTS:
             recorded["variants"].setdefault(job["name"], {})["variant"] = corpus.describe(
@@ -287,19 +299,7 @@ def run_moe(a: argparse.Namespace) -> int:
         ]
         (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
         for release in a.releases.split(","):
-            python = VENVS / f"vllm-{release}" / "bin" / "python"
-            start = time.monotonic()
-            proc = subprocess.run(
-                [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
-                capture_output=True,
-                text=True,
-                timeout=a.timeout,
-                cwd=tmp,
-            )
-            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-            print(f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, rc {proc.returncode}")
-            if len(lines) != len(jobs):
-                print(proc.stderr[-3000:])
+            lines, recorded["runs"][release] = probe_release(release, tmp, len(jobs), a.timeout)
             for result in lines:
                 out = summarize(result)
                 out["experts"] = {
@@ -316,12 +316,6 @@ def run_moe(a: argparse.Namespace) -> int:
                 if NO_CPU_BACKEND in refused:  # the backend oracle runs before create_weights
                     out["gpu_only"] = out.pop("refused")["message"]
                 recorded["variants"].setdefault(result["job"]["name"], {})[release] = out
-            recorded["runs"][release] = {
-                "python": str(python),
-                "torch": lines[0].get("torch") if lines else None,
-                "seconds": round(time.monotonic() - start),
-                "date": time.strftime("%Y-%m-%d"),
-            }
             recorded.setdefault("sources", {})[release] = moe_refine(release)
     for n in names:
         recorded["variants"].setdefault(n, {})["variant"] = moe_tp.describe(n)

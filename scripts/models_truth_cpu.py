@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from loader_truth_cpu import PROBE, VENVS, summarize  # noqa: E402
+from loader_truth_cpu import probe_release, summarize, write_sources  # noqa: E402
 
 from fixtures import model_variants  # noqa: E402
-from pytest_vllm_env.facts import vllm_loader_facts  # noqa: E402
 
 OUT = REPO / "fixtures" / "loader_truth" / "models_outcomes.json"
 SOURCES = REPO / "fixtures" / "loader_truth" / "models-vllm-{release}.json"
@@ -48,11 +45,7 @@ def archs() -> list[str]:
 
 def record_sources(release: str) -> None:
     """The static reader's facts of that release's model files for the bases' archs."""
-    site = next((VENVS / f"vllm-{release}" / "lib").glob("python3*/site-packages"))
-    facts = vllm_loader_facts.read(site, archs(), release)
-    path = Path(str(SOURCES).format(release=release))
-    path.write_text(json.dumps(facts.to_json(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {path.relative_to(REPO)}")
+    write_sources(release, archs(), Path(str(SOURCES).format(release=release)))
 
 
 def main(argv: list[str]) -> int:
@@ -76,19 +69,7 @@ def main(argv: list[str]) -> int:
             jobs.append({"name": name, "model": str(folder), "mode": "load"})
         (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
         for release in releases:
-            python = VENVS / f"vllm-{release}" / "bin" / "python"
-            start = time.monotonic()
-            proc = subprocess.run(
-                [str(python), str(PROBE), "--batch", str(Path(tmp) / "jobs.json")],
-                capture_output=True,
-                text=True,
-                timeout=a.timeout,
-                cwd=tmp,
-            )
-            lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-            print(f"vLLM {release}: {len(lines)} of {len(jobs)} jobs, rc {proc.returncode}")
-            if len(lines) != len(jobs):
-                print(proc.stderr[-3000:])
+            lines, recorded["runs"][release] = probe_release(release, tmp, len(jobs), a.timeout)
             for result in lines:
                 name = result["job"]["name"]
                 rec = summarize(result)
@@ -100,12 +81,6 @@ def main(argv: list[str]) -> int:
                 if head:
                     rec["head_param"] = head[0]
                 recorded["variants"].setdefault(name, {})[release] = rec
-            recorded["runs"][release] = {
-                "python": str(python),
-                "torch": lines[0].get("torch") if lines else None,
-                "seconds": round(time.monotonic() - start),
-                "date": time.strftime("%Y-%m-%d"),
-            }
     for name in names:
         recorded["variants"].setdefault(name, {})["variant"] = model_variants.describe(name)
     OUT.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
