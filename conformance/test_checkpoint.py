@@ -7,19 +7,12 @@ import pytest
 from pytest_vllm_env.checks import checkpoint_load as c
 from pytest_vllm_env.checks import launch
 from pytest_vllm_env.checks.checkpoint_probe import agrees
-from pytest_vllm_env.findings import error, skipped
 
 pytestmark = pytest.mark.toolchain
 
 
 def _judge(load, verdict, check_id, judge):
-    if load.plan is None and load.unreadable:  # a vLLM source file there and unreadable
-        verdict(error(check_id, load.why_not, "reinstall vllm (its files are damaged)"))
-        return
-    if load.plan is None:
-        verdict(skipped(check_id, load.why_not or f"{load.label}: no load plan"))
-        return
-    verdict(judge(load))
+    verdict(load.judged(check_id, judge))
 
 
 @pytest.mark.vllm_check("checkpoint.shards")

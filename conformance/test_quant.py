@@ -130,16 +130,13 @@ def test_qfmt_kernel_arch(
 
 def _judge_any(load, verdict, check_id, judged_as, judge):
     from pytest_vllm_env.checks.quant_config import relabel
-    from pytest_vllm_env.findings import error, skipped
 
-    if load.plan is None and load.unreadable:
-        verdict(error(check_id, load.why_not, "reinstall vllm (its files are damaged)"))
-    elif load.plan is None:
-        verdict(skipped(check_id, load.why_not or f"{load.label}: no load plan"))
-    else:
-        found = judge(load)
+    def under_this_id(x):
+        found = judge(x)
         assert found.id == judged_as
-        verdict(relabel(found, check_id))
+        return relabel(found, check_id)
+
+    verdict(load.judged(check_id, under_this_id))
 
 
 @pytest.mark.vllm_check("quant.shards")

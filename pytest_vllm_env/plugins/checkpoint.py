@@ -11,6 +11,7 @@ the CPU, ``probes/vllm_load_weights.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,18 @@ class CheckpointLoad:
     launch: Launch | None = None
     why_not: str | None = None  # why there is no plan (vLLM missing, files unreadable)
     unreadable: bool = False  # why_not is a file there that cannot be read: an error
+
+    def judged(self, check_id: str, judge: Callable[[CheckpointLoad], Any]) -> Any:
+        """``judge(self)``'s finding, or, where no load plan could be made, why, under
+        ``check_id``: an error for a vLLM source file there and unreadable, else a skip (the
+        checkpoint.* checks and their quant.* twins all answer so)."""
+        from pytest_vllm_env.findings import error, skipped
+
+        if self.plan is None and self.unreadable:
+            return error(check_id, self.why_not, "reinstall vllm (its files are damaged)")
+        if self.plan is None:
+            return skipped(check_id, self.why_not or f"{self.label}: no load plan")
+        return judge(self)
 
 
 @pytest.fixture(scope="session")
